@@ -1,0 +1,73 @@
+//! An in-memory [`Store`] for unit tests of the master logic (not durable).
+
+use super::{Mutation, Snapshot, Store, StoreError};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    meta: Option<super::MetaRecord>,
+    nodes: BTreeMap<String, super::NodeRecord>,
+    contents: BTreeMap<String, Vec<u8>>,
+    sessions: BTreeMap<super::SessionId, super::SessionRecord>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Applies one mutation to maps shaped like a store's tables. Shared with the embedded
+/// store's tests as the reference semantics of a batch.
+fn apply(s: &mut State, m: Mutation) {
+    match m {
+        Mutation::PutMeta(meta) => s.meta = Some(meta),
+        Mutation::PutNode(n) => {
+            s.nodes.insert(n.path.clone(), n);
+        }
+        Mutation::PutContents { path, data } => {
+            s.contents.insert(path, data);
+        }
+        Mutation::DeleteNode { path } => {
+            s.nodes.remove(&path);
+            s.contents.remove(&path);
+        }
+        Mutation::PutSession(r) => {
+            s.sessions.insert(r.id, r);
+        }
+        Mutation::DeleteSession(id) => {
+            s.sessions.remove(&id);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        let s = self.inner.lock().unwrap();
+        Ok(Snapshot {
+            meta: s.meta.clone(),
+            nodes: s.nodes.values().cloned().collect(),
+            contents: s.contents.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            sessions: s.sessions.values().cloned().collect(),
+        })
+    }
+
+    async fn commit(&self, batch: Vec<Mutation>) -> Result<(), StoreError> {
+        let mut s = self.inner.lock().unwrap();
+        for m in batch {
+            apply(&mut s, m);
+        }
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}

@@ -1,0 +1,131 @@
+//! The cell's durable state and the [`Store`] trait its backends implement.
+//!
+//! What is recorded (SPEC §5): nodes with their metadata and contents, sessions, held
+//! locks (inside each node record) and the ephemeral flag of every node, plus the cell's
+//! meta record (epoch, handle-MAC secret, instance counter). Handles and caches are not
+//! recorded: a new master rebuilds them from clients.
+//!
+//! The master applies a change in memory, hands the resulting [`Mutation`]s to the store
+//! in order, and replies to the client only once the store says they are durable.
+
+pub mod embedded;
+pub mod memory;
+
+use serde::{Deserialize, Serialize};
+
+/// A 128-bit session id.
+pub type SessionId = [u8; 16];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    File,
+    Directory,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LockMode {
+    Exclusive,
+    Shared,
+}
+
+/// ACL file names (in `/ls/<deployment>/acl/`); empty means unrestricted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclNames {
+    pub read: String,
+    pub write: String,
+    pub change_acl: String,
+}
+
+/// Who holds a lock: a session and the handle (number) it acquired through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    pub session: SessionId,
+    pub handle: u64,
+    pub mode: LockMode,
+    /// Lock-delay the holder's handle asked for, applied if its session dies holding it.
+    pub lock_delay_ms: u64,
+}
+
+/// A node's metadata and lock state. Contents are stored separately (they can be 256 KiB;
+/// lock operations should not rewrite them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Full path, `/ls/<deployment>/…`.
+    pub path: String,
+    pub kind: NodeKind,
+    pub instance: u64,
+    pub content_generation: u64,
+    pub lock_generation: u64,
+    pub acl_generation: u64,
+    pub checksum: u64,
+    pub acl: AclNames,
+    pub ephemeral: bool,
+    #[serde(default)]
+    pub holders: Vec<LockHolder>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub secret: [u8; 16],
+    pub principal: String,
+}
+
+/// The cell's own record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaRecord {
+    /// Current master epoch; strictly increases at every takeover.
+    pub epoch: u64,
+    /// Key for handle check digits. Generated once, never changes.
+    pub secret: [u8; 32],
+    /// Next node instance number; instances are never reused.
+    pub next_instance: u64,
+    pub deployment: String,
+    pub cell: String,
+}
+
+/// One durable change. A batch of them is applied atomically, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    PutMeta(MetaRecord),
+    PutNode(NodeRecord),
+    /// Contents of the file at `path` (replaces any previous contents).
+    PutContents { path: String, data: Vec<u8> },
+    /// Removes the node and its contents.
+    DeleteNode { path: String },
+    PutSession(SessionRecord),
+    DeleteSession(SessionId),
+}
+
+/// Everything a store holds, as loaded by a new master.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub meta: Option<MetaRecord>,
+    pub nodes: Vec<NodeRecord>,
+    /// path → contents (files only; a file with no entry has empty contents).
+    pub contents: Vec<(String, Vec<u8>)>,
+    pub sessions: Vec<SessionRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O failed: {0}")]
+    Io(String),
+    #[error("stored record is corrupt ({what}): {detail}")]
+    Corrupt { what: String, detail: String },
+    /// The store refused the write because this replica is no longer master (etcd fencing).
+    #[error("not master any more: {0}")]
+    Fenced(String),
+}
+
+/// A cell's durable store. Implementations: [`embedded::EmbeddedStore`] (redb, the default)
+/// and, later, etcd.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads the whole state. Called once by a new master.
+    async fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Applies `batch` atomically and durably (fsync or quorum) before returning.
+    async fn commit(&self, batch: Vec<Mutation>) -> Result<(), StoreError>;
+    /// A short name for status pages: `embedded`, `etcd`, `memory`.
+    fn kind(&self) -> &'static str;
+}

@@ -1,0 +1,11 @@
+//! Compiles `proto/warren/v1/warren.proto` with protox (pure Rust, so no system `protoc`).
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let fds = protox::compile(["warren/v1/warren.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        // No default stubs: a new RPC is a compile error until every server handles it.
+        .generate_default_stubs(false)
+        .codec_path("crate::codec::WarrenCodec")
+        .compile_fds(fds)?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! Warren's wire protocol: the generated `warren.v1` types and service stubs, the codec
+//! that turns undecodable requests into `INVALID_ARGUMENT`, and the one error table
+//! ([`error`]) every tier uses.
+//!
+//! Domain crates convert to and from these types at their edges; the types themselves
+//! carry no behaviour beyond what prost and tonic generate.
+
+pub mod codec;
+pub mod error;
+
+/// Generated code for package `warren.v1`.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("warren.v1");
+}
+
+pub use error::{ErrorCode, WarrenError};
+
+/// Length in bytes of session ids and session secrets.
+pub const SESSION_ID_LEN: usize = 16;
