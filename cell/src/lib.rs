@@ -1,1 +1,13 @@
-//! cell
+//! The Warren cell server: the master logic ([`core`], sans-IO), the [`store`] it persists
+//! to, the gRPC [`server`] that runs it, and the [`admin`] HTTP endpoint.
+//!
+//! `warren cell` and `warren dev` call [`server::run`]; tests bind `127.0.0.1:0` and call
+//! the same function (through `warren-testkit`).
+
+pub mod admin;
+pub mod core;
+mod edge;
+pub mod server;
+pub mod store;
+
+pub use server::{run, CellHandle, CellOptions};

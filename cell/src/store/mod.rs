@@ -36,10 +36,13 @@ pub struct AclNames {
     pub change_acl: String,
 }
 
-/// Who holds a lock: a session and the handle (number) it acquired through.
+/// Who holds a lock: a session and the handle it acquired through. A handle is named by
+/// the epoch of the master that created it and its number in that epoch, so a holder
+/// recorded before a failover can be matched when the client recreates its handle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockHolder {
     pub session: SessionId,
+    pub handle_epoch: u64,
     pub handle: u64,
     pub mode: LockMode,
     /// Lock-delay the holder's handle asked for, applied if its session dies holding it.

@@ -1,0 +1,1610 @@
+//! The master's state machine: sessions, handles, the namespace, locks, events and
+//! cache invalidation, as plain code with no sockets and no tokio tasks (sans-IO, like
+//! openraft's engine).
+//!
+//! Every operation takes the current time and returns either a result or
+//! [`Reply::Wait`] with a [`WaiterId`]; the changes it made to durable state and the
+//! waiters it woke are collected in an [`Output`] that the async layer drains with
+//! [`Master::take_output`]: it commits the mutations to the store, in order, and only
+//! then delivers the replies. Time passes only through [`Master::tick`].
+
+pub mod path;
+pub mod token;
+
+use crate::store::{
+    AclNames, LockHolder, LockMode, MetaRecord, Mutation, NodeKind, NodeRecord, SessionId,
+    SessionRecord, Snapshot,
+};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+use tokio::time::Instant;
+use token::TokenKey;
+use warren_proto::pb::HandleBody;
+use warren_proto::WarrenError;
+
+/// Settings the master logic needs (a slice of the cell's configuration).
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub cell: String,
+    pub deployment: String,
+    /// Lease granted to sessions (SPEC default 12 s).
+    pub lease: Duration,
+    /// A held KeepAlive is answered this long before the lease ends (default 1 s).
+    pub reply_before_end: Duration,
+    /// Upper bound for a handle's lock-delay (≤ 60 s).
+    pub max_lock_delay: Duration,
+    /// Largest file contents accepted, in bytes (≤ 256 KiB).
+    pub max_file_size: usize,
+}
+
+impl CoreConfig {
+    /// Defaults of SPEC §12 for a cell `cell` in deployment `deployment`.
+    pub fn new(cell: &str, deployment: &str) -> Self {
+        CoreConfig {
+            cell: cell.to_string(),
+            deployment: deployment.to_string(),
+            lease: Duration::from_secs(12),
+            reply_before_end: Duration::from_secs(1),
+            max_lock_delay: Duration::from_secs(60),
+            max_file_size: 256 * 1024,
+        }
+    }
+}
+
+/// Identifies an operation that is waiting (a held KeepAlive, a waiting Acquire, a write
+/// blocked on cache invalidation).
+pub type WaiterId = u64;
+
+/// A handle is named by the epoch that created it and its number in that epoch.
+pub type HandleKey = (u64, u64);
+
+/// Bits of `Open.intent`.
+pub mod intent {
+    pub const READ: u32 = 1;
+    pub const WRITE: u32 = 2;
+    pub const CHANGE_ACL: u32 = 4;
+    pub const ALL: u32 = 7;
+}
+
+/// Bits of `Open.events`.
+pub mod mask {
+    pub const CONTENTS_MODIFIED: u32 = 1;
+    pub const CHILD_CHANGED: u32 = 2;
+    pub const MASTER_FAILOVER: u32 = 4;
+    pub const HANDLE_INVALID: u32 = 8;
+    pub const LOCK_ACQUIRED: u32 = 16;
+    pub const CONFLICTING_LOCK: u32 = 32;
+    pub const ALL: u32 = 63;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    ContentsModified,
+    ChildChanged,
+    MasterFailover,
+    HandleInvalid,
+    LockAcquired,
+    ConflictingLock,
+    /// Drop any cached copy of `path`, then acknowledge.
+    Invalidate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildChange {
+    None,
+    Added,
+    Removed,
+    Modified,
+}
+
+/// An event queued for a session, delivered in KeepAlive replies until acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub seq: u64,
+    pub kind: EventKind,
+    /// Token of the handle the event is for (empty for session-wide events).
+    pub handle: Vec<u8>,
+    pub path: String,
+    pub child: String,
+    pub change: ChildChange,
+}
+
+/// What a node looks like to clients (SPEC §2 metadata).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatView {
+    pub kind: NodeKind,
+    pub instance: u64,
+    pub content_generation: u64,
+    pub lock_generation: u64,
+    pub acl_generation: u64,
+    pub checksum: u64,
+    pub acl: AclNames,
+    pub ephemeral: bool,
+    pub child_count: u64,
+    pub length: u64,
+}
+
+/// Names a lock at one moment: a sequencer is current while the lock is still held in
+/// `mode` at `lock_generation` on node `instance`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SequencerView {
+    pub path: String,
+    pub mode: LockMode,
+    pub instance: u64,
+    pub lock_generation: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeepAliveReply {
+    /// Lease remaining, from now.
+    pub lease: Duration,
+    pub events: Vec<Event>,
+    pub epoch: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionCreated {
+    pub id: SessionId,
+    pub secret: [u8; 16],
+    pub lease: Duration,
+    pub epoch: u64,
+    pub deployment: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct CreateArgs {
+    pub kind: NodeKind,
+    pub ephemeral: bool,
+    pub contents: Vec<u8>,
+    /// `None`: inherit the parent's ACL names.
+    pub acl: Option<AclNames>,
+    pub exclusive: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct OpenArgs {
+    pub path: String,
+    pub intent: u32,
+    pub events: u32,
+    pub lock_delay: Duration,
+    pub create: Option<CreateArgs>,
+    pub read: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct OpenOk {
+    pub handle: Vec<u8>,
+    pub stat: StatView,
+    pub contents: Option<Vec<u8>>,
+    pub cacheable: bool,
+    pub created: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct DirEntryView {
+    pub name: String,
+    pub stat: StatView,
+}
+
+/// The session part of a request, already parsed at the edge.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub session: SessionId,
+    pub secret: [u8; 16],
+    pub epoch: u64,
+}
+
+/// Either done now, or parked until a [`Wake`] for the waiter arrives.
+#[derive(Debug)]
+pub enum Reply<T> {
+    Done(T),
+    Wait(WaiterId),
+}
+
+/// Delivered to a parked operation.
+#[derive(Debug)]
+pub enum Wake {
+    KeepAlive(Result<KeepAliveReply, WarrenError>),
+    Acquire(Result<SequencerView, WarrenError>),
+    /// The invalidations a write was waiting for are done: run the write again.
+    Retry,
+}
+
+/// What the async layer must do after an operation: persist `mutations` (in order,
+/// atomically), then deliver `wakes`.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub mutations: Vec<Mutation>,
+    pub wakes: Vec<(WaiterId, Wake)>,
+}
+
+/// Counts for `/status`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MasterStatus {
+    pub cell: String,
+    pub deployment: String,
+    pub epoch: u64,
+    pub sessions: usize,
+    pub nodes: usize,
+    pub handles: usize,
+    pub held_locks: usize,
+}
+
+struct Node {
+    rec: NodeRecord,
+    contents: Vec<u8>,
+    children: BTreeSet<String>,
+    /// Open handles on this node (this instance).
+    handles: BTreeSet<HandleKey>,
+    lock_waiters: VecDeque<LockWaiter>,
+    /// No new holder before this (lock-delay after a holder's session failed).
+    delay_until: Option<Instant>,
+}
+
+#[derive(Clone, Debug)]
+struct LockWaiter {
+    id: WaiterId,
+    session: SessionId,
+    handle: HandleKey,
+    mode: LockMode,
+    deadline: Option<Instant>,
+}
+
+struct Session {
+    rec: SessionRecord,
+    lease_end: Instant,
+    events: VecDeque<Event>,
+    next_seq: u64,
+    acked: u64,
+    /// Highest seq ever delivered. While `acked < delivered_upto` the lease is not extended
+    /// (rule (b) of SPEC §4: a session that never acknowledges expires within one lease).
+    delivered_upto: u64,
+    /// The outstanding KeepAlive and when to answer it.
+    keepalive: Option<(WaiterId, Instant)>,
+    handles: BTreeSet<HandleKey>,
+    /// Paths this session may have cached.
+    cached: HashSet<String>,
+    /// Invalidations sent and not yet acknowledged: seq → path.
+    pending_invalidations: BTreeMap<u64, String>,
+}
+
+struct Handle {
+    session: SessionId,
+    path: String,
+    instance: u64,
+    intent: u32,
+    events: u32,
+    lock_delay_ms: u64,
+    token: Vec<u8>,
+    sequencer: Option<SequencerView>,
+}
+
+enum WaiterKind {
+    KeepAlive(SessionId),
+    Acquire(String),
+    Barrier(String),
+}
+
+/// The master of one cell.
+pub struct Master {
+    cfg: CoreConfig,
+    meta: MetaRecord,
+    key: TokenKey,
+    rng: StdRng,
+    now: Instant,
+    nodes: HashMap<String, Node>,
+    sessions: HashMap<SessionId, Session>,
+    handles: HashMap<HandleKey, Handle>,
+    next_handle: u64,
+    /// Handles of earlier epochs closed in this epoch; never recreated again (SPEC §5 step 8).
+    closed_old_handles: HashSet<HandleKey>,
+    /// path → sessions that may cache it (its data, stat, or its absence).
+    cachers: HashMap<String, HashSet<SessionId>>,
+    /// path → sessions told to drop it that have not acknowledged. Non-empty: uncachable.
+    invalidating: HashMap<String, HashSet<SessionId>>,
+    /// path → writes waiting for `invalidating[path]` to drain.
+    barriers: HashMap<String, Vec<WaiterId>>,
+    waiters: HashMap<WaiterId, WaiterKind>,
+    next_waiter: WaiterId,
+    out: Output,
+}
+
+fn hex(id: &[u8]) -> String {
+    id.iter().take(4).map(|b| format!("{b:02x}")).collect::<String>() + "…"
+}
+
+fn checksum(data: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(data)
+}
+
+fn mode_name(m: LockMode) -> &'static str {
+    match m {
+        LockMode::Exclusive => "exclusive",
+        LockMode::Shared => "shared",
+    }
+}
+
+impl Master {
+    /// Builds the master from what the store holds, as a new master does at takeover
+    /// (SPEC §5 steps 1 and 3): bumps and records the epoch, rebuilds sessions (each with a
+    /// full lease from now) and locks. A store that holds nothing is initialised with the
+    /// deployment root and its `acl` directory.
+    pub fn recover(cfg: CoreConfig, snap: Snapshot, now: Instant, seed: u64) -> Result<Master, WarrenError> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut out = Output::default();
+        let fresh = snap.meta.is_none();
+        let meta = match snap.meta {
+            Some(mut m) => {
+                if m.deployment != cfg.deployment || m.cell != cfg.cell {
+                    return Err(WarrenError::invalid_argument(format!(
+                        "the store holds cell {:?} of deployment {:?}, but this process is configured as cell {:?} of deployment {:?}; point --data at the right directory or fix --name",
+                        m.cell, m.deployment, cfg.cell, cfg.deployment
+                    )));
+                }
+                m.epoch += 1;
+                m
+            }
+            None => MetaRecord {
+                epoch: 1,
+                secret: rng.gen(),
+                next_instance: 1,
+                deployment: cfg.deployment.clone(),
+                cell: cfg.cell.clone(),
+            },
+        };
+        out.mutations.push(Mutation::PutMeta(meta.clone()));
+        let key = TokenKey::new(meta.secret);
+        let mut m = Master {
+            cfg,
+            meta,
+            key,
+            rng,
+            now,
+            nodes: HashMap::new(),
+            sessions: HashMap::new(),
+            handles: HashMap::new(),
+            next_handle: 1,
+            closed_old_handles: HashSet::new(),
+            cachers: HashMap::new(),
+            invalidating: HashMap::new(),
+            barriers: HashMap::new(),
+            waiters: HashMap::new(),
+            next_waiter: 1,
+            out,
+        };
+        let mut contents: HashMap<String, Vec<u8>> = snap.contents.into_iter().collect();
+        let mut paths: Vec<String> = Vec::new();
+        for rec in snap.nodes {
+            paths.push(rec.path.clone());
+            let data = contents.remove(&rec.path).unwrap_or_default();
+            m.nodes.insert(
+                rec.path.clone(),
+                Node {
+                    rec,
+                    contents: data,
+                    children: BTreeSet::new(),
+                    handles: BTreeSet::new(),
+                    lock_waiters: VecDeque::new(),
+                    delay_until: None,
+                },
+            );
+        }
+        for p in &paths {
+            if let Some(parent) = path::parent(p) {
+                if let Some(n) = m.nodes.get_mut(parent) {
+                    n.children.insert(path::name(p).to_string());
+                }
+            }
+        }
+        let lease_end = now + m.cfg.lease;
+        for rec in snap.sessions {
+            m.sessions.insert(rec.id, Session::new(rec, lease_end));
+        }
+        if fresh {
+            let root = path::root_of(&m.cfg.deployment);
+            m.create_node(&root, NodeKind::Directory, false, Vec::new(), AclNames::default());
+            m.create_node(&format!("{root}/acl"), NodeKind::Directory, false, Vec::new(), AclNames::default());
+        }
+        Ok(m)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.meta.epoch
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    pub fn status(&self) -> MasterStatus {
+        MasterStatus {
+            cell: self.cfg.cell.clone(),
+            deployment: self.cfg.deployment.clone(),
+            epoch: self.meta.epoch,
+            sessions: self.sessions.len(),
+            nodes: self.nodes.len(),
+            handles: self.handles.len(),
+            held_locks: self.nodes.values().filter(|n| !n.rec.holders.is_empty()).count(),
+        }
+    }
+
+    /// Drains what the last operations produced.
+    pub fn take_output(&mut self) -> Output {
+        std::mem::take(&mut self.out)
+    }
+
+    // ------------------------------------------------------------------ sessions
+
+    pub fn create_session(&mut self, principal: &str, now: Instant) -> Result<SessionCreated, WarrenError> {
+        self.now = now;
+        if principal.len() > 255 {
+            return Err(WarrenError::invalid_argument("principal name is longer than 255 bytes"));
+        }
+        let id: SessionId = self.rng.gen();
+        let secret: [u8; 16] = self.rng.gen();
+        let rec = SessionRecord {
+            id,
+            secret,
+            principal: principal.to_string(),
+        };
+        self.out.mutations.push(Mutation::PutSession(rec.clone()));
+        self.sessions.insert(id, Session::new(rec, now + self.cfg.lease));
+        Ok(SessionCreated {
+            id,
+            secret,
+            lease: self.cfg.lease,
+            epoch: self.meta.epoch,
+            deployment: self.cfg.deployment.clone(),
+        })
+    }
+
+    /// Validates the session part of a request: epoch, session, secret, lease.
+    fn check(&mut self, ctx: &Ctx) -> Result<SessionId, WarrenError> {
+        if ctx.epoch != self.meta.epoch {
+            if ctx.epoch < self.meta.epoch {
+                return Err(WarrenError::stale_epoch(self.meta.epoch, ctx.epoch));
+            }
+            return Err(WarrenError::invalid_argument(format!(
+                "request names master epoch {}, but this master's epoch is {}",
+                ctx.epoch, self.meta.epoch
+            )));
+        }
+        let Some(s) = self.sessions.get(&ctx.session) else {
+            return Err(WarrenError::session_expired(format!(
+                "session {} is unknown or has expired",
+                hex(&ctx.session)
+            )));
+        };
+        if s.rec.secret != ctx.secret {
+            return Err(WarrenError::permission_denied(format!(
+                "wrong secret for session {}",
+                hex(&ctx.session)
+            )));
+        }
+        if self.now > s.lease_end {
+            self.expire_session(ctx.session);
+            return Err(WarrenError::session_expired(format!(
+                "session {} has expired (its lease ran out)",
+                hex(&ctx.session)
+            )));
+        }
+        Ok(ctx.session)
+    }
+
+    /// `KeepAlive`: acknowledges events up to `ack_seq`, supersedes the outstanding
+    /// KeepAlive, and either answers now (events pending, or the lease is near its end) or
+    /// parks until ~`reply_before_end` before the lease ends.
+    pub fn keepalive(&mut self, ctx: &Ctx, ack_seq: u64, now: Instant) -> Result<Reply<KeepAliveReply>, WarrenError> {
+        self.now = now;
+        let sid = self.check(ctx)?;
+        let s = &self.sessions[&sid];
+        if ack_seq >= s.next_seq {
+            return Err(WarrenError::invalid_argument(format!(
+                "KeepAlive acknowledges event {ack_seq}, but only events up to {} were sent",
+                s.next_seq - 1
+            )));
+        }
+        self.acknowledge(sid, ack_seq);
+        if let Some((w, _)) = self.sessions.get_mut(&sid).and_then(|s| s.keepalive.take()) {
+            self.waiters.remove(&w);
+            let reply = self.keepalive_reply(sid);
+            self.out.wakes.push((w, Wake::KeepAlive(Ok(reply))));
+        }
+        let early = self.cfg.reply_before_end + self.jitter();
+        let s = &self.sessions[&sid];
+        let hold_until = s.lease_end.checked_sub(early).unwrap_or(now);
+        if !s.events.is_empty() || hold_until <= now {
+            return Ok(Reply::Done(self.keepalive_reply(sid)));
+        }
+        let w = self.new_waiter(WaiterKind::KeepAlive(sid));
+        self.sessions.get_mut(&sid).expect("checked").keepalive = Some((w, hold_until));
+        Ok(Reply::Wait(w))
+    }
+
+    fn jitter(&mut self) -> Duration {
+        let max = (self.cfg.reply_before_end / 10).as_millis() as u64;
+        Duration::from_millis(if max == 0 { 0 } else { self.rng.gen_range(0..=max) })
+    }
+
+    fn acknowledge(&mut self, sid: SessionId, ack_seq: u64) {
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        if ack_seq <= s.acked {
+            return;
+        }
+        s.acked = ack_seq;
+        while s.events.front().is_some_and(|e| e.seq <= ack_seq) {
+            s.events.pop_front();
+        }
+        let rest = s.pending_invalidations.split_off(&(ack_seq + 1));
+        let done = std::mem::replace(&mut s.pending_invalidations, rest);
+        for (_, p) in done {
+            self.invalidation_done(&p, sid);
+        }
+    }
+
+    /// Builds a KeepAlive reply for `sid` and extends its lease if it may be extended.
+    fn keepalive_reply(&mut self, sid: SessionId) -> KeepAliveReply {
+        let now = self.now;
+        let lease = self.cfg.lease;
+        let s = self.sessions.get_mut(&sid).expect("live session");
+        if s.acked >= s.delivered_upto && s.lease_end < now + lease {
+            s.lease_end = now + lease;
+        }
+        if let Some(last) = s.events.back() {
+            s.delivered_upto = s.delivered_upto.max(last.seq);
+        }
+        KeepAliveReply {
+            lease: s.lease_end.saturating_duration_since(now),
+            events: s.events.iter().cloned().collect(),
+            epoch: self.meta.epoch,
+        }
+    }
+
+    fn push_event(&mut self, sid: SessionId, kind: EventKind, handle: Vec<u8>, path: &str, child: &str, change: ChildChange) -> Option<u64> {
+        let s = self.sessions.get_mut(&sid)?;
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        s.events.push_back(Event {
+            seq,
+            kind,
+            handle,
+            path: path.to_string(),
+            child: child.to_string(),
+            change,
+        });
+        if let Some((w, _)) = s.keepalive.take() {
+            self.waiters.remove(&w);
+            let reply = self.keepalive_reply(sid);
+            self.out.wakes.push((w, Wake::KeepAlive(Ok(reply))));
+        }
+        Some(seq)
+    }
+
+    /// Sends a handle event to every handle open on `path` whose mask has `bit`, except `skip`.
+    fn notify_handles(&mut self, path: &str, bit: u32, kind: EventKind, child: &str, change: ChildChange, skip: Option<HandleKey>) {
+        let Some(n) = self.nodes.get(path) else { return };
+        let targets: Vec<(SessionId, Vec<u8>)> = n
+            .handles
+            .iter()
+            .filter(|k| Some(**k) != skip)
+            .filter_map(|k| self.handles.get(k))
+            .filter(|h| h.events & bit != 0)
+            .map(|h| (h.session, h.token.clone()))
+            .collect();
+        for (sid, tok) in targets {
+            self.push_event(sid, kind, tok, path, child, change);
+        }
+    }
+
+    pub fn close_session(&mut self, ctx: &Ctx, now: Instant) -> Result<(), WarrenError> {
+        self.now = now;
+        let sid = self.check(ctx)?;
+        self.end_session(sid, false, WarrenError::session_expired("the session was closed"));
+        Ok(())
+    }
+
+    fn expire_session(&mut self, sid: SessionId) {
+        tracing::info!(session = %hex(&sid), "session expired");
+        self.end_session(sid, true, WarrenError::session_expired("the session expired"));
+    }
+
+    /// Ends a session: releases its locks (with lock-delay if it `failed`), closes its
+    /// handles (deleting ephemeral nodes nobody else holds), stops it caching.
+    fn end_session(&mut self, sid: SessionId, failed: bool, why: WarrenError) {
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        let ka = s.keepalive.take();
+        let handles: Vec<HandleKey> = s.handles.iter().copied().collect();
+        let cached: Vec<String> = s.cached.drain().collect();
+        let pending: Vec<String> = std::mem::take(&mut s.pending_invalidations).into_values().collect();
+        if let Some((w, _)) = ka {
+            self.waiters.remove(&w);
+            self.out.wakes.push((w, Wake::KeepAlive(Err(why.clone()))));
+        }
+        for p in cached {
+            if let Some(set) = self.cachers.get_mut(&p) {
+                set.remove(&sid);
+                if set.is_empty() {
+                    self.cachers.remove(&p);
+                }
+            }
+        }
+        for p in pending {
+            self.invalidation_done(&p, sid);
+        }
+        for k in handles {
+            self.close_handle(k, failed);
+        }
+        self.sessions.remove(&sid);
+        self.out.mutations.push(Mutation::DeleteSession(sid));
+    }
+
+    // ------------------------------------------------------------------ time
+
+    /// Advances time: answers KeepAlives that were held long enough, expires sessions whose
+    /// lease ran out, times out Acquires, and grants locks whose lock-delay ended.
+    pub fn tick(&mut self, now: Instant) {
+        self.now = now;
+        let due: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.keepalive.is_some_and(|(_, t)| t <= now) && s.lease_end >= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for sid in due {
+            if let Some((w, _)) = self.sessions.get_mut(&sid).and_then(|s| s.keepalive.take()) {
+                self.waiters.remove(&w);
+                let reply = self.keepalive_reply(sid);
+                self.out.wakes.push((w, Wake::KeepAlive(Ok(reply))));
+            }
+        }
+        let expired: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now > s.lease_end)
+            .map(|(id, _)| *id)
+            .collect();
+        for sid in expired {
+            self.expire_session(sid);
+        }
+        let mut timed_out = Vec::new();
+        let mut delayed = Vec::new();
+        for (p, n) in &self.nodes {
+            for w in &n.lock_waiters {
+                if w.deadline.is_some_and(|d| d <= now) {
+                    timed_out.push((p.clone(), w.id));
+                }
+            }
+            if n.delay_until.is_some_and(|d| d <= now) {
+                delayed.push(p.clone());
+            }
+        }
+        for (p, id) in timed_out {
+            if let Some(n) = self.nodes.get_mut(&p) {
+                n.lock_waiters.retain(|w| w.id != id);
+            }
+            if self.waiters.remove(&id).is_some() {
+                self.out.wakes.push((
+                    id,
+                    Wake::Acquire(Err(WarrenError::lock_held(format!(
+                        "the lock on {p} was not acquired before the deadline"
+                    )))),
+                ));
+            }
+            self.grant_waiters(&p);
+        }
+        for p in delayed {
+            if let Some(n) = self.nodes.get_mut(&p) {
+                n.delay_until = None;
+            }
+            self.grant_waiters(&p);
+        }
+    }
+
+    /// The earliest time at which [`Master::tick`] has something to do, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let s = self
+            .sessions
+            .values()
+            .map(|s| s.keepalive.map_or(s.lease_end, |(_, t)| t.min(s.lease_end)))
+            .min();
+        let n = self
+            .nodes
+            .values()
+            .flat_map(|n| n.lock_waiters.iter().filter_map(|w| w.deadline).chain(n.delay_until))
+            .min();
+        match (s, n) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The caller of a parked operation went away (its RPC was cancelled).
+    pub fn cancel(&mut self, w: WaiterId) {
+        match self.waiters.remove(&w) {
+            Some(WaiterKind::KeepAlive(sid)) => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    if s.keepalive.is_some_and(|(id, _)| id == w) {
+                        s.keepalive = None;
+                    }
+                }
+            }
+            Some(WaiterKind::Acquire(p)) => {
+                if let Some(n) = self.nodes.get_mut(&p) {
+                    n.lock_waiters.retain(|x| x.id != w);
+                }
+                self.grant_waiters(&p);
+            }
+            Some(WaiterKind::Barrier(p)) => {
+                if let Some(v) = self.barriers.get_mut(&p) {
+                    v.retain(|x| *x != w);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn new_waiter(&mut self, kind: WaiterKind) -> WaiterId {
+        let w = self.next_waiter;
+        self.next_waiter += 1;
+        self.waiters.insert(w, kind);
+        w
+    }
+
+    // ------------------------------------------------------------------ caching
+
+    /// Records that `sid` may cache `path`; false (uncachable) while invalidations of it
+    /// are outstanding.
+    fn register_cacher(&mut self, sid: SessionId, path: &str) -> bool {
+        if self.invalidating.contains_key(path) {
+            return false;
+        }
+        self.cachers.entry(path.to_string()).or_default().insert(sid);
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.cached.insert(path.to_string());
+        }
+        true
+    }
+
+    /// Tells every session that may cache `path` (except `writer`, whose own library
+    /// updates its cache) to drop it. Returns whether acknowledgements are outstanding.
+    fn start_invalidation(&mut self, path: &str, writer: Option<SessionId>) -> bool {
+        if let Some(set) = self.cachers.remove(path) {
+            for sid in set {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.cached.remove(path);
+                }
+                if Some(sid) == writer {
+                    continue;
+                }
+                if let Some(seq) = self.push_event(sid, EventKind::Invalidate, Vec::new(), path, "", ChildChange::None) {
+                    self.sessions.get_mut(&sid).expect("live").pending_invalidations.insert(seq, path.to_string());
+                    self.invalidating.entry(path.to_string()).or_default().insert(sid);
+                }
+            }
+        }
+        self.invalidating.contains_key(path)
+    }
+
+    fn invalidation_done(&mut self, path: &str, sid: SessionId) {
+        let Some(set) = self.invalidating.get_mut(path) else { return };
+        set.remove(&sid);
+        if set.is_empty() {
+            self.invalidating.remove(path);
+            for w in self.barriers.remove(path).unwrap_or_default() {
+                if self.waiters.remove(&w).is_some() {
+                    self.out.wakes.push((w, Wake::Retry));
+                }
+            }
+        }
+    }
+
+    /// Before a modification of `paths` by `writer`: invalidates cached copies and, if any
+    /// session has yet to acknowledge, parks the write (it is retried on [`Wake::Retry`]).
+    fn barrier(&mut self, writer: SessionId, paths: &[&str]) -> Option<WaiterId> {
+        let mut blocked = None;
+        for p in paths {
+            if self.start_invalidation(p, Some(writer)) {
+                blocked = Some(p.to_string());
+            }
+        }
+        let p = blocked?;
+        let w = self.new_waiter(WaiterKind::Barrier(p.clone()));
+        self.barriers.entry(p).or_default().push(w);
+        Some(w)
+    }
+
+    /// Paths currently uncachable (for tests and status).
+    pub fn is_uncachable(&self, path: &str) -> bool {
+        self.invalidating.contains_key(path)
+    }
+
+    // ------------------------------------------------------------------ handles
+
+    fn stat_of(&self, path: &str) -> Option<StatView> {
+        let n = self.nodes.get(path)?;
+        Some(StatView {
+            kind: n.rec.kind,
+            instance: n.rec.instance,
+            content_generation: n.rec.content_generation,
+            lock_generation: n.rec.lock_generation,
+            acl_generation: n.rec.acl_generation,
+            checksum: n.rec.checksum,
+            acl: n.rec.acl.clone(),
+            ephemeral: n.rec.ephemeral,
+            child_count: n.children.len() as u64,
+            length: n.contents.len() as u64,
+        })
+    }
+
+    /// Resolves a handle token for `sid`: authenticates it, recreates a handle from an
+    /// earlier epoch on first use (SPEC §5 step 8), checks that its node still exists and
+    /// that a sequencer set on it is still current.
+    fn resolve(&mut self, sid: SessionId, token: &[u8]) -> Result<HandleKey, WarrenError> {
+        let body = self.key.verify(token)?;
+        if body.cell != self.cfg.cell {
+            return Err(WarrenError::handle_invalid(format!(
+                "the handle was made by cell {:?}; this is cell {:?}",
+                body.cell, self.cfg.cell
+            )));
+        }
+        if body.session_id.as_slice() != sid.as_slice() {
+            return Err(WarrenError::handle_invalid("the handle belongs to another session"));
+        }
+        let k = (body.epoch, body.number);
+        if !self.handles.contains_key(&k) {
+            if body.epoch >= self.meta.epoch || self.closed_old_handles.contains(&k) {
+                return Err(WarrenError::handle_invalid(format!("the handle on {} is closed", body.path)));
+            }
+            self.recreate_handle(sid, k, &body, token)?;
+        }
+        let h = &self.handles[&k];
+        if !self.nodes.get(&h.path).is_some_and(|n| n.rec.instance == h.instance) {
+            return Err(WarrenError::handle_invalid(format!(
+                "{} was deleted after this handle was opened",
+                h.path
+            )));
+        }
+        if let Some(seq) = &h.sequencer {
+            if !self.sequencer_current(seq) {
+                return Err(WarrenError::generation_mismatch(format!(
+                    "the sequencer set on this handle ({} {} lock generation {}) is no longer current",
+                    seq.path,
+                    mode_name(seq.mode),
+                    seq.lock_generation
+                )));
+            }
+        }
+        Ok(k)
+    }
+
+    fn recreate_handle(&mut self, sid: SessionId, k: HandleKey, body: &HandleBody, token: &[u8]) -> Result<(), WarrenError> {
+        let Some(n) = self.nodes.get_mut(&body.path) else {
+            return Err(WarrenError::handle_invalid(format!("{} no longer exists", body.path)));
+        };
+        if n.rec.instance != body.instance {
+            return Err(WarrenError::handle_invalid(format!(
+                "{} was deleted and recreated since this handle was opened",
+                body.path
+            )));
+        }
+        n.handles.insert(k);
+        self.handles.insert(
+            k,
+            Handle {
+                session: sid,
+                path: body.path.clone(),
+                instance: body.instance,
+                intent: body.intent,
+                events: body.events,
+                lock_delay_ms: body.lock_delay_ms,
+                token: token.to_vec(),
+                sequencer: None,
+            },
+        );
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.handles.insert(k);
+        }
+        Ok(())
+    }
+
+    fn need_intent(&self, k: HandleKey, bit: u32, what: &str) -> Result<(), WarrenError> {
+        let h = &self.handles[&k];
+        if h.intent & bit == 0 {
+            let name = match bit {
+                intent::READ => "read",
+                intent::WRITE => "write",
+                _ => "change-ACL",
+            };
+            return Err(WarrenError::permission_denied(format!(
+                "{what} needs a handle opened with {name} intent; {} was opened without it",
+                h.path
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks `principal` against ACL file `name` (SPEC §2: files in /ls/<dep>/acl/).
+    fn acl_allows(&self, principal: &str, name: &str, what: &str, path: &str) -> Result<(), WarrenError> {
+        if name.is_empty() {
+            return Ok(());
+        }
+        let file = format!("{}/acl/{name}", path::root_of(&self.cfg.deployment));
+        let Some(n) = self.nodes.get(&file) else {
+            return Err(WarrenError::permission_denied(format!(
+                "{what} on {path} is governed by ACL file {file}, which does not exist"
+            )));
+        };
+        let text = String::from_utf8_lossy(&n.contents);
+        if text.lines().map(str::trim).any(|l| !l.is_empty() && l == principal) {
+            return Ok(());
+        }
+        Err(WarrenError::permission_denied(format!(
+            "principal {principal:?} may not {what} {path}: it is not listed in ACL file {file}"
+        )))
+    }
+
+    fn check_open_acl(&self, principal: &str, acl: &AclNames, want: u32, path: &str) -> Result<(), WarrenError> {
+        if want & intent::READ != 0 {
+            self.acl_allows(principal, &acl.read, "read", path)?;
+        }
+        if want & intent::WRITE != 0 {
+            self.acl_allows(principal, &acl.write, "write", path)?;
+        }
+        if want & intent::CHANGE_ACL != 0 {
+            self.acl_allows(principal, &acl.change_acl, "change the ACL of", path)?;
+        }
+        Ok(())
+    }
+
+    fn create_node(&mut self, p: &str, kind: NodeKind, ephemeral: bool, contents: Vec<u8>, acl: AclNames) {
+        let instance = self.meta.next_instance;
+        self.meta.next_instance += 1;
+        let rec = NodeRecord {
+            path: p.to_string(),
+            kind,
+            instance,
+            content_generation: 0,
+            lock_generation: 0,
+            acl_generation: 0,
+            checksum: if kind == NodeKind::File { checksum(&contents) } else { 0 },
+            acl,
+            ephemeral,
+            holders: Vec::new(),
+        };
+        self.out.mutations.push(Mutation::PutMeta(self.meta.clone()));
+        self.out.mutations.push(Mutation::PutNode(rec.clone()));
+        if kind == NodeKind::File {
+            self.out.mutations.push(Mutation::PutContents {
+                path: p.to_string(),
+                data: contents.clone(),
+            });
+        }
+        self.nodes.insert(
+            p.to_string(),
+            Node {
+                rec,
+                contents,
+                children: BTreeSet::new(),
+                handles: BTreeSet::new(),
+                lock_waiters: VecDeque::new(),
+                delay_until: None,
+            },
+        );
+        if let Some(parent) = path::parent(p) {
+            let child = path::name(p).to_string();
+            if let Some(n) = self.nodes.get_mut(parent) {
+                n.children.insert(child.clone());
+            }
+            let parent = parent.to_string();
+            self.notify_handles(&parent, mask::CHILD_CHANGED, EventKind::ChildChanged, &child, ChildChange::Added, None);
+        }
+    }
+
+    /// `Open`: validates, checks ACLs, creates the node if asked (after invalidating cached
+    /// absence and the parent's listing), and returns a new handle.
+    pub fn open(&mut self, ctx: &Ctx, a: &OpenArgs, now: Instant) -> Result<Reply<OpenOk>, WarrenError> {
+        self.now = now;
+        let sid = self.check(ctx)?;
+        path::validate(&a.path, &self.cfg.deployment)?;
+        if a.intent & !intent::ALL != 0 {
+            return Err(WarrenError::invalid_argument(format!("intent bits {:#x} are not defined", a.intent)));
+        }
+        if a.events & !mask::ALL != 0 {
+            return Err(WarrenError::invalid_argument(format!("event mask bits {:#x} are not defined", a.events)));
+        }
+        if a.lock_delay > self.cfg.max_lock_delay {
+            return Err(WarrenError::invalid_argument(format!(
+                "lock-delay {:?} is longer than the {:?} limit",
+                a.lock_delay, self.cfg.max_lock_delay
+            )));
+        }
+        let principal = self.sessions[&sid].rec.principal.clone();
+        let mut created = false;
+        if let Some(n) = self.nodes.get(&a.path) {
+            if let Some(c) = &a.create {
+                if c.exclusive {
+                    return Err(WarrenError::already_exists(format!("{} already exists", a.path)));
+                }
+                if c.kind != n.rec.kind {
+                    let what = if n.rec.kind == NodeKind::File { "file" } else { "directory" };
+                    return Err(WarrenError::already_exists(format!("{} already exists as a {what}", a.path)));
+                }
+            }
+            self.check_open_acl(&principal, &n.rec.acl, a.intent, &a.path)?;
+        } else {
+            let Some(c) = &a.create else {
+                self.register_cacher(sid, &a.path);
+                return Err(WarrenError::not_found(format!("{} does not exist", a.path)));
+            };
+            let parent = path::parent(&a.path)
+                .ok_or_else(|| WarrenError::invalid_argument("the deployment root cannot be created"))?
+                .to_string();
+            let Some(pn) = self.nodes.get(&parent) else {
+                return Err(WarrenError::not_found(format!(
+                    "cannot create {}: parent directory {parent} does not exist",
+                    a.path
+                )));
+            };
+            if pn.rec.kind != NodeKind::Directory {
+                return Err(WarrenError::invalid_argument(format!(
+                    "cannot create {}: {parent} is a file, not a directory",
+                    a.path
+                )));
+            }
+            match c.kind {
+                NodeKind::File if c.contents.len() > self.cfg.max_file_size => {
+                    return Err(WarrenError::too_large(format!(
+                        "initial contents of {} bytes exceed the {}-byte file limit",
+                        c.contents.len(),
+                        self.cfg.max_file_size
+                    )))
+                }
+                NodeKind::Directory if !c.contents.is_empty() => {
+                    return Err(WarrenError::invalid_argument("a directory cannot have contents"));
+                }
+                _ => {}
+            }
+            let acl = c.acl.clone().unwrap_or_else(|| pn.rec.acl.clone());
+            for name in [&acl.read, &acl.write, &acl.change_acl] {
+                if !name.is_empty() {
+                    path::check_component(name, name)?;
+                }
+            }
+            self.acl_allows(&principal, &pn.rec.acl.write, "create a node in", &parent)?;
+            self.check_open_acl(&principal, &acl, a.intent, &a.path)?;
+            if let Some(w) = self.barrier(sid, &[&a.path, &parent]) {
+                return Ok(Reply::Wait(w));
+            }
+            self.start_invalidation(&a.path, Some(sid));
+            self.create_node(&a.path, c.kind, c.ephemeral, c.contents.clone(), acl);
+            created = true;
+        }
+        let (instance, kind) = {
+            let n = &self.nodes[&a.path];
+            (n.rec.instance, n.rec.kind)
+        };
+        let number = self.next_handle;
+        self.next_handle += 1;
+        let k = (self.meta.epoch, number);
+        let token = self.key.mint(&HandleBody {
+            cell: self.cfg.cell.clone(),
+            epoch: self.meta.epoch,
+            number,
+            path: a.path.clone(),
+            instance,
+            intent: a.intent,
+            events: a.events,
+            lock_delay_ms: a.lock_delay.as_millis() as u64,
+            session_id: sid.to_vec(),
+        });
+        self.handles.insert(
+            k,
+            Handle {
+                session: sid,
+                path: a.path.clone(),
+                instance,
+                intent: a.intent,
+                events: a.events,
+                lock_delay_ms: a.lock_delay.as_millis() as u64,
+                token: token.clone(),
+                sequencer: None,
+            },
+        );
+        self.nodes.get_mut(&a.path).expect("exists").handles.insert(k);
+        self.sessions.get_mut(&sid).expect("live").handles.insert(k);
+        let cacheable = self.register_cacher(sid, &a.path);
+        let contents = (a.read && kind == NodeKind::File).then(|| self.nodes[&a.path].contents.clone());
+        Ok(Reply::Done(OpenOk {
+            handle: token,
+            stat: self.stat_of(&a.path).expect("exists"),
+            contents,
+            cacheable,
+            created,
+        }))
+    }
+
+    /// `Close`: never fails. Releases a lock the handle holds (no lock-delay: this is a
+    /// clean release) and deletes an ephemeral node nobody else holds open.
+    pub fn close(&mut self, ctx: &Ctx, token: &[u8], now: Instant) {
+        self.now = now;
+        let Ok(sid) = self.check(ctx) else { return };
+        let Ok(body) = self.key.verify(token) else { return };
+        if body.session_id.as_slice() != sid.as_slice() || body.cell != self.cfg.cell {
+            return;
+        }
+        let k = (body.epoch, body.number);
+        if self.handles.contains_key(&k) {
+            self.close_handle(k, false);
+        } else if body.epoch < self.meta.epoch {
+            // Never opened in this epoch: remember it so a replay cannot recreate it.
+            self.closed_old_handles.insert(k);
+        }
+    }
+
+    fn close_handle(&mut self, k: HandleKey, failed: bool) {
+        let Some(h) = self.handles.remove(&k) else { return };
+        if let Some(s) = self.sessions.get_mut(&h.session) {
+            s.handles.remove(&k);
+        }
+        if k.0 < self.meta.epoch {
+            self.closed_old_handles.insert(k);
+        }
+        let live = self.nodes.get(&h.path).is_some_and(|n| n.rec.instance == h.instance);
+        if !live {
+            return;
+        }
+        let n = self.nodes.get_mut(&h.path).expect("live");
+        n.handles.remove(&k);
+        let waiting: Vec<WaiterId> = n.lock_waiters.iter().filter(|w| w.handle == k).map(|w| w.id).collect();
+        n.lock_waiters.retain(|w| w.handle != k);
+        for w in waiting {
+            if self.waiters.remove(&w).is_some() {
+                self.out.wakes.push((w, Wake::Acquire(Err(WarrenError::handle_invalid("the handle was closed while waiting")))));
+            }
+        }
+        self.drop_holder(&h.path, h.session, k, failed);
+        self.grant_waiters(&h.path);
+        self.maybe_delete_ephemeral(&h.path);
+    }
+
+    /// Deletes an ephemeral node once no handle holds it open (and, for a directory, once
+    /// it is empty), then its ephemeral parents likewise.
+    fn maybe_delete_ephemeral(&mut self, p: &str) {
+        let Some(n) = self.nodes.get(p) else { return };
+        if !n.rec.ephemeral || !n.handles.is_empty() || !n.children.is_empty() {
+            return;
+        }
+        // No writer is waiting on this, so the invalidation is not awaited; a later write
+        // of these paths still waits for the acknowledgements.
+        self.start_invalidation(p, None);
+        if let Some(parent) = path::parent(p) {
+            let parent = parent.to_string();
+            self.start_invalidation(&parent, None);
+        }
+        self.remove_node(p, None);
+        if let Some(parent) = path::parent(p) {
+            let parent = parent.to_string();
+            self.maybe_delete_ephemeral(&parent);
+        }
+    }
+
+    /// Removes a node from memory and the store, telling its watchers and its parent's.
+    fn remove_node(&mut self, p: &str, by: Option<HandleKey>) {
+        self.notify_handles(p, mask::HANDLE_INVALID, EventKind::HandleInvalid, "", ChildChange::None, by);
+        let Some(n) = self.nodes.remove(p) else { return };
+        for w in n.lock_waiters {
+            if self.waiters.remove(&w.id).is_some() {
+                self.out.wakes.push((w.id, Wake::Acquire(Err(WarrenError::handle_invalid(format!("{p} was deleted"))))));
+            }
+        }
+        self.out.mutations.push(Mutation::DeleteNode { path: p.to_string() });
+        if let Some(parent) = path::parent(p) {
+            let child = path::name(p).to_string();
+            if let Some(pn) = self.nodes.get_mut(parent) {
+                pn.children.remove(&child);
+            }
+            let parent = parent.to_string();
+            self.notify_handles(&parent, mask::CHILD_CHANGED, EventKind::ChildChanged, &child, ChildChange::Removed, None);
+        }
+    }
+
+    // ------------------------------------------------------------------ reads
+
+    pub fn get_contents(&mut self, ctx: &Ctx, token: &[u8], now: Instant) -> Result<(Vec<u8>, StatView, bool), WarrenError> {
+        self.now = now;
+        let sid = self.check(ctx)?;
+        let k = self.resolve(sid, token)?;
+        self.need_intent(k, intent::READ, "reading contents")?;
+        let p = self.handles[&k].path.clone();
+        let n = &self.nodes[&p];
+        if n.rec.kind != NodeKind::File {
+            return Err(WarrenError::invalid_argument(format!("{p} is a directory; use ReadDir")));
+        }
+        let data = n.contents.clone();
+        let cacheable = self.register_cacher(sid, &p);
+        Ok((data, self.stat_of(&p).expect("exists"), cacheable))
+    }
+
+    pub fn get_stat(&mut self, ctx: &Ctx, token: &[u8], now: Instant) -> Result<(StatView, bool), WarrenError> {
+        self.now = now;
+        let sid = self.check(ctx)?;
+        let k = self.resolve(sid, token)?;
+        let p = self.handles[&k].path.clone();
+        let cacheable = self.register_cacher(sid, &p);
+        Ok((self.stat_of(&p).expect("exists"), cacheable))
+    }
+
+    /// `ReadDir`: the names (cacheable, invalidated when children come and go) and each
+    /// child's stat as of now (informational; child stats are cached under their own paths).
+    pub fn read_dir(&mut self, ctx: &Ctx, token: &[u8], now: Instant) -> Result<(Vec<DirEntryView>, StatView, bool), WarrenError> {
+        self.now = now;
+        let sid = self.check(ctx)?;
+        let k = self.resolve(sid, token)?;
+        self.need_intent(k, intent::READ, "listing a directory")?;
+        let p = self.handles[&k].path.clone();
+        let n = &self.nodes[&p];
+        if n.rec.kind != NodeKind::Directory {
+            return Err(WarrenError::invalid_argument(format!("{p} is a file, not a directory")));
+        }
+        let entries = n
+            .children
+            .iter()
+            .filter_map(|c| {
+                let cp = format!("{p}/{c}");
+                self.stat_of(&cp).map(|stat| DirEntryView { name: c.clone(), stat })
+            })
+            .collect();
+        let cacheable = self.register_cacher(sid, &p);
+        Ok((entries, self.stat_of(&p).expect("exists"), cacheable))
+    }
+
+    // ------------------------------------------------------------------ writes
+
+    pub fn set_contents(&mut self, ctx: &Ctx, token: &[u8], data: &[u8], if_generation: Option<u64>, now: Instant) -> Result<Reply<StatView>, WarrenError> {
+        self.now = now;
+        let sid = self.check(ctx)?;
+        let k = self.resolve(sid, token)?;
+        self.need_intent(k, intent::WRITE, "SetContents")?;
+        let p = self.handles[&k].path.clone();
+        let n = &self.nodes[&p];
+        if n.rec.kind != NodeKind::File {
+            return Err(WarrenError::invalid_argument(format!("{p} is a directory; only files have contents")));
+        }
+        if data.len() > self.cfg.max_file_size {
+            return Err(WarrenError::too_large(format!(
+                "contents of {} bytes exceed the {}-byte file limit",
+                data.len(),
+                self.cfg.max_file_size
+            )));
+        }
+        if let Some(g) = if_generation {
+            if n.rec.content_generation != g {
+                return Err(WarrenError::generation_mismatch(format!(
+                    "{p} is at content generation {}, not {g}",
+                    n.rec.content_generation
+                )));
+            }
+        }
+        if let Some(w) = self.barrier(sid, &[&p]) {
+            return Ok(Reply::Wait(w));
+        }
+        let n = self.nodes.get_mut(&p).expect("exists");
+        n.rec.content_generation += 1;
+        n.rec.checksum = checksum(data);
+        n.contents = data.to_vec();
+        let rec = n.rec.clone();
+        self.out.mutations.push(Mutation::PutNode(rec));
+        self.out.mutations.push(Mutation::PutContents {
+            path: p.clone(),
+            data: data.to_vec(),
+        });
+        self.notify_handles(&p, mask::CONTENTS_MODIFIED, EventKind::ContentsModified, "", ChildChange::None, Some(k));
+        self.notify_parent_modified(&p);
+        Ok(Reply::Done(self.stat_of(&p).expect("exists")))
+    }
+
+    fn notify_parent_modified(&mut self, p: &str) {
+        if let Some(parent) = path::parent(p) {
+            let parent = parent.to_string();
+            self.notify_handles(&parent, mask::CHILD_CHANGED, EventKind::ChildChanged, path::name(p), ChildChange::Modified, None);
+        }
+    }
+
+    pub fn set_acl(&mut self, ctx: &Ctx, token: &[u8], acl: &AclNames, now: Instant) -> Result<Reply<StatView>, WarrenError> {
+        self.now = now;
+        let sid = self.check(ctx)?;
+        let k = self.resolve(sid, token)?;
+        self.need_intent(k, intent::CHANGE_ACL, "SetAcl")?;
+        for name in [&acl.read, &acl.write, &acl.change_acl] {
+            if !name.is_empty() {
+                path::check_component(name, name)?;
+            }
+        }
+        let p = self.handles[&k].path.clone();
+        if let Some(w) = self.barrier(sid, &[&p]) {
+            return Ok(Reply::Wait(w));
+        }
+        let n = self.nodes.get_mut(&p).expect("exists");
+        n.rec.acl = acl.clone();
+        n.rec.acl_generation += 1;
+        self.out.mutations.push(Mutation::PutNode(n.rec.clone()));
+        self.notify_parent_modified(&p);
+        Ok(Reply::Done(self.stat_of(&p).expect("exists")))
+    }
+
+    /// `Delete`: only a node with no children; checks the write ACL.
+    pub fn delete(&mut self, ctx: &Ctx, token: &[u8], now: Instant) -> Result<Reply<()>, WarrenError> {
+        self.now = now;
+        let sid = self.check(ctx)?;
+        let k = self.resolve(sid, token)?;
+        let p = self.handles[&k].path.clone();
+        let Some(parent) = path::parent(&p).map(str::to_string) else {
+            return Err(WarrenError::invalid_argument("the deployment root cannot be deleted"));
+        };
+        let principal = self.sessions[&sid].rec.principal.clone();
+        let n = &self.nodes[&p];
+        self.acl_allows(&principal, &n.rec.acl.write, "delete", &p)?;
+        if !n.children.is_empty() {
+            return Err(WarrenError::not_empty(format!(
+                "{p} has {} children; delete them first",
+                n.children.len()
+            )));
+        }
+        if let Some(w) = self.barrier(sid, &[&p, &parent]) {
+            return Ok(Reply::Wait(w));
+        }
+        self.remove_node(&p, Some(k));
+        Ok(Reply::Done(()))
+    }
+
+    // ------------------------------------------------------------------ locks
+
+    fn grantable(n: &Node, mode: LockMode, now: Instant) -> bool {
+        if n.delay_until.is_some_and(|d| d > now) {
+            return false;
+        }
+        match mode {
+            LockMode::Exclusive => n.rec.holders.is_empty(),
+            LockMode::Shared => n.rec.holders.iter().all(|h| h.mode == LockMode::Shared),
+        }
+    }
+
+    fn grant(&mut self, p: &str, sid: SessionId, k: HandleKey, mode: LockMode) -> SequencerView {
+        let delay = self.handles.get(&k).map_or(0, |h| h.lock_delay_ms);
+        let n = self.nodes.get_mut(p).expect("exists");
+        let was_free = n.rec.holders.is_empty();
+        if was_free {
+            n.rec.lock_generation += 1;
+        }
+        n.rec.holders.push(LockHolder {
+            session: sid,
+            handle_epoch: k.0,
+            handle: k.1,
+            mode,
+            lock_delay_ms: delay,
+        });
+        let seq = SequencerView {
+            path: p.to_string(),
+            mode,
+            instance: n.rec.instance,
+            lock_generation: n.rec.lock_generation,
+        };
+        self.out.mutations.push(Mutation::PutNode(n.rec.clone()));
+        if was_free {
+            // The stat (lock generation) changed. Nobody waits on this (see
+            // maybe_delete_ephemeral); the acquirer learns the new generation from its reply.
+            self.start_invalidation(p, Some(sid));
+        }
+        self.notify_handles(p, mask::LOCK_ACQUIRED, EventKind::LockAcquired, "", ChildChange::None, Some(k));
+        seq
+    }
+
+    /// Grants queued Acquires in order while they are compatible.
+    fn grant_waiters(&mut self, p: &str) {
+        loop {
+            let now = self.now;
+            let Some(n) = self.nodes.get_mut(p) else { return };
+            let Some(front) = n.lock_waiters.front() else { return };
+            if !Self::grantable(n, front.mode, now) {
+                return;
+            }
+            let w = n.lock_waiters.pop_front().expect("front");
+            if self.waiters.remove(&w.id).is_none() {
+                continue;
+            }
+            let seq = self.grant(p, w.session, w.handle, w.mode);
+            self.out.wakes.push((w.id, Wake::Acquire(Ok(seq))));
+        }
+    }
+
+    fn drop_holder(&mut self, p: &str, sid: SessionId, k: HandleKey, failed: bool) -> bool {
+        let now = self.now;
+        let Some(n) = self.nodes.get_mut(p) else { return false };
+        let Some(i) = n.rec.holders.iter().position(|h| (h.handle_epoch, h.handle) == k && h.session == sid) else {
+            return false;
+        };
+        let h = n.rec.holders.remove(i);
+        if failed && h.lock_delay_ms > 0 {
+            let until = now + Duration::from_millis(h.lock_delay_ms);
+            n.delay_until = Some(n.delay_until.map_or(until, |d| d.max(until)));
+        }
+        self.out.mutations.push(Mutation::PutNode(n.rec.clone()));
+        true
+    }
+
+    fn lock_prelude(&mut self, ctx: &Ctx, token: &[u8], mode: LockMode, now: Instant) -> Result<(SessionId, HandleKey, String, Option<SequencerView>), WarrenError> {
+        self.now = now;
+        let sid = self.check(ctx)?;
+        let k = self.resolve(sid, token)?;
+        self.need_intent(k, intent::WRITE, "locking")?;
+        let p = self.handles[&k].path.clone();
+        let n = &self.nodes[&p];
+        if let Some(h) = n.rec.holders.iter().find(|h| (h.handle_epoch, h.handle) == k) {
+            if h.mode != mode {
+                return Err(WarrenError::invalid_argument(format!(
+                    "this handle already holds the lock on {p} in {} mode",
+                    mode_name(h.mode)
+                )));
+            }
+            let seq = SequencerView {
+                path: p.clone(),
+                mode,
+                instance: n.rec.instance,
+                lock_generation: n.rec.lock_generation,
+            };
+            return Ok((sid, k, p, Some(seq)));
+        }
+        if n.lock_waiters.iter().any(|w| w.handle == k) {
+            return Err(WarrenError::invalid_argument(format!(
+                "an Acquire on this handle of {p} is already waiting"
+            )));
+        }
+        Ok((sid, k, p, None))
+    }
+
+    fn why_not(&self, p: &str, mode: LockMode) -> String {
+        let n = &self.nodes[p];
+        if let Some(d) = n.delay_until.filter(|d| *d > self.now) {
+            return format!(
+                "{p} is in lock-delay for another {} ms after its holder's session failed",
+                d.duration_since(self.now).as_millis()
+            );
+        }
+        if !n.rec.holders.is_empty() {
+            let held = mode_name(n.rec.holders[0].mode);
+            return format!("{p} is held in {held} mode by {} holder(s)", n.rec.holders.len());
+        }
+        format!("{p} has earlier waiters for a {} lock", mode_name(mode))
+    }
+
+    fn conflicting(&mut self, p: &str, k: HandleKey) {
+        let holders: Vec<HandleKey> = self.nodes[p].rec.holders.iter().map(|h| (h.handle_epoch, h.handle)).collect();
+        for hk in holders {
+            let Some(h) = self.handles.get(&hk) else { continue };
+            if hk != k && h.events & mask::CONFLICTING_LOCK != 0 {
+                let (sid, tok) = (h.session, h.token.clone());
+                self.push_event(sid, EventKind::ConflictingLock, tok, p, "", ChildChange::None);
+            }
+        }
+    }
+
+    /// `Acquire`: waits (FIFO) until the lock can be granted, or until `timeout`.
+    pub fn acquire(&mut self, ctx: &Ctx, token: &[u8], mode: LockMode, timeout: Option<Duration>, now: Instant) -> Result<Reply<SequencerView>, WarrenError> {
+        let (sid, k, p, held) = self.lock_prelude(ctx, token, mode, now)?;
+        if let Some(seq) = held {
+            return Ok(Reply::Done(seq));
+        }
+        let n = &self.nodes[&p];
+        if n.lock_waiters.is_empty() && Self::grantable(n, mode, now) {
+            return Ok(Reply::Done(self.grant(&p, sid, k, mode)));
+        }
+        if timeout == Some(Duration::ZERO) {
+            return Err(WarrenError::lock_held(self.why_not(&p, mode)));
+        }
+        self.conflicting(&p, k);
+        let id = self.new_waiter(WaiterKind::Acquire(p.clone()));
+        self.nodes.get_mut(&p).expect("exists").lock_waiters.push_back(LockWaiter {
+            id,
+            session: sid,
+            handle: k,
+            mode,
+            deadline: timeout.map(|t| now + t),
+        });
+        Ok(Reply::Wait(id))
+    }
+
+    /// `TryAcquire`: the lock now, or `LOCK_HELD` saying why not.
+    pub fn try_acquire(&mut self, ctx: &Ctx, token: &[u8], mode: LockMode, now: Instant) -> Result<SequencerView, WarrenError> {
+        let (sid, k, p, held) = self.lock_prelude(ctx, token, mode, now)?;
+        if let Some(seq) = held {
+            return Ok(seq);
+        }
+        let n = &self.nodes[&p];
+        if n.lock_waiters.is_empty() && Self::grantable(n, mode, now) {
+            return Ok(self.grant(&p, sid, k, mode));
+        }
+        self.conflicting(&p, k);
+        Err(WarrenError::lock_held(self.why_not(&p, mode)))
+    }
+
+    /// `Release`: idempotent; says whether the handle held the lock.
+    pub fn release(&mut self, ctx: &Ctx, token: &[u8], now: Instant) -> Result<bool, WarrenError> {
+        self.now = now;
+        let sid = self.check(ctx)?;
+        let k = self.resolve(sid, token)?;
+        let p = self.handles[&k].path.clone();
+        let was = self.drop_holder(&p, sid, k, false);
+        self.grant_waiters(&p);
+        Ok(was)
+    }
+
+    pub fn get_sequencer(&mut self, ctx: &Ctx, token: &[u8], now: Instant) -> Result<SequencerView, WarrenError> {
+        self.now = now;
+        let sid = self.check(ctx)?;
+        let k = self.resolve(sid, token)?;
+        let p = self.handles[&k].path.clone();
+        let n = &self.nodes[&p];
+        let Some(h) = n.rec.holders.iter().find(|h| (h.handle_epoch, h.handle) == k) else {
+            return Err(WarrenError::invalid_argument(format!("this handle does not hold the lock on {p}")));
+        };
+        Ok(SequencerView {
+            path: p.clone(),
+            mode: h.mode,
+            instance: n.rec.instance,
+            lock_generation: n.rec.lock_generation,
+        })
+    }
+
+    /// `SetSequencer`: later calls on the handle fail once `seq` is stale.
+    pub fn set_sequencer(&mut self, ctx: &Ctx, token: &[u8], seq: SequencerView, now: Instant) -> Result<(), WarrenError> {
+        self.now = now;
+        path::validate(&seq.path, &self.cfg.deployment)?;
+        let sid = self.check(ctx)?;
+        let k = self.resolve(sid, token)?;
+        if !self.sequencer_current(&seq) {
+            return Err(WarrenError::generation_mismatch(format!(
+                "the sequencer for {} (lock generation {}) is not current",
+                seq.path, seq.lock_generation
+            )));
+        }
+        self.handles.get_mut(&k).expect("resolved").sequencer = Some(seq);
+        Ok(())
+    }
+
+    pub fn check_sequencer(&mut self, ctx: &Ctx, seq: &SequencerView, now: Instant) -> Result<bool, WarrenError> {
+        self.now = now;
+        self.check(ctx)?;
+        path::validate(&seq.path, &self.cfg.deployment)?;
+        Ok(self.sequencer_current(seq))
+    }
+
+    fn sequencer_current(&self, seq: &SequencerView) -> bool {
+        self.nodes.get(&seq.path).is_some_and(|n| {
+            n.rec.instance == seq.instance
+                && n.rec.lock_generation == seq.lock_generation
+                && !n.rec.holders.is_empty()
+                && n.rec.holders.iter().all(|h| h.mode == seq.mode)
+        })
+    }
+}
+
+impl Session {
+    fn new(rec: SessionRecord, lease_end: Instant) -> Self {
+        Session {
+            rec,
+            lease_end,
+            events: VecDeque::new(),
+            next_seq: 1,
+            acked: 0,
+            delivered_upto: 0,
+            keepalive: None,
+            handles: BTreeSet::new(),
+            cached: HashSet::new(),
+            pending_invalidations: BTreeMap::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

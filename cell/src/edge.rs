@@ -1,0 +1,144 @@
+//! Conversions between wire types (`warren_proto::pb`) and the master's domain types, at
+//! the edge of the server. Input is never trusted: every conversion that can fail returns
+//! the error table's `INVALID_ARGUMENT` naming the field.
+
+use crate::core::{self, ChildChange, EventKind, SequencerView, StatView};
+use crate::store::{AclNames, LockMode, NodeKind};
+use warren_proto::pb;
+use warren_proto::WarrenError;
+
+fn bytes16(b: &[u8], field: &str) -> Result<[u8; 16], WarrenError> {
+    b.try_into().map_err(|_| {
+        WarrenError::invalid_argument(format!("ctx.{field} must be 16 bytes, got {}", b.len()))
+    })
+}
+
+pub fn ctx(c: Option<&pb::SessionContext>) -> Result<core::Ctx, WarrenError> {
+    let c = c.ok_or_else(|| WarrenError::invalid_argument("the request has no session context (field ctx)"))?;
+    Ok(core::Ctx {
+        session: bytes16(&c.session_id, "session_id")?,
+        secret: bytes16(&c.secret, "secret")?,
+        epoch: c.epoch,
+    })
+}
+
+pub fn lock_mode(raw: i32) -> Result<LockMode, WarrenError> {
+    match pb::LockMode::try_from(raw) {
+        Ok(pb::LockMode::Exclusive) => Ok(LockMode::Exclusive),
+        Ok(pb::LockMode::Shared) => Ok(LockMode::Shared),
+        _ => Err(WarrenError::invalid_argument(format!(
+            "lock mode {raw} is not EXCLUSIVE (1) or SHARED (2)"
+        ))),
+    }
+}
+
+pub fn node_kind(raw: i32) -> Result<NodeKind, WarrenError> {
+    match pb::NodeKind::try_from(raw) {
+        Ok(pb::NodeKind::File) => Ok(NodeKind::File),
+        Ok(pb::NodeKind::Directory) => Ok(NodeKind::Directory),
+        _ => Err(WarrenError::invalid_argument(format!(
+            "create.kind {raw} is not FILE (1) or DIRECTORY (2)"
+        ))),
+    }
+}
+
+pub fn acl_in(a: &pb::AclNames) -> AclNames {
+    AclNames {
+        read: a.read.clone(),
+        write: a.write.clone(),
+        change_acl: a.change_acl.clone(),
+    }
+}
+
+pub fn acl_out(a: &AclNames) -> pb::AclNames {
+    pb::AclNames {
+        read: a.read.clone(),
+        write: a.write.clone(),
+        change_acl: a.change_acl.clone(),
+    }
+}
+
+pub fn stat(s: &StatView) -> pb::Stat {
+    pb::Stat {
+        kind: match s.kind {
+            NodeKind::File => pb::NodeKind::File,
+            NodeKind::Directory => pb::NodeKind::Directory,
+        } as i32,
+        instance: s.instance,
+        content_generation: s.content_generation,
+        lock_generation: s.lock_generation,
+        acl_generation: s.acl_generation,
+        checksum: s.checksum,
+        acl: Some(acl_out(&s.acl)),
+        ephemeral: s.ephemeral,
+        child_count: s.child_count,
+        length: s.length,
+    }
+}
+
+pub fn sequencer_out(s: &SequencerView) -> pb::Sequencer {
+    pb::Sequencer {
+        path: s.path.clone(),
+        mode: match s.mode {
+            LockMode::Exclusive => pb::LockMode::Exclusive,
+            LockMode::Shared => pb::LockMode::Shared,
+        } as i32,
+        instance: s.instance,
+        lock_generation: s.lock_generation,
+    }
+}
+
+pub fn sequencer_in(s: Option<&pb::Sequencer>) -> Result<SequencerView, WarrenError> {
+    let s = s.ok_or_else(|| WarrenError::invalid_argument("the request has no sequencer"))?;
+    Ok(SequencerView {
+        path: s.path.clone(),
+        mode: lock_mode(s.mode)?,
+        instance: s.instance,
+        lock_generation: s.lock_generation,
+    })
+}
+
+pub fn event(e: &core::Event) -> pb::Event {
+    pb::Event {
+        seq: e.seq,
+        r#type: match e.kind {
+            EventKind::ContentsModified => pb::EventType::ContentsModified,
+            EventKind::ChildChanged => pb::EventType::ChildChanged,
+            EventKind::MasterFailover => pb::EventType::MasterFailover,
+            EventKind::HandleInvalid => pb::EventType::HandleInvalidEvent,
+            EventKind::LockAcquired => pb::EventType::LockAcquired,
+            EventKind::ConflictingLock => pb::EventType::ConflictingLock,
+            EventKind::Invalidate => pb::EventType::Invalidate,
+        } as i32,
+        handle: e.handle.clone(),
+        path: e.path.clone(),
+        child: e.child.clone(),
+        child_change: match e.change {
+            ChildChange::None => pb::ChildChange::Unspecified,
+            ChildChange::Added => pb::ChildChange::Added,
+            ChildChange::Removed => pb::ChildChange::Removed,
+            ChildChange::Modified => pb::ChildChange::Modified,
+        } as i32,
+    }
+}
+
+pub fn open_args(r: &pb::OpenRequest) -> Result<core::OpenArgs, WarrenError> {
+    let create = match &r.create {
+        None => None,
+        Some(c) => Some(core::CreateArgs {
+            kind: node_kind(c.kind)?,
+            ephemeral: c.ephemeral,
+            contents: c.initial_contents.clone(),
+            acl: c.acl.as_ref().map(acl_in),
+            exclusive: c.exclusive,
+        }),
+    };
+    Ok(core::OpenArgs {
+        path: r.path.clone(),
+        intent: r.intent,
+        events: r.events,
+        lock_delay: std::time::Duration::from_millis(r.lock_delay_ms),
+        create,
+        read: r.read,
+    })
+}
