@@ -1,1 +1,51 @@
-fn main() {}
+//! `warren`: the one binary. Parses the command line and dispatches to a subcommand;
+//! the work lives in the library crates.
+
+mod cell_cmd;
+mod ctl;
+mod dev;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "warren", version, about = "Warren: a Chubby-style coordination service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one cell (a master on an embedded store).
+    Cell(cell_cmd::CellArgs),
+    /// Run a whole local deployment on embedded stores (for trying Warren out).
+    Dev(dev::DevArgs),
+    /// Operator and user commands against a running deployment.
+    Ctl(ctl::CtlArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Cell(a) => {
+            init_tracing();
+            cell_cmd::run(a).await
+        }
+        Command::Dev(a) => {
+            init_tracing();
+            dev::run(a).await
+        }
+        Command::Ctl(a) => ctl::run(a).await,
+    }
+}

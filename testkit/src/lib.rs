@@ -1,1 +1,277 @@
-//! testkit
+//! Harnesses for Warren's tests: in-process cells on ephemeral loopback ports
+//! ([`Cell::builder`]), the real `warren` binary as a child process ([`WarrenProcess`],
+//! killed with SIGKILL for failure tests), and [`wait_until`] for waiting on a predicate
+//! with a deadline instead of sleeping.
+//!
+//! Every harness binds before it spawns, so its address is known and connectable by the
+//! time the builder returns.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use warren_cell::core::CoreConfig;
+use warren_cell::server::{CellError, CellHandle, CellOptions};
+use warren_cell::store::embedded::EmbeddedStore;
+use warren_cell::store::memory::MemoryStore;
+use warren_cell::store::Store;
+
+/// Entry point for in-process cells.
+pub struct Cell;
+
+impl Cell {
+    pub fn builder() -> CellBuilder {
+        CellBuilder {
+            core: CoreConfig::new("c0", "local"),
+            data: None,
+            memory: false,
+            admin: false,
+        }
+    }
+}
+
+/// Configures an in-process cell. Defaults: cell `c0` of deployment `local`, the embedded
+/// store in a fresh temporary directory, SPEC default timings.
+pub struct CellBuilder {
+    core: CoreConfig,
+    data: Option<PathBuf>,
+    memory: bool,
+    admin: bool,
+}
+
+impl CellBuilder {
+    pub fn name(mut self, name: &str) -> Self {
+        self.core.cell = name.to_string();
+        self
+    }
+    pub fn deployment(mut self, d: &str) -> Self {
+        self.core.deployment = d.to_string();
+        self
+    }
+    /// Session lease (short leases keep lease-dependent tests fast).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.core.lease = lease;
+        self.core.reply_before_end = (lease / 4).min(Duration::from_secs(1));
+        self
+    }
+    pub fn max_file_size(mut self, n: usize) -> Self {
+        self.core.max_file_size = n;
+        self
+    }
+    /// Use (and keep) this directory for the embedded store.
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data = Some(dir.to_path_buf());
+        self
+    }
+    /// Use the in-memory store (not durable).
+    pub fn memory(mut self) -> Self {
+        self.memory = true;
+        self
+    }
+    /// Also serve the admin HTTP endpoint.
+    pub fn admin(mut self) -> Self {
+        self.admin = true;
+        self
+    }
+
+    /// Binds, starts the cell, and returns once it serves.
+    pub async fn run(self) -> TestCell {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind cell port");
+        let addr = listener.local_addr().expect("local addr");
+        let admin_listener = if self.admin {
+            Some(TcpListener::bind("127.0.0.1:0").await.expect("bind admin port"))
+        } else {
+            None
+        };
+        let admin = admin_listener.as_ref().map(|l| l.local_addr().expect("admin addr"));
+        let (dir, store): (Option<tempfile::TempDir>, Arc<dyn Store>) = if self.memory {
+            (None, Arc::new(MemoryStore::new()))
+        } else if let Some(d) = &self.data {
+            (None, Arc::new(EmbeddedStore::open(d).expect("open embedded store")))
+        } else {
+            let t = tempfile::tempdir().expect("tempdir");
+            let s = EmbeddedStore::open(t.path()).expect("open embedded store");
+            (Some(t), Arc::new(s))
+        };
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel::<CellHandle>();
+        let opts = CellOptions::new(self.core);
+        let task = tokio::spawn(async move {
+            warren_cell::run(
+                listener,
+                admin_listener,
+                store,
+                opts,
+                move |h| {
+                    let _ = ready_tx.send(h);
+                },
+                async move {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await
+        });
+        let handle = match ready_rx.await {
+            Ok(h) => h,
+            Err(_) => panic!("cell failed to start: {:?}", task.await),
+        };
+        TestCell {
+            addr,
+            admin,
+            handle,
+            stop: Some(stop_tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+}
+
+/// A running in-process cell. Dropping it stops it.
+pub struct TestCell {
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    handle: CellHandle,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), CellError>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestCell {
+    /// `HOST:PORT` of the gRPC service.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+    /// The endpoint list a client is given.
+    pub fn endpoints(&self) -> Vec<String> {
+        vec![self.addr()]
+    }
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+    pub fn handle(&self) -> &CellHandle {
+        &self.handle
+    }
+    /// Graceful stop; returns the cell's result.
+    pub async fn stop(mut self) -> Result<(), CellError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.task.take() {
+            Some(t) => t.await.expect("cell task panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestCell {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Polls `f` until it returns true; panics naming `what` after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The real `warren` binary running as a child process (its stdout parsed for the
+/// `cells:` / `ready` lines that `warren cell` and `warren dev` print).
+pub struct WarrenProcess {
+    child: tokio::process::Child,
+    /// `(name, HOST:PORT)` from the `cells:` line.
+    pub cells: Vec<(String, String)>,
+    /// Everything printed on stdout before `ready`.
+    pub banner: Vec<String>,
+}
+
+impl WarrenProcess {
+    /// Spawns `bin args…` and waits (up to 60 s) for its `ready` line.
+    pub async fn spawn(bin: &Path, args: &[&str]) -> WarrenProcess {
+        Self::spawn_env(bin, args, &[]).await
+    }
+
+    pub async fn spawn_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> WarrenProcess {
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
+        let mut cells = Vec::new();
+        let read = async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if line.trim() == "ready" {
+                    return true;
+                }
+                if let Some(rest) = line.strip_prefix("cells: ") {
+                    for item in rest.split(',') {
+                        if let Some((n, a)) = item.trim().split_once('=') {
+                            cells.push((n.to_string(), a.to_string()));
+                        }
+                    }
+                }
+                banner.push(line);
+            }
+            false
+        };
+        let ok = tokio::time::timeout(Duration::from_secs(60), read).await;
+        if ok != Ok(true) {
+            let _ = child.start_kill();
+            panic!("{} {args:?} did not print `ready` (printed {banner:?})", bin.display());
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        WarrenProcess { child, cells, banner }
+    }
+
+    /// The first cell's address.
+    pub fn addr(&self) -> String {
+        self.cells.first().map(|c| c.1.clone()).expect("no cells line")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub async fn kill9(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Sends SIGINT (as Ctrl-C does) and waits up to `timeout` for a clean exit.
+    pub async fn interrupt(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status();
+        }
+        tokio::time::timeout(timeout, self.child.wait()).await.ok().and_then(Result::ok)
+    }
+}

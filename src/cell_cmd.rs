@@ -1,0 +1,128 @@
+//! `warren cell`: one cell master on the embedded store. Settings come from `--config FILE`
+//! (TOML), `WARREN_*` environment variables and flags, in rising precedence; errors name
+//! the field. Prints `cells: NAME=ADDR` and `ready` once serving.
+
+use clap::Args;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use warren_cell::server::CellOptions;
+use warren_cell::store::embedded::EmbeddedStore;
+use warren_config::{CellConfig, Sources};
+
+#[derive(Args, Debug)]
+pub struct CellArgs {
+    /// TOML file with any of the settings below (keys are the flag names with `_`).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Cell name (`[a-z0-9-]`, 1–63 chars). Env WARREN_NAME.
+    #[arg(long)]
+    name: Option<String>,
+    /// gRPC listen address HOST:PORT (port 0 picks one). Env WARREN_LISTEN.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Directory of the embedded store. Env WARREN_DATA.
+    #[arg(long)]
+    data: Option<String>,
+    /// Admin HTTP address HOST:PORT (/metrics, /healthz, /readyz, /status). Env WARREN_ADMIN.
+    #[arg(long)]
+    admin: Option<String>,
+    /// Deployment name (`/ls/<deployment>/…`). Env WARREN_DEPLOYMENT. Default `local`.
+    #[arg(long)]
+    deployment: Option<String>,
+    /// Session lease, e.g. `12s`. Env WARREN_LEASE.
+    #[arg(long)]
+    lease: Option<String>,
+    /// Largest file in bytes (≤ 262144). Env WARREN_MAX_FILE_SIZE.
+    #[arg(long)]
+    max_file_size: Option<String>,
+}
+
+fn sources(a: &CellArgs) -> Result<Sources, warren_config::ConfigError> {
+    let mut s = Sources::new();
+    if let Some(p) = &a.config {
+        s = s.read_file(p)?;
+    }
+    s.env = Sources::process_env();
+    let flags = [
+        ("name", &a.name),
+        ("listen", &a.listen),
+        ("data", &a.data),
+        ("admin", &a.admin),
+        ("deployment", &a.deployment),
+        ("lease", &a.lease),
+        ("max_file_size", &a.max_file_size),
+    ];
+    for (k, v) in flags {
+        if let Some(v) = v {
+            s = s.with_flag(k, v.clone());
+        }
+    }
+    Ok(s)
+}
+
+/// Serves one cell until Ctrl-C / SIGTERM.
+pub async fn run(a: CellArgs) -> ExitCode {
+    let cfg = match sources(&a).and_then(|s| CellConfig::load(&s)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: INVALID_ARGUMENT: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(&cfg).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Binds, opens the store, prints the banner and serves until a shutdown signal.
+pub async fn serve(cfg: &CellConfig) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (listen): {e}", cfg.listen))?;
+    let admin = match cfg.admin {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {a} (admin): {e}"))?,
+        ),
+        None => None,
+    };
+    let store = EmbeddedStore::open(&cfg.data)?;
+    let addr = listener.local_addr()?;
+    let name = cfg.name.clone();
+    warren_cell::run(
+        listener,
+        admin,
+        Arc::new(store),
+        CellOptions::from_config(cfg),
+        move |_| {
+            println!("cells: {name}={addr}");
+            println!("ready");
+        },
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
