@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "warren", version, about = "Warren: a Chubby-style coordination service")]
+#[command(
+    name = "warren",
+    version,
+    about = "Warren: a Chubby-style coordination service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,6 +35,7 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

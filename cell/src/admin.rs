@@ -35,16 +35,28 @@ fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full
     r
 }
 
-async fn handle(req: Request<hyper::body::Incoming>, shared: Arc<Shared>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::GET {
-        return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET is served here\n"));
+        return Ok(reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET is served here\n",
+        ));
     }
     Ok(match req.uri().path() {
-        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", prometheus().render()),
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            prometheus().render(),
+        ),
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => reply(StatusCode::OK, "text/plain", "ready\n"),
         "/status" => {
-            let body = serde_json::to_string_pretty(&shared.status()).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            let body = serde_json::to_string_pretty(&shared.status())
+                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
             reply(StatusCode::OK, "application/json", body + "\n")
         }
         other => reply(
@@ -59,7 +71,9 @@ async fn handle(req: Request<hyper::body::Incoming>, shared: Arc<Shared>) -> Res
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     prometheus();
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(req, shared.clone()));

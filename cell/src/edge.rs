@@ -14,7 +14,9 @@ fn bytes16(b: &[u8], field: &str) -> Result<[u8; 16], WarrenError> {
 }
 
 pub fn ctx(c: Option<&pb::SessionContext>) -> Result<core::Ctx, WarrenError> {
-    let c = c.ok_or_else(|| WarrenError::invalid_argument("the request has no session context (field ctx)"))?;
+    let c = c.ok_or_else(|| {
+        WarrenError::invalid_argument("the request has no session context (field ctx)")
+    })?;
     Ok(core::Ctx {
         session: bytes16(&c.session_id, "session_id")?,
         secret: bytes16(&c.secret, "secret")?,

@@ -13,7 +13,6 @@ use crate::edge;
 use crate::store::{Mutation, Store, StoreError};
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -30,8 +29,6 @@ pub struct CellOptions {
     pub core: CoreConfig,
     /// Address clients should be told to use (Locate); defaults to the listener's address.
     pub advertise: Option<String>,
-    /// Admin HTTP listener, already bound, if any.
-    pub admin: Option<SocketAddr>,
     /// How often time-driven work runs (KeepAlive replies, expiry, lock timeouts).
     pub tick: Duration,
 }
@@ -41,7 +38,6 @@ impl CellOptions {
         CellOptions {
             core,
             advertise: None,
-            admin: None,
             tick: Duration::from_millis(50),
         }
     }
@@ -159,7 +155,10 @@ impl Shared {
     }
 
     /// Runs `f` on the master; replies only once its effects are durable.
-    async fn run<T>(&self, f: impl FnOnce(&mut Master, Instant) -> Result<T, WarrenError>) -> Result<T, Status> {
+    async fn run<T>(
+        &self,
+        f: impl FnOnce(&mut Master, Instant) -> Result<T, WarrenError>,
+    ) -> Result<T, Status> {
         let (r, seq) = {
             let mut st = self.lock();
             if st.closing {
@@ -173,7 +172,10 @@ impl Shared {
     }
 
     /// Like [`Shared::run`], for operations that may park.
-    async fn run_parked<T>(&self, f: impl FnOnce(&mut Master, Instant) -> Result<Reply<T>, WarrenError>) -> Result<Outcome<T>, Status> {
+    async fn run_parked<T>(
+        &self,
+        f: impl FnOnce(&mut Master, Instant) -> Result<Reply<T>, WarrenError>,
+    ) -> Result<Outcome<T>, Status> {
         let (r, seq, rx) = {
             let mut st = self.lock();
             if st.closing {
@@ -205,7 +207,8 @@ impl Shared {
                 };
                 let woken = rx.await;
                 guard.waiter = None;
-                let (wake, seq) = woken.map_err(|_| Status::from(WarrenError::internal("waiter dropped")))??;
+                let (wake, seq) =
+                    woken.map_err(|_| Status::from(WarrenError::internal("waiter dropped")))??;
                 self.wait_durable(seq).await?;
                 Ok(Outcome::Woken(wake))
             }
@@ -213,13 +216,19 @@ impl Shared {
     }
 
     /// A write that may wait for cache invalidations: retried each time they drain.
-    async fn write<T>(&self, mut f: impl FnMut(&mut Master, Instant) -> Result<Reply<T>, WarrenError>) -> Result<T, Status> {
+    async fn write<T>(
+        &self,
+        mut f: impl FnMut(&mut Master, Instant) -> Result<Reply<T>, WarrenError>,
+    ) -> Result<T, Status> {
         loop {
             match self.run_parked(&mut f).await? {
                 Outcome::Done(t) => return Ok(t),
                 Outcome::Woken(Wake::Retry) => continue,
                 Outcome::Woken(other) => {
-                    return Err(WarrenError::internal(format!("unexpected wake for a write: {other:?}")).into())
+                    return Err(WarrenError::internal(format!(
+                        "unexpected wake for a write: {other:?}"
+                    ))
+                    .into())
                 }
             }
         }
@@ -285,7 +294,9 @@ pub async fn run(
     on_ready: impl FnOnce(CellHandle) + Send,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CellError> {
-    let local = listener.local_addr().map_err(|e| CellError::Startup(e.to_string()))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CellError::Startup(e.to_string()))?;
     let advertise = opts.advertise.clone().unwrap_or_else(|| local.to_string());
     let snapshot = store.load().await?;
     let seed: u64 = rand::random();
@@ -325,9 +336,14 @@ pub async fn run(
     };
     let admin_task = admin_listener.map(|l| tokio::spawn(admin::serve(l, shared.clone())));
 
-    on_ready(CellHandle { shared: shared.clone() });
+    on_ready(CellHandle {
+        shared: shared.clone(),
+    });
 
-    let svc = WarrenServer::new(Service { shared: shared.clone() }).max_decoding_message_size(4 * 1024 * 1024);
+    let svc = WarrenServer::new(Service {
+        shared: shared.clone(),
+    })
+    .max_decoding_message_size(4 * 1024 * 1024);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let mut store_failed = shared.durable.clone();
     let failed = async move {
@@ -361,7 +377,11 @@ pub async fn run(
 }
 
 /// The group-commit writer: one store transaction for everything queued.
-async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<(u64, Vec<Mutation>)>, durable: watch::Sender<Durable>) {
+async fn write_loop(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<(u64, Vec<Mutation>)>,
+    durable: watch::Sender<Durable>,
+) {
     while let Some((mut seq, mut batch)) = rx.recv().await {
         while let Ok((s, more)) = rx.try_recv() {
             seq = s;
@@ -371,7 +391,8 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<(u64,
         let started = std::time::Instant::now();
         match store.commit(batch).await {
             Ok(()) => {
-                metrics::histogram!("warren_store_commit_seconds").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("warren_store_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 metrics::counter!("warren_store_mutations_total").increment(n as u64);
                 durable.send_modify(|d| d.seq = seq);
             }
@@ -395,7 +416,8 @@ fn observe<T>(method: &'static str, started: std::time::Instant, r: &Result<T, S
     };
     metrics::counter!("warren_rpc_total", "method" => method, "code" => code).increment(1);
     if method != "KeepAlive" && method != "Acquire" {
-        metrics::histogram!("warren_rpc_duration_seconds", "method" => method).record(started.elapsed().as_secs_f64());
+        metrics::histogram!("warren_rpc_duration_seconds", "method" => method)
+            .record(started.elapsed().as_secs_f64());
     }
 }
 
@@ -410,7 +432,10 @@ macro_rules! rpc {
 
 #[tonic::async_trait]
 impl Warren for Service {
-    async fn locate(&self, _req: Request<pb::LocateRequest>) -> Result<Response<pb::LocateResponse>, Status> {
+    async fn locate(
+        &self,
+        _req: Request<pb::LocateRequest>,
+    ) -> Result<Response<pb::LocateResponse>, Status> {
         rpc!("Locate", async {
             let st = self.shared.lock();
             Ok::<_, Status>(pb::LocateResponse {
@@ -425,10 +450,16 @@ impl Warren for Service {
         })
     }
 
-    async fn create_session(&self, req: Request<pb::CreateSessionRequest>) -> Result<Response<pb::CreateSessionResponse>, Status> {
+    async fn create_session(
+        &self,
+        req: Request<pb::CreateSessionRequest>,
+    ) -> Result<Response<pb::CreateSessionResponse>, Status> {
         let r = req.into_inner();
         rpc!("CreateSession", async {
-            let c = self.shared.run(|m, now| m.create_session(&r.principal, now)).await?;
+            let c = self
+                .shared
+                .run(|m, now| m.create_session(&r.principal, now))
+                .await?;
             Ok::<_, Status>(pb::CreateSessionResponse {
                 session_id: c.id.to_vec(),
                 secret: c.secret.to_vec(),
@@ -439,15 +470,24 @@ impl Warren for Service {
         })
     }
 
-    async fn keep_alive(&self, req: Request<pb::KeepAliveRequest>) -> Result<Response<pb::KeepAliveResponse>, Status> {
+    async fn keep_alive(
+        &self,
+        req: Request<pb::KeepAliveRequest>,
+    ) -> Result<Response<pb::KeepAliveResponse>, Status> {
         let r = req.into_inner();
         metrics::counter!("warren_keepalives_received_total").increment(1);
         rpc!("KeepAlive", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
-            let reply = match self.shared.run_parked(|m, now| m.keepalive(&ctx, r.ack_seq, now)).await? {
+            let reply = match self
+                .shared
+                .run_parked(|m, now| m.keepalive(&ctx, r.ack_seq, now))
+                .await?
+            {
                 Outcome::Done(reply) => reply,
                 Outcome::Woken(Wake::KeepAlive(res)) => res?,
-                Outcome::Woken(other) => return Err(WarrenError::internal(format!("unexpected wake {other:?}")).into()),
+                Outcome::Woken(other) => {
+                    return Err(WarrenError::internal(format!("unexpected wake {other:?}")).into())
+                }
             };
             Ok::<_, Status>(pb::KeepAliveResponse {
                 lease_ms: reply.lease.as_millis() as u64,
@@ -457,7 +497,10 @@ impl Warren for Service {
         })
     }
 
-    async fn close_session(&self, req: Request<pb::CloseSessionRequest>) -> Result<Response<pb::CloseSessionResponse>, Status> {
+    async fn close_session(
+        &self,
+        req: Request<pb::CloseSessionRequest>,
+    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
         let r = req.into_inner();
         rpc!("CloseSession", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
@@ -466,7 +509,10 @@ impl Warren for Service {
         })
     }
 
-    async fn open(&self, req: Request<pb::OpenRequest>) -> Result<Response<pb::OpenResponse>, Status> {
+    async fn open(
+        &self,
+        req: Request<pb::OpenRequest>,
+    ) -> Result<Response<pb::OpenResponse>, Status> {
         let r = req.into_inner();
         rpc!("Open", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
@@ -482,7 +528,10 @@ impl Warren for Service {
         })
     }
 
-    async fn close(&self, req: Request<pb::CloseRequest>) -> Result<Response<pb::CloseResponse>, Status> {
+    async fn close(
+        &self,
+        req: Request<pb::CloseRequest>,
+    ) -> Result<Response<pb::CloseResponse>, Status> {
         let r = req.into_inner();
         rpc!("Close", async {
             // Close never fails: a malformed context is simply nothing to close.
@@ -498,11 +547,17 @@ impl Warren for Service {
         })
     }
 
-    async fn get_contents_and_stat(&self, req: Request<pb::GetContentsAndStatRequest>) -> Result<Response<pb::GetContentsAndStatResponse>, Status> {
+    async fn get_contents_and_stat(
+        &self,
+        req: Request<pb::GetContentsAndStatRequest>,
+    ) -> Result<Response<pb::GetContentsAndStatResponse>, Status> {
         let r = req.into_inner();
         rpc!("GetContentsAndStat", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
-            let (contents, stat, cacheable) = self.shared.run(|m, now| m.get_contents(&ctx, &r.handle, now)).await?;
+            let (contents, stat, cacheable) = self
+                .shared
+                .run(|m, now| m.get_contents(&ctx, &r.handle, now))
+                .await?;
             Ok::<_, Status>(pb::GetContentsAndStatResponse {
                 contents,
                 stat: Some(edge::stat(&stat)),
@@ -511,11 +566,17 @@ impl Warren for Service {
         })
     }
 
-    async fn get_stat(&self, req: Request<pb::GetStatRequest>) -> Result<Response<pb::GetStatResponse>, Status> {
+    async fn get_stat(
+        &self,
+        req: Request<pb::GetStatRequest>,
+    ) -> Result<Response<pb::GetStatResponse>, Status> {
         let r = req.into_inner();
         rpc!("GetStat", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
-            let (stat, cacheable) = self.shared.run(|m, now| m.get_stat(&ctx, &r.handle, now)).await?;
+            let (stat, cacheable) = self
+                .shared
+                .run(|m, now| m.get_stat(&ctx, &r.handle, now))
+                .await?;
             Ok::<_, Status>(pb::GetStatResponse {
                 stat: Some(edge::stat(&stat)),
                 cacheable,
@@ -523,11 +584,17 @@ impl Warren for Service {
         })
     }
 
-    async fn read_dir(&self, req: Request<pb::ReadDirRequest>) -> Result<Response<pb::ReadDirResponse>, Status> {
+    async fn read_dir(
+        &self,
+        req: Request<pb::ReadDirRequest>,
+    ) -> Result<Response<pb::ReadDirResponse>, Status> {
         let r = req.into_inner();
         rpc!("ReadDir", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
-            let (entries, stat, cacheable) = self.shared.run(|m, now| m.read_dir(&ctx, &r.handle, now)).await?;
+            let (entries, stat, cacheable) = self
+                .shared
+                .run(|m, now| m.read_dir(&ctx, &r.handle, now))
+                .await?;
             Ok::<_, Status>(pb::ReadDirResponse {
                 entries: entries
                     .iter()
@@ -542,13 +609,18 @@ impl Warren for Service {
         })
     }
 
-    async fn set_contents(&self, req: Request<pb::SetContentsRequest>) -> Result<Response<pb::SetContentsResponse>, Status> {
+    async fn set_contents(
+        &self,
+        req: Request<pb::SetContentsRequest>,
+    ) -> Result<Response<pb::SetContentsResponse>, Status> {
         let r = req.into_inner();
         rpc!("SetContents", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let stat = self
                 .shared
-                .write(|m, now| m.set_contents(&ctx, &r.handle, &r.contents, r.if_content_generation, now))
+                .write(|m, now| {
+                    m.set_contents(&ctx, &r.handle, &r.contents, r.if_content_generation, now)
+                })
                 .await?;
             Ok::<_, Status>(pb::SetContentsResponse {
                 stat: Some(edge::stat(&stat)),
@@ -556,37 +628,61 @@ impl Warren for Service {
         })
     }
 
-    async fn set_acl(&self, req: Request<pb::SetAclRequest>) -> Result<Response<pb::SetAclResponse>, Status> {
+    async fn set_acl(
+        &self,
+        req: Request<pb::SetAclRequest>,
+    ) -> Result<Response<pb::SetAclResponse>, Status> {
         let r = req.into_inner();
         rpc!("SetAcl", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
-            let acl = edge::acl_in(r.acl.as_ref().ok_or_else(|| WarrenError::invalid_argument("SetAcl needs acl"))?);
-            let stat = self.shared.write(|m, now| m.set_acl(&ctx, &r.handle, &acl, now)).await?;
+            let acl = edge::acl_in(
+                r.acl
+                    .as_ref()
+                    .ok_or_else(|| WarrenError::invalid_argument("SetAcl needs acl"))?,
+            );
+            let stat = self
+                .shared
+                .write(|m, now| m.set_acl(&ctx, &r.handle, &acl, now))
+                .await?;
             Ok::<_, Status>(pb::SetAclResponse {
                 stat: Some(edge::stat(&stat)),
             })
         })
     }
 
-    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let r = req.into_inner();
         rpc!("Delete", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
-            self.shared.write(|m, now| m.delete(&ctx, &r.handle, now)).await?;
+            self.shared
+                .write(|m, now| m.delete(&ctx, &r.handle, now))
+                .await?;
             Ok::<_, Status>(pb::DeleteResponse {})
         })
     }
 
-    async fn acquire(&self, req: Request<pb::AcquireRequest>) -> Result<Response<pb::AcquireResponse>, Status> {
+    async fn acquire(
+        &self,
+        req: Request<pb::AcquireRequest>,
+    ) -> Result<Response<pb::AcquireResponse>, Status> {
         let r = req.into_inner();
         rpc!("Acquire", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let mode = edge::lock_mode(r.mode)?;
             let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
-            let seq = match self.shared.run_parked(|m, now| m.acquire(&ctx, &r.handle, mode, timeout, now)).await? {
+            let seq = match self
+                .shared
+                .run_parked(|m, now| m.acquire(&ctx, &r.handle, mode, timeout, now))
+                .await?
+            {
                 Outcome::Done(s) => s,
                 Outcome::Woken(Wake::Acquire(res)) => res?,
-                Outcome::Woken(other) => return Err(WarrenError::internal(format!("unexpected wake {other:?}")).into()),
+                Outcome::Woken(other) => {
+                    return Err(WarrenError::internal(format!("unexpected wake {other:?}")).into())
+                }
             };
             Ok::<_, Status>(pb::AcquireResponse {
                 sequencer: Some(edge::sequencer_out(&seq)),
@@ -594,55 +690,96 @@ impl Warren for Service {
         })
     }
 
-    async fn try_acquire(&self, req: Request<pb::TryAcquireRequest>) -> Result<Response<pb::AcquireResponse>, Status> {
+    async fn try_acquire(
+        &self,
+        req: Request<pb::TryAcquireRequest>,
+    ) -> Result<Response<pb::AcquireResponse>, Status> {
         let r = req.into_inner();
         rpc!("TryAcquire", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let mode = edge::lock_mode(r.mode)?;
-            let seq = self.shared.run(|m, now| m.try_acquire(&ctx, &r.handle, mode, now)).await?;
+            let seq = self
+                .shared
+                .run(|m, now| m.try_acquire(&ctx, &r.handle, mode, now))
+                .await?;
             Ok::<_, Status>(pb::AcquireResponse {
                 sequencer: Some(edge::sequencer_out(&seq)),
             })
         })
     }
 
-    async fn release(&self, req: Request<pb::ReleaseRequest>) -> Result<Response<pb::ReleaseResponse>, Status> {
+    async fn release(
+        &self,
+        req: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let r = req.into_inner();
         rpc!("Release", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
-            let was_held = self.shared.run(|m, now| m.release(&ctx, &r.handle, now)).await?;
+            let was_held = self
+                .shared
+                .run(|m, now| m.release(&ctx, &r.handle, now))
+                .await?;
             Ok::<_, Status>(pb::ReleaseResponse { was_held })
         })
     }
 
-    async fn get_sequencer(&self, req: Request<pb::GetSequencerRequest>) -> Result<Response<pb::GetSequencerResponse>, Status> {
+    async fn get_sequencer(
+        &self,
+        req: Request<pb::GetSequencerRequest>,
+    ) -> Result<Response<pb::GetSequencerResponse>, Status> {
         let r = req.into_inner();
         rpc!("GetSequencer", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
-            let seq = self.shared.run(|m, now| m.get_sequencer(&ctx, &r.handle, now)).await?;
+            let seq = self
+                .shared
+                .run(|m, now| m.get_sequencer(&ctx, &r.handle, now))
+                .await?;
             Ok::<_, Status>(pb::GetSequencerResponse {
                 sequencer: Some(edge::sequencer_out(&seq)),
             })
         })
     }
 
-    async fn set_sequencer(&self, req: Request<pb::SetSequencerRequest>) -> Result<Response<pb::SetSequencerResponse>, Status> {
+    async fn set_sequencer(
+        &self,
+        req: Request<pb::SetSequencerRequest>,
+    ) -> Result<Response<pb::SetSequencerResponse>, Status> {
         let r = req.into_inner();
         rpc!("SetSequencer", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let seq = edge::sequencer_in(r.sequencer.as_ref())?;
-            self.shared.run(|m, now| m.set_sequencer(&ctx, &r.handle, seq, now)).await?;
+            self.shared
+                .run(|m, now| m.set_sequencer(&ctx, &r.handle, seq, now))
+                .await?;
             Ok::<_, Status>(pb::SetSequencerResponse {})
         })
     }
 
-    async fn check_sequencer(&self, req: Request<pb::CheckSequencerRequest>) -> Result<Response<pb::CheckSequencerResponse>, Status> {
+    async fn check_sequencer(
+        &self,
+        req: Request<pb::CheckSequencerRequest>,
+    ) -> Result<Response<pb::CheckSequencerResponse>, Status> {
         let r = req.into_inner();
         rpc!("CheckSequencer", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let seq = edge::sequencer_in(r.sequencer.as_ref())?;
-            let current = self.shared.run(|m, now| m.check_sequencer(&ctx, &seq, now)).await?;
+            let current = self
+                .shared
+                .run(|m, now| m.check_sequencer(&ctx, &seq, now))
+                .await?;
             Ok::<_, Status>(pb::CheckSequencerResponse { current })
         })
+    }
+}
+
+impl CellOptions {
+    /// Options for a cell process from its validated configuration.
+    pub fn from_config(c: &warren_config::CellConfig) -> Self {
+        let mut core = CoreConfig::new(&c.name, &c.deployment);
+        core.lease = c.lease;
+        core.reply_before_end = c.keepalive_reply_before_end;
+        core.max_lock_delay = c.max_lock_delay;
+        core.max_file_size = c.max_file_size;
+        CellOptions::new(core)
     }
 }

@@ -1,1 +1,23 @@
-//! config
+//! Typed, validated configuration for every Warren process.
+//!
+//! Each configuration is one struct ([`CellConfig`], [`ClientConfig`]) loaded from
+//! [`Sources`] with the precedence defaults < TOML file < `WARREN_*` environment <
+//! command-line flags, then validated once. TOML keys are the field names, environment
+//! variables are `WARREN_` and the upper-case field name, durations are written as
+//! `"12s"` or `"500ms"`. Every [`ConfigError`] names the field, the value, where the value
+//! came from (file, variable or flag) and what to do about it.
+//!
+//! `main` builds the [`Sources`] (reading the file and [`Sources::process_env`]); tests
+//! build them from literals.
+
+mod cell;
+mod client;
+mod error;
+mod parse;
+mod source;
+
+pub use cell::{CellConfig, FILE_SIZE_LIMIT, LEASE_LIMIT, LOCK_DELAY_LIMIT};
+pub use client::{ClientConfig, DRIFT_LIMIT, PRINCIPAL_LIMIT};
+pub use error::{ConfigError, InvalidValue};
+pub use parse::{format_duration, parse_duration, DurationError};
+pub use source::{ConfigFile, Origin, Sources};

@@ -56,7 +56,10 @@ impl<U: Message + Default> Decoder for WarrenDecoder<U> {
         U::decode(buf).map(Some).map_err(|e| {
             WarrenError::invalid_argument(format!(
                 "the message could not be decoded as {}: {e}",
-                std::any::type_name::<U>().rsplit("::").next().unwrap_or("a warren.v1 message")
+                std::any::type_name::<U>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("a warren.v1 message")
             ))
             .into()
         })

@@ -92,7 +92,9 @@ impl WarrenError {
         let owner = owner.into();
         WarrenError {
             map_epoch,
-            message: format!("this cell does not own the slot at map epoch {map_epoch}; {owner} does"),
+            message: format!(
+                "this cell does not own the slot at map epoch {map_epoch}; {owner} does"
+            ),
             owner,
             ..Self::new(ErrorCode::WrongCell, "")
         }
@@ -103,7 +105,9 @@ impl WarrenError {
             epoch,
             ..Self::new(
                 ErrorCode::StaleEpoch,
-                format!("request was made for master epoch {yours}; the master epoch is now {epoch}"),
+                format!(
+                    "request was made for master epoch {yours}; the master epoch is now {epoch}"
+                ),
             )
         }
     }
@@ -239,6 +243,9 @@ mod tests {
 
     #[test]
     fn foreign_status_is_not_a_warren_error() {
-        assert_eq!(WarrenError::from_status(&tonic::Status::unavailable("conn refused")), None);
+        assert_eq!(
+            WarrenError::from_status(&tonic::Status::unavailable("conn refused")),
+            None
+        );
     }
 }

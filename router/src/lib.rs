@@ -1,1 +1,22 @@
-//! router
+//! Warren's routing layer: which cell holds a node (SPEC §7).
+//!
+//! Pure code, no I/O, no async: a path goes to the directory it is anchored in
+//! ([`path`]), the directory to a slot by a pinned hash ([`hash`]), and the slot to a cell
+//! by the versioned [`PartitionMap`] ([`map`]). Cells, proxies and direct-mode clients all
+//! route with this crate, so they always agree on where a node lives.
+
+pub mod hash;
+pub mod map;
+pub mod path;
+
+pub use hash::{dir_hash, slot_of_dir};
+pub use map::{CellName, MapError, PartitionMap, MAP_FORMAT, MAX_SLOTS};
+pub use path::{
+    deployment_of, parent_dir, routing_dir, slot_of_path, validate_path, RouteError,
+    MAX_COMPONENT_LEN, MAX_PATH_LEN,
+};
+
+/// The slot count of a new deployment unless its operator chooses another (SPEC §12).
+///
+/// Fixed for the life of a deployment: changing it would move nearly every directory.
+pub const DEFAULT_SLOTS: u32 = 4096;

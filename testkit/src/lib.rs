@@ -82,18 +82,29 @@ impl CellBuilder {
 
     /// Binds, starts the cell, and returns once it serves.
     pub async fn run(self) -> TestCell {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind cell port");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind cell port");
         let addr = listener.local_addr().expect("local addr");
         let admin_listener = if self.admin {
-            Some(TcpListener::bind("127.0.0.1:0").await.expect("bind admin port"))
+            Some(
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind admin port"),
+            )
         } else {
             None
         };
-        let admin = admin_listener.as_ref().map(|l| l.local_addr().expect("admin addr"));
+        let admin = admin_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("admin addr"));
         let (dir, store): (Option<tempfile::TempDir>, Arc<dyn Store>) = if self.memory {
             (None, Arc::new(MemoryStore::new()))
         } else if let Some(d) = &self.data {
-            (None, Arc::new(EmbeddedStore::open(d).expect("open embedded store")))
+            (
+                None,
+                Arc::new(EmbeddedStore::open(d).expect("open embedded store")),
+            )
         } else {
             let t = tempfile::tempdir().expect("tempdir");
             let s = EmbeddedStore::open(t.path()).expect("open embedded store");
@@ -221,7 +232,9 @@ impl WarrenProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut banner = Vec::new();
@@ -245,16 +258,26 @@ impl WarrenProcess {
         let ok = tokio::time::timeout(Duration::from_secs(60), read).await;
         if ok != Ok(true) {
             let _ = child.start_kill();
-            panic!("{} {args:?} did not print `ready` (printed {banner:?})", bin.display());
+            panic!(
+                "{} {args:?} did not print `ready` (printed {banner:?})",
+                bin.display()
+            );
         }
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        WarrenProcess { child, cells, banner }
+        WarrenProcess {
+            child,
+            cells,
+            banner,
+        }
     }
 
     /// The first cell's address.
     pub fn addr(&self) -> String {
-        self.cells.first().map(|c| c.1.clone()).expect("no cells line")
+        self.cells
+            .first()
+            .map(|c| c.1.clone())
+            .expect("no cells line")
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -270,8 +293,13 @@ impl WarrenProcess {
     /// Sends SIGINT (as Ctrl-C does) and waits up to `timeout` for a clean exit.
     pub async fn interrupt(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status();
         }
-        tokio::time::timeout(timeout, self.child.wait()).await.ok().and_then(Result::ok)
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 }

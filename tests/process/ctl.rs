@@ -7,7 +7,19 @@ use warren_testkit::WarrenProcess;
 
 async fn cell() -> (WarrenProcess, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let p = WarrenProcess::spawn(bin(), &["cell", "--name", "c0", "--listen", "127.0.0.1:0", "--data", dir.path().to_str().unwrap()]).await;
+    let p = WarrenProcess::spawn(
+        bin(),
+        &[
+            "cell",
+            "--name",
+            "c0",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            dir.path().to_str().unwrap(),
+        ],
+    )
+    .await;
     (p, dir)
 }
 
@@ -30,16 +42,28 @@ async fn walkthrough_of_every_command() {
     ok(&run(ctl(&["put", "/app/config", "hello"])).await);
     let o = run(ctl(&["cat", "/app/config"])).await;
     ok(&o);
-    assert_eq!(stdout(&o), "hello", "cat prints the contents and nothing else");
+    assert_eq!(
+        stdout(&o),
+        "hello",
+        "cat prints the contents and nothing else"
+    );
     // put overwrites; --if-generation is compare-and-swap.
     ok(&run(ctl(&["put", "/app/config", "v2", "--if-generation", "0"])).await);
     let o = run(ctl(&["put", "/app/config", "v3", "--if-generation", "0"])).await;
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).starts_with("error: GENERATION_MISMATCH: "), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: GENERATION_MISMATCH: "),
+        "{}",
+        stderr(&o)
+    );
     // stat, text and JSON.
     let o = run(ctl(&["stat", "/app/config"])).await;
     ok(&o);
-    assert!(stdout(&o).contains("content_generation: 1"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("content_generation: 1"),
+        "{}",
+        stdout(&o)
+    );
     let o = run(ctl(&["--json", "stat", "/app/config"])).await;
     ok(&o);
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
@@ -61,21 +85,60 @@ async fn walkthrough_of_every_command() {
         stdin.write_all(b"piped\nbytes").await.unwrap();
     }
     assert!(child.wait().await.unwrap().success());
-    assert_eq!(stdout(&run(ctl(&["cat", "/app/from-stdin"])).await), "piped\nbytes");
+    assert_eq!(
+        stdout(&run(ctl(&["cat", "/app/from-stdin"])).await),
+        "piped\nbytes"
+    );
     // Errors name their code.
     let o = run(ctl(&["cat", "/app/missing"])).await;
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).starts_with("error: NOT_FOUND: "), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: NOT_FOUND: "),
+        "{}",
+        stderr(&o)
+    );
     let o = run(ctl(&["rm", "/app"])).await;
-    assert!(stderr(&o).starts_with("error: NOT_EMPTY: "), "{}", stderr(&o));
-    let big = "x".repeat(256 * 1024 + 1);
-    let o = run(ctl(&["put", "/app/big", &big])).await;
-    assert!(stderr(&o).starts_with("error: TOO_LARGE: "), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: NOT_EMPTY: "),
+        "{}",
+        stderr(&o)
+    );
+    // 256 KiB + 1 (through stdin: one argv string may not be that long).
+    let mut child = tokio::process::Command::new(bin())
+        .args(ctl(&["put", "/app/big", "-"]))
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&vec![b'x'; 256 * 1024 + 1]).await.unwrap();
+    }
+    let o = child.wait_with_output().await.unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("error: TOO_LARGE: "),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        run(ctl(&["cat", "/app/big"])).await.status.code(),
+        Some(2),
+        "nothing was created"
+    );
     let o = run(ctl(&["cat", "/app/../x"])).await;
-    assert!(stderr(&o).starts_with("error: INVALID_ARGUMENT: "), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: INVALID_ARGUMENT: "),
+        "{}",
+        stderr(&o)
+    );
     // rm
     ok(&run(ctl(&["rm", "/app/sub"])).await);
-    assert_eq!(stdout(&run(ctl(&["ls", "/app"])).await), "config\nfrom-stdin\n");
+    assert_eq!(
+        stdout(&run(ctl(&["ls", "/app"])).await),
+        "config\nfrom-stdin\n"
+    );
     // status
     let o = run(ctl(&["--json", "status"])).await;
     ok(&o);
@@ -88,7 +151,10 @@ async fn walkthrough_of_every_command() {
 async fn lock_holds_prints_the_sequencer_and_excludes_others() {
     let (cell, _dir) = cell().await;
     let ep = cell.addr();
-    assert!(warren(&["ctl", "--endpoint", &ep, "put", "/l", ""]).await.status.success());
+    assert!(warren(&["ctl", "--endpoint", &ep, "put", "/l", ""])
+        .await
+        .status
+        .success());
     let mut holder = tokio::process::Command::new(bin())
         .args(["ctl", "--endpoint", &ep, "lock", "/l", "--hold", "30"])
         .stdout(std::process::Stdio::piped())
@@ -96,20 +162,50 @@ async fn lock_holds_prints_the_sequencer_and_excludes_others() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
-    let seq = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let seq = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(seq.starts_with("/ls/local/l:x:"), "{seq}");
     // Current while held.
     let o = warren(&["ctl", "--endpoint", &ep, "check-sequencer", &seq]).await;
     assert_eq!((o.status.code(), stdout(&o).trim()), (Some(0), "current"));
     // Another try fails at once with LOCK_HELD.
-    let o = warren(&["ctl", "--endpoint", &ep, "lock", "/l", "--try", "--hold", "0"]).await;
+    let o = warren(&[
+        "ctl",
+        "--endpoint",
+        &ep,
+        "lock",
+        "/l",
+        "--try",
+        "--hold",
+        "0",
+    ])
+    .await;
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).starts_with("error: LOCK_HELD: "), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: LOCK_HELD: "),
+        "{}",
+        stderr(&o)
+    );
     // The holder goes away (its session is closed on SIGINT, or expires on SIGKILL): the
     // sequencer becomes stale.
-    let _ = std::process::Command::new("kill").args(["-INT", &holder.id().unwrap().to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &holder.id().unwrap().to_string()])
+        .status();
     let _ = tokio::time::timeout(Duration::from_secs(10), holder.wait()).await;
-    let o = warren(&["ctl", "--endpoint", &ep, "lock", "/l", "--try", "--hold", "0"]).await;
+    let o = warren(&[
+        "ctl",
+        "--endpoint",
+        &ep,
+        "lock",
+        "/l",
+        "--try",
+        "--hold",
+        "0",
+    ])
+    .await;
     assert!(o.status.success(), "{}", stderr(&o));
     let o = warren(&["ctl", "--endpoint", &ep, "check-sequencer", &seq]).await;
     assert_eq!((o.status.code(), stdout(&o).trim()), (Some(1), "stale"));
@@ -119,7 +215,10 @@ async fn lock_holds_prints_the_sequencer_and_excludes_others() {
 async fn watch_prints_one_event_per_line() {
     let (cell, _dir) = cell().await;
     let ep = cell.addr();
-    assert!(warren(&["ctl", "--endpoint", &ep, "put", "/w", "0"]).await.status.success());
+    assert!(warren(&["ctl", "--endpoint", &ep, "put", "/w", "0"])
+        .await
+        .status
+        .success());
     let watcher = tokio::process::Command::new(bin())
         .args(["ctl", "--endpoint", &ep, "watch", "/w", "--count", "2"])
         .stdout(std::process::Stdio::piped())
@@ -131,15 +230,26 @@ async fn watch_prints_one_event_per_line() {
     let mut writes = 0;
     let out = loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(warren(&["ctl", "--endpoint", &ep, "put", "/w", &writes.to_string()]).await.status.success());
+        assert!(
+            warren(&["ctl", "--endpoint", &ep, "put", "/w", &writes.to_string()])
+                .await
+                .status
+                .success()
+        );
         writes += 1;
         if writes >= 8 || tokio::time::Instant::now() > deadline {
-            break tokio::time::timeout(Duration::from_secs(10), watcher.wait_with_output()).await.unwrap().unwrap();
+            break tokio::time::timeout(Duration::from_secs(10), watcher.wait_with_output())
+                .await
+                .unwrap()
+                .unwrap();
         }
         if writes >= 2 {
             // The watcher exits after two events; stop writing once it has.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            break tokio::time::timeout(Duration::from_secs(10), watcher.wait_with_output()).await.unwrap().unwrap();
+            break tokio::time::timeout(Duration::from_secs(10), watcher.wait_with_output())
+                .await
+                .unwrap()
+                .unwrap();
         }
     };
     assert!(out.status.success());
@@ -154,9 +264,17 @@ async fn unreachable_endpoint_and_env_default() {
     let ep = format!("127.0.0.1:{port}");
     let o = warren(&["ctl", "--endpoint", &ep, "cat", "/x"]).await;
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).starts_with("error: UNAVAILABLE: "), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: UNAVAILABLE: "),
+        "{}",
+        stderr(&o)
+    );
     let (cell, _dir) = cell().await;
-    let o = warren_env(&["ctl", "put", "/e", "via-env"], &[("WARREN_ENDPOINT", &cell.addr())]).await;
+    let o = warren_env(
+        &["ctl", "put", "/e", "via-env"],
+        &[("WARREN_ENDPOINT", &cell.addr())],
+    )
+    .await;
     assert!(o.status.success(), "{}", stderr(&o));
     let o = warren_env(&["ctl", "cat", "/e"], &[("WARREN_ENDPOINT", &cell.addr())]).await;
     assert_eq!(stdout(&o), "via-env");

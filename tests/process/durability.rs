@@ -6,16 +6,34 @@ use std::time::Duration;
 use warren_client::{OpenOptions, Session};
 use warren_testkit::WarrenProcess;
 
+/// (path, last acknowledged value) of every acknowledged write.
+type Acked = Vec<(String, Vec<u8>)>;
+
 #[tokio::test]
 async fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let mut cell = WarrenProcess::spawn(bin(), &["cell", "--name", "c0", "--listen", "127.0.0.1:0", "--data", data]).await;
+    let mut cell = WarrenProcess::spawn(
+        bin(),
+        &[
+            "cell",
+            "--name",
+            "c0",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data,
+        ],
+    )
+    .await;
     let s = Session::connect(&[cell.addr()]).await.unwrap();
-    let (d, _) = s.open("/d", OpenOptions::new().write().create_dir()).await.unwrap();
+    let (d, _) = s
+        .open("/d", OpenOptions::new().write().create_dir())
+        .await
+        .unwrap();
     d.close().await;
     // Writers run flat out; every acknowledged write is recorded.
-    let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let acked: Arc<Mutex<Acked>> = Arc::default();
     let mut writers = Vec::new();
     for w in 0..4 {
         let (s, acked) = (s.clone(), acked.clone());
@@ -23,7 +41,10 @@ async fn acknowledged_writes_survive_sigkill() {
             for i in 0..10_000u32 {
                 let path = format!("/d/w{w}-{i}");
                 let value = format!("value {w} {i}").into_bytes();
-                match s.open(&path, OpenOptions::new().write().create_file(value.clone())).await {
+                match s
+                    .open(&path, OpenOptions::new().write().create_file(value.clone()))
+                    .await
+                {
                     Ok((h, _)) => {
                         acked.lock().unwrap().push((path.clone(), value.clone()));
                         // And an overwrite of the same file, also acknowledged.
@@ -51,11 +72,27 @@ async fn acknowledged_writes_survive_sigkill() {
         let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 300, "only {} writes were acknowledged before the kill", acked.len());
+    assert!(
+        acked.len() >= 300,
+        "only {} writes were acknowledged before the kill",
+        acked.len()
+    );
 
     // Restart on the same data: every acknowledged write is there, with its last acknowledged value
     // (or a later one that was written but whose acknowledgement was lost in the kill).
-    let cell2 = WarrenProcess::spawn(bin(), &["cell", "--name", "c0", "--listen", "127.0.0.1:0", "--data", data]).await;
+    let cell2 = WarrenProcess::spawn(
+        bin(),
+        &[
+            "cell",
+            "--name",
+            "c0",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data,
+        ],
+    )
+    .await;
     let s2 = Session::connect(&[cell2.addr()]).await.unwrap();
     assert!(s2.epoch() >= 2, "a restart is a new master epoch");
     for (path, value) in &acked {

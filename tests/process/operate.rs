@@ -9,29 +9,119 @@ use warren_testkit::WarrenProcess;
 async fn configuration_errors_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
-        (vec!["cell", "--listen", "127.0.0.1:0", "--data", data], vec![], "name"),
-        (vec!["cell", "--name", "c0", "--data", data], vec![], "listen"),
-        (vec!["cell", "--name", "c0", "--listen", "127.0.0.1:0", "--data", data, "--lease", "0s"], vec![], "lease"),
-        (vec!["cell", "--name", "c0", "--listen", "nonsense", "--data", data], vec![], "listen"),
-        (vec!["cell", "--name", "Bad_Name", "--listen", "127.0.0.1:0", "--data", data], vec![], "name"),
-        (vec!["cell", "--name", "c0", "--listen", "127.0.0.1:0", "--data", data], vec![("WARREN_LEASE", "forever")], "WARREN_LEASE"),
-        (vec!["cell", "--name", "c0", "--listen", "127.0.0.1:0", "--data", data, "--max-file-size", "300000"], vec![], "max_file_size"),
+    // (arguments, environment, what the error must name)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["cell", "--listen", "127.0.0.1:0", "--data", data],
+            vec![],
+            "name",
+        ),
+        (
+            vec!["cell", "--name", "c0", "--data", data],
+            vec![],
+            "listen",
+        ),
+        (
+            vec![
+                "cell",
+                "--name",
+                "c0",
+                "--listen",
+                "127.0.0.1:0",
+                "--data",
+                data,
+                "--lease",
+                "0s",
+            ],
+            vec![],
+            "lease",
+        ),
+        (
+            vec![
+                "cell", "--name", "c0", "--listen", "nonsense", "--data", data,
+            ],
+            vec![],
+            "listen",
+        ),
+        (
+            vec![
+                "cell",
+                "--name",
+                "Bad_Name",
+                "--listen",
+                "127.0.0.1:0",
+                "--data",
+                data,
+            ],
+            vec![],
+            "name",
+        ),
+        (
+            vec![
+                "cell",
+                "--name",
+                "c0",
+                "--listen",
+                "127.0.0.1:0",
+                "--data",
+                data,
+            ],
+            vec![("WARREN_LEASE", "forever")],
+            "WARREN_LEASE",
+        ),
+        (
+            vec![
+                "cell",
+                "--name",
+                "c0",
+                "--listen",
+                "127.0.0.1:0",
+                "--data",
+                data,
+                "--max-file-size",
+                "300000",
+            ],
+            vec![],
+            "max_file_size",
+        ),
     ];
     for (args, env, field) in cases {
         let o = warren_env(&args, &env).await;
         assert_eq!(o.status.code(), Some(2), "{args:?} {env:?}: {}", stderr(&o));
-        assert!(stderr(&o).contains(field), "{args:?} {env:?}: error does not name {field}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(field),
+            "{args:?} {env:?}: error does not name {field}: {}",
+            stderr(&o)
+        );
     }
     // A TOML file with an unknown key.
     let cfg = dir.path().join("cell.toml");
-    std::fs::write(&cfg, "name = \"c0\"\nlisten = \"127.0.0.1:0\"\nlisen = \"oops\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "name = \"c0\"\nlisten = \"127.0.0.1:0\"\nlisen = \"oops\"\n",
+    )
+    .unwrap();
     let o = warren(&["cell", "--config", cfg.to_str().unwrap(), "--data", data]).await;
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("lisen"), "{}", stderr(&o));
     // A good TOML file works, with flags overriding it.
-    std::fs::write(&cfg, format!("name = \"c9\"\nlisten = \"127.0.0.1:1\"\ndata = \"{data}\"\nlease = \"5s\"\n")).unwrap();
-    let p = WarrenProcess::spawn(bin(), &["cell", "--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]).await;
+    std::fs::write(
+        &cfg,
+        format!("name = \"c9\"\nlisten = \"127.0.0.1:1\"\ndata = \"{data}\"\nlease = \"5s\"\n"),
+    )
+    .unwrap();
+    let p = WarrenProcess::spawn(
+        bin(),
+        &[
+            "cell",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
     assert_eq!(p.cells[0].0, "c9");
 }
 
@@ -42,12 +132,25 @@ async fn dev_serves_admin_stops_on_ctrl_c_and_resumes() {
     let (port, admin_port) = (free_port(), free_port());
     let listen = format!("127.0.0.1:{port}");
     let admin = format!("127.0.0.1:{admin_port}");
-    let args = ["dev", "--data", data.to_str().unwrap(), "--listen", &listen, "--admin", &admin];
+    let args = [
+        "dev",
+        "--data",
+        data.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--admin",
+        &admin,
+    ];
     let mut dev = WarrenProcess::spawn(bin(), &args).await;
     assert_eq!(dev.cells, vec![("c0".to_string(), listen.clone())]);
     assert_eq!(dev.banner, vec![format!("cells: c0={listen}")]);
     let env = [("WARREN_ENDPOINT", listen.as_str())];
-    assert!(warren_env(&["ctl", "put", "/kept", "across restarts"], &env).await.status.success());
+    assert!(
+        warren_env(&["ctl", "put", "/kept", "across restarts"], &env)
+            .await
+            .status
+            .success()
+    );
     // Admin endpoint.
     let (code, body) = http_get(&admin, "/healthz").await;
     assert_eq!(code, 200, "{body}");
@@ -56,7 +159,14 @@ async fn dev_serves_admin_stops_on_ctrl_c_and_resumes() {
     let (code, body) = http_get(&admin, "/status").await;
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((status["name"].as_str(), status["role"].as_str(), status["epoch"].as_u64()), (Some("c0"), Some("master"), Some(1)));
+    assert_eq!(
+        (
+            status["name"].as_str(),
+            status["role"].as_str(),
+            status["epoch"].as_u64()
+        ),
+        (Some("c0"), Some("master"), Some(1))
+    );
     assert!(status["nodes"].as_u64().unwrap() >= 3, "{status}");
     let (code, metrics) = http_get(&admin, "/metrics").await;
     assert_eq!(code, 200);
@@ -66,12 +176,23 @@ async fn dev_serves_admin_stops_on_ctrl_c_and_resumes() {
     assert_eq!(code, 404);
     // Ctrl-C stops it cleanly, and promptly even with a long-poll KeepAlive outstanding.
     let watcher = tokio::process::Command::new(bin())
-        .args(["ctl", "--endpoint", &listen, "watch", "/kept", "--count", "1"])
+        .args([
+            "ctl",
+            "--endpoint",
+            &listen,
+            "watch",
+            "/kept",
+            "--count",
+            "1",
+        ])
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = dev.interrupt(Duration::from_secs(10)).await.expect("warren dev did not stop within 10 s of SIGINT");
+    let status = dev
+        .interrupt(Duration::from_secs(10))
+        .await
+        .expect("warren dev did not stop within 10 s of SIGINT");
     assert!(status.success(), "exit {status:?}");
     drop(watcher);
     // A second run resumes from the same data.

@@ -13,17 +13,34 @@ async fn bad_paths_are_refused_with_their_code() {
     let t = Target::start().await;
     let s = t.session().await;
     let create = || OpenOptions::new().write().create_file(Vec::new());
-    for p in ["/a//b", "/a/../b", "/a/./b", "/a b", "/a:b", "/ls/local/", "/ls/otherdep/x"] {
+    for p in [
+        "/a//b",
+        "/a/../b",
+        "/a/./b",
+        "/a b",
+        "/a:b",
+        "/ls/local/",
+        "/ls/otherdep/x",
+    ] {
         let c = code(s.open(p, create()).await);
         assert_eq!(c, ErrorCode::InvalidArgument, "{p}");
     }
     let component = format!("/{}", "x".repeat(256));
-    assert_eq!(code(s.open(&component, create()).await), ErrorCode::InvalidArgument);
+    assert_eq!(
+        code(s.open(&component, create()).await),
+        ErrorCode::InvalidArgument
+    );
     let long = format!("/{}", vec!["abcdefghij"; 400].join("/"));
     assert_eq!(code(s.open(&long, create()).await), ErrorCode::TooLarge);
     // Nothing was created.
     let (root, _) = s.open("/", OpenOptions::new().read()).await.unwrap();
-    let names: Vec<String> = root.read_dir().await.unwrap().into_iter().map(|e| e.name).collect();
+    let names: Vec<String> = root
+        .read_dir()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(names, vec!["acl"]);
 }
 
@@ -31,29 +48,70 @@ async fn bad_paths_are_refused_with_their_code() {
 async fn oversized_contents_are_refused_and_the_file_is_unchanged() {
     let t = Target::start().await;
     let s = t.session().await;
-    let (f, _) = s.open("/f", OpenOptions::new().read().write().create_file(b"keep".to_vec())).await.unwrap();
+    let (f, _) = s
+        .open(
+            "/f",
+            OpenOptions::new()
+                .read()
+                .write()
+                .create_file(b"keep".to_vec()),
+        )
+        .await
+        .unwrap();
     let big = vec![7u8; 256 * 1024 + 1];
     assert_eq!(code(f.set_contents(big.clone()).await), ErrorCode::TooLarge);
-    assert_eq!(code(s.open("/g", OpenOptions::new().write().create_file(big)).await), ErrorCode::TooLarge);
+    assert_eq!(
+        code(
+            s.open("/g", OpenOptions::new().write().create_file(big))
+                .await
+        ),
+        ErrorCode::TooLarge
+    );
     // Exactly the limit is fine.
-    let (g, _) = s.open("/g", OpenOptions::new().write().create_file(vec![1u8; 256 * 1024])).await.unwrap();
+    let (g, _) = s
+        .open(
+            "/g",
+            OpenOptions::new()
+                .write()
+                .create_file(vec![1u8; 256 * 1024]),
+        )
+        .await
+        .unwrap();
     g.close().await;
     let (data, stat) = f.contents().await.unwrap();
-    assert_eq!((data.as_slice(), stat.content_generation), (&b"keep"[..], 0));
+    assert_eq!(
+        (data.as_slice(), stat.content_generation),
+        (&b"keep"[..], 0)
+    );
 }
 
 #[tokio::test]
 async fn forged_truncated_and_foreign_handles_are_invalid() {
     let t = Target::start().await;
     let mut raw = t.raw().await;
-    let h = raw.open("/ls/local/f", 3, file_spec(b"keep")).await.unwrap().handle;
+    let h = raw
+        .open("/ls/local/f", 3, file_spec(b"keep"))
+        .await
+        .unwrap()
+        .handle;
     let mut forged = h.clone();
     let mid = forged.len() / 2;
     forged[mid] ^= 0x40;
-    for bad in [forged, h[..h.len() - 1].to_vec(), h[..5].to_vec(), Vec::new(), vec![0u8; 64]] {
+    for bad in [
+        forged,
+        h[..h.len() - 1].to_vec(),
+        h[..5].to_vec(),
+        Vec::new(),
+        vec![0u8; 64],
+    ] {
         let r = raw
             .client
-            .set_contents(pb::SetContentsRequest { ctx: raw.ctx(), handle: bad, contents: b"evil".to_vec(), if_content_generation: None })
+            .set_contents(pb::SetContentsRequest {
+                ctx: raw.ctx(),
+                handle: bad,
+                contents: b"evil".to_vec(),
+                if_content_generation: None,
+            })
             .await;
         assert_eq!(raw_code(r), warren_proto::ErrorCode::HandleInvalid);
     }
@@ -61,7 +119,12 @@ async fn forged_truncated_and_foreign_handles_are_invalid() {
     let mut other = t.raw().await;
     let r = other
         .client
-        .set_contents(pb::SetContentsRequest { ctx: other.ctx(), handle: h.clone(), contents: b"evil".to_vec(), if_content_generation: None })
+        .set_contents(pb::SetContentsRequest {
+            ctx: other.ctx(),
+            handle: h.clone(),
+            contents: b"evil".to_vec(),
+            if_content_generation: None,
+        })
         .await;
     assert_eq!(raw_code(r), warren_proto::ErrorCode::HandleInvalid);
     assert_eq!(raw.read(&h).await.unwrap().contents, b"keep");
@@ -71,46 +134,109 @@ async fn forged_truncated_and_foreign_handles_are_invalid() {
 async fn wrong_secret_stale_epoch_and_malformed_contexts() {
     let t = Target::start().await;
     let mut raw = t.raw().await;
-    let h = raw.open("/ls/local/f", 3, file_spec(b"keep")).await.unwrap().handle;
-    let write = |ctx: pb::SessionContext| pb::SetContentsRequest { ctx: Some(ctx), handle: h.clone(), contents: b"evil".to_vec(), if_content_generation: None };
+    let h = raw
+        .open("/ls/local/f", 3, file_spec(b"keep"))
+        .await
+        .unwrap()
+        .handle;
+    let write = |ctx: pb::SessionContext| pb::SetContentsRequest {
+        ctx: Some(ctx),
+        handle: h.clone(),
+        contents: b"evil".to_vec(),
+        if_content_generation: None,
+    };
     let mut wrong = raw.ctx.clone();
     wrong.secret = vec![0; 16];
-    assert_eq!(raw_code(raw.client.set_contents(write(wrong)).await), warren_proto::ErrorCode::PermissionDenied);
+    assert_eq!(
+        raw_code(raw.client.set_contents(write(wrong)).await),
+        warren_proto::ErrorCode::PermissionDenied
+    );
     let mut stale = raw.ctx.clone();
     stale.epoch -= 1;
     let st = raw.client.set_contents(write(stale)).await.unwrap_err();
     let e = warren_proto::WarrenError::from_status(&st).unwrap();
-    assert_eq!((e.code, e.epoch), (warren_proto::ErrorCode::StaleEpoch, raw.ctx.epoch));
+    assert_eq!(
+        (e.code, e.epoch),
+        (warren_proto::ErrorCode::StaleEpoch, raw.ctx.epoch)
+    );
     let mut short = raw.ctx.clone();
     short.session_id.truncate(5);
-    assert_eq!(raw_code(raw.client.set_contents(write(short)).await), warren_proto::ErrorCode::InvalidArgument);
+    assert_eq!(
+        raw_code(raw.client.set_contents(write(short)).await),
+        warren_proto::ErrorCode::InvalidArgument
+    );
     let mut unknown = raw.ctx.clone();
     unknown.session_id = vec![1; 16];
-    assert_eq!(raw_code(raw.client.set_contents(write(unknown)).await), warren_proto::ErrorCode::SessionExpired);
-    let r = raw.client.set_contents(pb::SetContentsRequest { ctx: None, handle: h.clone(), contents: vec![], if_content_generation: None }).await;
+    assert_eq!(
+        raw_code(raw.client.set_contents(write(unknown)).await),
+        warren_proto::ErrorCode::SessionExpired
+    );
+    let r = raw
+        .client
+        .set_contents(pb::SetContentsRequest {
+            ctx: None,
+            handle: h.clone(),
+            contents: vec![],
+            if_content_generation: None,
+        })
+        .await;
     assert_eq!(raw_code(r), warren_proto::ErrorCode::InvalidArgument);
     // Unknown enum values.
-    let r = raw.client.try_acquire(pb::TryAcquireRequest { ctx: raw.ctx(), handle: h.clone(), mode: 99 }).await;
+    let r = raw
+        .client
+        .try_acquire(pb::TryAcquireRequest {
+            ctx: raw.ctx(),
+            handle: h.clone(),
+            mode: 99,
+        })
+        .await;
     assert_eq!(raw_code(r), warren_proto::ErrorCode::InvalidArgument);
     let mut spec = file_spec(b"").unwrap();
     spec.kind = 42;
-    assert_eq!(raw_code(raw.open("/ls/local/g", 3, Some(spec)).await), warren_proto::ErrorCode::InvalidArgument);
-    assert_eq!(raw_code(raw.open("/ls/local/f", 1 << 9, None).await), warren_proto::ErrorCode::InvalidArgument);
+    assert_eq!(
+        raw_code(raw.open("/ls/local/g", 3, Some(spec)).await),
+        warren_proto::ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        raw_code(raw.open("/ls/local/f", 1 << 9, None).await),
+        warren_proto::ErrorCode::InvalidArgument
+    );
     let got = raw.read(&h).await.unwrap();
-    assert_eq!((got.contents.as_slice(), got.stat.unwrap().content_generation), (&b"keep"[..], 0));
+    assert_eq!(
+        (
+            got.contents.as_slice(),
+            got.stat.unwrap().content_generation
+        ),
+        (&b"keep"[..], 0)
+    );
 }
 
 #[tokio::test]
 async fn lock_calls_need_write_intent_and_delete_needs_an_empty_directory() {
     let t = Target::start().await;
     let s = t.session().await;
-    let (d, _) = s.open("/d", OpenOptions::new().write().create_dir()).await.unwrap();
-    let (f, _) = s.open("/d/f", OpenOptions::new().write().create_file(Vec::new())).await.unwrap();
+    let (d, _) = s
+        .open("/d", OpenOptions::new().write().create_dir())
+        .await
+        .unwrap();
+    let (f, _) = s
+        .open("/d/f", OpenOptions::new().write().create_file(Vec::new()))
+        .await
+        .unwrap();
     f.close().await;
     let (r, _) = s.open("/d/f", OpenOptions::new().read()).await.unwrap();
-    assert_eq!(code(r.try_acquire(LockMode::Exclusive).await), ErrorCode::PermissionDenied);
-    assert_eq!(code(r.acquire(LockMode::Shared, None).await), ErrorCode::PermissionDenied);
-    assert_eq!(code(r.set_contents(b"x".to_vec()).await), ErrorCode::PermissionDenied);
+    assert_eq!(
+        code(r.try_acquire(LockMode::Exclusive).await),
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        code(r.acquire(LockMode::Shared, None).await),
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        code(r.set_contents(b"x".to_vec()).await),
+        ErrorCode::PermissionDenied
+    );
     assert_eq!(code(d.delete().await), ErrorCode::NotEmpty);
     assert_eq!(d.stat().await.unwrap().child_count, 1);
     assert_eq!(r.stat().await.unwrap().lock_generation, 0);
@@ -159,19 +285,28 @@ async fn garbage_protobuf_is_invalid_argument_not_internal() {
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     let garbage: Vec<Vec<u8>> = vec![
-        vec![0xff, 0xff, 0xff, 0xff],       // not a valid key
-        vec![0x12, 0x02, 0xff, 0xfe],       // path (field 2) that is not UTF-8
-        vec![0x12, 0x40, b'a'],             // length beyond the message
-        vec![0x10, 0x01],                   // path sent with the varint wire type
+        vec![0xff, 0xff, 0xff, 0xff], // not a valid key
+        vec![0x12, 0x02, 0xff, 0xfe], // path (field 2) that is not UTF-8
+        vec![0x12, 0x40, b'a'],       // length beyond the message
+        vec![0x10, 0x01],             // path sent with the varint wire type
     ];
     for (i, bytes) in garbage.into_iter().enumerate() {
         grpc.ready().await.unwrap();
         let r = grpc
-            .unary(tonic::Request::new(bytes), PathAndQuery::from_static("/warren.v1.Warren/Open"), RawBytes)
+            .unary(
+                tonic::Request::new(bytes),
+                PathAndQuery::from_static("/warren.v1.Warren/Open"),
+                RawBytes,
+            )
             .await;
         let st = r.expect_err("garbage accepted");
-        let e = warren_proto::WarrenError::from_status(&st).unwrap_or_else(|| panic!("case {i}: no Warren detail in {st:?}"));
-        assert_eq!(e.code, warren_proto::ErrorCode::InvalidArgument, "case {i}: {st:?}");
+        let e = warren_proto::WarrenError::from_status(&st)
+            .unwrap_or_else(|| panic!("case {i}: no Warren detail in {st:?}"));
+        assert_eq!(
+            e.code,
+            warren_proto::ErrorCode::InvalidArgument,
+            "case {i}: {st:?}"
+        );
         assert!(e.message.contains("could not be decoded"), "{}", e.message);
     }
     // The server is fine afterwards.

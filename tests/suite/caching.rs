@@ -10,13 +10,21 @@ use warren_proto::pb;
 async fn a_write_blocks_until_the_caching_session_acknowledges() {
     let t = Target::start().await;
     let mut reader = t.raw().await;
-    let h = reader.open("/ls/local/f", 1 | 2, file_spec(b"v1")).await.unwrap().handle;
+    let h = reader
+        .open("/ls/local/f", 1 | 2, file_spec(b"v1"))
+        .await
+        .unwrap()
+        .handle;
     let got = reader.read(&h).await.unwrap();
     assert!(got.cacheable);
     // The reader's KeepAlive is outstanding (held by the master).
     let mut ka_client = reader.client.clone();
     let ctx = reader.ctx();
-    let ka = tokio::spawn(async move { ka_client.keep_alive(pb::KeepAliveRequest { ctx, ack_seq: 0 }).await });
+    let ka = tokio::spawn(async move {
+        ka_client
+            .keep_alive(pb::KeepAliveRequest { ctx, ack_seq: 0 })
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let writer = t.session().await;
@@ -24,22 +32,41 @@ async fn a_write_blocks_until_the_caching_session_acknowledges() {
     let write = tokio::spawn(async move { w.set_contents(b"v2".to_vec()).await });
 
     // The reader's KeepAlive returns at once with the invalidation...
-    let reply = tokio::time::timeout(Duration::from_secs(5), ka).await.unwrap().unwrap().unwrap().into_inner();
+    let reply = tokio::time::timeout(Duration::from_secs(5), ka)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .into_inner();
     assert_eq!(reply.events.len(), 1);
     assert_eq!(reply.events[0].r#type, pb::EventType::Invalidate as i32);
     assert_eq!(reply.events[0].path, "/ls/local/f");
     // ...and the write stays blocked while it is unacknowledged.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!write.is_finished(), "the write finished before the caching session acknowledged");
+    assert!(
+        !write.is_finished(),
+        "the write finished before the caching session acknowledged"
+    );
     // Meanwhile the node is uncachable and readers see the old value.
     let now = reader.read(&h).await.unwrap();
-    assert_eq!((now.contents.as_slice(), now.cacheable), (&b"v1"[..], false));
+    assert_eq!(
+        (now.contents.as_slice(), now.cacheable),
+        (&b"v1"[..], false)
+    );
     // Acknowledge: the write goes through promptly.
     let seq = reply.events[0].seq;
     let mut ka_client = reader.client.clone();
     let ctx = reader.ctx();
-    tokio::spawn(async move { ka_client.keep_alive(pb::KeepAliveRequest { ctx, ack_seq: seq }).await });
-    let stat = tokio::time::timeout(Duration::from_secs(2), write).await.expect("write still blocked after the ack").unwrap().unwrap();
+    tokio::spawn(async move {
+        ka_client
+            .keep_alive(pb::KeepAliveRequest { ctx, ack_seq: seq })
+            .await
+    });
+    let stat = tokio::time::timeout(Duration::from_secs(2), write)
+        .await
+        .expect("write still blocked after the ack")
+        .unwrap()
+        .unwrap();
     assert_eq!(stat.content_generation, 1);
     let after = reader.read(&h).await.unwrap();
     assert_eq!(after.contents, b"v2");
@@ -50,7 +77,11 @@ async fn a_silent_caching_session_delays_a_write_by_at_most_its_lease() {
     let lease = Duration::from_secs(2);
     let t = Target::short_lease(lease).await;
     let mut silent = t.raw().await;
-    let h = silent.open("/ls/local/f", 1, file_spec(b"v1")).await.unwrap().handle;
+    let h = silent
+        .open("/ls/local/f", 1, file_spec(b"v1"))
+        .await
+        .unwrap()
+        .handle;
     assert!(silent.read(&h).await.unwrap().cacheable);
     let cached_at = Instant::now();
     // It never sends a KeepAlive or an acknowledgement again.
@@ -62,8 +93,14 @@ async fn a_silent_caching_session_delays_a_write_by_at_most_its_lease() {
         .unwrap();
     let waited = cached_at.elapsed();
     assert_eq!(stat.content_generation, 1);
-    assert!(waited <= lease + Duration::from_millis(700), "delayed {waited:?}, more than one lease");
-    assert!(waited >= lease - Duration::from_millis(300), "released after {waited:?}, before the silent lease ended");
+    assert!(
+        waited <= lease + Duration::from_millis(700),
+        "delayed {waited:?}, more than one lease"
+    );
+    assert!(
+        waited >= lease - Duration::from_millis(300),
+        "released after {waited:?}, before the silent lease ended"
+    );
 }
 
 #[tokio::test]
@@ -71,7 +108,16 @@ async fn the_library_acknowledges_invalidations_so_writes_do_not_wait() {
     let t = Target::start().await;
     let a = t.session().await;
     let b = t.session().await;
-    let (ha, _) = a.open("/f", OpenOptions::new().read().write().create_file(b"v1".to_vec())).await.unwrap();
+    let (ha, _) = a
+        .open(
+            "/f",
+            OpenOptions::new()
+                .read()
+                .write()
+                .create_file(b"v1".to_vec()),
+        )
+        .await
+        .unwrap();
     let (hb, _) = b.open("/f", OpenOptions::new().read()).await.unwrap();
     hb.contents().await.unwrap();
     let started = Instant::now();
@@ -79,5 +125,9 @@ async fn the_library_acknowledges_invalidations_so_writes_do_not_wait() {
         ha.set_contents(vec![i]).await.unwrap();
         assert_eq!(hb.contents().await.unwrap().0, vec![i]);
     }
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }

@@ -17,7 +17,9 @@ pub struct Target {
 impl Target {
     /// One cell with SPEC default timings.
     pub async fn start() -> Target {
-        Target { cell: Cell::builder().run().await }
+        Target {
+            cell: Cell::builder().run().await,
+        }
     }
 
     /// One cell with a short lease, for tests that wait on lease expiry.
@@ -54,9 +56,13 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(addr: &str) -> Raw {
-        let mut client = WarrenClient::connect(format!("http://{addr}")).await.expect("connect raw");
+        let mut client = WarrenClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect raw");
         let s = client
-            .create_session(pb::CreateSessionRequest { principal: String::new() })
+            .create_session(pb::CreateSessionRequest {
+                principal: String::new(),
+            })
             .await
             .expect("create session")
             .into_inner();
@@ -75,7 +81,12 @@ impl Raw {
         Some(self.ctx.clone())
     }
 
-    pub async fn open(&mut self, path: &str, intent: u32, create: Option<pb::CreateSpec>) -> Result<pb::OpenResponse, tonic::Status> {
+    pub async fn open(
+        &mut self,
+        path: &str,
+        intent: u32,
+        create: Option<pb::CreateSpec>,
+    ) -> Result<pb::OpenResponse, tonic::Status> {
         self.client
             .open(pb::OpenRequest {
                 ctx: self.ctx(),
@@ -90,19 +101,15 @@ impl Raw {
             .map(|r| r.into_inner())
     }
 
-    pub async fn read(&mut self, handle: &[u8]) -> Result<pb::GetContentsAndStatResponse, tonic::Status> {
+    pub async fn read(
+        &mut self,
+        handle: &[u8],
+    ) -> Result<pb::GetContentsAndStatResponse, tonic::Status> {
         self.client
             .get_contents_and_stat(pb::GetContentsAndStatRequest {
                 ctx: self.ctx(),
                 handle: handle.to_vec(),
             })
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    pub async fn keepalive(&mut self, ack_seq: u64) -> Result<pb::KeepAliveResponse, tonic::Status> {
-        self.client
-            .keep_alive(pb::KeepAliveRequest { ctx: self.ctx(), ack_seq })
             .await
             .map(|r| r.into_inner())
     }
@@ -130,8 +137,10 @@ pub fn code<T: std::fmt::Debug>(r: Result<T, warren_client::Error>) -> warren_cl
 pub fn raw_code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> warren_proto::ErrorCode {
     match r {
         Ok(v) => panic!("expected an error, got {v:?}"),
-        Err(s) => warren_proto::WarrenError::from_status(&s)
-            .unwrap_or_else(|| panic!("status without a Warren detail: {s:?}"))
-            .code,
+        Err(s) => {
+            warren_proto::WarrenError::from_status(&s)
+                .unwrap_or_else(|| panic!("status without a Warren detail: {s:?}"))
+                .code
+        }
     }
 }

@@ -18,8 +18,8 @@ use crate::store::{
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
-use tokio::time::Instant;
 use token::TokenKey;
+use tokio::time::Instant;
 use warren_proto::pb::HandleBody;
 use warren_proto::WarrenError;
 
@@ -311,7 +311,11 @@ pub struct Master {
 }
 
 fn hex(id: &[u8]) -> String {
-    id.iter().take(4).map(|b| format!("{b:02x}")).collect::<String>() + "…"
+    id.iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        + "…"
 }
 
 fn checksum(data: &[u8]) -> u64 {
@@ -330,7 +334,12 @@ impl Master {
     /// (SPEC §5 steps 1 and 3): bumps and records the epoch, rebuilds sessions (each with a
     /// full lease from now) and locks. A store that holds nothing is initialised with the
     /// deployment root and its `acl` directory.
-    pub fn recover(cfg: CoreConfig, snap: Snapshot, now: Instant, seed: u64) -> Result<Master, WarrenError> {
+    pub fn recover(
+        cfg: CoreConfig,
+        snap: Snapshot,
+        now: Instant,
+        seed: u64,
+    ) -> Result<Master, WarrenError> {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut out = Output::default();
         let fresh = snap.meta.is_none();
@@ -398,13 +407,39 @@ impl Master {
             }
         }
         let lease_end = now + m.cfg.lease;
+        let restored: Vec<SessionId> = snap.sessions.iter().map(|r| r.id).collect();
         for rec in snap.sessions {
             m.sessions.insert(rec.id, Session::new(rec, lease_end));
         }
+        // SPEC §5 step 5: every session learns of the failover (its cache may be stale,
+        // events may have been lost). Steps 4 and 6 (KeepAlive-only until acknowledged) and
+        // step 9 (ephemeral clean-up) are the next issue's.
+        for sid in restored {
+            m.push_event(
+                sid,
+                EventKind::MasterFailover,
+                Vec::new(),
+                "",
+                "",
+                ChildChange::None,
+            );
+        }
         if fresh {
             let root = path::root_of(&m.cfg.deployment);
-            m.create_node(&root, NodeKind::Directory, false, Vec::new(), AclNames::default());
-            m.create_node(&format!("{root}/acl"), NodeKind::Directory, false, Vec::new(), AclNames::default());
+            m.create_node(
+                &root,
+                NodeKind::Directory,
+                false,
+                Vec::new(),
+                AclNames::default(),
+            );
+            m.create_node(
+                &format!("{root}/acl"),
+                NodeKind::Directory,
+                false,
+                Vec::new(),
+                AclNames::default(),
+            );
         }
         Ok(m)
     }
@@ -425,7 +460,11 @@ impl Master {
             sessions: self.sessions.len(),
             nodes: self.nodes.len(),
             handles: self.handles.len(),
-            held_locks: self.nodes.values().filter(|n| !n.rec.holders.is_empty()).count(),
+            held_locks: self
+                .nodes
+                .values()
+                .filter(|n| !n.rec.holders.is_empty())
+                .count(),
         }
     }
 
@@ -436,10 +475,16 @@ impl Master {
 
     // ------------------------------------------------------------------ sessions
 
-    pub fn create_session(&mut self, principal: &str, now: Instant) -> Result<SessionCreated, WarrenError> {
+    pub fn create_session(
+        &mut self,
+        principal: &str,
+        now: Instant,
+    ) -> Result<SessionCreated, WarrenError> {
         self.now = now;
         if principal.len() > 255 {
-            return Err(WarrenError::invalid_argument("principal name is longer than 255 bytes"));
+            return Err(WarrenError::invalid_argument(
+                "principal name is longer than 255 bytes",
+            ));
         }
         let id: SessionId = self.rng.gen();
         let secret: [u8; 16] = self.rng.gen();
@@ -449,7 +494,8 @@ impl Master {
             principal: principal.to_string(),
         };
         self.out.mutations.push(Mutation::PutSession(rec.clone()));
-        self.sessions.insert(id, Session::new(rec, now + self.cfg.lease));
+        self.sessions
+            .insert(id, Session::new(rec, now + self.cfg.lease));
         Ok(SessionCreated {
             id,
             secret,
@@ -495,7 +541,12 @@ impl Master {
     /// `KeepAlive`: acknowledges events up to `ack_seq`, supersedes the outstanding
     /// KeepAlive, and either answers now (events pending, or the lease is near its end) or
     /// parks until ~`reply_before_end` before the lease ends.
-    pub fn keepalive(&mut self, ctx: &Ctx, ack_seq: u64, now: Instant) -> Result<Reply<KeepAliveReply>, WarrenError> {
+    pub fn keepalive(
+        &mut self,
+        ctx: &Ctx,
+        ack_seq: u64,
+        now: Instant,
+    ) -> Result<Reply<KeepAliveReply>, WarrenError> {
         self.now = now;
         let sid = self.check(ctx)?;
         let s = &self.sessions[&sid];
@@ -524,11 +575,17 @@ impl Master {
 
     fn jitter(&mut self) -> Duration {
         let max = (self.cfg.reply_before_end / 10).as_millis() as u64;
-        Duration::from_millis(if max == 0 { 0 } else { self.rng.gen_range(0..=max) })
+        Duration::from_millis(if max == 0 {
+            0
+        } else {
+            self.rng.gen_range(0..=max)
+        })
     }
 
     fn acknowledge(&mut self, sid: SessionId, ack_seq: u64) {
-        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
         if ack_seq <= s.acked {
             return;
         }
@@ -561,7 +618,15 @@ impl Master {
         }
     }
 
-    fn push_event(&mut self, sid: SessionId, kind: EventKind, handle: Vec<u8>, path: &str, child: &str, change: ChildChange) -> Option<u64> {
+    fn push_event(
+        &mut self,
+        sid: SessionId,
+        kind: EventKind,
+        handle: Vec<u8>,
+        path: &str,
+        child: &str,
+        change: ChildChange,
+    ) -> Option<u64> {
         let s = self.sessions.get_mut(&sid)?;
         let seq = s.next_seq;
         s.next_seq += 1;
@@ -582,8 +647,18 @@ impl Master {
     }
 
     /// Sends a handle event to every handle open on `path` whose mask has `bit`, except `skip`.
-    fn notify_handles(&mut self, path: &str, bit: u32, kind: EventKind, child: &str, change: ChildChange, skip: Option<HandleKey>) {
-        let Some(n) = self.nodes.get(path) else { return };
+    fn notify_handles(
+        &mut self,
+        path: &str,
+        bit: u32,
+        kind: EventKind,
+        child: &str,
+        change: ChildChange,
+        skip: Option<HandleKey>,
+    ) {
+        let Some(n) = self.nodes.get(path) else {
+            return;
+        };
         let targets: Vec<(SessionId, Vec<u8>)> = n
             .handles
             .iter()
@@ -600,23 +675,35 @@ impl Master {
     pub fn close_session(&mut self, ctx: &Ctx, now: Instant) -> Result<(), WarrenError> {
         self.now = now;
         let sid = self.check(ctx)?;
-        self.end_session(sid, false, WarrenError::session_expired("the session was closed"));
+        self.end_session(
+            sid,
+            false,
+            WarrenError::session_expired("the session was closed"),
+        );
         Ok(())
     }
 
     fn expire_session(&mut self, sid: SessionId) {
         tracing::info!(session = %hex(&sid), "session expired");
-        self.end_session(sid, true, WarrenError::session_expired("the session expired"));
+        self.end_session(
+            sid,
+            true,
+            WarrenError::session_expired("the session expired"),
+        );
     }
 
     /// Ends a session: releases its locks (with lock-delay if it `failed`), closes its
     /// handles (deleting ephemeral nodes nobody else holds), stops it caching.
     fn end_session(&mut self, sid: SessionId, failed: bool, why: WarrenError) {
-        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
         let ka = s.keepalive.take();
         let handles: Vec<HandleKey> = s.handles.iter().copied().collect();
         let cached: Vec<String> = s.cached.drain().collect();
-        let pending: Vec<String> = std::mem::take(&mut s.pending_invalidations).into_values().collect();
+        let pending: Vec<String> = std::mem::take(&mut s.pending_invalidations)
+            .into_values()
+            .collect();
         if let Some((w, _)) = ka {
             self.waiters.remove(&w);
             self.out.wakes.push((w, Wake::KeepAlive(Err(why.clone()))));
@@ -711,7 +798,12 @@ impl Master {
         let n = self
             .nodes
             .values()
-            .flat_map(|n| n.lock_waiters.iter().filter_map(|w| w.deadline).chain(n.delay_until))
+            .flat_map(|n| {
+                n.lock_waiters
+                    .iter()
+                    .filter_map(|w| w.deadline)
+                    .chain(n.delay_until)
+            })
             .min();
         match (s, n) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -759,7 +851,10 @@ impl Master {
         if self.invalidating.contains_key(path) {
             return false;
         }
-        self.cachers.entry(path.to_string()).or_default().insert(sid);
+        self.cachers
+            .entry(path.to_string())
+            .or_default()
+            .insert(sid);
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.cached.insert(path.to_string());
         }
@@ -777,9 +872,23 @@ impl Master {
                 if Some(sid) == writer {
                     continue;
                 }
-                if let Some(seq) = self.push_event(sid, EventKind::Invalidate, Vec::new(), path, "", ChildChange::None) {
-                    self.sessions.get_mut(&sid).expect("live").pending_invalidations.insert(seq, path.to_string());
-                    self.invalidating.entry(path.to_string()).or_default().insert(sid);
+                if let Some(seq) = self.push_event(
+                    sid,
+                    EventKind::Invalidate,
+                    Vec::new(),
+                    path,
+                    "",
+                    ChildChange::None,
+                ) {
+                    self.sessions
+                        .get_mut(&sid)
+                        .expect("live")
+                        .pending_invalidations
+                        .insert(seq, path.to_string());
+                    self.invalidating
+                        .entry(path.to_string())
+                        .or_default()
+                        .insert(sid);
                 }
             }
         }
@@ -787,7 +896,9 @@ impl Master {
     }
 
     fn invalidation_done(&mut self, path: &str, sid: SessionId) {
-        let Some(set) = self.invalidating.get_mut(path) else { return };
+        let Some(set) = self.invalidating.get_mut(path) else {
+            return;
+        };
         set.remove(&sid);
         if set.is_empty() {
             self.invalidating.remove(path);
@@ -849,17 +960,26 @@ impl Master {
             )));
         }
         if body.session_id.as_slice() != sid.as_slice() {
-            return Err(WarrenError::handle_invalid("the handle belongs to another session"));
+            return Err(WarrenError::handle_invalid(
+                "the handle belongs to another session",
+            ));
         }
         let k = (body.epoch, body.number);
         if !self.handles.contains_key(&k) {
             if body.epoch >= self.meta.epoch || self.closed_old_handles.contains(&k) {
-                return Err(WarrenError::handle_invalid(format!("the handle on {} is closed", body.path)));
+                return Err(WarrenError::handle_invalid(format!(
+                    "the handle on {} is closed",
+                    body.path
+                )));
             }
             self.recreate_handle(sid, k, &body, token)?;
         }
         let h = &self.handles[&k];
-        if !self.nodes.get(&h.path).is_some_and(|n| n.rec.instance == h.instance) {
+        if self
+            .nodes
+            .get(&h.path)
+            .is_none_or(|n| n.rec.instance != h.instance)
+        {
             return Err(WarrenError::handle_invalid(format!(
                 "{} was deleted after this handle was opened",
                 h.path
@@ -878,9 +998,18 @@ impl Master {
         Ok(k)
     }
 
-    fn recreate_handle(&mut self, sid: SessionId, k: HandleKey, body: &HandleBody, token: &[u8]) -> Result<(), WarrenError> {
+    fn recreate_handle(
+        &mut self,
+        sid: SessionId,
+        k: HandleKey,
+        body: &HandleBody,
+        token: &[u8],
+    ) -> Result<(), WarrenError> {
         let Some(n) = self.nodes.get_mut(&body.path) else {
-            return Err(WarrenError::handle_invalid(format!("{} no longer exists", body.path)));
+            return Err(WarrenError::handle_invalid(format!(
+                "{} no longer exists",
+                body.path
+            )));
         };
         if n.rec.instance != body.instance {
             return Err(WarrenError::handle_invalid(format!(
@@ -925,7 +1054,13 @@ impl Master {
     }
 
     /// Checks `principal` against ACL file `name` (SPEC §2: files in /ls/<dep>/acl/).
-    fn acl_allows(&self, principal: &str, name: &str, what: &str, path: &str) -> Result<(), WarrenError> {
+    fn acl_allows(
+        &self,
+        principal: &str,
+        name: &str,
+        what: &str,
+        path: &str,
+    ) -> Result<(), WarrenError> {
         if name.is_empty() {
             return Ok(());
         }
@@ -936,7 +1071,11 @@ impl Master {
             )));
         };
         let text = String::from_utf8_lossy(&n.contents);
-        if text.lines().map(str::trim).any(|l| !l.is_empty() && l == principal) {
+        if text
+            .lines()
+            .map(str::trim)
+            .any(|l| !l.is_empty() && l == principal)
+        {
             return Ok(());
         }
         Err(WarrenError::permission_denied(format!(
@@ -944,7 +1083,13 @@ impl Master {
         )))
     }
 
-    fn check_open_acl(&self, principal: &str, acl: &AclNames, want: u32, path: &str) -> Result<(), WarrenError> {
+    fn check_open_acl(
+        &self,
+        principal: &str,
+        acl: &AclNames,
+        want: u32,
+        path: &str,
+    ) -> Result<(), WarrenError> {
         if want & intent::READ != 0 {
             self.acl_allows(principal, &acl.read, "read", path)?;
         }
@@ -957,7 +1102,14 @@ impl Master {
         Ok(())
     }
 
-    fn create_node(&mut self, p: &str, kind: NodeKind, ephemeral: bool, contents: Vec<u8>, acl: AclNames) {
+    fn create_node(
+        &mut self,
+        p: &str,
+        kind: NodeKind,
+        ephemeral: bool,
+        contents: Vec<u8>,
+        acl: AclNames,
+    ) {
         let instance = self.meta.next_instance;
         self.meta.next_instance += 1;
         let rec = NodeRecord {
@@ -967,12 +1119,18 @@ impl Master {
             content_generation: 0,
             lock_generation: 0,
             acl_generation: 0,
-            checksum: if kind == NodeKind::File { checksum(&contents) } else { 0 },
+            checksum: if kind == NodeKind::File {
+                checksum(&contents)
+            } else {
+                0
+            },
             acl,
             ephemeral,
             holders: Vec::new(),
         };
-        self.out.mutations.push(Mutation::PutMeta(self.meta.clone()));
+        self.out
+            .mutations
+            .push(Mutation::PutMeta(self.meta.clone()));
         self.out.mutations.push(Mutation::PutNode(rec.clone()));
         if kind == NodeKind::File {
             self.out.mutations.push(Mutation::PutContents {
@@ -997,21 +1155,39 @@ impl Master {
                 n.children.insert(child.clone());
             }
             let parent = parent.to_string();
-            self.notify_handles(&parent, mask::CHILD_CHANGED, EventKind::ChildChanged, &child, ChildChange::Added, None);
+            self.notify_handles(
+                &parent,
+                mask::CHILD_CHANGED,
+                EventKind::ChildChanged,
+                &child,
+                ChildChange::Added,
+                None,
+            );
         }
     }
 
     /// `Open`: validates, checks ACLs, creates the node if asked (after invalidating cached
     /// absence and the parent's listing), and returns a new handle.
-    pub fn open(&mut self, ctx: &Ctx, a: &OpenArgs, now: Instant) -> Result<Reply<OpenOk>, WarrenError> {
+    pub fn open(
+        &mut self,
+        ctx: &Ctx,
+        a: &OpenArgs,
+        now: Instant,
+    ) -> Result<Reply<OpenOk>, WarrenError> {
         self.now = now;
         let sid = self.check(ctx)?;
         path::validate(&a.path, &self.cfg.deployment)?;
         if a.intent & !intent::ALL != 0 {
-            return Err(WarrenError::invalid_argument(format!("intent bits {:#x} are not defined", a.intent)));
+            return Err(WarrenError::invalid_argument(format!(
+                "intent bits {:#x} are not defined",
+                a.intent
+            )));
         }
         if a.events & !mask::ALL != 0 {
-            return Err(WarrenError::invalid_argument(format!("event mask bits {:#x} are not defined", a.events)));
+            return Err(WarrenError::invalid_argument(format!(
+                "event mask bits {:#x} are not defined",
+                a.events
+            )));
         }
         if a.lock_delay > self.cfg.max_lock_delay {
             return Err(WarrenError::invalid_argument(format!(
@@ -1024,11 +1200,21 @@ impl Master {
         if let Some(n) = self.nodes.get(&a.path) {
             if let Some(c) = &a.create {
                 if c.exclusive {
-                    return Err(WarrenError::already_exists(format!("{} already exists", a.path)));
+                    return Err(WarrenError::already_exists(format!(
+                        "{} already exists",
+                        a.path
+                    )));
                 }
                 if c.kind != n.rec.kind {
-                    let what = if n.rec.kind == NodeKind::File { "file" } else { "directory" };
-                    return Err(WarrenError::already_exists(format!("{} already exists as a {what}", a.path)));
+                    let what = if n.rec.kind == NodeKind::File {
+                        "file"
+                    } else {
+                        "directory"
+                    };
+                    return Err(WarrenError::already_exists(format!(
+                        "{} already exists as a {what}",
+                        a.path
+                    )));
                 }
             }
             self.check_open_acl(&principal, &n.rec.acl, a.intent, &a.path)?;
@@ -1038,7 +1224,9 @@ impl Master {
                 return Err(WarrenError::not_found(format!("{} does not exist", a.path)));
             };
             let parent = path::parent(&a.path)
-                .ok_or_else(|| WarrenError::invalid_argument("the deployment root cannot be created"))?
+                .ok_or_else(|| {
+                    WarrenError::invalid_argument("the deployment root cannot be created")
+                })?
                 .to_string();
             let Some(pn) = self.nodes.get(&parent) else {
                 return Err(WarrenError::not_found(format!(
@@ -1061,7 +1249,9 @@ impl Master {
                     )))
                 }
                 NodeKind::Directory if !c.contents.is_empty() => {
-                    return Err(WarrenError::invalid_argument("a directory cannot have contents"));
+                    return Err(WarrenError::invalid_argument(
+                        "a directory cannot have contents",
+                    ));
                 }
                 _ => {}
             }
@@ -1111,10 +1301,15 @@ impl Master {
                 sequencer: None,
             },
         );
-        self.nodes.get_mut(&a.path).expect("exists").handles.insert(k);
+        self.nodes
+            .get_mut(&a.path)
+            .expect("exists")
+            .handles
+            .insert(k);
         self.sessions.get_mut(&sid).expect("live").handles.insert(k);
         let cacheable = self.register_cacher(sid, &a.path);
-        let contents = (a.read && kind == NodeKind::File).then(|| self.nodes[&a.path].contents.clone());
+        let contents =
+            (a.read && kind == NodeKind::File).then(|| self.nodes[&a.path].contents.clone());
         Ok(Reply::Done(OpenOk {
             handle: token,
             stat: self.stat_of(&a.path).expect("exists"),
@@ -1129,7 +1324,9 @@ impl Master {
     pub fn close(&mut self, ctx: &Ctx, token: &[u8], now: Instant) {
         self.now = now;
         let Ok(sid) = self.check(ctx) else { return };
-        let Ok(body) = self.key.verify(token) else { return };
+        let Ok(body) = self.key.verify(token) else {
+            return;
+        };
         if body.session_id.as_slice() != sid.as_slice() || body.cell != self.cfg.cell {
             return;
         }
@@ -1143,24 +1340,39 @@ impl Master {
     }
 
     fn close_handle(&mut self, k: HandleKey, failed: bool) {
-        let Some(h) = self.handles.remove(&k) else { return };
+        let Some(h) = self.handles.remove(&k) else {
+            return;
+        };
         if let Some(s) = self.sessions.get_mut(&h.session) {
             s.handles.remove(&k);
         }
         if k.0 < self.meta.epoch {
             self.closed_old_handles.insert(k);
         }
-        let live = self.nodes.get(&h.path).is_some_and(|n| n.rec.instance == h.instance);
+        let live = self
+            .nodes
+            .get(&h.path)
+            .is_some_and(|n| n.rec.instance == h.instance);
         if !live {
             return;
         }
         let n = self.nodes.get_mut(&h.path).expect("live");
         n.handles.remove(&k);
-        let waiting: Vec<WaiterId> = n.lock_waiters.iter().filter(|w| w.handle == k).map(|w| w.id).collect();
+        let waiting: Vec<WaiterId> = n
+            .lock_waiters
+            .iter()
+            .filter(|w| w.handle == k)
+            .map(|w| w.id)
+            .collect();
         n.lock_waiters.retain(|w| w.handle != k);
         for w in waiting {
             if self.waiters.remove(&w).is_some() {
-                self.out.wakes.push((w, Wake::Acquire(Err(WarrenError::handle_invalid("the handle was closed while waiting")))));
+                self.out.wakes.push((
+                    w,
+                    Wake::Acquire(Err(WarrenError::handle_invalid(
+                        "the handle was closed while waiting",
+                    ))),
+                ));
             }
         }
         self.drop_holder(&h.path, h.session, k, failed);
@@ -1191,27 +1403,53 @@ impl Master {
 
     /// Removes a node from memory and the store, telling its watchers and its parent's.
     fn remove_node(&mut self, p: &str, by: Option<HandleKey>) {
-        self.notify_handles(p, mask::HANDLE_INVALID, EventKind::HandleInvalid, "", ChildChange::None, by);
-        let Some(n) = self.nodes.remove(p) else { return };
+        self.notify_handles(
+            p,
+            mask::HANDLE_INVALID,
+            EventKind::HandleInvalid,
+            "",
+            ChildChange::None,
+            by,
+        );
+        let Some(n) = self.nodes.remove(p) else {
+            return;
+        };
         for w in n.lock_waiters {
             if self.waiters.remove(&w.id).is_some() {
-                self.out.wakes.push((w.id, Wake::Acquire(Err(WarrenError::handle_invalid(format!("{p} was deleted"))))));
+                self.out.wakes.push((
+                    w.id,
+                    Wake::Acquire(Err(WarrenError::handle_invalid(format!("{p} was deleted")))),
+                ));
             }
         }
-        self.out.mutations.push(Mutation::DeleteNode { path: p.to_string() });
+        self.out.mutations.push(Mutation::DeleteNode {
+            path: p.to_string(),
+        });
         if let Some(parent) = path::parent(p) {
             let child = path::name(p).to_string();
             if let Some(pn) = self.nodes.get_mut(parent) {
                 pn.children.remove(&child);
             }
             let parent = parent.to_string();
-            self.notify_handles(&parent, mask::CHILD_CHANGED, EventKind::ChildChanged, &child, ChildChange::Removed, None);
+            self.notify_handles(
+                &parent,
+                mask::CHILD_CHANGED,
+                EventKind::ChildChanged,
+                &child,
+                ChildChange::Removed,
+                None,
+            );
         }
     }
 
     // ------------------------------------------------------------------ reads
 
-    pub fn get_contents(&mut self, ctx: &Ctx, token: &[u8], now: Instant) -> Result<(Vec<u8>, StatView, bool), WarrenError> {
+    pub fn get_contents(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        now: Instant,
+    ) -> Result<(Vec<u8>, StatView, bool), WarrenError> {
         self.now = now;
         let sid = self.check(ctx)?;
         let k = self.resolve(sid, token)?;
@@ -1219,14 +1457,21 @@ impl Master {
         let p = self.handles[&k].path.clone();
         let n = &self.nodes[&p];
         if n.rec.kind != NodeKind::File {
-            return Err(WarrenError::invalid_argument(format!("{p} is a directory; use ReadDir")));
+            return Err(WarrenError::invalid_argument(format!(
+                "{p} is a directory; use ReadDir"
+            )));
         }
         let data = n.contents.clone();
         let cacheable = self.register_cacher(sid, &p);
         Ok((data, self.stat_of(&p).expect("exists"), cacheable))
     }
 
-    pub fn get_stat(&mut self, ctx: &Ctx, token: &[u8], now: Instant) -> Result<(StatView, bool), WarrenError> {
+    pub fn get_stat(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        now: Instant,
+    ) -> Result<(StatView, bool), WarrenError> {
         self.now = now;
         let sid = self.check(ctx)?;
         let k = self.resolve(sid, token)?;
@@ -1237,7 +1482,12 @@ impl Master {
 
     /// `ReadDir`: the names (cacheable, invalidated when children come and go) and each
     /// child's stat as of now (informational; child stats are cached under their own paths).
-    pub fn read_dir(&mut self, ctx: &Ctx, token: &[u8], now: Instant) -> Result<(Vec<DirEntryView>, StatView, bool), WarrenError> {
+    pub fn read_dir(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        now: Instant,
+    ) -> Result<(Vec<DirEntryView>, StatView, bool), WarrenError> {
         self.now = now;
         let sid = self.check(ctx)?;
         let k = self.resolve(sid, token)?;
@@ -1245,14 +1495,19 @@ impl Master {
         let p = self.handles[&k].path.clone();
         let n = &self.nodes[&p];
         if n.rec.kind != NodeKind::Directory {
-            return Err(WarrenError::invalid_argument(format!("{p} is a file, not a directory")));
+            return Err(WarrenError::invalid_argument(format!(
+                "{p} is a file, not a directory"
+            )));
         }
         let entries = n
             .children
             .iter()
             .filter_map(|c| {
                 let cp = format!("{p}/{c}");
-                self.stat_of(&cp).map(|stat| DirEntryView { name: c.clone(), stat })
+                self.stat_of(&cp).map(|stat| DirEntryView {
+                    name: c.clone(),
+                    stat,
+                })
             })
             .collect();
         let cacheable = self.register_cacher(sid, &p);
@@ -1261,7 +1516,14 @@ impl Master {
 
     // ------------------------------------------------------------------ writes
 
-    pub fn set_contents(&mut self, ctx: &Ctx, token: &[u8], data: &[u8], if_generation: Option<u64>, now: Instant) -> Result<Reply<StatView>, WarrenError> {
+    pub fn set_contents(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        data: &[u8],
+        if_generation: Option<u64>,
+        now: Instant,
+    ) -> Result<Reply<StatView>, WarrenError> {
         self.now = now;
         let sid = self.check(ctx)?;
         let k = self.resolve(sid, token)?;
@@ -1269,7 +1531,9 @@ impl Master {
         let p = self.handles[&k].path.clone();
         let n = &self.nodes[&p];
         if n.rec.kind != NodeKind::File {
-            return Err(WarrenError::invalid_argument(format!("{p} is a directory; only files have contents")));
+            return Err(WarrenError::invalid_argument(format!(
+                "{p} is a directory; only files have contents"
+            )));
         }
         if data.len() > self.cfg.max_file_size {
             return Err(WarrenError::too_large(format!(
@@ -1299,7 +1563,14 @@ impl Master {
             path: p.clone(),
             data: data.to_vec(),
         });
-        self.notify_handles(&p, mask::CONTENTS_MODIFIED, EventKind::ContentsModified, "", ChildChange::None, Some(k));
+        self.notify_handles(
+            &p,
+            mask::CONTENTS_MODIFIED,
+            EventKind::ContentsModified,
+            "",
+            ChildChange::None,
+            Some(k),
+        );
         self.notify_parent_modified(&p);
         Ok(Reply::Done(self.stat_of(&p).expect("exists")))
     }
@@ -1307,11 +1578,24 @@ impl Master {
     fn notify_parent_modified(&mut self, p: &str) {
         if let Some(parent) = path::parent(p) {
             let parent = parent.to_string();
-            self.notify_handles(&parent, mask::CHILD_CHANGED, EventKind::ChildChanged, path::name(p), ChildChange::Modified, None);
+            self.notify_handles(
+                &parent,
+                mask::CHILD_CHANGED,
+                EventKind::ChildChanged,
+                path::name(p),
+                ChildChange::Modified,
+                None,
+            );
         }
     }
 
-    pub fn set_acl(&mut self, ctx: &Ctx, token: &[u8], acl: &AclNames, now: Instant) -> Result<Reply<StatView>, WarrenError> {
+    pub fn set_acl(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        acl: &AclNames,
+        now: Instant,
+    ) -> Result<Reply<StatView>, WarrenError> {
         self.now = now;
         let sid = self.check(ctx)?;
         let k = self.resolve(sid, token)?;
@@ -1334,13 +1618,20 @@ impl Master {
     }
 
     /// `Delete`: only a node with no children; checks the write ACL.
-    pub fn delete(&mut self, ctx: &Ctx, token: &[u8], now: Instant) -> Result<Reply<()>, WarrenError> {
+    pub fn delete(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        now: Instant,
+    ) -> Result<Reply<()>, WarrenError> {
         self.now = now;
         let sid = self.check(ctx)?;
         let k = self.resolve(sid, token)?;
         let p = self.handles[&k].path.clone();
         let Some(parent) = path::parent(&p).map(str::to_string) else {
-            return Err(WarrenError::invalid_argument("the deployment root cannot be deleted"));
+            return Err(WarrenError::invalid_argument(
+                "the deployment root cannot be deleted",
+            ));
         };
         let principal = self.sessions[&sid].rec.principal.clone();
         let n = &self.nodes[&p];
@@ -1396,7 +1687,14 @@ impl Master {
             // maybe_delete_ephemeral); the acquirer learns the new generation from its reply.
             self.start_invalidation(p, Some(sid));
         }
-        self.notify_handles(p, mask::LOCK_ACQUIRED, EventKind::LockAcquired, "", ChildChange::None, Some(k));
+        self.notify_handles(
+            p,
+            mask::LOCK_ACQUIRED,
+            EventKind::LockAcquired,
+            "",
+            ChildChange::None,
+            Some(k),
+        );
         seq
     }
 
@@ -1404,8 +1702,12 @@ impl Master {
     fn grant_waiters(&mut self, p: &str) {
         loop {
             let now = self.now;
-            let Some(n) = self.nodes.get_mut(p) else { return };
-            let Some(front) = n.lock_waiters.front() else { return };
+            let Some(n) = self.nodes.get_mut(p) else {
+                return;
+            };
+            let Some(front) = n.lock_waiters.front() else {
+                return;
+            };
             if !Self::grantable(n, front.mode, now) {
                 return;
             }
@@ -1420,8 +1722,15 @@ impl Master {
 
     fn drop_holder(&mut self, p: &str, sid: SessionId, k: HandleKey, failed: bool) -> bool {
         let now = self.now;
-        let Some(n) = self.nodes.get_mut(p) else { return false };
-        let Some(i) = n.rec.holders.iter().position(|h| (h.handle_epoch, h.handle) == k && h.session == sid) else {
+        let Some(n) = self.nodes.get_mut(p) else {
+            return false;
+        };
+        let Some(i) = n
+            .rec
+            .holders
+            .iter()
+            .position(|h| (h.handle_epoch, h.handle) == k && h.session == sid)
+        else {
             return false;
         };
         let h = n.rec.holders.remove(i);
@@ -1433,14 +1742,25 @@ impl Master {
         true
     }
 
-    fn lock_prelude(&mut self, ctx: &Ctx, token: &[u8], mode: LockMode, now: Instant) -> Result<(SessionId, HandleKey, String, Option<SequencerView>), WarrenError> {
+    fn lock_prelude(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        mode: LockMode,
+        now: Instant,
+    ) -> Result<(SessionId, HandleKey, String, Option<SequencerView>), WarrenError> {
         self.now = now;
         let sid = self.check(ctx)?;
         let k = self.resolve(sid, token)?;
         self.need_intent(k, intent::WRITE, "locking")?;
         let p = self.handles[&k].path.clone();
         let n = &self.nodes[&p];
-        if let Some(h) = n.rec.holders.iter().find(|h| (h.handle_epoch, h.handle) == k) {
+        if let Some(h) = n
+            .rec
+            .holders
+            .iter()
+            .find(|h| (h.handle_epoch, h.handle) == k)
+        {
             if h.mode != mode {
                 return Err(WarrenError::invalid_argument(format!(
                     "this handle already holds the lock on {p} in {} mode",
@@ -1473,24 +1793,48 @@ impl Master {
         }
         if !n.rec.holders.is_empty() {
             let held = mode_name(n.rec.holders[0].mode);
-            return format!("{p} is held in {held} mode by {} holder(s)", n.rec.holders.len());
+            return format!(
+                "{p} is held in {held} mode by {} holder(s)",
+                n.rec.holders.len()
+            );
         }
         format!("{p} has earlier waiters for a {} lock", mode_name(mode))
     }
 
     fn conflicting(&mut self, p: &str, k: HandleKey) {
-        let holders: Vec<HandleKey> = self.nodes[p].rec.holders.iter().map(|h| (h.handle_epoch, h.handle)).collect();
+        let holders: Vec<HandleKey> = self.nodes[p]
+            .rec
+            .holders
+            .iter()
+            .map(|h| (h.handle_epoch, h.handle))
+            .collect();
         for hk in holders {
-            let Some(h) = self.handles.get(&hk) else { continue };
+            let Some(h) = self.handles.get(&hk) else {
+                continue;
+            };
             if hk != k && h.events & mask::CONFLICTING_LOCK != 0 {
                 let (sid, tok) = (h.session, h.token.clone());
-                self.push_event(sid, EventKind::ConflictingLock, tok, p, "", ChildChange::None);
+                self.push_event(
+                    sid,
+                    EventKind::ConflictingLock,
+                    tok,
+                    p,
+                    "",
+                    ChildChange::None,
+                );
             }
         }
     }
 
     /// `Acquire`: waits (FIFO) until the lock can be granted, or until `timeout`.
-    pub fn acquire(&mut self, ctx: &Ctx, token: &[u8], mode: LockMode, timeout: Option<Duration>, now: Instant) -> Result<Reply<SequencerView>, WarrenError> {
+    pub fn acquire(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        mode: LockMode,
+        timeout: Option<Duration>,
+        now: Instant,
+    ) -> Result<Reply<SequencerView>, WarrenError> {
         let (sid, k, p, held) = self.lock_prelude(ctx, token, mode, now)?;
         if let Some(seq) = held {
             return Ok(Reply::Done(seq));
@@ -1504,18 +1848,28 @@ impl Master {
         }
         self.conflicting(&p, k);
         let id = self.new_waiter(WaiterKind::Acquire(p.clone()));
-        self.nodes.get_mut(&p).expect("exists").lock_waiters.push_back(LockWaiter {
-            id,
-            session: sid,
-            handle: k,
-            mode,
-            deadline: timeout.map(|t| now + t),
-        });
+        self.nodes
+            .get_mut(&p)
+            .expect("exists")
+            .lock_waiters
+            .push_back(LockWaiter {
+                id,
+                session: sid,
+                handle: k,
+                mode,
+                deadline: timeout.map(|t| now + t),
+            });
         Ok(Reply::Wait(id))
     }
 
     /// `TryAcquire`: the lock now, or `LOCK_HELD` saying why not.
-    pub fn try_acquire(&mut self, ctx: &Ctx, token: &[u8], mode: LockMode, now: Instant) -> Result<SequencerView, WarrenError> {
+    pub fn try_acquire(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        mode: LockMode,
+        now: Instant,
+    ) -> Result<SequencerView, WarrenError> {
         let (sid, k, p, held) = self.lock_prelude(ctx, token, mode, now)?;
         if let Some(seq) = held {
             return Ok(seq);
@@ -1539,14 +1893,26 @@ impl Master {
         Ok(was)
     }
 
-    pub fn get_sequencer(&mut self, ctx: &Ctx, token: &[u8], now: Instant) -> Result<SequencerView, WarrenError> {
+    pub fn get_sequencer(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        now: Instant,
+    ) -> Result<SequencerView, WarrenError> {
         self.now = now;
         let sid = self.check(ctx)?;
         let k = self.resolve(sid, token)?;
         let p = self.handles[&k].path.clone();
         let n = &self.nodes[&p];
-        let Some(h) = n.rec.holders.iter().find(|h| (h.handle_epoch, h.handle) == k) else {
-            return Err(WarrenError::invalid_argument(format!("this handle does not hold the lock on {p}")));
+        let Some(h) = n
+            .rec
+            .holders
+            .iter()
+            .find(|h| (h.handle_epoch, h.handle) == k)
+        else {
+            return Err(WarrenError::invalid_argument(format!(
+                "this handle does not hold the lock on {p}"
+            )));
         };
         Ok(SequencerView {
             path: p.clone(),
@@ -1557,7 +1923,13 @@ impl Master {
     }
 
     /// `SetSequencer`: later calls on the handle fail once `seq` is stale.
-    pub fn set_sequencer(&mut self, ctx: &Ctx, token: &[u8], seq: SequencerView, now: Instant) -> Result<(), WarrenError> {
+    pub fn set_sequencer(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        seq: SequencerView,
+        now: Instant,
+    ) -> Result<(), WarrenError> {
         self.now = now;
         path::validate(&seq.path, &self.cfg.deployment)?;
         let sid = self.check(ctx)?;
@@ -1572,7 +1944,12 @@ impl Master {
         Ok(())
     }
 
-    pub fn check_sequencer(&mut self, ctx: &Ctx, seq: &SequencerView, now: Instant) -> Result<bool, WarrenError> {
+    pub fn check_sequencer(
+        &mut self,
+        ctx: &Ctx,
+        seq: &SequencerView,
+        now: Instant,
+    ) -> Result<bool, WarrenError> {
         self.now = now;
         self.check(ctx)?;
         path::validate(&seq.path, &self.cfg.deployment)?;

@@ -123,7 +123,10 @@ mod tests {
         ] {
             assert_eq!(code(p), Some(ErrorCode::InvalidArgument), "{p:?}");
         }
-        assert_eq!(code(&format!("/ls/local/{}", "x".repeat(256))), Some(ErrorCode::InvalidArgument));
+        assert_eq!(
+            code(&format!("/ls/local/{}", "x".repeat(256))),
+            Some(ErrorCode::InvalidArgument)
+        );
         let long = format!("/ls/local/{}", vec!["abcdefgh"; 600].join("/"));
         assert_eq!(code(&long), Some(ErrorCode::TooLarge));
     }

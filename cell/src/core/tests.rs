@@ -19,7 +19,8 @@ fn secs(s: f64) -> Duration {
 impl T {
     fn new() -> T {
         let t0 = Instant::now();
-        let m = Master::recover(CoreConfig::new("c0", "local"), Snapshot::default(), t0, 7).unwrap();
+        let m =
+            Master::recover(CoreConfig::new("c0", "local"), Snapshot::default(), t0, 7).unwrap();
         let mut t = T { m, t0 };
         t.m.take_output();
         t
@@ -35,7 +36,15 @@ impl T {
             epoch: c.epoch,
         }
     }
-    fn open(&mut self, ctx: &Ctx, path: &str, intent: u32, events: u32, create: Option<CreateArgs>, at: f64) -> Result<Reply<OpenOk>, WarrenError> {
+    fn open(
+        &mut self,
+        ctx: &Ctx,
+        path: &str,
+        intent: u32,
+        events: u32,
+        create: Option<CreateArgs>,
+        at: f64,
+    ) -> Result<Reply<OpenOk>, WarrenError> {
         let a = OpenArgs {
             path: path.to_string(),
             intent,
@@ -46,7 +55,15 @@ impl T {
         };
         self.m.open(ctx, &a, self.at(at))
     }
-    fn open_ok(&mut self, ctx: &Ctx, path: &str, intent: u32, events: u32, create: Option<CreateArgs>, at: f64) -> OpenOk {
+    fn open_ok(
+        &mut self,
+        ctx: &Ctx,
+        path: &str,
+        intent: u32,
+        events: u32,
+        create: Option<CreateArgs>,
+        at: f64,
+    ) -> OpenOk {
         match self.open(ctx, path, intent, events, create, at).unwrap() {
             Reply::Done(o) => o,
             Reply::Wait(_) => panic!("open of {path} unexpectedly waited"),
@@ -87,7 +104,8 @@ fn waiter<T: std::fmt::Debug>(r: Result<Reply<T>, WarrenError>) -> WaiterId {
 #[test]
 fn fresh_store_has_root_and_acl_dir_and_epoch_one() {
     let t0 = Instant::now();
-    let mut m = Master::recover(CoreConfig::new("c0", "local"), Snapshot::default(), t0, 1).unwrap();
+    let mut m =
+        Master::recover(CoreConfig::new("c0", "local"), Snapshot::default(), t0, 1).unwrap();
     assert_eq!(m.epoch(), 1);
     let out = m.take_output();
     let nodes: Vec<_> = out
@@ -108,7 +126,10 @@ fn metadata_numbers_move_as_spec_says() {
     let o = t.file(&a, "/ls/local/f", b"one", 0.0);
     assert!(o.created);
     let s0 = o.stat.clone();
-    assert_eq!((s0.content_generation, s0.lock_generation, s0.acl_generation), (0, 0, 0));
+    assert_eq!(
+        (s0.content_generation, s0.lock_generation, s0.acl_generation),
+        (0, 0, 0)
+    );
     assert_eq!(s0.checksum, xxhash_rust::xxh3::xxh3_64(b"one"));
     assert_eq!(s0.length, 3);
     let s1 = done(t.m.set_contents(&a, &o.handle, b"two", None, t.at(1.0)));
@@ -116,7 +137,9 @@ fn metadata_numbers_move_as_spec_says() {
     assert_eq!(s1.instance, s0.instance);
     assert_ne!(s1.checksum, s0.checksum);
     // CAS with the wrong generation fails and changes nothing.
-    let e = t.m.set_contents(&a, &o.handle, b"x", Some(0), t.at(1.0)).unwrap_err();
+    let e =
+        t.m.set_contents(&a, &o.handle, b"x", Some(0), t.at(1.0))
+            .unwrap_err();
     assert_eq!(e.code, ErrorCode::GenerationMismatch);
     let s2 = done(t.m.set_contents(&a, &o.handle, b"three", Some(1), t.at(1.0)));
     assert_eq!(s2.content_generation, 2);
@@ -127,14 +150,20 @@ fn metadata_numbers_move_as_spec_says() {
     let s3 = done(t.m.set_acl(&a, &o.handle, &acl, t.at(1.0)));
     assert_eq!((s3.acl_generation, s3.content_generation), (1, 2));
     // Lock generation: +1 each time the lock goes free -> held, not per shared holder.
-    let seq = t.m.try_acquire(&a, &o.handle, LockMode::Shared, t.at(1.0)).unwrap();
+    let seq =
+        t.m.try_acquire(&a, &o.handle, LockMode::Shared, t.at(1.0))
+            .unwrap();
     assert_eq!(seq.lock_generation, 1);
     let o2 = t.open_ok(&a, "/ls/local/f", intent::WRITE, 0, None, 1.0);
-    let seq2 = t.m.try_acquire(&a, &o2.handle, LockMode::Shared, t.at(1.0)).unwrap();
+    let seq2 =
+        t.m.try_acquire(&a, &o2.handle, LockMode::Shared, t.at(1.0))
+            .unwrap();
     assert_eq!(seq2.lock_generation, 1);
     assert!(t.m.release(&a, &o.handle, t.at(1.0)).unwrap());
     assert!(t.m.release(&a, &o2.handle, t.at(1.0)).unwrap());
-    let seq3 = t.m.try_acquire(&a, &o.handle, LockMode::Exclusive, t.at(1.0)).unwrap();
+    let seq3 =
+        t.m.try_acquire(&a, &o.handle, LockMode::Exclusive, t.at(1.0))
+            .unwrap();
     assert_eq!(seq3.lock_generation, 2);
     // A recreated node has a greater instance.
     t.m.release(&a, &o.handle, t.at(1.0)).unwrap();
@@ -161,7 +190,9 @@ fn write_waits_for_a_caching_session_to_acknowledge() {
     let w = waiter(t.m.set_contents(&a, &ow.handle, b"v2", None, t.at(2.0)));
     let wakes = t.wakes();
     assert_eq!(wakes.len(), 1);
-    let (id, Wake::KeepAlive(Ok(reply))) = &wakes[0] else { panic!("{wakes:?}") };
+    let (id, Wake::KeepAlive(Ok(reply))) = &wakes[0] else {
+        panic!("{wakes:?}")
+    };
     assert_eq!(*id, ka);
     assert_eq!(reply.events.len(), 1);
     assert_eq!(reply.events[0].kind, EventKind::Invalidate);
@@ -178,7 +209,12 @@ fn write_waits_for_a_caching_session_to_acknowledge() {
     let seq = reply.events[0].seq;
     let _ = t.m.keepalive(&b, seq, t.at(3.0)).unwrap();
     let wakes = t.wakes();
-    assert!(wakes.iter().any(|(id, w2)| *id == w && matches!(w2, Wake::Retry)), "{wakes:?}");
+    assert!(
+        wakes
+            .iter()
+            .any(|(id, w2)| *id == w && matches!(w2, Wake::Retry)),
+        "{wakes:?}"
+    );
     let s = done(t.m.set_contents(&a, &ow.handle, b"v2", None, t.at(3.0)));
     assert_eq!(s.content_generation, 1);
     assert!(!t.m.is_uncachable("/ls/local/f"));
@@ -203,14 +239,21 @@ fn a_silent_caching_session_delays_a_write_by_at_most_its_lease() {
     while now < 20.0 + 12.0 + 1.0 {
         now += 0.05;
         t.m.tick(t.at(now));
-        if t.wakes().iter().any(|(id, x)| *id == w && matches!(x, Wake::Retry)) {
+        if t.wakes()
+            .iter()
+            .any(|(id, x)| *id == w && matches!(x, Wake::Retry))
+        {
             released_at = Some(now);
             break;
         }
     }
     let released_at = released_at.expect("the write was never released");
     // ...until b's lease has expired, never longer than one lease.
-    assert!(released_at - 20.0 <= 12.0 + 0.1, "released after {}", released_at - 20.0);
+    assert!(
+        released_at - 20.0 <= 12.0 + 0.1,
+        "released after {}",
+        released_at - 20.0
+    );
     let e = t.m.keepalive(&b, 0, t.at(released_at)).unwrap_err();
     assert_eq!(e.code, ErrorCode::SessionExpired);
     done(t.m.set_contents(&a, &ow.handle, b"v2", None, t.at(released_at)));
@@ -229,12 +272,21 @@ fn a_session_that_gets_invalidations_but_never_acks_expires_within_one_lease() {
     // b keeps sending KeepAlives but never acknowledges: no further extension.
     for s in [3.0, 6.0, 9.0, 12.0] {
         let r = t.m.keepalive(&b, 0, t.at(s)).unwrap();
-        let Reply::Done(reply) = r else { panic!("unacked events must be re-sent at once") };
+        let Reply::Done(reply) = r else {
+            panic!("unacked events must be re-sent at once")
+        };
         assert_eq!(reply.events.len(), 1);
-        assert!(reply.lease <= secs(14.0 - s), "lease {:?} at {s}", reply.lease);
+        assert!(
+            reply.lease <= secs(14.0 - s),
+            "lease {:?} at {s}",
+            reply.lease
+        );
     }
     t.m.tick(t.at(14.01));
-    assert!(t.wakes().iter().any(|(id, x)| *id == w && matches!(x, Wake::Retry)));
+    assert!(t
+        .wakes()
+        .iter()
+        .any(|(id, x)| *id == w && matches!(x, Wake::Retry)));
 }
 
 #[test]
@@ -247,7 +299,10 @@ fn keepalive_is_held_until_shortly_before_the_lease_ends_and_superseded_by_a_new
     // A second KeepAlive supersedes the first, which returns at once.
     let w2 = waiter(t.m.keepalive(&a, 0, t.at(10.5)));
     let wakes = t.wakes();
-    assert!(matches!(&wakes[..], [(id, Wake::KeepAlive(Ok(_)))] if *id == w1), "{wakes:?}");
+    assert!(
+        matches!(&wakes[..], [(id, Wake::KeepAlive(Ok(_)))] if *id == w1),
+        "{wakes:?}"
+    );
     // The superseded reply extended the lease to 10.5 + 12 = 22.5. The held one is answered
     // between 1.1 s and 1 s before that, and extends it again.
     let mut answered = None;
@@ -271,12 +326,21 @@ fn settle(t: &mut T, ctx: &Ctx, seen: &mut Vec<Event>) {
     let s = &t.m.sessions[&ctx.session];
     let last = s.next_seq - 1;
     let from = seen.last().map_or(0, |e| e.seq);
-    seen.extend(s.events.iter().filter(|e| e.seq > from && e.kind != EventKind::Invalidate).cloned());
+    seen.extend(
+        s.events
+            .iter()
+            .filter(|e| e.seq > from && e.kind != EventKind::Invalidate)
+            .cloned(),
+    );
     t.m.acknowledge(ctx.session, last);
 }
 
 /// Runs a write, letting `others` acknowledge invalidations until it goes through.
-fn write<R: std::fmt::Debug>(t: &mut T, others: &[(&Ctx, &mut Vec<Event>)], mut f: impl FnMut(&mut Master) -> Result<Reply<R>, WarrenError>) -> R {
+fn write<R: std::fmt::Debug>(
+    t: &mut T,
+    others: &[(&Ctx, &mut Vec<Event>)],
+    mut f: impl FnMut(&mut Master) -> Result<Reply<R>, WarrenError>,
+) -> R {
     let _ = others;
     for _ in 0..3 {
         match f(&mut t.m).unwrap() {
@@ -298,11 +362,24 @@ fn events_are_delivered_once_after_their_action() {
     let mut t = T::new();
     let (a, b) = (t.session(0.0), t.session(0.0));
     let mut seen = Vec::new();
-    let dir_args = Some(CreateArgs { kind: NodeKind::Directory, ephemeral: false, contents: vec![], acl: None, exclusive: true });
+    let dir_args = Some(CreateArgs {
+        kind: NodeKind::Directory,
+        ephemeral: false,
+        contents: vec![],
+        acl: None,
+        exclusive: true,
+    });
     t.open_ok(&a, "/ls/local/d", intent::ALL, 0, dir_args, 0.0);
     let watch_dir = t.open_ok(&b, "/ls/local/d", intent::READ, mask::ALL, None, 0.0);
     let now = t.at(0.0);
-    let fargs = OpenArgs { path: "/ls/local/d/f".into(), intent: intent::ALL, events: 0, lock_delay: Duration::ZERO, create: file(b""), read: false };
+    let fargs = OpenArgs {
+        path: "/ls/local/d/f".into(),
+        intent: intent::ALL,
+        events: 0,
+        lock_delay: Duration::ZERO,
+        create: file(b""),
+        read: false,
+    };
     settle(&mut t, &b, &mut seen);
     let f = write(&mut t, &[], |m| m.open(&a, &fargs, now));
     settle(&mut t, &b, &mut seen);
@@ -313,23 +390,45 @@ fn events_are_delivered_once_after_their_action() {
     match t.m.set_contents(&a, &f.handle, b"x", None, now).unwrap() {
         Reply::Wait(_) => {
             let s = &t.m.sessions[&b.session];
-            assert!(s.events.iter().all(|e| e.kind == EventKind::Invalidate), "event before its action");
+            assert!(
+                s.events.iter().all(|e| e.kind == EventKind::Invalidate),
+                "event before its action"
+            );
         }
         Reply::Done(_) => panic!("b cached f; the write must wait"),
     }
     settle(&mut t, &b, &mut seen);
-    write(&mut t, &[], |m| m.set_contents(&a, &f.handle, b"x", None, now));
-    t.m.try_acquire(&a, &f.handle, LockMode::Exclusive, now).unwrap();
+    write(&mut t, &[], |m| {
+        m.set_contents(&a, &f.handle, b"x", None, now)
+    });
+    t.m.try_acquire(&a, &f.handle, LockMode::Exclusive, now)
+        .unwrap();
     // b's conflicting request: b is told nothing (it is the requester), a's handle has no mask.
-    assert_eq!(t.m.try_acquire(&b, &watch_f.handle, LockMode::Exclusive, now).unwrap_err().code, ErrorCode::LockHeld);
+    assert_eq!(
+        t.m.try_acquire(&b, &watch_f.handle, LockMode::Exclusive, now)
+            .unwrap_err()
+            .code,
+        ErrorCode::LockHeld
+    );
     settle(&mut t, &b, &mut seen);
-    let kinds: Vec<_> = seen.iter().map(|e| (e.kind, e.path.as_str(), e.change)).collect();
+    let kinds: Vec<_> = seen
+        .iter()
+        .map(|e| (e.kind, e.path.as_str(), e.change))
+        .collect();
     assert_eq!(
         kinds,
         vec![
             (EventKind::ChildChanged, "/ls/local/d", ChildChange::Added),
-            (EventKind::ContentsModified, "/ls/local/d/f", ChildChange::None),
-            (EventKind::ChildChanged, "/ls/local/d", ChildChange::Modified),
+            (
+                EventKind::ContentsModified,
+                "/ls/local/d/f",
+                ChildChange::None
+            ),
+            (
+                EventKind::ChildChanged,
+                "/ls/local/d",
+                ChildChange::Modified
+            ),
             (EventKind::LockAcquired, "/ls/local/d/f", ChildChange::None),
         ]
     );
@@ -346,7 +445,13 @@ fn events_are_delivered_once_after_their_action() {
     let from = seen.len();
     settle(&mut t, &b, &mut seen);
     let kinds: Vec<_> = seen[from..].iter().map(|e| (e.kind, e.change)).collect();
-    assert_eq!(kinds, vec![(EventKind::HandleInvalid, ChildChange::None), (EventKind::ChildChanged, ChildChange::Removed)]);
+    assert_eq!(
+        kinds,
+        vec![
+            (EventKind::HandleInvalid, ChildChange::None),
+            (EventKind::ChildChanged, ChildChange::Removed)
+        ]
+    );
     assert!(seen[from..].iter().all(|e| e.seq > last));
     let _ = w;
 }
@@ -356,18 +461,33 @@ fn conflicting_lock_request_is_told_to_the_holder() {
     let mut t = T::new();
     let (a, b) = (t.session(0.0), t.session(0.0));
     t.file(&a, "/ls/local/l", b"", 0.0);
-    let ha = t.open_ok(&a, "/ls/local/l", intent::WRITE, mask::CONFLICTING_LOCK, None, 0.0);
+    let ha = t.open_ok(
+        &a,
+        "/ls/local/l",
+        intent::WRITE,
+        mask::CONFLICTING_LOCK,
+        None,
+        0.0,
+    );
     let hb = t.open_ok(&b, "/ls/local/l", intent::WRITE, 0, None, 0.0);
-    t.m.try_acquire(&a, &ha.handle, LockMode::Exclusive, t.at(0.0)).unwrap();
+    t.m.try_acquire(&a, &ha.handle, LockMode::Exclusive, t.at(0.0))
+        .unwrap();
     let w = waiter(t.m.acquire(&b, &hb.handle, LockMode::Shared, None, t.at(1.0)));
-    let Reply::Done(r) = t.m.keepalive(&a, 0, t.at(1.0)).unwrap() else { panic!() };
+    let Reply::Done(r) = t.m.keepalive(&a, 0, t.at(1.0)).unwrap() else {
+        panic!()
+    };
     assert_eq!(r.events.len(), 1);
     assert_eq!(r.events[0].kind, EventKind::ConflictingLock);
     assert_eq!(r.events[0].handle, ha.handle);
     // Releasing grants the waiter.
     t.m.release(&a, &ha.handle, t.at(2.0)).unwrap();
     let wakes = t.wakes();
-    assert!(wakes.iter().any(|(id, x)| *id == w && matches!(x, Wake::Acquire(Ok(s)) if s.mode == LockMode::Shared)));
+    assert!(
+        wakes
+            .iter()
+            .any(|(id, x)| *id == w
+                && matches!(x, Wake::Acquire(Ok(s)) if s.mode == LockMode::Shared))
+    );
 }
 
 #[test]
@@ -378,21 +498,40 @@ fn shared_and_exclusive_locks_and_acquire_timeout() {
     let ha = t.open_ok(&a, "/ls/local/l", intent::WRITE, 0, None, 0.0);
     let hb = t.open_ok(&b, "/ls/local/l", intent::WRITE, 0, None, 0.0);
     let hc = t.open_ok(&c, "/ls/local/l", intent::WRITE, 0, None, 0.0);
-    t.m.try_acquire(&a, &ha.handle, LockMode::Shared, t.at(0.0)).unwrap();
-    t.m.try_acquire(&b, &hb.handle, LockMode::Shared, t.at(0.0)).unwrap();
-    assert_eq!(t.m.try_acquire(&c, &hc.handle, LockMode::Exclusive, t.at(0.0)).unwrap_err().code, ErrorCode::LockHeld);
-    let w = waiter(t.m.acquire(&c, &hc.handle, LockMode::Exclusive, Some(secs(5.0)), t.at(1.0)));
+    t.m.try_acquire(&a, &ha.handle, LockMode::Shared, t.at(0.0))
+        .unwrap();
+    t.m.try_acquire(&b, &hb.handle, LockMode::Shared, t.at(0.0))
+        .unwrap();
+    assert_eq!(
+        t.m.try_acquire(&c, &hc.handle, LockMode::Exclusive, t.at(0.0))
+            .unwrap_err()
+            .code,
+        ErrorCode::LockHeld
+    );
+    let w = waiter(t.m.acquire(
+        &c,
+        &hc.handle,
+        LockMode::Exclusive,
+        Some(secs(5.0)),
+        t.at(1.0),
+    ));
     t.m.tick(t.at(5.9));
     assert!(t.wakes().is_empty());
     t.m.tick(t.at(6.0));
     let wakes = t.wakes();
-    assert!(matches!(&wakes[..], [(id, Wake::Acquire(Err(e)))] if *id == w && e.code == ErrorCode::LockHeld), "{wakes:?}");
+    assert!(
+        matches!(&wakes[..], [(id, Wake::Acquire(Err(e)))] if *id == w && e.code == ErrorCode::LockHeld),
+        "{wakes:?}"
+    );
     // Exclusive granted once both shared holders release.
     let w = waiter(t.m.acquire(&c, &hc.handle, LockMode::Exclusive, None, t.at(7.0)));
     t.m.release(&a, &ha.handle, t.at(7.0)).unwrap();
     assert!(t.wakes().is_empty());
     t.m.release(&b, &hb.handle, t.at(7.0)).unwrap();
-    assert!(t.wakes().iter().any(|(id, x)| *id == w && matches!(x, Wake::Acquire(Ok(_)))));
+    assert!(t
+        .wakes()
+        .iter()
+        .any(|(id, x)| *id == w && matches!(x, Wake::Acquire(Ok(_)))));
 }
 
 #[test]
@@ -410,25 +549,35 @@ fn lock_delay_after_the_holders_session_dies_but_not_after_a_clean_release() {
     };
     let ha = done(t.m.open(&a, &args, t.at(0.0)));
     let hb = t.open_ok(&b, "/ls/local/l", intent::WRITE, 0, None, 0.0);
-    t.m.try_acquire(&a, &ha.handle, LockMode::Exclusive, t.at(0.0)).unwrap();
+    t.m.try_acquire(&a, &ha.handle, LockMode::Exclusive, t.at(0.0))
+        .unwrap();
     // Keep b alive; let a's lease (ending at t=12) run out.
     let _ = t.m.keepalive(&b, 0, t.at(11.0));
     t.m.tick(t.at(12.05));
     t.wakes();
     assert_eq!(t.m.status().sessions, 1);
-    let e = t.m.try_acquire(&b, &hb.handle, LockMode::Exclusive, t.at(12.1)).unwrap_err();
+    let e =
+        t.m.try_acquire(&b, &hb.handle, LockMode::Exclusive, t.at(12.1))
+            .unwrap_err();
     assert_eq!(e.code, ErrorCode::LockHeld);
     assert!(e.message.contains("lock-delay"), "{}", e.message);
     let w = waiter(t.m.acquire(&b, &hb.handle, LockMode::Exclusive, None, t.at(12.1)));
     t.m.tick(t.at(22.0));
-    assert!(!t.wakes().iter().any(|(id, _)| *id == w), "granted inside the lock-delay");
+    assert!(
+        !t.wakes().iter().any(|(id, _)| *id == w),
+        "granted inside the lock-delay"
+    );
     t.m.tick(t.at(22.06));
-    assert!(t.wakes().iter().any(|(id, x)| *id == w && matches!(x, Wake::Acquire(Ok(_)))));
+    assert!(t
+        .wakes()
+        .iter()
+        .any(|(id, x)| *id == w && matches!(x, Wake::Acquire(Ok(_)))));
     // A clean release (or close) imposes no delay.
     t.m.release(&b, &hb.handle, t.at(23.0)).unwrap();
     let c = t.session(23.0);
     let hc = t.open_ok(&c, "/ls/local/l", intent::WRITE, 0, None, 23.0);
-    t.m.try_acquire(&c, &hc.handle, LockMode::Exclusive, t.at(23.0)).unwrap();
+    t.m.try_acquire(&c, &hc.handle, LockMode::Exclusive, t.at(23.0))
+        .unwrap();
 }
 
 #[test]
@@ -438,14 +587,19 @@ fn sequencer_goes_stale_after_reacquisition_and_fences_a_handle() {
     t.file(&a, "/ls/local/l", b"", 0.0);
     let ha = t.open_ok(&a, "/ls/local/l", intent::WRITE, 0, None, 0.0);
     let hb = t.open_ok(&b, "/ls/local/l", intent::ALL, 0, None, 0.0);
-    let s1 = t.m.try_acquire(&a, &ha.handle, LockMode::Exclusive, t.at(0.0)).unwrap();
+    let s1 =
+        t.m.try_acquire(&a, &ha.handle, LockMode::Exclusive, t.at(0.0))
+            .unwrap();
     assert_eq!(t.m.get_sequencer(&a, &ha.handle, t.at(0.0)).unwrap(), s1);
     assert!(t.m.check_sequencer(&b, &s1, t.at(0.0)).unwrap());
-    t.m.set_sequencer(&b, &hb.handle, s1.clone(), t.at(0.0)).unwrap();
+    t.m.set_sequencer(&b, &hb.handle, s1.clone(), t.at(0.0))
+        .unwrap();
     t.m.get_stat(&b, &hb.handle, t.at(0.0)).unwrap();
     t.m.release(&a, &ha.handle, t.at(1.0)).unwrap();
     assert!(!t.m.check_sequencer(&b, &s1, t.at(1.0)).unwrap());
-    let s2 = t.m.try_acquire(&a, &ha.handle, LockMode::Exclusive, t.at(1.0)).unwrap();
+    let s2 =
+        t.m.try_acquire(&a, &ha.handle, LockMode::Exclusive, t.at(1.0))
+            .unwrap();
     assert_eq!(s2.lock_generation, s1.lock_generation + 1);
     assert!(!t.m.check_sequencer(&b, &s1, t.at(1.0)).unwrap());
     assert!(t.m.check_sequencer(&b, &s2, t.at(1.0)).unwrap());
@@ -469,14 +623,20 @@ fn ephemeral_file_is_deleted_when_its_last_handle_closes() {
     let hb = t.open_ok(&b, "/ls/local/e", intent::READ, 0, None, 0.0);
     assert!(ha.stat.ephemeral);
     t.m.close(&a, &ha.handle, t.at(1.0));
-    assert!(t.open(&b, "/ls/local/e", intent::READ, 0, None, 1.0).is_ok());
+    assert!(t
+        .open(&b, "/ls/local/e", intent::READ, 0, None, 1.0)
+        .is_ok());
     t.m.take_output();
     t.m.close(&b, &hb.handle, t.at(1.0));
     // b had a second handle from the check above; close it through session end.
     t.m.close_session(&b, t.at(1.0)).unwrap();
     let out = t.m.take_output();
-    assert!(out.mutations.contains(&Mutation::DeleteNode { path: "/ls/local/e".into() }));
-    let e = t.open(&a, "/ls/local/e", intent::READ, 0, None, 2.0).unwrap_err();
+    assert!(out.mutations.contains(&Mutation::DeleteNode {
+        path: "/ls/local/e".into()
+    }));
+    let e = t
+        .open(&a, "/ls/local/e", intent::READ, 0, None, 2.0)
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound);
 }
 
@@ -492,11 +652,20 @@ fn session_expiry_deletes_its_ephemeral_files_and_releases_locks() {
         exclusive: false,
     });
     let ha = t.open_ok(&a, "/ls/local/e", intent::ALL, 0, eph, 0.0);
-    t.m.try_acquire(&a, &ha.handle, LockMode::Exclusive, t.at(0.0)).unwrap();
+    t.m.try_acquire(&a, &ha.handle, LockMode::Exclusive, t.at(0.0))
+        .unwrap();
     let _ = t.m.keepalive(&b, 0, t.at(11.0));
     t.m.tick(t.at(12.1));
-    assert_eq!(t.open(&b, "/ls/local/e", 0, 0, None, 12.2).unwrap_err().code, ErrorCode::NotFound);
-    assert_eq!(t.m.keepalive(&a, 0, t.at(12.2)).unwrap_err().code, ErrorCode::SessionExpired);
+    assert_eq!(
+        t.open(&b, "/ls/local/e", 0, 0, None, 12.2)
+            .unwrap_err()
+            .code,
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        t.m.keepalive(&a, 0, t.at(12.2)).unwrap_err().code,
+        ErrorCode::SessionExpired
+    );
     assert_eq!(t.m.status().held_locks, 0);
 }
 
@@ -505,48 +674,139 @@ fn bad_input_gets_its_code_and_changes_nothing() {
     let mut t = T::new();
     let a = t.session(0.0);
     let f = t.file(&a, "/ls/local/f", b"keep", 0.0);
-    let d = t.open_ok(&a, "/ls/local/d", intent::ALL, 0, Some(CreateArgs { kind: NodeKind::Directory, ephemeral: false, contents: vec![], acl: None, exclusive: false }), 0.0);
+    let d = t.open_ok(
+        &a,
+        "/ls/local/d",
+        intent::ALL,
+        0,
+        Some(CreateArgs {
+            kind: NodeKind::Directory,
+            ephemeral: false,
+            contents: vec![],
+            acl: None,
+            exclusive: false,
+        }),
+        0.0,
+    );
     t.file(&a, "/ls/local/d/x", b"", 0.0);
     t.m.take_output();
     let code = |r: Result<Reply<OpenOk>, WarrenError>| r.unwrap_err().code;
-    for p in ["/ls/local/../f", "/ls/local//f", "/ls/local/a b", "relative", "/ls/other/f"] {
-        assert_eq!(code(t.open(&a, p, intent::READ, 0, file(b""), 1.0)), ErrorCode::InvalidArgument, "{p}");
+    for p in [
+        "/ls/local/../f",
+        "/ls/local//f",
+        "/ls/local/a b",
+        "relative",
+        "/ls/other/f",
+    ] {
+        assert_eq!(
+            code(t.open(&a, p, intent::READ, 0, file(b""), 1.0)),
+            ErrorCode::InvalidArgument,
+            "{p}"
+        );
     }
     let long = format!("/ls/local/{}", vec!["abcdefghij"; 400].join("/"));
-    assert_eq!(code(t.open(&a, &long, intent::READ, 0, None, 1.0)), ErrorCode::TooLarge);
-    assert_eq!(code(t.open(&a, "/ls/local/f", 99, 0, None, 1.0)), ErrorCode::InvalidArgument);
+    assert_eq!(
+        code(t.open(&a, &long, intent::READ, 0, None, 1.0)),
+        ErrorCode::TooLarge
+    );
+    assert_eq!(
+        code(t.open(&a, "/ls/local/f", 99, 0, None, 1.0)),
+        ErrorCode::InvalidArgument
+    );
     let big = vec![0u8; 256 * 1024 + 1];
-    assert_eq!(t.m.set_contents(&a, &f.handle, &big, None, t.at(1.0)).unwrap_err().code, ErrorCode::TooLarge);
-    assert_eq!(code(t.open(&a, "/ls/local/big", intent::ALL, 0, file(&big), 1.0)), ErrorCode::TooLarge);
+    assert_eq!(
+        t.m.set_contents(&a, &f.handle, &big, None, t.at(1.0))
+            .unwrap_err()
+            .code,
+        ErrorCode::TooLarge
+    );
+    assert_eq!(
+        code(t.open(&a, "/ls/local/big", intent::ALL, 0, file(&big), 1.0)),
+        ErrorCode::TooLarge
+    );
     // Forged and truncated handles.
     let mut forged = f.handle.clone();
     let n = forged.len();
     forged[n / 2] ^= 0xff;
-    assert_eq!(t.m.get_stat(&a, &forged, t.at(1.0)).unwrap_err().code, ErrorCode::HandleInvalid);
-    assert_eq!(t.m.get_stat(&a, &f.handle[..n - 3], t.at(1.0)).unwrap_err().code, ErrorCode::HandleInvalid);
-    assert_eq!(t.m.get_stat(&a, &[], t.at(1.0)).unwrap_err().code, ErrorCode::HandleInvalid);
+    assert_eq!(
+        t.m.get_stat(&a, &forged, t.at(1.0)).unwrap_err().code,
+        ErrorCode::HandleInvalid
+    );
+    assert_eq!(
+        t.m.get_stat(&a, &f.handle[..n - 3], t.at(1.0))
+            .unwrap_err()
+            .code,
+        ErrorCode::HandleInvalid
+    );
+    assert_eq!(
+        t.m.get_stat(&a, &[], t.at(1.0)).unwrap_err().code,
+        ErrorCode::HandleInvalid
+    );
     // Another session's handle.
     let b = t.session(1.0);
-    assert_eq!(t.m.get_stat(&b, &f.handle, t.at(1.0)).unwrap_err().code, ErrorCode::HandleInvalid);
+    assert_eq!(
+        t.m.get_stat(&b, &f.handle, t.at(1.0)).unwrap_err().code,
+        ErrorCode::HandleInvalid
+    );
     // Wrong secret, stale epoch, unknown session.
-    let wrong = Ctx { secret: [0; 16], ..a.clone() };
-    assert_eq!(t.m.get_stat(&wrong, &f.handle, t.at(1.0)).unwrap_err().code, ErrorCode::PermissionDenied);
-    let stale = Ctx { epoch: 0, ..a.clone() };
+    let wrong = Ctx {
+        secret: [0; 16],
+        ..a.clone()
+    };
+    assert_eq!(
+        t.m.get_stat(&wrong, &f.handle, t.at(1.0)).unwrap_err().code,
+        ErrorCode::PermissionDenied
+    );
+    let stale = Ctx {
+        epoch: 0,
+        ..a.clone()
+    };
     let e = t.m.get_stat(&stale, &f.handle, t.at(1.0)).unwrap_err();
     assert_eq!((e.code, e.epoch), (ErrorCode::StaleEpoch, 1));
-    let unknown = Ctx { session: [9; 16], ..a.clone() };
-    assert_eq!(t.m.get_stat(&unknown, &f.handle, t.at(1.0)).unwrap_err().code, ErrorCode::SessionExpired);
+    let unknown = Ctx {
+        session: [9; 16],
+        ..a.clone()
+    };
+    assert_eq!(
+        t.m.get_stat(&unknown, &f.handle, t.at(1.0))
+            .unwrap_err()
+            .code,
+        ErrorCode::SessionExpired
+    );
     // Delete of a non-empty directory.
-    assert_eq!(t.m.delete(&a, &d.handle, t.at(1.0)).unwrap_err().code, ErrorCode::NotEmpty);
+    assert_eq!(
+        t.m.delete(&a, &d.handle, t.at(1.0)).unwrap_err().code,
+        ErrorCode::NotEmpty
+    );
     // Locking without write intent.
     let r = t.open_ok(&a, "/ls/local/f", intent::READ, 0, None, 1.0);
-    assert_eq!(t.m.try_acquire(&a, &r.handle, LockMode::Exclusive, t.at(1.0)).unwrap_err().code, ErrorCode::PermissionDenied);
-    assert_eq!(t.m.set_contents(&a, &r.handle, b"x", None, t.at(1.0)).unwrap_err().code, ErrorCode::PermissionDenied);
+    assert_eq!(
+        t.m.try_acquire(&a, &r.handle, LockMode::Exclusive, t.at(1.0))
+            .unwrap_err()
+            .code,
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        t.m.set_contents(&a, &r.handle, b"x", None, t.at(1.0))
+            .unwrap_err()
+            .code,
+        ErrorCode::PermissionDenied
+    );
     // Nothing above changed stored state.
     let out = t.m.take_output();
-    assert!(out.mutations.iter().all(|m| !matches!(m, Mutation::PutContents { .. } | Mutation::DeleteNode { .. })), "{:?}", out.mutations);
+    assert!(
+        out.mutations.iter().all(|m| !matches!(
+            m,
+            Mutation::PutContents { .. } | Mutation::DeleteNode { .. }
+        )),
+        "{:?}",
+        out.mutations
+    );
     let (data, stat, _) = t.m.get_contents(&a, &f.handle, t.at(1.0)).unwrap();
-    assert_eq!((data.as_slice(), stat.content_generation), (&b"keep"[..], 0));
+    assert_eq!(
+        (data.as_slice(), stat.content_generation),
+        (&b"keep"[..], 0)
+    );
 }
 
 #[test]
@@ -555,23 +815,51 @@ fn acl_files_govern_open_and_delete() {
     let admin = t.session(0.0);
     let bob = {
         let c = t.m.create_session("bob", t.at(0.0)).unwrap();
-        Ctx { session: c.id, secret: c.secret, epoch: c.epoch }
+        Ctx {
+            session: c.id,
+            secret: c.secret,
+            epoch: c.epoch,
+        }
     };
     t.file(&admin, "/ls/local/acl/ops", b"alice\ncarol\n", 0.0);
-    let acl = AclNames { read: String::new(), write: "ops".into(), change_acl: "ops".into() };
-    let d = CreateArgs { kind: NodeKind::Directory, ephemeral: false, contents: vec![], acl: Some(acl.clone()), exclusive: true };
+    let acl = AclNames {
+        read: String::new(),
+        write: "ops".into(),
+        change_acl: "ops".into(),
+    };
+    let d = CreateArgs {
+        kind: NodeKind::Directory,
+        ephemeral: false,
+        contents: vec![],
+        acl: Some(acl.clone()),
+        exclusive: true,
+    };
     t.open_ok(&admin, "/ls/local/secure", intent::READ, 0, Some(d), 0.0);
     // Inherited by children.
     let f = t.file(&admin, "/ls/local/secure/f", b"", 0.0);
     assert_eq!(f.stat.acl, acl);
     // bob may read but not write, create or delete.
     t.open_ok(&bob, "/ls/local/secure/f", intent::READ, 0, None, 1.0);
-    let e = t.open(&bob, "/ls/local/secure/f", intent::WRITE, 0, None, 1.0).unwrap_err();
+    let e = t
+        .open(&bob, "/ls/local/secure/f", intent::WRITE, 0, None, 1.0)
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::PermissionDenied);
-    assert!(e.message.contains("bob") && e.message.contains("/ls/local/acl/ops"), "{}", e.message);
-    assert_eq!(t.open(&bob, "/ls/local/secure/g", intent::READ, 0, file(b""), 1.0).unwrap_err().code, ErrorCode::PermissionDenied);
+    assert!(
+        e.message.contains("bob") && e.message.contains("/ls/local/acl/ops"),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        t.open(&bob, "/ls/local/secure/g", intent::READ, 0, file(b""), 1.0)
+            .unwrap_err()
+            .code,
+        ErrorCode::PermissionDenied
+    );
     let rb = t.open_ok(&bob, "/ls/local/secure/f", intent::READ, 0, None, 1.0);
-    assert_eq!(t.m.delete(&bob, &rb.handle, t.at(1.0)).unwrap_err().code, ErrorCode::PermissionDenied);
+    assert_eq!(
+        t.m.delete(&bob, &rb.handle, t.at(1.0)).unwrap_err().code,
+        ErrorCode::PermissionDenied
+    );
     // alice may.
     let alice = t.session(1.0);
     t.open_ok(&alice, "/ls/local/secure/f", intent::WRITE, 0, None, 1.0);
@@ -582,28 +870,61 @@ fn recovery_bumps_the_epoch_and_keeps_sessions_nodes_and_locks() {
     let mut t = T::new();
     let a = t.session(0.0);
     let f = t.file(&a, "/ls/local/f", b"data", 0.0);
-    t.m.try_acquire(&a, &f.handle, LockMode::Exclusive, t.at(0.0)).unwrap();
+    t.m.try_acquire(&a, &f.handle, LockMode::Exclusive, t.at(0.0))
+        .unwrap();
     // Replay everything the master produced into a memory snapshot.
     let t0 = Instant::now();
-    let mut m = Master::recover(CoreConfig::new("c0", "local"), Snapshot::default(), t0, 7).unwrap();
+    let mut m =
+        Master::recover(CoreConfig::new("c0", "local"), Snapshot::default(), t0, 7).unwrap();
     let mut all = m.take_output().mutations;
     let c = m.create_session("alice", t0).unwrap();
-    let ctx = Ctx { session: c.id, secret: c.secret, epoch: 1 };
-    let o = done(m.open(&ctx, &OpenArgs { path: "/ls/local/f".into(), intent: intent::ALL, events: 0, lock_delay: Duration::ZERO, create: file(b"data"), read: false }, t0));
-    m.try_acquire(&ctx, &o.handle, LockMode::Exclusive, t0).unwrap();
+    let ctx = Ctx {
+        session: c.id,
+        secret: c.secret,
+        epoch: 1,
+    };
+    let o = done(m.open(
+        &ctx,
+        &OpenArgs {
+            path: "/ls/local/f".into(),
+            intent: intent::ALL,
+            events: 0,
+            lock_delay: Duration::ZERO,
+            create: file(b"data"),
+            read: false,
+        },
+        t0,
+    ));
+    m.try_acquire(&ctx, &o.handle, LockMode::Exclusive, t0)
+        .unwrap();
     all.extend(m.take_output().mutations);
     let snap = snapshot_of(all);
     let mut m2 = Master::recover(CoreConfig::new("c0", "local"), snap, t0, 8).unwrap();
     assert_eq!(m2.epoch(), 2);
     let st = m2.status();
     assert_eq!((st.sessions, st.held_locks), (1, 1));
+    // The session is told of the failover in its next KeepAlive.
+    let ctx2 = Ctx {
+        epoch: 2,
+        ..ctx.clone()
+    };
+    let Reply::Done(r) = m2.keepalive(&ctx2, 0, t0).unwrap() else {
+        panic!("failover event not delivered at once")
+    };
+    assert_eq!(
+        r.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EventKind::MasterFailover]
+    );
     // The old handle is recreated on use, with the new epoch in the context.
     let ctx2 = Ctx { epoch: 2, ..ctx };
     let (data, _, _) = m2.get_contents(&ctx2, &o.handle, t0).unwrap();
     assert_eq!(data, b"data");
     // Once closed in this epoch, it cannot be recreated by a replayed request.
     m2.close(&ctx2, &o.handle, t0);
-    assert_eq!(m2.get_stat(&ctx2, &o.handle, t0).unwrap_err().code, ErrorCode::HandleInvalid);
+    assert_eq!(
+        m2.get_stat(&ctx2, &o.handle, t0).unwrap_err().code,
+        ErrorCode::HandleInvalid
+    );
     let _ = f;
 }
 

@@ -34,7 +34,9 @@ impl TokenKey {
             return Err(WarrenError::handle_invalid("no handle was given"));
         }
         let t = HandleToken::decode(token).map_err(|_| {
-            WarrenError::handle_invalid("the handle bytes are not a Warren handle (truncated or corrupted)")
+            WarrenError::handle_invalid(
+                "the handle bytes are not a Warren handle (truncated or corrupted)",
+            )
         })?;
         let mac: [u8; 32] = t.mac.as_slice().try_into().map_err(|_| {
             WarrenError::handle_invalid("the handle's check digits are missing or truncated")

@@ -54,7 +54,11 @@ impl Store for MemoryStore {
         Ok(Snapshot {
             meta: s.meta.clone(),
             nodes: s.nodes.values().cloned().collect(),
-            contents: s.contents.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            contents: s
+                .contents
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             sessions: s.sessions.values().cloned().collect(),
         })
     }

@@ -93,9 +93,14 @@ pub enum Mutation {
     PutMeta(MetaRecord),
     PutNode(NodeRecord),
     /// Contents of the file at `path` (replaces any previous contents).
-    PutContents { path: String, data: Vec<u8> },
+    PutContents {
+        path: String,
+        data: Vec<u8>,
+    },
     /// Removes the node and its contents.
-    DeleteNode { path: String },
+    DeleteNode {
+        path: String,
+    },
     PutSession(SessionRecord),
     DeleteSession(SessionId),
 }

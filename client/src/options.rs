@@ -1,0 +1,290 @@
+//! Options: [`ClientOptions`] for a session (where to connect, as whom, timeouts, lease
+//! arithmetic) and [`OpenOptions`], the builder for `Session::open` (intent, events,
+//! lock-delay, create, read-at-open).
+
+use crate::error::Error;
+use crate::types::{AclNames, EventMask, NodeKind};
+use std::time::Duration;
+use warren_proto::pb;
+
+/// How a [`Session`](crate::Session) connects and keeps itself alive.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// Servers to try, in order, as `HOST:PORT` (or `http://HOST:PORT`). Any replica of the
+    /// cell will do: `Locate` says which one is master.
+    pub endpoints: Vec<String>,
+    /// The principal the session acts for, checked against ACL files; empty means
+    /// anonymous. Asserted, not authenticated, until TLS lands.
+    pub principal: String,
+    /// Timeout of every call except `KeepAlive` (lease + 5 s) and `Acquire` (its own
+    /// timeout + this, or none when it waits as long as the session lives).
+    pub rpc_timeout: Duration,
+    /// ρ, the clock-rate drift allowed between client and master: the local lease is the
+    /// granted lease divided by (1 + ρ), so it ends no later than the master's.
+    pub clock_drift: f64,
+    /// How long after its local lease ends the library keeps trying to reach the master
+    /// before declaring the session expired.
+    pub grace_period: Duration,
+}
+
+impl ClientOptions {
+    /// Default [`rpc_timeout`](Self::rpc_timeout).
+    pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default [`clock_drift`](Self::clock_drift) (SPEC §12: 1%).
+    pub const DEFAULT_CLOCK_DRIFT: f64 = 0.01;
+    /// Default [`grace_period`](Self::grace_period) (SPEC §12: 45 s).
+    pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(45);
+
+    /// Options for these endpoints, everything else at its default.
+    pub fn new<I, S>(endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientOptions {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            principal: String::new(),
+            rpc_timeout: Self::DEFAULT_RPC_TIMEOUT,
+            clock_drift: Self::DEFAULT_CLOCK_DRIFT,
+            grace_period: Self::DEFAULT_GRACE_PERIOD,
+        }
+    }
+
+    /// Sets the principal.
+    pub fn principal(mut self, principal: impl Into<String>) -> Self {
+        self.principal = principal.into();
+        self
+    }
+
+    /// Sets the timeout of ordinary calls.
+    pub fn rpc_timeout(mut self, timeout: Duration) -> Self {
+        self.rpc_timeout = timeout;
+        self
+    }
+
+    /// Sets ρ, the allowed clock-rate drift.
+    pub fn clock_drift(mut self, rho: f64) -> Self {
+        self.clock_drift = rho;
+        self
+    }
+
+    /// Sets the grace period.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace_period = grace;
+        self
+    }
+
+    /// Checks the options; the error names the field and the fix.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.endpoints.is_empty() || self.endpoints.iter().any(|e| e.trim().is_empty()) {
+            return Err(Error::InvalidArgument(
+                "endpoints: give at least one HOST:PORT, and no empty ones".into(),
+            ));
+        }
+        if self.rpc_timeout.is_zero() {
+            return Err(Error::InvalidArgument(
+                "rpc_timeout: must be greater than zero".into(),
+            ));
+        }
+        if !(self.clock_drift.is_finite() && (0.0..1.0).contains(&self.clock_drift)) {
+            return Err(Error::InvalidArgument(format!(
+                "clock_drift: {} is not a fraction in [0, 1) (the default is {})",
+                self.clock_drift,
+                Self::DEFAULT_CLOCK_DRIFT
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How to open a node: the builder for [`Session::open`](crate::Session::open).
+///
+/// ```
+/// use warren_client::{EventMask, OpenOptions};
+/// use std::time::Duration;
+/// let opts = OpenOptions::new()
+///     .read()
+///     .write()
+///     .events(EventMask::CONTENTS_MODIFIED)
+///     .lock_delay(Duration::from_secs(10))
+///     .create_file(b"hello".to_vec())
+///     .ephemeral();
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    intent: u32,
+    events: EventMask,
+    lock_delay: Duration,
+    create: Option<NodeKind>,
+    initial_contents: Vec<u8>,
+    ephemeral: bool,
+    exclusive: bool,
+    acl: Option<AclNames>,
+    read_contents: bool,
+}
+
+impl OpenOptions {
+    /// No intent, no events, no create: enough for `stat`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Intent to read (contents, directory listings).
+    pub fn read(mut self) -> Self {
+        self.intent |= pb::Intent::Read as u32;
+        self
+    }
+
+    /// Intent to write contents; also needed to lock and to delete.
+    pub fn write(mut self) -> Self {
+        self.intent |= pb::Intent::Write as u32;
+        self
+    }
+
+    /// Intent to change the node's ACL names.
+    pub fn change_acl(mut self) -> Self {
+        self.intent |= pb::Intent::ChangeAcl as u32;
+        self
+    }
+
+    /// Subscribe the handle to these events (added to any already chosen).
+    pub fn events(mut self, mask: EventMask) -> Self {
+        self.events |= mask;
+        self
+    }
+
+    /// Lock-delay (at most 60 s): if the session dies holding the lock, the lock stays
+    /// unavailable this long, so a holder that lost its session cannot race the next one.
+    pub fn lock_delay(mut self, delay: Duration) -> Self {
+        self.lock_delay = delay;
+        self
+    }
+
+    /// Create the node as a file with these contents if it does not exist.
+    pub fn create_file(mut self, contents: impl Into<Vec<u8>>) -> Self {
+        self.create = Some(NodeKind::File);
+        self.initial_contents = contents.into();
+        self
+    }
+
+    /// Create the node as a directory if it does not exist.
+    pub fn create_dir(mut self) -> Self {
+        self.create = Some(NodeKind::Directory);
+        self.initial_contents.clear();
+        self
+    }
+
+    /// With `create_*`: the created node is ephemeral (deleted when no client has it open).
+    pub fn ephemeral(mut self) -> Self {
+        self.ephemeral = true;
+        self
+    }
+
+    /// With `create_*`: fail with `ALREADY_EXISTS` if the node exists.
+    pub fn exclusive(mut self) -> Self {
+        self.exclusive = true;
+        self
+    }
+
+    /// With `create_*`: the created node's ACL names (default: inherited from the parent).
+    pub fn acl(mut self, acl: AclNames) -> Self {
+        self.acl = Some(acl);
+        self
+    }
+
+    /// Read-at-open: the reply carries the contents too.
+    pub fn read_contents(mut self) -> Self {
+        self.read_contents = true;
+        self
+    }
+
+    /// Whether [`read_contents`](Self::read_contents) was asked for.
+    pub fn wants_contents(&self) -> bool {
+        self.read_contents
+    }
+
+    /// The wire request for `path` (already expanded) in session `ctx`.
+    pub(crate) fn to_request(
+        &self,
+        path: String,
+        ctx: pb::SessionContext,
+    ) -> Result<pb::OpenRequest, Error> {
+        if self.create.is_none() && (self.ephemeral || self.exclusive || self.acl.is_some()) {
+            return Err(Error::InvalidArgument(
+                "ephemeral(), exclusive() and acl() only apply with create_file() or create_dir()"
+                    .into(),
+            ));
+        }
+        let create = self.create.map(|kind| pb::CreateSpec {
+            kind: pb::NodeKind::from(kind) as i32,
+            ephemeral: self.ephemeral,
+            initial_contents: self.initial_contents.clone(),
+            acl: self.acl.clone().map(Into::into),
+            exclusive: self.exclusive,
+        });
+        Ok(pb::OpenRequest {
+            ctx: Some(ctx),
+            path,
+            intent: self.intent,
+            events: self.events.bits(),
+            lock_delay_ms: u64::try_from(self.lock_delay.as_millis()).unwrap_or(u64::MAX),
+            create,
+            read: self.read_contents,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_options_build_the_request() {
+        let req = OpenOptions::new()
+            .read()
+            .write()
+            .events(EventMask::CONTENTS_MODIFIED)
+            .events(EventMask::LOCK_ACQUIRED)
+            .lock_delay(Duration::from_millis(1500))
+            .create_file(b"hi".to_vec())
+            .ephemeral()
+            .exclusive()
+            .read_contents()
+            .to_request("/ls/l/a".into(), pb::SessionContext::default())
+            .expect("valid options");
+        assert_eq!(req.intent, 3);
+        assert_eq!(req.events, 17);
+        assert_eq!(req.lock_delay_ms, 1500);
+        assert!(req.read);
+        let create = req.create.expect("create spec");
+        assert_eq!(create.kind, pb::NodeKind::File as i32);
+        assert_eq!(create.initial_contents, b"hi");
+        assert!(create.ephemeral && create.exclusive);
+        assert_eq!(create.acl, None);
+    }
+
+    #[test]
+    fn create_modifiers_need_create() {
+        let e = OpenOptions::new()
+            .ephemeral()
+            .to_request("/ls/l/a".into(), pb::SessionContext::default())
+            .expect_err("ephemeral without create");
+        assert_eq!(e.code_name(), "INVALID_ARGUMENT");
+    }
+
+    #[test]
+    fn client_options_validate() {
+        assert!(ClientOptions::new(["h:1"]).validate().is_ok());
+        assert!(ClientOptions::new(Vec::<String>::new()).validate().is_err());
+        assert!(ClientOptions::new([""]).validate().is_err());
+        assert!(ClientOptions::new(["h:1"])
+            .clock_drift(f64::NAN)
+            .validate()
+            .is_err());
+        assert!(ClientOptions::new(["h:1"])
+            .rpc_timeout(Duration::ZERO)
+            .validate()
+            .is_err());
+    }
+}

@@ -1,0 +1,182 @@
+//! Connections: dialling a server, asking it `Locate`, and finding the master among a list
+//! of endpoints. Everything that turns tonic's transport errors into [`Error::Transport`]
+//! messages that name the address lives here.
+
+use crate::error::{error_chain, Error};
+use crate::types::LocateInfo;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use warren_proto::pb;
+use warren_proto::pb::warren_client::WarrenClient;
+
+/// How many `Locate` redirects (`master` pointing elsewhere) to follow before giving up.
+const MAX_LOCATE_HOPS: usize = 3;
+
+/// A connection to one server.
+#[derive(Clone, Debug)]
+pub(crate) struct Conn {
+    /// The address as the user (or `Locate`) gave it, for messages.
+    pub addr: String,
+    /// The gRPC stub; cheap to clone (a handle on a shared HTTP/2 channel that reconnects).
+    pub client: WarrenClient<Channel>,
+}
+
+/// `HOST:PORT` → `http://HOST:PORT`; anything with a scheme is left alone.
+fn uri_for(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Connects to `addr`, waiting at most `timeout`.
+pub(crate) async fn dial(addr: &str, timeout: Duration) -> Result<Conn, Error> {
+    let endpoint = Endpoint::from_shared(uri_for(addr))
+        .map_err(|e| {
+            Error::InvalidArgument(format!(
+                "endpoint {addr:?} is not a valid HOST:PORT: {}",
+                error_chain(&e, &e.to_string())
+            ))
+        })?
+        .connect_timeout(timeout)
+        .tcp_nodelay(true);
+    let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(e)) => {
+            // Tonic's own message is just "transport error"; the causes say what happened.
+            let mut cause = error_chain(&e, "");
+            if cause.is_empty() {
+                cause = e.to_string();
+            }
+            return Err(Error::Transport(format!("cannot reach {addr}: {cause}")));
+        }
+        Err(_) => {
+            return Err(Error::Transport(format!(
+                "cannot reach {addr}: no connection within {timeout:?}"
+            )))
+        }
+    };
+    Ok(Conn {
+        addr: addr.to_string(),
+        client: WarrenClient::new(channel),
+    })
+}
+
+/// Asks the server behind `conn` who is master.
+pub(crate) async fn locate_at(conn: &Conn, timeout: Duration) -> Result<LocateInfo, Error> {
+    let mut client = conn.client.clone();
+    match tokio::time::timeout(timeout, client.locate(pb::LocateRequest {})).await {
+        Ok(Ok(reply)) => Ok(LocateInfo::from_wire(&conn.addr, reply.into_inner())),
+        Ok(Err(status)) => Err(Error::from_status(&status, &conn.addr)),
+        Err(_) => Err(Error::timed_out(&conn.addr, timeout)),
+    }
+}
+
+/// Tries `endpoints` in order and answers from the first that replies to `Locate`.
+pub async fn locate(endpoints: &[String], timeout: Duration) -> Result<LocateInfo, Error> {
+    let mut errors = Vec::new();
+    for addr in endpoints {
+        let attempt = async { locate_at(&dial(addr, timeout).await?, timeout).await };
+        match attempt.await {
+            Ok(info) => return Ok(info),
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(combine(errors))
+}
+
+/// Finds the master: tries `endpoints` in order, follows `Locate`'s `master` when the
+/// replica that answered is not it, and returns a connection to the master with its answer.
+pub(crate) async fn find_master(
+    endpoints: &[String],
+    timeout: Duration,
+) -> Result<(Conn, LocateInfo), Error> {
+    let mut errors = Vec::new();
+    for addr in endpoints {
+        match master_via(addr, timeout).await {
+            Ok(found) => return Ok(found),
+            Err(e) => {
+                tracing::debug!(%addr, %e, "endpoint did not lead to a master");
+                errors.push(e);
+            }
+        }
+    }
+    Err(combine(errors))
+}
+
+/// One error for a list of endpoints that all failed: the last Warren (or other
+/// non-transport) error if there is one, since it says more than "unreachable"; else every
+/// transport failure, so each address is accounted for.
+fn combine(mut errors: Vec<Error>) -> Error {
+    if let Some(i) = errors
+        .iter()
+        .rposition(|e| !matches!(e, Error::Transport(_)))
+    {
+        return errors.swap_remove(i);
+    }
+    let messages: Vec<String> = errors.iter().map(Error::message).collect();
+    if messages.is_empty() {
+        return Error::InvalidArgument("no endpoints given".into());
+    }
+    Error::Transport(messages.join("; "))
+}
+
+/// Follows `Locate` answers from `addr` to the master.
+async fn master_via(addr: &str, timeout: Duration) -> Result<(Conn, LocateInfo), Error> {
+    let mut conn = dial(addr, timeout).await?;
+    for _ in 0..=MAX_LOCATE_HOPS {
+        let info = locate_at(&conn, timeout).await?;
+        if info.is_master {
+            return Ok((conn, info));
+        }
+        if info.master.is_empty() {
+            return Err(Error::Warren(warren_proto::WarrenError::not_master("")));
+        }
+        conn = dial(&info.master, timeout).await?;
+    }
+    Err(Error::Transport(format!(
+        "{addr}: gave up after following {MAX_LOCATE_HOPS} master redirects"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris() {
+        assert_eq!(uri_for("127.0.0.1:7100"), "http://127.0.0.1:7100");
+        assert_eq!(uri_for("https://h:1"), "https://h:1");
+    }
+
+    #[tokio::test]
+    async fn unreachable_endpoint_is_a_transport_error_naming_it() {
+        // Port 1 on localhost: nothing listens there.
+        let e = locate(&["127.0.0.1:1".to_string()], Duration::from_secs(5))
+            .await
+            .expect_err("nothing listens on port 1");
+        assert_eq!(e.code_name(), "UNAVAILABLE");
+        assert!(e.message().starts_with("cannot reach 127.0.0.1:1: "), "{e}");
+    }
+
+    #[test]
+    fn combined_errors() {
+        let t = |m: &str| Error::Transport(m.into());
+        assert_eq!(
+            combine(vec![t("cannot reach a:1: x"), t("cannot reach b:2: y")]),
+            t("cannot reach a:1: x; cannot reach b:2: y")
+        );
+        let not_master = Error::Warren(warren_proto::WarrenError::not_master(""));
+        assert_eq!(combine(vec![not_master.clone(), t("z")]), not_master);
+        assert_eq!(combine(vec![]).code_name(), "INVALID_ARGUMENT");
+    }
+
+    #[tokio::test]
+    async fn malformed_endpoint_is_invalid_argument() {
+        let e = dial("not a host", Duration::from_secs(1))
+            .await
+            .expect_err("spaces are not allowed");
+        assert_eq!(e.code_name(), "INVALID_ARGUMENT", "{e}");
+    }
+}

@@ -1,0 +1,837 @@
+//! The client's domain types — node metadata, lock modes, sequencers, events, event masks,
+//! `Locate` answers — and their conversions from and to the wire types in `warren_proto::pb`.
+//!
+//! Replies are converted with `TryFrom`, which fails with [`Error::Protocol`] when a
+//! required field is missing or an enum value is unknown: a bad reply is an error, never a
+//! panic. Nothing here does I/O.
+
+use crate::error::Error;
+use std::fmt;
+use std::ops::{BitOr, BitOrAssign};
+use std::str::FromStr;
+use warren_proto::pb;
+
+/// Whether a node is a file or a directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeKind {
+    /// A file: whole-file contents, lockable.
+    File,
+    /// A directory: holds children, lockable, no contents.
+    Directory,
+}
+
+impl NodeKind {
+    /// `"file"` or `"directory"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::File => "file",
+            NodeKind::Directory => "directory",
+        }
+    }
+
+    fn from_wire(raw: i32) -> Result<Self, Error> {
+        match pb::NodeKind::try_from(raw) {
+            Ok(pb::NodeKind::File) => Ok(NodeKind::File),
+            Ok(pb::NodeKind::Directory) => Ok(NodeKind::Directory),
+            _ => Err(Error::Protocol(format!("unknown node kind {raw}"))),
+        }
+    }
+}
+
+impl fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<NodeKind> for pb::NodeKind {
+    fn from(kind: NodeKind) -> Self {
+        match kind {
+            NodeKind::File => pb::NodeKind::File,
+            NodeKind::Directory => pb::NodeKind::Directory,
+        }
+    }
+}
+
+/// Names of the ACL files (in `/ls/<deployment>/acl/`) that govern a node. An empty name
+/// restricts nobody.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AclNames {
+    /// Who may open the node for reading.
+    pub read: String,
+    /// Who may open the node for writing (and lock it, and delete it).
+    pub write: String,
+    /// Who may change the node's ACL names.
+    pub change_acl: String,
+}
+
+impl From<pb::AclNames> for AclNames {
+    fn from(acl: pb::AclNames) -> Self {
+        AclNames {
+            read: acl.read,
+            write: acl.write,
+            change_acl: acl.change_acl,
+        }
+    }
+}
+
+impl From<AclNames> for pb::AclNames {
+    fn from(acl: AclNames) -> Self {
+        pb::AclNames {
+            read: acl.read,
+            write: acl.write,
+            change_acl: acl.change_acl,
+        }
+    }
+}
+
+/// A node's metadata (SPEC §2). Every generation number only ever grows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Stat {
+    /// File or directory.
+    pub kind: NodeKind,
+    /// Greater than that of any earlier node of the same name: tells a re-created node from
+    /// the one it replaced.
+    pub instance: u64,
+    /// Files: +1 per write. The value `Handle::set_contents_if` compares against.
+    pub content_generation: u64,
+    /// +1 each time the lock goes from free to held.
+    pub lock_generation: u64,
+    /// +1 per ACL change.
+    pub acl_generation: u64,
+    /// xxh3-64 of the contents (0 for directories).
+    pub checksum: u64,
+    /// The ACL files governing the node.
+    pub acl: AclNames,
+    /// Deleted when no client has it open.
+    pub ephemeral: bool,
+    /// Number of children (directories).
+    pub child_count: u64,
+    /// Length of the contents in bytes.
+    pub length: u64,
+}
+
+impl TryFrom<pb::Stat> for Stat {
+    type Error = Error;
+    fn try_from(s: pb::Stat) -> Result<Self, Error> {
+        Ok(Stat {
+            kind: NodeKind::from_wire(s.kind)?,
+            instance: s.instance,
+            content_generation: s.content_generation,
+            lock_generation: s.lock_generation,
+            acl_generation: s.acl_generation,
+            checksum: s.checksum,
+            acl: s.acl.map(AclNames::from).unwrap_or_default(),
+            ephemeral: s.ephemeral,
+            child_count: s.child_count,
+            length: s.length,
+        })
+    }
+}
+
+/// Converts a required `Stat` field of a reply; `what` names the reply for the error.
+pub(crate) fn required_stat(stat: Option<pb::Stat>, what: &str) -> Result<Stat, Error> {
+    stat.ok_or_else(|| Error::Protocol(format!("{what} reply has no stat")))?
+        .try_into()
+}
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DirEntry {
+    /// The child's name (one path component, not a path).
+    pub name: String,
+    /// The child's metadata.
+    pub stat: Stat,
+}
+
+impl TryFrom<pb::DirEntry> for DirEntry {
+    type Error = Error;
+    fn try_from(e: pb::DirEntry) -> Result<Self, Error> {
+        if e.name.is_empty() {
+            return Err(Error::Protocol("directory entry has no name".into()));
+        }
+        let stat = required_stat(e.stat, "directory entry")?;
+        Ok(DirEntry { name: e.name, stat })
+    }
+}
+
+/// Reader/writer lock modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LockMode {
+    /// One holder, no readers (writer mode).
+    Exclusive,
+    /// Any number of holders, no exclusive holder (reader mode).
+    Shared,
+}
+
+impl LockMode {
+    /// `"exclusive"` or `"shared"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Exclusive => "exclusive",
+            LockMode::Shared => "shared",
+        }
+    }
+
+    /// The letter used in a sequencer's text form: `x` or `s`.
+    pub fn letter(self) -> char {
+        match self {
+            LockMode::Exclusive => 'x',
+            LockMode::Shared => 's',
+        }
+    }
+
+    fn from_wire(raw: i32) -> Result<Self, Error> {
+        match pb::LockMode::try_from(raw) {
+            Ok(pb::LockMode::Exclusive) => Ok(LockMode::Exclusive),
+            Ok(pb::LockMode::Shared) => Ok(LockMode::Shared),
+            _ => Err(Error::Protocol(format!("unknown lock mode {raw}"))),
+        }
+    }
+}
+
+impl fmt::Display for LockMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<LockMode> for pb::LockMode {
+    fn from(mode: LockMode) -> Self {
+        match mode {
+            LockMode::Exclusive => pb::LockMode::Exclusive,
+            LockMode::Shared => pb::LockMode::Shared,
+        }
+    }
+}
+
+/// Names one holding of a lock: the node, the mode, the node's instance and the lock
+/// generation at acquisition. Pass it to a server that acts under the lock, which checks it
+/// with `Session::check_sequencer` (or `Handle::set_sequencer`) to refuse stale holders.
+///
+/// Text form (`Display` / `FromStr`): `<path>:<x|s>:<instance>:<lock_generation>`, e.g.
+/// `/ls/local/jobs/leader:x:3:17`. Paths never contain `:`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Sequencer {
+    /// The locked node's full path (`/ls/<deployment>/…`).
+    pub path: String,
+    /// The mode the lock was acquired in.
+    pub mode: LockMode,
+    /// The node's instance when the lock was acquired.
+    pub instance: u64,
+    /// The node's lock generation when the lock was acquired.
+    pub lock_generation: u64,
+}
+
+impl fmt::Display for Sequencer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}:{}",
+            self.path,
+            self.mode.letter(),
+            self.instance,
+            self.lock_generation
+        )
+    }
+}
+
+impl FromStr for Sequencer {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = |why: &str| {
+            Error::InvalidArgument(format!(
+                "sequencer {s:?} {why}; expected <path>:<x|s>:<instance>:<lock_generation>"
+            ))
+        };
+        let parts: Vec<&str> = s.split(':').collect();
+        let [path, mode, instance, generation] = parts[..] else {
+            return Err(bad("does not have four ':'-separated fields"));
+        };
+        if !path.starts_with('/') {
+            return Err(bad("has a path that does not start with '/'"));
+        }
+        let mode = match mode {
+            "x" => LockMode::Exclusive,
+            "s" => LockMode::Shared,
+            _ => return Err(bad("has a mode that is neither 'x' nor 's'")),
+        };
+        let instance = instance
+            .parse()
+            .map_err(|_| bad("has an instance that is not a number"))?;
+        let lock_generation = generation
+            .parse()
+            .map_err(|_| bad("has a lock generation that is not a number"))?;
+        Ok(Sequencer {
+            path: path.to_string(),
+            mode,
+            instance,
+            lock_generation,
+        })
+    }
+}
+
+impl TryFrom<pb::Sequencer> for Sequencer {
+    type Error = Error;
+    fn try_from(s: pb::Sequencer) -> Result<Self, Error> {
+        if s.path.is_empty() {
+            return Err(Error::Protocol("sequencer has no path".into()));
+        }
+        if s.path.contains(':') {
+            return Err(Error::Protocol(format!(
+                "sequencer path {:?} contains ':'",
+                s.path
+            )));
+        }
+        Ok(Sequencer {
+            mode: LockMode::from_wire(s.mode)?,
+            path: s.path,
+            instance: s.instance,
+            lock_generation: s.lock_generation,
+        })
+    }
+}
+
+impl From<&Sequencer> for pb::Sequencer {
+    fn from(s: &Sequencer) -> Self {
+        pb::Sequencer {
+            path: s.path.clone(),
+            mode: pb::LockMode::from(s.mode) as i32,
+            instance: s.instance,
+            lock_generation: s.lock_generation,
+        }
+    }
+}
+
+/// Converts a required `Sequencer` field of a reply.
+pub(crate) fn required_sequencer(s: Option<pb::Sequencer>, what: &str) -> Result<Sequencer, Error> {
+    s.ok_or_else(|| Error::Protocol(format!("{what} reply has no sequencer")))?
+        .try_into()
+}
+
+/// The set of events a handle subscribes to (bits of `OpenRequest.events`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EventMask(u32);
+
+impl EventMask {
+    /// No events.
+    pub const NONE: EventMask = EventMask(0);
+    /// The file's contents were modified.
+    pub const CONTENTS_MODIFIED: EventMask = EventMask(pb::EventMask::MaskContentsModified as u32);
+    /// A child of the directory was added, removed or modified.
+    pub const CHILD_CHANGED: EventMask = EventMask(pb::EventMask::MaskChildChanged as u32);
+    /// The cell's master failed over (caches may have missed invalidations).
+    pub const MASTER_FAILOVER: EventMask = EventMask(pb::EventMask::MaskMasterFailover as u32);
+    /// The handle became invalid.
+    pub const HANDLE_INVALID: EventMask = EventMask(pb::EventMask::MaskHandleInvalid as u32);
+    /// The node's lock was acquired (by anyone).
+    pub const LOCK_ACQUIRED: EventMask = EventMask(pb::EventMask::MaskLockAcquired as u32);
+    /// Someone asked for the lock while it is held in a conflicting mode.
+    pub const CONFLICTING_LOCK: EventMask = EventMask(pb::EventMask::MaskConflictingLock as u32);
+    /// Every event.
+    pub const ALL: EventMask = EventMask(
+        Self::CONTENTS_MODIFIED.0
+            | Self::CHILD_CHANGED.0
+            | Self::MASTER_FAILOVER.0
+            | Self::HANDLE_INVALID.0
+            | Self::LOCK_ACQUIRED.0
+            | Self::CONFLICTING_LOCK.0,
+    );
+
+    /// The wire bits.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// A mask from wire bits; unknown bits are dropped.
+    pub fn from_bits_truncate(bits: u32) -> Self {
+        EventMask(bits & Self::ALL.0)
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub fn contains(self, other: EventMask) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether no bit is set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl BitOr for EventMask {
+    type Output = EventMask;
+    fn bitor(self, rhs: EventMask) -> EventMask {
+        EventMask(self.0 | rhs.0)
+    }
+}
+
+impl BitOrAssign for EventMask {
+    fn bitor_assign(&mut self, rhs: EventMask) {
+        self.0 |= rhs.0;
+    }
+}
+
+/// What happened to a child, in [`Event::ChildChanged`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChildChange {
+    /// The child was created.
+    Added,
+    /// The child was deleted.
+    Removed,
+    /// The child's metadata or contents changed.
+    Modified,
+}
+
+impl ChildChange {
+    /// `"added"`, `"removed"` or `"modified"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildChange::Added => "added",
+            ChildChange::Removed => "removed",
+            ChildChange::Modified => "modified",
+        }
+    }
+}
+
+impl fmt::Display for ChildChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event delivered to the application, each exactly once per subscriber.
+///
+/// `Display` gives one line: the [`name`](Event::name), then the path, then for
+/// `child_changed` the change and the child, e.g. `child_changed /ls/local/d added x`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// A file's contents were modified.
+    ContentsModified {
+        /// The file.
+        path: String,
+    },
+    /// A child of a directory was added, removed or modified.
+    ChildChanged {
+        /// The directory.
+        path: String,
+        /// The child's name.
+        child: String,
+        /// What happened to it.
+        change: ChildChange,
+    },
+    /// The cell's master failed over; anything cached may be stale.
+    MasterFailover,
+    /// A handle on `path` became invalid (its node was deleted, or it cannot be recreated).
+    HandleInvalid {
+        /// The handle's node.
+        path: String,
+    },
+    /// The lock on `path` was acquired.
+    LockAcquired {
+        /// The locked node.
+        path: String,
+    },
+    /// Someone asked for the lock on `path` in a mode that conflicts with its holder.
+    ConflictingLock {
+        /// The locked node.
+        path: String,
+    },
+    /// The session is gone (the master said so, or it could not be kept alive): every
+    /// later call fails with `SESSION_EXPIRED`. Generated locally; always the last event.
+    Expired,
+}
+
+impl Event {
+    /// A snake-case name: `contents_modified`, `child_changed`, `master_failover`,
+    /// `handle_invalid`, `lock_acquired`, `conflicting_lock` or `expired`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::ContentsModified { .. } => "contents_modified",
+            Event::ChildChanged { .. } => "child_changed",
+            Event::MasterFailover => "master_failover",
+            Event::HandleInvalid { .. } => "handle_invalid",
+            Event::LockAcquired { .. } => "lock_acquired",
+            Event::ConflictingLock { .. } => "conflicting_lock",
+            Event::Expired => "expired",
+        }
+    }
+
+    /// The node concerned, for events about one node.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Event::ContentsModified { path }
+            | Event::ChildChanged { path, .. }
+            | Event::HandleInvalid { path }
+            | Event::LockAcquired { path }
+            | Event::ConflictingLock { path } => Some(path),
+            Event::MasterFailover | Event::Expired => None,
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())?;
+        if let Some(path) = self.path() {
+            write!(f, " {path}")?;
+        }
+        if let Event::ChildChanged { child, change, .. } = self {
+            write!(f, " {change} {child}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a KeepAlive reply can carry, once decoded: an application event, or an internal
+/// cache invalidation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Notification {
+    /// For the application.
+    App(Event),
+    /// Drop any cached copy of this path (the cache arrives with issue 3).
+    Invalidate(String),
+}
+
+impl TryFrom<&pb::Event> for Notification {
+    type Error = Error;
+    fn try_from(e: &pb::Event) -> Result<Self, Error> {
+        let path = || {
+            if e.path.is_empty() {
+                Err(Error::Protocol(format!("event {} has no path", e.seq)))
+            } else {
+                Ok(e.path.clone())
+            }
+        };
+        let kind = pb::EventType::try_from(e.r#type).map_err(|_| {
+            Error::Protocol(format!("event {} has unknown type {}", e.seq, e.r#type))
+        })?;
+        let event = match kind {
+            pb::EventType::ContentsModified => Event::ContentsModified { path: path()? },
+            pb::EventType::ChildChanged => {
+                let change = match pb::ChildChange::try_from(e.child_change) {
+                    Ok(pb::ChildChange::Added) => ChildChange::Added,
+                    Ok(pb::ChildChange::Removed) => ChildChange::Removed,
+                    Ok(pb::ChildChange::Modified) => ChildChange::Modified,
+                    _ => {
+                        return Err(Error::Protocol(format!(
+                            "event {} has unknown child change {}",
+                            e.seq, e.child_change
+                        )))
+                    }
+                };
+                if e.child.is_empty() {
+                    return Err(Error::Protocol(format!("event {} names no child", e.seq)));
+                }
+                Event::ChildChanged {
+                    path: path()?,
+                    child: e.child.clone(),
+                    change,
+                }
+            }
+            pb::EventType::MasterFailover => Event::MasterFailover,
+            pb::EventType::HandleInvalidEvent => Event::HandleInvalid { path: path()? },
+            pb::EventType::LockAcquired => Event::LockAcquired { path: path()? },
+            pb::EventType::ConflictingLock => Event::ConflictingLock { path: path()? },
+            pb::EventType::Invalidate => return Ok(Notification::Invalidate(path()?)),
+            pb::EventType::Unspecified => {
+                return Err(Error::Protocol(format!("event {} has no type", e.seq)))
+            }
+        };
+        Ok(Notification::App(event))
+    }
+}
+
+/// The answer to `Locate`: who is master of the cell, at which epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LocateInfo {
+    /// The address that answered.
+    pub endpoint: String,
+    /// The cell's name.
+    pub cell: String,
+    /// The master's address ("" when the answering replica does not know).
+    pub master: String,
+    /// The master's epoch.
+    pub epoch: u64,
+    /// The partition map's epoch (0 until partitioning lands).
+    pub map_epoch: u64,
+    /// The deployment: the `<deployment>` in `/ls/<deployment>/…`.
+    pub deployment: String,
+    /// Whether the replica that answered is the master.
+    pub is_master: bool,
+    /// Whether the master accepts all operations (false while it recovers from a failover).
+    pub serving: bool,
+}
+
+impl LocateInfo {
+    pub(crate) fn from_wire(endpoint: &str, r: pb::LocateResponse) -> Self {
+        LocateInfo {
+            endpoint: endpoint.to_string(),
+            cell: r.cell,
+            master: r.master,
+            epoch: r.epoch,
+            map_epoch: r.map_epoch,
+            deployment: r.deployment,
+            is_master: r.is_master,
+            serving: r.serving,
+        }
+    }
+}
+
+/// A session's 128-bit id. `Display` gives 32 lower-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId([u8; warren_proto::SESSION_ID_LEN]);
+
+impl SessionId {
+    /// The id's bytes, as on the wire.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl TryFrom<&[u8]> for SessionId {
+    type Error = Error;
+    fn try_from(bytes: &[u8]) -> Result<Self, Error> {
+        let id = bytes.try_into().map_err(|_| {
+            Error::Protocol(format!(
+                "session id has {} bytes, expected {}",
+                bytes.len(),
+                warren_proto::SESSION_ID_LEN
+            ))
+        })?;
+        Ok(SessionId(id))
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq() -> Sequencer {
+        Sequencer {
+            path: "/ls/local/jobs/leader".into(),
+            mode: LockMode::Exclusive,
+            instance: 3,
+            lock_generation: 17,
+        }
+    }
+
+    #[test]
+    fn sequencer_text_round_trips() {
+        let s = seq();
+        assert_eq!(s.to_string(), "/ls/local/jobs/leader:x:3:17");
+        assert_eq!(s.to_string().parse::<Sequencer>(), Ok(s.clone()));
+        let shared = Sequencer {
+            mode: LockMode::Shared,
+            ..s
+        };
+        assert_eq!(shared.to_string(), "/ls/local/jobs/leader:s:3:17");
+        assert_eq!(shared.to_string().parse::<Sequencer>(), Ok(shared));
+    }
+
+    #[test]
+    fn sequencer_text_rejects_garbage() {
+        for bad in [
+            "",
+            "/a:x:1",
+            "/a:x:1:2:3",
+            "a:x:1:2",
+            "/a:q:1:2",
+            "/a:X:1:2",
+            "/a:x:one:2",
+            "/a:x:1:-2",
+            "/a:x:1:18446744073709551616",
+            ":x:1:2",
+        ] {
+            let e = bad.parse::<Sequencer>().expect_err(bad);
+            assert_eq!(e.code_name(), "INVALID_ARGUMENT", "{bad}");
+            assert!(e.message().contains("<path>:<x|s>"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn sequencer_wire_round_trips() {
+        let s = seq();
+        let wire = pb::Sequencer::from(&s);
+        assert_eq!(wire.mode, pb::LockMode::Exclusive as i32);
+        assert_eq!(Sequencer::try_from(wire), Ok(s));
+    }
+
+    #[test]
+    fn sequencer_from_wire_needs_mode_and_path() {
+        let mut wire = pb::Sequencer::from(&seq());
+        wire.mode = 0;
+        assert!(matches!(
+            Sequencer::try_from(wire.clone()),
+            Err(Error::Protocol(_))
+        ));
+        wire.mode = 99;
+        assert!(matches!(
+            Sequencer::try_from(wire.clone()),
+            Err(Error::Protocol(_))
+        ));
+        wire.mode = 2;
+        wire.path.clear();
+        assert!(matches!(Sequencer::try_from(wire), Err(Error::Protocol(_))));
+        assert!(matches!(
+            required_sequencer(None, "Acquire"),
+            Err(Error::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn stat_from_wire() {
+        let wire = pb::Stat {
+            kind: pb::NodeKind::File as i32,
+            instance: 1,
+            content_generation: 2,
+            lock_generation: 3,
+            acl_generation: 4,
+            checksum: 5,
+            acl: None,
+            ephemeral: true,
+            child_count: 0,
+            length: 9,
+        };
+        let stat = Stat::try_from(wire.clone()).expect("valid stat");
+        assert_eq!(stat.kind, NodeKind::File);
+        assert_eq!(stat.acl, AclNames::default());
+        assert_eq!(
+            (stat.instance, stat.content_generation, stat.length),
+            (1, 2, 9)
+        );
+        assert!(stat.ephemeral);
+        let bad = pb::Stat { kind: 0, ..wire };
+        assert!(matches!(Stat::try_from(bad), Err(Error::Protocol(_))));
+        assert!(matches!(
+            required_stat(None, "GetStat"),
+            Err(Error::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn dir_entry_needs_name_and_stat() {
+        assert!(DirEntry::try_from(pb::DirEntry {
+            name: "a".into(),
+            stat: None
+        })
+        .is_err());
+        let stat = pb::Stat {
+            kind: pb::NodeKind::Directory as i32,
+            ..Default::default()
+        };
+        assert!(DirEntry::try_from(pb::DirEntry {
+            name: String::new(),
+            stat: Some(stat.clone())
+        })
+        .is_err());
+        let e = DirEntry::try_from(pb::DirEntry {
+            name: "a".into(),
+            stat: Some(stat),
+        })
+        .expect("valid entry");
+        assert_eq!(e.stat.kind, NodeKind::Directory);
+    }
+
+    #[test]
+    fn acl_round_trips() {
+        let acl = AclNames {
+            read: "r".into(),
+            write: "w".into(),
+            change_acl: "c".into(),
+        };
+        assert_eq!(AclNames::from(pb::AclNames::from(acl.clone())), acl);
+    }
+
+    fn wire_event(t: pb::EventType, path: &str) -> pb::Event {
+        pb::Event {
+            seq: 1,
+            r#type: t as i32,
+            handle: vec![],
+            path: path.into(),
+            child: String::new(),
+            child_change: 0,
+        }
+    }
+
+    #[test]
+    fn events_from_wire() {
+        let n = |e: &pb::Event| Notification::try_from(e);
+        assert_eq!(
+            n(&wire_event(pb::EventType::ContentsModified, "/ls/l/a")),
+            Ok(Notification::App(Event::ContentsModified {
+                path: "/ls/l/a".into()
+            }))
+        );
+        assert_eq!(
+            n(&wire_event(pb::EventType::Invalidate, "/ls/l/a")),
+            Ok(Notification::Invalidate("/ls/l/a".into()))
+        );
+        assert_eq!(
+            n(&wire_event(pb::EventType::MasterFailover, "")),
+            Ok(Notification::App(Event::MasterFailover))
+        );
+        let mut child = wire_event(pb::EventType::ChildChanged, "/ls/l/d");
+        child.child = "x".into();
+        child.child_change = pb::ChildChange::Added as i32;
+        let event = match n(&child) {
+            Ok(Notification::App(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(event.to_string(), "child_changed /ls/l/d added x");
+        // Malformed events are errors, not panics.
+        assert!(n(&wire_event(pb::EventType::LockAcquired, "")).is_err());
+        assert!(n(&wire_event(pb::EventType::Unspecified, "/a")).is_err());
+        child.child_change = 0;
+        assert!(n(&child).is_err());
+        let mut unknown = wire_event(pb::EventType::ContentsModified, "/a");
+        unknown.r#type = 42;
+        assert!(n(&unknown).is_err());
+    }
+
+    #[test]
+    fn event_lines() {
+        assert_eq!(
+            Event::ContentsModified {
+                path: "/ls/local/a".into()
+            }
+            .to_string(),
+            "contents_modified /ls/local/a"
+        );
+        assert_eq!(Event::MasterFailover.to_string(), "master_failover");
+        assert_eq!(Event::Expired.to_string(), "expired");
+    }
+
+    #[test]
+    fn event_mask_bits() {
+        let m = EventMask::CONTENTS_MODIFIED | EventMask::LOCK_ACQUIRED;
+        assert_eq!(m.bits(), 1 | 16);
+        assert!(m.contains(EventMask::LOCK_ACQUIRED));
+        assert!(!m.contains(EventMask::CHILD_CHANGED));
+        assert_eq!(EventMask::ALL.bits(), 63);
+        assert_eq!(EventMask::from_bits_truncate(0xffff), EventMask::ALL);
+        assert!(EventMask::default().is_empty());
+    }
+
+    #[test]
+    fn session_id_checks_length() {
+        assert!(SessionId::try_from(&[1u8; 15][..]).is_err());
+        let id = SessionId::try_from(&[0xabu8; 16][..]).expect("16 bytes");
+        assert_eq!(id.to_string(), "ab".repeat(16));
+    }
+}

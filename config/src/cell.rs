@@ -1,0 +1,627 @@
+//! [`CellConfig`]: the settings of one `warren cell` process, with their defaults (SPEC §12)
+//! and the rules that tie them together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::parse::{
+    check_cell_name, check_deployment, duration, format_duration, parse_listen_addr, parse_size,
+    Bad,
+};
+use crate::source::{blame_second, FieldSpec, Layers, Origin, Provenance, Sources};
+
+/// The largest file Warren stores (Chubby's limit); `max_file_size` may be lower, never higher.
+pub const FILE_SIZE_LIMIT: usize = 256 * 1024;
+/// The longest lease any cell may grant, even under load (SPEC §3).
+pub const LEASE_LIMIT: Duration = Duration::from_secs(60);
+/// The longest lock-delay a client may ask for (SPEC §3).
+pub const LOCK_DELAY_LIMIT: Duration = Duration::from_secs(60);
+
+/// Settings of one cell replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CellConfig {
+    /// The cell's name in the partition map; 1–63 characters of `[a-z0-9-]`. Required.
+    pub name: String,
+    /// Address the gRPC service listens on. Required.
+    pub listen: SocketAddr,
+    /// Address of the admin HTTP endpoint (`/metrics`, `/healthz`, …); none if unset.
+    pub admin: Option<SocketAddr>,
+    /// Directory of the embedded store. Required.
+    pub data: PathBuf,
+    /// The `<deployment>` of `/ls/<deployment>/…` this cell serves.
+    pub deployment: String,
+    /// Session lease granted normally. Must exceed `keepalive_reply_before_end`, or a
+    /// KeepAlive reply would arrive after the lease it extends had already ended.
+    pub lease: Duration,
+    /// How long before a lease ends the master answers the outstanding KeepAlive, leaving
+    /// the client time to receive it and send the next before its local lease runs out.
+    pub keepalive_reply_before_end: Duration,
+    /// Longest lease an overloaded master may grant instead of `lease` (≤ 60 s).
+    pub max_lease: Duration,
+    /// Longest lock-delay a handle may ask for (≤ 60 s).
+    pub max_lock_delay: Duration,
+    /// Largest file contents accepted, in bytes (≤ 256 KiB).
+    pub max_file_size: usize,
+    /// After a failover, how long ephemeral nodes wait to be reopened before deletion.
+    pub ephemeral_cleanup: Duration,
+}
+
+const FIELDS: &[FieldSpec] = &[
+    spec("name", "WARREN_NAME"),
+    spec("listen", "WARREN_LISTEN"),
+    spec("admin", "WARREN_ADMIN"),
+    spec("data", "WARREN_DATA"),
+    spec("deployment", "WARREN_DEPLOYMENT"),
+    spec("lease", "WARREN_LEASE"),
+    spec(
+        "keepalive_reply_before_end",
+        "WARREN_KEEPALIVE_REPLY_BEFORE_END",
+    ),
+    spec("max_lease", "WARREN_MAX_LEASE"),
+    spec("max_lock_delay", "WARREN_MAX_LOCK_DELAY"),
+    spec("max_file_size", "WARREN_MAX_FILE_SIZE"),
+    spec("ephemeral_cleanup", "WARREN_EPHEMERAL_CLEANUP"),
+];
+
+const fn spec(name: &'static str, env: &'static str) -> FieldSpec {
+    FieldSpec {
+        name,
+        env,
+        flag_aliases: &[],
+    }
+}
+
+fn missing(field: &str, example: &str) -> ConfigError {
+    let env = format!("WARREN_{}", field.to_uppercase());
+    ConfigError::Missing {
+        field: field.to_owned(),
+        fix: format!(
+            "set it in the config file ({field} = {example}), with {env} or with --{}",
+            field.replace('_', "-")
+        ),
+    }
+}
+
+impl CellConfig {
+    /// A configuration with the required settings given and every other at its default.
+    pub fn new(name: impl Into<String>, listen: SocketAddr, data: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            listen,
+            admin: None,
+            data: data.into(),
+            deployment: "local".to_owned(),
+            lease: Duration::from_secs(12),
+            keepalive_reply_before_end: Duration::from_secs(1),
+            max_lease: Duration::from_secs(60),
+            max_lock_delay: Duration::from_secs(60),
+            max_file_size: FILE_SIZE_LIMIT,
+            ephemeral_cleanup: Duration::from_secs(60),
+        }
+    }
+
+    /// Loads and validates the configuration: defaults < file < `WARREN_*` < flags.
+    pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        let layers = Layers::new(sources, FIELDS)?;
+        let text = |s: &str| Ok::<_, Bad>(s.to_owned());
+
+        let name = layers
+            .parse("name", text)?
+            .ok_or_else(|| missing("name", "\"cell-1\""))?;
+        let listen = layers
+            .parse("listen", parse_listen_addr)?
+            .ok_or_else(|| missing("listen", "\"0.0.0.0:7000\""))?;
+        let data = layers
+            .parse("data", |s| Ok(PathBuf::from(s)))?
+            .ok_or_else(|| missing("data", "\"/var/lib/warren\""))?;
+        let mut config = Self::new(name, listen, data);
+
+        if let Some(admin) = layers.parse("admin", |s| match s.trim() {
+            "" | "none" | "off" => Ok(None),
+            addr => parse_listen_addr(addr).map(Some),
+        })? {
+            config.admin = admin;
+        }
+        if let Some(v) = layers.parse("deployment", text)? {
+            config.deployment = v;
+        }
+        let durations = [
+            ("lease", &mut config.lease),
+            (
+                "keepalive_reply_before_end",
+                &mut config.keepalive_reply_before_end,
+            ),
+            ("max_lease", &mut config.max_lease),
+            ("max_lock_delay", &mut config.max_lock_delay),
+            ("ephemeral_cleanup", &mut config.ephemeral_cleanup),
+        ];
+        for (field, slot) in durations {
+            if let Some(v) = layers.parse(field, duration)? {
+                *slot = v;
+            }
+        }
+        if let Some(v) = layers.parse("max_file_size", parse_size)? {
+            config.max_file_size = v;
+        }
+        config.check(&|field| layers.provenance(field))?;
+        Ok(config)
+    }
+
+    /// Checks every rule on a configuration built in code (a loaded one already was).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check(&|_| (Origin::Code, None))
+    }
+
+    /// Checks the rules; `provenance(field)` says where a field's value came from and, if
+    /// it was written somewhere, how it was written (errors repeat the user's spelling).
+    fn check(&self, provenance: &Provenance) -> Result<(), ConfigError> {
+        let origin = |field: &str| provenance(field).0;
+        let invalid = |field: &str, value: String, b: Bad| {
+            let (origin, written) = provenance(field);
+            ConfigError::invalid(field, written.unwrap_or(value), origin, b)
+        };
+        let fmt = |d: Duration| format_duration(d);
+
+        check_cell_name(&self.name).map_err(|b| invalid("name", self.name.clone(), b))?;
+        check_deployment(&self.deployment)
+            .map_err(|b| invalid("deployment", self.deployment.clone(), b))?;
+        if self.data.as_os_str().is_empty() {
+            return Err(invalid(
+                "data",
+                String::new(),
+                Bad {
+                    problem: "is empty".into(),
+                    fix: "give the directory of the cell's store, e.g. /var/lib/warren".into(),
+                },
+            ));
+        }
+        if let Some(admin) = self.admin {
+            if admin == self.listen && admin.port() != 0 {
+                return Err(invalid(
+                    "admin",
+                    admin.to_string(),
+                    Bad {
+                        problem: format!("is the same address as listen ({})", self.listen),
+                        fix: "give the admin endpoint its own port".into(),
+                    },
+                ));
+            }
+        }
+
+        let kr = self.keepalive_reply_before_end;
+        if kr.is_zero() {
+            return Err(invalid(
+                "keepalive_reply_before_end",
+                fmt(kr),
+                Bad {
+                    problem: "must be greater than 0".into(),
+                    fix: "set it to about the round-trip time plus margin, e.g. 1s".into(),
+                },
+            ));
+        }
+        if self.max_lease > LEASE_LIMIT {
+            return Err(invalid(
+                "max_lease",
+                fmt(self.max_lease),
+                Bad {
+                    problem: format!("must be at most {}", fmt(LEASE_LIMIT)),
+                    fix: format!("set a max_lease of {} or less", fmt(LEASE_LIMIT)),
+                },
+            ));
+        }
+        if self.lease > self.max_lease {
+            return Err(if blame_second(origin, "lease", "max_lease") {
+                invalid(
+                    "max_lease",
+                    fmt(self.max_lease),
+                    Bad {
+                        problem: format!("must be at least lease ({})", fmt(self.lease)),
+                        fix: format!(
+                            "raise max_lease to at least {} or lower lease",
+                            fmt(self.lease)
+                        ),
+                    },
+                )
+            } else {
+                invalid(
+                    "lease",
+                    fmt(self.lease),
+                    Bad {
+                        problem: format!("must be at most max_lease ({})", fmt(self.max_lease)),
+                        fix: format!("set a lease of at most {}", fmt(self.max_lease)),
+                    },
+                )
+            });
+        }
+        if self.lease <= kr {
+            return Err(
+                if blame_second(origin, "lease", "keepalive_reply_before_end") {
+                    invalid(
+                        "keepalive_reply_before_end",
+                        fmt(kr),
+                        Bad {
+                            problem: format!("must be less than lease ({})", fmt(self.lease)),
+                            fix: format!(
+                                "set it well below {}, e.g. 1s, or raise lease",
+                                fmt(self.lease)
+                            ),
+                        },
+                    )
+                } else {
+                    invalid(
+                        "lease",
+                        fmt(self.lease),
+                        Bad {
+                            problem: format!(
+                                "must be greater than keepalive_reply_before_end ({})",
+                                fmt(kr)
+                            ),
+                            fix: format!(
+                                "set a lease of at least {}",
+                                fmt(kr + Duration::from_secs(1))
+                            ),
+                        },
+                    )
+                },
+            );
+        }
+        if self.max_lock_delay > LOCK_DELAY_LIMIT {
+            return Err(invalid(
+                "max_lock_delay",
+                fmt(self.max_lock_delay),
+                Bad {
+                    problem: format!("must be at most {}", fmt(LOCK_DELAY_LIMIT)),
+                    fix: format!("set a max_lock_delay of {} or less", fmt(LOCK_DELAY_LIMIT)),
+                },
+            ));
+        }
+        if self.max_file_size == 0 || self.max_file_size > FILE_SIZE_LIMIT {
+            return Err(invalid(
+                "max_file_size",
+                self.max_file_size.to_string(),
+                Bad {
+                    problem: format!(
+                        "must be from 1 to {FILE_SIZE_LIMIT} bytes (256KiB, the largest file Warren stores)"
+                    ),
+                    fix: format!("set a max_file_size of at most {FILE_SIZE_LIMIT}"),
+                },
+            ));
+        }
+        if self.ephemeral_cleanup.is_zero() {
+            return Err(invalid(
+                "ephemeral_cleanup",
+                fmt(self.ephemeral_cleanup),
+                Bad {
+                    problem: "must be greater than 0; clients need time to reopen their ephemeral nodes after a failover".into(),
+                    fix: "set it to at least the clients' grace period, e.g. 60s".into(),
+                },
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Sources {
+        Sources::new()
+            .with_env("WARREN_NAME", "cell-1")
+            .with_env("WARREN_LISTEN", "127.0.0.1:7000")
+            .with_env("WARREN_DATA", "/tmp/warren")
+    }
+
+    fn err(sources: &Sources) -> ConfigError {
+        CellConfig::load(sources).expect_err("configuration should be refused")
+    }
+
+    #[test]
+    fn defaults() {
+        let c = CellConfig::load(&base()).unwrap();
+        assert_eq!(
+            c,
+            CellConfig {
+                name: "cell-1".into(),
+                listen: "127.0.0.1:7000".parse().unwrap(),
+                admin: None,
+                data: "/tmp/warren".into(),
+                deployment: "local".into(),
+                lease: Duration::from_secs(12),
+                keepalive_reply_before_end: Duration::from_secs(1),
+                max_lease: Duration::from_secs(60),
+                max_lock_delay: Duration::from_secs(60),
+                max_file_size: 262_144,
+                ephemeral_cleanup: Duration::from_secs(60),
+            }
+        );
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn every_field_from_the_file() {
+        let toml = r#"
+            name = "meta"
+            listen = "0.0.0.0:7100"
+            admin = "127.0.0.1:9100"
+            data = "/var/lib/warren/meta"
+            deployment = "prod.eu-1"
+            lease = "20s"
+            keepalive_reply_before_end = "500ms"
+            max_lease = "45s"
+            max_lock_delay = "30s"
+            max_file_size = "64KiB"
+            ephemeral_cleanup = "2m"
+        "#;
+        let c = CellConfig::load(&Sources::new().with_file("/etc/warren/cell.toml", toml)).unwrap();
+        assert_eq!(c.name, "meta");
+        assert_eq!(c.listen, "0.0.0.0:7100".parse().unwrap());
+        assert_eq!(c.admin, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(c.data, PathBuf::from("/var/lib/warren/meta"));
+        assert_eq!(c.deployment, "prod.eu-1");
+        assert_eq!(c.lease, Duration::from_secs(20));
+        assert_eq!(c.keepalive_reply_before_end, Duration::from_millis(500));
+        assert_eq!(c.max_lease, Duration::from_secs(45));
+        assert_eq!(c.max_lock_delay, Duration::from_secs(30));
+        assert_eq!(c.max_file_size, 65_536);
+        assert_eq!(c.ephemeral_cleanup, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn precedence_defaults_file_env_flags() {
+        let file = "name = \"cell-1\"\nlisten = \"127.0.0.1:7000\"\ndata = \"/d\"\nlease = \"20s\"\nmax_lock_delay = \"10s\"\nmax_file_size = 1000\n";
+        let sources = Sources::new()
+            .with_file("c.toml", file)
+            .with_env("WARREN_LEASE", "30s")
+            .with_env("WARREN_MAX_LOCK_DELAY", "20s")
+            .with_flag("lease", "40s")
+            .with_flag("--lease", "50s");
+        let c = CellConfig::load(&sources).unwrap();
+        assert_eq!(c.lease, Duration::from_secs(50), "last flag wins");
+        assert_eq!(c.max_lock_delay, Duration::from_secs(20), "env beats file");
+        assert_eq!(c.max_file_size, 1000, "file beats default");
+        assert_eq!(c.max_lease, Duration::from_secs(60), "default when unset");
+    }
+
+    #[test]
+    fn flags_accept_dashes() {
+        let c = CellConfig::load(&base().with_flag("--max-lock-delay", "5s")).unwrap();
+        assert_eq!(c.max_lock_delay, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn other_environment_is_ignored() {
+        let c = CellConfig::load(
+            &base()
+                .with_env("WARREN_ENDPOINT", "h:1")
+                .with_env("PATH", "/bin"),
+        )
+        .unwrap();
+        assert_eq!(c.name, "cell-1");
+    }
+
+    #[test]
+    fn missing_required_fields() {
+        let e = err(&Sources::new());
+        assert_eq!(e.field(), Some("name"));
+        assert_eq!(
+            e.to_string(),
+            "name: required but not set; set it in the config file (name = \"cell-1\"), \
+             with WARREN_NAME or with --name"
+        );
+        let e = err(&Sources::new().with_env("WARREN_NAME", "a"));
+        assert_eq!(e.field(), Some("listen"));
+        let e = err(&Sources::new()
+            .with_env("WARREN_NAME", "a")
+            .with_env("WARREN_LISTEN", "127.0.0.1:1"));
+        assert_eq!(e.field(), Some("data"));
+    }
+
+    #[test]
+    fn lease_not_above_keepalive_reply() {
+        let e = err(&base().with_env("WARREN_LEASE", "0s"));
+        assert_eq!(
+            e.to_string(),
+            "lease: \"0s\" from WARREN_LEASE must be greater than keepalive_reply_before_end (1s); \
+             set a lease of at least 2s"
+        );
+        // The user raised the reply margin, so that is what to fix.
+        let e = err(&base().with_flag("keepalive-reply-before-end", "12s"));
+        assert_eq!(e.field(), Some("keepalive_reply_before_end"));
+        assert!(
+            e.to_string()
+                .contains("from --keepalive-reply-before-end must be less than lease (12s)"),
+            "{e}"
+        );
+        let e = err(&base().with_env("WARREN_KEEPALIVE_REPLY_BEFORE_END", "0s"));
+        assert_eq!(e.field(), Some("keepalive_reply_before_end"));
+        assert!(e.to_string().contains("must be greater than 0"), "{e}");
+    }
+
+    #[test]
+    fn lease_limits() {
+        let e = err(&base().with_env("WARREN_LEASE", "61s"));
+        assert_eq!(
+            e.to_string(),
+            "lease: \"61s\" from WARREN_LEASE must be at most max_lease (1m); set a lease of at most 1m"
+        );
+        let e = err(&base().with_file("/etc/w.toml", "max_lease = \"10s\""));
+        assert_eq!(
+            e.to_string(),
+            "max_lease: \"10s\" from /etc/w.toml must be at least lease (12s); \
+             raise max_lease to at least 12s or lower lease"
+        );
+        let e = err(&base().with_env("WARREN_MAX_LEASE", "90s"));
+        assert_eq!(e.field(), Some("max_lease"));
+        assert!(e.to_string().contains("must be at most 1m"), "{e}");
+        assert!(CellConfig::load(&base().with_env("WARREN_LEASE", "60s")).is_ok());
+    }
+
+    #[test]
+    fn lock_delay_and_file_size_limits() {
+        let e = err(&base().with_env("WARREN_MAX_LOCK_DELAY", "61s"));
+        assert_eq!(e.field(), Some("max_lock_delay"));
+        assert!(
+            e.to_string()
+                .contains("WARREN_MAX_LOCK_DELAY must be at most 1m"),
+            "{e}"
+        );
+
+        let e = err(&base().with_flag("max_file_size", "262145"));
+        assert_eq!(
+            e.to_string(),
+            "max_file_size: \"262145\" from --max-file-size must be from 1 to 262144 bytes \
+             (256KiB, the largest file Warren stores); set a max_file_size of at most 262144"
+        );
+        let e = err(&base().with_flag("max_file_size", "0"));
+        assert_eq!(e.field(), Some("max_file_size"));
+        let e = err(&base().with_flag("max_file_size", "lots"));
+        assert_eq!(e.field(), Some("max_file_size"));
+        assert!(e.to_string().contains("is not a size"), "{e}");
+        assert_eq!(
+            CellConfig::load(&base().with_flag("max_file_size", "1KiB"))
+                .unwrap()
+                .max_file_size,
+            1024
+        );
+    }
+
+    #[test]
+    fn bad_values_name_field_source_and_fix() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("WARREN_NAME", "Cell_1", "name", "contains 'C'"),
+            ("WARREN_NAME", "", "name", "is 0 characters long"),
+            (
+                "WARREN_LISTEN",
+                "localhost",
+                "listen",
+                "is not an IP:PORT address",
+            ),
+            (
+                "WARREN_ADMIN",
+                "127.0.0.1:7000",
+                "admin",
+                "same address as listen",
+            ),
+            ("WARREN_ADMIN", "x", "admin", "is not an IP:PORT address"),
+            ("WARREN_DATA", "", "data", "is empty"),
+            ("WARREN_DEPLOYMENT", "a/b", "deployment", "contains '/'"),
+            ("WARREN_LEASE", "12", "lease", "is not a duration"),
+            (
+                "WARREN_EPHEMERAL_CLEANUP",
+                "0s",
+                "ephemeral_cleanup",
+                "must be greater than 0",
+            ),
+        ];
+        for (var, value, field, fragment) in cases {
+            let e = err(&base().with_env(*var, *value));
+            assert_eq!(e.field(), Some(*field), "{var}={value}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.starts_with(&format!("{field}: {value:?} from {var} ")),
+                "{text}"
+            );
+            assert!(text.contains(fragment), "{text}");
+            let ConfigError::Invalid(invalid) = &e else {
+                panic!("{e:?}");
+            };
+            assert!(!invalid.fix.is_empty());
+        }
+    }
+
+    #[test]
+    fn admin_can_be_turned_off_by_a_higher_layer() {
+        let sources = base()
+            .with_file("c.toml", "admin = \"127.0.0.1:9000\"")
+            .with_env("WARREN_ADMIN", "none");
+        assert_eq!(CellConfig::load(&sources).unwrap().admin, None);
+        let sources = base().with_file("c.toml", "admin = \"127.0.0.1:9000\"");
+        assert_eq!(
+            CellConfig::load(&sources).unwrap().admin,
+            Some("127.0.0.1:9000".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn unknown_key_and_flag() {
+        let e = err(&base().with_file("/etc/warren/cell.toml", "leese = \"12s\""));
+        assert_eq!(
+            e,
+            ConfigError::UnknownKey {
+                path: "/etc/warren/cell.toml".into(),
+                key: "leese".into(),
+                fix:
+                    "did you mean \"lease\"? the keys are: name, listen, admin, data, deployment, \
+                      lease, keepalive_reply_before_end, max_lease, max_lock_delay, max_file_size, \
+                      ephemeral_cleanup"
+                        .into(),
+            }
+        );
+        assert!(e
+            .to_string()
+            .starts_with("/etc/warren/cell.toml: unknown key \"leese\"; did you mean"));
+        let e = err(&base().with_flag("--leese", "12s"));
+        assert!(
+            matches!(&e, ConfigError::UnknownFlag { flag, .. } if flag == "leese"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("did you mean --lease?"), "{e}");
+    }
+
+    #[test]
+    fn bad_toml() {
+        let e = err(&base().with_file("c.toml", "lease = "));
+        assert!(
+            matches!(&e, ConfigError::Toml { path, .. } if path == &PathBuf::from("c.toml")),
+            "{e:?}"
+        );
+        let e = err(&base().with_file("c.toml", "[lease]\nx = 1"));
+        assert_eq!(e.field(), Some("lease"));
+        assert!(e.to_string().contains("is a TOML table"), "{e}");
+        let e = err(&base().with_file("c.toml", "lease = 12"));
+        assert_eq!(e.field(), Some("lease"));
+        assert!(
+            e.to_string().contains("from c.toml is not a duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn validate_checks_code_built_configs() {
+        let mut c = CellConfig::new("cell-1", "127.0.0.1:7000".parse().unwrap(), "/d");
+        assert_eq!(c.validate(), Ok(()));
+        c.lease = Duration::from_millis(900);
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "lease: \"900ms\" must be greater than keepalive_reply_before_end (1s); \
+             set a lease of at least 2s"
+        );
+        c.lease = Duration::from_secs(12);
+        c.max_file_size = FILE_SIZE_LIMIT + 1;
+        assert_eq!(c.validate().unwrap_err().field(), Some("max_file_size"));
+    }
+
+    #[test]
+    fn reads_a_real_file() {
+        let dir = std::env::temp_dir().join(format!("warren-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cell.toml");
+        std::fs::write(
+            &path,
+            "name = \"c\"\nlisten = \"127.0.0.1:1\"\ndata = \"/d\"\n",
+        )
+        .unwrap();
+        let c = CellConfig::load(&Sources::new().read_file(&path).unwrap()).unwrap();
+        assert_eq!(c.name, "c");
+        let missing = dir.join("absent.toml");
+        let e = Sources::new().read_file(&missing).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Read { path, .. } if path == &missing),
+            "{e:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

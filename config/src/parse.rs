@@ -1,0 +1,231 @@
+//! Parsers and checks for setting values shared by every configuration: durations, byte
+//! sizes, addresses and names. Each says what is wrong as a [`Bad`], which the loaders
+//! turn into a [`crate::ConfigError`] naming the field and where the value came from.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What is wrong with a value: `problem` completes "`<field>: <value> from <origin>` …",
+/// `fix` says what to write instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Bad {
+    pub problem: String,
+    pub fix: String,
+}
+
+pub(crate) fn bad(problem: impl Into<String>, fix: impl Into<String>) -> Bad {
+    Bad {
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+/// A duration that did not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} is not a duration ({reason}); write a number and a unit, e.g. \"12s\", \"500ms\" or \"1m 30s\"")]
+pub struct DurationError {
+    pub input: String,
+    pub reason: String,
+}
+
+/// Parses a human-readable duration: `"12s"`, `"500ms"`, `"1m 30s"`, `"2h"` (the
+/// `humantime` syntax). A bare number has no unit and is refused, except `"0"`.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let trimmed = s.trim();
+    if trimmed.is_empty() {
+        return Err(DurationError {
+            input: s.to_owned(),
+            reason: "it is empty".to_owned(),
+        });
+    }
+    humantime::parse_duration(trimmed).map_err(|e| DurationError {
+        input: s.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// [`parse_duration`] for the loaders.
+pub(crate) fn duration(s: &str) -> Result<Duration, Bad> {
+    parse_duration(s).map_err(|e| {
+        bad(
+            format!("is not a duration ({})", e.reason),
+            "write a number and a unit, e.g. \"12s\", \"500ms\" or \"1m 30s\"",
+        )
+    })
+}
+
+/// Formats a duration as the settings are written (`12s`, `1s 500ms`).
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Parses a byte count: a plain number of bytes (`262144`) or a number with a unit `B`,
+/// `KiB` or `MiB` (`256KiB`).
+pub(crate) fn parse_size(s: &str) -> Result<usize, Bad> {
+    let not_a_size = || {
+        bad(
+            "is not a size",
+            "write a number of bytes, e.g. 262144 or 256KiB",
+        )
+    };
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    let multiplier: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        _ => return Err(not_a_size()),
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(not_a_size)
+}
+
+/// Parses `IP:PORT` to listen on (`0.0.0.0:7000`, `[::]:7000`; port 0 picks a free port).
+pub(crate) fn parse_listen_addr(s: &str) -> Result<SocketAddr, Bad> {
+    s.trim().parse().map_err(|_| {
+        bad(
+            "is not an IP:PORT address to listen on",
+            "write e.g. 0.0.0.0:7000 or [::1]:7000",
+        )
+    })
+}
+
+/// Checks a `HOST:PORT` address to connect to: a host name or IP (IPv6 in brackets) and a
+/// port from 1 to 65535.
+pub(crate) fn check_endpoint(s: &str) -> Result<(), Bad> {
+    const FIX: &str = "write HOST:PORT, e.g. cell-1.example.com:7000 or [::1]:7000";
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(bad("has no port", FIX));
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(bad(format!("has port {port:?}; ports are 1 to 65535"), FIX)),
+    }
+    if host.is_empty() {
+        return Err(bad("has no host", FIX));
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        if inner.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad(
+                format!("has {inner:?} in brackets, which is not an IPv6 address"),
+                FIX,
+            ));
+        }
+        return Ok(());
+    }
+    if host.contains(':') {
+        return Err(bad("has an IPv6 host without brackets", FIX));
+    }
+    let host_ok = host.split('.').all(|label| {
+        !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    });
+    if !host_ok {
+        return Err(bad(
+            format!("has host {host:?}, which is neither an IP address nor a DNS name"),
+            FIX,
+        ));
+    }
+    Ok(())
+}
+
+/// A cell name: 1–63 characters of `[a-z0-9-]` (as the partition map requires).
+pub(crate) fn check_cell_name(s: &str) -> Result<(), Bad> {
+    const FIX: &str = "use 1 to 63 characters of a-z, 0-9 and -, e.g. cell-1";
+    if s.is_empty() || s.len() > 63 {
+        return Err(bad(format!("is {} characters long", s.len()), FIX));
+    }
+    if let Some(bad_char) = s
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(bad(format!("contains {bad_char:?}"), FIX));
+    }
+    Ok(())
+}
+
+/// A deployment name: a path component, 1–255 bytes of `[A-Za-z0-9._-]`.
+pub(crate) fn check_deployment(s: &str) -> Result<(), Bad> {
+    const FIX: &str = "use 1 to 255 characters of A-Z, a-z, 0-9, '.', '_' and '-', e.g. local";
+    if s.is_empty() || s.len() > 255 {
+        return Err(bad(format!("is {} bytes long", s.len()), FIX));
+    }
+    if let Some(bad_char) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(bad(format!("contains {bad_char:?}"), FIX));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("12s"), Ok(Duration::from_secs(12)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration(" 1m 30s "), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["", "  ", "12", "twelve", "12 parsecs", "-1s"] {
+            let err = parse_duration(bad).unwrap_err();
+            assert_eq!(err.input, bad);
+            assert!(err.to_string().contains("e.g. \"12s\""), "{err}");
+        }
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1s 500ms");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("262144"), Ok(262_144));
+        assert_eq!(parse_size("256KiB"), Ok(262_144));
+        assert_eq!(parse_size("256 KiB"), Ok(262_144));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("10B"), Ok(10));
+        for bad in ["", "KiB", "1.5KiB", "-1", "12kb", "99999999999999999999999"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn endpoints() {
+        for good in [
+            "h:1",
+            "cell-1.example.com:7000",
+            "10.0.0.1:65535",
+            "[::1]:7000",
+        ] {
+            assert_eq!(check_endpoint(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "h",
+            "h:0",
+            "h:x",
+            ":7000",
+            "::1:7000",
+            "[zz]:1",
+            "a b:1",
+            "a..b:1",
+            "http://h:1",
+        ] {
+            assert!(check_endpoint(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_cell_name("cell-1").is_ok());
+        assert!(check_cell_name(&"a".repeat(63)).is_ok());
+        assert!(check_cell_name(&"a".repeat(64)).is_err());
+        assert!(check_cell_name("").is_err());
+        assert!(check_cell_name("Cell").is_err());
+        assert!(check_deployment("prod-1.eu_west").is_ok());
+        assert!(check_deployment("a/b").is_err());
+        assert!(check_deployment("").is_err());
+    }
+}
