@@ -445,7 +445,7 @@ impl Warren for Service {
                 map_epoch: 0,
                 deployment: st.master.config().deployment.clone(),
                 is_master: true,
-                serving: !st.closing,
+                serving: !st.closing && !st.master.recovering(),
             })
         })
     }
@@ -537,10 +537,7 @@ impl Warren for Service {
             // Close never fails: a malformed context is simply nothing to close.
             if let Ok(ctx) = edge::ctx(r.ctx.as_ref()) {
                 self.shared
-                    .run(|m, now| {
-                        m.close(&ctx, &r.handle, now);
-                        Ok(())
-                    })
+                    .run(|m, now| m.close(&ctx, &r.handle, now))
                     .await?;
             }
             Ok::<_, Status>(pb::CloseResponse {})
@@ -780,6 +777,7 @@ impl CellOptions {
         core.reply_before_end = c.keepalive_reply_before_end;
         core.max_lock_delay = c.max_lock_delay;
         core.max_file_size = c.max_file_size;
+        core.ephemeral_cleanup = c.ephemeral_cleanup;
         CellOptions::new(core)
     }
 }

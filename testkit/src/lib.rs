@@ -60,6 +60,11 @@ impl CellBuilder {
         self.core.reply_before_end = (lease / 4).min(Duration::from_secs(1));
         self
     }
+    /// How long after a failover unclaimed ephemeral nodes live (SPEC default 60 s).
+    pub fn ephemeral_cleanup(mut self, d: Duration) -> Self {
+        self.core.ephemeral_cleanup = d;
+        self
+    }
     pub fn max_file_size(mut self, n: usize) -> Self {
         self.core.max_file_size = n;
         self

@@ -36,6 +36,9 @@ pub struct CoreConfig {
     pub max_lock_delay: Duration,
     /// Largest file contents accepted, in bytes (≤ 256 KiB).
     pub max_file_size: usize,
+    /// After a failover, ephemeral nodes that no handle has reopened by then are deleted
+    /// (SPEC §5 step 9; default 60 s).
+    pub ephemeral_cleanup: Duration,
 }
 
 impl CoreConfig {
@@ -48,6 +51,7 @@ impl CoreConfig {
             reply_before_end: Duration::from_secs(1),
             max_lock_delay: Duration::from_secs(60),
             max_file_size: 256 * 1024,
+            ephemeral_cleanup: Duration::from_secs(60),
         }
     }
 }
@@ -280,6 +284,20 @@ struct Handle {
     sequencer: Option<SequencerView>,
 }
 
+/// The new-master procedure in progress (SPEC §5 steps 4–9).
+struct Recovery {
+    /// Sessions that have not yet acknowledged their fail-over event: session → its seq.
+    /// While any remain, only KeepAlive is served (steps 4–6).
+    awaiting: HashMap<SessionId, u64>,
+    /// Ephemeral nodes no handle has reopened since the failover.
+    unclaimed_ephemeral: HashSet<String>,
+    /// When unclaimed ephemeral nodes are deleted (step 9).
+    cleanup_at: Instant,
+    /// Locks recorded by the previous master: session → (path, holder handle). Released
+    /// (with lock-delay) if the session ends without reclaiming them.
+    restored_holds: HashMap<SessionId, Vec<(String, HandleKey)>>,
+}
+
 enum WaiterKind {
     KeepAlive(SessionId),
     Acquire(String),
@@ -307,6 +325,7 @@ pub struct Master {
     barriers: HashMap<String, Vec<WaiterId>>,
     waiters: HashMap<WaiterId, WaiterKind>,
     next_waiter: WaiterId,
+    recovery: Option<Recovery>,
     out: Output,
 }
 
@@ -360,8 +379,13 @@ impl Master {
                 next_instance: 1,
                 deployment: cfg.deployment.clone(),
                 cell: cfg.cell.clone(),
+                max_lease_granted_ms: 0,
             },
         };
+        let mut meta = meta;
+        // The previous master may have granted up to this lease; ours may be longer.
+        let restored_lease = Duration::from_millis(meta.max_lease_granted_ms).max(cfg.lease);
+        meta.max_lease_granted_ms = restored_lease.as_millis() as u64;
         out.mutations.push(Mutation::PutMeta(meta.clone()));
         let key = TokenKey::new(meta.secret);
         let mut m = Master {
@@ -380,6 +404,7 @@ impl Master {
             barriers: HashMap::new(),
             waiters: HashMap::new(),
             next_waiter: 1,
+            recovery: None,
             out,
         };
         let mut contents: HashMap<String, Vec<u8>> = snap.contents.into_iter().collect();
@@ -406,23 +431,63 @@ impl Master {
                 }
             }
         }
-        let lease_end = now + m.cfg.lease;
+        // Step 3: sessions and locks from the store, each session with the longest lease
+        // the previous master may have granted, counted from now.
+        let lease_end = now + restored_lease;
         let restored: Vec<SessionId> = snap.sessions.iter().map(|r| r.id).collect();
         for rec in snap.sessions {
             m.sessions.insert(rec.id, Session::new(rec, lease_end));
         }
-        // SPEC §5 step 5: every session learns of the failover (its cache may be stale,
-        // events may have been lost). Steps 4 and 6 (KeepAlive-only until acknowledged) and
-        // step 9 (ephemeral clean-up) are the next issue's.
+        let mut recovery = Recovery {
+            awaiting: HashMap::new(),
+            unclaimed_ephemeral: HashSet::new(),
+            cleanup_at: now + m.cfg.ephemeral_cleanup,
+            restored_holds: HashMap::new(),
+        };
+        for (p, n) in &m.nodes {
+            if n.rec.ephemeral {
+                recovery.unclaimed_ephemeral.insert(p.clone());
+            }
+            for h in &n.rec.holders {
+                recovery
+                    .restored_holds
+                    .entry(h.session)
+                    .or_default()
+                    .push((p.clone(), (h.handle_epoch, h.handle)));
+            }
+        }
+        // Holders whose session did not survive (closed or expired as far as the store
+        // knows) are released now, as their session's end would have.
+        let orphans: Vec<(String, SessionId, HandleKey)> = m
+            .nodes
+            .iter()
+            .flat_map(|(p, n)| {
+                n.rec
+                    .holders
+                    .iter()
+                    .map(move |h| (p.clone(), h.session, (h.handle_epoch, h.handle)))
+            })
+            .filter(|(_, sid, _)| !m.sessions.contains_key(sid))
+            .collect();
+        for (p, sid, k) in orphans {
+            m.drop_holder(&p, sid, k, true);
+        }
+        // Step 5: every session is told of the failover (its cache may be stale, events
+        // may have been lost); steps 4 and 6: only KeepAlive until each acknowledges.
         for sid in restored {
-            m.push_event(
-                sid,
-                EventKind::MasterFailover,
-                Vec::new(),
-                "",
-                "",
-                ChildChange::None,
+            let ev = EventKind::MasterFailover;
+            if let Some(seq) = m.push_event(sid, ev, Vec::new(), "", "", ChildChange::None) {
+                recovery.awaiting.insert(sid, seq);
+            }
+        }
+        if !fresh {
+            tracing::info!(
+                epoch = m.meta.epoch,
+                sessions = recovery.awaiting.len(),
+                ephemeral = recovery.unclaimed_ephemeral.len(),
+                "new master: waiting for sessions to acknowledge the failover"
             );
+            m.recovery = Some(recovery);
         }
         if fresh {
             let root = path::root_of(&m.cfg.deployment);
@@ -486,6 +551,9 @@ impl Master {
                 "principal name is longer than 255 bytes",
             ));
         }
+        if self.recovering() {
+            return Err(WarrenError::failover_in_progress());
+        }
         let id: SessionId = self.rng.gen();
         let secret: [u8; 16] = self.rng.gen();
         let rec = SessionRecord {
@@ -505,8 +573,25 @@ impl Master {
         })
     }
 
-    /// Validates the session part of a request: epoch, session, secret, lease.
+    /// Whether the new-master procedure still holds back everything but KeepAlive.
+    pub fn recovering(&self) -> bool {
+        self.recovery
+            .as_ref()
+            .is_some_and(|r| !r.awaiting.is_empty())
+    }
+
+    /// [`Master::check_session`] for any call but KeepAlive: also refused while the
+    /// sessions have not all acknowledged the failover (SPEC §5 step 4).
     fn check(&mut self, ctx: &Ctx) -> Result<SessionId, WarrenError> {
+        let sid = self.check_session(ctx)?;
+        if self.recovering() {
+            return Err(WarrenError::failover_in_progress());
+        }
+        Ok(sid)
+    }
+
+    /// Validates the session part of a request: epoch, session, secret, lease.
+    fn check_session(&mut self, ctx: &Ctx) -> Result<SessionId, WarrenError> {
         if ctx.epoch != self.meta.epoch {
             if ctx.epoch < self.meta.epoch {
                 return Err(WarrenError::stale_epoch(self.meta.epoch, ctx.epoch));
@@ -548,7 +633,7 @@ impl Master {
         now: Instant,
     ) -> Result<Reply<KeepAliveReply>, WarrenError> {
         self.now = now;
-        let sid = self.check(ctx)?;
+        let sid = self.check_session(ctx)?;
         let s = &self.sessions[&sid];
         if ack_seq >= s.next_seq {
             return Err(WarrenError::invalid_argument(format!(
@@ -597,6 +682,25 @@ impl Master {
         let done = std::mem::replace(&mut s.pending_invalidations, rest);
         for (_, p) in done {
             self.invalidation_done(&p, sid);
+        }
+        self.failover_acknowledged(sid, Some(ack_seq));
+    }
+
+    /// Step 6: a session acknowledged its fail-over event (or ended: `ack` is `None`).
+    fn failover_acknowledged(&mut self, sid: SessionId, ack: Option<u64>) {
+        let Some(r) = self.recovery.as_mut() else {
+            return;
+        };
+        if let Some(seq) = r.awaiting.get(&sid) {
+            if ack.is_none_or(|a| a >= *seq) {
+                r.awaiting.remove(&sid);
+                if r.awaiting.is_empty() {
+                    tracing::info!(
+                        epoch = self.meta.epoch,
+                        "every session acknowledged the failover; serving all operations"
+                    );
+                }
+            }
         }
     }
 
@@ -722,6 +826,18 @@ impl Master {
         for k in handles {
             self.close_handle(k, failed);
         }
+        // Locks recorded by the previous master and never reclaimed through a handle.
+        let restored = self
+            .recovery
+            .as_mut()
+            .and_then(|r| r.restored_holds.remove(&sid))
+            .unwrap_or_default();
+        for (p, k) in restored {
+            if self.drop_holder(&p, sid, k, failed) {
+                self.grant_waiters(&p);
+            }
+        }
+        self.failover_acknowledged(sid, None);
         self.sessions.remove(&sid);
         self.out.mutations.push(Mutation::DeleteSession(sid));
     }
@@ -786,6 +902,25 @@ impl Master {
             }
             self.grant_waiters(&p);
         }
+        // Step 9: ephemeral nodes nobody reopened since the failover.
+        let due = self
+            .recovery
+            .as_mut()
+            .filter(|r| now >= r.cleanup_at)
+            .map(|r| std::mem::take(&mut r.unclaimed_ephemeral))
+            .unwrap_or_default();
+        if !due.is_empty() {
+            let mut due: Vec<String> = due.into_iter().collect();
+            // Deepest first, so ephemeral directories empty out before they are considered.
+            due.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            tracing::info!(
+                count = due.len(),
+                "deleting ephemeral nodes not reopened since the failover"
+            );
+            for p in due {
+                self.maybe_delete_ephemeral(&p);
+            }
+        }
     }
 
     /// The earliest time at which [`Master::tick`] has something to do, if any.
@@ -805,10 +940,12 @@ impl Master {
                     .chain(n.delay_until)
             })
             .min();
-        match (s, n) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let c = self
+            .recovery
+            .as_ref()
+            .filter(|r| !r.unclaimed_ephemeral.is_empty())
+            .map(|r| r.cleanup_at);
+        [s, n, c].into_iter().flatten().min()
     }
 
     /// The caller of a parked operation went away (its RPC was cancelled).
@@ -1018,6 +1155,9 @@ impl Master {
             )));
         }
         n.handles.insert(k);
+        if let Some(r) = self.recovery.as_mut() {
+            r.unclaimed_ephemeral.remove(&body.path);
+        }
         self.handles.insert(
             k,
             Handle {
@@ -1321,22 +1461,35 @@ impl Master {
 
     /// `Close`: never fails. Releases a lock the handle holds (no lock-delay: this is a
     /// clean release) and deletes an ephemeral node nobody else holds open.
-    pub fn close(&mut self, ctx: &Ctx, token: &[u8], now: Instant) {
+    ///
+    /// The only errors are the retryable ones (`STALE_EPOCH`, `FAILOVER_IN_PROGRESS`): the
+    /// close must then be sent again, not forgotten.
+    pub fn close(&mut self, ctx: &Ctx, token: &[u8], now: Instant) -> Result<(), WarrenError> {
         self.now = now;
-        let Ok(sid) = self.check(ctx) else { return };
+        let sid = match self.check(ctx) {
+            Ok(sid) => sid,
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(_) => return Ok(()),
+        };
         let Ok(body) = self.key.verify(token) else {
-            return;
+            return Ok(());
         };
         if body.session_id.as_slice() != sid.as_slice() || body.cell != self.cfg.cell {
-            return;
+            return Ok(());
         }
         let k = (body.epoch, body.number);
         if self.handles.contains_key(&k) {
             self.close_handle(k, false);
-        } else if body.epoch < self.meta.epoch {
-            // Never opened in this epoch: remember it so a replay cannot recreate it.
+        } else if body.epoch < self.meta.epoch && !self.closed_old_handles.contains(&k) {
+            // Closed without being used since the failover: recreate it so that closing it
+            // has its usual effects (its lock released, its ephemeral node deleted), and
+            // remember it so a replay cannot recreate it again.
+            if self.recreate_handle(sid, k, &body, token).is_ok() {
+                self.close_handle(k, false);
+            }
             self.closed_old_handles.insert(k);
         }
+        Ok(())
     }
 
     fn close_handle(&mut self, k: HandleKey, failed: bool) {

@@ -622,12 +622,12 @@ fn ephemeral_file_is_deleted_when_its_last_handle_closes() {
     let ha = t.open_ok(&a, "/ls/local/e", intent::ALL, 0, eph, 0.0);
     let hb = t.open_ok(&b, "/ls/local/e", intent::READ, 0, None, 0.0);
     assert!(ha.stat.ephemeral);
-    t.m.close(&a, &ha.handle, t.at(1.0));
+    t.m.close(&a, &ha.handle, t.at(1.0)).unwrap();
     assert!(t
         .open(&b, "/ls/local/e", intent::READ, 0, None, 1.0)
         .is_ok());
     t.m.take_output();
-    t.m.close(&b, &hb.handle, t.at(1.0));
+    t.m.close(&b, &hb.handle, t.at(1.0)).unwrap();
     // b had a second handle from the check above; close it through session end.
     t.m.close_session(&b, t.at(1.0)).unwrap();
     let out = t.m.take_output();
@@ -865,67 +865,204 @@ fn acl_files_govern_open_and_delete() {
     t.open_ok(&alice, "/ls/local/secure/f", intent::WRITE, 0, None, 1.0);
 }
 
-#[test]
-fn recovery_bumps_the_epoch_and_keeps_sessions_nodes_and_locks() {
-    let mut t = T::new();
-    let a = t.session(0.0);
-    let f = t.file(&a, "/ls/local/f", b"data", 0.0);
-    t.m.try_acquire(&a, &f.handle, LockMode::Exclusive, t.at(0.0))
-        .unwrap();
-    // Replay everything the master produced into a memory snapshot.
-    let t0 = Instant::now();
-    let mut m =
-        Master::recover(CoreConfig::new("c0", "local"), Snapshot::default(), t0, 7).unwrap();
-    let mut all = m.take_output().mutations;
-    let c = m.create_session("alice", t0).unwrap();
-    let ctx = Ctx {
+fn ctx_of(c: &SessionCreated) -> Ctx {
+    Ctx {
         session: c.id,
         secret: c.secret,
-        epoch: 1,
-    };
-    let o = done(m.open(
-        &ctx,
-        &OpenArgs {
-            path: "/ls/local/f".into(),
-            intent: intent::ALL,
-            events: 0,
-            lock_delay: Duration::ZERO,
-            create: file(b"data"),
-            read: false,
-        },
+        epoch: c.epoch,
+    }
+}
+
+fn open_args(
+    path: &str,
+    intent_bits: u32,
+    lock_delay: f64,
+    create: Option<CreateArgs>,
+) -> OpenArgs {
+    OpenArgs {
+        path: path.into(),
+        intent: intent_bits,
+        events: 0,
+        lock_delay: secs(lock_delay),
+        create,
+        read: false,
+    }
+}
+
+fn ephemeral() -> Option<CreateArgs> {
+    Some(CreateArgs {
+        kind: NodeKind::File,
+        ephemeral: true,
+        contents: vec![],
+        acl: None,
+        exclusive: false,
+    })
+}
+
+/// Runs the old master, then recovers a new one from everything it persisted.
+#[test]
+fn new_master_runs_the_failover_procedure() {
+    let t0 = Instant::now();
+    let at = |s: f64| t0 + secs(s);
+    let mut cfg = CoreConfig::new("c0", "local");
+    cfg.ephemeral_cleanup = secs(60.0);
+    let mut m = Master::recover(cfg.clone(), Snapshot::default(), t0, 7).unwrap();
+    let a = ctx_of(&m.create_session("a", t0).unwrap());
+    let b = ctx_of(&m.create_session("b", t0).unwrap());
+    let fa = done(m.open(
+        &a,
+        &open_args("/ls/local/f", intent::ALL, 0.0, file(b"data")),
         t0,
     ));
-    m.try_acquire(&ctx, &o.handle, LockMode::Exclusive, t0)
+    m.try_acquire(&a, &fa.handle, LockMode::Exclusive, t0)
         .unwrap();
-    all.extend(m.take_output().mutations);
-    let snap = snapshot_of(all);
-    let mut m2 = Master::recover(CoreConfig::new("c0", "local"), snap, t0, 8).unwrap();
+    let ea = done(m.open(
+        &a,
+        &open_args("/ls/local/ea", intent::ALL, 0.0, ephemeral()),
+        t0,
+    ));
+    done(m.open(
+        &b,
+        &open_args("/ls/local/g", intent::ALL, 0.0, file(b"")),
+        t0,
+    ));
+    let gb = done(m.open(&b, &open_args("/ls/local/g", intent::WRITE, 5.0, None), t0));
+    m.try_acquire(&b, &gb.handle, LockMode::Shared, t0).unwrap();
+    done(m.open(
+        &b,
+        &open_args("/ls/local/eb", intent::ALL, 0.0, ephemeral()),
+        t0,
+    ));
+    let snap = snapshot_of(m.take_output().mutations);
+
+    // The new master: epoch 2, sessions and locks back, everything but KeepAlive refused.
+    let mut m2 = Master::recover(cfg, snap, t0, 8).unwrap();
     assert_eq!(m2.epoch(), 2);
     let st = m2.status();
-    assert_eq!((st.sessions, st.held_locks), (1, 1));
-    // The session is told of the failover in its next KeepAlive.
-    let ctx2 = Ctx {
+    assert_eq!((st.sessions, st.held_locks), (2, 2));
+    assert!(m2.recovering());
+    let a2 = Ctx {
         epoch: 2,
-        ..ctx.clone()
+        ..a.clone()
     };
-    let Reply::Done(r) = m2.keepalive(&ctx2, 0, t0).unwrap() else {
-        panic!("failover event not delivered at once")
+    assert_eq!(
+        m2.get_contents(&a, &fa.handle, t0).unwrap_err().code,
+        ErrorCode::StaleEpoch
+    );
+    assert_eq!(
+        m2.get_contents(&a2, &fa.handle, t0).unwrap_err().code,
+        ErrorCode::FailoverInProgress
+    );
+    assert_eq!(
+        m2.create_session("c", t0).unwrap_err().code,
+        ErrorCode::FailoverInProgress
+    );
+    // a's KeepAlive brings the fail-over event at once; a acknowledges it.
+    let Reply::Done(r) = m2.keepalive(&a2, 0, at(0.5)).unwrap() else {
+        panic!("not at once")
     };
     assert_eq!(
         r.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
         vec![EventKind::MasterFailover]
     );
-    // The old handle is recreated on use, with the new epoch in the context.
-    let ctx2 = Ctx { epoch: 2, ..ctx };
-    let (data, _, _) = m2.get_contents(&ctx2, &o.handle, t0).unwrap();
+    let _ = m2.keepalive(&a2, r.events[0].seq, at(0.6)).unwrap();
+    assert!(m2.recovering(), "b has not acknowledged yet");
+    // b never comes back: once its (restored, full) lease runs out the master serves all.
+    m2.tick(at(11.9));
+    assert!(m2.recovering());
+    let _ = m2.keepalive(&a2, r.events[0].seq, at(11.0));
+    m2.tick(at(12.1));
+    assert!(!m2.recovering());
+    // a's old handles are recreated on use; its lock is still its own.
+    let (data, _, _) = m2.get_contents(&a2, &fa.handle, at(12.2)).unwrap();
     assert_eq!(data, b"data");
-    // Once closed in this epoch, it cannot be recreated by a replayed request.
-    m2.close(&ctx2, &o.handle, t0);
+    m2.get_stat(&a2, &ea.handle, at(12.2)).unwrap();
+    let c = ctx_of(&m2.create_session("c", at(12.2)).unwrap());
+    let fc = done(m2.open(
+        &c,
+        &open_args("/ls/local/f", intent::WRITE, 0.0, None),
+        at(12.2),
+    ));
     assert_eq!(
-        m2.get_stat(&ctx2, &o.handle, t0).unwrap_err().code,
+        m2.try_acquire(&c, &fc.handle, LockMode::Exclusive, at(12.2))
+            .unwrap_err()
+            .code,
+        ErrorCode::LockHeld
+    );
+    // b's shared lock was released when b expired, but only after its lock-delay (5 s).
+    let gc = done(m2.open(
+        &c,
+        &open_args("/ls/local/g", intent::WRITE, 0.0, None),
+        at(12.2),
+    ));
+    let e = m2
+        .try_acquire(&c, &gc.handle, LockMode::Exclusive, at(12.3))
+        .unwrap_err();
+    assert!(e.message.contains("lock-delay"), "{}", e.message);
+    m2.tick(at(17.2));
+    m2.try_acquire(&c, &gc.handle, LockMode::Exclusive, at(17.2))
+        .unwrap();
+    // Step 9: after the interval, b's ephemeral file (never reopened) goes; a's stays.
+    let mut now = 17.2;
+    let mut step = 0;
+    while now < 61.0 {
+        now += 0.5;
+        step += 1;
+        if step % 10 == 0 {
+            let _ = m2.keepalive(&a2, 0, at(now));
+            let _ = m2.keepalive(&c, 0, at(now));
+        }
+        m2.tick(at(now));
+    }
+    assert_eq!(
+        m2.open(&c, &open_args("/ls/local/eb", 0, 0.0, None), at(now))
+            .unwrap_err()
+            .code,
+        ErrorCode::NotFound
+    );
+    done(m2.open(&c, &open_args("/ls/local/ea", 0, 0.0, None), at(now)));
+    // A recreated handle, once closed, is not recreated by a replayed request.
+    m2.close(&a2, &fa.handle, at(now)).unwrap();
+    assert_eq!(
+        m2.get_stat(&a2, &fa.handle, at(now)).unwrap_err().code,
         ErrorCode::HandleInvalid
     );
-    let _ = f;
+    m2.close(&a2, &fa.handle, at(now)).unwrap();
+    assert_eq!(
+        m2.get_contents(&a2, &fa.handle, at(now)).unwrap_err().code,
+        ErrorCode::HandleInvalid
+    );
+    // Its lock went with it (a clean close: no lock-delay).
+    m2.try_acquire(&c, &fc.handle, LockMode::Exclusive, at(now))
+        .unwrap();
+}
+
+#[test]
+fn a_fresh_store_needs_no_recovery_and_a_restart_without_sessions_serves_at_once() {
+    let t0 = Instant::now();
+    let mut m =
+        Master::recover(CoreConfig::new("c0", "local"), Snapshot::default(), t0, 1).unwrap();
+    assert!(!m.recovering());
+    let snap = snapshot_of(m.take_output().mutations);
+    let m2 = Master::recover(CoreConfig::new("c0", "local"), snap, t0, 2).unwrap();
+    assert_eq!(m2.epoch(), 2);
+    assert!(!m2.recovering());
+}
+
+#[test]
+fn the_longest_lease_ever_granted_is_what_restored_sessions_get() {
+    let t0 = Instant::now();
+    let mut long = CoreConfig::new("c0", "local");
+    long.lease = secs(30.0);
+    let mut m = Master::recover(long, Snapshot::default(), t0, 1).unwrap();
+    m.create_session("a", t0).unwrap();
+    let snap = snapshot_of(m.take_output().mutations);
+    // Restarted with a shorter configured lease: sessions still get 30 s.
+    let mut m2 = Master::recover(CoreConfig::new("c0", "local"), snap, t0, 2).unwrap();
+    m2.tick(t0 + secs(29.0));
+    assert_eq!(m2.status().sessions, 1);
+    m2.tick(t0 + secs(30.1));
+    assert_eq!(m2.status().sessions, 0);
 }
 
 fn snapshot_of(muts: Vec<Mutation>) -> Snapshot {

@@ -324,6 +324,7 @@ mod tests {
             next_instance: 100 + epoch,
             deployment: "local".into(),
             cell: "c0".into(),
+            max_lease_granted_ms: 12_000,
         }
     }
 

@@ -85,6 +85,10 @@ pub struct MetaRecord {
     pub next_instance: u64,
     pub deployment: String,
     pub cell: String,
+    /// The longest lease any master of this cell has granted (ms). A new master extends
+    /// every restored session to this, since the previous master may have promised it.
+    #[serde(default)]
+    pub max_lease_granted_ms: u64,
 }
 
 /// One durable change. A batch of them is applied atomically, in order.
