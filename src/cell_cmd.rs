@@ -36,6 +36,10 @@ pub struct CellArgs {
     /// Largest file in bytes (≤ 262144). Env WARREN_MAX_FILE_SIZE.
     #[arg(long)]
     max_file_size: Option<String>,
+    /// After a failover, how long ephemeral nodes wait to be reopened before deletion,
+    /// e.g. `60s`. Env WARREN_EPHEMERAL_CLEANUP.
+    #[arg(long)]
+    ephemeral_cleanup: Option<String>,
 }
 
 fn sources(a: &CellArgs) -> Result<Sources, warren_config::ConfigError> {
@@ -52,6 +56,7 @@ fn sources(a: &CellArgs) -> Result<Sources, warren_config::ConfigError> {
         ("deployment", &a.deployment),
         ("lease", &a.lease),
         ("max_file_size", &a.max_file_size),
+        ("ephemeral_cleanup", &a.ephemeral_cleanup),
     ];
     for (k, v) in flags {
         if let Some(v) = v {

@@ -1,8 +1,9 @@
 //! The admin HTTP endpoint (hyper): `/metrics` (Prometheus text from the `metrics`
 //! crate), `/healthz`, `/readyz` (the master has loaded its state and serves) and
-//! `/status` (JSON: name, epoch, role, sessions, nodes, …).
+//! `/status` (JSON: name, epoch, role, sessions, nodes, …). `/readyz` is 200 only on a master
+//! that serves all operations (standbys and recovering masters answer 503).
 
-use crate::server::Shared;
+use crate::server::Node;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
@@ -37,7 +38,7 @@ fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full
 
 async fn handle(
     req: Request<hyper::body::Incoming>,
-    shared: Arc<Shared>,
+    shared: Arc<Node>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::GET {
         return Ok(reply(
@@ -53,7 +54,24 @@ async fn handle(
             prometheus().render(),
         ),
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
-        "/readyz" => reply(StatusCode::OK, "text/plain", "ready\n"),
+        "/readyz" => {
+            let st = shared.status();
+            if st.role == "master" && st.serving {
+                reply(StatusCode::OK, "text/plain", "ready\n")
+            } else if st.role == "master" {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "recovering from a failover\n",
+                )
+            } else {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("standby; master is {:?}\n", st.master),
+                )
+            }
+        }
         "/status" => {
             let body = serde_json::to_string_pretty(&shared.status())
                 .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
@@ -68,7 +86,7 @@ async fn handle(
 }
 
 /// Serves the admin endpoint on `listener` until the task is aborted.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<crate::server::Node>) {
     prometheus();
     loop {
         let Ok((stream, _)) = listener.accept().await else {

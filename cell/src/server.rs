@@ -31,6 +31,8 @@ pub struct CellOptions {
     pub advertise: Option<String>,
     /// How often time-driven work runs (KeepAlive replies, expiry, lock timeouts).
     pub tick: Duration,
+    /// This replica's id within its cell (etcd store; empty for the embedded store).
+    pub replica: String,
 }
 
 impl CellOptions {
@@ -39,6 +41,7 @@ impl CellOptions {
             core,
             advertise: None,
             tick: Duration::from_millis(50),
+            replica: String::new(),
         }
     }
 }
@@ -61,12 +64,12 @@ struct Durable {
 
 type WakeTx = oneshot::Sender<Result<(Wake, u64), Status>>;
 
-struct State {
-    master: Master,
+pub(crate) struct State {
+    pub(crate) master: Master,
     waiters: HashMap<WaiterId, WakeTx>,
     /// Sequence number of the last batch of mutations handed to the writer.
     applied: u64,
-    closing: bool,
+    pub(crate) closing: bool,
 }
 
 /// Shared by the service, the ticker and the admin endpoint.
@@ -74,8 +77,6 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     writer: mpsc::UnboundedSender<(u64, Vec<Mutation>)>,
     durable: watch::Receiver<Durable>,
-    pub(crate) advertise: String,
-    pub(crate) store_kind: &'static str,
 }
 
 /// A snapshot for `/status`.
@@ -83,10 +84,18 @@ pub(crate) struct Shared {
 pub struct CellStatus {
     pub name: String,
     pub deployment: String,
+    /// This replica's id (empty for a single-replica cell).
+    pub replica: String,
     pub epoch: u64,
+    /// `master` or `standby`.
     pub role: &'static str,
+    /// The master's address, if known.
     pub master: String,
     pub store: &'static str,
+    /// `ok`, or what is wrong with the store (etcd unreachable, …).
+    pub store_health: String,
+    /// The master accepts all operations (not recovering from a failover).
+    pub serving: bool,
     pub sessions: usize,
     pub nodes: usize,
     pub handles: usize,
@@ -136,7 +145,7 @@ impl Drop for CancelGuard<'_> {
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -234,23 +243,6 @@ impl Shared {
         }
     }
 
-    pub(crate) fn status(&self) -> CellStatus {
-        let st = self.lock();
-        let s = st.master.status();
-        CellStatus {
-            name: s.cell,
-            deployment: s.deployment,
-            epoch: s.epoch,
-            role: "master",
-            master: self.advertise.clone(),
-            store: self.store_kind,
-            sessions: s.sessions,
-            nodes: s.nodes,
-            handles: s.handles,
-            held_locks: s.held_locks,
-        }
-    }
-
     fn tick(&self) {
         let mut st = self.lock();
         st.master.tick(Instant::now());
@@ -262,7 +254,7 @@ impl Shared {
     }
 
     /// Fails every parked operation so graceful shutdown does not wait on long-polls.
-    fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut st = self.lock();
         st.closing = true;
         for (_, tx) in st.waiters.drain() {
@@ -271,21 +263,248 @@ impl Shared {
     }
 }
 
+/// This replica's part in its cell right now.
+pub(crate) enum Role {
+    /// Not (yet, or no longer) master: answers `Locate` and `NOT_MASTER{master}`.
+    Standby {
+        master: String,
+        epoch: u64,
+    },
+    Master(Arc<Shared>),
+}
+
+/// One replica of a cell: what the gRPC service and the admin endpoint see. Its role
+/// changes as it wins or loses mastership; the service is up from the start, so `Locate`
+/// is answered before anything else (SPEC §5 step 2).
+pub(crate) struct Node {
+    role: std::sync::RwLock<Role>,
+    pub(crate) cell: String,
+    pub(crate) deployment: String,
+    pub(crate) advertise: String,
+    pub(crate) replica: String,
+    pub(crate) store_kind: &'static str,
+    /// Last known health of the store backend (etcd), for `/status`.
+    pub(crate) store_health: std::sync::RwLock<String>,
+}
+
+impl Node {
+    pub(crate) fn new(
+        opts: &CellOptions,
+        advertise: String,
+        store_kind: &'static str,
+    ) -> Arc<Node> {
+        Arc::new(Node {
+            role: std::sync::RwLock::new(Role::Standby {
+                master: String::new(),
+                epoch: 0,
+            }),
+            cell: opts.core.cell.clone(),
+            deployment: opts.core.deployment.clone(),
+            advertise,
+            replica: opts.replica.clone(),
+            store_kind,
+            store_health: std::sync::RwLock::new("ok".into()),
+        })
+    }
+
+    pub(crate) fn set_role(&self, r: Role) {
+        let old = std::mem::replace(
+            &mut *self.role.write().unwrap_or_else(|p| p.into_inner()),
+            r,
+        );
+        if let Role::Master(shared) = old {
+            shared.close();
+        }
+    }
+
+    /// The current master term, or `NOT_MASTER` naming the master if known.
+    pub(crate) fn master(&self) -> Result<Arc<Shared>, Status> {
+        match &*self.role.read().unwrap_or_else(|p| p.into_inner()) {
+            Role::Master(s) => Ok(s.clone()),
+            Role::Standby { master, .. } => Err(WarrenError::not_master(master.clone()).into()),
+        }
+    }
+
+    fn locate(&self) -> pb::LocateResponse {
+        let mut r = pb::LocateResponse {
+            cell: self.cell.clone(),
+            deployment: self.deployment.clone(),
+            ..Default::default()
+        };
+        match &*self.role.read().unwrap_or_else(|p| p.into_inner()) {
+            Role::Master(shared) => {
+                let st = shared.lock();
+                r.master = self.advertise.clone();
+                r.epoch = st.master.epoch();
+                r.is_master = true;
+                r.serving = !st.closing && !st.master.recovering();
+            }
+            Role::Standby { master, epoch } => {
+                r.master = master.clone();
+                r.epoch = *epoch;
+            }
+        }
+        r
+    }
+
+    pub(crate) fn status(&self) -> CellStatus {
+        let health = self
+            .store_health
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut st = CellStatus {
+            name: self.cell.clone(),
+            deployment: self.deployment.clone(),
+            replica: self.replica.clone(),
+            epoch: 0,
+            role: "standby",
+            master: String::new(),
+            store: self.store_kind,
+            store_health: health,
+            sessions: 0,
+            nodes: 0,
+            handles: 0,
+            held_locks: 0,
+            serving: false,
+        };
+        match &*self.role.read().unwrap_or_else(|p| p.into_inner()) {
+            Role::Master(shared) => {
+                let g = shared.lock();
+                let s = g.master.status();
+                st.role = "master";
+                st.master = self.advertise.clone();
+                st.epoch = s.epoch;
+                st.sessions = s.sessions;
+                st.nodes = s.nodes;
+                st.handles = s.handles;
+                st.held_locks = s.held_locks;
+                st.serving = !g.closing && !g.master.recovering();
+            }
+            Role::Standby { master, epoch } => {
+                st.master = master.clone();
+                st.epoch = *epoch;
+            }
+        }
+        st
+    }
+
+    pub(crate) fn is_master(&self) -> bool {
+        matches!(
+            &*self.role.read().unwrap_or_else(|p| p.into_inner()),
+            Role::Master(_)
+        )
+    }
+}
+
 /// What [`run`] hands back once the cell is serving (through `on_ready`).
 #[derive(Clone)]
 pub struct CellHandle {
-    shared: Arc<Shared>,
+    node: Arc<Node>,
 }
 
 impl CellHandle {
     pub fn status(&self) -> CellStatus {
-        self.shared.status()
+        self.node.status()
     }
 }
 
-/// Starts a cell on `listener` with `store`; returns when `shutdown` completes (after a
-/// graceful stop) or when the store fails. `on_ready` is called once the master has
-/// recovered its state and is serving.
+/// One master term: the master recovered from `store`, its group-commit writer and its
+/// ticker. Ends when the store fails (or fences it off) or when it is closed.
+pub(crate) struct Term {
+    pub(crate) shared: Arc<Shared>,
+    writer: tokio::task::JoinHandle<()>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Term {
+    /// Runs the new-master procedure's first steps: load, bump the epoch durably, rebuild.
+    pub(crate) async fn start(
+        store: Arc<dyn Store>,
+        opts: &CellOptions,
+    ) -> Result<Term, CellError> {
+        let snapshot = store.load().await?;
+        let seed: u64 = rand::random();
+        let mut master = Master::recover(opts.core.clone(), snapshot, Instant::now(), seed)
+            .map_err(|e| CellError::Startup(e.message))?;
+        // The new epoch (and a fresh store's root) must be durable before anything is served.
+        let boot = master.take_output();
+        store.commit(boot.mutations).await?;
+        let (writer_tx, writer_rx) = mpsc::unbounded_channel();
+        let (durable_tx, durable_rx) = watch::channel(Durable::default());
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                master,
+                waiters: HashMap::new(),
+                applied: 0,
+                closing: false,
+            }),
+            writer: writer_tx,
+            durable: durable_rx,
+        });
+        let writer = tokio::spawn(write_loop(store.clone(), writer_rx, durable_tx));
+        let ticker = {
+            let shared = shared.clone();
+            let period = opts.tick;
+            tokio::spawn(async move {
+                let mut iv = tokio::time::interval(period);
+                iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    iv.tick().await;
+                    shared.tick();
+                }
+            })
+        };
+        Ok(Term {
+            shared,
+            writer,
+            ticker,
+        })
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.shared.lock().master.epoch()
+    }
+
+    /// Resolves with the store's error once a commit fails (the term is then over).
+    pub(crate) async fn failed(&self) -> String {
+        let mut rx = self.shared.durable.clone();
+        let r = match rx.wait_for(|d| d.failed.is_some()).await {
+            Ok(d) => d.failed.clone().unwrap_or_default(),
+            Err(_) => "the store writer stopped".into(),
+        };
+        r
+    }
+
+    /// Ends the term: parked calls fail, time stops, queued writes finish (or fail).
+    pub(crate) async fn end(self) {
+        self.shared.close();
+        self.ticker.abort();
+        drop(self.shared);
+        let _ = self.writer.await;
+    }
+}
+
+/// Serves the gRPC service for `node` on `listener` until `stop` resolves.
+pub(crate) async fn serve_grpc(
+    listener: TcpListener,
+    node: Arc<Node>,
+    stop: impl Future<Output = ()> + Send,
+) -> Result<(), CellError> {
+    let svc = WarrenServer::new(Service { node }).max_decoding_message_size(4 * 1024 * 1024);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await
+        .map_err(|e| CellError::Serve(e.to_string()))
+}
+
+/// Starts a single-replica cell on `listener` with `store` (the embedded store: a restart
+/// of the process is a failover). Returns when `shutdown` completes (after a graceful
+/// stop) or when the store fails. `on_ready` is called once the master has recovered its
+/// state and is serving.
 pub async fn run(
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
@@ -298,82 +517,43 @@ pub async fn run(
         .local_addr()
         .map_err(|e| CellError::Startup(e.to_string()))?;
     let advertise = opts.advertise.clone().unwrap_or_else(|| local.to_string());
-    let snapshot = store.load().await?;
-    let seed: u64 = rand::random();
-    let mut master = Master::recover(opts.core.clone(), snapshot, Instant::now(), seed)
-        .map_err(|e| CellError::Startup(e.message))?;
-    // The new epoch (and a fresh store's root) must be durable before anything is served.
-    let boot = master.take_output();
-    store.commit(boot.mutations).await?;
-    tracing::info!(cell = %opts.core.cell, epoch = master.epoch(), %advertise, store = store.kind(), "cell master serving");
-
-    let (writer_tx, writer_rx) = mpsc::unbounded_channel();
-    let (durable_tx, durable_rx) = watch::channel(Durable::default());
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            master,
-            waiters: HashMap::new(),
-            applied: 0,
-            closing: false,
-        }),
-        writer: writer_tx,
-        durable: durable_rx,
-        advertise,
-        store_kind: store.kind(),
-    });
-    let writer = tokio::spawn(write_loop(store.clone(), writer_rx, durable_tx));
-    let ticker = {
-        let shared = shared.clone();
-        let period = opts.tick;
-        tokio::spawn(async move {
-            let mut iv = tokio::time::interval(period);
-            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                iv.tick().await;
-                shared.tick();
-            }
-        })
-    };
-    let admin_task = admin_listener.map(|l| tokio::spawn(admin::serve(l, shared.clone())));
-
-    on_ready(CellHandle {
-        shared: shared.clone(),
-    });
-
-    let svc = WarrenServer::new(Service {
-        shared: shared.clone(),
-    })
-    .max_decoding_message_size(4 * 1024 * 1024);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let mut store_failed = shared.durable.clone();
-    let failed = async move {
-        let _ = store_failed.wait_for(|d| d.failed.is_some()).await;
-    };
-    let shared2 = shared.clone();
-    let stop = async move {
-        tokio::select! {
-            _ = shutdown => {}
-            _ = failed => {}
+    let node = Node::new(&opts, advertise.clone(), store.kind());
+    let admin_task = admin_listener.map(|l| tokio::spawn(admin::serve(l, node.clone())));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tokio::spawn(serve_grpc(listener, node.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    let term = Term::start(store.clone(), &opts).await;
+    let term = match term {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = stop_tx.send(());
+            let _ = grpc.await;
+            return Err(e);
         }
-        shared2.close();
     };
-    let served = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, stop)
-        .await;
-    ticker.abort();
+    tracing::info!(cell = %opts.core.cell, epoch = term.epoch(), %advertise, store = store.kind(), "cell master serving");
+    node.set_role(Role::Master(term.shared.clone()));
+    on_ready(CellHandle { node: node.clone() });
+    let failure = tokio::select! {
+        _ = shutdown => None,
+        f = term.failed() => Some(f),
+    };
+    node.set_role(Role::Standby {
+        master: String::new(),
+        epoch: term.epoch(),
+    });
+    term.end().await;
+    let _ = stop_tx.send(());
+    let served = grpc.await.map_err(|e| CellError::Serve(e.to_string()))?;
     if let Some(a) = admin_task {
         a.abort();
     }
-    // Let the writer finish what was queued, then stop it.
-    let failure = shared.durable.borrow().failed.clone();
-    drop(shared);
-    let _ = writer.await;
     if let Some(f) = failure {
+        tracing::error!(error = %f, "store failed; the cell stopped serving");
         return Err(CellError::Store(StoreError::Io(f)));
     }
-    served.map_err(|e| CellError::Serve(e.to_string()))
+    served
 }
 
 /// The group-commit writer: one store transaction for everything queued.
@@ -406,7 +586,7 @@ async fn write_loop(
 }
 
 struct Service {
-    shared: Arc<Shared>,
+    node: Arc<Node>,
 }
 
 fn observe<T>(method: &'static str, started: std::time::Instant, r: &Result<T, Status>) {
@@ -436,18 +616,7 @@ impl Warren for Service {
         &self,
         _req: Request<pb::LocateRequest>,
     ) -> Result<Response<pb::LocateResponse>, Status> {
-        rpc!("Locate", async {
-            let st = self.shared.lock();
-            Ok::<_, Status>(pb::LocateResponse {
-                cell: st.master.config().cell.clone(),
-                master: self.shared.advertise.clone(),
-                epoch: st.master.epoch(),
-                map_epoch: 0,
-                deployment: st.master.config().deployment.clone(),
-                is_master: true,
-                serving: !st.closing && !st.master.recovering(),
-            })
-        })
+        rpc!("Locate", async { Ok::<_, Status>(self.node.locate()) })
     }
 
     async fn create_session(
@@ -457,7 +626,8 @@ impl Warren for Service {
         let r = req.into_inner();
         rpc!("CreateSession", async {
             let c = self
-                .shared
+                .node
+                .master()?
                 .run(|m, now| m.create_session(&r.principal, now))
                 .await?;
             Ok::<_, Status>(pb::CreateSessionResponse {
@@ -479,7 +649,8 @@ impl Warren for Service {
         rpc!("KeepAlive", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let reply = match self
-                .shared
+                .node
+                .master()?
                 .run_parked(|m, now| m.keepalive(&ctx, r.ack_seq, now))
                 .await?
             {
@@ -504,7 +675,10 @@ impl Warren for Service {
         let r = req.into_inner();
         rpc!("CloseSession", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
-            self.shared.run(|m, now| m.close_session(&ctx, now)).await?;
+            self.node
+                .master()?
+                .run(|m, now| m.close_session(&ctx, now))
+                .await?;
             Ok::<_, Status>(pb::CloseSessionResponse {})
         })
     }
@@ -517,7 +691,11 @@ impl Warren for Service {
         rpc!("Open", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let args = edge::open_args(&r)?;
-            let ok = self.shared.write(|m, now| m.open(&ctx, &args, now)).await?;
+            let ok = self
+                .node
+                .master()?
+                .write(|m, now| m.open(&ctx, &args, now))
+                .await?;
             Ok::<_, Status>(pb::OpenResponse {
                 handle: ok.handle,
                 stat: Some(edge::stat(&ok.stat)),
@@ -536,7 +714,8 @@ impl Warren for Service {
         rpc!("Close", async {
             // Close never fails: a malformed context is simply nothing to close.
             if let Ok(ctx) = edge::ctx(r.ctx.as_ref()) {
-                self.shared
+                self.node
+                    .master()?
                     .run(|m, now| m.close(&ctx, &r.handle, now))
                     .await?;
             }
@@ -552,7 +731,8 @@ impl Warren for Service {
         rpc!("GetContentsAndStat", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let (contents, stat, cacheable) = self
-                .shared
+                .node
+                .master()?
                 .run(|m, now| m.get_contents(&ctx, &r.handle, now))
                 .await?;
             Ok::<_, Status>(pb::GetContentsAndStatResponse {
@@ -571,7 +751,8 @@ impl Warren for Service {
         rpc!("GetStat", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let (stat, cacheable) = self
-                .shared
+                .node
+                .master()?
                 .run(|m, now| m.get_stat(&ctx, &r.handle, now))
                 .await?;
             Ok::<_, Status>(pb::GetStatResponse {
@@ -589,7 +770,8 @@ impl Warren for Service {
         rpc!("ReadDir", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let (entries, stat, cacheable) = self
-                .shared
+                .node
+                .master()?
                 .run(|m, now| m.read_dir(&ctx, &r.handle, now))
                 .await?;
             Ok::<_, Status>(pb::ReadDirResponse {
@@ -614,7 +796,8 @@ impl Warren for Service {
         rpc!("SetContents", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let stat = self
-                .shared
+                .node
+                .master()?
                 .write(|m, now| {
                     m.set_contents(&ctx, &r.handle, &r.contents, r.if_content_generation, now)
                 })
@@ -638,7 +821,8 @@ impl Warren for Service {
                     .ok_or_else(|| WarrenError::invalid_argument("SetAcl needs acl"))?,
             );
             let stat = self
-                .shared
+                .node
+                .master()?
                 .write(|m, now| m.set_acl(&ctx, &r.handle, &acl, now))
                 .await?;
             Ok::<_, Status>(pb::SetAclResponse {
@@ -654,7 +838,8 @@ impl Warren for Service {
         let r = req.into_inner();
         rpc!("Delete", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
-            self.shared
+            self.node
+                .master()?
                 .write(|m, now| m.delete(&ctx, &r.handle, now))
                 .await?;
             Ok::<_, Status>(pb::DeleteResponse {})
@@ -671,7 +856,8 @@ impl Warren for Service {
             let mode = edge::lock_mode(r.mode)?;
             let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
             let seq = match self
-                .shared
+                .node
+                .master()?
                 .run_parked(|m, now| m.acquire(&ctx, &r.handle, mode, timeout, now))
                 .await?
             {
@@ -696,7 +882,8 @@ impl Warren for Service {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let mode = edge::lock_mode(r.mode)?;
             let seq = self
-                .shared
+                .node
+                .master()?
                 .run(|m, now| m.try_acquire(&ctx, &r.handle, mode, now))
                 .await?;
             Ok::<_, Status>(pb::AcquireResponse {
@@ -713,7 +900,8 @@ impl Warren for Service {
         rpc!("Release", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let was_held = self
-                .shared
+                .node
+                .master()?
                 .run(|m, now| m.release(&ctx, &r.handle, now))
                 .await?;
             Ok::<_, Status>(pb::ReleaseResponse { was_held })
@@ -728,7 +916,8 @@ impl Warren for Service {
         rpc!("GetSequencer", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let seq = self
-                .shared
+                .node
+                .master()?
                 .run(|m, now| m.get_sequencer(&ctx, &r.handle, now))
                 .await?;
             Ok::<_, Status>(pb::GetSequencerResponse {
@@ -745,7 +934,8 @@ impl Warren for Service {
         rpc!("SetSequencer", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let seq = edge::sequencer_in(r.sequencer.as_ref())?;
-            self.shared
+            self.node
+                .master()?
                 .run(|m, now| m.set_sequencer(&ctx, &r.handle, seq, now))
                 .await?;
             Ok::<_, Status>(pb::SetSequencerResponse {})
@@ -761,7 +951,8 @@ impl Warren for Service {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let seq = edge::sequencer_in(r.sequencer.as_ref())?;
             let current = self
-                .shared
+                .node
+                .master()?
                 .run(|m, now| m.check_sequencer(&ctx, &seq, now))
                 .await?;
             Ok::<_, Status>(pb::CheckSequencerResponse { current })

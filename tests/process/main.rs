@@ -4,6 +4,7 @@
 
 mod ctl;
 mod durability;
+mod failover;
 mod operate;
 
 use std::path::Path;
