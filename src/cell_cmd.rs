@@ -6,9 +6,10 @@ use clap::Args;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use warren_cell::replica::{run_replica, EtcdOptions};
 use warren_cell::server::CellOptions;
 use warren_cell::store::embedded::EmbeddedStore;
-use warren_config::{CellConfig, Sources};
+use warren_config::{CellConfig, Sources, StoreKind};
 
 #[derive(Args, Debug)]
 pub struct CellArgs {
@@ -40,6 +41,22 @@ pub struct CellArgs {
     /// e.g. `60s`. Env WARREN_EPHEMERAL_CLEANUP.
     #[arg(long)]
     ephemeral_cleanup: Option<String>,
+    /// `embedded` (default: one replica, redb in --data) or `etcd` (replicas campaign
+    /// through etcd). Env WARREN_STORE.
+    #[arg(long)]
+    store: Option<String>,
+    /// etcd client URLs, comma separated (with --store etcd). Env WARREN_ETCD.
+    #[arg(long)]
+    etcd: Option<String>,
+    /// This replica's id within the cell (with --store etcd). Env WARREN_REPLICA.
+    #[arg(long)]
+    replica: Option<String>,
+    /// TTL of the mastership lease in etcd, e.g. `2s`. Env WARREN_ETCD_LEASE.
+    #[arg(long)]
+    etcd_lease: Option<String>,
+    /// Most operations per etcd transaction (etcd's --max-txn-ops). Env WARREN_ETCD_MAX_TXN_OPS.
+    #[arg(long)]
+    etcd_max_txn_ops: Option<String>,
 }
 
 fn sources(a: &CellArgs) -> Result<Sources, warren_config::ConfigError> {
@@ -57,6 +74,11 @@ fn sources(a: &CellArgs) -> Result<Sources, warren_config::ConfigError> {
         ("lease", &a.lease),
         ("max_file_size", &a.max_file_size),
         ("ephemeral_cleanup", &a.ephemeral_cleanup),
+        ("store", &a.store),
+        ("etcd", &a.etcd),
+        ("replica", &a.replica),
+        ("etcd_lease", &a.etcd_lease),
+        ("etcd_max_txn_ops", &a.etcd_max_txn_ops),
     ];
     for (k, v) in flags {
         if let Some(v) = v {
@@ -97,21 +119,33 @@ pub async fn serve(cfg: &CellConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let store = EmbeddedStore::open(&cfg.data)?;
     let addr = listener.local_addr()?;
     let name = cfg.name.clone();
-    warren_cell::run(
-        listener,
-        admin,
-        Arc::new(store),
-        CellOptions::from_config(cfg),
-        move |_| {
-            println!("cells: {name}={addr}");
-            println!("ready");
-        },
-        shutdown_signal(),
-    )
-    .await?;
+    let banner = move |_| {
+        println!("cells: {name}={addr}");
+        println!("ready");
+    };
+    let opts = CellOptions::from_config(cfg);
+    match cfg.store {
+        StoreKind::Embedded => {
+            let store = EmbeddedStore::open(&cfg.data)?;
+            warren_cell::run(
+                listener,
+                admin,
+                Arc::new(store),
+                opts,
+                banner,
+                shutdown_signal(),
+            )
+            .await?;
+        }
+        StoreKind::Etcd => {
+            let mut etcd = EtcdOptions::new(cfg.etcd.clone());
+            etcd.lease_ttl = cfg.etcd_lease;
+            etcd.max_txn_ops = cfg.etcd_max_txn_ops;
+            run_replica(listener, admin, etcd, opts, banner, shutdown_signal()).await?;
+        }
+    }
     Ok(())
 }
 

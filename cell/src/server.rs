@@ -404,6 +404,10 @@ pub struct CellHandle {
 }
 
 impl CellHandle {
+    pub(crate) fn new(node: Arc<Node>) -> Self {
+        CellHandle { node }
+    }
+
     pub fn status(&self) -> CellStatus {
         self.node.status()
     }
@@ -969,6 +973,9 @@ impl CellOptions {
         core.max_lock_delay = c.max_lock_delay;
         core.max_file_size = c.max_file_size;
         core.ephemeral_cleanup = c.ephemeral_cleanup;
-        CellOptions::new(core)
+        CellOptions {
+            replica: c.replica.clone(),
+            ..CellOptions::new(core)
+        }
     }
 }

@@ -46,6 +46,27 @@ pub struct CellConfig {
     pub max_file_size: usize,
     /// After a failover, how long ephemeral nodes wait to be reopened before deletion.
     pub ephemeral_cleanup: Duration,
+    /// Where the cell's state lives: the embedded store in `data`, or an etcd cluster
+    /// shared by the cell's replicas.
+    pub store: StoreKind,
+    /// etcd client URLs (`http://host:port`), required with `store = "etcd"`.
+    pub etcd: Vec<String>,
+    /// This replica's id within the cell (`[a-z0-9-]`), required with `store = "etcd"`.
+    pub replica: String,
+    /// TTL of the etcd lease behind mastership (whole seconds, ≥ 1 s). A dead master is
+    /// replaced about this long after it stops renewing.
+    pub etcd_lease: Duration,
+    /// Most operations per etcd transaction; must not exceed the cluster's `--max-txn-ops`.
+    pub etcd_max_txn_ops: usize,
+}
+
+/// The `store` setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// One replica; redb in `data`. A restart is a failover.
+    Embedded,
+    /// Several replicas campaigning through etcd.
+    Etcd,
 }
 
 const FIELDS: &[FieldSpec] = &[
@@ -63,6 +84,11 @@ const FIELDS: &[FieldSpec] = &[
     spec("max_lock_delay", "WARREN_MAX_LOCK_DELAY"),
     spec("max_file_size", "WARREN_MAX_FILE_SIZE"),
     spec("ephemeral_cleanup", "WARREN_EPHEMERAL_CLEANUP"),
+    spec("store", "WARREN_STORE"),
+    spec("etcd", "WARREN_ETCD"),
+    spec("replica", "WARREN_REPLICA"),
+    spec("etcd_lease", "WARREN_ETCD_LEASE"),
+    spec("etcd_max_txn_ops", "WARREN_ETCD_MAX_TXN_OPS"),
 ];
 
 const fn spec(name: &'static str, env: &'static str) -> FieldSpec {
@@ -99,6 +125,11 @@ impl CellConfig {
             max_lock_delay: Duration::from_secs(60),
             max_file_size: FILE_SIZE_LIMIT,
             ephemeral_cleanup: Duration::from_secs(60),
+            store: StoreKind::Embedded,
+            etcd: Vec::new(),
+            replica: String::new(),
+            etcd_lease: Duration::from_secs(2),
+            etcd_max_txn_ops: 128,
         }
     }
 
@@ -113,10 +144,81 @@ impl CellConfig {
         let listen = layers
             .parse("listen", parse_listen_addr)?
             .ok_or_else(|| missing("listen", "\"0.0.0.0:7000\""))?;
-        let data = layers
-            .parse("data", |s| Ok(PathBuf::from(s)))?
-            .ok_or_else(|| missing("data", "\"/var/lib/warren\""))?;
+        let store = layers
+            .parse("store", |s| match s.trim() {
+                "embedded" => Ok(StoreKind::Embedded),
+                "etcd" => Ok(StoreKind::Etcd),
+                _ => Err(Bad {
+                    problem: "is not a store kind".into(),
+                    fix: "use \"embedded\" (the default) or \"etcd\"".into(),
+                }),
+            })?
+            .unwrap_or(StoreKind::Embedded);
+        let data = layers.parse("data", |s| Ok(PathBuf::from(s)))?;
+        let data = match (data, store) {
+            (Some(d), _) => d,
+            (None, StoreKind::Etcd) => PathBuf::new(),
+            (None, StoreKind::Embedded) => return Err(missing("data", "\"/var/lib/warren\"")),
+        };
         let mut config = Self::new(name, listen, data);
+        config.store = store;
+        if let Some(v) = layers.parse("etcd", |s| {
+            let urls: Vec<String> = s
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(|u| {
+                    if u.contains("://") {
+                        u.to_string()
+                    } else {
+                        format!("http://{u}")
+                    }
+                })
+                .collect();
+            if urls.is_empty() {
+                return Err(Bad {
+                    problem: "lists no endpoint".into(),
+                    fix:
+                        "give the etcd client URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379"
+                            .into(),
+                });
+            }
+            for u in &urls {
+                let hostport = u.split_once("://").map_or(u.as_str(), |x| x.1);
+                if hostport
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    return Err(Bad {
+                        problem: format!("{u:?} has no port"),
+                        fix: "write each endpoint as http://HOST:PORT".into(),
+                    });
+                }
+            }
+            Ok(urls)
+        })? {
+            config.etcd = v;
+        }
+        if let Some(v) = layers.parse("replica", text)? {
+            config.replica = v;
+        }
+        if let Some(v) = layers.parse("etcd_lease", duration)? {
+            config.etcd_lease = v;
+        }
+        if let Some(v) = layers.parse("etcd_max_txn_ops", |s| {
+            s.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or(Bad {
+                    problem: "is not a whole number of at least 1".into(),
+                    fix: "use etcd's --max-txn-ops (128 unless the cluster was started otherwise)"
+                        .into(),
+                })
+        })? {
+            config.etcd_max_txn_ops = v;
+        }
 
         if let Some(admin) = layers.parse("admin", |s| match s.trim() {
             "" | "none" | "off" => Ok(None),
@@ -167,7 +269,28 @@ impl CellConfig {
         check_cell_name(&self.name).map_err(|b| invalid("name", self.name.clone(), b))?;
         check_deployment(&self.deployment)
             .map_err(|b| invalid("deployment", self.deployment.clone(), b))?;
-        if self.data.as_os_str().is_empty() {
+        if self.store == StoreKind::Etcd {
+            if self.etcd.is_empty() {
+                return Err(missing("etcd", "\"http://127.0.0.1:2379\""));
+            }
+            check_cell_name(&self.replica).map_err(|b| {
+                if self.replica.is_empty() {
+                    missing("replica", "\"r1\"")
+                } else {
+                    invalid("replica", self.replica.clone(), b)
+                }
+            })?;
+            if self.etcd_lease < Duration::from_secs(1) || self.etcd_lease.subsec_nanos() != 0 {
+                return Err(invalid(
+                    "etcd_lease",
+                    fmt(self.etcd_lease),
+                    Bad {
+                        problem: "must be a whole number of seconds, at least 1s".into(),
+                        fix: "use e.g. 2s (etcd leases have whole-second TTLs)".into(),
+                    },
+                ));
+            }
+        } else if self.data.as_os_str().is_empty() {
             return Err(invalid(
                 "data",
                 String::new(),
@@ -335,9 +458,59 @@ mod tests {
                 max_lock_delay: Duration::from_secs(60),
                 max_file_size: 262_144,
                 ephemeral_cleanup: Duration::from_secs(60),
+                store: StoreKind::Embedded,
+                etcd: vec![],
+                replica: String::new(),
+                etcd_lease: Duration::from_secs(2),
+                etcd_max_txn_ops: 128,
             }
         );
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn etcd_store_settings() {
+        let s = Sources::new()
+            .with_flag("name", "c1")
+            .with_flag("listen", "127.0.0.1:7000")
+            .with_flag("store", "etcd")
+            .with_env("WARREN_ETCD", "127.0.0.1:2379, http://127.0.0.1:2380")
+            .with_flag("replica", "r2");
+        let c = CellConfig::load(&s).unwrap();
+        assert_eq!(c.store, StoreKind::Etcd);
+        assert_eq!(
+            c.etcd,
+            vec!["http://127.0.0.1:2379", "http://127.0.0.1:2380"]
+        );
+        assert_eq!(c.replica, "r2");
+        // etcd needs endpoints and a replica id; data is not needed.
+        let missing_etcd = Sources::new()
+            .with_flag("name", "c1")
+            .with_flag("listen", "127.0.0.1:7000")
+            .with_flag("store", "etcd")
+            .with_flag("replica", "r1");
+        assert_eq!(
+            CellConfig::load(&missing_etcd).unwrap_err().field(),
+            Some("etcd")
+        );
+        let missing_replica = Sources::new()
+            .with_flag("name", "c1")
+            .with_flag("listen", "127.0.0.1:7000")
+            .with_flag("store", "etcd")
+            .with_flag("etcd", "127.0.0.1:2379");
+        assert_eq!(
+            CellConfig::load(&missing_replica).unwrap_err().field(),
+            Some("replica")
+        );
+        let bad = s.clone().with_flag("etcd_lease", "1500ms");
+        assert_eq!(
+            CellConfig::load(&bad).unwrap_err().field(),
+            Some("etcd_lease")
+        );
+        let bad = s.clone().with_flag("store", "zookeeper");
+        assert_eq!(CellConfig::load(&bad).unwrap_err().field(), Some("store"));
+        let bad = s.with_flag("etcd", "127.0.0.1");
+        assert_eq!(CellConfig::load(&bad).unwrap_err().field(), Some("etcd"));
     }
 
     #[test]
@@ -556,7 +729,7 @@ mod tests {
                 fix:
                     "did you mean \"lease\"? the keys are: name, listen, admin, data, deployment, \
                       lease, keepalive_reply_before_end, max_lease, max_lock_delay, max_file_size, \
-                      ephemeral_cleanup"
+                      ephemeral_cleanup, store, etcd, replica, etcd_lease, etcd_max_txn_ops"
                         .into(),
             }
         );

@@ -16,7 +16,7 @@ mod error;
 mod parse;
 mod source;
 
-pub use cell::{CellConfig, FILE_SIZE_LIMIT, LEASE_LIMIT, LOCK_DELAY_LIMIT};
+pub use cell::{CellConfig, StoreKind, FILE_SIZE_LIMIT, LEASE_LIMIT, LOCK_DELAY_LIMIT};
 pub use client::{ClientConfig, DRIFT_LIMIT, PRINCIPAL_LIMIT};
 pub use error::{ConfigError, InvalidValue};
 pub use parse::{format_duration, parse_duration, DurationError};

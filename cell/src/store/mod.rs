@@ -9,6 +9,7 @@
 //! in order, and replies to the client only once the store says they are durable.
 
 pub mod embedded;
+pub mod etcd;
 pub mod memory;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,304 @@
+//! A replica of a cell on the etcd store: it campaigns for mastership through an etcd
+//! lease and election, serves as master while it can prove that lease, and as a standby
+//! (`Locate`, `NOT_MASTER{master}`) otherwise. SPEC §5.
+//!
+//! Safety rests on two independent guards:
+//! 1. **Fencing.** Every write is an etcd transaction conditional on this master's
+//!    election key ([`crate::store::etcd::Fence`]); once the lease behind it expires, no
+//!    write of this master can land, whatever it believes.
+//! 2. **Self-deposition.** The master serves only while its etcd lease is confirmed: a
+//!    keep-alive *sent* at local time `t` and answered proves the lease alive until etcd's
+//!    `t + ttl`; allowing clock-rate drift ρ, the master stops serving at local
+//!    `t + ttl / (1 + ρ)` unless a later keep-alive is answered. etcd cannot expire the
+//!    lease (and so no other replica can win) before that moment.
+
+use crate::admin;
+use crate::server::{serve_grpc, CellError, CellHandle, CellOptions, Node, Role, Term};
+use crate::store::etcd::{cell_prefix, EtcdStore, Fence};
+use crate::store::MetaRecord;
+use etcd_client::{Client, ConnectOptions};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+/// How a replica uses etcd.
+#[derive(Clone, Debug)]
+pub struct EtcdOptions {
+    /// Client URLs of the etcd members (`http://host:port`).
+    pub endpoints: Vec<String>,
+    /// TTL of the mastership lease (etcd rounds to whole seconds; ≥ 2 s with etcd's
+    /// default election timeout). Failover takes about this long after a master dies.
+    pub lease_ttl: Duration,
+    /// Allowed clock-rate drift ρ between this replica and etcd.
+    pub drift: f64,
+    /// Largest number of operations per transaction (etcd `--max-txn-ops`).
+    pub max_txn_ops: usize,
+}
+
+impl EtcdOptions {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        EtcdOptions {
+            endpoints,
+            lease_ttl: Duration::from_secs(2),
+            drift: 0.01,
+            max_txn_ops: 128,
+        }
+    }
+}
+
+async fn connect(etcd: &EtcdOptions) -> Result<Client, etcd_client::Error> {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2));
+    Client::connect(etcd.endpoints.clone(), Some(opts)).await
+}
+
+/// Bounds a single etcd call that must not block (everything but the campaign).
+async fn bounded<T>(f: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, String> {
+    match tokio::time::timeout(Duration::from_secs(3), f).await {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("etcd did not answer within 3 s".into()),
+    }
+}
+
+/// Runs one replica until `shutdown`. `on_ready` is called once its gRPC service is up
+/// (as a standby; it may become master any time after).
+pub async fn run_replica(
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    etcd: EtcdOptions,
+    opts: CellOptions,
+    on_ready: impl FnOnce(CellHandle) + Send,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), CellError> {
+    let local = listener
+        .local_addr()
+        .map_err(|e| CellError::Startup(e.to_string()))?;
+    let advertise = opts.advertise.clone().unwrap_or_else(|| local.to_string());
+    let node = Node::new(&opts, advertise.clone(), "etcd");
+    let admin_task = admin_listener.map(|l| tokio::spawn(admin::serve(l, node.clone())));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tokio::spawn(serve_grpc(listener, node.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    on_ready(CellHandle::new(node.clone()));
+    let prefix = cell_prefix(&opts.core.deployment, &opts.core.cell);
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        r = campaign_forever(&node, &etcd, &opts, &prefix) => r,
+        _ = &mut shutdown => Ok(()),
+    };
+    node.set_role(Role::Standby {
+        master: String::new(),
+        epoch: 0,
+    });
+    let _ = stop_tx.send(());
+    let _ = grpc.await;
+    if let Some(a) = admin_task {
+        a.abort();
+    }
+    result
+}
+
+/// Standby → campaign → master term → (lease lost or fenced) → standby … forever.
+async fn campaign_forever(
+    node: &Arc<Node>,
+    etcd: &EtcdOptions,
+    opts: &CellOptions,
+    prefix: &str,
+) -> Result<(), CellError> {
+    let election = format!("{prefix}election");
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let client = match connect(etcd).await {
+            Ok(c) => c,
+            Err(e) => {
+                set_health(
+                    node,
+                    format!("cannot reach etcd at {}: {e}", etcd.endpoints.join(",")),
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        match one_term(node, client, etcd, opts, prefix, &election).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "mastership attempt ended");
+                set_health(node, e);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn set_health(node: &Node, h: String) {
+    *node.store_health.write().unwrap_or_else(|p| p.into_inner()) = h;
+}
+
+/// Keeps a standby's view of the master (address and epoch) fresh while it campaigns.
+async fn watch_master(node: Arc<Node>, mut client: Client, election: String, prefix: String) {
+    loop {
+        let leader = bounded(client.leader(election.clone())).await;
+        let meta = bounded(client.get(format!("{prefix}meta"), None)).await;
+        match (&leader, &meta) {
+            (Ok(l), Ok(m)) => {
+                let master = l
+                    .kv()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+                    .unwrap_or_default();
+                let epoch = m
+                    .kvs()
+                    .first()
+                    .and_then(|kv| serde_json::from_slice::<MetaRecord>(kv.value()).ok())
+                    .map_or(0, |m| m.epoch);
+                if !node.is_master() {
+                    node.set_role(Role::Standby { master, epoch });
+                }
+                set_health(&node, "ok".into());
+            }
+            // "no leader" is an error from the election service, not a health problem.
+            (Err(e), Ok(_)) if e.contains("no leader") => {
+                if !node.is_master() {
+                    node.set_role(Role::Standby {
+                        master: String::new(),
+                        epoch: 0,
+                    });
+                }
+                set_health(&node, "ok".into());
+            }
+            (Err(e), _) | (_, Err(e)) => set_health(&node, format!("etcd: {e}")),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One lease: campaign with it, and if elected serve as master until it is lost.
+async fn one_term(
+    node: &Arc<Node>,
+    mut client: Client,
+    etcd: &EtcdOptions,
+    opts: &CellOptions,
+    prefix: &str,
+    election: &str,
+) -> Result<(), String> {
+    let ttl_secs = etcd.lease_ttl.as_secs().max(1) as i64;
+    let lease = bounded(client.lease_grant(ttl_secs, None)).await?;
+    let lease_id = lease.id();
+    let ttl = Duration::from_secs(lease.ttl().max(1) as u64);
+    // Keep the lease alive from now on, recording until when it is proven.
+    let (valid_tx, mut valid_rx) =
+        tokio::sync::watch::channel(Instant::now() + ttl.div_f64(1.0 + etcd.drift));
+    let keeper = {
+        let mut client = client.clone();
+        let drift = etcd.drift;
+        tokio::spawn(async move {
+            let Ok((mut keeper, mut stream)) = client.lease_keep_alive(lease_id).await else {
+                return;
+            };
+            loop {
+                let sent = Instant::now();
+                if keeper.keep_alive().await.is_err() {
+                    return;
+                }
+                match tokio::time::timeout(ttl / 2, stream.message()).await {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                        let _ = valid_tx
+                            .send(sent + Duration::from_secs(r.ttl() as u64).div_f64(1.0 + drift));
+                    }
+                    Ok(Ok(Some(_))) => return, // ttl 0: the lease is gone
+                    Ok(Ok(None)) | Ok(Err(_)) => return,
+                    Err(_) => {} // no answer yet: try again; validity runs out on its own
+                }
+                tokio::time::sleep(ttl / 4).await;
+            }
+        })
+    };
+    let watcher = tokio::spawn(watch_master(
+        node.clone(),
+        client.clone(),
+        election.to_string(),
+        prefix.to_string(),
+    ));
+    let guard = scopeguard(keeper, watcher);
+
+    // Campaign: blocks until this replica leads, or the lease dies.
+    let valid_check = valid_rx.clone();
+    let lease_dead = async move {
+        let mut rx = valid_check;
+        loop {
+            let until = *rx.borrow_and_update();
+            if Instant::now() >= until {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = rx.changed() => {}
+            }
+        }
+    };
+    let won = tokio::select! {
+        r = client.campaign(election.to_string(), node.advertise.clone(), lease_id) => r.map_err(|e| format!("campaign: {e}"))?,
+        _ = lease_dead => return Err("the mastership lease expired while campaigning".into()),
+    };
+    let leader = won.leader().ok_or("campaign returned no leader key")?;
+    let fence = Fence {
+        key: leader.key().to_vec(),
+        create_revision: leader.rev(),
+    };
+    drop(guard.1); // the standby watcher; this replica is master now
+    let store = EtcdStore::new(client.clone(), prefix.to_string(), Some(fence))
+        .with_limits(etcd.max_txn_ops, 1024 * 1024);
+    let term = match Term::start(Arc::new(store), opts).await {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = bounded(client.lease_revoke(lease_id)).await;
+            return Err(format!("elected, but could not take over: {e}"));
+        }
+    };
+    tracing::info!(cell = %opts.core.cell, replica = %opts.replica, epoch = term.epoch(), advertise = %node.advertise, "elected master");
+    metrics::counter!("warren_cell_elections_won_total").increment(1);
+    node.set_role(Role::Master(term.shared.clone()));
+    set_health(node, "ok".into());
+
+    // Serve until the lease cannot be proven any more, or a write is fenced off.
+    let reason = loop {
+        let until = *valid_rx.borrow_and_update();
+        if Instant::now() >= until {
+            break "its etcd lease could not be confirmed in time".to_string();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = valid_rx.changed() => {}
+            f = term.failed() => break format!("a write failed: {f}"),
+        }
+    };
+    tracing::warn!(cell = %opts.core.cell, replica = %opts.replica, %reason, "stopped serving as master");
+    metrics::counter!("warren_cell_depositions_total").increment(1);
+    let epoch = term.epoch();
+    node.set_role(Role::Standby {
+        master: String::new(),
+        epoch,
+    });
+    term.end().await;
+    let _ = bounded(client.lease_revoke(lease_id)).await;
+    drop(guard.0);
+    Err(format!("deposed: {reason}"))
+}
+
+/// Aborts background tasks when dropped.
+struct Abort(tokio::task::JoinHandle<()>);
+impl Drop for Abort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn scopeguard(a: tokio::task::JoinHandle<()>, b: tokio::task::JoinHandle<()>) -> (Abort, Abort) {
+    (Abort(a), Abort(b))
+}
