@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one cell (a master on an embedded store).
-    Cell(cell_cmd::CellArgs),
+    Cell(Box<cell_cmd::CellArgs>),
     /// Run a whole local deployment on embedded stores (for trying Warren out).
     Dev(dev::DevArgs),
     /// Operator and user commands against a running deployment.
@@ -45,7 +45,7 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Cell(a) => {
             init_tracing();
-            cell_cmd::run(a).await
+            cell_cmd::run(*a).await
         }
         Command::Dev(a) => {
             init_tracing();

@@ -485,7 +485,19 @@ impl Term {
         self.shared.close();
         self.ticker.abort();
         drop(self.shared);
-        let _ = self.writer.await;
+        // The writer ends once every holder of the term is gone (in-flight calls finish
+        // quickly: parked ones were just failed). Bounded, so a stuck store cannot hang
+        // shutdown.
+        let mut writer = self.writer;
+        if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "store writer did not finish within 5 s of the term's end; abandoning it"
+            );
+            writer.abort();
+        }
     }
 }
 

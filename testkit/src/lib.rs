@@ -1,10 +1,17 @@
 //! Harnesses for Warren's tests: in-process cells on ephemeral loopback ports
 //! ([`Cell::builder`]), the real `warren` binary as a child process ([`WarrenProcess`],
 //! killed with SIGKILL for failure tests), and [`wait_until`] for waiting on a predicate
-//! with a deadline instead of sleeping.
+//! with a deadline instead of sleeping. [`etcd::EtcdCluster`] runs real etcd members and
+//! [`bridge::Bridge`] injects network faults between tiers.
 //!
 //! Every harness binds before it spawns, so its address is known and connectable by the
 //! time the builder returns.
+
+pub mod bridge;
+pub mod etcd;
+
+pub use bridge::Bridge;
+pub use etcd::EtcdCluster;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +39,7 @@ impl Cell {
             data: None,
             memory: false,
             admin: false,
+            listen: None,
         }
     }
 }
@@ -43,9 +51,16 @@ pub struct CellBuilder {
     data: Option<PathBuf>,
     memory: bool,
     admin: bool,
+    listen: Option<SocketAddr>,
 }
 
 impl CellBuilder {
+    /// Listen on this address (default `127.0.0.1:0`); a restart on the same data and
+    /// address is a failover its clients can follow.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
     pub fn name(mut self, name: &str) -> Self {
         self.core.cell = name.to_string();
         self

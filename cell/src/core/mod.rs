@@ -264,13 +264,23 @@ struct Session {
     /// Highest seq ever delivered. While `acked < delivered_upto` the lease is not extended
     /// (rule (b) of SPEC §4: a session that never acknowledges expires within one lease).
     delivered_upto: u64,
-    /// The outstanding KeepAlive and when to answer it.
-    keepalive: Option<(WaiterId, Instant)>,
+    /// The outstanding KeepAlive.
+    keepalive: Option<HeldKeepAlive>,
     handles: BTreeSet<HandleKey>,
     /// Paths this session may have cached.
     cached: HashSet<String>,
     /// Invalidations sent and not yet acknowledged: seq → path.
     pending_invalidations: BTreeMap<u64, String>,
+}
+
+/// A KeepAlive the master holds (long-poll).
+#[derive(Clone, Copy)]
+struct HeldKeepAlive {
+    waiter: WaiterId,
+    /// When to answer it if nothing happens first.
+    until: Instant,
+    /// When it arrived: its reply's lease is counted from here.
+    received: Instant,
 }
 
 struct Handle {
@@ -642,19 +652,21 @@ impl Master {
             )));
         }
         self.acknowledge(sid, ack_seq);
-        if let Some((w, _)) = self.sessions.get_mut(&sid).and_then(|s| s.keepalive.take()) {
-            self.waiters.remove(&w);
-            let reply = self.keepalive_reply(sid);
-            self.out.wakes.push((w, Wake::KeepAlive(Ok(reply))));
+        if let Some(held) = self.sessions.get_mut(&sid).and_then(|s| s.keepalive.take()) {
+            self.answer_keepalive(sid, held);
         }
         let early = self.cfg.reply_before_end + self.jitter();
         let s = &self.sessions[&sid];
         let hold_until = s.lease_end.checked_sub(early).unwrap_or(now);
         if !s.events.is_empty() || hold_until <= now {
-            return Ok(Reply::Done(self.keepalive_reply(sid)));
+            return Ok(Reply::Done(self.keepalive_reply(sid, now)));
         }
         let w = self.new_waiter(WaiterKind::KeepAlive(sid));
-        self.sessions.get_mut(&sid).expect("checked").keepalive = Some((w, hold_until));
+        self.sessions.get_mut(&sid).expect("checked").keepalive = Some(HeldKeepAlive {
+            waiter: w,
+            until: hold_until,
+            received: now,
+        });
         Ok(Reply::Wait(w))
     }
 
@@ -704,8 +716,20 @@ impl Master {
         }
     }
 
-    /// Builds a KeepAlive reply for `sid` and extends its lease if it may be extended.
-    fn keepalive_reply(&mut self, sid: SessionId) -> KeepAliveReply {
+    /// Answers a held KeepAlive now.
+    fn answer_keepalive(&mut self, sid: SessionId, held: HeldKeepAlive) {
+        self.waiters.remove(&held.waiter);
+        let reply = self.keepalive_reply(sid, held.received);
+        self.out
+            .wakes
+            .push((held.waiter, Wake::KeepAlive(Ok(reply))));
+    }
+
+    /// Builds a reply, now, for a KeepAlive that arrived at `received`, extending the lease
+    /// if it may be extended. The lease in the reply is counted from `received`, so that
+    /// the client's local lease (its send time + that lease, SPEC §4) can never outlast
+    /// the master's, however long the request was held.
+    fn keepalive_reply(&mut self, sid: SessionId, received: Instant) -> KeepAliveReply {
         let now = self.now;
         let lease = self.cfg.lease;
         let s = self.sessions.get_mut(&sid).expect("live session");
@@ -716,7 +740,7 @@ impl Master {
             s.delivered_upto = s.delivered_upto.max(last.seq);
         }
         KeepAliveReply {
-            lease: s.lease_end.saturating_duration_since(now),
+            lease: s.lease_end.saturating_duration_since(received),
             events: s.events.iter().cloned().collect(),
             epoch: self.meta.epoch,
         }
@@ -742,10 +766,8 @@ impl Master {
             child: child.to_string(),
             change,
         });
-        if let Some((w, _)) = s.keepalive.take() {
-            self.waiters.remove(&w);
-            let reply = self.keepalive_reply(sid);
-            self.out.wakes.push((w, Wake::KeepAlive(Ok(reply))));
+        if let Some(held) = s.keepalive.take() {
+            self.answer_keepalive(sid, held);
         }
         Some(seq)
     }
@@ -808,9 +830,11 @@ impl Master {
         let pending: Vec<String> = std::mem::take(&mut s.pending_invalidations)
             .into_values()
             .collect();
-        if let Some((w, _)) = ka {
-            self.waiters.remove(&w);
-            self.out.wakes.push((w, Wake::KeepAlive(Err(why.clone()))));
+        if let Some(held) = ka {
+            self.waiters.remove(&held.waiter);
+            self.out
+                .wakes
+                .push((held.waiter, Wake::KeepAlive(Err(why.clone()))));
         }
         for p in cached {
             if let Some(set) = self.cachers.get_mut(&p) {
@@ -851,14 +875,12 @@ impl Master {
         let due: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.keepalive.is_some_and(|(_, t)| t <= now) && s.lease_end >= now)
+            .filter(|(_, s)| s.keepalive.is_some_and(|h| h.until <= now) && s.lease_end >= now)
             .map(|(id, _)| *id)
             .collect();
         for sid in due {
-            if let Some((w, _)) = self.sessions.get_mut(&sid).and_then(|s| s.keepalive.take()) {
-                self.waiters.remove(&w);
-                let reply = self.keepalive_reply(sid);
-                self.out.wakes.push((w, Wake::KeepAlive(Ok(reply))));
+            if let Some(held) = self.sessions.get_mut(&sid).and_then(|s| s.keepalive.take()) {
+                self.answer_keepalive(sid, held);
             }
         }
         let expired: Vec<SessionId> = self
@@ -928,7 +950,10 @@ impl Master {
         let s = self
             .sessions
             .values()
-            .map(|s| s.keepalive.map_or(s.lease_end, |(_, t)| t.min(s.lease_end)))
+            .map(|s| {
+                s.keepalive
+                    .map_or(s.lease_end, |h| h.until.min(s.lease_end))
+            })
             .min();
         let n = self
             .nodes
@@ -953,7 +978,7 @@ impl Master {
         match self.waiters.remove(&w) {
             Some(WaiterKind::KeepAlive(sid)) => {
                 if let Some(s) = self.sessions.get_mut(&sid) {
-                    if s.keepalive.is_some_and(|(id, _)| id == w) {
+                    if s.keepalive.is_some_and(|h| h.waiter == w) {
                         s.keepalive = None;
                     }
                 }

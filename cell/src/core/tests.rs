@@ -197,8 +197,9 @@ fn write_waits_for_a_caching_session_to_acknowledge() {
     assert_eq!(reply.events.len(), 1);
     assert_eq!(reply.events[0].kind, EventKind::Invalidate);
     assert_eq!(reply.events[0].path, "/ls/local/f");
-    // Rule (b): the reply that delivers the invalidation extends b's lease to a full lease.
-    assert_eq!(reply.lease, LEASE);
+    // Rule (b): the reply that delivers the invalidation extends b's lease to a full lease
+    // from now (t=2), reported from when the KeepAlive arrived (t=1).
+    assert_eq!(reply.lease, LEASE + secs(1.0));
     // Meanwhile the node is uncachable and still shows the old value (the write is not acknowledged).
     assert!(t.m.is_uncachable("/ls/local/f"));
     let oc = t.open_ok(&c, "/ls/local/f", intent::READ, 0, None, 2.5);
@@ -317,7 +318,48 @@ fn keepalive_is_held_until_shortly_before_the_lease_ends_and_superseded_by_a_new
     }
     let (at, reply) = answered.expect("never answered");
     assert!((21.39..=21.51).contains(&at), "answered at {at}");
-    assert_eq!(reply.lease, LEASE);
+    // A full lease from the answer, reported from when the KeepAlive arrived (t=10.5).
+    assert_eq!(reply.lease, secs(at + 12.0 - 10.5));
+}
+
+/// A client following SPEC §4 (local lease = send time + granted / (1 + ρ), next
+/// KeepAlive sent on each reply) never sees its local lease lapse while the master holds
+/// each KeepAlive until ~1 s before the lease ends.
+#[test]
+fn the_local_lease_never_lapses_between_held_keepalives() {
+    let mut t = T::new();
+    let a = t.session(0.0);
+    let rho = 0.01;
+    let mut sent = 0.0;
+    let mut w = waiter(t.m.keepalive(&a, 0, t.at(sent)));
+    let mut local_end = 12.0 / (1.0 + rho);
+    let mut now = 0.0;
+    let mut replies = 0;
+    while now < 120.0 {
+        now += 0.01;
+        t.m.tick(t.at(now));
+        for (id, wake) in t.wakes() {
+            if id != w {
+                continue;
+            }
+            let Wake::KeepAlive(Ok(r)) = wake else {
+                panic!("{wake:?}")
+            };
+            assert!(
+                now <= local_end,
+                "reply at {now} came after the local lease ended at {local_end}"
+            );
+            local_end = sent + r.lease.as_secs_f64() / (1.0 + rho);
+            replies += 1;
+            sent = now;
+            w = waiter(t.m.keepalive(&a, 0, t.at(sent)));
+        }
+        assert!(
+            now <= local_end + 0.011,
+            "local lease lapsed at {local_end} (now {now})"
+        );
+    }
+    assert!(replies >= 9, "{replies} replies in 120 s");
 }
 
 /// Acknowledges everything queued for `ctx`, returning the application events

@@ -46,6 +46,9 @@ pub fn cell_prefix(deployment: &str, cell: &str) -> String {
     format!("/warren/{deployment}/{cell}/")
 }
 
+/// A key and its final value in a batch (`None`: delete).
+type KeyOp = (Vec<u8>, Option<Vec<u8>>);
+
 fn hex(id: &[u8]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -79,10 +82,7 @@ impl EtcdStore {
     }
 
     /// The batch as final (key, value-or-delete) pairs, in first-touched order.
-    fn coalesce(
-        &self,
-        batch: Vec<Mutation>,
-    ) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+    fn coalesce(&self, batch: Vec<Mutation>) -> Result<Vec<KeyOp>, StoreError> {
         let json = |what: &str, r: Result<Vec<u8>, serde_json::Error>| {
             r.map_err(|e| StoreError::Io(format!("cannot encode {what}: {e}")))
         };
