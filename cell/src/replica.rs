@@ -14,9 +14,9 @@
 
 use crate::admin;
 use crate::server::{serve_grpc, CellError, CellHandle, CellOptions, Node, Role, Term};
-use crate::store::etcd::{cell_prefix, EtcdStore, Fence};
+use crate::store::etcd::{cell_prefix, connect_any, EtcdStore, Fence};
 use crate::store::MetaRecord;
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::Client;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,13 +46,6 @@ impl EtcdOptions {
             max_txn_ops: 128,
         }
     }
-}
-
-async fn connect(etcd: &EtcdOptions) -> Result<Client, etcd_client::Error> {
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2));
-    Client::connect(etcd.endpoints.clone(), Some(opts)).await
 }
 
 /// Bounds a single etcd call that must not block (everything but the campaign).
@@ -113,12 +106,15 @@ async fn campaign_forever(
     let election = format!("{prefix}election");
     let mut backoff = Duration::from_millis(100);
     loop {
-        let client = match connect(etcd).await {
-            Ok(c) => c,
-            Err(e) => {
+        let client = match connect_any(&etcd.endpoints).await {
+            Some(c) => c,
+            None => {
                 set_health(
                     node,
-                    format!("cannot reach etcd at {}: {e}", etcd.endpoints.join(",")),
+                    format!(
+                        "cannot reach any etcd member of {}",
+                        etcd.endpoints.join(",")
+                    ),
                 );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -197,25 +193,39 @@ async fn one_term(
     let keeper = {
         let mut client = client.clone();
         let drift = etcd.drift;
+        let endpoints = etcd.endpoints.clone();
         tokio::spawn(async move {
-            let Ok((mut keeper, mut stream)) = client.lease_keep_alive(lease_id).await else {
-                return;
-            };
-            loop {
-                let sent = Instant::now();
-                if keeper.keep_alive().await.is_err() {
-                    return;
-                }
-                match tokio::time::timeout(ttl / 2, stream.message()).await {
-                    Ok(Ok(Some(r))) if r.ttl() > 0 => {
-                        let _ = valid_tx
-                            .send(sent + Duration::from_secs(r.ttl() as u64).div_f64(1.0 + drift));
+            // Renew every ttl/4; if the member we talk to dies, renew through another.
+            // Validity only ever comes from an answered renewal, so reconnecting is safe.
+            for _ in 0..u32::MAX {
+                let Ok(Ok((mut keeper, mut stream))) =
+                    tokio::time::timeout(ttl / 4, client.lease_keep_alive(lease_id)).await
+                else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if let Some(c) = connect_any(&endpoints).await {
+                        client = c;
                     }
-                    Ok(Ok(Some(_))) => return, // ttl 0: the lease is gone
-                    Ok(Ok(None)) | Ok(Err(_)) => return,
-                    Err(_) => {} // no answer yet: try again; validity runs out on its own
+                    continue;
+                };
+                loop {
+                    let sent = Instant::now();
+                    if keeper.keep_alive().await.is_err() {
+                        break;
+                    }
+                    match tokio::time::timeout(ttl / 4, stream.message()).await {
+                        Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                            let valid =
+                                sent + Duration::from_secs(r.ttl() as u64).div_f64(1.0 + drift);
+                            let _ = valid_tx.send(valid);
+                        }
+                        Ok(Ok(Some(_))) => return, // ttl 0: the lease is gone for good
+                        Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
+                    }
+                    tokio::time::sleep(ttl / 4).await;
                 }
-                tokio::time::sleep(ttl / 4).await;
+                if let Some(c) = connect_any(&endpoints).await {
+                    client = c;
+                }
             }
         })
     };
@@ -253,6 +263,7 @@ async fn one_term(
     };
     drop(guard.1); // the standby watcher; this replica is master now
     let store = EtcdStore::new(client.clone(), prefix.to_string(), Some(fence))
+        .with_endpoints(etcd.endpoints.clone())
         .with_limits(etcd.max_txn_ops, 1024 * 1024);
     let term = match Term::start(Arc::new(store), opts).await {
         Ok(t) => t,

@@ -35,10 +35,43 @@ pub struct Fence {
 
 pub struct EtcdStore {
     client: Mutex<Client>,
+    /// All members' client URLs: after a transport failure the store reconnects to
+    /// another member and retries (etcd transactions here are idempotent: each batch
+    /// writes final values, and the fence makes a stale retry fail rather than apply).
+    endpoints: Vec<String>,
     prefix: String,
     fence: Option<Fence>,
     max_txn_ops: usize,
     max_txn_bytes: usize,
+}
+
+/// A client for the first of `endpoints` (tried in a rotating order) that answers a
+/// status request within a second. One member per client: a balanced channel keeps
+/// sending requests to a dead member.
+pub async fn connect_any(endpoints: &[String]) -> Option<Client> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = endpoints.len();
+    let start = NEXT.fetch_add(1, Ordering::Relaxed);
+    for k in 0..n {
+        let ep = &endpoints[(start + k) % n];
+        let opts = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(std::time::Duration::from_millis(500))
+            .with_keep_alive(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(1),
+            );
+        let attempt = async {
+            let mut c = Client::connect([ep.as_str()], Some(opts)).await.ok()?;
+            c.status().await.ok()?;
+            Some(c)
+        };
+        if let Ok(Some(c)) = tokio::time::timeout(std::time::Duration::from_secs(1), attempt).await
+        {
+            return Some(c);
+        }
+    }
+    None
 }
 
 /// The key prefix of a cell: `/warren/<deployment>/<cell>/`.
@@ -63,11 +96,18 @@ impl EtcdStore {
     pub fn new(client: Client, prefix: String, fence: Option<Fence>) -> Self {
         EtcdStore {
             client: Mutex::new(client),
+            endpoints: Vec::new(),
             prefix,
             fence,
             max_txn_ops: 128,
             max_txn_bytes: 1024 * 1024,
         }
+    }
+
+    /// The members to reconnect to after a transport failure.
+    pub fn with_endpoints(mut self, endpoints: Vec<String>) -> Self {
+        self.endpoints = endpoints;
+        self
     }
 
     /// Raises the per-transaction limits (they must not exceed etcd's own).
@@ -135,13 +175,30 @@ impl EtcdStore {
                 f.create_revision,
             )]);
         }
-        let resp = self
-            .client
-            .lock()
-            .await
-            .txn(txn.and_then(ops))
-            .await
-            .map_err(io)?;
+        let txn = txn.and_then(ops);
+        // A member may die under us: retry on another for a couple of seconds (the master
+        // deposes itself anyway once its lease cannot be confirmed).
+        let mut attempt = 0;
+        let resp = loop {
+            let r = {
+                let mut c = self.client.lock().await;
+                tokio::time::timeout(std::time::Duration::from_secs(2), c.txn(txn.clone())).await
+            };
+            match r {
+                Ok(Ok(resp)) => break resp,
+                Ok(Err(e)) if attempt >= 20 => return Err(io(e)),
+                Err(_) if attempt >= 20 => {
+                    return Err(StoreError::Io("etcd did not answer".into()))
+                }
+                _ => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    if let Some(c) = connect_any(&self.endpoints).await {
+                        *self.client.lock().await = c;
+                    }
+                }
+            }
+        };
         if !resp.succeeded() {
             return Err(StoreError::Fenced(
                 "the election key this master holds is gone or replaced; another replica is master"

@@ -1,0 +1,355 @@
+//! Three replicas of a cell over a three-member etcd cluster, as production runs them.
+
+use crate::harness::{file, locate, werr, Raw, Replicas};
+use std::time::{Duration, Instant};
+use warren_proto::pb;
+use warren_proto::ErrorCode;
+use warren_testkit::bridge::Bridge;
+use warren_testkit::etcd::EtcdCluster;
+
+/// Writes `n` files `/ls/local/w/<tag>-<i>` through `raw`; returns what was acknowledged.
+async fn write_files(raw: &mut Raw, tag: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    let mut acked = Vec::new();
+    for i in 0..n {
+        let path = format!("/ls/local/w/{tag}-{i}");
+        let value = format!("{tag} {i}").into_bytes();
+        let (p, v) = (path.clone(), value.clone());
+        let r = raw
+            .call(|mut c, ctx| {
+                let (p, v) = (p.clone(), v.clone());
+                async move {
+                    c.open(pb::OpenRequest {
+                        ctx,
+                        path: p,
+                        intent: 2,
+                        events: 0,
+                        lock_delay_ms: 0,
+                        create: file(&v, false),
+                        read: false,
+                    })
+                    .await
+                }
+            })
+            .await;
+        if r.is_ok() {
+            acked.push((path, value));
+        }
+    }
+    acked
+}
+
+async fn read(raw: &mut Raw, path: &str) -> Vec<u8> {
+    let p = path.to_string();
+    raw.call(|mut c, ctx| {
+        let p = p.clone();
+        async move {
+            c.open(pb::OpenRequest {
+                ctx,
+                path: p,
+                intent: 1,
+                events: 0,
+                lock_delay_ms: 0,
+                create: None,
+                read: true,
+            })
+            .await
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("acknowledged {path} is gone: {e:?}"))
+    .contents
+}
+
+async fn mkdir(raw: &mut Raw, path: &str) {
+    let p = path.to_string();
+    raw.call(|mut c, ctx| {
+        let p = p.clone();
+        async move {
+            let create = Some(pb::CreateSpec {
+                kind: pb::NodeKind::Directory as i32,
+                ephemeral: false,
+                initial_contents: vec![],
+                acl: None,
+                exclusive: false,
+            });
+            c.open(pb::OpenRequest {
+                ctx,
+                path: p,
+                intent: 2,
+                events: 0,
+                lock_delay_ms: 0,
+                create,
+                read: false,
+            })
+            .await
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_standby_takes_over_when_the_master_is_killed() {
+    let _etcd_bin = warren_testkit::require_etcd!();
+    let etcd = EtcdCluster::start(3).await;
+    let all = etcd.endpoints().join(",");
+    let mut cell = Replicas::start(vec![all.clone(), all.clone(), all], &[]).await;
+    let (m1, e1) = cell.master(Duration::from_secs(20)).await;
+
+    let mut holder = Raw::connect(&cell.addrs).await;
+    mkdir(&mut holder, "/ls/local/w").await;
+    let acked = write_files(&mut holder, "before", 50).await;
+    assert_eq!(acked.len(), 50);
+    // An exclusive lock and an ephemeral file.
+    let lock = holder
+        .call(|mut c, ctx| async move {
+            c.open(pb::OpenRequest {
+                ctx,
+                path: "/ls/local/l".into(),
+                intent: 2,
+                events: 0,
+                lock_delay_ms: 0,
+                create: file(b"", false),
+                read: false,
+            })
+            .await
+        })
+        .await
+        .unwrap()
+        .handle;
+    let l2 = lock.clone();
+    holder
+        .call(|mut c, ctx| {
+            let h = l2.clone();
+            async move {
+                c.try_acquire(pb::TryAcquireRequest {
+                    ctx,
+                    handle: h,
+                    mode: 1,
+                })
+                .await
+            }
+        })
+        .await
+        .unwrap();
+    let eph = holder
+        .call(|mut c, ctx| async move {
+            c.open(pb::OpenRequest {
+                ctx,
+                path: "/ls/local/e".into(),
+                intent: 2,
+                events: 0,
+                lock_delay_ms: 0,
+                create: file(b"me", true),
+                read: false,
+            })
+            .await
+        })
+        .await
+        .unwrap()
+        .handle;
+    let ka = holder.keep_alive_loop();
+
+    let killed_at = Instant::now();
+    cell.kill(m1).await;
+    let (m2, e2) = cell.master(Duration::from_secs(20)).await;
+    eprintln!(
+        "master r{m1} killed; r{m2} serving at epoch {e2} after {:?}",
+        killed_at.elapsed()
+    );
+    assert_ne!(m1, m2);
+    assert!(e2 > e1, "epoch {e2} after {e1}");
+
+    // The holder's session survived: its old handles work again (recreated by the new master).
+    let h = eph.clone();
+    holder
+        .call(|mut c, ctx| {
+            let h = h.clone();
+            async move { c.get_stat(pb::GetStatRequest { ctx, handle: h }).await }
+        })
+        .await
+        .unwrap();
+    assert!(holder.failovers >= 1, "the holder never saw the failover");
+    let h = lock.clone();
+    let seq = holder
+        .call(|mut c, ctx| {
+            let h = h.clone();
+            async move {
+                c.get_sequencer(pb::GetSequencerRequest { ctx, handle: h })
+                    .await
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        seq.sequencer.unwrap().lock_generation,
+        1,
+        "the lock is still the holder's"
+    );
+    // Another client: the lock is held, the ephemeral file is there, every write is there.
+    let mut other = Raw::connect(&cell.addrs).await;
+    let h = other
+        .call(|mut c, ctx| async move {
+            c.open(pb::OpenRequest {
+                ctx,
+                path: "/ls/local/l".into(),
+                intent: 2,
+                events: 0,
+                lock_delay_ms: 0,
+                create: None,
+                read: false,
+            })
+            .await
+        })
+        .await
+        .unwrap()
+        .handle;
+    let r = other
+        .call(|mut c, ctx| {
+            let h = h.clone();
+            async move {
+                c.try_acquire(pb::TryAcquireRequest {
+                    ctx,
+                    handle: h,
+                    mode: 1,
+                })
+                .await
+            }
+        })
+        .await;
+    assert_eq!(werr(&r.unwrap_err()).unwrap().code, ErrorCode::LockHeld);
+    assert_eq!(read(&mut other, "/ls/local/e").await, b"me");
+    for (path, value) in &acked {
+        assert_eq!(&read(&mut other, path).await, value, "{path}");
+    }
+    ka.abort();
+}
+
+#[tokio::test]
+async fn the_master_survives_the_loss_of_the_etcd_leader() {
+    let _etcd_bin = warren_testkit::require_etcd!();
+    let mut etcd = EtcdCluster::start(3).await;
+    let all = etcd.endpoints().join(",");
+    let cell = Replicas::start(vec![all.clone(), all], &[]).await;
+    let (m1, e1) = cell.master(Duration::from_secs(20)).await;
+    let mut writer = Raw::connect(&cell.addrs).await;
+    mkdir(&mut writer, "/ls/local/w").await;
+    let ka = writer.keep_alive_loop();
+    let mut acked = write_files(&mut writer, "a", 30).await;
+    let leader = etcd.wait_for_leader(Duration::from_secs(10)).await;
+    etcd.kill(leader).await;
+    acked.extend(write_files(&mut writer, "b", 60).await);
+    let (m2, e2) = cell.master(Duration::from_secs(20)).await;
+    assert_eq!(
+        (m2, e2),
+        (m1, e1),
+        "the cell changed master when only etcd's leader died"
+    );
+    assert_eq!(writer.failovers, 0, "the session saw a failover");
+    assert_eq!(
+        acked.len(),
+        90,
+        "writes failed while etcd elected a new leader"
+    );
+    for (path, value) in &acked {
+        assert_eq!(&read(&mut writer, path).await, value, "{path}");
+    }
+    ka.abort();
+}
+
+#[tokio::test]
+async fn a_master_cut_off_from_etcd_stops_serving_before_another_serves() {
+    let _etcd_bin = warren_testkit::require_etcd!();
+    let etcd = EtcdCluster::start(3).await;
+    // Replica 0 reaches etcd only through bridges we can blackhole.
+    let mut bridges = Vec::new();
+    for i in 0..3 {
+        bridges.push(Bridge::start(etcd.client_addr(i)).await);
+    }
+    let via_bridges = bridges
+        .iter()
+        .map(|b| format!("http://{}", b.addr()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let direct = etcd.endpoints().join(",");
+    let mut cell = Replicas::new(vec![via_bridges, direct.clone(), direct], &[]);
+    cell.start_one(0).await;
+    let (m, _) = cell.master(Duration::from_secs(20)).await;
+    assert_eq!(m, 0);
+    cell.start_one(1).await;
+    cell.start_one(2).await;
+    let mut client = Raw::connect(&cell.addrs).await;
+    let ka = client.keep_alive_loop();
+
+    for b in &bridges {
+        b.blackhole();
+    }
+    let cut_at = Instant::now();
+    // Watch all three: never two serving masters at once; the old one goes first.
+    let mut old_stopped = None;
+    let mut new_serving = None;
+    while new_serving.is_none() {
+        assert!(cut_at.elapsed() < Duration::from_secs(30), "no new master");
+        for i in [1, 2] {
+            if let Some(l) = locate(&cell.addrs[i]).await {
+                if l.is_master && l.serving {
+                    new_serving = Some((i, cut_at.elapsed()));
+                }
+            }
+        }
+        let old = locate(&cell.addrs[0])
+            .await
+            .expect("the old master's process is alive");
+        if old.is_master {
+            assert!(
+                new_serving.is_none(),
+                "two masters: the cut-off one still serves while r{:?} does",
+                new_serving
+            );
+        } else if old_stopped.is_none() {
+            old_stopped = Some(cut_at.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let old_stopped = old_stopped.expect("the old master never stopped");
+    let (new, new_at) = new_serving.unwrap();
+    eprintln!("cut off at 0; r0 stopped serving at {old_stopped:?}; r{new} serving at {new_at:?}");
+    assert!(old_stopped < new_at);
+    // A write sent to the old master now is refused, naming the new master.
+    let mut direct_old =
+        warren_proto::pb::warren_client::WarrenClient::connect(format!("http://{}", cell.addrs[0]))
+            .await
+            .unwrap();
+    let r = direct_old
+        .open(pb::OpenRequest {
+            ctx: Some(client.ctx.clone()),
+            path: "/ls/local/x".into(),
+            intent: 2,
+            events: 0,
+            lock_delay_ms: 0,
+            create: file(b"late", false),
+            read: false,
+        })
+        .await;
+    let e = werr(&r.unwrap_err()).expect("a Warren error");
+    assert_eq!(e.code, ErrorCode::NotMaster);
+    // The client moves to the new master and keeps its session.
+    let h = client
+        .call(|mut c, ctx| async move {
+            c.open(pb::OpenRequest {
+                ctx,
+                path: "/ls/local/x".into(),
+                intent: 2,
+                events: 0,
+                lock_delay_ms: 0,
+                create: file(b"new", false),
+                read: false,
+            })
+            .await
+        })
+        .await
+        .unwrap();
+    assert!(!h.handle.is_empty());
+    assert!(client.failovers >= 1);
+    ka.abort();
+}
