@@ -5,4 +5,5 @@
 
 mod fencing;
 mod harness;
+mod locks;
 mod replicas;
