@@ -329,6 +329,13 @@ impl Node {
         let mut r = pb::LocateResponse {
             cell: self.cell.clone(),
             deployment: self.deployment.clone(),
+            role: "standby".into(),
+            replica: self.replica.clone(),
+            store_health: self
+                .store_health
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             ..Default::default()
         };
         match &*self.role.read().unwrap_or_else(|p| p.into_inner()) {
@@ -337,6 +344,7 @@ impl Node {
                 r.master = self.advertise.clone();
                 r.epoch = st.master.epoch();
                 r.is_master = true;
+                r.role = "master".into();
                 r.serving = !st.closing && !st.master.recovering();
             }
             Role::Standby { master, epoch } => {
