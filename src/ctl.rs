@@ -1,12 +1,15 @@
 //! `warren ctl`: the operator and user command line, a thin layer over `warren-client`.
 //!
 //! ```text
-//! warren ctl [--endpoint HOST:PORT[,HOST:PORT…]] [--json] CMD
+//! warren ctl [--endpoint HOST:PORT[,HOST:PORT…]] [--json] [--grace DURATION] CMD
 //! ```
 //!
 //! The endpoint defaults to `$WARREN_ENDPOINT`, else `127.0.0.1:7100` (where `warren dev`
 //! listens). The session's principal is `$WARREN_PRINCIPAL` (empty: anonymous). Paths may be
-//! full (`/ls/local/a`) or short (`/a`, in the connected deployment).
+//! full (`/ls/local/a`) or short (`/a`, in the connected deployment). `--grace` (or
+//! `$WARREN_GRACE`) sets the session's grace period: how long it keeps looking for the
+//! master after its lease ends before giving up (default 45s; `DURATION` is a number with
+//! `ms`, `s`, `m` or `h`, or plain seconds).
 //!
 //! | command | does | prints (text) |
 //! |---|---|---|
@@ -16,7 +19,7 @@
 //! | `stat PATH` | reads the metadata | `key: value` lines (below) |
 //! | `ls PATH` | lists a directory | one child per line, sorted; directories end in `/` |
 //! | `rm PATH` | deletes the node (a directory only when empty) | nothing |
-//! | `lock PATH [--shared] [--try] [--hold SECONDS]` | opens with write intent, acquires (waits, or fails at once with `--try`), holds for SECONDS (default: until Ctrl-C), releases | the sequencer once held |
+//! | `lock PATH [--shared] [--try] [--hold SECONDS]` | opens with write intent, acquires (waits, or fails at once with `--try`), holds for SECONDS (default: until Ctrl-C), releases | the sequencer once held; session events on stderr (below) |
 //! | `check-sequencer SEQUENCER` | asks whether the sequencer is current | `current` (exit 0) or `stale` (exit 1) |
 //! | `watch PATH [--count N]` | opens with every event bit; stops after N events (default: at Ctrl-C) | one event per line |
 //! | `status` | `Locate` on the first endpoint that answers | `key: value` lines |
@@ -57,7 +60,13 @@
 //! (`(none)`: no ACL file, nobody is restricted; `checksum` is xxh3-64 as 16 hex digits.)
 //! Event lines are `NAME PATH`, and for children `child_changed PATH added|removed|modified
 //! CHILD`; names: `contents_modified`, `child_changed`, `master_failover` (no path),
-//! `handle_invalid`, `lock_acquired`, `conflicting_lock`.
+//! `handle_invalid`, `lock_acquired`, `conflicting_lock`, and the session's own `jeopardy`
+//! and `safe` (no path).
+//!
+//! `lock` prints the session's events on **stderr** as they happen, one word per line, so a
+//! person (or a test) can watch a fail-over: `jeopardy` (the lease ran out; looking for the
+//! master), `safe` (found it in time), `failover` (a new master took over; the lock is
+//! still held), `expired` (the session, and with it the lock, is lost; exit 2).
 //!
 //! `--json` prints one compact JSON value per line instead, for `stat` (an object with
 //! `path` and the stat fields by name: `kind` `"file"`/`"directory"`, `instance`,
@@ -82,9 +91,10 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio::sync::watch;
 use warren_client::{
-    ClientOptions, DirEntry, Error, Event, EventMask, LocateInfo, LockMode, OpenOptions, Sequencer,
-    Session, Stat,
+    ClientOptions, DirEntry, Error, Event, EventMask, EventStream, LocateInfo, LockMode,
+    OpenOptions, Sequencer, Session, Stat,
 };
 
 /// Where `warren dev` listens; the endpoint when neither `--endpoint` nor `WARREN_ENDPOINT`
@@ -114,6 +124,16 @@ pub struct CtlArgs {
     /// Print JSON (stat, ls, status, lock, watch, check-sequencer).
     #[arg(long, global = true)]
     pub json: bool,
+    /// The session's grace period: how long to keep looking for the master after the
+    /// lease ends (e.g. `45s`, `500ms`, `2m`; plain numbers are seconds).
+    #[arg(
+        long,
+        global = true,
+        env = "WARREN_GRACE",
+        value_name = "DURATION",
+        value_parser = parse_duration
+    )]
+    pub grace: Option<Duration>,
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -258,8 +278,11 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
         ));
     }
     let out = Output { json: args.json };
-    let options = ClientOptions::new(endpoints.clone())
+    let mut options = ClientOptions::new(endpoints.clone())
         .principal(std::env::var("WARREN_PRINCIPAL").unwrap_or_default());
+    if let Some(grace) = args.grace {
+        options = options.grace_period(grace);
+    }
     if let CtlCommand::Status = args.command {
         let info = warren_client::locate(&endpoints, options.rpc_timeout).await?;
         print_line(&status_text(&info, out.json))?;
@@ -432,6 +455,40 @@ fn hold_duration(seconds: f64) -> Result<Duration, Failure> {
     })
 }
 
+/// The stderr line `lock` prints for a session event, if it is one it reports.
+fn session_event_line(event: &Event) -> Option<&'static str> {
+    match event {
+        Event::Jeopardy => Some("jeopardy"),
+        Event::Safe => Some("safe"),
+        Event::MasterFailover => Some("failover"),
+        Event::Expired => Some("expired"),
+        _ => None,
+    }
+}
+
+/// Prints the session's state events on stderr as they come (see the module docs) until
+/// the session ends; sets `expired` if it expired.
+async fn report_session_events(mut events: EventStream, expired: watch::Sender<bool>) {
+    while let Some(event) = events.recv().await {
+        if let Some(line) = session_event_line(&event) {
+            let mut stderr = std::io::stderr().lock();
+            let _ = writeln!(stderr, "{line}").and_then(|()| stderr.flush());
+        }
+        if event == Event::Expired {
+            expired.send_replace(true);
+        }
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// `lock`: acquire, print the sequencer, hold, release.
 async fn lock(
     session: &Session,
@@ -441,11 +498,17 @@ async fn lock(
     hold: Option<Duration>,
     out: Output,
 ) -> Result<ExitCode, Failure> {
-    let mut events = session.events();
+    // Subscribed before anything else, so every state change is reported.
+    let (expired_tx, mut expired) = watch::channel(false);
+    let _reporter = AbortOnDrop(tokio::spawn(report_session_events(
+        session.events(),
+        expired_tx,
+    )));
     let (handle, _) = session.open(path, OpenOptions::new().write()).await?;
     let acquired = if try_only {
         handle.try_acquire(mode).await
     } else {
+        // On expiry the acquire fails by itself (SESSION_EXPIRED).
         tokio::select! {
             r = handle.acquire(mode, None) => r,
             _ = tokio::signal::ctrl_c() => {
@@ -481,21 +544,15 @@ async fn lock(
             None => std::future::pending().await,
         }
     };
-    let expired = async {
-        while let Some(event) = events.recv().await {
-            if event == Event::Expired {
-                return;
-            }
-        }
-        std::future::pending::<()>().await
-    };
     tokio::select! {
         _ = sleep => {}
         _ = tokio::signal::ctrl_c() => {}
-        _ = expired => {
+        _ = expired.wait_for(|e| *e) => {
+            let message = format!("the session expired while holding the lock on {}; it is lost", handle.path());
+            handle.close().await;
             return Err(Failure {
                 code: "SESSION_EXPIRED",
-                message: format!("the session expired while holding the lock on {}; it is lost", handle.path()),
+                message,
             });
         }
     }
@@ -503,6 +560,33 @@ async fn lock(
     handle.close().await;
     released?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `--grace`: a number with `ms`, `s`, `m` or `h`, or plain seconds (fractions
+/// allowed).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let seconds_per_unit = match unit.trim() {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?}; use ms, s, m or h (e.g. 45s)"
+            ))
+        }
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 45s, 500ms, 2m)"))?;
+    Duration::try_from_secs_f64(value * seconds_per_unit)
+        .map_err(|_| format!("{text:?}: give a non-negative, finite duration"))
 }
 
 /// `watch`: print events until `count` or Ctrl-C.
@@ -751,6 +835,36 @@ mod tests {
         assert!(parse(&["ls", "/"]).is_ok());
         assert!(parse(&["cat", "/a"]).is_ok());
         assert!(parse(&["frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn grace_parses_durations() {
+        assert_eq!(parse_duration("45s"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration(" 3 s "), Ok(Duration::from_secs(3)));
+        for bad in ["", "s", "-1s", "5d", "abc", "NaNs", "1e400s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        let a = parse(&["--grace", "6s", "lock", "/x"]).expect("parses");
+        assert_eq!(a.grace, Some(Duration::from_secs(6)));
+        let a = parse(&["lock", "/x", "--grace", "250ms"]).expect("global");
+        assert_eq!(a.grace, Some(Duration::from_millis(250)));
+        assert!(parse(&["--grace", "soon", "status"]).is_err());
+    }
+
+    #[test]
+    fn session_events_on_stderr() {
+        assert_eq!(session_event_line(&Event::Jeopardy), Some("jeopardy"));
+        assert_eq!(session_event_line(&Event::Safe), Some("safe"));
+        assert_eq!(session_event_line(&Event::MasterFailover), Some("failover"));
+        assert_eq!(session_event_line(&Event::Expired), Some("expired"));
+        assert_eq!(
+            session_event_line(&Event::LockAcquired { path: "/a".into() }),
+            None
+        );
     }
 
     #[test]

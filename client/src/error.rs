@@ -23,6 +23,10 @@ pub enum Error {
     /// string that does not parse, or a relative path).
     #[error("{0}")]
     InvalidArgument(String),
+    /// The handle was poisoned ([`Handle::poison`](crate::Handle::poison)): its calls fail
+    /// without being sent (or, in flight, without waiting for their reply).
+    #[error("{0}")]
+    Poisoned(String),
 }
 
 impl Error {
@@ -32,18 +36,20 @@ impl Error {
         match self {
             Error::Warren(e) => Some(e.code),
             Error::InvalidArgument(_) => Some(ErrorCode::InvalidArgument),
-            Error::Transport(_) | Error::Protocol(_) => None,
+            Error::Transport(_) | Error::Protocol(_) | Error::Poisoned(_) => None,
         }
     }
 
     /// A code name for people and scripts: the table's name when there is a code,
-    /// `UNAVAILABLE` for transport failures and `INTERNAL` for malformed replies.
+    /// `UNAVAILABLE` for transport failures, `INTERNAL` for malformed replies and
+    /// `CANCELLED` for calls on a poisoned handle.
     pub fn code_name(&self) -> &'static str {
         match self {
             Error::Warren(e) => e.code_name(),
             Error::Transport(_) => "UNAVAILABLE",
             Error::Protocol(_) => "INTERNAL",
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument.as_str_name(),
+            Error::Poisoned(_) => "CANCELLED",
         }
     }
 
@@ -51,7 +57,7 @@ impl Error {
     pub fn message(&self) -> String {
         match self {
             Error::Warren(e) => e.message.clone(),
-            Error::Transport(m) | Error::InvalidArgument(m) => m.clone(),
+            Error::Transport(m) | Error::InvalidArgument(m) | Error::Poisoned(m) => m.clone(),
             Error::Protocol(m) => format!("bad reply: {m}"),
         }
     }
@@ -70,7 +76,7 @@ impl Error {
         match self {
             Error::Warren(e) => e.is_retryable(),
             Error::Transport(_) => true,
-            Error::Protocol(_) | Error::InvalidArgument(_) => false,
+            Error::Protocol(_) | Error::InvalidArgument(_) | Error::Poisoned(_) => false,
         }
     }
 

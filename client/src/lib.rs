@@ -28,11 +28,40 @@
 //! `warren_proto::pb` live in [`types`]. Errors are [`Error`], whose
 //! [`code`](Error::code) is the table's [`ErrorCode`].
 //!
-//! Not yet here (next issues): jeopardy/safe and the grace-period state machine, the cache
-//! (invalidations are acknowledged but nothing is cached yet), proxies and routing.
+//! # Sessions, jeopardy and fail-over
+//!
+//! A session is **safe** while its local lease runs, in **jeopardy** when the lease ended
+//! without a KeepAlive reply (calls wait, the cache is off, the library looks for the
+//! master), and **expired** if the grace period passes without one; see [`Session`] for the
+//! diagram and the rules, and [`Event`] for what the application is told. The cell's master
+//! is found among [`ClientOptions::endpoints`] with `Locate` (any replica answers),
+//! following `NOT_MASTER{master}`; a `STALE_EPOCH` answer means a new master took over: the
+//! library adopts its epoch, and the new master's fail-over event
+//! ([`Event::MasterFailover`]) flushes the cache. Calls the new master refuses while it
+//! recovers (`FAILOVER_IN_PROGRESS`) are re-sent with backoff, `Handle::close` included.
+//!
+//! # Cache
+//!
+//! Each session caches, write-through, what it reads (SPEC §4): file contents and metadata
+//! ([`Handle::contents`], [`Handle::stat`]), directory listings ([`Handle::child_names`];
+//! [`Handle::read_dir`] always asks the master because it returns every child's
+//! metadata), the absence of nodes (an `open` without create that got `NOT_FOUND`), and open
+//! handles. A value served from the cache is never older than a write the master has
+//! acknowledged to anyone: the master invalidates cached copies before it completes a
+//! write, and the library drops them before acknowledging. The cache is flushed on
+//! jeopardy (and stays off until safe), on a fail-over event and on a new epoch;
+//! [`Session::cache_stats`] shows it. Turn it off with [`ClientOptions::cache`].
+//!
+//! **Handles** are cached Chubby-style: an `open` with at most read intent and no create
+//! reuses the server handle of an identical `open` (same path, intent, events and
+//! lock-delay) that is still open, without asking the master. Each [`Handle`] counts as a
+//! user; the server handle is closed at the master when its last user closes. Handles that
+//! can write, lock or change ACLs are never shared, and [`Handle::set_sequencer`] first
+//! gives its handle a server handle of its own. Not yet here: proxies and routing.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cache;
 mod error;
 mod handle;
 mod options;
@@ -48,7 +77,7 @@ pub use path::{expand_path, FULL_PREFIX};
 pub use session::{EventStream, Session};
 pub use transport::locate;
 pub use types::{
-    AclNames, ChildChange, DirEntry, Event, EventMask, LocateInfo, LockMode, NodeKind, Sequencer,
-    SessionId, Stat,
+    AclNames, CacheStats, ChildChange, DirEntry, Event, EventMask, LocateInfo, LockMode, NodeKind,
+    Sequencer, SessionId, SessionState, Stat,
 };
 pub use warren_proto::{ErrorCode, WarrenError};

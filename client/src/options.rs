@@ -2,6 +2,7 @@
 //! arithmetic) and [`OpenOptions`], the builder for `Session::open` (intent, events,
 //! lock-delay, create, read-at-open).
 
+use crate::cache::OpenKey;
 use crate::error::Error;
 use crate::types::{AclNames, EventMask, NodeKind};
 use std::time::Duration;
@@ -26,6 +27,9 @@ pub struct ClientOptions {
     /// How long after its local lease ends the library keeps trying to reach the master
     /// before declaring the session expired.
     pub grace_period: Duration,
+    /// Whether to cache file contents, metadata, directory listings, absence and open
+    /// handles (SPEC §4). On by default; turning it off sends every read to the master.
+    pub cache: bool,
 }
 
 impl ClientOptions {
@@ -48,6 +52,7 @@ impl ClientOptions {
             rpc_timeout: Self::DEFAULT_RPC_TIMEOUT,
             clock_drift: Self::DEFAULT_CLOCK_DRIFT,
             grace_period: Self::DEFAULT_GRACE_PERIOD,
+            cache: true,
         }
     }
 
@@ -72,6 +77,12 @@ impl ClientOptions {
     /// Sets the grace period.
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.grace_period = grace;
+        self
+    }
+
+    /// Turns the cache on or off.
+    pub fn cache(mut self, enabled: bool) -> Self {
+        self.cache = enabled;
         self
     }
 
@@ -204,6 +215,34 @@ impl OpenOptions {
         self.read_contents
     }
 
+    /// Whether the open may create the node.
+    pub(crate) fn creates(&self) -> bool {
+        self.create.is_some()
+    }
+
+    /// Whether the open fails if the node exists (so sending it twice is not harmless).
+    pub(crate) fn is_exclusive_create(&self) -> bool {
+        self.create.is_some() && self.exclusive
+    }
+
+    /// Whether handles opened this way may read contents and listings.
+    pub(crate) fn can_read(&self) -> bool {
+        self.intent & pb::Intent::Read as u32 != 0
+    }
+
+    /// The key under which an open of `path` (expanded) may share a server handle with an
+    /// identical one: only opens with at most read intent and no create (writes and locks
+    /// belong to one handle each; a create has effects).
+    pub(crate) fn share_key(&self, path: &str) -> Option<OpenKey> {
+        let read_only = self.intent & !(pb::Intent::Read as u32) == 0;
+        (read_only && self.create.is_none()).then(|| OpenKey {
+            path: path.to_string(),
+            intent: self.intent,
+            events: self.events.bits(),
+            lock_delay_ms: u64::try_from(self.lock_delay.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
     /// The wire request for `path` (already expanded) in session `ctx`.
     pub(crate) fn to_request(
         &self,
@@ -265,6 +304,32 @@ mod tests {
     }
 
     #[test]
+    fn only_read_only_opens_without_create_share_handles() {
+        let key = OpenOptions::new()
+            .read()
+            .events(EventMask::CONTENTS_MODIFIED)
+            .share_key("/ls/l/a")
+            .expect("read-only");
+        assert_eq!((key.intent, key.events), (1, 1));
+        assert!(OpenOptions::new().share_key("/ls/l/a").is_some());
+        assert!(OpenOptions::new().write().share_key("/ls/l/a").is_none());
+        assert!(OpenOptions::new()
+            .change_acl()
+            .share_key("/ls/l/a")
+            .is_none());
+        assert!(OpenOptions::new()
+            .read()
+            .create_file(Vec::new())
+            .share_key("/ls/l/a")
+            .is_none());
+        assert!(OpenOptions::new()
+            .create_dir()
+            .exclusive()
+            .is_exclusive_create());
+        assert!(!OpenOptions::new().create_dir().is_exclusive_create());
+    }
+
+    #[test]
     fn create_modifiers_need_create() {
         let e = OpenOptions::new()
             .ephemeral()
@@ -276,6 +341,8 @@ mod tests {
     #[test]
     fn client_options_validate() {
         assert!(ClientOptions::new(["h:1"]).validate().is_ok());
+        assert!(ClientOptions::new(["h:1"]).cache);
+        assert!(!ClientOptions::new(["h:1"]).cache(false).cache);
         assert!(ClientOptions::new(Vec::<String>::new()).validate().is_err());
         assert!(ClientOptions::new([""]).validate().is_err());
         assert!(ClientOptions::new(["h:1"])

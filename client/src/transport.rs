@@ -123,7 +123,7 @@ fn combine(mut errors: Vec<Error>) -> Error {
 }
 
 /// Follows `Locate` answers from `addr` to the master.
-async fn master_via(addr: &str, timeout: Duration) -> Result<(Conn, LocateInfo), Error> {
+pub(crate) async fn master_via(addr: &str, timeout: Duration) -> Result<(Conn, LocateInfo), Error> {
     let mut conn = dial(addr, timeout).await?;
     for _ in 0..=MAX_LOCATE_HOPS {
         let info = locate_at(&conn, timeout).await?;

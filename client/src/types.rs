@@ -402,6 +402,11 @@ impl fmt::Display for ChildChange {
 
 /// An event delivered to the application, each exactly once per subscriber.
 ///
+/// Most come from the master (per handle, as chosen by its [`EventMask`], plus
+/// [`MasterFailover`](Event::MasterFailover) for the whole session). The library adds the
+/// session-state events [`Jeopardy`](Event::Jeopardy), [`Safe`](Event::Safe) and
+/// [`Expired`](Event::Expired) (see the state diagram in [`Session`](crate::Session)).
+///
 /// `Display` gives one line: the [`name`](Event::name), then the path, then for
 /// `child_changed` the change and the child, e.g. `child_changed /ls/local/d added x`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -420,7 +425,12 @@ pub enum Event {
         /// What happened to it.
         change: ChildChange,
     },
-    /// The cell's master failed over; anything cached may be stale.
+    /// The cell's master failed over. Events may have been lost in between (including any
+    /// that happened before the new master recreated the handle), so re-read whatever the
+    /// application derives from them; the library has already flushed its cache. Handles
+    /// keep working: the new master recreates each on first use, and the library uses
+    /// every open handle once right after this event, so that subscriptions resume and
+    /// ephemeral nodes stay claimed.
     MasterFailover,
     /// A handle on `path` became invalid (its node was deleted, or it cannot be recreated).
     HandleInvalid {
@@ -437,14 +447,24 @@ pub enum Event {
         /// The locked node.
         path: String,
     },
-    /// The session is gone (the master said so, or it could not be kept alive): every
-    /// later call fails with `SESSION_EXPIRED`. Generated locally; always the last event.
+    /// The local lease ended without a KeepAlive reply: the library emptied and disabled
+    /// its cache and holds application calls back (they wait; none fails and none sees
+    /// stale data) while it looks for the master for the grace period. Generated locally.
+    /// Followed by [`Safe`](Event::Safe) or [`Expired`](Event::Expired).
+    Jeopardy,
+    /// The master answered within the grace period: the session survived, held calls
+    /// proceed, caching resumes. Generated locally, only after [`Jeopardy`](Event::Jeopardy).
+    Safe,
+    /// The session is gone (the master said so, or it could not be reached within the
+    /// grace period): every later call fails with `SESSION_EXPIRED`. Generated locally;
+    /// always the last event.
     Expired,
 }
 
 impl Event {
     /// A snake-case name: `contents_modified`, `child_changed`, `master_failover`,
-    /// `handle_invalid`, `lock_acquired`, `conflicting_lock` or `expired`.
+    /// `handle_invalid`, `lock_acquired`, `conflicting_lock`, `jeopardy`, `safe` or
+    /// `expired`.
     pub fn name(&self) -> &'static str {
         match self {
             Event::ContentsModified { .. } => "contents_modified",
@@ -453,6 +473,8 @@ impl Event {
             Event::HandleInvalid { .. } => "handle_invalid",
             Event::LockAcquired { .. } => "lock_acquired",
             Event::ConflictingLock { .. } => "conflicting_lock",
+            Event::Jeopardy => "jeopardy",
+            Event::Safe => "safe",
             Event::Expired => "expired",
         }
     }
@@ -465,7 +487,7 @@ impl Event {
             | Event::HandleInvalid { path }
             | Event::LockAcquired { path }
             | Event::ConflictingLock { path } => Some(path),
-            Event::MasterFailover | Event::Expired => None,
+            Event::MasterFailover | Event::Jeopardy | Event::Safe | Event::Expired => None,
         }
     }
 }
@@ -483,13 +505,71 @@ impl fmt::Display for Event {
     }
 }
 
+/// Where a session is in its life (SPEC §4; the diagram is in [`Session`](crate::Session)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SessionState {
+    /// The local lease is running: calls go to the master, the cache serves reads.
+    Safe,
+    /// The local lease ended with no reply: calls wait, the cache is empty and off, the
+    /// library looks for the master until the grace period ends.
+    Jeopardy,
+    /// The session is gone: every call fails with `SESSION_EXPIRED`. Final.
+    Expired,
+    /// The application closed the session. Final.
+    Closed,
+}
+
+impl SessionState {
+    /// `"safe"`, `"jeopardy"`, `"expired"` or `"closed"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Safe => "safe",
+            SessionState::Jeopardy => "jeopardy",
+            SessionState::Expired => "expired",
+            SessionState::Closed => "closed",
+        }
+    }
+
+    /// Whether the session may still be used (safe, or in jeopardy and possibly coming
+    /// back).
+    pub fn is_live(self) -> bool {
+        matches!(self, SessionState::Safe | SessionState::Jeopardy)
+    }
+}
+
+impl fmt::Display for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Counters of a session's client-side cache, for observability (tests use them to show
+/// that a cache was flushed). A snapshot: [`Session::cache_stats`](crate::Session::cache_stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Nodes with something cached now (data, stat, listing or absence).
+    pub entries: usize,
+    /// Server handles open now that a later identical `open` may share.
+    pub handles: usize,
+    /// Reads and opens answered from the cache.
+    pub hits: u64,
+    /// Reads and opens that had to ask the master.
+    pub misses: u64,
+    /// Invalidations received from the master (each drops one node's entry).
+    pub invalidations: u64,
+    /// Times the whole cache was emptied: jeopardy, a fail-over event, a new epoch, the
+    /// session's end.
+    pub flushes: u64,
+}
+
 /// What a KeepAlive reply can carry, once decoded: an application event, or an internal
 /// cache invalidation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Notification {
     /// For the application.
     App(Event),
-    /// Drop any cached copy of this path (the cache arrives with issue 3).
+    /// Drop any cached copy of this path, then acknowledge.
     Invalidate(String),
 }
 
@@ -815,6 +895,9 @@ mod tests {
         );
         assert_eq!(Event::MasterFailover.to_string(), "master_failover");
         assert_eq!(Event::Expired.to_string(), "expired");
+        assert_eq!(Event::Jeopardy.to_string(), "jeopardy");
+        assert_eq!(Event::Safe.to_string(), "safe");
+        assert_eq!(Event::Safe.path(), None);
     }
 
     #[test]

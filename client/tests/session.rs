@@ -315,3 +315,213 @@ async fn locate_and_unreachable_endpoints() {
     assert_eq!(e.code(), None);
     assert_eq!(e.code_name(), "UNAVAILABLE");
 }
+
+#[tokio::test]
+async fn the_cache_answers_reads_and_the_master_invalidates_it() {
+    let cell = Cell::builder().run().await;
+    let reader = session(&cell.endpoints()).await;
+    let writer = session(&cell.endpoints()).await;
+    let (w, _) = writer
+        .open("/f", OpenOptions::new().write().create_file(b"v1".to_vec()))
+        .await
+        .expect("create");
+    let (r, info) = reader
+        .open("/f", OpenOptions::new().read())
+        .await
+        .expect("open");
+    assert!(info.cacheable);
+    assert_eq!(r.contents().await.expect("read").0, b"v1");
+    let before = reader.cache_stats();
+    assert_eq!(r.contents().await.expect("read").0, b"v1");
+    assert_eq!(r.stat().await.expect("stat").content_generation, 0);
+    let after = reader.cache_stats();
+    assert_eq!(after.hits, before.hits + 2, "{before:?} → {after:?}");
+    assert_eq!(after.misses, before.misses);
+
+    // Another session writes: once its write is acknowledged, no read returns the old
+    // value (the master waited for our acknowledgement, sent after we dropped it).
+    for i in 2..5 {
+        let value = format!("v{i}");
+        w.set_contents(value.clone()).await.expect("write");
+        assert_eq!(r.contents().await.expect("read").0, value.as_bytes());
+    }
+    assert!(reader.cache_stats().invalidations >= 3);
+
+    // Our own write drops our copy (write-through), and the next read is fresh.
+    let (rw, _) = reader
+        .open("/f", OpenOptions::new().read().write())
+        .await
+        .expect("open rw");
+    rw.set_contents(b"mine".to_vec()).await.expect("own write");
+    assert_eq!(r.contents().await.expect("read").0, b"mine");
+    w.set_contents(b"theirs".to_vec()).await.expect("write");
+    assert_eq!(r.contents().await.expect("read").0, b"theirs");
+    reader.close().await.expect("close");
+    writer.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn absence_and_listings_are_cached_and_invalidated() {
+    let cell = Cell::builder().run().await;
+    let a = session(&cell.endpoints()).await;
+    let b = session(&cell.endpoints()).await;
+    let e = a
+        .open("/late", OpenOptions::new().read())
+        .await
+        .expect_err("missing");
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    let hits = a.cache_stats().hits;
+    let e = a
+        .open("/late", OpenOptions::new().read())
+        .await
+        .expect_err("still missing");
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    assert_eq!(
+        a.cache_stats().hits,
+        hits + 1,
+        "absence came from the cache"
+    );
+
+    let (root, _) = a.open("/", OpenOptions::new().read()).await.expect("root");
+    let names = root.child_names().await.expect("ls");
+    assert_eq!(root.child_names().await.expect("ls again"), names);
+    assert!(!names.contains(&"late".to_string()));
+
+    // b creates it: a's cached absence and listing are invalidated first.
+    let (created, _) = b
+        .open(
+            "/late",
+            OpenOptions::new().write().create_file(b"x".to_vec()),
+        )
+        .await
+        .expect("create");
+    let (found, info) = a
+        .open("/late", OpenOptions::new().read().read_contents())
+        .await
+        .expect("now it exists");
+    assert_eq!(info.contents.as_deref(), Some(&b"x"[..]));
+    assert!(root
+        .child_names()
+        .await
+        .expect("ls")
+        .contains(&"late".to_string()));
+    found.close().await;
+    created.delete().await.expect("delete");
+    assert!(!root
+        .child_names()
+        .await
+        .expect("ls")
+        .contains(&"late".to_string()));
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn identical_read_only_opens_share_one_server_handle() {
+    let cell = Cell::builder().run().await;
+    let s = session(&cell.endpoints()).await;
+    let (w, _) = s
+        .open(
+            "/e",
+            OpenOptions::new()
+                .write()
+                .create_file(b"e".to_vec())
+                .ephemeral(),
+        )
+        .await
+        .expect("create");
+    let opts = OpenOptions::new().read();
+    let (one, _) = s.open("/e", opts.clone()).await.expect("first");
+    let hits = s.cache_stats().hits;
+    let (two, info) = s.open("/e", opts.clone()).await.expect("second");
+    assert_eq!(s.cache_stats().hits, hits + 1, "the second open was local");
+    assert_eq!(s.cache_stats().handles, 1);
+    assert!(info.stat.ephemeral);
+    // Closing one leaves the other working (and the ephemeral node held).
+    w.close().await;
+    one.close().await;
+    assert_eq!(two.contents().await.expect("still open").0, b"e");
+    let other = session(&cell.endpoints()).await;
+    let (seen, _) = other
+        .open("/e", OpenOptions::new())
+        .await
+        .expect("held by the shared handle");
+    seen.close().await;
+    // The last user closes it at the master: the ephemeral node goes.
+    two.close().await;
+    assert_eq!(s.cache_stats().handles, 0);
+    let e = other
+        .open("/e", OpenOptions::new())
+        .await
+        .expect_err("gone");
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+
+    // A sequencer set on a shared handle binds that handle only.
+    let (lock, _) = s
+        .open("/l", OpenOptions::new().write().create_file(Vec::new()))
+        .await
+        .expect("create lock");
+    let seq = lock
+        .acquire(LockMode::Exclusive, None)
+        .await
+        .expect("acquire");
+    let (a, _) = s.open("/l", opts.clone()).await.expect("a");
+    let (b, _) = s.open("/l", opts.clone()).await.expect("b");
+    a.set_sequencer(&seq).await.expect("set sequencer");
+    lock.release().await.expect("release");
+    let e = a.stat().await.expect_err("a's sequencer is stale");
+    assert_eq!(e.code(), Some(ErrorCode::GenerationMismatch));
+    b.stat().await.expect("b is not bound to it");
+    s.close().await.expect("close");
+    other.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn poison_fails_calls_in_flight_and_later_but_close_works() {
+    let cell = Cell::builder().run().await;
+    let a = session(&cell.endpoints()).await;
+    let b = session(&cell.endpoints()).await;
+    let create = OpenOptions::new().write().create_file(Vec::new());
+    let (ha, _) = a.open("/p", create.clone()).await.expect("open a");
+    ha.acquire(LockMode::Exclusive, None)
+        .await
+        .expect("a holds");
+    let (hb, _) = b.open("/p", create).await.expect("open b");
+    let hb = std::sync::Arc::new(hb);
+    let waiter = {
+        let hb = hb.clone();
+        tokio::spawn(async move { hb.acquire(LockMode::Exclusive, None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    hb.poison();
+    let e = waiter.await.expect("join").expect_err("poisoned");
+    assert_eq!(e.code_name(), "CANCELLED");
+    assert!(matches!(e, warren_client::Error::Poisoned(_)));
+    let e = hb.stat().await.expect_err("poisoned");
+    assert_eq!(e.code_name(), "CANCELLED");
+    if let Ok(hb) = std::sync::Arc::try_unwrap(hb) {
+        hb.close().await;
+    }
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_session_without_cache_asks_the_master_every_time() {
+    let cell = Cell::builder().run().await;
+    let s = Session::connect_with(ClientOptions::new(cell.endpoints()).cache(false))
+        .await
+        .expect("connect");
+    let (h, _) = s
+        .open(
+            "/f",
+            OpenOptions::new().read().write().create_file(b"x".to_vec()),
+        )
+        .await
+        .expect("create");
+    h.contents().await.expect("read");
+    h.contents().await.expect("read");
+    let stats = s.cache_stats();
+    assert_eq!((stats.entries, stats.hits), (0, 0), "{stats:?}");
+    s.close().await.expect("close");
+}

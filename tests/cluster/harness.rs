@@ -84,12 +84,6 @@ impl Replicas {
         }
     }
 
-    pub async fn restart(&mut self, i: usize) {
-        self.kill(i).await;
-        let p = self.spawn(i).await;
-        self.procs[i] = Some(p);
-    }
-
     /// Which replica is master and serving (and its epoch), waiting up to `timeout`.
     pub async fn master(&self, timeout: Duration) -> (usize, u64) {
         let deadline = Instant::now() + timeout;

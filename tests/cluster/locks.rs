@@ -51,7 +51,10 @@ async fn no_two_holders_across_ten_master_kills() {
         .unwrap();
     // Close it: an idle session that never sends KeepAlives would hold every new master
     // in its KeepAlive-only phase for up to a lease (correct, but not what we measure).
-    setup.call(|mut c, ctx| async move { c.close_session(pb::CloseSessionRequest { ctx }).await }).await.unwrap();
+    setup
+        .call(|mut c, ctx| async move { c.close_session(pb::CloseSessionRequest { ctx }).await })
+        .await
+        .unwrap();
 
     let resource = Arc::new(Mutex::new(FencedResource::default()));
     let checker = Arc::new(tokio::sync::Mutex::new(Raw::connect(&cell.addrs).await));

@@ -6,6 +6,7 @@ mod ctl;
 mod durability;
 mod failover;
 mod operate;
+mod sessions;
 
 use std::path::Path;
 use std::process::Output;

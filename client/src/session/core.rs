@@ -1,21 +1,36 @@
-//! The session's sans-IO core: everything about keeping a session alive that can be decided
-//! without a socket or a clock of its own — the epoch the client knows, the local lease
-//! (SPEC §4: send time + granted lease / (1 + ρ), only ever moving forward), the highest event
-//! `seq` received (the next KeepAlive's `ack_seq`), de-duplication of re-sent events, and what
-//! to do after a failed KeepAlive (retry after a backoff, or give the session up).
+//! The session's sans-IO state machine: inputs in, commands out, no sockets, no clock of
+//! its own (every input comes with the instant it happened).
 //!
-//! Inputs are plain values with explicit instants; outputs say what the I/O layer
-//! (`session::keepalive_loop`) must do. Jeopardy, safe and the grace-period state machine
-//! (next issue) grow here.
+//! It owns everything about keeping a session alive that can be decided without I/O:
+//! the state (Safe → Jeopardy → Safe | Expired, SPEC §4), the epoch the client knows, the
+//! local lease (send time + granted lease / (1 + ρ), only ever moving forward), the grace
+//! period, the highest event `seq` received (the next KeepAlive's `ack_seq`, and the
+//! de-duplication watermark; it restarts at 0 in every epoch), and the retry rules after a
+//! failed KeepAlive or `Locate`.
+//!
+//! The I/O layer (`session::driver`) feeds it [`Input`]s — the timer it asked for
+//! ([`SessionCore::next_timer`]), KeepAlive replies and failures, the results of looking for
+//! the master, what calls learned (a newer epoch, `SESSION_EXPIRED`) — and executes the
+//! [`Command`]s it returns, in order: send the next KeepAlive, look for the master, drop
+//! or flush cached nodes, hold or release or fail application calls, deliver events,
+//! recreate handles at a new master, stop.
+//! Exactly one KeepAlive (or master search) is outstanding at a time: every
+//! [`Command::SendKeepAlive`] or [`Command::FindMaster`] replaces the previous one.
 
-use crate::types::{Event, Notification};
+use crate::types::{Event, Notification, SessionState};
 use std::time::Duration;
 use tokio::time::Instant;
 use warren_proto::pb;
 
-/// Added to the granted lease to get a KeepAlive's gRPC deadline: the server holds the call
-/// until about 1 s before the lease ends, so the deadline must comfortably outlast the lease.
+/// Added to the granted lease to get a KeepAlive's gRPC deadline while safe: the server
+/// holds the call until about 1 s before the lease ends, so the deadline must comfortably
+/// outlast the lease.
 pub(crate) const KEEPALIVE_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+
+/// A KeepAlive's deadline in jeopardy. The master no longer holds it (our lease at the
+/// master is ending or, after a fail-over, a fail-over event is waiting), so a reply is
+/// prompt; a silent connection is given up soon and the master looked for elsewhere.
+pub(crate) const JEOPARDY_KEEPALIVE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Leases longer than this are treated as this long. The spec caps leases at 60 s; the clamp
 /// only guards the lease arithmetic against a confused server (a shorter local lease is
@@ -28,78 +43,127 @@ const QUICK_REPLY: Duration = Duration::from_millis(50);
 /// ... so the next KeepAlive waits this long, instead of spinning against the server.
 const QUICK_REPLY_PAUSE: Duration = Duration::from_millis(100);
 
-/// First retry delay after a failed KeepAlive; doubles per consecutive failure.
+/// First retry delay after a failure; doubles per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Longest retry delay (before jitter).
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// Where the session is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// KeepAlives are flowing (or being retried).
-    Live,
-    /// The session is gone: every call fails with `SESSION_EXPIRED`.
-    Expired,
-    /// The application closed the session.
-    Closed,
-}
-
-/// Why a KeepAlive failed, as far as the core cares.
+/// Why a KeepAlive failed, as far as the state machine cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Failure {
     /// No reply: connection refused or broken, or the deadline passed.
     Transport,
-    /// `NOT_MASTER`: the I/O layer has already switched to the new master.
+    /// `NOT_MASTER` naming the master: the I/O layer has already switched to it.
     Redirected,
-    /// `STALE_EPOCH{epoch}`: the master restarted with this epoch.
+    /// `NOT_MASTER` from a replica that does not know the master.
+    MasterUnknown,
+    /// `STALE_EPOCH{epoch}`: a new master took over with this epoch.
     StaleEpoch(u64),
-    /// The master answered with an error that a retry may cure (`FAILOVER_IN_PROGRESS`,
-    /// `OVERLOADED`, or anything unexpected).
+    /// The master answered with an error that a retry may cure (`OVERLOADED`, or anything
+    /// unexpected).
     Refused,
     /// `SESSION_EXPIRED`: the master says the session is gone.
     Expired,
 }
 
-/// What to do after a failed KeepAlive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FailureStep {
-    /// Send the next KeepAlive after this delay.
-    RetryAfter(Duration),
-    /// Give the session up: deliver [`Event::Expired`] and stop.
-    Expire,
+/// Everything that can happen to a session.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Input {
+    /// The timer from [`SessionCore::next_timer`] fired (any input also checks it).
+    Tick,
+    /// The KeepAlive sent at `sent_at` was answered.
+    KeepAliveReply {
+        /// When the request was sent: the local lease counts from here.
+        sent_at: Instant,
+        /// The reply.
+        reply: pb::KeepAliveResponse,
+    },
+    /// The outstanding KeepAlive failed.
+    KeepAliveFailed(Failure),
+    /// [`Command::FindMaster`] found the master (the I/O layer now talks to it).
+    MasterFound,
+    /// [`Command::FindMaster`] asked every endpoint and none led to a master.
+    MasterNotFound,
+    /// An application call was told `STALE_EPOCH{epoch}`.
+    NewerEpoch(u64),
+    /// An application call was told `SESSION_EXPIRED`.
+    ExpiredByMaster,
+    /// The application is closing the session (`CloseSession` is on its way): when the
+    /// master then says the session is gone, it was closed, not expired.
+    Closing,
+    /// The application closed the session.
+    Close,
 }
 
-/// What a KeepAlive reply produced.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct ReplyOutcome {
-    /// New application events, oldest first, each delivered once.
-    pub events: Vec<Event>,
-    /// Paths whose cached copies must be dropped before the next KeepAlive acknowledges them.
-    pub invalidations: Vec<String>,
-    /// Wait this long before sending the next KeepAlive (normally zero).
-    pub next_after: Duration,
+/// What the I/O layer must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// Send a KeepAlive carrying `epoch` and acknowledging `ack_seq` after waiting `after`,
+    /// with this gRPC deadline. Replaces (supersedes) whatever is outstanding.
+    SendKeepAlive {
+        /// The master epoch to put in the request.
+        epoch: u64,
+        /// Every event up to this `seq` has been handled.
+        ack_seq: u64,
+        /// Wait this long first.
+        after: Duration,
+        /// Give up on the reply after this long.
+        deadline: Duration,
+    },
+    /// After waiting `after`, ask the endpoints (`Locate`, round-robin) who the master is
+    /// and connect to it; report [`Input::MasterFound`] or [`Input::MasterNotFound`].
+    /// Replaces whatever is outstanding.
+    FindMaster {
+        /// Wait this long first.
+        after: Duration,
+    },
+    /// Drop every cached copy of this node (data, stat, listing, absence, shared handles).
+    Invalidate(String),
+    /// Drop everything cached; keep caching.
+    FlushCache,
+    /// Drop everything cached and cache nothing until [`Command::EnableCache`].
+    DisableCache,
+    /// Cache again.
+    EnableCache,
+    /// Publish the session's state to application calls: `Safe` lets them run,
+    /// `Jeopardy` holds new ones back, `Expired` and `Closed` fail them with
+    /// `SESSION_EXPIRED`.
+    SetState(SessionState),
+    /// Hand this event to every subscriber.
+    Deliver(Event),
+    /// Use every open handle once (any cheap call) so that the new master recreates it
+    /// now: its event subscriptions resume, and the ephemeral nodes it holds are claimed
+    /// before the new master deletes unclaimed ones (SPEC §5 step 9).
+    RecreateHandles,
+    /// Stop the KeepAlive loop: the session is over.
+    Stop,
 }
 
 /// The pure state of one session.
 #[derive(Clone, Debug)]
 pub(crate) struct SessionCore {
+    state: SessionState,
     /// The master epoch the client knows; carried by every call.
     epoch: u64,
     /// The lease most recently granted; sets the KeepAlive deadline.
     granted: Duration,
     /// End of the local lease. Only moves forward.
     lease_end: Instant,
-    /// Highest event `seq` received: the next `ack_seq`, and the de-duplication watermark.
+    /// End of the grace period, while in jeopardy.
+    grace_end: Option<Instant>,
+    /// Highest event `seq` received in this epoch: the next `ack_seq`, and the
+    /// de-duplication watermark.
     highest_seq: u64,
-    /// Consecutive failed KeepAlives, for the backoff.
+    /// Consecutive failures (KeepAlives or master searches), for the backoff.
     failures: u32,
-    phase: Phase,
     /// ρ: allowed clock-rate drift between client and master.
     clock_drift: f64,
-    /// How long past the local lease the library keeps trying before giving up.
+    /// How long past the local lease the library keeps looking for the master.
     grace: Duration,
     /// Spreads retries of different sessions apart (derived from the session id).
     jitter_seed: u64,
+    /// `CloseSession` has been sent.
+    closing: bool,
 }
 
 impl SessionCore {
@@ -113,43 +177,35 @@ impl SessionCore {
         jitter_seed: u64,
     ) -> Self {
         let mut core = SessionCore {
+            state: SessionState::Safe,
             epoch,
             granted: Duration::ZERO,
             lease_end: sent_at,
+            grace_end: None,
             highest_seq: 0,
             failures: 0,
-            phase: Phase::Live,
             clock_drift,
             grace,
             jitter_seed,
+            closing: false,
         };
         core.extend_lease(sent_at, lease);
         core
     }
 
-    /// The session's phase.
-    pub(crate) fn phase(&self) -> Phase {
-        self.phase
+    /// The commands that start the session: the first KeepAlive.
+    pub(crate) fn start(&mut self) -> Vec<Command> {
+        vec![self.keepalive(Duration::ZERO)]
+    }
+
+    /// The session's state.
+    pub(crate) fn state(&self) -> SessionState {
+        self.state
     }
 
     /// The master epoch to put in the next call.
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch
-    }
-
-    /// Adopts the epoch a `STALE_EPOCH` error named.
-    pub(crate) fn adopt_epoch(&mut self, epoch: u64) {
-        self.epoch = epoch;
-    }
-
-    /// The `ack_seq` for the next KeepAlive.
-    pub(crate) fn ack_seq(&self) -> u64 {
-        self.highest_seq
-    }
-
-    /// The gRPC deadline for the next KeepAlive.
-    pub(crate) fn keepalive_deadline(&self) -> Duration {
-        self.granted + KEEPALIVE_DEADLINE_MARGIN
     }
 
     /// When the local lease ends.
@@ -161,6 +217,147 @@ impl SessionCore {
     /// How much of the local lease is left at `now` (zero once it has ended).
     pub(crate) fn lease_remaining(&self, now: Instant) -> Duration {
         self.lease_end.saturating_duration_since(now)
+    }
+
+    /// When the I/O layer must deliver [`Input::Tick`]: the end of the local lease while
+    /// safe, the end of the grace period in jeopardy, never once the session is over.
+    pub(crate) fn next_timer(&self) -> Option<Instant> {
+        match self.state {
+            SessionState::Safe => Some(self.lease_end),
+            SessionState::Jeopardy => self.grace_end,
+            SessionState::Expired | SessionState::Closed => None,
+        }
+    }
+
+    /// How long calls may keep retrying `FAILOVER_IN_PROGRESS` at most: a new master
+    /// refuses them until every restored session has acknowledged the fail-over or
+    /// expired, which can take a lease; the grace period bounds it.
+    pub(crate) fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// Handles one input at `now`; returns what to do, in order.
+    pub(crate) fn handle(&mut self, now: Instant, input: Input) -> Vec<Command> {
+        let mut out = Vec::new();
+        if !self.state.is_live() {
+            return out;
+        }
+        // Deadlines first: whatever arrives, a lease that has ended has ended, and a
+        // session past its grace period is over (no session outlives lease + grace).
+        let entered_jeopardy = self.check_timers(now, &mut out);
+        if !self.state.is_live() {
+            return out;
+        }
+        match input {
+            Input::Tick => {
+                if entered_jeopardy {
+                    // Start looking at once: a fresh KeepAlive with a short deadline
+                    // supersedes the one the master never answered.
+                    out.push(self.keepalive(Duration::ZERO));
+                }
+            }
+            Input::KeepAliveReply { sent_at, reply } => {
+                self.on_reply(now, sent_at, &reply, &mut out)
+            }
+            Input::KeepAliveFailed(failure) => self.on_failure(failure, &mut out),
+            Input::MasterFound => {
+                // Progress: a master answered. Back-off starts afresh.
+                self.failures = 0;
+                out.push(self.keepalive(Duration::ZERO));
+            }
+            Input::MasterNotFound => {
+                self.failures = self.failures.saturating_add(1);
+                out.push(Command::FindMaster {
+                    after: self.backoff(),
+                });
+            }
+            Input::NewerEpoch(epoch) => {
+                if self.adopt_epoch(epoch, &mut out) {
+                    // The outstanding KeepAlive names the old epoch: supersede it.
+                    out.push(self.keepalive(Duration::ZERO));
+                }
+            }
+            Input::ExpiredByMaster => self.expire(&mut out),
+            Input::Closing => self.closing = true,
+            Input::Close => self.close(&mut out),
+        }
+        out
+    }
+
+    fn close(&mut self, out: &mut Vec<Command>) {
+        self.state = SessionState::Closed;
+        self.grace_end = None;
+        out.extend([
+            Command::DisableCache,
+            Command::SetState(SessionState::Closed),
+            Command::Stop,
+        ]);
+    }
+
+    /// Applies the lease and grace deadlines; returns whether jeopardy began.
+    fn check_timers(&mut self, now: Instant, out: &mut Vec<Command>) -> bool {
+        let mut entered = false;
+        if self.state == SessionState::Safe && now >= self.lease_end {
+            entered = true;
+            self.state = SessionState::Jeopardy;
+            self.grace_end = Some(self.lease_end.checked_add(self.grace).unwrap_or(now));
+            tracing::info!(grace = ?self.grace, "local lease ended: jeopardy");
+            out.extend([
+                Command::DisableCache,
+                Command::SetState(SessionState::Jeopardy),
+                Command::Deliver(Event::Jeopardy),
+            ]);
+        }
+        if self.state == SessionState::Jeopardy && self.grace_end.is_none_or(|end| now >= end) {
+            tracing::info!("grace period ended without reaching the master: expired");
+            self.expire(out);
+        }
+        entered
+    }
+
+    /// The session is over: expired, or closed if the application was closing it (the
+    /// master forgets a closed session, so it says "expired" to the KeepAlive in flight).
+    fn expire(&mut self, out: &mut Vec<Command>) {
+        if self.closing {
+            return self.close(out);
+        }
+        self.state = SessionState::Expired;
+        self.grace_end = None;
+        out.extend([
+            Command::DisableCache,
+            Command::SetState(SessionState::Expired),
+            Command::Deliver(Event::Expired),
+            Command::Stop,
+        ]);
+    }
+
+    /// The next KeepAlive, after `after`.
+    fn keepalive(&self, after: Duration) -> Command {
+        let safe_deadline = self.granted + KEEPALIVE_DEADLINE_MARGIN;
+        let deadline = match self.state {
+            SessionState::Jeopardy => safe_deadline.min(JEOPARDY_KEEPALIVE_DEADLINE),
+            _ => safe_deadline,
+        };
+        Command::SendKeepAlive {
+            epoch: self.epoch,
+            ack_seq: self.highest_seq,
+            after,
+            deadline,
+        }
+    }
+
+    /// Moves to `epoch` if it is newer: event numbering restarts (the new master counts
+    /// from 1), and the cache is flushed (the new master knows nothing of what we cache, so
+    /// nothing would invalidate it). Returns whether it was newer.
+    fn adopt_epoch(&mut self, epoch: u64, out: &mut Vec<Command>) -> bool {
+        if epoch <= self.epoch {
+            return false;
+        }
+        tracing::info!(from = self.epoch, to = epoch, "new master epoch");
+        self.epoch = epoch;
+        self.highest_seq = 0;
+        out.push(Command::FlushCache);
+        true
     }
 
     fn extend_lease(&mut self, sent_at: Instant, lease: Duration) {
@@ -178,100 +375,123 @@ impl SessionCore {
         }
     }
 
-    /// A KeepAlive sent at `sent_at` was answered at `received_at`.
-    pub(crate) fn on_reply(
+    fn on_reply(
         &mut self,
+        now: Instant,
         sent_at: Instant,
-        received_at: Instant,
         reply: &pb::KeepAliveResponse,
-    ) -> ReplyOutcome {
+        out: &mut Vec<Command>,
+    ) {
         self.failures = 0;
-        if reply.epoch > self.epoch {
-            self.epoch = reply.epoch;
-        }
-        // `lease_ms` is measured from when the reply was sent, which is after `sent_at`:
-        // counting from `sent_at` keeps the local lease on the safe side.
+        let was_safe = self.state == SessionState::Safe;
+        self.adopt_epoch(reply.epoch, out);
+        // `lease_ms` counts from when the master received the request, which is after
+        // `sent_at`: counting from `sent_at` keeps the local lease on the safe side.
         self.extend_lease(sent_at, Duration::from_millis(reply.lease_ms));
+        if self.state == SessionState::Jeopardy && self.lease_end > now {
+            self.state = SessionState::Safe;
+            self.grace_end = None;
+            tracing::info!("the master answered within the grace period: safe");
+            out.extend([
+                Command::EnableCache,
+                Command::SetState(SessionState::Safe),
+                Command::Deliver(Event::Safe),
+            ]);
+        }
 
-        let mut out = ReplyOutcome::default();
-        let mut fresh: Vec<&pb::Event> = reply
-            .events
-            .iter()
-            .filter(|e| e.seq > self.highest_seq)
-            .collect();
-        fresh.sort_by_key(|e| e.seq);
-        fresh.dedup_by_key(|e| e.seq);
-        for e in fresh {
-            self.highest_seq = e.seq;
-            match Notification::try_from(e) {
-                Ok(Notification::App(event)) => out.events.push(event),
-                Ok(Notification::Invalidate(path)) => out.invalidations.push(path),
-                // Acknowledged anyway: a malformed event must not stall the session's
-                // event stream by being re-sent forever.
-                Err(err) => tracing::warn!(seq = e.seq, %err, "dropping malformed event"),
+        // A late reply from a master we have already left behind: its lease still counts
+        // (the new master honours the longest lease any predecessor granted), but its
+        // events are numbered in the old epoch; the new master re-sends what matters.
+        let mut fresh_events = false;
+        if reply.epoch == self.epoch {
+            let mut fresh: Vec<&pb::Event> = reply
+                .events
+                .iter()
+                .filter(|e| e.seq > self.highest_seq)
+                .collect();
+            fresh.sort_by_key(|e| e.seq);
+            fresh.dedup_by_key(|e| e.seq);
+            fresh_events = !fresh.is_empty();
+            for e in fresh {
+                self.highest_seq = e.seq;
+                match Notification::try_from(e) {
+                    Ok(Notification::Invalidate(path)) => out.push(Command::Invalidate(path)),
+                    Ok(Notification::App(Event::MasterFailover)) => {
+                        // Invalidations may have been lost with the old master: drop
+                        // everything before acknowledging.
+                        out.push(Command::FlushCache);
+                        out.push(Command::Deliver(Event::MasterFailover));
+                        out.push(Command::RecreateHandles);
+                    }
+                    Ok(Notification::App(event)) => out.push(Command::Deliver(event)),
+                    // Acknowledged anyway: a malformed event must not stall the session's
+                    // event stream by being re-sent forever.
+                    Err(err) => tracing::warn!(seq = e.seq, %err, "dropping malformed event"),
+                }
             }
         }
-        let new_anything = !out.events.is_empty() || !out.invalidations.is_empty();
-        if !new_anything && received_at.saturating_duration_since(sent_at) < QUICK_REPLY {
-            out.next_after = QUICK_REPLY_PAUSE;
-        }
-        out
+        let quick = now.saturating_duration_since(sent_at) < QUICK_REPLY;
+        let after = if !fresh_events && quick && was_safe {
+            QUICK_REPLY_PAUSE
+        } else {
+            Duration::ZERO
+        };
+        // Sent at once (normally), so it acknowledges what this reply delivered: the
+        // master's writes waiting on our invalidation acknowledgements proceed.
+        out.push(self.keepalive(after));
     }
 
-    /// A KeepAlive failed at `now`.
-    pub(crate) fn on_failure(&mut self, now: Instant, failure: Failure) -> FailureStep {
-        if failure == Failure::Expired {
-            return FailureStep::Expire;
-        }
-        if let Failure::StaleEpoch(epoch) = failure {
-            self.epoch = epoch;
-        }
-        let give_up_at = self
-            .lease_end
-            .checked_add(self.grace)
-            .unwrap_or(self.lease_end);
-        if now >= give_up_at {
-            return FailureStep::Expire;
-        }
+    fn on_failure(&mut self, failure: Failure, out: &mut Vec<Command>) {
         self.failures = self.failures.saturating_add(1);
-        let redirect = matches!(failure, Failure::Redirected | Failure::StaleEpoch(_));
-        if redirect && self.failures == 1 {
-            return FailureStep::RetryAfter(Duration::ZERO);
+        let first = self.failures == 1;
+        match failure {
+            Failure::Expired => self.expire(out),
+            Failure::StaleEpoch(epoch) => {
+                // A newer epoch is progress (a live master answered): retry at once. The
+                // restored session's lease at the new master runs from its start, so
+                // every moment counts.
+                let after = if self.adopt_epoch(epoch, out) || first {
+                    Duration::ZERO
+                } else {
+                    self.backoff()
+                };
+                out.push(self.keepalive(after));
+            }
+            Failure::Redirected => {
+                let after = if first {
+                    Duration::ZERO
+                } else {
+                    self.backoff()
+                };
+                out.push(self.keepalive(after));
+            }
+            Failure::Refused => out.push(self.keepalive(self.backoff())),
+            Failure::Transport | Failure::MasterUnknown => {
+                let after = if first {
+                    Duration::ZERO
+                } else {
+                    self.backoff()
+                };
+                out.push(Command::FindMaster { after });
+            }
         }
-        FailureStep::RetryAfter(self.backoff())
     }
 
     /// Exponential backoff with up to 50% jitter, deterministic per (session, attempt).
+    /// Capped at [`BACKOFF_MAX`] and at a quarter of the lease: a new master keeps a
+    /// restored session only for about a lease from its start, so the search must look
+    /// several times per lease.
     fn backoff(&self) -> Duration {
         let doublings = self.failures.saturating_sub(1).min(16);
-        let base = BACKOFF_BASE
-            .saturating_mul(1u32 << doublings)
-            .min(BACKOFF_MAX);
+        let cap = BACKOFF_MAX.min(self.granted / 4).max(BACKOFF_BASE);
+        let base = BACKOFF_BASE.saturating_mul(1u32 << doublings).min(cap);
         let noise = splitmix64(self.jitter_seed ^ u64::from(self.failures)) % 1000;
         base + base.mul_f64(noise as f64 / 2000.0)
-    }
-
-    /// Marks the session expired. True if it was live (so `Expired` must be delivered).
-    pub(crate) fn expire(&mut self) -> bool {
-        let was_live = self.phase == Phase::Live;
-        if was_live {
-            self.phase = Phase::Expired;
-        }
-        was_live
-    }
-
-    /// Marks the session closed by the application. True if it was live.
-    pub(crate) fn close(&mut self) -> bool {
-        let was_live = self.phase == Phase::Live;
-        if was_live {
-            self.phase = Phase::Closed;
-        }
-        was_live
     }
 }
 
 /// A small, well-mixed hash (SplitMix64's finaliser) for jitter.
-fn splitmix64(mut x: u64) -> u64 {
+pub(crate) fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -279,272 +499,4 @@ fn splitmix64(mut x: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LEASE: Duration = Duration::from_secs(12);
-    const GRACE: Duration = Duration::from_secs(45);
-
-    fn core(t0: Instant) -> SessionCore {
-        SessionCore::new(7, LEASE, t0, 0.01, GRACE, 42)
-    }
-
-    fn event(seq: u64, t: pb::EventType, path: &str) -> pb::Event {
-        pb::Event {
-            seq,
-            r#type: t as i32,
-            handle: vec![1, 2],
-            path: path.into(),
-            child: String::new(),
-            child_change: 0,
-        }
-    }
-
-    fn reply(lease_ms: u64, events: Vec<pb::Event>) -> pb::KeepAliveResponse {
-        pb::KeepAliveResponse {
-            lease_ms,
-            events,
-            epoch: 7,
-        }
-    }
-
-    fn modified(path: &str) -> Event {
-        Event::ContentsModified { path: path.into() }
-    }
-
-    #[test]
-    fn local_lease_is_granted_over_one_plus_rho() {
-        let t0 = Instant::now();
-        let c = core(t0);
-        let expected = LEASE.div_f64(1.01);
-        assert_eq!(c.lease_end(), t0 + expected);
-        assert_eq!(c.lease_remaining(t0), expected);
-        assert_eq!(c.lease_remaining(t0 + LEASE), Duration::ZERO);
-        assert_eq!(c.keepalive_deadline(), LEASE + KEEPALIVE_DEADLINE_MARGIN);
-    }
-
-    #[test]
-    fn local_lease_only_moves_forward() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        let end = c.lease_end();
-        // A later reply granting a much shorter lease does not pull the end back.
-        c.on_reply(
-            t0 + Duration::from_secs(1),
-            t0 + Duration::from_secs(1),
-            &reply(1000, vec![]),
-        );
-        assert_eq!(c.lease_end(), end);
-        // A reply granting a full lease from a later send time extends it.
-        let t1 = t0 + Duration::from_secs(11);
-        c.on_reply(t1, t1, &reply(12_000, vec![]));
-        assert_eq!(c.lease_end(), t1 + LEASE.div_f64(1.01));
-    }
-
-    #[test]
-    fn absurd_leases_are_clamped() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        c.on_reply(t0, t0, &reply(u64::MAX, vec![]));
-        assert!(c.lease_remaining(t0) <= MAX_LEASE);
-        assert_eq!(
-            c.keepalive_deadline(),
-            MAX_LEASE + KEEPALIVE_DEADLINE_MARGIN
-        );
-    }
-
-    #[test]
-    fn events_are_acknowledged_and_delivered_once() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        assert_eq!(c.ack_seq(), 0);
-        let first = c.on_reply(
-            t0,
-            t0 + Duration::from_secs(1),
-            &reply(
-                12_000,
-                vec![
-                    event(1, pb::EventType::ContentsModified, "/ls/l/a"),
-                    event(2, pb::EventType::ContentsModified, "/ls/l/b"),
-                ],
-            ),
-        );
-        assert_eq!(first.events, vec![modified("/ls/l/a"), modified("/ls/l/b")]);
-        assert_eq!(first.next_after, Duration::ZERO);
-        assert_eq!(c.ack_seq(), 2);
-
-        // The server re-sends what it has not seen acknowledged, plus something new.
-        let again = c.on_reply(
-            t0,
-            t0 + Duration::from_secs(1),
-            &reply(
-                12_000,
-                vec![
-                    event(1, pb::EventType::ContentsModified, "/ls/l/a"),
-                    event(2, pb::EventType::ContentsModified, "/ls/l/b"),
-                    event(3, pb::EventType::LockAcquired, "/ls/l/c"),
-                ],
-            ),
-        );
-        assert_eq!(
-            again.events,
-            vec![Event::LockAcquired {
-                path: "/ls/l/c".into()
-            }]
-        );
-        assert_eq!(c.ack_seq(), 3);
-    }
-
-    #[test]
-    fn out_of_order_and_duplicate_seqs_in_one_reply() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        let out = c.on_reply(
-            t0,
-            t0 + Duration::from_secs(1),
-            &reply(
-                12_000,
-                vec![
-                    event(5, pb::EventType::ContentsModified, "/ls/l/e"),
-                    event(4, pb::EventType::ContentsModified, "/ls/l/d"),
-                    event(5, pb::EventType::ContentsModified, "/ls/l/e"),
-                ],
-            ),
-        );
-        assert_eq!(out.events, vec![modified("/ls/l/d"), modified("/ls/l/e")]);
-        assert_eq!(c.ack_seq(), 5);
-    }
-
-    #[test]
-    fn invalidations_and_malformed_events_are_acked_not_delivered() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        let out = c.on_reply(
-            t0,
-            t0 + Duration::from_secs(1),
-            &reply(
-                12_000,
-                vec![
-                    event(1, pb::EventType::Invalidate, "/ls/l/a"),
-                    event(2, pb::EventType::Unspecified, "/ls/l/a"),
-                    event(3, pb::EventType::ContentsModified, ""),
-                    event(4, pb::EventType::MasterFailover, ""),
-                ],
-            ),
-        );
-        assert_eq!(out.events, vec![Event::MasterFailover]);
-        assert_eq!(out.invalidations, vec!["/ls/l/a".to_string()]);
-        assert_eq!(c.ack_seq(), 4);
-    }
-
-    #[test]
-    fn an_instant_empty_reply_pauses_the_next_keepalive() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        let out = c.on_reply(t0, t0 + Duration::from_millis(1), &reply(12_000, vec![]));
-        assert_eq!(out.next_after, QUICK_REPLY_PAUSE);
-        let out = c.on_reply(t0, t0 + Duration::from_secs(11), &reply(12_000, vec![]));
-        assert_eq!(out.next_after, Duration::ZERO);
-    }
-
-    #[test]
-    fn newer_epochs_are_adopted() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        c.on_reply(
-            t0,
-            t0,
-            &pb::KeepAliveResponse {
-                lease_ms: 12_000,
-                events: vec![],
-                epoch: 9,
-            },
-        );
-        assert_eq!(c.epoch(), 9);
-        c.on_reply(
-            t0,
-            t0,
-            &pb::KeepAliveResponse {
-                lease_ms: 12_000,
-                events: vec![],
-                epoch: 8,
-            },
-        );
-        assert_eq!(c.epoch(), 9);
-    }
-
-    #[test]
-    fn stale_epoch_is_adopted_and_retried_at_once() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        assert_eq!(
-            c.on_failure(t0, Failure::StaleEpoch(8)),
-            FailureStep::RetryAfter(Duration::ZERO)
-        );
-        assert_eq!(c.epoch(), 8);
-        // A second redirect in a row backs off.
-        assert!(matches!(
-            c.on_failure(t0, Failure::Redirected),
-            FailureStep::RetryAfter(d) if d > Duration::ZERO
-        ));
-    }
-
-    #[test]
-    fn transport_failures_back_off_with_a_cap() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        let mut last = Duration::ZERO;
-        for i in 0..10 {
-            let FailureStep::RetryAfter(d) = c.on_failure(t0, Failure::Transport) else {
-                panic!("expired on attempt {i}");
-            };
-            assert!(d >= BACKOFF_BASE, "{d:?}");
-            assert!(d <= BACKOFF_MAX + BACKOFF_MAX / 2, "{d:?}");
-            if i < 4 {
-                assert!(d > last, "attempt {i}: {d:?} <= {last:?}");
-            }
-            last = d;
-        }
-        // A reply resets the backoff.
-        c.on_reply(t0, t0 + Duration::from_secs(1), &reply(12_000, vec![]));
-        assert!(matches!(
-            c.on_failure(t0, Failure::Transport),
-            FailureStep::RetryAfter(d) if d < BACKOFF_BASE * 2
-        ));
-    }
-
-    #[test]
-    fn failures_past_lease_plus_grace_expire_the_session() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        let end = c.lease_end();
-        assert!(matches!(
-            c.on_failure(end + GRACE - Duration::from_millis(1), Failure::Transport),
-            FailureStep::RetryAfter(_)
-        ));
-        assert_eq!(
-            c.on_failure(end + GRACE, Failure::Transport),
-            FailureStep::Expire
-        );
-    }
-
-    #[test]
-    fn the_master_saying_expired_is_final() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        assert_eq!(c.on_failure(t0, Failure::Expired), FailureStep::Expire);
-        assert!(c.expire());
-        assert!(!c.expire());
-        assert!(!c.close());
-        assert_eq!(c.phase(), Phase::Expired);
-    }
-
-    #[test]
-    fn close_is_once() {
-        let mut c = core(Instant::now());
-        assert!(c.close());
-        assert!(!c.close());
-        assert!(!c.expire());
-        assert_eq!(c.phase(), Phase::Closed);
-    }
-}
+mod tests;

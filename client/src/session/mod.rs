@@ -1,23 +1,50 @@
-//! Sessions: connecting (find the master with `Locate`, `CreateSession`), the KeepAlive loop
-//! that keeps exactly one KeepAlive outstanding and delivers events, the retry rules every
-//! call shares (`STALE_EPOCH` → adopt and retry once, `NOT_MASTER` → follow), and event
-//! subscriptions.
+//! Sessions: connecting (find the master with `Locate`, `CreateSession`), the driver that
+//! executes the session state machine (KeepAlives, looking for the master, the cache, the
+//! call gate, events), and the retry rules every application call shares.
 //!
-//! The decisions live in the sans-IO [`core::SessionCore`]; this module only executes them.
+//! The decisions live in the sans-IO [`core::SessionCore`]; this module only executes its
+//! commands. The states (SPEC §4):
+//!
+//! ```text
+//!                KeepAlive reply extends the local lease
+//!                  ┌────────┐
+//!                  ▼        │
+//!   connect ──▶  SAFE ──────┘
+//!                 │  ▲
+//!   local lease   │  │ a KeepAlive reply within the grace period
+//!   ends, no      │  │ (events: Safe; calls resume, caching resumes)
+//!   reply         ▼  │
+//!              JEOPARDY ── grace period (45 s) ends ──▶ EXPIRED
+//!   (events: Jeopardy;                      (events: Expired; every call but
+//!    cache emptied and off;                  Handle::close fails SESSION_EXPIRED)
+//!    calls wait; look for the master)
+//!
+//!   SESSION_EXPIRED from the master, in any state ──▶ EXPIRED
+//!   Session::close, in any state ──▶ CLOSED
+//! ```
 
 pub(crate) mod core;
+pub(crate) mod gate;
 
-use self::core::{Failure, FailureStep, Phase, SessionCore};
+use self::core::{Command, Failure, Input, SessionCore};
+use self::gate::CallGate;
+use crate::cache::{Cache, ServerHandle, Ticket};
 use crate::error::Error;
 use crate::handle::{Handle, OpenInfo};
 use crate::options::{ClientOptions, OpenOptions};
 use crate::path::expand_path;
 use crate::transport::{self, Conn};
-use crate::types::{required_stat, Event, LocateInfo, Sequencer, SessionId};
+use crate::types::{
+    required_stat, CacheStats, Event, LocateInfo, NodeKind, Sequencer, SessionId, SessionState,
+};
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -25,21 +52,54 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
-use warren_proto::ErrorCode;
+use warren_proto::{ErrorCode, WarrenError};
 
-/// How many `NOT_MASTER` redirects one call follows before failing.
-const MAX_REDIRECTS: usize = 3;
-/// Pause between retries of a call refused with `FAILOVER_IN_PROGRESS`.
-const FAILOVER_RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How many `STALE_EPOCH` answers in a row one call accepts (each names a newer epoch; more
+/// than a few in a row means something is wrong).
+const MAX_STALE_EPOCH_RETRIES: u32 = 8;
+/// First pause between retries of a call; doubles per attempt up to [`CALL_RETRY_MAX`].
+const CALL_RETRY_BASE: Duration = Duration::from_millis(50);
+/// Longest pause between retries of a call (before jitter).
+const CALL_RETRY_MAX: Duration = Duration::from_secs(1);
+/// The longest lease a master grants (SPEC §12), bounding retries of a call that cannot
+/// reach the master while its session nevertheless stays safe.
+const LONGEST_LEASE: Duration = Duration::from_secs(60);
+/// How many handles are recreated at once after a fail-over.
+const RECREATE_CONCURRENCY: usize = 16;
+/// `Locate` timeout while looking for the master (a replica answers it at once).
+const LOCATE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves its data
 /// consistent, so a panic elsewhere must not make the session unusable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A Warren session: a lease kept alive in the background, the handles opened in it, and
-/// the events they deliver. Cheap to clone; all clones are the same session.
+/// A Warren session: a lease kept alive in the background, the handles opened in it, the
+/// events they deliver, and a consistent cache. Cheap to clone; all clones are the same
+/// session.
+///
+/// # States
+///
+/// ```text
+///   connect ──▶ SAFE ──(local lease ends, no reply)──▶ JEOPARDY ──(grace ends)──▶ EXPIRED
+///                 ▲                                        │
+///                 └─────(KeepAlive reply within grace)─────┘
+/// ```
+///
+/// - **Safe**: one KeepAlive is always outstanding; each reply extends the *local lease*
+///   (send time + granted lease / (1 + ρ), [`ClientOptions::clock_drift`]), which ends
+///   before the master's. Reads may be answered from the cache.
+/// - **Jeopardy**: the local lease ended without a reply. The library empties and disables
+///   the cache, delivers [`Event::Jeopardy`], and holds every application call back (they
+///   wait: none fails, none sees stale data) while it keeps looking for the master (each
+///   endpoint in turn, with backoff) for the grace period
+///   ([`ClientOptions::grace_period`], 45 s by default).
+/// - A reply within the grace period: **safe** again, [`Event::Safe`], held calls proceed.
+///   If the master failed over meanwhile, an [`Event::MasterFailover`] follows (the cache
+///   was flushed; events may have been lost; handles keep working).
+/// - Otherwise **expired**: [`Event::Expired`], and every call on the session and its
+///   handles fails with `SESSION_EXPIRED`, except [`Handle::close`], which never fails.
 ///
 /// When the last clone (and the last [`Handle`], which holds one) is dropped, the KeepAlive
 /// loop stops and the master lets the session expire after its lease. Call
@@ -49,7 +109,7 @@ pub struct Session {
     owner: Arc<Owner>,
 }
 
-/// Stops the KeepAlive loop when the last `Session` clone goes.
+/// Stops the driver when the last `Session` clone goes.
 struct Owner {
     shared: Arc<Shared>,
 }
@@ -60,19 +120,45 @@ impl Drop for Owner {
     }
 }
 
-/// State shared by the session's clones, its handles and its KeepAlive loop.
+/// State shared by the session's clones, its handles and its driver.
 pub(crate) struct Shared {
     options: ClientOptions,
     id: SessionId,
     secret: Vec<u8>,
     deployment: String,
+    /// The state machine. Lock order: `core` before `cache` and `subscribers`.
     core: Mutex<SessionCore>,
-    /// The master we talk to; replaced on redirects.
+    cache: Mutex<Cache>,
+    /// Holds calls back in jeopardy, fails them once the session is over.
+    gate: CallGate,
+    /// The master we talk to; replaced on redirects and when the driver finds it elsewhere.
     conn: Mutex<Conn>,
     /// One sender per [`EventStream`]; emptied when the session ends, which ends the streams.
     subscribers: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
-    /// Set to stop the KeepAlive loop.
+    /// KeepAlive and master-search commands produced outside the driver (by calls that
+    /// learnt of a newer epoch), for the driver to execute.
+    driver_tx: mpsc::UnboundedSender<Command>,
+    /// Set to stop the driver.
     stop: watch::Sender<bool>,
+    /// Where the next master search starts in `options.endpoints` (round-robin).
+    next_endpoint: AtomicUsize,
+    /// Distinguishes calls' retry jitter.
+    calls: AtomicU64,
+    /// Seed for jitter (from the session id).
+    jitter_seed: u64,
+    /// Every server handle opened in this session that may still be in use, for
+    /// [`Command::RecreateHandles`].
+    open_handles: Mutex<Vec<Weak<ServerHandle>>>,
+}
+
+/// How a call may be retried.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CallPolicy {
+    /// Bound on each attempt (`None`: wait as long as the session lives).
+    pub timeout: Option<Duration>,
+    /// Whether sending it twice is harmless, so that it may be re-sent after a transport
+    /// failure (when it may or may not have been applied).
+    pub idempotent: bool,
 }
 
 impl Session {
@@ -83,14 +169,23 @@ impl Session {
     }
 
     /// Connects with `options`: finds the master with `Locate`, creates the session and
-    /// starts its KeepAlive loop.
+    /// starts keeping it alive. While a new master is still recovering from a fail-over it
+    /// refuses new sessions (`FAILOVER_IN_PROGRESS`); this retries for up to the longer of
+    /// the call timeout and the grace period.
     pub async fn connect_with(options: ClientOptions) -> Result<Session, Error> {
         options.validate()?;
         let timeout = options.rpc_timeout;
+        let patience = timeout.max(options.grace_period);
         let (mut conn, _) = transport::find_master(&options.endpoints, timeout).await?;
         let started = Instant::now();
-        let mut redirects = 0;
+        // Spreads the retries of many clients reconnecting after a fail-over.
+        let salt = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos()))
+            ^ u64::from(std::process::id());
+        let mut attempt = 0u32;
         let (reply, sent_at) = loop {
+            attempt = attempt.saturating_add(1);
             let request = pb::CreateSessionRequest {
                 principal: options.principal.clone(),
             };
@@ -102,17 +197,18 @@ impl Session {
                 Err(_) => return Err(Error::timed_out(&conn.addr, timeout)),
             };
             let err = Error::from_status(&status, &conn.addr);
+            let elapsed = started.elapsed();
             match err.warren().map(|w| (w.code, w.master.clone())) {
-                Some((ErrorCode::NotMaster, master)) if redirects < MAX_REDIRECTS => {
-                    redirects += 1;
+                Some((ErrorCode::NotMaster, master)) if elapsed < patience => {
+                    tokio::time::sleep(retry_pause(attempt, salt)).await;
                     conn = if master.is_empty() {
                         transport::find_master(&options.endpoints, timeout).await?.0
                     } else {
                         transport::dial(&master, timeout).await?
                     };
                 }
-                Some((ErrorCode::FailoverInProgress, _)) if started.elapsed() < timeout => {
-                    tokio::time::sleep(FAILOVER_RETRY_PAUSE).await;
+                Some((ErrorCode::FailoverInProgress, _)) if elapsed < patience => {
+                    tokio::time::sleep(retry_pause(attempt, salt)).await;
                 }
                 _ => return Err(err),
             }
@@ -133,26 +229,37 @@ impl Session {
         }
         let mut seed = [0u8; 8];
         seed.copy_from_slice(&id.as_bytes()[..8]);
-        let core = SessionCore::new(
+        let jitter_seed = u64::from_le_bytes(seed);
+        let mut core = SessionCore::new(
             reply.epoch,
             Duration::from_millis(reply.lease_ms),
             sent_at,
             options.clock_drift,
             options.grace_period,
-            u64::from_le_bytes(seed),
+            jitter_seed,
         );
+        let first = core.start();
         let (stop, stop_rx) = watch::channel(false);
+        let (driver_tx, driver_rx) = mpsc::unbounded_channel();
+        let cache = Cache::new(options.cache);
         let shared = Arc::new(Shared {
             options,
             id,
             secret: reply.secret,
             deployment: reply.deployment,
             core: Mutex::new(core),
+            cache: Mutex::new(cache),
+            gate: CallGate::new(),
             conn: Mutex::new(conn),
             subscribers: Mutex::new(Vec::new()),
+            driver_tx,
             stop,
+            next_endpoint: AtomicUsize::new(0),
+            calls: AtomicU64::new(0),
+            jitter_seed,
+            open_handles: Mutex::new(Vec::new()),
         });
-        tokio::spawn(keepalive_loop(shared.clone(), stop_rx));
+        tokio::spawn(driver(shared.clone(), stop_rx, driver_rx, first));
         tracing::debug!(session = %id, "session created");
         Ok(Session {
             owner: Arc::new(Owner { shared }),
@@ -189,9 +296,21 @@ impl Session {
         lock(&self.shared().conn).addr.clone()
     }
 
-    /// Whether the session is still usable (neither expired nor closed).
+    /// Where the session is in its life (see [States](Session#states)).
+    pub fn state(&self) -> SessionState {
+        lock(&self.shared().core).state()
+    }
+
+    /// Whether the session is still usable: safe, or in jeopardy and possibly coming back.
     pub fn is_live(&self) -> bool {
-        lock(&self.shared().core).phase() == Phase::Live
+        self.state().is_live()
+    }
+
+    /// Counters of the session's cache, for observability: how much it holds, how often it
+    /// answered, how often the master invalidated it, how often it was flushed (jeopardy,
+    /// fail-over).
+    pub fn cache_stats(&self) -> CacheStats {
+        lock(&self.shared().cache).stats()
     }
 
     /// Subscribes to the session's events. Each subscriber gets every event delivered after
@@ -202,12 +321,14 @@ impl Session {
         // Hold the core lock while subscribing so the session cannot end in between
         // (which would leave this subscriber's stream open forever).
         let core = lock(&self.shared().core);
-        match core.phase() {
-            Phase::Live => lock(&self.shared().subscribers).push(tx),
-            Phase::Expired => {
+        match core.state() {
+            SessionState::Safe | SessionState::Jeopardy => {
+                lock(&self.shared().subscribers).push(tx)
+            }
+            SessionState::Expired => {
                 let _ = tx.send(Event::Expired);
             }
-            Phase::Closed => {}
+            SessionState::Closed => {}
         }
         EventStream { rx }
     }
@@ -218,6 +339,11 @@ impl Session {
     }
 
     /// Opens (and optionally creates) the node at `path` (full or short form).
+    ///
+    /// From the cache, without asking the master: an `open` without create of a node that
+    /// an earlier `open` found missing fails with `NOT_FOUND` at once; and an `open` with
+    /// at most read intent and no create shares the server handle of an identical `open`
+    /// still in use (see the crate docs on handles).
     pub async fn open(
         &self,
         path: &str,
@@ -227,36 +353,110 @@ impl Session {
         // Built once, so bad options fail before anything is sent; each attempt only
         // swaps in the current session context.
         let template = options.to_request(path.clone(), pb::SessionContext::default())?;
-        let reply = self
-            .shared()
-            .call(Some(self.shared().options.rpc_timeout), |mut c, ctx| {
+        let shared = self.shared();
+        let key = options.share_key(&path);
+        if !options.creates() {
+            shared.admit().await?;
+            if shared.cached(|c| c.is_absent(&path)) == Some(true) {
+                return Err(Error::Warren(WarrenError::not_found(format!(
+                    "{path} does not exist"
+                ))));
+            }
+        }
+        if let Some(key) = &key {
+            if let Some((server, stat)) = shared.cached(|c| c.share_handle(key)).flatten() {
+                let handle = Handle::new(self.clone(), server, path, options.clone());
+                let contents = if options.wants_contents() {
+                    match handle.contents().await {
+                        Ok((data, _)) => Some(data),
+                        Err(e) => {
+                            handle.close().await;
+                            return Err(e);
+                        }
+                    }
+                } else {
+                    None
+                };
+                let info = OpenInfo {
+                    stat,
+                    contents,
+                    cacheable: true,
+                    created: false,
+                };
+                return Ok((handle, info));
+            }
+        }
+        let ticket = shared.ticket();
+        let policy = CallPolicy {
+            timeout: Some(shared.options.rpc_timeout),
+            idempotent: !options.is_exclusive_create(),
+        };
+        let result = shared
+            .call(policy, |mut c, ctx| {
                 let request = pb::OpenRequest {
                     ctx: Some(ctx),
                     ..template.clone()
                 };
                 async move { c.open(request).await }
             })
-            .await?;
+            .await;
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(e) => {
+                if !options.creates() && e.code() == Some(ErrorCode::NotFound) {
+                    lock(&shared.cache).fill_absent(ticket, &path);
+                }
+                return Err(e);
+            }
+        };
         if reply.handle.is_empty() {
             return Err(Error::Protocol("Open reply has no handle".into()));
         }
         let stat = required_stat(reply.stat, "Open")?;
+        let contents = options.wants_contents().then_some(reply.contents);
+        let server = ServerHandle::new(reply.handle, stat.instance);
+        shared.register_handle(&server);
+        {
+            let mut cache = lock(&shared.cache);
+            if reply.created {
+                // The master stopped counting us as a cacher of the node and its parent
+                // when it created it (see the cache's write-through rule).
+                cache.wrote(&path);
+                if let Some((parent, _)) = path.rsplit_once('/') {
+                    cache.wrote(parent);
+                }
+            } else if reply.cacheable {
+                cache.fill_stat(ticket, &path, &stat);
+                if let Some(data) = &contents {
+                    if stat.kind == NodeKind::File {
+                        cache.fill_contents(ticket, &path, data, &stat);
+                    }
+                }
+                if let Some(key) = key {
+                    cache.offer_handle(ticket, key, &server);
+                }
+            }
+        }
         let info = OpenInfo {
             stat,
-            contents: options.wants_contents().then_some(reply.contents),
+            contents,
             cacheable: reply.cacheable,
             created: reply.created,
         };
-        Ok((Handle::new(self.clone(), reply.handle, path), info))
+        Ok((Handle::new(self.clone(), server, path, options), info))
     }
 
     /// Whether `sequencer` still names the current holding of its lock.
     pub async fn check_sequencer(&self, sequencer: &Sequencer) -> Result<bool, Error> {
         let mut wire = pb::Sequencer::from(sequencer);
         wire.path = self.full_path(&sequencer.path)?;
+        let policy = CallPolicy {
+            timeout: Some(self.shared().options.rpc_timeout),
+            idempotent: true,
+        };
         let reply = self
             .shared()
-            .call(Some(self.shared().options.rpc_timeout), |mut c, ctx| {
+            .call(policy, |mut c, ctx| {
                 let request = pb::CheckSequencerRequest {
                     ctx: Some(ctx),
                     sequencer: Some(wire.clone()),
@@ -273,27 +473,34 @@ impl Session {
         transport::locate_at(&conn, self.shared().options.rpc_timeout).await
     }
 
-    /// Ends the session: stops the KeepAlive loop and sends `CloseSession`, which releases
-    /// its locks and deletes ephemeral nodes only it held open. Later calls fail with
-    /// `SESSION_EXPIRED`; event streams end. Closing a session that has already ended
-    /// does nothing.
+    /// Ends the session: sends `CloseSession`, which releases its locks and deletes
+    /// ephemeral nodes only it held open, and stops keeping it alive. Later calls fail with
+    /// `SESSION_EXPIRED`; event streams end. Closing a session that has already ended does
+    /// nothing. In jeopardy this waits until the session is safe or expired.
     pub async fn close(&self) -> Result<(), Error> {
         let shared = self.shared();
-        if !lock(&shared.core).close() {
+        if !lock(&shared.core).state().is_live() {
             return Ok(());
         }
-        shared.stop.send_replace(true);
-        lock(&shared.subscribers).clear();
-        let conn = lock(&shared.conn).clone();
-        let request = pb::CloseSessionRequest {
-            ctx: Some(shared.ctx()),
+        let policy = CallPolicy {
+            timeout: Some(shared.options.rpc_timeout),
+            idempotent: true,
         };
-        let timeout = shared.options.rpc_timeout;
-        let mut client = conn.client.clone();
-        match tokio::time::timeout(timeout, client.close_session(request)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(Error::from_status(&status, &conn.addr)),
-            Err(_) => Err(Error::timed_out(&conn.addr, timeout)),
+        // The KeepAlives go on until the master has the close (a new master recovering
+        // from a fail-over refuses it until our fail-over event is acknowledged).
+        shared.observe(Input::Closing);
+        let result = shared
+            .call(policy, |mut c, ctx| {
+                let request = pb::CloseSessionRequest { ctx: Some(ctx) };
+                async move { c.close_session(request).await }
+            })
+            .await;
+        shared.observe(Input::Close);
+        match result {
+            Ok(_) => Ok(()),
+            // Already gone: nothing left to close.
+            Err(e) if e.code() == Some(ErrorCode::SessionExpired) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 }
@@ -304,17 +511,45 @@ impl fmt::Debug for Session {
             .field("id", &self.id())
             .field("deployment", &self.deployment())
             .field("master", &self.master())
+            .field("state", &self.state())
             .finish_non_exhaustive()
     }
+}
+
+/// Whether a failed call's status means the server was not reached (as opposed to an
+/// answer): no Warren detail, and a code that tonic uses for connection trouble.
+fn is_unreachable(status: &tonic::Status) -> bool {
+    WarrenError::from_status(status).is_none()
+        && matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+        )
+}
+
+/// The pause before retry number `attempt` of a call: exponential with up to 50% jitter.
+fn retry_pause(attempt: u32, salt: u64) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(16);
+    let base = CALL_RETRY_BASE
+        .saturating_mul(1u32 << doublings)
+        .min(CALL_RETRY_MAX);
+    let noise = core::splitmix64(salt ^ u64::from(attempt)) % 1000;
+    base + base.mul_f64(noise as f64 / 2000.0)
 }
 
 impl Shared {
     /// The context every call carries.
     pub(crate) fn ctx(&self) -> pb::SessionContext {
+        self.ctx_at(lock(&self.core).epoch())
+    }
+
+    fn ctx_at(&self, epoch: u64) -> pb::SessionContext {
         pb::SessionContext {
             session_id: self.id.as_bytes().to_vec(),
             secret: self.secret.clone(),
-            epoch: lock(&self.core).epoch(),
+            epoch,
             map_epoch: 0,
         }
     }
@@ -324,85 +559,181 @@ impl Shared {
         self.options.rpc_timeout
     }
 
-    /// Fails with `SESSION_EXPIRED` unless the session is live.
-    fn check_live(&self) -> Result<(), Error> {
-        match lock(&self.core).phase() {
-            Phase::Live => Ok(()),
-            Phase::Expired => Err(Error::session_expired("the session has expired")),
-            Phase::Closed => Err(Error::session_expired("the session was closed")),
+    /// Waits while the session is in jeopardy; fails once it is over.
+    pub(crate) async fn admit(&self) -> Result<Duration, Error> {
+        self.gate.admit().await
+    }
+
+    /// Runs `f` on the cache if the cache may answer now: the session is safe and its local
+    /// lease has not ended (even if the driver has not yet noticed). `None` otherwise.
+    pub(crate) fn cached<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> Option<T> {
+        let core = lock(&self.core);
+        if core.state() != SessionState::Safe || core.lease_remaining(Instant::now()).is_zero() {
+            return None;
+        }
+        let mut cache = lock(&self.cache);
+        Some(f(&mut cache))
+    }
+
+    /// A ticket for a read about to be sent (see [`Cache`]).
+    pub(crate) fn ticket(&self) -> Ticket {
+        lock(&self.cache).ticket()
+    }
+
+    /// Runs `f` on the cache, whatever the state (fills, drops, handle counts).
+    pub(crate) fn with_cache<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> T {
+        f(&mut lock(&self.cache))
+    }
+
+    /// Feeds `input` to the state machine and executes the commands it returns: the
+    /// immediate ones here, under the core lock (so that effects happen in the order the
+    /// machine decided them); KeepAlive, master search and stop are returned for the
+    /// driver.
+    fn apply(&self, input: Input) -> Vec<Command> {
+        let mut core = lock(&self.core);
+        let commands = core.handle(Instant::now(), input);
+        let mut for_driver = Vec::new();
+        for command in commands {
+            match command {
+                Command::Invalidate(path) => lock(&self.cache).invalidate(&path),
+                Command::FlushCache => lock(&self.cache).flush(),
+                Command::DisableCache => lock(&self.cache).disable(),
+                Command::EnableCache => lock(&self.cache).enable(self.options.cache),
+                Command::SetState(state) => self.gate.set(state),
+                Command::Deliver(event) => self.deliver(event),
+                Command::Stop => {
+                    // Ends every event stream (after the last event was queued).
+                    lock(&self.subscribers).clear();
+                    self.stop.send_replace(true);
+                    for_driver.push(Command::Stop);
+                }
+                c @ (Command::SendKeepAlive { .. }
+                | Command::FindMaster { .. }
+                | Command::RecreateHandles) => for_driver.push(c),
+            }
+        }
+        for_driver
+    }
+
+    /// [`apply`](Self::apply) from outside the driver: what the driver must do is sent to
+    /// it.
+    fn observe(&self, input: Input) {
+        for command in self.apply(input) {
+            let _ = self.driver_tx.send(command);
         }
     }
 
-    /// Runs one call with the shared retry rules: `STALE_EPOCH` adopts the epoch and retries
-    /// once; `NOT_MASTER` follows the named master (or looks it up) up to
-    /// [`MAX_REDIRECTS`] times; `FAILOVER_IN_PROGRESS` retries until the call's timeout;
-    /// `SESSION_EXPIRED` ends the session. `make` builds and sends the request for the
-    /// current master and context; `timeout` bounds each attempt (`None`: no bound).
-    pub(crate) async fn call<R, F, Fut>(
-        &self,
-        timeout: Option<Duration>,
-        mut make: F,
-    ) -> Result<R, Error>
+    /// Runs one call with the shared rules. Before each attempt the call passes the gate
+    /// (waits in jeopardy, fails once the session is over); an attempt in flight fails when
+    /// the session ends. Then:
+    ///
+    /// - `STALE_EPOCH`: the epoch is adopted (event numbering restarts, the cache is
+    ///   flushed) and the call is re-sent;
+    /// - `NOT_MASTER`: follow the named master, or look for it among the endpoints;
+    /// - `FAILOVER_IN_PROGRESS`: re-sent with backoff for up to the longer of the call
+    ///   timeout and the grace period (a new master refuses calls until every restored
+    ///   session has acknowledged the fail-over);
+    /// - the master not reached: re-sent with backoff if the call is idempotent, within the
+    ///   call timeout and for as long as the local lease runs (after that the session is in
+    ///   jeopardy and the call waits at the gate);
+    /// - `SESSION_EXPIRED`: the session is over.
+    ///
+    /// `make` builds and sends the request for the current master and context.
+    pub(crate) async fn call<R, F, Fut>(&self, policy: CallPolicy, mut make: F) -> Result<R, Error>
     where
         F: FnMut(WarrenClient<Channel>, pb::SessionContext) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
-        let started = Instant::now();
-        let mut stale_retried = false;
-        let mut redirects = 0;
-        // Fires when the session ends, so a call cannot outlive it (an `Acquire` that waits
-        // forever fails with `SESSION_EXPIRED` once the session expires).
-        let mut ended = self.stop.subscribe();
+        let salt = self.jitter_seed ^ self.calls.fetch_add(1, Ordering::Relaxed);
+        let budget = self.options.rpc_timeout;
+        let failover_budget = budget.max(lock(&self.core).grace());
+        // Time spent retrying, not counting time held back at the gate.
+        let mut spent = Duration::ZERO;
+        let mut attempt = 0u32;
+        let mut stale = 0u32;
         loop {
-            self.check_live()?;
+            if !self.admit().await?.is_zero() {
+                // Held back through a jeopardy: the master is back, start afresh.
+                spent = Duration::ZERO;
+                attempt = 0;
+            }
+            let started = Instant::now();
+            attempt = attempt.saturating_add(1);
             let conn = lock(&self.conn).clone();
-            let attempt = make(conn.client.clone(), self.ctx());
+            let request = make(conn.client.clone(), self.ctx());
             let bounded = async {
-                match timeout {
-                    Some(t) => tokio::time::timeout(t, attempt)
-                        .await
-                        .map_err(|_| Error::timed_out(&conn.addr, t)),
-                    None => Ok(attempt.await),
+                match policy.timeout {
+                    Some(t) => tokio::time::timeout(t, request).await.ok(),
+                    None => Some(request.await),
                 }
             };
             let result = tokio::select! {
-                r = bounded => r?,
-                _ = ended.wait_for(|stopped| *stopped) => {
-                    self.check_live()?;
-                    return Err(Error::session_expired("the session ended"));
-                }
+                r = bounded => r,
+                e = self.gate.ended() => return Err(e),
             };
-            let status = match result {
-                Ok(reply) => return Ok(reply.into_inner()),
-                Err(status) => status,
+            let pause = retry_pause(attempt, salt);
+            let (err, unreachable) = match result {
+                Some(Ok(reply)) => return Ok(reply.into_inner()),
+                Some(Err(status)) => (
+                    Error::from_status(&status, &conn.addr),
+                    is_unreachable(&status),
+                ),
+                None => (
+                    Error::timed_out(&conn.addr, policy.timeout.unwrap_or_default()),
+                    true,
+                ),
             };
-            let err = Error::from_status(&status, &conn.addr);
             let Some(w) = err.warren() else {
+                spent += started.elapsed();
+                if unreachable && policy.idempotent && self.worth_retrying(spent, budget) {
+                    tracing::debug!(%err, "call failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    spent += pause;
+                    continue;
+                }
                 return Err(err);
             };
             match w.code {
-                ErrorCode::StaleEpoch if !stale_retried => {
-                    stale_retried = true;
+                ErrorCode::StaleEpoch if stale < MAX_STALE_EPOCH_RETRIES => {
+                    stale += 1;
                     tracing::debug!(epoch = w.epoch, "stale epoch; adopting and retrying");
-                    lock(&self.core).adopt_epoch(w.epoch);
+                    self.observe(Input::NewerEpoch(w.epoch));
                 }
-                ErrorCode::NotMaster if redirects < MAX_REDIRECTS => {
-                    redirects += 1;
-                    self.redirect(&conn, &w.master).await?;
+                ErrorCode::NotMaster if self.worth_retrying(spent, budget) => {
+                    if let Err(e) = self.redirect(&conn, &w.master).await {
+                        tracing::debug!(%e, "no master found yet");
+                        tokio::time::sleep(pause).await;
+                    }
+                    spent += started.elapsed();
                 }
-                ErrorCode::FailoverInProgress
-                    if started.elapsed() + FAILOVER_RETRY_PAUSE
-                        < timeout.unwrap_or(self.options.rpc_timeout) =>
-                {
-                    tokio::time::sleep(FAILOVER_RETRY_PAUSE).await;
+                ErrorCode::FailoverInProgress if spent < failover_budget => {
+                    tokio::time::sleep(pause).await;
+                    spent += started.elapsed();
                 }
                 ErrorCode::SessionExpired => {
-                    self.expire();
+                    self.observe(Input::ExpiredByMaster);
                     return Err(err);
                 }
                 _ => return Err(err),
             }
         }
+    }
+
+    /// Whether a call that could not reach the master should try again after `spent`:
+    /// within its budget, and beyond it for as long as the local lease runs — once the
+    /// lease ends the session is in jeopardy and the call waits at the gate instead of
+    /// failing.
+    fn worth_retrying(&self, spent: Duration, budget: Duration) -> bool {
+        if spent < budget {
+            return true;
+        }
+        if spent >= budget + LONGEST_LEASE {
+            // Unreachable for longer than any lease while the session stayed safe: this
+            // is not an outage the session will notice; give up.
+            return false;
+        }
+        let core = lock(&self.core);
+        core.state() != SessionState::Safe || !core.lease_remaining(Instant::now()).is_zero()
     }
 
     /// After `NOT_MASTER` from `failed`: connect to `master`, or look the master up among the
@@ -421,119 +752,210 @@ impl Shared {
         Ok(())
     }
 
-    /// After a transport failure: if the endpoints now point at a different master, switch.
-    async fn relocate(&self, failed: &Conn) {
-        let timeout = self.options.rpc_timeout;
-        if let Ok((conn, _)) = transport::find_master(&self.options.endpoints, timeout).await {
-            if conn.addr != failed.addr {
-                tracing::debug!(from = %failed.addr, to = %conn.addr, "master moved");
-                *lock(&self.conn) = conn;
-            }
-        }
+    /// Remembers a new server handle, for recreation after a fail-over.
+    pub(crate) fn register_handle(&self, h: &Arc<ServerHandle>) {
+        let mut handles = lock(&self.open_handles);
+        handles.retain(|w| w.strong_count() > 0);
+        handles.push(Arc::downgrade(h));
     }
 
-    /// Hands events to every subscriber, forgetting subscribers that went away.
-    fn deliver(&self, events: Vec<Event>) {
-        if events.is_empty() {
-            return;
-        }
-        let mut subscribers = lock(&self.subscribers);
-        subscribers.retain(|tx| events.iter().all(|e| tx.send(e.clone()).is_ok()));
-    }
-
-    /// Ends the session as expired: tells subscribers, ends their streams, stops the loop.
-    fn expire(&self) {
-        if !lock(&self.core).expire() {
-            return;
-        }
-        tracing::info!(session = %self.id, "session expired");
-        let subscribers = std::mem::take(&mut *lock(&self.subscribers));
-        for tx in subscribers {
-            let _ = tx.send(Event::Expired);
-        }
-        self.stop.send_replace(true);
+    /// Hands an event to every subscriber, forgetting subscribers that went away.
+    fn deliver(&self, event: Event) {
+        lock(&self.subscribers).retain(|tx| tx.send(event.clone()).is_ok());
     }
 }
 
-/// Keeps exactly one KeepAlive outstanding: sends the next as soon as the previous returns,
-/// acknowledging every event received so far, until the session ends or is dropped.
-async fn keepalive_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// Executes the state machine's KeepAlive and master-search commands: one of them is
+/// always outstanding, and the timer the machine asks for is always armed. Ends when the
+/// machine says stop or the last [`Session`] clone is dropped.
+async fn driver(
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    first: Vec<Command>,
+) {
+    let mut queue: VecDeque<Command> = first.into();
+    let mut outstanding: Option<BoxFuture<'static, Input>> = None;
     loop {
-        if *stop.borrow_and_update() || lock(&shared.core).phase() != Phase::Live {
+        while let Some(command) = queue.pop_front() {
+            match command {
+                Command::SendKeepAlive {
+                    epoch,
+                    ack_seq,
+                    after,
+                    deadline,
+                } => {
+                    outstanding = Some(Box::pin(keepalive(
+                        shared.clone(),
+                        epoch,
+                        ack_seq,
+                        after,
+                        deadline,
+                    )))
+                }
+                Command::FindMaster { after } => {
+                    outstanding = Some(Box::pin(find_master(shared.clone(), after)))
+                }
+                Command::RecreateHandles => {
+                    tokio::spawn(recreate_handles(shared.clone()));
+                }
+                Command::Stop => return,
+                // Executed by `Shared::apply`.
+                _ => {}
+            }
+        }
+        if *stop.borrow_and_update() {
             return;
         }
-        let (ack_seq, deadline) = {
-            let core = lock(&shared.core);
-            (core.ack_seq(), core.keepalive_deadline())
-        };
-        let conn = lock(&shared.conn).clone();
-        let request = pb::KeepAliveRequest {
-            ctx: Some(shared.ctx()),
-            ack_seq,
-        };
-        let sent_at = Instant::now();
-        let mut client = conn.client.clone();
-        let call = tokio::time::timeout(deadline, client.keep_alive(request));
-        let result = tokio::select! {
-            _ = stop.changed() => return,
-            r = call => r,
-        };
-        let pause = match result {
-            Ok(Ok(reply)) => {
-                let reply = reply.into_inner();
-                let outcome = lock(&shared.core).on_reply(sent_at, Instant::now(), &reply);
-                // Issue 3's cache drops `outcome.invalidations` here, before the next
-                // KeepAlive acknowledges them.
-                shared.deliver(outcome.events);
-                outcome.next_after
-            }
-            Ok(Err(status)) => {
-                let err = Error::from_status(&status, &conn.addr);
-                let failure = match err.warren() {
-                    Some(w) if w.code == ErrorCode::SessionExpired => Failure::Expired,
-                    Some(w) if w.code == ErrorCode::StaleEpoch => Failure::StaleEpoch(w.epoch),
-                    Some(w) if w.code == ErrorCode::NotMaster => {
-                        match shared.redirect(&conn, &w.master).await {
-                            Ok(()) => Failure::Redirected,
-                            Err(_) => Failure::Transport,
-                        }
-                    }
-                    Some(_) => Failure::Refused,
-                    None => {
-                        shared.relocate(&conn).await;
-                        Failure::Transport
-                    }
-                };
-                tracing::debug!(%err, "KeepAlive failed");
-                let step = lock(&shared.core).on_failure(Instant::now(), failure);
-                match step {
-                    FailureStep::RetryAfter(d) => d,
-                    FailureStep::Expire => {
-                        shared.expire();
-                        return;
-                    }
+        let timer = lock(&shared.core).next_timer();
+        let input = tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
                 }
+                continue;
             }
-            Err(_) => {
-                tracing::debug!(addr = %conn.addr, "KeepAlive deadline passed");
-                shared.relocate(&conn).await;
-                let step = lock(&shared.core).on_failure(Instant::now(), Failure::Transport);
-                match step {
-                    FailureStep::RetryAfter(d) => d,
-                    FailureStep::Expire => {
-                        shared.expire();
-                        return;
-                    }
-                }
+            Some(command) = commands.recv() => {
+                queue.push_back(command);
+                continue;
+            }
+            () = sleep_until(timer) => Input::Tick,
+            input = next_of(&mut outstanding) => {
+                outstanding = None;
+                input
             }
         };
-        if !pause.is_zero() {
-            tokio::select! {
-                _ = stop.changed() => return,
-                _ = tokio::time::sleep(pause) => {}
+        queue.extend(shared.apply(input));
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The outstanding operation's result, or never if there is none.
+async fn next_of(outstanding: &mut Option<BoxFuture<'static, Input>>) -> Input {
+    match outstanding {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends one KeepAlive and turns its outcome into an input.
+async fn keepalive(
+    shared: Arc<Shared>,
+    epoch: u64,
+    ack_seq: u64,
+    after: Duration,
+    deadline: Duration,
+) -> Input {
+    if !after.is_zero() {
+        tokio::time::sleep(after).await;
+    }
+    let conn = lock(&shared.conn).clone();
+    let request = pb::KeepAliveRequest {
+        ctx: Some(shared.ctx_at(epoch)),
+        ack_seq,
+    };
+    let sent_at = Instant::now();
+    let mut client = conn.client.clone();
+    let status = match tokio::time::timeout(deadline, client.keep_alive(request)).await {
+        Ok(Ok(reply)) => {
+            return Input::KeepAliveReply {
+                sent_at,
+                reply: reply.into_inner(),
             }
         }
+        Ok(Err(status)) => status,
+        Err(_) => {
+            tracing::debug!(addr = %conn.addr, ?deadline, "KeepAlive got no reply in time");
+            return Input::KeepAliveFailed(Failure::Transport);
+        }
+    };
+    let err = Error::from_status(&status, &conn.addr);
+    tracing::debug!(%err, "KeepAlive failed");
+    let failure = match err.warren() {
+        None => Failure::Transport,
+        Some(w) => match w.code {
+            ErrorCode::SessionExpired => Failure::Expired,
+            ErrorCode::StaleEpoch => Failure::StaleEpoch(w.epoch),
+            ErrorCode::NotMaster if w.master.is_empty() => Failure::MasterUnknown,
+            ErrorCode::NotMaster => {
+                let timeout = shared.options.rpc_timeout.min(LOCATE_TIMEOUT);
+                match transport::dial(&w.master, timeout).await {
+                    Ok(conn) => {
+                        *lock(&shared.conn) = conn;
+                        Failure::Redirected
+                    }
+                    Err(_) => Failure::MasterUnknown,
+                }
+            }
+            _ => Failure::Refused,
+        },
+    };
+    Input::KeepAliveFailed(failure)
+}
+
+/// After a fail-over: uses each open handle once (`GetStat`), so the new master recreates
+/// it now rather than on the application's next call — its events flow again and its
+/// ephemeral node is claimed. Errors are left for the application's next call to see.
+async fn recreate_handles(shared: Arc<Shared>) {
+    let handles: Vec<Arc<ServerHandle>> = lock(&shared.open_handles)
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    let policy = CallPolicy {
+        timeout: Some(shared.options.rpc_timeout),
+        idempotent: true,
+    };
+    let shared = &shared;
+    let touch = |h: Arc<ServerHandle>| async move {
+        if h.users() == 0 {
+            return; // closed meanwhile
+        }
+        let result = shared
+            .call(policy, |mut c, ctx| {
+                let request = pb::GetStatRequest {
+                    ctx: Some(ctx),
+                    handle: h.token.clone(),
+                };
+                async move { c.get_stat(request).await }
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(%e, "handle not recreated after the fail-over");
+        }
+    };
+    futures::stream::iter(handles)
+        .for_each_concurrent(RECREATE_CONCURRENCY, touch)
+        .await;
+}
+
+/// One round of looking for the master: `Locate` on each endpoint in turn (starting one
+/// further along each round), following its answer to the master.
+async fn find_master(shared: Arc<Shared>, after: Duration) -> Input {
+    if !after.is_zero() {
+        tokio::time::sleep(after).await;
     }
+    let endpoints = &shared.options.endpoints;
+    let timeout = shared.options.rpc_timeout.min(LOCATE_TIMEOUT);
+    let start = shared.next_endpoint.fetch_add(1, Ordering::Relaxed);
+    for i in 0..endpoints.len() {
+        let addr = &endpoints[(start + i) % endpoints.len()];
+        match transport::master_via(addr, timeout).await {
+            Ok((conn, info)) => {
+                tracing::debug!(via = %addr, master = %conn.addr, epoch = info.epoch, "found the master");
+                *lock(&shared.conn) = conn;
+                return Input::MasterFound;
+            }
+            Err(e) => tracing::debug!(%addr, %e, "endpoint did not lead to a master"),
+        }
+    }
+    Input::MasterNotFound
 }
 
 /// A subscription to a session's events (see [`Session::events`]). Also a
@@ -560,4 +982,35 @@ impl futures::Stream for EventStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         self.rx.poll_recv(cx)
     }
+}
+
+/// Reads through the cache, for [`Handle`]: `lookup` answers from the cache when it may;
+/// otherwise `fetch` asks the master and `fill` caches its (cacheable) answer.
+pub(crate) async fn read_through<T, L, Fe, Fut, Fi>(
+    shared: &Shared,
+    use_cache: bool,
+    lookup: L,
+    fetch: Fe,
+    fill: Fi,
+) -> Result<T, Error>
+where
+    L: FnOnce(&mut Cache) -> Option<T>,
+    Fe: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(T, bool), Error>>,
+    Fi: FnOnce(&mut Cache, Ticket, &T),
+{
+    if use_cache {
+        shared.admit().await?;
+        if let Some(hit) = shared.cached(lookup).flatten() {
+            return Ok(hit);
+        }
+    } else {
+        shared.with_cache(Cache::note_miss);
+    }
+    let ticket = shared.ticket();
+    let (value, cacheable) = fetch().await?;
+    if cacheable {
+        shared.with_cache(|c| fill(c, ticket, &value));
+    }
+    Ok(value)
 }
