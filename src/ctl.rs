@@ -55,6 +55,9 @@
 //! deployment: local
 //! is_master: true
 //! serving: true
+//! role: master
+//! replica:
+//! store_health: ok
 //! ```
 //!
 //! (`(none)`: no ACL file, nobody is restricted; `checksum` is xxh3-64 as 16 hex digits.)
@@ -722,6 +725,9 @@ fn status_text(info: &LocateInfo, json: bool) -> String {
             "deployment": info.deployment,
             "is_master": info.is_master,
             "serving": info.serving,
+            "role": info.role,
+            "replica": info.replica,
+            "store_health": info.store_health,
         })
         .to_string();
     }
@@ -734,6 +740,9 @@ fn status_text(info: &LocateInfo, json: bool) -> String {
         format!("deployment: {}", info.deployment),
         format!("is_master: {}", info.is_master),
         format!("serving: {}", info.serving),
+        format!("role: {}", info.role),
+        format!("replica: {}", info.replica),
+        format!("store_health: {}", info.store_health),
     ]
     .join("\n")
 }
@@ -957,11 +966,15 @@ mod tests {
             deployment: "local".into(),
             is_master: true,
             serving: true,
+            role: "master".into(),
+            replica: String::new(),
+            store_health: "ok".into(),
         };
         assert_eq!(
             status_text(&info, false),
             "endpoint: 127.0.0.1:7100\ncell: local-0\nmaster: 127.0.0.1:7100\nepoch: 1\n\
-             map_epoch: 0\ndeployment: local\nis_master: true\nserving: true"
+             map_epoch: 0\ndeployment: local\nis_master: true\nserving: true\nrole: master\n\
+             replica: \nstore_health: ok"
         );
         let v: Value = serde_json::from_str(&status_text(&info, true)).expect("json");
         assert_eq!(v["deployment"], "local");

@@ -641,6 +641,12 @@ pub struct LocateInfo {
     pub is_master: bool,
     /// Whether the master accepts all operations (false while it recovers from a failover).
     pub serving: bool,
+    /// The answering replica's role: `master` or `standby`.
+    pub role: String,
+    /// The answering replica's id ("" for a single-replica cell).
+    pub replica: String,
+    /// The answering replica's view of its store: `ok`, or what is wrong (etcd unreachable…).
+    pub store_health: String,
 }
 
 impl LocateInfo {
@@ -654,6 +660,9 @@ impl LocateInfo {
             deployment: r.deployment,
             is_master: r.is_master,
             serving: r.serving,
+            role: r.role,
+            replica: r.replica,
+            store_health: r.store_health,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod ctl;
 mod durability;
+mod election;
 mod failover;
 mod operate;
 mod sessions;
