@@ -353,3 +353,86 @@ async fn a_master_cut_off_from_etcd_stops_serving_before_another_serves() {
     assert!(client.failovers >= 1);
     ka.abort();
 }
+
+/// Through the client library, given all three replica addresses: a session with a lock,
+/// an ephemeral file and cached data rides out the master's death, sees the fail-over
+/// event (and jeopardy → safe only if the failover outlasted its local lease), and keeps
+/// everything.
+#[tokio::test]
+async fn library_clients_follow_the_master_to_a_standby() {
+    use warren_client::{ErrorCode as Code, Event, LockMode, OpenOptions, Session};
+    let _etcd_bin = warren_testkit::require_etcd!();
+    let etcd = EtcdCluster::start(3).await;
+    let all = etcd.endpoints().join(",");
+    let mut cell = Replicas::start(vec![all.clone(), all.clone(), all], &[]).await;
+    let (m1, e1) = cell.master(Duration::from_secs(20)).await;
+    let s = Session::connect(&cell.addrs).await.unwrap();
+    let mut events = s.events();
+    let (l, _) = s
+        .open("/l", OpenOptions::new().write().create_file(Vec::new()))
+        .await
+        .unwrap();
+    let seq = l.acquire(LockMode::Exclusive, None).await.unwrap();
+    let (e, _) = s
+        .open(
+            "/e",
+            OpenOptions::new()
+                .write()
+                .create_file(b"mine".to_vec())
+                .ephemeral(),
+        )
+        .await
+        .unwrap();
+    let (d, _) = s
+        .open(
+            "/d",
+            OpenOptions::new()
+                .read()
+                .write()
+                .create_file(b"v1".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.contents().await.unwrap().0, b"v1");
+    cell.kill(m1).await;
+    let (_, e2) = cell.master(Duration::from_secs(20)).await;
+    assert!(e2 > e1);
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !seen.iter().any(|x| matches!(x, Event::MasterFailover)) {
+        let ev = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("no fail-over event")
+            .unwrap();
+        seen.push(ev);
+    }
+    eprintln!("library session saw {seen:?}");
+    assert!(!seen.iter().any(|x| matches!(x, Event::Expired)));
+    if seen.iter().any(|x| matches!(x, Event::Jeopardy)) {
+        assert!(
+            seen.iter().any(|x| matches!(x, Event::Safe)),
+            "jeopardy without safe: {seen:?}"
+        );
+    }
+    // Everything is still there and still ours.
+    assert_eq!(l.get_sequencer().await.unwrap(), seq);
+    e.stat().await.unwrap();
+    let other = Session::connect(&cell.addrs).await.unwrap();
+    let (lo, _) = other.open("/l", OpenOptions::new().write()).await.unwrap();
+    assert_eq!(
+        lo.try_acquire(LockMode::Exclusive)
+            .await
+            .unwrap_err()
+            .code(),
+        Some(Code::LockHeld)
+    );
+    let (_, info) = other
+        .open("/e", OpenOptions::new().read().read_contents())
+        .await
+        .unwrap();
+    assert_eq!(info.contents.unwrap(), b"mine");
+    // The cache was flushed and is coherent again: another client's write is seen.
+    let (dw, _) = other.open("/d", OpenOptions::new().write()).await.unwrap();
+    dw.set_contents(b"v2".to_vec()).await.unwrap();
+    assert_eq!(d.contents().await.unwrap().0, b"v2");
+}
