@@ -61,6 +61,9 @@ pub struct WarrenError {
     pub map_epoch: u64,
     /// `WRONG_CELL`: the cell that owns the slot.
     pub owner: String,
+    /// `NOT_FOUND` from `Open`: the absence may be cached (the master registered the
+    /// caller and will invalidate it before the path is created).
+    pub cacheable: bool,
 }
 
 impl WarrenError {
@@ -72,6 +75,7 @@ impl WarrenError {
             epoch: 0,
             map_epoch: 0,
             owner: String::new(),
+            cacheable: false,
         }
     }
 
@@ -172,6 +176,7 @@ impl WarrenError {
             epoch: self.epoch,
             map_epoch: self.map_epoch,
             owner: self.owner.clone(),
+            cacheable: self.cacheable,
         }
     }
 
@@ -190,6 +195,7 @@ impl WarrenError {
             epoch: detail.epoch,
             map_epoch: detail.map_epoch,
             owner: detail.owner,
+            cacheable: detail.cacheable,
         })
     }
 }

@@ -1385,8 +1385,10 @@ impl Master {
             self.check_open_acl(&principal, &n.rec.acl, a.intent, &a.path)?;
         } else {
             let Some(c) = &a.create else {
-                self.register_cacher(sid, &a.path);
-                return Err(WarrenError::not_found(format!("{} does not exist", a.path)));
+                let cacheable = self.register_cacher(sid, &a.path);
+                let mut e = WarrenError::not_found(format!("{} does not exist", a.path));
+                e.cacheable = cacheable;
+                return Err(e);
             };
             let parent = path::parent(&a.path)
                 .ok_or_else(|| {

@@ -1140,3 +1140,27 @@ fn snapshot_of(muts: Vec<Mutation>) -> Snapshot {
         sessions: sessions.into_values().collect(),
     }
 }
+
+#[test]
+fn absence_is_cacheable_only_when_the_master_will_invalidate_it() {
+    let mut t = T::new();
+    let (a, b) = (t.session(0.0), t.session(0.0));
+    let e = t
+        .open(&b, "/ls/local/n", intent::READ, 0, None, 0.0)
+        .unwrap_err();
+    assert_eq!((e.code, e.cacheable), (ErrorCode::NotFound, true));
+    // a's create of the path waits for b to drop its cached absence; meanwhile another
+    // reader's NOT_FOUND must not be cached (nothing would invalidate it).
+    let w = waiter(t.open(&a, "/ls/local/n", intent::WRITE, 0, file(b""), 1.0));
+    let c = t.session(1.0);
+    let e = t
+        .open(&c, "/ls/local/n", intent::READ, 0, None, 1.0)
+        .unwrap_err();
+    assert_eq!((e.code, e.cacheable), (ErrorCode::NotFound, false));
+    let last = t.m.sessions[&b.session].next_seq - 1;
+    t.m.keepalive(&b, last, t.at(1.5)).unwrap();
+    assert!(t
+        .wakes()
+        .iter()
+        .any(|(id, x)| *id == w && matches!(x, Wake::Retry)));
+}

@@ -403,7 +403,10 @@ impl Session {
         let reply = match result {
             Ok(reply) => reply,
             Err(e) => {
-                if !options.creates() && e.code() == Some(ErrorCode::NotFound) {
+                // Cache the absence only if the master registered us for it (it then
+                // invalidates it before the path is created).
+                let cacheable = e.warren().is_some_and(|w| w.cacheable);
+                if !options.creates() && e.code() == Some(ErrorCode::NotFound) && cacheable {
                     lock(&shared.cache).fill_absent(ticket, &path);
                 }
                 return Err(e);
