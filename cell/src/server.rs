@@ -60,6 +60,8 @@ pub enum CellError {
 struct Durable {
     seq: u64,
     failed: Option<String>,
+    /// The failure was etcd refusing a write because another replica is master.
+    fenced: bool,
 }
 
 type WakeTx = oneshot::Sender<Result<(Wake, u64), Status>>;
@@ -154,6 +156,14 @@ impl Shared {
         let r = rx.wait_for(|d| d.seq >= seq || d.failed.is_some()).await;
         match r {
             Ok(d) if d.seq >= seq => Ok(()),
+            Ok(d) if d.fenced => Err(WarrenError::new(
+                warren_proto::ErrorCode::NotMaster,
+                format!(
+                    "this replica is no longer master; its write was refused: {}",
+                    d.failed.clone().unwrap_or_default()
+                ),
+            )
+            .into()),
             Ok(d) => Err(WarrenError::internal(format!(
                 "the cell's store failed and the cell is stopping: {}",
                 d.failed.clone().unwrap_or_default()
@@ -602,7 +612,11 @@ async fn write_loop(
             }
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed; the cell stops serving");
-                durable.send_modify(|d| d.failed = Some(e.to_string()));
+                let fenced = matches!(e, StoreError::Fenced(_));
+                durable.send_modify(|d| {
+                    d.failed = Some(e.to_string());
+                    d.fenced = fenced;
+                });
                 return;
             }
         }

@@ -436,3 +436,96 @@ async fn library_clients_follow_the_master_to_a_standby() {
     dw.set_contents(b"v2".to_vec()).await.unwrap();
     assert_eq!(d.contents().await.unwrap().0, b"v2");
 }
+
+/// A master that is paused (a long GC pause, a frozen VM) cannot tell it was deposed. When
+/// it wakes with a write in hand, the write must still be refused: by its own lease check,
+/// or, if the write gets there first, by etcd's fence on its election key.
+#[tokio::test]
+async fn a_paused_master_that_wakes_up_cannot_write() {
+    let _etcd_bin = warren_testkit::require_etcd!();
+    let etcd = EtcdCluster::start(3).await;
+    let all = etcd.endpoints().join(",");
+    let cell = Replicas::start(vec![all.clone(), all.clone(), all], &[]).await;
+    let (m1, e1) = cell.master(Duration::from_secs(20)).await;
+    let client = Raw::connect(&cell.addrs).await;
+    let ctx = client.ctx.clone();
+    let pid = cell.procs[m1].as_ref().unwrap().pid().unwrap().to_string();
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    // A standby takes over while the old master sleeps.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let m2 = loop {
+        let mut found = None;
+        for (i, a) in cell.addrs.iter().enumerate() {
+            if i == m1 {
+                continue;
+            }
+            if let Some(l) = locate(a).await {
+                if l.is_master && l.serving && l.epoch > e1 {
+                    found = Some(i);
+                }
+            }
+        }
+        if let Some(i) = found {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no standby took over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // A write reaches the sleeping master's socket; then it wakes.
+    let addr = cell.addrs[m1].clone();
+    let write = tokio::spawn(async move {
+        let mut c =
+            warren_proto::pb::warren_client::WarrenClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap();
+        c.open(pb::OpenRequest {
+            ctx: Some(ctx),
+            path: "/ls/local/zombie".into(),
+            intent: 2,
+            events: 0,
+            lock_delay_ms: 0,
+            create: file(b"from the past", false),
+            read: false,
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cont = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
+    assert!(cont.success());
+    let r = tokio::time::timeout(Duration::from_secs(10), write)
+        .await
+        .expect("the woken master never answered")
+        .unwrap();
+    let e = werr(&r.expect_err("a deposed master accepted a write")).expect("a Warren error");
+    eprintln!("write to the woken master: {e}");
+    // Refused by whichever guard fired first: its own lease check or etcd's fence.
+    assert_eq!(e.code, ErrorCode::NotMaster, "{e}");
+    // Nothing of it landed; the new master is still master. (The first session expired
+    // meanwhile: nothing kept it alive during the pause.)
+    let mut client = Raw::connect(&cell.addrs).await;
+    let e = client
+        .call(|mut c, ctx| async move {
+            c.open(pb::OpenRequest {
+                ctx,
+                path: "/ls/local/zombie".into(),
+                intent: 1,
+                events: 0,
+                lock_delay_ms: 0,
+                create: None,
+                read: false,
+            })
+            .await
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(werr(&e).unwrap().code, ErrorCode::NotFound);
+    let (m, _) = cell.master(Duration::from_secs(5)).await;
+    assert_eq!(m, m2);
+}
