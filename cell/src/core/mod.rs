@@ -1202,6 +1202,20 @@ impl Master {
         Ok(())
     }
 
+    /// The common start of every call on a handle: time, session, handle, its path.
+    fn on_handle(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        now: Instant,
+    ) -> Result<(SessionId, HandleKey, String), WarrenError> {
+        self.now = now;
+        let sid = self.check(ctx)?;
+        let k = self.resolve(sid, token)?;
+        let p = self.handles[&k].path.clone();
+        Ok((sid, k, p))
+    }
+
     fn need_intent(&self, k: HandleKey, bit: u32, what: &str) -> Result<(), WarrenError> {
         let h = &self.handles[&k];
         if h.intent & bit == 0 {
@@ -1630,11 +1644,8 @@ impl Master {
         token: &[u8],
         now: Instant,
     ) -> Result<(Vec<u8>, StatView, bool), WarrenError> {
-        self.now = now;
-        let sid = self.check(ctx)?;
-        let k = self.resolve(sid, token)?;
+        let (sid, k, p) = self.on_handle(ctx, token, now)?;
         self.need_intent(k, intent::READ, "reading contents")?;
-        let p = self.handles[&k].path.clone();
         let n = &self.nodes[&p];
         if n.rec.kind != NodeKind::File {
             return Err(WarrenError::invalid_argument(format!(
@@ -1652,10 +1663,7 @@ impl Master {
         token: &[u8],
         now: Instant,
     ) -> Result<(StatView, bool), WarrenError> {
-        self.now = now;
-        let sid = self.check(ctx)?;
-        let k = self.resolve(sid, token)?;
-        let p = self.handles[&k].path.clone();
+        let (sid, _, p) = self.on_handle(ctx, token, now)?;
         let cacheable = self.register_cacher(sid, &p);
         Ok((self.stat_of(&p).expect("exists"), cacheable))
     }
@@ -1668,11 +1676,8 @@ impl Master {
         token: &[u8],
         now: Instant,
     ) -> Result<(Vec<DirEntryView>, StatView, bool), WarrenError> {
-        self.now = now;
-        let sid = self.check(ctx)?;
-        let k = self.resolve(sid, token)?;
+        let (sid, k, p) = self.on_handle(ctx, token, now)?;
         self.need_intent(k, intent::READ, "listing a directory")?;
-        let p = self.handles[&k].path.clone();
         let n = &self.nodes[&p];
         if n.rec.kind != NodeKind::Directory {
             return Err(WarrenError::invalid_argument(format!(
@@ -1704,11 +1709,8 @@ impl Master {
         if_generation: Option<u64>,
         now: Instant,
     ) -> Result<Reply<StatView>, WarrenError> {
-        self.now = now;
-        let sid = self.check(ctx)?;
-        let k = self.resolve(sid, token)?;
+        let (sid, k, p) = self.on_handle(ctx, token, now)?;
         self.need_intent(k, intent::WRITE, "SetContents")?;
-        let p = self.handles[&k].path.clone();
         let n = &self.nodes[&p];
         if n.rec.kind != NodeKind::File {
             return Err(WarrenError::invalid_argument(format!(
@@ -1804,10 +1806,7 @@ impl Master {
         token: &[u8],
         now: Instant,
     ) -> Result<Reply<()>, WarrenError> {
-        self.now = now;
-        let sid = self.check(ctx)?;
-        let k = self.resolve(sid, token)?;
-        let p = self.handles[&k].path.clone();
+        let (sid, k, p) = self.on_handle(ctx, token, now)?;
         let Some(parent) = path::parent(&p).map(str::to_string) else {
             return Err(WarrenError::invalid_argument(
                 "the deployment root cannot be deleted",
@@ -1929,11 +1928,8 @@ impl Master {
         mode: LockMode,
         now: Instant,
     ) -> Result<(SessionId, HandleKey, String, Option<SequencerView>), WarrenError> {
-        self.now = now;
-        let sid = self.check(ctx)?;
-        let k = self.resolve(sid, token)?;
+        let (sid, k, p) = self.on_handle(ctx, token, now)?;
         self.need_intent(k, intent::WRITE, "locking")?;
-        let p = self.handles[&k].path.clone();
         let n = &self.nodes[&p];
         if let Some(h) = n
             .rec
@@ -2064,10 +2060,7 @@ impl Master {
 
     /// `Release`: idempotent; says whether the handle held the lock.
     pub fn release(&mut self, ctx: &Ctx, token: &[u8], now: Instant) -> Result<bool, WarrenError> {
-        self.now = now;
-        let sid = self.check(ctx)?;
-        let k = self.resolve(sid, token)?;
-        let p = self.handles[&k].path.clone();
+        let (sid, k, p) = self.on_handle(ctx, token, now)?;
         let was = self.drop_holder(&p, sid, k, false);
         self.grant_waiters(&p);
         Ok(was)
@@ -2079,10 +2072,7 @@ impl Master {
         token: &[u8],
         now: Instant,
     ) -> Result<SequencerView, WarrenError> {
-        self.now = now;
-        let sid = self.check(ctx)?;
-        let k = self.resolve(sid, token)?;
-        let p = self.handles[&k].path.clone();
+        let (_, k, p) = self.on_handle(ctx, token, now)?;
         let n = &self.nodes[&p];
         let Some(h) = n
             .rec
