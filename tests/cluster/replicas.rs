@@ -529,3 +529,71 @@ async fn a_paused_master_that_wakes_up_cannot_write() {
     let (m, _) = cell.master(Duration::from_secs(5)).await;
     assert_eq!(m, m2);
 }
+
+/// `warren ctl status` against each replica says who it is, who the master is, the epoch,
+/// and how its store (etcd) is doing.
+#[tokio::test]
+async fn ctl_status_shows_roles_master_epoch_and_etcd_health() {
+    let _etcd_bin = warren_testkit::require_etcd!();
+    let mut etcd = EtcdCluster::start(1).await;
+    let all = etcd.endpoints().join(",");
+    let cell = Replicas::start(vec![all.clone(), all], &[]).await;
+    let (m, epoch) = cell.master(Duration::from_secs(20)).await;
+    let status = |addr: String| async move {
+        let out = tokio::process::Command::new(crate::harness::bin())
+            .args(["ctl", "--endpoint", &addr, "--json", "status"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    // Standbys learn the master from etcd every 200 ms.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status(cell.addrs[1 - m].clone()).await;
+        if s["master"] == cell.addrs[m].as_str() {
+            assert_eq!(
+                (s["role"].as_str(), s["replica"].as_str()),
+                (Some("standby"), Some(format!("r{}", 1 - m).as_str()))
+            );
+            assert_eq!(s["store_health"], "ok");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby never learned the master: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = status(cell.addrs[m].clone()).await;
+    assert_eq!(
+        (
+            s["role"].as_str(),
+            s["epoch"].as_u64(),
+            s["serving"].as_bool()
+        ),
+        (Some("master"), Some(epoch), Some(true))
+    );
+    assert_eq!(s["master"], cell.addrs[m].as_str());
+    // With etcd gone, the standby says so, and the master stops serving within its lease.
+    etcd.kill(0).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let sb = status(cell.addrs[1 - m].clone()).await;
+        let sm = status(cell.addrs[m].clone()).await;
+        if sb["store_health"] != "ok" && sm["role"] == "standby" {
+            eprintln!("standby health: {}", sb["store_health"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcd loss not reported: {sb} {sm}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
