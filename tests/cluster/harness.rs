@@ -202,6 +202,30 @@ impl Raw {
         }
     }
 
+    /// `Open` with the retry rules of [`Raw::call`].
+    pub async fn open(
+        &mut self,
+        path: &str,
+        intent: u32,
+        create: Option<pb::CreateSpec>,
+        read: bool,
+    ) -> Result<pb::OpenResponse, tonic::Status> {
+        let path = path.to_string();
+        self.call(move |mut c, ctx| {
+            let r = pb::OpenRequest {
+                ctx,
+                path: path.clone(),
+                intent,
+                events: 0,
+                lock_delay_ms: 0,
+                create: create.clone(),
+                read,
+            };
+            async move { c.open(r).await }
+        })
+        .await
+    }
+
     /// Reads pending events without waiting and acknowledges them (the fail-over event).
     async fn ack_failover(&mut self) {
         if self.ctx.session_id.is_empty() {

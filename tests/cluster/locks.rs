@@ -35,18 +35,7 @@ async fn no_two_holders_across_ten_master_kills() {
     cell.master(Duration::from_secs(20)).await;
     let mut setup = Raw::connect(&cell.addrs).await;
     setup
-        .call(|mut c, ctx| async move {
-            c.open(pb::OpenRequest {
-                ctx,
-                path: "/ls/local/lock".into(),
-                intent: 2,
-                events: 0,
-                lock_delay_ms: 0,
-                create: file(b"", false),
-                read: false,
-            })
-            .await
-        })
+        .open("/ls/local/lock", 2, file(b"", false), false)
         .await
         .unwrap();
     // Close it: an idle session that never sends KeepAlives would hold every new master
@@ -72,18 +61,7 @@ async fn no_two_holders_across_ten_master_kills() {
             let mut me = Raw::connect(&addrs).await;
             let ka = me.keep_alive_loop();
             let h = me
-                .call(|mut c, ctx| async move {
-                    c.open(pb::OpenRequest {
-                        ctx,
-                        path: "/ls/local/lock".into(),
-                        intent: 2,
-                        events: 0,
-                        lock_delay_ms: 0,
-                        create: None,
-                        read: false,
-                    })
-                    .await
-                })
+                .open("/ls/local/lock", 2, None, false)
                 .await
                 .unwrap()
                 .handle;

@@ -13,25 +13,7 @@ async fn write_files(raw: &mut Raw, tag: &str, n: usize) -> Vec<(String, Vec<u8>
     for i in 0..n {
         let path = format!("/ls/local/w/{tag}-{i}");
         let value = format!("{tag} {i}").into_bytes();
-        let (p, v) = (path.clone(), value.clone());
-        let r = raw
-            .call(|mut c, ctx| {
-                let (p, v) = (p.clone(), v.clone());
-                async move {
-                    c.open(pb::OpenRequest {
-                        ctx,
-                        path: p,
-                        intent: 2,
-                        events: 0,
-                        lock_delay_ms: 0,
-                        create: file(&v, false),
-                        read: false,
-                    })
-                    .await
-                }
-            })
-            .await;
-        if r.is_ok() {
+        if raw.open(&path, 2, file(&value, false), false).await.is_ok() {
             acked.push((path, value));
         }
     }
@@ -39,53 +21,21 @@ async fn write_files(raw: &mut Raw, tag: &str, n: usize) -> Vec<(String, Vec<u8>
 }
 
 async fn read(raw: &mut Raw, path: &str) -> Vec<u8> {
-    let p = path.to_string();
-    raw.call(|mut c, ctx| {
-        let p = p.clone();
-        async move {
-            c.open(pb::OpenRequest {
-                ctx,
-                path: p,
-                intent: 1,
-                events: 0,
-                lock_delay_ms: 0,
-                create: None,
-                read: true,
-            })
-            .await
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("acknowledged {path} is gone: {e:?}"))
-    .contents
+    raw.open(path, 1, None, true)
+        .await
+        .unwrap_or_else(|e| panic!("acknowledged {path} is gone: {e:?}"))
+        .contents
 }
 
 async fn mkdir(raw: &mut Raw, path: &str) {
-    let p = path.to_string();
-    raw.call(|mut c, ctx| {
-        let p = p.clone();
-        async move {
-            let create = Some(pb::CreateSpec {
-                kind: pb::NodeKind::Directory as i32,
-                ephemeral: false,
-                initial_contents: vec![],
-                acl: None,
-                exclusive: false,
-            });
-            c.open(pb::OpenRequest {
-                ctx,
-                path: p,
-                intent: 2,
-                events: 0,
-                lock_delay_ms: 0,
-                create,
-                read: false,
-            })
-            .await
-        }
-    })
-    .await
-    .unwrap();
+    let dir = pb::CreateSpec {
+        kind: pb::NodeKind::Directory as i32,
+        ephemeral: false,
+        initial_contents: vec![],
+        acl: None,
+        exclusive: false,
+    };
+    raw.open(path, 2, Some(dir), false).await.unwrap();
 }
 
 #[tokio::test]
@@ -102,18 +52,7 @@ async fn a_standby_takes_over_when_the_master_is_killed() {
     assert_eq!(acked.len(), 50);
     // An exclusive lock and an ephemeral file.
     let lock = holder
-        .call(|mut c, ctx| async move {
-            c.open(pb::OpenRequest {
-                ctx,
-                path: "/ls/local/l".into(),
-                intent: 2,
-                events: 0,
-                lock_delay_ms: 0,
-                create: file(b"", false),
-                read: false,
-            })
-            .await
-        })
+        .open("/ls/local/l", 2, file(b"", false), false)
         .await
         .unwrap()
         .handle;
@@ -133,18 +72,7 @@ async fn a_standby_takes_over_when_the_master_is_killed() {
         .await
         .unwrap();
     let eph = holder
-        .call(|mut c, ctx| async move {
-            c.open(pb::OpenRequest {
-                ctx,
-                path: "/ls/local/e".into(),
-                intent: 2,
-                events: 0,
-                lock_delay_ms: 0,
-                create: file(b"me", true),
-                read: false,
-            })
-            .await
-        })
+        .open("/ls/local/e", 2, file(b"me", true), false)
         .await
         .unwrap()
         .handle;
@@ -189,18 +117,7 @@ async fn a_standby_takes_over_when_the_master_is_killed() {
     // Another client: the lock is held, the ephemeral file is there, every write is there.
     let mut other = Raw::connect(&cell.addrs).await;
     let h = other
-        .call(|mut c, ctx| async move {
-            c.open(pb::OpenRequest {
-                ctx,
-                path: "/ls/local/l".into(),
-                intent: 2,
-                events: 0,
-                lock_delay_ms: 0,
-                create: None,
-                read: false,
-            })
-            .await
-        })
+        .open("/ls/local/l", 2, None, false)
         .await
         .unwrap()
         .handle;
@@ -335,18 +252,7 @@ async fn a_master_cut_off_from_etcd_stops_serving_before_another_serves() {
     assert_eq!(e.code, ErrorCode::NotMaster);
     // The client moves to the new master and keeps its session.
     let h = client
-        .call(|mut c, ctx| async move {
-            c.open(pb::OpenRequest {
-                ctx,
-                path: "/ls/local/x".into(),
-                intent: 2,
-                events: 0,
-                lock_delay_ms: 0,
-                create: file(b"new", false),
-                read: false,
-            })
-            .await
-        })
+        .open("/ls/local/x", 2, file(b"new", false), false)
         .await
         .unwrap();
     assert!(!h.handle.is_empty());
@@ -511,18 +417,7 @@ async fn a_paused_master_that_wakes_up_cannot_write() {
     // meanwhile: nothing kept it alive during the pause.)
     let mut client = Raw::connect(&cell.addrs).await;
     let e = client
-        .call(|mut c, ctx| async move {
-            c.open(pb::OpenRequest {
-                ctx,
-                path: "/ls/local/zombie".into(),
-                intent: 1,
-                events: 0,
-                lock_delay_ms: 0,
-                create: None,
-                read: false,
-            })
-            .await
-        })
+        .open("/ls/local/zombie", 1, None, false)
         .await
         .unwrap_err();
     assert_eq!(werr(&e).unwrap().code, ErrorCode::NotFound);
