@@ -12,8 +12,7 @@
 //!    `t + ttl / (1 + ρ)` unless a later keep-alive is answered. etcd cannot expire the
 //!    lease (and so no other replica can win) before that moment.
 
-use crate::admin;
-use crate::server::{serve_grpc, CellError, CellHandle, CellOptions, Node, Role, Term};
+use crate::server::{CellError, CellHandle, CellOptions, Front, Node, Role, Term};
 use crate::store::etcd::{cell_prefix, connect_any, EtcdStore, Fence};
 use crate::store::MetaRecord;
 use etcd_client::Client;
@@ -67,16 +66,8 @@ pub async fn run_replica(
     on_ready: impl FnOnce(CellHandle) + Send,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CellError> {
-    let local = listener
-        .local_addr()
-        .map_err(|e| CellError::Startup(e.to_string()))?;
-    let advertise = opts.advertise.clone().unwrap_or_else(|| local.to_string());
-    let node = Node::new(&opts, advertise.clone(), "etcd");
-    let admin_task = admin_listener.map(|l| tokio::spawn(admin::serve(l, node.clone())));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let grpc = tokio::spawn(serve_grpc(listener, node.clone(), async move {
-        let _ = stop_rx.await;
-    }));
+    let front = Front::start(listener, admin_listener, &opts, "etcd")?;
+    let node = front.node.clone();
     on_ready(CellHandle::new(node.clone()));
     let prefix = cell_prefix(&opts.core.deployment, &opts.core.cell);
     tokio::pin!(shutdown);
@@ -84,15 +75,7 @@ pub async fn run_replica(
         r = campaign_forever(&node, &etcd, &opts, &prefix) => r,
         _ = &mut shutdown => Ok(()),
     };
-    node.set_role(Role::Standby {
-        master: String::new(),
-        epoch: 0,
-    });
-    let _ = stop_tx.send(());
-    let _ = grpc.await;
-    if let Some(a) = admin_task {
-        a.abort();
-    }
+    let _ = front.stop().await;
     result
 }
 

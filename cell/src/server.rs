@@ -535,6 +535,58 @@ pub(crate) async fn serve_grpc(
         .map_err(|e| CellError::Serve(e.to_string()))
 }
 
+/// What every replica runs whatever its role: the gRPC service and the admin endpoint,
+/// up from the start (so `Locate` is answered before anything else).
+pub(crate) struct Front {
+    pub(crate) node: Arc<Node>,
+    admin: Option<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    grpc: tokio::task::JoinHandle<Result<(), CellError>>,
+}
+
+impl Front {
+    pub(crate) fn start(
+        listener: TcpListener,
+        admin_listener: Option<TcpListener>,
+        opts: &CellOptions,
+        store_kind: &'static str,
+    ) -> Result<Front, CellError> {
+        let local = listener
+            .local_addr()
+            .map_err(|e| CellError::Startup(e.to_string()))?;
+        let advertise = opts.advertise.clone().unwrap_or_else(|| local.to_string());
+        let node = Node::new(opts, advertise, store_kind);
+        let admin = admin_listener.map(|l| tokio::spawn(admin::serve(l, node.clone())));
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let grpc = tokio::spawn(serve_grpc(listener, node.clone(), async move {
+            let _ = stop_rx.await;
+        }));
+        Ok(Front {
+            node,
+            admin,
+            stop,
+            grpc,
+        })
+    }
+
+    /// Stops serving (gracefully: parked calls were already failed by the role change).
+    pub(crate) async fn stop(self) -> Result<(), CellError> {
+        self.node.set_role(Role::Standby {
+            master: String::new(),
+            epoch: 0,
+        });
+        let _ = self.stop.send(());
+        let served = self
+            .grpc
+            .await
+            .map_err(|e| CellError::Serve(e.to_string()))?;
+        if let Some(a) = self.admin {
+            a.abort();
+        }
+        served
+    }
+}
+
 /// Starts a single-replica cell on `listener` with `store` (the embedded store: a restart
 /// of the process is a failover). Returns when `shutdown` completes (after a graceful
 /// stop) or when the store fails. `on_ready` is called once the master has recovered its
@@ -547,26 +599,16 @@ pub async fn run(
     on_ready: impl FnOnce(CellHandle) + Send,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CellError> {
-    let local = listener
-        .local_addr()
-        .map_err(|e| CellError::Startup(e.to_string()))?;
-    let advertise = opts.advertise.clone().unwrap_or_else(|| local.to_string());
-    let node = Node::new(&opts, advertise.clone(), store.kind());
-    let admin_task = admin_listener.map(|l| tokio::spawn(admin::serve(l, node.clone())));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let grpc = tokio::spawn(serve_grpc(listener, node.clone(), async move {
-        let _ = stop_rx.await;
-    }));
-    let term = Term::start(store.clone(), &opts).await;
-    let term = match term {
+    let front = Front::start(listener, admin_listener, &opts, store.kind())?;
+    let node = front.node.clone();
+    let term = match Term::start(store.clone(), &opts).await {
         Ok(t) => t,
         Err(e) => {
-            let _ = stop_tx.send(());
-            let _ = grpc.await;
+            let _ = front.stop().await;
             return Err(e);
         }
     };
-    tracing::info!(cell = %opts.core.cell, epoch = term.epoch(), %advertise, store = store.kind(), "cell master serving");
+    tracing::info!(cell = %opts.core.cell, epoch = term.epoch(), advertise = %node.advertise, store = store.kind(), "cell master serving");
     node.set_role(Role::Master(term.shared.clone()));
     on_ready(CellHandle { node: node.clone() });
     let failure = tokio::select! {
@@ -578,11 +620,7 @@ pub async fn run(
         epoch: term.epoch(),
     });
     term.end().await;
-    let _ = stop_tx.send(());
-    let served = grpc.await.map_err(|e| CellError::Serve(e.to_string()))?;
-    if let Some(a) = admin_task {
-        a.abort();
-    }
+    let served = front.stop().await;
     if let Some(f) = failure {
         tracing::error!(error = %f, "store failed; the cell stopped serving");
         return Err(CellError::Store(StoreError::Io(f)));
