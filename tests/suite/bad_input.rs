@@ -313,3 +313,29 @@ async fn garbage_protobuf_is_invalid_argument_not_internal() {
     let s = t.session().await;
     s.open("/", OpenOptions::new().read()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_request_over_the_message_limit_is_too_large_not_a_transport_error() {
+    let t = Target::start().await;
+    let mut raw = t.raw().await;
+    let h = raw
+        .open("/ls/local/f", 3, file_spec(b"keep"))
+        .await
+        .unwrap()
+        .handle;
+    let huge = vec![0u8; 5 * 1024 * 1024];
+    let r = raw
+        .client
+        .set_contents(pb::SetContentsRequest {
+            ctx: raw.ctx(),
+            handle: h.clone(),
+            contents: huge,
+            if_content_generation: None,
+        })
+        .await;
+    let st = r.expect_err("a 5 MiB request was accepted");
+    let e = warren_proto::WarrenError::from_status(&st)
+        .unwrap_or_else(|| panic!("no Warren detail: {st:?}"));
+    assert_eq!(e.code, warren_proto::ErrorCode::TooLarge, "{e}");
+    assert_eq!(raw.read(&h).await.unwrap().contents, b"keep");
+}
