@@ -347,6 +347,17 @@ fn hex(id: &[u8]) -> String {
         + "…"
 }
 
+/// ACL names are file names in `/ls/<deployment>/acl/`: each must be a valid component
+/// (empty means unrestricted).
+fn check_acl_names(acl: &AclNames) -> Result<(), WarrenError> {
+    for name in [&acl.read, &acl.write, &acl.change_acl] {
+        if !name.is_empty() {
+            path::check_component(name, name)?;
+        }
+    }
+    Ok(())
+}
+
 fn checksum(data: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(data)
 }
@@ -1437,11 +1448,7 @@ impl Master {
                 _ => {}
             }
             let acl = c.acl.clone().unwrap_or_else(|| pn.rec.acl.clone());
-            for name in [&acl.read, &acl.write, &acl.change_acl] {
-                if !name.is_empty() {
-                    path::check_component(name, name)?;
-                }
-            }
+            check_acl_names(&acl)?;
             self.acl_allows(&principal, &pn.rec.acl.write, "create a node in", &parent)?;
             self.check_open_acl(&principal, &acl, a.intent, &a.path)?;
             if let Some(w) = self.barrier(sid, &[&a.path, &parent]) {
@@ -1782,11 +1789,7 @@ impl Master {
         let sid = self.check(ctx)?;
         let k = self.resolve(sid, token)?;
         self.need_intent(k, intent::CHANGE_ACL, "SetAcl")?;
-        for name in [&acl.read, &acl.write, &acl.change_acl] {
-            if !name.is_empty() {
-                path::check_component(name, name)?;
-            }
-        }
+        check_acl_names(acl)?;
         let p = self.handles[&k].path.clone();
         if let Some(w) = self.barrier(sid, &[&p]) {
             return Ok(Reply::Wait(w));
