@@ -113,6 +113,7 @@ pub fn event(e: &core::Event) -> pb::Event {
             EventKind::Invalidate => pb::EventType::Invalidate,
         } as i32,
         handle: e.handle.clone(),
+        client_session: Vec::new(), // TODO(issue 5): tagged events for sub-sessions
         path: e.path.clone(),
         child: e.child.clone(),
         child_change: match e.change {

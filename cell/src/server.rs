@@ -1109,6 +1109,14 @@ impl Warren for Service {
             Ok::<_, Status>(pb::CheckSequencerResponse { current })
         })
     }
+
+    async fn claim_session(
+        &self,
+        _req: Request<pb::ClaimSessionRequest>,
+    ) -> Result<Response<pb::ClaimSessionResponse>, Status> {
+        // TODO(issue 5): sub-sessions and claims in the core.
+        Err(WarrenError::invalid_argument("ClaimSession is not implemented yet").into())
+    }
 }
 
 impl CellOptions {

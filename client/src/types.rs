@@ -617,6 +617,12 @@ impl TryFrom<&pb::Event> for Notification {
             pb::EventType::Unspecified => {
                 return Err(Error::Protocol(format!("event {} has no type", e.seq)))
             }
+            pb::EventType::SessionClaimed => {
+                return Err(Error::Protocol(format!(
+                    "event {} is SESSION_CLAIMED, which only proxy sessions receive",
+                    e.seq
+                )))
+            }
         };
         Ok(Notification::App(event))
     }

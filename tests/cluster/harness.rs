@@ -152,6 +152,7 @@ impl Raw {
             .call(|mut c, _| async move {
                 c.create_session(pb::CreateSessionRequest {
                     principal: String::new(),
+                    proxy: false,
                 })
                 .await
             })
@@ -162,6 +163,7 @@ impl Raw {
             secret: s.secret,
             epoch: s.epoch,
             map_epoch: 0,
+            ..Default::default()
         };
         raw
     }

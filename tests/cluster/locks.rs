@@ -41,7 +41,13 @@ async fn no_two_holders_across_ten_master_kills() {
     // Close it: an idle session that never sends KeepAlives would hold every new master
     // in its KeepAlive-only phase for up to a lease (correct, but not what we measure).
     setup
-        .call(|mut c, ctx| async move { c.close_session(pb::CloseSessionRequest { ctx }).await })
+        .call(|mut c, ctx| async move {
+            c.close_session(pb::CloseSessionRequest {
+                ctx,
+                expired: false,
+            })
+            .await
+        })
         .await
         .unwrap();
 

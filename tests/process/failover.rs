@@ -23,6 +23,7 @@ impl RawSession {
         let s = client
             .create_session(pb::CreateSessionRequest {
                 principal: String::new(),
+                proxy: false,
             })
             .await
             .unwrap()
@@ -34,6 +35,7 @@ impl RawSession {
                 secret: s.secret,
                 epoch: s.epoch,
                 map_epoch: 0,
+                ..Default::default()
             },
             acked: 0,
         }

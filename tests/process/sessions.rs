@@ -187,6 +187,7 @@ async fn silent_holder(addr: &str) -> warren_proto::pb::SessionContext {
     let s = c
         .create_session(pb::CreateSessionRequest {
             principal: "gone".into(),
+            proxy: false,
         })
         .await
         .unwrap()
@@ -196,6 +197,7 @@ async fn silent_holder(addr: &str) -> warren_proto::pb::SessionContext {
         secret: s.secret,
         epoch: s.epoch,
         map_epoch: 0,
+        ..Default::default()
     };
     let spec = |eph: bool| {
         Some(pb::CreateSpec {

@@ -62,6 +62,7 @@ impl Raw {
         let s = client
             .create_session(pb::CreateSessionRequest {
                 principal: String::new(),
+                proxy: false,
             })
             .await
             .expect("create session")
@@ -73,6 +74,7 @@ impl Raw {
                 secret: s.secret,
                 epoch: s.epoch,
                 map_epoch: 0,
+                ..Default::default()
             },
         }
     }

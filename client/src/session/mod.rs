@@ -188,6 +188,7 @@ impl Session {
             attempt = attempt.saturating_add(1);
             let request = pb::CreateSessionRequest {
                 principal: options.principal.clone(),
+                proxy: false,
             };
             let sent_at = Instant::now();
             let mut client = conn.client.clone();
@@ -494,7 +495,10 @@ impl Session {
         shared.observe(Input::Closing);
         let result = shared
             .call(policy, |mut c, ctx| {
-                let request = pb::CloseSessionRequest { ctx: Some(ctx) };
+                let request = pb::CloseSessionRequest {
+                    ctx: Some(ctx),
+                    expired: false,
+                };
                 async move { c.close_session(request).await }
             })
             .await;
@@ -554,6 +558,7 @@ impl Shared {
             secret: self.secret.clone(),
             epoch,
             map_epoch: 0,
+            ..Default::default()
         }
     }
 
