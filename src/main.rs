@@ -4,6 +4,7 @@
 mod cell_cmd;
 mod ctl;
 mod dev;
+mod proxy_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run one cell (a master on an embedded store).
     Cell(Box<cell_cmd::CellArgs>),
+    /// Run one proxy in front of the given cells.
+    Proxy(Box<proxy_cmd::ProxyArgs>),
     /// Run a whole local deployment on embedded stores (for trying Warren out).
     Dev(dev::DevArgs),
     /// Operator and user commands against a running deployment.
@@ -46,6 +49,10 @@ async fn main() -> ExitCode {
         Command::Cell(a) => {
             init_tracing();
             cell_cmd::run(*a).await
+        }
+        Command::Proxy(a) => {
+            init_tracing();
+            proxy_cmd::run(*a).await
         }
         Command::Dev(a) => {
             init_tracing();

@@ -66,14 +66,16 @@ mod error;
 mod handle;
 mod options;
 mod path;
+mod proxies;
 mod session;
-mod transport;
+pub mod transport;
 pub mod types;
 
 pub use error::Error;
 pub use handle::{Handle, OpenInfo};
 pub use options::{ClientOptions, OpenOptions};
 pub use path::{expand_path, FULL_PREFIX};
+pub use proxies::proxy_order;
 pub use session::{EventStream, Session};
 pub use transport::locate;
 pub use types::{

@@ -14,7 +14,7 @@ const MAX_LOCATE_HOPS: usize = 3;
 
 /// A connection to one server.
 #[derive(Clone, Debug)]
-pub(crate) struct Conn {
+pub struct Conn {
     /// The address as the user (or `Locate`) gave it, for messages.
     pub addr: String,
     /// The gRPC stub; cheap to clone (a handle on a shared HTTP/2 channel that reconnects).
@@ -31,7 +31,7 @@ fn uri_for(addr: &str) -> String {
 }
 
 /// Connects to `addr`, waiting at most `timeout`.
-pub(crate) async fn dial(addr: &str, timeout: Duration) -> Result<Conn, Error> {
+pub async fn dial(addr: &str, timeout: Duration) -> Result<Conn, Error> {
     let endpoint = Endpoint::from_shared(uri_for(addr))
         .map_err(|e| {
             Error::InvalidArgument(format!(
@@ -64,7 +64,7 @@ pub(crate) async fn dial(addr: &str, timeout: Duration) -> Result<Conn, Error> {
 }
 
 /// Asks the server behind `conn` who is master.
-pub(crate) async fn locate_at(conn: &Conn, timeout: Duration) -> Result<LocateInfo, Error> {
+pub async fn locate_at(conn: &Conn, timeout: Duration) -> Result<LocateInfo, Error> {
     let mut client = conn.client.clone();
     match tokio::time::timeout(timeout, client.locate(pb::LocateRequest {})).await {
         Ok(Ok(reply)) => Ok(LocateInfo::from_wire(&conn.addr, reply.into_inner())),
@@ -123,7 +123,7 @@ fn combine(mut errors: Vec<Error>) -> Error {
 }
 
 /// Follows `Locate` answers from `addr` to the master.
-pub(crate) async fn master_via(addr: &str, timeout: Duration) -> Result<(Conn, LocateInfo), Error> {
+pub async fn master_via(addr: &str, timeout: Duration) -> Result<(Conn, LocateInfo), Error> {
     let mut conn = dial(addr, timeout).await?;
     for _ in 0..=MAX_LOCATE_HOPS {
         let info = locate_at(&conn, timeout).await?;

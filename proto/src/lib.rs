@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod framing;
 
 /// Generated code for package `warren.v1`.
 pub mod pb {

@@ -1,0 +1,354 @@
+//! [`ProxyConfig`]: the settings of `warren proxy` (SPEC §6): where it listens, the cells it
+//! fronts, and the lease it grants its clients, which must nest inside the lease the cells
+//! grant it (checked again when a cell answers, since only the cell knows its proxy lease).
+
+use std::time::Duration;
+
+use crate::cell::LEASE_LIMIT;
+use crate::error::ConfigError;
+use crate::parse::{
+    bad, check_cell_name, check_endpoint, duration, format_duration, parse_listen_addr, Bad,
+};
+use crate::source::{FieldSpec, Layers, Origin, Provenance, Sources};
+
+/// One cell the proxy fronts: its name and the addresses of its replicas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CellAddrs {
+    pub name: String,
+    pub addrs: Vec<String>,
+}
+
+/// Settings of one proxy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxyConfig {
+    /// `HOST:PORT` for the gRPC service.
+    pub listen: String,
+    /// `HOST:PORT` for the admin HTTP endpoint (`/metrics`, `/status`, …); none if empty.
+    pub admin: String,
+    /// A name for this proxy in logs, `/status` and `Locate` (default: the listen address).
+    pub id: String,
+    /// The cells it fronts. `NAME=HOST:PORT[,HOST:PORT…]` each.
+    pub cells: Vec<CellAddrs>,
+    /// Lease granted to client sessions (SPEC default 12 s). Must nest inside the cells'
+    /// proxy lease: `client_lease + lease_margin + keepalive_reply_before_end` < it.
+    pub client_lease: Duration,
+    /// A held client KeepAlive is answered this long before the client's lease ends.
+    pub keepalive_reply_before_end: Duration,
+    /// Client leases end at least this long before the proxy's own session at a cell.
+    pub lease_margin: Duration,
+    /// ρ for the proxy's own local leases at the cells.
+    pub drift: f64,
+    /// How long a forwarded call waits for a cell that is failing over before answering
+    /// `FAILOVER_IN_PROGRESS` (the client library then retries).
+    pub forward_patience: Duration,
+    /// A client held in jeopardy by a cell failover is expired after this long past its
+    /// lease (match the cells' claim window).
+    pub max_starve: Duration,
+}
+
+const FIELDS: &[FieldSpec] = &[
+    FieldSpec {
+        name: "listen",
+        env: "WARREN_LISTEN",
+        flag_aliases: &[],
+    },
+    FieldSpec {
+        name: "admin",
+        env: "WARREN_ADMIN",
+        flag_aliases: &[],
+    },
+    FieldSpec {
+        name: "id",
+        env: "WARREN_PROXY_ID",
+        flag_aliases: &[],
+    },
+    FieldSpec {
+        name: "cells",
+        env: "WARREN_CELLS",
+        flag_aliases: &["cell"],
+    },
+    FieldSpec {
+        name: "client_lease",
+        env: "WARREN_CLIENT_LEASE",
+        flag_aliases: &[],
+    },
+    FieldSpec {
+        name: "keepalive_reply_before_end",
+        env: "WARREN_KEEPALIVE_REPLY_BEFORE_END",
+        flag_aliases: &[],
+    },
+    FieldSpec {
+        name: "lease_margin",
+        env: "WARREN_LEASE_MARGIN",
+        flag_aliases: &[],
+    },
+    FieldSpec {
+        name: "forward_patience",
+        env: "WARREN_FORWARD_PATIENCE",
+        flag_aliases: &[],
+    },
+    FieldSpec {
+        name: "max_starve",
+        env: "WARREN_MAX_STARVE",
+        flag_aliases: &[],
+    },
+];
+
+/// `NAME=ADDR[,ADDR…]` entries separated by `;` (several `--cell` flags arrive joined so).
+fn cell_list(s: &str) -> Result<Vec<CellAddrs>, Bad> {
+    let mut cells = Vec::new();
+    for entry in s.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((name, addrs)) = entry.split_once('=') else {
+            return Err(bad(
+                format!("has {entry:?}, which is not NAME=HOST:PORT[,HOST:PORT…]"),
+                "write each cell as NAME=HOST:PORT, e.g. --cell main=127.0.0.1:7100",
+            ));
+        };
+        let addrs: Vec<String> = addrs
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect();
+        cells.push(CellAddrs {
+            name: name.trim().to_string(),
+            addrs,
+        });
+    }
+    Ok(cells)
+}
+
+impl ProxyConfig {
+    /// A configuration listening on `listen` for `cells`, every other setting at its default.
+    pub fn new(listen: impl Into<String>, cells: Vec<CellAddrs>) -> Self {
+        let listen = listen.into();
+        ProxyConfig {
+            id: listen.clone(),
+            listen,
+            admin: String::new(),
+            cells,
+            client_lease: Duration::from_secs(12),
+            keepalive_reply_before_end: Duration::from_secs(1),
+            lease_margin: Duration::from_secs(1),
+            drift: 0.01,
+            forward_patience: Duration::from_secs(10),
+            max_starve: Duration::from_secs(60),
+        }
+    }
+
+    /// Loads and validates: defaults < file < `WARREN_*` < flags.
+    pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        let layers = Layers::new(sources, FIELDS)?;
+        let listen = layers
+            .parse("listen", |s| Ok(s.trim().to_owned()))?
+            .unwrap_or_else(|| "127.0.0.1:7300".to_string());
+        let cells = layers
+            .parse("cells", cell_list)?
+            .ok_or_else(|| ConfigError::Missing {
+                field: "cells".into(),
+                fix: "give the cells to front: --cell NAME=HOST:PORT[,HOST:PORT…] (repeatable)"
+                    .into(),
+            })?;
+        let mut config = Self::new(listen, cells);
+        if let Some(v) = layers.parse("admin", |s| Ok(s.trim().to_owned()))? {
+            config.admin = v;
+        }
+        if let Some(v) = layers.parse("id", |s| Ok(s.trim().to_owned()))? {
+            config.id = v;
+        }
+        for (field, slot) in [
+            ("client_lease", &mut config.client_lease),
+            (
+                "keepalive_reply_before_end",
+                &mut config.keepalive_reply_before_end,
+            ),
+            ("lease_margin", &mut config.lease_margin),
+            ("forward_patience", &mut config.forward_patience),
+            ("max_starve", &mut config.max_starve),
+        ] {
+            if let Some(v) = layers.parse(field, duration)? {
+                *slot = v;
+            }
+        }
+        config.check(&|field| layers.provenance(field))?;
+        Ok(config)
+    }
+
+    /// Checks every rule on a configuration built in code.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check(&|_| (Origin::Code, None))
+    }
+
+    /// The shortest proxy lease a cell may grant for these client leases to nest in it.
+    pub fn min_proxy_lease(&self) -> Duration {
+        self.client_lease + self.lease_margin + self.keepalive_reply_before_end
+    }
+
+    /// Checks a cell's granted proxy lease against the client lease (SPEC §6: the proxy
+    /// must be able to collect its clients' acknowledgements within its own lease).
+    pub fn check_proxy_lease(&self, cell: &str, granted: Duration) -> Result<(), String> {
+        if granted <= self.min_proxy_lease() {
+            return Err(format!(
+                "cell {cell} grants proxy sessions a {} lease, but this proxy's client_lease {} \
+                 + lease_margin {} + keepalive_reply_before_end {} needs more than {}: lower \
+                 the proxy's --client-lease or raise the cell's --proxy-lease",
+                format_duration(granted),
+                format_duration(self.client_lease),
+                format_duration(self.lease_margin),
+                format_duration(self.keepalive_reply_before_end),
+                format_duration(self.min_proxy_lease()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check(&self, provenance: &Provenance) -> Result<(), ConfigError> {
+        let invalid = |field: &str, value: String, b: Bad| {
+            let (origin, written) = provenance(field);
+            ConfigError::invalid(field, written.unwrap_or(value), origin, b)
+        };
+        if let Err(b) = parse_listen_addr(&self.listen) {
+            return Err(invalid("listen", self.listen.clone(), b));
+        }
+        if !self.admin.is_empty() {
+            if let Err(b) = parse_listen_addr(&self.admin) {
+                return Err(invalid("admin", self.admin.clone(), b));
+            }
+        }
+        let cells = || {
+            self.cells
+                .iter()
+                .map(|c| format!("{}={}", c.name, c.addrs.join(",")))
+                .collect::<Vec<_>>()
+                .join(";")
+        };
+        if self.cells.is_empty() {
+            return Err(invalid(
+                "cells",
+                cells(),
+                bad("lists no cells", "give at least one --cell NAME=HOST:PORT"),
+            ));
+        }
+        for (i, c) in self.cells.iter().enumerate() {
+            if let Err(b) = check_cell_name(&c.name) {
+                return Err(invalid(
+                    "cells",
+                    cells(),
+                    bad(
+                        format!("names cell {:?}, which {}", c.name, b.problem),
+                        b.fix,
+                    ),
+                ));
+            }
+            if self.cells[..i].iter().any(|o| o.name == c.name) {
+                return Err(invalid(
+                    "cells",
+                    cells(),
+                    bad(
+                        format!("lists cell {:?} twice", c.name),
+                        "give each cell once, with all its replicas: NAME=A,B,C",
+                    ),
+                ));
+            }
+            if c.addrs.is_empty() {
+                return Err(invalid(
+                    "cells",
+                    cells(),
+                    bad(
+                        format!("gives cell {:?} no address", c.name),
+                        "write NAME=HOST:PORT[,HOST:PORT…]",
+                    ),
+                ));
+            }
+            for a in &c.addrs {
+                if let Err(b) = check_endpoint(a) {
+                    return Err(invalid(
+                        "cells",
+                        cells(),
+                        bad(format!("has {a:?}, which {}", b.problem), b.fix),
+                    ));
+                }
+            }
+        }
+        if self.client_lease <= self.keepalive_reply_before_end {
+            return Err(invalid(
+                "client_lease",
+                format_duration(self.client_lease),
+                bad(
+                    format!(
+                        "must exceed keepalive_reply_before_end ({})",
+                        format_duration(self.keepalive_reply_before_end)
+                    ),
+                    "use a client lease of several seconds, e.g. 12s",
+                ),
+            ));
+        }
+        if self.min_proxy_lease() >= LEASE_LIMIT {
+            return Err(invalid(
+                "client_lease",
+                format_duration(self.client_lease),
+                bad(
+                    format!(
+                        "with the margins it needs a proxy lease over {}, more than any cell may grant ({})",
+                        format_duration(self.min_proxy_lease()),
+                        format_duration(LEASE_LIMIT)
+                    ),
+                    "lower client_lease",
+                ),
+            ));
+        }
+        if !self.drift.is_finite() || !(0.0..=0.5).contains(&self.drift) {
+            return Err(invalid(
+                "drift",
+                self.drift.to_string(),
+                bad("must be from 0 to 0.5", "e.g. 0.01 for 1%"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_cells_from_repeated_flags() {
+        let s = Sources::new()
+            .with_flag("cell", "a=127.0.0.1:1,127.0.0.1:2;b=127.0.0.1:3")
+            .with_flag("client_lease", "5s");
+        let c = ProxyConfig::load(&s).expect("valid");
+        assert_eq!(c.cells.len(), 2);
+        assert_eq!(c.cells[0].addrs, vec!["127.0.0.1:1", "127.0.0.1:2"]);
+        assert_eq!(c.client_lease, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = ProxyConfig::load(&Sources::new()).expect_err("cells missing");
+        assert_eq!(e.field(), Some("cells"));
+        let e = ProxyConfig::load(&Sources::new().with_flag("cell", "127.0.0.1:1"))
+            .expect_err("no name");
+        assert_eq!(e.field(), Some("cells"));
+        let e = ProxyConfig::load(
+            &Sources::new()
+                .with_flag("cell", "a=127.0.0.1:1")
+                .with_flag("client_lease", "1s"),
+        )
+        .expect_err("lease too short");
+        assert_eq!(e.field(), Some("client_lease"));
+    }
+
+    #[test]
+    fn the_proxy_lease_check_names_both_settings() {
+        let c = ProxyConfig::new("127.0.0.1:0", vec![]);
+        assert!(c.check_proxy_lease("a", Duration::from_secs(20)).is_ok());
+        let e = c
+            .check_proxy_lease("a", Duration::from_secs(12))
+            .expect_err("12 s cannot hold a 12 s client lease");
+        assert!(
+            e.contains("--client-lease") && e.contains("--proxy-lease"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! Errors tonic raises while framing a request, rewritten into the error table, for every
+//! server (cell and proxy) to install as a layer.
+
+use crate::WarrenError;
+use tonic::Status;
+
+/// Largest request accepted, in bytes: a 256 KiB file and a 4 KiB path fit many times over.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Errors tonic raises while *framing* a request, before any Warren code runs (a message
+/// over [`MAX_MESSAGE_BYTES`], a bad compression flag), come out of tonic with no Warren
+/// detail (`OUT_OF_RANGE`, `INTERNAL`). This rewrites them, in the response headers or its
+/// trailers, into the error table's `TOO_LARGE` / `INVALID_ARGUMENT`, so every bad input
+/// gets a code a client can act on.
+pub fn framing_errors_into_table(
+    resp: tonic::codegen::http::Response<tonic::body::Body>,
+) -> tonic::codegen::http::Response<tonic::body::Body> {
+    let (mut parts, body) = resp.into_parts();
+    rewrite_framing_error(&mut parts.headers);
+    tonic::codegen::http::Response::from_parts(parts, tonic::body::Body::new(TableErrors(body)))
+}
+
+fn rewrite_framing_error(map: &mut tonic::codegen::http::HeaderMap) {
+    if map.contains_key("grpc-status-details-bin") {
+        return;
+    }
+    let Some(st) = Status::from_header_map(map) else {
+        return;
+    };
+    let e = match st.code() {
+        tonic::Code::OutOfRange if st.message().contains("message length too large") => {
+            WarrenError::too_large(format!(
+                "the request is larger than the {MAX_MESSAGE_BYTES}-byte message limit (files are at most 256 KiB)"
+            ))
+        }
+        tonic::Code::Internal if st.message().contains("protocol error") => {
+            WarrenError::invalid_argument("the request is not a well-formed gRPC message")
+        }
+        _ => return,
+    };
+    map.remove("grpc-message");
+    let _ = Status::from(e).add_header(map);
+}
+
+/// A response body whose trailers go through [`rewrite_framing_error`].
+struct TableErrors(tonic::body::Body);
+
+impl http_body::Body for TableErrors {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
+        let polled = std::pin::Pin::new(&mut self.0).poll_frame(cx);
+        polled.map(|frame| {
+            frame.map(|r| {
+                r.map(|f| match f.into_trailers() {
+                    Ok(mut trailers) => {
+                        rewrite_framing_error(&mut trailers);
+                        http_body::Frame::trailers(trailers)
+                    }
+                    Err(f) => f,
+                })
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
+}

@@ -1,0 +1,125 @@
+//! The proxy's admin HTTP endpoint (hyper): `/metrics` (Prometheus text from the `metrics`
+//! crate), `/healthz`, `/readyz` (a live session at every cell) and `/status` (JSON).
+
+use crate::Shared;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+use tokio::net::TcpListener;
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (a cell in the same process).
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = code;
+    if let Ok(v) = ctype.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// Publishes the core's counts as gauges and counters.
+pub(crate) fn update_metrics(shared: &Shared) {
+    let (counts, ka, inv, ev, cache) = shared.with_core(|c| {
+        (
+            c.counts(),
+            c.keepalives_received,
+            c.invalidations_relayed,
+            c.events_relayed,
+            c.cache.counters,
+        )
+    });
+    metrics::gauge!("warren_proxy_client_sessions").set(counts.client_sessions as f64);
+    metrics::gauge!("warren_proxy_held_keepalives").set(counts.held_keepalives as f64);
+    metrics::gauge!("warren_proxy_clients_waiting_for_a_cell").set(counts.starving as f64);
+    metrics::gauge!("warren_proxy_cached_paths").set(counts.cached_paths as f64);
+    metrics::gauge!("warren_proxy_cached_bytes").set(counts.cached_bytes as f64);
+    let upstream = shared
+        .cells
+        .iter()
+        .filter(|u| u.link.borrow().is_some())
+        .count();
+    metrics::gauge!("warren_proxy_upstream_sessions").set(upstream as f64);
+    metrics::counter!("warren_proxy_keepalives_received_total").absolute(ka);
+    metrics::counter!("warren_proxy_invalidations_relayed_total").absolute(inv);
+    metrics::counter!("warren_proxy_events_relayed_total").absolute(ev);
+    metrics::counter!("warren_proxy_cache_hits_total").absolute(cache.hits);
+    metrics::counter!("warren_proxy_cache_misses_total").absolute(cache.misses);
+    metrics::counter!("warren_proxy_cache_invalidations_total").absolute(cache.invalidations);
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != Method::GET {
+        return Ok(reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET is served here\n",
+        ));
+    }
+    Ok(match req.uri().path() {
+        "/metrics" => {
+            update_metrics(&shared);
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                prometheus().render(),
+            )
+        }
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" => {
+            if shared.ready() {
+                reply(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not every cell has a live proxy session yet (see /status)\n",
+                )
+            }
+        }
+        "/status" => {
+            let body = serde_json::to_string_pretty(&shared.status())
+                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            reply(StatusCode::OK, "application/json", body + "\n")
+        }
+        other => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            format!("no page {other}; try /metrics, /healthz, /readyz or /status\n"),
+        ),
+    })
+}
+
+/// Serves the admin endpoint on `listener` until the task is aborted.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    prometheus();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(req, shared.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

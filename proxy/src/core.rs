@@ -1,0 +1,878 @@
+//! The proxy's sans-IO core: its client sessions, their leases (nested inside the proxy's
+//! own sessions at the cells, SPEC §6), their event streams, the shared cache, and the
+//! bookkeeping that lets the proxy acknowledge an upstream event only once every client it
+//! was relayed to has acknowledged it or expired.
+//!
+//! Plain code: calls in, [`Wake`]s and [`Effect`]s out, time passed in. The async layer
+//! (`service.rs`, `upstream.rs`) holds it under one mutex and executes what it emits.
+
+use crate::cache::{SharedCache, Ticket};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+use tokio::time::Instant;
+use warren_proto::pb;
+use warren_proto::WarrenError;
+
+/// A 128-bit client session id.
+pub type ClientId = [u8; 16];
+/// Index of a cell in the proxy's list of cells.
+pub type CellIx = usize;
+/// A parked client KeepAlive.
+pub type WaiterId = u64;
+
+/// Settings of the client-session table.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// Lease granted to client sessions (SPEC default 12 s).
+    pub client_lease: Duration,
+    /// A held client KeepAlive is answered this long before the client's lease ends.
+    pub reply_before_end: Duration,
+    /// A client lease ends at least this long before the proxy's own session at any cell
+    /// where the client has state.
+    pub margin: Duration,
+    /// A client whose KeepAlive is held because no cell it uses can extend its lease is
+    /// expired if that lasts this long past its lease (the cells' claim window).
+    pub max_starve: Duration,
+    /// Number of cells the proxy fronts.
+    pub cells: usize,
+}
+
+/// Something a client session knows about one of its handles.
+#[derive(Clone, Debug)]
+pub struct HandleInfo {
+    pub cell: CellIx,
+    pub path: String,
+    pub instance: u64,
+    pub intent: u32,
+    /// A sequencer was set on it: its reads must go to the cell, which checks it.
+    pub sequencer: bool,
+}
+
+/// An upstream event whose acknowledgement waits for clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Relay {
+    cell: CellIx,
+    /// Which upstream session generation the seq belongs to (a new session or epoch
+    /// restarts upstream numbering).
+    generation: u64,
+    seq: u64,
+}
+
+struct Queued {
+    event: pb::Event,
+    relay: Option<Relay>,
+}
+
+struct Held {
+    waiter: WaiterId,
+    /// When to answer it if nothing happens first; `None`: held until a cell the client
+    /// uses lets its lease grow (lease nesting).
+    until: Option<Instant>,
+    received: Instant,
+}
+
+struct Client {
+    secret: [u8; 16],
+    principal: String,
+    /// The epoch this proxy shows this client. Starts at 1; a client adopted from another
+    /// proxy gets the epoch it knew + 1, so its event numbering restarts.
+    epoch: u64,
+    lease_end: Instant,
+    events: VecDeque<Queued>,
+    next_seq: u64,
+    acked: u64,
+    delivered_upto: u64,
+    keepalive: Option<Held>,
+    /// Cells where the client has registered (has or had handles, locks, ephemeral opens).
+    cells: BTreeSet<CellIx>,
+    handles: HashMap<Vec<u8>, HandleInfo>,
+    /// Paths this client may have cached (we gave it a cacheable answer).
+    cached: HashSet<String>,
+}
+
+#[derive(Default)]
+struct Upstream {
+    /// The proxy's local lease at this cell (send time + granted / (1 + ρ)); `None` while
+    /// it has no session there.
+    live_until: Option<Instant>,
+    generation: u64,
+    /// Highest upstream event seq received in this generation.
+    highest: u64,
+    /// Upstream seq → relays not yet acknowledged by clients.
+    outstanding: BTreeMap<u64, usize>,
+}
+
+/// A KeepAlive answer for a client.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeepAliveReply {
+    pub lease: Duration,
+    pub events: Vec<pb::Event>,
+    pub epoch: u64,
+}
+
+/// Delivered to a parked client KeepAlive.
+pub type Wake = (WaiterId, Result<KeepAliveReply, WarrenError>);
+
+/// Work for the async layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// End the client session at these cells (`expired`: it failed, release with
+    /// lock-delay).
+    EndAtCells {
+        client: ClientId,
+        secret: [u8; 16],
+        principal: String,
+        cells: Vec<CellIx>,
+        expired: bool,
+    },
+    /// The acknowledgement the proxy can send upstream at this cell grew.
+    AckUpstream(CellIx),
+}
+
+#[derive(Default)]
+pub struct Output {
+    pub wakes: Vec<Wake>,
+    pub effects: Vec<Effect>,
+}
+
+/// Either answered now or parked.
+pub enum Reply<T> {
+    Done(T),
+    Wait(WaiterId),
+}
+
+/// Counts for `/metrics` and `/status`.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Counts {
+    pub client_sessions: usize,
+    pub held_keepalives: usize,
+    pub starving: usize,
+    pub cached_paths: usize,
+    pub cached_bytes: usize,
+}
+
+/// What an answer from the client's point of view of the session check is.
+pub enum Known {
+    Yes,
+    /// The session is not known here: a client that comes from another proxy (adopt it).
+    Unknown,
+}
+
+fn hex(id: &[u8]) -> String {
+    id.iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        + "…"
+}
+
+/// The client sessions of one proxy.
+pub struct ProxyCore {
+    cfg: CoreConfig,
+    rng: StdRng,
+    now: Instant,
+    clients: HashMap<ClientId, Client>,
+    upstream: Vec<Upstream>,
+    /// path → clients that may have cached it.
+    cachers: HashMap<String, HashSet<ClientId>>,
+    pub cache: SharedCache,
+    /// Deadlines to look at in `tick`: (when, client). Entries may be stale; each is
+    /// re-checked against the client's state when it falls due.
+    timers: BTreeSet<(Instant, ClientId)>,
+    /// Clients whose KeepAlive is held waiting for a cell to extend their lease.
+    starving: HashSet<ClientId>,
+    /// Clients that ended here recently, so a late call gets `SESSION_EXPIRED` rather than
+    /// being adopted as a client from another proxy: id → when to forget.
+    ended: HashMap<ClientId, Instant>,
+    waiters: HashMap<WaiterId, ClientId>,
+    next_waiter: WaiterId,
+    out: Output,
+    /// Totals for metrics.
+    pub keepalives_received: u64,
+    pub invalidations_relayed: u64,
+    pub events_relayed: u64,
+}
+
+impl ProxyCore {
+    pub fn new(cfg: CoreConfig, now: Instant) -> Self {
+        let upstream = (0..cfg.cells).map(|_| Upstream::default()).collect();
+        ProxyCore {
+            cfg,
+            rng: StdRng::from_entropy(),
+            now,
+            clients: HashMap::new(),
+            upstream,
+            cachers: HashMap::new(),
+            cache: SharedCache::default(),
+            timers: BTreeSet::new(),
+            starving: HashSet::new(),
+            ended: HashMap::new(),
+            waiters: HashMap::new(),
+            next_waiter: 1,
+            out: Output::default(),
+            keepalives_received: 0,
+            invalidations_relayed: 0,
+            events_relayed: 0,
+        }
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    pub fn take_output(&mut self) -> Output {
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts {
+            client_sessions: self.clients.len(),
+            held_keepalives: self.waiters.len(),
+            starving: self.starving.len(),
+            cached_paths: self.cache.len(),
+            cached_bytes: self.cache.bytes(),
+        }
+    }
+
+    // ------------------------------------------------------------------ sessions
+
+    /// `CreateSession` at the proxy: the session lives here; cells learn of it when it
+    /// first opens something there.
+    pub fn create_session(
+        &mut self,
+        principal: &str,
+        now: Instant,
+    ) -> (ClientId, [u8; 16], Duration, u64) {
+        self.now = now;
+        let id: ClientId = self.rng.gen();
+        let secret: [u8; 16] = self.rng.gen();
+        let lease_end = now + self.cfg.client_lease;
+        self.insert_client(
+            id,
+            secret,
+            principal.to_string(),
+            1,
+            lease_end,
+            BTreeSet::new(),
+        );
+        (id, secret, self.cfg.client_lease, 1)
+    }
+
+    fn insert_client(
+        &mut self,
+        id: ClientId,
+        secret: [u8; 16],
+        principal: String,
+        epoch: u64,
+        lease_end: Instant,
+        cells: BTreeSet<CellIx>,
+    ) {
+        self.clients.insert(
+            id,
+            Client {
+                secret,
+                principal,
+                epoch,
+                lease_end,
+                events: VecDeque::new(),
+                next_seq: 1,
+                acked: 0,
+                delivered_upto: 0,
+                keepalive: None,
+                cells,
+                handles: HashMap::new(),
+                cached: HashSet::new(),
+            },
+        );
+        self.timers.insert((lease_end, id));
+    }
+
+    /// Checks the session part of a client call. `Ok(Known::Unknown)` for a session this
+    /// proxy has never seen (the caller adopts it: [`ProxyCore::adopt`]).
+    pub fn check(
+        &mut self,
+        id: &ClientId,
+        secret: &[u8; 16],
+        epoch: u64,
+        now: Instant,
+    ) -> Result<Known, WarrenError> {
+        self.now = now;
+        let Some(c) = self.clients.get(id) else {
+            if self.ended.contains_key(id) {
+                return Err(WarrenError::session_expired(format!(
+                    "session {} is unknown or has expired",
+                    hex(id)
+                )));
+            }
+            return Ok(Known::Unknown);
+        };
+        if &c.secret != secret {
+            return Err(WarrenError::permission_denied(format!(
+                "wrong secret for session {}",
+                hex(id)
+            )));
+        }
+        if epoch != c.epoch {
+            if epoch < c.epoch {
+                return Err(WarrenError::stale_epoch(c.epoch, epoch));
+            }
+            return Err(WarrenError::invalid_argument(format!(
+                "request names master epoch {epoch}, but this proxy's epoch for the session is {}",
+                c.epoch
+            )));
+        }
+        if now > c.lease_end && c.keepalive.is_none() {
+            self.end_client(*id, true);
+            return Err(WarrenError::session_expired(format!(
+                "session {} has expired (its lease ran out)",
+                hex(id)
+            )));
+        }
+        Ok(Known::Yes)
+    }
+
+    /// The principal and secret of a live client (for forwarding on its behalf).
+    pub fn identity(&self, id: &ClientId) -> Option<(String, [u8; 16])> {
+        self.clients
+            .get(id)
+            .map(|c| (c.principal.clone(), c.secret))
+    }
+
+    /// Adopts a client session that comes from another proxy, once the cells where it had
+    /// state (`cells`) moved it to this proxy. It sees a higher epoch and a fail-over event
+    /// (it flushes its cache and recreates its handles). Returns its new epoch.
+    pub fn adopt(
+        &mut self,
+        id: ClientId,
+        secret: [u8; 16],
+        principal: String,
+        known_epoch: u64,
+        cells: BTreeSet<CellIx>,
+        now: Instant,
+    ) -> u64 {
+        self.now = now;
+        if let Some(c) = self.clients.get(&id) {
+            return c.epoch; // adopted concurrently by another call
+        }
+        let epoch = known_epoch.saturating_add(1).max(1);
+        let lease_end = now + self.lease_for_cells(&cells, now).unwrap_or(Duration::ZERO);
+        self.insert_client(id, secret, principal, epoch, lease_end, cells);
+        self.push_event(
+            id,
+            pb::Event {
+                r#type: pb::EventType::MasterFailover as i32,
+                ..Default::default()
+            },
+            None,
+        );
+        tracing::info!(session = %hex(&id), epoch, "adopted a session from another proxy");
+        epoch
+    }
+
+    /// The clients with state at `cell`, to claim onto a new proxy session there.
+    pub fn clients_at(&self, cell: CellIx) -> Vec<(ClientId, [u8; 16], String)> {
+        self.clients
+            .iter()
+            .filter(|(_, c)| c.cells.contains(&cell))
+            .map(|(id, c)| (*id, c.secret, c.principal.clone()))
+            .collect()
+    }
+
+    /// A cell says the client's session there has ended: the client loses its session.
+    pub fn expire_client(&mut self, id: &ClientId) {
+        self.end_client(*id, true);
+    }
+
+    /// Forgets a client that another proxy claimed (the cell said so).
+    pub fn claimed_away(&mut self, id: &ClientId) {
+        if self.clients.contains_key(id) {
+            tracing::info!(session = %hex(id), "session claimed by another proxy; dropping it");
+            self.remove_client(*id, None);
+        }
+    }
+
+    /// The longest lease the proxy may grant now to a client using `cells`: up to the
+    /// client lease, never past any of the proxy's own sessions there minus the margin.
+    /// `None` when some cell has no live session (no extension at all).
+    fn lease_for_cells(&self, cells: &BTreeSet<CellIx>, now: Instant) -> Option<Duration> {
+        let mut lease = self.cfg.client_lease;
+        for &cell in cells {
+            let until = self.upstream[cell].live_until?;
+            let cap = until
+                .checked_sub(self.cfg.margin)
+                .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+            lease = lease.min(cap);
+        }
+        Some(lease)
+    }
+
+    /// Client `KeepAlive`: acknowledges up to `ack_seq`, supersedes the outstanding one,
+    /// extends the lease (within the nesting bound, and only once everything delivered
+    /// was acknowledged — rule (b)), and answers now or parks.
+    pub fn keepalive(
+        &mut self,
+        id: &ClientId,
+        ack_seq: u64,
+        now: Instant,
+    ) -> Result<Reply<KeepAliveReply>, WarrenError> {
+        self.now = now;
+        self.keepalives_received += 1;
+        let Some(c) = self.clients.get(id) else {
+            return Err(WarrenError::session_expired("the session has expired"));
+        };
+        if ack_seq >= c.next_seq {
+            return Err(WarrenError::invalid_argument(format!(
+                "KeepAlive acknowledges event {ack_seq}, but only events up to {} were sent",
+                c.next_seq - 1
+            )));
+        }
+        self.acknowledge(id, ack_seq);
+        if let Some(held) = self.clients.get_mut(id).and_then(|c| c.keepalive.take()) {
+            self.starving.remove(id);
+            self.answer(*id, held);
+        }
+        self.extend(id, now);
+        let jitter = self.jitter();
+        let c = &self.clients[id];
+        if !c.events.is_empty() {
+            return Ok(Reply::Done(self.reply(id, now)));
+        }
+        let hold_until = c
+            .lease_end
+            .checked_sub(self.cfg.reply_before_end + jitter)
+            .filter(|t| *t > now);
+        let until = match hold_until {
+            Some(t) => Some(t),
+            // The lease cannot grow and ends within reply_before_end: hold the KeepAlive
+            // until a cell lets it grow (or the client gives up and goes into jeopardy).
+            None => {
+                self.starving.insert(*id);
+                None
+            }
+        };
+        let w = self.next_waiter;
+        self.next_waiter += 1;
+        self.waiters.insert(w, *id);
+        if let Some(t) = until {
+            self.timers.insert((t, *id));
+        } else {
+            let end = c.lease_end + self.cfg.max_starve;
+            self.timers.insert((end, *id));
+        }
+        self.clients.get_mut(id).expect("checked").keepalive = Some(Held {
+            waiter: w,
+            until,
+            received: now,
+        });
+        Ok(Reply::Wait(w))
+    }
+
+    fn jitter(&mut self) -> Duration {
+        let max = (self.cfg.reply_before_end / 10).as_millis() as u64;
+        Duration::from_millis(if max == 0 {
+            0
+        } else {
+            self.rng.gen_range(0..=max)
+        })
+    }
+
+    fn extend(&mut self, id: &ClientId, now: Instant) {
+        let Some(c) = self.clients.get(id) else {
+            return;
+        };
+        if c.acked < c.delivered_upto {
+            return;
+        }
+        let Some(lease) = self.lease_for_cells(&c.cells, now) else {
+            return;
+        };
+        let c = self.clients.get_mut(id).expect("checked");
+        if now + lease > c.lease_end {
+            c.lease_end = now + lease;
+            self.timers.insert((c.lease_end, *id));
+        }
+    }
+
+    fn reply(&mut self, id: &ClientId, received: Instant) -> KeepAliveReply {
+        let c = self.clients.get_mut(id).expect("live client");
+        if let Some(last) = c.events.back() {
+            c.delivered_upto = c.delivered_upto.max(last.event.seq);
+        }
+        KeepAliveReply {
+            lease: c.lease_end.saturating_duration_since(received),
+            events: c.events.iter().map(|q| q.event.clone()).collect(),
+            epoch: c.epoch,
+        }
+    }
+
+    fn answer(&mut self, id: ClientId, held: Held) {
+        self.waiters.remove(&held.waiter);
+        let reply = self.reply(&id, held.received);
+        self.out.wakes.push((held.waiter, Ok(reply)));
+    }
+
+    /// The client's parked KeepAlive went away (its connection closed, or it timed out).
+    pub fn cancel(&mut self, w: WaiterId) {
+        let Some(id) = self.waiters.remove(&w) else {
+            return;
+        };
+        self.starving.remove(&id);
+        if let Some(c) = self.clients.get_mut(&id) {
+            if c.keepalive.as_ref().is_some_and(|h| h.waiter == w) {
+                c.keepalive = None;
+                self.timers.insert((c.lease_end, id));
+            }
+        }
+    }
+
+    fn acknowledge(&mut self, id: &ClientId, ack_seq: u64) {
+        let Some(c) = self.clients.get_mut(id) else {
+            return;
+        };
+        if ack_seq <= c.acked {
+            return;
+        }
+        c.acked = ack_seq;
+        let mut done = Vec::new();
+        while c.events.front().is_some_and(|q| q.event.seq <= ack_seq) {
+            if let Some(r) = c.events.pop_front().and_then(|q| q.relay) {
+                done.push(r);
+            }
+        }
+        for r in done {
+            self.relay_done(r);
+        }
+    }
+
+    /// `CloseSession` from the client: ends it here and at its cells.
+    pub fn close_session(&mut self, id: &ClientId, now: Instant) {
+        self.now = now;
+        self.end_client(*id, false);
+    }
+
+    fn end_client(&mut self, id: ClientId, expired: bool) {
+        let Some(c) = self.clients.get(&id) else {
+            return;
+        };
+        if !c.cells.is_empty() {
+            self.out.effects.push(Effect::EndAtCells {
+                client: id,
+                secret: c.secret,
+                principal: c.principal.clone(),
+                cells: c.cells.iter().copied().collect(),
+                expired,
+            });
+        }
+        if expired {
+            tracing::info!(session = %hex(&id), "client session expired");
+        }
+        let why = WarrenError::session_expired(if expired {
+            "the session expired"
+        } else {
+            "the session was closed"
+        });
+        self.remove_client(id, Some(why));
+        // Remember it for a while so that a late call is told it expired instead of
+        // being taken for a client arriving from another proxy.
+        self.ended.insert(id, self.now + self.cfg.max_starve);
+    }
+
+    fn remove_client(&mut self, id: ClientId, why: Option<WarrenError>) {
+        let Some(c) = self.clients.remove(&id) else {
+            return;
+        };
+        self.starving.remove(&id);
+        if let Some(held) = c.keepalive {
+            self.waiters.remove(&held.waiter);
+            let why = why.unwrap_or_else(|| {
+                WarrenError::session_expired("the session moved to another proxy")
+            });
+            self.out.wakes.push((held.waiter, Err(why)));
+        }
+        for p in &c.cached {
+            if let Some(set) = self.cachers.get_mut(p) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.cachers.remove(p);
+                }
+            }
+        }
+        for q in c.events {
+            if let Some(r) = q.relay {
+                self.relay_done(r);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ time
+
+    /// Answers KeepAlives held long enough, expires clients whose lease ran out.
+    pub fn tick(&mut self, now: Instant) {
+        self.now = now;
+        while let Some(&(t, id)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(c) = self.clients.get_mut(&id) else {
+                continue;
+            };
+            match &c.keepalive {
+                Some(h) if h.until.is_some_and(|u| u <= now) => {
+                    let held = c.keepalive.take().expect("matched");
+                    self.answer(id, held);
+                }
+                Some(h) if h.until.is_none() && now > c.lease_end + self.cfg.max_starve => {
+                    self.end_client(id, true);
+                }
+                Some(_) => {}
+                None if now > c.lease_end => self.end_client(id, true),
+                None => {}
+            }
+        }
+        self.ended.retain(|_, until| *until > now);
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    // ------------------------------------------------------------------ events
+
+    fn push_event(&mut self, id: ClientId, mut event: pb::Event, relay: Option<Relay>) -> bool {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return false;
+        };
+        event.seq = c.next_seq;
+        event.client_session = Vec::new();
+        c.next_seq += 1;
+        c.events.push_back(Queued { event, relay });
+        if let Some(r) = relay {
+            *self.upstream[r.cell].outstanding.entry(r.seq).or_default() += 1;
+        }
+        if let Some(held) = c.keepalive.take() {
+            self.starving.remove(&id);
+            self.answer(id, held);
+        }
+        true
+    }
+
+    fn relay_done(&mut self, r: Relay) {
+        let u = &mut self.upstream[r.cell];
+        if u.generation != r.generation {
+            return;
+        }
+        if let Some(n) = u.outstanding.get_mut(&r.seq) {
+            *n -= 1;
+            if *n == 0 {
+                u.outstanding.remove(&r.seq);
+                self.out.effects.push(Effect::AckUpstream(r.cell));
+            }
+        }
+    }
+
+    /// What the proxy may acknowledge upstream at `cell`: every event up to the first one
+    /// still waiting for a client.
+    pub fn upstream_ack(&self, cell: CellIx) -> u64 {
+        let u = &self.upstream[cell];
+        match u.outstanding.first_key_value() {
+            Some((seq, _)) => seq - 1,
+            None => u.highest,
+        }
+    }
+
+    /// A new session (or a new master epoch) at `cell`: upstream numbering restarts.
+    pub fn upstream_restarted(&mut self, cell: CellIx) {
+        let u = &mut self.upstream[cell];
+        u.generation += 1;
+        u.highest = 0;
+        u.outstanding.clear();
+    }
+
+    /// The proxy lost its session at `cell` (expired there): no client using it may be
+    /// promised more lease until a new one exists.
+    pub fn upstream_lost(&mut self, cell: CellIx) {
+        self.upstream[cell].live_until = None;
+        self.upstream_restarted(cell);
+    }
+
+    /// The proxy's local lease at `cell` is now `live_until`. Clients held waiting for it
+    /// get their KeepAlive answered.
+    pub fn upstream_lease(&mut self, cell: CellIx, live_until: Instant, now: Instant) {
+        self.now = now;
+        let u = &mut self.upstream[cell];
+        let grew = u.live_until.is_none_or(|t| live_until > t);
+        u.live_until = Some(u.live_until.map_or(live_until, |t| t.max(live_until)));
+        if !grew || self.starving.is_empty() {
+            return;
+        }
+        let waiting: Vec<ClientId> = self
+            .starving
+            .iter()
+            .filter(|id| {
+                self.clients
+                    .get(*id)
+                    .is_some_and(|c| c.cells.contains(&cell))
+            })
+            .copied()
+            .collect();
+        for id in waiting {
+            self.extend(&id, now);
+            let c = &self.clients[&id];
+            if c.lease_end > now + self.cfg.reply_before_end {
+                self.starving.remove(&id);
+                if let Some(held) = self.clients.get_mut(&id).and_then(|c| c.keepalive.take()) {
+                    self.answer(id, held);
+                }
+            }
+        }
+    }
+
+    /// The proxy's local lease at `cell`, if it has a session there.
+    pub fn upstream_live_until(&self, cell: CellIx) -> Option<Instant> {
+        self.upstream[cell].live_until
+    }
+
+    /// Events from the proxy's session at `cell` (already de-duplicated by seq here).
+    /// Tagged ones go to their client; `INVALIDATE` empties the shared cache and is relayed
+    /// to every client that may have cached the path; an untagged `MASTER_FAILOVER` (the
+    /// cell failed over: invalidations may have been lost) flushes what the proxy cached
+    /// from it and invalidates it at the clients. Each is acknowledged upstream once the
+    /// clients it went to acknowledged it or expired.
+    pub fn upstream_events(
+        &mut self,
+        cell: CellIx,
+        events: &[pb::Event],
+        owns: &dyn Fn(&str) -> bool,
+        now: Instant,
+    ) {
+        self.now = now;
+        let mut sorted: Vec<&pb::Event> = events
+            .iter()
+            .filter(|e| e.seq > self.upstream[cell].highest)
+            .collect();
+        sorted.sort_by_key(|e| e.seq);
+        sorted.dedup_by_key(|e| e.seq);
+        for e in sorted {
+            let u = &mut self.upstream[cell];
+            u.highest = e.seq;
+            let relay = Relay {
+                cell,
+                generation: u.generation,
+                seq: e.seq,
+            };
+            // Hold the seq while relaying so that an ack cannot pass it half-way.
+            *u.outstanding.entry(e.seq).or_default() += 1;
+            let kind = pb::EventType::try_from(e.r#type).unwrap_or(pb::EventType::Unspecified);
+            if !e.client_session.is_empty() {
+                if let Ok(id) = ClientId::try_from(e.client_session.as_slice()) {
+                    if kind == pb::EventType::SessionClaimed {
+                        self.claimed_away(&id);
+                    } else {
+                        if kind == pb::EventType::MasterFailover {
+                            self.forget_handles_cache_of(&id);
+                        }
+                        if self.push_event(id, e.clone(), Some(relay)) {
+                            self.events_relayed += 1;
+                        }
+                    }
+                }
+            } else if kind == pb::EventType::Invalidate {
+                self.cache.invalidate(&e.path);
+                self.relay_invalidation(&e.path, Some(relay));
+            } else if kind == pb::EventType::MasterFailover {
+                tracing::info!(cell, "a cell failed over; flushing what was cached from it");
+                self.cache.flush_where(owns);
+                let paths: Vec<String> = self.cachers.keys().filter(|p| owns(p)).cloned().collect();
+                for p in paths {
+                    self.relay_invalidation(&p, Some(relay));
+                }
+            }
+            self.relay_done(relay);
+        }
+    }
+
+    fn forget_handles_cache_of(&mut self, _id: &ClientId) {
+        // Handles stay valid across a cell failover (the cell recreates them on use), so
+        // nothing to drop: the client flushes its own cache on the relayed event.
+    }
+
+    fn relay_invalidation(&mut self, path: &str, relay: Option<Relay>) {
+        let Some(set) = self.cachers.remove(path) else {
+            return;
+        };
+        for id in set {
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.cached.remove(path);
+            }
+            let event = pb::Event {
+                r#type: pb::EventType::Invalidate as i32,
+                path: path.to_string(),
+                ..Default::default()
+            };
+            if self.push_event(id, event, relay) {
+                self.invalidations_relayed += 1;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ handles and cache
+
+    /// A cell registered the client (an `Open` was forwarded there): from now on its lease
+    /// is nested inside the proxy's session at that cell.
+    pub fn registered(&mut self, id: &ClientId, cell: CellIx) {
+        if let Some(c) = self.clients.get_mut(id) {
+            c.cells.insert(cell);
+        }
+    }
+
+    pub fn add_handle(&mut self, id: &ClientId, token: Vec<u8>, info: HandleInfo) {
+        if let Some(c) = self.clients.get_mut(id) {
+            c.handles.insert(token, info);
+        }
+    }
+
+    pub fn handle(&self, id: &ClientId, token: &[u8]) -> Option<&HandleInfo> {
+        self.clients.get(id)?.handles.get(token)
+    }
+
+    pub fn remove_handle(&mut self, id: &ClientId, token: &[u8]) {
+        if let Some(c) = self.clients.get_mut(id) {
+            c.handles.remove(token);
+        }
+    }
+
+    pub fn sequencer_set(&mut self, id: &ClientId, token: &[u8]) {
+        if let Some(h) = self
+            .clients
+            .get_mut(id)
+            .and_then(|c| c.handles.get_mut(token))
+        {
+            h.sequencer = true;
+        }
+    }
+
+    /// Records that `id` was given a cacheable answer for `path`, if the answer (fetched
+    /// under `ticket`) is still valid; returns whether the client may cache it.
+    pub fn note_cacher(&mut self, id: &ClientId, path: &str, ticket: Option<Ticket>) -> bool {
+        if let Some(t) = ticket {
+            if !self.cache.still_valid(path, t) {
+                return false;
+            }
+        }
+        let Some(c) = self.clients.get_mut(id) else {
+            return false;
+        };
+        c.cached.insert(path.to_string());
+        self.cachers
+            .entry(path.to_string())
+            .or_default()
+            .insert(*id);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;

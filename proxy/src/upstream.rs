@@ -1,0 +1,447 @@
+//! The proxy's one session per cell (SPEC §6): finding the cell's master, creating the
+//! proxy session, keeping it alive with **one** KeepAlive stream whatever the number of
+//! clients, feeding what it delivers to the core, acknowledging upstream only what the
+//! clients have acknowledged, and — when the session is lost — creating a new one and
+//! claiming every client session back onto it.
+//!
+//! Forwarded calls read the current [`Link`] and wait (bounded) while there is none.
+
+use crate::core::{CellIx, ClientId};
+use crate::Shared;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use warren_client::transport;
+use warren_proto::pb;
+use warren_proto::pb::warren_client::WarrenClient;
+use warren_proto::{ErrorCode, WarrenError};
+
+/// How long one attempt to reach a cell (dial + Locate) may take.
+const LOCATE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between rounds of looking for a master that could not be found.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// The proxy's current session at a cell, and the connection to its master.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub client: WarrenClient<Channel>,
+    pub addr: String,
+    pub session: [u8; 16],
+    pub secret: [u8; 16],
+    pub epoch: u64,
+    /// Counts sessions: a forwarded call that failed on one link retries on a newer one.
+    pub serial: u64,
+}
+
+impl Link {
+    /// The context of a call made on behalf of a client (or the proxy itself: `None`).
+    pub fn ctx(&self, client: Option<(&ClientId, &[u8; 16], &str)>) -> pb::SessionContext {
+        let mut ctx = pb::SessionContext {
+            session_id: self.session.to_vec(),
+            secret: self.secret.to_vec(),
+            epoch: self.epoch,
+            ..Default::default()
+        };
+        if let Some((id, secret, principal)) = client {
+            ctx.client_session = id.to_vec();
+            ctx.client_secret = secret.to_vec();
+            ctx.client_principal = principal.to_string();
+        }
+        ctx
+    }
+}
+
+/// One cell as the proxy sees it.
+pub struct Upstream {
+    pub ix: CellIx,
+    pub name: String,
+    pub addrs: Vec<String>,
+    /// The current link (`None` while there is no session or no master).
+    pub link: watch::Sender<Option<Link>>,
+    /// Something happened that may let the proxy acknowledge more, or a forwarded call saw
+    /// the master go away: send a (superseding) KeepAlive now.
+    pub kick: Notify,
+    /// A forwarded call saw `NOT_MASTER` / a transport failure / `STALE_EPOCH`.
+    pub suspect: Notify,
+}
+
+impl Upstream {
+    pub fn new(ix: CellIx, name: String, addrs: Vec<String>) -> Self {
+        Upstream {
+            ix,
+            name,
+            addrs,
+            link: watch::channel(None).0,
+            kick: Notify::new(),
+            suspect: Notify::new(),
+        }
+    }
+
+    /// The current link, waiting until `deadline` for one.
+    pub async fn current(&self, deadline: Instant) -> Option<Link> {
+        let mut rx = self.link.subscribe();
+        loop {
+            if let Some(l) = rx.borrow_and_update().clone() {
+                return Some(l);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
+    /// A link newer than `serial`, waiting until `deadline`.
+    pub async fn newer_than(&self, serial: u64, deadline: Instant) -> Option<Link> {
+        let mut rx = self.link.subscribe();
+        loop {
+            if let Some(l) = rx.borrow_and_update().clone() {
+                if l.serial > serial {
+                    return Some(l);
+                }
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+}
+
+/// Finds the master among `addrs` (following `Locate` redirects).
+async fn find_master(up: &Upstream) -> Option<(WarrenClient<Channel>, String, u64, String)> {
+    for addr in &up.addrs {
+        match transport::master_via(addr, LOCATE_TIMEOUT).await {
+            Ok((conn, info)) => {
+                if info.cell != up.name {
+                    tracing::error!(
+                        cell = %up.name, %addr, answered = %info.cell,
+                        "the server at this address says it is a different cell; check --cell"
+                    );
+                    continue;
+                }
+                return Some((conn.client, conn.addr, info.epoch, info.deployment));
+            }
+            Err(e) => tracing::debug!(cell = %up.name, %addr, %e, "no master there"),
+        }
+    }
+    None
+}
+
+fn code_of(status: &tonic::Status) -> Option<WarrenError> {
+    WarrenError::from_status(status)
+}
+
+/// Creates the proxy session at the cell's master.
+async fn create_session(
+    shared: &Shared,
+    client: &mut WarrenClient<Channel>,
+    name: &str,
+) -> Result<(pb::CreateSessionResponse, Instant), String> {
+    let sent = Instant::now();
+    let r = tokio::time::timeout(
+        LOCATE_TIMEOUT * 2,
+        client.create_session(pb::CreateSessionRequest {
+            principal: format!("proxy:{}", shared.cfg.id),
+            proxy: true,
+        }),
+    )
+    .await
+    .map_err(|_| "CreateSession timed out".to_string())?
+    .map_err(|s| s.message().to_string())?
+    .into_inner();
+    shared
+        .cfg
+        .check_proxy_lease(name, Duration::from_millis(r.lease_ms))?;
+    Ok((r, sent))
+}
+
+/// Runs the proxy's session at one cell for the life of the proxy.
+pub async fn run(shared: Arc<Shared>, ix: CellIx) {
+    let up = &shared.cells[ix];
+    let mut serial = 0u64;
+    let mut failures = 0u32;
+    'session: loop {
+        // 1. A master and a new session there.
+        let Some((mut client, addr, _, _)) = find_master(up).await else {
+            failures += 1;
+            tokio::time::sleep(RETRY_PAUSE.min(Duration::from_millis(50) * failures)).await;
+            continue;
+        };
+        let (created, sent) = match create_session(&shared, &mut client, &up.name).await {
+            Ok(c) => c,
+            Err(e) => {
+                if e.contains("--proxy-lease") {
+                    // A configuration error: say so loudly, and keep trying (an operator
+                    // may fix the cell without restarting the proxy).
+                    tracing::error!(cell = %up.name, "{e}");
+                    shared.set_config_error(ix, e);
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                } else {
+                    tracing::debug!(cell = %up.name, %e, "could not create the proxy session");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                continue;
+            }
+        };
+        shared.clear_config_error(ix);
+        failures = 0;
+        let (Ok(session), Ok(secret)) = (
+            <[u8; 16]>::try_from(created.session_id.as_slice()),
+            <[u8; 16]>::try_from(created.secret.as_slice()),
+        ) else {
+            tracing::error!(cell = %up.name, "the cell answered CreateSession with a malformed id");
+            tokio::time::sleep(RETRY_PAUSE).await;
+            continue;
+        };
+        serial += 1;
+        let mut link = Link {
+            client,
+            addr,
+            session,
+            secret,
+            epoch: created.epoch,
+            serial,
+        };
+        shared.upstream_created(ix, sent, Duration::from_millis(created.lease_ms));
+        metrics::counter!("warren_proxy_upstream_sessions_created_total", "cell" => up.name.clone())
+            .increment(1);
+        tracing::info!(cell = %up.name, master = %link.addr, epoch = link.epoch, "proxy session created");
+
+        // 2. Claim back every client that has state at this cell (they were held by the
+        // session that was lost, or by another proxy).
+        claim_all(&shared, ix, &link).await;
+        up.link.send_replace(Some(link.clone()));
+
+        // 3. KeepAlives until the session is lost.
+        match keepalive_loop(&shared, ix, &mut link, &mut serial).await {
+            Lost::Session => {
+                up.link.send_replace(None);
+                shared.with_core(|c| c.upstream_lost(ix));
+                continue 'session;
+            }
+        }
+    }
+}
+
+enum Lost {
+    Session,
+}
+
+async fn claim_all(shared: &Shared, ix: CellIx, link: &Link) {
+    let clients = shared.with_core(|c| c.clients_at(ix));
+    if clients.is_empty() {
+        return;
+    }
+    tracing::info!(cell = %shared.cells[ix].name, n = clients.len(), "claiming client sessions onto the new proxy session");
+    let claims = clients.into_iter().map(|(id, secret, principal)| {
+        let link = link.clone();
+        async move {
+            let r = claim(&link, &id, &secret, &principal).await;
+            (id, r)
+        }
+    });
+    let results: Vec<_> = futures::stream::iter(claims)
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    for (id, r) in results {
+        match r {
+            Ok(_) => {}
+            Err(e) if e.code == ErrorCode::SessionExpired => {
+                shared.with_core(|c| c.expire_client(&id));
+            }
+            Err(e) => tracing::warn!(cell = %shared.cells[ix].name, %e, "claim failed"),
+        }
+    }
+}
+
+/// `ClaimSession` for one client on `link`, retrying while the cell fails over.
+pub async fn claim(
+    link: &Link,
+    id: &ClientId,
+    secret: &[u8; 16],
+    principal: &str,
+) -> Result<pb::ClaimSessionResponse, WarrenError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut client = link.client.clone();
+        let r = client
+            .claim_session(pb::ClaimSessionRequest {
+                ctx: Some(link.ctx(None)),
+                client_session: id.to_vec(),
+                client_secret: secret.to_vec(),
+                client_principal: principal.to_string(),
+            })
+            .await;
+        metrics::counter!("warren_proxy_claims_total").increment(1);
+        match r {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) => {
+                let e = code_of(&s).unwrap_or_else(|| WarrenError::internal(s.message()));
+                if e.code == ErrorCode::FailoverInProgress && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+async fn keepalive_loop(shared: &Shared, ix: CellIx, link: &mut Link, serial: &mut u64) -> Lost {
+    let up = &shared.cells[ix];
+    let drift = shared.cfg.drift;
+    // When to refresh: keep the local lease at least client_lease + margins ahead.
+    let keep_ahead = shared.cfg.min_proxy_lease();
+    let mut in_flight = FuturesUnordered::new();
+    let mut last_ack: Option<u64> = None;
+    let send = |link: &Link, ack: u64| {
+        let mut client = link.client.clone();
+        let req = pb::KeepAliveRequest {
+            ctx: Some(link.ctx(None)),
+            ack_seq: ack,
+        };
+        let epoch = link.epoch;
+        metrics::counter!("warren_proxy_keepalives_sent_total", "cell" => up.name.clone())
+            .increment(1);
+        async move {
+            let sent = Instant::now();
+            // Bounded by the longest a cell holds a KeepAlive (≤ 60 s lease) plus slack.
+            let r = tokio::time::timeout(Duration::from_secs(70), client.keep_alive(req)).await;
+            (sent, epoch, r)
+        }
+    };
+    loop {
+        if in_flight.is_empty() {
+            let ack = shared.with_core(|c| c.upstream_ack(ix));
+            last_ack = Some(ack);
+            in_flight.push(send(link, ack));
+        }
+        let live_until = shared.with_core(|c| c.upstream_live_until(ix));
+        let refresh_at = live_until
+            .and_then(|t| t.checked_sub(keep_ahead))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        // The local lease ran out with no answer: the master is gone or unreachable.
+        let lease_gone = live_until.unwrap_or_else(Instant::now);
+        tokio::select! {
+            Some((sent, epoch, r)) = in_flight.next() => {
+                let r = match r {
+                    Ok(r) => r,
+                    Err(_) => Err(tonic::Status::deadline_exceeded("KeepAlive timed out")),
+                };
+                match r {
+                    Ok(reply) => {
+                        let reply = reply.into_inner();
+                        if reply.epoch != link.epoch {
+                            tracing::info!(cell = %up.name, from = link.epoch, to = reply.epoch, "cell master epoch changed");
+                            link.epoch = reply.epoch;
+                            *serial += 1;
+                            link.serial = *serial;
+                            shared.with_core(|c| c.upstream_restarted(ix));
+                            up.link.send_replace(Some(link.clone()));
+                        } else if epoch != link.epoch {
+                            continue; // a late answer from an older epoch
+                        }
+                        let lease = Duration::from_millis(reply.lease_ms);
+                        let local = Duration::try_from_secs_f64(lease.as_secs_f64() / (1.0 + drift)).unwrap_or_default();
+                        shared.upstream_reply(ix, sent + local, &reply.events);
+                    }
+                    Err(status) => {
+                        let e = code_of(&status);
+                        match e.as_ref().map(|e| e.code) {
+                            Some(ErrorCode::StaleEpoch) => {
+                                let epoch = e.map(|e| e.epoch).unwrap_or_default();
+                                if epoch > link.epoch {
+                                    link.epoch = epoch;
+                                    *serial += 1;
+                                    link.serial = *serial;
+                                    shared.with_core(|c| c.upstream_restarted(ix));
+                                    up.link.send_replace(Some(link.clone()));
+                                }
+                            }
+                            Some(ErrorCode::SessionExpired) => {
+                                tracing::warn!(cell = %up.name, "the proxy session expired at the cell; creating a new one");
+                                return Lost::Session;
+                            }
+                            Some(ErrorCode::PermissionDenied | ErrorCode::InvalidArgument) => {
+                                tracing::error!(cell = %up.name, %status, "the cell refused the proxy session");
+                                return Lost::Session;
+                            }
+                            _ => {
+                                // Not master any more, unreachable, or timed out: look for
+                                // the master again (the session lives on at the new one).
+                                tracing::debug!(cell = %up.name, %status, "KeepAlive failed; looking for the master");
+                                if !reconnect(shared, ix, link, serial).await {
+                                    return Lost::Session;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            _ = up.kick.notified() => {
+                let ack = shared.with_core(|c| c.upstream_ack(ix));
+                if Some(ack) > last_ack {
+                    last_ack = Some(ack);
+                    in_flight.push(send(link, ack));
+                }
+            }
+            _ = up.suspect.notified() => {
+                // A forwarded call met another master: supersede, which finds out.
+                let ack = shared.with_core(|c| c.upstream_ack(ix));
+                last_ack = Some(ack);
+                in_flight.push(send(link, ack));
+            }
+            _ = tokio::time::sleep_until(refresh_at), if in_flight.len() < 2 => {
+                let ack = shared.with_core(|c| c.upstream_ack(ix));
+                last_ack = Some(ack);
+                in_flight.push(send(link, ack));
+            }
+            _ = tokio::time::sleep_until(lease_gone), if live_until.is_some() => {
+                // Let the in-flight ones go; find the master again.
+                tracing::info!(cell = %up.name, "the proxy's lease at the cell ran out unanswered; looking for the master");
+                in_flight.clear();
+                if !reconnect(shared, ix, link, serial).await {
+                    return Lost::Session;
+                }
+            }
+        }
+    }
+}
+
+/// Looks for the master again and moves the link there (same session). Gives up (the
+/// caller then creates a new session) only after the longest a cell could keep the session
+/// without hearing from us.
+async fn reconnect(shared: &Shared, ix: CellIx, link: &mut Link, serial: &mut u64) -> bool {
+    let up = &shared.cells[ix];
+    let give_up = Instant::now() + crate::config::LEASE_LIMIT + Duration::from_secs(5);
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if let Some((client, addr, epoch, _)) = find_master(up).await {
+            link.client = client;
+            link.addr = addr;
+            if epoch > link.epoch {
+                link.epoch = epoch;
+                shared.with_core(|c| c.upstream_restarted(ix));
+            }
+            *serial += 1;
+            link.serial = *serial;
+            up.link.send_replace(Some(link.clone()));
+            return true;
+        }
+        if Instant::now() > give_up {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RETRY_PAUSE);
+    }
+}

@@ -1,0 +1,113 @@
+//! `warren proxy`: one proxy (SPEC §6) in front of the cells given with `--cell`. Settings
+//! come from `--config FILE` (TOML), `WARREN_*` environment variables and flags, in rising
+//! precedence; errors name the field. Prints `proxies: ADDR` once listening and `ready`
+//! once it holds a session at every cell.
+
+use clap::Args;
+use std::process::ExitCode;
+use tokio::net::TcpListener;
+use warren_config::{ProxyConfig, Sources};
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// TOML file with any of the settings below (keys are the flag names with `_`).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// gRPC listen address HOST:PORT (port 0 picks one). Env WARREN_LISTEN.
+    #[arg(long)]
+    listen: Option<String>,
+    /// A cell to front: NAME=HOST:PORT[,HOST:PORT…] (its replicas). Repeat for each cell.
+    /// Env WARREN_CELLS (entries separated by `;`).
+    #[arg(long = "cell")]
+    cells: Vec<String>,
+    /// Admin HTTP address HOST:PORT (/metrics, /healthz, /readyz, /status). Env WARREN_ADMIN.
+    #[arg(long)]
+    admin: Option<String>,
+    /// This proxy's name in logs and /status. Env WARREN_PROXY_ID. Default: the listen address.
+    #[arg(long)]
+    id: Option<String>,
+    /// Lease granted to client sessions, e.g. `12s`; must nest inside the cells'
+    /// proxy lease. Env WARREN_CLIENT_LEASE.
+    #[arg(long)]
+    client_lease: Option<String>,
+    /// Client leases end at least this long before the proxy's own lease at a cell.
+    /// Env WARREN_LEASE_MARGIN.
+    #[arg(long)]
+    lease_margin: Option<String>,
+    /// How long a call waits for a cell that is failing over. Env WARREN_FORWARD_PATIENCE.
+    #[arg(long)]
+    forward_patience: Option<String>,
+    /// A client kept in jeopardy by a cell failover expires this long after its lease
+    /// (match the cells' claim window). Env WARREN_MAX_STARVE.
+    #[arg(long)]
+    max_starve: Option<String>,
+}
+
+fn sources(a: &ProxyArgs) -> Result<Sources, warren_config::ConfigError> {
+    let mut s = Sources::new();
+    if let Some(p) = &a.config {
+        s = s.read_file(p)?;
+    }
+    s.env = Sources::process_env();
+    let cells = (!a.cells.is_empty()).then(|| a.cells.join(";"));
+    let flags = [
+        ("listen", &a.listen),
+        ("cell", &cells),
+        ("admin", &a.admin),
+        ("id", &a.id),
+        ("client_lease", &a.client_lease),
+        ("lease_margin", &a.lease_margin),
+        ("forward_patience", &a.forward_patience),
+        ("max_starve", &a.max_starve),
+    ];
+    for (k, v) in flags {
+        if let Some(v) = v {
+            s = s.with_flag(k, v.clone());
+        }
+    }
+    Ok(s)
+}
+
+/// Serves one proxy until Ctrl-C / SIGTERM.
+pub async fn run(a: ProxyArgs) -> ExitCode {
+    let cfg = match sources(&a).and_then(|s| ProxyConfig::load(&s)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: INVALID_ARGUMENT: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(cfg).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(cfg: ProxyConfig) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (listen): {e}", cfg.listen))?;
+    let admin = if cfg.admin.is_empty() {
+        None
+    } else {
+        Some(
+            TcpListener::bind(&cfg.admin)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin): {e}", cfg.admin))?,
+        )
+    };
+    let addr = listener.local_addr()?;
+    println!("proxies: {addr}");
+    warren_proxy::run(
+        listener,
+        admin,
+        cfg,
+        |_| println!("ready"),
+        crate::cell_cmd::shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
