@@ -34,6 +34,15 @@ pub struct CellArgs {
     /// Session lease, e.g. `12s`. Env WARREN_LEASE.
     #[arg(long)]
     lease: Option<String>,
+    /// Lease granted to proxy sessions (longer than `lease`, so proxies can collect their
+    /// clients' acknowledgements within it), e.g. `20s`. Env WARREN_PROXY_LEASE.
+    #[arg(long)]
+    proxy_lease: Option<String>,
+    /// How long the client sessions of a dead proxy keep their locks and ephemeral files
+    /// waiting to be claimed by another proxy (≥ the clients' grace period), e.g. `60s`.
+    /// Env WARREN_CLAIM_WINDOW.
+    #[arg(long)]
+    claim_window: Option<String>,
     /// Largest file in bytes (≤ 262144). Env WARREN_MAX_FILE_SIZE.
     #[arg(long)]
     max_file_size: Option<String>,
@@ -72,6 +81,8 @@ fn sources(a: &CellArgs) -> Result<Sources, warren_config::ConfigError> {
         ("admin", &a.admin),
         ("deployment", &a.deployment),
         ("lease", &a.lease),
+        ("proxy_lease", &a.proxy_lease),
+        ("claim_window", &a.claim_window),
         ("max_file_size", &a.max_file_size),
         ("ephemeral_cleanup", &a.ephemeral_cleanup),
         ("store", &a.store),

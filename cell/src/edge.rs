@@ -7,9 +7,10 @@ use crate::store::{AclNames, LockMode, NodeKind};
 use warren_proto::pb;
 use warren_proto::WarrenError;
 
-fn bytes16(b: &[u8], field: &str) -> Result<[u8; 16], WarrenError> {
+/// A 16-byte id or secret; `field` is the field's full name (`ctx.session_id`, …).
+pub fn bytes16(b: &[u8], field: &str) -> Result<[u8; 16], WarrenError> {
     b.try_into().map_err(|_| {
-        WarrenError::invalid_argument(format!("ctx.{field} must be 16 bytes, got {}", b.len()))
+        WarrenError::invalid_argument(format!("{field} must be 16 bytes, got {}", b.len()))
     })
 }
 
@@ -17,10 +18,25 @@ pub fn ctx(c: Option<&pb::SessionContext>) -> Result<core::Ctx, WarrenError> {
     let c = c.ok_or_else(|| {
         WarrenError::invalid_argument("the request has no session context (field ctx)")
     })?;
+    let client = if c.client_session.is_empty() {
+        if !c.client_secret.is_empty() || !c.client_principal.is_empty() {
+            return Err(WarrenError::invalid_argument(
+                "ctx.client_secret and ctx.client_principal need ctx.client_session",
+            ));
+        }
+        None
+    } else {
+        Some(core::ClientCtx {
+            session: bytes16(&c.client_session, "ctx.client_session")?,
+            secret: bytes16(&c.client_secret, "ctx.client_secret")?,
+            principal: c.client_principal.clone(),
+        })
+    };
     Ok(core::Ctx {
-        session: bytes16(&c.session_id, "session_id")?,
-        secret: bytes16(&c.secret, "secret")?,
+        session: bytes16(&c.session_id, "ctx.session_id")?,
+        secret: bytes16(&c.secret, "ctx.secret")?,
         epoch: c.epoch,
+        client,
     })
 }
 
@@ -111,9 +127,10 @@ pub fn event(e: &core::Event) -> pb::Event {
             EventKind::LockAcquired => pb::EventType::LockAcquired,
             EventKind::ConflictingLock => pb::EventType::ConflictingLock,
             EventKind::Invalidate => pb::EventType::Invalidate,
+            EventKind::SessionClaimed => pb::EventType::SessionClaimed,
         } as i32,
         handle: e.handle.clone(),
-        client_session: Vec::new(), // TODO(issue 5): tagged events for sub-sessions
+        client_session: e.client.map(|c| c.to_vec()).unwrap_or_default(),
         path: e.path.clone(),
         child: e.child.clone(),
         child_change: match e.change {

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
+use warren_proto::framing::{framing_errors_into_table, MAX_MESSAGE_BYTES};
 use warren_proto::pb;
 use warren_proto::pb::warren_server::{Warren, WarrenServer};
 use warren_proto::WarrenError;
@@ -102,6 +103,12 @@ pub struct CellStatus {
     pub nodes: usize,
     pub handles: usize,
     pub held_locks: usize,
+    /// Proxy sessions (counted in `sessions` too).
+    pub proxy_sessions: usize,
+    /// Client sub-sessions registered by proxies, orphans included (not in `sessions`).
+    pub sub_sessions: usize,
+    /// Sub-sessions whose proxy session ended, waiting to be claimed.
+    pub orphans: usize,
 }
 
 impl State {
@@ -259,6 +266,9 @@ impl Shared {
         st.flush(&self.writer);
         let s = st.master.status();
         metrics::gauge!("warren_cell_sessions").set(s.sessions as f64);
+        metrics::gauge!("warren_cell_proxy_sessions").set(s.proxy_sessions as f64);
+        metrics::gauge!("warren_cell_sub_sessions").set(s.sub_sessions as f64);
+        metrics::gauge!("warren_cell_orphan_sessions").set(s.orphans as f64);
         metrics::gauge!("warren_cell_nodes").set(s.nodes as f64);
         metrics::gauge!("warren_cell_epoch").set(s.epoch as f64);
     }
@@ -384,6 +394,9 @@ impl Node {
             nodes: 0,
             handles: 0,
             held_locks: 0,
+            proxy_sessions: 0,
+            sub_sessions: 0,
+            orphans: 0,
             serving: false,
         };
         match &*self.role.read().unwrap_or_else(|p| p.into_inner()) {
@@ -397,6 +410,9 @@ impl Node {
                 st.nodes = s.nodes;
                 st.handles = s.handles;
                 st.held_locks = s.held_locks;
+                st.proxy_sessions = s.proxy_sessions;
+                st.sub_sessions = s.sub_sessions;
+                st.orphans = s.orphans;
                 st.serving = !g.closing && !g.master.recovering();
             }
             Role::Standby { master, epoch } => {
@@ -516,78 +532,6 @@ impl Term {
             );
             writer.abort();
         }
-    }
-}
-
-/// Largest request accepted, in bytes: a 256 KiB file and a 4 KiB path fit many times over.
-const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-
-/// Errors tonic raises while *framing* a request, before any Warren code runs (a message
-/// over [`MAX_MESSAGE_BYTES`], a bad compression flag), come out of tonic with no Warren
-/// detail (`OUT_OF_RANGE`, `INTERNAL`). This rewrites them, in the response headers or its
-/// trailers, into the error table's `TOO_LARGE` / `INVALID_ARGUMENT`, so every bad input
-/// gets a code a client can act on.
-fn framing_errors_into_table(
-    resp: tonic::codegen::http::Response<tonic::body::Body>,
-) -> tonic::codegen::http::Response<tonic::body::Body> {
-    let (mut parts, body) = resp.into_parts();
-    rewrite_framing_error(&mut parts.headers);
-    tonic::codegen::http::Response::from_parts(parts, tonic::body::Body::new(TableErrors(body)))
-}
-
-fn rewrite_framing_error(map: &mut tonic::codegen::http::HeaderMap) {
-    if map.contains_key("grpc-status-details-bin") {
-        return;
-    }
-    let Some(st) = Status::from_header_map(map) else {
-        return;
-    };
-    let e = match st.code() {
-        tonic::Code::OutOfRange if st.message().contains("message length too large") => {
-            WarrenError::too_large(format!(
-                "the request is larger than the {MAX_MESSAGE_BYTES}-byte message limit (files are at most 256 KiB)"
-            ))
-        }
-        tonic::Code::Internal if st.message().contains("protocol error") => {
-            WarrenError::invalid_argument("the request is not a well-formed gRPC message")
-        }
-        _ => return,
-    };
-    map.remove("grpc-message");
-    let _ = Status::from(e).add_header(map);
-}
-
-/// A response body whose trailers go through [`rewrite_framing_error`].
-struct TableErrors(tonic::body::Body);
-
-impl http_body::Body for TableErrors {
-    type Data = bytes::Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
-        let polled = std::pin::Pin::new(&mut self.0).poll_frame(cx);
-        polled.map(|frame| {
-            frame.map(|r| {
-                r.map(|f| match f.into_trailers() {
-                    Ok(mut trailers) => {
-                        rewrite_framing_error(&mut trailers);
-                        http_body::Frame::trailers(trailers)
-                    }
-                    Err(f) => f,
-                })
-            })
-        })
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.0.size_hint()
     }
 }
 
@@ -779,7 +723,13 @@ impl Warren for Service {
             let c = self
                 .node
                 .master()?
-                .run(|m, now| m.create_session(&r.principal, now))
+                .run(|m, now| {
+                    if r.proxy {
+                        m.create_proxy_session(&r.principal, now)
+                    } else {
+                        m.create_session(&r.principal, now)
+                    }
+                })
                 .await?;
             Ok::<_, Status>(pb::CreateSessionResponse {
                 session_id: c.id.to_vec(),
@@ -828,7 +778,7 @@ impl Warren for Service {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             self.node
                 .master()?
-                .run(|m, now| m.close_session(&ctx, now))
+                .run(|m, now| m.close_session(&ctx, r.expired, now))
                 .await?;
             Ok::<_, Status>(pb::CloseSessionResponse {})
         })
@@ -1112,10 +1062,23 @@ impl Warren for Service {
 
     async fn claim_session(
         &self,
-        _req: Request<pb::ClaimSessionRequest>,
+        req: Request<pb::ClaimSessionRequest>,
     ) -> Result<Response<pb::ClaimSessionResponse>, Status> {
-        // TODO(issue 5): sub-sessions and claims in the core.
-        Err(WarrenError::invalid_argument("ClaimSession is not implemented yet").into())
+        let r = req.into_inner();
+        rpc!("ClaimSession", async {
+            let ctx = edge::ctx(r.ctx.as_ref())?;
+            let client = edge::bytes16(&r.client_session, "client_session")?;
+            let secret = edge::bytes16(&r.client_secret, "client_secret")?;
+            let principal = self
+                .node
+                .master()?
+                .run(|m, now| m.claim_session(&ctx, client, secret, &r.client_principal, now))
+                .await?;
+            Ok::<_, Status>(pb::ClaimSessionResponse {
+                known: principal.is_some(),
+                principal: principal.unwrap_or_default(),
+            })
+        })
     }
 }
 
@@ -1124,6 +1087,8 @@ impl CellOptions {
     pub fn from_config(c: &warren_config::CellConfig) -> Self {
         let mut core = CoreConfig::new(&c.name, &c.deployment);
         core.lease = c.lease;
+        core.proxy_lease = c.proxy_lease;
+        core.claim_window = c.claim_window;
         core.reply_before_end = c.keepalive_reply_before_end;
         core.max_lock_delay = c.max_lock_delay;
         core.max_file_size = c.max_file_size;

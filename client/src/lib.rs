@@ -57,7 +57,18 @@
 //! lock-delay) that is still open, without asking the master. Each [`Handle`] counts as a
 //! user; the server handle is closed at the master when its last user closes. Handles that
 //! can write, lock or change ACLs are never shared, and [`Handle::set_sequencer`] first
-//! gives its handle a server handle of its own. Not yet here: proxies and routing.
+//! gives its handle a server handle of its own.
+//!
+//! # Through proxies
+//!
+//! [`ClientOptions::proxies`] connects through proxies (`warren proxy`, SPEC §6) instead of
+//! to a cell's replicas. A proxy answers `Locate` as a master, so nothing else changes but
+//! the order in which the session tries them: each session orders the list with a
+//! consistent-hash ring keyed by its id ([`proxy_order`], [`Session::search_order`]) and
+//! every search for a proxy starts from the first in that order. When its proxy dies the
+//! session moves to the next live one, which claims it at the cells and answers with a
+//! higher epoch and a fail-over event: the cache is flushed, [`Event::MasterFailover`] is
+//! delivered and handles are recreated, as after a cell fail-over. Not yet here: routing.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

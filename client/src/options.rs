@@ -13,8 +13,23 @@ use warren_proto::pb;
 #[non_exhaustive]
 pub struct ClientOptions {
     /// Servers to try, in order, as `HOST:PORT` (or `http://HOST:PORT`). Any replica of the
-    /// cell will do: `Locate` says which one is master.
+    /// cell will do: `Locate` says which one is master. With
+    /// [`via_proxies`](Self::via_proxies), the proxies to use instead (in no particular
+    /// order: each session orders them itself).
     pub endpoints: Vec<String>,
+    /// Whether [`endpoints`](Self::endpoints) are proxies (`warren proxy`) rather than the
+    /// replicas of a cell. Off by default. A proxy answers `Locate` as the master of what it
+    /// serves, so the difference is only in the order endpoints are tried
+    /// (docs/proxy.md, "Proxy failover"):
+    ///
+    /// - before the session exists, in a consistent-hash ring order keyed by a value random
+    ///   per connect, which spreads fresh clients over the proxies;
+    /// - once it exists, in the order [`proxy_order`](crate::proxy_order)`(endpoints, id)`
+    ///   (see [`Session::search_order`](crate::Session::search_order)), every search
+    ///   starting from the first (the session's preferred proxy), so the session always goes
+    ///   to the earliest live proxy in its order. A new proxy claims the session at the
+    ///   cells and answers with a higher epoch and a fail-over event.
+    pub via_proxies: bool,
     /// The principal the session acts for, checked against ACL files; empty means
     /// anonymous. Asserted, not authenticated, until TLS lands.
     pub principal: String,
@@ -53,7 +68,24 @@ impl ClientOptions {
             clock_drift: Self::DEFAULT_CLOCK_DRIFT,
             grace_period: Self::DEFAULT_GRACE_PERIOD,
             cache: true,
+            via_proxies: false,
         }
+    }
+
+    /// Options for a session through these proxies (`HOST:PORT` each), everything else at
+    /// its default: [`new`](Self::new) with [`via_proxies`](Self::via_proxies) on.
+    pub fn proxies<I, S>(proxies: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new(proxies).via_proxies(true)
+    }
+
+    /// Says whether the endpoints are proxies (see the [field](Self::via_proxies)).
+    pub fn via_proxies(mut self, proxies: bool) -> Self {
+        self.via_proxies = proxies;
+        self
     }
 
     /// Sets the principal.
@@ -89,9 +121,14 @@ impl ClientOptions {
     /// Checks the options; the error names the field and the fix.
     pub fn validate(&self) -> Result<(), Error> {
         if self.endpoints.is_empty() || self.endpoints.iter().any(|e| e.trim().is_empty()) {
-            return Err(Error::InvalidArgument(
-                "endpoints: give at least one HOST:PORT, and no empty ones".into(),
-            ));
+            let (field, what) = if self.via_proxies {
+                ("proxies", "of a proxy")
+            } else {
+                ("endpoints", "of a cell replica")
+            };
+            return Err(Error::InvalidArgument(format!(
+                "{field}: give at least one HOST:PORT {what}, and no empty ones"
+            )));
         }
         if self.rpc_timeout.is_zero() {
             return Err(Error::InvalidArgument(
@@ -345,6 +382,18 @@ mod tests {
         assert!(!ClientOptions::new(["h:1"]).cache(false).cache);
         assert!(ClientOptions::new(Vec::<String>::new()).validate().is_err());
         assert!(ClientOptions::new([""]).validate().is_err());
+        assert!(!ClientOptions::new(["h:1"]).via_proxies);
+        let p = ClientOptions::proxies(["p:1", "p:2"]);
+        assert!(p.via_proxies);
+        assert_eq!(p.endpoints, ["p:1", "p:2"]);
+        assert!(p.validate().is_ok());
+        assert!(!p.via_proxies(false).via_proxies);
+        let e = ClientOptions::proxies(Vec::<String>::new())
+            .validate()
+            .expect_err("no proxies");
+        assert!(e.message().starts_with("proxies: "), "{e}");
+        let e = ClientOptions::new([""]).validate().expect_err("empty");
+        assert!(e.message().starts_with("endpoints: "), "{e}");
         assert!(ClientOptions::new(["h:1"])
             .clock_drift(f64::NAN)
             .validate()

@@ -861,6 +861,7 @@ mod tests {
             path: path.into(),
             child: String::new(),
             child_change: 0,
+            ..Default::default()
         }
     }
 

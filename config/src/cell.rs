@@ -18,6 +18,8 @@ pub const FILE_SIZE_LIMIT: usize = 256 * 1024;
 pub const LEASE_LIMIT: Duration = Duration::from_secs(60);
 /// The longest lock-delay a client may ask for (SPEC §3).
 pub const LOCK_DELAY_LIMIT: Duration = Duration::from_secs(60);
+/// The lease proxy sessions get unless set (SPEC §6).
+const DEFAULT_PROXY_LEASE: Duration = Duration::from_secs(20);
 
 /// Settings of one cell replica.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +42,15 @@ pub struct CellConfig {
     pub keepalive_reply_before_end: Duration,
     /// Longest lease an overloaded master may grant instead of `lease` (≤ 60 s).
     pub max_lease: Duration,
+    /// Lease granted to proxy sessions (SPEC §6), from `lease` to `max_lease`. A proxy
+    /// must collect its clients' acknowledgements within it, so it is longer than the
+    /// lease clients get. Default 20 s (or `lease` / `max_lease`, whichever is nearer, when
+    /// 20 s is outside them and it is not set).
+    pub proxy_lease: Duration,
+    /// How long the client sessions of a proxy session that ended keep their locks,
+    /// handles and ephemeral files, waiting for another proxy to claim them (at least
+    /// `lease`; default 60 s, longer than the clients' 45 s grace period).
+    pub claim_window: Duration,
     /// Longest lock-delay a handle may ask for (≤ 60 s).
     pub max_lock_delay: Duration,
     /// Largest file contents accepted, in bytes (≤ 256 KiB).
@@ -81,6 +92,8 @@ const FIELDS: &[FieldSpec] = &[
         "WARREN_KEEPALIVE_REPLY_BEFORE_END",
     ),
     spec("max_lease", "WARREN_MAX_LEASE"),
+    spec("proxy_lease", "WARREN_PROXY_LEASE"),
+    spec("claim_window", "WARREN_CLAIM_WINDOW"),
     spec("max_lock_delay", "WARREN_MAX_LOCK_DELAY"),
     spec("max_file_size", "WARREN_MAX_FILE_SIZE"),
     spec("ephemeral_cleanup", "WARREN_EPHEMERAL_CLEANUP"),
@@ -122,6 +135,8 @@ impl CellConfig {
             lease: Duration::from_secs(12),
             keepalive_reply_before_end: Duration::from_secs(1),
             max_lease: Duration::from_secs(60),
+            proxy_lease: DEFAULT_PROXY_LEASE,
+            claim_window: Duration::from_secs(60),
             max_lock_delay: Duration::from_secs(60),
             max_file_size: FILE_SIZE_LIMIT,
             ephemeral_cleanup: Duration::from_secs(60),
@@ -236,6 +251,7 @@ impl CellConfig {
                 &mut config.keepalive_reply_before_end,
             ),
             ("max_lease", &mut config.max_lease),
+            ("claim_window", &mut config.claim_window),
             ("max_lock_delay", &mut config.max_lock_delay),
             ("ephemeral_cleanup", &mut config.ephemeral_cleanup),
         ];
@@ -247,6 +263,11 @@ impl CellConfig {
         if let Some(v) = layers.parse("max_file_size", parse_size)? {
             config.max_file_size = v;
         }
+        // Unset, the proxy lease follows lease and max_lease into their range.
+        config.proxy_lease = match layers.parse("proxy_lease", duration)? {
+            Some(v) => v,
+            None => DEFAULT_PROXY_LEASE.min(config.max_lease).max(config.lease),
+        };
         config.check(&|field| layers.provenance(field))?;
         Ok(config)
     }
@@ -390,6 +411,59 @@ impl CellConfig {
                 },
             );
         }
+        if self.proxy_lease < self.lease {
+            return Err(invalid(
+                "proxy_lease",
+                fmt(self.proxy_lease),
+                Bad {
+                    problem: format!("must be at least lease ({})", fmt(self.lease)),
+                    fix: format!(
+                        "raise proxy_lease to at least {} (proxies need a longer lease than their clients) or lower lease",
+                        fmt(self.lease)
+                    ),
+                },
+            ));
+        }
+        if self.proxy_lease > self.max_lease {
+            return Err(if blame_second(origin, "proxy_lease", "max_lease") {
+                invalid(
+                    "max_lease",
+                    fmt(self.max_lease),
+                    Bad {
+                        problem: format!(
+                            "must be at least proxy_lease ({})",
+                            fmt(self.proxy_lease)
+                        ),
+                        fix: format!(
+                            "raise max_lease to at least {} or lower proxy_lease",
+                            fmt(self.proxy_lease)
+                        ),
+                    },
+                )
+            } else {
+                invalid(
+                    "proxy_lease",
+                    fmt(self.proxy_lease),
+                    Bad {
+                        problem: format!("must be at most max_lease ({})", fmt(self.max_lease)),
+                        fix: format!(
+                            "set a proxy_lease of at most {} or raise max_lease",
+                            fmt(self.max_lease)
+                        ),
+                    },
+                )
+            });
+        }
+        if self.claim_window < self.lease {
+            return Err(invalid(
+                "claim_window",
+                fmt(self.claim_window),
+                Bad {
+                    problem: format!("must be at least lease ({})", fmt(self.lease)),
+                    fix: "set it to at least the clients' grace period, e.g. 60s".into(),
+                },
+            ));
+        }
         if self.max_lock_delay > LOCK_DELAY_LIMIT {
             return Err(invalid(
                 "max_lock_delay",
@@ -455,6 +529,8 @@ mod tests {
                 lease: Duration::from_secs(12),
                 keepalive_reply_before_end: Duration::from_secs(1),
                 max_lease: Duration::from_secs(60),
+                proxy_lease: Duration::from_secs(20),
+                claim_window: Duration::from_secs(60),
                 max_lock_delay: Duration::from_secs(60),
                 max_file_size: 262_144,
                 ephemeral_cleanup: Duration::from_secs(60),
@@ -633,6 +709,62 @@ mod tests {
     }
 
     #[test]
+    fn proxy_lease_and_claim_window() {
+        let c = CellConfig::load(
+            &base()
+                .with_flag("--proxy-lease", "25s")
+                .with_env("WARREN_CLAIM_WINDOW", "90s"),
+        )
+        .unwrap();
+        assert_eq!(c.proxy_lease, Duration::from_secs(25));
+        assert_eq!(c.claim_window, Duration::from_secs(90));
+        let c = CellConfig::load(
+            &base().with_file("c.toml", "proxy_lease = \"30s\"\nclaim_window = \"2m\""),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.proxy_lease, c.claim_window),
+            (Duration::from_secs(30), Duration::from_secs(120))
+        );
+        // Unset, the proxy lease follows lease up and max_lease down.
+        let c = CellConfig::load(&base().with_env("WARREN_LEASE", "30s")).unwrap();
+        assert_eq!(c.proxy_lease, Duration::from_secs(30));
+        let c = CellConfig::load(&base().with_env("WARREN_MAX_LEASE", "15s")).unwrap();
+        assert_eq!(c.proxy_lease, Duration::from_secs(15));
+
+        let e = err(&base().with_env("WARREN_PROXY_LEASE", "10s"));
+        assert_eq!(
+            e.to_string(),
+            "proxy_lease: \"10s\" from WARREN_PROXY_LEASE must be at least lease (12s); \
+             raise proxy_lease to at least 12s (proxies need a longer lease than their clients) \
+             or lower lease"
+        );
+        let e = err(&base().with_flag("proxy_lease", "61s"));
+        assert_eq!(e.field(), Some("proxy_lease"));
+        assert!(
+            e.to_string()
+                .contains("from --proxy-lease must be at most max_lease (1m)"),
+            "{e}"
+        );
+        let e = err(&base()
+            .with_flag("proxy_lease", "30s")
+            .with_flag("max_lease", "20s"));
+        assert_eq!(e.field(), Some("proxy_lease"), "{e}");
+        let e = err(&base().with_flag("claim_window", "5s"));
+        assert_eq!(
+            e.to_string(),
+            "claim_window: \"5s\" from --claim-window must be at least lease (12s); \
+             set it to at least the clients' grace period, e.g. 60s"
+        );
+        // Built in code: the same rules.
+        let mut c = CellConfig::new("cell-1", "127.0.0.1:7000".parse().unwrap(), "/d");
+        c.lease = Duration::from_secs(30);
+        assert_eq!(c.validate().unwrap_err().field(), Some("proxy_lease"));
+        c.proxy_lease = Duration::from_secs(30);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
     fn lock_delay_and_file_size_limits() {
         let e = err(&base().with_env("WARREN_MAX_LOCK_DELAY", "61s"));
         assert_eq!(e.field(), Some("max_lock_delay"));
@@ -728,8 +860,9 @@ mod tests {
                 key: "leese".into(),
                 fix:
                     "did you mean \"lease\"? the keys are: name, listen, admin, data, deployment, \
-                      lease, keepalive_reply_before_end, max_lease, max_lock_delay, max_file_size, \
-                      ephemeral_cleanup, store, etcd, replica, etcd_lease, etcd_max_txn_ops"
+                      lease, keepalive_reply_before_end, max_lease, proxy_lease, claim_window, \
+                      max_lock_delay, max_file_size, ephemeral_cleanup, store, etcd, replica, \
+                      etcd_lease, etcd_max_txn_ops"
                         .into(),
             }
         );

@@ -1,5 +1,6 @@
 //! [`ClientConfig`]: the settings of the client library (and of `warren ctl`, which is a
-//! client): where to connect, the clock-drift allowance and the grace period (SPEC §4).
+//! client): where to connect (cell replicas, or proxies), the clock-drift allowance and
+//! the grace period (SPEC §4).
 
 use std::time::Duration;
 
@@ -16,9 +17,16 @@ pub const PRINCIPAL_LIMIT: usize = 255;
 /// Settings of one client.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClientConfig {
-    /// `HOST:PORT` of the proxies or cells to contact, tried in order. Required; from the
-    /// environment, `WARREN_ENDPOINT` as a comma-separated list.
+    /// `HOST:PORT` of the cell replicas to contact, tried in order. Required unless
+    /// [`proxies`](Self::proxies) is set (and then empty); from the environment,
+    /// `WARREN_ENDPOINT` as a comma-separated list.
     pub endpoints: Vec<String>,
+    /// `HOST:PORT` of the proxies to connect through (SPEC §6), in any order: each session
+    /// orders them on a consistent-hash ring (`warren_client::ClientOptions::proxies`).
+    /// Empty (the default) means connect to [`endpoints`](Self::endpoints); set, it
+    /// replaces them. From the environment, `WARREN_PROXIES` as a comma-separated list;
+    /// the flag is `--proxy` (or `--proxies`).
+    pub proxies: Vec<String>,
     /// ρ, the allowed clock-rate drift: the local lease is the granted lease divided by
     /// (1 + ρ), so a client whose clock runs fast by up to ρ still never outlives the
     /// master's lease.
@@ -35,6 +43,11 @@ const FIELDS: &[FieldSpec] = &[
         name: "endpoints",
         env: "WARREN_ENDPOINT",
         flag_aliases: &["endpoint"],
+    },
+    FieldSpec {
+        name: "proxies",
+        env: "WARREN_PROXIES",
+        flag_aliases: &["proxy"],
     },
     FieldSpec {
         name: "drift",
@@ -72,30 +85,99 @@ fn drift(s: &str) -> Result<f64, Bad> {
     })
 }
 
+/// Checks a list of `HOST:PORT` addresses (`field`, each a `what`): well-formed, no
+/// duplicates. The list is known to be non-empty.
+fn check_addresses(
+    field: &str,
+    what: &str,
+    list: &[String],
+    invalid: &dyn Fn(&str, String, Bad) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let joined = || list.join(",");
+    for (i, addr) in list.iter().enumerate() {
+        if let Err(b) = check_endpoint(addr) {
+            return Err(invalid(
+                field,
+                joined(),
+                bad(format!("has {addr:?}, which {}", b.problem), b.fix),
+            ));
+        }
+        if list[..i].contains(addr) {
+            return Err(invalid(
+                field,
+                joined(),
+                bad(
+                    format!("lists {addr:?} twice"),
+                    format!("list each {what} once"),
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl ClientConfig {
     /// A configuration for `endpoints` with every other setting at its default.
     pub fn new(endpoints: Vec<String>) -> Self {
         Self {
             endpoints,
+            proxies: Vec::new(),
             drift: 0.01,
             grace: Duration::from_secs(45),
             principal: String::new(),
         }
     }
 
+    /// A configuration that connects through `proxies`, every other setting at its
+    /// default.
+    pub fn with_proxies(proxies: Vec<String>) -> Self {
+        Self {
+            proxies,
+            ..Self::new(Vec::new())
+        }
+    }
+
+    /// Whether the client connects through proxies ([`proxies`](Self::proxies) is set).
+    pub fn via_proxies(&self) -> bool {
+        !self.proxies.is_empty()
+    }
+
     /// Loads and validates the configuration: defaults < file < `WARREN_*` < flags.
     pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
         let layers = Layers::new(sources, FIELDS)?;
-        let endpoints =
-            layers
-                .parse("endpoints", endpoint_list)?
-                .ok_or_else(|| ConfigError::Missing {
+        let endpoints = layers.parse("endpoints", endpoint_list)?;
+        let proxies = layers.parse("proxies", endpoint_list)?;
+        let mut config =
+            match (endpoints, proxies) {
+                (None, None) => return Err(ConfigError::Missing {
                     field: "endpoints".into(),
                     fix: "set WARREN_ENDPOINT=HOST:PORT[,HOST:PORT…], endpoints = [\"HOST:PORT\"] \
-                      in the config file, or --endpoint HOST:PORT"
+                          in the config file, or --endpoint HOST:PORT (to go through proxies: \
+                          WARREN_PROXIES, proxies or --proxy instead)"
                         .into(),
-                })?;
-        let mut config = Self::new(endpoints);
+                }),
+                (endpoints, Some(proxies)) => {
+                    if proxies.is_empty() {
+                        // Said, but empty: not the same as not set.
+                        let (origin, written) = layers.provenance("proxies");
+                        return Err(ConfigError::invalid(
+                            "proxies",
+                            written.unwrap_or_default(),
+                            origin,
+                            bad(
+                                "lists no proxies",
+                                "give at least one HOST:PORT of a proxy, or leave proxies unset \
+                             to connect to the cell's endpoints",
+                            ),
+                        ));
+                    }
+                    Self {
+                        endpoints: endpoints.unwrap_or_default(),
+                        ..Self::with_proxies(proxies)
+                    }
+                }
+                (Some(endpoints), None) => Self::new(endpoints),
+            };
         if let Some(v) = layers.parse("drift", drift)? {
             config.drift = v;
         }
@@ -119,35 +201,31 @@ impl ClientConfig {
             let (origin, written) = provenance(field);
             ConfigError::invalid(field, written.unwrap_or(value), origin, b)
         };
-        let list = || self.endpoints.join(",");
-        if self.endpoints.is_empty() {
-            return Err(invalid(
-                "endpoints",
-                list(),
-                bad(
-                    "lists no endpoints",
-                    "give at least one HOST:PORT of a proxy or cell",
-                ),
-            ));
-        }
-        for (i, endpoint) in self.endpoints.iter().enumerate() {
-            if let Err(b) = check_endpoint(endpoint) {
+        if self.via_proxies() {
+            if !self.endpoints.is_empty() {
                 return Err(invalid(
-                    "endpoints",
-                    list(),
-                    bad(format!("has {endpoint:?}, which {}", b.problem), b.fix),
-                ));
-            }
-            if self.endpoints[..i].contains(endpoint) {
-                return Err(invalid(
-                    "endpoints",
-                    list(),
+                    "proxies",
+                    self.proxies.join(","),
                     bad(
-                        format!("lists {endpoint:?} twice"),
-                        "list each endpoint once",
+                        format!("is set and so is endpoints ({})", self.endpoints.join(",")),
+                        "give either endpoints (to connect to a cell) or proxies (to connect \
+                         through proxies), not both",
                     ),
                 ));
             }
+            check_addresses("proxies", "proxy", &self.proxies, &invalid)?;
+        } else {
+            if self.endpoints.is_empty() {
+                return Err(invalid(
+                    "endpoints",
+                    String::new(),
+                    bad(
+                        "lists no endpoints",
+                        "give at least one HOST:PORT of a cell replica (or set proxies)",
+                    ),
+                ));
+            }
+            check_addresses("endpoints", "endpoint", &self.endpoints, &invalid)?;
         }
         if !self.drift.is_finite() || !(0.0..=DRIFT_LIMIT).contains(&self.drift) {
             return Err(invalid(
@@ -212,6 +290,7 @@ mod tests {
             c,
             ClientConfig {
                 endpoints: vec!["h:7000".into()],
+                proxies: vec![],
                 drift: 0.01,
                 grace: Duration::from_secs(45),
                 principal: String::new(),
@@ -261,11 +340,12 @@ mod tests {
         let e = err(&Sources::new());
         assert_eq!(e.field(), Some("endpoints"));
         assert!(e.to_string().contains("WARREN_ENDPOINT=HOST:PORT"), "{e}");
+        assert!(e.to_string().contains("WARREN_PROXIES"), "{e}");
         let e = err(&Sources::new().with_env("WARREN_ENDPOINT", " , "));
         assert_eq!(
             e.to_string(),
             "endpoints: \" , \" from WARREN_ENDPOINT lists no endpoints; \
-             give at least one HOST:PORT of a proxy or cell"
+             give at least one HOST:PORT of a cell replica (or set proxies)"
         );
     }
 
@@ -321,9 +401,64 @@ mod tests {
         );
         assert!(
             e.to_string()
-                .ends_with("the keys are: endpoints, drift, grace, principal"),
+                .ends_with("the keys are: endpoints, proxies, drift, grace, principal"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn proxy_lists() {
+        let c = ClientConfig::load(&Sources::new().with_env("WARREN_PROXIES", "p1:7000, p2:7000"))
+            .unwrap();
+        assert_eq!(c.proxies, ["p1:7000", "p2:7000"]);
+        assert!(c.endpoints.is_empty());
+        assert!(c.via_proxies());
+        let c = ClientConfig::load(
+            &Sources::new().with_file("client.toml", "proxies = [\"p1:1\", \"[::1]:2\"]"),
+        )
+        .unwrap();
+        assert_eq!(c.proxies, ["p1:1", "[::1]:2"]);
+        for flag in ["--proxy", "proxies"] {
+            let c = ClientConfig::load(&Sources::new().with_flag(flag, "p:3")).unwrap();
+            assert_eq!(c, ClientConfig::with_proxies(vec!["p:3".into()]));
+        }
+        let c = ClientConfig::load(&Sources::new().with_env("WARREN_ENDPOINT", "h:1")).unwrap();
+        assert!(!c.via_proxies());
+    }
+
+    #[test]
+    fn bad_proxy_lists_name_the_field() {
+        let e = err(&Sources::new().with_env("WARREN_PROXIES", " , "));
+        assert_eq!(
+            e.to_string(),
+            "proxies: \" , \" from WARREN_PROXIES lists no proxies; give at least one \
+             HOST:PORT of a proxy, or leave proxies unset to connect to the cell's endpoints"
+        );
+        let e = err(&Sources::new().with_env("WARREN_PROXIES", "p:1,proxy-2"));
+        assert_eq!(
+            e.to_string(),
+            "proxies: \"p:1,proxy-2\" from WARREN_PROXIES has \"proxy-2\", which has no port; \
+             write HOST:PORT, e.g. cell-1.example.com:7000 or [::1]:7000"
+        );
+        let e = err(&Sources::new().with_flag("proxy", "p:1,p:1"));
+        assert_eq!(
+            e.to_string(),
+            "proxies: \"p:1,p:1\" from --proxy lists \"p:1\" twice; list each proxy once"
+        );
+        let e = err(&Sources::new()
+            .with_file("c.toml", "endpoints = \"h:1\"")
+            .with_env("WARREN_PROXIES", "p:1"));
+        assert_eq!(e.field(), Some("proxies"));
+        assert_eq!(
+            e.to_string(),
+            "proxies: \"p:1\" from WARREN_PROXIES is set and so is endpoints (h:1); give \
+             either endpoints (to connect to a cell) or proxies (to connect through proxies), \
+             not both"
+        );
+        let mut c = ClientConfig::with_proxies(vec!["p:1".into()]);
+        assert_eq!(c.validate(), Ok(()));
+        c.proxies.push("p:0".into());
+        assert_eq!(c.validate().unwrap_err().field(), Some("proxies"));
     }
 
     #[test]

@@ -20,6 +20,6 @@ mod source;
 pub use cell::{CellConfig, StoreKind, FILE_SIZE_LIMIT, LEASE_LIMIT, LOCK_DELAY_LIMIT};
 pub use client::{ClientConfig, DRIFT_LIMIT, PRINCIPAL_LIMIT};
 pub use error::{ConfigError, InvalidValue};
-pub use proxy::{CellAddrs, ProxyConfig};
 pub use parse::{format_duration, parse_duration, DurationError};
+pub use proxy::{CellAddrs, ProxyConfig};
 pub use source::{ConfigFile, Origin, Sources};

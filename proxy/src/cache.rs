@@ -133,6 +133,10 @@ impl SharedCache {
         self.flushed_at = self.counter;
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -495,7 +495,12 @@ impl ProxyCore {
         }
     }
 
+    /// Builds a reply now. Rule (b): if everything delivered so far was acknowledged, the
+    /// lease is extended before this reply delivers anything new, so the client holds a
+    /// full lease (within the nesting bound) in which to act and acknowledge.
     fn reply(&mut self, id: &ClientId, received: Instant) -> KeepAliveReply {
+        let now = self.now;
+        self.extend(id, now);
         let c = self.clients.get_mut(id).expect("live client");
         if let Some(last) = c.events.back() {
             c.delivered_upto = c.delivered_upto.max(last.event.seq);
@@ -826,6 +831,12 @@ impl ProxyCore {
         if let Some(c) = self.clients.get_mut(id) {
             c.cells.insert(cell);
         }
+    }
+
+    pub fn is_registered(&self, id: &ClientId, cell: CellIx) -> bool {
+        self.clients
+            .get(id)
+            .is_some_and(|c| c.cells.contains(&cell))
     }
 
     pub fn add_handle(&mut self, id: &ClientId, token: Vec<u8>, info: HandleInfo) {

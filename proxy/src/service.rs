@@ -122,6 +122,7 @@ impl Service {
         let deadline = Instant::now() + self.shared.cfg.forward_patience;
         let mut cells = BTreeSet::new();
         let mut principal = String::new();
+        let mut expired = false;
         for up in &self.shared.cells {
             let Some(link) = up.current(deadline).await else {
                 return Err(WarrenError::failover_in_progress());
@@ -135,12 +136,7 @@ impl Service {
                         }
                     }
                 }
-                Err(e) if e.code == ErrorCode::SessionExpired => {
-                    return Err(WarrenError::session_expired(format!(
-                        "session {} has expired",
-                        hex(&id)
-                    )))
-                }
+                Err(e) if e.code == ErrorCode::SessionExpired => expired = true,
                 Err(e) if e.code == ErrorCode::PermissionDenied => {
                     return Err(WarrenError::permission_denied(format!(
                         "wrong secret for session {}",
@@ -150,6 +146,15 @@ impl Service {
                 Err(e) if e.is_retryable() => return Err(WarrenError::failover_in_progress()),
                 Err(e) => return Err(e),
             }
+        }
+        // A session no cell knows is indistinguishable from a made-up one: as a cell
+        // would, call it expired. (So a client that had opened nothing anywhere loses its
+        // empty session when its proxy dies; see docs/proxy.md.)
+        if expired || cells.is_empty() {
+            return Err(WarrenError::session_expired(format!(
+                "session {} is unknown or has expired",
+                hex(&id)
+            )));
         }
         Ok(self
             .shared
@@ -161,7 +166,7 @@ impl Service {
     async fn forward<R, F, Fut>(
         &self,
         cell: usize,
-        who: &Who,
+        who: Option<&Who>,
         retry: Retry,
         call: F,
     ) -> Result<R, Status>
@@ -180,7 +185,7 @@ impl Service {
                     .await
                     .ok_or_else(WarrenError::failover_in_progress)?,
             };
-            let ctx = l.ctx(Some((&who.id, &who.secret, &who.principal)));
+            let ctx = l.ctx(who.map(|w| (&w.id, &w.secret, w.principal.as_str())));
             let status = match call(l.client.clone(), ctx).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) => s,
@@ -215,7 +220,9 @@ impl Service {
                 }
                 Some(ErrorCode::SessionExpired) => {
                     // The client's session at the cell ended: it lost what it held there.
-                    self.shared.with_core(|c| c.expire_client(&who.id));
+                    if let Some(w) = who {
+                        self.shared.with_core(|c| c.expire_client(&w.id));
+                    }
                     return Err(status);
                 }
                 Some(_) => return Err(status),
@@ -237,6 +244,26 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// The cell a handle-based call goes to. A client that never opened anything at that
+    /// cell cannot hold a handle there: `HANDLE_INVALID`, as the cell would say to a
+    /// session that did not open the handle.
+    fn handle_cell(
+        &self,
+        who: &Who,
+        token: &[u8],
+    ) -> Result<(usize, Option<pb::HandleBody>), Status> {
+        let (cell, body) = self.shared.cell_of_handle(token);
+        if !self.shared.with_core(|c| c.is_registered(&who.id, cell)) {
+            return Err(WarrenError::handle_invalid(if body.is_some() {
+                "the handle was not opened by this session"
+            } else {
+                "the handle bytes are not a Warren handle (truncated or corrupted)"
+            })
+            .into());
+        }
+        Ok((cell, body))
     }
 
     fn handle_info(&self, who: &Who, token: &[u8], cell: usize, body: Option<&pb::HandleBody>) {
@@ -489,7 +516,7 @@ impl Warren for Service {
             c.cache.ticket()
         });
         let result = self
-            .forward(cell, &who, Retry::Once, |mut c, ctx| {
+            .forward(cell, Some(&who), Retry::Once, |mut c, ctx| {
                 let mut r = r.clone();
                 r.ctx = Some(ctx);
                 async move { c.open(r).await }
@@ -545,17 +572,22 @@ impl Warren for Service {
         &self,
         req: Request<pb::CloseRequest>,
     ) -> Result<Response<pb::CloseResponse>, Status> {
+        // Never fails (SPEC §3): whatever is wrong with the request, the answer is OK.
         let r = req.into_inner();
-        let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = self.shared.cell_of_handle(&r.handle);
+        let Ok(who) = self.session(r.ctx.as_ref()).await else {
+            return ok(pb::CloseResponse {});
+        };
         self.shared
             .with_core(|c| c.remove_handle(&who.id, &r.handle));
-        self.forward(cell, &who, Retry::Idempotent, |mut c, ctx| {
-            let mut r = r.clone();
-            r.ctx = Some(ctx);
-            async move { c.close(r).await }
-        })
-        .await?;
+        if let Ok((cell, _)) = self.handle_cell(&who, &r.handle) {
+            let _ = self
+                .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
+                    let mut r = r.clone();
+                    r.ctx = Some(ctx);
+                    async move { c.close(r).await }
+                })
+                .await;
+        }
         ok(pb::CloseResponse {})
     }
 
@@ -580,9 +612,9 @@ impl Warren for Service {
             }
             Err(t) => t,
         };
-        let (cell, body) = self.shared.cell_of_handle(&r.handle);
+        let (cell, body) = self.handle_cell(&who, &r.handle)?;
         let mut reply = self
-            .forward(cell, &who, Retry::Idempotent, |mut c, ctx| {
+            .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
                 let mut r = r.clone();
                 r.ctx = Some(ctx);
                 async move { c.get_contents_and_stat(r).await }
@@ -629,9 +661,9 @@ impl Warren for Service {
             }
             Err(t) => t,
         };
-        let (cell, body) = self.shared.cell_of_handle(&r.handle);
+        let (cell, body) = self.handle_cell(&who, &r.handle)?;
         let mut reply = self
-            .forward(cell, &who, Retry::Idempotent, |mut c, ctx| {
+            .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
                 let mut r = r.clone();
                 r.ctx = Some(ctx);
                 async move { c.get_stat(r).await }
@@ -674,9 +706,9 @@ impl Warren for Service {
             }
             Err(t) => t,
         };
-        let (cell, body) = self.shared.cell_of_handle(&r.handle);
+        let (cell, body) = self.handle_cell(&who, &r.handle)?;
         let mut reply = self
-            .forward(cell, &who, Retry::Idempotent, |mut c, ctx| {
+            .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
                 let mut r = r.clone();
                 r.ctx = Some(ctx);
                 async move { c.read_dir(r).await }
@@ -705,9 +737,9 @@ impl Warren for Service {
     ) -> Result<Response<pb::SetContentsResponse>, Status> {
         let r = req.into_inner();
         let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = self.shared.cell_of_handle(&r.handle);
+        let (cell, _) = self.handle_cell(&who, &r.handle)?;
         let reply = self
-            .forward(cell, &who, Retry::Once, |mut c, ctx| {
+            .forward(cell, Some(&who), Retry::Once, |mut c, ctx| {
                 let mut r = r.clone();
                 r.ctx = Some(ctx);
                 async move { c.set_contents(r).await }
@@ -722,9 +754,9 @@ impl Warren for Service {
     ) -> Result<Response<pb::SetAclResponse>, Status> {
         let r = req.into_inner();
         let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = self.shared.cell_of_handle(&r.handle);
+        let (cell, _) = self.handle_cell(&who, &r.handle)?;
         let reply = self
-            .forward(cell, &who, Retry::Once, |mut c, ctx| {
+            .forward(cell, Some(&who), Retry::Once, |mut c, ctx| {
                 let mut r = r.clone();
                 r.ctx = Some(ctx);
                 async move { c.set_acl(r).await }
@@ -739,9 +771,9 @@ impl Warren for Service {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let r = req.into_inner();
         let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = self.shared.cell_of_handle(&r.handle);
+        let (cell, _) = self.handle_cell(&who, &r.handle)?;
         let reply = self
-            .forward(cell, &who, Retry::Once, |mut c, ctx| {
+            .forward(cell, Some(&who), Retry::Once, |mut c, ctx| {
                 let mut r = r.clone();
                 r.ctx = Some(ctx);
                 async move { c.delete(r).await }
@@ -756,9 +788,9 @@ impl Warren for Service {
     ) -> Result<Response<pb::AcquireResponse>, Status> {
         let r = req.into_inner();
         let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = self.shared.cell_of_handle(&r.handle);
+        let (cell, _) = self.handle_cell(&who, &r.handle)?;
         let reply = self
-            .forward(cell, &who, Retry::Once, |mut c, ctx| {
+            .forward(cell, Some(&who), Retry::Once, |mut c, ctx| {
                 let mut r = r.clone();
                 r.ctx = Some(ctx);
                 async move { c.acquire(r).await }
@@ -773,9 +805,9 @@ impl Warren for Service {
     ) -> Result<Response<pb::AcquireResponse>, Status> {
         let r = req.into_inner();
         let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = self.shared.cell_of_handle(&r.handle);
+        let (cell, _) = self.handle_cell(&who, &r.handle)?;
         let reply = self
-            .forward(cell, &who, Retry::Once, |mut c, ctx| {
+            .forward(cell, Some(&who), Retry::Once, |mut c, ctx| {
                 let mut r = r.clone();
                 r.ctx = Some(ctx);
                 async move { c.try_acquire(r).await }
@@ -790,9 +822,9 @@ impl Warren for Service {
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let r = req.into_inner();
         let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = self.shared.cell_of_handle(&r.handle);
+        let (cell, _) = self.handle_cell(&who, &r.handle)?;
         let reply = self
-            .forward(cell, &who, Retry::Once, |mut c, ctx| {
+            .forward(cell, Some(&who), Retry::Once, |mut c, ctx| {
                 let mut r = r.clone();
                 r.ctx = Some(ctx);
                 async move { c.release(r).await }
@@ -807,9 +839,9 @@ impl Warren for Service {
     ) -> Result<Response<pb::GetSequencerResponse>, Status> {
         let r = req.into_inner();
         let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = self.shared.cell_of_handle(&r.handle);
+        let (cell, _) = self.handle_cell(&who, &r.handle)?;
         let reply = self
-            .forward(cell, &who, Retry::Idempotent, |mut c, ctx| {
+            .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
                 let mut r = r.clone();
                 r.ctx = Some(ctx);
                 async move { c.get_sequencer(r).await }
@@ -824,14 +856,14 @@ impl Warren for Service {
     ) -> Result<Response<pb::SetSequencerResponse>, Status> {
         let r = req.into_inner();
         let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, body) = self.shared.cell_of_handle(&r.handle);
+        let (cell, body) = self.handle_cell(&who, &r.handle)?;
         // Reads through this handle must reach the cell from now on (it checks the
         // sequencer), even if the call below fails half-way.
         self.handle_info(&who, &r.handle, cell, body.as_ref());
         self.shared
             .with_core(|c| c.sequencer_set(&who.id, &r.handle));
         let reply = self
-            .forward(cell, &who, Retry::Idempotent, |mut c, ctx| {
+            .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
                 let mut r = r.clone();
                 r.ctx = Some(ctx);
                 async move { c.set_sequencer(r).await }
@@ -845,7 +877,9 @@ impl Warren for Service {
         req: Request<pb::CheckSequencerRequest>,
     ) -> Result<Response<pb::CheckSequencerResponse>, Status> {
         let r = req.into_inner();
-        let who = self.session(r.ctx.as_ref()).await?;
+        // Checked as the proxy itself: whether a sequencer is current does not depend on
+        // who asks, and the client may have nothing open at that cell.
+        self.session(r.ctx.as_ref()).await?;
         let path = r
             .sequencer
             .as_ref()
@@ -853,7 +887,7 @@ impl Warren for Service {
             .unwrap_or_default();
         let cell = self.shared.cell_of_path(&path);
         let reply = self
-            .forward(cell, &who, Retry::Idempotent, |mut c, ctx| {
+            .forward(cell, None, Retry::Idempotent, |mut c, ctx| {
                 let mut r = r.clone();
                 r.ctx = Some(ctx);
                 async move { c.check_sequencer(r).await }

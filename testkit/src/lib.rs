@@ -9,9 +9,11 @@
 
 pub mod bridge;
 pub mod etcd;
+pub mod proxy;
 
 pub use bridge::Bridge;
 pub use etcd::EtcdCluster;
+pub use proxy::{Proxy, TestProxy};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -75,6 +77,17 @@ impl CellBuilder {
         self.core.reply_before_end = (lease / 4).min(Duration::from_secs(1));
         self
     }
+    /// Lease the cell grants proxy sessions (default 20 s).
+    pub fn proxy_lease(mut self, d: Duration) -> Self {
+        self.core.proxy_lease = d;
+        self
+    }
+    /// How long the client sessions of an ended proxy session wait to be claimed
+    /// (default 60 s).
+    pub fn claim_window(mut self, d: Duration) -> Self {
+        self.core.claim_window = d;
+        self
+    }
     /// How long after a failover unclaimed ephemeral nodes live (SPEC default 60 s).
     pub fn ephemeral_cleanup(mut self, d: Duration) -> Self {
         self.core.ephemeral_cleanup = d;
@@ -132,6 +145,7 @@ impl CellBuilder {
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel::<CellHandle>();
+        let name = self.core.cell.clone();
         let opts = CellOptions::new(self.core);
         let task = tokio::spawn(async move {
             warren_cell::run(
@@ -153,6 +167,7 @@ impl CellBuilder {
             Err(_) => panic!("cell failed to start: {:?}", task.await),
         };
         TestCell {
+            name,
             addr,
             admin,
             handle,
@@ -165,6 +180,7 @@ impl CellBuilder {
 
 /// A running in-process cell. Dropping it stops it.
 pub struct TestCell {
+    name: String,
     addr: SocketAddr,
     admin: Option<SocketAddr>,
     handle: CellHandle,
@@ -174,6 +190,10 @@ pub struct TestCell {
 }
 
 impl TestCell {
+    /// The cell's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
     /// `HOST:PORT` of the gRPC service.
     pub fn addr(&self) -> String {
         self.addr.to_string()

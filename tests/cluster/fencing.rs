@@ -12,6 +12,7 @@ fn session(i: u8) -> Mutation {
         id: [i; 16],
         secret: [i; 16],
         principal: format!("p{i}"),
+        ..Default::default()
     })
 }
 

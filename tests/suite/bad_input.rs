@@ -1,6 +1,6 @@
 //! Bad input of every kind gets its error-table code with a message, and changes nothing.
 
-use crate::fixture::{code, file_spec, raw_code, Target};
+use super::fixture::{code, file_spec, raw_code, Target};
 use bytes::{Buf, BufMut};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
@@ -278,7 +278,7 @@ impl Codec for RawBytes {
 #[tokio::test]
 async fn garbage_protobuf_is_invalid_argument_not_internal() {
     let t = Target::start().await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", t.cell.addr()))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", t.addr()))
         .unwrap()
         .connect()
         .await

@@ -1,7 +1,7 @@
 //! Consistent caching at the cell: a write waits until every session that may have cached
 //! the node has acknowledged the invalidation or let its lease expire.
 
-use crate::fixture::{file_spec, Target};
+use super::fixture::{file_spec, Target};
 use std::time::{Duration, Instant};
 use warren_client::OpenOptions;
 use warren_proto::pb;

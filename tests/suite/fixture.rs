@@ -7,30 +7,59 @@ use tonic::transport::Channel;
 use warren_client::{ClientOptions, Session};
 use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
-use warren_testkit::{Cell, TestCell};
+use warren_testkit::{Cell, Proxy, TestCell, TestProxy};
 
-/// A deployment under test.
-pub struct Target {
+/// A deployment under test: one cell, reached straight (`PROXY = false`) or through one
+/// proxy in front of it (`PROXY = true`). The suite runs once per mode with the same
+/// assertions (`direct::…` and `via_proxy::…`): the proxy must change nothing a client can
+/// observe (SPEC §6).
+pub struct TargetIn<const PROXY: bool> {
     pub cell: TestCell,
+    pub proxy: Option<TestProxy>,
 }
 
-impl Target {
+impl<const PROXY: bool> TargetIn<PROXY> {
     /// One cell with SPEC default timings.
-    pub async fn start() -> Target {
-        Target {
-            cell: Cell::builder().run().await,
-        }
+    pub async fn start() -> Self {
+        Self::around(Cell::builder().run().await, None).await
     }
 
-    /// One cell with a short lease, for tests that wait on lease expiry.
-    pub async fn short_lease(lease: Duration) -> Target {
-        Target {
-            cell: Cell::builder().lease(lease).run().await,
+    /// One cell with a short lease, for tests that wait on lease expiry. Through a proxy
+    /// the proxy grants clients that lease, and the cell grants the proxy a lease that
+    /// nests it.
+    pub async fn short_lease(lease: Duration) -> Self {
+        let cell = Cell::builder()
+            .lease(lease)
+            .proxy_lease(lease * 2 + Duration::from_secs(1))
+            .claim_window(lease * 2)
+            .run()
+            .await;
+        Self::around(cell, Some(lease)).await
+    }
+
+    async fn around(cell: TestCell, client_lease: Option<Duration>) -> Self {
+        let proxy = if PROXY {
+            let mut b = Proxy::builder().front(&cell);
+            if let Some(l) = client_lease {
+                b = b.client_lease(l);
+            }
+            Some(b.run().await)
+        } else {
+            None
+        };
+        TargetIn { cell, proxy }
+    }
+
+    /// The address clients are given: the proxy's, or the cell's.
+    pub fn addr(&self) -> String {
+        match &self.proxy {
+            Some(p) => p.addr(),
+            None => self.cell.addr(),
         }
     }
 
     pub fn endpoints(&self) -> Vec<String> {
-        self.cell.endpoints()
+        vec![self.addr()]
     }
 
     pub async fn session(&self) -> Session {
@@ -44,7 +73,7 @@ impl Target {
     }
 
     pub async fn raw(&self) -> Raw {
-        Raw::connect(&self.cell.addr()).await
+        Raw::connect(&self.addr()).await
     }
 }
 

@@ -1,6 +1,6 @@
 //! Reader/writer locks, Acquire deadlines, lock-delay and sequencers.
 
-use crate::fixture::{code, file_spec, Target};
+use super::fixture::{code, file_spec, Target};
 use std::time::{Duration, Instant};
 use warren_client::{ErrorCode, LockMode, OpenOptions};
 use warren_proto::pb;

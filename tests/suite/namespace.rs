@@ -1,6 +1,6 @@
 //! Nodes, metadata, reads and writes, ACLs, ephemeral nodes and events.
 
-use crate::fixture::{code, Target};
+use super::fixture::{code, Target};
 use std::time::Duration;
 use warren_client::{AclNames, ChildChange, ErrorCode, Event, EventMask, NodeKind, OpenOptions};
 

@@ -30,6 +30,12 @@ pub struct CoreConfig {
     pub deployment: String,
     /// Lease granted to sessions (SPEC default 12 s).
     pub lease: Duration,
+    /// Lease granted to proxy sessions (`CreateSession{proxy: true}`; default 20 s, at
+    /// least `lease`): a proxy must collect its clients' acknowledgements within it.
+    pub proxy_lease: Duration,
+    /// How long the client sub-sessions of an ended proxy session keep their locks,
+    /// handles and ephemeral opens, waiting for another proxy to claim them (default 60 s).
+    pub claim_window: Duration,
     /// A held KeepAlive is answered this long before the lease ends (default 1 s).
     pub reply_before_end: Duration,
     /// Upper bound for a handle's lock-delay (≤ 60 s).
@@ -48,6 +54,8 @@ impl CoreConfig {
             cell: cell.to_string(),
             deployment: deployment.to_string(),
             lease: Duration::from_secs(12),
+            proxy_lease: Duration::from_secs(20),
+            claim_window: Duration::from_secs(60),
             reply_before_end: Duration::from_secs(1),
             max_lock_delay: Duration::from_secs(60),
             max_file_size: 256 * 1024,
@@ -92,6 +100,9 @@ pub enum EventKind {
     ConflictingLock,
     /// Drop any cached copy of `path`, then acknowledge.
     Invalidate,
+    /// To a proxy session: the client session the event is tagged with was claimed by
+    /// another proxy session.
+    SessionClaimed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +123,9 @@ pub struct Event {
     pub path: String,
     pub child: String,
     pub change: ChildChange,
+    /// On a proxy session's queue: the client sub-session the event is for (`None`: for
+    /// the proxy session itself).
+    pub client: Option<SessionId>,
 }
 
 /// What a node looks like to clients (SPEC §2 metadata).
@@ -197,6 +211,16 @@ pub struct Ctx {
     pub session: SessionId,
     pub secret: [u8; 16],
     pub epoch: u64,
+    /// Set by a proxy on its proxy session: the call is made for this client session.
+    pub client: Option<ClientCtx>,
+}
+
+/// The client part of a proxy's request (`SessionContext.client_*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCtx {
+    pub session: SessionId,
+    pub secret: [u8; 16],
+    pub principal: String,
 }
 
 /// Either done now, or parked until a [`Wake`] for the waiter arrives.
@@ -233,6 +257,12 @@ pub struct MasterStatus {
     pub nodes: usize,
     pub handles: usize,
     pub held_locks: usize,
+    /// Sessions created with `CreateSession{proxy: true}` (counted in `sessions` too).
+    pub proxy_sessions: usize,
+    /// Client sub-sessions registered by proxies, orphans included (not in `sessions`).
+    pub sub_sessions: usize,
+    /// Sub-sessions whose proxy session ended, waiting to be claimed.
+    pub orphans: usize,
 }
 
 struct Node {
@@ -271,6 +301,10 @@ struct Session {
     cached: HashSet<String>,
     /// Invalidations sent and not yet acknowledged: seq → path.
     pending_invalidations: BTreeMap<u64, String>,
+    /// A proxy session: its live client sub-sessions.
+    subs: BTreeSet<SessionId>,
+    /// A sub-session whose proxy session ended: when it ends unless claimed.
+    orphan_until: Option<Instant>,
 }
 
 /// A KeepAlive the master holds (long-poll).
@@ -336,6 +370,13 @@ pub struct Master {
     waiters: HashMap<WaiterId, WaiterKind>,
     next_waiter: WaiterId,
     recovery: Option<Recovery>,
+    /// Orphaned sub-sessions by the time they end unless claimed.
+    orphans: BTreeSet<(Instant, SessionId)>,
+    /// Ended sub-sessions, remembered (with their secret) until the given time so that
+    /// late calls and claims answer `SESSION_EXPIRED`.
+    tombstones: HashMap<SessionId, ([u8; 16], Instant)>,
+    /// The same, oldest first, for sweeping.
+    tombstone_order: VecDeque<(Instant, SessionId)>,
     out: Output,
 }
 
@@ -401,12 +442,16 @@ impl Master {
                 deployment: cfg.deployment.clone(),
                 cell: cfg.cell.clone(),
                 max_lease_granted_ms: 0,
+                max_proxy_lease_granted_ms: 0,
             },
         };
         let mut meta = meta;
         // The previous master may have granted up to this lease; ours may be longer.
         let restored_lease = Duration::from_millis(meta.max_lease_granted_ms).max(cfg.lease);
         meta.max_lease_granted_ms = restored_lease.as_millis() as u64;
+        let restored_proxy_lease =
+            Duration::from_millis(meta.max_proxy_lease_granted_ms).max(cfg.proxy_lease);
+        meta.max_proxy_lease_granted_ms = restored_proxy_lease.as_millis() as u64;
         out.mutations.push(Mutation::PutMeta(meta.clone()));
         let key = TokenKey::new(meta.secret);
         let mut m = Master {
@@ -426,6 +471,9 @@ impl Master {
             waiters: HashMap::new(),
             next_waiter: 1,
             recovery: None,
+            orphans: BTreeSet::new(),
+            tombstones: HashMap::new(),
+            tombstone_order: VecDeque::new(),
             out,
         };
         let mut contents: HashMap<String, Vec<u8>> = snap.contents.into_iter().collect();
@@ -454,10 +502,34 @@ impl Master {
         }
         // Step 3: sessions and locks from the store, each session with the longest lease
         // the previous master may have granted, counted from now.
-        let lease_end = now + restored_lease;
+        // (Sub-sessions have no lease of their own: they live as long as their proxy
+        // session, or an orphan for the claim window.)
         let restored: Vec<SessionId> = snap.sessions.iter().map(|r| r.id).collect();
         for rec in snap.sessions {
+            let lease_end = now
+                + if rec.proxy {
+                    restored_proxy_lease
+                } else {
+                    restored_lease
+                };
             m.sessions.insert(rec.id, Session::new(rec, lease_end));
+        }
+        // Sub-sessions rejoin their proxy session; those whose proxy session was not
+        // restored are orphans from now.
+        let mut orphaned = Vec::new();
+        for sid in &restored {
+            let Some(parent) = m.sessions[sid].rec.parent else {
+                continue;
+            };
+            match m.sessions.get_mut(&parent) {
+                Some(p) if p.rec.parent.is_none() => {
+                    p.subs.insert(*sid);
+                }
+                _ => orphaned.push(*sid),
+            }
+        }
+        for sid in orphaned {
+            m.make_orphan(sid);
         }
         let mut recovery = Recovery {
             awaiting: HashMap::new(),
@@ -495,16 +567,21 @@ impl Master {
         }
         // Step 5: every session is told of the failover (its cache may be stale, events
         // may have been lost); steps 4 and 6: only KeepAlive until each acknowledges.
+        // A sub-session's event is queued on its proxy session, tagged with its id; only
+        // top-level sessions are awaited, each until it acknowledges the last event queued
+        // for it (its own and its sub-sessions'). Orphans get none (nobody to deliver to).
         for sid in restored {
+            let target = m.sessions[&sid].rec.parent.unwrap_or(sid);
             let ev = EventKind::MasterFailover;
             if let Some(seq) = m.push_event(sid, ev, Vec::new(), "", "", ChildChange::None) {
-                recovery.awaiting.insert(sid, seq);
+                recovery.awaiting.insert(target, seq);
             }
         }
         if !fresh {
             tracing::info!(
                 epoch = m.meta.epoch,
                 sessions = recovery.awaiting.len(),
+                orphans = m.orphans.len(),
                 ephemeral = recovery.unclaimed_ephemeral.len(),
                 "new master: waiting for sessions to acknowledge the failover"
             );
@@ -539,11 +616,22 @@ impl Master {
     }
 
     pub fn status(&self) -> MasterStatus {
+        let (mut proxies, mut subs) = (0, 0);
+        for s in self.sessions.values() {
+            if s.rec.parent.is_some() {
+                subs += 1;
+            } else if s.rec.proxy {
+                proxies += 1;
+            }
+        }
         MasterStatus {
             cell: self.cfg.cell.clone(),
             deployment: self.cfg.deployment.clone(),
             epoch: self.meta.epoch,
-            sessions: self.sessions.len(),
+            sessions: self.sessions.len() - subs,
+            proxy_sessions: proxies,
+            sub_sessions: subs,
+            orphans: self.orphans.len(),
             nodes: self.nodes.len(),
             handles: self.handles.len(),
             held_locks: self
@@ -561,9 +649,37 @@ impl Master {
 
     // ------------------------------------------------------------------ sessions
 
+    /// `CreateSession`: an ordinary session, granted the lease.
     pub fn create_session(
         &mut self,
         principal: &str,
+        now: Instant,
+    ) -> Result<SessionCreated, WarrenError> {
+        self.new_session(principal, false, now)
+    }
+
+    /// `CreateSession{proxy: true}`: a proxy's upstream session, granted the proxy lease;
+    /// it may act for client sub-sessions and claim them (SPEC §6).
+    pub fn create_proxy_session(
+        &mut self,
+        principal: &str,
+        now: Instant,
+    ) -> Result<SessionCreated, WarrenError> {
+        self.new_session(principal, true, now)
+    }
+
+    fn lease_of(&self, rec: &SessionRecord) -> Duration {
+        if rec.proxy {
+            self.cfg.proxy_lease
+        } else {
+            self.cfg.lease
+        }
+    }
+
+    fn new_session(
+        &mut self,
+        principal: &str,
+        proxy: bool,
         now: Instant,
     ) -> Result<SessionCreated, WarrenError> {
         self.now = now;
@@ -581,14 +697,16 @@ impl Master {
             id,
             secret,
             principal: principal.to_string(),
+            proxy,
+            ..SessionRecord::default()
         };
+        let lease = self.lease_of(&rec);
         self.out.mutations.push(Mutation::PutSession(rec.clone()));
-        self.sessions
-            .insert(id, Session::new(rec, now + self.cfg.lease));
+        self.sessions.insert(id, Session::new(rec, now + lease));
         Ok(SessionCreated {
             id,
             secret,
-            lease: self.cfg.lease,
+            lease,
             epoch: self.meta.epoch,
             deployment: self.cfg.deployment.clone(),
         })
@@ -602,13 +720,199 @@ impl Master {
     }
 
     /// [`Master::check_session`] for any call but KeepAlive: also refused while the
-    /// sessions have not all acknowledged the failover (SPEC §5 step 4).
+    /// sessions have not all acknowledged the failover (SPEC §5 step 4). Returns the
+    /// session the call acts as: the caller's own, or the client sub-session a proxy
+    /// session names in `ctx.client`, which must be registered already.
     fn check(&mut self, ctx: &Ctx) -> Result<SessionId, WarrenError> {
+        self.check_as(ctx, false)
+    }
+
+    /// [`Master::check`]; with `register` (only `Open`) an unknown client session is
+    /// registered as a sub-session of the calling proxy session.
+    fn check_as(&mut self, ctx: &Ctx, register: bool) -> Result<SessionId, WarrenError> {
         let sid = self.check_session(ctx)?;
+        if ctx.client.is_some() && !self.sessions[&sid].rec.proxy {
+            return Err(WarrenError::invalid_argument(format!(
+                "ctx.client_session may only be set on a proxy session (CreateSession with proxy = true); session {} is not one",
+                hex(&sid)
+            )));
+        }
         if self.recovering() {
             return Err(WarrenError::failover_in_progress());
         }
-        Ok(sid)
+        match &ctx.client {
+            None => Ok(sid),
+            Some(c) => self.client_session(sid, c, register),
+        }
+    }
+
+    /// The client sub-session `c` named by proxy session `proxy` (SPEC §6, docs/proxy.md).
+    fn client_session(
+        &mut self,
+        proxy: SessionId,
+        c: &ClientCtx,
+        register: bool,
+    ) -> Result<SessionId, WarrenError> {
+        if let Some(s) = self.sessions.get(&c.session) {
+            let Some(parent) = s.rec.parent else {
+                return Err(WarrenError::invalid_argument(format!(
+                    "ctx.client_session {} names a session of this cell, not a client session",
+                    hex(&c.session)
+                )));
+            };
+            if s.rec.secret != c.secret {
+                return Err(WarrenError::permission_denied(format!(
+                    "wrong client_secret for client session {}",
+                    hex(&c.session)
+                )));
+            }
+            if parent != proxy {
+                return Err(WarrenError::permission_denied(format!(
+                    "client session {} is held by another proxy session; ClaimSession first",
+                    hex(&c.session)
+                )));
+            }
+            return Ok(c.session);
+        }
+        if self.tombstoned(&c.session).is_some() {
+            return Err(WarrenError::session_expired(format!(
+                "client session {} has ended at this cell",
+                hex(&c.session)
+            )));
+        }
+        if !register {
+            return Err(WarrenError::session_expired(format!(
+                "client session {} is unknown at this cell (only Open registers one) or has ended",
+                hex(&c.session)
+            )));
+        }
+        if c.principal.len() > 255 {
+            return Err(WarrenError::invalid_argument(
+                "ctx.client_principal is longer than 255 bytes",
+            ));
+        }
+        let rec = SessionRecord {
+            id: c.session,
+            secret: c.secret,
+            principal: c.principal.clone(),
+            proxy: false,
+            parent: Some(proxy),
+            registered_epoch: self.meta.epoch,
+            registered_handle: self.next_handle,
+        };
+        self.out.mutations.push(Mutation::PutSession(rec.clone()));
+        self.sessions.insert(c.session, Session::new(rec, self.now));
+        self.sessions
+            .get_mut(&proxy)
+            .expect("checked")
+            .subs
+            .insert(c.session);
+        Ok(c.session)
+    }
+
+    /// The secret of an ended sub-session still remembered (for one claim window).
+    fn tombstoned(&self, sid: &SessionId) -> Option<[u8; 16]> {
+        self.tombstones
+            .get(sid)
+            .filter(|(_, until)| *until > self.now)
+            .map(|(secret, _)| *secret)
+    }
+
+    /// `ClaimSession`: moves client session `client` (its handles, locks and ephemeral
+    /// opens) to the calling proxy session. `Some(principal)`: the cell held state for it
+    /// (now the caller's), registered with that principal; `None`: it never registered
+    /// here (and nothing is registered by this).
+    pub fn claim_session(
+        &mut self,
+        ctx: &Ctx,
+        client: SessionId,
+        client_secret: [u8; 16],
+        client_principal: &str,
+        now: Instant,
+    ) -> Result<Option<String>, WarrenError> {
+        self.now = now;
+        if ctx.client.is_some() {
+            return Err(WarrenError::invalid_argument(
+                "ClaimSession names the client session in its own client_session field; ctx.client_session must be empty",
+            ));
+        }
+        let sid = self.check_session(ctx)?;
+        if !self.sessions[&sid].rec.proxy {
+            return Err(WarrenError::invalid_argument(format!(
+                "ClaimSession is only for proxy sessions (CreateSession with proxy = true); session {} is not one",
+                hex(&sid)
+            )));
+        }
+        if self.recovering() {
+            return Err(WarrenError::failover_in_progress());
+        }
+        if client_principal.len() > 255 {
+            return Err(WarrenError::invalid_argument(
+                "client_principal is longer than 255 bytes",
+            ));
+        }
+        let Some(s) = self.sessions.get(&client) else {
+            return match self.tombstoned(&client) {
+                Some(secret) if secret != client_secret => Err(WarrenError::permission_denied(
+                    format!("wrong client_secret for client session {}", hex(&client)),
+                )),
+                Some(_) => Err(WarrenError::session_expired(format!(
+                    "client session {} has ended at this cell",
+                    hex(&client)
+                ))),
+                None => Ok(None),
+            };
+        };
+        let Some(old) = s.rec.parent else {
+            return Err(WarrenError::invalid_argument(format!(
+                "client_session {} names a session of this cell, not a client session",
+                hex(&client)
+            )));
+        };
+        if s.rec.secret != client_secret {
+            return Err(WarrenError::permission_denied(format!(
+                "wrong client_secret for client session {}",
+                hex(&client)
+            )));
+        }
+        if old == sid {
+            return Ok(Some(s.rec.principal.clone()));
+        }
+        let s = self.sessions.get_mut(&client).expect("present");
+        s.rec.parent = Some(sid);
+        let rec = s.rec.clone();
+        let principal = rec.principal.clone();
+        if let Some(t) = s.orphan_until.take() {
+            self.orphans.remove(&(t, client));
+        }
+        self.out.mutations.push(Mutation::PutSession(rec));
+        if self
+            .sessions
+            .get_mut(&old)
+            .is_some_and(|o| o.subs.remove(&client))
+        {
+            self.queue_event(
+                old,
+                Some(client),
+                EventKind::SessionClaimed,
+                Vec::new(),
+                "",
+                "",
+                ChildChange::None,
+            );
+        }
+        self.sessions
+            .get_mut(&sid)
+            .expect("checked")
+            .subs
+            .insert(client);
+        tracing::info!(
+            client = %hex(&client),
+            from = %hex(&old),
+            to = %hex(&sid),
+            "client session claimed by another proxy session"
+        );
+        Ok(Some(principal))
     }
 
     /// Validates the session part of a request: epoch, session, secret, lease.
@@ -634,6 +938,12 @@ impl Master {
                 hex(&ctx.session)
             )));
         }
+        if s.rec.parent.is_some() {
+            return Err(WarrenError::invalid_argument(format!(
+                "session {} is a client session registered by a proxy; its calls go through that proxy (ctx.client_session on the proxy's session)",
+                hex(&ctx.session)
+            )));
+        }
         if self.now > s.lease_end {
             self.expire_session(ctx.session);
             return Err(WarrenError::session_expired(format!(
@@ -654,6 +964,11 @@ impl Master {
         now: Instant,
     ) -> Result<Reply<KeepAliveReply>, WarrenError> {
         self.now = now;
+        if ctx.client.is_some() {
+            return Err(WarrenError::invalid_argument(
+                "KeepAlive takes no ctx.client_session: a client session has no lease at the cell; it lives as long as its proxy session",
+            ));
+        }
         let sid = self.check_session(ctx)?;
         let s = &self.sessions[&sid];
         if ack_seq >= s.next_seq {
@@ -742,7 +1057,7 @@ impl Master {
     /// the master's, however long the request was held.
     fn keepalive_reply(&mut self, sid: SessionId, received: Instant) -> KeepAliveReply {
         let now = self.now;
-        let lease = self.cfg.lease;
+        let lease = self.lease_of(&self.sessions[&sid].rec);
         let s = self.sessions.get_mut(&sid).expect("live session");
         if s.acked >= s.delivered_upto && s.lease_end < now + lease {
             s.lease_end = now + lease;
@@ -757,6 +1072,9 @@ impl Master {
         }
     }
 
+    /// Queues an event for session `sid`; a sub-session's goes on its proxy session's
+    /// queue, tagged with its id (and nowhere while it is an orphan). Returns the seq it
+    /// got on the queue it went to.
     fn push_event(
         &mut self,
         sid: SessionId,
@@ -766,7 +1084,28 @@ impl Master {
         child: &str,
         change: ChildChange,
     ) -> Option<u64> {
-        let s = self.sessions.get_mut(&sid)?;
+        let s = self.sessions.get(&sid)?;
+        let (target, client) = match s.rec.parent {
+            None => (sid, None),
+            Some(_) if s.orphan_until.is_some() => return None,
+            Some(p) => (p, Some(sid)),
+        };
+        self.queue_event(target, client, kind, handle, path, child, change)
+    }
+
+    /// Appends an event to `target`'s own queue and answers its held KeepAlive.
+    #[allow(clippy::too_many_arguments)]
+    fn queue_event(
+        &mut self,
+        target: SessionId,
+        client: Option<SessionId>,
+        kind: EventKind,
+        handle: Vec<u8>,
+        path: &str,
+        child: &str,
+        change: ChildChange,
+    ) -> Option<u64> {
+        let s = self.sessions.get_mut(&target)?;
         let seq = s.next_seq;
         s.next_seq += 1;
         s.events.push_back(Event {
@@ -776,9 +1115,10 @@ impl Master {
             path: path.to_string(),
             child: child.to_string(),
             change,
+            client,
         });
         if let Some(held) = s.keepalive.take() {
-            self.answer_keepalive(sid, held);
+            self.answer_keepalive(target, held);
         }
         Some(seq)
     }
@@ -809,15 +1149,36 @@ impl Master {
         }
     }
 
-    pub fn close_session(&mut self, ctx: &Ctx, now: Instant) -> Result<(), WarrenError> {
+    /// `CloseSession`: ends the session, or, with `ctx.client`, only that client
+    /// sub-session (`expired`: it expired at its proxy, so its locks are released with
+    /// their lock-delay, as for any failed session).
+    pub fn close_session(
+        &mut self,
+        ctx: &Ctx,
+        expired: bool,
+        now: Instant,
+    ) -> Result<(), WarrenError> {
         self.now = now;
         let sid = self.check(ctx)?;
+        let failed = ctx.client.is_some() && expired;
         self.end_session(
             sid,
-            false,
+            failed,
             WarrenError::session_expired("the session was closed"),
         );
         Ok(())
+    }
+
+    /// A proxy session ended: `sid` keeps its state for the claim window.
+    fn make_orphan(&mut self, sid: SessionId) {
+        let until = self.now + self.cfg.claim_window;
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if let Some(old) = s.orphan_until.replace(until) {
+            self.orphans.remove(&(old, sid));
+        }
+        self.orphans.insert((until, sid));
     }
 
     fn expire_session(&mut self, sid: SessionId) {
@@ -836,6 +1197,12 @@ impl Master {
             return;
         };
         let ka = s.keepalive.take();
+        let subs = std::mem::take(&mut s.subs);
+        let parent = s.rec.parent;
+        let secret = s.rec.secret;
+        if let Some(t) = s.orphan_until.take() {
+            self.orphans.remove(&(t, sid));
+        }
         let handles: Vec<HandleKey> = s.handles.iter().copied().collect();
         let cached: Vec<String> = s.cached.drain().collect();
         let pending: Vec<String> = std::mem::take(&mut s.pending_invalidations)
@@ -875,6 +1242,26 @@ impl Master {
         self.failover_acknowledged(sid, None);
         self.sessions.remove(&sid);
         self.out.mutations.push(Mutation::DeleteSession(sid));
+        // A proxy session's sub-sessions outlive it for the claim window.
+        if !subs.is_empty() {
+            tracing::info!(
+                session = %hex(&sid),
+                clients = subs.len(),
+                "proxy session ended; its client sessions wait to be claimed"
+            );
+        }
+        for c in subs {
+            self.make_orphan(c);
+        }
+        // An ended sub-session is remembered for a claim window.
+        if let Some(p) = parent {
+            if let Some(ps) = self.sessions.get_mut(&p) {
+                ps.subs.remove(&sid);
+            }
+            let until = self.now + self.cfg.claim_window;
+            self.tombstones.insert(sid, (secret, until));
+            self.tombstone_order.push_back((until, sid));
+        }
     }
 
     // ------------------------------------------------------------------ time
@@ -897,11 +1284,33 @@ impl Master {
         let expired: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| now > s.lease_end)
+            .filter(|(_, s)| s.rec.parent.is_none() && now > s.lease_end)
             .map(|(id, _)| *id)
             .collect();
         for sid in expired {
             self.expire_session(sid);
+        }
+        // Orphans nobody claimed within the claim window end as failed sessions.
+        while let Some(&(until, sid)) = self.orphans.first() {
+            if until > now {
+                break;
+            }
+            self.orphans.pop_first();
+            tracing::info!(
+                session = %hex(&sid),
+                "client session not claimed within the claim window; it ends"
+            );
+            self.end_session(
+                sid,
+                true,
+                WarrenError::session_expired("the client session was not claimed in time"),
+            );
+        }
+        while self.tombstone_order.front().is_some_and(|(t, _)| *t <= now) {
+            let (t, sid) = self.tombstone_order.pop_front().expect("front");
+            if self.tombstones.get(&sid).is_some_and(|(_, u)| *u == t) {
+                self.tombstones.remove(&sid);
+            }
         }
         let mut timed_out = Vec::new();
         let mut delayed = Vec::new();
@@ -961,6 +1370,7 @@ impl Master {
         let s = self
             .sessions
             .values()
+            .filter(|s| s.rec.parent.is_none())
             .map(|s| {
                 s.keepalive
                     .map_or(s.lease_end, |h| h.until.min(s.lease_end))
@@ -981,7 +1391,8 @@ impl Master {
             .as_ref()
             .filter(|r| !r.unclaimed_ephemeral.is_empty())
             .map(|r| r.cleanup_at);
-        [s, n, c].into_iter().flatten().min()
+        let o = self.orphans.first().map(|(t, _)| *t);
+        [s, n, c, o].into_iter().flatten().min()
     }
 
     /// The caller of a parked operation went away (its RPC was cancelled).
@@ -1020,10 +1431,16 @@ impl Master {
 
     /// Records that `sid` may cache `path`; false (uncachable) while invalidations of it
     /// are outstanding.
+    /// A sub-session's reads are cached by its proxy session, so that is the one recorded.
     fn register_cacher(&mut self, sid: SessionId, path: &str) -> bool {
         if self.invalidating.contains_key(path) {
             return false;
         }
+        let sid = self
+            .sessions
+            .get(&sid)
+            .and_then(|s| s.rec.parent)
+            .unwrap_or(sid);
         self.cachers
             .entry(path.to_string())
             .or_default()
@@ -1178,6 +1595,15 @@ impl Master {
         body: &HandleBody,
         token: &[u8],
     ) -> Result<(), WarrenError> {
+        if let Some(s) = self.sessions.get(&sid) {
+            if k < (s.rec.registered_epoch, s.rec.registered_handle) {
+                return Err(WarrenError::handle_invalid(format!(
+                    "the handle on {} was opened before client session {} was registered again; it is not recreated",
+                    body.path,
+                    hex(&sid)
+                )));
+            }
+        }
         let Some(n) = self.nodes.get_mut(&body.path) else {
             return Err(WarrenError::handle_invalid(format!(
                 "{} no longer exists",
@@ -1365,7 +1791,7 @@ impl Master {
         now: Instant,
     ) -> Result<Reply<OpenOk>, WarrenError> {
         self.now = now;
-        let sid = self.check(ctx)?;
+        let sid = self.check_as(ctx, true)?;
         path::validate(&a.path, &self.cfg.deployment)?;
         if a.intent & !intent::ALL != 0 {
             return Err(WarrenError::invalid_argument(format!(
@@ -2152,6 +2578,8 @@ impl Session {
             handles: BTreeSet::new(),
             cached: HashSet::new(),
             pending_invalidations: BTreeMap::new(),
+            subs: BTreeSet::new(),
+            orphan_until: None,
         }
     }
 }

@@ -325,6 +325,7 @@ mod tests {
             deployment: "local".into(),
             cell: "c0".into(),
             max_lease_granted_ms: 12_000,
+            max_proxy_lease_granted_ms: 20_000,
         }
     }
 
@@ -366,6 +367,7 @@ mod tests {
             id: [n; 16],
             secret: [n.wrapping_add(1); 16],
             principal: format!("user{n}"),
+            ..Default::default()
         }
     }
 
@@ -447,6 +449,35 @@ mod tests {
         assert_eq!(snap.nodes, vec![dir("/ls/local"), node("/ls/local/a", 4)]);
         assert_eq!(snap.contents, vec![("/ls/local/a".to_owned(), vec![])]);
         assert_eq!(snap.sessions, vec![session(2)]);
+    }
+
+    #[tokio::test]
+    async fn proxy_and_sub_session_records_round_trip_and_old_records_still_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(tmp.path()).unwrap();
+        let proxy = SessionRecord {
+            proxy: true,
+            ..session(1)
+        };
+        let sub = SessionRecord {
+            parent: Some([1; 16]),
+            registered_epoch: 3,
+            registered_handle: 17,
+            ..session(2)
+        };
+        store
+            .commit(vec![
+                Mutation::PutSession(proxy.clone()),
+                Mutation::PutSession(sub.clone()),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.load().await.unwrap().sessions, vec![proxy, sub]);
+        // A record written before proxies existed.
+        let old: SessionRecord =
+            serde_json::from_str(r#"{"id":[3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3],"secret":[4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4],"principal":"user3"}"#)
+                .unwrap();
+        assert_eq!(old, session(3));
     }
 
     #[tokio::test]

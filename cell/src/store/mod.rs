@@ -68,11 +68,29 @@ pub struct NodeRecord {
     pub holders: Vec<LockHolder>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A session as recorded (JSON; fields added later default when absent, so records
+/// written before them still load).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     pub id: SessionId,
     pub secret: [u8; 16],
     pub principal: String,
+    /// A proxy's upstream session (`CreateSession{proxy: true}`): granted the proxy lease,
+    /// may act for client sub-sessions and claim them.
+    #[serde(default)]
+    pub proxy: bool,
+    /// A client sub-session: the proxy session it was registered by or last claimed by
+    /// (SPEC §6). `None` for sessions created with `CreateSession`.
+    #[serde(default)]
+    pub parent: Option<SessionId>,
+    /// Sub-sessions: the master epoch in which this sub-session was (re-)registered. A
+    /// handle minted before `(registered_epoch, registered_handle)` belongs to an earlier
+    /// life of the same client session and is never recreated.
+    #[serde(default)]
+    pub registered_epoch: u64,
+    /// Sub-sessions: the first handle number of `registered_epoch` this life may own.
+    #[serde(default)]
+    pub registered_handle: u64,
 }
 
 /// The cell's own record.
@@ -90,6 +108,9 @@ pub struct MetaRecord {
     /// every restored session to this, since the previous master may have promised it.
     #[serde(default)]
     pub max_lease_granted_ms: u64,
+    /// The same for proxy sessions, which are granted the (longer) proxy lease.
+    #[serde(default)]
+    pub max_proxy_lease_granted_ms: u64,
 }
 
 /// One durable change. A batch of them is applied atomically, in order.

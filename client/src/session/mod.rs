@@ -33,6 +33,7 @@ use crate::error::Error;
 use crate::handle::{Handle, OpenInfo};
 use crate::options::{ClientOptions, OpenOptions};
 use crate::path::expand_path;
+use crate::proxies::{client_key, proxy_order};
 use crate::transport::{self, Conn};
 use crate::types::{
     required_stat, CacheStats, Event, LocateInfo, NodeKind, Sequencer, SessionId, SessionState,
@@ -140,7 +141,11 @@ pub(crate) struct Shared {
     driver_tx: mpsc::UnboundedSender<Command>,
     /// Set to stop the driver.
     stop: watch::Sender<bool>,
-    /// Where the next master search starts in `options.endpoints` (round-robin).
+    /// The endpoints in the order master searches try them: as given for a cell; for
+    /// proxies, the session's ring order ([`proxy_order`]), its preferred proxy first.
+    search_order: Vec<String>,
+    /// Where the next master search starts in `search_order` (round-robin; cells only —
+    /// through proxies every search starts at the preferred proxy).
     next_endpoint: AtomicUsize,
     /// Distinguishes calls' retry jitter.
     calls: AtomicU64,
@@ -172,11 +177,20 @@ impl Session {
     /// starts keeping it alive. While a new master is still recovering from a fail-over it
     /// refuses new sessions (`FAILOVER_IN_PROGRESS`); this retries for up to the longer of
     /// the call timeout and the grace period.
+    ///
+    /// Through proxies ([`ClientOptions::proxies`]) the proxies are tried in a ring order
+    /// keyed by a value random per call, so fresh clients spread over them; the session
+    /// is created at the first that answers.
     pub async fn connect_with(options: ClientOptions) -> Result<Session, Error> {
         options.validate()?;
         let timeout = options.rpc_timeout;
         let patience = timeout.max(options.grace_period);
-        let (mut conn, _) = transport::find_master(&options.endpoints, timeout).await?;
+        let first_order = if options.via_proxies {
+            proxy_order(&options.endpoints, &client_key())
+        } else {
+            options.endpoints.clone()
+        };
+        let (mut conn, _) = transport::find_master(&first_order, timeout).await?;
         let started = Instant::now();
         // Spreads the retries of many clients reconnecting after a fail-over.
         let salt = std::time::SystemTime::now()
@@ -203,7 +217,7 @@ impl Session {
                 Some((ErrorCode::NotMaster, master)) if elapsed < patience => {
                     tokio::time::sleep(retry_pause(attempt, salt)).await;
                     conn = if master.is_empty() {
-                        transport::find_master(&options.endpoints, timeout).await?.0
+                        transport::find_master(&first_order, timeout).await?.0
                     } else {
                         transport::dial(&master, timeout).await?
                     };
@@ -243,6 +257,14 @@ impl Session {
         let (stop, stop_rx) = watch::channel(false);
         let (driver_tx, driver_rx) = mpsc::unbounded_channel();
         let cache = Cache::new(options.cache);
+        let search_order = if options.via_proxies {
+            proxy_order(&options.endpoints, id.as_bytes())
+        } else {
+            options.endpoints.clone()
+        };
+        if options.via_proxies {
+            tracing::debug!(session = %id, via = %conn.addr, order = ?search_order, "session created through a proxy");
+        }
         let shared = Arc::new(Shared {
             options,
             id,
@@ -255,6 +277,7 @@ impl Session {
             subscribers: Mutex::new(Vec::new()),
             driver_tx,
             stop,
+            search_order,
             next_endpoint: AtomicUsize::new(0),
             calls: AtomicU64::new(0),
             jitter_seed,
@@ -292,9 +315,17 @@ impl Session {
         lock(&self.shared().core).lease_remaining(Instant::now())
     }
 
-    /// The address of the master the session talks to.
+    /// The address of the master the session talks to (through proxies: the proxy).
     pub fn master(&self) -> String {
         lock(&self.shared().conn).addr.clone()
+    }
+
+    /// The order in which the session looks for its master when it loses it: the
+    /// endpoints as given for a cell (each search starting one further along); through
+    /// proxies, [`proxy_order`](crate::proxy_order)`(endpoints, id)`, each search starting
+    /// from the first, the session's preferred proxy.
+    pub fn search_order(&self) -> &[String] {
+        &self.shared().search_order
     }
 
     /// Where the session is in its life (see [States](Session#states)).
@@ -745,13 +776,12 @@ impl Shared {
     }
 
     /// After `NOT_MASTER` from `failed`: connect to `master`, or look the master up among the
-    /// endpoints when `master` is empty, and make it the session's connection.
+    /// endpoints (in the search order) when `master` is empty, and make it the session's
+    /// connection.
     async fn redirect(&self, failed: &Conn, master: &str) -> Result<(), Error> {
         let timeout = self.options.rpc_timeout;
         let conn = if master.is_empty() {
-            transport::find_master(&self.options.endpoints, timeout)
-                .await?
-                .0
+            transport::find_master(&self.search_order, timeout).await?.0
         } else {
             transport::dial(master, timeout).await?
         };
@@ -943,15 +973,21 @@ async fn recreate_handles(shared: Arc<Shared>) {
         .await;
 }
 
-/// One round of looking for the master: `Locate` on each endpoint in turn (starting one
-/// further along each round), following its answer to the master.
+/// One round of looking for the master: `Locate` on each endpoint in turn, following its
+/// answer to the master. For a cell each round starts one further along the endpoints;
+/// through proxies every round starts from the session's preferred proxy, so the session
+/// goes to the earliest live proxy in its order (a proxy answers `Locate` as master).
 async fn find_master(shared: Arc<Shared>, after: Duration) -> Input {
     if !after.is_zero() {
         tokio::time::sleep(after).await;
     }
-    let endpoints = &shared.options.endpoints;
+    let endpoints = &shared.search_order;
     let timeout = shared.options.rpc_timeout.min(LOCATE_TIMEOUT);
-    let start = shared.next_endpoint.fetch_add(1, Ordering::Relaxed);
+    let start = if shared.options.via_proxies {
+        0
+    } else {
+        shared.next_endpoint.fetch_add(1, Ordering::Relaxed)
+    };
     for i in 0..endpoints.len() {
         let addr = &endpoints[(start + i) % endpoints.len()];
         match transport::master_via(addr, timeout).await {

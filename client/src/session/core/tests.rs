@@ -46,6 +46,7 @@ fn event(seq: u64, t: pb::EventType, path: &str) -> pb::Event {
         path: path.into(),
         child: String::new(),
         child_change: 0,
+        ..Default::default()
     }
 }
 
@@ -573,6 +574,130 @@ async fn a_call_learning_a_newer_epoch_supersedes_the_keepalive() {
             ka(9, 0, Duration::ZERO, LEASE + KEEPALIVE_DEADLINE_MARGIN)
         ]
     );
+}
+
+/// Proxy failover (docs/proxy.md): the session's proxy dies, the session goes into
+/// jeopardy, the master search finds the next proxy in its order, and that proxy — having
+/// claimed the session at the cells — answers the KeepAlive (still at the old epoch) with
+/// epoch + 1 and a `MASTER_FAILOVER` numbered 1. The session is safe again, then flushes,
+/// delivers the fail-over and recreates its handles, in that order; numbering restarts.
+#[tokio::test(start_paused = true)]
+async fn a_new_proxy_answering_with_the_next_epoch_and_a_failover_event() {
+    let t0 = Instant::now();
+    let mut c = core_at(t0);
+    c.start();
+    // The first proxy delivered events 1..=3.
+    let events = (1..=3)
+        .map(|seq| event(seq, pb::EventType::ContentsModified, "/ls/l/a"))
+        .collect();
+    let out = c.handle(t0, got_reply(t0, reply(12_000, events)));
+    assert_eq!(out.last(), Some(&ka_safe(3)));
+    // It dies: the long-poll breaks, the search finds nobody yet.
+    assert_eq!(
+        c.handle(
+            t0 + Duration::from_secs(1),
+            Input::KeepAliveFailed(Failure::Transport)
+        ),
+        vec![Command::FindMaster {
+            after: Duration::ZERO
+        }]
+    );
+    let out = c.handle(t0 + Duration::from_secs(2), Input::MasterNotFound);
+    assert!(matches!(out[..], [Command::FindMaster { .. }]), "{out:?}");
+    // The local lease ends: jeopardy.
+    let end = into_jeopardy_after_reply(&mut c, t0, 3).await;
+    let out = c.handle(end, Input::KeepAliveFailed(Failure::Transport));
+    assert!(matches!(out[..], [Command::FindMaster { .. }]), "{out:?}");
+    // The next live proxy in the order answers Locate; the KeepAlive goes there.
+    let found = end + Duration::from_secs(1);
+    assert_eq!(
+        c.handle(found, Input::MasterFound),
+        vec![ka(EPOCH, 3, Duration::ZERO, JEOPARDY_KEEPALIVE_DEADLINE)]
+    );
+    // It claimed the session: epoch + 1, and its own numbering, starting at 1.
+    let claimed = found + Duration::from_millis(30);
+    let out = c.handle(
+        claimed,
+        got_reply(
+            found,
+            pb::KeepAliveResponse {
+                lease_ms: 12_000,
+                events: vec![event(1, pb::EventType::MasterFailover, "")],
+                epoch: EPOCH + 1,
+            },
+        ),
+    );
+    assert_eq!(
+        out,
+        concat(&[
+            &[Command::FlushCache], // the new epoch
+            &SAFE,
+            &[
+                Command::FlushCache,
+                Command::Deliver(Event::MasterFailover),
+                Command::RecreateHandles,
+                ka(
+                    EPOCH + 1,
+                    1,
+                    Duration::ZERO,
+                    LEASE + KEEPALIVE_DEADLINE_MARGIN
+                ),
+            ],
+        ])
+    );
+    assert_eq!(c.state(), SessionState::Safe);
+    assert_eq!(c.epoch(), EPOCH + 1);
+    assert_eq!(c.lease_end(), found + local(LEASE));
+    // Numbering restarted: 1 is a duplicate now, 2 is new (though below the old 3).
+    let out = c.handle(
+        claimed,
+        got_reply(
+            claimed,
+            pb::KeepAliveResponse {
+                lease_ms: 12_000,
+                events: vec![
+                    event(1, pb::EventType::MasterFailover, ""),
+                    event(2, pb::EventType::ContentsModified, "/ls/l/b"),
+                ],
+                epoch: EPOCH + 1,
+            },
+        ),
+    );
+    assert_eq!(
+        out,
+        vec![
+            Command::Deliver(modified("/ls/l/b")),
+            ka(
+                EPOCH + 1,
+                2,
+                Duration::ZERO,
+                LEASE + KEEPALIVE_DEADLINE_MARGIN
+            ),
+        ]
+    );
+    // A call hearing of the new proxy's epoch changes nothing.
+    assert_eq!(c.handle(claimed, Input::NewerEpoch(EPOCH + 1)), vec![]);
+}
+
+/// Like [`into_jeopardy`], for a session whose last reply (sent at `t0`) left `ack_seq`
+/// to acknowledge.
+async fn into_jeopardy_after_reply(c: &mut SessionCore, t0: Instant, ack_seq: u64) -> Instant {
+    let end = t0 + local(LEASE);
+    advance(end - Instant::now()).await;
+    let out = c.handle(Instant::now(), Input::Tick);
+    assert_eq!(
+        out,
+        concat(&[
+            &JEOPARDY,
+            &[ka(
+                EPOCH,
+                ack_seq,
+                Duration::ZERO,
+                JEOPARDY_KEEPALIVE_DEADLINE
+            )]
+        ])
+    );
+    end
 }
 
 #[tokio::test(start_paused = true)]

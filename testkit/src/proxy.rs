@@ -1,0 +1,161 @@
+//! In-process proxies ([`Proxy::builder`]) in front of test cells, on ephemeral loopback
+//! ports: `Proxy::builder().front(&cell).run().await`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use warren_config::{CellAddrs, ProxyConfig};
+use warren_proxy::ProxyError;
+
+/// Entry point for in-process proxies.
+pub struct Proxy;
+
+impl Proxy {
+    pub fn builder() -> ProxyBuilder {
+        ProxyBuilder {
+            cells: Vec::new(),
+            client_lease: None,
+            admin: false,
+            id: None,
+        }
+    }
+}
+
+/// Settings of a test proxy.
+pub struct ProxyBuilder {
+    cells: Vec<CellAddrs>,
+    client_lease: Option<Duration>,
+    admin: bool,
+    id: Option<String>,
+}
+
+impl ProxyBuilder {
+    /// Fronts the cell `name` at `addrs`.
+    pub fn cell(mut self, name: &str, addrs: Vec<String>) -> Self {
+        self.cells.push(CellAddrs {
+            name: name.to_string(),
+            addrs,
+        });
+        self
+    }
+    /// Fronts a test cell (named `main` unless the builder named it otherwise).
+    pub fn front(self, cell: &crate::TestCell) -> Self {
+        let name = cell.name().to_string();
+        self.cell(&name, cell.endpoints())
+    }
+    /// Lease granted to clients (the cells' proxy lease must exceed it by the margins).
+    /// Short leases scale the KeepAlive reply point and the margin down too.
+    pub fn client_lease(mut self, lease: Duration) -> Self {
+        self.client_lease = Some(lease);
+        self
+    }
+    /// Also serve the admin HTTP endpoint.
+    pub fn admin(mut self) -> Self {
+        self.admin = true;
+        self
+    }
+    pub fn id(mut self, id: &str) -> Self {
+        self.id = Some(id.to_string());
+        self
+    }
+
+    /// The configuration this builder makes (for a given listen address).
+    pub fn config(&self, listen: &str) -> ProxyConfig {
+        let mut cfg = ProxyConfig::new(listen, self.cells.clone());
+        if let Some(lease) = self.client_lease {
+            cfg.client_lease = lease;
+            cfg.keepalive_reply_before_end = (lease / 4).min(Duration::from_secs(1));
+            cfg.lease_margin = (lease / 4).min(Duration::from_secs(1));
+        }
+        if let Some(id) = &self.id {
+            cfg.id = id.clone();
+        }
+        cfg
+    }
+
+    /// Binds, starts the proxy, and returns once it holds a session at every cell.
+    pub async fn run(self) -> TestProxy {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy port");
+        let addr = listener.local_addr().expect("local addr");
+        let admin_listener = if self.admin {
+            Some(TcpListener::bind("127.0.0.1:0").await.expect("bind admin"))
+        } else {
+            None
+        };
+        let admin = admin_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("admin addr"));
+        let cfg = self.config(&addr.to_string());
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            warren_proxy::run(
+                listener,
+                admin_listener,
+                cfg,
+                move |_| {
+                    let _ = ready_tx.send(());
+                },
+                async move {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await
+        });
+        match tokio::time::timeout(Duration::from_secs(20), ready_rx).await {
+            Ok(Ok(())) => {}
+            _ => panic!("proxy did not become ready (a session at every cell) within 20 s"),
+        }
+        TestProxy {
+            addr,
+            admin,
+            stop: Some(stop_tx),
+            task: Some(task),
+        }
+    }
+}
+
+/// A running in-process proxy. Dropping it stops it.
+pub struct TestProxy {
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ProxyError>>>,
+}
+
+impl TestProxy {
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+    pub fn endpoints(&self) -> Vec<String> {
+        vec![self.addr()]
+    }
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+    /// Graceful stop.
+    pub async fn stop(mut self) -> Result<(), ProxyError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.task.take() {
+            Some(t) => t.await.expect("proxy task panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}

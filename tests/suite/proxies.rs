@@ -1,0 +1,194 @@
+//! Proxy-only properties (not part of the suite that runs in both modes).
+//!
+//! Cache coherence across proxies (SPEC §4, §6): writers on proxy A, readers with caching
+//! on through proxies A and B — after a write has been acknowledged to its writer, no
+//! reader anywhere (client cache, proxy cache) returns an older value. Thousands of
+//! operations, with and without a reader that stops acknowledging invalidations.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use warren_client::{ClientOptions, OpenOptions, Session};
+use warren_proto::pb;
+use warren_testkit::{Cell, Proxy};
+
+/// Files written and read; small, so reads and writes collide.
+const FILES: usize = 3;
+
+fn value(v: u64) -> Vec<u8> {
+    v.to_string().into_bytes()
+}
+
+fn parse(b: &[u8]) -> u64 {
+    std::str::from_utf8(b)
+        .expect("utf-8")
+        .parse()
+        .expect("a number")
+}
+
+/// Runs writers on proxy A and cached readers on A and B for `writes` writes per file;
+/// returns (reads done, cache hits seen by readers).
+async fn coherence_run(writes: u64, silent_reader: bool) -> (u64, u64) {
+    let lease = Duration::from_secs(2);
+    let cell = Cell::builder()
+        .lease(lease)
+        .proxy_lease(Duration::from_secs(5))
+        .claim_window(Duration::from_secs(5))
+        .run()
+        .await;
+    let a = Proxy::builder()
+        .front(&cell)
+        .client_lease(lease)
+        .run()
+        .await;
+    let b = Proxy::builder()
+        .front(&cell)
+        .client_lease(lease)
+        .run()
+        .await;
+    let session = |addr: String| async move {
+        Session::connect_with(ClientOptions::new(vec![addr]).grace_period(Duration::from_secs(10)))
+            .await
+            .expect("connect")
+    };
+    let writer = session(a.addr()).await;
+    let mut handles = Vec::new();
+    for i in 0..FILES {
+        let (h, _) = writer
+            .open(
+                &format!("/f{i}"),
+                OpenOptions::new().write().create_file(value(0)),
+            )
+            .await
+            .unwrap();
+        handles.push(h);
+    }
+    // Highest value acknowledged per file.
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..FILES).map(|_| AtomicU64::new(0)).collect());
+
+    // A raw session through proxy B that reads every file (cacheably) and then never
+    // acknowledges anything: each write waits for it until it expires (≤ one lease).
+    let mut silent = None;
+    if silent_reader {
+        let mut c = pb::warren_client::WarrenClient::connect(format!("http://{}", b.addr()))
+            .await
+            .unwrap();
+        let s = c
+            .create_session(pb::CreateSessionRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let ctx = pb::SessionContext {
+            session_id: s.session_id,
+            secret: s.secret,
+            epoch: s.epoch,
+            ..Default::default()
+        };
+        for i in 0..FILES {
+            let h = c
+                .open(pb::OpenRequest {
+                    ctx: Some(ctx.clone()),
+                    path: format!("/ls/local/f{i}"),
+                    intent: 1,
+                    read: true,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(h.cacheable);
+        }
+        // One KeepAlive, never followed by another: the invalidations it brings are never
+        // acknowledged.
+        let mut k = c.clone();
+        silent = Some(tokio::spawn(async move {
+            let _ = k
+                .keep_alive(pb::KeepAliveRequest {
+                    ctx: Some(ctx),
+                    ack_seq: 0,
+                })
+                .await;
+        }));
+    }
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for (r, addr) in [a.addr(), b.addr(), b.addr(), a.addr()]
+        .into_iter()
+        .enumerate()
+    {
+        let s = session(addr).await;
+        let acked = acked.clone();
+        let stop = stop.clone();
+        let reads = reads.clone();
+        readers.push(tokio::spawn(async move {
+            let mut hs = Vec::new();
+            for i in 0..FILES {
+                hs.push(
+                    s.open(&format!("/f{i}"), OpenOptions::new().read())
+                        .await
+                        .unwrap()
+                        .0,
+                );
+            }
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let i = (n as usize + r) % FILES;
+                // Anything acknowledged before the read began must be visible.
+                let floor = acked[i].load(Ordering::SeqCst);
+                let (data, _) = hs[i].contents().await.expect("read");
+                let got = parse(&data);
+                assert!(
+                    got >= floor,
+                    "reader {r} read f{i} = {got} after {floor} was acknowledged"
+                );
+                n += 1;
+                reads.fetch_add(1, Ordering::Relaxed);
+                if n % 16 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            s.cache_stats().hits
+        }));
+    }
+
+    for v in 1..=writes {
+        for (i, h) in handles.iter().enumerate() {
+            h.set_contents(value(v)).await.expect("write");
+            acked[i].store(v, Ordering::SeqCst);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut hits = 0;
+    for r in readers {
+        hits += r
+            .await
+            .expect("a reader saw an old value after its write was acknowledged");
+    }
+    if let Some(s) = silent {
+        s.abort();
+    }
+    (reads.load(Ordering::Relaxed), hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_reader_on_any_proxy_sees_a_value_older_than_an_acknowledged_write() {
+    let (reads, hits) = coherence_run(200, false).await;
+    // 600 writes, thousands of reads, and the caches really were used.
+    assert!(reads >= 2000, "only {reads} reads");
+    assert!(hits > 0, "no reader ever hit its cache");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coherence_holds_with_a_reader_that_stops_acknowledging() {
+    let started = std::time::Instant::now();
+    let (reads, _) = coherence_run(100, true).await;
+    assert!(reads >= 1000, "only {reads} reads");
+    // The silent reader held up writes for at most about one client lease, not forever.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}
