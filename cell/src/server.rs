@@ -542,7 +542,9 @@ pub(crate) async fn serve_grpc(
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), CellError> {
     let svc = WarrenServer::new(Service { node }).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // TCP_NODELAY on accepted connections: without it a held KeepAlive reply can sit
+    // behind Nagle + delayed ACK for ~40 ms, and every write waiting on it with it.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .layer(tower::util::MapResponseLayer::new(
