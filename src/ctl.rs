@@ -1,11 +1,12 @@
 //! `warren ctl`: the operator and user command line, a thin layer over `warren-client`.
 //!
 //! ```text
-//! warren ctl [--endpoint HOST:PORT[,HOST:PORT…]] [--json] [--grace DURATION] CMD
+//! warren ctl [--endpoint HOST:PORT[,HOST:PORT…] | --proxies HOST:PORT,…] [--json] [--grace DURATION] CMD
 //! ```
 //!
 //! The endpoint defaults to `$WARREN_ENDPOINT`, else `127.0.0.1:7100` (where `warren dev`
-//! listens). The session's principal is `$WARREN_PRINCIPAL` (empty: anonymous). Paths may be
+//! listens). `--proxies` (or `$WARREN_PROXIES`) names proxies instead: the session keeps to
+//! the first in its own consistent-hash order and moves on if that proxy dies. The session's principal is `$WARREN_PRINCIPAL` (empty: anonymous). Paths may be
 //! full (`/ls/local/a`) or short (`/a`, in the connected deployment). `--grace` (or
 //! `$WARREN_GRACE`) sets the session's grace period: how long it keeps looking for the
 //! master after its lease ends before giving up (default 45s; `DURATION` is a number with
@@ -124,6 +125,16 @@ pub struct CtlArgs {
         value_name = "HOST:PORT[,HOST:PORT…]"
     )]
     pub endpoint: Vec<String>,
+    /// Proxies to use instead of --endpoint: the session keeps to the first in its own
+    /// order (a consistent-hash ring over the list) and moves to the next if it dies.
+    #[arg(
+        long,
+        global = true,
+        env = "WARREN_PROXIES",
+        value_delimiter = ',',
+        value_name = "HOST:PORT[,HOST:PORT…]"
+    )]
+    pub proxies: Vec<String>,
     /// Print JSON (stat, ls, status, lock, watch, check-sequencer).
     #[arg(long, global = true)]
     pub json: bool,
@@ -269,12 +280,16 @@ struct Output {
 }
 
 async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
-    let endpoints: Vec<String> = args
-        .endpoint
-        .iter()
-        .map(|e| e.trim().to_string())
-        .filter(|e| !e.is_empty())
-        .collect();
+    let via_proxies = args.proxies.iter().any(|p| !p.trim().is_empty());
+    let endpoints: Vec<String> = if via_proxies {
+        &args.proxies
+    } else {
+        &args.endpoint
+    }
+    .iter()
+    .map(|e| e.trim().to_string())
+    .filter(|e| !e.is_empty())
+    .collect();
     if endpoints.is_empty() {
         return Err(Failure::invalid(
             "no endpoint: give --endpoint HOST:PORT or set WARREN_ENDPOINT",
@@ -282,6 +297,7 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
     }
     let out = Output { json: args.json };
     let mut options = ClientOptions::new(endpoints.clone())
+        .via_proxies(via_proxies)
         .principal(std::env::var("WARREN_PRINCIPAL").unwrap_or_default());
     if let Some(grace) = args.grace {
         options = options.grace_period(grace);

@@ -59,6 +59,10 @@ pub struct Shared {
     effects: mpsc::UnboundedSender<Effect>,
     /// Per cell: why it cannot be used (a proxy-lease misconfiguration), for `/status`.
     config_errors: Mutex<Vec<Option<String>>>,
+    /// A configuration error found before the proxy was first ready: it stops with it.
+    fatal: OnceLock<String>,
+    fatal_notify: tokio::sync::Notify,
+    was_ready: std::sync::atomic::AtomicBool,
     slots: u32,
 }
 
@@ -137,6 +141,11 @@ impl Shared {
     }
 
     pub(crate) fn set_config_error(&self, ix: CellIx, e: String) {
+        if !self.was_ready.load(std::sync::atomic::Ordering::SeqCst)
+            && self.fatal.set(e.clone()).is_ok()
+        {
+            self.fatal_notify.notify_one();
+        }
         lock(&self.config_errors)[ix] = Some(e);
     }
 
@@ -260,6 +269,9 @@ pub async fn run(
         .collect();
     let shared = Arc::new(Shared {
         config_errors: Mutex::new(vec![None; cfg.cells.len()]),
+        fatal: OnceLock::new(),
+        fatal_notify: tokio::sync::Notify::new(),
+        was_ready: std::sync::atomic::AtomicBool::new(false),
         cfg,
         state: Mutex::new(State {
             core,
@@ -331,10 +343,30 @@ pub async fn run(
             while !shared.ready() || shared.deployment.get().is_none() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            shared
+                .was_ready
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             on_ready(addr);
         });
     }
-    let result = service::serve(listener, shared.clone(), shutdown).await;
+    // A misconfiguration found while starting (a cell whose proxy lease cannot nest the
+    // client lease) stops the proxy with the message; later ones are reported in /status
+    // and the logs while the proxy keeps serving the cells it can.
+    let fatal = {
+        let shared = shared.clone();
+        async move {
+            loop {
+                if let Some(e) = shared.fatal.get() {
+                    return e.clone();
+                }
+                shared.fatal_notify.notified().await;
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = service::serve(listener, shared.clone(), shutdown) => r,
+        e = fatal => Err(ProxyError::Config(e)),
+    };
     tasks.abort_all();
     result
 }

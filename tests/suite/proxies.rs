@@ -193,3 +193,37 @@ async fn coherence_holds_with_a_reader_that_stops_acknowledging() {
     );
 }
 
+/// SPEC §6: configuration is validated so that a proxy can always collect its clients'
+/// acknowledgements within its own lease at the cell. A cell whose proxy lease cannot nest
+/// the proxy's client lease stops the proxy at start, naming both settings.
+#[tokio::test]
+async fn a_proxy_lease_too_short_for_the_client_lease_stops_the_proxy_and_says_what_to_change() {
+    let cell = Cell::builder()
+        .lease(Duration::from_secs(12))
+        .proxy_lease(Duration::from_secs(12))
+        .run()
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cfg = Proxy::builder()
+        .front(&cell)
+        .config(&listener.local_addr().unwrap().to_string());
+    assert_eq!(cfg.client_lease, Duration::from_secs(12));
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        warren_proxy::run(
+            listener,
+            None,
+            cfg,
+            |_| panic!("must not become ready"),
+            std::future::pending(),
+        ),
+    )
+    .await
+    .expect("the proxy stops by itself");
+    let e = r.expect_err("refused").to_string();
+    assert!(
+        e.contains("--client-lease") && e.contains("--proxy-lease"),
+        "{e}"
+    );
+    assert!(e.contains("12s"), "{e}");
+}
