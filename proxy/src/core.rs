@@ -48,6 +48,10 @@ pub struct HandleInfo {
     pub intent: u32,
     /// A sequencer was set on it: its reads must go to the cell, which checks it.
     pub sequencer: bool,
+    /// The cell failed over since the handle was last used there: its next use must reach
+    /// the cell, which recreates it (SPEC §5 step 8; also how an ephemeral node is claimed
+    /// back before the clean-up deletes it). Never served from the cache meanwhile.
+    pub unconfirmed: bool,
 }
 
 /// An upstream event whose acknowledgement waits for clients.
@@ -777,7 +781,7 @@ impl ProxyCore {
                         self.claimed_away(&id);
                     } else {
                         if kind == pb::EventType::MasterFailover {
-                            self.forget_handles_cache_of(&id);
+                            self.unconfirm_handles(&id, cell);
                         }
                         if self.push_event(id, e.clone(), Some(relay)) {
                             self.events_relayed += 1;
@@ -799,9 +803,25 @@ impl ProxyCore {
         }
     }
 
-    fn forget_handles_cache_of(&mut self, _id: &ClientId) {
-        // Handles stay valid across a cell failover (the cell recreates them on use), so
-        // nothing to drop: the client flushes its own cache on the relayed event.
+    /// A cell failed over: the client's handles there are recreated on their next use,
+    /// which must therefore go to the cell rather than be answered from the cache.
+    fn unconfirm_handles(&mut self, id: &ClientId, cell: CellIx) {
+        if let Some(c) = self.clients.get_mut(id) {
+            for h in c.handles.values_mut().filter(|h| h.cell == cell) {
+                h.unconfirmed = true;
+            }
+        }
+    }
+
+    /// The cell accepted a call on this handle: it exists there again.
+    pub fn confirm_handle(&mut self, id: &ClientId, token: &[u8]) {
+        if let Some(h) = self
+            .clients
+            .get_mut(id)
+            .and_then(|c| c.handles.get_mut(token))
+        {
+            h.unconfirmed = false;
+        }
     }
 
     fn relay_invalidation(&mut self, path: &str, relay: Option<Relay>) {

@@ -276,10 +276,13 @@ impl Service {
                 instance: b.instance,
                 intent: b.intent,
                 sequencer: false,
+                unconfirmed: false,
             };
             self.shared.with_core(|c| {
                 if c.handle(&who.id, token).is_none() {
                     c.add_handle(&who.id, token.to_vec(), info);
+                } else {
+                    c.confirm_handle(&who.id, token);
                 }
             });
         }
@@ -296,7 +299,11 @@ impl Service {
     ) -> Result<T, Option<crate::cache::Ticket>> {
         self.shared.with_core(|c| {
             let info = match c.handle(&who.id, token) {
-                Some(h) if !h.sequencer && (!need_read || h.intent & READ != 0) => h.clone(),
+                Some(h)
+                    if !h.sequencer && !h.unconfirmed && (!need_read || h.intent & READ != 0) =>
+                {
+                    h.clone()
+                }
                 _ => {
                     c.cache.note_miss();
                     return Err(Some(c.cache.ticket()));

@@ -316,3 +316,35 @@ fn a_cell_failover_invalidates_at_clients_what_they_cached_from_it() {
     let _ = core.keepalive(&a, 1, t0);
     assert_eq!(core.upstream_ack(0), 1);
 }
+
+#[test]
+fn after_a_cell_failover_a_clients_handles_there_must_reach_the_cell_once() {
+    let (mut core, t0) = setup(2);
+    let (a, _, _, _) = core.create_session("a", t0);
+    let info = |cell| HandleInfo {
+        cell,
+        path: "/ls/d/f".into(),
+        instance: 1,
+        intent: 1,
+        sequencer: false,
+        unconfirmed: false,
+    };
+    core.add_handle(&a, b"h0".to_vec(), info(0));
+    core.add_handle(&a, b"h1".to_vec(), info(1));
+    core.upstream_events(
+        0,
+        &[ev(1, pb::EventType::MasterFailover, "", Some(&a))],
+        &|_| true,
+        t0,
+    );
+    assert!(
+        core.handle(&a, b"h0").unwrap().unconfirmed,
+        "recreated at the cell on next use"
+    );
+    assert!(
+        !core.handle(&a, b"h1").unwrap().unconfirmed,
+        "the other cell did not fail over"
+    );
+    core.confirm_handle(&a, b"h0");
+    assert!(!core.handle(&a, b"h0").unwrap().unconfirmed);
+}
