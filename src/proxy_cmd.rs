@@ -34,6 +34,10 @@ pub struct ProxyArgs {
     /// Env WARREN_LEASE_MARGIN.
     #[arg(long)]
     lease_margin: Option<String>,
+    /// A held client KeepAlive is answered this long before the client's lease ends, e.g.
+    /// `1s` (scale it down with short client leases). Env WARREN_KEEPALIVE_REPLY_BEFORE_END.
+    #[arg(long)]
+    keepalive_reply_before_end: Option<String>,
     /// How long a call waits for a cell that is failing over. Env WARREN_FORWARD_PATIENCE.
     #[arg(long)]
     forward_patience: Option<String>,
@@ -57,6 +61,7 @@ fn sources(a: &ProxyArgs) -> Result<Sources, warren_config::ConfigError> {
         ("id", &a.id),
         ("client_lease", &a.client_lease),
         ("lease_margin", &a.lease_margin),
+        ("keepalive_reply_before_end", &a.keepalive_reply_before_end),
         ("forward_patience", &a.forward_patience),
         ("max_starve", &a.max_starve),
     ];

@@ -94,6 +94,15 @@ struct Client {
     handles: HashMap<Vec<u8>, HandleInfo>,
     /// Paths this client may have cached (we gave it a cacheable answer).
     cached: HashSet<String>,
+    /// The last extension of its lease was held back by a cell it uses (lease nesting):
+    /// if its lease runs out meanwhile, that is the cell's failover, not the client going
+    /// silent, so it is kept until `max_starve` past its lease (its KeepAlives come and go
+    /// while it is in jeopardy) instead of expiring at once.
+    starved: bool,
+    /// When it last called (or a KeepAlive of its ended): a client that stays with this
+    /// proxy through a jeopardy calls again at once; one that went to another proxy does
+    /// not.
+    last_heard: Instant,
 }
 
 #[derive(Default)]
@@ -288,6 +297,8 @@ impl ProxyCore {
                 cells,
                 handles: HashMap::new(),
                 cached: HashSet::new(),
+                starved: false,
+                last_heard: self.now,
             },
         );
         self.timers.insert((lease_end, id));
@@ -318,6 +329,8 @@ impl ProxyCore {
                 hex(id)
             )));
         }
+        self.clients.get_mut(id).expect("checked").last_heard = now;
+        let c = &self.clients[id];
         if epoch != c.epoch {
             if epoch < c.epoch {
                 return Err(WarrenError::stale_epoch(c.epoch, epoch));
@@ -327,7 +340,7 @@ impl ProxyCore {
                 c.epoch
             )));
         }
-        if now > c.lease_end && c.keepalive.is_none() {
+        if now > c.lease_end && c.keepalive.is_none() && !self.starving_in_time(c, now) {
             self.end_client(*id, true);
             return Err(WarrenError::session_expired(format!(
                 "session {} has expired (its lease ran out)",
@@ -375,11 +388,20 @@ impl ProxyCore {
         epoch
     }
 
-    /// The clients with state at `cell`, to claim onto a new proxy session there.
-    pub fn clients_at(&self, cell: CellIx) -> Vec<(ClientId, [u8; 16], String)> {
+    /// The clients with state at `cell` that are still this proxy's, to claim onto a new
+    /// proxy session there: those whose lease runs, and those starved by a cell that
+    /// still call here. Not one whose lease ended otherwise (this proxy was frozen or cut
+    /// off, and the client has gone to another proxy, which claimed it: claiming it back
+    /// would take it away from there) nor a starved one that no longer calls here.
+    pub fn clients_at(&self, cell: CellIx, now: Instant) -> Vec<(ClientId, [u8; 16], String)> {
         self.clients
             .iter()
             .filter(|(_, c)| c.cells.contains(&cell))
+            .filter(|(_, c)| {
+                now < c.lease_end
+                    || (self.starving_in_time(c, now)
+                        && (c.keepalive.is_some() || now < c.last_heard + self.cfg.client_lease))
+            })
             .map(|(id, c)| (*id, c.secret, c.principal.clone()))
             .collect()
     }
@@ -482,6 +504,12 @@ impl ProxyCore {
         })
     }
 
+    /// Whether a client whose lease has run out is still within `max_starve` of it because
+    /// a cell held its lease back (see [`Client::starved`]).
+    fn starving_in_time(&self, c: &Client, now: Instant) -> bool {
+        c.starved && now < c.lease_end + self.cfg.max_starve
+    }
+
     fn extend(&mut self, id: &ClientId, now: Instant) {
         let Some(c) = self.clients.get(id) else {
             return;
@@ -489,10 +517,19 @@ impl ProxyCore {
         if c.acked < c.delivered_upto {
             return;
         }
-        let Some(lease) = self.lease_for_cells(&c.cells, now) else {
+        let lease = self.lease_for_cells(&c.cells, now);
+        let capped = lease.is_none_or(|l| l < self.cfg.client_lease);
+        let c = self.clients.get_mut(id).expect("checked");
+        // Starved only if a cell held the lease back while it ran: a lease that had ended
+        // before (the proxy itself stalled) does not make the client starved.
+        if !capped {
+            c.starved = false;
+        } else if now <= c.lease_end {
+            c.starved = true;
+        }
+        let Some(lease) = lease else {
             return;
         };
-        let c = self.clients.get_mut(id).expect("checked");
         if now + lease > c.lease_end {
             c.lease_end = now + lease;
             self.timers.insert((c.lease_end, *id));
@@ -529,6 +566,7 @@ impl ProxyCore {
         };
         self.starving.remove(&id);
         if let Some(c) = self.clients.get_mut(&id) {
+            c.last_heard = c.last_heard.max(self.now);
             if c.keepalive.as_ref().is_some_and(|h| h.waiter == w) {
                 c.keepalive = None;
                 self.timers.insert((c.lease_end, id));
@@ -636,8 +674,18 @@ impl ProxyCore {
                 Some(h) if h.until.is_none() && now > c.lease_end + self.cfg.max_starve => {
                     self.end_client(id, true);
                 }
+                Some(_) if now >= c.lease_end => self.release_relays(&id),
                 Some(_) => {}
-                None if now > c.lease_end => self.end_client(id, true),
+                None if now > c.lease_end => {
+                    let c = &self.clients[&id];
+                    if self.starving_in_time(c, now) {
+                        let until = c.lease_end + self.cfg.max_starve;
+                        self.timers.insert((until, id));
+                        self.release_relays(&id);
+                    } else {
+                        self.end_client(id, true);
+                    }
+                }
                 None => {}
             }
         }
@@ -665,7 +713,26 @@ impl ProxyCore {
             self.starving.remove(&id);
             self.answer(id, held);
         }
+        if self.clients[&id].lease_end <= self.now {
+            self.release_relays(&id);
+        }
         true
+    }
+
+    /// A client whose lease has ended cannot answer from a cache (it is in jeopardy, its
+    /// cache emptied): as for a session that let its lease expire (SPEC §4), what was
+    /// relayed to it no longer holds up the acknowledgement upstream — otherwise a client
+    /// starved by a cell failover, or gone to another proxy meanwhile, would hold up that
+    /// cell's recovery until this proxy's session there expired. The events stay queued
+    /// for it.
+    fn release_relays(&mut self, id: &ClientId) {
+        let Some(c) = self.clients.get_mut(id) else {
+            return;
+        };
+        let done: Vec<Relay> = c.events.iter_mut().filter_map(|q| q.relay.take()).collect();
+        for r in done {
+            self.relay_done(r);
+        }
     }
 
     fn relay_done(&mut self, r: Relay) {
@@ -851,6 +918,14 @@ impl ProxyCore {
         if let Some(c) = self.clients.get_mut(id) {
             c.cells.insert(cell);
         }
+    }
+
+    /// The cells where the client has registered.
+    pub fn cells_of(&self, id: &ClientId) -> Vec<CellIx> {
+        self.clients
+            .get(id)
+            .map(|c| c.cells.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     pub fn is_registered(&self, id: &ClientId, cell: CellIx) -> bool {

@@ -495,6 +495,19 @@ impl Warren for Service {
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
         let r = req.into_inner();
         let who = self.session(r.ctx.as_ref()).await?;
+        // End it at its cells first, and only then here (which answers its parked KeepAlive
+        // with SESSION_EXPIRED): the client library stops waiting for this reply once it
+        // learns that the session is over, so it must not learn that before its locks and
+        // ephemeral files are gone. In a task of its own, so that a caller that goes away
+        // cannot leave them held at a cell with nobody left here to end them.
+        let ended: Vec<usize> = self.shared.with_core(|c| c.cells_of(&who.id));
+        if !ended.is_empty() {
+            let (shared, w, cells) = (self.shared.clone(), who.clone(), ended.clone());
+            let _ = tokio::spawn(async move {
+                end_at_cells(&shared, w.id, w.secret, &w.principal, &cells, false).await
+            })
+            .await;
+        }
         let ((), effects) = self
             .shared
             .with_core_fx(|c| c.close_session(&who.id, Instant::now()));
@@ -504,9 +517,14 @@ impl Warren for Service {
                     client,
                     secret,
                     principal,
-                    cells,
+                    mut cells,
                     expired,
-                } => end_at_cells(&self.shared, client, secret, &principal, &cells, expired).await,
+                } => {
+                    if client == who.id {
+                        cells.retain(|c| !ended.contains(c));
+                    }
+                    end_at_cells(&self.shared, client, secret, &principal, &cells, expired).await
+                }
                 Effect::AckUpstream(cell) => self.shared.cells[cell].kick.notify_one(),
             }
         }

@@ -237,7 +237,7 @@ enum Lost {
 }
 
 async fn claim_all(shared: &Shared, ix: CellIx, link: &Link) {
-    let clients = shared.with_core(|c| c.clients_at(ix));
+    let clients = shared.with_core(|c| c.clients_at(ix, Instant::now()));
     if clients.is_empty() {
         return;
     }
@@ -304,6 +304,10 @@ async fn keepalive_loop(shared: &Shared, ix: CellIx, link: &mut Link, serial: &m
     let keep_ahead = shared.cfg.min_proxy_lease();
     let mut in_flight = FuturesUnordered::new();
     let mut last_ack: Option<u64> = None;
+    // Once the local lease has run out and the master was looked up again, it stays run
+    // out until a KeepAlive is answered: look again only if none is by this time (not at
+    // once, which would drop every KeepAlive before its answer could arrive).
+    let mut lapsed_retry: Option<Instant> = None;
     let send = |link: &Link, ack: u64| {
         let mut client = link.client.clone();
         let req = pb::KeepAliveRequest {
@@ -331,7 +335,7 @@ async fn keepalive_loop(shared: &Shared, ix: CellIx, link: &mut Link, serial: &m
             .and_then(|t| t.checked_sub(keep_ahead))
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         // The local lease ran out with no answer: the master is gone or unreachable.
-        let lease_gone = live_until.unwrap_or_else(Instant::now);
+        let lease_gone = lapsed_retry.or(live_until);
         tokio::select! {
             Some((sent, epoch, r)) = in_flight.next() => {
                 let r = match r {
@@ -351,6 +355,7 @@ async fn keepalive_loop(shared: &Shared, ix: CellIx, link: &mut Link, serial: &m
                         } else if epoch != link.epoch {
                             continue; // a late answer from an older epoch
                         }
+                        lapsed_retry = None;
                         let lease = Duration::from_millis(reply.lease_ms);
                         let local = Duration::try_from_secs_f64(lease.as_secs_f64() / (1.0 + drift)).unwrap_or_default();
                         shared.upstream_reply(ix, sent + local, &reply.events);
@@ -406,13 +411,14 @@ async fn keepalive_loop(shared: &Shared, ix: CellIx, link: &mut Link, serial: &m
                 last_ack = Some(ack);
                 in_flight.push(send(link, ack));
             }
-            _ = tokio::time::sleep_until(lease_gone), if live_until.is_some() => {
+            _ = tokio::time::sleep_until(lease_gone.unwrap_or_else(Instant::now)), if lease_gone.is_some() => {
                 // Let the in-flight ones go; find the master again.
                 tracing::info!(cell = %up.name, "the proxy's lease at the cell ran out unanswered; looking for the master");
                 in_flight.clear();
                 if !reconnect(shared, ix, link, serial).await {
                     return Lost::Session;
                 }
+                lapsed_retry = Some(Instant::now() + LOCATE_TIMEOUT);
             }
         }
     }

@@ -6,4 +6,5 @@
 mod fencing;
 mod harness;
 mod locks;
+mod proxies;
 mod replicas;

@@ -7,6 +7,7 @@ mod durability;
 mod election;
 mod failover;
 mod operate;
+mod proxies;
 mod sessions;
 
 use std::path::Path;

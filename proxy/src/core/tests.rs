@@ -134,6 +134,145 @@ fn a_client_whose_cell_stops_extending_waits_held_and_resumes_when_it_does() {
     assert_eq!(core.counts().starving, 0);
 }
 
+/// As the client library does it: in jeopardy each KeepAlive gives up after 2 s and the
+/// next one follows a `Locate` later. Between them no KeepAlive is held, and the lease has
+/// ended — because the cell held it back, so the session lives on (for `max_starve`), and
+/// its next KeepAlive is held, not told `SESSION_EXPIRED`.
+#[test]
+fn a_client_starved_by_its_cell_survives_keepalives_that_come_and_go() {
+    let (mut core, t0) = setup(1);
+    let (id, secret, _, _) = core.create_session("c", t0);
+    core.registered(&id, 0);
+    // The cell stops extending at t0 + 20 s: the client's lease ends at 19 s.
+    let w = waits(core.keepalive(&id, 0, t0 + 15 * S));
+    core.tick(t0 + 18 * S + S / 2);
+    wake_of(&mut core, w);
+    let w = waits(core.keepalive(&id, 0, t0 + 18 * S + S / 2));
+    core.cancel(w);
+    core.tick(t0 + 21 * S);
+    assert!(core.identity(&id).is_some(), "expired between KeepAlives");
+    assert!(core.take_output().effects.is_empty(), "ended at the cell");
+    assert!(matches!(
+        core.check(&id, &secret, 1, t0 + 22 * S),
+        Ok(Known::Yes)
+    ));
+    let w = waits(core.keepalive(&id, 0, t0 + 22 * S));
+    let now = t0 + 23 * S;
+    core.upstream_lease(0, now + 20 * S, now);
+    let r = wake_of(&mut core, w);
+    assert!(r.lease >= 11 * S, "{:?}", r.lease);
+    // Safe again: a client that now goes silent expires at the end of its lease, as usual.
+    core.tick(now + 12 * S + S / 2);
+    assert!(core.identity(&id).is_none(), "a silent client expires");
+}
+
+/// A client whose lease has ended (starved by its cell, or gone to another proxy) does not
+/// hold up the proxy's acknowledgement of the cell's fail-over: its cache is empty, as for
+/// a session that let its lease expire. The event is still delivered when it comes back.
+#[test]
+fn a_client_whose_lease_ended_does_not_hold_up_the_upstream_ack() {
+    let (mut core, t0) = setup(1);
+    let (id, _, _, _) = core.create_session("c", t0);
+    core.registered(&id, 0);
+    let owns = |_: &str| true;
+    // The cell stops extending at t0 + 20 s: the lease reaches 19 s at most. An event
+    // relayed meanwhile and never acknowledged is released when the lease ends.
+    let w = waits(core.keepalive(&id, 0, t0 + 15 * S));
+    core.upstream_events(
+        0,
+        &[ev(1, pb::EventType::ContentsModified, "/ls/d/f", Some(&id))],
+        &owns,
+        t0 + 16 * S,
+    );
+    assert_eq!(wake_of(&mut core, w).events.len(), 1);
+    core.tick(t0 + 18 * S);
+    assert_eq!(core.upstream_ack(0), 0, "its lease still runs");
+    core.tick(t0 + 19 * S + S / 2);
+    assert_eq!(core.upstream_ack(0), 1);
+    // The cell comes back with a new epoch and a fail-over event for it: acknowledged at once.
+    let now = t0 + 25 * S;
+    core.upstream_restarted(0);
+    core.upstream_lease(0, now + 20 * S, now);
+    core.upstream_events(
+        0,
+        &[ev(1, pb::EventType::MasterFailover, "", Some(&id))],
+        &owns,
+        now,
+    );
+    assert_eq!(core.upstream_ack(0), 1);
+    assert!(core.identity(&id).is_some());
+    let r = done(core.keepalive(&id, 0, now));
+    let kinds: Vec<i32> = r.events.iter().map(|e| e.r#type).collect();
+    assert_eq!(
+        kinds,
+        [
+            pb::EventType::ContentsModified as i32,
+            pb::EventType::MasterFailover as i32
+        ]
+    );
+}
+
+/// A starved client that never comes back expires `max_starve` after its lease.
+#[test]
+fn a_starved_client_that_never_returns_expires_after_max_starve() {
+    let (mut core, t0) = setup(1);
+    let (id, _, _, _) = core.create_session("c", t0);
+    core.registered(&id, 0);
+    let w = waits(core.keepalive(&id, 0, t0 + 15 * S));
+    core.tick(t0 + 18 * S + S / 2);
+    wake_of(&mut core, w);
+    let w = waits(core.keepalive(&id, 0, t0 + 18 * S + S / 2));
+    core.cancel(w);
+    core.tick(t0 + 19 * S + 59 * S);
+    assert!(core.identity(&id).is_some());
+    core.tick(t0 + 19 * S + 61 * S);
+    assert!(core.identity(&id).is_none(), "kept past max_starve");
+}
+
+/// The proxy itself stalled (a frozen process, or cut off) past its clients' leases, which
+/// meanwhile went to another proxy: on waking it neither keeps them as starved nor claims
+/// them back onto a new session at the cell (that would take them from the other proxy).
+/// A starved client that stays claims back; one that stopped calling here does not.
+#[test]
+fn only_clients_still_here_are_claimed_onto_a_new_proxy_session() {
+    let (mut core, t0) = setup(1);
+    let (gone, _, _, _) = core.create_session("gone", t0);
+    let (stays, secret, _, _) = core.create_session("stays", t0);
+    let (left, _, _, _) = core.create_session("left", t0);
+    for id in [&gone, &stays, &left] {
+        core.registered(id, 0);
+    }
+    // `gone` had a full lease (to 13 s) when the proxy froze; it wakes at 17 s.
+    let w = waits(core.keepalive(&gone, 0, t0 + S));
+    // The cell stops extending: `stays` and `left` are starved (leases end at 19 s).
+    let ws = waits(core.keepalive(&stays, 0, t0 + 15 * S));
+    let wl = waits(core.keepalive(&left, 0, t0 + 15 * S));
+    core.tick(t0 + 17 * S);
+    let _ = core.take_output();
+    core.cancel(w);
+    let _ = (ws, wl);
+    core.tick(t0 + 18 * S + S / 2);
+    let _ = core.take_output();
+    // `left` gives up at 20.5 s and goes elsewhere; `stays` keeps calling.
+    let wl = waits(core.keepalive(&left, 0, t0 + 18 * S + S / 2));
+    let ws = waits(core.keepalive(&stays, 0, t0 + 18 * S + S / 2));
+    core.cancel(wl);
+    core.cancel(ws);
+    assert!(matches!(
+        core.check(&stays, &secret, 1, t0 + 34 * S),
+        Ok(Known::Yes)
+    ));
+    let _ws = waits(core.keepalive(&stays, 0, t0 + 34 * S));
+    core.tick(t0 + 34 * S);
+    let claim: Vec<ClientId> = core
+        .clients_at(0, t0 + 35 * S)
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(claim, vec![stays]);
+    assert!(core.identity(&gone).is_none(), "not kept as starved");
+}
+
 #[test]
 fn a_relayed_event_is_acknowledged_upstream_only_after_its_client_acks() {
     let (mut core, t0) = setup(1);

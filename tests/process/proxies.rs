@@ -1,0 +1,533 @@
+//! Proxy failover with real processes (SPEC §6, docs/proxy.md "Proxy failover"): one
+//! `warren cell` and two `warren proxy` processes in front of it; the proxy that several
+//! clients use is killed with SIGKILL. Each client moves to the other proxy within its
+//! grace period, which claims it at the cell: its session, locks, handles and ephemeral
+//! file survive, and a watcher on the surviving proxy never sees a lock free or the
+//! ephemeral file gone — not while the clients move, not when the dead proxy's session at
+//! the cell expires, and not when the claim window for its client sessions ends.
+
+use crate::bin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use warren_client::{
+    ClientOptions, ErrorCode, Event, EventMask, EventStream, Handle, LockMode, OpenOptions,
+    Sequencer, Session,
+};
+use warren_testkit::WarrenProcess;
+
+/// Client grace period.
+const GRACE: Duration = Duration::from_secs(15);
+/// Lease the cell grants proxy sessions (`--proxy-lease`).
+const PROXY_LEASE: Duration = Duration::from_secs(5);
+/// How long the cell keeps a dead proxy session's client sessions (`--claim-window`).
+const CLAIM_WINDOW: Duration = Duration::from_secs(20);
+
+/// A `warren proxy` process and the address it printed (`proxies: ADDR`).
+struct ProxyProcess {
+    process: WarrenProcess,
+    addr: String,
+}
+
+async fn proxy(cell: &str) -> ProxyProcess {
+    let process = WarrenProcess::spawn(
+        bin(),
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--cell",
+            cell,
+            "--client-lease",
+            "2s",
+            "--lease-margin",
+            "500ms",
+            "--keepalive-reply-before-end",
+            "500ms",
+        ],
+    )
+    .await;
+    let addr = process
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("proxies: "))
+        .unwrap_or_else(|| panic!("no `proxies:` line in {:?}", process.banner))
+        .trim()
+        .to_string();
+    ProxyProcess { process, addr }
+}
+
+/// A session that sits at proxy `home` and prefers it (its search order starts there).
+/// Sessions are created at a proxy chosen per connect and ordered by their id, so this
+/// creates sessions (closing the misfits) until one fits: a quarter do with two proxies.
+async fn session_at(proxies: &[String], home: &str, cache: bool) -> Session {
+    for _ in 0..100 {
+        let s = Session::connect_with(
+            ClientOptions::proxies(proxies.to_vec())
+                .grace_period(GRACE)
+                .cache(cache),
+        )
+        .await
+        .expect("connect through the proxies");
+        if s.master() == home && s.search_order().first().map(String::as_str) == Some(home) {
+            return s;
+        }
+        s.close().await.expect("close a session we do not need");
+    }
+    panic!("no session out of 100 sat at and preferred {home}");
+}
+
+/// Waits for an event matching `want`; returns everything seen up to it.
+async fn expect_event(
+    name: &str,
+    events: &mut EventStream,
+    within: Duration,
+    want: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(e)) => {
+                let hit = want(&e);
+                seen.push(e);
+                if hit {
+                    return seen;
+                }
+            }
+            _ => panic!("{name}: no matching event within {within:?}; saw {seen:?}"),
+        }
+    }
+}
+
+/// Everything already delivered on `events`.
+fn drain(events: &mut EventStream) -> Vec<Event> {
+    std::iter::from_fn(|| events.try_recv()).collect()
+}
+
+/// One client of the dead proxy.
+struct Client {
+    name: &'static str,
+    session: Session,
+    events: EventStream,
+    /// Events seen so far.
+    seen: Vec<Event>,
+}
+
+/// What the watcher observed.
+#[derive(Default)]
+struct Watch {
+    rounds: u64,
+    /// Longest time between the starts of two consecutive rounds.
+    max_gap: Duration,
+    violations: Vec<String>,
+}
+
+/// Checks, every 100 ms until `stop`: another session's `TryAcquire` of the exclusive lock
+/// and (exclusively) of the shared lock fails with `LOCK_HELD`, and the ephemeral file
+/// can be opened. Any other outcome is a violation.
+fn watcher(
+    w: Session,
+    x: Handle,
+    s: Handle,
+    stop: Arc<AtomicBool>,
+    watch: Arc<Mutex<Watch>>,
+) -> tokio::task::JoinHandle<(Session, Handle, Handle)> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last: Option<Instant> = None;
+        while !stop.load(Ordering::SeqCst) {
+            tick.tick().await;
+            let now = Instant::now();
+            let at = started.elapsed();
+            let mut bad = Vec::new();
+            for (what, h) in [("exclusive lock /x", &x), ("shared lock /s", &s)] {
+                match h.try_acquire(LockMode::Exclusive).await {
+                    Err(e) if e.code() == Some(ErrorCode::LockHeld) => {}
+                    Ok(seq) => bad.push(format!("{at:?}: took the {what}: {seq}")),
+                    Err(e) => bad.push(format!("{at:?}: TryAcquire of the {what}: {e}")),
+                }
+            }
+            match w.open("/e", OpenOptions::new().read()).await {
+                Ok((h, _)) => h.close().await,
+                Err(e) => bad.push(format!("{at:?}: open of the ephemeral /e: {e}")),
+            }
+            let mut watch = watch.lock().unwrap();
+            watch.rounds += 1;
+            if let Some(prev) = last {
+                watch.max_gap = watch.max_gap.max(now - prev);
+            }
+            last = Some(now);
+            watch.violations.extend(bad);
+        }
+        (w, x, s)
+    })
+}
+
+/// One cell, on the embedded store, with short leases.
+async fn cell(data: &std::path::Path) -> WarrenProcess {
+    WarrenProcess::spawn(
+        bin(),
+        &[
+            "cell",
+            "--name",
+            "main",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+            "--lease",
+            "2s",
+            "--proxy-lease",
+            "5s",
+            "--claim-window",
+            "20s",
+        ],
+    )
+    .await
+}
+
+fn signal(process: &WarrenProcess, sig: &str) {
+    let pid = process.pid().expect("running").to_string();
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .expect("run kill");
+    assert!(ok.success(), "kill {sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_of_a_killed_proxy_keep_their_locks_and_ephemeral_files_at_the_next_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let cell = cell(dir.path()).await;
+    let front = format!("main={}", cell.addr());
+    let mut pa = proxy(&front).await;
+    let pb = proxy(&front).await;
+    let (a, b) = (pa.addr.clone(), pb.addr.clone());
+    let list = vec![a.clone(), b.clone()];
+
+    // The clients of proxy A: an exclusive lock (and a watch on its file), a shared lock
+    // with two holders, an ephemeral file.
+    let mut clients = Vec::new();
+    for name in ["x", "s1", "s2", "e"] {
+        let session = session_at(&list, &a, true).await;
+        assert_eq!(session.search_order(), [a.as_str(), b.as_str()]);
+        clients.push(Client {
+            name,
+            events: session.events(),
+            session,
+            seen: Vec::new(),
+        });
+    }
+    let (xh, _) = clients[0]
+        .session
+        .open("/x", OpenOptions::new().write().create_file(b"x0".to_vec()))
+        .await
+        .unwrap();
+    let seq_x = xh.acquire(LockMode::Exclusive, None).await.unwrap();
+    let (x_watch, _) = clients[0]
+        .session
+        .open("/x", OpenOptions::new().read().events(EventMask::ALL))
+        .await
+        .unwrap();
+    let mut shared: Vec<(Handle, Sequencer)> = Vec::new();
+    for c in &clients[1..3] {
+        let (h, _) = c
+            .session
+            .open("/s", OpenOptions::new().write().create_file(Vec::new()))
+            .await
+            .unwrap();
+        let seq = h.acquire(LockMode::Shared, None).await.unwrap();
+        shared.push((h, seq));
+    }
+    let (eh, _) = clients[3]
+        .session
+        .open(
+            "/e",
+            OpenOptions::new()
+                .read()
+                .write()
+                .create_file(b"e0".to_vec())
+                .ephemeral(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(eh.contents().await.unwrap().0, b"e0");
+
+    // The watcher sits at proxy B (and prefers it), with its cache off: every check asks.
+    let w = session_at(&list, &b, false).await;
+    let mut w_events = w.events();
+    let (wx, _) = w.open("/x", OpenOptions::new().write()).await.unwrap();
+    let (ws, _) = w.open("/s", OpenOptions::new().write()).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watch = Arc::new(Mutex::new(Watch::default()));
+    let watching = watcher(w, wx, ws, stop.clone(), watch.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    {
+        let w = watch.lock().unwrap();
+        assert!(w.rounds >= 2, "the watcher is not checking");
+        assert!(
+            w.violations.is_empty(),
+            "before the kill: {:?}",
+            w.violations
+        );
+    }
+
+    pa.process.kill9().await;
+    let killed = Instant::now();
+    // Each client's first successful call after the kill (an uncached round trip).
+    let mut firsts = Vec::new();
+    for c in &clients {
+        let (session, seq, b) = (c.session.clone(), seq_x.clone(), b.clone());
+        firsts.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            loop {
+                match session.check_sequencer(&seq).await {
+                    Ok(current) => {
+                        let took = killed.elapsed();
+                        assert!(current, "the exclusive lock's sequencer went stale");
+                        assert_eq!(session.master(), b, "the call did not go to proxy B");
+                        return (took, failures);
+                    }
+                    Err(e) => failures.push(e.to_string()),
+                }
+                assert!(
+                    killed.elapsed() < GRACE,
+                    "no successful call within the grace period: {failures:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    let mut took = Vec::new();
+    for (c, first) in clients.iter().zip(firsts) {
+        let (t, failures) = first.await.expect("measuring task");
+        eprintln!(
+            "{}: first successful call through proxy B {t:?} after the kill ({} failed before)",
+            c.name,
+            failures.len()
+        );
+        took.push(t);
+    }
+    for c in &mut clients {
+        c.seen = expect_event(c.name, &mut c.events, GRACE, |e| {
+            matches!(e, Event::MasterFailover)
+        })
+        .await;
+        assert!(
+            !c.seen.contains(&Event::Expired),
+            "{}: {:?}",
+            c.name,
+            c.seen
+        );
+        assert_eq!(c.session.master(), b, "{} is not at proxy B", c.name);
+        assert!(c.session.is_live(), "{}", c.name);
+        eprintln!("{}: events {:?}", c.name, c.seen);
+    }
+
+    // Locks are still held, by the same holdings.
+    assert_eq!(xh.get_sequencer().await.unwrap(), seq_x);
+    for (h, seq) in &shared {
+        assert_eq!(&h.get_sequencer().await.unwrap(), seq);
+    }
+    // Handles work: reads and writes through them, at proxy B.
+    assert_eq!(eh.contents().await.unwrap().0, b"e0");
+    eh.set_contents(b"e1".to_vec()).await.unwrap();
+    assert_eq!(eh.contents().await.unwrap().0, b"e1");
+    assert_eq!(x_watch.contents().await.unwrap().0, b"x0");
+    xh.set_contents(b"x1".to_vec()).await.unwrap();
+    assert_eq!(x_watch.contents().await.unwrap().0, b"x1");
+    // The recreated watch still fires.
+    let seen = expect_event("x", &mut clients[0].events, Duration::from_secs(5), |e| {
+        matches!(e, Event::ContentsModified { .. })
+    })
+    .await;
+    clients[0].seen.extend(seen);
+
+    // Keep watching past the end of the dead proxy's session at the cell and past the
+    // claim window of its client sessions: the claimed sessions must not be released with
+    // the orphans that were never claimed.
+    let watch_until = PROXY_LEASE + CLAIM_WINDOW + Duration::from_secs(2);
+    tokio::time::sleep(watch_until.saturating_sub(killed.elapsed())).await;
+    stop.store(true, Ordering::SeqCst);
+    let (w, wx, ws) = tokio::time::timeout(Duration::from_secs(20), watching)
+        .await
+        .expect("the watcher stopped")
+        .expect("the watcher panicked");
+    let watch = std::mem::take(&mut *watch.lock().unwrap());
+    eprintln!(
+        "watcher: {} rounds over {:?} after the kill, longest gap {:?}",
+        watch.rounds,
+        killed.elapsed(),
+        watch.max_gap
+    );
+    assert!(watch.violations.is_empty(), "{:#?}", watch.violations);
+    assert!(
+        watch.max_gap < Duration::from_secs(1),
+        "the watcher went {:?} without checking",
+        watch.max_gap
+    );
+    // (A jeopardy from a stalled machine would be no failure of what is tested here; an
+    // expiry, or another fail-over, would be.)
+    let w_seen = drain(&mut w_events);
+    assert!(
+        !w_seen
+            .iter()
+            .any(|e| matches!(e, Event::Expired | Event::MasterFailover)),
+        "the watcher's session saw {w_seen:?}"
+    );
+
+    // Still the same holders; nobody's session ended.
+    assert_eq!(xh.get_sequencer().await.unwrap(), seq_x);
+    assert_eq!(eh.contents().await.unwrap().0, b"e1");
+    for c in &mut clients {
+        let later = drain(&mut c.events);
+        assert!(
+            !later
+                .iter()
+                .any(|e| matches!(e, Event::Expired | Event::MasterFailover)),
+            "{}: {later:?}",
+            c.name
+        );
+        assert!(c.session.is_live(), "{}", c.name);
+    }
+    // The holders release (they still held their locks); then the watcher can take them.
+    assert!(xh.release().await.unwrap(), "x no longer held its lock");
+    for (h, _) in &shared {
+        assert!(h.release().await.unwrap(), "a shared holder lost its lock");
+    }
+    let taken = wx.try_acquire(LockMode::Exclusive).await.unwrap();
+    assert!(taken.lock_generation > seq_x.lock_generation);
+    ws.try_acquire(LockMode::Exclusive).await.unwrap();
+    // The ephemeral file goes when its holder closes it.
+    // (Through a proxy too: `close` returns once the cell has ended the session.)
+    clients[3].session.close().await.unwrap();
+    let gone = w.open("/e", OpenOptions::new().read()).await.unwrap_err();
+    assert_eq!(gone.code(), Some(ErrorCode::NotFound), "{gone}");
+    took.sort();
+    eprintln!(
+        "kill → first successful call through proxy B: min {:?}, max {:?}",
+        took[0],
+        took[took.len() - 1]
+    );
+    drop(pb);
+    drop(cell);
+}
+
+/// A proxy that goes silent (SIGSTOP: a frozen VM, not a crash) and wakes up after its
+/// clients moved on and its own session at the cell expired. Its clients go into jeopardy,
+/// reach the other proxy within their grace period and keep everything; the woken proxy
+/// must not take them back (a claim of its own would move them away from the proxy they
+/// now use, which would drop them) nor end them at the cell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proxy_that_wakes_up_after_its_clients_moved_on_leaves_them_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cell = cell(dir.path()).await;
+    let front = format!("main={}", cell.addr());
+    let pa = proxy(&front).await;
+    let pb = proxy(&front).await;
+    let (a, b) = (pa.addr.clone(), pb.addr.clone());
+    let list = vec![a.clone(), b.clone()];
+    let x = session_at(&list, &a, true).await;
+    let mut x_events = x.events();
+    let (xh, _) = x
+        .open("/x", OpenOptions::new().write().create_file(b"x0".to_vec()))
+        .await
+        .unwrap();
+    let seq_x = xh.acquire(LockMode::Exclusive, None).await.unwrap();
+    let e = session_at(&list, &a, true).await;
+    let mut e_events = e.events();
+    let (eh, _) = e
+        .open(
+            "/e",
+            OpenOptions::new()
+                .read()
+                .write()
+                .create_file(b"e0".to_vec())
+                .ephemeral(),
+        )
+        .await
+        .unwrap();
+    let s = session_at(&list, &a, true).await;
+    let mut s_events = s.events();
+    let (sh, _) = s
+        .open("/s", OpenOptions::new().write().create_file(Vec::new()))
+        .await
+        .unwrap();
+    let seq_s = sh.acquire(LockMode::Shared, None).await.unwrap();
+    let w = session_at(&list, &b, false).await;
+    let (wx, _) = w.open("/x", OpenOptions::new().write()).await.unwrap();
+    let (ws, _) = w.open("/s", OpenOptions::new().write()).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watch = Arc::new(Mutex::new(Watch::default()));
+    let watching = watcher(w, wx, ws, stop.clone(), watch.clone());
+
+    signal(&pa.process, "-STOP");
+    let paused = Instant::now();
+    for (name, session, events) in [
+        ("x", &x, &mut x_events),
+        ("e", &e, &mut e_events),
+        ("s", &s, &mut s_events),
+    ] {
+        let got = expect_event(name, events, GRACE, |e| matches!(e, Event::MasterFailover)).await;
+        eprintln!("{name}: {got:?} by {:?} after the pause", paused.elapsed());
+        assert_eq!(got.first(), Some(&Event::Jeopardy), "{name}: {got:?}");
+        assert!(!got.contains(&Event::Expired), "{name}: {got:?}");
+        assert_eq!(session.master(), b, "{name}");
+    }
+    // Wake proxy A once its session at the cell has expired: the claims (about 6 s into
+    // the pause) delivered it events, which extended its lease once more (5 s).
+    tokio::time::sleep(
+        (Duration::from_secs(7) + PROXY_LEASE + Duration::from_secs(1))
+            .saturating_sub(paused.elapsed()),
+    )
+    .await;
+    signal(&pa.process, "-CONT");
+    let woke = Instant::now();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (_w, _wx, _ws) = tokio::time::timeout(Duration::from_secs(20), watching)
+        .await
+        .expect("the watcher stopped")
+        .expect("the watcher panicked");
+    let watch = std::mem::take(&mut *watch.lock().unwrap());
+    eprintln!(
+        "watcher: {} rounds, longest gap {:?}; A woke {:?} after the pause",
+        watch.rounds,
+        watch.max_gap,
+        woke - paused
+    );
+    assert!(watch.violations.is_empty(), "{:#?}", watch.violations);
+    for (name, session, events) in [
+        ("x", &x, &mut x_events),
+        ("e", &e, &mut e_events),
+        ("s", &s, &mut s_events),
+    ] {
+        let later = drain(events);
+        assert!(
+            !later
+                .iter()
+                .any(|e| matches!(e, Event::Expired | Event::MasterFailover)),
+            "{name} after proxy A woke: {later:?}"
+        );
+        assert!(session.is_live(), "{name}");
+        assert_eq!(session.master(), b, "{name}");
+    }
+    assert_eq!(xh.get_sequencer().await.unwrap(), seq_x);
+    assert_eq!(sh.get_sequencer().await.unwrap(), seq_s);
+    eh.set_contents(b"e1".to_vec()).await.unwrap();
+    assert_eq!(eh.contents().await.unwrap().0, b"e1");
+    assert!(xh.release().await.unwrap());
+    assert!(sh.release().await.unwrap());
+    // Proxy A serves again, with a new session at the cell.
+    let fresh = Session::connect_with(ClientOptions::proxies(vec![a.clone()]))
+        .await
+        .unwrap();
+    let (fh, _) = fresh
+        .open("/e", OpenOptions::new().read().read_contents())
+        .await
+        .unwrap();
+    assert_eq!(fh.contents().await.unwrap().0, b"e1");
+}
