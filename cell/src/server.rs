@@ -1071,10 +1071,17 @@ impl Warren for Service {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let client = edge::bytes16(&r.client_session, "client_session")?;
             let secret = edge::bytes16(&r.client_secret, "client_secret")?;
+            let only_from = if r.only_from.is_empty() {
+                None
+            } else {
+                Some(edge::bytes16(&r.only_from, "only_from")?)
+            };
             let principal = self
                 .node
                 .master()?
-                .run(|m, now| m.claim_session(&ctx, client, secret, &r.client_principal, now))
+                .run(|m, now| {
+                    m.claim_session(&ctx, client, secret, &r.client_principal, only_from, now)
+                })
                 .await?;
             Ok::<_, Status>(pb::ClaimSessionResponse {
                 known: principal.is_some(),

@@ -54,6 +54,7 @@ fn claim(ctx: &pb::SessionContext, secret: Vec<u8>) -> pb::ClaimSessionRequest {
         client_session: vec![1; 16],
         client_secret: secret,
         client_principal: "carol".into(),
+        only_from: Vec::new(),
     }
 }
 

@@ -199,6 +199,10 @@ pub struct ProxyCore {
     /// Clients that ended here recently, so a late call gets `SESSION_EXPIRED` rather than
     /// being adopted as a client from another proxy: id → when to forget.
     ended: HashMap<ClientId, Instant>,
+    /// The same, in the order they ended (forget times only grow): pruned from the front,
+    /// so a tick costs nothing when nothing is due — 100k sessions closing at once must not
+    /// make every tick walk them all.
+    ended_order: VecDeque<(Instant, ClientId)>,
     waiters: HashMap<WaiterId, ClientId>,
     next_waiter: WaiterId,
     out: Output,
@@ -222,6 +226,7 @@ impl ProxyCore {
             timers: BTreeSet::new(),
             starving: HashSet::new(),
             ended: HashMap::new(),
+            ended_order: VecDeque::new(),
             waiters: HashMap::new(),
             next_waiter: 1,
             out: Output::default(),
@@ -623,7 +628,9 @@ impl ProxyCore {
         self.remove_client(id, Some(why));
         // Remember it for a while so that a late call is told it expired instead of
         // being taken for a client arriving from another proxy.
-        self.ended.insert(id, self.now + self.cfg.max_starve);
+        let until = self.now + self.cfg.max_starve;
+        self.ended.insert(id, until);
+        self.ended_order.push_back((until, id));
     }
 
     fn remove_client(&mut self, id: ClientId, why: Option<WarrenError>) {
@@ -689,7 +696,15 @@ impl ProxyCore {
                 None => {}
             }
         }
-        self.ended.retain(|_, until| *until > now);
+        while let Some(&(until, id)) = self.ended_order.front() {
+            if until > now {
+                break;
+            }
+            self.ended_order.pop_front();
+            if self.ended.get(&id).is_some_and(|u| *u <= now) {
+                self.ended.remove(&id);
+            }
+        }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {

@@ -129,7 +129,7 @@ impl Service {
             let Some(link) = up.current(deadline).await else {
                 return Err(WarrenError::failover_in_progress());
             };
-            match upstream::claim(&link, &id, &secret, "").await {
+            match upstream::claim(&link, &id, &secret, "", None).await {
                 Ok(r) => {
                     if r.known {
                         cells.insert(up.ix);
@@ -392,6 +392,25 @@ async fn end_at_cells(
             tracing::debug!(cell = %up.name, %s, "ending a client session at the cell failed");
         }
     }
+}
+
+/// A call that names a handle and is simply forwarded to the handle's cell on behalf of the
+/// client session (writes, locks, sequencers): check the session, route by the handle,
+/// forward with the client's context.
+macro_rules! forward_by_handle {
+    ($self:ident, $req:ident, $method:ident, $retry:expr) => {{
+        let r = $req.into_inner();
+        let who = $self.session(r.ctx.as_ref()).await?;
+        let (cell, _) = $self.handle_cell(&who, &r.handle)?;
+        let reply = $self
+            .forward(cell, Some(&who), $retry, |mut c, ctx| {
+                let mut r = r.clone();
+                r.ctx = Some(ctx);
+                async move { c.$method(r).await }
+            })
+            .await?;
+        ok(reply)
+    }};
 }
 
 #[tonic::async_trait]
@@ -762,119 +781,49 @@ impl Warren for Service {
         &self,
         req: Request<pb::SetContentsRequest>,
     ) -> Result<Response<pb::SetContentsResponse>, Status> {
-        let r = req.into_inner();
-        let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = self.handle_cell(&who, &r.handle)?;
-        let reply = self
-            .forward(cell, Some(&who), Retry::Once, |mut c, ctx| {
-                let mut r = r.clone();
-                r.ctx = Some(ctx);
-                async move { c.set_contents(r).await }
-            })
-            .await?;
-        ok(reply)
+        forward_by_handle!(self, req, set_contents, Retry::Once)
     }
 
     async fn set_acl(
         &self,
         req: Request<pb::SetAclRequest>,
     ) -> Result<Response<pb::SetAclResponse>, Status> {
-        let r = req.into_inner();
-        let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = self.handle_cell(&who, &r.handle)?;
-        let reply = self
-            .forward(cell, Some(&who), Retry::Once, |mut c, ctx| {
-                let mut r = r.clone();
-                r.ctx = Some(ctx);
-                async move { c.set_acl(r).await }
-            })
-            .await?;
-        ok(reply)
+        forward_by_handle!(self, req, set_acl, Retry::Once)
     }
 
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let r = req.into_inner();
-        let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = self.handle_cell(&who, &r.handle)?;
-        let reply = self
-            .forward(cell, Some(&who), Retry::Once, |mut c, ctx| {
-                let mut r = r.clone();
-                r.ctx = Some(ctx);
-                async move { c.delete(r).await }
-            })
-            .await?;
-        ok(reply)
+        forward_by_handle!(self, req, delete, Retry::Once)
     }
 
     async fn acquire(
         &self,
         req: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
-        let r = req.into_inner();
-        let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = self.handle_cell(&who, &r.handle)?;
-        let reply = self
-            .forward(cell, Some(&who), Retry::Once, |mut c, ctx| {
-                let mut r = r.clone();
-                r.ctx = Some(ctx);
-                async move { c.acquire(r).await }
-            })
-            .await?;
-        ok(reply)
+        forward_by_handle!(self, req, acquire, Retry::Once)
     }
 
     async fn try_acquire(
         &self,
         req: Request<pb::TryAcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
-        let r = req.into_inner();
-        let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = self.handle_cell(&who, &r.handle)?;
-        let reply = self
-            .forward(cell, Some(&who), Retry::Once, |mut c, ctx| {
-                let mut r = r.clone();
-                r.ctx = Some(ctx);
-                async move { c.try_acquire(r).await }
-            })
-            .await?;
-        ok(reply)
+        forward_by_handle!(self, req, try_acquire, Retry::Once)
     }
 
     async fn release(
         &self,
         req: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        let r = req.into_inner();
-        let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = self.handle_cell(&who, &r.handle)?;
-        let reply = self
-            .forward(cell, Some(&who), Retry::Once, |mut c, ctx| {
-                let mut r = r.clone();
-                r.ctx = Some(ctx);
-                async move { c.release(r).await }
-            })
-            .await?;
-        ok(reply)
+        forward_by_handle!(self, req, release, Retry::Once)
     }
 
     async fn get_sequencer(
         &self,
         req: Request<pb::GetSequencerRequest>,
     ) -> Result<Response<pb::GetSequencerResponse>, Status> {
-        let r = req.into_inner();
-        let who = self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = self.handle_cell(&who, &r.handle)?;
-        let reply = self
-            .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
-                let mut r = r.clone();
-                r.ctx = Some(ctx);
-                async move { c.get_sequencer(r).await }
-            })
-            .await?;
-        ok(reply)
+        forward_by_handle!(self, req, get_sequencer, Retry::Idempotent)
     }
 
     async fn set_sequencer(

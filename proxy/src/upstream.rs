@@ -168,6 +168,8 @@ async fn create_session(
 pub async fn run(shared: Arc<Shared>, ix: CellIx) {
     let up = &shared.cells[ix];
     let mut serial = 0u64;
+    // The proxy's last session at this cell, whose clients a new session claims back.
+    let mut previous: Option<[u8; 16]> = None;
     let mut failures = 0u32;
     'session: loop {
         // 1. A master and a new session there.
@@ -218,7 +220,8 @@ pub async fn run(shared: Arc<Shared>, ix: CellIx) {
 
         // 2. Claim back every client that has state at this cell (they were held by the
         // session that was lost, or by another proxy).
-        claim_all(&shared, ix, &link).await;
+        claim_all(&shared, ix, &link, previous).await;
+        previous = Some(link.session);
         up.link.send_replace(Some(link.clone()));
 
         // 3. KeepAlives until the session is lost.
@@ -236,7 +239,10 @@ enum Lost {
     Session,
 }
 
-async fn claim_all(shared: &Shared, ix: CellIx, link: &Link) {
+/// Claims the clients with state at `ix` onto the proxy's new session there — only those
+/// still held by its previous session (`previous`), so that a proxy that lost its session
+/// (a partition, a pause) never takes back a client that moved to another proxy meanwhile.
+async fn claim_all(shared: &Shared, ix: CellIx, link: &Link, previous: Option<[u8; 16]>) {
     let clients = shared.with_core(|c| c.clients_at(ix, Instant::now()));
     if clients.is_empty() {
         return;
@@ -245,7 +251,7 @@ async fn claim_all(shared: &Shared, ix: CellIx, link: &Link) {
     let claims = clients.into_iter().map(|(id, secret, principal)| {
         let link = link.clone();
         async move {
-            let r = claim(&link, &id, &secret, &principal).await;
+            let r = claim(&link, &id, &secret, &principal, previous).await;
             (id, r)
         }
     });
@@ -259,6 +265,10 @@ async fn claim_all(shared: &Shared, ix: CellIx, link: &Link) {
             Err(e) if e.code == ErrorCode::SessionExpired => {
                 shared.with_core(|c| c.expire_client(&id));
             }
+            Err(e) if e.code == ErrorCode::PermissionDenied && previous.is_some() => {
+                // Another proxy holds it now: it is that proxy's client.
+                shared.with_core(|c| c.claimed_away(&id));
+            }
             Err(e) => tracing::warn!(cell = %shared.cells[ix].name, %e, "claim failed"),
         }
     }
@@ -270,6 +280,7 @@ pub async fn claim(
     id: &ClientId,
     secret: &[u8; 16],
     principal: &str,
+    only_from: Option<[u8; 16]>,
 ) -> Result<pb::ClaimSessionResponse, WarrenError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -280,6 +291,7 @@ pub async fn claim(
                 client_session: id.to_vec(),
                 client_secret: secret.to_vec(),
                 client_principal: principal.to_string(),
+                only_from: only_from.map(|s| s.to_vec()).unwrap_or_default(),
             })
             .await;
         metrics::counter!("warren_proxy_claims_total").increment(1);

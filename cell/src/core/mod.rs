@@ -828,6 +828,7 @@ impl Master {
         client: SessionId,
         client_secret: [u8; 16],
         client_principal: &str,
+        only_from: Option<SessionId>,
         now: Instant,
     ) -> Result<Option<String>, WarrenError> {
         self.now = now;
@@ -877,6 +878,12 @@ impl Master {
         }
         if old == sid {
             return Ok(Some(s.rec.principal.clone()));
+        }
+        if only_from.is_some_and(|from| from != old) {
+            return Err(WarrenError::permission_denied(format!(
+                "client session {} is held by another proxy session; not claimed",
+                hex(&client)
+            )));
         }
         let s = self.sessions.get_mut(&client).expect("present");
         s.rec.parent = Some(sid);

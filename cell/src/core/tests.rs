@@ -1539,12 +1539,12 @@ fn client_fields_are_checked_wrong_secret_other_proxy_and_non_proxy_sessions() {
         ErrorCode::InvalidArgument
     );
     assert_eq!(
-        code(t.m.claim_session(&a, cid(1), csecret(1), "carol", t.at(1.0))),
+        code(t.m.claim_session(&a, cid(1), csecret(1), "carol", None, t.at(1.0))),
         ErrorCode::InvalidArgument
     );
     // ClaimSession's own ctx carries no client; KeepAlive never does.
     assert_eq!(
-        code(t.m.claim_session(&c, cid(1), csecret(1), "carol", t.at(1.0))),
+        code(t.m.claim_session(&c, cid(1), csecret(1), "carol", None, t.at(1.0))),
         ErrorCode::InvalidArgument
     );
     assert_eq!(
@@ -1562,11 +1562,11 @@ fn client_fields_are_checked_wrong_secret_other_proxy_and_non_proxy_sessions() {
     // Claims: wrong secret, and a session never seen here (nothing registered).
     t.m.take_output();
     assert_eq!(
-        code(t.m.claim_session(&p2, cid(1), [0; 16], "carol", t.at(1.0))),
+        code(t.m.claim_session(&p2, cid(1), [0; 16], "carol", None, t.at(1.0))),
         ErrorCode::PermissionDenied
     );
     assert_eq!(
-        t.m.claim_session(&p2, cid(7), csecret(7), "gus", t.at(1.0))
+        t.m.claim_session(&p2, cid(7), csecret(7), "gus", None, t.at(1.0))
             .unwrap(),
         None
     );
@@ -1593,7 +1593,7 @@ fn a_claim_moves_a_client_session_and_tells_its_old_proxy_session() {
     let ka = waiter(t.m.keepalive(&p1, last, t.at(1.0)));
     t.m.take_output();
     assert_eq!(
-        t.m.claim_session(&p2, cid(1), csecret(1), "carol", t.at(2.0))
+        t.m.claim_session(&p2, cid(1), csecret(1), "carol", None, t.at(2.0))
             .unwrap()
             .as_deref(),
         Some("carol")
@@ -1628,9 +1628,24 @@ fn a_claim_moves_a_client_session_and_tells_its_old_proxy_session() {
         code(t.m.get_stat(&c1, &o.handle, t.at(2.0))),
         ErrorCode::PermissionDenied
     );
+    // A claim restricted to another holder (a proxy re-creating its lost session claims
+    // back only what its old session held) leaves the session where it is.
+    assert_eq!(
+        code(t.m.claim_session(
+            &p1,
+            cid(1),
+            csecret(1),
+            "carol",
+            Some(p1.session),
+            t.at(2.5)
+        )),
+        ErrorCode::PermissionDenied
+    );
+    assert!(t.m.take_output().mutations.is_empty());
+    assert_eq!(t.m.sessions[&cid(1)].rec.parent, Some(p2.session));
     // Claiming again from the same proxy session changes nothing.
     assert_eq!(
-        t.m.claim_session(&p2, cid(1), csecret(1), "carol", t.at(3.0))
+        t.m.claim_session(&p2, cid(1), csecret(1), "carol", None, t.at(3.0))
             .unwrap()
             .as_deref(),
         Some("carol")
@@ -1694,7 +1709,7 @@ fn an_orphan_keeps_its_locks_for_the_claim_window_and_can_be_claimed() {
         ErrorCode::PermissionDenied
     );
     assert_eq!(
-        t.m.claim_session(&p2, cid(1), csecret(1), "carol", t.at(30.0))
+        t.m.claim_session(&p2, cid(1), csecret(1), "carol", None, t.at(30.0))
             .unwrap()
             .as_deref(),
         Some("carol")
@@ -1743,11 +1758,11 @@ fn an_unclaimed_orphan_ends_as_a_failed_session_after_the_claim_window() {
     // A late claim or call answers SESSION_EXPIRED (a wrong secret still PERMISSION_DENIED).
     let p2 = t.proxy(86.0);
     assert_eq!(
-        code(t.m.claim_session(&p2, cid(1), csecret(1), "carol", t.at(86.0))),
+        code(t.m.claim_session(&p2, cid(1), csecret(1), "carol", None, t.at(86.0))),
         ErrorCode::SessionExpired
     );
     assert_eq!(
-        code(t.m.claim_session(&p2, cid(1), [0; 16], "carol", t.at(86.0))),
+        code(t.m.claim_session(&p2, cid(1), [0; 16], "carol", None, t.at(86.0))),
         ErrorCode::PermissionDenied
     );
     assert_eq!(
@@ -1765,7 +1780,7 @@ fn an_unclaimed_orphan_ends_as_a_failed_session_after_the_claim_window() {
     t.m.tick(t.at(141.0));
     let p3 = t.proxy(141.0);
     assert_eq!(
-        t.m.claim_session(&p3, cid(1), csecret(1), "carol", t.at(141.0))
+        t.m.claim_session(&p3, cid(1), csecret(1), "carol", None, t.at(141.0))
             .unwrap(),
         None
     );
