@@ -1,0 +1,92 @@
+//! Calls on behalf of a client session, on the proxy's current session at the cell,
+//! riding out the cell's failover (waiting for a newer link on `STALE_EPOCH`, `NOT_MASTER`
+//! or a transport failure of an idempotent call) for up to `forward_patience`.
+
+use super::*;
+
+impl Service {
+    /// Forwards a call to cell `cell` on behalf of `who`, on the proxy's current session
+    /// there, riding out a failover of the cell for up to `forward_patience`.
+    pub(super) async fn forward<R, F, Fut>(
+        &self,
+        cell: usize,
+        who: Option<&Who>,
+        retry: Retry,
+        call: F,
+    ) -> Result<R, Status>
+    where
+        F: Fn(WarrenClient<Channel>, pb::SessionContext) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let up = &self.shared.cells[cell];
+        let deadline = Instant::now() + self.shared.cfg.forward_patience;
+        let mut link: Option<Link> = None;
+        loop {
+            let l = match link.take() {
+                Some(l) => l,
+                None => up
+                    .current(deadline)
+                    .await
+                    .ok_or_else(WarrenError::failover_in_progress)?,
+            };
+            let ctx = l.ctx(who.map(|w| (&w.id, &w.secret, w.principal.as_str())));
+            let status = match call(l.client.clone(), ctx).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) => s,
+            };
+            let e = WarrenError::from_status(&status);
+            let wait_newer = |l: Link| async move {
+                up.suspect.notify_one();
+                up.newer_than(l.serial, deadline).await
+            };
+            match e.as_ref().map(|e| e.code) {
+                Some(ErrorCode::StaleEpoch | ErrorCode::NotMaster) => {
+                    link = Some(
+                        wait_newer(l)
+                            .await
+                            .ok_or_else(WarrenError::failover_in_progress)?,
+                    );
+                }
+                Some(ErrorCode::FailoverInProgress) => {
+                    if Instant::now() >= deadline {
+                        return Err(status);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Some(ErrorCode::SessionExpired) if status.message().contains(&hex(&l.session)) => {
+                    // The proxy's own session at the cell is gone: a new one is made and
+                    // the client claimed onto it.
+                    link = Some(
+                        wait_newer(l)
+                            .await
+                            .ok_or_else(WarrenError::failover_in_progress)?,
+                    );
+                }
+                Some(ErrorCode::SessionExpired) => {
+                    // The client's session at the cell ended: it lost what it held there.
+                    if let Some(w) = who {
+                        self.shared.with_core(|c| c.expire_client(&w.id));
+                    }
+                    return Err(status);
+                }
+                Some(_) => return Err(status),
+                None => {
+                    // A transport failure: the master may be gone.
+                    if retry == Retry::Once {
+                        up.suspect.notify_one();
+                        return Err(Status::unavailable(format!(
+                            "the connection to cell {} failed during the call: {}",
+                            up.name,
+                            status.message()
+                        )));
+                    }
+                    link = Some(
+                        wait_newer(l)
+                            .await
+                            .ok_or_else(WarrenError::failover_in_progress)?,
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Sequencers: `SetSequencer` (after which the handle's reads must reach the cell) and
+//! `CheckSequencer` (asked as the proxy itself). Acquire/TryAcquire/Release/GetSequencer are
+//! plain forwards in the trait impl.
+
+use super::*;
+
+pub(super) async fn set_sequencer(
+    svc: &Service,
+    req: Request<pb::SetSequencerRequest>,
+) -> Result<Response<pb::SetSequencerResponse>, Status> {
+    let r = req.into_inner();
+    let who = svc.session(r.ctx.as_ref()).await?;
+    let (cell, body) = svc.handle_cell(&who, &r.handle)?;
+    // Reads through this handle must reach the cell from now on (it checks the
+    // sequencer), even if the call below fails half-way.
+    svc.handle_info(&who, &r.handle, cell, body.as_ref());
+    svc.shared
+        .with_core(|c| c.sequencer_set(&who.id, &r.handle));
+    let reply = svc
+        .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
+            let mut r = r.clone();
+            r.ctx = Some(ctx);
+            async move { c.set_sequencer(r).await }
+        })
+        .await?;
+    ok(reply)
+}
+
+pub(super) async fn check_sequencer(
+    svc: &Service,
+    req: Request<pb::CheckSequencerRequest>,
+) -> Result<Response<pb::CheckSequencerResponse>, Status> {
+    let r = req.into_inner();
+    // Checked as the proxy itself: whether a sequencer is current does not depend on
+    // who asks, and the client may have nothing open at that cell.
+    svc.session(r.ctx.as_ref()).await?;
+    let path = r
+        .sequencer
+        .as_ref()
+        .map(|s| s.path.clone())
+        .unwrap_or_default();
+    let cell = svc.shared.cell_of_path(&path);
+    let reply = svc
+        .forward(cell, None, Retry::Idempotent, |mut c, ctx| {
+            let mut r = r.clone();
+            r.ctx = Some(ctx);
+            async move { c.check_sequencer(r).await }
+        })
+        .await?;
+    ok(reply)
+}

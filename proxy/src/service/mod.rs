@@ -1,0 +1,314 @@
+//! The proxy's `warren.v1.Warren` service: each call either answered from the proxy's own
+//! state (sessions, KeepAlives, cached reads) or forwarded to the cell that owns it on
+//! behalf of the client session (SPEC §6). Errors come from the one table; whatever a
+//! cell answers is passed through unchanged, so a client sees what it would see direct.
+//!
+//! One module per concern (as etcd's `grpcproxy/{kv,lease,lock}.go`): [`sessions`]
+//! (Locate, CreateSession, KeepAlive, CloseSession, adopting a dead proxy's clients),
+//! [`reads`] (Open, Close and the cached reads), [`locks`] (sequencers; the other lock
+//! and write calls are plain forwards, [`forward_by_handle`]), [`forward`] (calls on behalf
+//! of a client session, riding out a cell failover). This file holds the session check,
+//! handle routing and the trait impl that dispatches to them.
+
+mod forward;
+mod locks;
+mod reads;
+mod sessions;
+
+pub(crate) use sessions::run_effect;
+
+use crate::core::{ClientId, HandleInfo, Known};
+use crate::upstream::{self, Link};
+use crate::{ProxyError, Shared};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use warren_proto::framing::{framing_errors_into_table, MAX_MESSAGE_BYTES};
+use warren_proto::pb;
+use warren_proto::pb::warren_client::WarrenClient;
+use warren_proto::pb::warren_server::{Warren, WarrenServer};
+use warren_proto::{ErrorCode, WarrenError};
+
+const READ: u32 = 1;
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProxyError> {
+    let svc = WarrenServer::new(Service { shared }).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    // TCP_NODELAY on accepted connections: without it a held KeepAlive reply can sit
+    // behind Nagle + delayed ACK for ~40 ms, and every write waiting on it with it.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .layer(tower::util::MapResponseLayer::new(
+            framing_errors_into_table,
+        ))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await
+        .map_err(|e| ProxyError::Serve(e.to_string()))
+}
+
+struct Service {
+    shared: Arc<Shared>,
+}
+
+/// A client session, as a forwarded call carries it.
+#[derive(Clone)]
+struct Who {
+    id: ClientId,
+    secret: [u8; 16],
+    principal: String,
+}
+
+fn bytes16(b: &[u8], field: &str) -> Result<[u8; 16], WarrenError> {
+    b.try_into().map_err(|_| {
+        WarrenError::invalid_argument(format!("ctx.{field} must be 16 bytes, got {}", b.len()))
+    })
+}
+
+/// The session part of a client request, as the cell's edge parses it.
+fn parse_ctx(c: Option<&pb::SessionContext>) -> Result<(ClientId, [u8; 16], u64), WarrenError> {
+    let c = c.ok_or_else(|| {
+        WarrenError::invalid_argument("the request has no session context (field ctx)")
+    })?;
+    let id = bytes16(&c.session_id, "session_id")?;
+    let secret = bytes16(&c.secret, "secret")?;
+    if !c.client_session.is_empty() || !c.client_secret.is_empty() || !c.client_principal.is_empty()
+    {
+        return Err(WarrenError::invalid_argument(
+            "ctx.client_session is only for proxies talking to cells; this is a proxy",
+        ));
+    }
+    Ok((id, secret, c.epoch))
+}
+
+fn hex(id: &[u8]) -> String {
+    id.iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        + "…"
+}
+
+/// How a forwarded call may be retried.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Safe to send again after a transport failure (reads, Close, lock queries).
+    Idempotent,
+    /// Not after a transport failure: the first attempt may have been applied.
+    Once,
+}
+
+impl Service {
+    /// Checks (or adopts) the client session of a request.
+    pub(super) async fn session(&self, ctx: Option<&pb::SessionContext>) -> Result<Who, Status> {
+        let (id, secret, epoch) = parse_ctx(ctx)?;
+        let known = self
+            .shared
+            .with_core(|c| c.check(&id, &secret, epoch, Instant::now()))?;
+        if let Known::Unknown = known {
+            let new_epoch = self.adopt(id, secret, epoch).await?;
+            // The client now adopts the new epoch (its event numbering restarts) and
+            // retries; its next KeepAlive brings the fail-over event.
+            return Err(WarrenError::stale_epoch(new_epoch, epoch).into());
+        }
+        let (principal, _) = self
+            .shared
+            .with_core(|c| c.identity(&id))
+            .ok_or_else(|| WarrenError::session_expired("the session has expired"))?;
+        Ok(Who {
+            id,
+            secret,
+            principal,
+        })
+    }
+
+    /// The cell a handle-based call goes to. A client that never opened anything at that
+    /// cell cannot hold a handle there: `HANDLE_INVALID`, as the cell would say to a
+    /// session that did not open the handle.
+    pub(super) fn handle_cell(
+        &self,
+        who: &Who,
+        token: &[u8],
+    ) -> Result<(usize, Option<pb::HandleBody>), Status> {
+        let (cell, body) = self.shared.cell_of_handle(token);
+        if !self.shared.with_core(|c| c.is_registered(&who.id, cell)) {
+            return Err(WarrenError::handle_invalid(if body.is_some() {
+                "the handle was not opened by this session"
+            } else {
+                "the handle bytes are not a Warren handle (truncated or corrupted)"
+            })
+            .into());
+        }
+        Ok((cell, body))
+    }
+}
+
+fn ok<T>(t: T) -> Result<Response<T>, Status> {
+    Ok(Response::new(t))
+}
+
+/// A call that names a handle and is simply forwarded to the handle's cell on behalf of the
+/// client session (writes, locks, sequencers): check the session, route by the handle,
+/// forward with the client's context.
+macro_rules! forward_by_handle {
+    ($self:ident, $req:ident, $method:ident, $retry:expr) => {{
+        let r = $req.into_inner();
+        let who = $self.session(r.ctx.as_ref()).await?;
+        let (cell, _) = $self.handle_cell(&who, &r.handle)?;
+        let reply = $self
+            .forward(cell, Some(&who), $retry, |mut c, ctx| {
+                let mut r = r.clone();
+                r.ctx = Some(ctx);
+                async move { c.$method(r).await }
+            })
+            .await?;
+        ok(reply)
+    }};
+}
+
+#[tonic::async_trait]
+impl Warren for Service {
+    async fn locate(
+        &self,
+        _req: Request<pb::LocateRequest>,
+    ) -> Result<Response<pb::LocateResponse>, Status> {
+        sessions::locate(self, _req).await
+    }
+
+    async fn create_session(
+        &self,
+        req: Request<pb::CreateSessionRequest>,
+    ) -> Result<Response<pb::CreateSessionResponse>, Status> {
+        sessions::create_session(self, req).await
+    }
+
+    async fn keep_alive(
+        &self,
+        req: Request<pb::KeepAliveRequest>,
+    ) -> Result<Response<pb::KeepAliveResponse>, Status> {
+        sessions::keep_alive(self, req).await
+    }
+
+    async fn close_session(
+        &self,
+        req: Request<pb::CloseSessionRequest>,
+    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        sessions::close_session(self, req).await
+    }
+
+    async fn open(
+        &self,
+        req: Request<pb::OpenRequest>,
+    ) -> Result<Response<pb::OpenResponse>, Status> {
+        reads::open(self, req).await
+    }
+
+    async fn close(
+        &self,
+        req: Request<pb::CloseRequest>,
+    ) -> Result<Response<pb::CloseResponse>, Status> {
+        reads::close(self, req).await
+    }
+
+    async fn get_contents_and_stat(
+        &self,
+        req: Request<pb::GetContentsAndStatRequest>,
+    ) -> Result<Response<pb::GetContentsAndStatResponse>, Status> {
+        reads::get_contents_and_stat(self, req).await
+    }
+
+    async fn get_stat(
+        &self,
+        req: Request<pb::GetStatRequest>,
+    ) -> Result<Response<pb::GetStatResponse>, Status> {
+        reads::get_stat(self, req).await
+    }
+
+    async fn read_dir(
+        &self,
+        req: Request<pb::ReadDirRequest>,
+    ) -> Result<Response<pb::ReadDirResponse>, Status> {
+        reads::read_dir(self, req).await
+    }
+
+    async fn set_contents(
+        &self,
+        req: Request<pb::SetContentsRequest>,
+    ) -> Result<Response<pb::SetContentsResponse>, Status> {
+        forward_by_handle!(self, req, set_contents, Retry::Once)
+    }
+
+    async fn set_acl(
+        &self,
+        req: Request<pb::SetAclRequest>,
+    ) -> Result<Response<pb::SetAclResponse>, Status> {
+        forward_by_handle!(self, req, set_acl, Retry::Once)
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        forward_by_handle!(self, req, delete, Retry::Once)
+    }
+
+    async fn acquire(
+        &self,
+        req: Request<pb::AcquireRequest>,
+    ) -> Result<Response<pb::AcquireResponse>, Status> {
+        forward_by_handle!(self, req, acquire, Retry::Once)
+    }
+
+    async fn try_acquire(
+        &self,
+        req: Request<pb::TryAcquireRequest>,
+    ) -> Result<Response<pb::AcquireResponse>, Status> {
+        forward_by_handle!(self, req, try_acquire, Retry::Once)
+    }
+
+    async fn release(
+        &self,
+        req: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        forward_by_handle!(self, req, release, Retry::Once)
+    }
+
+    async fn get_sequencer(
+        &self,
+        req: Request<pb::GetSequencerRequest>,
+    ) -> Result<Response<pb::GetSequencerResponse>, Status> {
+        forward_by_handle!(self, req, get_sequencer, Retry::Idempotent)
+    }
+
+    async fn set_sequencer(
+        &self,
+        req: Request<pb::SetSequencerRequest>,
+    ) -> Result<Response<pb::SetSequencerResponse>, Status> {
+        locks::set_sequencer(self, req).await
+    }
+
+    async fn check_sequencer(
+        &self,
+        req: Request<pb::CheckSequencerRequest>,
+    ) -> Result<Response<pb::CheckSequencerResponse>, Status> {
+        locks::check_sequencer(self, req).await
+    }
+
+    async fn claim_session(
+        &self,
+        _req: Request<pb::ClaimSessionRequest>,
+    ) -> Result<Response<pb::ClaimSessionResponse>, Status> {
+        Err(WarrenError::invalid_argument(
+            "ClaimSession is for proxies talking to cells; this is a proxy",
+        )
+        .into())
+    }
+}

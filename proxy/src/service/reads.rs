@@ -1,0 +1,293 @@
+//! Opens and reads (the "kv" concern): `Open` and `Close` forwarded, and
+//! `GetContentsAndStat` / `GetStat` / `ReadDir` answered from the shared cache when the
+//! handle allows it, else forwarded with a fill ticket.
+
+use super::*;
+
+impl Service {
+    /// A cached read: the handle must be one the cell gave this client (not closed), with
+    /// the intent the cell would demand, and no sequencer (the cell checks those).
+    pub(super) fn cached<T>(
+        &self,
+        who: &Who,
+        token: &[u8],
+        need_read: bool,
+        get: impl FnOnce(&crate::cache::Entry, u64) -> Option<T>,
+    ) -> Result<T, Option<crate::cache::Ticket>> {
+        self.shared.with_core(|c| {
+            let info = match c.handle(&who.id, token) {
+                Some(h)
+                    if !h.sequencer && !h.unconfirmed && (!need_read || h.intent & READ != 0) =>
+                {
+                    h.clone()
+                }
+                _ => {
+                    c.cache.note_miss();
+                    return Err(Some(c.cache.ticket()));
+                }
+            };
+            let ticket = c.cache.ticket();
+            let hit = c.cache.get(&info.path).and_then(|e| get(e, info.instance));
+            match hit {
+                Some(v) => {
+                    c.note_cacher(&who.id, &info.path, None);
+                    Ok(v)
+                }
+                None => Err(Some(ticket)),
+            }
+        })
+    }
+
+    pub(super) fn handle_info(
+        &self,
+        who: &Who,
+        token: &[u8],
+        cell: usize,
+        body: Option<&pb::HandleBody>,
+    ) {
+        if let Some(b) = body {
+            let info = HandleInfo {
+                cell,
+                path: b.path.clone(),
+                instance: b.instance,
+                intent: b.intent,
+                sequencer: false,
+                unconfirmed: false,
+            };
+            self.shared.with_core(|c| {
+                if c.handle(&who.id, token).is_none() {
+                    c.add_handle(&who.id, token.to_vec(), info);
+                } else {
+                    c.confirm_handle(&who.id, token);
+                }
+            });
+        }
+    }
+}
+
+pub(super) async fn open(
+    svc: &Service,
+    req: Request<pb::OpenRequest>,
+) -> Result<Response<pb::OpenResponse>, Status> {
+    let r = req.into_inner();
+    let who = svc.session(r.ctx.as_ref()).await?;
+    let cell = svc.shared.cell_of_path(&r.path);
+    let ticket = svc.shared.with_core(|c| {
+        c.registered(&who.id, cell);
+        c.cache.ticket()
+    });
+    let result = svc
+        .forward(cell, Some(&who), Retry::Once, |mut c, ctx| {
+            let mut r = r.clone();
+            r.ctx = Some(ctx);
+            async move { c.open(r).await }
+        })
+        .await;
+    match result {
+        Ok(mut reply) => {
+            let body = crate::decode_handle(&reply.handle);
+            svc.handle_info(&who, &reply.handle, cell, body.as_ref());
+            if reply.cacheable {
+                let path = body.map(|b| b.path).unwrap_or_else(|| r.path.clone());
+                let stat = reply.stat.clone();
+                let contents = r.read.then(|| reply.contents.clone());
+                reply.cacheable = svc.shared.with_core(|c| {
+                    if !c.note_cacher(&who.id, &path, Some(ticket)) {
+                        return false;
+                    }
+                    if let Some(stat) = stat {
+                        c.cache.fill(&path, ticket, |e| {
+                            if let Some(data) = contents {
+                                e.contents = Some((data, stat.clone()));
+                            }
+                            e.stat = Some(stat);
+                        });
+                    }
+                    true
+                });
+            }
+            ok(reply)
+        }
+        Err(status) => {
+            // A cacheable absence: the client may cache it only if we will relay its
+            // invalidation.
+            if let Some(e) = WarrenError::from_status(&status) {
+                if e.code == ErrorCode::NotFound && e.cacheable {
+                    let path = r.path.clone();
+                    let still = svc
+                        .shared
+                        .with_core(|c| c.note_cacher(&who.id, &path, Some(ticket)));
+                    if !still {
+                        let mut e = e;
+                        e.cacheable = false;
+                        return Err(e.into());
+                    }
+                }
+            }
+            Err(status)
+        }
+    }
+}
+
+pub(super) async fn close(
+    svc: &Service,
+    req: Request<pb::CloseRequest>,
+) -> Result<Response<pb::CloseResponse>, Status> {
+    // Never fails (SPEC §3): whatever is wrong with the request, the answer is OK.
+    let r = req.into_inner();
+    let Ok(who) = svc.session(r.ctx.as_ref()).await else {
+        return ok(pb::CloseResponse {});
+    };
+    svc.shared
+        .with_core(|c| c.remove_handle(&who.id, &r.handle));
+    if let Ok((cell, _)) = svc.handle_cell(&who, &r.handle) {
+        let _ = svc
+            .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
+                let mut r = r.clone();
+                r.ctx = Some(ctx);
+                async move { c.close(r).await }
+            })
+            .await;
+    }
+    ok(pb::CloseResponse {})
+}
+
+pub(super) async fn get_contents_and_stat(
+    svc: &Service,
+    req: Request<pb::GetContentsAndStatRequest>,
+) -> Result<Response<pb::GetContentsAndStatResponse>, Status> {
+    let r = req.into_inner();
+    let who = svc.session(r.ctx.as_ref()).await?;
+    let ticket = match svc.cached(&who, &r.handle, true, |e, instance| {
+        e.contents
+            .as_ref()
+            .filter(|(_, s)| s.instance == instance)
+            .cloned()
+    }) {
+        Ok((contents, stat)) => {
+            return ok(pb::GetContentsAndStatResponse {
+                contents,
+                stat: Some(stat),
+                cacheable: true,
+            })
+        }
+        Err(t) => t,
+    };
+    let (cell, body) = svc.handle_cell(&who, &r.handle)?;
+    let mut reply = svc
+        .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
+            let mut r = r.clone();
+            r.ctx = Some(ctx);
+            async move { c.get_contents_and_stat(r).await }
+        })
+        .await?;
+    svc.handle_info(&who, &r.handle, cell, body.as_ref());
+    if let (true, Some(b), Some(t)) = (reply.cacheable, body, ticket) {
+        let data = reply.contents.clone();
+        let stat = reply.stat.clone();
+        reply.cacheable = svc.shared.with_core(|c| {
+            if !c.note_cacher(&who.id, &b.path, Some(t)) {
+                return false;
+            }
+            if let Some(stat) = stat {
+                c.cache.fill(&b.path, t, |e| {
+                    e.stat = Some(stat.clone());
+                    e.contents = Some((data, stat));
+                });
+            }
+            true
+        });
+    }
+    ok(reply)
+}
+
+pub(super) async fn get_stat(
+    svc: &Service,
+    req: Request<pb::GetStatRequest>,
+) -> Result<Response<pb::GetStatResponse>, Status> {
+    let r = req.into_inner();
+    let who = svc.session(r.ctx.as_ref()).await?;
+    let ticket = match svc.cached(&who, &r.handle, false, |e, instance| {
+        e.stat
+            .as_ref()
+            .or(e.contents.as_ref().map(|(_, s)| s))
+            .filter(|s| s.instance == instance)
+            .cloned()
+    }) {
+        Ok(stat) => {
+            return ok(pb::GetStatResponse {
+                stat: Some(stat),
+                cacheable: true,
+            })
+        }
+        Err(t) => t,
+    };
+    let (cell, body) = svc.handle_cell(&who, &r.handle)?;
+    let mut reply = svc
+        .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
+            let mut r = r.clone();
+            r.ctx = Some(ctx);
+            async move { c.get_stat(r).await }
+        })
+        .await?;
+    svc.handle_info(&who, &r.handle, cell, body.as_ref());
+    if let (true, Some(b), Some(t)) = (reply.cacheable, body, ticket) {
+        let stat = reply.stat.clone();
+        reply.cacheable = svc.shared.with_core(|c| {
+            if !c.note_cacher(&who.id, &b.path, Some(t)) {
+                return false;
+            }
+            if let Some(stat) = stat {
+                c.cache.fill(&b.path, t, |e| e.stat = Some(stat));
+            }
+            true
+        });
+    }
+    ok(reply)
+}
+
+pub(super) async fn read_dir(
+    svc: &Service,
+    req: Request<pb::ReadDirRequest>,
+) -> Result<Response<pb::ReadDirResponse>, Status> {
+    let r = req.into_inner();
+    let who = svc.session(r.ctx.as_ref()).await?;
+    let ticket = match svc.cached(&who, &r.handle, true, |e, instance| {
+        e.dir
+            .as_ref()
+            .filter(|(_, s)| s.instance == instance)
+            .cloned()
+    }) {
+        Ok((entries, stat)) => {
+            return ok(pb::ReadDirResponse {
+                entries,
+                cacheable: true,
+                stat: Some(stat),
+            })
+        }
+        Err(t) => t,
+    };
+    let (cell, body) = svc.handle_cell(&who, &r.handle)?;
+    let mut reply = svc
+        .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
+            let mut r = r.clone();
+            r.ctx = Some(ctx);
+            async move { c.read_dir(r).await }
+        })
+        .await?;
+    svc.handle_info(&who, &r.handle, cell, body.as_ref());
+    if let (true, Some(b), Some(t)) = (reply.cacheable, body, ticket) {
+        let entries = reply.entries.clone();
+        let stat = reply.stat.clone();
+        reply.cacheable = svc.shared.with_core(|c| {
+            if !c.note_cacher(&who.id, &b.path, Some(t)) {
+                return false;
+            }
+            if let Some(stat) = stat {
+                c.cache.fill(&b.path, t, |e| e.dir = Some((entries, stat)));
+            }
+            true
+        });
+    }
+    ok(reply)
+}

@@ -1,0 +1,263 @@
+//! Sessions (the "lease" concern): `Locate`, `CreateSession`, the long-poll `KeepAlive`
+//! answered from the proxy's own client-session table, `CloseSession` (ended at the cells
+//! first), and adopting the client of a dead proxy by claiming it at every cell.
+
+use super::*;
+use crate::core::{Effect, Reply};
+use std::collections::BTreeSet;
+use tokio::sync::oneshot;
+
+impl Service {
+    /// A session this proxy does not know: a client arriving from another proxy (SPEC §6
+    /// proxy failover). Claims it at every cell, then takes it on.
+    pub(super) async fn adopt(
+        &self,
+        id: ClientId,
+        secret: [u8; 16],
+        epoch: u64,
+    ) -> Result<u64, WarrenError> {
+        let deadline = Instant::now() + self.shared.cfg.forward_patience;
+        let mut cells = BTreeSet::new();
+        let mut principal = String::new();
+        let mut expired = false;
+        for up in &self.shared.cells {
+            let Some(link) = up.current(deadline).await else {
+                return Err(WarrenError::failover_in_progress());
+            };
+            match upstream::claim(&link, &id, &secret, "", None).await {
+                Ok(r) => {
+                    if r.known {
+                        cells.insert(up.ix);
+                        if principal.is_empty() {
+                            principal = r.principal;
+                        }
+                    }
+                }
+                Err(e) if e.code == ErrorCode::SessionExpired => expired = true,
+                Err(e) if e.code == ErrorCode::PermissionDenied => {
+                    return Err(WarrenError::permission_denied(format!(
+                        "wrong secret for session {}",
+                        hex(&id)
+                    )))
+                }
+                Err(e) if e.is_retryable() => return Err(WarrenError::failover_in_progress()),
+                Err(e) => return Err(e),
+            }
+        }
+        // A session no cell knows is indistinguishable from a made-up one: as a cell
+        // would, call it expired. (So a client that had opened nothing anywhere loses its
+        // empty session when its proxy dies; see docs/proxy.md.)
+        if expired || cells.is_empty() {
+            return Err(WarrenError::session_expired(format!(
+                "session {} is unknown or has expired",
+                hex(&id)
+            )));
+        }
+        Ok(self
+            .shared
+            .with_core(|c| c.adopt(id, secret, principal, epoch, cells, Instant::now())))
+    }
+}
+
+pub(super) async fn locate(
+    svc: &Service,
+    _req: Request<pb::LocateRequest>,
+) -> Result<Response<pb::LocateResponse>, Status> {
+    let serving = svc.shared.ready();
+    ok(pb::LocateResponse {
+        cell: String::new(),
+        master: svc.shared.advertised.clone(),
+        epoch: 0,
+        map_epoch: 0,
+        deployment: svc.shared.deployment.get().cloned().unwrap_or_default(),
+        is_master: true,
+        serving,
+        role: "proxy".into(),
+        replica: svc.shared.cfg.id.clone(),
+        store_health: if serving {
+            "ok".into()
+        } else {
+            "a cell is unreachable".into()
+        },
+    })
+}
+
+pub(super) async fn create_session(
+    svc: &Service,
+    req: Request<pb::CreateSessionRequest>,
+) -> Result<Response<pb::CreateSessionResponse>, Status> {
+    let r = req.into_inner();
+    if r.proxy {
+        return Err(WarrenError::invalid_argument(
+            "this is a proxy: proxy sessions are made at cells",
+        )
+        .into());
+    }
+    if r.principal.len() > 255 {
+        return Err(
+            WarrenError::invalid_argument("principal name is longer than 255 bytes").into(),
+        );
+    }
+    let deployment = svc
+        .shared
+        .deployment()
+        .await
+        .ok_or_else(WarrenError::failover_in_progress)?;
+    let (id, secret, lease, epoch) = svc
+        .shared
+        .with_core(|c| c.create_session(&r.principal, Instant::now()));
+    metrics::counter!("warren_proxy_sessions_created_total").increment(1);
+    ok(pb::CreateSessionResponse {
+        session_id: id.to_vec(),
+        secret: secret.to_vec(),
+        lease_ms: lease.as_millis() as u64,
+        epoch,
+        deployment,
+    })
+}
+
+pub(super) async fn keep_alive(
+    svc: &Service,
+    req: Request<pb::KeepAliveRequest>,
+) -> Result<Response<pb::KeepAliveResponse>, Status> {
+    let r = req.into_inner();
+    let who = svc.session(r.ctx.as_ref()).await?;
+    let (tx, rx) = oneshot::channel();
+    let parked = svc.shared.with_state(|st| {
+        match st.core.keepalive(&who.id, r.ack_seq, Instant::now()) {
+            Ok(Reply::Done(reply)) => Ok(Err(reply)),
+            Ok(Reply::Wait(w)) => {
+                st.senders.insert(w, tx);
+                Ok(Ok(w))
+            }
+            Err(e) => Err(e),
+        }
+    })?;
+    match parked {
+        Err(reply) => ok(ka_reply(reply)),
+        Ok(waiter) => {
+            let mut guard = Parked {
+                shared: &svc.shared,
+                waiter,
+                done: false,
+            };
+            let result = rx.await;
+            guard.done = true;
+            match result {
+                Ok(Ok(reply)) => ok(ka_reply(reply)),
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => Err(WarrenError::internal("the proxy dropped the KeepAlive").into()),
+            }
+        }
+    }
+}
+
+pub(super) async fn close_session(
+    svc: &Service,
+    req: Request<pb::CloseSessionRequest>,
+) -> Result<Response<pb::CloseSessionResponse>, Status> {
+    let r = req.into_inner();
+    let who = svc.session(r.ctx.as_ref()).await?;
+    // End it at its cells first, and only then here (which answers its parked KeepAlive
+    // with SESSION_EXPIRED): the client library stops waiting for this reply once it
+    // learns that the session is over, so it must not learn that before its locks and
+    // ephemeral files are gone. In a task of its own, so that a caller that goes away
+    // cannot leave them held at a cell with nobody left here to end them.
+    let ended: Vec<usize> = svc.shared.with_core(|c| c.cells_of(&who.id));
+    if !ended.is_empty() {
+        let (shared, w, cells) = (svc.shared.clone(), who.clone(), ended.clone());
+        let _ = tokio::spawn(async move {
+            end_at_cells(&shared, w.id, w.secret, &w.principal, &cells, false).await
+        })
+        .await;
+    }
+    let ((), effects) = svc
+        .shared
+        .with_core_fx(|c| c.close_session(&who.id, Instant::now()));
+    for e in effects {
+        match e {
+            Effect::EndAtCells {
+                client,
+                secret,
+                principal,
+                mut cells,
+                expired,
+            } => {
+                if client == who.id {
+                    cells.retain(|c| !ended.contains(c));
+                }
+                end_at_cells(&svc.shared, client, secret, &principal, &cells, expired).await
+            }
+            Effect::AckUpstream(cell) => svc.shared.cells[cell].kick.notify_one(),
+        }
+    }
+    ok(pb::CloseSessionResponse {})
+}
+
+/// Removes a parked KeepAlive from the core if the call goes away before it is answered.
+struct Parked<'a> {
+    shared: &'a Shared,
+    waiter: u64,
+    done: bool,
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let w = self.waiter;
+            self.shared.with_state(|st| {
+                st.senders.remove(&w);
+                st.core.cancel(w);
+            });
+        }
+    }
+}
+
+fn ka_reply(r: crate::core::KeepAliveReply) -> pb::KeepAliveResponse {
+    pb::KeepAliveResponse {
+        lease_ms: r.lease.as_millis() as u64,
+        events: r.events,
+        epoch: r.epoch,
+    }
+}
+
+/// Executes an effect the core asked for (in the background).
+pub(crate) async fn run_effect(shared: &Shared, e: Effect) {
+    if let Effect::EndAtCells {
+        client,
+        secret,
+        principal,
+        cells,
+        expired,
+    } = e
+    {
+        end_at_cells(shared, client, secret, &principal, &cells, expired).await;
+    }
+}
+
+async fn end_at_cells(
+    shared: &Shared,
+    client: ClientId,
+    secret: [u8; 16],
+    principal: &str,
+    cells: &[usize],
+    expired: bool,
+) {
+    let deadline = Instant::now() + shared.cfg.forward_patience;
+    for &ix in cells {
+        let up = &shared.cells[ix];
+        let Some(link) = up.current(deadline).await else {
+            continue;
+        };
+        let mut c = link.client.clone();
+        let r = c
+            .close_session(pb::CloseSessionRequest {
+                ctx: Some(link.ctx(Some((&client, &secret, principal)))),
+                expired,
+            })
+            .await;
+        if let Err(s) = r {
+            tracing::debug!(cell = %up.name, %s, "ending a client session at the cell failed");
+        }
+    }
+}
