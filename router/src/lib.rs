@@ -4,10 +4,14 @@
 //! ([`path`]), the directory to a slot by a pinned hash ([`hash`]), and the slot to a cell
 //! by the versioned [`PartitionMap`] ([`map`]). Cells, proxies and direct-mode clients all
 //! route with this crate, so they always agree on where a node lives.
+//!
+//! New maps come from the weighted, minimum-movement [`rebalance()`] (module
+//! [`mod@rebalance`]); [`diff`] lists the slots that move between two maps (a reshard plan).
 
 pub mod hash;
 pub mod map;
 pub mod path;
+pub mod rebalance;
 
 pub use hash::{dir_hash, slot_of_dir};
 pub use map::{CellName, MapError, PartitionMap, MAP_FORMAT, MAX_SLOTS};
@@ -15,6 +19,7 @@ pub use path::{
     deployment_of, parent_dir, routing_dir, slot_of_path, validate_path, RouteError,
     MAX_COMPONENT_LEN, MAX_PATH_LEN,
 };
+pub use rebalance::{diff, move_runs, rebalance, CellChange, MoveRun, Proposal, SlotMove, Weight};
 
 /// The slot count of a new deployment unless its operator chooses another (SPEC §12).
 ///

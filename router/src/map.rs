@@ -100,6 +100,22 @@ pub enum MapError {
     },
     #[error("slot {slot} is owned by no cell ({unowned} slots in all are unowned); every slot needs an owner")]
     SlotUnowned { slot: u32, unowned: u32 },
+    #[error("the rebalance target names no cells; give at least one cell a weight above 0")]
+    EmptyTarget,
+    #[error("the rebalance target's weights add up to 0 ({cells} cells, all weight 0); at least one cell needs a weight above 0 to own the slots")]
+    ZeroTotalWeight { cells: usize },
+    #[error(
+        "cell {cell:?} is new in the rebalance target but no replica addresses were given for it"
+    )]
+    MissingAddresses { cell: String },
+    #[error("replica addresses were given for cell {cell:?}, which is not in the rebalance target; add it to the target with a weight, or drop its addresses")]
+    AddressesWithoutWeight { cell: String },
+    #[error("partition map epoch {map_epoch} is the largest possible; no newer map can be made")]
+    EpochExhausted { map_epoch: u64 },
+    #[error("cannot compare maps of {old} and {new} slots; the slot count is fixed for the life of a deployment")]
+    SlotCountMismatch { old: u32, new: u32 },
+    #[error("cannot compare maps of deployment {old:?} and deployment {new:?}")]
+    DeploymentMismatch { old: String, new: String },
 }
 
 /// Which cell owns each slot, and where each cell's replicas are, at one map epoch.
@@ -225,7 +241,13 @@ impl PartitionMap {
                 }
             }
         }
+        let mut known: Option<&CellName> = None;
         for (slot, cell) in self.slots.iter().enumerate() {
+            // Neighbouring slots mostly share an owner (maps are made of ranges).
+            if known == Some(cell) {
+                continue;
+            }
+            known = Some(cell);
             if !self.cells.contains_key(cell) {
                 return Err(MapError::UnknownCell {
                     slot: slot as u32,
@@ -260,6 +282,11 @@ impl PartitionMap {
         self.cells.get(cell).map(Vec::as_slice)
     }
 
+    /// The owner of every slot, indexed by slot number (length [`PartitionMap::slot_count`]).
+    pub fn slot_owners(&self) -> &[CellName] {
+        &self.slots
+    }
+
     /// The cell owning `slot`, or `None` if `slot >= slot_count()`.
     pub fn owner_of_slot(&self, slot: u32) -> Option<&str> {
         self.slots.get(slot as usize).map(String::as_str)
@@ -289,9 +316,15 @@ impl PartitionMap {
     /// How many slots each cell owns; cells owning none are included with 0.
     pub fn slot_counts(&self) -> BTreeMap<String, u32> {
         let mut counts: BTreeMap<String, u32> = self.cells.keys().map(|c| (c.clone(), 0)).collect();
-        for cell in &self.slots {
-            if let Some(n) = counts.get_mut(cell) {
-                *n += 1;
+        // One lookup per run of slots with one owner (maps are made of ranges).
+        let mut owners = self.slots.iter().peekable();
+        while let Some(owner) = owners.next() {
+            let mut run = 1;
+            while owners.next_if_eq(&owner).is_some() {
+                run += 1;
+            }
+            if let Some(n) = counts.get_mut(owner) {
+                *n += run;
             }
         }
         counts
@@ -406,7 +439,7 @@ fn check_slot_count(slots: u64) -> Result<(), MapError> {
     Ok(())
 }
 
-fn cell_name_problem(cell: &str) -> Option<String> {
+pub(crate) fn cell_name_problem(cell: &str) -> Option<String> {
     if cell.is_empty() || cell.len() > MAX_CELL_NAME_LEN {
         return Some(format!(
             "it is {} bytes long; cell names are 1-{MAX_CELL_NAME_LEN} characters",
