@@ -24,6 +24,8 @@
 //! | `check-sequencer SEQUENCER` | asks whether the sequencer is current | `current` (exit 0) or `stale` (exit 1) |
 //! | `watch PATH [--count N]` | opens with every event bit; stops after N events (default: at Ctrl-C) | one event per line |
 //! | `status` | `Locate` on the first endpoint that answers | `key: value` lines |
+//! | `deployment init --meta HOST:PORT[,…] --cell NAME=HOST:PORT[,HOST:PORT…] [--cell …] [--slots S]` | writes the deployment's first partition map (epoch 1; S slots, default 4096, spread evenly over the cells in the order given) to `/ls/<deployment>/warren/map` on the meta cell (`--meta` is the endpoint; `--endpoint`/`--proxies` are ignored); never replaces a map (`ALREADY_EXISTS`) | `initialised deployment D: map epoch 1, S slots over N cells` |
+//! | `map show` | reads and checks `/ls/<deployment>/warren/map` | `deployment:`, `map_epoch:`, `slots:` lines, then one line per cell (below) |
 //!
 //! Text formats:
 //!
@@ -59,6 +61,12 @@
 //! role: master
 //! replica:
 //! store_health: ok
+//! $ warren ctl map show
+//! deployment: local
+//! map_epoch: 1
+//! slots: 64
+//! cell a: 32 slots (ranges 0-31) replicas 127.0.0.1:7001
+//! cell b: 32 slots (ranges 32-63) replicas 127.0.0.1:7002,127.0.0.1:7012
 //! ```
 //!
 //! (`(none)`: no ACL file, nobody is restricted; `checksum` is xxh3-64 as 16 hex digits.)
@@ -78,7 +86,8 @@
 //! `{read, write, change_acl}`, `ephemeral`, `child_count`, `length`), `ls` (an array of
 //! `{name, stat}`), `status` (an object with the keys above), `lock` (`{sequencer, path,
 //! mode, instance, lock_generation}`), `watch` (`{event, path?, child?, change?}` per event)
-//! and `check-sequencer` (`{sequencer, current}`).
+//! and `check-sequencer` (`{sequencer, current}`); `deployment init` and `map show` print the
+//! map's stored JSON (format in `warren_router::map`).
 //!
 //! Exit status: 0 on success; 1 for a stale sequencer; 2 for an error, reported on stderr as
 //! exactly `error: CODE: message` with CODE from the error table (`NOT_FOUND`, `LOCK_HELD`,
@@ -97,9 +106,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio::sync::watch;
 use warren_client::{
-    ClientOptions, DirEntry, Error, Event, EventMask, EventStream, LocateInfo, LockMode,
+    ClientOptions, DirEntry, Error, ErrorCode, Event, EventMask, EventStream, LocateInfo, LockMode,
     OpenOptions, Sequencer, Session, Stat,
 };
+use warren_router::PartitionMap;
 
 /// Where `warren dev` listens; the endpoint when neither `--endpoint` nor `WARREN_ENDPOINT`
 /// says otherwise.
@@ -135,7 +145,7 @@ pub struct CtlArgs {
         value_name = "HOST:PORT[,HOST:PORT…]"
     )]
     pub proxies: Vec<String>,
-    /// Print JSON (stat, ls, status, lock, watch, check-sequencer).
+    /// Print JSON (stat, ls, status, lock, watch, check-sequencer, deployment init, map show).
     #[arg(long, global = true)]
     pub json: bool,
     /// The session's grace period: how long to keep looking for the master after the
@@ -228,6 +238,51 @@ pub enum CtlCommand {
     },
     /// Show which server is master, its epoch and deployment.
     Status,
+    /// Create and manage the deployment (its partition map).
+    Deployment {
+        #[command(subcommand)]
+        command: DeploymentCommand,
+    },
+    /// Inspect the partition map.
+    Map {
+        #[command(subcommand)]
+        command: MapCommand,
+    },
+}
+
+/// `warren ctl deployment …`.
+#[derive(Debug, Subcommand)]
+pub enum DeploymentCommand {
+    /// Write the deployment's first partition map (epoch 1) to the meta cell; fails if the
+    /// deployment already has one.
+    Init {
+        /// The meta cell (its replicas, tried in order); the endpoint for this command.
+        #[arg(
+            long,
+            required = true,
+            value_delimiter = ',',
+            value_name = "HOST:PORT[,HOST:PORT…]"
+        )]
+        meta: Vec<String>,
+        /// A cell and its replica addresses; repeat for each cell. Slots are spread evenly
+        /// over the cells in the order given.
+        #[arg(
+            long = "cell",
+            required = true,
+            value_name = "NAME=HOST:PORT[,HOST:PORT…]"
+        )]
+        cells: Vec<String>,
+        /// S, the slot count, fixed for the life of the deployment.
+        #[arg(long, default_value_t = warren_router::DEFAULT_SLOTS, value_name = "S")]
+        slots: u32,
+    },
+}
+
+/// `warren ctl map …`.
+#[derive(Debug, Subcommand)]
+pub enum MapCommand {
+    /// Print the partition map: per-cell slot counts and ranges, replicas, map epoch.
+    Show,
 }
 
 /// A failure to report: `error: CODE: message`.
@@ -280,8 +335,17 @@ struct Output {
 }
 
 async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
-    let via_proxies = args.proxies.iter().any(|p| !p.trim().is_empty());
-    let endpoints: Vec<String> = if via_proxies {
+    // `deployment init` talks to the meta cell named by `--meta`, directly.
+    let meta = match &args.command {
+        CtlCommand::Deployment {
+            command: DeploymentCommand::Init { meta, .. },
+        } => Some(meta),
+        _ => None,
+    };
+    let via_proxies = meta.is_none() && args.proxies.iter().any(|p| !p.trim().is_empty());
+    let endpoints: Vec<String> = if let Some(meta) = meta {
+        meta
+    } else if via_proxies {
         &args.proxies
     } else {
         &args.endpoint
@@ -318,6 +382,12 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
             ..
         } => {
             hold_duration(*seconds)?;
+        }
+        CtlCommand::Deployment {
+            command: DeploymentCommand::Init { cells, slots, .. },
+        } => {
+            // The deployment name comes from the meta cell; any valid one checks the rest.
+            initial_map("local", &parse_cells(cells)?, *slots)?;
         }
         _ => {}
     }
@@ -433,8 +503,155 @@ async fn dispatch(
             let info = session.locate().await?;
             print_line(&status_text(&info, out.json))?;
         }
+        CtlCommand::Deployment {
+            command: DeploymentCommand::Init { cells, slots, .. },
+        } => deployment_init(session, &parse_cells(&cells)?, slots, out).await?,
+        CtlCommand::Map {
+            command: MapCommand::Show,
+        } => {
+            let (map, stored) = read_map(session, &map_path(session.deployment())).await?;
+            if out.json {
+                print_line(stored.trim_end())?;
+            } else {
+                print_line(&map_text(&map))?;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a deployment's partition map lives: in the reserved subtree, on the meta cell.
+fn map_path(deployment: &str) -> String {
+    format!("/ls/{deployment}/warren/map")
+}
+
+/// The `--cell NAME=HOST:PORT[,HOST:PORT…]` arguments, in order.
+fn parse_cells(args: &[String]) -> Result<Vec<(String, Vec<String>)>, Failure> {
+    args.iter()
+        .map(|arg| {
+            let Some((name, addrs)) = arg.split_once('=') else {
+                return Err(Failure::invalid(format!(
+                    "--cell {arg:?} has no '='; write NAME=HOST:PORT[,HOST:PORT…], e.g. a=10.0.0.1:7000"
+                )));
+            };
+            let addrs = addrs
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect();
+            Ok((name.trim().to_owned(), addrs))
+        })
+        .collect()
+}
+
+/// The first map of `deployment`: epoch 1, `slots` spread evenly over `cells`. An invalid
+/// cell name, address or slot count is INVALID_ARGUMENT, naming it.
+fn initial_map(
+    deployment: &str,
+    cells: &[(String, Vec<String>)],
+    slots: u32,
+) -> Result<PartitionMap, Failure> {
+    PartitionMap::even(deployment, cells, slots)
+        .map_err(|e| Failure::invalid(format!("cannot make the partition map: {e}")))
+}
+
+/// `deployment init`: write the first map, exclusively, into the meta cell.
+async fn deployment_init(
+    session: &Session,
+    cells: &[(String, Vec<String>)],
+    slots: u32,
+    out: Output,
+) -> Result<(), Failure> {
+    let deployment = session.deployment().to_owned();
+    let map = initial_map(&deployment, cells, slots)?;
+    let path = map_path(&deployment);
+    let dir = path.trim_end_matches("/map");
+    // Not exclusive: the reserved directory may already exist (for example made by hand).
+    let (handle, _) = session
+        .open(dir, OpenOptions::new().write().create_dir())
+        .await?;
+    handle.close().await;
+    let json = map.to_json();
+    let opts = OpenOptions::new()
+        .write()
+        .create_file(json.clone())
+        .exclusive();
+    match session.open(&path, opts).await {
+        Ok((handle, _)) => handle.close().await,
+        Err(e) if e.code() == Some(ErrorCode::AlreadyExists) => {
+            let existing = match read_map(session, &path).await {
+                Ok((existing, _)) => format!("map epoch {}", existing.map_epoch()),
+                Err(f) => format!("map epoch unknown: {}", f.message),
+            };
+            return Err(Failure {
+                code: "ALREADY_EXISTS",
+                message: format!(
+                    "deployment {deployment} is already initialised ({existing}); \
+                     init never replaces a map: see it with `warren ctl map show`"
+                ),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if out.json {
+        print_line(&json)
+    } else {
+        print_line(&format!(
+            "initialised deployment {deployment}: map epoch {}, {} slots over {} cells",
+            map.map_epoch(),
+            map.slot_count(),
+            map.cells().len()
+        ))
+    }
+}
+
+/// Reads and checks the partition map at `path`: the map and its stored text.
+async fn read_map(session: &Session, path: &str) -> Result<(PartitionMap, String), Failure> {
+    let opts = OpenOptions::new().read().read_contents();
+    let (handle, info) = match session.open(path, opts).await {
+        Ok(opened) => opened,
+        Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+            return Err(Failure {
+                code: "NOT_FOUND",
+                message: format!("no partition map at {path}; run warren ctl deployment init"),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    handle.close().await;
+    let stored = info.contents.unwrap_or_default();
+    let map = PartitionMap::from_json(&stored).map_err(|e| Failure {
+        code: "INTERNAL",
+        message: format!("the partition map at {path} is corrupt: {e}"),
+    })?;
+    Ok((map, String::from_utf8_lossy(&stored).into_owned()))
+}
+
+/// `map show`'s text.
+fn map_text(map: &PartitionMap) -> String {
+    let mut lines = vec![
+        format!("deployment: {}", map.deployment()),
+        format!("map_epoch: {}", map.map_epoch()),
+        format!("slots: {}", map.slot_count()),
+    ];
+    for (cell, count) in map.slot_counts() {
+        let ranges: Vec<String> = map
+            .slot_ranges(&cell)
+            .iter()
+            .map(|r| format!("{}-{}", r.start(), r.end()))
+            .collect();
+        let ranges = if ranges.is_empty() {
+            "none".to_owned()
+        } else {
+            ranges.join(",")
+        };
+        let replicas = map.replicas(&cell).unwrap_or_default().join(",");
+        lines.push(format!(
+            "cell {cell}: {count} slots (ranges {ranges}) replicas {replicas}"
+        ));
+    }
+    lines.join("\n")
 }
 
 /// `put`: create-or-overwrite, or compare-and-swap with `if_generation`.
@@ -860,6 +1077,90 @@ mod tests {
         assert!(parse(&["ls", "/"]).is_ok());
         assert!(parse(&["cat", "/a"]).is_ok());
         assert!(parse(&["frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn parses_deployment_and_map_commands() {
+        let a = parse(&[
+            "deployment",
+            "init",
+            "--meta",
+            "m:1",
+            "--cell",
+            "a=h:1,h:2",
+            "--cell",
+            "b=h:3",
+        ])
+        .expect("parses");
+        match a.command {
+            CtlCommand::Deployment {
+                command: DeploymentCommand::Init { meta, cells, slots },
+            } => {
+                assert_eq!(meta, ["m:1"]);
+                assert_eq!(cells, ["a=h:1,h:2", "b=h:3"]);
+                assert_eq!(slots, warren_router::DEFAULT_SLOTS);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            parse(&["deployment", "init", "--cell", "a=h:1"]).is_err(),
+            "--meta required"
+        );
+        assert!(
+            parse(&["deployment", "init", "--meta", "m:1"]).is_err(),
+            "--cell required"
+        );
+        assert!(parse(&["map", "show", "--json"]).expect("parses").json);
+    }
+
+    #[test]
+    fn cells_parse_and_the_map_checks_them() {
+        let cells = parse_cells(&["a=h:1, h:2".into(), "b=h:3".into()]).expect("parses");
+        assert_eq!(
+            cells,
+            vec![
+                ("a".to_owned(), vec!["h:1".to_owned(), "h:2".to_owned()]),
+                ("b".to_owned(), vec!["h:3".to_owned()])
+            ]
+        );
+        let f = parse_cells(&["a:h:1".into()]).expect_err("no =");
+        assert_eq!(f.code, "INVALID_ARGUMENT");
+        assert!(f.message.contains("\"a:h:1\""), "{}", f.message);
+        for (cells, names) in [
+            (vec!["a=nope"], "\"nope\""),
+            (vec!["a=h:1", "a=h:2"], "\"a\" is listed twice"),
+            (vec!["A=h:1"], "\"A\""),
+            (vec!["a="], "no replica addresses"),
+        ] {
+            let cells: Vec<String> = cells.into_iter().map(str::to_owned).collect();
+            let f = initial_map("d", &parse_cells(&cells).unwrap(), 8).expect_err("invalid");
+            assert_eq!(f.code, "INVALID_ARGUMENT");
+            assert!(f.message.contains(names), "{}", f.message);
+        }
+        let f = initial_map("d", &parse_cells(&["a=h:1".into()]).unwrap(), 0).expect_err("0");
+        assert!(f.message.contains("0 slots"), "{}", f.message);
+    }
+
+    #[test]
+    fn map_formats() {
+        let map = PartitionMap::even(
+            "local",
+            &[
+                ("a", vec!["127.0.0.1:7001"]),
+                ("b", vec!["127.0.0.1:7002", "127.0.0.1:7012"]),
+                ("c", vec!["127.0.0.1:7003"]),
+            ],
+            2,
+        )
+        .unwrap();
+        assert_eq!(
+            map_text(&map),
+            "deployment: local\nmap_epoch: 1\nslots: 2\n\
+             cell a: 1 slots (ranges 0-0) replicas 127.0.0.1:7001\n\
+             cell b: 1 slots (ranges 1-1) replicas 127.0.0.1:7002,127.0.0.1:7012\n\
+             cell c: 0 slots (ranges none) replicas 127.0.0.1:7003"
+        );
+        assert_eq!(map_path("local"), "/ls/local/warren/map");
     }
 
     #[test]

@@ -279,3 +279,116 @@ async fn unreachable_endpoint_and_env_default() {
     let o = warren_env(&["ctl", "cat", "/e"], &[("WARREN_ENDPOINT", &cell.addr())]).await;
     assert_eq!(stdout(&o), "via-env");
 }
+
+#[tokio::test]
+async fn deployment_init_writes_the_map_once_and_map_show_prints_it() {
+    use warren_router::PartitionMap;
+    let (cell, _dir) = cell().await;
+    let ep = cell.addr();
+    let ctl = |args: &[&str]| {
+        let mut v = vec!["ctl".to_string(), "--endpoint".to_string(), ep.clone()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        warren(&refs).await
+    };
+    let failed_with = |o: &std::process::Output, prefix: &str| {
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(o));
+        assert!(stderr(o).starts_with(prefix), "{}", stderr(o));
+    };
+    let init = |cells: &[&str], slots: &str| {
+        let mut v = vec![
+            "ctl".to_string(),
+            "deployment".into(),
+            "init".into(),
+            "--meta".into(),
+            ep.clone(),
+            "--slots".into(),
+            slots.into(),
+        ];
+        for c in cells {
+            v.push("--cell".into());
+            v.push(c.to_string());
+        }
+        v
+    };
+    let two = ["a=127.0.0.1:7001", "b=127.0.0.1:7002,127.0.0.1:7012"];
+
+    // No map yet.
+    let o = run(ctl(&["map", "show"])).await;
+    failed_with(
+        &o,
+        "error: NOT_FOUND: no partition map at /ls/local/warren/map; run warren ctl deployment init",
+    );
+
+    // Bad --cell arguments are refused, naming the culprit, and write nothing.
+    let o = run(init(&["a127.0.0.1:7001"], "64")).await;
+    failed_with(&o, "error: INVALID_ARGUMENT: ");
+    assert!(stderr(&o).contains("\"a127.0.0.1:7001\""), "{}", stderr(&o));
+    let o = run(init(&["a=127.0.0.1:7001", "b=no-port"], "64")).await;
+    failed_with(&o, "error: INVALID_ARGUMENT: ");
+    assert!(stderr(&o).contains("\"no-port\""), "{}", stderr(&o));
+    let o = run(init(&["a=127.0.0.1:7001", "a=127.0.0.1:7002"], "64")).await;
+    failed_with(&o, "error: INVALID_ARGUMENT: ");
+    assert!(
+        stderr(&o).contains("\"a\" is listed twice"),
+        "{}",
+        stderr(&o)
+    );
+    failed_with(&run(ctl(&["map", "show"])).await, "error: NOT_FOUND: ");
+
+    // The first map.
+    let o = run(init(&two, "64")).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "initialised deployment local: map epoch 1, 64 slots over 2 cells\n"
+    );
+
+    let o = run(ctl(&["map", "show"])).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "deployment: local\nmap_epoch: 1\nslots: 64\n\
+         cell a: 32 slots (ranges 0-31) replicas 127.0.0.1:7001\n\
+         cell b: 32 slots (ranges 32-63) replicas 127.0.0.1:7002,127.0.0.1:7012\n"
+    );
+
+    let o = run(ctl(&["map", "show", "--json"])).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let map = PartitionMap::from_json(stdout(&o).trim()).expect("map show --json is a map");
+    assert_eq!(map.deployment(), "local");
+    assert_eq!(map.map_epoch(), 1);
+    assert_eq!(map.slot_count(), 64);
+    let counts: Vec<(String, u32)> = map.slot_counts().into_iter().collect();
+    assert_eq!(counts, [("a".to_string(), 32), ("b".to_string(), 32)]);
+    assert_eq!(
+        map.replicas("b").unwrap(),
+        ["127.0.0.1:7002", "127.0.0.1:7012"]
+    );
+    let stored = stdout(&run(ctl(&["cat", "/warren/map"])).await);
+    assert_eq!(stored, map.to_json(), "the file holds the map's JSON");
+
+    // Init never replaces a map.
+    let o = run(init(&["c=127.0.0.1:7003"], "8")).await;
+    failed_with(
+        &o,
+        "error: ALREADY_EXISTS: deployment local is already initialised (map epoch 1); ",
+    );
+    assert_eq!(
+        stdout(&run(ctl(&["cat", "/warren/map"])).await),
+        stored,
+        "the existing map is untouched"
+    );
+
+    // A corrupt map is reported, naming the file and the problem.
+    let o = run(ctl(&["put", "/warren/map", "{not json"])).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(ctl(&["map", "show"])).await;
+    failed_with(
+        &o,
+        "error: INTERNAL: the partition map at /ls/local/warren/map is corrupt: partition map is not valid JSON",
+    );
+}
