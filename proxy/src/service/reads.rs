@@ -3,6 +3,7 @@
 //! handle allows it, else forwarded with a fill ticket.
 
 use super::*;
+use crate::cache::{Entry, Ticket};
 
 impl Service {
     /// A cached read: the handle must be one the cell gave this client (not closed), with
@@ -12,8 +13,8 @@ impl Service {
         who: &Who,
         token: &[u8],
         need_read: bool,
-        get: impl FnOnce(&crate::cache::Entry, u64) -> Option<T>,
-    ) -> Result<T, Option<crate::cache::Ticket>> {
+        get: impl FnOnce(&Entry, u64) -> Option<T>,
+    ) -> Result<T, Ticket> {
         self.shared.with_core(|c| {
             let info = match c.handle(&who.id, token) {
                 Some(h)
@@ -23,7 +24,7 @@ impl Service {
                 }
                 _ => {
                     c.cache.note_miss();
-                    return Err(Some(c.cache.ticket()));
+                    return Err(c.cache.ticket());
                 }
             };
             let ticket = c.cache.ticket();
@@ -33,8 +34,31 @@ impl Service {
                     c.note_cacher(&who.id, &info.path, None);
                     Ok(v)
                 }
-                None => Err(Some(ticket)),
+                None => Err(ticket),
             }
+        })
+    }
+
+    /// A cacheable answer for `path`, fetched under `ticket`, is going to `who`: records
+    /// `who` as a cacher of `path` and fills the shared cache with `fill` (when there is
+    /// something to keep), in one step under the core's lock. Returns whether the client
+    /// may still cache the answer — not if an invalidation of `path` arrived while it was
+    /// being fetched.
+    fn keep_answer(
+        &self,
+        who: &Who,
+        path: &str,
+        ticket: Ticket,
+        fill: Option<impl FnOnce(&mut Entry)>,
+    ) -> bool {
+        self.shared.with_core(|c| {
+            if !c.note_cacher(&who.id, path, Some(ticket)) {
+                return false;
+            }
+            if let Some(fill) = fill {
+                c.cache.fill(path, ticket, fill);
+            }
+            true
         })
     }
 
@@ -89,22 +113,16 @@ pub(super) async fn open(
             svc.handle_info(&who, &reply.handle, cell, body.as_ref());
             if reply.cacheable {
                 let path = body.map(|b| b.path).unwrap_or_else(|| r.path.clone());
-                let stat = reply.stat.clone();
                 let contents = r.read.then(|| reply.contents.clone());
-                reply.cacheable = svc.shared.with_core(|c| {
-                    if !c.note_cacher(&who.id, &path, Some(ticket)) {
-                        return false;
+                let fill = reply.stat.clone().map(|stat| {
+                    move |e: &mut Entry| {
+                        if let Some(data) = contents {
+                            e.contents = Some((data, stat.clone()));
+                        }
+                        e.stat = Some(stat);
                     }
-                    if let Some(stat) = stat {
-                        c.cache.fill(&path, ticket, |e| {
-                            if let Some(data) = contents {
-                                e.contents = Some((data, stat.clone()));
-                            }
-                            e.stat = Some(stat);
-                        });
-                    }
-                    true
                 });
+                reply.cacheable = svc.keep_answer(&who, &path, ticket, fill);
             }
             ok(reply)
         }
@@ -182,21 +200,15 @@ pub(super) async fn get_contents_and_stat(
         })
         .await?;
     svc.handle_info(&who, &r.handle, cell, body.as_ref());
-    if let (true, Some(b), Some(t)) = (reply.cacheable, body, ticket) {
+    if let (true, Some(b)) = (reply.cacheable, body) {
         let data = reply.contents.clone();
-        let stat = reply.stat.clone();
-        reply.cacheable = svc.shared.with_core(|c| {
-            if !c.note_cacher(&who.id, &b.path, Some(t)) {
-                return false;
+        let fill = reply.stat.clone().map(|stat| {
+            move |e: &mut Entry| {
+                e.stat = Some(stat.clone());
+                e.contents = Some((data, stat));
             }
-            if let Some(stat) = stat {
-                c.cache.fill(&b.path, t, |e| {
-                    e.stat = Some(stat.clone());
-                    e.contents = Some((data, stat));
-                });
-            }
-            true
         });
+        reply.cacheable = svc.keep_answer(&who, &b.path, ticket, fill);
     }
     ok(reply)
 }
@@ -231,17 +243,12 @@ pub(super) async fn get_stat(
         })
         .await?;
     svc.handle_info(&who, &r.handle, cell, body.as_ref());
-    if let (true, Some(b), Some(t)) = (reply.cacheable, body, ticket) {
-        let stat = reply.stat.clone();
-        reply.cacheable = svc.shared.with_core(|c| {
-            if !c.note_cacher(&who.id, &b.path, Some(t)) {
-                return false;
-            }
-            if let Some(stat) = stat {
-                c.cache.fill(&b.path, t, |e| e.stat = Some(stat));
-            }
-            true
-        });
+    if let (true, Some(b)) = (reply.cacheable, body) {
+        let fill = reply
+            .stat
+            .clone()
+            .map(|stat| move |e: &mut Entry| e.stat = Some(stat));
+        reply.cacheable = svc.keep_answer(&who, &b.path, ticket, fill);
     }
     ok(reply)
 }
@@ -276,18 +283,13 @@ pub(super) async fn read_dir(
         })
         .await?;
     svc.handle_info(&who, &r.handle, cell, body.as_ref());
-    if let (true, Some(b), Some(t)) = (reply.cacheable, body, ticket) {
+    if let (true, Some(b)) = (reply.cacheable, body) {
         let entries = reply.entries.clone();
-        let stat = reply.stat.clone();
-        reply.cacheable = svc.shared.with_core(|c| {
-            if !c.note_cacher(&who.id, &b.path, Some(t)) {
-                return false;
-            }
-            if let Some(stat) = stat {
-                c.cache.fill(&b.path, t, |e| e.dir = Some((entries, stat)));
-            }
-            true
-        });
+        let fill = reply
+            .stat
+            .clone()
+            .map(|stat| move |e: &mut Entry| e.dir = Some((entries, stat)));
+        reply.cacheable = svc.keep_answer(&who, &b.path, ticket, fill);
     }
     ok(reply)
 }
