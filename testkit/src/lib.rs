@@ -312,6 +312,38 @@ impl WarrenProcess {
         }
     }
 
+    /// `warren proxy` in front of `cell` (`NAME=HOST:PORT[,…]`) with short timings for
+    /// tests: `client_lease` (e.g. `2s`), a 500 ms lease margin and KeepAlive reply point.
+    pub async fn spawn_proxy(bin: &Path, cell: &str, client_lease: &str) -> WarrenProcess {
+        WarrenProcess::spawn(
+            bin,
+            &[
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--cell",
+                cell,
+                "--client-lease",
+                client_lease,
+                "--lease-margin",
+                "500ms",
+                "--keepalive-reply-before-end",
+                "500ms",
+            ],
+        )
+        .await
+    }
+
+    /// The address a `warren proxy` printed (`proxies: ADDR`).
+    pub fn proxy_addr(&self) -> String {
+        self.banner
+            .iter()
+            .find_map(|l| l.strip_prefix("proxies: "))
+            .unwrap_or_else(|| panic!("no `proxies:` line in {:?}", self.banner))
+            .trim()
+            .to_string()
+    }
+
     /// The first cell's address.
     pub fn addr(&self) -> String {
         self.cells

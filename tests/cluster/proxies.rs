@@ -37,30 +37,8 @@ struct ProxyProcess {
 }
 
 async fn proxy(cell: &str) -> ProxyProcess {
-    let process = WarrenProcess::spawn(
-        bin(),
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--cell",
-            cell,
-            "--client-lease",
-            CLIENT_LEASE,
-            "--lease-margin",
-            "500ms",
-            "--keepalive-reply-before-end",
-            "500ms",
-        ],
-    )
-    .await;
-    let addr = process
-        .banner
-        .iter()
-        .find_map(|l| l.strip_prefix("proxies: "))
-        .unwrap_or_else(|| panic!("no `proxies:` line in {:?}", process.banner))
-        .trim()
-        .to_string();
+    let process = WarrenProcess::spawn_proxy(bin(), cell, CLIENT_LEASE).await;
+    let addr = process.proxy_addr();
     ProxyProcess {
         _process: process,
         addr,

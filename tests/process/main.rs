@@ -12,6 +12,31 @@ mod sessions;
 
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
+use warren_client::{Event, EventStream};
+
+/// Waits for an event matching `want`; returns everything seen up to it.
+pub async fn expect_event(
+    name: &str,
+    events: &mut EventStream,
+    within: Duration,
+    want: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(e)) => {
+                let hit = want(&e);
+                seen.push(e);
+                if hit {
+                    return seen;
+                }
+            }
+            _ => panic!("{name}: no matching event within {within:?}; saw {seen:?}"),
+        }
+    }
+}
 
 pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_warren"))

@@ -6,7 +6,7 @@
 //! ephemeral file gone — not while the clients move, not when the dead proxy's session at
 //! the cell expires, and not when the claim window for its client sessions ends.
 
-use crate::bin;
+use crate::{bin, expect_event};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,30 +30,8 @@ struct ProxyProcess {
 }
 
 async fn proxy(cell: &str) -> ProxyProcess {
-    let process = WarrenProcess::spawn(
-        bin(),
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--cell",
-            cell,
-            "--client-lease",
-            "2s",
-            "--lease-margin",
-            "500ms",
-            "--keepalive-reply-before-end",
-            "500ms",
-        ],
-    )
-    .await;
-    let addr = process
-        .banner
-        .iter()
-        .find_map(|l| l.strip_prefix("proxies: "))
-        .unwrap_or_else(|| panic!("no `proxies:` line in {:?}", process.banner))
-        .trim()
-        .to_string();
+    let process = WarrenProcess::spawn_proxy(bin(), cell, "2s").await;
+    let addr = process.proxy_addr();
     ProxyProcess { process, addr }
 }
 
@@ -75,29 +53,6 @@ async fn session_at(proxies: &[String], home: &str, cache: bool) -> Session {
         s.close().await.expect("close a session we do not need");
     }
     panic!("no session out of 100 sat at and preferred {home}");
-}
-
-/// Waits for an event matching `want`; returns everything seen up to it.
-async fn expect_event(
-    name: &str,
-    events: &mut EventStream,
-    within: Duration,
-    want: impl Fn(&Event) -> bool,
-) -> Vec<Event> {
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(e)) => {
-                let hit = want(&e);
-                seen.push(e);
-                if hit {
-                    return seen;
-                }
-            }
-            _ => panic!("{name}: no matching event within {within:?}; saw {seen:?}"),
-        }
-    }
 }
 
 /// Everything already delivered on `events`.

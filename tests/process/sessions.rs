@@ -1,39 +1,15 @@
 //! Issue 3 end to end: application sessions through the client library survive a restart of
 //! the cell process (a failover on the embedded store), with the real binary and SIGKILL.
 
-use crate::{bin, free_port};
+use crate::{bin, expect_event, free_port};
 use std::time::{Duration, Instant};
-use warren_client::{
-    ClientOptions, ErrorCode, Event, EventMask, EventStream, LockMode, OpenOptions, Session,
-};
+use warren_client::{ClientOptions, ErrorCode, Event, EventMask, LockMode, OpenOptions, Session};
 use warren_testkit::WarrenProcess;
 
 async fn cell(data: &str, listen: &str, extra: &[&str]) -> WarrenProcess {
     let mut args = vec!["cell", "--name", "c0", "--listen", listen, "--data", data];
     args.extend_from_slice(extra);
     WarrenProcess::spawn(bin(), &args).await
-}
-
-/// Waits for an event matching `want`, returning everything seen before it.
-async fn expect_event(
-    events: &mut EventStream,
-    within: Duration,
-    want: impl Fn(&Event) -> bool,
-) -> Vec<Event> {
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(e)) => {
-                let hit = want(&e);
-                seen.push(e);
-                if hit {
-                    return seen;
-                }
-            }
-            _ => panic!("no matching event within {within:?}; saw {seen:?}"),
-        }
-    }
 }
 
 /// The failover scenario of issue 3 with the defaults users run: 12 s lease, 45 s grace.
@@ -99,7 +75,7 @@ async fn sessions_locks_ephemeral_files_and_caches_survive_a_cell_restart_with_d
     let down = Instant::now();
     // Every client's local lease ends: jeopardy.
     for (name, ev) in [("a", &mut ea), ("b", &mut eb), ("d", &mut ed)] {
-        expect_event(ev, Duration::from_secs(14), |e| {
+        expect_event(name, ev, Duration::from_secs(14), |e| {
             matches!(e, Event::Jeopardy)
         })
         .await;
@@ -119,12 +95,15 @@ async fn sessions_locks_ephemeral_files_and_caches_survive_a_cell_restart_with_d
     );
     let _c2 = cell(data, &listen, &[]).await;
     for (name, ev) in [("a", &mut ea), ("b", &mut eb), ("d", &mut ed)] {
-        let seen = expect_event(ev, Duration::from_secs(40), |e| matches!(e, Event::Safe)).await;
+        let seen = expect_event(name, ev, Duration::from_secs(40), |e| {
+            matches!(e, Event::Safe)
+        })
+        .await;
         assert!(
             !seen.iter().any(|e| matches!(e, Event::Expired)),
             "{name}: {seen:?}"
         );
-        let seen = expect_event(ev, Duration::from_secs(10), |e| {
+        let seen = expect_event(name, ev, Duration::from_secs(10), |e| {
             matches!(e, Event::MasterFailover)
         })
         .await;
@@ -262,7 +241,7 @@ async fn a_holder_that_never_returns_loses_its_ephemeral_file_and_lock_after_the
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _c2 = cell(data, &listen, &extra).await;
     let restarted = Instant::now();
-    expect_event(&mut events, Duration::from_secs(10), |e| {
+    expect_event("client", &mut events, Duration::from_secs(10), |e| {
         matches!(e, Event::MasterFailover)
     })
     .await;
@@ -334,11 +313,11 @@ async fn a_restart_after_the_grace_period_expires_sessions() {
         .unwrap();
     l.acquire(LockMode::Exclusive, None).await.unwrap();
     c.kill9().await;
-    expect_event(&mut events, Duration::from_secs(5), |e| {
+    expect_event("client", &mut events, Duration::from_secs(5), |e| {
         matches!(e, Event::Jeopardy)
     })
     .await;
-    let seen = expect_event(&mut events, Duration::from_secs(10), |e| {
+    let seen = expect_event("client", &mut events, Duration::from_secs(10), |e| {
         matches!(e, Event::Expired)
     })
     .await;
