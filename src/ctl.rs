@@ -1040,6 +1040,7 @@ mod tests {
             ephemeral: false,
             child_count: 0,
             length: 5,
+            cell: "c1".into(),
         }
     }
 

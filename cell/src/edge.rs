@@ -91,6 +91,7 @@ pub fn stat(s: &StatView) -> pb::Stat {
         ephemeral: s.ephemeral,
         child_count: s.child_count,
         length: s.length,
+        cell: String::new(),
     }
 }
 

@@ -75,6 +75,7 @@
 mod cache;
 mod error;
 mod handle;
+pub mod map;
 mod options;
 mod path;
 mod proxies;

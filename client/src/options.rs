@@ -298,6 +298,7 @@ impl OpenOptions {
             initial_contents: self.initial_contents.clone(),
             acl: self.acl.clone().map(Into::into),
             exclusive: self.exclusive,
+            instance: 0,
         });
         Ok(pb::OpenRequest {
             ctx: Some(ctx),
@@ -307,6 +308,7 @@ impl OpenOptions {
             lock_delay_ms: u64::try_from(self.lock_delay.as_millis()).unwrap_or(u64::MAX),
             create,
             read: self.read_contents,
+            target: pb::OpenTarget::Node as i32,
         })
     }
 }

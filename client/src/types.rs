@@ -109,6 +109,9 @@ pub struct Stat {
     pub child_count: u64,
     /// Length of the contents in bytes.
     pub length: u64,
+    /// The cell that holds the node (for a directory: the cell of its children). Empty
+    /// from a server that does not say.
+    pub cell: String,
 }
 
 impl TryFrom<pb::Stat> for Stat {
@@ -125,6 +128,7 @@ impl TryFrom<pb::Stat> for Stat {
             ephemeral: s.ephemeral,
             child_count: s.child_count,
             length: s.length,
+            cell: s.cell,
         })
     }
 }
@@ -792,6 +796,7 @@ mod tests {
     #[test]
     fn stat_from_wire() {
         let wire = pb::Stat {
+            cell: "c1".into(),
             kind: pb::NodeKind::File as i32,
             instance: 1,
             content_generation: 2,

@@ -64,6 +64,9 @@ pub struct WarrenError {
     /// `NOT_FOUND` from `Open`: the absence may be cached (the master registered the
     /// caller and will invalidate it before the path is created).
     pub cacheable: bool,
+    /// `WRONG_CELL` from `Open`: the path is a directory whose child anchor (children,
+    /// handles, metadata) lives in `owner`; reopen it there with `OpenTarget::Anchor`.
+    pub directory: bool,
 }
 
 impl WarrenError {
@@ -76,6 +79,7 @@ impl WarrenError {
             map_epoch: 0,
             owner: String::new(),
             cacheable: false,
+            directory: false,
         }
     }
 
@@ -100,6 +104,20 @@ impl WarrenError {
                 "this cell does not own the slot at map epoch {map_epoch}; {owner} does"
             ),
             owner,
+            ..Self::new(ErrorCode::WrongCell, "")
+        }
+    }
+
+    /// `WRONG_CELL{directory}`: `path` is a directory whose child anchor is in `owner`.
+    pub fn directory_elsewhere(map_epoch: u64, owner: impl Into<String>, path: &str) -> Self {
+        let owner = owner.into();
+        WarrenError {
+            map_epoch,
+            message: format!(
+                "{path} is a directory whose children live in cell {owner} (map epoch {map_epoch}); open it there as an anchor"
+            ),
+            owner,
+            directory: true,
             ..Self::new(ErrorCode::WrongCell, "")
         }
     }
@@ -177,6 +195,7 @@ impl WarrenError {
             map_epoch: self.map_epoch,
             owner: self.owner.clone(),
             cacheable: self.cacheable,
+            directory: self.directory,
         }
     }
 
@@ -196,6 +215,7 @@ impl WarrenError {
             map_epoch: detail.map_epoch,
             owner: detail.owner,
             cacheable: detail.cacheable,
+            directory: detail.directory,
         })
     }
 }
@@ -224,6 +244,7 @@ mod tests {
         let all = [
             WarrenError::not_master("127.0.0.1:1"),
             WarrenError::wrong_cell(7, "c2"),
+            WarrenError::directory_elsewhere(7, "c3", "/ls/x/d"),
             WarrenError::stale_epoch(9, 8),
             WarrenError::failover_in_progress(),
             WarrenError::not_found("/ls/x/y does not exist"),

@@ -14,10 +14,10 @@ pub mod path;
 pub mod rebalance;
 
 pub use hash::{dir_hash, slot_of_dir};
-pub use map::{CellName, MapError, PartitionMap, MAP_FORMAT, MAX_SLOTS};
+pub use map::{CellName, MapError, PartitionMap, Route, MAP_FORMAT, MAX_SLOTS};
 pub use path::{
-    deployment_of, parent_dir, routing_dir, slot_of_path, validate_path, RouteError,
-    MAX_COMPONENT_LEN, MAX_PATH_LEN,
+    deployment_of, is_reserved, parent_dir, routing_dir, slot_of_path, validate_path, RouteError,
+    MAX_COMPONENT_LEN, MAX_PATH_LEN, RESERVED,
 };
 pub use rebalance::{diff, move_runs, rebalance, CellChange, MoveRun, Proposal, SlotMove, Weight};
 

@@ -118,6 +118,16 @@ pub enum MapError {
     DeploymentMismatch { old: String, new: String },
 }
 
+/// Where [`PartitionMap::route`] sends a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// The reserved subtree: the meta cell, whose address routers are given separately
+    /// (it is where they read the map from).
+    Meta,
+    /// A data cell, owner of `slot`.
+    Cell { cell: &'a str, slot: u32 },
+}
+
 /// Which cell owns each slot, and where each cell's replicas are, at one map epoch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionMap {
@@ -311,6 +321,33 @@ impl PartitionMap {
         let slot = self.slot_of_path(path)?;
         // slot < slot_count() by construction of slot_of_dir, and every slot has an owner.
         Ok(self.slots[slot as usize].as_str())
+    }
+
+    /// Where a call about `path` goes: the meta cell for the reserved subtree
+    /// (`/ls/<deployment>/warren…`), otherwise the owner of the slot of its parent directory
+    /// (`anchor = false`: the node itself) or of `path` itself (`anchor = true`: the child
+    /// anchor of the directory `path`, which holds its children, SPEC §7).
+    pub fn route(&self, path: &str, anchor: bool) -> Result<Route<'_>, RouteError> {
+        validate_path(path)?;
+        if deployment_of_valid(path) != self.deployment {
+            return Err(RouteError::WrongDeployment {
+                path: shown(path),
+                deployment: self.deployment.clone(),
+            });
+        }
+        if crate::path::is_reserved(path) {
+            return Ok(Route::Meta);
+        }
+        let dir = if anchor {
+            path
+        } else {
+            routing_dir_of_valid(path)
+        };
+        let slot = slot_of_dir(dir, self.slot_count());
+        Ok(Route::Cell {
+            cell: self.slots[slot as usize].as_str(),
+            slot,
+        })
     }
 
     /// How many slots each cell owns; cells owning none are included with 0.

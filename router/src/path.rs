@@ -140,6 +140,22 @@ pub fn parent_dir(path: &str) -> Option<&str> {
     parent_of_valid(path)
 }
 
+/// The name of the reserved subtree `/ls/<deployment>/warren/` (SPEC §7), which always
+/// lives in the meta cell whatever the map says: the map itself is kept there.
+pub const RESERVED: &str = "warren";
+
+/// Whether `path` is the reserved directory `/ls/<deployment>/warren` or under it: such
+/// paths are served by the meta cell only. `false` for invalid paths.
+pub fn is_reserved(path: &str) -> bool {
+    if validate_path(path).is_err() {
+        return false;
+    }
+    let rest = &path[PREFIX.len()..];
+    let mut parts = rest.splitn(3, '/');
+    parts.next();
+    parts.next() == Some(RESERVED)
+}
+
 /// The directory whose slot holds `path`: its parent, or for the deployment root the root
 /// itself (the root lives with its children). `None` if `path` is not a valid full path.
 pub fn routing_dir(path: &str) -> Option<&str> {
@@ -156,6 +172,18 @@ pub fn slot_of_path(path: &str, slots: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_subtree_is_the_warren_directory_and_below() {
+        assert!(is_reserved("/ls/local/warren"));
+        assert!(is_reserved("/ls/local/warren/map"));
+        assert!(is_reserved("/ls/local/warren/reshard/job"));
+        assert!(!is_reserved("/ls/local"));
+        assert!(!is_reserved("/ls/local/warren2"));
+        assert!(!is_reserved("/ls/local/a/warren"));
+        assert!(!is_reserved("/ls/warren"));
+        assert!(!is_reserved("/ls/local/warren/"));
+    }
 
     #[test]
     fn parent_of_nested_paths() {

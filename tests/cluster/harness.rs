@@ -215,6 +215,7 @@ impl Raw {
         let path = path.to_string();
         self.call(move |mut c, ctx| {
             let r = pb::OpenRequest {
+                target: 0,
                 ctx,
                 path: path.clone(),
                 intent,
@@ -307,6 +308,7 @@ pub async fn find_master(addrs: &[String], timeout: Duration) -> WarrenClient<Ch
 
 pub fn file(contents: &[u8], ephemeral: bool) -> Option<pb::CreateSpec> {
     Some(pb::CreateSpec {
+        instance: 0,
         kind: pb::NodeKind::File as i32,
         ephemeral,
         initial_contents: contents.to_vec(),

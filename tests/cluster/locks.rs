@@ -166,6 +166,7 @@ async fn no_two_holders_across_ten_master_kills() {
                 let p = p.clone();
                 async move {
                     c.open(pb::OpenRequest {
+                        target: 0,
                         ctx,
                         path: p,
                         intent: 2,

@@ -29,6 +29,7 @@ async fn read(raw: &mut Raw, path: &str) -> Vec<u8> {
 
 async fn mkdir(raw: &mut Raw, path: &str) {
     let dir = pb::CreateSpec {
+        instance: 0,
         kind: pb::NodeKind::Directory as i32,
         ephemeral: false,
         initial_contents: vec![],
@@ -239,6 +240,7 @@ async fn a_master_cut_off_from_etcd_stops_serving_before_another_serves() {
             .unwrap();
     let r = direct_old
         .open(pb::OpenRequest {
+            target: 0,
             ctx: Some(client.ctx.clone()),
             path: "/ls/local/x".into(),
             intent: 2,
@@ -389,6 +391,7 @@ async fn a_paused_master_that_wakes_up_cannot_write() {
                 .await
                 .unwrap();
         c.open(pb::OpenRequest {
+            target: 0,
             ctx: Some(ctx),
             path: "/ls/local/zombie".into(),
             intent: 2,

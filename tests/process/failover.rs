@@ -50,6 +50,7 @@ impl RawSession {
     }
     async fn open(&mut self, path: &str, create: Option<pb::CreateSpec>) -> Vec<u8> {
         let r = pb::OpenRequest {
+            target: 0,
             ctx: self.ctx(),
             path: path.into(),
             intent: 3,
@@ -97,6 +98,7 @@ impl RawSession {
 
 fn file() -> Option<pb::CreateSpec> {
     Some(pb::CreateSpec {
+        instance: 0,
         kind: pb::NodeKind::File as i32,
         ephemeral: false,
         initial_contents: b"x".to_vec(),

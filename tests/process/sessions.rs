@@ -180,6 +180,7 @@ async fn silent_holder(addr: &str) -> warren_proto::pb::SessionContext {
     };
     let spec = |eph: bool| {
         Some(pb::CreateSpec {
+            instance: 0,
             kind: pb::NodeKind::File as i32,
             ephemeral: eph,
             initial_contents: b"h".to_vec(),
@@ -188,6 +189,7 @@ async fn silent_holder(addr: &str) -> warren_proto::pb::SessionContext {
         })
     };
     let open = |path: &str, delay: u64, eph: bool| pb::OpenRequest {
+        target: 0,
         ctx: Some(ctx.clone()),
         path: path.into(),
         intent: 2,

@@ -120,6 +120,7 @@ impl Raw {
     ) -> Result<pb::OpenResponse, tonic::Status> {
         self.client
             .open(pb::OpenRequest {
+                target: 0,
                 ctx: self.ctx(),
                 path: path.to_string(),
                 intent,
@@ -148,6 +149,7 @@ impl Raw {
 
 pub fn file_spec(contents: &[u8]) -> Option<pb::CreateSpec> {
     Some(pb::CreateSpec {
+        instance: 0,
         kind: pb::NodeKind::File as i32,
         ephemeral: false,
         initial_contents: contents.to_vec(),

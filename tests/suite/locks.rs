@@ -92,6 +92,7 @@ async fn lock_delay_applies_when_the_holder_dies() {
         .unwrap()
         .handle;
     let mut req = pb::OpenRequest {
+        target: 0,
         ctx: dying.ctx(),
         path: "/ls/local/l".into(),
         intent: 2,
