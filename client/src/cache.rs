@@ -369,6 +369,7 @@ mod tests {
             ephemeral: false,
             child_count: 0,
             length: 0,
+            cell: String::new(),
         }
     }
 
