@@ -69,6 +69,10 @@ pub struct CellConfig {
     pub etcd_lease: Duration,
     /// Most operations per etcd transaction; must not exceed the cluster's `--max-txn-ops`.
     pub etcd_max_txn_ops: usize,
+    /// Addresses of the meta cell's replicas (`HOST:PORT`). Given: this is a data cell of a
+    /// partitioned deployment, serving only the slots the partition map (watched in the
+    /// meta cell) gives it. Empty: the meta cell, or the only cell of an unpartitioned one.
+    pub meta: Vec<String>,
 }
 
 /// The `store` setting.
@@ -145,6 +149,7 @@ impl CellConfig {
             replica: String::new(),
             etcd_lease: Duration::from_secs(2),
             etcd_max_txn_ops: 128,
+            meta: Vec::new(),
         }
     }
 

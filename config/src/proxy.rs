@@ -29,6 +29,9 @@ pub struct ProxyConfig {
     pub id: String,
     /// The cells it fronts. `NAME=HOST:PORT[,HOST:PORT…]` each.
     pub cells: Vec<CellAddrs>,
+    /// Addresses of the meta cell's replicas. Given: the proxy routes by the partition map
+    /// it watches there (and `cells` may be empty). Empty: it fronts `cells` without a map.
+    pub meta: Vec<String>,
     /// Lease granted to client sessions (SPEC default 12 s). Must nest inside the cells'
     /// proxy lease: `client_lease + lease_margin + keepalive_reply_before_end` < it.
     pub client_lease: Duration,
@@ -127,6 +130,7 @@ impl ProxyConfig {
             listen,
             admin: String::new(),
             cells,
+            meta: Vec::new(),
             client_lease: Duration::from_secs(12),
             keepalive_reply_before_end: Duration::from_secs(1),
             lease_margin: Duration::from_secs(1),
