@@ -544,6 +544,7 @@ mod tests {
                 replica: String::new(),
                 etcd_lease: Duration::from_secs(2),
                 etcd_max_txn_ops: 128,
+                meta: Vec::new(),
             }
         );
         assert_eq!(c.validate(), Ok(()));
