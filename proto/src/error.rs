@@ -67,6 +67,8 @@ pub struct WarrenError {
     /// `WRONG_CELL` from `Open`: the path is a directory whose child anchor (children,
     /// handles, metadata) lives in `owner`; reopen it there with `OpenTarget::Anchor`.
     pub directory: bool,
+    /// `WRONG_CELL{directory}`: the Open that got it created the directory.
+    pub created: bool,
 }
 
 impl WarrenError {
@@ -80,6 +82,7 @@ impl WarrenError {
             owner: String::new(),
             cacheable: false,
             directory: false,
+            created: false,
         }
     }
 
@@ -196,6 +199,7 @@ impl WarrenError {
             owner: self.owner.clone(),
             cacheable: self.cacheable,
             directory: self.directory,
+            created: self.created,
         }
     }
 
@@ -216,6 +220,7 @@ impl WarrenError {
             owner: detail.owner,
             cacheable: detail.cacheable,
             directory: detail.directory,
+            created: detail.created,
         })
     }
 }
