@@ -34,6 +34,9 @@ pub struct CellOptions {
     pub tick: Duration,
     /// This replica's id within its cell (etcd store; empty for the embedded store).
     pub replica: String,
+    /// The meta cell's replicas: given, this is a data cell that serves only the slots the
+    /// partition map (watched there) gives it (docs/partitioning.md).
+    pub meta: Vec<String>,
 }
 
 impl CellOptions {
@@ -43,6 +46,7 @@ impl CellOptions {
             advertise: None,
             tick: Duration::from_millis(50),
             replica: String::new(),
+            meta: Vec::new(),
         }
     }
 }

@@ -42,6 +42,7 @@ impl Cell {
             memory: false,
             admin: false,
             listen: None,
+            meta: Vec::new(),
         }
     }
 }
@@ -54,9 +55,15 @@ pub struct CellBuilder {
     memory: bool,
     admin: bool,
     listen: Option<SocketAddr>,
+    meta: Vec<String>,
 }
 
 impl CellBuilder {
+    /// A data cell of a partitioned deployment whose meta cell is at `addrs`.
+    pub fn meta(mut self, addrs: Vec<String>) -> Self {
+        self.meta = addrs;
+        self
+    }
     /// Listen on this address (default `127.0.0.1:0`); a restart on the same data and
     /// address is a failover its clients can follow.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
@@ -146,7 +153,8 @@ impl CellBuilder {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel::<CellHandle>();
         let name = self.core.cell.clone();
-        let opts = CellOptions::new(self.core);
+        let mut opts = CellOptions::new(self.core);
+        opts.meta = self.meta;
         let task = tokio::spawn(async move {
             warren_cell::run(
                 listener,

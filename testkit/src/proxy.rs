@@ -19,6 +19,7 @@ impl Proxy {
             client_lease: None,
             admin: false,
             id: None,
+            meta: Vec::new(),
         }
     }
 }
@@ -29,9 +30,15 @@ pub struct ProxyBuilder {
     client_lease: Option<Duration>,
     admin: bool,
     id: Option<String>,
+    meta: Vec<String>,
 }
 
 impl ProxyBuilder {
+    /// Routes by the partition map in the meta cell at `addrs`.
+    pub fn meta(mut self, addrs: Vec<String>) -> Self {
+        self.meta = addrs;
+        self
+    }
     /// Fronts the cell `name` at `addrs`.
     pub fn cell(mut self, name: &str, addrs: Vec<String>) -> Self {
         self.cells.push(CellAddrs {
@@ -72,6 +79,7 @@ impl ProxyBuilder {
         if let Some(id) = &self.id {
             cfg.id = id.clone();
         }
+        cfg.meta = self.meta.clone();
         cfg
     }
 
