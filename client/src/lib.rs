@@ -79,6 +79,7 @@ pub mod map;
 mod options;
 mod path;
 mod proxies;
+mod routed;
 mod session;
 pub mod transport;
 pub mod types;

@@ -45,6 +45,14 @@ pub struct ClientOptions {
     /// Whether to cache file contents, metadata, directory listings, absence and open
     /// handles (SPEC §4). On by default; turning it off sends every read to the master.
     pub cache: bool,
+    /// Direct mode over a partitioned deployment: [`endpoints`](Self::endpoints) are the
+    /// replicas of the **meta cell**; the session watches the partition map there and
+    /// routes each call to the cell that owns its path itself, with a session per cell it
+    /// uses (docs/partitioning.md). Off by default. See [`ClientOptions::meta`].
+    pub partitioned: bool,
+    /// In a session a partitioned session made for one cell: the map epoch its calls carry
+    /// (kept current by the routing session).
+    pub(crate) map_epoch: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl ClientOptions {
@@ -69,7 +77,22 @@ impl ClientOptions {
             grace_period: Self::DEFAULT_GRACE_PERIOD,
             cache: true,
             via_proxies: false,
+            partitioned: false,
+            map_epoch: None,
         }
+    }
+
+    /// Options for a direct-mode session over a partitioned deployment whose meta cell's
+    /// replicas are `meta` (`HOST:PORT` each): [`new`](Self::new) with
+    /// [`partitioned`](Self::partitioned) on.
+    pub fn meta<I, S>(meta: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut o = Self::new(meta);
+        o.partitioned = true;
+        o
     }
 
     /// Options for a session through these proxies (`HOST:PORT` each), everything else at
@@ -123,12 +146,19 @@ impl ClientOptions {
         if self.endpoints.is_empty() || self.endpoints.iter().any(|e| e.trim().is_empty()) {
             let (field, what) = if self.via_proxies {
                 ("proxies", "of a proxy")
+            } else if self.partitioned {
+                ("meta", "of a meta cell replica")
             } else {
                 ("endpoints", "of a cell replica")
             };
             return Err(Error::InvalidArgument(format!(
                 "{field}: give at least one HOST:PORT {what}, and no empty ones"
             )));
+        }
+        if self.via_proxies && self.partitioned {
+            return Err(Error::InvalidArgument(
+                "proxies and meta: give one: proxies route by the map themselves, so a session through proxies does not need the meta cell".into(),
+            ));
         }
         if self.rpc_timeout.is_zero() {
             return Err(Error::InvalidArgument(
@@ -170,9 +200,23 @@ pub struct OpenOptions {
     exclusive: bool,
     acl: Option<AclNames>,
     read_contents: bool,
+    /// Open the child anchor of a directory (routed by its own slot) rather than the node.
+    anchor: bool,
 }
 
 impl OpenOptions {
+    /// The same open, aimed at the child anchor of the directory (docs/partitioning.md),
+    /// without create: the cell that holds the entry has made the anchor already.
+    pub(crate) fn at_anchor(mut self) -> Self {
+        self.anchor = true;
+        self.create = None;
+        self.initial_contents = Vec::new();
+        self.ephemeral = false;
+        self.exclusive = false;
+        self.acl = None;
+        self
+    }
+
     /// No intent, no events, no create: enough for `stat`.
     pub fn new() -> Self {
         Self::default()
@@ -308,7 +352,11 @@ impl OpenOptions {
             lock_delay_ms: u64::try_from(self.lock_delay.as_millis()).unwrap_or(u64::MAX),
             create,
             read: self.read_contents,
-            target: pb::OpenTarget::Node as i32,
+            target: if self.anchor {
+                pb::OpenTarget::Anchor
+            } else {
+                pb::OpenTarget::Node
+            } as i32,
         })
     }
 }

@@ -567,6 +567,18 @@ pub struct CacheStats {
     pub flushes: u64,
 }
 
+impl CacheStats {
+    /// Adds `other`'s counts to these (a partitioned session sums its cell sessions').
+    pub(crate) fn add(&mut self, other: &CacheStats) {
+        self.entries += other.entries;
+        self.handles += other.handles;
+        self.hits += other.hits;
+        self.misses += other.misses;
+        self.invalidations += other.invalidations;
+        self.flushes += other.flushes;
+    }
+}
+
 /// What a KeepAlive reply can carry, once decoded: an application event, or an internal
 /// cache invalidation.
 #[derive(Clone, Debug, PartialEq, Eq)]

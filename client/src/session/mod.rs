@@ -108,6 +108,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Clone)]
 pub struct Session {
     owner: Arc<Owner>,
+    /// Direct mode over a partitioned deployment: this is the home session (at the meta
+    /// cell) and the router holds the per-cell sessions ([`crate::routed`]).
+    router: Option<Arc<crate::routed::Router>>,
 }
 
 /// Stops the driver when the last `Session` clone goes.
@@ -182,6 +185,9 @@ impl Session {
     /// keyed by a value random per call, so fresh clients spread over them; the session
     /// is created at the first that answers.
     pub async fn connect_with(options: ClientOptions) -> Result<Session, Error> {
+        if options.partitioned {
+            return Box::pin(crate::routed::connect(options)).await;
+        }
         options.validate()?;
         let timeout = options.rpc_timeout;
         let patience = timeout.max(options.grace_period);
@@ -287,11 +293,44 @@ impl Session {
         tracing::debug!(session = %id, "session created");
         Ok(Session {
             owner: Arc::new(Owner { shared }),
+            router: None,
         })
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.owner.shared
+    }
+
+    /// This (home) session, routing through `router`.
+    pub(crate) fn with_router(self, router: Arc<crate::routed::Router>) -> Session {
+        Session {
+            owner: self.owner,
+            router: Some(router),
+        }
+    }
+
+    /// Whether this session routes by a partition map itself (direct mode over a
+    /// partitioned deployment, [`ClientOptions::meta`]).
+    pub fn is_partitioned(&self) -> bool {
+        self.router.is_some()
+    }
+
+    /// The partition map epoch a partitioned session routes with (0 otherwise).
+    pub fn map_epoch(&self) -> u64 {
+        self.router.as_ref().map_or(0, |r| r.map_epoch())
+    }
+
+    /// The partition map a partitioned session routes with.
+    pub fn partition_map(&self) -> Option<Arc<warren_router::PartitionMap>> {
+        self.router.as_ref().map(|r| r.map())
+    }
+
+    pub(crate) fn plain_state(&self) -> SessionState {
+        lock(&self.shared().core).state()
+    }
+
+    pub(crate) fn plain_cache_stats(&self) -> CacheStats {
+        lock(&self.shared().cache).stats()
     }
 
     /// The session's id.
@@ -329,8 +368,13 @@ impl Session {
     }
 
     /// Where the session is in its life (see [States](Session#states)).
+    ///
+    /// A partitioned session reports the worst state of its cell sessions.
     pub fn state(&self) -> SessionState {
-        lock(&self.shared().core).state()
+        match &self.router {
+            Some(r) => r.state(),
+            None => self.plain_state(),
+        }
     }
 
     /// Whether the session is still usable: safe, or in jeopardy and possibly coming back.
@@ -342,13 +386,23 @@ impl Session {
     /// answered, how often the master invalidated it, how often it was flushed (jeopardy,
     /// fail-over).
     pub fn cache_stats(&self) -> CacheStats {
-        lock(&self.shared().cache).stats()
+        match &self.router {
+            Some(r) => r.cache_stats(),
+            None => self.plain_cache_stats(),
+        }
     }
 
     /// Subscribes to the session's events. Each subscriber gets every event delivered after
     /// it subscribed, exactly once, in order. The stream ends when the session does; after
     /// expiry its last item is [`Event::Expired`].
     pub fn events(&self) -> EventStream {
+        match &self.router {
+            Some(r) => r.events(),
+            None => self.plain_events(),
+        }
+    }
+
+    pub(crate) fn plain_events(&self) -> EventStream {
         let (tx, rx) = mpsc::unbounded_channel();
         // Hold the core lock while subscribing so the session cannot end in between
         // (which would leave this subscriber's stream open forever).
@@ -382,6 +436,18 @@ impl Session {
         options: OpenOptions,
     ) -> Result<(Handle, OpenInfo), Error> {
         let path = self.full_path(path)?;
+        if let Some(router) = &self.router {
+            return Box::pin(router.open(&path, options)).await;
+        }
+        self.plain_open(path, options).await
+    }
+
+    /// `open` at this session's own cell, `path` already expanded.
+    pub(crate) async fn plain_open(
+        &self,
+        path: String,
+        options: OpenOptions,
+    ) -> Result<(Handle, OpenInfo), Error> {
         // Built once, so bad options fail before anything is sent; each attempt only
         // swaps in the current session context.
         let template = options.to_request(path.clone(), pb::SessionContext::default())?;
@@ -441,6 +507,18 @@ impl Session {
                 if !options.creates() && e.code() == Some(ErrorCode::NotFound) && cacheable {
                     lock(&shared.cache).fill_absent(ticket, &path);
                 }
+                // A directory whose children live in another cell was created here (its
+                // entry) before the redirect to its anchor: drop what we cached of it and
+                // its parent, as for any create (the master no longer counts us).
+                if e.warren()
+                    .is_some_and(|w| w.code == ErrorCode::WrongCell && w.created)
+                {
+                    let mut cache = lock(&shared.cache);
+                    cache.wrote(&path);
+                    if let Some((parent, _)) = path.rsplit_once('/') {
+                        cache.wrote(parent);
+                    }
+                }
                 return Err(e);
             }
         };
@@ -483,6 +561,13 @@ impl Session {
 
     /// Whether `sequencer` still names the current holding of its lock.
     pub async fn check_sequencer(&self, sequencer: &Sequencer) -> Result<bool, Error> {
+        if let Some(router) = &self.router {
+            return Box::pin(router.check_sequencer(sequencer)).await;
+        }
+        self.plain_check_sequencer(sequencer).await
+    }
+
+    pub(crate) async fn plain_check_sequencer(&self, sequencer: &Sequencer) -> Result<bool, Error> {
         let mut wire = pb::Sequencer::from(sequencer);
         wire.path = self.full_path(&sequencer.path)?;
         let policy = CallPolicy {
@@ -513,6 +598,13 @@ impl Session {
     /// `SESSION_EXPIRED`; event streams end. Closing a session that has already ended does
     /// nothing. In jeopardy this waits until the session is safe or expired.
     pub async fn close(&self) -> Result<(), Error> {
+        match &self.router {
+            Some(r) => r.close().await,
+            None => self.plain_close().await,
+        }
+    }
+
+    pub(crate) async fn plain_close(&self) -> Result<(), Error> {
         let shared = self.shared();
         if !lock(&shared.core).state().is_live() {
             return Ok(());
@@ -588,7 +680,11 @@ impl Shared {
             session_id: self.id.as_bytes().to_vec(),
             secret: self.secret.clone(),
             epoch,
-            map_epoch: 0,
+            map_epoch: self
+                .options
+                .map_epoch
+                .as_ref()
+                .map_or(0, |e| e.load(Ordering::Acquire)),
             ..Default::default()
         }
     }
@@ -1010,6 +1106,10 @@ pub struct EventStream {
 }
 
 impl EventStream {
+    pub(crate) fn from_rx(rx: mpsc::UnboundedReceiver<Event>) -> Self {
+        EventStream { rx }
+    }
+
     /// The next event; `None` once the session has ended and every event was received.
     pub async fn recv(&mut self) -> Option<Event> {
         self.rx.recv().await

@@ -1,0 +1,307 @@
+//! Direct mode over a partitioned deployment (SPEC §7, docs/partitioning.md): the session
+//! routes each call itself.
+//!
+//! A partitioned [`Session`] is made of plain sessions: a *home* session at the meta cell
+//! (which serves the reserved subtree `/ls/<d>/warren`, and whose id, epoch and lease the
+//! partitioned session reports), and one session per data cell it has used, created on
+//! first use from the replica addresses in the partition map. A [`MapWatcher`] keeps the
+//! map current; every call carries its epoch.
+//!
+//! - `open` routes by the map: a node by its parent's slot; when that cell answers
+//!   `WRONG_CELL{directory}` the path is a directory whose children live elsewhere, and the
+//!   open goes to its child anchor there; any other `WRONG_CELL` means the map in hand is
+//!   older than the cell's: wait (≤ 1 s) for the newer one and route again — or, if it has
+//!   not arrived (the meta cell out of reach), try the owner the cell named, which checks
+//!   ownership against its own map — at most [`MAX_ROUTE_ATTEMPTS`] times in all.
+//! - Calls on a [`Handle`](crate::Handle) go to the cell whose session opened it.
+//! - Events of every cell session are merged into each [`EventStream`]; the state is the
+//!   worst of the cell sessions' states (one expired cell session makes the whole session
+//!   expired: its locks and handles there are gone).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use warren_proto::{ErrorCode, WarrenError};
+use warren_router::{PartitionMap, Route};
+
+use crate::error::Error;
+use crate::handle::{Handle, OpenInfo};
+use crate::map::{map_path, MapWatcher};
+use crate::options::{ClientOptions, OpenOptions};
+use crate::session::{lock, EventStream, Session};
+use crate::types::{CacheStats, Event, Sequencer, SessionState};
+
+/// Most routing attempts of one call (stale maps and directory redirects together).
+pub(crate) const MAX_ROUTE_ATTEMPTS: usize = 4;
+/// How long a router waits for a newer map that a `WRONG_CELL` announced.
+const MAP_CATCH_UP: Duration = Duration::from_secs(1);
+
+pub(crate) struct Router {
+    /// Options for the per-cell sessions (endpoints replaced per cell).
+    cell_options: ClientOptions,
+    watcher: MapWatcher,
+    home: Session,
+    cells: Mutex<HashMap<String, Session>>,
+    /// Held while a cell session is being made, so that one is made per cell.
+    connecting: tokio::sync::Mutex<()>,
+    /// One sender per [`EventStream`] of the partitioned session: each cell session made
+    /// later is forwarded to them too.
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
+    epoch_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        self.epoch_task.abort();
+    }
+}
+
+/// Connects a partitioned session (`options.partitioned`): the home session at the meta
+/// cell, and the first partition map.
+pub(crate) async fn connect(options: ClientOptions) -> Result<Session, Error> {
+    options.validate()?;
+    let epoch = Arc::new(AtomicU64::new(0));
+    let mut plain = options.clone();
+    plain.partitioned = false;
+    plain.map_epoch = Some(epoch.clone());
+    let home = Session::connect_with(plain.clone()).await?;
+    let watcher = MapWatcher::start_with(plain.clone());
+    let patience = options.rpc_timeout;
+    let Some(map) = watcher.wait_for(1, patience).await else {
+        home.close().await.ok();
+        return Err(Error::Warren(WarrenError::not_found(format!(
+            "no partition map at {} in the meta cell ({}) after {patience:?}; run `warren ctl deployment init`",
+            map_path(home.deployment()),
+            options.endpoints.join(",")
+        ))));
+    };
+    epoch.store(map.map_epoch(), Ordering::Release);
+    let mut rx = watcher.subscribe();
+    let epoch_task = tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let e = rx.borrow().as_ref().map_or(0, |m| m.map_epoch());
+            epoch.fetch_max(e, Ordering::AcqRel);
+        }
+    });
+    let router = Router {
+        cell_options: plain,
+        watcher,
+        home: home.clone(),
+        cells: Mutex::new(HashMap::new()),
+        connecting: tokio::sync::Mutex::new(()),
+        subscribers: Mutex::new(Vec::new()),
+        epoch_task,
+    };
+    Ok(home.with_router(Arc::new(router)))
+}
+
+fn forward(mut events: EventStream, tx: mpsc::UnboundedSender<Event>) {
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if tx.send(ev).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+fn route_error(e: warren_router::RouteError) -> Error {
+    Error::Warren(WarrenError::invalid_argument(e.to_string()))
+}
+
+impl Router {
+    pub(crate) fn map(&self) -> Arc<PartitionMap> {
+        self.watcher
+            .current()
+            .expect("a partitioned session is made only once a map is loaded")
+    }
+
+    /// The session at `cell`, made on first use from the map's replica addresses (and
+    /// again if the previous one ended).
+    async fn session_for(&self, cell: &str, map: &PartitionMap) -> Result<Session, Error> {
+        let live = |cells: &HashMap<String, Session>| {
+            cells
+                .get(cell)
+                .filter(|s| s.plain_state().is_live())
+                .cloned()
+        };
+        if let Some(s) = live(&lock(&self.cells)) {
+            return Ok(s);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(s) = live(&lock(&self.cells)) {
+            return Ok(s);
+        }
+        let Some(addrs) = map.replicas(cell) else {
+            return Err(Error::Warren(WarrenError::internal(format!(
+                "partition map epoch {} routes to cell {cell}, which it gives no replicas",
+                map.map_epoch()
+            ))));
+        };
+        let mut options = self.cell_options.clone();
+        options.endpoints = addrs.to_vec();
+        let s = Session::connect_with(options).await?;
+        {
+            let mut subscribers = lock(&self.subscribers);
+            subscribers.retain(|tx| !tx.is_closed());
+            for tx in subscribers.iter() {
+                forward(s.plain_events(), tx.clone());
+            }
+        }
+        lock(&self.cells).insert(cell.to_string(), s.clone());
+        Ok(s)
+    }
+
+    async fn session_at(&self, route: Route<'_>, map: &PartitionMap) -> Result<Session, Error> {
+        match route {
+            Route::Meta => Ok(self.home.clone()),
+            Route::Cell { cell, .. } => self.session_for(cell, map).await,
+        }
+    }
+
+    /// Runs `call` at the cell holding `path` (`anchor`: its child anchor), following
+    /// directory redirects and waiting out stale maps (see the module docs). `call` gets
+    /// the session and whether it is aimed at an anchor; the second value of the result is
+    /// whether a redirect said the directory was created on the way.
+    async fn routed<T, F, Fut>(&self, path: &str, call: F) -> Result<(T, bool), Error>
+    where
+        F: Fn(Session, bool) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let mut anchor = false;
+        let mut created = false;
+        let mut last = None;
+        // The owner a WRONG_CELL named, while our map is still older than the cell's.
+        let mut hint: Option<String> = None;
+        for _ in 0..MAX_ROUTE_ATTEMPTS {
+            let map = self.map();
+            let route = map.route(path, anchor).map_err(route_error)?;
+            let session = match (&hint, route) {
+                (Some(owner), Route::Cell { .. }) if map.replicas(owner).is_some() => {
+                    self.session_for(owner, &map).await?
+                }
+                _ => self.session_at(route, &map).await?,
+            };
+            match call(session, anchor).await {
+                Ok(v) => return Ok((v, created)),
+                Err(e) => {
+                    match e.warren() {
+                        Some(w) if w.code == ErrorCode::WrongCell && w.directory && !anchor => {
+                            anchor = true;
+                            created |= w.created;
+                            hint = None;
+                        }
+                        Some(w) if w.code == ErrorCode::WrongCell => {
+                            let want = w.map_epoch.max(map.map_epoch() + 1);
+                            let newer = self.watcher.wait_for(want, MAP_CATCH_UP).await;
+                            // Still behind (the meta cell is out of reach): follow the
+                            // owner the cell named. That is safe: the owner checks
+                            // ownership against its own, newer map before serving.
+                            hint = newer
+                                .filter(|m| m.map_epoch() < want)
+                                .and(Some(w.owner.clone()))
+                                .filter(|o| !o.is_empty());
+                        }
+                        _ => return Err(e),
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    pub(crate) async fn open(
+        &self,
+        path: &str,
+        options: OpenOptions,
+    ) -> Result<(Handle, OpenInfo), Error> {
+        let ((handle, mut info), created) = self
+            .routed(path, |session, anchor| {
+                let options = if anchor {
+                    options.clone().at_anchor()
+                } else {
+                    options.clone()
+                };
+                async move { session.plain_open(path.to_string(), options).await }
+            })
+            .await?;
+        info.created |= created;
+        Ok((handle, info))
+    }
+
+    pub(crate) async fn check_sequencer(&self, sequencer: &Sequencer) -> Result<bool, Error> {
+        let path = self.home.full_path(&sequencer.path)?;
+        // A lock on a directory lives with its anchor: `CheckSequencer` at the entry's
+        // cell answers WRONG_CELL{directory} like an open does.
+        let (current, _) = self
+            .routed(&path, |session, _| async move {
+                session.plain_check_sequencer(sequencer).await
+            })
+            .await?;
+        Ok(current)
+    }
+
+    /// The home session first, then every cell session.
+    fn all(&self) -> Vec<Session> {
+        let mut all = vec![self.home.clone()];
+        all.extend(lock(&self.cells).values().cloned());
+        all
+    }
+
+    /// The worst state of the cell sessions: closed or expired anywhere, then jeopardy.
+    pub(crate) fn state(&self) -> SessionState {
+        let rank = |s: SessionState| match s {
+            SessionState::Safe => 0,
+            SessionState::Jeopardy => 1,
+            SessionState::Expired => 2,
+            SessionState::Closed => 3,
+        };
+        self.all()
+            .iter()
+            .map(|s| s.plain_state())
+            .max_by_key(|s| rank(*s))
+            .unwrap_or(SessionState::Safe)
+    }
+
+    pub(crate) fn cache_stats(&self) -> CacheStats {
+        let mut total = CacheStats::default();
+        for s in self.all() {
+            total.add(&s.plain_cache_stats());
+        }
+        total
+    }
+
+    pub(crate) fn events(&self) -> EventStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut subscribers = lock(&self.subscribers);
+        for s in self.all() {
+            forward(s.plain_events(), tx.clone());
+        }
+        subscribers.push(tx);
+        EventStream::from_rx(rx)
+    }
+
+    pub(crate) async fn close(&self) -> Result<(), Error> {
+        let mut first = Ok(());
+        let all = self.all();
+        // Cell sessions first, the home session (which reports the state) last.
+        for s in all.iter().skip(1).chain(all.iter().take(1)) {
+            if let Err(e) = s.plain_close().await {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        lock(&self.subscribers).clear();
+        first
+    }
+
+    /// The current map's epoch (0 before the first).
+    pub(crate) fn map_epoch(&self) -> u64 {
+        self.watcher.map_epoch()
+    }
+}
