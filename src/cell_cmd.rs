@@ -66,6 +66,12 @@ pub struct CellArgs {
     /// Most operations per etcd transaction (etcd's --max-txn-ops). Env WARREN_ETCD_MAX_TXN_OPS.
     #[arg(long)]
     etcd_max_txn_ops: Option<String>,
+    /// The meta cell's replicas, HOST:PORT[,HOST:PORT…]: given, this is a data cell of a
+    /// partitioned deployment, serving the slots the partition map (watched in the meta
+    /// cell) gives it. Unset for the meta cell itself or an unpartitioned deployment.
+    /// Env WARREN_META.
+    #[arg(long)]
+    meta: Option<String>,
 }
 
 fn sources(a: &CellArgs) -> Result<Sources, warren_config::ConfigError> {
@@ -90,6 +96,7 @@ fn sources(a: &CellArgs) -> Result<Sources, warren_config::ConfigError> {
         ("replica", &a.replica),
         ("etcd_lease", &a.etcd_lease),
         ("etcd_max_txn_ops", &a.etcd_max_txn_ops),
+        ("meta", &a.meta),
     ];
     for (k, v) in flags {
         if let Some(v) = v {

@@ -1,7 +1,8 @@
 //! The admin HTTP endpoint (hyper): `/metrics` (Prometheus text from the `metrics`
 //! crate), `/healthz`, `/readyz` (the master has loaded its state and serves) and
-//! `/status` (JSON: name, epoch, role, sessions, nodes, …). `/readyz` is 200 only on a master
-//! that serves all operations (standbys and recovering masters answer 503).
+//! `/status` (JSON: name, epoch, role, sessions, nodes, map epoch, slots owned, …). `/readyz`
+//! is 200 only on a master that serves all operations (standbys, recovering masters and data
+//! cells that have not loaded their partition map yet answer 503).
 
 use crate::server::Node;
 use bytes::Bytes;
@@ -56,8 +57,14 @@ async fn handle(
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => {
             let st = shared.status();
-            if st.role == "master" && st.serving {
+            if st.role == "master" && st.serving && st.map_loaded {
                 reply(StatusCode::OK, "text/plain", "ready\n")
+            } else if st.role == "master" && st.serving {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "the partition map is not loaded yet (it is read from the meta cell)\n",
+                )
             } else if st.role == "master" {
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,

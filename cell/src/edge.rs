@@ -76,7 +76,8 @@ pub fn acl_out(a: &AclNames) -> pb::AclNames {
     }
 }
 
-pub fn stat(s: &StatView) -> pb::Stat {
+/// A node's stat as clients see it; `cell` is the cell holding the node (this cell).
+pub fn stat(s: &StatView, cell: &str) -> pb::Stat {
     pb::Stat {
         kind: match s.kind {
             NodeKind::File => pb::NodeKind::File,
@@ -91,7 +92,7 @@ pub fn stat(s: &StatView) -> pb::Stat {
         ephemeral: s.ephemeral,
         child_count: s.child_count,
         length: s.length,
-        cell: String::new(),
+        cell: cell.to_string(),
     }
 }
 
@@ -152,7 +153,19 @@ pub fn open_args(r: &pb::OpenRequest) -> Result<core::OpenArgs, WarrenError> {
             contents: c.initial_contents.clone(),
             acl: c.acl.as_ref().map(acl_in),
             exclusive: c.exclusive,
+            instance: c.instance,
         }),
+    };
+    let target = match pb::OpenTarget::try_from(r.target) {
+        Ok(pb::OpenTarget::Node) => core::Target::Node,
+        Ok(pb::OpenTarget::Anchor) => core::Target::Anchor,
+        Ok(pb::OpenTarget::Entry) => core::Target::Entry,
+        Err(_) => {
+            return Err(WarrenError::invalid_argument(format!(
+                "target {} is not NODE (0), ANCHOR (1) or ENTRY (2)",
+                r.target
+            )))
+        }
     };
     Ok(core::OpenArgs {
         path: r.path.clone(),
@@ -161,5 +174,6 @@ pub fn open_args(r: &pb::OpenRequest) -> Result<core::OpenArgs, WarrenError> {
         lock_delay: std::time::Duration::from_millis(r.lock_delay_ms),
         create,
         read: r.read,
+        target,
     })
 }

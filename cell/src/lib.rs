@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod core;
 mod edge;
+mod peers;
 pub mod replica;
 pub mod server;
 pub mod store;

@@ -6,23 +6,33 @@
 //! master had applied when the reply was produced. Changes are handed to the writer in
 //! the master's critical section, so they commit in the order they were applied; the
 //! writer batches whatever has queued up into one transaction (group commit).
+//!
+//! Partitioning (docs/partitioning.md): a data cell (`CellOptions.meta` given) watches the
+//! partition map in the meta cell and hands each new map to the master; a call routed with a
+//! newer map epoch waits (≤ 1 s) for it. The steps that cross cells run here, after the
+//! master's part is durable: creating a child anchor, unlinking the entry of a deleted
+//! anchor, reading ACL files held elsewhere (then running the call again), and a janitor
+//! that finishes interrupted steps at start and every second.
 
 use crate::admin;
-use crate::core::{CoreConfig, Master, Reply, WaiterId, Wake};
+use crate::core::{AnchorJob, CallNotes, CoreConfig, Master, Reply, WaiterId, Wake};
 use crate::edge;
-use crate::store::{Mutation, Store, StoreError};
+use crate::peers::Peers;
+use crate::store::{Mutation, PendingUnlink, Store, StoreError};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
+use warren_client::map::MapWatcher;
 use warren_proto::framing::{framing_errors_into_table, MAX_MESSAGE_BYTES};
 use warren_proto::pb;
 use warren_proto::pb::warren_server::{Warren, WarrenServer};
 use warren_proto::WarrenError;
+use warren_router::Route;
 
 /// How a cell runs.
 #[derive(Clone, Debug)]
@@ -84,7 +94,52 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     writer: mpsc::UnboundedSender<(u64, Vec<Mutation>)>,
     durable: watch::Receiver<Durable>,
+    /// A data cell's view of the partition map in the meta cell.
+    watcher: Option<MapWatcher>,
+    /// This master's internal sessions at other cells.
+    peers: Peers,
+    /// The meta cell's replicas (empty: this is the meta cell or an unpartitioned one).
+    meta: Vec<String>,
 }
+
+/// The crash hook of the partitioning tests (`WARREN_FAULT`, read once per process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// Abort right after an entry marked anchor-pending is committed.
+    AbortAfterEntry,
+    /// Abort right after an anchor's removal and its pending unlink are committed.
+    AbortAfterAnchorDelete,
+}
+
+fn fault() -> Fault {
+    static FAULT: OnceLock<Fault> = OnceLock::new();
+    *FAULT.get_or_init(|| match std::env::var("WARREN_FAULT").as_deref() {
+        Ok("abort-after-entry") => Fault::AbortAfterEntry,
+        Ok("abort-after-anchor-delete") => Fault::AbortAfterAnchorDelete,
+        Ok("") | Err(_) => Fault::None,
+        Ok(other) => {
+            tracing::warn!(
+                fault = other,
+                "WARREN_FAULT is not abort-after-entry or abort-after-anchor-delete; ignored"
+            );
+            Fault::None
+        }
+    })
+}
+
+fn maybe_abort(at: Fault) {
+    if at != Fault::None && fault() == at {
+        tracing::error!(?at, "WARREN_FAULT: aborting the process");
+        std::process::abort();
+    }
+}
+
+/// How many times a call is run again after reading ACL files held by other cells.
+const ACL_ROUNDS: usize = 3;
+/// How long a `Delete` waits for the entry of a removed anchor to be unlinked before it
+/// replies anyway (the unlink is durable; the janitor finishes it).
+const UNLINK_WAIT: Duration = Duration::from_secs(4);
 
 /// A snapshot for `/status`.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -113,6 +168,12 @@ pub struct CellStatus {
     pub sub_sessions: usize,
     /// Sub-sessions whose proxy session ended, waiting to be claimed.
     pub orphans: usize,
+    /// Epoch of the partition map in force (0: none).
+    pub map_epoch: u64,
+    /// Slots this cell owns in that map.
+    pub slots: u32,
+    /// False while a data cell waits for its first partition map.
+    pub map_loaded: bool,
 }
 
 impl State {
@@ -264,6 +325,204 @@ impl Shared {
         }
     }
 
+    /// A call routed with a newer map than this cell's: re-read the map first (≤ 1 s).
+    async fn catch_up(&self, map_epoch: u64) {
+        let Some(w) = &self.watcher else { return };
+        if map_epoch <= self.lock().master.map_epoch() {
+            return;
+        }
+        if let Some(map) = w.wait_for(map_epoch, Duration::from_secs(1)).await {
+            self.lock().master.set_map(map);
+        }
+    }
+
+    /// [`Shared::write`] with the ACL files read so far supplied to the master; also
+    /// returns what the master noted for the server.
+    async fn write_noted<T>(
+        &self,
+        acls: &HashMap<String, Option<Vec<u8>>>,
+        mut f: impl FnMut(&mut Master, Instant) -> Result<Reply<T>, WarrenError>,
+    ) -> (Result<T, Status>, CallNotes) {
+        let notes = Mutex::new(CallNotes::default());
+        let r = self
+            .write(|m, now| {
+                m.supply_acls(acls.clone());
+                let r = f(m, now);
+                *notes.lock().unwrap_or_else(|p| p.into_inner()) = m.take_notes();
+                m.supply_acls(HashMap::new());
+                r
+            })
+            .await;
+        (r, notes.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The replicas of `cell` in the map in force (`meta`: the meta cell's).
+    fn addrs_of(&self, cell: &str) -> Result<Vec<String>, WarrenError> {
+        let st = self.lock();
+        if let Some(a) = st.master.map().and_then(|m| m.replicas(cell)) {
+            return Ok(a.to_vec());
+        }
+        if cell == "meta" && !self.meta.is_empty() {
+            return Ok(self.meta.clone());
+        }
+        Err(WarrenError::internal(format!(
+            "the partition map lists no replicas for cell {cell}"
+        )))
+    }
+
+    fn map_epoch(&self) -> u64 {
+        self.lock().master.map_epoch()
+    }
+
+    /// Reads the ACL files `files` (held by other cells) into `acls`.
+    async fn read_acls(
+        &self,
+        files: &[String],
+        acls: &mut HashMap<String, Option<Vec<u8>>>,
+    ) -> Result<(), WarrenError> {
+        for file in files {
+            let owner = {
+                let st = self.lock();
+                let Some(map) = st.master.map() else {
+                    return Err(WarrenError::internal("ACL file needed without a map"));
+                };
+                match map.route(file, false) {
+                    Ok(Route::Cell { cell, .. }) => cell.to_string(),
+                    Ok(Route::Meta) => "meta".to_string(),
+                    Err(e) => return Err(WarrenError::invalid_argument(e.to_string())),
+                }
+            };
+            let addrs = self.addrs_of(&owner)?;
+            let data = self.peers.read_acl(&owner, &addrs, file).await?;
+            acls.insert(file.clone(), data);
+        }
+        Ok(())
+    }
+
+    /// Step 2 of creating a directory split over two cells: the child anchor at its
+    /// owner, then the mark on the entry cleared (committed).
+    async fn finish_anchor(&self, job: &AnchorJob) -> Result<(), WarrenError> {
+        let epoch = self.map_epoch();
+        if job.owner != self.lock().master.config().cell {
+            let addrs = self.addrs_of(&job.owner)?;
+            let peer = self.peers.session(&job.owner, &addrs).await?;
+            let req = pb::OpenRequest {
+                path: job.path.clone(),
+                create: Some(pb::CreateSpec {
+                    kind: pb::NodeKind::Directory as i32,
+                    ephemeral: job.ephemeral,
+                    acl: Some(edge::acl_out(&job.acl)),
+                    instance: job.instance,
+                    ..Default::default()
+                }),
+                target: pb::OpenTarget::Anchor as i32,
+                ..Default::default()
+            };
+            let reply = peer.open(epoch, req).await?;
+            peer.close(epoch, &reply.handle).await;
+        }
+        self.run(|m, _| {
+            m.anchor_created(&job.path, job.instance);
+            Ok(())
+        })
+        .await
+        .map_err(|s| {
+            WarrenError::from_status(&s).unwrap_or_else(|| WarrenError::internal(s.message()))
+        })
+    }
+
+    /// Step 2 of deleting a directory split over two cells: its entry removed at the
+    /// parent's cell (if still that instance), then the record dropped (committed).
+    async fn finish_unlink(&self, u: &PendingUnlink) -> Result<(), WarrenError> {
+        let (owner, epoch, me) = {
+            let st = self.lock();
+            let Some(map) = st.master.map() else {
+                return Err(WarrenError::internal("no partition map to find the entry"));
+            };
+            let owner = match map.route(&u.path, false) {
+                Ok(Route::Cell { cell, .. }) => cell.to_string(),
+                Ok(Route::Meta) => "meta".to_string(),
+                Err(e) => return Err(WarrenError::invalid_argument(e.to_string())),
+            };
+            (owner, map.map_epoch(), st.master.config().cell.clone())
+        };
+        let done = |s: Status| {
+            WarrenError::from_status(&s).unwrap_or_else(|| WarrenError::internal(s.message()))
+        };
+        if owner == me {
+            return self
+                .run(|m, _| {
+                    m.unlink_local(u);
+                    Ok(())
+                })
+                .await
+                .map_err(done);
+        }
+        let addrs = self.addrs_of(&owner)?;
+        let peer = self.peers.session(&owner, &addrs).await?;
+        let req = pb::OpenRequest {
+            path: u.path.clone(),
+            intent: crate::core::intent::WRITE,
+            target: pb::OpenTarget::Entry as i32,
+            ..Default::default()
+        };
+        match peer.open(epoch, req).await {
+            Ok(reply) => {
+                let same = reply
+                    .stat
+                    .as_ref()
+                    .is_some_and(|s| s.instance == u.instance);
+                let r = if same {
+                    peer.delete(epoch, &reply.handle).await
+                } else {
+                    Ok(())
+                };
+                peer.close(epoch, &reply.handle).await;
+                match r {
+                    Ok(()) => {}
+                    // Already gone (a repeated delete).
+                    Err(e)
+                        if e.code == warren_proto::ErrorCode::NotFound
+                            || e.code == warren_proto::ErrorCode::HandleInvalid => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) if e.code == warren_proto::ErrorCode::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.run(|m, _| {
+            m.unlink_done(u);
+            Ok(())
+        })
+        .await
+        .map_err(done)
+    }
+
+    /// Finishes pending anchors and pending unlinks (at start and every second).
+    async fn janitor_pass(&self) {
+        let (anchors, unlinks) = {
+            let st = self.lock();
+            if st.master.map().is_none() {
+                return;
+            }
+            (st.master.pending_anchors(), st.master.pending_unlinks())
+        };
+        for job in anchors {
+            if let Err(e) = self.finish_anchor(&job).await {
+                tracing::warn!(path = %job.path, owner = %job.owner, error = %e, "janitor: the child anchor could not be created yet");
+            } else {
+                tracing::info!(path = %job.path, owner = %job.owner, "janitor: child anchor created");
+            }
+        }
+        for u in unlinks {
+            if let Err(e) = self.finish_unlink(&u).await {
+                tracing::warn!(path = %u.path, error = %e, "janitor: the entry of a deleted directory could not be unlinked yet");
+            } else {
+                tracing::info!(path = %u.path, "janitor: entry of a deleted directory unlinked");
+            }
+        }
+    }
+
     fn tick(&self) {
         let mut st = self.lock();
         st.master.tick(Instant::now());
@@ -370,6 +629,7 @@ impl Node {
                 r.is_master = true;
                 r.role = "master".into();
                 r.serving = !st.closing && !st.master.recovering();
+                r.map_epoch = st.master.map_epoch();
             }
             Role::Standby { master, epoch } => {
                 r.master = master.clone();
@@ -402,6 +662,9 @@ impl Node {
             sub_sessions: 0,
             orphans: 0,
             serving: false,
+            map_epoch: 0,
+            slots: 0,
+            map_loaded: false,
         };
         match &*self.role.read().unwrap_or_else(|p| p.into_inner()) {
             Role::Master(shared) => {
@@ -418,6 +681,9 @@ impl Node {
                 st.sub_sessions = s.sub_sessions;
                 st.orphans = s.orphans;
                 st.serving = !g.closing && !g.master.recovering();
+                st.map_epoch = s.map_epoch;
+                st.slots = s.slots;
+                st.map_loaded = s.map_loaded;
             }
             Role::Standby { master, epoch } => {
                 st.master = master.clone();
@@ -457,6 +723,9 @@ pub(crate) struct Term {
     pub(crate) shared: Arc<Shared>,
     writer: tokio::task::JoinHandle<()>,
     ticker: tokio::task::JoinHandle<()>,
+    /// Hands each new partition map to the master (data cells).
+    map_feed: Option<tokio::task::JoinHandle<()>>,
+    janitor: tokio::task::JoinHandle<()>,
 }
 
 impl Term {
@@ -467,7 +736,9 @@ impl Term {
     ) -> Result<Term, CellError> {
         let snapshot = store.load().await?;
         let seed: u64 = rand::random();
-        let mut master = Master::recover(opts.core.clone(), snapshot, Instant::now(), seed)
+        let mut core = opts.core.clone();
+        core.meta = opts.meta.clone();
+        let mut master = Master::recover(core, snapshot, Instant::now(), seed)
             .map_err(|e| CellError::Startup(e.message))?;
         // The new epoch (and a fresh store's root) must be durable before anything is served.
         let boot = master.take_output();
@@ -483,6 +754,10 @@ impl Term {
             }),
             writer: writer_tx,
             durable: durable_rx,
+            watcher: (!opts.meta.is_empty())
+                .then(|| MapWatcher::start(opts.meta.clone(), crate::core::CELL_PRINCIPAL)),
+            peers: Peers::default(),
+            meta: opts.meta.clone(),
         });
         let writer = tokio::spawn(write_loop(store.clone(), writer_rx, durable_tx));
         let ticker = {
@@ -497,10 +772,28 @@ impl Term {
                 }
             })
         };
+        let map_feed = shared.watcher.as_ref().map(|w| {
+            let mut rx = w.subscribe();
+            let weak = Arc::downgrade(&shared);
+            tokio::spawn(async move {
+                loop {
+                    let map = rx.borrow_and_update().clone();
+                    if let (Some(map), Some(shared)) = (map, weak.upgrade()) {
+                        shared.lock().master.set_map(map);
+                    }
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+        });
+        let janitor = tokio::spawn(janitor_loop(Arc::downgrade(&shared)));
         Ok(Term {
             shared,
             writer,
             ticker,
+            map_feed,
+            janitor,
         })
     }
 
@@ -522,6 +815,10 @@ impl Term {
     pub(crate) async fn end(self) {
         self.shared.close();
         self.ticker.abort();
+        self.janitor.abort();
+        if let Some(t) = &self.map_feed {
+            t.abort();
+        }
         drop(self.shared);
         // The writer ends once every holder of the term is gone (in-flight calls finish
         // quickly: parked ones were just failed). Bounded, so a stuck store cannot hang
@@ -536,6 +833,20 @@ impl Term {
             );
             writer.abort();
         }
+    }
+}
+
+/// The janitor of one term: finishes pending anchors and unlinks at start and every second.
+async fn janitor_loop(shared: Weak<Shared>) {
+    let mut iv = tokio::time::interval(Duration::from_secs(1));
+    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        iv.tick().await;
+        let Some(s) = shared.upgrade() else { return };
+        if s.lock().closing {
+            return;
+        }
+        s.janitor_pass().await;
     }
 }
 
@@ -690,6 +1001,19 @@ struct Service {
     node: Arc<Node>,
 }
 
+impl Service {
+    /// The master, once it has a partition map at least as new as the one the caller
+    /// routed with (waiting at most 1 s for it).
+    async fn routed(&self, ctx: Option<&pb::SessionContext>) -> Result<Arc<Shared>, Status> {
+        let shared = self.node.master()?;
+        let want = ctx.map_or(0, |c| c.map_epoch);
+        if want > 0 {
+            shared.catch_up(want).await;
+        }
+        Ok(shared)
+    }
+}
+
 fn observe<T>(method: &'static str, started: std::time::Instant, r: &Result<T, Status>) {
     let code = match r {
         Ok(_) => "OK",
@@ -798,14 +1122,55 @@ impl Warren for Service {
         rpc!("Open", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let args = edge::open_args(&r)?;
-            let ok = self
-                .node
-                .master()?
-                .write(|m, now| m.open(&ctx, &args, now))
-                .await?;
+            let shared = self.routed(r.ctx.as_ref()).await?;
+            let mut acls = HashMap::new();
+            let (mut acl_rounds, mut anchor_rounds) = (0, 0);
+            let ok = loop {
+                let (res, notes) = shared
+                    .write_noted(&acls, |m, now| m.open(&ctx, &args, now))
+                    .await;
+                if !notes.acl_needed.is_empty() && acl_rounds < ACL_ROUNDS {
+                    acl_rounds += 1;
+                    shared.read_acls(&notes.acl_needed, &mut acls).await?;
+                    continue;
+                }
+                if let Some(job) = notes.anchor {
+                    if job.created {
+                        maybe_abort(Fault::AbortAfterEntry);
+                    }
+                    if anchor_rounds < 2 {
+                        anchor_rounds += 1;
+                        if let Err(e) = shared.finish_anchor(&job).await {
+                            tracing::warn!(path = %job.path, owner = %job.owner, error = %e, "the child anchor could not be created; the janitor will retry");
+                            return Err(WarrenError::new(
+                                warren_proto::ErrorCode::FailoverInProgress,
+                                format!(
+                                    "{} is recorded, but its child anchor in cell {} could not be created yet ({}); this cell keeps trying; retry shortly",
+                                    job.path, job.owner, e.message
+                                ),
+                            )
+                            .into());
+                        }
+                        if job.created {
+                            // This Open created the directory: the client opens the anchor
+                            // next. (Running the Open again would find the entry, which an
+                            // exclusive create must not mistake for someone else's.)
+                            let mut e = WarrenError::directory_elsewhere(
+                                shared.map_epoch(),
+                                &job.owner,
+                                &job.path,
+                            );
+                            e.created = true;
+                            return Err(e.into());
+                        }
+                        continue;
+                    }
+                }
+                break res?;
+            };
             Ok::<_, Status>(pb::OpenResponse {
                 handle: ok.handle,
-                stat: Some(edge::stat(&ok.stat)),
+                stat: Some(edge::stat(&ok.stat, &self.node.cell)),
                 contents: ok.contents.unwrap_or_default(),
                 cacheable: ok.cacheable,
                 created: ok.created,
@@ -821,8 +1186,8 @@ impl Warren for Service {
         rpc!("Close", async {
             // Close never fails: a malformed context is simply nothing to close.
             if let Ok(ctx) = edge::ctx(r.ctx.as_ref()) {
-                self.node
-                    .master()?
+                self.routed(r.ctx.as_ref())
+                    .await?
                     .run(|m, now| m.close(&ctx, &r.handle, now))
                     .await?;
             }
@@ -838,13 +1203,13 @@ impl Warren for Service {
         rpc!("GetContentsAndStat", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let (contents, stat, cacheable) = self
-                .node
-                .master()?
+                .routed(r.ctx.as_ref())
+                .await?
                 .run(|m, now| m.get_contents(&ctx, &r.handle, now))
                 .await?;
             Ok::<_, Status>(pb::GetContentsAndStatResponse {
                 contents,
-                stat: Some(edge::stat(&stat)),
+                stat: Some(edge::stat(&stat, &self.node.cell)),
                 cacheable,
             })
         })
@@ -858,12 +1223,12 @@ impl Warren for Service {
         rpc!("GetStat", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let (stat, cacheable) = self
-                .node
-                .master()?
+                .routed(r.ctx.as_ref())
+                .await?
                 .run(|m, now| m.get_stat(&ctx, &r.handle, now))
                 .await?;
             Ok::<_, Status>(pb::GetStatResponse {
-                stat: Some(edge::stat(&stat)),
+                stat: Some(edge::stat(&stat, &self.node.cell)),
                 cacheable,
             })
         })
@@ -877,8 +1242,8 @@ impl Warren for Service {
         rpc!("ReadDir", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let (entries, stat, cacheable) = self
-                .node
-                .master()?
+                .routed(r.ctx.as_ref())
+                .await?
                 .run(|m, now| m.read_dir(&ctx, &r.handle, now))
                 .await?;
             Ok::<_, Status>(pb::ReadDirResponse {
@@ -886,11 +1251,14 @@ impl Warren for Service {
                     .iter()
                     .map(|e| pb::DirEntry {
                         name: e.name.clone(),
-                        stat: Some(edge::stat(&e.stat)),
+                        stat: Some(edge::stat(
+                            &e.stat,
+                            e.anchor_cell.as_deref().unwrap_or(&self.node.cell),
+                        )),
                     })
                     .collect(),
                 cacheable,
-                stat: Some(edge::stat(&stat)),
+                stat: Some(edge::stat(&stat, &self.node.cell)),
             })
         })
     }
@@ -903,14 +1271,14 @@ impl Warren for Service {
         rpc!("SetContents", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let stat = self
-                .node
-                .master()?
+                .routed(r.ctx.as_ref())
+                .await?
                 .write(|m, now| {
                     m.set_contents(&ctx, &r.handle, &r.contents, r.if_content_generation, now)
                 })
                 .await?;
             Ok::<_, Status>(pb::SetContentsResponse {
-                stat: Some(edge::stat(&stat)),
+                stat: Some(edge::stat(&stat, &self.node.cell)),
             })
         })
     }
@@ -928,12 +1296,12 @@ impl Warren for Service {
                     .ok_or_else(|| WarrenError::invalid_argument("SetAcl needs acl"))?,
             );
             let stat = self
-                .node
-                .master()?
+                .routed(r.ctx.as_ref())
+                .await?
                 .write(|m, now| m.set_acl(&ctx, &r.handle, &acl, now))
                 .await?;
             Ok::<_, Status>(pb::SetAclResponse {
-                stat: Some(edge::stat(&stat)),
+                stat: Some(edge::stat(&stat, &self.node.cell)),
             })
         })
     }
@@ -945,10 +1313,33 @@ impl Warren for Service {
         let r = req.into_inner();
         rpc!("Delete", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
-            self.node
-                .master()?
-                .write(|m, now| m.delete(&ctx, &r.handle, now))
-                .await?;
+            let shared = self.routed(r.ctx.as_ref()).await?;
+            let mut acls = HashMap::new();
+            let mut acl_rounds = 0;
+            let unlink = loop {
+                let (res, notes) = shared
+                    .write_noted(&acls, |m, now| m.delete(&ctx, &r.handle, now))
+                    .await;
+                if !notes.acl_needed.is_empty() && acl_rounds < ACL_ROUNDS {
+                    acl_rounds += 1;
+                    shared.read_acls(&notes.acl_needed, &mut acls).await?;
+                    continue;
+                }
+                break res?;
+            };
+            if let Some(u) = unlink {
+                // The anchor is gone and the unlink recorded (durably): the entry next.
+                maybe_abort(Fault::AbortAfterAnchorDelete);
+                match tokio::time::timeout(UNLINK_WAIT, shared.finish_unlink(&u)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(path = %u.path, error = %e, "the entry of the deleted directory could not be unlinked yet; the janitor will finish it")
+                    }
+                    Err(_) => {
+                        tracing::warn!(path = %u.path, "unlinking the entry of the deleted directory is taking long; the janitor will finish it")
+                    }
+                }
+            }
             Ok::<_, Status>(pb::DeleteResponse {})
         })
     }
@@ -963,8 +1354,8 @@ impl Warren for Service {
             let mode = edge::lock_mode(r.mode)?;
             let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
             let seq = match self
-                .node
-                .master()?
+                .routed(r.ctx.as_ref())
+                .await?
                 .run_parked(|m, now| m.acquire(&ctx, &r.handle, mode, timeout, now))
                 .await?
             {
@@ -989,8 +1380,8 @@ impl Warren for Service {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let mode = edge::lock_mode(r.mode)?;
             let seq = self
-                .node
-                .master()?
+                .routed(r.ctx.as_ref())
+                .await?
                 .run(|m, now| m.try_acquire(&ctx, &r.handle, mode, now))
                 .await?;
             Ok::<_, Status>(pb::AcquireResponse {
@@ -1007,8 +1398,8 @@ impl Warren for Service {
         rpc!("Release", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let was_held = self
-                .node
-                .master()?
+                .routed(r.ctx.as_ref())
+                .await?
                 .run(|m, now| m.release(&ctx, &r.handle, now))
                 .await?;
             Ok::<_, Status>(pb::ReleaseResponse { was_held })
@@ -1023,8 +1414,8 @@ impl Warren for Service {
         rpc!("GetSequencer", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let seq = self
-                .node
-                .master()?
+                .routed(r.ctx.as_ref())
+                .await?
                 .run(|m, now| m.get_sequencer(&ctx, &r.handle, now))
                 .await?;
             Ok::<_, Status>(pb::GetSequencerResponse {
@@ -1041,8 +1432,8 @@ impl Warren for Service {
         rpc!("SetSequencer", async {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let seq = edge::sequencer_in(r.sequencer.as_ref())?;
-            self.node
-                .master()?
+            self.routed(r.ctx.as_ref())
+                .await?
                 .run(|m, now| m.set_sequencer(&ctx, &r.handle, seq, now))
                 .await?;
             Ok::<_, Status>(pb::SetSequencerResponse {})
@@ -1058,8 +1449,8 @@ impl Warren for Service {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let seq = edge::sequencer_in(r.sequencer.as_ref())?;
             let current = self
-                .node
-                .master()?
+                .routed(r.ctx.as_ref())
+                .await?
                 .run(|m, now| m.check_sequencer(&ctx, &seq, now))
                 .await?;
             Ok::<_, Status>(pb::CheckSequencerResponse { current })
@@ -1081,8 +1472,8 @@ impl Warren for Service {
                 Some(edge::bytes16(&r.only_from, "only_from")?)
             };
             let principal = self
-                .node
-                .master()?
+                .routed(r.ctx.as_ref())
+                .await?
                 .run(|m, now| {
                     m.claim_session(&ctx, client, secret, &r.client_principal, only_from, now)
                 })
@@ -1108,6 +1499,7 @@ impl CellOptions {
         core.ephemeral_cleanup = c.ephemeral_cleanup;
         CellOptions {
             replica: c.replica.clone(),
+            meta: c.meta.clone(),
             ..CellOptions::new(core)
         }
     }

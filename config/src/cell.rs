@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::parse::{
-    check_cell_name, check_deployment, duration, format_duration, parse_listen_addr, parse_size,
-    Bad,
+    check_cell_name, check_deployment, check_endpoint, duration, format_duration,
+    parse_listen_addr, parse_size, Bad,
 };
 use crate::source::{blame_second, FieldSpec, Layers, Origin, Provenance, Sources};
 
@@ -106,6 +106,7 @@ const FIELDS: &[FieldSpec] = &[
     spec("replica", "WARREN_REPLICA"),
     spec("etcd_lease", "WARREN_ETCD_LEASE"),
     spec("etcd_max_txn_ops", "WARREN_ETCD_MAX_TXN_OPS"),
+    spec("meta", "WARREN_META"),
 ];
 
 const fn spec(name: &'static str, env: &'static str) -> FieldSpec {
@@ -240,6 +241,25 @@ impl CellConfig {
             config.etcd_max_txn_ops = v;
         }
 
+        if let Some(v) = layers.parse("meta", |s| {
+            let addrs: Vec<String> = s
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if addrs.is_empty() {
+                return Err(Bad {
+                    problem: "lists no address".into(),
+                    fix: "give the meta cell's replicas as HOST:PORT[,HOST:PORT…], or leave meta \
+                          unset for the meta cell itself or an unpartitioned deployment"
+                        .into(),
+                });
+            }
+            Ok(addrs)
+        })? {
+            config.meta = v;
+        }
         if let Some(admin) = layers.parse("admin", |s| match s.trim() {
             "" | "none" | "off" => Ok(None),
             addr => parse_listen_addr(addr).map(Some),
@@ -325,6 +345,29 @@ impl CellConfig {
                     fix: "give the directory of the cell's store, e.g. /var/lib/warren".into(),
                 },
             ));
+        }
+        for (i, addr) in self.meta.iter().enumerate() {
+            let joined = self.meta.join(",");
+            if let Err(b) = check_endpoint(addr) {
+                return Err(invalid(
+                    "meta",
+                    joined,
+                    Bad {
+                        problem: format!("has {addr:?}, which {}", b.problem),
+                        fix: format!("{} (the meta cell's replicas)", b.fix),
+                    },
+                ));
+            }
+            if self.meta[..i].contains(addr) {
+                return Err(invalid(
+                    "meta",
+                    joined,
+                    Bad {
+                        problem: format!("lists {addr:?} twice"),
+                        fix: "list each replica of the meta cell once".into(),
+                    },
+                ));
+            }
         }
         if let Some(admin) = self.admin {
             if admin == self.listen && admin.port() != 0 {
@@ -641,6 +684,33 @@ mod tests {
     }
 
     #[test]
+    fn meta_addresses_from_flag_env_and_file() {
+        let c = CellConfig::load(&base().with_flag("meta", "m1:7000, m2:7000")).unwrap();
+        assert_eq!(c.meta, vec!["m1:7000", "m2:7000"]);
+        let c = CellConfig::load(&base().with_env("WARREN_META", "10.0.0.1:7000")).unwrap();
+        assert_eq!(c.meta, vec!["10.0.0.1:7000"]);
+        let file = "name = \"c1\"\nlisten = \"127.0.0.1:7000\"\ndata = \"/d\"\nmeta = [\"m1:1\", \"[::1]:2\"]\n";
+        let c = CellConfig::load(&Sources::new().with_file("c.toml", file)).unwrap();
+        assert_eq!(c.meta, vec!["m1:1", "[::1]:2"]);
+        assert!(CellConfig::load(&base()).unwrap().meta.is_empty());
+
+        let e = err(&base().with_flag("meta", "m1"));
+        assert_eq!(e.field(), Some("meta"));
+        let text = e.to_string();
+        assert!(
+            text.contains("\"m1\"") && text.contains("has no port"),
+            "{text}"
+        );
+        assert!(text.contains("HOST:PORT"), "{text}");
+        let e = err(&base().with_env("WARREN_META", "m1:1,m1:1"));
+        assert_eq!(e.field(), Some("meta"));
+        assert!(e.to_string().contains("twice"), "{e}");
+        let e = err(&base().with_env("WARREN_META", " , "));
+        assert_eq!(e.field(), Some("meta"));
+        assert!(e.to_string().contains("lists no address"), "{e}");
+    }
+
+    #[test]
     fn flags_accept_dashes() {
         let c = CellConfig::load(&base().with_flag("--max-lock-delay", "5s")).unwrap();
         assert_eq!(c.max_lock_delay, Duration::from_secs(5));
@@ -868,7 +938,7 @@ mod tests {
                     "did you mean \"lease\"? the keys are: name, listen, admin, data, deployment, \
                       lease, keepalive_reply_before_end, max_lease, proxy_lease, claim_window, \
                       max_lock_delay, max_file_size, ephemeral_cleanup, store, etcd, replica, \
-                      etcd_lease, etcd_max_txn_ops"
+                      etcd_lease, etcd_max_txn_ops, meta"
                         .into(),
             }
         );

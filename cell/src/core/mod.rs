@@ -12,16 +12,27 @@ pub mod path;
 pub mod token;
 
 use crate::store::{
-    AclNames, LockHolder, LockMode, MetaRecord, Mutation, NodeKind, NodeRecord, SessionId,
-    SessionRecord, Snapshot,
+    AclNames, LockHolder, LockMode, MetaRecord, Mutation, NodeKind, NodeRecord, PendingAnchor,
+    PendingUnlink, SessionId, SessionRecord, Snapshot,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 use token::TokenKey;
 use tokio::time::Instant;
 use warren_proto::pb::HandleBody;
-use warren_proto::WarrenError;
+use warren_proto::{ErrorCode, WarrenError};
+use warren_router::{PartitionMap, Route};
+
+/// The principal cells use for their internal sessions at other cells: only it may create
+/// child anchors (`Open` target `ANCHOR` with create) and open entries (target `ENTRY`).
+pub const CELL_PRINCIPAL: &str = "warren:cell";
+
+/// How long an ephemeral child anchor created for another cell's entry survives with no
+/// handle open, so that the client whose `Open` created it can reach it and open it.
+pub const EPHEMERAL_ANCHOR_GRACE: Duration = Duration::from_secs(10);
 
 /// Settings the master logic needs (a slice of the cell's configuration).
 #[derive(Clone, Debug)]
@@ -45,6 +56,11 @@ pub struct CoreConfig {
     /// After a failover, ephemeral nodes that no handle has reopened by then are deleted
     /// (SPEC §5 step 9; default 60 s).
     pub ephemeral_cleanup: Duration,
+    /// The meta cell's replicas. Given, this is a data cell: its partition map comes from
+    /// the meta cell ([`Master::set_map`]) and it serves nothing but session calls until
+    /// the first map arrives. Empty: the meta cell, or the only cell of an unpartitioned
+    /// deployment; its map is the file `/ls/<d>/warren/map` in its own namespace, if any.
+    pub meta: Vec<String>,
 }
 
 impl CoreConfig {
@@ -60,6 +76,7 @@ impl CoreConfig {
             max_lock_delay: Duration::from_secs(60),
             max_file_size: 256 * 1024,
             ephemeral_cleanup: Duration::from_secs(60),
+            meta: Vec::new(),
         }
     }
 }
@@ -178,6 +195,22 @@ pub struct CreateArgs {
     /// `None`: inherit the parent's ACL names.
     pub acl: Option<AclNames>,
     pub exclusive: bool,
+    /// Target `ANCHOR` only: the instance of the directory's entry, which the anchor takes.
+    pub instance: u64,
+}
+
+/// Which part of a directory split over two cells an `Open` means (`OpenRequest.target`,
+/// docs/partitioning.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Target {
+    /// The node, routed by the slot of its parent; a directory whose child anchor is in
+    /// another cell answers `WRONG_CELL{directory}`.
+    #[default]
+    Node,
+    /// The child anchor of the directory, routed by its own slot.
+    Anchor,
+    /// The entry of the directory in its parent's cell, never redirected (cells only).
+    Entry,
 }
 
 #[derive(Clone, Debug)]
@@ -188,6 +221,35 @@ pub struct OpenArgs {
     pub lock_delay: Duration,
     pub create: Option<CreateArgs>,
     pub read: bool,
+    pub target: Target,
+}
+
+/// A child anchor this cell must (still) have created in cell `owner` for the entry
+/// `path` it holds: the server does it through its internal session there, then calls
+/// [`Master::anchor_created`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnchorJob {
+    pub path: String,
+    pub instance: u64,
+    pub acl: AclNames,
+    pub ephemeral: bool,
+    /// The cell owning the directory's own slot (this cell's own name if the map moved
+    /// the slot here meanwhile: then there is nothing to create).
+    pub owner: String,
+    /// The `Open` that produced this job created the entry.
+    pub created: bool,
+}
+
+/// What the server must do for the call the master just ran, besides replying (see
+/// [`Master::take_notes`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallNotes {
+    /// An `Open` met (or created) an entry whose anchor is not confirmed yet: create it,
+    /// then run the call again.
+    pub anchor: Option<AnchorJob>,
+    /// ACL files held by other cells that the call's checks need: read them there, then
+    /// run the call again with them supplied ([`Master::supply_acls`]).
+    pub acl_needed: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -203,6 +265,8 @@ pub struct OpenOk {
 pub struct DirEntryView {
     pub name: String,
     pub stat: StatView,
+    /// A directory whose child anchor is in another cell: that cell (its `Stat.cell`).
+    pub anchor_cell: Option<String>,
 }
 
 /// The session part of a request, already parsed at the edge.
@@ -263,6 +327,12 @@ pub struct MasterStatus {
     pub sub_sessions: usize,
     /// Sub-sessions whose proxy session ended, waiting to be claimed.
     pub orphans: usize,
+    /// Epoch of the partition map in force (0: none, an unpartitioned cell).
+    pub map_epoch: u64,
+    /// Slots this cell owns in that map.
+    pub slots: u32,
+    /// A data cell has a map; other cells always count as loaded.
+    pub map_loaded: bool,
 }
 
 struct Node {
@@ -326,6 +396,8 @@ struct Handle {
     lock_delay_ms: u64,
     token: Vec<u8>,
     sequencer: Option<SequencerView>,
+    /// Opened with target `ENTRY` (a cell unlinking an entry): no ACL check on `Delete`.
+    entry: bool,
 }
 
 /// The new-master procedure in progress (SPEC §5 steps 4–9).
@@ -377,6 +449,21 @@ pub struct Master {
     tombstones: HashMap<SessionId, ([u8; 16], Instant)>,
     /// The same, oldest first, for sweeping.
     tombstone_order: VecDeque<(Instant, SessionId)>,
+    /// The partition map in force (`None`: unpartitioned, or a data cell that has not
+    /// loaded one yet).
+    map: Option<Arc<PartitionMap>>,
+    /// Ephemeral anchors just created for another cell's entry: not deleted for lack of
+    /// handles before the given time.
+    fresh_anchors: HashMap<String, Instant>,
+    /// Contents of ACL files held by other cells, supplied for the current call (`None`:
+    /// the file does not exist).
+    acl_supply: HashMap<String, Option<Vec<u8>>>,
+    /// ACL files held by other cells that the current call needed and was not supplied.
+    acl_needed: RefCell<BTreeSet<String>>,
+    /// See [`CallNotes::anchor`].
+    anchor_job: Option<AnchorJob>,
+    /// Entries marked anchor-pending (so the janitor need not scan every node).
+    pending_entries: BTreeSet<String>,
     out: Output,
 }
 
@@ -443,6 +530,7 @@ impl Master {
                 cell: cfg.cell.clone(),
                 max_lease_granted_ms: 0,
                 max_proxy_lease_granted_ms: 0,
+                pending_unlinks: Vec::new(),
             },
         };
         let mut meta = meta;
@@ -474,6 +562,12 @@ impl Master {
             orphans: BTreeSet::new(),
             tombstones: HashMap::new(),
             tombstone_order: VecDeque::new(),
+            map: None,
+            fresh_anchors: HashMap::new(),
+            acl_supply: HashMap::new(),
+            acl_needed: RefCell::new(BTreeSet::new()),
+            anchor_job: None,
+            pending_entries: BTreeSet::new(),
             out,
         };
         let mut contents: HashMap<String, Vec<u8>> = snap.contents.into_iter().collect();
@@ -493,13 +587,26 @@ impl Master {
                 },
             );
         }
+        m.pending_entries = m
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.rec.anchor_pending.is_some())
+            .map(|(p, _)| p.clone())
+            .collect();
         for p in &paths {
+            // A child anchor is no child of a local node: its entry is in another cell.
+            if m.nodes[p].rec.anchor {
+                continue;
+            }
             if let Some(parent) = path::parent(p) {
                 if let Some(n) = m.nodes.get_mut(parent) {
                     n.children.insert(path::name(p).to_string());
                 }
             }
         }
+        // The meta cell (or an unpartitioned one) reads its map from its own namespace.
+        let own_map = m.map_file();
+        m.own_map_written(&own_map);
         // Step 3: sessions and locks from the store, each session with the longest lease
         // the previous master may have granted, counted from now.
         // (Sub-sessions have no lease of their own: they live as long as their proxy
@@ -639,7 +746,271 @@ impl Master {
                 .values()
                 .filter(|n| !n.rec.holders.is_empty())
                 .count(),
+            map_epoch: self.map_epoch(),
+            slots: self.map.as_ref().map_or(0, |m| {
+                m.slot_counts().get(&self.cfg.cell).copied().unwrap_or(0)
+            }),
+            map_loaded: self.map_loaded(),
         }
+    }
+
+    // ------------------------------------------------------------------ partitioning
+
+    /// Whether this is a data cell (its map comes from the meta cell).
+    pub fn is_data_cell(&self) -> bool {
+        !self.cfg.meta.is_empty()
+    }
+
+    /// The partition map in force, if any.
+    pub fn map(&self) -> Option<&Arc<PartitionMap>> {
+        self.map.as_ref()
+    }
+
+    /// The epoch of the map in force (0: none).
+    pub fn map_epoch(&self) -> u64 {
+        self.map.as_ref().map_or(0, |m| m.map_epoch())
+    }
+
+    /// A data cell has loaded a map; other cells need none.
+    pub fn map_loaded(&self) -> bool {
+        !self.is_data_cell() || self.map.is_some()
+    }
+
+    /// Installs a partition map (a data cell's, from the meta cell's watcher). A map of
+    /// another deployment, or not newer than the one in force, is ignored. Returns whether
+    /// it was installed.
+    pub fn set_map(&mut self, map: Arc<PartitionMap>) -> bool {
+        if map.deployment() != self.cfg.deployment {
+            tracing::error!(
+                map = map.deployment(),
+                deployment = %self.cfg.deployment,
+                "the partition map names another deployment; keeping the previous one"
+            );
+            return false;
+        }
+        if self.map_epoch() >= map.map_epoch() {
+            return false;
+        }
+        tracing::info!(
+            cell = %self.cfg.cell,
+            map_epoch = map.map_epoch(),
+            slots = map.slot_counts().get(&self.cfg.cell).copied().unwrap_or(0),
+            "partition map in force"
+        );
+        self.map = Some(map);
+        true
+    }
+
+    /// Where the map lives: `/ls/<d>/warren/map` (in the meta cell).
+    fn map_file(&self) -> String {
+        format!(
+            "{}/{}/map",
+            path::root_of(&self.cfg.deployment),
+            warren_router::RESERVED
+        )
+    }
+
+    /// The meta cell (or an unpartitioned cell) reads its map whenever the map file in its
+    /// own namespace is created or written: from then on it serves only the reserved
+    /// subtree. A map that does not parse is ignored (with an error log).
+    fn own_map_written(&mut self, p: &str) {
+        if self.is_data_cell() || p != self.map_file() {
+            return;
+        }
+        let Some(n) = self.nodes.get(p) else { return };
+        if n.rec.kind != NodeKind::File {
+            return;
+        }
+        match PartitionMap::from_json(&n.contents) {
+            Ok(map) => {
+                let epoch = map.map_epoch();
+                if !self.set_map(Arc::new(map)) && self.map_epoch() >= epoch {
+                    tracing::warn!(
+                        written = epoch,
+                        in_force = self.map_epoch(),
+                        "the partition map file holds an epoch not newer than the map in force; ignored"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                path = p,
+                "the partition map file does not parse; keeping the previous map"
+            ),
+        }
+    }
+
+    /// Refuses everything but session calls while a data cell has no map.
+    fn need_map(&self) -> Result<(), WarrenError> {
+        if self.map_loaded() {
+            return Ok(());
+        }
+        Err(WarrenError::new(
+            ErrorCode::FailoverInProgress,
+            format!(
+                "cell {} has not loaded the partition map yet (it reads {} from the meta cell at {}); retry shortly",
+                self.cfg.cell,
+                self.map_file(),
+                self.cfg.meta.join(",")
+            ),
+        ))
+    }
+
+    /// `None` if this cell serves `path` (`anchor`: the directory's own slot, else its
+    /// parent's) under its map, or with no map; otherwise the owner (`meta` for the
+    /// reserved subtree at a data cell).
+    fn owner_elsewhere(&self, p: &str, anchor: bool) -> Result<Option<String>, WarrenError> {
+        let Some(map) = &self.map else {
+            return Ok(None);
+        };
+        let route = map
+            .route(p, anchor)
+            .map_err(|e| WarrenError::invalid_argument(format!("cannot route {p}: {e}")))?;
+        Ok(match route {
+            Route::Meta if self.is_data_cell() => Some("meta".to_string()),
+            Route::Meta => None,
+            Route::Cell { cell, .. } if cell == self.cfg.cell => None,
+            Route::Cell { cell, .. } => Some(cell.to_string()),
+        })
+    }
+
+    /// `WRONG_CELL{map epoch, owner}` unless this cell serves `path` (see
+    /// [`Master::owner_elsewhere`]).
+    fn serve_check(&self, p: &str, anchor: bool) -> Result<(), WarrenError> {
+        match self.owner_elsewhere(p, anchor)? {
+            None => Ok(()),
+            Some(owner) => Err(WarrenError::wrong_cell(self.map_epoch(), owner)),
+        }
+    }
+
+    /// The ownership check of a call on a handle of node `p`: a directory whose own slot
+    /// this cell owns is served (its anchor); otherwise by its parent's slot.
+    fn node_check(&self, p: &str) -> Result<(), WarrenError> {
+        if self.map.is_none() {
+            return Ok(());
+        }
+        let dir = self
+            .nodes
+            .get(p)
+            .is_some_and(|n| n.rec.kind == NodeKind::Directory);
+        if dir {
+            match self.owner_elsewhere(p, true)? {
+                None => return Ok(()),
+                Some(owner) => {
+                    if self.owner_elsewhere(p, false)?.is_none() {
+                        return Ok(());
+                    }
+                    return Err(WarrenError::wrong_cell(self.map_epoch(), owner));
+                }
+            }
+        }
+        self.serve_check(p, false)
+    }
+
+    /// Hands over (and clears) what the last call needs the server to do.
+    pub fn take_notes(&mut self) -> CallNotes {
+        CallNotes {
+            anchor: self.anchor_job.take(),
+            acl_needed: std::mem::take(&mut *self.acl_needed.borrow_mut())
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Supplies the contents of ACL files held by other cells (path → contents, `None`:
+    /// the file does not exist) for the calls that follow, until replaced.
+    pub fn supply_acls(&mut self, files: HashMap<String, Option<Vec<u8>>>) {
+        self.acl_supply = files;
+    }
+
+    /// Fails the call if an ACL check needed a file held by another cell that was not
+    /// supplied: called before a call changes anything (the server then reads the files
+    /// and runs the call again).
+    fn acls_complete(&self) -> Result<(), WarrenError> {
+        let needed = self.acl_needed.borrow();
+        if needed.is_empty() {
+            return Ok(());
+        }
+        Err(WarrenError::new(
+            ErrorCode::FailoverInProgress,
+            format!(
+                "the ACL check needs {} held by another cell, which could not be read yet; retry shortly",
+                needed.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ))
+    }
+
+    /// The entry `p` (instance `instance`) has its child anchor: clears the mark.
+    pub fn anchor_created(&mut self, p: &str, instance: u64) {
+        let Some(n) = self.nodes.get_mut(p) else {
+            return;
+        };
+        if n.rec.instance != instance || n.rec.anchor_pending.is_none() {
+            return;
+        }
+        n.rec.anchor_pending = None;
+        self.out.mutations.push(Mutation::PutNode(n.rec.clone()));
+        self.pending_entries.remove(p);
+    }
+
+    /// Entries whose child anchor is not confirmed yet (for the janitor). Empty without a
+    /// map.
+    pub fn pending_anchors(&self) -> Vec<AnchorJob> {
+        let mut jobs = Vec::new();
+        for p in &self.pending_entries {
+            let Some(n) = self.nodes.get(p) else { continue };
+            let Some(pending) = &n.rec.anchor_pending else {
+                continue;
+            };
+            let owner = match self.owner_elsewhere(p, true) {
+                Ok(Some(owner)) => owner,
+                Ok(None) if self.map.is_some() => self.cfg.cell.clone(),
+                _ => continue,
+            };
+            jobs.push(AnchorJob {
+                path: p.clone(),
+                instance: n.rec.instance,
+                acl: n.rec.acl.clone(),
+                ephemeral: pending.ephemeral,
+                owner,
+                created: false,
+            });
+        }
+        jobs
+    }
+
+    /// Anchors removed here whose entries are still to be removed (for the janitor).
+    pub fn pending_unlinks(&self) -> Vec<PendingUnlink> {
+        self.meta.pending_unlinks.clone()
+    }
+
+    /// The entry of a removed anchor is gone from its parent's cell: drops the record.
+    pub fn unlink_done(&mut self, u: &PendingUnlink) {
+        let before = self.meta.pending_unlinks.len();
+        self.meta.pending_unlinks.retain(|x| x != u);
+        if self.meta.pending_unlinks.len() != before {
+            self.out
+                .mutations
+                .push(Mutation::PutMeta(self.meta.clone()));
+        }
+    }
+
+    /// Removes the entry of `u` held here (the map now puts the parent's slot in this cell)
+    /// if it is still that instance, and drops the record.
+    pub fn unlink_local(&mut self, u: &PendingUnlink) {
+        let here = self
+            .nodes
+            .get(&u.path)
+            .is_some_and(|n| n.rec.instance == u.instance && !n.rec.anchor);
+        if here {
+            self.start_invalidation(&u.path, None);
+            if let Some(parent) = path::parent(&u.path) {
+                let parent = parent.to_string();
+                self.start_invalidation(&parent, None);
+            }
+            self.remove_node(&u.path, None);
+        }
+        self.unlink_done(u);
     }
 
     /// Drains what the last operations produced.
@@ -730,6 +1101,12 @@ impl Master {
     /// [`Master::check`]; with `register` (only `Open`) an unknown client session is
     /// registered as a sub-session of the calling proxy session.
     fn check_as(&mut self, ctx: &Ctx, register: bool) -> Result<SessionId, WarrenError> {
+        self.need_map()?;
+        self.check_any(ctx, register)
+    }
+
+    /// [`Master::check_as`] without the partition map's readiness (session calls).
+    fn check_any(&mut self, ctx: &Ctx, register: bool) -> Result<SessionId, WarrenError> {
         let sid = self.check_session(ctx)?;
         if ctx.client.is_some() && !self.sessions[&sid].rec.proxy {
             return Err(WarrenError::invalid_argument(format!(
@@ -837,6 +1214,7 @@ impl Master {
                 "ClaimSession names the client session in its own client_session field; ctx.client_session must be empty",
             ));
         }
+        self.need_map()?;
         let sid = self.check_session(ctx)?;
         if !self.sessions[&sid].rec.proxy {
             return Err(WarrenError::invalid_argument(format!(
@@ -1166,7 +1544,7 @@ impl Master {
         now: Instant,
     ) -> Result<(), WarrenError> {
         self.now = now;
-        let sid = self.check(ctx)?;
+        let sid = self.check_any(ctx, false)?;
         let failed = ctx.client.is_some() && expired;
         self.end_session(
             sid,
@@ -1351,6 +1729,17 @@ impl Master {
             }
             self.grant_waiters(&p);
         }
+        // Ephemeral anchors whose grace ended: deleted now if still unused.
+        let ended: Vec<String> = self
+            .fresh_anchors
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in ended {
+            self.fresh_anchors.remove(&p);
+            self.maybe_delete_ephemeral(&p);
+        }
         // Step 9: ephemeral nodes nobody reopened since the failover.
         let due = self
             .recovery
@@ -1399,7 +1788,8 @@ impl Master {
             .filter(|r| !r.unclaimed_ephemeral.is_empty())
             .map(|r| r.cleanup_at);
         let o = self.orphans.first().map(|(t, _)| *t);
-        [s, n, c, o].into_iter().flatten().min()
+        let a = self.fresh_anchors.values().min().copied();
+        [s, n, c, o, a].into_iter().flatten().min()
     }
 
     /// The caller of a parked operation went away (its RPC was cancelled).
@@ -1638,6 +2028,7 @@ impl Master {
                 lock_delay_ms: body.lock_delay_ms,
                 token: token.to_vec(),
                 sequencer: None,
+                entry: false,
             },
         );
         if let Some(s) = self.sessions.get_mut(&sid) {
@@ -1657,6 +2048,7 @@ impl Master {
         let sid = self.check(ctx)?;
         let k = self.resolve(sid, token)?;
         let p = self.handles[&k].path.clone();
+        self.node_check(&p)?;
         Ok((sid, k, p))
     }
 
@@ -1688,12 +2080,26 @@ impl Master {
             return Ok(());
         }
         let file = format!("{}/acl/{name}", path::root_of(&self.cfg.deployment));
-        let Some(n) = self.nodes.get(&file) else {
+        // A file held by another cell is read there by the server and supplied; until
+        // then the check is noted as incomplete (the call then changes nothing, see
+        // `acls_complete`).
+        let contents: Option<&[u8]> = if self.owner_elsewhere(&file, false)?.is_some() {
+            match self.acl_supply.get(&file) {
+                Some(c) => c.as_deref(),
+                None => {
+                    self.acl_needed.borrow_mut().insert(file);
+                    return Ok(());
+                }
+            }
+        } else {
+            self.nodes.get(&file).map(|n| n.contents.as_slice())
+        };
+        let Some(contents) = contents else {
             return Err(WarrenError::permission_denied(format!(
                 "{what} on {path} is governed by ACL file {file}, which does not exist"
             )));
         };
-        let text = String::from_utf8_lossy(&n.contents);
+        let text = String::from_utf8_lossy(contents);
         if text
             .lines()
             .map(str::trim)
@@ -1734,7 +2140,6 @@ impl Master {
         acl: AclNames,
     ) {
         let instance = self.meta.next_instance;
-        self.meta.next_instance += 1;
         let rec = NodeRecord {
             path: p.to_string(),
             kind,
@@ -1750,19 +2155,34 @@ impl Master {
             acl,
             ephemeral,
             holders: Vec::new(),
+            anchor: false,
+            anchor_pending: None,
         };
+        self.insert_node(rec, contents);
+    }
+
+    /// Adds a new node (its instance already chosen; the instance counter moves past it),
+    /// links it into its parent unless it is an anchor, and tells the parent's watchers.
+    fn insert_node(&mut self, rec: NodeRecord, contents: Vec<u8>) {
+        let p = rec.path.clone();
+        let kind = rec.kind;
+        let linked = !rec.anchor;
+        if rec.anchor_pending.is_some() {
+            self.pending_entries.insert(p.clone());
+        }
+        self.meta.next_instance = self.meta.next_instance.max(rec.instance + 1);
         self.out
             .mutations
             .push(Mutation::PutMeta(self.meta.clone()));
         self.out.mutations.push(Mutation::PutNode(rec.clone()));
         if kind == NodeKind::File {
             self.out.mutations.push(Mutation::PutContents {
-                path: p.to_string(),
+                path: p.clone(),
                 data: contents.clone(),
             });
         }
         self.nodes.insert(
-            p.to_string(),
+            p.clone(),
             Node {
                 rec,
                 contents,
@@ -1772,8 +2192,11 @@ impl Master {
                 delay_until: None,
             },
         );
-        if let Some(parent) = path::parent(p) {
-            let child = path::name(p).to_string();
+        if !linked {
+            return;
+        }
+        if let Some(parent) = path::parent(&p) {
+            let child = path::name(&p).to_string();
             if let Some(n) = self.nodes.get_mut(parent) {
                 n.children.insert(child.clone());
             }
@@ -1787,10 +2210,27 @@ impl Master {
                 None,
             );
         }
+        if kind == NodeKind::File {
+            self.own_map_written(&p);
+        }
     }
 
-    /// `Open`: validates, checks ACLs, creates the node if asked (after invalidating cached
-    /// absence and the parent's listing), and returns a new handle.
+    /// The error an `Open` gets while the child anchor of entry `p` (in `owner`) is not
+    /// confirmed; the server creates it and runs the `Open` again, so clients see this only
+    /// when `owner` could not be reached.
+    fn anchor_pending_error(&self, p: &str, owner: &str) -> WarrenError {
+        WarrenError::new(
+            ErrorCode::FailoverInProgress,
+            format!(
+                "{p} is a directory whose child anchor in cell {owner} is still being created; retry shortly"
+            ),
+        )
+    }
+
+    /// `Open`: validates, checks where the node lives and the ACLs, creates the node if
+    /// asked (after invalidating cached absence and the parent's listing), and returns a
+    /// new handle. With a partition map it also splits directories over two cells
+    /// (docs/partitioning.md): see [`Target`] and [`CallNotes::anchor`].
     pub fn open(
         &mut self,
         ctx: &Ctx,
@@ -1798,6 +2238,8 @@ impl Master {
         now: Instant,
     ) -> Result<Reply<OpenOk>, WarrenError> {
         self.now = now;
+        self.anchor_job = None;
+        self.acl_needed.borrow_mut().clear();
         let sid = self.check_as(ctx, true)?;
         path::validate(&a.path, &self.cfg.deployment)?;
         if a.intent & !intent::ALL != 0 {
@@ -1819,28 +2261,104 @@ impl Master {
             )));
         }
         let principal = self.sessions[&sid].rec.principal.clone();
+        let is_cell = principal == CELL_PRINCIPAL;
+        match (a.target, &a.create) {
+            (Target::Entry, _) if !is_cell => {
+                return Err(WarrenError::permission_denied(format!(
+                    "Open with target ENTRY is for cells only (principal {CELL_PRINCIPAL:?}); open {} with target NODE",
+                    a.path
+                )))
+            }
+            (Target::Entry, Some(_)) => {
+                return Err(WarrenError::invalid_argument(
+                    "Open with target ENTRY cannot create; entries are created with target NODE",
+                ))
+            }
+            (Target::Anchor, Some(_)) if !is_cell => {
+                return Err(WarrenError::permission_denied(format!(
+                    "only cells (principal {CELL_PRINCIPAL:?}) create child anchors; open {} with target ANCHOR and no create, or with target NODE to create it",
+                    a.path
+                )))
+            }
+            (Target::Anchor, Some(c)) if c.kind != NodeKind::Directory => {
+                return Err(WarrenError::invalid_argument(
+                    "a child anchor is a directory: create.kind must be DIRECTORY",
+                ))
+            }
+            (Target::Anchor, Some(c)) if c.instance == 0 => {
+                return Err(WarrenError::invalid_argument(
+                    "creating a child anchor needs create.instance: the instance of the directory's entry",
+                ))
+            }
+            (Target::Node, Some(c)) if c.instance != 0 => {
+                return Err(WarrenError::invalid_argument(
+                    "create.instance is only for target ANCHOR (cells creating a child anchor)",
+                ))
+            }
+            _ => {}
+        }
+        self.serve_check(&a.path, a.target == Target::Anchor)?;
         let mut created = false;
         if let Some(n) = self.nodes.get(&a.path) {
-            if let Some(c) = &a.create {
-                if c.exclusive {
+            if a.target == Target::Anchor && n.rec.kind != NodeKind::Directory {
+                return Err(WarrenError::invalid_argument(format!(
+                    "{} is a file; only directories have child anchors (open it with target NODE)",
+                    a.path
+                )));
+            }
+            match &a.create {
+                Some(c) if a.target == Target::Anchor && c.instance != n.rec.instance => {
                     return Err(WarrenError::already_exists(format!(
-                        "{} already exists",
-                        a.path
+                        "{} exists here as instance {}, not as the anchor of instance {} asked for",
+                        a.path, n.rec.instance, c.instance
                     )));
                 }
-                if c.kind != n.rec.kind {
-                    let what = if n.rec.kind == NodeKind::File {
-                        "file"
-                    } else {
-                        "directory"
-                    };
-                    return Err(WarrenError::already_exists(format!(
-                        "{} already exists as a {what}",
-                        a.path
-                    )));
+                Some(_) if a.target == Target::Anchor => {}
+                Some(c) => {
+                    if c.exclusive {
+                        return Err(WarrenError::already_exists(format!(
+                            "{} already exists",
+                            a.path
+                        )));
+                    }
+                    if c.kind != n.rec.kind {
+                        let what = if n.rec.kind == NodeKind::File {
+                            "file"
+                        } else {
+                            "directory"
+                        };
+                        return Err(WarrenError::already_exists(format!(
+                            "{} already exists as a {what}",
+                            a.path
+                        )));
+                    }
+                }
+                None => {}
+            }
+            if a.target == Target::Node && n.rec.kind == NodeKind::Directory {
+                if let Some(owner) = self.owner_elsewhere(&a.path, true)? {
+                    if let Some(pending) = &n.rec.anchor_pending {
+                        self.anchor_job = Some(AnchorJob {
+                            path: a.path.clone(),
+                            instance: n.rec.instance,
+                            acl: n.rec.acl.clone(),
+                            ephemeral: pending.ephemeral,
+                            owner: owner.clone(),
+                            created: false,
+                        });
+                        return Err(self.anchor_pending_error(&a.path, &owner));
+                    }
+                    return Err(WarrenError::directory_elsewhere(
+                        self.map_epoch(),
+                        owner,
+                        &a.path,
+                    ));
                 }
             }
-            self.check_open_acl(&principal, &n.rec.acl, a.intent, &a.path)?;
+            if a.target != Target::Entry {
+                self.check_open_acl(&principal, &n.rec.acl, a.intent, &a.path)?;
+            }
+            self.acls_complete()?;
         } else {
             let Some(c) = &a.create else {
                 let cacheable = self.register_cacher(sid, &a.path);
@@ -1848,47 +2366,91 @@ impl Master {
                 e.cacheable = cacheable;
                 return Err(e);
             };
-            let parent = path::parent(&a.path)
-                .ok_or_else(|| {
-                    WarrenError::invalid_argument("the deployment root cannot be created")
-                })?
-                .to_string();
-            let Some(pn) = self.nodes.get(&parent) else {
-                return Err(WarrenError::not_found(format!(
-                    "cannot create {}: parent directory {parent} does not exist",
-                    a.path
-                )));
-            };
-            if pn.rec.kind != NodeKind::Directory {
-                return Err(WarrenError::invalid_argument(format!(
-                    "cannot create {}: {parent} is a file, not a directory",
-                    a.path
-                )));
-            }
-            match c.kind {
-                NodeKind::File if c.contents.len() > self.cfg.max_file_size => {
-                    return Err(WarrenError::too_large(format!(
-                        "initial contents of {} bytes exceed the {}-byte file limit",
-                        c.contents.len(),
-                        self.cfg.max_file_size
-                    )))
+            if a.target == Target::Anchor {
+                if let Some(w) = self.create_anchor(sid, a, c)? {
+                    return Ok(Reply::Wait(w));
                 }
-                NodeKind::Directory if !c.contents.is_empty() => {
-                    return Err(WarrenError::invalid_argument(
-                        "a directory cannot have contents",
-                    ));
+            } else {
+                let parent = path::parent(&a.path)
+                    .ok_or_else(|| {
+                        WarrenError::invalid_argument("the deployment root cannot be created")
+                    })?
+                    .to_string();
+                let Some(pn) = self.nodes.get(&parent) else {
+                    return Err(WarrenError::not_found(format!(
+                        "cannot create {}: parent directory {parent} does not exist",
+                        a.path
+                    )));
+                };
+                if pn.rec.kind != NodeKind::Directory {
+                    return Err(WarrenError::invalid_argument(format!(
+                        "cannot create {}: {parent} is a file, not a directory",
+                        a.path
+                    )));
                 }
-                _ => {}
+                match c.kind {
+                    NodeKind::File if c.contents.len() > self.cfg.max_file_size => {
+                        return Err(WarrenError::too_large(format!(
+                            "initial contents of {} bytes exceed the {}-byte file limit",
+                            c.contents.len(),
+                            self.cfg.max_file_size
+                        )))
+                    }
+                    NodeKind::Directory if !c.contents.is_empty() => {
+                        return Err(WarrenError::invalid_argument(
+                            "a directory cannot have contents",
+                        ));
+                    }
+                    _ => {}
+                }
+                let acl = c.acl.clone().unwrap_or_else(|| pn.rec.acl.clone());
+                check_acl_names(&acl)?;
+                self.acl_allows(&principal, &pn.rec.acl.write, "create a node in", &parent)?;
+                self.check_open_acl(&principal, &acl, a.intent, &a.path)?;
+                self.acls_complete()?;
+                // A directory whose own slot is in another cell: its entry here, its child
+                // anchor there (created by the server before the client is redirected).
+                let elsewhere = if c.kind == NodeKind::Directory {
+                    self.owner_elsewhere(&a.path, true)?
+                } else {
+                    None
+                };
+                if let Some(w) = self.barrier(sid, &[&a.path, &parent]) {
+                    return Ok(Reply::Wait(w));
+                }
+                self.start_invalidation(&a.path, Some(sid));
+                if let Some(owner) = elsewhere {
+                    let instance = self.meta.next_instance;
+                    let rec = NodeRecord {
+                        path: a.path.clone(),
+                        kind: NodeKind::Directory,
+                        instance,
+                        content_generation: 0,
+                        lock_generation: 0,
+                        acl_generation: 0,
+                        checksum: 0,
+                        acl: acl.clone(),
+                        // The entry is never ephemeral; its anchor may be.
+                        ephemeral: false,
+                        holders: Vec::new(),
+                        anchor: false,
+                        anchor_pending: Some(PendingAnchor {
+                            ephemeral: c.ephemeral,
+                        }),
+                    };
+                    self.insert_node(rec, Vec::new());
+                    self.anchor_job = Some(AnchorJob {
+                        path: a.path.clone(),
+                        instance,
+                        acl,
+                        ephemeral: c.ephemeral,
+                        owner: owner.clone(),
+                        created: true,
+                    });
+                    return Err(self.anchor_pending_error(&a.path, &owner));
+                }
+                self.create_node(&a.path, c.kind, c.ephemeral, c.contents.clone(), acl);
             }
-            let acl = c.acl.clone().unwrap_or_else(|| pn.rec.acl.clone());
-            check_acl_names(&acl)?;
-            self.acl_allows(&principal, &pn.rec.acl.write, "create a node in", &parent)?;
-            self.check_open_acl(&principal, &acl, a.intent, &a.path)?;
-            if let Some(w) = self.barrier(sid, &[&a.path, &parent]) {
-                return Ok(Reply::Wait(w));
-            }
-            self.start_invalidation(&a.path, Some(sid));
-            self.create_node(&a.path, c.kind, c.ephemeral, c.contents.clone(), acl);
             created = true;
         }
         let (instance, kind) = {
@@ -1920,6 +2482,7 @@ impl Master {
                 lock_delay_ms: a.lock_delay.as_millis() as u64,
                 token: token.clone(),
                 sequencer: None,
+                entry: a.target == Target::Entry,
             },
         );
         self.nodes
@@ -1938,6 +2501,61 @@ impl Master {
             cacheable,
             created,
         }))
+    }
+
+    /// Creates the child anchor `a.path` for the entry of instance `c.instance` in the
+    /// parent's cell (`Open` target `ANCHOR` with create, from that cell): no parent check,
+    /// the entry's instance; refused while this cell still has to unlink that instance's
+    /// entry (the directory was deleted). `Some(waiter)`: parked on invalidations.
+    fn create_anchor(
+        &mut self,
+        sid: SessionId,
+        a: &OpenArgs,
+        c: &CreateArgs,
+    ) -> Result<Option<WaiterId>, WarrenError> {
+        let gone = PendingUnlink {
+            path: a.path.clone(),
+            instance: c.instance,
+        };
+        if self.meta.pending_unlinks.contains(&gone) {
+            return Err(WarrenError::not_found(format!(
+                "{} (instance {}) was deleted in this cell and its entry is being unlinked from its parent's cell; the anchor is not created again (a new mkdir gets a new instance)",
+                a.path, c.instance
+            )));
+        }
+        if !c.contents.is_empty() {
+            return Err(WarrenError::invalid_argument(
+                "a directory cannot have contents",
+            ));
+        }
+        let acl = c.acl.clone().unwrap_or_default();
+        check_acl_names(&acl)?;
+        // The entry is elsewhere unless the map puts the parent's slot here too.
+        let anchor = self.owner_elsewhere(&a.path, false)?.is_some();
+        if let Some(w) = self.barrier(sid, &[&a.path]) {
+            return Ok(Some(w));
+        }
+        self.start_invalidation(&a.path, Some(sid));
+        let rec = NodeRecord {
+            path: a.path.clone(),
+            kind: NodeKind::Directory,
+            instance: c.instance,
+            content_generation: 0,
+            lock_generation: 0,
+            acl_generation: 0,
+            checksum: 0,
+            acl,
+            ephemeral: c.ephemeral,
+            holders: Vec::new(),
+            anchor,
+            anchor_pending: None,
+        };
+        self.insert_node(rec, Vec::new());
+        if c.ephemeral {
+            self.fresh_anchors
+                .insert(a.path.clone(), self.now + EPHEMERAL_ANCHOR_GRACE);
+        }
+        Ok(None)
     }
 
     /// `Close`: never fails. Releases a lock the handle holds (no lock-delay: this is a
@@ -2021,6 +2639,10 @@ impl Master {
         if !n.rec.ephemeral || !n.handles.is_empty() || !n.children.is_empty() {
             return;
         }
+        if self.fresh_anchors.get(p).is_some_and(|t| *t > self.now) {
+            return;
+        }
+        self.fresh_anchors.remove(p);
         // No writer is waiting on this, so the invalidation is not awaited; a later write
         // of these paths still waits for the acknowledgements.
         self.start_invalidation(p, None);
@@ -2048,6 +2670,19 @@ impl Master {
         let Some(n) = self.nodes.remove(p) else {
             return;
         };
+        self.fresh_anchors.remove(p);
+        self.pending_entries.remove(p);
+        if n.rec.anchor {
+            // The entry in the parent's cell goes next (docs/partitioning.md): recorded in
+            // the same commit as the removal, dropped once the entry is gone.
+            self.meta.pending_unlinks.push(PendingUnlink {
+                path: p.to_string(),
+                instance: n.rec.instance,
+            });
+            self.out
+                .mutations
+                .push(Mutation::PutMeta(self.meta.clone()));
+        }
         for w in n.lock_waiters {
             if self.waiters.remove(&w.id).is_some() {
                 self.out.wakes.push((
@@ -2059,6 +2694,9 @@ impl Master {
         self.out.mutations.push(Mutation::DeleteNode {
             path: p.to_string(),
         });
+        if n.rec.anchor {
+            return;
+        }
         if let Some(parent) = path::parent(p) {
             let child = path::name(p).to_string();
             if let Some(pn) = self.nodes.get_mut(parent) {
@@ -2131,6 +2769,11 @@ impl Master {
                 let cp = format!("{p}/{c}");
                 self.stat_of(&cp).map(|stat| DirEntryView {
                     name: c.clone(),
+                    anchor_cell: if stat.kind == NodeKind::Directory {
+                        self.owner_elsewhere(&cp, true).ok().flatten()
+                    } else {
+                        None
+                    },
                     stat,
                 })
             })
@@ -2194,6 +2837,7 @@ impl Master {
             Some(k),
         );
         self.notify_parent_modified(&p);
+        self.own_map_written(&p);
         Ok(Reply::Done(self.stat_of(&p).expect("exists")))
     }
 
@@ -2221,9 +2865,10 @@ impl Master {
         self.now = now;
         let sid = self.check(ctx)?;
         let k = self.resolve(sid, token)?;
+        let p = self.handles[&k].path.clone();
+        self.node_check(&p)?;
         self.need_intent(k, intent::CHANGE_ACL, "SetAcl")?;
         check_acl_names(acl)?;
-        let p = self.handles[&k].path.clone();
         if let Some(w) = self.barrier(sid, &[&p]) {
             return Ok(Reply::Wait(w));
         }
@@ -2235,13 +2880,18 @@ impl Master {
         Ok(Reply::Done(self.stat_of(&p).expect("exists")))
     }
 
-    /// `Delete`: only a node with no children; checks the write ACL.
+    /// `Delete`: only a node with no children; checks the write ACL (not on a handle a
+    /// cell opened with target `ENTRY`: the user's ACL was checked at the anchor). Deleting
+    /// a child anchor whose entry is in another cell returns the [`PendingUnlink`] recorded
+    /// with it: the server removes the entry there next.
     pub fn delete(
         &mut self,
         ctx: &Ctx,
         token: &[u8],
         now: Instant,
-    ) -> Result<Reply<()>, WarrenError> {
+    ) -> Result<Reply<Option<PendingUnlink>>, WarrenError> {
+        self.acl_needed.borrow_mut().clear();
+        self.anchor_job = None;
         let (sid, k, p) = self.on_handle(ctx, token, now)?;
         let Some(parent) = path::parent(&p).map(str::to_string) else {
             return Err(WarrenError::invalid_argument(
@@ -2250,18 +2900,28 @@ impl Master {
         };
         let principal = self.sessions[&sid].rec.principal.clone();
         let n = &self.nodes[&p];
-        self.acl_allows(&principal, &n.rec.acl.write, "delete", &p)?;
+        if !self.handles[&k].entry {
+            self.acl_allows(&principal, &n.rec.acl.write, "delete", &p)?;
+        }
         if !n.children.is_empty() {
             return Err(WarrenError::not_empty(format!(
                 "{p} has {} children; delete them first",
                 n.children.len()
             )));
         }
+        self.acls_complete()?;
+        let anchor = n.rec.anchor;
         if let Some(w) = self.barrier(sid, &[&p, &parent]) {
             return Ok(Reply::Wait(w));
         }
         self.remove_node(&p, Some(k));
-        Ok(Reply::Done(()))
+        Ok(Reply::Done(anchor.then(|| {
+            self.meta
+                .pending_unlinks
+                .last()
+                .cloned()
+                .expect("removing an anchor records its unlink")
+        })))
     }
 
     // ------------------------------------------------------------------ locks
@@ -2540,6 +3200,9 @@ impl Master {
         path::validate(&seq.path, &self.cfg.deployment)?;
         let sid = self.check(ctx)?;
         let k = self.resolve(sid, token)?;
+        let p = self.handles[&k].path.clone();
+        self.node_check(&p)?;
+        self.node_check(&seq.path)?;
         if !self.sequencer_current(&seq) {
             return Err(WarrenError::generation_mismatch(format!(
                 "the sequencer for {} (lock generation {}) is not current",
@@ -2559,6 +3222,7 @@ impl Master {
         self.now = now;
         self.check(ctx)?;
         path::validate(&seq.path, &self.cfg.deployment)?;
+        self.node_check(&seq.path)?;
         Ok(self.sequencer_current(seq))
     }
 
@@ -2591,5 +3255,7 @@ impl Session {
     }
 }
 
+#[cfg(test)]
+mod partition_tests;
 #[cfg(test)]
 mod tests;

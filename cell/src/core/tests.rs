@@ -53,6 +53,7 @@ impl T {
             lock_delay: Duration::ZERO,
             create,
             read: false,
+            target: Target::Node,
         };
         self.m.open(ctx, &a, self.at(at))
     }
@@ -85,6 +86,7 @@ fn file(data: &[u8]) -> Option<CreateArgs> {
         contents: data.to_vec(),
         acl: None,
         exclusive: false,
+        instance: 0,
     })
 }
 
@@ -411,6 +413,7 @@ fn events_are_delivered_once_after_their_action() {
         contents: vec![],
         acl: None,
         exclusive: true,
+        instance: 0,
     });
     t.open_ok(&a, "/ls/local/d", intent::ALL, 0, dir_args, 0.0);
     let watch_dir = t.open_ok(&b, "/ls/local/d", intent::READ, mask::ALL, None, 0.0);
@@ -422,6 +425,7 @@ fn events_are_delivered_once_after_their_action() {
         lock_delay: Duration::ZERO,
         create: file(b""),
         read: false,
+        target: Target::Node,
     };
     settle(&mut t, &b, &mut seen);
     let f = write(&mut t, &[], |m| m.open(&a, &fargs, now));
@@ -589,6 +593,7 @@ fn lock_delay_after_the_holders_session_dies_but_not_after_a_clean_release() {
         lock_delay: secs(10.0),
         create: None,
         read: false,
+        target: Target::Node,
     };
     let ha = done(t.m.open(&a, &args, t.at(0.0)));
     let hb = t.open_ok(&b, "/ls/local/l", intent::WRITE, 0, None, 0.0);
@@ -661,6 +666,7 @@ fn ephemeral_file_is_deleted_when_its_last_handle_closes() {
         contents: b"me".to_vec(),
         acl: None,
         exclusive: false,
+        instance: 0,
     });
     let ha = t.open_ok(&a, "/ls/local/e", intent::ALL, 0, eph, 0.0);
     let hb = t.open_ok(&b, "/ls/local/e", intent::READ, 0, None, 0.0);
@@ -693,6 +699,7 @@ fn session_expiry_deletes_its_ephemeral_files_and_releases_locks() {
         contents: vec![],
         acl: None,
         exclusive: false,
+        instance: 0,
     });
     let ha = t.open_ok(&a, "/ls/local/e", intent::ALL, 0, eph, 0.0);
     t.m.try_acquire(&a, &ha.handle, LockMode::Exclusive, t.at(0.0))
@@ -728,6 +735,7 @@ fn bad_input_gets_its_code_and_changes_nothing() {
             contents: vec![],
             acl: None,
             exclusive: false,
+            instance: 0,
         }),
         0.0,
     );
@@ -877,6 +885,7 @@ fn acl_files_govern_open_and_delete() {
         contents: vec![],
         acl: Some(acl.clone()),
         exclusive: true,
+        instance: 0,
     };
     t.open_ok(&admin, "/ls/local/secure", intent::READ, 0, Some(d), 0.0);
     // Inherited by children.
@@ -931,6 +940,7 @@ fn open_args(
         lock_delay: secs(lock_delay),
         create,
         read: false,
+        target: Target::Node,
     }
 }
 
@@ -941,6 +951,7 @@ fn ephemeral() -> Option<CreateArgs> {
         contents: vec![],
         acl: None,
         exclusive: false,
+        instance: 0,
     })
 }
 
@@ -1315,6 +1326,7 @@ fn forwarded_calls_act_as_the_client_session() {
             ..Default::default()
         }),
         exclusive: false,
+        instance: 0,
     });
     let o = t.open_ok(&carol, "/ls/local/f", intent::ALL, 0, create, 1.0);
     assert!(o.created);

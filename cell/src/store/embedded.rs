@@ -315,7 +315,7 @@ impl Store for EmbeddedStore {
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
-    use crate::store::{AclNames, LockHolder, LockMode, NodeKind};
+    use crate::store::{AclNames, LockHolder, LockMode, NodeKind, PendingAnchor, PendingUnlink};
 
     fn meta(epoch: u64) -> MetaRecord {
         MetaRecord {
@@ -326,6 +326,10 @@ mod tests {
             cell: "c0".into(),
             max_lease_granted_ms: 12_000,
             max_proxy_lease_granted_ms: 20_000,
+            pending_unlinks: vec![PendingUnlink {
+                path: "/ls/local/gone".into(),
+                instance: epoch,
+            }],
         }
     }
 
@@ -351,6 +355,8 @@ mod tests {
                 mode: LockMode::Shared,
                 lock_delay_ms: 60_000,
             }],
+            anchor: instance % 3 == 0,
+            anchor_pending: (instance % 5 == 0).then_some(PendingAnchor { ephemeral: true }),
         }
     }
 

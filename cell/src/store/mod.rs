@@ -66,6 +66,32 @@ pub struct NodeRecord {
     pub ephemeral: bool,
     #[serde(default)]
     pub holders: Vec<LockHolder>,
+    /// A directory's child anchor whose entry lives in another cell (docs/partitioning.md,
+    /// "Directories split over two cells"): it is no child of a local parent node, and
+    /// removing it leaves a [`PendingUnlink`] for the entry.
+    #[serde(default)]
+    pub anchor: bool,
+    /// A directory's entry whose child anchor (in another cell) may not exist yet: set when
+    /// the entry is created, cleared once the anchor cell has confirmed the anchor.
+    #[serde(default)]
+    pub anchor_pending: Option<PendingAnchor>,
+}
+
+/// What the child anchor of an entry marked anchor-pending is to be created with (besides
+/// the entry's path, instance and ACL names).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAnchor {
+    /// The directory was created ephemeral: its anchor is (the entry never is).
+    #[serde(default)]
+    pub ephemeral: bool,
+}
+
+/// A child anchor removed here whose entry (in its parent's cell) is still to be removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingUnlink {
+    pub path: String,
+    /// The instance of the removed anchor (and of its entry).
+    pub instance: u64,
 }
 
 /// A session as recorded (JSON; fields added later default when absent, so records
@@ -111,6 +137,10 @@ pub struct MetaRecord {
     /// The same for proxy sessions, which are granted the (longer) proxy lease.
     #[serde(default)]
     pub max_proxy_lease_granted_ms: u64,
+    /// Child anchors removed whose entries in other cells are still to be removed; each is
+    /// added in the commit that removes its anchor and dropped once the entry is gone.
+    #[serde(default)]
+    pub pending_unlinks: Vec<PendingUnlink>,
 }
 
 /// One durable change. A batch of them is applied atomically, in order.
