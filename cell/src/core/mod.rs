@@ -3223,6 +3223,20 @@ impl Master {
         self.check(ctx)?;
         path::validate(&seq.path, &self.cfg.deployment)?;
         self.node_check(&seq.path)?;
+        // A directory's lock lives with its child anchor: here is only its entry.
+        let dir = self
+            .nodes
+            .get(&seq.path)
+            .is_some_and(|n| n.rec.kind == NodeKind::Directory);
+        if dir {
+            if let Some(owner) = self.owner_elsewhere(&seq.path, true)? {
+                return Err(WarrenError::directory_elsewhere(
+                    self.map_epoch(),
+                    owner,
+                    &seq.path,
+                ));
+            }
+        }
         Ok(self.sequencer_current(seq))
     }
 
