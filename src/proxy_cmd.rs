@@ -1,7 +1,9 @@
-//! `warren proxy`: one proxy (SPEC §6) in front of the cells given with `--cell`. Settings
-//! come from `--config FILE` (TOML), `WARREN_*` environment variables and flags, in rising
-//! precedence; errors name the field. Prints `proxies: ADDR` once listening and `ready`
-//! once it holds a session at every cell.
+//! `warren proxy`: one proxy (SPEC §6) in front of a partitioned deployment, routing by the
+//! partition map in the meta cell given with `--meta` (SPEC §7), or in front of the cells
+//! given with `--cell`. Settings come from `--config FILE` (TOML), `WARREN_*` environment
+//! variables and flags, in rising precedence; errors name the field. Prints `proxies: ADDR`
+//! once listening and `ready` once it can serve (with `--meta`: the map loaded and a session
+//! at the meta cell; else a session at every cell).
 
 use clap::Args;
 use std::process::ExitCode;
@@ -16,8 +18,13 @@ pub struct ProxyArgs {
     /// gRPC listen address HOST:PORT (port 0 picks one). Env WARREN_LISTEN.
     #[arg(long)]
     listen: Option<String>,
-    /// A cell to front: NAME=HOST:PORT[,HOST:PORT…] (its replicas). Repeat for each cell.
-    /// Env WARREN_CELLS (entries separated by `;`).
+    /// The meta cell's replicas HOST:PORT[,HOST:PORT…]: route by the partition map kept
+    /// there, with sessions at the cells it names (then --cell is not needed).
+    /// Env WARREN_META.
+    #[arg(long)]
+    meta: Option<String>,
+    /// A cell to front without a map: NAME=HOST:PORT[,HOST:PORT…] (its replicas). Repeat
+    /// for each cell. Env WARREN_CELLS (entries separated by `;`).
     #[arg(long = "cell")]
     cells: Vec<String>,
     /// Admin HTTP address HOST:PORT (/metrics, /healthz, /readyz, /status). Env WARREN_ADMIN.
@@ -57,6 +64,7 @@ fn sources(a: &ProxyArgs) -> Result<Sources, warren_config::ConfigError> {
     let flags = [
         ("listen", &a.listen),
         ("cell", &cells),
+        ("meta", &a.meta),
         ("admin", &a.admin),
         ("id", &a.id),
         ("client_lease", &a.client_lease),

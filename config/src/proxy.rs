@@ -1,6 +1,7 @@
 //! [`ProxyConfig`]: the settings of `warren proxy` (SPEC §6): where it listens, the cells it
-//! fronts, and the lease it grants its clients, which must nest inside the lease the cells
-//! grant it (checked again when a cell answers, since only the cell knows its proxy lease).
+//! fronts (`cells`) or the meta cell whose partition map it routes by (`meta`, SPEC §7),
+//! and the lease it grants its clients, which must nest inside the lease the cells grant it
+//! (checked again when a cell answers, since only the cell knows its proxy lease).
 
 use std::time::Duration;
 
@@ -27,7 +28,8 @@ pub struct ProxyConfig {
     pub admin: String,
     /// A name for this proxy in logs, `/status` and `Locate` (default: the listen address).
     pub id: String,
-    /// The cells it fronts. `NAME=HOST:PORT[,HOST:PORT…]` each.
+    /// The cells it fronts without a map. `NAME=HOST:PORT[,HOST:PORT…]` each. Ignored when
+    /// `meta` is given (the map names the cells and their replicas).
     pub cells: Vec<CellAddrs>,
     /// Addresses of the meta cell's replicas. Given: the proxy routes by the partition map
     /// it watches there (and `cells` may be empty). Empty: it fronts `cells` without a map.
@@ -69,6 +71,11 @@ const FIELDS: &[FieldSpec] = &[
         name: "cells",
         env: "WARREN_CELLS",
         flag_aliases: &["cell"],
+    },
+    FieldSpec {
+        name: "meta",
+        env: "WARREN_META",
+        flag_aliases: &[],
     },
     FieldSpec {
         name: "client_lease",
@@ -121,6 +128,20 @@ fn cell_list(s: &str) -> Result<Vec<CellAddrs>, Bad> {
     Ok(cells)
 }
 
+/// `HOST:PORT[,HOST:PORT…]` (a TOML list of strings arrives joined by commas).
+fn addr_list(s: &str) -> Result<Vec<String>, Bad> {
+    Ok(s.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// What to do when neither `cells` nor `meta` is given.
+const CELLS_OR_META: &str = "give --meta HOST:PORT[,HOST:PORT…] (the meta cell's replicas: route \
+     by the partition map kept there) or --cell NAME=HOST:PORT[,HOST:PORT…] (front these cells \
+     without a map; repeatable)";
+
 impl ProxyConfig {
     /// A configuration listening on `listen` for `cells`, every other setting at its default.
     pub fn new(listen: impl Into<String>, cells: Vec<CellAddrs>) -> Self {
@@ -146,14 +167,16 @@ impl ProxyConfig {
         let listen = layers
             .parse("listen", |s| Ok(s.trim().to_owned()))?
             .unwrap_or_else(|| "127.0.0.1:7300".to_string());
-        let cells = layers
-            .parse("cells", cell_list)?
-            .ok_or_else(|| ConfigError::Missing {
+        let cells = layers.parse("cells", cell_list)?;
+        let meta = layers.parse("meta", addr_list)?;
+        if cells.is_none() && meta.is_none() {
+            return Err(ConfigError::Missing {
                 field: "cells".into(),
-                fix: "give the cells to front: --cell NAME=HOST:PORT[,HOST:PORT…] (repeatable)"
-                    .into(),
-            })?;
-        let mut config = Self::new(listen, cells);
+                fix: CELLS_OR_META.into(),
+            });
+        }
+        let mut config = Self::new(listen, cells.unwrap_or_default());
+        config.meta = meta.unwrap_or_default();
         if let Some(v) = layers.parse("admin", |s| Ok(s.trim().to_owned()))? {
             config.admin = v;
         }
@@ -226,11 +249,44 @@ impl ProxyConfig {
                 .collect::<Vec<_>>()
                 .join(";")
         };
-        if self.cells.is_empty() {
+        let meta = || self.meta.join(",");
+        if self.cells.is_empty() && self.meta.is_empty() {
+            // Name whichever was written (empty); else the cells, as before --meta.
+            let (field, value) = match (provenance("cells").0, provenance("meta").0) {
+                (Origin::Default, m) if m != Origin::Default => ("meta", meta()),
+                _ => ("cells", cells()),
+            };
             return Err(invalid(
-                "cells",
-                cells(),
-                bad("lists no cells", "give at least one --cell NAME=HOST:PORT"),
+                field,
+                value,
+                bad(
+                    "lists no cells, and no meta cell is given either",
+                    CELLS_OR_META,
+                ),
+            ));
+        }
+        for a in &self.meta {
+            if let Err(b) = check_endpoint(a) {
+                return Err(invalid(
+                    "meta",
+                    meta(),
+                    bad(format!("has {a:?}, which {}", b.problem), b.fix),
+                ));
+            }
+        }
+        if self
+            .meta
+            .iter()
+            .enumerate()
+            .any(|(i, a)| self.meta[..i].contains(a))
+        {
+            return Err(invalid(
+                "meta",
+                meta(),
+                bad(
+                    "lists an address twice",
+                    "give each replica of the meta cell once: --meta A,B,C",
+                ),
             ));
         }
         for (i, c) in self.cells.iter().enumerate() {
@@ -341,6 +397,60 @@ mod tests {
         )
         .expect_err("lease too short");
         assert_eq!(e.field(), Some("client_lease"));
+    }
+
+    #[test]
+    fn meta_from_flag_env_or_file_makes_cells_optional() {
+        let c = ProxyConfig::load(&Sources::new().with_flag("meta", "127.0.0.1:1, 127.0.0.1:2"))
+            .expect("meta alone is enough");
+        assert_eq!(c.meta, vec!["127.0.0.1:1", "127.0.0.1:2"]);
+        assert!(c.cells.is_empty());
+        let c = ProxyConfig::load(&Sources::new().with_env("WARREN_META", "m.example.com:7000"))
+            .expect("from the environment");
+        assert_eq!(c.meta, vec!["m.example.com:7000"]);
+        let c = ProxyConfig::load(&Sources::new().with_file(
+            "/etc/warren/proxy.toml",
+            "meta = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n",
+        ))
+        .expect("a TOML list");
+        assert_eq!(c.meta, vec!["127.0.0.1:1", "127.0.0.1:2"]);
+        let c = ProxyConfig::load(
+            &Sources::new()
+                .with_file("/etc/warren/proxy.toml", "meta = \"127.0.0.1:1\"\n")
+                .with_flag("cell", "a=127.0.0.1:3"),
+        )
+        .expect("both");
+        assert_eq!(c.meta, vec!["127.0.0.1:1"]);
+        assert_eq!(c.cells.len(), 1);
+        // --cell alone: no map, as before.
+        let c = ProxyConfig::load(&Sources::new().with_flag("cell", "a=127.0.0.1:3")).unwrap();
+        assert!(c.meta.is_empty());
+    }
+
+    #[test]
+    fn neither_cells_nor_meta_is_an_error_naming_both() {
+        let e = ProxyConfig::load(&Sources::new()).expect_err("nothing to front");
+        let text = e.to_string();
+        assert!(text.contains("--meta") && text.contains("--cell"), "{text}");
+        let e = ProxyConfig::load(&Sources::new().with_flag("meta", " , ")).expect_err("empty");
+        assert_eq!(e.field(), Some("meta"));
+        let text = e.to_string();
+        assert!(text.contains("--meta") && text.contains("--cell"), "{text}");
+        let e = ProxyConfig::new("127.0.0.1:0", vec![])
+            .validate()
+            .expect_err("in code too");
+        assert!(e.to_string().contains("--meta"), "{e}");
+    }
+
+    #[test]
+    fn bad_meta_addresses_are_named() {
+        let e =
+            ProxyConfig::load(&Sources::new().with_flag("meta", "127.0.0.1")).expect_err("no port");
+        assert_eq!(e.field(), Some("meta"));
+        assert!(e.to_string().contains("--meta"), "{e}");
+        let e = ProxyConfig::load(&Sources::new().with_flag("meta", "127.0.0.1:1,127.0.0.1:1"))
+            .expect_err("twice");
+        assert_eq!(e.field(), Some("meta"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The proxy's admin HTTP endpoint (hyper): `/metrics` (Prometheus text from the `metrics`
-//! crate), `/healthz`, `/readyz` (a live session at every cell) and `/status` (JSON).
+//! crate), `/healthz`, `/readyz` (a live session at every cell; with `--meta`: the partition
+//! map loaded and a live session at the meta cell) and `/status` (JSON).
 
 use crate::Shared;
 use bytes::Bytes;
@@ -49,11 +50,12 @@ pub(crate) fn update_metrics(shared: &Shared) {
     metrics::gauge!("warren_proxy_cached_paths").set(counts.cached_paths as f64);
     metrics::gauge!("warren_proxy_cached_bytes").set(counts.cached_bytes as f64);
     let upstream = shared
-        .cells
+        .all_cells()
         .iter()
         .filter(|u| u.link.borrow().is_some())
         .count();
     metrics::gauge!("warren_proxy_upstream_sessions").set(upstream as f64);
+    metrics::gauge!("warren_proxy_map_epoch").set(shared.map_epoch() as f64);
     metrics::counter!("warren_proxy_keepalives_received_total").absolute(ka);
     metrics::counter!("warren_proxy_invalidations_relayed_total").absolute(inv);
     metrics::counter!("warren_proxy_events_relayed_total").absolute(ev);
@@ -90,7 +92,11 @@ async fn handle(
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
-                    "not every cell has a live proxy session yet (see /status)\n",
+                    if shared.routed() {
+                        "the partition map is not loaded or there is no live session at the meta cell yet (see /status)\n"
+                    } else {
+                        "not every cell has a live proxy session yet (see /status)\n"
+                    },
                 )
             }
         }

@@ -78,6 +78,11 @@ impl SharedCache {
         e
     }
 
+    /// Whether anything is cached for `path` (not counted as a hit or a miss).
+    pub fn contains(&self, path: &str) -> bool {
+        self.entries.contains_key(path)
+    }
+
     pub fn note_miss(&mut self) {
         self.counters.misses += 1;
     }

@@ -35,7 +35,8 @@ pub struct CoreConfig {
     /// A client whose KeepAlive is held because no cell it uses can extend its lease is
     /// expired if that lasts this long past its lease (the cells' claim window).
     pub max_starve: Duration,
-    /// Number of cells the proxy fronts.
+    /// Number of cells the proxy fronts at the start (more join as a partition map routes
+    /// calls to them).
     pub cells: usize,
 }
 
@@ -117,6 +118,14 @@ struct Upstream {
     outstanding: BTreeMap<u64, usize>,
 }
 
+/// `upstream[cell]`, made on first use.
+fn up_of(upstream: &mut Vec<Upstream>, cell: CellIx) -> &mut Upstream {
+    if cell >= upstream.len() {
+        upstream.resize_with(cell + 1, Upstream::default);
+    }
+    &mut upstream[cell]
+}
+
 /// A KeepAlive answer for a client.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KeepAliveReply {
@@ -190,6 +199,11 @@ pub struct ProxyCore {
     upstream: Vec<Upstream>,
     /// path → clients that may have cached it.
     cachers: HashMap<String, HashSet<ClientId>>,
+    /// path → the cells whose cacheable answers for it the proxy cached or passed on (a
+    /// directory's from its child anchor's cell, an absence from the cell that answered
+    /// `NOT_FOUND`): what a fail-over of one of them flushes. Kept while the path is in
+    /// the shared cache or has cachers.
+    origins: HashMap<String, BTreeSet<CellIx>>,
     pub cache: SharedCache,
     /// Deadlines to look at in `tick`: (when, client). Entries may be stale; each is
     /// re-checked against the client's state when it falls due.
@@ -222,6 +236,7 @@ impl ProxyCore {
             clients: HashMap::new(),
             upstream,
             cachers: HashMap::new(),
+            origins: HashMap::new(),
             cache: SharedCache::default(),
             timers: BTreeSet::new(),
             starving: HashSet::new(),
@@ -242,6 +257,12 @@ impl ProxyCore {
 
     pub fn take_output(&mut self) -> Output {
         std::mem::take(&mut self.out)
+    }
+
+    /// The proxy's state at `cell`, made on first use (cells join when the partition map
+    /// first routes a call to them).
+    fn up(&mut self, cell: CellIx) -> &mut Upstream {
+        up_of(&mut self.upstream, cell)
     }
 
     pub fn counts(&self) -> Counts {
@@ -430,7 +451,7 @@ impl ProxyCore {
     fn lease_for_cells(&self, cells: &BTreeSet<CellIx>, now: Instant) -> Option<Duration> {
         let mut lease = self.cfg.client_lease;
         for &cell in cells {
-            let until = self.upstream[cell].live_until?;
+            let until = self.upstream.get(cell)?.live_until?;
             let cap = until
                 .checked_sub(self.cfg.margin)
                 .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
@@ -650,6 +671,9 @@ impl ProxyCore {
                 set.remove(&id);
                 if set.is_empty() {
                     self.cachers.remove(p);
+                    if !self.cache.contains(p) {
+                        self.origins.remove(p);
+                    }
                 }
             }
         }
@@ -722,7 +746,10 @@ impl ProxyCore {
         c.next_seq += 1;
         c.events.push_back(Queued { event, relay });
         if let Some(r) = relay {
-            *self.upstream[r.cell].outstanding.entry(r.seq).or_default() += 1;
+            *up_of(&mut self.upstream, r.cell)
+                .outstanding
+                .entry(r.seq)
+                .or_default() += 1;
         }
         if let Some(held) = c.keepalive.take() {
             self.starving.remove(&id);
@@ -751,7 +778,7 @@ impl ProxyCore {
     }
 
     fn relay_done(&mut self, r: Relay) {
-        let u = &mut self.upstream[r.cell];
+        let u = self.up(r.cell);
         if u.generation != r.generation {
             return;
         }
@@ -767,7 +794,9 @@ impl ProxyCore {
     /// What the proxy may acknowledge upstream at `cell`: every event up to the first one
     /// still waiting for a client.
     pub fn upstream_ack(&self, cell: CellIx) -> u64 {
-        let u = &self.upstream[cell];
+        let Some(u) = self.upstream.get(cell) else {
+            return 0;
+        };
         match u.outstanding.first_key_value() {
             Some((seq, _)) => seq - 1,
             None => u.highest,
@@ -776,7 +805,7 @@ impl ProxyCore {
 
     /// A new session (or a new master epoch) at `cell`: upstream numbering restarts.
     pub fn upstream_restarted(&mut self, cell: CellIx) {
-        let u = &mut self.upstream[cell];
+        let u = self.up(cell);
         u.generation += 1;
         u.highest = 0;
         u.outstanding.clear();
@@ -785,7 +814,7 @@ impl ProxyCore {
     /// The proxy lost its session at `cell` (expired there): no client using it may be
     /// promised more lease until a new one exists.
     pub fn upstream_lost(&mut self, cell: CellIx) {
-        self.upstream[cell].live_until = None;
+        self.up(cell).live_until = None;
         self.upstream_restarted(cell);
     }
 
@@ -793,7 +822,7 @@ impl ProxyCore {
     /// get their KeepAlive answered.
     pub fn upstream_lease(&mut self, cell: CellIx, live_until: Instant, now: Instant) {
         self.now = now;
-        let u = &mut self.upstream[cell];
+        let u = self.up(cell);
         let grew = u.live_until.is_none_or(|t| live_until > t);
         u.live_until = Some(u.live_until.map_or(live_until, |t| t.max(live_until)));
         if !grew || self.starving.is_empty() {
@@ -823,7 +852,7 @@ impl ProxyCore {
 
     /// The proxy's local lease at `cell`, if it has a session there.
     pub fn upstream_live_until(&self, cell: CellIx) -> Option<Instant> {
-        self.upstream[cell].live_until
+        self.upstream.get(cell).and_then(|u| u.live_until)
     }
 
     /// Events from the proxy's session at `cell` (already de-duplicated by seq here).
@@ -832,22 +861,14 @@ impl ProxyCore {
     /// cell failed over: invalidations may have been lost) flushes what the proxy cached
     /// from it and invalidates it at the clients. Each is acknowledged upstream once the
     /// clients it went to acknowledged it or expired.
-    pub fn upstream_events(
-        &mut self,
-        cell: CellIx,
-        events: &[pb::Event],
-        owns: &dyn Fn(&str) -> bool,
-        now: Instant,
-    ) {
+    pub fn upstream_events(&mut self, cell: CellIx, events: &[pb::Event], now: Instant) {
         self.now = now;
-        let mut sorted: Vec<&pb::Event> = events
-            .iter()
-            .filter(|e| e.seq > self.upstream[cell].highest)
-            .collect();
+        let highest = self.up(cell).highest;
+        let mut sorted: Vec<&pb::Event> = events.iter().filter(|e| e.seq > highest).collect();
         sorted.sort_by_key(|e| e.seq);
         sorted.dedup_by_key(|e| e.seq);
         for e in sorted {
-            let u = &mut self.upstream[cell];
+            let u = self.up(cell);
             u.highest = e.seq;
             let relay = Relay {
                 cell,
@@ -873,12 +894,20 @@ impl ProxyCore {
             } else if kind == pb::EventType::Invalidate {
                 self.cache.invalidate(&e.path);
                 self.relay_invalidation(&e.path, Some(relay));
+                // Nothing of it is cached any more, here or at a client.
+                self.origins.remove(&e.path);
             } else if kind == pb::EventType::MasterFailover {
                 tracing::info!(cell, "a cell failed over; flushing what was cached from it");
-                self.cache.flush_where(owns);
-                let paths: Vec<String> = self.cachers.keys().filter(|p| owns(p)).cloned().collect();
+                let paths: HashSet<String> = self
+                    .origins
+                    .iter()
+                    .filter(|(_, cells)| cells.contains(&cell))
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                self.cache.flush_where(|p| paths.contains(p));
                 for p in paths {
                     self.relay_invalidation(&p, Some(relay));
+                    self.origins.remove(&p);
                 }
             }
             self.relay_done(relay);
@@ -973,6 +1002,27 @@ impl ProxyCore {
         {
             h.sequencer = true;
         }
+    }
+
+    /// Records that `id` was given a cacheable answer for `path` fetched from `cell` under
+    /// `ticket`, if it is still valid; returns whether the client may cache it. The proxy
+    /// holds cache interest for `path` at `cell` from now on (a fail-over of `cell`
+    /// flushes it).
+    pub fn note_fetched(
+        &mut self,
+        id: &ClientId,
+        path: &str,
+        ticket: Ticket,
+        cell: CellIx,
+    ) -> bool {
+        if !self.note_cacher(id, path, Some(ticket)) {
+            return false;
+        }
+        self.origins
+            .entry(path.to_string())
+            .or_default()
+            .insert(cell);
+        true
     }
 
     /// Records that `id` was given a cacheable answer for `path`, if the answer (fetched

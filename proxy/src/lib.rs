@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod cache;
 pub mod core;
+pub mod routing;
 mod service;
 pub mod upstream;
 
@@ -17,15 +18,21 @@ pub use warren_config as config;
 pub use warren_config::{CellAddrs, ProxyConfig};
 
 use crate::core::{CellIx, CoreConfig, Effect, ProxyCore, WaiterId};
+use crate::routing::Dest;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use warren_client::map::MapWatcher;
 use warren_proto::pb;
 use warren_proto::WarrenError;
+use warren_router::PartitionMap;
+
+/// The principal of the proxy's session at the meta cell, where it watches the map.
+pub const MAP_PRINCIPAL: &str = "warren:proxy";
 
 /// Errors that stop a proxy.
 #[derive(Debug, thiserror::Error)]
@@ -47,23 +54,44 @@ pub(crate) struct State {
     pub senders: HashMap<WaiterId, oneshot::Sender<KaResult>>,
 }
 
+/// The cells the proxy has (or had) a session at. Append-only: a cell's index never
+/// changes, so the core and handles can name cells by index.
+#[derive(Default)]
+struct Cells {
+    list: Vec<Arc<upstream::Upstream>>,
+    by_name: HashMap<String, CellIx>,
+}
+
+/// How the proxy finds the cell of a path.
+enum Routing {
+    /// `--cell` only: the given cells split the slots evenly, and calls carry no map epoch.
+    Static,
+    /// `--meta`: by the partition map watched in the meta cell.
+    Map {
+        watcher: MapWatcher,
+        /// The meta cell's name (from `Locate` at its addresses).
+        meta: OnceLock<String>,
+    },
+}
+
 /// Everything the proxy's tasks share.
 pub struct Shared {
     pub cfg: ProxyConfig,
     state: Mutex<State>,
-    pub cells: Vec<upstream::Upstream>,
+    cells: RwLock<Cells>,
+    routing: Routing,
     /// The deployment the cells serve (learned from the first cell's `Locate`).
     deployment: OnceLock<String>,
     /// The address clients use for this proxy (`Locate`'s `master`).
     pub advertised: String,
     effects: mpsc::UnboundedSender<Effect>,
-    /// Per cell: why it cannot be used (a proxy-lease misconfiguration), for `/status`.
-    config_errors: Mutex<Vec<Option<String>>>,
     /// A configuration error found before the proxy was first ready: it stops with it.
     fatal: OnceLock<String>,
     fatal_notify: tokio::sync::Notify,
     was_ready: std::sync::atomic::AtomicBool,
     slots: u32,
+    /// The upstream tasks (one per cell), stopped with the proxy.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -111,11 +139,76 @@ impl Shared {
 
     fn execute(&self, e: Effect) {
         match e {
-            Effect::AckUpstream(cell) => self.cells[cell].kick.notify_one(),
+            Effect::AckUpstream(cell) => {
+                if let Some(up) = self.try_cell(cell) {
+                    up.kick.notify_one();
+                }
+            }
             other => {
                 let _ = self.effects.send(other);
             }
         }
+    }
+
+    // ------------------------------------------------------------------ cells
+
+    /// The cell at index `ix` (indices come from this registry only).
+    pub fn cell(&self, ix: CellIx) -> Arc<upstream::Upstream> {
+        self.try_cell(ix)
+            .expect("cell indices come from the registry, which only grows")
+    }
+
+    fn try_cell(&self, ix: CellIx) -> Option<Arc<upstream::Upstream>> {
+        self.cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .list
+            .get(ix)
+            .cloned()
+    }
+
+    /// Every cell the proxy has a session task for.
+    pub fn all_cells(&self) -> Vec<Arc<upstream::Upstream>> {
+        self.cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .list
+            .clone()
+    }
+
+    /// The index of the cell called `name`, if the proxy has a session task for it.
+    pub fn cell_named(&self, name: &str) -> Option<CellIx> {
+        self.cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_name
+            .get(name)
+            .copied()
+    }
+
+    /// The cell called `name`, starting the proxy's session there (one per cell) if it has
+    /// none yet; `addrs` (its replicas, from the map) replace the known ones if they differ.
+    pub(crate) fn ensure_cell(self: &Arc<Self>, name: &str, addrs: &[String]) -> CellIx {
+        let mut cells = self.cells.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(&ix) = cells.by_name.get(name) {
+            let up = &cells.list[ix];
+            if !addrs.is_empty() {
+                up.set_addrs(addrs);
+            }
+            return ix;
+        }
+        let ix = cells.list.len();
+        cells.list.push(Arc::new(upstream::Upstream::new(
+            ix,
+            name.to_string(),
+            addrs.to_vec(),
+        )));
+        cells.by_name.insert(name.to_string(), ix);
+        drop(cells);
+        tracing::info!(cell = %name, ?addrs, "starting a proxy session at a new cell");
+        let task = tokio::spawn(upstream::run(self.clone(), ix));
+        lock(&self.tasks).push(task.abort_handle());
+        ix
     }
 
     pub(crate) fn upstream_created(&self, ix: CellIx, sent: Instant, lease: Duration) {
@@ -128,16 +221,15 @@ impl Shared {
     }
 
     pub(crate) fn upstream_reply(&self, ix: CellIx, live_until: Instant, events: &[pb::Event]) {
-        let owns = |p: &str| self.cell_of_path(p) == ix;
         self.with_core(|c| {
             let now = Instant::now();
             c.upstream_lease(ix, live_until, now);
             if !events.is_empty() {
-                c.upstream_events(ix, events, &owns, now);
+                c.upstream_events(ix, events, now);
             }
         });
         // Acknowledge what needed no client (or was already acknowledged) at once.
-        self.cells[ix].kick.notify_one();
+        self.cell(ix).kick.notify_one();
     }
 
     pub(crate) fn set_config_error(&self, ix: CellIx, e: String) {
@@ -146,11 +238,11 @@ impl Shared {
         {
             self.fatal_notify.notify_one();
         }
-        lock(&self.config_errors)[ix] = Some(e);
+        *lock(&self.cell(ix).error) = Some(e);
     }
 
     pub(crate) fn clear_config_error(&self, ix: CellIx) {
-        lock(&self.config_errors)[ix] = None;
+        *lock(&self.cell(ix).error) = None;
     }
 
     /// The deployment, waiting (bounded) until a cell has told us.
@@ -167,11 +259,129 @@ impl Shared {
         }
     }
 
-    /// The cell that holds `path` (its parent directory's slot, SPEC §7). Paths that do
-    /// not parse go to the first cell, which answers them exactly as a cell would.
+    // ------------------------------------------------------------------ routing
+
+    /// Whether the proxy routes by a partition map (`--meta`).
+    pub fn routed(&self) -> bool {
+        matches!(self.routing, Routing::Map { .. })
+    }
+
+    /// The map in hand (`None` without `--meta`, or before it is loaded).
+    pub fn map(&self) -> Option<Arc<PartitionMap>> {
+        match &self.routing {
+            Routing::Static => None,
+            Routing::Map { watcher, .. } => watcher.current(),
+        }
+    }
+
+    /// The epoch of the map in hand (0: none; forwarded calls then say "not routed").
+    pub fn map_epoch(&self) -> u64 {
+        match &self.routing {
+            Routing::Static => 0,
+            Routing::Map { watcher, .. } => watcher.map_epoch(),
+        }
+    }
+
+    /// The map, waiting up to `forward_patience` for the first one.
+    pub(crate) async fn current_map(&self) -> Result<Arc<PartitionMap>, WarrenError> {
+        let Routing::Map { watcher, .. } = &self.routing else {
+            return Err(WarrenError::internal("this proxy does not route by a map"));
+        };
+        if let Some(m) = watcher.current() {
+            return Ok(m);
+        }
+        watcher
+            .wait_for(1, self.cfg.forward_patience)
+            .await
+            .ok_or_else(WarrenError::failover_in_progress)
+    }
+
+    /// A map of epoch `min_epoch` or newer, waiting at most `wait` (asking the watcher to
+    /// read the map again first); the newest one in hand if none comes in time.
+    pub(crate) async fn newer_map(
+        &self,
+        min_epoch: u64,
+        wait: Duration,
+    ) -> Result<Arc<PartitionMap>, WarrenError> {
+        let Routing::Map { watcher, .. } = &self.routing else {
+            return Err(WarrenError::internal("this proxy does not route by a map"));
+        };
+        watcher.refresh();
+        watcher
+            .wait_for(min_epoch, wait)
+            .await
+            .ok_or_else(WarrenError::failover_in_progress)
+    }
+
+    /// The meta cell's name, once `Locate` there told it.
+    pub fn meta_name(&self) -> Option<&str> {
+        match &self.routing {
+            Routing::Static => None,
+            Routing::Map { meta, .. } => meta.get().map(String::as_str),
+        }
+    }
+
+    /// The meta cell (its session started if need be), waiting up to `forward_patience`
+    /// for its name.
+    pub(crate) async fn meta_cell(self: &Arc<Self>) -> Result<CellIx, WarrenError> {
+        let deadline = Instant::now() + self.cfg.forward_patience;
+        loop {
+            if let Some(name) = self.meta_name() {
+                let name = name.to_string();
+                let addrs = self.cfg.meta.clone();
+                return Ok(self.ensure_cell(&name, &addrs));
+            }
+            if Instant::now() > deadline {
+                return Err(WarrenError::failover_in_progress());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The cell a route names (its session started if need be).
+    pub(crate) async fn dest_cell(
+        self: &Arc<Self>,
+        map: &PartitionMap,
+        dest: &Dest,
+    ) -> Result<CellIx, WarrenError> {
+        match dest {
+            Dest::Meta => self.meta_cell().await,
+            Dest::Cell(name) if Some(name.as_str()) == self.meta_name() => self.meta_cell().await,
+            Dest::Cell(name) => {
+                let addrs = map.replicas(name).ok_or_else(|| {
+                    WarrenError::internal(format!(
+                        "the partition map routes to cell {name}, which it does not list"
+                    ))
+                })?;
+                Ok(self.ensure_cell(name, addrs))
+            }
+        }
+    }
+
+    /// The cells where a client of another proxy may have state: every cell of the map
+    /// and the meta cell (`--meta`), or every cell fronted (`--cell`). Their sessions are
+    /// started if need be.
+    pub(crate) async fn claimable_cells(self: &Arc<Self>) -> Result<Vec<CellIx>, WarrenError> {
+        if !self.routed() {
+            return Ok(self.all_cells().iter().map(|u| u.ix).collect());
+        }
+        let map = self.current_map().await?;
+        let mut cells = vec![self.meta_cell().await?];
+        for name in map.cells().keys() {
+            let ix = self.dest_cell(&map, &Dest::Cell(name.clone())).await?;
+            if !cells.contains(&ix) {
+                cells.push(ix);
+            }
+        }
+        Ok(cells)
+    }
+
+    /// Without a map: the cell that holds `path` (its parent directory's slot, SPEC §7)
+    /// among the fronted cells, which split the slots evenly. Paths that do not parse go
+    /// to the first cell, which answers them exactly as a cell would.
     pub fn cell_of_path(&self, path: &str) -> CellIx {
-        let n = self.cells.len();
-        if n == 1 {
+        let n = self.cfg.cells.len();
+        if n <= 1 {
             return 0;
         }
         match warren_router::slot_of_path(path, self.slots) {
@@ -180,33 +390,30 @@ impl Shared {
         }
     }
 
-    /// The cell a handle names. Handles that do not decode, or name a cell this proxy
-    /// does not front, go to the first cell, which rejects them as a cell would.
-    pub fn cell_of_handle(&self, token: &[u8]) -> (CellIx, Option<pb::HandleBody>) {
+    /// The cell a handle names (`None`: a handle that does not decode, or names a cell
+    /// this proxy has no session at — it cannot be one of its clients' handles).
+    pub fn cell_of_handle(&self, token: &[u8]) -> (Option<CellIx>, Option<pb::HandleBody>) {
         let body = decode_handle(token);
-        let ix = body
-            .as_ref()
-            .and_then(|b| self.cells.iter().position(|c| c.name == b.cell))
-            .unwrap_or(0);
+        let ix = body.as_ref().and_then(|b| self.cell_named(&b.cell));
         (ix, body)
     }
 
     /// A JSON-able summary for `/status`.
     pub fn status(&self) -> serde_json::Value {
         let counts = self.with_core(|c| c.counts());
-        let errors = lock(&self.config_errors).clone();
         let cells: Vec<serde_json::Value> = self
-            .cells
+            .all_cells()
             .iter()
             .map(|u| {
                 let link = u.link.borrow().clone();
                 serde_json::json!({
                     "name": u.name,
-                    "addrs": u.addrs,
+                    "addrs": u.addrs(),
+                    "meta": Some(u.name.as_str()) == self.meta_name(),
                     "connected": link.is_some(),
                     "master": link.as_ref().map(|l| l.addr.clone()),
                     "epoch": link.as_ref().map(|l| l.epoch),
-                    "error": errors.get(u.ix).cloned().flatten(),
+                    "error": lock(&u.error).clone(),
                 })
             })
             .collect();
@@ -215,6 +422,11 @@ impl Shared {
             "id": self.cfg.id,
             "address": self.advertised,
             "deployment": self.deployment.get(),
+            "routing": if self.routed() { "map" } else { "static" },
+            "meta": self.cfg.meta,
+            "meta_cell": self.meta_name(),
+            "map_epoch": self.map_epoch(),
+            "map_cells": self.map().map(|m| m.cells().keys().cloned().collect::<Vec<_>>()),
             "cells": cells,
             "client_sessions": counts.client_sessions,
             "held_keepalives": counts.held_keepalives,
@@ -224,9 +436,23 @@ impl Shared {
         })
     }
 
-    /// Whether every cell has a live proxy session.
+    /// Ready to serve: with `--meta`, once the map is loaded and the proxy holds a session
+    /// at the meta cell (sessions at data cells start when first used); without, once it
+    /// holds a session at every cell.
     pub fn ready(&self) -> bool {
-        self.cells.iter().all(|u| u.link.borrow().is_some())
+        if self.deployment.get().is_none() {
+            return false;
+        }
+        match &self.routing {
+            Routing::Static => self.all_cells().iter().all(|u| u.link.borrow().is_some()),
+            Routing::Map { watcher, meta } => {
+                watcher.current().is_some()
+                    && meta
+                        .get()
+                        .and_then(|m| self.cell_named(m))
+                        .is_some_and(|ix| self.cell(ix).link.borrow().is_some())
+            }
+        }
     }
 }
 
@@ -237,8 +463,8 @@ pub(crate) fn decode_handle(token: &[u8]) -> Option<pb::HandleBody> {
 }
 
 /// Serves the proxy on `listener` (and the admin endpoint on `admin`, if given) until
-/// `shutdown` completes. `on_ready` runs once the proxy has a session at every cell (it
-/// serves before that too: calls for a cell wait for its session).
+/// `shutdown` completes. `on_ready` runs once the proxy is ready (see [`Shared::ready`]; it
+/// serves before that too: calls for a cell wait for its session, routed calls for the map).
 pub async fn run(
     listener: TcpListener,
     admin: Option<TcpListener>,
@@ -257,18 +483,24 @@ pub async fn run(
             reply_before_end: cfg.keepalive_reply_before_end,
             margin: cfg.lease_margin,
             max_starve: cfg.max_starve,
-            cells: cfg.cells.len(),
+            // With a map, cells join as calls are first routed to them.
+            cells: if cfg.meta.is_empty() {
+                cfg.cells.len()
+            } else {
+                0
+            },
         },
         now,
     );
-    let cells = cfg
-        .cells
-        .iter()
-        .enumerate()
-        .map(|(i, c)| upstream::Upstream::new(i, c.name.clone(), c.addrs.clone()))
-        .collect();
+    let routing = if cfg.meta.is_empty() {
+        Routing::Static
+    } else {
+        Routing::Map {
+            watcher: MapWatcher::start(cfg.meta.clone(), MAP_PRINCIPAL),
+            meta: OnceLock::new(),
+        }
+    };
     let shared = Arc::new(Shared {
-        config_errors: Mutex::new(vec![None; cfg.cells.len()]),
         fatal: OnceLock::new(),
         fatal_notify: tokio::sync::Notify::new(),
         was_ready: std::sync::atomic::AtomicBool::new(false),
@@ -277,30 +509,86 @@ pub async fn run(
             core,
             senders: HashMap::new(),
         }),
-        cells,
+        cells: RwLock::new(Cells::default()),
+        routing,
         deployment: OnceLock::new(),
         advertised,
         effects: effects_tx,
         slots: 4096,
+        tasks: Mutex::new(Vec::new()),
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for ix in 0..shared.cells.len() {
-        tasks.spawn(upstream::run(shared.clone(), ix));
+    if shared.routed() && !shared.cfg.cells.is_empty() {
+        tracing::warn!(
+            "--cell is ignored with --meta: the partition map names the cells and their replicas"
+        );
     }
-    // Learn the deployment from whichever cell answers first.
+    if !shared.routed() {
+        // Without a map the proxy fronts the given cells, with a session at each from the
+        // start (their indices are their places in the list).
+        for c in shared.cfg.cells.clone() {
+            shared.ensure_cell(&c.name, &c.addrs);
+        }
+    }
+    // Learn the deployment (and with a map, the meta cell's name) from whichever cell
+    // answers first.
     {
         let shared = shared.clone();
         tasks.spawn(async move {
             loop {
-                for u in &shared.cells {
-                    if let Ok(info) =
-                        warren_client::transport::locate(&u.addrs, Duration::from_secs(2)).await
+                if shared.routed() {
+                    match warren_client::transport::locate(&shared.cfg.meta, Duration::from_secs(2))
+                        .await
                     {
-                        let _ = shared.deployment.set(info.deployment);
-                        return;
+                        Ok(info) if !info.cell.is_empty() => {
+                            let _ = shared.deployment.set(info.deployment);
+                            if let Routing::Map { meta, .. } = &shared.routing {
+                                let _ = meta.set(info.cell.clone());
+                            }
+                            tracing::info!(meta_cell = %info.cell, "found the meta cell");
+                            // The meta cell's session starts now: it holds the reserved
+                            // subtree, and a misconfiguration shows before the proxy is ready.
+                            let _ = shared.meta_cell().await;
+                            return;
+                        }
+                        Ok(_) => tracing::warn!(
+                            meta = ?shared.cfg.meta,
+                            "the --meta address answered Locate without a cell name (is it a proxy?)"
+                        ),
+                        Err(e) => tracing::debug!(%e, "the meta cell is not reachable yet"),
+                    }
+                } else {
+                    for u in shared.all_cells() {
+                        if let Ok(info) =
+                            warren_client::transport::locate(&u.addrs(), Duration::from_secs(2))
+                                .await
+                        {
+                            let _ = shared.deployment.set(info.deployment);
+                            return;
+                        }
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+    // With a map: follow each new map (replica addresses of the cells in use may change).
+    if let Routing::Map { watcher, .. } = &shared.routing {
+        let mut rx = watcher.subscribe();
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            while rx.changed().await.is_ok() {
+                let map = rx.borrow_and_update().clone();
+                let Some(map) = map else { continue };
+                metrics::gauge!("warren_proxy_map_epoch").set(map.map_epoch() as f64);
+                for up in shared.all_cells() {
+                    if Some(up.name.as_str()) == shared.meta_name() {
+                        continue;
+                    }
+                    if let Some(addrs) = map.replicas(&up.name) {
+                        up.set_addrs(addrs);
+                    }
+                }
             }
         });
     }
@@ -340,7 +628,7 @@ pub async fn run(
         let shared = shared.clone();
         let addr = listener.local_addr()?;
         tasks.spawn(async move {
-            while !shared.ready() || shared.deployment.get().is_none() {
+            while !shared.ready() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             shared
@@ -368,5 +656,8 @@ pub async fn run(
         e = fatal => Err(ProxyError::Config(e)),
     };
     tasks.abort_all();
+    for t in lock(&shared.tasks).drain(..) {
+        t.abort();
+    }
     result
 }

@@ -10,7 +10,7 @@ use crate::core::{CellIx, ClientId};
 use crate::Shared;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -59,7 +59,10 @@ impl Link {
 pub struct Upstream {
     pub ix: CellIx,
     pub name: String,
-    pub addrs: Vec<String>,
+    /// Its replicas' addresses (from `--cell`, or the partition map, which may change them).
+    addrs: Mutex<Vec<String>>,
+    /// Why it cannot be used (a proxy-lease misconfiguration), for `/status`.
+    pub error: Mutex<Option<String>>,
     /// The current link (`None` while there is no session or no master).
     pub link: watch::Sender<Option<Link>>,
     /// Something happened that may let the proxy acknowledge more, or a forwarded call saw
@@ -74,10 +77,25 @@ impl Upstream {
         Upstream {
             ix,
             name,
-            addrs,
+            addrs: Mutex::new(addrs),
+            error: Mutex::new(None),
             link: watch::channel(None).0,
             kick: Notify::new(),
             suspect: Notify::new(),
+        }
+    }
+
+    /// Its replicas' addresses.
+    pub fn addrs(&self) -> Vec<String> {
+        self.addrs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// New replica addresses (a new partition map); used from the next look for the master.
+    pub fn set_addrs(&self, addrs: &[String]) {
+        let mut a = self.addrs.lock().unwrap_or_else(|p| p.into_inner());
+        if a.as_slice() != addrs {
+            tracing::info!(cell = %self.name, ?addrs, "the cell's replica addresses changed");
+            *a = addrs.to_vec();
         }
     }
 
@@ -118,13 +136,13 @@ impl Upstream {
 
 /// Finds the master among `addrs` (following `Locate` redirects).
 async fn find_master(up: &Upstream) -> Option<(WarrenClient<Channel>, String, u64, String)> {
-    for addr in &up.addrs {
+    for addr in &up.addrs() {
         match transport::master_via(addr, LOCATE_TIMEOUT).await {
             Ok((conn, info)) => {
                 if info.cell != up.name {
                     tracing::error!(
                         cell = %up.name, %addr, answered = %info.cell,
-                        "the server at this address says it is a different cell; check --cell"
+                        "the server at this address says it is a different cell; check --cell or the partition map"
                     );
                     continue;
                 }
@@ -166,7 +184,8 @@ async fn create_session(
 
 /// Runs the proxy's session at one cell for the life of the proxy.
 pub async fn run(shared: Arc<Shared>, ix: CellIx) {
-    let up = &shared.cells[ix];
+    let up = shared.cell(ix);
+    let up = &*up;
     let mut serial = 0u64;
     // The proxy's last session at this cell, whose clients a new session claims back.
     let mut previous: Option<[u8; 16]> = None;
@@ -247,7 +266,8 @@ async fn claim_all(shared: &Shared, ix: CellIx, link: &Link, previous: Option<[u
     if clients.is_empty() {
         return;
     }
-    tracing::info!(cell = %shared.cells[ix].name, n = clients.len(), "claiming client sessions onto the new proxy session");
+    let name = shared.cell(ix).name.clone();
+    tracing::info!(cell = %name, n = clients.len(), "claiming client sessions onto the new proxy session");
     let claims = clients.into_iter().map(|(id, secret, principal)| {
         let link = link.clone();
         async move {
@@ -269,7 +289,7 @@ async fn claim_all(shared: &Shared, ix: CellIx, link: &Link, previous: Option<[u
                 // Another proxy holds it now: it is that proxy's client.
                 shared.with_core(|c| c.claimed_away(&id));
             }
-            Err(e) => tracing::warn!(cell = %shared.cells[ix].name, %e, "claim failed"),
+            Err(e) => tracing::warn!(cell = %name, %e, "claim failed"),
         }
     }
 }
@@ -310,7 +330,8 @@ pub async fn claim(
 }
 
 async fn keepalive_loop(shared: &Shared, ix: CellIx, link: &mut Link, serial: &mut u64) -> Lost {
-    let up = &shared.cells[ix];
+    let up = shared.cell(ix);
+    let up = &*up;
     let drift = shared.cfg.drift;
     // When to refresh: keep the local lease at least client_lease + margins ahead.
     let keep_ahead = shared.cfg.min_proxy_lease();
@@ -440,7 +461,8 @@ async fn keepalive_loop(shared: &Shared, ix: CellIx, link: &mut Link, serial: &m
 /// caller then creates a new session) only after the longest a cell could keep the session
 /// without hearing from us.
 async fn reconnect(shared: &Shared, ix: CellIx, link: &mut Link, serial: &mut u64) -> bool {
-    let up = &shared.cells[ix];
+    let up = shared.cell(ix);
+    let up = &*up;
     let give_up = Instant::now() + crate::config::LEASE_LIMIT + Duration::from_secs(5);
     let mut pause = Duration::from_millis(20);
     loop {

@@ -174,14 +174,12 @@ fn a_client_whose_lease_ended_does_not_hold_up_the_upstream_ack() {
     let (mut core, t0) = setup(1);
     let (id, _, _, _) = core.create_session("c", t0);
     core.registered(&id, 0);
-    let owns = |_: &str| true;
     // The cell stops extending at t0 + 20 s: the lease reaches 19 s at most. An event
     // relayed meanwhile and never acknowledged is released when the lease ends.
     let w = waits(core.keepalive(&id, 0, t0 + 15 * S));
     core.upstream_events(
         0,
         &[ev(1, pb::EventType::ContentsModified, "/ls/d/f", Some(&id))],
-        &owns,
         t0 + 16 * S,
     );
     assert_eq!(wake_of(&mut core, w).events.len(), 1);
@@ -196,7 +194,6 @@ fn a_client_whose_lease_ended_does_not_hold_up_the_upstream_ack() {
     core.upstream_events(
         0,
         &[ev(1, pb::EventType::MasterFailover, "", Some(&id))],
-        &owns,
         now,
     );
     assert_eq!(core.upstream_ack(0), 1);
@@ -278,14 +275,12 @@ fn a_relayed_event_is_acknowledged_upstream_only_after_its_client_acks() {
     let (mut core, t0) = setup(1);
     let (id, _, _, _) = core.create_session("c", t0);
     core.registered(&id, 0);
-    let owns = |_: &str| true;
     core.upstream_events(
         0,
         &[
             ev(1, pb::EventType::ContentsModified, "/ls/d/f", Some(&id)),
             ev(2, pb::EventType::ChildChanged, "/ls/d", Some(&id)),
         ],
-        &owns,
         t0,
     );
     assert_eq!(
@@ -319,12 +314,7 @@ fn an_invalidation_goes_to_every_client_that_cached_the_path_and_a_silent_one_ex
     assert!(core.note_cacher(&b, "/ls/d/f", Some(t)));
     core.cache
         .fill("/ls/d/f", t, |e| e.stat = Some(pb::Stat::default()));
-    core.upstream_events(
-        0,
-        &[ev(1, pb::EventType::Invalidate, "/ls/d/f", None)],
-        &|_| true,
-        t0,
-    );
+    core.upstream_events(0, &[ev(1, pb::EventType::Invalidate, "/ls/d/f", None)], t0);
     assert!(
         core.cache.get("/ls/d/f").is_none(),
         "the shared cache dropped it"
@@ -355,12 +345,7 @@ fn a_fill_after_an_invalidation_is_not_cacheable_for_the_client() {
     let (a, _, _, _) = core.create_session("a", t0);
     let t = core.cache.ticket();
     // The read was in flight when the invalidation arrived.
-    core.upstream_events(
-        0,
-        &[ev(1, pb::EventType::Invalidate, "/ls/d/f", None)],
-        &|_| true,
-        t0,
-    );
+    core.upstream_events(0, &[ev(1, pb::EventType::Invalidate, "/ls/d/f", None)], t0);
     assert!(
         !core.note_cacher(&a, "/ls/d/f", Some(t)),
         "must be passed on as uncacheable"
@@ -402,12 +387,7 @@ fn a_client_claimed_away_is_dropped_and_one_that_ended_is_not_adopted_again() {
     let (mut core, t0) = setup(1);
     let (a, sa, _, _) = core.create_session("a", t0);
     core.registered(&a, 0);
-    core.upstream_events(
-        0,
-        &[ev(1, pb::EventType::SessionClaimed, "", Some(&a))],
-        &|_| true,
-        t0,
-    );
+    core.upstream_events(0, &[ev(1, pb::EventType::SessionClaimed, "", Some(&a))], t0);
     assert!(core.identity(&a).is_none());
     assert_eq!(core.upstream_ack(0), 1);
     // Dropped, not ended: no CloseSession at the cell (the other proxy holds it now).
@@ -435,15 +415,9 @@ fn a_cell_failover_invalidates_at_clients_what_they_cached_from_it() {
     let (mut core, t0) = setup(2);
     let (a, _, _, _) = core.create_session("a", t0);
     let t = core.cache.ticket();
-    core.note_cacher(&a, "/ls/d/x", Some(t));
-    core.note_cacher(&a, "/ls/e/y", Some(t));
-    let owns = |p: &str| p.starts_with("/ls/d/");
-    core.upstream_events(
-        0,
-        &[ev(1, pb::EventType::MasterFailover, "", None)],
-        &owns,
-        t0,
-    );
+    core.note_fetched(&a, "/ls/d/x", t, 0);
+    core.note_fetched(&a, "/ls/e/y", t, 1);
+    core.upstream_events(0, &[ev(1, pb::EventType::MasterFailover, "", None)], t0);
     let r = done(core.keepalive(&a, 0, t0));
     let paths: Vec<&str> = r.events.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
@@ -470,12 +444,7 @@ fn after_a_cell_failover_a_clients_handles_there_must_reach_the_cell_once() {
     };
     core.add_handle(&a, b"h0".to_vec(), info(0));
     core.add_handle(&a, b"h1".to_vec(), info(1));
-    core.upstream_events(
-        0,
-        &[ev(1, pb::EventType::MasterFailover, "", Some(&a))],
-        &|_| true,
-        t0,
-    );
+    core.upstream_events(0, &[ev(1, pb::EventType::MasterFailover, "", Some(&a))], t0);
     assert!(
         core.handle(&a, b"h0").unwrap().unconfirmed,
         "recreated at the cell on next use"
@@ -486,4 +455,104 @@ fn after_a_cell_failover_a_clients_handles_there_must_reach_the_cell_once() {
     );
     core.confirm_handle(&a, b"h0");
     assert!(!core.handle(&a, b"h0").unwrap().unconfirmed);
+}
+
+/// With a map, a directory's listing and stat come from its child anchor's cell, and its
+/// absence (before it was created) from its parent's cell: each cell's fail-over flushes
+/// exactly what came from it, whatever cell the path's parent slot names.
+#[test]
+fn a_cell_failover_flushes_what_came_from_it_not_what_its_slot_would_say() {
+    let (mut core, t0) = setup(3);
+    let (a, _, _, _) = core.create_session("a", t0);
+    let t = core.cache.ticket();
+    // /ls/d/dir: entry in cell 0, anchor in cell 1 (its listing was fetched there).
+    assert!(core.note_fetched(&a, "/ls/d/dir", t, 1));
+    core.cache.fill("/ls/d/dir", t, |e| {
+        e.dir = Some((Vec::new(), pb::Stat::default()))
+    });
+    // /ls/d/gone: cell 0 answered NOT_FOUND.
+    assert!(core.note_fetched(&a, "/ls/d/gone", t, 0));
+    core.upstream_events(0, &[ev(1, pb::EventType::MasterFailover, "", None)], t0);
+    assert!(core.cache.contains("/ls/d/dir"), "cell 0 did not give it");
+    let r = done(core.keepalive(&a, 0, t0));
+    let paths: Vec<&str> = r.events.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, vec!["/ls/d/gone"]);
+    core.upstream_events(1, &[ev(1, pb::EventType::MasterFailover, "", None)], t0);
+    assert!(!core.cache.contains("/ls/d/dir"));
+    let r = done(core.keepalive(&a, 1, t0));
+    let paths: Vec<&str> = r.events.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, vec!["/ls/d/dir"]);
+    // Both acknowledged upstream only once the client acknowledged them.
+    assert_eq!((core.upstream_ack(0), core.upstream_ack(1)), (1, 0));
+    let _ = core.keepalive(&a, 2, t0);
+    assert_eq!(core.upstream_ack(1), 1);
+    // A third fail-over finds nothing left to flush.
+    core.upstream_events(2, &[ev(1, pb::EventType::MasterFailover, "", None)], t0);
+    assert_eq!(core.upstream_ack(2), 1);
+}
+
+/// An invalidation from any cell empties the path everywhere (the cache is by path), and
+/// what it emptied is no longer counted as coming from the other cell either.
+#[test]
+fn an_invalidation_from_one_cell_drops_the_path_for_every_cell() {
+    let (mut core, t0) = setup(2);
+    let (a, _, _, _) = core.create_session("a", t0);
+    let t = core.cache.ticket();
+    core.note_fetched(&a, "/ls/d/x", t, 0);
+    core.note_fetched(&a, "/ls/d/x", t, 1);
+    core.upstream_events(1, &[ev(1, pb::EventType::Invalidate, "/ls/d/x", None)], t0);
+    let r = done(core.keepalive(&a, 0, t0));
+    assert_eq!(r.events.len(), 1);
+    let _ = core.keepalive(&a, 1, t0);
+    core.upstream_events(0, &[ev(1, pb::EventType::MasterFailover, "", None)], t0);
+    // Nothing cached from cell 0 any more: nothing to relay, the KeepAlive is held.
+    let _ = waits(core.keepalive(&a, 1, t0 + S));
+    assert_eq!(core.upstream_ack(0), 1);
+}
+
+/// Cells join when a map first routes a call to them: a client registered at a cell the
+/// proxy has no session at yet gets no lease extension until that session exists, and
+/// then its lease nests inside every cell's.
+#[test]
+fn a_cell_that_joins_later_nests_the_leases_of_its_clients() {
+    let (mut core, t0) = setup(1);
+    let (id, _, _, _) = core.create_session("c", t0);
+    core.registered(&id, 0);
+    core.registered(&id, 4); // no session there yet
+    let w = waits(core.keepalive(&id, 0, t0 + 11 * S));
+    core.tick(t0 + 11 * S + S / 2);
+    assert!(
+        core.take_output().wakes.is_empty(),
+        "held: cell 4 cannot extend it"
+    );
+    // The session at cell 4 is made: the held KeepAlive gets a lease within both cells.
+    core.upstream_lease(4, t0 + 18 * S, t0 + 11 * S + S / 2);
+    let r = wake_of(&mut core, w);
+    assert!(r.lease <= 18 * S - S - 11 * S, "{:?}", r.lease);
+    assert!(r.lease > S, "{:?}", r.lease);
+    assert_eq!(core.upstream_ack(4), 0);
+    assert_eq!(
+        core.upstream_ack(9),
+        0,
+        "a cell never seen has acknowledged nothing"
+    );
+    assert_eq!(core.upstream_live_until(9), None);
+    // Claims after a new session at cell 4 cover this client.
+    let at4: Vec<ClientId> = core
+        .clients_at(4, t0 + 12 * S)
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(at4, vec![id]);
+}
+
+/// Clients that cached an absence and expired leave nothing behind.
+#[test]
+fn origins_of_paths_nobody_holds_are_forgotten() {
+    let (mut core, t0) = setup(1);
+    let (a, _, _, _) = core.create_session("a", t0);
+    let t = core.cache.ticket();
+    core.note_fetched(&a, "/ls/d/none", t, 0);
+    core.close_session(&a, t0);
+    assert!(core.origins.is_empty());
 }

@@ -6,7 +6,8 @@ use super::*;
 
 impl Service {
     /// Forwards a call to cell `cell` on behalf of `who`, on the proxy's current session
-    /// there, riding out a failover of the cell for up to `forward_patience`.
+    /// there, riding out a failover of the cell for up to `forward_patience`. The call
+    /// carries the epoch of the map in hand (0 without one).
     pub(super) async fn forward<R, F, Fut>(
         &self,
         cell: usize,
@@ -18,7 +19,26 @@ impl Service {
         F: Fn(WarrenClient<Channel>, pb::SessionContext) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
-        let up = &self.shared.cells[cell];
+        let map_epoch = self.shared.map_epoch();
+        self.forward_routed(cell, map_epoch, who, retry, call).await
+    }
+
+    /// [`Service::forward`] for a call routed by the map of epoch `map_epoch`, which the
+    /// call carries (`SessionContext.map_epoch`) so that the cell can tell a stale router.
+    pub(super) async fn forward_routed<R, F, Fut>(
+        &self,
+        cell: usize,
+        map_epoch: u64,
+        who: Option<&Who>,
+        retry: Retry,
+        call: F,
+    ) -> Result<R, Status>
+    where
+        F: Fn(WarrenClient<Channel>, pb::SessionContext) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let up = self.shared.cell(cell);
+        let up = &*up;
         let deadline = Instant::now() + self.shared.cfg.forward_patience;
         let mut link: Option<Link> = None;
         loop {
@@ -29,7 +49,8 @@ impl Service {
                     .await
                     .ok_or_else(WarrenError::failover_in_progress)?,
             };
-            let ctx = l.ctx(who.map(|w| (&w.id, &w.secret, w.principal.as_str())));
+            let mut ctx = l.ctx(who.map(|w| (&w.id, &w.secret, w.principal.as_str())));
+            ctx.map_epoch = map_epoch;
             let status = match call(l.client.clone(), ctx).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) => s,

@@ -39,13 +39,26 @@ pub(super) async fn check_sequencer(
         .as_ref()
         .map(|s| s.path.clone())
         .unwrap_or_default();
-    let cell = svc.shared.cell_of_path(&path);
-    let reply = svc
-        .forward(cell, None, Retry::Idempotent, |mut c, ctx| {
-            let mut r = r.clone();
-            r.ctx = Some(ctx);
-            async move { c.check_sequencer(r).await }
+    // Routed as the node (the parent's slot); a directory's lock lives at its child
+    // anchor, to which its entry's cell redirects.
+    let routed = svc
+        .routed(&path, false, |a| {
+            let r = r.clone();
+            async move {
+                svc.forward_routed(
+                    a.cell,
+                    a.map_epoch,
+                    None,
+                    Retry::Idempotent,
+                    |mut c, ctx| {
+                        let mut r = r.clone();
+                        r.ctx = Some(ctx);
+                        async move { c.check_sequencer(r).await }
+                    },
+                )
+                .await
+            }
         })
         .await?;
-    ok(reply)
+    ok(routed.answer?)
 }

@@ -7,12 +7,14 @@
 //! (Locate, CreateSession, KeepAlive, CloseSession, adopting a dead proxy's clients),
 //! [`reads`] (Open, Close and the cached reads), [`locks`] (sequencers; the other lock
 //! and write calls are plain forwards, [`forward_by_handle`]), [`forward`] (calls on behalf
-//! of a client session, riding out a cell failover). This file holds the session check,
-//! handle routing and the trait impl that dispatches to them.
+//! of a client session, riding out a cell failover), [`route`] (calls routed by path: the
+//! partition map, `WRONG_CELL` and the split-directory redirect). This file holds the
+//! session check, handle routing and the trait impl that dispatches to them.
 
 mod forward;
 mod locks;
 mod reads;
+mod route;
 mod sessions;
 
 pub(crate) use sessions::run_effect;
@@ -139,15 +141,15 @@ impl Service {
         token: &[u8],
     ) -> Result<(usize, Option<pb::HandleBody>), Status> {
         let (cell, body) = self.shared.cell_of_handle(token);
-        if !self.shared.with_core(|c| c.is_registered(&who.id, cell)) {
-            return Err(WarrenError::handle_invalid(if body.is_some() {
+        match cell {
+            Some(ix) if self.shared.with_core(|c| c.is_registered(&who.id, ix)) => Ok((ix, body)),
+            _ => Err(WarrenError::handle_invalid(if body.is_some() {
                 "the handle was not opened by this session"
             } else {
                 "the handle bytes are not a Warren handle (truncated or corrupted)"
             })
-            .into());
+            .into()),
         }
-        Ok((cell, body))
     }
 }
 

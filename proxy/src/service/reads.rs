@@ -39,8 +39,9 @@ impl Service {
         })
     }
 
-    /// A cacheable answer for `path`, fetched under `ticket`, is going to `who`: records
-    /// `who` as a cacher of `path` and fills the shared cache with `fill` (when there is
+    /// A cacheable answer for `path` from `cell`, fetched under `ticket`, is going to
+    /// `who`: records `who` as a cacher of `path` (and `cell` as where the proxy holds
+    /// cache interest for it) and fills the shared cache with `fill` (when there is
     /// something to keep), in one step under the core's lock. Returns whether the client
     /// may still cache the answer — not if an invalidation of `path` arrived while it was
     /// being fetched.
@@ -48,11 +49,12 @@ impl Service {
         &self,
         who: &Who,
         path: &str,
+        cell: usize,
         ticket: Ticket,
         fill: Option<impl FnOnce(&mut Entry)>,
     ) -> bool {
         self.shared.with_core(|c| {
-            if !c.note_cacher(&who.id, path, Some(ticket)) {
+            if !c.note_fetched(&who.id, path, ticket, cell) {
                 return false;
             }
             if let Some(fill) = fill {
@@ -95,20 +97,38 @@ pub(super) async fn open(
 ) -> Result<Response<pb::OpenResponse>, Status> {
     let r = req.into_inner();
     let who = svc.session(r.ctx.as_ref()).await?;
-    let cell = svc.shared.cell_of_path(&r.path);
-    let ticket = svc.shared.with_core(|c| {
-        c.registered(&who.id, cell);
-        c.cache.ticket()
-    });
-    let result = svc
-        .forward(cell, Some(&who), Retry::Once, |mut c, ctx| {
+    let ticket = svc.shared.with_core(|c| c.cache.ticket());
+    let anchor = r.target == pb::OpenTarget::Anchor as i32;
+    let routed = svc
+        .routed(&r.path, anchor, |a| {
             let mut r = r.clone();
-            r.ctx = Some(ctx);
-            async move { c.open(r).await }
+            if a.anchor {
+                r.target = pb::OpenTarget::Anchor as i32;
+            }
+            if a.redirected {
+                // The entry's cell already created the directory (and its anchor) if the
+                // client asked; the anchor is only opened (`created` comes from the
+                // redirect).
+                r.create = None;
+            }
+            // From now on the client's lease nests inside the proxy's session there:
+            // the cell registers the client session on Open.
+            svc.shared.with_core(|c| c.registered(&who.id, a.cell));
+            let who = &who;
+            async move {
+                svc.forward_routed(a.cell, a.map_epoch, Some(who), Retry::Once, |mut c, ctx| {
+                    let mut r = r.clone();
+                    r.ctx = Some(ctx);
+                    async move { c.open(r).await }
+                })
+                .await
+            }
         })
-        .await;
-    match result {
+        .await?;
+    let cell = routed.cell;
+    match routed.answer {
         Ok(mut reply) => {
+            reply.created = routed.attempts.created(reply.created);
             let body = crate::decode_handle(&reply.handle);
             svc.handle_info(&who, &reply.handle, cell, body.as_ref());
             if reply.cacheable {
@@ -122,19 +142,20 @@ pub(super) async fn open(
                         e.stat = Some(stat);
                     }
                 });
-                reply.cacheable = svc.keep_answer(&who, &path, ticket, fill);
+                reply.cacheable = svc.keep_answer(&who, &path, cell, ticket, fill);
             }
             ok(reply)
         }
         Err(status) => {
             // A cacheable absence: the client may cache it only if we will relay its
-            // invalidation.
+            // invalidation (from the cell that answered, where the proxy now holds cache
+            // interest for it).
             if let Some(e) = WarrenError::from_status(&status) {
                 if e.code == ErrorCode::NotFound && e.cacheable {
                     let path = r.path.clone();
                     let still = svc
                         .shared
-                        .with_core(|c| c.note_cacher(&who.id, &path, Some(ticket)));
+                        .with_core(|c| c.note_fetched(&who.id, &path, ticket, cell));
                     if !still {
                         let mut e = e;
                         e.cacheable = false;
@@ -208,7 +229,7 @@ pub(super) async fn get_contents_and_stat(
                 e.contents = Some((data, stat));
             }
         });
-        reply.cacheable = svc.keep_answer(&who, &b.path, ticket, fill);
+        reply.cacheable = svc.keep_answer(&who, &b.path, cell, ticket, fill);
     }
     ok(reply)
 }
@@ -248,7 +269,7 @@ pub(super) async fn get_stat(
             .stat
             .clone()
             .map(|stat| move |e: &mut Entry| e.stat = Some(stat));
-        reply.cacheable = svc.keep_answer(&who, &b.path, ticket, fill);
+        reply.cacheable = svc.keep_answer(&who, &b.path, cell, ticket, fill);
     }
     ok(reply)
 }
@@ -289,7 +310,7 @@ pub(super) async fn read_dir(
             .stat
             .clone()
             .map(|stat| move |e: &mut Entry| e.dir = Some((entries, stat)));
-        reply.cacheable = svc.keep_answer(&who, &b.path, ticket, fill);
+        reply.cacheable = svc.keep_answer(&who, &b.path, cell, ticket, fill);
     }
     ok(reply)
 }

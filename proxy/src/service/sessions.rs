@@ -9,7 +9,9 @@ use tokio::sync::oneshot;
 
 impl Service {
     /// A session this proxy does not know: a client arriving from another proxy (SPEC §6
-    /// proxy failover). Claims it at every cell, then takes it on.
+    /// proxy failover). Claims it at every cell where it may have state — with a map,
+    /// every cell of the map and the meta cell, whether or not this proxy used them yet
+    /// (their sessions start now) — then takes it on.
     pub(super) async fn adopt(
         &self,
         id: ClientId,
@@ -20,14 +22,24 @@ impl Service {
         let mut cells = BTreeSet::new();
         let mut principal = String::new();
         let mut expired = false;
-        for up in &self.shared.cells {
-            let Some(link) = up.current(deadline).await else {
-                return Err(WarrenError::failover_in_progress());
-            };
-            match upstream::claim(&link, &id, &secret, "", None).await {
+        let all = self.shared.claimable_cells().await?;
+        // At every cell at once: the client waits in jeopardy meanwhile.
+        let claims = all.into_iter().map(|ix| {
+            let up = self.shared.cell(ix);
+            async move {
+                let Some(link) = up.current(deadline).await else {
+                    return (ix, Err(WarrenError::failover_in_progress()));
+                };
+                (ix, upstream::claim(&link, &id, &secret, "", None).await)
+            }
+        });
+        let results = futures::future::join_all(claims).await;
+        // The first known principal, in cell order (deterministic).
+        for (ix, result) in results {
+            match result {
                 Ok(r) => {
                     if r.known {
-                        cells.insert(up.ix);
+                        cells.insert(ix);
                         if principal.is_empty() {
                             principal = r.principal;
                         }
@@ -68,7 +80,7 @@ pub(super) async fn locate(
         cell: String::new(),
         master: svc.shared.advertised.clone(),
         epoch: 0,
-        map_epoch: 0,
+        map_epoch: svc.shared.map_epoch(),
         deployment: svc.shared.deployment.get().cloned().unwrap_or_default(),
         is_master: true,
         serving,
@@ -76,6 +88,8 @@ pub(super) async fn locate(
         replica: svc.shared.cfg.id.clone(),
         store_health: if serving {
             "ok".into()
+        } else if svc.shared.routed() {
+            "the partition map is not loaded or the meta cell is unreachable".into()
         } else {
             "a cell is unreachable".into()
         },
@@ -188,7 +202,7 @@ pub(super) async fn close_session(
                 }
                 end_at_cells(&svc.shared, client, secret, &principal, &cells, expired).await
             }
-            Effect::AckUpstream(cell) => svc.shared.cells[cell].kick.notify_one(),
+            Effect::AckUpstream(cell) => svc.shared.cell(cell).kick.notify_one(),
         }
     }
     ok(pb::CloseSessionResponse {})
@@ -245,7 +259,7 @@ async fn end_at_cells(
 ) {
     let deadline = Instant::now() + shared.cfg.forward_patience;
     for &ix in cells {
-        let up = &shared.cells[ix];
+        let up = shared.cell(ix);
         let Some(link) = up.current(deadline).await else {
             continue;
         };

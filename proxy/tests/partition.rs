@@ -1,0 +1,765 @@
+//! A proxy routing by the partition map (SPEC §7, docs/partitioning.md), end to end and in
+//! process: a meta cell, data cells `c1..c3` watching the map there, and a proxy started
+//! with `.meta()`. A client session through the proxy creates nested directories whose
+//! entries and child anchors are in different cells, files in them, reads, writes, lists
+//! and deletes them, and every `Stat.cell` names the cell the router says.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warren_client::{ClientOptions, ErrorCode, OpenOptions, Session};
+use warren_router::{PartitionMap, Route};
+use warren_testkit::{wait_until, Cell, Proxy, TestCell};
+
+const D: &str = "local";
+
+/// A bound loopback port for a cell the map names before it runs (kept bound until the
+/// cell takes it, so no parallel test can take it meanwhile).
+struct Port {
+    listener: tokio::net::TcpListener,
+    addr: std::net::SocketAddr,
+}
+
+async fn port() -> Port {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    Port { listener, addr }
+}
+
+async fn map_epoch_at(addr: &str) -> u64 {
+    warren_client::locate(&[addr.to_string()], Duration::from_secs(2))
+        .await
+        .map_or(0, |l| l.map_epoch)
+}
+
+async fn meta_session(meta: &TestCell) -> Session {
+    Session::connect_with(ClientOptions::new(meta.endpoints()))
+        .await
+        .expect("a session at the meta cell")
+}
+
+/// Creates `/ls/local/warren` and the map file in it, at the meta cell.
+async fn write_first_map(meta: &TestCell, map: &PartitionMap) {
+    let s = meta_session(meta).await;
+    let (h, _) = s
+        .open("/ls/local/warren", OpenOptions::new().write().create_dir())
+        .await
+        .expect("create /ls/local/warren");
+    h.close().await;
+    let (h, _) = s
+        .open(
+            &warren_client::map::map_path(D),
+            OpenOptions::new().write().create_file(map.to_json()),
+        )
+        .await
+        .expect("create the map");
+    h.close().await;
+    let _ = s.close().await;
+}
+
+/// Overwrites the map file.
+async fn write_map(meta: &TestCell, map: &PartitionMap) {
+    let s = meta_session(meta).await;
+    let (h, _) = s
+        .open(&warren_client::map::map_path(D), OpenOptions::new().write())
+        .await
+        .expect("open the map");
+    h.set_contents(map.to_json()).await.expect("write the map");
+    h.close().await;
+    let _ = s.close().await;
+}
+
+async fn data_cell(name: &str, port: Port, meta: &TestCell) -> TestCell {
+    Cell::builder()
+        .name(name)
+        .deployment(D)
+        .listener(port.listener)
+        .meta(meta.endpoints())
+        .run()
+        .await
+}
+
+async fn wait_for_map(addr: &str, epoch: u64, who: &str) {
+    let a = addr.to_string();
+    wait_until(
+        Duration::from_secs(20),
+        &format!("{who} ({addr}) loads map epoch {epoch}"),
+        || {
+            let a = a.clone();
+            async move { map_epoch_at(&a).await >= epoch }
+        },
+    )
+    .await;
+}
+
+/// A meta cell, data cells `c1..c3` and the map spreading the slots over them.
+struct Setup {
+    meta: TestCell,
+    cells: Vec<TestCell>,
+    map: PartitionMap,
+}
+
+async fn deployment() -> Setup {
+    let meta = Cell::builder().name("meta").deployment(D).run().await;
+    let mut ports = Vec::new();
+    for _ in 0..3 {
+        ports.push(port().await);
+    }
+    let spec: Vec<(String, Vec<String>)> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("c{}", i + 1), vec![p.addr.to_string()]))
+        .collect();
+    let map = PartitionMap::even(D, &spec, 4096).unwrap();
+    write_first_map(&meta, &map).await;
+    let mut cells = Vec::new();
+    for (i, p) in ports.into_iter().enumerate() {
+        cells.push(data_cell(&format!("c{}", i + 1), p, &meta).await);
+    }
+    for c in &cells {
+        wait_for_map(&c.addr(), 1, c.name()).await;
+    }
+    Setup { meta, cells, map }
+}
+
+fn cell_of(map: &PartitionMap, path: &str, anchor: bool) -> String {
+    match map.route(path, anchor).expect("routable") {
+        Route::Cell { cell, .. } => cell.to_string(),
+        Route::Meta => "meta".to_string(),
+    }
+}
+
+/// The first `parent/<prefix>N` whose entry (parent's slot) and anchor (own slot) are in
+/// different cells, and whose anchor is not in `avoid` either.
+fn split_dir(map: &PartitionMap, parent: &str, prefix: &str, avoid: &[String]) -> String {
+    (0..10_000)
+        .map(|n| format!("{parent}/{prefix}{n}"))
+        .find(|p| {
+            let (entry, anchor) = (cell_of(map, p, false), cell_of(map, p, true));
+            entry != anchor && !avoid.contains(&anchor)
+        })
+        .expect("a split directory name")
+}
+
+/// GET `path` from an admin endpoint.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn names(entries: &[String]) -> Vec<&str> {
+    entries.iter().map(String::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_through_the_proxy_works_across_cells_and_every_stat_names_the_routed_cell() {
+    let Setup { meta, cells, map } = deployment().await;
+    let proxy = Proxy::builder().meta(meta.endpoints()).admin().run().await;
+    assert_eq!(map_epoch_at(&proxy.addr()).await, 1, "Locate at the proxy");
+    let s = Session::connect_with(ClientOptions::proxies([proxy.addr()]))
+        .await
+        .expect("a session through the proxy");
+
+    // /ls/local/a*: entry with the root's children, anchor elsewhere. Under it a directory
+    // whose anchor is in a third cell, and files in both.
+    let a = split_dir(&map, "/ls/local", "a", &[]);
+    let a_anchor = cell_of(&map, &a, true);
+    let b = split_dir(&map, &a, "b", std::slice::from_ref(&a_anchor));
+    let b_anchor = cell_of(&map, &b, true);
+    assert_ne!(cell_of(&map, &b, false), b_anchor);
+    assert_eq!(
+        cell_of(&map, &b, false),
+        a_anchor,
+        "b's entry lives with a's children"
+    );
+
+    let (ha, info) = s
+        .open(&a, OpenOptions::new().read().write().create_dir())
+        .await
+        .unwrap_or_else(|e| panic!("mkdir {a}: {e}"));
+    assert!(info.created, "{a} was created");
+    assert_eq!(
+        info.stat.cell, a_anchor,
+        "a directory's Stat.cell is its anchor's"
+    );
+    let (hb, info) = s
+        .open(&b, OpenOptions::new().read().write().create_dir())
+        .await
+        .unwrap_or_else(|e| panic!("mkdir {b}: {e}"));
+    assert!(info.created);
+    assert_eq!(info.stat.cell, b_anchor);
+
+    // Opening them again, with or without create: not created, same cell.
+    let (h, info) = s
+        .open(&a, OpenOptions::new().read().create_dir())
+        .await
+        .unwrap();
+    assert!(!info.created, "it existed");
+    assert_eq!(info.stat.cell, a_anchor);
+    h.close().await;
+    let (h, info) = s.open(&b, OpenOptions::new().read()).await.unwrap();
+    assert!(!info.created);
+    assert_eq!(info.stat.cell, b_anchor);
+    h.close().await;
+    // An exclusive create of an existing directory fails as at a cell.
+    let e = s
+        .open(&b, OpenOptions::new().create_dir().exclusive())
+        .await
+        .expect_err("exists");
+    assert_eq!(e.code(), Some(ErrorCode::AlreadyExists), "{e}");
+
+    // Files: one in each directory, each in the cell of its directory's slot.
+    let f = format!("{b}/f");
+    let g = format!("{a}/g");
+    let (hf, info) = s
+        .open(
+            &f,
+            OpenOptions::new()
+                .read()
+                .write()
+                .create_file(b"one".to_vec()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create {f}: {e}"));
+    assert!(info.created);
+    assert_eq!(info.stat.cell, cell_of(&map, &f, false));
+    assert_eq!(
+        info.stat.cell, b_anchor,
+        "a file lives with its directory's children"
+    );
+    let (hg, info) = s
+        .open(
+            &g,
+            OpenOptions::new()
+                .read()
+                .write()
+                .create_file(b"gee".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.stat.cell, a_anchor);
+
+    // Reads and writes, through the proxy's cache and its invalidations.
+    assert_eq!(hf.contents().await.unwrap().0, b"one");
+    hf.set_contents(b"two".to_vec()).await.unwrap();
+    assert_eq!(hf.contents().await.unwrap().0, b"two");
+    let (h, info) = s
+        .open(&f, OpenOptions::new().read().read_contents())
+        .await
+        .unwrap();
+    assert_eq!(info.contents.as_deref(), Some(&b"two"[..]));
+    assert_eq!(h.stat().await.unwrap().cell, b_anchor);
+    h.close().await;
+    assert_eq!(hg.contents().await.unwrap().0, b"gee");
+
+    // Listings: each directory's children, from its anchor; the root lists a.
+    let mut la = ha.child_names().await.unwrap();
+    la.sort();
+    let (bn, gn) = (b.rsplit('/').next().unwrap(), "g");
+    assert_eq!(names(&la), vec![bn, gn]);
+    assert_eq!(names(&hb.child_names().await.unwrap()), vec!["f"]);
+    let entries = hb.read_dir().await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].stat.cell, b_anchor);
+    let (root, info) = s
+        .open("/ls/local", OpenOptions::new().read())
+        .await
+        .unwrap();
+    assert_eq!(info.stat.cell, cell_of(&map, "/ls/local", true));
+    assert!(root
+        .child_names()
+        .await
+        .unwrap()
+        .contains(&a.rsplit('/').next().unwrap().to_string()));
+    assert_eq!(ha.stat().await.unwrap().child_count, 2);
+
+    // Deletes: a non-empty directory refuses; emptied, it goes, and its parent's listing
+    // (in another cell) no longer shows it.
+    let e = hb.delete().await.expect_err("not empty");
+    assert_eq!(e.code(), Some(ErrorCode::NotEmpty), "{e}");
+    hf.delete().await.unwrap();
+    hb.delete()
+        .await
+        .unwrap_or_else(|e| panic!("rmdir {b}: {e}"));
+    assert_eq!(names(&ha.child_names().await.unwrap()), vec!["g"]);
+    let e = s
+        .open(&b, OpenOptions::new().read())
+        .await
+        .expect_err("deleted");
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+    hg.delete().await.unwrap();
+    ha.delete()
+        .await
+        .unwrap_or_else(|e| panic!("rmdir {a}: {e}"));
+    let e = s
+        .open(&a, OpenOptions::new().read())
+        .await
+        .expect_err("deleted");
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+    // Recreated, it is a new directory (and created again).
+    let (h, info) = s.open(&a, OpenOptions::new().create_dir()).await.unwrap();
+    assert!(info.created);
+    assert_eq!(info.stat.cell, a_anchor);
+    h.delete().await.unwrap();
+
+    // The reserved subtree goes to the meta cell.
+    let (h, info) = s
+        .open(
+            &warren_client::map::map_path(D),
+            OpenOptions::new().read().read_contents(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.stat.cell, "meta");
+    assert_eq!(
+        PartitionMap::from_json(info.contents.unwrap()).unwrap(),
+        map,
+        "the map, read through the proxy"
+    );
+    h.close().await;
+
+    // Observability: the map epoch and the cells with sessions.
+    let admin = proxy.admin_addr().unwrap();
+    let status = http_get(admin, "/status").await;
+    let body = &status[status.find("\r\n\r\n").unwrap() + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["map_epoch"], 1, "{v}");
+    assert_eq!(v["meta_cell"], "meta", "{v}");
+    let upstream: Vec<&str> = v["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for c in [&a_anchor, &b_anchor, &"meta".to_string()] {
+        assert!(upstream.contains(&c.as_str()), "{c} in {upstream:?}");
+    }
+    let metrics = http_get(admin, "/metrics").await;
+    assert!(metrics.contains("warren_proxy_map_epoch 1"), "{metrics}");
+    assert!(
+        metrics.contains("warren_proxy_wrong_cell_total{kind=\"directory\"}"),
+        "the directory redirects were counted"
+    );
+    assert!(http_get(admin, "/readyz").await.starts_with("HTTP/1.1 200"));
+
+    s.close().await.unwrap();
+    drop(proxy);
+    drop(cells);
+}
+
+/// A cell that appears in a new map is used without restarting the proxy: a directory
+/// whose slot moves to it (before it exists) has its children there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cell_added_by_a_new_map_is_used_without_a_restart() {
+    let Setup {
+        meta,
+        mut cells,
+        map,
+    } = deployment().await;
+    let proxy = Proxy::builder().meta(meta.endpoints()).admin().run().await;
+    let s = Session::connect_with(ClientOptions::proxies([proxy.addr()]))
+        .await
+        .unwrap();
+    // Warm up: something in every cell.
+    let (h, _) = s
+        .open(
+            "/ls/local/warm",
+            OpenOptions::new().write().create_file(b"w".to_vec()),
+        )
+        .await
+        .unwrap();
+    h.close().await;
+
+    // Map 2: a new cell c4 gets the slot of /ls/local/n.
+    let n = split_dir(&map, "/ls/local", "n", &[]);
+    let Route::Cell { slot, .. } = map.route(&n, true).unwrap() else {
+        panic!("not a data path")
+    };
+    let p4 = port().await;
+    let mut owners = map.slot_owners().to_vec();
+    owners[slot as usize] = "c4".into();
+    let mut table: BTreeMap<String, Vec<String>> = map.cells().clone();
+    table.insert("c4".into(), vec![p4.addr.to_string()]);
+    let map2 = PartitionMap::new(D, 2, owners, table).unwrap();
+    write_map(&meta, &map2).await;
+    cells.push(data_cell("c4", p4, &meta).await);
+    for c in &cells {
+        wait_for_map(&c.addr(), 2, c.name()).await;
+    }
+    wait_for_map(&proxy.addr(), 2, "the proxy").await;
+
+    let (hn, info) = s
+        .open(&n, OpenOptions::new().read().write().create_dir())
+        .await
+        .unwrap_or_else(|e| panic!("mkdir {n}: {e}"));
+    assert!(info.created);
+    assert_eq!(info.stat.cell, "c4");
+    let (hf, info) = s
+        .open(
+            &format!("{n}/f"),
+            OpenOptions::new().read().write().create_file(b"4".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.stat.cell, "c4");
+    assert_eq!(hf.contents().await.unwrap().0, b"4");
+    assert_eq!(names(&hn.child_names().await.unwrap()), vec!["f"]);
+
+    let admin = proxy.admin_addr().unwrap();
+    let status = http_get(admin, "/status").await;
+    assert!(status.contains("\"map_epoch\": 2"), "{status}");
+    assert!(status.contains("\"c4\""), "{status}");
+    hf.delete().await.unwrap();
+    hn.delete().await.unwrap();
+    s.close().await.unwrap();
+}
+
+/// With `--meta` the proxy is ready only once it has read the map; until then a call that
+/// needs routing waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_proxy_is_ready_only_once_the_map_is_loaded() {
+    let meta = Cell::builder().name("meta").deployment(D).run().await;
+    let c1_port = port().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let cfg = Proxy::builder().meta(meta.endpoints()).config(&addr);
+    assert!(cfg.cells.is_empty());
+    let (ready_tx, mut ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(warren_proxy::run(
+        listener,
+        None,
+        cfg,
+        move |_| {
+            let _ = ready_tx.send(());
+        },
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(ready_rx.try_recv().is_err(), "not ready without a map");
+    let info = warren_client::locate(std::slice::from_ref(&addr), Duration::from_secs(2))
+        .await
+        .expect("it answers Locate meanwhile");
+    assert!(!info.serving);
+    assert_eq!(info.map_epoch, 0);
+
+    let map = PartitionMap::single_cell(D, "c1", vec![c1_port.addr.to_string()], 4096).unwrap();
+    write_first_map(&meta, &map).await;
+    let c1 = data_cell("c1", c1_port, &meta).await;
+    tokio::time::timeout(Duration::from_secs(10), ready_rx)
+        .await
+        .expect("ready once the map is loaded")
+        .unwrap();
+    let info = warren_client::locate(std::slice::from_ref(&addr), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(info.serving);
+    assert_eq!(info.map_epoch, 1);
+    assert_eq!(info.deployment, D);
+
+    let s = Session::connect_with(ClientOptions::proxies([addr.clone()]))
+        .await
+        .unwrap();
+    let (h, info) = s
+        .open(
+            "/ls/local/x",
+            OpenOptions::new().write().create_file(b"x".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.stat.cell, "c1");
+    h.delete().await.unwrap();
+    // A path outside the deployment: the error a cell would give, not a panic.
+    let e = s
+        .open("/ls/other/x", OpenOptions::new())
+        .await
+        .expect_err("another deployment");
+    assert_eq!(e.code(), Some(ErrorCode::InvalidArgument), "{e}");
+    s.close().await.unwrap();
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    drop(c1);
+}
+
+/// A client whose proxy dies moves to the next one, which claims it at every cell of the
+/// map (not only those it used itself): its handles, locks (on a file and on a split
+/// directory) and ephemeral file in several cells survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_of_a_dead_proxy_keeps_its_state_in_every_cell() {
+    let Setup { meta, cells, map } = deployment().await;
+    let lease = Duration::from_secs(4);
+    let mut proxies = Vec::new();
+    for id in ["p1", "p2"] {
+        let p = Proxy::builder()
+            .meta(meta.endpoints())
+            .client_lease(lease)
+            .admin()
+            .id(id)
+            .run()
+            .await;
+        proxies.push(Some(p));
+    }
+    let addrs: Vec<String> = proxies.iter().flatten().map(|p| p.addr()).collect();
+    let s = Session::connect_with(
+        ClientOptions::proxies(addrs.clone()).grace_period(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+
+    let a = split_dir(&map, "/ls/local", "m", &[]);
+    let (ha, _) = s
+        .open(&a, OpenOptions::new().read().write().create_dir())
+        .await
+        .unwrap();
+    let f = format!("{a}/f");
+    let (hf, info) = s
+        .open(
+            &f,
+            OpenOptions::new()
+                .read()
+                .write()
+                .create_file(b"kept".to_vec()),
+        )
+        .await
+        .unwrap();
+    let f_cell = info.stat.cell.clone();
+    let (he, info) = s
+        .open(
+            "/ls/local/eph",
+            OpenOptions::new()
+                .read()
+                .write()
+                .create_file(b"e".to_vec())
+                .ephemeral(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.stat.cell, cell_of(&map, "/ls/local/eph", false));
+    let seq_f = hf
+        .acquire(warren_client::LockMode::Exclusive, None)
+        .await
+        .unwrap();
+    let seq_a = ha
+        .acquire(warren_client::LockMode::Exclusive, None)
+        .await
+        .unwrap();
+    assert!(s.check_sequencer(&seq_f).await.unwrap());
+    assert_eq!(seq_a.path, a);
+    // The proxy holding the session dies. The other has used no data cell yet: adopting
+    // the client, it claims it at all of them.
+    let mut holder = None;
+    for (i, p) in proxies.iter().enumerate() {
+        let st = http_get(p.as_ref().unwrap().admin_addr().unwrap(), "/status").await;
+        if st.contains("\"client_sessions\": 1") {
+            holder = Some(i);
+        }
+    }
+    let holder = holder.expect("one proxy holds the session");
+    drop(proxies[holder].take());
+    let p2 = proxies[1 - holder].take().unwrap();
+    let mut moved = false;
+    for _ in 0..100 {
+        if hf.contents().await.is_ok_and(|(c, _)| c == b"kept") {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(moved, "the client reached p2 and its handle works there");
+    assert_eq!(he.contents().await.unwrap().0, b"e");
+    assert_eq!(ha.child_names().await.unwrap(), vec!["f".to_string()]);
+    assert!(
+        s.check_sequencer(&seq_f).await.unwrap(),
+        "the lock was kept"
+    );
+    let status = http_get(p2.admin_addr().unwrap(), "/status").await;
+    assert!(status.contains("\"client_sessions\": 1"), "{status}");
+    for c in &cells {
+        assert!(
+            status.contains(&format!("\"name\": \"{}\"", c.name())),
+            "p2 claimed at {}: {status}",
+            c.name()
+        );
+    }
+
+    // Another client cannot take the lock: it is still held, in f's cell.
+    let other = Session::connect_with(ClientOptions::proxies([p2.addr()]))
+        .await
+        .unwrap();
+    let (hf2, info) = other
+        .open(&f, OpenOptions::new().read().write())
+        .await
+        .unwrap();
+    assert_eq!(info.stat.cell, f_cell);
+    let e = hf2
+        .try_acquire(warren_client::LockMode::Exclusive)
+        .await
+        .expect_err("held by the moved client");
+    assert_eq!(e.code(), Some(ErrorCode::LockHeld), "{e}");
+    hf2.close().await;
+    let (ha2, _) = other
+        .open(&a, OpenOptions::new().read().write())
+        .await
+        .unwrap();
+    let e = ha2
+        .try_acquire(warren_client::LockMode::Exclusive)
+        .await
+        .expect_err("the directory's lock is held by the moved client");
+    assert_eq!(e.code(), Some(ErrorCode::LockHeld), "{e}");
+    ha2.close().await;
+    other.close().await.unwrap();
+
+    hf.release().await.unwrap();
+    ha.release().await.unwrap();
+    hf.delete().await.unwrap();
+    ha.delete().await.unwrap();
+    s.close().await.unwrap();
+}
+
+/// `CheckSequencer` is routed like an open: a sequencer of a lock on a directory whose
+/// child anchor is in another cell than its entry is checked at the anchor (the entry's
+/// cell redirects with `WRONG_CELL{directory}`), one on a file at the file's cell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sequencers_of_split_directories_are_checked_at_their_anchor() {
+    let Setup { meta, cells, map } = deployment().await;
+    let proxy = Proxy::builder().meta(meta.endpoints()).run().await;
+    let s = Session::connect_with(ClientOptions::proxies([proxy.addr()]))
+        .await
+        .unwrap();
+    let a = split_dir(&map, "/ls/local", "q", &[]);
+    let (ha, _) = s
+        .open(&a, OpenOptions::new().read().write().create_dir())
+        .await
+        .unwrap();
+    let (hf, _) = s
+        .open(
+            &format!("{a}/f"),
+            OpenOptions::new().write().create_file(b"f".to_vec()),
+        )
+        .await
+        .unwrap();
+    let seq_f = hf
+        .acquire(warren_client::LockMode::Exclusive, None)
+        .await
+        .unwrap();
+    let seq_a = ha
+        .acquire(warren_client::LockMode::Shared, None)
+        .await
+        .unwrap();
+    assert!(s.check_sequencer(&seq_f).await.unwrap());
+    assert!(
+        s.check_sequencer(&seq_a).await.unwrap(),
+        "a directory's lock is checked at its anchor"
+    );
+    ha.release().await.unwrap();
+    assert!(!s.check_sequencer(&seq_a).await.unwrap(), "released");
+    hf.release().await.unwrap();
+    hf.delete().await.unwrap();
+    ha.delete().await.unwrap();
+    s.close().await.unwrap();
+    drop(cells);
+}
+
+/// A proxy whose map is older than the cells' (cut off from the meta cell) is refused by
+/// the slot's old owner, waits for the newer map, routes again and retries — at most 4
+/// times, never serving the client from a cell its map does not give the path to; then the
+/// client gets `WRONG_CELL`. Once the proxy has the new map, the call goes to the new owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proxy_with_a_stale_map_is_refused_retries_and_never_serves_from_the_old_owner() {
+    let meta = Cell::builder()
+        .name("meta")
+        .deployment(D)
+        .lease(Duration::from_secs(2))
+        .run()
+        .await;
+    let mut ports = Vec::new();
+    for _ in 0..3 {
+        ports.push(port().await);
+    }
+    let spec: Vec<(String, Vec<String>)> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("c{}", i + 1), vec![p.addr.to_string()]))
+        .collect();
+    let map = PartitionMap::even(D, &spec, 4096).unwrap();
+    write_first_map(&meta, &map).await;
+    let mut cells = Vec::new();
+    for (i, p) in ports.into_iter().enumerate() {
+        cells.push(data_cell(&format!("c{}", i + 1), p, &meta).await);
+    }
+    for c in &cells {
+        wait_for_map(&c.addr(), 1, c.name()).await;
+    }
+    // The proxy reaches the meta cell through a bridge we can cut.
+    let bridge = warren_testkit::Bridge::start(meta.addr().parse().unwrap()).await;
+    let proxy = Proxy::builder()
+        .meta(vec![bridge.addr().to_string()])
+        .admin()
+        .run()
+        .await;
+    let s = Session::connect_with(ClientOptions::proxies([proxy.addr()]))
+        .await
+        .unwrap();
+    let path = "/ls/local/moved";
+    let Route::Cell { cell: old, slot } = map.route(path, false).unwrap() else {
+        panic!("not a data path")
+    };
+    let old = old.to_string();
+    let new = map.cells().keys().find(|c| **c != old).unwrap().clone();
+
+    bridge.blackhole();
+    let mut owners = map.slot_owners().to_vec();
+    owners[slot as usize] = new.clone();
+    let map2 = PartitionMap::new(D, 2, owners, map.cells().clone()).unwrap();
+    write_map(&meta, &map2).await;
+    for c in &cells {
+        wait_for_map(&c.addr(), 2, c.name()).await;
+    }
+    assert_eq!(map_epoch_at(&proxy.addr()).await, 1, "the proxy is cut off");
+    let old_cell = cells.iter().find(|c| c.name() == old).unwrap();
+    let nodes_before = old_cell.handle().status().nodes;
+
+    let started = std::time::Instant::now();
+    let e = s
+        .open(path, OpenOptions::new().write().create_file(b"v".to_vec()))
+        .await
+        .expect_err("refused: the proxy's map still names the old owner");
+    assert_eq!(e.code(), Some(ErrorCode::WrongCell), "{e}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "the proxy waited for a newer map between attempts ({took:?})"
+    );
+    assert_eq!(
+        old_cell.handle().status().nodes,
+        nodes_before,
+        "never served by the old owner"
+    );
+    let metrics = http_get(proxy.admin_addr().unwrap(), "/metrics").await;
+    // (At least: the recorder is shared by every test of this binary.)
+    let stale: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("warren_proxy_wrong_cell_total{kind=\"stale\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(stale >= 4.0, "four stale answers counted: {metrics}");
+
+    // Reconnected, the proxy learns map 2 and the call goes to the new owner.
+    bridge.unblackhole();
+    wait_for_map(&proxy.addr(), 2, "the proxy").await;
+    let (h, info) = s
+        .open(path, OpenOptions::new().write().create_file(b"v".to_vec()))
+        .await
+        .unwrap();
+    assert!(info.created);
+    assert_eq!(info.stat.cell, new);
+    h.delete().await.unwrap();
+    s.close().await.unwrap();
+}
