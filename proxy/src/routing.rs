@@ -11,7 +11,10 @@
 //!   path routed again — it is always the map, never the error, that says where a call
 //!   goes). The reply's `created` is the redirect's `created`.
 //! - `WRONG_CELL` otherwise (a stale map on one side): wait (≤ 1 s) for a map at least as
-//!   new as the error's, route again and retry.
+//!   new as the error's, route again and retry. If that map has not arrived (the meta cell
+//!   is out of reach), the next attempt goes to the owner the cell named instead: safe,
+//!   because a cell serves only slots its own map gives it, and the named owner's map is
+//!   at least as new as the cell's that named it.
 //! - At most [`MAX_ATTEMPTS`] sends in all; then the last error goes to the client.
 
 use std::time::Duration;
@@ -71,8 +74,9 @@ pub enum Next {
     /// give the cell `owner` — if not, first wait for a map of epoch `min_epoch` or newer.
     Anchor { owner: String, min_epoch: u64 },
     /// The map in hand (or the cell's) was stale: wait for a map of `min_epoch` or newer
-    /// (at most [`MAP_WAIT`]), route again and send again with the same target.
-    Stale { min_epoch: u64 },
+    /// (at most [`MAP_WAIT`]), route again and send again with the same target; if the
+    /// map did not arrive, send to `owner` (see [`Attempts::follow_owner`]).
+    Stale { min_epoch: u64, owner: String },
     /// No attempts left: the error goes to the client.
     GiveUp,
 }
@@ -95,6 +99,9 @@ pub struct Attempts {
     redirect: Option<bool>,
     /// The owner the last redirect named, until the route is checked against it.
     expect: Option<(String, u64)>,
+    /// The owner a stale `WRONG_CELL` named, for the next attempt, when the newer map
+    /// could not be had.
+    follow: Option<String>,
 }
 
 impl Attempts {
@@ -105,6 +112,7 @@ impl Attempts {
             sent: 0,
             redirect: None,
             expect: None,
+            follow: None,
         }
     }
 
@@ -136,6 +144,18 @@ impl Attempts {
         self.expect.take()
     }
 
+    /// The next attempt goes to `owner` (a stale `WRONG_CELL` named it and the newer map
+    /// did not arrive in time), if the map in hand knows its replicas.
+    pub fn follow_owner(&mut self, owner: String) {
+        self.follow = (!owner.is_empty()).then_some(owner);
+    }
+
+    /// The owner to send the next attempt to instead of the map's route, if any. Taking it
+    /// clears it.
+    pub fn take_follow(&mut self) -> Option<String> {
+        self.follow.take()
+    }
+
     /// `created` for the reply to the client: the redirect's flag once one was followed.
     pub fn created(&self, reply_created: bool) -> bool {
         self.redirect.unwrap_or(reply_created)
@@ -160,6 +180,7 @@ impl Attempts {
         }
         Next::Stale {
             min_epoch: e.map_epoch,
+            owner: e.owner.clone(),
         }
     }
 }
@@ -253,8 +274,20 @@ mod tests {
         let mut a = Attempts::new(true);
         a.sending();
         let e = WarrenError::wrong_cell(7, "c3");
-        assert_eq!(a.answered(&e), Next::Stale { min_epoch: 7 });
+        assert_eq!(
+            a.answered(&e),
+            Next::Stale {
+                min_epoch: 7,
+                owner: "c3".into()
+            }
+        );
         assert!(a.anchor());
+        assert_eq!(a.take_follow(), None, "only once the map failed to arrive");
+        a.follow_owner("c3".into());
+        assert_eq!(a.take_follow().as_deref(), Some("c3"));
+        assert_eq!(a.take_follow(), None, "for one attempt");
+        a.follow_owner(String::new());
+        assert_eq!(a.take_follow(), None, "no owner named, nothing to follow");
         assert_eq!(a.take_expected_owner(), None);
         assert_eq!(kind(&e), "stale");
         assert_eq!(kind(&redirect("c1", false)), "directory");
@@ -266,7 +299,14 @@ mod tests {
         let e = WarrenError::wrong_cell(2, "c1");
         for i in 1..MAX_ATTEMPTS {
             a.sending();
-            assert_eq!(a.answered(&e), Next::Stale { min_epoch: 2 }, "attempt {i}");
+            assert_eq!(
+                a.answered(&e),
+                Next::Stale {
+                    min_epoch: 2,
+                    owner: "c1".into()
+                },
+                "attempt {i}"
+            );
         }
         a.sending();
         assert_eq!(a.sent(), MAX_ATTEMPTS);

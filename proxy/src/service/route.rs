@@ -47,6 +47,13 @@ impl Service {
                 dest = routing::route(&map, path, plan.anchor())?;
             }
         }
+        if let Some(owner) = plan.take_follow() {
+            // Our map is older than the cell's that named `owner` (see `routing`).
+            if matches!(dest, routing::Dest::Cell(_)) && map.replicas(&owner).is_some() {
+                tracing::debug!(path, %owner, ?dest, "map still stale; following the owner the cell named");
+                dest = routing::Dest::Cell(owner);
+            }
+        }
         let cell = self.shared.dest_cell(&map, &dest).await?;
         Ok((cell, map.map_epoch()))
     }
@@ -101,8 +108,11 @@ impl Service {
                 }
                 // The next target() routes by route(path, true) and checks the owner.
                 Next::Anchor { .. } => {}
-                Next::Stale { min_epoch } => {
-                    self.shared.newer_map(min_epoch, MAP_WAIT).await?;
+                Next::Stale { min_epoch, owner } => {
+                    let map = self.shared.newer_map(min_epoch, MAP_WAIT).await?;
+                    if map.map_epoch() < min_epoch {
+                        plan.follow_owner(owner);
+                    }
                 }
             }
         }
