@@ -4,8 +4,8 @@
 //! warren ctl [--endpoint HOST:PORT[,HOST:PORT…] | --proxies HOST:PORT,…] [--json] [--grace DURATION] CMD
 //! ```
 //!
-//! The endpoint defaults to `$WARREN_ENDPOINT`, else `127.0.0.1:7100` (where `warren dev`
-//! listens). `--proxies` (or `$WARREN_PROXIES`) names proxies instead: the session keeps to
+//! The endpoint defaults to `$WARREN_ENDPOINT`, else `127.0.0.1:7201` (the first proxy of
+//! `warren dev`). `--proxies` (or `$WARREN_PROXIES`) names proxies instead: the session keeps to
 //! the first in its own consistent-hash order and moves on if that proxy dies. The session's principal is `$WARREN_PRINCIPAL` (empty: anonymous). Paths may be
 //! full (`/ls/local/a`) or short (`/a`, in the connected deployment). `--grace` (or
 //! `$WARREN_GRACE`) sets the session's grace period: how long it keeps looking for the
@@ -17,7 +17,7 @@
 //! | `mkdir PATH [--ephemeral]` | creates a directory; fails if it exists | nothing |
 //! | `put PATH VALUE [--if-generation N] [--ephemeral]` | writes VALUE (`-`: stdin), creating the file if missing; with `--if-generation` only if the file's content generation is N | nothing |
 //! | `cat PATH` | reads the file | its contents, nothing added |
-//! | `stat PATH` | reads the metadata | `key: value` lines (below) |
+//! | `stat PATH` | reads the metadata, and which cell holds the node | `key: value` lines (below) |
 //! | `ls PATH` | lists a directory | one child per line, sorted; directories end in `/` |
 //! | `rm PATH` | deletes the node (a directory only when empty) | nothing |
 //! | `lock PATH [--shared] [--try] [--hold SECONDS]` | opens with write intent, acquires (waits, or fails at once with `--try`), holds for SECONDS (default: until Ctrl-C), releases | the sequencer once held; session events on stderr (below) |
@@ -32,6 +32,7 @@
 //! ```text
 //! $ warren ctl stat /a
 //! path: /ls/local/a
+//! cell: c2
 //! kind: file
 //! instance: 3
 //! content_generation: 2
@@ -49,7 +50,7 @@
 //! $ warren ctl watch /d --count 2
 //! contents_modified /ls/local/d
 //! child_changed /ls/local/d added x
-//! $ warren ctl status
+//! $ warren ctl --endpoint 127.0.0.1:7100 status
 //! endpoint: 127.0.0.1:7100
 //! cell: local-0
 //! master: 127.0.0.1:7100
@@ -69,7 +70,9 @@
 //! cell b: 32 slots (ranges 32-63) replicas 127.0.0.1:7002,127.0.0.1:7012
 //! ```
 //!
-//! (`(none)`: no ACL file, nobody is restricted; `checksum` is xxh3-64 as 16 hex digits.)
+//! (`cell`: the cell holding the node — for a directory split over two cells, the one holding
+//! its children (docs/partitioning.md); `(none)`: no ACL file, nobody is restricted;
+//! `checksum` is xxh3-64 as 16 hex digits.)
 //! Event lines are `NAME PATH`, and for children `child_changed PATH added|removed|modified
 //! CHILD`; names: `contents_modified`, `child_changed`, `master_failover` (no path),
 //! `handle_invalid`, `lock_acquired`, `conflicting_lock`, and the session's own `jeopardy`
@@ -83,7 +86,7 @@
 //! `--json` prints one compact JSON value per line instead, for `stat` (an object with
 //! `path` and the stat fields by name: `kind` `"file"`/`"directory"`, `instance`,
 //! `content_generation`, `lock_generation`, `acl_generation`, `checksum` (a number), `acl`
-//! `{read, write, change_acl}`, `ephemeral`, `child_count`, `length`), `ls` (an array of
+//! `{read, write, change_acl}`, `ephemeral`, `child_count`, `length`, `cell`), `ls` (an array of
 //! `{name, stat}`), `status` (an object with the keys above), `lock` (`{sequencer, path,
 //! mode, instance, lock_generation}`), `watch` (`{event, path?, child?, change?}` per event)
 //! and `check-sequencer` (`{sequencer, current}`); `deployment init` and `map show` print the
@@ -92,7 +95,7 @@
 //! Exit status: 0 on success; 1 for a stale sequencer; 2 for an error, reported on stderr as
 //! exactly `error: CODE: message` with CODE from the error table (`NOT_FOUND`, `LOCK_HELD`,
 //! `TOO_LARGE`, …) or `UNAVAILABLE` when no server could be reached (`error: UNAVAILABLE:
-//! cannot reach 127.0.0.1:7100: …`); 130 when Ctrl-C interrupts `lock` before the lock is
+//! cannot reach 127.0.0.1:7201: …`); 130 when Ctrl-C interrupts `lock` before the lock is
 //! held. Usage errors are clap's (exit 2).
 //!
 //! Note: ctl's session ends when the command does, so a node created `--ephemeral` is
@@ -111,9 +114,9 @@ use warren_client::{
 };
 use warren_router::PartitionMap;
 
-/// Where `warren dev` listens; the endpoint when neither `--endpoint` nor `WARREN_ENDPOINT`
-/// says otherwise.
-pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7100";
+/// The first proxy of `warren dev` (at its default `--base-port`); the endpoint when neither
+/// `--endpoint` nor `WARREN_ENDPOINT` says otherwise.
+pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7201";
 
 /// Exit status for errors.
 const EXIT_ERROR: u8 = 2;
@@ -287,9 +290,15 @@ pub enum MapCommand {
 
 /// A failure to report: `error: CODE: message`.
 #[derive(Debug)]
-struct Failure {
-    code: &'static str,
-    message: String,
+pub(crate) struct Failure {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
 }
 
 impl From<Error> for Failure {
@@ -521,7 +530,7 @@ async fn dispatch(
 }
 
 /// Where a deployment's partition map lives: in the reserved subtree, on the meta cell.
-fn map_path(deployment: &str) -> String {
+pub(crate) fn map_path(deployment: &str) -> String {
     format!("/ls/{deployment}/warren/map")
 }
 
@@ -547,7 +556,7 @@ fn parse_cells(args: &[String]) -> Result<Vec<(String, Vec<String>)>, Failure> {
 
 /// The first map of `deployment`: epoch 1, `slots` spread evenly over `cells`. An invalid
 /// cell name, address or slot count is INVALID_ARGUMENT, naming it.
-fn initial_map(
+pub(crate) fn initial_map(
     deployment: &str,
     cells: &[(String, Vec<String>)],
     slots: u32,
@@ -563,6 +572,29 @@ async fn deployment_init(
     slots: u32,
     out: Output,
 ) -> Result<(), Failure> {
+    let map = write_initial_map(session, cells, slots).await?;
+    if out.json {
+        print_line(&map.to_json())
+    } else {
+        print_line(&format!(
+            "initialised deployment {}: map epoch {}, {} slots over {} cells",
+            map.deployment(),
+            map.map_epoch(),
+            map.slot_count(),
+            map.cells().len()
+        ))
+    }
+}
+
+/// Writes the first map of the session's deployment (epoch 1, `slots` spread evenly over
+/// `cells`) into the meta cell the session is connected to, exclusively: an existing map is
+/// never replaced (`ALREADY_EXISTS`). Returns the map written. (`deployment init`, and
+/// `warren dev` on its first run.)
+pub(crate) async fn write_initial_map(
+    session: &Session,
+    cells: &[(String, Vec<String>)],
+    slots: u32,
+) -> Result<PartitionMap, Failure> {
     let deployment = session.deployment().to_owned();
     let map = initial_map(&deployment, cells, slots)?;
     let path = map_path(&deployment);
@@ -573,10 +605,7 @@ async fn deployment_init(
         .await?;
     handle.close().await;
     let json = map.to_json();
-    let opts = OpenOptions::new()
-        .write()
-        .create_file(json.clone())
-        .exclusive();
+    let opts = OpenOptions::new().write().create_file(json).exclusive();
     match session.open(&path, opts).await {
         Ok((handle, _)) => handle.close().await,
         Err(e) if e.code() == Some(ErrorCode::AlreadyExists) => {
@@ -594,20 +623,14 @@ async fn deployment_init(
         }
         Err(e) => return Err(e.into()),
     }
-    if out.json {
-        print_line(&json)
-    } else {
-        print_line(&format!(
-            "initialised deployment {deployment}: map epoch {}, {} slots over {} cells",
-            map.map_epoch(),
-            map.slot_count(),
-            map.cells().len()
-        ))
-    }
+    Ok(map)
 }
 
 /// Reads and checks the partition map at `path`: the map and its stored text.
-async fn read_map(session: &Session, path: &str) -> Result<(PartitionMap, String), Failure> {
+pub(crate) async fn read_map(
+    session: &Session,
+    path: &str,
+) -> Result<(PartitionMap, String), Failure> {
     let opts = OpenOptions::new().read().read_contents();
     let (handle, info) = match session.open(path, opts).await {
         Ok(opened) => opened,
@@ -887,6 +910,7 @@ fn stat_json(stat: &Stat) -> Value {
         },
         "ephemeral": stat.ephemeral,
         "child_count": stat.child_count,
+        "cell": stat.cell,
         "length": stat.length,
     })
 }
@@ -909,6 +933,7 @@ fn stat_text(path: &str, stat: &Stat, json: bool) -> String {
     };
     [
         format!("path: {path}"),
+        format!("cell: {}", stat.cell),
         format!("kind: {}", stat.kind),
         format!("instance: {}", stat.instance),
         format!("content_generation: {}", stat.content_generation),
@@ -1081,6 +1106,25 @@ mod tests {
     }
 
     #[test]
+    fn the_default_endpoint_is_the_first_dev_proxy() {
+        assert_eq!(DEFAULT_ENDPOINT, "127.0.0.1:7201");
+        assert_eq!(
+            DEFAULT_ENDPOINT,
+            format!(
+                "127.0.0.1:{}",
+                crate::dev::Layout::new(crate::dev::DEFAULT_BASE_PORT)
+                    .proxy(1)
+                    .0
+            ),
+            "ctl's default is where `warren dev` puts its first proxy"
+        );
+        if std::env::var_os("WARREN_ENDPOINT").is_none() {
+            let a = parse(&["status"]).expect("parses");
+            assert_eq!(a.endpoint, [DEFAULT_ENDPOINT]);
+        }
+    }
+
+    #[test]
     fn parses_deployment_and_map_commands() {
         let a = parse(&[
             "deployment",
@@ -1208,7 +1252,7 @@ mod tests {
         let text = stat_text("/ls/local/a", &stat(), false);
         assert_eq!(
             text,
-            "path: /ls/local/a\nkind: file\ninstance: 3\ncontent_generation: 2\n\
+            "path: /ls/local/a\ncell: c1\nkind: file\ninstance: 3\ncontent_generation: 2\n\
              lock_generation: 0\nacl_generation: 0\nchecksum: 0x9a5d1e4f2b3c8d70\n\
              acl_read: (none)\nacl_write: admins\nacl_change_acl: (none)\nephemeral: false\n\
              child_count: 0\nlength: 5"
@@ -1216,6 +1260,7 @@ mod tests {
         let v: Value =
             serde_json::from_str(&stat_text("/ls/local/a", &stat(), true)).expect("json");
         assert_eq!(v["path"], "/ls/local/a");
+        assert_eq!(v["cell"], "c1");
         assert_eq!(v["kind"], "file");
         assert_eq!(v["content_generation"], 2);
         assert_eq!(v["checksum"], 0x9a5d_1e4f_2b3c_8d70u64);
@@ -1242,6 +1287,7 @@ mod tests {
         let v: Value = serde_json::from_str(&ls_text(&entries, true)).expect("json");
         assert_eq!(v[1]["name"], "d");
         assert_eq!(v[1]["stat"]["kind"], "directory");
+        assert_eq!(v[1]["stat"]["cell"], "c1");
         assert_eq!(ls_text(&[], true), "[]");
     }
 

@@ -1,37 +1,789 @@
-//! `warren dev`: a whole local deployment in one command, on embedded stores. For now one
-//! cell (`c0`); later issues add the meta cell, more data cells and proxies. A second run
-//! with the same `--data` resumes where the first stopped.
+//! `warren dev`: a whole local deployment in one process, on embedded stores (SPEC §10): a
+//! meta cell, N data cells and M proxies routing by the partition map.
+//!
+//! ```text
+//! warren dev [--data DIR] [--cells N] [--proxies M] [--base-port P]
+//! ```
+//!
+//! Ports, with P = `--base-port` (default 7100; 0 picks free ports):
+//!
+//! | process | gRPC | admin HTTP | store |
+//! |---|---|---|---|
+//! | meta cell `meta` | P | P+80 | DIR/meta |
+//! | data cell `ck`, k = 1..N | P+k | P+80+k | DIR/ck |
+//! | proxy j, j = 1..M | P+100+j | P+180+j | — |
+//!
+//! On the first run it writes the partition map (epoch 1, the slots spread evenly over
+//! c1..cN, `warren ctl deployment init`'s map) into the meta cell; a later run with the same
+//! `--data` resumes: the map is left alone, and a run whose cells disagree with it (another
+//! `--cells`, or cells at other addresses) stops with an error instead of misrouting. With
+//! `--base-port 0`, a resumed run puts the data cells back at the addresses in the map.
+//!
+//! Once everything serves it prints, on stdout:
+//!
+//! ```text
+//! meta: 127.0.0.1:7100
+//! cells: c1=127.0.0.1:7101,c2=127.0.0.1:7102,c3=127.0.0.1:7103
+//! proxies: 127.0.0.1:7201,127.0.0.1:7202
+//! ready
+//! ```
+//!
+//! `ready` comes only once every data cell has loaded the map and every proxy serves.
+//! Ctrl-C (or SIGTERM) stops the proxies, then the data cells, then the meta cell, and
+//! exits 0.
 
 use clap::Args;
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use warren_config::CellConfig;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
+use warren_cell::server::CellOptions;
+use warren_cell::store::embedded::EmbeddedStore;
+use warren_client::{ClientOptions, Session};
+use warren_config::{CellConfig, ProxyConfig};
+use warren_router::PartitionMap;
+
+/// Where `warren dev` puts its meta cell unless `--base-port` says otherwise.
+pub const DEFAULT_BASE_PORT: u16 = 7100;
+/// The most data cells (and proxies): the port layout leaves room for 20 of each.
+const MAX_EACH: u16 = 20;
+/// The highest `--base-port`: the layout uses ports up to P+200.
+const MAX_BASE_PORT: u16 = u16::MAX - 200;
+/// How long a data cell may take to load the map, or a proxy to start serving.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+/// How long each tier may take to stop after Ctrl-C.
+const STOP_PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Ports, with P = --base-port: meta cell P (admin P+80); data cell ck at \
+P+k (admin P+80+k); proxy j at P+100+j (admin P+180+j). With the default P = 7100: meta \
+127.0.0.1:7100, cells 127.0.0.1:7101.., proxies 127.0.0.1:7201.. (where `warren ctl` connects \
+by default); admin endpoints (/metrics, /healthz, /readyz, /status) on 7180, 7181.., 7281.."
+)]
 pub struct DevArgs {
-    /// Where the cells keep their stores.
-    #[arg(long, default_value = "warren-dev-data")]
+    /// Where the cells keep their stores (DIR/meta, DIR/c1, …). A second run with the same
+    /// DIR resumes the deployment.
+    #[arg(long, default_value = "warren-dev-data", value_name = "DIR")]
     data: PathBuf,
-    /// gRPC address of the cell (`warren ctl` uses 127.0.0.1:7100 by default).
-    #[arg(long, default_value = "127.0.0.1:7100")]
-    listen: std::net::SocketAddr,
-    /// Admin HTTP address of the cell.
-    #[arg(long, default_value = "127.0.0.1:7180")]
-    admin: std::net::SocketAddr,
+    /// Number of data cells, c1..cN (1–20).
+    #[arg(long, default_value_t = 3, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_EACH)))]
+    cells: u16,
+    /// Number of proxies (0–20).
+    #[arg(long, default_value_t = 2, value_name = "M",
+          value_parser = clap::value_parser!(u16).range(0..=i64::from(MAX_EACH)))]
+    proxies: u16,
+    /// First port of the layout below; 0 picks free ports (a resumed run then puts the data
+    /// cells back where the map says).
+    #[arg(long, default_value_t = DEFAULT_BASE_PORT, value_name = "P",
+          value_parser = clap::value_parser!(u16).range(0..=i64::from(MAX_BASE_PORT)))]
+    base_port: u16,
 }
 
-pub async fn run(a: DevArgs) -> ExitCode {
-    let mut cfg = CellConfig::new("c0", a.listen, a.data.join("c0"));
-    cfg.admin = Some(a.admin);
-    if let Err(e) = cfg.validate() {
-        eprintln!("error: INVALID_ARGUMENT: {e}");
-        return ExitCode::from(2);
+/// The port layout of a dev deployment with base port `base` (0: every port is 0, i.e. picked
+/// by the system). Each method returns `(gRPC port, admin port)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    base: u16,
+}
+
+impl Layout {
+    pub fn new(base: u16) -> Self {
+        Layout { base }
     }
-    match crate::cell_cmd::serve(&cfg).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+
+    fn at(&self, offset: u16) -> u16 {
+        if self.base == 0 {
+            0
+        } else {
+            self.base + offset
+        }
+    }
+
+    /// The meta cell.
+    pub fn meta(&self) -> (u16, u16) {
+        (self.at(0), self.at(80))
+    }
+
+    /// Data cell `ck`, k ≥ 1.
+    pub fn cell(&self, k: u16) -> (u16, u16) {
+        (self.at(k), self.at(80 + k))
+    }
+
+    /// Proxy j, j ≥ 1.
+    pub fn proxy(&self, j: u16) -> (u16, u16) {
+        (self.at(100 + j), self.at(180 + j))
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The data cells' names: c1..cN.
+fn cell_names(n: u16) -> Vec<String> {
+    (1..=n).map(|k| format!("c{k}")).collect()
+}
+
+/// Where each data cell listens: `(name, gRPC address, admin address)`. Without a map
+/// (first run), as the layout says; with one (a resumed run), the map's cells must be c1..cN
+/// at the layout's addresses, or (with `--base-port 0`) wherever the map puts them.
+fn plan_cells(
+    map: Option<&PartitionMap>,
+    n: u16,
+    layout: Layout,
+    data: &Path,
+) -> Result<Vec<(String, SocketAddr, SocketAddr)>, String> {
+    let names = cell_names(n);
+    let Some(map) = map else {
+        return Ok(names
+            .into_iter()
+            .zip(1..)
+            .map(|(name, k)| {
+                let (port, admin) = layout.cell(k);
+                (name, loopback(port), loopback(admin))
+            })
+            .collect());
+    };
+    let mut in_map: Vec<&str> = map.cells().keys().map(String::as_str).collect();
+    let mut wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    in_map.sort_unstable();
+    wanted.sort_unstable();
+    if in_map != wanted {
+        return Err(format!(
+            "the deployment in {} has data cells {} (partition map epoch {}), but --cells {n} \
+             asks for {}: run with --cells {} to resume it, or give a fresh --data",
+            data.display(),
+            natural(map.cells().keys()).join(","),
+            map.map_epoch(),
+            names.join(","),
+            map.cells().len(),
+        ));
+    }
+    names
+        .into_iter()
+        .zip(1..)
+        .map(|(name, k)| {
+            let (port, admin) = layout.cell(k);
+            let replicas = map.replicas(&name).unwrap_or_default();
+            let listen = if port == 0 {
+                match replicas {
+                    [only] => only.parse::<SocketAddr>().map_err(|_| {
+                        format!(
+                            "the partition map in {} puts cell {name} at {only:?}, which is not \
+                             an address warren dev can listen on; give a fresh --data",
+                            data.display()
+                        )
+                    })?,
+                    _ => {
+                        return Err(format!(
+                            "the partition map in {} gives cell {name} the replicas {}, but \
+                             warren dev runs one replica per cell; give a fresh --data",
+                            data.display(),
+                            replicas.join(",")
+                        ))
+                    }
+                }
+            } else {
+                let listen = loopback(port);
+                if replicas != [listen.to_string()] {
+                    return Err(format!(
+                        "the partition map in {} puts cell {name} at {}, but this run would put \
+                         it at {listen}: rerun with the --base-port of the run that created the \
+                         deployment (or --base-port 0), or give a fresh --data",
+                        data.display(),
+                        replicas.join(",")
+                    ));
+                }
+                listen
+            };
+            Ok((name, listen, loopback(admin)))
+        })
+        .collect()
+}
+
+/// Cell names in natural order (c2 before c10).
+fn natural<'a>(names: impl Iterator<Item = &'a String>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = names.map(String::as_str).collect();
+    v.sort_by_key(|n| (n.len(), *n));
+    v
+}
+
+/// Binds `addr` for `what`; the error names both.
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (another program, perhaps another `warren dev`, uses it: stop it, or choose other \
+             ports with --base-port P, or --base-port 0 for free ones)"
+        } else {
+            ""
+        };
+        format!("cannot listen on {addr} for {what}: {e}{hint}")
+    })
+}
+
+fn local_addr(l: &TcpListener) -> Result<SocketAddr, String> {
+    l.local_addr()
+        .map_err(|e| format!("cannot read a listener's address: {e}"))
+}
+
+/// What a component's task returns: its name, and how it ended.
+type Ended = (String, Result<(), String>);
+
+/// Resolves once `rx` says stop (or its sender is gone).
+async fn stop_when(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// One tier of the deployment (the meta cell, the data cells, the proxies), stopped together.
+struct Tier {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<Ended>,
+    /// The names of the components started, for reports.
+    names: Vec<String>,
+}
+
+impl Tier {
+    fn new() -> Self {
+        Tier {
+            stop: watch::channel(false).0,
+            tasks: JoinSet::new(),
+            names: Vec::new(),
+        }
+    }
+
+    /// Stops every component of the tier; the errors of those that failed.
+    async fn shut(&mut self) -> Vec<String> {
+        self.stop.send_replace(true);
+        let mut errors = Vec::new();
+        let mut stopped = Vec::new();
+        let drained = tokio::time::timeout(STOP_PATIENCE, async {
+            while let Some(joined) = self.tasks.join_next().await {
+                match joined {
+                    Ok((name, Ok(()))) => stopped.push(name),
+                    Ok((name, Err(e))) => {
+                        errors.push(format!("{name}: {e}"));
+                        stopped.push(name);
+                    }
+                    Err(e) => errors.push(format!("a component panicked: {e}")),
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            let left: Vec<&str> = self
+                .names
+                .iter()
+                .filter(|n| !stopped.contains(n))
+                .map(String::as_str)
+                .collect();
+            errors.push(format!(
+                "{} did not stop within {STOP_PATIENCE:?}",
+                left.join(", ")
+            ));
+            self.tasks.abort_all();
+        }
+        errors
+    }
+}
+
+/// Waits until any component of `tiers` ends (none should before Ctrl-C); says which and how.
+async fn first_exit(mut tiers: Vec<&mut Tier>) -> String {
+    let joined = std::future::poll_fn(|cx| {
+        for tier in tiers.iter_mut() {
+            if let std::task::Poll::Ready(Some(joined)) = tier.tasks.poll_join_next(cx) {
+                return std::task::Poll::Ready(joined);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await;
+    match joined {
+        Ok((name, Ok(()))) => format!("{name} stopped unexpectedly"),
+        Ok((name, Err(e))) => format!("{name} stopped: {e}"),
+        Err(e) => format!("a component panicked: {e}"),
+    }
+}
+
+/// A running dev deployment.
+struct Dev {
+    args: DevArgs,
+    meta: Tier,
+    cells: Tier,
+    proxies: Tier,
+}
+
+/// The endpoints `warren dev` prints.
+struct Banner {
+    meta: SocketAddr,
+    cells: Vec<(String, SocketAddr)>,
+    proxies: Vec<SocketAddr>,
+}
+
+impl Banner {
+    fn lines(&self) -> [String; 4] {
+        let cells: Vec<String> = self.cells.iter().map(|(n, a)| format!("{n}={a}")).collect();
+        let proxies: Vec<String> = self.proxies.iter().map(|a| a.to_string()).collect();
+        [
+            format!("meta: {}", self.meta),
+            format!("cells: {}", cells.join(",")),
+            format!("proxies: {}", proxies.join(",")),
+            "ready".to_string(),
+        ]
+    }
+}
+
+/// Starts a cell on `listener`; resolves once it serves.
+async fn start_cell(
+    tier: &mut Tier,
+    name: &str,
+    listener: TcpListener,
+    admin: TcpListener,
+    data: &Path,
+    meta: Vec<String>,
+) -> Result<(), String> {
+    let mut cfg = CellConfig::new(name, local_addr(&listener)?, data);
+    cfg.admin = Some(local_addr(&admin)?);
+    cfg.meta = meta;
+    cfg.validate()
+        .map_err(|e| format!("cell {name}: configuration: {e}"))?;
+    let store = EmbeddedStore::open(data)
+        .map_err(|e| format!("cannot open the store of cell {name}: {e}"))?;
+    let mut opts = CellOptions::from_config(&cfg);
+    opts.meta = cfg.meta.clone();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let stop = stop_when(tier.stop.subscribe());
+    let label = format!("cell {name}");
+    tier.names.push(label.clone());
+    tier.tasks.spawn(async move {
+        let served = warren_cell::run(
+            listener,
+            Some(admin),
+            Arc::new(store),
+            opts,
+            move |_| {
+                let _ = ready_tx.send(());
+            },
+            stop,
+        )
+        .await;
+        (label, served.map_err(|e| e.to_string()))
+    });
+    ready(tier, ready_rx, &format!("cell {name}")).await
+}
+
+/// Starts a proxy routing by the map in the meta cell at `meta`; resolves once it serves.
+async fn start_proxy(
+    tier: &mut Tier,
+    listener: TcpListener,
+    admin: TcpListener,
+    meta: Vec<String>,
+) -> Result<SocketAddr, String> {
+    let addr = local_addr(&listener)?;
+    let mut cfg = ProxyConfig::new(addr.to_string(), Vec::new());
+    cfg.admin = local_addr(&admin)?.to_string();
+    cfg.meta = meta;
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let stop = stop_when(tier.stop.subscribe());
+    let label = format!("proxy {addr}");
+    tier.names.push(label.clone());
+    tier.tasks.spawn(async move {
+        let served = warren_proxy::run(
+            listener,
+            Some(admin),
+            cfg,
+            move |_| {
+                let _ = ready_tx.send(());
+            },
+            stop,
+        )
+        .await;
+        (label, served.map_err(|e| e.to_string()))
+    });
+    ready(tier, ready_rx, &format!("proxy {addr}")).await?;
+    Ok(addr)
+}
+
+/// Waits for a component's ready signal, or for it to end (an error).
+async fn ready(tier: &mut Tier, rx: oneshot::Receiver<()>, what: &str) -> Result<(), String> {
+    let signalled = tokio::select! {
+        r = rx => r.is_ok(),
+        _ = tokio::time::sleep(START_PATIENCE) => {
+            return Err(format!("{what} did not start serving within {START_PATIENCE:?}"));
+        }
+    };
+    if signalled {
+        return Ok(());
+    }
+    // The task ended without calling on_ready: its result says why.
+    Err(match tier.tasks.join_next().await {
+        Some(Ok((name, Err(e)))) => format!("{name}: {e}"),
+        Some(Ok((name, Ok(())))) => format!("{name} stopped before serving"),
+        Some(Err(e)) => format!("{what} panicked: {e}"),
+        None => format!("{what} is gone"),
+    })
+}
+
+/// Waits until every data cell's `Locate` reports a map epoch ≥ 1.
+async fn maps_loaded(cells: &[(String, SocketAddr)]) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + START_PATIENCE;
+    for (name, addr) in cells {
+        let endpoints = [addr.to_string()];
+        loop {
+            let seen = match warren_client::locate(&endpoints, Duration::from_secs(1)).await {
+                Ok(info) if info.map_epoch >= 1 => break,
+                Ok(info) => format!("its Locate reports map_epoch {}", info.map_epoch),
+                Err(e) => format!("Locate failed: {e}"),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "cell {name} ({addr}) did not load the partition map from the meta cell \
+                     within {START_PATIENCE:?} ({seen})"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+impl Dev {
+    fn new(args: DevArgs) -> Self {
+        Dev {
+            args,
+            meta: Tier::new(),
+            cells: Tier::new(),
+            proxies: Tier::new(),
+        }
+    }
+
+    /// Starts everything, in order; the endpoints once all serve.
+    async fn start(&mut self) -> Result<Banner, String> {
+        let layout = Layout::new(self.args.base_port);
+        let data = self.args.data.clone();
+
+        // The meta cell first: the map lives there.
+        let (port, admin) = layout.meta();
+        let listener = bind(loopback(port), "the meta cell").await?;
+        let admin = bind(loopback(admin), "the meta cell's admin endpoint").await?;
+        let meta_addr = local_addr(&listener)?;
+        start_cell(
+            &mut self.meta,
+            "meta",
+            listener,
+            admin,
+            &data.join("meta"),
+            Vec::new(),
+        )
+        .await?;
+        let meta = vec![meta_addr.to_string()];
+
+        let session = Session::connect_with(ClientOptions::new(meta.clone()))
+            .await
+            .map_err(|e| format!("cannot open a session at the meta cell {meta_addr}: {e}"))?;
+        let path = crate::ctl::map_path(session.deployment());
+        let existing = match crate::ctl::read_map(&session, &path).await {
+            Ok((map, _)) => Some(map),
+            Err(f) if f.code == "NOT_FOUND" => None,
+            Err(f) => {
+                let _ = session.close().await;
+                return Err(format!("cannot read the partition map: {f}"));
+            }
+        };
+
+        // Bind every port before writing anything, so a port in use changes nothing.
+        let plan = plan_cells(existing.as_ref(), self.args.cells, layout, &data);
+        let plan = match plan {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = session.close().await;
+                return Err(e);
+            }
+        };
+        let mut cell_listeners = Vec::new();
+        for (name, listen, admin) in plan {
+            let l = bind(listen, &format!("cell {name}")).await?;
+            let a = bind(admin, &format!("cell {name}'s admin endpoint")).await?;
+            cell_listeners.push((name, l, a));
+        }
+        let mut proxy_listeners = Vec::new();
+        for j in 1..=self.args.proxies {
+            let (port, admin) = layout.proxy(j);
+            let l = bind(loopback(port), &format!("proxy {j}")).await?;
+            let a = bind(loopback(admin), &format!("proxy {j}'s admin endpoint")).await?;
+            proxy_listeners.push((l, a));
+        }
+        let mut cells = Vec::new();
+        for (name, l, _) in &cell_listeners {
+            cells.push((name.clone(), local_addr(l)?));
+        }
+
+        if existing.is_none() {
+            let spec: Vec<(String, Vec<String>)> = cells
+                .iter()
+                .map(|(n, a)| (n.clone(), vec![a.to_string()]))
+                .collect();
+            let written =
+                crate::ctl::write_initial_map(&session, &spec, warren_router::DEFAULT_SLOTS).await;
+            match written {
+                Ok(map) => tracing::info!(
+                    map_epoch = map.map_epoch(),
+                    slots = map.slot_count(),
+                    cells = cells.len(),
+                    "wrote the first partition map"
+                ),
+                Err(f) => {
+                    let _ = session.close().await;
+                    return Err(format!("cannot write the first partition map: {f}"));
+                }
+            }
+        } else {
+            tracing::info!(%path, "resuming: the partition map is already there");
+        }
+        let _ = session.close().await;
+
+        for (name, listener, admin) in cell_listeners {
+            start_cell(
+                &mut self.cells,
+                &name,
+                listener,
+                admin,
+                &data.join(&name),
+                meta.clone(),
+            )
+            .await?;
+        }
+        tokio::select! {
+            r = maps_loaded(&cells) => r?,
+            e = first_exit(vec![&mut self.meta, &mut self.cells]) => return Err(e),
+        }
+
+        let mut proxies = Vec::new();
+        for (listener, admin) in proxy_listeners {
+            proxies.push(start_proxy(&mut self.proxies, listener, admin, meta.clone()).await?);
+        }
+        Ok(Banner {
+            meta: meta_addr,
+            cells,
+            proxies,
+        })
+    }
+
+    /// Stops the proxies, then the data cells, then the meta cell; the errors met.
+    async fn stop(&mut self) -> Vec<String> {
+        let mut errors = self.proxies.shut().await;
+        errors.extend(self.cells.shut().await);
+        errors.extend(self.meta.shut().await);
+        errors
+    }
+}
+
+/// Runs `warren dev` until Ctrl-C / SIGTERM.
+pub async fn run(args: DevArgs) -> ExitCode {
+    let signal = crate::cell_cmd::shutdown_signal();
+    tokio::pin!(signal);
+    let mut dev = Dev::new(args);
+    let started = tokio::select! {
+        r = dev.start() => Some(r),
+        _ = &mut signal => None,
+    };
+    let failure = match started {
+        // Interrupted while starting.
+        None => None,
+        Some(Err(e)) => Some(e),
+        Some(Ok(banner)) => {
+            {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                for line in banner.lines() {
+                    let _ = writeln!(out, "{line}");
+                }
+                let _ = out.flush();
+            }
+            tokio::select! {
+                _ = &mut signal => None,
+                e = first_exit(vec![&mut dev.meta, &mut dev.cells, &mut dev.proxies]) => Some(e),
+            }
+        }
+    };
+    let stop_errors = dev.stop().await;
+    for e in &stop_errors {
+        eprintln!("error: while stopping: {e}");
+    }
+    match failure {
+        Some(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+        None if stop_errors.is_empty() => ExitCode::SUCCESS,
+        None => ExitCode::from(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        dev: DevArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<DevArgs, clap::Error> {
+        let mut argv = vec!["warren-dev"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|c| c.dev)
+    }
+
+    #[test]
+    fn flags_and_defaults() {
+        let a = parse(&[]).expect("defaults");
+        assert_eq!(a.data, PathBuf::from("warren-dev-data"));
+        assert_eq!((a.cells, a.proxies, a.base_port), (3, 2, 7100));
+        let a = parse(&["--cells", "1", "--proxies", "0", "--base-port", "0"]).expect("parses");
+        assert_eq!((a.cells, a.proxies, a.base_port), (1, 0, 0));
+        for bad in [
+            &["--cells", "0"][..],
+            &["--cells", "21"],
+            &["--proxies", "21"],
+            &["--proxies", "many"],
+            &["--base-port", "65400"],
+            &["--cells", "three"],
+            &["--listen", "127.0.0.1:7100"],
+        ] {
+            let e = parse(bad).expect_err("refused");
+            assert!(e.to_string().contains(bad[0]), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_port_layout() {
+        let l = Layout::new(7100);
+        assert_eq!(l.meta(), (7100, 7180));
+        assert_eq!(l.cell(1), (7101, 7181));
+        assert_eq!(l.cell(20), (7120, 7200));
+        assert_eq!(l.proxy(1), (7201, 7281));
+        assert_eq!(l.proxy(20), (7220, 7300));
+        let free = Layout::new(0);
+        assert_eq!(
+            (free.meta(), free.cell(3), free.proxy(2)),
+            ((0, 0), (0, 0), (0, 0))
+        );
+        // The highest base port still fits.
+        let top = Layout::new(MAX_BASE_PORT);
+        assert_eq!(top.proxy(MAX_EACH).1, u16::MAX);
+        // No two ports of a full layout collide.
+        let mut ports: Vec<u16> = vec![l.meta().0, l.meta().1];
+        for k in 1..=MAX_EACH {
+            ports.extend([l.cell(k).0, l.cell(k).1, l.proxy(k).0, l.proxy(k).1]);
+        }
+        let n = ports.len();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), n);
+    }
+
+    fn addrs(plan: &[(String, SocketAddr, SocketAddr)]) -> Vec<String> {
+        plan.iter().map(|(n, a, _)| format!("{n}={a}")).collect()
+    }
+
+    #[test]
+    fn a_first_run_plans_the_layout() {
+        let plan = plan_cells(None, 3, Layout::new(7100), Path::new("d")).unwrap();
+        assert_eq!(
+            addrs(&plan),
+            [
+                "c1=127.0.0.1:7101",
+                "c2=127.0.0.1:7102",
+                "c3=127.0.0.1:7103"
+            ]
+        );
+        assert_eq!(plan[2].2, loopback(7183));
+        let plan = plan_cells(None, 2, Layout::new(0), Path::new("d")).unwrap();
+        assert_eq!(addrs(&plan), ["c1=127.0.0.1:0", "c2=127.0.0.1:0"]);
+    }
+
+    fn map(cells: &[(&str, &str)]) -> PartitionMap {
+        let cells: Vec<(&str, Vec<&str>)> = cells.iter().map(|(n, a)| (*n, vec![*a])).collect();
+        PartitionMap::even("local", &cells, 64).unwrap()
+    }
+
+    #[test]
+    fn a_resumed_run_follows_the_map_or_refuses() {
+        let m = map(&[
+            ("c1", "127.0.0.1:7101"),
+            ("c2", "127.0.0.1:7102"),
+            ("c3", "127.0.0.1:7103"),
+        ]);
+        let plan = plan_cells(Some(&m), 3, Layout::new(7100), Path::new("d")).unwrap();
+        assert_eq!(
+            addrs(&plan),
+            [
+                "c1=127.0.0.1:7101",
+                "c2=127.0.0.1:7102",
+                "c3=127.0.0.1:7103"
+            ]
+        );
+        // --base-port 0: the cells go back where the map says; admin ports are free ones.
+        let plan = plan_cells(Some(&m), 3, Layout::new(0), Path::new("d")).unwrap();
+        assert_eq!(
+            addrs(&plan),
+            [
+                "c1=127.0.0.1:7101",
+                "c2=127.0.0.1:7102",
+                "c3=127.0.0.1:7103"
+            ]
+        );
+        assert_eq!(plan[0].2, loopback(0));
+        // Another --cells: refused, saying what the map has.
+        let e = plan_cells(Some(&m), 2, Layout::new(7100), Path::new("d")).unwrap_err();
+        assert!(e.contains("has data cells c1,c2,c3"), "{e}");
+        assert!(e.contains("--cells 2 asks for c1,c2"), "{e}");
+        assert!(e.contains("run with --cells 3"), "{e}");
+        // Another base port: refused, naming both addresses.
+        let e = plan_cells(Some(&m), 3, Layout::new(9000), Path::new("d")).unwrap_err();
+        assert!(
+            e.contains(
+                "puts cell c1 at 127.0.0.1:7101, but this run would put it at 127.0.0.1:9001"
+            ),
+            "{e}"
+        );
+        // Cells not named by warren dev.
+        let other = map(&[("a", "127.0.0.1:1"), ("b", "127.0.0.1:2")]);
+        let e = plan_cells(Some(&other), 2, Layout::new(7100), Path::new("d")).unwrap_err();
+        assert!(e.contains("has data cells a,b"), "{e}");
+        // Natural order in messages.
+        let names: Vec<String> = cell_names(11);
+        assert_eq!(natural(names.iter())[9..], ["c10", "c11"]);
+    }
+
+    #[test]
+    fn the_banner() {
+        let b = Banner {
+            meta: loopback(7100),
+            cells: vec![("c1".into(), loopback(7101)), ("c2".into(), loopback(7102))],
+            proxies: vec![loopback(7201), loopback(7202)],
+        };
+        assert_eq!(
+            b.lines(),
+            [
+                "meta: 127.0.0.1:7100",
+                "cells: c1=127.0.0.1:7101,c2=127.0.0.1:7102",
+                "proxies: 127.0.0.1:7201,127.0.0.1:7202",
+                "ready"
+            ]
+        );
+        let b = Banner {
+            proxies: Vec::new(),
+            ..b
+        };
+        assert_eq!(b.lines()[2], "proxies: ");
     }
 }

@@ -26,7 +26,8 @@ enum Command {
     Cell(Box<cell_cmd::CellArgs>),
     /// Run one proxy in front of the given cells.
     Proxy(Box<proxy_cmd::ProxyArgs>),
-    /// Run a whole local deployment on embedded stores (for trying Warren out).
+    /// Run a whole local deployment in one process: a meta cell, data cells and proxies on
+    /// embedded stores (for trying Warren out).
     Dev(dev::DevArgs),
     /// Operator and user commands against a running deployment.
     Ctl(ctl::CtlArgs),

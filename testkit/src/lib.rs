@@ -1,6 +1,7 @@
 //! Harnesses for Warren's tests: in-process cells on ephemeral loopback ports
-//! ([`Cell::builder`]), the real `warren` binary as a child process ([`WarrenProcess`],
-//! killed with SIGKILL for failure tests), and [`wait_until`] for waiting on a predicate
+//! ([`Cell::builder`]), whole partitioned deployments ([`Deployment::builder`]), the real
+//! `warren` binary as a child process ([`WarrenProcess`], killed with SIGKILL for failure
+//! tests; [`WarrenProcess::spawn_dev`] for `warren dev`), and [`wait_until`] for waiting on a predicate
 //! with a deadline instead of sleeping. [`etcd::EtcdCluster`] runs real etcd members and
 //! [`bridge::Bridge`] injects network faults between tiers.
 //!
@@ -8,10 +9,12 @@
 //! time the builder returns.
 
 pub mod bridge;
+pub mod deployment;
 pub mod etcd;
 pub mod proxy;
 
 pub use bridge::Bridge;
+pub use deployment::{Deployment, DeploymentBuilder};
 pub use etcd::EtcdCluster;
 pub use proxy::{Proxy, TestProxy};
 
@@ -42,6 +45,7 @@ impl Cell {
             memory: false,
             admin: false,
             listen: None,
+            listener: None,
             meta: Vec::new(),
         }
     }
@@ -55,6 +59,7 @@ pub struct CellBuilder {
     memory: bool,
     admin: bool,
     listen: Option<SocketAddr>,
+    listener: Option<TcpListener>,
     meta: Vec<String>,
 }
 
@@ -68,6 +73,11 @@ impl CellBuilder {
     /// address is a failover its clients can follow.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = Some(addr);
+        self
+    }
+    /// Serve on this already bound listener (its address known before the cell starts).
+    pub fn listener(mut self, listener: TcpListener) -> Self {
+        self.listener = Some(listener);
         self
     }
     pub fn name(mut self, name: &str) -> Self {
@@ -121,10 +131,18 @@ impl CellBuilder {
     }
 
     /// Binds, starts the cell, and returns once it serves.
-    pub async fn run(self) -> TestCell {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind cell port");
+    pub async fn run(mut self) -> TestCell {
+        let listener = match self.listener.take() {
+            Some(l) => l,
+            None => {
+                let addr = self
+                    .listen
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+                TcpListener::bind(addr)
+                    .await
+                    .unwrap_or_else(|e| panic!("bind cell port {addr}: {e}"))
+            }
+        };
         let addr = listener.local_addr().expect("local addr");
         let admin_listener = if self.admin {
             Some(
@@ -255,17 +273,23 @@ where
 }
 
 /// The real `warren` binary running as a child process (its stdout parsed for the
-/// `cells:` / `ready` lines that `warren cell` and `warren dev` print).
+/// `meta:` / `cells:` / `proxies:` / `ready` lines that `warren cell`, `warren proxy` and
+/// `warren dev` print).
 pub struct WarrenProcess {
     child: tokio::process::Child,
     /// `(name, HOST:PORT)` from the `cells:` line.
     pub cells: Vec<(String, String)>,
+    /// The meta cell's `HOST:PORT`, from the `meta:` line (`warren dev`).
+    pub meta: Option<String>,
+    /// `HOST:PORT` of each proxy, from the `proxies:` line (`warren proxy`, `warren dev`).
+    pub proxies: Vec<String>,
     /// Everything printed on stdout before `ready`.
     pub banner: Vec<String>,
 }
 
 impl WarrenProcess {
-    /// Spawns `bin args…` and waits (up to 60 s) for its `ready` line.
+    /// Spawns `bin args…` and waits (up to 120 s: a resumed `warren dev` waits out the
+    /// sessions of the previous run) for its `ready` line.
     pub async fn spawn(bin: &Path, args: &[&str]) -> WarrenProcess {
         Self::spawn_env(bin, args, &[]).await
     }
@@ -287,6 +311,8 @@ impl WarrenProcess {
         let mut lines = BufReader::new(stdout).lines();
         let mut banner = Vec::new();
         let mut cells = Vec::new();
+        let mut meta = None;
+        let mut proxies = Vec::new();
         let read = async {
             while let Some(line) = lines.next_line().await.expect("read stdout") {
                 if line.trim() == "ready" {
@@ -299,11 +325,22 @@ impl WarrenProcess {
                         }
                     }
                 }
+                if let Some(rest) = line.strip_prefix("meta: ") {
+                    meta = Some(rest.trim().to_string());
+                }
+                if let Some(rest) = line.strip_prefix("proxies:") {
+                    proxies.extend(
+                        rest.split(',')
+                            .map(str::trim)
+                            .filter(|a| !a.is_empty())
+                            .map(str::to_string),
+                    );
+                }
                 banner.push(line);
             }
             false
         };
-        let ok = tokio::time::timeout(Duration::from_secs(60), read).await;
+        let ok = tokio::time::timeout(Duration::from_secs(120), read).await;
         if ok != Ok(true) {
             let _ = child.start_kill();
             panic!(
@@ -316,8 +353,33 @@ impl WarrenProcess {
         WarrenProcess {
             child,
             cells,
+            meta,
+            proxies,
             banner,
         }
+    }
+
+    /// `warren dev --data DATA --cells CELLS --proxies PROXIES` on free ports
+    /// (`--base-port 0`; a second run on the same `data` puts the data cells back at the
+    /// addresses in its map), waiting for `ready`.
+    pub async fn spawn_dev(bin: &Path, data: &Path, cells: u32, proxies: u32) -> WarrenProcess {
+        let data = data.to_str().expect("a UTF-8 data path");
+        let (cells, proxies) = (cells.to_string(), proxies.to_string());
+        WarrenProcess::spawn(
+            bin,
+            &[
+                "dev",
+                "--data",
+                data,
+                "--cells",
+                &cells,
+                "--proxies",
+                &proxies,
+                "--base-port",
+                "0",
+            ],
+        )
+        .await
     }
 
     /// `warren proxy` in front of `cell` (`NAME=HOST:PORT[,…]`) with short timings for
@@ -342,14 +404,20 @@ impl WarrenProcess {
         .await
     }
 
-    /// The address a `warren proxy` printed (`proxies: ADDR`).
+    /// The address a `warren proxy` printed (`proxies: ADDR`); for `warren dev`, the first
+    /// proxy's.
     pub fn proxy_addr(&self) -> String {
-        self.banner
-            .iter()
-            .find_map(|l| l.strip_prefix("proxies: "))
-            .unwrap_or_else(|| panic!("no `proxies:` line in {:?}", self.banner))
-            .trim()
-            .to_string()
+        self.proxies
+            .first()
+            .unwrap_or_else(|| panic!("no proxy in the `proxies:` line of {:?}", self.banner))
+            .clone()
+    }
+
+    /// The meta cell's address `warren dev` printed (`meta: ADDR`).
+    pub fn meta_addr(&self) -> String {
+        self.meta
+            .clone()
+            .unwrap_or_else(|| panic!("no `meta:` line in {:?}", self.banner))
     }
 
     /// The first cell's address.
@@ -362,6 +430,14 @@ impl WarrenProcess {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// Waits for the process to exit by itself; its exit status.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        self.child
+            .wait()
+            .await
+            .expect("wait for the warren process")
     }
 
     /// SIGKILL, and wait for the process to be gone.

@@ -64,10 +64,17 @@ async fn walkthrough_of_every_command() {
         "{}",
         stdout(&o)
     );
+    // The cell holding the node: the only one.
+    assert!(
+        stdout(&o).starts_with("path: /ls/local/app/config\ncell: c0\n"),
+        "{}",
+        stdout(&o)
+    );
     let o = run(ctl(&["--json", "stat", "/app/config"])).await;
     ok(&o);
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["content_generation"], 1);
+    assert_eq!(v["cell"], "c0");
     assert_eq!(v["length"], 2);
     // ls
     ok(&run(ctl(&["mkdir", "/app/sub"])).await);
@@ -260,6 +267,12 @@ async fn watch_prints_one_event_per_line() {
 
 #[tokio::test]
 async fn unreachable_endpoint_and_env_default() {
+    // With neither --endpoint nor WARREN_ENDPOINT, ctl goes to the first proxy of
+    // `warren dev` (unless one happens to run here).
+    let o = warren(&["ctl", "cat", "/x"]).await;
+    if o.status.code() == Some(2) && stderr(&o).starts_with("error: UNAVAILABLE: ") {
+        assert!(stderr(&o).contains("127.0.0.1:7201"), "{}", stderr(&o));
+    }
     let port = crate::free_port();
     let ep = format!("127.0.0.1:{port}");
     let o = warren(&["ctl", "--endpoint", &ep, "cat", "/x"]).await;

@@ -1,12 +1,14 @@
 //! Tests of the real `warren` binary as users run it: a cell killed with SIGKILL keeps
 //! every acknowledged write; `warren ctl` end to end; configuration errors; `warren dev`
-//! with its admin endpoint, Ctrl-C and resume.
+//! (meta cell, data cells, proxies) with its admin endpoints, Ctrl-C and resume.
 
 mod ctl;
+mod dev;
 mod durability;
 mod election;
 mod failover;
 mod operate;
+mod partition;
 mod proxies;
 mod sessions;
 

@@ -7,54 +7,92 @@ use tonic::transport::Channel;
 use warren_client::{ClientOptions, Session};
 use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
-use warren_testkit::{Cell, Proxy, TestCell, TestProxy};
+use warren_testkit::{Cell, Deployment, Proxy, TestCell, TestProxy};
 
-/// A deployment under test: one cell, reached straight (`PROXY = false`) or through one
-/// proxy in front of it (`PROXY = true`). The suite runs once per mode with the same
-/// assertions (`direct::…` and `via_proxy::…`): the proxy must change nothing a client can
-/// observe (SPEC §6).
-pub struct TargetIn<const PROXY: bool> {
-    pub cell: TestCell,
-    pub proxy: Option<TestProxy>,
+/// How the suite reaches the deployment.
+pub mod mode {
+    /// One cell, straight.
+    pub const DIRECT: u8 = 0;
+    /// One cell behind one proxy.
+    pub const PROXY: u8 = 1;
+    /// A partitioned deployment: a meta cell and three data cells, behind one proxy that
+    /// routes by the partition map (SPEC §7).
+    pub const CELLS3_PROXY: u8 = 2;
+    /// The same partitioned deployment, the client library routing by the map itself
+    /// (direct mode, [`warren_client::ClientOptions::meta`]).
+    pub const CELLS3_DIRECT: u8 = 3;
 }
 
-impl<const PROXY: bool> TargetIn<PROXY> {
-    /// One cell with SPEC default timings.
+/// A deployment under test, reached as `MODE` says ([`mode`]). The suite runs once per
+/// mode with the same assertions (`direct::…`, `via_proxy::…`, `cells3_via_proxy::…`):
+/// neither a proxy nor partitioning may change anything a client can observe (SPEC §6,
+/// §7).
+pub struct TargetIn<const MODE: u8> {
+    pub cell: Option<TestCell>,
+    pub proxy: Option<TestProxy>,
+    pub deployment: Option<Deployment>,
+}
+
+impl<const MODE: u8> TargetIn<MODE> {
+    /// SPEC default timings.
     pub async fn start() -> Self {
-        Self::around(Cell::builder().run().await, None).await
+        Self::build(None).await
     }
 
-    /// One cell with a short lease, for tests that wait on lease expiry. Through a proxy
-    /// the proxy grants clients that lease, and the cell grants the proxy a lease that
-    /// nests it.
+    /// A short lease, for tests that wait on lease expiry. Through a proxy the proxy
+    /// grants clients that lease, and the cells grant the proxy a lease that nests it.
     pub async fn short_lease(lease: Duration) -> Self {
-        let cell = Cell::builder()
-            .lease(lease)
-            .proxy_lease(lease * 2 + Duration::from_secs(1))
-            .claim_window(lease * 2)
-            .run()
-            .await;
-        Self::around(cell, Some(lease)).await
+        Self::build(Some(lease)).await
     }
 
-    async fn around(cell: TestCell, client_lease: Option<Duration>) -> Self {
-        let proxy = if PROXY {
+    async fn build(lease: Option<Duration>) -> Self {
+        let proxy_lease = |l: Duration| l * 2 + Duration::from_secs(1);
+        if MODE == mode::CELLS3_PROXY || MODE == mode::CELLS3_DIRECT {
+            let proxies = usize::from(MODE == mode::CELLS3_PROXY);
+            let mut b = Deployment::builder().cells(3).proxies(proxies);
+            if let Some(l) = lease {
+                b = b
+                    .lease(l)
+                    .proxy_lease(proxy_lease(l))
+                    .claim_window(l * 2)
+                    .client_lease(l);
+            }
+            return TargetIn {
+                cell: None,
+                proxy: None,
+                deployment: Some(b.run().await),
+            };
+        }
+        let mut c = Cell::builder();
+        if let Some(l) = lease {
+            c = c.lease(l).proxy_lease(proxy_lease(l)).claim_window(l * 2);
+        }
+        let cell = c.run().await;
+        let proxy = if MODE == mode::PROXY {
             let mut b = Proxy::builder().front(&cell);
-            if let Some(l) = client_lease {
+            if let Some(l) = lease {
                 b = b.client_lease(l);
             }
             Some(b.run().await)
         } else {
             None
         };
-        TargetIn { cell, proxy }
+        TargetIn {
+            cell: Some(cell),
+            proxy,
+            deployment: None,
+        }
     }
 
-    /// The address clients are given: the proxy's, or the cell's.
+    /// The address clients are given: the proxy's, or the cell's; in direct mode over a
+    /// partitioned deployment, the meta cell's.
     pub fn addr(&self) -> String {
-        match &self.proxy {
-            Some(p) => p.addr(),
-            None => self.cell.addr(),
+        match (&self.deployment, &self.proxy, &self.cell) {
+            (Some(d), _, _) if MODE == mode::CELLS3_DIRECT => d.meta().addr(),
+            (Some(d), _, _) => d.proxy_addrs()[0].clone(),
+            (None, Some(p), _) => p.addr(),
+            (None, None, Some(c)) => c.addr(),
+            (None, None, None) => unreachable!("a target has a cell or a deployment"),
         }
     }
 
@@ -62,18 +100,45 @@ impl<const PROXY: bool> TargetIn<PROXY> {
         vec![self.addr()]
     }
 
-    pub async fn session(&self) -> Session {
-        Session::connect(&self.endpoints()).await.expect("connect")
+    fn options(&self) -> ClientOptions {
+        if MODE == mode::CELLS3_DIRECT {
+            ClientOptions::meta(self.endpoints())
+        } else {
+            ClientOptions::new(self.endpoints())
+        }
     }
 
-    pub async fn session_as(&self, principal: &str) -> Session {
-        Session::connect_with(ClientOptions::new(self.endpoints()).principal(principal))
+    pub async fn session(&self) -> Session {
+        Session::connect_with(self.options())
             .await
             .expect("connect")
     }
 
+    pub async fn session_as(&self, principal: &str) -> Session {
+        Session::connect_with(self.options().principal(principal))
+            .await
+            .expect("connect")
+    }
+
+    /// A raw protocol session. In direct mode over a partitioned deployment there is no
+    /// router in between: it talks to the cell holding the deployment root's children
+    /// (the raw tests use `/ls/local/<name>` paths), with the map epoch set.
     pub async fn raw(&self) -> Raw {
-        Raw::connect(&self.addr()).await
+        match &self.deployment {
+            Some(d) if MODE == mode::CELLS3_DIRECT => {
+                let map = d.map();
+                let warren_router::Route::Cell { cell, .. } =
+                    map.route("/ls/local/f", false).expect("route")
+                else {
+                    unreachable!("/ls/local/f is not reserved")
+                };
+                let addr = map.replicas(cell).expect("replicas")[0].clone();
+                let mut raw = Raw::connect(&addr).await;
+                raw.ctx.map_epoch = map.map_epoch();
+                raw
+            }
+            _ => Raw::connect(&self.addr()).await,
+        }
     }
 }
 

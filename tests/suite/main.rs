@@ -3,15 +3,18 @@
 //! temporary directory). Lease-dependent tests use short configured leases; the paused-time
 //! versions of the same properties are the cell's core tests.
 //!
-//! Every test runs twice: straight to the cell (`direct::…`) and through a proxy in front
-//! of it (`via_proxy::…`), with the same assertions (SPEC §6: the proxy changes nothing a
-//! client can observe). Tests reach the deployment only through [`fixture`]. `proxies`
+//! Every test runs four times with the same assertions: straight to one cell (`direct::…`),
+//! through a proxy in front of it (`via_proxy::…`; SPEC §6: the proxy changes nothing a
+//! client can observe), and against a partitioned deployment of three data cells through a
+//! proxy routing by the map (`cells3_via_proxy::…`; SPEC §7), and against that deployment
+//! with the client library routing by the map itself (`cells3_direct::…`). Tests reach the deployment only through [`fixture`]. `proxies`
 //! holds the proxy-only properties (cache coherence across two proxies).
 
 // The same test files are compiled once per mode, on purpose.
 #![allow(clippy::duplicate_mod)]
 
 mod fixture;
+mod partitioning;
 mod proxies;
 
 /// Straight to a cell.
@@ -19,7 +22,35 @@ mod proxies;
 mod direct {
     mod fixture {
         pub use crate::fixture::*;
-        pub type Target = TargetIn<false>;
+        pub type Target = TargetIn<{ mode::DIRECT }>;
+    }
+    mod bad_input;
+    mod caching;
+    mod locks;
+    mod namespace;
+}
+
+/// The same tests against a partitioned deployment (meta cell + three data cells), the
+/// client library routing by the map itself (direct mode).
+#[path = "."]
+mod cells3_direct {
+    mod fixture {
+        pub use crate::fixture::*;
+        pub type Target = TargetIn<{ mode::CELLS3_DIRECT }>;
+    }
+    mod bad_input;
+    mod caching;
+    mod locks;
+    mod namespace;
+}
+
+/// The same tests against a partitioned deployment (meta cell + three data cells) through
+/// a proxy that routes by the partition map.
+#[path = "."]
+mod cells3_via_proxy {
+    mod fixture {
+        pub use crate::fixture::*;
+        pub type Target = TargetIn<{ mode::CELLS3_PROXY }>;
     }
     mod bad_input;
     mod caching;
@@ -32,7 +63,7 @@ mod direct {
 mod via_proxy {
     mod fixture {
         pub use crate::fixture::*;
-        pub type Target = TargetIn<true>;
+        pub type Target = TargetIn<{ mode::PROXY }>;
     }
     mod bad_input;
     mod caching;

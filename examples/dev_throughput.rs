@@ -1,0 +1,211 @@
+//! Read and write throughput of a partitioned `warren dev` with 3 data cells against one
+//! with 1 data cell, under the same load, in one run (issue 6, SPEC §7).
+//!
+//! ```text
+//! cargo build --release
+//! cargo run --release --example dev_throughput -- [--sessions 48] [--dirs 96] [--seconds 10]
+//! ```
+//!
+//! For each of `--cells 1` and `--cells 3` it starts the release binary's
+//! `warren dev --proxies 0 --base-port 0` on a fresh data directory and connects
+//! `--sessions` direct-mode sessions (`ClientOptions::meta`, each routing by the map
+//! itself). Each session owns files spread over `--dirs` top-level directories (so over
+//! every cell's slots) and runs a closed loop for `--seconds`:
+//!
+//! - **writes**: `SetContents` of 64 bytes to its own files in turn (each one committed to
+//!   the owning cell's embedded store before it is acknowledged);
+//! - **reads**: `GetContentsAndStat` with the client cache off, so every read reaches a
+//!   cell.
+//!
+//! It prints operations per second for both deployments and the ratio 3 cells / 1 cell,
+//! as markdown. Both deployments run on the same machine, one after the other, so the
+//! ratio shows what spreading the namespace buys when the cells share the cores.
+
+use anyhow::{anyhow, Context};
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use warren_client::{ClientOptions, Handle, OpenOptions, Session};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Concurrent direct-mode sessions.
+    #[arg(long, default_value_t = 48)]
+    sessions: usize,
+    /// Top-level directories the files are spread over.
+    #[arg(long, default_value_t = 96)]
+    dirs: usize,
+    /// Files per session.
+    #[arg(long, default_value_t = 4)]
+    files: usize,
+    /// Length of each measured phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// The `warren` binary (default: target/release/warren next to this example).
+    #[arg(long)]
+    bin: Option<PathBuf>,
+}
+
+struct Dev {
+    child: Child,
+    meta: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn start_dev(bin: &PathBuf, cells: usize) -> anyhow::Result<Dev> {
+    let dir = tempfile::tempdir()?;
+    let mut child = Command::new(bin)
+        .args(["dev", "--proxies", "0", "--base-port", "0", "--cells"])
+        .arg(cells.to_string())
+        .arg("--data")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("spawn {}", bin.display()))?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut meta = None;
+    let ready = async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(m) = line.strip_prefix("meta: ") {
+                meta = Some(m.trim().to_string());
+            }
+            if line.trim() == "ready" {
+                return Ok::<_, anyhow::Error>(());
+            }
+        }
+        Err(anyhow!("warren dev exited before it was ready"))
+    };
+    tokio::time::timeout(Duration::from_secs(60), ready)
+        .await
+        .context("warren dev was not ready in 60 s")??;
+    let meta = meta.ok_or_else(|| anyhow!("warren dev printed no meta: line"))?;
+    Ok(Dev {
+        child,
+        meta,
+        _dir: dir,
+    })
+}
+
+/// Opens each session's files (creating the directories first).
+async fn setup(meta: &str, a: &Args) -> anyhow::Result<Vec<(Session, Arc<Vec<Handle>>)>> {
+    let admin = Session::connect_with(ClientOptions::meta([meta])).await?;
+    for d in 0..a.dirs {
+        let (h, _) = admin
+            .open(&format!("/bench-{d}"), OpenOptions::new().create_dir())
+            .await?;
+        h.close().await;
+    }
+    admin.close().await?;
+    let mut out = Vec::new();
+    for s in 0..a.sessions {
+        let session = Session::connect_with(ClientOptions::meta([meta]).cache(false)).await?;
+        let mut handles = Vec::new();
+        for f in 0..a.files {
+            let dir = (s * a.files + f) % a.dirs;
+            let (h, _) = session
+                .open(
+                    &format!("/bench-{dir}/s{s}-f{f}"),
+                    OpenOptions::new().read().write().create_file(vec![0u8; 64]),
+                )
+                .await?;
+            handles.push(h);
+        }
+        out.push((session, Arc::new(handles)));
+    }
+    Ok(out)
+}
+
+/// Runs `op` in a closed loop on every session for `secs`; returns operations per second.
+async fn phase(
+    sessions: &[(Session, Arc<Vec<Handle>>)],
+    secs: u64,
+    write: bool,
+) -> anyhow::Result<f64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (_, handles) in sessions {
+        let handles = handles.clone();
+        let (stop, done) = (stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let h = &handles[i % handles.len()];
+                if write {
+                    h.set_contents(vec![(i % 251) as u8; 64]).await?;
+                } else {
+                    h.contents().await?;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            Ok::<_, warren_client::Error>(())
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
+}
+
+async fn measure(bin: &PathBuf, cells: usize, a: &Args) -> anyhow::Result<(f64, f64)> {
+    let dev = start_dev(bin, cells).await?;
+    eprintln!("{cells} cell(s): meta at {}; setting up", dev.meta);
+    let sessions = setup(&dev.meta, a).await?;
+    // Warm-up (connections, handles), not measured.
+    phase(&sessions, 1, true).await?;
+    let writes = phase(&sessions, a.seconds, true).await?;
+    let reads = phase(&sessions, a.seconds, false).await?;
+    eprintln!("{cells} cell(s): {writes:.0} writes/s, {reads:.0} reads/s");
+    for (s, _) in &sessions {
+        s.close().await.ok();
+    }
+    drop(dev);
+    Ok((writes, reads))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let bin = match &a.bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .and_then(|p| p.parent())
+            .map(|p| p.join("warren"))
+            .ok_or_else(|| anyhow!("cannot find target/release/warren; pass --bin"))?,
+    };
+    let one = measure(&bin, 1, &a).await?;
+    let three = measure(&bin, 3, &a).await?;
+    println!(
+        "| deployment | writes/s | reads/s (cache off) |\n|---|---:|---:|\n| `warren dev --cells 1` | {:.0} | {:.0} |\n| `warren dev --cells 3` | {:.0} | {:.0} |\n| ratio 3 / 1 | {:.2} | {:.2} |",
+        one.0,
+        one.1,
+        three.0,
+        three.1,
+        three.0 / one.0,
+        three.1 / one.1
+    );
+    println!(
+        "\n{} sessions, {} files each over {} directories, {} s per phase, closed loop.",
+        a.sessions, a.files, a.dirs, a.seconds
+    );
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! In-process partitioned deployments (SPEC §7, docs/partitioning.md): a meta cell, data
+//! cells `c1..cN` watching the partition map there, and proxies routing by it.
+//!
+//! ```ignore
+//! let d = Deployment::builder().cells(3).proxies(2).run().await;
+//! let s = Session::connect(&d.proxy_addrs()).await?;
+//! ```
+//!
+//! [`DeploymentBuilder::run`] starts the meta cell, writes the first map into it (epoch 1,
+//! the slots spread evenly over the data cells, as `warren ctl deployment init` does),
+//! starts the data cells, waits until each one's `Locate` reports the map, then starts the
+//! proxies. [`Deployment::write_map`] installs a new map.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use warren_client::{ClientOptions, OpenOptions, Session};
+use warren_router::PartitionMap;
+
+use crate::{Cell, CellBuilder, Proxy, TestCell, TestProxy};
+
+/// The deployment name of test deployments (`/ls/local/…`).
+pub const DEPLOYMENT: &str = "local";
+
+/// How long a data cell may take to load the map.
+const MAP_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Entry point: `Deployment::builder()`; see the [module docs](self).
+pub struct Deployment {
+    meta: TestCell,
+    cells: Vec<TestCell>,
+    proxies: Vec<TestProxy>,
+    map: Mutex<PartitionMap>,
+}
+
+/// Settings of a test deployment. Defaults: 3 data cells, 1 proxy, S = 4096 slots, SPEC
+/// default timings.
+pub struct DeploymentBuilder {
+    cells: usize,
+    proxies: usize,
+    slots: u32,
+    lease: Option<Duration>,
+    proxy_lease: Option<Duration>,
+    claim_window: Option<Duration>,
+    client_lease: Option<Duration>,
+    admin: bool,
+}
+
+impl Deployment {
+    pub fn builder() -> DeploymentBuilder {
+        DeploymentBuilder {
+            cells: 3,
+            proxies: 1,
+            slots: warren_router::DEFAULT_SLOTS,
+            lease: None,
+            proxy_lease: None,
+            claim_window: None,
+            client_lease: None,
+            admin: false,
+        }
+    }
+
+    /// The meta cell (named `meta`; holds `/ls/local/warren/…`, the map among it).
+    pub fn meta(&self) -> &TestCell {
+        &self.meta
+    }
+
+    /// The meta cell's addresses, as cells, proxies and direct clients are given them.
+    pub fn meta_addrs(&self) -> Vec<String> {
+        self.meta.endpoints()
+    }
+
+    /// The data cells, `c1..cN` in order.
+    pub fn cells(&self) -> &[TestCell] {
+        &self.cells
+    }
+
+    /// The data cell named `name`.
+    pub fn cell(&self, name: &str) -> Option<&TestCell> {
+        self.cells.iter().find(|c| c.name() == name)
+    }
+
+    /// The proxies, in start order.
+    pub fn proxies(&self) -> &[TestProxy] {
+        &self.proxies
+    }
+
+    /// The proxies' `HOST:PORT` addresses, in start order.
+    pub fn proxy_addrs(&self) -> Vec<String> {
+        self.proxies.iter().map(TestProxy::addr).collect()
+    }
+
+    /// The current partition map (the last one written through this harness).
+    pub fn map(&self) -> PartitionMap {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Writes `map` over the partition map file in the meta cell (`set_contents` through a
+    /// fresh session there) and returns the instant the write was acknowledged: by then every
+    /// watcher has dropped its cached copy (docs/partitioning.md, "Watching the map").
+    /// Panics if the write fails.
+    pub async fn write_map(&self, map: &PartitionMap) -> Instant {
+        let session = meta_session(&self.meta_addrs()).await;
+        let path = warren_client::map::map_path(DEPLOYMENT);
+        let (handle, _) = session
+            .open(&path, OpenOptions::new().write())
+            .await
+            .unwrap_or_else(|e| panic!("open {path} at the meta cell: {e}"));
+        let written = handle.set_contents(map.to_json()).await;
+        let acked = Instant::now();
+        if let Err(e) = written {
+            panic!("write map epoch {} to {path}: {e}", map.map_epoch());
+        }
+        handle.close().await;
+        let _ = session.close().await;
+        *self.map.lock().unwrap_or_else(|e| e.into_inner()) = map.clone();
+        acked
+    }
+
+    /// The map epoch each data cell's `Locate` reports, by cell name (0 for a cell that does
+    /// not answer).
+    pub async fn cell_map_epochs(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for c in &self.cells {
+            out.push((c.name().to_string(), map_epoch_at(&c.addr()).await));
+        }
+        out
+    }
+
+    /// The map epoch each proxy's `Locate` reports, by proxy address (0 for none).
+    pub async fn proxy_map_epochs(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for p in &self.proxies {
+            out.push((p.addr(), map_epoch_at(&p.addr()).await));
+        }
+        out
+    }
+}
+
+/// The map epoch `Locate` at `addr` reports (0 when it does not answer).
+pub async fn map_epoch_at(addr: &str) -> u64 {
+    warren_client::locate(&[addr.to_string()], Duration::from_secs(2))
+        .await
+        .map_or(0, |info| info.map_epoch)
+}
+
+/// A session straight at the meta cell.
+async fn meta_session(meta: &[String]) -> Session {
+    Session::connect_with(ClientOptions::new(meta.to_vec()))
+        .await
+        .unwrap_or_else(|e| panic!("connect to the meta cell at {meta:?}: {e}"))
+}
+
+impl DeploymentBuilder {
+    /// Number of data cells (≥ 1), named `c1..cN`.
+    pub fn cells(mut self, n: usize) -> Self {
+        assert!(n >= 1, "a deployment needs at least one data cell");
+        self.cells = n;
+        self
+    }
+    /// Number of proxies (may be 0).
+    pub fn proxies(mut self, n: usize) -> Self {
+        self.proxies = n;
+        self
+    }
+    /// S, the slot count of the first map.
+    pub fn slots(mut self, s: u32) -> Self {
+        self.slots = s;
+        self
+    }
+    /// Session lease of every cell (meta and data), as [`CellBuilder::lease`].
+    pub fn lease(mut self, d: Duration) -> Self {
+        self.lease = Some(d);
+        self
+    }
+    /// Lease every cell grants proxy sessions, as [`CellBuilder::proxy_lease`].
+    pub fn proxy_lease(mut self, d: Duration) -> Self {
+        self.proxy_lease = Some(d);
+        self
+    }
+    /// Claim window of every cell, as [`CellBuilder::claim_window`].
+    pub fn claim_window(mut self, d: Duration) -> Self {
+        self.claim_window = Some(d);
+        self
+    }
+    /// Lease the proxies grant clients, as [`crate::proxy::ProxyBuilder::client_lease`].
+    pub fn client_lease(mut self, d: Duration) -> Self {
+        self.client_lease = Some(d);
+        self
+    }
+    /// Serve the admin HTTP endpoint on every cell and proxy.
+    pub fn admin(mut self) -> Self {
+        self.admin = true;
+        self
+    }
+
+    fn cell(&self, name: &str) -> CellBuilder {
+        let mut b = Cell::builder().name(name).deployment(DEPLOYMENT);
+        if let Some(d) = self.lease {
+            b = b.lease(d);
+        }
+        if let Some(d) = self.proxy_lease {
+            b = b.proxy_lease(d);
+        }
+        if let Some(d) = self.claim_window {
+            b = b.claim_window(d);
+        }
+        if self.admin {
+            b = b.admin();
+        }
+        b
+    }
+
+    /// Starts the deployment; returns once every data cell has loaded the map and every
+    /// proxy serves. Panics if any of it fails.
+    pub async fn run(self) -> Deployment {
+        let meta = self.cell("meta").run().await;
+        let meta_addrs = meta.endpoints();
+
+        // Bind the data cells' ports first, so the map can name them before they start.
+        let mut listeners = Vec::new();
+        for k in 1..=self.cells {
+            let l = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind a data cell port");
+            let addr = l.local_addr().expect("local addr").to_string();
+            listeners.push((format!("c{k}"), addr, l));
+        }
+        let spec: Vec<(&str, Vec<&str>)> = listeners
+            .iter()
+            .map(|(name, addr, _)| (name.as_str(), vec![addr.as_str()]))
+            .collect();
+        let map = PartitionMap::even(DEPLOYMENT, &spec, self.slots)
+            .unwrap_or_else(|e| panic!("make the first map: {e}"));
+        write_first_map(&meta_addrs, &map).await;
+
+        let mut cells = Vec::new();
+        for (name, _, listener) in listeners {
+            let cell = self
+                .cell(&name)
+                .meta(meta_addrs.clone())
+                .listener(listener)
+                .run()
+                .await;
+            cells.push(cell);
+        }
+        for c in &cells {
+            let addr = c.addr();
+            crate::wait_until(
+                MAP_PATIENCE,
+                &format!("data cell {} ({addr}) loads map epoch 1", c.name()),
+                || {
+                    let addr = addr.clone();
+                    async move { map_epoch_at(&addr).await >= 1 }
+                },
+            )
+            .await;
+        }
+
+        let mut proxies = Vec::new();
+        for _ in 0..self.proxies {
+            let mut b = Proxy::builder().meta(meta_addrs.clone());
+            if let Some(d) = self.client_lease {
+                b = b.client_lease(d);
+            }
+            if self.admin {
+                b = b.admin();
+            }
+            proxies.push(b.run().await);
+        }
+        Deployment {
+            meta,
+            cells,
+            proxies,
+            map: Mutex::new(map),
+        }
+    }
+}
+
+/// Creates `/ls/local/warren` and the map file in it, at the meta cell.
+async fn write_first_map(meta: &[String], map: &PartitionMap) {
+    let session = meta_session(meta).await;
+    let path = warren_client::map::map_path(DEPLOYMENT);
+    let dir = path.trim_end_matches("/map");
+    let (h, _) = session
+        .open(dir, OpenOptions::new().write().create_dir())
+        .await
+        .unwrap_or_else(|e| panic!("create {dir} at the meta cell: {e}"));
+    h.close().await;
+    let (h, _) = session
+        .open(
+            &path,
+            OpenOptions::new()
+                .write()
+                .create_file(map.to_json())
+                .exclusive(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create {path} at the meta cell: {e}"));
+    h.close().await;
+    let _ = session.close().await;
+}
