@@ -203,6 +203,21 @@ impl PeerSession {
         .map(|_| ())
     }
 
+    /// Ends the session (`CloseSession`, one try, bounded): a cell restarted later then
+    /// has no session of ours to wait for.
+    async fn end(&self) {
+        self.keepalive.abort();
+        let (mut client, ctx) = {
+            let st = lock(&self.state);
+            (st.conn.client.clone(), st.ctx.clone())
+        };
+        let req = pb::CloseSessionRequest {
+            ctx: Some(ctx),
+            expired: false,
+        };
+        let _ = tokio::time::timeout(CALL_TIMEOUT, client.close_session(req)).await;
+    }
+
     /// Closes a handle (never fails; a handle left open dies with the session).
     pub(crate) async fn close(&self, map_epoch: u64, handle: &[u8]) {
         let _ = self
@@ -316,6 +331,29 @@ impl Peers {
         let s = PeerSession::connect(cell, addrs).await?;
         *g = Some(s.clone());
         Ok(s)
+    }
+
+    /// Closes every internal session (when the master's term ends), at most ~3 s in all.
+    pub(crate) async fn close_all(&self) {
+        let sessions: Vec<_> = lock(&self.sessions).values().cloned().collect();
+        let readers: Vec<_> = lock(&self.acl).values().cloned().collect();
+        let mut ends = Vec::new();
+        for slot in sessions {
+            ends.push(tokio::spawn(async move {
+                if let Some(s) = slot.lock().await.take() {
+                    s.end().await;
+                }
+            }));
+        }
+        for slot in readers {
+            ends.push(tokio::spawn(async move {
+                if let Some(r) = slot.lock().await.take() {
+                    let _ = r.session.close().await;
+                }
+            }));
+        }
+        let all = futures::future::join_all(ends);
+        let _ = tokio::time::timeout(CALL_TIMEOUT, all).await;
     }
 
     /// The contents of ACL file `file` held by `cell` (`None`: it does not exist).

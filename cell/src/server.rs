@@ -819,6 +819,14 @@ impl Term {
         if let Some(t) = &self.map_feed {
             t.abort();
         }
+        // Close our sessions at the meta cell and the other cells, so that none of them
+        // waits for these sessions' leases after a restart (SPEC §5 step 6).
+        let closing = async {
+            if let Some(w) = &self.shared.watcher {
+                w.close().await;
+            }
+        };
+        tokio::join!(closing, self.shared.peers.close_all());
         drop(self.shared);
         // The writer ends once every holder of the term is gone (in-flight calls finish
         // quickly: parked ones were just failed). Bounded, so a stuck store cannot hang

@@ -35,6 +35,9 @@ const RETRY: Duration = Duration::from_millis(200);
 pub struct MapWatcher {
     rx: watch::Receiver<Option<Arc<PartitionMap>>>,
     refresh: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    /// Becomes `true` when the watching task has ended (its session closed).
+    exited: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -57,8 +60,36 @@ impl MapWatcher {
     pub fn start_with(options: ClientOptions) -> MapWatcher {
         let (tx, rx) = watch::channel(None);
         let refresh = Arc::new(Notify::new());
-        let task = tokio::spawn(watch_loop(options, tx, refresh.clone()));
-        MapWatcher { rx, refresh, task }
+        let (stop, stop_rx) = watch::channel(false);
+        let (exited_tx, exited) = watch::channel(false);
+        let looping = watch_loop(options, tx, refresh.clone(), stop_rx);
+        let task = tokio::spawn(async move {
+            looping.await;
+            exited_tx.send_replace(true);
+        });
+        MapWatcher {
+            rx,
+            refresh,
+            stop,
+            exited,
+            task,
+        }
+    }
+
+    /// Stops watching and closes the session at the meta cell (waiting at most 2 s), so
+    /// that the meta cell need not wait for its lease to end — after a restart of the meta
+    /// cell, a session never closed must first expire. Dropping the watcher instead just
+    /// abandons the session.
+    pub async fn close(&self) {
+        self.stop.send_replace(true);
+        let mut exited = self.exited.clone();
+        let done = exited.wait_for(|e| *e);
+        if tokio::time::timeout(Duration::from_secs(2), done)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
     }
 
     /// The newest map read so far.
@@ -127,19 +158,35 @@ async fn watch_loop(
     options: ClientOptions,
     tx: watch::Sender<Option<Arc<PartitionMap>>>,
     refresh: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
 ) {
-    loop {
+    let mut failures = 0u32;
+    while !*stop.borrow() {
         let session = match Session::connect_with(options.clone()).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot reach the meta cell to read the partition map; retrying");
-                tokio::time::sleep(RETRY).await;
+                // Once, then every 50th attempt (~10 s): the meta cell may be down a while.
+                if failures % 50 == 0 {
+                    tracing::warn!(error = %e, "cannot reach the meta cell to read the partition map; retrying");
+                }
+                failures += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY) => {}
+                    _ = stop.changed() => {}
+                }
                 continue;
             }
         };
-        watch_session(&session, &tx, &refresh).await;
+        failures = 0;
+        tokio::select! {
+            _ = watch_session(&session, &tx, &refresh) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
         session.close().await.ok();
-        tokio::time::sleep(RETRY).await;
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY) => {}
+            _ = stop.changed() => {}
+        }
     }
 }
 

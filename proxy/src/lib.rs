@@ -92,6 +92,8 @@ pub struct Shared {
     slots: u32,
     /// The upstream tasks (one per cell), stopped with the proxy.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Set when a graceful stop begins: KeepAlives are then answered at once.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -119,6 +121,58 @@ impl Shared {
             }
         }
         (r, out.effects)
+    }
+
+    /// A graceful stop begins: every parked KeepAlive is answered `NOT_MASTER` (no master
+    /// known), so its client looks for another proxy at once, and later ones are answered
+    /// the same way (see [`Shared::closing`]); tonic's graceful shutdown then has no
+    /// long-poll to wait for.
+    fn begin_close(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut st = lock(&self.state);
+        for (_, tx) in st.senders.drain() {
+            let _ = tx.send(Err(WarrenError::not_master("")));
+        }
+    }
+
+    /// Whether a graceful stop has begun.
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Ends the proxy's sessions at its cells (`CloseSession`, bounded): their client
+    /// sessions become claimable at once (SPEC §6) instead of after the proxy lease, and a
+    /// restarted cell has no session of ours to wait for. Then stops the map watcher,
+    /// closing its session at the meta cell.
+    async fn close_upstream(&self) {
+        let ups: Vec<_> = self
+            .cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .list
+            .clone();
+        let mut ends = Vec::new();
+        for up in ups {
+            let Some(link) = up.link.borrow().clone() else {
+                continue;
+            };
+            ends.push(async move {
+                let mut client = link.client.clone();
+                let req = pb::CloseSessionRequest {
+                    ctx: Some(link.ctx(None)),
+                    expired: false,
+                };
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), client.close_session(req)).await;
+            });
+        }
+        let watcher = async {
+            if let Routing::Map { watcher, .. } = &self.routing {
+                watcher.close().await;
+            }
+        };
+        tokio::join!(futures::future::join_all(ends), watcher);
     }
 
     pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
@@ -516,6 +570,7 @@ pub async fn run(
         effects: effects_tx,
         slots: 4096,
         tasks: Mutex::new(Vec::new()),
+        closing: std::sync::atomic::AtomicBool::new(false),
     });
     let mut tasks = tokio::task::JoinSet::new();
     if shared.routed() && !shared.cfg.cells.is_empty() {
@@ -651,13 +706,24 @@ pub async fn run(
             }
         }
     };
+    let stop = {
+        let shared = shared.clone();
+        async move {
+            shutdown.await;
+            shared.begin_close();
+        }
+    };
     let result = tokio::select! {
-        r = service::serve(listener, shared.clone(), shutdown) => r,
+        r = service::serve(listener, shared.clone(), stop) => r,
         e = fatal => Err(ProxyError::Config(e)),
     };
+    // The upstream tasks first: they would make a new session for each one closed below.
     tasks.abort_all();
     for t in lock(&shared.tasks).drain(..) {
         t.abort();
+    }
+    if result.is_ok() {
+        shared.close_upstream().await;
     }
     result
 }

@@ -135,6 +135,9 @@ pub(super) async fn keep_alive(
     req: Request<pb::KeepAliveRequest>,
 ) -> Result<Response<pb::KeepAliveResponse>, Status> {
     let r = req.into_inner();
+    if svc.shared.closing() {
+        return Err(WarrenError::not_master("").into());
+    }
     let who = svc.session(r.ctx.as_ref()).await?;
     let (tx, rx) = oneshot::channel();
     let parked = svc.shared.with_state(|st| {
