@@ -137,16 +137,26 @@ fn split_dir(map: &PartitionMap) -> (String, String, String) {
     panic!("no split directory among 1000 names")
 }
 
-/// A raw session at one cell.
+/// A raw session at one cell (waiting, up to 30 s, while a restarted cell recovers).
 async fn raw_at(addr: &str) -> (WarrenClient<tonic::transport::Channel>, pb::SessionContext) {
     let mut client = WarrenClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
-    let s = client
-        .create_session(pb::CreateSessionRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        match client
+            .create_session(pb::CreateSessionRequest::default())
+            .await
+        {
+            Ok(r) => break r.into_inner(),
+            Err(st) if tokio::time::Instant::now() < deadline => {
+                let code = warren_proto::WarrenError::from_status(&st).map(|e| e.code);
+                assert_eq!(code, Some(ErrorCode::FailoverInProgress), "{st:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(st) => panic!("no session at {addr}: {st:?}"),
+        }
+    };
     let ctx = pb::SessionContext {
         session_id: s.session_id,
         secret: s.secret,
