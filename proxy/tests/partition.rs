@@ -7,119 +7,16 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 use warren_client::{ClientOptions, ErrorCode, OpenOptions, Session};
 use warren_router::{PartitionMap, Route};
-use warren_testkit::{wait_until, Cell, Proxy, TestCell};
+use warren_testkit::deployment::{map_epoch_at, wait_for_map_at, write_first_map, DEPLOYMENT as D};
+use warren_testkit::{Cell, Deployment, Proxy};
 
-const D: &str = "local";
-
-/// A bound loopback port for a cell the map names before it runs (kept bound until the
-/// cell takes it, so no parallel test can take it meanwhile).
-struct Port {
-    listener: tokio::net::TcpListener,
-    addr: std::net::SocketAddr,
-}
-
-async fn port() -> Port {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    Port { listener, addr }
-}
-
-async fn map_epoch_at(addr: &str) -> u64 {
-    warren_client::locate(&[addr.to_string()], Duration::from_secs(2))
-        .await
-        .map_or(0, |l| l.map_epoch)
-}
-
-async fn meta_session(meta: &TestCell) -> Session {
-    Session::connect_with(ClientOptions::new(meta.endpoints()))
-        .await
-        .expect("a session at the meta cell")
-}
-
-/// Creates `/ls/local/warren` and the map file in it, at the meta cell.
-async fn write_first_map(meta: &TestCell, map: &PartitionMap) {
-    let s = meta_session(meta).await;
-    let (h, _) = s
-        .open("/ls/local/warren", OpenOptions::new().write().create_dir())
-        .await
-        .expect("create /ls/local/warren");
-    h.close().await;
-    let (h, _) = s
-        .open(
-            &warren_client::map::map_path(D),
-            OpenOptions::new().write().create_file(map.to_json()),
-        )
-        .await
-        .expect("create the map");
-    h.close().await;
-    let _ = s.close().await;
-}
-
-/// Overwrites the map file.
-async fn write_map(meta: &TestCell, map: &PartitionMap) {
-    let s = meta_session(meta).await;
-    let (h, _) = s
-        .open(&warren_client::map::map_path(D), OpenOptions::new().write())
-        .await
-        .expect("open the map");
-    h.set_contents(map.to_json()).await.expect("write the map");
-    h.close().await;
-    let _ = s.close().await;
-}
-
-async fn data_cell(name: &str, port: Port, meta: &TestCell) -> TestCell {
-    Cell::builder()
-        .name(name)
-        .deployment(D)
-        .listener(port.listener)
-        .meta(meta.endpoints())
-        .run()
-        .await
-}
-
-async fn wait_for_map(addr: &str, epoch: u64, who: &str) {
-    let a = addr.to_string();
-    wait_until(
-        Duration::from_secs(20),
-        &format!("{who} ({addr}) loads map epoch {epoch}"),
-        || {
-            let a = a.clone();
-            async move { map_epoch_at(&a).await >= epoch }
-        },
-    )
-    .await;
-}
-
-/// A meta cell, data cells `c1..c3` and the map spreading the slots over them.
-struct Setup {
-    meta: TestCell,
-    cells: Vec<TestCell>,
-    map: PartitionMap,
-}
-
-async fn deployment() -> Setup {
-    let meta = Cell::builder().name("meta").deployment(D).run().await;
-    let mut ports = Vec::new();
-    for _ in 0..3 {
-        ports.push(port().await);
-    }
-    let spec: Vec<(String, Vec<String>)> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (format!("c{}", i + 1), vec![p.addr.to_string()]))
-        .collect();
-    let map = PartitionMap::even(D, &spec, 4096).unwrap();
-    write_first_map(&meta, &map).await;
-    let mut cells = Vec::new();
-    for (i, p) in ports.into_iter().enumerate() {
-        cells.push(data_cell(&format!("c{}", i + 1), p, &meta).await);
-    }
-    for c in &cells {
-        wait_for_map(&c.addr(), 1, c.name()).await;
-    }
-    Setup { meta, cells, map }
+/// A meta cell, data cells `c1..c3` and the map spreading the slots over them; no proxy
+/// (each test starts its own).
+async fn deployment() -> Deployment {
+    Deployment::builder().cells(3).proxies(0).run().await
 }
 
 fn cell_of(map: &PartitionMap, path: &str, anchor: bool) -> String {
@@ -158,8 +55,9 @@ fn names(entries: &[String]) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_through_the_proxy_works_across_cells_and_every_stat_names_the_routed_cell() {
-    let Setup { meta, cells, map } = deployment().await;
-    let proxy = Proxy::builder().meta(meta.endpoints()).admin().run().await;
+    let d = deployment().await;
+    let map = d.map();
+    let proxy = Proxy::builder().meta(d.meta_addrs()).admin().run().await;
     assert_eq!(map_epoch_at(&proxy.addr()).await, 1, "Locate at the proxy");
     let s = Session::connect_with(ClientOptions::proxies([proxy.addr()]))
         .await
@@ -349,19 +247,16 @@ async fn a_client_through_the_proxy_works_across_cells_and_every_stat_names_the_
 
     s.close().await.unwrap();
     drop(proxy);
-    drop(cells);
+    drop(d);
 }
 
 /// A cell that appears in a new map is used without restarting the proxy: a directory
 /// whose slot moves to it (before it exists) has its children there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cell_added_by_a_new_map_is_used_without_a_restart() {
-    let Setup {
-        meta,
-        mut cells,
-        map,
-    } = deployment().await;
-    let proxy = Proxy::builder().meta(meta.endpoints()).admin().run().await;
+    let mut d = deployment().await;
+    let map = d.map();
+    let proxy = Proxy::builder().meta(d.meta_addrs()).admin().run().await;
     let s = Session::connect_with(ClientOptions::proxies([proxy.addr()]))
         .await
         .unwrap();
@@ -380,18 +275,17 @@ async fn a_cell_added_by_a_new_map_is_used_without_a_restart() {
     let Route::Cell { slot, .. } = map.route(&n, true).unwrap() else {
         panic!("not a data path")
     };
-    let p4 = port().await;
+    let l4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a4 = l4.local_addr().unwrap();
     let mut owners = map.slot_owners().to_vec();
     owners[slot as usize] = "c4".into();
     let mut table: BTreeMap<String, Vec<String>> = map.cells().clone();
-    table.insert("c4".into(), vec![p4.addr.to_string()]);
+    table.insert("c4".into(), vec![a4.to_string()]);
     let map2 = PartitionMap::new(D, 2, owners, table).unwrap();
-    write_map(&meta, &map2).await;
-    cells.push(data_cell("c4", p4, &meta).await);
-    for c in &cells {
-        wait_for_map(&c.addr(), 2, c.name()).await;
-    }
-    wait_for_map(&proxy.addr(), 2, "the proxy").await;
+    d.write_map(&map2).await;
+    d.add_cell("c4", l4).await;
+    d.wait_for_map(2).await;
+    wait_for_map_at(&proxy.addr(), 2, "the proxy").await;
 
     let (hn, info) = s
         .open(&n, OpenOptions::new().read().write().create_dir())
@@ -424,8 +318,9 @@ async fn a_cell_added_by_a_new_map_is_used_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_proxy_is_ready_only_once_the_map_is_loaded() {
     let meta = Cell::builder().name("meta").deployment(D).run().await;
-    let c1_port = port().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let c1_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let c1_addr = c1_listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let cfg = Proxy::builder().meta(meta.endpoints()).config(&addr);
     assert!(cfg.cells.is_empty());
@@ -450,9 +345,15 @@ async fn the_proxy_is_ready_only_once_the_map_is_loaded() {
     assert!(!info.serving);
     assert_eq!(info.map_epoch, 0);
 
-    let map = PartitionMap::single_cell(D, "c1", vec![c1_port.addr.to_string()], 4096).unwrap();
-    write_first_map(&meta, &map).await;
-    let c1 = data_cell("c1", c1_port, &meta).await;
+    let map = PartitionMap::single_cell(D, "c1", vec![c1_addr.to_string()], 4096).unwrap();
+    write_first_map(&meta.endpoints(), &map).await;
+    let c1 = Cell::builder()
+        .name("c1")
+        .deployment(D)
+        .listener(c1_listener)
+        .meta(meta.endpoints())
+        .run()
+        .await;
     tokio::time::timeout(Duration::from_secs(10), ready_rx)
         .await
         .expect("ready once the map is loaded")
@@ -493,12 +394,13 @@ async fn the_proxy_is_ready_only_once_the_map_is_loaded() {
 /// directory) and ephemeral file in several cells survive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_of_a_dead_proxy_keeps_its_state_in_every_cell() {
-    let Setup { meta, cells, map } = deployment().await;
+    let d = deployment().await;
+    let map = d.map();
     let lease = Duration::from_secs(4);
     let mut proxies = Vec::new();
     for id in ["p1", "p2"] {
         let p = Proxy::builder()
-            .meta(meta.endpoints())
+            .meta(d.meta_addrs())
             .client_lease(lease)
             .admin()
             .id(id)
@@ -581,7 +483,7 @@ async fn a_client_of_a_dead_proxy_keeps_its_state_in_every_cell() {
     );
     let status = http_get(p2.admin_addr().unwrap(), "/status").await;
     assert!(status.contains("\"client_sessions\": 1"), "{status}");
-    for c in &cells {
+    for c in d.cells() {
         assert!(
             status.contains(&format!("\"name\": \"{}\"", c.name())),
             "p2 claimed at {}: {status}",
@@ -628,8 +530,9 @@ async fn a_client_of_a_dead_proxy_keeps_its_state_in_every_cell() {
 /// cell redirects with `WRONG_CELL{directory}`), one on a file at the file's cell.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sequencers_of_split_directories_are_checked_at_their_anchor() {
-    let Setup { meta, cells, map } = deployment().await;
-    let proxy = Proxy::builder().meta(meta.endpoints()).run().await;
+    let d = deployment().await;
+    let map = d.map();
+    let proxy = Proxy::builder().meta(d.meta_addrs()).run().await;
     let s = Session::connect_with(ClientOptions::proxies([proxy.addr()]))
         .await
         .unwrap();
@@ -664,7 +567,7 @@ async fn sequencers_of_split_directories_are_checked_at_their_anchor() {
     hf.delete().await.unwrap();
     ha.delete().await.unwrap();
     s.close().await.unwrap();
-    drop(cells);
+    drop(d);
 }
 
 /// A proxy whose map is older than the cells' (cut off from the meta cell) is refused by
@@ -674,32 +577,15 @@ async fn sequencers_of_split_directories_are_checked_at_their_anchor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_proxy_with_a_stale_map_is_refused_then_follows_the_named_owner_and_the_old_owner_serves_nothing(
 ) {
-    let meta = Cell::builder()
-        .name("meta")
-        .deployment(D)
+    let d = Deployment::builder()
+        .cells(3)
+        .proxies(0)
         .lease(Duration::from_secs(2))
         .run()
         .await;
-    let mut ports = Vec::new();
-    for _ in 0..3 {
-        ports.push(port().await);
-    }
-    let spec: Vec<(String, Vec<String>)> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (format!("c{}", i + 1), vec![p.addr.to_string()]))
-        .collect();
-    let map = PartitionMap::even(D, &spec, 4096).unwrap();
-    write_first_map(&meta, &map).await;
-    let mut cells = Vec::new();
-    for (i, p) in ports.into_iter().enumerate() {
-        cells.push(data_cell(&format!("c{}", i + 1), p, &meta).await);
-    }
-    for c in &cells {
-        wait_for_map(&c.addr(), 1, c.name()).await;
-    }
+    let map = d.map();
     // The proxy reaches the meta cell through a bridge we can cut.
-    let bridge = warren_testkit::Bridge::start(meta.addr().parse().unwrap()).await;
+    let bridge = warren_testkit::Bridge::start(d.meta().addr().parse().unwrap()).await;
     let proxy = Proxy::builder()
         .meta(vec![bridge.addr().to_string()])
         .admin()
@@ -719,12 +605,10 @@ async fn a_proxy_with_a_stale_map_is_refused_then_follows_the_named_owner_and_th
     let mut owners = map.slot_owners().to_vec();
     owners[slot as usize] = new.clone();
     let map2 = PartitionMap::new(D, 2, owners, map.cells().clone()).unwrap();
-    write_map(&meta, &map2).await;
-    for c in &cells {
-        wait_for_map(&c.addr(), 2, c.name()).await;
-    }
+    d.write_map(&map2).await;
+    d.wait_for_map(2).await;
     assert_eq!(map_epoch_at(&proxy.addr()).await, 1, "the proxy is cut off");
-    let old_cell = cells.iter().find(|c| c.name() == old).unwrap();
+    let old_cell = d.cell(&old).unwrap();
     let nodes_before = old_cell.handle().status().nodes;
 
     let started = std::time::Instant::now();
@@ -756,7 +640,7 @@ async fn a_proxy_with_a_stale_map_is_refused_then_follows_the_named_owner_and_th
 
     // Reconnected, the proxy learns map 2 and routes there by itself.
     bridge.unblackhole();
-    wait_for_map(&proxy.addr(), 2, "the proxy").await;
+    wait_for_map_at(&proxy.addr(), 2, "the proxy").await;
     let (r, info) = s
         .open(path, OpenOptions::new().read().read_contents())
         .await

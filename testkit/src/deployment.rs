@@ -9,7 +9,9 @@
 //! [`DeploymentBuilder::run`] starts the meta cell, writes the first map into it (epoch 1,
 //! the slots spread evenly over the data cells, as `warren ctl deployment init` does),
 //! starts the data cells, waits until each one's `Locate` reports the map, then starts the
-//! proxies. [`Deployment::write_map`] installs a new map.
+//! proxies. [`Deployment::write_map`] installs a new map, [`Deployment::add_cell`] starts
+//! a data cell a new map can name, and [`Deployment::wait_for_map`] (or [`wait_for_map_at`]
+//! for one router) waits until a map epoch has arrived.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -31,6 +33,8 @@ pub struct Deployment {
     cells: Vec<TestCell>,
     proxies: Vec<TestProxy>,
     map: Mutex<PartitionMap>,
+    /// The settings it was built with (for [`Deployment::add_cell`]).
+    settings: DeploymentBuilder,
 }
 
 /// Settings of a test deployment. Defaults: 3 data cells, 1 proxy, S = 4096 slots, SPEC
@@ -117,6 +121,33 @@ impl Deployment {
         acked
     }
 
+    /// Starts another data cell named `name` on `listener` (bound beforehand, so that a map
+    /// can name its address before it runs), with the settings of the other data cells and
+    /// watching the map at the meta cell, and adds it to [`Deployment::cells`]. It does not
+    /// change the map: write one naming the cell with [`Deployment::write_map`].
+    pub async fn add_cell(&mut self, name: &str, listener: TcpListener) -> &TestCell {
+        let cell = self
+            .settings
+            .cell(name)
+            .meta(self.meta_addrs())
+            .listener(listener)
+            .run()
+            .await;
+        self.cells.push(cell);
+        self.cells.last().expect("the cell just added")
+    }
+
+    /// Waits (up to 20 s each) until every data cell and every proxy of the deployment
+    /// reports map epoch `epoch` or a newer one; panics naming the first that does not.
+    pub async fn wait_for_map(&self, epoch: u64) {
+        for c in &self.cells {
+            wait_for_map_at(&c.addr(), epoch, &format!("data cell {}", c.name())).await;
+        }
+        for p in &self.proxies {
+            wait_for_map_at(&p.addr(), epoch, "proxy").await;
+        }
+    }
+
     /// The map epoch each data cell's `Locate` reports, by cell name (0 for a cell that does
     /// not answer).
     pub async fn cell_map_epochs(&self) -> Vec<(String, u64)> {
@@ -142,6 +173,17 @@ pub async fn map_epoch_at(addr: &str) -> u64 {
     warren_client::locate(&[addr.to_string()], Duration::from_secs(2))
         .await
         .map_or(0, |info| info.map_epoch)
+}
+
+/// Waits (up to 20 s) until `Locate` at `addr` reports map epoch `epoch` or a newer one;
+/// panics naming `who` if it does not.
+pub async fn wait_for_map_at(addr: &str, epoch: u64, who: &str) {
+    crate::wait_until(
+        MAP_PATIENCE,
+        &format!("{who} ({addr}) loads map epoch {epoch}"),
+        || async move { map_epoch_at(addr).await >= epoch },
+    )
+    .await;
 }
 
 /// A session straight at the meta cell.
@@ -245,16 +287,7 @@ impl DeploymentBuilder {
             cells.push(cell);
         }
         for c in &cells {
-            let addr = c.addr();
-            crate::wait_until(
-                MAP_PATIENCE,
-                &format!("data cell {} ({addr}) loads map epoch 1", c.name()),
-                || {
-                    let addr = addr.clone();
-                    async move { map_epoch_at(&addr).await >= 1 }
-                },
-            )
-            .await;
+            wait_for_map_at(&c.addr(), 1, &format!("data cell {}", c.name())).await;
         }
 
         let mut proxies = Vec::new();
@@ -273,12 +306,16 @@ impl DeploymentBuilder {
             cells,
             proxies,
             map: Mutex::new(map),
+            settings: self,
         }
     }
 }
 
-/// Creates `/ls/local/warren` and the map file in it, at the meta cell.
-async fn write_first_map(meta: &[String], map: &PartitionMap) {
+/// Creates `/ls/local/warren` and the map file in it (which must not exist yet), at the meta
+/// cell at `meta`: what [`DeploymentBuilder::run`] does before it starts the data cells, for
+/// tests that assemble a deployment by hand (e.g. start a proxy before there is a map).
+/// Panics if it fails.
+pub async fn write_first_map(meta: &[String], map: &PartitionMap) {
     let session = meta_session(meta).await;
     let path = warren_client::map::map_path(DEPLOYMENT);
     let dir = path.trim_end_matches("/map");
