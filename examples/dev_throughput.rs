@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release
-//! cargo run --release --example dev_throughput -- [--sessions 48] [--dirs 96] [--seconds 10]
+//! cargo run --release --example dev_throughput -- [--sessions 48] [--files 20] [--dirs 960] [--seconds 10]
 //! ```
 //!
 //! For each of `--cells 1` and `--cells 3` it starts the release binary's
@@ -18,15 +18,17 @@
 //!   cell.
 //!
 //! It prints operations per second for both deployments and the ratio 3 cells / 1 cell,
-//! as markdown. Both deployments run on the same machine, one after the other, so the
+//! as markdown, and each cell's share of the operations (from the cell each file's
+//! `Stat.cell` names). Both deployments run on the same machine, one after the other, so the
 //! ratio shows what spreading the namespace buys when the cells share the cores.
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -38,10 +40,10 @@ struct Args {
     #[arg(long, default_value_t = 48)]
     sessions: usize,
     /// Top-level directories the files are spread over.
-    #[arg(long, default_value_t = 96)]
+    #[arg(long, default_value_t = 960)]
     dirs: usize,
     /// Files per session.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 20)]
     files: usize,
     /// Length of each measured phase.
     #[arg(long, default_value_t = 10)]
@@ -99,8 +101,11 @@ async fn start_dev(bin: &PathBuf, cells: usize) -> anyhow::Result<Dev> {
     })
 }
 
+/// A session and its files, each with the cell that holds it (`Stat.cell`).
+type Load = Vec<(Session, Arc<Vec<(Handle, String)>>)>;
+
 /// Opens each session's files (creating the directories first).
-async fn setup(meta: &str, a: &Args) -> anyhow::Result<Vec<(Session, Arc<Vec<Handle>>)>> {
+async fn setup(meta: &str, a: &Args) -> anyhow::Result<Load> {
     let admin = Session::connect_with(ClientOptions::meta([meta])).await?;
     for d in 0..a.dirs {
         let (h, _) = admin
@@ -115,42 +120,50 @@ async fn setup(meta: &str, a: &Args) -> anyhow::Result<Vec<(Session, Arc<Vec<Han
         let mut handles = Vec::new();
         for f in 0..a.files {
             let dir = (s * a.files + f) % a.dirs;
-            let (h, _) = session
+            let (h, info) = session
                 .open(
                     &format!("/bench-{dir}/s{s}-f{f}"),
                     OpenOptions::new().read().write().create_file(vec![0u8; 64]),
                 )
                 .await?;
-            handles.push(h);
+            handles.push((h, info.stat.cell));
         }
         out.push((session, Arc::new(handles)));
     }
     Ok(out)
 }
 
-/// Runs `op` in a closed loop on every session for `secs`; returns operations per second.
+/// Runs writes or reads in a closed loop on every session for `secs`; returns operations
+/// per second and how many operations each cell served.
 async fn phase(
-    sessions: &[(Session, Arc<Vec<Handle>>)],
+    sessions: &Load,
     secs: u64,
     write: bool,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, BTreeMap<String, u64>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
+    let per_cell = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
     let mut tasks = Vec::new();
     for (_, handles) in sessions {
         let handles = handles.clone();
-        let (stop, done) = (stop.clone(), done.clone());
+        let (stop, done, per_cell) = (stop.clone(), done.clone(), per_cell.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = 0usize;
+            let mut mine = vec![0u64; handles.len()];
             while !stop.load(Ordering::Relaxed) {
-                let h = &handles[i % handles.len()];
+                let (h, _) = &handles[i % handles.len()];
                 if write {
                     h.set_contents(vec![(i % 251) as u8; 64]).await?;
                 } else {
                     h.contents().await?;
                 }
                 done.fetch_add(1, Ordering::Relaxed);
+                mine[i % handles.len()] += 1;
                 i += 1;
+            }
+            let mut m = per_cell.lock().unwrap_or_else(|e| e.into_inner());
+            for ((_, cell), n) in handles.iter().zip(mine) {
+                *m.entry(cell.clone()).or_default() += n;
             }
             Ok::<_, warren_client::Error>(())
         }));
@@ -162,23 +175,38 @@ async fn phase(
     for t in tasks {
         t.await??;
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
+    let per_cell = per_cell.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok((
+        done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
+        per_cell,
+    ))
 }
 
-async fn measure(bin: &PathBuf, cells: usize, a: &Args) -> anyhow::Result<(f64, f64)> {
+/// `c1 33.4%, c2 …`: each cell's share of the operations.
+fn shares(per_cell: &BTreeMap<String, u64>) -> String {
+    let total: u64 = per_cell.values().sum();
+    per_cell
+        .iter()
+        .map(|(c, n)| format!("{c} {:.1}%", 100.0 * *n as f64 / total.max(1) as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn measure(bin: &PathBuf, cells: usize, a: &Args) -> anyhow::Result<(f64, f64, String)> {
     let dev = start_dev(bin, cells).await?;
     eprintln!("{cells} cell(s): meta at {}; setting up", dev.meta);
     let sessions = setup(&dev.meta, a).await?;
     // Warm-up (connections, handles), not measured.
     phase(&sessions, 1, true).await?;
-    let writes = phase(&sessions, a.seconds, true).await?;
-    let reads = phase(&sessions, a.seconds, false).await?;
-    eprintln!("{cells} cell(s): {writes:.0} writes/s, {reads:.0} reads/s");
+    let (writes, w_cells) = phase(&sessions, a.seconds, true).await?;
+    let (reads, r_cells) = phase(&sessions, a.seconds, false).await?;
+    let share = format!("writes: {}; reads: {}", shares(&w_cells), shares(&r_cells));
+    eprintln!("{cells} cell(s): {writes:.0} writes/s, {reads:.0} reads/s ({share})");
     for (s, _) in &sessions {
         s.close().await.ok();
     }
     drop(dev);
-    Ok((writes, reads))
+    Ok((writes, reads, share))
 }
 
 #[tokio::main]
@@ -204,8 +232,8 @@ async fn main() -> anyhow::Result<()> {
         three.1 / one.1
     );
     println!(
-        "\n{} sessions, {} files each over {} directories, {} s per phase, closed loop.",
-        a.sessions, a.files, a.dirs, a.seconds
+        "\nEach cell's share of the operations with 3 cells: {}.\n\n{} sessions, {} files each over {} directories, {} s per phase, closed loop.",
+        three.2, a.sessions, a.files, a.dirs, a.seconds
     );
     Ok(())
 }
