@@ -128,21 +128,27 @@ impl Router {
             .expect("a partitioned session is made only once a map is loaded")
     }
 
-    /// The session at `cell`, made on first use from the map's replica addresses (and
-    /// again if the previous one ended).
+    /// The session at `cell`, made on first use from the map's replica addresses.
     async fn session_for(&self, cell: &str, map: &PartitionMap) -> Result<Session, Error> {
-        let live = |cells: &HashMap<String, Session>| {
-            cells
-                .get(cell)
-                .filter(|s| s.plain_state().is_live())
-                .cloned()
+        // A cell session that ended ends the whole session (its locks and handles there
+        // are gone, and that is final): never replace it silently.
+        let existing = |cells: &HashMap<String, Session>| -> Option<Result<Session, Error>> {
+            let s = cells.get(cell)?;
+            Some(if s.plain_state().is_live() {
+                Ok(s.clone())
+            } else {
+                Err(Error::Warren(WarrenError::session_expired(format!(
+                    "this session's part at cell {cell} has ended ({}); open a new session",
+                    s.plain_state().as_str()
+                ))))
+            })
         };
-        if let Some(s) = live(&lock(&self.cells)) {
-            return Ok(s);
+        if let Some(s) = existing(&lock(&self.cells)) {
+            return s;
         }
         let _connecting = self.connecting.lock().await;
-        if let Some(s) = live(&lock(&self.cells)) {
-            return Ok(s);
+        if let Some(s) = existing(&lock(&self.cells)) {
+            return s;
         }
         let Some(addrs) = map.replicas(cell) else {
             return Err(Error::Warren(WarrenError::internal(format!(
