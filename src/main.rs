@@ -4,6 +4,7 @@
 mod cell_cmd;
 mod ctl;
 mod dev;
+mod loadtest_cmd;
 mod proxy_cmd;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Operator and user commands against a running deployment.
     Ctl(ctl::CtlArgs),
+    /// Load tests: a simulated fleet of sessions against a running deployment.
+    Loadtest(loadtest_cmd::LoadtestArgs),
 }
 
 fn init_tracing() {
@@ -60,5 +63,6 @@ async fn main() -> ExitCode {
             dev::run(a).await
         }
         Command::Ctl(a) => ctl::run(a).await,
+        Command::Loadtest(a) => loadtest_cmd::run(a).await,
     }
 }

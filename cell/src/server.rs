@@ -534,6 +534,7 @@ impl Shared {
         metrics::gauge!("warren_cell_orphan_sessions").set(s.orphans as f64);
         metrics::gauge!("warren_cell_nodes").set(s.nodes as f64);
         metrics::gauge!("warren_cell_epoch").set(s.epoch as f64);
+        metrics::gauge!("warren_cell_map_epoch").set(st.master.map_epoch() as f64);
     }
 
     /// Fails every parked operation so graceful shutdown does not wait on long-polls.
@@ -788,6 +789,8 @@ impl Term {
             })
         });
         let janitor = tokio::spawn(janitor_loop(Arc::downgrade(&shared)));
+        metrics::counter!("warren_cell_failovers_total").increment(1);
+        metrics::gauge!("warren_cell_epoch").set(shared.lock().master.status().epoch as f64);
         Ok(Term {
             shared,
             writer,
@@ -900,7 +903,11 @@ impl Front {
             .map_err(|e| CellError::Startup(e.to_string()))?;
         let advertise = opts.advertise.clone().unwrap_or_else(|| local.to_string());
         let node = Node::new(opts, advertise, store_kind);
-        let admin = admin_listener.map(|l| tokio::spawn(admin::serve(l, node.clone())));
+        let admin = admin_listener.map(|l| {
+            // Install the recorder now, before the first term counts anything.
+            admin::prometheus();
+            tokio::spawn(admin::serve(l, node.clone()))
+        });
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let grpc = tokio::spawn(serve_grpc(listener, node.clone(), async move {
             let _ = stop_rx.await;
@@ -1023,14 +1030,32 @@ impl Service {
 }
 
 fn observe<T>(method: &'static str, started: std::time::Instant, r: &Result<T, Status>) {
-    let code = match r {
-        Ok(_) => "OK",
-        Err(s) => WarrenError::from_status(s).map_or("TRANSPORT", |e| e.code_name()),
-    };
-    metrics::counter!("warren_rpc_total", "method" => method, "code" => code).increment(1);
-    if method != "KeepAlive" && method != "Acquire" {
-        metrics::histogram!("warren_rpc_duration_seconds", "method" => method)
-            .record(started.elapsed().as_secs_f64());
+    let code = warren_proto::metrics::observe_rpc("cell", method, started, r);
+    if code == warren_proto::ErrorCode::WrongCell.as_str_name() {
+        metrics::counter!("warren_cell_wrong_cell_total").increment(1);
+    }
+}
+
+/// Counts an Acquire that waits for its lock: `warren_cell_lock_waiters` while it waits
+/// (until it is granted, fails or the caller goes away), `warren_cell_lock_waits_total` once.
+#[derive(Default)]
+struct LockWait(bool);
+
+impl LockWait {
+    fn begin(&mut self) {
+        if !self.0 {
+            self.0 = true;
+            metrics::counter!("warren_cell_lock_waits_total").increment(1);
+            metrics::gauge!("warren_cell_lock_waiters").increment(1.0);
+        }
+    }
+}
+
+impl Drop for LockWait {
+    fn drop(&mut self) {
+        if self.0 {
+            metrics::gauge!("warren_cell_lock_waiters").decrement(1.0);
+        }
     }
 }
 
@@ -1361,10 +1386,17 @@ impl Warren for Service {
             let ctx = edge::ctx(r.ctx.as_ref())?;
             let mode = edge::lock_mode(r.mode)?;
             let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
+            let mut wait = LockWait::default();
             let seq = match self
                 .routed(r.ctx.as_ref())
                 .await?
-                .run_parked(|m, now| m.acquire(&ctx, &r.handle, mode, timeout, now))
+                .run_parked(|m, now| {
+                    let reply = m.acquire(&ctx, &r.handle, mode, timeout, now);
+                    if matches!(reply, Ok(Reply::Wait(_))) {
+                        wait.begin();
+                    }
+                    reply
+                })
                 .await?
             {
                 Outcome::Done(s) => s,

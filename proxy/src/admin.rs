@@ -7,21 +7,104 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::convert::Infallible;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Once};
 use tokio::net::TcpListener;
 
-/// The process-wide Prometheus recorder (installed on first use).
+/// The process-wide Prometheus recorder ([`warren_proto::metrics::prometheus`]: one per
+/// process, shared with any cell in it), with the proxy's metrics described (`# HELP`).
 pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        // Another recorder may already be installed (a cell in the same process).
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
+    static DESCRIBED: Once = Once::new();
+    let handle = warren_proto::metrics::prometheus();
+    DESCRIBED.call_once(describe);
+    handle
+}
+
+/// The proxy's metrics as `docs/metrics.md` lists them.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        "warren_proxy_client_sessions",
+        "client sessions living in the proxy"
+    );
+    describe_gauge!(
+        "warren_proxy_upstream_sessions",
+        "cells where the proxy holds a live proxy session"
+    );
+    describe_gauge!(
+        "warren_proxy_held_keepalives",
+        "client KeepAlives parked (long-poll) at the proxy"
+    );
+    describe_gauge!(
+        "warren_proxy_clients_waiting_for_a_cell",
+        "clients whose lease cannot grow until a cell answers (lease nesting)"
+    );
+    describe_gauge!("warren_proxy_cached_paths", "files in the shared cache");
+    describe_gauge!(
+        "warren_proxy_cached_bytes",
+        "bytes of contents in the shared cache"
+    );
+    describe_gauge!(
+        "warren_proxy_map_epoch",
+        "epoch of the partition map in hand (0: none, or no --meta)"
+    );
+    describe_gauge!(
+        "warren_proxy_acquires_in_flight",
+        "Acquire calls forwarded and not answered yet (lock waits)"
+    );
+    describe_counter!(
+        "warren_proxy_keepalives_received_total",
+        "KeepAlives received from clients"
+    );
+    describe_counter!(
+        "warren_proxy_keepalives_sent_total",
+        "KeepAlives the proxy sent to each cell for its own session"
+    );
+    describe_counter!(
+        "warren_proxy_sessions_created_total",
+        "client sessions created at the proxy"
+    );
+    describe_counter!(
+        "warren_proxy_upstream_sessions_created_total",
+        "proxy sessions created at each cell (more than one per cell means one was lost)"
+    );
+    describe_counter!(
+        "warren_proxy_claims_total",
+        "ClaimSession calls made (adopting a dead proxy's clients)"
+    );
+    describe_counter!(
+        "warren_proxy_cache_hits_total",
+        "reads answered from the shared cache"
+    );
+    describe_counter!(
+        "warren_proxy_cache_misses_total",
+        "cacheable reads the shared cache could not answer"
+    );
+    describe_counter!(
+        "warren_proxy_cache_invalidations_total",
+        "invalidations applied to the shared cache"
+    );
+    describe_counter!(
+        "warren_proxy_invalidations_relayed_total",
+        "invalidation events relayed to clients"
+    );
+    describe_counter!(
+        "warren_proxy_events_relayed_total",
+        "other events relayed to clients"
+    );
+    describe_counter!(
+        "warren_proxy_wrong_cell_total",
+        "WRONG_CELL answers to routed calls, by kind (directory: split-directory redirect; stale: a map older on one side)"
+    );
+    // Counters start at 0 (not absent), so rates work from the first scrape.
+    for name in [
+        "warren_proxy_sessions_created_total",
+        "warren_proxy_claims_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::gauge!("warren_proxy_acquires_in_flight").increment(0.0);
 }
 
 fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -529,6 +529,10 @@ pub async fn run(
     cfg.validate()
         .map_err(|e| ProxyError::Config(e.to_string()))?;
     let advertised = listener.local_addr()?.to_string();
+    if admin.is_some() {
+        // Install the recorder before anything is counted.
+        admin::prometheus();
+    }
     let (effects_tx, mut effects_rx) = mpsc::unbounded_channel();
     let now = Instant::now();
     let core = ProxyCore::new(

@@ -7,6 +7,8 @@ mod dev;
 mod durability;
 mod election;
 mod failover;
+mod loadtest;
+mod metrics;
 mod operate;
 mod partition;
 mod proxies;

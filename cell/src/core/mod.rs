@@ -1876,6 +1876,7 @@ impl Master {
                         .entry(path.to_string())
                         .or_default()
                         .insert(sid);
+                    metrics::counter!("warren_cell_invalidations_sent_total").increment(1);
                 }
             }
         }

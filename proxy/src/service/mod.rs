@@ -153,6 +153,35 @@ impl Service {
     }
 }
 
+/// Counts and times one call: `warren_rpc_total{tier="proxy",method,code}` and
+/// `warren_rpc_duration_seconds{tier="proxy",method}` (`docs/metrics.md`).
+async fn observed<T>(
+    method: &'static str,
+    call: impl Future<Output = Result<Response<T>, Status>>,
+) -> Result<Response<T>, Status> {
+    let started = std::time::Instant::now();
+    let r = call.await;
+    warren_proto::metrics::observe_rpc("proxy", method, started, &r);
+    r
+}
+
+/// `warren_proxy_acquires_in_flight`: Acquire calls forwarded and not answered yet (most
+/// of them waiting for a lock at the cell).
+struct InFlight;
+
+impl InFlight {
+    fn acquire() -> InFlight {
+        metrics::gauge!("warren_proxy_acquires_in_flight").increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("warren_proxy_acquires_in_flight").decrement(1.0);
+    }
+}
+
 fn ok<T>(t: T) -> Result<Response<T>, Status> {
     Ok(Response::new(t))
 }
@@ -182,135 +211,164 @@ impl Warren for Service {
         &self,
         _req: Request<pb::LocateRequest>,
     ) -> Result<Response<pb::LocateResponse>, Status> {
-        sessions::locate(self, _req).await
+        observed("Locate", sessions::locate(self, _req)).await
     }
 
     async fn create_session(
         &self,
         req: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
-        sessions::create_session(self, req).await
+        observed("CreateSession", sessions::create_session(self, req)).await
     }
 
     async fn keep_alive(
         &self,
         req: Request<pb::KeepAliveRequest>,
     ) -> Result<Response<pb::KeepAliveResponse>, Status> {
-        sessions::keep_alive(self, req).await
+        observed("KeepAlive", sessions::keep_alive(self, req)).await
     }
 
     async fn close_session(
         &self,
         req: Request<pb::CloseSessionRequest>,
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
-        sessions::close_session(self, req).await
+        observed("CloseSession", sessions::close_session(self, req)).await
     }
 
     async fn open(
         &self,
         req: Request<pb::OpenRequest>,
     ) -> Result<Response<pb::OpenResponse>, Status> {
-        reads::open(self, req).await
+        observed("Open", reads::open(self, req)).await
     }
 
     async fn close(
         &self,
         req: Request<pb::CloseRequest>,
     ) -> Result<Response<pb::CloseResponse>, Status> {
-        reads::close(self, req).await
+        observed("Close", reads::close(self, req)).await
     }
 
     async fn get_contents_and_stat(
         &self,
         req: Request<pb::GetContentsAndStatRequest>,
     ) -> Result<Response<pb::GetContentsAndStatResponse>, Status> {
-        reads::get_contents_and_stat(self, req).await
+        observed(
+            "GetContentsAndStat",
+            reads::get_contents_and_stat(self, req),
+        )
+        .await
     }
 
     async fn get_stat(
         &self,
         req: Request<pb::GetStatRequest>,
     ) -> Result<Response<pb::GetStatResponse>, Status> {
-        reads::get_stat(self, req).await
+        observed("GetStat", reads::get_stat(self, req)).await
     }
 
     async fn read_dir(
         &self,
         req: Request<pb::ReadDirRequest>,
     ) -> Result<Response<pb::ReadDirResponse>, Status> {
-        reads::read_dir(self, req).await
+        observed("ReadDir", reads::read_dir(self, req)).await
     }
 
     async fn set_contents(
         &self,
         req: Request<pb::SetContentsRequest>,
     ) -> Result<Response<pb::SetContentsResponse>, Status> {
-        forward_by_handle!(self, req, set_contents, Retry::Once)
+        observed("SetContents", async move {
+            forward_by_handle!(self, req, set_contents, Retry::Once)
+        })
+        .await
     }
 
     async fn set_acl(
         &self,
         req: Request<pb::SetAclRequest>,
     ) -> Result<Response<pb::SetAclResponse>, Status> {
-        forward_by_handle!(self, req, set_acl, Retry::Once)
+        observed("SetAcl", async move {
+            forward_by_handle!(self, req, set_acl, Retry::Once)
+        })
+        .await
     }
 
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        forward_by_handle!(self, req, delete, Retry::Once)
+        observed("Delete", async move {
+            forward_by_handle!(self, req, delete, Retry::Once)
+        })
+        .await
     }
 
     async fn acquire(
         &self,
         req: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
-        forward_by_handle!(self, req, acquire, Retry::Once)
+        let _in_flight = InFlight::acquire();
+        observed("Acquire", async move {
+            forward_by_handle!(self, req, acquire, Retry::Once)
+        })
+        .await
     }
 
     async fn try_acquire(
         &self,
         req: Request<pb::TryAcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
-        forward_by_handle!(self, req, try_acquire, Retry::Once)
+        observed("TryAcquire", async move {
+            forward_by_handle!(self, req, try_acquire, Retry::Once)
+        })
+        .await
     }
 
     async fn release(
         &self,
         req: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        forward_by_handle!(self, req, release, Retry::Once)
+        observed("Release", async move {
+            forward_by_handle!(self, req, release, Retry::Once)
+        })
+        .await
     }
 
     async fn get_sequencer(
         &self,
         req: Request<pb::GetSequencerRequest>,
     ) -> Result<Response<pb::GetSequencerResponse>, Status> {
-        forward_by_handle!(self, req, get_sequencer, Retry::Idempotent)
+        observed("GetSequencer", async move {
+            forward_by_handle!(self, req, get_sequencer, Retry::Idempotent)
+        })
+        .await
     }
 
     async fn set_sequencer(
         &self,
         req: Request<pb::SetSequencerRequest>,
     ) -> Result<Response<pb::SetSequencerResponse>, Status> {
-        locks::set_sequencer(self, req).await
+        observed("SetSequencer", locks::set_sequencer(self, req)).await
     }
 
     async fn check_sequencer(
         &self,
         req: Request<pb::CheckSequencerRequest>,
     ) -> Result<Response<pb::CheckSequencerResponse>, Status> {
-        locks::check_sequencer(self, req).await
+        observed("CheckSequencer", locks::check_sequencer(self, req)).await
     }
 
     async fn claim_session(
         &self,
         _req: Request<pb::ClaimSessionRequest>,
     ) -> Result<Response<pb::ClaimSessionResponse>, Status> {
-        Err(WarrenError::invalid_argument(
-            "ClaimSession is for proxies talking to cells; this is a proxy",
-        )
-        .into())
+        observed("ClaimSession", async move {
+            Err(WarrenError::invalid_argument(
+                "ClaimSession is for proxies talking to cells; this is a proxy",
+            )
+            .into())
+        })
+        .await
     }
 }

@@ -1,0 +1,17 @@
+//! `warren loadtest` (SPEC §11, issue 7): a simulated fleet of client sessions against a
+//! Warren deployment, open-loop operations with latency measured from their intended send
+//! time, and a report whose KeepAlive absorption factor and per-cell rates come from the
+//! servers' own `/metrics`.
+//!
+//! - [`metrics`]: Prometheus text parsing, scraping, the absorption factor;
+//! - [`report`]: percentiles, throughput, the report and its terminal summary and JSON;
+//! - [`workload`]: Poisson arrivals and Zipf file popularity;
+//! - [`run`]: the run itself.
+
+pub mod metrics;
+pub mod report;
+pub mod run;
+pub mod workload;
+
+pub use report::Report;
+pub use run::{run, Config, Target};

@@ -1,0 +1,99 @@
+//! The workload's random parts: Poisson arrivals (exponential gaps) and Zipf file popularity.
+
+use rand::Rng;
+use rand_distr::{Distribution, Exp, Zipf};
+use std::time::Duration;
+
+/// Gaps between the arrivals of a Poisson process of `rate` per second.
+pub struct Arrivals {
+    exp: Exp<f64>,
+}
+
+impl Arrivals {
+    /// `None` when the rate is not positive (no arrivals at all).
+    pub fn new(rate: f64) -> Option<Arrivals> {
+        if rate.is_finite() && rate > 0.0 {
+            Exp::new(rate).ok().map(|exp| Arrivals { exp })
+        } else {
+            None
+        }
+    }
+
+    /// The gap until the next arrival.
+    pub fn gap<R: Rng + ?Sized>(&self, rng: &mut R) -> Duration {
+        Duration::from_secs_f64(self.exp.sample(rng))
+    }
+}
+
+/// Picks file indices `0..n` with Zipf(s) popularity (s = 0: uniform); index 0 is the most
+/// popular.
+pub struct Files {
+    zipf: Zipf<f64>,
+    n: u64,
+}
+
+impl Files {
+    pub fn new(n: u64, s: f64) -> anyhow::Result<Files> {
+        if n == 0 {
+            anyhow::bail!("--files must be at least 1");
+        }
+        let zipf = Zipf::new(n, s)
+            .map_err(|e| anyhow::anyhow!("--zipf {s}: {e} (give an exponent ≥ 0)"))?;
+        Ok(Files { zipf, n })
+    }
+
+    pub fn pick<R: Rng + ?Sized>(&self, rng: &mut R) -> u64 {
+        // Zipf samples 1..=n as a float.
+        (self.zipf.sample(rng) as u64).clamp(1, self.n) - 1
+    }
+
+    /// The path of file `i`.
+    pub fn path(i: u64) -> String {
+        format!("/loadtest/f{i}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    #[test]
+    fn poisson_gaps_average_one_over_the_rate() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let a = Arrivals::new(200.0).unwrap();
+        let n = 20_000;
+        let total: f64 = (0..n).map(|_| a.gap(&mut rng).as_secs_f64()).sum();
+        let mean = total / n as f64;
+        assert!((mean - 0.005).abs() < 0.0002, "mean gap {mean}");
+        assert!(Arrivals::new(0.0).is_none());
+        assert!(Arrivals::new(-1.0).is_none());
+    }
+
+    #[test]
+    fn zipf_prefers_the_first_files_and_stays_in_range() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let f = Files::new(100, 1.0).unwrap();
+        let mut counts = [0u32; 100];
+        for _ in 0..50_000 {
+            counts[f.pick(&mut rng) as usize] += 1;
+        }
+        // Zipf(1): file 0 about twice as popular as file 1, ten times file 9.
+        let r01 = counts[0] as f64 / counts[1] as f64;
+        let r09 = counts[0] as f64 / counts[9] as f64;
+        assert!((1.7..2.3).contains(&r01), "{r01}");
+        assert!((8.0..12.5).contains(&r09), "{r09}");
+        assert!(counts[99] > 0);
+
+        let uniform = Files::new(10, 0.0).unwrap();
+        let mut c = [0u32; 10];
+        for _ in 0..10_000 {
+            c[uniform.pick(&mut rng) as usize] += 1;
+        }
+        assert!(c.iter().all(|&n| (800..1200).contains(&n)), "{c:?}");
+        assert!(Files::new(0, 1.0).is_err());
+        assert!(Files::new(10, -1.0).is_err());
+        assert_eq!(Files::path(3), "/loadtest/f3");
+    }
+}

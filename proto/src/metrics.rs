@@ -1,0 +1,70 @@
+//! The process-wide Prometheus recorder every tier's admin endpoint renders, and the RPC
+//! counters and latency histograms both tiers record the same way (`docs/metrics.md`).
+//!
+//! One recorder per process: `warren dev` runs cells and proxies in one process, and each
+//! of their `/metrics` pages shows the whole process's registry (the `tier` label tells
+//! the RPCs of the two tiers apart).
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Histogram buckets (seconds) for every `*_seconds` histogram: 100 µs … 10 s.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// The process-wide Prometheus recorder, installed as the global `metrics` recorder on
+/// first use. Histograms render as Prometheus histograms (buckets), not summaries.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets(SECONDS_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (a test binary, an embedding
+        // program); then this handle renders what this recorder sees, which is nothing.
+        if metrics::set_global_recorder(recorder).is_ok() {
+            describe_rpc();
+        }
+        handle
+    })
+}
+
+fn describe_rpc() {
+    metrics::describe_counter!(
+        "warren_rpc_total",
+        "gRPC calls answered, by tier (cell or proxy), method and Warren error code (OK for success)"
+    );
+    metrics::describe_histogram!(
+        "warren_rpc_duration_seconds",
+        metrics::Unit::Seconds,
+        "time to answer a gRPC call, by tier and method (long-polls KeepAlive and Acquire are not timed)"
+    );
+}
+
+/// Records one answered RPC in `warren_rpc_total{tier,method,code}` and, except for the
+/// long-polls (`KeepAlive`, `Acquire`), `warren_rpc_duration_seconds{tier,method}`.
+/// Returns the code's name (`OK`, a Warren error code, or `TRANSPORT` for a status that
+/// carries none).
+pub fn observe_rpc<T>(
+    tier: &'static str,
+    method: &'static str,
+    started: Instant,
+    r: &Result<T, tonic::Status>,
+) -> &'static str {
+    let code = match r {
+        Ok(_) => "OK",
+        Err(s) => crate::WarrenError::from_status(s).map_or("TRANSPORT", |e| e.code_name()),
+    };
+    metrics::counter!("warren_rpc_total", "tier" => tier, "method" => method, "code" => code)
+        .increment(1);
+    if method != "KeepAlive" && method != "Acquire" {
+        metrics::histogram!("warren_rpc_duration_seconds", "tier" => tier, "method" => method)
+            .record(started.elapsed().as_secs_f64());
+    }
+    code
+}
