@@ -814,6 +814,21 @@ impl Term {
         r
     }
 
+    /// Closes our sessions at the meta cell and the other cells, so that none of them
+    /// waits for these sessions' leases after a restart (SPEC §5 step 6). Called at a
+    /// graceful stop while this cell still serves — cells of one deployment stopping
+    /// together each close theirs before any stops answering — and again (a no-op by
+    /// then) when the term ends.
+    pub(crate) async fn close_sessions(&self) {
+        self.janitor.abort();
+        let closing = async {
+            if let Some(w) = &self.shared.watcher {
+                w.close().await;
+            }
+        };
+        tokio::join!(closing, self.shared.peers.close_all());
+    }
+
     /// Ends the term: parked calls fail, time stops, queued writes finish (or fail).
     pub(crate) async fn end(self) {
         self.shared.close();
@@ -822,14 +837,7 @@ impl Term {
         if let Some(t) = &self.map_feed {
             t.abort();
         }
-        // Close our sessions at the meta cell and the other cells, so that none of them
-        // waits for these sessions' leases after a restart (SPEC §5 step 6).
-        let closing = async {
-            if let Some(w) = &self.shared.watcher {
-                w.close().await;
-            }
-        };
-        tokio::join!(closing, self.shared.peers.close_all());
+        self.close_sessions().await;
         drop(self.shared);
         // The writer ends once every holder of the term is gone (in-flight calls finish
         // quickly: parked ones were just failed). Bounded, so a stuck store cannot hang
@@ -966,6 +974,9 @@ pub async fn run(
         _ = shutdown => None,
         f = term.failed() => Some(f),
     };
+    if failure.is_none() {
+        term.close_sessions().await;
+    }
     node.set_role(Role::Standby {
         master: String::new(),
         epoch: term.epoch(),
