@@ -102,6 +102,64 @@ pub struct SessionOutcomes {
     pub closed: u64,
 }
 
+/// One operation kind over one interval of the timeline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct IntervalOp {
+    /// Operations that completed successfully in the interval.
+    pub count: u64,
+    /// Operations that failed in the interval.
+    pub errors: u64,
+    /// `count` per second of the interval.
+    pub throughput_per_s: f64,
+    /// Latency percentiles of the interval's successful operations (null when there were
+    /// none).
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl IntervalOp {
+    /// The figures of an interval of `secs` whose successful operations are in `h`.
+    pub fn new(h: &Histogram<u64>, errors: u64, secs: f64) -> IntervalOp {
+        let (p50_ms, p99_ms) = if h.is_empty() {
+            (None, None)
+        } else {
+            let p = percentiles(h);
+            (Some(p.p50_ms), Some(p.p99_ms))
+        };
+        IntervalOp {
+            count: h.len(),
+            errors,
+            throughput_per_s: throughput(h.len(), secs),
+            p50_ms,
+            p99_ms,
+        }
+    }
+}
+
+/// The simulated sessions' states at one instant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SessionStates {
+    /// Live sessions whose lease is current (not in jeopardy).
+    pub safe: u64,
+    /// Live sessions in jeopardy right now (local lease run out, no KeepAlive reply yet).
+    pub jeopardy: u64,
+    /// Sessions expired so far (cumulative).
+    pub expired: u64,
+}
+
+/// One sample of the timeline: the interval `(t_s - dt_s, t_s]` of the measured window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TimelineSample {
+    /// Seconds since the measured window started, at the end of the interval.
+    pub t_s: f64,
+    /// The interval's length in seconds (1, give or take the scheduler).
+    pub dt_s: f64,
+    /// Per operation kind: `read`, `write`, `lock`.
+    pub ops: BTreeMap<String, IntervalOp>,
+    /// Session states at `t_s`.
+    pub sessions: SessionStates,
+}
+
 /// The whole report, as written by `--json`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Report {
@@ -148,6 +206,9 @@ pub struct Report {
     pub acked_lost_checked: bool,
     /// Things the reader should know (e.g. why a figure is missing).
     pub notes: Vec<String>,
+    /// One sample a second from the start of the measured window until the operations in
+    /// flight at its end have finished (operations count in the interval they completed in).
+    pub timeline: Vec<TimelineSample>,
 }
 
 impl Report {

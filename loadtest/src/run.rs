@@ -5,7 +5,10 @@
 //! (no coordinated omission).
 
 use crate::metrics::{self, EndpointScrapes};
-use crate::report::{latency_histogram, OpReport, Report, SessionOutcomes};
+use crate::report::{
+    latency_histogram, IntervalOp, OpReport, Report, SessionOutcomes, SessionStates,
+    TimelineSample,
+};
 use crate::workload::{Arrivals, Files};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
@@ -117,6 +120,8 @@ impl Op {
 /// Everything the tasks record, shared.
 struct Stats {
     hist: [Mutex<Histogram<u64>>; 3],
+    /// The current timeline interval's latencies; the sampler takes and resets them.
+    interval_hist: [Mutex<Histogram<u64>>; 3],
     op_errors: [AtomicU64; 3],
     busy: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
@@ -128,6 +133,8 @@ struct Stats {
     created: AtomicU64,
     create_errors: AtomicU64,
     jeopardy: AtomicU64,
+    /// Sessions in jeopardy right now.
+    jeopardy_now: AtomicU64,
     safe: AtomicU64,
     expired: AtomicU64,
     keepalives: AtomicU64,
@@ -141,6 +148,7 @@ impl Stats {
     fn new() -> Stats {
         Stats {
             hist: std::array::from_fn(|_| Mutex::new(latency_histogram())),
+            interval_hist: std::array::from_fn(|_| Mutex::new(latency_histogram())),
             op_errors: std::array::from_fn(|_| AtomicU64::new(0)),
             busy: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
@@ -151,6 +159,7 @@ impl Stats {
             created: AtomicU64::new(0),
             create_errors: AtomicU64::new(0),
             jeopardy: AtomicU64::new(0),
+            jeopardy_now: AtomicU64::new(0),
             safe: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             keepalives: AtomicU64::new(0),
@@ -288,6 +297,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     // The measured window: open-loop arrivals of each kind.
     let window_start = Instant::now();
     let window_end = window_start + cfg.duration;
+    let (drained_tx, drained_rx) = watch::channel(false);
+    let sampler = tokio::spawn(sample(window_start, stats.clone(), drained_rx));
     let mut arrivals = Vec::new();
     for (op, rate) in [
         (Op::Read, cfg.read_rate),
@@ -326,6 +337,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             "{unfinished} operations were still in flight 30 s after the window and are not counted"
         ));
     }
+    // The sampler stops at its next whole second.
+    let _ = drained_tx.send(true);
+    let timeline = sampler.await.context("the timeline sampler")?;
 
     // Metrics after the window, while the sessions are still alive.
     let mut endpoints = Vec::new();
@@ -378,6 +392,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             closed: stats.closed.load(Ordering::Relaxed),
         },
         notes,
+        timeline,
         ..Default::default()
     };
     for (i, op) in [Op::Read, Op::Write, Op::Lock].into_iter().enumerate() {
@@ -566,8 +581,10 @@ async fn session_task(
                 _ = tokio::time::sleep_until(lease_end), if !in_jeopardy => {
                     in_jeopardy = true;
                     stats.jeopardy.fetch_add(1, Ordering::Relaxed);
+                    stats.jeopardy_now.fetch_add(1, Ordering::Relaxed);
                 }
                 _ = tokio::time::sleep_until(lease_end + GRACE), if in_jeopardy => {
+                    stats.jeopardy_now.fetch_sub(1, Ordering::Relaxed);
                     stats.expired.fetch_add(1, Ordering::Relaxed);
                     stats.ended.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -581,6 +598,7 @@ async fn session_task(
                 stats.keepalives.fetch_add(1, Ordering::Relaxed);
                 if in_jeopardy {
                     in_jeopardy = false;
+                    stats.jeopardy_now.fetch_sub(1, Ordering::Relaxed);
                     stats.safe.fetch_add(1, Ordering::Relaxed);
                 }
                 lease_end = lease_end.max(local_end(sent, r.lease_ms));
@@ -593,6 +611,9 @@ async fn session_task(
                 stats.keepalive_errors.fetch_add(1, Ordering::Relaxed);
                 stats.error("KeepAlive", &status);
                 if is_code(&status, ErrorCode::SessionExpired) {
+                    if in_jeopardy {
+                        stats.jeopardy_now.fetch_sub(1, Ordering::Relaxed);
+                    }
                     stats.expired.fetch_add(1, Ordering::Relaxed);
                     stats.ended.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -603,6 +624,9 @@ async fn session_task(
                 }
             }
         }
+    }
+    if in_jeopardy {
+        stats.jeopardy_now.fetch_sub(1, Ordering::Relaxed);
     }
     let _turn = closers.acquire_owned().await;
     match client
@@ -663,11 +687,15 @@ async fn arrive(
             let i = op as usize;
             match result {
                 Ok(()) => {
-                    let us = t.elapsed().as_micros().max(1);
+                    let us = u64::try_from(t.elapsed().as_micros().max(1)).unwrap_or(u64::MAX);
                     stats.hist[i]
                         .lock()
                         .expect("histogram lock")
-                        .saturating_record(u64::try_from(us).unwrap_or(u64::MAX));
+                        .saturating_record(us);
+                    stats.interval_hist[i]
+                        .lock()
+                        .expect("histogram lock")
+                        .saturating_record(us);
                 }
                 Err((call, status)) => {
                     stats.op_errors[i].fetch_add(1, Ordering::Relaxed);
@@ -680,6 +708,54 @@ async fn arrive(
             stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+/// The timeline: one sample a second from `start`, until `drained` turns true (checked after
+/// each sample, so the last interval is a whole second too).
+async fn sample(
+    start: Instant,
+    stats: Arc<Stats>,
+    drained: watch::Receiver<bool>,
+) -> Vec<TimelineSample> {
+    let mut timeline = Vec::new();
+    let mut last = start;
+    let mut last_errors = [0u64; 3];
+    for k in 1u32.. {
+        tokio::time::sleep_until(start + Duration::from_secs(u64::from(k))).await;
+        let now = Instant::now();
+        let dt = (now - last).as_secs_f64();
+        last = now;
+        let mut ops = BTreeMap::new();
+        for (i, op) in [Op::Read, Op::Write, Op::Lock].into_iter().enumerate() {
+            let errors = stats.op_errors[i].load(Ordering::Relaxed);
+            let mut h = stats.interval_hist[i].lock().expect("histogram lock");
+            ops.insert(
+                op.name().to_string(),
+                IntervalOp::new(&h, errors - last_errors[i], dt),
+            );
+            h.reset();
+            last_errors[i] = errors;
+        }
+        let live = stats
+            .created
+            .load(Ordering::Relaxed)
+            .saturating_sub(stats.ended.load(Ordering::Relaxed));
+        let jeopardy = stats.jeopardy_now.load(Ordering::Relaxed);
+        timeline.push(TimelineSample {
+            t_s: (now - start).as_secs_f64(),
+            dt_s: dt,
+            ops,
+            sessions: SessionStates {
+                safe: live.saturating_sub(jeopardy),
+                jeopardy,
+                expired: stats.expired.load(Ordering::Relaxed),
+            },
+        });
+        if *drained.borrow() {
+            break;
+        }
+    }
+    timeline
 }
 
 type OpError = (&'static str, tonic::Status);
