@@ -18,7 +18,7 @@ pub struct LoadtestArgs {
 enum LoadtestCommand {
     /// Run a workload: N sessions over C connections, each with its KeepAlive loop, and
     /// open-loop (Poisson) reads, writes and lock operations on /loadtest/f0.. with Zipf
-    /// popularity; prints a summary (and writes JSON with --json).
+    /// popularity; prints a summary (and writes JSON with --json, HTML with --html).
     Run(RunArgs),
 }
 
@@ -66,6 +66,10 @@ struct RunArgs {
     /// Also write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Also write a self-contained HTML report to FILE, with SVG plots of latency
+    /// percentiles, throughput and session states over time.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 pub async fn run(args: LoadtestArgs) -> ExitCode {
@@ -112,6 +116,12 @@ pub async fn run(args: LoadtestArgs) -> ExitCode {
             }
         };
         if let Err(e) = std::fs::write(&path, text + "\n") {
+            eprintln!("error: writing {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(path) = a.html {
+        if let Err(e) = std::fs::write(&path, warren_loadtest::html::render(&report)) {
             eprintln!("error: writing {}: {e}", path.display());
             return ExitCode::FAILURE;
         }

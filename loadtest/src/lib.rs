@@ -3,11 +3,13 @@
 //! time, and a report whose KeepAlive absorption factor and per-cell rates come from the
 //! servers' own `/metrics`.
 //!
+//! - [`html`]: the `--html` page with its SVG plots of the timeline;
 //! - [`metrics`]: Prometheus text parsing, scraping, the absorption factor;
 //! - [`report`]: percentiles, throughput, the report and its terminal summary and JSON;
 //! - [`workload`]: Poisson arrivals and Zipf file popularity;
 //! - [`run`]: the run itself.
 
+pub mod html;
 pub mod metrics;
 pub mod report;
 pub mod run;

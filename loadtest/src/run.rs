@@ -6,8 +6,7 @@
 
 use crate::metrics::{self, EndpointScrapes};
 use crate::report::{
-    latency_histogram, IntervalOp, OpReport, Report, SessionOutcomes, SessionStates,
-    TimelineSample,
+    latency_histogram, IntervalOp, OpReport, Report, SessionOutcomes, SessionStates, TimelineSample,
 };
 use crate::workload::{Arrivals, Files};
 use anyhow::{bail, Context};
@@ -298,7 +297,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     let window_start = Instant::now();
     let window_end = window_start + cfg.duration;
     let (drained_tx, drained_rx) = watch::channel(false);
-    let sampler = tokio::spawn(sample(window_start, stats.clone(), drained_rx));
+    let sampler = tokio::spawn(sample(window_start, window_end, stats.clone(), drained_rx));
     let mut arrivals = Vec::new();
     for (op, rate) in [
         (Op::Read, cfg.read_rate),
@@ -337,7 +336,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             "{unfinished} operations were still in flight 30 s after the window and are not counted"
         ));
     }
-    // The sampler stops at its next whole second.
+    // The sampler takes its last sample now.
     let _ = drained_tx.send(true);
     let timeline = sampler.await.context("the timeline sampler")?;
 
@@ -710,18 +709,26 @@ async fn arrive(
     }
 }
 
-/// The timeline: one sample a second from `start`, until `drained` turns true (checked after
-/// each sample, so the last interval is a whole second too).
+/// The timeline: one sample a second from `start`; the last interval runs from the last
+/// whole second before `end` (the window's end) until `drained` turns true, so the
+/// operations that finish in the drain count in it rather than in a near-empty extra second.
 async fn sample(
     start: Instant,
+    end: Instant,
     stats: Arc<Stats>,
-    drained: watch::Receiver<bool>,
+    mut drained: watch::Receiver<bool>,
 ) -> Vec<TimelineSample> {
     let mut timeline = Vec::new();
     let mut last = start;
     let mut last_errors = [0u64; 3];
     for k in 1u32.. {
-        tokio::time::sleep_until(start + Duration::from_secs(u64::from(k))).await;
+        let boundary = start + Duration::from_secs(u64::from(k));
+        let done = boundary >= end;
+        if done {
+            let _ = drained.wait_for(|d| *d).await;
+        } else {
+            tokio::time::sleep_until(boundary).await;
+        }
         let now = Instant::now();
         let dt = (now - last).as_secs_f64();
         last = now;
@@ -731,7 +738,7 @@ async fn sample(
             let mut h = stats.interval_hist[i].lock().expect("histogram lock");
             ops.insert(
                 op.name().to_string(),
-                IntervalOp::new(&h, errors - last_errors[i], dt),
+                IntervalOp::new(&h, errors.saturating_sub(last_errors[i]), dt),
             );
             h.reset();
             last_errors[i] = errors;
@@ -751,7 +758,7 @@ async fn sample(
                 expired: stats.expired.load(Ordering::Relaxed),
             },
         });
-        if *drained.borrow() {
+        if done {
             break;
         }
     }

@@ -75,6 +75,7 @@ async fn short_run_through_a_dev_proxy_reports_sensible_figures() {
     // One admin address: warren dev's components share one metrics registry.
     let admin = format!("127.0.0.1:{}", base + 181);
     let json = dir.path().join("report.json");
+    let html = dir.path().join("report.html");
     let out = loadtest(&[
         "--target",
         &proxy,
@@ -102,6 +103,8 @@ async fn short_run_through_a_dev_proxy_reports_sensible_figures() {
         &admin,
         "--json",
         json.to_str().expect("utf-8 path"),
+        "--html",
+        html.to_str().expect("utf-8 path"),
     ])
     .await;
     assert!(out.status.success(), "warren loadtest run failed");
@@ -139,6 +142,27 @@ async fn short_run_through_a_dev_proxy_reports_sensible_figures() {
     let endpoint = &r["endpoints"][0];
     assert_eq!(endpoint["admin"], admin.as_str());
     assert!(num(&endpoint["rpc_per_s"]) > 0.0, "{endpoint:#}");
+
+    // The timeline: one sample a second of the 3 s window, whose counts add up to the
+    // whole run's.
+    let timeline = r["timeline"].as_array().expect("a timeline");
+    assert!((3..=5).contains(&timeline.len()), "{r:#}");
+    for op in ["read", "write", "lock"] {
+        let sum: f64 = timeline.iter().map(|t| num(&t["ops"][op]["count"])).sum();
+        assert_eq!(sum, num(&r["ops"][op]["count"]), "{op}: {r:#}");
+    }
+    let last = &timeline[timeline.len() - 1]["sessions"];
+    assert_eq!(num(&last["safe"]), 50.0, "{r:#}");
+    assert_eq!(num(&last["jeopardy"]), 0.0, "{r:#}");
+    assert_eq!(num(&last["expired"]), 0.0, "{r:#}");
+
+    // The HTML report: self-contained, with its three plots.
+    let page = std::fs::read_to_string(&html).expect("the HTML report");
+    assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    assert_eq!(page.matches("<svg").count(), 3, "{page}");
+    assert_eq!(page.matches("</svg>").count(), 3, "{page}");
+    assert!(page.contains("<polyline"), "{page}");
+    assert!(!page.contains("NaN") && !page.contains("<script"), "{page}");
 }
 
 #[tokio::test]
