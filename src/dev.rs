@@ -25,6 +25,7 @@
 //! meta: 127.0.0.1:7100
 //! cells: c1=127.0.0.1:7101,c2=127.0.0.1:7102,c3=127.0.0.1:7103
 //! proxies: 127.0.0.1:7201,127.0.0.1:7202
+//! admin: meta=127.0.0.1:7180,c1=127.0.0.1:7181,c2=127.0.0.1:7182,c3=127.0.0.1:7183,p1=127.0.0.1:7281,p2=127.0.0.1:7282
 //! ready
 //! ```
 //!
@@ -323,16 +324,20 @@ struct Banner {
     meta: SocketAddr,
     cells: Vec<(String, SocketAddr)>,
     proxies: Vec<SocketAddr>,
+    /// Admin HTTP addresses (`/metrics`, `/status`…): `meta`, `c1`…, `p1`….
+    admin: Vec<(String, SocketAddr)>,
 }
 
 impl Banner {
-    fn lines(&self) -> [String; 4] {
+    fn lines(&self) -> [String; 5] {
         let cells: Vec<String> = self.cells.iter().map(|(n, a)| format!("{n}={a}")).collect();
         let proxies: Vec<String> = self.proxies.iter().map(|a| a.to_string()).collect();
+        let admin: Vec<String> = self.admin.iter().map(|(n, a)| format!("{n}={a}")).collect();
         [
             format!("meta: {}", self.meta),
             format!("cells: {}", cells.join(",")),
             format!("proxies: {}", proxies.join(",")),
+            format!("admin: {}", admin.join(",")),
             "ready".to_string(),
         ]
     }
@@ -472,6 +477,7 @@ impl Dev {
         let listener = bind(loopback(port), "the meta cell").await?;
         let admin = bind(loopback(admin), "the meta cell's admin endpoint").await?;
         let meta_addr = local_addr(&listener)?;
+        let mut admins = vec![("meta".to_string(), local_addr(&admin)?)];
         start_cell(
             &mut self.meta,
             "meta",
@@ -519,8 +525,12 @@ impl Dev {
             proxy_listeners.push((l, a));
         }
         let mut cells = Vec::new();
-        for (name, l, _) in &cell_listeners {
+        for (name, l, a) in &cell_listeners {
             cells.push((name.clone(), local_addr(l)?));
+            admins.push((name.clone(), local_addr(a)?));
+        }
+        for (j, (_, a)) in proxy_listeners.iter().enumerate() {
+            admins.push((format!("p{}", j + 1), local_addr(a)?));
         }
 
         if existing.is_none() {
@@ -571,6 +581,7 @@ impl Dev {
             meta: meta_addr,
             cells,
             proxies,
+            admin: admins,
         })
     }
 
@@ -770,6 +781,10 @@ mod tests {
             meta: loopback(7100),
             cells: vec![("c1".into(), loopback(7101)), ("c2".into(), loopback(7102))],
             proxies: vec![loopback(7201), loopback(7202)],
+            admin: vec![
+                ("meta".into(), loopback(7180)),
+                ("p1".into(), loopback(7281)),
+            ],
         };
         assert_eq!(
             b.lines(),
@@ -777,6 +792,7 @@ mod tests {
                 "meta: 127.0.0.1:7100",
                 "cells: c1=127.0.0.1:7101,c2=127.0.0.1:7102",
                 "proxies: 127.0.0.1:7201,127.0.0.1:7202",
+                "admin: meta=127.0.0.1:7180,p1=127.0.0.1:7281",
                 "ready"
             ]
         );

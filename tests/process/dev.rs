@@ -67,8 +67,8 @@ async fn dev_prints_its_endpoints_serves_ctl_through_a_proxy_and_resumes() {
     let data = dir.path().join("dev");
     let mut dev = WarrenProcess::spawn_dev(bin(), &data, 3, 2).await;
 
-    // The banner: exactly meta, cells, proxies (then `ready`).
-    assert_eq!(dev.banner.len(), 3, "{:?}", dev.banner);
+    // The banner: exactly meta, cells, proxies, admin (then `ready`).
+    assert_eq!(dev.banner.len(), 4, "{:?}", dev.banner);
     let meta = dev.meta_addr();
     assert_eq!(dev.banner[0], format!("meta: {meta}"));
     let names: Vec<&str> = dev.cells.iter().map(|c| c.0.as_str()).collect();
@@ -80,6 +80,18 @@ async fn dev_prints_its_endpoints_serves_ctl_through_a_proxy_and_resumes() {
     );
     assert_eq!(dev.proxies.len(), 2, "{:?}", dev.banner);
     assert_eq!(dev.banner[2], format!("proxies: {}", dev.proxies.join(",")));
+    let admin: Vec<&str> = dev.banner[3]
+        .strip_prefix("admin: ")
+        .expect("an admin line")
+        .split(',')
+        .map(|item| item.split_once('=').expect("NAME=ADDR").0)
+        .collect();
+    assert_eq!(
+        admin,
+        ["meta", "c1", "c2", "c3", "p1", "p2"],
+        "{:?}",
+        dev.banner
+    );
     let cells_before = dev.cells.clone();
     let ep = dev.proxy_addr();
 
@@ -189,7 +201,7 @@ async fn dev_prints_its_endpoints_serves_ctl_through_a_proxy_and_resumes() {
 async fn dev_with_one_cell_and_no_proxies() {
     let dir = tempfile::tempdir().unwrap();
     let mut dev = WarrenProcess::spawn_dev(bin(), &dir.path().join("d"), 1, 0).await;
-    assert_eq!(dev.banner.len(), 3, "{:?}", dev.banner);
+    assert_eq!(dev.banner.len(), 4, "{:?}", dev.banner);
     assert_eq!(dev.banner[2], "proxies: ");
     assert!(dev.proxies.is_empty());
     assert_eq!(dev.cells.len(), 1);

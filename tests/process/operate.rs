@@ -153,7 +153,8 @@ async fn dev_serves_admin_stops_on_ctrl_c_and_resumes() {
         vec![
             format!("meta: {meta}"),
             format!("cells: c1={c1}"),
-            format!("proxies: {proxy}")
+            format!("proxies: {proxy}"),
+            format!("admin: meta={meta_admin},c1={c1_admin},p1={proxy_admin}"),
         ]
     );
     assert_eq!(dev.cells, vec![("c1".to_string(), c1.clone())]);
