@@ -419,7 +419,7 @@ pub fn render(r: &Report) -> String {
         if r.acked_lost_checked {
             ""
         } else {
-            " (not checked yet)"
+            " (not checked: see the notes)"
         }
     );
     match (&r.keepalives, r.absorption_factor) {

@@ -4,12 +4,14 @@
 //! servers' own `/metrics`.
 //!
 //! - [`html`]: the `--html` page with its SVG plots of the timeline;
+//! - [`lost`]: the `acked_lost` check (which acknowledged writes a read-back misses);
 //! - [`metrics`]: Prometheus text parsing, scraping, the absorption factor;
 //! - [`report`]: percentiles, throughput, the report and its terminal summary and JSON;
 //! - [`workload`]: Poisson arrivals and Zipf file popularity;
 //! - [`run`]: the run itself.
 
 pub mod html;
+pub mod lost;
 pub mod metrics;
 pub mod report;
 pub mod run;

@@ -200,8 +200,10 @@ pub struct Report {
     pub keepalives: Option<Absorption>,
     /// Each scraped admin endpoint's rates over the window.
     pub endpoints: Vec<EndpointReport>,
-    /// Acknowledged writes lost. Always 0 for now: the run does not yet read back what it
-    /// wrote (`acked_lost_checked` is false).
+    /// Acknowledged writes that the files do not reflect when read back after the window
+    /// (see [`crate::lost`]). `acked_lost_checked` is false when the read-back could not be
+    /// done (operations still in flight, a read failed); `acked_lost` is then 0 and a note
+    /// says why.
     pub acked_lost: u64,
     pub acked_lost_checked: bool,
     /// Things the reader should know (e.g. why a figure is missing).
@@ -344,7 +346,7 @@ impl Report {
             if self.acked_lost_checked {
                 ""
             } else {
-                " (not checked yet)"
+                " (not checked: see the notes)"
             }
         );
         for n in &self.notes {

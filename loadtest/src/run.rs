@@ -4,6 +4,7 @@
 //! *intended* send time, so a slow server cannot hide its slowness by slowing the load down
 //! (no coordinated omission).
 
+use crate::lost::{self, AckedWrites, ReadBack};
 use crate::metrics::{self, EndpointScrapes};
 use crate::report::{
     latency_histogram, IntervalOp, OpReport, Report, SessionOutcomes, SessionStates, TimelineSample,
@@ -34,8 +35,8 @@ const GRACE: Duration = Duration::from_secs(45);
 const CREATE_CONCURRENCY: usize = 500;
 /// Most operations in flight at once; arrivals beyond it are dropped and counted.
 const MAX_IN_FLIGHT: u64 = 20_000;
-/// Bytes each write stores.
-const WRITE_BYTES: usize = 64;
+/// Most files the read-back after the window reads at once.
+const READ_BACK_CONCURRENCY: usize = 32;
 
 /// Where the load goes.
 #[derive(Clone, Debug, PartialEq)]
@@ -141,10 +142,12 @@ struct Stats {
     closed: AtomicU64,
     /// Sessions whose task has ended (closed, expired or failed to close).
     ended: AtomicU64,
+    /// Each write's sequence number, and the acknowledged ones (the `acked_lost` check).
+    writes: AckedWrites,
 }
 
 impl Stats {
-    fn new() -> Stats {
+    fn new(writes: AckedWrites) -> Stats {
         Stats {
             hist: std::array::from_fn(|_| Mutex::new(latency_histogram())),
             interval_hist: std::array::from_fn(|_| Mutex::new(latency_histogram())),
@@ -165,6 +168,7 @@ impl Stats {
             keepalive_errors: AtomicU64::new(0),
             closed: AtomicU64::new(0),
             ended: AtomicU64::new(0),
+            writes,
         }
     }
 
@@ -247,7 +251,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     }
     setup_files(&addrs, cfg.files).await?;
 
-    let stats = Arc::new(Stats::new());
+    let stats = Arc::new(Stats::new(AckedWrites::new(rand::random(), cfg.files)));
     let sims: Arc<RwLock<Vec<Arc<Sim>>>> = Arc::new(RwLock::new(Vec::new()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let creators = Arc::new(Semaphore::new(CREATE_CONCURRENCY));
@@ -352,6 +356,47 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         });
     }
 
+    // Read back every file with an acknowledged write, through a fresh session, while no
+    // operation of the run is in flight any more.
+    let acked = stats.writes.take();
+    let acked_lost = if unfinished > 0 {
+        notes.push(
+            "acked_lost is not checked: operations were still in flight, so a file read back \
+             could still change"
+                .into(),
+        );
+        None
+    } else {
+        match read_back(&addrs, &acked, stats.writes.run).await {
+            Ok((reads, failed)) => {
+                if !failed.is_empty() {
+                    notes.push(format!(
+                        "acked_lost is not checked: reading back {} of {} written files failed \
+                         (first: {})",
+                        failed.len(),
+                        acked.len(),
+                        failed[0]
+                    ));
+                    None
+                } else {
+                    let l = lost::lost(&acked, &reads);
+                    if l.writes > 0 {
+                        notes.push(format!(
+                            "{} acknowledged writes to {} files are not in what the files hold \
+                             after the run",
+                            l.writes, l.files
+                        ));
+                    }
+                    Some(l.writes)
+                }
+            }
+            Err(e) => {
+                notes.push(format!("acked_lost is not checked: {e:#}"));
+                None
+            }
+        }
+    };
+
     // Close the sessions.
     let _ = stop_tx.send(true);
     let created = stats.created.load(Ordering::Relaxed);
@@ -390,6 +435,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             keepalive_errors: stats.keepalive_errors.load(Ordering::Relaxed),
             closed: stats.closed.load(Ordering::Relaxed),
         },
+        acked_lost: acked_lost.unwrap_or(0),
+        acked_lost_checked: acked_lost.is_some(),
         notes,
         timeline,
         ..Default::default()
@@ -484,6 +531,65 @@ async fn setup_files(addrs: &[String], n: u64) -> anyhow::Result<()> {
     .await;
     let _ = s.close().await;
     result
+}
+
+/// Reads each file of `acked` once through a fresh library session: its content generation
+/// and the sequence number of this run's write it holds. Returns the reads and, for files
+/// whose read failed, what went wrong.
+async fn read_back(
+    addrs: &[String],
+    acked: &BTreeMap<u64, Vec<lost::Ack>>,
+    run: u64,
+) -> anyhow::Result<(HashMap<u64, ReadBack>, Vec<String>)> {
+    if acked.is_empty() {
+        return Ok((HashMap::new(), Vec::new()));
+    }
+    let s = Arc::new(
+        Session::connect_with(ClientOptions::proxies(addrs.iter().map(String::as_str)))
+            .await
+            .context("connecting the read-back session")?,
+    );
+    let turns = Arc::new(Semaphore::new(READ_BACK_CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    for &file in acked.keys() {
+        let (s, turns) = (s.clone(), turns.clone());
+        tasks.spawn(async move {
+            let _turn = turns.acquire_owned().await;
+            let path = Files::path(file);
+            let read = async {
+                let (h, _) = s
+                    .open(&path, OpenOptions::new().read())
+                    .await
+                    .with_context(|| format!("opening {path}"))?;
+                let got = h
+                    .contents()
+                    .await
+                    .with_context(|| format!("reading {path}"));
+                h.close().await;
+                let (contents, stat) = got?;
+                Ok::<_, anyhow::Error>(ReadBack {
+                    generation: stat.content_generation,
+                    seq: lost::seq_of(run, &contents),
+                })
+            }
+            .await;
+            (file, read)
+        });
+    }
+    let mut reads = HashMap::new();
+    let mut failed = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.context("a read-back task")? {
+            (file, Ok(r)) => {
+                reads.insert(file, r);
+            }
+            (_, Err(e)) => failed.push(format!("{e:#}")),
+        }
+    }
+    if let Ok(s) = Arc::try_unwrap(s) {
+        let _ = s.close().await;
+    }
+    Ok((reads, failed))
 }
 
 fn progress_bar(cfg: &Config) -> ProgressBar {
@@ -813,15 +919,21 @@ async fn one_op(op: Op, sim: &Sim, file: u64, stats: &Stats) -> Result<(), OpErr
                 .map_err(|s| ("GetContentsAndStat", s))?;
         }
         Op::Write => {
-            client
+            let (seq, contents) = stats.writes.next_body(file);
+            let r = client
                 .set_contents(pb::SetContentsRequest {
                     ctx,
                     handle,
-                    contents: vec![b'w'; WRITE_BYTES],
+                    contents,
                     ..Default::default()
                 })
                 .await
-                .map_err(|s| ("SetContents", s))?;
+                .map_err(|s| ("SetContents", s))?
+                .into_inner();
+            // Acknowledged. The cells always send the stat; a reply without one is recorded
+            // at generation 0, which only a file still at generation 0 can contradict.
+            let generation = r.stat.map_or(0, |st| st.content_generation);
+            stats.writes.record(file, seq, generation);
         }
         Op::Lock => {
             let got = client
