@@ -50,7 +50,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{watch, Semaphore};
 use tonic::transport::{Channel, Endpoint};
@@ -224,62 +224,26 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 // ------------------------------------------------------------------ /metrics
 
-/// One scrape of a Prometheus text endpoint: metric name → sum over its label sets.
+/// One scrape of a Prometheus text endpoint (fetched and parsed by the load tester's
+/// scraper, `warren_loadtest::metrics::scrape`).
 #[derive(Clone, Debug, Default)]
 struct Scrape {
     at: Option<Instant>,
-    values: BTreeMap<String, f64>,
+    exposition: warren_loadtest::metrics::Exposition,
 }
 
 impl Scrape {
+    /// `name` summed over its label sets (0 when absent).
     fn get(&self, name: &str) -> f64 {
-        self.values.get(name).copied().unwrap_or(0.0)
+        self.exposition.get(name).unwrap_or(0.0)
     }
 }
 
 async fn scrape(admin: &str) -> anyhow::Result<Scrape> {
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect(admin).await?;
-        s.write_all(
-            format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    };
-    let buf = tokio::time::timeout(Duration::from_secs(10), fetch)
-        .await
-        .map_err(|_| anyhow!("scraping http://{admin}/metrics timed out"))?
-        .with_context(|| format!("scraping http://{admin}/metrics"))?;
-    let at = Instant::now();
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("bad HTTP reply from {admin}"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!(
-            "http://{admin}/metrics answered {}",
-            head.lines().next().unwrap_or("")
-        );
-    }
-    let mut values = BTreeMap::new();
-    for line in body.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let Some((key, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let name = key.split('{').next().unwrap_or(key).trim();
-        if let Ok(v) = value.trim().parse::<f64>() {
-            *values.entry(name.to_string()).or_insert(0.0) += v;
-        }
-    }
+    let (exposition, at) = warren_loadtest::metrics::scrape(admin).await?;
     Ok(Scrape {
         at: Some(at),
-        values,
+        exposition,
     })
 }
 
