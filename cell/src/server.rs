@@ -28,9 +28,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use warren_client::map::MapWatcher;
-use warren_proto::framing::{framing_errors_into_table, MAX_MESSAGE_BYTES};
 use warren_proto::pb;
-use warren_proto::pb::warren_server::{Warren, WarrenServer};
+use warren_proto::pb::warren_server::Warren;
 use warren_proto::WarrenError;
 use warren_router::Route;
 
@@ -875,17 +874,7 @@ pub(crate) async fn serve_grpc(
     node: Arc<Node>,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), CellError> {
-    let svc = WarrenServer::new(Service { node }).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    // TCP_NODELAY on accepted connections: without it a held KeepAlive reply can sit
-    // behind Nagle + delayed ACK for ~40 ms, and every write waiting on it with it.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .layer(tower::util::MapResponseLayer::new(
-            framing_errors_into_table,
-        ))
-        .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, stop)
+    warren_proto::framing::serve(listener, Service { node }, stop)
         .await
         .map_err(|e| CellError::Serve(e.to_string()))
 }

@@ -7,6 +7,32 @@ use tonic::Status;
 /// Largest request accepted, in bytes: a 256 KiB file and a 4 KiB path fit many times over.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Serves `service` (a cell's or a proxy's `warren.v1.Warren`) on `listener` until `stop`
+/// resolves: requests up to [`MAX_MESSAGE_BYTES`], framing errors rewritten into the
+/// table ([`framing_errors_into_table`]), HTTP/2 keepalive pings every 10 s, and
+/// TCP_NODELAY on accepted connections — without it a held KeepAlive reply can sit behind
+/// Nagle + delayed ACK for ~40 ms, and every write waiting on it with it.
+pub async fn serve<S>(
+    listener: tokio::net::TcpListener,
+    service: S,
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error>
+where
+    S: crate::pb::warren_server::Warren,
+{
+    let svc = crate::pb::warren_server::WarrenServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .layer(tower::util::MapResponseLayer::new(
+            framing_errors_into_table,
+        ))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await
+}
+
 /// Errors tonic raises while *framing* a request, before any Warren code runs (a message
 /// over [`MAX_MESSAGE_BYTES`], a bad compression flag), come out of tonic with no Warren
 /// detail (`OUT_OF_RANGE`, `INTERNAL`). This rewrites them, in the response headers or its

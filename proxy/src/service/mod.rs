@@ -29,10 +29,9 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use warren_proto::framing::{framing_errors_into_table, MAX_MESSAGE_BYTES};
 use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
-use warren_proto::pb::warren_server::{Warren, WarrenServer};
+use warren_proto::pb::warren_server::Warren;
 use warren_proto::{ErrorCode, WarrenError};
 
 const READ: u32 = 1;
@@ -42,17 +41,7 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProxyError> {
-    let svc = WarrenServer::new(Service { shared }).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    // TCP_NODELAY on accepted connections: without it a held KeepAlive reply can sit
-    // behind Nagle + delayed ACK for ~40 ms, and every write waiting on it with it.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .layer(tower::util::MapResponseLayer::new(
-            framing_errors_into_table,
-        ))
-        .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, stop)
+    warren_proto::framing::serve(listener, Service { shared }, stop)
         .await
         .map_err(|e| ProxyError::Serve(e.to_string()))
 }
