@@ -1,12 +1,20 @@
-//! `warren loadtest`: a simulated fleet against a running deployment (SPEC §11). The work
-//! lives in the `warren-loadtest` crate; this parses the command line and prints the report.
+//! `warren loadtest`: a simulated fleet against a deployment (SPEC §11). The work lives in
+//! the `warren-loadtest` crate; this parses the command line, launches a deployment for
+//! `--deploy` (and injects its faults), and prints the reports.
 
+use crate::deploy::{DeploySpec, Deployment, Member};
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
+use serde::Serialize;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
+use warren_loadtest::fault::{Action, Fault, Injector};
 use warren_loadtest::run::parse_duration;
-use warren_loadtest::{Config, Target};
+use warren_loadtest::{Config, Report, Target};
 
 #[derive(Args, Debug)]
 pub struct LoadtestArgs {
@@ -16,22 +24,27 @@ pub struct LoadtestArgs {
 
 #[derive(Subcommand, Debug)]
 enum LoadtestCommand {
-    /// Run a workload: N sessions over C connections, each with its KeepAlive loop, and
-    /// open-loop (Poisson) reads, writes and lock operations on /loadtest/f0.. with Zipf
-    /// popularity; prints a summary (and writes JSON with --json, HTML with --html).
+    /// Run a workload: N client sessions over C connections, each with its KeepAlive loop,
+    /// and open-loop (Poisson) reads, writes and lock operations on /loadtest/d*/f* with
+    /// Zipf popularity; prints a summary (and writes JSON with --json, HTML with --html).
+    /// With --deploy it launches a deployment first, and can kill and restart its members.
     Run(RunArgs),
+    /// The same workload direct to the cells and through the proxies, one after the other
+    /// in one run; prints both and their ratios.
+    Compare(CompareArgs),
+    /// From measured capacity (--from RESULT.json …, or built-in figures), how many proxies
+    /// and cells a fleet needs, with headroom, and which resource binds.
+    Plan(PlanArgs),
 }
 
-#[derive(Args, Debug)]
-struct RunArgs {
-    /// Where the load goes: `proxies=HOST:PORT[,…]` (through proxies), or
-    /// `cells=META_HOST:PORT` (directly to the cells; not built yet).
-    #[arg(long, value_name = "proxies=ADDR,…|cells=META_ADDR")]
-    target: Target,
-    /// Client sessions.
+/// The workload, shared by `run` and `compare`.
+#[derive(Args, Debug, Clone)]
+struct Workload {
+    /// Client sessions (simulated clients).
     #[arg(long, default_value_t = 100, value_name = "N")]
     sessions: u64,
-    /// gRPC connections the sessions share (round-robin; over the proxies in turn).
+    /// gRPC connections the sessions share: in all, over the proxies in turn; direct to
+    /// the cells, C to each cell.
     #[arg(long, default_value_t = 8, value_name = "C")]
     connections: u64,
     /// The measured window (operations run only in it), e.g. 30s, 2m.
@@ -49,20 +62,52 @@ struct RunArgs {
     /// Lock operations (TryAcquire + Release) per second, in total.
     #[arg(long, default_value_t = 0.0, value_name = "L")]
     lock_rate: f64,
-    /// Number of files, /loadtest/f0 … f{F-1}.
+    /// Number of files, /loadtest/d{i mod 32}/f{i} for i < F.
     #[arg(long, default_value_t = 100, value_name = "F")]
     files: u64,
     /// Zipf exponent of the files' popularity (0: uniform).
     #[arg(long, default_value_t = 1.0, value_name = "S")]
     zipf: f64,
-    /// Session lease (not supported yet: the proxies set their clients' leases, see
-    /// `warren proxy --client-lease`).
-    #[arg(long, value_parser = parse_duration, value_name = "D")]
-    lease: Option<Duration>,
     /// Admin addresses (HOST:PORT) of proxies and cells whose /metrics are scraped before and
-    /// after the run, for the KeepAlive absorption factor and each cell's RPC rate.
+    /// after the run, for the KeepAlive absorption factor and each cell's RPC rate. With
+    /// --deploy, every member of the deployment unless given.
     #[arg(long, value_delimiter = ',', value_name = "ADMIN_ADDR,…")]
     metrics: Vec<String>,
+}
+
+/// A deployment to launch, shared by `run` and `compare`.
+#[derive(Args, Debug, Clone)]
+struct Deploy {
+    /// Launch a deployment of separate processes on loopback first, like `warren dev`:
+    /// `dev[:cells=N,proxies=M]` (3 cells and 2 proxies by default), on embedded stores in a
+    /// temporary directory; it is stopped when the run ends.
+    #[arg(long, value_name = "dev[:cells=N,proxies=M]")]
+    deploy: Option<DeploySpec>,
+    /// With --deploy: the session lease of the deployment (its cells' lease and its
+    /// proxies' client lease), e.g. 2s for quick fault runs. Default: Warren's 12 s.
+    #[arg(long, value_parser = parse_duration, value_name = "D", requires = "deploy")]
+    lease: Option<Duration>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Where the load goes: `proxies=HOST:PORT[,…]` (through proxies), or
+    /// `cells=META_HOST:PORT` (direct to the cells, routed by the partition map in that meta
+    /// cell). With --deploy: `proxies` (the default) or `cells`.
+    #[arg(long, value_name = "proxies=ADDR,…|cells=META_ADDR")]
+    target: Option<String>,
+    #[command(flatten)]
+    workload: Workload,
+    #[command(flatten)]
+    deploy: Deploy,
+    /// With --deploy: kill -9 a member at a time into the measured window:
+    /// `proxy@30s` (proxy 1), `proxy:2@30s`, `master:c1@30s`, `master:meta@30s`. Repeatable.
+    #[arg(long, value_name = "MEMBER@TIME", requires = "deploy")]
+    kill: Vec<String>,
+    /// With --deploy: start a killed member again (same address and data) at a time into
+    /// the measured window, e.g. `master:c1@33s`. Repeatable.
+    #[arg(long, value_name = "MEMBER@TIME", requires = "deploy")]
+    restart: Vec<String>,
     /// Also write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -72,59 +117,313 @@ struct RunArgs {
     html: Option<PathBuf>,
 }
 
+#[derive(Args, Debug)]
+struct CompareArgs {
+    /// The meta cell (direct runs route by its map). Not with --deploy.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "deploy")]
+    meta: Option<String>,
+    /// The proxies (proxied runs). Not with --deploy.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "HOST:PORT,…",
+        conflicts_with = "deploy"
+    )]
+    proxies: Vec<String>,
+    #[command(flatten)]
+    workload: Workload,
+    #[command(flatten)]
+    deploy: Deploy,
+    /// Also write both reports and the ratios as JSON to FILE
+    /// (`{"direct": …, "proxies": …, "ratios": …}`).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct PlanArgs {
+    /// Client sessions the fleet will hold.
+    #[arg(long, value_name = "N")]
+    clients: u64,
+    /// Reads per second the fleet makes, in total.
+    #[arg(long, default_value_t = 0.0, value_name = "R")]
+    read_rate: f64,
+    /// Writes per second, in total.
+    #[arg(long, default_value_t = 0.0, value_name = "W")]
+    write_rate: f64,
+    /// Lock operations per second, in total.
+    #[arg(long, default_value_t = 0.0, value_name = "L")]
+    lock_rate: f64,
+    /// Reports of `warren loadtest run --json` whose figures prove capacity. Repeatable.
+    #[arg(long, value_name = "RESULT.json")]
+    from: Vec<PathBuf>,
+    /// Spare capacity on top of the demand: 0.5 means size for 1.5× the demand.
+    #[arg(long, default_value_t = 0.5, value_name = "H")]
+    headroom: f64,
+    /// Also write the plan as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
 pub async fn run(args: LoadtestArgs) -> ExitCode {
-    let LoadtestCommand::Run(a) = args.command;
-    if a.lease.is_some() {
-        eprintln!(
-            "error: --lease is not supported yet: the proxies set their clients' leases \
-             (warren proxy --client-lease)"
-        );
-        return ExitCode::from(2);
+    let result = match args.command {
+        LoadtestCommand::Run(a) => run_cmd(a).await,
+        LoadtestCommand::Compare(a) => compare_cmd(a).await,
+        LoadtestCommand::Plan(a) => plan_cmd(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
-    let cfg = Config {
-        target: a.target,
-        sessions: a.sessions,
-        connections: a.connections,
-        duration: a.duration,
-        ramp: a.ramp,
+}
+
+/// A deployment this command launched: its members, faults, and its directory.
+struct Launched {
+    deployment: tokio::sync::Mutex<Option<Deployment>>,
+    meta: String,
+    proxies: Vec<String>,
+    admins: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Launched {
+    async fn start(d: &Deploy) -> anyhow::Result<Option<Arc<Launched>>> {
+        let Some(spec) = &d.deploy else {
+            return Ok(None);
+        };
+        let mut spec = spec.clone();
+        spec.lease = d.lease.or(spec.lease);
+        let dir = tempfile::Builder::new()
+            .prefix("warren-loadtest-")
+            .tempdir()
+            .context("making a directory for the deployment")?;
+        eprintln!(
+            "launching {} cell(s) and {} proxy(ies) in {}",
+            spec.cells,
+            spec.proxies,
+            dir.path().display()
+        );
+        let deployment = Deployment::start(&spec, dir.path()).await?;
+        Ok(Some(Arc::new(Launched {
+            meta: deployment.meta_addr(),
+            proxies: deployment.proxy_addrs(),
+            admins: deployment.admin_addrs(),
+            deployment: tokio::sync::Mutex::new(Some(deployment)),
+            _dir: dir,
+        })))
+    }
+
+    async fn stop(&self) {
+        if let Some(d) = self.deployment.lock().await.take() {
+            if let Err(e) = d.stop().await {
+                eprintln!("warning: stopping the deployment: {e:#}");
+            }
+        }
+    }
+}
+
+impl Injector for Launched {
+    fn inject<'a>(
+        &'a self,
+        action: Action,
+        member: &'a str,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let m: Member = member.parse().map_err(anyhow::Error::msg)?;
+            let mut guard = self.deployment.lock().await;
+            let d = guard.as_mut().context("the deployment has stopped")?;
+            match action {
+                Action::Kill => d.kill(&m).await,
+                Action::Restart => d.restart(&m).await,
+            }
+        })
+    }
+}
+
+/// The workload's settings for `target`.
+fn config(w: &Workload, target: Target, metrics: Vec<String>, faults: Vec<Fault>) -> Config {
+    Config {
+        target,
+        sessions: w.sessions,
+        connections: w.connections,
+        duration: w.duration,
+        ramp: w.ramp,
+        read_rate: w.read_rate,
+        write_rate: w.write_rate,
+        lock_rate: w.lock_rate,
+        files: w.files,
+        zipf: w.zipf,
+        metrics,
+        progress: true,
+        faults,
+    }
+}
+
+/// The target of `run`: the full form, or with a launched deployment `proxies`/`cells`.
+fn target_of(given: Option<&str>, launched: Option<&Launched>) -> anyhow::Result<Target> {
+    match (given, launched) {
+        (Some(t), None) => t.parse().map_err(anyhow::Error::msg),
+        (None, None) => bail!(
+            "give --target proxies=HOST:PORT[,…] or --target cells=META_HOST:PORT, or launch a \
+             deployment with --deploy dev"
+        ),
+        (None | Some("proxies"), Some(l)) => Ok(Target::Proxies(l.proxies.clone())),
+        (Some("cells"), Some(l)) => Ok(Target::Cells(l.meta.clone())),
+        (Some(t), Some(_)) => bail!(
+            "--target {t}: with --deploy, give --target proxies or --target cells (the \
+             addresses are the launched deployment's)"
+        ),
+    }
+}
+
+fn faults(a: &RunArgs) -> anyhow::Result<Vec<Fault>> {
+    let mut out = Vec::new();
+    for (action, list) in [(Action::Kill, &a.kill), (Action::Restart, &a.restart)] {
+        for s in list {
+            let f = Fault::parse(action, s).map_err(anyhow::Error::msg)?;
+            f.member
+                .parse::<Member>()
+                .map_err(|e| anyhow::anyhow!("--{} {s}: {e}", action.name()))?;
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
+    let faults = faults(&a)?;
+    let launched = Launched::start(&a.deploy).await?;
+    let result = async {
+        let target = target_of(a.target.as_deref(), launched.as_deref())?;
+        let metrics = match (&launched, a.workload.metrics.is_empty()) {
+            (Some(l), true) => l.admins.clone(),
+            _ => a.workload.metrics.clone(),
+        };
+        let cfg = config(&a.workload, target, metrics, faults);
+        let injector = launched.clone().map(|l| l as Arc<dyn Injector>);
+        tokio::select! {
+            r = warren_loadtest::run_with(cfg, injector) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    }
+    .await;
+    if let Some(l) = &launched {
+        l.stop().await;
+    }
+    let report = result?;
+    print!("{}", report.summary());
+    if let Some(path) = &a.json {
+        write_json(path, &report)?;
+    }
+    if let Some(path) = &a.html {
+        std::fs::write(path, warren_loadtest::html::render(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value).context("encoding the report")?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// Both reports of `compare` and their ratios.
+#[derive(Serialize)]
+struct Comparison {
+    direct: Report,
+    proxies: Report,
+    ratios: warren_loadtest::report::Ratios,
+}
+
+async fn compare_cmd(a: CompareArgs) -> anyhow::Result<()> {
+    let launched = Launched::start(&a.deploy).await?;
+    let result = async {
+        let (meta, proxies, metrics) = match &launched {
+            Some(l) => {
+                let metrics = if a.workload.metrics.is_empty() {
+                    l.admins.clone()
+                } else {
+                    a.workload.metrics.clone()
+                };
+                (l.meta.clone(), l.proxies.clone(), metrics)
+            }
+            None => {
+                let Some(meta) = a.meta.clone() else {
+                    bail!("give --meta HOST:PORT and --proxies HOST:PORT,… or --deploy dev");
+                };
+                if a.proxies.is_empty() {
+                    bail!("give --proxies HOST:PORT,… (or --deploy dev)");
+                }
+                (meta, a.proxies.clone(), a.workload.metrics.clone())
+            }
+        };
+        eprintln!("1/2: direct to the cells (meta cell {meta})");
+        let direct = warren_loadtest::run(config(
+            &a.workload,
+            Target::Cells(meta),
+            metrics.clone(),
+            Vec::new(),
+        ))
+        .await
+        .context("the direct run")?;
+        eprintln!("2/2: through the proxies {}", proxies.join(","));
+        let proxied = warren_loadtest::run(config(
+            &a.workload,
+            Target::Proxies(proxies),
+            metrics,
+            Vec::new(),
+        ))
+        .await
+        .context("the run through the proxies")?;
+        Ok((direct, proxied))
+    };
+    let result = tokio::select! {
+        r = result => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if let Some(l) = &launched {
+        l.stop().await;
+    }
+    let (direct, proxied) = result?;
+    let ratios = warren_loadtest::report::Ratios::of(&proxied, &direct);
+    println!("=== direct to the cells\n{}", direct.summary());
+    println!("=== through the proxies\n{}", proxied.summary());
+    print!("{}", ratios.summary());
+    if let Some(path) = &a.json {
+        write_json(
+            path,
+            &Comparison {
+                direct,
+                proxies: proxied,
+                ratios,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
+    use warren_loadtest::plan;
+    let mut reports = Vec::new();
+    for path in &a.from {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        reports.push((path.display().to_string(), text));
+    }
+    let capacity = plan::Capacity::from_json(&reports, &plan::Criteria::default())?;
+    let demand = plan::Demand {
+        clients: a.clients,
         read_rate: a.read_rate,
         write_rate: a.write_rate,
         lock_rate: a.lock_rate,
-        files: a.files,
-        zipf: a.zipf,
-        metrics: a.metrics,
-        progress: true,
     };
-    let result = tokio::select! {
-        r = warren_loadtest::run(cfg) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
-    let report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    print!("{}", report.summary());
-    if let Some(path) = a.json {
-        let text = match serde_json::to_string_pretty(&report) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: encoding the report: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        if let Err(e) = std::fs::write(&path, text + "\n") {
-            eprintln!("error: writing {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
+    let p = plan::plan(&demand, &capacity, a.headroom).map_err(anyhow::Error::msg)?;
+    print!("{}", p.summary());
+    if let Some(path) = &a.json {
+        write_json(path, &p)?;
     }
-    if let Some(path) = a.html {
-        if let Err(e) = std::fs::write(&path, warren_loadtest::html::render(&report)) {
-            eprintln!("error: writing {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    ExitCode::SUCCESS
+    Ok(())
 }

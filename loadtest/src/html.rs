@@ -85,12 +85,20 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-/// One SVG line plot with axes, ticks, labels and a legend.
-fn plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+/// One SVG line plot with axes, ticks, labels and a legend, and a labelled vertical line
+/// at each of `marks` (the faults: when each took effect).
+fn plot(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    marks: &[(f64, String)],
+) -> String {
     let finite = |v: &Option<f64>| v.filter(|y| y.is_finite());
     let x_max = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
+        .chain(marks.iter().map(|m| m.0))
         .filter(|x| x.is_finite())
         .fold(0.0, f64::max);
     let y_max = series
@@ -180,6 +188,18 @@ fn plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String 
             r##"<text x="{:.1}" y="{:.1}" font-size="13" fill="#888" text-anchor="middle">no samples</text>"##,
             LEFT + pw / 2.0,
             TOP + ph / 2.0
+        );
+    }
+    // The faults: a dotted line and a label at each.
+    for (x, label) in marks.iter().filter(|m| m.0.is_finite()) {
+        let x = sx(*x);
+        let _ = write!(
+            s,
+            r##"<g class="fault"><line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#7f7f7f" stroke-width="1.5" stroke-dasharray="2 3"/><text x="{:.1}" y="{:.1}" font-size="11" fill="#555">{}</text></g>"##,
+            TOP + ph,
+            x + 3.0,
+            TOP + 12.0,
+            escape(label)
         );
     }
     // The series: one polyline per unbroken run of values, markers when there are few.
@@ -286,6 +306,11 @@ fn op_colour(i: usize) -> &'static str {
 /// The three plots: latency percentiles, throughput and session states over time.
 fn plots(r: &Report) -> [String; 3] {
     let ops = plotted_ops(r);
+    let marks: Vec<(f64, String)> = r
+        .faults
+        .iter()
+        .filter_map(|f| f.done_s.map(|t| (t, format!("{} {}", f.action, f.member))))
+        .collect();
     let x_label = "seconds since the measured window started";
     let mut latency = Vec::new();
     let mut rate = Vec::new();
@@ -339,9 +364,16 @@ fn plots(r: &Report) -> [String; 3] {
             x_label,
             "latency (ms)",
             &latency,
+            &marks,
         ),
-        plot("Throughput per second", x_label, "successful ops/s", &rate),
-        plot("Session states", x_label, "sessions", &sessions),
+        plot(
+            "Throughput per second",
+            x_label,
+            "successful ops/s",
+            &rate,
+            &marks,
+        ),
+        plot("Session states", x_label, "sessions", &sessions, &marks),
     ]
 }
 
@@ -422,6 +454,29 @@ pub fn render(r: &Report) -> String {
             " (not checked: see the notes)"
         }
     );
+    let _ = writeln!(
+        s,
+        "<p>Longest wait of any operation: {:.1} ms; {} retried calls; {} moves to another \
+         proxy.</p>",
+        r.longest_wait_ms, r.retries, ss.moved
+    );
+    if !r.faults.is_empty() {
+        s.push_str("<p>Faults:</p>\n<ul>\n");
+        for f in &r.faults {
+            let outcome = match (&f.error, f.done_s) {
+                (None, Some(done)) => format!("done at {done:.1} s"),
+                (e, _) => format!("failed: {}", escape(e.as_deref().unwrap_or("?"))),
+            };
+            let _ = writeln!(
+                s,
+                "<li>{} {} at {:.1} s: {outcome}</li>",
+                escape(&f.action),
+                escape(&f.member),
+                f.at_s
+            );
+        }
+        s.push_str("</ul>\n");
+    }
     match (&r.keepalives, r.absorption_factor) {
         (Some(k), Some(f)) => {
             let _ = writeln!(
@@ -590,6 +645,40 @@ mod tests {
         assert!(html.contains("Latency per second"));
         assert!(html.contains("Throughput per second"));
         assert!(html.contains("Session states"));
+    }
+
+    #[test]
+    fn faults_are_marked_on_every_plot_and_listed() {
+        let mut r = synthetic();
+        r.faults = vec![
+            crate::fault::FaultRecord {
+                action: "kill".into(),
+                member: "proxy".into(),
+                at_s: 2.0,
+                done_s: Some(2.1),
+                error: None,
+            },
+            crate::fault::FaultRecord {
+                action: "restart".into(),
+                member: "master:<c1>".into(),
+                at_s: 3.0,
+                done_s: None,
+                error: Some("it is running".into()),
+            },
+        ];
+        let html = render(&r);
+        // Only the fault that took effect is drawn, once per plot.
+        assert_eq!(html.matches("<g class=\"fault\">").count(), 3, "{html}");
+        assert_eq!(html.matches(">kill proxy</text>").count(), 3, "{html}");
+        assert!(
+            html.contains("<li>kill proxy at 2.0 s: done at 2.1 s</li>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<li>restart master:&lt;c1&gt; at 3.0 s: failed: it is running</li>"),
+            "{html}"
+        );
+        assert!(balanced(&html, "g"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! time, and a report whose KeepAlive absorption factor and per-cell rates come from the
 //! servers' own `/metrics`.
 //!
+//! - [`fault`]: faults injected during a run (`--kill`, `--restart`);
 //! - [`html`]: the `--html` page with its SVG plots of the timeline;
 //! - [`lost`]: the `acked_lost` check (which acknowledged writes a read-back misses);
 //! - [`metrics`]: Prometheus text parsing, scraping, the absorption factor;
@@ -10,12 +11,14 @@
 //! - [`workload`]: Poisson arrivals and Zipf file popularity;
 //! - [`run`]: the run itself.
 
+pub mod fault;
 pub mod html;
 pub mod lost;
 pub mod metrics;
+pub mod plan;
 pub mod report;
 pub mod run;
 pub mod workload;
 
 pub use report::Report;
-pub use run::{run, Config, Target};
+pub use run::{run, run_with, Config, Target};

@@ -98,7 +98,9 @@ pub struct SessionOutcomes {
     pub keepalives: u64,
     /// KeepAlive calls that failed.
     pub keepalive_errors: u64,
-    /// Sessions closed cleanly at the end.
+    /// Times a session moved to another proxy after its proxy failed.
+    pub moved: u64,
+    /// Clients whose sessions all closed cleanly at the end.
     pub closed: u64,
 }
 
@@ -193,6 +195,16 @@ pub struct Report {
     pub dropped: u64,
     /// Handles opened (lazily, on a session's first operation on a file).
     pub opens: u64,
+    /// Calls made again after a retryable failure (a failover, a dead proxy).
+    pub retries: u64,
+    /// The longest any operation waited, successful or not, from its intended send time
+    /// to its outcome, in ms: what a failover cost the unluckiest caller.
+    pub longest_wait_ms: f64,
+    /// Sessions each simulated client holds: 1 through proxies; direct to the cells, one at
+    /// the meta cell and one at each data cell.
+    pub sessions_per_client: u64,
+    /// The faults injected (`--kill`, `--restart`) and when they took effect.
+    pub faults: Vec<crate::fault::FaultRecord>,
     pub sessions: SessionOutcomes,
     /// Client KeepAlives at the proxies ÷ KeepAlives reaching the cells over the window
     /// (null without `--metrics`, or when no KeepAlive reached a cell).
@@ -234,6 +246,14 @@ impl Report {
             self.ramp_s,
             self.duration_s
         );
+        if self.sessions_per_client > 1 {
+            let _ = writeln!(
+                s,
+                "direct: each client holds {} sessions (its home session at the meta cell and \
+                 one at each data cell) and routes by the partition map",
+                self.sessions_per_client
+            );
+        }
         let _ = writeln!(
             s,
             "workload: read {}/s, write {}/s, lock {}/s (open-loop, Poisson) over {} files, Zipf s={}",
@@ -270,11 +290,16 @@ impl Report {
             "total: {} operations, {:.1}/s; {} handles opened; {} arrivals dropped",
             self.ops_total, self.throughput_per_s, self.opens, self.dropped
         );
+        let _ = writeln!(
+            s,
+            "longest wait: {:.1} ms (any operation, from its intended send time); {} retried calls",
+            self.longest_wait_ms, self.retries
+        );
         let ss = &self.sessions;
         let _ = writeln!(
             s,
             "\nsessions: {} created ({} create errors), {} KeepAlive replies ({} errors); \
-             jeopardy {}, safe {}, expired {}; {} closed",
+             jeopardy {}, safe {}, expired {}; {} moved to another proxy; {} closed",
             ss.created,
             ss.create_errors,
             ss.keepalives,
@@ -282,8 +307,30 @@ impl Report {
             ss.jeopardy,
             ss.safe,
             ss.expired,
+            ss.moved,
             ss.closed
         );
+        for f in &self.faults {
+            match (&f.error, f.done_s) {
+                (None, Some(done)) => {
+                    let _ = writeln!(
+                        s,
+                        "fault: {} {} at {:.1} s (done at {:.1} s)",
+                        f.action, f.member, f.at_s, done
+                    );
+                }
+                (e, _) => {
+                    let _ = writeln!(
+                        s,
+                        "fault: {} {} at {:.1} s FAILED: {}",
+                        f.action,
+                        f.member,
+                        f.at_s,
+                        e.as_deref().unwrap_or("?")
+                    );
+                }
+            }
+        }
         if self.errors_by_code.is_empty() {
             let _ = writeln!(s, "errors: none");
         } else {
@@ -356,9 +403,194 @@ impl Report {
     }
 }
 
+/// `warren loadtest compare`: one figure of the run through the proxies ÷ the same figure
+/// of the direct run (null when either is missing or the direct one is 0).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct OpRatios {
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub throughput: Option<f64>,
+}
+
+/// `warren loadtest compare`: the run through the proxies against the direct run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Ratios {
+    /// Per operation kind, proxies ÷ direct: latency p50 and p99, and throughput.
+    pub ops: BTreeMap<String, OpRatios>,
+    /// KeepAlives reaching the cells per second, summed over the scraped cells, in each run.
+    pub cell_keepalives_per_s_direct: Option<f64>,
+    pub cell_keepalives_per_s_proxies: Option<f64>,
+    /// Direct ÷ proxies: how many times fewer KeepAlives reach the cells through proxies.
+    pub cell_keepalive_reduction: Option<f64>,
+    /// RPCs the cells answered per second, summed over the scraped cells, in each run.
+    pub cell_rpc_per_s_direct: Option<f64>,
+    pub cell_rpc_per_s_proxies: Option<f64>,
+    /// Direct ÷ proxies: how many times fewer RPCs reach the cells through proxies.
+    pub cell_rpc_reduction: Option<f64>,
+    /// Failed calls in each run.
+    pub errors_direct: u64,
+    pub errors_proxies: u64,
+}
+
+/// `a / b`, when both are there and `b` is positive.
+pub fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 && a.is_finite() && b.is_finite() => Some(a / b),
+        _ => None,
+    }
+}
+
+/// A per-cell rate summed over a report's cell endpoints (null when none reports it).
+fn cells_sum(r: &Report, rate: fn(&EndpointReport) -> Option<f64>) -> Option<f64> {
+    r.endpoints
+        .iter()
+        .filter(|e| e.role.contains("cell"))
+        .filter_map(rate)
+        .fold(None, |acc, x| Some(acc.unwrap_or(0.0) + x))
+}
+
+impl Ratios {
+    /// `proxies` ÷ `direct`, figure by figure.
+    pub fn of(proxies: &Report, direct: &Report) -> Ratios {
+        let mut ops = BTreeMap::new();
+        for (name, p) in &proxies.ops {
+            let Some(d) = direct.ops.get(name) else {
+                continue;
+            };
+            let some = |o: &OpReport, v: f64| (o.count > 0).then_some(v);
+            ops.insert(
+                name.clone(),
+                OpRatios {
+                    p50: ratio(some(p, p.latency.p50_ms), some(d, d.latency.p50_ms)),
+                    p99: ratio(some(p, p.latency.p99_ms), some(d, d.latency.p99_ms)),
+                    throughput: ratio(some(p, p.throughput_per_s), some(d, d.throughput_per_s)),
+                },
+            );
+        }
+        let ka_d = cells_sum(direct, |e| e.cell_keepalives_per_s);
+        let ka_p = cells_sum(proxies, |e| e.cell_keepalives_per_s);
+        let rpc_d = cells_sum(direct, |e| e.rpc_per_s);
+        let rpc_p = cells_sum(proxies, |e| e.rpc_per_s);
+        Ratios {
+            ops,
+            cell_keepalives_per_s_direct: ka_d,
+            cell_keepalives_per_s_proxies: ka_p,
+            cell_keepalive_reduction: ratio(ka_d, ka_p),
+            cell_rpc_per_s_direct: rpc_d,
+            cell_rpc_per_s_proxies: rpc_p,
+            cell_rpc_reduction: ratio(rpc_d, rpc_p),
+            errors_direct: direct.errors,
+            errors_proxies: proxies.errors,
+        }
+    }
+
+    /// The terminal table.
+    pub fn summary(&self) -> String {
+        let f = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+        let mut s = String::new();
+        let _ = writeln!(s, "=== through the proxies ÷ direct to the cells");
+        let _ = writeln!(
+            s,
+            "{:<6} {:>9} {:>9} {:>11}",
+            "op", "p50", "p99", "throughput"
+        );
+        for (name, r) in &self.ops {
+            let _ = writeln!(
+                s,
+                "{:<6} {:>9} {:>9} {:>11}",
+                name,
+                f(r.p50),
+                f(r.p99),
+                f(r.throughput)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "KeepAlives reaching the cells: {}/s direct, {}/s through proxies ({}× fewer)",
+            f(self.cell_keepalives_per_s_direct),
+            f(self.cell_keepalives_per_s_proxies),
+            f(self.cell_keepalive_reduction)
+        );
+        let _ = writeln!(
+            s,
+            "RPCs at the cells: {}/s direct, {}/s through proxies ({}× fewer)",
+            f(self.cell_rpc_per_s_direct),
+            f(self.cell_rpc_per_s_proxies),
+            f(self.cell_rpc_reduction)
+        );
+        let _ = writeln!(
+            s,
+            "errors: {} direct, {} through proxies",
+            self.errors_direct, self.errors_proxies
+        );
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compare_ratios_are_proxies_over_direct() {
+        let op = |count, p50, p99, tput| OpReport {
+            count,
+            throughput_per_s: tput,
+            latency: Percentiles {
+                p50_ms: p50,
+                p99_ms: p99,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let cell = |ka: f64, rpc: f64| EndpointReport {
+            admin: "a".into(),
+            role: "cell".into(),
+            window_s: 10.0,
+            rpc_per_s: Some(rpc),
+            proxy_rpc_per_s: None,
+            cell_keepalives_per_s: Some(ka),
+            client_keepalives_per_s: None,
+        };
+        let proxy = EndpointReport {
+            role: "proxy".into(),
+            cell_keepalives_per_s: None,
+            rpc_per_s: None,
+            client_keepalives_per_s: Some(500.0),
+            ..cell(0.0, 0.0)
+        };
+        let mut direct = Report::default();
+        direct.ops.insert("read".into(), op(1000, 2.0, 8.0, 100.0));
+        direct.ops.insert("lock".into(), op(0, 0.0, 0.0, 0.0));
+        direct.endpoints = vec![cell(300.0, 400.0), cell(100.0, 200.0)];
+        direct.errors = 3;
+        let mut proxied = Report::default();
+        proxied
+            .ops
+            .insert("read".into(), op(1000, 1.0, 12.0, 100.0));
+        proxied.ops.insert("lock".into(), op(5, 1.0, 1.0, 0.5));
+        proxied.endpoints = vec![cell(10.0, 50.0), cell(10.0, 50.0), proxy];
+        let r = Ratios::of(&proxied, &direct);
+        assert_eq!(r.ops["read"].p50, Some(0.5));
+        assert_eq!(r.ops["read"].p99, Some(1.5));
+        assert_eq!(r.ops["read"].throughput, Some(1.0));
+        // No lock ran directly: no ratio, not a division by zero.
+        assert_eq!(r.ops["lock"], OpRatios::default());
+        // The proxy's endpoint is not a cell and is not summed.
+        assert_eq!(r.cell_keepalives_per_s_direct, Some(400.0));
+        assert_eq!(r.cell_keepalives_per_s_proxies, Some(20.0));
+        assert_eq!(r.cell_keepalive_reduction, Some(20.0));
+        assert_eq!(r.cell_rpc_reduction, Some(6.0));
+        assert_eq!((r.errors_direct, r.errors_proxies), (3, 0));
+        let text = r.summary();
+        assert!(text.contains("(20.00× fewer)"), "{text}");
+        assert!(
+            text.contains("read        0.50      1.50        1.00"),
+            "{text}"
+        );
+        assert_eq!(ratio(Some(1.0), Some(0.0)), None);
+        assert_eq!(ratio(None, Some(1.0)), None);
+    }
 
     #[test]
     fn percentiles_of_known_samples() {

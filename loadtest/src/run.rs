@@ -1,9 +1,17 @@
-//! `warren loadtest run`: N raw-protocol sessions over C gRPC channels to the proxies, each
-//! with its KeepAlive loop, and open-loop Poisson reads, writes and lock operations on
-//! `/loadtest/f{i}` with Zipf popularity. Latency is measured from each operation's
-//! *intended* send time, so a slow server cannot hide its slowness by slowing the load down
-//! (no coordinated omission).
+//! `warren loadtest run`: N simulated clients on raw-protocol sessions over C gRPC channels,
+//! each session with its KeepAlive loop, and open-loop Poisson reads, writes and lock
+//! operations on `/loadtest/d{i mod 32}/f{i}` with Zipf popularity. Latency is measured from
+//! each operation's *intended* send time, so a slow server cannot hide its slowness by
+//! slowing the load down (no coordinated omission).
+//!
+//! Through proxies a client holds one session, at one proxy, and moves to the next proxy
+//! when its proxy fails (as the client library does). Direct to the cells (`cells=META`) a
+//! client holds a session at the meta cell and one at every data cell, and routes each file
+//! by the partition map, as the library's direct mode does. An operation that meets a
+//! failover (no master, a dead proxy, a stale epoch) is retried for up to
+//! [`OP_PATIENCE`] from its intended time, so the report shows how long clients waited.
 
+use crate::fault::{Fault, FaultRecord, Injector};
 use crate::lost::{self, AckedWrites, ReadBack};
 use crate::metrics::{self, EndpointScrapes};
 use crate::report::{
@@ -16,16 +24,19 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
+use warren_client::map::MapWatcher;
 use warren_client::{ClientOptions, OpenOptions, Session};
 use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
 use warren_proto::{ErrorCode, WarrenError};
+use warren_router::Route;
 
 /// ρ, the clock drift the sessions assume (SPEC §12).
 const RHO: f64 = 0.01;
@@ -35,6 +46,9 @@ const GRACE: Duration = Duration::from_secs(45);
 const CREATE_CONCURRENCY: usize = 500;
 /// Most operations in flight at once; arrivals beyond it are dropped and counted.
 const MAX_IN_FLIGHT: u64 = 20_000;
+/// How long an operation that meets a failover keeps retrying, from its intended time
+/// (the grace period a client library would wait in jeopardy).
+pub const OP_PATIENCE: Duration = GRACE;
 /// Most files the read-back after the window reads at once.
 const READ_BACK_CONCURRENCY: usize = 32;
 
@@ -97,6 +111,8 @@ pub struct Config {
     pub metrics: Vec<String>,
     /// Draw a progress bar on stderr (when it is a terminal).
     pub progress: bool,
+    /// Faults to inject during the window (needs an [`Injector`], see [`run_with`]).
+    pub faults: Vec<Fault>,
 }
 
 /// Operation kinds, in report order.
@@ -124,6 +140,10 @@ struct Stats {
     interval_hist: [Mutex<Histogram<u64>>; 3],
     op_errors: [AtomicU64; 3],
     busy: AtomicU64,
+    /// Calls made again after a retryable failure.
+    retries: AtomicU64,
+    /// The longest any operation waited, successful or not, from its intended time (µs).
+    longest_wait_us: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     /// The first message seen for each key of `errors`.
     examples: Mutex<BTreeMap<String, String>>,
@@ -139,6 +159,8 @@ struct Stats {
     expired: AtomicU64,
     keepalives: AtomicU64,
     keepalive_errors: AtomicU64,
+    /// Sessions moved to another proxy after a transport failure.
+    moved: AtomicU64,
     closed: AtomicU64,
     /// Sessions whose task has ended (closed, expired or failed to close).
     ended: AtomicU64,
@@ -153,6 +175,8 @@ impl Stats {
             interval_hist: std::array::from_fn(|_| Mutex::new(latency_histogram())),
             op_errors: std::array::from_fn(|_| AtomicU64::new(0)),
             busy: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            longest_wait_us: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
             examples: Mutex::new(BTreeMap::new()),
             dropped: AtomicU64::new(0),
@@ -166,6 +190,7 @@ impl Stats {
             expired: AtomicU64::new(0),
             keepalives: AtomicU64::new(0),
             keepalive_errors: AtomicU64::new(0),
+            moved: AtomicU64::new(0),
             closed: AtomicU64::new(0),
             ended: AtomicU64::new(0),
             writes,
@@ -204,25 +229,112 @@ fn is_code(status: &tonic::Status, code: ErrorCode) -> bool {
     WarrenError::from_status(status).is_some_and(|e| e.code == code)
 }
 
-/// One simulated client session.
-struct Sim {
+/// A server the simulated clients talk to, and the channels they share to it.
+struct Peer {
+    addr: String,
+    channels: Vec<WarrenClient<Channel>>,
+}
+
+/// Where the sessions go and how files route to them.
+struct Topology {
+    /// Proxies mode: the proxies. Cells mode: the meta cell, then the data cells in the
+    /// map's order.
+    peers: Vec<Peer>,
+    /// Cells mode: each client holds a session at every peer (the meta cell's is its home
+    /// session, as the client library's direct mode keeps). Proxies mode: one session, at
+    /// one proxy, moving to the next proxy when its proxy fails.
+    direct: bool,
+    /// Cells mode: for each file, the peer (and so the leg) whose cell holds it.
+    file_peer: Vec<usize>,
+}
+
+impl Topology {
+    /// The leg that serves `file`.
+    fn leg_of(&self, file: u64) -> usize {
+        if self.direct {
+            self.file_peer[file as usize]
+        } else {
+            0
+        }
+    }
+
+    /// The channel client `id` uses at `peer`.
+    fn client(&self, peer: usize, id: u64) -> WarrenClient<Channel> {
+        let chans = &self.peers[peer].channels;
+        let k = if self.direct {
+            id as usize
+        } else {
+            id as usize / self.peers.len()
+        };
+        chans[k % chans.len()].clone()
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        self.peers.iter().map(|p| p.addr.clone()).collect()
+    }
+}
+
+/// Where one of a client's sessions is now.
+#[derive(Clone)]
+struct Link {
+    peer: usize,
     client: WarrenClient<Channel>,
     ctx: pb::SessionContext,
-    /// The deployment the session is in (full paths are `/ls/DEPLOYMENT/…`).
+}
+
+/// The clients created so far, which the arrivals pick from.
+type Sims = Arc<RwLock<Vec<Arc<Sim>>>>;
+
+/// One simulated client: its sessions (legs) and the handles it opened.
+struct Sim {
+    legs: Vec<RwLock<Link>>,
+    /// The deployment the client is in (full paths are `/ls/DEPLOYMENT/…`).
     deployment: String,
-    /// Handles this session opened, by file index.
+    /// Handles this client opened, by file index (each at the leg of the file's cell).
     handles: Mutex<HashMap<u64, Vec<u8>>>,
+    /// Legs in jeopardy now: the client is in jeopardy while any is.
+    jeopardy_legs: AtomicU64,
+    expired: AtomicBool,
+}
+
+impl Sim {
+    /// Where `leg`'s session is now, with the context to send: a client that holds no
+    /// handle says so (`holds_nothing`), as the client library does, so that a proxy it
+    /// moves to can take it on even if no cell knows it.
+    fn link(&self, leg: usize) -> Link {
+        let mut l = self.legs[leg].read().expect("link lock").clone();
+        l.ctx.holds_nothing = self.handles.lock().expect("handles lock").is_empty();
+        l
+    }
+
+    /// Takes on a newer master epoch at `leg` (from a KeepAlive reply or a `STALE_EPOCH`
+    /// refusal: after a failover, or an adoption by another proxy). Whether it was news.
+    fn new_epoch(&self, leg: usize, epoch: u64) -> bool {
+        let mut l = self.legs[leg].write().expect("link lock");
+        if epoch > l.ctx.epoch {
+            l.ctx.epoch = epoch;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The epoch a `STALE_EPOCH` refusal names, taken on; whether there was one.
+    fn stale_epoch(&self, leg: usize, status: &tonic::Status) -> bool {
+        match WarrenError::from_status(status) {
+            Some(e) if e.code == ErrorCode::StaleEpoch => self.new_epoch(leg, e.epoch),
+            _ => false,
+        }
+    }
 }
 
 /// Runs the load and returns the report.
 pub async fn run(cfg: Config) -> anyhow::Result<Report> {
-    let addrs = match &cfg.target {
-        Target::Proxies(a) => a.clone(),
-        Target::Cells(_) => bail!(
-            "--target cells=… (direct to the cells) is not built yet; use \
-             --target proxies=HOST:PORT[,…]"
-        ),
-    };
+    run_with(cfg, None).await
+}
+
+/// Runs the load, injecting `cfg.faults` through `injector`, and returns the report.
+pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyhow::Result<Report> {
     if cfg.sessions == 0 {
         bail!("--sessions must be at least 1");
     }
@@ -241,18 +353,29 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             bail!("{flag} {r}: give a rate ≥ 0 per second");
         }
     }
+    if !cfg.faults.is_empty() && injector.is_none() {
+        bail!("faults (--kill, --restart) need a deployment the load test launched (--deploy)");
+    }
+    if let Some(f) = cfg.faults.iter().find(|f| f.at >= cfg.duration) {
+        bail!(
+            "--{} {}@{:?} is not inside the measured window (--duration {:?})",
+            f.action.name(),
+            f.member,
+            f.at,
+            cfg.duration
+        );
+    }
     let files = Arc::new(Files::new(cfg.files, cfg.zipf)?);
 
-    // The channels, round-robin over the proxies.
-    let mut clients = Vec::new();
-    for j in 0..cfg.connections {
-        let addr = &addrs[(j as usize) % addrs.len()];
-        clients.push(WarrenClient::new(channel(addr).await?));
-    }
-    setup_files(&addrs, cfg.files).await?;
+    let library = match &cfg.target {
+        Target::Proxies(a) => ClientOptions::proxies(a.iter().map(String::as_str)),
+        Target::Cells(meta) => ClientOptions::meta([meta.as_str()]),
+    };
+    let topo = Arc::new(topology(&cfg).await?);
+    setup_files(library.clone(), cfg.files).await?;
 
     let stats = Arc::new(Stats::new(AckedWrites::new(rand::random(), cfg.files)));
-    let sims: Arc<RwLock<Vec<Arc<Sim>>>> = Arc::new(RwLock::new(Vec::new()));
+    let sims: Sims = Arc::new(RwLock::new(Vec::new()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let creators = Arc::new(Semaphore::new(CREATE_CONCURRENCY));
 
@@ -266,15 +389,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         before.push(metrics::scrape(admin).await?);
     }
 
-    // Ramp: sessions created evenly over --ramp.
+    // Ramp: clients created evenly over --ramp.
     let ramp_start = Instant::now();
     for i in 0..cfg.sessions {
         let at = ramp_start + cfg.ramp.mul_f64(i as f64 / cfg.sessions as f64);
         tokio::time::sleep_until(at).await;
         let permit = creators.clone().acquire_owned().await?;
-        let client = clients[(i % cfg.connections) as usize].clone();
         tokio::spawn(session_task(
-            client,
+            i,
+            topo.clone(),
             stats.clone(),
             sims.clone(),
             permit,
@@ -297,11 +420,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     }
     let ramp_s = ramp_start.elapsed().as_secs_f64();
 
-    // The measured window: open-loop arrivals of each kind.
+    // The measured window: open-loop arrivals of each kind, and the faults.
     let window_start = Instant::now();
     let window_end = window_start + cfg.duration;
     let (drained_tx, drained_rx) = watch::channel(false);
     let sampler = tokio::spawn(sample(window_start, window_end, stats.clone(), drained_rx));
+    let faults = tokio::spawn(inject(window_start, cfg.faults.clone(), injector));
     let mut arrivals = Vec::new();
     for (op, rate) in [
         (Op::Read, cfg.read_rate),
@@ -314,8 +438,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
                 a,
                 window_start,
                 window_end,
-                stats.clone(),
-                sims.clone(),
+                (stats.clone(), sims.clone(), topo.clone()),
                 files.clone(),
             )));
         }
@@ -328,8 +451,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     for a in arrivals {
         let _ = a.await;
     }
-    // Let the operations still in flight finish (their latency counts).
-    let drain_deadline = Instant::now() + Duration::from_secs(30);
+    // Let the operations still in flight finish (their latency counts); an operation
+    // retries for at most OP_PATIENCE.
+    let drain_deadline = Instant::now() + OP_PATIENCE + Duration::from_secs(5);
     while stats.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < drain_deadline {
         tick(&bar, &stats, "drain", cfg.sessions);
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -337,17 +461,34 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     let unfinished = stats.in_flight.load(Ordering::Relaxed);
     if unfinished > 0 {
         notes.push(format!(
-            "{unfinished} operations were still in flight 30 s after the window and are not counted"
+            "{unfinished} operations were still in flight {:?} after the window and are not \
+             counted",
+            OP_PATIENCE + Duration::from_secs(5)
         ));
     }
     // The sampler takes its last sample now.
     let _ = drained_tx.send(true);
     let timeline = sampler.await.context("the timeline sampler")?;
+    let faults = faults.await.context("the fault injector")?;
+    for f in &faults {
+        if let Some(e) = &f.error {
+            notes.push(format!("--{} {} failed: {e}", f.action, f.member));
+        }
+    }
 
     // Metrics after the window, while the sessions are still alive.
     let mut endpoints = Vec::new();
     for (admin, (b, at0)) in cfg.metrics.iter().zip(before) {
-        let (a, at1) = metrics::scrape(admin).await?;
+        let (a, at1) = match metrics::scrape(admin).await {
+            Ok(x) => x,
+            Err(e) if !faults.is_empty() => {
+                notes.push(format!(
+                    "no figures from {admin} (a fault may have ended it): {e:#}"
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         endpoints.push(EndpointScrapes {
             admin: admin.clone(),
             before: b,
@@ -367,7 +508,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         );
         None
     } else {
-        match read_back(&addrs, &acked, stats.writes.run).await {
+        match read_back(library, &acked, stats.writes.run).await {
             Ok((reads, failed)) => {
                 if !failed.is_empty() {
                     notes.push(format!(
@@ -410,8 +551,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     // The report.
     let secs = cfg.duration.as_secs_f64();
     let mut report = Report {
-        target: "proxies".into(),
-        addresses: addrs,
+        target: match cfg.target {
+            Target::Proxies(_) => "proxies".into(),
+            Target::Cells(_) => "cells".into(),
+        },
+        addresses: topo.addrs(),
+        sessions_per_client: if topo.direct {
+            topo.peers.len() as u64
+        } else {
+            1
+        },
         connections: cfg.connections,
         files: cfg.files,
         zipf: cfg.zipf,
@@ -422,6 +571,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         duration_s: secs,
         dropped: stats.dropped.load(Ordering::Relaxed),
         opens: stats.opens.load(Ordering::Relaxed),
+        retries: stats.retries.load(Ordering::Relaxed),
+        longest_wait_ms: stats.longest_wait_us.load(Ordering::Relaxed) as f64 / 1000.0,
         errors_by_code: stats.errors.lock().expect("errors lock").clone(),
         error_examples: stats.examples.lock().expect("examples lock").clone(),
         sessions: SessionOutcomes {
@@ -433,10 +584,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             expired: stats.expired.load(Ordering::Relaxed),
             keepalives: stats.keepalives.load(Ordering::Relaxed),
             keepalive_errors: stats.keepalive_errors.load(Ordering::Relaxed),
+            moved: stats.moved.load(Ordering::Relaxed),
             closed: stats.closed.load(Ordering::Relaxed),
         },
         acked_lost: acked_lost.unwrap_or(0),
         acked_lost_checked: acked_lost.is_some(),
+        faults,
         notes,
         timeline,
         ..Default::default()
@@ -453,25 +606,47 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             OpReport::new(&h, stats.op_errors[i].load(Ordering::Relaxed), busy, secs),
         );
     }
-    if !endpoints.is_empty() {
-        for e in &endpoints {
-            report.endpoints.push(metrics::endpoint_report(e)?);
-        }
-        match metrics::absorption(&endpoints) {
-            Ok(a) => {
-                if a.factor.is_none() {
-                    report.notes.push(
-                        "no KeepAlive reached a cell during the run, so the absorption factor \
-                         is unbounded (null): run for longer than a KeepAlive period"
-                            .into(),
-                    );
-                }
-                report.absorption_factor = a.factor;
-                report.keepalives = Some(a);
+    // An endpoint whose counters went down restarted in the window (a fault, say): its
+    // figures are left out, with a note, rather than failing the report.
+    let endpoints: Vec<EndpointScrapes> = endpoints
+        .into_iter()
+        .filter(|e| match metrics::endpoint_report(e) {
+            Ok(r) => {
+                report.endpoints.push(r);
+                true
             }
-            Err(e) => report
-                .notes
-                .push(format!("no KeepAlive absorption factor: {e}")),
+            Err(err) => {
+                report
+                    .notes
+                    .push(format!("no figures from {}: {err}", e.admin));
+                false
+            }
+        })
+        .collect();
+    if !endpoints.is_empty() {
+        if topo.direct {
+            report.notes.push(
+                "direct to the cells: every client KeepAlive reaches a cell (no proxy absorbs \
+                 any), so there is no absorption factor; see each cell's KeepAlive rate"
+                    .into(),
+            );
+        } else {
+            match metrics::absorption(&endpoints) {
+                Ok(a) => {
+                    if a.factor.is_none() {
+                        report.notes.push(
+                            "no KeepAlive reached a cell during the run, so the absorption \
+                             factor is unbounded (null): run for longer than a KeepAlive period"
+                                .into(),
+                        );
+                    }
+                    report.absorption_factor = a.factor;
+                    report.keepalives = Some(a);
+                }
+                Err(e) => report
+                    .notes
+                    .push(format!("no KeepAlive absorption factor: {e}")),
+            }
         }
         let shared = report
             .endpoints
@@ -498,6 +673,84 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// The peers and their channels; in cells mode, the map read from the meta cell routes
+/// each file to its cell.
+async fn topology(cfg: &Config) -> anyhow::Result<Topology> {
+    match &cfg.target {
+        Target::Proxies(addrs) => {
+            // C channels in all, spread over the proxies (at least one each).
+            let per = (cfg.connections as usize).div_ceil(addrs.len()).max(1);
+            let mut peers = Vec::new();
+            for addr in addrs {
+                peers.push(Peer {
+                    addr: addr.clone(),
+                    channels: channels(addr, per).await?,
+                });
+            }
+            Ok(Topology {
+                peers,
+                direct: false,
+                file_peer: Vec::new(),
+            })
+        }
+        Target::Cells(meta) => {
+            warren_client::locate(std::slice::from_ref(meta), Duration::from_secs(3))
+                .await
+                .with_context(|| format!("the meta cell at {meta} does not answer"))?;
+            let watcher = MapWatcher::start(vec![meta.clone()], "loadtest");
+            let map = watcher.wait_for(1, Duration::from_secs(10)).await;
+            watcher.close().await;
+            let Some(map) = map else {
+                bail!(
+                    "no partition map from the meta cell at {meta} within 10 s (is it a meta \
+                     cell of a partitioned deployment, e.g. warren dev's meta: line?)"
+                );
+            };
+            // C channels to every cell: every client talks to every cell.
+            let n = cfg.connections as usize;
+            let mut peers = vec![Peer {
+                addr: meta.clone(),
+                channels: channels(meta, n).await?,
+            }];
+            let mut index = HashMap::new();
+            for (name, replicas) in map.cells() {
+                let Some(addr) = replicas.first() else {
+                    bail!("the map gives cell {name} no address");
+                };
+                index.insert(name.to_string(), peers.len());
+                peers.push(Peer {
+                    addr: addr.clone(),
+                    channels: channels(addr, n).await?,
+                });
+            }
+            let mut file_peer = Vec::new();
+            for i in 0..cfg.files {
+                let path = format!("/ls/{}{}", map.deployment(), Files::path(i));
+                let peer = match map.route(&path, false)? {
+                    Route::Cell { cell, .. } => index.get(cell).copied(),
+                    Route::Meta => Some(0),
+                };
+                file_peer.push(peer.with_context(|| {
+                    format!("the map routes {path} to a cell it does not list")
+                })?);
+            }
+            Ok(Topology {
+                peers,
+                direct: true,
+                file_peer,
+            })
+        }
+    }
+}
+
+async fn channels(addr: &str, n: usize) -> anyhow::Result<Vec<WarrenClient<Channel>>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(WarrenClient::new(channel(addr).await?));
+    }
+    Ok(out)
+}
+
 async fn channel(addr: &str) -> anyhow::Result<Channel> {
     Endpoint::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)
@@ -507,17 +760,19 @@ async fn channel(addr: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("connecting to {addr}"))
 }
 
-/// Creates `/loadtest` and its files (if absent) with a library session.
-async fn setup_files(addrs: &[String], n: u64) -> anyhow::Result<()> {
-    let s = Session::connect_with(ClientOptions::proxies(addrs.iter().map(String::as_str)))
+/// Creates `/loadtest`, its directories and its files (if absent) with a library session.
+async fn setup_files(options: ClientOptions, n: u64) -> anyhow::Result<()> {
+    let s = Session::connect_with(options)
         .await
         .context("connecting the set-up session")?;
     let result = async {
-        let (dir, _) = s
-            .open("/loadtest", OpenOptions::new().read().create_dir())
-            .await
-            .context("creating /loadtest")?;
-        dir.close().await;
+        for dir in std::iter::once("/loadtest".to_string()).chain(Files::dirs(n)) {
+            let (h, _) = s
+                .open(&dir, OpenOptions::new().read().create_dir())
+                .await
+                .with_context(|| format!("creating {dir}"))?;
+            h.close().await;
+        }
         for i in 0..n {
             let path = Files::path(i);
             let (h, _) = s
@@ -537,7 +792,7 @@ async fn setup_files(addrs: &[String], n: u64) -> anyhow::Result<()> {
 /// and the sequence number of this run's write it holds. Returns the reads and, for files
 /// whose read failed, what went wrong.
 async fn read_back(
-    addrs: &[String],
+    options: ClientOptions,
     acked: &BTreeMap<u64, Vec<lost::Ack>>,
     run: u64,
 ) -> anyhow::Result<(HashMap<u64, ReadBack>, Vec<String>)> {
@@ -545,7 +800,7 @@ async fn read_back(
         return Ok((HashMap::new(), Vec::new()));
     }
     let s = Arc::new(
-        Session::connect_with(ClientOptions::proxies(addrs.iter().map(String::as_str)))
+        Session::connect_with(options)
             .await
             .context("connecting the read-back session")?,
     );
@@ -592,6 +847,40 @@ async fn read_back(
     Ok((reads, failed))
 }
 
+/// Carries out the faults at their times; what happened to each.
+async fn inject(
+    start: Instant,
+    mut faults: Vec<Fault>,
+    injector: Option<Arc<dyn Injector>>,
+) -> Vec<FaultRecord> {
+    faults.sort_by_key(|f| f.at);
+    let mut out = Vec::new();
+    let Some(injector) = injector else {
+        return out;
+    };
+    for f in faults {
+        tokio::time::sleep_until(start + f.at).await;
+        let result = injector.inject(f.action, &f.member).await;
+        let done = start.elapsed().as_secs_f64();
+        match &result {
+            Ok(()) => {
+                tracing::info!(action = f.action.name(), member = %f.member, "fault injected")
+            }
+            Err(e) => {
+                tracing::warn!(action = f.action.name(), member = %f.member, "fault failed: {e:#}")
+            }
+        }
+        out.push(FaultRecord {
+            action: f.action.name().into(),
+            member: f.member.clone(),
+            at_s: f.at.as_secs_f64(),
+            done_s: result.is_ok().then_some(done),
+            error: result.err().map(|e| format!("{e:#}")),
+        });
+    }
+    out
+}
+
 fn progress_bar(cfg: &Config) -> ProgressBar {
     if !cfg.progress {
         return ProgressBar::hidden();
@@ -621,93 +910,242 @@ fn tick(bar: &ProgressBar, stats: &Stats, phase: &str, target: u64) {
         stats.created.load(Ordering::Relaxed),
         stats.in_flight.load(Ordering::Relaxed),
         stats.total_errors(),
-        stats.jeopardy.load(Ordering::Relaxed),
+        stats.jeopardy_now.load(Ordering::Relaxed),
     ));
 }
 
-/// One session: create it, KeepAlive until `stop`, then close it.
-async fn session_task(
-    mut client: WarrenClient<Channel>,
-    stats: Arc<Stats>,
-    sims: Arc<RwLock<Vec<Arc<Sim>>>>,
-    permit: tokio::sync::OwnedSemaphorePermit,
-    mut stop: watch::Receiver<bool>,
-    closers: Arc<Semaphore>,
-) {
+/// Creates a session at `peer` for client `id`.
+async fn create(
+    topo: &Topology,
+    peer: usize,
+    id: u64,
+) -> Result<(Link, Instant, u64, String), tonic::Status> {
+    let mut client = topo.client(peer, id);
     let sent = Instant::now();
-    let created = client
+    let reply = client
         .create_session(pb::CreateSessionRequest {
             principal: String::new(),
             proxy: false,
         })
-        .await;
-    drop(permit);
-    let reply = match created {
-        Ok(r) => r.into_inner(),
-        Err(status) => {
-            stats.create_errors.fetch_add(1, Ordering::Relaxed);
-            stats.error("CreateSession", &status);
-            return;
-        }
-    };
-    let local_end = |sent: Instant, lease_ms: u64| {
-        sent + Duration::from_secs_f64(lease_ms as f64 / 1000.0 / (1.0 + RHO))
-    };
-    let mut lease_end = local_end(sent, reply.lease_ms);
-    let mut ctx = pb::SessionContext {
+        .await?
+        .into_inner();
+    let ctx = pb::SessionContext {
         session_id: reply.session_id,
         secret: reply.secret,
         epoch: reply.epoch,
         ..Default::default()
     };
-    sims.write().expect("sessions lock").push(Arc::new(Sim {
-        client: client.clone(),
-        ctx: ctx.clone(),
-        deployment: reply.deployment.clone(),
+    Ok((
+        Link { peer, client, ctx },
+        sent,
+        reply.lease_ms,
+        reply.deployment,
+    ))
+}
+
+/// The local end of a lease granted `lease_ms` by a reply to a call sent at `sent`.
+fn local_end(sent: Instant, lease_ms: u64) -> Instant {
+    sent + Duration::from_secs_f64(lease_ms as f64 / 1000.0 / (1.0 + RHO))
+}
+
+/// One client: create its sessions, KeepAlive each until `stop`, then close them.
+async fn session_task(
+    id: u64,
+    topo: Arc<Topology>,
+    stats: Arc<Stats>,
+    sims: Sims,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    stop: watch::Receiver<bool>,
+    closers: Arc<Semaphore>,
+) {
+    let starts: Vec<usize> = if topo.direct {
+        (0..topo.peers.len()).collect()
+    } else {
+        vec![id as usize % topo.peers.len()]
+    };
+    let mut links = Vec::new();
+    let mut lease_ends = Vec::new();
+    let mut deployment = String::new();
+    for peer in starts {
+        match create(&topo, peer, id).await {
+            Ok((link, sent, lease_ms, d)) => {
+                links.push(link);
+                lease_ends.push(local_end(sent, lease_ms));
+                deployment = d;
+            }
+            Err(status) => {
+                drop(permit);
+                stats.create_errors.fetch_add(1, Ordering::Relaxed);
+                stats.error("CreateSession", &status);
+                close_links(&links, &stats, &closers, false).await;
+                return;
+            }
+        }
+    }
+    drop(permit);
+    let sim = Arc::new(Sim {
+        legs: links.into_iter().map(RwLock::new).collect(),
+        deployment,
         handles: Mutex::new(HashMap::new()),
-    }));
+        jeopardy_legs: AtomicU64::new(0),
+        expired: AtomicBool::new(false),
+    });
+    sims.write().expect("sessions lock").push(sim.clone());
     stats.created.fetch_add(1, Ordering::Relaxed);
 
+    let mut legs = tokio::task::JoinSet::new();
+    for (leg, lease_end) in lease_ends.into_iter().enumerate() {
+        legs.spawn(keep_alive(
+            id,
+            leg,
+            lease_end,
+            sim.clone(),
+            topo.clone(),
+            stats.clone(),
+            stop.clone(),
+        ));
+    }
+    while legs.join_next().await.is_some() {}
+    if !sim.expired.load(Ordering::Relaxed) {
+        let links: Vec<Link> = (0..sim.legs.len()).map(|l| sim.link(l)).collect();
+        close_links(&links, &stats, &closers, true).await;
+    }
+    stats.ended.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Closes sessions; counts the client closed when every one closed and `count` is set.
+async fn close_links(links: &[Link], stats: &Stats, closers: &Semaphore, count: bool) {
+    let Ok(_turn) = closers.acquire().await else {
+        return;
+    };
+    let mut all = true;
+    for l in links {
+        let r = l
+            .client
+            .clone()
+            .close_session(pb::CloseSessionRequest {
+                ctx: Some(l.ctx.clone()),
+                expired: false,
+            })
+            .await;
+        if let Err(status) = r {
+            all = false;
+            stats.error("CloseSession", &status);
+        }
+    }
+    if all && count {
+        stats.closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether a failed call may succeed if made again: the server's retryable codes (no
+/// master yet, a failover under way, a stale epoch, overload) and transport failures (the
+/// server went away). A Warren error names its code; anything else is transport.
+fn retryable(status: &tonic::Status) -> bool {
+    match WarrenError::from_status(status) {
+        Some(e) => e.is_retryable() && e.code != ErrorCode::WrongCell,
+        None => is_transport(status),
+    }
+}
+
+fn is_transport(status: &tonic::Status) -> bool {
+    WarrenError::from_status(status).is_none()
+        && matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+        )
+}
+
+/// One leg's KeepAlive loop, until `stop` or the session's end. Tracks the local lease:
+/// jeopardy when it runs out without a reply, expiry when the grace period runs out too
+/// (SPEC §12). Through proxies, a transport failure moves the session to the next proxy,
+/// as the client library does, where the KeepAlive is its claim.
+async fn keep_alive(
+    id: u64,
+    leg: usize,
+    mut lease_end: Instant,
+    sim: Arc<Sim>,
+    topo: Arc<Topology>,
+    stats: Arc<Stats>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ack_seq = 0u64;
+    let mut epoch = sim.link(leg).ctx.epoch;
     let mut in_jeopardy = false;
-    'session: loop {
-        if *stop.borrow() {
+    // Each leg waits a different fraction of a second before a retry, so failures don't
+    // resynchronise the fleet.
+    let backoff = Duration::from_millis(150 + (id * 7919 + leg as u64 * 104_729) % 100);
+    // Entering jeopardy (`on`), or leaving it: `safe` when a KeepAlive reply ended it.
+    let jeopardy = |on: bool, safe: bool| {
+        if on {
+            if sim.jeopardy_legs.fetch_add(1, Ordering::Relaxed) == 0 {
+                stats.jeopardy.fetch_add(1, Ordering::Relaxed);
+                stats.jeopardy_now.fetch_add(1, Ordering::Relaxed);
+            }
+        } else if sim.jeopardy_legs.fetch_sub(1, Ordering::Relaxed) == 1 {
+            stats.jeopardy_now.fetch_sub(1, Ordering::Relaxed);
+            if safe && !sim.expired.load(Ordering::Relaxed) {
+                stats.safe.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+    // The client expires once, whichever of its legs finds out first.
+    let expire = || {
+        if !sim.expired.swap(true, Ordering::Relaxed) {
+            stats.expired.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    loop {
+        if *stop.borrow() || sim.expired.load(Ordering::Relaxed) {
             break;
         }
+        let link = sim.link(leg);
+        if link.ctx.epoch != epoch {
+            // A new epoch (a failover, or an adoption by another proxy) numbers its
+            // events afresh.
+            epoch = link.ctx.epoch;
+            ack_seq = 0;
+        }
         let sent = Instant::now();
+        let mut client = link.client.clone();
         let call = client.keep_alive(pb::KeepAliveRequest {
-            ctx: Some(ctx.clone()),
+            ctx: Some(link.ctx.clone()),
             ack_seq,
         });
         tokio::pin!(call);
         let result = loop {
+            let timer = if in_jeopardy {
+                lease_end + GRACE
+            } else {
+                lease_end
+            };
             tokio::select! {
-                r = &mut call => break r,
-                _ = tokio::time::sleep_until(lease_end), if !in_jeopardy => {
+                r = &mut call => break Some(r),
+                _ = tokio::time::sleep_until(timer) => {
+                    if in_jeopardy {
+                        expire();
+                        break None;
+                    }
                     in_jeopardy = true;
-                    stats.jeopardy.fetch_add(1, Ordering::Relaxed);
-                    stats.jeopardy_now.fetch_add(1, Ordering::Relaxed);
+                    jeopardy(true, false);
                 }
-                _ = tokio::time::sleep_until(lease_end + GRACE), if in_jeopardy => {
-                    stats.jeopardy_now.fetch_sub(1, Ordering::Relaxed);
-                    stats.expired.fetch_add(1, Ordering::Relaxed);
-                    stats.ended.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                _ = stop.changed() => break 'session,
+                _ = stop.changed() => break None,
             }
         };
+        let Some(result) = result else { break };
         match result {
             Ok(r) => {
                 let r = r.into_inner();
                 stats.keepalives.fetch_add(1, Ordering::Relaxed);
                 if in_jeopardy {
                     in_jeopardy = false;
-                    stats.jeopardy_now.fetch_sub(1, Ordering::Relaxed);
-                    stats.safe.fetch_add(1, Ordering::Relaxed);
+                    jeopardy(false, true);
                 }
                 lease_end = lease_end.max(local_end(sent, r.lease_ms));
-                ctx.epoch = ctx.epoch.max(r.epoch);
+                if sim.new_epoch(leg, r.epoch) || r.epoch > epoch {
+                    epoch = r.epoch;
+                    ack_seq = 0;
+                }
                 for e in &r.events {
                     ack_seq = ack_seq.max(e.seq);
                 }
@@ -716,37 +1154,43 @@ async fn session_task(
                 stats.keepalive_errors.fetch_add(1, Ordering::Relaxed);
                 stats.error("KeepAlive", &status);
                 if is_code(&status, ErrorCode::SessionExpired) {
-                    if in_jeopardy {
-                        stats.jeopardy_now.fetch_sub(1, Ordering::Relaxed);
-                    }
-                    stats.expired.fetch_add(1, Ordering::Relaxed);
-                    stats.ended.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    expire();
+                    break;
                 }
+                if sim.stale_epoch(leg, &status) {
+                    // A failover or an adoption: on at once with the new epoch.
+                    continue;
+                }
+                if !topo.direct && topo.peers.len() > 1 && is_transport(&status) {
+                    // The proxy is gone: on to the next one, at once.
+                    let next = (link.peer + 1) % topo.peers.len();
+                    let mut l = sim.legs[leg].write().expect("link lock");
+                    if l.peer == link.peer {
+                        l.peer = next;
+                        l.client = topo.client(next, id);
+                        stats.moved.fetch_add(1, Ordering::Relaxed);
+                    }
+                    drop(l);
+                    if next != (id as usize % topo.peers.len()) {
+                        continue;
+                    }
+                }
+                let timer = if in_jeopardy {
+                    lease_end + GRACE
+                } else {
+                    lease_end
+                };
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = stop.changed() => break 'session,
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep_until(timer), if in_jeopardy => {}
+                    _ = stop.changed() => break,
                 }
             }
         }
     }
     if in_jeopardy {
-        stats.jeopardy_now.fetch_sub(1, Ordering::Relaxed);
+        jeopardy(false, false);
     }
-    let _turn = closers.acquire_owned().await;
-    match client
-        .close_session(pb::CloseSessionRequest {
-            ctx: Some(ctx),
-            expired: false,
-        })
-        .await
-    {
-        Ok(_) => {
-            stats.closed.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(status) => stats.error("CloseSession", &status),
-    }
-    stats.ended.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Open-loop arrivals of `op`: a Poisson process from `start` to `end`. Each arrival is
@@ -756,8 +1200,7 @@ async fn arrive(
     arrivals: Arrivals,
     start: Instant,
     end: Instant,
-    stats: Arc<Stats>,
-    sims: Arc<RwLock<Vec<Arc<Sim>>>>,
+    (stats, sims, topo): (Arc<Stats>, Sims, Arc<Topology>),
     files: Arc<Files>,
 ) {
     let mut rng = StdRng::from_entropy();
@@ -786,13 +1229,14 @@ async fn arrive(
         }
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let file = files.pick(&mut rng);
-        let stats = stats.clone();
+        let (stats, topo) = (stats.clone(), topo.clone());
         tokio::spawn(async move {
-            let result = one_op(op, &sim, file, &stats).await;
+            let result = one_op(op, &sim, topo.leg_of(file), file, &stats, t).await;
+            let us = u64::try_from(t.elapsed().as_micros().max(1)).unwrap_or(u64::MAX);
+            stats.longest_wait_us.fetch_max(us, Ordering::Relaxed);
             let i = op as usize;
             match result {
                 Ok(()) => {
-                    let us = u64::try_from(t.elapsed().as_micros().max(1)).unwrap_or(u64::MAX);
                     stats.hist[i]
                         .lock()
                         .expect("histogram lock")
@@ -814,7 +1258,6 @@ async fn arrive(
         });
     }
 }
-
 /// The timeline: one sample a second from `start`; the last interval runs from the last
 /// whole second before `end` (the window's end) until `drained` turns true, so the
 /// operations that finish in the drain count in it rather than in a near-empty extra second.
@@ -873,12 +1316,57 @@ async fn sample(
 
 type OpError = (&'static str, tonic::Status);
 
-/// One operation on `file` by `sim`: a read (GetContentsAndStat, or Open with read-at-open
-/// on the session's first use of the file), a write (SetContents), or a lock (TryAcquire
-/// exclusive, then Release when it was acquired; LOCK_HELD counts as busy, not an error).
-async fn one_op(op: Op, sim: &Sim, file: u64, stats: &Stats) -> Result<(), OpError> {
-    let mut client = sim.client.clone();
-    let ctx = Some(sim.ctx.clone());
+/// Makes one call on `leg`'s session (as it is at each attempt: it may move or gain an
+/// epoch meanwhile) until it succeeds, fails for good, or the operation has waited until
+/// `deadline`.
+async fn retrying<T, F, Fut>(
+    sim: &Sim,
+    leg: usize,
+    stats: &Stats,
+    deadline: Instant,
+    call: &'static str,
+    mut f: F,
+) -> Result<(T, bool), OpError>
+where
+    F: FnMut(Link) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let mut pause = Duration::from_millis(20);
+    let mut retried = false;
+    loop {
+        match f(sim.link(leg)).await {
+            Ok(v) => return Ok((v, retried)),
+            Err(s)
+                if retryable(&s)
+                    && !sim.expired.load(Ordering::Relaxed)
+                    && Instant::now() + pause < deadline =>
+            {
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                retried = true;
+                if sim.stale_epoch(leg, &s) {
+                    continue;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            Err(s) => return Err((call, s)),
+        }
+    }
+}
+
+/// One operation on `file` by `sim` at its session `leg`: a read (GetContentsAndStat, or
+/// Open with read-at-open on the client's first use of the file), a write (SetContents),
+/// or a lock (TryAcquire exclusive, then Release when it was acquired; LOCK_HELD counts as
+/// busy, not an error). `intended` is when it was meant to start.
+async fn one_op(
+    op: Op,
+    sim: &Sim,
+    leg: usize,
+    file: u64,
+    stats: &Stats,
+    intended: Instant,
+) -> Result<(), OpError> {
+    let deadline = intended + OP_PATIENCE;
     let cached = sim
         .handles
         .lock()
@@ -888,17 +1376,19 @@ async fn one_op(op: Op, sim: &Sim, file: u64, stats: &Stats) -> Result<(), OpErr
     let handle = match cached {
         Some(h) => h,
         None => {
-            let r = client
-                .open(pb::OpenRequest {
-                    ctx: ctx.clone(),
-                    path: format!("/ls/{}{}", sim.deployment, Files::path(file)),
+            let path = format!("/ls/{}{}", sim.deployment, Files::path(file));
+            let (r, _) = retrying(sim, leg, stats, deadline, "Open", |l| {
+                let mut c = l.client;
+                let req = pb::OpenRequest {
+                    ctx: Some(l.ctx),
+                    path: path.clone(),
                     intent: (pb::Intent::Read as u32) | (pb::Intent::Write as u32),
                     read: op == Op::Read,
                     ..Default::default()
-                })
-                .await
-                .map_err(|s| ("Open", s))?
-                .into_inner();
+                };
+                async move { c.open(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
             stats.opens.fetch_add(1, Ordering::Relaxed);
             sim.handles
                 .lock()
@@ -913,48 +1403,69 @@ async fn one_op(op: Op, sim: &Sim, file: u64, stats: &Stats) -> Result<(), OpErr
     };
     match op {
         Op::Read => {
-            client
-                .get_contents_and_stat(pb::GetContentsAndStatRequest { ctx, handle })
-                .await
-                .map_err(|s| ("GetContentsAndStat", s))?;
+            retrying(sim, leg, stats, deadline, "GetContentsAndStat", |l| {
+                let mut c = l.client;
+                let req = pb::GetContentsAndStatRequest {
+                    ctx: Some(l.ctx),
+                    handle: handle.clone(),
+                };
+                async move { c.get_contents_and_stat(req).await }
+            })
+            .await?;
         }
         Op::Write => {
             let (seq, contents) = stats.writes.next_body(file);
-            let r = client
-                .set_contents(pb::SetContentsRequest {
-                    ctx,
-                    handle,
-                    contents,
+            let (r, _) = retrying(sim, leg, stats, deadline, "SetContents", |l| {
+                let mut c = l.client;
+                let req = pb::SetContentsRequest {
+                    ctx: Some(l.ctx),
+                    handle: handle.clone(),
+                    contents: contents.clone(),
                     ..Default::default()
-                })
-                .await
-                .map_err(|s| ("SetContents", s))?
-                .into_inner();
+                };
+                async move { c.set_contents(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
             // Acknowledged. The cells always send the stat; a reply without one is recorded
             // at generation 0, which only a file still at generation 0 can contradict.
             let generation = r.stat.map_or(0, |st| st.content_generation);
             stats.writes.record(file, seq, generation);
         }
         Op::Lock => {
-            let got = client
-                .try_acquire(pb::TryAcquireRequest {
-                    ctx: ctx.clone(),
+            let attempts = std::sync::atomic::AtomicU32::new(0);
+            let acquire = |l: Link| {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                let mut c = l.client;
+                let req = pb::TryAcquireRequest {
+                    ctx: Some(l.ctx),
                     handle: handle.clone(),
                     mode: pb::LockMode::Exclusive as i32,
-                })
-                .await;
-            match got {
+                };
+                async move { c.try_acquire(req).await }
+            };
+            let release = |l: Link| {
+                let mut c = l.client;
+                let req = pb::ReleaseRequest {
+                    ctx: Some(l.ctx),
+                    handle: handle.clone(),
+                };
+                async move { c.release(req).await }
+            };
+            match retrying(sim, leg, stats, deadline, "TryAcquire", acquire).await {
                 Ok(_) => {
-                    client
-                        .release(pb::ReleaseRequest { ctx, handle })
-                        .await
-                        .map_err(|s| ("Release", s))?;
+                    retrying(sim, leg, stats, deadline, "Release", release).await?;
                 }
-                Err(s) if is_code(&s, ErrorCode::LockHeld) => {
+                Err((_, s)) if is_code(&s, ErrorCode::LockHeld) => {
                     stats.busy.fetch_add(1, Ordering::Relaxed);
+                    if attempts.load(Ordering::Relaxed) > 1 {
+                        // An earlier attempt's reply was lost, so the holder may be this
+                        // client: let it go (a Release of a lock another client holds is
+                        // refused, harmlessly).
+                        let _ = release(sim.link(leg)).await;
+                    }
                     return Ok(());
                 }
-                Err(s) => return Err(("TryAcquire", s)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -969,6 +1480,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::Action;
 
     #[test]
     fn durations_parse() {
@@ -1001,13 +1513,12 @@ mod tests {
         assert_eq!(code_of(&tonic::Status::unavailable("down")), "Unavailable");
     }
 
-    #[tokio::test]
-    async fn cells_target_is_refused_clearly() {
-        let cfg = Config {
-            target: Target::Cells("127.0.0.1:1".into()),
+    fn config() -> Config {
+        Config {
+            target: Target::Proxies(vec!["127.0.0.1:1".into()]),
             sessions: 1,
             connections: 1,
-            duration: Duration::from_secs(1),
+            duration: Duration::from_secs(10),
             ramp: Duration::ZERO,
             read_rate: 1.0,
             write_rate: 0.0,
@@ -1016,8 +1527,44 @@ mod tests {
             zipf: 1.0,
             metrics: vec![],
             progress: false,
-        };
-        let err = run(cfg).await.unwrap_err().to_string();
-        assert!(err.contains("not built yet"), "{err}");
+            faults: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn faults_need_an_injector_and_a_time_in_the_window() {
+        let mut cfg = config();
+        cfg.faults = vec![Fault::parse(Action::Kill, "proxy@3s").unwrap()];
+        let err = run(cfg.clone()).await.unwrap_err().to_string();
+        assert!(err.contains("--deploy"), "{err}");
+
+        struct Never;
+        impl Injector for Never {
+            fn inject<'a>(
+                &'a self,
+                _: Action,
+                _: &'a str,
+            ) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>
+            {
+                Box::pin(async { anyhow::bail!("not called") })
+            }
+        }
+        cfg.faults = vec![Fault::parse(Action::Kill, "proxy@10s").unwrap()];
+        let err = run_with(cfg, Some(Arc::new(Never)))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not inside the measured window"), "{err}");
+    }
+
+    #[test]
+    fn what_is_retried() {
+        assert!(retryable(&WarrenError::failover_in_progress().into()));
+        assert!(retryable(&tonic::Status::unavailable("connection refused")));
+        assert!(is_transport(&tonic::Status::unavailable("gone")));
+        let wrong: tonic::Status = WarrenError::lock_held("held").into();
+        assert!(!retryable(&wrong));
+        assert!(!is_transport(&wrong));
+        assert!(!retryable(&tonic::Status::invalid_argument("bad")));
     }
 }

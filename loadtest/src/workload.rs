@@ -25,6 +25,9 @@ impl Arrivals {
     }
 }
 
+/// How many directories the files are spread over.
+pub const DIRS: u64 = 32;
+
 /// Picks file indices `0..n` with Zipf(s) popularity (s = 0: uniform); index 0 is the most
 /// popular.
 pub struct Files {
@@ -47,9 +50,15 @@ impl Files {
         (self.zipf.sample(rng) as u64).clamp(1, self.n) - 1
     }
 
-    /// The path of file `i`.
+    /// The path of file `i`: spread over [`DIRS`] directories, so that a partitioned
+    /// namespace spreads them over its cells (a directory's children share a cell).
     pub fn path(i: u64) -> String {
-        format!("/loadtest/f{i}")
+        format!("/loadtest/d{}/f{i}", i % DIRS)
+    }
+
+    /// The directories the first `n` files are in.
+    pub fn dirs(n: u64) -> impl Iterator<Item = String> {
+        (0..n.min(DIRS)).map(|d| format!("/loadtest/d{d}"))
     }
 }
 
@@ -94,6 +103,12 @@ mod tests {
         assert!(c.iter().all(|&n| (800..1200).contains(&n)), "{c:?}");
         assert!(Files::new(0, 1.0).is_err());
         assert!(Files::new(10, -1.0).is_err());
-        assert_eq!(Files::path(3), "/loadtest/f3");
+        assert_eq!(Files::path(3), "/loadtest/d3/f3");
+        assert_eq!(Files::path(35), "/loadtest/d3/f35");
+        assert_eq!(
+            Files::dirs(2).collect::<Vec<_>>(),
+            ["/loadtest/d0", "/loadtest/d1"]
+        );
+        assert_eq!(Files::dirs(1000).count(), 32);
     }
 }

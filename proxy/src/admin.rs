@@ -66,6 +66,10 @@ fn describe() {
         "client sessions created at the proxy"
     );
     describe_counter!(
+        "warren_proxy_fresh_adoptions_total",
+        "clients of a dead proxy taken on afresh: they held nothing and no cell knew them"
+    );
+    describe_counter!(
         "warren_proxy_upstream_sessions_created_total",
         "proxy sessions created at each cell (more than one per cell means one was lost)"
     );
@@ -101,6 +105,7 @@ fn describe() {
     for name in [
         "warren_proxy_sessions_created_total",
         "warren_proxy_claims_total",
+        "warren_proxy_fresh_adoptions_total",
     ] {
         metrics::counter!(name).increment(0);
     }

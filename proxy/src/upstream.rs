@@ -318,7 +318,17 @@ pub async fn claim(
         match r {
             Ok(r) => return Ok(r.into_inner()),
             Err(s) => {
-                let e = code_of(&s).unwrap_or_else(|| WarrenError::internal(s.message()));
+                // No Warren code: the connection failed (the cell's master is gone, say).
+                // The client retries, as during any failover; not an internal error.
+                let e = code_of(&s).unwrap_or_else(|| {
+                    WarrenError::new(
+                        ErrorCode::FailoverInProgress,
+                        format!(
+                            "the cell did not answer a claim for the session: {}",
+                            s.message()
+                        ),
+                    )
+                });
                 if e.code == ErrorCode::FailoverInProgress && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;

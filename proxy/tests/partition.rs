@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use warren_client::{ClientOptions, ErrorCode, OpenOptions, Session};
 use warren_router::{PartitionMap, Route};
 use warren_testkit::deployment::{map_epoch_at, wait_for_map_at, write_first_map, DEPLOYMENT as D};
-use warren_testkit::{Cell, Deployment, Proxy};
+use warren_testkit::{Cell, Deployment, Proxy, TestProxy};
 
 /// A meta cell, data cells `c1..c3` and the map spreading the slots over them; no proxy
 /// (each test starts its own).
@@ -389,6 +389,35 @@ async fn the_proxy_is_ready_only_once_the_map_is_loaded() {
     drop(c1);
 }
 
+/// Proxies `p1` and `p2` routing by `d`'s map, with a 4 s client lease; their addresses.
+async fn two_proxies(d: &Deployment) -> (Vec<Option<TestProxy>>, Vec<String>) {
+    let mut proxies = Vec::new();
+    for id in ["p1", "p2"] {
+        let p = Proxy::builder()
+            .meta(d.meta_addrs())
+            .client_lease(Duration::from_secs(4))
+            .admin()
+            .id(id)
+            .run()
+            .await;
+        proxies.push(Some(p));
+    }
+    let addrs = proxies.iter().flatten().map(|p| p.addr()).collect();
+    (proxies, addrs)
+}
+
+/// Which of `proxies` holds the one client session (by its `/status`).
+async fn holder_of(proxies: &[Option<TestProxy>]) -> usize {
+    let mut holder = None;
+    for (i, p) in proxies.iter().enumerate() {
+        let st = http_get(p.as_ref().unwrap().admin_addr().unwrap(), "/status").await;
+        if st.contains("\"client_sessions\": 1") {
+            holder = Some(i);
+        }
+    }
+    holder.expect("one proxy holds the session")
+}
+
 /// A client whose proxy dies moves to the next one, which claims it at every cell of the
 /// map (not only those it used itself): its handles, locks (on a file and on a split
 /// directory) and ephemeral file in several cells survive.
@@ -396,19 +425,7 @@ async fn the_proxy_is_ready_only_once_the_map_is_loaded() {
 async fn a_client_of_a_dead_proxy_keeps_its_state_in_every_cell() {
     let d = deployment().await;
     let map = d.map();
-    let lease = Duration::from_secs(4);
-    let mut proxies = Vec::new();
-    for id in ["p1", "p2"] {
-        let p = Proxy::builder()
-            .meta(d.meta_addrs())
-            .client_lease(lease)
-            .admin()
-            .id(id)
-            .run()
-            .await;
-        proxies.push(Some(p));
-    }
-    let addrs: Vec<String> = proxies.iter().flatten().map(|p| p.addr()).collect();
+    let (mut proxies, addrs) = two_proxies(&d).await;
     let s = Session::connect_with(
         ClientOptions::proxies(addrs.clone()).grace_period(Duration::from_secs(30)),
     )
@@ -456,14 +473,7 @@ async fn a_client_of_a_dead_proxy_keeps_its_state_in_every_cell() {
     assert_eq!(seq_a.path, a);
     // The proxy holding the session dies. The other has used no data cell yet: adopting
     // the client, it claims it at all of them.
-    let mut holder = None;
-    for (i, p) in proxies.iter().enumerate() {
-        let st = http_get(p.as_ref().unwrap().admin_addr().unwrap(), "/status").await;
-        if st.contains("\"client_sessions\": 1") {
-            holder = Some(i);
-        }
-    }
-    let holder = holder.expect("one proxy holds the session");
+    let holder = holder_of(&proxies).await;
     drop(proxies[holder].take());
     let p2 = proxies[1 - holder].take().unwrap();
     let mut moved = false;
@@ -522,6 +532,70 @@ async fn a_client_of_a_dead_proxy_keeps_its_state_in_every_cell() {
     ha.release().await.unwrap();
     hf.delete().await.unwrap();
     ha.delete().await.unwrap();
+    s.close().await.unwrap();
+}
+
+/// A client that opened nothing is known only to its proxy. When that proxy dies, the
+/// client says it holds nothing (`ctx.holds_nothing`), so the proxy it moves to, finding
+/// it at no cell, takes it on afresh with its principal rather than answering
+/// `SESSION_EXPIRED`: the session lives on, and its first open works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_opened_nothing_survives_the_death_of_its_proxy() {
+    let d = deployment().await;
+    let (mut proxies, addrs) = two_proxies(&d).await;
+    let s = Session::connect_with(
+        ClientOptions::proxies(addrs.clone())
+            .principal("idle-client")
+            .grace_period(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    let mut events = s.events();
+    let holder = holder_of(&proxies).await;
+    drop(proxies[holder].take());
+    let p2 = proxies[1 - holder].take().unwrap();
+
+    // The session moves to p2 and reports the fail-over, not an expiry.
+    let seen = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut seen = Vec::new();
+        while let Some(e) = events.recv().await {
+            let done = matches!(
+                e,
+                warren_client::Event::MasterFailover | warren_client::Event::Expired
+            );
+            seen.push(e);
+            if done {
+                break;
+            }
+        }
+        seen
+    })
+    .await
+    .expect("an event within 20 s");
+    assert!(
+        matches!(seen.last(), Some(warren_client::Event::MasterFailover)),
+        "{seen:?}"
+    );
+    assert_ne!(s.state(), warren_client::SessionState::Expired);
+    let (h, info) = s
+        .open(
+            "/ls/local/after-move",
+            OpenOptions::new()
+                .read()
+                .write()
+                .create_file(b"x".to_vec())
+                .ephemeral(),
+        )
+        .await
+        .expect("the moved session opens");
+    assert_eq!(h.contents().await.unwrap().0, b"x");
+    assert!(!info.stat.cell.is_empty());
+    let metrics = http_get(p2.admin_addr().unwrap(), "/metrics").await;
+    assert!(
+        metrics.contains("warren_proxy_fresh_adoptions_total 1"),
+        "{metrics}"
+    );
+    h.close().await;
     s.close().await.unwrap();
 }
 

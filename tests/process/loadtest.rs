@@ -1,6 +1,8 @@
-//! `warren loadtest run` end to end (issue 7): a short run through the proxy of a
-//! `warren dev` deployment (meta cell, 2 data cells, 1 proxy) started as a process, its
-//! JSON report read back; and its refusals.
+//! `warren loadtest` end to end (issue 7): short runs through the proxy of a `warren dev`
+//! deployment (meta cell, 2 data cells, 1 proxy) started as a process and direct to its
+//! cells, their JSON reports read back; a run on a deployment the load test launches
+//! itself, with a proxy and a cell master killed (`kill -9`) and the master restarted;
+//! `compare`; and the refusals.
 
 use crate::bin;
 use std::net::TcpListener;
@@ -30,20 +32,24 @@ fn free_base_port(cells: u16) -> u16 {
 }
 
 async fn loadtest(args: &[&str]) -> std::process::Output {
+    warren_loadtest_cmd("run", args).await
+}
+
+async fn warren_loadtest_cmd(command: &str, args: &[&str]) -> std::process::Output {
     let out = tokio::time::timeout(
-        Duration::from_secs(120),
+        Duration::from_secs(150),
         tokio::process::Command::new(bin())
             .arg("loadtest")
-            .arg("run")
+            .arg(command)
             .args(args)
             .kill_on_drop(true)
             .output(),
     )
     .await
-    .expect("warren loadtest run finishes within 120 s")
+    .expect("warren loadtest finishes within 150 s")
     .expect("run warren loadtest");
     eprintln!(
-        "warren loadtest run {args:?}\n--- stdout\n{}--- stderr\n{}",
+        "warren loadtest {command} {args:?}\n--- stdout\n{}--- stderr\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -165,13 +171,191 @@ async fn short_run_through_a_dev_proxy_reports_sensible_figures() {
     assert_eq!(page.matches("</svg>").count(), 3, "{page}");
     assert!(page.contains("<polyline"), "{page}");
     assert!(!page.contains("NaN") && !page.contains("<script"), "{page}");
+
+    // The same deployment, direct to its cells: each client holds a session at the meta
+    // cell and one at each of the 2 data cells, and routes by the map.
+    let meta = format!("cells=127.0.0.1:{base}");
+    let out = loadtest(&[
+        "--target",
+        &meta,
+        "--sessions",
+        "20",
+        "--connections",
+        "2",
+        "--duration",
+        "2s",
+        "--read-rate",
+        "40",
+        "--write-rate",
+        "5",
+        "--lock-rate",
+        "2",
+        "--files",
+        "40",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ])
+    .await;
+    assert!(out.status.success(), "warren loadtest run (cells) failed");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON report"))
+            .expect("valid JSON");
+    assert_eq!(r["target"], "cells", "{r:#}");
+    assert_eq!(r["sessions_per_client"], 3, "{r:#}");
+    assert_eq!(r["addresses"].as_array().map(Vec::len), Some(3), "{r:#}");
+    assert_eq!(r["sessions"]["created"], 20, "{r:#}");
+    assert_eq!(r["sessions"]["closed"], 20, "{r:#}");
+    assert_eq!(r["errors"], 0, "{r:#}");
+    assert_eq!(r["acked_lost_checked"], true, "{r:#}");
+    assert_eq!(r["acked_lost"], 0, "{r:#}");
+    assert!(num(&r["ops"]["read"]["count"]) > 20.0, "{r:#}");
+    assert!(num(&r["ops"]["write"]["count"]) > 0.0, "{r:#}");
+}
+
+/// `--deploy`: the load test launches meta + 2 cells + 2 proxies as processes with a 2 s
+/// lease, kills proxy 1 and the master of c1 with SIGKILL during the window, and restarts
+/// c1. The clients move to proxy 2, wait out c1's absence, and lose nothing.
+#[tokio::test]
+async fn kills_on_a_launched_deployment_lose_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("faults.json");
+    let out = loadtest(&[
+        "--deploy",
+        "dev:cells=2,proxies=2",
+        "--lease",
+        "2s",
+        "--sessions",
+        "40",
+        "--connections",
+        "4",
+        "--duration",
+        "10s",
+        "--read-rate",
+        "60",
+        "--write-rate",
+        "15",
+        "--lock-rate",
+        "3",
+        "--files",
+        "40",
+        "--kill",
+        "proxy@2s",
+        "--kill",
+        "master:c1@4s",
+        "--restart",
+        "master:c1@5s",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ])
+    .await;
+    assert!(out.status.success(), "warren loadtest run --deploy failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("longest wait"), "{stdout}");
+    assert!(stdout.contains("fault: kill proxy at 2.0 s"), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON report"))
+            .expect("valid JSON");
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
+    // Every fault took effect, in order.
+    let faults = r["faults"].as_array().expect("faults");
+    assert_eq!(faults.len(), 3, "{r:#}");
+    for (f, (action, member)) in faults.iter().zip([
+        ("kill", "proxy"),
+        ("kill", "master:c1"),
+        ("restart", "master:c1"),
+    ]) {
+        assert_eq!(f["action"], action, "{r:#}");
+        assert_eq!(f["member"], member, "{r:#}");
+        assert!(f["error"].is_null(), "{r:#}");
+        assert!(num(&f["done_s"]) >= num(&f["at_s"]), "{r:#}");
+    }
+    // No client lost its session; the clients of proxy 1 moved to proxy 2.
+    assert_eq!(r["sessions"]["created"], 40, "{r:#}");
+    assert_eq!(r["sessions"]["expired"], 0, "{r:#}");
+    assert!(num(&r["sessions"]["moved"]) >= 1.0, "{r:#}");
+    // No acknowledged write was lost, and no operation failed: the ones that met a failover
+    // waited (and were retried) instead.
+    assert_eq!(r["acked_lost_checked"], true, "{r:#}");
+    assert_eq!(r["acked_lost"], 0, "{r:#}");
+    for op in ["read", "write", "lock"] {
+        assert_eq!(num(&r["ops"][op]["errors"]), 0.0, "{op}: {r:#}");
+    }
+    assert!(num(&r["ops"]["write"]["count"]) > 50.0, "{r:#}");
+    // Some operation waited for the restart of c1's master (about 1 s after its kill).
+    let longest = num(&r["longest_wait_ms"]);
+    assert!((300.0..45_000.0).contains(&longest), "{r:#}");
+    assert!(num(&r["retries"]) > 0.0, "{r:#}");
+}
+
+/// `compare` on a launched deployment: both runs, and the ratios, in one JSON.
+#[tokio::test]
+async fn compare_runs_direct_and_through_proxies_and_gives_ratios() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("compare.json");
+    let out = warren_loadtest_cmd(
+        "compare",
+        &[
+            "--deploy",
+            "dev:cells=2,proxies=1",
+            "--sessions",
+            "30",
+            "--connections",
+            "2",
+            "--duration",
+            "2s",
+            "--read-rate",
+            "50",
+            "--write-rate",
+            "5",
+            "--files",
+            "20",
+            "--json",
+            json.to_str().expect("utf-8 path"),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "warren loadtest compare failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("=== direct to the cells"), "{stdout}");
+    assert!(
+        stdout.contains("=== through the proxies ÷ direct"),
+        "{stdout}"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON"))
+            .expect("valid JSON");
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
+    assert_eq!(r["direct"]["target"], "cells", "{r:#}");
+    assert_eq!(r["proxies"]["target"], "proxies", "{r:#}");
+    for run in ["direct", "proxies"] {
+        assert_eq!(r[run]["errors"], 0, "{run}: {r:#}");
+        assert_eq!(r[run]["acked_lost"], 0, "{run}: {r:#}");
+        assert_eq!(r[run]["sessions"]["created"], 30, "{run}: {r:#}");
+    }
+    // Both runs read; the ratio is there and positive.
+    assert!(num(&r["ratios"]["ops"]["read"]["p50"]) > 0.0, "{r:#}");
+    // Direct, every client holds 3 sessions, each KeepAlived at a cell; through the proxy
+    // the cells see only the proxy's: fewer KeepAlives reach the cells.
+    assert!(num(&r["ratios"]["cell_keepalive_reduction"]) > 1.0, "{r:#}");
 }
 
 #[tokio::test]
 async fn refusals_are_clear() {
+    // Nothing listens at the meta cell's address: named.
     let out = loadtest(&["--target", "cells=127.0.0.1:1", "--duration", "1s"]).await;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"));
+
+    // Faults need a deployment the load test launched.
+    let out = loadtest(&["--target", "proxies=127.0.0.1:1", "--kill", "proxy@1s"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--deploy"));
+    let out = loadtest(&["--deploy", "dev", "--kill", "proxy"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MEMBER@TIME"));
+    let out = loadtest(&["--deploy", "dev:cells=x"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cells=x"));
 
     let out = loadtest(&["--target", "127.0.0.1:1"]).await;
     assert!(!out.status.success());

@@ -3,6 +3,7 @@
 //! (meta cell, data cells, proxies) with its admin endpoints, Ctrl-C and resume.
 
 mod ctl;
+mod deploy;
 mod dev;
 mod durability;
 mod election;

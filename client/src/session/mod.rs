@@ -676,7 +676,19 @@ impl Shared {
     }
 
     fn ctx_at(&self, epoch: u64) -> pb::SessionContext {
+        // Holding no handle, the session has nothing at any cell: say so (with the
+        // principal), so that if its proxy dies before it opens anything the next proxy
+        // can take it on afresh (cells ignore both fields).
+        let holds_nothing = lock(&self.open_handles)
+            .iter()
+            .all(|h| h.strong_count() == 0);
         pb::SessionContext {
+            holds_nothing,
+            principal: if holds_nothing {
+                self.options.principal.clone()
+            } else {
+                String::new()
+            },
             session_id: self.id.as_bytes().to_vec(),
             secret: self.secret.clone(),
             epoch,

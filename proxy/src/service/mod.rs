@@ -65,7 +65,11 @@ fn bytes16(b: &[u8], field: &str) -> Result<[u8; 16], WarrenError> {
 }
 
 /// The session part of a client request, as the cell's edge parses it.
-fn parse_ctx(c: Option<&pb::SessionContext>) -> Result<(ClientId, [u8; 16], u64), WarrenError> {
+/// The session a request names: its id, secret and epoch, and — when the client says it
+/// holds nothing (`holds_nothing`) — the principal to take it on with if no cell knows it.
+type Ctx = (ClientId, [u8; 16], u64, Option<String>);
+
+fn parse_ctx(c: Option<&pb::SessionContext>) -> Result<Ctx, WarrenError> {
     let c = c.ok_or_else(|| {
         WarrenError::invalid_argument("the request has no session context (field ctx)")
     })?;
@@ -77,7 +81,8 @@ fn parse_ctx(c: Option<&pb::SessionContext>) -> Result<(ClientId, [u8; 16], u64)
             "ctx.client_session is only for proxies talking to cells; this is a proxy",
         ));
     }
-    Ok((id, secret, c.epoch))
+    let fresh = c.holds_nothing.then(|| c.principal.clone());
+    Ok((id, secret, c.epoch, fresh))
 }
 
 fn hex(id: &[u8]) -> String {
@@ -100,12 +105,12 @@ enum Retry {
 impl Service {
     /// Checks (or adopts) the client session of a request.
     pub(super) async fn session(&self, ctx: Option<&pb::SessionContext>) -> Result<Who, Status> {
-        let (id, secret, epoch) = parse_ctx(ctx)?;
+        let (id, secret, epoch, fresh) = parse_ctx(ctx)?;
         let known = self
             .shared
             .with_core(|c| c.check(&id, &secret, epoch, Instant::now()))?;
         if let Known::Unknown = known {
-            let new_epoch = self.adopt(id, secret, epoch).await?;
+            let new_epoch = self.adopt(id, secret, epoch, fresh).await?;
             // The client now adopts the new epoch (its event numbering restarts) and
             // retries; its next KeepAlive brings the fail-over event.
             return Err(WarrenError::stale_epoch(new_epoch, epoch).into());

@@ -11,12 +11,14 @@ impl Service {
     /// A session this proxy does not know: a client arriving from another proxy (SPEC §6
     /// proxy failover). Claims it at every cell where it may have state — with a map,
     /// every cell of the map and the meta cell, whether or not this proxy used them yet
-    /// (their sessions start now) — then takes it on.
+    /// (their sessions start now) — then takes it on. `fresh` is the principal of a client
+    /// that says it holds nothing: if no cell knows the session, it is taken on afresh.
     pub(super) async fn adopt(
         &self,
         id: ClientId,
         secret: [u8; 16],
         epoch: u64,
+        fresh: Option<String>,
     ) -> Result<u64, WarrenError> {
         let deadline = Instant::now() + self.shared.cfg.forward_patience;
         let mut cells = BTreeSet::new();
@@ -56,10 +58,16 @@ impl Service {
                 Err(e) => return Err(e),
             }
         }
-        // A session no cell knows is indistinguishable from a made-up one: as a cell
-        // would, call it expired. (So a client that had opened nothing anywhere loses its
-        // empty session when its proxy dies; see docs/proxy.md.)
-        if expired || cells.is_empty() {
+        // A session no cell knows is either one whose proxy died before it opened
+        // anything, or a made-up or long-ended one. A client that says it holds nothing
+        // loses nothing either way: take it on afresh (it has no lock, no ephemeral file
+        // and no cached file that an expiry would have ended). One that holds handles must
+        // be told its session is gone, as a cell would.
+        let fresh = fresh.filter(|_| cells.is_empty() && !expired);
+        if let Some(p) = fresh {
+            principal = p;
+            metrics::counter!("warren_proxy_fresh_adoptions_total").increment(1);
+        } else if expired || cells.is_empty() {
             return Err(WarrenError::session_expired(format!(
                 "session {} is unknown or has expired",
                 hex(&id)

@@ -1,0 +1,113 @@
+//! Faults injected during a run (`--kill proxy@30s`, `--kill master:c1@30s`,
+//! `--restart master:c1@35s`): when, to what, and what happened. The run only schedules
+//! them; an [`Injector`] given by the caller (the deployment `warren loadtest --deploy`
+//! launched) carries them out.
+
+use serde::Serialize;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// What a fault does to its member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// `kill -9` the member's process.
+    Kill,
+    /// Start a killed member again, with its old address and data.
+    Restart,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Kill => "kill",
+            Action::Restart => "restart",
+        }
+    }
+}
+
+/// One scheduled fault: `action` on `member` (e.g. `proxy`, `proxy:2`, `master:c1`) at `at`
+/// after the measured window starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub action: Action,
+    pub member: String,
+    pub at: Duration,
+}
+
+impl Fault {
+    /// Parses `MEMBER@TIME` (`proxy@30s`, `master:c1@1m`) for `action`. The member's
+    /// syntax is the injector's business; this checks only the shape.
+    pub fn parse(action: Action, s: &str) -> Result<Fault, String> {
+        let (member, at) = s.rsplit_once('@').ok_or_else(|| {
+            format!(
+                "`{s}`: give MEMBER@TIME, e.g. proxy@30s or master:c1@30s (TIME from the \
+                 start of the measured window)"
+            )
+        })?;
+        let member = member.trim();
+        if member.is_empty() {
+            return Err(format!("`{s}`: the member before @ is empty"));
+        }
+        let at = crate::run::parse_duration(at)?;
+        Ok(Fault {
+            action,
+            member: member.to_string(),
+            at,
+        })
+    }
+}
+
+/// Carries out faults. `inject` resolves when the fault has taken effect (a killed process
+/// has been reaped; a restarted one serves again).
+pub trait Injector: Send + Sync {
+    fn inject<'a>(
+        &'a self,
+        action: Action,
+        member: &'a str,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+}
+
+/// What happened to one scheduled fault, as reported.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct FaultRecord {
+    /// `kill` or `restart`.
+    pub action: String,
+    pub member: String,
+    /// When it was scheduled, in seconds from the start of the measured window.
+    pub at_s: f64,
+    /// When it had taken effect (null if it failed).
+    pub done_s: Option<f64>,
+    /// Why it failed (null if it worked).
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_parse() {
+        assert_eq!(
+            Fault::parse(Action::Kill, "proxy@30s"),
+            Ok(Fault {
+                action: Action::Kill,
+                member: "proxy".into(),
+                at: Duration::from_secs(30)
+            })
+        );
+        let f = Fault::parse(Action::Restart, "master:c1@1m5s").unwrap();
+        assert_eq!(f.member, "master:c1");
+        assert_eq!(f.at, Duration::from_secs(65));
+        assert!(Fault::parse(Action::Kill, "proxy")
+            .unwrap_err()
+            .contains("MEMBER@TIME"));
+        assert!(Fault::parse(Action::Kill, "@3s")
+            .unwrap_err()
+            .contains("empty"));
+        assert!(Fault::parse(Action::Kill, "proxy@soon")
+            .unwrap_err()
+            .contains("e.g. 30s"));
+    }
+}

@@ -1,0 +1,1157 @@
+//! A `warren dev`-shaped deployment run as separate OS processes, for `warren loadtest`:
+//! a meta cell, data cells `c1..cN` and proxies `p1..pM`, each its own `warren cell` /
+//! `warren proxy` child, so that a fault scenario can `kill -9` one proxy or one cell
+//! master and start it again later with the same ports and data.
+//!
+//! ```text
+//! dev[:cells=N,proxies=M,lease=DURATION]      (defaults: 3 cells, 2 proxies, default leases)
+//! ```
+//!
+//! Everything listens on 127.0.0.1 on ports picked free at start (bound to port 0, read,
+//! released; another process could take one in the moment before the child binds it, and
+//! the child then fails to start with "cannot listen on …" in its log, which the error
+//! quotes). Files, in the caller's fresh directory `DIR`:
+//!
+//! | member | gRPC / admin | store | log (stdout and stderr, appended across restarts) |
+//! |---|---|---|---|
+//! | meta cell `meta` (`master:meta`) | free ports | DIR/meta | DIR/logs/meta.log |
+//! | data cell `ck` (`master:ck`) | free ports | DIR/ck | DIR/logs/ck.log |
+//! | proxy `pj` (`proxy:j`) | free ports | — | DIR/logs/pj.log |
+//!
+//! The first partition map (epoch 1, the default slot count spread evenly over c1..cN, as
+//! `warren dev` writes it) goes into the meta cell with `warren ctl deployment init`, run
+//! as a child like the rest. Children get the parent's environment without its `WARREN_*`
+//! variables (except `WARREN_LOG`), so settings meant for the parent's own `warren` do not
+//! leak into the deployment. They stay in the parent's process group, so a Ctrl-C at the
+//! terminal reaches them too, and a parent killed without unwinding leaves none behind
+//! that way; dropping a [`Deployment`] SIGKILLs whatever still runs.
+//!
+//! With `lease` set, cells get `--lease L --proxy-lease L+3s` and proxies `--client-lease L
+//! --lease-margin K --keepalive-reply-before-end K` with K = min(1s, L/4), so the leases
+//! nest (client lease + margins < proxy lease ≤ 60 s); L must be more than 1 s (the cells
+//! answer KeepAlives 1 s before a lease ends) and at most 57 s.
+//!
+//! This file has no `crate::` paths on purpose: the process tests include it with
+//! `#[path]` (the root package has no library target).
+
+// Compiled twice: into the binary (for `warren loadtest`) and into the process tests,
+// and each uses only part of it.
+#![allow(dead_code)]
+
+use anyhow::{anyhow, bail, Context};
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+/// The most data cells, and the most proxies, a spec may ask for (as `warren dev`).
+pub const MAX_EACH: u16 = 20;
+/// How long any member may take to become ready, on top of the proxy lease (a restarted
+/// cell master waits up to one lease for sessions that do not come back, e.g. a dead
+/// proxy's, before it serves everything).
+const BASE_PATIENCE: Duration = Duration::from_secs(20);
+/// How long `warren ctl deployment init` may take.
+const INIT_PATIENCE: Duration = Duration::from_secs(30);
+/// How long each tier may take to stop after SIGTERM before it gets SIGKILL.
+const STOP_PATIENCE: Duration = Duration::from_secs(10);
+/// The proxy lease the cells grant without a `lease` (their default).
+const DEFAULT_PROXY_LEASE: Duration = Duration::from_secs(20);
+/// How long before a lease ends the cells answer a held KeepAlive (their default; a lease
+/// must exceed it).
+const CELL_KEEPALIVE_REPLY: Duration = Duration::from_secs(1);
+/// The longest lease (proxy lease included) a cell may grant.
+const LEASE_LIMIT: Duration = Duration::from_secs(60);
+/// What the proxy lease adds to `lease`.
+const PROXY_LEASE_EXTRA: Duration = Duration::from_secs(3);
+/// How many lines of a child's log an error quotes.
+const LOG_TAIL_LINES: usize = 20;
+
+/// What to launch: `dev[:cells=N,proxies=M,lease=DURATION]` (defaults 3 cells, 2 proxies,
+/// the default leases, like `warren dev`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeploySpec {
+    /// Data cells c1..cN (1–20).
+    pub cells: u16,
+    /// Proxies p1..pM (1–20).
+    pub proxies: u16,
+    /// The session lease of the cells and the client lease of the proxies (the proxy lease
+    /// follows); `None`: every default.
+    pub lease: Option<Duration>,
+}
+
+impl Default for DeploySpec {
+    fn default() -> Self {
+        DeploySpec {
+            cells: 3,
+            proxies: 2,
+            lease: None,
+        }
+    }
+}
+
+const SPEC_SYNTAX: &str = "dev[:cells=N,proxies=M,lease=DURATION], e.g. dev:cells=3,proxies=2";
+
+impl FromStr for DeploySpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let text = s.trim();
+        let (kind, settings) = match text.split_once(':') {
+            Some((kind, settings)) => (kind.trim(), Some(settings)),
+            None => (text, None),
+        };
+        if kind != "dev" {
+            return Err(format!(
+                "unknown deployment {kind:?} in {s:?}: write {SPEC_SYNTAX}"
+            ));
+        }
+        let mut spec = DeploySpec::default();
+        let Some(settings) = settings else {
+            return Ok(spec);
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for part in settings.split(',') {
+            let part = part.trim();
+            if part.is_empty() {
+                return Err(format!(
+                    "deployment {s:?} has an empty setting: write {SPEC_SYNTAX}"
+                ));
+            }
+            let Some((key, value)) = part.split_once('=') else {
+                return Err(format!(
+                    "{part:?} in deployment {s:?} is not KEY=VALUE: write {SPEC_SYNTAX}"
+                ));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            if seen.contains(&key) {
+                return Err(format!("deployment {s:?} sets {key} twice"));
+            }
+            match key {
+                "cells" | "proxies" => {
+                    let n = value
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|n| (1..=MAX_EACH).contains(n))
+                        .ok_or_else(|| {
+                            format!(
+                                "{key}={value} in deployment {s:?}: {key} must be a whole \
+                                 number from 1 to {MAX_EACH}"
+                            )
+                        })?;
+                    if key == "cells" {
+                        spec.cells = n;
+                    } else {
+                        spec.proxies = n;
+                    }
+                }
+                "lease" => {
+                    let lease = warren_config::parse_duration(value)
+                        .map_err(|e| format!("lease={value} in deployment {s:?}: {e}"))?;
+                    check_lease(lease)
+                        .map_err(|e| format!("lease={value} in deployment {s:?}: {e}"))?;
+                    spec.lease = Some(lease);
+                }
+                other => {
+                    return Err(format!(
+                        "unknown setting {other:?} in deployment {s:?}: the settings are \
+                         cells, proxies and lease ({SPEC_SYNTAX})"
+                    ))
+                }
+            }
+            seen.push(key);
+        }
+        Ok(spec)
+    }
+}
+
+impl fmt::Display for DeploySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dev:cells={},proxies={}", self.cells, self.proxies)?;
+        if let Some(l) = self.lease {
+            write!(f, ",lease={}", warren_config::format_duration(l))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `lease` can be given to both cells and proxies (see the module docs).
+fn check_lease(lease: Duration) -> Result<(), String> {
+    let show = warren_config::format_duration;
+    if lease <= CELL_KEEPALIVE_REPLY {
+        return Err(format!(
+            "a lease of {} is too short: the cells answer KeepAlives {} before a lease ends, \
+             so it must be more than {} (e.g. 2s)",
+            show(lease),
+            show(CELL_KEEPALIVE_REPLY),
+            show(CELL_KEEPALIVE_REPLY)
+        ));
+    }
+    if lease + PROXY_LEASE_EXTRA > LEASE_LIMIT {
+        return Err(format!(
+            "a lease of {} is too long: the proxies then need a proxy lease of {} (lease + {}), \
+             and a cell grants at most {}; use at most {}",
+            show(lease),
+            show(lease + PROXY_LEASE_EXTRA),
+            show(PROXY_LEASE_EXTRA),
+            show(LEASE_LIMIT),
+            show(LEASE_LIMIT - PROXY_LEASE_EXTRA)
+        ));
+    }
+    Ok(())
+}
+
+/// The proxies' lease margin and KeepAlive reply margin for a client lease.
+fn proxy_margin(lease: Duration) -> Duration {
+    (lease / 4).min(Duration::from_secs(1))
+}
+
+/// A process of the deployment that a fault can hit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Member {
+    /// Proxy j, 1-based (`proxy` = `proxy:1`, `proxy:2`, …).
+    Proxy(u16),
+    /// The master of a cell by name: `master:c1`, …; `master:meta` is the meta cell.
+    Master(String),
+}
+
+const MEMBER_SYNTAX: &str = "proxy, proxy:N (N from 1), master:CELL (e.g. master:c1) or \
+                             master:meta";
+
+impl FromStr for Member {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let text = s.trim();
+        let (kind, arg) = match text.split_once(':') {
+            Some((k, a)) => (k.trim(), Some(a.trim())),
+            None => (text, None),
+        };
+        match (kind, arg) {
+            ("proxy", None) => Ok(Member::Proxy(1)),
+            ("proxy", Some(n)) => match n.parse::<u16>() {
+                Ok(0) => Err(format!(
+                    "{s:?}: proxies are numbered from 1 (proxy:1 is the first)"
+                )),
+                Ok(j) => Ok(Member::Proxy(j)),
+                Err(_) => Err(format!(
+                    "{s:?}: {n:?} is not a proxy number; write proxy:N, e.g. proxy:2"
+                )),
+            },
+            ("master", None) | ("master", Some("")) => Err(format!(
+                "{s:?} names no cell: write master:CELL, e.g. master:c1 or master:meta"
+            )),
+            ("master", Some(cell)) => {
+                if cell
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                {
+                    Ok(Member::Master(cell.to_string()))
+                } else {
+                    Err(format!(
+                        "{s:?}: {cell:?} is not a cell name (cell names are [a-z0-9-], \
+                         e.g. c1 or meta)"
+                    ))
+                }
+            }
+            _ => Err(format!("unknown member {s:?}: write {MEMBER_SYNTAX}")),
+        }
+    }
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Member::Proxy(j) => write!(f, "proxy:{j}"),
+            Member::Master(cell) => write!(f, "master:{cell}"),
+        }
+    }
+}
+
+/// What a child is, for its readiness check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// The meta cell: ready when its `/readyz` says so.
+    Meta,
+    /// A data cell: `/readyz`, and `Locate` answers as master with a map epoch ≥ 1.
+    Data,
+    /// A proxy: `/readyz` (the map loaded, a session at the meta cell).
+    Proxy,
+}
+
+/// One child process of the deployment and how to start it again.
+struct Proc {
+    /// `meta`, `c1`, …, `p1`, …: its log file's name.
+    name: String,
+    kind: Kind,
+    /// gRPC address.
+    addr: SocketAddr,
+    /// Admin HTTP address.
+    admin: SocketAddr,
+    /// The arguments after the binary.
+    args: Vec<OsString>,
+    log: PathBuf,
+    /// The running process; `None` before the first start and after a kill or stop.
+    child: Option<Child>,
+    /// How many times it was started.
+    starts: u32,
+}
+
+impl Proc {
+    /// "cell c1 (127.0.0.1:…)" and the like, for messages.
+    fn label(&self) -> String {
+        match self.kind {
+            Kind::Meta => format!("the meta cell ({})", self.addr),
+            Kind::Data => format!("cell {} ({})", self.name, self.addr),
+            Kind::Proxy => format!("proxy {} ({})", self.name, self.addr),
+        }
+    }
+
+    /// The last lines of its log, introduced, for an error.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|e| format!("(cannot read it: {e})"));
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+        format!("last lines of its log {}:\n{tail}", self.log.display())
+    }
+
+    /// Starts the process (appending to its log).
+    fn spawn(&mut self, bin: &Path) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("cannot open the log file {}", self.log.display()))?;
+        self.starts += 1;
+        let shown: Vec<String> = self
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        writeln!(
+            log,
+            "=== warren deploy: start #{} of {}: {} {}",
+            self.starts,
+            self.name,
+            bin.display(),
+            shown.join(" ")
+        )
+        .with_context(|| format!("cannot write the log file {}", self.log.display()))?;
+        let err = log
+            .try_clone()
+            .with_context(|| format!("cannot open the log file {}", self.log.display()))?;
+        let mut cmd = child_command(bin);
+        cmd.args(&self.args)
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err));
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {} from {}", self.label(), bin.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Whether it runs; reaps it (and forgets it) if it has exited, with its exit status.
+    fn poll_exit(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(None);
+        };
+        let status = child
+            .try_wait()
+            .with_context(|| format!("cannot check on {}", self.label()))?;
+        if status.is_some() {
+            self.child = None;
+        }
+        Ok(status)
+    }
+
+    /// Why it is not ready yet, or `Ok` once it is.
+    async fn probe(&self) -> Result<(), String> {
+        let (status, body) = http_get(self.admin, "/readyz")
+            .await
+            .map_err(|e| format!("GET http://{}/readyz: {e}", self.admin))?;
+        if status != 200 {
+            return Err(format!(
+                "http://{}/readyz answered {status}: {}",
+                self.admin,
+                body.trim()
+            ));
+        }
+        if self.kind == Kind::Data {
+            let endpoints = [self.addr.to_string()];
+            match warren_client::locate(&endpoints, Duration::from_secs(1)).await {
+                Ok(info) if info.is_master && info.map_epoch >= 1 => {}
+                Ok(info) => {
+                    return Err(format!(
+                        "its Locate reports is_master {} and map_epoch {}",
+                        info.is_master, info.map_epoch
+                    ))
+                }
+                Err(e) => return Err(format!("Locate failed: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until it serves, failing early if it exits.
+    async fn wait_ready(&mut self, patience: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + patience;
+        loop {
+            if self.child.is_none() {
+                bail!("{} is not running", self.label());
+            }
+            if let Some(status) = self.poll_exit()? {
+                bail!(
+                    "{} exited ({status}) before it was ready; {}",
+                    self.label(),
+                    self.log_tail()
+                );
+            }
+            let seen = match self.probe().await {
+                Ok(()) => return Ok(()),
+                Err(seen) => seen,
+            };
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} was not ready within {patience:?} ({seen}); {}",
+                    self.label(),
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A command for the `warren` binary at `bin`: no stdin, killed if dropped, and without the
+/// parent's `WARREN_*` settings (except `WARREN_LOG`).
+fn child_command(bin: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("WARREN_") && k != "WARREN_LOG" {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
+
+/// A plain HTTP/1.1 GET with a 2 s timeout: (status, body).
+async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(2), fetch)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out after 2s"))??;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP reply"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// `n` loopback addresses, each free a moment ago (all held at once, so distinct).
+fn free_addrs(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .context("cannot find free ports on 127.0.0.1")?;
+    held.iter()
+        .map(|l| l.local_addr().context("cannot read a free port"))
+        .collect()
+}
+
+/// A running deployment of separate `warren` processes (see the module docs). Dropping it
+/// kills (SIGKILL) whatever still runs; [`stop`](Self::stop) stops it gracefully.
+pub struct Deployment {
+    bin: PathBuf,
+    dir: PathBuf,
+    meta: Proc,
+    cells: Vec<Proc>,
+    proxies: Vec<Proc>,
+    /// How long a member may take to become ready.
+    patience: Duration,
+}
+
+impl Deployment {
+    /// Starts `spec` in `dir` (a fresh directory the caller owns) from this very binary:
+    /// the meta cell, the first map (cells c1..cN), the cells (waiting until each loaded the
+    /// map), the proxies (waiting until each is ready). All on 127.0.0.1 with free ports.
+    pub async fn start(spec: &DeploySpec, dir: &Path) -> anyhow::Result<Deployment> {
+        let bin = std::env::current_exe()
+            .context("cannot find the warren binary (the current executable)")?;
+        Self::start_with(&bin, spec, dir).await
+    }
+
+    /// [`start`](Self::start) with the `warren` binary at `bin`.
+    pub async fn start_with(
+        bin: &Path,
+        spec: &DeploySpec,
+        dir: &Path,
+    ) -> anyhow::Result<Deployment> {
+        if !(1..=MAX_EACH).contains(&spec.cells) || !(1..=MAX_EACH).contains(&spec.proxies) {
+            bail!("deployment {spec}: cells and proxies must each be from 1 to {MAX_EACH}");
+        }
+        if let Some(lease) = spec.lease {
+            check_lease(lease).map_err(|e| anyhow!("deployment {spec}: {e}"))?;
+        }
+        if dir.join("meta").exists() {
+            bail!(
+                "{} already holds a deployment (it has a meta/ directory); give a fresh \
+                 directory",
+                dir.display()
+            );
+        }
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs)
+            .with_context(|| format!("cannot create {}", logs.display()))?;
+
+        let members = 1 + usize::from(spec.cells) + usize::from(spec.proxies);
+        let mut ports = free_addrs(2 * members)?.into_iter();
+        let mut next = || ports.next().expect("two ports per member");
+        let show = warren_config::format_duration;
+        let (cell_lease, proxy_lease_flags) = match spec.lease {
+            Some(l) => {
+                let margin = show(proxy_margin(l));
+                (
+                    vec![
+                        "--lease".to_string(),
+                        show(l),
+                        "--proxy-lease".to_string(),
+                        show(l + PROXY_LEASE_EXTRA),
+                    ],
+                    vec![
+                        "--client-lease".to_string(),
+                        show(l),
+                        "--lease-margin".to_string(),
+                        margin.clone(),
+                        "--keepalive-reply-before-end".to_string(),
+                        margin,
+                    ],
+                )
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        let proxy_lease = spec
+            .lease
+            .map_or(DEFAULT_PROXY_LEASE, |l| l + PROXY_LEASE_EXTRA);
+
+        let cell = |name: &str, kind: Kind, addr: SocketAddr, admin: SocketAddr, meta: &str| {
+            let mut args: Vec<OsString> = [
+                "cell",
+                "--name",
+                name,
+                "--listen",
+                &addr.to_string(),
+                "--admin",
+                &admin.to_string(),
+            ]
+            .iter()
+            .map(OsString::from)
+            .collect();
+            args.push("--data".into());
+            args.push(dir.join(name).into_os_string());
+            if !meta.is_empty() {
+                args.extend(["--meta".into(), meta.into()]);
+            }
+            args.extend(cell_lease.iter().map(OsString::from));
+            Proc {
+                name: name.to_string(),
+                kind,
+                addr,
+                admin,
+                args,
+                log: logs.join(format!("{name}.log")),
+                child: None,
+                starts: 0,
+            }
+        };
+        let (addr, admin) = (next(), next());
+        let meta = cell("meta", Kind::Meta, addr, admin, "");
+        let meta_addr = meta.addr.to_string();
+        let cells: Vec<Proc> = (1..=spec.cells)
+            .map(|k| {
+                let (addr, admin) = (next(), next());
+                cell(&format!("c{k}"), Kind::Data, addr, admin, &meta_addr)
+            })
+            .collect();
+        let proxies: Vec<Proc> = (1..=spec.proxies)
+            .map(|j| {
+                let (addr, admin) = (next(), next());
+                let name = format!("p{j}");
+                let mut args: Vec<OsString> = [
+                    "proxy",
+                    "--listen",
+                    &addr.to_string(),
+                    "--admin",
+                    &admin.to_string(),
+                    "--meta",
+                    &meta_addr,
+                    "--id",
+                    &name,
+                ]
+                .iter()
+                .map(OsString::from)
+                .collect();
+                args.extend(proxy_lease_flags.iter().map(OsString::from));
+                Proc {
+                    log: logs.join(format!("{name}.log")),
+                    name,
+                    kind: Kind::Proxy,
+                    addr,
+                    admin,
+                    args,
+                    child: None,
+                    starts: 0,
+                }
+            })
+            .collect();
+
+        // From here on, an early return drops `d`, which kills whatever was started.
+        let mut d = Deployment {
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            meta,
+            cells,
+            proxies,
+            patience: BASE_PATIENCE + proxy_lease,
+        };
+        let patience = d.patience;
+        d.meta.spawn(bin)?;
+        d.meta.wait_ready(patience).await?;
+        d.write_first_map().await?;
+        for c in &mut d.cells {
+            c.spawn(bin)?;
+        }
+        for c in &mut d.cells {
+            c.wait_ready(patience).await?;
+        }
+        for p in &mut d.proxies {
+            p.spawn(bin)?;
+        }
+        for p in &mut d.proxies {
+            p.wait_ready(patience).await?;
+        }
+        Ok(d)
+    }
+
+    /// `warren ctl deployment init --meta META --cell c1=ADDR …`: the first map.
+    async fn write_first_map(&self) -> anyhow::Result<()> {
+        let mut cmd = child_command(&self.bin);
+        cmd.args(["ctl", "deployment", "init", "--meta"])
+            .arg(self.meta.addr.to_string());
+        for c in &self.cells {
+            cmd.arg("--cell").arg(format!("{}={}", c.name, c.addr));
+        }
+        let out = tokio::time::timeout(INIT_PATIENCE, cmd.output())
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "warren ctl deployment init did not finish within {INIT_PATIENCE:?}; {}",
+                    self.meta.log_tail()
+                )
+            })?
+            .with_context(|| format!("cannot run {} ctl", self.bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "cannot write the first partition map: warren ctl deployment init failed \
+                 ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// gRPC `HOST:PORT` of the meta cell.
+    pub fn meta_addr(&self) -> String {
+        self.meta.addr.to_string()
+    }
+
+    /// gRPC `HOST:PORT` of the proxies, p1..pM.
+    pub fn proxy_addrs(&self) -> Vec<String> {
+        self.proxies.iter().map(|p| p.addr.to_string()).collect()
+    }
+
+    /// The data cells' names, c1..cN.
+    pub fn cell_names(&self) -> Vec<String> {
+        self.cells.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// gRPC `HOST:PORT` of the data cells, c1..cN (as in the partition map).
+    pub fn cell_addrs(&self) -> Vec<String> {
+        self.cells.iter().map(|c| c.addr.to_string()).collect()
+    }
+
+    /// Admin HTTP `HOST:PORT` of the meta cell, the data cells and the proxies, in that
+    /// order.
+    pub fn admin_addrs(&self) -> Vec<String> {
+        let mut v = self.cell_admin_addrs();
+        v.extend(self.proxy_admin_addrs());
+        v
+    }
+
+    /// Admin HTTP `HOST:PORT` of the meta cell and the data cells.
+    pub fn cell_admin_addrs(&self) -> Vec<String> {
+        std::iter::once(&self.meta)
+            .chain(&self.cells)
+            .map(|c| c.admin.to_string())
+            .collect()
+    }
+
+    /// Admin HTTP `HOST:PORT` of the proxies, p1..pM.
+    pub fn proxy_admin_addrs(&self) -> Vec<String> {
+        self.proxies.iter().map(|p| p.admin.to_string()).collect()
+    }
+
+    /// The directory holding the stores and `logs/`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log file of a member (its stdout and stderr, across restarts).
+    pub fn log_path(&self, m: &Member) -> anyhow::Result<PathBuf> {
+        Ok(self.find(m)?.log.clone())
+    }
+
+    fn find(&self, m: &Member) -> anyhow::Result<&Proc> {
+        let i = self.index(m)?;
+        Ok(self.member(i))
+    }
+
+    fn find_mut(&mut self, m: &Member) -> anyhow::Result<&mut Proc> {
+        let i = self.index(m)?;
+        Ok(match i {
+            Index::Meta => &mut self.meta,
+            Index::Cell(k) => &mut self.cells[k],
+            Index::Proxy(j) => &mut self.proxies[j],
+        })
+    }
+
+    fn member(&self, i: Index) -> &Proc {
+        match i {
+            Index::Meta => &self.meta,
+            Index::Cell(k) => &self.cells[k],
+            Index::Proxy(j) => &self.proxies[j],
+        }
+    }
+
+    fn index(&self, m: &Member) -> anyhow::Result<Index> {
+        match m {
+            Member::Proxy(j) => {
+                let n = self.proxies.len();
+                match usize::from(*j) {
+                    j @ 1.. if j <= n => Ok(Index::Proxy(j - 1)),
+                    _ => bail!("no member {m}: the deployment has proxies proxy:1 to proxy:{n}"),
+                }
+            }
+            Member::Master(name) if name == "meta" => Ok(Index::Meta),
+            Member::Master(name) => self
+                .cells
+                .iter()
+                .position(|c| &c.name == name)
+                .map(Index::Cell)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "no member {m}: the deployment has the cells meta, {}",
+                        self.cell_names().join(", ")
+                    )
+                }),
+        }
+    }
+
+    /// SIGKILLs (`kill -9`) the member's process and reaps it. An error if there is no
+    /// such member or it is not running (killed and not restarted, or exited by itself).
+    pub async fn kill(&mut self, m: &Member) -> anyhow::Result<()> {
+        let p = self.find_mut(m)?;
+        if let Some(status) = p.poll_exit()? {
+            bail!(
+                "{m} ({}) had already exited ({status}); {}",
+                p.label(),
+                p.log_tail()
+            );
+        }
+        let Some(mut child) = p.child.take() else {
+            bail!("{m} ({}) is not running (killed before?)", p.label());
+        };
+        child
+            .kill()
+            .await
+            .with_context(|| format!("cannot kill {m} ({})", p.label()))?;
+        Ok(())
+    }
+
+    /// Starts a killed (or exited) member again with the same arguments (same ports, same
+    /// data) and waits until it serves: a cell's `/readyz` (and for a data cell `Locate`
+    /// as master with a map), a proxy's `/readyz`. An error if it is running.
+    pub async fn restart(&mut self, m: &Member) -> anyhow::Result<()> {
+        let bin = self.bin.clone();
+        let patience = self.patience;
+        let p = self.find_mut(m)?;
+        p.poll_exit()?;
+        if p.child.is_some() {
+            bail!("{m} ({}) is running; kill it first", p.label());
+        }
+        p.spawn(&bin)?;
+        p.wait_ready(patience)
+            .await
+            .with_context(|| format!("restarting {m}"))
+    }
+
+    /// Whether the member's process runs (not killed, not exited).
+    pub fn is_running(&mut self, m: &Member) -> anyhow::Result<bool> {
+        let p = self.find_mut(m)?;
+        p.poll_exit()?;
+        Ok(p.child.is_some())
+    }
+
+    /// Stops everything gracefully, tier by tier: the proxies, then the data cells, then
+    /// the meta cell, each with SIGTERM and, after 10 s, SIGKILL. Stops all of it whatever
+    /// happens; the error lists members that had exited by themselves, exited with a
+    /// failure or had to be killed.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let mut errors = Vec::new();
+        stop_tier(self.proxies.iter_mut().collect(), &mut errors).await;
+        stop_tier(self.cells.iter_mut().collect(), &mut errors).await;
+        stop_tier(vec![&mut self.meta], &mut errors).await;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            bail!("stopping the deployment: {}", errors.join("; "))
+        }
+    }
+}
+
+/// Which member, by position.
+#[derive(Clone, Copy, Debug)]
+enum Index {
+    Meta,
+    Cell(usize),
+    Proxy(usize),
+}
+
+/// SIGTERM to every running process of `tier`, then waits (SIGKILL after
+/// [`STOP_PATIENCE`]); what went wrong goes to `errors`.
+async fn stop_tier(mut tier: Vec<&mut Proc>, errors: &mut Vec<String>) {
+    for p in tier.iter_mut() {
+        match p.poll_exit() {
+            Ok(Some(status)) => errors.push(format!(
+                "{} had exited by itself ({status}); {}",
+                p.label(),
+                p.log_tail()
+            )),
+            Ok(None) => {}
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+        let Some(pid) = p.child.as_ref().and_then(Child::id) else {
+            continue;
+        };
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+        if !matches!(sent, Ok(s) if s.success()) {
+            // No `kill` to run: stop it the hard way.
+            if let Some(child) = p.child.as_mut() {
+                let _ = child.start_kill();
+            }
+        }
+    }
+    let deadline = Instant::now() + STOP_PATIENCE;
+    for p in tier.iter_mut() {
+        let Some(mut child) = p.child.take() else {
+            continue;
+        };
+        match tokio::time::timeout_at(deadline, child.wait()).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => errors.push(format!(
+                "{} exited with {status} when asked to stop; {}",
+                p.label(),
+                p.log_tail()
+            )),
+            Ok(Err(e)) => errors.push(format!("cannot wait for {}: {e}", p.label())),
+            Err(_) => {
+                let _ = child.kill().await;
+                errors.push(format!(
+                    "{} did not stop within {STOP_PATIENCE:?} of SIGTERM and was killed; {}",
+                    p.label(),
+                    p.log_tail()
+                ));
+            }
+        }
+    }
+}
+
+impl Drop for Deployment {
+    /// SIGKILLs whatever still runs, so nothing outlives a caller that panicked or returned
+    /// early (`kill_on_drop` would too; this does not wait for the drop of each `Child`).
+    fn drop(&mut self) {
+        for p in std::iter::once(&mut self.meta)
+            .chain(&mut self.cells)
+            .chain(&mut self.proxies)
+        {
+            if let Some(child) = p.child.as_mut() {
+                let _ = child.start_kill();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(s: &str) -> DeploySpec {
+        s.parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))
+    }
+
+    fn spec_err(s: &str) -> String {
+        match s.parse::<DeploySpec>() {
+            Ok(d) => panic!("{s:?} should be refused, not parsed as {d:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn specs_parse_with_defaults() {
+        let d = DeploySpec {
+            cells: 3,
+            proxies: 2,
+            lease: None,
+        };
+        assert_eq!(spec("dev"), d);
+        assert_eq!(spec(" dev "), d);
+        assert_eq!(DeploySpec::default(), d);
+        assert_eq!(
+            spec("dev:cells=2"),
+            DeploySpec {
+                cells: 2,
+                ..d.clone()
+            }
+        );
+        assert_eq!(
+            spec("dev:cells=1,proxies=3"),
+            DeploySpec {
+                cells: 1,
+                proxies: 3,
+                lease: None
+            }
+        );
+        assert_eq!(
+            spec("dev: proxies = 1 , cells=20"),
+            DeploySpec {
+                cells: 20,
+                proxies: 1,
+                lease: None
+            }
+        );
+        assert_eq!(spec("dev:lease=2s").lease, Some(Duration::from_secs(2)));
+        assert_eq!(spec("dev:lease=57s").lease, Some(Duration::from_secs(57)));
+        assert_eq!(
+            spec("dev:cells=2,lease=1500ms").lease,
+            Some(Duration::from_millis(1500))
+        );
+    }
+
+    #[test]
+    fn specs_print_as_they_parse() {
+        for s in ["dev:cells=3,proxies=2", "dev:cells=1,proxies=4,lease=2s"] {
+            assert_eq!(spec(s).to_string(), s);
+            assert_eq!(spec(&spec(s).to_string()), spec(s));
+        }
+        assert_eq!(spec("dev").to_string(), "dev:cells=3,proxies=2");
+    }
+
+    #[test]
+    fn bad_specs_are_refused_naming_the_bad_part() {
+        let e = spec_err("prod:cells=2");
+        assert!(e.contains("unknown deployment \"prod\""), "{e}");
+        assert!(e.contains("dev[:cells=N,proxies=M"), "{e}");
+        let e = spec_err("");
+        assert!(e.contains("unknown deployment \"\""), "{e}");
+        let e = spec_err("dev:cells=0");
+        assert!(e.contains("cells=0") && e.contains("from 1 to 20"), "{e}");
+        let e = spec_err("dev:proxies=0");
+        assert!(e.contains("proxies=0") && e.contains("from 1 to 20"), "{e}");
+        let e = spec_err("dev:cells=21");
+        assert!(e.contains("cells=21"), "{e}");
+        let e = spec_err("dev:cells=three");
+        assert!(e.contains("cells=three"), "{e}");
+        let e = spec_err("dev:cells=-1");
+        assert!(e.contains("cells=-1"), "{e}");
+        let e = spec_err("dev:replicas=3");
+        assert!(e.contains("unknown setting \"replicas\""), "{e}");
+        assert!(e.contains("cells, proxies and lease"), "{e}");
+        let e = spec_err("dev:cells");
+        assert!(
+            e.contains("\"cells\"") && e.contains("not KEY=VALUE"),
+            "{e}"
+        );
+        let e = spec_err("dev:");
+        assert!(e.contains("empty setting"), "{e}");
+        let e = spec_err("dev:cells=2,");
+        assert!(e.contains("empty setting"), "{e}");
+        let e = spec_err("dev:cells=2,cells=3");
+        assert!(e.contains("sets cells twice"), "{e}");
+        let e = spec_err("dev:lease=12");
+        assert!(
+            e.contains("lease=12") && e.contains("not a duration"),
+            "{e}"
+        );
+        let e = spec_err("dev:lease=1s");
+        assert!(e.contains("lease=1s") && e.contains("too short"), "{e}");
+        let e = spec_err("dev:lease=58s");
+        assert!(e.contains("lease=58s") && e.contains("at most 57s"), "{e}");
+    }
+
+    #[test]
+    fn lease_rules_and_margins() {
+        assert!(check_lease(Duration::from_millis(1001)).is_ok());
+        assert!(check_lease(Duration::from_secs(57)).is_ok());
+        assert!(check_lease(Duration::from_secs(1)).is_err());
+        assert!(check_lease(Duration::from_millis(57_001)).is_err());
+        assert_eq!(
+            proxy_margin(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            proxy_margin(Duration::from_secs(12)),
+            Duration::from_secs(1)
+        );
+        // The proxies' rule: client lease + margins < the proxy lease the cells grant.
+        for ms in [1001, 1500, 2000, 5000, 12_000, 57_000] {
+            let l = Duration::from_millis(ms);
+            assert!(l + 2 * proxy_margin(l) < l + PROXY_LEASE_EXTRA, "{l:?}");
+            assert!(l > proxy_margin(l), "{l:?}");
+        }
+    }
+
+    #[test]
+    fn members_parse() {
+        let m = |s: &str| s.parse::<Member>().unwrap_or_else(|e| panic!("{s:?}: {e}"));
+        assert_eq!(m("proxy"), Member::Proxy(1));
+        assert_eq!(m("proxy:2"), Member::Proxy(2));
+        assert_eq!(m(" proxy:12 "), Member::Proxy(12));
+        assert_eq!(m("master:c1"), Member::Master("c1".into()));
+        assert_eq!(m("master:meta"), Member::Master("meta".into()));
+        for s in ["proxy:3", "master:c10", "master:meta"] {
+            assert_eq!(m(s).to_string(), s);
+        }
+        assert_eq!(m("proxy").to_string(), "proxy:1");
+    }
+
+    #[test]
+    fn bad_members_are_refused_naming_the_bad_part() {
+        let e = |s: &str| match s.parse::<Member>() {
+            Ok(m) => panic!("{s:?} should be refused, not parsed as {m:?}"),
+            Err(e) => e,
+        };
+        let t = e("proxy:0");
+        assert!(t.contains("numbered from 1"), "{t}");
+        let t = e("proxy:two");
+        assert!(t.contains("\"two\" is not a proxy number"), "{t}");
+        let t = e("master");
+        assert!(
+            t.contains("names no cell") && t.contains("master:c1"),
+            "{t}"
+        );
+        let t = e("master:");
+        assert!(t.contains("names no cell"), "{t}");
+        let t = e("master:C1");
+        assert!(t.contains("\"C1\" is not a cell name"), "{t}");
+        let t = e("cell:c1");
+        assert!(t.contains("unknown member \"cell:c1\""), "{t}");
+        assert!(t.contains("master:meta"), "{t}");
+        let t = e("");
+        assert!(t.contains("unknown member"), "{t}");
+    }
+
+    /// The load tester drives a deployment from spawned tasks: its futures must be `Send`
+    /// (checked at compile time; never called).
+    fn futures_are_send(d: &mut Deployment, owned: Deployment, m: &Member, bin: &Path) {
+        fn send<T: Send>(_: T) {}
+        send(Deployment::start(&DeploySpec::default(), bin));
+        send(Deployment::start_with(bin, &DeploySpec::default(), bin));
+        send(d.kill(m));
+        send(d.restart(m));
+        send(owned.stop());
+    }
+
+    #[test]
+    fn deployments_can_be_shared_between_tasks() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Deployment>();
+        let _ = futures_are_send;
+    }
+
+    #[tokio::test]
+    async fn start_refuses_bad_specs_and_used_directories_before_starting_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = Path::new("/nonexistent/warren");
+        let bad = DeploySpec {
+            cells: 0,
+            ..DeploySpec::default()
+        };
+        let e = Deployment::start_with(bin, &bad, dir.path())
+            .await
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("from 1 to 20"), "{e}");
+        let bad = DeploySpec {
+            lease: Some(Duration::from_millis(500)),
+            ..DeploySpec::default()
+        };
+        let e = Deployment::start_with(bin, &bad, dir.path())
+            .await
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("too short"), "{e}");
+        std::fs::create_dir(dir.path().join("meta")).unwrap();
+        let e = Deployment::start_with(bin, &DeploySpec::default(), dir.path())
+            .await
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("already holds a deployment"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_binary_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = Path::new("/nonexistent/warren");
+        let e = Deployment::start_with(bin, &DeploySpec::default(), dir.path())
+            .await
+            .err()
+            .expect("refused");
+        let text = format!("{e:#}");
+        assert!(
+            text.contains("cannot start the meta cell") && text.contains("/nonexistent/warren"),
+            "{text}"
+        );
+    }
+}
