@@ -90,6 +90,10 @@ pub struct SessionOutcomes {
     /// Times a session's local lease ran out before a KeepAlive reply came (a session may
     /// count more than once).
     pub jeopardy: u64,
+    /// Of `jeopardy`, the episodes that began in the measured window (the rest began while
+    /// the sessions were created, or after the window: the drain, the read-back, waiting
+    /// for a turn to close).
+    pub jeopardy_in_window: u64,
     /// Jeopardy episodes that ended with a KeepAlive reply: the session survived.
     pub safe: u64,
     /// Sessions the server declared expired, or whose grace period ran out locally.
@@ -299,12 +303,14 @@ impl Report {
         let _ = writeln!(
             s,
             "\nsessions: {} created ({} create errors), {} KeepAlive replies ({} errors); \
-             jeopardy {}, safe {}, expired {}; {} moved to another proxy; {} closed",
+             jeopardy {} ({} in the window), safe {}, expired {}; {} moved to another proxy; \
+             {} closed",
             ss.created,
             ss.create_errors,
             ss.keepalives,
             ss.keepalive_errors,
             ss.jeopardy,
+            ss.jeopardy_in_window,
             ss.safe,
             ss.expired,
             ss.moved,

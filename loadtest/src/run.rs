@@ -155,6 +155,10 @@ struct Stats {
     jeopardy: AtomicU64,
     /// Sessions in jeopardy right now.
     jeopardy_now: AtomicU64,
+    /// Jeopardy episodes that began in the measured window.
+    jeopardy_in_window: AtomicU64,
+    /// Whether the measured window is on.
+    in_window: AtomicBool,
     safe: AtomicU64,
     expired: AtomicU64,
     keepalives: AtomicU64,
@@ -186,6 +190,8 @@ impl Stats {
             create_errors: AtomicU64::new(0),
             jeopardy: AtomicU64::new(0),
             jeopardy_now: AtomicU64::new(0),
+            jeopardy_in_window: AtomicU64::new(0),
+            in_window: AtomicBool::new(false),
             safe: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             keepalives: AtomicU64::new(0),
@@ -423,6 +429,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
     // The measured window: open-loop arrivals of each kind, and the faults.
     let window_start = Instant::now();
     let window_end = window_start + cfg.duration;
+    stats.in_window.store(true, Ordering::Relaxed);
     let (drained_tx, drained_rx) = watch::channel(false);
     let sampler = tokio::spawn(sample(window_start, window_end, stats.clone(), drained_rx));
     let faults = tokio::spawn(inject(window_start, cfg.faults.clone(), injector));
@@ -448,6 +455,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         tokio::time::sleep_until((Instant::now() + Duration::from_millis(200)).min(window_end))
             .await;
     }
+    stats.in_window.store(false, Ordering::Relaxed);
     for a in arrivals {
         let _ = a.await;
     }
@@ -580,6 +588,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
             created,
             create_errors: stats.create_errors.load(Ordering::Relaxed),
             jeopardy: stats.jeopardy.load(Ordering::Relaxed),
+            jeopardy_in_window: stats.jeopardy_in_window.load(Ordering::Relaxed),
             safe: stats.safe.load(Ordering::Relaxed),
             expired: stats.expired.load(Ordering::Relaxed),
             keepalives: stats.keepalives.load(Ordering::Relaxed),
@@ -977,7 +986,9 @@ async fn session_task(
                 drop(permit);
                 stats.create_errors.fetch_add(1, Ordering::Relaxed);
                 stats.error("CreateSession", &status);
-                close_links(&links, &stats, &closers, false).await;
+                if let Ok(_turn) = closers.acquire().await {
+                    close_links(&links, &stats, &closers, false).await;
+                }
                 return;
             }
         }
@@ -993,6 +1004,9 @@ async fn session_task(
     sims.write().expect("sessions lock").push(sim.clone());
     stats.created.fetch_add(1, Ordering::Relaxed);
 
+    // The legs KeepAlive until this client's turn to close comes (as a real client's
+    // session lives until it is closed), or until the client expires.
+    let (own_stop, own_stop_rx) = watch::channel(false);
     let mut legs = tokio::task::JoinSet::new();
     for (leg, lease_end) in lease_ends.into_iter().enumerate() {
         legs.spawn(keep_alive(
@@ -1002,22 +1016,32 @@ async fn session_task(
             sim.clone(),
             topo.clone(),
             stats.clone(),
-            stop.clone(),
+            own_stop_rx.clone(),
         ));
     }
+    let mut stop = stop;
+    let stopped = tokio::select! {
+        r = stop.wait_for(|s| *s) => r.is_ok(),
+        _ = async { while legs.join_next().await.is_some() {} } => false,
+    };
+    let turn = if stopped {
+        closers.acquire().await.ok()
+    } else {
+        None
+    };
+    let _ = own_stop.send(true);
     while legs.join_next().await.is_some() {}
-    if !sim.expired.load(Ordering::Relaxed) {
+    if turn.is_some() && !sim.expired.load(Ordering::Relaxed) {
         let links: Vec<Link> = (0..sim.legs.len()).map(|l| sim.link(l)).collect();
         close_links(&links, &stats, &closers, true).await;
     }
+    drop(turn);
     stats.ended.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Closes sessions; counts the client closed when every one closed and `count` is set.
-async fn close_links(links: &[Link], stats: &Stats, closers: &Semaphore, count: bool) {
-    let Ok(_turn) = closers.acquire().await else {
-        return;
-    };
+/// Closes sessions (the caller holds a turn of `closers`); counts the client closed when
+/// every one closed and `count` is set.
+async fn close_links(links: &[Link], stats: &Stats, _closers: &Semaphore, count: bool) {
     let mut all = true;
     for l in links {
         let r = l
@@ -1080,6 +1104,9 @@ async fn keep_alive(
         if on {
             if sim.jeopardy_legs.fetch_add(1, Ordering::Relaxed) == 0 {
                 stats.jeopardy.fetch_add(1, Ordering::Relaxed);
+                if stats.in_window.load(Ordering::Relaxed) {
+                    stats.jeopardy_in_window.fetch_add(1, Ordering::Relaxed);
+                }
                 stats.jeopardy_now.fetch_add(1, Ordering::Relaxed);
             }
         } else if sim.jeopardy_legs.fetch_sub(1, Ordering::Relaxed) == 1 {

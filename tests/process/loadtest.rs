@@ -210,6 +210,43 @@ async fn short_run_through_a_dev_proxy_reports_sensible_figures() {
     assert_eq!(r["acked_lost"], 0, "{r:#}");
     assert!(num(&r["ops"]["read"]["count"]) > 20.0, "{r:#}");
     assert!(num(&r["ops"]["write"]["count"]) > 0.0, "{r:#}");
+
+    // `plan` from that report: a size for 250k clients, its binding resources, and the
+    // report named as a source.
+    let plan_json = dir.path().join("plan.json");
+    let out = warren_loadtest_cmd(
+        "plan",
+        &[
+            "--clients",
+            "250000",
+            "--read-rate",
+            "2000",
+            "--write-rate",
+            "100",
+            "--from",
+            json.to_str().expect("utf-8 path"),
+            "--json",
+            plan_json.to_str().expect("utf-8 path"),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "warren loadtest plan failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("report.json"), "{stdout}");
+    let p: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan_json).expect("the plan"))
+            .expect("valid JSON");
+    // 250k sessions at (at most) the built-in 100k per proxy, 50% headroom: ≥ 4 proxies.
+    assert!(num(&p["proxies"]) >= 4.0, "{p:#}");
+    assert!(num(&p["cells"]) >= 1.0, "{p:#}");
+    assert!(
+        !p["proxy_binding"].as_str().unwrap_or("").is_empty(),
+        "{p:#}"
+    );
+    let out =
+        warren_loadtest_cmd("plan", &["--clients", "10", "--from", "/nonexistent.json"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.json"));
 }
 
 /// `--deploy`: the load test launches meta + 2 cells + 2 proxies as processes with a 2 s
