@@ -478,6 +478,16 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
     let _ = drained_tx.send(true);
     let timeline = sampler.await.context("the timeline sampler")?;
     let faults = faults.await.context("the fault injector")?;
+    if faults
+        .iter()
+        .any(|f| f.action == crate::fault::Action::Restart.name() && f.error.is_none())
+    {
+        notes.push(
+            "a member was restarted: its counters began again from 0, so its rates below \
+             cover the window only in part (they are left out where a counter went down)"
+                .into(),
+        );
+    }
     for f in &faults {
         if let Some(e) = &f.error {
             notes.push(format!("--{} {} failed: {e}", f.action, f.member));
