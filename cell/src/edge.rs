@@ -30,6 +30,7 @@ pub fn ctx(c: Option<&pb::SessionContext>) -> Result<core::Ctx, WarrenError> {
             session: bytes16(&c.client_session, "ctx.client_session")?,
             secret: bytes16(&c.client_secret, "ctx.client_secret")?,
             principal: c.client_principal.clone(),
+            proxy_dropped_copies: c.proxy_dropped_copies,
         })
     };
     Ok(core::Ctx {

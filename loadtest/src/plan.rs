@@ -45,9 +45,11 @@
 //!
 //! # Capacity figures: measured or assumed
 //!
-//! Each figure starts from a built-in default (the `DEFAULT_*` constants: defaults; replace
-//! with your own measurements via `--from`). A `warren loadtest run` report only proves what
-//! the run achieved, averaged over the units of the tier it ran against:
+//! Each figure starts from a built-in default (the `DEFAULT_*` constants, measured with
+//! `warren loadtest` on a 2-core machine with the load generator on the same cores,
+//! docs/performance.md; replace them with your own measurements via `--from`). A
+//! `warren loadtest run` report only proves what the run achieved, averaged over the units
+//! of the tier it ran against:
 //! - a **clean** run (no lost acknowledged writes, no injected faults, no jeopardy, expiry or
 //!   session moved, error ratio ≤ [`Criteria::max_error_ratio`], p99 ≤
 //!   [`Criteria::p99_slo_ms`], no dropped arrivals) gives a **floor**: one unit sustains at
@@ -73,29 +75,43 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
-/// Client sessions one proxy holds with no spurious jeopardy. docs/performance.md: one proxy
-/// held 100k idle sessions with 0 jeopardy while steady, on the 2-core machine with the load
-/// generator on the same cores (the reply slack fell to 0.12 s there: near its limit).
-/// Defaults; replace with your own measurements via `--from`.
+/// Client sessions one proxy holds with no spurious jeopardy. Measured (docs/performance.md,
+/// "The load tester's figures"): `warren loadtest run --deploy dev:cells=1,proxies=1
+/// --sessions 100000 --ramp 60s --duration 60s --read-rate 100 --write-rate 5` held 100,000
+/// sessions on one proxy with 0 jeopardy episodes and no error; 150,000 saw 73k jeopardy
+/// episodes (CPU, shared with the load generator, binds). 2-core machine, load generator on
+/// the same cores. Defaults; replace with your own measurements via `--from`.
 pub const DEFAULT_PROXY_SESSIONS: f64 = 100_000.0;
-/// Reads one proxy serves per second. Not measured yet: a placeholder. Defaults; replace
+/// Reads one proxy serves per second. Measured (docs/performance.md): `warren loadtest run
+/// --deploy dev:cells=1,proxies=1 --sessions 200 --read-rate R --write-rate 0 --files 10`
+/// served 10,048 cached reads/s at p99 5.2 ms; at R = 20,000 it served 19,954/s but p99 was
+/// 556 ms, past the 100 ms SLO, so 10,000 is the clean figure. 2-core machine, load
+/// generator on the same cores. Defaults; replace with your own measurements via `--from`.
+pub const DEFAULT_PROXY_READS_PER_S: f64 = 10_000.0;
+/// Writes and lock operations one proxy forwards per second. Measured (docs/performance.md):
+/// `warren loadtest compare --deploy dev:cells=1,proxies=1 --write-rate 1000 --read-rate 0`
+/// forwarded 1,003 writes/s through one proxy at p99 7.6 ms. A floor: the run did not
+/// saturate the proxy. 2-core machine, load generator on the same cores. Defaults; replace
 /// with your own measurements via `--from`.
-pub const DEFAULT_PROXY_READS_PER_S: f64 = 20_000.0;
-/// Writes and lock operations one proxy forwards per second. Not measured yet: a
-/// placeholder. Defaults; replace with your own measurements via `--from`.
-pub const DEFAULT_PROXY_WRITES_PER_S: f64 = 5_000.0;
-/// Writes and lock operations one cell commits per second. docs/performance.md measured
-/// 8.3k–10.1k writes/s on one embedded-store cell with the load generator on the same 2
-/// cores; this default is deliberately lower. Defaults; replace with your own measurements
-/// via `--from`.
+pub const DEFAULT_PROXY_WRITES_PER_S: f64 = 1_000.0;
+/// Writes and lock operations one cell commits per second. Measured (docs/performance.md) on
+/// one embedded-store cell, 2-core machine, load generator on the same cores: `warren
+/// loadtest compare --write-rate 1000` sent 997 writes/s direct at p99 4.4 ms (open loop; a
+/// floor, the run did not saturate the cell), and the closed-loop `dev_throughput` example
+/// reached 8.3k–10.1k writes/s. 2,000 is a conservative figure between the two. Defaults;
+/// replace with your own measurements via `--from`.
 pub const DEFAULT_CELL_WRITES_PER_S: f64 = 2_000.0;
 /// Uncached reads one cell serves per second. docs/performance.md measured 17.9k–22.0k on one
 /// cell with the load generator on the same 2 cores; this default is deliberately lower.
 /// Defaults; replace with your own measurements via `--from`.
 pub const DEFAULT_CELL_READS_PER_S: f64 = 10_000.0;
-/// KeepAlives reaching one cell per second that it handles. Not measured yet: a
-/// placeholder. Defaults; replace with your own measurements via `--from`.
-pub const DEFAULT_CELL_KEEPALIVES_PER_S: f64 = 10_000.0;
+/// KeepAlives reaching one cell per second that it handles. Measured (docs/performance.md):
+/// `warren loadtest run --deploy dev:cells=1,proxies=1 --target cells --sessions 50000` sent
+/// 3,859 KeepAlives/s to the data cell from 50,000 direct sessions with 0 jeopardy and no
+/// error, the cell using about half a core. A floor: the run did not saturate the cell.
+/// 2-core machine, load generator on the same cores. Defaults; replace with your own
+/// measurements via `--from`.
+pub const DEFAULT_CELL_KEEPALIVES_PER_S: f64 = 3_800.0;
 
 /// Headroom when `--headroom` is not given: 50% above the demand.
 pub const DEFAULT_HEADROOM: f64 = 0.5;
@@ -187,16 +203,22 @@ impl Resource {
     pub fn default_note(self) -> &'static str {
         match self {
             Resource::ProxySessions => {
-                "docs/performance.md, 2-core machine: 100k idle sessions on one proxy, 0 jeopardy while steady"
+                "docs/performance.md, 2-core machine: 100k sessions on one proxy, 0 jeopardy (150k: jeopardy)"
             }
-            Resource::ProxyReads | Resource::ProxyWrites | Resource::CellKeepAlives => {
-                "a placeholder, not measured yet"
+            Resource::ProxyReads => {
+                "docs/performance.md, 2-core machine: 10,048 cached reads/s on one proxy at p99 5.2 ms (20k/s: p99 556 ms)"
+            }
+            Resource::ProxyWrites => {
+                "docs/performance.md, 2-core machine: 1,003 writes/s through one proxy at p99 7.6 ms, not saturated"
             }
             Resource::CellWrites => {
-                "below docs/performance.md's 8.3k-10.1k writes/s on one cell, 2-core machine"
+                "docs/performance.md, 2-core machine: between 997 writes/s open-loop at p99 4.4 ms and 8.3k-10.1k closed-loop on one cell"
             }
             Resource::CellReads => {
                 "below docs/performance.md's 17.9k-22.0k uncached reads/s on one cell, 2-core machine"
+            }
+            Resource::CellKeepAlives => {
+                "docs/performance.md, 2-core machine: 3,859 KeepAlives/s on one cell from 50k direct sessions, 0 jeopardy, not saturated"
             }
         }
     }
@@ -1281,8 +1303,9 @@ pub fn plan_with(
         .collect();
     if !assumed.is_empty() {
         notes.push(format!(
-            "assumed, not measured: {} (built-in defaults; replace with your own measurements \
-             via --from)",
+            "assumed, not measured by your runs: {} (built-in defaults, measured on \
+             docs/performance.md's 2-core machine; replace with your own measurements via \
+             --from)",
             assumed.join(", ")
         ));
     }
@@ -1557,34 +1580,46 @@ mod tests {
         ));
         assert_eq!(s.basis, Basis::Assumed);
         assert!(s.source.contains("built-in default"), "{}", s.source);
-        // reads: 100/4 = 25 per proxy of 20,000.
+        // reads: 100/4 = 25 per proxy of 10,000; ceil(100 × 1.5 / 10,000) = ceil(0.015) = 1.
         assert!(close(
             res(&p, Tier::Proxy, "reads").utilisation,
-            25.0 / 20_000.0
+            25.0 / 10_000.0
         ));
         assert_eq!(res(&p, Tier::Proxy, "reads").needed, Some(1));
+        // writes: 10/4 = 2.5 per proxy of 1,000; ceil(10 × 1.5 / 1,000) = ceil(0.015) = 1.
+        assert!(close(
+            res(&p, Tier::Proxy, "writes").utilisation,
+            2.5 / 1_000.0
+        ));
+        assert_eq!(res(&p, Tier::Proxy, "writes").needed, Some(1));
         // Cells: writes 10×1.5/2000 → 1; KeepAlives per cell 4/5.5 + 10×4×2 = 80.727/s of
-        // 10,000 (0.81%) beats writes 10/2000 (0.5%): it binds, at the minimum of 1 cell.
+        // 3,800 (2.12%) beats writes 10/2000 (0.5%): it binds, at the minimum of 1 cell
+        // (ceil(80 × 1.5 / (3,800 − 1.5 × 4/5.5)) = ceil(0.0316) = 1).
         assert_eq!(p.cells, 1);
         assert_eq!(p.cell_rule, "minimum");
         assert_eq!(p.cell_binding, "keepalives");
         let ka = res(&p, Tier::Cell, "keepalives");
         assert!(close(ka.per_unit, 4.0 / 5.5 + 80.0));
-        assert!(close(ka.utilisation, (4.0 / 5.5 + 80.0) / 10_000.0));
+        assert!(close(ka.utilisation, (4.0 / 5.5 + 80.0) / 3_800.0));
+        assert_eq!(ka.needed, Some(1));
         assert!(close(res(&p, Tier::Cell, "reads").per_unit, 5.0));
         assert!(p.feasible);
         // Nothing measured: no proven-only counts.
         assert_eq!(p.proxies_on_proven, None);
         assert_eq!(p.cells_on_proven, None);
-        assert!(p.notes.iter().any(|n| n.contains("assumed, not measured")));
+        assert!(p
+            .notes
+            .iter()
+            .any(|n| n.contains("assumed, not measured by your runs")));
     }
 
     #[test]
     fn read_bound_fleet() {
-        // 100k reads/s: ceil(100k × 1.5 / 20k) = ceil(7.5) = 8; one down ceil(5) + 1 = 6;
-        // sessions 10k × 1.5 / 100k → 1.
+        // 50k reads/s: ceil(50k × 1.5 / 10k) = ceil(7.5) = 8; one down ceil(5) + 1 = 6;
+        // sessions 10k × 1.5 / 100k → 1 (one down 2); writes 100 × 1.5 / 1,000 → 1 (one
+        // down 2).
         let p = plan(
-            &demand(10_000, 100_000.0, 100.0, 0.0),
+            &demand(10_000, 50_000.0, 100.0, 0.0),
             &Capacity::builtin(),
             0.5,
         )
@@ -1594,27 +1629,32 @@ mod tests {
         assert_eq!(p.proxy_rule, "headroom");
         let r = res(&p, Tier::Proxy, "reads");
         assert_eq!((r.needed, r.needed_one_down), (Some(8), Some(6)));
-        assert!(close(r.utilisation, 12_500.0 / 20_000.0));
-        // 5% of 100k reach the cells: 5,000/s × 1.5 / 10,000 → 1 cell.
+        // 50k / 8 = 6,250 per proxy of 10,000.
+        assert!(close(r.utilisation, 6_250.0 / 10_000.0));
+        // 5% of 50k reach the cells: 2,500/s × 1.5 / 10,000 → 1 cell.
         let cr = res(&p, Tier::Cell, "reads");
-        assert_eq!(cr.demand, 5_000.0);
+        assert_eq!(cr.demand, 2_500.0);
         assert_eq!(cr.needed, Some(1));
     }
 
     #[test]
     fn write_bound_cell_tier() {
-        // 3,000 writes + 5,000 lock ops = 8,000/s: cells ceil(8000 × 1.5 / 2000) = 6.
-        // Proxies: ceil(8000 × 1.5 / 5000) = ceil(2.4) = 3, one down ceil(1.6) + 1 = 3.
-        // KeepAlives: 3/5.5 per cell + 3000 × 3 × 2 = 18,000 spread:
-        // ceil(27,000 / (10,000 − 1.5 × 3/5.5)) = ceil(2.7002) = 3 < 6.
+        // 500 writes + 7,500 lock ops = 8,000/s: cells ceil(8000 × 1.5 / 2000) = 6.
+        // Proxies: ceil(8000 × 1.5 / 1000) = 12, one down ceil(8) + 1 = 9.
+        // KeepAlives (only writes invalidate, lock operations do not): 12/5.5 per cell +
+        // 500 × 12 × 2 = 12,000 spread: ceil(18,000 / (3,800 − 1.5 × 12/5.5))
+        // = ceil(18,000 / 3,796.73) = ceil(4.741) = 5 < 6.
         let p = plan(
-            &demand(1_000, 0.0, 3_000.0, 5_000.0),
+            &demand(1_000, 0.0, 500.0, 7_500.0),
             &Capacity::builtin(),
             0.5,
         )
         .unwrap();
-        assert_eq!(p.proxies, 3);
+        assert_eq!(p.proxies, 12);
         assert_eq!(p.proxy_binding, "writes");
+        assert_eq!(p.proxy_rule, "headroom");
+        let pw = res(&p, Tier::Proxy, "writes");
+        assert_eq!((pw.needed, pw.needed_one_down), (Some(12), Some(9)));
         assert_eq!(p.cells, 6);
         assert_eq!(p.cell_binding, "writes");
         assert_eq!(p.cell_rule, "headroom");
@@ -1622,17 +1662,19 @@ mod tests {
         assert_eq!(w.needed, Some(6));
         assert!(close(w.utilisation, 8_000.0 / 6.0 / 2_000.0));
         let ka = res(&p, Tier::Cell, "keepalives");
-        assert_eq!(ka.needed, Some(3));
-        assert!(close(ka.per_unit, 3.0 / 5.5 + 18_000.0 / 6.0));
-        assert!(close(ka.demand, 6.0 * 3.0 / 5.5 + 18_000.0));
+        assert_eq!(ka.needed, Some(5));
+        // Per cell: 12/5.5 + 12,000/6 = 2,002.18 of 3,800 (52.7%) < writes 8,000/6 = 1,333.3
+        // of 2,000 (66.7%).
+        assert!(close(ka.per_unit, 12.0 / 5.5 + 12_000.0 / 6.0));
+        assert!(close(ka.demand, 6.0 * 12.0 / 5.5 + 12_000.0));
         assert_eq!(res(&p, Tier::Cell, "reads").demand, 0.0);
     }
 
     #[test]
     fn at_least_two_proxies_and_one_cell() {
-        let p = plan(&demand(10, 1.0, 0.0, 0.0), &Capacity::builtin(), 0.5).unwrap();
+        let p = plan(&demand(20, 1.0, 0.0, 0.0), &Capacity::builtin(), 0.5).unwrap();
         assert_eq!((p.proxies, p.proxy_rule.as_str()), (2, "minimum"));
-        assert_eq!(p.proxy_binding, "sessions"); // 10/100k > 1/20k
+        assert_eq!(p.proxy_binding, "sessions"); // 20/100k > 1/10k
         assert_eq!((p.cells, p.cell_rule.as_str()), (1, "minimum"));
         // No demand at all: still 2 + 1; nothing binds at the proxies, and the proxies'
         // own upstream KeepAlives are the only cell load.
@@ -1735,8 +1777,8 @@ mod tests {
         );
         assert_eq!(cap.proxy.reads_per_s.value, 25_000.0);
         assert_eq!(cap.proxy.reads_per_s.basis, Basis::Measured);
-        // Below the defaults: floors, kept for information; the default stays.
-        assert_eq!(cap.proxy.writes_per_s.value, DEFAULT_PROXY_WRITES_PER_S);
+        // Below the defaults: floors, kept for information; the default stays (60 < 1,000).
+        assert_eq!(cap.proxy.writes_per_s.value, 1_000.0);
         assert_eq!(cap.proxy.writes_per_s.basis, Basis::Assumed);
         assert_eq!(cap.proxy.writes_per_s.floor.as_ref().unwrap().value, 60.0);
         assert_eq!(cap.cell.writes_per_s.floor.as_ref().unwrap().value, 120.0);
@@ -1745,7 +1787,8 @@ mod tests {
         assert!(cap.cell.reads_per_s.floor.is_none());
 
         // 450k clients, 10k reads/s, 10 writes/s: sessions ceil(450k × 1.5 / 150k) = ceil(4.5)
-        // = 5; one down ceil(3) + 1 = 4.
+        // = 5; one down ceil(3) + 1 = 4. Reads on the measured 25k: ceil(10k × 1.5 / 25k) = 1,
+        // one down 2; writes on the default 1,000: ceil(15 / 1,000) = 1, one down 2.
         let p = plan(&demand(450_000, 10_000.0, 10.0, 0.0), &cap, 0.5).unwrap();
         assert_eq!(p.proxies, 5);
         assert_eq!(p.proxy_binding, "sessions");
@@ -1815,19 +1858,20 @@ mod tests {
 
     #[test]
     fn troubled_runs_are_not_proof() {
-        // Jeopardy: the sessions figure becomes a ceiling (150k, above the default, so the
-        // default stays) and no rate of the run is proof.
+        // Jeopardy: the sessions figure becomes a ceiling (150k, above the 100k default, so
+        // the default stays) and no rate of the run is proof (reads: the 10k default stays).
         let mut r = clean_report();
         r.sessions.jeopardy = 3;
         let cap = Capacity::from_reports(&[("j.json".to_string(), r)]);
-        assert_eq!(cap.proxy.sessions.value, DEFAULT_PROXY_SESSIONS);
+        assert_eq!(cap.proxy.sessions.value, 100_000.0);
         assert_eq!(cap.proxy.sessions.basis, Basis::Assumed);
         assert!(cap.proxy.sessions.floor.is_none());
         assert_eq!(
             cap.proxy.sessions.ceiling.as_ref().unwrap().value,
             150_000.0
         );
-        assert_eq!(cap.proxy.reads_per_s.value, DEFAULT_PROXY_READS_PER_S);
+        assert_eq!(cap.proxy.reads_per_s.value, 10_000.0);
+        assert_eq!(cap.proxy.reads_per_s.basis, Basis::Assumed);
         assert!(cap.proxy.reads_per_s.floor.is_none());
         assert!(cap.cell.keepalives_per_s.floor.is_none());
         assert!(
@@ -1838,7 +1882,8 @@ mod tests {
             cap.notes
         );
 
-        // Reads past the SLO at 5k/s per proxy: a ceiling below the 20k default caps it.
+        // Reads past the SLO at 5k/s per proxy (300k reads / 30 s / 2 proxies): a ceiling
+        // below the 10k default caps it.
         let mut r = clean_report();
         r.ops.insert("read".into(), op(300_000, 0, 0, 30.0, 250.0));
         let cap = Capacity::from_reports(&[("slow.json".to_string(), r)]);
@@ -1849,14 +1894,15 @@ mod tests {
         // The other kinds were fine: still proof.
         assert_eq!(cap.proxy.sessions.value, 150_000.0);
         let p = plan(&demand(1_000, 12_000.0, 0.0, 0.0), &cap, 0.5).unwrap();
-        // ceil(12k × 1.5 / 5k) = ceil(3.6) = 4.
+        // ceil(12k × 1.5 / 5k) = ceil(3.6) = 4; one down ceil(2.4) + 1 = 4.
         assert_eq!((p.proxies, p.proxy_binding.as_str()), (4, "reads"));
         assert!(p
             .notes
             .iter()
             .any(|n| n.contains("ceiling from an overloaded run")));
 
-        // Errors above 0.1% of the writes: ceiling for the write figures.
+        // Errors above 0.1% of the writes: ceiling for the write figures (60 per proxy, below
+        // the 1,000 default).
         let mut r = clean_report();
         r.ops.insert("write".into(), op(3_000, 30, 0, 30.0, 8.0));
         let cap = Capacity::from_reports(&[("err.json".to_string(), r)]);
@@ -1921,8 +1967,9 @@ mod tests {
     fn infeasible_cell_keepalives_are_reported() {
         let mut cap = Capacity::builtin();
         cap.cell.keepalives_per_s = Figure::assumed(1.0, "test");
-        // 8 proxies (reads 100k → ceil(7.5)) bring each cell 8/5.5 = 1.45 KeepAlives/s > 1.
-        let p = plan(&demand(1_000, 100_000.0, 0.0, 0.0), &cap, 0.5).unwrap();
+        // 8 proxies (reads 50k → ceil(50k × 1.5 / 10k) = ceil(7.5)) bring each cell 8/5.5 =
+        // 1.45 KeepAlives/s > 1.
+        let p = plan(&demand(1_000, 50_000.0, 0.0, 0.0), &cap, 0.5).unwrap();
         assert_eq!(p.proxies, 8);
         assert!(!p.feasible);
         assert_eq!(res(&p, Tier::Cell, "keepalives").needed, None);
@@ -2004,6 +2051,13 @@ mod tests {
         assert!(text.contains("250,000"), "{text}");
         assert!(text.contains("62.5%"), "{text}");
         assert!(text.contains("proxy sessions: built-in default (docs/performance.md"));
+        // Every default is a measurement now: no placeholder left.
+        assert!(
+            text.contains("cell keepalives: built-in default (docs/performance.md"),
+            "{text}"
+        );
+        assert!(!text.contains("placeholder"), "{text}");
+        assert!(!text.contains("not measured yet"), "{text}");
     }
 
     #[test]

@@ -1084,10 +1084,11 @@ fn retryable(status: &tonic::Status) -> bool {
 
 fn is_transport(status: &tonic::Status) -> bool {
     WarrenError::from_status(status).is_none()
-        && matches!(
+        && (matches!(
             status.code(),
             tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-        )
+        ) || (status.code() == tonic::Code::Internal
+            && status.message().starts_with("h2 protocol error")))
 }
 
 /// One leg's KeepAlive loop, until `stop` or the session's end. Tracks the local lease:
@@ -1603,5 +1604,10 @@ mod tests {
         assert!(!retryable(&wrong));
         assert!(!is_transport(&wrong));
         assert!(!retryable(&tonic::Status::invalid_argument("bad")));
+        // A GOAWAY, as tonic reports it.
+        assert!(is_transport(&tonic::Status::internal(
+            "h2 protocol error: http2 error: connection error received: not a result of an error"
+        )));
+        assert!(!is_transport(&tonic::Status::internal("something else")));
     }
 }

@@ -204,6 +204,10 @@ pub struct ProxyCore {
     /// `NOT_FOUND`): what a fail-over of one of them flushes. Kept while the path is in
     /// the shared cache or has cachers.
     origins: HashMap<String, BTreeSet<CellIx>>,
+    /// path → writes of it in flight for which the proxy asked the cell not to invalidate
+    /// it ([`ProxyCore::begin_own_write`]): while any is, nothing of the path is cached
+    /// here or handed out as cacheable.
+    writing: HashMap<String, u32>,
     pub cache: SharedCache,
     /// Deadlines to look at in `tick`: (when, client). Entries may be stale; each is
     /// re-checked against the client's state when it falls due.
@@ -237,6 +241,7 @@ impl ProxyCore {
             upstream,
             cachers: HashMap::new(),
             origins: HashMap::new(),
+            writing: HashMap::new(),
             cache: SharedCache::default(),
             timers: BTreeSet::new(),
             starving: HashSet::new(),
@@ -1025,9 +1030,53 @@ impl ProxyCore {
         true
     }
 
+    /// Client `id` is about to write `path` (`SetContents`) through this proxy. The
+    /// writer's library drops its own copy when it writes, whatever the outcome, so the
+    /// proxy forgets it: no invalidation of this path need reach the writer (a cell spares
+    /// a writer talking to it directly too). If no other client of the proxy may hold a
+    /// copy either, the proxy drops its own, keeps the path uncacheable until
+    /// [`ProxyCore::end_own_write`] and returns true: the write may then ask the cell not to
+    /// invalidate the proxy (`proxy_dropped_copies`), since nothing here could be stale.
+    /// Otherwise it returns false, and the cell invalidates the proxy as usual, which
+    /// relays to the clients that cached the path.
+    pub fn begin_own_write(&mut self, id: &ClientId, path: &str) -> bool {
+        if let Some(set) = self.cachers.get_mut(path) {
+            set.remove(id);
+            if set.is_empty() {
+                self.cachers.remove(path);
+            }
+        }
+        if let Some(c) = self.clients.get_mut(id) {
+            c.cached.remove(path);
+        }
+        if self.cachers.contains_key(path) {
+            return false;
+        }
+        self.cache.invalidate(path);
+        self.origins.remove(path);
+        *self.writing.entry(path.to_string()).or_default() += 1;
+        true
+    }
+
+    /// The write begun with [`ProxyCore::begin_own_write`] was answered (or failed): the
+    /// path may be cached again, but not from an answer fetched before now, which may
+    /// predate the write.
+    pub fn end_own_write(&mut self, path: &str) {
+        if let Some(n) = self.writing.get_mut(path) {
+            *n -= 1;
+            if *n == 0 {
+                self.writing.remove(path);
+            }
+        }
+        self.cache.invalidate(path);
+    }
+
     /// Records that `id` was given a cacheable answer for `path`, if the answer (fetched
     /// under `ticket`) is still valid; returns whether the client may cache it.
     pub fn note_cacher(&mut self, id: &ClientId, path: &str, ticket: Option<Ticket>) -> bool {
+        if self.writing.contains_key(path) {
+            return false;
+        }
         if let Some(t) = ticket {
             if !self.cache.still_valid(path, t) {
                 return false;

@@ -131,3 +131,50 @@ async fn the_library_acknowledges_invalidations_so_writes_do_not_wait() {
         started.elapsed()
     );
 }
+
+/// A writer is never sent an invalidation of its own write: directly, the cell spares the
+/// writing session; through a proxy, the proxy forgets the writer's copy (its library drops
+/// it on writing) and, holding no other client's, asks the cell to spare it too
+/// (`proxy_dropped_copies`). Another session that cached the file is invalidated, and
+/// reads the newest value.
+#[tokio::test]
+async fn a_writer_is_not_invalidated_by_its_own_writes_but_other_cachers_are() {
+    let t = Target::start().await;
+    let writer = t.session().await;
+    let (w, _) = writer
+        .open(
+            "/own",
+            OpenOptions::new().read().write().create_file(b"0".to_vec()),
+        )
+        .await
+        .unwrap();
+    for i in 1..=5u8 {
+        // Read (and cache) it, then write it.
+        assert_eq!(w.contents().await.unwrap().0, vec![b'0' + i - 1]);
+        w.set_contents(vec![b'0' + i]).await.unwrap();
+    }
+    assert_eq!(w.contents().await.unwrap().0, b"5");
+    assert_eq!(writer.cache_stats().invalidations, 0);
+
+    let reader = t.session().await;
+    let (r, _) = reader
+        .open("/own", OpenOptions::new().read())
+        .await
+        .unwrap();
+    assert_eq!(r.contents().await.unwrap().0, b"5");
+    for i in 6..=8u8 {
+        w.set_contents(vec![b'0' + i]).await.unwrap();
+        assert_eq!(r.contents().await.unwrap().0, vec![b'0' + i]);
+    }
+    assert!(
+        reader.cache_stats().invalidations >= 3,
+        "{:?}",
+        reader.cache_stats()
+    );
+    assert_eq!(
+        writer.cache_stats().invalidations,
+        0,
+        "{:?}",
+        writer.cache_stats()
+    );
+}

@@ -285,6 +285,9 @@ pub struct ClientCtx {
     pub session: SessionId,
     pub secret: [u8; 16],
     pub principal: String,
+    /// `SessionContext.proxy_dropped_copies`: on a write, the proxy holds no copy of the
+    /// written file for anyone but the writer, so it need not be invalidated.
+    pub proxy_dropped_copies: bool,
 }
 
 /// Either done now, or parked until a [`Wake`] for the waiter arrives.
@@ -1003,10 +1006,10 @@ impl Master {
             .get(&u.path)
             .is_some_and(|n| n.rec.instance == u.instance && !n.rec.anchor);
         if here {
-            self.start_invalidation(&u.path, None);
+            self.start_invalidation(&u.path, None, None);
             if let Some(parent) = path::parent(&u.path) {
                 let parent = parent.to_string();
-                self.start_invalidation(&parent, None);
+                self.start_invalidation(&parent, None, None);
             }
             self.remove_node(&u.path, None);
         }
@@ -1849,14 +1852,21 @@ impl Master {
     }
 
     /// Tells every session that may cache `path` (except `writer`, whose own library
-    /// updates its cache) to drop it. Returns whether acknowledgements are outstanding.
-    fn start_invalidation(&mut self, path: &str, writer: Option<SessionId>) -> bool {
+    /// drops its copy when it writes, and `also_exempt`, a writer's proxy that dropped its
+    /// copies) to drop it. Every registration ends. Returns whether acknowledgements are
+    /// outstanding.
+    fn start_invalidation(
+        &mut self,
+        path: &str,
+        writer: Option<SessionId>,
+        also_exempt: Option<SessionId>,
+    ) -> bool {
         if let Some(set) = self.cachers.remove(path) {
             for sid in set {
                 if let Some(s) = self.sessions.get_mut(&sid) {
                     s.cached.remove(path);
                 }
-                if Some(sid) == writer {
+                if Some(sid) == writer || Some(sid) == also_exempt {
                     continue;
                 }
                 if let Some(seq) = self.push_event(
@@ -1901,9 +1911,20 @@ impl Master {
     /// Before a modification of `paths` by `writer`: invalidates cached copies and, if any
     /// session has yet to acknowledge, parks the write (it is retried on [`Wake::Retry`]).
     fn barrier(&mut self, writer: SessionId, paths: &[&str]) -> Option<WaiterId> {
+        self.barrier_exempting(writer, None, paths)
+    }
+
+    /// [`Self::barrier`], not invalidating `also_exempt` either (the writer's proxy, when it
+    /// says it dropped its copies: `SessionContext.proxy_dropped_copies`).
+    fn barrier_exempting(
+        &mut self,
+        writer: SessionId,
+        also_exempt: Option<SessionId>,
+        paths: &[&str],
+    ) -> Option<WaiterId> {
         let mut blocked = None;
         for p in paths {
-            if self.start_invalidation(p, Some(writer)) {
+            if self.start_invalidation(p, Some(writer), also_exempt) {
                 blocked = Some(p.to_string());
             }
         }
@@ -2419,7 +2440,7 @@ impl Master {
                 if let Some(w) = self.barrier(sid, &[&a.path, &parent]) {
                     return Ok(Reply::Wait(w));
                 }
-                self.start_invalidation(&a.path, Some(sid));
+                self.start_invalidation(&a.path, Some(sid), None);
                 if let Some(owner) = elsewhere {
                     let instance = self.meta.next_instance;
                     let rec = NodeRecord {
@@ -2536,7 +2557,7 @@ impl Master {
         if let Some(w) = self.barrier(sid, &[&a.path]) {
             return Ok(Some(w));
         }
-        self.start_invalidation(&a.path, Some(sid));
+        self.start_invalidation(&a.path, Some(sid), None);
         let rec = NodeRecord {
             path: a.path.clone(),
             kind: NodeKind::Directory,
@@ -2646,10 +2667,10 @@ impl Master {
         self.fresh_anchors.remove(p);
         // No writer is waiting on this, so the invalidation is not awaited; a later write
         // of these paths still waits for the acknowledgements.
-        self.start_invalidation(p, None);
+        self.start_invalidation(p, None, None);
         if let Some(parent) = path::parent(p) {
             let parent = parent.to_string();
-            self.start_invalidation(&parent, None);
+            self.start_invalidation(&parent, None, None);
         }
         self.remove_node(p, None);
         if let Some(parent) = path::parent(p) {
@@ -2816,7 +2837,14 @@ impl Master {
                 )));
             }
         }
-        if let Some(w) = self.barrier(sid, &[&p]) {
+        // The proxy that forwards a client's write may say it holds no copy for anyone
+        // else (then its session, the cacher of record for its clients, is spared).
+        let proxy = ctx
+            .client
+            .as_ref()
+            .filter(|c| c.proxy_dropped_copies)
+            .map(|_| ctx.session);
+        if let Some(w) = self.barrier_exempting(sid, proxy, &[&p]) {
             return Ok(Reply::Wait(w));
         }
         let n = self.nodes.get_mut(&p).expect("exists");
@@ -2961,7 +2989,7 @@ impl Master {
         if was_free {
             // The stat (lock generation) changed. Nobody waits on this (see
             // maybe_delete_ephemeral); the acquirer learns the new generation from its reply.
-            self.start_invalidation(p, Some(sid));
+            self.start_invalidation(p, Some(sid), None);
         }
         self.notify_handles(
             p,

@@ -1196,9 +1196,59 @@ fn for_client(p: &Ctx, n: u8, principal: &str) -> Ctx {
             session: cid(n),
             secret: csecret(n),
             principal: principal.into(),
+            proxy_dropped_copies: false,
         }),
         ..p.clone()
     }
+}
+
+/// `c` (a proxy acting for a client), saying the proxy dropped its copies of what the call
+/// writes (`SessionContext.proxy_dropped_copies`).
+fn dropped_copies(c: &Ctx) -> Ctx {
+    let mut c = c.clone();
+    if let Some(cl) = c.client.as_mut() {
+        cl.proxy_dropped_copies = true;
+    }
+    c
+}
+
+#[test]
+fn a_write_whose_proxy_dropped_its_copies_spares_that_proxy_but_no_other_cacher() {
+    let mut t = T::new();
+    let p = t.proxy(0.0);
+    let carol = for_client(&p, 1, "carol");
+    let o = t.file(&carol, "/ls/local/f", b"v0", 1.0);
+    // The open registered the proxy session as the cacher for carol.
+    assert!(t.m.cachers["/ls/local/f"].contains(&p.session));
+    // A plain write waits for the proxy to acknowledge an invalidation (as before).
+    let w = waiter(t.m.set_contents(&carol, &o.handle, b"v1", None, t.at(1.0)));
+    assert_eq!(t.m.sessions[&p.session].pending_invalidations.len(), 1);
+    let at = t.at(1.0);
+    keep_alive(&mut t.m, &p, at);
+    assert!(t.wakes().iter().any(|(x, _)| *x == w));
+    done(t.m.set_contents(&carol, &o.handle, b"v1", None, t.at(1.0)));
+
+    // Registered again by a read; the proxy says it dropped its copies: the write is done
+    // at once, no invalidation goes to the proxy, and its registration ends.
+    t.m.get_contents(&carol, &o.handle, t.at(2.0)).unwrap();
+    assert!(t.m.cachers["/ls/local/f"].contains(&p.session));
+    let flagged = dropped_copies(&carol);
+    done(t.m.set_contents(&flagged, &o.handle, b"v2", None, t.at(2.0)));
+    assert!(t.m.sessions[&p.session].pending_invalidations.is_empty());
+    assert!(!t
+        .m
+        .cachers
+        .get("/ls/local/f")
+        .is_some_and(|s| s.contains(&p.session)));
+    assert_eq!(t.m.nodes["/ls/local/f"].contents, b"v2");
+
+    // Another cacher (a direct session) is still invalidated, and the write waits for it.
+    let other = t.session(3.0);
+    let od = t.open_ok(&other, "/ls/local/f", intent::READ, 0, None, 3.0);
+    t.m.get_contents(&other, &od.handle, t.at(3.0)).unwrap();
+    waiter(t.m.set_contents(&flagged, &o.handle, b"v3", None, t.at(3.0)));
+    assert_eq!(t.m.sessions[&other.session].pending_invalidations.len(), 1);
+    assert!(t.m.sessions[&p.session].pending_invalidations.is_empty());
 }
 
 fn code<T: std::fmt::Debug>(r: Result<T, WarrenError>) -> ErrorCode {

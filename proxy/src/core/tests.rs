@@ -356,6 +356,66 @@ fn a_fill_after_an_invalidation_is_not_cacheable_for_the_client() {
 }
 
 #[test]
+fn a_write_by_the_only_cacher_drops_the_proxys_copy_and_keeps_the_path_uncacheable_until_answered()
+{
+    let (mut core, t0) = setup(1);
+    let (a, _, _, _) = core.create_session("a", t0);
+    let (b, _, _, _) = core.create_session("b", t0);
+    let f = "/ls/d/f";
+    let t = core.cache.ticket();
+    assert!(core.note_cacher(&a, f, Some(t)));
+    core.cache
+        .fill(f, t, |e| e.stat = Some(pb::Stat::default()));
+
+    // a, the only client holding a copy, writes: the proxy may ask to be spared.
+    assert!(core.begin_own_write(&a, f));
+    assert!(!core.cache.contains(f), "the proxy's own copy is gone");
+    // Meanwhile b's read (ticket taken during the write) may not be cached, nor passed on
+    // as cacheable, even if it is answered before the write is.
+    let during = core.cache.ticket();
+    assert!(!core.note_cacher(&b, f, Some(during)));
+    assert!(!core.note_cacher(&b, f, None));
+    // A second write of the same path in flight keeps it uncacheable after the first ends.
+    assert!(core.begin_own_write(&a, f));
+    core.end_own_write(f);
+    assert!(!core.note_cacher(&b, f, Some(core.cache.ticket())));
+    core.end_own_write(f);
+    // Answered: a read begun before the end may predate the write and is still refused; a
+    // read begun after it is cacheable.
+    assert!(!core.note_cacher(&b, f, Some(during)));
+    let after = core.cache.ticket();
+    assert!(core.note_cacher(&b, f, Some(after)));
+    assert!(core
+        .cache
+        .fill(f, after, |e| e.stat = Some(pb::Stat::default())));
+
+    // Now b holds a copy: a's write cannot spare the proxy (the cell's invalidation will be
+    // relayed to b), but a itself, whose library drops its copy on writing, gets none.
+    assert!(core.note_cacher(&a, f, Some(core.cache.ticket())));
+    assert!(!core.begin_own_write(&a, f));
+    assert!(
+        core.cache.contains(f),
+        "kept until the cell's invalidation arrives"
+    );
+    core.upstream_events(0, &[ev(1, pb::EventType::Invalidate, f, None)], t0);
+    let invalidations = |core: &ProxyCore, id: &ClientId| {
+        core.clients[id]
+            .events
+            .iter()
+            .filter(|q| q.event.r#type == pb::EventType::Invalidate as i32)
+            .count()
+    };
+    assert!(core.clients[&b].cached.is_empty(), "b was told");
+    assert!(core.clients[&a].cached.is_empty());
+    assert_eq!(
+        invalidations(&core, &a),
+        0,
+        "the writer is not sent an invalidation of its own write"
+    );
+    assert_eq!(invalidations(&core, &b), 1);
+}
+
+#[test]
 fn an_adopted_client_sees_a_higher_epoch_and_a_failover_event_first() {
     let (mut core, t0) = setup(1);
     let id = [7u8; 16];

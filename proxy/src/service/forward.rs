@@ -111,3 +111,53 @@ impl Service {
         }
     }
 }
+
+/// Ends an own write ([`crate::core::ProxyCore::begin_own_write`]) when the call is
+/// answered, fails, or is abandoned by its client.
+struct OwnWrite {
+    shared: Arc<Shared>,
+    path: String,
+}
+
+impl Drop for OwnWrite {
+    fn drop(&mut self) {
+        self.shared.with_core(|c| c.end_own_write(&self.path));
+    }
+}
+
+/// `SetContents` for a client: forwarded to the handle's cell. When no other client of
+/// this proxy may hold a copy of the file, the proxy drops its own first and tells the cell
+/// so (`proxy_dropped_copies`), which spares it the invalidation of its own client's write
+/// (and the relay and acknowledging KeepAlive that come with it), as a cell spares a
+/// writer talking to it directly.
+pub(super) async fn set_contents(
+    svc: &Service,
+    req: Request<pb::SetContentsRequest>,
+) -> Result<Response<pb::SetContentsResponse>, Status> {
+    let r = req.into_inner();
+    let who = svc.session(r.ctx.as_ref()).await?;
+    let (cell, body) = svc.handle_cell(&who, &r.handle)?;
+    let path = svc
+        .shared
+        .with_core(|c| c.handle(&who.id, &r.handle).map(|h| h.path.clone()))
+        .or(body.map(|b| b.path));
+    let own = path.and_then(|path| {
+        svc.shared
+            .with_core(|c| c.begin_own_write(&who.id, &path))
+            .then(|| OwnWrite {
+                shared: svc.shared.clone(),
+                path,
+            })
+    });
+    let dropped = own.is_some();
+    let reply = svc
+        .forward(cell, Some(&who), Retry::Once, |mut c, mut ctx| {
+            ctx.proxy_dropped_copies = dropped;
+            let mut r = r.clone();
+            r.ctx = Some(ctx);
+            async move { c.set_contents(r).await }
+        })
+        .await;
+    drop(own);
+    ok(reply?)
+}

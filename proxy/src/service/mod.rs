@@ -272,10 +272,7 @@ impl Warren for Service {
         &self,
         req: Request<pb::SetContentsRequest>,
     ) -> Result<Response<pb::SetContentsResponse>, Status> {
-        observed("SetContents", async move {
-            forward_by_handle!(self, req, set_contents, Retry::Once)
-        })
-        .await
+        observed("SetContents", forward::set_contents(self, req)).await
     }
 
     async fn set_acl(
