@@ -279,18 +279,47 @@ fn target_of(given: Option<&str>, launched: Option<&Launched>) -> anyhow::Result
     }
 }
 
+/// The faults of `run`, each checked against the deployment `--deploy` will launch (a
+/// member it will not have is refused before anything starts).
 fn faults(a: &RunArgs) -> anyhow::Result<Vec<Fault>> {
+    let spec = a.deploy.deploy.clone().unwrap_or_default();
     let mut out = Vec::new();
     for (action, list) in [(Action::Kill, &a.kill), (Action::Restart, &a.restart)] {
         for s in list {
             let f = Fault::parse(action, s).map_err(anyhow::Error::msg)?;
-            f.member
+            let m = f
+                .member
                 .parse::<Member>()
+                .map_err(|e| anyhow::anyhow!("--{} {s}: {e}", action.name()))?;
+            member_exists(&m, &spec)
                 .map_err(|e| anyhow::anyhow!("--{} {s}: {e}", action.name()))?;
             out.push(f);
         }
     }
     Ok(out)
+}
+
+/// Whether `spec`'s deployment has member `m`: proxies 1..=M, cells `meta` and c1..=cN.
+fn member_exists(m: &Member, spec: &DeploySpec) -> Result<(), String> {
+    match m {
+        Member::Proxy(j) if (1..=spec.proxies).contains(j) => Ok(()),
+        Member::Proxy(j) => Err(format!(
+            "there is no proxy {j}: the deployment has {} (proxy:1 … proxy:{})",
+            spec.proxies, spec.proxies
+        )),
+        Member::Master(c) if c == "meta" => Ok(()),
+        Member::Master(c)
+            if c.strip_prefix('c')
+                .and_then(|k| k.parse::<u16>().ok())
+                .is_some_and(|k| (1..=spec.cells).contains(&k)) =>
+        {
+            Ok(())
+        }
+        Member::Master(c) => Err(format!(
+            "there is no cell {c}: the deployment has meta and c1 … c{}",
+            spec.cells
+        )),
+    }
 }
 
 async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
@@ -426,4 +455,35 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
         write_json(path, &p)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_name_only_members_the_deployment_has() {
+        let spec: DeploySpec = "dev:cells=2,proxies=3".parse().unwrap();
+        let ok = |s: &str| member_exists(&s.parse().unwrap(), &spec);
+        assert_eq!(ok("proxy"), Ok(()));
+        assert_eq!(ok("proxy:3"), Ok(()));
+        assert_eq!(ok("master:meta"), Ok(()));
+        assert_eq!(ok("master:c2"), Ok(()));
+        assert!(ok("proxy:4").unwrap_err().contains("no proxy 4"));
+        assert!(ok("master:c3").unwrap_err().contains("no cell c3"));
+        assert!(ok("master:x1").unwrap_err().contains("no cell x1"));
+    }
+
+    #[test]
+    fn targets_with_and_without_a_deployment() {
+        assert_eq!(
+            target_of(Some("proxies=a:1"), None).unwrap(),
+            Target::Proxies(vec!["a:1".into()])
+        );
+        assert!(target_of(None, None)
+            .unwrap_err()
+            .to_string()
+            .contains("--deploy"));
+        assert!(target_of(Some("cells"), None).is_err());
+    }
 }

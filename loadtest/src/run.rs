@@ -1428,15 +1428,35 @@ async fn one_op(
             })
             .await?;
             stats.opens.fetch_add(1, Ordering::Relaxed);
-            sim.handles
-                .lock()
-                .expect("handles lock")
-                .insert(file, r.handle.clone());
+            // Two first uses of a file by one client may race: keep the first handle and
+            // close the other (a library client shares one handle per open too).
+            let (handle, spare) = {
+                let mut handles = sim.handles.lock().expect("handles lock");
+                match handles.entry(file) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        (e.get().clone(), Some(r.handle.clone()))
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(r.handle.clone());
+                        (r.handle.clone(), None)
+                    }
+                }
+            };
+            if let Some(spare) = spare {
+                let l = sim.link(leg);
+                let mut c = l.client;
+                let _ = c
+                    .close(pb::CloseRequest {
+                        ctx: Some(l.ctx),
+                        handle: spare,
+                    })
+                    .await;
+            }
             if op == Op::Read {
                 // Read at open: the contents came with the handle.
                 return Ok(());
             }
-            r.handle
+            handle
         }
     };
     match op {

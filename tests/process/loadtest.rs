@@ -391,6 +391,9 @@ async fn refusals_are_clear() {
     let out = loadtest(&["--deploy", "dev", "--kill", "proxy"]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("MEMBER@TIME"));
+    let out = loadtest(&["--deploy", "dev:cells=2", "--kill", "master:c3@1s"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no cell c3"));
     let out = loadtest(&["--deploy", "dev:cells=x"]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cells=x"));
