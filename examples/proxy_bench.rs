@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{watch, Semaphore};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use warren_client::{ClientOptions, Handle, OpenOptions, Session};
 use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
@@ -512,15 +512,6 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-async fn channel(addr: &str) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(format!("http://{addr}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {addr}"))
-}
-
 async fn run_steps(
     b: &Bench,
     fleet: &Arc<Fleet>,
@@ -530,7 +521,9 @@ async fn run_steps(
     let a = &b.args;
     let mut clients = Vec::with_capacity(a.connections);
     for _ in 0..a.connections.max(1) {
-        clients.push(WarrenClient::new(channel(&b.proxy_addr).await?));
+        clients.push(WarrenClient::new(
+            warren_loadtest::run::channel(&b.proxy_addr).await?,
+        ));
     }
     let creators = Arc::new(Semaphore::new(a.create_concurrency.max(1)));
     let mut results = Vec::new();
