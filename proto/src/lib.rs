@@ -6,6 +6,7 @@
 //! Domain crates convert to and from these types at their edges; the types themselves
 //! carry no behaviour beyond what prost and tonic generate.
 
+pub mod admin;
 pub mod codec;
 pub mod error;
 pub mod framing;

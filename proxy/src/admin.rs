@@ -1,14 +1,10 @@
-//! The proxy's admin HTTP endpoint (hyper): `/metrics` (Prometheus text from the `metrics`
-//! crate), `/healthz`, `/readyz` (a live session at every cell; with `--meta`: the partition
-//! map loaded and a live session at the meta cell) and `/status` (JSON).
+//! The proxy's admin HTTP pages (served by `warren_proto::admin`): `/metrics` (Prometheus
+//! text from the `metrics` crate), `/healthz`, `/readyz` (a live session at every cell; with
+//! `--meta`: the partition map loaded and a live session at the meta cell) and `/status`
+//! (JSON).
 
 use crate::Shared;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::convert::Infallible;
 use std::sync::{Arc, Once};
 use tokio::net::TcpListener;
 
@@ -112,15 +108,6 @@ fn describe() {
     metrics::gauge!("warren_proxy_acquires_in_flight").increment(0.0);
 }
 
-fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = code;
-    if let Ok(v) = ctype.parse() {
-        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-    }
-    r
-}
-
 /// Publishes the core's counts as gauges and counters.
 pub(crate) fn update_metrics(shared: &Shared) {
     let (counts, ka, inv, ev, cache) = shared.with_core(|c| {
@@ -152,68 +139,34 @@ pub(crate) fn update_metrics(shared: &Shared) {
     metrics::counter!("warren_proxy_cache_invalidations_total").absolute(cache.invalidations);
 }
 
-async fn handle(
-    req: Request<hyper::body::Incoming>,
-    shared: Arc<Shared>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    if req.method() != Method::GET {
-        return Ok(reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "only GET is served here\n",
-        ));
+impl warren_proto::admin::Pages for Shared {
+    fn metrics(&self) -> String {
+        update_metrics(self);
+        prometheus().render()
     }
-    Ok(match req.uri().path() {
-        "/metrics" => {
-            update_metrics(&shared);
-            reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                prometheus().render(),
+
+    fn readiness(&self) -> Result<(), String> {
+        if self.ready() {
+            Ok(())
+        } else if self.routed() {
+            Err(
+                "the partition map is not loaded or there is no live session at the meta cell \
+                 yet (see /status)"
+                    .into(),
             )
+        } else {
+            Err("not every cell has a live proxy session yet (see /status)".into())
         }
-        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
-        "/readyz" => {
-            if shared.ready() {
-                reply(StatusCode::OK, "text/plain", "ready\n")
-            } else {
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    if shared.routed() {
-                        "the partition map is not loaded or there is no live session at the meta cell yet (see /status)\n"
-                    } else {
-                        "not every cell has a live proxy session yet (see /status)\n"
-                    },
-                )
-            }
-        }
-        "/status" => {
-            let body = serde_json::to_string_pretty(&shared.status())
-                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-            reply(StatusCode::OK, "application/json", body + "\n")
-        }
-        other => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            format!("no page {other}; try /metrics, /healthz, /readyz or /status\n"),
-        ),
-    })
+    }
+
+    fn status_json(&self) -> String {
+        serde_json::to_string_pretty(&self.status())
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
 }
 
 /// Serves the admin endpoint on `listener` until the task is aborted.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     prometheus();
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, shared.clone()));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+    warren_proto::admin::serve(listener, shared).await
 }

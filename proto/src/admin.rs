@@ -1,0 +1,77 @@
+//! The admin HTTP endpoint both tiers serve (hyper, HTTP/1.1, GET only): `/metrics`
+//! (Prometheus text), `/healthz`, `/readyz` (200, or 503 with the reason) and `/status`
+//! (JSON). What each page says comes from the tier: [`Pages`].
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// What a cell or a proxy shows on its admin pages.
+pub trait Pages: Send + Sync + 'static {
+    /// The body of `/metrics`: the Prometheus exposition.
+    fn metrics(&self) -> String;
+    /// `/readyz`: `Ok` when ready to serve, else why not (one line).
+    fn readiness(&self) -> Result<(), String>;
+    /// The body of `/status`: JSON.
+    fn status_json(&self) -> String;
+}
+
+fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = code;
+    if let Ok(v) = ctype.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn page<P: Pages>(req: &Request<hyper::body::Incoming>, pages: &P) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET is served here\n",
+        );
+    }
+    match req.uri().path() {
+        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", pages.metrics()),
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" => match pages.readiness() {
+            Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n"),
+            Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", why + "\n"),
+        },
+        "/status" => reply(
+            StatusCode::OK,
+            "application/json",
+            pages.status_json() + "\n",
+        ),
+        other => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            format!("no page {other}; try /metrics, /healthz, /readyz or /status\n"),
+        ),
+    }
+}
+
+/// Serves the admin pages on `listener` until the task is aborted.
+pub async fn serve<P: Pages>(listener: TcpListener, pages: Arc<P>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let pages = pages.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let r = page(&req, &*pages);
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
