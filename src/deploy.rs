@@ -46,7 +46,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::str::FromStr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -375,9 +374,10 @@ impl Proc {
 
     /// Why it is not ready yet, or `Ok` once it is.
     async fn probe(&self) -> Result<(), String> {
-        let (status, body) = http_get(self.admin, "/readyz")
-            .await
-            .map_err(|e| format!("GET http://{}/readyz: {e}", self.admin))?;
+        let warren_loadtest::http::Reply { status, body, .. } =
+            warren_loadtest::http::get(&self.admin.to_string(), "/readyz", Duration::from_secs(2))
+                .await
+                .map_err(|e| format!("GET http://{}/readyz: {e}", self.admin))?;
         if status != 200 {
             return Err(format!(
                 "http://{}/readyz answered {status}: {}",
@@ -443,34 +443,6 @@ fn child_command(bin: &Path) -> Command {
         }
     }
     cmd
-}
-
-/// A plain HTTP/1.1 GET with a 2 s timeout: (status, body).
-async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    };
-    let buf = tokio::time::timeout(Duration::from_secs(2), fetch)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out after 2s"))??;
-    let text = String::from_utf8_lossy(&buf);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP reply"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 /// `n` loopback addresses, each free a moment ago (all held at once, so distinct).

@@ -4,6 +4,7 @@
 //! servers' own `/metrics`.
 //!
 //! - [`fault`]: faults injected during a run (`--kill`, `--restart`);
+//! - [`http`]: the plain HTTP GET of admin pages;
 //! - [`html`]: the `--html` page with its SVG plots of the timeline;
 //! - [`lost`]: the `acked_lost` check (which acknowledged writes a read-back misses);
 //! - [`metrics`]: Prometheus text parsing, scraping, the absorption factor;
@@ -13,6 +14,7 @@
 
 pub mod fault;
 pub mod html;
+pub mod http;
 pub mod lost;
 pub mod metrics;
 pub mod plan;

@@ -6,7 +6,6 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Client KeepAlives a proxy received (`proxy/src/admin.rs`).
 pub const PROXY_KEEPALIVES: &str = "warren_proxy_keepalives_received_total";
@@ -373,34 +372,21 @@ pub fn endpoint_report(e: &EndpointScrapes) -> Result<EndpointReport, MetricsErr
     })
 }
 
-/// Fetches `http://ADMIN/metrics` (plain HTTP/1.1, 10 s timeout) and parses it.
+/// Fetches `http://ADMIN/metrics` ([`crate::http::get`], 10 s timeout) and parses it.
 pub async fn scrape(admin: &str) -> anyhow::Result<(Exposition, Instant)> {
     use anyhow::{anyhow, bail, Context};
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect(admin).await?;
-        s.write_all(
-            format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    };
-    let buf = tokio::time::timeout(Duration::from_secs(10), fetch)
+    let reply = crate::http::get(admin, "/metrics", Duration::from_secs(10))
         .await
-        .map_err(|_| anyhow!("scraping http://{admin}/metrics timed out"))?
-        .with_context(|| format!("scraping http://{admin}/metrics"))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => anyhow!("scraping http://{admin}/metrics timed out"),
+            _ => anyhow!(e).context(format!("scraping http://{admin}/metrics")),
+        })?;
     let at = Instant::now();
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("bad HTTP reply from {admin}"))?;
-    let status = head.lines().next().unwrap_or("");
-    if !(status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.0 200")) {
+    if reply.status != 200 {
+        let status = reply.head.lines().next().unwrap_or("");
         bail!("http://{admin}/metrics answered {status}");
     }
-    if head.lines().any(|l| {
+    if reply.head.lines().any(|l| {
         l.to_ascii_lowercase()
             .starts_with("transfer-encoding: chunked")
     }) {
@@ -408,6 +394,7 @@ pub async fn scrape(admin: &str) -> anyhow::Result<(Exposition, Instant)> {
             "http://{admin}/metrics answered with a chunked body, which this scraper does not read"
         );
     }
+    let body = reply.body.as_str();
     let exposition =
         Exposition::parse(body).with_context(|| format!("parsing http://{admin}/metrics"))?;
     Ok((exposition, at))
