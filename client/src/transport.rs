@@ -8,6 +8,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
+use warren_proto::WarrenError;
 
 /// How many `Locate` redirects (`master` pointing elsewhere) to follow before giving up.
 const MAX_LOCATE_HOPS: usize = 3;
@@ -138,6 +139,27 @@ pub async fn master_via(addr: &str, timeout: Duration) -> Result<(Conn, LocateIn
     Err(Error::Transport(format!(
         "{addr}: gave up after following {MAX_LOCATE_HOPS} master redirects"
     )))
+}
+
+/// Whether a failed call's status means the server was not reached (as opposed to an
+/// answer): no Warren detail, and a code that tonic uses for connection trouble.
+pub fn is_unreachable(status: &tonic::Status) -> bool {
+    WarrenError::from_status(status).is_none()
+        && (matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+        ) || is_h2_failure(status))
+}
+
+/// An HTTP/2 connection-level failure, which tonic reports as `INTERNAL` with no Warren
+/// error: e.g. the GOAWAY of a server shutting down ("h2 protocol error: … not a result of
+/// an error"). A Warren server always attaches a Warren error to its own failures, so this
+/// is the connection, not an answer.
+fn is_h2_failure(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Internal && status.message().starts_with("h2 protocol error")
 }
 
 #[cfg(test)]

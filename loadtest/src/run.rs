@@ -32,6 +32,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use warren_client::map::MapWatcher;
+use warren_client::transport::is_unreachable;
 use warren_client::{ClientOptions, OpenOptions, Session};
 use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
@@ -999,7 +1000,7 @@ async fn session_task(
                 stats.create_errors.fetch_add(1, Ordering::Relaxed);
                 stats.error("CreateSession", &status);
                 if let Ok(_turn) = closers.acquire().await {
-                    close_links(&links, &stats, &closers, false).await;
+                    close_links(&links, &stats, false).await;
                 }
                 return;
             }
@@ -1045,7 +1046,7 @@ async fn session_task(
     while legs.join_next().await.is_some() {}
     if turn.is_some() && !sim.expired.load(Ordering::Relaxed) {
         let links: Vec<Link> = (0..sim.legs.len()).map(|l| sim.link(l)).collect();
-        close_links(&links, &stats, &closers, true).await;
+        close_links(&links, &stats, true).await;
     }
     drop(turn);
     stats.ended.fetch_add(1, Ordering::Relaxed);
@@ -1053,7 +1054,7 @@ async fn session_task(
 
 /// Closes sessions (the caller holds a turn of `closers`); counts the client closed when
 /// every one closed and `count` is set.
-async fn close_links(links: &[Link], stats: &Stats, _closers: &Semaphore, count: bool) {
+async fn close_links(links: &[Link], stats: &Stats, count: bool) {
     let mut all = true;
     for l in links {
         let r = l
@@ -1076,21 +1077,13 @@ async fn close_links(links: &[Link], stats: &Stats, _closers: &Semaphore, count:
 
 /// Whether a failed call may succeed if made again: the server's retryable codes (no
 /// master yet, a failover under way, a stale epoch, overload) and transport failures (the
-/// server went away). A Warren error names its code; anything else is transport.
+/// server went away, as the client library judges it:
+/// [`warren_client::transport::is_unreachable`]).
 fn retryable(status: &tonic::Status) -> bool {
     match WarrenError::from_status(status) {
         Some(e) => e.is_retryable() && e.code != ErrorCode::WrongCell,
-        None => is_transport(status),
+        None => is_unreachable(status),
     }
-}
-
-fn is_transport(status: &tonic::Status) -> bool {
-    WarrenError::from_status(status).is_none()
-        && (matches!(
-            status.code(),
-            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-        ) || (status.code() == tonic::Code::Internal
-            && status.message().starts_with("h2 protocol error")))
 }
 
 /// One leg's KeepAlive loop, until `stop` or the session's end. Tracks the local lease:
@@ -1201,7 +1194,7 @@ async fn keep_alive(
                     // A failover or an adoption: on at once with the new epoch.
                     continue;
                 }
-                if !topo.direct && topo.peers.len() > 1 && is_transport(&status) {
+                if !topo.direct && topo.peers.len() > 1 && is_unreachable(&status) {
                     // The proxy is gone: on to the next one, at once.
                     let next = (link.peer + 1) % topo.peers.len();
                     let mut l = sim.legs[leg].write().expect("link lock");
@@ -1621,15 +1614,15 @@ mod tests {
     fn what_is_retried() {
         assert!(retryable(&WarrenError::failover_in_progress().into()));
         assert!(retryable(&tonic::Status::unavailable("connection refused")));
-        assert!(is_transport(&tonic::Status::unavailable("gone")));
+        assert!(is_unreachable(&tonic::Status::unavailable("gone")));
         let wrong: tonic::Status = WarrenError::lock_held("held").into();
         assert!(!retryable(&wrong));
-        assert!(!is_transport(&wrong));
+        assert!(!is_unreachable(&wrong));
         assert!(!retryable(&tonic::Status::invalid_argument("bad")));
         // A GOAWAY, as tonic reports it.
-        assert!(is_transport(&tonic::Status::internal(
+        assert!(is_unreachable(&tonic::Status::internal(
             "h2 protocol error: http2 error: connection error received: not a result of an error"
         )));
-        assert!(!is_transport(&tonic::Status::internal("something else")));
+        assert!(!is_unreachable(&tonic::Status::internal("something else")));
     }
 }

@@ -646,27 +646,6 @@ impl fmt::Debug for Session {
     }
 }
 
-/// Whether a failed call's status means the server was not reached (as opposed to an
-/// answer): no Warren detail, and a code that tonic uses for connection trouble.
-fn is_unreachable(status: &tonic::Status) -> bool {
-    WarrenError::from_status(status).is_none()
-        && (matches!(
-            status.code(),
-            tonic::Code::Unavailable
-                | tonic::Code::Unknown
-                | tonic::Code::Cancelled
-                | tonic::Code::DeadlineExceeded
-        ) || is_h2_failure(status))
-}
-
-/// An HTTP/2 connection-level failure, which tonic reports as `INTERNAL` with no Warren
-/// error: e.g. the GOAWAY of a server shutting down ("h2 protocol error: … not a result of
-/// an error"). A Warren server always attaches a Warren error to its own failures, so this
-/// is the connection, not an answer.
-fn is_h2_failure(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::Internal && status.message().starts_with("h2 protocol error")
-}
-
 /// The pause before retry number `attempt` of a call: exponential with up to 50% jitter.
 fn retry_pause(attempt: u32, salt: u64) -> Duration {
     let doublings = attempt.saturating_sub(1).min(16);
@@ -831,7 +810,7 @@ impl Shared {
                 Some(Ok(reply)) => return Ok(reply.into_inner()),
                 Some(Err(status)) => (
                     Error::from_status(&status, &conn.addr),
-                    is_unreachable(&status),
+                    crate::transport::is_unreachable(&status),
                 ),
                 None => (
                     Error::timed_out(&conn.addr, policy.timeout.unwrap_or_default()),
