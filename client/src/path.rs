@@ -25,6 +25,20 @@ pub fn expand_path(deployment: &str, path: &str) -> Result<String, Error> {
     Ok(format!("/ls/{deployment}{path}"))
 }
 
+/// The error a caller gets for a path the partition map cannot route: the one a cell would
+/// give for it (`TOO_LARGE` for an over-long path, otherwise `INVALID_ARGUMENT`). Routers
+/// (proxies, and this library in direct mode) answer with it.
+pub fn route_error(path: &str, e: warren_router::RouteError) -> warren_proto::WarrenError {
+    if path.len() > warren_router::MAX_PATH_LEN {
+        return warren_proto::WarrenError::too_large(format!(
+            "path of {} bytes is longer than the {}-byte limit",
+            path.len(),
+            warren_router::MAX_PATH_LEN
+        ));
+    }
+    warren_proto::WarrenError::invalid_argument(e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,19 +108,6 @@ fn forward(mut events: EventStream, tx: mpsc::UnboundedSender<Event>) {
     });
 }
 
-fn route_error(path: &str, e: warren_router::RouteError) -> Error {
-    // The same code a cell gives: an over-long path is TOO_LARGE, anything else malformed
-    // INVALID_ARGUMENT.
-    if path.len() > warren_router::MAX_PATH_LEN {
-        return Error::Warren(WarrenError::too_large(format!(
-            "path of {} bytes is longer than the {}-byte limit",
-            path.len(),
-            warren_router::MAX_PATH_LEN
-        )));
-    }
-    Error::Warren(WarrenError::invalid_argument(e.to_string()))
-}
-
 impl Router {
     pub(crate) fn map(&self) -> Arc<PartitionMap> {
         self.watcher
@@ -193,7 +180,9 @@ impl Router {
         let mut hint: Option<String> = None;
         for _ in 0..MAX_ROUTE_ATTEMPTS {
             let map = self.map();
-            let route = map.route(path, anchor).map_err(|e| route_error(path, e))?;
+            let route = map
+                .route(path, anchor)
+                .map_err(|e| Error::Warren(crate::path::route_error(path, e)))?;
             let session = match (&hint, route) {
                 (Some(owner), Route::Cell { .. }) if map.replicas(owner).is_some() => {
                     self.session_for(owner, &map).await?

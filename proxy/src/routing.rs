@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 use warren_proto::{ErrorCode, WarrenError};
-use warren_router::{PartitionMap, Route, RouteError};
+use warren_router::{PartitionMap, Route};
 
 /// Sends of one routed call, in all (the first included).
 pub const MAX_ATTEMPTS: u32 = 4;
@@ -45,18 +45,7 @@ impl Dest {
     }
 }
 
-/// The error a client gets for a path the map cannot route — the one a cell would give
-/// for it (`TOO_LARGE` for an over-long path, otherwise `INVALID_ARGUMENT`).
-pub fn route_error(path: &str, e: RouteError) -> WarrenError {
-    if path.len() > warren_router::MAX_PATH_LEN {
-        return WarrenError::too_large(format!(
-            "path of {} bytes is longer than the {}-byte limit",
-            path.len(),
-            warren_router::MAX_PATH_LEN
-        ));
-    }
-    WarrenError::invalid_argument(e.to_string())
-}
+pub use warren_client::route_error;
 
 /// `map.route(path, anchor)` as a [`Dest`], or the error the client gets.
 pub fn route(map: &PartitionMap, path: &str, anchor: bool) -> Result<Dest, WarrenError> {
