@@ -2,7 +2,6 @@
 //! the `warren-loadtest` crate; this parses the command line, launches a deployment for
 //! `--deploy` (and injects its faults), and prints the reports.
 
-use crate::deploy::{DeploySpec, Deployment, Member};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -12,6 +11,7 @@ use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use warren_loadtest::deploy::{DeploySpec, Deployment, Member};
 use warren_loadtest::fault::{Action, Fault, Injector};
 use warren_loadtest::run::parse_duration;
 use warren_loadtest::{Config, Report, Target};

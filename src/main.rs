@@ -3,7 +3,6 @@
 
 mod cell_cmd;
 mod ctl;
-mod deploy;
 mod dev;
 mod loadtest_cmd;
 mod proxy_cmd;

@@ -3,6 +3,7 @@
 //! time, and a report whose KeepAlive absorption factor and per-cell rates come from the
 //! servers' own `/metrics`.
 //!
+//! - [`deploy`]: a `warren dev`-shaped deployment of processes, for `--deploy` and faults;
 //! - [`fault`]: faults injected during a run (`--kill`, `--restart`);
 //! - [`http`]: the plain HTTP GET of admin pages;
 //! - [`html`]: the `--html` page with its SVG plots of the timeline;
@@ -12,6 +13,7 @@
 //! - [`workload`]: Poisson arrivals and Zipf file popularity;
 //! - [`run`]: the run itself.
 
+pub mod deploy;
 pub mod fault;
 pub mod html;
 pub mod http;

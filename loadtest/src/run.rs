@@ -1527,7 +1527,8 @@ async fn one_op(
 
 /// Parses a duration like `3s`, `500ms`, `2m` or `1m30s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}`: {e} (e.g. 30s, 500ms, 2m)"))
+    warren_config::parse_duration(s)
+        .map_err(|e| format!("`{s}`: {} (e.g. 30s, 500ms, 2m)", e.reason))
 }
 
 #[cfg(test)]

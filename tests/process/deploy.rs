@@ -1,20 +1,15 @@
-//! `src/deploy.rs` (the process deployment `warren loadtest` starts and hits with faults):
+//! `warren_loadtest::deploy` (the process deployment `warren loadtest` starts and hits with
+//! faults):
 //! a meta cell, two data cells and two proxies as separate `warren` processes; a session
 //! through the proxies keeps working when the proxy it uses is killed with SIGKILL, and
 //! again after the master of the cell holding its file, then the meta cell, is killed and
 //! restarted.
-//!
-//! The root package has no library target, so the module is compiled into this test crate
-//! from its source file (it uses no `crate::` paths for that reason).
-
-#[path = "../../src/deploy.rs"]
-mod imp;
 
 use crate::bin;
-use imp::{DeploySpec, Deployment, Member};
 use std::future::Future;
 use std::time::{Duration, Instant};
 use warren_client::{ClientOptions, OpenOptions, Session};
+use warren_loadtest::deploy::{DeploySpec, Deployment, Member};
 
 /// How long the session may take to work again after a fault.
 const RECOVERY: Duration = Duration::from_secs(20);

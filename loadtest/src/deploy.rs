@@ -30,13 +30,6 @@
 //! --lease-margin K --keepalive-reply-before-end K` with K = min(1s, L/4), so the leases
 //! nest (client lease + margins < proxy lease ≤ 60 s); L must be more than 1 s (the cells
 //! answer KeepAlives 1 s before a lease ends) and at most 57 s.
-//!
-//! This file has no `crate::` paths on purpose: the process tests include it with
-//! `#[path]` (the root package has no library target).
-
-// Compiled twice: into the binary (for `warren loadtest`) and into the process tests,
-// and each uses only part of it.
-#![allow(dead_code)]
 
 use anyhow::{anyhow, bail, Context};
 use std::ffi::OsString;
@@ -374,8 +367,8 @@ impl Proc {
 
     /// Why it is not ready yet, or `Ok` once it is.
     async fn probe(&self) -> Result<(), String> {
-        let warren_loadtest::http::Reply { status, body, .. } =
-            warren_loadtest::http::get(&self.admin.to_string(), "/readyz", Duration::from_secs(2))
+        let crate::http::Reply { status, body, .. } =
+            crate::http::get(&self.admin.to_string(), "/readyz", Duration::from_secs(2))
                 .await
                 .map_err(|e| format!("GET http://{}/readyz: {e}", self.admin))?;
         if status != 200 {
