@@ -166,6 +166,65 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
+/// One tier of a [`Plan`] as the notes and the summary read it: its size and what set it.
+pub(super) struct TierOutcome<'a> {
+    pub tier: Tier,
+    /// The recommended number of proxies or cells.
+    pub units: u64,
+    /// The resource with the highest utilisation (`none` without any load).
+    pub binding: &'a str,
+    /// What set `units`: `headroom`, `failover` or `minimum`.
+    pub rule: &'a str,
+    /// `units` on the floors of clean runs alone.
+    pub on_proven: Option<u64>,
+}
+
+impl Plan {
+    /// The proxy tier, then the cell tier.
+    pub(super) fn tiers(&self) -> [TierOutcome<'_>; 2] {
+        [
+            TierOutcome {
+                tier: Tier::Proxy,
+                units: self.proxies,
+                binding: &self.proxy_binding,
+                rule: &self.proxy_rule,
+                on_proven: self.proxies_on_proven,
+            },
+            TierOutcome {
+                tier: Tier::Cell,
+                units: self.cells,
+                binding: &self.cell_binding,
+                rule: &self.cell_rule,
+                on_proven: self.cells_on_proven,
+            },
+        ]
+    }
+}
+
+impl TierOutcome<'_> {
+    /// A note when the tier's size rests on an assumed figure above what the runs proved.
+    fn rests_on_assumed_figure(&self, resources: &[ResourcePlan]) -> Option<String> {
+        let rp = resources
+            .iter()
+            .find(|r| r.tier == self.tier && r.resource == self.binding)?;
+        let (Basis::Assumed, Some(v)) = (rp.basis, rp.proven) else {
+            return None;
+        };
+        Some(format!(
+            "{} rest(s) on the assumed {} figure ({} {}), above what your runs proved ({}); {}",
+            count_of(self.units, self.tier),
+            rp.resource,
+            num(rp.capacity_each),
+            rp.unit,
+            num(v),
+            match self.on_proven {
+                Some(m) => format!("on measured figures alone: {m}"),
+                None => "a heavier run would show whether it holds".into(),
+            }
+        ))
+    }
+}
+
 /// `ceil(x)` for a count of units, forgiving floating-point noise just above an integer.
 fn units(x: f64) -> u64 {
     if x.is_nan() || x <= 0.0 {
@@ -389,33 +448,6 @@ pub fn plan_with(
             ));
         }
     }
-    for (tier, bind, n, on_proven) in [
-        (Tier::Proxy, &proxy_binding, proxies, proxies_on_proven),
-        (Tier::Cell, &cell_binding, cells, cells_on_proven),
-    ] {
-        let Some(rp) = resources
-            .iter()
-            .find(|r| r.tier == tier && r.resource == bind.as_str())
-        else {
-            continue;
-        };
-        if let (Basis::Assumed, Some(v)) = (rp.basis, rp.proven) {
-            notes.push(format!(
-                "{} rest(s) on the assumed {} figure ({} {}), above what your runs proved ({}); \
-                 {}",
-                count_of(n, tier),
-                rp.resource,
-                num(rp.capacity_each),
-                rp.unit,
-                num(v),
-                match on_proven {
-                    Some(m) => format!("on measured figures alone: {m}"),
-                    None => "a heavier run would show whether it holds".into(),
-                }
-            ));
-        }
-    }
-
     let assumptions = vec![
         "load spreads evenly over the units of each tier (clients over proxies, directories \
          over cells); skew is what the headroom is for"
@@ -441,7 +473,7 @@ pub fn plan_with(
             .to_string(),
     ];
 
-    Ok(Plan {
+    let mut plan = Plan {
         proxies,
         proxy_binding,
         proxy_rule: proxy_rule.into(),
@@ -457,7 +489,14 @@ pub fn plan_with(
         resources,
         assumptions,
         notes,
-    })
+    };
+    let rests_on_assumed: Vec<String> = plan
+        .tiers()
+        .iter()
+        .filter_map(|t| t.rests_on_assumed_figure(&plan.resources))
+        .collect();
+    plan.notes.extend(rests_on_assumed);
+    Ok(plan)
 }
 
 #[cfg(test)]

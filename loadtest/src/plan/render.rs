@@ -3,7 +3,7 @@
 //! and the number formats the notes use as well.
 
 use super::capacity::{Basis, Tier};
-use super::model::Plan;
+use super::model::{Plan, TierOutcome};
 use std::fmt::Write as _;
 
 impl Plan {
@@ -24,23 +24,15 @@ impl Plan {
         if !self.feasible {
             let _ = writeln!(s, "NOT FEASIBLE: see the notes");
         }
-        for (tier, n, bind, rule, on_proven) in [
-            (
-                Tier::Proxy,
-                self.proxies,
-                &self.proxy_binding,
-                &self.proxy_rule,
-                self.proxies_on_proven,
-            ),
-            (
-                Tier::Cell,
-                self.cells,
-                &self.cell_binding,
-                &self.cell_rule,
-                self.cells_on_proven,
-            ),
-        ] {
-            let rule_text = match rule.as_str() {
+        for TierOutcome {
+            tier,
+            units: n,
+            binding: bind,
+            rule,
+            on_proven,
+        } in self.tiers()
+        {
+            let rule_text = match rule {
                 "failover" => "set by the N+1 check: one proxy down",
                 "minimum" => "the minimum",
                 _ => "set by demand + headroom",
