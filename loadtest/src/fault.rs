@@ -86,6 +86,16 @@ pub struct FaultRecord {
     pub error: Option<String>,
 }
 
+impl FaultRecord {
+    /// When the fault took effect, or why it did not (`?` when the record does not say).
+    pub fn outcome(&self) -> Result<f64, &str> {
+        match (&self.error, self.done_s) {
+            (None, Some(done)) => Ok(done),
+            (error, _) => Err(error.as_deref().unwrap_or("?")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

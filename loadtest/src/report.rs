@@ -83,7 +83,29 @@ pub struct OpReport {
     pub latency: Percentiles,
 }
 
+/// The columns of the per-operation table, in the terminal summary and on the HTML page:
+/// the operation's name, then the figures of [`OpReport::table_figures`].
+pub const OP_TABLE_HEADER: [&str; 9] = [
+    "op", "ok", "errors", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
+];
+
 impl OpReport {
+    /// One row of the per-operation table after the name (see [`OP_TABLE_HEADER`]): the
+    /// counts, ops/s to 0.1 and the latencies in ms to 0.001.
+    pub fn table_figures(&self) -> [String; 8] {
+        let l = &self.latency;
+        [
+            self.count.to_string(),
+            self.errors.to_string(),
+            format!("{:.1}", self.throughput_per_s),
+            format!("{:.3}", l.p50_ms),
+            format!("{:.3}", l.p90_ms),
+            format!("{:.3}", l.p99_ms),
+            format!("{:.3}", l.p999_ms),
+            format!("{:.3}", l.max_ms),
+        ]
+    }
+
     pub fn new(h: &Histogram<u64>, errors: u64, busy: u64, secs: f64) -> OpReport {
         let count = h.len();
         OpReport {
@@ -306,30 +328,23 @@ impl Report {
             self.read_rate, self.write_rate, self.lock_rate, self.files, self.zipf
         );
         let _ = writeln!(s);
-        let _ = writeln!(
-            s,
-            "{:<6} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "op", "ok", "errors", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
-        );
+        // Column widths of the terminal table: the name left-aligned, the figures right.
+        let row = |s: &mut String, name: &str, figures: &[&str]| {
+            let _ = write!(s, "{name:<6}");
+            for (figure, width) in figures.iter().zip([9, 7, 9, 9, 9, 9, 9, 9]) {
+                let _ = write!(s, " {figure:>width$}");
+            }
+        };
+        let [first, rest @ ..] = OP_TABLE_HEADER;
+        row(&mut s, first, &rest);
+        s.push('\n');
         for (name, o) in &self.ops {
-            let _ = writeln!(
-                s,
-                "{:<6} {:>9} {:>7} {:>9.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}{}",
-                name,
-                o.count,
-                o.errors,
-                o.throughput_per_s,
-                o.latency.p50_ms,
-                o.latency.p90_ms,
-                o.latency.p99_ms,
-                o.latency.p999_ms,
-                o.latency.max_ms,
-                if o.busy > 0 {
-                    format!("  ({} found the lock held)", o.busy)
-                } else {
-                    String::new()
-                }
-            );
+            let figures = o.table_figures();
+            row(&mut s, name, &figures.each_ref().map(String::as_str));
+            if o.busy > 0 {
+                let _ = write!(s, "  ({} found the lock held)", o.busy);
+            }
+            s.push('\n');
         }
         let _ = writeln!(
             s,
@@ -359,25 +374,11 @@ impl Report {
             ss.closed
         );
         for f in &self.faults {
-            match (&f.error, f.done_s) {
-                (None, Some(done)) => {
-                    let _ = writeln!(
-                        s,
-                        "fault: {} {} at {:.1} s (done at {:.1} s)",
-                        f.action, f.member, f.at_s, done
-                    );
-                }
-                (e, _) => {
-                    let _ = writeln!(
-                        s,
-                        "fault: {} {} at {:.1} s FAILED: {}",
-                        f.action,
-                        f.member,
-                        f.at_s,
-                        e.as_deref().unwrap_or("?")
-                    );
-                }
-            }
+            let _ = write!(s, "fault: {} {} at {:.1} s ", f.action, f.member, f.at_s);
+            let _ = match f.outcome() {
+                Ok(done) => writeln!(s, "(done at {done:.1} s)"),
+                Err(why) => writeln!(s, "FAILED: {why}"),
+            };
         }
         if self.errors_by_code.is_empty() {
             let _ = writeln!(s, "errors: none");
