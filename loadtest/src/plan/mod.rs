@@ -99,7 +99,12 @@ fn fraction(what: &str, v: f64) -> Result<(), PlanError> {
 #[cfg(test)]
 mod test_support {
     //! Helpers the tests of every part of the planner share.
-    use super::{Demand, Plan, ResourcePlan, Tier};
+    use super::{plan, Capacity, Demand, Plan, ResourcePlan, Tier};
+
+    /// The plan for `demand` on the built-in capacity figures alone.
+    pub(crate) fn plan_on_builtin(demand: Demand, headroom: f64) -> Plan {
+        plan(&demand, &Capacity::builtin(), headroom).expect("a valid demand")
+    }
 
     pub(crate) fn demand(clients: u64, read: f64, write: f64, lock: f64) -> Demand {
         Demand {

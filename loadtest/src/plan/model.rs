@@ -502,19 +502,14 @@ pub fn plan_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::test_support::{close, demand, res};
+    use crate::plan::test_support::{close, demand, plan_on_builtin, res};
     use crate::plan::{Criteria, Figure};
 
     #[test]
     fn sessions_bound_fleet() {
         // 250k clients, little traffic: proxies = ceil(250k × 1.5 / 100k) = ceil(3.75) = 4;
         // one down: ceil(2.5) + 1 = 4 as well.
-        let p = plan(
-            &demand(250_000, 100.0, 10.0, 0.0),
-            &Capacity::builtin(),
-            0.5,
-        )
-        .unwrap();
+        let p = plan_on_builtin(demand(250_000, 100.0, 10.0, 0.0), 0.5);
         assert_eq!(p.proxies, 4);
         assert_eq!(p.proxy_binding, "sessions");
         assert_eq!(p.proxy_rule, "headroom");
@@ -568,12 +563,7 @@ mod tests {
         // 50k reads/s: ceil(50k × 1.5 / 10k) = ceil(7.5) = 8; one down ceil(5) + 1 = 6;
         // sessions 10k × 1.5 / 100k → 1 (one down 2); writes 100 × 1.5 / 1,000 → 1 (one
         // down 2).
-        let p = plan(
-            &demand(10_000, 50_000.0, 100.0, 0.0),
-            &Capacity::builtin(),
-            0.5,
-        )
-        .unwrap();
+        let p = plan_on_builtin(demand(10_000, 50_000.0, 100.0, 0.0), 0.5);
         assert_eq!(p.proxies, 8);
         assert_eq!(p.proxy_binding, "reads");
         assert_eq!(p.proxy_rule, "headroom");
@@ -594,12 +584,7 @@ mod tests {
         // KeepAlives (only writes invalidate, lock operations do not): 12/5.5 per cell +
         // 500 × 12 × 2 = 12,000 spread: ceil(18,000 / (3,800 − 1.5 × 12/5.5))
         // = ceil(18,000 / 3,796.73) = ceil(4.741) = 5 < 6.
-        let p = plan(
-            &demand(1_000, 0.0, 500.0, 7_500.0),
-            &Capacity::builtin(),
-            0.5,
-        )
-        .unwrap();
+        let p = plan_on_builtin(demand(1_000, 0.0, 500.0, 7_500.0), 0.5);
         assert_eq!(p.proxies, 12);
         assert_eq!(p.proxy_binding, "writes");
         assert_eq!(p.proxy_rule, "headroom");
@@ -622,13 +607,13 @@ mod tests {
 
     #[test]
     fn at_least_two_proxies_and_one_cell() {
-        let p = plan(&demand(20, 1.0, 0.0, 0.0), &Capacity::builtin(), 0.5).unwrap();
+        let p = plan_on_builtin(demand(20, 1.0, 0.0, 0.0), 0.5);
         assert_eq!((p.proxies, p.proxy_rule.as_str()), (2, "minimum"));
         assert_eq!(p.proxy_binding, "sessions"); // 20/100k > 1/10k
         assert_eq!((p.cells, p.cell_rule.as_str()), (1, "minimum"));
         // No demand at all: still 2 + 1; nothing binds at the proxies, and the proxies'
         // own upstream KeepAlives are the only cell load.
-        let p = plan(&Demand::default(), &Capacity::builtin(), 0.5).unwrap();
+        let p = plan_on_builtin(Demand::default(), 0.5);
         assert_eq!((p.proxies, p.cells), (2, 1));
         assert_eq!(p.proxy_binding, "none");
         assert_eq!(p.cell_binding, "keepalives");
@@ -639,14 +624,14 @@ mod tests {
     fn failover_check_raises_the_count() {
         // Headroom 10%: ceil(250k × 1.1 / 100k) = 3, but with one of 3 down the other 2
         // would hold 125k each: ceil(2.5) + 1 = 4.
-        let p = plan(&demand(250_000, 0.0, 0.0, 0.0), &Capacity::builtin(), 0.1).unwrap();
+        let p = plan_on_builtin(demand(250_000, 0.0, 0.0, 0.0), 0.1);
         assert_eq!(p.proxies, 4);
         assert_eq!(p.proxy_rule, "failover");
         let s = res(&p, Tier::Proxy, "sessions");
         assert_eq!((s.needed, s.needed_one_down), (Some(3), Some(4)));
         assert!(s.utilisation_one_down.unwrap() <= 1.0);
         // Headroom 0, 200k: 2 by demand, 3 for one down.
-        let p = plan(&demand(200_000, 0.0, 0.0, 0.0), &Capacity::builtin(), 0.0).unwrap();
+        let p = plan_on_builtin(demand(200_000, 0.0, 0.0, 0.0), 0.0);
         assert_eq!((p.proxies, p.proxy_rule.as_str()), (3, "failover"));
         assert!(close(
             res(&p, Tier::Proxy, "sessions")

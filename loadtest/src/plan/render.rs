@@ -140,17 +140,11 @@ fn pct(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::test_support::demand;
-    use crate::plan::{plan, Capacity};
+    use crate::plan::test_support::{demand, plan_on_builtin};
 
     #[test]
     fn json_and_summary() {
-        let p = plan(
-            &demand(250_000, 100.0, 10.0, 0.0),
-            &Capacity::builtin(),
-            0.5,
-        )
-        .unwrap();
+        let p = plan_on_builtin(demand(250_000, 100.0, 10.0, 0.0), 0.5);
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["proxies"], 4);
         assert_eq!(v["cells"], 1);
