@@ -3,7 +3,8 @@
 //! them; an [`Injector`] given by the caller (the deployment `warren loadtest --deploy`
 //! launched) carries them out.
 
-use serde::Serialize;
+use crate::report::float_or_null;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -70,17 +71,29 @@ pub trait Injector: Send + Sync {
 }
 
 /// What happened to one scheduled fault, as reported.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FaultRecord {
     /// `kill` or `restart`.
     pub action: String,
     pub member: String,
     /// When it was scheduled, in seconds from the start of the measured window.
+    #[serde(deserialize_with = "float_or_null")]
     pub at_s: f64,
     /// When it had taken effect (null if it failed).
     pub done_s: Option<f64>,
     /// Why it failed (null if it worked).
     pub error: Option<String>,
+}
+
+impl FaultRecord {
+    /// When the fault took effect, or why it did not (`?` when the record does not say).
+    pub fn outcome(&self) -> Result<f64, &str> {
+        match (&self.error, self.done_s) {
+            (None, Some(done)) => Ok(done),
+            (error, _) => Err(error.as_deref().unwrap_or("?")),
+        }
+    }
 }
 
 #[cfg(test)]

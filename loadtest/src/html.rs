@@ -2,7 +2,7 @@
 //! inline SVG plots of its timeline: latency percentiles, throughput and session states over
 //! time. Plain string building; every piece of text from the report is escaped.
 
-use crate::report::Report;
+use crate::report::{Report, OP_TABLE_HEADER};
 use std::fmt::Write as _;
 
 /// Plot size in SVG user units.
@@ -407,26 +407,17 @@ pub fn render(r: &Report) -> String {
         r.files,
         r.zipf
     );
-    s.push_str(
-        "<table>\n<tr><th>op</th><th>ok</th><th>errors</th><th>ops/s</th><th>p50 ms</th>\
-         <th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th></tr>\n",
-    );
+    s.push_str("<table>\n<tr>");
+    for column in OP_TABLE_HEADER {
+        let _ = write!(s, "<th>{column}</th>");
+    }
+    s.push_str("</tr>\n");
     for (name, o) in &r.ops {
-        let l = &o.latency;
-        let _ = writeln!(
-            s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.3}</td><td>{:.3}</td>\
-             <td>{:.3}</td><td>{:.3}</td><td>{:.3}</td></tr>",
-            escape(name),
-            o.count,
-            o.errors,
-            o.throughput_per_s,
-            l.p50_ms,
-            l.p90_ms,
-            l.p99_ms,
-            l.p999_ms,
-            l.max_ms
-        );
+        let _ = write!(s, "<tr><td>{}</td>", escape(name));
+        for figure in o.table_figures() {
+            let _ = write!(s, "<td>{figure}</td>");
+        }
+        s.push_str("</tr>\n");
     }
     let _ = writeln!(
         s,
@@ -463,9 +454,9 @@ pub fn render(r: &Report) -> String {
     if !r.faults.is_empty() {
         s.push_str("<p>Faults:</p>\n<ul>\n");
         for f in &r.faults {
-            let outcome = match (&f.error, f.done_s) {
-                (None, Some(done)) => format!("done at {done:.1} s"),
-                (e, _) => format!("failed: {}", escape(e.as_deref().unwrap_or("?"))),
+            let outcome = match f.outcome() {
+                Ok(done) => format!("done at {done:.1} s"),
+                Err(why) => format!("failed: {}", escape(why)),
             };
             let _ = writeln!(
                 s,

@@ -9,6 +9,7 @@
 //! - [`html`]: the `--html` page with its SVG plots of the timeline;
 //! - [`lost`]: the `acked_lost` check (which acknowledged writes a read-back misses);
 //! - [`metrics`]: Prometheus text parsing, scraping, the absorption factor;
+//! - [`plan`]: `warren loadtest plan`, a number of proxies and cells from saved reports;
 //! - [`report`]: percentiles, throughput, the report and its terminal summary and JSON;
 //! - [`workload`]: Poisson arrivals and Zipf file popularity;
 //! - [`run`]: the run itself.

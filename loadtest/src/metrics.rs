@@ -2,7 +2,8 @@
 //! a run: the KeepAlive absorption factor and each endpoint's RPC rate are computed from
 //! these counters, so they are measured, not assumed.
 
-use serde::Serialize;
+use crate::report::float_or_null;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -282,11 +283,14 @@ pub fn per_second(count: f64, secs: f64) -> f64 {
 }
 
 /// The KeepAlive absorption figures.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Absorption {
     /// Client KeepAlives the proxies received in the window (all proxies scraped).
+    #[serde(deserialize_with = "float_or_null")]
     pub client_at_proxies: f64,
     /// KeepAlives that reached the cells in the window (all cells scraped).
+    #[serde(deserialize_with = "float_or_null")]
     pub at_cells: f64,
     /// `client_at_proxies / at_cells`; `None` when no KeepAlive reached a cell.
     pub factor: Option<f64>,
@@ -330,11 +334,13 @@ pub fn absorption(endpoints: &[EndpointScrapes]) -> Result<Absorption, MetricsEr
 }
 
 /// One scraped endpoint's figures for the report.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EndpointReport {
     pub admin: String,
     /// `proxy`, `cell`, or `proxy+cell` (one process with one registry, e.g. `warren dev`).
     pub role: String,
+    #[serde(deserialize_with = "float_or_null")]
     pub window_s: f64,
     /// Cell RPCs answered per second (`warren_rpc_total`, tier `cell`), when a cell.
     pub rpc_per_s: Option<f64>,

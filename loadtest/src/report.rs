@@ -1,12 +1,21 @@
 //! The report: pure functions from what a run recorded to the figures it prints and writes
 //! as JSON (plain key names: `ops.read.p99_ms`, `errors`, `sessions.jeopardy`,
-//! `absorption_factor`, `acked_lost`, …).
+//! `absorption_factor`, `acked_lost`, …), and reading such JSON back (`warren loadtest plan
+//! --from`): a field the file lacks takes its default, a field this version does not know
+//! is ignored, and a float written as `null` (how serde_json writes NaN and ±∞) reads as NaN.
 
 use crate::metrics::{Absorption, EndpointReport};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+
+/// Reads a float that may have been written as `null`: serde_json writes NaN and ±∞ that
+/// way, so a report with a non-finite figure (e.g. a counter scraped as NaN) reads back, as
+/// NaN.
+pub(crate) fn float_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
 
 /// A latency histogram in µs, 1 µs to 1 h, 3 significant digits.
 pub fn latency_histogram() -> Histogram<u64> {
@@ -14,13 +23,20 @@ pub fn latency_histogram() -> Histogram<u64> {
 }
 
 /// Latency percentiles of one operation, in milliseconds.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Percentiles {
+    #[serde(deserialize_with = "float_or_null")]
     pub p50_ms: f64,
+    #[serde(deserialize_with = "float_or_null")]
     pub p90_ms: f64,
+    #[serde(deserialize_with = "float_or_null")]
     pub p99_ms: f64,
+    #[serde(deserialize_with = "float_or_null")]
     pub p999_ms: f64,
+    #[serde(deserialize_with = "float_or_null")]
     pub max_ms: f64,
+    #[serde(deserialize_with = "float_or_null")]
     pub mean_ms: f64,
 }
 
@@ -50,7 +66,8 @@ pub fn throughput(count: u64, secs: f64) -> f64 {
 }
 
 /// One operation kind's figures.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct OpReport {
     /// Operations that completed successfully.
     pub count: u64,
@@ -59,13 +76,36 @@ pub struct OpReport {
     /// Lock operations that found the lock held (TryAcquire → LOCK_HELD): not errors.
     pub busy: u64,
     /// Successful operations per second over the measured window.
+    #[serde(deserialize_with = "float_or_null")]
     pub throughput_per_s: f64,
     /// Latency of successful operations, from the *intended* send time to the reply.
     #[serde(flatten)]
     pub latency: Percentiles,
 }
 
+/// The columns of the per-operation table, in the terminal summary and on the HTML page:
+/// the operation's name, then the figures of [`OpReport::table_figures`].
+pub const OP_TABLE_HEADER: [&str; 9] = [
+    "op", "ok", "errors", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
+];
+
 impl OpReport {
+    /// One row of the per-operation table after the name (see [`OP_TABLE_HEADER`]): the
+    /// counts, ops/s to 0.1 and the latencies in ms to 0.001.
+    pub fn table_figures(&self) -> [String; 8] {
+        let l = &self.latency;
+        [
+            self.count.to_string(),
+            self.errors.to_string(),
+            format!("{:.1}", self.throughput_per_s),
+            format!("{:.3}", l.p50_ms),
+            format!("{:.3}", l.p90_ms),
+            format!("{:.3}", l.p99_ms),
+            format!("{:.3}", l.p999_ms),
+            format!("{:.3}", l.max_ms),
+        ]
+    }
+
     pub fn new(h: &Histogram<u64>, errors: u64, busy: u64, secs: f64) -> OpReport {
         let count = h.len();
         OpReport {
@@ -79,7 +119,8 @@ impl OpReport {
 }
 
 /// What the simulated sessions went through.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SessionOutcomes {
     /// Sessions asked for (`--sessions`).
     pub target: u64,
@@ -109,13 +150,15 @@ pub struct SessionOutcomes {
 }
 
 /// One operation kind over one interval of the timeline.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct IntervalOp {
     /// Operations that completed successfully in the interval.
     pub count: u64,
     /// Operations that failed in the interval.
     pub errors: u64,
     /// `count` per second of the interval.
+    #[serde(deserialize_with = "float_or_null")]
     pub throughput_per_s: f64,
     /// Latency percentiles of the interval's successful operations (null when there were
     /// none).
@@ -143,7 +186,8 @@ impl IntervalOp {
 }
 
 /// The simulated sessions' states at one instant.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SessionStates {
     /// Live sessions whose lease is current (not in jeopardy).
     pub safe: u64,
@@ -154,11 +198,14 @@ pub struct SessionStates {
 }
 
 /// One sample of the timeline: the interval `(t_s - dt_s, t_s]` of the measured window.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TimelineSample {
     /// Seconds since the measured window started, at the end of the interval.
+    #[serde(deserialize_with = "float_or_null")]
     pub t_s: f64,
     /// The interval's length in seconds (1, give or take the scheduler).
+    #[serde(deserialize_with = "float_or_null")]
     pub dt_s: f64,
     /// Per operation kind: `read`, `write`, `lock`.
     pub ops: BTreeMap<String, IntervalOp>,
@@ -167,27 +214,35 @@ pub struct TimelineSample {
 }
 
 /// The whole report, as written by `--json`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Report {
     /// `proxies` or `cells`.
     pub target: String,
     pub addresses: Vec<String>,
     pub connections: u64,
     pub files: u64,
+    #[serde(deserialize_with = "float_or_null")]
     pub zipf: f64,
     /// Requested total rates, per second.
+    #[serde(deserialize_with = "float_or_null")]
     pub read_rate: f64,
+    #[serde(deserialize_with = "float_or_null")]
     pub write_rate: f64,
+    #[serde(deserialize_with = "float_or_null")]
     pub lock_rate: f64,
     /// Seconds spent creating the sessions before the measured window.
+    #[serde(deserialize_with = "float_or_null")]
     pub ramp_s: f64,
     /// The measured window, in seconds (operations run only in it).
+    #[serde(deserialize_with = "float_or_null")]
     pub duration_s: f64,
     /// Per operation kind: `read`, `write`, `lock`.
     pub ops: BTreeMap<String, OpReport>,
     /// All successful operations.
     pub ops_total: u64,
     /// All successful operations per second.
+    #[serde(deserialize_with = "float_or_null")]
     pub throughput_per_s: f64,
     /// All failed operations and session calls (CreateSession, KeepAlive, CloseSession).
     pub errors: u64,
@@ -203,6 +258,7 @@ pub struct Report {
     pub retries: u64,
     /// The longest any operation waited, successful or not, from its intended send time
     /// to its outcome, in ms: what a failover cost the unluckiest caller.
+    #[serde(deserialize_with = "float_or_null")]
     pub longest_wait_ms: f64,
     /// Sessions each simulated client holds: 1 through proxies; direct to the cells, one at
     /// the meta cell and one at each data cell.
@@ -221,12 +277,20 @@ pub struct Report {
     /// done (operations still in flight, a read failed); `acked_lost` is then 0 and a note
     /// says why.
     pub acked_lost: u64,
+    /// A file without the flag reads as checked: only an explicit `false` says the
+    /// read-back was not done (as `plan` has always read it).
+    #[serde(default = "absent_means_checked")]
     pub acked_lost_checked: bool,
     /// Things the reader should know (e.g. why a figure is missing).
     pub notes: Vec<String>,
     /// One sample a second from the start of the measured window until the operations in
     /// flight at its end have finished (operations count in the interval they completed in).
     pub timeline: Vec<TimelineSample>,
+}
+
+/// `acked_lost_checked` of a report that does not have the field.
+fn absent_means_checked() -> bool {
+    true
 }
 
 impl Report {
@@ -264,30 +328,23 @@ impl Report {
             self.read_rate, self.write_rate, self.lock_rate, self.files, self.zipf
         );
         let _ = writeln!(s);
-        let _ = writeln!(
-            s,
-            "{:<6} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "op", "ok", "errors", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
-        );
+        // Column widths of the terminal table: the name left-aligned, the figures right.
+        let row = |s: &mut String, name: &str, figures: &[&str]| {
+            let _ = write!(s, "{name:<6}");
+            for (figure, width) in figures.iter().zip([9, 7, 9, 9, 9, 9, 9, 9]) {
+                let _ = write!(s, " {figure:>width$}");
+            }
+        };
+        let [first, rest @ ..] = OP_TABLE_HEADER;
+        row(&mut s, first, &rest);
+        s.push('\n');
         for (name, o) in &self.ops {
-            let _ = writeln!(
-                s,
-                "{:<6} {:>9} {:>7} {:>9.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}{}",
-                name,
-                o.count,
-                o.errors,
-                o.throughput_per_s,
-                o.latency.p50_ms,
-                o.latency.p90_ms,
-                o.latency.p99_ms,
-                o.latency.p999_ms,
-                o.latency.max_ms,
-                if o.busy > 0 {
-                    format!("  ({} found the lock held)", o.busy)
-                } else {
-                    String::new()
-                }
-            );
+            let figures = o.table_figures();
+            row(&mut s, name, &figures.each_ref().map(String::as_str));
+            if o.busy > 0 {
+                let _ = write!(s, "  ({} found the lock held)", o.busy);
+            }
+            s.push('\n');
         }
         let _ = writeln!(
             s,
@@ -317,25 +374,11 @@ impl Report {
             ss.closed
         );
         for f in &self.faults {
-            match (&f.error, f.done_s) {
-                (None, Some(done)) => {
-                    let _ = writeln!(
-                        s,
-                        "fault: {} {} at {:.1} s (done at {:.1} s)",
-                        f.action, f.member, f.at_s, done
-                    );
-                }
-                (e, _) => {
-                    let _ = writeln!(
-                        s,
-                        "fault: {} {} at {:.1} s FAILED: {}",
-                        f.action,
-                        f.member,
-                        f.at_s,
-                        e.as_deref().unwrap_or("?")
-                    );
-                }
-            }
+            let _ = write!(s, "fault: {} {} at {:.1} s ", f.action, f.member, f.at_s);
+            let _ = match f.outcome() {
+                Ok(done) => writeln!(s, "(done at {done:.1} s)"),
+                Err(why) => writeln!(s, "FAILED: {why}"),
+            };
         }
         if self.errors_by_code.is_empty() {
             let _ = writeln!(s, "errors: none");
@@ -682,5 +725,325 @@ mod tests {
         let text = r.summary();
         assert!(text.contains("absorption") || r.keepalives.is_none());
         assert!(text.contains("read"));
+    }
+
+    /// A report with every part filled in: the one [`REPORT_JSON`] holds.
+    fn sample_report() -> Report {
+        use crate::fault::FaultRecord;
+        let mut r = Report {
+            target: "proxies".into(),
+            addresses: vec!["127.0.0.1:7201".into(), "127.0.0.1:7202".into()],
+            connections: 4,
+            files: 20,
+            zipf: 1.0,
+            read_rate: 50.0,
+            write_rate: 10.0,
+            lock_rate: 5.0,
+            ramp_s: 1.5,
+            duration_s: 3.0,
+            dropped: 1,
+            opens: 12,
+            retries: 2,
+            longest_wait_ms: 812.25,
+            sessions_per_client: 1,
+            absorption_factor: Some(12.5),
+            keepalives: Some(Absorption {
+                client_at_proxies: 100.0,
+                at_cells: 8.0,
+                factor: Some(12.5),
+            }),
+            acked_lost: 0,
+            acked_lost_checked: true,
+            notes: vec!["a run shorter than one KeepAlive period".into()],
+            ..Default::default()
+        };
+        r.ops.insert(
+            "read".into(),
+            OpReport {
+                count: 150,
+                errors: 1,
+                busy: 0,
+                throughput_per_s: 50.0,
+                latency: Percentiles {
+                    p50_ms: 0.5,
+                    p90_ms: 0.9,
+                    p99_ms: 1.25,
+                    p999_ms: 2.5,
+                    max_ms: 3.0,
+                    mean_ms: 0.625,
+                },
+            },
+        );
+        r.ops.insert(
+            "lock".into(),
+            OpReport {
+                count: 14,
+                busy: 1,
+                throughput_per_s: 4.5,
+                ..Default::default()
+            },
+        );
+        r.errors_by_code.insert("read/Open:UNAVAILABLE".into(), 1);
+        r.error_examples
+            .insert("read/Open:UNAVAILABLE".into(), "proxy gone".into());
+        r.faults = vec![
+            FaultRecord {
+                action: "kill".into(),
+                member: "proxy:1".into(),
+                at_s: 1.0,
+                done_s: Some(1.25),
+                error: None,
+            },
+            FaultRecord {
+                action: "restart".into(),
+                member: "master:c1".into(),
+                at_s: 2.0,
+                done_s: None,
+                error: Some("no such member".into()),
+            },
+        ];
+        r.sessions = SessionOutcomes {
+            target: 50,
+            created: 50,
+            create_errors: 0,
+            jeopardy: 2,
+            jeopardy_in_window: 1,
+            safe: 2,
+            expired: 0,
+            keepalives: 100,
+            keepalive_errors: 0,
+            moved: 3,
+            closed: 50,
+        };
+        r.endpoints = vec![EndpointReport {
+            admin: "127.0.0.1:7281".into(),
+            role: "proxy".into(),
+            window_s: 4.5,
+            rpc_per_s: None,
+            proxy_rpc_per_s: Some(60.5),
+            cell_keepalives_per_s: None,
+            client_keepalives_per_s: Some(22.25),
+        }];
+        let mut ops = BTreeMap::new();
+        ops.insert(
+            "read".to_string(),
+            IntervalOp {
+                count: 50,
+                errors: 1,
+                throughput_per_s: 50.0,
+                p50_ms: Some(0.5),
+                p99_ms: Some(1.25),
+            },
+        );
+        ops.insert("lock".to_string(), IntervalOp::default());
+        r.timeline = vec![TimelineSample {
+            t_s: 1.0,
+            dt_s: 1.0,
+            ops,
+            sessions: SessionStates {
+                safe: 48,
+                jeopardy: 2,
+                expired: 0,
+            },
+        }];
+        r.finish_totals();
+        r
+    }
+
+    /// [`sample_report`] as `warren loadtest run --json` wrote it before `Report` could be
+    /// read back (pretty-printed, as `--json` writes it): the shape old files have.
+    const REPORT_JSON: &str = r#"{
+  "target": "proxies",
+  "addresses": [
+    "127.0.0.1:7201",
+    "127.0.0.1:7202"
+  ],
+  "connections": 4,
+  "files": 20,
+  "zipf": 1.0,
+  "read_rate": 50.0,
+  "write_rate": 10.0,
+  "lock_rate": 5.0,
+  "ramp_s": 1.5,
+  "duration_s": 3.0,
+  "ops": {
+    "lock": {
+      "count": 14,
+      "errors": 0,
+      "busy": 1,
+      "throughput_per_s": 4.5,
+      "p50_ms": 0.0,
+      "p90_ms": 0.0,
+      "p99_ms": 0.0,
+      "p999_ms": 0.0,
+      "max_ms": 0.0,
+      "mean_ms": 0.0
+    },
+    "read": {
+      "count": 150,
+      "errors": 1,
+      "busy": 0,
+      "throughput_per_s": 50.0,
+      "p50_ms": 0.5,
+      "p90_ms": 0.9,
+      "p99_ms": 1.25,
+      "p999_ms": 2.5,
+      "max_ms": 3.0,
+      "mean_ms": 0.625
+    }
+  },
+  "ops_total": 164,
+  "throughput_per_s": 54.666666666666664,
+  "errors": 1,
+  "errors_by_code": {
+    "read/Open:UNAVAILABLE": 1
+  },
+  "error_examples": {
+    "read/Open:UNAVAILABLE": "proxy gone"
+  },
+  "dropped": 1,
+  "opens": 12,
+  "retries": 2,
+  "longest_wait_ms": 812.25,
+  "sessions_per_client": 1,
+  "faults": [
+    {
+      "action": "kill",
+      "member": "proxy:1",
+      "at_s": 1.0,
+      "done_s": 1.25,
+      "error": null
+    },
+    {
+      "action": "restart",
+      "member": "master:c1",
+      "at_s": 2.0,
+      "done_s": null,
+      "error": "no such member"
+    }
+  ],
+  "sessions": {
+    "target": 50,
+    "created": 50,
+    "create_errors": 0,
+    "jeopardy": 2,
+    "jeopardy_in_window": 1,
+    "safe": 2,
+    "expired": 0,
+    "keepalives": 100,
+    "keepalive_errors": 0,
+    "moved": 3,
+    "closed": 50
+  },
+  "absorption_factor": 12.5,
+  "keepalives": {
+    "client_at_proxies": 100.0,
+    "at_cells": 8.0,
+    "factor": 12.5
+  },
+  "endpoints": [
+    {
+      "admin": "127.0.0.1:7281",
+      "role": "proxy",
+      "window_s": 4.5,
+      "rpc_per_s": null,
+      "proxy_rpc_per_s": 60.5,
+      "cell_keepalives_per_s": null,
+      "client_keepalives_per_s": 22.25
+    }
+  ],
+  "acked_lost": 0,
+  "acked_lost_checked": true,
+  "notes": [
+    "a run shorter than one KeepAlive period"
+  ],
+  "timeline": [
+    {
+      "t_s": 1.0,
+      "dt_s": 1.0,
+      "ops": {
+        "lock": {
+          "count": 0,
+          "errors": 0,
+          "throughput_per_s": 0.0,
+          "p50_ms": null,
+          "p99_ms": null
+        },
+        "read": {
+          "count": 50,
+          "errors": 1,
+          "throughput_per_s": 50.0,
+          "p50_ms": 0.5,
+          "p99_ms": 1.25
+        }
+      },
+      "sessions": {
+        "safe": 48,
+        "jeopardy": 2,
+        "expired": 0
+      }
+    }
+  ]
+}"#;
+
+    #[test]
+    fn a_written_report_reads_back() {
+        let r = sample_report();
+        let pretty = serde_json::to_string_pretty(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Report>(&pretty).unwrap(), r);
+        let compact = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Report>(&compact).unwrap(), r);
+        // An empty report too (no ops, no timeline, acked_lost_checked false).
+        let empty = serde_json::to_string(&Report::default()).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Report>(&empty).unwrap(),
+            Report::default()
+        );
+    }
+
+    #[test]
+    fn todays_json_shape_loads_and_is_written_byte_for_byte() {
+        assert_eq!(
+            serde_json::from_str::<Report>(REPORT_JSON).unwrap(),
+            sample_report()
+        );
+        assert_eq!(
+            serde_json::to_string_pretty(&sample_report()).unwrap(),
+            REPORT_JSON
+        );
+    }
+
+    #[test]
+    fn partial_json_loads_with_defaults() {
+        // Missing fields take their defaults, unknown ones are ignored, and a float written
+        // as null (a NaN) reads as NaN.
+        let r: Report = serde_json::from_str(
+            r#"{"target":"cells","ramp_s":null,"duration_s":4,
+                "ops":{"read":{"count":3,"p99_ms":2.5}},
+                "keepalives":{"client_at_proxies":null,"at_cells":2},
+                "faults":[{"action":"kill","member":"p1","at_s":3.0}],
+                "some_future_field":[1,2]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.target, "cells");
+        assert!(r.ramp_s.is_nan());
+        assert_eq!(r.duration_s, 4.0);
+        assert_eq!(r.ops["read"].count, 3);
+        assert_eq!(r.ops["read"].errors, 0);
+        assert_eq!(r.ops["read"].latency.p99_ms, 2.5);
+        assert_eq!(r.ops["read"].latency.p50_ms, 0.0);
+        let k = r.keepalives.as_ref().unwrap();
+        assert!(k.client_at_proxies.is_nan());
+        assert_eq!((k.at_cells, k.factor), (2.0, None));
+        assert_eq!(r.faults[0].member, "p1");
+        assert_eq!(
+            (r.faults[0].done_s, r.faults[0].error.as_deref()),
+            (None, None)
+        );
+        assert!(r.acked_lost_checked);
+        assert_eq!(r.sessions, SessionOutcomes::default());
+        assert!(r.timeline.is_empty());
+        let unchecked: Report = serde_json::from_str(r#"{"acked_lost_checked":false}"#).unwrap();
+        assert!(!unchecked.acked_lost_checked);
     }
 }
