@@ -11,6 +11,7 @@ pub mod codec;
 pub mod error;
 pub mod framing;
 pub mod metrics;
+pub mod request;
 
 /// Generated code for package `warren.v1`.
 pub mod pb {
