@@ -122,8 +122,7 @@ pub(super) async fn set_contents(
     svc: &Service,
     r: pb::SetContentsRequest,
 ) -> Answer<pb::SetContentsResponse> {
-    let who = svc.session(r.ctx()).await?;
-    let (cell, body) = svc.handle_cell(&who, &r.handle)?;
+    let (who, cell, body) = svc.session_and_cell(&r).await?;
     let path = svc
         .shared
         .with_core(|c| c.handle(&who.id, &r.handle).map(|h| h.path.clone()))

@@ -8,8 +8,7 @@ pub(super) async fn set_sequencer(
     svc: &Service,
     r: pb::SetSequencerRequest,
 ) -> Answer<pb::SetSequencerResponse> {
-    let who = svc.session(r.ctx()).await?;
-    let (cell, body) = svc.handle_cell(&who, &r.handle)?;
+    let (who, cell, body) = svc.session_and_cell(&r).await?;
     // Reads through this handle must reach the cell from now on (it checks the
     // sequencer), even if the call below fails half-way.
     svc.handle_info(&who, &r.handle, cell, body.as_ref());

@@ -86,13 +86,7 @@ fn parse_ctx(c: Option<&pb::SessionContext>) -> Result<Ctx, WarrenError> {
     Ok((id, secret, c.epoch, fresh))
 }
 
-fn hex(id: &[u8]) -> String {
-    id.iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        + "…"
-}
+use warren_proto::short_session_id as hex;
 
 /// How a forwarded call may be retried.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -125,6 +119,17 @@ impl Service {
             secret,
             principal,
         })
+    }
+
+    /// The session of a handle-based request and the cell its handle belongs to
+    /// ([`Service::session`], then [`Service::handle_cell`]).
+    pub(super) async fn session_and_cell<Q: WithContext + WithHandle>(
+        &self,
+        r: &Q,
+    ) -> Result<(Who, usize, Option<pb::HandleBody>), Status> {
+        let who = self.session(r.ctx()).await?;
+        let (cell, body) = self.handle_cell(&who, r.handle())?;
+        Ok((who, cell, body))
     }
 
     /// The cell a handle-based call goes to. A client that never opened anything at that
@@ -190,8 +195,7 @@ where
     F: Fn(WarrenClient<Channel>, Q) -> Fut,
     Fut: Future<Output = Answer<R>>,
 {
-    let who = svc.session(r.ctx()).await?;
-    let (cell, _) = svc.handle_cell(&who, r.handle())?;
+    let (who, cell, _) = svc.session_and_cell(&r).await?;
     ok(svc.forward(cell, None, Some(&who), retry, &r, call).await?)
 }
 
