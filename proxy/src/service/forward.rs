@@ -5,38 +5,26 @@
 use super::*;
 
 impl Service {
-    /// Forwards a call to cell `cell` on behalf of `who`, on the proxy's current session
-    /// there, riding out a failover of the cell for up to `forward_patience`. The call
-    /// carries the epoch of the map in hand (0 without one).
-    pub(super) async fn forward<R, F, Fut>(
+    /// Forwards request `req` to cell `cell` on behalf of `who`, on the proxy's current
+    /// session there (the request goes with that session's context), riding out a failover
+    /// of the cell for up to `forward_patience`. The call carries the epoch of the map it
+    /// was routed by (`SessionContext.map_epoch`, so that the cell can tell a stale
+    /// router): `map_epoch`, or the map in hand (0 without one).
+    pub(super) async fn forward<Q, R, F, Fut>(
         &self,
         cell: usize,
+        map_epoch: Option<u64>,
         who: Option<&Who>,
         retry: Retry,
+        req: &Q,
         call: F,
     ) -> Result<R, Status>
     where
-        F: Fn(WarrenClient<Channel>, pb::SessionContext) -> Fut,
+        Q: WithContext + Clone,
+        F: Fn(WarrenClient<Channel>, Q) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
-        let map_epoch = self.shared.map_epoch();
-        self.forward_routed(cell, map_epoch, who, retry, call).await
-    }
-
-    /// [`Service::forward`] for a call routed by the map of epoch `map_epoch`, which the
-    /// call carries (`SessionContext.map_epoch`) so that the cell can tell a stale router.
-    pub(super) async fn forward_routed<R, F, Fut>(
-        &self,
-        cell: usize,
-        map_epoch: u64,
-        who: Option<&Who>,
-        retry: Retry,
-        call: F,
-    ) -> Result<R, Status>
-    where
-        F: Fn(WarrenClient<Channel>, pb::SessionContext) -> Fut,
-        Fut: Future<Output = Result<Response<R>, Status>>,
-    {
+        let map_epoch = map_epoch.unwrap_or_else(|| self.shared.map_epoch());
         let up = self.shared.cell(cell);
         let up = &*up;
         let deadline = Instant::now() + self.shared.cfg.forward_patience;
@@ -51,7 +39,7 @@ impl Service {
             };
             let mut ctx = l.ctx(who.map(|w| (&w.id, &w.secret, w.principal.as_str())));
             ctx.map_epoch = map_epoch;
-            let status = match call(l.client.clone(), ctx).await {
+            let status = match call(l.client.clone(), req.with_ctx(ctx)).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) => s,
             };
@@ -132,11 +120,9 @@ impl Drop for OwnWrite {
 /// writer talking to it directly.
 pub(super) async fn set_contents(
     svc: &Service,
-    req: Request<pb::SetContentsRequest>,
-) -> Result<Response<pb::SetContentsResponse>, Status> {
-    let r = req.into_inner();
-    let who = svc.session(r.ctx.as_ref()).await?;
-    let (cell, body) = svc.handle_cell(&who, &r.handle)?;
+    r: pb::SetContentsRequest,
+) -> Answer<pb::SetContentsResponse> {
+    let (who, cell, body) = svc.session_and_cell(&r).await?;
     let path = svc
         .shared
         .with_core(|c| c.handle(&who.id, &r.handle).map(|h| h.path.clone()))
@@ -151,10 +137,10 @@ pub(super) async fn set_contents(
     });
     let dropped = own.is_some();
     let reply = svc
-        .forward(cell, Some(&who), Retry::Once, |mut c, mut ctx| {
-            ctx.proxy_dropped_copies = dropped;
-            let mut r = r.clone();
-            r.ctx = Some(ctx);
+        .forward(cell, None, Some(&who), Retry::Once, &r, |mut c, mut r| {
+            if let Some(ctx) = r.ctx.as_mut() {
+                ctx.proxy_dropped_copies = dropped;
+            }
             async move { c.set_contents(r).await }
         })
         .await;

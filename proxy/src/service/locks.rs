@@ -6,34 +6,34 @@ use super::*;
 
 pub(super) async fn set_sequencer(
     svc: &Service,
-    req: Request<pb::SetSequencerRequest>,
-) -> Result<Response<pb::SetSequencerResponse>, Status> {
-    let r = req.into_inner();
-    let who = svc.session(r.ctx.as_ref()).await?;
-    let (cell, body) = svc.handle_cell(&who, &r.handle)?;
+    r: pb::SetSequencerRequest,
+) -> Answer<pb::SetSequencerResponse> {
+    let (who, cell, body) = svc.session_and_cell(&r).await?;
     // Reads through this handle must reach the cell from now on (it checks the
     // sequencer), even if the call below fails half-way.
     svc.handle_info(&who, &r.handle, cell, body.as_ref());
     svc.shared
         .with_core(|c| c.sequencer_set(&who.id, &r.handle));
     let reply = svc
-        .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
-            let mut r = r.clone();
-            r.ctx = Some(ctx);
-            async move { c.set_sequencer(r).await }
-        })
+        .forward(
+            cell,
+            None,
+            Some(&who),
+            Retry::Idempotent,
+            &r,
+            |mut c, r| async move { c.set_sequencer(r).await },
+        )
         .await?;
     ok(reply)
 }
 
 pub(super) async fn check_sequencer(
     svc: &Service,
-    req: Request<pb::CheckSequencerRequest>,
-) -> Result<Response<pb::CheckSequencerResponse>, Status> {
-    let r = req.into_inner();
+    r: pb::CheckSequencerRequest,
+) -> Answer<pb::CheckSequencerResponse> {
     // Checked as the proxy itself: whether a sequencer is current does not depend on
     // who asks, and the client may have nothing open at that cell.
-    svc.session(r.ctx.as_ref()).await?;
+    svc.session(r.ctx()).await?;
     let path = r
         .sequencer
         .as_ref()
@@ -41,23 +41,18 @@ pub(super) async fn check_sequencer(
         .unwrap_or_default();
     // Routed as the node (the parent's slot); a directory's lock lives at its child
     // anchor, to which its entry's cell redirects.
+    let r = &r;
     let routed = svc
-        .routed(&path, false, |a| {
-            let r = r.clone();
-            async move {
-                svc.forward_routed(
-                    a.cell,
-                    a.map_epoch,
-                    None,
-                    Retry::Idempotent,
-                    |mut c, ctx| {
-                        let mut r = r.clone();
-                        r.ctx = Some(ctx);
-                        async move { c.check_sequencer(r).await }
-                    },
-                )
-                .await
-            }
+        .routed(&path, false, |a| async move {
+            svc.forward(
+                a.cell,
+                Some(a.map_epoch),
+                None,
+                Retry::Idempotent,
+                r,
+                |mut c, r| async move { c.check_sequencer(r).await },
+            )
+            .await
         })
         .await?;
     ok(routed.answer?)

@@ -32,6 +32,7 @@ use tonic::{Request, Response, Status};
 use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
 use warren_proto::pb::warren_server::Warren;
+use warren_proto::request::{WithContext, WithHandle};
 use warren_proto::{ErrorCode, WarrenError};
 
 const READ: u32 = 1;
@@ -85,13 +86,7 @@ fn parse_ctx(c: Option<&pb::SessionContext>) -> Result<Ctx, WarrenError> {
     Ok((id, secret, c.epoch, fresh))
 }
 
-fn hex(id: &[u8]) -> String {
-    id.iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        + "…"
-}
+use warren_proto::short_session_id as hex;
 
 /// How a forwarded call may be retried.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -126,6 +121,17 @@ impl Service {
         })
     }
 
+    /// The session of a handle-based request and the cell its handle belongs to
+    /// ([`Service::session`], then [`Service::handle_cell`]).
+    pub(super) async fn session_and_cell<Q: WithContext + WithHandle>(
+        &self,
+        r: &Q,
+    ) -> Result<(Who, usize, Option<pb::HandleBody>), Status> {
+        let who = self.session(r.ctx()).await?;
+        let (cell, body) = self.handle_cell(&who, r.handle())?;
+        Ok((who, cell, body))
+    }
+
     /// The cell a handle-based call goes to. A client that never opened anything at that
     /// cell cannot hold a handle there: `HANDLE_INVALID`, as the cell would say to a
     /// session that did not open the handle.
@@ -149,10 +155,7 @@ impl Service {
 
 /// Counts and times one call: `warren_rpc_total{tier="proxy",method,code}` and
 /// `warren_rpc_duration_seconds{tier="proxy",method}` (`docs/metrics.md`).
-async fn observed<T>(
-    method: &'static str,
-    call: impl Future<Output = Result<Response<T>, Status>>,
-) -> Result<Response<T>, Status> {
+async fn observed<T>(method: &'static str, call: impl Future<Output = Answer<T>>) -> Answer<T> {
     let started = std::time::Instant::now();
     let r = call.await;
     warren_proto::metrics::observe_rpc("proxy", method, started, &r);
@@ -176,71 +179,76 @@ impl Drop for InFlight {
     }
 }
 
-fn ok<T>(t: T) -> Result<Response<T>, Status> {
+fn ok<T>(t: T) -> Answer<T> {
     Ok(Response::new(t))
 }
+
+/// What a handler answers.
+type Answer<T> = Result<Response<T>, Status>;
 
 /// A call that names a handle and is simply forwarded to the handle's cell on behalf of the
 /// client session (writes, locks, sequencers): check the session, route by the handle,
 /// forward with the client's context.
-macro_rules! forward_by_handle {
-    ($self:ident, $req:ident, $method:ident, $retry:expr) => {{
-        let r = $req.into_inner();
-        let who = $self.session(r.ctx.as_ref()).await?;
-        let (cell, _) = $self.handle_cell(&who, &r.handle)?;
-        let reply = $self
-            .forward(cell, Some(&who), $retry, |mut c, ctx| {
-                let mut r = r.clone();
-                r.ctx = Some(ctx);
-                async move { c.$method(r).await }
-            })
-            .await?;
-        ok(reply)
-    }};
+async fn forward_by_handle<Q, R, F, Fut>(svc: &Service, r: Q, retry: Retry, call: F) -> Answer<R>
+where
+    Q: WithContext + WithHandle + Clone,
+    F: Fn(WarrenClient<Channel>, Q) -> Fut,
+    Fut: Future<Output = Answer<R>>,
+{
+    let (who, cell, _) = svc.session_and_cell(&r).await?;
+    ok(svc.forward(cell, None, Some(&who), retry, &r, call).await?)
 }
 
 #[tonic::async_trait]
 impl Warren for Service {
     async fn locate(
         &self,
-        _req: Request<pb::LocateRequest>,
+        req: Request<pb::LocateRequest>,
     ) -> Result<Response<pb::LocateResponse>, Status> {
-        observed("Locate", sessions::locate(self, _req)).await
+        observed("Locate", sessions::locate(self, req.into_inner())).await
     }
 
     async fn create_session(
         &self,
         req: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
-        observed("CreateSession", sessions::create_session(self, req)).await
+        observed(
+            "CreateSession",
+            sessions::create_session(self, req.into_inner()),
+        )
+        .await
     }
 
     async fn keep_alive(
         &self,
         req: Request<pb::KeepAliveRequest>,
     ) -> Result<Response<pb::KeepAliveResponse>, Status> {
-        observed("KeepAlive", sessions::keep_alive(self, req)).await
+        observed("KeepAlive", sessions::keep_alive(self, req.into_inner())).await
     }
 
     async fn close_session(
         &self,
         req: Request<pb::CloseSessionRequest>,
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
-        observed("CloseSession", sessions::close_session(self, req)).await
+        observed(
+            "CloseSession",
+            sessions::close_session(self, req.into_inner()),
+        )
+        .await
     }
 
     async fn open(
         &self,
         req: Request<pb::OpenRequest>,
     ) -> Result<Response<pb::OpenResponse>, Status> {
-        observed("Open", reads::open(self, req)).await
+        observed("Open", reads::open(self, req.into_inner())).await
     }
 
     async fn close(
         &self,
         req: Request<pb::CloseRequest>,
     ) -> Result<Response<pb::CloseResponse>, Status> {
-        observed("Close", reads::close(self, req)).await
+        observed("Close", reads::close(self, req.into_inner())).await
     }
 
     async fn get_contents_and_stat(
@@ -249,7 +257,7 @@ impl Warren for Service {
     ) -> Result<Response<pb::GetContentsAndStatResponse>, Status> {
         observed(
             "GetContentsAndStat",
-            reads::get_contents_and_stat(self, req),
+            reads::cached_read(self, req.into_inner()),
         )
         .await
     }
@@ -258,30 +266,33 @@ impl Warren for Service {
         &self,
         req: Request<pb::GetStatRequest>,
     ) -> Result<Response<pb::GetStatResponse>, Status> {
-        observed("GetStat", reads::get_stat(self, req)).await
+        observed("GetStat", reads::cached_read(self, req.into_inner())).await
     }
 
     async fn read_dir(
         &self,
         req: Request<pb::ReadDirRequest>,
     ) -> Result<Response<pb::ReadDirResponse>, Status> {
-        observed("ReadDir", reads::read_dir(self, req)).await
+        observed("ReadDir", reads::cached_read(self, req.into_inner())).await
     }
 
     async fn set_contents(
         &self,
         req: Request<pb::SetContentsRequest>,
     ) -> Result<Response<pb::SetContentsResponse>, Status> {
-        observed("SetContents", forward::set_contents(self, req)).await
+        observed("SetContents", forward::set_contents(self, req.into_inner())).await
     }
 
     async fn set_acl(
         &self,
         req: Request<pb::SetAclRequest>,
     ) -> Result<Response<pb::SetAclResponse>, Status> {
-        observed("SetAcl", async move {
-            forward_by_handle!(self, req, set_acl, Retry::Once)
-        })
+        observed(
+            "SetAcl",
+            forward_by_handle(self, req.into_inner(), Retry::Once, |mut c, r| async move {
+                c.set_acl(r).await
+            }),
+        )
         .await
     }
 
@@ -289,9 +300,12 @@ impl Warren for Service {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        observed("Delete", async move {
-            forward_by_handle!(self, req, delete, Retry::Once)
-        })
+        observed(
+            "Delete",
+            forward_by_handle(self, req.into_inner(), Retry::Once, |mut c, r| async move {
+                c.delete(r).await
+            }),
+        )
         .await
     }
 
@@ -300,9 +314,12 @@ impl Warren for Service {
         req: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
         let _in_flight = InFlight::acquire();
-        observed("Acquire", async move {
-            forward_by_handle!(self, req, acquire, Retry::Once)
-        })
+        observed(
+            "Acquire",
+            forward_by_handle(self, req.into_inner(), Retry::Once, |mut c, r| async move {
+                c.acquire(r).await
+            }),
+        )
         .await
     }
 
@@ -310,9 +327,12 @@ impl Warren for Service {
         &self,
         req: Request<pb::TryAcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
-        observed("TryAcquire", async move {
-            forward_by_handle!(self, req, try_acquire, Retry::Once)
-        })
+        observed(
+            "TryAcquire",
+            forward_by_handle(self, req.into_inner(), Retry::Once, |mut c, r| async move {
+                c.try_acquire(r).await
+            }),
+        )
         .await
     }
 
@@ -320,9 +340,12 @@ impl Warren for Service {
         &self,
         req: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        observed("Release", async move {
-            forward_by_handle!(self, req, release, Retry::Once)
-        })
+        observed(
+            "Release",
+            forward_by_handle(self, req.into_inner(), Retry::Once, |mut c, r| async move {
+                c.release(r).await
+            }),
+        )
         .await
     }
 
@@ -330,9 +353,15 @@ impl Warren for Service {
         &self,
         req: Request<pb::GetSequencerRequest>,
     ) -> Result<Response<pb::GetSequencerResponse>, Status> {
-        observed("GetSequencer", async move {
-            forward_by_handle!(self, req, get_sequencer, Retry::Idempotent)
-        })
+        observed(
+            "GetSequencer",
+            forward_by_handle(
+                self,
+                req.into_inner(),
+                Retry::Idempotent,
+                |mut c, r| async move { c.get_sequencer(r).await },
+            ),
+        )
         .await
     }
 
@@ -340,14 +369,18 @@ impl Warren for Service {
         &self,
         req: Request<pb::SetSequencerRequest>,
     ) -> Result<Response<pb::SetSequencerResponse>, Status> {
-        observed("SetSequencer", locks::set_sequencer(self, req)).await
+        observed("SetSequencer", locks::set_sequencer(self, req.into_inner())).await
     }
 
     async fn check_sequencer(
         &self,
         req: Request<pb::CheckSequencerRequest>,
     ) -> Result<Response<pb::CheckSequencerResponse>, Status> {
-        observed("CheckSequencer", locks::check_sequencer(self, req)).await
+        observed(
+            "CheckSequencer",
+            locks::check_sequencer(self, req.into_inner()),
+        )
+        .await
     }
 
     async fn claim_session(

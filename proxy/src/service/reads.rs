@@ -91,12 +91,8 @@ impl Service {
     }
 }
 
-pub(super) async fn open(
-    svc: &Service,
-    req: Request<pb::OpenRequest>,
-) -> Result<Response<pb::OpenResponse>, Status> {
-    let r = req.into_inner();
-    let who = svc.session(r.ctx.as_ref()).await?;
+pub(super) async fn open(svc: &Service, r: pb::OpenRequest) -> Answer<pb::OpenResponse> {
+    let who = svc.session(r.ctx()).await?;
     let ticket = svc.shared.with_core(|c| c.cache.ticket());
     let anchor = r.target == pb::OpenTarget::Anchor as i32;
     let routed = svc
@@ -116,11 +112,14 @@ pub(super) async fn open(
             svc.shared.with_core(|c| c.registered(&who.id, a.cell));
             let who = &who;
             async move {
-                svc.forward_routed(a.cell, a.map_epoch, Some(who), Retry::Once, |mut c, ctx| {
-                    let mut r = r.clone();
-                    r.ctx = Some(ctx);
-                    async move { c.open(r).await }
-                })
+                svc.forward(
+                    a.cell,
+                    Some(a.map_epoch),
+                    Some(who),
+                    Retry::Once,
+                    &r,
+                    |mut c, r| async move { c.open(r).await },
+                )
                 .await
             }
         })
@@ -168,149 +167,162 @@ pub(super) async fn open(
     }
 }
 
-pub(super) async fn close(
-    svc: &Service,
-    req: Request<pb::CloseRequest>,
-) -> Result<Response<pb::CloseResponse>, Status> {
+pub(super) async fn close(svc: &Service, r: pb::CloseRequest) -> Answer<pb::CloseResponse> {
     // Never fails (SPEC §3): whatever is wrong with the request, the answer is OK.
-    let r = req.into_inner();
-    let Ok(who) = svc.session(r.ctx.as_ref()).await else {
+    let Ok(who) = svc.session(r.ctx()).await else {
         return ok(pb::CloseResponse {});
     };
     svc.shared
         .with_core(|c| c.remove_handle(&who.id, &r.handle));
     if let Ok((cell, _)) = svc.handle_cell(&who, &r.handle) {
         let _ = svc
-            .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
-                let mut r = r.clone();
-                r.ctx = Some(ctx);
-                async move { c.close(r).await }
-            })
+            .forward(
+                cell,
+                None,
+                Some(&who),
+                Retry::Idempotent,
+                &r,
+                |mut c, r| async move { c.close(r).await },
+            )
             .await;
     }
     ok(pb::CloseResponse {})
 }
 
-pub(super) async fn get_contents_and_stat(
-    svc: &Service,
-    req: Request<pb::GetContentsAndStatRequest>,
-) -> Result<Response<pb::GetContentsAndStatResponse>, Status> {
-    let r = req.into_inner();
-    let who = svc.session(r.ctx.as_ref()).await?;
-    let ticket = match svc.cached(&who, &r.handle, true, |e, instance| {
+/// A read the proxy may answer from its shared cache: `GetContentsAndStat`, `GetStat` and
+/// `ReadDir` differ only in which part of a cache entry they read and fill.
+pub(super) trait CachedRead: WithContext + WithHandle + Clone + Send + Sync {
+    type Reply: Send;
+    /// What the cache holds for this read.
+    type Copy: Send;
+    /// Whether the handle must have been opened for reading.
+    const NEEDS_READ: bool;
+    /// The entry's copy for this read, if it is of node instance `instance`.
+    fn lookup(e: &Entry, instance: u64) -> Option<Self::Copy>;
+    /// The answer made from a cached copy (cacheable).
+    fn from_copy(copy: Self::Copy) -> Self::Reply;
+    /// The call to the cell.
+    fn ask(c: WarrenClient<Channel>, r: Self) -> impl Future<Output = Answer<Self::Reply>> + Send;
+    /// The reply's `cacheable` flag.
+    fn cacheable(reply: &mut Self::Reply) -> &mut bool;
+    /// How the cell's reply fills the cache entry (none without a stat).
+    fn fill(reply: &Self::Reply) -> Option<impl FnOnce(&mut Entry) + Send + 'static>;
+}
+
+impl CachedRead for pb::GetContentsAndStatRequest {
+    type Reply = pb::GetContentsAndStatResponse;
+    type Copy = (Vec<u8>, pb::Stat);
+    const NEEDS_READ: bool = true;
+    fn lookup(e: &Entry, instance: u64) -> Option<Self::Copy> {
         e.contents
             .as_ref()
             .filter(|(_, s)| s.instance == instance)
             .cloned()
-    }) {
-        Ok((contents, stat)) => {
-            return ok(pb::GetContentsAndStatResponse {
-                contents,
-                stat: Some(stat),
-                cacheable: true,
-            })
+    }
+    fn from_copy((contents, stat): Self::Copy) -> Self::Reply {
+        pb::GetContentsAndStatResponse {
+            contents,
+            stat: Some(stat),
+            cacheable: true,
         }
-        Err(t) => t,
-    };
-    let (cell, body) = svc.handle_cell(&who, &r.handle)?;
-    let mut reply = svc
-        .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
-            let mut r = r.clone();
-            r.ctx = Some(ctx);
-            async move { c.get_contents_and_stat(r).await }
-        })
-        .await?;
-    svc.handle_info(&who, &r.handle, cell, body.as_ref());
-    if let (true, Some(b)) = (reply.cacheable, body) {
+    }
+    async fn ask(mut c: WarrenClient<Channel>, r: Self) -> Answer<Self::Reply> {
+        c.get_contents_and_stat(r).await
+    }
+    fn cacheable(reply: &mut Self::Reply) -> &mut bool {
+        &mut reply.cacheable
+    }
+    fn fill(reply: &Self::Reply) -> Option<impl FnOnce(&mut Entry) + Send + 'static> {
         let data = reply.contents.clone();
-        let fill = reply.stat.clone().map(|stat| {
+        reply.stat.clone().map(|stat| {
             move |e: &mut Entry| {
                 e.stat = Some(stat.clone());
                 e.contents = Some((data, stat));
             }
-        });
-        reply.cacheable = svc.keep_answer(&who, &b.path, cell, ticket, fill);
+        })
     }
-    ok(reply)
 }
 
-pub(super) async fn get_stat(
-    svc: &Service,
-    req: Request<pb::GetStatRequest>,
-) -> Result<Response<pb::GetStatResponse>, Status> {
-    let r = req.into_inner();
-    let who = svc.session(r.ctx.as_ref()).await?;
-    let ticket = match svc.cached(&who, &r.handle, false, |e, instance| {
+impl CachedRead for pb::GetStatRequest {
+    type Reply = pb::GetStatResponse;
+    type Copy = pb::Stat;
+    const NEEDS_READ: bool = false;
+    fn lookup(e: &Entry, instance: u64) -> Option<Self::Copy> {
         e.stat
             .as_ref()
             .or(e.contents.as_ref().map(|(_, s)| s))
             .filter(|s| s.instance == instance)
             .cloned()
-    }) {
-        Ok(stat) => {
-            return ok(pb::GetStatResponse {
-                stat: Some(stat),
-                cacheable: true,
-            })
+    }
+    fn from_copy(stat: Self::Copy) -> Self::Reply {
+        pb::GetStatResponse {
+            stat: Some(stat),
+            cacheable: true,
         }
-        Err(t) => t,
-    };
-    let (cell, body) = svc.handle_cell(&who, &r.handle)?;
-    let mut reply = svc
-        .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
-            let mut r = r.clone();
-            r.ctx = Some(ctx);
-            async move { c.get_stat(r).await }
-        })
-        .await?;
-    svc.handle_info(&who, &r.handle, cell, body.as_ref());
-    if let (true, Some(b)) = (reply.cacheable, body) {
-        let fill = reply
+    }
+    async fn ask(mut c: WarrenClient<Channel>, r: Self) -> Answer<Self::Reply> {
+        c.get_stat(r).await
+    }
+    fn cacheable(reply: &mut Self::Reply) -> &mut bool {
+        &mut reply.cacheable
+    }
+    fn fill(reply: &Self::Reply) -> Option<impl FnOnce(&mut Entry) + Send + 'static> {
+        reply
             .stat
             .clone()
-            .map(|stat| move |e: &mut Entry| e.stat = Some(stat));
-        reply.cacheable = svc.keep_answer(&who, &b.path, cell, ticket, fill);
+            .map(|stat| move |e: &mut Entry| e.stat = Some(stat))
     }
-    ok(reply)
 }
 
-pub(super) async fn read_dir(
-    svc: &Service,
-    req: Request<pb::ReadDirRequest>,
-) -> Result<Response<pb::ReadDirResponse>, Status> {
-    let r = req.into_inner();
-    let who = svc.session(r.ctx.as_ref()).await?;
-    let ticket = match svc.cached(&who, &r.handle, true, |e, instance| {
+impl CachedRead for pb::ReadDirRequest {
+    type Reply = pb::ReadDirResponse;
+    type Copy = (Vec<pb::DirEntry>, pb::Stat);
+    const NEEDS_READ: bool = true;
+    fn lookup(e: &Entry, instance: u64) -> Option<Self::Copy> {
         e.dir
             .as_ref()
             .filter(|(_, s)| s.instance == instance)
             .cloned()
-    }) {
-        Ok((entries, stat)) => {
-            return ok(pb::ReadDirResponse {
-                entries,
-                cacheable: true,
-                stat: Some(stat),
-            })
+    }
+    fn from_copy((entries, stat): Self::Copy) -> Self::Reply {
+        pb::ReadDirResponse {
+            entries,
+            cacheable: true,
+            stat: Some(stat),
         }
-        Err(t) => t,
-    };
-    let (cell, body) = svc.handle_cell(&who, &r.handle)?;
-    let mut reply = svc
-        .forward(cell, Some(&who), Retry::Idempotent, |mut c, ctx| {
-            let mut r = r.clone();
-            r.ctx = Some(ctx);
-            async move { c.read_dir(r).await }
-        })
-        .await?;
-    svc.handle_info(&who, &r.handle, cell, body.as_ref());
-    if let (true, Some(b)) = (reply.cacheable, body) {
+    }
+    async fn ask(mut c: WarrenClient<Channel>, r: Self) -> Answer<Self::Reply> {
+        c.read_dir(r).await
+    }
+    fn cacheable(reply: &mut Self::Reply) -> &mut bool {
+        &mut reply.cacheable
+    }
+    fn fill(reply: &Self::Reply) -> Option<impl FnOnce(&mut Entry) + Send + 'static> {
         let entries = reply.entries.clone();
-        let fill = reply
+        reply
             .stat
             .clone()
-            .map(|stat| move |e: &mut Entry| e.dir = Some((entries, stat)));
-        reply.cacheable = svc.keep_answer(&who, &b.path, cell, ticket, fill);
+            .map(|stat| move |e: &mut Entry| e.dir = Some((entries, stat)))
+    }
+}
+
+/// A cached read: answered from the shared cache when the handle allows it and the entry
+/// holds a copy of the handle's node instance; else forwarded to the handle's cell with a
+/// fill ticket, and the answer kept if nothing invalidated the path meanwhile.
+pub(super) async fn cached_read<Q: CachedRead>(svc: &Service, r: Q) -> Answer<Q::Reply> {
+    let who = svc.session(r.ctx()).await?;
+    let ticket = match svc.cached(&who, r.handle(), Q::NEEDS_READ, Q::lookup) {
+        Ok(copy) => return ok(Q::from_copy(copy)),
+        Err(t) => t,
+    };
+    let (cell, body) = svc.handle_cell(&who, r.handle())?;
+    let mut reply = svc
+        .forward(cell, None, Some(&who), Retry::Idempotent, &r, Q::ask)
+        .await?;
+    svc.handle_info(&who, r.handle(), cell, body.as_ref());
+    if let (true, Some(b)) = (*Q::cacheable(&mut reply), body) {
+        let fill = Q::fill(&reply);
+        *Q::cacheable(&mut reply) = svc.keep_answer(&who, &b.path, cell, ticket, fill);
     }
     ok(reply)
 }

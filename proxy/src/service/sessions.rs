@@ -79,10 +79,7 @@ impl Service {
     }
 }
 
-pub(super) async fn locate(
-    svc: &Service,
-    _req: Request<pb::LocateRequest>,
-) -> Result<Response<pb::LocateResponse>, Status> {
+pub(super) async fn locate(svc: &Service, _: pb::LocateRequest) -> Answer<pb::LocateResponse> {
     let serving = svc.shared.ready();
     ok(pb::LocateResponse {
         cell: String::new(),
@@ -106,9 +103,8 @@ pub(super) async fn locate(
 
 pub(super) async fn create_session(
     svc: &Service,
-    req: Request<pb::CreateSessionRequest>,
-) -> Result<Response<pb::CreateSessionResponse>, Status> {
-    let r = req.into_inner();
+    r: pb::CreateSessionRequest,
+) -> Answer<pb::CreateSessionResponse> {
     if r.proxy {
         return Err(WarrenError::invalid_argument(
             "this is a proxy: proxy sessions are made at cells",
@@ -140,13 +136,12 @@ pub(super) async fn create_session(
 
 pub(super) async fn keep_alive(
     svc: &Service,
-    req: Request<pb::KeepAliveRequest>,
-) -> Result<Response<pb::KeepAliveResponse>, Status> {
-    let r = req.into_inner();
+    r: pb::KeepAliveRequest,
+) -> Answer<pb::KeepAliveResponse> {
     if svc.shared.closing() {
         return Err(WarrenError::not_master("").into());
     }
-    let who = svc.session(r.ctx.as_ref()).await?;
+    let who = svc.session(r.ctx()).await?;
     let (tx, rx) = oneshot::channel();
     let parked = svc.shared.with_state(|st| {
         match st.core.keepalive(&who.id, r.ack_seq, Instant::now()) {
@@ -179,10 +174,9 @@ pub(super) async fn keep_alive(
 
 pub(super) async fn close_session(
     svc: &Service,
-    req: Request<pb::CloseSessionRequest>,
-) -> Result<Response<pb::CloseSessionResponse>, Status> {
-    let r = req.into_inner();
-    let who = svc.session(r.ctx.as_ref()).await?;
+    r: pb::CloseSessionRequest,
+) -> Answer<pb::CloseSessionResponse> {
+    let who = svc.session(r.ctx()).await?;
     // End it at its cells first, and only then here (which answers its parked KeepAlive
     // with SESSION_EXPIRED): the client library stops waiting for this reply once it
     // learns that the session is over, so it must not learn that before its locks and
