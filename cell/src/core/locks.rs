@@ -1,0 +1,375 @@
+//! Locks: `Acquire` (FIFO waiters, timeouts), `TryAcquire`, `Release`, lock-delay after a
+//! failed holder, `ConflictingLock` events, and sequencers.
+
+use super::path;
+use super::{
+    intent, mask, ChildChange, Ctx, EventKind, HandleKey, Master, Node, Reply, WaiterId,
+    WaiterKind, Wake,
+};
+use crate::store::{LockHolder, LockMode, Mutation, NodeKind, SessionId};
+use std::time::Duration;
+use tokio::time::Instant;
+use warren_proto::WarrenError;
+
+/// Names a lock at one moment: a sequencer is current while the lock is still held in
+/// `mode` at `lock_generation` on node `instance`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SequencerView {
+    pub path: String,
+    pub mode: LockMode,
+    pub instance: u64,
+    pub lock_generation: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct LockWaiter {
+    pub(super) id: WaiterId,
+    pub(super) session: SessionId,
+    pub(super) handle: HandleKey,
+    pub(super) mode: LockMode,
+    pub(super) deadline: Option<Instant>,
+}
+
+pub(super) fn mode_name(m: LockMode) -> &'static str {
+    match m {
+        LockMode::Exclusive => "exclusive",
+        LockMode::Shared => "shared",
+    }
+}
+
+impl Master {
+    pub(super) fn grantable(n: &Node, mode: LockMode, now: Instant) -> bool {
+        if n.delay_until.is_some_and(|d| d > now) {
+            return false;
+        }
+        match mode {
+            LockMode::Exclusive => n.rec.holders.is_empty(),
+            LockMode::Shared => n.rec.holders.iter().all(|h| h.mode == LockMode::Shared),
+        }
+    }
+
+    pub(super) fn grant(
+        &mut self,
+        p: &str,
+        sid: SessionId,
+        k: HandleKey,
+        mode: LockMode,
+    ) -> SequencerView {
+        let delay = self.handles.get(&k).map_or(0, |h| h.lock_delay_ms);
+        let n = self.nodes.get_mut(p).expect("exists");
+        let was_free = n.rec.holders.is_empty();
+        if was_free {
+            n.rec.lock_generation += 1;
+        }
+        n.rec.holders.push(LockHolder {
+            session: sid,
+            handle_epoch: k.0,
+            handle: k.1,
+            mode,
+            lock_delay_ms: delay,
+        });
+        let seq = SequencerView {
+            path: p.to_string(),
+            mode,
+            instance: n.rec.instance,
+            lock_generation: n.rec.lock_generation,
+        };
+        self.out.mutations.push(Mutation::PutNode(n.rec.clone()));
+        if was_free {
+            // The stat (lock generation) changed. Nobody waits on this (see
+            // maybe_delete_ephemeral); the acquirer learns the new generation from its reply.
+            self.start_invalidation(p, Some(sid), None);
+        }
+        self.notify_handles(
+            p,
+            mask::LOCK_ACQUIRED,
+            EventKind::LockAcquired,
+            "",
+            ChildChange::None,
+            Some(k),
+        );
+        seq
+    }
+
+    /// Grants queued Acquires in order while they are compatible.
+    pub(super) fn grant_waiters(&mut self, p: &str) {
+        loop {
+            let now = self.now;
+            let Some(n) = self.nodes.get_mut(p) else {
+                return;
+            };
+            let Some(front) = n.lock_waiters.front() else {
+                return;
+            };
+            if !Self::grantable(n, front.mode, now) {
+                return;
+            }
+            let w = n.lock_waiters.pop_front().expect("front");
+            if self.waiters.remove(&w.id).is_none() {
+                continue;
+            }
+            let seq = self.grant(p, w.session, w.handle, w.mode);
+            self.out.wakes.push((w.id, Wake::Acquire(Ok(seq))));
+        }
+    }
+
+    pub(super) fn drop_holder(
+        &mut self,
+        p: &str,
+        sid: SessionId,
+        k: HandleKey,
+        failed: bool,
+    ) -> bool {
+        let now = self.now;
+        let Some(n) = self.nodes.get_mut(p) else {
+            return false;
+        };
+        let Some(i) = n
+            .rec
+            .holders
+            .iter()
+            .position(|h| (h.handle_epoch, h.handle) == k && h.session == sid)
+        else {
+            return false;
+        };
+        let h = n.rec.holders.remove(i);
+        if failed && h.lock_delay_ms > 0 {
+            let until = now + Duration::from_millis(h.lock_delay_ms);
+            n.delay_until = Some(n.delay_until.map_or(until, |d| d.max(until)));
+        }
+        self.out.mutations.push(Mutation::PutNode(n.rec.clone()));
+        true
+    }
+
+    pub(super) fn lock_prelude(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        mode: LockMode,
+        now: Instant,
+    ) -> Result<(SessionId, HandleKey, String, Option<SequencerView>), WarrenError> {
+        let (sid, k, p) = self.on_handle(ctx, token, now)?;
+        self.need_intent(k, intent::WRITE, "locking")?;
+        let n = &self.nodes[&p];
+        if let Some(h) = n
+            .rec
+            .holders
+            .iter()
+            .find(|h| (h.handle_epoch, h.handle) == k)
+        {
+            if h.mode != mode {
+                return Err(WarrenError::invalid_argument(format!(
+                    "this handle already holds the lock on {p} in {} mode",
+                    mode_name(h.mode)
+                )));
+            }
+            let seq = SequencerView {
+                path: p.clone(),
+                mode,
+                instance: n.rec.instance,
+                lock_generation: n.rec.lock_generation,
+            };
+            return Ok((sid, k, p, Some(seq)));
+        }
+        if n.lock_waiters.iter().any(|w| w.handle == k) {
+            return Err(WarrenError::invalid_argument(format!(
+                "an Acquire on this handle of {p} is already waiting"
+            )));
+        }
+        Ok((sid, k, p, None))
+    }
+
+    pub(super) fn why_not(&self, p: &str, mode: LockMode) -> String {
+        let n = &self.nodes[p];
+        if let Some(d) = n.delay_until.filter(|d| *d > self.now) {
+            return format!(
+                "{p} is in lock-delay for another {} ms after its holder's session failed",
+                d.duration_since(self.now).as_millis()
+            );
+        }
+        if !n.rec.holders.is_empty() {
+            let held = mode_name(n.rec.holders[0].mode);
+            return format!(
+                "{p} is held in {held} mode by {} holder(s)",
+                n.rec.holders.len()
+            );
+        }
+        format!("{p} has earlier waiters for a {} lock", mode_name(mode))
+    }
+
+    pub(super) fn conflicting(&mut self, p: &str, k: HandleKey) {
+        let holders: Vec<HandleKey> = self.nodes[p]
+            .rec
+            .holders
+            .iter()
+            .map(|h| (h.handle_epoch, h.handle))
+            .collect();
+        for hk in holders {
+            let Some(h) = self.handles.get(&hk) else {
+                continue;
+            };
+            if hk != k && h.events & mask::CONFLICTING_LOCK != 0 {
+                let (sid, tok) = (h.session, h.token.clone());
+                self.push_event(
+                    sid,
+                    EventKind::ConflictingLock,
+                    tok,
+                    p,
+                    "",
+                    ChildChange::None,
+                );
+            }
+        }
+    }
+
+    /// `Acquire`: waits (FIFO) until the lock can be granted, or until `timeout`.
+    pub fn acquire(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        mode: LockMode,
+        timeout: Option<Duration>,
+        now: Instant,
+    ) -> Result<Reply<SequencerView>, WarrenError> {
+        let (sid, k, p, held) = self.lock_prelude(ctx, token, mode, now)?;
+        if let Some(seq) = held {
+            return Ok(Reply::Done(seq));
+        }
+        let n = &self.nodes[&p];
+        if n.lock_waiters.is_empty() && Self::grantable(n, mode, now) {
+            return Ok(Reply::Done(self.grant(&p, sid, k, mode)));
+        }
+        if timeout == Some(Duration::ZERO) {
+            return Err(WarrenError::lock_held(self.why_not(&p, mode)));
+        }
+        self.conflicting(&p, k);
+        let id = self.new_waiter(WaiterKind::Acquire(p.clone()));
+        self.nodes
+            .get_mut(&p)
+            .expect("exists")
+            .lock_waiters
+            .push_back(LockWaiter {
+                id,
+                session: sid,
+                handle: k,
+                mode,
+                deadline: timeout.map(|t| now + t),
+            });
+        Ok(Reply::Wait(id))
+    }
+
+    /// `TryAcquire`: the lock now, or `LOCK_HELD` saying why not.
+    pub fn try_acquire(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        mode: LockMode,
+        now: Instant,
+    ) -> Result<SequencerView, WarrenError> {
+        let (sid, k, p, held) = self.lock_prelude(ctx, token, mode, now)?;
+        if let Some(seq) = held {
+            return Ok(seq);
+        }
+        let n = &self.nodes[&p];
+        if n.lock_waiters.is_empty() && Self::grantable(n, mode, now) {
+            return Ok(self.grant(&p, sid, k, mode));
+        }
+        self.conflicting(&p, k);
+        Err(WarrenError::lock_held(self.why_not(&p, mode)))
+    }
+
+    /// `Release`: idempotent; says whether the handle held the lock.
+    pub fn release(&mut self, ctx: &Ctx, token: &[u8], now: Instant) -> Result<bool, WarrenError> {
+        let (sid, k, p) = self.on_handle(ctx, token, now)?;
+        let was = self.drop_holder(&p, sid, k, false);
+        self.grant_waiters(&p);
+        Ok(was)
+    }
+
+    pub fn get_sequencer(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        now: Instant,
+    ) -> Result<SequencerView, WarrenError> {
+        let (_, k, p) = self.on_handle(ctx, token, now)?;
+        let n = &self.nodes[&p];
+        let Some(h) = n
+            .rec
+            .holders
+            .iter()
+            .find(|h| (h.handle_epoch, h.handle) == k)
+        else {
+            return Err(WarrenError::invalid_argument(format!(
+                "this handle does not hold the lock on {p}"
+            )));
+        };
+        Ok(SequencerView {
+            path: p.clone(),
+            mode: h.mode,
+            instance: n.rec.instance,
+            lock_generation: n.rec.lock_generation,
+        })
+    }
+
+    /// `SetSequencer`: later calls on the handle fail once `seq` is stale.
+    pub fn set_sequencer(
+        &mut self,
+        ctx: &Ctx,
+        token: &[u8],
+        seq: SequencerView,
+        now: Instant,
+    ) -> Result<(), WarrenError> {
+        self.now = now;
+        path::validate(&seq.path, &self.cfg.deployment)?;
+        let sid = self.check(ctx)?;
+        let k = self.resolve(sid, token)?;
+        let p = self.handles[&k].path.clone();
+        self.node_check(&p)?;
+        self.node_check(&seq.path)?;
+        if !self.sequencer_current(&seq) {
+            return Err(WarrenError::generation_mismatch(format!(
+                "the sequencer for {} (lock generation {}) is not current",
+                seq.path, seq.lock_generation
+            )));
+        }
+        self.handles.get_mut(&k).expect("resolved").sequencer = Some(seq);
+        Ok(())
+    }
+
+    pub fn check_sequencer(
+        &mut self,
+        ctx: &Ctx,
+        seq: &SequencerView,
+        now: Instant,
+    ) -> Result<bool, WarrenError> {
+        self.now = now;
+        self.check(ctx)?;
+        path::validate(&seq.path, &self.cfg.deployment)?;
+        self.node_check(&seq.path)?;
+        // A directory's lock lives with its child anchor: here is only its entry.
+        let dir = self
+            .nodes
+            .get(&seq.path)
+            .is_some_and(|n| n.rec.kind == NodeKind::Directory);
+        if dir {
+            if let Some(owner) = self.owner_elsewhere(&seq.path, true)? {
+                return Err(WarrenError::directory_elsewhere(
+                    self.map_epoch(),
+                    owner,
+                    &seq.path,
+                ));
+            }
+        }
+        Ok(self.sequencer_current(seq))
+    }
+
+    pub(super) fn sequencer_current(&self, seq: &SequencerView) -> bool {
+        self.nodes.get(&seq.path).is_some_and(|n| {
+            n.rec.instance == seq.instance
+                && n.rec.lock_generation == seq.lock_generation
+                && !n.rec.holders.is_empty()
+                && n.rec.holders.iter().all(|h| h.mode == seq.mode)
+        })
+    }
+}
