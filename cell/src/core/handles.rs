@@ -2,9 +2,9 @@
 //! epoch after a failover, SPEC §5 step 8), the intent a call needs, and `Close`.
 
 use super::{
-    locks::mode_name, sessions::hex, Ctx, HandleKey, Master, SequencerView, WaiterId, Wake,
+    locks::mode_name, sessions::hex, Ctx, HandleKey, Master, Node, SequencerView, WaiterId, Wake,
 };
-use crate::store::SessionId;
+use crate::store::{NodeKind, SessionId};
 use tokio::time::Instant;
 use warren_proto::pb::HandleBody;
 use warren_proto::WarrenError;
@@ -150,6 +150,21 @@ impl Master {
         let p = self.handles[&k].path.clone();
         self.node_check(&p)?;
         Ok((sid, k, p))
+    }
+
+    /// The node `p` a call's handle is on, which the call needs to be of `kind`;
+    /// otherwise the call fails saying "`p` `otherwise`".
+    pub(super) fn need_kind(
+        &self,
+        p: &str,
+        kind: NodeKind,
+        otherwise: &str,
+    ) -> Result<&Node, WarrenError> {
+        let n = &self.nodes[p];
+        if n.rec.kind != kind {
+            return Err(WarrenError::invalid_argument(format!("{p} {otherwise}")));
+        }
+        Ok(n)
     }
 
     pub(super) fn need_intent(

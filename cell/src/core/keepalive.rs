@@ -126,4 +126,19 @@ impl Master {
             epoch: self.meta.epoch,
         }
     }
+
+    /// Answers the KeepAlives held until now (of sessions whose lease still runs).
+    pub(super) fn answer_due_keepalives(&mut self, now: Instant) {
+        let due: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.keepalive.is_some_and(|h| h.until <= now) && s.lease_end >= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for sid in due {
+            if let Some(held) = self.sessions.get_mut(&sid).and_then(|s| s.keepalive.take()) {
+                self.answer_keepalive(sid, held);
+            }
+        }
+    }
 }

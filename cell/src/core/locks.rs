@@ -6,7 +6,7 @@ use super::{
     intent, mask, ChildChange, Ctx, EventKind, HandleKey, Master, Node, Reply, WaiterId,
     WaiterKind, Wake,
 };
-use crate::store::{LockHolder, LockMode, Mutation, NodeKind, SessionId};
+use crate::store::{LockHolder, LockMode, Mutation, NodeKind, NodeRecord, SessionId};
 use std::time::Duration;
 use tokio::time::Instant;
 use warren_proto::WarrenError;
@@ -19,6 +19,33 @@ pub struct SequencerView {
     pub mode: LockMode,
     pub instance: u64,
     pub lock_generation: u64,
+}
+
+impl SequencerView {
+    /// The lock on node `rec` (at `p`) as held now in `mode`.
+    fn of(p: &str, mode: LockMode, rec: &NodeRecord) -> SequencerView {
+        SequencerView {
+            path: p.to_string(),
+            mode,
+            instance: rec.instance,
+            lock_generation: rec.lock_generation,
+        }
+    }
+}
+
+/// An `Acquire` that cannot be granted now: its session, handle and node.
+struct Blocked {
+    session: SessionId,
+    handle: HandleKey,
+    path: String,
+}
+
+/// The holder of node `n`'s lock through handle `k`, if it holds it.
+fn holder_of(n: &Node, k: HandleKey) -> Option<&LockHolder> {
+    n.rec
+        .holders
+        .iter()
+        .find(|h| (h.handle_epoch, h.handle) == k)
 }
 
 #[derive(Clone, Debug)]
@@ -68,12 +95,7 @@ impl Master {
             mode,
             lock_delay_ms: delay,
         });
-        let seq = SequencerView {
-            path: p.to_string(),
-            mode,
-            instance: n.rec.instance,
-            lock_generation: n.rec.lock_generation,
-        };
+        let seq = SequencerView::of(p, mode, &n.rec);
         self.out.mutations.push(Mutation::PutNode(n.rec.clone()));
         if was_free {
             // The stat (lock generation) changed. Nobody waits on this (see
@@ -141,42 +163,40 @@ impl Master {
         true
     }
 
-    pub(super) fn lock_prelude(
+    /// The start of `Acquire` and `TryAcquire`: the lock granted now (or already held by
+    /// this handle in this mode), or the request that has to wait.
+    fn lock_now(
         &mut self,
         ctx: &Ctx,
         token: &[u8],
         mode: LockMode,
         now: Instant,
-    ) -> Result<(SessionId, HandleKey, String, Option<SequencerView>), WarrenError> {
+    ) -> Result<Result<SequencerView, Blocked>, WarrenError> {
         let (sid, k, p) = self.on_handle(ctx, token, now)?;
         self.need_intent(k, intent::WRITE, "locking")?;
         let n = &self.nodes[&p];
-        if let Some(h) = n
-            .rec
-            .holders
-            .iter()
-            .find(|h| (h.handle_epoch, h.handle) == k)
-        {
+        if let Some(h) = holder_of(n, k) {
             if h.mode != mode {
                 return Err(WarrenError::invalid_argument(format!(
                     "this handle already holds the lock on {p} in {} mode",
                     mode_name(h.mode)
                 )));
             }
-            let seq = SequencerView {
-                path: p.clone(),
-                mode,
-                instance: n.rec.instance,
-                lock_generation: n.rec.lock_generation,
-            };
-            return Ok((sid, k, p, Some(seq)));
+            return Ok(Ok(SequencerView::of(&p, mode, &n.rec)));
         }
         if n.lock_waiters.iter().any(|w| w.handle == k) {
             return Err(WarrenError::invalid_argument(format!(
                 "an Acquire on this handle of {p} is already waiting"
             )));
         }
-        Ok((sid, k, p, None))
+        if n.lock_waiters.is_empty() && Self::grantable(n, mode, now) {
+            return Ok(Ok(self.grant(&p, sid, k, mode)));
+        }
+        Ok(Err(Blocked {
+            session: sid,
+            handle: k,
+            path: p,
+        }))
     }
 
     pub(super) fn why_not(&self, p: &str, mode: LockMode) -> String {
@@ -231,14 +251,14 @@ impl Master {
         timeout: Option<Duration>,
         now: Instant,
     ) -> Result<Reply<SequencerView>, WarrenError> {
-        let (sid, k, p, held) = self.lock_prelude(ctx, token, mode, now)?;
-        if let Some(seq) = held {
-            return Ok(Reply::Done(seq));
-        }
-        let n = &self.nodes[&p];
-        if n.lock_waiters.is_empty() && Self::grantable(n, mode, now) {
-            return Ok(Reply::Done(self.grant(&p, sid, k, mode)));
-        }
+        let Blocked {
+            session: sid,
+            handle: k,
+            path: p,
+        } = match self.lock_now(ctx, token, mode, now)? {
+            Ok(seq) => return Ok(Reply::Done(seq)),
+            Err(blocked) => blocked,
+        };
         if timeout == Some(Duration::ZERO) {
             return Err(WarrenError::lock_held(self.why_not(&p, mode)));
         }
@@ -266,16 +286,12 @@ impl Master {
         mode: LockMode,
         now: Instant,
     ) -> Result<SequencerView, WarrenError> {
-        let (sid, k, p, held) = self.lock_prelude(ctx, token, mode, now)?;
-        if let Some(seq) = held {
-            return Ok(seq);
-        }
-        let n = &self.nodes[&p];
-        if n.lock_waiters.is_empty() && Self::grantable(n, mode, now) {
-            return Ok(self.grant(&p, sid, k, mode));
-        }
-        self.conflicting(&p, k);
-        Err(WarrenError::lock_held(self.why_not(&p, mode)))
+        let blocked = match self.lock_now(ctx, token, mode, now)? {
+            Ok(seq) => return Ok(seq),
+            Err(blocked) => blocked,
+        };
+        self.conflicting(&blocked.path, blocked.handle);
+        Err(WarrenError::lock_held(self.why_not(&blocked.path, mode)))
     }
 
     /// `Release`: idempotent; says whether the handle held the lock.
@@ -294,22 +310,12 @@ impl Master {
     ) -> Result<SequencerView, WarrenError> {
         let (_, k, p) = self.on_handle(ctx, token, now)?;
         let n = &self.nodes[&p];
-        let Some(h) = n
-            .rec
-            .holders
-            .iter()
-            .find(|h| (h.handle_epoch, h.handle) == k)
-        else {
+        let Some(h) = holder_of(n, k) else {
             return Err(WarrenError::invalid_argument(format!(
                 "this handle does not hold the lock on {p}"
             )));
         };
-        Ok(SequencerView {
-            path: p.clone(),
-            mode: h.mode,
-            instance: n.rec.instance,
-            lock_generation: n.rec.lock_generation,
-        })
+        Ok(SequencerView::of(&p, h.mode, &n.rec))
     }
 
     /// `SetSequencer`: later calls on the handle fail once `seq` is stale.
@@ -320,12 +326,8 @@ impl Master {
         seq: SequencerView,
         now: Instant,
     ) -> Result<(), WarrenError> {
-        self.now = now;
         path::validate(&seq.path, &self.cfg.deployment)?;
-        let sid = self.check(ctx)?;
-        let k = self.resolve(sid, token)?;
-        let p = self.handles[&k].path.clone();
-        self.node_check(&p)?;
+        let (_, k, _) = self.on_handle(ctx, token, now)?;
         self.node_check(&seq.path)?;
         if !self.sequencer_current(&seq) {
             return Err(WarrenError::generation_mismatch(format!(
@@ -371,5 +373,41 @@ impl Master {
                 && !n.rec.holders.is_empty()
                 && n.rec.holders.iter().all(|h| h.mode == seq.mode)
         })
+    }
+
+    /// Times out the Acquires whose deadline passed and ends the lock-delays that ran out, granting the locks that became free.
+    pub(super) fn wake_lock_waiters(&mut self, now: Instant) {
+        let mut timed_out = Vec::new();
+        let mut delayed = Vec::new();
+        for (p, n) in &self.nodes {
+            for w in &n.lock_waiters {
+                if w.deadline.is_some_and(|d| d <= now) {
+                    timed_out.push((p.clone(), w.id));
+                }
+            }
+            if n.delay_until.is_some_and(|d| d <= now) {
+                delayed.push(p.clone());
+            }
+        }
+        for (p, id) in timed_out {
+            if let Some(n) = self.nodes.get_mut(&p) {
+                n.lock_waiters.retain(|w| w.id != id);
+            }
+            if self.waiters.remove(&id).is_some() {
+                self.out.wakes.push((
+                    id,
+                    Wake::Acquire(Err(WarrenError::lock_held(format!(
+                        "the lock on {p} was not acquired before the deadline"
+                    )))),
+                ));
+            }
+            self.grant_waiters(&p);
+        }
+        for p in delayed {
+            if let Some(n) = self.nodes.get_mut(&p) {
+                n.delay_until = None;
+            }
+            self.grant_waiters(&p);
+        }
     }
 }

@@ -34,6 +34,45 @@ pub(super) struct Node {
     pub(super) delay_until: Option<Instant>,
 }
 
+impl Node {
+    /// A node as loaded or created: no children linked yet, no handles, no waiters.
+    pub(super) fn new(rec: NodeRecord, contents: Vec<u8>) -> Node {
+        Node {
+            rec,
+            contents,
+            children: BTreeSet::new(),
+            handles: BTreeSet::new(),
+            lock_waiters: VecDeque::new(),
+            delay_until: None,
+        }
+    }
+}
+
+/// The record of a node just created: every generation 0, no holder, no checksum, neither
+/// a child anchor nor an entry waiting for one (callers set what differs).
+pub(super) fn fresh_record(
+    p: &str,
+    kind: NodeKind,
+    instance: u64,
+    acl: AclNames,
+    ephemeral: bool,
+) -> NodeRecord {
+    NodeRecord {
+        path: p.to_string(),
+        kind,
+        instance,
+        content_generation: 0,
+        lock_generation: 0,
+        acl_generation: 0,
+        checksum: 0,
+        acl,
+        ephemeral,
+        holders: Vec::new(),
+        anchor: false,
+        anchor_pending: None,
+    }
+}
+
 pub(super) fn checksum(data: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(data)
 }
@@ -63,25 +102,10 @@ impl Master {
         contents: Vec<u8>,
         acl: AclNames,
     ) {
-        let instance = self.meta.next_instance;
-        let rec = NodeRecord {
-            path: p.to_string(),
-            kind,
-            instance,
-            content_generation: 0,
-            lock_generation: 0,
-            acl_generation: 0,
-            checksum: if kind == NodeKind::File {
-                checksum(&contents)
-            } else {
-                0
-            },
-            acl,
-            ephemeral,
-            holders: Vec::new(),
-            anchor: false,
-            anchor_pending: None,
-        };
+        let mut rec = fresh_record(p, kind, self.meta.next_instance, acl, ephemeral);
+        if kind == NodeKind::File {
+            rec.checksum = checksum(&contents);
+        }
         self.insert_node(rec, contents);
     }
 
@@ -105,35 +129,11 @@ impl Master {
                 data: contents.clone(),
             });
         }
-        self.nodes.insert(
-            p.clone(),
-            Node {
-                rec,
-                contents,
-                children: BTreeSet::new(),
-                handles: BTreeSet::new(),
-                lock_waiters: VecDeque::new(),
-                delay_until: None,
-            },
-        );
+        self.nodes.insert(p.clone(), Node::new(rec, contents));
         if !linked {
             return;
         }
-        if let Some(parent) = path::parent(&p) {
-            let child = path::name(&p).to_string();
-            if let Some(n) = self.nodes.get_mut(parent) {
-                n.children.insert(child.clone());
-            }
-            let parent = parent.to_string();
-            self.notify_handles(
-                &parent,
-                mask::CHILD_CHANGED,
-                EventKind::ChildChanged,
-                &child,
-                ChildChange::Added,
-                None,
-            );
-        }
+        self.child_changed(&p, ChildChange::Added);
         if kind == NodeKind::File {
             self.own_map_written(&p);
         }
@@ -204,20 +204,34 @@ impl Master {
         if n.rec.anchor {
             return;
         }
-        if let Some(parent) = path::parent(p) {
-            let child = path::name(p).to_string();
-            if let Some(pn) = self.nodes.get_mut(parent) {
-                pn.children.remove(&child);
+        self.child_changed(p, ChildChange::Removed);
+    }
+
+    /// Node `p` was added to its parent, removed from it, or modified (its contents,
+    /// ACL): the parent's list of children follows, and its watchers are told.
+    pub(super) fn child_changed(&mut self, p: &str, change: ChildChange) {
+        let Some(parent) = path::parent(p) else {
+            return;
+        };
+        let child = path::name(p);
+        if let Some(n) = self.nodes.get_mut(parent) {
+            match change {
+                ChildChange::Added => {
+                    n.children.insert(child.to_string());
+                }
+                ChildChange::Removed => {
+                    n.children.remove(child);
+                }
+                ChildChange::Modified | ChildChange::None => {}
             }
-            let parent = parent.to_string();
-            self.notify_handles(
-                &parent,
-                mask::CHILD_CHANGED,
-                EventKind::ChildChanged,
-                &child,
-                ChildChange::Removed,
-                None,
-            );
         }
+        self.notify_handles(
+            parent,
+            mask::CHILD_CHANGED,
+            EventKind::ChildChanged,
+            child,
+            change,
+            None,
+        );
     }
 }

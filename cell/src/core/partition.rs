@@ -3,9 +3,13 @@
 //! what the server must do after a call ([`CallNotes`]).
 
 use super::path;
-use super::{acl::check_acl_names, CreateArgs, Master, OpenArgs, WaiterId, EPHEMERAL_ANCHOR_GRACE};
+use super::{
+    acl::check_acl_names, nodes::fresh_record, CreateArgs, Master, OpenArgs, WaiterId,
+    EPHEMERAL_ANCHOR_GRACE,
+};
 use crate::store::{AclNames, Mutation, NodeKind, NodeRecord, PendingUnlink, SessionId};
 use std::sync::Arc;
+use tokio::time::Instant;
 use warren_proto::{ErrorCode, WarrenError};
 use warren_router::{PartitionMap, Route};
 
@@ -23,6 +27,22 @@ pub struct AnchorJob {
     pub owner: String,
     /// The `Open` that produced this job created the entry.
     pub created: bool,
+}
+
+impl AnchorJob {
+    /// The job for entry `rec` if it is marked anchor-pending, its anchor to be created in
+    /// `owner` (not by the call that created the entry: see [`AnchorJob::created`]).
+    pub(super) fn for_entry(rec: &NodeRecord, owner: &str) -> Option<AnchorJob> {
+        let pending = rec.anchor_pending.as_ref()?;
+        Some(AnchorJob {
+            path: rec.path.clone(),
+            instance: rec.instance,
+            acl: rec.acl.clone(),
+            ephemeral: pending.ephemeral,
+            owner: owner.to_string(),
+            created: false,
+        })
+    }
 }
 
 /// What the server must do for the call the master just ran, besides replying (see
@@ -193,6 +213,13 @@ impl Master {
         self.serve_check(p, false)
     }
 
+    /// Forgets what an earlier call noted for the server (at the start of a call that can
+    /// note something).
+    pub(super) fn clear_notes(&mut self) {
+        self.anchor_job = None;
+        self.acl_needed.borrow_mut().clear();
+    }
+
     /// Hands over (and clears) what the last call needs the server to do.
     pub fn take_notes(&mut self) -> CallNotes {
         CallNotes {
@@ -222,22 +249,15 @@ impl Master {
         let mut jobs = Vec::new();
         for p in &self.pending_entries {
             let Some(n) = self.nodes.get(p) else { continue };
-            let Some(pending) = &n.rec.anchor_pending else {
+            if n.rec.anchor_pending.is_none() {
                 continue;
-            };
+            }
             let owner = match self.owner_elsewhere(p, true) {
                 Ok(Some(owner)) => owner,
                 Ok(None) if self.map.is_some() => self.cfg.cell.clone(),
                 _ => continue,
             };
-            jobs.push(AnchorJob {
-                path: p.clone(),
-                instance: n.rec.instance,
-                acl: n.rec.acl.clone(),
-                ephemeral: pending.ephemeral,
-                owner,
-                created: false,
-            });
+            jobs.extend(AnchorJob::for_entry(&n.rec, &owner));
         }
         jobs
     }
@@ -322,18 +342,8 @@ impl Master {
         }
         self.start_invalidation(&a.path, Some(sid), None);
         let rec = NodeRecord {
-            path: a.path.clone(),
-            kind: NodeKind::Directory,
-            instance: c.instance,
-            content_generation: 0,
-            lock_generation: 0,
-            acl_generation: 0,
-            checksum: 0,
-            acl,
-            ephemeral: c.ephemeral,
-            holders: Vec::new(),
             anchor,
-            anchor_pending: None,
+            ..fresh_record(&a.path, NodeKind::Directory, c.instance, acl, c.ephemeral)
         };
         self.insert_node(rec, Vec::new());
         if c.ephemeral {
@@ -341,5 +351,19 @@ impl Master {
                 .insert(a.path.clone(), self.now + EPHEMERAL_ANCHOR_GRACE);
         }
         Ok(None)
+    }
+
+    /// Ephemeral anchors whose grace ended: deleted now if still unused.
+    pub(super) fn end_anchor_graces(&mut self, now: Instant) {
+        let ended: Vec<String> = self
+            .fresh_anchors
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in ended {
+            self.fresh_anchors.remove(&p);
+            self.maybe_delete_ephemeral(&p);
+        }
     }
 }

@@ -23,12 +23,7 @@ impl Master {
     ) -> Result<(Vec<u8>, StatView, bool), WarrenError> {
         let (sid, k, p) = self.on_handle(ctx, token, now)?;
         self.need_intent(k, intent::READ, "reading contents")?;
-        let n = &self.nodes[&p];
-        if n.rec.kind != NodeKind::File {
-            return Err(WarrenError::invalid_argument(format!(
-                "{p} is a directory; use ReadDir"
-            )));
-        }
+        let n = self.need_kind(&p, NodeKind::File, "is a directory; use ReadDir")?;
         let data = n.contents.clone();
         let cacheable = self.register_cacher(sid, &p);
         Ok((data, self.stat_of(&p).expect("exists"), cacheable))
@@ -55,12 +50,7 @@ impl Master {
     ) -> Result<(Vec<DirEntryView>, StatView, bool), WarrenError> {
         let (sid, k, p) = self.on_handle(ctx, token, now)?;
         self.need_intent(k, intent::READ, "listing a directory")?;
-        let n = &self.nodes[&p];
-        if n.rec.kind != NodeKind::Directory {
-            return Err(WarrenError::invalid_argument(format!(
-                "{p} is a file, not a directory"
-            )));
-        }
+        let n = self.need_kind(&p, NodeKind::Directory, "is a file, not a directory")?;
         let entries = n
             .children
             .iter()

@@ -4,7 +4,9 @@
 use super::path;
 use super::token::TokenKey;
 use super::{ChildChange, CoreConfig, EventKind, HandleKey, Master, Node, Output, Session};
-use crate::store::{AclNames, MetaRecord, Mutation, NodeKind, SessionId, Snapshot};
+use crate::store::{
+    AclNames, MetaRecord, Mutation, NodeKind, NodeRecord, SessionId, SessionRecord, Snapshot,
+};
 use rand::rngs::StdRng;
 use rand::Rng;
 use rand::SeedableRng;
@@ -40,43 +42,45 @@ impl Master {
         seed: u64,
     ) -> Result<Master, WarrenError> {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut out = Output::default();
         let fresh = snap.meta.is_none();
-        let meta = match snap.meta {
-            Some(mut m) => {
-                if m.deployment != cfg.deployment || m.cell != cfg.cell {
-                    return Err(WarrenError::invalid_argument(format!(
-                        "the store holds cell {:?} of deployment {:?}, but this process is configured as cell {:?} of deployment {:?}; point --data at the right directory or fix --name",
-                        m.cell, m.deployment, cfg.cell, cfg.deployment
-                    )));
-                }
-                m.epoch += 1;
-                m
-            }
-            None => MetaRecord {
-                epoch: 1,
-                secret: rng.gen(),
-                next_instance: 1,
-                deployment: cfg.deployment.clone(),
-                cell: cfg.cell.clone(),
-                max_lease_granted_ms: 0,
-                max_proxy_lease_granted_ms: 0,
-                pending_unlinks: Vec::new(),
-            },
+        let mut meta = match snap.meta {
+            Some(meta) => next_epoch(meta, &cfg)?,
+            None => first_meta(&cfg, &mut rng),
         };
-        let mut meta = meta;
-        // The previous master may have granted up to this lease; ours may be longer.
-        let restored_lease = Duration::from_millis(meta.max_lease_granted_ms).max(cfg.lease);
-        meta.max_lease_granted_ms = restored_lease.as_millis() as u64;
-        let restored_proxy_lease =
-            Duration::from_millis(meta.max_proxy_lease_granted_ms).max(cfg.proxy_lease);
-        meta.max_proxy_lease_granted_ms = restored_proxy_lease.as_millis() as u64;
+        let leases = RestoredLeases::record(&mut meta, &cfg);
+        let mut m = Master::empty(cfg, meta, rng, now);
+        m.load_nodes(snap.nodes, snap.contents);
+        // The meta cell (or an unpartitioned one) reads its map from its own namespace.
+        let own_map = m.map_file();
+        m.own_map_written(&own_map);
+        let restored = m.restore_sessions(snap.sessions, leases, now);
+        let mut recovery = m.recovery_of_restored_state(now);
+        m.release_holds_of_ended_sessions();
+        m.announce_failover(&restored, &mut recovery);
+        if fresh {
+            m.create_deployment_root();
+        } else {
+            tracing::info!(
+                epoch = m.meta.epoch,
+                sessions = recovery.awaiting.len(),
+                orphans = m.orphans.len(),
+                ephemeral = recovery.unclaimed_ephemeral.len(),
+                "new master: waiting for sessions to acknowledge the failover"
+            );
+            m.recovery = Some(recovery);
+        }
+        Ok(m)
+    }
+
+    /// A master holding nothing yet but its identity; the (updated) meta record is the
+    /// first mutation it commits.
+    fn empty(cfg: CoreConfig, meta: MetaRecord, rng: StdRng, now: Instant) -> Master {
+        let mut out = Output::default();
         out.mutations.push(Mutation::PutMeta(meta.clone()));
-        let key = TokenKey::new(meta.secret);
-        let mut m = Master {
+        Master {
             cfg,
+            key: TokenKey::new(meta.secret),
             meta,
-            key,
             rng,
             now,
             nodes: HashMap::new(),
@@ -100,66 +104,63 @@ impl Master {
             anchor_job: None,
             pending_entries: BTreeSet::new(),
             out,
-        };
-        let mut contents: HashMap<String, Vec<u8>> = snap.contents.into_iter().collect();
+        }
+    }
+
+    /// The nodes of the store, linked to their parents (a child anchor is no child of a
+    /// local node: its entry is in another cell), with the entries still waiting for their
+    /// anchor noted.
+    fn load_nodes(&mut self, records: Vec<NodeRecord>, contents: Vec<(String, Vec<u8>)>) {
+        let mut contents: HashMap<String, Vec<u8>> = contents.into_iter().collect();
         let mut paths: Vec<String> = Vec::new();
-        for rec in snap.nodes {
+        for rec in records {
             paths.push(rec.path.clone());
             let data = contents.remove(&rec.path).unwrap_or_default();
-            m.nodes.insert(
-                rec.path.clone(),
-                Node {
-                    rec,
-                    contents: data,
-                    children: BTreeSet::new(),
-                    handles: BTreeSet::new(),
-                    lock_waiters: VecDeque::new(),
-                    delay_until: None,
-                },
-            );
+            self.nodes.insert(rec.path.clone(), Node::new(rec, data));
         }
-        m.pending_entries = m
+        self.pending_entries = self
             .nodes
             .iter()
             .filter(|(_, n)| n.rec.anchor_pending.is_some())
             .map(|(p, _)| p.clone())
             .collect();
         for p in &paths {
-            // A child anchor is no child of a local node: its entry is in another cell.
-            if m.nodes[p].rec.anchor {
+            if self.nodes[p].rec.anchor {
                 continue;
             }
             if let Some(parent) = path::parent(p) {
-                if let Some(n) = m.nodes.get_mut(parent) {
+                if let Some(n) = self.nodes.get_mut(parent) {
                     n.children.insert(path::name(p).to_string());
                 }
             }
         }
-        // The meta cell (or an unpartitioned one) reads its map from its own namespace.
-        let own_map = m.map_file();
-        m.own_map_written(&own_map);
-        // Step 3: sessions and locks from the store, each session with the longest lease
-        // the previous master may have granted, counted from now.
-        // (Sub-sessions have no lease of their own: they live as long as their proxy
-        // session, or an orphan for the claim window.)
-        let restored: Vec<SessionId> = snap.sessions.iter().map(|r| r.id).collect();
-        for rec in snap.sessions {
-            let lease_end = now
-                + if rec.proxy {
-                    restored_proxy_lease
-                } else {
-                    restored_lease
-                };
-            m.sessions.insert(rec.id, Session::new(rec, lease_end));
+    }
+
+    /// Step 3: the sessions of the store, each with the longest lease the previous master
+    /// may have granted, counted from now. Sub-sessions have no lease of their own: they
+    /// rejoin their proxy session, or are orphans from now if it was not restored. Returns
+    /// the ids of all of them, in the store's order.
+    fn restore_sessions(
+        &mut self,
+        records: Vec<SessionRecord>,
+        leases: RestoredLeases,
+        now: Instant,
+    ) -> Vec<SessionId> {
+        let restored: Vec<SessionId> = records.iter().map(|r| r.id).collect();
+        for rec in records {
+            let lease = if rec.proxy {
+                leases.proxy
+            } else {
+                leases.session
+            };
+            self.sessions.insert(rec.id, Session::new(rec, now + lease));
         }
-        // Sub-sessions rejoin their proxy session; those whose proxy session was not
-        // restored are orphans from now.
         let mut orphaned = Vec::new();
         for sid in &restored {
-            let Some(parent) = m.sessions[sid].rec.parent else {
+            let Some(parent) = self.sessions[sid].rec.parent else {
                 continue;
             };
-            match m.sessions.get_mut(&parent) {
+            match self.sessions.get_mut(&parent) {
                 Some(p) if p.rec.parent.is_none() => {
                     p.subs.insert(*sid);
                 }
@@ -167,15 +168,22 @@ impl Master {
             }
         }
         for sid in orphaned {
-            m.make_orphan(sid);
+            self.make_orphan(sid);
         }
+        restored
+    }
+
+    /// The new-master procedure for what was restored: every ephemeral node is unclaimed
+    /// until a handle reopens it, every recorded lock is held for its session until the
+    /// session reclaims it or ends.
+    fn recovery_of_restored_state(&self, now: Instant) -> Recovery {
         let mut recovery = Recovery {
             awaiting: HashMap::new(),
             unclaimed_ephemeral: HashSet::new(),
-            cleanup_at: now + m.cfg.ephemeral_cleanup,
+            cleanup_at: now + self.cfg.ephemeral_cleanup,
             restored_holds: HashMap::new(),
         };
-        for (p, n) in &m.nodes {
+        for (p, n) in &self.nodes {
             if n.rec.ephemeral {
                 recovery.unclaimed_ephemeral.insert(p.clone());
             }
@@ -187,9 +195,13 @@ impl Master {
                     .push((p.clone(), (h.handle_epoch, h.handle)));
             }
         }
-        // Holders whose session did not survive (closed or expired as far as the store
-        // knows) are released now, as their session's end would have.
-        let orphans: Vec<(String, SessionId, HandleKey)> = m
+        recovery
+    }
+
+    /// Holders whose session did not survive (closed or expired as far as the store
+    /// knows) are released now, as their session's end would have.
+    fn release_holds_of_ended_sessions(&mut self) {
+        let ended: Vec<(String, SessionId, HandleKey)> = self
             .nodes
             .iter()
             .flat_map(|(p, n)| {
@@ -198,51 +210,40 @@ impl Master {
                     .iter()
                     .map(move |h| (p.clone(), h.session, (h.handle_epoch, h.handle)))
             })
-            .filter(|(_, sid, _)| !m.sessions.contains_key(sid))
+            .filter(|(_, sid, _)| !self.sessions.contains_key(sid))
             .collect();
-        for (p, sid, k) in orphans {
-            m.drop_holder(&p, sid, k, true);
+        for (p, sid, k) in ended {
+            self.drop_holder(&p, sid, k, true);
         }
-        // Step 5: every session is told of the failover (its cache may be stale, events
-        // may have been lost); steps 4 and 6: only KeepAlive until each acknowledges.
-        // A sub-session's event is queued on its proxy session, tagged with its id; only
-        // top-level sessions are awaited, each until it acknowledges the last event queued
-        // for it (its own and its sub-sessions'). Orphans get none (nobody to deliver to).
-        for sid in restored {
-            let target = m.sessions[&sid].rec.parent.unwrap_or(sid);
+    }
+
+    /// Step 5: every session is told of the failover (its cache may be stale, events may
+    /// have been lost); steps 4 and 6: only KeepAlive until each acknowledges. A
+    /// sub-session's event is queued on its proxy session, tagged with its id; only
+    /// top-level sessions are awaited, each until it acknowledges the last event queued for
+    /// it (its own and its sub-sessions'). Orphans get none (nobody to deliver to).
+    fn announce_failover(&mut self, restored: &[SessionId], recovery: &mut Recovery) {
+        for &sid in restored {
+            let target = self.sessions[&sid].rec.parent.unwrap_or(sid);
             let ev = EventKind::MasterFailover;
-            if let Some(seq) = m.push_event(sid, ev, Vec::new(), "", "", ChildChange::None) {
+            if let Some(seq) = self.push_event(sid, ev, Vec::new(), "", "", ChildChange::None) {
                 recovery.awaiting.insert(target, seq);
             }
         }
-        if !fresh {
-            tracing::info!(
-                epoch = m.meta.epoch,
-                sessions = recovery.awaiting.len(),
-                orphans = m.orphans.len(),
-                ephemeral = recovery.unclaimed_ephemeral.len(),
-                "new master: waiting for sessions to acknowledge the failover"
-            );
-            m.recovery = Some(recovery);
-        }
-        if fresh {
-            let root = path::root_of(&m.cfg.deployment);
-            m.create_node(
-                &root,
-                NodeKind::Directory,
-                false,
-                Vec::new(),
-                AclNames::default(),
-            );
-            m.create_node(
-                &format!("{root}/acl"),
+    }
+
+    /// A store that held nothing: the deployment root and its `acl` directory.
+    fn create_deployment_root(&mut self) {
+        let root = path::root_of(&self.cfg.deployment);
+        for p in [root.clone(), format!("{root}/acl")] {
+            self.create_node(
+                &p,
                 NodeKind::Directory,
                 false,
                 Vec::new(),
                 AclNames::default(),
             );
         }
-        Ok(m)
     }
 
     /// Whether the new-master procedure still holds back everything but KeepAlive.
@@ -268,5 +269,73 @@ impl Master {
                 }
             }
         }
+    }
+
+    /// Step 9: deletes the ephemeral nodes nobody reopened since the failover, once the clean-up time has come.
+    pub(super) fn delete_unclaimed_ephemeral(&mut self, now: Instant) {
+        let due = self
+            .recovery
+            .as_mut()
+            .filter(|r| now >= r.cleanup_at)
+            .map(|r| std::mem::take(&mut r.unclaimed_ephemeral))
+            .unwrap_or_default();
+        if !due.is_empty() {
+            let mut due: Vec<String> = due.into_iter().collect();
+            // Deepest first, so ephemeral directories empty out before they are considered.
+            due.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            tracing::info!(
+                count = due.len(),
+                "deleting ephemeral nodes not reopened since the failover"
+            );
+            for p in due {
+                self.maybe_delete_ephemeral(&p);
+            }
+        }
+    }
+}
+
+/// Step 1 at a store that holds a cell: the next epoch, refused if the store holds another
+/// cell or deployment than configured.
+fn next_epoch(mut meta: MetaRecord, cfg: &CoreConfig) -> Result<MetaRecord, WarrenError> {
+    if meta.deployment != cfg.deployment || meta.cell != cfg.cell {
+        return Err(WarrenError::invalid_argument(format!(
+            "the store holds cell {:?} of deployment {:?}, but this process is configured as cell {:?} of deployment {:?}; point --data at the right directory or fix --name",
+            meta.cell, meta.deployment, cfg.cell, cfg.deployment
+        )));
+    }
+    meta.epoch += 1;
+    Ok(meta)
+}
+
+/// The meta record of a cell that never ran: epoch 1 and a new token secret.
+fn first_meta(cfg: &CoreConfig, rng: &mut StdRng) -> MetaRecord {
+    MetaRecord {
+        epoch: 1,
+        secret: rng.gen(),
+        next_instance: 1,
+        deployment: cfg.deployment.clone(),
+        cell: cfg.cell.clone(),
+        max_lease_granted_ms: 0,
+        max_proxy_lease_granted_ms: 0,
+        pending_unlinks: Vec::new(),
+    }
+}
+
+/// The leases restored sessions get: the longest the previous master may have granted, or
+/// ours if longer.
+#[derive(Clone, Copy)]
+struct RestoredLeases {
+    session: Duration,
+    proxy: Duration,
+}
+
+impl RestoredLeases {
+    /// Takes the longest leases ever granted from `meta` and records ours there if longer.
+    fn record(meta: &mut MetaRecord, cfg: &CoreConfig) -> RestoredLeases {
+        let session = Duration::from_millis(meta.max_lease_granted_ms).max(cfg.lease);
+        meta.max_lease_granted_ms = session.as_millis() as u64;
+        let proxy = Duration::from_millis(meta.max_proxy_lease_granted_ms).max(cfg.proxy_lease);
+        meta.max_proxy_lease_granted_ms = proxy.as_millis() as u64;
+        RestoredLeases { session, proxy }
     }
 }

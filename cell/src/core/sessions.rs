@@ -330,4 +330,17 @@ impl Master {
             self.tombstone_order.push_back((until, sid));
         }
     }
+
+    /// Expires the sessions whose lease ran out (sub-sessions have none).
+    pub(super) fn expire_lapsed_sessions(&mut self, now: Instant) {
+        let expired: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.rec.parent.is_none() && now > s.lease_end)
+            .map(|(id, _)| *id)
+            .collect();
+        for sid in expired {
+            self.expire_session(sid);
+        }
+    }
 }

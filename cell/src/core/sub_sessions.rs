@@ -195,4 +195,33 @@ impl Master {
         }
         self.orphans.insert((until, sid));
     }
+
+    /// Orphans nobody claimed within the claim window end as failed sessions.
+    pub(super) fn end_unclaimed_orphans(&mut self, now: Instant) {
+        while let Some(&(until, sid)) = self.orphans.first() {
+            if until > now {
+                break;
+            }
+            self.orphans.pop_first();
+            tracing::info!(
+                session = %hex(&sid),
+                "client session not claimed within the claim window; it ends"
+            );
+            self.end_session(
+                sid,
+                true,
+                WarrenError::session_expired("the client session was not claimed in time"),
+            );
+        }
+    }
+
+    /// Forgets ended sub-sessions remembered long enough.
+    pub(super) fn forget_old_tombstones(&mut self, now: Instant) {
+        while self.tombstone_order.front().is_some_and(|(t, _)| *t <= now) {
+            let (t, sid) = self.tombstone_order.pop_front().expect("front");
+            if self.tombstones.get(&sid).is_some_and(|(_, u)| *u == t) {
+                self.tombstones.remove(&sid);
+            }
+        }
+    }
 }

@@ -1,10 +1,9 @@
 //! Time and waiters: [`Master::tick`] (held KeepAlives, expiries, timeouts, lock-delays,
 //! clean-ups), the next deadline, and cancelling a parked operation.
 
-use super::{sessions::hex, Master, WaiterId, Wake};
+use super::{Master, WaiterId};
 use crate::store::SessionId;
 use tokio::time::Instant;
-use warren_proto::WarrenError;
 
 pub(super) enum WaiterKind {
     KeepAlive(SessionId),
@@ -14,113 +13,18 @@ pub(super) enum WaiterKind {
 
 impl Master {
     /// Advances time: answers KeepAlives that were held long enough, expires sessions whose
-    /// lease ran out, times out Acquires, and grants locks whose lock-delay ended.
+    /// lease ran out and orphans nobody claimed, times out Acquires, grants locks whose
+    /// lock-delay ended, and deletes ephemeral nodes whose grace ended. Each concern's
+    /// step lives with it.
     pub fn tick(&mut self, now: Instant) {
         self.now = now;
-        let due: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.keepalive.is_some_and(|h| h.until <= now) && s.lease_end >= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for sid in due {
-            if let Some(held) = self.sessions.get_mut(&sid).and_then(|s| s.keepalive.take()) {
-                self.answer_keepalive(sid, held);
-            }
-        }
-        let expired: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.rec.parent.is_none() && now > s.lease_end)
-            .map(|(id, _)| *id)
-            .collect();
-        for sid in expired {
-            self.expire_session(sid);
-        }
-        // Orphans nobody claimed within the claim window end as failed sessions.
-        while let Some(&(until, sid)) = self.orphans.first() {
-            if until > now {
-                break;
-            }
-            self.orphans.pop_first();
-            tracing::info!(
-                session = %hex(&sid),
-                "client session not claimed within the claim window; it ends"
-            );
-            self.end_session(
-                sid,
-                true,
-                WarrenError::session_expired("the client session was not claimed in time"),
-            );
-        }
-        while self.tombstone_order.front().is_some_and(|(t, _)| *t <= now) {
-            let (t, sid) = self.tombstone_order.pop_front().expect("front");
-            if self.tombstones.get(&sid).is_some_and(|(_, u)| *u == t) {
-                self.tombstones.remove(&sid);
-            }
-        }
-        let mut timed_out = Vec::new();
-        let mut delayed = Vec::new();
-        for (p, n) in &self.nodes {
-            for w in &n.lock_waiters {
-                if w.deadline.is_some_and(|d| d <= now) {
-                    timed_out.push((p.clone(), w.id));
-                }
-            }
-            if n.delay_until.is_some_and(|d| d <= now) {
-                delayed.push(p.clone());
-            }
-        }
-        for (p, id) in timed_out {
-            if let Some(n) = self.nodes.get_mut(&p) {
-                n.lock_waiters.retain(|w| w.id != id);
-            }
-            if self.waiters.remove(&id).is_some() {
-                self.out.wakes.push((
-                    id,
-                    Wake::Acquire(Err(WarrenError::lock_held(format!(
-                        "the lock on {p} was not acquired before the deadline"
-                    )))),
-                ));
-            }
-            self.grant_waiters(&p);
-        }
-        for p in delayed {
-            if let Some(n) = self.nodes.get_mut(&p) {
-                n.delay_until = None;
-            }
-            self.grant_waiters(&p);
-        }
-        // Ephemeral anchors whose grace ended: deleted now if still unused.
-        let ended: Vec<String> = self
-            .fresh_anchors
-            .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for p in ended {
-            self.fresh_anchors.remove(&p);
-            self.maybe_delete_ephemeral(&p);
-        }
-        // Step 9: ephemeral nodes nobody reopened since the failover.
-        let due = self
-            .recovery
-            .as_mut()
-            .filter(|r| now >= r.cleanup_at)
-            .map(|r| std::mem::take(&mut r.unclaimed_ephemeral))
-            .unwrap_or_default();
-        if !due.is_empty() {
-            let mut due: Vec<String> = due.into_iter().collect();
-            // Deepest first, so ephemeral directories empty out before they are considered.
-            due.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            tracing::info!(
-                count = due.len(),
-                "deleting ephemeral nodes not reopened since the failover"
-            );
-            for p in due {
-                self.maybe_delete_ephemeral(&p);
-            }
-        }
+        self.answer_due_keepalives(now);
+        self.expire_lapsed_sessions(now);
+        self.end_unclaimed_orphans(now);
+        self.forget_old_tombstones(now);
+        self.wake_lock_waiters(now);
+        self.end_anchor_graces(now);
+        self.delete_unclaimed_ephemeral(now);
     }
 
     /// The earliest time at which [`Master::tick`] has something to do, if any.

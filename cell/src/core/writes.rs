@@ -21,12 +21,11 @@ impl Master {
     ) -> Result<Reply<StatView>, WarrenError> {
         let (sid, k, p) = self.on_handle(ctx, token, now)?;
         self.need_intent(k, intent::WRITE, "SetContents")?;
-        let n = &self.nodes[&p];
-        if n.rec.kind != NodeKind::File {
-            return Err(WarrenError::invalid_argument(format!(
-                "{p} is a directory; only files have contents"
-            )));
-        }
+        let n = self.need_kind(
+            &p,
+            NodeKind::File,
+            "is a directory; only files have contents",
+        )?;
         if data.len() > self.cfg.max_file_size {
             return Err(WarrenError::too_large(format!(
                 "contents of {} bytes exceed the {}-byte file limit",
@@ -70,23 +69,9 @@ impl Master {
             ChildChange::None,
             Some(k),
         );
-        self.notify_parent_modified(&p);
+        self.child_changed(&p, ChildChange::Modified);
         self.own_map_written(&p);
         Ok(Reply::Done(self.stat_of(&p).expect("exists")))
-    }
-
-    pub(super) fn notify_parent_modified(&mut self, p: &str) {
-        if let Some(parent) = path::parent(p) {
-            let parent = parent.to_string();
-            self.notify_handles(
-                &parent,
-                mask::CHILD_CHANGED,
-                EventKind::ChildChanged,
-                path::name(p),
-                ChildChange::Modified,
-                None,
-            );
-        }
     }
 
     pub fn set_acl(
@@ -96,11 +81,7 @@ impl Master {
         acl: &AclNames,
         now: Instant,
     ) -> Result<Reply<StatView>, WarrenError> {
-        self.now = now;
-        let sid = self.check(ctx)?;
-        let k = self.resolve(sid, token)?;
-        let p = self.handles[&k].path.clone();
-        self.node_check(&p)?;
+        let (sid, k, p) = self.on_handle(ctx, token, now)?;
         self.need_intent(k, intent::CHANGE_ACL, "SetAcl")?;
         check_acl_names(acl)?;
         if let Some(w) = self.barrier(sid, &[&p]) {
@@ -110,7 +91,7 @@ impl Master {
         n.rec.acl = acl.clone();
         n.rec.acl_generation += 1;
         self.out.mutations.push(Mutation::PutNode(n.rec.clone()));
-        self.notify_parent_modified(&p);
+        self.child_changed(&p, ChildChange::Modified);
         Ok(Reply::Done(self.stat_of(&p).expect("exists")))
     }
 
@@ -124,8 +105,7 @@ impl Master {
         token: &[u8],
         now: Instant,
     ) -> Result<Reply<Option<PendingUnlink>>, WarrenError> {
-        self.acl_needed.borrow_mut().clear();
-        self.anchor_job = None;
+        self.clear_notes();
         let (sid, k, p) = self.on_handle(ctx, token, now)?;
         let Some(parent) = path::parent(&p).map(str::to_string) else {
             return Err(WarrenError::invalid_argument(
