@@ -89,9 +89,7 @@ impl Master {
         change: ChildChange,
     ) -> Option<u64> {
         let s = self.sessions.get_mut(&target)?;
-        let seq = s.next_seq;
-        s.next_seq += 1;
-        s.events.push_back(Event {
+        let seq = s.lease.push(|seq| Event {
             seq,
             kind,
             handle,
@@ -100,7 +98,7 @@ impl Master {
             change,
             client,
         });
-        if let Some(held) = s.keepalive.take() {
+        if let Some(held) = s.lease.take_held() {
             self.answer_keepalive(target, held);
         }
         Some(seq)

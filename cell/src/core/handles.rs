@@ -1,13 +1,12 @@
 //! Handles: resolving a handle token to a live handle (recreating one from an earlier
 //! epoch after a failover, SPEC §5 step 8), the intent a call needs, and `Close`.
 
-use super::{
-    locks::mode_name, sessions::hex, Ctx, HandleKey, Master, Node, SequencerView, WaiterId, Wake,
-};
+use super::{locks::mode_name, Ctx, HandleKey, Master, Node, SequencerView, WaiterId, Wake};
 use crate::store::{NodeKind, SessionId};
 use tokio::time::Instant;
 use warren_proto::pb::HandleBody;
 use warren_proto::WarrenError;
+use warren_server::lease::short_id;
 
 /// Bits of `Open.intent`.
 pub mod intent {
@@ -97,7 +96,7 @@ impl Master {
                 return Err(WarrenError::handle_invalid(format!(
                     "the handle on {} was opened before client session {} was registered again; it is not recreated",
                     body.path,
-                    hex(&sid)
+                    short_id(&sid)
                 )));
             }
         }

@@ -1,29 +1,19 @@
 //! `KeepAlive`: acknowledging events, holding the KeepAlive until shortly before the lease
 //! ends (with jitter), and the reply that extends the lease.
 
-use super::{Ctx, Event, Master, Reply, WaiterId, WaiterKind, Wake};
+use super::{Ctx, Event, Master, Reply, WaiterKind, Wake};
 use crate::store::SessionId;
-use rand::Rng;
-use std::time::Duration;
 use tokio::time::Instant;
 use warren_proto::WarrenError;
+use warren_server::lease::{self, HeldKeepAlive, Sequenced};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeepAliveReply {
-    /// Lease remaining, from now.
-    pub lease: Duration,
-    pub events: Vec<Event>,
-    pub epoch: u64,
-}
+/// A KeepAlive answer of the master.
+pub type KeepAliveReply = lease::KeepAliveReply<Event>;
 
-/// A KeepAlive the master holds (long-poll).
-#[derive(Clone, Copy)]
-pub(super) struct HeldKeepAlive {
-    pub(super) waiter: WaiterId,
-    /// When to answer it if nothing happens first.
-    pub(super) until: Instant,
-    /// When it arrived: its reply's lease is counted from here.
-    pub(super) received: Instant,
+impl Sequenced for Event {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
 }
 
 impl Master {
@@ -43,51 +33,36 @@ impl Master {
             ));
         }
         let sid = self.check_session(ctx)?;
-        let s = &self.sessions[&sid];
-        if ack_seq >= s.next_seq {
-            return Err(WarrenError::invalid_argument(format!(
-                "KeepAlive acknowledges event {ack_seq}, but only events up to {} were sent",
-                s.next_seq - 1
-            )));
-        }
+        self.sessions[&sid].lease.check_ack(ack_seq)?;
         self.acknowledge(sid, ack_seq);
-        if let Some(held) = self.sessions.get_mut(&sid).and_then(|s| s.keepalive.take()) {
+        if let Some(held) = self
+            .sessions
+            .get_mut(&sid)
+            .and_then(|s| s.lease.take_held())
+        {
             self.answer_keepalive(sid, held);
         }
-        let early = self.cfg.reply_before_end + self.jitter();
-        let s = &self.sessions[&sid];
-        let hold_until = s.lease_end.checked_sub(early).unwrap_or(now);
-        if !s.events.is_empty() || hold_until <= now {
+        let lease = &self.sessions[&sid].lease;
+        let due = lease.reply_due(now, self.cfg.reply_before_end, &mut self.rng);
+        let Some(until) = due.filter(|_| !lease.has_events()) else {
             return Ok(Reply::Done(self.keepalive_reply(sid, now)));
-        }
+        };
         let w = self.new_waiter(WaiterKind::KeepAlive(sid));
-        self.sessions.get_mut(&sid).expect("checked").keepalive = Some(HeldKeepAlive {
+        let s = self.sessions.get_mut(&sid).expect("checked");
+        s.lease.hold(HeldKeepAlive {
             waiter: w,
-            until: hold_until,
+            until: Some(until),
             received: now,
         });
         Ok(Reply::Wait(w))
-    }
-
-    pub(super) fn jitter(&mut self) -> Duration {
-        let max = (self.cfg.reply_before_end / 10).as_millis() as u64;
-        Duration::from_millis(if max == 0 {
-            0
-        } else {
-            self.rng.gen_range(0..=max)
-        })
     }
 
     pub(super) fn acknowledge(&mut self, sid: SessionId, ack_seq: u64) {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
-        if ack_seq <= s.acked {
+        if s.lease.acknowledge(ack_seq).is_none() {
             return;
-        }
-        s.acked = ack_seq;
-        while s.events.front().is_some_and(|e| e.seq <= ack_seq) {
-            s.events.pop_front();
         }
         let rest = s.pending_invalidations.split_off(&(ack_seq + 1));
         let done = std::mem::replace(&mut s.pending_invalidations, rest);
@@ -113,32 +88,23 @@ impl Master {
     pub(super) fn keepalive_reply(&mut self, sid: SessionId, received: Instant) -> KeepAliveReply {
         let now = self.now;
         let lease = self.lease_of(&self.sessions[&sid].rec);
-        let s = self.sessions.get_mut(&sid).expect("live session");
-        if s.acked >= s.delivered_upto && s.lease_end < now + lease {
-            s.lease_end = now + lease;
+        let s = &mut self.sessions.get_mut(&sid).expect("live session").lease;
+        if s.all_delivered_acknowledged() && s.end < now + lease {
+            s.end = now + lease;
         }
-        if let Some(last) = s.events.back() {
-            s.delivered_upto = s.delivered_upto.max(last.seq);
-        }
-        KeepAliveReply {
-            lease: s.lease_end.saturating_duration_since(received),
-            events: s.events.iter().cloned().collect(),
-            epoch: self.meta.epoch,
-        }
+        s.reply(received, self.meta.epoch, Event::clone)
     }
 
     /// Answers the KeepAlives held until now (of sessions whose lease still runs).
     pub(super) fn answer_due_keepalives(&mut self, now: Instant) {
-        let due: Vec<SessionId> = self
+        let due: Vec<(SessionId, HeldKeepAlive)> = self
             .sessions
-            .iter()
-            .filter(|(_, s)| s.keepalive.is_some_and(|h| h.until <= now) && s.lease_end >= now)
-            .map(|(id, _)| *id)
+            .iter_mut()
+            .filter(|(_, s)| s.lease.end >= now)
+            .filter_map(|(id, s)| Some((*id, s.lease.take_due(now)?)))
             .collect();
-        for sid in due {
-            if let Some(held) = self.sessions.get_mut(&sid).and_then(|s| s.keepalive.take()) {
-                self.answer_keepalive(sid, held);
-            }
+        for (sid, held) in due {
+            self.answer_keepalive(sid, held);
         }
     }
 }

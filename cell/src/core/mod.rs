@@ -48,7 +48,7 @@ use rand::rngs::StdRng;
 use recover::Recovery;
 use sessions::Session;
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use time::WaiterKind;
@@ -56,6 +56,7 @@ use token::TokenKey;
 use tokio::time::Instant;
 use warren_proto::WarrenError;
 use warren_router::PartitionMap;
+use warren_server::lease::Tombstones;
 
 /// The principal cells use for their internal sessions at other cells: only it may create
 /// child anchors (`Open` target `ANCHOR` with create) and open entries (target `ENTRY`).
@@ -193,9 +194,7 @@ pub struct Master {
     orphans: BTreeSet<(Instant, SessionId)>,
     /// Ended sub-sessions, remembered (with their secret) until the given time so that
     /// late calls and claims answer `SESSION_EXPIRED`.
-    tombstones: HashMap<SessionId, ([u8; 16], Instant)>,
-    /// The same, oldest first, for sweeping.
-    tombstone_order: VecDeque<(Instant, SessionId)>,
+    tombstones: Tombstones<SessionId, [u8; 16]>,
     /// The partition map in force (`None`: unpartitioned, or a data cell that has not
     /// loaded one yet).
     map: Option<Arc<PartitionMap>>,

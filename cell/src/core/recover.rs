@@ -11,10 +11,11 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use rand::SeedableRng;
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
 use warren_proto::WarrenError;
+use warren_server::lease::Tombstones;
 
 /// The new-master procedure in progress (SPEC §5 steps 4–9).
 pub(super) struct Recovery {
@@ -95,8 +96,7 @@ impl Master {
             next_waiter: 1,
             recovery: None,
             orphans: BTreeSet::new(),
-            tombstones: HashMap::new(),
-            tombstone_order: VecDeque::new(),
+            tombstones: Tombstones::default(),
             map: None,
             fresh_anchors: HashMap::new(),
             acl_supply: HashMap::new(),

@@ -1,13 +1,14 @@
 //! Sessions: creating them, checking the session part of every call, and ending them
 //! (closed, expired), which releases their locks, handles and cache registrations.
 
-use super::{keepalive::HeldKeepAlive, Event, HandleKey, Master, Wake};
+use super::{Event, HandleKey, Master, Wake};
 use crate::store::{Mutation, SessionId, SessionRecord};
 use rand::Rng;
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
 use warren_proto::WarrenError;
+use warren_server::lease::{short_id, Lease};
 
 #[derive(Clone, Debug)]
 pub struct SessionCreated {
@@ -41,15 +42,10 @@ pub struct ClientCtx {
 
 pub(super) struct Session {
     pub(super) rec: SessionRecord,
-    pub(super) lease_end: Instant,
-    pub(super) events: VecDeque<Event>,
-    pub(super) next_seq: u64,
-    pub(super) acked: u64,
-    /// Highest seq ever delivered. While `acked < delivered_upto` the lease is not extended
-    /// (rule (b) of SPEC §4: a session that never acknowledges expires within one lease).
-    pub(super) delivered_upto: u64,
-    /// The outstanding KeepAlive.
-    pub(super) keepalive: Option<HeldKeepAlive>,
+    /// Its lease, event queue and outstanding KeepAlive. A sub-session's lease is never
+    /// extended or checked (it lives as long as its proxy session) and its queue stays
+    /// empty (its events go on its proxy session's queue).
+    pub(super) lease: Lease<Event>,
     pub(super) handles: BTreeSet<HandleKey>,
     /// Paths this session may have cached.
     pub(super) cached: HashSet<String>,
@@ -65,12 +61,7 @@ impl Session {
     pub(super) fn new(rec: SessionRecord, lease_end: Instant) -> Self {
         Session {
             rec,
-            lease_end,
-            events: VecDeque::new(),
-            next_seq: 1,
-            acked: 0,
-            delivered_upto: 0,
-            keepalive: None,
+            lease: Lease::new(lease_end),
             handles: BTreeSet::new(),
             cached: HashSet::new(),
             pending_invalidations: BTreeMap::new(),
@@ -78,14 +69,6 @@ impl Session {
             orphan_until: None,
         }
     }
-}
-
-pub(super) fn hex(id: &[u8]) -> String {
-    id.iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        + "…"
 }
 
 impl Master {
@@ -177,7 +160,7 @@ impl Master {
         if ctx.client.is_some() && !self.sessions[&sid].rec.proxy {
             return Err(WarrenError::invalid_argument(format!(
                 "ctx.client_session may only be set on a proxy session (CreateSession with proxy = true); session {} is not one",
-                hex(&sid)
+                short_id(&sid)
             )));
         }
         if self.recovering() {
@@ -203,26 +186,26 @@ impl Master {
         let Some(s) = self.sessions.get(&ctx.session) else {
             return Err(WarrenError::session_expired(format!(
                 "session {} is unknown or has expired",
-                hex(&ctx.session)
+                short_id(&ctx.session)
             )));
         };
         if s.rec.secret != ctx.secret {
             return Err(WarrenError::permission_denied(format!(
                 "wrong secret for session {}",
-                hex(&ctx.session)
+                short_id(&ctx.session)
             )));
         }
         if s.rec.parent.is_some() {
             return Err(WarrenError::invalid_argument(format!(
                 "session {} is a client session registered by a proxy; its calls go through that proxy (ctx.client_session on the proxy's session)",
-                hex(&ctx.session)
+                short_id(&ctx.session)
             )));
         }
-        if self.now > s.lease_end {
+        if self.now > s.lease.end {
             self.expire_session(ctx.session);
             return Err(WarrenError::session_expired(format!(
                 "session {} has expired (its lease ran out)",
-                hex(&ctx.session)
+                short_id(&ctx.session)
             )));
         }
         Ok(ctx.session)
@@ -249,7 +232,7 @@ impl Master {
     }
 
     pub(super) fn expire_session(&mut self, sid: SessionId) {
-        tracing::info!(session = %hex(&sid), "session expired");
+        tracing::info!(session = %short_id(&sid), "session expired");
         self.end_session(
             sid,
             true,
@@ -263,7 +246,7 @@ impl Master {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
-        let ka = s.keepalive.take();
+        let ka = s.lease.take_held();
         let subs = std::mem::take(&mut s.subs);
         let parent = s.rec.parent;
         let secret = s.rec.secret;
@@ -312,7 +295,7 @@ impl Master {
         // A proxy session's sub-sessions outlive it for the claim window.
         if !subs.is_empty() {
             tracing::info!(
-                session = %hex(&sid),
+                session = %short_id(&sid),
                 clients = subs.len(),
                 "proxy session ended; its client sessions wait to be claimed"
             );
@@ -326,8 +309,7 @@ impl Master {
                 ps.subs.remove(&sid);
             }
             let until = self.now + self.cfg.claim_window;
-            self.tombstones.insert(sid, (secret, until));
-            self.tombstone_order.push_back((until, sid));
+            self.tombstones.bury(sid, secret, until);
         }
     }
 
@@ -336,7 +318,7 @@ impl Master {
         let expired: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.rec.parent.is_none() && now > s.lease_end)
+            .filter(|(_, s)| s.rec.parent.is_none() && now > s.lease.end)
             .map(|(id, _)| *id)
             .collect();
         for sid in expired {

@@ -1,10 +1,11 @@
 //! Client sub-sessions of proxy sessions (SPEC §6): registering them on `Open`,
 //! `ClaimSession`, orphans waiting for the claim window, and tombstones of ended ones.
 
-use super::{sessions::hex, ChildChange, ClientCtx, Ctx, EventKind, Master, Session};
+use super::{ChildChange, ClientCtx, Ctx, EventKind, Master, Session};
 use crate::store::{Mutation, SessionId, SessionRecord};
 use tokio::time::Instant;
 use warren_proto::WarrenError;
+use warren_server::lease::short_id;
 
 impl Master {
     /// The client sub-session `c` named by proxy session `proxy` (SPEC §6, docs/proxy.md).
@@ -18,19 +19,19 @@ impl Master {
             let Some(parent) = s.rec.parent else {
                 return Err(WarrenError::invalid_argument(format!(
                     "ctx.client_session {} names a session of this cell, not a client session",
-                    hex(&c.session)
+                    short_id(&c.session)
                 )));
             };
             if s.rec.secret != c.secret {
                 return Err(WarrenError::permission_denied(format!(
                     "wrong client_secret for client session {}",
-                    hex(&c.session)
+                    short_id(&c.session)
                 )));
             }
             if parent != proxy {
                 return Err(WarrenError::permission_denied(format!(
                     "client session {} is held by another proxy session; ClaimSession first",
-                    hex(&c.session)
+                    short_id(&c.session)
                 )));
             }
             return Ok(c.session);
@@ -38,13 +39,13 @@ impl Master {
         if self.tombstoned(&c.session).is_some() {
             return Err(WarrenError::session_expired(format!(
                 "client session {} has ended at this cell",
-                hex(&c.session)
+                short_id(&c.session)
             )));
         }
         if !register {
             return Err(WarrenError::session_expired(format!(
                 "client session {} is unknown at this cell (only Open registers one) or has ended",
-                hex(&c.session)
+                short_id(&c.session)
             )));
         }
         if c.principal.len() > 255 {
@@ -73,10 +74,7 @@ impl Master {
 
     /// The secret of an ended sub-session still remembered (for one claim window).
     pub(super) fn tombstoned(&self, sid: &SessionId) -> Option<[u8; 16]> {
-        self.tombstones
-            .get(sid)
-            .filter(|(_, until)| *until > self.now)
-            .map(|(secret, _)| *secret)
+        self.tombstones.get(sid, self.now).copied()
     }
 
     /// `ClaimSession`: moves client session `client` (its handles, locks and ephemeral
@@ -103,7 +101,7 @@ impl Master {
         if !self.sessions[&sid].rec.proxy {
             return Err(WarrenError::invalid_argument(format!(
                 "ClaimSession is only for proxy sessions (CreateSession with proxy = true); session {} is not one",
-                hex(&sid)
+                short_id(&sid)
             )));
         }
         if self.recovering() {
@@ -116,12 +114,15 @@ impl Master {
         }
         let Some(s) = self.sessions.get(&client) else {
             return match self.tombstoned(&client) {
-                Some(secret) if secret != client_secret => Err(WarrenError::permission_denied(
-                    format!("wrong client_secret for client session {}", hex(&client)),
-                )),
+                Some(secret) if secret != client_secret => {
+                    Err(WarrenError::permission_denied(format!(
+                        "wrong client_secret for client session {}",
+                        short_id(&client)
+                    )))
+                }
                 Some(_) => Err(WarrenError::session_expired(format!(
                     "client session {} has ended at this cell",
-                    hex(&client)
+                    short_id(&client)
                 ))),
                 None => Ok(None),
             };
@@ -129,13 +130,13 @@ impl Master {
         let Some(old) = s.rec.parent else {
             return Err(WarrenError::invalid_argument(format!(
                 "client_session {} names a session of this cell, not a client session",
-                hex(&client)
+                short_id(&client)
             )));
         };
         if s.rec.secret != client_secret {
             return Err(WarrenError::permission_denied(format!(
                 "wrong client_secret for client session {}",
-                hex(&client)
+                short_id(&client)
             )));
         }
         if old == sid {
@@ -144,7 +145,7 @@ impl Master {
         if only_from.is_some_and(|from| from != old) {
             return Err(WarrenError::permission_denied(format!(
                 "client session {} is held by another proxy session; not claimed",
-                hex(&client)
+                short_id(&client)
             )));
         }
         let s = self.sessions.get_mut(&client).expect("present");
@@ -176,9 +177,9 @@ impl Master {
             .subs
             .insert(client);
         tracing::info!(
-            client = %hex(&client),
-            from = %hex(&old),
-            to = %hex(&sid),
+            client = %short_id(&client),
+            from = %short_id(&old),
+            to = %short_id(&sid),
             "client session claimed by another proxy session"
         );
         Ok(Some(principal))
@@ -204,7 +205,7 @@ impl Master {
             }
             self.orphans.pop_first();
             tracing::info!(
-                session = %hex(&sid),
+                session = %short_id(&sid),
                 "client session not claimed within the claim window; it ends"
             );
             self.end_session(
@@ -217,11 +218,6 @@ impl Master {
 
     /// Forgets ended sub-sessions remembered long enough.
     pub(super) fn forget_old_tombstones(&mut self, now: Instant) {
-        while self.tombstone_order.front().is_some_and(|(t, _)| *t <= now) {
-            let (t, sid) = self.tombstone_order.pop_front().expect("front");
-            if self.tombstones.get(&sid).is_some_and(|(_, u)| *u == t) {
-                self.tombstones.remove(&sid);
-            }
-        }
+        self.tombstones.sweep(now);
     }
 }

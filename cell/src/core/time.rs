@@ -34,8 +34,11 @@ impl Master {
             .values()
             .filter(|s| s.rec.parent.is_none())
             .map(|s| {
-                s.keepalive
-                    .map_or(s.lease_end, |h| h.until.min(s.lease_end))
+                let end = s.lease.end;
+                s.lease
+                    .held()
+                    .and_then(|h| h.until)
+                    .map_or(end, |until| until.min(end))
             })
             .min();
         let n = self
@@ -63,9 +66,7 @@ impl Master {
         match self.waiters.remove(&w) {
             Some(WaiterKind::KeepAlive(sid)) => {
                 if let Some(s) = self.sessions.get_mut(&sid) {
-                    if s.keepalive.is_some_and(|h| h.waiter == w) {
-                        s.keepalive = None;
-                    }
+                    s.lease.cancel(w);
                 }
             }
             Some(WaiterKind::Acquire(p)) => {

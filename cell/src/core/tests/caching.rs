@@ -104,7 +104,7 @@ fn absence_is_cacheable_only_when_the_master_will_invalidate_it() {
         .open(&c, "/ls/local/n", intent::READ, 0, None, 1.0)
         .unwrap_err();
     assert_eq!((e.code, e.cacheable), (ErrorCode::NotFound, false));
-    let last = t.m.sessions[&b.session].next_seq - 1;
+    let last = t.m.sessions[&b.session].lease.last_seq();
     t.m.keepalive(&b, last, t.at(1.5)).unwrap();
     assert!(t
         .wakes()

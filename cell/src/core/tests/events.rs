@@ -7,11 +7,11 @@ use super::*;
 /// (not invalidations) it had not seen before.
 fn settle(t: &mut T, ctx: &Ctx, seen: &mut Vec<Event>) {
     let s = &t.m.sessions[&ctx.session];
-    let last = s.next_seq - 1;
+    let last = s.lease.last_seq();
     let from = seen.last().map_or(0, |e| e.seq);
     seen.extend(
-        s.events
-            .iter()
+        s.lease
+            .events()
             .filter(|e| e.seq > from && e.kind != EventKind::Invalidate)
             .cloned(),
     );
@@ -54,7 +54,7 @@ fn events_are_delivered_once_after_their_action() {
         Reply::Wait(_) => {
             let s = &t.m.sessions[&b.session];
             assert!(
-                s.events.iter().all(|e| e.kind == EventKind::Invalidate),
+                s.lease.events().all(|e| e.kind == EventKind::Invalidate),
                 "event before its action"
             );
         }
@@ -98,7 +98,7 @@ fn events_are_delivered_once_after_their_action() {
     assert_eq!(seen[0].handle, watch_dir.handle);
     assert_eq!(seen[1].handle, watch_f.handle);
     // Acknowledged events are not sent again: the next KeepAlive is held.
-    let last = t.m.sessions[&b.session].next_seq - 1;
+    let last = t.m.sessions[&b.session].lease.last_seq();
     let w = waiter(t.m.keepalive(&b, last, t.at(2.1)));
     // Deleting the file: handle-invalid to b's handle on it, child removed to b's dir handle.
     t.m.release(&a, &f.handle, t.at(3.0)).unwrap();

@@ -214,7 +214,7 @@ fn acknowledge_everything(m: &mut Master) {
     let ids: Vec<(SessionId, u64)> = m
         .sessions
         .iter()
-        .map(|(id, s)| (*id, s.next_seq - 1))
+        .map(|(id, s)| (*id, s.lease.last_seq()))
         .collect();
     for (id, seq) in ids {
         m.acknowledge(id, seq);

@@ -40,7 +40,7 @@ fn code<T: std::fmt::Debug>(r: Result<T, WarrenError>) -> ErrorCode {
 
 /// A KeepAlive from `ctx` acknowledging everything queued for it so far.
 fn keep_alive(m: &mut Master, ctx: &Ctx, now: Instant) {
-    let last = m.sessions[&ctx.session].next_seq - 1;
+    let last = m.sessions[&ctx.session].lease.last_seq();
     let _ = m.keepalive(ctx, last, now).unwrap();
 }
 
@@ -384,12 +384,12 @@ fn events_for_a_client_session_are_tagged_on_its_proxy_session_which_caches_for_
     );
     // Acknowledged by the proxy session: nothing left for carol or anyone.
     waiter(t.m.keepalive(&p, ev.seq, t.at(3.0)));
-    assert!(t.m.sessions[&p.session].events.is_empty());
+    assert!(!t.m.sessions[&p.session].lease.has_events());
     // carol's own write, too, waits for the proxy session (whose cache serves all its
     // clients) to drop its copy of what she read.
     t.m.get_contents(&c, &o.handle, t.at(3.0)).unwrap();
     let w = waiter(t.m.set_contents(&c, &o.handle, b"v3", None, t.at(3.5)));
-    let last = t.m.sessions[&p.session].next_seq - 1;
+    let last = t.m.sessions[&p.session].lease.last_seq();
     t.m.keepalive(&p, last, t.at(4.0)).unwrap();
     assert!(t
         .wakes()
@@ -483,9 +483,14 @@ fn a_claim_moves_a_client_session_and_tells_its_old_proxy_session() {
     t.m.try_acquire(&c1, &o.handle, LockMode::Exclusive, t.at(0.0))
         .unwrap();
     // (carol's lock grant told p1, her proxy session, to drop what it cached of f.)
-    let last = t.m.sessions[&p1.session].next_seq - 1;
+    let last = t.m.sessions[&p1.session].lease.last_seq();
     assert_eq!(
-        t.m.sessions[&p1.session].events[0].kind,
+        t.m.sessions[&p1.session]
+            .lease
+            .events()
+            .next()
+            .unwrap()
+            .kind,
         EventKind::Invalidate
     );
     let ka = waiter(t.m.keepalive(&p1, last, t.at(1.0)));
@@ -552,8 +557,8 @@ fn a_claim_moves_a_client_session_and_tells_its_old_proxy_session() {
     assert!(out.mutations.is_empty() && out.wakes.is_empty());
     assert_eq!(
         t.m.sessions[&p1.session]
-            .events
-            .iter()
+            .lease
+            .events()
             .map(|e| e.kind)
             .collect::<Vec<_>>(),
         vec![EventKind::SessionClaimed]
@@ -662,7 +667,7 @@ fn an_unclaimed_orphan_ends_as_a_failed_session_after_the_claim_window() {
             .unwrap(),
         None
     );
-    assert!(t.m.tombstones.is_empty() && t.m.tombstone_order.is_empty());
+    assert!(t.m.tombstones.is_empty());
 }
 
 #[test]
@@ -705,9 +710,9 @@ fn a_new_master_tells_sub_sessions_of_the_failover_through_their_proxy_session()
         (1, 1, 3, 1)
     );
     // The proxy session is restored with the longest proxy lease granted.
-    assert_eq!(m2.sessions[&p1.session].lease_end, at(20.0));
+    assert_eq!(m2.sessions[&p1.session].lease.end, at(20.0));
     // Only the proxy session is awaited, until it acknowledges the last event queued for it.
-    let last = m2.sessions[&p1.session].next_seq - 1;
+    let last = m2.sessions[&p1.session].lease.last_seq();
     assert_eq!(last, 3);
     let awaiting = &m2.recovery.as_ref().unwrap().awaiting;
     assert_eq!(awaiting, &HashMap::from([(p1.session, last)]));
