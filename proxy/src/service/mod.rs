@@ -33,6 +33,7 @@ use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
 use warren_proto::pb::warren_server::Warren;
 use warren_proto::{ErrorCode, WarrenError};
+use warren_server::lease::short_id as hex;
 
 const READ: u32 = 1;
 
@@ -83,14 +84,6 @@ fn parse_ctx(c: Option<&pb::SessionContext>) -> Result<Ctx, WarrenError> {
     }
     let fresh = c.holds_nothing.then(|| c.principal.clone());
     Ok((id, secret, c.epoch, fresh))
-}
-
-fn hex(id: &[u8]) -> String {
-    id.iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        + "…"
 }
 
 /// How a forwarded call may be retried.

@@ -103,13 +103,13 @@ fn a_keepalive_is_due_reply_before_end_less_up_to_ten_percent_before_the_end() {
     }
     assert!(seen.len() > 50, "the jitter varies: {} values", seen.len());
     // Under 10 ms there is no whole millisecond to jitter by.
-    assert_eq!(
-        l.reply_due(t0, ms(9), &mut rng),
-        Some(t0 + ms(12_000 - 9))
-    );
+    assert_eq!(l.reply_due(t0, ms(9), &mut rng), Some(t0 + ms(12_000 - 9)));
     // Not after now: answer at once.
     assert_eq!(l.reply_due(t0 + ms(11_991), ms(9), &mut rng), None);
-    assert_eq!(l.reply_due(t0 + ms(11_000), ms(9), &mut rng), Some(t0 + ms(11_991)));
+    assert_eq!(
+        l.reply_due(t0 + ms(11_000), ms(9), &mut rng),
+        Some(t0 + ms(11_991))
+    );
     let short: Lease<Ev> = Lease::new(t0 + ms(5));
     assert_eq!(short.reply_due(t0, ms(9), &mut rng), None);
 }
