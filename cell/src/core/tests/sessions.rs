@@ -109,14 +109,7 @@ fn the_local_lease_never_lapses_between_held_keepalives() {
 fn session_expiry_deletes_its_ephemeral_files_and_releases_locks() {
     let mut t = T::new();
     let (a, b) = (t.session(0.0), t.session(0.0));
-    let eph = Some(CreateArgs {
-        kind: NodeKind::File,
-        ephemeral: true,
-        contents: vec![],
-        acl: None,
-        exclusive: false,
-        instance: 0,
-    });
+    let eph = ephemeral();
     let ha = t.open_ok(&a, "/ls/local/e", intent::ALL, 0, eph, 0.0);
     t.m.try_acquire(&a, &ha.handle, LockMode::Exclusive, t.at(0.0))
         .unwrap();
