@@ -73,31 +73,23 @@ impl Master {
             Some(_) if s.orphan_until.is_some() => return None,
             Some(p) => (p, Some(sid)),
         };
-        self.queue_event(target, client, kind, handle, path, child, change)
-    }
-
-    /// Appends an event to `target`'s own queue and answers its held KeepAlive.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn queue_event(
-        &mut self,
-        target: SessionId,
-        client: Option<SessionId>,
-        kind: EventKind,
-        handle: Vec<u8>,
-        path: &str,
-        child: &str,
-        change: ChildChange,
-    ) -> Option<u64> {
-        let s = self.sessions.get_mut(&target)?;
-        let seq = s.lease.push(|seq| Event {
-            seq,
+        let event = Event {
+            seq: 0,
             kind,
             handle,
             path: path.to_string(),
             child: child.to_string(),
             change,
             client,
-        });
+        };
+        self.queue_event(target, event)
+    }
+
+    /// Appends `event` to `target`'s own queue (under the queue's next seq, which it
+    /// returns) and answers `target`'s held KeepAlive.
+    pub(super) fn queue_event(&mut self, target: SessionId, event: Event) -> Option<u64> {
+        let s = self.sessions.get_mut(&target)?;
+        let seq = s.lease.push(|seq| Event { seq, ..event });
         if let Some(held) = s.lease.take_held() {
             self.answer_keepalive(target, held);
         }

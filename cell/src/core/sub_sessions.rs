@@ -1,7 +1,7 @@
 //! Client sub-sessions of proxy sessions (SPEC §6): registering them on `Open`,
 //! `ClaimSession`, orphans waiting for the claim window, and tombstones of ended ones.
 
-use super::{ChildChange, ClientCtx, Ctx, EventKind, Master, Session};
+use super::{ChildChange, ClientCtx, Ctx, Event, EventKind, Master, Session};
 use crate::store::{Mutation, SessionId, SessionRecord};
 use tokio::time::Instant;
 use warren_proto::WarrenError;
@@ -161,15 +161,16 @@ impl Master {
             .get_mut(&old)
             .is_some_and(|o| o.subs.remove(&client))
         {
-            self.queue_event(
-                old,
-                Some(client),
-                EventKind::SessionClaimed,
-                Vec::new(),
-                "",
-                "",
-                ChildChange::None,
-            );
+            let claimed = Event {
+                seq: 0,
+                kind: EventKind::SessionClaimed,
+                handle: Vec::new(),
+                path: String::new(),
+                child: String::new(),
+                change: ChildChange::None,
+                client: Some(client),
+            };
+            self.queue_event(old, claimed);
         }
         self.sessions
             .get_mut(&sid)
