@@ -23,13 +23,3 @@ pub use error::{ErrorCode, WarrenError};
 
 /// Length in bytes of session ids and session secrets.
 pub const SESSION_ID_LEN: usize = 16;
-
-/// A session id as error messages and logs name it: its first 4 bytes in hex and `…`
-/// (`"1a2b3c4d…"`), enough to tell sessions apart without printing the whole id.
-pub fn short_session_id(id: &[u8]) -> String {
-    id.iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        + "…"
-}

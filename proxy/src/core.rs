@@ -9,11 +9,12 @@
 use crate::cache::{SharedCache, Ticket};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
 use warren_proto::pb;
 use warren_proto::WarrenError;
+use warren_server::lease::{self, short_id, HeldKeepAlive, Lease, Sequenced, Tombstones};
 
 /// A 128-bit client session id.
 pub type ClientId = [u8; 16];
@@ -70,12 +71,10 @@ struct Queued {
     relay: Option<Relay>,
 }
 
-struct Held {
-    waiter: WaiterId,
-    /// When to answer it if nothing happens first; `None`: held until a cell the client
-    /// uses lets its lease grow (lease nesting).
-    until: Option<Instant>,
-    received: Instant,
+impl Sequenced for Queued {
+    fn seq(&self) -> u64 {
+        self.event.seq
+    }
 }
 
 struct Client {
@@ -84,12 +83,9 @@ struct Client {
     /// The epoch this proxy shows this client. Starts at 1; a client adopted from another
     /// proxy gets the epoch it knew + 1, so its event numbering restarts.
     epoch: u64,
-    lease_end: Instant,
-    events: VecDeque<Queued>,
-    next_seq: u64,
-    acked: u64,
-    delivered_upto: u64,
-    keepalive: Option<Held>,
+    /// Its lease here, event stream and held KeepAlive (held with no answer time while no
+    /// cell it uses lets its lease grow: lease nesting).
+    lease: Lease<Queued>,
     /// Cells where the client has registered (has or had handles, locks, ephemeral opens).
     cells: BTreeSet<CellIx>,
     handles: HashMap<Vec<u8>, HandleInfo>,
@@ -127,12 +123,7 @@ fn up_of(upstream: &mut Vec<Upstream>, cell: CellIx) -> &mut Upstream {
 }
 
 /// A KeepAlive answer for a client.
-#[derive(Clone, Debug, PartialEq)]
-pub struct KeepAliveReply {
-    pub lease: Duration,
-    pub events: Vec<pb::Event>,
-    pub epoch: u64,
-}
+pub type KeepAliveReply = lease::KeepAliveReply<pb::Event>;
 
 /// Delivered to a parked client KeepAlive.
 pub type Wake = (WaiterId, Result<KeepAliveReply, WarrenError>);
@@ -182,14 +173,6 @@ pub enum Known {
     Unknown,
 }
 
-fn hex(id: &[u8]) -> String {
-    id.iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        + "…"
-}
-
 /// The client sessions of one proxy.
 pub struct ProxyCore {
     cfg: CoreConfig,
@@ -216,11 +199,7 @@ pub struct ProxyCore {
     starving: HashSet<ClientId>,
     /// Clients that ended here recently, so a late call gets `SESSION_EXPIRED` rather than
     /// being adopted as a client from another proxy: id → when to forget.
-    ended: HashMap<ClientId, Instant>,
-    /// The same, in the order they ended (forget times only grow): pruned from the front,
-    /// so a tick costs nothing when nothing is due — 100k sessions closing at once must not
-    /// make every tick walk them all.
-    ended_order: VecDeque<(Instant, ClientId)>,
+    ended: Tombstones<ClientId, ()>,
     waiters: HashMap<WaiterId, ClientId>,
     next_waiter: WaiterId,
     out: Output,
@@ -245,8 +224,7 @@ impl ProxyCore {
             cache: SharedCache::default(),
             timers: BTreeSet::new(),
             starving: HashSet::new(),
-            ended: HashMap::new(),
-            ended_order: VecDeque::new(),
+            ended: Tombstones::default(),
             waiters: HashMap::new(),
             next_waiter: 1,
             out: Output::default(),
@@ -319,12 +297,7 @@ impl ProxyCore {
                 secret,
                 principal,
                 epoch,
-                lease_end,
-                events: VecDeque::new(),
-                next_seq: 1,
-                acked: 0,
-                delivered_upto: 0,
-                keepalive: None,
+                lease: Lease::new(lease_end),
                 cells,
                 handles: HashMap::new(),
                 cached: HashSet::new(),
@@ -346,10 +319,10 @@ impl ProxyCore {
     ) -> Result<Known, WarrenError> {
         self.now = now;
         let Some(c) = self.clients.get(id) else {
-            if self.ended.contains_key(id) {
+            if self.ended.get(id, now).is_some() {
                 return Err(WarrenError::session_expired(format!(
                     "session {} is unknown or has expired",
-                    hex(id)
+                    short_id(id)
                 )));
             }
             return Ok(Known::Unknown);
@@ -357,7 +330,7 @@ impl ProxyCore {
         if &c.secret != secret {
             return Err(WarrenError::permission_denied(format!(
                 "wrong secret for session {}",
-                hex(id)
+                short_id(id)
             )));
         }
         self.clients.get_mut(id).expect("checked").last_heard = now;
@@ -371,11 +344,11 @@ impl ProxyCore {
                 c.epoch
             )));
         }
-        if now > c.lease_end && c.keepalive.is_none() && !self.starving_in_time(c, now) {
+        if now > c.lease.end && c.lease.held().is_none() && !self.starving_in_time(c, now) {
             self.end_client(*id, true);
             return Err(WarrenError::session_expired(format!(
                 "session {} has expired (its lease ran out)",
-                hex(id)
+                short_id(id)
             )));
         }
         Ok(Known::Yes)
@@ -415,7 +388,7 @@ impl ProxyCore {
             },
             None,
         );
-        tracing::info!(session = %hex(&id), epoch, "adopted a session from another proxy");
+        tracing::info!(session = %short_id(&id), epoch, "adopted a session from another proxy");
         epoch
     }
 
@@ -429,9 +402,9 @@ impl ProxyCore {
             .iter()
             .filter(|(_, c)| c.cells.contains(&cell))
             .filter(|(_, c)| {
-                now < c.lease_end
+                now < c.lease.end
                     || (self.starving_in_time(c, now)
-                        && (c.keepalive.is_some() || now < c.last_heard + self.cfg.client_lease))
+                        && (c.lease.held().is_some() || now < c.last_heard + self.cfg.client_lease))
             })
             .map(|(id, c)| (*id, c.secret, c.principal.clone()))
             .collect()
@@ -445,7 +418,7 @@ impl ProxyCore {
     /// Forgets a client that another proxy claimed (the cell said so).
     pub fn claimed_away(&mut self, id: &ClientId) {
         if self.clients.contains_key(id) {
-            tracing::info!(session = %hex(id), "session claimed by another proxy; dropping it");
+            tracing::info!(session = %short_id(id), "session claimed by another proxy; dropping it");
             self.remove_client(*id, None);
         }
     }
@@ -479,27 +452,20 @@ impl ProxyCore {
         let Some(c) = self.clients.get(id) else {
             return Err(WarrenError::session_expired("the session has expired"));
         };
-        if ack_seq >= c.next_seq {
-            return Err(WarrenError::invalid_argument(format!(
-                "KeepAlive acknowledges event {ack_seq}, but only events up to {} were sent",
-                c.next_seq - 1
-            )));
-        }
+        c.lease.check_ack(ack_seq)?;
         self.acknowledge(id, ack_seq);
-        if let Some(held) = self.clients.get_mut(id).and_then(|c| c.keepalive.take()) {
+        if let Some(held) = self.clients.get_mut(id).and_then(|c| c.lease.take_held()) {
             self.starving.remove(id);
             self.answer(*id, held);
         }
         self.extend(id, now);
-        let jitter = self.jitter();
         let c = &self.clients[id];
-        if !c.events.is_empty() {
+        let hold_until = c
+            .lease
+            .reply_due(now, self.cfg.reply_before_end, &mut self.rng);
+        if c.lease.has_events() {
             return Ok(Reply::Done(self.reply(id, now)));
         }
-        let hold_until = c
-            .lease_end
-            .checked_sub(self.cfg.reply_before_end + jitter)
-            .filter(|t| *t > now);
         let until = match hold_until {
             Some(t) => Some(t),
             // The lease cannot grow and ends within reply_before_end: hold the KeepAlive
@@ -515,10 +481,11 @@ impl ProxyCore {
         if let Some(t) = until {
             self.timers.insert((t, *id));
         } else {
-            let end = c.lease_end + self.cfg.max_starve;
+            let end = c.lease.end + self.cfg.max_starve;
             self.timers.insert((end, *id));
         }
-        self.clients.get_mut(id).expect("checked").keepalive = Some(Held {
+        let c = self.clients.get_mut(id).expect("checked");
+        c.lease.hold(HeldKeepAlive {
             waiter: w,
             until,
             received: now,
@@ -526,26 +493,17 @@ impl ProxyCore {
         Ok(Reply::Wait(w))
     }
 
-    fn jitter(&mut self) -> Duration {
-        let max = (self.cfg.reply_before_end / 10).as_millis() as u64;
-        Duration::from_millis(if max == 0 {
-            0
-        } else {
-            self.rng.gen_range(0..=max)
-        })
-    }
-
     /// Whether a client whose lease has run out is still within `max_starve` of it because
     /// a cell held its lease back (see [`Client::starved`]).
     fn starving_in_time(&self, c: &Client, now: Instant) -> bool {
-        c.starved && now < c.lease_end + self.cfg.max_starve
+        c.starved && now < c.lease.end + self.cfg.max_starve
     }
 
     fn extend(&mut self, id: &ClientId, now: Instant) {
         let Some(c) = self.clients.get(id) else {
             return;
         };
-        if c.acked < c.delivered_upto {
+        if !c.lease.all_delivered_acknowledged() {
             return;
         }
         let lease = self.lease_for_cells(&c.cells, now);
@@ -555,15 +513,15 @@ impl ProxyCore {
         // before (the proxy itself stalled) does not make the client starved.
         if !capped {
             c.starved = false;
-        } else if now <= c.lease_end {
+        } else if now <= c.lease.end {
             c.starved = true;
         }
         let Some(lease) = lease else {
             return;
         };
-        if now + lease > c.lease_end {
-            c.lease_end = now + lease;
-            self.timers.insert((c.lease_end, *id));
+        if now + lease > c.lease.end {
+            c.lease.end = now + lease;
+            self.timers.insert((c.lease.end, *id));
         }
     }
 
@@ -574,17 +532,11 @@ impl ProxyCore {
         let now = self.now;
         self.extend(id, now);
         let c = self.clients.get_mut(id).expect("live client");
-        if let Some(last) = c.events.back() {
-            c.delivered_upto = c.delivered_upto.max(last.event.seq);
-        }
-        KeepAliveReply {
-            lease: c.lease_end.saturating_duration_since(received),
-            events: c.events.iter().map(|q| q.event.clone()).collect(),
-            epoch: c.epoch,
-        }
+        let epoch = c.epoch;
+        c.lease.reply(received, epoch, |q| q.event.clone())
     }
 
-    fn answer(&mut self, id: ClientId, held: Held) {
+    fn answer(&mut self, id: ClientId, held: HeldKeepAlive) {
         self.waiters.remove(&held.waiter);
         let reply = self.reply(&id, held.received);
         self.out.wakes.push((held.waiter, Ok(reply)));
@@ -598,9 +550,8 @@ impl ProxyCore {
         self.starving.remove(&id);
         if let Some(c) = self.clients.get_mut(&id) {
             c.last_heard = c.last_heard.max(self.now);
-            if c.keepalive.as_ref().is_some_and(|h| h.waiter == w) {
-                c.keepalive = None;
-                self.timers.insert((c.lease_end, id));
+            if c.lease.cancel(w) {
+                self.timers.insert((c.lease.end, id));
             }
         }
     }
@@ -609,17 +560,10 @@ impl ProxyCore {
         let Some(c) = self.clients.get_mut(id) else {
             return;
         };
-        if ack_seq <= c.acked {
+        let Some(done) = c.lease.acknowledge(ack_seq) else {
             return;
-        }
-        c.acked = ack_seq;
-        let mut done = Vec::new();
-        while c.events.front().is_some_and(|q| q.event.seq <= ack_seq) {
-            if let Some(r) = c.events.pop_front().and_then(|q| q.relay) {
-                done.push(r);
-            }
-        }
-        for r in done {
+        };
+        for r in done.into_iter().filter_map(|q| q.relay) {
             self.relay_done(r);
         }
     }
@@ -644,7 +588,7 @@ impl ProxyCore {
             });
         }
         if expired {
-            tracing::info!(session = %hex(&id), "client session expired");
+            tracing::info!(session = %short_id(&id), "client session expired");
         }
         let why = WarrenError::session_expired(if expired {
             "the session expired"
@@ -655,8 +599,7 @@ impl ProxyCore {
         // Remember it for a while so that a late call is told it expired instead of
         // being taken for a client arriving from another proxy.
         let until = self.now + self.cfg.max_starve;
-        self.ended.insert(id, until);
-        self.ended_order.push_back((until, id));
+        self.ended.bury(id, (), until);
     }
 
     fn remove_client(&mut self, id: ClientId, why: Option<WarrenError>) {
@@ -664,7 +607,7 @@ impl ProxyCore {
             return;
         };
         self.starving.remove(&id);
-        if let Some(held) = c.keepalive {
+        if let Some(held) = c.lease.held() {
             self.waiters.remove(&held.waiter);
             let why = why.unwrap_or_else(|| {
                 WarrenError::session_expired("the session moved to another proxy")
@@ -682,7 +625,7 @@ impl ProxyCore {
                 }
             }
         }
-        for q in c.events {
+        for q in c.lease.into_events() {
             if let Some(r) = q.relay {
                 self.relay_done(r);
             }
@@ -702,20 +645,21 @@ impl ProxyCore {
             let Some(c) = self.clients.get_mut(&id) else {
                 continue;
             };
-            match &c.keepalive {
-                Some(h) if h.until.is_some_and(|u| u <= now) => {
-                    let held = c.keepalive.take().expect("matched");
-                    self.answer(id, held);
-                }
-                Some(h) if h.until.is_none() && now > c.lease_end + self.cfg.max_starve => {
+            if let Some(held) = c.lease.take_due(now) {
+                self.answer(id, held);
+                continue;
+            }
+            let end = c.lease.end;
+            match c.lease.held().map(|h| h.until) {
+                Some(None) if now > end + self.cfg.max_starve => {
                     self.end_client(id, true);
                 }
-                Some(_) if now >= c.lease_end => self.release_relays(&id),
+                Some(_) if now >= end => self.release_relays(&id),
                 Some(_) => {}
-                None if now > c.lease_end => {
+                None if now > end => {
                     let c = &self.clients[&id];
                     if self.starving_in_time(c, now) {
-                        let until = c.lease_end + self.cfg.max_starve;
+                        let until = end + self.cfg.max_starve;
                         self.timers.insert((until, id));
                         self.release_relays(&id);
                     } else {
@@ -725,15 +669,7 @@ impl ProxyCore {
                 None => {}
             }
         }
-        while let Some(&(until, id)) = self.ended_order.front() {
-            if until > now {
-                break;
-            }
-            self.ended_order.pop_front();
-            if self.ended.get(&id).is_some_and(|u| *u <= now) {
-                self.ended.remove(&id);
-            }
-        }
+        self.ended.sweep(now);
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -746,21 +682,22 @@ impl ProxyCore {
         let Some(c) = self.clients.get_mut(&id) else {
             return false;
         };
-        event.seq = c.next_seq;
         event.client_session = Vec::new();
-        c.next_seq += 1;
-        c.events.push_back(Queued { event, relay });
+        c.lease.push(|seq| {
+            event.seq = seq;
+            Queued { event, relay }
+        });
         if let Some(r) = relay {
             *up_of(&mut self.upstream, r.cell)
                 .outstanding
                 .entry(r.seq)
                 .or_default() += 1;
         }
-        if let Some(held) = c.keepalive.take() {
+        if let Some(held) = c.lease.take_held() {
             self.starving.remove(&id);
             self.answer(id, held);
         }
-        if self.clients[&id].lease_end <= self.now {
+        if self.clients[&id].lease.end <= self.now {
             self.release_relays(&id);
         }
         true
@@ -776,7 +713,11 @@ impl ProxyCore {
         let Some(c) = self.clients.get_mut(id) else {
             return;
         };
-        let done: Vec<Relay> = c.events.iter_mut().filter_map(|q| q.relay.take()).collect();
+        let done: Vec<Relay> = c
+            .lease
+            .events_mut()
+            .filter_map(|q| q.relay.take())
+            .collect();
         for r in done {
             self.relay_done(r);
         }
@@ -846,9 +787,9 @@ impl ProxyCore {
         for id in waiting {
             self.extend(&id, now);
             let c = &self.clients[&id];
-            if c.lease_end > now + self.cfg.reply_before_end {
+            if c.lease.end > now + self.cfg.reply_before_end {
                 self.starving.remove(&id);
-                if let Some(held) = self.clients.get_mut(&id).and_then(|c| c.keepalive.take()) {
+                if let Some(held) = self.clients.get_mut(&id).and_then(|c| c.lease.take_held()) {
                     self.answer(id, held);
                 }
             }

@@ -400,8 +400,8 @@ fn a_write_by_the_only_cacher_drops_the_proxys_copy_and_keeps_the_path_uncacheab
     core.upstream_events(0, &[ev(1, pb::EventType::Invalidate, f, None)], t0);
     let invalidations = |core: &ProxyCore, id: &ClientId| {
         core.clients[id]
-            .events
-            .iter()
+            .lease
+            .events()
             .filter(|q| q.event.r#type == pb::EventType::Invalidate as i32)
             .count()
     };

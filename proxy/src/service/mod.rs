@@ -34,6 +34,7 @@ use warren_proto::pb::warren_client::WarrenClient;
 use warren_proto::pb::warren_server::Warren;
 use warren_proto::request::{WithContext, WithHandle};
 use warren_proto::{ErrorCode, WarrenError};
+use warren_server::lease::short_id as hex;
 
 const READ: u32 = 1;
 
@@ -85,8 +86,6 @@ fn parse_ctx(c: Option<&pb::SessionContext>) -> Result<Ctx, WarrenError> {
     let fresh = c.holds_nothing.then(|| c.principal.clone());
     Ok((id, secret, c.epoch, fresh))
 }
-
-use warren_proto::short_session_id as hex;
 
 /// How a forwarded call may be retried.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -3,8 +3,6 @@
 //! the refusals, with synthetic time and two cells `c1`, `c2` of one map.
 
 use super::*;
-use crate::store::Snapshot;
-use warren_proto::ErrorCode;
 use warren_router::PartitionMap;
 
 fn map(epoch: u64) -> PartitionMap {
@@ -40,11 +38,6 @@ fn dir_in(m: &PartitionMap, parent: &str, cell: &str) -> String {
         .expect("some name lands in the cell")
 }
 
-struct T {
-    m: Master,
-    t0: Instant,
-}
-
 impl T {
     /// A data cell `name` with map `map(1)` installed.
     fn data(name: &str) -> T {
@@ -62,19 +55,10 @@ impl T {
         m.take_output();
         T { m, t0 }
     }
-    fn at(&self, s: f64) -> Instant {
-        self.t0 + Duration::from_secs_f64(s)
+    fn session_as(&mut self, principal: &str) -> Ctx {
+        ctx_of(&self.m.create_session(principal, self.at(0.0)).unwrap())
     }
-    fn session(&mut self, principal: &str) -> Ctx {
-        let c = self.m.create_session(principal, self.at(0.0)).unwrap();
-        Ctx {
-            session: c.id,
-            secret: c.secret,
-            epoch: c.epoch,
-            client: None,
-        }
-    }
-    fn open(
+    fn open_target(
         &mut self,
         ctx: &Ctx,
         path: &str,
@@ -102,22 +86,16 @@ impl T {
         panic!("open of {path} waited twice")
     }
     fn ack_all(&mut self) {
-        let ids: Vec<(SessionId, u64)> = self
-            .m
-            .sessions
-            .iter()
-            .map(|(id, s)| (*id, s.next_seq - 1))
-            .collect();
-        for (id, seq) in ids {
-            self.m.acknowledge(id, seq);
-        }
+        acknowledge_everything(&mut self.m);
         self.m.take_output();
     }
     fn mutations(&mut self) -> Vec<Mutation> {
         self.m.take_output().mutations
     }
     fn children(&mut self, ctx: &Ctx, dir: &str, target: Target) -> Vec<String> {
-        let h = self.open(ctx, dir, target, intent::READ, None).unwrap();
+        let h = self
+            .open_target(ctx, dir, target, intent::READ, None)
+            .unwrap();
         let (entries, _, _) = self.m.read_dir(ctx, &h.handle, self.at(1.0)).unwrap();
         self.m.close(ctx, &h.handle, self.at(1.0)).unwrap();
         entries.into_iter().map(|e| e.name).collect()
@@ -176,11 +154,11 @@ fn unlinks_written(muts: &[Mutation]) -> Option<Vec<PendingUnlink>> {
 #[test]
 fn a_data_cell_serves_only_session_calls_until_its_map_arrives() {
     let mut t = T::bare("c1", true);
-    let a = t.session("alice");
+    let a = t.session_as("alice");
     // KeepAlive is served (it parks: nothing to deliver).
     assert!(t.m.keepalive(&a, 0, t.at(0.5)).is_ok());
     let e = t
-        .open(&a, "/ls/local/f", Target::Node, intent::READ, None)
+        .open_target(&a, "/ls/local/f", Target::Node, intent::READ, None)
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::FailoverInProgress);
     assert!(e.message.contains("partition map"), "{}", e.message);
@@ -198,7 +176,7 @@ fn a_data_cell_serves_only_session_calls_until_its_map_arrives() {
     assert!(!t.m.set_map(Arc::new(map(1))));
     // Closing the session is a session call: served.
     let mut t2 = T::bare("c1", true);
-    let b = t2.session("bob");
+    let b = t2.session_as("bob");
     t2.m.close_session(&b, false, t2.at(1.0)).unwrap();
 }
 
@@ -207,10 +185,10 @@ fn a_misrouted_open_is_refused_and_creates_nothing() {
     let m = map(1);
     let r = owner(&m, "/ls/local/f", false);
     let mut wrong = T::data(other(&r));
-    let a = wrong.session("alice");
+    let a = wrong.session_as("alice");
     wrong.mutations();
     let e = wrong
-        .open(&a, "/ls/local/f", Target::Node, intent::ALL, mkfile(None))
+        .open_target(&a, "/ls/local/f", Target::Node, intent::ALL, mkfile(None))
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::WrongCell);
     assert_eq!((e.map_epoch, e.owner.as_str()), (1, r.as_str()));
@@ -219,14 +197,14 @@ fn a_misrouted_open_is_refused_and_creates_nothing() {
     assert!(!wrong.m.nodes.contains_key("/ls/local/f"));
     // The owner serves it.
     let mut right = T::data(&r);
-    let a = right.session("alice");
+    let a = right.session_as("alice");
     let o = right
-        .open(&a, "/ls/local/f", Target::Node, intent::ALL, mkfile(None))
+        .open_target(&a, "/ls/local/f", Target::Node, intent::ALL, mkfile(None))
         .unwrap();
     assert!(o.created);
     // The reserved subtree belongs to the meta cell.
     let e = right
-        .open(&a, "/ls/local/warren/map", Target::Node, intent::READ, None)
+        .open_target(&a, "/ls/local/warren/map", Target::Node, intent::READ, None)
         .unwrap_err();
     assert_eq!((e.code, e.owner.as_str()), (ErrorCode::WrongCell, "meta"));
 }
@@ -236,9 +214,9 @@ fn handle_calls_follow_the_map_in_force() {
     let m = map(1);
     let r = owner(&m, "/ls/local/f", false);
     let mut t = T::data(&r);
-    let a = t.session("alice");
+    let a = t.session_as("alice");
     let o = t
-        .open(&a, "/ls/local/f", Target::Node, intent::ALL, mkfile(None))
+        .open_target(&a, "/ls/local/f", Target::Node, intent::ALL, mkfile(None))
         .unwrap();
     assert!(t.m.get_stat(&a, &o.handle, t.at(2.0)).is_ok());
     // Epoch 2 gives the root's slot to the other cell.
@@ -271,9 +249,9 @@ fn mkdir_across_cells_marks_the_entry_until_the_anchor_exists() {
     let c = other(&p).to_string();
     let d = dir_in(&m, "/ls/local", &c);
     let mut t = T::data(&p);
-    let a = t.session("alice");
+    let a = t.session_as("alice");
     let e = t
-        .open(&a, &d, Target::Node, intent::READ, mkdir())
+        .open_target(&a, &d, Target::Node, intent::READ, mkdir())
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::FailoverInProgress, "{e:?}");
     let notes = t.m.take_notes();
@@ -299,7 +277,9 @@ fn mkdir_across_cells_marks_the_entry_until_the_anchor_exists() {
         .children(&a, "/ls/local", Target::Node)
         .contains(&path::name(&d).to_string()));
     // Until the anchor is confirmed every Open of it asks for the anchor again.
-    assert!(t.open(&a, &d, Target::Node, intent::READ, None).is_err());
+    assert!(t
+        .open_target(&a, &d, Target::Node, intent::READ, None)
+        .is_err());
     let again = t.m.take_notes().anchor.expect("asked again");
     assert!(!again.created);
     assert_eq!(
@@ -316,14 +296,14 @@ fn mkdir_across_cells_marks_the_entry_until_the_anchor_exists() {
     assert_eq!(recs[0].anchor_pending, None);
     assert!(t.m.pending_anchors().is_empty());
     let e = t
-        .open(&a, &d, Target::Node, intent::READ, None)
+        .open_target(&a, &d, Target::Node, intent::READ, None)
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::WrongCell);
     assert!(e.directory && !e.created);
     assert_eq!(e.owner, c);
     assert!(t.m.take_notes().anchor.is_none());
     let e = t
-        .open(&a, &d, Target::Node, intent::READ, mkdir())
+        .open_target(&a, &d, Target::Node, intent::READ, mkdir())
         .unwrap_err();
     assert!(
         e.directory,
@@ -332,7 +312,7 @@ fn mkdir_across_cells_marks_the_entry_until_the_anchor_exists() {
     let mut excl = mkdir();
     excl.as_mut().unwrap().exclusive = true;
     let e = t
-        .open(&a, &d, Target::Node, intent::READ, excl)
+        .open_target(&a, &d, Target::Node, intent::READ, excl)
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::AlreadyExists);
 }
@@ -344,20 +324,20 @@ fn anchors_are_created_by_cells_only_idempotently_and_unlinked_on_delete() {
     let c = other(&p).to_string();
     let d = dir_in(&m, "/ls/local", &c);
     let mut t = T::data(&c);
-    let alice = t.session("alice");
-    let cell = t.session(CELL_PRINCIPAL);
+    let alice = t.session_as("alice");
+    let cell = t.session_as(CELL_PRINCIPAL);
     let root_children = t.m.nodes["/ls/local"].children.clone();
 
     let e = t
-        .open(&alice, &d, Target::Anchor, 0, anchor(77, false))
+        .open_target(&alice, &d, Target::Anchor, 0, anchor(77, false))
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::PermissionDenied);
     let e = t
-        .open(&cell, &d, Target::Anchor, 0, anchor(0, false))
+        .open_target(&cell, &d, Target::Anchor, 0, anchor(0, false))
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument);
     let e = t
-        .open(&alice, &d, Target::Node, 0, {
+        .open_target(&alice, &d, Target::Node, 0, {
             let mut a = mkdir();
             a.as_mut().unwrap().instance = 5;
             a
@@ -370,9 +350,9 @@ fn anchors_are_created_by_cells_only_idempotently_and_unlinked_on_delete() {
     );
     // A misrouted anchor: the other cell owns it.
     let mut at_p = T::data(&p);
-    let cell_p = at_p.session(CELL_PRINCIPAL);
+    let cell_p = at_p.session_as(CELL_PRINCIPAL);
     let e = at_p
-        .open(&cell_p, &d, Target::Anchor, 0, anchor(77, false))
+        .open_target(&cell_p, &d, Target::Anchor, 0, anchor(77, false))
         .unwrap_err();
     assert_eq!(
         (e.code, e.owner.as_str()),
@@ -380,7 +360,7 @@ fn anchors_are_created_by_cells_only_idempotently_and_unlinked_on_delete() {
     );
 
     let o = t
-        .open(&cell, &d, Target::Anchor, 0, anchor(77, false))
+        .open_target(&cell, &d, Target::Anchor, 0, anchor(77, false))
         .unwrap();
     assert!(o.created);
     assert_eq!(o.stat.instance, 77);
@@ -392,20 +372,20 @@ fn anchors_are_created_by_cells_only_idempotently_and_unlinked_on_delete() {
     assert!(t.m.meta.next_instance > 77, "instances stay unique here");
     // Idempotent for the same instance; another instance is refused.
     let again = t
-        .open(&cell, &d, Target::Anchor, 0, anchor(77, false))
+        .open_target(&cell, &d, Target::Anchor, 0, anchor(77, false))
         .unwrap();
     assert!(!again.created);
     let e = t
-        .open(&cell, &d, Target::Anchor, 0, anchor(78, false))
+        .open_target(&cell, &d, Target::Anchor, 0, anchor(78, false))
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::AlreadyExists);
     // Clients open the anchor (no create) and work in it.
     let h = t
-        .open(&alice, &d, Target::Anchor, intent::ALL, None)
+        .open_target(&alice, &d, Target::Anchor, intent::ALL, None)
         .unwrap();
     let child = format!("{d}/child");
     let ch = t
-        .open(&alice, &child, Target::Node, intent::ALL, mkfile(None))
+        .open_target(&alice, &child, Target::Node, intent::ALL, mkfile(None))
         .unwrap();
     assert_eq!(t.children(&alice, &d, Target::Anchor), vec!["child"]);
     let e = t.m.delete(&alice, &h.handle, t.at(2.0)).unwrap_err();
@@ -429,7 +409,7 @@ fn anchors_are_created_by_cells_only_idempotently_and_unlinked_on_delete() {
     assert_eq!(t.m.pending_unlinks(), vec![u.clone()]);
     // While the unlink is pending the anchor is not made again for that instance.
     let e = t
-        .open(&cell, &d, Target::Anchor, 0, anchor(77, false))
+        .open_target(&cell, &d, Target::Anchor, 0, anchor(77, false))
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound);
     assert!(e.message.contains("unlinked"), "{}", e.message);
@@ -445,9 +425,9 @@ fn an_ephemeral_anchor_waits_for_its_creator_then_goes_the_unlink_way() {
     let c = other(&p).to_string();
     let d = dir_in(&m, "/ls/local", &c);
     let mut t = T::data(&c);
-    let cell = t.session(CELL_PRINCIPAL);
+    let cell = t.session_as(CELL_PRINCIPAL);
     let o = t
-        .open(&cell, &d, Target::Anchor, 0, anchor(9, true))
+        .open_target(&cell, &d, Target::Anchor, 0, anchor(9, true))
         .unwrap();
     t.m.close(&cell, &o.handle, t.at(1.0)).unwrap();
     assert!(t.m.nodes.contains_key(&d), "kept for the creator to open");
@@ -462,17 +442,17 @@ fn an_ephemeral_anchor_waits_for_its_creator_then_goes_the_unlink_way() {
         }]
     );
     // Opened in time by its creator, it lives as long as a handle is open on it.
-    let alice = t.session("alice");
+    let alice = t.session_as("alice");
     t.m.unlink_done(&PendingUnlink {
         path: d.clone(),
         instance: 9,
     });
     let o = t
-        .open(&cell, &d, Target::Anchor, 0, anchor(10, true))
+        .open_target(&cell, &d, Target::Anchor, 0, anchor(10, true))
         .unwrap();
     t.m.close(&cell, &o.handle, t.at(1.0)).unwrap();
     let h = t
-        .open(&alice, &d, Target::Anchor, intent::READ, None)
+        .open_target(&alice, &d, Target::Anchor, intent::READ, None)
         .unwrap();
     // (Within the sessions' 12 s lease.)
     t.m.tick(t.at(1.5) + EPHEMERAL_ANCHOR_GRACE);
@@ -490,26 +470,26 @@ fn entries_are_opened_by_cells_only_without_redirect_and_deleted_without_acl() {
     let c = other(&p).to_string();
     let d = dir_in(&m, "/ls/local", &c);
     let mut t = T::data(&p);
-    let alice = t.session("alice");
-    let cell = t.session(CELL_PRINCIPAL);
+    let alice = t.session_as("alice");
+    let cell = t.session_as(CELL_PRINCIPAL);
     let mut args = mkdir();
     args.as_mut().unwrap().acl = Some(AclNames {
         write: "nobody-file".into(),
         ..AclNames::default()
     });
-    assert!(t.open(&alice, &d, Target::Node, 0, args).is_err());
+    assert!(t.open_target(&alice, &d, Target::Node, 0, args).is_err());
     let job = t.m.take_notes().anchor.unwrap();
     t.m.anchor_created(&d, job.instance);
     let e = t
-        .open(&alice, &d, Target::Entry, intent::WRITE, None)
+        .open_target(&alice, &d, Target::Entry, intent::WRITE, None)
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::PermissionDenied);
     let e = t
-        .open(&cell, &d, Target::Entry, intent::WRITE, mkdir())
+        .open_target(&cell, &d, Target::Entry, intent::WRITE, mkdir())
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument);
     let h = t
-        .open(&cell, &d, Target::Entry, intent::WRITE, None)
+        .open_target(&cell, &d, Target::Entry, intent::WRITE, None)
         .unwrap();
     assert_eq!(h.stat.instance, job.instance);
     // The write ACL names a file that does not exist: an ordinary Delete would be refused;
@@ -576,18 +556,18 @@ fn old_records_load_with_the_new_fields_defaulted() {
 #[test]
 fn the_meta_cell_reads_its_map_from_its_own_namespace() {
     let mut t = T::bare("meta", false);
-    let a = t.session("operator");
+    let a = t.session_as("operator");
     // No map: everything is served, as in a single cell.
     assert!(t
-        .open(&a, "/ls/local/f", Target::Node, intent::ALL, mkfile(None))
+        .open_target(&a, "/ls/local/f", Target::Node, intent::ALL, mkfile(None))
         .is_ok());
     assert!(t
-        .open(&a, "/ls/local/warren", Target::Node, intent::ALL, mkdir())
+        .open_target(&a, "/ls/local/warren", Target::Node, intent::ALL, mkdir())
         .is_ok());
     let mut create = mkfile(None);
     create.as_mut().unwrap().contents = b"not a map".to_vec();
     let h = t
-        .open(
+        .open_target(
             &a,
             "/ls/local/warren/map",
             Target::Node,
@@ -605,7 +585,7 @@ fn the_meta_cell_reads_its_map_from_its_own_namespace() {
     // Now only the reserved subtree is served here.
     let r = owner(&map(1), "/ls/local/f", false);
     let e = t
-        .open(&a, "/ls/local/f", Target::Node, intent::READ, None)
+        .open_target(&a, "/ls/local/f", Target::Node, intent::READ, None)
         .unwrap_err();
     assert_eq!(
         (e.code, e.owner.as_str(), e.map_epoch),
@@ -652,9 +632,9 @@ fn acl_files_held_elsewhere_are_asked_for_and_nothing_changes_meanwhile() {
     let d = dir_in(&m, "/ls/local", &here);
     let file = "/ls/local/acl/readers".to_string();
     let mut t = T::data(&here);
-    let alice = t.session("alice");
-    let cell = t.session(CELL_PRINCIPAL);
-    t.open(&cell, &d, Target::Anchor, 0, anchor(40, false))
+    let alice = t.session_as("alice");
+    let cell = t.session_as(CELL_PRINCIPAL);
+    t.open_target(&cell, &d, Target::Anchor, 0, anchor(40, false))
         .unwrap();
     t.mutations();
     let f = format!("{d}/f");
@@ -664,7 +644,7 @@ fn acl_files_held_elsewhere_are_asked_for_and_nothing_changes_meanwhile() {
     });
     // Creating needs the file: refused, noted, nothing written.
     let e = t
-        .open(
+        .open_target(
             &alice,
             &f,
             Target::Node,
@@ -682,18 +662,18 @@ fn acl_files_held_elsewhere_are_asked_for_and_nothing_changes_meanwhile() {
         Some(b"bob\nalice\n".to_vec()),
     )]));
     let o = t
-        .open(&alice, &f, Target::Node, intent::READ, mkfile(guarded))
+        .open_target(&alice, &f, Target::Node, intent::READ, mkfile(guarded))
         .unwrap();
     assert!(o.created);
     assert!(t.m.take_notes().acl_needed.is_empty());
     t.m.supply_acls(HashMap::from([(file.clone(), Some(b"bob\n".to_vec()))]));
     let e = t
-        .open(&alice, &f, Target::Node, intent::READ, None)
+        .open_target(&alice, &f, Target::Node, intent::READ, None)
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::PermissionDenied);
     t.m.supply_acls(HashMap::from([(file.clone(), None)]));
     let e = t
-        .open(&alice, &f, Target::Node, intent::READ, None)
+        .open_target(&alice, &f, Target::Node, intent::READ, None)
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::PermissionDenied);
     assert!(e.message.contains("does not exist"), "{}", e.message);
@@ -701,14 +681,14 @@ fn acl_files_held_elsewhere_are_asked_for_and_nothing_changes_meanwhile() {
     t.m.supply_acls(HashMap::new());
     let handles = t.m.handles.len();
     assert!(t
-        .open(&alice, &f, Target::Node, intent::READ, None)
+        .open_target(&alice, &f, Target::Node, intent::READ, None)
         .is_err());
     assert_eq!(t.m.take_notes().acl_needed, vec![file.clone()]);
     assert_eq!(t.m.handles.len(), handles);
     // Delete checks the write ACL the same way, before changing anything.
     let wf = format!("{d}/w");
     let h = t
-        .open(
+        .open_target(
             &alice,
             &wf,
             Target::Node,
@@ -723,7 +703,7 @@ fn acl_files_held_elsewhere_are_asked_for_and_nothing_changes_meanwhile() {
     assert!(h.is_none(), "the create itself needs the file");
     t.m.supply_acls(HashMap::from([(file.clone(), Some(b"alice\n".to_vec()))]));
     let h = t
-        .open(
+        .open_target(
             &alice,
             &wf,
             Target::Node,

@@ -1,0 +1,110 @@
+//! `KeepAlive`: acknowledging events, holding the KeepAlive until shortly before the lease
+//! ends (with jitter), and the reply that extends the lease.
+
+use super::{Ctx, Event, Master, Reply, WaiterKind, Wake};
+use crate::store::SessionId;
+use tokio::time::Instant;
+use warren_proto::WarrenError;
+use warren_server::lease::{self, HeldKeepAlive, Sequenced};
+
+/// A KeepAlive answer of the master.
+pub type KeepAliveReply = lease::KeepAliveReply<Event>;
+
+impl Sequenced for Event {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Master {
+    /// `KeepAlive`: acknowledges events up to `ack_seq`, supersedes the outstanding
+    /// KeepAlive, and either answers now (events pending, or the lease is near its end) or
+    /// parks until ~`reply_before_end` before the lease ends.
+    pub fn keepalive(
+        &mut self,
+        ctx: &Ctx,
+        ack_seq: u64,
+        now: Instant,
+    ) -> Result<Reply<KeepAliveReply>, WarrenError> {
+        self.now = now;
+        if ctx.client.is_some() {
+            return Err(WarrenError::invalid_argument(
+                "KeepAlive takes no ctx.client_session: a client session has no lease at the cell; it lives as long as its proxy session",
+            ));
+        }
+        let sid = self.check_session(ctx)?;
+        self.sessions[&sid].lease.check_ack(ack_seq)?;
+        self.acknowledge(sid, ack_seq);
+        if let Some(held) = self
+            .sessions
+            .get_mut(&sid)
+            .and_then(|s| s.lease.take_held())
+        {
+            self.answer_keepalive(sid, held);
+        }
+        let lease = &self.sessions[&sid].lease;
+        let due = lease.reply_due(now, self.cfg.reply_before_end, &mut self.rng);
+        let Some(until) = due.filter(|_| !lease.has_events()) else {
+            return Ok(Reply::Done(self.keepalive_reply(sid, now)));
+        };
+        let w = self.new_waiter(WaiterKind::KeepAlive(sid));
+        let s = self.sessions.get_mut(&sid).expect("checked");
+        s.lease.hold(HeldKeepAlive {
+            waiter: w,
+            until: Some(until),
+            received: now,
+        });
+        Ok(Reply::Wait(w))
+    }
+
+    pub(super) fn acknowledge(&mut self, sid: SessionId, ack_seq: u64) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if s.lease.acknowledge(ack_seq).is_none() {
+            return;
+        }
+        let rest = s.pending_invalidations.split_off(&(ack_seq + 1));
+        let done = std::mem::replace(&mut s.pending_invalidations, rest);
+        for (_, p) in done {
+            self.invalidation_done(&p, sid);
+        }
+        self.failover_acknowledged(sid, Some(ack_seq));
+    }
+
+    /// Answers a held KeepAlive now.
+    pub(super) fn answer_keepalive(&mut self, sid: SessionId, held: HeldKeepAlive) {
+        self.waiters.remove(&held.waiter);
+        let reply = self.keepalive_reply(sid, held.received);
+        self.out
+            .wakes
+            .push((held.waiter, Wake::KeepAlive(Ok(reply))));
+    }
+
+    /// Builds a reply, now, for a KeepAlive that arrived at `received`, extending the lease
+    /// if it may be extended. The lease in the reply is counted from `received`, so that
+    /// the client's local lease (its send time + that lease, SPEC §4) can never outlast
+    /// the master's, however long the request was held.
+    pub(super) fn keepalive_reply(&mut self, sid: SessionId, received: Instant) -> KeepAliveReply {
+        let now = self.now;
+        let lease = self.lease_of(&self.sessions[&sid].rec);
+        let s = &mut self.sessions.get_mut(&sid).expect("live session").lease;
+        if s.all_delivered_acknowledged() && s.end < now + lease {
+            s.end = now + lease;
+        }
+        s.reply(received, self.meta.epoch, Event::clone)
+    }
+
+    /// Answers the KeepAlives held until now (of sessions whose lease still runs).
+    pub(super) fn answer_due_keepalives(&mut self, now: Instant) {
+        let due: Vec<(SessionId, HeldKeepAlive)> = self
+            .sessions
+            .iter_mut()
+            .filter(|(_, s)| s.lease.end >= now)
+            .filter_map(|(id, s)| Some((*id, s.lease.take_due(now)?)))
+            .collect();
+        for (sid, held) in due {
+            self.answer_keepalive(sid, held);
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Client sub-sessions of proxy sessions (SPEC §6): registering them on `Open`,
+//! `ClaimSession`, orphans waiting for the claim window, and tombstones of ended ones.
+
+use super::{ChildChange, ClientCtx, Ctx, Event, EventKind, Master, Session};
+use crate::store::{Mutation, SessionId, SessionRecord};
+use tokio::time::Instant;
+use warren_proto::WarrenError;
+use warren_server::lease::short_id;
+
+impl Master {
+    /// The client sub-session `c` named by proxy session `proxy` (SPEC §6, docs/proxy.md).
+    pub(super) fn client_session(
+        &mut self,
+        proxy: SessionId,
+        c: &ClientCtx,
+        register: bool,
+    ) -> Result<SessionId, WarrenError> {
+        if let Some(s) = self.sessions.get(&c.session) {
+            let Some(parent) = s.rec.parent else {
+                return Err(WarrenError::invalid_argument(format!(
+                    "ctx.client_session {} names a session of this cell, not a client session",
+                    short_id(&c.session)
+                )));
+            };
+            if s.rec.secret != c.secret {
+                return Err(WarrenError::permission_denied(format!(
+                    "wrong client_secret for client session {}",
+                    short_id(&c.session)
+                )));
+            }
+            if parent != proxy {
+                return Err(WarrenError::permission_denied(format!(
+                    "client session {} is held by another proxy session; ClaimSession first",
+                    short_id(&c.session)
+                )));
+            }
+            return Ok(c.session);
+        }
+        if self.tombstoned(&c.session).is_some() {
+            return Err(WarrenError::session_expired(format!(
+                "client session {} has ended at this cell",
+                short_id(&c.session)
+            )));
+        }
+        if !register {
+            return Err(WarrenError::session_expired(format!(
+                "client session {} is unknown at this cell (only Open registers one) or has ended",
+                short_id(&c.session)
+            )));
+        }
+        if c.principal.len() > 255 {
+            return Err(WarrenError::invalid_argument(
+                "ctx.client_principal is longer than 255 bytes",
+            ));
+        }
+        let rec = SessionRecord {
+            id: c.session,
+            secret: c.secret,
+            principal: c.principal.clone(),
+            proxy: false,
+            parent: Some(proxy),
+            registered_epoch: self.meta.epoch,
+            registered_handle: self.next_handle,
+        };
+        self.out.mutations.push(Mutation::PutSession(rec.clone()));
+        self.sessions.insert(c.session, Session::new(rec, self.now));
+        self.sessions
+            .get_mut(&proxy)
+            .expect("checked")
+            .subs
+            .insert(c.session);
+        Ok(c.session)
+    }
+
+    /// The secret of an ended sub-session still remembered (for one claim window).
+    pub(super) fn tombstoned(&self, sid: &SessionId) -> Option<[u8; 16]> {
+        self.tombstones.get(sid, self.now).copied()
+    }
+
+    /// `ClaimSession`: moves client session `client` (its handles, locks and ephemeral
+    /// opens) to the calling proxy session. `Some(principal)`: the cell held state for it
+    /// (now the caller's), registered with that principal; `None`: it never registered
+    /// here (and nothing is registered by this).
+    pub fn claim_session(
+        &mut self,
+        ctx: &Ctx,
+        client: SessionId,
+        client_secret: [u8; 16],
+        client_principal: &str,
+        only_from: Option<SessionId>,
+        now: Instant,
+    ) -> Result<Option<String>, WarrenError> {
+        self.now = now;
+        if ctx.client.is_some() {
+            return Err(WarrenError::invalid_argument(
+                "ClaimSession names the client session in its own client_session field; ctx.client_session must be empty",
+            ));
+        }
+        self.need_map()?;
+        let sid = self.check_session(ctx)?;
+        if !self.sessions[&sid].rec.proxy {
+            return Err(WarrenError::invalid_argument(format!(
+                "ClaimSession is only for proxy sessions (CreateSession with proxy = true); session {} is not one",
+                short_id(&sid)
+            )));
+        }
+        if self.recovering() {
+            return Err(WarrenError::failover_in_progress());
+        }
+        if client_principal.len() > 255 {
+            return Err(WarrenError::invalid_argument(
+                "client_principal is longer than 255 bytes",
+            ));
+        }
+        let Some(s) = self.sessions.get(&client) else {
+            return match self.tombstoned(&client) {
+                Some(secret) if secret != client_secret => {
+                    Err(WarrenError::permission_denied(format!(
+                        "wrong client_secret for client session {}",
+                        short_id(&client)
+                    )))
+                }
+                Some(_) => Err(WarrenError::session_expired(format!(
+                    "client session {} has ended at this cell",
+                    short_id(&client)
+                ))),
+                None => Ok(None),
+            };
+        };
+        let Some(old) = s.rec.parent else {
+            return Err(WarrenError::invalid_argument(format!(
+                "client_session {} names a session of this cell, not a client session",
+                short_id(&client)
+            )));
+        };
+        if s.rec.secret != client_secret {
+            return Err(WarrenError::permission_denied(format!(
+                "wrong client_secret for client session {}",
+                short_id(&client)
+            )));
+        }
+        if old == sid {
+            return Ok(Some(s.rec.principal.clone()));
+        }
+        if only_from.is_some_and(|from| from != old) {
+            return Err(WarrenError::permission_denied(format!(
+                "client session {} is held by another proxy session; not claimed",
+                short_id(&client)
+            )));
+        }
+        let s = self.sessions.get_mut(&client).expect("present");
+        s.rec.parent = Some(sid);
+        let rec = s.rec.clone();
+        let principal = rec.principal.clone();
+        if let Some(t) = s.orphan_until.take() {
+            self.orphans.remove(&(t, client));
+        }
+        self.out.mutations.push(Mutation::PutSession(rec));
+        if self
+            .sessions
+            .get_mut(&old)
+            .is_some_and(|o| o.subs.remove(&client))
+        {
+            let claimed = Event {
+                seq: 0,
+                kind: EventKind::SessionClaimed,
+                handle: Vec::new(),
+                path: String::new(),
+                child: String::new(),
+                change: ChildChange::None,
+                client: Some(client),
+            };
+            self.queue_event(old, claimed);
+        }
+        self.sessions
+            .get_mut(&sid)
+            .expect("checked")
+            .subs
+            .insert(client);
+        tracing::info!(
+            client = %short_id(&client),
+            from = %short_id(&old),
+            to = %short_id(&sid),
+            "client session claimed by another proxy session"
+        );
+        Ok(Some(principal))
+    }
+
+    /// A proxy session ended: `sid` keeps its state for the claim window.
+    pub(super) fn make_orphan(&mut self, sid: SessionId) {
+        let until = self.now + self.cfg.claim_window;
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if let Some(old) = s.orphan_until.replace(until) {
+            self.orphans.remove(&(old, sid));
+        }
+        self.orphans.insert((until, sid));
+    }
+
+    /// Orphans nobody claimed within the claim window end as failed sessions.
+    pub(super) fn end_unclaimed_orphans(&mut self, now: Instant) {
+        while let Some(&(until, sid)) = self.orphans.first() {
+            if until > now {
+                break;
+            }
+            self.orphans.pop_first();
+            tracing::info!(
+                session = %short_id(&sid),
+                "client session not claimed within the claim window; it ends"
+            );
+            self.end_session(
+                sid,
+                true,
+                WarrenError::session_expired("the client session was not claimed in time"),
+            );
+        }
+    }
+
+    /// Forgets ended sub-sessions remembered long enough.
+    pub(super) fn forget_old_tombstones(&mut self, now: Instant) {
+        self.tombstones.sweep(now);
+    }
+}
