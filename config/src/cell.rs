@@ -12,14 +12,8 @@ use crate::parse::{
 };
 use crate::source::{blame_second, FieldSpec, Layers, Origin, Provenance, Sources};
 
-/// The largest file Warren stores (Chubby's limit); `max_file_size` may be lower, never higher.
-pub const FILE_SIZE_LIMIT: usize = 256 * 1024;
-/// The longest lease any cell may grant, even under load (SPEC §3).
-pub const LEASE_LIMIT: Duration = Duration::from_secs(60);
-/// The longest lock-delay a client may ask for (SPEC §3).
-pub const LOCK_DELAY_LIMIT: Duration = Duration::from_secs(60);
-/// The lease proxy sessions get unless set (SPEC §6).
-const DEFAULT_PROXY_LEASE: Duration = Duration::from_secs(20);
+use crate::defaults::{self, PROXY_LEASE as DEFAULT_PROXY_LEASE};
+pub use crate::defaults::{FILE_SIZE_LIMIT, LEASE_LIMIT, LOCK_DELAY_LIMIT};
 
 /// Settings of one cell replica.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,20 +130,20 @@ impl CellConfig {
             listen,
             admin: None,
             data: data.into(),
-            deployment: "local".to_owned(),
-            lease: Duration::from_secs(12),
-            keepalive_reply_before_end: Duration::from_secs(1),
-            max_lease: Duration::from_secs(60),
+            deployment: defaults::DEPLOYMENT.to_owned(),
+            lease: defaults::LEASE,
+            keepalive_reply_before_end: defaults::KEEPALIVE_REPLY_BEFORE_END,
+            max_lease: LEASE_LIMIT,
             proxy_lease: DEFAULT_PROXY_LEASE,
-            claim_window: Duration::from_secs(60),
-            max_lock_delay: Duration::from_secs(60),
+            claim_window: defaults::CLAIM_WINDOW,
+            max_lock_delay: LOCK_DELAY_LIMIT,
             max_file_size: FILE_SIZE_LIMIT,
-            ephemeral_cleanup: Duration::from_secs(60),
+            ephemeral_cleanup: defaults::EPHEMERAL_CLEANUP,
             store: StoreKind::Embedded,
             etcd: Vec::new(),
             replica: String::new(),
-            etcd_lease: Duration::from_secs(2),
-            etcd_max_txn_ops: 128,
+            etcd_lease: defaults::ETCD_LEASE,
+            etcd_max_txn_ops: defaults::ETCD_MAX_TXN_OPS,
             meta: Vec::new(),
         }
     }

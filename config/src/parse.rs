@@ -44,6 +44,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     })
 }
 
+/// Parses a duration given on a command line (`warren ctl --grace`, `--hold`): what
+/// [`parse_duration`] accepts (`"5s"`, `"500ms"`, `"1m 30s"`), or a bare number, which is
+/// seconds (`"5"`, `"1.5"`). Settings (files, `WARREN_*`, the servers' flags) keep
+/// requiring a unit, so a bare number there is never silently read in the wrong unit.
+pub fn parse_duration_or_seconds(s: &str) -> Result<Duration, DurationError> {
+    let trimmed = s.trim();
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return trimmed
+            .parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| DurationError {
+                input: s.to_owned(),
+                reason: "it is not a number of seconds".to_owned(),
+            });
+    }
+    parse_duration(s)
+}
+
 /// [`parse_duration`] for the loaders.
 pub(crate) fn duration(s: &str) -> Result<Duration, Bad> {
     parse_duration(s).map_err(|e| {
@@ -178,6 +197,21 @@ mod tests {
             assert!(err.to_string().contains("e.g. \"12s\""), "{err}");
         }
         assert_eq!(format_duration(Duration::from_millis(1500)), "1s 500ms");
+    }
+
+    #[test]
+    fn command_line_durations_take_a_unit_or_seconds() {
+        let p = parse_duration_or_seconds;
+        assert_eq!(p("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(p("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(p(" 1.5 "), Ok(Duration::from_millis(1500)));
+        assert_eq!(p("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(p("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(p("0"), Ok(Duration::ZERO));
+        for bad in ["", " ", ".", "1.2.3", "-1", "-1s", "soon", "1e400s", "NaNs"] {
+            let err = p(bad).unwrap_err();
+            assert_eq!(err.input, bad);
+        }
     }
 
     #[test]
