@@ -15,12 +15,14 @@
 mod cell;
 pub mod defaults;
 mod error;
+pub mod layout;
 mod parse;
 mod proxy;
 mod source;
 
 pub use cell::{CellConfig, StoreKind, FILE_SIZE_LIMIT, LEASE_LIMIT, LOCK_DELAY_LIMIT};
 pub use error::{ConfigError, InvalidValue};
+pub use layout::Layout;
 pub use parse::{format_duration, parse_duration, parse_duration_or_seconds, DurationError};
 pub use proxy::{CellAddrs, ProxyConfig};
 pub use source::{ConfigFile, Origin, Sources};
