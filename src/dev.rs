@@ -46,7 +46,9 @@ use tokio::task::JoinSet;
 use warren_cell::server::CellOptions;
 use warren_cell::store::embedded::EmbeddedStore;
 use warren_client::{admin, ClientOptions, ErrorCode, Session};
-use warren_config::layout::{self, Layout, DEFAULT_BASE_PORT, MAX_BASE_PORT, MAX_EACH};
+use warren_config::layout::{
+    self, Layout, DEFAULT_BASE_PORT, DEFAULT_CELLS, DEFAULT_PROXIES, MAX_BASE_PORT, MAX_EACH,
+};
 use warren_config::{CellConfig, ProxyConfig};
 use warren_router::PartitionMap;
 
@@ -68,11 +70,11 @@ pub struct DevArgs {
     #[arg(long, default_value = "warren-dev-data", value_name = "DIR")]
     data: PathBuf,
     /// Number of data cells, c1..cN (1–20).
-    #[arg(long, default_value_t = 3, value_name = "N",
+    #[arg(long, default_value_t = DEFAULT_CELLS, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_EACH)))]
     cells: u16,
     /// Number of proxies (0–20).
-    #[arg(long, default_value_t = 2, value_name = "M",
+    #[arg(long, default_value_t = DEFAULT_PROXIES, value_name = "M",
           value_parser = clap::value_parser!(u16).range(0..=i64::from(MAX_EACH)))]
     proxies: u16,
     /// First port of the layout below; 0 picks free ports (a resumed run then puts the data
@@ -565,7 +567,7 @@ impl Dev {
 
 /// Runs `warren dev` until Ctrl-C / SIGTERM.
 pub async fn run(args: DevArgs) -> ExitCode {
-    let signal = crate::cell_cmd::shutdown_signal();
+    let signal = crate::server_cmd::shutdown_signal();
     tokio::pin!(signal);
     let mut dev = Dev::new(args);
     let started = tokio::select! {

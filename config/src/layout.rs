@@ -17,6 +17,10 @@ use std::path::{Path, PathBuf};
 
 /// The meta cell's name (it holds the partition map).
 pub const META: &str = "meta";
+/// Data cells of `warren dev` (and `warren loadtest --deploy dev`) unless told otherwise.
+pub const DEFAULT_CELLS: u16 = 3;
+/// Proxies of `warren dev` (and `warren loadtest --deploy dev`) unless told otherwise.
+pub const DEFAULT_PROXIES: u16 = 2;
 /// The most data cells, and the most proxies, a layout has: the ports leave room for 20 of
 /// each.
 pub const MAX_EACH: u16 = 20;
