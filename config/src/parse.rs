@@ -153,30 +153,57 @@ pub(crate) fn check_endpoint(s: &str) -> Result<(), Bad> {
 
 /// A cell name: 1–63 characters of `[a-z0-9-]` (as the partition map requires).
 pub(crate) fn check_cell_name(s: &str) -> Result<(), Bad> {
-    const FIX: &str = "use 1 to 63 characters of a-z, 0-9 and -, e.g. cell-1";
-    if s.is_empty() || s.len() > 63 {
-        return Err(bad(format!("is {} characters long", s.len()), FIX));
-    }
-    if let Some(bad_char) = s
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        return Err(bad(format!("contains {bad_char:?}"), FIX));
-    }
-    Ok(())
+    check_name(
+        s,
+        63,
+        "characters",
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+        "use 1 to 63 characters of a-z, 0-9 and -, e.g. cell-1",
+    )
 }
 
 /// A deployment name: a path component, 1–255 bytes of `[A-Za-z0-9._-]`.
 pub(crate) fn check_deployment(s: &str) -> Result<(), Bad> {
-    const FIX: &str = "use 1 to 255 characters of A-Z, a-z, 0-9, '.', '_' and '-', e.g. local";
-    if s.is_empty() || s.len() > 255 {
-        return Err(bad(format!("is {} bytes long", s.len()), FIX));
+    check_name(
+        s,
+        255,
+        "bytes",
+        |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'),
+        "use 1 to 255 characters of A-Z, a-z, 0-9, '.', '_' and '-', e.g. local",
+    )
+}
+
+/// A name of 1 to `longest` bytes (ASCII: as many characters), each `allowed`; `fix` says
+/// what to write instead.
+fn check_name(
+    s: &str,
+    longest: usize,
+    unit: &str,
+    allowed: impl Fn(char) -> bool,
+    fix: &str,
+) -> Result<(), Bad> {
+    if s.is_empty() || s.len() > longest {
+        return Err(bad(format!("is {} {unit} long", s.len()), fix));
     }
-    if let Some(bad_char) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(bad(format!("contains {bad_char:?}"), FIX));
+    if let Some(bad_char) = s.chars().find(|c| !allowed(*c)) {
+        return Err(bad(format!("contains {bad_char:?}"), fix));
+    }
+    Ok(())
+}
+
+/// Checks a list of `HOST:PORT` addresses, each a `what` (e.g. "replica of the meta
+/// cell"): well-formed, none twice.
+pub(crate) fn check_endpoints(list: &[String], what: &str) -> Result<(), Bad> {
+    for (i, addr) in list.iter().enumerate() {
+        if let Err(b) = check_endpoint(addr) {
+            return Err(bad(format!("has {addr:?}, which {}", b.problem), b.fix));
+        }
+        if list[..i].contains(addr) {
+            return Err(bad(
+                format!("lists {addr:?} twice"),
+                format!("list each {what} once"),
+            ));
+        }
     }
     Ok(())
 }

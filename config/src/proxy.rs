@@ -9,7 +9,7 @@ use crate::cell::LEASE_LIMIT;
 use crate::defaults;
 use crate::error::ConfigError;
 use crate::parse::{
-    bad, check_cell_name, check_endpoint, duration, format_duration, parse_listen_addr, Bad,
+    bad, check_cell_name, check_endpoint, check_endpoints, format_duration, parse_listen_addr, Bad,
 };
 use crate::source::{FieldSpec, Layers, Origin, Provenance, Sources};
 
@@ -184,7 +184,7 @@ impl ProxyConfig {
         if let Some(v) = layers.parse("id", |s| Ok(s.trim().to_owned()))? {
             config.id = v;
         }
-        for (field, slot) in [
+        layers.set_durations([
             ("client_lease", &mut config.client_lease),
             (
                 "keepalive_reply_before_end",
@@ -193,11 +193,7 @@ impl ProxyConfig {
             ("lease_margin", &mut config.lease_margin),
             ("forward_patience", &mut config.forward_patience),
             ("max_starve", &mut config.max_starve),
-        ] {
-            if let Some(v) = layers.parse(field, duration)? {
-                *slot = v;
-            }
-        }
+        ])?;
         config.check(&|field| layers.provenance(field))?;
         Ok(config)
     }
@@ -266,29 +262,8 @@ impl ProxyConfig {
                 ),
             ));
         }
-        for a in &self.meta {
-            if let Err(b) = check_endpoint(a) {
-                return Err(invalid(
-                    "meta",
-                    meta(),
-                    bad(format!("has {a:?}, which {}", b.problem), b.fix),
-                ));
-            }
-        }
-        if self
-            .meta
-            .iter()
-            .enumerate()
-            .any(|(i, a)| self.meta[..i].contains(a))
-        {
-            return Err(invalid(
-                "meta",
-                meta(),
-                bad(
-                    "lists an address twice",
-                    "give each replica of the meta cell once: --meta A,B,C",
-                ),
-            ));
+        if let Err(b) = check_endpoints(&self.meta, "replica of the meta cell") {
+            return Err(invalid("meta", meta(), b));
         }
         for (i, c) in self.cells.iter().enumerate() {
             if let Err(b) = check_cell_name(&c.name) {
