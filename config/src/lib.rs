@@ -8,7 +8,9 @@
 //! came from (file, variable or flag) and what to do about it.
 //!
 //! `main` builds the [`Sources`] (reading the file and [`Sources::process_env`]); tests
-//! build them from literals. [`defaults`] holds every default more than one crate needs;
+//! build them from literals. [`layout`] describes a whole local deployment (names, ports,
+//! store directories) for `warren dev`, the test harness and `warren loadtest --deploy`.
+//! [`defaults`] holds every default more than one crate needs;
 //! the client library's own settings are `warren_client::ClientOptions`, built in code
 //! (and by `warren ctl` from its flags), with their defaults from [`defaults`] too.
 
