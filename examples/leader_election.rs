@@ -11,14 +11,19 @@
 //! requests carry an old sequencer and are refused.
 //!
 //! ```text
-//! # a Warren cell (or `warren dev`)
-//! warren cell --data /tmp/warren --listen 127.0.0.1:7100
-//! # the fenced server
-//! cargo run --example leader_election -- server --endpoint 127.0.0.1:7100 --listen 127.0.0.1:7300
-//! # two contenders; kill the leader and watch the other take over
-//! cargo run --example leader_election -- contend --endpoint 127.0.0.1:7100 --name alice --server 127.0.0.1:7300
-//! cargo run --example leader_election -- contend --endpoint 127.0.0.1:7100 --name bob --server 127.0.0.1:7300
+//! # a local deployment (meta cell, 3 data cells, 2 proxies at 127.0.0.1:7201 and :7202)
+//! cargo run --release -- dev
+//! # the fenced server (in another terminal)
+//! cargo run --release --example leader_election -- server --endpoint 127.0.0.1:7201 --listen 127.0.0.1:7300
+//! # two contenders; kill the leader (Ctrl-C) and watch the other take over
+//! cargo run --release --example leader_election -- contend --endpoint 127.0.0.1:7201 --name alice --server 127.0.0.1:7300
+//! cargo run --release --example leader_election -- contend --endpoint 127.0.0.1:7202 --name bob --server 127.0.0.1:7300
 //! ```
+//!
+//! Give the **proxies** as `--endpoint` (or a single cell: `warren cell --name c0 --data
+//! /tmp/warren --listen 127.0.0.1:7100`, then `--endpoint 127.0.0.1:7100`). With `warren
+//! dev`, 127.0.0.1:7100 is the *meta cell*, which keeps only the partition map and answers
+//! `WRONG_CELL` for anything else: a contender pointed there stops with an error saying so.
 //!
 //! What each prints on stdout (one line per fact, flushed at once; progress goes to stderr):
 //!
@@ -39,6 +44,12 @@
 //!
 //! Both stop cleanly on Ctrl-C or SIGTERM: a contender closes its session, which releases
 //! the lock at once (a killed one loses it when its session expires, about a lease later).
+//!
+//! A contender never spins: after a refused request it lets go of the lock and waits
+//! before contending again, and after a failed request or a lost session it waits before
+//! trying again, each time twice as long as the last (from 100 ms up to 5 s; an accepted
+//! request starts over). An error it cannot recover from by waiting (a wrong endpoint,
+//! no permission) ends it with that error.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -52,8 +63,34 @@ use warren_client::{ClientOptions, ErrorCode, Event, LockMode, OpenOptions, Sequ
 
 /// How often the leader sends a request.
 const REQUEST_EVERY: Duration = Duration::from_millis(200);
-/// A contender whose session expires this many times in a row gives up.
+/// A contender whose session expires (or cannot be made) this many times in a row gives
+/// up.
 const MAX_SESSIONS: u32 = 10;
+
+/// Bounded exponential backoff: waits [`Backoff::FIRST`], then twice as long each time, at
+/// most [`Backoff::LONGEST`]; [`Backoff::reset`] after a success starts over.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const LONGEST: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    /// Waits the current delay, then doubles it (up to the bound).
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Self::LONGEST);
+    }
+}
 
 #[derive(Parser)]
 #[command(about = "Leader election with a Warren lock, and a server fenced by sequencers")]
@@ -148,14 +185,29 @@ async fn shutdown_signal() {
 async fn contend(args: ContendArgs) -> Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    // A session that expires loses the lock; start again with a new one (a few times).
+    let mut backoff = Backoff::new();
+    // A session that expires loses the lock; start again with a new one (a few times),
+    // waiting longer each time.
     for _ in 0..MAX_SESSIONS {
-        let session = Session::connect_with(ClientOptions::new(args.endpoint.clone()))
-            .await
-            .context("cannot connect to Warren")?;
+        let connected = tokio::select! {
+            r = Session::connect_with(ClientOptions::new(args.endpoint.clone())) => r,
+            () = &mut shutdown => return Ok(()),
+        };
+        let session = match connected {
+            Ok(session) => session,
+            Err(e) if e.is_retryable() => {
+                eprintln!(
+                    "{}: cannot connect to Warren ({e}); trying again",
+                    args.name
+                );
+                backoff.wait().await;
+                continue;
+            }
+            Err(e) => return Err(e).context("cannot connect to Warren"),
+        };
         report_session_events(&session);
         let outcome = tokio::select! {
-            r = lead(&session, &args) => r,
+            r = lead(&session, &args, &mut backoff) => r,
             () = &mut shutdown => {
                 // Closing the session releases the lock at once, so another contender
                 // takes over without waiting for our lease to run out.
@@ -163,26 +215,40 @@ async fn contend(args: ContendArgs) -> Result<()> {
                 return Ok(());
             }
         };
-        match outcome {
-            Err(e) if is_expired(&e) => {
+        let _ = session.close().await;
+        let e = match outcome {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        match warren_error(&e).and_then(warren_client::Error::code) {
+            Some(ErrorCode::SessionExpired) => {
                 eprintln!("{}: session expired; starting a new one", args.name);
             }
-            other => {
-                let _ = session.close().await;
-                return other;
+            Some(ErrorCode::WrongCell) => {
+                return Err(e.context(format!(
+                    "{} serves only part of the namespace, not {} (with `warren dev`, \
+                     127.0.0.1:7100 is the meta cell): give the proxies as --endpoint, \
+                     e.g. 127.0.0.1:7201",
+                    args.endpoint.join(","),
+                    args.lock
+                )));
             }
+            _ if warren_error(&e).is_some_and(warren_client::Error::is_retryable) => {
+                eprintln!("{}: {e:#}; trying again", args.name);
+            }
+            _ => return Err(e),
         }
+        backoff.wait().await;
     }
     bail!(
-        "{}: the session expired {MAX_SESSIONS} times; giving up",
+        "{}: lost or could not make a session {MAX_SESSIONS} times; giving up",
         args.name
     )
 }
 
-/// Whether `e` means the session is gone.
-fn is_expired(e: &anyhow::Error) -> bool {
+/// The Warren error behind `e`, if it is one.
+fn warren_error(e: &anyhow::Error) -> Option<&warren_client::Error> {
     e.downcast_ref::<warren_client::Error>()
-        .is_some_and(|e| e.code() == Some(ErrorCode::SessionExpired))
 }
 
 /// Tells the person watching (on stderr) when the session is in trouble and when it
@@ -202,8 +268,9 @@ fn report_session_events(session: &Session) {
 }
 
 /// Takes the lock (waiting as long as it takes), publishes our name, and sends fenced
-/// requests until the server refuses one; then contends again. Returns only on error.
-async fn lead(session: &Session, args: &ContendArgs) -> Result<()> {
+/// requests until the server refuses one; then lets go, waits (`backoff`) and contends
+/// again. Returns only on error.
+async fn lead(session: &Session, args: &ContendArgs, backoff: &mut Backoff) -> Result<()> {
     create_parents(session, &args.lock).await?;
     let (lock, _) = session
         .open(
@@ -229,7 +296,10 @@ async fn lead(session: &Session, args: &ContendArgs) -> Result<()> {
                 .send(&sequencer, &format!("{} {request}", args.name))
                 .await
             {
-                Ok(reply) if reply == "ok" => say(&format!("accepted {request}")),
+                Ok(reply) if reply == "ok" => {
+                    say(&format!("accepted {request}"));
+                    backoff.reset();
+                }
                 Ok(reply) => {
                     say(&format!("rejected {request}"));
                     eprintln!(
@@ -238,12 +308,17 @@ async fn lead(session: &Session, args: &ContendArgs) -> Result<()> {
                     );
                     break;
                 }
-                // The server is unreachable: keep leading, try again next tick.
-                Err(e) => eprintln!("{}: request {request} not sent: {e:#}", args.name),
+                // The server is unreachable: keep leading, try again after a wait.
+                Err(e) => {
+                    eprintln!("{}: request {request} not sent: {e:#}", args.name);
+                    backoff.wait().await;
+                }
             }
         }
-        // We may still hold the lock (say the server was wrong); let go and start over.
+        // We may still hold the lock (say the server was wrong); let go, and wait before
+        // contending again so that a server refusing everyone does not make us spin.
         let _ = lock.release().await;
+        backoff.wait().await;
     }
 }
 

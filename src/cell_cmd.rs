@@ -5,11 +5,12 @@
 use clap::Args;
 use std::process::ExitCode;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use warren_cell::replica::{run_replica, EtcdOptions};
 use warren_cell::server::CellOptions;
 use warren_cell::store::embedded::EmbeddedStore;
-use warren_config::{CellConfig, Sources, StoreKind};
+use warren_config::{CellConfig, StoreKind};
+
+use crate::server_cmd;
 
 #[derive(Args, Debug)]
 pub struct CellArgs {
@@ -74,12 +75,8 @@ pub struct CellArgs {
     meta: Option<String>,
 }
 
-fn sources(a: &CellArgs) -> Result<Sources, warren_config::ConfigError> {
-    let mut s = Sources::new();
-    if let Some(p) = &a.config {
-        s = s.read_file(p)?;
-    }
-    s.env = Sources::process_env();
+/// Serves one cell until Ctrl-C / SIGTERM.
+pub async fn run(a: CellArgs) -> ExitCode {
     let flags = [
         ("name", &a.name),
         ("listen", &a.listen),
@@ -98,43 +95,20 @@ fn sources(a: &CellArgs) -> Result<Sources, warren_config::ConfigError> {
         ("etcd_max_txn_ops", &a.etcd_max_txn_ops),
         ("meta", &a.meta),
     ];
-    for (k, v) in flags {
-        if let Some(v) = v {
-            s = s.with_flag(k, v.clone());
-        }
-    }
-    Ok(s)
-}
-
-/// Serves one cell until Ctrl-C / SIGTERM.
-pub async fn run(a: CellArgs) -> ExitCode {
-    let cfg = match sources(&a).and_then(|s| CellConfig::load(&s)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: INVALID_ARGUMENT: configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match serve(&cfg).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    let sources = server_cmd::sources(a.config.as_deref(), &flags);
+    server_cmd::load_and_serve(
+        sources,
+        CellConfig::load,
+        |cfg| async move { serve(&cfg).await },
+    )
+    .await
 }
 
 /// Binds, opens the store, prints the banner and serves until a shutdown signal.
 pub async fn serve(cfg: &CellConfig) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (listen): {e}", cfg.listen))?;
+    let listener = server_cmd::bind(cfg.listen, "listen").await?;
     let admin = match cfg.admin {
-        Some(a) => Some(
-            TcpListener::bind(a)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {a} (admin): {e}"))?,
-        ),
+        Some(a) => Some(server_cmd::bind(a, "admin").await?),
         None => None,
     };
     let addr = listener.local_addr()?;
@@ -153,7 +127,7 @@ pub async fn serve(cfg: &CellConfig) -> anyhow::Result<()> {
                 Arc::new(store),
                 opts,
                 banner,
-                shutdown_signal(),
+                server_cmd::shutdown_signal(),
             )
             .await?;
         }
@@ -161,25 +135,16 @@ pub async fn serve(cfg: &CellConfig) -> anyhow::Result<()> {
             let mut etcd = EtcdOptions::new(cfg.etcd.clone());
             etcd.lease_ttl = cfg.etcd_lease;
             etcd.max_txn_ops = cfg.etcd_max_txn_ops;
-            run_replica(listener, admin, etcd, opts, banner, shutdown_signal()).await?;
+            run_replica(
+                listener,
+                admin,
+                etcd,
+                opts,
+                banner,
+                server_cmd::shutdown_signal(),
+            )
+            .await?;
         }
     }
     Ok(())
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-    tracing::info!("shutting down");
 }

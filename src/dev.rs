@@ -34,6 +34,7 @@
 //! exits 0.
 
 use clap::Args;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,16 +45,13 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use warren_cell::server::CellOptions;
 use warren_cell::store::embedded::EmbeddedStore;
-use warren_client::{ClientOptions, Session};
+use warren_client::{admin, ClientOptions, ErrorCode, Session};
+use warren_config::layout::{
+    self, Layout, DEFAULT_BASE_PORT, DEFAULT_CELLS, DEFAULT_PROXIES, MAX_BASE_PORT, MAX_EACH,
+};
 use warren_config::{CellConfig, ProxyConfig};
 use warren_router::PartitionMap;
 
-/// Where `warren dev` puts its meta cell unless `--base-port` says otherwise.
-pub const DEFAULT_BASE_PORT: u16 = 7100;
-/// The most data cells (and proxies): the port layout leaves room for 20 of each.
-const MAX_EACH: u16 = 20;
-/// The highest `--base-port`: the layout uses ports up to P+200.
-const MAX_BASE_PORT: u16 = u16::MAX - 200;
 /// How long a data cell may take to load the map, or a proxy to start serving.
 const START_PATIENCE: Duration = Duration::from_secs(60);
 /// How long each tier may take to stop after Ctrl-C.
@@ -72,11 +70,11 @@ pub struct DevArgs {
     #[arg(long, default_value = "warren-dev-data", value_name = "DIR")]
     data: PathBuf,
     /// Number of data cells, c1..cN (1–20).
-    #[arg(long, default_value_t = 3, value_name = "N",
+    #[arg(long, default_value_t = DEFAULT_CELLS, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_EACH)))]
     cells: u16,
     /// Number of proxies (0–20).
-    #[arg(long, default_value_t = 2, value_name = "M",
+    #[arg(long, default_value_t = DEFAULT_PROXIES, value_name = "M",
           value_parser = clap::value_parser!(u16).range(0..=i64::from(MAX_EACH)))]
     proxies: u16,
     /// First port of the layout below; 0 picks free ports (a resumed run then puts the data
@@ -86,49 +84,8 @@ pub struct DevArgs {
     base_port: u16,
 }
 
-/// The port layout of a dev deployment with base port `base` (0: every port is 0, i.e. picked
-/// by the system). Each method returns `(gRPC port, admin port)`.
-#[derive(Clone, Copy, Debug)]
-pub struct Layout {
-    base: u16,
-}
-
-impl Layout {
-    pub fn new(base: u16) -> Self {
-        Layout { base }
-    }
-
-    fn at(&self, offset: u16) -> u16 {
-        if self.base == 0 {
-            0
-        } else {
-            self.base + offset
-        }
-    }
-
-    /// The meta cell.
-    pub fn meta(&self) -> (u16, u16) {
-        (self.at(0), self.at(80))
-    }
-
-    /// Data cell `ck`, k ≥ 1.
-    pub fn cell(&self, k: u16) -> (u16, u16) {
-        (self.at(k), self.at(80 + k))
-    }
-
-    /// Proxy j, j ≥ 1.
-    pub fn proxy(&self, j: u16) -> (u16, u16) {
-        (self.at(100 + j), self.at(180 + j))
-    }
-}
-
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// The data cells' names: c1..cN.
-fn cell_names(n: u16) -> Vec<String> {
-    (1..=n).map(|k| format!("c{k}")).collect()
 }
 
 /// Where each data cell listens: `(name, gRPC address, admin address)`. Without a map
@@ -136,18 +93,18 @@ fn cell_names(n: u16) -> Vec<String> {
 /// at the layout's addresses, or (with `--base-port 0`) wherever the map puts them.
 fn plan_cells(
     map: Option<&PartitionMap>,
-    n: u16,
     layout: Layout,
     data: &Path,
 ) -> Result<Vec<(String, SocketAddr, SocketAddr)>, String> {
-    let names = cell_names(n);
+    let n = layout.cells;
+    let names = layout.cell_names();
     let Some(map) = map else {
         return Ok(names
             .into_iter()
             .zip(1..)
             .map(|(name, k)| {
-                let (port, admin) = layout.cell(k);
-                (name, loopback(port), loopback(admin))
+                let ports = layout.cell_ports(k);
+                (name, loopback(ports.grpc), loopback(ports.admin))
             })
             .collect());
     };
@@ -170,7 +127,7 @@ fn plan_cells(
         .into_iter()
         .zip(1..)
         .map(|(name, k)| {
-            let (port, admin) = layout.cell(k);
+            let layout::Ports { grpc: port, admin } = layout.cell_ports(k);
             let replicas = map.replicas(&name).unwrap_or_default();
             let listen = if port == 0 {
                 match replicas {
@@ -241,6 +198,9 @@ async fn stop_when(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// What a component is given to wait on for the order to stop.
+type Stop = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// One tier of the deployment (the meta cell, the data cells, the proxies), stopped together.
 struct Tier {
     stop: watch::Sender<bool>,
@@ -256,6 +216,29 @@ impl Tier {
             tasks: JoinSet::new(),
             names: Vec::new(),
         }
+    }
+
+    /// Spawns the component `label`: `serve` gets the signal to call once it serves and
+    /// the future that resolves when the tier stops. Resolves once it serves.
+    async fn start<F, E>(
+        &mut self,
+        label: String,
+        serve: impl FnOnce(Box<dyn FnOnce() + Send>, Stop) -> F,
+    ) -> Result<(), String>
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let signal: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let _ = ready_tx.send(());
+        });
+        let served = serve(signal, Box::pin(stop_when(self.stop.subscribe())));
+        self.names.push(label.clone());
+        let name = label.clone();
+        self.tasks
+            .spawn(async move { (name, served.await.map_err(|e| e.to_string())) });
+        ready(self, ready_rx, &label).await
     }
 
     /// Stops every component of the tier; the errors of those that failed.
@@ -361,25 +344,17 @@ async fn start_cell(
         .map_err(|e| format!("cannot open the store of cell {name}: {e}"))?;
     let mut opts = CellOptions::from_config(&cfg);
     opts.meta = cfg.meta.clone();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let stop = stop_when(tier.stop.subscribe());
-    let label = format!("cell {name}");
-    tier.names.push(label.clone());
-    tier.tasks.spawn(async move {
-        let served = warren_cell::run(
+    tier.start(format!("cell {name}"), |ready, stop| {
+        warren_cell::run(
             listener,
             Some(admin),
             Arc::new(store),
             opts,
-            move |_| {
-                let _ = ready_tx.send(());
-            },
+            move |_| ready(),
             stop,
         )
-        .await;
-        (label, served.map_err(|e| e.to_string()))
-    });
-    ready(tier, ready_rx, &format!("cell {name}")).await
+    })
+    .await
 }
 
 /// Starts a proxy routing by the map in the meta cell at `meta`; resolves once it serves.
@@ -393,24 +368,10 @@ async fn start_proxy(
     let mut cfg = ProxyConfig::new(addr.to_string(), Vec::new());
     cfg.admin = local_addr(&admin)?.to_string();
     cfg.meta = meta;
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let stop = stop_when(tier.stop.subscribe());
-    let label = format!("proxy {addr}");
-    tier.names.push(label.clone());
-    tier.tasks.spawn(async move {
-        let served = warren_proxy::run(
-            listener,
-            Some(admin),
-            cfg,
-            move |_| {
-                let _ = ready_tx.send(());
-            },
-            stop,
-        )
-        .await;
-        (label, served.map_err(|e| e.to_string()))
-    });
-    ready(tier, ready_rx, &format!("proxy {addr}")).await?;
+    tier.start(format!("proxy {addr}"), |ready, stop| {
+        warren_proxy::run(listener, Some(admin), cfg, move |_| ready(), stop)
+    })
+    .await?;
     Ok(addr)
 }
 
@@ -469,21 +430,21 @@ impl Dev {
 
     /// Starts everything, in order; the endpoints once all serve.
     async fn start(&mut self) -> Result<Banner, String> {
-        let layout = Layout::new(self.args.base_port);
+        let layout = Layout::new(self.args.cells, self.args.proxies, self.args.base_port);
         let data = self.args.data.clone();
 
         // The meta cell first: the map lives there.
-        let (port, admin) = layout.meta();
-        let listener = bind(loopback(port), "the meta cell").await?;
-        let admin = bind(loopback(admin), "the meta cell's admin endpoint").await?;
+        let ports = layout.meta_ports();
+        let listener = bind(loopback(ports.grpc), "the meta cell").await?;
+        let admin = bind(loopback(ports.admin), "the meta cell's admin endpoint").await?;
         let meta_addr = local_addr(&listener)?;
-        let mut admins = vec![("meta".to_string(), local_addr(&admin)?)];
+        let mut admins = vec![(layout::META.to_string(), local_addr(&admin)?)];
         start_cell(
             &mut self.meta,
-            "meta",
+            layout::META,
             listener,
             admin,
-            &data.join("meta"),
+            &Layout::store_dir(&data, layout::META),
             Vec::new(),
         )
         .await?;
@@ -492,18 +453,21 @@ impl Dev {
         let session = Session::connect_with(ClientOptions::new(meta.clone()))
             .await
             .map_err(|e| format!("cannot open a session at the meta cell {meta_addr}: {e}"))?;
-        let path = crate::ctl::map_path(session.deployment());
-        let existing = match crate::ctl::read_map(&session, &path).await {
+        let existing = match admin::read_map(&session).await {
             Ok((map, _)) => Some(map),
-            Err(f) if f.code == "NOT_FOUND" => None,
-            Err(f) => {
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => None,
+            Err(e) => {
                 let _ = session.close().await;
-                return Err(format!("cannot read the partition map: {f}"));
+                return Err(format!(
+                    "cannot read the partition map: {}: {}",
+                    e.code_name(),
+                    e.message()
+                ));
             }
         };
 
         // Bind every port before writing anything, so a port in use changes nothing.
-        let plan = plan_cells(existing.as_ref(), self.args.cells, layout, &data);
+        let plan = plan_cells(existing.as_ref(), layout, &data);
         let plan = match plan {
             Ok(p) => p,
             Err(e) => {
@@ -518,10 +482,14 @@ impl Dev {
             cell_listeners.push((name, l, a));
         }
         let mut proxy_listeners = Vec::new();
-        for j in 1..=self.args.proxies {
-            let (port, admin) = layout.proxy(j);
-            let l = bind(loopback(port), &format!("proxy {j}")).await?;
-            let a = bind(loopback(admin), &format!("proxy {j}'s admin endpoint")).await?;
+        for j in 1..=layout.proxies {
+            let ports = layout.proxy_ports(j);
+            let l = bind(loopback(ports.grpc), &format!("proxy {j}")).await?;
+            let a = bind(
+                loopback(ports.admin),
+                &format!("proxy {j}'s admin endpoint"),
+            )
+            .await?;
             proxy_listeners.push((l, a));
         }
         let mut cells = Vec::new();
@@ -529,17 +497,15 @@ impl Dev {
             cells.push((name.clone(), local_addr(l)?));
             admins.push((name.clone(), local_addr(a)?));
         }
-        for (j, (_, a)) in proxy_listeners.iter().enumerate() {
-            admins.push((format!("p{}", j + 1), local_addr(a)?));
+        for (name, (_, a)) in layout.proxy_names().into_iter().zip(&proxy_listeners) {
+            admins.push((name, local_addr(a)?));
         }
 
         if existing.is_none() {
-            let spec: Vec<(String, Vec<String>)> = cells
-                .iter()
-                .map(|(n, a)| (n.clone(), vec![a.to_string()]))
-                .collect();
+            let addrs: Vec<SocketAddr> = cells.iter().map(|(_, a)| *a).collect();
+            let spec = layout.initial_map_cells(&addrs);
             let written =
-                crate::ctl::write_initial_map(&session, &spec, warren_router::DEFAULT_SLOTS).await;
+                admin::write_initial_map(&session, &spec, warren_router::DEFAULT_SLOTS).await;
             match written {
                 Ok(map) => tracing::info!(
                     map_epoch = map.map_epoch(),
@@ -547,12 +513,17 @@ impl Dev {
                     cells = cells.len(),
                     "wrote the first partition map"
                 ),
-                Err(f) => {
+                Err(e) => {
                     let _ = session.close().await;
-                    return Err(format!("cannot write the first partition map: {f}"));
+                    return Err(format!(
+                        "cannot write the first partition map: {}: {}",
+                        e.code_name(),
+                        e.message()
+                    ));
                 }
             }
         } else {
+            let path = warren_client::map::map_path(session.deployment());
             tracing::info!(%path, "resuming: the partition map is already there");
         }
         let _ = session.close().await;
@@ -563,7 +534,7 @@ impl Dev {
                 &name,
                 listener,
                 admin,
-                &data.join(&name),
+                &Layout::store_dir(&data, &name),
                 meta.clone(),
             )
             .await?;
@@ -596,7 +567,7 @@ impl Dev {
 
 /// Runs `warren dev` until Ctrl-C / SIGTERM.
 pub async fn run(args: DevArgs) -> ExitCode {
-    let signal = crate::cell_cmd::shutdown_signal();
+    let signal = crate::server_cmd::shutdown_signal();
     tokio::pin!(signal);
     let mut dev = Dev::new(args);
     let started = tokio::select! {
@@ -674,40 +645,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_port_layout() {
-        let l = Layout::new(7100);
-        assert_eq!(l.meta(), (7100, 7180));
-        assert_eq!(l.cell(1), (7101, 7181));
-        assert_eq!(l.cell(20), (7120, 7200));
-        assert_eq!(l.proxy(1), (7201, 7281));
-        assert_eq!(l.proxy(20), (7220, 7300));
-        let free = Layout::new(0);
-        assert_eq!(
-            (free.meta(), free.cell(3), free.proxy(2)),
-            ((0, 0), (0, 0), (0, 0))
-        );
-        // The highest base port still fits.
-        let top = Layout::new(MAX_BASE_PORT);
-        assert_eq!(top.proxy(MAX_EACH).1, u16::MAX);
-        // No two ports of a full layout collide.
-        let mut ports: Vec<u16> = vec![l.meta().0, l.meta().1];
-        for k in 1..=MAX_EACH {
-            ports.extend([l.cell(k).0, l.cell(k).1, l.proxy(k).0, l.proxy(k).1]);
-        }
-        let n = ports.len();
-        ports.sort_unstable();
-        ports.dedup();
-        assert_eq!(ports.len(), n);
-    }
-
     fn addrs(plan: &[(String, SocketAddr, SocketAddr)]) -> Vec<String> {
         plan.iter().map(|(n, a, _)| format!("{n}={a}")).collect()
     }
 
     #[test]
     fn a_first_run_plans_the_layout() {
-        let plan = plan_cells(None, 3, Layout::new(7100), Path::new("d")).unwrap();
+        let plan = plan_cells(None, Layout::new(3, 0, 7100), Path::new("d")).unwrap();
         assert_eq!(
             addrs(&plan),
             [
@@ -717,7 +661,7 @@ mod tests {
             ]
         );
         assert_eq!(plan[2].2, loopback(7183));
-        let plan = plan_cells(None, 2, Layout::new(0), Path::new("d")).unwrap();
+        let plan = plan_cells(None, Layout::new(2, 0, 0), Path::new("d")).unwrap();
         assert_eq!(addrs(&plan), ["c1=127.0.0.1:0", "c2=127.0.0.1:0"]);
     }
 
@@ -733,7 +677,7 @@ mod tests {
             ("c2", "127.0.0.1:7102"),
             ("c3", "127.0.0.1:7103"),
         ]);
-        let plan = plan_cells(Some(&m), 3, Layout::new(7100), Path::new("d")).unwrap();
+        let plan = plan_cells(Some(&m), Layout::new(3, 0, 7100), Path::new("d")).unwrap();
         assert_eq!(
             addrs(&plan),
             [
@@ -743,7 +687,7 @@ mod tests {
             ]
         );
         // --base-port 0: the cells go back where the map says; admin ports are free ones.
-        let plan = plan_cells(Some(&m), 3, Layout::new(0), Path::new("d")).unwrap();
+        let plan = plan_cells(Some(&m), Layout::new(3, 0, 0), Path::new("d")).unwrap();
         assert_eq!(
             addrs(&plan),
             [
@@ -754,12 +698,12 @@ mod tests {
         );
         assert_eq!(plan[0].2, loopback(0));
         // Another --cells: refused, saying what the map has.
-        let e = plan_cells(Some(&m), 2, Layout::new(7100), Path::new("d")).unwrap_err();
+        let e = plan_cells(Some(&m), Layout::new(2, 0, 7100), Path::new("d")).unwrap_err();
         assert!(e.contains("has data cells c1,c2,c3"), "{e}");
         assert!(e.contains("--cells 2 asks for c1,c2"), "{e}");
         assert!(e.contains("run with --cells 3"), "{e}");
         // Another base port: refused, naming both addresses.
-        let e = plan_cells(Some(&m), 3, Layout::new(9000), Path::new("d")).unwrap_err();
+        let e = plan_cells(Some(&m), Layout::new(3, 0, 9000), Path::new("d")).unwrap_err();
         assert!(
             e.contains(
                 "puts cell c1 at 127.0.0.1:7101, but this run would put it at 127.0.0.1:9001"
@@ -768,10 +712,10 @@ mod tests {
         );
         // Cells not named by warren dev.
         let other = map(&[("a", "127.0.0.1:1"), ("b", "127.0.0.1:2")]);
-        let e = plan_cells(Some(&other), 2, Layout::new(7100), Path::new("d")).unwrap_err();
+        let e = plan_cells(Some(&other), Layout::new(2, 0, 7100), Path::new("d")).unwrap_err();
         assert!(e.contains("has data cells a,b"), "{e}");
         // Natural order in messages.
-        let names: Vec<String> = cell_names(11);
+        let names: Vec<String> = Layout::new(11, 0, 0).cell_names();
         assert_eq!(natural(names.iter())[9..], ["c10", "c11"]);
     }
 

@@ -6,6 +6,7 @@ mod ctl;
 mod dev;
 mod loadtest_cmd;
 mod proxy_cmd;
+mod server_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

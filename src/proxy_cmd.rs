@@ -7,8 +7,9 @@
 
 use clap::Args;
 use std::process::ExitCode;
-use tokio::net::TcpListener;
-use warren_config::{ProxyConfig, Sources};
+use warren_config::ProxyConfig;
+
+use crate::server_cmd;
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
@@ -54,12 +55,8 @@ pub struct ProxyArgs {
     max_starve: Option<String>,
 }
 
-fn sources(a: &ProxyArgs) -> Result<Sources, warren_config::ConfigError> {
-    let mut s = Sources::new();
-    if let Some(p) = &a.config {
-        s = s.read_file(p)?;
-    }
-    s.env = Sources::process_env();
+/// Serves one proxy until Ctrl-C / SIGTERM.
+pub async fn run(a: ProxyArgs) -> ExitCode {
     let cells = (!a.cells.is_empty()).then(|| a.cells.join(";"));
     let flags = [
         ("listen", &a.listen),
@@ -73,44 +70,16 @@ fn sources(a: &ProxyArgs) -> Result<Sources, warren_config::ConfigError> {
         ("forward_patience", &a.forward_patience),
         ("max_starve", &a.max_starve),
     ];
-    for (k, v) in flags {
-        if let Some(v) = v {
-            s = s.with_flag(k, v.clone());
-        }
-    }
-    Ok(s)
-}
-
-/// Serves one proxy until Ctrl-C / SIGTERM.
-pub async fn run(a: ProxyArgs) -> ExitCode {
-    let cfg = match sources(&a).and_then(|s| ProxyConfig::load(&s)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: INVALID_ARGUMENT: configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match serve(cfg).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    let sources = server_cmd::sources(a.config.as_deref(), &flags);
+    server_cmd::load_and_serve(sources, ProxyConfig::load, serve).await
 }
 
 async fn serve(cfg: ProxyConfig) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(&cfg.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (listen): {e}", cfg.listen))?;
+    let listener = server_cmd::bind(cfg.listen.as_str(), "listen").await?;
     let admin = if cfg.admin.is_empty() {
         None
     } else {
-        Some(
-            TcpListener::bind(&cfg.admin)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin): {e}", cfg.admin))?,
-        )
+        Some(server_cmd::bind(cfg.admin.as_str(), "admin").await?)
     };
     let addr = listener.local_addr()?;
     println!("proxies: {addr}");
@@ -119,7 +88,7 @@ async fn serve(cfg: ProxyConfig) -> anyhow::Result<()> {
         admin,
         cfg,
         |_| println!("ready"),
-        crate::cell_cmd::shutdown_signal(),
+        server_cmd::shutdown_signal(),
     )
     .await?;
     Ok(())

@@ -57,11 +57,11 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     /// Default [`rpc_timeout`](Self::rpc_timeout).
-    pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_RPC_TIMEOUT: Duration = warren_config::defaults::RPC_TIMEOUT;
     /// Default [`clock_drift`](Self::clock_drift) (SPEC §12: 1%).
-    pub const DEFAULT_CLOCK_DRIFT: f64 = 0.01;
+    pub const DEFAULT_CLOCK_DRIFT: f64 = warren_config::defaults::CLOCK_DRIFT;
     /// Default [`grace_period`](Self::grace_period) (SPEC §12: 45 s).
-    pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(45);
+    pub const DEFAULT_GRACE_PERIOD: Duration = warren_config::defaults::GRACE_PERIOD;
 
     /// Options for these endpoints, everything else at its default.
     pub fn new<I, S>(endpoints: I) -> Self

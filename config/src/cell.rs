@@ -7,19 +7,13 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::parse::{
-    check_cell_name, check_deployment, check_endpoint, duration, format_duration,
+    check_cell_name, check_deployment, check_endpoints, duration, format_duration,
     parse_listen_addr, parse_size, Bad,
 };
 use crate::source::{blame_second, FieldSpec, Layers, Origin, Provenance, Sources};
 
-/// The largest file Warren stores (Chubby's limit); `max_file_size` may be lower, never higher.
-pub const FILE_SIZE_LIMIT: usize = 256 * 1024;
-/// The longest lease any cell may grant, even under load (SPEC §3).
-pub const LEASE_LIMIT: Duration = Duration::from_secs(60);
-/// The longest lock-delay a client may ask for (SPEC §3).
-pub const LOCK_DELAY_LIMIT: Duration = Duration::from_secs(60);
-/// The lease proxy sessions get unless set (SPEC §6).
-const DEFAULT_PROXY_LEASE: Duration = Duration::from_secs(20);
+use crate::defaults::{self, PROXY_LEASE as DEFAULT_PROXY_LEASE};
+pub use crate::defaults::{FILE_SIZE_LIMIT, LEASE_LIMIT, LOCK_DELAY_LIMIT};
 
 /// Settings of one cell replica.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,20 +130,20 @@ impl CellConfig {
             listen,
             admin: None,
             data: data.into(),
-            deployment: "local".to_owned(),
-            lease: Duration::from_secs(12),
-            keepalive_reply_before_end: Duration::from_secs(1),
-            max_lease: Duration::from_secs(60),
+            deployment: defaults::DEPLOYMENT.to_owned(),
+            lease: defaults::LEASE,
+            keepalive_reply_before_end: defaults::KEEPALIVE_REPLY_BEFORE_END,
+            max_lease: LEASE_LIMIT,
             proxy_lease: DEFAULT_PROXY_LEASE,
-            claim_window: Duration::from_secs(60),
-            max_lock_delay: Duration::from_secs(60),
+            claim_window: defaults::CLAIM_WINDOW,
+            max_lock_delay: LOCK_DELAY_LIMIT,
             max_file_size: FILE_SIZE_LIMIT,
-            ephemeral_cleanup: Duration::from_secs(60),
+            ephemeral_cleanup: defaults::EPHEMERAL_CLEANUP,
             store: StoreKind::Embedded,
             etcd: Vec::new(),
             replica: String::new(),
-            etcd_lease: Duration::from_secs(2),
-            etcd_max_txn_ops: 128,
+            etcd_lease: defaults::ETCD_LEASE,
+            etcd_max_txn_ops: defaults::ETCD_MAX_TXN_OPS,
             meta: Vec::new(),
         }
     }
@@ -269,7 +263,7 @@ impl CellConfig {
         if let Some(v) = layers.parse("deployment", text)? {
             config.deployment = v;
         }
-        let durations = [
+        layers.set_durations([
             ("lease", &mut config.lease),
             (
                 "keepalive_reply_before_end",
@@ -279,12 +273,7 @@ impl CellConfig {
             ("claim_window", &mut config.claim_window),
             ("max_lock_delay", &mut config.max_lock_delay),
             ("ephemeral_cleanup", &mut config.ephemeral_cleanup),
-        ];
-        for (field, slot) in durations {
-            if let Some(v) = layers.parse(field, duration)? {
-                *slot = v;
-            }
-        }
+        ])?;
         if let Some(v) = layers.parse("max_file_size", parse_size)? {
             config.max_file_size = v;
         }
@@ -346,28 +335,8 @@ impl CellConfig {
                 },
             ));
         }
-        for (i, addr) in self.meta.iter().enumerate() {
-            let joined = self.meta.join(",");
-            if let Err(b) = check_endpoint(addr) {
-                return Err(invalid(
-                    "meta",
-                    joined,
-                    Bad {
-                        problem: format!("has {addr:?}, which {}", b.problem),
-                        fix: format!("{} (the meta cell's replicas)", b.fix),
-                    },
-                ));
-            }
-            if self.meta[..i].contains(addr) {
-                return Err(invalid(
-                    "meta",
-                    joined,
-                    Bad {
-                        problem: format!("lists {addr:?} twice"),
-                        fix: "list each replica of the meta cell once".into(),
-                    },
-                ));
-            }
+        if let Err(b) = check_endpoints(&self.meta, "replica of the meta cell") {
+            return Err(invalid("meta", self.meta.join(","), b));
         }
         if let Some(admin) = self.admin {
             if admin == self.listen && admin.port() != 0 {
@@ -393,39 +362,49 @@ impl CellConfig {
                 },
             ));
         }
-        if self.max_lease > LEASE_LIMIT {
-            return Err(invalid(
-                "max_lease",
-                fmt(self.max_lease),
+        // A setting above its hard limit.
+        let over_limit = |field: &str, value: Duration, limit: Duration| {
+            invalid(
+                field,
+                fmt(value),
                 Bad {
-                    problem: format!("must be at most {}", fmt(LEASE_LIMIT)),
-                    fix: format!("set a max_lease of {} or less", fmt(LEASE_LIMIT)),
+                    problem: format!("must be at most {}", fmt(limit)),
+                    fix: format!("set a {field} of {} or less", fmt(limit)),
                 },
-            ));
-        }
-        if self.lease > self.max_lease {
-            return Err(if blame_second(origin, "lease", "max_lease") {
+            )
+        };
+        // `lower` above `upper` (both set, or defaulted): blames the one written last.
+        let above = |lower: (&str, Duration), upper: (&str, Duration), lower_fix: String| {
+            let ((lf, lv), (uf, uv)) = (lower, upper);
+            if blame_second(origin, lf, uf) {
                 invalid(
-                    "max_lease",
-                    fmt(self.max_lease),
+                    uf,
+                    fmt(uv),
                     Bad {
-                        problem: format!("must be at least lease ({})", fmt(self.lease)),
-                        fix: format!(
-                            "raise max_lease to at least {} or lower lease",
-                            fmt(self.lease)
-                        ),
+                        problem: format!("must be at least {lf} ({})", fmt(lv)),
+                        fix: format!("raise {uf} to at least {} or lower {lf}", fmt(lv)),
                     },
                 )
             } else {
                 invalid(
-                    "lease",
-                    fmt(self.lease),
+                    lf,
+                    fmt(lv),
                     Bad {
-                        problem: format!("must be at most max_lease ({})", fmt(self.max_lease)),
-                        fix: format!("set a lease of at most {}", fmt(self.max_lease)),
+                        problem: format!("must be at most {uf} ({})", fmt(uv)),
+                        fix: lower_fix,
                     },
                 )
-            });
+            }
+        };
+        if self.max_lease > LEASE_LIMIT {
+            return Err(over_limit("max_lease", self.max_lease, LEASE_LIMIT));
+        }
+        if self.lease > self.max_lease {
+            return Err(above(
+                ("lease", self.lease),
+                ("max_lease", self.max_lease),
+                format!("set a lease of at most {}", fmt(self.max_lease)),
+            ));
         }
         if self.lease <= kr {
             return Err(
@@ -473,34 +452,14 @@ impl CellConfig {
             ));
         }
         if self.proxy_lease > self.max_lease {
-            return Err(if blame_second(origin, "proxy_lease", "max_lease") {
-                invalid(
-                    "max_lease",
-                    fmt(self.max_lease),
-                    Bad {
-                        problem: format!(
-                            "must be at least proxy_lease ({})",
-                            fmt(self.proxy_lease)
-                        ),
-                        fix: format!(
-                            "raise max_lease to at least {} or lower proxy_lease",
-                            fmt(self.proxy_lease)
-                        ),
-                    },
-                )
-            } else {
-                invalid(
-                    "proxy_lease",
-                    fmt(self.proxy_lease),
-                    Bad {
-                        problem: format!("must be at most max_lease ({})", fmt(self.max_lease)),
-                        fix: format!(
-                            "set a proxy_lease of at most {} or raise max_lease",
-                            fmt(self.max_lease)
-                        ),
-                    },
-                )
-            });
+            return Err(above(
+                ("proxy_lease", self.proxy_lease),
+                ("max_lease", self.max_lease),
+                format!(
+                    "set a proxy_lease of at most {} or raise max_lease",
+                    fmt(self.max_lease)
+                ),
+            ));
         }
         if self.claim_window < self.lease {
             return Err(invalid(
@@ -513,13 +472,10 @@ impl CellConfig {
             ));
         }
         if self.max_lock_delay > LOCK_DELAY_LIMIT {
-            return Err(invalid(
+            return Err(over_limit(
                 "max_lock_delay",
-                fmt(self.max_lock_delay),
-                Bad {
-                    problem: format!("must be at most {}", fmt(LOCK_DELAY_LIMIT)),
-                    fix: format!("set a max_lock_delay of {} or less", fmt(LOCK_DELAY_LIMIT)),
-                },
+                self.max_lock_delay,
+                LOCK_DELAY_LIMIT,
             ));
         }
         if self.max_file_size == 0 || self.max_file_size > FILE_SIZE_LIMIT {

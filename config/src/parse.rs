@@ -44,6 +44,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     })
 }
 
+/// Parses a duration given on a command line (`warren ctl --grace`, `--hold`): what
+/// [`parse_duration`] accepts (`"5s"`, `"500ms"`, `"1m 30s"`), or a bare number, which is
+/// seconds (`"5"`, `"1.5"`). Settings (files, `WARREN_*`, the servers' flags) keep
+/// requiring a unit, so a bare number there is never silently read in the wrong unit.
+pub fn parse_duration_or_seconds(s: &str) -> Result<Duration, DurationError> {
+    let trimmed = s.trim();
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return trimmed
+            .parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| DurationError {
+                input: s.to_owned(),
+                reason: "it is not a number of seconds".to_owned(),
+            });
+    }
+    parse_duration(s)
+}
+
 /// [`parse_duration`] for the loaders.
 pub(crate) fn duration(s: &str) -> Result<Duration, Bad> {
     parse_duration(s).map_err(|e| {
@@ -134,30 +153,57 @@ pub(crate) fn check_endpoint(s: &str) -> Result<(), Bad> {
 
 /// A cell name: 1–63 characters of `[a-z0-9-]` (as the partition map requires).
 pub(crate) fn check_cell_name(s: &str) -> Result<(), Bad> {
-    const FIX: &str = "use 1 to 63 characters of a-z, 0-9 and -, e.g. cell-1";
-    if s.is_empty() || s.len() > 63 {
-        return Err(bad(format!("is {} characters long", s.len()), FIX));
-    }
-    if let Some(bad_char) = s
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        return Err(bad(format!("contains {bad_char:?}"), FIX));
-    }
-    Ok(())
+    check_name(
+        s,
+        63,
+        "characters",
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+        "use 1 to 63 characters of a-z, 0-9 and -, e.g. cell-1",
+    )
 }
 
 /// A deployment name: a path component, 1–255 bytes of `[A-Za-z0-9._-]`.
 pub(crate) fn check_deployment(s: &str) -> Result<(), Bad> {
-    const FIX: &str = "use 1 to 255 characters of A-Z, a-z, 0-9, '.', '_' and '-', e.g. local";
-    if s.is_empty() || s.len() > 255 {
-        return Err(bad(format!("is {} bytes long", s.len()), FIX));
+    check_name(
+        s,
+        255,
+        "bytes",
+        |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'),
+        "use 1 to 255 characters of A-Z, a-z, 0-9, '.', '_' and '-', e.g. local",
+    )
+}
+
+/// A name of 1 to `longest` bytes (ASCII: as many characters), each `allowed`; `fix` says
+/// what to write instead.
+fn check_name(
+    s: &str,
+    longest: usize,
+    unit: &str,
+    allowed: impl Fn(char) -> bool,
+    fix: &str,
+) -> Result<(), Bad> {
+    if s.is_empty() || s.len() > longest {
+        return Err(bad(format!("is {} {unit} long", s.len()), fix));
     }
-    if let Some(bad_char) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(bad(format!("contains {bad_char:?}"), FIX));
+    if let Some(bad_char) = s.chars().find(|c| !allowed(*c)) {
+        return Err(bad(format!("contains {bad_char:?}"), fix));
+    }
+    Ok(())
+}
+
+/// Checks a list of `HOST:PORT` addresses, each a `what` (e.g. "replica of the meta
+/// cell"): well-formed, none twice.
+pub(crate) fn check_endpoints(list: &[String], what: &str) -> Result<(), Bad> {
+    for (i, addr) in list.iter().enumerate() {
+        if let Err(b) = check_endpoint(addr) {
+            return Err(bad(format!("has {addr:?}, which {}", b.problem), b.fix));
+        }
+        if list[..i].contains(addr) {
+            return Err(bad(
+                format!("lists {addr:?} twice"),
+                format!("list each {what} once"),
+            ));
+        }
     }
     Ok(())
 }
@@ -178,6 +224,21 @@ mod tests {
             assert!(err.to_string().contains("e.g. \"12s\""), "{err}");
         }
         assert_eq!(format_duration(Duration::from_millis(1500)), "1s 500ms");
+    }
+
+    #[test]
+    fn command_line_durations_take_a_unit_or_seconds() {
+        let p = parse_duration_or_seconds;
+        assert_eq!(p("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(p("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(p(" 1.5 "), Ok(Duration::from_millis(1500)));
+        assert_eq!(p("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(p("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(p("0"), Ok(Duration::ZERO));
+        for bad in ["", " ", ".", "1.2.3", "-1", "-1s", "soon", "1e400s", "NaNs"] {
+            let err = p(bad).unwrap_err();
+            assert_eq!(err.input, bad);
+        }
     }
 
     #[test]

@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use crate::cell::LEASE_LIMIT;
+use crate::defaults;
 use crate::error::ConfigError;
 use crate::parse::{
-    bad, check_cell_name, check_endpoint, duration, format_duration, parse_listen_addr, Bad,
+    bad, check_cell_name, check_endpoint, check_endpoints, format_duration, parse_listen_addr, Bad,
 };
 use crate::source::{FieldSpec, Layers, Origin, Provenance, Sources};
 
@@ -152,12 +153,12 @@ impl ProxyConfig {
             admin: String::new(),
             cells,
             meta: Vec::new(),
-            client_lease: Duration::from_secs(12),
-            keepalive_reply_before_end: Duration::from_secs(1),
-            lease_margin: Duration::from_secs(1),
-            drift: 0.01,
-            forward_patience: Duration::from_secs(10),
-            max_starve: Duration::from_secs(60),
+            client_lease: defaults::LEASE,
+            keepalive_reply_before_end: defaults::KEEPALIVE_REPLY_BEFORE_END,
+            lease_margin: defaults::PROXY_LEASE_MARGIN,
+            drift: defaults::CLOCK_DRIFT,
+            forward_patience: defaults::PROXY_FORWARD_PATIENCE,
+            max_starve: defaults::PROXY_MAX_STARVE,
         }
     }
 
@@ -166,7 +167,7 @@ impl ProxyConfig {
         let layers = Layers::new(sources, FIELDS)?;
         let listen = layers
             .parse("listen", |s| Ok(s.trim().to_owned()))?
-            .unwrap_or_else(|| "127.0.0.1:7300".to_string());
+            .unwrap_or_else(|| defaults::PROXY_LISTEN.to_string());
         let cells = layers.parse("cells", cell_list)?;
         let meta = layers.parse("meta", addr_list)?;
         if cells.is_none() && meta.is_none() {
@@ -183,7 +184,7 @@ impl ProxyConfig {
         if let Some(v) = layers.parse("id", |s| Ok(s.trim().to_owned()))? {
             config.id = v;
         }
-        for (field, slot) in [
+        layers.set_durations([
             ("client_lease", &mut config.client_lease),
             (
                 "keepalive_reply_before_end",
@@ -192,11 +193,7 @@ impl ProxyConfig {
             ("lease_margin", &mut config.lease_margin),
             ("forward_patience", &mut config.forward_patience),
             ("max_starve", &mut config.max_starve),
-        ] {
-            if let Some(v) = layers.parse(field, duration)? {
-                *slot = v;
-            }
-        }
+        ])?;
         config.check(&|field| layers.provenance(field))?;
         Ok(config)
     }
@@ -265,29 +262,8 @@ impl ProxyConfig {
                 ),
             ));
         }
-        for a in &self.meta {
-            if let Err(b) = check_endpoint(a) {
-                return Err(invalid(
-                    "meta",
-                    meta(),
-                    bad(format!("has {a:?}, which {}", b.problem), b.fix),
-                ));
-            }
-        }
-        if self
-            .meta
-            .iter()
-            .enumerate()
-            .any(|(i, a)| self.meta[..i].contains(a))
-        {
-            return Err(invalid(
-                "meta",
-                meta(),
-                bad(
-                    "lists an address twice",
-                    "give each replica of the meta cell once: --meta A,B,C",
-                ),
-            ));
+        if let Err(b) = check_endpoints(&self.meta, "replica of the meta cell") {
+            return Err(invalid("meta", meta(), b));
         }
         for (i, c) in self.cells.iter().enumerate() {
             if let Err(b) = check_cell_name(&c.name) {

@@ -234,6 +234,20 @@ impl Layers {
             .map_err(|b| ConfigError::invalid(field, raw.value.clone(), raw.origin.clone(), b))
     }
 
+    /// Sets each duration in `fields` that a layer gives (each `(field, where it goes)`);
+    /// the others keep their values.
+    pub fn set_durations<const N: usize>(
+        &self,
+        fields: [(&str, &mut std::time::Duration); N],
+    ) -> Result<(), ConfigError> {
+        for (field, slot) in fields {
+            if let Some(v) = self.parse(field, crate::parse::duration)? {
+                *slot = v;
+            }
+        }
+        Ok(())
+    }
+
     /// Where `field` came from (the default if no layer set it) and how it was written.
     pub fn provenance(&self, field: &str) -> (Origin, Option<String>) {
         match self.get(field) {

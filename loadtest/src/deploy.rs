@@ -18,9 +18,10 @@
 //! | data cell `ck` (`master:ck`) | free ports | DIR/ck | DIR/logs/ck.log |
 //! | proxy `pj` (`proxy:j`) | free ports | — | DIR/logs/pj.log |
 //!
-//! The first partition map (epoch 1, the default slot count spread evenly over c1..cN, as
-//! `warren dev` writes it) goes into the meta cell with `warren ctl deployment init`, run
-//! as a child like the rest. Children get the parent's environment without its `WARREN_*`
+//! The members' names, stores and the cells of the first partition map come from
+//! [`warren_config::Layout`], as for `warren dev`; the map (epoch 1, the default slot count
+//! spread evenly over c1..cN) goes into the meta cell through `warren_client::admin`, as
+//! `warren ctl deployment init` writes it. Children get the parent's environment without its `WARREN_*`
 //! variables (except `WARREN_LOG`), so settings meant for the parent's own `warren` do not
 //! leak into the deployment. They stay in the parent's process group, so a Ctrl-C at the
 //! terminal reaches them too, and a parent killed without unwinding leaves none behind
@@ -41,24 +42,27 @@ use std::str::FromStr;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+use warren_client::{admin, ClientOptions, Session};
+use warren_config::defaults;
+use warren_config::layout::{self, Layout, DEFAULT_CELLS, DEFAULT_PROXIES};
 
 /// The most data cells, and the most proxies, a spec may ask for (as `warren dev`).
-pub const MAX_EACH: u16 = 20;
+pub use warren_config::layout::MAX_EACH;
 /// How long any member may take to become ready, on top of the proxy lease (a restarted
 /// cell master waits up to one lease for sessions that do not come back, e.g. a dead
 /// proxy's, before it serves everything).
 const BASE_PATIENCE: Duration = Duration::from_secs(20);
-/// How long `warren ctl deployment init` may take.
+/// How long writing the first partition map may take.
 const INIT_PATIENCE: Duration = Duration::from_secs(30);
 /// How long each tier may take to stop after SIGTERM before it gets SIGKILL.
 const STOP_PATIENCE: Duration = Duration::from_secs(10);
 /// The proxy lease the cells grant without a `lease` (their default).
-const DEFAULT_PROXY_LEASE: Duration = Duration::from_secs(20);
+const DEFAULT_PROXY_LEASE: Duration = defaults::PROXY_LEASE;
 /// How long before a lease ends the cells answer a held KeepAlive (their default; a lease
 /// must exceed it).
-const CELL_KEEPALIVE_REPLY: Duration = Duration::from_secs(1);
+const CELL_KEEPALIVE_REPLY: Duration = defaults::KEEPALIVE_REPLY_BEFORE_END;
 /// The longest lease (proxy lease included) a cell may grant.
-const LEASE_LIMIT: Duration = Duration::from_secs(60);
+const LEASE_LIMIT: Duration = defaults::LEASE_LIMIT;
 /// What the proxy lease adds to `lease`.
 const PROXY_LEASE_EXTRA: Duration = Duration::from_secs(3);
 /// How many lines of a child's log an error quotes.
@@ -80,8 +84,8 @@ pub struct DeploySpec {
 impl Default for DeploySpec {
     fn default() -> Self {
         DeploySpec {
-            cells: 3,
-            proxies: 2,
+            cells: DEFAULT_CELLS,
+            proxies: DEFAULT_PROXIES,
             lease: None,
         }
     }
@@ -452,6 +456,8 @@ fn free_addrs(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
 /// A running deployment of separate `warren` processes (see the module docs). Dropping it
 /// kills (SIGKILL) whatever still runs; [`stop`](Self::stop) stops it gracefully.
 pub struct Deployment {
+    /// Its members' names and how many of each.
+    layout: Layout,
     bin: PathBuf,
     dir: PathBuf,
     meta: Proc,
@@ -483,7 +489,7 @@ impl Deployment {
         if let Some(lease) = spec.lease {
             check_lease(lease).map_err(|e| anyhow!("deployment {spec}: {e}"))?;
         }
-        if dir.join("meta").exists() {
+        if Layout::store_dir(dir, layout::META).exists() {
             bail!(
                 "{} already holds a deployment (it has a meta/ directory); give a fresh \
                  directory",
@@ -538,7 +544,7 @@ impl Deployment {
             .map(OsString::from)
             .collect();
             args.push("--data".into());
-            args.push(dir.join(name).into_os_string());
+            args.push(Layout::store_dir(dir, name).into_os_string());
             if !meta.is_empty() {
                 args.extend(["--meta".into(), meta.into()]);
             }
@@ -555,18 +561,22 @@ impl Deployment {
             }
         };
         let (addr, admin) = (next(), next());
-        let meta = cell("meta", Kind::Meta, addr, admin, "");
+        let layout = Layout::new(spec.cells, spec.proxies, 0);
+        let meta = cell(layout::META, Kind::Meta, addr, admin, "");
         let meta_addr = meta.addr.to_string();
-        let cells: Vec<Proc> = (1..=spec.cells)
-            .map(|k| {
+        let cells: Vec<Proc> = layout
+            .cell_names()
+            .iter()
+            .map(|name| {
                 let (addr, admin) = (next(), next());
-                cell(&format!("c{k}"), Kind::Data, addr, admin, &meta_addr)
+                cell(name, Kind::Data, addr, admin, &meta_addr)
             })
             .collect();
-        let proxies: Vec<Proc> = (1..=spec.proxies)
-            .map(|j| {
+        let proxies: Vec<Proc> = layout
+            .proxy_names()
+            .into_iter()
+            .map(|name| {
                 let (addr, admin) = (next(), next());
-                let name = format!("p{j}");
                 let mut args: Vec<OsString> = [
                     "proxy",
                     "--listen",
@@ -597,6 +607,7 @@ impl Deployment {
 
         // From here on, an early return drops `d`, which kills whatever was started.
         let mut d = Deployment {
+            layout,
             bin: bin.to_path_buf(),
             dir: dir.to_path_buf(),
             meta,
@@ -623,31 +634,33 @@ impl Deployment {
         Ok(d)
     }
 
-    /// `warren ctl deployment init --meta META --cell c1=ADDR …`: the first map.
+    /// The first map (as `warren ctl deployment init` writes it: epoch 1, the default
+    /// slot count spread evenly over c1..cN), written through a session at the meta cell.
     async fn write_first_map(&self) -> anyhow::Result<()> {
-        let mut cmd = child_command(&self.bin);
-        cmd.args(["ctl", "deployment", "init", "--meta"])
-            .arg(self.meta.addr.to_string());
-        for c in &self.cells {
-            cmd.arg("--cell").arg(format!("{}={}", c.name, c.addr));
-        }
-        let out = tokio::time::timeout(INIT_PATIENCE, cmd.output())
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "warren ctl deployment init did not finish within {INIT_PATIENCE:?}; {}",
-                    self.meta.log_tail()
-                )
-            })?
-            .with_context(|| format!("cannot run {} ctl", self.bin.display()))?;
-        if !out.status.success() {
-            bail!(
-                "cannot write the first partition map: warren ctl deployment init failed \
-                 ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        let addrs: Vec<SocketAddr> = self.cells.iter().map(|c| c.addr).collect();
+        let cells = self.layout.initial_map_cells(&addrs);
+        let meta = self.meta_addr();
+        let written = tokio::time::timeout(INIT_PATIENCE, async {
+            let session = Session::connect_with(ClientOptions::new([meta.as_str()])).await?;
+            let written =
+                admin::write_initial_map(&session, &cells, warren_router::DEFAULT_SLOTS).await;
+            let _ = session.close().await;
+            written
+        })
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "the first partition map was not written within {INIT_PATIENCE:?}; {}",
+                self.meta.log_tail()
+            )
+        })?;
+        written.map_err(|e| {
+            anyhow!(
+                "cannot write the first partition map at the meta cell ({meta}): {}: {}",
+                e.code_name(),
+                e.message()
+            )
+        })?;
         Ok(())
     }
 
@@ -733,7 +746,7 @@ impl Deployment {
                     _ => bail!("no member {m}: the deployment has proxies proxy:1 to proxy:{n}"),
                 }
             }
-            Member::Master(name) if name == "meta" => Ok(Index::Meta),
+            Member::Master(name) if name == layout::META => Ok(Index::Meta),
             Member::Master(name) => self
                 .cells
                 .iter()

@@ -16,13 +16,14 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use warren_client::{ClientOptions, OpenOptions, Session};
+use warren_client::{admin, ClientOptions, OpenOptions, Session};
+use warren_config::layout::{self, Layout};
 use warren_router::PartitionMap;
 
 use crate::{Cell, CellBuilder, Proxy, TestCell, TestProxy};
 
 /// The deployment name of test deployments (`/ls/local/…`).
-pub const DEPLOYMENT: &str = "local";
+pub const DEPLOYMENT: &str = warren_config::defaults::DEPLOYMENT;
 
 /// How long a data cell may take to load the map.
 const MAP_PATIENCE: Duration = Duration::from_secs(20);
@@ -256,28 +257,28 @@ impl DeploymentBuilder {
     /// Starts the deployment; returns once every data cell has loaded the map and every
     /// proxy serves. Panics if any of it fails.
     pub async fn run(self) -> Deployment {
-        let meta = self.cell("meta").run().await;
+        let count = |n: usize| u16::try_from(n).expect("at most 65535 cells or proxies");
+        // Free ports: the harness runs many deployments side by side.
+        let layout = Layout::new(count(self.cells), count(self.proxies), 0);
+        let meta = self.cell(layout::META).run().await;
         let meta_addrs = meta.endpoints();
 
         // Bind the data cells' ports first, so the map can name them before they start.
         let mut listeners = Vec::new();
-        for k in 1..=self.cells {
+        let mut addrs = Vec::new();
+        for name in layout.cell_names() {
             let l = TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind a data cell port");
-            let addr = l.local_addr().expect("local addr").to_string();
-            listeners.push((format!("c{k}"), addr, l));
+            addrs.push(l.local_addr().expect("local addr"));
+            listeners.push((name, l));
         }
-        let spec: Vec<(&str, Vec<&str>)> = listeners
-            .iter()
-            .map(|(name, addr, _)| (name.as_str(), vec![addr.as_str()]))
-            .collect();
-        let map = PartitionMap::even(DEPLOYMENT, &spec, self.slots)
+        let map = admin::initial_map(DEPLOYMENT, &layout.initial_map_cells(&addrs), self.slots)
             .unwrap_or_else(|e| panic!("make the first map: {e}"));
         write_first_map(&meta_addrs, &map).await;
 
         let mut cells = Vec::new();
-        for (name, _, listener) in listeners {
+        for (name, listener) in listeners {
             let cell = self
                 .cell(&name)
                 .meta(meta_addrs.clone())
@@ -317,23 +318,11 @@ impl DeploymentBuilder {
 /// Panics if it fails.
 pub async fn write_first_map(meta: &[String], map: &PartitionMap) {
     let session = meta_session(meta).await;
-    let path = warren_client::map::map_path(DEPLOYMENT);
-    let dir = path.trim_end_matches("/map");
-    let (h, _) = session
-        .open(dir, OpenOptions::new().write().create_dir())
-        .await
-        .unwrap_or_else(|e| panic!("create {dir} at the meta cell: {e}"));
-    h.close().await;
-    let (h, _) = session
-        .open(
-            &path,
-            OpenOptions::new()
-                .write()
-                .create_file(map.to_json())
-                .exclusive(),
+    admin::create_map(&session, map).await.unwrap_or_else(|e| {
+        panic!(
+            "create {} at the meta cell: {e}",
+            warren_client::map::map_path(map.deployment())
         )
-        .await
-        .unwrap_or_else(|e| panic!("create {path} at the meta cell: {e}"));
-    h.close().await;
+    });
     let _ = session.close().await;
 }

@@ -197,8 +197,7 @@ impl CellBuilder {
             addr,
             admin,
             handle,
-            stop: Some(stop_tx),
-            task: Some(task),
+            server: ServerTask::new(stop_tx, task, "cell", false),
             _dir: dir,
         }
     }
@@ -210,8 +209,7 @@ pub struct TestCell {
     addr: SocketAddr,
     admin: Option<SocketAddr>,
     handle: CellHandle,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), CellError>>>,
+    server: ServerTask<CellError>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -236,20 +234,59 @@ impl TestCell {
     }
     /// Graceful stop; returns the cell's result.
     pub async fn stop(mut self) -> Result<(), CellError> {
+        self.server.stop().await
+    }
+}
+
+/// A server task a harness started (a cell's or a proxy's) and the trigger that stops it:
+/// [`ServerTask::stop`] stops it and returns its result; dropping it triggers the stop
+/// (and, with `abort_on_drop`, aborts the task) without waiting.
+pub(crate) struct ServerTask<E> {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), E>>>,
+    /// `cell` or `proxy`, for the panic message.
+    what: &'static str,
+    abort_on_drop: bool,
+}
+
+impl<E> ServerTask<E> {
+    pub(crate) fn new(
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<Result<(), E>>,
+        what: &'static str,
+        abort_on_drop: bool,
+    ) -> Self {
+        ServerTask {
+            stop: Some(stop),
+            task: Some(task),
+            what,
+            abort_on_drop,
+        }
+    }
+
+    /// Triggers the stop and waits for the task's result.
+    pub(crate) async fn stop(&mut self) -> Result<(), E> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         match self.task.take() {
-            Some(t) => t.await.expect("cell task panicked"),
+            Some(t) => t
+                .await
+                .unwrap_or_else(|e| panic!("{} task panicked: {e}", self.what)),
             None => Ok(()),
         }
     }
 }
 
-impl Drop for TestCell {
+impl<E> Drop for ServerTask<E> {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
+        }
+        if self.abort_on_drop {
+            if let Some(t) = self.task.take() {
+                t.abort();
+            }
         }
     }
 }

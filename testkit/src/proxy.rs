@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use warren_config::{CellAddrs, ProxyConfig};
 use warren_proxy::ProxyError;
 
@@ -121,8 +120,7 @@ impl ProxyBuilder {
         TestProxy {
             addr,
             admin,
-            stop: Some(stop_tx),
-            task: Some(task),
+            server: crate::ServerTask::new(stop_tx, task, "proxy", true),
         }
     }
 }
@@ -131,8 +129,7 @@ impl ProxyBuilder {
 pub struct TestProxy {
     addr: SocketAddr,
     admin: Option<SocketAddr>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), ProxyError>>>,
+    server: crate::ServerTask<ProxyError>,
 }
 
 impl TestProxy {
@@ -147,23 +144,6 @@ impl TestProxy {
     }
     /// Graceful stop.
     pub async fn stop(mut self) -> Result<(), ProxyError> {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        match self.task.take() {
-            Some(t) => t.await.expect("proxy task panicked"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for TestProxy {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
+        self.server.stop().await
     }
 }

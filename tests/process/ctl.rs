@@ -405,3 +405,61 @@ async fn deployment_init_writes_the_map_once_and_map_show_prints_it() {
         "error: INTERNAL: the partition map at /ls/local/warren/map is corrupt: partition map is not valid JSON",
     );
 }
+
+#[tokio::test]
+async fn cat_of_a_directory_is_an_error_pointing_at_ls() {
+    let (cell, _dir) = cell().await;
+    let ep = cell.addr();
+    assert!(warren(&["ctl", "--endpoint", &ep, "mkdir", "/d"])
+        .await
+        .status
+        .success());
+    let o = warren(&["ctl", "--endpoint", &ep, "cat", "/d"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "", "nothing on stdout");
+    let err = stderr(&o);
+    assert!(err.starts_with("error: INVALID_ARGUMENT: "), "{err}");
+    assert!(err.contains("/ls/local/d is a directory"), "{err}");
+    assert!(err.contains("warren ctl ls /d"), "{err}");
+    // A file still prints its contents, and the directory's listing works as advised.
+    assert!(warren(&["ctl", "--endpoint", &ep, "put", "/d/f", "x"])
+        .await
+        .status
+        .success());
+    let o = warren(&["ctl", "--endpoint", &ep, "cat", "/d/f"]).await;
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "x"));
+    let o = warren(&["ctl", "--endpoint", &ep, "ls", "/d"]).await;
+    assert_eq!((o.status.code(), stdout(&o).trim()), (Some(0), "f"));
+}
+
+#[tokio::test]
+async fn every_duration_flag_takes_a_unit_or_plain_seconds() {
+    let (cell, _dir) = cell().await;
+    let ep = cell.addr();
+    assert!(warren(&["ctl", "--endpoint", &ep, "put", "/h", ""])
+        .await
+        .status
+        .success());
+    for hold in ["0", "0s", "10ms", "0.01"] {
+        let o = warren(&[
+            "ctl",
+            "--endpoint",
+            &ep,
+            "--grace",
+            "5s",
+            "lock",
+            "/h",
+            "--try",
+            "--hold",
+            hold,
+        ])
+        .await;
+        assert!(o.status.success(), "--hold {hold}: {}", stderr(&o));
+        assert!(stdout(&o).starts_with("/ls/local/h:x:"), "{}", stdout(&o));
+    }
+    let o = warren(&["ctl", "--endpoint", &ep, "--grace", "5", "stat", "/h"]).await;
+    assert!(o.status.success(), "--grace 5: {}", stderr(&o));
+    let o = warren(&["ctl", "--endpoint", &ep, "lock", "/h", "--hold", "soon"]).await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--hold"), "{}", stderr(&o));
+}

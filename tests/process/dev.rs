@@ -4,6 +4,7 @@
 
 use crate::{bin, stderr, stdout, warren};
 use std::time::Duration;
+use warren_config::Layout;
 use warren_router::{PartitionMap, Route};
 use warren_testkit::WarrenProcess;
 
@@ -12,14 +13,11 @@ use warren_testkit::WarrenProcess;
 /// ports handed out by the system to other tests rarely collide with it.
 pub fn free_base_port(cells: u16, proxies: u16) -> u16 {
     let ports_of = |p: u16| {
-        let mut v = vec![p, p + 80];
-        for k in 1..=cells {
-            v.extend([p + k, p + 80 + k]);
-        }
-        for j in 1..=proxies {
-            v.extend([p + 100 + j, p + 180 + j]);
-        }
-        v
+        let layout = Layout::new(cells, proxies, p);
+        let members = std::iter::once(layout.meta_ports())
+            .chain((1..=cells).map(|k| layout.cell_ports(k)))
+            .chain((1..=proxies).map(|j| layout.proxy_ports(j)));
+        members.flat_map(|m| [m.grpc, m.admin]).collect::<Vec<_>>()
     };
     let seed = std::process::id() as u64
         ^ std::time::SystemTime::now()

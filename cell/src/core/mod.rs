@@ -101,13 +101,13 @@ impl CoreConfig {
         CoreConfig {
             cell: cell.to_string(),
             deployment: deployment.to_string(),
-            lease: Duration::from_secs(12),
-            proxy_lease: Duration::from_secs(20),
-            claim_window: Duration::from_secs(60),
-            reply_before_end: Duration::from_secs(1),
-            max_lock_delay: Duration::from_secs(60),
-            max_file_size: 256 * 1024,
-            ephemeral_cleanup: Duration::from_secs(60),
+            lease: warren_config::defaults::LEASE,
+            proxy_lease: warren_config::defaults::PROXY_LEASE,
+            claim_window: warren_config::defaults::CLAIM_WINDOW,
+            reply_before_end: warren_config::defaults::KEEPALIVE_REPLY_BEFORE_END,
+            max_lock_delay: warren_config::defaults::LOCK_DELAY_LIMIT,
+            max_file_size: warren_config::defaults::FILE_SIZE_LIMIT,
+            ephemeral_cleanup: warren_config::defaults::EPHEMERAL_CLEANUP,
             meta: Vec::new(),
         }
     }

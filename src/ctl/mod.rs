@@ -1,0 +1,602 @@
+//! `warren ctl`: the operator and user command line, a thin layer over `warren-client`.
+//!
+//! ```text
+//! warren ctl [--endpoint HOST:PORT[,HOST:PORT…] | --proxies HOST:PORT,…] [--json] [--grace DURATION] CMD
+//! ```
+//!
+//! The endpoint defaults to `$WARREN_ENDPOINT`, else `127.0.0.1:7201` (the first proxy of
+//! `warren dev`). `--proxies` (or `$WARREN_PROXIES`) names proxies instead: the session keeps to
+//! the first in its own consistent-hash order and moves on if that proxy dies. The session's principal is `$WARREN_PRINCIPAL` (empty: anonymous). Paths may be
+//! full (`/ls/local/a`) or short (`/a`, in the connected deployment). `--grace` (or
+//! `$WARREN_GRACE`) sets the session's grace period: how long it keeps looking for the
+//! master after its lease ends before giving up (default 45s). Every `DURATION` (`--grace`,
+//! `lock --hold`) is a number with a unit (`500ms`, `5s`, `2m`, `1h`, `1m 30s`) or a plain
+//! number of seconds (`5`, `1.5`), read by `warren_config::parse_duration_or_seconds`.
+//!
+//! | command | does | prints (text) |
+//! |---|---|---|
+//! | `mkdir PATH [--ephemeral]` | creates a directory; fails if it exists | nothing |
+//! | `put PATH VALUE [--if-generation N] [--ephemeral]` | writes VALUE (`-`: stdin), creating the file if missing; with `--if-generation` only if the file's content generation is N | nothing |
+//! | `cat PATH` | reads the file (a directory is INVALID_ARGUMENT: list it with `ls`) | its contents, nothing added |
+//! | `stat PATH` | reads the metadata, and which cell holds the node | `key: value` lines (below) |
+//! | `ls PATH` | lists a directory | one child per line, sorted; directories end in `/` |
+//! | `rm PATH` | deletes the node (a directory only when empty) | nothing |
+//! | `lock PATH [--shared] [--try] [--hold DURATION]` | opens with write intent, acquires (waits, or fails at once with `--try`), holds for DURATION (default: until Ctrl-C), releases | the sequencer once held; session events on stderr (below) |
+//! | `check-sequencer SEQUENCER` | asks whether the sequencer is current | `current` (exit 0) or `stale` (exit 1) |
+//! | `watch PATH [--count N]` | opens with every event bit; stops after N events (default: at Ctrl-C) | one event per line |
+//! | `status` | `Locate` on the first endpoint that answers | `key: value` lines |
+//! | `deployment init --meta HOST:PORT[,…] --cell NAME=HOST:PORT[,HOST:PORT…] [--cell …] [--slots S]` | writes the deployment's first partition map (epoch 1; S slots, default 4096, spread evenly over the cells in the order given) to `/ls/<deployment>/warren/map` on the meta cell (`--meta` is the endpoint; `--endpoint`/`--proxies` are ignored); never replaces a map (`ALREADY_EXISTS`) | `initialised deployment D: map epoch 1, S slots over N cells` |
+//! | `map show` | reads and checks `/ls/<deployment>/warren/map` | `deployment:`, `map_epoch:`, `slots:` lines, then one line per cell (below) |
+//!
+//! Text formats:
+//!
+//! ```text
+//! $ warren ctl stat /a
+//! path: /ls/local/a
+//! cell: c2
+//! kind: file
+//! instance: 3
+//! content_generation: 2
+//! lock_generation: 0
+//! acl_generation: 0
+//! checksum: 0x9a5d1e4f2b3c8d70
+//! acl_read: (none)
+//! acl_write: (none)
+//! acl_change_acl: (none)
+//! ephemeral: false
+//! child_count: 0
+//! length: 5
+//! $ warren ctl lock /a --hold 10
+//! /ls/local/a:x:3:1
+//! $ warren ctl watch /d --count 2
+//! contents_modified /ls/local/d
+//! child_changed /ls/local/d added x
+//! $ warren ctl --endpoint 127.0.0.1:7100 status
+//! endpoint: 127.0.0.1:7100
+//! cell: local-0
+//! master: 127.0.0.1:7100
+//! epoch: 1
+//! map_epoch: 0
+//! deployment: local
+//! is_master: true
+//! serving: true
+//! role: master
+//! replica:
+//! store_health: ok
+//! $ warren ctl map show
+//! deployment: local
+//! map_epoch: 1
+//! slots: 64
+//! cell a: 32 slots (ranges 0-31) replicas 127.0.0.1:7001
+//! cell b: 32 slots (ranges 32-63) replicas 127.0.0.1:7002,127.0.0.1:7012
+//! ```
+//!
+//! (`cell`: the cell holding the node — for a directory split over two cells, the one holding
+//! its children (docs/partitioning.md); `(none)`: no ACL file, nobody is restricted;
+//! `checksum` is xxh3-64 as 16 hex digits.)
+//! Event lines are `NAME PATH`, and for children `child_changed PATH added|removed|modified
+//! CHILD`; names: `contents_modified`, `child_changed`, `master_failover` (no path),
+//! `handle_invalid`, `lock_acquired`, `conflicting_lock`, and the session's own `jeopardy`
+//! and `safe` (no path).
+//!
+//! `lock` prints the session's events on **stderr** as they happen, one word per line, so a
+//! person (or a test) can watch a fail-over: `jeopardy` (the lease ran out; looking for the
+//! master), `safe` (found it in time), `failover` (a new master took over; the lock is
+//! still held), `expired` (the session, and with it the lock, is lost; exit 2).
+//!
+//! `--json` prints one compact JSON value per line instead, for `stat` (an object with
+//! `path` and the stat fields by name: `kind` `"file"`/`"directory"`, `instance`,
+//! `content_generation`, `lock_generation`, `acl_generation`, `checksum` (a number), `acl`
+//! `{read, write, change_acl}`, `ephemeral`, `child_count`, `length`, `cell`), `ls` (an array of
+//! `{name, stat}`), `status` (an object with the keys above), `lock` (`{sequencer, path,
+//! mode, instance, lock_generation}`), `watch` (`{event, path?, child?, change?}` per event)
+//! and `check-sequencer` (`{sequencer, current}`); `deployment init` and `map show` print the
+//! map's stored JSON (format in `warren_router::map`).
+//!
+//! Exit status: 0 on success; 1 for a stale sequencer; 2 for an error, reported on stderr as
+//! exactly `error: CODE: message` with CODE from the error table (`NOT_FOUND`, `LOCK_HELD`,
+//! `TOO_LARGE`, …) or `UNAVAILABLE` when no server could be reached (`error: UNAVAILABLE:
+//! cannot reach 127.0.0.1:7201: …`); 130 when Ctrl-C interrupts `lock` before the lock is
+//! held. Usage errors are clap's (exit 2).
+//!
+//! Note: ctl's session ends when the command does, so a node created `--ephemeral` is
+//! deleted as soon as ctl exits (useful with `lock`/`watch` in another terminal only for
+//! nodes they hold open).
+
+mod deployment;
+mod failure;
+mod locks;
+mod nodes;
+mod output;
+mod watch;
+
+use clap::{Args, Subcommand};
+use std::process::ExitCode;
+use std::time::Duration;
+use warren_client::{ClientOptions, LockMode, Sequencer, Session};
+use warren_config::parse_duration_or_seconds;
+
+use failure::Failure;
+use output::Output;
+
+/// The first proxy of `warren dev` (at its default `--base-port`); the endpoint when neither
+/// `--endpoint` nor `WARREN_ENDPOINT` says otherwise.
+pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7201";
+
+/// Exit status for errors.
+const EXIT_ERROR: u8 = 2;
+/// Exit status of `check-sequencer` for a stale sequencer.
+const EXIT_STALE: u8 = 1;
+/// Exit status when Ctrl-C interrupts a command before it did its work (128 + SIGINT).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// `warren ctl`: arguments common to every command, and the command.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Servers to contact, tried in order (proxies or cells).
+    #[arg(
+        long,
+        global = true,
+        env = "WARREN_ENDPOINT",
+        default_value = DEFAULT_ENDPOINT,
+        value_delimiter = ',',
+        value_name = "HOST:PORT[,HOST:PORT…]"
+    )]
+    pub endpoint: Vec<String>,
+    /// Proxies to use instead of --endpoint: the session keeps to the first in its own
+    /// order (a consistent-hash ring over the list) and moves to the next if it dies.
+    #[arg(
+        long,
+        global = true,
+        env = "WARREN_PROXIES",
+        value_delimiter = ',',
+        value_name = "HOST:PORT[,HOST:PORT…]"
+    )]
+    pub proxies: Vec<String>,
+    /// Print JSON (stat, ls, status, lock, watch, check-sequencer, deployment init, map show).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The session's grace period: how long to keep looking for the master after the
+    /// lease ends (e.g. `45s`, `500ms`, `2m`; plain numbers are seconds).
+    #[arg(
+        long,
+        global = true,
+        env = "WARREN_GRACE",
+        value_name = "DURATION",
+        value_parser = parse_duration_or_seconds
+    )]
+    pub grace: Option<Duration>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// The `warren ctl` commands.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Create a directory (fails if the node exists).
+    Mkdir {
+        /// The directory (`/a/b` or `/ls/<deployment>/a/b`).
+        path: String,
+        /// Create it ephemeral: deleted once no client has it open (so, when ctl exits).
+        #[arg(long)]
+        ephemeral: bool,
+    },
+    /// Write a file, creating it if missing.
+    Put {
+        /// The file.
+        path: String,
+        /// The new contents; `-` reads them from stdin.
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+        /// Only write if the file's content generation is N (GENERATION_MISMATCH otherwise);
+        /// the file must exist.
+        #[arg(long, value_name = "N", conflicts_with = "ephemeral")]
+        if_generation: Option<u64>,
+        /// If the file is created, create it ephemeral (deleted when ctl exits).
+        #[arg(long)]
+        ephemeral: bool,
+    },
+    /// Print a file's contents, nothing added.
+    Cat {
+        /// The file.
+        path: String,
+    },
+    /// Print a node's metadata.
+    Stat {
+        /// The node.
+        path: String,
+    },
+    /// List a directory.
+    Ls {
+        /// The directory.
+        path: String,
+    },
+    /// Delete a node (a directory only when empty).
+    Rm {
+        /// The node.
+        path: String,
+    },
+    /// Acquire a lock, print its sequencer, hold it, release it.
+    Lock {
+        /// The node to lock (must exist; opened with write intent).
+        path: String,
+        /// Acquire in shared (reader) mode instead of exclusive.
+        #[arg(long)]
+        shared: bool,
+        /// Fail with LOCK_HELD at once instead of waiting.
+        #[arg(long = "try")]
+        try_only: bool,
+        /// Hold this long (e.g. `10s`, `500ms`; plain numbers are seconds), then release;
+        /// default: until Ctrl-C.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_or_seconds)]
+        hold: Option<Duration>,
+    },
+    /// Exit 0 if the sequencer is current, 1 if stale.
+    CheckSequencer {
+        /// `<path>:<x|s>:<instance>:<lock_generation>`, as printed by `lock`.
+        sequencer: String,
+    },
+    /// Print a node's events, one per line.
+    Watch {
+        /// The node.
+        path: String,
+        /// Stop after N events; default: at Ctrl-C.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Show which server is master, its epoch and deployment.
+    Status,
+    /// Create and manage the deployment (its partition map).
+    Deployment {
+        #[command(subcommand)]
+        command: DeploymentCommand,
+    },
+    /// Inspect the partition map.
+    Map {
+        #[command(subcommand)]
+        command: MapCommand,
+    },
+}
+
+/// `warren ctl deployment …`.
+#[derive(Debug, Subcommand)]
+pub enum DeploymentCommand {
+    /// Write the deployment's first partition map (epoch 1) to the meta cell; fails if the
+    /// deployment already has one.
+    Init {
+        /// The meta cell (its replicas, tried in order); the endpoint for this command.
+        #[arg(
+            long,
+            required = true,
+            value_delimiter = ',',
+            value_name = "HOST:PORT[,HOST:PORT…]"
+        )]
+        meta: Vec<String>,
+        /// A cell and its replica addresses; repeat for each cell. Slots are spread evenly
+        /// over the cells in the order given.
+        #[arg(
+            long = "cell",
+            required = true,
+            value_name = "NAME=HOST:PORT[,HOST:PORT…]"
+        )]
+        cells: Vec<String>,
+        /// S, the slot count, fixed for the life of the deployment.
+        #[arg(long, default_value_t = warren_router::DEFAULT_SLOTS, value_name = "S")]
+        slots: u32,
+    },
+}
+
+/// `warren ctl map …`.
+#[derive(Debug, Subcommand)]
+pub enum MapCommand {
+    /// Print the partition map: per-cell slot counts and ranges, replicas, map epoch.
+    Show,
+}
+
+/// Runs `warren ctl`; the exit status follows the module doc.
+pub async fn run(args: CtlArgs) -> ExitCode {
+    match execute(args).await {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("error: {}: {}", f.code, f.message);
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
+    // `deployment init` talks to the meta cell named by `--meta`, directly.
+    let meta = match &args.command {
+        CtlCommand::Deployment {
+            command: DeploymentCommand::Init { meta, .. },
+        } => Some(meta),
+        _ => None,
+    };
+    let via_proxies = meta.is_none() && args.proxies.iter().any(|p| !p.trim().is_empty());
+    let endpoints: Vec<String> = if let Some(meta) = meta {
+        meta
+    } else if via_proxies {
+        &args.proxies
+    } else {
+        &args.endpoint
+    }
+    .iter()
+    .map(|e| e.trim().to_string())
+    .filter(|e| !e.is_empty())
+    .collect();
+    if endpoints.is_empty() {
+        return Err(Failure::invalid(
+            "no endpoint: give --endpoint HOST:PORT or set WARREN_ENDPOINT",
+        ));
+    }
+    let out = Output { json: args.json };
+    let mut options = ClientOptions::new(endpoints.clone())
+        .via_proxies(via_proxies)
+        .principal(std::env::var("WARREN_PRINCIPAL").unwrap_or_default());
+    if let Some(grace) = args.grace {
+        options = options.grace_period(grace);
+    }
+    if let CtlCommand::Status = args.command {
+        let info = warren_client::locate(&endpoints, options.rpc_timeout).await?;
+        output::print_line(&output::status_text(&info, out.json))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Check arguments before connecting, so bad input fails the same with or without a
+    // server.
+    match &args.command {
+        CtlCommand::CheckSequencer { sequencer } => {
+            sequencer.parse::<Sequencer>()?;
+        }
+        CtlCommand::Deployment {
+            command: DeploymentCommand::Init { cells, slots, .. },
+        } => {
+            // The deployment name comes from the meta cell; any valid one checks the rest.
+            deployment::initial_map("local", &deployment::parse_cells(cells)?, *slots)?;
+        }
+        _ => {}
+    }
+    // Read stdin before connecting, so a slow pipe cannot eat into the session's lease.
+    let stdin_value = match &args.command {
+        CtlCommand::Put { value, .. } if value == "-" => Some(nodes::read_stdin().await?),
+        _ => None,
+    };
+    let session = Session::connect_with(options).await?;
+    let result = dispatch(&session, args.command, stdin_value, out).await;
+    // Ends the session at once: locks are released, ephemeral nodes go.
+    let _ = session.close().await;
+    result
+}
+
+/// Runs one command on a connected session.
+async fn dispatch(
+    session: &Session,
+    command: CtlCommand,
+    stdin_value: Option<Vec<u8>>,
+    out: Output,
+) -> Result<ExitCode, Failure> {
+    match command {
+        CtlCommand::Mkdir { path, ephemeral } => nodes::mkdir(session, &path, ephemeral).await?,
+        CtlCommand::Put {
+            path,
+            value,
+            if_generation,
+            ephemeral,
+        } => {
+            let data = stdin_value.unwrap_or_else(|| value.into_bytes());
+            nodes::put(session, &path, data, if_generation, ephemeral).await?;
+        }
+        CtlCommand::Cat { path } => nodes::cat(session, &path).await?,
+        CtlCommand::Stat { path } => nodes::stat(session, &path, out).await?,
+        CtlCommand::Ls { path } => nodes::ls(session, &path, out).await?,
+        CtlCommand::Rm { path } => nodes::rm(session, &path).await?,
+        CtlCommand::Lock {
+            path,
+            shared,
+            try_only,
+            hold,
+        } => {
+            let mode = if shared {
+                LockMode::Shared
+            } else {
+                LockMode::Exclusive
+            };
+            return locks::lock(session, &path, mode, try_only, hold, out).await;
+        }
+        CtlCommand::CheckSequencer { sequencer } => {
+            return locks::check_sequencer(session, &sequencer, out).await;
+        }
+        CtlCommand::Watch { path, count } => watch::watch(session, &path, count, out).await?,
+        CtlCommand::Status => {
+            let info = session.locate().await?;
+            output::print_line(&output::status_text(&info, out.json))?;
+        }
+        CtlCommand::Deployment {
+            command: DeploymentCommand::Init { cells, slots, .. },
+        } => deployment::init(session, &deployment::parse_cells(&cells)?, slots, out).await?,
+        CtlCommand::Map {
+            command: MapCommand::Show,
+        } => deployment::show(session, out).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    #[command(name = "warren")]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Top,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum Top {
+        Ctl(CtlArgs),
+    }
+
+    fn parse(args: &[&str]) -> Result<CtlArgs, clap::Error> {
+        let mut argv = vec!["warren", "ctl"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|c| match c.cmd {
+            Top::Ctl(a) => a,
+        })
+    }
+
+    #[test]
+    fn parses_the_surface() {
+        let a = parse(&["--endpoint", "a:1,b:2", "--json", "stat", "/x"]).expect("parses");
+        assert_eq!(a.endpoint, ["a:1", "b:2"]);
+        assert!(a.json);
+        assert!(matches!(a.command, CtlCommand::Stat { path } if path == "/x"));
+
+        let a = parse(&["put", "/x", "-", "--if-generation", "4"]).expect("parses");
+        assert!(matches!(
+            a.command,
+            CtlCommand::Put { value, if_generation: Some(4), ephemeral: false, .. } if value == "-"
+        ));
+        let a = parse(&["put", "/x", "-5"]).expect("hyphen values");
+        assert!(matches!(a.command, CtlCommand::Put { value, .. } if value == "-5"));
+        assert!(parse(&["put", "/x", "v", "--if-generation", "1", "--ephemeral"]).is_err());
+
+        let a = parse(&["lock", "/x", "--shared", "--try", "--hold", "1.5"]).expect("parses");
+        assert!(matches!(
+            a.command,
+            CtlCommand::Lock { shared: true, try_only: true, hold: Some(h), .. }
+                if h == Duration::from_millis(1500)
+        ));
+        let a = parse(&["watch", "/x", "--count", "3", "--json"]).expect("global --json");
+        assert!(a.json);
+        assert!(matches!(
+            a.command,
+            CtlCommand::Watch { count: Some(3), .. }
+        ));
+        assert!(parse(&["check-sequencer", "/ls/l/a:x:1:2"]).is_ok());
+        assert!(parse(&["status"]).is_ok());
+        assert!(parse(&["mkdir", "/d", "--ephemeral"]).is_ok());
+        assert!(parse(&["rm", "/d"]).is_ok());
+        assert!(parse(&["ls", "/"]).is_ok());
+        assert!(parse(&["cat", "/a"]).is_ok());
+        assert!(parse(&["frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn the_default_endpoint_is_the_first_dev_proxy() {
+        assert_eq!(DEFAULT_ENDPOINT, "127.0.0.1:7201");
+        assert_eq!(
+            DEFAULT_ENDPOINT,
+            format!(
+                "127.0.0.1:{}",
+                warren_config::Layout::new(1, 1, warren_config::layout::DEFAULT_BASE_PORT)
+                    .proxy_ports(1)
+                    .grpc
+            ),
+            "ctl's default is where `warren dev` puts its first proxy"
+        );
+        if std::env::var_os("WARREN_ENDPOINT").is_none() {
+            let a = parse(&["status"]).expect("parses");
+            assert_eq!(a.endpoint, [DEFAULT_ENDPOINT]);
+        }
+    }
+
+    #[test]
+    fn parses_deployment_and_map_commands() {
+        let a = parse(&[
+            "deployment",
+            "init",
+            "--meta",
+            "m:1",
+            "--cell",
+            "a=h:1,h:2",
+            "--cell",
+            "b=h:3",
+        ])
+        .expect("parses");
+        match a.command {
+            CtlCommand::Deployment {
+                command: DeploymentCommand::Init { meta, cells, slots },
+            } => {
+                assert_eq!(meta, ["m:1"]);
+                assert_eq!(cells, ["a=h:1,h:2", "b=h:3"]);
+                assert_eq!(slots, warren_router::DEFAULT_SLOTS);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            parse(&["deployment", "init", "--cell", "a=h:1"]).is_err(),
+            "--meta required"
+        );
+        assert!(
+            parse(&["deployment", "init", "--meta", "m:1"]).is_err(),
+            "--cell required"
+        );
+        assert!(parse(&["map", "show", "--json"]).expect("parses").json);
+    }
+
+    #[test]
+    fn grace_parses_durations() {
+        // ctl's flags share warren_config's parser (humantime, plus plain seconds).
+        let parse_duration_or_seconds = |s| parse_duration_or_seconds(s).map_err(|e| e.to_string());
+        assert_eq!(
+            parse_duration_or_seconds("45s"),
+            Ok(Duration::from_secs(45))
+        );
+        assert_eq!(
+            parse_duration_or_seconds("500ms"),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_duration_or_seconds("2m"),
+            Ok(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_duration_or_seconds("1h"),
+            Ok(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            parse_duration_or_seconds("1.5"),
+            Ok(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_duration_or_seconds(" 3 s "),
+            Ok(Duration::from_secs(3))
+        );
+        // humantime's units include days (ctl's old parser of its own stopped at hours).
+        assert_eq!(
+            parse_duration_or_seconds("5d"),
+            Ok(Duration::from_secs(5 * 86_400))
+        );
+        for bad in ["", "s", "-1s", "5x", "abc", "NaNs", "1e400s"] {
+            assert!(parse_duration_or_seconds(bad).is_err(), "{bad}");
+        }
+        let a = parse(&["--grace", "6s", "lock", "/x"]).expect("parses");
+        assert_eq!(a.grace, Some(Duration::from_secs(6)));
+        let a = parse(&["lock", "/x", "--grace", "250ms"]).expect("global");
+        assert_eq!(a.grace, Some(Duration::from_millis(250)));
+        assert!(parse(&["--grace", "soon", "status"]).is_err());
+    }
+
+    #[test]
+    fn hold_must_be_a_duration() {
+        // One parser for every duration flag: `--hold` takes what `--grace` takes.
+        for (text, want) in [
+            ("1.5", Duration::from_millis(1500)),
+            ("5", Duration::from_secs(5)),
+            ("5s", Duration::from_secs(5)),
+            ("250ms", Duration::from_millis(250)),
+        ] {
+            let a = parse(&["lock", "/x", "--hold", text]).expect("parses");
+            assert!(
+                matches!(a.command, CtlCommand::Lock { hold: Some(h), .. } if h == want),
+                "{text}"
+            );
+        }
+        for bad in ["-1", "NaN", "inf", "soon", "5 parsecs"] {
+            let e = parse(&["lock", "/x", &format!("--hold={bad}")]).expect_err("bad hold");
+            assert!(e.to_string().contains("--hold"), "{bad}: {e}");
+        }
+    }
+}
