@@ -275,6 +275,12 @@ impl AckWatermark {
         true
     }
 
+    /// Forgets the events received in this epoch: the master refused `ack_seq` as more
+    /// than it sent (`INVALID_ARGUMENT`), so the numbering restarted without our noticing.
+    pub fn restart(&mut self) {
+        self.highest = 0;
+    }
+
     /// The events of a KeepAlive reply at `epoch` not received before, in `seq` order
     /// without duplicates; the watermark moves past them. A reply from another epoch (a
     /// late one from a master already left behind) delivers nothing: its events are

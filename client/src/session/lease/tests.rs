@@ -126,6 +126,8 @@ fn the_watermark_acknowledges_fresh_events_once_and_restarts_per_epoch() {
     assert_eq!((w.epoch(), w.ack_seq()), (8, 0));
     let fresh: Vec<u64> = w.take_fresh(8, &[event(1)]).iter().map(|e| e.seq).collect();
     assert_eq!(fresh, [1]);
+    w.restart();
+    assert_eq!((w.epoch(), w.ack_seq()), (8, 0));
 }
 
 #[test]
