@@ -6,13 +6,14 @@
 //!
 //! Through proxies a client holds one session, at one proxy, and when its proxy fails
 //! looks for another in the client library's order: its session's consistent-hash ring
-//! order ([`warren_client::ProxyRing`]), each round from the first. Each session's lease,
-//! jeopardy, grace period, acknowledgements and retry backoff are the client library's
-//! shared [`warren_client::lease`] types, with the library's default ρ and grace period. Direct to the cells (`cells=META`) a
-//! client holds a session at the meta cell and one at every data cell, and routes each file
-//! by the partition map, as the library's direct mode does. An operation that meets a
-//! failover (no master, a dead proxy, a stale epoch) is retried for up to
-//! [`OP_PATIENCE`] from its intended time, so the report shows how long clients waited.
+//! order ([`warren_client::ProxyRing`]), each round from the first. Direct to the cells
+//! (`cells=META`) a client holds a session at the meta cell and one at every data cell, and
+//! routes each file by the partition map, as the library's direct mode does. Each session's
+//! lease, jeopardy, grace period, acknowledgements and retry backoff are the client
+//! library's shared [`warren_client::lease`] types, with the library's default ρ and grace
+//! period. An operation that meets a failover (no master, a dead proxy, a stale epoch) is
+//! retried for up to [`OP_PATIENCE`] from its intended time, so the report shows how long
+//! clients waited.
 
 use crate::fault::{Fault, FaultRecord, Injector};
 use crate::lost::{self, AckedWrites, ReadBack};
