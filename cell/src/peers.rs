@@ -6,7 +6,9 @@
 //! which the client library does not expose, so those calls go through a small raw session
 //! ([`PeerSession`]): `CreateSession`, a KeepAlive loop that acknowledges everything at
 //! once (so a cell's writes never wait on this session's invalidations), and the few calls
-//! the steps need. ACL files are read through a `warren_client::Session` with a handle kept
+//! the steps need. Its lease and acknowledgements are the client library's shared
+//! [`warren_client::lease`] types: the session counts as dead once its local lease (send
+//! time + lease / (1 + ρ)) ends unrenewed — no grace period: a new one is made on demand. ACL files are read through a `warren_client::Session` with a handle kept
 //! open per file: its cache makes repeated checks local, and coherent (a write of an ACL
 //! file is acknowledged only after that cache dropped its copy).
 //!
@@ -20,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::transport::Channel;
+use warren_client::lease::{AckWatermark, Lease};
 use warren_client::transport::{master_via, Conn};
 use warren_client::{ClientOptions, OpenOptions};
 use warren_proto::pb;
@@ -44,7 +47,23 @@ fn unreachable(cell: &str, why: impl std::fmt::Display) -> WarrenError {
 
 struct PeerState {
     conn: Conn,
-    ctx: pb::SessionContext,
+    session_id: Vec<u8>,
+    secret: Vec<u8>,
+    /// The master epoch the session knows and the events it has received (all of them
+    /// acknowledged by the next KeepAlive).
+    acks: AckWatermark,
+}
+
+impl PeerState {
+    /// The context of a call (map epoch 0: set per call).
+    fn ctx(&self) -> pb::SessionContext {
+        pb::SessionContext {
+            session_id: self.session_id.clone(),
+            secret: self.secret.clone(),
+            epoch: self.acks.epoch(),
+            ..Default::default()
+        }
+    }
 }
 
 /// One raw session at another cell.
@@ -77,15 +96,16 @@ async fn find_master(cell: &str, addrs: &[String]) -> Result<Conn, WarrenError> 
 impl PeerSession {
     async fn connect(cell: &str, addrs: &[String]) -> Result<Arc<PeerSession>, WarrenError> {
         let started = Instant::now();
-        let (conn, reply) = loop {
+        let (conn, reply, sent) = loop {
             let conn = find_master(cell, addrs).await?;
             let mut client = conn.client.clone();
             let req = pb::CreateSessionRequest {
                 principal: CELL_PRINCIPAL.into(),
                 proxy: false,
             };
+            let sent = Instant::now();
             match tokio::time::timeout(CALL_TIMEOUT, client.create_session(req)).await {
-                Ok(Ok(r)) => break (conn, r.into_inner()),
+                Ok(Ok(r)) => break (conn, r.into_inner(), sent),
                 Ok(Err(status)) => {
                     let e = WarrenError::from_status(&status)
                         .unwrap_or_else(|| unreachable(cell, status.message()));
@@ -99,20 +119,23 @@ impl PeerSession {
         };
         let state = Arc::new(Mutex::new(PeerState {
             conn,
-            ctx: pb::SessionContext {
-                session_id: reply.session_id,
-                secret: reply.secret,
-                epoch: reply.epoch,
-                ..Default::default()
-            },
+            session_id: reply.session_id,
+            secret: reply.secret,
+            acks: AckWatermark::new(reply.epoch),
         }));
         let dead = Arc::new(AtomicBool::new(false));
+        let lease = Lease::new(
+            sent,
+            Duration::from_millis(reply.lease_ms),
+            ClientOptions::DEFAULT_CLOCK_DRIFT,
+            Duration::ZERO,
+        );
         let keepalive = tokio::spawn(keepalive_loop(
             cell.to_string(),
             addrs.to_vec(),
             state.clone(),
             dead.clone(),
-            Duration::from_millis(reply.lease_ms.max(1000)),
+            lease,
         ));
         tracing::debug!(cell, "internal session created");
         Ok(Arc::new(PeerSession {
@@ -139,7 +162,7 @@ impl PeerSession {
         loop {
             let (client, ctx) = {
                 let st = lock(&self.state);
-                let mut ctx = st.ctx.clone();
+                let mut ctx = st.ctx();
                 ctx.map_epoch = map_epoch;
                 (st.conn.client.clone(), ctx)
             };
@@ -152,7 +175,9 @@ impl PeerSession {
                 return Err(err.unwrap_or_else(|| unreachable(&self.cell, "no answer in time")));
             }
             match err {
-                Some(e) if e.code == ErrorCode::StaleEpoch => lock(&self.state).ctx.epoch = e.epoch,
+                Some(e) if e.code == ErrorCode::StaleEpoch => {
+                    lock(&self.state).acks.adopt_epoch(e.epoch);
+                }
                 Some(e) if e.code == ErrorCode::NotMaster => self.relocate().await,
                 Some(e) if e.code == ErrorCode::FailoverInProgress => {
                     tokio::time::sleep(Duration::from_millis(100)).await
@@ -209,7 +234,7 @@ impl PeerSession {
         self.keepalive.abort();
         let (mut client, ctx) = {
             let st = lock(&self.state);
-            (st.conn.client.clone(), st.ctx.clone())
+            (st.conn.client.clone(), st.ctx())
         };
         let req = pb::CloseSessionRequest {
             ctx: Some(ctx),
@@ -233,38 +258,41 @@ impl PeerSession {
 }
 
 /// Keeps a raw session alive, acknowledging every event as soon as it arrives. Marks the
-/// session dead once it expired or could not be renewed within its lease.
+/// session dead once it expired, or once its local lease ended without a renewal.
 async fn keepalive_loop(
     cell: String,
     addrs: Vec<String>,
     state: Arc<Mutex<PeerState>>,
     dead: Arc<AtomicBool>,
-    mut lease: Duration,
+    mut lease: Lease,
 ) {
-    let mut ack = 0u64;
-    let mut renewed = Instant::now();
     loop {
-        if renewed.elapsed() > lease {
+        if lease.check(Instant::now()).expired {
             tracing::debug!(%cell, "internal session could not be renewed within its lease");
             dead.store(true, Ordering::Relaxed);
             return;
         }
-        let (mut client, ctx) = {
+        let (mut client, req) = {
             let st = lock(&state);
-            (st.conn.client.clone(), st.ctx.clone())
+            let req = pb::KeepAliveRequest {
+                ctx: Some(st.ctx()),
+                ack_seq: st.acks.ack_seq(),
+            };
+            (st.conn.client.clone(), req)
         };
-        let req = pb::KeepAliveRequest {
-            ctx: Some(ctx),
-            ack_seq: ack,
-        };
-        let err = match tokio::time::timeout(lease + CALL_TIMEOUT, client.keep_alive(req)).await {
+        let sent = Instant::now();
+        // A reply after the local lease ended would come too late anyway.
+        let give_up = lease.next_deadline().unwrap_or(sent);
+        let err = match tokio::time::timeout_at(give_up, client.keep_alive(req)).await {
             Ok(Ok(r)) => {
                 let r = r.into_inner();
-                if let Some(last) = r.events.last() {
-                    ack = ack.max(last.seq);
+                let now = Instant::now();
+                if !lease.check(now).expired {
+                    lease.renewed(now, sent, Duration::from_millis(r.lease_ms));
                 }
-                renewed = Instant::now();
-                lease = Duration::from_millis(r.lease_ms.max(1000));
+                let mut st = lock(&state);
+                st.acks.adopt_epoch(r.epoch);
+                st.acks.take_fresh(r.epoch, &r.events);
                 continue;
             }
             Ok(Err(status)) => WarrenError::from_status(&status),
@@ -277,12 +305,11 @@ async fn keepalive_loop(
             }
             Some(e) if e.code == ErrorCode::StaleEpoch => {
                 // A new master: its events are numbered afresh.
-                lock(&state).ctx.epoch = e.epoch;
-                ack = 0;
+                lock(&state).acks.adopt_epoch(e.epoch);
             }
             Some(e) if e.code == ErrorCode::InvalidArgument => {
                 // Acknowledged past what the (new) master sent: start over.
-                ack = 0;
+                lock(&state).acks.restart();
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             _ => {

@@ -89,7 +89,8 @@ pub use error::Error;
 pub use handle::{Handle, OpenInfo};
 pub use options::{ClientOptions, OpenOptions};
 pub use path::{expand_path, route_error, FULL_PREFIX};
-pub use proxies::proxy_order;
+pub use proxies::{proxy_order, ProxyRing};
+pub use session::lease;
 pub use session::{EventStream, Session};
 pub use transport::locate;
 pub use types::{

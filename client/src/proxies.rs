@@ -36,20 +36,33 @@ const VNODES: usize = 256;
 /// assert_eq!(order, proxy_order(&proxies, b"0123456789abcdef"));
 /// ```
 pub fn proxy_order(proxies: &[String], session: &[u8]) -> Vec<String> {
-    order_in(&ring(proxies), session)
+    ProxyRing::new(proxies).order(session)
 }
 
-/// The ring over `proxies`.
-fn ring(proxies: &[String]) -> Ring<&str> {
-    RingBuilder::default()
-        .vnodes(VNODES)
-        .nodes_iter(proxies.iter().map(String::as_str))
-        .build()
+/// The consistent-hash ring over a proxy list, built once: [`proxy_order`] for many
+/// sessions over the same list (the load tester orders every simulated session's proxies
+/// with it) without rebuilding the ring each time.
+#[derive(Clone)]
+pub struct ProxyRing {
+    ring: Ring<String>,
 }
 
-/// [`proxy_order`] on a ring already built.
-fn order_in(ring: &Ring<&str>, key: &[u8]) -> Vec<String> {
-    ring.replicas(key).map(|p| (*p).to_owned()).collect()
+impl ProxyRing {
+    /// The ring over `proxies`.
+    pub fn new(proxies: &[String]) -> ProxyRing {
+        ProxyRing {
+            ring: RingBuilder::default()
+                .vnodes(VNODES)
+                .nodes_iter(proxies.iter().cloned())
+                .build(),
+        }
+    }
+
+    /// The proxies in the order a session with id `session` tries them:
+    /// [`proxy_order`]`(proxies, session)`.
+    pub fn order(&self, session: &[u8]) -> Vec<String> {
+        self.ring.replicas(session).cloned().collect()
+    }
 }
 
 /// A key random per call (per client instance), to order the proxies before a session id
@@ -73,7 +86,7 @@ pub(crate) fn client_key() -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::core::splitmix64;
+    use crate::lease::splitmix64;
     use std::collections::{HashMap, HashSet};
 
     fn named(n: usize) -> Vec<String> {
@@ -110,17 +123,17 @@ mod tests {
         let list = named(5);
         let mut reversed = list.clone();
         reversed.reverse();
-        let (forward, backward) = (ring(&list), ring(&reversed));
+        let (forward, backward) = (ProxyRing::new(&list), ProxyRing::new(&reversed));
         for id in sessions(200) {
-            let order = order_in(&forward, &id);
+            let order = forward.order(&id);
             assert_eq!(sorted(order.clone()), sorted(list.clone()), "a permutation");
             assert_eq!(order, proxy_order(&list, &id), "stable");
-            assert_eq!(order, order_in(&backward, &id), "independent of list order");
+            assert_eq!(order, backward.order(&id), "independent of list order");
         }
         // Not the same order for everyone.
         let firsts: HashSet<String> = sessions(200)
             .iter()
-            .map(|id| order_in(&forward, id).remove(0))
+            .map(|id| forward.order(id).remove(0))
             .collect();
         assert_eq!(firsts.len(), 5);
     }
@@ -138,10 +151,10 @@ mod tests {
     #[test]
     fn sessions_spread_over_the_proxies() {
         let list = named(4);
-        let r = ring(&list);
+        let r = ProxyRing::new(&list);
         let mut first: HashMap<String, usize> = HashMap::new();
         for id in sessions(10_000) {
-            *first.entry(order_in(&r, &id).remove(0)).or_default() += 1;
+            *first.entry(r.order(&id).remove(0)).or_default() += 1;
         }
         assert_eq!(first.len(), 4, "{first:?}");
         for (proxy, n) in &first {
@@ -161,17 +174,17 @@ mod tests {
     #[test]
     fn a_dead_proxys_sessions_spread_over_the_others() {
         for list in [named(4), local(4)] {
-            let full = ring(&list);
+            let full = ProxyRing::new(&list);
             let ids = sessions(10_000);
             for dead in &list {
                 let remaining: Vec<String> = list.iter().filter(|p| *p != dead).cloned().collect();
-                let without = ring(&remaining);
+                let without = ProxyRing::new(&remaining);
                 let mut moved: HashMap<String, usize> = HashMap::new();
                 let mut next_in_order: HashMap<String, usize> = HashMap::new();
                 let mut orphans = 0usize;
                 for id in &ids {
-                    let before = order_in(&full, id);
-                    let after = order_in(&without, id);
+                    let before = full.order(id);
+                    let after = without.order(id);
                     if &before[0] == dead {
                         orphans += 1;
                         *moved.entry(after[0].clone()).or_default() += 1;

@@ -4,12 +4,16 @@
 //! each operation's *intended* send time, so a slow server cannot hide its slowness by
 //! slowing the load down (no coordinated omission).
 //!
-//! Through proxies a client holds one session, at one proxy, and moves to the next proxy
-//! when its proxy fails (as the client library does). Direct to the cells (`cells=META`) a
-//! client holds a session at the meta cell and one at every data cell, and routes each file
-//! by the partition map, as the library's direct mode does. An operation that meets a
-//! failover (no master, a dead proxy, a stale epoch) is retried for up to
-//! [`OP_PATIENCE`] from its intended time, so the report shows how long clients waited.
+//! Through proxies a client holds one session, at one proxy, and when its proxy fails
+//! looks for another in the client library's order: its session's consistent-hash ring
+//! order ([`warren_client::ProxyRing`]), each round from the first. Direct to the cells
+//! (`cells=META`) a client holds a session at the meta cell and one at every data cell, and
+//! routes each file by the partition map, as the library's direct mode does. Each session's
+//! lease, jeopardy, grace period, acknowledgements and retry backoff are the client
+//! library's shared [`warren_client::lease`] types, with the library's default ρ and grace
+//! period. An operation that meets a failover (no master, a dead proxy, a stale epoch) is
+//! retried for up to [`OP_PATIENCE`] from its intended time, so the report shows how long
+//! clients waited.
 
 use crate::fault::{Fault, FaultRecord, Injector};
 use crate::lost::{self, AckedWrites, ReadBack};
@@ -31,25 +35,22 @@ use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
+use warren_client::lease::{AckWatermark, Backoff, Lease, Passed};
 use warren_client::map::MapWatcher;
 use warren_client::transport::is_unreachable;
-use warren_client::{ClientOptions, OpenOptions, Session};
+use warren_client::{ClientOptions, OpenOptions, ProxyRing, Session};
 use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
 use warren_proto::{ErrorCode, WarrenError};
 use warren_router::Route;
 
-/// ρ, the clock drift the sessions assume (SPEC §12).
-const RHO: f64 = 0.01;
-/// How long a session in jeopardy waits before it counts itself expired (SPEC §12).
-const GRACE: Duration = Duration::from_secs(45);
 /// Most CreateSession (and CloseSession) calls in flight at once.
 const CREATE_CONCURRENCY: usize = 500;
 /// Most operations in flight at once; arrivals beyond it are dropped and counted.
 const MAX_IN_FLIGHT: u64 = 20_000;
 /// How long an operation that meets a failover keeps retrying, from its intended time
 /// (the grace period a client library would wait in jeopardy).
-pub const OP_PATIENCE: Duration = GRACE;
+pub const OP_PATIENCE: Duration = ClientOptions::DEFAULT_GRACE_PERIOD;
 /// Most files the read-back after the window reads at once.
 const READ_BACK_CONCURRENCY: usize = 32;
 
@@ -253,9 +254,36 @@ struct Topology {
     direct: bool,
     /// Cells mode: for each file, the peer (and so the leg) whose cell holds it.
     file_peer: Vec<usize>,
+    /// Proxies mode: the client library's consistent-hash ring over the proxies.
+    ring: Option<ProxyRing>,
 }
 
 impl Topology {
+    /// Through these proxies.
+    fn proxies(peers: Vec<Peer>) -> Topology {
+        let addrs: Vec<String> = peers.iter().map(|p| p.addr.clone()).collect();
+        Topology {
+            peers,
+            direct: false,
+            file_peer: Vec::new(),
+            ring: Some(ProxyRing::new(&addrs)),
+        }
+    }
+
+    /// Proxies mode: the order in which the session `session` looks for a proxy when its
+    /// own fails, as indices into `peers` — the client library's order for that session
+    /// ([`warren_client::proxy_order`], the session's preferred proxy first). Empty
+    /// direct to the cells (a session there stays at its cell).
+    fn failover_order(&self, session: &[u8]) -> Vec<usize> {
+        let Some(ring) = &self.ring else {
+            return Vec::new();
+        };
+        ring.order(session)
+            .iter()
+            .filter_map(|addr| self.peers.iter().position(|p| &p.addr == addr))
+            .collect()
+    }
+
     /// The leg that serves `file`.
     fn leg_of(&self, file: u64) -> usize {
         if self.direct {
@@ -707,11 +735,7 @@ async fn topology(cfg: &Config) -> anyhow::Result<Topology> {
                     channels: channels(addr, per).await?,
                 });
             }
-            Ok(Topology {
-                peers,
-                direct: false,
-                file_peer: Vec::new(),
-            })
+            Ok(Topology::proxies(peers))
         }
         Target::Cells(meta) => {
             warren_client::locate(std::slice::from_ref(meta), Duration::from_secs(3))
@@ -758,6 +782,7 @@ async fn topology(cfg: &Config) -> anyhow::Result<Topology> {
                 peers,
                 direct: true,
                 file_peer,
+                ring: None,
             })
         }
     }
@@ -965,11 +990,6 @@ async fn create(
     ))
 }
 
-/// The local end of a lease granted `lease_ms` by a reply to a call sent at `sent`.
-fn local_end(sent: Instant, lease_ms: u64) -> Instant {
-    sent + Duration::from_secs_f64(lease_ms as f64 / 1000.0 / (1.0 + RHO))
-}
-
 /// One client: create its sessions, KeepAlive each until `stop`, then close them.
 async fn session_task(
     id: u64,
@@ -986,13 +1006,18 @@ async fn session_task(
         vec![id as usize % topo.peers.len()]
     };
     let mut links = Vec::new();
-    let mut lease_ends = Vec::new();
+    let mut leases = Vec::new();
     let mut deployment = String::new();
     for peer in starts {
         match create(&topo, peer, id).await {
             Ok((link, sent, lease_ms, d)) => {
                 links.push(link);
-                lease_ends.push(local_end(sent, lease_ms));
+                leases.push(Lease::new(
+                    sent,
+                    Duration::from_millis(lease_ms),
+                    ClientOptions::DEFAULT_CLOCK_DRIFT,
+                    ClientOptions::DEFAULT_GRACE_PERIOD,
+                ));
                 deployment = d;
             }
             Err(status) => {
@@ -1021,11 +1046,11 @@ async fn session_task(
     // session lives until it is closed), or until the client expires.
     let (own_stop, own_stop_rx) = watch::channel(false);
     let mut legs = tokio::task::JoinSet::new();
-    for (leg, lease_end) in lease_ends.into_iter().enumerate() {
+    for (leg, lease) in leases.into_iter().enumerate() {
         legs.spawn(keep_alive(
             id,
             leg,
-            lease_end,
+            lease,
             sim.clone(),
             topo.clone(),
             stats.clone(),
@@ -1086,25 +1111,42 @@ fn retryable(status: &tonic::Status) -> bool {
     }
 }
 
-/// One leg's KeepAlive loop, until `stop` or the session's end. Tracks the local lease:
-/// jeopardy when it runs out without a reply, expiry when the grace period runs out too
-/// (SPEC §12). Through proxies, a transport failure moves the session to the next proxy,
-/// as the client library does, where the KeepAlive is its claim.
+/// The next proxy to try in a search for one, walking `order` (a session's
+/// [`Topology::failover_order`]) from `cursor`, as the client library's search does: each
+/// round starts from the session's preferred proxy and tries every proxy in its order.
+/// Returns the peer and whether this try ends a round (the next one starts over, after a
+/// backoff).
+fn next_proxy(order: &[usize], cursor: &mut usize) -> (usize, bool) {
+    let peer = order[*cursor % order.len()];
+    *cursor += 1;
+    let round_done = *cursor >= order.len();
+    if round_done {
+        *cursor = 0;
+    }
+    (peer, round_done)
+}
+
+/// One leg's KeepAlive loop, until `stop` or the session's end. The session's [`Lease`]
+/// says when it is in jeopardy (its local lease ran out without a reply) and when it
+/// expired (the grace period ran out too). Through proxies, a transport failure moves the
+/// session to the next proxy in the library's order for it ([`next_proxy`]), where the
+/// KeepAlive is its claim.
 async fn keep_alive(
     id: u64,
     leg: usize,
-    mut lease_end: Instant,
+    mut lease: Lease,
     sim: Arc<Sim>,
     topo: Arc<Topology>,
     stats: Arc<Stats>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut ack_seq = 0u64;
-    let mut epoch = sim.link(leg).ctx.epoch;
-    let mut in_jeopardy = false;
-    // Each leg waits a different fraction of a second before a retry, so failures don't
-    // resynchronise the fleet.
-    let backoff = Duration::from_millis(150 + (id * 7919 + leg as u64 * 104_729) % 100);
+    let first = sim.link(leg);
+    let mut acks = AckWatermark::new(first.ctx.epoch);
+    let order = topo.failover_order(&first.ctx.session_id);
+    // Where this leg's search for a live proxy is in `order` (0: not searching).
+    let mut cursor = 0usize;
+    // Each leg's retries are spread apart, so failures don't resynchronise the fleet.
+    let mut backoff = Backoff::new(id.wrapping_mul(7919) ^ (leg as u64).wrapping_mul(104_729));
     // Entering jeopardy (`on`), or leaving it: `safe` when a KeepAlive reply ended it.
     let jeopardy = |on: bool, safe: bool| {
         if on {
@@ -1128,39 +1170,45 @@ async fn keep_alive(
             stats.expired.fetch_add(1, Ordering::Relaxed);
         }
     };
+    // Whether this leg counts in jeopardy now.
+    let mut in_jeopardy = false;
+    // Applies the lease's deadlines; whether the session is over.
+    let passed = |p: Passed, in_jeopardy: &mut bool| {
+        if p.entered_jeopardy {
+            *in_jeopardy = true;
+            jeopardy(true, false);
+        }
+        if p.expired {
+            expire();
+        }
+        p.expired
+    };
+    let deadline = |lease: &Lease| lease.next_deadline().unwrap_or_else(Instant::now);
     loop {
         if *stop.borrow() || sim.expired.load(Ordering::Relaxed) {
             break;
         }
-        let link = sim.link(leg);
-        if link.ctx.epoch != epoch {
-            // A new epoch (a failover, or an adoption by another proxy) numbers its
-            // events afresh.
-            epoch = link.ctx.epoch;
-            ack_seq = 0;
+        if passed(lease.check(Instant::now()), &mut in_jeopardy) {
+            break;
         }
+        let link = sim.link(leg);
+        // A new epoch (a failover, or an adoption by another proxy) numbers its events
+        // afresh.
+        acks.adopt_epoch(link.ctx.epoch);
         let sent = Instant::now();
         let mut client = link.client.clone();
         let call = client.keep_alive(pb::KeepAliveRequest {
             ctx: Some(link.ctx.clone()),
-            ack_seq,
+            ack_seq: acks.ack_seq(),
         });
         tokio::pin!(call);
         let result = loop {
-            let timer = if in_jeopardy {
-                lease_end + GRACE
-            } else {
-                lease_end
-            };
             tokio::select! {
                 r = &mut call => break Some(r),
-                _ = tokio::time::sleep_until(timer) => {
-                    if in_jeopardy {
-                        expire();
+                _ = tokio::time::sleep_until(deadline(&lease)) => {
+                    if passed(lease.check(Instant::now()), &mut in_jeopardy) {
                         break None;
                     }
-                    in_jeopardy = true;
-                    jeopardy(true, false);
                 }
                 _ = stop.changed() => break None,
             }
@@ -1170,18 +1218,19 @@ async fn keep_alive(
             Ok(r) => {
                 let r = r.into_inner();
                 stats.keepalives.fetch_add(1, Ordering::Relaxed);
-                if in_jeopardy {
+                let now = Instant::now();
+                if passed(lease.check(now), &mut in_jeopardy) {
+                    break;
+                }
+                if lease.renewed(now, sent, Duration::from_millis(r.lease_ms)) {
                     in_jeopardy = false;
                     jeopardy(false, true);
                 }
-                lease_end = lease_end.max(local_end(sent, r.lease_ms));
-                if sim.new_epoch(leg, r.epoch) || r.epoch > epoch {
-                    epoch = r.epoch;
-                    ack_seq = 0;
-                }
-                for e in &r.events {
-                    ack_seq = ack_seq.max(e.seq);
-                }
+                backoff.succeeded();
+                cursor = 0;
+                sim.new_epoch(leg, r.epoch);
+                acks.adopt_epoch(r.epoch);
+                acks.take_fresh(r.epoch, &r.events);
             }
             Err(status) => {
                 stats.keepalive_errors.fetch_add(1, Ordering::Relaxed);
@@ -1194,28 +1243,25 @@ async fn keep_alive(
                     // A failover or an adoption: on at once with the new epoch.
                     continue;
                 }
-                if !topo.direct && topo.peers.len() > 1 && is_unreachable(&status) {
-                    // The proxy is gone: on to the next one, at once.
-                    let next = (link.peer + 1) % topo.peers.len();
+                backoff.failed();
+                if order.len() > 1 && is_unreachable(&status) {
+                    // The proxy is gone: on to the next in the session's order, at once,
+                    // until a round of the order is done.
+                    let (next, round_done) = next_proxy(&order, &mut cursor);
                     let mut l = sim.legs[leg].write().expect("link lock");
-                    if l.peer == link.peer {
+                    if l.peer == link.peer && next != link.peer {
                         l.peer = next;
                         l.client = topo.client(next, id);
                         stats.moved.fetch_add(1, Ordering::Relaxed);
                     }
                     drop(l);
-                    if next != (id as usize % topo.peers.len()) {
+                    if !round_done {
                         continue;
                     }
                 }
-                let timer = if in_jeopardy {
-                    lease_end + GRACE
-                } else {
-                    lease_end
-                };
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = tokio::time::sleep_until(timer), if in_jeopardy => {}
+                    _ = tokio::time::sleep(backoff.delay(lease.local().granted())) => {}
+                    _ = tokio::time::sleep_until(deadline(&lease)) => {}
                     _ = stop.changed() => break,
                 }
             }
@@ -1609,6 +1655,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not inside the measured window"), "{err}");
+    }
+
+    /// The load tester's failover order for a session is the client library's ring order
+    /// for it ([`warren_client::proxy_order`]), and its search walks that order from the
+    /// preferred proxy, a round at a time — not `(peer + 1) % n`.
+    #[test]
+    fn failover_follows_the_librarys_ring_order() {
+        let addrs: Vec<String> = (1..=5).map(|i| format!("127.0.0.1:{}", 7100 + i)).collect();
+        let topo = Topology::proxies(
+            addrs
+                .iter()
+                .map(|a| Peer {
+                    addr: a.clone(),
+                    channels: Vec::new(),
+                })
+                .collect(),
+        );
+        let mut differs_from_next_index = false;
+        for i in 0u64..200 {
+            let mut session = [0u8; 16];
+            session[..8].copy_from_slice(&warren_client::lease::splitmix64(i).to_le_bytes());
+            let order = topo.failover_order(&session);
+            let named: Vec<String> = order.iter().map(|&p| addrs[p].clone()).collect();
+            assert_eq!(named, warren_client::proxy_order(&addrs, &session));
+
+            // A search visits that order from the first, then starts a new round.
+            let mut cursor = 0;
+            let walked: Vec<(usize, bool)> =
+                (0..6).map(|_| next_proxy(&order, &mut cursor)).collect();
+            let expected: Vec<(usize, bool)> = order
+                .iter()
+                .enumerate()
+                .map(|(k, &p)| (p, k == order.len() - 1))
+                .chain([(order[0], false)])
+                .collect();
+            assert_eq!(walked, expected);
+            differs_from_next_index |= order[1] != (order[0] + 1) % addrs.len();
+        }
+        assert!(
+            differs_from_next_index,
+            "the ring order is not the list order"
+        );
+        // Direct to the cells there is no proxy to move to.
+        let direct = Topology {
+            peers: Vec::new(),
+            direct: true,
+            file_peer: Vec::new(),
+            ring: None,
+        };
+        assert!(direct.failover_order(b"0123456789abcdef").is_empty());
     }
 
     #[test]

@@ -265,12 +265,10 @@ impl Shared {
         ix
     }
 
-    pub(crate) fn upstream_created(&self, ix: CellIx, sent: Instant, lease: Duration) {
-        let local = Duration::try_from_secs_f64(lease.as_secs_f64() / (1.0 + self.cfg.drift))
-            .unwrap_or_default();
+    pub(crate) fn upstream_created(&self, ix: CellIx, live_until: Instant) {
         self.with_core(|c| {
             c.upstream_restarted(ix);
-            c.upstream_lease(ix, sent + local, Instant::now());
+            c.upstream_lease(ix, live_until, Instant::now());
         });
     }
 

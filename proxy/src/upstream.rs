@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tonic::transport::Channel;
+use warren_client::lease::LocalLease;
 use warren_client::transport;
 use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
@@ -232,7 +233,14 @@ pub async fn run(shared: Arc<Shared>, ix: CellIx) {
             epoch: created.epoch,
             serial,
         };
-        shared.upstream_created(ix, sent, Duration::from_millis(created.lease_ms));
+        // The proxy's local lease at the cell (send time + lease / (1 + ρ), the shared
+        // client-side rule); clients of this cell are never promised more.
+        let mut lease = LocalLease::new(
+            sent,
+            Duration::from_millis(created.lease_ms),
+            shared.cfg.drift,
+        );
+        shared.upstream_created(ix, lease.end());
         metrics::counter!("warren_proxy_upstream_sessions_created_total", "cell" => up.name.clone())
             .increment(1);
         tracing::info!(cell = %up.name, master = %link.addr, epoch = link.epoch, "proxy session created");
@@ -244,7 +252,7 @@ pub async fn run(shared: Arc<Shared>, ix: CellIx) {
         up.link.send_replace(Some(link.clone()));
 
         // 3. KeepAlives until the session is lost.
-        match keepalive_loop(&shared, ix, &mut link, &mut serial).await {
+        match keepalive_loop(&shared, ix, &mut link, &mut lease, &mut serial).await {
             Lost::Session => {
                 up.link.send_replace(None);
                 shared.with_core(|c| c.upstream_lost(ix));
@@ -339,10 +347,21 @@ pub async fn claim(
     }
 }
 
-async fn keepalive_loop(shared: &Shared, ix: CellIx, link: &mut Link, serial: &mut u64) -> Lost {
+/// Keeps the proxy session alive. Unlike a library session, several KeepAlives may be in
+/// flight: a newer one supersedes the held one to carry a higher `ack_seq` (what the
+/// clients have acknowledged, [`crate::core::ProxyCore::upstream_ack`]) or to find out
+/// whether the master moved. `lease` is the proxy's [`LocalLease`] at the cell; when it
+/// runs out unanswered the master is looked for again (the proxy has no jeopardy of its
+/// own: its clients' leases are bounded by `lease`, so they starve instead).
+async fn keepalive_loop(
+    shared: &Shared,
+    ix: CellIx,
+    link: &mut Link,
+    lease: &mut LocalLease,
+    serial: &mut u64,
+) -> Lost {
     let up = shared.cell(ix);
     let up = &*up;
-    let drift = shared.cfg.drift;
     // When to refresh: keep the local lease at least client_lease + margins ahead.
     let keep_ahead = shared.cfg.min_proxy_lease();
     let mut in_flight = FuturesUnordered::new();
@@ -373,12 +392,12 @@ async fn keepalive_loop(shared: &Shared, ix: CellIx, link: &mut Link, serial: &m
             last_ack = Some(ack);
             in_flight.push(send(link, ack));
         }
-        let live_until = shared.with_core(|c| c.upstream_live_until(ix));
-        let refresh_at = live_until
-            .and_then(|t| t.checked_sub(keep_ahead))
+        let refresh_at = lease
+            .end()
+            .checked_sub(keep_ahead)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         // The local lease ran out with no answer: the master is gone or unreachable.
-        let lease_gone = lapsed_retry.or(live_until);
+        let lease_gone = lapsed_retry.unwrap_or(lease.end());
         tokio::select! {
             Some((sent, epoch, r)) = in_flight.next() => {
                 let r = match r {
@@ -399,9 +418,8 @@ async fn keepalive_loop(shared: &Shared, ix: CellIx, link: &mut Link, serial: &m
                             continue; // a late answer from an older epoch
                         }
                         lapsed_retry = None;
-                        let lease = Duration::from_millis(reply.lease_ms);
-                        let local = Duration::try_from_secs_f64(lease.as_secs_f64() / (1.0 + drift)).unwrap_or_default();
-                        shared.upstream_reply(ix, sent + local, &reply.events);
+                        lease.extend(sent, Duration::from_millis(reply.lease_ms));
+                        shared.upstream_reply(ix, lease.end(), &reply.events);
                     }
                     Err(status) => {
                         let e = code_of(&status);
@@ -454,7 +472,7 @@ async fn keepalive_loop(shared: &Shared, ix: CellIx, link: &mut Link, serial: &m
                 last_ack = Some(ack);
                 in_flight.push(send(link, ack));
             }
-            _ = tokio::time::sleep_until(lease_gone.unwrap_or_else(Instant::now)), if lease_gone.is_some() => {
+            _ = tokio::time::sleep_until(lease_gone) => {
                 // Let the in-flight ones go; find the master again.
                 tracing::info!(cell = %up.name, "the proxy's lease at the cell ran out unanswered; looking for the master");
                 in_flight.clear();

@@ -1,12 +1,14 @@
 //! The session's sans-IO state machine: inputs in, commands out, no sockets, no clock of
 //! its own (every input comes with the instant it happened).
 //!
-//! It owns everything about keeping a session alive that can be decided without I/O:
-//! the state (Safe → Jeopardy → Safe | Expired, SPEC §4), the epoch the client knows, the
-//! local lease (send time + granted lease / (1 + ρ), only ever moving forward), the grace
-//! period, the highest event `seq` received (the next KeepAlive's `ack_seq`, and the
-//! de-duplication watermark; it restarts at 0 in every epoch), and the retry rules after a
-//! failed KeepAlive or `Locate`.
+//! It owns everything about keeping a library session alive that can be decided without
+//! I/O: the state (Safe → Jeopardy → Safe | Expired, SPEC §4, or Closed), and the retry
+//! rules after a failed KeepAlive or `Locate`. The lease arithmetic (send time + granted
+//! lease / (1 + ρ), only ever moving forward), the jeopardy and grace-period deadlines, the
+//! epoch and event watermark (the next KeepAlive's `ack_seq`; it restarts at 0 in every
+//! epoch) and the backoff are the shared [`lease`](super::lease) types, which the proxy, a
+//! cell's peer sessions and the load tester drive too; this machine adds what only the
+//! library does with them: the cache, the call gate, events, closing.
 //!
 //! The I/O layer (`session::driver`) feeds it [`Input`]s — the timer it asked for
 //! ([`SessionCore::next_timer`]), KeepAlive replies and failures, the results of looking for
@@ -17,36 +19,17 @@
 //! Exactly one KeepAlive (or master search) is outstanding at a time: every
 //! [`Command::SendKeepAlive`] or [`Command::FindMaster`] replaces the previous one.
 
+use super::lease::{AckWatermark, Backoff, Lease, LeaseState};
 use crate::types::{Event, Notification, SessionState};
 use std::time::Duration;
 use tokio::time::Instant;
 use warren_proto::pb;
-
-/// Added to the granted lease to get a KeepAlive's gRPC deadline while safe: the server
-/// holds the call until about 1 s before the lease ends, so the deadline must comfortably
-/// outlast the lease.
-pub(crate) const KEEPALIVE_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
-
-/// A KeepAlive's deadline in jeopardy. The master no longer holds it (our lease at the
-/// master is ending or, after a fail-over, a fail-over event is waiting), so a reply is
-/// prompt; a silent connection is given up soon and the master looked for elsewhere.
-pub(crate) const JEOPARDY_KEEPALIVE_DEADLINE: Duration = Duration::from_secs(2);
-
-/// Leases longer than this are treated as this long. The spec caps leases at 60 s; the clamp
-/// only guards the lease arithmetic against a confused server (a shorter local lease is
-/// always safe).
-const MAX_LEASE: Duration = Duration::from_secs(300);
 
 /// A reply with no new event that came back faster than this is suspicious (normally the
 /// server holds a KeepAlive for most of a lease) ...
 const QUICK_REPLY: Duration = Duration::from_millis(50);
 /// ... so the next KeepAlive waits this long, instead of spinning against the server.
 const QUICK_REPLY_PAUSE: Duration = Duration::from_millis(100);
-
-/// First retry delay after a failure; doubles per consecutive failure.
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-/// Longest retry delay (before jitter).
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Why a KeepAlive failed, as far as the state machine cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,31 +122,22 @@ pub(crate) enum Command {
     Stop,
 }
 
-/// The pure state of one session.
+/// The pure state of one session: its [`Lease`] (local lease, jeopardy, grace period), its
+/// [`AckWatermark`] (epoch and event watermark) and its [`Backoff`], from the shared
+/// [`lease`](super::lease) module, plus what only the library needs (closing, events,
+/// the cache).
 #[derive(Clone, Debug)]
 pub(crate) struct SessionCore {
-    state: SessionState,
-    /// The master epoch the client knows; carried by every call.
-    epoch: u64,
-    /// The lease most recently granted; sets the KeepAlive deadline.
-    granted: Duration,
-    /// End of the local lease. Only moves forward.
-    lease_end: Instant,
-    /// End of the grace period, while in jeopardy.
-    grace_end: Option<Instant>,
-    /// Highest event `seq` received in this epoch: the next `ack_seq`, and the
-    /// de-duplication watermark.
-    highest_seq: u64,
-    /// Consecutive failures (KeepAlives or master searches), for the backoff.
-    failures: u32,
-    /// ρ: allowed clock-rate drift between client and master.
-    clock_drift: f64,
-    /// How long past the local lease the library keeps looking for the master.
-    grace: Duration,
-    /// Spreads retries of different sessions apart (derived from the session id).
-    jitter_seed: u64,
+    lease: Lease,
+    /// The master epoch the client knows (carried by every call) and the highest event
+    /// `seq` received in it (the next `ack_seq`, and the de-duplication watermark).
+    acks: AckWatermark,
+    /// Consecutive failures (KeepAlives or master searches).
+    backoff: Backoff,
     /// `CloseSession` has been sent.
     closing: bool,
+    /// The application closed the session.
+    closed: bool,
 }
 
 impl SessionCore {
@@ -176,21 +150,13 @@ impl SessionCore {
         grace: Duration,
         jitter_seed: u64,
     ) -> Self {
-        let mut core = SessionCore {
-            state: SessionState::Safe,
-            epoch,
-            granted: Duration::ZERO,
-            lease_end: sent_at,
-            grace_end: None,
-            highest_seq: 0,
-            failures: 0,
-            clock_drift,
-            grace,
-            jitter_seed,
+        SessionCore {
+            lease: Lease::new(sent_at, lease, clock_drift, grace),
+            acks: AckWatermark::new(epoch),
+            backoff: Backoff::new(jitter_seed),
             closing: false,
-        };
-        core.extend_lease(sent_at, lease);
-        core
+            closed: false,
+        }
     }
 
     /// The commands that start the session: the first KeepAlive.
@@ -200,52 +166,56 @@ impl SessionCore {
 
     /// The session's state.
     pub(crate) fn state(&self) -> SessionState {
-        self.state
+        match self.lease.state() {
+            _ if self.closed => SessionState::Closed,
+            LeaseState::Safe => SessionState::Safe,
+            LeaseState::Jeopardy => SessionState::Jeopardy,
+            LeaseState::Expired => SessionState::Expired,
+        }
     }
 
     /// The master epoch to put in the next call.
     pub(crate) fn epoch(&self) -> u64 {
-        self.epoch
+        self.acks.epoch()
     }
 
     /// When the local lease ends.
     #[cfg(test)]
     pub(crate) fn lease_end(&self) -> Instant {
-        self.lease_end
+        self.lease.local().end()
     }
 
     /// How much of the local lease is left at `now` (zero once it has ended).
     pub(crate) fn lease_remaining(&self, now: Instant) -> Duration {
-        self.lease_end.saturating_duration_since(now)
+        self.lease.local().remaining(now)
     }
 
     /// When the I/O layer must deliver [`Input::Tick`]: the end of the local lease while
     /// safe, the end of the grace period in jeopardy, never once the session is over.
     pub(crate) fn next_timer(&self) -> Option<Instant> {
-        match self.state {
-            SessionState::Safe => Some(self.lease_end),
-            SessionState::Jeopardy => self.grace_end,
-            SessionState::Expired | SessionState::Closed => None,
+        if self.closed {
+            return None;
         }
+        self.lease.next_deadline()
     }
 
     /// How long calls may keep retrying `FAILOVER_IN_PROGRESS` at most: a new master
     /// refuses them until every restored session has acknowledged the fail-over or
     /// expired, which can take a lease; the grace period bounds it.
     pub(crate) fn grace(&self) -> Duration {
-        self.grace
+        self.lease.grace()
     }
 
     /// Handles one input at `now`; returns what to do, in order.
     pub(crate) fn handle(&mut self, now: Instant, input: Input) -> Vec<Command> {
         let mut out = Vec::new();
-        if !self.state.is_live() {
+        if !self.state().is_live() {
             return out;
         }
         // Deadlines first: whatever arrives, a lease that has ended has ended, and a
         // session past its grace period is over (no session outlives lease + grace).
         let entered_jeopardy = self.check_timers(now, &mut out);
-        if !self.state.is_live() {
+        if !self.state().is_live() {
             return out;
         }
         match input {
@@ -262,11 +232,11 @@ impl SessionCore {
             Input::KeepAliveFailed(failure) => self.on_failure(failure, &mut out),
             Input::MasterFound => {
                 // Progress: a master answered. Back-off starts afresh.
-                self.failures = 0;
+                self.backoff.succeeded();
                 out.push(self.keepalive(Duration::ZERO));
             }
             Input::MasterNotFound => {
-                self.failures = self.failures.saturating_add(1);
+                self.backoff.failed();
                 out.push(Command::FindMaster {
                     after: self.backoff(),
                 });
@@ -285,8 +255,8 @@ impl SessionCore {
     }
 
     fn close(&mut self, out: &mut Vec<Command>) {
-        self.state = SessionState::Closed;
-        self.grace_end = None;
+        self.closed = true;
+        self.lease.end();
         out.extend([
             Command::DisableCache,
             Command::SetState(SessionState::Closed),
@@ -296,23 +266,20 @@ impl SessionCore {
 
     /// Applies the lease and grace deadlines; returns whether jeopardy began.
     fn check_timers(&mut self, now: Instant, out: &mut Vec<Command>) -> bool {
-        let mut entered = false;
-        if self.state == SessionState::Safe && now >= self.lease_end {
-            entered = true;
-            self.state = SessionState::Jeopardy;
-            self.grace_end = Some(self.lease_end.checked_add(self.grace).unwrap_or(now));
-            tracing::info!(grace = ?self.grace, "local lease ended: jeopardy");
+        let passed = self.lease.check(now);
+        if passed.entered_jeopardy {
+            tracing::info!(grace = ?self.lease.grace(), "local lease ended: jeopardy");
             out.extend([
                 Command::DisableCache,
                 Command::SetState(SessionState::Jeopardy),
                 Command::Deliver(Event::Jeopardy),
             ]);
         }
-        if self.state == SessionState::Jeopardy && self.grace_end.is_none_or(|end| now >= end) {
+        if passed.expired {
             tracing::info!("grace period ended without reaching the master: expired");
             self.expire(out);
         }
-        entered
+        passed.entered_jeopardy
     }
 
     /// The session is over: expired, or closed if the application was closing it (the
@@ -321,8 +288,7 @@ impl SessionCore {
         if self.closing {
             return self.close(out);
         }
-        self.state = SessionState::Expired;
-        self.grace_end = None;
+        self.lease.end();
         out.extend([
             Command::DisableCache,
             Command::SetState(SessionState::Expired),
@@ -333,16 +299,11 @@ impl SessionCore {
 
     /// The next KeepAlive, after `after`.
     fn keepalive(&self, after: Duration) -> Command {
-        let safe_deadline = self.granted + KEEPALIVE_DEADLINE_MARGIN;
-        let deadline = match self.state {
-            SessionState::Jeopardy => safe_deadline.min(JEOPARDY_KEEPALIVE_DEADLINE),
-            _ => safe_deadline,
-        };
         Command::SendKeepAlive {
-            epoch: self.epoch,
-            ack_seq: self.highest_seq,
+            epoch: self.acks.epoch(),
+            ack_seq: self.acks.ack_seq(),
             after,
-            deadline,
+            deadline: self.lease.keepalive_deadline(),
         }
     }
 
@@ -350,29 +311,13 @@ impl SessionCore {
     /// from 1), and the cache is flushed (the new master knows nothing of what we cache, so
     /// nothing would invalidate it). Returns whether it was newer.
     fn adopt_epoch(&mut self, epoch: u64, out: &mut Vec<Command>) -> bool {
-        if epoch <= self.epoch {
+        let from = self.acks.epoch();
+        if !self.acks.adopt_epoch(epoch) {
             return false;
         }
-        tracing::info!(from = self.epoch, to = epoch, "new master epoch");
-        self.epoch = epoch;
-        self.highest_seq = 0;
+        tracing::info!(from, to = epoch, "new master epoch");
         out.push(Command::FlushCache);
         true
-    }
-
-    fn extend_lease(&mut self, sent_at: Instant, lease: Duration) {
-        let lease = lease.min(MAX_LEASE);
-        if lease.is_zero() {
-            return;
-        }
-        self.granted = lease;
-        // Divide by (1 + ρ) so the local lease ends before the master's even if our clock
-        // runs slow by up to ρ. `try_` because ρ comes from configuration.
-        let local = Duration::try_from_secs_f64(lease.as_secs_f64() / (1.0 + self.clock_drift))
-            .unwrap_or(Duration::ZERO);
-        if let Some(end) = sent_at.checked_add(local) {
-            self.lease_end = self.lease_end.max(end);
-        }
     }
 
     fn on_reply(
@@ -382,15 +327,15 @@ impl SessionCore {
         reply: &pb::KeepAliveResponse,
         out: &mut Vec<Command>,
     ) {
-        self.failures = 0;
-        let was_safe = self.state == SessionState::Safe;
+        self.backoff.succeeded();
+        let was_safe = self.lease.state() == LeaseState::Safe;
         self.adopt_epoch(reply.epoch, out);
         // `lease_ms` counts from when the master received the request, which is after
         // `sent_at`: counting from `sent_at` keeps the local lease on the safe side.
-        self.extend_lease(sent_at, Duration::from_millis(reply.lease_ms));
-        if self.state == SessionState::Jeopardy && self.lease_end > now {
-            self.state = SessionState::Safe;
-            self.grace_end = None;
+        if self
+            .lease
+            .renewed(now, sent_at, Duration::from_millis(reply.lease_ms))
+        {
             tracing::info!("the master answered within the grace period: safe");
             out.extend([
                 Command::EnableCache,
@@ -402,32 +347,22 @@ impl SessionCore {
         // A late reply from a master we have already left behind: its lease still counts
         // (the new master honours the longest lease any predecessor granted), but its
         // events are numbered in the old epoch; the new master re-sends what matters.
-        let mut fresh_events = false;
-        if reply.epoch == self.epoch {
-            let mut fresh: Vec<&pb::Event> = reply
-                .events
-                .iter()
-                .filter(|e| e.seq > self.highest_seq)
-                .collect();
-            fresh.sort_by_key(|e| e.seq);
-            fresh.dedup_by_key(|e| e.seq);
-            fresh_events = !fresh.is_empty();
-            for e in fresh {
-                self.highest_seq = e.seq;
-                match Notification::try_from(e) {
-                    Ok(Notification::Invalidate(path)) => out.push(Command::Invalidate(path)),
-                    Ok(Notification::App(Event::MasterFailover)) => {
-                        // Invalidations may have been lost with the old master: drop
-                        // everything before acknowledging.
-                        out.push(Command::FlushCache);
-                        out.push(Command::Deliver(Event::MasterFailover));
-                        out.push(Command::RecreateHandles);
-                    }
-                    Ok(Notification::App(event)) => out.push(Command::Deliver(event)),
-                    // Acknowledged anyway: a malformed event must not stall the session's
-                    // event stream by being re-sent forever.
-                    Err(err) => tracing::warn!(seq = e.seq, %err, "dropping malformed event"),
+        let fresh = self.acks.take_fresh(reply.epoch, &reply.events);
+        let fresh_events = !fresh.is_empty();
+        for e in fresh {
+            match Notification::try_from(e) {
+                Ok(Notification::Invalidate(path)) => out.push(Command::Invalidate(path)),
+                Ok(Notification::App(Event::MasterFailover)) => {
+                    // Invalidations may have been lost with the old master: drop
+                    // everything before acknowledging.
+                    out.push(Command::FlushCache);
+                    out.push(Command::Deliver(Event::MasterFailover));
+                    out.push(Command::RecreateHandles);
                 }
+                Ok(Notification::App(event)) => out.push(Command::Deliver(event)),
+                // Acknowledged anyway: a malformed event must not stall the session's
+                // event stream by being re-sent forever.
+                Err(err) => tracing::warn!(seq = e.seq, %err, "dropping malformed event"),
             }
         }
         let quick = now.saturating_duration_since(sent_at) < QUICK_REPLY;
@@ -442,8 +377,7 @@ impl SessionCore {
     }
 
     fn on_failure(&mut self, failure: Failure, out: &mut Vec<Command>) {
-        self.failures = self.failures.saturating_add(1);
-        let first = self.failures == 1;
+        let first = self.backoff.failed() == 1;
         match failure {
             Failure::Expired => self.expire(out),
             Failure::StaleEpoch(epoch) => {
@@ -477,25 +411,10 @@ impl SessionCore {
         }
     }
 
-    /// Exponential backoff with up to 50% jitter, deterministic per (session, attempt).
-    /// Capped at [`BACKOFF_MAX`] and at a quarter of the lease: a new master keeps a
-    /// restored session only for about a lease from its start, so the search must look
-    /// several times per lease.
+    /// The retry delay after the failures so far ([`Backoff`], capped by the lease).
     fn backoff(&self) -> Duration {
-        let doublings = self.failures.saturating_sub(1).min(16);
-        let cap = BACKOFF_MAX.min(self.granted / 4).max(BACKOFF_BASE);
-        let base = BACKOFF_BASE.saturating_mul(1u32 << doublings).min(cap);
-        let noise = splitmix64(self.jitter_seed ^ u64::from(self.failures)) % 1000;
-        base + base.mul_f64(noise as f64 / 2000.0)
+        self.backoff.delay(self.lease.local().granted())
     }
-}
-
-/// A small, well-mixed hash (SplitMix64's finaliser) for jitter.
-pub(crate) fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! executes the session state machine (KeepAlives, looking for the master, the cache, the
 //! call gate, events), and the retry rules every application call shares.
 //!
-//! The decisions live in the sans-IO [`core::SessionCore`]; this module only executes its
-//! commands. The states (SPEC §4):
+//! The decisions live in the sans-IO [`core::SessionCore`] (built on the shared [`lease`]
+//! types); this module only executes its commands. The states (SPEC §4):
 //!
 //! ```text
 //!                KeepAlive reply extends the local lease
@@ -25,6 +25,7 @@
 
 pub(crate) mod core;
 pub(crate) mod gate;
+pub mod lease;
 
 use self::core::{Command, Failure, Input, SessionCore};
 use self::gate::CallGate;
@@ -652,7 +653,7 @@ fn retry_pause(attempt: u32, salt: u64) -> Duration {
     let base = CALL_RETRY_BASE
         .saturating_mul(1u32 << doublings)
         .min(CALL_RETRY_MAX);
-    let noise = core::splitmix64(salt ^ u64::from(attempt)) % 1000;
+    let noise = lease::splitmix64(salt ^ u64::from(attempt)) % 1000;
     base + base.mul_f64(noise as f64 / 2000.0)
 }
 

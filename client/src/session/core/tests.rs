@@ -5,6 +5,9 @@
 
 use super::*;
 use crate::session::gate::CallGate;
+use crate::session::lease::{
+    BACKOFF_BASE, BACKOFF_MAX, JEOPARDY_KEEPALIVE_DEADLINE, KEEPALIVE_DEADLINE_MARGIN, MAX_LEASE,
+};
 use tokio::time::advance;
 
 const LEASE: Duration = Duration::from_secs(12);
