@@ -41,7 +41,7 @@ impl EtcdOptions {
         EtcdOptions {
             endpoints,
             lease_ttl: Duration::from_secs(2),
-            drift: 0.01,
+            drift: warren_config::defaults::CLOCK_DRIFT,
             max_txn_ops: 128,
         }
     }
