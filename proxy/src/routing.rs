@@ -12,11 +12,6 @@ use warren_router::{MapError, PartitionMap, DEFAULT_SLOTS};
 pub use warren_client::route_error;
 pub use warren_router::Dest;
 
-/// `map.route(path, anchor)` as a [`Dest`], or the error the client gets.
-pub fn route(map: &PartitionMap, path: &str, anchor: bool) -> Result<Dest, WarrenError> {
-    map.route(path, anchor).map(Dest::from).map_err(route_error)
-}
-
 /// The map of a proxy fronting `cells` without a partition map: epoch 1, the
 /// [`DEFAULT_SLOTS`] slots split evenly over the cells in the order given (cell `k` of `n`
 /// owns `[k·S/n, (k+1)·S/n)`), so that a cell's index in the list is its index in the
@@ -47,6 +42,17 @@ pub fn route_static(map: &PartitionMap, path: &str) -> Result<Dest, WarrenError>
 mod tests {
     use super::*;
     use warren_proto::ErrorCode;
+    use warren_router::{Attempts, Target};
+
+    /// Where the first attempt of a call on `path` goes by `map` (routed by a map of its
+    /// own), or the error the client gets.
+    fn route(map: &PartitionMap, path: &str, anchor: bool) -> Result<Dest, WarrenError> {
+        match Attempts::new(anchor).target(map, path, Some("meta")) {
+            Ok(Target::Send(dest)) => Ok(dest),
+            Ok(other) => panic!("a first attempt needs no newer map: {other:?}"),
+            Err(e) => Err(route_error(e)),
+        }
+    }
 
     /// Cells `c1`, `c2`, `c3` splitting 4096 slots evenly.
     fn map3() -> PartitionMap {

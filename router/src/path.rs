@@ -373,12 +373,13 @@ mod tests {
             assert_eq!(slot_of_path(path, 4096), None, "{path:?}");
         }
         // Dots inside a name are fine.
-        for path in [
+        let dotted = [
             "/ls/local/.a",
             "/ls/local/a..b",
             "/ls/local/...",
             "/ls/local/a.",
-        ] {
+        ];
+        for path in dotted {
             assert_eq!(validate_path(path), Ok(()), "{path:?}");
         }
         assert_eq!(
