@@ -88,7 +88,7 @@ pub mod types;
 pub use error::Error;
 pub use handle::{Handle, OpenInfo};
 pub use options::{ClientOptions, OpenOptions};
-pub use path::{expand_path, route_error, FULL_PREFIX};
+pub use path::{expand_path, route_error, wrong_cell, FULL_PREFIX};
 pub use proxies::{proxy_order, ProxyRing};
 pub use session::lease;
 pub use session::{EventStream, Session};

@@ -7,12 +7,15 @@
 //! first use from the replica addresses in the partition map. A [`MapWatcher`] keeps the
 //! map current; every call carries its epoch.
 //!
-//! - `open` routes by the map: a node by its parent's slot; when that cell answers
+//! - `open` routes by the map with the router's retry rules ([`Attempts`], the same rules a
+//!   proxy follows): a node by its parent's slot; when that cell answers
 //!   `WRONG_CELL{directory}` the path is a directory whose children live elsewhere, and the
-//!   open goes to its child anchor there; any other `WRONG_CELL` means the map in hand is
-//!   older than the cell's: wait (≤ 1 s) for the newer one and route again — or, if it has
+//!   open goes to its child anchor there (first reading the map again if it disagrees with
+//!   the owner the redirect named); any other `WRONG_CELL` means a map is stale: wait
+//!   (≤ [`MAP_WAIT`]) for one at least as new as the cell's and route again — or, if it has
 //!   not arrived (the meta cell out of reach), try the owner the cell named, which checks
-//!   ownership against its own map — at most [`MAX_ROUTE_ATTEMPTS`] times in all.
+//!   ownership against its own map — at most [`MAX_ATTEMPTS`](warren_router::MAX_ATTEMPTS) attempts
+//!   in all.
 //! - Calls on a [`Handle`](crate::Handle) go to the cell whose session opened it.
 //! - Events of every cell session are merged into each [`EventStream`]; the state is the
 //!   worst of the cell sessions' states (one expired cell session makes the whole session
@@ -21,11 +24,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::mpsc;
-use warren_proto::{ErrorCode, WarrenError};
-use warren_router::{PartitionMap, Route};
+use warren_proto::WarrenError;
+use warren_router::{Attempts, Dest, Next, PartitionMap, Target, MAP_WAIT};
 
 use crate::error::Error;
 use crate::handle::{Handle, OpenInfo};
@@ -33,11 +35,6 @@ use crate::map::{map_path, MapWatcher};
 use crate::options::{ClientOptions, OpenOptions};
 use crate::session::{lock, EventStream, Session};
 use crate::types::{CacheStats, Event, Sequencer, SessionState};
-
-/// Most routing attempts of one call (stale maps and directory redirects together).
-pub(crate) const MAX_ROUTE_ATTEMPTS: usize = 4;
-/// How long a router waits for a newer map that a `WRONG_CELL` announced.
-const MAP_CATCH_UP: Duration = Duration::from_secs(1);
 
 pub(crate) struct Router {
     /// Options for the per-cell sessions (endpoints replaced per cell).
@@ -157,10 +154,29 @@ impl Router {
         Ok(s)
     }
 
-    async fn session_at(&self, route: Route<'_>, map: &PartitionMap) -> Result<Session, Error> {
-        match route {
-            Route::Meta => Ok(self.home.clone()),
-            Route::Cell { cell, .. } => self.session_for(cell, map).await,
+    async fn session_at(&self, dest: &Dest, map: &PartitionMap) -> Result<Session, Error> {
+        match dest {
+            Dest::Meta => Ok(self.home.clone()),
+            Dest::Cell(cell) => self.session_for(cell, map).await,
+        }
+    }
+
+    /// The session for the next attempt of `plan` on `path`.
+    async fn target(&self, path: &str, plan: &mut Attempts) -> Result<Session, Error> {
+        let mut map = self.map();
+        loop {
+            // The meta cell's name is not needed: the home session is the meta cell.
+            match plan
+                .target(&map, path, None)
+                .map_err(|e| Error::Warren(crate::path::route_error(e)))?
+            {
+                Target::Send(dest) => return self.session_at(&dest, &map).await,
+                Target::RefreshMap { min_epoch } => {
+                    if let Some(newer) = self.watcher.wait_for(min_epoch, MAP_WAIT).await {
+                        map = newer;
+                    }
+                }
+            }
         }
     }
 
@@ -173,49 +189,27 @@ impl Router {
         F: Fn(Session, bool) -> Fut,
         Fut: std::future::Future<Output = Result<T, Error>>,
     {
-        let mut anchor = false;
-        let mut created = false;
-        let mut last = None;
-        // The owner a WRONG_CELL named, while our map is still older than the cell's.
-        let mut hint: Option<String> = None;
-        for _ in 0..MAX_ROUTE_ATTEMPTS {
-            let map = self.map();
-            let route = map
-                .route(path, anchor)
-                .map_err(|e| Error::Warren(crate::path::route_error(path, e)))?;
-            let session = match (&hint, route) {
-                (Some(owner), Route::Cell { .. }) if map.replicas(owner).is_some() => {
-                    self.session_for(owner, &map).await?
-                }
-                _ => self.session_at(route, &map).await?,
+        let mut plan = Attempts::new(false);
+        loop {
+            let session = self.target(path, &mut plan).await?;
+            plan.sending();
+            let e = match call(session, plan.anchor()).await {
+                Ok(v) => return Ok((v, plan.created(false))),
+                Err(e) => e,
             };
-            match call(session, anchor).await {
-                Ok(v) => return Ok((v, created)),
-                Err(e) => {
-                    match e.warren() {
-                        Some(w) if w.code == ErrorCode::WrongCell && w.directory && !anchor => {
-                            anchor = true;
-                            created |= w.created;
-                            hint = None;
-                        }
-                        Some(w) if w.code == ErrorCode::WrongCell => {
-                            let want = w.map_epoch.max(map.map_epoch() + 1);
-                            let newer = self.watcher.wait_for(want, MAP_CATCH_UP).await;
-                            // Still behind (the meta cell is out of reach): follow the
-                            // owner the cell named. That is safe: the owner checks
-                            // ownership against its own, newer map before serving.
-                            hint = newer
-                                .filter(|m| m.map_epoch() < want)
-                                .and(Some(w.owner.clone()))
-                                .filter(|o| !o.is_empty());
-                        }
-                        _ => return Err(e),
-                    }
-                    last = Some(e);
+            let Some(wrong) = e.warren().and_then(crate::path::wrong_cell) else {
+                return Err(e);
+            };
+            match plan.answered(&wrong) {
+                Next::GiveUp => return Err(e),
+                // The next target() routes by route(path, true) and checks the owner.
+                Next::Anchor { .. } => {}
+                Next::Stale { min_epoch, .. } => {
+                    let newer = self.watcher.wait_for(min_epoch, MAP_WAIT).await;
+                    plan.waited(newer.map_or(0, |m| m.map_epoch()));
                 }
             }
         }
-        Err(last.expect("at least one attempt"))
     }
 
     pub(crate) async fn open(

@@ -64,8 +64,9 @@ struct Cells {
 
 /// How the proxy finds the cell of a path.
 enum Routing {
-    /// `--cell` only: the given cells split the slots evenly, and calls carry no map epoch.
-    Static,
+    /// `--cell` only: the given cells split the slots evenly ([`routing::static_map`], made
+    /// once a cell has told the deployment), and calls carry no map epoch.
+    Static { map: OnceLock<Arc<PartitionMap>> },
     /// `--meta`: by the partition map watched in the meta cell.
     Map {
         watcher: MapWatcher,
@@ -89,7 +90,6 @@ pub struct Shared {
     fatal: OnceLock<String>,
     fatal_notify: tokio::sync::Notify,
     was_ready: std::sync::atomic::AtomicBool,
-    slots: u32,
     /// The upstream tasks (one per cell), stopped with the proxy.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Set when a graceful stop begins: KeepAlives are then answered at once.
@@ -321,7 +321,7 @@ impl Shared {
     /// The map in hand (`None` without `--meta`, or before it is loaded).
     pub fn map(&self) -> Option<Arc<PartitionMap>> {
         match &self.routing {
-            Routing::Static => None,
+            Routing::Static { .. } => None,
             Routing::Map { watcher, .. } => watcher.current(),
         }
     }
@@ -329,15 +329,26 @@ impl Shared {
     /// The epoch of the map in hand (0: none; forwarded calls then say "not routed").
     pub fn map_epoch(&self) -> u64 {
         match &self.routing {
-            Routing::Static => 0,
+            Routing::Static { .. } => 0,
             Routing::Map { watcher, .. } => watcher.map_epoch(),
         }
     }
 
-    /// The map, waiting up to `forward_patience` for the first one.
+    /// The map calls are routed by (without `--meta`, the static one), waiting up to
+    /// `forward_patience` for the first one.
     pub(crate) async fn current_map(&self) -> Result<Arc<PartitionMap>, WarrenError> {
-        let Routing::Map { watcher, .. } = &self.routing else {
-            return Err(WarrenError::internal("this proxy does not route by a map"));
+        let watcher = match &self.routing {
+            Routing::Static { map } => {
+                // Made before the deployment is published (see `learned_deployment`).
+                self.deployment()
+                    .await
+                    .ok_or_else(WarrenError::failover_in_progress)?;
+                return map
+                    .get()
+                    .cloned()
+                    .ok_or_else(|| WarrenError::internal("the fronted cells' map was not made"));
+            }
+            Routing::Map { watcher, .. } => watcher,
         };
         if let Some(m) = watcher.current() {
             return Ok(m);
@@ -368,7 +379,7 @@ impl Shared {
     /// The meta cell's name, once `Locate` there told it.
     pub fn meta_name(&self) -> Option<&str> {
         match &self.routing {
-            Routing::Static => None,
+            Routing::Static { .. } => None,
             Routing::Map { meta, .. } => meta.get().map(String::as_str),
         }
     }
@@ -428,18 +439,39 @@ impl Shared {
         Ok(cells)
     }
 
-    /// Without a map: the cell that holds `path` (its parent directory's slot, SPEC §7)
-    /// among the fronted cells, which split the slots evenly. Paths that do not parse go
-    /// to the first cell, which answers them exactly as a cell would.
-    pub fn cell_of_path(&self, path: &str) -> CellIx {
-        let n = self.cfg.cells.len();
-        if n <= 1 {
-            return 0;
+    /// Without `--meta`: the fronted cell a route names (the proxy's sessions at them
+    /// start with it).
+    pub(crate) fn static_cell(&self, dest: &Dest) -> Result<CellIx, WarrenError> {
+        let Dest::Cell(name) = dest else {
+            return Err(WarrenError::internal(
+                "a proxy without --meta knows no meta cell",
+            ));
+        };
+        self.cell_named(name).ok_or_else(|| {
+            WarrenError::internal(format!("cell {name} is not one this proxy fronts"))
+        })
+    }
+
+    /// A cell told the deployment it serves: the proxy serves it too, and without `--meta`
+    /// routes by the map that splits the slots over the fronted cells. A fronted cell list
+    /// that makes no valid map stops the proxy with the reason.
+    fn learned_deployment(&self, deployment: String) {
+        if let Routing::Static { map } = &self.routing {
+            if map.get().is_none() {
+                match routing::static_map(&deployment, &self.cfg.cells) {
+                    Ok(m) => {
+                        let _ = map.set(Arc::new(m));
+                    }
+                    Err(e) => {
+                        if self.fatal.set(format!("the --cell list: {e}")).is_ok() {
+                            self.fatal_notify.notify_one();
+                        }
+                        return;
+                    }
+                }
+            }
         }
-        match warren_router::slot_of_path(path, self.slots) {
-            Some(slot) => (u64::from(slot) * n as u64 / u64::from(self.slots)) as usize,
-            None => 0,
-        }
+        let _ = self.deployment.set(deployment);
     }
 
     /// The cell a handle names (`None`: a handle that does not decode, or names a cell
@@ -496,7 +528,7 @@ impl Shared {
             return false;
         }
         match &self.routing {
-            Routing::Static => self.all_cells().iter().all(|u| u.link.borrow().is_some()),
+            Routing::Static { .. } => self.all_cells().iter().all(|u| u.link.borrow().is_some()),
             Routing::Map { watcher, meta } => {
                 watcher.current().is_some()
                     && meta
@@ -549,7 +581,9 @@ pub async fn run(
         now,
     );
     let routing = if cfg.meta.is_empty() {
-        Routing::Static
+        Routing::Static {
+            map: OnceLock::new(),
+        }
     } else {
         Routing::Map {
             watcher: MapWatcher::start(cfg.meta.clone(), MAP_PRINCIPAL),
@@ -570,7 +604,6 @@ pub async fn run(
         deployment: OnceLock::new(),
         advertised,
         effects: effects_tx,
-        slots: 4096,
         tasks: Mutex::new(Vec::new()),
         closing: std::sync::atomic::AtomicBool::new(false),
     });
@@ -598,7 +631,7 @@ pub async fn run(
                         .await
                     {
                         Ok(info) if !info.cell.is_empty() => {
-                            let _ = shared.deployment.set(info.deployment);
+                            shared.learned_deployment(info.deployment);
                             if let Routing::Map { meta, .. } = &shared.routing {
                                 let _ = meta.set(info.cell.clone());
                             }
@@ -620,7 +653,7 @@ pub async fn run(
                             warren_client::transport::locate(&u.addrs(), Duration::from_secs(2))
                                 .await
                         {
-                            let _ = shared.deployment.set(info.deployment);
+                            shared.learned_deployment(info.deployment);
                             return;
                         }
                     }

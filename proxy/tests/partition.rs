@@ -725,3 +725,85 @@ async fn a_proxy_with_a_stale_map_is_refused_then_follows_the_named_owner_and_th
     h.delete().await.unwrap();
     s.close().await.unwrap();
 }
+
+/// One path grammar: every bad path — `.` and `..` components included, which routers once
+/// let through to the cells — is refused with the same code and the same words by the
+/// router, by a cell, through a proxy fronting that cell (`--cell`), through a proxy
+/// routing by the map, and by the client library routing by the map itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bad_path_is_refused_in_the_same_words_by_the_router_a_cell_a_proxy_and_a_direct_client()
+{
+    let d = deployment().await;
+    let cell = Cell::builder().memory().run().await;
+    let fronting = Proxy::builder().front(&cell).run().await;
+    let routing = Proxy::builder().meta(d.meta_addrs()).run().await;
+    let mut sessions = Vec::new();
+    for (who, options) in [
+        ("a cell", ClientOptions::new(cell.endpoints())),
+        (
+            "a proxy fronting the cell",
+            ClientOptions::proxies([fronting.addr()]),
+        ),
+        (
+            "a proxy routing by the map",
+            ClientOptions::proxies([routing.addr()]),
+        ),
+        (
+            "the client routing by the map",
+            ClientOptions::meta(d.meta_addrs()),
+        ),
+    ] {
+        let s = Session::connect_with(options)
+            .await
+            .unwrap_or_else(|e| panic!("a session at {who}: {e}"));
+        sessions.push((who, s));
+    }
+    let component = format!("/ls/{D}/{}", "x".repeat(256));
+    let long = format!("/ls/{D}/{}", vec!["abcdefghij"; 400].join("/"));
+    for path in [
+        format!("/ls/{D}/../a"),
+        format!("/ls/{D}/./a"),
+        format!("/ls/{D}/a/.."),
+        format!("/ls/{D}/."),
+        "/ls/../a".to_string(),
+        format!("/ls/{D}/a//b"),
+        format!("/ls/{D}/a b"),
+        format!("/ls/{D}/a:b"),
+        format!("/ls/{D}/"),
+        "/ls/otherdep/x".to_string(),
+        component,
+        long,
+    ] {
+        let want = warren_client::route_error(
+            warren_router::check_path(&path, D).expect_err("a bad path"),
+        );
+        for (who, s) in &sessions {
+            let e = s
+                .open(&path, OpenOptions::new().write().create_file(Vec::new()))
+                .await
+                .expect_err("a bad path is refused");
+            let got = e
+                .warren()
+                .unwrap_or_else(|| panic!("{path:?} at {who}: not a Warren error: {e}"));
+            assert_eq!(
+                (got.code, got.message.as_str()),
+                (want.code, want.message.as_str()),
+                "{path:?} at {who}"
+            );
+        }
+    }
+    let relative = format!("/ls/{D}/../a");
+    assert_eq!(
+        warren_router::check_path(&relative, D)
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "invalid path {relative:?}: a path component \"..\" is relative; Warren paths have \
+             no \".\" or \"..\" components"
+        )
+    );
+    for (_, s) in sessions {
+        s.close().await.unwrap();
+    }
+    drop(d);
+}

@@ -35,9 +35,7 @@ use std::ops::RangeInclusive;
 use serde::{Deserialize, Serialize};
 
 use crate::hash::slot_of_dir;
-use crate::path::{
-    component_problem, deployment_of_valid, routing_dir_of_valid, shown, validate_path, RouteError,
-};
+use crate::path::{check_path, component_problem, routing_dir_of_valid, RouteError};
 
 /// A cell's name: 1–63 characters of `[a-z0-9-]` (the same rule as the cell's `name` setting).
 pub type CellName = String;
@@ -212,10 +210,10 @@ impl PartitionMap {
     /// address is `HOST:PORT` and none repeats within a cell; every slot is owned by a
     /// listed cell.
     pub fn validate(&self) -> Result<(), MapError> {
-        if let Some(reason) = component_problem(&self.deployment) {
+        if let Some(problem) = component_problem(&self.deployment) {
             return Err(MapError::InvalidDeployment {
                 deployment: self.deployment.clone(),
-                reason,
+                reason: problem.to_string(),
             });
         }
         if self.map_epoch == 0 {
@@ -305,13 +303,7 @@ impl PartitionMap {
     /// The slot holding the node at `path` (see [`crate::routing_dir`]), checking that the
     /// path is valid and in this map's deployment.
     pub fn slot_of_path(&self, path: &str) -> Result<u32, RouteError> {
-        validate_path(path)?;
-        if deployment_of_valid(path) != self.deployment {
-            return Err(RouteError::WrongDeployment {
-                path: shown(path),
-                deployment: self.deployment.clone(),
-            });
-        }
+        check_path(path, &self.deployment)?;
         Ok(slot_of_dir(routing_dir_of_valid(path), self.slot_count()))
     }
 
@@ -328,13 +320,7 @@ impl PartitionMap {
     /// (`anchor = false`: the node itself) or of `path` itself (`anchor = true`: the child
     /// anchor of the directory `path`, which holds its children, SPEC §7).
     pub fn route(&self, path: &str, anchor: bool) -> Result<Route<'_>, RouteError> {
-        validate_path(path)?;
-        if deployment_of_valid(path) != self.deployment {
-            return Err(RouteError::WrongDeployment {
-                path: shown(path),
-                deployment: self.deployment.clone(),
-            });
-        }
+        check_path(path, &self.deployment)?;
         if crate::path::is_reserved(path) {
             return Ok(Route::Meta);
         }

@@ -444,6 +444,16 @@ mod tests {
         map.slot_counts().into_iter().collect()
     }
 
+    /// `counts` as written in a test: `[("a", 2048), …]`.
+    fn owned(pairs: &[(&str, u32)]) -> Vec<(String, u32)> {
+        pairs.iter().map(|(c, n)| ((*c).to_owned(), *n)).collect()
+    }
+
+    /// `map` rebalanced to the weights `pairs`, with no new addresses.
+    fn reweighted(map: &PartitionMap, pairs: &[(&str, Weight)]) -> Proposal {
+        rebalance(map, &weights(pairs), &BTreeMap::new()).unwrap()
+    }
+
     #[test]
     fn adding_a_cell_moves_only_its_share() {
         let old = three_cells();
@@ -492,13 +502,10 @@ mod tests {
     #[test]
     fn draining_a_cell_moves_exactly_its_slots() {
         let old = three_cells();
-        let p = rebalance(&old, &weights(&[("a", 1), ("b", 1)]), &BTreeMap::new()).unwrap();
+        let p = reweighted(&old, &[("a", 1), ("b", 1)]);
         assert_eq!(p.moves.len(), 1365);
         assert!(p.moves.iter().all(|m| m.from == "c"));
-        assert_eq!(
-            counts(&p.map),
-            vec![("a".to_owned(), 2048), ("b".to_owned(), 2048)]
-        );
+        assert_eq!(counts(&p.map), owned(&[("a", 2048), ("b", 2048)]));
         assert_eq!(p.map.replicas("c"), None);
         assert_eq!(p.removed_cells().collect::<Vec<_>>(), vec!["c"]);
         // Freed slots go in ascending order to the receivers in name order.
@@ -518,28 +525,14 @@ mod tests {
     #[test]
     fn weights_set_the_shares() {
         let old = three_cells();
-        let p = rebalance(
-            &old,
-            &weights(&[("a", 2), ("b", 1), ("c", 1)]),
-            &BTreeMap::new(),
-        )
-        .unwrap();
+        let p = reweighted(&old, &[("a", 2), ("b", 1), ("c", 1)]);
         assert_eq!(
             counts(&p.map),
-            vec![
-                ("a".to_owned(), 2048),
-                ("b".to_owned(), 1024),
-                ("c".to_owned(), 1024)
-            ]
+            owned(&[("a", 2048), ("b", 1024), ("c", 1024)])
         );
         assert_eq!(p.moves.len(), 2048 - 1366);
         // Weight 0 keeps the cell, and its addresses, with no slots.
-        let p = rebalance(
-            &old,
-            &weights(&[("a", 1), ("b", 1), ("c", 0)]),
-            &BTreeMap::new(),
-        )
-        .unwrap();
+        let p = reweighted(&old, &[("a", 1), ("b", 1), ("c", 0)]);
         assert_eq!(p.map.slot_counts()["c"], 0);
         assert_eq!(p.map.replicas("c"), old.replicas("c"));
         assert_eq!(p.removed_cells().count(), 0);
@@ -563,20 +556,8 @@ mod tests {
         assert_eq!(p.map.slot_owners(), map.slot_owners());
         // 10 slots at 5:3:2 over 3 cells → 5, 3, 2 exactly; at 1:1:5 → 1.43, 1.43, 7.14:
         // floors 1, 1, 7 and the spare slot to a (equal remainders, a holds more).
-        let p = rebalance(
-            &map,
-            &weights(&[("a", 1), ("b", 1), ("c", 5)]),
-            &BTreeMap::new(),
-        )
-        .unwrap();
-        assert_eq!(
-            counts(&p.map),
-            vec![
-                ("a".to_owned(), 2),
-                ("b".to_owned(), 1),
-                ("c".to_owned(), 7)
-            ]
-        );
+        let p = reweighted(&map, &[("a", 1), ("b", 1), ("c", 5)]);
+        assert_eq!(counts(&p.map), owned(&[("a", 2), ("b", 1), ("c", 7)]));
         assert_eq!(p.moves.len(), 3);
     }
 
@@ -607,12 +588,7 @@ mod tests {
         .unwrap();
         // c got the spare slot (1366), though a sorts first.
         assert_eq!(map.slot_counts()["c"], 1366);
-        let p = rebalance(
-            &map,
-            &weights(&[("a", 5), ("b", 5), ("c", 5)]),
-            &BTreeMap::new(),
-        )
-        .unwrap();
+        let p = reweighted(&map, &[("a", 5), ("b", 5), ("c", 5)]);
         assert!(p.moves.is_empty());
     }
 
@@ -633,19 +609,9 @@ mod tests {
     #[test]
     fn huge_weights_do_not_overflow() {
         let old = three_cells();
-        let p = rebalance(
-            &old,
-            &weights(&[("a", u32::MAX), ("b", u32::MAX), ("c", u32::MAX)]),
-            &BTreeMap::new(),
-        )
-        .unwrap();
+        let p = reweighted(&old, &[("a", u32::MAX), ("b", u32::MAX), ("c", u32::MAX)]);
         assert!(p.moves.is_empty());
-        let p = rebalance(
-            &old,
-            &weights(&[("a", u32::MAX), ("b", 1)]),
-            &BTreeMap::new(),
-        )
-        .unwrap();
+        let p = reweighted(&old, &[("a", u32::MAX), ("b", 1)]);
         assert_eq!(p.map.slot_counts()["a"], 4096);
         assert_eq!(p.map.slot_counts()["b"], 0);
     }

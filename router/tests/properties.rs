@@ -18,8 +18,11 @@ fn config() -> ProptestConfig {
     }
 }
 
+/// A valid path component: 1–12 of `[A-Za-z0-9._-]`, never `.` or `..`.
 fn component() -> impl Strategy<Value = String> {
-    "[A-Za-z0-9._-]{1,12}"
+    "[A-Za-z0-9._-]{1,12}".prop_filter("relative components are not valid", |c| {
+        c != "." && c != ".."
+    })
 }
 
 /// A valid full path in deployment `local`: the root or up to 5 components below it.

@@ -1,91 +1,35 @@
-//! Path syntax (SPEC §2): `/ls/<deployment>/a/b`, components of 1–255 bytes of
-//! `[A-Za-z0-9._-]` (but never `.` or `..`), at most 4 KiB in all. Validation happens once,
-//! at `Open`, before anything is looked up; every rejection names the problem.
+//! Path syntax at a cell (SPEC §2): the router's one path grammar
+//! ([`warren_router::path`]: `/ls/<deployment>/a/b`, components of 1–255 bytes of
+//! `[A-Za-z0-9._-]` but never `.` or `..`, at most 4 KiB in all), under the names the cell
+//! core uses, with rejections as the error table's `WarrenError`s — the same code and words
+//! a proxy or a direct-mode client gives for the same path. Validation happens once, at
+//! `Open`, before anything is looked up.
 
+use warren_client::route_error;
 use warren_proto::WarrenError;
 
-/// Longest path accepted, in bytes.
-pub const MAX_PATH_BYTES: usize = 4096;
-/// Longest component accepted, in bytes.
-pub const MAX_COMPONENT_BYTES: usize = 255;
-
 /// The root of a deployment's namespace: `/ls/<deployment>`.
-pub fn root_of(deployment: &str) -> String {
-    format!("/ls/{deployment}")
-}
+pub use warren_router::root_of;
 
-/// Checks one name component.
+/// Checks one name component (a node's name, an ACL file's name); `path` is what the error
+/// repeats as the offending path.
 pub fn check_component(c: &str, path: &str) -> Result<(), WarrenError> {
-    if c.is_empty() {
-        return Err(WarrenError::invalid_argument(format!(
-            "path {path:?} has an empty component (a doubled or trailing '/')"
-        )));
-    }
-    if c == "." || c == ".." {
-        return Err(WarrenError::invalid_argument(format!(
-            "path {path:?} has a {c:?} component; Warren paths have no relative components"
-        )));
-    }
-    if c.len() > MAX_COMPONENT_BYTES {
-        return Err(WarrenError::invalid_argument(format!(
-            "path component of {} bytes is longer than {MAX_COMPONENT_BYTES}",
-            c.len()
-        )));
-    }
-    if let Some(bad) = c
-        .chars()
-        .find(|ch| !(ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-')))
-    {
-        return Err(WarrenError::invalid_argument(format!(
-            "path {path:?} contains {bad:?}; components may only use A-Z a-z 0-9 . _ -"
-        )));
-    }
-    Ok(())
+    warren_router::check_component(c, path).map_err(route_error)
 }
 
-/// Validates a full path for `deployment` and returns it unchanged. The deployment root
-/// itself is a valid path.
+/// Validates a full path for `deployment`. The deployment root itself is a valid path.
 pub fn validate(path: &str, deployment: &str) -> Result<(), WarrenError> {
-    if path.len() > MAX_PATH_BYTES {
-        return Err(WarrenError::too_large(format!(
-            "path of {} bytes is longer than the {MAX_PATH_BYTES}-byte limit",
-            path.len()
-        )));
-    }
-    let Some(rest) = path.strip_prefix("/ls/") else {
-        return Err(WarrenError::invalid_argument(format!(
-            "path {path:?} must start with /ls/{deployment}/"
-        )));
-    };
-    let mut parts = rest.split('/');
-    let dep = parts.next().unwrap_or("");
-    check_component(dep, path)?;
-    if dep != deployment {
-        return Err(WarrenError::invalid_argument(format!(
-            "path {path:?} is in deployment {dep:?}; this cell serves deployment {deployment:?}"
-        )));
-    }
-    for c in parts {
-        check_component(c, path)?;
-    }
-    Ok(())
+    warren_router::check_path(path, deployment).map_err(route_error)
 }
 
 /// Parent of a valid path (`None` for the deployment root).
 pub fn parent(path: &str) -> Option<&str> {
-    let i = path.rfind('/')?;
-    let p = &path[..i];
-    // "/ls" is not a node: the root's parent is outside the namespace.
-    if p == "/ls" || p.is_empty() {
-        None
-    } else {
-        Some(p)
-    }
+    warren_router::parent_of_valid(path)
 }
 
 /// Last component of a path.
 pub fn name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
+    warren_router::name_of(path)
 }
 
 #[cfg(test)]
@@ -129,6 +73,39 @@ mod tests {
         );
         let long = format!("/ls/local/{}", vec!["abcdefgh"; 600].join("/"));
         assert_eq!(code(&long), Some(ErrorCode::TooLarge));
+    }
+
+    /// The cell refuses exactly what the router refuses, in the router's words: `.` and
+    /// `..` included, which the router once let through.
+    #[test]
+    fn rejections_are_the_routers_word_for_word() {
+        let long = format!("/ls/local/{}", vec!["abcdefgh"; 600].join("/"));
+        let component = format!("/ls/local/{}", "x".repeat(256));
+        for p in [
+            "/ls/local/../a",
+            "/ls/local/./a",
+            "/ls/local/a/..",
+            "/ls/../a",
+            "/ls/local//a",
+            "/ls/local/a b",
+            "/ls/other/a",
+            "ls/local/a",
+            component.as_str(),
+            long.as_str(),
+        ] {
+            let at_cell = validate(p, "local").expect_err(p);
+            let by_router = warren_router::check_path(p, "local").expect_err(p);
+            assert_eq!(at_cell.message, by_router.to_string(), "{p:?}");
+            assert_eq!(at_cell, route_error(by_router), "{p:?}");
+        }
+        let e = validate("/ls/local/..", "local").unwrap_err();
+        assert_eq!(
+            e.message,
+            "invalid path \"/ls/local/..\": a path component \"..\" is relative; Warren paths \
+             have no \".\" or \"..\" components"
+        );
+        let e = check_component("..", "..").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Calls routed by path (`Open`, `CheckSequencer`): to the cell the partition map gives the
 //! path (SPEC §7), following a split directory's redirect to its child anchor and retrying
-//! after a stale map, by the rules of [`crate::routing`]. Without a map (`--cell` only) the
-//! fronted cells split the slots evenly and a call is sent once, carrying no map epoch.
+//! after a stale map, by the router's rules ([`Attempts`], see [`crate::routing`]). Without
+//! a map of its own (`--cell` only) the proxy routes by [`routing::static_map`] and a call
+//! is sent once, carrying no map epoch.
 
 use super::*;
 use crate::core::CellIx;
-use crate::routing::{self, Attempts, Next, MAP_WAIT};
+use crate::routing;
+use warren_router::{Attempts, Next, Target, MAP_WAIT};
 
 /// One attempt of a routed call.
 #[derive(Clone, Copy, Debug)]
@@ -31,31 +33,31 @@ pub(super) struct Routed<R> {
 impl Service {
     /// The cell and map epoch for the next attempt on `path`.
     async fn target(&self, path: &str, plan: &mut Attempts) -> Result<(CellIx, u64), WarrenError> {
-        if !self.shared.routed() {
-            return Ok((self.shared.cell_of_path(path), 0));
-        }
         let mut map = self.shared.current_map().await?;
-        let mut dest = routing::route(&map, path, plan.anchor())?;
-        if let Some((owner, epoch)) = plan.take_expected_owner() {
-            let meta = self.shared.meta_name().unwrap_or_default().to_string();
-            if !dest.is(&owner, &meta) {
-                // The map in hand disagrees with the redirect: read it again (up to the
-                // redirect's epoch) and route again — the map, never the error, says where
-                // a call goes.
-                tracing::debug!(path, %owner, ?dest, "a redirect names another cell than the map; refreshing the map");
-                map = self.shared.newer_map(epoch, MAP_WAIT).await?;
-                dest = routing::route(&map, path, plan.anchor())?;
+        if !self.shared.routed() {
+            let dest = routing::route_static(&map, path)?;
+            return Ok((self.shared.static_cell(&dest)?, 0));
+        }
+        loop {
+            let meta = self.shared.meta_name();
+            match plan
+                .target(&map, path, meta)
+                .map_err(routing::route_error)?
+            {
+                Target::Send(dest) => {
+                    let cell = self.shared.dest_cell(&map, &dest).await?;
+                    return Ok((cell, map.map_epoch()));
+                }
+                Target::RefreshMap { min_epoch } => {
+                    tracing::debug!(
+                        path,
+                        min_epoch,
+                        "a redirect names another cell than the map; refreshing the map"
+                    );
+                    map = self.shared.newer_map(min_epoch, MAP_WAIT).await?;
+                }
             }
         }
-        if let Some(owner) = plan.take_follow() {
-            // Our map is older than the cell's that named `owner` (see `routing`).
-            if matches!(dest, routing::Dest::Cell(_)) && map.replicas(&owner).is_some() {
-                tracing::debug!(path, %owner, ?dest, "map still stale; following the owner the cell named");
-                dest = routing::Dest::Cell(owner);
-            }
-        }
-        let cell = self.shared.dest_cell(&map, &dest).await?;
-        Ok((cell, map.map_epoch()))
     }
 
     /// Sends a call routed by `path` (`anchor`: by `route(path, true)`), one `send` per
@@ -84,7 +86,7 @@ impl Service {
             .await;
             let wrong_cell = match &answer {
                 Err(s) if self.shared.routed() => {
-                    WarrenError::from_status(s).filter(|e| e.code == ErrorCode::WrongCell)
+                    WarrenError::from_status(s).and_then(|e| warren_client::wrong_cell(&e))
                 }
                 _ => None,
             };
@@ -95,11 +97,15 @@ impl Service {
                     attempts: plan,
                 });
             };
-            metrics::counter!("warren_proxy_wrong_cell_total", "kind" => routing::kind(&e))
-                .increment(1);
+            metrics::counter!("warren_proxy_wrong_cell_total", "kind" => e.kind()).increment(1);
             match plan.answered(&e) {
                 Next::GiveUp => {
-                    tracing::debug!(path, attempts = plan.sent(), %e, "WRONG_CELL after every attempt; giving up");
+                    tracing::debug!(
+                        path,
+                        attempts = plan.sent(),
+                        ?e,
+                        "WRONG_CELL after every attempt; giving up"
+                    );
                     return Ok(Routed {
                         answer,
                         cell,
@@ -108,11 +114,9 @@ impl Service {
                 }
                 // The next target() routes by route(path, true) and checks the owner.
                 Next::Anchor { .. } => {}
-                Next::Stale { min_epoch, owner } => {
+                Next::Stale { min_epoch, .. } => {
                     let map = self.shared.newer_map(min_epoch, MAP_WAIT).await?;
-                    if map.map_epoch() < min_epoch {
-                        plan.follow_owner(owner);
-                    }
+                    plan.waited(map.map_epoch());
                 }
             }
         }
