@@ -1,21 +1,20 @@
-//! The admin HTTP pages (served by `warren_proto::admin`): `/metrics` (Prometheus text
+//! The admin HTTP pages (served by `warren_server::admin`): `/metrics` (Prometheus text
 //! from the `metrics` crate), `/healthz`, `/readyz` (the master has loaded its state and
 //! serves) and `/status` (JSON: name, epoch, role, sessions, nodes, map epoch, slots owned,
 //! …). `/readyz` is 200 only on a master that serves all operations (standbys, recovering
 //! masters and data cells that have not loaded their partition map yet answer 503).
 
-use crate::server::Node;
+use crate::server::{CellStatus, Node};
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::sync::{Arc, Once};
-use tokio::net::TcpListener;
+use std::sync::Once;
 
-/// The process-wide Prometheus recorder ([`warren_proto::metrics::prometheus`]: one per
+pub(crate) use warren_server::admin::serve;
+
+/// The process-wide Prometheus recorder ([`warren_server::metrics::prometheus`]: one per
 /// process, shared with any proxy in it), with the cell's metrics described (`# HELP`).
 pub fn prometheus() -> &'static PrometheusHandle {
     static DESCRIBED: Once = Once::new();
-    let handle = warren_proto::metrics::prometheus();
-    DESCRIBED.call_once(describe);
-    handle
+    warren_server::metrics::prometheus_describing(&DESCRIBED, describe)
 }
 
 /// The cell's metrics as `docs/metrics.md` lists them.
@@ -107,9 +106,11 @@ fn describe() {
     metrics::gauge!("warren_cell_lock_waiters").increment(0.0);
 }
 
-impl warren_proto::admin::Pages for Node {
-    fn metrics(&self) -> String {
-        prometheus().render()
+impl warren_server::admin::Pages for Node {
+    type Status = CellStatus;
+
+    fn recorder(&self) -> &'static PrometheusHandle {
+        prometheus()
     }
 
     fn readiness(&self) -> Result<(), String> {
@@ -125,14 +126,7 @@ impl warren_proto::admin::Pages for Node {
         }
     }
 
-    fn status_json(&self) -> String {
-        serde_json::to_string_pretty(&self.status())
-            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    fn status_snapshot(&self) -> CellStatus {
+        self.status()
     }
-}
-
-/// Serves the admin endpoint on `listener` until the task is aborted.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Node>) {
-    prometheus();
-    warren_proto::admin::serve(listener, shared).await
 }

@@ -874,7 +874,7 @@ pub(crate) async fn serve_grpc(
     node: Arc<Node>,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), CellError> {
-    warren_proto::framing::serve(listener, Service { node }, stop)
+    warren_server::grpc::serve(listener, Service { node }, stop)
         .await
         .map_err(|e| CellError::Serve(e.to_string()))
 }
@@ -1030,7 +1030,7 @@ impl Service {
 }
 
 fn observe<T>(method: &'static str, started: std::time::Instant, r: &Result<T, Status>) {
-    let code = warren_proto::metrics::observe_rpc("cell", method, started, r);
+    let code = warren_server::metrics::observe_rpc("cell", method, started, r);
     if code == warren_proto::ErrorCode::WrongCell.as_str_name() {
         metrics::counter!("warren_cell_wrong_cell_total").increment(1);
     }

@@ -1,3 +1,9 @@
 //! What Warren's two server tiers, cells and proxies, share, and what an application that
-//! links only `warren-client` never compiles. Modules are added here as pieces move out of
-//! `proto` (which stays the wire protocol) and out of the cell and proxy crates.
+//! links only `warren-client` never compiles: [`grpc`] (the one gRPC server setup, with
+//! framing errors rewritten into the error table), [`metrics`] (the process-wide Prometheus
+//! recorder and the RPC counters both tiers record) and [`admin`] (the admin HTTP pages).
+//! `proto` stays the wire protocol a client needs and nothing more.
+
+pub mod admin;
+pub mod grpc;
+pub mod metrics;

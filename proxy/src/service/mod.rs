@@ -41,7 +41,7 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProxyError> {
-    warren_proto::framing::serve(listener, Service { shared }, stop)
+    warren_server::grpc::serve(listener, Service { shared }, stop)
         .await
         .map_err(|e| ProxyError::Serve(e.to_string()))
 }
@@ -155,7 +155,7 @@ async fn observed<T>(
 ) -> Result<Response<T>, Status> {
     let started = std::time::Instant::now();
     let r = call.await;
-    warren_proto::metrics::observe_rpc("proxy", method, started, &r);
+    warren_server::metrics::observe_rpc("proxy", method, started, &r);
     r
 }
 
