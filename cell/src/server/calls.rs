@@ -24,6 +24,26 @@ pub(super) enum Outcome<T> {
     Woken(Wake),
 }
 
+impl<T> Outcome<T> {
+    /// The reply of a call that may have parked: its own if it did not, else what `woken`
+    /// takes out of the wake (given back, `Err`, if it is not the kind the call parked for:
+    /// an internal error).
+    pub(super) fn reply(
+        self,
+        woken: impl FnOnce(Wake) -> Result<Result<T, WarrenError>, Wake>,
+    ) -> Result<T, Status> {
+        match self {
+            Outcome::Done(t) => Ok(t),
+            Outcome::Woken(wake) => match woken(wake) {
+                Ok(res) => res.map_err(Status::from),
+                Err(other) => {
+                    Err(WarrenError::internal(format!("unexpected wake {other:?}")).into())
+                }
+            },
+        }
+    }
+}
+
 /// Cancels a parked operation whose caller went away.
 struct CancelGuard<'a> {
     shared: &'a Shared,

@@ -21,7 +21,7 @@ pub(crate) enum Role {
 }
 
 /// A snapshot for `/status`.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct CellStatus {
     pub name: String,
     pub deployment: String,
@@ -142,52 +142,43 @@ impl Node {
     }
 
     pub(crate) fn status(&self) -> CellStatus {
-        let mut st = CellStatus {
+        let standby = CellStatus {
             name: self.cell.clone(),
             deployment: self.deployment.clone(),
             replica: self.replica.clone(),
-            epoch: 0,
             role: "standby",
-            master: String::new(),
             store: self.store_kind,
             store_health: self.store_health(),
-            sessions: 0,
-            nodes: 0,
-            handles: 0,
-            held_locks: 0,
-            proxy_sessions: 0,
-            sub_sessions: 0,
-            orphans: 0,
-            serving: false,
-            map_epoch: 0,
-            slots: 0,
-            map_loaded: false,
+            ..CellStatus::default()
         };
         match &*self.role.read().unwrap_or_else(|p| p.into_inner()) {
             Role::Master(shared) => {
                 let g = shared.lock();
                 let s = g.master.status();
-                st.role = "master";
-                st.master = self.advertise.clone();
-                st.epoch = s.epoch;
-                st.sessions = s.sessions;
-                st.nodes = s.nodes;
-                st.handles = s.handles;
-                st.held_locks = s.held_locks;
-                st.proxy_sessions = s.proxy_sessions;
-                st.sub_sessions = s.sub_sessions;
-                st.orphans = s.orphans;
-                st.serving = g.serving();
-                st.map_epoch = s.map_epoch;
-                st.slots = s.slots;
-                st.map_loaded = s.map_loaded;
+                CellStatus {
+                    role: "master",
+                    master: self.advertise.clone(),
+                    epoch: s.epoch,
+                    serving: g.serving(),
+                    sessions: s.sessions,
+                    nodes: s.nodes,
+                    handles: s.handles,
+                    held_locks: s.held_locks,
+                    proxy_sessions: s.proxy_sessions,
+                    sub_sessions: s.sub_sessions,
+                    orphans: s.orphans,
+                    map_epoch: s.map_epoch,
+                    slots: s.slots,
+                    map_loaded: s.map_loaded,
+                    ..standby
+                }
             }
-            Role::Standby { master, epoch } => {
-                st.master = master.clone();
-                st.epoch = *epoch;
-            }
+            Role::Standby { master, epoch } => CellStatus {
+                master: master.clone(),
+                epoch: *epoch,
+                ..standby
+            },
         }
-        st
     }
 
     pub(crate) fn is_master(&self) -> bool {

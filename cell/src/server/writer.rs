@@ -220,26 +220,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_fenced_commit_fails_waiters_with_not_master_and_stops_the_writer() {
-        let store = Recording::new(Some(|| StoreError::Fenced("another replica won".into())));
-        let (mut q, durable, task) = start(store);
-        let seq = q.submit(vec![m("/a")]);
-        let e = WarrenError::from_status(&durable.wait_for(seq).await.unwrap_err()).unwrap();
-        assert_eq!(e.code, ErrorCode::NotMaster);
-        assert!(durable.failed().await.contains("another replica won"));
-        task.await.unwrap();
-        // Later batches cannot be queued to a stopped writer; their replies fail too.
-        let later = q.submit(vec![m("/b")]);
-        assert!(durable.wait_for(later).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn a_failed_commit_fails_waiters_with_internal() {
-        let store = Recording::new(Some(|| StoreError::Io("disk full".into())));
-        let (mut q, durable, _task) = start(store);
-        let seq = q.submit(vec![m("/a")]);
-        let e = WarrenError::from_status(&durable.wait_for(seq).await.unwrap_err()).unwrap();
-        assert_eq!(e.code, ErrorCode::Internal);
-        assert!(e.message.contains("disk full"), "{}", e.message);
+    async fn a_failed_commit_fails_its_waiters_and_stops_the_writer() {
+        let fenced: fn() -> StoreError = || StoreError::Fenced("another replica won".into());
+        let io: fn() -> StoreError = || StoreError::Io("disk full".into());
+        // Fenced off by etcd: another replica is master. Anything else: the store failed.
+        for (refuse, code, why) in [
+            (fenced, ErrorCode::NotMaster, "another replica won"),
+            (io, ErrorCode::Internal, "disk full"),
+        ] {
+            let (mut q, durable, task) = start(Recording::new(Some(refuse)));
+            let seq = q.submit(vec![m("/a")]);
+            let e = WarrenError::from_status(&durable.wait_for(seq).await.unwrap_err()).unwrap();
+            assert_eq!(e.code, code);
+            assert!(e.message.contains(why), "{}", e.message);
+            assert!(durable.failed().await.contains(why));
+            task.await.unwrap();
+            // Batches queued after the writer stopped cannot commit; their replies fail too.
+            let later = q.submit(vec![m("/b")]);
+            assert!(durable.wait_for(later).await.is_err());
+        }
     }
 }

@@ -5,23 +5,20 @@
 use super::Service;
 use crate::core::{Reply, Wake};
 use crate::edge;
-use crate::server::calls::Outcome;
 use crate::server::metrics::LockWait;
 use std::time::Duration;
-use tonic::{Request, Status};
+use tonic::Status;
 use warren_proto::pb;
-use warren_proto::WarrenError;
 
 pub(super) async fn acquire(
     s: &Service,
-    req: Request<pb::AcquireRequest>,
+    r: pb::AcquireRequest,
 ) -> Result<pb::AcquireResponse, Status> {
-    let r = req.into_inner();
     let ctx = edge::ctx(r.ctx.as_ref())?;
     let mode = edge::lock_mode(r.mode)?;
     let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
     let mut wait = LockWait::default();
-    let seq = match s
+    let seq = s
         .routed(r.ctx.as_ref())
         .await?
         .run_parked(|m, now| {
@@ -32,13 +29,10 @@ pub(super) async fn acquire(
             reply
         })
         .await?
-    {
-        Outcome::Done(s) => s,
-        Outcome::Woken(Wake::Acquire(res)) => res?,
-        Outcome::Woken(other) => {
-            return Err(WarrenError::internal(format!("unexpected wake {other:?}")).into())
-        }
-    };
+        .reply(|wake| match wake {
+            Wake::Acquire(res) => Ok(res),
+            other => Err(other),
+        })?;
     Ok(pb::AcquireResponse {
         sequencer: Some(edge::sequencer_out(&seq)),
     })
@@ -46,9 +40,8 @@ pub(super) async fn acquire(
 
 pub(super) async fn try_acquire(
     s: &Service,
-    req: Request<pb::TryAcquireRequest>,
+    r: pb::TryAcquireRequest,
 ) -> Result<pb::AcquireResponse, Status> {
-    let r = req.into_inner();
     let ctx = edge::ctx(r.ctx.as_ref())?;
     let mode = edge::lock_mode(r.mode)?;
     let seq = s
@@ -63,9 +56,8 @@ pub(super) async fn try_acquire(
 
 pub(super) async fn release(
     s: &Service,
-    req: Request<pb::ReleaseRequest>,
+    r: pb::ReleaseRequest,
 ) -> Result<pb::ReleaseResponse, Status> {
-    let r = req.into_inner();
     let was_held = s
         .run(r.ctx.as_ref(), |m, ctx, now| m.release(ctx, &r.handle, now))
         .await?;
@@ -74,9 +66,8 @@ pub(super) async fn release(
 
 pub(super) async fn get_sequencer(
     s: &Service,
-    req: Request<pb::GetSequencerRequest>,
+    r: pb::GetSequencerRequest,
 ) -> Result<pb::GetSequencerResponse, Status> {
-    let r = req.into_inner();
     let seq = s
         .run(r.ctx.as_ref(), |m, ctx, now| {
             m.get_sequencer(ctx, &r.handle, now)
@@ -89,9 +80,8 @@ pub(super) async fn get_sequencer(
 
 pub(super) async fn set_sequencer(
     s: &Service,
-    req: Request<pb::SetSequencerRequest>,
+    r: pb::SetSequencerRequest,
 ) -> Result<pb::SetSequencerResponse, Status> {
-    let r = req.into_inner();
     let ctx = edge::ctx(r.ctx.as_ref())?;
     let seq = edge::sequencer_in(r.sequencer.as_ref())?;
     s.routed(r.ctx.as_ref())
@@ -103,9 +93,8 @@ pub(super) async fn set_sequencer(
 
 pub(super) async fn check_sequencer(
     s: &Service,
-    req: Request<pb::CheckSequencerRequest>,
+    r: pb::CheckSequencerRequest,
 ) -> Result<pb::CheckSequencerResponse, Status> {
-    let r = req.into_inner();
     let ctx = edge::ctx(r.ctx.as_ref())?;
     let seq = edge::sequencer_in(r.sequencer.as_ref())?;
     let current = s

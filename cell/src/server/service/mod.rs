@@ -94,143 +94,42 @@ async fn observed<T>(
     r.map(Response::new)
 }
 
-#[tonic::async_trait]
-impl Warren for Service {
-    async fn locate(
-        &self,
-        _req: Request<pb::LocateRequest>,
-    ) -> Result<Response<pb::LocateResponse>, Status> {
-        observed("Locate", async { Ok(self.node.locate()) }).await
-    }
+/// The `warren.v1.Warren` impl: each RPC's request handed to its handler, the call counted
+/// and timed under the RPC's name ([`observed`]).
+macro_rules! dispatch {
+    ($($rpc:ident($req:ident) -> $resp:ident = $name:literal => $handler:path;)*) => {
+        #[tonic::async_trait]
+        impl Warren for Service {
+            $(
+                async fn $rpc(
+                    &self,
+                    req: Request<pb::$req>,
+                ) -> Result<Response<pb::$resp>, Status> {
+                    observed($name, $handler(self, req.into_inner())).await
+                }
+            )*
+        }
+    };
+}
 
-    async fn create_session(
-        &self,
-        req: Request<pb::CreateSessionRequest>,
-    ) -> Result<Response<pb::CreateSessionResponse>, Status> {
-        observed("CreateSession", sessions::create_session(self, req)).await
-    }
-
-    async fn keep_alive(
-        &self,
-        req: Request<pb::KeepAliveRequest>,
-    ) -> Result<Response<pb::KeepAliveResponse>, Status> {
-        metrics::keepalive_received();
-        observed("KeepAlive", sessions::keep_alive(self, req)).await
-    }
-
-    async fn close_session(
-        &self,
-        req: Request<pb::CloseSessionRequest>,
-    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
-        observed("CloseSession", sessions::close_session(self, req)).await
-    }
-
-    async fn claim_session(
-        &self,
-        req: Request<pb::ClaimSessionRequest>,
-    ) -> Result<Response<pb::ClaimSessionResponse>, Status> {
-        observed("ClaimSession", sessions::claim_session(self, req)).await
-    }
-
-    async fn open(
-        &self,
-        req: Request<pb::OpenRequest>,
-    ) -> Result<Response<pb::OpenResponse>, Status> {
-        observed("Open", reads::open(self, req)).await
-    }
-
-    async fn close(
-        &self,
-        req: Request<pb::CloseRequest>,
-    ) -> Result<Response<pb::CloseResponse>, Status> {
-        observed("Close", reads::close(self, req)).await
-    }
-
-    async fn get_contents_and_stat(
-        &self,
-        req: Request<pb::GetContentsAndStatRequest>,
-    ) -> Result<Response<pb::GetContentsAndStatResponse>, Status> {
-        observed(
-            "GetContentsAndStat",
-            reads::get_contents_and_stat(self, req),
-        )
-        .await
-    }
-
-    async fn get_stat(
-        &self,
-        req: Request<pb::GetStatRequest>,
-    ) -> Result<Response<pb::GetStatResponse>, Status> {
-        observed("GetStat", reads::get_stat(self, req)).await
-    }
-
-    async fn read_dir(
-        &self,
-        req: Request<pb::ReadDirRequest>,
-    ) -> Result<Response<pb::ReadDirResponse>, Status> {
-        observed("ReadDir", reads::read_dir(self, req)).await
-    }
-
-    async fn set_contents(
-        &self,
-        req: Request<pb::SetContentsRequest>,
-    ) -> Result<Response<pb::SetContentsResponse>, Status> {
-        observed("SetContents", writes::set_contents(self, req)).await
-    }
-
-    async fn set_acl(
-        &self,
-        req: Request<pb::SetAclRequest>,
-    ) -> Result<Response<pb::SetAclResponse>, Status> {
-        observed("SetAcl", writes::set_acl(self, req)).await
-    }
-
-    async fn delete(
-        &self,
-        req: Request<pb::DeleteRequest>,
-    ) -> Result<Response<pb::DeleteResponse>, Status> {
-        observed("Delete", writes::delete(self, req)).await
-    }
-
-    async fn acquire(
-        &self,
-        req: Request<pb::AcquireRequest>,
-    ) -> Result<Response<pb::AcquireResponse>, Status> {
-        observed("Acquire", locks::acquire(self, req)).await
-    }
-
-    async fn try_acquire(
-        &self,
-        req: Request<pb::TryAcquireRequest>,
-    ) -> Result<Response<pb::AcquireResponse>, Status> {
-        observed("TryAcquire", locks::try_acquire(self, req)).await
-    }
-
-    async fn release(
-        &self,
-        req: Request<pb::ReleaseRequest>,
-    ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        observed("Release", locks::release(self, req)).await
-    }
-
-    async fn get_sequencer(
-        &self,
-        req: Request<pb::GetSequencerRequest>,
-    ) -> Result<Response<pb::GetSequencerResponse>, Status> {
-        observed("GetSequencer", locks::get_sequencer(self, req)).await
-    }
-
-    async fn set_sequencer(
-        &self,
-        req: Request<pb::SetSequencerRequest>,
-    ) -> Result<Response<pb::SetSequencerResponse>, Status> {
-        observed("SetSequencer", locks::set_sequencer(self, req)).await
-    }
-
-    async fn check_sequencer(
-        &self,
-        req: Request<pb::CheckSequencerRequest>,
-    ) -> Result<Response<pb::CheckSequencerResponse>, Status> {
-        observed("CheckSequencer", locks::check_sequencer(self, req)).await
-    }
+dispatch! {
+    locate(LocateRequest) -> LocateResponse = "Locate" => sessions::locate;
+    create_session(CreateSessionRequest) -> CreateSessionResponse = "CreateSession" => sessions::create_session;
+    keep_alive(KeepAliveRequest) -> KeepAliveResponse = "KeepAlive" => sessions::keep_alive;
+    close_session(CloseSessionRequest) -> CloseSessionResponse = "CloseSession" => sessions::close_session;
+    claim_session(ClaimSessionRequest) -> ClaimSessionResponse = "ClaimSession" => sessions::claim_session;
+    open(OpenRequest) -> OpenResponse = "Open" => reads::open;
+    close(CloseRequest) -> CloseResponse = "Close" => reads::close;
+    get_contents_and_stat(GetContentsAndStatRequest) -> GetContentsAndStatResponse = "GetContentsAndStat" => reads::get_contents_and_stat;
+    get_stat(GetStatRequest) -> GetStatResponse = "GetStat" => reads::get_stat;
+    read_dir(ReadDirRequest) -> ReadDirResponse = "ReadDir" => reads::read_dir;
+    set_contents(SetContentsRequest) -> SetContentsResponse = "SetContents" => writes::set_contents;
+    set_acl(SetAclRequest) -> SetAclResponse = "SetAcl" => writes::set_acl;
+    delete(DeleteRequest) -> DeleteResponse = "Delete" => writes::delete;
+    acquire(AcquireRequest) -> AcquireResponse = "Acquire" => locks::acquire;
+    try_acquire(TryAcquireRequest) -> AcquireResponse = "TryAcquire" => locks::try_acquire;
+    release(ReleaseRequest) -> ReleaseResponse = "Release" => locks::release;
+    get_sequencer(GetSequencerRequest) -> GetSequencerResponse = "GetSequencer" => locks::get_sequencer;
+    set_sequencer(SetSequencerRequest) -> SetSequencerResponse = "SetSequencer" => locks::set_sequencer;
+    check_sequencer(CheckSequencerRequest) -> CheckSequencerResponse = "CheckSequencer" => locks::check_sequencer;
 }

@@ -5,14 +5,10 @@
 use super::Service;
 use crate::edge;
 use crate::server::crosscell::ForeignAcls;
-use tonic::{Request, Status};
+use tonic::Status;
 use warren_proto::pb;
 
-pub(super) async fn open(
-    s: &Service,
-    req: Request<pb::OpenRequest>,
-) -> Result<pb::OpenResponse, Status> {
-    let r = req.into_inner();
+pub(super) async fn open(s: &Service, r: pb::OpenRequest) -> Result<pb::OpenResponse, Status> {
     let ctx = edge::ctx(r.ctx.as_ref())?;
     let args = edge::open_args(&r)?;
     let shared = s.routed(r.ctx.as_ref()).await?;
@@ -38,11 +34,7 @@ pub(super) async fn open(
     })
 }
 
-pub(super) async fn close(
-    s: &Service,
-    req: Request<pb::CloseRequest>,
-) -> Result<pb::CloseResponse, Status> {
-    let r = req.into_inner();
+pub(super) async fn close(s: &Service, r: pb::CloseRequest) -> Result<pb::CloseResponse, Status> {
     // Close never fails: a malformed context is simply nothing to close.
     if let Ok(ctx) = edge::ctx(r.ctx.as_ref()) {
         s.routed(r.ctx.as_ref())
@@ -55,9 +47,8 @@ pub(super) async fn close(
 
 pub(super) async fn get_contents_and_stat(
     s: &Service,
-    req: Request<pb::GetContentsAndStatRequest>,
+    r: pb::GetContentsAndStatRequest,
 ) -> Result<pb::GetContentsAndStatResponse, Status> {
-    let r = req.into_inner();
     let (contents, stat, cacheable) = s
         .run(r.ctx.as_ref(), |m, ctx, now| {
             m.get_contents(ctx, &r.handle, now)
@@ -72,9 +63,8 @@ pub(super) async fn get_contents_and_stat(
 
 pub(super) async fn get_stat(
     s: &Service,
-    req: Request<pb::GetStatRequest>,
+    r: pb::GetStatRequest,
 ) -> Result<pb::GetStatResponse, Status> {
-    let r = req.into_inner();
     let (stat, cacheable) = s
         .run(r.ctx.as_ref(), |m, ctx, now| {
             m.get_stat(ctx, &r.handle, now)
@@ -88,9 +78,8 @@ pub(super) async fn get_stat(
 
 pub(super) async fn read_dir(
     s: &Service,
-    req: Request<pb::ReadDirRequest>,
+    r: pb::ReadDirRequest,
 ) -> Result<pb::ReadDirResponse, Status> {
-    let r = req.into_inner();
     let (entries, stat, cacheable) = s
         .run(r.ctx.as_ref(), |m, ctx, now| {
             m.read_dir(ctx, &r.handle, now)

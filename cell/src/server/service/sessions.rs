@@ -1,20 +1,26 @@
-//! Sessions: CreateSession (client and proxy sessions), KeepAlive (held by the master as a
-//! long-poll until it has events or the lease nears its end), CloseSession, and
-//! ClaimSession (a proxy adopting the client sessions of a proxy that died).
+//! Sessions: Locate (answered by any replica, master or standby), CreateSession (client
+//! and proxy sessions), KeepAlive (held by the master as a long-poll until it has events or
+//! the lease nears its end), CloseSession, and ClaimSession (a proxy adopting the client
+//! sessions of a proxy that died).
 
 use super::Service;
 use crate::core::Wake;
 use crate::edge;
-use crate::server::calls::Outcome;
-use tonic::{Request, Status};
+use crate::server::metrics;
+use tonic::Status;
 use warren_proto::pb;
-use warren_proto::WarrenError;
+
+pub(super) async fn locate(
+    s: &Service,
+    _: pb::LocateRequest,
+) -> Result<pb::LocateResponse, Status> {
+    Ok(s.node.locate())
+}
 
 pub(super) async fn create_session(
     s: &Service,
-    req: Request<pb::CreateSessionRequest>,
+    r: pb::CreateSessionRequest,
 ) -> Result<pb::CreateSessionResponse, Status> {
-    let r = req.into_inner();
     let c = s
         .node
         .master()?
@@ -37,22 +43,19 @@ pub(super) async fn create_session(
 
 pub(super) async fn keep_alive(
     s: &Service,
-    req: Request<pb::KeepAliveRequest>,
+    r: pb::KeepAliveRequest,
 ) -> Result<pb::KeepAliveResponse, Status> {
-    let r = req.into_inner();
+    metrics::keepalive_received();
     let ctx = edge::ctx(r.ctx.as_ref())?;
-    let reply = match s
+    let reply = s
         .node
         .master()?
         .run_parked(|m, now| m.keepalive(&ctx, r.ack_seq, now))
         .await?
-    {
-        Outcome::Done(reply) => reply,
-        Outcome::Woken(Wake::KeepAlive(res)) => res?,
-        Outcome::Woken(other) => {
-            return Err(WarrenError::internal(format!("unexpected wake {other:?}")).into())
-        }
-    };
+        .reply(|wake| match wake {
+            Wake::KeepAlive(res) => Ok(res),
+            other => Err(other),
+        })?;
     Ok(pb::KeepAliveResponse {
         lease_ms: reply.lease.as_millis() as u64,
         events: reply.events.iter().map(edge::event).collect(),
@@ -62,9 +65,8 @@ pub(super) async fn keep_alive(
 
 pub(super) async fn close_session(
     s: &Service,
-    req: Request<pb::CloseSessionRequest>,
+    r: pb::CloseSessionRequest,
 ) -> Result<pb::CloseSessionResponse, Status> {
-    let r = req.into_inner();
     let ctx = edge::ctx(r.ctx.as_ref())?;
     s.node
         .master()?
@@ -75,9 +77,8 @@ pub(super) async fn close_session(
 
 pub(super) async fn claim_session(
     s: &Service,
-    req: Request<pb::ClaimSessionRequest>,
+    r: pb::ClaimSessionRequest,
 ) -> Result<pb::ClaimSessionResponse, Status> {
-    let r = req.into_inner();
     let ctx = edge::ctx(r.ctx.as_ref())?;
     let client = edge::bytes16(&r.client_session, "client_session")?;
     let secret = edge::bytes16(&r.client_secret, "client_secret")?;

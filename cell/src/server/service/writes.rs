@@ -5,15 +5,14 @@
 use super::Service;
 use crate::edge;
 use crate::server::crosscell::ForeignAcls;
-use tonic::{Request, Status};
+use tonic::Status;
 use warren_proto::pb;
 use warren_proto::WarrenError;
 
 pub(super) async fn set_contents(
     s: &Service,
-    req: Request<pb::SetContentsRequest>,
+    r: pb::SetContentsRequest,
 ) -> Result<pb::SetContentsResponse, Status> {
-    let r = req.into_inner();
     let stat = s
         .write(r.ctx.as_ref(), |m, ctx, now| {
             m.set_contents(ctx, &r.handle, &r.contents, r.if_content_generation, now)
@@ -26,9 +25,8 @@ pub(super) async fn set_contents(
 
 pub(super) async fn set_acl(
     s: &Service,
-    req: Request<pb::SetAclRequest>,
+    r: pb::SetAclRequest,
 ) -> Result<pb::SetAclResponse, Status> {
-    let r = req.into_inner();
     let ctx = edge::ctx(r.ctx.as_ref())?;
     let acl = edge::acl_in(
         r.acl
@@ -47,9 +45,8 @@ pub(super) async fn set_acl(
 
 pub(super) async fn delete(
     s: &Service,
-    req: Request<pb::DeleteRequest>,
+    r: pb::DeleteRequest,
 ) -> Result<pb::DeleteResponse, Status> {
-    let r = req.into_inner();
     let ctx = edge::ctx(r.ctx.as_ref())?;
     let shared = s.routed(r.ctx.as_ref()).await?;
     let (res, _) = shared
