@@ -3,6 +3,9 @@
 //!
 //! `warren cell` and `warren dev` call [`server::run`]; tests bind `127.0.0.1:0` and call
 //! the same function (through `warren-testkit`).
+//!
+//! Feature `fault-injection` (off by default; the root package's tests turn it on) builds in
+//! the `WARREN_FAULT` crash hook of the partitioning process tests.
 
 pub mod admin;
 pub mod core;

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 /// Client KeepAlives a proxy received (`proxy/src/admin.rs`).
 pub const PROXY_KEEPALIVES: &str = "warren_proxy_keepalives_received_total";
-/// KeepAlives that reached a cell, from clients or proxies (`cell/src/server.rs`).
+/// KeepAlives that reached a cell, from clients or proxies (`cell/src/server/metrics.rs`).
 pub const CELL_KEEPALIVES: &str = "warren_keepalives_received_total";
 /// RPCs answered, labelled by method and code, and by `tier` (`cell` or `proxy`) where the
-/// build has it (`warren_proto::metrics`).
+/// build has it (`warren_server::metrics`).
 pub const CELL_RPCS: &str = "warren_rpc_total";
 
 /// What went wrong reading or comparing expositions.

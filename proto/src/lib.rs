@@ -1,16 +1,14 @@
 //! Warren's wire protocol: the generated `warren.v1` types and service stubs, the codec
-//! that turns undecodable requests into `INVALID_ARGUMENT`, and the one error table
-//! ([`error`]) every tier uses, and the process-wide Prometheus recorder ([`metrics`]) the
-//! cells' and proxies' admin endpoints render.
+//! that turns undecodable requests into `INVALID_ARGUMENT`, the one error table
+//! ([`error`]) every tier uses, and the protocol's limits ([`MAX_MESSAGE_BYTES`],
+//! [`SESSION_ID_LEN`]). What only servers need (the gRPC server setup, the admin pages, the
+//! Prometheus recorder) lives in `warren-server`, so a client does not compile it.
 //!
 //! Domain crates convert to and from these types at their edges; the types themselves
 //! carry no behaviour beyond what prost and tonic generate.
 
-pub mod admin;
 pub mod codec;
 pub mod error;
-pub mod framing;
-pub mod metrics;
 pub mod request;
 
 /// Generated code for package `warren.v1`.
@@ -23,3 +21,6 @@ pub use error::{ErrorCode, WarrenError};
 
 /// Length in bytes of session ids and session secrets.
 pub const SESSION_ID_LEN: usize = 16;
+
+/// Largest request accepted, in bytes: a 256 KiB file and a 4 KiB path fit many times over.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;

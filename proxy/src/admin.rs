@@ -1,20 +1,19 @@
-//! The proxy's admin HTTP pages (served by `warren_proto::admin`): `/metrics` (Prometheus
+//! The proxy's admin HTTP pages (served by `warren_server::admin`): `/metrics` (Prometheus
 //! text from the `metrics` crate), `/healthz`, `/readyz` (a live session at every cell; with
 //! `--meta`: the partition map loaded and a live session at the meta cell) and `/status`
 //! (JSON).
 
 use crate::Shared;
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::sync::{Arc, Once};
-use tokio::net::TcpListener;
+use std::sync::Once;
 
-/// The process-wide Prometheus recorder ([`warren_proto::metrics::prometheus`]: one per
+pub(crate) use warren_server::admin::serve;
+
+/// The process-wide Prometheus recorder ([`warren_server::metrics::prometheus`]: one per
 /// process, shared with any cell in it), with the proxy's metrics described (`# HELP`).
 pub fn prometheus() -> &'static PrometheusHandle {
     static DESCRIBED: Once = Once::new();
-    let handle = warren_proto::metrics::prometheus();
-    DESCRIBED.call_once(describe);
-    handle
+    warren_server::metrics::prometheus_describing(&DESCRIBED, describe)
 }
 
 /// The proxy's metrics as `docs/metrics.md` lists them.
@@ -139,10 +138,15 @@ pub(crate) fn update_metrics(shared: &Shared) {
     metrics::counter!("warren_proxy_cache_invalidations_total").absolute(cache.invalidations);
 }
 
-impl warren_proto::admin::Pages for Shared {
-    fn metrics(&self) -> String {
+impl warren_server::admin::Pages for Shared {
+    type Status = serde_json::Value;
+
+    fn recorder(&self) -> &'static PrometheusHandle {
+        prometheus()
+    }
+
+    fn refresh_metrics(&self) {
         update_metrics(self);
-        prometheus().render()
     }
 
     fn readiness(&self) -> Result<(), String> {
@@ -159,14 +163,7 @@ impl warren_proto::admin::Pages for Shared {
         }
     }
 
-    fn status_json(&self) -> String {
-        serde_json::to_string_pretty(&self.status())
-            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    fn status_snapshot(&self) -> serde_json::Value {
+        self.status()
     }
-}
-
-/// Serves the admin endpoint on `listener` until the task is aborted.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    prometheus();
-    warren_proto::admin::serve(listener, shared).await
 }

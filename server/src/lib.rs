@@ -1,5 +1,11 @@
 //! What Warren's two server tiers, cells and proxies, share, and what an application that
-//! links only `warren-client` never compiles. Modules are added here as pieces move out of
-//! `proto` (which stays the wire protocol) and out of the cell and proxy crates.
+//! links only `warren-client` never compiles: [`grpc`] (the one gRPC server setup, with
+//! framing errors rewritten into the error table), [`metrics`] (the process-wide Prometheus
+//! recorder and the RPC counters both tiers record), [`admin`] (the admin HTTP pages) and
+//! [`lease`] (the server side of sessions: the lease table the cell core and the proxy core
+//! both build on). `proto` stays the wire protocol a client needs and nothing more.
 
+pub mod admin;
+pub mod grpc;
 pub mod lease;
+pub mod metrics;

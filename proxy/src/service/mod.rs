@@ -43,7 +43,7 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProxyError> {
-    warren_proto::framing::serve(listener, Service { shared }, stop)
+    warren_server::grpc::serve(listener, Service { shared }, stop)
         .await
         .map_err(|e| ProxyError::Serve(e.to_string()))
 }
@@ -157,7 +157,7 @@ impl Service {
 async fn observed<T>(method: &'static str, call: impl Future<Output = Answer<T>>) -> Answer<T> {
     let started = std::time::Instant::now();
     let r = call.await;
-    warren_proto::metrics::observe_rpc("proxy", method, started, &r);
+    warren_server::metrics::observe_rpc("proxy", method, started, &r);
     r
 }
 

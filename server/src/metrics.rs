@@ -6,7 +6,7 @@
 //! the RPCs of the two tiers apart).
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 use std::time::Instant;
 
 /// Histogram buckets (seconds) for every `*_seconds` histogram: 100 µs … 10 s.
@@ -34,6 +34,17 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// [`prometheus`], with a tier's own metrics described (`# HELP`) by `describe` the first
+/// time this tier asks (`described` is the tier's flag for that).
+pub fn prometheus_describing(
+    described: &'static Once,
+    describe: fn(),
+) -> &'static PrometheusHandle {
+    let handle = prometheus();
+    described.call_once(describe);
+    handle
+}
+
 fn describe_rpc() {
     metrics::describe_counter!(
         "warren_rpc_total",
@@ -58,7 +69,7 @@ pub fn observe_rpc<T>(
 ) -> &'static str {
     let code = match r {
         Ok(_) => "OK",
-        Err(s) => crate::WarrenError::from_status(s).map_or("TRANSPORT", |e| e.code_name()),
+        Err(s) => warren_proto::WarrenError::from_status(s).map_or("TRANSPORT", |e| e.code_name()),
     };
     metrics::counter!("warren_rpc_total", "tier" => tier, "method" => method, "code" => code)
         .increment(1);

@@ -1,11 +1,8 @@
-//! Errors tonic raises while framing a request, rewritten into the error table, for every
-//! server (cell and proxy) to install as a layer.
+//! The one gRPC server setup of cells and proxies ([`serve`]), and the layer that rewrites
+//! errors tonic raises while framing a request into the error table.
 
-use crate::WarrenError;
 use tonic::Status;
-
-/// Largest request accepted, in bytes: a 256 KiB file and a 4 KiB path fit many times over.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+use warren_proto::{pb, WarrenError, MAX_MESSAGE_BYTES};
 
 /// Serves `service` (a cell's or a proxy's `warren.v1.Warren`) on `listener` until `stop`
 /// resolves: requests up to [`MAX_MESSAGE_BYTES`], framing errors rewritten into the
@@ -18,10 +15,10 @@ pub async fn serve<S>(
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error>
 where
-    S: crate::pb::warren_server::Warren,
+    S: pb::warren_server::Warren,
 {
-    let svc = crate::pb::warren_server::WarrenServer::new(service)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let svc =
+        pb::warren_server::WarrenServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))

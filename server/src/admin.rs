@@ -6,18 +6,36 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// What a cell or a proxy shows on its admin pages.
 pub trait Pages: Send + Sync + 'static {
-    /// The body of `/metrics`: the Prometheus exposition.
-    fn metrics(&self) -> String;
+    /// What `/status` shows, rendered as pretty JSON.
+    type Status: serde::Serialize;
+
+    /// The process-wide Prometheus recorder with this tier's metrics described
+    /// ([`crate::metrics::prometheus_describing`]); [`serve`] installs it before the first
+    /// request, and `/metrics` renders it.
+    fn recorder(&self) -> &'static PrometheusHandle;
+    /// Brings what the tier publishes on demand up to date before `/metrics` is rendered.
+    fn refresh_metrics(&self) {}
     /// `/readyz`: `Ok` when ready to serve, else why not (one line).
     fn readiness(&self) -> Result<(), String>;
-    /// The body of `/status`: JSON.
-    fn status_json(&self) -> String;
+    /// The snapshot `/status` shows.
+    fn status_snapshot(&self) -> Self::Status;
+}
+
+fn status_json<P: Pages>(pages: &P) -> String {
+    serde_json::to_string_pretty(&pages.status_snapshot())
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+fn metrics_text<P: Pages>(pages: &P) -> String {
+    pages.refresh_metrics();
+    pages.recorder().render()
 }
 
 fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -38,7 +56,11 @@ fn page<P: Pages>(req: &Request<hyper::body::Incoming>, pages: &P) -> Response<F
         );
     }
     match req.uri().path() {
-        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", pages.metrics()),
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics_text(pages),
+        ),
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => match pages.readiness() {
             Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n"),
@@ -47,7 +69,7 @@ fn page<P: Pages>(req: &Request<hyper::body::Incoming>, pages: &P) -> Response<F
         "/status" => reply(
             StatusCode::OK,
             "application/json",
-            pages.status_json() + "\n",
+            status_json(pages) + "\n",
         ),
         other => reply(
             StatusCode::NOT_FOUND,
@@ -59,6 +81,7 @@ fn page<P: Pages>(req: &Request<hyper::body::Incoming>, pages: &P) -> Response<F
 
 /// Serves the admin pages on `listener` until the task is aborted.
 pub async fn serve<P: Pages>(listener: TcpListener, pages: Arc<P>) {
+    pages.recorder();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

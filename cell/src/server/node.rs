@@ -1,0 +1,206 @@
+//! One replica of a cell as the gRPC service and the admin endpoint see it: its [`Role`]
+//! (master of a term, or standby knowing where the master is), what `Locate` answers and
+//! the [`CellStatus`] snapshot `/status` shows, and [`CellHandle`], what [`super::run`]
+//! hands a caller.
+
+use super::term::Shared;
+use super::CellOptions;
+use std::sync::{Arc, RwLock};
+use tonic::Status;
+use warren_proto::pb;
+use warren_proto::WarrenError;
+
+/// This replica's part in its cell right now.
+pub(crate) enum Role {
+    /// Not (yet, or no longer) master: answers `Locate` and `NOT_MASTER{master}`.
+    Standby {
+        master: String,
+        epoch: u64,
+    },
+    Master(Arc<Shared>),
+}
+
+/// A snapshot for `/status`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CellStatus {
+    pub name: String,
+    pub deployment: String,
+    /// This replica's id (empty for a single-replica cell).
+    pub replica: String,
+    pub epoch: u64,
+    /// `master` or `standby`.
+    pub role: &'static str,
+    /// The master's address, if known.
+    pub master: String,
+    pub store: &'static str,
+    /// `ok`, or what is wrong with the store (etcd unreachable, …).
+    pub store_health: String,
+    /// The master accepts all operations (not recovering from a failover).
+    pub serving: bool,
+    pub sessions: usize,
+    pub nodes: usize,
+    pub handles: usize,
+    pub held_locks: usize,
+    /// Proxy sessions (counted in `sessions` too).
+    pub proxy_sessions: usize,
+    /// Client sub-sessions registered by proxies, orphans included (not in `sessions`).
+    pub sub_sessions: usize,
+    /// Sub-sessions whose proxy session ended, waiting to be claimed.
+    pub orphans: usize,
+    /// Epoch of the partition map in force (0: none).
+    pub map_epoch: u64,
+    /// Slots this cell owns in that map.
+    pub slots: u32,
+    /// False while a data cell waits for its first partition map.
+    pub map_loaded: bool,
+}
+
+/// One replica of a cell: what the gRPC service and the admin endpoint see. Its role
+/// changes as it wins or loses mastership; the service is up from the start, so `Locate`
+/// is answered before anything else (SPEC §5 step 2).
+pub(crate) struct Node {
+    role: RwLock<Role>,
+    pub(crate) cell: String,
+    pub(crate) deployment: String,
+    pub(crate) advertise: String,
+    pub(crate) replica: String,
+    pub(crate) store_kind: &'static str,
+    /// Last known health of the store backend (etcd), for `/status`.
+    pub(crate) store_health: RwLock<String>,
+}
+
+impl Node {
+    pub(crate) fn new(
+        opts: &CellOptions,
+        advertise: String,
+        store_kind: &'static str,
+    ) -> Arc<Node> {
+        Arc::new(Node {
+            role: RwLock::new(Role::Standby {
+                master: String::new(),
+                epoch: 0,
+            }),
+            cell: opts.core.cell.clone(),
+            deployment: opts.core.deployment.clone(),
+            advertise,
+            replica: opts.replica.clone(),
+            store_kind,
+            store_health: RwLock::new("ok".into()),
+        })
+    }
+
+    pub(crate) fn set_role(&self, r: Role) {
+        let old = std::mem::replace(
+            &mut *self.role.write().unwrap_or_else(|p| p.into_inner()),
+            r,
+        );
+        if let Role::Master(shared) = old {
+            shared.close();
+        }
+    }
+
+    /// The current master term, or `NOT_MASTER` naming the master if known.
+    pub(crate) fn master(&self) -> Result<Arc<Shared>, Status> {
+        match &*self.role.read().unwrap_or_else(|p| p.into_inner()) {
+            Role::Master(s) => Ok(s.clone()),
+            Role::Standby { master, .. } => Err(WarrenError::not_master(master.clone()).into()),
+        }
+    }
+
+    fn store_health(&self) -> String {
+        self.store_health
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn locate(&self) -> pb::LocateResponse {
+        let mut r = pb::LocateResponse {
+            cell: self.cell.clone(),
+            deployment: self.deployment.clone(),
+            role: "standby".into(),
+            replica: self.replica.clone(),
+            store_health: self.store_health(),
+            ..Default::default()
+        };
+        match &*self.role.read().unwrap_or_else(|p| p.into_inner()) {
+            Role::Master(shared) => {
+                let st = shared.lock();
+                r.master = self.advertise.clone();
+                r.epoch = st.master.epoch();
+                r.is_master = true;
+                r.role = "master".into();
+                r.serving = st.serving();
+                r.map_epoch = st.master.map_epoch();
+            }
+            Role::Standby { master, epoch } => {
+                r.master = master.clone();
+                r.epoch = *epoch;
+            }
+        }
+        r
+    }
+
+    pub(crate) fn status(&self) -> CellStatus {
+        let standby = CellStatus {
+            name: self.cell.clone(),
+            deployment: self.deployment.clone(),
+            replica: self.replica.clone(),
+            role: "standby",
+            store: self.store_kind,
+            store_health: self.store_health(),
+            ..CellStatus::default()
+        };
+        match &*self.role.read().unwrap_or_else(|p| p.into_inner()) {
+            Role::Master(shared) => {
+                let g = shared.lock();
+                let s = g.master.status();
+                CellStatus {
+                    role: "master",
+                    master: self.advertise.clone(),
+                    epoch: s.epoch,
+                    serving: g.serving(),
+                    sessions: s.sessions,
+                    nodes: s.nodes,
+                    handles: s.handles,
+                    held_locks: s.held_locks,
+                    proxy_sessions: s.proxy_sessions,
+                    sub_sessions: s.sub_sessions,
+                    orphans: s.orphans,
+                    map_epoch: s.map_epoch,
+                    slots: s.slots,
+                    map_loaded: s.map_loaded,
+                    ..standby
+                }
+            }
+            Role::Standby { master, epoch } => CellStatus {
+                master: master.clone(),
+                epoch: *epoch,
+                ..standby
+            },
+        }
+    }
+
+    pub(crate) fn is_master(&self) -> bool {
+        matches!(
+            &*self.role.read().unwrap_or_else(|p| p.into_inner()),
+            Role::Master(_)
+        )
+    }
+}
+
+/// What [`super::run`] hands back once the cell is serving (through `on_ready`).
+#[derive(Clone)]
+pub struct CellHandle {
+    node: Arc<Node>,
+}
+
+impl CellHandle {
+    pub(crate) fn new(node: Arc<Node>) -> Self {
+        CellHandle { node }
+    }
+
+    pub fn status(&self) -> CellStatus {
+        self.node.status()
+    }
+}

@@ -1,0 +1,106 @@
+//! Locks and sequencers: Acquire (parked at the master while it waits for the lock,
+//! counted in `warren_cell_lock_waiters`), TryAcquire, Release, and GetSequencer,
+//! SetSequencer and CheckSequencer.
+
+use super::Service;
+use crate::core::{Reply, Wake};
+use crate::edge;
+use crate::server::metrics::LockWait;
+use std::time::Duration;
+use tonic::Status;
+use warren_proto::pb;
+
+pub(super) async fn acquire(
+    s: &Service,
+    r: pb::AcquireRequest,
+) -> Result<pb::AcquireResponse, Status> {
+    let ctx = edge::ctx(r.ctx.as_ref())?;
+    let mode = edge::lock_mode(r.mode)?;
+    let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
+    let mut wait = LockWait::default();
+    let seq = s
+        .routed(r.ctx.as_ref())
+        .await?
+        .run_parked(|m, now| {
+            let reply = m.acquire(&ctx, &r.handle, mode, timeout, now);
+            if matches!(reply, Ok(Reply::Wait(_))) {
+                wait.begin();
+            }
+            reply
+        })
+        .await?
+        .reply(|wake| match wake {
+            Wake::Acquire(res) => Ok(res),
+            other => Err(other),
+        })?;
+    Ok(pb::AcquireResponse {
+        sequencer: Some(edge::sequencer_out(&seq)),
+    })
+}
+
+pub(super) async fn try_acquire(
+    s: &Service,
+    r: pb::TryAcquireRequest,
+) -> Result<pb::AcquireResponse, Status> {
+    let ctx = edge::ctx(r.ctx.as_ref())?;
+    let mode = edge::lock_mode(r.mode)?;
+    let seq = s
+        .routed(r.ctx.as_ref())
+        .await?
+        .run(|m, now| m.try_acquire(&ctx, &r.handle, mode, now))
+        .await?;
+    Ok(pb::AcquireResponse {
+        sequencer: Some(edge::sequencer_out(&seq)),
+    })
+}
+
+pub(super) async fn release(
+    s: &Service,
+    r: pb::ReleaseRequest,
+) -> Result<pb::ReleaseResponse, Status> {
+    let was_held = s
+        .run(r.ctx.as_ref(), |m, ctx, now| m.release(ctx, &r.handle, now))
+        .await?;
+    Ok(pb::ReleaseResponse { was_held })
+}
+
+pub(super) async fn get_sequencer(
+    s: &Service,
+    r: pb::GetSequencerRequest,
+) -> Result<pb::GetSequencerResponse, Status> {
+    let seq = s
+        .run(r.ctx.as_ref(), |m, ctx, now| {
+            m.get_sequencer(ctx, &r.handle, now)
+        })
+        .await?;
+    Ok(pb::GetSequencerResponse {
+        sequencer: Some(edge::sequencer_out(&seq)),
+    })
+}
+
+pub(super) async fn set_sequencer(
+    s: &Service,
+    r: pb::SetSequencerRequest,
+) -> Result<pb::SetSequencerResponse, Status> {
+    let ctx = edge::ctx(r.ctx.as_ref())?;
+    let seq = edge::sequencer_in(r.sequencer.as_ref())?;
+    s.routed(r.ctx.as_ref())
+        .await?
+        .run(|m, now| m.set_sequencer(&ctx, &r.handle, seq, now))
+        .await?;
+    Ok(pb::SetSequencerResponse {})
+}
+
+pub(super) async fn check_sequencer(
+    s: &Service,
+    r: pb::CheckSequencerRequest,
+) -> Result<pb::CheckSequencerResponse, Status> {
+    let ctx = edge::ctx(r.ctx.as_ref())?;
+    let seq = edge::sequencer_in(r.sequencer.as_ref())?;
+    let current = s
+        .routed(r.ctx.as_ref())
+        .await?
+        .run(|m, now| m.check_sequencer(&ctx, &seq, now))
+        .await?;
+    Ok(pb::CheckSequencerResponse { current })
+}

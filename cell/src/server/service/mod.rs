@@ -1,0 +1,135 @@
+//! The cell's `warren.v1.Warren` service: each call checked at the edge ([`crate::edge`]
+//! turns wire types into the core's), run on the master of the current term, and answered
+//! once its effects are durable; a standby answers `Locate` and `NOT_MASTER`.
+//!
+//! One module per concern (like the proxy's `service/`): [`sessions`] (Locate,
+//! CreateSession, KeepAlive, CloseSession, ClaimSession), [`reads`] (Open, Close and the
+//! reads), [`writes`] (SetContents, SetAcl, Delete) and [`locks`] (Acquire, TryAcquire,
+//! Release and sequencers). This file holds the routing of a call to the master, and the
+//! trait impl that counts and times each call and dispatches it.
+
+mod locks;
+mod reads;
+mod sessions;
+mod writes;
+
+use super::metrics;
+use super::node::Node;
+use super::term::Shared;
+use super::CellError;
+use crate::core::{Ctx, Master, Reply};
+use crate::edge;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use warren_proto::pb;
+use warren_proto::pb::warren_server::Warren;
+use warren_proto::WarrenError;
+
+/// Serves the gRPC service for `node` on `listener` until `stop` resolves.
+pub(super) async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    stop: impl Future<Output = ()> + Send,
+) -> Result<(), CellError> {
+    warren_server::grpc::serve(listener, Service { node }, stop)
+        .await
+        .map_err(|e| CellError::Serve(e.to_string()))
+}
+
+struct Service {
+    node: Arc<Node>,
+}
+
+impl Service {
+    /// The master, once it has a partition map at least as new as the one the caller
+    /// routed with (waiting at most 1 s for it).
+    async fn routed(&self, ctx: Option<&pb::SessionContext>) -> Result<Arc<Shared>, Status> {
+        let shared = self.node.master()?;
+        let want = ctx.map_or(0, |c| c.map_epoch);
+        if want > 0 {
+            shared.catch_up(want).await;
+        }
+        Ok(shared)
+    }
+
+    /// Runs `f` for the caller's session (`ctx`, checked first) on the master it routed
+    /// to; replies once the effects are durable.
+    async fn run<T>(
+        &self,
+        ctx: Option<&pb::SessionContext>,
+        f: impl FnOnce(&mut Master, &Ctx, Instant) -> Result<T, WarrenError>,
+    ) -> Result<T, Status> {
+        let session = edge::ctx(ctx)?;
+        self.routed(ctx)
+            .await?
+            .run(|m, now| f(m, &session, now))
+            .await
+    }
+
+    /// [`Service::run`] for a write that may wait for cache invalidations.
+    async fn write<T>(
+        &self,
+        ctx: Option<&pb::SessionContext>,
+        mut f: impl FnMut(&mut Master, &Ctx, Instant) -> Result<Reply<T>, WarrenError>,
+    ) -> Result<T, Status> {
+        let session = edge::ctx(ctx)?;
+        self.routed(ctx)
+            .await?
+            .write(|m, now| f(m, &session, now))
+            .await
+    }
+}
+
+/// Runs one call, counted and timed as `method` ([`metrics::observe_rpc`]).
+async fn observed<T>(
+    method: &'static str,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<Response<T>, Status> {
+    let started = std::time::Instant::now();
+    let r = call.await;
+    metrics::observe_rpc(method, started, &r);
+    r.map(Response::new)
+}
+
+/// The `warren.v1.Warren` impl: each RPC's request handed to its handler, the call counted
+/// and timed under the RPC's name ([`observed`]).
+macro_rules! dispatch {
+    ($($rpc:ident($req:ident) -> $resp:ident = $name:literal => $handler:path;)*) => {
+        #[tonic::async_trait]
+        impl Warren for Service {
+            $(
+                async fn $rpc(
+                    &self,
+                    req: Request<pb::$req>,
+                ) -> Result<Response<pb::$resp>, Status> {
+                    observed($name, $handler(self, req.into_inner())).await
+                }
+            )*
+        }
+    };
+}
+
+dispatch! {
+    locate(LocateRequest) -> LocateResponse = "Locate" => sessions::locate;
+    create_session(CreateSessionRequest) -> CreateSessionResponse = "CreateSession" => sessions::create_session;
+    keep_alive(KeepAliveRequest) -> KeepAliveResponse = "KeepAlive" => sessions::keep_alive;
+    close_session(CloseSessionRequest) -> CloseSessionResponse = "CloseSession" => sessions::close_session;
+    claim_session(ClaimSessionRequest) -> ClaimSessionResponse = "ClaimSession" => sessions::claim_session;
+    open(OpenRequest) -> OpenResponse = "Open" => reads::open;
+    close(CloseRequest) -> CloseResponse = "Close" => reads::close;
+    get_contents_and_stat(GetContentsAndStatRequest) -> GetContentsAndStatResponse = "GetContentsAndStat" => reads::get_contents_and_stat;
+    get_stat(GetStatRequest) -> GetStatResponse = "GetStat" => reads::get_stat;
+    read_dir(ReadDirRequest) -> ReadDirResponse = "ReadDir" => reads::read_dir;
+    set_contents(SetContentsRequest) -> SetContentsResponse = "SetContents" => writes::set_contents;
+    set_acl(SetAclRequest) -> SetAclResponse = "SetAcl" => writes::set_acl;
+    delete(DeleteRequest) -> DeleteResponse = "Delete" => writes::delete;
+    acquire(AcquireRequest) -> AcquireResponse = "Acquire" => locks::acquire;
+    try_acquire(TryAcquireRequest) -> AcquireResponse = "TryAcquire" => locks::try_acquire;
+    release(ReleaseRequest) -> ReleaseResponse = "Release" => locks::release;
+    get_sequencer(GetSequencerRequest) -> GetSequencerResponse = "GetSequencer" => locks::get_sequencer;
+    set_sequencer(SetSequencerRequest) -> SetSequencerResponse = "SetSequencer" => locks::set_sequencer;
+    check_sequencer(CheckSequencerRequest) -> CheckSequencerResponse = "CheckSequencer" => locks::check_sequencer;
+}

@@ -1,0 +1,102 @@
+//! Opening and reading: Open (which may create, and may cross cells: ACL files held
+//! elsewhere, the child anchor of a split directory), Close, GetContentsAndStat, GetStat
+//! and ReadDir.
+
+use super::Service;
+use crate::edge;
+use crate::server::crosscell::ForeignAcls;
+use tonic::Status;
+use warren_proto::pb;
+
+pub(super) async fn open(s: &Service, r: pb::OpenRequest) -> Result<pb::OpenResponse, Status> {
+    let ctx = edge::ctx(r.ctx.as_ref())?;
+    let args = edge::open_args(&r)?;
+    let shared = s.routed(r.ctx.as_ref()).await?;
+    let mut acls = ForeignAcls::default();
+    let mut anchor_rounds = 0;
+    let ok = loop {
+        let (res, notes) = shared
+            .write_reading_acls(&mut acls, |m, now| m.open(&ctx, &args, now))
+            .await;
+        if let Some(job) = notes.anchor {
+            if shared.open_anchor_step(&job, &mut anchor_rounds).await? {
+                continue;
+            }
+        }
+        break res?;
+    };
+    Ok(pb::OpenResponse {
+        handle: ok.handle,
+        stat: Some(edge::stat(&ok.stat, &s.node.cell)),
+        contents: ok.contents.unwrap_or_default(),
+        cacheable: ok.cacheable,
+        created: ok.created,
+    })
+}
+
+pub(super) async fn close(s: &Service, r: pb::CloseRequest) -> Result<pb::CloseResponse, Status> {
+    // Close never fails: a malformed context is simply nothing to close.
+    if let Ok(ctx) = edge::ctx(r.ctx.as_ref()) {
+        s.routed(r.ctx.as_ref())
+            .await?
+            .run(|m, now| m.close(&ctx, &r.handle, now))
+            .await?;
+    }
+    Ok(pb::CloseResponse {})
+}
+
+pub(super) async fn get_contents_and_stat(
+    s: &Service,
+    r: pb::GetContentsAndStatRequest,
+) -> Result<pb::GetContentsAndStatResponse, Status> {
+    let (contents, stat, cacheable) = s
+        .run(r.ctx.as_ref(), |m, ctx, now| {
+            m.get_contents(ctx, &r.handle, now)
+        })
+        .await?;
+    Ok(pb::GetContentsAndStatResponse {
+        contents,
+        stat: Some(edge::stat(&stat, &s.node.cell)),
+        cacheable,
+    })
+}
+
+pub(super) async fn get_stat(
+    s: &Service,
+    r: pb::GetStatRequest,
+) -> Result<pb::GetStatResponse, Status> {
+    let (stat, cacheable) = s
+        .run(r.ctx.as_ref(), |m, ctx, now| {
+            m.get_stat(ctx, &r.handle, now)
+        })
+        .await?;
+    Ok(pb::GetStatResponse {
+        stat: Some(edge::stat(&stat, &s.node.cell)),
+        cacheable,
+    })
+}
+
+pub(super) async fn read_dir(
+    s: &Service,
+    r: pb::ReadDirRequest,
+) -> Result<pb::ReadDirResponse, Status> {
+    let (entries, stat, cacheable) = s
+        .run(r.ctx.as_ref(), |m, ctx, now| {
+            m.read_dir(ctx, &r.handle, now)
+        })
+        .await?;
+    Ok(pb::ReadDirResponse {
+        entries: entries
+            .iter()
+            .map(|e| pb::DirEntry {
+                name: e.name.clone(),
+                stat: Some(edge::stat(
+                    &e.stat,
+                    e.anchor_cell.as_deref().unwrap_or(&s.node.cell),
+                )),
+            })
+            .collect(),
+        cacheable,
+        stat: Some(edge::stat(&stat, &s.node.cell)),
+    })
+}

@@ -1,0 +1,99 @@
+//! Sessions: Locate (answered by any replica, master or standby), CreateSession (client
+//! and proxy sessions), KeepAlive (held by the master as a long-poll until it has events or
+//! the lease nears its end), CloseSession, and ClaimSession (a proxy adopting the client
+//! sessions of a proxy that died).
+
+use super::Service;
+use crate::core::Wake;
+use crate::edge;
+use crate::server::metrics;
+use tonic::Status;
+use warren_proto::pb;
+
+pub(super) async fn locate(
+    s: &Service,
+    _: pb::LocateRequest,
+) -> Result<pb::LocateResponse, Status> {
+    Ok(s.node.locate())
+}
+
+pub(super) async fn create_session(
+    s: &Service,
+    r: pb::CreateSessionRequest,
+) -> Result<pb::CreateSessionResponse, Status> {
+    let c = s
+        .node
+        .master()?
+        .run(|m, now| {
+            if r.proxy {
+                m.create_proxy_session(&r.principal, now)
+            } else {
+                m.create_session(&r.principal, now)
+            }
+        })
+        .await?;
+    Ok(pb::CreateSessionResponse {
+        session_id: c.id.to_vec(),
+        secret: c.secret.to_vec(),
+        lease_ms: c.lease.as_millis() as u64,
+        epoch: c.epoch,
+        deployment: c.deployment,
+    })
+}
+
+pub(super) async fn keep_alive(
+    s: &Service,
+    r: pb::KeepAliveRequest,
+) -> Result<pb::KeepAliveResponse, Status> {
+    metrics::keepalive_received();
+    let ctx = edge::ctx(r.ctx.as_ref())?;
+    let reply = s
+        .node
+        .master()?
+        .run_parked(|m, now| m.keepalive(&ctx, r.ack_seq, now))
+        .await?
+        .reply(|wake| match wake {
+            Wake::KeepAlive(res) => Ok(res),
+            other => Err(other),
+        })?;
+    Ok(pb::KeepAliveResponse {
+        lease_ms: reply.lease.as_millis() as u64,
+        events: reply.events.iter().map(edge::event).collect(),
+        epoch: reply.epoch,
+    })
+}
+
+pub(super) async fn close_session(
+    s: &Service,
+    r: pb::CloseSessionRequest,
+) -> Result<pb::CloseSessionResponse, Status> {
+    let ctx = edge::ctx(r.ctx.as_ref())?;
+    s.node
+        .master()?
+        .run(|m, now| m.close_session(&ctx, r.expired, now))
+        .await?;
+    Ok(pb::CloseSessionResponse {})
+}
+
+pub(super) async fn claim_session(
+    s: &Service,
+    r: pb::ClaimSessionRequest,
+) -> Result<pb::ClaimSessionResponse, Status> {
+    let ctx = edge::ctx(r.ctx.as_ref())?;
+    let client = edge::bytes16(&r.client_session, "client_session")?;
+    let secret = edge::bytes16(&r.client_secret, "client_secret")?;
+    let only_from = if r.only_from.is_empty() {
+        None
+    } else {
+        Some(edge::bytes16(&r.only_from, "only_from")?)
+    };
+    let principal = s
+        .routed(r.ctx.as_ref())
+        .await?
+        .run(|m, now| m.claim_session(&ctx, client, secret, &r.client_principal, only_from, now))
+        .await?;
+    Ok(pb::ClaimSessionResponse {
+        known: principal.is_some(),
+        principal: principal.unwrap_or_default(),
+    })
+}

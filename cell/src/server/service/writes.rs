@@ -1,0 +1,62 @@
+//! Writes: SetContents, SetAcl and Delete (which may cross cells: ACL files held
+//! elsewhere, the entry of a removed child anchor unlinked at the parent's cell). A write
+//! waits for the cache invalidations it causes before it is applied.
+
+use super::Service;
+use crate::edge;
+use crate::server::crosscell::ForeignAcls;
+use tonic::Status;
+use warren_proto::pb;
+use warren_proto::WarrenError;
+
+pub(super) async fn set_contents(
+    s: &Service,
+    r: pb::SetContentsRequest,
+) -> Result<pb::SetContentsResponse, Status> {
+    let stat = s
+        .write(r.ctx.as_ref(), |m, ctx, now| {
+            m.set_contents(ctx, &r.handle, &r.contents, r.if_content_generation, now)
+        })
+        .await?;
+    Ok(pb::SetContentsResponse {
+        stat: Some(edge::stat(&stat, &s.node.cell)),
+    })
+}
+
+pub(super) async fn set_acl(
+    s: &Service,
+    r: pb::SetAclRequest,
+) -> Result<pb::SetAclResponse, Status> {
+    let ctx = edge::ctx(r.ctx.as_ref())?;
+    let acl = edge::acl_in(
+        r.acl
+            .as_ref()
+            .ok_or_else(|| WarrenError::invalid_argument("SetAcl needs acl"))?,
+    );
+    let stat = s
+        .routed(r.ctx.as_ref())
+        .await?
+        .write(|m, now| m.set_acl(&ctx, &r.handle, &acl, now))
+        .await?;
+    Ok(pb::SetAclResponse {
+        stat: Some(edge::stat(&stat, &s.node.cell)),
+    })
+}
+
+pub(super) async fn delete(
+    s: &Service,
+    r: pb::DeleteRequest,
+) -> Result<pb::DeleteResponse, Status> {
+    let ctx = edge::ctx(r.ctx.as_ref())?;
+    let shared = s.routed(r.ctx.as_ref()).await?;
+    let (res, _) = shared
+        .write_reading_acls(&mut ForeignAcls::default(), |m, now| {
+            m.delete(&ctx, &r.handle, now)
+        })
+        .await;
+    if let Some(u) = res? {
+        // The anchor is gone and the unlink recorded (durably): the entry next.
+        shared.unlink_after_delete(&u).await;
+    }
+    Ok(pb::DeleteResponse {})
+}
