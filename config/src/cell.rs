@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::parse::{
-    check_cell_name, check_deployment, check_endpoints, comma_list, duration, format_duration,
+    bad, check_cell_name, check_deployment, check_endpoints, comma_list, duration, format_duration,
     parse_listen_addr, parse_size, Bad,
 };
 use crate::source::{blame_second, FieldSpec, Layers, Origin, Provenance, Sources};
@@ -163,10 +163,10 @@ impl CellConfig {
             .parse("store", |s| match s.trim() {
                 "embedded" => Ok(StoreKind::Embedded),
                 "etcd" => Ok(StoreKind::Etcd),
-                _ => Err(Bad {
-                    problem: "is not a store kind".into(),
-                    fix: "use \"embedded\" (the default) or \"etcd\"".into(),
-                }),
+                _ => Err(bad(
+                    "is not a store kind",
+                    "use \"embedded\" (the default) or \"etcd\"",
+                )),
             })?
             .unwrap_or(StoreKind::Embedded);
         let data = layers.parse("data", |s| Ok(PathBuf::from(s)))?;
@@ -189,12 +189,10 @@ impl CellConfig {
                 })
                 .collect();
             if urls.is_empty() {
-                return Err(Bad {
-                    problem: "lists no endpoint".into(),
-                    fix:
-                        "give the etcd client URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379"
-                            .into(),
-                });
+                return Err(bad(
+                    "lists no endpoint",
+                    "give the etcd client URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379",
+                ));
             }
             for u in &urls {
                 let hostport = u.split_once("://").map_or(u.as_str(), |x| x.1);
@@ -203,10 +201,10 @@ impl CellConfig {
                     .and_then(|(_, p)| p.parse::<u16>().ok())
                     .is_none()
                 {
-                    return Err(Bad {
-                        problem: format!("{u:?} has no port"),
-                        fix: "write each endpoint as http://HOST:PORT".into(),
-                    });
+                    return Err(bad(
+                        format!("{u:?} has no port"),
+                        "write each endpoint as http://HOST:PORT",
+                    ));
                 }
             }
             Ok(urls)
@@ -224,11 +222,10 @@ impl CellConfig {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| *n >= 1)
-                .ok_or(Bad {
-                    problem: "is not a whole number of at least 1".into(),
-                    fix: "use etcd's --max-txn-ops (128 unless the cluster was started otherwise)"
-                        .into(),
-                })
+                .ok_or(bad(
+                    "is not a whole number of at least 1",
+                    "use etcd's --max-txn-ops (128 unless the cluster was started otherwise)",
+                ))
         })? {
             config.etcd_max_txn_ops = v;
         }
@@ -236,12 +233,11 @@ impl CellConfig {
         if let Some(v) = layers.parse("meta", |s| {
             let addrs = comma_list(s);
             if addrs.is_empty() {
-                return Err(Bad {
-                    problem: "lists no address".into(),
-                    fix: "give the meta cell's replicas as HOST:PORT[,HOST:PORT…], or leave meta \
-                          unset for the meta cell itself or an unpartitioned deployment"
-                        .into(),
-                });
+                return Err(bad(
+                    "lists no address",
+                    "give the meta cell's replicas as HOST:PORT[,HOST:PORT…], or leave meta \
+                     unset for the meta cell itself or an unpartitioned deployment",
+                ));
             }
             Ok(addrs)
         })? {
@@ -312,20 +308,20 @@ impl CellConfig {
                 return Err(invalid(
                     "etcd_lease",
                     fmt(self.etcd_lease),
-                    Bad {
-                        problem: "must be a whole number of seconds, at least 1s".into(),
-                        fix: "use e.g. 2s (etcd leases have whole-second TTLs)".into(),
-                    },
+                    bad(
+                        "must be a whole number of seconds, at least 1s",
+                        "use e.g. 2s (etcd leases have whole-second TTLs)",
+                    ),
                 ));
             }
         } else if self.data.as_os_str().is_empty() {
             return Err(invalid(
                 "data",
                 String::new(),
-                Bad {
-                    problem: "is empty".into(),
-                    fix: "give the directory of the cell's store, e.g. /var/lib/warren".into(),
-                },
+                bad(
+                    "is empty",
+                    "give the directory of the cell's store, e.g. /var/lib/warren",
+                ),
             ));
         }
         if let Err(b) = check_endpoints(&self.meta, "replica of the meta cell") {
@@ -336,10 +332,10 @@ impl CellConfig {
                 return Err(invalid(
                     "admin",
                     admin.to_string(),
-                    Bad {
-                        problem: format!("is the same address as listen ({})", self.listen),
-                        fix: "give the admin endpoint its own port".into(),
-                    },
+                    bad(
+                        format!("is the same address as listen ({})", self.listen),
+                        "give the admin endpoint its own port",
+                    ),
                 ));
             }
         }
@@ -349,10 +345,10 @@ impl CellConfig {
             return Err(invalid(
                 "keepalive_reply_before_end",
                 fmt(kr),
-                Bad {
-                    problem: "must be greater than 0".into(),
-                    fix: "set it to about the round-trip time plus margin, e.g. 1s".into(),
-                },
+                bad(
+                    "must be greater than 0",
+                    "set it to about the round-trip time plus margin, e.g. 1s",
+                ),
             ));
         }
         // A setting above its hard limit.
@@ -360,10 +356,10 @@ impl CellConfig {
             invalid(
                 field,
                 fmt(value),
-                Bad {
-                    problem: format!("must be at most {}", fmt(limit)),
-                    fix: format!("set a {field} of {} or less", fmt(limit)),
-                },
+                bad(
+                    format!("must be at most {}", fmt(limit)),
+                    format!("set a {field} of {} or less", fmt(limit)),
+                ),
             )
         };
         // `lower` above `upper` (both set, or defaulted): blames the one written last.
@@ -373,19 +369,16 @@ impl CellConfig {
                 invalid(
                     uf,
                     fmt(uv),
-                    Bad {
-                        problem: format!("must be at least {lf} ({})", fmt(lv)),
-                        fix: format!("raise {uf} to at least {} or lower {lf}", fmt(lv)),
-                    },
+                    bad(
+                        format!("must be at least {lf} ({})", fmt(lv)),
+                        format!("raise {uf} to at least {} or lower {lf}", fmt(lv)),
+                    ),
                 )
             } else {
                 invalid(
                     lf,
                     fmt(lv),
-                    Bad {
-                        problem: format!("must be at most {uf} ({})", fmt(uv)),
-                        fix: lower_fix,
-                    },
+                    bad(format!("must be at most {uf} ({})", fmt(uv)), lower_fix),
                 )
             }
         };
@@ -405,28 +398,28 @@ impl CellConfig {
                     invalid(
                         "keepalive_reply_before_end",
                         fmt(kr),
-                        Bad {
-                            problem: format!("must be less than lease ({})", fmt(self.lease)),
-                            fix: format!(
+                        bad(
+                            format!("must be less than lease ({})", fmt(self.lease)),
+                            format!(
                                 "set it well below {}, e.g. 1s, or raise lease",
                                 fmt(self.lease)
                             ),
-                        },
+                        ),
                     )
                 } else {
                     invalid(
                         "lease",
                         fmt(self.lease),
-                        Bad {
-                            problem: format!(
+                        bad(
+                            format!(
                                 "must be greater than keepalive_reply_before_end ({})",
                                 fmt(kr)
                             ),
-                            fix: format!(
+                            format!(
                                 "set a lease of at least {}",
                                 fmt(kr + Duration::from_secs(1))
                             ),
-                        },
+                        ),
                     )
                 },
             );
@@ -435,13 +428,13 @@ impl CellConfig {
             return Err(invalid(
                 "proxy_lease",
                 fmt(self.proxy_lease),
-                Bad {
-                    problem: format!("must be at least lease ({})", fmt(self.lease)),
-                    fix: format!(
+                bad(
+                    format!("must be at least lease ({})", fmt(self.lease)),
+                    format!(
                         "raise proxy_lease to at least {} (proxies need a longer lease than their clients) or lower lease",
                         fmt(self.lease)
                     ),
-                },
+                ),
             ));
         }
         if self.proxy_lease > self.max_lease {
@@ -458,10 +451,10 @@ impl CellConfig {
             return Err(invalid(
                 "claim_window",
                 fmt(self.claim_window),
-                Bad {
-                    problem: format!("must be at least lease ({})", fmt(self.lease)),
-                    fix: "set it to at least the clients' grace period, e.g. 60s".into(),
-                },
+                bad(
+                    format!("must be at least lease ({})", fmt(self.lease)),
+                    "set it to at least the clients' grace period, e.g. 60s",
+                ),
             ));
         }
         if self.max_lock_delay > LOCK_DELAY_LIMIT {
@@ -475,22 +468,22 @@ impl CellConfig {
             return Err(invalid(
                 "max_file_size",
                 self.max_file_size.to_string(),
-                Bad {
-                    problem: format!(
+                bad(
+                    format!(
                         "must be from 1 to {FILE_SIZE_LIMIT} bytes (256KiB, the largest file Warren stores)"
                     ),
-                    fix: format!("set a max_file_size of at most {FILE_SIZE_LIMIT}"),
-                },
+                    format!("set a max_file_size of at most {FILE_SIZE_LIMIT}"),
+                ),
             ));
         }
         if self.ephemeral_cleanup.is_zero() {
             return Err(invalid(
                 "ephemeral_cleanup",
                 fmt(self.ephemeral_cleanup),
-                Bad {
-                    problem: "must be greater than 0; clients need time to reopen their ephemeral nodes after a failover".into(),
-                    fix: "set it to at least the clients' grace period, e.g. 60s".into(),
-                },
+                bad(
+                    "must be greater than 0; clients need time to reopen their ephemeral nodes after a failover",
+                    "set it to at least the clients' grace period, e.g. 60s",
+                ),
             ));
         }
         Ok(())
