@@ -418,6 +418,66 @@ async fn maps_loaded(cells: &[(String, SocketAddr)]) -> Result<(), String> {
     Ok(())
 }
 
+/// Every data cell's and proxy's listeners, bound before the map is written.
+struct Listeners {
+    /// `(name, gRPC, admin)` of each data cell.
+    cells: Vec<(String, TcpListener, TcpListener)>,
+    /// `(gRPC, admin)` of each proxy.
+    proxies: Vec<(TcpListener, TcpListener)>,
+}
+
+/// With a session at the meta cell: reads the partition map, binds every data cell's and
+/// proxy's ports (all before writing anything, so a port in use changes nothing) and, on a
+/// first run, writes the map with the data cells' addresses.
+async fn bind_and_map(session: &Session, layout: Layout, data: &Path) -> Result<Listeners, String> {
+    let failed = |what: &str, e: warren_client::Error| {
+        format!("cannot {what}: {}: {}", e.code_name(), e.message())
+    };
+    let existing = match admin::read_map(session).await {
+        Ok((map, _)) => Some(map),
+        Err(e) if e.code() == Some(ErrorCode::NotFound) => None,
+        Err(e) => return Err(failed("read the partition map", e)),
+    };
+    let mut cells = Vec::new();
+    for (name, listen, admin) in plan_cells(existing.as_ref(), layout, data)? {
+        let l = bind(listen, &format!("cell {name}")).await?;
+        let a = bind(admin, &format!("cell {name}'s admin endpoint")).await?;
+        cells.push((name, l, a));
+    }
+    let mut proxies = Vec::new();
+    for j in 1..=layout.proxies {
+        let ports = layout.proxy_ports(j);
+        let l = bind(loopback(ports.grpc), &format!("proxy {j}")).await?;
+        let a = bind(
+            loopback(ports.admin),
+            &format!("proxy {j}'s admin endpoint"),
+        )
+        .await?;
+        proxies.push((l, a));
+    }
+
+    if existing.is_none() {
+        let addrs = cells
+            .iter()
+            .map(|(_, l, _)| local_addr(l))
+            .collect::<Result<Vec<_>, _>>()?;
+        let spec = layout.initial_map_cells(&addrs);
+        let map = admin::write_initial_map(session, &spec, warren_router::DEFAULT_SLOTS)
+            .await
+            .map_err(|e| failed("write the first partition map", e))?;
+        tracing::info!(
+            map_epoch = map.map_epoch(),
+            slots = map.slot_count(),
+            cells = cells.len(),
+            "wrote the first partition map"
+        );
+    } else {
+        let path = warren_client::map::map_path(session.deployment());
+        tracing::info!(%path, "resuming: the partition map is already there");
+    }
+    Ok(Listeners { cells, proxies })
+}
+
 impl Dev {
     fn new(args: DevArgs) -> Self {
         Dev {
@@ -453,45 +513,13 @@ impl Dev {
         let session = Session::connect_with(ClientOptions::new(meta.clone()))
             .await
             .map_err(|e| format!("cannot open a session at the meta cell {meta_addr}: {e}"))?;
-        let existing = match admin::read_map(&session).await {
-            Ok((map, _)) => Some(map),
-            Err(e) if e.code() == Some(ErrorCode::NotFound) => None,
-            Err(e) => {
-                let _ = session.close().await;
-                return Err(format!(
-                    "cannot read the partition map: {}: {}",
-                    e.code_name(),
-                    e.message()
-                ));
-            }
-        };
-
-        // Bind every port before writing anything, so a port in use changes nothing.
-        let plan = plan_cells(existing.as_ref(), layout, &data);
-        let plan = match plan {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = session.close().await;
-                return Err(e);
-            }
-        };
-        let mut cell_listeners = Vec::new();
-        for (name, listen, admin) in plan {
-            let l = bind(listen, &format!("cell {name}")).await?;
-            let a = bind(admin, &format!("cell {name}'s admin endpoint")).await?;
-            cell_listeners.push((name, l, a));
-        }
-        let mut proxy_listeners = Vec::new();
-        for j in 1..=layout.proxies {
-            let ports = layout.proxy_ports(j);
-            let l = bind(loopback(ports.grpc), &format!("proxy {j}")).await?;
-            let a = bind(
-                loopback(ports.admin),
-                &format!("proxy {j}'s admin endpoint"),
-            )
-            .await?;
-            proxy_listeners.push((l, a));
-        }
+        // The session is closed once, however binding and writing the map end.
+        let bound = bind_and_map(&session, layout, &data).await;
+        let _ = session.close().await;
+        let Listeners {
+            cells: cell_listeners,
+            proxies: proxy_listeners,
+        } = bound?;
         let mut cells = Vec::new();
         for (name, l, a) in &cell_listeners {
             cells.push((name.clone(), local_addr(l)?));
@@ -500,33 +528,6 @@ impl Dev {
         for (name, (_, a)) in layout.proxy_names().into_iter().zip(&proxy_listeners) {
             admins.push((name, local_addr(a)?));
         }
-
-        if existing.is_none() {
-            let addrs: Vec<SocketAddr> = cells.iter().map(|(_, a)| *a).collect();
-            let spec = layout.initial_map_cells(&addrs);
-            let written =
-                admin::write_initial_map(&session, &spec, warren_router::DEFAULT_SLOTS).await;
-            match written {
-                Ok(map) => tracing::info!(
-                    map_epoch = map.map_epoch(),
-                    slots = map.slot_count(),
-                    cells = cells.len(),
-                    "wrote the first partition map"
-                ),
-                Err(e) => {
-                    let _ = session.close().await;
-                    return Err(format!(
-                        "cannot write the first partition map: {}: {}",
-                        e.code_name(),
-                        e.message()
-                    ));
-                }
-            }
-        } else {
-            let path = warren_client::map::map_path(session.deployment());
-            tracing::info!(%path, "resuming: the partition map is already there");
-        }
-        let _ = session.close().await;
 
         for (name, listener, admin) in cell_listeners {
             start_cell(

@@ -9,7 +9,8 @@ use crate::cell::LEASE_LIMIT;
 use crate::defaults;
 use crate::error::ConfigError;
 use crate::parse::{
-    bad, check_cell_name, check_endpoint, check_endpoints, format_duration, parse_listen_addr, Bad,
+    bad, check_cell_name, check_endpoint, check_endpoints, comma_list, format_duration,
+    parse_listen_addr, Bad,
 };
 use crate::source::{FieldSpec, Layers, Origin, Provenance, Sources};
 
@@ -115,27 +116,12 @@ fn cell_list(s: &str) -> Result<Vec<CellAddrs>, Bad> {
                 "write each cell as NAME=HOST:PORT, e.g. --cell main=127.0.0.1:7100",
             ));
         };
-        let addrs: Vec<String> = addrs
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(str::to_owned)
-            .collect();
         cells.push(CellAddrs {
             name: name.trim().to_string(),
-            addrs,
+            addrs: comma_list(addrs),
         });
     }
     Ok(cells)
-}
-
-/// `HOST:PORT[,HOST:PORT…]` (a TOML list of strings arrives joined by commas).
-fn addr_list(s: &str) -> Result<Vec<String>, Bad> {
-    Ok(s.split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned)
-        .collect())
 }
 
 /// What to do when neither `cells` nor `meta` is given.
@@ -169,7 +155,7 @@ impl ProxyConfig {
             .parse("listen", |s| Ok(s.trim().to_owned()))?
             .unwrap_or_else(|| defaults::PROXY_LISTEN.to_string());
         let cells = layers.parse("cells", cell_list)?;
-        let meta = layers.parse("meta", addr_list)?;
+        let meta = layers.parse("meta", |s| Ok(comma_list(s)))?;
         if cells.is_none() && meta.is_none() {
             return Err(ConfigError::Missing {
                 field: "cells".into(),
@@ -265,44 +251,30 @@ impl ProxyConfig {
         if let Err(b) = check_endpoints(&self.meta, "replica of the meta cell") {
             return Err(invalid("meta", meta(), b));
         }
+        // A wrong entry in `cells`: the error quotes the whole list and names the entry.
+        let bad_cells = |problem: String, fix: String| invalid("cells", cells(), bad(problem, fix));
         for (i, c) in self.cells.iter().enumerate() {
             if let Err(b) = check_cell_name(&c.name) {
-                return Err(invalid(
-                    "cells",
-                    cells(),
-                    bad(
-                        format!("names cell {:?}, which {}", c.name, b.problem),
-                        b.fix,
-                    ),
+                return Err(bad_cells(
+                    format!("names cell {:?}, which {}", c.name, b.problem),
+                    b.fix,
                 ));
             }
             if self.cells[..i].iter().any(|o| o.name == c.name) {
-                return Err(invalid(
-                    "cells",
-                    cells(),
-                    bad(
-                        format!("lists cell {:?} twice", c.name),
-                        "give each cell once, with all its replicas: NAME=A,B,C",
-                    ),
+                return Err(bad_cells(
+                    format!("lists cell {:?} twice", c.name),
+                    "give each cell once, with all its replicas: NAME=A,B,C".into(),
                 ));
             }
             if c.addrs.is_empty() {
-                return Err(invalid(
-                    "cells",
-                    cells(),
-                    bad(
-                        format!("gives cell {:?} no address", c.name),
-                        "write NAME=HOST:PORT[,HOST:PORT…]",
-                    ),
+                return Err(bad_cells(
+                    format!("gives cell {:?} no address", c.name),
+                    "write NAME=HOST:PORT[,HOST:PORT…]".into(),
                 ));
             }
             for a in &c.addrs {
                 if let Err(b) = check_endpoint(a) {
-                    return Err(invalid(
-                        "cells",
-                        cells(),
-                        bad(format!("has {a:?}, which {}", b.problem), b.fix),
-                    ));
+                    return Err(bad_cells(format!("has {a:?}, which {}", b.problem), b.fix));
                 }
             }
         }

@@ -41,7 +41,7 @@
 //!   alone exceeds its capacity, no number of cells helps: the plan says so
 //!   (`feasible: false`).
 
-use super::capacity::{Basis, Capacity, Resource, Tier};
+use super::capacity::{Basis, Capacity, Figure, Resource, Tier};
 use super::render::{count_of, num};
 use super::{fraction, non_negative, positive, PlanError};
 use serde::Serialize;
@@ -201,6 +201,35 @@ impl Plan {
     }
 }
 
+impl ResourcePlan {
+    /// `r` carrying `demand` over its tier and `per_unit` on each unit, against `fig`; the
+    /// sizing (`needed`, `needed_one_down`, …) is left for the tier's rule to fill in.
+    fn loaded(r: Resource, fig: &Figure, demand: f64, per_unit: f64) -> ResourcePlan {
+        ResourcePlan {
+            tier: r.tier(),
+            resource: r.name(),
+            unit: r.unit(),
+            demand,
+            per_unit,
+            capacity_each: fig.value,
+            needed: None,
+            needed_one_down: None,
+            utilisation: per_unit / fig.value,
+            utilisation_one_down: None,
+            basis: fig.basis,
+            source: fig.source.to_string(),
+            proven: fig.floor.as_ref().map(|b| b.value),
+            needed_on_proven: None,
+        }
+    }
+}
+
+/// The larger of two unit counts, or `None` if either is unknown (a tier's size on proven
+/// figures needs every resource with demand to have one).
+fn both_known_max(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    Some(a?.max(b?))
+}
+
 impl TierOutcome<'_> {
     /// A note when the tier's size rests on an assumed figure above what the runs proved.
     fn rests_on_assumed_figure(&self, resources: &[ResourcePlan]) -> Option<String> {
@@ -303,32 +332,20 @@ pub fn plan_with(
     for (r, d) in proxy_load {
         let fig = capacity.figure(r);
         let (h, f) = proxy_need(d, fig.value);
-        let proven = fig.floor.as_ref().map(|b| b.value);
-        let on_proven = proven.map(|v| {
+        let loaded = ResourcePlan::loaded(r, fig, d, d / p);
+        let on_proven = loaded.proven.map(|v| {
             let (h, f) = proxy_need(d, v);
             h.max(f)
         });
         if d > 0.0 {
-            proxies_on_proven = match (proxies_on_proven, on_proven) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                _ => None,
-            };
+            proxies_on_proven = both_known_max(proxies_on_proven, on_proven);
         }
         resources.push(ResourcePlan {
-            tier: Tier::Proxy,
-            resource: r.name(),
-            unit: r.unit(),
-            demand: d,
-            per_unit: d / p,
-            capacity_each: fig.value,
             needed: Some(h),
             needed_one_down: Some(f),
-            utilisation: d / p / fig.value,
             utilisation_one_down: Some(d / (p - 1.0) / fig.value),
-            basis: fig.basis,
-            source: fig.source.to_string(),
-            proven,
             needed_on_proven: on_proven,
+            ..loaded
         });
     }
 
@@ -383,30 +400,15 @@ pub fn plan_with(
     let mut cells_on_proven = Some(MIN_CELLS);
     for (r, fixed, spread) in cell_load {
         let fig = capacity.figure(r);
-        let per_unit = fixed + spread / c;
-        let proven = fig.floor.as_ref().map(|b| b.value);
-        let on_proven = proven.and_then(|v| cells_for(fixed, spread, v, k));
+        let loaded = ResourcePlan::loaded(r, fig, fixed * c + spread, fixed + spread / c);
+        let on_proven = loaded.proven.and_then(|v| cells_for(fixed, spread, v, k));
         if fixed + spread > 0.0 {
-            cells_on_proven = match (cells_on_proven, on_proven) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                _ => None,
-            };
+            cells_on_proven = both_known_max(cells_on_proven, on_proven);
         }
         resources.push(ResourcePlan {
-            tier: Tier::Cell,
-            resource: r.name(),
-            unit: r.unit(),
-            demand: fixed * c + spread,
-            per_unit,
-            capacity_each: fig.value,
             needed: cells_for(fixed, spread, fig.value, k),
-            needed_one_down: None,
-            utilisation: per_unit / fig.value,
-            utilisation_one_down: None,
-            basis: fig.basis,
-            source: fig.source.to_string(),
-            proven,
             needed_on_proven: on_proven,
+            ..loaded
         });
     }
 
