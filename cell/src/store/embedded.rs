@@ -315,7 +315,9 @@ impl Store for EmbeddedStore {
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
-    use crate::store::{AclNames, LockHolder, LockMode, NodeKind, PendingAnchor, PendingUnlink};
+    use crate::store::{
+        AclNames, LockHolder, LockMode, NodeKind, NodeMeta, PendingAnchor, PendingUnlink,
+    };
 
     fn meta(epoch: u64) -> MetaRecord {
         MetaRecord {
@@ -336,18 +338,20 @@ mod tests {
     fn node(path: &str, instance: u64) -> NodeRecord {
         NodeRecord {
             path: path.into(),
-            kind: NodeKind::File,
-            instance,
-            content_generation: 3,
-            lock_generation: 2,
-            acl_generation: 1,
-            checksum: 0xdead_beef,
-            acl: AclNames {
-                read: "readers".into(),
-                write: String::new(),
-                change_acl: "admins".into(),
+            meta: NodeMeta {
+                kind: NodeKind::File,
+                instance,
+                content_generation: 3,
+                lock_generation: 2,
+                acl_generation: 1,
+                checksum: 0xdead_beef,
+                acl: AclNames {
+                    read: "readers".into(),
+                    write: String::new(),
+                    change_acl: "admins".into(),
+                },
+                ephemeral: instance % 2 == 0,
             },
-            ephemeral: instance % 2 == 0,
             holders: vec![LockHolder {
                 session: [instance as u8; 16],
                 handle_epoch: 4,
@@ -361,11 +365,10 @@ mod tests {
     }
 
     fn dir(path: &str) -> NodeRecord {
-        NodeRecord {
-            kind: NodeKind::Directory,
-            holders: vec![],
-            ..node(path, 1)
-        }
+        let mut dir = node(path, 1);
+        dir.meta.kind = NodeKind::Directory;
+        dir.holders = vec![];
+        dir
     }
 
     fn session(n: u8) -> SessionRecord {
@@ -558,7 +561,7 @@ mod tests {
         assert_eq!(snap.meta, Some(meta(3)));
         let paths: Vec<&str> = snap.nodes.iter().map(|n| n.path.as_str()).collect();
         assert_eq!(paths, ["/ls/local/a", "/ls/local/a/b", "/ls/local/z"]);
-        assert_eq!(snap.nodes[2].instance, 10);
+        assert_eq!(snap.nodes[2].meta.instance, 10);
         let ids: Vec<u8> = snap.sessions.iter().map(|s| s.id[0]).collect();
         assert_eq!(ids, [3, 200]);
     }
