@@ -489,6 +489,32 @@ mod tests {
         assert_eq!(old, session(3));
     }
 
+    /// `node("/ls/local/f", 10)` as encoded before its metadata was split out into
+    /// [`NodeMeta`]: every field at the top level, in declaration order.
+    const OLD_NODE_JSON: &str = concat!(
+        r#"{"path":"/ls/local/f","kind":"File","instance":10,"content_generation":3,"#,
+        r#""lock_generation":2,"acl_generation":1,"checksum":3735928559,"#,
+        r#""acl":{"read":"readers","write":"","change_acl":"admins"},"ephemeral":true,"#,
+        r#""holders":[{"session":[10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10],"#,
+        r#""handle_epoch":4,"handle":9,"mode":"Shared","lock_delay_ms":60000}],"#,
+        r#""anchor":false,"anchor_pending":{"ephemeral":true}}"#
+    );
+
+    #[test]
+    fn node_records_keep_their_flat_encoding() {
+        let decoded: NodeRecord = serde_json::from_str(OLD_NODE_JSON).unwrap();
+        assert_eq!(decoded, node("/ls/local/f", 10));
+        let encoded = serde_json::to_string(&node("/ls/local/f", 10)).unwrap();
+        assert_eq!(encoded, OLD_NODE_JSON);
+        // A record written before locks, anchors and pending anchors were recorded.
+        let oldest: NodeRecord = serde_json::from_str(r#"{"path":"/ls/local/g","kind":"Directory","instance":1,"content_generation":0,"lock_generation":0,"acl_generation":0,"checksum":0,"acl":{"read":"","write":"","change_acl":""},"ephemeral":false}"#).unwrap();
+        assert_eq!(oldest.meta.kind, NodeKind::Directory);
+        assert_eq!(oldest.meta.instance, 1);
+        assert!(oldest.holders.is_empty());
+        assert!(!oldest.anchor);
+        assert_eq!(oldest.anchor_pending, None);
+    }
+
     #[tokio::test]
     async fn reopen_after_drop_sees_the_data() {
         let tmp = tempfile::tempdir().unwrap();

@@ -11,8 +11,6 @@
 pub mod embedded;
 pub mod etcd;
 pub mod memory;
-#[cfg(test)]
-mod tests;
 
 use serde::{Deserialize, Serialize};
 
