@@ -79,18 +79,19 @@ pub fn acl_out(a: &AclNames) -> pb::AclNames {
 
 /// A node's stat as clients see it; `cell` is the cell holding the node (this cell).
 pub fn stat(s: &StatView, cell: &str) -> pb::Stat {
+    let m = &s.meta;
     pb::Stat {
-        kind: match s.kind {
+        kind: match m.kind {
             NodeKind::File => pb::NodeKind::File,
             NodeKind::Directory => pb::NodeKind::Directory,
         } as i32,
-        instance: s.instance,
-        content_generation: s.content_generation,
-        lock_generation: s.lock_generation,
-        acl_generation: s.acl_generation,
-        checksum: s.checksum,
-        acl: Some(acl_out(&s.acl)),
-        ephemeral: s.ephemeral,
+        instance: m.instance,
+        content_generation: m.content_generation,
+        lock_generation: m.lock_generation,
+        acl_generation: m.acl_generation,
+        checksum: m.checksum,
+        acl: Some(acl_out(&m.acl)),
+        ephemeral: m.ephemeral,
         child_count: s.child_count,
         length: s.length,
         cell: cell.to_string(),

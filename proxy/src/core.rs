@@ -872,11 +872,7 @@ impl ProxyCore {
 
     /// The cell accepted a call on this handle: it exists there again.
     pub fn confirm_handle(&mut self, id: &ClientId, token: &[u8]) {
-        if let Some(h) = self
-            .clients
-            .get_mut(id)
-            .and_then(|c| c.handles.get_mut(token))
-        {
+        if let Some(h) = self.handle_mut(id, token) {
             h.unconfirmed = false;
         }
     }
@@ -934,6 +930,10 @@ impl ProxyCore {
         self.clients.get(id)?.handles.get(token)
     }
 
+    fn handle_mut(&mut self, id: &ClientId, token: &[u8]) -> Option<&mut HandleInfo> {
+        self.clients.get_mut(id)?.handles.get_mut(token)
+    }
+
     pub fn remove_handle(&mut self, id: &ClientId, token: &[u8]) {
         if let Some(c) = self.clients.get_mut(id) {
             c.handles.remove(token);
@@ -941,11 +941,7 @@ impl ProxyCore {
     }
 
     pub fn sequencer_set(&mut self, id: &ClientId, token: &[u8]) {
-        if let Some(h) = self
-            .clients
-            .get_mut(id)
-            .and_then(|c| c.handles.get_mut(token))
-        {
+        if let Some(h) = self.handle_mut(id, token) {
             h.sequencer = true;
         }
     }

@@ -3,10 +3,10 @@
 //! [`Master::supply_acls`]).
 
 use super::path;
-use super::{intent, Master};
+use super::{intent, partition::retry_shortly, Master};
 use crate::store::AclNames;
 use std::collections::HashMap;
-use warren_proto::{ErrorCode, WarrenError};
+use warren_proto::WarrenError;
 
 /// ACL names are file names in `/ls/<deployment>/acl/`: each must be a valid component
 /// (empty means unrestricted).
@@ -34,13 +34,10 @@ impl Master {
         if needed.is_empty() {
             return Ok(());
         }
-        Err(WarrenError::new(
-            ErrorCode::FailoverInProgress,
-            format!(
-                "the ACL check needs {} held by another cell, which could not be read yet; retry shortly",
-                needed.iter().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        ))
+        Err(retry_shortly(format_args!(
+            "the ACL check needs {} held by another cell, which could not be read yet",
+            needed.iter().cloned().collect::<Vec<_>>().join(", ")
+        )))
     }
 
     /// Checks `principal` against ACL file `name` (SPEC §2: files in /ls/<dep>/acl/).

@@ -64,7 +64,7 @@ impl Master {
         if self
             .nodes
             .get(&h.path)
-            .is_none_or(|n| n.rec.instance != h.instance)
+            .is_none_or(|n| n.rec.meta.instance != h.instance)
         {
             return Err(WarrenError::handle_invalid(format!(
                 "{} was deleted after this handle was opened",
@@ -106,7 +106,7 @@ impl Master {
                 body.path
             )));
         };
-        if n.rec.instance != body.instance {
+        if n.rec.meta.instance != body.instance {
             return Err(WarrenError::handle_invalid(format!(
                 "{} was deleted and recreated since this handle was opened",
                 body.path
@@ -160,7 +160,7 @@ impl Master {
         otherwise: &str,
     ) -> Result<&Node, WarrenError> {
         let n = &self.nodes[p];
-        if n.rec.kind != kind {
+        if n.rec.meta.kind != kind {
             return Err(WarrenError::invalid_argument(format!("{p} {otherwise}")));
         }
         Ok(n)
@@ -233,7 +233,7 @@ impl Master {
         let live = self
             .nodes
             .get(&h.path)
-            .is_some_and(|n| n.rec.instance == h.instance);
+            .is_some_and(|n| n.rec.meta.instance == h.instance);
         if !live {
             return;
         }

@@ -27,8 +27,8 @@ impl SequencerView {
         SequencerView {
             path: p.to_string(),
             mode,
-            instance: rec.instance,
-            lock_generation: rec.lock_generation,
+            instance: rec.meta.instance,
+            lock_generation: rec.meta.lock_generation,
         }
     }
 }
@@ -86,7 +86,7 @@ impl Master {
         let n = self.nodes.get_mut(p).expect("exists");
         let was_free = n.rec.holders.is_empty();
         if was_free {
-            n.rec.lock_generation += 1;
+            n.rec.meta.lock_generation += 1;
         }
         n.rec.holders.push(LockHolder {
             session: sid,
@@ -353,7 +353,7 @@ impl Master {
         let dir = self
             .nodes
             .get(&seq.path)
-            .is_some_and(|n| n.rec.kind == NodeKind::Directory);
+            .is_some_and(|n| n.rec.meta.kind == NodeKind::Directory);
         if dir {
             if let Some(owner) = self.owner_elsewhere(&seq.path, true)? {
                 return Err(WarrenError::directory_elsewhere(
@@ -368,8 +368,8 @@ impl Master {
 
     pub(super) fn sequencer_current(&self, seq: &SequencerView) -> bool {
         self.nodes.get(&seq.path).is_some_and(|n| {
-            n.rec.instance == seq.instance
-                && n.rec.lock_generation == seq.lock_generation
+            n.rec.meta.instance == seq.instance
+                && n.rec.meta.lock_generation == seq.lock_generation
                 && !n.rec.holders.is_empty()
                 && n.rec.holders.iter().all(|h| h.mode == seq.mode)
         })

@@ -3,22 +3,16 @@
 
 use super::path;
 use super::{locks::LockWaiter, mask, ChildChange, EventKind, HandleKey, Master, Wake};
-use crate::store::{AclNames, Mutation, NodeKind, NodeRecord, PendingUnlink};
+use crate::store::{AclNames, Mutation, NodeKind, NodeMeta, NodeRecord, PendingUnlink};
 use std::collections::{BTreeSet, VecDeque};
 use tokio::time::Instant;
 use warren_proto::WarrenError;
 
-/// What a node looks like to clients (SPEC §2 metadata).
+/// What a node looks like to clients (SPEC §2 metadata): its recorded metadata and the
+/// counts derived from its children and contents.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatView {
-    pub kind: NodeKind,
-    pub instance: u64,
-    pub content_generation: u64,
-    pub lock_generation: u64,
-    pub acl_generation: u64,
-    pub checksum: u64,
-    pub acl: AclNames,
-    pub ephemeral: bool,
+    pub meta: NodeMeta,
     pub child_count: u64,
     pub length: u64,
 }
@@ -59,14 +53,16 @@ pub(super) fn fresh_record(
 ) -> NodeRecord {
     NodeRecord {
         path: p.to_string(),
-        kind,
-        instance,
-        content_generation: 0,
-        lock_generation: 0,
-        acl_generation: 0,
-        checksum: 0,
-        acl,
-        ephemeral,
+        meta: NodeMeta {
+            kind,
+            instance,
+            content_generation: 0,
+            lock_generation: 0,
+            acl_generation: 0,
+            checksum: 0,
+            acl,
+            ephemeral,
+        },
         holders: Vec::new(),
         anchor: false,
         anchor_pending: None,
@@ -81,14 +77,7 @@ impl Master {
     pub(super) fn stat_of(&self, path: &str) -> Option<StatView> {
         let n = self.nodes.get(path)?;
         Some(StatView {
-            kind: n.rec.kind,
-            instance: n.rec.instance,
-            content_generation: n.rec.content_generation,
-            lock_generation: n.rec.lock_generation,
-            acl_generation: n.rec.acl_generation,
-            checksum: n.rec.checksum,
-            acl: n.rec.acl.clone(),
-            ephemeral: n.rec.ephemeral,
+            meta: n.rec.meta.clone(),
             child_count: n.children.len() as u64,
             length: n.contents.len() as u64,
         })
@@ -104,7 +93,7 @@ impl Master {
     ) {
         let mut rec = fresh_record(p, kind, self.meta.next_instance, acl, ephemeral);
         if kind == NodeKind::File {
-            rec.checksum = checksum(&contents);
+            rec.meta.checksum = checksum(&contents);
         }
         self.insert_node(rec, contents);
     }
@@ -113,12 +102,12 @@ impl Master {
     /// links it into its parent unless it is an anchor, and tells the parent's watchers.
     pub(super) fn insert_node(&mut self, rec: NodeRecord, contents: Vec<u8>) {
         let p = rec.path.clone();
-        let kind = rec.kind;
+        let kind = rec.meta.kind;
         let linked = !rec.anchor;
         if rec.anchor_pending.is_some() {
             self.pending_entries.insert(p.clone());
         }
-        self.meta.next_instance = self.meta.next_instance.max(rec.instance + 1);
+        self.meta.next_instance = self.meta.next_instance.max(rec.meta.instance + 1);
         self.out
             .mutations
             .push(Mutation::PutMeta(self.meta.clone()));
@@ -143,7 +132,7 @@ impl Master {
     /// it is empty), then its ephemeral parents likewise.
     pub(super) fn maybe_delete_ephemeral(&mut self, p: &str) {
         let Some(n) = self.nodes.get(p) else { return };
-        if !n.rec.ephemeral || !n.handles.is_empty() || !n.children.is_empty() {
+        if !n.rec.meta.ephemeral || !n.handles.is_empty() || !n.children.is_empty() {
             return;
         }
         if self.fresh_anchors.get(p).is_some_and(|t| *t > self.now) {
@@ -184,7 +173,7 @@ impl Master {
             // the same commit as the removal, dropped once the entry is gone.
             self.meta.pending_unlinks.push(PendingUnlink {
                 path: p.to_string(),
-                instance: n.rec.instance,
+                instance: n.rec.meta.instance,
             });
             self.out
                 .mutations

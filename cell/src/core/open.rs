@@ -98,7 +98,7 @@ impl Master {
         let handle = self.new_handle(sid, a);
         let cacheable = self.register_cacher(sid, &a.path);
         let n = &self.nodes[&a.path];
-        let contents = (a.read && n.rec.kind == NodeKind::File).then(|| n.contents.clone());
+        let contents = (a.read && n.rec.meta.kind == NodeKind::File).then(|| n.contents.clone());
         Ok(Reply::Done(OpenOk {
             handle,
             stat: self.stat_of(&a.path).expect("exists"),
@@ -163,17 +163,17 @@ impl Master {
     /// and the ACLs must allow the intent (not for a cell opening an entry).
     fn open_existing(&mut self, a: &OpenArgs, principal: &str) -> Result<(), WarrenError> {
         let n = &self.nodes[&a.path];
-        if a.target == Target::Anchor && n.rec.kind != NodeKind::Directory {
+        if a.target == Target::Anchor && n.rec.meta.kind != NodeKind::Directory {
             return Err(WarrenError::invalid_argument(format!(
                 "{} is a file; only directories have child anchors (open it with target NODE)",
                 a.path
             )));
         }
         match &a.create {
-            Some(c) if a.target == Target::Anchor && c.instance != n.rec.instance => {
+            Some(c) if a.target == Target::Anchor && c.instance != n.rec.meta.instance => {
                 return Err(WarrenError::already_exists(format!(
                     "{} exists here as instance {}, not as the anchor of instance {} asked for",
-                    a.path, n.rec.instance, c.instance
+                    a.path, n.rec.meta.instance, c.instance
                 )));
             }
             Some(_) if a.target == Target::Anchor => {}
@@ -184,8 +184,8 @@ impl Master {
                         a.path
                     )));
                 }
-                if c.kind != n.rec.kind {
-                    let what = if n.rec.kind == NodeKind::File {
+                if c.kind != n.rec.meta.kind {
+                    let what = if n.rec.meta.kind == NodeKind::File {
                         "file"
                     } else {
                         "directory"
@@ -198,7 +198,7 @@ impl Master {
             }
             None => {}
         }
-        if a.target == Target::Node && n.rec.kind == NodeKind::Directory {
+        if a.target == Target::Node && n.rec.meta.kind == NodeKind::Directory {
             if let Some(owner) = self.owner_elsewhere(&a.path, true)? {
                 if let Some(job) = AnchorJob::for_entry(&n.rec, &owner) {
                     self.anchor_job = Some(job);
@@ -212,7 +212,7 @@ impl Master {
             }
         }
         if a.target != Target::Entry {
-            self.check_open_acl(principal, &n.rec.acl, a.intent, &a.path)?;
+            self.check_open_acl(principal, &n.rec.meta.acl, a.intent, &a.path)?;
         }
         self.acls_complete()
     }
@@ -238,7 +238,7 @@ impl Master {
                 a.path
             )));
         };
-        if pn.rec.kind != NodeKind::Directory {
+        if pn.rec.meta.kind != NodeKind::Directory {
             return Err(WarrenError::invalid_argument(format!(
                 "cannot create {}: {parent} is a file, not a directory",
                 a.path
@@ -259,9 +259,14 @@ impl Master {
             }
             _ => {}
         }
-        let acl = c.acl.clone().unwrap_or_else(|| pn.rec.acl.clone());
+        let acl = c.acl.clone().unwrap_or_else(|| pn.rec.meta.acl.clone());
         check_acl_names(&acl)?;
-        self.acl_allows(principal, &pn.rec.acl.write, "create a node in", &parent)?;
+        self.acl_allows(
+            principal,
+            &pn.rec.meta.acl.write,
+            "create a node in",
+            &parent,
+        )?;
         self.check_open_acl(principal, &acl, a.intent, &a.path)?;
         self.acls_complete()?;
         // A directory whose own slot is in another cell: its entry here, its child
@@ -304,7 +309,7 @@ impl Master {
     /// A new handle of session `sid` on the node `a` opened: registered with the node and
     /// the session, and its token minted.
     fn new_handle(&mut self, sid: SessionId, a: &OpenArgs) -> Vec<u8> {
-        let instance = self.nodes[&a.path].rec.instance;
+        let instance = self.nodes[&a.path].rec.meta.instance;
         let number = self.next_handle;
         self.next_handle += 1;
         let k = (self.meta.epoch, number);

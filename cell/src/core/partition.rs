@@ -13,6 +13,15 @@ use tokio::time::Instant;
 use warren_proto::{ErrorCode, WarrenError};
 use warren_router::{PartitionMap, Route};
 
+/// The answer while a call waits on another cell (the partition map, an ACL file, a child
+/// anchor): `FAILOVER_IN_PROGRESS`, which clients retry, saying what is awaited.
+pub(super) fn retry_shortly(awaited: std::fmt::Arguments) -> WarrenError {
+    WarrenError::new(
+        ErrorCode::FailoverInProgress,
+        format!("{awaited}; retry shortly"),
+    )
+}
+
 /// A child anchor this cell must (still) have created in cell `owner` for the entry
 /// `path` it holds: the server does it through its internal session there, then calls
 /// [`Master::anchor_created`].
@@ -36,8 +45,8 @@ impl AnchorJob {
         let pending = rec.anchor_pending.as_ref()?;
         Some(AnchorJob {
             path: rec.path.clone(),
-            instance: rec.instance,
-            acl: rec.acl.clone(),
+            instance: rec.meta.instance,
+            acl: rec.meta.acl.clone(),
             ephemeral: pending.ephemeral,
             owner: owner.to_string(),
             created: false,
@@ -120,7 +129,7 @@ impl Master {
             return;
         }
         let Some(n) = self.nodes.get(p) else { return };
-        if n.rec.kind != NodeKind::File {
+        if n.rec.meta.kind != NodeKind::File {
             return;
         }
         match PartitionMap::from_json(&n.contents) {
@@ -147,15 +156,12 @@ impl Master {
         if self.map_loaded() {
             return Ok(());
         }
-        Err(WarrenError::new(
-            ErrorCode::FailoverInProgress,
-            format!(
-                "cell {} has not loaded the partition map yet (it reads {} from the meta cell at {}); retry shortly",
-                self.cfg.cell,
-                self.map_file(),
-                self.cfg.meta.join(",")
-            ),
-        ))
+        Err(retry_shortly(format_args!(
+            "cell {} has not loaded the partition map yet (it reads {} from the meta cell at {})",
+            self.cfg.cell,
+            self.map_file(),
+            self.cfg.meta.join(",")
+        )))
     }
 
     /// `None` if this cell serves `path` (`anchor`: the directory's own slot, else its
@@ -198,7 +204,7 @@ impl Master {
         let dir = self
             .nodes
             .get(p)
-            .is_some_and(|n| n.rec.kind == NodeKind::Directory);
+            .is_some_and(|n| n.rec.meta.kind == NodeKind::Directory);
         if dir {
             match self.owner_elsewhere(p, true)? {
                 None => return Ok(()),
@@ -235,7 +241,7 @@ impl Master {
         let Some(n) = self.nodes.get_mut(p) else {
             return;
         };
-        if n.rec.instance != instance || n.rec.anchor_pending.is_none() {
+        if n.rec.meta.instance != instance || n.rec.anchor_pending.is_none() {
             return;
         }
         n.rec.anchor_pending = None;
@@ -284,7 +290,7 @@ impl Master {
         let here = self
             .nodes
             .get(&u.path)
-            .is_some_and(|n| n.rec.instance == u.instance && !n.rec.anchor);
+            .is_some_and(|n| n.rec.meta.instance == u.instance && !n.rec.anchor);
         if here {
             self.start_invalidation(&u.path, None, None);
             if let Some(parent) = path::parent(&u.path) {
@@ -300,12 +306,9 @@ impl Master {
     /// confirmed; the server creates it and runs the `Open` again, so clients see this only
     /// when `owner` could not be reached.
     pub(super) fn anchor_pending_error(&self, p: &str, owner: &str) -> WarrenError {
-        WarrenError::new(
-            ErrorCode::FailoverInProgress,
-            format!(
-                "{p} is a directory whose child anchor in cell {owner} is still being created; retry shortly"
-            ),
-        )
+        retry_shortly(format_args!(
+            "{p} is a directory whose child anchor in cell {owner} is still being created"
+        ))
     }
 
     /// Creates the child anchor `a.path` for the entry of instance `c.instance` in the

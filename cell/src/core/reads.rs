@@ -58,7 +58,7 @@ impl Master {
                 let cp = format!("{p}/{c}");
                 self.stat_of(&cp).map(|stat| DirEntryView {
                     name: c.clone(),
-                    anchor_cell: if stat.kind == NodeKind::Directory {
+                    anchor_cell: if stat.meta.kind == NodeKind::Directory {
                         self.owner_elsewhere(&cp, true).ok().flatten()
                     } else {
                         None

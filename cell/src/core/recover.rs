@@ -184,7 +184,7 @@ impl Master {
             restored_holds: HashMap::new(),
         };
         for (p, n) in &self.nodes {
-            if n.rec.ephemeral {
+            if n.rec.meta.ephemeral {
                 recovery.unclaimed_ephemeral.insert(p.clone());
             }
             for h in &n.rec.holders {

@@ -34,10 +34,10 @@ impl Master {
             )));
         }
         if let Some(g) = if_generation {
-            if n.rec.content_generation != g {
+            if n.rec.meta.content_generation != g {
                 return Err(WarrenError::generation_mismatch(format!(
                     "{p} is at content generation {}, not {g}",
-                    n.rec.content_generation
+                    n.rec.meta.content_generation
                 )));
             }
         }
@@ -52,8 +52,8 @@ impl Master {
             return Ok(Reply::Wait(w));
         }
         let n = self.nodes.get_mut(&p).expect("exists");
-        n.rec.content_generation += 1;
-        n.rec.checksum = checksum(data);
+        n.rec.meta.content_generation += 1;
+        n.rec.meta.checksum = checksum(data);
         n.contents = data.to_vec();
         let rec = n.rec.clone();
         self.out.mutations.push(Mutation::PutNode(rec));
@@ -88,8 +88,8 @@ impl Master {
             return Ok(Reply::Wait(w));
         }
         let n = self.nodes.get_mut(&p).expect("exists");
-        n.rec.acl = acl.clone();
-        n.rec.acl_generation += 1;
+        n.rec.meta.acl = acl.clone();
+        n.rec.meta.acl_generation += 1;
         self.out.mutations.push(Mutation::PutNode(n.rec.clone()));
         self.child_changed(&p, ChildChange::Modified);
         Ok(Reply::Done(self.stat_of(&p).expect("exists")))
@@ -115,7 +115,7 @@ impl Master {
         let principal = self.sessions[&sid].rec.principal.clone();
         let n = &self.nodes[&p];
         if !self.handles[&k].entry {
-            self.acl_allows(&principal, &n.rec.acl.write, "delete", &p)?;
+            self.acl_allows(&principal, &n.rec.meta.acl.write, "delete", &p)?;
         }
         if !n.children.is_empty() {
             return Err(WarrenError::not_empty(format!(

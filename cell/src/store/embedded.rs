@@ -315,7 +315,9 @@ impl Store for EmbeddedStore {
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
-    use crate::store::{AclNames, LockHolder, LockMode, NodeKind, PendingAnchor, PendingUnlink};
+    use crate::store::{
+        AclNames, LockHolder, LockMode, NodeKind, NodeMeta, PendingAnchor, PendingUnlink,
+    };
 
     fn meta(epoch: u64) -> MetaRecord {
         MetaRecord {
@@ -336,18 +338,20 @@ mod tests {
     fn node(path: &str, instance: u64) -> NodeRecord {
         NodeRecord {
             path: path.into(),
-            kind: NodeKind::File,
-            instance,
-            content_generation: 3,
-            lock_generation: 2,
-            acl_generation: 1,
-            checksum: 0xdead_beef,
-            acl: AclNames {
-                read: "readers".into(),
-                write: String::new(),
-                change_acl: "admins".into(),
+            meta: NodeMeta {
+                kind: NodeKind::File,
+                instance,
+                content_generation: 3,
+                lock_generation: 2,
+                acl_generation: 1,
+                checksum: 0xdead_beef,
+                acl: AclNames {
+                    read: "readers".into(),
+                    write: String::new(),
+                    change_acl: "admins".into(),
+                },
+                ephemeral: instance % 2 == 0,
             },
-            ephemeral: instance % 2 == 0,
             holders: vec![LockHolder {
                 session: [instance as u8; 16],
                 handle_epoch: 4,
@@ -361,11 +365,10 @@ mod tests {
     }
 
     fn dir(path: &str) -> NodeRecord {
-        NodeRecord {
-            kind: NodeKind::Directory,
-            holders: vec![],
-            ..node(path, 1)
-        }
+        let mut dir = node(path, 1);
+        dir.meta.kind = NodeKind::Directory;
+        dir.holders = vec![];
+        dir
     }
 
     fn session(n: u8) -> SessionRecord {
@@ -486,6 +489,32 @@ mod tests {
         assert_eq!(old, session(3));
     }
 
+    /// `node("/ls/local/f", 10)` as encoded before its metadata was split out into
+    /// [`NodeMeta`]: every field at the top level, in declaration order.
+    const OLD_NODE_JSON: &str = concat!(
+        r#"{"path":"/ls/local/f","kind":"File","instance":10,"content_generation":3,"#,
+        r#""lock_generation":2,"acl_generation":1,"checksum":3735928559,"#,
+        r#""acl":{"read":"readers","write":"","change_acl":"admins"},"ephemeral":true,"#,
+        r#""holders":[{"session":[10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10],"#,
+        r#""handle_epoch":4,"handle":9,"mode":"Shared","lock_delay_ms":60000}],"#,
+        r#""anchor":false,"anchor_pending":{"ephemeral":true}}"#
+    );
+
+    #[test]
+    fn node_records_keep_their_flat_encoding() {
+        let decoded: NodeRecord = serde_json::from_str(OLD_NODE_JSON).unwrap();
+        assert_eq!(decoded, node("/ls/local/f", 10));
+        let encoded = serde_json::to_string(&node("/ls/local/f", 10)).unwrap();
+        assert_eq!(encoded, OLD_NODE_JSON);
+        // A record written before locks, anchors and pending anchors were recorded.
+        let oldest: NodeRecord = serde_json::from_str(r#"{"path":"/ls/local/g","kind":"Directory","instance":1,"content_generation":0,"lock_generation":0,"acl_generation":0,"checksum":0,"acl":{"read":"","write":"","change_acl":""},"ephemeral":false}"#).unwrap();
+        assert_eq!(oldest.meta.kind, NodeKind::Directory);
+        assert_eq!(oldest.meta.instance, 1);
+        assert!(oldest.holders.is_empty());
+        assert!(!oldest.anchor);
+        assert_eq!(oldest.anchor_pending, None);
+    }
+
     #[tokio::test]
     async fn reopen_after_drop_sees_the_data() {
         let tmp = tempfile::tempdir().unwrap();
@@ -558,7 +587,7 @@ mod tests {
         assert_eq!(snap.meta, Some(meta(3)));
         let paths: Vec<&str> = snap.nodes.iter().map(|n| n.path.as_str()).collect();
         assert_eq!(paths, ["/ls/local/a", "/ls/local/a/b", "/ls/local/z"]);
-        assert_eq!(snap.nodes[2].instance, 10);
+        assert_eq!(snap.nodes[2].meta.instance, 10);
         let ids: Vec<u8> = snap.sessions.iter().map(|s| s.id[0]).collect();
         assert_eq!(ids, [3, 200]);
     }

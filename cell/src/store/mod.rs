@@ -50,12 +50,10 @@ pub struct LockHolder {
     pub lock_delay_ms: u64,
 }
 
-/// A node's metadata and lock state. Contents are stored separately (they can be 256 KiB;
-/// lock operations should not rewrite them).
+/// A node's metadata as recorded (SPEC §2): what clients see in its stat besides the
+/// counts derived from its children and contents.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeRecord {
-    /// Full path, `/ls/<deployment>/…`.
-    pub path: String,
+pub struct NodeMeta {
     pub kind: NodeKind,
     pub instance: u64,
     pub content_generation: u64,
@@ -64,6 +62,18 @@ pub struct NodeRecord {
     pub checksum: u64,
     pub acl: AclNames,
     pub ephemeral: bool,
+}
+
+/// A node's metadata and lock state. Contents are stored separately (they can be 256 KiB;
+/// lock operations should not rewrite them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Full path, `/ls/<deployment>/…`.
+    pub path: String,
+    /// Flattened: the record's JSON has the metadata fields at its top level, as records
+    /// written before [`NodeMeta`] was split out do.
+    #[serde(flatten)]
+    pub meta: NodeMeta,
     #[serde(default)]
     pub holders: Vec<LockHolder>,
     /// A directory's child anchor whose entry lives in another cell (docs/partitioning.md,

@@ -12,7 +12,8 @@ use tonic::transport::Channel;
 use warren_cell::core::CoreConfig;
 use warren_cell::store::memory::MemoryStore;
 use warren_cell::store::{
-    AclNames, MetaRecord, Mutation, NodeKind, NodeRecord, PendingAnchor, PendingUnlink, Store,
+    AclNames, MetaRecord, Mutation, NodeKind, NodeMeta, NodeRecord, PendingAnchor, PendingUnlink,
+    Store,
 };
 use warren_cell::CellOptions;
 use warren_client::{OpenOptions, Session};
@@ -566,14 +567,16 @@ async fn seeded(cell: &str, nodes: Vec<NodeRecord>, unlinks: Vec<PendingUnlink>)
 fn entry(path: &str, instance: u64, pending: bool) -> NodeRecord {
     NodeRecord {
         path: path.into(),
-        kind: NodeKind::Directory,
-        instance,
-        content_generation: 0,
-        lock_generation: 0,
-        acl_generation: 0,
-        checksum: 0,
-        acl: AclNames::default(),
-        ephemeral: false,
+        meta: NodeMeta {
+            kind: NodeKind::Directory,
+            instance,
+            content_generation: 0,
+            lock_generation: 0,
+            acl_generation: 0,
+            checksum: 0,
+            acl: AclNames::default(),
+            ephemeral: false,
+        },
         holders: Vec::new(),
         anchor: false,
         anchor_pending: pending.then(PendingAnchor::default),

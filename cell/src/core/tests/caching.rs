@@ -45,7 +45,7 @@ fn write_waits_for_a_caching_session_to_acknowledge() {
         "{wakes:?}"
     );
     let s = done(t.m.set_contents(&a, &ow.handle, b"v2", None, t.at(3.0)));
-    assert_eq!(s.content_generation, 1);
+    assert_eq!(s.meta.content_generation, 1);
     assert!(!t.m.is_uncachable("/ls/local/f"));
 }
 

@@ -11,28 +11,32 @@ fn metadata_numbers_move_as_spec_says() {
     assert!(o.created);
     let s0 = o.stat.clone();
     assert_eq!(
-        (s0.content_generation, s0.lock_generation, s0.acl_generation),
+        (
+            s0.meta.content_generation,
+            s0.meta.lock_generation,
+            s0.meta.acl_generation
+        ),
         (0, 0, 0)
     );
-    assert_eq!(s0.checksum, xxhash_rust::xxh3::xxh3_64(b"one"));
+    assert_eq!(s0.meta.checksum, xxhash_rust::xxh3::xxh3_64(b"one"));
     assert_eq!(s0.length, 3);
     let s1 = done(t.m.set_contents(&a, &o.handle, b"two", None, t.at(1.0)));
-    assert_eq!(s1.content_generation, 1);
-    assert_eq!(s1.instance, s0.instance);
-    assert_ne!(s1.checksum, s0.checksum);
+    assert_eq!(s1.meta.content_generation, 1);
+    assert_eq!(s1.meta.instance, s0.meta.instance);
+    assert_ne!(s1.meta.checksum, s0.meta.checksum);
     // CAS with the wrong generation fails and changes nothing.
     let e =
         t.m.set_contents(&a, &o.handle, b"x", Some(0), t.at(1.0))
             .unwrap_err();
     assert_eq!(e.code, ErrorCode::GenerationMismatch);
     let s2 = done(t.m.set_contents(&a, &o.handle, b"three", Some(1), t.at(1.0)));
-    assert_eq!(s2.content_generation, 2);
+    assert_eq!(s2.meta.content_generation, 2);
     let acl = AclNames {
         read: "readers".into(),
         ..Default::default()
     };
     let s3 = done(t.m.set_acl(&a, &o.handle, &acl, t.at(1.0)));
-    assert_eq!((s3.acl_generation, s3.content_generation), (1, 2));
+    assert_eq!((s3.meta.acl_generation, s3.meta.content_generation), (1, 2));
     // Lock generation: +1 each time the lock goes free -> held, not per shared holder.
     let seq =
         t.m.try_acquire(&a, &o.handle, LockMode::Shared, t.at(1.0))
@@ -53,7 +57,7 @@ fn metadata_numbers_move_as_spec_says() {
     t.m.release(&a, &o.handle, t.at(1.0)).unwrap();
     done(t.m.delete(&a, &o.handle, t.at(2.0)));
     let o3 = t.file(&a, "/ls/local/f", b"", 2.0);
-    assert!(o3.stat.instance > s0.instance);
+    assert!(o3.stat.meta.instance > s0.meta.instance);
     // Parent child count.
     let root = t.open_ok(&a, "/ls/local", intent::READ, 0, None, 2.0);
     assert_eq!(root.stat.child_count, 2); // acl, f
@@ -73,7 +77,7 @@ fn ephemeral_file_is_deleted_when_its_last_handle_closes() {
     });
     let ha = t.open_ok(&a, "/ls/local/e", intent::ALL, 0, eph, 0.0);
     let hb = t.open_ok(&b, "/ls/local/e", intent::READ, 0, None, 0.0);
-    assert!(ha.stat.ephemeral);
+    assert!(ha.stat.meta.ephemeral);
     t.m.close(&a, &ha.handle, t.at(1.0)).unwrap();
     assert!(t
         .open(&b, "/ls/local/e", intent::READ, 0, None, 1.0)
@@ -228,7 +232,7 @@ fn bad_input_gets_its_code_and_changes_nothing() {
     );
     let (data, stat, _) = t.m.get_contents(&a, &f.handle, t.at(1.0)).unwrap();
     assert_eq!(
-        (data.as_slice(), stat.content_generation),
+        (data.as_slice(), stat.meta.content_generation),
         (&b"keep"[..], 0)
     );
 }
@@ -263,7 +267,7 @@ fn acl_files_govern_open_and_delete() {
     t.open_ok(&admin, "/ls/local/secure", intent::READ, 0, Some(d), 0.0);
     // Inherited by children.
     let f = t.file(&admin, "/ls/local/secure/f", b"", 0.0);
-    assert_eq!(f.stat.acl, acl);
+    assert_eq!(f.stat.meta.acl, acl);
     // bob may read but not write, create or delete.
     t.open_ok(&bob, "/ls/local/secure/f", intent::READ, 0, None, 1.0);
     let e = t

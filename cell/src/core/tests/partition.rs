@@ -270,8 +270,8 @@ fn mkdir_across_cells_marks_the_entry_until_the_anchor_exists() {
         entry.anchor_pending,
         Some(PendingAnchor { ephemeral: false })
     );
-    assert_eq!(entry.instance, job.instance);
-    assert!(!entry.ephemeral && !entry.anchor);
+    assert_eq!(entry.meta.instance, job.instance);
+    assert!(!entry.meta.ephemeral && !entry.anchor);
     // Listed with its siblings at once.
     assert!(t
         .children(&a, "/ls/local", Target::Node)
@@ -363,7 +363,7 @@ fn anchors_are_created_by_cells_only_idempotently_and_unlinked_on_delete() {
         .open_target(&cell, &d, Target::Anchor, 0, anchor(77, false))
         .unwrap();
     assert!(o.created);
-    assert_eq!(o.stat.instance, 77);
+    assert_eq!(o.stat.meta.instance, 77);
     assert!(t.m.nodes[&d].rec.anchor);
     assert_eq!(
         t.m.nodes["/ls/local"].children, root_children,
@@ -491,7 +491,7 @@ fn entries_are_opened_by_cells_only_without_redirect_and_deleted_without_acl() {
     let h = t
         .open_target(&cell, &d, Target::Entry, intent::WRITE, None)
         .unwrap();
-    assert_eq!(h.stat.instance, job.instance);
+    assert_eq!(h.stat.meta.instance, job.instance);
     // The write ACL names a file that does not exist: an ordinary Delete would be refused;
     // the cell's unlink is not (the user's ACL was checked at the anchor).
     let r = t.m.delete(&cell, &h.handle, t.at(2.0)).unwrap();
@@ -519,11 +519,11 @@ fn recovery_keeps_anchors_out_of_their_local_parent() {
     }
     let mut anchor_rec = snap.nodes[1].clone();
     anchor_rec.path = "/ls/local/anch".into();
-    anchor_rec.instance = 500;
+    anchor_rec.meta.instance = 500;
     anchor_rec.anchor = true;
     let mut entry_rec = snap.nodes[1].clone();
     entry_rec.path = "/ls/local/ent".into();
-    entry_rec.instance = 501;
+    entry_rec.meta.instance = 501;
     entry_rec.anchor_pending = Some(PendingAnchor { ephemeral: true });
     snap.nodes.push(anchor_rec);
     snap.nodes.push(entry_rec);
