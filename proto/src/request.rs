@@ -28,8 +28,10 @@ pub trait WithHandle {
     fn handle(&self) -> &[u8];
 }
 
-macro_rules! with_context {
-    ($($t:ident),* $(,)?) => {$(
+/// Implements [`WithContext`] for each request type listed, and [`WithHandle`] for those
+/// marked `+ handle`.
+macro_rules! requests {
+    ($($t:ident $(+ $handle:ident)?),* $(,)?) => {$(
         impl WithContext for pb::$t {
             fn ctx(&self) -> Option<&pb::SessionContext> {
                 self.ctx.as_ref()
@@ -38,53 +40,36 @@ macro_rules! with_context {
                 &mut self.ctx
             }
         }
+        $(requests!(@$handle $t);)?
     )*};
-}
-
-macro_rules! with_handle {
-    ($($t:ident),* $(,)?) => {$(
+    (@handle $t:ident) => {
         impl WithHandle for pb::$t {
             fn handle(&self) -> &[u8] {
                 &self.handle
             }
         }
-    )*};
+    };
 }
 
-with_context!(
+requests! {
     KeepAliveRequest,
     CloseSessionRequest,
-    OpenRequest,
-    CloseRequest,
-    GetContentsAndStatRequest,
-    GetStatRequest,
-    ReadDirRequest,
-    SetContentsRequest,
-    SetAclRequest,
-    DeleteRequest,
-    AcquireRequest,
-    TryAcquireRequest,
-    ReleaseRequest,
-    GetSequencerRequest,
-    SetSequencerRequest,
-    CheckSequencerRequest,
     ClaimSessionRequest,
-);
-
-with_handle!(
-    CloseRequest,
-    GetContentsAndStatRequest,
-    GetStatRequest,
-    ReadDirRequest,
-    SetContentsRequest,
-    SetAclRequest,
-    DeleteRequest,
-    AcquireRequest,
-    TryAcquireRequest,
-    ReleaseRequest,
-    GetSequencerRequest,
-    SetSequencerRequest,
-);
+    OpenRequest,
+    CheckSequencerRequest,
+    CloseRequest + handle,
+    GetContentsAndStatRequest + handle,
+    GetStatRequest + handle,
+    ReadDirRequest + handle,
+    SetContentsRequest + handle,
+    SetAclRequest + handle,
+    DeleteRequest + handle,
+    AcquireRequest + handle,
+    TryAcquireRequest + handle,
+    ReleaseRequest + handle,
+    GetSequencerRequest + handle,
+    SetSequencerRequest + handle,
+}
 
 #[cfg(test)]
 mod tests {

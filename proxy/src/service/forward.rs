@@ -4,18 +4,48 @@
 
 use super::*;
 
+/// Where a forwarded call goes, on whose behalf, and whether it may be sent again.
+#[derive(Clone, Copy)]
+pub(super) struct Via<'a> {
+    cell: usize,
+    /// The epoch of the map the call was routed by, which the call carries
+    /// (`SessionContext.map_epoch`) so that the cell can tell a stale router; `None`: the
+    /// map in hand (0 without one).
+    map_epoch: Option<u64>,
+    /// The client session the call is made for; `None`: as the proxy itself.
+    who: Option<&'a Who>,
+    retry: Retry,
+}
+
+impl<'a> Via<'a> {
+    /// For client `who`, to cell `cell` (its handle's), routed by the map in hand.
+    pub(super) fn client(who: &'a Who, cell: usize, retry: Retry) -> Via<'a> {
+        Via {
+            cell,
+            map_epoch: None,
+            who: Some(who),
+            retry,
+        }
+    }
+
+    /// To the cell of routing attempt `a`, by the map it was routed with.
+    pub(super) fn attempt(a: &Attempt, who: Option<&'a Who>, retry: Retry) -> Via<'a> {
+        Via {
+            cell: a.cell,
+            map_epoch: Some(a.map_epoch),
+            who,
+            retry,
+        }
+    }
+}
+
 impl Service {
-    /// Forwards request `req` to cell `cell` on behalf of `who`, on the proxy's current
-    /// session there (the request goes with that session's context), riding out a failover
-    /// of the cell for up to `forward_patience`. The call carries the epoch of the map it
-    /// was routed by (`SessionContext.map_epoch`, so that the cell can tell a stale
-    /// router): `map_epoch`, or the map in hand (0 without one).
+    /// Forwards request `req` as `via` says, on the proxy's current session at the cell
+    /// (the request goes with that session's context), riding out a failover of the cell
+    /// for up to `forward_patience`.
     pub(super) async fn forward<Q, R, F, Fut>(
         &self,
-        cell: usize,
-        map_epoch: Option<u64>,
-        who: Option<&Who>,
-        retry: Retry,
+        via: Via<'_>,
         req: &Q,
         call: F,
     ) -> Result<R, Status>
@@ -24,6 +54,12 @@ impl Service {
         F: Fn(WarrenClient<Channel>, Q) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
+        let Via {
+            cell,
+            map_epoch,
+            who,
+            retry,
+        } = via;
         let map_epoch = map_epoch.unwrap_or_else(|| self.shared.map_epoch());
         let up = self.shared.cell(cell);
         let up = &*up;
@@ -137,7 +173,7 @@ pub(super) async fn set_contents(
     });
     let dropped = own.is_some();
     let reply = svc
-        .forward(cell, None, Some(&who), Retry::Once, &r, |mut c, mut r| {
+        .forward(Via::client(&who, cell, Retry::Once), &r, |mut c, mut r| {
             if let Some(ctx) = r.ctx.as_mut() {
                 ctx.proxy_dropped_copies = dropped;
             }

@@ -16,10 +16,7 @@ pub(super) async fn set_sequencer(
         .with_core(|c| c.sequencer_set(&who.id, &r.handle));
     let reply = svc
         .forward(
-            cell,
-            None,
-            Some(&who),
-            Retry::Idempotent,
+            Via::client(&who, cell, Retry::Idempotent),
             &r,
             |mut c, r| async move { c.set_sequencer(r).await },
         )
@@ -45,10 +42,7 @@ pub(super) async fn check_sequencer(
     let routed = svc
         .routed(&path, false, |a| async move {
             svc.forward(
-                a.cell,
-                Some(a.map_epoch),
-                None,
-                Retry::Idempotent,
+                Via::attempt(&a, None, Retry::Idempotent),
                 r,
                 |mut c, r| async move { c.check_sequencer(r).await },
             )

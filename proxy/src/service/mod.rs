@@ -17,6 +17,9 @@ mod reads;
 mod route;
 mod sessions;
 
+use forward::Via;
+use route::Attempt;
+
 pub(crate) use sessions::run_effect;
 
 use crate::core::{ClientId, HandleInfo, Known};
@@ -195,7 +198,9 @@ where
     Fut: Future<Output = Answer<R>>,
 {
     let (who, cell, _) = svc.session_and_cell(&r).await?;
-    ok(svc.forward(cell, None, Some(&who), retry, &r, call).await?)
+    ok(svc
+        .forward(Via::client(&who, cell, retry), &r, call)
+        .await?)
 }
 
 #[tonic::async_trait]

@@ -113,10 +113,7 @@ pub(super) async fn open(svc: &Service, r: pb::OpenRequest) -> Answer<pb::OpenRe
             let who = &who;
             async move {
                 svc.forward(
-                    a.cell,
-                    Some(a.map_epoch),
-                    Some(who),
-                    Retry::Once,
+                    Via::attempt(&a, Some(who), Retry::Once),
                     &r,
                     |mut c, r| async move { c.open(r).await },
                 )
@@ -177,10 +174,7 @@ pub(super) async fn close(svc: &Service, r: pb::CloseRequest) -> Answer<pb::Clos
     if let Ok((cell, _)) = svc.handle_cell(&who, &r.handle) {
         let _ = svc
             .forward(
-                cell,
-                None,
-                Some(&who),
-                Retry::Idempotent,
+                Via::client(&who, cell, Retry::Idempotent),
                 &r,
                 |mut c, r| async move { c.close(r).await },
             )
@@ -317,7 +311,7 @@ pub(super) async fn cached_read<Q: CachedRead>(svc: &Service, r: Q) -> Answer<Q:
     };
     let (cell, body) = svc.handle_cell(&who, r.handle())?;
     let mut reply = svc
-        .forward(cell, None, Some(&who), Retry::Idempotent, &r, Q::ask)
+        .forward(Via::client(&who, cell, Retry::Idempotent), &r, Q::ask)
         .await?;
     svc.handle_info(&who, r.handle(), cell, body.as_ref());
     if let (true, Some(b)) = (*Q::cacheable(&mut reply), body) {
