@@ -320,26 +320,22 @@ impl ProcessReport {
             .map(|c| c / self.window_s)
     }
 
-    /// One line of the terminal summary: RSS in MiB, CPU as % of a core and, when `ops`
-    /// operations ran, CPU per operation in µs.
-    pub fn summary_line(&self, ops: u64) -> String {
-        let rss = self
-            .rss_bytes
-            .map_or_else(|| "-".to_string(), |b| format!("{:.1} MiB", b as f64 / MIB));
-        let mut cpu = match (self.cpu_s, self.cpu_share()) {
-            (Some(c), Some(share)) => format!("{:.1}% of a core ({c:.2} s)", share * 100.0),
-            _ => "-".to_string(),
-        };
-        if let (Some(c), true) = (self.cpu_s, ops > 0) {
-            let _ = write!(cpu, ", {:.1} µs per operation", c * 1e6 / ops as f64);
-        }
-        let mut line = format!("  {:<5} RSS {rss:>10}, CPU {cpu}", self.member);
-        if let Some(why) = &self.partial {
-            let _ = write!(line, " (partial: {why})");
-        }
-        line
+    /// One row of the processes table after the member's name (see
+    /// [`PROCESS_TABLE_HEADER`]): RSS in MiB and CPU as % of a core to 0.1, and CPU per
+    /// operation in µs to 0.1 when `ops` operations ran; `-` for a figure not measured.
+    pub fn table_figures(&self, ops: u64) -> [String; 3] {
+        let or_dash = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+        [
+            or_dash(self.rss_bytes.map(|b| b as f64 / MIB)),
+            or_dash(self.cpu_share().map(|s| s * 100.0)),
+            or_dash(self.cpu_s.filter(|_| ops > 0).map(|c| c * 1e6 / ops as f64)),
+        ]
     }
 }
+
+/// The columns of the server processes' table, in the terminal summary and on the HTML
+/// page: the member, then the figures of [`ProcessReport::table_figures`].
+pub const PROCESS_TABLE_HEADER: [&str; 4] = ["member", "RSS MiB", "CPU % core", "CPU µs/op"];
 
 /// Bytes in a MiB.
 const MIB: f64 = 1024.0 * 1024.0;
@@ -504,10 +500,24 @@ impl Report {
         if !self.processes.is_empty() {
             let _ = writeln!(
                 s,
-                "server processes (memory at the window's end, CPU in the window):"
+                "\nserver processes (RSS at the window's end, CPU used in the window):"
             );
+            let row = |s: &mut String, name: &str, figures: &[&str]| {
+                let _ = write!(s, "{name:<6}");
+                for (figure, width) in figures.iter().zip([9, 11, 10]) {
+                    let _ = write!(s, " {figure:>width$}");
+                }
+            };
+            let [first, rest @ ..] = PROCESS_TABLE_HEADER;
+            row(&mut s, first, &rest);
+            s.push('\n');
             for p in &self.processes {
-                let _ = writeln!(s, "{}", p.summary_line(self.ops_total));
+                let figures = p.table_figures(self.ops_total);
+                row(&mut s, &p.member, &figures.each_ref().map(String::as_str));
+                if let Some(why) = &p.partial {
+                    let _ = write!(s, "  (partial: {why})");
+                }
+                s.push('\n');
             }
         }
         for n in &self.notes {
@@ -1098,7 +1108,7 @@ mod tests {
     }
 
     #[test]
-    fn server_processes_have_plain_keys_and_a_summary_line_each() {
+    fn server_processes_have_plain_keys_and_a_row_each_in_the_summary() {
         let r = Report {
             processes: sample_processes(),
             ..sample_report()
@@ -1113,23 +1123,19 @@ mod tests {
         let v = serde_json::to_value(sample_report()).unwrap();
         assert!(v.get("processes").is_none(), "{v}");
         let text = r.summary();
-        assert!(
-            text.contains("server processes (memory at the window's end, CPU in the window):"),
-            "{text}"
-        );
         // 1.5 s over 10 s; 164 operations ran: 1.5 s / 164 = 9146.3 µs each.
         assert!(
             text.contains(
-                "  c1    RSS   30.0 MiB, CPU 15.0% of a core (1.50 s), 9146.3 µs per operation\n"
+                "\nserver processes (RSS at the window's end, CPU used in the window):\n\
+                 member   RSS MiB  CPU % core  CPU µs/op\n\
+                 c1          30.0        15.0     9146.3\n\
+                 p1             -           -          -  (partial: no RSS at the window's \
+                 end: it was not running)\n"
             ),
             "{text}"
         );
-        assert!(
-            text.contains("  p1    RSS          -, CPU - (partial: no RSS at the window's end: it was not running)\n"),
-            "{text}"
-        );
         // No operations ran: no per-operation figure.
-        assert!(!r.processes[0].summary_line(0).contains("per operation"));
+        assert_eq!(r.processes[0].table_figures(0), ["30.0", "15.0", "-"]);
     }
 
     #[test]
