@@ -1,7 +1,7 @@
 //! Faults injected during a run (`--kill proxy@30s`, `--kill master:c1@30s`,
 //! `--restart master:c1@35s`): when, to what, and what happened. The run only schedules
 //! them; an [`Injector`] given by the caller (the deployment `warren loadtest --deploy`
-//! launched) carries them out.
+//! launched) carries them out, and names its processes for the report's `processes`.
 
 use crate::procstat::MemberProcess;
 use crate::report::float_or_null;

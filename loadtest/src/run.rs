@@ -369,7 +369,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     run_with(cfg, None).await
 }
 
-/// Runs the load, injecting `cfg.faults` through `injector`, and returns the report.
+/// Runs the load, injecting `cfg.faults` through `injector`, and returns the report. The
+/// injector is the deployment the caller launched: the report also has its processes'
+/// memory and CPU over the window ([`crate::procstat`]).
 pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyhow::Result<Report> {
     if cfg.sessions == 0 {
         bail!("--sessions must be at least 1");
