@@ -100,7 +100,7 @@ impl Snapshot {
             .map(|m| {
                 let u = match m.pid {
                     Some(pid) => usage(pid),
-                    None => Err("it was not running".to_string()),
+                    None => Err("it was not running (killed, or exited)".to_string()),
                 };
                 (m, u)
             })
@@ -117,37 +117,35 @@ pub fn window_figures(start: &Snapshot, end: &Snapshot, ticks_per_s: u64) -> Vec
         .iter()
         .map(|(m, last)| {
             let first = start.members.iter().find(|(s, _)| s.name == m.name);
-            let mut partial = Vec::new();
-            let rss_bytes = match last {
-                Ok(u) => Some(u.rss_bytes),
-                Err(e) => {
-                    partial.push(format!("no RSS at the window's end: {e}"));
-                    None
-                }
-            };
-            let cpu_s = match (first, last) {
+            let (rss_bytes, cpu_s, partial) = match (first, last) {
+                (_, Err(e)) => (
+                    None,
+                    None,
+                    Some(format!("nothing to read at the window's end: {e}")),
+                ),
                 (Some((s, Ok(a))), Ok(b)) if s.pid == m.pid && s.starts == m.starts => {
-                    Some(b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / ticks_per_s as f64)
+                    let cpu = b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / ticks_per_s as f64;
+                    (Some(b.rss_bytes), Some(cpu), None)
                 }
-                (Some((s, Ok(_))), Ok(_)) => {
-                    partial.push(format!(
-                        "no CPU figure: it was restarted in the window (start {} then {})",
+                (Some((s, Ok(_))), Ok(b)) => (
+                    Some(b.rss_bytes),
+                    None,
+                    Some(format!(
+                        "no CPU figure: it was restarted in the window (start #{} at the \
+                         window's start, #{} at its end)",
                         s.starts, m.starts
-                    ));
-                    None
-                }
-                (Some((_, Err(e))), _) => {
-                    partial.push(format!("no CPU figure: at the window's start {e}"));
-                    None
-                }
-                (None, _) => {
-                    partial.push("no CPU figure: it was not sampled at the window's start".into());
-                    None
-                }
-                (Some(_), Err(_)) => {
-                    partial.push("no CPU figure: nothing to read at the window's end".into());
-                    None
-                }
+                    )),
+                ),
+                (Some((_, Err(e))), Ok(b)) => (
+                    Some(b.rss_bytes),
+                    None,
+                    Some(format!("no CPU figure: at the window's start, {e}")),
+                ),
+                (None, Ok(b)) => (
+                    Some(b.rss_bytes),
+                    None,
+                    Some("no CPU figure: it was not read at the window's start".to_string()),
+                ),
             };
             ProcessReport {
                 member: m.name.clone(),
@@ -155,7 +153,7 @@ pub fn window_figures(start: &Snapshot, end: &Snapshot, ticks_per_s: u64) -> Vec
                 rss_bytes,
                 cpu_s,
                 window_s,
-                partial: (!partial.is_empty()).then(|| partial.join("; ")),
+                partial,
             }
         })
         .collect()
@@ -218,6 +216,7 @@ mod tests {
                 (member("meta", Some(10), 1), used(100, 20)),
                 (member("c1", Some(11), 1), used(500, 30)),
                 (member("p1", Some(12), 1), used(50, 10)),
+                (member("p2", None, 1), Err("it was not running".into())),
             ],
         };
         let end = Snapshot {
@@ -227,10 +226,12 @@ mod tests {
                 // Restarted: a new process (even were its PID the same).
                 (member("c1", Some(11), 2), used(20, 15)),
                 (member("p1", None, 1), Err("it was not running".into())),
+                // Not running at the start (killed, not yet restarted), running at the end.
+                (member("p2", Some(14), 2), used(5, 12)),
             ],
         };
         let r = window_figures(&start, &end, 100);
-        assert_eq!(r.len(), 3);
+        assert_eq!(r.len(), 4);
         assert_eq!(r[0].member, "meta");
         assert_eq!(r[0].rss_bytes, Some(21 << 20));
         assert_eq!(r[0].cpu_s, Some(0.5));
@@ -241,6 +242,14 @@ mod tests {
         assert_eq!(r[1].cpu_s, None);
         assert!(r[1].partial.as_deref().unwrap().contains("restarted"));
         assert_eq!((r[2].rss_bytes, r[2].cpu_s, r[2].pid), (None, None, None));
-        assert!(r[2].partial.as_deref().unwrap().contains("not running"));
+        assert_eq!(
+            r[2].partial.as_deref(),
+            Some("nothing to read at the window's end: it was not running")
+        );
+        assert_eq!((r[3].rss_bytes, r[3].cpu_s), (Some(12 << 20), None));
+        assert_eq!(
+            r[3].partial.as_deref(),
+            Some("no CPU figure: at the window's start, it was not running")
+        );
     }
 }

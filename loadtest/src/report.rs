@@ -1102,7 +1102,10 @@ mod tests {
                 rss_bytes: None,
                 cpu_s: None,
                 window_s: 10.0,
-                partial: Some("no RSS at the window's end: it was not running".into()),
+                partial: Some(
+                    "nothing to read at the window's end: it was not running (killed, or exited)"
+                        .into(),
+                ),
             },
         ]
     }
@@ -1129,8 +1132,8 @@ mod tests {
                 "\nserver processes (RSS at the window's end, CPU used in the window):\n\
                  member   RSS MiB  CPU % core  CPU µs/op\n\
                  c1          30.0        15.0     9146.3\n\
-                 p1             -           -          -  (partial: no RSS at the window's \
-                 end: it was not running)\n"
+                 p1             -           -          -  (partial: nothing to read at the \
+                 window's end: it was not running (killed, or exited))\n"
             ),
             "{text}"
         );
