@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use warren_loadtest::deploy::{DeploySpec, Deployment, Member};
 use warren_loadtest::fault::{Action, Fault, Injector};
+use warren_loadtest::procstat::MemberProcess;
 use warren_loadtest::run::parse_duration;
 use warren_loadtest::{Config, Report, Target};
 
@@ -231,15 +232,11 @@ impl Injector for Launched {
         action: Action,
         member: &'a str,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
-        Box::pin(async move {
-            let m: Member = member.parse().map_err(anyhow::Error::msg)?;
-            let mut guard = self.deployment.lock().await;
-            let d = guard.as_mut().context("the deployment has stopped")?;
-            match action {
-                Action::Kill => d.kill(&m).await,
-                Action::Restart => d.restart(&m).await,
-            }
-        })
+        self.deployment.inject(action, member)
+    }
+
+    fn processes(&self) -> Pin<Box<dyn Future<Output = Vec<MemberProcess>> + Send + '_>> {
+        self.deployment.processes()
     }
 }
 

@@ -32,11 +32,15 @@
 //! nest (client lease + margins < proxy lease ≤ 60 s); L must be more than 1 s (the cells
 //! answer KeepAlives 1 s before a lease ends) and at most 57 s.
 
+use crate::fault::{Action, Injector};
+use crate::procstat::MemberProcess;
 use anyhow::{anyhow, bail, Context};
 use std::ffi::OsString;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Stdio;
 use std::str::FromStr;
 use std::time::Duration;
@@ -799,6 +803,20 @@ impl Deployment {
             .with_context(|| format!("restarting {m}"))
     }
 
+    /// Every member now, meta, c1..cN, p1..pM: its process id while it runs (for
+    /// [`crate::procstat`]) and how many times it was started.
+    pub fn processes(&self) -> Vec<MemberProcess> {
+        std::iter::once(&self.meta)
+            .chain(&self.cells)
+            .chain(&self.proxies)
+            .map(|p| MemberProcess {
+                name: p.name.clone(),
+                pid: p.child.as_ref().and_then(Child::id),
+                starts: p.starts,
+            })
+            .collect()
+    }
+
     /// Whether the member's process runs (not killed, not exited).
     pub fn is_running(&mut self, m: &Member) -> anyhow::Result<bool> {
         let p = self.find_mut(m)?;
@@ -820,6 +838,37 @@ impl Deployment {
         } else {
             bail!("stopping the deployment: {}", errors.join("; "))
         }
+    }
+}
+
+/// A deployment shared with a run (`warren_loadtest::run_with`): faults on `MEMBER`
+/// (`proxy:2`, `master:c1`) kill or restart it, and its processes are measured over the
+/// window. `None` once it has been taken out to stop it.
+impl Injector for tokio::sync::Mutex<Option<Deployment>> {
+    fn inject<'a>(
+        &'a self,
+        action: Action,
+        member: &'a str,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let m: Member = member.parse().map_err(anyhow::Error::msg)?;
+            let mut guard = self.lock().await;
+            let d = guard.as_mut().context("the deployment has stopped")?;
+            match action {
+                Action::Kill => d.kill(&m).await,
+                Action::Restart => d.restart(&m).await,
+            }
+        })
+    }
+
+    fn processes(&self) -> Pin<Box<dyn Future<Output = Vec<MemberProcess>> + Send + '_>> {
+        Box::pin(async move {
+            self.lock()
+                .await
+                .as_ref()
+                .map(Deployment::processes)
+                .unwrap_or_default()
+        })
     }
 }
 

@@ -1,8 +1,9 @@
 //! Faults injected during a run (`--kill proxy@30s`, `--kill master:c1@30s`,
 //! `--restart master:c1@35s`): when, to what, and what happened. The run only schedules
 //! them; an [`Injector`] given by the caller (the deployment `warren loadtest --deploy`
-//! launched) carries them out.
+//! launched) carries them out, and names its processes for the report's `processes`.
 
+use crate::procstat::MemberProcess;
 use crate::report::float_or_null;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -68,6 +69,12 @@ pub trait Injector: Send + Sync {
         action: Action,
         member: &'a str,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+
+    /// The deployment's processes as they are now, read at the window's start and end for
+    /// the report's `processes` (see [`crate::procstat`]); none by default.
+    fn processes(&self) -> Pin<Box<dyn Future<Output = Vec<MemberProcess>> + Send + '_>> {
+        Box::pin(async { Vec::new() })
+    }
 }
 
 /// What happened to one scheduled fault, as reported.

@@ -2,7 +2,7 @@
 //! inline SVG plots of its timeline: latency percentiles, throughput and session states over
 //! time. Plain string building; every piece of text from the report is escaped.
 
-use crate::report::{Report, OP_TABLE_HEADER};
+use crate::report::{Report, OP_TABLE_HEADER, PROCESS_TABLE_HEADER};
 use std::fmt::Write as _;
 
 /// Plot size in SVG user units.
@@ -500,6 +500,28 @@ pub fn render(r: &Report) -> String {
         }
         s.push_str("</ul>\n");
     }
+    if !r.processes.is_empty() {
+        s.push_str(
+            "<p>Server processes (RSS at the window's end, CPU used in the window):</p>\n\
+             <table>\n<tr>",
+        );
+        for column in PROCESS_TABLE_HEADER.iter().chain(&["partial"]) {
+            let _ = write!(s, "<th>{column}</th>");
+        }
+        s.push_str("</tr>\n");
+        for p in &r.processes {
+            let _ = write!(s, "<tr><td>{}</td>", escape(&p.member));
+            for figure in p.table_figures(r.ops_total) {
+                let _ = write!(s, "<td>{figure}</td>");
+            }
+            let _ = writeln!(
+                s,
+                "<td>{}</td></tr>",
+                escape(p.partial.as_deref().unwrap_or(""))
+            );
+        }
+        s.push_str("</table>\n");
+    }
     for n in &r.notes {
         let _ = writeln!(s, "<p class=\"note\">Note: {}</p>", escape(n));
     }
@@ -684,6 +706,40 @@ mod tests {
                 assert!((TOP..=H - BOTTOM).contains(&y), "y {y}");
             }
         }
+    }
+
+    #[test]
+    fn server_processes_are_a_table_when_measured() {
+        use crate::report::ProcessReport;
+        assert!(!render(&synthetic()).contains("Server processes"));
+        let mut r = synthetic();
+        r.processes = vec![
+            ProcessReport {
+                member: "p1".into(),
+                pid: Some(7),
+                rss_bytes: Some(21 << 20),
+                cpu_s: Some(0.5),
+                window_s: 10.0,
+                partial: None,
+            },
+            ProcessReport {
+                member: "c1".into(),
+                window_s: 10.0,
+                partial: Some("no CPU figure: it was <restarted>".into()),
+                ..Default::default()
+            },
+        ];
+        let html = render(&r);
+        assert!(html.contains("<th>member</th><th>RSS MiB</th><th>CPU % core</th>"));
+        assert!(
+            html.contains("<tr><td>p1</td><td>21.0</td><td>5.0</td>"),
+            "{html}"
+        );
+        assert!(html.contains(
+            "<tr><td>c1</td><td>-</td><td>-</td><td>-</td>\
+             <td>no CPU figure: it was &lt;restarted&gt;</td></tr>"
+        ));
+        assert!(balanced(&html, "table") && balanced(&html, "tr"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`lost`]: the `acked_lost` check (which acknowledged writes a read-back misses);
 //! - [`metrics`]: Prometheus text parsing, scraping, the absorption factor;
 //! - [`plan`]: `warren loadtest plan`, a number of proxies and cells from saved reports;
+//! - [`procstat`]: the launched servers' memory and CPU over the window, from `/proc`;
 //! - [`report`]: percentiles, throughput, the report and its terminal summary and JSON;
 //! - [`workload`]: Poisson arrivals and Zipf file popularity;
 //! - [`run`]: the run itself.
@@ -21,6 +22,7 @@ pub mod http;
 pub mod lost;
 pub mod metrics;
 pub mod plan;
+pub mod procstat;
 pub mod report;
 pub mod run;
 pub mod workload;

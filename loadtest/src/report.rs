@@ -286,7 +286,59 @@ pub struct Report {
     /// One sample a second from the start of the measured window until the operations in
     /// flight at its end have finished (operations count in the interval they completed in).
     pub timeline: Vec<TimelineSample>,
+    /// Each server process's memory and CPU over the measured window, when the load test
+    /// launched the deployment (`--deploy`; see [`crate::procstat`]); absent otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessReport>,
 }
+
+/// One server process of a deployment the load test launched, over the measured window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProcessReport {
+    /// `meta`, `c1`, …, `p1`, …
+    pub member: String,
+    /// Its process at the window's end (null if it was not running then).
+    pub pid: Option<u32>,
+    /// Resident memory (`VmRSS`) at the window's end, in bytes.
+    pub rss_bytes: Option<u64>,
+    /// CPU time (user + system) used in the window, in seconds; null when it was not the
+    /// same process at the window's start and end (killed or restarted by a fault).
+    pub cpu_s: Option<f64>,
+    /// Seconds between the readings at the window's start and end.
+    #[serde(deserialize_with = "float_or_null")]
+    pub window_s: f64,
+    /// Why a figure is missing (null when both are there).
+    pub partial: Option<String>,
+}
+
+impl ProcessReport {
+    /// CPU used as a share of one core (0.25: a quarter of a core over the window).
+    pub fn cpu_share(&self) -> Option<f64> {
+        self.cpu_s
+            .filter(|_| self.window_s > 0.0)
+            .map(|c| c / self.window_s)
+    }
+
+    /// One row of the processes table after the member's name (see
+    /// [`PROCESS_TABLE_HEADER`]): RSS in MiB and CPU as % of a core to 0.1, and CPU per
+    /// operation in µs to 0.1 when `ops` operations ran; `-` for a figure not measured.
+    pub fn table_figures(&self, ops: u64) -> [String; 3] {
+        let or_dash = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+        [
+            or_dash(self.rss_bytes.map(|b| b as f64 / MIB)),
+            or_dash(self.cpu_share().map(|s| s * 100.0)),
+            or_dash(self.cpu_s.filter(|_| ops > 0).map(|c| c * 1e6 / ops as f64)),
+        ]
+    }
+}
+
+/// The columns of the server processes' table, in the terminal summary and on the HTML
+/// page: the member, then the figures of [`ProcessReport::table_figures`].
+pub const PROCESS_TABLE_HEADER: [&str; 4] = ["member", "RSS MiB", "CPU % core", "CPU µs/op"];
+
+/// Bytes in a MiB.
+const MIB: f64 = 1024.0 * 1024.0;
 
 /// `acked_lost_checked` of a report that does not have the field.
 fn absent_means_checked() -> bool {
@@ -445,6 +497,29 @@ impl Report {
                 " (not checked: see the notes)"
             }
         );
+        if !self.processes.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nserver processes (RSS at the window's end, CPU used in the window):"
+            );
+            let row = |s: &mut String, name: &str, figures: &[&str]| {
+                let _ = write!(s, "{name:<6}");
+                for (figure, width) in figures.iter().zip([9, 11, 10]) {
+                    let _ = write!(s, " {figure:>width$}");
+                }
+            };
+            let [first, rest @ ..] = PROCESS_TABLE_HEADER;
+            row(&mut s, first, &rest);
+            s.push('\n');
+            for p in &self.processes {
+                let figures = p.table_figures(self.ops_total);
+                row(&mut s, &p.member, &figures.each_ref().map(String::as_str));
+                if let Some(why) = &p.partial {
+                    let _ = write!(s, "  (partial: {why})");
+                }
+                s.push('\n');
+            }
+        }
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
         }
@@ -993,12 +1068,77 @@ mod tests {
         assert_eq!(serde_json::from_str::<Report>(&pretty).unwrap(), r);
         let compact = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Report>(&compact).unwrap(), r);
+        // With the server processes of a deployment the load test launched.
+        let r = Report {
+            processes: sample_processes(),
+            ..sample_report()
+        };
+        let pretty = serde_json::to_string_pretty(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Report>(&pretty).unwrap(), r);
+        let compact = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Report>(&compact).unwrap(), r);
         // An empty report too (no ops, no timeline, acked_lost_checked false).
         let empty = serde_json::to_string(&Report::default()).unwrap();
         assert_eq!(
             serde_json::from_str::<Report>(&empty).unwrap(),
             Report::default()
         );
+    }
+
+    /// Two members measured over a 10 s window, one killed in it.
+    fn sample_processes() -> Vec<ProcessReport> {
+        vec![
+            ProcessReport {
+                member: "c1".into(),
+                pid: Some(4242),
+                rss_bytes: Some(30 << 20),
+                cpu_s: Some(1.5),
+                window_s: 10.0,
+                partial: None,
+            },
+            ProcessReport {
+                member: "p1".into(),
+                pid: None,
+                rss_bytes: None,
+                cpu_s: None,
+                window_s: 10.0,
+                partial: Some(
+                    "nothing to read at the window's end: it was not running (killed, or exited)"
+                        .into(),
+                ),
+            },
+        ]
+    }
+
+    #[test]
+    fn server_processes_have_plain_keys_and_a_row_each_in_the_summary() {
+        let r = Report {
+            processes: sample_processes(),
+            ..sample_report()
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["processes"][0]["member"], "c1");
+        assert_eq!(v["processes"][0]["rss_bytes"], 30 << 20);
+        assert_eq!(v["processes"][0]["cpu_s"], 1.5);
+        assert_eq!(v["processes"][0]["window_s"], 10.0);
+        assert!(v["processes"][1]["cpu_s"].is_null());
+        // A report without them (not --deploy) writes no `processes` key.
+        let v = serde_json::to_value(sample_report()).unwrap();
+        assert!(v.get("processes").is_none(), "{v}");
+        let text = r.summary();
+        // 1.5 s over 10 s; 164 operations ran: 1.5 s / 164 = 9146.3 µs each.
+        assert!(
+            text.contains(
+                "\nserver processes (RSS at the window's end, CPU used in the window):\n\
+                 member   RSS MiB  CPU % core  CPU µs/op\n\
+                 c1          30.0        15.0     9146.3\n\
+                 p1             -           -          -  (partial: nothing to read at the \
+                 window's end: it was not running (killed, or exited))\n"
+            ),
+            "{text}"
+        );
+        // No operations ran: no per-operation figure.
+        assert_eq!(r.processes[0].table_figures(0), ["30.0", "15.0", "-"]);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 use crate::fault::{Fault, FaultRecord, Injector};
 use crate::lost::{self, AckedWrites, ReadBack};
 use crate::metrics::{self, EndpointScrapes};
+use crate::procstat;
 use crate::report::{
     latency_histogram, IntervalOp, OpReport, Report, SessionOutcomes, SessionStates, TimelineSample,
 };
@@ -368,7 +369,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     run_with(cfg, None).await
 }
 
-/// Runs the load, injecting `cfg.faults` through `injector`, and returns the report.
+/// Runs the load, injecting `cfg.faults` through `injector`, and returns the report. The
+/// injector is the deployment the caller launched: the report also has its processes'
+/// memory and CPU over the window ([`crate::procstat`]).
 pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyhow::Result<Report> {
     if cfg.sessions == 0 {
         bail!("--sessions must be at least 1");
@@ -461,6 +464,11 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
     stats.in_window.store(true, Ordering::Relaxed);
     let (drained_tx, drained_rx) = watch::channel(false);
     let sampler = tokio::spawn(sample(window_start, window_end, stats.clone(), drained_rx));
+    let processes_at_start = match &injector {
+        Some(d) => Some(procstat::Snapshot::take(d.processes().await)),
+        None => None,
+    };
+    let deployment = injector.clone();
     let faults = tokio::spawn(inject(window_start, cfg.faults.clone(), injector));
     let mut arrivals = Vec::new();
     for (op, rate) in [
@@ -485,6 +493,13 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
             .await;
     }
     stats.in_window.store(false, Ordering::Relaxed);
+    let processes = match (processes_at_start, &deployment) {
+        (Some(start), Some(d)) => {
+            let end = procstat::Snapshot::take(d.processes().await);
+            procstat::window_figures(&start, &end, procstat::ticks_per_s())
+        }
+        _ => Vec::new(),
+    };
     for a in arrivals {
         let _ = a.await;
     }
@@ -640,6 +655,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         faults,
         notes,
         timeline,
+        processes,
         ..Default::default()
     };
     for (i, op) in [Op::Read, Op::Write, Op::Lock].into_iter().enumerate() {

@@ -323,6 +323,41 @@ async fn kills_on_a_launched_deployment_lose_no_acknowledged_write() {
     let longest = num(&r["longest_wait_ms"]);
     assert!((300.0..45_000.0).contains(&longest), "{r:#}");
     assert!(num(&r["retries"]) > 0.0, "{r:#}");
+    // Each launched member's memory and CPU over the window; p1 was killed (no figures) and
+    // c1 restarted (its memory is the new process's, its CPU is left out), each saying so.
+    let processes = r["processes"].as_array().expect("processes");
+    let names: Vec<&str> = processes
+        .iter()
+        .map(|p| p["member"].as_str().expect("member"))
+        .collect();
+    assert_eq!(names, ["meta", "c1", "c2", "p1", "p2"], "{r:#}");
+    for p in processes {
+        let member = p["member"].as_str().expect("member");
+        assert!(num(&p["window_s"]) >= 9.0, "{member}: {r:#}");
+        match member {
+            "p1" => {
+                assert!(p["rss_bytes"].is_null() && p["cpu_s"].is_null(), "{r:#}");
+                assert!(p["partial"].is_string(), "{r:#}");
+            }
+            "c1" => {
+                assert!(num(&p["rss_bytes"]) > 1024.0 * 1024.0, "{r:#}");
+                assert!(p["cpu_s"].is_null(), "{r:#}");
+                assert!(
+                    p["partial"]
+                        .as_str()
+                        .expect("partial")
+                        .contains("restarted"),
+                    "{r:#}"
+                );
+            }
+            _ => {
+                assert!(num(&p["rss_bytes"]) > 1024.0 * 1024.0, "{member}: {r:#}");
+                assert!(num(&p["cpu_s"]) >= 0.0, "{member}: {r:#}");
+                assert!(p["partial"].is_null(), "{member}: {r:#}");
+            }
+        }
+    }
+    assert!(stdout.contains("server processes"), "{stdout}");
 }
 
 /// `compare` on a launched deployment: both runs, and the ratios, in one JSON.
