@@ -1,5 +1,5 @@
 //! Read and write throughput of a partitioned `warren dev` with 3 data cells against one
-//! with 1 data cell, under the same load, in one run (issue 6, SPEC §7).
+//! with 1 data cell, under the same load, in one run (docs/design.md §11).
 //!
 //! ```text
 //! cargo build --release

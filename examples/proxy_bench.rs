@@ -1,4 +1,4 @@
-//! The proxy benchmark of issue 5 as a thin scenario over the load tester
+//! The proxy benchmark as a thin scenario over the load tester
 //! (`warren_loadtest`; there is one load tester): for each step of client sessions, idle
 //! (KeepAlives only) through one proxy in front of one cell, a `warren loadtest run` on a
 //! deployment it launches from the release binary (`dev:cells=1,proxies=1`), and one
@@ -28,7 +28,7 @@ use warren_loadtest::run::parse_duration;
 use warren_loadtest::{Config, Target};
 
 #[derive(Parser, Debug)]
-#[command(about = "Proxy KeepAlive absorption per number of sessions (issue 5)")]
+#[command(about = "Proxy KeepAlive absorption per number of sessions")]
 struct Args {
     /// The `warren` binary. Default: `warren` next to this example's directory.
     #[arg(long)]

@@ -1,4 +1,4 @@
-//! How evenly the partition map spreads directories over cells (issue 6, docs/performance.md).
+//! How evenly the partition map spreads directories over cells (docs/performance.md).
 //!
 //! `cargo run --release --example spread`
 //!
@@ -18,7 +18,7 @@ use std::time::Instant;
 use warren_router::{rebalance, slot_of_dir, PartitionMap, DEFAULT_SLOTS};
 
 const DIRECTORIES: usize = 1_000_000;
-const SEED: u64 = 0x5741_5252_454e_0006; // "WARREN", issue 6
+const SEED: u64 = 0x5741_5252_454e_0006; // "WARREN", partitioning
 const CELL_COUNTS: [usize; 3] = [3, 8, 32];
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 

@@ -1,4 +1,4 @@
-//! `warren loadtest` (SPEC §11, issue 7): a simulated fleet of client sessions against a
+//! `warren loadtest` (docs/design.md §15): a simulated fleet of client sessions against a
 //! Warren deployment, open-loop operations with latency measured from their intended send
 //! time, and a report whose KeepAlive absorption factor and per-cell rates come from the
 //! servers' own `/metrics`.

@@ -1,4 +1,4 @@
-//! Replicated cells on etcd (issue 4), with real etcd members and real `warren cell`
+//! Replicated cells on etcd, with real etcd members and real `warren cell`
 //! processes killed with SIGKILL: mastership moves to a standby with a higher epoch,
 //! writes are fenced, a master cut off from etcd stops serving before anyone else serves,
 //! and no acknowledged write is lost.

@@ -1,4 +1,4 @@
-//! `warren loadtest` end to end (issue 7): short runs through the proxy of a `warren dev`
+//! `warren loadtest` end to end: short runs through the proxy of a `warren dev`
 //! deployment (meta cell, 2 data cells, 1 proxy) started as a process and direct to its
 //! cells, their JSON reports read back; a run on a deployment the load test launches
 //! itself, with a proxy and a cell master killed (`kill -9`) and the master restarted;

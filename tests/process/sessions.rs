@@ -1,4 +1,4 @@
-//! Issue 3 end to end: application sessions through the client library survive a restart of
+//! End to end: application sessions through the client library survive a restart of
 //! the cell process (a failover on the embedded store), with the real binary and SIGKILL.
 
 use crate::{bin, expect_event, free_port};
@@ -12,7 +12,7 @@ async fn cell(data: &str, listen: &str, extra: &[&str]) -> WarrenProcess {
     WarrenProcess::spawn(bin(), &args).await
 }
 
-/// The failover scenario of issue 3 with the defaults users run: 12 s lease, 45 s grace.
+/// The failover scenario with the defaults users run: 12 s lease, 45 s grace.
 /// The cell is down for 15 s, longer than the local lease, so every client goes into
 /// jeopardy and must come back safe within its grace period.
 #[tokio::test]
