@@ -11,6 +11,49 @@ use std::ops::{BitOr, BitOrAssign};
 use std::str::FromStr;
 use warren_proto::pb;
 
+/// The text names of a domain enum, from one table of variants and names: `as_str`
+/// (documented with the given line) and `Display`. With `wire`, the enum mirrors the wire
+/// enum of the same name and variants: also `from_wire` (an unknown value is a protocol
+/// error naming `what`) and `From<Self>` for the wire enum.
+macro_rules! named_enum {
+    ($name:ident, $doc:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $name {
+            #[doc = $doc]
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+    ($name:ident, $doc:literal, { $($variant:ident => $text:literal),+ $(,)? }, wire $what:literal) => {
+        named_enum!($name, $doc, { $($variant => $text),+ });
+
+        impl $name {
+            fn from_wire(raw: i32) -> Result<Self, Error> {
+                match pb::$name::try_from(raw) {
+                    $(Ok(pb::$name::$variant) => Ok($name::$variant),)+
+                    _ => Err(Error::Protocol(format!(concat!("unknown ", $what, " {}"), raw))),
+                }
+            }
+        }
+
+        impl From<$name> for pb::$name {
+            fn from(value: $name) -> Self {
+                match value {
+                    $($name::$variant => pb::$name::$variant,)+
+                }
+            }
+        }
+    };
+}
+
 /// Whether a node is a file or a directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NodeKind {
@@ -20,38 +63,12 @@ pub enum NodeKind {
     Directory,
 }
 
-impl NodeKind {
-    /// `"file"` or `"directory"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeKind::File => "file",
-            NodeKind::Directory => "directory",
-        }
-    }
-
-    fn from_wire(raw: i32) -> Result<Self, Error> {
-        match pb::NodeKind::try_from(raw) {
-            Ok(pb::NodeKind::File) => Ok(NodeKind::File),
-            Ok(pb::NodeKind::Directory) => Ok(NodeKind::Directory),
-            _ => Err(Error::Protocol(format!("unknown node kind {raw}"))),
-        }
-    }
-}
-
-impl fmt::Display for NodeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<NodeKind> for pb::NodeKind {
-    fn from(kind: NodeKind) -> Self {
-        match kind {
-            NodeKind::File => pb::NodeKind::File,
-            NodeKind::Directory => pb::NodeKind::Directory,
-        }
-    }
-}
+named_enum!(
+    NodeKind,
+    "`\"file\"` or `\"directory\"`.",
+    { File => "file", Directory => "directory" },
+    wire "node kind"
+);
 
 /// Names of the ACL files (in `/ls/<deployment>/acl/`) that govern a node. An empty name
 /// restricts nobody.
@@ -168,43 +185,19 @@ pub enum LockMode {
     Shared,
 }
 
-impl LockMode {
-    /// `"exclusive"` or `"shared"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LockMode::Exclusive => "exclusive",
-            LockMode::Shared => "shared",
-        }
-    }
+named_enum!(
+    LockMode,
+    "`\"exclusive\"` or `\"shared\"`.",
+    { Exclusive => "exclusive", Shared => "shared" },
+    wire "lock mode"
+);
 
+impl LockMode {
     /// The letter used in a sequencer's text form: `x` or `s`.
     pub fn letter(self) -> char {
         match self {
             LockMode::Exclusive => 'x',
             LockMode::Shared => 's',
-        }
-    }
-
-    fn from_wire(raw: i32) -> Result<Self, Error> {
-        match pb::LockMode::try_from(raw) {
-            Ok(pb::LockMode::Exclusive) => Ok(LockMode::Exclusive),
-            Ok(pb::LockMode::Shared) => Ok(LockMode::Shared),
-            _ => Err(Error::Protocol(format!("unknown lock mode {raw}"))),
-        }
-    }
-}
-
-impl fmt::Display for LockMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<LockMode> for pb::LockMode {
-    fn from(mode: LockMode) -> Self {
-        match mode {
-            LockMode::Exclusive => pb::LockMode::Exclusive,
-            LockMode::Shared => pb::LockMode::Shared,
         }
     }
 }
@@ -387,22 +380,11 @@ pub enum ChildChange {
     Modified,
 }
 
-impl ChildChange {
-    /// `"added"`, `"removed"` or `"modified"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChildChange::Added => "added",
-            ChildChange::Removed => "removed",
-            ChildChange::Modified => "modified",
-        }
-    }
-}
-
-impl fmt::Display for ChildChange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+named_enum!(
+    ChildChange,
+    "`\"added\"`, `\"removed\"` or `\"modified\"`.",
+    { Added => "added", Removed => "removed", Modified => "modified" }
+);
 
 /// An event delivered to the application, each exactly once per subscriber.
 ///
@@ -523,27 +505,17 @@ pub enum SessionState {
     Closed,
 }
 
-impl SessionState {
-    /// `"safe"`, `"jeopardy"`, `"expired"` or `"closed"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionState::Safe => "safe",
-            SessionState::Jeopardy => "jeopardy",
-            SessionState::Expired => "expired",
-            SessionState::Closed => "closed",
-        }
-    }
+named_enum!(
+    SessionState,
+    "`\"safe\"`, `\"jeopardy\"`, `\"expired\"` or `\"closed\"`.",
+    { Safe => "safe", Jeopardy => "jeopardy", Expired => "expired", Closed => "closed" }
+);
 
+impl SessionState {
     /// Whether the session may still be used (safe, or in jeopardy and possibly coming
     /// back).
     pub fn is_live(self) -> bool {
         matches!(self, SessionState::Safe | SessionState::Jeopardy)
-    }
-}
-
-impl fmt::Display for SessionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
