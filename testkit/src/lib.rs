@@ -64,6 +64,19 @@ pub struct CellBuilder {
 }
 
 impl CellBuilder {
+    /// A builder with the same settings, for another cell: everything but the listener,
+    /// which can serve one cell only.
+    pub(crate) fn same_settings(&self) -> CellBuilder {
+        CellBuilder {
+            core: self.core.clone(),
+            data: self.data.clone(),
+            memory: self.memory,
+            admin: self.admin,
+            listen: self.listen,
+            listener: None,
+            meta: self.meta.clone(),
+        }
+    }
     /// A data cell of a partitioned deployment whose meta cell is at `addrs`.
     pub fn meta(mut self, addrs: Vec<String>) -> Self {
         self.meta = addrs;

@@ -24,6 +24,7 @@ impl Proxy {
 }
 
 /// Settings of a test proxy.
+#[derive(Clone)]
 pub struct ProxyBuilder {
     cells: Vec<CellAddrs>,
     client_lease: Option<Duration>,
