@@ -8,6 +8,25 @@
 //! Every harness binds before it spawns, so its address is known and connectable by the
 //! time the builder returns.
 
+/// The address accessors every running server harness has ([`TestCell`], [`TestProxy`]),
+/// for a struct with fields `addr: SocketAddr` and `admin: Option<SocketAddr>`.
+macro_rules! server_addresses {
+    () => {
+        /// `HOST:PORT` of the gRPC service.
+        pub fn addr(&self) -> String {
+            self.addr.to_string()
+        }
+        /// The endpoint list a client is given.
+        pub fn endpoints(&self) -> Vec<String> {
+            vec![self.addr()]
+        }
+        /// The admin HTTP endpoint's address, when it was asked for.
+        pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+            self.admin
+        }
+    };
+}
+
 pub mod bridge;
 pub mod deployment;
 pub mod etcd;
@@ -231,17 +250,7 @@ impl TestCell {
     pub fn name(&self) -> &str {
         &self.name
     }
-    /// `HOST:PORT` of the gRPC service.
-    pub fn addr(&self) -> String {
-        self.addr.to_string()
-    }
-    /// The endpoint list a client is given.
-    pub fn endpoints(&self) -> Vec<String> {
-        vec![self.addr()]
-    }
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin
-    }
+    server_addresses!();
     pub fn handle(&self) -> &CellHandle {
         &self.handle
     }

@@ -134,15 +134,7 @@ pub struct TestProxy {
 }
 
 impl TestProxy {
-    pub fn addr(&self) -> String {
-        self.addr.to_string()
-    }
-    pub fn endpoints(&self) -> Vec<String> {
-        vec![self.addr()]
-    }
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin
-    }
+    server_addresses!();
     /// Graceful stop.
     pub async fn stop(mut self) -> Result<(), ProxyError> {
         self.server.stop().await
