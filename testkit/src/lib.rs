@@ -53,6 +53,18 @@ use warren_cell::store::embedded::EmbeddedStore;
 use warren_cell::store::memory::MemoryStore;
 use warren_cell::store::Store;
 
+/// [`CellBuilder`] setters that each store their argument in the cell's [`CoreConfig`]
+/// field of the same name.
+macro_rules! core_setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty;)+) => {$(
+        $(#[$doc])*
+        pub fn $field(mut self, value: $ty) -> Self {
+            self.core.$field = value;
+            self
+        }
+    )+};
+}
+
 /// Entry point for in-process cells.
 pub struct Cell;
 
@@ -126,25 +138,16 @@ impl CellBuilder {
         self.core.reply_before_end = (lease / 4).min(Duration::from_secs(1));
         self
     }
-    /// Lease the cell grants proxy sessions (default 20 s).
-    pub fn proxy_lease(mut self, d: Duration) -> Self {
-        self.core.proxy_lease = d;
-        self
-    }
-    /// How long the client sessions of an ended proxy session wait to be claimed
-    /// (default 60 s).
-    pub fn claim_window(mut self, d: Duration) -> Self {
-        self.core.claim_window = d;
-        self
-    }
-    /// How long after a failover unclaimed ephemeral nodes live (SPEC default 60 s).
-    pub fn ephemeral_cleanup(mut self, d: Duration) -> Self {
-        self.core.ephemeral_cleanup = d;
-        self
-    }
-    pub fn max_file_size(mut self, n: usize) -> Self {
-        self.core.max_file_size = n;
-        self
+    core_setters! {
+        /// Lease the cell grants proxy sessions (default 20 s).
+        proxy_lease: Duration;
+        /// How long the client sessions of an ended proxy session wait to be claimed
+        /// (default 60 s).
+        claim_window: Duration;
+        /// How long after a failover unclaimed ephemeral nodes live (SPEC default 60 s).
+        ephemeral_cleanup: Duration;
+        /// Largest file contents the cell accepts, in bytes.
+        max_file_size: usize;
     }
     /// Use (and keep) this directory for the embedded store.
     pub fn data_dir(mut self, dir: &Path) -> Self {
