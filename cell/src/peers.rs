@@ -21,12 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use warren_client::lease::{AckWatermark, Lease};
+use warren_client::rpc::Rpc;
 use warren_client::transport::{master_via, Conn};
 use warren_client::{ClientOptions, OpenOptions};
 use warren_proto::pb;
-use warren_proto::pb::warren_client::WarrenClient;
 use warren_proto::{ErrorCode, WarrenError};
 
 /// Bound on each call to another cell.
@@ -153,11 +152,7 @@ impl PeerSession {
 
     /// Runs one call with retries on a new epoch, a new master, a failover or a transport
     /// failure, within [`CALL_BUDGET`]. Every call the steps make is safe to repeat.
-    async fn call<R, F, Fut>(&self, map_epoch: u64, make: F) -> Result<R, WarrenError>
-    where
-        F: Fn(WarrenClient<Channel>, pb::SessionContext) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
-    {
+    async fn call<Q: Rpc>(&self, map_epoch: u64, request: Q) -> Result<Q::Reply, WarrenError> {
         let started = Instant::now();
         loop {
             let (client, ctx) = {
@@ -166,7 +161,8 @@ impl PeerSession {
                 ctx.map_epoch = map_epoch;
                 (st.conn.client.clone(), ctx)
             };
-            let err = match tokio::time::timeout(CALL_TIMEOUT, make(client, ctx)).await {
+            let sent = request.with_ctx(ctx).send(client);
+            let err = match tokio::time::timeout(CALL_TIMEOUT, sent).await {
                 Ok(Ok(r)) => return Ok(r.into_inner()),
                 Ok(Err(status)) => WarrenError::from_status(&status),
                 Err(_) => None,
@@ -206,26 +202,15 @@ impl PeerSession {
         map_epoch: u64,
         req: pb::OpenRequest,
     ) -> Result<pb::OpenResponse, WarrenError> {
-        self.call(map_epoch, |mut c, ctx| {
-            let req = pb::OpenRequest {
-                ctx: Some(ctx),
-                ..req.clone()
-            };
-            async move { c.open(req).await }
-        })
-        .await
+        self.call(map_epoch, req).await
     }
 
     pub(crate) async fn delete(&self, map_epoch: u64, handle: &[u8]) -> Result<(), WarrenError> {
-        self.call(map_epoch, |mut c, ctx| {
-            let req = pb::DeleteRequest {
-                ctx: Some(ctx),
-                handle: handle.to_vec(),
-            };
-            async move { c.delete(req).await }
-        })
-        .await
-        .map(|_| ())
+        let req = pb::DeleteRequest {
+            ctx: None,
+            handle: handle.to_vec(),
+        };
+        self.call(map_epoch, req).await.map(|_| ())
     }
 
     /// Ends the session (`CloseSession`, one try, bounded): a cell restarted later then
@@ -245,15 +230,11 @@ impl PeerSession {
 
     /// Closes a handle (never fails; a handle left open dies with the session).
     pub(crate) async fn close(&self, map_epoch: u64, handle: &[u8]) {
-        let _ = self
-            .call(map_epoch, |mut c, ctx| {
-                let req = pb::CloseRequest {
-                    ctx: Some(ctx),
-                    handle: handle.to_vec(),
-                };
-                async move { c.close(req).await }
-            })
-            .await;
+        let req = pb::CloseRequest {
+            ctx: None,
+            handle: handle.to_vec(),
+        };
+        let _ = self.call(map_epoch, req).await;
     }
 }
 

@@ -8,7 +8,8 @@
 use crate::cache::{Cache, ServerHandle, Ticket};
 use crate::error::Error;
 use crate::options::OpenOptions;
-use crate::session::{lock, read_through, CallPolicy, Session};
+use crate::rpc::Rpc;
+use crate::session::{lock, CallPolicy, Session};
 use crate::types::{
     required_sequencer, required_stat, AclNames, DirEntry, LockMode, NodeKind, Sequencer, Stat,
 };
@@ -17,9 +18,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 use warren_proto::pb;
-use warren_proto::pb::warren_client::WarrenClient;
 
 /// What `Open` said besides the handle.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,11 +84,13 @@ impl Handle {
         lock(&self.server).clone()
     }
 
+    /// The master's handle bytes, for a request about this handle.
+    fn token(&self) -> Vec<u8> {
+        self.server().token.clone()
+    }
+
     fn policy(&self, idempotent: bool) -> CallPolicy {
-        CallPolicy {
-            timeout: Some(self.session.shared().rpc_timeout()),
-            idempotent,
-        }
+        self.session.shared().policy(idempotent)
     }
 
     fn poison_error(&self) -> Error {
@@ -103,29 +104,29 @@ impl Handle {
         self.options.can_read() && !self.server().is_sequenced()
     }
 
+    /// Sends one idempotent call about this handle, bounded by the default timeout (see
+    /// [`call_with`](Self::call_with)).
+    async fn call<Q: Rpc>(&self, request: Q) -> Result<Q::Reply, Error> {
+        self.call_with(self.policy(true), request).await
+    }
+
     /// Sends one call about this handle with the session's retry rules; fails at once,
     /// or as soon as it happens, when the handle is poisoned.
-    async fn call<R, F, Fut>(&self, policy: CallPolicy, mut make: F) -> Result<R, Error>
-    where
-        F: FnMut(WarrenClient<Channel>, pb::SessionContext, Vec<u8>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
-    {
+    async fn call_with<Q: Rpc>(&self, policy: CallPolicy, request: Q) -> Result<Q::Reply, Error> {
         let mut poisoned = self.poisoned.subscribe();
         if *poisoned.borrow_and_update() {
             return Err(self.poison_error());
         }
-        let token = self.server().token.clone();
-        let call = self
-            .session
-            .shared()
-            .call(policy, |c, ctx| make(c, ctx, token.clone()));
+        let call = self.session.shared().call(policy, request);
         tokio::select! {
             r = call => r,
             _ = poisoned.wait_for(|p| *p) => Err(self.poison_error()),
         }
     }
 
-    /// Reads through the cache: fails when poisoned, else see `session::read_through`.
+    /// Reads through the cache; fails when poisoned. `lookup` answers from the cache when
+    /// `use_cache` allows; otherwise `fetch` asks the master and `fill` caches its
+    /// (cacheable) answer.
     async fn read<T, L, Fe, Fut, Fi>(
         &self,
         use_cache: bool,
@@ -142,7 +143,21 @@ impl Handle {
         if *self.poisoned.borrow() {
             return Err(self.poison_error());
         }
-        read_through(self.session.shared(), use_cache, lookup, fetch, fill).await
+        let shared = self.session.shared();
+        if use_cache {
+            shared.admit().await?;
+            if let Some(hit) = shared.cached(lookup).flatten() {
+                return Ok(hit);
+            }
+        } else {
+            shared.with_cache(Cache::note_miss);
+        }
+        let ticket = shared.ticket();
+        let (value, cacheable) = fetch().await?;
+        if cacheable {
+            shared.with_cache(|c| fill(c, ticket, &value));
+        }
+        Ok(value)
     }
 
     /// Reads the whole file and its metadata.
@@ -153,15 +168,11 @@ impl Handle {
             self.reads_from_cache(),
             |c| c.contents(path, instance),
             || async {
-                let reply = self
-                    .call(self.policy(true), |mut c, ctx, handle| {
-                        let request = pb::GetContentsAndStatRequest {
-                            ctx: Some(ctx),
-                            handle,
-                        };
-                        async move { c.get_contents_and_stat(request).await }
-                    })
-                    .await?;
+                let request = pb::GetContentsAndStatRequest {
+                    handle: self.token(),
+                    ..Default::default()
+                };
+                let reply = self.call(request).await?;
                 let stat = required_stat(reply.stat, "GetContentsAndStat")?;
                 Ok(((reply.contents, stat), reply.cacheable))
             },
@@ -181,15 +192,11 @@ impl Handle {
             !self.server().is_sequenced(),
             |c| c.stat(path, instance),
             || async {
-                let reply = self
-                    .call(self.policy(true), |mut c, ctx, handle| {
-                        let request = pb::GetStatRequest {
-                            ctx: Some(ctx),
-                            handle,
-                        };
-                        async move { c.get_stat(request).await }
-                    })
-                    .await?;
+                let request = pb::GetStatRequest {
+                    handle: self.token(),
+                    ..Default::default()
+                };
+                let reply = self.call(request).await?;
                 Ok((required_stat(reply.stat, "GetStat")?, reply.cacheable))
             },
             |c, ticket, stat| c.fill_stat(ticket, path, stat),
@@ -198,15 +205,11 @@ impl Handle {
     }
 
     async fn fetch_dir(&self) -> Result<(Vec<DirEntry>, Option<Stat>, bool), Error> {
-        let reply = self
-            .call(self.policy(true), |mut c, ctx, handle| {
-                let request = pb::ReadDirRequest {
-                    ctx: Some(ctx),
-                    handle,
-                };
-                async move { c.read_dir(request).await }
-            })
-            .await?;
+        let request = pb::ReadDirRequest {
+            handle: self.token(),
+            ..Default::default()
+        };
+        let reply = self.call(request).await?;
         let entries = reply
             .entries
             .into_iter()
@@ -263,17 +266,13 @@ impl Handle {
         // A compare-and-swap sent twice fails the second time, so only a plain write is
         // re-sent after a transport failure.
         let policy = self.policy(if_generation.is_none());
-        let result = self
-            .call(policy, |mut c, ctx, handle| {
-                let request = pb::SetContentsRequest {
-                    ctx: Some(ctx),
-                    handle,
-                    contents: data.clone(),
-                    if_content_generation: if_generation,
-                };
-                async move { c.set_contents(request).await }
-            })
-            .await;
+        let request = pb::SetContentsRequest {
+            ctx: None,
+            handle: self.token(),
+            contents: data,
+            if_content_generation: if_generation,
+        };
+        let result = self.call_with(policy, request).await;
         // Whatever the outcome, the write may have happened: drop our copy.
         self.session.shared().with_cache(|c| c.wrote(&self.path));
         required_stat(result?.stat, "SetContents")
@@ -296,32 +295,23 @@ impl Handle {
 
     /// Replaces the node's ACL names; returns the new metadata.
     pub async fn set_acl(&self, acl: AclNames) -> Result<Stat, Error> {
-        let acl = pb::AclNames::from(acl);
-        let result = self
-            .call(self.policy(true), |mut c, ctx, handle| {
-                let request = pb::SetAclRequest {
-                    ctx: Some(ctx),
-                    handle,
-                    acl: Some(acl.clone()),
-                };
-                async move { c.set_acl(request).await }
-            })
-            .await;
+        let request = pb::SetAclRequest {
+            ctx: None,
+            handle: self.token(),
+            acl: Some(acl.into()),
+        };
+        let result = self.call(request).await;
         self.session.shared().with_cache(|c| c.wrote(&self.path));
         required_stat(result?.stat, "SetAcl")
     }
 
     /// Deletes the node (a directory only when empty).
     pub async fn delete(&self) -> Result<(), Error> {
-        let result = self
-            .call(self.policy(false), |mut c, ctx, handle| {
-                let request = pb::DeleteRequest {
-                    ctx: Some(ctx),
-                    handle,
-                };
-                async move { c.delete(request).await }
-            })
-            .await;
+        let request = pb::DeleteRequest {
+            handle: self.token(),
+            ..Default::default()
+        };
+        let result = self.call_with(self.policy(false), request).await;
         self.session.shared().with_cache(|c| {
             c.wrote(&self.path);
             if let Some((parent, _)) = self.path.rsplit_once('/') {
@@ -349,60 +339,44 @@ impl Handle {
             timeout: timeout.map(|t| t.saturating_add(rpc_timeout)),
             idempotent: true,
         };
-        let reply = self
-            .call(policy, |mut c, ctx, handle| {
-                let request = pb::AcquireRequest {
-                    ctx: Some(ctx),
-                    handle,
-                    mode: pb::LockMode::from(mode) as i32,
-                    timeout_ms,
-                };
-                async move { c.acquire(request).await }
-            })
-            .await?;
+        let request = pb::AcquireRequest {
+            ctx: None,
+            handle: self.token(),
+            mode: pb::LockMode::from(mode) as i32,
+            timeout_ms,
+        };
+        let reply = self.call_with(policy, request).await?;
         required_sequencer(reply.sequencer, "Acquire")
     }
 
     /// Acquires the node's lock in `mode` if that is possible at once; else `LOCK_HELD`.
     pub async fn try_acquire(&self, mode: LockMode) -> Result<Sequencer, Error> {
-        let reply = self
-            .call(self.policy(true), |mut c, ctx, handle| {
-                let request = pb::TryAcquireRequest {
-                    ctx: Some(ctx),
-                    handle,
-                    mode: pb::LockMode::from(mode) as i32,
-                };
-                async move { c.try_acquire(request).await }
-            })
-            .await?;
+        let request = pb::TryAcquireRequest {
+            ctx: None,
+            handle: self.token(),
+            mode: pb::LockMode::from(mode) as i32,
+        };
+        let reply = self.call(request).await?;
         required_sequencer(reply.sequencer, "TryAcquire")
     }
 
     /// Releases the lock held through this handle; says whether it was held.
     pub async fn release(&self) -> Result<bool, Error> {
-        let reply = self
-            .call(self.policy(true), |mut c, ctx, handle| {
-                let request = pb::ReleaseRequest {
-                    ctx: Some(ctx),
-                    handle,
-                };
-                async move { c.release(request).await }
-            })
-            .await?;
+        let request = pb::ReleaseRequest {
+            handle: self.token(),
+            ..Default::default()
+        };
+        let reply = self.call(request).await?;
         Ok(reply.was_held)
     }
 
     /// The sequencer of the lock held through this handle.
     pub async fn get_sequencer(&self) -> Result<Sequencer, Error> {
-        let reply = self
-            .call(self.policy(true), |mut c, ctx, handle| {
-                let request = pb::GetSequencerRequest {
-                    ctx: Some(ctx),
-                    handle,
-                };
-                async move { c.get_sequencer(request).await }
-            })
-            .await?;
+        let request = pb::GetSequencerRequest {
+            handle: self.token(),
+            ..Default::default()
+        };
+        let reply = self.call(request).await?;
         required_sequencer(reply.sequencer, "GetSequencer")
     }
 
@@ -414,15 +388,12 @@ impl Handle {
         wire.path = self.session.full_path(&sequencer.path)?;
         self.make_private().await?;
         self.server().mark_sequenced();
-        self.call(self.policy(true), |mut c, ctx, handle| {
-            let request = pb::SetSequencerRequest {
-                ctx: Some(ctx),
-                handle,
-                sequencer: Some(wire.clone()),
-            };
-            async move { c.set_sequencer(request).await }
-        })
-        .await?;
+        let request = pb::SetSequencerRequest {
+            ctx: None,
+            handle: self.token(),
+            sequencer: Some(wire),
+        };
+        self.call(request).await?;
         Ok(())
     }
 
@@ -437,15 +408,7 @@ impl Handle {
         let request = self
             .options
             .to_request(self.path.clone(), pb::SessionContext::default())?;
-        let reply = self
-            .call(self.policy(true), |mut c, ctx, _| {
-                let request = pb::OpenRequest {
-                    ctx: Some(ctx),
-                    ..request.clone()
-                };
-                async move { c.open(request).await }
-            })
-            .await?;
+        let reply = self.call(request).await?;
         if reply.handle.is_empty() {
             return Err(Error::Protocol("Open reply has no handle".into()));
         }
@@ -486,20 +449,12 @@ impl Handle {
 /// Sends `Close` for `token`, with the session's retry rules; failures only mean the
 /// session has ended (which closes everything).
 async fn close_at_master(session: &Session, token: &[u8], path: &str) {
-    let policy = CallPolicy {
-        timeout: Some(session.shared().rpc_timeout()),
-        idempotent: true,
+    let shared = session.shared();
+    let request = pb::CloseRequest {
+        ctx: None,
+        handle: token.to_vec(),
     };
-    let result = session
-        .shared()
-        .call(policy, |mut c, ctx| {
-            let request = pb::CloseRequest {
-                ctx: Some(ctx),
-                handle: token.to_vec(),
-            };
-            async move { c.close(request).await }
-        })
-        .await;
+    let result = shared.call(shared.policy(true), request).await;
     if let Err(e) = result {
         tracing::debug!(%path, %e, "Close not delivered; the session's end cleans up");
     }

@@ -81,6 +81,7 @@ mod options;
 mod path;
 mod proxies;
 mod routed;
+pub mod rpc;
 mod session;
 pub mod transport;
 pub mod types;

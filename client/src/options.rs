@@ -8,6 +8,17 @@ use crate::types::{AclNames, EventMask, NodeKind};
 use std::time::Duration;
 use warren_proto::pb;
 
+/// Builder setters that each store their argument in the field of the same name.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident($arg:ident: $ty:ty);)+) => {$(
+        $(#[$doc])*
+        pub fn $field(mut self, $arg: $ty) -> Self {
+            self.$field = $arg;
+            self
+        }
+    )+};
+}
+
 /// How a [`Session`](crate::Session) connects and keeps itself alive.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -105,40 +116,23 @@ impl ClientOptions {
         Self::new(proxies).via_proxies(true)
     }
 
-    /// Says whether the endpoints are proxies (see the [field](Self::via_proxies)).
-    pub fn via_proxies(mut self, proxies: bool) -> Self {
-        self.via_proxies = proxies;
-        self
-    }
-
     /// Sets the principal.
     pub fn principal(mut self, principal: impl Into<String>) -> Self {
         self.principal = principal.into();
         self
     }
 
-    /// Sets the timeout of ordinary calls.
-    pub fn rpc_timeout(mut self, timeout: Duration) -> Self {
-        self.rpc_timeout = timeout;
-        self
-    }
-
-    /// Sets ρ, the allowed clock-rate drift.
-    pub fn clock_drift(mut self, rho: f64) -> Self {
-        self.clock_drift = rho;
-        self
-    }
-
-    /// Sets the grace period.
-    pub fn grace_period(mut self, grace: Duration) -> Self {
-        self.grace_period = grace;
-        self
-    }
-
-    /// Turns the cache on or off.
-    pub fn cache(mut self, enabled: bool) -> Self {
-        self.cache = enabled;
-        self
+    setters! {
+        /// Says whether the endpoints are proxies (see the [field](Self::via_proxies)).
+        via_proxies(proxies: bool);
+        /// Sets the timeout of ordinary calls.
+        rpc_timeout(timeout: Duration);
+        /// Sets ρ, the allowed clock-rate drift.
+        clock_drift(rho: f64);
+        /// Sets the grace period.
+        grace_period(grace: Duration);
+        /// Turns the cache on or off.
+        cache(enabled: bool);
     }
 
     /// Checks the options; the error names the field and the fix.

@@ -11,6 +11,49 @@ use std::ops::{BitOr, BitOrAssign};
 use std::str::FromStr;
 use warren_proto::pb;
 
+/// The text names of a domain enum, from one table of variants and names: `as_str`
+/// (documented with the given line) and `Display`. With `wire`, the enum mirrors the wire
+/// enum of the same name and variants: also `from_wire` (an unknown value is a protocol
+/// error naming `what`) and `From<Self>` for the wire enum.
+macro_rules! named_enum {
+    ($name:ident, $doc:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $name {
+            #[doc = $doc]
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+    ($name:ident, $doc:literal, { $($variant:ident => $text:literal),+ $(,)? }, wire $what:literal) => {
+        named_enum!($name, $doc, { $($variant => $text),+ });
+
+        impl $name {
+            fn from_wire(raw: i32) -> Result<Self, Error> {
+                match pb::$name::try_from(raw) {
+                    $(Ok(pb::$name::$variant) => Ok($name::$variant),)+
+                    _ => Err(Error::Protocol(format!(concat!("unknown ", $what, " {}"), raw))),
+                }
+            }
+        }
+
+        impl From<$name> for pb::$name {
+            fn from(value: $name) -> Self {
+                match value {
+                    $($name::$variant => pb::$name::$variant,)+
+                }
+            }
+        }
+    };
+}
+
 /// Whether a node is a file or a directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NodeKind {
@@ -20,38 +63,12 @@ pub enum NodeKind {
     Directory,
 }
 
-impl NodeKind {
-    /// `"file"` or `"directory"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeKind::File => "file",
-            NodeKind::Directory => "directory",
-        }
-    }
-
-    fn from_wire(raw: i32) -> Result<Self, Error> {
-        match pb::NodeKind::try_from(raw) {
-            Ok(pb::NodeKind::File) => Ok(NodeKind::File),
-            Ok(pb::NodeKind::Directory) => Ok(NodeKind::Directory),
-            _ => Err(Error::Protocol(format!("unknown node kind {raw}"))),
-        }
-    }
-}
-
-impl fmt::Display for NodeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<NodeKind> for pb::NodeKind {
-    fn from(kind: NodeKind) -> Self {
-        match kind {
-            NodeKind::File => pb::NodeKind::File,
-            NodeKind::Directory => pb::NodeKind::Directory,
-        }
-    }
-}
+named_enum!(
+    NodeKind,
+    "`\"file\"` or `\"directory\"`.",
+    { File => "file", Directory => "directory" },
+    wire "node kind"
+);
 
 /// Names of the ACL files (in `/ls/<deployment>/acl/`) that govern a node. An empty name
 /// restricts nobody.
@@ -168,43 +185,19 @@ pub enum LockMode {
     Shared,
 }
 
-impl LockMode {
-    /// `"exclusive"` or `"shared"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LockMode::Exclusive => "exclusive",
-            LockMode::Shared => "shared",
-        }
-    }
+named_enum!(
+    LockMode,
+    "`\"exclusive\"` or `\"shared\"`.",
+    { Exclusive => "exclusive", Shared => "shared" },
+    wire "lock mode"
+);
 
+impl LockMode {
     /// The letter used in a sequencer's text form: `x` or `s`.
     pub fn letter(self) -> char {
         match self {
             LockMode::Exclusive => 'x',
             LockMode::Shared => 's',
-        }
-    }
-
-    fn from_wire(raw: i32) -> Result<Self, Error> {
-        match pb::LockMode::try_from(raw) {
-            Ok(pb::LockMode::Exclusive) => Ok(LockMode::Exclusive),
-            Ok(pb::LockMode::Shared) => Ok(LockMode::Shared),
-            _ => Err(Error::Protocol(format!("unknown lock mode {raw}"))),
-        }
-    }
-}
-
-impl fmt::Display for LockMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<LockMode> for pb::LockMode {
-    fn from(mode: LockMode) -> Self {
-        match mode {
-            LockMode::Exclusive => pb::LockMode::Exclusive,
-            LockMode::Shared => pb::LockMode::Shared,
         }
     }
 }
@@ -387,22 +380,11 @@ pub enum ChildChange {
     Modified,
 }
 
-impl ChildChange {
-    /// `"added"`, `"removed"` or `"modified"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChildChange::Added => "added",
-            ChildChange::Removed => "removed",
-            ChildChange::Modified => "modified",
-        }
-    }
-}
-
-impl fmt::Display for ChildChange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+named_enum!(
+    ChildChange,
+    "`\"added\"`, `\"removed\"` or `\"modified\"`.",
+    { Added => "added", Removed => "removed", Modified => "modified" }
+);
 
 /// An event delivered to the application, each exactly once per subscriber.
 ///
@@ -523,27 +505,17 @@ pub enum SessionState {
     Closed,
 }
 
-impl SessionState {
-    /// `"safe"`, `"jeopardy"`, `"expired"` or `"closed"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionState::Safe => "safe",
-            SessionState::Jeopardy => "jeopardy",
-            SessionState::Expired => "expired",
-            SessionState::Closed => "closed",
-        }
-    }
+named_enum!(
+    SessionState,
+    "`\"safe\"`, `\"jeopardy\"`, `\"expired\"` or `\"closed\"`.",
+    { Safe => "safe", Jeopardy => "jeopardy", Expired => "expired", Closed => "closed" }
+);
 
+impl SessionState {
     /// Whether the session may still be used (safe, or in jeopardy and possibly coming
     /// back).
     pub fn is_live(self) -> bool {
         matches!(self, SessionState::Safe | SessionState::Jeopardy)
-    }
-}
-
-impl fmt::Display for SessionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -730,224 +702,4 @@ impl fmt::Debug for SessionId {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn seq() -> Sequencer {
-        Sequencer {
-            path: "/ls/local/jobs/leader".into(),
-            mode: LockMode::Exclusive,
-            instance: 3,
-            lock_generation: 17,
-        }
-    }
-
-    #[test]
-    fn sequencer_text_round_trips() {
-        let s = seq();
-        assert_eq!(s.to_string(), "/ls/local/jobs/leader:x:3:17");
-        assert_eq!(s.to_string().parse::<Sequencer>(), Ok(s.clone()));
-        let shared = Sequencer {
-            mode: LockMode::Shared,
-            ..s
-        };
-        assert_eq!(shared.to_string(), "/ls/local/jobs/leader:s:3:17");
-        assert_eq!(shared.to_string().parse::<Sequencer>(), Ok(shared));
-    }
-
-    #[test]
-    fn sequencer_text_rejects_garbage() {
-        for bad in [
-            "",
-            "/a:x:1",
-            "/a:x:1:2:3",
-            "a:x:1:2",
-            "/a:q:1:2",
-            "/a:X:1:2",
-            "/a:x:one:2",
-            "/a:x:1:-2",
-            "/a:x:1:18446744073709551616",
-            ":x:1:2",
-        ] {
-            let e = bad.parse::<Sequencer>().expect_err(bad);
-            assert_eq!(e.code_name(), "INVALID_ARGUMENT", "{bad}");
-            assert!(e.message().contains("<path>:<x|s>"), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn sequencer_wire_round_trips() {
-        let s = seq();
-        let wire = pb::Sequencer::from(&s);
-        assert_eq!(wire.mode, pb::LockMode::Exclusive as i32);
-        assert_eq!(Sequencer::try_from(wire), Ok(s));
-    }
-
-    #[test]
-    fn sequencer_from_wire_needs_mode_and_path() {
-        let mut wire = pb::Sequencer::from(&seq());
-        wire.mode = 0;
-        assert!(matches!(
-            Sequencer::try_from(wire.clone()),
-            Err(Error::Protocol(_))
-        ));
-        wire.mode = 99;
-        assert!(matches!(
-            Sequencer::try_from(wire.clone()),
-            Err(Error::Protocol(_))
-        ));
-        wire.mode = 2;
-        wire.path.clear();
-        assert!(matches!(Sequencer::try_from(wire), Err(Error::Protocol(_))));
-        assert!(matches!(
-            required_sequencer(None, "Acquire"),
-            Err(Error::Protocol(_))
-        ));
-    }
-
-    #[test]
-    fn stat_from_wire() {
-        let wire = pb::Stat {
-            cell: "c1".into(),
-            kind: pb::NodeKind::File as i32,
-            instance: 1,
-            content_generation: 2,
-            lock_generation: 3,
-            acl_generation: 4,
-            checksum: 5,
-            acl: None,
-            ephemeral: true,
-            child_count: 0,
-            length: 9,
-        };
-        let stat = Stat::try_from(wire.clone()).expect("valid stat");
-        assert_eq!(stat.kind, NodeKind::File);
-        assert_eq!(stat.acl, AclNames::default());
-        assert_eq!(
-            (stat.instance, stat.content_generation, stat.length),
-            (1, 2, 9)
-        );
-        assert!(stat.ephemeral);
-        let bad = pb::Stat { kind: 0, ..wire };
-        assert!(matches!(Stat::try_from(bad), Err(Error::Protocol(_))));
-        assert!(matches!(
-            required_stat(None, "GetStat"),
-            Err(Error::Protocol(_))
-        ));
-    }
-
-    #[test]
-    fn dir_entry_needs_name_and_stat() {
-        assert!(DirEntry::try_from(pb::DirEntry {
-            name: "a".into(),
-            stat: None
-        })
-        .is_err());
-        let stat = pb::Stat {
-            kind: pb::NodeKind::Directory as i32,
-            ..Default::default()
-        };
-        assert!(DirEntry::try_from(pb::DirEntry {
-            name: String::new(),
-            stat: Some(stat.clone())
-        })
-        .is_err());
-        let e = DirEntry::try_from(pb::DirEntry {
-            name: "a".into(),
-            stat: Some(stat),
-        })
-        .expect("valid entry");
-        assert_eq!(e.stat.kind, NodeKind::Directory);
-    }
-
-    #[test]
-    fn acl_round_trips() {
-        let acl = AclNames {
-            read: "r".into(),
-            write: "w".into(),
-            change_acl: "c".into(),
-        };
-        assert_eq!(AclNames::from(pb::AclNames::from(acl.clone())), acl);
-    }
-
-    fn wire_event(t: pb::EventType, path: &str) -> pb::Event {
-        pb::Event {
-            seq: 1,
-            r#type: t as i32,
-            handle: vec![],
-            path: path.into(),
-            child: String::new(),
-            child_change: 0,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn events_from_wire() {
-        let n = |e: &pb::Event| Notification::try_from(e);
-        assert_eq!(
-            n(&wire_event(pb::EventType::ContentsModified, "/ls/l/a")),
-            Ok(Notification::App(Event::ContentsModified {
-                path: "/ls/l/a".into()
-            }))
-        );
-        assert_eq!(
-            n(&wire_event(pb::EventType::Invalidate, "/ls/l/a")),
-            Ok(Notification::Invalidate("/ls/l/a".into()))
-        );
-        assert_eq!(
-            n(&wire_event(pb::EventType::MasterFailover, "")),
-            Ok(Notification::App(Event::MasterFailover))
-        );
-        let mut child = wire_event(pb::EventType::ChildChanged, "/ls/l/d");
-        child.child = "x".into();
-        child.child_change = pb::ChildChange::Added as i32;
-        let event = match n(&child) {
-            Ok(Notification::App(e)) => e,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(event.to_string(), "child_changed /ls/l/d added x");
-        // Malformed events are errors, not panics.
-        assert!(n(&wire_event(pb::EventType::LockAcquired, "")).is_err());
-        assert!(n(&wire_event(pb::EventType::Unspecified, "/a")).is_err());
-        child.child_change = 0;
-        assert!(n(&child).is_err());
-        let mut unknown = wire_event(pb::EventType::ContentsModified, "/a");
-        unknown.r#type = 42;
-        assert!(n(&unknown).is_err());
-    }
-
-    #[test]
-    fn event_lines() {
-        assert_eq!(
-            Event::ContentsModified {
-                path: "/ls/local/a".into()
-            }
-            .to_string(),
-            "contents_modified /ls/local/a"
-        );
-        assert_eq!(Event::MasterFailover.to_string(), "master_failover");
-        assert_eq!(Event::Expired.to_string(), "expired");
-        assert_eq!(Event::Jeopardy.to_string(), "jeopardy");
-        assert_eq!(Event::Safe.to_string(), "safe");
-        assert_eq!(Event::Safe.path(), None);
-    }
-
-    #[test]
-    fn event_mask_bits() {
-        let m = EventMask::CONTENTS_MODIFIED | EventMask::LOCK_ACQUIRED;
-        assert_eq!(m.bits(), 1 | 16);
-        assert!(m.contains(EventMask::LOCK_ACQUIRED));
-        assert!(!m.contains(EventMask::CHILD_CHANGED));
-        assert_eq!(EventMask::ALL.bits(), 63);
-        assert_eq!(EventMask::from_bits_truncate(0xffff), EventMask::ALL);
-        assert!(EventMask::default().is_empty());
-    }
-
-    #[test]
-    fn session_id_checks_length() {
-        assert!(SessionId::try_from(&[1u8; 15][..]).is_err());
-        let id = SessionId::try_from(&[0xabu8; 16][..]).expect("16 bytes");
-        assert_eq!(id.to_string(), "ab".repeat(16));
-    }
-}
+mod tests;

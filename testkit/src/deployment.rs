@@ -20,6 +20,7 @@ use warren_client::{admin, ClientOptions, OpenOptions, Session};
 use warren_config::layout::{self, Layout};
 use warren_router::PartitionMap;
 
+use crate::proxy::ProxyBuilder;
 use crate::{Cell, CellBuilder, Proxy, TestCell, TestProxy};
 
 /// The deployment name of test deployments (`/ls/local/…`).
@@ -44,11 +45,11 @@ pub struct DeploymentBuilder {
     cells: usize,
     proxies: usize,
     slots: u32,
-    lease: Option<Duration>,
-    proxy_lease: Option<Duration>,
-    claim_window: Option<Duration>,
-    client_lease: Option<Duration>,
-    admin: bool,
+    /// What every cell (meta and data) is built from; each gets its name, and a data cell
+    /// the meta cell's addresses and its listener.
+    cell: CellBuilder,
+    /// What every proxy is built from; each gets the meta cell's addresses.
+    proxy: ProxyBuilder,
 }
 
 impl Deployment {
@@ -57,11 +58,8 @@ impl Deployment {
             cells: 3,
             proxies: 1,
             slots: warren_router::DEFAULT_SLOTS,
-            lease: None,
-            proxy_lease: None,
-            claim_window: None,
-            client_lease: None,
-            admin: false,
+            cell: Cell::builder().deployment(DEPLOYMENT),
+            proxy: Proxy::builder(),
         }
     }
 
@@ -213,45 +211,33 @@ impl DeploymentBuilder {
     }
     /// Session lease of every cell (meta and data), as [`CellBuilder::lease`].
     pub fn lease(mut self, d: Duration) -> Self {
-        self.lease = Some(d);
+        self.cell = self.cell.lease(d);
         self
     }
     /// Lease every cell grants proxy sessions, as [`CellBuilder::proxy_lease`].
     pub fn proxy_lease(mut self, d: Duration) -> Self {
-        self.proxy_lease = Some(d);
+        self.cell = self.cell.proxy_lease(d);
         self
     }
     /// Claim window of every cell, as [`CellBuilder::claim_window`].
     pub fn claim_window(mut self, d: Duration) -> Self {
-        self.claim_window = Some(d);
+        self.cell = self.cell.claim_window(d);
         self
     }
-    /// Lease the proxies grant clients, as [`crate::proxy::ProxyBuilder::client_lease`].
+    /// Lease the proxies grant clients, as [`ProxyBuilder::client_lease`].
     pub fn client_lease(mut self, d: Duration) -> Self {
-        self.client_lease = Some(d);
+        self.proxy = self.proxy.client_lease(d);
         self
     }
     /// Serve the admin HTTP endpoint on every cell and proxy.
     pub fn admin(mut self) -> Self {
-        self.admin = true;
+        self.cell = self.cell.admin();
+        self.proxy = self.proxy.admin();
         self
     }
 
     fn cell(&self, name: &str) -> CellBuilder {
-        let mut b = Cell::builder().name(name).deployment(DEPLOYMENT);
-        if let Some(d) = self.lease {
-            b = b.lease(d);
-        }
-        if let Some(d) = self.proxy_lease {
-            b = b.proxy_lease(d);
-        }
-        if let Some(d) = self.claim_window {
-            b = b.claim_window(d);
-        }
-        if self.admin {
-            b = b.admin();
-        }
-        b
+        self.cell.same_settings().name(name)
     }
 
     /// Starts the deployment; returns once every data cell has loaded the map and every
@@ -293,14 +279,7 @@ impl DeploymentBuilder {
 
         let mut proxies = Vec::new();
         for _ in 0..self.proxies {
-            let mut b = Proxy::builder().meta(meta_addrs.clone());
-            if let Some(d) = self.client_lease {
-                b = b.client_lease(d);
-            }
-            if self.admin {
-                b = b.admin();
-            }
-            proxies.push(b.run().await);
+            proxies.push(self.proxy.clone().meta(meta_addrs.clone()).run().await);
         }
         Deployment {
             meta,

@@ -8,6 +8,25 @@
 //! Every harness binds before it spawns, so its address is known and connectable by the
 //! time the builder returns.
 
+/// The address accessors every running server harness has ([`TestCell`], [`TestProxy`]),
+/// for a struct with fields `addr: SocketAddr` and `admin: Option<SocketAddr>`.
+macro_rules! server_addresses {
+    () => {
+        /// `HOST:PORT` of the gRPC service.
+        pub fn addr(&self) -> String {
+            self.addr.to_string()
+        }
+        /// The endpoint list a client is given.
+        pub fn endpoints(&self) -> Vec<String> {
+            vec![self.addr()]
+        }
+        /// The admin HTTP endpoint's address, when it was asked for.
+        pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+            self.admin
+        }
+    };
+}
+
 pub mod bridge;
 pub mod deployment;
 pub mod etcd;
@@ -33,6 +52,18 @@ use warren_cell::server::{CellError, CellHandle, CellOptions};
 use warren_cell::store::embedded::EmbeddedStore;
 use warren_cell::store::memory::MemoryStore;
 use warren_cell::store::Store;
+
+/// [`CellBuilder`] setters that each store their argument in the cell's [`CoreConfig`]
+/// field of the same name.
+macro_rules! core_setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty;)+) => {$(
+        $(#[$doc])*
+        pub fn $field(mut self, value: $ty) -> Self {
+            self.core.$field = value;
+            self
+        }
+    )+};
+}
 
 /// Entry point for in-process cells.
 pub struct Cell;
@@ -64,6 +95,19 @@ pub struct CellBuilder {
 }
 
 impl CellBuilder {
+    /// A builder with the same settings, for another cell: everything but the listener,
+    /// which can serve one cell only.
+    pub(crate) fn same_settings(&self) -> CellBuilder {
+        CellBuilder {
+            core: self.core.clone(),
+            data: self.data.clone(),
+            memory: self.memory,
+            admin: self.admin,
+            listen: self.listen,
+            listener: None,
+            meta: self.meta.clone(),
+        }
+    }
     /// A data cell of a partitioned deployment whose meta cell is at `addrs`.
     pub fn meta(mut self, addrs: Vec<String>) -> Self {
         self.meta = addrs;
@@ -94,25 +138,16 @@ impl CellBuilder {
         self.core.reply_before_end = (lease / 4).min(Duration::from_secs(1));
         self
     }
-    /// Lease the cell grants proxy sessions (default 20 s).
-    pub fn proxy_lease(mut self, d: Duration) -> Self {
-        self.core.proxy_lease = d;
-        self
-    }
-    /// How long the client sessions of an ended proxy session wait to be claimed
-    /// (default 60 s).
-    pub fn claim_window(mut self, d: Duration) -> Self {
-        self.core.claim_window = d;
-        self
-    }
-    /// How long after a failover unclaimed ephemeral nodes live (SPEC default 60 s).
-    pub fn ephemeral_cleanup(mut self, d: Duration) -> Self {
-        self.core.ephemeral_cleanup = d;
-        self
-    }
-    pub fn max_file_size(mut self, n: usize) -> Self {
-        self.core.max_file_size = n;
-        self
+    core_setters! {
+        /// Lease the cell grants proxy sessions (default 20 s).
+        proxy_lease: Duration;
+        /// How long the client sessions of an ended proxy session wait to be claimed
+        /// (default 60 s).
+        claim_window: Duration;
+        /// How long after a failover unclaimed ephemeral nodes live (SPEC default 60 s).
+        ephemeral_cleanup: Duration;
+        /// Largest file contents the cell accepts, in bytes.
+        max_file_size: usize;
     }
     /// Use (and keep) this directory for the embedded store.
     pub fn data_dir(mut self, dir: &Path) -> Self {
@@ -218,17 +253,7 @@ impl TestCell {
     pub fn name(&self) -> &str {
         &self.name
     }
-    /// `HOST:PORT` of the gRPC service.
-    pub fn addr(&self) -> String {
-        self.addr.to_string()
-    }
-    /// The endpoint list a client is given.
-    pub fn endpoints(&self) -> Vec<String> {
-        vec![self.addr()]
-    }
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin
-    }
+    server_addresses!();
     pub fn handle(&self) -> &CellHandle {
         &self.handle
     }

@@ -24,6 +24,7 @@ impl Proxy {
 }
 
 /// Settings of a test proxy.
+#[derive(Clone)]
 pub struct ProxyBuilder {
     cells: Vec<CellAddrs>,
     client_lease: Option<Duration>,
@@ -133,15 +134,7 @@ pub struct TestProxy {
 }
 
 impl TestProxy {
-    pub fn addr(&self) -> String {
-        self.addr.to_string()
-    }
-    pub fn endpoints(&self) -> Vec<String> {
-        vec![self.addr()]
-    }
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin
-    }
+    server_addresses!();
     /// Graceful stop.
     pub async fn stop(mut self) -> Result<(), ProxyError> {
         self.server.stop().await

@@ -35,6 +35,7 @@ use crate::handle::{Handle, OpenInfo};
 use crate::options::{ClientOptions, OpenOptions};
 use crate::path::expand_path;
 use crate::proxies::{client_key, proxy_order};
+use crate::rpc::Rpc;
 use crate::transport::{self, Conn};
 use crate::types::{
     required_stat, CacheStats, Event, LocateInfo, NodeKind, Sequencer, SessionId, SessionState,
@@ -43,7 +44,6 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -51,9 +51,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use warren_proto::pb;
-use warren_proto::pb::warren_client::WarrenClient;
 use warren_proto::{ErrorCode, WarrenError};
 
 /// How many `STALE_EPOCH` answers in a row one call accepts (each names a newer epoch; more
@@ -486,19 +484,8 @@ impl Session {
             }
         }
         let ticket = shared.ticket();
-        let policy = CallPolicy {
-            timeout: Some(shared.options.rpc_timeout),
-            idempotent: !options.is_exclusive_create(),
-        };
-        let result = shared
-            .call(policy, |mut c, ctx| {
-                let request = pb::OpenRequest {
-                    ctx: Some(ctx),
-                    ..template.clone()
-                };
-                async move { c.open(request).await }
-            })
-            .await;
+        let policy = shared.policy(!options.is_exclusive_create());
+        let result = shared.call(policy, template).await;
         let reply = match result {
             Ok(reply) => reply,
             Err(e) => {
@@ -571,20 +558,12 @@ impl Session {
     pub(crate) async fn plain_check_sequencer(&self, sequencer: &Sequencer) -> Result<bool, Error> {
         let mut wire = pb::Sequencer::from(sequencer);
         wire.path = self.full_path(&sequencer.path)?;
-        let policy = CallPolicy {
-            timeout: Some(self.shared().options.rpc_timeout),
-            idempotent: true,
+        let request = pb::CheckSequencerRequest {
+            ctx: None,
+            sequencer: Some(wire),
         };
-        let reply = self
-            .shared()
-            .call(policy, |mut c, ctx| {
-                let request = pb::CheckSequencerRequest {
-                    ctx: Some(ctx),
-                    sequencer: Some(wire.clone()),
-                };
-                async move { c.check_sequencer(request).await }
-            })
-            .await?;
+        let shared = self.shared();
+        let reply = shared.call(shared.policy(true), request).await?;
         Ok(reply.current)
     }
 
@@ -610,22 +589,14 @@ impl Session {
         if !lock(&shared.core).state().is_live() {
             return Ok(());
         }
-        let policy = CallPolicy {
-            timeout: Some(shared.options.rpc_timeout),
-            idempotent: true,
-        };
         // The KeepAlives go on until the master has the close (a new master recovering
         // from a fail-over refuses it until our fail-over event is acknowledged).
         shared.observe(Input::Closing);
-        let result = shared
-            .call(policy, |mut c, ctx| {
-                let request = pb::CloseSessionRequest {
-                    ctx: Some(ctx),
-                    expired: false,
-                };
-                async move { c.close_session(request).await }
-            })
-            .await;
+        let request = pb::CloseSessionRequest {
+            ctx: None,
+            expired: false,
+        };
+        let result = shared.call(shared.policy(true), request).await;
         shared.observe(Input::Close);
         match result {
             Ok(_) => Ok(()),
@@ -692,6 +663,14 @@ impl Shared {
     /// The default timeout of ordinary calls.
     pub(crate) fn rpc_timeout(&self) -> Duration {
         self.options.rpc_timeout
+    }
+
+    /// The policy of an ordinary call: bounded by the default timeout.
+    pub(crate) fn policy(&self, idempotent: bool) -> CallPolicy {
+        CallPolicy {
+            timeout: Some(self.rpc_timeout()),
+            idempotent,
+        }
     }
 
     /// Waits while the session is in jeopardy; fails once it is over.
@@ -773,12 +752,12 @@ impl Shared {
     ///   jeopardy and the call waits at the gate);
     /// - `SESSION_EXPIRED`: the session is over.
     ///
-    /// `make` builds and sends the request for the current master and context.
-    pub(crate) async fn call<R, F, Fut>(&self, policy: CallPolicy, mut make: F) -> Result<R, Error>
-    where
-        F: FnMut(WarrenClient<Channel>, pb::SessionContext) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
-    {
+    /// Each attempt sends `request` to the current master with the current context.
+    pub(crate) async fn call<Q: Rpc>(
+        &self,
+        policy: CallPolicy,
+        request: Q,
+    ) -> Result<Q::Reply, Error> {
         let salt = self.jitter_seed ^ self.calls.fetch_add(1, Ordering::Relaxed);
         let budget = self.options.rpc_timeout;
         let failover_budget = budget.max(lock(&self.core).grace());
@@ -795,11 +774,11 @@ impl Shared {
             let started = Instant::now();
             attempt = attempt.saturating_add(1);
             let conn = lock(&self.conn).clone();
-            let request = make(conn.client.clone(), self.ctx());
+            let sent = request.with_ctx(self.ctx()).send(conn.client.clone());
             let bounded = async {
                 match policy.timeout {
-                    Some(t) => tokio::time::timeout(t, request).await.ok(),
-                    None => Some(request.await),
+                    Some(t) => tokio::time::timeout(t, sent).await.ok(),
+                    None => Some(sent.await),
                 }
             };
             let result = tokio::select! {
@@ -1042,24 +1021,16 @@ async fn recreate_handles(shared: Arc<Shared>) {
         .iter()
         .filter_map(Weak::upgrade)
         .collect();
-    let policy = CallPolicy {
-        timeout: Some(shared.options.rpc_timeout),
-        idempotent: true,
-    };
     let shared = &shared;
     let touch = |h: Arc<ServerHandle>| async move {
         if h.users() == 0 {
             return; // closed meanwhile
         }
-        let result = shared
-            .call(policy, |mut c, ctx| {
-                let request = pb::GetStatRequest {
-                    ctx: Some(ctx),
-                    handle: h.token.clone(),
-                };
-                async move { c.get_stat(request).await }
-            })
-            .await;
+        let request = pb::GetStatRequest {
+            ctx: None,
+            handle: h.token.clone(),
+        };
+        let result = shared.call(shared.policy(true), request).await;
         if let Err(e) = result {
             tracing::debug!(%e, "handle not recreated after the fail-over");
         }
@@ -1126,35 +1097,4 @@ impl futures::Stream for EventStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         self.rx.poll_recv(cx)
     }
-}
-
-/// Reads through the cache, for [`Handle`]: `lookup` answers from the cache when it may;
-/// otherwise `fetch` asks the master and `fill` caches its (cacheable) answer.
-pub(crate) async fn read_through<T, L, Fe, Fut, Fi>(
-    shared: &Shared,
-    use_cache: bool,
-    lookup: L,
-    fetch: Fe,
-    fill: Fi,
-) -> Result<T, Error>
-where
-    L: FnOnce(&mut Cache) -> Option<T>,
-    Fe: FnOnce() -> Fut,
-    Fut: Future<Output = Result<(T, bool), Error>>,
-    Fi: FnOnce(&mut Cache, Ticket, &T),
-{
-    if use_cache {
-        shared.admit().await?;
-        if let Some(hit) = shared.cached(lookup).flatten() {
-            return Ok(hit);
-        }
-    } else {
-        shared.with_cache(Cache::note_miss);
-    }
-    let ticket = shared.ticket();
-    let (value, cacheable) = fetch().await?;
-    if cacheable {
-        shared.with_cache(|c| fill(c, ticket, &value));
-    }
-    Ok(value)
 }
