@@ -7,11 +7,11 @@ use crate::edge;
 use crate::server::crosscell::ForeignAcls;
 use tonic::Status;
 use warren_proto::pb;
+use warren_proto::request::WithContext;
 
 pub(super) async fn open(s: &Service, r: pb::OpenRequest) -> Result<pb::OpenResponse, Status> {
-    let ctx = edge::ctx(r.ctx.as_ref())?;
     let args = edge::open_args(&r)?;
-    let shared = s.routed(r.ctx.as_ref()).await?;
+    let (ctx, shared) = s.session(&r).await?;
     let mut acls = ForeignAcls::default();
     let mut anchor_rounds = 0;
     let ok = loop {
@@ -27,7 +27,7 @@ pub(super) async fn open(s: &Service, r: pb::OpenRequest) -> Result<pb::OpenResp
     };
     Ok(pb::OpenResponse {
         handle: ok.handle,
-        stat: Some(edge::stat(&ok.stat, &s.node.cell)),
+        stat: s.stat(&ok.stat),
         contents: ok.contents.unwrap_or_default(),
         cacheable: ok.cacheable,
         created: ok.created,
@@ -36,8 +36,8 @@ pub(super) async fn open(s: &Service, r: pb::OpenRequest) -> Result<pb::OpenResp
 
 pub(super) async fn close(s: &Service, r: pb::CloseRequest) -> Result<pb::CloseResponse, Status> {
     // Close never fails: a malformed context is simply nothing to close.
-    if let Ok(ctx) = edge::ctx(r.ctx.as_ref()) {
-        s.routed(r.ctx.as_ref())
+    if let Ok(ctx) = edge::ctx(r.ctx()) {
+        s.routed(&r)
             .await?
             .run(|m, now| m.close(&ctx, &r.handle, now))
             .await?;
@@ -50,13 +50,11 @@ pub(super) async fn get_contents_and_stat(
     r: pb::GetContentsAndStatRequest,
 ) -> Result<pb::GetContentsAndStatResponse, Status> {
     let (contents, stat, cacheable) = s
-        .run(r.ctx.as_ref(), |m, ctx, now| {
-            m.get_contents(ctx, &r.handle, now)
-        })
+        .run(&r, |m, ctx, now| m.get_contents(ctx, &r.handle, now))
         .await?;
     Ok(pb::GetContentsAndStatResponse {
         contents,
-        stat: Some(edge::stat(&stat, &s.node.cell)),
+        stat: s.stat(&stat),
         cacheable,
     })
 }
@@ -66,12 +64,10 @@ pub(super) async fn get_stat(
     r: pb::GetStatRequest,
 ) -> Result<pb::GetStatResponse, Status> {
     let (stat, cacheable) = s
-        .run(r.ctx.as_ref(), |m, ctx, now| {
-            m.get_stat(ctx, &r.handle, now)
-        })
+        .run(&r, |m, ctx, now| m.get_stat(ctx, &r.handle, now))
         .await?;
     Ok(pb::GetStatResponse {
-        stat: Some(edge::stat(&stat, &s.node.cell)),
+        stat: s.stat(&stat),
         cacheable,
     })
 }
@@ -81,9 +77,7 @@ pub(super) async fn read_dir(
     r: pb::ReadDirRequest,
 ) -> Result<pb::ReadDirResponse, Status> {
     let (entries, stat, cacheable) = s
-        .run(r.ctx.as_ref(), |m, ctx, now| {
-            m.read_dir(ctx, &r.handle, now)
-        })
+        .run(&r, |m, ctx, now| m.read_dir(ctx, &r.handle, now))
         .await?;
     Ok(pb::ReadDirResponse {
         entries: entries
@@ -97,6 +91,6 @@ pub(super) async fn read_dir(
             })
             .collect(),
         cacheable,
-        stat: Some(edge::stat(&stat, &s.node.cell)),
+        stat: s.stat(&stat),
     })
 }
