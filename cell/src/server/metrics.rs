@@ -20,14 +20,8 @@ pub(crate) fn prometheus() -> &'static PrometheusHandle {
 fn describe() {
     use warren_server::metrics::{describe, Metric};
     describe(&[
-        Metric::gauge(
-            "warren_cell_sessions",
-            "live sessions at this master (all kinds)",
-        ),
-        Metric::gauge(
-            "warren_cell_proxy_sessions",
-            "live proxy sessions at this master",
-        ),
+        Metric::gauge("warren_cell_sessions", "live sessions at this master (all kinds)"),
+        Metric::gauge("warren_cell_proxy_sessions", "live proxy sessions at this master"),
         Metric::gauge(
             "warren_cell_sub_sessions",
             "client sessions a proxy holds here on behalf of its clients",
@@ -36,14 +30,8 @@ fn describe() {
             "warren_cell_orphan_sessions",
             "client sessions whose proxy session ended, waiting to be claimed by another proxy",
         ),
-        Metric::gauge(
-            "warren_cell_nodes",
-            "files and directories in the cell's namespace",
-        ),
-        Metric::gauge(
-            "warren_cell_epoch",
-            "master epoch (bumped by every new master)",
-        ),
+        Metric::gauge("warren_cell_nodes", "files and directories in the cell's namespace"),
+        Metric::gauge("warren_cell_epoch", "master epoch (bumped by every new master)"),
         Metric::gauge(
             "warren_cell_map_epoch",
             "epoch of the partition map this master routes with (0: none; a single cell)",

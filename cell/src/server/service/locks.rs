@@ -3,7 +3,7 @@
 //! SetSequencer and CheckSequencer.
 
 use super::Service;
-use crate::core::{Reply, Wake};
+use crate::core::{Master, Reply, Wake};
 use crate::edge;
 use crate::server::metrics::LockWait;
 use std::time::Duration;
@@ -53,9 +53,7 @@ pub(super) async fn release(
     s: &Service,
     r: pb::ReleaseRequest,
 ) -> Result<pb::ReleaseResponse, Status> {
-    let was_held = s
-        .run(&r, |m, ctx, now| m.release(ctx, &r.handle, now))
-        .await?;
+    let was_held = s.on_handle(&r, Master::release).await?;
     Ok(pb::ReleaseResponse { was_held })
 }
 
@@ -63,9 +61,7 @@ pub(super) async fn get_sequencer(
     s: &Service,
     r: pb::GetSequencerRequest,
 ) -> Result<pb::GetSequencerResponse, Status> {
-    let seq = s
-        .run(&r, |m, ctx, now| m.get_sequencer(ctx, &r.handle, now))
-        .await?;
+    let seq = s.on_handle(&r, Master::get_sequencer).await?;
     Ok(pb::GetSequencerResponse {
         sequencer: Some(edge::sequencer_out(&seq)),
     })

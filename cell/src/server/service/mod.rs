@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use warren_proto::pb;
 use warren_proto::pb::warren_server::Warren;
-use warren_proto::request::WithContext;
+use warren_proto::request::{WithContext, WithHandle};
 use warren_proto::WarrenError;
 
 /// Serves the gRPC service for `node` on `listener` until `stop` resolves.
@@ -72,6 +72,16 @@ impl Service {
     ) -> Result<T, Status> {
         let (session, master) = self.session(r).await?;
         master.run(|m, now| f(m, &session, now)).await
+    }
+
+    /// [`Service::run`] for a call on one of the session's handles (`r`'s handle) that asks
+    /// the master nothing more: `op` is the master's method for it (`Master::get_stat`, …).
+    async fn on_handle<T>(
+        &self,
+        r: &(impl WithContext + WithHandle),
+        op: impl FnOnce(&mut Master, &Ctx, &[u8], Instant) -> Result<T, WarrenError>,
+    ) -> Result<T, Status> {
+        self.run(r, |m, ctx, now| op(m, ctx, r.handle(), now)).await
     }
 
     /// [`Service::run`] for a write that may wait for cache invalidations.

@@ -3,6 +3,7 @@
 //! and ReadDir.
 
 use super::Service;
+use crate::core::Master;
 use crate::edge;
 use crate::server::crosscell::ForeignAcls;
 use tonic::Status;
@@ -49,9 +50,7 @@ pub(super) async fn get_contents_and_stat(
     s: &Service,
     r: pb::GetContentsAndStatRequest,
 ) -> Result<pb::GetContentsAndStatResponse, Status> {
-    let (contents, stat, cacheable) = s
-        .run(&r, |m, ctx, now| m.get_contents(ctx, &r.handle, now))
-        .await?;
+    let (contents, stat, cacheable) = s.on_handle(&r, Master::get_contents).await?;
     Ok(pb::GetContentsAndStatResponse {
         contents,
         stat: s.stat(&stat),
@@ -63,9 +62,7 @@ pub(super) async fn get_stat(
     s: &Service,
     r: pb::GetStatRequest,
 ) -> Result<pb::GetStatResponse, Status> {
-    let (stat, cacheable) = s
-        .run(&r, |m, ctx, now| m.get_stat(ctx, &r.handle, now))
-        .await?;
+    let (stat, cacheable) = s.on_handle(&r, Master::get_stat).await?;
     Ok(pb::GetStatResponse {
         stat: s.stat(&stat),
         cacheable,
@@ -76,9 +73,7 @@ pub(super) async fn read_dir(
     s: &Service,
     r: pb::ReadDirRequest,
 ) -> Result<pb::ReadDirResponse, Status> {
-    let (entries, stat, cacheable) = s
-        .run(&r, |m, ctx, now| m.read_dir(ctx, &r.handle, now))
-        .await?;
+    let (entries, stat, cacheable) = s.on_handle(&r, Master::read_dir).await?;
     Ok(pb::ReadDirResponse {
         entries: entries
             .iter()
