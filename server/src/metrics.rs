@@ -1,5 +1,5 @@
 //! The process-wide Prometheus recorder every tier's admin endpoint renders, how a tier
-//! describes its metrics (a table of [`Metric`]s), and the RPC counters and latency
+//! describes its metrics ([`TierMetrics`], a table of [`Metric`]s), and the RPC counters and latency
 //! histograms both tiers record the same way ([`observed`], `docs/metrics.md`).
 //!
 //! One recorder per process: `warren dev` runs cells and proxies in one process, and each
@@ -35,15 +35,27 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// [`prometheus`], with a tier's own metrics described (`# HELP`) by `describe` the first
-/// time this tier asks (`described` is the tier's flag for that).
-pub fn prometheus_describing(
-    described: &'static Once,
-    describe: fn(),
-) -> &'static PrometheusHandle {
-    let handle = prometheus();
-    described.call_once(describe);
-    handle
+/// A tier's own metrics (a `static` table of [`Metric`]s), described (`# HELP`) on the
+/// process-wide recorder the first time the tier asks for it ([`TierMetrics::prometheus`]).
+pub struct TierMetrics {
+    table: &'static [Metric],
+    described: Once,
+}
+
+impl TierMetrics {
+    pub const fn new(table: &'static [Metric]) -> TierMetrics {
+        TierMetrics {
+            table,
+            described: Once::new(),
+        }
+    }
+
+    /// [`prometheus`], with this tier's metrics described.
+    pub fn prometheus(&self) -> &'static PrometheusHandle {
+        let handle = prometheus();
+        self.described.call_once(|| describe(self.table));
+        handle
+    }
 }
 
 fn describe_rpc() {
@@ -110,9 +122,9 @@ impl Metric {
     }
 }
 
-/// Describes a tier's `table` of metrics (`# HELP`, and the unit of histograms) on the
-/// global recorder, and starts at 0 those that are [`Metric::from_zero`].
-pub fn describe(table: &[Metric]) {
+/// Describes `table` (`# HELP`, and the unit of histograms) on the global recorder, and
+/// starts at 0 those that are [`Metric::from_zero`].
+fn describe(table: &[Metric]) {
     for m in table {
         match m.kind {
             MetricKind::Counter => {
