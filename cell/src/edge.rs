@@ -2,7 +2,7 @@
 //! the edge of the server. Input is never trusted: every conversion that can fail returns
 //! the error table's `INVALID_ARGUMENT` naming the field.
 
-use crate::core::{self, ChildChange, EventKind, SequencerView, StatView};
+use crate::core::{self, ChildChange, EventKind, SequencerView, StatView, Target};
 use crate::store::{AclNames, LockMode, NodeKind};
 use warren_proto::pb;
 use warren_proto::WarrenError;
@@ -41,24 +41,51 @@ pub fn ctx(c: Option<&pb::SessionContext>) -> Result<core::Ctx, WarrenError> {
     })
 }
 
-pub fn lock_mode(raw: i32) -> Result<LockMode, WarrenError> {
-    match pb::LockMode::try_from(raw) {
-        Ok(pb::LockMode::Exclusive) => Ok(LockMode::Exclusive),
-        Ok(pb::LockMode::Shared) => Ok(LockMode::Shared),
-        _ => Err(WarrenError::invalid_argument(format!(
-            "lock mode {raw} is not EXCLUSIVE (1) or SHARED (2)"
-        ))),
-    }
+/// Pairs a domain enum with its wire enum, variant for variant (the same names on both
+/// sides), once for both directions: `$decode(raw)` reads a raw wire value — any other
+/// value, `UNSPECIFIED` included, is `INVALID_ARGUMENT` naming the field and the values
+/// allowed — and `pb::$wire::from(domain)` writes one.
+macro_rules! wire_enum {
+    ($(#[$doc:meta])* pub fn $decode:ident -> $domain:ident as pb::$wire:ident {
+        $($variant:ident),+ $(,)?
+    } else $what:literal is not $allowed:literal) => {
+        $(#[$doc])*
+        pub fn $decode(raw: i32) -> Result<$domain, WarrenError> {
+            match pb::$wire::try_from(raw) {
+                $(Ok(pb::$wire::$variant) => Ok($domain::$variant),)+
+                _ => Err(WarrenError::invalid_argument(format!(
+                    "{} {raw} is not {}",
+                    $what, $allowed
+                ))),
+            }
+        }
+
+        impl From<$domain> for pb::$wire {
+            fn from(d: $domain) -> Self {
+                match d {
+                    $($domain::$variant => pb::$wire::$variant,)+
+                }
+            }
+        }
+    };
 }
 
-pub fn node_kind(raw: i32) -> Result<NodeKind, WarrenError> {
-    match pb::NodeKind::try_from(raw) {
-        Ok(pb::NodeKind::File) => Ok(NodeKind::File),
-        Ok(pb::NodeKind::Directory) => Ok(NodeKind::Directory),
-        _ => Err(WarrenError::invalid_argument(format!(
-            "create.kind {raw} is not FILE (1) or DIRECTORY (2)"
-        ))),
-    }
+wire_enum! {
+    /// An Acquire's or a sequencer's lock mode.
+    pub fn lock_mode -> LockMode as pb::LockMode { Exclusive, Shared }
+    else "lock mode" is not "EXCLUSIVE (1) or SHARED (2)"
+}
+
+wire_enum! {
+    /// The kind of node an Open creates.
+    pub fn node_kind -> NodeKind as pb::NodeKind { File, Directory }
+    else "create.kind" is not "FILE (1) or DIRECTORY (2)"
+}
+
+wire_enum! {
+    /// Which part of a split directory an Open means.
+    pub fn open_target -> Target as pb::OpenTarget { Node, Anchor, Entry }
+    else "target" is not "NODE (0), ANCHOR (1) or ENTRY (2)"
 }
 
 pub fn acl_in(a: &pb::AclNames) -> AclNames {
@@ -81,10 +108,7 @@ pub fn acl_out(a: &AclNames) -> pb::AclNames {
 pub fn stat(s: &StatView, cell: &str) -> pb::Stat {
     let m = &s.meta;
     pb::Stat {
-        kind: match m.kind {
-            NodeKind::File => pb::NodeKind::File,
-            NodeKind::Directory => pb::NodeKind::Directory,
-        } as i32,
+        kind: pb::NodeKind::from(m.kind) as i32,
         instance: m.instance,
         content_generation: m.content_generation,
         lock_generation: m.lock_generation,
@@ -101,10 +125,7 @@ pub fn stat(s: &StatView, cell: &str) -> pb::Stat {
 pub fn sequencer_out(s: &SequencerView) -> pb::Sequencer {
     pb::Sequencer {
         path: s.path.clone(),
-        mode: match s.mode {
-            LockMode::Exclusive => pb::LockMode::Exclusive,
-            LockMode::Shared => pb::LockMode::Shared,
-        } as i32,
+        mode: pb::LockMode::from(s.mode) as i32,
         instance: s.instance,
         lock_generation: s.lock_generation,
     }
@@ -158,17 +179,6 @@ pub fn open_args(r: &pb::OpenRequest) -> Result<core::OpenArgs, WarrenError> {
             instance: c.instance,
         }),
     };
-    let target = match pb::OpenTarget::try_from(r.target) {
-        Ok(pb::OpenTarget::Node) => core::Target::Node,
-        Ok(pb::OpenTarget::Anchor) => core::Target::Anchor,
-        Ok(pb::OpenTarget::Entry) => core::Target::Entry,
-        Err(_) => {
-            return Err(WarrenError::invalid_argument(format!(
-                "target {} is not NODE (0), ANCHOR (1) or ENTRY (2)",
-                r.target
-            )))
-        }
-    };
     Ok(core::OpenArgs {
         path: r.path.clone(),
         intent: r.intent,
@@ -176,6 +186,6 @@ pub fn open_args(r: &pb::OpenRequest) -> Result<core::OpenArgs, WarrenError> {
         lock_delay: std::time::Duration::from_millis(r.lock_delay_ms),
         create,
         read: r.read,
-        target,
+        target: open_target(r.target)?,
     })
 }

@@ -5,107 +5,104 @@
 
 use crate::Shared;
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::sync::Once;
+use warren_server::metrics::{Metric, TierMetrics};
 
 pub(crate) use warren_server::admin::serve;
 
 /// The process-wide Prometheus recorder ([`warren_server::metrics::prometheus`]: one per
 /// process, shared with any cell in it), with the proxy's metrics described (`# HELP`).
 pub fn prometheus() -> &'static PrometheusHandle {
-    static DESCRIBED: Once = Once::new();
-    warren_server::metrics::prometheus_describing(&DESCRIBED, describe)
+    METRICS.prometheus()
 }
 
-/// The proxy's metrics as `docs/metrics.md` lists them.
-fn describe() {
-    use metrics::{describe_counter, describe_gauge};
-    describe_gauge!(
+/// The proxy's metrics as `docs/metrics.md` lists them. Some start at 0 (not absent), so
+/// rates work from the first scrape.
+static METRICS: TierMetrics = TierMetrics::new(&[
+    Metric::gauge(
         "warren_proxy_client_sessions",
-        "client sessions living in the proxy"
-    );
-    describe_gauge!(
+        "client sessions living in the proxy",
+    ),
+    Metric::gauge(
         "warren_proxy_upstream_sessions",
-        "cells where the proxy holds a live proxy session"
-    );
-    describe_gauge!(
+        "cells where the proxy holds a live proxy session",
+    ),
+    Metric::gauge(
         "warren_proxy_held_keepalives",
-        "client KeepAlives parked (long-poll) at the proxy"
-    );
-    describe_gauge!(
+        "client KeepAlives parked (long-poll) at the proxy",
+    ),
+    Metric::gauge(
         "warren_proxy_clients_waiting_for_a_cell",
-        "clients whose lease cannot grow until a cell answers (lease nesting)"
-    );
-    describe_gauge!("warren_proxy_cached_paths", "files in the shared cache");
-    describe_gauge!(
+        "clients whose lease cannot grow until a cell answers (lease nesting)",
+    ),
+    Metric::gauge(
+        "warren_proxy_cached_paths",
+        "files in the shared cache",
+    ),
+    Metric::gauge(
         "warren_proxy_cached_bytes",
-        "bytes of contents in the shared cache"
-    );
-    describe_gauge!(
+        "bytes of contents in the shared cache",
+    ),
+    Metric::gauge(
         "warren_proxy_map_epoch",
-        "epoch of the partition map in hand (0: none, or no --meta)"
-    );
-    describe_gauge!(
+        "epoch of the partition map in hand (0: none, or no --meta)",
+    ),
+    Metric::gauge(
         "warren_proxy_acquires_in_flight",
-        "Acquire calls forwarded and not answered yet (lock waits)"
-    );
-    describe_counter!(
+        "Acquire calls forwarded and not answered yet (lock waits)",
+    )
+    .from_zero(),
+    Metric::counter(
         "warren_proxy_keepalives_received_total",
-        "KeepAlives received from clients"
-    );
-    describe_counter!(
+        "KeepAlives received from clients",
+    ),
+    Metric::counter(
         "warren_proxy_keepalives_sent_total",
-        "KeepAlives the proxy sent to each cell for its own session"
-    );
-    describe_counter!(
+        "KeepAlives the proxy sent to each cell for its own session",
+    ),
+    Metric::counter(
         "warren_proxy_sessions_created_total",
-        "client sessions created at the proxy"
-    );
-    describe_counter!(
+        "client sessions created at the proxy",
+    )
+    .from_zero(),
+    Metric::counter(
         "warren_proxy_fresh_adoptions_total",
-        "clients of a dead proxy taken on afresh: they held nothing and no cell knew them"
-    );
-    describe_counter!(
+        "clients of a dead proxy taken on afresh: they held nothing and no cell knew them",
+    )
+    .from_zero(),
+    Metric::counter(
         "warren_proxy_upstream_sessions_created_total",
-        "proxy sessions created at each cell (more than one per cell means one was lost)"
-    );
-    describe_counter!(
+        "proxy sessions created at each cell (more than one per cell means one was lost)",
+    ),
+    Metric::counter(
         "warren_proxy_claims_total",
-        "ClaimSession calls made (adopting a dead proxy's clients)"
-    );
-    describe_counter!(
+        "ClaimSession calls made (adopting a dead proxy's clients)",
+    )
+    .from_zero(),
+    Metric::counter(
         "warren_proxy_cache_hits_total",
-        "reads answered from the shared cache"
-    );
-    describe_counter!(
+        "reads answered from the shared cache",
+    ),
+    Metric::counter(
         "warren_proxy_cache_misses_total",
-        "cacheable reads the shared cache could not answer"
-    );
-    describe_counter!(
+        "cacheable reads the shared cache could not answer",
+    ),
+    Metric::counter(
         "warren_proxy_cache_invalidations_total",
-        "invalidations applied to the shared cache"
-    );
-    describe_counter!(
+        "invalidations applied to the shared cache",
+    ),
+    Metric::counter(
         "warren_proxy_invalidations_relayed_total",
-        "invalidation events relayed to clients"
-    );
-    describe_counter!(
+        "invalidation events relayed to clients",
+    ),
+    Metric::counter(
         "warren_proxy_events_relayed_total",
-        "other events relayed to clients"
-    );
-    describe_counter!(
+        "other events relayed to clients",
+    ),
+    Metric::counter(
         "warren_proxy_wrong_cell_total",
-        "WRONG_CELL answers to routed calls, by kind (directory: split-directory redirect; stale: a map older on one side)"
-    );
-    // Counters start at 0 (not absent), so rates work from the first scrape.
-    for name in [
-        "warren_proxy_sessions_created_total",
-        "warren_proxy_claims_total",
-        "warren_proxy_fresh_adoptions_total",
-    ] {
-        metrics::counter!(name).increment(0);
-    }
-    metrics::gauge!("warren_proxy_acquires_in_flight").increment(0.0);
-}
+        "WRONG_CELL answers to routed calls, by kind (directory: split-directory redirect; stale: a map older on one side)",
+    ),
+]);
 
 /// Publishes the core's counts as gauges and counters.
 pub(crate) fn update_metrics(shared: &Shared) {

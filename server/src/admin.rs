@@ -17,7 +17,7 @@ pub trait Pages: Send + Sync + 'static {
     type Status: serde::Serialize;
 
     /// The process-wide Prometheus recorder with this tier's metrics described
-    /// ([`crate::metrics::prometheus_describing`]); [`serve`] installs it before the first
+    /// ([`crate::metrics::TierMetrics::prometheus`]); [`serve`] installs it before the first
     /// request, and `/metrics` renders it.
     fn recorder(&self) -> &'static PrometheusHandle;
     /// Brings what the tier publishes on demand up to date before `/metrics` is rendered.

@@ -1,5 +1,6 @@
-//! The process-wide Prometheus recorder every tier's admin endpoint renders, and the RPC
-//! counters and latency histograms both tiers record the same way (`docs/metrics.md`).
+//! The process-wide Prometheus recorder every tier's admin endpoint renders, how a tier
+//! describes its metrics ([`TierMetrics`], a table of [`Metric`]s), and the RPC counters and latency
+//! histograms both tiers record the same way ([`observed`], `docs/metrics.md`).
 //!
 //! One recorder per process: `warren dev` runs cells and proxies in one process, and each
 //! of their `/metrics` pages shows the whole process's registry (the `tier` label tells
@@ -34,27 +35,115 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// [`prometheus`], with a tier's own metrics described (`# HELP`) by `describe` the first
-/// time this tier asks (`described` is the tier's flag for that).
-pub fn prometheus_describing(
-    described: &'static Once,
-    describe: fn(),
-) -> &'static PrometheusHandle {
-    let handle = prometheus();
-    described.call_once(describe);
-    handle
+/// A tier's own metrics (a `static` table of [`Metric`]s), described (`# HELP`) on the
+/// process-wide recorder the first time the tier asks for it ([`TierMetrics::prometheus`]).
+pub struct TierMetrics {
+    table: &'static [Metric],
+    described: Once,
+}
+
+impl TierMetrics {
+    pub const fn new(table: &'static [Metric]) -> TierMetrics {
+        TierMetrics {
+            table,
+            described: Once::new(),
+        }
+    }
+
+    /// [`prometheus`], with this tier's metrics described.
+    pub fn prometheus(&self) -> &'static PrometheusHandle {
+        let handle = prometheus();
+        self.described.call_once(|| describe(self.table));
+        handle
+    }
 }
 
 fn describe_rpc() {
-    metrics::describe_counter!(
-        "warren_rpc_total",
-        "gRPC calls answered, by tier (cell or proxy), method and Warren error code (OK for success)"
-    );
-    metrics::describe_histogram!(
-        "warren_rpc_duration_seconds",
-        metrics::Unit::Seconds,
-        "time to answer a gRPC call, by tier and method (long-polls KeepAlive and Acquire are not timed)"
-    );
+    describe(&[
+        Metric::counter(
+            "warren_rpc_total",
+            "gRPC calls answered, by tier (cell or proxy), method and Warren error code (OK for success)",
+        ),
+        Metric::seconds(
+            "warren_rpc_duration_seconds",
+            "time to answer a gRPC call, by tier and method (long-polls KeepAlive and Acquire are not timed)",
+        ),
+    ]);
+}
+
+/// One metric a tier records, as `docs/metrics.md` lists it: what [`describe`] tells the
+/// recorder about it.
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: MetricKind,
+    /// The `# HELP` text.
+    pub help: &'static str,
+    /// Present (at 0) from the first scrape rather than from its first record, so that
+    /// rates (and the load tester's absorption factor) work from the start.
+    pub from_zero: bool,
+}
+
+/// What kind of metric a [`Metric`] is.
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    /// A histogram of durations in seconds ([`SECONDS_BUCKETS`]).
+    Seconds,
+}
+
+impl Metric {
+    pub const fn counter(name: &'static str, help: &'static str) -> Metric {
+        Metric::new(name, MetricKind::Counter, help)
+    }
+
+    pub const fn gauge(name: &'static str, help: &'static str) -> Metric {
+        Metric::new(name, MetricKind::Gauge, help)
+    }
+
+    pub const fn seconds(name: &'static str, help: &'static str) -> Metric {
+        Metric::new(name, MetricKind::Seconds, help)
+    }
+
+    const fn new(name: &'static str, kind: MetricKind, help: &'static str) -> Metric {
+        Metric {
+            name,
+            kind,
+            help,
+            from_zero: false,
+        }
+    }
+
+    /// This metric, present (at 0) from the first scrape.
+    pub const fn from_zero(self) -> Metric {
+        Metric {
+            from_zero: true,
+            ..self
+        }
+    }
+}
+
+/// Describes `table` (`# HELP`, and the unit of histograms) on the global recorder, and
+/// starts at 0 those that are [`Metric::from_zero`].
+fn describe(table: &[Metric]) {
+    for m in table {
+        match m.kind {
+            MetricKind::Counter => {
+                metrics::describe_counter!(m.name, m.help);
+                if m.from_zero {
+                    metrics::counter!(m.name).increment(0);
+                }
+            }
+            MetricKind::Gauge => {
+                metrics::describe_gauge!(m.name, m.help);
+                if m.from_zero {
+                    metrics::gauge!(m.name).increment(0.0);
+                }
+            }
+            MetricKind::Seconds => {
+                metrics::describe_histogram!(m.name, metrics::Unit::Seconds, m.help);
+            }
+        }
+    }
 }
 
 /// Records one answered RPC in `warren_rpc_total{tier,method,code}` and, except for the
@@ -78,4 +167,16 @@ pub fn observe_rpc<T>(
             .record(started.elapsed().as_secs_f64());
     }
     code
+}
+
+/// Runs one call of `tier`, counted and timed as `method` ([`observe_rpc`]).
+pub async fn observed<T>(
+    tier: &'static str,
+    method: &'static str,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    let started = Instant::now();
+    let r = call.await;
+    observe_rpc(tier, method, started, &r);
+    r
 }

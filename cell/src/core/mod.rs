@@ -144,9 +144,11 @@ pub struct Output {
     pub wakes: Vec<(WaiterId, Wake)>,
 }
 
-/// Counts for `/status`.
-#[derive(Clone, Debug, serde::Serialize)]
+/// Counts for `/status` (the server's `CellStatus` shows them as they are here).
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct MasterStatus {
+    /// The cell's name (`name` in `/status`).
+    #[serde(rename = "name")]
     pub cell: String,
     pub deployment: String,
     pub epoch: u64,

@@ -1,107 +1,100 @@
 //! The cell's metrics (`docs/metrics.md`): their descriptions (`# HELP`) on the
 //! process-wide Prometheus recorder (shared with any proxy in the process), and what
-//! records them — the master's counts published every tick, each RPC answered, lock waits,
-//! store commits and master terms.
+//! records them — the master's counts published every tick, `WRONG_CELL` answers, lock
+//! waits, store commits and master terms.
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::sync::Once;
 use tonic::Status;
+use warren_proto::{ErrorCode, WarrenError};
+use warren_server::metrics::{Metric, TierMetrics};
 
 /// The process-wide Prometheus recorder ([`warren_server::metrics::prometheus`]: one per
 /// process, shared with any proxy in it), with the cell's metrics described (`# HELP`).
 pub(crate) fn prometheus() -> &'static PrometheusHandle {
-    static DESCRIBED: Once = Once::new();
-    warren_server::metrics::prometheus_describing(&DESCRIBED, describe)
+    METRICS.prometheus()
 }
 
-/// The cell's metrics as `docs/metrics.md` lists them.
-fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_gauge!(
+/// The cell's metrics as `docs/metrics.md` lists them. Counters start at 0 (not absent),
+/// so rates and the load tester's absorption factor work from the first scrape.
+static METRICS: TierMetrics = TierMetrics::new(&[
+    Metric::gauge(
         "warren_cell_sessions",
-        "live sessions at this master (all kinds)"
-    );
-    describe_gauge!(
+        "live sessions at this master (all kinds)",
+    ),
+    Metric::gauge(
         "warren_cell_proxy_sessions",
-        "live proxy sessions at this master"
-    );
-    describe_gauge!(
+        "live proxy sessions at this master",
+    ),
+    Metric::gauge(
         "warren_cell_sub_sessions",
-        "client sessions a proxy holds here on behalf of its clients"
-    );
-    describe_gauge!(
+        "client sessions a proxy holds here on behalf of its clients",
+    ),
+    Metric::gauge(
         "warren_cell_orphan_sessions",
-        "client sessions whose proxy session ended, waiting to be claimed by another proxy"
-    );
-    describe_gauge!(
+        "client sessions whose proxy session ended, waiting to be claimed by another proxy",
+    ),
+    Metric::gauge(
         "warren_cell_nodes",
-        "files and directories in the cell's namespace"
-    );
-    describe_gauge!(
+        "files and directories in the cell's namespace",
+    ),
+    Metric::gauge(
         "warren_cell_epoch",
-        "master epoch (bumped by every new master)"
-    );
-    describe_gauge!(
+        "master epoch (bumped by every new master)",
+    ),
+    Metric::gauge(
         "warren_cell_map_epoch",
-        "epoch of the partition map this master routes with (0: none; a single cell)"
-    );
-    describe_counter!(
+        "epoch of the partition map this master routes with (0: none; a single cell)",
+    ),
+    Metric::counter(
         "warren_keepalives_received_total",
-        "KeepAlive calls received by this cell (from clients and proxies)"
-    );
-    describe_counter!(
+        "KeepAlive calls received by this cell (from clients and proxies)",
+    )
+    .from_zero(),
+    Metric::counter(
         "warren_cell_failovers_total",
-        "master terms started in this process (new-master procedures run; the first start counts)"
-    );
-    describe_counter!(
+        "master terms started in this process (new-master procedures run; the first start counts)",
+    )
+    .from_zero(),
+    Metric::counter(
         "warren_cell_elections_won_total",
-        "etcd elections this replica won (replicated cells only)"
-    );
-    describe_counter!(
+        "etcd elections this replica won (replicated cells only)",
+    )
+    .from_zero(),
+    Metric::counter(
         "warren_cell_depositions_total",
-        "times this replica stopped serving as master (replicated cells only)"
-    );
-    describe_counter!(
+        "times this replica stopped serving as master (replicated cells only)",
+    )
+    .from_zero(),
+    Metric::counter(
         "warren_cell_wrong_cell_total",
-        "calls answered WRONG_CELL (the path belongs to another cell, or the caller's map is stale)"
-    );
-    describe_counter!(
+        "calls answered WRONG_CELL (the path belongs to another cell, or the caller's map is stale)",
+    )
+    .from_zero(),
+    Metric::counter(
         "warren_cell_invalidations_sent_total",
-        "cache invalidation events queued to sessions that cached a changed file"
-    );
-    describe_gauge!(
+        "cache invalidation events queued to sessions that cached a changed file",
+    )
+    .from_zero(),
+    Metric::gauge(
         "warren_cell_lock_waiters",
-        "Acquire calls waiting for a lock right now"
-    );
-    describe_counter!(
+        "Acquire calls waiting for a lock right now",
+    )
+    .from_zero(),
+    Metric::counter(
         "warren_cell_lock_waits_total",
-        "Acquire calls that had to wait for a lock"
-    );
-    describe_histogram!(
+        "Acquire calls that had to wait for a lock",
+    )
+    .from_zero(),
+    Metric::seconds(
         "warren_store_commit_seconds",
-        Unit::Seconds,
-        "time to commit one group of mutations to the store"
-    );
-    describe_counter!(
+        "time to commit one group of mutations to the store",
+    ),
+    Metric::counter(
         "warren_store_mutations_total",
-        "mutations committed to the store"
-    );
-    // Counters start at 0 (not absent), so rates and the absorption factor work from the
-    // first scrape.
-    for name in [
-        "warren_keepalives_received_total",
-        "warren_cell_failovers_total",
-        "warren_cell_elections_won_total",
-        "warren_cell_depositions_total",
-        "warren_cell_wrong_cell_total",
-        "warren_cell_invalidations_sent_total",
-        "warren_cell_lock_waits_total",
-        "warren_store_mutations_total",
-    ] {
-        metrics::counter!(name).increment(0);
-    }
-    metrics::gauge!("warren_cell_lock_waiters").increment(0.0);
-}
+        "mutations committed to the store",
+    )
+    .from_zero(),
+]);
 
 /// The master's counts, as gauges (every tick).
 pub(super) fn publish_master(s: &crate::core::MasterStatus, map_epoch: u64) {
@@ -131,15 +124,15 @@ pub(super) fn keepalive_received() {
     metrics::counter!("warren_keepalives_received_total").increment(1);
 }
 
-/// Records one answered RPC ([`warren_server::metrics::observe_rpc`], tier `cell`), and a
-/// `WRONG_CELL` answer in `warren_cell_wrong_cell_total`.
-pub(super) fn observe_rpc<T>(
-    method: &'static str,
-    started: std::time::Instant,
-    r: &Result<T, Status>,
-) {
-    let code = warren_server::metrics::observe_rpc("cell", method, started, r);
-    if code == warren_proto::ErrorCode::WrongCell.as_str_name() {
+/// Counts a call answered `WRONG_CELL` in `warren_cell_wrong_cell_total`.
+pub(super) fn count_wrong_cell<T>(r: &Result<T, Status>) {
+    let wrong_cell = r
+        .as_ref()
+        .err()
+        .and_then(WarrenError::from_status)
+        .map(|e| e.code)
+        == Some(ErrorCode::WrongCell);
+    if wrong_cell {
         metrics::counter!("warren_cell_wrong_cell_total").increment(1);
     }
 }

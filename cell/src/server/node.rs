@@ -5,6 +5,7 @@
 
 use super::term::Shared;
 use super::CellOptions;
+use crate::core::MasterStatus;
 use std::sync::{Arc, RwLock};
 use tonic::Status;
 use warren_proto::pb;
@@ -20,14 +21,16 @@ pub(crate) enum Role {
     Master(Arc<Shared>),
 }
 
-/// A snapshot for `/status`.
+/// A snapshot for `/status`: what the master's core counts ([`MasterStatus`]; on a
+/// standby only the cell, deployment and epoch, the counts zero) and this replica's part.
+/// It reads as the counts it extends (`status.sessions`).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct CellStatus {
-    pub name: String,
-    pub deployment: String,
+    /// In `/status` as fields of their own, beside this replica's.
+    #[serde(flatten)]
+    pub core: MasterStatus,
     /// This replica's id (empty for a single-replica cell).
     pub replica: String,
-    pub epoch: u64,
     /// `master` or `standby`.
     pub role: &'static str,
     /// The master's address, if known.
@@ -37,22 +40,14 @@ pub struct CellStatus {
     pub store_health: String,
     /// The master accepts all operations (not recovering from a failover).
     pub serving: bool,
-    pub sessions: usize,
-    pub nodes: usize,
-    pub handles: usize,
-    pub held_locks: usize,
-    /// Proxy sessions (counted in `sessions` too).
-    pub proxy_sessions: usize,
-    /// Client sub-sessions registered by proxies, orphans included (not in `sessions`).
-    pub sub_sessions: usize,
-    /// Sub-sessions whose proxy session ended, waiting to be claimed.
-    pub orphans: usize,
-    /// Epoch of the partition map in force (0: none).
-    pub map_epoch: u64,
-    /// Slots this cell owns in that map.
-    pub slots: u32,
-    /// False while a data cell waits for its first partition map.
-    pub map_loaded: bool,
+}
+
+impl std::ops::Deref for CellStatus {
+    type Target = MasterStatus;
+
+    fn deref(&self) -> &MasterStatus {
+        &self.core
+    }
 }
 
 /// One replica of a cell: what the gRPC service and the admin endpoint see. Its role
@@ -143,8 +138,11 @@ impl Node {
 
     pub(crate) fn status(&self) -> CellStatus {
         let standby = CellStatus {
-            name: self.cell.clone(),
-            deployment: self.deployment.clone(),
+            core: MasterStatus {
+                cell: self.cell.clone(),
+                deployment: self.deployment.clone(),
+                ..MasterStatus::default()
+            },
             replica: self.replica.clone(),
             role: "standby",
             store: self.store_kind,
@@ -154,28 +152,20 @@ impl Node {
         match &*self.role.read().unwrap_or_else(|p| p.into_inner()) {
             Role::Master(shared) => {
                 let g = shared.lock();
-                let s = g.master.status();
                 CellStatus {
+                    core: g.master.status(),
                     role: "master",
                     master: self.advertise.clone(),
-                    epoch: s.epoch,
                     serving: g.serving(),
-                    sessions: s.sessions,
-                    nodes: s.nodes,
-                    handles: s.handles,
-                    held_locks: s.held_locks,
-                    proxy_sessions: s.proxy_sessions,
-                    sub_sessions: s.sub_sessions,
-                    orphans: s.orphans,
-                    map_epoch: s.map_epoch,
-                    slots: s.slots,
-                    map_loaded: s.map_loaded,
                     ..standby
                 }
             }
             Role::Standby { master, epoch } => CellStatus {
+                core: MasterStatus {
+                    epoch: *epoch,
+                    ..standby.core
+                },
                 master: master.clone(),
-                epoch: *epoch,
                 ..standby
             },
         }
@@ -204,3 +194,6 @@ impl CellHandle {
         self.node.status()
     }
 }
+
+#[cfg(test)]
+mod tests;

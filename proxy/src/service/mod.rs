@@ -158,10 +158,7 @@ impl Service {
 /// Counts and times one call: `warren_rpc_total{tier="proxy",method,code}` and
 /// `warren_rpc_duration_seconds{tier="proxy",method}` (`docs/metrics.md`).
 async fn observed<T>(method: &'static str, call: impl Future<Output = Answer<T>>) -> Answer<T> {
-    let started = std::time::Instant::now();
-    let r = call.await;
-    warren_server::metrics::observe_rpc("proxy", method, started, &r);
-    r
+    warren_server::metrics::observed("proxy", method, call).await
 }
 
 /// `warren_proxy_acquires_in_flight`: Acquire calls forwarded and not answered yet (most

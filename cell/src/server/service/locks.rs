@@ -3,7 +3,7 @@
 //! SetSequencer and CheckSequencer.
 
 use super::Service;
-use crate::core::{Reply, Wake};
+use crate::core::{Master, Reply, Wake};
 use crate::edge;
 use crate::server::metrics::LockWait;
 use std::time::Duration;
@@ -14,13 +14,11 @@ pub(super) async fn acquire(
     s: &Service,
     r: pb::AcquireRequest,
 ) -> Result<pb::AcquireResponse, Status> {
-    let ctx = edge::ctx(r.ctx.as_ref())?;
     let mode = edge::lock_mode(r.mode)?;
     let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
+    let (ctx, master) = s.session(&r).await?;
     let mut wait = LockWait::default();
-    let seq = s
-        .routed(r.ctx.as_ref())
-        .await?
+    let seq = master
         .run_parked(|m, now| {
             let reply = m.acquire(&ctx, &r.handle, mode, timeout, now);
             if matches!(reply, Ok(Reply::Wait(_))) {
@@ -42,12 +40,9 @@ pub(super) async fn try_acquire(
     s: &Service,
     r: pb::TryAcquireRequest,
 ) -> Result<pb::AcquireResponse, Status> {
-    let ctx = edge::ctx(r.ctx.as_ref())?;
     let mode = edge::lock_mode(r.mode)?;
     let seq = s
-        .routed(r.ctx.as_ref())
-        .await?
-        .run(|m, now| m.try_acquire(&ctx, &r.handle, mode, now))
+        .run(&r, |m, ctx, now| m.try_acquire(ctx, &r.handle, mode, now))
         .await?;
     Ok(pb::AcquireResponse {
         sequencer: Some(edge::sequencer_out(&seq)),
@@ -58,9 +53,7 @@ pub(super) async fn release(
     s: &Service,
     r: pb::ReleaseRequest,
 ) -> Result<pb::ReleaseResponse, Status> {
-    let was_held = s
-        .run(r.ctx.as_ref(), |m, ctx, now| m.release(ctx, &r.handle, now))
-        .await?;
+    let was_held = s.on_handle(&r, Master::release).await?;
     Ok(pb::ReleaseResponse { was_held })
 }
 
@@ -68,11 +61,7 @@ pub(super) async fn get_sequencer(
     s: &Service,
     r: pb::GetSequencerRequest,
 ) -> Result<pb::GetSequencerResponse, Status> {
-    let seq = s
-        .run(r.ctx.as_ref(), |m, ctx, now| {
-            m.get_sequencer(ctx, &r.handle, now)
-        })
-        .await?;
+    let seq = s.on_handle(&r, Master::get_sequencer).await?;
     Ok(pb::GetSequencerResponse {
         sequencer: Some(edge::sequencer_out(&seq)),
     })
@@ -82,11 +71,8 @@ pub(super) async fn set_sequencer(
     s: &Service,
     r: pb::SetSequencerRequest,
 ) -> Result<pb::SetSequencerResponse, Status> {
-    let ctx = edge::ctx(r.ctx.as_ref())?;
     let seq = edge::sequencer_in(r.sequencer.as_ref())?;
-    s.routed(r.ctx.as_ref())
-        .await?
-        .run(|m, now| m.set_sequencer(&ctx, &r.handle, seq, now))
+    s.run(&r, |m, ctx, now| m.set_sequencer(ctx, &r.handle, seq, now))
         .await?;
     Ok(pb::SetSequencerResponse {})
 }
@@ -95,12 +81,9 @@ pub(super) async fn check_sequencer(
     s: &Service,
     r: pb::CheckSequencerRequest,
 ) -> Result<pb::CheckSequencerResponse, Status> {
-    let ctx = edge::ctx(r.ctx.as_ref())?;
     let seq = edge::sequencer_in(r.sequencer.as_ref())?;
     let current = s
-        .routed(r.ctx.as_ref())
-        .await?
-        .run(|m, now| m.check_sequencer(&ctx, &seq, now))
+        .run(&r, |m, ctx, now| m.check_sequencer(ctx, &seq, now))
         .await?;
     Ok(pb::CheckSequencerResponse { current })
 }

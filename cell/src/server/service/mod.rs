@@ -5,8 +5,9 @@
 //! One module per concern (like the proxy's `service/`): [`sessions`] (Locate,
 //! CreateSession, KeepAlive, CloseSession, ClaimSession), [`reads`] (Open, Close and the
 //! reads), [`writes`] (SetContents, SetAcl, Delete) and [`locks`] (Acquire, TryAcquire,
-//! Release and sequencers). This file holds the routing of a call to the master, and the
-//! trait impl that counts and times each call and dispatches it.
+//! Release and sequencers). This file holds the steps every handler shares — check the
+//! caller's session, route the call to the master, run it there — and the trait impl that
+//! counts and times each call and dispatches it.
 
 mod locks;
 mod reads;
@@ -17,7 +18,7 @@ use super::metrics;
 use super::node::Node;
 use super::term::Shared;
 use super::CellError;
-use crate::core::{Ctx, Master, Reply};
+use crate::core::{Ctx, Master, Reply, StatView};
 use crate::edge;
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use warren_proto::pb;
 use warren_proto::pb::warren_server::Warren;
+use warren_proto::request::{WithContext, WithHandle};
 use warren_proto::WarrenError;
 
 /// Serves the gRPC service for `node` on `listener` until `stop` resolves.
@@ -45,52 +47,67 @@ struct Service {
 
 impl Service {
     /// The master, once it has a partition map at least as new as the one the caller
-    /// routed with (waiting at most 1 s for it).
-    async fn routed(&self, ctx: Option<&pb::SessionContext>) -> Result<Arc<Shared>, Status> {
+    /// routed `r` with (waiting at most 1 s for it).
+    async fn routed(&self, r: &impl WithContext) -> Result<Arc<Shared>, Status> {
         let shared = self.node.master()?;
-        let want = ctx.map_or(0, |c| c.map_epoch);
+        let want = r.ctx().map_or(0, |c| c.map_epoch);
         if want > 0 {
             shared.catch_up(want).await;
         }
         Ok(shared)
     }
 
-    /// Runs `f` for the caller's session (`ctx`, checked first) on the master it routed
-    /// to; replies once the effects are durable.
+    /// The caller's session (`r`'s context, checked first) and the master it routed to.
+    async fn session(&self, r: &impl WithContext) -> Result<(Ctx, Arc<Shared>), Status> {
+        let session = edge::ctx(r.ctx())?;
+        Ok((session, self.routed(r).await?))
+    }
+
+    /// Runs `f` for the caller's session on the master it routed to ([`Service::session`]);
+    /// replies once the effects are durable.
     async fn run<T>(
         &self,
-        ctx: Option<&pb::SessionContext>,
+        r: &impl WithContext,
         f: impl FnOnce(&mut Master, &Ctx, Instant) -> Result<T, WarrenError>,
     ) -> Result<T, Status> {
-        let session = edge::ctx(ctx)?;
-        self.routed(ctx)
-            .await?
-            .run(|m, now| f(m, &session, now))
-            .await
+        let (session, master) = self.session(r).await?;
+        master.run(|m, now| f(m, &session, now)).await
+    }
+
+    /// [`Service::run`] for a call on one of the session's handles (`r`'s handle) that asks
+    /// the master nothing more: `op` is the master's method for it (`Master::get_stat`, …).
+    async fn on_handle<T>(
+        &self,
+        r: &(impl WithContext + WithHandle),
+        op: impl FnOnce(&mut Master, &Ctx, &[u8], Instant) -> Result<T, WarrenError>,
+    ) -> Result<T, Status> {
+        self.run(r, |m, ctx, now| op(m, ctx, r.handle(), now)).await
     }
 
     /// [`Service::run`] for a write that may wait for cache invalidations.
     async fn write<T>(
         &self,
-        ctx: Option<&pb::SessionContext>,
+        r: &impl WithContext,
         mut f: impl FnMut(&mut Master, &Ctx, Instant) -> Result<Reply<T>, WarrenError>,
     ) -> Result<T, Status> {
-        let session = edge::ctx(ctx)?;
-        self.routed(ctx)
-            .await?
-            .write(|m, now| f(m, &session, now))
-            .await
+        let (session, master) = self.session(r).await?;
+        master.write(|m, now| f(m, &session, now)).await
+    }
+
+    /// A node's stat as clients see it, for a node this cell holds.
+    fn stat(&self, stat: &StatView) -> Option<pb::Stat> {
+        Some(edge::stat(stat, &self.node.cell))
     }
 }
 
-/// Runs one call, counted and timed as `method` ([`metrics::observe_rpc`]).
+/// Runs one call, counted and timed as `method` (tier `cell`), and a `WRONG_CELL` answer
+/// counted on its own ([`metrics::count_wrong_cell`]).
 async fn observed<T>(
     method: &'static str,
     call: impl Future<Output = Result<T, Status>>,
 ) -> Result<Response<T>, Status> {
-    let started = std::time::Instant::now();
-    let r = call.await;
-    metrics::observe_rpc(method, started, &r);
+    let r = warren_server::metrics::observed("cell", method, call).await;
+    metrics::count_wrong_cell(&r);
     r.map(Response::new)
 }
 

@@ -3,15 +3,16 @@
 //! and ReadDir.
 
 use super::Service;
+use crate::core::Master;
 use crate::edge;
 use crate::server::crosscell::ForeignAcls;
 use tonic::Status;
 use warren_proto::pb;
+use warren_proto::request::WithContext;
 
 pub(super) async fn open(s: &Service, r: pb::OpenRequest) -> Result<pb::OpenResponse, Status> {
-    let ctx = edge::ctx(r.ctx.as_ref())?;
     let args = edge::open_args(&r)?;
-    let shared = s.routed(r.ctx.as_ref()).await?;
+    let (ctx, shared) = s.session(&r).await?;
     let mut acls = ForeignAcls::default();
     let mut anchor_rounds = 0;
     let ok = loop {
@@ -27,7 +28,7 @@ pub(super) async fn open(s: &Service, r: pb::OpenRequest) -> Result<pb::OpenResp
     };
     Ok(pb::OpenResponse {
         handle: ok.handle,
-        stat: Some(edge::stat(&ok.stat, &s.node.cell)),
+        stat: s.stat(&ok.stat),
         contents: ok.contents.unwrap_or_default(),
         cacheable: ok.cacheable,
         created: ok.created,
@@ -36,8 +37,8 @@ pub(super) async fn open(s: &Service, r: pb::OpenRequest) -> Result<pb::OpenResp
 
 pub(super) async fn close(s: &Service, r: pb::CloseRequest) -> Result<pb::CloseResponse, Status> {
     // Close never fails: a malformed context is simply nothing to close.
-    if let Ok(ctx) = edge::ctx(r.ctx.as_ref()) {
-        s.routed(r.ctx.as_ref())
+    if let Ok(ctx) = edge::ctx(r.ctx()) {
+        s.routed(&r)
             .await?
             .run(|m, now| m.close(&ctx, &r.handle, now))
             .await?;
@@ -49,14 +50,10 @@ pub(super) async fn get_contents_and_stat(
     s: &Service,
     r: pb::GetContentsAndStatRequest,
 ) -> Result<pb::GetContentsAndStatResponse, Status> {
-    let (contents, stat, cacheable) = s
-        .run(r.ctx.as_ref(), |m, ctx, now| {
-            m.get_contents(ctx, &r.handle, now)
-        })
-        .await?;
+    let (contents, stat, cacheable) = s.on_handle(&r, Master::get_contents).await?;
     Ok(pb::GetContentsAndStatResponse {
         contents,
-        stat: Some(edge::stat(&stat, &s.node.cell)),
+        stat: s.stat(&stat),
         cacheable,
     })
 }
@@ -65,13 +62,9 @@ pub(super) async fn get_stat(
     s: &Service,
     r: pb::GetStatRequest,
 ) -> Result<pb::GetStatResponse, Status> {
-    let (stat, cacheable) = s
-        .run(r.ctx.as_ref(), |m, ctx, now| {
-            m.get_stat(ctx, &r.handle, now)
-        })
-        .await?;
+    let (stat, cacheable) = s.on_handle(&r, Master::get_stat).await?;
     Ok(pb::GetStatResponse {
-        stat: Some(edge::stat(&stat, &s.node.cell)),
+        stat: s.stat(&stat),
         cacheable,
     })
 }
@@ -80,11 +73,7 @@ pub(super) async fn read_dir(
     s: &Service,
     r: pb::ReadDirRequest,
 ) -> Result<pb::ReadDirResponse, Status> {
-    let (entries, stat, cacheable) = s
-        .run(r.ctx.as_ref(), |m, ctx, now| {
-            m.read_dir(ctx, &r.handle, now)
-        })
-        .await?;
+    let (entries, stat, cacheable) = s.on_handle(&r, Master::read_dir).await?;
     Ok(pb::ReadDirResponse {
         entries: entries
             .iter()
@@ -97,6 +86,6 @@ pub(super) async fn read_dir(
             })
             .collect(),
         cacheable,
-        stat: Some(edge::stat(&stat, &s.node.cell)),
+        stat: s.stat(&stat),
     })
 }

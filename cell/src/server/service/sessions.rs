@@ -9,6 +9,7 @@ use crate::edge;
 use crate::server::metrics;
 use tonic::Status;
 use warren_proto::pb;
+use warren_proto::request::WithContext;
 
 pub(super) async fn locate(
     s: &Service,
@@ -46,7 +47,7 @@ pub(super) async fn keep_alive(
     r: pb::KeepAliveRequest,
 ) -> Result<pb::KeepAliveResponse, Status> {
     metrics::keepalive_received();
-    let ctx = edge::ctx(r.ctx.as_ref())?;
+    let ctx = edge::ctx(r.ctx())?;
     let reply = s
         .node
         .master()?
@@ -67,7 +68,7 @@ pub(super) async fn close_session(
     s: &Service,
     r: pb::CloseSessionRequest,
 ) -> Result<pb::CloseSessionResponse, Status> {
-    let ctx = edge::ctx(r.ctx.as_ref())?;
+    let ctx = edge::ctx(r.ctx())?;
     s.node
         .master()?
         .run(|m, now| m.close_session(&ctx, r.expired, now))
@@ -79,7 +80,6 @@ pub(super) async fn claim_session(
     s: &Service,
     r: pb::ClaimSessionRequest,
 ) -> Result<pb::ClaimSessionResponse, Status> {
-    let ctx = edge::ctx(r.ctx.as_ref())?;
     let client = edge::bytes16(&r.client_session, "client_session")?;
     let secret = edge::bytes16(&r.client_secret, "client_secret")?;
     let only_from = if r.only_from.is_empty() {
@@ -88,9 +88,9 @@ pub(super) async fn claim_session(
         Some(edge::bytes16(&r.only_from, "only_from")?)
     };
     let principal = s
-        .routed(r.ctx.as_ref())
-        .await?
-        .run(|m, now| m.claim_session(&ctx, client, secret, &r.client_principal, only_from, now))
+        .run(&r, |m, ctx, now| {
+            m.claim_session(ctx, client, secret, &r.client_principal, only_from, now)
+        })
         .await?;
     Ok(pb::ClaimSessionResponse {
         known: principal.is_some(),

@@ -14,12 +14,12 @@ pub(super) async fn set_contents(
     r: pb::SetContentsRequest,
 ) -> Result<pb::SetContentsResponse, Status> {
     let stat = s
-        .write(r.ctx.as_ref(), |m, ctx, now| {
+        .write(&r, |m, ctx, now| {
             m.set_contents(ctx, &r.handle, &r.contents, r.if_content_generation, now)
         })
         .await?;
     Ok(pb::SetContentsResponse {
-        stat: Some(edge::stat(&stat, &s.node.cell)),
+        stat: s.stat(&stat),
     })
 }
 
@@ -27,19 +27,16 @@ pub(super) async fn set_acl(
     s: &Service,
     r: pb::SetAclRequest,
 ) -> Result<pb::SetAclResponse, Status> {
-    let ctx = edge::ctx(r.ctx.as_ref())?;
     let acl = edge::acl_in(
         r.acl
             .as_ref()
             .ok_or_else(|| WarrenError::invalid_argument("SetAcl needs acl"))?,
     );
     let stat = s
-        .routed(r.ctx.as_ref())
-        .await?
-        .write(|m, now| m.set_acl(&ctx, &r.handle, &acl, now))
+        .write(&r, |m, ctx, now| m.set_acl(ctx, &r.handle, &acl, now))
         .await?;
     Ok(pb::SetAclResponse {
-        stat: Some(edge::stat(&stat, &s.node.cell)),
+        stat: s.stat(&stat),
     })
 }
 
@@ -47,8 +44,7 @@ pub(super) async fn delete(
     s: &Service,
     r: pb::DeleteRequest,
 ) -> Result<pb::DeleteResponse, Status> {
-    let ctx = edge::ctx(r.ctx.as_ref())?;
-    let shared = s.routed(r.ctx.as_ref()).await?;
+    let (ctx, shared) = s.session(&r).await?;
     let (res, _) = shared
         .write_reading_acls(&mut ForeignAcls::default(), |m, now| {
             m.delete(&ctx, &r.handle, now)
