@@ -12,7 +12,7 @@ use warren_proto::request::WithContext;
 /// A request message that carries a session context, and the RPC that sends it.
 pub trait Rpc: WithContext + Clone + Send + 'static {
     /// The RPC's response message.
-    type Reply;
+    type Reply: Send;
 
     /// Sends the request on `client`.
     fn send(

@@ -98,3 +98,62 @@ impl http_body::Body for TableErrors {
         self.0.size_hint()
     }
 }
+
+/// Implements `warren.v1.Warren` for a tier's service type: every RPC's request message is
+/// handed to the function of the same name in the tier's `handlers` module
+/// (`async fn(&Service, Request) -> Result<Response, Status>`), and the call is wrapped in
+/// the tier's `observe(method_name, future)`, which counts and times it. The list of RPCs
+/// lives here once; a new RPC in the `.proto` is a compile error in every tier until both
+/// handle it.
+#[macro_export]
+macro_rules! warren_service {
+    ($service:ty, $observe:path, $handlers:ident) => {
+        $crate::warren_service!(@impl $service, $observe, $handlers,
+            locate(LocateRequest) -> LocateResponse = "Locate";
+            create_session(CreateSessionRequest) -> CreateSessionResponse = "CreateSession";
+            keep_alive(KeepAliveRequest) -> KeepAliveResponse = "KeepAlive";
+            close_session(CloseSessionRequest) -> CloseSessionResponse = "CloseSession";
+            claim_session(ClaimSessionRequest) -> ClaimSessionResponse = "ClaimSession";
+            open(OpenRequest) -> OpenResponse = "Open";
+            close(CloseRequest) -> CloseResponse = "Close";
+            get_contents_and_stat(GetContentsAndStatRequest) -> GetContentsAndStatResponse = "GetContentsAndStat";
+            get_stat(GetStatRequest) -> GetStatResponse = "GetStat";
+            read_dir(ReadDirRequest) -> ReadDirResponse = "ReadDir";
+            set_contents(SetContentsRequest) -> SetContentsResponse = "SetContents";
+            set_acl(SetAclRequest) -> SetAclResponse = "SetAcl";
+            delete(DeleteRequest) -> DeleteResponse = "Delete";
+            acquire(AcquireRequest) -> AcquireResponse = "Acquire";
+            try_acquire(TryAcquireRequest) -> AcquireResponse = "TryAcquire";
+            release(ReleaseRequest) -> ReleaseResponse = "Release";
+            get_sequencer(GetSequencerRequest) -> GetSequencerResponse = "GetSequencer";
+            set_sequencer(SetSequencerRequest) -> SetSequencerResponse = "SetSequencer";
+            check_sequencer(CheckSequencerRequest) -> CheckSequencerResponse = "CheckSequencer";
+        );
+    };
+    (@impl $service:ty, $observe:path, $handlers:ident,
+     $($rpc:ident($req:ident) -> $resp:ident = $name:literal;)*) => {
+        #[$crate::grpc::reexport::tonic::async_trait]
+        impl $crate::grpc::reexport::pb::warren_server::Warren for $service {
+            $(
+                async fn $rpc(
+                    &self,
+                    req: $crate::grpc::reexport::tonic::Request<$crate::grpc::reexport::pb::$req>,
+                ) -> ::std::result::Result<
+                    $crate::grpc::reexport::tonic::Response<$crate::grpc::reexport::pb::$resp>,
+                    $crate::grpc::reexport::tonic::Status,
+                > {
+                    $observe($name, $handlers::$rpc(self, req.into_inner()))
+                        .await
+                        .map($crate::grpc::reexport::tonic::Response::new)
+                }
+            )*
+        }
+    };
+}
+
+/// What [`warren_service!`] names, reachable from any crate that uses it.
+#[doc(hidden)]
+pub mod reexport {
+    pub use tonic;
+    pub use warren_proto::pb;
+}

@@ -40,6 +40,11 @@ impl<'a> Via<'a> {
 }
 
 impl Service {
+    /// [`Service::forward`] of a request as its RPC sends it.
+    pub(super) async fn send<Q: Rpc>(&self, via: Via<'_>, req: &Q) -> Result<Q::Reply, Status> {
+        self.forward(via, req, |c, r| r.send(c)).await
+    }
+
     /// Forwards request `req` as `via` says, on the proxy's current session at the cell
     /// (the request goes with that session's context), riding out a failover of the cell
     /// for up to `forward_patience`.

@@ -9,7 +9,7 @@
 //! and write calls are plain forwards, [`forward_by_handle`]), [`forward`] (calls on behalf
 //! of a client session, riding out a cell failover), [`route`] (calls routed by path: the
 //! partition map, `WRONG_CELL` and the split-directory redirect). This file holds the
-//! session check, handle routing and the trait impl that dispatches to them.
+//! session check, handle routing and the table of handlers the service dispatches to.
 
 mod forward;
 mod locks;
@@ -31,10 +31,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
+use tonic::{Response, Status};
+use warren_client::rpc::Rpc;
 use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
-use warren_proto::pb::warren_server::Warren;
 use warren_proto::request::{WithContext, WithHandle};
 use warren_proto::{ErrorCode, WarrenError};
 use warren_server::lease::short_id as hex;
@@ -179,221 +179,53 @@ impl Drop for InFlight {
 }
 
 fn ok<T>(t: T) -> Answer<T> {
-    Ok(Response::new(t))
+    Ok(t)
 }
 
 /// What a handler answers.
-type Answer<T> = Result<Response<T>, Status>;
+type Answer<T> = Result<T, Status>;
 
 /// A call that names a handle and is simply forwarded to the handle's cell on behalf of the
 /// client session (writes, locks, sequencers): check the session, route by the handle,
 /// forward with the client's context.
-async fn forward_by_handle<Q, R, F, Fut>(svc: &Service, r: Q, retry: Retry, call: F) -> Answer<R>
-where
-    Q: WithContext + WithHandle + Clone,
-    F: Fn(WarrenClient<Channel>, Q) -> Fut,
-    Fut: Future<Output = Answer<R>>,
-{
+async fn forward_by_handle<Q: PlainForward>(svc: &Service, r: Q) -> Answer<Q::Reply> {
     let (who, cell, _) = svc.session_and_cell(&r).await?;
-    ok(svc
-        .forward(Via::client(&who, cell, retry), &r, call)
-        .await?)
+    svc.send(Via::client(&who, cell, Q::RETRY), &r).await
 }
 
-#[tonic::async_trait]
-impl Warren for Service {
-    async fn locate(
-        &self,
-        req: Request<pb::LocateRequest>,
-    ) -> Result<Response<pb::LocateResponse>, Status> {
-        observed("Locate", sessions::locate(self, req.into_inner())).await
-    }
-
-    async fn create_session(
-        &self,
-        req: Request<pb::CreateSessionRequest>,
-    ) -> Result<Response<pb::CreateSessionResponse>, Status> {
-        observed(
-            "CreateSession",
-            sessions::create_session(self, req.into_inner()),
-        )
-        .await
-    }
-
-    async fn keep_alive(
-        &self,
-        req: Request<pb::KeepAliveRequest>,
-    ) -> Result<Response<pb::KeepAliveResponse>, Status> {
-        observed("KeepAlive", sessions::keep_alive(self, req.into_inner())).await
-    }
-
-    async fn close_session(
-        &self,
-        req: Request<pb::CloseSessionRequest>,
-    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
-        observed(
-            "CloseSession",
-            sessions::close_session(self, req.into_inner()),
-        )
-        .await
-    }
-
-    async fn open(
-        &self,
-        req: Request<pb::OpenRequest>,
-    ) -> Result<Response<pb::OpenResponse>, Status> {
-        observed("Open", reads::open(self, req.into_inner())).await
-    }
-
-    async fn close(
-        &self,
-        req: Request<pb::CloseRequest>,
-    ) -> Result<Response<pb::CloseResponse>, Status> {
-        observed("Close", reads::close(self, req.into_inner())).await
-    }
-
-    async fn get_contents_and_stat(
-        &self,
-        req: Request<pb::GetContentsAndStatRequest>,
-    ) -> Result<Response<pb::GetContentsAndStatResponse>, Status> {
-        observed(
-            "GetContentsAndStat",
-            reads::cached_read(self, req.into_inner()),
-        )
-        .await
-    }
-
-    async fn get_stat(
-        &self,
-        req: Request<pb::GetStatRequest>,
-    ) -> Result<Response<pb::GetStatResponse>, Status> {
-        observed("GetStat", reads::cached_read(self, req.into_inner())).await
-    }
-
-    async fn read_dir(
-        &self,
-        req: Request<pb::ReadDirRequest>,
-    ) -> Result<Response<pb::ReadDirResponse>, Status> {
-        observed("ReadDir", reads::cached_read(self, req.into_inner())).await
-    }
-
-    async fn set_contents(
-        &self,
-        req: Request<pb::SetContentsRequest>,
-    ) -> Result<Response<pb::SetContentsResponse>, Status> {
-        observed("SetContents", forward::set_contents(self, req.into_inner())).await
-    }
-
-    async fn set_acl(
-        &self,
-        req: Request<pb::SetAclRequest>,
-    ) -> Result<Response<pb::SetAclResponse>, Status> {
-        observed(
-            "SetAcl",
-            forward_by_handle(self, req.into_inner(), Retry::Once, |mut c, r| async move {
-                c.set_acl(r).await
-            }),
-        )
-        .await
-    }
-
-    async fn delete(
-        &self,
-        req: Request<pb::DeleteRequest>,
-    ) -> Result<Response<pb::DeleteResponse>, Status> {
-        observed(
-            "Delete",
-            forward_by_handle(self, req.into_inner(), Retry::Once, |mut c, r| async move {
-                c.delete(r).await
-            }),
-        )
-        .await
-    }
-
-    async fn acquire(
-        &self,
-        req: Request<pb::AcquireRequest>,
-    ) -> Result<Response<pb::AcquireResponse>, Status> {
-        let _in_flight = InFlight::acquire();
-        observed(
-            "Acquire",
-            forward_by_handle(self, req.into_inner(), Retry::Once, |mut c, r| async move {
-                c.acquire(r).await
-            }),
-        )
-        .await
-    }
-
-    async fn try_acquire(
-        &self,
-        req: Request<pb::TryAcquireRequest>,
-    ) -> Result<Response<pb::AcquireResponse>, Status> {
-        observed(
-            "TryAcquire",
-            forward_by_handle(self, req.into_inner(), Retry::Once, |mut c, r| async move {
-                c.try_acquire(r).await
-            }),
-        )
-        .await
-    }
-
-    async fn release(
-        &self,
-        req: Request<pb::ReleaseRequest>,
-    ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        observed(
-            "Release",
-            forward_by_handle(self, req.into_inner(), Retry::Once, |mut c, r| async move {
-                c.release(r).await
-            }),
-        )
-        .await
-    }
-
-    async fn get_sequencer(
-        &self,
-        req: Request<pb::GetSequencerRequest>,
-    ) -> Result<Response<pb::GetSequencerResponse>, Status> {
-        observed(
-            "GetSequencer",
-            forward_by_handle(
-                self,
-                req.into_inner(),
-                Retry::Idempotent,
-                |mut c, r| async move { c.get_sequencer(r).await },
-            ),
-        )
-        .await
-    }
-
-    async fn set_sequencer(
-        &self,
-        req: Request<pb::SetSequencerRequest>,
-    ) -> Result<Response<pb::SetSequencerResponse>, Status> {
-        observed("SetSequencer", locks::set_sequencer(self, req.into_inner())).await
-    }
-
-    async fn check_sequencer(
-        &self,
-        req: Request<pb::CheckSequencerRequest>,
-    ) -> Result<Response<pb::CheckSequencerResponse>, Status> {
-        observed(
-            "CheckSequencer",
-            locks::check_sequencer(self, req.into_inner()),
-        )
-        .await
-    }
-
-    async fn claim_session(
-        &self,
-        _req: Request<pb::ClaimSessionRequest>,
-    ) -> Result<Response<pb::ClaimSessionResponse>, Status> {
-        observed("ClaimSession", async move {
-            Err(WarrenError::invalid_argument(
-                "ClaimSession is for proxies talking to cells; this is a proxy",
-            )
-            .into())
-        })
-        .await
-    }
+/// A call the proxy forwards to the handle's cell as it is ([`forward_by_handle`]), and
+/// whether it may be sent again after a transport failure.
+trait PlainForward: Rpc + WithHandle {
+    const RETRY: Retry;
 }
+
+macro_rules! plain_forwards {
+    ($($request:ident: $retry:ident),* $(,)?) => {$(
+        impl PlainForward for pb::$request {
+            const RETRY: Retry = Retry::$retry;
+        }
+    )*};
+}
+
+plain_forwards!(
+    SetAclRequest: Once,
+    DeleteRequest: Once,
+    AcquireRequest: Once,
+    TryAcquireRequest: Once,
+    ReleaseRequest: Once,
+    GetSequencerRequest: Idempotent,
+);
+
+/// Each RPC's handler, by the RPC's name ([`warren_server::warren_service!`]).
+mod handlers {
+    pub(super) use super::forward::set_contents;
+    pub(super) use super::forward_by_handle as try_acquire;
+    pub(super) use super::locks::{acquire, check_sequencer, claim_session, set_sequencer};
+    pub(super) use super::reads::{cached_read as get_stat, cached_read as read_dir};
+    pub(super) use super::reads::{cached_read as get_contents_and_stat, close, open};
+    pub(super) use super::sessions::{close_session, create_session, keep_alive, locate};
+    pub(super) use super::{forward_by_handle as delete, forward_by_handle as get_sequencer};
+    pub(super) use super::{forward_by_handle as release, forward_by_handle as set_acl};
+}
+
+warren_server::warren_service!(Service, observed, handlers);

@@ -185,8 +185,7 @@ pub(super) async fn close(svc: &Service, r: pb::CloseRequest) -> Answer<pb::Clos
 
 /// A read the proxy may answer from its shared cache: `GetContentsAndStat`, `GetStat` and
 /// `ReadDir` differ only in which part of a cache entry they read and fill.
-pub(super) trait CachedRead: WithContext + WithHandle + Clone + Send + Sync {
-    type Reply: Send;
+pub(super) trait CachedRead: Rpc + WithHandle + Sync {
     /// What the cache holds for this read.
     type Copy: Send;
     /// Whether the handle must have been opened for reading.
@@ -195,8 +194,6 @@ pub(super) trait CachedRead: WithContext + WithHandle + Clone + Send + Sync {
     fn lookup(e: &Entry, instance: u64) -> Option<Self::Copy>;
     /// The answer made from a cached copy (cacheable).
     fn from_copy(copy: Self::Copy) -> Self::Reply;
-    /// The call to the cell.
-    fn ask(c: WarrenClient<Channel>, r: Self) -> impl Future<Output = Answer<Self::Reply>> + Send;
     /// The reply's `cacheable` flag.
     fn cacheable(reply: &mut Self::Reply) -> &mut bool;
     /// How the cell's reply fills the cache entry (none without a stat).
@@ -204,7 +201,6 @@ pub(super) trait CachedRead: WithContext + WithHandle + Clone + Send + Sync {
 }
 
 impl CachedRead for pb::GetContentsAndStatRequest {
-    type Reply = pb::GetContentsAndStatResponse;
     type Copy = (Vec<u8>, pb::Stat);
     const NEEDS_READ: bool = true;
     fn lookup(e: &Entry, instance: u64) -> Option<Self::Copy> {
@@ -219,9 +215,6 @@ impl CachedRead for pb::GetContentsAndStatRequest {
             stat: Some(stat),
             cacheable: true,
         }
-    }
-    async fn ask(mut c: WarrenClient<Channel>, r: Self) -> Answer<Self::Reply> {
-        c.get_contents_and_stat(r).await
     }
     fn cacheable(reply: &mut Self::Reply) -> &mut bool {
         &mut reply.cacheable
@@ -238,7 +231,6 @@ impl CachedRead for pb::GetContentsAndStatRequest {
 }
 
 impl CachedRead for pb::GetStatRequest {
-    type Reply = pb::GetStatResponse;
     type Copy = pb::Stat;
     const NEEDS_READ: bool = false;
     fn lookup(e: &Entry, instance: u64) -> Option<Self::Copy> {
@@ -254,9 +246,6 @@ impl CachedRead for pb::GetStatRequest {
             cacheable: true,
         }
     }
-    async fn ask(mut c: WarrenClient<Channel>, r: Self) -> Answer<Self::Reply> {
-        c.get_stat(r).await
-    }
     fn cacheable(reply: &mut Self::Reply) -> &mut bool {
         &mut reply.cacheable
     }
@@ -269,7 +258,6 @@ impl CachedRead for pb::GetStatRequest {
 }
 
 impl CachedRead for pb::ReadDirRequest {
-    type Reply = pb::ReadDirResponse;
     type Copy = (Vec<pb::DirEntry>, pb::Stat);
     const NEEDS_READ: bool = true;
     fn lookup(e: &Entry, instance: u64) -> Option<Self::Copy> {
@@ -284,9 +272,6 @@ impl CachedRead for pb::ReadDirRequest {
             cacheable: true,
             stat: Some(stat),
         }
-    }
-    async fn ask(mut c: WarrenClient<Channel>, r: Self) -> Answer<Self::Reply> {
-        c.read_dir(r).await
     }
     fn cacheable(reply: &mut Self::Reply) -> &mut bool {
         &mut reply.cacheable
@@ -311,7 +296,7 @@ pub(super) async fn cached_read<Q: CachedRead>(svc: &Service, r: Q) -> Answer<Q:
     };
     let (cell, body) = svc.handle_cell(&who, r.handle())?;
     let mut reply = svc
-        .forward(Via::client(&who, cell, Retry::Idempotent), &r, Q::ask)
+        .send(Via::client(&who, cell, Retry::Idempotent), &r)
         .await?;
     svc.handle_info(&who, r.handle(), cell, body.as_ref());
     if let (true, Some(b)) = (*Q::cacheable(&mut reply), body) {

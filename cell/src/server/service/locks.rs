@@ -2,18 +2,14 @@
 //! counted in `warren_cell_lock_waiters`), TryAcquire, Release, and GetSequencer,
 //! SetSequencer and CheckSequencer.
 
-use super::Service;
+use super::{Answer, Service};
 use crate::core::{Master, Reply, Wake};
 use crate::edge;
 use crate::server::metrics::LockWait;
 use std::time::Duration;
-use tonic::Status;
 use warren_proto::pb;
 
-pub(super) async fn acquire(
-    s: &Service,
-    r: pb::AcquireRequest,
-) -> Result<pb::AcquireResponse, Status> {
+pub(super) async fn acquire(s: &Service, r: pb::AcquireRequest) -> Answer<pb::AcquireResponse> {
     let mode = edge::lock_mode(r.mode)?;
     let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
     let (ctx, master) = s.session(&r).await?;
@@ -39,7 +35,7 @@ pub(super) async fn acquire(
 pub(super) async fn try_acquire(
     s: &Service,
     r: pb::TryAcquireRequest,
-) -> Result<pb::AcquireResponse, Status> {
+) -> Answer<pb::AcquireResponse> {
     let mode = edge::lock_mode(r.mode)?;
     let seq = s
         .run(&r, |m, ctx, now| m.try_acquire(ctx, &r.handle, mode, now))
@@ -49,10 +45,7 @@ pub(super) async fn try_acquire(
     })
 }
 
-pub(super) async fn release(
-    s: &Service,
-    r: pb::ReleaseRequest,
-) -> Result<pb::ReleaseResponse, Status> {
+pub(super) async fn release(s: &Service, r: pb::ReleaseRequest) -> Answer<pb::ReleaseResponse> {
     let was_held = s.on_handle(&r, Master::release).await?;
     Ok(pb::ReleaseResponse { was_held })
 }
@@ -60,7 +53,7 @@ pub(super) async fn release(
 pub(super) async fn get_sequencer(
     s: &Service,
     r: pb::GetSequencerRequest,
-) -> Result<pb::GetSequencerResponse, Status> {
+) -> Answer<pb::GetSequencerResponse> {
     let seq = s.on_handle(&r, Master::get_sequencer).await?;
     Ok(pb::GetSequencerResponse {
         sequencer: Some(edge::sequencer_out(&seq)),
@@ -70,7 +63,7 @@ pub(super) async fn get_sequencer(
 pub(super) async fn set_sequencer(
     s: &Service,
     r: pb::SetSequencerRequest,
-) -> Result<pb::SetSequencerResponse, Status> {
+) -> Answer<pb::SetSequencerResponse> {
     let seq = edge::sequencer_in(r.sequencer.as_ref())?;
     s.run(&r, |m, ctx, now| m.set_sequencer(ctx, &r.handle, seq, now))
         .await?;
@@ -80,7 +73,7 @@ pub(super) async fn set_sequencer(
 pub(super) async fn check_sequencer(
     s: &Service,
     r: pb::CheckSequencerRequest,
-) -> Result<pb::CheckSequencerResponse, Status> {
+) -> Answer<pb::CheckSequencerResponse> {
     let seq = edge::sequencer_in(r.sequencer.as_ref())?;
     let current = s
         .run(&r, |m, ctx, now| m.check_sequencer(ctx, &seq, now))

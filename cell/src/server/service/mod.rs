@@ -24,9 +24,8 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 use warren_proto::pb;
-use warren_proto::pb::warren_server::Warren;
 use warren_proto::request::{WithContext, WithHandle};
 use warren_proto::WarrenError;
 
@@ -105,48 +104,25 @@ impl Service {
 async fn observed<T>(
     method: &'static str,
     call: impl Future<Output = Result<T, Status>>,
-) -> Result<Response<T>, Status> {
+) -> Result<T, Status> {
     let r = warren_server::metrics::observed("cell", method, call).await;
     metrics::count_wrong_cell(&r);
-    r.map(Response::new)
+    r
 }
 
-/// The `warren.v1.Warren` impl: each RPC's request handed to its handler, the call counted
-/// and timed under the RPC's name ([`observed`]).
-macro_rules! dispatch {
-    ($($rpc:ident($req:ident) -> $resp:ident = $name:literal => $handler:path;)*) => {
-        #[tonic::async_trait]
-        impl Warren for Service {
-            $(
-                async fn $rpc(
-                    &self,
-                    req: Request<pb::$req>,
-                ) -> Result<Response<pb::$resp>, Status> {
-                    observed($name, $handler(self, req.into_inner())).await
-                }
-            )*
-        }
+/// What a handler answers.
+type Answer<T> = Result<T, Status>;
+
+/// Each RPC's handler, by the RPC's name ([`warren_server::warren_service!`]).
+mod handlers {
+    pub(super) use super::locks::{
+        acquire, check_sequencer, get_sequencer, release, set_sequencer, try_acquire,
     };
+    pub(super) use super::reads::{close, get_contents_and_stat, get_stat, open, read_dir};
+    pub(super) use super::sessions::{
+        claim_session, close_session, create_session, keep_alive, locate,
+    };
+    pub(super) use super::writes::{delete, set_acl, set_contents};
 }
 
-dispatch! {
-    locate(LocateRequest) -> LocateResponse = "Locate" => sessions::locate;
-    create_session(CreateSessionRequest) -> CreateSessionResponse = "CreateSession" => sessions::create_session;
-    keep_alive(KeepAliveRequest) -> KeepAliveResponse = "KeepAlive" => sessions::keep_alive;
-    close_session(CloseSessionRequest) -> CloseSessionResponse = "CloseSession" => sessions::close_session;
-    claim_session(ClaimSessionRequest) -> ClaimSessionResponse = "ClaimSession" => sessions::claim_session;
-    open(OpenRequest) -> OpenResponse = "Open" => reads::open;
-    close(CloseRequest) -> CloseResponse = "Close" => reads::close;
-    get_contents_and_stat(GetContentsAndStatRequest) -> GetContentsAndStatResponse = "GetContentsAndStat" => reads::get_contents_and_stat;
-    get_stat(GetStatRequest) -> GetStatResponse = "GetStat" => reads::get_stat;
-    read_dir(ReadDirRequest) -> ReadDirResponse = "ReadDir" => reads::read_dir;
-    set_contents(SetContentsRequest) -> SetContentsResponse = "SetContents" => writes::set_contents;
-    set_acl(SetAclRequest) -> SetAclResponse = "SetAcl" => writes::set_acl;
-    delete(DeleteRequest) -> DeleteResponse = "Delete" => writes::delete;
-    acquire(AcquireRequest) -> AcquireResponse = "Acquire" => locks::acquire;
-    try_acquire(TryAcquireRequest) -> AcquireResponse = "TryAcquire" => locks::try_acquire;
-    release(ReleaseRequest) -> ReleaseResponse = "Release" => locks::release;
-    get_sequencer(GetSequencerRequest) -> GetSequencerResponse = "GetSequencer" => locks::get_sequencer;
-    set_sequencer(SetSequencerRequest) -> SetSequencerResponse = "SetSequencer" => locks::set_sequencer;
-    check_sequencer(CheckSequencerRequest) -> CheckSequencerResponse = "CheckSequencer" => locks::check_sequencer;
-}
+warren_server::warren_service!(Service, observed, handlers);

@@ -2,15 +2,14 @@
 //! elsewhere, the child anchor of a split directory), Close, GetContentsAndStat, GetStat
 //! and ReadDir.
 
-use super::Service;
+use super::{Answer, Service};
 use crate::core::Master;
 use crate::edge;
 use crate::server::crosscell::ForeignAcls;
-use tonic::Status;
 use warren_proto::pb;
 use warren_proto::request::WithContext;
 
-pub(super) async fn open(s: &Service, r: pb::OpenRequest) -> Result<pb::OpenResponse, Status> {
+pub(super) async fn open(s: &Service, r: pb::OpenRequest) -> Answer<pb::OpenResponse> {
     let args = edge::open_args(&r)?;
     let (ctx, shared) = s.session(&r).await?;
     let mut acls = ForeignAcls::default();
@@ -35,7 +34,7 @@ pub(super) async fn open(s: &Service, r: pb::OpenRequest) -> Result<pb::OpenResp
     })
 }
 
-pub(super) async fn close(s: &Service, r: pb::CloseRequest) -> Result<pb::CloseResponse, Status> {
+pub(super) async fn close(s: &Service, r: pb::CloseRequest) -> Answer<pb::CloseResponse> {
     // Close never fails: a malformed context is simply nothing to close.
     if let Ok(ctx) = edge::ctx(r.ctx()) {
         s.routed(&r)
@@ -49,7 +48,7 @@ pub(super) async fn close(s: &Service, r: pb::CloseRequest) -> Result<pb::CloseR
 pub(super) async fn get_contents_and_stat(
     s: &Service,
     r: pb::GetContentsAndStatRequest,
-) -> Result<pb::GetContentsAndStatResponse, Status> {
+) -> Answer<pb::GetContentsAndStatResponse> {
     let (contents, stat, cacheable) = s.on_handle(&r, Master::get_contents).await?;
     Ok(pb::GetContentsAndStatResponse {
         contents,
@@ -58,10 +57,7 @@ pub(super) async fn get_contents_and_stat(
     })
 }
 
-pub(super) async fn get_stat(
-    s: &Service,
-    r: pb::GetStatRequest,
-) -> Result<pb::GetStatResponse, Status> {
+pub(super) async fn get_stat(s: &Service, r: pb::GetStatRequest) -> Answer<pb::GetStatResponse> {
     let (stat, cacheable) = s.on_handle(&r, Master::get_stat).await?;
     Ok(pb::GetStatResponse {
         stat: s.stat(&stat),
@@ -69,10 +65,7 @@ pub(super) async fn get_stat(
     })
 }
 
-pub(super) async fn read_dir(
-    s: &Service,
-    r: pb::ReadDirRequest,
-) -> Result<pb::ReadDirResponse, Status> {
+pub(super) async fn read_dir(s: &Service, r: pb::ReadDirRequest) -> Answer<pb::ReadDirResponse> {
     let (entries, stat, cacheable) = s.on_handle(&r, Master::read_dir).await?;
     Ok(pb::ReadDirResponse {
         entries: entries

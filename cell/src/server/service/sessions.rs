@@ -3,25 +3,21 @@
 //! the lease nears its end), CloseSession, and ClaimSession (a proxy adopting the client
 //! sessions of a proxy that died).
 
-use super::Service;
+use super::{Answer, Service};
 use crate::core::Wake;
 use crate::edge;
 use crate::server::metrics;
-use tonic::Status;
 use warren_proto::pb;
 use warren_proto::request::WithContext;
 
-pub(super) async fn locate(
-    s: &Service,
-    _: pb::LocateRequest,
-) -> Result<pb::LocateResponse, Status> {
+pub(super) async fn locate(s: &Service, _: pb::LocateRequest) -> Answer<pb::LocateResponse> {
     Ok(s.node.locate())
 }
 
 pub(super) async fn create_session(
     s: &Service,
     r: pb::CreateSessionRequest,
-) -> Result<pb::CreateSessionResponse, Status> {
+) -> Answer<pb::CreateSessionResponse> {
     let c = s
         .node
         .master()?
@@ -45,7 +41,7 @@ pub(super) async fn create_session(
 pub(super) async fn keep_alive(
     s: &Service,
     r: pb::KeepAliveRequest,
-) -> Result<pb::KeepAliveResponse, Status> {
+) -> Answer<pb::KeepAliveResponse> {
     metrics::keepalive_received();
     let ctx = edge::ctx(r.ctx())?;
     let reply = s
@@ -67,7 +63,7 @@ pub(super) async fn keep_alive(
 pub(super) async fn close_session(
     s: &Service,
     r: pb::CloseSessionRequest,
-) -> Result<pb::CloseSessionResponse, Status> {
+) -> Answer<pb::CloseSessionResponse> {
     let ctx = edge::ctx(r.ctx())?;
     s.node
         .master()?
@@ -79,7 +75,7 @@ pub(super) async fn close_session(
 pub(super) async fn claim_session(
     s: &Service,
     r: pb::ClaimSessionRequest,
-) -> Result<pb::ClaimSessionResponse, Status> {
+) -> Answer<pb::ClaimSessionResponse> {
     let client = edge::bytes16(&r.client_session, "client_session")?;
     let secret = edge::bytes16(&r.client_secret, "client_secret")?;
     let only_from = if r.only_from.is_empty() {

@@ -2,17 +2,16 @@
 //! elsewhere, the entry of a removed child anchor unlinked at the parent's cell). A write
 //! waits for the cache invalidations it causes before it is applied.
 
-use super::Service;
+use super::{Answer, Service};
 use crate::edge;
 use crate::server::crosscell::ForeignAcls;
-use tonic::Status;
 use warren_proto::pb;
 use warren_proto::WarrenError;
 
 pub(super) async fn set_contents(
     s: &Service,
     r: pb::SetContentsRequest,
-) -> Result<pb::SetContentsResponse, Status> {
+) -> Answer<pb::SetContentsResponse> {
     let stat = s
         .write(&r, |m, ctx, now| {
             m.set_contents(ctx, &r.handle, &r.contents, r.if_content_generation, now)
@@ -23,10 +22,7 @@ pub(super) async fn set_contents(
     })
 }
 
-pub(super) async fn set_acl(
-    s: &Service,
-    r: pb::SetAclRequest,
-) -> Result<pb::SetAclResponse, Status> {
+pub(super) async fn set_acl(s: &Service, r: pb::SetAclRequest) -> Answer<pb::SetAclResponse> {
     let acl = edge::acl_in(
         r.acl
             .as_ref()
@@ -40,10 +36,7 @@ pub(super) async fn set_acl(
     })
 }
 
-pub(super) async fn delete(
-    s: &Service,
-    r: pb::DeleteRequest,
-) -> Result<pb::DeleteResponse, Status> {
+pub(super) async fn delete(s: &Service, r: pb::DeleteRequest) -> Answer<pb::DeleteResponse> {
     let (ctx, shared) = s.session(&r).await?;
     let (res, _) = shared
         .write_reading_acls(&mut ForeignAcls::default(), |m, now| {
