@@ -749,7 +749,9 @@ pub async fn run(
         }
     };
     let result = tokio::select! {
-        r = service::serve(listener, shared.clone(), stop) => r,
+        r = warren_server::grpc::serve(listener, service::service(shared.clone()), stop) => {
+            r.map_err(|e| ProxyError::Serve(e.to_string()))
+        }
         e = fatal => Err(ProxyError::Config(e)),
     };
     // The upstream tasks first: they would make a new session for each one closed below.

@@ -104,7 +104,7 @@ pub(crate) struct Front {
     pub(crate) node: Arc<Node>,
     admin: Option<tokio::task::JoinHandle<()>>,
     stop: tokio::sync::oneshot::Sender<()>,
-    grpc: tokio::task::JoinHandle<Result<(), CellError>>,
+    grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
 impl Front {
@@ -125,7 +125,8 @@ impl Front {
             tokio::spawn(crate::admin::serve(l, node.clone()))
         });
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let grpc = tokio::spawn(service::serve(listener, node.clone(), async move {
+        let service = service::service(node.clone());
+        let grpc = tokio::spawn(warren_server::grpc::serve(listener, service, async move {
             let _ = stop_rx.await;
         }));
         Ok(Front {
@@ -150,7 +151,7 @@ impl Front {
         if let Some(a) = self.admin {
             a.abort();
         }
-        served
+        served.map_err(|e| CellError::Serve(e.to_string()))
     }
 }
 

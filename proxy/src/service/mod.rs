@@ -24,11 +24,10 @@ pub(crate) use sessions::run_effect;
 
 use crate::core::{ClientId, HandleInfo, Known};
 use crate::upstream::{self, Link};
-use crate::{ProxyError, Shared};
+use crate::Shared;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Response, Status};
@@ -41,14 +40,9 @@ use warren_server::lease::short_id as hex;
 
 const READ: u32 = 1;
 
-pub(crate) async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ProxyError> {
-    warren_server::grpc::serve(listener, Service { shared }, stop)
-        .await
-        .map_err(|e| ProxyError::Serve(e.to_string()))
+/// The gRPC service of the proxy (served by `warren_server::grpc::serve`).
+pub(crate) fn service(shared: Arc<Shared>) -> impl pb::warren_server::Warren {
+    Service { shared }
 }
 
 struct Service {

@@ -17,27 +17,19 @@ mod writes;
 use super::metrics;
 use super::node::Node;
 use super::term::Shared;
-use super::CellError;
 use crate::core::{Ctx, Master, Reply, StatView};
 use crate::edge;
 use std::future::Future;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tonic::Status;
 use warren_proto::pb;
 use warren_proto::request::{WithContext, WithHandle};
 use warren_proto::WarrenError;
 
-/// Serves the gRPC service for `node` on `listener` until `stop` resolves.
-pub(super) async fn serve(
-    listener: TcpListener,
-    node: Arc<Node>,
-    stop: impl Future<Output = ()> + Send,
-) -> Result<(), CellError> {
-    warren_server::grpc::serve(listener, Service { node }, stop)
-        .await
-        .map_err(|e| CellError::Serve(e.to_string()))
+/// The gRPC service of `node` (served by `warren_server::grpc::serve`).
+pub(super) fn service(node: Arc<Node>) -> impl pb::warren_server::Warren {
+    Service { node }
 }
 
 struct Service {
