@@ -1,4 +1,4 @@
-//! `warren dev`: a whole local deployment in one process, on embedded stores (SPEC §10): a
+//! `warren dev`: a whole local deployment in one process, on embedded stores (docs/design.md §14): a
 //! meta cell, N data cells and M proxies routing by the partition map.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! `warren loadtest`: a simulated fleet against a deployment (SPEC §11). The work lives in
+//! `warren loadtest`: a simulated fleet against a deployment (docs/design.md §15). The work lives in
 //! the `warren-loadtest` crate; this parses the command line, launches a deployment for
 //! `--deploy` (and injects its faults), and prints the reports.
 

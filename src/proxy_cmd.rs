@@ -1,5 +1,5 @@
-//! `warren proxy`: one proxy (SPEC §6) in front of a partitioned deployment, routing by the
-//! partition map in the meta cell given with `--meta` (SPEC §7), or in front of the cells
+//! `warren proxy`: one proxy (docs/design.md §10) in front of a partitioned deployment, routing by the
+//! partition map in the meta cell given with `--meta` (docs/design.md §11), or in front of the cells
 //! given with `--cell`. Settings come from `--config FILE` (TOML), `WARREN_*` environment
 //! variables and flags, in rising precedence; errors name the field. Prints `proxies: ADDR`
 //! once listening and `ready` once it can serve (with `--meta`: the map loaded and a session

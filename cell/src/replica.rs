@@ -1,6 +1,6 @@
 //! A replica of a cell on the etcd store: it campaigns for mastership through an etcd
 //! lease and election, serves as master while it can prove that lease, and as a standby
-//! (`Locate`, `NOT_MASTER{master}`) otherwise. SPEC §5.
+//! (`Locate`, `NOT_MASTER{master}`) otherwise. docs/design.md §9.
 //!
 //! Safety rests on two independent guards:
 //! 1. **Fencing.** Every write is an etcd transaction conditional on this master's

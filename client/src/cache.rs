@@ -1,4 +1,4 @@
-//! The session's client-side cache (SPEC §4, Chubby's): file contents and metadata,
+//! The session's client-side cache (docs/design.md §7, Chubby's): file contents and metadata,
 //! directory listings (names), absence (an `Open` without create that got `NOT_FOUND`), and
 //! open server handles that a later identical `Open` may share. Pure data, no I/O.
 //!

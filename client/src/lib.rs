@@ -42,7 +42,7 @@
 //!
 //! # Cache
 //!
-//! Each session caches, write-through, what it reads (SPEC §4): file contents and metadata
+//! Each session caches, write-through, what it reads (docs/design.md §7): file contents and metadata
 //! ([`Handle::contents`], [`Handle::stat`]), directory listings ([`Handle::child_names`];
 //! [`Handle::read_dir`] always asks the master because it returns every child's
 //! metadata), the absence of nodes (an `open` without create that got `NOT_FOUND`), and open
@@ -61,7 +61,7 @@
 //!
 //! # Through proxies
 //!
-//! [`ClientOptions::proxies`] connects through proxies (`warren proxy`, SPEC §6) instead of
+//! [`ClientOptions::proxies`] connects through proxies (`warren proxy`, docs/design.md §10) instead of
 //! to a cell's replicas. A proxy answers `Locate` as a master, so nothing else changes but
 //! the order in which the session tries them: each session orders the list with a
 //! consistent-hash ring keyed by its id ([`proxy_order`], [`Session::search_order`]) and

@@ -1,4 +1,4 @@
-//! Watching the partition map (SPEC §7).
+//! Watching the partition map (docs/design.md §11).
 //!
 //! The map is a file, `/ls/<deployment>/warren/map`, in the meta cell. Routers (proxies,
 //! cells, direct-mode clients) keep a session at the meta cell with a handle open on it

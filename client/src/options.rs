@@ -54,7 +54,7 @@ pub struct ClientOptions {
     /// before declaring the session expired.
     pub grace_period: Duration,
     /// Whether to cache file contents, metadata, directory listings, absence and open
-    /// handles (SPEC §4). On by default; turning it off sends every read to the master.
+    /// handles (docs/design.md §6). On by default; turning it off sends every read to the master.
     pub cache: bool,
     /// Direct mode over a partitioned deployment: [`endpoints`](Self::endpoints) are the
     /// replicas of the **meta cell**; the session watches the partition map there and
@@ -69,9 +69,9 @@ pub struct ClientOptions {
 impl ClientOptions {
     /// Default [`rpc_timeout`](Self::rpc_timeout).
     pub const DEFAULT_RPC_TIMEOUT: Duration = warren_config::defaults::RPC_TIMEOUT;
-    /// Default [`clock_drift`](Self::clock_drift) (SPEC §12: 1%).
+    /// Default [`clock_drift`](Self::clock_drift) (docs/design.md §16: 1%).
     pub const DEFAULT_CLOCK_DRIFT: f64 = warren_config::defaults::CLOCK_DRIFT;
-    /// Default [`grace_period`](Self::grace_period) (SPEC §12: 45 s).
+    /// Default [`grace_period`](Self::grace_period) (docs/design.md §16: 45 s).
     pub const DEFAULT_GRACE_PERIOD: Duration = warren_config::defaults::GRACE_PERIOD;
 
     /// Options for these endpoints, everything else at its default.

@@ -1,5 +1,5 @@
 //! Paths and routing at the client's edge: the short form `/a/b` names
-//! `/ls/<deployment>/a/b` in the deployment the session is connected to (SPEC §2), and the
+//! `/ls/<deployment>/a/b` in the deployment the session is connected to (docs/design.md §2), and the
 //! wire errors a router gives or acts on. Which paths are valid is decided once, by
 //! `warren_router`'s path grammar, wherever a path is checked (here in direct mode, in a
 //! proxy, at a cell).

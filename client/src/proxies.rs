@@ -1,4 +1,4 @@
-//! The order in which a session tries its proxies (SPEC §6, docs/proxy.md "Proxy failover").
+//! The order in which a session tries its proxies (docs/design.md §10, docs/proxy.md "Proxy failover").
 //!
 //! Every session orders the proxy list with a consistent-hash ring keyed by its session id
 //! ([`proxy_order`]): the first proxy in the order is the session's preferred one, and the

@@ -1,4 +1,4 @@
-//! Direct mode over a partitioned deployment (SPEC §7, docs/partitioning.md): the session
+//! Direct mode over a partitioned deployment (docs/design.md §11, docs/partitioning.md): the session
 //! routes each call itself.
 //!
 //! A partitioned [`Session`] is made of plain sessions: a *home* session at the meta cell

@@ -102,7 +102,7 @@ impl From<AclNames> for pb::AclNames {
     }
 }
 
-/// A node's metadata (SPEC §2). Every generation number only ever grows.
+/// A node's metadata (docs/design.md §3). Every generation number only ever grows.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Stat {
     /// File or directory.
@@ -491,7 +491,7 @@ impl fmt::Display for Event {
     }
 }
 
-/// Where a session is in its life (SPEC §4; the diagram is in [`Session`](crate::Session)).
+/// Where a session is in its life (docs/design.md §6; the diagram is in [`Session`](crate::Session)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SessionState {
     /// The local lease is running: calls go to the master, the cache serves reads.

@@ -1,4 +1,4 @@
-//! [`CellConfig`]: the settings of one `warren cell` process, with their defaults (SPEC §12)
+//! [`CellConfig`]: the settings of one `warren cell` process, with their defaults (docs/design.md §16)
 //! and the rules that tie them together.
 
 use std::net::SocketAddr;
@@ -36,7 +36,7 @@ pub struct CellConfig {
     pub keepalive_reply_before_end: Duration,
     /// Longest lease an overloaded master may grant instead of `lease` (≤ 60 s).
     pub max_lease: Duration,
-    /// Lease granted to proxy sessions (SPEC §6), from `lease` to `max_lease`. A proxy
+    /// Lease granted to proxy sessions (docs/design.md §10), from `lease` to `max_lease`. A proxy
     /// must collect its clients' acknowledgements within it, so it is longer than the
     /// lease clients get. Default 20 s (or `lease` / `max_lease`, whichever is nearer, when
     /// 20 s is outside them and it is not set).

@@ -1,4 +1,4 @@
-//! The default of every setting that more than one place needs (SPEC §12), defined once:
+//! The default of every setting that more than one place needs (docs/design.md §16), defined once:
 //! the cell's, the proxy's and the client library's configurations, the cell core's
 //! `CoreConfig::new`, the test harnesses and `warren loadtest --deploy` all read them from
 //! here, so a changed default cannot leave a stale copy behind.
@@ -11,10 +11,10 @@ pub const DEPLOYMENT: &str = "local";
 
 /// The session lease a cell grants normally (and a proxy grants its clients).
 pub const LEASE: Duration = Duration::from_secs(12);
-/// The longest lease any cell may grant, even under load (SPEC §3); also the default
+/// The longest lease any cell may grant, even under load (docs/design.md §16); also the default
 /// `max_lease`.
 pub const LEASE_LIMIT: Duration = Duration::from_secs(60);
-/// The lease proxy sessions get (SPEC §6): longer than the clients' lease, so a proxy can
+/// The lease proxy sessions get (docs/design.md §10): longer than the clients' lease, so a proxy can
 /// collect its clients' acknowledgements within it.
 pub const PROXY_LEASE: Duration = Duration::from_secs(20);
 /// How long before a lease ends a master (or proxy) answers a held KeepAlive.
@@ -22,7 +22,7 @@ pub const KEEPALIVE_REPLY_BEFORE_END: Duration = Duration::from_secs(1);
 /// How long the client sessions of an ended proxy session wait to be claimed: longer than
 /// the clients' grace period.
 pub const CLAIM_WINDOW: Duration = Duration::from_secs(60);
-/// The longest lock-delay a client may ask for (SPEC §3); also the default
+/// The longest lock-delay a client may ask for (docs/design.md §16); also the default
 /// `max_lock_delay`.
 pub const LOCK_DELAY_LIMIT: Duration = Duration::from_secs(60);
 /// The largest file Warren stores (Chubby's limit); also the default `max_file_size`.

@@ -1,5 +1,5 @@
-//! [`ProxyConfig`]: the settings of `warren proxy` (SPEC §6): where it listens, the cells it
-//! fronts (`cells`) or the meta cell whose partition map it routes by (`meta`, SPEC §7),
+//! [`ProxyConfig`]: the settings of `warren proxy` (docs/design.md §10): where it listens, the cells it
+//! fronts (`cells`) or the meta cell whose partition map it routes by (`meta`, docs/design.md §11),
 //! and the lease it grants its clients, which must nest inside the lease the cells grant it
 //! (checked again when a cell answers, since only the cell knows its proxy lease).
 
@@ -36,7 +36,7 @@ pub struct ProxyConfig {
     /// Addresses of the meta cell's replicas. Given: the proxy routes by the partition map
     /// it watches there (and `cells` may be empty). Empty: it fronts `cells` without a map.
     pub meta: Vec<String>,
-    /// Lease granted to client sessions (SPEC default 12 s). Must nest inside the cells'
+    /// Lease granted to client sessions (default 12 s). Must nest inside the cells'
     /// proxy lease: `client_lease + lease_margin + keepalive_reply_before_end` < it.
     pub client_lease: Duration,
     /// A held client KeepAlive is answered this long before the client's lease ends.
@@ -194,7 +194,7 @@ impl ProxyConfig {
         self.client_lease + self.lease_margin + self.keepalive_reply_before_end
     }
 
-    /// Checks a cell's granted proxy lease against the client lease (SPEC §6: the proxy
+    /// Checks a cell's granted proxy lease against the client lease (docs/design.md §10: the proxy
     /// must be able to collect its clients' acknowledgements within its own lease).
     pub fn check_proxy_lease(&self, cell: &str, granted: Duration) -> Result<(), String> {
         if granted <= self.min_proxy_lease() {

@@ -1,4 +1,4 @@
-//! The proxy's one shared cache (SPEC §6): what its clients read, by path, filled from the
+//! The proxy's one shared cache (docs/design.md §10): what its clients read, by path, filled from the
 //! cells' cacheable answers and emptied by the cells' invalidations.
 //!
 //! A fill races with invalidations: a read answered by the cell *before* an invalidation

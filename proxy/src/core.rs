@@ -1,5 +1,5 @@
 //! The proxy's sans-IO core: its client sessions, their leases (nested inside the proxy's
-//! own sessions at the cells, SPEC §6), their event streams, the shared cache, and the
+//! own sessions at the cells, docs/design.md §10), their event streams, the shared cache, and the
 //! bookkeeping that lets the proxy acknowledge an upstream event only once every client it
 //! was relayed to has acknowledged it or expired.
 //!
@@ -26,7 +26,7 @@ pub type WaiterId = u64;
 /// Settings of the client-session table.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
-    /// Lease granted to client sessions (SPEC default 12 s).
+    /// Lease granted to client sessions (default 12 s).
     pub client_lease: Duration,
     /// A held client KeepAlive is answered this long before the client's lease ends.
     pub reply_before_end: Duration,
@@ -51,7 +51,7 @@ pub struct HandleInfo {
     /// A sequencer was set on it: its reads must go to the cell, which checks it.
     pub sequencer: bool,
     /// The cell failed over since the handle was last used there: its next use must reach
-    /// the cell, which recreates it (SPEC §5 step 8; also how an ephemeral node is claimed
+    /// the cell, which recreates it (docs/design.md §9 step 8; also how an ephemeral node is claimed
     /// back before the clean-up deletes it). Never served from the cache meanwhile.
     pub unconfirmed: bool,
 }
@@ -704,7 +704,7 @@ impl ProxyCore {
     }
 
     /// A client whose lease has ended cannot answer from a cache (it is in jeopardy, its
-    /// cache emptied): as for a session that let its lease expire (SPEC §4), what was
+    /// cache emptied): as for a session that let its lease expire (docs/design.md §7), what was
     /// relayed to it no longer holds up the acknowledgement upstream — otherwise a client
     /// starved by a cell failover, or gone to another proxy meanwhile, would hold up that
     /// cell's recovery until this proxy's session there expired. The events stay queued

@@ -1,4 +1,4 @@
-//! `warren-proxy`: the proxy server of SPEC §6. It serves the same `warren.v1.Warren`
+//! `warren-proxy`: the proxy server of docs/design.md §10. It serves the same `warren.v1.Warren`
 //! service as a cell; client sessions live here ([`core`]), with one session per cell
 //! upstream ([`upstream`]), one shared cache ([`cache`]), calls forwarded on behalf of
 //! client sessions ([`service`]), and the admin endpoint ([`admin`]).
@@ -142,7 +142,7 @@ impl Shared {
     }
 
     /// Ends the proxy's sessions at its cells (`CloseSession`, bounded): their client
-    /// sessions become claimable at once (SPEC §6) instead of after the proxy lease, and a
+    /// sessions become claimable at once (docs/design.md §10) instead of after the proxy lease, and a
     /// restarted cell has no session of ours to wait for. Then stops the map watcher,
     /// closing its session at the meta cell.
     async fn close_upstream(&self) {

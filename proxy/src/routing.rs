@@ -1,4 +1,4 @@
-//! How the proxy routes (SPEC §7, `docs/partitioning.md`): always by a partition map — the
+//! How the proxy routes (docs/design.md §11, `docs/partitioning.md`): always by a partition map — the
 //! one watched in the meta cell (`--meta`), or, fronting cells without one (`--cell`), the
 //! fixed map [`static_map`] that splits the slots evenly over them. What to do when a cell
 //! answers `WRONG_CELL` is the router's [`Attempts`](warren_router::Attempts), shared with

@@ -1,4 +1,4 @@
-//! The proxy's one session per cell (SPEC §6): finding the cell's master, creating the
+//! The proxy's one session per cell (docs/design.md §10): finding the cell's master, creating the
 //! proxy session, keeping it alive with **one** KeepAlive stream whatever the number of
 //! clients, feeding what it delivers to the core, acknowledging upstream only what the
 //! clients have acknowledged, and — when the session is lost — creating a new one and

@@ -1,4 +1,4 @@
-//! A proxy routing by the partition map (SPEC §7, docs/partitioning.md), end to end and in
+//! A proxy routing by the partition map (docs/design.md §11, docs/partitioning.md), end to end and in
 //! process: a meta cell, data cells `c1..c3` watching the map there, and a proxy started
 //! with `.meta()`. A client session through the proxy creates nested directories whose
 //! entries and child anchors are in different cells, files in them, reads, writes, lists

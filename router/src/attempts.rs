@@ -1,4 +1,4 @@
-//! The attempts of one routed call (SPEC §7, `docs/partitioning.md`), sans-IO: where each
+//! The attempts of one routed call (docs/design.md §11, `docs/partitioning.md`), sans-IO: where each
 //! attempt goes and what to do when a cell answers `WRONG_CELL`. Proxies and direct-mode
 //! clients both drive an [`Attempts`]; their async layers only send, wait for a newer map
 //! and count.

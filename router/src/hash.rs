@@ -1,8 +1,8 @@
-//! The pinned directory hash and the slot it selects (SPEC §7: `slot(D) = h(D) mod S`).
+//! The pinned directory hash and the slot it selects (docs/design.md §11: `slot(D) = h(D) mod S`).
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-/// The hash of a directory's full path, `h(D)` in SPEC §7.
+/// The hash of a directory's full path, `h(D)` in docs/design.md §11.
 ///
 /// **Pinned forever:** xxh3-64 with seed 0 over the exact UTF-8 bytes of the directory path
 /// as given (for example `/ls/local/users`, no trailing slash, no normalisation). Every

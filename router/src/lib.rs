@@ -1,4 +1,4 @@
-//! Warren's routing layer: which cell holds a node (SPEC §7).
+//! Warren's routing layer: which cell holds a node (docs/design.md §11).
 //!
 //! Pure code, no I/O, no async: a path is checked by the one path grammar and goes to the
 //! directory it is anchored in ([`path`]), the directory to a slot by a pinned hash
@@ -27,7 +27,7 @@ pub use path::{
 };
 pub use rebalance::{diff, move_runs, rebalance, CellChange, MoveRun, Proposal, SlotMove, Weight};
 
-/// The slot count of a new deployment unless its operator chooses another (SPEC §12).
+/// The slot count of a new deployment unless its operator chooses another (docs/design.md §16).
 ///
 /// Fixed for the life of a deployment: changing it would move nearly every directory.
 pub const DEFAULT_SLOTS: u32 = 4096;

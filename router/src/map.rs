@@ -1,4 +1,4 @@
-//! The versioned partition map (SPEC §7): slot → cell, cell → replica addresses, and its
+//! The versioned partition map (docs/design.md §11): slot → cell, cell → replica addresses, and its
 //! stable serialised form (the file kept under `/ls/<deployment>/warren/` in the meta cell).
 //!
 //! A [`PartitionMap`] is valid by construction: every constructor and [`PartitionMap::from_json`]
@@ -318,7 +318,7 @@ impl PartitionMap {
     /// Where a call about `path` goes: the meta cell for the reserved subtree
     /// (`/ls/<deployment>/warren…`), otherwise the owner of the slot of its parent directory
     /// (`anchor = false`: the node itself) or of `path` itself (`anchor = true`: the child
-    /// anchor of the directory `path`, which holds its children, SPEC §7).
+    /// anchor of the directory `path`, which holds its children, docs/design.md §11).
     pub fn route(&self, path: &str, anchor: bool) -> Result<Route<'_>, RouteError> {
         check_path(path, &self.deployment)?;
         if crate::path::is_reserved(path) {

@@ -1,5 +1,5 @@
-//! The one grammar of node paths (SPEC §2) and the directory a node is anchored in for
-//! routing (SPEC §7). Routers (proxies, direct-mode clients) and cells all check paths here,
+//! The one grammar of node paths (docs/design.md §2) and the directory a node is anchored in for
+//! routing (docs/design.md §11). Routers (proxies, direct-mode clients) and cells all check paths here,
 //! so a path is refused the same way, with the same words, wherever it is refused.
 //!
 //! A node `D/C` lives in the cell owning `slot(D)`, so all children of a directory live
@@ -9,9 +9,9 @@
 
 use crate::hash::slot_of_dir;
 
-/// Longest path accepted, in bytes (SPEC §2: paths at most 4 KiB).
+/// Longest path accepted, in bytes (docs/design.md §2: paths at most 4 KiB).
 pub const MAX_PATH_LEN: usize = 4096;
-/// Longest path component, in bytes (SPEC §2).
+/// Longest path component, in bytes (docs/design.md §2).
 pub const MAX_COMPONENT_LEN: usize = 255;
 
 /// What every full path starts with: `/ls/<deployment>/…`.
@@ -213,7 +213,7 @@ pub fn parent_dir(path: &str) -> Option<&str> {
     parent_of_valid(path)
 }
 
-/// The name of the reserved subtree `/ls/<deployment>/warren/` (SPEC §7), which always
+/// The name of the reserved subtree `/ls/<deployment>/warren/` (docs/design.md §11), which always
 /// lives in the meta cell whatever the map says: the map itself is kept there.
 pub const RESERVED: &str = "warren";
 

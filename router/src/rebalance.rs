@@ -1,5 +1,5 @@
-//! The weighted, minimum-movement rebalancer (SPEC §7) and the diff of two maps that a
-//! reshard plan is made of (SPEC §8).
+//! The weighted, minimum-movement rebalancer (docs/design.md §11) and the diff of two maps that a
+//! reshard plan is made of (docs/design.md §12).
 //!
 //! [`rebalance`] takes the current [`PartitionMap`] and the cells the deployment should
 //! have, each with an integer [`Weight`], and proposes the next map:

@@ -1,4 +1,4 @@
-//! The server side of a session's lease (SPEC §4), one table for both tiers that hold
+//! The server side of a session's lease (docs/design.md §6), one table for both tiers that hold
 //! sessions: a cell's master (sessions and proxy sessions) and a proxy (its client
 //! sessions). Sans-IO: instants are passed in, nothing here sleeps or spawns.
 //!
@@ -67,7 +67,7 @@ pub struct Lease<E> {
     next_seq: u64,
     acked: u64,
     /// Highest seq ever delivered. While `acked < delivered_upto` the lease is not extended
-    /// (rule (b) of SPEC §4: a session that never acknowledges expires within one lease).
+    /// (rule (b) of docs/design.md §6: a session that never acknowledges expires within one lease).
     delivered_upto: u64,
     held: Option<HeldKeepAlive>,
 }

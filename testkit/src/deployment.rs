@@ -1,4 +1,4 @@
-//! In-process partitioned deployments (SPEC §7, docs/partitioning.md): a meta cell, data
+//! In-process partitioned deployments (docs/design.md §11, docs/partitioning.md): a meta cell, data
 //! cells `c1..cN` watching the partition map there, and proxies routing by it.
 //!
 //! ```ignore
@@ -39,8 +39,8 @@ pub struct Deployment {
     settings: DeploymentBuilder,
 }
 
-/// Settings of a test deployment. Defaults: 3 data cells, 1 proxy, S = 4096 slots, SPEC
-/// default timings.
+/// Settings of a test deployment. Defaults: 3 data cells, 1 proxy, S = 4096 slots,
+/// the default timings.
 pub struct DeploymentBuilder {
     cells: usize,
     proxies: usize,

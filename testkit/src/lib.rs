@@ -83,7 +83,7 @@ impl Cell {
 }
 
 /// Configures an in-process cell. Defaults: cell `c0` of deployment `local`, the embedded
-/// store in a fresh temporary directory, SPEC default timings.
+/// store in a fresh temporary directory, default timings.
 pub struct CellBuilder {
     core: CoreConfig,
     data: Option<PathBuf>,
@@ -144,7 +144,7 @@ impl CellBuilder {
         /// How long the client sessions of an ended proxy session wait to be claimed
         /// (default 60 s).
         claim_window: Duration;
-        /// How long after a failover unclaimed ephemeral nodes live (SPEC default 60 s).
+        /// How long after a failover unclaimed ephemeral nodes live (default 60 s).
         ephemeral_cleanup: Duration;
         /// Largest file contents the cell accepts, in bytes.
         max_file_size: usize;

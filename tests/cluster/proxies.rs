@@ -1,4 +1,4 @@
-//! A cell master killed behind the proxies (SPEC §5, §6; docs/proxy.md "Lease nesting"):
+//! A cell master killed behind the proxies (docs/design.md §9, §6; docs/proxy.md "Lease nesting"):
 //! three etcd members, two replicas of the cell and two `warren proxy` processes in front
 //! of them, all real processes. The master is SIGKILLed twice:
 //!

@@ -1,4 +1,4 @@
-//! A restart of the cell process is a master failover (SPEC §5). These tests speak the raw
+//! A restart of the cell process is a master failover (docs/design.md §9). These tests speak the raw
 //! protocol so they control every request, including replays.
 
 use crate::{bin, free_port};

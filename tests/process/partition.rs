@@ -1,4 +1,4 @@
-//! Cross-partition directories with real processes (SPEC §7, docs/partitioning.md): a cell
+//! Cross-partition directories with real processes (docs/design.md §11, docs/partitioning.md): a cell
 //! killed between the two steps of a `mkdir` or an `rm` of a directory whose entry and
 //! children live in different cells leaves nothing its janitor does not repair after a
 //! restart.

@@ -1,4 +1,4 @@
-//! Proxy failover with real processes (SPEC §6, docs/proxy.md "Proxy failover"): one
+//! Proxy failover with real processes (docs/design.md §10, docs/proxy.md "Proxy failover"): one
 //! `warren cell` and two `warren proxy` processes in front of it; the proxy that several
 //! clients use is killed with SIGKILL. Each client moves to the other proxy within its
 //! grace period, which claims it at the cell: its session, locks, handles and ephemeral

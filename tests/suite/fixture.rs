@@ -16,7 +16,7 @@ pub mod mode {
     /// One cell behind one proxy.
     pub const PROXY: u8 = 1;
     /// A partitioned deployment: a meta cell and three data cells, behind one proxy that
-    /// routes by the partition map (SPEC §7).
+    /// routes by the partition map (docs/design.md §11).
     pub const CELLS3_PROXY: u8 = 2;
     /// The same partitioned deployment, the client library routing by the map itself
     /// (direct mode, [`warren_client::ClientOptions::meta`]).
@@ -25,7 +25,7 @@ pub mod mode {
 
 /// A deployment under test, reached as `MODE` says ([`mode`]). The suite runs once per
 /// mode with the same assertions (`direct::…`, `via_proxy::…`, `cells3_via_proxy::…`):
-/// neither a proxy nor partitioning may change anything a client can observe (SPEC §6,
+/// neither a proxy nor partitioning may change anything a client can observe (docs/design.md §10,
 /// §7).
 pub struct TargetIn<const MODE: u8> {
     pub cell: Option<TestCell>,
@@ -34,7 +34,7 @@ pub struct TargetIn<const MODE: u8> {
 }
 
 impl<const MODE: u8> TargetIn<MODE> {
-    /// SPEC default timings.
+    /// default timings.
     pub async fn start() -> Self {
         Self::build(None).await
     }

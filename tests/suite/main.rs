@@ -4,9 +4,9 @@
 //! versions of the same properties are the cell's core tests.
 //!
 //! Every test runs four times with the same assertions: straight to one cell (`direct::…`),
-//! through a proxy in front of it (`via_proxy::…`; SPEC §6: the proxy changes nothing a
+//! through a proxy in front of it (`via_proxy::…`; docs/design.md §10: the proxy changes nothing a
 //! client can observe), and against a partitioned deployment of three data cells through a
-//! proxy routing by the map (`cells3_via_proxy::…`; SPEC §7), and against that deployment
+//! proxy routing by the map (`cells3_via_proxy::…`; docs/design.md §11), and against that deployment
 //! with the client library routing by the map itself (`cells3_direct::…`). Tests reach the deployment only through [`fixture`]. `proxies`
 //! holds the proxy-only properties (cache coherence across two proxies).
 

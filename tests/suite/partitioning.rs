@@ -1,4 +1,4 @@
-//! Partitioning properties that are not per-call semantics (SPEC §7): enforcement of the
+//! Partitioning properties that are not per-call semantics (docs/design.md §11): enforcement of the
 //! map epoch, and how fast a new map reaches every router.
 
 use std::time::{Duration, Instant};
@@ -151,7 +151,7 @@ async fn a_call_routed_with_an_old_map_is_refused_never_served_and_retried_at_th
 
 /// A new map reaches every router — each data cell, each proxy, each direct-mode client —
 /// within a second of the write that commits it (measured from the write's
-/// acknowledgement; Warren's own events carry it, SPEC §7).
+/// acknowledgement; Warren's own events carry it, docs/design.md §11).
 #[tokio::test]
 async fn a_map_change_reaches_every_cell_proxy_and_direct_client_within_a_second() {
     let d = Deployment::builder().cells(3).proxies(2).run().await;

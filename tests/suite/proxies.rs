@@ -1,6 +1,6 @@
 //! Proxy-only properties (not part of the suite that runs in both modes).
 //!
-//! Cache coherence across proxies (SPEC §4, §6): writers on proxy A, readers with caching
+//! Cache coherence across proxies (docs/design.md §7, §6): writers on proxy A, readers with caching
 //! on through proxies A and B — after a write has been acknowledged to its writer, no
 //! reader anywhere (client cache, proxy cache) returns an older value. Thousands of
 //! operations, with and without a reader that stops acknowledging invalidations.
@@ -193,7 +193,7 @@ async fn coherence_holds_with_a_reader_that_stops_acknowledging() {
     );
 }
 
-/// SPEC §6: configuration is validated so that a proxy can always collect its clients'
+/// docs/design.md §10: configuration is validated so that a proxy can always collect its clients'
 /// acknowledgements within its own lease at the cell. A cell whose proxy lease cannot nest
 /// the proxy's client lease stops the proxy at start, naming both settings.
 #[tokio::test]

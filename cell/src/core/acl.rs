@@ -40,7 +40,7 @@ impl Master {
         )))
     }
 
-    /// Checks `principal` against ACL file `name` (SPEC §2: files in /ls/<dep>/acl/).
+    /// Checks `principal` against ACL file `name` (docs/design.md §3: files in /ls/<dep>/acl/).
     pub(super) fn acl_allows(
         &self,
         principal: &str,

@@ -1,5 +1,5 @@
 //! Handles: resolving a handle token to a live handle (recreating one from an earlier
-//! epoch after a failover, SPEC §5 step 8), the intent a call needs, and `Close`.
+//! epoch after a failover, docs/design.md §9 step 8), the intent a call needs, and `Close`.
 
 use super::{locks::mode_name, Ctx, HandleKey, Master, Node, SequencerView, WaiterId, Wake};
 use crate::store::{NodeKind, SessionId};
@@ -31,7 +31,7 @@ pub(super) struct Handle {
 
 impl Master {
     /// Resolves a handle token for `sid`: authenticates it, recreates a handle from an
-    /// earlier epoch on first use (SPEC §5 step 8), checks that its node still exists and
+    /// earlier epoch on first use (docs/design.md §9 step 8), checks that its node still exists and
     /// that a sequencer set on it is still current.
     pub(super) fn resolve(
         &mut self,

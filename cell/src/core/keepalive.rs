@@ -83,7 +83,7 @@ impl Master {
 
     /// Builds a reply, now, for a KeepAlive that arrived at `received`, extending the lease
     /// if it may be extended. The lease in the reply is counted from `received`, so that
-    /// the client's local lease (its send time + that lease, SPEC §4) can never outlast
+    /// the client's local lease (its send time + that lease, docs/design.md §6) can never outlast
     /// the master's, however long the request was held.
     pub(super) fn keepalive_reply(&mut self, sid: SessionId, received: Instant) -> KeepAliveReply {
         let now = self.now;

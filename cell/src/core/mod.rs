@@ -71,7 +71,7 @@ pub const EPHEMERAL_ANCHOR_GRACE: Duration = Duration::from_secs(10);
 pub struct CoreConfig {
     pub cell: String,
     pub deployment: String,
-    /// Lease granted to sessions (SPEC default 12 s).
+    /// Lease granted to sessions (default 12 s).
     pub lease: Duration,
     /// Lease granted to proxy sessions (`CreateSession{proxy: true}`; default 20 s, at
     /// least `lease`): a proxy must collect its clients' acknowledgements within it.
@@ -86,7 +86,7 @@ pub struct CoreConfig {
     /// Largest file contents accepted, in bytes (≤ 256 KiB).
     pub max_file_size: usize,
     /// After a failover, ephemeral nodes that no handle has reopened by then are deleted
-    /// (SPEC §5 step 9; default 60 s).
+    /// (docs/design.md §9 step 9; default 60 s).
     pub ephemeral_cleanup: Duration,
     /// The meta cell's replicas. Given, this is a data cell: its partition map comes from
     /// the meta cell ([`Master::set_map`]) and it serves nothing but session calls until
@@ -96,7 +96,7 @@ pub struct CoreConfig {
 }
 
 impl CoreConfig {
-    /// Defaults of SPEC §12 for a cell `cell` in deployment `deployment`.
+    /// Defaults of docs/design.md §16 for a cell `cell` in deployment `deployment`.
     pub fn new(cell: &str, deployment: &str) -> Self {
         CoreConfig {
             cell: cell.to_string(),
@@ -181,7 +181,7 @@ pub struct Master {
     sessions: HashMap<SessionId, Session>,
     handles: HashMap<HandleKey, Handle>,
     next_handle: u64,
-    /// Handles of earlier epochs closed in this epoch; never recreated again (SPEC §5 step 8).
+    /// Handles of earlier epochs closed in this epoch; never recreated again (docs/design.md §9 step 8).
     closed_old_handles: HashSet<HandleKey>,
     /// path → sessions that may cache it (its data, stat, or its absence).
     cachers: HashMap<String, HashSet<SessionId>>,

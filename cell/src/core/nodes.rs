@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, VecDeque};
 use tokio::time::Instant;
 use warren_proto::WarrenError;
 
-/// What a node looks like to clients (SPEC §2 metadata): its recorded metadata and the
+/// What a node looks like to clients (docs/design.md §3 metadata): its recorded metadata and the
 /// counts derived from its children and contents.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatView {

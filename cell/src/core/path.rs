@@ -1,4 +1,4 @@
-//! Path syntax at a cell (SPEC §2): the router's one path grammar
+//! Path syntax at a cell (docs/design.md §2): the router's one path grammar
 //! ([`warren_router::path`]: `/ls/<deployment>/a/b`, components of 1–255 bytes of
 //! `[A-Za-z0-9._-]` but never `.` or `..`, at most 4 KiB in all), under the names the cell
 //! core uses, with rejections as the error table's `WarrenError`s — the same code and words

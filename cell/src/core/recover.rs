@@ -1,4 +1,4 @@
-//! Takeover and failover (SPEC §5): building a master from the store, and the new-master
+//! Takeover and failover (docs/design.md §9): building a master from the store, and the new-master
 //! procedure that serves only KeepAlive until every session has acknowledged the failover.
 
 use super::path;
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use warren_proto::WarrenError;
 use warren_server::lease::Tombstones;
 
-/// The new-master procedure in progress (SPEC §5 steps 4–9).
+/// The new-master procedure in progress (docs/design.md §9 steps 4–9).
 pub(super) struct Recovery {
     /// Sessions that have not yet acknowledged their fail-over event: session → its seq.
     /// While any remain, only KeepAlive is served (steps 4–6).
@@ -33,7 +33,7 @@ pub(super) struct Recovery {
 
 impl Master {
     /// Builds the master from what the store holds, as a new master does at takeover
-    /// (SPEC §5 steps 1 and 3): bumps and records the epoch, rebuilds sessions (each with a
+    /// (docs/design.md §9 steps 1 and 3): bumps and records the epoch, rebuilds sessions (each with a
     /// full lease from now) and locks. A store that holds nothing is initialised with the
     /// deployment root and its `acl` directory.
     pub fn recover(

@@ -82,7 +82,7 @@ impl Master {
     }
 
     /// `CreateSession{proxy: true}`: a proxy's upstream session, granted the proxy lease;
-    /// it may act for client sub-sessions and claim them (SPEC §6).
+    /// it may act for client sub-sessions and claim them (docs/design.md §10).
     pub fn create_proxy_session(
         &mut self,
         principal: &str,
@@ -136,7 +136,7 @@ impl Master {
     }
 
     /// [`Master::check_session`] for any call but KeepAlive: also refused while the
-    /// sessions have not all acknowledged the failover (SPEC §5 step 4). Returns the
+    /// sessions have not all acknowledged the failover (docs/design.md §9 step 4). Returns the
     /// session the call acts as: the caller's own, or the client sub-session a proxy
     /// session names in `ctx.client`, which must be registered already.
     pub(super) fn check(&mut self, ctx: &Ctx) -> Result<SessionId, WarrenError> {

@@ -1,4 +1,4 @@
-//! Client sub-sessions of proxy sessions (SPEC §6): registering them on `Open`,
+//! Client sub-sessions of proxy sessions (docs/design.md §10): registering them on `Open`,
 //! `ClaimSession`, orphans waiting for the claim window, and tombstones of ended ones.
 
 use super::{ChildChange, ClientCtx, Ctx, Event, EventKind, Master, Session};
@@ -8,7 +8,7 @@ use warren_proto::WarrenError;
 use warren_server::lease::short_id;
 
 impl Master {
-    /// The client sub-session `c` named by proxy session `proxy` (SPEC §6, docs/proxy.md).
+    /// The client sub-session `c` named by proxy session `proxy` (docs/design.md §10, docs/proxy.md).
     pub(super) fn client_session(
         &mut self,
         proxy: SessionId,

@@ -52,7 +52,7 @@ impl std::ops::Deref for CellStatus {
 
 /// One replica of a cell: what the gRPC service and the admin endpoint see. Its role
 /// changes as it wins or loses mastership; the service is up from the start, so `Locate`
-/// is answered before anything else (SPEC §5 step 2).
+/// is answered before anything else (docs/design.md §9 step 2).
 pub(crate) struct Node {
     role: RwLock<Role>,
     pub(crate) cell: String,

@@ -174,7 +174,7 @@ impl Term {
     }
 
     /// Closes our sessions at the meta cell and the other cells, so that none of them
-    /// waits for these sessions' leases after a restart (SPEC §5 step 6). Called at a
+    /// waits for these sessions' leases after a restart (docs/design.md §9 step 6). Called at a
     /// graceful stop while this cell still serves — cells of one deployment stopping
     /// together each close theirs before any stops answering — and again (a no-op by
     /// then) when the term ends.

@@ -1,4 +1,4 @@
-//! The embedded [`Store`]: one redb file per cell, `<data>/warren.redb` (SPEC §5: with the
+//! The embedded [`Store`]: one redb file per cell, `<data>/warren.redb` (docs/design.md §9: with the
 //! embedded store a cell has one replica and a restart is a failover).
 //!
 //! Tables, all keyed and valued by raw bytes so that nothing read back can make redb or

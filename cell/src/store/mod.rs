@@ -1,6 +1,6 @@
 //! The cell's durable state and the [`Store`] trait its backends implement.
 //!
-//! What is recorded (SPEC §5): nodes with their metadata and contents, sessions, held
+//! What is recorded (docs/design.md §9): nodes with their metadata and contents, sessions, held
 //! locks (inside each node record) and the ephemeral flag of every node, plus the cell's
 //! meta record (epoch, handle-MAC secret, instance counter). Handles and caches are not
 //! recorded: a new master rebuilds them from clients.
@@ -50,7 +50,7 @@ pub struct LockHolder {
     pub lock_delay_ms: u64,
 }
 
-/// A node's metadata as recorded (SPEC §2): what clients see in its stat besides the
+/// A node's metadata as recorded (docs/design.md §3): what clients see in its stat besides the
 /// counts derived from its children and contents.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeMeta {
@@ -116,7 +116,7 @@ pub struct SessionRecord {
     #[serde(default)]
     pub proxy: bool,
     /// A client sub-session: the proxy session it was registered by or last claimed by
-    /// (SPEC §6). `None` for sessions created with `CreateSession`.
+    /// (docs/design.md §10). `None` for sessions created with `CreateSession`.
     #[serde(default)]
     pub parent: Option<SessionId>,
     /// Sub-sessions: the master epoch in which this sub-session was (re-)registered. A

@@ -2,7 +2,7 @@
 //! its own (every input comes with the instant it happened).
 //!
 //! It owns everything about keeping a library session alive that can be decided without
-//! I/O: the state (Safe → Jeopardy → Safe | Expired, SPEC §4, or Closed), and the retry
+//! I/O: the state (Safe → Jeopardy → Safe | Expired, docs/design.md §6, or Closed), and the retry
 //! rules after a failed KeepAlive or `Locate`. The lease arithmetic (send time + granted
 //! lease / (1 + ρ), only ever moving forward), the jeopardy and grace-period deadlines, the
 //! epoch and event watermark (the next KeepAlive's `ack_seq`; it restarts at 0 in every
@@ -116,7 +116,7 @@ pub(crate) enum Command {
     Deliver(Event),
     /// Use every open handle once (any cheap call) so that the new master recreates it
     /// now: its event subscriptions resume, and the ephemeral nodes it holds are claimed
-    /// before the new master deletes unclaimed ones (SPEC §5 step 9).
+    /// before the new master deletes unclaimed ones (docs/design.md §9 step 9).
     RecreateHandles,
     /// Stop the KeepAlive loop: the session is over.
     Stop,

@@ -8,7 +8,7 @@
 //! - [`LocalLease`]: how long the client may consider its session alive. A KeepAlive (or
 //!   `CreateSession`) **sent** at `t` and answered with `lease_ms` extends it to
 //!   `t + lease_ms / (1 + ρ)` — counted from the send time, not from the reply, because the
-//!   master counts the lease from when it *received* the request (SPEC §4). It only
+//!   master counts the lease from when it *received* the request (docs/design.md §6). It only
 //!   moves forward.
 //! - [`Lease`]: a local lease with jeopardy and the grace period: **safe** while the local
 //!   lease runs; in **jeopardy** once it ended without a reply; **expired** if the grace
@@ -118,7 +118,7 @@ impl LocalLease {
     }
 }
 
-/// Where a [`Lease`] is (SPEC §4).
+/// Where a [`Lease`] is (docs/design.md §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeaseState {
     /// The local lease runs.
@@ -139,7 +139,7 @@ pub struct Passed {
     pub expired: bool,
 }
 
-/// A local lease with jeopardy and the grace period: the client side of SPEC §4's states.
+/// A local lease with jeopardy and the grace period: the client side of docs/design.md §6's states.
 #[derive(Clone, Debug)]
 pub struct Lease {
     local: LocalLease,

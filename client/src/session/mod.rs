@@ -3,7 +3,7 @@
 //! call gate, events), and the retry rules every application call shares.
 //!
 //! The decisions live in the sans-IO [`core::SessionCore`] (built on the shared [`lease`]
-//! types); this module only executes its commands. The states (SPEC §4):
+//! types); this module only executes its commands. The states (docs/design.md §6):
 //!
 //! ```text
 //!                KeepAlive reply extends the local lease
@@ -61,7 +61,7 @@ const MAX_STALE_EPOCH_RETRIES: u32 = 8;
 const CALL_RETRY_BASE: Duration = Duration::from_millis(50);
 /// Longest pause between retries of a call (before jitter).
 const CALL_RETRY_MAX: Duration = Duration::from_secs(1);
-/// The longest lease a master grants (SPEC §12), bounding retries of a call that cannot
+/// The longest lease a master grants (docs/design.md §16), bounding retries of a call that cannot
 /// reach the master while its session nevertheless stays safe.
 const LONGEST_LEASE: Duration = Duration::from_secs(60);
 /// How many handles are recreated at once after a fail-over.

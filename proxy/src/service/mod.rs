@@ -1,6 +1,6 @@
 //! The proxy's `warren.v1.Warren` service: each call either answered from the proxy's own
 //! state (sessions, KeepAlives, cached reads) or forwarded to the cell that owns it on
-//! behalf of the client session (SPEC §6). Errors come from the one table; whatever a
+//! behalf of the client session (docs/design.md §10). Errors come from the one table; whatever a
 //! cell answers is passed through unchanged, so a client sees what it would see direct.
 //!
 //! One module per concern (as etcd's `grpcproxy/{kv,lease,lock}.go`): [`sessions`]

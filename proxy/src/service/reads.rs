@@ -165,7 +165,7 @@ pub(super) async fn open(svc: &Service, r: pb::OpenRequest) -> Answer<pb::OpenRe
 }
 
 pub(super) async fn close(svc: &Service, r: pb::CloseRequest) -> Answer<pb::CloseResponse> {
-    // Never fails (SPEC §3): whatever is wrong with the request, the answer is OK.
+    // Never fails (docs/design.md §4): whatever is wrong with the request, the answer is OK.
     let Ok(who) = svc.session(r.ctx()).await else {
         return ok(pb::CloseResponse {});
     };

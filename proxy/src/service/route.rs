@@ -1,5 +1,5 @@
 //! Calls routed by path (`Open`, `CheckSequencer`): to the cell the partition map gives the
-//! path (SPEC §7), following a split directory's redirect to its child anchor and retrying
+//! path (docs/design.md §11), following a split directory's redirect to its child anchor and retrying
 //! after a stale map, by the router's rules ([`Attempts`], see [`crate::routing`]). Without
 //! a map of its own (`--cell` only) the proxy routes by [`routing::static_map`] and a call
 //! is sent once, carrying no map epoch.

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use tokio::sync::oneshot;
 
 impl Service {
-    /// A session this proxy does not know: a client arriving from another proxy (SPEC §6
+    /// A session this proxy does not know: a client arriving from another proxy (docs/design.md §10
     /// proxy failover). Claims it at every cell where it may have state — with a map,
     /// every cell of the map and the meta cell, whether or not this proxy used them yet
     /// (their sessions start now) — then takes it on. `fresh` is the principal of a client

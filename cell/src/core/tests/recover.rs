@@ -1,4 +1,4 @@
-//! Takeover: a fresh store, a restart, the failover procedure (SPEC §5) and the leases
+//! Takeover: a fresh store, a restart, the failover procedure (docs/design.md §9) and the leases
 //! restored sessions get.
 
 use super::*;

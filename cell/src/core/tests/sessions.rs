@@ -65,7 +65,7 @@ fn keepalive_is_held_until_shortly_before_the_lease_ends_and_superseded_by_a_new
     assert_eq!(reply.lease, secs(at + 12.0 - 10.5));
 }
 
-/// A client following SPEC §4 (local lease = send time + granted / (1 + ρ), next
+/// A client following docs/design.md §6 (local lease = send time + granted / (1 + ρ), next
 /// KeepAlive sent on each reply) never sees its local lease lapse while the master holds
 /// each KeepAlive until ~1 s before the lease ends.
 #[test]

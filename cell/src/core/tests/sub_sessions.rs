@@ -1,4 +1,4 @@
-//! Proxy sessions and their client sub-sessions (SPEC §6): registration, forwarding,
+//! Proxy sessions and their client sub-sessions (docs/design.md §10): registration, forwarding,
 //! tagging, claims, orphans and failover.
 
 use super::*;
