@@ -186,5 +186,5 @@ pub(super) async fn set_contents(
         })
         .await;
     drop(own);
-    ok(reply?)
+    reply
 }

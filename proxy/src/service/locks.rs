@@ -21,7 +21,7 @@ pub(super) async fn set_sequencer(
             |mut c, r| async move { c.set_sequencer(r).await },
         )
         .await?;
-    ok(reply)
+    Ok(reply)
 }
 
 pub(super) async fn check_sequencer(
@@ -49,22 +49,11 @@ pub(super) async fn check_sequencer(
             .await
         })
         .await?;
-    ok(routed.answer?)
+    routed.answer
 }
 
 /// `Acquire`, forwarded as it is, counted while it waits ([`InFlight`]).
 pub(super) async fn acquire(svc: &Service, r: pb::AcquireRequest) -> Answer<pb::AcquireResponse> {
     let _in_flight = InFlight::acquire();
     forward_by_handle(svc, r).await
-}
-
-/// `ClaimSession` is how proxies take over sessions at cells; a proxy never serves it.
-pub(super) async fn claim_session(
-    _: &Service,
-    _: pb::ClaimSessionRequest,
-) -> Answer<pb::ClaimSessionResponse> {
-    Err(WarrenError::invalid_argument(
-        "ClaimSession is for proxies talking to cells; this is a proxy",
-    )
-    .into())
 }

@@ -172,10 +172,6 @@ impl Drop for InFlight {
     }
 }
 
-fn ok<T>(t: T) -> Answer<T> {
-    Ok(t)
-}
-
 /// What a handler answers.
 type Answer<T> = Result<T, Status>;
 
@@ -214,10 +210,12 @@ plain_forwards!(
 mod handlers {
     pub(super) use super::forward::set_contents;
     pub(super) use super::forward_by_handle as try_acquire;
-    pub(super) use super::locks::{acquire, check_sequencer, claim_session, set_sequencer};
+    pub(super) use super::locks::{acquire, check_sequencer, set_sequencer};
     pub(super) use super::reads::{cached_read as get_stat, cached_read as read_dir};
     pub(super) use super::reads::{cached_read as get_contents_and_stat, close, open};
-    pub(super) use super::sessions::{close_session, create_session, keep_alive, locate};
+    pub(super) use super::sessions::{
+        claim_session, close_session, create_session, keep_alive, locate,
+    };
     pub(super) use super::{forward_by_handle as delete, forward_by_handle as get_sequencer};
     pub(super) use super::{forward_by_handle as release, forward_by_handle as set_acl};
 }

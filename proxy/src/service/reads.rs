@@ -140,7 +140,7 @@ pub(super) async fn open(svc: &Service, r: pb::OpenRequest) -> Answer<pb::OpenRe
                 });
                 reply.cacheable = svc.keep_answer(&who, &path, cell, ticket, fill);
             }
-            ok(reply)
+            Ok(reply)
         }
         Err(status) => {
             // A cacheable absence: the client may cache it only if we will relay its
@@ -167,7 +167,7 @@ pub(super) async fn open(svc: &Service, r: pb::OpenRequest) -> Answer<pb::OpenRe
 pub(super) async fn close(svc: &Service, r: pb::CloseRequest) -> Answer<pb::CloseResponse> {
     // Never fails (docs/design.md §4): whatever is wrong with the request, the answer is OK.
     let Ok(who) = svc.session(r.ctx()).await else {
-        return ok(pb::CloseResponse {});
+        return Ok(pb::CloseResponse {});
     };
     svc.shared
         .with_core(|c| c.remove_handle(&who.id, &r.handle));
@@ -180,7 +180,7 @@ pub(super) async fn close(svc: &Service, r: pb::CloseRequest) -> Answer<pb::Clos
             )
             .await;
     }
-    ok(pb::CloseResponse {})
+    Ok(pb::CloseResponse {})
 }
 
 /// A read the proxy may answer from its shared cache: `GetContentsAndStat`, `GetStat` and
@@ -291,7 +291,7 @@ impl CachedRead for pb::ReadDirRequest {
 pub(super) async fn cached_read<Q: CachedRead>(svc: &Service, r: Q) -> Answer<Q::Reply> {
     let who = svc.session(r.ctx()).await?;
     let ticket = match svc.cached(&who, r.handle(), Q::NEEDS_READ, Q::lookup) {
-        Ok(copy) => return ok(Q::from_copy(copy)),
+        Ok(copy) => return Ok(Q::from_copy(copy)),
         Err(t) => t,
     };
     let (cell, body) = svc.handle_cell(&who, r.handle())?;
@@ -303,5 +303,5 @@ pub(super) async fn cached_read<Q: CachedRead>(svc: &Service, r: Q) -> Answer<Q:
         let fill = Q::fill(&reply);
         *Q::cacheable(&mut reply) = svc.keep_answer(&who, &b.path, cell, ticket, fill);
     }
-    ok(reply)
+    Ok(reply)
 }

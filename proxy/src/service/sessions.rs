@@ -81,7 +81,7 @@ impl Service {
 
 pub(super) async fn locate(svc: &Service, _: pb::LocateRequest) -> Answer<pb::LocateResponse> {
     let serving = svc.shared.ready();
-    ok(pb::LocateResponse {
+    Ok(pb::LocateResponse {
         cell: String::new(),
         master: svc.shared.advertised.clone(),
         epoch: 0,
@@ -125,7 +125,7 @@ pub(super) async fn create_session(
         .shared
         .with_core(|c| c.create_session(&r.principal, Instant::now()));
     metrics::counter!("warren_proxy_sessions_created_total").increment(1);
-    ok(pb::CreateSessionResponse {
+    Ok(pb::CreateSessionResponse {
         session_id: id.to_vec(),
         secret: secret.to_vec(),
         lease_ms: lease.as_millis() as u64,
@@ -154,7 +154,7 @@ pub(super) async fn keep_alive(
         }
     })?;
     match parked {
-        Err(reply) => ok(ka_reply(reply)),
+        Err(reply) => Ok(ka_reply(reply)),
         Ok(waiter) => {
             let mut guard = Parked {
                 shared: &svc.shared,
@@ -164,7 +164,7 @@ pub(super) async fn keep_alive(
             let result = rx.await;
             guard.done = true;
             match result {
-                Ok(Ok(reply)) => ok(ka_reply(reply)),
+                Ok(Ok(reply)) => Ok(ka_reply(reply)),
                 Ok(Err(e)) => Err(e.into()),
                 Err(_) => Err(WarrenError::internal("the proxy dropped the KeepAlive").into()),
             }
@@ -210,7 +210,7 @@ pub(super) async fn close_session(
             Effect::AckUpstream(cell) => svc.shared.cell(cell).kick.notify_one(),
         }
     }
-    ok(pb::CloseSessionResponse {})
+    Ok(pb::CloseSessionResponse {})
 }
 
 /// Removes a parked KeepAlive from the core if the call goes away before it is answered.
@@ -279,4 +279,15 @@ async fn end_at_cells(
             tracing::debug!(cell = %up.name, %s, "ending a client session at the cell failed");
         }
     }
+}
+
+/// `ClaimSession` is how proxies take over sessions at cells; a proxy never serves it.
+pub(super) async fn claim_session(
+    _: &Service,
+    _: pb::ClaimSessionRequest,
+) -> Answer<pb::ClaimSessionResponse> {
+    Err(WarrenError::invalid_argument(
+        "ClaimSession is for proxies talking to cells; this is a proxy",
+    )
+    .into())
 }
