@@ -1,6 +1,9 @@
-//! Compiles `proto/warren/v1/warren.proto` with protox (pure Rust, so no system `protoc`).
+//! Compiles `proto/warren/v1/warren.proto` and `reshard.proto` with protox (pure Rust, so no system `protoc`).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let fds = protox::compile(["warren/v1/warren.proto"], ["proto"])?;
+    let fds = protox::compile(
+        ["warren/v1/warren.proto", "warren/v1/reshard.proto"],
+        ["proto"],
+    )?;
     tonic_prost_build::configure()
         // No default stubs: a new RPC is a compile error until every server handles it.
         .generate_default_stubs(false)
