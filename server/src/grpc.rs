@@ -17,15 +17,30 @@ pub async fn serve<S>(
 where
     S: pb::warren_server::Warren,
 {
-    let svc =
-        pb::warren_server::WarrenServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    serve_routes(listener, warren_routes(service), stop).await
+}
+
+/// The routes of `service` (a `warren.v1.Warren`), with the message size limit; a cell adds
+/// its internal services to them before [`serve_routes`].
+pub fn warren_routes<S: pb::warren_server::Warren>(service: S) -> tonic::service::Routes {
+    tonic::service::Routes::new(
+        pb::warren_server::WarrenServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES),
+    )
+}
+
+/// [`serve`] for a set of routes (a cell's: `warren.v1.Warren` and `warren.v1.Reshard`).
+pub async fn serve_routes(
+    listener: tokio::net::TcpListener,
+    routes: tonic::service::Routes,
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .layer(tower::util::MapResponseLayer::new(
             framing_errors_into_table,
         ))
-        .add_service(svc)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, stop)
         .await
 }

@@ -318,6 +318,7 @@ fn first_meta(cfg: &CoreConfig, rng: &mut StdRng) -> MetaRecord {
         max_lease_granted_ms: 0,
         max_proxy_lease_granted_ms: 0,
         pending_unlinks: Vec::new(),
+        handed_off: Vec::new(),
     }
 }
 

@@ -38,6 +38,7 @@ const META: RawTable = TableDefinition::new("meta");
 const NODES: RawTable = TableDefinition::new("nodes");
 const CONTENTS: RawTable = TableDefinition::new("contents");
 const SESSIONS: RawTable = TableDefinition::new("sessions");
+const STAGED: RawTable = TableDefinition::new("staged");
 
 const META_KEY: &[u8] = b"meta";
 const FORMAT_KEY: &[u8] = b"format";
@@ -83,7 +84,7 @@ impl EmbeddedStore {
         let tx = db.begin_write().map_err(|e| io(&context, e))?;
         {
             // Create every table, so that readers never meet a missing one.
-            for table in [NODES, CONTENTS, SESSIONS] {
+            for table in [NODES, CONTENTS, SESSIONS, STAGED] {
                 tx.open_table(table).map_err(|e| io(&context, e))?;
             }
             let mut meta = tx.open_table(META).map_err(|e| io(&context, e))?;
@@ -129,6 +130,7 @@ enum Table {
     Nodes,
     Contents,
     Sessions,
+    Staged,
 }
 
 /// A mutation encoded for the write transaction: everything that can fail to encode has
@@ -137,6 +139,7 @@ enum Write {
     Put(Table, Vec<u8>, Vec<u8>),
     DeleteNode(Vec<u8>),
     DeleteSession(Vec<u8>),
+    DeleteStaged(Vec<u8>),
 }
 
 fn encode(m: Mutation) -> Result<Write, StoreError> {
@@ -158,6 +161,8 @@ fn encode(m: Mutation) -> Result<Write, StoreError> {
             Write::Put(Table::Sessions, session.id.to_vec(), value)
         }
         Mutation::DeleteSession(id) => Write::DeleteSession(id.to_vec()),
+        Mutation::PutStaged { key, value } => Write::Put(Table::Staged, key.into_bytes(), value),
+        Mutation::DeleteStaged { key } => Write::DeleteStaged(key.into_bytes()),
     })
 }
 
@@ -171,6 +176,7 @@ fn commit_blocking(db: &Database, writes: Vec<Write>) -> Result<(), StoreError> 
         let mut nodes = tx.open_table(NODES).map_err(|e| io(CONTEXT, e))?;
         let mut contents = tx.open_table(CONTENTS).map_err(|e| io(CONTEXT, e))?;
         let mut sessions = tx.open_table(SESSIONS).map_err(|e| io(CONTEXT, e))?;
+        let mut staged = tx.open_table(STAGED).map_err(|e| io(CONTEXT, e))?;
         for write in &writes {
             match write {
                 Write::Put(table, key, value) => {
@@ -179,6 +185,7 @@ fn commit_blocking(db: &Database, writes: Vec<Write>) -> Result<(), StoreError> 
                         Table::Nodes => &mut nodes,
                         Table::Contents => &mut contents,
                         Table::Sessions => &mut sessions,
+                        Table::Staged => &mut staged,
                     };
                     t.insert(key.as_slice(), value.as_slice())
                         .map_err(|e| io(CONTEXT, e))?;
@@ -191,6 +198,9 @@ fn commit_blocking(db: &Database, writes: Vec<Write>) -> Result<(), StoreError> 
                 }
                 Write::DeleteSession(id) => {
                     sessions.remove(id.as_slice()).map_err(|e| io(CONTEXT, e))?;
+                }
+                Write::DeleteStaged(key) => {
+                    staged.remove(key.as_slice()).map_err(|e| io(CONTEXT, e))?;
                 }
             }
         }
@@ -279,6 +289,15 @@ fn load_blocking(db: &Database) -> Result<Snapshot, StoreError> {
         }
         snapshot.sessions.push(record);
     }
+
+    let staged = tx.open_table(STAGED).map_err(|e| io(CONTEXT, e))?;
+    for entry in staged.iter().map_err(|e| io(CONTEXT, e))? {
+        let (key, value) = entry.map_err(|e| io(CONTEXT, e))?;
+        let key = utf8_key("staged", key.value())?;
+        snapshot
+            .staged
+            .push((key.to_owned(), value.value().to_vec()));
+    }
     Ok(snapshot)
 }
 
@@ -332,6 +351,7 @@ mod tests {
                 path: "/ls/local/gone".into(),
                 instance: epoch,
             }],
+            handed_off: Vec::new(),
         }
     }
 

@@ -155,6 +155,8 @@ impl EtcdStore {
                     Some(json("session", serde_json::to_vec(&r))?),
                 ),
                 Mutation::DeleteSession(id) => set(self.key("sessions/", &hex(&id)), None),
+                Mutation::PutStaged { key, value } => set(self.key("staged/", &key), Some(value)),
+                Mutation::DeleteStaged { key } => set(self.key("staged/", &key), None),
             }
         }
         Ok(order
@@ -269,6 +271,8 @@ impl Store for EtcdStore {
                     snap.nodes.push(n);
                 } else if let Some(p) = rest.strip_prefix("contents/") {
                     snap.contents.push((p.to_string(), kv.value().to_vec()));
+                } else if let Some(k) = rest.strip_prefix("staged/") {
+                    snap.staged.push((k.to_string(), kv.value().to_vec()));
                 } else if rest.starts_with("sessions/") {
                     let s: SessionRecord =
                         serde_json::from_slice(kv.value()).map_err(|e| corrupt(e.to_string()))?;

@@ -15,6 +15,7 @@ struct State {
     nodes: BTreeMap<String, super::NodeRecord>,
     contents: BTreeMap<String, Vec<u8>>,
     sessions: BTreeMap<super::SessionId, super::SessionRecord>,
+    staged: BTreeMap<String, Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -44,23 +45,47 @@ fn apply(s: &mut State, m: Mutation) {
         Mutation::DeleteSession(id) => {
             s.sessions.remove(&id);
         }
+        Mutation::PutStaged { key, value } => {
+            s.staged.insert(key, value);
+        }
+        Mutation::DeleteStaged { key } => {
+            s.staged.remove(&key);
+        }
+    }
+}
+
+/// What a store holds after applying `batch` to an empty one (the reference semantics of
+/// a batch, for tests).
+pub fn replay(batch: Vec<Mutation>) -> Snapshot {
+    let mut s = State::default();
+    for m in batch {
+        apply(&mut s, m);
+    }
+    snapshot(&s)
+}
+
+fn snapshot(s: &State) -> Snapshot {
+    Snapshot {
+        meta: s.meta.clone(),
+        nodes: s.nodes.values().cloned().collect(),
+        contents: s
+            .contents
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        sessions: s.sessions.values().cloned().collect(),
+        staged: s
+            .staged
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
 #[async_trait::async_trait]
 impl Store for MemoryStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
-        let s = self.inner.lock().unwrap();
-        Ok(Snapshot {
-            meta: s.meta.clone(),
-            nodes: s.nodes.values().cloned().collect(),
-            contents: s
-                .contents
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            sessions: s.sessions.values().cloned().collect(),
-        })
+        Ok(snapshot(&self.inner.lock().unwrap()))
     }
 
     async fn commit(&self, batch: Vec<Mutation>) -> Result<(), StoreError> {

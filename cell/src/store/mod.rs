@@ -151,6 +151,23 @@ pub struct MetaRecord {
     /// added in the commit that removes its anchor and dropped once the entry is gone.
     #[serde(default)]
     pub pending_unlinks: Vec<PendingUnlink>,
+    /// Slots this cell has handed off to another cell in a reshard (docs/resharding.md):
+    /// never served here again, whatever the map in force says, until a map at least as
+    /// new as the hand-off's is in force.
+    #[serde(default)]
+    pub handed_off: Vec<HandedOff>,
+}
+
+/// A slot given up in a reshard: from the hand-off on, calls for it are answered
+/// `WRONG_CELL{map_epoch, to}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedOff {
+    pub slot: u32,
+    pub to: String,
+    /// The map epoch that gives `to` the slot.
+    pub map_epoch: u64,
+    /// The reshard job that moved it.
+    pub job: String,
 }
 
 /// One durable change. A batch of them is applied atomically, in order.
@@ -169,6 +186,15 @@ pub enum Mutation {
     },
     PutSession(SessionRecord),
     DeleteSession(SessionId),
+    /// A node part staged by a reshard at the slot's new owner, before the map gives it
+    /// the slot (docs/resharding.md): `key` is `<slot>/<path>`, `value` opaque to the store.
+    PutStaged {
+        key: String,
+        value: Vec<u8>,
+    },
+    DeleteStaged {
+        key: String,
+    },
 }
 
 /// Everything a store holds, as loaded by a new master.
@@ -179,6 +205,8 @@ pub struct Snapshot {
     /// path → contents (files only; a file with no entry has empty contents).
     pub contents: Vec<(String, Vec<u8>)>,
     pub sessions: Vec<SessionRecord>,
+    /// Staged reshard records, `(key, value)` as [`Mutation::PutStaged`] wrote them.
+    pub staged: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Debug, thiserror::Error)]

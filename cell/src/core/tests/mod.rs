@@ -7,7 +7,6 @@ use crate::store::{
     AclNames, LockMode, Mutation, NodeKind, NodeRecord, PendingAnchor, PendingUnlink, SessionId,
     SessionRecord, Snapshot,
 };
-use std::collections::BTreeMap;
 use warren_proto::ErrorCode;
 use warren_router::Route;
 
@@ -169,37 +168,7 @@ fn ephemeral() -> Option<CreateArgs> {
 }
 
 fn snapshot_of(muts: Vec<Mutation>) -> Snapshot {
-    let mut meta = None;
-    let mut nodes = BTreeMap::new();
-    let mut contents = BTreeMap::new();
-    let mut sessions = BTreeMap::new();
-    for m in muts {
-        match m {
-            Mutation::PutMeta(x) => meta = Some(x),
-            Mutation::PutNode(n) => {
-                nodes.insert(n.path.clone(), n);
-            }
-            Mutation::PutContents { path, data } => {
-                contents.insert(path, data);
-            }
-            Mutation::DeleteNode { path } => {
-                nodes.remove(&path);
-                contents.remove(&path);
-            }
-            Mutation::PutSession(s) => {
-                sessions.insert(s.id, s);
-            }
-            Mutation::DeleteSession(id) => {
-                sessions.remove(&id);
-            }
-        }
-    }
-    Snapshot {
-        meta,
-        nodes: nodes.into_values().collect(),
-        contents: contents.into_iter().collect(),
-        sessions: sessions.into_values().collect(),
-    }
+    crate::store::memory::replay(muts)
 }
 
 impl T {
