@@ -9,7 +9,7 @@ impl Master {
     /// are outstanding.
     /// A sub-session's reads are cached by its proxy session, so that is the one recorded.
     pub(super) fn register_cacher(&mut self, sid: SessionId, path: &str) -> bool {
-        if self.invalidating.contains_key(path) {
+        if self.invalidating.contains_key(path) || self.moving_path(path) {
             return false;
         }
         let sid = self
@@ -98,6 +98,9 @@ impl Master {
         also_exempt: Option<SessionId>,
         paths: &[&str],
     ) -> Option<WaiterId> {
+        if let Some(slot) = self.frozen_slot(paths) {
+            return Some(self.park_on_freeze(slot));
+        }
         let mut blocked = None;
         for p in paths {
             if self.start_invalidation(p, Some(writer), also_exempt) {

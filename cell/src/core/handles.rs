@@ -237,8 +237,13 @@ impl Master {
         if !live {
             return;
         }
+        let moved = self.moved_away(&h.path);
         let n = self.nodes.get_mut(&h.path).expect("live");
         n.handles.remove(&k);
+        if moved {
+            // The node lives at another cell now; this copy is dead.
+            return;
+        }
         let waiting: Vec<WaiterId> = n
             .lock_waiters
             .iter()

@@ -26,6 +26,7 @@ mod open;
 mod partition;
 mod reads;
 mod recover;
+pub mod reshard;
 mod sessions;
 mod sub_sessions;
 mod time;
@@ -212,6 +213,8 @@ pub struct Master {
     anchor_job: Option<AnchorJob>,
     /// Entries marked anchor-pending (so the janitor need not scan every node).
     pending_entries: BTreeSet<String>,
+    /// Frozen, moving and staged slots of reshards (docs/resharding.md).
+    reshard: reshard::ReshardState,
     out: Output,
 }
 

@@ -109,6 +109,7 @@ impl Master {
             "partition map in force"
         );
         self.map = Some(map);
+        self.install_staged();
         true
     }
 
@@ -189,6 +190,9 @@ impl Master {
     /// `WRONG_CELL{map epoch, owner}` unless this cell serves `path` (see
     /// [`Master::owner_elsewhere`]).
     pub(super) fn serve_check(&self, p: &str, anchor: bool) -> Result<(), WarrenError> {
+        if let Some(h) = self.handed_off_for(p, anchor) {
+            return Err(WarrenError::wrong_cell(h.map_epoch, h.to.clone()));
+        }
         match self.owner_elsewhere(p, anchor)? {
             None => Ok(()),
             Some(owner) => Err(WarrenError::wrong_cell(self.map_epoch(), owner)),
@@ -206,6 +210,14 @@ impl Master {
             .get(p)
             .is_some_and(|n| n.rec.meta.kind == NodeKind::Directory);
         if dir {
+            if let Some(h) = self.handed_off_for(p, true) {
+                if self.owner_elsewhere(p, false)?.is_none()
+                    && self.handed_off_for(p, false).is_none()
+                {
+                    return Ok(());
+                }
+                return Err(WarrenError::wrong_cell(h.map_epoch, h.to.clone()));
+            }
             match self.owner_elsewhere(p, true)? {
                 None => return Ok(()),
                 Some(owner) => {

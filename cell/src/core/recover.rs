@@ -51,9 +51,11 @@ impl Master {
         let leases = RestoredLeases::record(&mut meta, &cfg);
         let mut m = Master::empty(cfg, meta, rng, now);
         m.load_nodes(snap.nodes, snap.contents);
+        m.load_staged(snap.staged);
         // The meta cell (or an unpartitioned one) reads its map from its own namespace.
         let own_map = m.map_file();
         m.own_map_written(&own_map);
+        m.install_staged();
         let restored = m.restore_sessions(snap.sessions, leases, now);
         let mut recovery = m.recovery_of_restored_state(now);
         m.release_holds_of_ended_sessions();
@@ -103,6 +105,7 @@ impl Master {
             acl_needed: RefCell::new(BTreeSet::new()),
             anchor_job: None,
             pending_entries: BTreeSet::new(),
+            reshard: Default::default(),
             out,
         }
     }

@@ -21,6 +21,7 @@ impl Master {
         self.answer_due_keepalives(now);
         self.expire_lapsed_sessions(now);
         self.end_unclaimed_orphans(now);
+        self.end_lapsed_freezes(now);
         self.forget_old_tombstones(now);
         self.wake_lock_waiters(now);
         self.end_anchor_graces(now);

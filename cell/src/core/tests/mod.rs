@@ -16,6 +16,7 @@ mod locks;
 mod namespace;
 mod partition;
 mod recover;
+mod reshard;
 mod sessions;
 mod sub_sessions;
 

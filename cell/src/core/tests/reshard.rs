@@ -1,0 +1,271 @@
+//! Tests of the cell's half of a reshard (docs/resharding.md) on two masters `c1` (source)
+//! and `c2` (target) of one map: export and staging, catch-up by digests, the freeze that
+//! parks writes, the hand-off as the commit point (and each refusal), installing at the
+//! target when the map arrives, and dropping at the source.
+
+use super::*;
+use crate::core::reshard::{decode_bundle, decode_have, encode_bundle, encode_have, Have};
+use warren_router::{slot_of_dir, PartitionMap};
+
+fn map(epoch: u64, moved: &[(u32, &str)]) -> PartitionMap {
+    let m =
+        PartitionMap::even("local", &[("c1", vec!["h1:1"]), ("c2", vec!["h2:1"])], 4096).unwrap();
+    let mut owners = m.slot_owners().to_vec();
+    for (s, c) in moved {
+        owners[*s as usize] = c.to_string();
+    }
+    PartitionMap::new("local", epoch, owners, m.cells().clone()).unwrap()
+}
+
+fn cell(name: &str) -> T {
+    let mut cfg = CoreConfig::new(name, "local");
+    cfg.meta = vec!["meta-host:7000".into()];
+    let t0 = Instant::now();
+    let mut m = Master::recover(cfg, Snapshot::default(), t0, 3).unwrap();
+    assert!(m.set_map(Arc::new(map(1, &[]))));
+    m.take_output();
+    T { m, t0 }
+}
+
+/// A directory under the root whose own slot belongs to `c1`.
+fn dir_at_c1() -> String {
+    let m = map(1, &[]);
+    (0..100_000)
+        .map(|i| format!("/ls/local/d{i}"))
+        .find(|p| m.owner_of_slot(slot_of_dir(p, 4096)) == Some("c1"))
+        .unwrap()
+}
+
+fn anchor_create() -> Option<CreateArgs> {
+    Some(CreateArgs {
+        kind: NodeKind::Directory,
+        ephemeral: false,
+        contents: Vec::new(),
+        acl: Some(AclNames::default()),
+        exclusive: false,
+        instance: 42,
+    })
+}
+
+struct Fixture {
+    src: T,
+    dst: T,
+    dir: String,
+    slot: u32,
+    alice: Ctx,
+    f1: Vec<u8>,
+    f2: Vec<u8>,
+    seq: SequencerView,
+}
+
+/// `c1` holds directory `dir` (its anchor), files `dir/f1` (locked by alice) and `dir/f2`.
+fn fixture() -> Fixture {
+    let mut src = cell("c1");
+    let dir = dir_at_c1();
+    let slot = slot_of_dir(&dir, 4096);
+    let cellctx = ctx_of(&src.m.create_session(CELL_PRINCIPAL, src.at(0.0)).unwrap());
+    let a = OpenArgs {
+        target: Target::Anchor,
+        ..open_args(&dir, intent::READ, 0.0, anchor_create())
+    };
+    done(src.m.open(&cellctx, &a, src.at(0.1)));
+    let alice = src.session(0.0);
+    let t0 = src.t0;
+    let mkfile = |src: &mut T, name: &str, data: &[u8]| {
+        let a = open_args(&format!("{dir}/{name}"), intent::ALL, 0.0, file(data));
+        write(src, &[], |m| m.open(&alice, &a, t0 + secs(0.2))).handle
+    };
+    let f1 = mkfile(&mut src, "f1", b"one");
+    let f2 = mkfile(&mut src, "f2", b"two");
+    let seq = done(
+        src.m
+            .acquire(&alice, &f1, LockMode::Exclusive, None, src.at(0.4)),
+    );
+    src.m.take_output();
+    Fixture {
+        dst: cell("c2"),
+        src,
+        dir,
+        slot,
+        alice,
+        f1,
+        f2,
+        seq,
+    }
+}
+
+/// One copy round: export at the source (against `have`), import at the target.
+fn round(f: &mut Fixture, have: &Have) -> (u64, u64, u64, Have) {
+    let (bundle, info) = f.src.m.export_slots("j1", &[f.slot], have, 0).unwrap();
+    // What travels is bytes.
+    let bundle = decode_bundle(&encode_bundle(&bundle)).unwrap();
+    let imported = f.dst.m.import_slots(&[f.slot], bundle).unwrap();
+    let have = decode_have(&encode_have(&imported.have)).unwrap();
+    (info.nodes, info.digest, imported.digest, have)
+}
+
+#[test]
+fn a_slot_moves_with_its_contents_and_lock_and_the_source_stops_serving_it() {
+    let mut f = fixture();
+    let stats = f.src.m.slot_stats(&[f.slot]).unwrap();
+    let c = stats[&f.slot];
+    assert_eq!((c.nodes, c.bytes, c.held_locks), (2, 6, 1), "{c:?}");
+
+    // Copy, then catch up: nothing changed, nothing travels.
+    let (sent, src_digest, dst_digest, have) = round(&mut f, &Have::new());
+    assert_eq!(sent, 3, "the anchor and both files");
+    assert_eq!(src_digest, dst_digest);
+    let (sent, _, _, have) = round(&mut f, &have);
+    assert_eq!(sent, 0);
+
+    // A write during catch-up travels in the next round, alone.
+    let (t0, alice, f2) = (f.src.t0, f.alice.clone(), f.f2.clone());
+    write(&mut f.src, &[], |m| {
+        m.set_contents(&alice, &f2, b"two!", None, t0 + secs(1.0))
+    });
+    let (sent, src_digest, dst_digest, have) = round(&mut f, &have);
+    assert_eq!(sent, 1);
+    assert_eq!(src_digest, dst_digest);
+
+    // Frozen: a write waits.
+    f.src
+        .m
+        .freeze_slots("j1", &[f.slot], f.src.at(3.0))
+        .unwrap();
+    let parked = waiter(
+        f.src
+            .m
+            .set_contents(&f.alice, &f.f2, b"late", None, f.src.at(1.1)),
+    );
+    let (_, digest, dst_digest, _) = round(&mut f, &have);
+    assert_eq!(digest, dst_digest);
+
+    // The hand-off: the parked write is woken and finds the slot gone.
+    assert_eq!(
+        f.src.m.hand_off("j1", &[f.slot], "c2", 2, digest).unwrap(),
+        Ok(())
+    );
+    let out = f.src.m.take_output();
+    assert!(out
+        .wakes
+        .iter()
+        .any(|(w, k)| *w == parked && matches!(k, Wake::Retry)));
+    let e = f
+        .src
+        .m
+        .set_contents(&f.alice, &f.f2, b"late", None, f.src.at(1.2))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::WrongCell);
+    assert_eq!((e.map_epoch, e.owner.as_str()), (2, "c2"));
+    // Idempotent.
+    assert_eq!(
+        f.src.m.hand_off("j1", &[f.slot], "c2", 2, digest).unwrap(),
+        Ok(())
+    );
+
+    // The target installs when the map gives it the slot, and serves it as it was.
+    assert!(f.dst.m.set_map(Arc::new(map(2, &[(f.slot, "c2")]))));
+    let bob = f.dst.session(1.5);
+    let h = f
+        .dst
+        .open_ok(&bob, &format!("{}/f2", f.dir), intent::READ, 0, None, 1.6);
+    assert_eq!(h.stat.meta.content_generation, 1);
+    let (data, _, _) = f
+        .dst
+        .m
+        .get_contents(&bob, &h.handle, f.dst.at(1.7))
+        .unwrap();
+    assert_eq!(data, b"two!");
+    assert!(
+        f.dst
+            .m
+            .check_sequencer(&bob, &f.seq, f.dst.at(1.8))
+            .unwrap(),
+        "a sequencer taken before the move is current after it"
+    );
+    let a = OpenArgs {
+        target: Target::Anchor,
+        ..open_args(&f.dir, intent::READ, 0.0, None)
+    };
+    let d = done(f.dst.m.open(&bob, &a, f.dst.at(1.9)));
+    let (entries, _, _) = f.dst.m.read_dir(&bob, &d.handle, f.dst.at(1.9)).unwrap();
+    let names: Vec<String> = entries.into_iter().map(|e| e.name).collect();
+    assert_eq!(names, vec!["f1".to_string(), "f2".to_string()]);
+
+    // The source drops what it gave up once the map is in force there too.
+    assert!(f.src.m.set_map(Arc::new(map(2, &[(f.slot, "c2")]))));
+    assert_eq!(f.src.m.drop_slots(&[f.slot]).unwrap(), 3);
+    assert!(f.src.m.slot_stats(&[f.slot]).unwrap().is_empty());
+    let _ = f.f1;
+}
+
+#[test]
+fn a_hand_off_is_refused_after_the_freeze_lapsed_or_a_change_and_nothing_moves() {
+    let mut f = fixture();
+    let (_, _, _, have) = round(&mut f, &Have::new());
+    f.src
+        .m
+        .freeze_slots("j1", &[f.slot], f.src.at(2.0))
+        .unwrap();
+    let (_, digest, _, have) = round(&mut f, &have);
+
+    // A lock released while frozen changes the slot: the final copy is stale.
+    f.src.m.release(&f.alice, &f.f1, f.src.at(1.0)).unwrap();
+    let refused = f.src.m.hand_off("j1", &[f.slot], "c2", 2, digest).unwrap();
+    assert!(refused
+        .unwrap_err()
+        .contains("changed since the final copy"));
+
+    // The freeze lapses: the source serves writes again, and refuses the hand-off.
+    let (_, digest, _, _) = round(&mut f, &have);
+    f.src.m.tick(f.src.at(2.5));
+    let (t0, alice, f2) = (f.src.t0, f.alice.clone(), f.f2.clone());
+    write(&mut f.src, &[], |m| {
+        m.set_contents(&alice, &f2, b"after", None, t0 + secs(2.6))
+    });
+    let refused = f.src.m.hand_off("j1", &[f.slot], "c2", 2, digest).unwrap();
+    assert!(refused.unwrap_err().contains("freeze of slot"));
+    let e = f
+        .src
+        .m
+        .get_contents(&f.alice, &f.f2, f.src.at(2.7))
+        .unwrap();
+    assert_eq!(e.0, b"after");
+
+    // Released: the target drops its staged copy; installing later finds nothing.
+    f.dst.m.release_slots("j1", &[f.slot]);
+    assert!(f.dst.m.set_map(Arc::new(map(2, &[(f.slot, "c2")]))));
+    assert!(f.dst.m.slot_stats(&[f.slot]).unwrap().is_empty());
+}
+
+#[test]
+fn staged_parts_survive_a_target_restart_and_install_then() {
+    let mut f = fixture();
+    let (_, _, _, _) = round(&mut f, &Have::new());
+    let staged = f.dst.m.take_output().mutations;
+    // A restart of the target: a new master from what the store holds.
+    let mut cfg = CoreConfig::new("c2", "local");
+    cfg.meta = vec!["meta-host:7000".into()];
+    let mut all = vec![];
+    all.extend(staged);
+    let mut m = Master::recover(cfg, snapshot_of(all), f.dst.t0, 5).unwrap();
+    assert!(m.set_map(Arc::new(map(2, &[(f.slot, "c2")]))));
+    let c = m.slot_stats(&[f.slot]).unwrap()[&f.slot];
+    assert_eq!((c.nodes, c.held_locks), (2, 1));
+}
+
+#[test]
+fn imports_into_an_owned_slot_and_drops_of_an_owned_slot_are_refused() {
+    let mut f = fixture();
+    let (bundle, _) = f
+        .src
+        .m
+        .export_slots("j1", &[f.slot], &Have::new(), 0)
+        .unwrap();
+    let e = f.src.m.import_slots(&[f.slot], bundle).unwrap_err();
+    assert!(e.message.contains("already owns slot"), "{e}");
+    let e = f.src.m.drop_slots(&[f.slot]).unwrap_err();
+    assert!(e.message.contains("still owns slot"), "{e}");
+    let e = decode_bundle(b"garbage").unwrap_err();
+    assert!(e.message.contains("does not decode"), "{e}");
+}
