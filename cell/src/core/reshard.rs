@@ -76,6 +76,8 @@ pub struct Exported {
     pub digest: u64,
     pub total_nodes: u64,
     pub frozen: bool,
+    /// Cut at `max_bytes`: export again for the rest.
+    pub more: bool,
 }
 
 /// What [`Master::import_slots`] reports.
@@ -329,6 +331,7 @@ impl Master {
                 continue;
             }
             if max_bytes > 0 && info.bytes > 0 && info.bytes + n.contents.len() as u64 > max_bytes {
+                info.more = true;
                 break;
             }
             info.nodes += 1;

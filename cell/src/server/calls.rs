@@ -169,7 +169,11 @@ impl Shared {
             return;
         }
         if let Some(map) = w.wait_for(map_epoch, Duration::from_secs(1)).await {
-            self.lock().master.set_map(map);
+            // What a new map installs is durable before the call that needed it replies
+            // (the reply waits for everything applied before it).
+            let mut st = self.lock();
+            st.master.set_map(map);
+            st.flush();
         }
     }
 }

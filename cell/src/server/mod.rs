@@ -18,6 +18,8 @@
 //!   anchor, reading ACL files held elsewhere, and the janitor that finishes interrupted
 //!   steps;
 //! - [`service`]: the `warren.v1.Warren` gRPC service, one module per concern;
+//! - [`reshard`]: the `warren.v1.Reshard` service (slot calls of a reshard), and
+//!   [`reshard_job`]: its job calls at the meta cell;
 //! - [`metrics`]: the cell's metrics, described and recorded;
 //! - [`fault`]: the crash hook of the partitioning tests (feature `fault-injection`).
 //!
@@ -29,6 +31,8 @@ mod crosscell;
 mod fault;
 pub(crate) mod metrics;
 mod node;
+mod reshard;
+mod reshard_job;
 mod service;
 mod term;
 mod writer;
@@ -125,10 +129,15 @@ impl Front {
             tokio::spawn(crate::admin::serve(l, node.clone()))
         });
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let service = service::service(node.clone());
-        let grpc = tokio::spawn(warren_server::grpc::serve(listener, service, async move {
-            let _ = stop_rx.await;
-        }));
+        let routes = warren_server::grpc::warren_routes(service::service(node.clone()))
+            .add_service(reshard::service(node.clone()));
+        let grpc = tokio::spawn(warren_server::grpc::serve_routes(
+            listener,
+            routes,
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
         Ok(Front {
             node,
             admin,

@@ -145,7 +145,10 @@ impl Term {
                 loop {
                     let map = rx.borrow_and_update().clone();
                     if let (Some(map), Some(shared)) = (map, weak.upgrade()) {
-                        shared.lock().master.set_map(map);
+                        // A new map may install slots a reshard staged here.
+                        let mut st = shared.lock();
+                        st.master.set_map(map);
+                        st.flush();
                     }
                     if rx.changed().await.is_err() {
                         return;

@@ -1,0 +1,205 @@
+//! The cell's `warren.v1.Reshard` service (docs/resharding.md): the slot calls the meta
+//! cell's reshard job makes to sources and targets, each run on the master like any call
+//! and answered once its effects are durable, and the job calls `warren ctl reshard` makes
+//! at the meta cell ([`super::reshard_job`]).
+
+use super::node::Node;
+use super::reshard_job;
+use crate::core::reshard::{decode_bundle, decode_have, encode_bundle, encode_have};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+use warren_proto::pb;
+use warren_proto::WarrenError;
+
+/// How long a freeze lasts when the job names no bound.
+pub const DEFAULT_FREEZE: Duration = Duration::from_secs(2);
+/// The longest freeze a job may ask for: writes wait this long at most.
+pub const MAX_FREEZE: Duration = Duration::from_secs(60);
+
+/// The service of `node` (added to the cell's gRPC routes).
+pub(super) fn service(node: Arc<Node>) -> pb::reshard_server::ReshardServer<ReshardService> {
+    pb::reshard_server::ReshardServer::new(ReshardService { node })
+        .max_decoding_message_size(warren_proto::MAX_MESSAGE_BYTES)
+}
+
+pub(super) struct ReshardService {
+    node: Arc<Node>,
+}
+
+/// The slots and job every slot call names, checked.
+fn slots_of(job: &str, slots: &[u32]) -> Result<(), Status> {
+    if job.is_empty() || job.len() > 128 {
+        return Err(
+            WarrenError::invalid_argument("a reshard call names its job (1–128 bytes)").into(),
+        );
+    }
+    if slots.is_empty() {
+        return Err(WarrenError::invalid_argument("a reshard call names at least one slot").into());
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl pb::reshard_server::Reshard for ReshardService {
+    async fn slot_stats(
+        &self,
+        req: Request<pb::SlotStatsRequest>,
+    ) -> Result<Response<pb::SlotStatsResponse>, Status> {
+        let r = req.into_inner();
+        let shared = self.node.master()?;
+        let (map_epoch, stats) = shared
+            .run(|m, _| Ok((m.map_epoch(), m.slot_stats(&r.slots)?)))
+            .await?;
+        Ok(Response::new(pb::SlotStatsResponse {
+            map_epoch,
+            slots: stats
+                .into_iter()
+                .map(|(slot, c)| pb::SlotCounts {
+                    slot,
+                    directories: c.directories,
+                    nodes: c.nodes,
+                    bytes: c.bytes,
+                    held_locks: c.held_locks,
+                    ephemeral_nodes: c.ephemeral_nodes,
+                    open_handles: c.open_handles,
+                    sessions: c.sessions,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn export_slots(
+        &self,
+        req: Request<pb::ExportSlotsRequest>,
+    ) -> Result<Response<pb::ExportSlotsResponse>, Status> {
+        let r = req.into_inner();
+        slots_of(&r.job, &r.slots)?;
+        let have = decode_have(&r.have)?;
+        let shared = self.node.master()?;
+        let (bundle, info) = shared
+            .run(|m, _| m.export_slots(&r.job, &r.slots, &have, r.max_bytes))
+            .await?;
+        Ok(Response::new(pb::ExportSlotsResponse {
+            bundle: encode_bundle(&bundle),
+            nodes: info.nodes,
+            bytes: info.bytes,
+            removed: info.removed,
+            digest: info.digest,
+            total_nodes: info.total_nodes,
+            frozen: info.frozen,
+            more: info.more,
+        }))
+    }
+
+    async fn import_slots(
+        &self,
+        req: Request<pb::ImportSlotsRequest>,
+    ) -> Result<Response<pb::ImportSlotsResponse>, Status> {
+        let r = req.into_inner();
+        slots_of(&r.job, &r.slots)?;
+        let bundle = decode_bundle(&r.bundle)?;
+        let shared = self.node.master()?;
+        let imported = shared.run(|m, _| m.import_slots(&r.slots, bundle)).await?;
+        Ok(Response::new(pb::ImportSlotsResponse {
+            have: encode_have(&imported.have),
+            digest: imported.digest,
+            total_nodes: imported.total_nodes,
+        }))
+    }
+
+    async fn freeze_slots(
+        &self,
+        req: Request<pb::FreezeSlotsRequest>,
+    ) -> Result<Response<pb::FreezeSlotsResponse>, Status> {
+        let r = req.into_inner();
+        slots_of(&r.job, &r.slots)?;
+        let bound = match r.timeout_ms {
+            0 => DEFAULT_FREEZE,
+            ms => Duration::from_millis(ms).min(MAX_FREEZE),
+        };
+        let shared = self.node.master()?;
+        shared
+            .run(|m, now| m.freeze_slots(&r.job, &r.slots, now + bound))
+            .await?;
+        Ok(Response::new(pb::FreezeSlotsResponse {}))
+    }
+
+    async fn hand_off_slots(
+        &self,
+        req: Request<pb::HandOffSlotsRequest>,
+    ) -> Result<Response<pb::HandOffSlotsResponse>, Status> {
+        let r = req.into_inner();
+        slots_of(&r.job, &r.slots)?;
+        if r.to.is_empty() || r.map_epoch == 0 {
+            return Err(WarrenError::invalid_argument(
+                "HandOffSlots names the new owner and the map epoch that gives it the slots",
+            )
+            .into());
+        }
+        let shared = self.node.master()?;
+        let outcome = shared
+            .run(|m, _| m.hand_off(&r.job, &r.slots, &r.to, r.map_epoch, r.digest))
+            .await?;
+        Ok(Response::new(match outcome {
+            Ok(()) => pb::HandOffSlotsResponse {
+                handed_off: true,
+                reason: String::new(),
+            },
+            Err(reason) => pb::HandOffSlotsResponse {
+                handed_off: false,
+                reason,
+            },
+        }))
+    }
+
+    async fn release_slots(
+        &self,
+        req: Request<pb::ReleaseSlotsRequest>,
+    ) -> Result<Response<pb::ReleaseSlotsResponse>, Status> {
+        let r = req.into_inner();
+        slots_of(&r.job, &r.slots)?;
+        let shared = self.node.master()?;
+        shared
+            .run(|m, _| {
+                m.release_slots(&r.job, &r.slots);
+                Ok(())
+            })
+            .await?;
+        Ok(Response::new(pb::ReleaseSlotsResponse {}))
+    }
+
+    async fn drop_slots(
+        &self,
+        req: Request<pb::DropSlotsRequest>,
+    ) -> Result<Response<pb::DropSlotsResponse>, Status> {
+        let r = req.into_inner();
+        slots_of(&r.job, &r.slots)?;
+        let shared = self.node.master()?;
+        let nodes = shared.run(|m, _| m.drop_slots(&r.slots)).await?;
+        Ok(Response::new(pb::DropSlotsResponse { nodes }))
+    }
+
+    async fn apply_plan(
+        &self,
+        req: Request<pb::ApplyPlanRequest>,
+    ) -> Result<Response<pb::ApplyPlanResponse>, Status> {
+        reshard_job::apply(&self.node, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn job_status(
+        &self,
+        _req: Request<pb::JobStatusRequest>,
+    ) -> Result<Response<pb::JobStatusResponse>, Status> {
+        reshard_job::status(&self.node).await.map(Response::new)
+    }
+
+    async fn abort_job(
+        &self,
+        _req: Request<pb::AbortJobRequest>,
+    ) -> Result<Response<pb::AbortJobResponse>, Status> {
+        reshard_job::abort(&self.node).await.map(Response::new)
+    }
+}
