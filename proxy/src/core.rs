@@ -7,6 +7,7 @@
 //! (`service.rs`, `upstream.rs`) holds it under one mutex and executes what it emits.
 
 use crate::cache::{SharedCache, Ticket};
+use crate::moved::MovedHandles;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -192,6 +193,9 @@ pub struct ProxyCore {
     /// here or handed out as cacheable.
     writing: HashMap<String, u32>,
     pub cache: SharedCache,
+    /// Handles whose node moved to another cell in a reshard, and where to (a shortcut for
+    /// routing their calls; docs/proxy.md "After a reshard").
+    pub moved: MovedHandles,
     /// Deadlines to look at in `tick`: (when, client). Entries may be stale; each is
     /// re-checked against the client's state when it falls due.
     timers: BTreeSet<(Instant, ClientId)>,
@@ -222,6 +226,7 @@ impl ProxyCore {
             origins: HashMap::new(),
             writing: HashMap::new(),
             cache: SharedCache::default(),
+            moved: MovedHandles::default(),
             timers: BTreeSet::new(),
             starving: HashSet::new(),
             ended: Tombstones::default(),
@@ -932,6 +937,14 @@ impl ProxyCore {
 
     fn handle_mut(&mut self, id: &ClientId, token: &[u8]) -> Option<&mut HandleInfo> {
         self.clients.get_mut(id)?.handles.get_mut(token)
+    }
+
+    /// The client's handle `token` lives in `cell` now (its node moved there in a
+    /// reshard): a fail-over of that cell, not the old one, is what unconfirms it.
+    pub fn handle_moved(&mut self, id: &ClientId, token: &[u8], cell: CellIx) {
+        if let Some(h) = self.handle_mut(id, token) {
+            h.cell = cell;
+        }
     }
 
     pub fn remove_handle(&mut self, id: &ClientId, token: &[u8]) {

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod cache;
 pub mod core;
+pub mod moved;
 pub mod routing;
 mod service;
 pub mod upstream;
