@@ -4,10 +4,17 @@
 //! recreates a handle from an earlier epoch on first use); the library only passes them
 //! back. Several handles opened identically (read-only, no create) may share one server
 //! handle; the last to close it closes it at the master.
+//!
+//! In direct mode over a partitioned deployment, a handle whose node moved to another cell
+//! in a reshard is re-opened there on its first call after the move (the new cell answers
+//! only to the session that opened a handle, and each cell has its own session; see
+//! docs/client.md "After a reshard"): the handle's cell session and server handle are
+//! replaced, and the call is sent again.
 
 use crate::cache::{Cache, ServerHandle, Ticket};
 use crate::error::Error;
 use crate::options::OpenOptions;
+use crate::routed::Router;
 use crate::rpc::Rpc;
 use crate::session::{lock, CallPolicy, Session};
 use crate::types::{
@@ -18,7 +25,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-use warren_proto::pb;
+use warren_proto::{pb, WarrenError};
+use warren_router::MAX_ATTEMPTS;
 
 /// What `Open` said besides the handle.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,15 +51,69 @@ pub struct OpenInfo {
 /// [`child_names`](Handle::child_names)) are answered from the session's cache when it
 /// holds the node; see the crate docs for the consistency guarantee.
 pub struct Handle {
-    session: Session,
     path: String,
     /// How it was opened: decides what may come from the cache, and reopens a private
-    /// server handle when a sequencer is set on a shared one.
+    /// server handle when a sequencer is set on a shared one (or when its node moved).
     options: OpenOptions,
-    /// The master's handle; shared with identical opens until a sequencer is set.
-    server: Mutex<Arc<ServerHandle>>,
+    /// Where it lives: its session and the master's handle there. The server handle is
+    /// shared with identical opens until a sequencer is set; both are replaced together
+    /// when the node moves to another cell (direct mode, partitioned).
+    at: Mutex<At>,
+    /// Direct mode over a partitioned deployment: the router, which re-opens the handle
+    /// at the cell its node moved to. `None` for a plain session (one cell, or proxies,
+    /// which follow a moved handle themselves).
+    router: Option<Arc<Router>>,
+    /// Held while the handle is re-opened at the cell its node moved to, so that calls
+    /// racing on a moved handle re-open it once.
+    following: tokio::sync::Mutex<()>,
+    /// The sequencer set on it, set again on the re-opened handle after a move.
+    sequencer: Mutex<Option<pb::Sequencer>>,
     /// Set by [`poison`](Handle::poison).
     poisoned: watch::Sender<bool>,
+}
+
+/// A handle's session and its server handle there.
+#[derive(Clone)]
+struct At {
+    session: Session,
+    server: Arc<ServerHandle>,
+}
+
+/// A request about a handle: the handle's current token goes in before each send (it
+/// changes when the handle is re-opened at the cell its node moved to).
+trait OnHandle: Rpc {
+    fn set_handle(&mut self, token: Vec<u8>);
+}
+
+macro_rules! on_handle {
+    ($($request:ident),* $(,)?) => {$(
+        impl OnHandle for pb::$request {
+            fn set_handle(&mut self, token: Vec<u8>) {
+                self.handle = token;
+            }
+        }
+    )*};
+}
+
+on_handle!(
+    GetContentsAndStatRequest,
+    GetStatRequest,
+    ReadDirRequest,
+    SetContentsRequest,
+    SetAclRequest,
+    DeleteRequest,
+    AcquireRequest,
+    TryAcquireRequest,
+    ReleaseRequest,
+    GetSequencerRequest,
+    SetSequencerRequest,
+);
+
+/// `WRONG_CELL` for a call on a handle: its node moved to another cell (a directory
+/// redirect only ever answers `Open`).
+fn moved_away(e: &Error) -> Option<&WarrenError> {
+    e.warren()
+        .filter(|w| w.code == warren_proto::ErrorCode::WrongCell && !w.directory)
 }
 
 impl Handle {
@@ -62,12 +124,21 @@ impl Handle {
         options: OpenOptions,
     ) -> Self {
         Handle {
-            session,
             path,
             options,
-            server: Mutex::new(server),
+            at: Mutex::new(At { session, server }),
+            router: None,
+            following: tokio::sync::Mutex::new(()),
+            sequencer: Mutex::new(None),
             poisoned: watch::Sender::new(false),
         }
+    }
+
+    /// The same handle, routed by `router` (direct mode over a partitioned deployment):
+    /// it follows its node when a reshard moves it.
+    pub(crate) fn routed_by(mut self, router: Arc<Router>) -> Self {
+        self.router = Some(router);
+        self
     }
 
     /// The node's full path (`/ls/<deployment>/…`).
@@ -75,13 +146,18 @@ impl Handle {
         &self.path
     }
 
-    /// The session the handle belongs to.
-    pub fn session(&self) -> &Session {
-        &self.session
+    /// The session the handle belongs to (in direct mode over a partitioned deployment,
+    /// the session at the cell that holds the node, which changes when a reshard moves it).
+    pub fn session(&self) -> Session {
+        lock(&self.at).session.clone()
+    }
+
+    fn at(&self) -> At {
+        lock(&self.at).clone()
     }
 
     fn server(&self) -> Arc<ServerHandle> {
-        lock(&self.server).clone()
+        lock(&self.at).server.clone()
     }
 
     /// The master's handle bytes, for a request about this handle.
@@ -90,7 +166,7 @@ impl Handle {
     }
 
     fn policy(&self, idempotent: bool) -> CallPolicy {
-        self.session.shared().policy(idempotent)
+        self.session().shared().policy(idempotent)
     }
 
     fn poison_error(&self) -> Error {
@@ -106,22 +182,96 @@ impl Handle {
 
     /// Sends one idempotent call about this handle, bounded by the default timeout (see
     /// [`call_with`](Self::call_with)).
-    async fn call<Q: Rpc>(&self, request: Q) -> Result<Q::Reply, Error> {
+    async fn call<Q: OnHandle>(&self, request: Q) -> Result<Q::Reply, Error> {
         self.call_with(self.policy(true), request).await
     }
 
     /// Sends one call about this handle with the session's retry rules; fails at once,
-    /// or as soon as it happens, when the handle is poisoned.
-    async fn call_with<Q: Rpc>(&self, policy: CallPolicy, request: Q) -> Result<Q::Reply, Error> {
+    /// or as soon as it happens, when the handle is poisoned. In direct mode over a
+    /// partitioned deployment, a `WRONG_CELL` (the node moved in a reshard) re-opens the
+    /// handle at the new owner ([`follow`](Self::follow)) and sends the call again there,
+    /// at most [`MAX_ATTEMPTS`] sends in all. Re-sending is safe for every call: the cell
+    /// that answered `WRONG_CELL` changed nothing.
+    async fn call_with<Q: OnHandle>(
+        &self,
+        policy: CallPolicy,
+        mut request: Q,
+    ) -> Result<Q::Reply, Error> {
         let mut poisoned = self.poisoned.subscribe();
         if *poisoned.borrow_and_update() {
             return Err(self.poison_error());
         }
-        let call = self.session.shared().call(policy, request);
-        tokio::select! {
-            r = call => r,
-            _ = poisoned.wait_for(|p| *p) => Err(self.poison_error()),
+        let mut sent = 0;
+        loop {
+            sent += 1;
+            let at = self.at();
+            request.set_handle(at.server.token.clone());
+            let call = at.session.shared().call(policy, request.clone());
+            let result = tokio::select! {
+                r = call => r,
+                _ = poisoned.wait_for(|p| *p) => return Err(self.poison_error()),
+            };
+            let e = match result {
+                Err(e) if self.router.is_some() && sent < MAX_ATTEMPTS => e,
+                other => return other,
+            };
+            let Some(moved) = moved_away(&e).cloned() else {
+                return Err(e);
+            };
+            tokio::select! {
+                r = self.follow(&moved, &at.server) => {
+                    if let Err(failed) = r {
+                        tracing::debug!(path = %self.path, %failed, "could not re-open a moved handle");
+                        return Err(e);
+                    }
+                }
+                _ = poisoned.wait_for(|p| *p) => return Err(self.poison_error()),
+            }
         }
+    }
+
+    /// The handle's node moved to another cell (`moved`: the old cell's `WRONG_CELL`
+    /// answer to a call made with server handle `stale`): re-opens it there with the same
+    /// options (intent, events, lock-delay; no create) through the partitioned session's
+    /// session at that cell, sets its sequencer again if it had one, and swaps it in. A
+    /// lock held through the old server handle is not carried over (docs/client.md "After
+    /// a reshard"); the old server handle is left to the old cell session's end (its cell
+    /// no longer holds it, and the new one answers only to the session that opened it).
+    async fn follow(&self, moved: &WarrenError, stale: &Arc<ServerHandle>) -> Result<(), Error> {
+        let Some(router) = &self.router else {
+            return Err(Error::Warren(moved.clone()));
+        };
+        let _following = self.following.lock().await;
+        if !Arc::ptr_eq(&self.server(), stale) {
+            return Ok(()); // another call followed it meanwhile
+        }
+        let (session, reply) = router
+            .reopen(&self.path, &self.options, moved.map_epoch)
+            .await?;
+        if reply.handle.is_empty() {
+            return Err(Error::Protocol("Open reply has no handle".into()));
+        }
+        let stat = required_stat(reply.stat, "Open")?;
+        let server = ServerHandle::new(reply.handle, stat.instance);
+        session.shared().register_handle(&server);
+        let sequencer = lock(&self.sequencer).clone();
+        if let Some(wire) = sequencer {
+            server.mark_sequenced();
+            let request = pb::SetSequencerRequest {
+                ctx: None,
+                handle: server.token.clone(),
+                sequencer: Some(wire),
+            };
+            let shared = session.shared();
+            shared.call(shared.policy(true), request).await?;
+        }
+        let old = std::mem::replace(&mut *lock(&self.at), At { session, server });
+        // No `Close` for the old one: its cell refuses every call on it now.
+        old.session
+            .shared()
+            .with_cache(|c| c.release_handle(&old.server));
+        tracing::debug!(path = %self.path, "re-opened a handle whose node moved");
+        Ok(())
     }
 
     /// Reads through the cache; fails when poisoned. `lookup` answers from the cache when
@@ -143,7 +293,8 @@ impl Handle {
         if *self.poisoned.borrow() {
             return Err(self.poison_error());
         }
-        let shared = self.session.shared();
+        let at = self.at();
+        let shared = at.session.shared();
         if use_cache {
             shared.admit().await?;
             if let Some(hit) = shared.cached(lookup).flatten() {
@@ -154,7 +305,9 @@ impl Handle {
         }
         let ticket = shared.ticket();
         let (value, cacheable) = fetch().await?;
-        if cacheable {
+        // Cached in the session that fetched it: not if the handle moved to another cell
+        // session meanwhile (the old cell no longer invalidates the node).
+        if cacheable && Arc::ptr_eq(&self.server(), &at.server) {
             shared.with_cache(|c| fill(c, ticket, &value));
         }
         Ok(value)
@@ -223,14 +376,16 @@ impl Handle {
     /// (children's metadata is not part of the directory's cache entry); the names are
     /// cached for [`child_names`](Handle::child_names).
     pub async fn read_dir(&self) -> Result<Vec<DirEntry>, Error> {
-        let shared = self.session.shared();
+        let at = self.at();
+        let shared = at.session.shared();
         if *self.poisoned.borrow() {
             return Err(self.poison_error());
         }
         shared.with_cache(Cache::note_miss);
         let ticket = shared.ticket();
         let (entries, stat, cacheable) = self.fetch_dir().await?;
-        if let Some(stat) = stat.filter(|s| cacheable && s.kind == NodeKind::Directory) {
+        let moved = !Arc::ptr_eq(&self.server(), &at.server);
+        if let Some(stat) = stat.filter(|s| cacheable && !moved && s.kind == NodeKind::Directory) {
             let names = entries.iter().map(|e| e.name.clone()).collect();
             shared.with_cache(|c| c.fill_children(ticket, &self.path, names, &stat));
         }
@@ -274,7 +429,7 @@ impl Handle {
         };
         let result = self.call_with(policy, request).await;
         // Whatever the outcome, the write may have happened: drop our copy.
-        self.session.shared().with_cache(|c| c.wrote(&self.path));
+        self.session().shared().with_cache(|c| c.wrote(&self.path));
         required_stat(result?.stat, "SetContents")
     }
 
@@ -301,7 +456,7 @@ impl Handle {
             acl: Some(acl.into()),
         };
         let result = self.call(request).await;
-        self.session.shared().with_cache(|c| c.wrote(&self.path));
+        self.session().shared().with_cache(|c| c.wrote(&self.path));
         required_stat(result?.stat, "SetAcl")
     }
 
@@ -312,7 +467,7 @@ impl Handle {
             ..Default::default()
         };
         let result = self.call_with(self.policy(false), request).await;
-        self.session.shared().with_cache(|c| {
+        self.session().shared().with_cache(|c| {
             c.wrote(&self.path);
             if let Some((parent, _)) = self.path.rsplit_once('/') {
                 c.wrote(parent);
@@ -328,7 +483,7 @@ impl Handle {
         mode: LockMode,
         timeout: Option<Duration>,
     ) -> Result<Sequencer, Error> {
-        let rpc_timeout = self.session.shared().rpc_timeout();
+        let rpc_timeout = self.session().shared().rpc_timeout();
         // 0 on the wire means "wait forever", so a zero timeout becomes 1 ms.
         let timeout_ms = timeout.map_or(0, |t| {
             u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -385,9 +540,10 @@ impl Handle {
     /// the sequencer binds this handle only.
     pub async fn set_sequencer(&self, sequencer: &Sequencer) -> Result<(), Error> {
         let mut wire = pb::Sequencer::from(sequencer);
-        wire.path = self.session.full_path(&sequencer.path)?;
+        wire.path = self.session().full_path(&sequencer.path)?;
         self.make_private().await?;
         self.server().mark_sequenced();
+        *lock(&self.sequencer) = Some(wire.clone());
         let request = pb::SetSequencerRequest {
             ctx: None,
             handle: self.token(),
@@ -399,8 +555,8 @@ impl Handle {
 
     /// Makes sure no other open shares this handle's server handle, now or later.
     async fn make_private(&self) -> Result<(), Error> {
-        let shared = self.session.shared();
-        let server = self.server();
+        let At { session, server } = self.at();
+        let shared = session.shared();
         shared.with_cache(|c| c.withdraw_handle(&server));
         if server.users() <= 1 {
             return Ok(());
@@ -408,17 +564,17 @@ impl Handle {
         let request = self
             .options
             .to_request(self.path.clone(), pb::SessionContext::default())?;
-        let reply = self.call(request).await?;
+        let reply = shared.call(self.policy(true), request).await?;
         if reply.handle.is_empty() {
             return Err(Error::Protocol("Open reply has no handle".into()));
         }
         let stat = required_stat(reply.stat, "Open")?;
         let private = ServerHandle::new(reply.handle, stat.instance);
         shared.register_handle(&private);
-        let old = std::mem::replace(&mut *lock(&self.server), private);
+        let old = std::mem::replace(&mut lock(&self.at).server, private);
         if shared.with_cache(|c| c.release_handle(&old)) {
             // The other users closed meanwhile.
-            close_at_master(&self.session, &old.token, &self.path).await;
+            close_at_master(&session, &old.token, &self.path).await;
         }
         Ok(())
     }
@@ -435,13 +591,9 @@ impl Handle {
     /// master refuses it until recovery completes), waits out a jeopardy, and once the
     /// session has ended there is nothing left to close.
     pub async fn close(self) {
-        let server = self.server();
-        if self
-            .session
-            .shared()
-            .with_cache(|c| c.release_handle(&server))
-        {
-            close_at_master(&self.session, &server.token, &self.path).await;
+        let At { session, server } = self.at();
+        if session.shared().with_cache(|c| c.release_handle(&server)) {
+            close_at_master(&session, &server.token, &self.path).await;
         }
     }
 }

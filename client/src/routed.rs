@@ -16,7 +16,11 @@
 //!   not arrived (the meta cell out of reach), try the owner the cell named, which checks
 //!   ownership against its own map — at most [`MAX_ATTEMPTS`](warren_router::MAX_ATTEMPTS) attempts
 //!   in all.
-//! - Calls on a [`Handle`](crate::Handle) go to the cell whose session opened it.
+//! - Calls on a [`Handle`](crate::Handle) go to the cell whose session opened it. When a
+//!   reshard moved its node, that cell answers `WRONG_CELL` (without `directory`): the
+//!   handle is re-opened at the owner through this session's session there
+//!   ([`Router::reopen`], routed by path like `open`) and takes its place (see
+//!   [`crate::handle`]; docs/client.md "After a reshard").
 //! - Events of every cell session are merged into each [`EventStream`]; the state is the
 //!   worst of the cell sessions' states (one expired cell session makes the whole session
 //!   expired: its locks and handles there are gone).
@@ -26,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
-use warren_proto::WarrenError;
+use warren_proto::{pb, WarrenError};
 use warren_router::{Attempts, Dest, Next, PartitionMap, Target, MAP_WAIT};
 
 use crate::error::Error;
@@ -213,7 +217,7 @@ impl Router {
     }
 
     pub(crate) async fn open(
-        &self,
+        self: &Arc<Self>,
         path: &str,
         options: OpenOptions,
     ) -> Result<(Handle, OpenInfo), Error> {
@@ -228,7 +232,39 @@ impl Router {
             })
             .await?;
         info.created |= created;
-        Ok((handle, info))
+        Ok((handle.routed_by(self.clone()), info))
+    }
+
+    /// Opens `path` again with `options` (without create) at the cell that holds it now,
+    /// after a cell answered `WRONG_CELL` of map epoch `min_epoch` to a call on a handle
+    /// (its node moved in a reshard): waits (≤ [`MAP_WAIT`]) for that map, then routes by
+    /// path as [`open`](Self::open) does. Returns the cell session and the cell's answer;
+    /// the caller makes it the handle's (it is never shared with other opens).
+    pub(crate) async fn reopen(
+        &self,
+        path: &str,
+        options: &OpenOptions,
+        min_epoch: u64,
+    ) -> Result<(Session, pb::OpenResponse), Error> {
+        self.watcher.wait_for(min_epoch, MAP_WAIT).await;
+        let options = options.clone().reopened();
+        let (answer, _) = self
+            .routed(path, |session, anchor| {
+                let options = if anchor {
+                    options.clone().at_anchor()
+                } else {
+                    options.clone()
+                };
+                async move {
+                    let request =
+                        options.to_request(path.to_string(), pb::SessionContext::default())?;
+                    let shared = session.shared();
+                    let reply = shared.call(shared.policy(true), request).await?;
+                    Ok((session, reply))
+                }
+            })
+            .await?;
+        Ok(answer)
     }
 
     pub(crate) async fn check_sequencer(&self, sequencer: &Sequencer) -> Result<bool, Error> {
