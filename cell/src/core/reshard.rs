@@ -39,6 +39,8 @@ pub struct Parts {
 /// One node's parts in one slot, as exported and staged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedNode {
+    /// The cell it comes from (whose handle numbers its lock holders use).
+    pub source: String,
     pub parts: Parts,
     /// The record (for an entry alone: without lock holders, which live with the anchor).
     pub rec: NodeRecord,
@@ -58,6 +60,9 @@ impl StagedNode {
 /// before).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Bundle {
+    /// Handle keys of the source and of the cells it received slots from, so that handles
+    /// minted there on moved nodes keep working at the target.
+    pub keys: BTreeMap<String, [u8; 32]>,
     pub full: bool,
     pub nodes: Vec<(u32, String, StagedNode)>,
     pub removed: Vec<(u32, String)>,
@@ -104,6 +109,23 @@ pub(super) struct ReshardState {
     /// copy outlives the hand-off.
     moving: HashMap<u32, String>,
     staged: BTreeMap<(u32, String), StagedNode>,
+}
+
+/// Marks a handle number minted by another cell.
+const FOREIGN: u64 = 1 << 63;
+
+/// The number a handle minted by `cell` (with number `number`) has here: its own number
+/// with the top bit set and 23 bits of the cell name's hash above bit 40, so it can never
+/// meet a number this cell mints (they count up from 1) and two cells' numbers meet only
+/// if their names' hashes collide in 23 bits and their epochs and numbers are equal. A
+/// number already marked foreign (a handle that moved twice) is kept: it names its
+/// original cell.
+pub fn foreign_number(cell: &str, number: u64) -> u64 {
+    if number & FOREIGN != 0 {
+        return number;
+    }
+    let h = xxhash_rust::xxh3::xxh3_64(cell.as_bytes()) & 0x7f_ffff;
+    FOREIGN | (h << 40) | (number & ((1 << 40) - 1))
 }
 
 /// The waiter key of the writes parked on a frozen slot.
@@ -283,6 +305,7 @@ impl Master {
                 out.insert(
                     (slot, rec.path.clone()),
                     StagedNode {
+                        source: self.cfg.cell.clone(),
                         parts,
                         contents: n.contents.clone(),
                         rec,
@@ -313,7 +336,10 @@ impl Master {
             }
         }
         let all = self.parts_in(&set)?;
+        let mut keys = self.meta.foreign_keys.clone();
+        keys.insert(self.cfg.cell.clone(), self.meta.secret);
         let mut bundle = Bundle {
+            keys,
             full: have.is_empty(),
             ..Bundle::default()
         };
@@ -456,6 +482,18 @@ impl Master {
                     "the bundle holds {p} of slot {slot}, which this import is not for"
                 )));
             }
+        }
+        let mut learned = false;
+        for (cell, key) in &bundle.keys {
+            if *cell != self.cfg.cell && self.meta.foreign_keys.get(cell) != Some(key) {
+                self.meta.foreign_keys.insert(cell.clone(), *key);
+                learned = true;
+            }
+        }
+        if learned {
+            self.out
+                .mutations
+                .push(Mutation::PutMeta(self.meta.clone()));
         }
         if bundle.full {
             self.unstage(&set);
@@ -766,6 +804,10 @@ impl Master {
         }
         let existing = self.nodes.contains_key(p);
         let mut rec = n.rec;
+        // Holders keep their handles: numbered here as the source's tokens will be.
+        for h in &mut rec.holders {
+            h.handle = foreign_number(&n.source, h.handle);
+        }
         match (n.parts.entry, n.parts.anchor, existing) {
             // The other part is here: the two become one node.
             (true, false, true) => {
@@ -826,8 +868,9 @@ impl Master {
             self.cfg.lease
         };
         self.out.mutations.push(Mutation::PutSession(rec.clone()));
-        self.sessions
-            .insert(rec.id, super::Session::new(rec.clone(), self.now + lease));
+        let mut session = super::Session::new(rec.clone(), self.now + lease);
+        session.moved_in = true;
+        self.sessions.insert(rec.id, session);
         match rec.parent {
             Some(parent)
                 if self

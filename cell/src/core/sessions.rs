@@ -55,6 +55,9 @@ pub(super) struct Session {
     pub(super) subs: BTreeSet<SessionId>,
     /// A sub-session whose proxy session ended: when it ends unless claimed.
     pub(super) orphan_until: Option<Instant>,
+    /// Came with a slot a reshard moved here (docs/resharding.md): while an orphan, the
+    /// first proxy session that calls for it with its secret takes it on, as a claim would.
+    pub(super) moved_in: bool,
 }
 
 impl Session {
@@ -67,6 +70,7 @@ impl Session {
             pending_invalidations: BTreeMap::new(),
             subs: BTreeSet::new(),
             orphan_until: None,
+            moved_in: false,
         }
     }
 }

@@ -69,7 +69,9 @@ fn fixture() -> Fixture {
         ..open_args(&dir, intent::READ, 0.0, anchor_create())
     };
     done(src.m.open(&cellctx, &a, src.at(0.1)));
-    let alice = src.session(0.0);
+    // alice is a client of a proxy: her sub-session's id is the same at every cell.
+    let proxy = src.proxy(0.0);
+    let alice = for_client(&proxy, 1, "alice");
     let t0 = src.t0;
     let mkfile = |src: &mut T, name: &str, data: &[u8]| {
         let a = open_args(&format!("{dir}/{name}"), intent::ALL, 0.0, file(data));
@@ -192,11 +194,49 @@ fn a_slot_moves_with_its_contents_and_lock_and_the_source_stops_serving_it() {
     let names: Vec<String> = entries.into_iter().map(|e| e.name).collect();
     assert_eq!(names, vec!["f1".to_string(), "f2".to_string()]);
 
+    // alice's proxy, at the target, uses the handles the source made: they work, and the
+    // lock is still hers.
+    let proxy_t = f.dst.proxy(2.0);
+    let alice_t = for_client(&proxy_t, 1, "alice");
+    let (data, _, _) = f
+        .dst
+        .m
+        .get_contents(&alice_t, &f.f2, f.dst.at(2.1))
+        .unwrap();
+    assert_eq!(data, b"two!");
+    let still = f
+        .dst
+        .m
+        .get_sequencer(&alice_t, &f.f1, f.dst.at(2.2))
+        .unwrap();
+    assert_eq!(still.lock_generation, f.seq.lock_generation);
+    let hb = f
+        .dst
+        .open_ok(&bob, &format!("{}/f1", f.dir), intent::ALL, 0, None, 2.3);
+    assert_eq!(
+        f.dst
+            .m
+            .try_acquire(&bob, &hb.handle, LockMode::Exclusive, f.dst.at(2.4))
+            .unwrap_err()
+            .code,
+        ErrorCode::LockHeld
+    );
+    assert!(
+        f.dst.m.release(&alice_t, &f.f1, f.dst.at(2.5)).unwrap(),
+        "alice held it"
+    );
+
     // The source drops what it gave up once the map is in force there too.
     assert!(f.src.m.set_map(Arc::new(map(2, &[(f.slot, "c2")]))));
     assert_eq!(f.src.m.drop_slots(&[f.slot]).unwrap(), 3);
     assert!(f.src.m.slot_stats(&[f.slot]).unwrap().is_empty());
-    let _ = f.f1;
+    // Its handles now answer WRONG_CELL naming the target, so routers follow.
+    let e = f
+        .src
+        .m
+        .get_contents(&f.alice, &f.f2, f.src.at(3.0))
+        .unwrap_err();
+    assert_eq!((e.code, e.owner.as_str()), (ErrorCode::WrongCell, "c2"));
 }
 
 #[test]
