@@ -33,7 +33,7 @@ pub(super) struct Handle {
 
 /// The key of the handle a token names here: its epoch and number, the number marked
 /// foreign for a token another cell minted ([`foreign_number`]).
-fn handle_key(body: &HandleBody, foreign: bool) -> HandleKey {
+pub(super) fn handle_key(body: &HandleBody, foreign: bool) -> HandleKey {
     if foreign {
         (body.epoch, foreign_number(&body.cell, body.number))
     } else {

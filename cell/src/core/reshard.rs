@@ -45,13 +45,24 @@ pub struct StagedNode {
     /// The record (for an entry alone: without lock holders, which live with the anchor).
     pub rec: NodeRecord,
     pub contents: Vec<u8>,
-    /// The sessions holding the node's lock (anchor part), so the target knows them.
+    /// The sessions holding the node's lock or a handle on it, so the target knows them.
     pub sessions: Vec<SessionRecord>,
+    /// Tokens of the handles open on the node (with its lock): the target opens them
+    /// again at install, so their event subscriptions carry on.
+    #[serde(default)]
+    pub handles: Vec<Vec<u8>>,
 }
 
 impl StagedNode {
+    /// What must be equal at source and target: the node, not who has it open (handles
+    /// come and go without a write; one opened after the final copy is recreated at the
+    /// target on its first use).
     fn digest(&self) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(&encode(self))
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(self.source.as_bytes());
+        h.update(&encode(&(self.parts, &self.rec)));
+        h.update(&self.contents);
+        h.digest()
     }
 }
 
@@ -297,10 +308,20 @@ impl Master {
                 if !lock_here {
                     rec.holders.clear();
                 }
-                let sessions = rec
-                    .holders
+                let mut owners: BTreeSet<SessionId> =
+                    rec.holders.iter().map(|h| h.session).collect();
+                let mut handles = Vec::new();
+                if lock_here {
+                    for k in &n.handles {
+                        if let Some(h) = self.handles.get(k) {
+                            owners.insert(h.session);
+                            handles.push(h.token.clone());
+                        }
+                    }
+                }
+                let sessions = owners
                     .iter()
-                    .filter_map(|h| self.sessions.get(&h.session).map(|s| s.rec.clone()))
+                    .filter_map(|sid| self.sessions.get(sid).map(|s| s.rec.clone()))
                     .collect();
                 out.insert(
                     (slot, rec.path.clone()),
@@ -310,6 +331,7 @@ impl Master {
                         contents: n.contents.clone(),
                         rec,
                         sessions,
+                        handles,
                     },
                 );
             }
@@ -682,15 +704,37 @@ impl Master {
         self.out
             .mutations
             .push(Mutation::PutMeta(self.meta.clone()));
-        // Acquires waiting here would be granted on a copy nobody serves any more.
+        // Acquires waiting here would be granted on a copy nobody serves any more; every
+        // handle on a moved node is told where it went.
         for (_, p) in all.keys() {
             self.fail_lock_waiters(p, to, map_epoch);
+            self.tell_handles_moved(p, to);
         }
         for s in set {
             self.reshard.moving.remove(&s);
             self.unfreeze(s);
         }
         Ok(Ok(()))
+    }
+
+    fn tell_handles_moved(&mut self, p: &str, to: &str) {
+        let Some(n) = self.nodes.get(p) else { return };
+        let targets: Vec<(SessionId, Vec<u8>)> = n
+            .handles
+            .iter()
+            .filter_map(|k| self.handles.get(k))
+            .map(|h| (h.session, h.token.clone()))
+            .collect();
+        for (sid, token) in targets {
+            self.push_event(
+                sid,
+                super::EventKind::SlotMoved,
+                token,
+                p,
+                to,
+                super::ChildChange::None,
+            );
+        }
     }
 
     fn fail_lock_waiters(&mut self, p: &str, to: &str, map_epoch: u64) {
@@ -853,6 +897,25 @@ impl Master {
             }
         }
         self.out.mutations.push(Mutation::PutNode(rec));
+        for token in &n.handles {
+            self.reopen_moved_handle(token);
+        }
+    }
+
+    /// Opens here a handle that was open on a moved node at the source (its session came
+    /// with it), so that the events it subscribed to reach it from now on.
+    fn reopen_moved_handle(&mut self, token: &[u8]) {
+        let Ok((body, foreign)) = self.verify_token(token) else {
+            return;
+        };
+        let Ok(sid) = SessionId::try_from(body.session_id.as_slice()) else {
+            return;
+        };
+        let k = super::handles::handle_key(&body, foreign);
+        if self.handles.contains_key(&k) || !self.sessions.contains_key(&sid) {
+            return;
+        }
+        let _ = self.recreate_handle(sid, k, &body, token, foreign);
     }
 
     /// A lock holder's session from the source: known here from now on. A client

@@ -58,6 +58,8 @@ pub(super) struct Session {
     /// Came with a slot a reshard moved here (docs/resharding.md): while an orphan, the
     /// first proxy session that calls for it with its secret takes it on, as a claim would.
     pub(super) moved_in: bool,
+    /// Events for a moved-in orphan, delivered to the proxy session that takes it on.
+    pub(super) held_events: Vec<super::Event>,
 }
 
 impl Session {
@@ -71,6 +73,7 @@ impl Session {
             subs: BTreeSet::new(),
             orphan_until: None,
             moved_in: false,
+            held_events: Vec::new(),
         }
     }
 }

@@ -153,6 +153,14 @@ impl Master {
             )));
         }
         let s = self.sessions.get_mut(&client).expect("present");
+        if s.moved_in {
+            // It came with a reshard's slot: what happened meanwhile goes to its claimer.
+            s.moved_in = false;
+            for e in std::mem::take(&mut s.held_events) {
+                self.queue_event(sid, e);
+            }
+        }
+        let s = self.sessions.get_mut(&client).expect("present");
         s.rec.parent = Some(sid);
         let rec = s.rec.clone();
         let principal = rec.principal.clone();
@@ -197,12 +205,16 @@ impl Master {
         s.rec.parent = Some(proxy);
         s.moved_in = false;
         let rec = s.rec.clone();
+        let held = std::mem::take(&mut s.held_events);
         if let Some(t) = s.orphan_until.take() {
             self.orphans.remove(&(t, client));
         }
         self.out.mutations.push(Mutation::PutSession(rec));
         if let Some(p) = self.sessions.get_mut(&proxy) {
             p.subs.insert(client);
+        }
+        for e in held {
+            self.queue_event(proxy, e);
         }
         tracing::info!(
             client = %short_id(&client),
