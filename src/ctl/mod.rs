@@ -108,6 +108,8 @@ mod failure;
 mod locks;
 mod nodes;
 mod output;
+mod reshard;
+mod reshard_output;
 mod watch;
 
 use clap::{Args, Subcommand};
@@ -118,6 +120,7 @@ use warren_config::parse_duration_or_seconds;
 
 use failure::Failure;
 use output::Output;
+pub use reshard::ReshardCommand;
 
 /// The first proxy of `warren dev` (at its default `--base-port`); the endpoint when neither
 /// `--endpoint` nor `WARREN_ENDPOINT` says otherwise.
@@ -257,6 +260,12 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: MapCommand,
     },
+    /// Move slots between the cells of a live deployment: plan (a dry run), apply, status,
+    /// abort. Talks to the meta cell (`--meta`), not to `--endpoint`.
+    Reshard {
+        #[command(subcommand)]
+        command: ReshardCommand,
+    },
 }
 
 /// `warren ctl deployment …`.
@@ -306,6 +315,19 @@ pub async fn run(args: CtlArgs) -> ExitCode {
 }
 
 async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
+    // The reshard commands talk to the meta cell named by their own `--meta`.
+    if let CtlCommand::Reshard { command } = args.command {
+        let grace = args.grace;
+        let options = move |endpoints: Vec<String>| {
+            let options = ClientOptions::new(endpoints)
+                .principal(std::env::var("WARREN_PRINCIPAL").unwrap_or_default());
+            match grace {
+                Some(grace) => options.grace_period(grace),
+                None => options,
+            }
+        };
+        return reshard::run(command, Output { json: args.json }, options).await;
+    }
     // `deployment init` talks to the meta cell named by `--meta`, directly.
     let meta = match &args.command {
         CtlCommand::Deployment {
@@ -417,6 +439,7 @@ async fn dispatch(
         CtlCommand::Map {
             command: MapCommand::Show,
         } => deployment::show(session, out).await?,
+        CtlCommand::Reshard { .. } => unreachable!("reshard commands run before a session"),
     }
     Ok(ExitCode::SUCCESS)
 }
