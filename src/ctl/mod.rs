@@ -120,7 +120,7 @@ use warren_config::parse_duration_or_seconds;
 
 use failure::Failure;
 use output::Output;
-pub use reshard::ReshardCommand;
+pub use reshard::{ReshardCommand, DEFAULT_META};
 
 /// The first proxy of `warren dev` (at its default `--base-port`); the endpoint when neither
 /// `--endpoint` nor `WARREN_ENDPOINT` says otherwise.

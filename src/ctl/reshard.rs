@@ -695,8 +695,7 @@ where
             }
             Some(e) => return Err(CallError::Warren(e)),
             None if status.code() == tonic::Code::Unimplemented => attempts.push(format!(
-                "{addr} does not serve the Reshard service (a Warren without resharding?): {}",
-                status.message()
+                "{addr} does not serve the Reshard service (a Warren without resharding?)"
             )),
             None => attempts.push(format!(
                 "{addr}: {:?}: {}",
