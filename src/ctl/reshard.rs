@@ -211,12 +211,15 @@ fn freeze_timeout_ms(d: Option<Duration>) -> Result<u64, Failure> {
     }
 }
 
+/// Cells' replica addresses, by cell name.
+pub(crate) type Addresses = BTreeMap<String, Vec<String>>;
+
 /// What `--add-cell`, `--remove-cell` and `--weight` ask for, parsed (not yet checked
 /// against the map: [`Change::target`]).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Change {
     /// New cells and their replicas.
-    pub(crate) add: BTreeMap<String, Vec<String>>,
+    pub(crate) add: Addresses,
     pub(crate) remove: BTreeSet<String>,
     pub(crate) weights: BTreeMap<String, Weight>,
 }
@@ -308,7 +311,7 @@ impl Change {
     pub(crate) fn target(
         &self,
         map: &PartitionMap,
-    ) -> Result<(BTreeMap<String, Weight>, BTreeMap<String, Vec<String>>), Failure> {
+    ) -> Result<(BTreeMap<String, Weight>, Addresses), Failure> {
         let cells = || natural(map.cells().keys()).join(",");
         for name in &self.remove {
             if !map.cells().contains_key(name) {
