@@ -149,6 +149,57 @@ async fn an_added_cell_serves_nothing_until_a_map_gives_it_slots_and_apply_refus
         &ctl(&["--endpoint", &ep, "put", "/a/f", "kept"]).await,
     );
 
+    // `reshard plan` without a change moves nothing (the map is even), says so, exit 0.
+    let o = ctl(&["reshard", "plan", "--meta", &meta]).await;
+    ok("reshard plan", &o);
+    assert_eq!(
+        stdout(&o),
+        "deployment local, map epoch 1: the plan moves nothing (every cell already has its \
+         share of the 4096 slots)\n"
+    );
+    // Bad input: exit 2 and `error: INVALID_ARGUMENT: …` naming the fix.
+    let to_garbage = dir.path().join("map.json");
+    std::fs::write(&to_garbage, "[]").unwrap();
+    let to_garbage = to_garbage.to_str().unwrap().to_string();
+    let c4_spec = format!("c4={c4_addr}");
+    for (args, wants) in [
+        (
+            vec!["--remove-cell", "c9"],
+            "the map in force (epoch 1) has no cell c9",
+        ),
+        (
+            vec!["--weight", "c1=heavy"],
+            "the weight \"heavy\" is not a whole number",
+        ),
+        (vec!["--add-cell", "c4"], "has no '='; write NAME=HOST:PORT"),
+        (
+            vec![
+                "--remove-cell",
+                "c1",
+                "--remove-cell",
+                "c2",
+                "--remove-cell",
+                "c3",
+            ],
+            "the plan would leave no cell",
+        ),
+        (vec!["--to", &to_garbage], "not a partition map"),
+        (
+            vec!["--add-cell", &c4_spec, "--weight", "c5=2"],
+            "no cell c5",
+        ),
+    ] {
+        let mut argv = vec!["reshard", "plan", "--meta", &meta];
+        argv.extend(args.iter().copied());
+        let o = ctl(&argv).await;
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with("error: INVALID_ARGUMENT: ") && stderr(&o).contains(wants),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+
     // `reshard apply` with garbage: refused before anything is asked of the meta cell.
     let garbage = dir.path().join("garbage.json");
     std::fs::write(&garbage, "{\"moves\": 3").unwrap();
