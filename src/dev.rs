@@ -32,6 +32,31 @@
 //! `ready` comes only once every data cell has loaded the map and every proxy serves.
 //! Ctrl-C (or SIGTERM) stops the proxies, then the data cells, then the meta cell, and
 //! exits 0.
+//!
+//! ## One more cell, to try a reshard
+//!
+//! ```text
+//! warren dev --add-cell NAME [--data DIR] [--base-port P | --meta HOST:PORT]
+//! ```
+//!
+//! runs, in a second process next to a running `warren dev` (same `--data`), one more data
+//! cell NAME of that deployment: its meta cell is at P (or `--meta`), the new cell listens
+//! on the ports of data cell k of the layout (k from a name `ck`, else the first k no cell
+//! of the map uses; with P = 0, free ports) and keeps its store in DIR/NAME. The cell
+//! watches the map and serves nothing until a map gives it slots ([`plan_added_cell`]).
+//! Once it has loaded the map it prints
+//!
+//! ```text
+//! meta: 127.0.0.1:7100
+//! cells: c4=127.0.0.1:7104
+//! admin: c4=127.0.0.1:7184
+//! next: warren ctl reshard plan --add-cell c4=127.0.0.1:7104
+//! ready
+//! ```
+//!
+//! Named `c<N+1>` next to `c1..cN`, the cell also fits the layout: after the reshard,
+//! `warren dev --cells N+1` resumes the whole deployment with it. A NAME the map already
+//! has (a cell added before, stopped) is started again where the map puts it.
 
 use clap::Args;
 use std::future::Future;
@@ -62,7 +87,11 @@ const STOP_PATIENCE: Duration = Duration::from_secs(10);
     after_help = "Ports, with P = --base-port: meta cell P (admin P+80); data cell ck at \
 P+k (admin P+80+k); proxy j at P+100+j (admin P+180+j). With the default P = 7100: meta \
 127.0.0.1:7100, cells 127.0.0.1:7101.., proxies 127.0.0.1:7201.. (where `warren ctl` connects \
-by default); admin endpoints (/metrics, /healthz, /readyz, /status) on 7180, 7181.., 7281.."
+by default); admin endpoints (/metrics, /healthz, /readyz, /status) on 7180, 7181.., 7281..
+
+To try a reshard: with `warren dev` running, run `warren dev --add-cell c4` in another \
+terminal (same --data and --base-port), then the `warren ctl reshard plan --add-cell …` \
+command it prints."
 )]
 pub struct DevArgs {
     /// Where the cells keep their stores (DIR/meta, DIR/c1, …). A second run with the same
@@ -82,6 +111,18 @@ pub struct DevArgs {
     #[arg(long, default_value_t = DEFAULT_BASE_PORT, value_name = "P",
           value_parser = clap::value_parser!(u16).range(0..=i64::from(MAX_BASE_PORT)))]
     base_port: u16,
+    /// Instead of a deployment: run one more data cell NAME for the `warren dev` already
+    /// running with this --data and --base-port (its meta cell at P, or --meta), on the
+    /// next free cell ports, with its store in DIR/NAME. It serves nothing until a reshard
+    /// gives it slots; it prints the `warren ctl reshard plan --add-cell` command to run
+    /// next. Name it c<N+1> (c4 next to c1..c3) so that `warren dev --cells N+1` resumes the
+    /// deployment with it later.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["cells", "proxies"])]
+    add_cell: Option<String>,
+    /// With --add-cell: the running deployment's meta cell (default 127.0.0.1:P; needed
+    /// with --base-port 0).
+    #[arg(long, value_name = "HOST:PORT", requires = "add_cell")]
+    meta: Option<SocketAddr>,
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -163,6 +204,103 @@ fn plan_cells(
             Ok((name, listen, loopback(admin)))
         })
         .collect()
+}
+
+/// Where `warren dev --add-cell` runs its cell.
+#[derive(Debug, PartialEq, Eq)]
+struct AddedCell {
+    listen: SocketAddr,
+    admin: SocketAddr,
+    /// The map has the cell already (added before): it goes back where the map says.
+    in_map: bool,
+}
+
+/// Where the added cell `name` of the deployment with partition map `map` listens. A cell
+/// the map has goes back to its one replica's address. A new one takes the ports of data
+/// cell k of the layout from `base_port` (k from a name `ck`, else the first k whose
+/// address no cell of the map uses), or free ports with `base_port` 0.
+fn plan_added_cell(map: &PartitionMap, name: &str, base_port: u16) -> Result<AddedCell, String> {
+    let next = format!("c{}", map.cells().len() + 1);
+    if name == layout::META {
+        return Err(format!(
+            "--add-cell {name}: that is the meta cell's name; name the data cell e.g. {next}"
+        ));
+    }
+    // The map's own check of a cell name.
+    PartitionMap::even(map.deployment(), &[(name, vec!["127.0.0.1:1"])], 1)
+        .map_err(|e| format!("--add-cell {name:?}: {e}; e.g. {next}"))?;
+    let layout = Layout::new(MAX_EACH, 0, base_port);
+    let admin_of = |port: u16| {
+        (1..=MAX_EACH)
+            .map(|k| layout.cell_ports(k))
+            .find(|p| base_port != 0 && p.grpc == port)
+            .map_or(0, |p| p.admin)
+    };
+    if let Some(replicas) = map.replicas(name) {
+        let listen = match replicas {
+            [only] => only.parse::<SocketAddr>().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            format!(
+                "cell {name} is in the partition map at {}, which is not one address warren \
+                 dev can listen on; run it with `warren cell --meta …` instead",
+                replicas.join(",")
+            )
+        })?;
+        return Ok(AddedCell {
+            listen,
+            admin: loopback(admin_of(listen.port())),
+            in_map: true,
+        });
+    }
+    if base_port == 0 {
+        return Ok(AddedCell {
+            listen: loopback(0),
+            admin: loopback(0),
+            in_map: false,
+        });
+    }
+    let used: Vec<&String> = map.cells().values().flatten().collect();
+    let owner_of = |addr: &str| {
+        map.cells()
+            .iter()
+            .find(|(_, r)| r.iter().any(|a| a == addr))
+            .map(|(n, _)| n.clone())
+    };
+    let numbered = name
+        .strip_prefix('c')
+        .and_then(|k| k.parse::<u16>().ok())
+        .filter(|k| (1..=MAX_EACH).contains(k) && name == Layout::cell_name(*k));
+    let k = match numbered {
+        Some(k) => {
+            let addr = loopback(layout.cell_ports(k).grpc).to_string();
+            if let Some(owner) = owner_of(&addr) {
+                return Err(format!(
+                    "--add-cell {name}: its layout address {addr} belongs to cell {owner} in the \
+                     partition map; choose another name (e.g. {next})"
+                ));
+            }
+            k
+        }
+        None => (1..=MAX_EACH)
+            .find(|k| {
+                let addr = loopback(layout.cell_ports(*k).grpc).to_string();
+                !used.contains(&&addr)
+            })
+            .ok_or_else(|| {
+                format!(
+                    "--add-cell {name}: every data cell port of the layout from --base-port \
+                     {base_port} is in use by the map ({MAX_EACH} cells at most)"
+                )
+            })?,
+    };
+    let ports = layout.cell_ports(k);
+    Ok(AddedCell {
+        listen: loopback(ports.grpc),
+        admin: loopback(ports.admin),
+        in_map: false,
+    })
 }
 
 /// Cell names in natural order (c2 before c10).
@@ -488,8 +626,12 @@ impl Dev {
         }
     }
 
-    /// Starts everything, in order; the endpoints once all serve.
-    async fn start(&mut self) -> Result<Banner, String> {
+    /// Starts everything, in order (or, with `--add-cell`, the one cell); the banner's
+    /// lines once all serve.
+    async fn start(&mut self) -> Result<Vec<String>, String> {
+        if let Some(name) = self.args.add_cell.clone() {
+            return self.start_added(&name).await;
+        }
         let layout = Layout::new(self.args.cells, self.args.proxies, self.args.base_port);
         let data = self.args.data.clone();
 
@@ -554,7 +696,84 @@ impl Dev {
             cells,
             proxies,
             admin: admins,
-        })
+        }
+        .lines()
+        .to_vec())
+    }
+
+    /// `--add-cell NAME`: starts data cell NAME of the deployment whose meta cell is at the
+    /// base port (or `--meta`), where [`plan_added_cell`] says; the banner's lines once it
+    /// has loaded the map.
+    async fn start_added(&mut self, name: &str) -> Result<Vec<String>, String> {
+        let base_port = self.args.base_port;
+        let meta_addr = match self.args.meta {
+            Some(addr) => addr,
+            None if base_port == 0 => {
+                return Err(
+                    "--add-cell with --base-port 0 needs the running deployment's meta \
+                            cell: give --meta HOST:PORT (the `meta:` line warren dev printed)"
+                        .to_string(),
+                )
+            }
+            None => loopback(Layout::new(0, 0, base_port).meta_ports().grpc),
+        };
+        let meta = vec![meta_addr.to_string()];
+        let session = Session::connect_with(ClientOptions::new(meta.clone()))
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot reach the meta cell of a running `warren dev` at {meta_addr}: {e}; \
+                     start `warren dev` first, or give its --base-port (or --meta)"
+                )
+            })?;
+        let read = admin::read_map(&session).await;
+        let _ = session.close().await;
+        let (map, _) = read.map_err(|e| {
+            format!(
+                "cannot read the partition map at the meta cell {meta_addr}: {}: {}",
+                e.code_name(),
+                e.message()
+            )
+        })?;
+        let added = plan_added_cell(&map, name, base_port)?;
+        let listener = bind(added.listen, &format!("cell {name}")).await?;
+        let admin = bind(added.admin, &format!("cell {name}'s admin endpoint")).await?;
+        let (addr, admin_addr) = (local_addr(&listener)?, local_addr(&admin)?);
+        start_cell(
+            &mut self.cells,
+            name,
+            listener,
+            admin,
+            &Layout::store_dir(&self.args.data, name),
+            meta,
+        )
+        .await?;
+        let started = [(name.to_string(), addr)];
+        tokio::select! {
+            r = maps_loaded(&started) => r?,
+            e = first_exit(vec![&mut self.cells]) => return Err(e),
+        }
+        let next = if added.in_map {
+            format!(
+                "next: cell {name} is already in the partition map (epoch {}): it serves the \
+                 slots the map gives it; see them with `warren ctl map show`",
+                map.map_epoch()
+            )
+        } else {
+            let meta_flag = if meta_addr.to_string() == crate::ctl::DEFAULT_META {
+                String::new()
+            } else {
+                format!(" --meta {meta_addr}")
+            };
+            format!("next: warren ctl reshard plan{meta_flag} --add-cell {name}={addr}")
+        };
+        Ok(vec![
+            format!("meta: {meta_addr}"),
+            format!("cells: {name}={addr}"),
+            format!("admin: {name}={admin_addr}"),
+            next,
+            "ready".to_string(),
+        ])
     }
 
     /// Stops the proxies, then the data cells, then the meta cell; the errors met.
@@ -583,7 +802,7 @@ pub async fn run(args: DevArgs) -> ExitCode {
             {
                 use std::io::Write;
                 let mut out = std::io::stdout().lock();
-                for line in banner.lines() {
+                for line in &banner {
                     let _ = writeln!(out, "{line}");
                 }
                 let _ = out.flush();
@@ -718,6 +937,66 @@ mod tests {
         // Natural order in messages.
         let names: Vec<String> = Layout::new(11, 0, 0).cell_names();
         assert_eq!(natural(names.iter())[9..], ["c10", "c11"]);
+    }
+
+    #[test]
+    fn add_cell_flags() {
+        let a = parse(&["--add-cell", "c4"]).expect("parses");
+        assert_eq!((a.add_cell.as_deref(), a.meta), (Some("c4"), None));
+        let a = parse(&[
+            "--add-cell",
+            "c4",
+            "--base-port",
+            "0",
+            "--meta",
+            "127.0.0.1:9",
+        ])
+        .expect("parses");
+        assert_eq!(a.meta, Some(loopback(9)));
+        for (bad, names) in [
+            (&["--meta", "127.0.0.1:9"][..], "--add-cell"),
+            (&["--add-cell", "c4", "--cells", "4"], "--cells"),
+            (&["--add-cell", "c4", "--proxies", "1"], "--proxies"),
+            (&["--add-cell", "c4", "--meta", "nowhere"], "--meta"),
+        ] {
+            let e = parse(bad).expect_err("refused");
+            assert!(e.to_string().contains(names), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_added_cell_takes_the_next_layout_ports_or_its_place_in_the_map() {
+        let m = map(&[
+            ("c1", "127.0.0.1:7101"),
+            ("c2", "127.0.0.1:7102"),
+            ("c3", "127.0.0.1:7103"),
+        ]);
+        let at = |listen: u16, admin: u16, in_map: bool| AddedCell {
+            listen: loopback(listen),
+            admin: loopback(admin),
+            in_map,
+        };
+        // c4 next to c1..c3: data cell 4's ports; c7: data cell 7's; another name: the
+        // first free data cell ports.
+        assert_eq!(plan_added_cell(&m, "c4", 7100), Ok(at(7104, 7184, false)));
+        assert_eq!(plan_added_cell(&m, "c7", 7100), Ok(at(7107, 7187, false)));
+        assert_eq!(plan_added_cell(&m, "big", 7100), Ok(at(7104, 7184, false)));
+        assert_eq!(plan_added_cell(&m, "c4", 0), Ok(at(0, 0, false)));
+        // A cell already in the map goes back where the map says.
+        assert_eq!(plan_added_cell(&m, "c2", 7100), Ok(at(7102, 7182, true)));
+        assert_eq!(plan_added_cell(&m, "c2", 0), Ok(at(7102, 0, true)));
+        // Refusals name the problem and a name that works.
+        let e = plan_added_cell(&m, "meta", 7100).unwrap_err();
+        assert!(
+            e.contains("the meta cell's name") && e.contains("e.g. c4"),
+            "{e}"
+        );
+        let e = plan_added_cell(&m, "C4", 7100).unwrap_err();
+        assert!(e.contains("\"C4\"") && e.contains("e.g. c4"), "{e}");
+        let odd = map(&[("c1", "127.0.0.1:7102"), ("c3", "127.0.0.1:7103")]);
+        let e = plan_added_cell(&odd, "c2", 7100).unwrap_err();
+        assert!(e.contains("127.0.0.1:7102 belongs to cell c1"), "{e}");
+        assert_eq!(plan_added_cell(&odd, "x", 7100), Ok(at(7101, 7181, false)));
     }
 
     #[test]

@@ -153,11 +153,22 @@ pub fn event(e: &core::Event) -> pb::Event {
             EventKind::ConflictingLock => pb::EventType::ConflictingLock,
             EventKind::Invalidate => pb::EventType::Invalidate,
             EventKind::SessionClaimed => pb::EventType::SessionClaimed,
+            EventKind::SlotMoved => pb::EventType::SlotMoved,
         } as i32,
         handle: e.handle.clone(),
         client_session: e.client.map(|c| c.to_vec()).unwrap_or_default(),
         path: e.path.clone(),
-        child: e.child.clone(),
+        // A moved node's new cell travels in `cell`, not `child`.
+        child: if e.kind == EventKind::SlotMoved {
+            String::new()
+        } else {
+            e.child.clone()
+        },
+        cell: if e.kind == EventKind::SlotMoved {
+            e.child.clone()
+        } else {
+            String::new()
+        },
         child_change: match e.change {
             ChildChange::None => pb::ChildChange::Unspecified,
             ChildChange::Added => pb::ChildChange::Added,

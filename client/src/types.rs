@@ -559,6 +559,12 @@ pub(crate) enum Notification {
     App(Event),
     /// Drop any cached copy of this path, then acknowledge.
     Invalidate(String),
+    /// A reshard moved the node of `handle` to `cell` (docs/resharding.md).
+    Moved {
+        handle: Vec<u8>,
+        path: String,
+        cell: String,
+    },
 }
 
 impl TryFrom<&pb::Event> for Notification {
@@ -604,6 +610,13 @@ impl TryFrom<&pb::Event> for Notification {
             pb::EventType::Invalidate => return Ok(Notification::Invalidate(path()?)),
             pb::EventType::Unspecified => {
                 return Err(Error::Protocol(format!("event {} has no type", e.seq)))
+            }
+            pb::EventType::SlotMoved => {
+                return Ok(Notification::Moved {
+                    handle: e.handle.clone(),
+                    path: path()?,
+                    cell: e.cell.clone(),
+                })
             }
             pb::EventType::SessionClaimed => {
                 return Err(Error::Protocol(format!(

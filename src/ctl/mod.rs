@@ -27,6 +27,13 @@
 //! | `status` | `Locate` on the first endpoint that answers | `key: value` lines |
 //! | `deployment init --meta HOST:PORT[,…] --cell NAME=HOST:PORT[,HOST:PORT…] [--cell …] [--slots S]` | writes the deployment's first partition map (epoch 1; S slots, default 4096, spread evenly over the cells in the order given) to `/ls/<deployment>/warren/map` on the meta cell (`--meta` is the endpoint; `--endpoint`/`--proxies` are ignored); never replaces a map (`ALREADY_EXISTS`) | `initialised deployment D: map epoch 1, S slots over N cells` |
 //! | `map show` | reads and checks `/ls/<deployment>/warren/map` | `deployment:`, `map_epoch:`, `slots:` lines, then one line per cell (below) |
+//! | `reshard plan [--add-cell NAME=HOST:PORT[,…]] [--remove-cell NAME] [--weight NAME=W] [--to MAP.json] [--out FILE] [--max-bytes-per-sec N]` | a dry run: proposes the next map, asks the source cells what the moving slots hold; `--out` saves the plan | per-cell slots now and proposed, the moves as runs with their counts, totals, `estimated time: …` (module [`reshard`]) |
+//! | `reshard apply PLAN [--max-bytes-per-sec N] [--slots-per-batch N] [--freeze-timeout DURATION]` | checks the plan against the map in force, starts the meta cell's job | the job id and how to follow it |
+//! | `reshard status [--watch]` / `reshard abort` | the current (or last) job; stops it | the job (status), its `job`/`state`/`message` (abort) |
+//!
+//! The `reshard` commands talk to the meta cell given by their `--meta HOST:PORT[,…]`
+//! (default `127.0.0.1:7100`, `warren dev`'s), not to `--endpoint`/`--proxies`; see
+//! docs/operations.md "Resharding".
 //!
 //! Text formats:
 //!
@@ -91,7 +98,9 @@
 //! `{name, stat}`), `status` (an object with the keys above), `lock` (`{sequencer, path,
 //! mode, instance, lock_generation}`), `watch` (`{event, path?, child?, change?}` per event)
 //! and `check-sequencer` (`{sequencer, current}`); `deployment init` and `map show` print the
-//! map's stored JSON (format in `warren_router::map`).
+//! map's stored JSON (format in `warren_router::map`); `reshard plan` the plan's JSON
+//! (pretty-printed, as `--out` saves it), `reshard apply` `{job}`, `reshard status` and
+//! `reshard abort` the job's JSON as the meta cell returns it (`null`: no job ever ran).
 //!
 //! Exit status: 0 on success; 1 for a stale sequencer; 2 for an error, reported on stderr as
 //! exactly `error: CODE: message` with CODE from the error table (`NOT_FOUND`, `LOCK_HELD`,
@@ -108,6 +117,8 @@ mod failure;
 mod locks;
 mod nodes;
 mod output;
+mod reshard;
+mod reshard_output;
 mod watch;
 
 use clap::{Args, Subcommand};
@@ -118,6 +129,7 @@ use warren_config::parse_duration_or_seconds;
 
 use failure::Failure;
 use output::Output;
+pub use reshard::{ReshardCommand, DEFAULT_META};
 
 /// The first proxy of `warren dev` (at its default `--base-port`); the endpoint when neither
 /// `--endpoint` nor `WARREN_ENDPOINT` says otherwise.
@@ -153,7 +165,8 @@ pub struct CtlArgs {
         value_name = "HOST:PORT[,HOST:PORT…]"
     )]
     pub proxies: Vec<String>,
-    /// Print JSON (stat, ls, status, lock, watch, check-sequencer, deployment init, map show).
+    /// Print JSON (stat, ls, status, lock, watch, check-sequencer, deployment init, map show,
+    /// reshard).
     #[arg(long, global = true)]
     pub json: bool,
     /// The session's grace period: how long to keep looking for the master after the
@@ -257,6 +270,12 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: MapCommand,
     },
+    /// Move slots between the cells of a live deployment: plan (a dry run), apply, status,
+    /// abort. Talks to the meta cell (`--meta`), not to `--endpoint`.
+    Reshard {
+        #[command(subcommand)]
+        command: ReshardCommand,
+    },
 }
 
 /// `warren ctl deployment …`.
@@ -306,6 +325,19 @@ pub async fn run(args: CtlArgs) -> ExitCode {
 }
 
 async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
+    // The reshard commands talk to the meta cell named by their own `--meta`.
+    if let CtlCommand::Reshard { command } = args.command {
+        let grace = args.grace;
+        let options = move |endpoints: Vec<String>| {
+            let options = ClientOptions::new(endpoints)
+                .principal(std::env::var("WARREN_PRINCIPAL").unwrap_or_default());
+            match grace {
+                Some(grace) => options.grace_period(grace),
+                None => options,
+            }
+        };
+        return reshard::run(command, Output { json: args.json }, options).await;
+    }
     // `deployment init` talks to the meta cell named by `--meta`, directly.
     let meta = match &args.command {
         CtlCommand::Deployment {
@@ -417,6 +449,7 @@ async fn dispatch(
         CtlCommand::Map {
             command: MapCommand::Show,
         } => deployment::show(session, out).await?,
+        CtlCommand::Reshard { .. } => unreachable!("reshard commands run before a session"),
     }
     Ok(ExitCode::SUCCESS)
 }

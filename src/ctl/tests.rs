@@ -15,7 +15,7 @@ enum Top {
     Ctl(CtlArgs),
 }
 
-fn parse(args: &[&str]) -> Result<CtlArgs, clap::Error> {
+pub(crate) fn parse(args: &[&str]) -> Result<CtlArgs, clap::Error> {
     let mut argv = vec!["warren", "ctl"];
     argv.extend_from_slice(args);
     Cli::try_parse_from(argv).map(|c| match c.cmd {

@@ -1,6 +1,7 @@
 //! Tests of the real `warren` binary as users run it: a cell killed with SIGKILL keeps
 //! every acknowledged write; `warren ctl` end to end; configuration errors; `warren dev`
-//! (meta cell, data cells, proxies) with its admin endpoints, Ctrl-C and resume.
+//! (meta cell, data cells, proxies) with its admin endpoints, Ctrl-C and resume; `warren dev
+//! --add-cell` and `warren ctl reshard`.
 
 mod ctl;
 mod deploy;
@@ -13,6 +14,7 @@ mod metrics;
 mod operate;
 mod partition;
 mod proxies;
+mod reshard;
 mod sessions;
 
 use std::path::Path;

@@ -29,6 +29,9 @@ pub enum EventKind {
     /// To a proxy session: the client session the event is tagged with was claimed by
     /// another proxy session.
     SessionClaimed,
+    /// A reshard moved the node of the event's handle to the cell named in `child`
+    /// (docs/resharding.md).
+    SlotMoved,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +57,9 @@ pub struct Event {
     pub client: Option<SessionId>,
 }
 
+/// The most events a moved-in client session keeps for its proxy.
+const HELD_EVENTS_LIMIT: usize = 10_000;
+
 impl Master {
     /// Queues an event for session `sid`; a sub-session's goes on its proxy session's
     /// queue, tagged with its id (and nowhere while it is an orphan). Returns the seq it
@@ -70,7 +76,23 @@ impl Master {
         let s = self.sessions.get(&sid)?;
         let (target, client) = match s.rec.parent {
             None => (sid, None),
-            Some(_) if s.orphan_until.is_some() => return None,
+            // A client session that moved here with a slot keeps its events until its proxy
+            // takes it on (docs/resharding.md); other orphans have nobody to deliver to.
+            Some(_) if s.orphan_until.is_some() => {
+                if s.moved_in && s.held_events.len() < HELD_EVENTS_LIMIT {
+                    let event = Event {
+                        seq: 0,
+                        kind,
+                        handle,
+                        path: path.to_string(),
+                        child: child.to_string(),
+                        change,
+                        client: Some(sid),
+                    };
+                    self.sessions.get_mut(&sid)?.held_events.push(event);
+                }
+                return None;
+            }
             Some(p) => (p, Some(sid)),
         };
         let event = Event {

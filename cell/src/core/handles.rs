@@ -1,6 +1,8 @@
 //! Handles: resolving a handle token to a live handle (recreating one from an earlier
 //! epoch after a failover, docs/design.md §9 step 8), the intent a call needs, and `Close`.
 
+use super::reshard::foreign_number;
+use super::token::TokenKey;
 use super::{locks::mode_name, Ctx, HandleKey, Master, Node, SequencerView, WaiterId, Wake};
 use crate::store::{NodeKind, SessionId};
 use tokio::time::Instant;
@@ -29,6 +31,16 @@ pub(super) struct Handle {
     pub(super) entry: bool,
 }
 
+/// The key of the handle a token names here: its epoch and number, the number marked
+/// foreign for a token another cell minted ([`foreign_number`]).
+pub(super) fn handle_key(body: &HandleBody, foreign: bool) -> HandleKey {
+    if foreign {
+        (body.epoch, foreign_number(&body.cell, body.number))
+    } else {
+        (body.epoch, body.number)
+    }
+}
+
 impl Master {
     /// Resolves a handle token for `sid`: authenticates it, recreates a handle from an
     /// earlier epoch on first use (docs/design.md §9 step 8), checks that its node still exists and
@@ -38,27 +50,24 @@ impl Master {
         sid: SessionId,
         token: &[u8],
     ) -> Result<HandleKey, WarrenError> {
-        let body = self.key.verify(token)?;
-        if body.cell != self.cfg.cell {
-            return Err(WarrenError::handle_invalid(format!(
-                "the handle was made by cell {:?}; this is cell {:?}",
-                body.cell, self.cfg.cell
-            )));
-        }
+        let (body, foreign) = self.verify_token(token)?;
         if body.session_id.as_slice() != sid.as_slice() {
             return Err(WarrenError::handle_invalid(
                 "the handle belongs to another session",
             ));
         }
-        let k = (body.epoch, body.number);
+        let k = handle_key(&body, foreign);
         if !self.handles.contains_key(&k) {
-            if body.epoch >= self.meta.epoch || self.closed_old_handles.contains(&k) {
+            // A handle minted here in this epoch is never recreated; one from an earlier
+            // epoch, or minted by a cell this one received the node from, is (once).
+            let current = !foreign && body.epoch >= self.meta.epoch;
+            if current || self.closed_old_handles.contains(&k) {
                 return Err(WarrenError::handle_invalid(format!(
                     "the handle on {} is closed",
                     body.path
                 )));
             }
-            self.recreate_handle(sid, k, &body, token)?;
+            self.recreate_handle(sid, k, &body, token, foreign)?;
         }
         let h = &self.handles[&k];
         if self
@@ -90,8 +99,9 @@ impl Master {
         k: HandleKey,
         body: &HandleBody,
         token: &[u8],
+        foreign: bool,
     ) -> Result<(), WarrenError> {
-        if let Some(s) = self.sessions.get(&sid) {
+        if let Some(s) = self.sessions.get(&sid).filter(|_| !foreign) {
             if k < (s.rec.registered_epoch, s.rec.registered_handle) {
                 return Err(WarrenError::handle_invalid(format!(
                     "the handle on {} was opened before client session {} was registered again; it is not recreated",
@@ -136,6 +146,54 @@ impl Master {
         Ok(())
     }
 
+    /// Decodes and authenticates a handle token: minted here (`false`), or by a cell this
+    /// one received slots from (`true`, docs/resharding.md).
+    pub(super) fn verify_token(&self, token: &[u8]) -> Result<(HandleBody, bool), WarrenError> {
+        if let Some(cell) = TokenKey::claimed_cell(token).filter(|c| *c != self.cfg.cell) {
+            return match self.meta.foreign_keys.get(&cell) {
+                Some(key) => Ok((TokenKey::new(*key).verify(token)?, true)),
+                None => Err(WarrenError::handle_invalid(format!(
+                    "the handle was made by cell {cell:?}; this is cell {:?}",
+                    self.cfg.cell
+                ))),
+            };
+        }
+        let body = self.key.verify(token)?;
+        if body.cell != self.cfg.cell {
+            return Err(WarrenError::handle_invalid(format!(
+                "the handle was made by cell {:?}; this is cell {:?}",
+                body.cell, self.cfg.cell
+            )));
+        }
+        Ok((body, false))
+    }
+
+    fn is_foreign_token(&self, token: &[u8]) -> bool {
+        TokenKey::claimed_cell(token)
+            .is_some_and(|c| c != self.cfg.cell && self.meta.foreign_keys.contains_key(&c))
+    }
+
+    /// A call on a handle whose node is not here (it moved in a reshard, and this cell
+    /// dropped its copy) is `WRONG_CELL` naming where it went, so the router follows.
+    fn moved_node_check(&self, token: &[u8]) -> Result<(), WarrenError> {
+        if self.map.is_none() {
+            return Ok(());
+        }
+        let Ok((body, _)) = self.verify_token(token) else {
+            return Ok(());
+        };
+        if self.nodes.contains_key(&body.path) {
+            return Ok(());
+        }
+        if let Some(h) = self.handed_off_for(&body.path, false) {
+            return Err(WarrenError::wrong_cell(h.map_epoch, h.to.clone()));
+        }
+        match self.owner_elsewhere(&body.path, false)? {
+            Some(owner) => Err(WarrenError::wrong_cell(self.map_epoch(), owner)),
+            None => Ok(()),
+        }
+    }
+
     /// The common start of every call on a handle: time, session, handle, its path.
     pub(super) fn on_handle(
         &mut self,
@@ -144,7 +202,10 @@ impl Master {
         now: Instant,
     ) -> Result<(SessionId, HandleKey, String), WarrenError> {
         self.now = now;
-        let sid = self.check(ctx)?;
+        // A handle minted by a cell this one received the node from registers the
+        // proxy's client session here, as the Open that made it did there.
+        let sid = self.check_as(ctx, self.is_foreign_token(token))?;
+        self.moved_node_check(token)?;
         let k = self.resolve(sid, token)?;
         let p = self.handles[&k].path.clone();
         self.node_check(&p)?;
@@ -199,20 +260,21 @@ impl Master {
             Err(e) if e.is_retryable() => return Err(e),
             Err(_) => return Ok(()),
         };
-        let Ok(body) = self.key.verify(token) else {
+        let Ok((body, foreign)) = self.verify_token(token) else {
             return Ok(());
         };
-        if body.session_id.as_slice() != sid.as_slice() || body.cell != self.cfg.cell {
+        if body.session_id.as_slice() != sid.as_slice() {
             return Ok(());
         }
-        let k = (body.epoch, body.number);
+        let k = handle_key(&body, foreign);
         if self.handles.contains_key(&k) {
             self.close_handle(k, false);
-        } else if body.epoch < self.meta.epoch && !self.closed_old_handles.contains(&k) {
+        } else if (foreign || body.epoch < self.meta.epoch) && !self.closed_old_handles.contains(&k)
+        {
             // Closed without being used since the failover: recreate it so that closing it
             // has its usual effects (its lock released, its ephemeral node deleted), and
             // remember it so a replay cannot recreate it again.
-            if self.recreate_handle(sid, k, &body, token).is_ok() {
+            if self.recreate_handle(sid, k, &body, token, foreign).is_ok() {
                 self.close_handle(k, false);
             }
             self.closed_old_handles.insert(k);

@@ -322,6 +322,7 @@ fn first_meta(cfg: &CoreConfig, rng: &mut StdRng) -> MetaRecord {
         max_proxy_lease_granted_ms: 0,
         pending_unlinks: Vec::new(),
         handed_off: Vec::new(),
+        foreign_keys: Default::default(),
     }
 }
 

@@ -39,17 +39,30 @@ pub struct Parts {
 /// One node's parts in one slot, as exported and staged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedNode {
+    /// The cell it comes from (whose handle numbers its lock holders use).
+    pub source: String,
     pub parts: Parts,
     /// The record (for an entry alone: without lock holders, which live with the anchor).
     pub rec: NodeRecord,
     pub contents: Vec<u8>,
-    /// The sessions holding the node's lock (anchor part), so the target knows them.
+    /// The sessions holding the node's lock or a handle on it, so the target knows them.
     pub sessions: Vec<SessionRecord>,
+    /// Tokens of the handles open on the node (with its lock): the target opens them
+    /// again at install, so their event subscriptions carry on.
+    #[serde(default)]
+    pub handles: Vec<Vec<u8>>,
 }
 
 impl StagedNode {
+    /// What must be equal at source and target: the node, not who has it open (handles
+    /// come and go without a write; one opened after the final copy is recreated at the
+    /// target on its first use).
     fn digest(&self) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(&encode(self))
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(self.source.as_bytes());
+        h.update(&encode(&(self.parts, &self.rec)));
+        h.update(&self.contents);
+        h.digest()
     }
 }
 
@@ -58,6 +71,9 @@ impl StagedNode {
 /// before).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Bundle {
+    /// Handle keys of the source and of the cells it received slots from, so that handles
+    /// minted there on moved nodes keep working at the target.
+    pub keys: BTreeMap<String, [u8; 32]>,
     pub full: bool,
     pub nodes: Vec<(u32, String, StagedNode)>,
     pub removed: Vec<(u32, String)>,
@@ -104,6 +120,23 @@ pub(super) struct ReshardState {
     /// copy outlives the hand-off.
     moving: HashMap<u32, String>,
     staged: BTreeMap<(u32, String), StagedNode>,
+}
+
+/// Marks a handle number minted by another cell.
+const FOREIGN: u64 = 1 << 63;
+
+/// The number a handle minted by `cell` (with number `number`) has here: its own number
+/// with the top bit set and 23 bits of the cell name's hash above bit 40, so it can never
+/// meet a number this cell mints (they count up from 1) and two cells' numbers meet only
+/// if their names' hashes collide in 23 bits and their epochs and numbers are equal. A
+/// number already marked foreign (a handle that moved twice) is kept: it names its
+/// original cell.
+pub fn foreign_number(cell: &str, number: u64) -> u64 {
+    if number & FOREIGN != 0 {
+        return number;
+    }
+    let h = xxhash_rust::xxh3::xxh3_64(cell.as_bytes()) & 0x7f_ffff;
+    FOREIGN | (h << 40) | (number & ((1 << 40) - 1))
 }
 
 /// The waiter key of the writes parked on a frozen slot.
@@ -275,18 +308,30 @@ impl Master {
                 if !lock_here {
                     rec.holders.clear();
                 }
-                let sessions = rec
-                    .holders
+                let mut owners: BTreeSet<SessionId> =
+                    rec.holders.iter().map(|h| h.session).collect();
+                let mut handles = Vec::new();
+                if lock_here {
+                    for k in &n.handles {
+                        if let Some(h) = self.handles.get(k) {
+                            owners.insert(h.session);
+                            handles.push(h.token.clone());
+                        }
+                    }
+                }
+                let sessions = owners
                     .iter()
-                    .filter_map(|h| self.sessions.get(&h.session).map(|s| s.rec.clone()))
+                    .filter_map(|sid| self.sessions.get(sid).map(|s| s.rec.clone()))
                     .collect();
                 out.insert(
                     (slot, rec.path.clone()),
                     StagedNode {
+                        source: self.cfg.cell.clone(),
                         parts,
                         contents: n.contents.clone(),
                         rec,
                         sessions,
+                        handles,
                     },
                 );
             }
@@ -313,7 +358,10 @@ impl Master {
             }
         }
         let all = self.parts_in(&set)?;
+        let mut keys = self.meta.foreign_keys.clone();
+        keys.insert(self.cfg.cell.clone(), self.meta.secret);
         let mut bundle = Bundle {
+            keys,
             full: have.is_empty(),
             ..Bundle::default()
         };
@@ -456,6 +504,18 @@ impl Master {
                     "the bundle holds {p} of slot {slot}, which this import is not for"
                 )));
             }
+        }
+        let mut learned = false;
+        for (cell, key) in &bundle.keys {
+            if *cell != self.cfg.cell && self.meta.foreign_keys.get(cell) != Some(key) {
+                self.meta.foreign_keys.insert(cell.clone(), *key);
+                learned = true;
+            }
+        }
+        if learned {
+            self.out
+                .mutations
+                .push(Mutation::PutMeta(self.meta.clone()));
         }
         if bundle.full {
             self.unstage(&set);
@@ -644,15 +704,37 @@ impl Master {
         self.out
             .mutations
             .push(Mutation::PutMeta(self.meta.clone()));
-        // Acquires waiting here would be granted on a copy nobody serves any more.
+        // Acquires waiting here would be granted on a copy nobody serves any more; every
+        // handle on a moved node is told where it went.
         for (_, p) in all.keys() {
             self.fail_lock_waiters(p, to, map_epoch);
+            self.tell_handles_moved(p, to);
         }
         for s in set {
             self.reshard.moving.remove(&s);
             self.unfreeze(s);
         }
         Ok(Ok(()))
+    }
+
+    fn tell_handles_moved(&mut self, p: &str, to: &str) {
+        let Some(n) = self.nodes.get(p) else { return };
+        let targets: Vec<(SessionId, Vec<u8>)> = n
+            .handles
+            .iter()
+            .filter_map(|k| self.handles.get(k))
+            .map(|h| (h.session, h.token.clone()))
+            .collect();
+        for (sid, token) in targets {
+            self.push_event(
+                sid,
+                super::EventKind::SlotMoved,
+                token,
+                p,
+                to,
+                super::ChildChange::None,
+            );
+        }
     }
 
     fn fail_lock_waiters(&mut self, p: &str, to: &str, map_epoch: u64) {
@@ -766,6 +848,10 @@ impl Master {
         }
         let existing = self.nodes.contains_key(p);
         let mut rec = n.rec;
+        // Holders keep their handles: numbered here as the source's tokens will be.
+        for h in &mut rec.holders {
+            h.handle = foreign_number(&n.source, h.handle);
+        }
         match (n.parts.entry, n.parts.anchor, existing) {
             // The other part is here: the two become one node.
             (true, false, true) => {
@@ -811,6 +897,25 @@ impl Master {
             }
         }
         self.out.mutations.push(Mutation::PutNode(rec));
+        for token in &n.handles {
+            self.reopen_moved_handle(token);
+        }
+    }
+
+    /// Opens here a handle that was open on a moved node at the source (its session came
+    /// with it), so that the events it subscribed to reach it from now on.
+    fn reopen_moved_handle(&mut self, token: &[u8]) {
+        let Ok((body, foreign)) = self.verify_token(token) else {
+            return;
+        };
+        let Ok(sid) = SessionId::try_from(body.session_id.as_slice()) else {
+            return;
+        };
+        let k = super::handles::handle_key(&body, foreign);
+        if self.handles.contains_key(&k) || !self.sessions.contains_key(&sid) {
+            return;
+        }
+        let _ = self.recreate_handle(sid, k, &body, token, foreign);
     }
 
     /// A lock holder's session from the source: known here from now on. A client
@@ -826,8 +931,9 @@ impl Master {
             self.cfg.lease
         };
         self.out.mutations.push(Mutation::PutSession(rec.clone()));
-        self.sessions
-            .insert(rec.id, super::Session::new(rec.clone(), self.now + lease));
+        let mut session = super::Session::new(rec.clone(), self.now + lease);
+        session.moved_in = true;
+        self.sessions.insert(rec.id, session);
         match rec.parent {
             Some(parent)
                 if self

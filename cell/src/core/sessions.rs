@@ -55,6 +55,11 @@ pub(super) struct Session {
     pub(super) subs: BTreeSet<SessionId>,
     /// A sub-session whose proxy session ended: when it ends unless claimed.
     pub(super) orphan_until: Option<Instant>,
+    /// Came with a slot a reshard moved here (docs/resharding.md): while an orphan, the
+    /// first proxy session that calls for it with its secret takes it on, as a claim would.
+    pub(super) moved_in: bool,
+    /// Events for a moved-in orphan, delivered to the proxy session that takes it on.
+    pub(super) held_events: Vec<super::Event>,
 }
 
 impl Session {
@@ -67,6 +72,8 @@ impl Session {
             pending_invalidations: BTreeMap::new(),
             subs: BTreeSet::new(),
             orphan_until: None,
+            moved_in: false,
+            held_events: Vec::new(),
         }
     }
 }

@@ -28,6 +28,10 @@ impl Master {
                     short_id(&c.session)
                 )));
             }
+            if parent != proxy && s.moved_in && s.orphan_until.is_some() {
+                self.adopt_moved_orphan(c.session, proxy);
+                return Ok(c.session);
+            }
             if parent != proxy {
                 return Err(WarrenError::permission_denied(format!(
                     "client session {} is held by another proxy session; ClaimSession first",
@@ -149,6 +153,14 @@ impl Master {
             )));
         }
         let s = self.sessions.get_mut(&client).expect("present");
+        if s.moved_in {
+            // It came with a reshard's slot: what happened meanwhile goes to its claimer.
+            s.moved_in = false;
+            for e in std::mem::take(&mut s.held_events) {
+                self.queue_event(sid, e);
+            }
+        }
+        let s = self.sessions.get_mut(&client).expect("present");
         s.rec.parent = Some(sid);
         let rec = s.rec.clone();
         let principal = rec.principal.clone();
@@ -184,6 +196,31 @@ impl Master {
             "client session claimed by another proxy session"
         );
         Ok(Some(principal))
+    }
+
+    /// A client sub-session that came with a reshard's slot, orphaned here (its proxy's
+    /// session is at the source cell), joins the proxy session that calls for it.
+    fn adopt_moved_orphan(&mut self, client: SessionId, proxy: SessionId) {
+        let s = self.sessions.get_mut(&client).expect("present");
+        s.rec.parent = Some(proxy);
+        s.moved_in = false;
+        let rec = s.rec.clone();
+        let held = std::mem::take(&mut s.held_events);
+        if let Some(t) = s.orphan_until.take() {
+            self.orphans.remove(&(t, client));
+        }
+        self.out.mutations.push(Mutation::PutSession(rec));
+        if let Some(p) = self.sessions.get_mut(&proxy) {
+            p.subs.insert(client);
+        }
+        for e in held {
+            self.queue_event(proxy, e);
+        }
+        tracing::info!(
+            client = %short_id(&client),
+            proxy = %short_id(&proxy),
+            "a client session that moved here with a slot joined its proxy's session"
+        );
     }
 
     /// A proxy session ended: `sid` keeps its state for the claim window.

@@ -28,6 +28,14 @@ impl TokenKey {
         .encode_to_vec()
     }
 
+    /// The cell a token says made it, without authenticating it (to pick the key that
+    /// verifies it: a cell that received slots in a reshard verifies the tokens of the
+    /// cell they came from).
+    pub fn claimed_cell(token: &[u8]) -> Option<String> {
+        let t = HandleToken::decode(token).ok()?;
+        HandleBody::decode(t.body.as_slice()).ok().map(|b| b.cell)
+    }
+
     /// Decodes and authenticates a token. Any failure is `HANDLE_INVALID` with the reason.
     pub fn verify(&self, token: &[u8]) -> Result<HandleBody, WarrenError> {
         if token.is_empty() {

@@ -352,6 +352,7 @@ mod tests {
                 instance: epoch,
             }],
             handed_off: Vec::new(),
+            foreign_keys: Default::default(),
         }
     }
 

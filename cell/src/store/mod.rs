@@ -156,6 +156,10 @@ pub struct MetaRecord {
     /// new as the hand-off's is in force.
     #[serde(default)]
     pub handed_off: Vec<HandedOff>,
+    /// Handle keys of other cells this cell received slots from (and of the cells those
+    /// had received slots from): handles minted there on moved nodes keep working here.
+    #[serde(default)]
+    pub foreign_keys: std::collections::BTreeMap<String, [u8; 32]>,
 }
 
 /// A slot given up in a reshard: from the hand-off on, calls for it are answered

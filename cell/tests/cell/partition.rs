@@ -555,6 +555,7 @@ async fn seeded(cell: &str, nodes: Vec<NodeRecord>, unlinks: Vec<PendingUnlink>)
             max_proxy_lease_granted_ms: 0,
             pending_unlinks: unlinks,
             handed_off: Vec::new(),
+            foreign_keys: Default::default(),
         }),
         Mutation::PutNode(entry("/ls/local", 1, false)),
         Mutation::PutNode(entry("/ls/local/acl", 2, false)),

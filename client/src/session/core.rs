@@ -360,6 +360,11 @@ impl SessionCore {
                     out.push(Command::RecreateHandles);
                 }
                 Ok(Notification::App(event)) => out.push(Command::Deliver(event)),
+                // The handle's next call meets WRONG_CELL at the old cell and the router
+                // follows it (docs/resharding.md, "What clients see").
+                Ok(Notification::Moved { path, cell, .. }) => {
+                    tracing::debug!(path, cell, "a reshard moved a node this session has open");
+                }
                 // Acknowledged anyway: a malformed event must not stall the session's
                 // event stream by being re-sent forever.
                 Err(err) => tracing::warn!(seq = e.seq, %err, "dropping malformed event"),

@@ -178,6 +178,27 @@ impl T {
     }
 }
 
+pub(super) fn cid(n: u8) -> SessionId {
+    [n; 16]
+}
+
+pub(super) fn csecret(n: u8) -> [u8; 16] {
+    [n ^ 0x5a; 16]
+}
+
+/// Proxy session `p` acting for client session number `n`.
+pub(super) fn for_client(p: &Ctx, n: u8, principal: &str) -> Ctx {
+    Ctx {
+        client: Some(ClientCtx {
+            session: cid(n),
+            secret: csecret(n),
+            principal: principal.into(),
+            proxy_dropped_copies: false,
+        }),
+        ..p.clone()
+    }
+}
+
 /// Every session acknowledges every event queued for it (the harness plays each client
 /// library).
 fn acknowledge_everything(m: &mut Master) {

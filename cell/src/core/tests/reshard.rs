@@ -21,7 +21,9 @@ fn cell(name: &str) -> T {
     let mut cfg = CoreConfig::new(name, "local");
     cfg.meta = vec!["meta-host:7000".into()];
     let t0 = Instant::now();
-    let mut m = Master::recover(cfg, Snapshot::default(), t0, 3).unwrap();
+    // Seeded by name: two cells must not mint the same session ids.
+    let seed = name.bytes().map(u64::from).sum();
+    let mut m = Master::recover(cfg, Snapshot::default(), t0, seed).unwrap();
     assert!(m.set_map(Arc::new(map(1, &[]))));
     m.take_output();
     T { m, t0 }
@@ -69,7 +71,9 @@ fn fixture() -> Fixture {
         ..open_args(&dir, intent::READ, 0.0, anchor_create())
     };
     done(src.m.open(&cellctx, &a, src.at(0.1)));
-    let alice = src.session(0.0);
+    // alice is a client of a proxy: her sub-session's id is the same at every cell.
+    let proxy = src.proxy(0.0);
+    let alice = for_client(&proxy, 1, "alice");
     let t0 = src.t0;
     let mkfile = |src: &mut T, name: &str, data: &[u8]| {
         let a = open_args(&format!("{dir}/{name}"), intent::ALL, 0.0, file(data));
@@ -192,11 +196,49 @@ fn a_slot_moves_with_its_contents_and_lock_and_the_source_stops_serving_it() {
     let names: Vec<String> = entries.into_iter().map(|e| e.name).collect();
     assert_eq!(names, vec!["f1".to_string(), "f2".to_string()]);
 
+    // alice's proxy, at the target, uses the handles the source made: they work, and the
+    // lock is still hers.
+    let proxy_t = f.dst.proxy(2.0);
+    let alice_t = for_client(&proxy_t, 1, "alice");
+    let (data, _, _) = f
+        .dst
+        .m
+        .get_contents(&alice_t, &f.f2, f.dst.at(2.1))
+        .unwrap();
+    assert_eq!(data, b"two!");
+    let still = f
+        .dst
+        .m
+        .get_sequencer(&alice_t, &f.f1, f.dst.at(2.2))
+        .unwrap();
+    assert_eq!(still.lock_generation, f.seq.lock_generation);
+    let hb = f
+        .dst
+        .open_ok(&bob, &format!("{}/f1", f.dir), intent::ALL, 0, None, 2.3);
+    assert_eq!(
+        f.dst
+            .m
+            .try_acquire(&bob, &hb.handle, LockMode::Exclusive, f.dst.at(2.4))
+            .unwrap_err()
+            .code,
+        ErrorCode::LockHeld
+    );
+    assert!(
+        f.dst.m.release(&alice_t, &f.f1, f.dst.at(2.5)).unwrap(),
+        "alice held it"
+    );
+
     // The source drops what it gave up once the map is in force there too.
     assert!(f.src.m.set_map(Arc::new(map(2, &[(f.slot, "c2")]))));
     assert_eq!(f.src.m.drop_slots(&[f.slot]).unwrap(), 3);
     assert!(f.src.m.slot_stats(&[f.slot]).unwrap().is_empty());
-    let _ = f.f1;
+    // Its handles now answer WRONG_CELL naming the target, so routers follow.
+    let e = f
+        .src
+        .m
+        .get_contents(&f.alice, &f.f2, f.src.at(3.0))
+        .unwrap_err();
+    assert_eq!((e.code, e.owner.as_str()), (ErrorCode::WrongCell, "c2"));
 }
 
 #[test]
@@ -268,4 +310,88 @@ fn imports_into_an_owned_slot_and_drops_of_an_owned_slot_are_refused() {
     assert!(e.message.contains("still owns slot"), "{e}");
     let e = decode_bundle(b"garbage").unwrap_err();
     assert!(e.message.contains("does not decode"), "{e}");
+}
+
+/// The events a KeepAlive of `ctx` returns now (none: it would be held).
+fn events_of(t: &mut T, ctx: &Ctx, at: f64) -> Vec<Event> {
+    match t.m.keepalive(ctx, 0, t.at(at)).unwrap() {
+        Reply::Done(r) => r.events,
+        Reply::Wait(w) => {
+            t.m.cancel(w);
+            Vec::new()
+        }
+    }
+}
+
+#[test]
+fn a_watcher_is_told_of_the_move_and_gets_the_events_of_writes_at_the_target() {
+    let mut f = fixture();
+    let proxy = f.alice.clone();
+    let watch = f.src.open_ok(
+        &f.alice,
+        &format!("{}/f2", f.dir),
+        intent::READ,
+        mask::CONTENTS_MODIFIED,
+        None,
+        0.5,
+    );
+    let (_, _, _, have) = round(&mut f, &Have::new());
+    f.src
+        .m
+        .freeze_slots("j1", &[f.slot], f.src.at(3.0))
+        .unwrap();
+    let (_, digest, _, _) = round(&mut f, &have);
+    // The first export invalidated the watcher's cached copy; the hand-off waits for it.
+    let refused = f.src.m.hand_off("j1", &[f.slot], "c2", 2, digest).unwrap();
+    assert!(refused.unwrap_err().contains("not invalidated yet"));
+    acknowledge_everything(&mut f.src.m);
+    let (_, open) = f
+        .src
+        .m
+        .get_stat(&f.alice, &watch.handle, f.src.at(0.9))
+        .unwrap();
+    assert!(!open, "a moving slot is not cacheable");
+    assert_eq!(
+        f.src.m.hand_off("j1", &[f.slot], "c2", 2, digest).unwrap(),
+        Ok(())
+    );
+    // At the source, alice's proxy learns where alice's handles went.
+    let proxy_ctx = Ctx {
+        client: None,
+        ..proxy
+    };
+    let told = events_of(&mut f.src, &proxy_ctx, 1.0);
+    let moved: Vec<&Event> = told
+        .iter()
+        .filter(|e| e.kind == EventKind::SlotMoved && e.client == Some(cid(1)))
+        .collect();
+    assert!(
+        moved
+            .iter()
+            .any(|e| e.handle == watch.handle && e.child == "c2"),
+        "{told:?}"
+    );
+
+    // At the target, a write after the move: the watcher's event waits for alice's proxy.
+    assert!(f.dst.m.set_map(Arc::new(map(2, &[(f.slot, "c2")]))));
+    let bob = f.dst.session(1.5);
+    let hb = f
+        .dst
+        .open_ok(&bob, &format!("{}/f2", f.dir), intent::ALL, 0, None, 1.6);
+    let t0 = f.dst.t0;
+    write(&mut f.dst, &[], |m| {
+        m.set_contents(&bob, &hb.handle, b"after the move", None, t0 + secs(1.7))
+    });
+    let proxy_t = f.dst.proxy(2.0);
+    f.dst
+        .m
+        .claim_session(&proxy_t, cid(1), csecret(1), "alice", None, f.dst.at(2.1))
+        .unwrap();
+    let got = events_of(&mut f.dst, &proxy_t, 2.2);
+    assert!(
+        got.iter().any(|e| e.kind == EventKind::ContentsModified
+            && e.client == Some(cid(1))
+            && e.handle == watch.handle),
+        "the watcher's handle (made by the source) gets the event: {got:?}"
+    );
 }

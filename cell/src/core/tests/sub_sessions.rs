@@ -3,27 +3,6 @@
 
 use super::*;
 
-fn cid(n: u8) -> SessionId {
-    [n; 16]
-}
-
-fn csecret(n: u8) -> [u8; 16] {
-    [n ^ 0x5a; 16]
-}
-
-/// Proxy session `p` acting for client session number `n`.
-fn for_client(p: &Ctx, n: u8, principal: &str) -> Ctx {
-    Ctx {
-        client: Some(ClientCtx {
-            session: cid(n),
-            secret: csecret(n),
-            principal: principal.into(),
-            proxy_dropped_copies: false,
-        }),
-        ..p.clone()
-    }
-}
-
 /// `c` (a proxy acting for a client), saying the proxy dropped its copies of what the call
 /// writes (`SessionContext.proxy_dropped_copies`).
 fn dropped_copies(c: &Ctx) -> Ctx {
