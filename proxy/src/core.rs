@@ -143,6 +143,17 @@ pub enum Effect {
     },
     /// The acknowledgement the proxy can send upstream at this cell grew.
     AckUpstream(CellIx),
+    /// A reshard moved the node of the client's handle `handle` to the cell called
+    /// `cell` (a `SLOT_MOVED` event): claim the client session there, so that the events
+    /// of its handles that moved reach it, and send the handle's calls there from now on
+    /// (docs/proxy.md "After a reshard").
+    FollowMoved {
+        client: ClientId,
+        handle: Vec<u8>,
+        cell: String,
+        /// The cell that told (where the client's proxy session was its parent).
+        from: CellIx,
+    },
 }
 
 #[derive(Default)]
@@ -834,6 +845,14 @@ impl ProxyCore {
                     if kind == pb::EventType::SessionClaimed {
                         self.claimed_away(&id);
                     } else {
+                        if kind == pb::EventType::SlotMoved && self.clients.contains_key(&id) {
+                            self.out.effects.push(Effect::FollowMoved {
+                                client: id,
+                                handle: e.handle.clone(),
+                                cell: e.cell.clone(),
+                                from: cell,
+                            });
+                        }
                         if kind == pb::EventType::MasterFailover {
                             self.unconfirm_handles(&id, cell);
                         }
