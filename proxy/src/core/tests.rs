@@ -665,8 +665,16 @@ fn a_moved_handle_is_unconfirmed_by_a_failover_of_its_new_cell_not_its_old_one()
     };
     core.add_handle(&id, b"h".to_vec(), info);
     core.handle_moved(&id, b"h", 1);
-    core.upstream_events(0, &[ev(1, pb::EventType::MasterFailover, "", Some(&id))], t0);
+    core.upstream_events(
+        0,
+        &[ev(1, pb::EventType::MasterFailover, "", Some(&id))],
+        t0,
+    );
     assert!(!core.handle(&id, b"h").unwrap().unconfirmed);
-    core.upstream_events(1, &[ev(1, pb::EventType::MasterFailover, "", Some(&id))], t0);
+    core.upstream_events(
+        1,
+        &[ev(1, pb::EventType::MasterFailover, "", Some(&id))],
+        t0,
+    );
     assert!(core.handle(&id, b"h").unwrap().unconfirmed);
 }
