@@ -34,16 +34,21 @@ struct Observed {
     holder_released: bool,
 }
 
-/// Opens a file, a locked file and a watcher in `DIR` through sessions made with
-/// `options`, moves `DIR`'s slot to the other data cell, and checks what must hold after
-/// the move: the file reads and writes through its old handle; the lock is still held
+/// Opens a file, a locked file and (in a session of its own) a watcher in `DIR` through
+/// sessions made with `options`, moves `DIR`'s slot to the other data cell, and checks
+/// what must hold after the move: the file reads and writes through its old handle; the lock is still held
 /// (another session's `TryAcquire` gets `LOCK_HELD`); the sequencer taken before is
 /// current. Returns what the caller asserts by mode.
 async fn scenario(d: &Deployment, options: ClientOptions) -> Observed {
     let a = Session::connect_with(options.clone())
         .await
         .expect("connect a");
-    let b = Session::connect_with(options).await.expect("connect b");
+    let b = Session::connect_with(options.clone())
+        .await
+        .expect("connect b");
+    // The watcher's session makes no call after the move: nothing but the move itself
+    // may carry its subscription over.
+    let w = Session::connect_with(options).await.expect("connect w");
     let full = |name: &str| format!("/ls/local{DIR}/{name}");
     let map = d.map();
     let Route::Cell { cell: from, slot } = map.route(&full("f"), false).unwrap() else {
@@ -84,7 +89,7 @@ async fn scenario(d: &Deployment, options: ClientOptions) -> Observed {
         .acquire(LockMode::Exclusive, Some(Duration::from_secs(5)))
         .await
         .expect("acquire");
-    let (watcher, _) = a
+    let (watcher, _) = w
         .open(
             &format!("{DIR}/f"),
             OpenOptions::new()
@@ -93,7 +98,7 @@ async fn scenario(d: &Deployment, options: ClientOptions) -> Observed {
         )
         .await
         .expect("open the watcher");
-    let mut events = a.events();
+    let mut events = w.events();
     assert_eq!(file.stat().await.expect("stat before").cell, from);
 
     let map = crate::fixture::move_slot(d, slot, &from, &to).await;
@@ -139,8 +144,9 @@ async fn scenario(d: &Deployment, options: ClientOptions) -> Observed {
     for h in [file, lock, watcher, other, writer] {
         h.close().await;
     }
-    a.close().await.ok();
-    b.close().await.ok();
+    for s in [a, b, w] {
+        s.close().await.ok();
+    }
     Observed {
         watcher_got_event,
         holder_released,
