@@ -16,14 +16,17 @@ use crate::error::Error;
 use crate::options::OpenOptions;
 use crate::routed::Router;
 use crate::rpc::Rpc;
+use crate::session::MovedHandle;
 use crate::session::{lock, CallPolicy, Session};
 use crate::types::{
     required_sequencer, required_stat, AclNames, DirEntry, LockMode, NodeKind, Sequencer, Stat,
 };
 use std::fmt;
 use std::future::Future;
+use std::sync::Weak;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::sync::watch;
 use warren_proto::{pb, WarrenError};
 use warren_router::MAX_ATTEMPTS;
@@ -51,25 +54,32 @@ pub struct OpenInfo {
 /// [`child_names`](Handle::child_names)) are answered from the session's cache when it
 /// holds the node; see the crate docs for the consistency guarantee.
 pub struct Handle {
-    path: String,
-    /// How it was opened: decides what may come from the cache, and reopens a private
-    /// server handle when a sequencer is set on a shared one (or when its node moved).
-    options: OpenOptions,
-    /// Where it lives: its session and the master's handle there. The server handle is
-    /// shared with identical opens until a sequencer is set; both are replaced together
-    /// when the node moves to another cell (direct mode, partitioned).
-    at: Mutex<At>,
+    /// Where it lives and how it was opened; shared with the router's table of handles
+    /// (direct mode, partitioned), which re-opens it when a reshard moves its node.
+    place: Arc<Place>,
     /// Direct mode over a partitioned deployment: the router, which re-opens the handle
     /// at the cell its node moved to. `None` for a plain session (one cell, or proxies,
     /// which follow a moved handle themselves).
     router: Option<Arc<Router>>,
+    /// Set by [`poison`](Handle::poison).
+    poisoned: watch::Sender<bool>,
+}
+
+/// A handle's node and where the handle lives: what a re-open after a reshard needs.
+pub(crate) struct Place {
+    path: String,
+    /// How it was opened: decides what may come from the cache, and reopens a private
+    /// server handle when a sequencer is set on a shared one (or when its node moved).
+    options: OpenOptions,
+    /// Its session and the master's handle there. The server handle is shared with
+    /// identical opens until a sequencer is set; both are replaced together when the node
+    /// moves to another cell (direct mode, partitioned).
+    at: Mutex<At>,
     /// Held while the handle is re-opened at the cell its node moved to, so that calls
-    /// racing on a moved handle re-open it once.
+    /// racing on a moved handle (and the router's own follow) re-open it once.
     following: tokio::sync::Mutex<()>,
     /// The sequencer set on it, set again on the re-opened handle after a move.
     sequencer: Mutex<Option<pb::Sequencer>>,
-    /// Set by [`poison`](Handle::poison).
-    poisoned: watch::Sender<bool>,
 }
 
 /// A handle's session and its server handle there.
@@ -124,40 +134,44 @@ impl Handle {
         options: OpenOptions,
     ) -> Self {
         Handle {
-            path,
-            options,
-            at: Mutex::new(At { session, server }),
+            place: Arc::new(Place {
+                path,
+                options,
+                at: Mutex::new(At { session, server }),
+                following: tokio::sync::Mutex::new(()),
+                sequencer: Mutex::new(None),
+            }),
             router: None,
-            following: tokio::sync::Mutex::new(()),
-            sequencer: Mutex::new(None),
             poisoned: watch::Sender::new(false),
         }
     }
 
     /// The same handle, routed by `router` (direct mode over a partitioned deployment):
-    /// it follows its node when a reshard moves it.
+    /// it follows its node when a reshard moves it, on its next call or as soon as the
+    /// old cell says so.
     pub(crate) fn routed_by(mut self, router: Arc<Router>) -> Self {
+        router.track(&self.place);
         self.router = Some(router);
         self
     }
 
     /// The node's full path (`/ls/<deployment>/…`).
     pub fn path(&self) -> &str {
-        &self.path
+        &self.place.path
     }
 
     /// The session the handle belongs to (in direct mode over a partitioned deployment,
     /// the session at the cell that holds the node, which changes when a reshard moves it).
     pub fn session(&self) -> Session {
-        lock(&self.at).session.clone()
+        lock(&self.place.at).session.clone()
     }
 
     fn at(&self) -> At {
-        lock(&self.at).clone()
+        lock(&self.place.at).clone()
     }
 
     fn server(&self) -> Arc<ServerHandle> {
-        lock(&self.at).server.clone()
+        lock(&self.place.at).server.clone()
     }
 
     /// The master's handle bytes, for a request about this handle.
@@ -170,14 +184,14 @@ impl Handle {
     }
 
     fn poison_error(&self) -> Error {
-        Error::Poisoned(format!("the handle on {} was poisoned", self.path))
+        Error::Poisoned(format!("the handle on {} was poisoned", self.place.path))
     }
 
     /// Whether reads of contents and listings through this handle may come from the cache:
     /// the master would check the read intent (so must we) and, once a sequencer is set,
     /// the sequencer (which we cannot).
     fn reads_from_cache(&self) -> bool {
-        self.options.can_read() && !self.server().is_sequenced()
+        self.place.options.can_read() && !self.server().is_sequenced()
     }
 
     /// Sends one idempotent call about this handle, bounded by the default timeout (see
@@ -221,7 +235,7 @@ impl Handle {
             tokio::select! {
                 r = self.follow(&moved, &at.server) => {
                     if let Err(failed) = r {
-                        tracing::debug!(path = %self.path, %failed, "could not re-open a moved handle");
+                        tracing::debug!(path = %self.place.path, %failed, "could not re-open a moved handle");
                         return Err(e);
                     }
                 }
@@ -231,47 +245,14 @@ impl Handle {
     }
 
     /// The handle's node moved to another cell (`moved`: the old cell's `WRONG_CELL`
-    /// answer to a call made with server handle `stale`): re-opens it there with the same
-    /// options (intent, events, lock-delay; no create) through the partitioned session's
-    /// session at that cell, sets its sequencer again if it had one, and swaps it in. A
-    /// lock held through the old server handle is not carried over (docs/client.md "After
-    /// a reshard"); the old server handle is left to the old cell session's end (its cell
-    /// no longer holds it, and the new one answers only to the session that opened it).
+    /// answer to a call made with server handle `stale`): [`Place::follow`].
     async fn follow(&self, moved: &WarrenError, stale: &Arc<ServerHandle>) -> Result<(), Error> {
         let Some(router) = &self.router else {
             return Err(Error::Warren(moved.clone()));
         };
-        let _following = self.following.lock().await;
-        if !Arc::ptr_eq(&self.server(), stale) {
-            return Ok(()); // another call followed it meanwhile
-        }
-        let (session, reply) = router
-            .reopen(&self.path, &self.options, moved.map_epoch)
-            .await?;
-        if reply.handle.is_empty() {
-            return Err(Error::Protocol("Open reply has no handle".into()));
-        }
-        let stat = required_stat(reply.stat, "Open")?;
-        let server = ServerHandle::new(reply.handle, stat.instance);
-        session.shared().register_handle(&server);
-        let sequencer = lock(&self.sequencer).clone();
-        if let Some(wire) = sequencer {
-            server.mark_sequenced();
-            let request = pb::SetSequencerRequest {
-                ctx: None,
-                handle: server.token.clone(),
-                sequencer: Some(wire),
-            };
-            let shared = session.shared();
-            shared.call(shared.policy(true), request).await?;
-        }
-        let old = std::mem::replace(&mut *lock(&self.at), At { session, server });
-        // No `Close` for the old one: its cell refuses every call on it now.
-        old.session
-            .shared()
-            .with_cache(|c| c.release_handle(&old.server));
-        tracing::debug!(path = %self.path, "re-opened a handle whose node moved");
-        Ok(())
+        self.place
+            .follow(router, stale, moved.map_epoch, None)
+            .await
     }
 
     /// Reads through the cache; fails when poisoned. `lookup` answers from the cache when
@@ -316,7 +297,7 @@ impl Handle {
     /// Reads the whole file and its metadata.
     pub async fn contents(&self) -> Result<(Vec<u8>, Stat), Error> {
         let instance = self.server().instance;
-        let path = self.path.as_str();
+        let path = self.place.path.as_str();
         self.read(
             self.reads_from_cache(),
             |c| c.contents(path, instance),
@@ -340,7 +321,7 @@ impl Handle {
     /// [`Session::check_sequencer`](crate::Session::check_sequencer).
     pub async fn stat(&self) -> Result<Stat, Error> {
         let instance = self.server().instance;
-        let path = self.path.as_str();
+        let path = self.place.path.as_str();
         self.read(
             !self.server().is_sequenced(),
             |c| c.stat(path, instance),
@@ -387,7 +368,7 @@ impl Handle {
         let moved = !Arc::ptr_eq(&self.server(), &at.server);
         if let Some(stat) = stat.filter(|s| cacheable && !moved && s.kind == NodeKind::Directory) {
             let names = entries.iter().map(|e| e.name.clone()).collect();
-            shared.with_cache(|c| c.fill_children(ticket, &self.path, names, &stat));
+            shared.with_cache(|c| c.fill_children(ticket, &self.place.path, names, &stat));
         }
         Ok(entries)
     }
@@ -396,7 +377,7 @@ impl Handle {
     /// the listing (it is invalidated whenever a child is added or removed).
     pub async fn child_names(&self) -> Result<Vec<String>, Error> {
         let instance = self.server().instance;
-        let path = self.path.as_str();
+        let path = self.place.path.as_str();
         let (names, _) = self
             .read(
                 self.reads_from_cache(),
@@ -429,7 +410,9 @@ impl Handle {
         };
         let result = self.call_with(policy, request).await;
         // Whatever the outcome, the write may have happened: drop our copy.
-        self.session().shared().with_cache(|c| c.wrote(&self.path));
+        self.session()
+            .shared()
+            .with_cache(|c| c.wrote(&self.place.path));
         required_stat(result?.stat, "SetContents")
     }
 
@@ -456,7 +439,9 @@ impl Handle {
             acl: Some(acl.into()),
         };
         let result = self.call(request).await;
-        self.session().shared().with_cache(|c| c.wrote(&self.path));
+        self.session()
+            .shared()
+            .with_cache(|c| c.wrote(&self.place.path));
         required_stat(result?.stat, "SetAcl")
     }
 
@@ -468,8 +453,8 @@ impl Handle {
         };
         let result = self.call_with(self.policy(false), request).await;
         self.session().shared().with_cache(|c| {
-            c.wrote(&self.path);
-            if let Some((parent, _)) = self.path.rsplit_once('/') {
+            c.wrote(&self.place.path);
+            if let Some((parent, _)) = self.place.path.rsplit_once('/') {
                 c.wrote(parent);
             }
         });
@@ -543,7 +528,7 @@ impl Handle {
         wire.path = self.session().full_path(&sequencer.path)?;
         self.make_private().await?;
         self.server().mark_sequenced();
-        *lock(&self.sequencer) = Some(wire.clone());
+        *lock(&self.place.sequencer) = Some(wire.clone());
         let request = pb::SetSequencerRequest {
             ctx: None,
             handle: self.token(),
@@ -562,8 +547,9 @@ impl Handle {
             return Ok(());
         }
         let request = self
+            .place
             .options
-            .to_request(self.path.clone(), pb::SessionContext::default())?;
+            .to_request(self.place.path.clone(), pb::SessionContext::default())?;
         let reply = shared.call(self.policy(true), request).await?;
         if reply.handle.is_empty() {
             return Err(Error::Protocol("Open reply has no handle".into()));
@@ -571,10 +557,10 @@ impl Handle {
         let stat = required_stat(reply.stat, "Open")?;
         let private = ServerHandle::new(reply.handle, stat.instance);
         shared.register_handle(&private);
-        let old = std::mem::replace(&mut lock(&self.at).server, private);
+        let old = std::mem::replace(&mut lock(&self.place.at).server, private);
         if shared.with_cache(|c| c.release_handle(&old)) {
             // The other users closed meanwhile.
-            close_at_master(&session, &old.token, &self.path).await;
+            close_at_master(&session, &old.token, &self.place.path).await;
         }
         Ok(())
     }
@@ -591,9 +577,102 @@ impl Handle {
     /// master refuses it until recovery completes), waits out a jeopardy, and once the
     /// session has ended there is nothing left to close.
     pub async fn close(self) {
+        if let Some(router) = &self.router {
+            router.untrack(&self.place);
+        }
         let At { session, server } = self.at();
         if session.shared().with_cache(|c| c.release_handle(&server)) {
-            close_at_master(&session, &server.token, &self.path).await;
+            close_at_master(&session, &server.token, &self.place.path).await;
+        }
+    }
+}
+
+impl Place {
+    /// The server handle in use.
+    pub(crate) fn server(&self) -> Arc<ServerHandle> {
+        lock(&self.at).server.clone()
+    }
+
+    /// The node moved to another cell (the old cell answered a call made with server
+    /// handle `stale` with `WRONG_CELL` of map epoch `min_epoch`, or told the session that
+    /// the node went to cell `owner`): re-opens the handle there with the same options
+    /// (intent, events, lock-delay; no create) through the partitioned session's session
+    /// at that cell, sets its sequencer again if it had one, and swaps it in. A lock held
+    /// through the old server handle is not carried over (docs/client.md "After a
+    /// reshard"); the old server handle is left to the old cell session's end (its cell
+    /// no longer holds it, and the new one answers only to the session that opened it).
+    pub(crate) async fn follow(
+        self: &Arc<Self>,
+        router: &Router,
+        stale: &Arc<ServerHandle>,
+        min_epoch: u64,
+        owner: Option<&str>,
+    ) -> Result<(), Error> {
+        let _following = self.following.lock().await;
+        if !Arc::ptr_eq(&self.server(), stale) {
+            return Ok(()); // followed meanwhile
+        }
+        let (session, reply) = router
+            .reopen(&self.path, &self.options, min_epoch, owner)
+            .await?;
+        if reply.handle.is_empty() {
+            return Err(Error::Protocol("Open reply has no handle".into()));
+        }
+        let stat = required_stat(reply.stat, "Open")?;
+        let server = ServerHandle::new(reply.handle, stat.instance);
+        session.shared().register_handle(&server);
+        let sequencer = lock(&self.sequencer).clone();
+        if let Some(wire) = sequencer {
+            server.mark_sequenced();
+            let request = pb::SetSequencerRequest {
+                ctx: None,
+                handle: server.token.clone(),
+                sequencer: Some(wire),
+            };
+            let shared = session.shared();
+            shared.call(shared.policy(true), request).await?;
+        }
+        let new_token = server.token.clone();
+        let old = std::mem::replace(&mut *lock(&self.at), At { session, server });
+        router.retrack(self, &old.server.token, new_token);
+        // No `Close` for the old one: its cell refuses every call on it now.
+        old.session
+            .shared()
+            .with_cache(|c| c.release_handle(&old.server));
+        tracing::debug!(path = %self.path, "re-opened a handle whose node moved");
+        Ok(())
+    }
+}
+
+/// Starts [`follow_moved`] for `router`'s notices. A plain function, not an `async` one:
+/// the session's `connect` calls it, and the follower's future (which may connect cell
+/// sessions) must not be part of `connect`'s own future.
+pub(crate) fn spawn_follower(
+    router: Weak<Router>,
+    notices: mpsc::UnboundedReceiver<MovedHandle>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(follow_moved(router, notices))
+}
+
+/// Re-opens the tracked handles on a node as soon as its old cell says a reshard moved it
+/// (a `SLOT_MOVED` notice from a cell session), each in a task of its own. A handle that
+/// cannot be re-opened now is left to its next call, which follows it then.
+async fn follow_moved(router: Weak<Router>, mut notices: mpsc::UnboundedReceiver<MovedHandle>) {
+    while let Some(moved) = notices.recv().await {
+        let Some(r) = router.upgrade() else {
+            break;
+        };
+        for place in r.tracked_on(&moved.handle) {
+            let (r, moved) = (r.clone(), moved.clone());
+            tokio::spawn(async move {
+                let stale = place.server();
+                if stale.token != moved.handle {
+                    return; // followed meanwhile
+                }
+                if let Err(e) = place.follow(&r, &stale, 0, Some(&moved.cell)).await {
+                    tracing::debug!(path = %moved.path, %e, "a moved handle was not re-opened now; its next call follows it");
+                }
+            });
         }
     }
 }
@@ -615,7 +694,7 @@ async fn close_at_master(session: &Session, token: &[u8], path: &str) {
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handle")
-            .field("path", &self.path)
+            .field("path", &self.place.path)
             .finish_non_exhaustive()
     }
 }
