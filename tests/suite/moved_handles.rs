@@ -188,3 +188,162 @@ async fn in_direct_mode_handles_are_reopened_at_the_new_owner() {
         "the watcher got the event of a write made after the move"
     );
 }
+
+/// Pins the documented direct-mode limit (docs/client.md "After a reshard"): a lock held
+/// through a handle whose node moved stays with the old cell session's handle, which the
+/// new cell took on with a lease nobody renews — so the lock is released about one lease
+/// after the move, although its holder's session is alive. When direct-mode holders are
+/// carried over, this test must change with the docs.
+#[tokio::test]
+async fn in_direct_mode_a_lock_held_before_the_move_ends_one_lease_after_it() {
+    let lease = Duration::from_secs(2);
+    let d = Deployment::builder()
+        .cells(2)
+        .proxies(0)
+        .lease(lease)
+        .run()
+        .await;
+    let options = ClientOptions::meta(d.meta_addrs()).grace_period(Duration::from_secs(30));
+    let a = Session::connect_with(options.clone())
+        .await
+        .expect("connect a");
+    let b = Session::connect_with(options).await.expect("connect b");
+    let map = d.map();
+    let Route::Cell { cell: from, slot } =
+        map.route(&format!("/ls/local{DIR}/lock"), false).unwrap()
+    else {
+        panic!("{DIR} is not in a data cell")
+    };
+    let from = from.to_string();
+    let to = d
+        .cells()
+        .iter()
+        .map(|c| c.name().to_string())
+        .find(|c| *c != from)
+        .expect("two data cells");
+    let (dir, _) = a
+        .open(DIR, OpenOptions::new().create_dir())
+        .await
+        .expect("create the directory");
+    dir.close().await;
+    let (lock, _) = a
+        .open(
+            &format!("{DIR}/lock"),
+            OpenOptions::new().write().create_file(Vec::new()),
+        )
+        .await
+        .expect("create lock");
+    lock.acquire(LockMode::Exclusive, Some(Duration::from_secs(5)))
+        .await
+        .expect("acquire");
+
+    crate::fixture::move_slot(&d, slot, &from, &to).await;
+    let (other, _) = b
+        .open(&format!("{DIR}/lock"), OpenOptions::new().write())
+        .await
+        .expect("b opens lock");
+    let held = other.try_acquire(LockMode::Exclusive).await;
+    assert_eq!(
+        held.map(|_| ()).unwrap_err().code(),
+        Some(ErrorCode::LockHeld),
+        "held right after the move"
+    );
+    let moved_at = tokio::time::Instant::now();
+    let freed = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if other.try_acquire(LockMode::Exclusive).await.is_ok() {
+            break moved_at.elapsed();
+        }
+        assert!(
+            moved_at.elapsed() < lease * 5,
+            "the lock was still held {:?} after the move",
+            moved_at.elapsed()
+        );
+    };
+    assert!(a.is_live(), "its holder's session is alive meanwhile");
+    assert!(
+        freed >= lease / 2,
+        "released {freed:?} after the move, before the lease of the moved session ran out"
+    );
+    other.close().await;
+    lock.close().await;
+    a.close().await.ok();
+    b.close().await.ok();
+}
+
+/// Through a proxy, a lock held before the move stays held by its holder well past the
+/// leases involved: the client sub-session that moved with the slot joins the proxy's
+/// session at the new cell (claimed on `SLOT_MOVED`), which the proxy keeps alive.
+#[tokio::test]
+async fn through_a_proxy_a_lock_held_before_the_move_outlives_the_leases() {
+    let lease = Duration::from_secs(2);
+    let d = Deployment::builder()
+        .cells(2)
+        .proxies(1)
+        .lease(lease)
+        .proxy_lease(lease * 2 + Duration::from_secs(1))
+        .claim_window(lease * 2)
+        .client_lease(lease)
+        .run()
+        .await;
+    let options = ClientOptions::proxies(d.proxy_addrs());
+    let a = Session::connect_with(options.clone())
+        .await
+        .expect("connect a");
+    let b = Session::connect_with(options).await.expect("connect b");
+    let map = d.map();
+    let Route::Cell { cell: from, slot } =
+        map.route(&format!("/ls/local{DIR}/lock"), false).unwrap()
+    else {
+        panic!("{DIR} is not in a data cell")
+    };
+    let from = from.to_string();
+    let to = d
+        .cells()
+        .iter()
+        .map(|c| c.name().to_string())
+        .find(|c| *c != from)
+        .expect("two data cells");
+    let (dir, _) = a
+        .open(DIR, OpenOptions::new().create_dir())
+        .await
+        .expect("create the directory");
+    dir.close().await;
+    let (lock, _) = a
+        .open(
+            &format!("{DIR}/lock"),
+            OpenOptions::new().write().create_file(Vec::new()),
+        )
+        .await
+        .expect("create lock");
+    let seq = lock
+        .acquire(LockMode::Exclusive, Some(Duration::from_secs(5)))
+        .await
+        .expect("acquire");
+
+    crate::fixture::move_slot(&d, slot, &from, &to).await;
+    // The holder makes no call; several leases pass.
+    tokio::time::sleep(lease * 4).await;
+    let (other, _) = b
+        .open(&format!("{DIR}/lock"), OpenOptions::new().write())
+        .await
+        .expect("b opens lock");
+    let err = other
+        .try_acquire(LockMode::Exclusive)
+        .await
+        .expect_err("still held");
+    assert_eq!(err.code(), Some(ErrorCode::LockHeld), "{err}");
+    assert!(
+        b.check_sequencer(&seq).await.expect("check"),
+        "still current"
+    );
+    assert!(lock.release().await.expect("release"), "held by its holder");
+    other
+        .try_acquire(LockMode::Exclusive)
+        .await
+        .expect("free once released");
+    other.close().await;
+    lock.close().await;
+    a.close().await.ok();
+    b.close().await.ok();
+}
