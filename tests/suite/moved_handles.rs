@@ -272,8 +272,9 @@ async fn in_direct_mode_a_lock_held_before_the_move_ends_one_lease_after_it() {
 }
 
 /// Through a proxy, a lock held before the move stays held by its holder well past the
-/// leases involved: the client sub-session that moved with the slot joins the proxy's
-/// session at the new cell (claimed on `SLOT_MOVED`), which the proxy keeps alive.
+/// leases and the claim window: the client sub-session that moved with the slot (its
+/// holder never used the new cell) joins the proxy's session at the new cell, claimed on
+/// `SLOT_MOVED` although the holder makes no call, and the proxy keeps it alive.
 #[tokio::test]
 async fn through_a_proxy_a_lock_held_before_the_move_outlives_the_leases() {
     let lease = Duration::from_secs(2);
@@ -304,7 +305,9 @@ async fn through_a_proxy_a_lock_held_before_the_move_outlives_the_leases() {
         .map(|c| c.name().to_string())
         .find(|c| *c != from)
         .expect("two data cells");
-    let (dir, _) = a
+    // b makes the directory (whose entry may live at the target): the holder touches
+    // nothing but the source, so its session comes to the target only with the slot.
+    let (dir, _) = b
         .open(DIR, OpenOptions::new().create_dir())
         .await
         .expect("create the directory");
