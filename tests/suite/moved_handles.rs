@@ -350,3 +350,70 @@ async fn through_a_proxy_a_lock_held_before_the_move_outlives_the_leases() {
     a.close().await.ok();
     b.close().await.ok();
 }
+
+/// Through a proxy, an `Acquire` waiting at the source when the slot moves carries on at
+/// the target: the source answers it `WRONG_CELL` at the hand-off, the proxy sends it again
+/// (same token) to the new owner, and it is granted there once the holder releases.
+#[tokio::test]
+async fn through_a_proxy_a_waiting_acquire_follows_the_lock() {
+    let d = Deployment::builder().cells(2).proxies(1).run().await;
+    let options = ClientOptions::proxies(d.proxy_addrs());
+    let a = Session::connect_with(options.clone()).await.expect("connect a");
+    let b = Session::connect_with(options).await.expect("connect b");
+    let map = d.map();
+    let Route::Cell { cell: from, slot } = map.route(&format!("/ls/local{DIR}/lock"), false).unwrap()
+    else {
+        panic!("{DIR} is not in a data cell")
+    };
+    let from = from.to_string();
+    let to = d
+        .cells()
+        .iter()
+        .map(|c| c.name().to_string())
+        .find(|c| *c != from)
+        .expect("two data cells");
+    let (dir, _) = a
+        .open(DIR, OpenOptions::new().create_dir())
+        .await
+        .expect("create the directory");
+    dir.close().await;
+    let (lock, _) = a
+        .open(
+            &format!("{DIR}/lock"),
+            OpenOptions::new().write().create_file(Vec::new()),
+        )
+        .await
+        .expect("create lock");
+    let first = lock
+        .acquire(LockMode::Exclusive, Some(Duration::from_secs(5)))
+        .await
+        .expect("acquire");
+    let (waiter, _) = b
+        .open(&format!("{DIR}/lock"), OpenOptions::new().write())
+        .await
+        .expect("b opens lock");
+    let waiting = tokio::spawn(async move {
+        let got = waiter
+            .acquire(LockMode::Exclusive, Some(Duration::from_secs(30)))
+            .await;
+        (waiter, got)
+    });
+    // Let it reach the source and wait there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "b waits while a holds the lock");
+
+    crate::fixture::move_slot(&d, slot, &from, &to).await;
+    assert!(!waiting.is_finished(), "still waiting after the move");
+    assert!(lock.release().await.expect("release"), "a held it");
+    let (waiter, got) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("b's Acquire is answered once a releases")
+        .expect("the task");
+    let second = got.expect("b gets the lock at the new owner");
+    assert!(second.lock_generation > first.lock_generation);
+    assert!(b.check_sequencer(&second).await.expect("check"));
+    waiter.close().await;
+    lock.close().await;
+    a.close().await.ok();
+    b.close().await.ok();
+}
