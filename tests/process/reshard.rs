@@ -281,12 +281,9 @@ async fn an_added_cell_serves_nothing_until_a_map_gives_it_slots_and_apply_refus
     assert!(status.success(), "exit {status:?}");
 }
 
-/// NEEDS THE SERVER SIDE: every data cell must serve `Reshard.SlotStats` (the lead's
-/// branch); on a branch without it `reshard plan` fails with "does not serve the Reshard
-/// service". Remove the `ignore` once merged. The assertions on the moves and on the count
-/// columns' presence hold either way; those marked (SlotStats) check the counts themselves.
+/// Every data cell serves `Reshard.SlotStats`; those assertions marked (SlotStats) check
+/// the counts themselves.
 #[tokio::test]
-#[ignore = "needs the cells' Reshard.SlotStats; remove once the server side is merged"]
 async fn reshard_plan_moves_a_quarter_of_the_slots_to_an_added_cell() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
