@@ -27,6 +27,7 @@
 //! | `status` | `Locate` on the first endpoint that answers | `key: value` lines |
 //! | `deployment init --meta HOST:PORT[,…] --cell NAME=HOST:PORT[,HOST:PORT…] [--cell …] [--slots S]` | writes the deployment's first partition map (epoch 1; S slots, default 4096, spread evenly over the cells in the order given) to `/ls/<deployment>/warren/map` on the meta cell (`--meta` is the endpoint; `--endpoint`/`--proxies` are ignored); never replaces a map (`ALREADY_EXISTS`) | `initialised deployment D: map epoch 1, S slots over N cells` |
 //! | `map show` | reads and checks `/ls/<deployment>/warren/map` | `deployment:`, `map_epoch:`, `slots:` lines, then one line per cell (below) |
+//! | `map repair --meta HOST:PORT[,…] [--from-cell ADMIN_HOST:PORT,…] [--from MAP.json]` | when the stored map file does not parse: takes the newest map the cells hold in memory (their admin `/map` pages) or the file gives, raises its epoch above every epoch seen (the cells' `/status`, the meta cell's, the garbage's) and writes it at the meta cell (`--meta` is the endpoint); refuses when the stored map parses (docs/operations.md) | `repaired the partition map of deployment D: map epoch E, from SOURCE (epoch K); the stored file was unreadable: …` |
 //!
 //! Text formats:
 //!
@@ -99,6 +100,9 @@
 //! cannot reach 127.0.0.1:7201: …`); 130 when Ctrl-C interrupts `lock` before the lock is
 //! held. Usage errors are clap's (exit 2).
 //!
+//! `deployment init` and `map repair` run as principal `warren:operator` (the only one, with
+//! the cells', the meta cell accepts map writes from), whatever `$WARREN_PRINCIPAL` says.
+//!
 //! Note: ctl's session ends when the command does, so a node created `--ephemeral` is
 //! deleted as soon as ctl exits (useful with `lock`/`watch` in another terminal only for
 //! nodes they hold open).
@@ -108,6 +112,7 @@ mod failure;
 mod locks;
 mod nodes;
 mod output;
+mod repair;
 mod watch;
 
 use clap::{Args, Subcommand};
@@ -292,6 +297,30 @@ pub enum DeploymentCommand {
 pub enum MapCommand {
     /// Print the partition map: per-cell slot counts and ranges, replicas, map epoch.
     Show,
+    /// Repair a stored map file that does not parse, from the map the cells hold in memory
+    /// or a map file you kept; refused when the stored map parses.
+    Repair {
+        /// The meta cell (its replicas, tried in order); the endpoint for this command.
+        #[arg(
+            long,
+            required = true,
+            value_delimiter = ',',
+            value_name = "HOST:PORT[,HOST:PORT…]"
+        )]
+        meta: Vec<String>,
+        /// Admin HTTP addresses of running cells (data cells, or the meta cell before a
+        /// restart): each one's `/map` is a candidate, its `/status` map epoch a floor.
+        #[arg(
+            long = "from-cell",
+            value_delimiter = ',',
+            value_name = "HOST:PORT[,HOST:PORT…]",
+            required_unless_present = "from"
+        )]
+        from_cell: Vec<String>,
+        /// A map JSON file you kept (`warren ctl map show --json`).
+        #[arg(long, value_name = "MAP.json")]
+        from: Option<std::path::PathBuf>,
+    },
 }
 
 /// Runs `warren ctl`; the exit status follows the module doc.
@@ -306,10 +335,13 @@ pub async fn run(args: CtlArgs) -> ExitCode {
 }
 
 async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
-    // `deployment init` talks to the meta cell named by `--meta`, directly.
+    // `deployment init` and `map repair` talk to the meta cell named by `--meta`, directly.
     let meta = match &args.command {
         CtlCommand::Deployment {
             command: DeploymentCommand::Init { meta, .. },
+        }
+        | CtlCommand::Map {
+            command: MapCommand::Repair { meta, .. },
         } => Some(meta),
         _ => None,
     };
@@ -331,9 +363,15 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
         ));
     }
     let out = Output { json: args.json };
+    // The map code path writes maps as the operator (the meta cell refuses anyone else).
+    let principal = if meta.is_some() {
+        warren_client::admin::OPERATOR_PRINCIPAL.to_string()
+    } else {
+        std::env::var("WARREN_PRINCIPAL").unwrap_or_default()
+    };
     let mut options = ClientOptions::new(endpoints.clone())
         .via_proxies(via_proxies)
-        .principal(std::env::var("WARREN_PRINCIPAL").unwrap_or_default());
+        .principal(principal);
     if let Some(grace) = args.grace {
         options = options.grace_period(grace);
     }
@@ -362,7 +400,7 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
         _ => None,
     };
     let session = Session::connect_with(options).await?;
-    let result = dispatch(&session, args.command, stdin_value, out).await;
+    let result = dispatch(&session, args.command, stdin_value, out, &endpoints).await;
     // Ends the session at once: locks are released, ephemeral nodes go.
     let _ = session.close().await;
     result
@@ -374,6 +412,7 @@ async fn dispatch(
     command: CtlCommand,
     stdin_value: Option<Vec<u8>>,
     out: Output,
+    endpoints: &[String],
 ) -> Result<ExitCode, Failure> {
     match command {
         CtlCommand::Mkdir { path, ephemeral } => nodes::mkdir(session, &path, ephemeral).await?,
@@ -417,6 +456,11 @@ async fn dispatch(
         CtlCommand::Map {
             command: MapCommand::Show,
         } => deployment::show(session, out).await?,
+        CtlCommand::Map {
+            command: MapCommand::Repair {
+                from_cell, from, ..
+            },
+        } => repair::repair(session, endpoints, &from_cell, from.as_deref(), out).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
