@@ -30,12 +30,14 @@ struct Found {
     map: PartitionMap,
 }
 
-/// The repaired map: the newest of `found` (of `deployment`), its epoch one above
-/// everything in `seen` and every map found. `None` when nothing was found.
+/// The repaired map: the newest of `found` (of `deployment`; the first given among equals),
+/// its epoch one above everything in `seen` and every map found. `None` when nothing was
+/// found.
 fn repaired(deployment: &str, found: &[Found], seen: &[u64]) -> Option<(PartitionMap, String)> {
     let newest = found
         .iter()
         .filter(|f| f.map.deployment() == deployment)
+        .rev()
         .max_by_key(|f| f.map.map_epoch())?;
     let top = found
         .iter()
@@ -213,6 +215,11 @@ mod tests {
         // A cell's /status (or the garbage) may name a later epoch than any map found.
         let (m, _) = repaired("local", &[found("f", map("local", 2, &["a"]))], &[9, 1]).unwrap();
         assert_eq!(m.map_epoch(), 10);
+        // Among equals, the first source given.
+        let same = map("local", 2, &["a"]);
+        let (_, from) =
+            repaired("local", &[found("x", same.clone()), found("y", same)], &[]).unwrap();
+        assert_eq!(from, "x (epoch 2)");
         // Another deployment's map is no source; with no source there is no repair.
         assert!(repaired("local", &[found("f", map("prod", 7, &["a"]))], &[]).is_none());
         assert!(repaired("local", &[], &[3]).is_none());

@@ -396,9 +396,17 @@ async fn deployment_init_writes_the_map_once_and_map_show_prints_it() {
         "the existing map is untouched"
     );
 
-    // Garbage is refused, naming the problem and the fix, and the map stays in force; so is
+    // Garbage is refused, naming the problem and the fix, and the map stays in force: from
+    // an ordinary principal for who it is, from the operator for what it is. So are
     // deleting the map, and a repair of a map that parses.
     let o = run(ctl(&["put", "/warren/map", "{not json"])).await;
+    failed_with(
+        &o,
+        "error: PERMISSION_DENIED: writing the map refused: the partition map at /ls/local/warren/map is changed only by `warren ctl deployment init` (the first map), `warren ctl reshard` or `warren ctl map repair` (principal \"warren:operator\"), not by principal \"\"",
+    );
+    let args = ctl(&["put", "/warren/map", "{not json"]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = warren_env(&refs, &[("WARREN_PRINCIPAL", "warren:operator")]).await;
     failed_with(
         &o,
         "error: INVALID_ARGUMENT: the new contents are not a partition map (partition map is not valid JSON",

@@ -3,7 +3,7 @@
 //! children live in different cells leaves nothing its janitor does not repair after a
 //! restart.
 
-use crate::{bin, free_port, stderr, warren};
+use crate::{bin, free_port, stderr, stdout, warren, warren_env};
 use std::time::Duration;
 use warren_client::{ClientOptions, ErrorCode, NodeKind, OpenOptions, Session};
 use warren_proto::pb;
@@ -439,17 +439,29 @@ async fn garbage_map_writes_are_refused_and_a_corrupt_stored_map_is_repaired_fro
     };
     put("/ls/local/before", "kept").await;
 
-    // Garbage through the ordinary command line is refused, naming the fix; the deployment
-    // keeps working.
+    // Garbage through the ordinary command line is refused, naming the fix (from anyone
+    // but the operator for who writes it, from the operator for what it is); the
+    // deployment keeps working.
     let o = warren(&["ctl", "--endpoint", &meta, "put", "/warren/map", "garbage"]).await;
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
-        stderr(&o).starts_with("error: INVALID_ARGUMENT: the new contents are not a partition map"),
+        stderr(&o).starts_with("error: PERMISSION_DENIED: writing the map refused: "),
         "{}",
         stderr(&o)
     );
     assert!(
         stderr(&o).contains("warren ctl map repair"),
+        "{}",
+        stderr(&o)
+    );
+    let o = warren_env(
+        &["ctl", "--endpoint", &meta, "put", "/warren/map", "garbage"],
+        &[("WARREN_PRINCIPAL", "warren:operator")],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: INVALID_ARGUMENT: the new contents are not a partition map"),
         "{}",
         stderr(&o)
     );
