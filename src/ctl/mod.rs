@@ -91,7 +91,7 @@
 //! `{read, write, change_acl}`, `ephemeral`, `child_count`, `length`, `cell`), `ls` (an array of
 //! `{name, stat}`), `status` (an object with the keys above), `lock` (`{sequencer, path,
 //! mode, instance, lock_generation}`), `watch` (`{event, path?, child?, change?}` per event)
-//! and `check-sequencer` (`{sequencer, current}`); `deployment init` and `map show` print the
+//! and `check-sequencer` (`{sequencer, current}`); `deployment init`, `map show` and `map repair` print the
 //! map's stored JSON (format in `warren_router::map`).
 //!
 //! Exit status: 0 on success; 1 for a stale sequencer; 2 for an error, reported on stderr as
@@ -158,7 +158,7 @@ pub struct CtlArgs {
         value_name = "HOST:PORT[,HOST:PORT…]"
     )]
     pub proxies: Vec<String>,
-    /// Print JSON (stat, ls, status, lock, watch, check-sequencer, deployment init, map show).
+    /// Print JSON (stat, ls, status, lock, watch, check-sequencer, deployment init, map show, map repair).
     #[arg(long, global = true)]
     pub json: bool,
     /// The session's grace period: how long to keep looking for the master after the

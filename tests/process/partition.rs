@@ -499,6 +499,22 @@ async fn garbage_map_writes_are_refused_and_a_corrupt_stored_map_is_repaired_fro
         1,
         "the cells keep their map"
     );
+    // The restarted meta cell has no map in force; a data cell's /map is the one it keeps.
+    let r = warren_loadtest::http::get(&meta_admin, "/map", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.body.trim()),
+        (404, "cell meta has no partition map in force")
+    );
+    let r = warren_loadtest::http::get(&admins[1], "/map", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        PartitionMap::from_json(r.body.trim()).unwrap().map_epoch(),
+        1
+    );
 
     // Without a source, the repair says what to give it.
     let o = warren(&[
