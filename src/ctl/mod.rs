@@ -91,8 +91,8 @@
 //! `{read, write, change_acl}`, `ephemeral`, `child_count`, `length`, `cell`), `ls` (an array of
 //! `{name, stat}`), `status` (an object with the keys above), `lock` (`{sequencer, path,
 //! mode, instance, lock_generation}`), `watch` (`{event, path?, child?, change?}` per event)
-//! and `check-sequencer` (`{sequencer, current}`); `deployment init`, `map show` and `map repair` print the
-//! map's stored JSON (format in `warren_router::map`).
+//! and `check-sequencer` (`{sequencer, current}`); `deployment init`, `map show` and
+//! `map repair` print the map's stored JSON (format in `warren_router::map`).
 //!
 //! Exit status: 0 on success; 1 for a stale sequencer; 2 for an error, reported on stderr as
 //! exactly `error: CODE: message` with CODE from the error table (`NOT_FOUND`, `LOCK_HELD`,
