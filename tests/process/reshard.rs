@@ -247,12 +247,23 @@ async fn an_added_cell_serves_nothing_until_a_map_gives_it_slots_and_apply_refus
     std::fs::write(&stale, plan.to_json()).unwrap();
     let next =
         PartitionMap::new("local", 2, map.slot_owners().to_vec(), map.cells().clone()).unwrap();
-    // The map written straight into its file: there is no ctl command for it on this
-    // branch. (With the meta cell's map-write guard, use the guarded write path instead.)
+    // The map written into its file as the operator (the meta cell accepts a valid map of
+    // epoch + 1 from that principal only).
     let json = next.to_json();
     ok(
         "write map epoch 2",
-        &ctl(&["--endpoint", &meta, "put", "/ls/local/warren/map", &json]).await,
+        &crate::warren_env(
+            &[
+                "ctl",
+                "--endpoint",
+                &meta,
+                "put",
+                "/ls/local/warren/map",
+                &json,
+            ],
+            &[("WARREN_PRINCIPAL", "warren:operator")],
+        )
+        .await,
     );
     assert_eq!(map_at(&meta).await.map_epoch(), 2);
     let s = stale.to_str().unwrap();
