@@ -11,6 +11,7 @@ use crate::ctl::tests::parse;
 use crate::ctl::CtlCommand;
 use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status};
+use warren_client::WarrenError;
 use warren_proto::pb::reshard_server::{Reshard, ReshardServer};
 use warren_testkit::Cell;
 
@@ -641,7 +642,7 @@ async fn calls_follow_a_standby_to_its_master_and_name_unreachable_cells() {
     })
     .await
     .expect_err("no job");
-    let f = e.into_failure("the meta cell", &replicas, "abort");
+    let f = call_failure(e, "the meta cell", &replicas, "abort");
     assert_eq!(f.code, "NOT_FOUND");
     assert!(f.message.contains("nothing to abort"), "{}", f.message);
 
@@ -694,7 +695,7 @@ async fn plan_and_apply_against_a_meta_cell_and_fake_data_cells() {
     }
     .serve()
     .await;
-    let session = Session::connect_with(ClientOptions::new(meta.endpoints()))
+    let session = Session::connect_with(admin::operator_options(meta.endpoints()))
         .await
         .unwrap();
     let spec = vec![
@@ -784,7 +785,7 @@ async fn plan_and_apply_against_a_meta_cell_and_fake_data_cells() {
 async fn apply_sends_the_plan_and_the_knobs_to_the_meta_master() {
     let (map, plan) = fixed_plan();
     let meta_cell = Cell::builder().name("meta").run().await;
-    let session = Session::connect_with(ClientOptions::new(meta_cell.endpoints()))
+    let session = Session::connect_with(admin::operator_options(meta_cell.endpoints()))
         .await
         .unwrap();
     let spec: Vec<(String, Vec<String>)> = map
