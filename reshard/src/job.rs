@@ -477,7 +477,10 @@ impl Job {
     /// What to do next. Only records which action is in flight (nothing durable): calling
     /// it again without an outcome returns the same action.
     pub fn next_action(&mut self, now_ms: u64) -> Action {
-        let action = self.decide(now_ms);
+        // A no-op for a job made by new/on_result/abort/resume; it starts the next batch or
+        // finishes a record that was not settled (edited by hand).
+        self.settle(now_ms);
+        let action = self.peek_action(now_ms);
         self.in_flight = match action {
             Action::Wait { .. } | Action::Finished => None,
             _ => Some(InFlight {
@@ -741,9 +744,9 @@ impl Job {
         }
     }
 
-    // ---- deciding -------------------------------------------------------------------
-
-    fn decide(&mut self, now_ms: u64) -> Action {
+    /// What [`Job::next_action`] would return now, without recording it as in flight (for
+    /// status pages and the model checker).
+    pub fn peek_action(&self, now_ms: u64) -> Action {
         if self.state.is_finished() {
             return Action::Finished;
         }
@@ -811,14 +814,9 @@ impl Job {
                 final_round: false,
             };
         }
-        // settle() finishes or starts a batch whenever no slot is active, so this is
-        // reached only by a record edited by hand; finishing it is the safe answer.
-        self.settle(now_ms);
-        if self.state.is_finished() {
-            Action::Finished
-        } else {
-            self.decide(now_ms)
-        }
+        // No slot in a batch and no release owed: settle() has started the next batch or
+        // finished the job, so the job is finished.
+        Action::Finished
     }
 
     /// How long to wait so that the bytes copied so far stay under the throttle.
