@@ -280,11 +280,19 @@ pub enum Step {
     MetaRestart,
     SourceRestart,
     TargetRestart,
-    FreezeTimeout { slot: u32 },
+    FreezeTimeout {
+        slot: u32,
+    },
     Abort,
-    Client { client: u8, slot: u32, op: ClientOp },
+    Client {
+        client: u8,
+        slot: u32,
+        op: ClientOp,
+    },
     /// A client was answered WRONG_CELL: the router reads the map.
-    RefreshView { slot: u32 },
+    RefreshView {
+        slot: u32,
+    },
 }
 
 impl ReshardModel {
@@ -326,15 +334,17 @@ impl ReshardModel {
                         for &slot in &g.slots {
                             let s = &mut w.slots[slot as usize];
                             if s.owner == Owner::Target || s.handed_off {
-                                violate(&mut w.violation, format!("copy of slot {slot} after its hand-off"));
+                                violate(
+                                    &mut w.violation,
+                                    format!("copy of slot {slot} after its hand-off"),
+                                );
                             }
                             let changed = s.target != Some(s.source);
                             report.changed += u64::from(changed);
                             report.nodes += u64::from(changed);
                             report.bytes += 100 * u64::from(changed);
                             report.source_frozen &= s.frozen;
-                            report.source_digest =
-                                report.source_digest * 1000 + digest(&s.source);
+                            report.source_digest = report.source_digest * 1000 + digest(&s.source);
                             s.target = Some(s.source);
                             report.target_digest = report.target_digest * 1000 + digest(&s.source);
                         }
@@ -390,7 +400,10 @@ impl ReshardModel {
                 for &slot in slots {
                     let s = &mut w.slots[slot as usize];
                     if !s.handed_off {
-                        violate(&mut w.violation, format!("drop of slot {slot}, which the source still serves"));
+                        violate(
+                            &mut w.violation,
+                            format!("drop of slot {slot}, which the source still serves"),
+                        );
                     }
                     s.dropped = true;
                     s.source = Register::default();
@@ -401,7 +414,10 @@ impl ReshardModel {
                 for &slot in slots {
                     let s = &mut w.slots[slot as usize];
                     if s.handed_off || s.owner == Owner::Target {
-                        violate(&mut w.violation, format!("release of slot {slot} after its hand-off"));
+                        violate(
+                            &mut w.violation,
+                            format!("release of slot {slot} after its hand-off"),
+                        );
                     } else {
                         s.frozen = false;
                         s.target = None;
@@ -443,13 +459,25 @@ impl ReshardModel {
                 reg.version += 1;
                 s.acked_version = reg.version;
                 if reg.version <= client_world.seen[i] {
-                    violate(&mut w.violation, format!("client {client} wrote slot {slot} at version {} after seeing {}", reg.version, client_world.seen[i]));
+                    violate(
+                        &mut w.violation,
+                        format!(
+                            "client {client} wrote slot {slot} at version {} after seeing {}",
+                            reg.version, client_world.seen[i]
+                        ),
+                    );
                 }
                 client_world.seen[i] = reg.version;
             }
             ClientOp::Read => {
                 if reg.version < client_world.seen[i] {
-                    violate(&mut w.violation, format!("client {client} read slot {slot} at version {} after seeing {}", reg.version, client_world.seen[i]));
+                    violate(
+                        &mut w.violation,
+                        format!(
+                            "client {client} read slot {slot} at version {} after seeing {}",
+                            reg.version, client_world.seen[i]
+                        ),
+                    );
                 }
                 client_world.seen[i] = client_world.seen[i].max(reg.version);
             }
@@ -457,7 +485,13 @@ impl ReshardModel {
                 reg.holder = Some(client);
                 reg.lock_generation += 1;
                 if reg.lock_generation <= s.acked_lock_generation {
-                    violate(&mut w.violation, format!("slot {slot}'s lock generation went back to {}", reg.lock_generation));
+                    violate(
+                        &mut w.violation,
+                        format!(
+                            "slot {slot}'s lock generation went back to {}",
+                            reg.lock_generation
+                        ),
+                    );
                 }
                 s.acked_lock_generation = reg.lock_generation;
                 client_world.holds[i] = true;
@@ -609,8 +643,15 @@ impl Model for ReshardModel {
                 continue;
             }
             for client in 0..self.clients {
-                for op in [ClientOp::Write, ClientOp::Read, ClientOp::Acquire, ClientOp::Release] {
-                    if (op != ClientOp::Read || self.reads) && self.client_enabled(w, client, slot, op) {
+                for op in [
+                    ClientOp::Write,
+                    ClientOp::Read,
+                    ClientOp::Acquire,
+                    ClientOp::Release,
+                ] {
+                    if (op != ClientOp::Read || self.reads)
+                        && self.client_enabled(w, client, slot, op)
+                    {
                         actions.push(Step::Client { client, slot, op });
                     }
                 }
@@ -679,7 +720,10 @@ impl Model for ReshardModel {
             Step::Abort => {
                 w.aborts -= 1;
                 if let Err(e) = w.job.abort(w.now_ms) {
-                    violate(&mut w.violation, format!("an abort of a running job was refused: {e}"));
+                    violate(
+                        &mut w.violation,
+                        format!("an abort of a running job was refused: {e}"),
+                    );
                 }
             }
             Step::Client { client, slot, op } => self.client_op(&mut w, client, slot, op),
@@ -698,63 +742,93 @@ impl Model for ReshardModel {
                     .iter()
                     .all(|s| !(m.source_serves(s) && m.target_serves(s)))
             }),
-            Property::always("no lost acknowledged write", |m: &ReshardModel, w: &World| {
-                w.slots.iter().all(|s| {
-                    m.served(s).is_none_or(|r| {
-                        r.version >= s.acked_version
-                            && r.lock_generation >= s.acked_lock_generation
+            Property::always(
+                "no lost acknowledged write",
+                |m: &ReshardModel, w: &World| {
+                    w.slots.iter().all(|s| {
+                        m.served(s).is_none_or(|r| {
+                            r.version >= s.acked_version
+                                && r.lock_generation >= s.acked_lock_generation
+                        })
                     })
-                })
-            }),
-            Property::always("at most one exclusive holder", |_: &ReshardModel, w: &World| {
-                (0..w.slots.len()).all(|i| w.clients.iter().filter(|c| c.holds[i]).count() <= 1)
-            }),
-            Property::always("the lock's holder is the client that believes it holds it", |m: &ReshardModel, w: &World| {
-                w.slots.iter().enumerate().all(|(i, s)| {
-                    m.served(s).is_none_or(|r| {
-                        w.clients
-                            .iter()
-                            .enumerate()
-                            .all(|(c, cw)| !cw.holds[i] || r.holder == Some(c as u8))
+                },
+            ),
+            Property::always(
+                "at most one exclusive holder",
+                |_: &ReshardModel, w: &World| {
+                    (0..w.slots.len()).all(|i| w.clients.iter().filter(|c| c.holds[i]).count() <= 1)
+                },
+            ),
+            Property::always(
+                "the lock's holder is the client that believes it holds it",
+                |m: &ReshardModel, w: &World| {
+                    w.slots.iter().enumerate().all(|(i, s)| {
+                        m.served(s).is_none_or(|r| {
+                            w.clients
+                                .iter()
+                                .enumerate()
+                                .all(|(c, cw)| !cw.holds[i] || r.holder == Some(c as u8))
+                        })
                     })
-                })
+                },
+            ),
+            Property::always("no protocol violation", |_: &ReshardModel, w: &World| {
+                w.violation.is_none()
             }),
-            Property::always("no protocol violation", |_: &ReshardModel, w: &World| w.violation.is_none()),
-            Property::always("a finished job holds no freeze", |_: &ReshardModel, w: &World| {
-                !w.job.state().is_finished() || w.slots.iter().all(|s| !s.frozen)
-            }),
-            Property::always("a finished job leaves every slot at exactly one owner", |_: &ReshardModel, w: &World| {
-                !w.job.state().is_finished()
-                    || w.slots.iter().all(|s| {
-                        (s.handed_off && s.owner == Owner::Target && s.target.is_some())
-                            || (!s.handed_off && s.owner == Owner::Source)
-                    })
-            }),
-            Property::always("a finished job's record says where each slot is", |_: &ReshardModel, w: &World| {
-                !w.job.state().is_finished()
-                    || w.job.slots().iter().all(|p| {
-                        let s = &w.slots[p.slot as usize];
-                        match p.state {
-                            SlotState::Done => s.owner == Owner::Target && s.dropped,
-                            SlotState::Pending | SlotState::Aborted { .. } => {
-                                s.owner == Owner::Source && !s.handed_off
+            Property::always(
+                "a finished job holds no freeze",
+                |_: &ReshardModel, w: &World| {
+                    !w.job.state().is_finished() || w.slots.iter().all(|s| !s.frozen)
+                },
+            ),
+            Property::always(
+                "a finished job leaves every slot at exactly one owner",
+                |_: &ReshardModel, w: &World| {
+                    !w.job.state().is_finished()
+                        || w.slots.iter().all(|s| {
+                            (s.handed_off && s.owner == Owner::Target && s.target.is_some())
+                                || (!s.handed_off && s.owner == Owner::Source)
+                        })
+                },
+            ),
+            Property::always(
+                "a finished job's record says where each slot is",
+                |_: &ReshardModel, w: &World| {
+                    !w.job.state().is_finished()
+                        || w.job.slots().iter().all(|p| {
+                            let s = &w.slots[p.slot as usize];
+                            match p.state {
+                                SlotState::Done => s.owner == Owner::Target && s.dropped,
+                                SlotState::Pending | SlotState::Aborted { .. } => {
+                                    s.owner == Owner::Source && !s.handed_off
+                                }
+                                _ => false,
                             }
-                            _ => false,
-                        }
-                    })
+                        })
+                },
+            ),
+            Property::eventually("the job finishes", |_: &ReshardModel, w: &World| {
+                w.job.state().is_finished()
             }),
-            Property::eventually("the job finishes", |_: &ReshardModel, w: &World| w.job.state().is_finished()),
-            Property::sometimes("a job ends done", |_: &ReshardModel, w: &World| *w.job.state() == JobState::Done),
+            Property::sometimes("a job ends done", |_: &ReshardModel, w: &World| {
+                *w.job.state() == JobState::Done
+            }),
             Property::sometimes("a job ends partial", |_: &ReshardModel, w: &World| {
                 *w.job.state() == JobState::Partial
             }),
-            Property::sometimes("a job ends aborted with a slot moved", |_: &ReshardModel, w: &World| {
-                *w.job.state() == JobState::Aborted
-                    && w.job.slots().iter().any(|p| p.state == SlotState::Done)
-            }),
-            Property::sometimes("a slot moves with its lock held", |_: &ReshardModel, w: &World| {
-                *w.job.state() == JobState::Done && w.slots.iter().any(|s| s.lock_moved_held)
-            }),
+            Property::sometimes(
+                "a job ends aborted with a slot moved",
+                |_: &ReshardModel, w: &World| {
+                    *w.job.state() == JobState::Aborted
+                        && w.job.slots().iter().any(|p| p.state == SlotState::Done)
+                },
+            ),
+            Property::sometimes(
+                "a slot moves with its lock held",
+                |_: &ReshardModel, w: &World| {
+                    *w.job.state() == JobState::Done && w.slots.iter().any(|s| s.lock_moved_held)
+                },
+            ),
         ]
     }
 }

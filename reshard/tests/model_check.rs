@@ -47,7 +47,10 @@ fn finds(model: ReshardModel, property: &'static str) {
         .spawn_bfs()
         .join();
     let path = checker.discovery(property).unwrap_or_else(|| {
-        panic!("{bug:?}: no counterexample to {property:?} in {} states", checker.unique_state_count())
+        panic!(
+            "{bug:?}: no counterexample to {property:?} in {} states",
+            checker.unique_state_count()
+        )
     });
     println!(
         "{bug:?}: {property:?} fails after {} steps: {:?}",
