@@ -70,7 +70,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use warren_cell::server::CellOptions;
 use warren_cell::store::embedded::EmbeddedStore;
-use warren_client::{admin, ClientOptions, ErrorCode, Session};
+use warren_client::{admin, ErrorCode, Session};
 use warren_config::layout::{
     self, Layout, DEFAULT_BASE_PORT, DEFAULT_CELLS, DEFAULT_PROXIES, MAX_BASE_PORT, MAX_EACH,
 };
@@ -567,13 +567,29 @@ struct Listeners {
 /// With a session at the meta cell: reads the partition map, binds every data cell's and
 /// proxy's ports (all before writing anything, so a port in use changes nothing) and, on a
 /// first run, writes the map with the data cells' addresses.
-async fn bind_and_map(session: &Session, layout: Layout, data: &Path) -> Result<Listeners, String> {
+async fn bind_and_map(
+    session: &Session,
+    layout: Layout,
+    data: &Path,
+    meta: SocketAddr,
+) -> Result<Listeners, String> {
     let failed = |what: &str, e: warren_client::Error| {
         format!("cannot {what}: {}: {}", e.code_name(), e.message())
     };
     let existing = match admin::read_map(session).await {
         Ok((map, _)) => Some(map),
         Err(e) if e.code() == Some(ErrorCode::NotFound) => None,
+        Err(e) if e.code() == Some(ErrorCode::Internal) => {
+            return Err(format!(
+                "{}. warren dev cannot route by it; to repair it, run the meta cell alone \
+                 (`warren cell --name meta --listen {meta} --data {}`) and then \
+                 `warren ctl map repair --meta {meta} --from MAP.json` with a map you kept \
+                 (`warren ctl map show --json`), or `--from-cell ADMIN_HOST:PORT` of cells that \
+                 still run with the map in memory; then run warren dev again",
+                failed("read the partition map", e),
+                Layout::store_dir(data, layout::META).display()
+            ))
+        }
         Err(e) => return Err(failed("read the partition map", e)),
     };
     let mut cells = Vec::new();
@@ -652,11 +668,12 @@ impl Dev {
         .await?;
         let meta = vec![meta_addr.to_string()];
 
-        let session = Session::connect_with(ClientOptions::new(meta.clone()))
+        // As the map code path: only it may write the first map.
+        let session = Session::connect_with(admin::operator_options(meta.clone()))
             .await
             .map_err(|e| format!("cannot open a session at the meta cell {meta_addr}: {e}"))?;
         // The session is closed once, however binding and writing the map end.
-        let bound = bind_and_map(&session, layout, &data).await;
+        let bound = bind_and_map(&session, layout, &data, meta_addr).await;
         let _ = session.close().await;
         let Listeners {
             cells: cell_listeners,
@@ -718,7 +735,7 @@ impl Dev {
             None => loopback(Layout::new(0, 0, base_port).meta_ports().grpc),
         };
         let meta = vec![meta_addr.to_string()];
-        let session = Session::connect_with(ClientOptions::new(meta.clone()))
+        let session = Session::connect_with(admin::operator_options(meta.clone()))
             .await
             .map_err(|e| {
                 format!(

@@ -2,7 +2,10 @@
 //! from the `metrics` crate), `/healthz`, `/readyz` (the master has loaded its state and
 //! serves) and `/status` (JSON: name, epoch, role, sessions, nodes, map epoch, slots owned,
 //! …). `/readyz` is 200 only on a master that serves all operations (standbys, recovering
-//! masters and data cells that have not loaded their partition map yet answer 503).
+//! masters and data cells that have not loaded their partition map yet answer 503). `/map`
+//! is the master's partition map in force (404 at a standby or without one): a data cell
+//! keeps the last good map it read, so `warren ctl map repair` can recover from it a map
+//! whose stored file no longer parses.
 
 use crate::server::{metrics, CellStatus, Node};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -31,5 +34,19 @@ impl warren_server::admin::Pages for Node {
 
     fn status_snapshot(&self) -> CellStatus {
         self.status()
+    }
+
+    fn partition_map(&self) -> Result<String, String> {
+        let shared = self
+            .master()
+            .map_err(|_| "this replica is a standby; ask the cell's master".to_string())?;
+        let st = shared.lock();
+        match st.master.map() {
+            Some(map) => Ok(map.to_json()),
+            None => Err(format!(
+                "cell {} has no partition map in force",
+                st.master.config().cell
+            )),
+        }
     }
 }

@@ -6,13 +6,29 @@
 //! Every function works through an ordinary [`Session`] connected to the meta cell: the
 //! map is a file there, `/ls/<deployment>/warren/map` ([`map_path`]), so writing it is a
 //! Warren write, and every router watching it learns of it from Warren's own events
-//! (see [`crate::map`]).
+//! (see [`crate::map`]). The meta cell accepts a map write only from the map code path:
+//! a session with principal [`OPERATOR_PRINCIPAL`] ([`operator_options`]), a map that
+//! parses, and the next map epoch (docs/partitioning.md, "Who may write the map").
 
 use warren_proto::{ErrorCode, WarrenError};
 use warren_router::PartitionMap;
 
 use crate::map::map_path;
-use crate::{Error, OpenOptions, Session};
+use crate::{ClientOptions, Error, OpenOptions, Session};
+
+/// The principal of map administration sessions: the meta cell refuses map writes from
+/// any other (but the cells' own, `warren:cell`).
+pub const OPERATOR_PRINCIPAL: &str = "warren:operator";
+
+/// Options for a map administration session straight at the meta cell (its replicas'
+/// `HOST:PORT`s): principal [`OPERATOR_PRINCIPAL`], everything else at its default.
+pub fn operator_options<I, S>(meta: I) -> ClientOptions
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    ClientOptions::new(meta).principal(OPERATOR_PRINCIPAL)
+}
 
 /// The first map of `deployment`: epoch 1, `slots` spread evenly over `cells` (each a name
 /// and its replicas' `HOST:PORT`s), in the order given. An invalid cell name, address or
@@ -96,10 +112,71 @@ pub async fn read_map(session: &Session) -> Result<(PartitionMap, String), Error
     let map = PartitionMap::from_json(&stored).map_err(|e| {
         Error::Warren(WarrenError::new(
             ErrorCode::Internal,
-            format!("the partition map at {path} is corrupt: {e}"),
+            format!(
+                "the partition map at {path} is corrupt: {e}; repair it with \
+                 `warren ctl map repair` (docs/operations.md)"
+            ),
         ))
     })?;
     Ok((map, String::from_utf8_lossy(&stored).into_owned()))
+}
+
+/// What the map file of the session's deployment holds, read without judging it: for
+/// `warren ctl map repair`, which needs the garbage as much as a good map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredMap {
+    /// A map of this deployment.
+    Readable(PartitionMap),
+    /// Anything else.
+    Unreadable {
+        /// Why it is no map of this deployment.
+        problem: String,
+        /// The stored bytes (a repaired map must be newer than any `map_epoch` they name).
+        contents: Vec<u8>,
+    },
+}
+
+/// Reads the map file of the session's deployment ([`StoredMap`]). No map file is
+/// `NOT_FOUND` (saying how to make one).
+pub async fn read_stored_map(session: &Session) -> Result<StoredMap, Error> {
+    let deployment = session.deployment().to_owned();
+    let path = map_path(&deployment);
+    let opts = OpenOptions::new().read().read_contents();
+    let (handle, info) = match session.open(&path, opts).await {
+        Ok(opened) => opened,
+        Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+            return Err(Error::Warren(WarrenError::new(
+                ErrorCode::NotFound,
+                format!("no partition map at {path}; run warren ctl deployment init"),
+            )))
+        }
+        Err(e) => return Err(e),
+    };
+    handle.close().await;
+    let stored = info.contents.unwrap_or_default();
+    Ok(match PartitionMap::from_json(&stored) {
+        Ok(map) if map.deployment() == deployment => StoredMap::Readable(map),
+        Ok(map) => StoredMap::Unreadable {
+            problem: format!("it is deployment {:?}'s map", map.deployment()),
+            contents: stored,
+        },
+        Err(e) => StoredMap::Unreadable {
+            problem: e.to_string(),
+            contents: stored,
+        },
+    })
+}
+
+/// Writes `map` over the existing map file of its deployment at the meta cell the session
+/// is connected to. The meta cell accepts it only from [`OPERATOR_PRINCIPAL`] (or a cell),
+/// with the slot count in force and the epoch in force + 1 — or, while the stored file is
+/// unreadable, any epoch above the one in force (a repair).
+pub async fn write_map(session: &Session, map: &PartitionMap) -> Result<(), Error> {
+    let path = map_path(map.deployment());
+    let (handle, _) = session.open(&path, OpenOptions::new().write()).await?;
+    let written = handle.set_contents(map.to_json().into_bytes()).await;
+    handle.close().await;
+    written.map(|_| ())
 }
 
 #[cfg(test)]
@@ -132,7 +209,7 @@ mod tests {
     #[tokio::test]
     async fn the_first_map_is_written_once_and_reads_back() {
         let meta = Cell::builder().name("meta").run().await;
-        let session = Session::connect_with(ClientOptions::new(meta.endpoints()))
+        let session = Session::connect_with(operator_options(meta.endpoints()))
             .await
             .expect("session");
         let e = read_map(&session).await.expect_err("no map yet");
@@ -160,18 +237,41 @@ mod tests {
         );
         assert_eq!(read_map(&session).await.expect("still there").0, written);
 
-        // A map that does not parse is reported, not routed by.
+        assert_eq!(
+            read_stored_map(&session).await.expect("read"),
+            StoredMap::Readable(written.clone())
+        );
+
+        // The meta cell refuses garbage, and the next map from anyone but the operator.
         let (h, _) = session
             .open(&map_path("local"), OpenOptions::new().write())
             .await
             .expect("open the map");
-        h.set_contents(b"not json".to_vec())
+        let e = h
+            .set_contents(b"not json".to_vec())
             .await
-            .expect("spoil it");
+            .expect_err("garbage is refused");
+        assert_eq!(e.code(), Some(ErrorCode::InvalidArgument), "{e}");
+        assert!(e.message().contains("not a partition map"), "{e}");
+        assert!(e.message().contains("warren ctl map repair"), "{e}");
         h.close().await;
-        let e = read_map(&session).await.expect_err("corrupt");
-        assert_eq!(e.code(), Some(ErrorCode::Internal));
-        assert!(e.message().contains("is corrupt"), "{e}");
+        let two = PartitionMap::new(
+            "local",
+            2,
+            written.slot_owners().to_vec(),
+            written.cells().clone(),
+        )
+        .expect("valid");
+        let alice = Session::connect_with(ClientOptions::new(meta.endpoints()).principal("alice"))
+            .await
+            .expect("session");
+        let e = write_map(&alice, &two).await.expect_err("not the operator");
+        assert_eq!(e.code(), Some(ErrorCode::PermissionDenied), "{e}");
+        assert!(e.message().contains("\"warren:operator\""), "{e}");
+        let _ = alice.close().await;
+        assert_eq!(read_map(&session).await.expect("unchanged").0, written);
+        write_map(&session, &two).await.expect("the next epoch");
+        assert_eq!(read_map(&session).await.expect("read").0, two);
         let _ = session.close().await;
     }
 }

@@ -80,6 +80,7 @@ pub mod map;
 mod options;
 mod path;
 mod proxies;
+pub mod reshard;
 mod routed;
 pub mod rpc;
 mod session;

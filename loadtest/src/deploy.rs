@@ -46,7 +46,7 @@ use std::str::FromStr;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
-use warren_client::{admin, ClientOptions, Session};
+use warren_client::{admin, Session};
 use warren_config::defaults;
 use warren_config::layout::{self, Layout, DEFAULT_CELLS, DEFAULT_PROXIES};
 
@@ -645,7 +645,7 @@ impl Deployment {
         let cells = self.layout.initial_map_cells(&addrs);
         let meta = self.meta_addr();
         let written = tokio::time::timeout(INIT_PATIENCE, async {
-            let session = Session::connect_with(ClientOptions::new([meta.as_str()])).await?;
+            let session = Session::connect_with(admin::operator_options([meta.as_str()])).await?;
             let written =
                 admin::write_initial_map(&session, &cells, warren_router::DEFAULT_SLOTS).await;
             let _ = session.close().await;

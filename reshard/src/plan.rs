@@ -20,7 +20,7 @@ use warren_router::{MapError, PartitionMap, Proposal};
 pub const PLAN_FORMAT: u32 = 1;
 
 /// What one slot, or a set of them, holds at its current owner.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MoveCounts {
     pub directories: u64,
@@ -50,7 +50,7 @@ impl MoveCounts {
 }
 
 /// One slot changing owner, with what it holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlannedMove {
     pub slot: u32,
@@ -61,7 +61,7 @@ pub struct PlannedMove {
 }
 
 /// A reshard plan (see the module documentation).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     pub format: u32,

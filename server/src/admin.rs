@@ -1,6 +1,8 @@
 //! The admin HTTP endpoint both tiers serve (hyper, HTTP/1.1, GET only): `/metrics`
-//! (Prometheus text), `/healthz`, `/readyz` (200, or 503 with the reason) and `/status`
-//! (JSON). What each page says comes from the tier: [`Pages`].
+//! (Prometheus text), `/healthz`, `/readyz` (200, or 503 with the reason), `/status`
+//! (JSON) and `/map` (the partition map in force, JSON, or 404 without one: what
+//! `warren ctl map repair` recovers a broken stored map from). What each page says comes
+//! from the tier: [`Pages`].
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -26,6 +28,11 @@ pub trait Pages: Send + Sync + 'static {
     fn readiness(&self) -> Result<(), String>;
     /// The snapshot `/status` shows.
     fn status_snapshot(&self) -> Self::Status;
+    /// `/map`: the partition map in force, in its stored JSON form
+    /// (`warren_router::PartitionMap::to_json`), or why there is none (a 404).
+    fn partition_map(&self) -> Result<String, String> {
+        Err("this server keeps no partition map".into())
+    }
 }
 
 fn status_json<P: Pages>(pages: &P) -> String {
@@ -71,10 +78,14 @@ fn page<P: Pages>(req: &Request<hyper::body::Incoming>, pages: &P) -> Response<F
             "application/json",
             status_json(pages) + "\n",
         ),
+        "/map" => match pages.partition_map() {
+            Ok(json) => reply(StatusCode::OK, "application/json", json + "\n"),
+            Err(why) => reply(StatusCode::NOT_FOUND, "text/plain", why + "\n"),
+        },
         other => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            format!("no page {other}; try /metrics, /healthz, /readyz or /status\n"),
+            format!("no page {other}; try /metrics, /healthz, /readyz, /status or /map\n"),
         ),
     }
 }

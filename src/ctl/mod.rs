@@ -27,6 +27,7 @@
 //! | `status` | `Locate` on the first endpoint that answers | `key: value` lines |
 //! | `deployment init --meta HOST:PORT[,…] --cell NAME=HOST:PORT[,HOST:PORT…] [--cell …] [--slots S]` | writes the deployment's first partition map (epoch 1; S slots, default 4096, spread evenly over the cells in the order given) to `/ls/<deployment>/warren/map` on the meta cell (`--meta` is the endpoint; `--endpoint`/`--proxies` are ignored); never replaces a map (`ALREADY_EXISTS`) | `initialised deployment D: map epoch 1, S slots over N cells` |
 //! | `map show` | reads and checks `/ls/<deployment>/warren/map` | `deployment:`, `map_epoch:`, `slots:` lines, then one line per cell (below) |
+//! | `map repair --meta HOST:PORT[,…] [--from-cell ADMIN_HOST:PORT,…] [--from MAP.json]` | when the stored map file does not parse: takes the newest map the cells hold in memory (their admin `/map` pages) or the file gives, raises its epoch above every epoch seen (the cells' `/status`, the meta cell's, the garbage's) and writes it at the meta cell (`--meta` is the endpoint); refuses when the stored map parses (docs/operations.md) | `repaired the partition map of deployment D: map epoch E, from SOURCE (epoch K); the stored file was unreadable: …` |
 //! | `reshard plan [--add-cell NAME=HOST:PORT[,…]] [--remove-cell NAME] [--weight NAME=W] [--to MAP.json] [--out FILE] [--max-bytes-per-sec N]` | a dry run: proposes the next map, asks the source cells what the moving slots hold; `--out` saves the plan | per-cell slots now and proposed, the moves as runs with their counts, totals, `estimated time: …` (module [`reshard`]) |
 //! | `reshard apply PLAN [--max-bytes-per-sec N] [--slots-per-batch N] [--freeze-timeout DURATION]` | checks the plan against the map in force, starts the meta cell's job | the job id and how to follow it |
 //! | `reshard status [--watch]` / `reshard abort` | the current (or last) job; stops it | the job (status), its `job`/`state`/`message` (abort) |
@@ -97,16 +98,20 @@
 //! `{read, write, change_acl}`, `ephemeral`, `child_count`, `length`, `cell`), `ls` (an array of
 //! `{name, stat}`), `status` (an object with the keys above), `lock` (`{sequencer, path,
 //! mode, instance, lock_generation}`), `watch` (`{event, path?, child?, change?}` per event)
-//! and `check-sequencer` (`{sequencer, current}`); `deployment init` and `map show` print the
-//! map's stored JSON (format in `warren_router::map`); `reshard plan` the plan's JSON
-//! (pretty-printed, as `--out` saves it), `reshard apply` `{job}`, `reshard status` and
-//! `reshard abort` the job's JSON as the meta cell returns it (`null`: no job ever ran).
+//! and `check-sequencer` (`{sequencer, current}`); `deployment init`, `map show` and
+//! `map repair` print the map's stored JSON (format in `warren_router::map`); `reshard plan`
+//! the plan's JSON (pretty-printed, as `--out` saves it), `reshard apply` `{job}`,
+//! `reshard status` and `reshard abort` the job's JSON as the meta cell returns it (`null`:
+//! no job ever ran).
 //!
 //! Exit status: 0 on success; 1 for a stale sequencer; 2 for an error, reported on stderr as
 //! exactly `error: CODE: message` with CODE from the error table (`NOT_FOUND`, `LOCK_HELD`,
 //! `TOO_LARGE`, …) or `UNAVAILABLE` when no server could be reached (`error: UNAVAILABLE:
 //! cannot reach 127.0.0.1:7201: …`); 130 when Ctrl-C interrupts `lock` before the lock is
 //! held. Usage errors are clap's (exit 2).
+//!
+//! `deployment init` and `map repair` run as principal `warren:operator` (the only one, with
+//! the cells', the meta cell accepts map writes from), whatever `$WARREN_PRINCIPAL` says.
 //!
 //! Note: ctl's session ends when the command does, so a node created `--ephemeral` is
 //! deleted as soon as ctl exits (useful with `lock`/`watch` in another terminal only for
@@ -117,6 +122,7 @@ mod failure;
 mod locks;
 mod nodes;
 mod output;
+mod repair;
 mod reshard;
 mod reshard_output;
 mod watch;
@@ -166,7 +172,7 @@ pub struct CtlArgs {
     )]
     pub proxies: Vec<String>,
     /// Print JSON (stat, ls, status, lock, watch, check-sequencer, deployment init, map show,
-    /// reshard).
+    /// map repair, reshard).
     #[arg(long, global = true)]
     pub json: bool,
     /// The session's grace period: how long to keep looking for the master after the
@@ -311,6 +317,30 @@ pub enum DeploymentCommand {
 pub enum MapCommand {
     /// Print the partition map: per-cell slot counts and ranges, replicas, map epoch.
     Show,
+    /// Repair a stored map file that does not parse, from the map the cells hold in memory
+    /// or a map file you kept; refused when the stored map parses.
+    Repair {
+        /// The meta cell (its replicas, tried in order); the endpoint for this command.
+        #[arg(
+            long,
+            required = true,
+            value_delimiter = ',',
+            value_name = "HOST:PORT[,HOST:PORT…]"
+        )]
+        meta: Vec<String>,
+        /// Admin HTTP addresses of running cells (data cells, or the meta cell before a
+        /// restart): each one's `/map` is a candidate, its `/status` map epoch a floor.
+        #[arg(
+            long = "from-cell",
+            value_delimiter = ',',
+            value_name = "HOST:PORT[,HOST:PORT…]",
+            required_unless_present = "from"
+        )]
+        from_cell: Vec<String>,
+        /// A map JSON file you kept (`warren ctl map show --json`).
+        #[arg(long, value_name = "MAP.json")]
+        from: Option<std::path::PathBuf>,
+    },
 }
 
 /// Runs `warren ctl`; the exit status follows the module doc.
@@ -338,10 +368,13 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
         };
         return reshard::run(command, Output { json: args.json }, options).await;
     }
-    // `deployment init` talks to the meta cell named by `--meta`, directly.
+    // `deployment init` and `map repair` talk to the meta cell named by `--meta`, directly.
     let meta = match &args.command {
         CtlCommand::Deployment {
             command: DeploymentCommand::Init { meta, .. },
+        }
+        | CtlCommand::Map {
+            command: MapCommand::Repair { meta, .. },
         } => Some(meta),
         _ => None,
     };
@@ -363,9 +396,15 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
         ));
     }
     let out = Output { json: args.json };
+    // The map code path writes maps as the operator (the meta cell refuses anyone else).
+    let principal = if meta.is_some() {
+        warren_client::admin::OPERATOR_PRINCIPAL.to_string()
+    } else {
+        std::env::var("WARREN_PRINCIPAL").unwrap_or_default()
+    };
     let mut options = ClientOptions::new(endpoints.clone())
         .via_proxies(via_proxies)
-        .principal(std::env::var("WARREN_PRINCIPAL").unwrap_or_default());
+        .principal(principal);
     if let Some(grace) = args.grace {
         options = options.grace_period(grace);
     }
@@ -394,7 +433,7 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
         _ => None,
     };
     let session = Session::connect_with(options).await?;
-    let result = dispatch(&session, args.command, stdin_value, out).await;
+    let result = dispatch(&session, args.command, stdin_value, out, &endpoints).await;
     // Ends the session at once: locks are released, ephemeral nodes go.
     let _ = session.close().await;
     result
@@ -406,6 +445,7 @@ async fn dispatch(
     command: CtlCommand,
     stdin_value: Option<Vec<u8>>,
     out: Output,
+    endpoints: &[String],
 ) -> Result<ExitCode, Failure> {
     match command {
         CtlCommand::Mkdir { path, ephemeral } => nodes::mkdir(session, &path, ephemeral).await?,
@@ -449,6 +489,11 @@ async fn dispatch(
         CtlCommand::Map {
             command: MapCommand::Show,
         } => deployment::show(session, out).await?,
+        CtlCommand::Map {
+            command: MapCommand::Repair {
+                from_cell, from, ..
+            },
+        } => repair::repair(session, endpoints, &from_cell, from.as_deref(), out).await?,
         CtlCommand::Reshard { .. } => unreachable!("reshard commands run before a session"),
     }
     Ok(ExitCode::SUCCESS)

@@ -15,8 +15,7 @@
 //! standby's `NOT_MASTER` names the master, which is followed), and `SlotStats` to the
 //! master among each source cell's replicas from the map.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::future::Future;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,11 +23,10 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use tokio::task::JoinSet;
-use tonic::transport::{Channel, Endpoint};
-use warren_client::{admin, ClientOptions, ErrorCode, Session, WarrenError};
+use warren_client::reshard::{at_master, CallError};
+use warren_client::{admin, ClientOptions, ErrorCode, Session};
 use warren_config::parse_duration_or_seconds;
 use warren_proto::pb;
-use warren_proto::pb::reshard_client::ReshardClient;
 use warren_reshard::{MoveCounts, Plan, PlanError};
 use warren_router::{diff, rebalance, CellChange, MapError, PartitionMap, Proposal, Weight};
 
@@ -40,12 +38,6 @@ use super::reshard_output::{self, Estimate};
 /// unless `--meta` says otherwise.
 pub const DEFAULT_META: &str = "127.0.0.1:7100";
 
-/// How long to wait for a connection to one replica.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long one Reshard call may take (`SlotStats` walks the slots' nodes).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// The most `NOT_MASTER` redirects followed for one call.
-const MAX_REDIRECTS: usize = 3;
 /// How often `status --watch` asks again.
 const WATCH_PERIOD: Duration = Duration::from_millis(500);
 /// `status --watch` gives up after this many failed polls in a row (10 s of them).
@@ -556,7 +548,14 @@ async fn cell_counts(
         async move { c.slot_stats(request).await }
     })
     .await
-    .map_err(|e| e.into_failure(&format!("cell {cell}"), replicas, "count its moving slots"))?;
+    .map_err(|e| {
+        call_failure(
+            e,
+            &format!("cell {cell}"),
+            replicas,
+            "count its moving slots",
+        )
+    })?;
     if reply.map_epoch > plan_epoch {
         return Err(Failure {
             code: ErrorCode::GenerationMismatch.as_str_name(),
@@ -591,127 +590,22 @@ pub(crate) fn counts_of(reply: &pb::SlotStatsResponse) -> BTreeMap<u32, MoveCoun
         .collect()
 }
 
-/// Why a Reshard call found no master to answer it.
-#[derive(Debug)]
-pub(crate) enum CallError {
-    /// A server answered with a Warren error (other than a `NOT_MASTER` to follow).
-    Warren(WarrenError),
-    /// No replica answered: what each attempt met.
-    Unreachable(Vec<String>),
-}
-
-impl CallError {
-    /// The failure to report for a call to `who` (e.g. `cell c1`, `the meta cell`) at
-    /// `replicas`, which was to `what`.
-    pub(crate) fn into_failure(self, who: &str, replicas: &[String], what: &str) -> Failure {
-        match self {
-            CallError::Warren(e) => Failure {
-                code: e.code_name(),
-                message: format!("{who}: {}", e.message),
-            },
-            CallError::Unreachable(attempts) => Failure {
-                code: "UNAVAILABLE",
-                message: format!(
-                    "cannot reach {who} at {} to {what}: {}",
-                    replicas.join(","),
-                    attempts.join("; ")
-                ),
-            },
-        }
-    }
-}
-
-/// The messages of `err` and its sources, each saying something new, joined with `": "`
-/// (tonic's own message alone is just "transport error").
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !text.is_empty() && !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
-/// A Reshard client for `addr`, connected.
-async fn dial(addr: &str) -> Result<ReshardClient<Channel>, String> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| format!("{addr:?} is not a valid HOST:PORT: {}", error_chain(&e)))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT)
-        .tcp_nodelay(true);
-    match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
-        Ok(Ok(channel)) => {
-            Ok(ReshardClient::new(channel)
-                .max_decoding_message_size(warren_proto::MAX_MESSAGE_BYTES))
-        }
-        Ok(Err(e)) => Err(format!("{addr}: {}", error_chain(&e))),
-        Err(_) => Err(format!("{addr}: no connection within {CONNECT_TIMEOUT:?}")),
-    }
-}
-
-/// Runs `call` at the master among `replicas`: tries them in order, follows a standby's
-/// `NOT_MASTER` to the master it names (at most [`MAX_REDIRECTS`] times), and moves on to
-/// the next replica when one cannot be reached. A Warren error is the answer.
-pub(crate) async fn at_master<T, F, Fut>(replicas: &[String], mut call: F) -> Result<T, CallError>
-where
-    F: FnMut(ReshardClient<Channel>) -> Fut,
-    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    let mut queue: Vec<String> = replicas.iter().rev().cloned().collect();
-    let mut tried: HashSet<String> = HashSet::new();
-    let mut attempts = Vec::new();
-    let mut redirects = 0;
-    let mut not_master = None;
-    while let Some(addr) = queue.pop() {
-        if !tried.insert(addr.clone()) {
-            continue;
-        }
-        let client = match dial(&addr).await {
-            Ok(c) => c,
-            Err(e) => {
-                attempts.push(e);
-                continue;
-            }
-        };
-        let status = match call(client).await {
-            Ok(reply) => return Ok(reply.into_inner()),
-            Err(status) => status,
-        };
-        match WarrenError::from_status(&status) {
-            Some(e) if e.code == ErrorCode::NotMaster => {
-                if !e.master.is_empty() && redirects < MAX_REDIRECTS && !tried.contains(&e.master) {
-                    redirects += 1;
-                    queue.push(e.master.clone());
-                }
-                attempts.push(format!("{addr}: {}", e.message));
-                not_master = Some(e);
-            }
-            Some(e) => return Err(CallError::Warren(e)),
-            None if status.code() == tonic::Code::Unimplemented => attempts.push(format!(
-                "{addr} does not serve the Reshard service (a Warren without resharding?)"
-            )),
-            None => attempts.push(format!(
-                "{addr}: {:?}: {}",
-                status.code(),
-                error_chain(&status)
-            )),
-        }
-    }
-    // Every replica answered NOT_MASTER and none named a master we could reach: that
-    // answer says more than "unreachable" (e.g. a cell in the middle of an election).
-    match not_master {
-        Some(e) if attempts.len() == 1 => Err(CallError::Warren(e)),
-        _ => Err(CallError::Unreachable(attempts)),
+/// The failure to report for a call to `who` (e.g. `cell c1`, `the meta cell`) at
+/// `replicas`, which was to `what`.
+pub(crate) fn call_failure(e: CallError, who: &str, replicas: &[String], what: &str) -> Failure {
+    match e {
+        CallError::Warren(e) => Failure {
+            code: e.code_name(),
+            message: format!("{who}: {}", e.message),
+        },
+        CallError::Unreachable(attempts) => Failure {
+            code: "UNAVAILABLE",
+            message: format!(
+                "cannot reach {who} at {} to {what}: {}",
+                replicas.join(","),
+                attempts.join("; ")
+            ),
+        },
     }
 }
 
@@ -773,7 +667,7 @@ async fn apply(
         async move { c.apply_plan(request).await }
     })
     .await
-    .map_err(|e| e.into_failure("the meta cell", &meta, "start the job"))?;
+    .map_err(|e| call_failure(e, "the meta cell", &meta, "start the job"))?;
     if out.json {
         print_line(&serde_json::json!({ "job": reply.job }).to_string())?;
     } else {
@@ -816,7 +710,7 @@ async fn job_status(meta: &[String]) -> Result<Option<(Value, String)>, Failure>
         c.job_status(pb::JobStatusRequest {}).await
     })
     .await
-    .map_err(|e| e.into_failure("the meta cell", meta, "read the reshard job"))?;
+    .map_err(|e| call_failure(e, "the meta cell", meta, "read the reshard job"))?;
     let raw = String::from_utf8_lossy(&reply.job).into_owned();
     Ok(job_json(&reply.job)?.map(|v| (v, raw)))
 }
@@ -832,9 +726,15 @@ async fn status(meta: &[String], watch: bool, out: Output) -> Result<ExitCode, F
         }
     };
     let first = job_status(meta).await?;
-    show(&first)?;
     if !watch || !first.as_ref().is_some_and(|(v, _)| job_active(v)) {
+        show(&first)?;
         return Ok(ExitCode::SUCCESS);
+    }
+    // On a terminal, --watch shows a live progress bar, then the final status.
+    let bar = (!out.json && std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .then(|| progress_bar(first.as_ref().map(|(v, _)| v)));
+    if bar.is_none() {
+        show(&first)?;
     }
     let mut last = first.map(|(v, _)| v);
     let mut failures = 0;
@@ -858,13 +758,46 @@ async fn status(meta: &[String], watch: bool, out: Output) -> Result<ExitCode, F
             Err(e) => return Err(e),
         };
         let value = job.as_ref().map(|(v, _)| v.clone());
-        if value != last {
-            show(&job)?;
-            last = value;
+        match (&bar, &value) {
+            (Some(bar), Some(v)) => advance(bar, v),
+            _ if value != last => show(&job)?,
+            _ => {}
         }
+        last = value;
         if !last.as_ref().is_some_and(job_active) {
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+                show(&job)?;
+            }
             return Ok(ExitCode::SUCCESS);
         }
+    }
+}
+
+/// The `status --watch` bar: slots finished (moved or given up) of all, and the job's
+/// one-line summary.
+fn progress_bar(first: Option<&Value>) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} slots  {msg}",
+        )
+        .expect("a valid template"),
+    );
+    if let Some(v) = first {
+        advance(&bar, v);
+    }
+    bar
+}
+
+fn advance(bar: &indicatif::ProgressBar, v: &Value) {
+    match serde_json::from_value::<warren_reshard::job::JobStatus>(v.clone()) {
+        Ok(s) => {
+            bar.set_length(s.slots_total as u64);
+            bar.set_position((s.slots_moved + s.slots_aborted) as u64);
+            bar.set_message(reshard_output::status_line(&s));
+        }
+        Err(_) => bar.set_message(v.to_string()),
     }
 }
 
@@ -874,7 +807,7 @@ async fn abort(meta: &[String], out: Output) -> Result<ExitCode, Failure> {
         c.abort_job(pb::AbortJobRequest {}).await
     })
     .await
-    .map_err(|e| e.into_failure("the meta cell", meta, "abort the reshard job"))?;
+    .map_err(|e| call_failure(e, "the meta cell", meta, "abort the reshard job"))?;
     let job = job_json(&reply.job)?;
     match job {
         None if out.json => print_line("null")?,

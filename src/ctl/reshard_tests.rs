@@ -11,6 +11,7 @@ use crate::ctl::tests::parse;
 use crate::ctl::CtlCommand;
 use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status};
+use warren_client::WarrenError;
 use warren_proto::pb::reshard_server::{Reshard, ReshardServer};
 use warren_testkit::Cell;
 
@@ -641,7 +642,7 @@ async fn calls_follow_a_standby_to_its_master_and_name_unreachable_cells() {
     })
     .await
     .expect_err("no job");
-    let f = e.into_failure("the meta cell", &replicas, "abort");
+    let f = call_failure(e, "the meta cell", &replicas, "abort");
     assert_eq!(f.code, "NOT_FOUND");
     assert!(f.message.contains("nothing to abort"), "{}", f.message);
 
@@ -694,7 +695,7 @@ async fn plan_and_apply_against_a_meta_cell_and_fake_data_cells() {
     }
     .serve()
     .await;
-    let session = Session::connect_with(ClientOptions::new(meta.endpoints()))
+    let session = Session::connect_with(admin::operator_options(meta.endpoints()))
         .await
         .unwrap();
     let spec = vec![
@@ -784,7 +785,7 @@ async fn plan_and_apply_against_a_meta_cell_and_fake_data_cells() {
 async fn apply_sends_the_plan_and_the_knobs_to_the_meta_master() {
     let (map, plan) = fixed_plan();
     let meta_cell = Cell::builder().name("meta").run().await;
-    let session = Session::connect_with(ClientOptions::new(meta_cell.endpoints()))
+    let session = Session::connect_with(admin::operator_options(meta_cell.endpoints()))
         .await
         .unwrap();
     let spec: Vec<(String, Vec<String>)> = map
@@ -837,4 +838,75 @@ fn clap_help_states_the_estimate_model() {
     let help = plan.render_long_help().to_string();
     assert!(help.contains("25 ms per moving slot"), "{help}");
     assert!(help.contains("50 MB/s"), "{help}");
+}
+
+#[test]
+fn status_text_shows_progress_pauses_and_the_slots_in_flight() {
+    use warren_reshard::job::{JobState, JobStatus, SlotState, SlotStatus};
+    let slot = |slot, state, pause| SlotStatus {
+        slot,
+        from: "c1".into(),
+        to: "c4".into(),
+        state,
+        bytes: 2048,
+        nodes: 3,
+        lag_nodes: Some(1),
+        write_pause_ms: pause,
+        attempts: 1,
+        error: None,
+    };
+    let s = JobStatus {
+        id: "reshard-1".into(),
+        state: JobState::Running,
+        started_ms: 0,
+        updated_ms: 0,
+        finished_ms: None,
+        message: String::new(),
+        map_epoch: 3,
+        slots_total: 4,
+        slots_moved: 2,
+        slots_pending: 1,
+        slots_aborted: 1,
+        bytes_copied: 4096,
+        bytes_per_sec: 1024,
+        eta_ms: Some(1500),
+        write_pause_max_ms: Some(90),
+        last_error: None,
+        slots: vec![
+            slot(1, SlotState::Done, Some(30)),
+            slot(2, SlotState::Done, Some(90)),
+            slot(3, SlotState::Frozen, Some(12)),
+            slot(
+                4,
+                SlotState::Aborted {
+                    reason: "freeze exceeded".into(),
+                },
+                None,
+            ),
+        ],
+    };
+    let text = reshard_output::status_text(&s);
+    assert!(text.contains("job: reshard-1 (running)"), "{text}");
+    assert!(
+        text.contains("2 moved, 1 pending, 1 given up, of 4 (75% done)"),
+        "{text}"
+    );
+    assert!(text.contains("p50 30 ms, p99 90 ms, max 90 ms"), "{text}");
+    assert!(text.contains("frozen"), "{text}");
+    assert!(
+        text.contains("given up") && text.contains("freeze exceeded"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("\n     1  "),
+        "moved slots are not listed: {text}"
+    );
+    let line = reshard_output::status_line(&s);
+    assert_eq!(
+        line,
+        "running, copied 4.1 kB, write pause max 90 ms, ETA 1.5 s"
+    );
+    // What the meta cell returns renders the same way.
+    let v = serde_json::to_value(&s).unwrap();
+    assert_eq!(reshard_output::render_status(&v), text);
 }

@@ -16,7 +16,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use warren_client::{admin, ClientOptions, OpenOptions, Session};
+use warren_client::{admin, OpenOptions, Session};
 use warren_config::layout::{self, Layout};
 use warren_router::PartitionMap;
 
@@ -185,9 +185,10 @@ pub async fn wait_for_map_at(addr: &str, epoch: u64, who: &str) {
     .await;
 }
 
-/// A session straight at the meta cell.
+/// A session straight at the meta cell, as the map code path (the principal the meta cell
+/// accepts map writes from).
 async fn meta_session(meta: &[String]) -> Session {
-    Session::connect_with(ClientOptions::new(meta.to_vec()))
+    Session::connect_with(admin::operator_options(meta.to_vec()))
         .await
         .unwrap_or_else(|e| panic!("connect to the meta cell at {meta:?}: {e}"))
 }

@@ -396,14 +396,55 @@ async fn deployment_init_writes_the_map_once_and_map_show_prints_it() {
         "the existing map is untouched"
     );
 
-    // A corrupt map is reported, naming the file and the problem.
+    // Garbage is refused, naming the problem and the fix, and the map stays in force: from
+    // an ordinary principal for who it is, from the operator for what it is. So are
+    // deleting the map, and a repair of a map that parses.
     let o = run(ctl(&["put", "/warren/map", "{not json"])).await;
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(ctl(&["map", "show"])).await;
     failed_with(
         &o,
-        "error: INTERNAL: the partition map at /ls/local/warren/map is corrupt: partition map is not valid JSON",
+        "error: PERMISSION_DENIED: writing the map refused: the partition map at /ls/local/warren/map is changed only by `warren ctl deployment init` (the first map), `warren ctl reshard` or `warren ctl map repair` (principal \"warren:operator\"), not by principal \"\"",
     );
+    let args = ctl(&["put", "/warren/map", "{not json"]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = warren_env(&refs, &[("WARREN_PRINCIPAL", "warren:operator")]).await;
+    failed_with(
+        &o,
+        "error: INVALID_ARGUMENT: the new contents are not a partition map (partition map is not valid JSON",
+    );
+    assert!(
+        stderr(&o).contains("warren ctl map repair"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(ctl(&["rm", "/warren/map"])).await;
+    failed_with(&o, "error: INVALID_ARGUMENT: /ls/local/warren/map is the partition map and cannot be deleted: there is no way to un-partition a deployment");
+    // Even a valid next map is refused from an ordinary principal.
+    let next = PartitionMap::new("local", 2, map.slot_owners().to_vec(), map.cells().clone())
+        .unwrap()
+        .to_json();
+    let o = run(ctl(&["put", "/warren/map", &next])).await;
+    failed_with(&o, "error: PERMISSION_DENIED: writing the map refused: ");
+    assert_eq!(stdout(&run(ctl(&["cat", "/warren/map"])).await), stored);
+    let o = run(ctl(&["map", "show"])).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("map_epoch: 1\n"), "{}", stdout(&o));
+    let o = run(vec![
+        "ctl".into(),
+        "map".into(),
+        "repair".into(),
+        "--meta".into(),
+        ep.clone(),
+        "--from".into(),
+        "/nonexistent/map.json".into(),
+    ])
+    .await;
+    failed_with(
+        &o,
+        "error: INVALID_ARGUMENT: the stored map parses (epoch 1); nothing to repair",
+    );
+    // The map in force at the cell is still epoch 1.
+    let o = run(ctl(&["status"])).await;
+    assert!(stdout(&o).contains("map_epoch: 1\n"), "{}", stdout(&o));
 }
 
 #[tokio::test]

@@ -272,3 +272,107 @@ async fn dev_refuses_a_port_in_use_and_bad_flags() {
         assert!(stderr(&o).contains(names), "{args:?}: {}", stderr(&o));
     }
 }
+
+#[tokio::test]
+async fn dev_on_a_corrupt_map_names_the_repair_and_resumes_after_it() {
+    use warren_cell::store::{embedded::EmbeddedStore, Mutation, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let mut dev = WarrenProcess::spawn_dev(bin(), &data, 1, 0).await;
+    let c1 = dev.cells[0].1.clone();
+    ok(&ctl(&c1, &["put", "/kept", "before"]).await);
+    // The operator keeps a copy of the map.
+    let o = ctl(&dev.meta_addr(), &["--json", "map", "show"]).await;
+    ok(&o);
+    let kept = dir.path().join("map.json");
+    std::fs::write(&kept, stdout(&o)).unwrap();
+    let status = dev.interrupt(Duration::from_secs(20)).await.expect("stops");
+    assert!(status.success(), "exit {status:?}");
+
+    // The meta cell's store is damaged: its map file no longer parses.
+    {
+        let store = EmbeddedStore::open(&data.join("meta")).expect("open the meta store");
+        store
+            .commit(vec![Mutation::PutContents {
+                path: "/ls/local/warren/map".into(),
+                data: b"\x00\x17 damaged".to_vec(),
+            }])
+            .await
+            .expect("spoil the map");
+    }
+    let d = data.to_str().unwrap();
+    let args = [
+        "dev",
+        "--data",
+        d,
+        "--cells",
+        "1",
+        "--proxies",
+        "0",
+        "--base-port",
+        "0",
+    ];
+    let o = warren(&args).await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("the partition map at /ls/local/warren/map is corrupt"),
+        "{e}"
+    );
+    assert!(e.contains("warren ctl map repair --meta"), "{e}");
+    assert!(e.contains("--from MAP.json"), "{e}");
+    assert!(
+        e.contains(&format!("--data {}", data.join("meta").display())),
+        "{e}"
+    );
+
+    // As the error says: the meta cell alone, and the repair from the kept map.
+    let meta_data = data.join("meta");
+    let mut meta = WarrenProcess::spawn(
+        bin(),
+        &[
+            "cell",
+            "--name",
+            "meta",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            meta_data.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let o = warren(&[
+        "ctl",
+        "map",
+        "repair",
+        "--meta",
+        &meta.addr(),
+        "--from",
+        kept.to_str().unwrap(),
+    ])
+    .await;
+    ok(&o);
+    assert!(
+        stdout(&o).starts_with(&format!(
+            "repaired the partition map of deployment local: map epoch 2, from file {} (epoch 1)",
+            kept.display()
+        )),
+        "{}",
+        stdout(&o)
+    );
+    let status = meta
+        .interrupt(Duration::from_secs(20))
+        .await
+        .expect("stops");
+    assert!(status.success(), "exit {status:?}");
+
+    // warren dev runs again, routing by the repaired map.
+    let mut dev = WarrenProcess::spawn_dev(bin(), &data, 1, 0).await;
+    let c1 = dev.cells[0].1.clone();
+    assert_eq!(stdout(&ctl(&c1, &["cat", "/kept"]).await), "before");
+    let o = ctl(&dev.meta_addr(), &["map", "show"]).await;
+    ok(&o);
+    assert!(stdout(&o).contains("map_epoch: 2\n"), "{}", stdout(&o));
+    let status = dev.interrupt(Duration::from_secs(20)).await.expect("stops");
+    assert!(status.success(), "exit {status:?}");
+}

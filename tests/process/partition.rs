@@ -3,7 +3,7 @@
 //! children live in different cells leaves nothing its janitor does not repair after a
 //! restart.
 
-use crate::{bin, free_port, stderr, warren};
+use crate::{bin, free_port, stderr, stdout, warren, warren_env};
 use std::time::Duration;
 use warren_client::{ClientOptions, ErrorCode, NodeKind, OpenOptions, Session};
 use warren_proto::pb;
@@ -352,4 +352,266 @@ async fn a_cell_killed_between_the_steps_of_a_split_mkdir_or_rm_converges_after_
     assert!(again.stat.instance > instance);
     assert!(has_anchor(&anchor_addr, &dir).await);
     s.close().await.unwrap();
+}
+
+/// `warren cell` for the map repair test: `name` at `addr`, admin at `admin`, its store in
+/// `dir/name`, a data cell of the meta cell `meta` if given.
+async fn spawn_with_admin(
+    dir: &std::path::Path,
+    name: &str,
+    addr: &str,
+    admin: &str,
+    meta: Option<&str>,
+) -> WarrenProcess {
+    let data = dir.join(name);
+    let mut args = vec![
+        "cell",
+        "--name",
+        name,
+        "--listen",
+        addr,
+        "--admin",
+        admin,
+        "--data",
+        data.to_str().unwrap(),
+    ];
+    if let Some(meta) = meta {
+        args.extend(["--meta", meta]);
+    }
+    WarrenProcess::spawn(bin(), &args).await
+}
+
+/// The `map_epoch` the cell's admin `/status` reports (0 if it does not answer).
+async fn status_map_epoch(admin: &str) -> u64 {
+    let Ok(r) = warren_loadtest::http::get(admin, "/status", Duration::from_secs(2)).await else {
+        return 0;
+    };
+    serde_json::from_str::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|v| v["map_epoch"].as_u64())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn garbage_map_writes_are_refused_and_a_corrupt_stored_map_is_repaired_from_the_cells() {
+    use warren_cell::store::{embedded::EmbeddedStore, Mutation, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let addr = || format!("127.0.0.1:{}", free_port());
+    let (meta, meta_admin) = (addr(), addr());
+    let cells: Vec<(String, String, String)> =
+        (1..=2).map(|i| (format!("c{i}"), addr(), addr())).collect();
+    let mut meta_proc = spawn_with_admin(dir.path(), "meta", &meta, &meta_admin, None).await;
+    let mut procs = Vec::new();
+    for (name, a, admin) in &cells {
+        procs.push(spawn_with_admin(dir.path(), name, a, admin, Some(&meta)).await);
+    }
+    let mut init = vec!["ctl", "deployment", "init", "--meta", &meta];
+    let specs: Vec<String> = cells.iter().map(|(n, a, _)| format!("{n}={a}")).collect();
+    for s in &specs {
+        init.extend(["--cell", s]);
+    }
+    let o = warren(&init).await;
+    assert!(o.status.success(), "deployment init: {}", stderr(&o));
+    let admins: Vec<String> = cells.iter().map(|(_, _, a)| a.clone()).collect();
+    for a in &admins {
+        wait_until(
+            Duration::from_secs(30),
+            "cells load map epoch 1",
+            || async { status_map_epoch(a).await == 1 },
+        )
+        .await;
+    }
+    let put = |path: &'static str, value: &'static str| {
+        let meta = meta.clone();
+        async move {
+            let s = Session::connect_with(
+                ClientOptions::meta([meta]).rpc_timeout(Duration::from_secs(3)),
+            )
+            .await
+            .expect("connect");
+            let (h, _) = s
+                .open(path, OpenOptions::new().write().create_file(value))
+                .await
+                .unwrap_or_else(|e| panic!("create {path}: {e}"));
+            h.close().await;
+            let _ = s.close().await;
+        }
+    };
+    put("/ls/local/before", "kept").await;
+
+    // Garbage through the ordinary command line is refused, naming the fix (from anyone
+    // but the operator for who writes it, from the operator for what it is); the
+    // deployment keeps working.
+    let o = warren(&["ctl", "--endpoint", &meta, "put", "/warren/map", "garbage"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: PERMISSION_DENIED: writing the map refused: "),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("warren ctl map repair"),
+        "{}",
+        stderr(&o)
+    );
+    let o = warren_env(
+        &["ctl", "--endpoint", &meta, "put", "/warren/map", "garbage"],
+        &[("WARREN_PRINCIPAL", "warren:operator")],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: INVALID_ARGUMENT: the new contents are not a partition map"),
+        "{}",
+        stderr(&o)
+    );
+    put("/ls/local/after-garbage", "still routed").await;
+    assert_eq!(status_map_epoch(&admins[0]).await, 1);
+
+    // The meta cell's store goes bad while it is down (garbage naming epoch 3); the data
+    // cells keep map epoch 1 in memory.
+    meta_proc.kill9().await;
+    {
+        let store = EmbeddedStore::open(&dir.path().join("meta")).expect("open the meta store");
+        store
+            .commit(vec![Mutation::PutContents {
+                path: "/ls/local/warren/map".into(),
+                data: br#"{"map_epoch": 3, "cells": "lost"}"#.to_vec(),
+            }])
+            .await
+            .expect("spoil the map");
+    }
+    let _meta_proc = spawn_with_admin(dir.path(), "meta", &meta, &meta_admin, None).await;
+    let o = warren(&["ctl", "--endpoint", &meta, "map", "show"]).await;
+    assert!(
+        stderr(&o)
+            .starts_with("error: INTERNAL: the partition map at /ls/local/warren/map is corrupt"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("warren ctl map repair"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        status_map_epoch(&admins[0]).await,
+        1,
+        "the cells keep their map"
+    );
+    // The restarted meta cell has no map in force; a data cell's /map is the one it keeps.
+    let r = warren_loadtest::http::get(&meta_admin, "/map", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.body.trim()),
+        (404, "cell meta has no partition map in force")
+    );
+    let r = warren_loadtest::http::get(&admins[1], "/map", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        PartitionMap::from_json(r.body.trim()).unwrap().map_epoch(),
+        1
+    );
+
+    // Without a source, the repair says what to give it.
+    let o = warren(&[
+        "ctl",
+        "map",
+        "repair",
+        "--meta",
+        &meta,
+        "--from",
+        "/nonexistent.json",
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no map of deployment local"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("--from-cell"), "{}", stderr(&o));
+
+    // The repair takes the cells' map and raises its epoch above the garbage's 3.
+    let from = admins.join(",");
+    let o = warren(&[
+        "ctl",
+        "map",
+        "repair",
+        "--meta",
+        &meta,
+        "--from-cell",
+        &from,
+    ])
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with(&format!(
+            "repaired the partition map of deployment local: map epoch 4, from cell admin {} (epoch 1); the stored file was unreadable: ",
+            admins[0]
+        )),
+        "{}",
+        stdout(&o)
+    );
+    for a in &admins {
+        wait_until(
+            Duration::from_secs(30),
+            "cells load the repaired map",
+            || async { status_map_epoch(a).await == 4 },
+        )
+        .await;
+    }
+    let o = warren(&["ctl", "--endpoint", &meta, "--json", "map", "show"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let repaired = PartitionMap::from_json(stdout(&o).trim()).unwrap();
+    assert_eq!(repaired.map_epoch(), 4);
+    let first: Vec<(String, Vec<String>)> = cells
+        .iter()
+        .map(|(n, a, _)| (n.clone(), vec![a.clone()]))
+        .collect();
+    let map1 = PartitionMap::even("local", &first, warren_router::DEFAULT_SLOTS).unwrap();
+    assert_eq!(repaired.slot_owners(), map1.slot_owners(), "the same slots");
+    // Routing works: what was written before is read through the repaired map, and writes
+    // go on.
+    let s = Session::connect_with(
+        ClientOptions::meta([meta.clone()]).rpc_timeout(Duration::from_secs(3)),
+    )
+    .await
+    .unwrap();
+    for (path, want) in [
+        ("/ls/local/before", "kept"),
+        ("/ls/local/after-garbage", "still routed"),
+    ] {
+        let (h, info) = s
+            .open(path, OpenOptions::new().read().read_contents())
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(info.contents.as_deref(), Some(want.as_bytes()));
+        h.close().await;
+    }
+    let _ = s.close().await;
+    put("/ls/local/after-repair", "new").await;
+    // A map that parses needs no repair.
+    let o = warren(&[
+        "ctl",
+        "map",
+        "repair",
+        "--meta",
+        &meta,
+        "--from-cell",
+        &from,
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with(
+            "error: INVALID_ARGUMENT: the stored map parses (epoch 4); nothing to repair"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    drop(procs);
 }

@@ -247,12 +247,23 @@ async fn an_added_cell_serves_nothing_until_a_map_gives_it_slots_and_apply_refus
     std::fs::write(&stale, plan.to_json()).unwrap();
     let next =
         PartitionMap::new("local", 2, map.slot_owners().to_vec(), map.cells().clone()).unwrap();
-    // The map written straight into its file: there is no ctl command for it on this
-    // branch. (With the meta cell's map-write guard, use the guarded write path instead.)
+    // The map written into its file as the operator (the meta cell accepts a valid map of
+    // epoch + 1 from that principal only).
     let json = next.to_json();
     ok(
         "write map epoch 2",
-        &ctl(&["--endpoint", &meta, "put", "/ls/local/warren/map", &json]).await,
+        &crate::warren_env(
+            &[
+                "ctl",
+                "--endpoint",
+                &meta,
+                "put",
+                "/ls/local/warren/map",
+                &json,
+            ],
+            &[("WARREN_PRINCIPAL", "warren:operator")],
+        )
+        .await,
     );
     assert_eq!(map_at(&meta).await.map_epoch(), 2);
     let s = stale.to_str().unwrap();
@@ -281,12 +292,9 @@ async fn an_added_cell_serves_nothing_until_a_map_gives_it_slots_and_apply_refus
     assert!(status.success(), "exit {status:?}");
 }
 
-/// NEEDS THE SERVER SIDE: every data cell must serve `Reshard.SlotStats` (the lead's
-/// branch); on a branch without it `reshard plan` fails with "does not serve the Reshard
-/// service". Remove the `ignore` once merged. The assertions on the moves and on the count
-/// columns' presence hold either way; those marked (SlotStats) check the counts themselves.
+/// Every data cell serves `Reshard.SlotStats`; those assertions marked (SlotStats) check
+/// the counts themselves.
 #[tokio::test]
-#[ignore = "needs the cells' Reshard.SlotStats; remove once the server side is merged"]
 async fn reshard_plan_moves_a_quarter_of_the_slots_to_an_added_cell() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
@@ -420,4 +428,163 @@ async fn reshard_plan_moves_a_quarter_of_the_slots_to_an_added_cell() {
         .await
         .expect("dev stops");
     assert!(status.success(), "exit {status:?}");
+}
+
+/// Polls `reshard status --json` until the job ends (at most `limit`); its last status.
+async fn wait_for_job(meta: &str, limit: Duration) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let o = ctl(&["reshard", "status", "--meta", meta, "--json"]).await;
+        ok("reshard status", &o);
+        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        let state = v["state"].as_str().unwrap_or("").to_string();
+        if !matches!(state.as_str(), "running" | "aborting") {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job did not end within {limit:?}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The whole workflow with data: files written through a proxy before the move are all
+/// there, unchanged, after about a quarter of the slots moved to an added cell; the job
+/// says it is done with every slot moved; the map gives c4 its share; c4 serves what
+/// moved and the cells that gave it up hold nothing of it any more.
+#[tokio::test]
+async fn apply_moves_a_quarter_of_the_slots_with_their_files_to_an_added_cell() {
+    use warren_client::{ClientOptions, OpenOptions, Session};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let (mut dev, mut c4, c4_addr) = dev_and_c4(&data).await;
+    let meta = dev.meta_addr();
+    let ep = dev.proxy_addr();
+
+    let s = Session::connect_with(ClientOptions::proxies([ep.clone()]))
+        .await
+        .expect("a session through the proxy");
+    let mut files = BTreeMap::new();
+    for d in 0..24 {
+        let dirp = format!("/ls/local/r{d}");
+        let (h, _) = s
+            .open(&dirp, OpenOptions::new().write().create_dir())
+            .await
+            .expect("mkdir");
+        h.close().await;
+        for f in 0..8 {
+            let path = format!("{dirp}/f{f}");
+            let value = format!("value of {path}");
+            let (h, _) = s
+                .open(&path, OpenOptions::new().write().create_file(value.clone()))
+                .await
+                .expect("create");
+            h.close().await;
+            files.insert(path, value);
+        }
+    }
+
+    let plan_file = dir.path().join("plan.json");
+    let o = ctl(&[
+        "reshard",
+        "plan",
+        "--meta",
+        &meta,
+        "--add-cell",
+        &format!("c4={c4_addr}"),
+        "--out",
+        plan_file.to_str().unwrap(),
+    ])
+    .await;
+    ok("reshard plan", &o);
+    let plan = Plan::from_json(&std::fs::read(&plan_file).unwrap()).unwrap();
+    assert_eq!(plan.moves.len(), 1024);
+    let moved_files: usize = plan.moves.iter().map(|m| m.counts.nodes).sum::<u64>() as usize;
+    assert!(moved_files > 0, "some of the files are in moving slots");
+
+    let started = std::time::Instant::now();
+    let o = ctl(&[
+        "reshard",
+        "apply",
+        "--meta",
+        &meta,
+        "--slots-per-batch",
+        "128",
+        plan_file.to_str().unwrap(),
+    ])
+    .await;
+    ok("reshard apply", &o);
+    // A second apply while the first runs is refused.
+    let again = ctl(&[
+        "reshard",
+        "apply",
+        "--meta",
+        &meta,
+        plan_file.to_str().unwrap(),
+    ])
+    .await;
+    assert!(!again.status.success());
+    let v = wait_for_job(&meta, Duration::from_secs(240)).await;
+    let took = started.elapsed();
+    assert_eq!(v["state"], "done", "{v}");
+    eprintln!("reshard of 1024 slots ({moved_files} nodes) took {took:?}");
+
+    let map = map_at(&meta).await;
+    assert_eq!(map.slot_counts()["c4"], 1024);
+    assert_eq!(map.map_epoch(), 1 + 1024 / 128);
+
+    // Every file, read afresh through the proxy, is as written.
+    for (path, value) in &files {
+        let (h, _) = s
+            .open(path, OpenOptions::new().read())
+            .await
+            .unwrap_or_else(|e| panic!("open {path} after the move: {e}"));
+        let (got, _) = h.contents().await.expect("read");
+        assert_eq!(String::from_utf8_lossy(&got), *value, "{path}");
+        h.close().await;
+    }
+    // The files of moved slots are at c4 now, and only there.
+    let mut at_c4 = 0;
+    for path in files.keys() {
+        let Route::Cell { cell, .. } = map.route(path, false).unwrap() else {
+            panic!("{path} is in a data cell")
+        };
+        if cell == "c4" {
+            at_c4 += 1;
+            raw_open(&c4_addr, path).await.expect("c4 serves it");
+        }
+    }
+    assert!(at_c4 > 0);
+    // Apply after the job is done, with the same (now stale) plan: refused.
+    let stale = ctl(&[
+        "reshard",
+        "apply",
+        "--meta",
+        &meta,
+        plan_file.to_str().unwrap(),
+    ])
+    .await;
+    assert!(!stale.status.success());
+    assert!(stderr(&stale).contains("stale"), "{}", stderr(&stale));
+    // Abort after the last commit: refused, nothing changes.
+    let abort = ctl(&["reshard", "abort", "--meta", &meta]).await;
+    assert!(!abort.status.success());
+    assert!(
+        stderr(&abort).contains("nothing to abort"),
+        "{}",
+        stderr(&abort)
+    );
+
+    s.close().await.ok();
+    assert!(c4
+        .interrupt(Duration::from_secs(20))
+        .await
+        .unwrap()
+        .success());
+    assert!(dev
+        .interrupt(Duration::from_secs(20))
+        .await
+        .unwrap()
+        .success());
 }

@@ -21,6 +21,7 @@ mod events;
 mod handles;
 mod keepalive;
 mod locks;
+mod map_guard;
 mod nodes;
 mod open;
 mod partition;
@@ -62,6 +63,12 @@ use warren_server::lease::Tombstones;
 /// The principal cells use for their internal sessions at other cells: only it may create
 /// child anchors (`Open` target `ANCHOR` with create) and open entries (target `ENTRY`).
 pub const CELL_PRINCIPAL: &str = "warren:cell";
+
+/// The principal of the map code path's sessions at the meta cell (`warren ctl deployment
+/// init`, `warren ctl map repair`, `warren dev`, the test harnesses): only it and
+/// [`CELL_PRINCIPAL`] may write the partition map (docs/partitioning.md, "Who may write the
+/// map"). Defined by the client library, which opens those sessions.
+pub const OPERATOR_PRINCIPAL: &str = warren_client::admin::OPERATOR_PRINCIPAL;
 
 /// How long an ephemeral child anchor created for another cell's entry survives with no
 /// handle open, so that the client whose `Open` created it can reach it and open it.

@@ -85,6 +85,9 @@ impl Master {
                 e.cacheable = cacheable;
                 return Err(e);
             };
+            if self.is_own_map_file(&a.path) {
+                self.check_map_create(&principal, c.kind, c.ephemeral, &c.contents)?;
+            }
             let parked = if a.target == Target::Anchor {
                 self.create_anchor(sid, a, c)?
             } else {

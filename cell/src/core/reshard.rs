@@ -122,6 +122,10 @@ pub(super) struct ReshardState {
     staged: BTreeMap<(u32, String), StagedNode>,
 }
 
+/// The writer the invalidation barrier exempts for the reshard job's own writes: no
+/// session has this id (ids are random 128-bit numbers).
+const SYSTEM_WRITER: SessionId = [0; 16];
+
 /// Marks a handle number minted by another cell.
 const FOREIGN: u64 = 1 << 63;
 
@@ -828,11 +832,16 @@ impl Master {
         items.sort_by(|a, b| a.0 .1.cmp(&b.0 .1));
         let count = items.len();
         for ((slot, p), n) in items {
+            // Instances are never reused here: the counter moves past the moved ones.
+            self.meta.next_instance = self.meta.next_instance.max(n.rec.meta.instance + 1);
             self.install_part(&p, n);
             self.out.mutations.push(Mutation::DeleteStaged {
                 key: staged_key(slot, &p),
             });
         }
+        self.out
+            .mutations
+            .push(Mutation::PutMeta(self.meta.clone()));
         tracing::info!(
             cell = %self.cfg.cell,
             slots = mine.len(),
@@ -1059,6 +1068,86 @@ impl Master {
         self.out.mutations.push(Mutation::DeleteNode {
             path: p.to_string(),
         });
+    }
+
+    /// The reshard job's own writes at the meta cell (its record, and each batch's map):
+    /// writes file `p` in the reserved subtree, creating it and its directories if missing,
+    /// behind the invalidation barrier like any write (so every watcher of the map has
+    /// dropped its copy before the write is done). The caller has validated `data` (a map
+    /// from `Plan::next_map`, epoch + 1); clients' map writes go through the map guard.
+    pub fn write_reserved(
+        &mut self,
+        p: &str,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<super::Reply<()>, WarrenError> {
+        self.now = now;
+        path::validate(p, &self.cfg.deployment)?;
+        if !warren_router::is_reserved(p) || self.is_data_cell() {
+            return Err(WarrenError::invalid_argument(format!(
+                "{p}: the reshard job writes only in the meta cell's reserved subtree"
+            )));
+        }
+        let parent = path::parent(p).unwrap_or_default().to_string();
+        let mut missing = Vec::new();
+        let mut dir = parent.as_str();
+        while !self.nodes.contains_key(dir) {
+            missing.push(dir.to_string());
+            match path::parent(dir) {
+                Some(up) => dir = up,
+                None => break,
+            }
+        }
+        if let Some(w) = self.barrier(SYSTEM_WRITER, &[p, &parent]) {
+            return Ok(super::Reply::Wait(w));
+        }
+        for d in missing.into_iter().rev() {
+            self.create_node(
+                &d,
+                NodeKind::Directory,
+                false,
+                Vec::new(),
+                Default::default(),
+            );
+        }
+        match self.nodes.get_mut(p) {
+            Some(n) if n.rec.meta.kind == NodeKind::File => {
+                n.rec.meta.content_generation += 1;
+                n.rec.meta.checksum = super::nodes::checksum(data);
+                n.contents = data.to_vec();
+                let rec = n.rec.clone();
+                self.out.mutations.push(Mutation::PutNode(rec));
+                self.out.mutations.push(Mutation::PutContents {
+                    path: p.to_string(),
+                    data: data.to_vec(),
+                });
+                self.notify_handles(
+                    p,
+                    super::mask::CONTENTS_MODIFIED,
+                    super::EventKind::ContentsModified,
+                    "",
+                    super::ChildChange::None,
+                    None,
+                );
+                self.child_changed(p, super::ChildChange::Modified);
+            }
+            Some(_) => {
+                return Err(WarrenError::invalid_argument(format!(
+                    "{p} is a directory; the reshard job keeps a file there"
+                )))
+            }
+            None => self.create_node(p, NodeKind::File, false, data.to_vec(), Default::default()),
+        }
+        self.own_map_written(p);
+        Ok(super::Reply::Done(()))
+    }
+
+    /// The contents of file `p` here, if it exists (the reshard job's record).
+    pub fn file_contents(&self, p: &str) -> Option<&[u8]> {
+        self.nodes
+            .get(p)
+            .filter(|n| n.rec.meta.kind == NodeKind::File)
+            .map(|n| n.contents.as_slice())
     }
 
     /// Recovery: what the store had staged.

@@ -1,5 +1,5 @@
 //! Writes on a handle: `SetContents`, `SetAcl` and `Delete`, each behind the invalidation
-//! barrier.
+//! barrier (and, on the partition map file, behind the checks of `map_guard`).
 
 use super::path;
 use super::{
@@ -40,6 +40,10 @@ impl Master {
                     n.rec.meta.content_generation
                 )));
             }
+        }
+        if self.is_own_map_file(&p) {
+            let principal = &self.sessions[&sid].rec.principal;
+            self.check_map_write(principal, data)?;
         }
         // The proxy that forwards a client's write may say it holds no copy for anyone
         // else (then its session, the cacher of record for its clients, is spared).
@@ -84,6 +88,9 @@ impl Master {
         let (sid, k, p) = self.on_handle(ctx, token, now)?;
         self.need_intent(k, intent::CHANGE_ACL, "SetAcl")?;
         check_acl_names(acl)?;
+        if self.is_own_map_file(&p) {
+            self.check_map_acl(&self.sessions[&sid].rec.principal)?;
+        }
         if let Some(w) = self.barrier(sid, &[&p]) {
             return Ok(Reply::Wait(w));
         }
@@ -112,6 +119,9 @@ impl Master {
                 "the deployment root cannot be deleted",
             ));
         };
+        if self.is_own_map_file(&p) {
+            return Err(self.map_delete_refused());
+        }
         let principal = self.sessions[&sid].rec.principal.clone();
         let n = &self.nodes[&p];
         if !self.handles[&k].entry {

@@ -176,6 +176,9 @@ impl pb::reshard_server::Reshard for ReshardService {
         let r = req.into_inner();
         slots_of(&r.job, &r.slots)?;
         let shared = self.node.master()?;
+        if r.map_epoch > 0 {
+            shared.catch_up(r.map_epoch).await;
+        }
         let nodes = shared.run(|m, _| m.drop_slots(&r.slots)).await?;
         Ok(Response::new(pb::DropSlotsResponse { nodes }))
     }

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub(super) peers: Peers,
     /// The meta cell's replicas (empty: this is the meta cell or an unpartitioned one).
     pub(super) meta: Vec<String>,
+    /// The reshard job's driver (the meta cell, or an unpartitioned one, only).
+    pub(super) reshard: std::sync::OnceLock<super::reshard_job::Runner>,
 }
 
 impl Shared {
@@ -125,7 +127,12 @@ impl Term {
                 .then(|| MapWatcher::start(opts.meta.clone(), crate::core::CELL_PRINCIPAL)),
             peers: Peers::default(),
             meta: opts.meta.clone(),
+            reshard: std::sync::OnceLock::new(),
         });
+        if opts.meta.is_empty() {
+            let runner = super::reshard_job::Runner::start(Arc::downgrade(&shared));
+            let _ = shared.reshard.set(runner);
+        }
         let ticker = {
             let shared = shared.clone();
             let period = opts.tick;
@@ -193,6 +200,9 @@ impl Term {
 
     /// Ends the term: parked calls fail, time stops, queued writes finish (or fail).
     pub(crate) async fn end(self) {
+        if let Some(r) = self.shared.reshard.get() {
+            r.stop();
+        }
         self.shared.close();
         self.ticker.abort();
         self.janitor.abort();

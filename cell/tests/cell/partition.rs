@@ -212,7 +212,8 @@ impl Cluster {
             4096,
         )
         .unwrap();
-        let s = Session::connect(std::slice::from_ref(&meta.addr))
+        // The map writer is the map code path (only it may write the map).
+        let s = Session::connect_with(warren_client::admin::operator_options([meta.addr.clone()]))
             .await
             .unwrap();
         let (d, _) = s

@@ -13,6 +13,7 @@ use warren_router::Route;
 mod caching;
 mod events;
 mod locks;
+mod map_guard;
 mod namespace;
 mod partition;
 mod recover;
