@@ -358,6 +358,7 @@ pub async fn move_slot(
     src.drop_slots(pb::DropSlotsRequest {
         job: JOB.into(),
         slots,
+        map_epoch: map.map_epoch(),
     })
     .await
     .unwrap_or_else(|e| panic!("DropSlots at the source: {e}"));

@@ -358,10 +358,13 @@ async fn through_a_proxy_a_lock_held_before_the_move_outlives_the_leases() {
 async fn through_a_proxy_a_waiting_acquire_follows_the_lock() {
     let d = Deployment::builder().cells(2).proxies(1).run().await;
     let options = ClientOptions::proxies(d.proxy_addrs());
-    let a = Session::connect_with(options.clone()).await.expect("connect a");
+    let a = Session::connect_with(options.clone())
+        .await
+        .expect("connect a");
     let b = Session::connect_with(options).await.expect("connect b");
     let map = d.map();
-    let Route::Cell { cell: from, slot } = map.route(&format!("/ls/local{DIR}/lock"), false).unwrap()
+    let Route::Cell { cell: from, slot } =
+        map.route(&format!("/ls/local{DIR}/lock"), false).unwrap()
     else {
         panic!("{DIR} is not in a data cell")
     };
