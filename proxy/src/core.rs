@@ -176,6 +176,8 @@ pub struct Counts {
     pub starving: usize,
     pub cached_paths: usize,
     pub cached_bytes: usize,
+    /// Redirects held for handles whose node moved in a reshard ([`MovedHandles`]).
+    pub moved_handles: usize,
 }
 
 /// What an answer from the client's point of view of the session check is.
@@ -271,6 +273,7 @@ impl ProxyCore {
             starving: self.starving.len(),
             cached_paths: self.cache.len(),
             cached_bytes: self.cache.bytes(),
+            moved_handles: self.moved.len(),
         }
     }
 
