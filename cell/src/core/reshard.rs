@@ -616,6 +616,18 @@ impl Master {
         })
     }
 
+    /// Lock calls on a node of a frozen slot are answered `FAILOVER_IN_PROGRESS`, which
+    /// clients and proxies retry shortly: a lock changing hands there would change the
+    /// slot after its final copy.
+    pub(super) fn not_frozen(&self, p: &str) -> Result<(), WarrenError> {
+        match self.frozen_slot(&[p]) {
+            None => Ok(()),
+            Some(slot) => Err(super::partition::retry_shortly(format_args!(
+                "slot {slot} is frozen while a reshard moves it (at most the freeze bound)"
+            ))),
+        }
+    }
+
     /// Parks a write on a frozen slot: it is run again when the freeze ends.
     pub(super) fn park_on_freeze(&mut self, slot: u32) -> super::WaiterId {
         let key = freeze_key(slot);

@@ -251,8 +251,9 @@ fn a_hand_off_is_refused_after_the_freeze_lapsed_or_a_change_and_nothing_moves()
         .unwrap();
     let (_, digest, _, have) = round(&mut f, &have);
 
-    // A lock released while frozen changes the slot: the final copy is stale.
-    f.src.m.release(&f.alice, &f.f1, f.src.at(1.0)).unwrap();
+    // A lock let go while frozen (its handle closed: Release itself waits out the freeze)
+    // changes the slot: the final copy is stale.
+    f.src.m.close(&f.alice, &f.f1, f.src.at(1.0)).unwrap();
     let refused = f.src.m.hand_off("j1", &[f.slot], "c2", 2, digest).unwrap();
     assert!(refused
         .unwrap_err()
@@ -394,4 +395,24 @@ fn a_watcher_is_told_of_the_move_and_gets_the_events_of_writes_at_the_target() {
             && e.handle == watch.handle),
         "the watcher's handle (made by the source) gets the event: {got:?}"
     );
+}
+
+#[test]
+fn lock_calls_on_a_frozen_slot_are_retried_not_applied() {
+    let mut f = fixture();
+    f.src
+        .m
+        .freeze_slots("j1", &[f.slot], f.src.at(3.0))
+        .unwrap();
+    let e = f.src.m.release(&f.alice, &f.f1, f.src.at(1.0)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::FailoverInProgress, "{e}");
+    let e = f
+        .src
+        .m
+        .try_acquire(&f.alice, &f.f2, LockMode::Exclusive, f.src.at(1.0))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::FailoverInProgress, "{e}");
+    // Once the freeze lapses, they go through.
+    f.src.m.tick(f.src.at(3.5));
+    assert!(f.src.m.release(&f.alice, &f.f1, f.src.at(3.6)).unwrap());
 }
