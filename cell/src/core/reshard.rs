@@ -917,9 +917,16 @@ impl Master {
                 }
             }
         }
+        let ephemeral = rec.meta.ephemeral;
         self.out.mutations.push(Mutation::PutNode(rec));
         for token in &n.handles {
             self.reopen_moved_handle(token);
+        }
+        // An ephemeral node nobody has open here is deleted once no handle has reopened it
+        // within the failover's interval (docs/design.md §9 step 9), as after a failover.
+        if ephemeral {
+            self.fresh_anchors
+                .insert(p.to_string(), self.now + self.cfg.ephemeral_cleanup);
         }
     }
 
