@@ -1129,28 +1129,12 @@ impl Master {
                 Default::default(),
             );
         }
-        match self.nodes.get_mut(p) {
-            Some(n) if n.rec.meta.kind == NodeKind::File => {
-                n.rec.meta.content_generation += 1;
-                n.rec.meta.checksum = super::nodes::checksum(data);
-                n.contents = data.to_vec();
-                let rec = n.rec.clone();
-                self.out.mutations.push(Mutation::PutNode(rec));
-                self.out.mutations.push(Mutation::PutContents {
-                    path: p.to_string(),
-                    data: data.to_vec(),
-                });
-                self.notify_handles(
-                    p,
-                    super::mask::CONTENTS_MODIFIED,
-                    super::EventKind::ContentsModified,
-                    "",
-                    super::ChildChange::None,
-                    None,
-                );
-                self.child_changed(p, super::ChildChange::Modified);
+        match self.nodes.get(p).map(|n| n.rec.meta.kind) {
+            Some(NodeKind::File) => {
+                self.replace_contents(p, data, None);
+                return Ok(super::Reply::Done(()));
             }
-            Some(_) => {
+            Some(NodeKind::Directory) => {
                 return Err(WarrenError::invalid_argument(format!(
                     "{p} is a directory; the reshard job keeps a file there"
                 )))
