@@ -118,7 +118,9 @@ pub(super) struct ReshardState {
     frozen: HashMap<u32, Freeze>,
     /// Slots being exported by a job: their reads are not cacheable, so that no cached
     /// copy outlives the hand-off.
-    moving: HashMap<u32, String>,
+    /// Slot → the job and when it last exported it; forgotten after [`MOVING_IDLE`]
+    /// without an export (a job that was given up).
+    moving: HashMap<u32, (String, Instant)>,
     staged: BTreeMap<(u32, String), StagedNode>,
 }
 
@@ -142,6 +144,9 @@ pub fn foreign_number(cell: &str, number: u64) -> u64 {
     let h = xxhash_rust::xxh3::xxh3_64(cell.as_bytes()) & 0x7f_ffff;
     FOREIGN | (h << 40) | (number & ((1 << 40) - 1))
 }
+
+/// How long a slot stays "moving" (uncacheable) after its last export.
+const MOVING_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The waiter key of the writes parked on a frozen slot.
 fn freeze_key(slot: u32) -> String {
@@ -357,7 +362,12 @@ impl Master {
         let set: BTreeSet<u32> = slots.iter().copied().collect();
         self.check_exportable(&set)?;
         for &s in &set {
-            if self.reshard.moving.insert(s, job.to_string()).is_none() {
+            if self
+                .reshard
+                .moving
+                .insert(s, (job.to_string(), self.now))
+                .is_none()
+            {
                 self.drain_cached(s);
             }
         }
@@ -645,8 +655,13 @@ impl Master {
         }
     }
 
-    /// Ends freezes whose time is up: the source serves those slots again by itself.
+    /// Ends freezes whose time is up: the source serves those slots again by itself; and
+    /// forgets slots no job has exported for [`MOVING_IDLE`] (their reads are cacheable
+    /// again).
     pub(super) fn end_lapsed_freezes(&mut self, now: Instant) {
+        self.reshard
+            .moving
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < MOVING_IDLE);
         let lapsed: Vec<u32> = self
             .reshard
             .frozen
@@ -797,7 +812,7 @@ impl Master {
             if self.reshard.frozen.get(&s).is_some_and(|f| f.job == job) {
                 self.unfreeze(s);
             }
-            if self.reshard.moving.get(&s).is_some_and(|j| j == job) {
+            if self.reshard.moving.get(&s).is_some_and(|(j, _)| j == job) {
                 self.reshard.moving.remove(&s);
             }
         }
