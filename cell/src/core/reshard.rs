@@ -148,6 +148,14 @@ pub fn foreign_number(cell: &str, number: u64) -> u64 {
 /// How long a slot stays "moving" (uncacheable) after its last export.
 const MOVING_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// The slot holding the entry of stored (valid) path `p`: its parent's, the root's own.
+fn entry_slot_of(p: &str, map: &PartitionMap) -> u32 {
+    slot_of_dir(
+        warren_router::parent_of_valid(p).unwrap_or(p),
+        map.slot_count(),
+    )
+}
+
 /// The waiter key of the writes parked on a frozen slot.
 fn freeze_key(slot: u32) -> String {
     format!("\0freeze/{slot}")
@@ -200,6 +208,19 @@ fn digest_of<'a>(parts: impl Iterator<Item = ((u32, &'a str), u64)>) -> u64 {
 }
 
 impl Master {
+    /// Whether stored path `p` (valid) is in the reserved subtree, which never moves.
+    pub(super) fn stored_reserved(&self, p: &str) -> bool {
+        p.strip_prefix("/ls/")
+            .and_then(|rest| rest.strip_prefix(self.cfg.deployment.as_str()))
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rest| {
+                rest == warren_router::RESERVED
+                    || rest
+                        .strip_prefix(warren_router::RESERVED)
+                        .is_some_and(|r| r.starts_with('/'))
+            })
+    }
+
     fn reshard_map(&self) -> Result<&PartitionMap, WarrenError> {
         self.map.as_deref().ok_or_else(|| {
             super::partition::retry_shortly(format_args!(
@@ -218,12 +239,12 @@ impl Master {
         slots: Option<&BTreeSet<u32>>,
     ) -> Vec<(u32, Parts)> {
         let p = rec.path.as_str();
-        if warren_router::is_reserved(p) {
+        // Stored paths are valid: no need to check them again (this runs for every node
+        // of the cell in each export).
+        if self.stored_reserved(p) {
             return Vec::new();
         }
-        let Ok(entry_slot) = map.slot_of_path(p) else {
-            return Vec::new();
-        };
+        let entry_slot = entry_slot_of(p, map);
         let want = |s: u32| slots.is_none_or(|k| k.contains(&s));
         let dir = rec.meta.kind == NodeKind::Directory;
         let anchor_slot = dir.then(|| slot_of_dir(p, map.slot_count()));
@@ -1016,12 +1037,10 @@ impl Master {
             let Some(n) = self.nodes.get(&p) else {
                 continue;
             };
-            if warren_router::is_reserved(&p) {
+            if self.stored_reserved(&p) {
                 continue;
             }
-            let Ok(entry_slot) = map.slot_of_path(&p) else {
-                continue;
-            };
+            let entry_slot = entry_slot_of(&p, &map);
             let dir = n.rec.meta.kind == NodeKind::Directory;
             let anchor_slot = dir.then(|| slot_of_dir(&p, map.slot_count()));
             let entry_gone = !n.rec.anchor && set.contains(&entry_slot);

@@ -525,3 +525,19 @@ fn a_directory_split_by_a_move_and_joined_by_the_next_keeps_its_entry_and_childr
         b"leaf"
     );
 }
+
+#[test]
+fn the_reserved_subtree_never_moves() {
+    let t = cell("c1");
+    for (p, reserved) in [
+        ("/ls/local/warren", true),
+        ("/ls/local/warren/map", true),
+        ("/ls/local/warren/reshard/job", true),
+        ("/ls/local/warrens", false),
+        ("/ls/local/a/warren", false),
+        ("/ls/local", false),
+    ] {
+        assert_eq!(t.m.stored_reserved(p), reserved, "{p}");
+        assert_eq!(warren_router::is_reserved(p), reserved, "{p}");
+    }
+}
