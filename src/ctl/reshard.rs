@@ -82,7 +82,7 @@ pub enum ReshardCommand {
 }
 
 /// The estimate's model, in `plan --help`.
-const ESTIMATE_HELP: &str = "The estimated time is a model, not a measurement: 25 ms per \
+const ESTIMATE_HELP: &str = "The estimated time is a model, not a measurement: 12 ms per \
 moving slot (the job's round trips per slot) plus the bytes of the moving slots at the copy \
 rate (--max-bytes-per-sec if given, else an assumed 50 MB/s). Slots moved by one batch in \
 parallel, catch-up of writes made meanwhile and the cells' load are not modelled.";

@@ -331,16 +331,16 @@ slots  from  to  directories  nodes   bytes  held_locks  ephemeral_nodes  open_h
 59-63  c3    c4            1      5  300 kB           0                0             1         1
 total                      4     15  2.3 MB           2                1             5         3
 
-estimated time: 0.4 s (16 slots × 25 ms + 2.3 MB at 50 MB/s)";
+estimated time: 0.2 s (16 slots × 12 ms + 2.3 MB at 50 MB/s)";
     assert_eq!(text, want, "\n{text}");
 
-    // The estimate's model: slots × 25 ms + bytes / rate.
-    assert_eq!(estimate.total, Duration::from_millis(400 + 46));
+    // The estimate's model: slots × 12 ms + bytes / rate.
+    assert_eq!(estimate.total, Duration::from_millis(192 + 46));
     let slow = Estimate::of(&plan, Some(100_000));
-    assert_eq!(slow.total, Duration::from_millis(400 + 23_000));
+    assert_eq!(slow.total, Duration::from_millis(192 + 23_000));
     assert_eq!(
         slow.text(),
-        "estimated time: 23.4 s (16 slots × 25 ms + 2.3 MB at 100 kB/s)"
+        "estimated time: 23.2 s (16 slots × 12 ms + 2.3 MB at 100 kB/s)"
     );
 
     // A cell removed is marked so; its slots go to the others.
@@ -836,7 +836,7 @@ fn clap_help_states_the_estimate_model() {
     let mut cmd = Top::command();
     let plan = cmd.find_subcommand_mut("plan").expect("plan");
     let help = plan.render_long_help().to_string();
-    assert!(help.contains("25 ms per moving slot"), "{help}");
+    assert!(help.contains("12 ms per moving slot"), "{help}");
     assert!(help.contains("50 MB/s"), "{help}");
 }
 
