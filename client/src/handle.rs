@@ -612,6 +612,9 @@ impl Place {
         if !Arc::ptr_eq(&self.server(), stale) {
             return Ok(()); // followed meanwhile
         }
+        if self.carry_on(router, stale, min_epoch, owner).await {
+            return Ok(());
+        }
         let (session, reply) = router
             .reopen(&self.path, &self.options, min_epoch, owner)
             .await?;
@@ -641,6 +644,81 @@ impl Place {
             .with_cache(|c| c.release_handle(&old.server));
         tracing::debug!(path = %self.path, "re-opened a handle whose node moved");
         Ok(())
+    }
+}
+
+impl Place {
+    /// The first way to follow a moved node: the cell it moved to took this handle's
+    /// session on with it, so the same session carries on there and the same handle works
+    /// (its lock, sequencer and events with it). False if that cell does not know the
+    /// session or the handle (then the node is opened again instead).
+    async fn carry_on(
+        &self,
+        router: &Router,
+        stale: &Arc<ServerHandle>,
+        min_epoch: u64,
+        owner: Option<&str>,
+    ) -> bool {
+        let from = lock(&self.at).session.clone();
+        // The map names the cell of the node's entry; a directory's handle lives with its
+        // child anchor, whose cell the entry's refusal names: one more try there.
+        let mut owner = owner.map(str::to_string);
+        let mut carried = None;
+        for _ in 0..2 {
+            let session = match router
+                .carry_on(
+                    &self.path,
+                    self.options.anchor(),
+                    min_epoch,
+                    owner.as_deref(),
+                    &from,
+                )
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(path = %self.path, %e, "the session did not carry on at the new cell");
+                    return false;
+                }
+            };
+            let shared = session.shared();
+            let probe = pb::GetStatRequest {
+                ctx: None,
+                handle: stale.token.clone(),
+            };
+            match shared.call(shared.policy(true), probe).await {
+                Ok(_) => {
+                    carried = Some(session);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(path = %self.path, %e, "the new cell does not serve the handle");
+                    match e.warren().and_then(crate::path::wrong_cell) {
+                        Some(w) if owner.as_deref() != Some(w.owner.as_str()) => {
+                            owner = Some(w.owner.clone());
+                        }
+                        _ => return false,
+                    }
+                }
+            }
+        }
+        let Some(carried) = carried else {
+            return false;
+        };
+        let shared = carried.shared();
+        shared.register_handle(stale);
+        let old = std::mem::replace(
+            &mut *lock(&self.at),
+            At {
+                session: carried,
+                server: stale.clone(),
+            },
+        );
+        old.session
+            .shared()
+            .with_cache(|c| c.release_handle(&old.server));
+        tracing::debug!(path = %self.path, "a moved handle carries on at its new cell");
+        true
     }
 }
 

@@ -201,6 +201,11 @@ pub struct OpenOptions {
 impl OpenOptions {
     /// The same open, aimed at the child anchor of the directory (docs/partitioning.md),
     /// without create: the cell that holds the entry has made the anchor already.
+    /// Whether this open is of a directory's child anchor.
+    pub(crate) fn anchor(&self) -> bool {
+        self.anchor
+    }
+
     pub(crate) fn at_anchor(mut self) -> Self {
         self.anchor = true;
         self.create = None;

@@ -51,6 +51,9 @@ pub(crate) struct Router {
     watcher: MapWatcher,
     home: Session,
     cells: Mutex<HashMap<String, Session>>,
+    /// Cell sessions carried on at the cell a reshard moved their nodes to, by that cell and
+    /// the session's id ([`Router::carry_on`]).
+    carried: Mutex<HashMap<(String, crate::types::SessionId), Session>>,
     /// Held while a cell session is being made, so that one is made per cell.
     connecting: tokio::sync::Mutex<()>,
     /// One sender per [`EventStream`] of the partitioned session: each cell session made
@@ -114,6 +117,7 @@ pub(crate) async fn connect(options: ClientOptions) -> Result<Session, Error> {
         watcher,
         home: home.clone(),
         cells: Mutex::new(HashMap::new()),
+        carried: Mutex::new(HashMap::new()),
         connecting: tokio::sync::Mutex::new(()),
         subscribers: Mutex::new(Vec::new()),
         epoch_task,
@@ -298,6 +302,89 @@ impl Router {
         }
     }
 
+    /// The cell session `from` carried on at the cell that holds `path` now (`anchor`: the
+    /// directory's child anchor), after a reshard moved it there: the new cell took `from`
+    /// on with the node (its locks and handles on it), so the same session id continues
+    /// there ([`Session::continue_at`]) and what it held stays held. Waits for the map as
+    /// [`reopen`](Self::reopen) does. One per cell and session, made on first use.
+    pub(crate) async fn carry_on(
+        &self,
+        path: &str,
+        anchor: bool,
+        min_epoch: u64,
+        owner: Option<&str>,
+        from: &Session,
+    ) -> Result<Session, Error> {
+        let patience = self.cell_options.rpc_timeout;
+        match owner {
+            Some(owner) => self.wait_for_owner(path, owner, patience).await,
+            None => {
+                self.watcher.wait_for(min_epoch, MAP_WAIT).await;
+            }
+        }
+        let map = self.map();
+        let cell = match (owner, map.route(path, anchor)) {
+            (Some(owner), _) => owner.to_string(),
+            (None, Ok(Route::Cell { cell, .. })) => cell.to_string(),
+            _ => {
+                return Err(Error::Warren(WarrenError::internal(format!(
+                    "{path} is in no data cell of map epoch {}",
+                    map.map_epoch()
+                ))))
+            }
+        };
+        let key = (cell.clone(), from.id());
+        let live =
+            |m: &HashMap<_, Session>| m.get(&key).filter(|s| s.plain_state().is_live()).cloned();
+        if let Some(s) = live(&lock(&self.carried)) {
+            return Ok(s);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(s) = live(&lock(&self.carried)) {
+            return Ok(s);
+        }
+        let Some(addrs) = map.replicas(&cell) else {
+            return Err(Error::Warren(WarrenError::internal(format!(
+                "partition map epoch {} routes to cell {cell}, which it gives no replicas",
+                map.map_epoch()
+            ))));
+        };
+        let mut options = self.cell_options.clone();
+        options.endpoints = addrs.to_vec();
+        // The new cell knows the session once it has installed the slot, which it does when
+        // the map reaches it: a little after this router may have seen it.
+        let deadline = Instant::now() + patience;
+        let s = loop {
+            let attempt = Session::continue_at(
+                options.clone(),
+                from.id(),
+                from.shared().secret.clone(),
+                from.deployment().to_string(),
+            )
+            .await;
+            match attempt {
+                Err(e)
+                    if e.code() == Some(warren_proto::ErrorCode::SessionExpired)
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other?,
+            }
+        };
+        s.shared().tell_moved_to(self.moved_tx.clone());
+        {
+            let mut subscribers = lock(&self.subscribers);
+            subscribers.retain(|tx| !tx.is_closed());
+            for tx in subscribers.iter() {
+                forward(s.plain_events(), tx.clone());
+            }
+        }
+        tracing::debug!(%cell, session = %from.id(), "a cell session carried on at the cell a reshard moved its node to");
+        lock(&self.carried).insert(key, s.clone());
+        Ok(s)
+    }
+
     /// Waits (at most `patience`) until the map in hand gives the node `path` (its entry
     /// or its child anchor) to `cell`.
     async fn wait_for_owner(&self, path: &str, cell: &str, patience: Duration) {
@@ -412,6 +499,7 @@ impl Router {
     fn all(&self) -> Vec<Session> {
         let mut all = vec![self.home.clone()];
         all.extend(lock(&self.cells).values().cloned());
+        all.extend(lock(&self.carried).values().cloned());
         all
     }
 

@@ -42,9 +42,15 @@ impl Master {
         {
             self.answer_keepalive(sid, held);
         }
+        // A session a reshard moved here is carried on by its client from this first
+        // KeepAlive, which must learn its lease at once (docs/resharding.md).
+        let carried_on = {
+            let s = self.sessions.get_mut(&sid).expect("checked");
+            std::mem::take(&mut s.moved_in) && s.rec.parent.is_none()
+        };
         let lease = &self.sessions[&sid].lease;
         let due = lease.reply_due(now, self.cfg.reply_before_end, &mut self.rng);
-        let Some(until) = due.filter(|_| !lease.has_events()) else {
+        let Some(until) = due.filter(|_| !lease.has_events() && !carried_on) else {
             return Ok(Reply::Done(self.keepalive_reply(sid, now)));
         };
         let w = self.new_waiter(WaiterKind::KeepAlive(sid));

@@ -127,7 +127,7 @@ impl Drop for Owner {
 pub(crate) struct Shared {
     options: ClientOptions,
     id: SessionId,
-    secret: Vec<u8>,
+    pub(crate) secret: Vec<u8>,
     deployment: String,
     /// The state machine. Lock order: `core` before `cache` and `subscribers`.
     core: Mutex<SessionCore>,
@@ -180,6 +180,13 @@ pub(crate) struct CallPolicy {
     /// Whether sending it twice is harmless, so that it may be re-sent after a transport
     /// failure (when it may or may not have been applied).
     pub idempotent: bool,
+}
+
+/// What a master granted a session: its epoch, and the lease counted from `sent_at`.
+struct Granted {
+    epoch: u64,
+    lease: Duration,
+    sent_at: Instant,
 }
 
 impl Session {
@@ -261,13 +268,78 @@ impl Session {
                 "CreateSession reply names no deployment".into(),
             ));
         }
+        let granted = Granted {
+            epoch: reply.epoch,
+            lease: Duration::from_millis(reply.lease_ms),
+            sent_at,
+        };
+        Ok(Session::start(
+            options,
+            conn,
+            id,
+            reply.secret,
+            reply.deployment,
+            granted,
+        ))
+    }
+
+    /// Carries on session `id` (with `secret`) at another cell, `options.endpoints`, that
+    /// already knows it: a reshard moved a node this session held there (its lock, its
+    /// handle), and the new cell took the session on with it (docs/resharding.md). The new
+    /// cell answers its first KeepAlive at once; from then on it is driven like any
+    /// session, so what it holds there stays held. `SESSION_EXPIRED` if the cell does not
+    /// know it.
+    pub(crate) async fn continue_at(
+        options: ClientOptions,
+        id: SessionId,
+        secret: Vec<u8>,
+        deployment: String,
+    ) -> Result<Session, Error> {
+        options.validate()?;
+        let timeout = options.rpc_timeout;
+        let (conn, located) = transport::find_master(&options.endpoints, timeout).await?;
+        let sent_at = Instant::now();
+        let request = pb::KeepAliveRequest {
+            ctx: Some(pb::SessionContext {
+                session_id: id.as_bytes().to_vec(),
+                secret: secret.clone(),
+                epoch: located.epoch,
+                ..Default::default()
+            }),
+            ack_seq: 0,
+        };
+        let mut client = conn.client.clone();
+        let reply = match tokio::time::timeout(timeout, client.keep_alive(request)).await {
+            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Err(status)) => return Err(Error::from_status(&status, &conn.addr)),
+            Err(_) => return Err(Error::timed_out(&conn.addr, timeout)),
+        };
+        let granted = Granted {
+            epoch: reply.epoch,
+            lease: Duration::from_millis(reply.lease_ms),
+            sent_at,
+        };
+        Ok(Session::start(
+            options, conn, id, secret, deployment, granted,
+        ))
+    }
+
+    /// A session from what its master granted: its state machine, cache and driver.
+    fn start(
+        options: ClientOptions,
+        conn: Conn,
+        id: SessionId,
+        secret: Vec<u8>,
+        deployment: String,
+        granted: Granted,
+    ) -> Session {
         let mut seed = [0u8; 8];
         seed.copy_from_slice(&id.as_bytes()[..8]);
         let jitter_seed = u64::from_le_bytes(seed);
         let mut core = SessionCore::new(
-            reply.epoch,
-            Duration::from_millis(reply.lease_ms),
-            sent_at,
+            granted.epoch,
+            granted.lease,
+            granted.sent_at,
             options.clock_drift,
             options.grace_period,
             jitter_seed,
@@ -287,8 +359,8 @@ impl Session {
         let shared = Arc::new(Shared {
             options,
             id,
-            secret: reply.secret,
-            deployment: reply.deployment,
+            secret,
+            deployment,
             core: Mutex::new(core),
             cache: Mutex::new(cache),
             gate: CallGate::new(),
@@ -304,11 +376,11 @@ impl Session {
             moved_to: Mutex::new(None),
         });
         tokio::spawn(driver(shared.clone(), stop_rx, driver_rx, first));
-        tracing::debug!(session = %id, "session created");
-        Ok(Session {
+        tracing::debug!(session = %id, "session started");
+        Session {
             owner: Arc::new(Owner { shared }),
             router: None,
-        })
+        }
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
