@@ -453,6 +453,7 @@ impl Driver {
                         map_epoch: map.map_epoch(),
                     });
                 }
+                super::fault::crash_if_armed(super::fault::CrashPoint::BeforeMapCommit);
                 let next = plan.next_map(&map, slots).map_err(|e| e.to_string())?;
                 let json = next.to_json();
                 let p = format!("/ls/{}/{}/map", map.deployment(), warren_router::RESERVED);
