@@ -267,13 +267,17 @@ impl Deployment {
 
     /// `reshard plan --add-cell c4=… --out plan.json`; the plan.
     async fn plan(&self) -> (Plan, String) {
+        let add = format!("c4={}", self.addr_of("c4"));
+        self.plan_with(&["--add-cell", &add]).await
+    }
+
+    /// `reshard plan CHANGE… --out plan.json`; the plan.
+    async fn plan_with(&self, change: &[&str]) -> (Plan, String) {
         let file = self.dir.path().join("plan.json");
         let f = file.to_str().unwrap().to_string();
-        let add = format!("c4={}", self.addr_of("c4"));
-        let o = ctl(&[
-            "reshard", "plan", "--meta", &self.meta, "--add-cell", &add, "--out", &f,
-        ])
-        .await;
+        let mut argv = vec!["reshard", "plan", "--meta", &self.meta, "--out", &f];
+        argv.extend_from_slice(change);
+        let o = ctl(&argv).await;
         ok("reshard plan", &o);
         (Plan::from_json(&std::fs::read(&file).unwrap()).unwrap(), f)
     }
@@ -841,7 +845,9 @@ async fn apply_refuses_an_unknown_cell_and_a_cell_that_is_down_and_changes_nothi
     let map = d.map().await;
     assert_eq!(map.map_epoch(), 2);
 
-    let (plan, p) = d.plan().await;
+    // c4 is in the map now, with one slot: the next plan gives it its share.
+    let (plan, p) = d.plan_with(&["--weight", "c4=1"]).await;
+    assert_eq!(plan.moves.len(), 1023);
     let refused = |o: &std::process::Output, wants: &str| {
         assert!(!o.status.success(), "refused: {}", stdout(o));
         assert!(stderr(o).contains(wants), "{wants:?} in {}", stderr(o));
