@@ -664,6 +664,7 @@ async fn a_source_master_killed_during_the_copy_loses_nothing() {
     assert_eq!(job["state"], "done", "{job}");
     let by_state = check_outcome(&d, &mut c, &plan, &job).await;
     assert_eq!(by_state["done"].len(), 1024);
+    assert_last_error_names(&job, "c1");
     eprintln!("source kill during copy: {:?}", started.elapsed());
 }
 
@@ -683,6 +684,7 @@ async fn a_source_master_killed_during_a_freeze_loses_nothing() {
     assert_eq!(job["state"], "done", "{job}");
     let by_state = check_outcome(&d, &mut c, &plan, &job).await;
     assert_eq!(by_state["done"].len(), 1024);
+    assert_last_error_names(&job, "c1");
     eprintln!("source kill during freeze: {:?}", started.elapsed());
 }
 
@@ -701,7 +703,17 @@ async fn the_target_master_killed_during_catch_up_loses_nothing() {
     assert_eq!(job["state"], "done", "{job}");
     let by_state = check_outcome(&d, &mut c, &plan, &job).await;
     assert_eq!(by_state["done"].len(), 1024);
+    assert_last_error_names(&job, "c4");
     eprintln!("target kill during catch-up: {:?}", started.elapsed());
+}
+
+/// The job's status says which cell failed a step (the job retried it).
+fn assert_last_error_names(job: &serde_json::Value, cell: &str) {
+    let last = job["last_error"].as_str().unwrap_or("");
+    assert!(
+        last.starts_with(&format!("cell {cell}: ")),
+        "the job's last error names {cell}: {job}"
+    );
 }
 
 /// The plan's moves from `cell`, in order.
@@ -896,4 +908,78 @@ async fn apply_refuses_an_unknown_cell_and_a_cell_that_is_down_and_changes_nothi
     let job = d.wait_for_job(Duration::from_secs(30)).await;
     assert_eq!(job["state"], "done", "{job}");
     eprintln!("refusals: {:?}", started.elapsed());
+}
+
+/// A lock holder's handle on a node whose slot moved keeps working (docs/design.md §12:
+/// handles on moved nodes are recreated at the target transparently), through a proxy and
+/// straight to the cells: `GetSequencer` on the holder's handle answers, and the sequencer
+/// taken before the move is still current at the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "BUG: a handle opened before its node's slot moved is not recreated at the target: \
+            after the move GetSequencer on the lock holder's handle fails with WRONG_CELL \
+            (\"this cell does not own the slot at map epoch N; c4 does\"), straight to the \
+            cells and through a proxy, although the lock itself moved (another session gets \
+            LOCK_HELD at c4)"]
+async fn a_lock_holders_handle_keeps_working_after_its_slot_moved() {
+    let d = Deployment::start(&[]).await;
+    let (plan, p) = d.plan().await;
+    let mut c = clients(&d, &plan).await;
+    let direct = Session::connect_with(
+        ClientOptions::meta([d.meta.clone()]).rpc_timeout(Duration::from_secs(5)),
+    )
+    .await
+    .expect("a direct session");
+    let map = d.map().await;
+    let moving: BTreeSet<u32> = plan.moves.iter().map(|m| m.slot).collect();
+    let locked: BTreeSet<&str> = c.locks.iter().map(Handle::path).collect();
+    let path = c
+        .allowed
+        .lock()
+        .unwrap()
+        .keys()
+        .find(|p| moving.contains(&slot_of(&map, p)) && !locked.contains(p.as_str()))
+        .cloned()
+        .expect("a file in a moving slot");
+    let (direct_handle, _) = direct
+        .open(&path, OpenOptions::new().write())
+        .await
+        .unwrap();
+    let direct_seq = direct_handle
+        .acquire(LockMode::Exclusive, Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let proxied: Vec<_> = {
+        let mut v = Vec::new();
+        for h in &c.locks {
+            v.push(h.get_sequencer().await.unwrap());
+        }
+        v
+    };
+    d.apply(&p, &["--slots-per-batch", "512"]).await;
+    let job = d.wait_for_job(Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "done", "{job}");
+    c.stop().await;
+    let direct_after = direct_handle.get_sequencer().await;
+    let mut proxied_after = Vec::new();
+    for h in &c.locks {
+        proxied_after.push((h.path().to_string(), h.get_sequencer().await));
+    }
+    let mut wrong = Vec::new();
+    if direct_after.as_ref().ok() != Some(&direct_seq) {
+        wrong.push(format!(
+            "straight to the cells, {path}: {direct_after:?}, not {direct_seq:?}"
+        ));
+    }
+    for ((path, after), before) in proxied_after.iter().zip(&proxied) {
+        if after.as_ref().ok() != Some(before) {
+            wrong.push(format!("through the proxy, {path}: {after:?}, not {before:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "GetSequencer on the holder's handle after the move:\n{}",
+        wrong.join("\n")
+    );
+    let _ = direct.close().await;
+    let _ = c.holder.close().await;
 }
