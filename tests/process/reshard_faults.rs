@@ -72,10 +72,7 @@ impl Deployment {
         let mut d = Deployment {
             dir: tempfile::tempdir().unwrap(),
             meta: addr(),
-            cells: DATA_CELLS
-                .iter()
-                .map(|n| (n.to_string(), addr()))
-                .collect(),
+            cells: DATA_CELLS.iter().map(|n| (n.to_string(), addr())).collect(),
             proxy: addr(),
             procs: BTreeMap::new(),
             faults: faults
@@ -105,7 +102,12 @@ impl Deployment {
     }
 
     fn addr_of(&self, cell: &str) -> String {
-        self.cells.iter().find(|(n, _)| n == cell).unwrap().1.clone()
+        self.cells
+            .iter()
+            .find(|(n, _)| n == cell)
+            .unwrap()
+            .1
+            .clone()
     }
 
     /// Starts process `who` (`meta`, `c1`…`c4`, `proxy`) on its port and store, with its
@@ -113,13 +115,22 @@ impl Deployment {
     async fn spawn(&mut self, who: &str) {
         let data = self.dir.path().join(who);
         let data = data.to_str().unwrap().to_string();
-        let timings = ["--lease", "2s", "--proxy-lease", "5s", "--claim-window", "20s"];
+        let timings = [
+            "--lease",
+            "2s",
+            "--proxy-lease",
+            "5s",
+            "--claim-window",
+            "20s",
+        ];
         let args: Vec<String> = match who {
-            "meta" => vec!["cell", "--name", "meta", "--listen", &self.meta, "--data", &data]
-                .into_iter()
-                .chain(timings)
-                .map(String::from)
-                .collect(),
+            "meta" => vec![
+                "cell", "--name", "meta", "--listen", &self.meta, "--data", &data,
+            ]
+            .into_iter()
+            .chain(timings)
+            .map(String::from)
+            .collect(),
             "proxy" => [
                 "proxy",
                 "--listen",
@@ -482,7 +493,11 @@ fn check_single_owner(
     let planned: BTreeSet<u32> = plan.moves.iter().map(|m| m.slot).collect();
     let before = PartitionMap::even(
         "local",
-        &[("c1", vec!["x:1"]), ("c2", vec!["x:2"]), ("c3", vec!["x:3"])],
+        &[
+            ("c1", vec!["x:1"]),
+            ("c2", vec!["x:2"]),
+            ("c3", vec!["x:3"]),
+        ],
         map.slot_count(),
     )
     .unwrap();
@@ -506,10 +521,7 @@ async fn raw_open(addr: &str, path: &str) -> Result<(), Option<ErrorCode>> {
         .expect("connect");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let s = loop {
-        match c
-            .create_session(pb::CreateSessionRequest::default())
-            .await
-        {
+        match c.create_session(pb::CreateSessionRequest::default()).await {
             Ok(r) => break r.into_inner(),
             Err(st) if tokio::time::Instant::now() < deadline => {
                 let code = warren_proto::WarrenError::from_status(&st).map(|e| e.code);
@@ -741,7 +753,8 @@ async fn abort_while_frozen_keeps_what_moved_and_releases_the_rest() {
     let mut c = clients(&d, &plan).await;
     d.apply(&p, &["--slots-per-batch", &batch, "--freeze-timeout", "1s"])
         .await;
-    d.wait_for_slot_state("frozen", Duration::from_secs(30)).await;
+    d.wait_for_slot_state("frozen", Duration::from_secs(30))
+        .await;
     let o = ctl(&["reshard", "abort", "--meta", &d.meta]).await;
     ok("reshard abort", &o);
     let job = d.wait_for_job(Duration::from_secs(30)).await;
@@ -784,7 +797,9 @@ async fn write_and_read(d: &Deployment, plan: &Plan, source: &str) {
     assert_eq!(owner_of(&map, &path), source);
     let s = d.session().await;
     let (h, _) = s.open(&path, OpenOptions::new().write()).await.unwrap();
-    h.set_contents("after").await.expect("a write after the job");
+    h.set_contents("after")
+        .await
+        .expect("a write after the job");
     h.close().await;
     let (h, info) = s
         .open(&path, OpenOptions::new().read().read_contents())
@@ -972,7 +987,9 @@ async fn a_lock_holders_handle_keeps_working_after_its_slot_moved() {
     }
     for ((path, after), before) in proxied_after.iter().zip(&proxied) {
         if after.as_ref().ok() != Some(before) {
-            wrong.push(format!("through the proxy, {path}: {after:?}, not {before:?}"));
+            wrong.push(format!(
+                "through the proxy, {path}: {after:?}, not {before:?}"
+            ));
         }
     }
     assert!(

@@ -162,7 +162,10 @@ mod tests {
             parse(Some("abort-before-map-commit")),
             Some(Fault::Crash(CrashPoint::BeforeMapCommit))
         );
-        assert_eq!(parse(Some("slow-final-export")), Some(Fault::SlowFinalExport));
+        assert_eq!(
+            parse(Some("slow-final-export")),
+            Some(Fault::SlowFinalExport)
+        );
         assert_eq!(parse(Some("")), None);
         assert_eq!(parse(None), None);
         assert_eq!(parse(Some("abort-somewhere-else")), None);
