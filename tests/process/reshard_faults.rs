@@ -257,20 +257,20 @@ impl Deployment {
         }
     }
 
-    /// Polls the job's status until some slot is in `state`.
-    async fn wait_for_slot_state(&self, state: &str, limit: Duration) {
+    /// Polls the job's status until some slot moving from `from` is in `state`.
+    async fn wait_for_slot_state(&self, from: &str, state: &str, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let v = self.status().await;
             let hit = v["slots"]
                 .as_array()
-                .is_some_and(|s| s.iter().any(|s| s["state"] == state));
+                .is_some_and(|s| s.iter().any(|s| s["from"] == from && s["state"] == state));
             if hit {
                 return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no slot {state} within {limit:?}: {v}"
+                "no slot of {from} {state} within {limit:?}: {v}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -753,7 +753,7 @@ async fn abort_while_frozen_keeps_what_moved_and_releases_the_rest() {
     let mut c = clients(&d, &plan).await;
     d.apply(&p, &["--slots-per-batch", &batch, "--freeze-timeout", "1s"])
         .await;
-    d.wait_for_slot_state("frozen", Duration::from_secs(30))
+    d.wait_for_slot_state("c2", "frozen", Duration::from_secs(30))
         .await;
     let o = ctl(&["reshard", "abort", "--meta", &d.meta]).await;
     ok("reshard abort", &o);
