@@ -934,7 +934,9 @@ async fn apply_refuses_an_unknown_cell_and_a_cell_that_is_down_and_changes_nothi
             after the move GetSequencer on the lock holder's handle fails with WRONG_CELL \
             (\"this cell does not own the slot at map epoch N; c4 does\"), straight to the \
             cells and through a proxy, although the lock itself moved (another session gets \
-            LOCK_HELD at c4)"]
+            LOCK_HELD at c4). The same makes a write through a handle opened just before \
+            the hand-off fail with WRONG_CELL: the fault tests' writer logs it (`write of … \
+            failed`) and accepts either value for that file"]
 async fn a_lock_holders_handle_keeps_working_after_its_slot_moved() {
     let d = Deployment::start(&[]).await;
     let (plan, p) = d.plan().await;
