@@ -586,6 +586,30 @@ async fn check_outcome(
         );
         h.close().await;
     }
+    // Each directory lists its files once, and the root lists each directory once.
+    let want: Vec<String> = (0..FILES).map(|f| format!("f{f}")).collect();
+    for i in 0..DIRS {
+        let dir = format!("/ls/local/d{i}");
+        let (h, _) = s
+            .open(&dir, OpenOptions::new().read())
+            .await
+            .unwrap_or_else(|e| panic!("open {dir} after the reshard: {e}"));
+        let mut names = h.child_names().await.expect("list");
+        names.sort();
+        assert_eq!(names, want, "{dir}");
+        h.close().await;
+    }
+    let (root, _) = s
+        .open("/ls/local", OpenOptions::new().read())
+        .await
+        .unwrap();
+    let mut dirs: Vec<String> = root.child_names().await.expect("list the root");
+    dirs.retain(|n| n.starts_with('d'));
+    dirs.sort();
+    let mut want: Vec<String> = (0..DIRS).map(|i| format!("d{i}")).collect();
+    want.sort();
+    assert_eq!(dirs, want, "the root's directories");
+    root.close().await;
     // The owner serves each file of a sample and every other data cell refuses it: a
     // file in each of the first moved slots and of the first slots kept at their source.
     let moving: BTreeSet<u32> = plan.moves.iter().map(|m| m.slot).collect();
