@@ -685,6 +685,35 @@ async fn the_meta_master_killed_between_hand_off_and_map_commit_resumes_the_job(
     eprintln!("meta master kill: {:?}", started.elapsed());
 }
 
+/// A real `kill -9` of the meta master while the job runs (once some batches are done):
+/// the restarted meta master resumes the job wherever it was and it ends `done`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_meta_master_killed_by_sigkill_mid_job_resumes_the_job() {
+    let started = Instant::now();
+    let mut d = Deployment::start(&[]).await;
+    let (plan, p) = d.plan().await;
+    let mut c = clients(&d, &plan).await;
+    d.apply(&p, &["--slots-per-batch", "32"]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = d.status().await;
+        assert_eq!(v["state"], "running", "the job ended before the kill: {v}");
+        if v["slots_moved"].as_u64().unwrap() >= 64 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no progress: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.kill9("meta").await;
+    d.restart("meta").await;
+    let job = d.wait_for_job(Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "done", "{job}");
+    let by_state = check_outcome(&d, &mut c, &plan, &job).await;
+    assert_eq!(by_state["done"].len(), 1024);
+    assert_eq!(d.map().await.map_epoch(), 1 + 1024 / 32);
+    eprintln!("meta master kill -9: {:?}", started.elapsed());
+}
+
 /// `kill -9` of a source master during the copy (the hook `abort-on-export` at c1): the job
 /// retries the copy until c1 is back and ends `done`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
