@@ -432,8 +432,10 @@ impl Clients {
         (&mut self.writer).await.expect("the writer");
         let acked = self.acked.load(Ordering::SeqCst);
         assert!(acked > 0, "the writer had no write acknowledged");
-        eprintln!("writer: {acked} writes acknowledged during the reshard");
-        self.allowed.lock().unwrap().clone()
+        let allowed = self.allowed.lock().unwrap().clone();
+        let failed = allowed.values().filter(|v| v.len() > 1).count();
+        eprintln!("writer: {acked} writes acknowledged during the reshard, {failed} failed");
+        allowed
     }
 }
 

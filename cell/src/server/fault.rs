@@ -3,8 +3,9 @@
 //! check what a restart leaves. The partitioning tests (`tests/process/partition.rs`)
 //! interrupt a cross-cell `mkdir` or `rm` between its two steps; the reshard fault tests
 //! (`tests/process/reshard_faults.rs`) stop a source, a target or the meta cell at a
-//! chosen step of a slot move, or stretch a final copy past the freeze bound. Each hook is
-//! listed in docs/partitioning.md and docs/operations.md ("Reshard fault hooks").
+//! chosen step of a slot move, or stretch a final copy past the freeze bound. The
+//! partitioning hooks are described in docs/partitioning.md, the reshard hooks in
+//! docs/operations.md ("Reshard fault hooks").
 //!
 //! Only in builds with the feature `fault-injection`, which the root package enables for
 //! its tests (a dev-dependency): a production binary neither reads `WARREN_FAULT` nor
