@@ -15,6 +15,7 @@ mod operate;
 mod partition;
 mod proxies;
 mod reshard;
+mod reshard_faults;
 mod sessions;
 
 use std::path::Path;

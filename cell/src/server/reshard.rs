@@ -3,6 +3,7 @@
 //! and answered once its effects are durable, and the job calls `warren ctl reshard` makes
 //! at the meta cell ([`super::reshard_job`]).
 
+use super::fault::{self, CrashPoint};
 use super::node::Node;
 use super::reshard_job;
 use crate::core::reshard::{decode_bundle, decode_have, encode_bundle, encode_have};
@@ -75,11 +76,15 @@ impl pb::reshard_server::Reshard for ReshardService {
     ) -> Result<Response<pb::ExportSlotsResponse>, Status> {
         let r = req.into_inner();
         slots_of(&r.job, &r.slots)?;
+        fault::crash_if_armed(CrashPoint::OnExport);
         let have = decode_have(&r.have)?;
         let shared = self.node.master()?;
         let (bundle, info) = shared
             .run(|m, _| m.export_slots(&r.job, &r.slots, &have, r.max_bytes))
             .await?;
+        if let Some(delay) = fault::final_export_delay().filter(|_| info.frozen) {
+            tokio::time::sleep(delay).await;
+        }
         Ok(Response::new(pb::ExportSlotsResponse {
             bundle: encode_bundle(&bundle),
             nodes: info.nodes,
@@ -99,6 +104,9 @@ impl pb::reshard_server::Reshard for ReshardService {
         let r = req.into_inner();
         slots_of(&r.job, &r.slots)?;
         let bundle = decode_bundle(&r.bundle)?;
+        if !bundle.full {
+            fault::crash_if_armed(CrashPoint::OnCatchUpImport);
+        }
         let shared = self.node.master()?;
         let imported = shared.run(|m, _| m.import_slots(&r.slots, bundle)).await?;
         Ok(Response::new(pb::ImportSlotsResponse {
@@ -122,6 +130,7 @@ impl pb::reshard_server::Reshard for ReshardService {
         shared
             .run(|m, now| m.freeze_slots(&r.job, &r.slots, now + bound))
             .await?;
+        fault::crash_if_armed(CrashPoint::OnFreeze);
         Ok(Response::new(pb::FreezeSlotsResponse {}))
     }
 

@@ -57,16 +57,26 @@ impl Runner {
         let (commands, rx) = mpsc::channel(16);
         let (job_tx, job) = watch::channel(None);
         let (problem_tx, problem) = watch::channel(None);
-        let task = tokio::spawn(
-            Driver {
-                shared,
-                job_tx,
-                problem_tx,
-                have: HashMap::new(),
-                digests: HashMap::new(),
+        let driver = Driver {
+            shared,
+            job_tx,
+            problem_tx,
+            have: HashMap::new(),
+            digests: HashMap::new(),
+        };
+        // The record is read before any call can ask for it, so that a status call at the
+        // start of a term shows the job being resumed, never "no job".
+        let loaded = driver.load();
+        match &loaded {
+            Ok(job) => {
+                driver.job_tx.send_replace(job.clone());
             }
-            .run(rx),
-        );
+            Err(e) => {
+                tracing::error!(error = %e.message, "reshard job record");
+                driver.problem_tx.send_replace(Some(e.message.clone()));
+            }
+        }
+        let task = tokio::spawn(driver.run(rx, loaded.ok().flatten()));
         Runner {
             commands,
             job,
@@ -226,15 +236,7 @@ impl Driver {
         Ok(())
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let mut job = match self.load() {
-            Ok(job) => job,
-            Err(e) => {
-                tracing::error!(error = %e.message, "reshard job record");
-                self.problem_tx.send_replace(Some(e.message));
-                None
-            }
-        };
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut job: Option<Job>) {
         if let Some(j) = job.as_mut() {
             if !j.state().is_finished() {
                 tracing::info!(job = j.id(), "resuming the reshard job");
@@ -453,6 +455,7 @@ impl Driver {
                         map_epoch: map.map_epoch(),
                     });
                 }
+                super::fault::crash_if_armed(super::fault::CrashPoint::BeforeMapCommit);
                 let next = plan.next_map(&map, slots).map_err(|e| e.to_string())?;
                 let json = next.to_json();
                 let p = format!("/ls/{}/{}/map", map.deployment(), warren_router::RESERVED);
