@@ -985,13 +985,6 @@ async fn apply_refuses_an_unknown_cell_and_a_cell_that_is_down_and_changes_nothi
 /// straight to the cells: `GetSequencer` on the holder's handle answers, and the sequencer
 /// taken before the move is still current at the target.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "BUG: a handle opened before its node's slot moved is not recreated at the target: \
-            after the move GetSequencer on the lock holder's handle fails with WRONG_CELL \
-            (\"this cell does not own the slot at map epoch N; c4 does\"), straight to the \
-            cells and through a proxy, although the lock itself moved (another session gets \
-            LOCK_HELD at c4). The same makes a write through a handle opened just before \
-            the hand-off fail with WRONG_CELL: the fault tests' writer logs it (`write of … \
-            failed`) and accepts either value for that file"]
 async fn a_lock_holders_handle_keeps_working_after_its_slot_moved() {
     let d = Deployment::start(&[]).await;
     let (plan, p) = d.plan().await;
