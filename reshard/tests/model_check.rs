@@ -4,6 +4,7 @@
 //! `cargo test -p warren-reshard --release --test model_check -- --ignored`.
 //! Planted bugs show each safety property can fail.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use stateright::{Checker, HasDiscoveries, Model};
@@ -43,11 +44,14 @@ fn finds(model: ReshardModel, property: &'static str) {
     let checker = model
         .checker()
         .threads(2)
-        .finish_when(HasDiscoveries::AnyFailures)
+        .finish_when(HasDiscoveries::AnyOf(BTreeSet::from([property])))
         .spawn_bfs()
         .join();
     let path = checker.discovery(property).unwrap_or_else(|| {
-        panic!("{bug:?}: no counterexample to {property:?} in {} states", checker.unique_state_count())
+        panic!(
+            "{bug:?}: no counterexample to {property:?} in {} states",
+            checker.unique_state_count()
+        )
     });
     println!(
         "{bug:?}: {property:?} fails after {} steps: {:?}",
@@ -85,5 +89,13 @@ fn staged_copies_kept_in_memory_lose_the_slot() {
     finds(
         ReshardModel::small().with_bug(Bug::StagedInMemory),
         "no lost acknowledged write",
+    );
+}
+
+#[test]
+fn a_copy_without_the_lock_lets_two_clients_hold_it() {
+    finds(
+        ReshardModel::small().with_bug(Bug::CopyLosesLock),
+        "at most one exclusive holder",
     );
 }
