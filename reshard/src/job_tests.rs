@@ -719,3 +719,19 @@ fn fail_gives_up_a_job_before_any_hand_off_and_is_refused_after_one() {
     run_until(&mut j, |j| j.slots()[0].state == SlotState::HandedOff);
     assert_eq!(j.fail("x", 0), Err(JobError::PastHandOff(vec![1])));
 }
+
+#[test]
+fn an_abort_survives_a_restart_and_its_release_is_made_again() {
+    let mut j = job(&[(1, "a", "b"), (2, "a", "b")], options());
+    step(&mut j, 0, healthy);
+    step(&mut j, 0, healthy);
+    j.abort(0).unwrap();
+    assert_eq!(kind(&j.peek_action(0)), "release[1, 2]");
+    assert_eq!(kind(&j.next_action(0)), "release[1, 2]");
+    // The master dies with the release in flight; its successor reads the record.
+    let mut next = Job::from_json(j.to_json().as_bytes()).unwrap();
+    next.resume(10);
+    assert_eq!(*next.state(), JobState::Aborting);
+    assert_eq!(kinds(&run_healthy(&mut next, 10)), ["release[1, 2]"]);
+    assert_eq!(*next.state(), JobState::Aborted);
+}
