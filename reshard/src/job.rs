@@ -596,6 +596,9 @@ impl Job {
         }
         self.state = JobState::Aborting;
         self.updated_ms = now_ms;
+        // The next step is another one (a release): its failures count afresh, from now.
+        self.step_errors = 0;
+        self.retry_at_ms = None;
         self.message = "aborting: releasing the slots not yet handed off".into();
         for p in &mut self.slots {
             let started =

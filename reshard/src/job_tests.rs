@@ -735,3 +735,25 @@ fn an_abort_survives_a_restart_and_its_release_is_made_again() {
     assert_eq!(kinds(&run_healthy(&mut next, 10)), ["release[1, 2]"]);
     assert_eq!(*next.state(), JobState::Aborted);
 }
+
+#[test]
+fn failures_before_an_abort_do_not_count_against_its_release() {
+    let mut j = job(
+        &[(1, "a", "b")],
+        JobOptions {
+            max_step_errors: 2,
+            ..options()
+        },
+    );
+    step(&mut j, 0, healthy);
+    let down = |_: &Job, _: &Action| Outcome::Failed {
+        error: "deadline exceeded".into(),
+    };
+    assert_eq!(kind(&step(&mut j, 0, down)), "freeze[1]");
+    j.abort(0).unwrap();
+    // One failed release is not two failures in a row: the release is tried again.
+    assert_eq!(kind(&step(&mut j, 0, down)), "release[1]");
+    assert!(j.slots()[0].release_owed);
+    assert_eq!(kinds(&run_healthy(&mut j, 1000)), ["release[1]"]);
+    assert_eq!(*j.state(), JobState::Aborted);
+}

@@ -99,3 +99,26 @@ fn a_copy_without_the_lock_lets_two_clients_hold_it() {
         "at most one exclusive holder",
     );
 }
+
+/// The small model with a FreezeSlots that arrives after its caller gave up on it.
+fn with_late_freeze() -> ReshardModel {
+    ReshardModel {
+        late_freezes: 1,
+        crashes: 0,
+        ..ReshardModel::small()
+    }
+}
+
+#[test]
+fn a_late_freeze_cannot_make_a_hand_off_lose_a_write() {
+    let states = check_all("late freeze", with_late_freeze());
+    assert!(states > 10_000, "the model explored only {states} states");
+}
+
+#[test]
+fn a_hand_off_that_checks_only_the_freeze_loses_a_write_to_a_late_freeze() {
+    finds(
+        with_late_freeze().with_bug(Bug::HandOffChecksOnlyFreeze),
+        "no lost acknowledged write",
+    );
+}
