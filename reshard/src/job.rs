@@ -588,7 +588,10 @@ impl Job {
             return Err(AbortError::Finished {
                 at: humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(at))
                     .to_string(),
-                state: format!("{:?}", self.state).to_lowercase(),
+                state: match &self.state {
+                    JobState::Failed { reason } => format!("failed: {reason}"),
+                    other => format!("{other:?}").to_lowercase(),
+                },
             });
         }
         if self.state == JobState::Aborting {

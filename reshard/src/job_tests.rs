@@ -715,6 +715,11 @@ fn fail_gives_up_a_job_before_any_hand_off_and_is_refused_after_one() {
         }
     );
     assert_eq!(j.next_action(6), Action::Finished);
+    let e = j.abort(7).unwrap_err().to_string();
+    assert!(
+        e.contains("(failed: the plan is stale); nothing to abort"),
+        "{e}"
+    );
     let mut j = job(&[(1, "a", "b")], options());
     run_until(&mut j, |j| j.slots()[0].state == SlotState::HandedOff);
     assert_eq!(j.fail("x", 0), Err(JobError::PastHandOff(vec![1])));
