@@ -155,7 +155,7 @@ impl ReshardModel {
 
     /// The larger configuration, for a release build (see `tests/model_check.rs`): two
     /// targets (two groups per batch) and two crashes; reads are left to the small one. About
-    /// 27 million states: 10 minutes and 7.3 GB on a busy 2-core machine.
+    /// 27 million states: 14 minutes and 8.2 GB of memory on a busy 2-core machine.
     pub fn large() -> ReshardModel {
         ReshardModel {
             two_targets: true,
