@@ -39,6 +39,7 @@
 //! `/ls/<d>/warren/reshard/job` and what `warren ctl reshard status` shows.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -355,7 +356,10 @@ struct InFlight {
 pub struct Job {
     format: u32,
     id: String,
-    plan: Plan,
+    /// Shared, not copied, by the job's clones: the plan never changes during a job (and
+    /// the model checker keeps millions of clones).
+    #[serde(with = "shared_plan")]
+    plan: Arc<Plan>,
     options: JobOptions,
     state: JobState,
     started_ms: u64,
@@ -410,7 +414,7 @@ impl Job {
             format: JOB_FORMAT,
             id: id.to_string(),
             map_epoch: plan.from_epoch,
-            plan,
+            plan: Arc::new(plan),
             options,
             state: JobState::Running,
             started_ms: now_ms,
@@ -497,7 +501,6 @@ impl Job {
         let Some(flight) = self.in_flight.take() else {
             return Err(JobError::NoActionInFlight);
         };
-        self.updated_ms = now_ms;
         match (&flight.action, outcome) {
             (action, Outcome::Failed { error }) => self.on_failed(action, error, now_ms),
             (
@@ -571,6 +574,7 @@ impl Job {
                 })
             }
         }
+        self.updated_ms = now_ms;
         self.settle(now_ms);
         Ok(())
     }
@@ -584,7 +588,10 @@ impl Job {
             return Err(AbortError::Finished {
                 at: humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(at))
                     .to_string(),
-                state: format!("{:?}", self.state).to_lowercase(),
+                state: match &self.state {
+                    JobState::Failed { reason } => format!("failed: {reason}"),
+                    other => format!("{other:?}").to_lowercase(),
+                },
             });
         }
         if self.state == JobState::Aborting {
@@ -592,6 +599,9 @@ impl Job {
         }
         self.state = JobState::Aborting;
         self.updated_ms = now_ms;
+        // The next step is another one (a release): its failures count afresh, from now.
+        self.step_errors = 0;
+        self.retry_at_ms = None;
         self.message = "aborting: releasing the slots not yet handed off".into();
         for p in &mut self.slots {
             let started =
@@ -1045,6 +1055,23 @@ impl Job {
         self.finished_ms = Some(now_ms);
         self.updated_ms = now_ms;
         self.retry_at_ms = None;
+    }
+}
+
+/// The plan in the job's JSON, as the plan's own JSON.
+mod shared_plan {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::plan::Plan;
+
+    pub fn serialize<S: Serializer>(plan: &Arc<Plan>, serializer: S) -> Result<S::Ok, S::Error> {
+        plan.as_ref().serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<Plan>, D::Error> {
+        Plan::deserialize(deserializer).map(Arc::new)
     }
 }
 

@@ -715,7 +715,50 @@ fn fail_gives_up_a_job_before_any_hand_off_and_is_refused_after_one() {
         }
     );
     assert_eq!(j.next_action(6), Action::Finished);
+    let e = j.abort(7).unwrap_err().to_string();
+    assert!(
+        e.contains("(failed: the plan is stale); nothing to abort"),
+        "{e}"
+    );
     let mut j = job(&[(1, "a", "b")], options());
     run_until(&mut j, |j| j.slots()[0].state == SlotState::HandedOff);
     assert_eq!(j.fail("x", 0), Err(JobError::PastHandOff(vec![1])));
+}
+
+#[test]
+fn an_abort_survives_a_restart_and_its_release_is_made_again() {
+    let mut j = job(&[(1, "a", "b"), (2, "a", "b")], options());
+    step(&mut j, 0, healthy);
+    step(&mut j, 0, healthy);
+    j.abort(0).unwrap();
+    assert_eq!(kind(&j.peek_action(0)), "release[1, 2]");
+    assert_eq!(kind(&j.next_action(0)), "release[1, 2]");
+    // The master dies with the release in flight; its successor reads the record.
+    let mut next = Job::from_json(j.to_json().as_bytes()).unwrap();
+    next.resume(10);
+    assert_eq!(*next.state(), JobState::Aborting);
+    assert_eq!(kinds(&run_healthy(&mut next, 10)), ["release[1, 2]"]);
+    assert_eq!(*next.state(), JobState::Aborted);
+}
+
+#[test]
+fn failures_before_an_abort_do_not_count_against_its_release() {
+    let mut j = job(
+        &[(1, "a", "b")],
+        JobOptions {
+            max_step_errors: 2,
+            ..options()
+        },
+    );
+    step(&mut j, 0, healthy);
+    let down = |_: &Job, _: &Action| Outcome::Failed {
+        error: "deadline exceeded".into(),
+    };
+    assert_eq!(kind(&step(&mut j, 0, down)), "freeze[1]");
+    j.abort(0).unwrap();
+    // One failed release is not two failures in a row: the release is tried again.
+    assert_eq!(kind(&step(&mut j, 0, down)), "release[1]");
+    assert!(j.slots()[0].release_owed);
+    assert_eq!(kinds(&run_healthy(&mut j, 1000)), ["release[1]"]);
+    assert_eq!(*j.state(), JobState::Aborted);
 }

@@ -4,6 +4,7 @@
 //! `cargo test -p warren-reshard --release --test model_check -- --ignored`.
 //! Planted bugs show each safety property can fail.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use stateright::{Checker, HasDiscoveries, Model};
@@ -43,7 +44,7 @@ fn finds(model: ReshardModel, property: &'static str) {
     let checker = model
         .checker()
         .threads(2)
-        .finish_when(HasDiscoveries::AnyFailures)
+        .finish_when(HasDiscoveries::AnyOf(BTreeSet::from([property])))
         .spawn_bfs()
         .join();
     let path = checker.discovery(property).unwrap_or_else(|| {
@@ -87,6 +88,37 @@ fn a_map_written_before_the_hand_off_makes_two_owners() {
 fn staged_copies_kept_in_memory_lose_the_slot() {
     finds(
         ReshardModel::small().with_bug(Bug::StagedInMemory),
+        "no lost acknowledged write",
+    );
+}
+
+#[test]
+fn a_copy_without_the_lock_lets_two_clients_hold_it() {
+    finds(
+        ReshardModel::small().with_bug(Bug::CopyLosesLock),
+        "at most one exclusive holder",
+    );
+}
+
+/// The small model with a FreezeSlots that arrives after its caller gave up on it.
+fn with_late_freeze() -> ReshardModel {
+    ReshardModel {
+        late_freezes: 1,
+        crashes: 0,
+        ..ReshardModel::small()
+    }
+}
+
+#[test]
+fn a_late_freeze_cannot_make_a_hand_off_lose_a_write() {
+    let states = check_all("late freeze", with_late_freeze());
+    assert!(states > 10_000, "the model explored only {states} states");
+}
+
+#[test]
+fn a_hand_off_that_checks_only_the_freeze_loses_a_write_to_a_late_freeze() {
+    finds(
+        with_late_freeze().with_bug(Bug::HandOffChecksOnlyFreeze),
         "no lost acknowledged write",
     );
 }
