@@ -14,6 +14,7 @@ use std::time::Duration;
 use warren_loadtest::deploy::{DeploySpec, Deployment, Member};
 use warren_loadtest::fault::{Action, Fault, Injector};
 use warren_loadtest::procstat::MemberProcess;
+use warren_loadtest::reshard::ReshardSpec;
 use warren_loadtest::run::parse_duration;
 use warren_loadtest::{Config, Report, Target};
 
@@ -109,6 +110,18 @@ struct RunArgs {
     /// the measured window, e.g. `master:c1@33s`. Repeatable.
     #[arg(long, value_name = "MEMBER@TIME", requires = "deploy")]
     restart: Vec<String>,
+    /// With --deploy (through the proxies): at a time into the measured window, start one
+    /// more data cell, plan the move of its share of the slots to it and apply it, follow
+    /// the job to its end, and report the move and the clients' latency and errors during
+    /// it against before it: `add-cell@10s`.
+    #[arg(long, value_name = "add-cell@TIME", requires = "deploy",
+          value_parser = parse_reshard)]
+    reshard: Option<ReshardSpec>,
+    /// With --reshard: slots the job commits together, each batch one new map (default:
+    /// the job's, 16).
+    #[arg(long, value_name = "N", requires = "reshard",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    reshard_slots_per_batch: Option<u32>,
     /// Also write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -238,6 +251,18 @@ impl Injector for Launched {
     fn processes(&self) -> Pin<Box<dyn Future<Output = Vec<MemberProcess>> + Send + '_>> {
         self.deployment.processes()
     }
+
+    fn add_cell(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<warren_loadtest::deploy::AddedCell>> + Send + '_>>
+    {
+        self.deployment.add_cell()
+    }
+}
+
+/// `--reshard`'s value (see [`ReshardSpec`]).
+fn parse_reshard(s: &str) -> Result<ReshardSpec, String> {
+    s.parse()
 }
 
 /// The workload's settings for `target`.
@@ -256,6 +281,7 @@ fn config(w: &Workload, target: Target, metrics: Vec<String>, faults: Vec<Fault>
         metrics,
         progress: true,
         faults,
+        reshard: None,
     }
 }
 
@@ -328,7 +354,11 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
             (Some(l), true) => l.admins.clone(),
             _ => a.workload.metrics.clone(),
         };
-        let cfg = config(&a.workload, target, metrics, faults);
+        let mut cfg = config(&a.workload, target, metrics, faults);
+        cfg.reshard = a.reshard.clone().map(|mut r| {
+            r.slots_per_batch = a.reshard_slots_per_batch.unwrap_or(0);
+            r
+        });
         let injector = launched.clone().map(|l| l as Arc<dyn Injector>);
         tokio::select! {
             r = warren_loadtest::run_with(cfg, injector) => r,

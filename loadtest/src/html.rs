@@ -306,11 +306,15 @@ fn op_colour(i: usize) -> &'static str {
 /// The three plots: latency percentiles, throughput and session states over time.
 fn plots(r: &Report) -> [String; 3] {
     let ops = plotted_ops(r);
-    let marks: Vec<(f64, String)> = r
+    let mut marks: Vec<(f64, String)> = r
         .faults
         .iter()
         .filter_map(|f| f.done_s.map(|t| (t, format!("{} {}", f.action, f.member))))
         .collect();
+    if let Some(rs) = &r.reshard {
+        marks.extend(rs.start_s.map(|t| (t, "reshard starts".to_string())));
+        marks.extend(rs.end_s.map(|t| (t, format!("reshard {}", rs.state))));
+    }
     let x_label = "seconds since the measured window started";
     let mut latency = Vec::new();
     let mut rate = Vec::new();
@@ -375,6 +379,91 @@ fn plots(r: &Report) -> [String; 3] {
         ),
         plot("Session states", x_label, "sessions", &sessions, &marks),
     ]
+}
+
+/// The reshard's section ([`crate::reshard::ReshardReport`]): the move, its write pauses,
+/// and a table of each operation kind's latency before, during and after it.
+fn reshard_section(s: &mut String, r: &Report, rs: &crate::reshard::ReshardReport) {
+    let secs = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1} s"));
+    let _ = writeln!(
+        s,
+        "<h2>Reshard</h2>\n<p>{}: cell {} ({}) added; job {} <b>{}</b>: {} of {} slots \
+         moved, {} given up. Due at {:.1} s, cell serving at {}; the move ran from {} to {}: \
+         <b>{}</b> in all (the job's own clock: {}).</p>",
+        escape(&rs.spec),
+        escape(&rs.cell),
+        escape(&rs.cell_addr),
+        escape(rs.job.as_deref().unwrap_or("-")),
+        escape(&rs.state),
+        rs.slots_moved,
+        rs.slots_planned,
+        rs.slots_aborted,
+        rs.at_s,
+        secs(rs.cell_ready_s),
+        secs(rs.start_s),
+        secs(rs.end_s),
+        secs(rs.total_s),
+        secs(rs.job_s),
+    );
+    if !rs.message.is_empty() {
+        let _ = writeln!(s, "<p>{}</p>", escape(&rs.message));
+    }
+    match &rs.write_pause {
+        Some(w) => {
+            let _ = writeln!(
+                s,
+                "<p>Write pause per slot ({} slots): p50 {} ms, p99 <b>{} ms</b>, max {} ms.</p>",
+                w.slots, w.p50_ms, w.p99_ms, w.max_ms
+            );
+        }
+        None => s.push_str("<p>Write pause per slot: none recorded.</p>\n"),
+    }
+    s.push_str(
+        "<table>\n<tr><th>op</th><th>before p50 ms</th><th>before p99 ms</th>\
+         <th>during p50 ms</th><th>during p99 ms</th><th>during ok</th><th>during errors</th>\
+         <th>after p50 ms</th><th>after p99 ms</th></tr>\n",
+    );
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+    for (name, o) in &rs.ops {
+        let _ = writeln!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td></tr>",
+            escape(name),
+            ms(o.before.p50_ms),
+            ms(o.before.p99_ms),
+            ms(o.during.p50_ms),
+            ms(o.during.p99_ms),
+            o.during.count,
+            o.during.errors,
+            ms(o.after.p50_ms),
+            ms(o.after.p99_ms),
+        );
+    }
+    s.push_str("</table>\n");
+    let _ = writeln!(
+        s,
+        "<p>During the move: {} failed calls, {} sessions went into jeopardy, {} expired; \
+         {} lock overlaps and {} stale sequencers. acked_lost over the whole run (read back \
+         after the move): {}.</p>",
+        rs.errors_during,
+        rs.jeopardy_during,
+        rs.expired_during,
+        rs.lock_overlaps_during,
+        rs.stale_sequencers_during,
+        if r.acked_lost_checked {
+            r.acked_lost.to_string()
+        } else {
+            "not checked".to_string()
+        }
+    );
+    if !rs.errors_during_by_code.is_empty() {
+        s.push_str("<ul>\n");
+        for (k, n) in &rs.errors_during_by_code {
+            let _ = writeln!(s, "<li>{n} × {}</li>", escape(k));
+        }
+        s.push_str("</ul>\n");
+    }
 }
 
 /// The report as a self-contained HTML page.
@@ -451,6 +540,11 @@ pub fn render(r: &Report) -> String {
          proxy.</p>",
         r.longest_wait_ms, r.retries, ss.moved
     );
+    let _ = writeln!(
+        s,
+        "<p>Lock check: {} acquisitions, {} overlapping holders, {} stale sequencers.</p>",
+        r.locks.acquired, r.locks.overlaps, r.locks.stale_sequencers
+    );
     if !r.faults.is_empty() {
         s.push_str("<p>Faults:</p>\n<ul>\n");
         for f in &r.faults {
@@ -521,6 +615,9 @@ pub fn render(r: &Report) -> String {
             );
         }
         s.push_str("</table>\n");
+    }
+    if let Some(rs) = &r.reshard {
+        reshard_section(&mut s, r, rs);
     }
     for n in &r.notes {
         let _ = writeln!(s, "<p class=\"note\">Note: {}</p>", escape(n));

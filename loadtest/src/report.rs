@@ -290,6 +290,13 @@ pub struct Report {
     /// launched the deployment (`--deploy`; see [`crate::procstat`]); absent otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub processes: Vec<ProcessReport>,
+    /// The lock check over the run ([`crate::fence`]): acquisitions, overlapping holders,
+    /// stale sequencers. Left out of the JSON when no lock was acquired.
+    #[serde(skip_serializing_if = "crate::fence::LockChecks::is_empty")]
+    pub locks: crate::fence::LockChecks,
+    /// With `--reshard`: the move and what the clients saw of it ([`crate::reshard`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reshard: Option<crate::reshard::ReshardReport>,
 }
 
 /// One server process of a deployment the load test launched, over the measured window.
@@ -497,6 +504,19 @@ impl Report {
                 " (not checked: see the notes)"
             }
         );
+        let l = &self.locks;
+        let _ = writeln!(
+            s,
+            "lock check: {} acquisitions, {} overlapping holders, {} stale sequencers",
+            l.acquired, l.overlaps, l.stale_sequencers
+        );
+        if let Some(r) = &self.reshard {
+            s.push('\n');
+            s.push_str(&r.summary(
+                &self.locks,
+                self.acked_lost_checked.then_some(self.acked_lost),
+            ));
+        }
         if !self.processes.is_empty() {
             let _ = writeln!(
                 s,

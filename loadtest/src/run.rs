@@ -16,12 +16,14 @@
 //! clients waited.
 
 use crate::fault::{Fault, FaultRecord, Injector};
+use crate::fence::{LockLedger, Verdict};
 use crate::lost::{self, AckedWrites, ReadBack};
 use crate::metrics::{self, EndpointScrapes};
 use crate::procstat;
 use crate::report::{
     latency_histogram, IntervalOp, OpReport, Report, SessionOutcomes, SessionStates, TimelineSample,
 };
+use crate::reshard::{Phases, ReshardReport, ReshardSpec};
 use crate::workload::{Arrivals, Files};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
@@ -116,6 +118,9 @@ pub struct Config {
     pub progress: bool,
     /// Faults to inject during the window (needs an [`Injector`], see [`run_with`]).
     pub faults: Vec<Fault>,
+    /// A reshard to run during the window (needs an [`Injector`] that can add a cell, and
+    /// the proxies as target): [`crate::reshard`].
+    pub reshard: Option<ReshardSpec>,
 }
 
 /// Operation kinds, in report order.
@@ -173,10 +178,14 @@ struct Stats {
     ended: AtomicU64,
     /// Each write's sequence number, and the acknowledged ones (the `acked_lost` check).
     writes: AckedWrites,
+    /// Who holds each lock, as the clients see it (the lock check).
+    locks: LockLedger,
+    /// With a reshard: the figures split at the move's start and end.
+    phases: Option<Phases>,
 }
 
 impl Stats {
-    fn new(writes: AckedWrites) -> Stats {
+    fn new(writes: AckedWrites, phases: Option<Phases>) -> Stats {
         Stats {
             hist: std::array::from_fn(|_| Mutex::new(latency_histogram())),
             interval_hist: std::array::from_fn(|_| Mutex::new(latency_histogram())),
@@ -203,11 +212,23 @@ impl Stats {
             closed: AtomicU64::new(0),
             ended: AtomicU64::new(0),
             writes,
+            locks: LockLedger::default(),
+            phases,
         }
     }
 
+    /// A failed call, made now.
     fn error(&self, call: &str, status: &tonic::Status) {
+        self.error_since(call, status, Instant::now());
+    }
+
+    /// A failed call, of something in progress since `since` (an operation's intended
+    /// time).
+    fn error_since(&self, call: &str, status: &tonic::Status, since: Instant) {
         let key = format!("{call}:{}", code_of(status));
+        if let Some(p) = &self.phases {
+            p.error(&key, since);
+        }
         self.examples
             .lock()
             .expect("examples lock")
@@ -323,6 +344,8 @@ type Sims = Arc<RwLock<Vec<Arc<Sim>>>>;
 
 /// One simulated client: its sessions (legs) and the handles it opened.
 struct Sim {
+    /// Its number, 0..sessions.
+    id: u64,
     legs: Vec<RwLock<Link>>,
     /// The deployment the client is in (full paths are `/ls/DEPLOYMENT/…`).
     deployment: String,
@@ -403,6 +426,26 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
             cfg.duration
         );
     }
+    if let Some(r) = &cfg.reshard {
+        if injector.is_none() {
+            bail!(
+                "--reshard needs a deployment the load test launched (--deploy dev), to start \
+                 the new cell in"
+            );
+        }
+        if matches!(cfg.target, Target::Cells(_)) {
+            bail!(
+                "--reshard runs only through the proxies (--target proxies): direct clients \
+                 here route by the map read at the start and do not follow a reshard"
+            );
+        }
+        if r.at >= cfg.duration {
+            bail!(
+                "--reshard {r} is not inside the measured window (--duration {:?})",
+                cfg.duration
+            );
+        }
+    }
     let files = Arc::new(Files::new(cfg.files, cfg.zipf)?);
 
     let library = match &cfg.target {
@@ -412,7 +455,10 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
     let topo = Arc::new(topology(&cfg).await?);
     setup_files(library.clone(), cfg.files).await?;
 
-    let stats = Arc::new(Stats::new(AckedWrites::new(rand::random(), cfg.files)));
+    let stats = Arc::new(Stats::new(
+        AckedWrites::new(rand::random(), cfg.files),
+        cfg.reshard.as_ref().map(|_| Phases::default()),
+    ));
     let sims: Sims = Arc::new(RwLock::new(Vec::new()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let creators = Arc::new(Semaphore::new(CREATE_CONCURRENCY));
@@ -469,6 +515,16 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         None => None,
     };
     let deployment = injector.clone();
+    let resharding = match (&cfg.reshard, &injector) {
+        (Some(spec), Some(d)) => Some(tokio::spawn(reshard(
+            window_start,
+            window_end,
+            spec.clone(),
+            d.clone(),
+            stats.clone(),
+        ))),
+        _ => None,
+    };
     let faults = tokio::spawn(inject(window_start, cfg.faults.clone(), injector));
     let mut arrivals = Vec::new();
     for (op, rate) in [
@@ -520,6 +576,17 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
     }
     // The sampler takes its last sample now.
     let _ = drained_tx.send(true);
+    // A reshard still going is followed to its end (the sessions stay alive meanwhile), so
+    // that the read-back below reads the files where the move left them.
+    let mut reshard_report = match resharding {
+        Some(task) => {
+            if !task.is_finished() {
+                bar.set_message("waiting for the reshard job to end");
+            }
+            Some(task.await.context("the reshard task")?)
+        }
+        None => None,
+    };
     let timeline = sampler.await.context("the timeline sampler")?;
     let faults = faults.await.context("the fault injector")?;
     if faults
@@ -656,8 +723,21 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         notes,
         timeline,
         processes,
+        locks: stats.locks.checks(),
         ..Default::default()
     };
+    if let (Some(r), Some(p)) = (reshard_report.as_mut(), &stats.phases) {
+        p.fill(&[Op::Read.name(), Op::Write.name(), Op::Lock.name()], r);
+        if r.end_s.is_some_and(|e| e > secs) {
+            report.notes.push(format!(
+                "the reshard ended {:.1} s after the measured window: operations ran only in \
+                 the window, so the clients' figures during the move cover its first {:.1} s",
+                r.end_s.unwrap_or(secs) - secs,
+                (secs - r.start_s.unwrap_or(secs)).max(0.0)
+            ));
+        }
+    }
+    report.reshard = reshard_report;
     for (i, op) in [Op::Read, Op::Write, Op::Lock].into_iter().enumerate() {
         let h = stats.hist[i].lock().expect("histogram lock");
         let busy = if op == Op::Lock {
@@ -944,6 +1024,89 @@ async fn inject(
     out
 }
 
+/// Runs the reshard `spec` of the run whose window is `[start, end]`: at `start +
+/// spec.at`, adds a cell to `deployment`, plans the move to it, applies the plan and
+/// follows the job until it ends (at most [`crate::reshard::PATIENCE_AFTER_WINDOW`] after
+/// `end`), marking the move's start and end in `stats.phases`. The section's client figures
+/// are filled in later ([`Phases::fill`]).
+async fn reshard(
+    start: Instant,
+    end: Instant,
+    spec: ReshardSpec,
+    deployment: Arc<dyn Injector>,
+    stats: Arc<Stats>,
+) -> ReshardReport {
+    use crate::reshard::{apply, follow, plan_add_cell, PATIENCE_AFTER_WINDOW};
+    let secs = |t: Instant| (t - start).as_secs_f64();
+    let mut r = ReshardReport {
+        spec: spec.to_string(),
+        at_s: spec.at.as_secs_f64(),
+        state: "not started".into(),
+        ..Default::default()
+    };
+    let Some(phases) = &stats.phases else {
+        r.message = "no phases to record the move in".into();
+        return r;
+    };
+    tokio::time::sleep_until(start + spec.at).await;
+    let cell = match deployment.add_cell().await {
+        Ok(c) => c,
+        Err(e) => {
+            r.message = format!("cannot start the new cell: {e:#}");
+            return r;
+        }
+    };
+    r.cell.clone_from(&cell.name);
+    r.cell_addr.clone_from(&cell.addr);
+    r.cell_ready_s = Some(secs(Instant::now()));
+    let meta = vec![cell.meta.clone()];
+    let plan = match plan_add_cell(&meta, &cell.name, std::slice::from_ref(&cell.addr)).await {
+        Ok(p) => p,
+        Err(e) => {
+            r.message = format!("cannot plan the move to {}: {e:#}", cell.name);
+            return r;
+        }
+    };
+    r.slots_planned = plan.moves.len() as u64;
+    r.planned = plan.totals;
+    let t = Instant::now();
+    phases.start(t);
+    r.start_s = Some(secs(t));
+    let job = match apply(&meta, &plan, spec.slots_per_batch).await {
+        Ok(j) => j,
+        Err(e) => {
+            let t = Instant::now();
+            phases.end(t);
+            r.end_s = Some(secs(t));
+            r.message = format!("{e:#}");
+            return r;
+        }
+    };
+    tracing::info!(job, slots = plan.moves.len(), cell = %cell.name, "reshard job started");
+    r.job = Some(job.clone());
+    match follow(&meta, &job, end + PATIENCE_AFTER_WINDOW).await {
+        Ok((status, ended)) => {
+            r.set_job(&status, ended);
+            if ended {
+                let t = Instant::now();
+                phases.end(t);
+                r.end_s = Some(secs(t));
+                r.total_s = r.start_s.map(|s| secs(t) - s);
+            } else {
+                r.message = format!(
+                    "the job had not ended {PATIENCE_AFTER_WINDOW:?} after the window; the run \
+                     stopped following it"
+                );
+            }
+        }
+        Err(e) => {
+            r.state = "unknown".into();
+            r.message = format!("cannot follow job {job}: {e:#}");
+        }
+    }
+    r
+}
+
 fn progress_bar(cfg: &Config) -> ProgressBar {
     if !cfg.progress {
         return ProgressBar::hidden();
@@ -1049,6 +1212,7 @@ async fn session_task(
     }
     drop(permit);
     let sim = Arc::new(Sim {
+        id,
         legs: links.into_iter().map(RwLock::new).collect(),
         deployment,
         handles: Mutex::new(HashMap::new()),
@@ -1171,6 +1335,9 @@ async fn keep_alive(
                 if stats.in_window.load(Ordering::Relaxed) {
                     stats.jeopardy_in_window.fetch_add(1, Ordering::Relaxed);
                 }
+                if let Some(p) = &stats.phases {
+                    p.jeopardy();
+                }
                 stats.jeopardy_now.fetch_add(1, Ordering::Relaxed);
             }
         } else if sim.jeopardy_legs.fetch_sub(1, Ordering::Relaxed) == 1 {
@@ -1184,6 +1351,9 @@ async fn keep_alive(
     let expire = || {
         if !sim.expired.swap(true, Ordering::Relaxed) {
             stats.expired.fetch_add(1, Ordering::Relaxed);
+            if let Some(p) = &stats.phases {
+                p.expired();
+            }
         }
     };
     // Whether this leg counts in jeopardy now.
@@ -1327,9 +1497,13 @@ async fn arrive(
         let (stats, topo) = (stats.clone(), topo.clone());
         tokio::spawn(async move {
             let result = one_op(op, &sim, topo.leg_of(file), file, &stats, t).await;
-            let us = u64::try_from(t.elapsed().as_micros().max(1)).unwrap_or(u64::MAX);
+            let done = Instant::now();
+            let us = u64::try_from((done - t).as_micros().max(1)).unwrap_or(u64::MAX);
             stats.longest_wait_us.fetch_max(us, Ordering::Relaxed);
             let i = op as usize;
+            if let Some(p) = &stats.phases {
+                p.op(i, t, done, result.is_ok().then_some(us));
+            }
             match result {
                 Ok(()) => {
                     stats.hist[i]
@@ -1343,7 +1517,7 @@ async fn arrive(
                 }
                 Err((call, status)) => {
                     stats.op_errors[i].fetch_add(1, Ordering::Relaxed);
-                    stats.error(&format!("{}/{call}", op.name()), &status);
+                    stats.error_since(&format!("{}/{call}", op.name()), &status, t);
                     if is_code(&status, ErrorCode::HandleInvalid) {
                         sim.handles.lock().expect("handles lock").remove(&file);
                     }
@@ -1567,7 +1741,18 @@ async fn one_op(
                 async move { c.release(req).await }
             };
             match retrying(sim, leg, stats, deadline, "TryAcquire", acquire).await {
-                Ok(_) => {
+                Ok((r, _)) => {
+                    let generation = r.into_inner().sequencer.map_or(0, |s| s.lock_generation);
+                    let verdict = stats.locks.acquired(file, sim.id, generation);
+                    if verdict != Verdict::Fine {
+                        tracing::warn!(file, client = sim.id, ?verdict, "the lock check failed");
+                        if let Some(p) = &stats.phases {
+                            p.lock_finding(matches!(verdict, Verdict::Stale { .. }));
+                        }
+                    }
+                    // Out of the ledger before the Release is sent: the next holder can
+                    // only come after it.
+                    stats.locks.releasing(file, sim.id);
                     retrying(sim, leg, stats, deadline, "Release", release).await?;
                 }
                 Err((_, s)) if is_code(&s, ErrorCode::LockHeld) => {
@@ -1644,6 +1829,7 @@ mod tests {
             metrics: vec![],
             progress: false,
             faults: vec![],
+            reshard: None,
         }
     }
 
