@@ -64,9 +64,14 @@ struct Workload {
     /// Lock operations (TryAcquire + Release) per second, in total.
     #[arg(long, default_value_t = 0.0, value_name = "L")]
     lock_rate: f64,
-    /// Number of files, /loadtest/d{i mod 32}/f{i} for i < F.
+    /// Number of files, /loadtest/d{i mod D}/f{i} for i < F (at most 1,000,000), created
+    /// before the run if absent.
     #[arg(long, default_value_t = 100, value_name = "F")]
     files: u64,
+    /// The directories the files are spread over (1–65,536): a directory's files share a
+    /// slot, so more directories spread the files over more slots (and cells).
+    #[arg(long, default_value_t = warren_loadtest::workload::DIRS, value_name = "D")]
+    dirs: u64,
     /// Zipf exponent of the files' popularity (0: uniform).
     #[arg(long, default_value_t = 1.0, value_name = "S")]
     zipf: f64,
@@ -277,6 +282,7 @@ fn config(w: &Workload, target: Target, metrics: Vec<String>, faults: Vec<Fault>
         write_rate: w.write_rate,
         lock_rate: w.lock_rate,
         files: w.files,
+        dirs: w.dirs,
         zipf: w.zipf,
         metrics,
         progress: true,
@@ -322,6 +328,28 @@ fn faults(a: &RunArgs) -> anyhow::Result<Vec<Fault>> {
     Ok(out)
 }
 
+/// `--reshard`, checked before anything is launched: through the proxies, inside the
+/// window.
+fn check_reshard(a: &RunArgs) -> anyhow::Result<()> {
+    let Some(r) = &a.reshard else {
+        return Ok(());
+    };
+    if a.target.as_deref() == Some("cells") {
+        bail!(
+            "--reshard {r} runs only through the proxies: direct clients here route by the map \
+             read at the start and do not follow a reshard; drop --target cells"
+        );
+    }
+    if r.at >= a.workload.duration {
+        bail!(
+            "--reshard {r} is not inside the measured window (--duration {}): give a time \
+             before its end",
+            warren_config::format_duration(a.workload.duration)
+        );
+    }
+    Ok(())
+}
+
 /// Whether `spec`'s deployment has member `m`: proxies 1..=M, cells `meta` and c1..=cN.
 fn member_exists(m: &Member, spec: &DeploySpec) -> Result<(), String> {
     match m {
@@ -347,6 +375,7 @@ fn member_exists(m: &Member, spec: &DeploySpec) -> Result<(), String> {
 
 async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
     let faults = faults(&a)?;
+    check_reshard(&a)?;
     let launched = Launched::start(&a.deploy).await?;
     let result = async {
         let target = target_of(a.target.as_deref(), launched.as_deref())?;

@@ -56,6 +56,11 @@ const MAX_IN_FLIGHT: u64 = 20_000;
 pub const OP_PATIENCE: Duration = ClientOptions::DEFAULT_GRACE_PERIOD;
 /// Most files the read-back after the window reads at once.
 const READ_BACK_CONCURRENCY: usize = 32;
+/// Most files the set-up creates at once.
+const SETUP_CONCURRENCY: usize = 64;
+/// The most files a run may use (`--files`): their creation, their handles and the
+/// acknowledged writes' record must fit one load generator.
+pub const MAX_FILES: u64 = 1_000_000;
 
 /// Where the load goes.
 #[derive(Clone, Debug, PartialEq)]
@@ -111,6 +116,8 @@ pub struct Config {
     pub write_rate: f64,
     pub lock_rate: f64,
     pub files: u64,
+    /// The directories the files are spread over (`--dirs`).
+    pub dirs: u64,
     pub zipf: f64,
     /// Admin addresses whose `/metrics` are scraped before the ramp and after the window.
     pub metrics: Vec<String>,
@@ -446,14 +453,25 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
             );
         }
     }
-    let files = Arc::new(Files::new(cfg.files, cfg.zipf)?);
+    if cfg.files > MAX_FILES {
+        bail!("--files {}: give at most {MAX_FILES}", cfg.files);
+    }
+    let files = Arc::new(Files::with_dirs(cfg.files, cfg.zipf, cfg.dirs)?);
 
     let library = match &cfg.target {
         Target::Proxies(a) => ClientOptions::proxies(a.iter().map(String::as_str)),
         Target::Cells(meta) => ClientOptions::meta([meta.as_str()]),
     };
-    let topo = Arc::new(topology(&cfg).await?);
-    setup_files(library.clone(), cfg.files).await?;
+    let topo = Arc::new(topology(&cfg, &files).await?);
+    if cfg.progress && cfg.files >= 10_000 {
+        eprintln!(
+            "creating the {} files (if absent) over {} directories",
+            cfg.files, cfg.dirs
+        );
+    }
+    let setup_start = Instant::now();
+    setup_files(library.clone(), files.clone()).await?;
+    let setup_s = setup_start.elapsed().as_secs_f64();
 
     let stats = Arc::new(Stats::new(
         AckedWrites::new(rand::random(), cfg.files),
@@ -465,6 +483,12 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
 
     let bar = progress_bar(&cfg);
     let mut notes = Vec::new();
+    if setup_s >= 5.0 {
+        notes.push(format!(
+            "creating (or finding) the {} files before the run took {setup_s:.1} s",
+            cfg.files
+        ));
+    }
 
     // Metrics before the ramp: the KeepAlive figures cover the whole run, so every session's
     // first KeepAlive is in them however short the window.
@@ -637,7 +661,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         );
         None
     } else {
-        match read_back(library, &acked, stats.writes.run).await {
+        match read_back(library, &files, &acked, stats.writes.run).await {
             Ok((reads, failed)) => {
                 if !failed.is_empty() {
                     notes.push(format!(
@@ -692,6 +716,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         },
         connections: cfg.connections,
         files: cfg.files,
+        dirs: cfg.dirs,
         zipf: cfg.zipf,
         read_rate: cfg.read_rate,
         write_rate: cfg.write_rate,
@@ -819,7 +844,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
 
 /// The peers and their channels; in cells mode, the map read from the meta cell routes
 /// each file to its cell.
-async fn topology(cfg: &Config) -> anyhow::Result<Topology> {
+async fn topology(cfg: &Config, files: &Files) -> anyhow::Result<Topology> {
     match &cfg.target {
         Target::Proxies(addrs) => {
             // C channels in all, spread over the proxies (at least one each).
@@ -865,7 +890,7 @@ async fn topology(cfg: &Config) -> anyhow::Result<Topology> {
             }
             let mut file_peer = Vec::new();
             for i in 0..cfg.files {
-                let path = format!("/ls/{}{}", map.deployment(), Files::path(i));
+                let path = format!("/ls/{}{}", map.deployment(), files.path(i));
                 let peer = match map.route(&path, false)? {
                     Route::Cell { cell, .. } => index.get(cell).copied(),
                     Route::Meta => Some(0),
@@ -903,31 +928,55 @@ pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("connecting to {addr}"))
 }
 
-/// Creates `/loadtest`, its directories and its files (if absent) with a library session.
-async fn setup_files(options: ClientOptions, n: u64) -> anyhow::Result<()> {
-    let s = Session::connect_with(options)
-        .await
-        .context("connecting the set-up session")?;
+/// Creates `/loadtest`, its directories and its files (if absent) with a library session,
+/// [`SETUP_CONCURRENCY`] at a time.
+async fn setup_files(options: ClientOptions, files: Arc<Files>) -> anyhow::Result<()> {
+    let s = Arc::new(
+        Session::connect_with(options)
+            .await
+            .context("connecting the set-up session")?,
+    );
     let result = async {
-        for dir in std::iter::once("/loadtest".to_string()).chain(Files::dirs(n)) {
+        let create = |s: Arc<Session>, path: String, dir: bool| async move {
+            let opts = if dir {
+                OpenOptions::new().read().create_dir()
+            } else {
+                OpenOptions::new().read().create_file(Vec::new())
+            };
             let (h, _) = s
-                .open(&dir, OpenOptions::new().read().create_dir())
-                .await
-                .with_context(|| format!("creating {dir}"))?;
-            h.close().await;
-        }
-        for i in 0..n {
-            let path = Files::path(i);
-            let (h, _) = s
-                .open(&path, OpenOptions::new().read().create_file(Vec::new()))
+                .open(&path, opts)
                 .await
                 .with_context(|| format!("creating {path}"))?;
             h.close().await;
+            Ok::<_, anyhow::Error>(())
+        };
+        create(s.clone(), "/loadtest".to_string(), true).await?;
+        let dirs: Vec<String> = files.dir_paths().collect();
+        let paths = (0..files.len()).map(|i| (files.path(i), false));
+        // The directories first: their files go in them.
+        for batch in [
+            dirs.into_iter().map(|d| (d, true)).collect::<Vec<_>>(),
+            paths.collect(),
+        ] {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (path, dir) in batch {
+                if tasks.len() >= SETUP_CONCURRENCY {
+                    if let Some(done) = tasks.join_next().await {
+                        done.context("a set-up task")??;
+                    }
+                }
+                tasks.spawn(create(s.clone(), path, dir));
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.context("a set-up task")??;
+            }
         }
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    let _ = s.close().await;
+    if let Ok(s) = Arc::try_unwrap(s) {
+        let _ = s.close().await;
+    }
     result
 }
 
@@ -936,6 +985,7 @@ async fn setup_files(options: ClientOptions, n: u64) -> anyhow::Result<()> {
 /// whose read failed, what went wrong.
 async fn read_back(
     options: ClientOptions,
+    files: &Files,
     acked: &BTreeMap<u64, Vec<lost::Ack>>,
     run: u64,
 ) -> anyhow::Result<(HashMap<u64, ReadBack>, Vec<String>)> {
@@ -951,9 +1001,9 @@ async fn read_back(
     let mut tasks = tokio::task::JoinSet::new();
     for &file in acked.keys() {
         let (s, turns) = (s.clone(), turns.clone());
+        let path = files.path(file);
         tasks.spawn(async move {
             let _turn = turns.acquire_owned().await;
-            let path = Files::path(file);
             let read = async {
                 let (h, _) = s
                     .open(&path, OpenOptions::new().read())
@@ -1494,9 +1544,10 @@ async fn arrive(
         }
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let file = files.pick(&mut rng);
-        let (stats, topo) = (stats.clone(), topo.clone());
+        let (stats, topo, files) = (stats.clone(), topo.clone(), files.clone());
         tokio::spawn(async move {
-            let result = one_op(op, &sim, topo.leg_of(file), file, &stats, t).await;
+            let path = files.path(file);
+            let result = one_op(op, &sim, topo.leg_of(file), (file, &path), &stats, t).await;
             let done = Instant::now();
             let us = u64::try_from((done - t).as_micros().max(1)).unwrap_or(u64::MAX);
             stats.longest_wait_us.fetch_max(us, Ordering::Relaxed);
@@ -1631,7 +1682,7 @@ async fn one_op(
     op: Op,
     sim: &Sim,
     leg: usize,
-    file: u64,
+    (file, file_path): (u64, &str),
     stats: &Stats,
     intended: Instant,
 ) -> Result<(), OpError> {
@@ -1645,7 +1696,7 @@ async fn one_op(
     let handle = match cached {
         Some(h) => h,
         None => {
-            let path = format!("/ls/{}{}", sim.deployment, Files::path(file));
+            let path = format!("/ls/{}{}", sim.deployment, file_path);
             let (r, _) = retrying(sim, leg, stats, deadline, "Open", |l| {
                 let mut c = l.client;
                 let req = pb::OpenRequest {
@@ -1825,6 +1876,7 @@ mod tests {
             write_rate: 0.0,
             lock_rate: 0.0,
             files: 1,
+            dirs: 32,
             zipf: 1.0,
             metrics: vec![],
             progress: false,
