@@ -4,21 +4,32 @@
 //! recreates a handle from an earlier epoch on first use); the library only passes them
 //! back. Several handles opened identically (read-only, no create) may share one server
 //! handle; the last to close it closes it at the master.
+//!
+//! In direct mode over a partitioned deployment, a handle whose node moved to another cell
+//! in a reshard is re-opened there on its first call after the move (the new cell answers
+//! only to the session that opened a handle, and each cell has its own session; see
+//! docs/client.md "After a reshard"): the handle's cell session and server handle are
+//! replaced, and the call is sent again.
 
 use crate::cache::{Cache, ServerHandle, Ticket};
 use crate::error::Error;
 use crate::options::OpenOptions;
+use crate::routed::Router;
 use crate::rpc::Rpc;
+use crate::session::MovedHandle;
 use crate::session::{lock, CallPolicy, Session};
 use crate::types::{
     required_sequencer, required_stat, AclNames, DirEntry, LockMode, NodeKind, Sequencer, Stat,
 };
 use std::fmt;
 use std::future::Future;
+use std::sync::Weak;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::sync::watch;
-use warren_proto::pb;
+use warren_proto::{pb, WarrenError};
+use warren_router::MAX_ATTEMPTS;
 
 /// What `Open` said besides the handle.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,15 +54,76 @@ pub struct OpenInfo {
 /// [`child_names`](Handle::child_names)) are answered from the session's cache when it
 /// holds the node; see the crate docs for the consistency guarantee.
 pub struct Handle {
-    session: Session,
-    path: String,
-    /// How it was opened: decides what may come from the cache, and reopens a private
-    /// server handle when a sequencer is set on a shared one.
-    options: OpenOptions,
-    /// The master's handle; shared with identical opens until a sequencer is set.
-    server: Mutex<Arc<ServerHandle>>,
+    /// Where it lives and how it was opened; shared with the router's table of handles
+    /// (direct mode, partitioned), which re-opens it when a reshard moves its node.
+    place: Arc<Place>,
+    /// Direct mode over a partitioned deployment: the router, which re-opens the handle
+    /// at the cell its node moved to. `None` for a plain session (one cell, or proxies,
+    /// which follow a moved handle themselves).
+    router: Option<Arc<Router>>,
     /// Set by [`poison`](Handle::poison).
     poisoned: watch::Sender<bool>,
+}
+
+/// A handle's node and where the handle lives: what a re-open after a reshard needs.
+pub(crate) struct Place {
+    path: String,
+    /// How it was opened: decides what may come from the cache, and reopens a private
+    /// server handle when a sequencer is set on a shared one (or when its node moved).
+    options: OpenOptions,
+    /// Its session and the master's handle there. The server handle is shared with
+    /// identical opens until a sequencer is set; both are replaced together when the node
+    /// moves to another cell (direct mode, partitioned).
+    at: Mutex<At>,
+    /// Held while the handle is re-opened at the cell its node moved to, so that calls
+    /// racing on a moved handle (and the router's own follow) re-open it once.
+    following: tokio::sync::Mutex<()>,
+    /// The sequencer set on it, set again on the re-opened handle after a move.
+    sequencer: Mutex<Option<pb::Sequencer>>,
+}
+
+/// A handle's session and its server handle there.
+#[derive(Clone)]
+struct At {
+    session: Session,
+    server: Arc<ServerHandle>,
+}
+
+/// A request about a handle: the handle's current token goes in before each send (it
+/// changes when the handle is re-opened at the cell its node moved to).
+trait OnHandle: Rpc {
+    fn set_handle(&mut self, token: Vec<u8>);
+}
+
+macro_rules! on_handle {
+    ($($request:ident),* $(,)?) => {$(
+        impl OnHandle for pb::$request {
+            fn set_handle(&mut self, token: Vec<u8>) {
+                self.handle = token;
+            }
+        }
+    )*};
+}
+
+on_handle!(
+    GetContentsAndStatRequest,
+    GetStatRequest,
+    ReadDirRequest,
+    SetContentsRequest,
+    SetAclRequest,
+    DeleteRequest,
+    AcquireRequest,
+    TryAcquireRequest,
+    ReleaseRequest,
+    GetSequencerRequest,
+    SetSequencerRequest,
+);
+
+/// `WRONG_CELL` for a call on a handle: its node moved to another cell (a directory
+/// redirect only ever answers `Open`).
+fn moved_away(e: &Error) -> Option<&WarrenError> {
+    e.warren()
+        .filter(|w| w.code == warren_proto::ErrorCode::WrongCell && !w.directory)
 }
 
 impl Handle {
@@ -62,26 +134,44 @@ impl Handle {
         options: OpenOptions,
     ) -> Self {
         Handle {
-            session,
-            path,
-            options,
-            server: Mutex::new(server),
+            place: Arc::new(Place {
+                path,
+                options,
+                at: Mutex::new(At { session, server }),
+                following: tokio::sync::Mutex::new(()),
+                sequencer: Mutex::new(None),
+            }),
+            router: None,
             poisoned: watch::Sender::new(false),
         }
     }
 
-    /// The node's full path (`/ls/<deployment>/…`).
-    pub fn path(&self) -> &str {
-        &self.path
+    /// The same handle, routed by `router` (direct mode over a partitioned deployment):
+    /// it follows its node when a reshard moves it, on its next call or as soon as the
+    /// old cell says so.
+    pub(crate) fn routed_by(mut self, router: Arc<Router>) -> Self {
+        router.track(&self.place);
+        self.router = Some(router);
+        self
     }
 
-    /// The session the handle belongs to.
-    pub fn session(&self) -> &Session {
-        &self.session
+    /// The node's full path (`/ls/<deployment>/…`).
+    pub fn path(&self) -> &str {
+        &self.place.path
+    }
+
+    /// The session the handle belongs to (in direct mode over a partitioned deployment,
+    /// the session at the cell that holds the node, which changes when a reshard moves it).
+    pub fn session(&self) -> Session {
+        lock(&self.place.at).session.clone()
+    }
+
+    fn at(&self) -> At {
+        lock(&self.place.at).clone()
     }
 
     fn server(&self) -> Arc<ServerHandle> {
-        lock(&self.server).clone()
+        lock(&self.place.at).server.clone()
     }
 
     /// The master's handle bytes, for a request about this handle.
@@ -90,38 +180,79 @@ impl Handle {
     }
 
     fn policy(&self, idempotent: bool) -> CallPolicy {
-        self.session.shared().policy(idempotent)
+        self.session().shared().policy(idempotent)
     }
 
     fn poison_error(&self) -> Error {
-        Error::Poisoned(format!("the handle on {} was poisoned", self.path))
+        Error::Poisoned(format!("the handle on {} was poisoned", self.place.path))
     }
 
     /// Whether reads of contents and listings through this handle may come from the cache:
     /// the master would check the read intent (so must we) and, once a sequencer is set,
     /// the sequencer (which we cannot).
     fn reads_from_cache(&self) -> bool {
-        self.options.can_read() && !self.server().is_sequenced()
+        self.place.options.can_read() && !self.server().is_sequenced()
     }
 
     /// Sends one idempotent call about this handle, bounded by the default timeout (see
     /// [`call_with`](Self::call_with)).
-    async fn call<Q: Rpc>(&self, request: Q) -> Result<Q::Reply, Error> {
+    async fn call<Q: OnHandle>(&self, request: Q) -> Result<Q::Reply, Error> {
         self.call_with(self.policy(true), request).await
     }
 
     /// Sends one call about this handle with the session's retry rules; fails at once,
-    /// or as soon as it happens, when the handle is poisoned.
-    async fn call_with<Q: Rpc>(&self, policy: CallPolicy, request: Q) -> Result<Q::Reply, Error> {
+    /// or as soon as it happens, when the handle is poisoned. In direct mode over a
+    /// partitioned deployment, a `WRONG_CELL` (the node moved in a reshard) re-opens the
+    /// handle at the new owner ([`follow`](Self::follow)) and sends the call again there,
+    /// at most [`MAX_ATTEMPTS`] sends in all. Re-sending is safe for every call: the cell
+    /// that answered `WRONG_CELL` changed nothing.
+    async fn call_with<Q: OnHandle>(
+        &self,
+        policy: CallPolicy,
+        mut request: Q,
+    ) -> Result<Q::Reply, Error> {
         let mut poisoned = self.poisoned.subscribe();
         if *poisoned.borrow_and_update() {
             return Err(self.poison_error());
         }
-        let call = self.session.shared().call(policy, request);
-        tokio::select! {
-            r = call => r,
-            _ = poisoned.wait_for(|p| *p) => Err(self.poison_error()),
+        let mut sent = 0;
+        loop {
+            sent += 1;
+            let at = self.at();
+            request.set_handle(at.server.token.clone());
+            let call = at.session.shared().call(policy, request.clone());
+            let result = tokio::select! {
+                r = call => r,
+                _ = poisoned.wait_for(|p| *p) => return Err(self.poison_error()),
+            };
+            let e = match result {
+                Err(e) if self.router.is_some() && sent < MAX_ATTEMPTS => e,
+                other => return other,
+            };
+            let Some(moved) = moved_away(&e).cloned() else {
+                return Err(e);
+            };
+            tokio::select! {
+                r = self.follow(&moved, &at.server) => {
+                    if let Err(failed) = r {
+                        tracing::debug!(path = %self.place.path, %failed, "could not re-open a moved handle");
+                        return Err(e);
+                    }
+                }
+                _ = poisoned.wait_for(|p| *p) => return Err(self.poison_error()),
+            }
         }
+    }
+
+    /// The handle's node moved to another cell (`moved`: the old cell's `WRONG_CELL`
+    /// answer to a call made with server handle `stale`): [`Place::follow`].
+    async fn follow(&self, moved: &WarrenError, stale: &Arc<ServerHandle>) -> Result<(), Error> {
+        let Some(router) = &self.router else {
+            return Err(Error::Warren(moved.clone()));
+        };
+        self.place
+            .follow(router, stale, moved.map_epoch, None)
+            .await
     }
 
     /// Reads through the cache; fails when poisoned. `lookup` answers from the cache when
@@ -143,7 +274,8 @@ impl Handle {
         if *self.poisoned.borrow() {
             return Err(self.poison_error());
         }
-        let shared = self.session.shared();
+        let at = self.at();
+        let shared = at.session.shared();
         if use_cache {
             shared.admit().await?;
             if let Some(hit) = shared.cached(lookup).flatten() {
@@ -154,7 +286,9 @@ impl Handle {
         }
         let ticket = shared.ticket();
         let (value, cacheable) = fetch().await?;
-        if cacheable {
+        // Cached in the session that fetched it: not if the handle moved to another cell
+        // session meanwhile (the old cell no longer invalidates the node).
+        if cacheable && Arc::ptr_eq(&self.server(), &at.server) {
             shared.with_cache(|c| fill(c, ticket, &value));
         }
         Ok(value)
@@ -163,7 +297,7 @@ impl Handle {
     /// Reads the whole file and its metadata.
     pub async fn contents(&self) -> Result<(Vec<u8>, Stat), Error> {
         let instance = self.server().instance;
-        let path = self.path.as_str();
+        let path = self.place.path.as_str();
         self.read(
             self.reads_from_cache(),
             |c| c.contents(path, instance),
@@ -187,7 +321,7 @@ impl Handle {
     /// [`Session::check_sequencer`](crate::Session::check_sequencer).
     pub async fn stat(&self) -> Result<Stat, Error> {
         let instance = self.server().instance;
-        let path = self.path.as_str();
+        let path = self.place.path.as_str();
         self.read(
             !self.server().is_sequenced(),
             |c| c.stat(path, instance),
@@ -223,16 +357,18 @@ impl Handle {
     /// (children's metadata is not part of the directory's cache entry); the names are
     /// cached for [`child_names`](Handle::child_names).
     pub async fn read_dir(&self) -> Result<Vec<DirEntry>, Error> {
-        let shared = self.session.shared();
+        let at = self.at();
+        let shared = at.session.shared();
         if *self.poisoned.borrow() {
             return Err(self.poison_error());
         }
         shared.with_cache(Cache::note_miss);
         let ticket = shared.ticket();
         let (entries, stat, cacheable) = self.fetch_dir().await?;
-        if let Some(stat) = stat.filter(|s| cacheable && s.kind == NodeKind::Directory) {
+        let moved = !Arc::ptr_eq(&self.server(), &at.server);
+        if let Some(stat) = stat.filter(|s| cacheable && !moved && s.kind == NodeKind::Directory) {
             let names = entries.iter().map(|e| e.name.clone()).collect();
-            shared.with_cache(|c| c.fill_children(ticket, &self.path, names, &stat));
+            shared.with_cache(|c| c.fill_children(ticket, &self.place.path, names, &stat));
         }
         Ok(entries)
     }
@@ -241,7 +377,7 @@ impl Handle {
     /// the listing (it is invalidated whenever a child is added or removed).
     pub async fn child_names(&self) -> Result<Vec<String>, Error> {
         let instance = self.server().instance;
-        let path = self.path.as_str();
+        let path = self.place.path.as_str();
         let (names, _) = self
             .read(
                 self.reads_from_cache(),
@@ -274,7 +410,9 @@ impl Handle {
         };
         let result = self.call_with(policy, request).await;
         // Whatever the outcome, the write may have happened: drop our copy.
-        self.session.shared().with_cache(|c| c.wrote(&self.path));
+        self.session()
+            .shared()
+            .with_cache(|c| c.wrote(&self.place.path));
         required_stat(result?.stat, "SetContents")
     }
 
@@ -301,7 +439,9 @@ impl Handle {
             acl: Some(acl.into()),
         };
         let result = self.call(request).await;
-        self.session.shared().with_cache(|c| c.wrote(&self.path));
+        self.session()
+            .shared()
+            .with_cache(|c| c.wrote(&self.place.path));
         required_stat(result?.stat, "SetAcl")
     }
 
@@ -312,9 +452,9 @@ impl Handle {
             ..Default::default()
         };
         let result = self.call_with(self.policy(false), request).await;
-        self.session.shared().with_cache(|c| {
-            c.wrote(&self.path);
-            if let Some((parent, _)) = self.path.rsplit_once('/') {
+        self.session().shared().with_cache(|c| {
+            c.wrote(&self.place.path);
+            if let Some((parent, _)) = self.place.path.rsplit_once('/') {
                 c.wrote(parent);
             }
         });
@@ -328,7 +468,7 @@ impl Handle {
         mode: LockMode,
         timeout: Option<Duration>,
     ) -> Result<Sequencer, Error> {
-        let rpc_timeout = self.session.shared().rpc_timeout();
+        let rpc_timeout = self.session().shared().rpc_timeout();
         // 0 on the wire means "wait forever", so a zero timeout becomes 1 ms.
         let timeout_ms = timeout.map_or(0, |t| {
             u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -385,9 +525,10 @@ impl Handle {
     /// the sequencer binds this handle only.
     pub async fn set_sequencer(&self, sequencer: &Sequencer) -> Result<(), Error> {
         let mut wire = pb::Sequencer::from(sequencer);
-        wire.path = self.session.full_path(&sequencer.path)?;
+        wire.path = self.session().full_path(&sequencer.path)?;
         self.make_private().await?;
         self.server().mark_sequenced();
+        *lock(&self.place.sequencer) = Some(wire.clone());
         let request = pb::SetSequencerRequest {
             ctx: None,
             handle: self.token(),
@@ -399,26 +540,27 @@ impl Handle {
 
     /// Makes sure no other open shares this handle's server handle, now or later.
     async fn make_private(&self) -> Result<(), Error> {
-        let shared = self.session.shared();
-        let server = self.server();
+        let At { session, server } = self.at();
+        let shared = session.shared();
         shared.with_cache(|c| c.withdraw_handle(&server));
         if server.users() <= 1 {
             return Ok(());
         }
         let request = self
+            .place
             .options
-            .to_request(self.path.clone(), pb::SessionContext::default())?;
-        let reply = self.call(request).await?;
+            .to_request(self.place.path.clone(), pb::SessionContext::default())?;
+        let reply = shared.call(self.policy(true), request).await?;
         if reply.handle.is_empty() {
             return Err(Error::Protocol("Open reply has no handle".into()));
         }
         let stat = required_stat(reply.stat, "Open")?;
         let private = ServerHandle::new(reply.handle, stat.instance);
         shared.register_handle(&private);
-        let old = std::mem::replace(&mut *lock(&self.server), private);
+        let old = std::mem::replace(&mut lock(&self.place.at).server, private);
         if shared.with_cache(|c| c.release_handle(&old)) {
             // The other users closed meanwhile.
-            close_at_master(&self.session, &old.token, &self.path).await;
+            close_at_master(&session, &old.token, &self.place.path).await;
         }
         Ok(())
     }
@@ -435,13 +577,102 @@ impl Handle {
     /// master refuses it until recovery completes), waits out a jeopardy, and once the
     /// session has ended there is nothing left to close.
     pub async fn close(self) {
-        let server = self.server();
-        if self
-            .session
+        if let Some(router) = &self.router {
+            router.untrack(&self.place);
+        }
+        let At { session, server } = self.at();
+        if session.shared().with_cache(|c| c.release_handle(&server)) {
+            close_at_master(&session, &server.token, &self.place.path).await;
+        }
+    }
+}
+
+impl Place {
+    /// The server handle in use.
+    pub(crate) fn server(&self) -> Arc<ServerHandle> {
+        lock(&self.at).server.clone()
+    }
+
+    /// The node moved to another cell (the old cell answered a call made with server
+    /// handle `stale` with `WRONG_CELL` of map epoch `min_epoch`, or told the session that
+    /// the node went to cell `owner`): re-opens the handle there with the same options
+    /// (intent, events, lock-delay; no create) through the partitioned session's session
+    /// at that cell, sets its sequencer again if it had one, and swaps it in. A lock held
+    /// through the old server handle is not carried over (docs/client.md "After a
+    /// reshard"); the old server handle is left to the old cell session's end (its cell
+    /// no longer holds it, and the new one answers only to the session that opened it).
+    pub(crate) async fn follow(
+        self: &Arc<Self>,
+        router: &Router,
+        stale: &Arc<ServerHandle>,
+        min_epoch: u64,
+        owner: Option<&str>,
+    ) -> Result<(), Error> {
+        let _following = self.following.lock().await;
+        if !Arc::ptr_eq(&self.server(), stale) {
+            return Ok(()); // followed meanwhile
+        }
+        let (session, reply) = router
+            .reopen(&self.path, &self.options, min_epoch, owner)
+            .await?;
+        if reply.handle.is_empty() {
+            return Err(Error::Protocol("Open reply has no handle".into()));
+        }
+        let stat = required_stat(reply.stat, "Open")?;
+        let server = ServerHandle::new(reply.handle, stat.instance);
+        session.shared().register_handle(&server);
+        let sequencer = lock(&self.sequencer).clone();
+        if let Some(wire) = sequencer {
+            server.mark_sequenced();
+            let request = pb::SetSequencerRequest {
+                ctx: None,
+                handle: server.token.clone(),
+                sequencer: Some(wire),
+            };
+            let shared = session.shared();
+            shared.call(shared.policy(true), request).await?;
+        }
+        let new_token = server.token.clone();
+        let old = std::mem::replace(&mut *lock(&self.at), At { session, server });
+        router.retrack(self, &old.server.token, new_token);
+        // No `Close` for the old one: its cell refuses every call on it now.
+        old.session
             .shared()
-            .with_cache(|c| c.release_handle(&server))
-        {
-            close_at_master(&self.session, &server.token, &self.path).await;
+            .with_cache(|c| c.release_handle(&old.server));
+        tracing::debug!(path = %self.path, "re-opened a handle whose node moved");
+        Ok(())
+    }
+}
+
+/// Starts [`follow_moved`] for `router`'s notices. A plain function, not an `async` one:
+/// the session's `connect` calls it, and the follower's future (which may connect cell
+/// sessions) must not be part of `connect`'s own future.
+pub(crate) fn spawn_follower(
+    router: Weak<Router>,
+    notices: mpsc::UnboundedReceiver<MovedHandle>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(follow_moved(router, notices))
+}
+
+/// Re-opens the tracked handles on a node as soon as its old cell says a reshard moved it
+/// (a `SLOT_MOVED` notice from a cell session), each in a task of its own. A handle that
+/// cannot be re-opened now is left to its next call, which follows it then.
+async fn follow_moved(router: Weak<Router>, mut notices: mpsc::UnboundedReceiver<MovedHandle>) {
+    while let Some(moved) = notices.recv().await {
+        let Some(r) = router.upgrade() else {
+            break;
+        };
+        for place in r.tracked_on(&moved.handle) {
+            let (r, moved) = (r.clone(), moved.clone());
+            tokio::spawn(async move {
+                let stale = place.server();
+                if stale.token != moved.handle {
+                    return; // followed meanwhile
+                }
+                if let Err(e) = place.follow(&r, &stale, 0, Some(&moved.cell)).await {
+                    tracing::debug!(path = %moved.path, %e, "a moved handle was not re-opened now; its next call follows it");
+                }
+            });
         }
     }
 }
@@ -463,7 +694,7 @@ async fn close_at_master(session: &Session, token: &[u8], path: &str) {
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handle")
-            .field("path", &self.path)
+            .field("path", &self.place.path)
             .finish_non_exhaustive()
     }
 }

@@ -211,6 +211,19 @@ impl OpenOptions {
         self
     }
 
+    /// The same open without create (and without reading the contents): how a handle is
+    /// opened again at the cell its node moved to (intent, events, lock-delay and target
+    /// kept).
+    pub(crate) fn reopened(mut self) -> Self {
+        self.create = None;
+        self.initial_contents = Vec::new();
+        self.ephemeral = false;
+        self.exclusive = false;
+        self.acl = None;
+        self.read_contents = false;
+        self
+    }
+
     /// No intent, no events, no create: enough for `stat`.
     pub fn new() -> Self {
         Self::default()

@@ -16,24 +16,33 @@
 //!   not arrived (the meta cell out of reach), try the owner the cell named, which checks
 //!   ownership against its own map — at most [`MAX_ATTEMPTS`](warren_router::MAX_ATTEMPTS) attempts
 //!   in all.
-//! - Calls on a [`Handle`](crate::Handle) go to the cell whose session opened it.
+//! - Calls on a [`Handle`](crate::Handle) go to the cell whose session opened it. When a
+//!   reshard moved its node, that cell answers `WRONG_CELL` (without `directory`): the
+//!   handle is re-opened at the owner through this session's session there
+//!   ([`Router::reopen`], routed by path like `open`) and takes its place (see
+//!   [`crate::handle`]; docs/client.md "After a reshard"). The old cell also tells its
+//!   session at the hand-off (`SLOT_MOVED`): the router then re-opens every handle it
+//!   tracks on that node at once, so a watcher's events flow from the new cell without
+//!   waiting for a call.
 //! - Events of every cell session are merged into each [`EventStream`]; the state is the
 //!   worst of the cell sessions' states (one expired cell session makes the whole session
 //!   expired: its locks and handles there are gone).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
-use warren_proto::WarrenError;
-use warren_router::{Attempts, Dest, Next, PartitionMap, Target, MAP_WAIT};
+use tokio::time::Instant;
+use warren_proto::{pb, WarrenError};
+use warren_router::{Attempts, Dest, Next, PartitionMap, Route, Target, MAP_WAIT};
 
 use crate::error::Error;
-use crate::handle::{Handle, OpenInfo};
+use crate::handle::{Handle, OpenInfo, Place};
 use crate::map::{map_path, MapWatcher};
 use crate::options::{ClientOptions, OpenOptions};
-use crate::session::{lock, EventStream, Session};
+use crate::session::{lock, EventStream, MovedHandle, Session};
 use crate::types::{CacheStats, Event, Sequencer, SessionState};
 
 pub(crate) struct Router {
@@ -48,11 +57,27 @@ pub(crate) struct Router {
     /// later is forwarded to them too.
     subscribers: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
     epoch_task: tokio::task::JoinHandle<()>,
+    /// The open handles of this session, by their current token (several handles may
+    /// share one server handle), so that a `SLOT_MOVED` notice re-opens them at once.
+    tracked: Mutex<Tracked>,
+    /// Where the cell sessions send their `SLOT_MOVED` notices
+    /// ([`crate::handle::spawn_follower`]).
+    moved_tx: mpsc::UnboundedSender<MovedHandle>,
+    moved_task: tokio::task::JoinHandle<()>,
+}
+
+/// Token → the handles using it (weak: a handle dropped without `close` just goes).
+#[derive(Default)]
+struct Tracked {
+    by_token: HashMap<Vec<u8>, Vec<Weak<Place>>>,
+    /// Tracked since the last sweep of dropped handles.
+    since_sweep: usize,
 }
 
 impl Drop for Router {
     fn drop(&mut self) {
         self.epoch_task.abort();
+        self.moved_task.abort();
     }
 }
 
@@ -83,7 +108,8 @@ pub(crate) async fn connect(options: ClientOptions) -> Result<Session, Error> {
             epoch.fetch_max(e, Ordering::AcqRel);
         }
     });
-    let router = Router {
+    let (moved_tx, moved_rx) = mpsc::unbounded_channel();
+    let router = Arc::new_cyclic(|me| Router {
         cell_options: plain,
         watcher,
         home: home.clone(),
@@ -91,8 +117,11 @@ pub(crate) async fn connect(options: ClientOptions) -> Result<Session, Error> {
         connecting: tokio::sync::Mutex::new(()),
         subscribers: Mutex::new(Vec::new()),
         epoch_task,
-    };
-    Ok(home.with_router(Arc::new(router)))
+        tracked: Mutex::new(Tracked::default()),
+        moved_tx,
+        moved_task: crate::handle::spawn_follower(me.clone(), moved_rx),
+    });
+    Ok(home.with_router(router))
 }
 
 fn forward(mut events: EventStream, tx: mpsc::UnboundedSender<Event>) {
@@ -143,6 +172,7 @@ impl Router {
         let mut options = self.cell_options.clone();
         options.endpoints = addrs.to_vec();
         let s = Session::connect_with(options).await?;
+        s.shared().tell_moved_to(self.moved_tx.clone());
         {
             let mut subscribers = lock(&self.subscribers);
             subscribers.retain(|tx| !tx.is_closed());
@@ -213,7 +243,7 @@ impl Router {
     }
 
     pub(crate) async fn open(
-        &self,
+        self: &Arc<Self>,
         path: &str,
         options: OpenOptions,
     ) -> Result<(Handle, OpenInfo), Error> {
@@ -228,7 +258,87 @@ impl Router {
             })
             .await?;
         info.created |= created;
-        Ok((handle, info))
+        Ok((handle.routed_by(self.clone()), info))
+    }
+
+    /// Opens `path` again with `options` (without create) at the cell that holds it now,
+    /// after its node moved in a reshard: a cell answered `WRONG_CELL` of map epoch
+    /// `min_epoch` to a call on a handle, or told that the node went to cell `owner`.
+    /// Waits (≤ [`MAP_WAIT`]) for that map — for `owner`, up to the call timeout for a map
+    /// that gives it the node, since the hand-off that sent the notice precedes the map —
+    /// then routes by path as [`open`](Self::open) does, trying again for a while (up to
+    /// the call timeout) while the new owner has not installed the slot yet. Returns the
+    /// cell session and the cell's answer; the caller makes it the handle's (it is never
+    /// shared with other opens).
+    pub(crate) async fn reopen(
+        &self,
+        path: &str,
+        options: &OpenOptions,
+        min_epoch: u64,
+        owner: Option<&str>,
+    ) -> Result<(Session, pb::OpenResponse), Error> {
+        let patience = self.cell_options.rpc_timeout;
+        match owner {
+            Some(owner) => self.wait_for_owner(path, owner, patience).await,
+            None => {
+                self.watcher.wait_for(min_epoch, MAP_WAIT).await;
+            }
+        }
+        let deadline = Instant::now() + patience;
+        loop {
+            match self.reopen_once(path, options).await {
+                Err(e)
+                    if e.warren().and_then(crate::path::wrong_cell).is_some()
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits (at most `patience`) until the map in hand gives the node `path` (its entry
+    /// or its child anchor) to `cell`.
+    async fn wait_for_owner(&self, path: &str, cell: &str, patience: Duration) {
+        let deadline = Instant::now() + patience;
+        loop {
+            let map = self.map();
+            let owns = |anchor| matches!(map.route(path, anchor), Ok(Route::Cell { cell: c, .. }) if c == cell);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if owns(false) || owns(true) || left.is_zero() {
+                return;
+            }
+            self.watcher
+                .wait_for(map.map_epoch() + 1, left.min(MAP_WAIT))
+                .await;
+        }
+    }
+
+    /// One routed re-open ([`reopen`](Self::reopen)).
+    async fn reopen_once(
+        &self,
+        path: &str,
+        options: &OpenOptions,
+    ) -> Result<(Session, pb::OpenResponse), Error> {
+        let options = options.clone().reopened();
+        let (answer, _) = self
+            .routed(path, |session, anchor| {
+                let options = if anchor {
+                    options.clone().at_anchor()
+                } else {
+                    options.clone()
+                };
+                async move {
+                    let request =
+                        options.to_request(path.to_string(), pb::SessionContext::default())?;
+                    let shared = session.shared();
+                    let reply = shared.call(shared.policy(true), request).await?;
+                    Ok((session, reply))
+                }
+            })
+            .await?;
+        Ok(answer)
     }
 
     pub(crate) async fn check_sequencer(&self, sequencer: &Sequencer) -> Result<bool, Error> {
@@ -241,6 +351,61 @@ impl Router {
             })
             .await?;
         Ok(current)
+    }
+
+    /// Tracks handle `place` under its current token.
+    pub(crate) fn track(&self, place: &Arc<Place>) {
+        let token = place.server().token.clone();
+        let mut t = lock(&self.tracked);
+        t.by_token
+            .entry(token)
+            .or_default()
+            .push(Arc::downgrade(place));
+        t.since_sweep += 1;
+        // Handles dropped without `close` leave dead entries: sweep them now and then,
+        // so the table stays proportional to the open handles.
+        if t.since_sweep > 1024 && t.since_sweep > t.by_token.len() {
+            t.by_token.retain(|_, v| {
+                v.retain(|w| w.strong_count() > 0);
+                !v.is_empty()
+            });
+            t.since_sweep = 0;
+        }
+    }
+
+    /// Stops tracking handle `place` (closed).
+    pub(crate) fn untrack(&self, place: &Arc<Place>) {
+        let token = place.server().token.clone();
+        self.untrack_at(place, &token);
+    }
+
+    fn untrack_at(&self, place: &Arc<Place>, token: &[u8]) {
+        let mut t = lock(&self.tracked);
+        if let Some(v) = t.by_token.get_mut(token) {
+            v.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(place)));
+            if v.is_empty() {
+                t.by_token.remove(token);
+            }
+        }
+    }
+
+    /// Handle `place` was re-opened: tracked under its new token from now on.
+    pub(crate) fn retrack(&self, place: &Arc<Place>, old: &[u8], new: Vec<u8>) {
+        self.untrack_at(place, old);
+        let mut t = lock(&self.tracked);
+        t.by_token
+            .entry(new)
+            .or_default()
+            .push(Arc::downgrade(place));
+    }
+
+    /// The live handles using `token`.
+    pub(crate) fn tracked_on(&self, token: &[u8]) -> Vec<Arc<Place>> {
+        lock(&self.tracked)
+            .by_token
+            .get(token)
+            .map(|v| v.iter().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default()
     }
 
     /// The home session first, then every cell session.

@@ -7,6 +7,7 @@
 //! (`service.rs`, `upstream.rs`) holds it under one mutex and executes what it emits.
 
 use crate::cache::{SharedCache, Ticket};
+use crate::moved::MovedHandles;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -142,6 +143,17 @@ pub enum Effect {
     },
     /// The acknowledgement the proxy can send upstream at this cell grew.
     AckUpstream(CellIx),
+    /// A reshard moved the node of the client's handle `handle` to the cell called
+    /// `cell` (a `SLOT_MOVED` event): claim the client session there, so that the events
+    /// of its handles that moved reach it, and send the handle's calls there from now on
+    /// (docs/proxy.md "After a reshard").
+    FollowMoved {
+        client: ClientId,
+        handle: Vec<u8>,
+        cell: String,
+        /// The cell that told (where the client's proxy session was its parent).
+        from: CellIx,
+    },
 }
 
 #[derive(Default)]
@@ -164,6 +176,8 @@ pub struct Counts {
     pub starving: usize,
     pub cached_paths: usize,
     pub cached_bytes: usize,
+    /// Redirects held for handles whose node moved in a reshard ([`MovedHandles`]).
+    pub moved_handles: usize,
 }
 
 /// What an answer from the client's point of view of the session check is.
@@ -192,6 +206,9 @@ pub struct ProxyCore {
     /// here or handed out as cacheable.
     writing: HashMap<String, u32>,
     pub cache: SharedCache,
+    /// Handles whose node moved to another cell in a reshard, and where to (a shortcut for
+    /// routing their calls; docs/proxy.md "After a reshard").
+    pub moved: MovedHandles,
     /// Deadlines to look at in `tick`: (when, client). Entries may be stale; each is
     /// re-checked against the client's state when it falls due.
     timers: BTreeSet<(Instant, ClientId)>,
@@ -222,6 +239,7 @@ impl ProxyCore {
             origins: HashMap::new(),
             writing: HashMap::new(),
             cache: SharedCache::default(),
+            moved: MovedHandles::default(),
             timers: BTreeSet::new(),
             starving: HashSet::new(),
             ended: Tombstones::default(),
@@ -255,6 +273,7 @@ impl ProxyCore {
             starving: self.starving.len(),
             cached_paths: self.cache.len(),
             cached_bytes: self.cache.bytes(),
+            moved_handles: self.moved.len(),
         }
     }
 
@@ -829,6 +848,14 @@ impl ProxyCore {
                     if kind == pb::EventType::SessionClaimed {
                         self.claimed_away(&id);
                     } else {
+                        if kind == pb::EventType::SlotMoved && self.clients.contains_key(&id) {
+                            self.out.effects.push(Effect::FollowMoved {
+                                client: id,
+                                handle: e.handle.clone(),
+                                cell: e.cell.clone(),
+                                from: cell,
+                            });
+                        }
                         if kind == pb::EventType::MasterFailover {
                             self.unconfirm_handles(&id, cell);
                         }
@@ -932,6 +959,14 @@ impl ProxyCore {
 
     fn handle_mut(&mut self, id: &ClientId, token: &[u8]) -> Option<&mut HandleInfo> {
         self.clients.get_mut(id)?.handles.get_mut(token)
+    }
+
+    /// The client's handle `token` lives in `cell` now (its node moved there in a
+    /// reshard): a fail-over of that cell, not the old one, is what unconfirms it.
+    pub fn handle_moved(&mut self, id: &ClientId, token: &[u8], cell: CellIx) {
+        if let Some(h) = self.handle_mut(id, token) {
+            h.cell = cell;
+        }
     }
 
     pub fn remove_handle(&mut self, id: &ClientId, token: &[u8]) {

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod cache;
 pub mod core;
+pub mod moved;
 pub mod routing;
 mod service;
 pub mod upstream;
@@ -517,6 +518,7 @@ impl Shared {
             "clients_waiting_for_a_cell": counts.starving,
             "cached_paths": counts.cached_paths,
             "cached_bytes": counts.cached_bytes,
+            "moved_handles": counts.moved_handles,
         })
     }
 

@@ -82,7 +82,7 @@ pub enum ReshardCommand {
 }
 
 /// The estimate's model, in `plan --help`.
-const ESTIMATE_HELP: &str = "The estimated time is a model, not a measurement: 25 ms per \
+const ESTIMATE_HELP: &str = "The estimated time is a model, not a measurement: 12 ms per \
 moving slot (the job's round trips per slot) plus the bytes of the moving slots at the copy \
 rate (--max-bytes-per-sec if given, else an assumed 50 MB/s). Slots moved by one batch in \
 parallel, catch-up of writes made meanwhile and the cells' load are not modelled.";
@@ -726,9 +726,15 @@ async fn status(meta: &[String], watch: bool, out: Output) -> Result<ExitCode, F
         }
     };
     let first = job_status(meta).await?;
-    show(&first)?;
     if !watch || !first.as_ref().is_some_and(|(v, _)| job_active(v)) {
+        show(&first)?;
         return Ok(ExitCode::SUCCESS);
+    }
+    // On a terminal, --watch shows a live progress bar, then the final status.
+    let bar = (!out.json && std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .then(|| progress_bar(first.as_ref().map(|(v, _)| v)));
+    if bar.is_none() {
+        show(&first)?;
     }
     let mut last = first.map(|(v, _)| v);
     let mut failures = 0;
@@ -752,13 +758,46 @@ async fn status(meta: &[String], watch: bool, out: Output) -> Result<ExitCode, F
             Err(e) => return Err(e),
         };
         let value = job.as_ref().map(|(v, _)| v.clone());
-        if value != last {
-            show(&job)?;
-            last = value;
+        match (&bar, &value) {
+            (Some(bar), Some(v)) => advance(bar, v),
+            _ if value != last => show(&job)?,
+            _ => {}
         }
+        last = value;
         if !last.as_ref().is_some_and(job_active) {
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+                show(&job)?;
+            }
             return Ok(ExitCode::SUCCESS);
         }
+    }
+}
+
+/// The `status --watch` bar: slots finished (moved or given up) of all, and the job's
+/// one-line summary.
+fn progress_bar(first: Option<&Value>) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} slots  {msg}",
+        )
+        .expect("a valid template"),
+    );
+    if let Some(v) = first {
+        advance(&bar, v);
+    }
+    bar
+}
+
+fn advance(bar: &indicatif::ProgressBar, v: &Value) {
+    match serde_json::from_value::<warren_reshard::job::JobStatus>(v.clone()) {
+        Ok(s) => {
+            bar.set_length(s.slots_total as u64);
+            bar.set_position((s.slots_moved + s.slots_aborted) as u64);
+            bar.set_message(reshard_output::status_line(&s));
+        }
+        Err(_) => bar.set_message(v.to_string()),
     }
 }
 

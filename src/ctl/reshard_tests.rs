@@ -331,16 +331,16 @@ slots  from  to  directories  nodes   bytes  held_locks  ephemeral_nodes  open_h
 59-63  c3    c4            1      5  300 kB           0                0             1         1
 total                      4     15  2.3 MB           2                1             5         3
 
-estimated time: 0.4 s (16 slots × 25 ms + 2.3 MB at 50 MB/s)";
+estimated time: 0.2 s (16 slots × 12 ms + 2.3 MB at 50 MB/s)";
     assert_eq!(text, want, "\n{text}");
 
-    // The estimate's model: slots × 25 ms + bytes / rate.
-    assert_eq!(estimate.total, Duration::from_millis(400 + 46));
+    // The estimate's model: slots × 12 ms + bytes / rate.
+    assert_eq!(estimate.total, Duration::from_millis(192 + 46));
     let slow = Estimate::of(&plan, Some(100_000));
-    assert_eq!(slow.total, Duration::from_millis(400 + 23_000));
+    assert_eq!(slow.total, Duration::from_millis(192 + 23_000));
     assert_eq!(
         slow.text(),
-        "estimated time: 23.4 s (16 slots × 25 ms + 2.3 MB at 100 kB/s)"
+        "estimated time: 23.2 s (16 slots × 12 ms + 2.3 MB at 100 kB/s)"
     );
 
     // A cell removed is marked so; its slots go to the others.
@@ -836,6 +836,77 @@ fn clap_help_states_the_estimate_model() {
     let mut cmd = Top::command();
     let plan = cmd.find_subcommand_mut("plan").expect("plan");
     let help = plan.render_long_help().to_string();
-    assert!(help.contains("25 ms per moving slot"), "{help}");
+    assert!(help.contains("12 ms per moving slot"), "{help}");
     assert!(help.contains("50 MB/s"), "{help}");
+}
+
+#[test]
+fn status_text_shows_progress_pauses_and_the_slots_in_flight() {
+    use warren_reshard::job::{JobState, JobStatus, SlotState, SlotStatus};
+    let slot = |slot, state, pause| SlotStatus {
+        slot,
+        from: "c1".into(),
+        to: "c4".into(),
+        state,
+        bytes: 2048,
+        nodes: 3,
+        lag_nodes: Some(1),
+        write_pause_ms: pause,
+        attempts: 1,
+        error: None,
+    };
+    let s = JobStatus {
+        id: "reshard-1".into(),
+        state: JobState::Running,
+        started_ms: 0,
+        updated_ms: 0,
+        finished_ms: None,
+        message: String::new(),
+        map_epoch: 3,
+        slots_total: 4,
+        slots_moved: 2,
+        slots_pending: 1,
+        slots_aborted: 1,
+        bytes_copied: 4096,
+        bytes_per_sec: 1024,
+        eta_ms: Some(1500),
+        write_pause_max_ms: Some(90),
+        last_error: None,
+        slots: vec![
+            slot(1, SlotState::Done, Some(30)),
+            slot(2, SlotState::Done, Some(90)),
+            slot(3, SlotState::Frozen, Some(12)),
+            slot(
+                4,
+                SlotState::Aborted {
+                    reason: "freeze exceeded".into(),
+                },
+                None,
+            ),
+        ],
+    };
+    let text = reshard_output::status_text(&s);
+    assert!(text.contains("job: reshard-1 (running)"), "{text}");
+    assert!(
+        text.contains("2 moved, 1 pending, 1 given up, of 4 (75% done)"),
+        "{text}"
+    );
+    assert!(text.contains("p50 30 ms, p99 90 ms, max 90 ms"), "{text}");
+    assert!(text.contains("frozen"), "{text}");
+    assert!(
+        text.contains("given up") && text.contains("freeze exceeded"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("\n     1  "),
+        "moved slots are not listed: {text}"
+    );
+    let line = reshard_output::status_line(&s);
+    assert_eq!(
+        line,
+        "running, copied 4.1 kB, write pause max 90 ms, ETA 1.5 s"
+    );
+    // What the meta cell returns renders the same way.
+    let v = serde_json::to_value(&s).unwrap();
+    assert_eq!(reshard_output::render_status(&v), text);
 }

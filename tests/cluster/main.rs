@@ -8,3 +8,4 @@ mod harness;
 mod locks;
 mod proxies;
 mod replicas;
+mod reshard;

@@ -377,7 +377,7 @@ async fn reshard_plan_moves_a_quarter_of_the_slots_to_an_added_cell() {
     }
     assert!(
         text.lines()
-            .any(|l| l.starts_with("estimated time: ") && l.contains("(1024 slots × 25 ms + ")),
+            .any(|l| l.starts_with("estimated time: ") && l.contains("(1024 slots × 12 ms + ")),
         "{text}"
     );
     assert!(text.contains(&format!("plan saved to {p}")), "{text}");

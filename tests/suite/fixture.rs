@@ -242,3 +242,125 @@ pub fn raw_code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> warren_proto
         }
     }
 }
+
+/// `map` with `slot` given to cell `to`, one epoch newer.
+pub fn map_moving(
+    map: &warren_router::PartitionMap,
+    slot: u32,
+    to: &str,
+) -> warren_router::PartitionMap {
+    let mut owners = map.slot_owners().to_vec();
+    owners[slot as usize] = to.to_string();
+    warren_router::PartitionMap::new(
+        map.deployment(),
+        map.map_epoch() + 1,
+        owners,
+        map.cells().clone(),
+    )
+    .expect("a valid map")
+}
+
+/// A `warren.v1.Reshard` client at the master of data cell `name`.
+async fn reshard_at(
+    d: &Deployment,
+    name: &str,
+) -> pb::reshard_client::ReshardClient<tonic::transport::Channel> {
+    let cell = d
+        .cell(name)
+        .unwrap_or_else(|| panic!("no data cell {name}"));
+    pb::reshard_client::ReshardClient::connect(format!("http://{}", cell.addr()))
+        .await
+        .unwrap_or_else(|e| panic!("connect to cell {name}'s Reshard service: {e}"))
+}
+
+/// Moves `slot` from data cell `from` to data cell `to` of `d` the way a reshard job does
+/// (docs/design.md §12, docs/resharding.md), by driving the cells' `warren.v1.Reshard`
+/// calls directly: a full copy (`ExportSlots` at `from` → `ImportSlots` at `to`), a
+/// catch-up round by digests, `FreezeSlots` at `from`, the final round, `HandOffSlots` at
+/// `from` with the digest `to` confirmed (the commit point), the new map (epoch + 1, the
+/// slot to `to`) written and loaded by every data cell and proxy, and `DropSlots` at
+/// `from`. Returns the new map. Panics naming the step that failed.
+pub async fn move_slot(
+    d: &Deployment,
+    slot: u32,
+    from: &str,
+    to: &str,
+) -> warren_router::PartitionMap {
+    const JOB: &str = "test-move";
+    let mut src = reshard_at(d, from).await;
+    let dst = reshard_at(d, to).await;
+    let slots = vec![slot];
+    // One copy round against what the target has: returns (its digests, the source's
+    // digest, the target's digest).
+    let round = |mut src: pb::reshard_client::ReshardClient<Channel>,
+                 mut dst: pb::reshard_client::ReshardClient<Channel>,
+                 have: Vec<u8>,
+                 step: &'static str| {
+        let slots = slots.clone();
+        async move {
+            let mut have = have;
+            loop {
+                let export = src
+                    .export_slots(pb::ExportSlotsRequest {
+                        job: JOB.into(),
+                        slots: slots.clone(),
+                        have: have.clone(),
+                        max_bytes: 0,
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("{step}: ExportSlots at the source: {e}"))
+                    .into_inner();
+                let import = dst
+                    .import_slots(pb::ImportSlotsRequest {
+                        job: JOB.into(),
+                        slots: slots.clone(),
+                        bundle: export.bundle,
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("{step}: ImportSlots at the target: {e}"))
+                    .into_inner();
+                have = import.have;
+                if !export.more {
+                    return (have, export.digest, import.digest);
+                }
+            }
+        }
+    };
+    let (have, _, _) = round(src.clone(), dst.clone(), Vec::new(), "copy").await;
+    let (have, _, _) = round(src.clone(), dst.clone(), have, "catch-up").await;
+    src.freeze_slots(pb::FreezeSlotsRequest {
+        job: JOB.into(),
+        slots: slots.clone(),
+        timeout_ms: 10_000,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("FreezeSlots at the source: {e}"));
+    let (_, source_digest, digest) = round(src.clone(), dst.clone(), have, "final copy").await;
+    assert_eq!(
+        source_digest, digest,
+        "the final copy at the target differs from the frozen source"
+    );
+    let map = map_moving(&d.map(), slot, to);
+    let handed = src
+        .hand_off_slots(pb::HandOffSlotsRequest {
+            job: JOB.into(),
+            slots: slots.clone(),
+            to: to.into(),
+            map_epoch: map.map_epoch(),
+            digest,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("HandOffSlots at the source: {e}"))
+        .into_inner();
+    assert!(handed.handed_off, "hand-off refused: {}", handed.reason);
+    d.write_map(&map).await;
+    d.wait_for_map(map.map_epoch()).await;
+    src.drop_slots(pb::DropSlotsRequest {
+        job: JOB.into(),
+        slots,
+        map_epoch: map.map_epoch(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("DropSlots at the source: {e}"));
+    map
+}

@@ -14,6 +14,7 @@
 #![allow(clippy::duplicate_mod)]
 
 mod fixture;
+mod moved_handles;
 mod partitioning;
 mod proxies;
 

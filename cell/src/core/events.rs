@@ -74,35 +74,27 @@ impl Master {
         change: ChildChange,
     ) -> Option<u64> {
         let s = self.sessions.get(&sid)?;
-        let (target, client) = match s.rec.parent {
-            None => (sid, None),
-            // A client session that moved here with a slot keeps its events until its proxy
-            // takes it on (docs/resharding.md); other orphans have nobody to deliver to.
-            Some(_) if s.orphan_until.is_some() => {
-                if s.moved_in && s.held_events.len() < HELD_EVENTS_LIMIT {
-                    let event = Event {
-                        seq: 0,
-                        kind,
-                        handle,
-                        path: path.to_string(),
-                        child: child.to_string(),
-                        change,
-                        client: Some(sid),
-                    };
-                    self.sessions.get_mut(&sid)?.held_events.push(event);
-                }
-                return None;
-            }
-            Some(p) => (p, Some(sid)),
-        };
-        let event = Event {
+        let mut event = Event {
             seq: 0,
             kind,
             handle,
             path: path.to_string(),
             child: child.to_string(),
             change,
-            client,
+            client: s.rec.parent.map(|_| sid),
+        };
+        let target = match s.rec.parent {
+            None => sid,
+            // A client session that moved here with a slot keeps its events until its proxy
+            // takes it on (docs/resharding.md); other orphans have nobody to deliver to.
+            Some(_) if s.orphan_until.is_some() => {
+                if s.moved_in && s.held_events.len() < HELD_EVENTS_LIMIT {
+                    event.client = Some(sid);
+                    self.sessions.get_mut(&sid)?.held_events.push(event);
+                }
+                return None;
+            }
+            Some(p) => p,
         };
         self.queue_event(target, event)
     }

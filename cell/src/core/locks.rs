@@ -189,6 +189,8 @@ impl Master {
                 "an Acquire on this handle of {p} is already waiting"
             )));
         }
+        self.not_frozen(&p)?;
+        let n = &self.nodes[&p];
         if n.lock_waiters.is_empty() && Self::grantable(n, mode, now) {
             return Ok(Ok(self.grant(&p, sid, k, mode)));
         }
@@ -297,6 +299,9 @@ impl Master {
     /// `Release`: idempotent; says whether the handle held the lock.
     pub fn release(&mut self, ctx: &Ctx, token: &[u8], now: Instant) -> Result<bool, WarrenError> {
         let (sid, k, p) = self.on_handle(ctx, token, now)?;
+        if holder_of(&self.nodes[&p], k).is_some() {
+            self.not_frozen(&p)?;
+        }
         let was = self.drop_holder(&p, sid, k, false);
         self.grant_waiters(&p);
         Ok(was)

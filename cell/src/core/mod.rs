@@ -208,8 +208,8 @@ pub struct Master {
     /// The partition map in force (`None`: unpartitioned, or a data cell that has not
     /// loaded one yet).
     map: Option<Arc<PartitionMap>>,
-    /// Ephemeral anchors just created for another cell's entry: not deleted for lack of
-    /// handles before the given time.
+    /// Ephemeral nodes not deleted for lack of handles before the given time: anchors just
+    /// created for another cell's entry, and nodes a reshard just moved here.
     fresh_anchors: HashMap<String, Instant>,
     /// Contents of ACL files held by other cells, supplied for the current call (`None`:
     /// the file does not exist).

@@ -118,7 +118,9 @@ pub(super) struct ReshardState {
     frozen: HashMap<u32, Freeze>,
     /// Slots being exported by a job: their reads are not cacheable, so that no cached
     /// copy outlives the hand-off.
-    moving: HashMap<u32, String>,
+    /// Slot → the job and when it last exported it; forgotten after [`MOVING_IDLE`]
+    /// without an export (a job that was given up).
+    moving: HashMap<u32, (String, Instant)>,
     staged: BTreeMap<(u32, String), StagedNode>,
 }
 
@@ -141,6 +143,17 @@ pub fn foreign_number(cell: &str, number: u64) -> u64 {
     }
     let h = xxhash_rust::xxh3::xxh3_64(cell.as_bytes()) & 0x7f_ffff;
     FOREIGN | (h << 40) | (number & ((1 << 40) - 1))
+}
+
+/// How long a slot stays "moving" (uncacheable) after its last export.
+const MOVING_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The slot holding the entry of stored (valid) path `p`: its parent's, the root's own.
+fn entry_slot_of(p: &str, map: &PartitionMap) -> u32 {
+    slot_of_dir(
+        warren_router::parent_of_valid(p).unwrap_or(p),
+        map.slot_count(),
+    )
 }
 
 /// The waiter key of the writes parked on a frozen slot.
@@ -195,6 +208,19 @@ fn digest_of<'a>(parts: impl Iterator<Item = ((u32, &'a str), u64)>) -> u64 {
 }
 
 impl Master {
+    /// Whether stored path `p` (valid) is in the reserved subtree, which never moves.
+    pub(super) fn stored_reserved(&self, p: &str) -> bool {
+        p.strip_prefix("/ls/")
+            .and_then(|rest| rest.strip_prefix(self.cfg.deployment.as_str()))
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rest| {
+                rest == warren_router::RESERVED
+                    || rest
+                        .strip_prefix(warren_router::RESERVED)
+                        .is_some_and(|r| r.starts_with('/'))
+            })
+    }
+
     fn reshard_map(&self) -> Result<&PartitionMap, WarrenError> {
         self.map.as_deref().ok_or_else(|| {
             super::partition::retry_shortly(format_args!(
@@ -213,12 +239,12 @@ impl Master {
         slots: Option<&BTreeSet<u32>>,
     ) -> Vec<(u32, Parts)> {
         let p = rec.path.as_str();
-        if warren_router::is_reserved(p) {
+        // Stored paths are valid: no need to check them again (this runs for every node
+        // of the cell in each export).
+        if self.stored_reserved(p) {
             return Vec::new();
         }
-        let Ok(entry_slot) = map.slot_of_path(p) else {
-            return Vec::new();
-        };
+        let entry_slot = entry_slot_of(p, map);
         let want = |s: u32| slots.is_none_or(|k| k.contains(&s));
         let dir = rec.meta.kind == NodeKind::Directory;
         let anchor_slot = dir.then(|| slot_of_dir(p, map.slot_count()));
@@ -357,7 +383,12 @@ impl Master {
         let set: BTreeSet<u32> = slots.iter().copied().collect();
         self.check_exportable(&set)?;
         for &s in &set {
-            if self.reshard.moving.insert(s, job.to_string()).is_none() {
+            if self
+                .reshard
+                .moving
+                .insert(s, (job.to_string(), self.now))
+                .is_none()
+            {
                 self.drain_cached(s);
             }
         }
@@ -616,6 +647,18 @@ impl Master {
         })
     }
 
+    /// Lock calls on a node of a frozen slot are answered `FAILOVER_IN_PROGRESS`, which
+    /// clients and proxies retry shortly: a lock changing hands there would change the
+    /// slot after its final copy.
+    pub(super) fn not_frozen(&self, p: &str) -> Result<(), WarrenError> {
+        match self.frozen_slot(&[p]) {
+            None => Ok(()),
+            Some(slot) => Err(super::partition::retry_shortly(format_args!(
+                "slot {slot} is frozen while a reshard moves it (at most the freeze bound)"
+            ))),
+        }
+    }
+
     /// Parks a write on a frozen slot: it is run again when the freeze ends.
     pub(super) fn park_on_freeze(&mut self, slot: u32) -> super::WaiterId {
         let key = freeze_key(slot);
@@ -633,8 +676,13 @@ impl Master {
         }
     }
 
-    /// Ends freezes whose time is up: the source serves those slots again by itself.
+    /// Ends freezes whose time is up: the source serves those slots again by itself; and
+    /// forgets slots no job has exported for [`MOVING_IDLE`] (their reads are cacheable
+    /// again).
     pub(super) fn end_lapsed_freezes(&mut self, now: Instant) {
+        self.reshard
+            .moving
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < MOVING_IDLE);
         let lapsed: Vec<u32> = self
             .reshard
             .frozen
@@ -785,7 +833,7 @@ impl Master {
             if self.reshard.frozen.get(&s).is_some_and(|f| f.job == job) {
                 self.unfreeze(s);
             }
-            if self.reshard.moving.get(&s).is_some_and(|j| j == job) {
+            if self.reshard.moving.get(&s).is_some_and(|(j, _)| j == job) {
                 self.reshard.moving.remove(&s);
             }
         }
@@ -905,9 +953,16 @@ impl Master {
                 }
             }
         }
+        let ephemeral = rec.meta.ephemeral;
         self.out.mutations.push(Mutation::PutNode(rec));
         for token in &n.handles {
             self.reopen_moved_handle(token);
+        }
+        // An ephemeral node nobody has open here is deleted once no handle has reopened it
+        // within the failover's interval (docs/design.md §9 step 9), as after a failover.
+        if ephemeral {
+            self.fresh_anchors
+                .insert(p.to_string(), self.now + self.cfg.ephemeral_cleanup);
         }
     }
 
@@ -982,12 +1037,10 @@ impl Master {
             let Some(n) = self.nodes.get(&p) else {
                 continue;
             };
-            if warren_router::is_reserved(&p) {
+            if self.stored_reserved(&p) {
                 continue;
             }
-            let Ok(entry_slot) = map.slot_of_path(&p) else {
-                continue;
-            };
+            let entry_slot = entry_slot_of(&p, &map);
             let dir = n.rec.meta.kind == NodeKind::Directory;
             let anchor_slot = dir.then(|| slot_of_dir(&p, map.slot_count()));
             let entry_gone = !n.rec.anchor && set.contains(&entry_slot);
@@ -1110,28 +1163,12 @@ impl Master {
                 Default::default(),
             );
         }
-        match self.nodes.get_mut(p) {
-            Some(n) if n.rec.meta.kind == NodeKind::File => {
-                n.rec.meta.content_generation += 1;
-                n.rec.meta.checksum = super::nodes::checksum(data);
-                n.contents = data.to_vec();
-                let rec = n.rec.clone();
-                self.out.mutations.push(Mutation::PutNode(rec));
-                self.out.mutations.push(Mutation::PutContents {
-                    path: p.to_string(),
-                    data: data.to_vec(),
-                });
-                self.notify_handles(
-                    p,
-                    super::mask::CONTENTS_MODIFIED,
-                    super::EventKind::ContentsModified,
-                    "",
-                    super::ChildChange::None,
-                    None,
-                );
-                self.child_changed(p, super::ChildChange::Modified);
+        match self.nodes.get(p).map(|n| n.rec.meta.kind) {
+            Some(NodeKind::File) => {
+                self.replace_contents(p, data, None);
+                return Ok(super::Reply::Done(()));
             }
-            Some(_) => {
+            Some(NodeKind::Directory) => {
                 return Err(WarrenError::invalid_argument(format!(
                     "{p} is a directory; the reshard job keeps a file there"
                 )))

@@ -3,8 +3,8 @@
 
 use super::path;
 use super::{
-    acl::check_acl_names, intent, mask, nodes::checksum, ChildChange, Ctx, EventKind, Master,
-    Reply, StatView,
+    acl::check_acl_names, intent, mask, nodes::checksum, ChildChange, Ctx, EventKind, HandleKey,
+    Master, Reply, StatView,
 };
 use crate::store::{AclNames, Mutation, NodeKind, PendingUnlink};
 use tokio::time::Instant;
@@ -55,27 +55,33 @@ impl Master {
         if let Some(w) = self.barrier_exempting(sid, proxy, &[&p]) {
             return Ok(Reply::Wait(w));
         }
-        let n = self.nodes.get_mut(&p).expect("exists");
+        self.replace_contents(&p, data, Some(k));
+        Ok(Reply::Done(self.stat_of(&p).expect("exists")))
+    }
+
+    /// A file's new contents: the next content generation, recorded, its watchers
+    /// (but `by`, the writer's handle) and its parent's told. The meta cell reads a new map.
+    pub(super) fn replace_contents(&mut self, p: &str, data: &[u8], by: Option<HandleKey>) {
+        let n = self.nodes.get_mut(p).expect("exists");
         n.rec.meta.content_generation += 1;
         n.rec.meta.checksum = checksum(data);
         n.contents = data.to_vec();
         let rec = n.rec.clone();
         self.out.mutations.push(Mutation::PutNode(rec));
         self.out.mutations.push(Mutation::PutContents {
-            path: p.clone(),
+            path: p.to_string(),
             data: data.to_vec(),
         });
         self.notify_handles(
-            &p,
+            p,
             mask::CONTENTS_MODIFIED,
             EventKind::ContentsModified,
             "",
             ChildChange::None,
-            Some(k),
+            by,
         );
-        self.child_changed(&p, ChildChange::Modified);
-        self.own_map_written(&p);
-        Ok(Reply::Done(self.stat_of(&p).expect("exists")))
+        self.child_changed(p, ChildChange::Modified);
+        self.own_map_written(p);
     }
 
     pub fn set_acl(

@@ -118,6 +118,14 @@ pub(crate) enum Command {
     /// now: its event subscriptions resume, and the ephemeral nodes it holds are claimed
     /// before the new master deletes unclaimed ones (docs/design.md §9 step 9).
     RecreateHandles,
+    /// A reshard moved the node of this session's handle `handle` to the cell `cell`
+    /// (a `SLOT_MOVED` event): in direct mode over a partitioned deployment the router
+    /// re-opens the handles on it there (docs/client.md "After a reshard").
+    Moved {
+        handle: Vec<u8>,
+        path: String,
+        cell: String,
+    },
     /// Stop the KeepAlive loop: the session is over.
     Stop,
 }
@@ -360,10 +368,11 @@ impl SessionCore {
                     out.push(Command::RecreateHandles);
                 }
                 Ok(Notification::App(event)) => out.push(Command::Deliver(event)),
-                // The handle's next call meets WRONG_CELL at the old cell and the router
-                // follows it (docs/resharding.md, "What clients see").
-                Ok(Notification::Moved { path, cell, .. }) => {
-                    tracing::debug!(path, cell, "a reshard moved a node this session has open");
+                // In direct mode the router re-opens the handle there at once (so its
+                // events flow from the new cell); otherwise, or if that fails, the
+                // handle's next call meets WRONG_CELL at the old cell and is followed.
+                Ok(Notification::Moved { handle, path, cell }) => {
+                    out.push(Command::Moved { handle, path, cell });
                 }
                 // Acknowledged anyway: a malformed event must not stall the session's
                 // event stream by being re-sent forever.

@@ -156,6 +156,20 @@ pub(crate) struct Shared {
     /// Every server handle opened in this session that may still be in use, for
     /// [`Command::RecreateHandles`].
     open_handles: Mutex<Vec<Weak<ServerHandle>>>,
+    /// Where [`Command::Moved`] goes: the router of the partitioned session this is a
+    /// cell session of (direct mode), which re-opens the handle at its new cell.
+    moved_to: Mutex<Option<mpsc::UnboundedSender<MovedHandle>>>,
+}
+
+/// A reshard moved the node of a session's handle (a `SLOT_MOVED` event), as the session
+/// tells its router.
+#[derive(Clone, Debug)]
+pub(crate) struct MovedHandle {
+    /// The handle's token, as this session's cell made it.
+    pub handle: Vec<u8>,
+    pub path: String,
+    /// The cell the node went to.
+    pub cell: String,
 }
 
 /// How a call may be retried.
@@ -287,6 +301,7 @@ impl Session {
             calls: AtomicU64::new(0),
             jitter_seed,
             open_handles: Mutex::new(Vec::new()),
+            moved_to: Mutex::new(None),
         });
         tokio::spawn(driver(shared.clone(), stop_rx, driver_rx, first));
         tracing::debug!(session = %id, "session created");
@@ -715,6 +730,20 @@ impl Shared {
                 Command::EnableCache => lock(&self.cache).enable(self.options.cache),
                 Command::SetState(state) => self.gate.set(state),
                 Command::Deliver(event) => self.deliver(event),
+                Command::Moved { handle, path, cell } => {
+                    let told = lock(&self.moved_to).as_ref().is_some_and(|tx| {
+                        tx.send(MovedHandle {
+                            handle,
+                            path: path.clone(),
+                            cell: cell.clone(),
+                        })
+                        .is_ok()
+                    });
+                    if !told {
+                        // Its next call meets WRONG_CELL at the old cell and follows it.
+                        tracing::debug!(path, cell, "a reshard moved a node this session has open");
+                    }
+                }
                 Command::Stop => {
                     // Ends every event stream (after the last event was queued).
                     lock(&self.subscribers).clear();
@@ -866,6 +895,11 @@ impl Shared {
     }
 
     /// Remembers a new server handle, for recreation after a fail-over.
+    /// Sends this session's `SLOT_MOVED` notices to `tx` (the partitioned session's router).
+    pub(crate) fn tell_moved_to(&self, tx: mpsc::UnboundedSender<MovedHandle>) {
+        *lock(&self.moved_to) = Some(tx);
+    }
+
     pub(crate) fn register_handle(&self, h: &Arc<ServerHandle>) {
         let mut handles = lock(&self.open_handles);
         handles.retain(|w| w.strong_count() > 0);

@@ -616,3 +616,65 @@ fn origins_of_paths_nobody_holds_are_forgotten() {
     core.close_session(&a, t0);
     assert!(core.origins.is_empty());
 }
+
+#[test]
+fn a_slot_moved_event_asks_to_follow_the_handle_and_still_reaches_the_client() {
+    let (mut core, t0) = setup(2);
+    let (id, _, _, _) = core.create_session("alice", t0);
+    core.registered(&id, 0);
+    let mut moved = ev(1, pb::EventType::SlotMoved, "/ls/d/f", Some(&id));
+    moved.handle = b"token".to_vec();
+    moved.cell = "c2".into();
+    // For a client this proxy does not know (claimed away, say): nothing to follow.
+    let stranger = [9u8; 16];
+    let mut other = ev(2, pb::EventType::SlotMoved, "/ls/d/g", Some(&stranger));
+    other.cell = "c2".into();
+    core.upstream_events(0, &[moved, other], t0);
+    let follows: Vec<Effect> = core
+        .take_output()
+        .effects
+        .into_iter()
+        .filter(|e| matches!(e, Effect::FollowMoved { .. }))
+        .collect();
+    assert_eq!(
+        follows,
+        vec![Effect::FollowMoved {
+            client: id,
+            handle: b"token".to_vec(),
+            cell: "c2".into(),
+            from: 0,
+        }]
+    );
+    // Relayed as any event for the client (its library only notes it).
+    let r = done(core.keepalive(&id, 0, t0));
+    assert_eq!(r.events.len(), 1);
+    assert_eq!(r.events[0].r#type, pb::EventType::SlotMoved as i32);
+}
+
+#[test]
+fn a_moved_handle_is_unconfirmed_by_a_failover_of_its_new_cell_not_its_old_one() {
+    let (mut core, t0) = setup(2);
+    let (id, _, _, _) = core.create_session("alice", t0);
+    let info = HandleInfo {
+        cell: 0,
+        path: "/ls/d/f".into(),
+        instance: 1,
+        intent: 1,
+        sequencer: false,
+        unconfirmed: false,
+    };
+    core.add_handle(&id, b"h".to_vec(), info);
+    core.handle_moved(&id, b"h", 1);
+    core.upstream_events(
+        0,
+        &[ev(1, pb::EventType::MasterFailover, "", Some(&id))],
+        t0,
+    );
+    assert!(!core.handle(&id, b"h").unwrap().unconfirmed);
+    core.upstream_events(
+        1,
+        &[ev(1, pb::EventType::MasterFailover, "", Some(&id))],
+        t0,
+    );
+    assert!(core.handle(&id, b"h").unwrap().unconfirmed);
+}

@@ -40,11 +40,6 @@ impl<'a> Via<'a> {
 }
 
 impl Service {
-    /// [`Service::forward`] of a request as its RPC sends it.
-    pub(super) async fn send<Q: Rpc>(&self, via: Via<'_>, req: &Q) -> Result<Q::Reply, Status> {
-        self.forward(via, req, |c, r| r.send(c)).await
-    }
-
     /// Forwards request `req` as `via` says, on the proxy's current session at the cell
     /// (the request goes with that session's context), riding out a failover of the cell
     /// for up to `forward_patience`.
@@ -178,7 +173,7 @@ pub(super) async fn set_contents(
     });
     let dropped = own.is_some();
     let reply = svc
-        .forward(Via::client(&who, cell, Retry::Once), &r, |mut c, mut r| {
+        .on_handle(&who, cell, Retry::Once, &r, |mut c, mut r| {
             if let Some(ctx) = r.ctx.as_mut() {
                 ctx.proxy_dropped_copies = dropped;
             }
@@ -186,5 +181,5 @@ pub(super) async fn set_contents(
         })
         .await;
     drop(own);
-    reply
+    reply.map(|(reply, _)| reply)
 }

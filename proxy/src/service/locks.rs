@@ -14,12 +14,8 @@ pub(super) async fn set_sequencer(
     svc.handle_info(&who, &r.handle, cell, body.as_ref());
     svc.shared
         .with_core(|c| c.sequencer_set(&who.id, &r.handle));
-    let reply = svc
-        .forward(
-            Via::client(&who, cell, Retry::Idempotent),
-            &r,
-            |mut c, r| async move { c.set_sequencer(r).await },
-        )
+    let (reply, _) = svc
+        .send_on_handle(&who, cell, Retry::Idempotent, &r)
         .await?;
     Ok(reply)
 }

@@ -7,12 +7,14 @@
 //! (Locate, CreateSession, KeepAlive, CloseSession, adopting a dead proxy's clients),
 //! [`reads`] (Open, Close and the cached reads), [`locks`] (sequencers; the other lock
 //! and write calls are plain forwards, [`forward_by_handle`]), [`forward`] (calls on behalf
-//! of a client session, riding out a cell failover), [`route`] (calls routed by path: the
+//! of a client session, riding out a cell failover), [`moved`] (calls on a handle whose
+//! node moved to another cell in a reshard), [`route`] (calls routed by path: the
 //! partition map, `WRONG_CELL` and the split-directory redirect). This file holds the
 //! session check, handle routing and the table of handlers the service dispatches to.
 
 mod forward;
 mod locks;
+mod moved;
 mod reads;
 mod route;
 mod sessions;
@@ -128,17 +130,24 @@ impl Service {
         Ok((who, cell, body))
     }
 
-    /// The cell a handle-based call goes to. A client that never opened anything at that
-    /// cell cannot hold a handle there: `HANDLE_INVALID`, as the cell would say to a
-    /// session that did not open the handle.
+    /// The cell a handle-based call goes to: the one named in the handle, or the one it
+    /// was last followed to after its node moved ([`crate::moved`]). A client that never
+    /// opened anything at that cell cannot hold a handle there: `HANDLE_INVALID`, as the
+    /// cell would say to a session that did not open the handle.
     pub(super) fn handle_cell(
         &self,
         who: &Who,
         token: &[u8],
     ) -> Result<(usize, Option<pb::HandleBody>), Status> {
-        let (cell, body) = self.shared.cell_of_handle(token);
+        let (made_at, body) = self.shared.cell_of_handle(token);
+        let cell = self.shared.with_core(|c| {
+            c.moved
+                .cell_of(token)
+                .or(made_at)
+                .filter(|&ix| c.is_registered(&who.id, ix))
+        });
         match cell {
-            Some(ix) if self.shared.with_core(|c| c.is_registered(&who.id, ix)) => Ok((ix, body)),
+            Some(ix) => Ok((ix, body)),
             _ => Err(WarrenError::handle_invalid(if body.is_some() {
                 "the handle was not opened by this session"
             } else {
@@ -177,10 +186,11 @@ type Answer<T> = Result<T, Status>;
 
 /// A call that names a handle and is simply forwarded to the handle's cell on behalf of the
 /// client session (writes, locks, sequencers): check the session, route by the handle,
-/// forward with the client's context.
+/// forward with the client's context, following the handle if its node moved.
 async fn forward_by_handle<Q: PlainForward>(svc: &Service, r: Q) -> Answer<Q::Reply> {
     let (who, cell, _) = svc.session_and_cell(&r).await?;
-    svc.send(Via::client(&who, cell, Q::RETRY), &r).await
+    let (reply, _) = svc.send_on_handle(&who, cell, Q::RETRY, &r).await?;
+    Ok(reply)
 }
 
 /// A call the proxy forwards to the handle's cell as it is ([`forward_by_handle`]), and

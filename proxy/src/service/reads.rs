@@ -171,15 +171,13 @@ pub(super) async fn close(svc: &Service, r: pb::CloseRequest) -> Answer<pb::Clos
     };
     svc.shared
         .with_core(|c| c.remove_handle(&who.id, &r.handle));
+    // A handle whose node moved lives at its new cell (the old one refuses the Close
+    // and changes nothing): the Close follows it there, where it releases the handle's
+    // lock and ephemeral open.
     if let Ok((cell, _)) = svc.handle_cell(&who, &r.handle) {
-        let _ = svc
-            .forward(
-                Via::client(&who, cell, Retry::Idempotent),
-                &r,
-                |mut c, r| async move { c.close(r).await },
-            )
-            .await;
+        let _ = svc.send_on_handle(&who, cell, Retry::Idempotent, &r).await;
     }
+    svc.shared.with_core(|c| c.moved.forget(&r.handle));
     Ok(pb::CloseResponse {})
 }
 
@@ -286,8 +284,9 @@ impl CachedRead for pb::ReadDirRequest {
 }
 
 /// A cached read: answered from the shared cache when the handle allows it and the entry
-/// holds a copy of the handle's node instance; else forwarded to the handle's cell with a
-/// fill ticket, and the answer kept if nothing invalidated the path meanwhile.
+/// holds a copy of the handle's node instance; else forwarded to the handle's cell (or the
+/// one its node moved to) with a fill ticket, and the answer kept if nothing invalidated
+/// the path meanwhile.
 pub(super) async fn cached_read<Q: CachedRead>(svc: &Service, r: Q) -> Answer<Q::Reply> {
     let who = svc.session(r.ctx()).await?;
     let ticket = match svc.cached(&who, r.handle(), Q::NEEDS_READ, Q::lookup) {
@@ -295,8 +294,9 @@ pub(super) async fn cached_read<Q: CachedRead>(svc: &Service, r: Q) -> Answer<Q:
         Err(t) => t,
     };
     let (cell, body) = svc.handle_cell(&who, r.handle())?;
-    let mut reply = svc
-        .send(Via::client(&who, cell, Retry::Idempotent), &r)
+    // `cell`: the one that answered, which may be the one the handle moved to.
+    let (mut reply, cell) = svc
+        .send_on_handle(&who, cell, Retry::Idempotent, &r)
         .await?;
     svc.handle_info(&who, r.handle(), cell, body.as_ref());
     if let (true, Some(b)) = (*Q::cacheable(&mut reply), body) {

@@ -208,6 +208,7 @@ pub(super) async fn close_session(
                 end_at_cells(&svc.shared, client, secret, &principal, &cells, expired).await
             }
             Effect::AckUpstream(cell) => svc.shared.cell(cell).kick.notify_one(),
+            Effect::FollowMoved { .. } => run_effect(&svc.shared, e).await,
         }
     }
     Ok(pb::CloseSessionResponse {})
@@ -241,16 +242,22 @@ fn ka_reply(r: crate::core::KeepAliveReply) -> pb::KeepAliveResponse {
 }
 
 /// Executes an effect the core asked for (in the background).
-pub(crate) async fn run_effect(shared: &Shared, e: Effect) {
-    if let Effect::EndAtCells {
-        client,
-        secret,
-        principal,
-        cells,
-        expired,
-    } = e
-    {
-        end_at_cells(shared, client, secret, &principal, &cells, expired).await;
+pub(crate) async fn run_effect(shared: &Arc<Shared>, e: Effect) {
+    match e {
+        Effect::EndAtCells {
+            client,
+            secret,
+            principal,
+            cells,
+            expired,
+        } => end_at_cells(shared, client, secret, &principal, &cells, expired).await,
+        Effect::FollowMoved {
+            client,
+            handle,
+            cell,
+            from,
+        } => super::moved::follow_moved(shared, client, &handle, &cell, from).await,
+        Effect::AckUpstream(_) => {}
     }
 }
 

@@ -251,8 +251,9 @@ fn a_hand_off_is_refused_after_the_freeze_lapsed_or_a_change_and_nothing_moves()
         .unwrap();
     let (_, digest, _, have) = round(&mut f, &have);
 
-    // A lock released while frozen changes the slot: the final copy is stale.
-    f.src.m.release(&f.alice, &f.f1, f.src.at(1.0)).unwrap();
+    // A lock let go while frozen (its handle closed: Release itself waits out the freeze)
+    // changes the slot: the final copy is stale.
+    f.src.m.close(&f.alice, &f.f1, f.src.at(1.0)).unwrap();
     let refused = f.src.m.hand_off("j1", &[f.slot], "c2", 2, digest).unwrap();
     assert!(refused
         .unwrap_err()
@@ -394,4 +395,149 @@ fn a_watcher_is_told_of_the_move_and_gets_the_events_of_writes_at_the_target() {
             && e.handle == watch.handle),
         "the watcher's handle (made by the source) gets the event: {got:?}"
     );
+}
+
+#[test]
+fn lock_calls_on_a_frozen_slot_are_retried_not_applied() {
+    let mut f = fixture();
+    f.src
+        .m
+        .freeze_slots("j1", &[f.slot], f.src.at(3.0))
+        .unwrap();
+    let e = f.src.m.release(&f.alice, &f.f1, f.src.at(1.0)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::FailoverInProgress, "{e}");
+    let e = f
+        .src
+        .m
+        .try_acquire(&f.alice, &f.f2, LockMode::Exclusive, f.src.at(1.0))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::FailoverInProgress, "{e}");
+    // Once the freeze lapses, they go through.
+    f.src.m.tick(f.src.at(3.5));
+    assert!(f.src.m.release(&f.alice, &f.f1, f.src.at(3.6)).unwrap());
+}
+
+/// Moves `slots` from `src` to `dst` under map `next` (epoch `next.map_epoch()`): copy,
+/// freeze, final copy, hand-off, install, drop — every step the job would make.
+fn move_slots(src: &mut T, dst: &mut T, slots: &[u32], next: PartitionMap) {
+    let (bundle, _) = src.m.export_slots("j", slots, &Have::new(), 0).unwrap();
+    dst.m.import_slots(slots, bundle).unwrap();
+    acknowledge_everything(&mut src.m);
+    src.m.freeze_slots("j", slots, src.at(30.0)).unwrap();
+    let (bundle, info) = src.m.export_slots("j", slots, &Have::new(), 0).unwrap();
+    let imported = dst.m.import_slots(slots, bundle).unwrap();
+    assert_eq!(info.digest, imported.digest);
+    let epoch = next.map_epoch();
+    assert_eq!(
+        src.m
+            .hand_off("j", slots, "c2", epoch, info.digest)
+            .unwrap(),
+        Ok(())
+    );
+    let next = Arc::new(next);
+    assert!(dst.m.set_map(next.clone()));
+    assert!(src.m.set_map(next));
+    src.m.drop_slots(slots).unwrap();
+    src.m.take_output();
+    dst.m.take_output();
+}
+
+fn names(t: &mut T, ctx: &Ctx, dir: &str, target: Target) -> Vec<String> {
+    let a = OpenArgs {
+        target,
+        ..open_args(dir, intent::READ, 0.0, None)
+    };
+    let h = done(t.m.open(ctx, &a, t.at(5.0)));
+    let (entries, _, _) = t.m.read_dir(ctx, &h.handle, t.at(5.0)).unwrap();
+    t.m.close(ctx, &h.handle, t.at(5.0)).unwrap();
+    entries.into_iter().map(|e| e.name).collect()
+}
+
+#[test]
+fn a_directory_split_by_a_move_and_joined_by_the_next_keeps_its_entry_and_children() {
+    // P and its child directory D both belong to c1 (one record for D: entry and anchor).
+    let mut src = cell("c1");
+    let mut dst = cell("c2");
+    let m1 = map(1, &[]);
+    let p = dir_at_c1();
+    let d = (0..100_000)
+        .map(|i| format!("{p}/d{i}"))
+        .find(|d| m1.owner_of_slot(slot_of_dir(d, 4096)) == Some("c1"))
+        .unwrap();
+    let (sp, sd) = (slot_of_dir(&p, 4096), slot_of_dir(&d, 4096));
+    assert_ne!(sp, sd);
+    let cellctx = ctx_of(&src.m.create_session(CELL_PRINCIPAL, src.at(0.0)).unwrap());
+    let a = OpenArgs {
+        target: Target::Anchor,
+        ..open_args(&p, intent::READ, 0.0, anchor_create())
+    };
+    done(src.m.open(&cellctx, &a, src.at(0.1)));
+    let alice = src.session(0.0);
+    let t0 = src.t0;
+    let mk = |src: &mut T, path: &str, create: Option<CreateArgs>| {
+        let a = open_args(path, intent::ALL, 0.0, create);
+        write(src, &[], |m| m.open(&alice, &a, t0 + secs(0.2))).handle
+    };
+    mk(
+        &mut src,
+        &d,
+        Some(CreateArgs {
+            kind: NodeKind::Directory,
+            ephemeral: false,
+            contents: Vec::new(),
+            acl: None,
+            exclusive: false,
+            instance: 0,
+        }),
+    );
+    mk(&mut src, &format!("{d}/leaf"), file(b"leaf"));
+    src.m.take_output();
+
+    // Move P's slot: D's entry goes to c2, its anchor (with "leaf") stays at c1.
+    let m2 = map(2, &[(sp, "c2")]);
+    move_slots(&mut src, &mut dst, &[sp], m2);
+    let bob = dst.session(1.0);
+    let d_name = d.rsplit('/').next().unwrap().to_string();
+    assert_eq!(names(&mut dst, &bob, &p, Target::Anchor), vec![d_name]);
+    let carol = src.session(1.0);
+    assert_eq!(
+        names(&mut src, &carol, &d, Target::Anchor),
+        vec!["leaf".to_string()]
+    );
+    assert!(src.m.nodes[&d].rec.anchor, "only D's anchor stays at c1");
+
+    // Move D's slot too: its anchor joins its entry at c2, one node again.
+    let m3 = map(3, &[(sp, "c2"), (sd, "c2")]);
+    move_slots(&mut src, &mut dst, &[sd], m3);
+    assert!(
+        !dst.m.nodes[&d].rec.anchor,
+        "entry and anchor are one node at c2"
+    );
+    assert!(!src.m.nodes.contains_key(&d), "c1 holds nothing of D");
+    assert_eq!(
+        names(&mut dst, &bob, &d, Target::Anchor),
+        vec!["leaf".to_string()]
+    );
+    assert_eq!(names(&mut dst, &bob, &p, Target::Anchor).len(), 1);
+    let h = dst.open_ok(&bob, &format!("{d}/leaf"), intent::READ, 0, None, 6.0);
+    assert_eq!(
+        dst.m.get_contents(&bob, &h.handle, dst.at(6.0)).unwrap().0,
+        b"leaf"
+    );
+}
+
+#[test]
+fn the_reserved_subtree_never_moves() {
+    let t = cell("c1");
+    for (p, reserved) in [
+        ("/ls/local/warren", true),
+        ("/ls/local/warren/map", true),
+        ("/ls/local/warren/reshard/job", true),
+        ("/ls/local/warrens", false),
+        ("/ls/local/a/warren", false),
+        ("/ls/local", false),
+    ] {
+        assert_eq!(t.m.stored_reserved(p), reserved, "{p}");
+        assert_eq!(warren_router::is_reserved(p), reserved, "{p}");
+    }
 }

@@ -803,3 +803,27 @@ async fn local_lease_only_moves_forward_and_absurd_leases_are_clamped() {
         Some(true)
     );
 }
+
+#[test]
+fn a_slot_moved_event_asks_the_router_to_follow_the_handle_and_is_not_delivered() {
+    let t0 = Instant::now();
+    let mut c = core_at(t0);
+    c.start();
+    let mut moved = event(1, pb::EventType::SlotMoved, "/ls/l/a");
+    moved.cell = "c2".into();
+    let out = c.handle(
+        t0 + Duration::from_secs(1),
+        got_reply(t0, reply(12_000, vec![moved])),
+    );
+    assert_eq!(
+        out,
+        vec![
+            Command::Moved {
+                handle: vec![1, 2],
+                path: "/ls/l/a".into(),
+                cell: "c2".into(),
+            },
+            ka_safe(1),
+        ]
+    );
+}
