@@ -457,6 +457,17 @@ fn reshard_section(s: &mut String, r: &Report, rs: &crate::reshard::ReshardRepor
             "not checked".to_string()
         }
     );
+    if rs.held_locks > 0 {
+        let _ = writeln!(
+            s,
+            "<p>Locks held through the move: <b>{} of {}</b> still held by their holder after \
+             it (sequencer current, released as held).</p>",
+            rs.held_locks_kept, rs.held_locks
+        );
+        for p in &rs.held_lock_problems {
+            let _ = writeln!(s, "<p class=\"note\">{}</p>", escape(p));
+        }
+    }
     if !rs.errors_during_by_code.is_empty() {
         s.push_str("<ul>\n");
         for (k, n) in &rs.errors_during_by_code {

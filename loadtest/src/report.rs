@@ -222,10 +222,10 @@ pub struct Report {
     pub addresses: Vec<String>,
     pub connections: u64,
     pub files: u64,
-    /// The directories the files are spread over (`--dirs`); left out of the JSON at the
-    /// default, 32, and read as 32 when absent.
-    #[serde(default = "default_dirs", skip_serializing_if = "is_default_dirs")]
-    pub dirs: u64,
+    /// The directories the files are spread over (`--dirs`); null (and left out of the
+    /// JSON) at the default, [`crate::workload::DIRS`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dirs: Option<u64>,
     #[serde(deserialize_with = "float_or_null")]
     pub zipf: f64,
     /// Requested total rates, per second.
@@ -351,15 +351,6 @@ pub const PROCESS_TABLE_HEADER: [&str; 4] = ["member", "RSS MiB", "CPU % core", 
 /// Bytes in a MiB.
 const MIB: f64 = 1024.0 * 1024.0;
 
-fn default_dirs() -> u64 {
-    crate::workload::DIRS
-}
-
-/// The default, or 0 (a report built without a run, e.g. `Report::default()`).
-fn is_default_dirs(d: &u64) -> bool {
-    *d == crate::workload::DIRS || *d == 0
-}
-
 /// `acked_lost_checked` of a report that does not have the field.
 fn absent_means_checked() -> bool {
     true
@@ -397,7 +388,7 @@ impl Report {
         let _ = writeln!(
             s,
             "workload: read {}/s, write {}/s, lock {}/s (open-loop, Poisson) over {} files in {} directories, Zipf s={}",
-            self.read_rate, self.write_rate, self.lock_rate, self.files, self.dirs, self.zipf
+            self.read_rate, self.write_rate, self.lock_rate, self.files, self.dirs.unwrap_or(crate::workload::DIRS), self.zipf
         );
         let _ = writeln!(s);
         // Column widths of the terminal table: the name left-aligned, the figures right.

@@ -509,6 +509,12 @@ pub struct ReshardReport {
     /// The lock check ([`crate::fence`]) during the move.
     pub lock_overlaps_during: u64,
     pub stale_sequencers_during: u64,
+    /// Exclusive locks the first clients took before the window and held through the move,
+    /// and how many of them were still theirs after it (the sequencer taken before still
+    /// current, and the holder's `Release` found it held); what went wrong with the others.
+    pub held_locks: u64,
+    pub held_locks_kept: u64,
+    pub held_lock_problems: Vec<String>,
 }
 
 impl ReshardReport {
@@ -522,6 +528,7 @@ impl ReshardReport {
             && self.expired_during == 0
             && self.lock_overlaps_during == 0
             && self.stale_sequencers_during == 0
+            && self.held_locks_kept == self.held_locks
     }
 
     /// Takes in the job's final status (`ended`: it had finished).
@@ -644,6 +651,17 @@ impl ReshardReport {
             lock.acquired,
             acked_lost.map_or_else(|| "not checked".to_string(), |n| n.to_string()),
         );
+        if self.held_locks > 0 {
+            let _ = writeln!(
+                s,
+                "  locks held through the move: {} of {} still held by their holder after it \
+                 (sequencer current, released as held)",
+                self.held_locks_kept, self.held_locks
+            );
+            for p in &self.held_lock_problems {
+                let _ = writeln!(s, "    {p}");
+            }
+        }
         s
     }
 }
@@ -801,6 +819,8 @@ mod tests {
             ..Default::default()
         };
         r.set_job(&status(&[Some(40), Some(120), Some(80)]), true);
+        r.held_locks = 2;
+        r.held_locks_kept = 2;
         let ph = Phases::default();
         ph.fill(&["read", "write", "lock"], &mut r);
         assert!(r.clean(), "{r:?}");
@@ -815,6 +835,7 @@ mod tests {
             "write pause per slot (3 slots): p50 80 ms, p99 120 ms, max 120 ms",
             "during the move: 0 failed calls, 0 sessions went into jeopardy, 0 expired",
             "over 50 acquisitions); acked_lost 0",
+            "locks held through the move: 2 of 2 still held by their holder after it",
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }

@@ -58,6 +58,9 @@ pub const OP_PATIENCE: Duration = ClientOptions::DEFAULT_GRACE_PERIOD;
 const READ_BACK_CONCURRENCY: usize = 32;
 /// Most files the set-up creates at once.
 const SETUP_CONCURRENCY: usize = 64;
+/// With `--reshard`: locks taken before the window by the first clients and held until
+/// the move has ended, then checked (sequencer still current, released as held).
+pub const HELD_LOCKS: u64 = 32;
 /// The most files a run may use (`--files`): their creation, their handles and the
 /// acknowledged writes' record must fit one load generator.
 pub const MAX_FILES: u64 = 1_000_000;
@@ -470,7 +473,13 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         );
     }
     let setup_start = Instant::now();
-    setup_files(library.clone(), files.clone()).await?;
+    let held_paths: Vec<String> = match cfg.reshard {
+        Some(_) => (0..HELD_LOCKS.min(cfg.sessions))
+            .map(|k| files.extra_path("held", k))
+            .collect(),
+        None => Vec::new(),
+    };
+    setup_files(library.clone(), files.clone(), &held_paths).await?;
     let setup_s = setup_start.elapsed().as_secs_f64();
 
     let stats = Arc::new(Stats::new(
@@ -527,6 +536,18 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ramp_s = ramp_start.elapsed().as_secs_f64();
+    // The locks held through the reshard, taken now by the first clients.
+    let held = if held_paths.is_empty() {
+        Vec::new()
+    } else {
+        match take_held_locks(&sims, &held_paths, &stats).await {
+            Ok(h) => h,
+            Err(e) => {
+                notes.push(format!("the locks to hold through the reshard: {e:#}"));
+                Vec::new()
+            }
+        }
+    };
 
     // The measured window: open-loop arrivals of each kind, and the faults.
     let window_start = Instant::now();
@@ -607,7 +628,14 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
             if !task.is_finished() {
                 bar.set_message("waiting for the reshard job to end");
             }
-            Some(task.await.context("the reshard task")?)
+            let mut r = task.await.context("the reshard task")?;
+            if !held.is_empty() {
+                let (kept, problems) = check_held_locks(&held, &stats).await;
+                r.held_locks = held.len() as u64;
+                r.held_locks_kept = kept;
+                r.held_lock_problems = problems;
+            }
+            Some(r)
         }
         None => None,
     };
@@ -716,7 +744,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         },
         connections: cfg.connections,
         files: cfg.files,
-        dirs: cfg.dirs,
+        dirs: (cfg.dirs != crate::workload::DIRS).then_some(cfg.dirs),
         zipf: cfg.zipf,
         read_rate: cfg.read_rate,
         write_rate: cfg.write_rate,
@@ -930,7 +958,11 @@ pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
 
 /// Creates `/loadtest`, its directories and its files (if absent) with a library session,
 /// [`SETUP_CONCURRENCY`] at a time.
-async fn setup_files(options: ClientOptions, files: Arc<Files>) -> anyhow::Result<()> {
+async fn setup_files(
+    options: ClientOptions,
+    files: Arc<Files>,
+    extra: &[String],
+) -> anyhow::Result<()> {
     let s = Arc::new(
         Session::connect_with(options)
             .await
@@ -952,7 +984,9 @@ async fn setup_files(options: ClientOptions, files: Arc<Files>) -> anyhow::Resul
         };
         create(s.clone(), "/loadtest".to_string(), true).await?;
         let dirs: Vec<String> = files.dir_paths().collect();
-        let paths = (0..files.len()).map(|i| (files.path(i), false));
+        let paths = (0..files.len())
+            .map(|i| (files.path(i), false))
+            .chain(extra.iter().map(|p| (p.clone(), false)));
         // The directories first: their files go in them.
         for batch in [
             dirs.into_iter().map(|d| (d, true)).collect::<Vec<_>>(),
@@ -1155,6 +1189,126 @@ async fn reshard(
         }
     }
     r
+}
+
+/// A lock held from before the window until after the move.
+struct HeldLock {
+    sim: Arc<Sim>,
+    path: String,
+    handle: Vec<u8>,
+    sequencer: pb::Sequencer,
+}
+
+/// Client k (of the first [`HELD_LOCKS`]) opens `paths[k]` and acquires its lock
+/// exclusively. The handle joins the client's handles (under a key no file has), so the
+/// client does not claim to hold nothing.
+async fn take_held_locks(
+    sims: &Sims,
+    paths: &[String],
+    stats: &Stats,
+) -> anyhow::Result<Vec<HeldLock>> {
+    let holders: Vec<Arc<Sim>> = sims
+        .read()
+        .expect("sessions lock")
+        .iter()
+        .take(paths.len())
+        .cloned()
+        .collect();
+    let mut held = Vec::new();
+    for (k, (sim, path)) in holders.into_iter().zip(paths).enumerate() {
+        let deadline = Instant::now() + OP_PATIENCE;
+        let full = format!("/ls/{}{path}", sim.deployment);
+        let (opened, _) = retrying(&sim, 0, stats, deadline, "Open", |l| {
+            let mut c = l.client;
+            let req = pb::OpenRequest {
+                ctx: Some(l.ctx),
+                path: full.clone(),
+                intent: (pb::Intent::Read as u32) | (pb::Intent::Write as u32),
+                ..Default::default()
+            };
+            async move { c.open(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .map_err(|(call, s)| anyhow::anyhow!("{call} {path}: {}", s.message()))?;
+        let handle = opened.handle;
+        sim.handles
+            .lock()
+            .expect("handles lock")
+            .insert(u64::MAX - k as u64, handle.clone());
+        let (acquired, _) = retrying(&sim, 0, stats, deadline, "TryAcquire", |l| {
+            let mut c = l.client;
+            let req = pb::TryAcquireRequest {
+                ctx: Some(l.ctx),
+                handle: handle.clone(),
+                mode: pb::LockMode::Exclusive as i32,
+            };
+            async move { c.try_acquire(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .map_err(|(call, s)| anyhow::anyhow!("{call} {path}: {}", s.message()))?;
+        let sequencer = acquired
+            .sequencer
+            .with_context(|| format!("TryAcquire {path} answered without a sequencer"))?;
+        held.push(HeldLock {
+            sim,
+            path: path.clone(),
+            handle,
+            sequencer,
+        });
+    }
+    Ok(held)
+}
+
+/// After the move: each held lock's sequencer must still be current (`CheckSequencer`)
+/// and its `Release` must find it held by its holder. How many passed both, and what went
+/// wrong with the others (the first 10).
+async fn check_held_locks(held: &[HeldLock], stats: &Stats) -> (u64, Vec<String>) {
+    let mut kept = 0;
+    let mut problems = Vec::new();
+    for h in held {
+        let deadline = Instant::now() + OP_PATIENCE;
+        let current = retrying(&h.sim, 0, stats, deadline, "CheckSequencer", |l| {
+            let mut c = l.client;
+            let req = pb::CheckSequencerRequest {
+                ctx: Some(l.ctx),
+                sequencer: Some(h.sequencer.clone()),
+            };
+            async move { c.check_sequencer(req).await.map(|r| r.into_inner().current) }
+        })
+        .await;
+        let released = retrying(&h.sim, 0, stats, deadline, "Release", |l| {
+            let mut c = l.client;
+            let req = pb::ReleaseRequest {
+                ctx: Some(l.ctx),
+                handle: h.handle.clone(),
+            };
+            async move { c.release(req).await.map(|r| r.into_inner().was_held) }
+        })
+        .await;
+        let problem = match (current, released) {
+            (Ok((true, _)), Ok((true, _))) => None,
+            (Ok((false, _)), _) => Some(format!(
+                "{}: the sequencer taken before the move (generation {}) is not current",
+                h.path, h.sequencer.lock_generation
+            )),
+            (_, Ok((false, _))) => Some(format!(
+                "{}: the holder's Release found it not held",
+                h.path
+            )),
+            (Err((call, s)), _) | (_, Err((call, s))) => Some(format!(
+                "{}: {call} failed: {}: {}",
+                h.path,
+                code_of(&s),
+                s.message()
+            )),
+        };
+        match problem {
+            None => kept += 1,
+            Some(p) if problems.len() < 10 => problems.push(p),
+            Some(_) => {}
+        }
+    }
+    (kept, problems)
 }
 
 fn progress_bar(cfg: &Config) -> ProgressBar {

@@ -80,6 +80,12 @@ impl Files {
         format!("/loadtest/d{}/f{i}", i % self.dirs)
     }
 
+    /// The path of the `k`-th extra file named `{name}{k}`, in the files' directories in
+    /// turn (e.g. the locks held through a reshard: `held0`, `held1`, …).
+    pub fn extra_path(&self, name: &str, k: u64) -> String {
+        format!("/loadtest/d{}/{name}{k}", k % self.n.min(self.dirs))
+    }
+
     /// The directories the files are in.
     pub fn dir_paths(&self) -> impl Iterator<Item = String> {
         (0..self.n.min(self.dirs)).map(|d| format!("/loadtest/d{d}"))
@@ -139,6 +145,11 @@ mod tests {
         assert_eq!(wide.path(1234), "/loadtest/d234/f1234");
         assert_eq!(wide.dir_paths().count(), 1000);
         assert_eq!(wide.len(), 100_000);
+        assert_eq!(wide.extra_path("held", 1001), "/loadtest/d1/held1001");
+        assert_eq!(
+            Files::new(2, 1.0).unwrap().extra_path("held", 3),
+            "/loadtest/d1/held3"
+        );
         for bad in [0, MAX_DIRS + 1] {
             let e = Files::with_dirs(10, 1.0, bad).err().unwrap().to_string();
             assert!(e.contains("--dirs"), "{e}");

@@ -476,6 +476,9 @@ async fn a_reshard_under_load_is_done_with_no_client_error() {
     assert_eq!(num(&rs["expired_during"]), 0.0, "{rs:#}");
     assert_eq!(num(&rs["lock_overlaps_during"]), 0.0, "{rs:#}");
     assert_eq!(num(&rs["stale_sequencers_during"]), 0.0, "{rs:#}");
+    // The locks the first clients held through the move are still theirs after it.
+    assert_eq!(num(&rs["held_locks"]), 32.0, "{rs:#}");
+    assert_eq!(num(&rs["held_locks_kept"]), 32.0, "{rs:#}");
     assert!(num(&rs["ops"]["read"]["before"]["count"]) > 0.0, "{rs:#}");
     assert!(num(&rs["ops"]["read"]["during"]["count"]) > 0.0, "{rs:#}");
     // Over the whole run: no error, nothing lost, the lock check clean.
