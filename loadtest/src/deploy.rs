@@ -18,6 +18,9 @@
 //! | data cell `ck` (`master:ck`) | free ports | DIR/ck | DIR/logs/ck.log |
 //! | proxy `pj` (`proxy:j`) | free ports | — | DIR/logs/pj.log |
 //!
+//! [`Deployment::add_cell`] starts one more data cell `c<N+1>` the same way, joined to the
+//! meta cell but in no map yet, for a reshard under load (`--reshard`, [`crate::reshard`]).
+//!
 //! The members' names, stores and the cells of the first partition map come from
 //! [`warren_config::Layout`], as for `warren dev`; the map (epoch 1, the default slot count
 //! spread evenly over c1..cN) goes into the meta cell through `warren_client::admin`, as
