@@ -803,6 +803,86 @@ mod tests {
     }
 
     #[test]
+    fn the_reshard_has_its_section_and_its_marks() {
+        use crate::reshard::{Pauses, PhaseOps, ReshardReport, WindowOp};
+        let mut r = synthetic();
+        let w = |p50, p99, count, errors| WindowOp {
+            count,
+            errors,
+            p50_ms: Some(p50),
+            p99_ms: Some(p99),
+            max_ms: Some(p99),
+        };
+        let mut rs = ReshardReport {
+            spec: "add-cell@3s".into(),
+            cell: "c4".into(),
+            cell_addr: "127.0.0.1:9<x>".into(),
+            at_s: 3.0,
+            cell_ready_s: Some(3.1),
+            start_s: Some(3.2),
+            end_s: Some(6.7),
+            total_s: Some(3.5),
+            job: Some("reshard-1".into()),
+            state: "done".into(),
+            slots_planned: 1024,
+            slots_moved: 1024,
+            write_pause: Some(Pauses {
+                slots: 1024,
+                p50_ms: 25,
+                p99_ms: 84,
+                max_ms: 90,
+            }),
+            held_locks: 32,
+            held_locks_kept: 31,
+            held_lock_problems: vec!["/loadtest/d3/held3: <gone>".into()],
+            ..Default::default()
+        };
+        rs.ops.insert(
+            "read".into(),
+            PhaseOps {
+                before: w(3.3, 9.9, 1000, 0),
+                during: w(4.3, 42.25, 290, 1),
+                after: WindowOp::default(),
+            },
+        );
+        rs.errors_during = 1;
+        rs.errors_during_by_code
+            .insert("read/GetContentsAndStat:WRONG_CELL".into(), 1);
+        r.reshard = Some(rs);
+        let html = render(&r);
+        assert!(html.contains("<h2>Reshard</h2>"), "{html}");
+        assert!(
+            html.contains("cell c4 (127.0.0.1:9&lt;x&gt;) added; job reshard-1 <b>done</b>: 1024 of 1024 slots moved"),
+            "{html}"
+        );
+        assert!(html.contains("<b>3.5 s</b> in all"), "{html}");
+        assert!(
+            html.contains(
+                "Write pause per slot (1024 slots): p50 25 ms, p99 <b>84 ms</b>, max 90 ms."
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains("<tr><td>read</td><td>3.300</td><td>9.900</td><td>4.300</td><td>42.250</td><td>290</td><td>1</td><td>-</td><td>-</td></tr>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<li>1 × read/GetContentsAndStat:WRONG_CELL</li>"),
+            "{html}"
+        );
+        assert!(html.contains("<b>31 of 32</b> still held"), "{html}");
+        assert!(html.contains("/loadtest/d3/held3: &lt;gone&gt;"), "{html}");
+        // The move's start and end on each of the three plots.
+        assert_eq!(html.matches(">reshard starts</text>").count(), 3, "{html}");
+        assert_eq!(html.matches(">reshard done</text>").count(), 3, "{html}");
+        for tag in ["svg", "text", "g", "table", "p", "ul"] {
+            assert!(balanced(&html, tag), "unbalanced <{tag}>");
+        }
+        // Without a reshard, no section.
+        assert!(!render(&synthetic()).contains("Reshard"));
+    }
+
+    #[test]
     fn coordinates_stay_inside_the_plot() {
         let html = render(&synthetic());
         for rest in html.split("points=\"").skip(1) {
