@@ -89,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
             metrics: deployment.admin_addrs(),
             progress: true,
             faults: Vec::new(),
+            seed: None,
             reshard: None,
         };
         // Shared with the run so that it measures the processes over its window.

@@ -72,6 +72,10 @@ struct Workload {
     /// slot, so more directories spread the files over more slots (and cells).
     #[arg(long, default_value_t = warren_loadtest::workload::DIRS, value_name = "D")]
     dirs: u64,
+    /// Seed the arrivals and each one's choice of client and file, so that runs send the
+    /// same operations in the same order (the servers' timing still varies).
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
     /// Zipf exponent of the files' popularity (0: uniform).
     #[arg(long, default_value_t = 1.0, value_name = "S")]
     zipf: f64,
@@ -287,6 +291,7 @@ fn config(w: &Workload, target: Target, metrics: Vec<String>, faults: Vec<Fault>
         metrics,
         progress: true,
         faults,
+        seed: w.seed,
         reshard: None,
     }
 }

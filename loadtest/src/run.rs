@@ -128,6 +128,10 @@ pub struct Config {
     pub progress: bool,
     /// Faults to inject during the window (needs an [`Injector`], see [`run_with`]).
     pub faults: Vec<Fault>,
+    /// Seeds the arrivals' gaps and the choice of client and file for each (`--seed`), so
+    /// that two runs send the same sequence of operations; `None`: from entropy. The
+    /// servers' timing, and so the outcome, still varies.
+    pub seed: Option<u64>,
     /// A reshard to run during the window (needs an [`Injector`] that can add a cell, and
     /// the proxies as target): [`crate::reshard`].
     pub reshard: Option<ReshardSpec>,
@@ -585,6 +589,8 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
                 window_end,
                 (stats.clone(), sims.clone(), topo.clone()),
                 files.clone(),
+                cfg.seed
+                    .map(|s| s ^ (op as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             )));
         }
     }
@@ -1671,8 +1677,9 @@ async fn arrive(
     end: Instant,
     (stats, sims, topo): (Arc<Stats>, Sims, Arc<Topology>),
     files: Arc<Files>,
+    seed: Option<u64>,
 ) {
-    let mut rng = StdRng::from_entropy();
+    let mut rng = seed.map_or_else(StdRng::from_entropy, StdRng::seed_from_u64);
     let mut t = start;
     loop {
         t += arrivals.gap(&mut rng);
@@ -2035,6 +2042,7 @@ mod tests {
             metrics: vec![],
             progress: false,
             faults: vec![],
+            seed: None,
             reshard: None,
         }
     }

@@ -438,6 +438,8 @@ async fn a_reshard_under_load_is_done_with_no_client_error() {
         "5",
         "--files",
         "200",
+        "--seed",
+        "13",
         "--reshard",
         "add-cell@2s",
         "--reshard-slots-per-batch",
