@@ -84,10 +84,13 @@ async fn main() -> anyhow::Result<()> {
             write_rate: 0.0,
             lock_rate: 0.0,
             files: 1,
+            dirs: warren_loadtest::workload::DIRS,
             zipf: 1.0,
             metrics: deployment.admin_addrs(),
             progress: true,
             faults: Vec::new(),
+            seed: None,
+            reshard: None,
         };
         // Shared with the run so that it measures the processes over its window.
         let shared = Arc::new(Mutex::new(Some(deployment)));

@@ -14,6 +14,7 @@ use std::time::Duration;
 use warren_loadtest::deploy::{DeploySpec, Deployment, Member};
 use warren_loadtest::fault::{Action, Fault, Injector};
 use warren_loadtest::procstat::MemberProcess;
+use warren_loadtest::reshard::ReshardSpec;
 use warren_loadtest::run::parse_duration;
 use warren_loadtest::{Config, Report, Target};
 
@@ -63,9 +64,18 @@ struct Workload {
     /// Lock operations (TryAcquire + Release) per second, in total.
     #[arg(long, default_value_t = 0.0, value_name = "L")]
     lock_rate: f64,
-    /// Number of files, /loadtest/d{i mod 32}/f{i} for i < F.
+    /// Number of files, /loadtest/d{i mod D}/f{i} for i < F (at most 1,000,000), created
+    /// before the run if absent.
     #[arg(long, default_value_t = 100, value_name = "F")]
     files: u64,
+    /// The directories the files are spread over (1–65,536): a directory's files share a
+    /// slot, so more directories spread the files over more slots (and cells).
+    #[arg(long, default_value_t = warren_loadtest::workload::DIRS, value_name = "D")]
+    dirs: u64,
+    /// Seed the arrivals and each one's choice of client and file, so that runs send the
+    /// same operations in the same order (the servers' timing still varies).
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
     /// Zipf exponent of the files' popularity (0: uniform).
     #[arg(long, default_value_t = 1.0, value_name = "S")]
     zipf: f64,
@@ -109,6 +119,18 @@ struct RunArgs {
     /// the measured window, e.g. `master:c1@33s`. Repeatable.
     #[arg(long, value_name = "MEMBER@TIME", requires = "deploy")]
     restart: Vec<String>,
+    /// With --deploy (through the proxies): at a time into the measured window, start one
+    /// more data cell, plan the move of its share of the slots to it and apply it, follow
+    /// the job to its end, and report the move and the clients' latency and errors during
+    /// it against before it: `add-cell@10s`.
+    #[arg(long, value_name = "add-cell@TIME", requires = "deploy",
+          value_parser = parse_reshard)]
+    reshard: Option<ReshardSpec>,
+    /// With --reshard: slots the job commits together, each batch one new map (default:
+    /// the job's, 16).
+    #[arg(long, value_name = "N", requires = "reshard",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    reshard_slots_per_batch: Option<u32>,
     /// Also write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -238,6 +260,18 @@ impl Injector for Launched {
     fn processes(&self) -> Pin<Box<dyn Future<Output = Vec<MemberProcess>> + Send + '_>> {
         self.deployment.processes()
     }
+
+    fn add_cell(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<warren_loadtest::deploy::AddedCell>> + Send + '_>>
+    {
+        self.deployment.add_cell()
+    }
+}
+
+/// `--reshard`'s value (see [`ReshardSpec`]).
+fn parse_reshard(s: &str) -> Result<ReshardSpec, String> {
+    s.parse()
 }
 
 /// The workload's settings for `target`.
@@ -252,10 +286,13 @@ fn config(w: &Workload, target: Target, metrics: Vec<String>, faults: Vec<Fault>
         write_rate: w.write_rate,
         lock_rate: w.lock_rate,
         files: w.files,
+        dirs: w.dirs,
         zipf: w.zipf,
         metrics,
         progress: true,
         faults,
+        seed: w.seed,
+        reshard: None,
     }
 }
 
@@ -296,6 +333,28 @@ fn faults(a: &RunArgs) -> anyhow::Result<Vec<Fault>> {
     Ok(out)
 }
 
+/// `--reshard`, checked before anything is launched: through the proxies, inside the
+/// window.
+fn check_reshard(a: &RunArgs) -> anyhow::Result<()> {
+    let Some(r) = &a.reshard else {
+        return Ok(());
+    };
+    if a.target.as_deref() == Some("cells") {
+        bail!(
+            "--reshard {r} runs only through the proxies: direct clients here route by the map \
+             read at the start and do not follow a reshard; drop --target cells"
+        );
+    }
+    if r.at >= a.workload.duration {
+        bail!(
+            "--reshard {r} is not inside the measured window (--duration {}): give a time \
+             before its end",
+            warren_config::format_duration(a.workload.duration)
+        );
+    }
+    Ok(())
+}
+
 /// Whether `spec`'s deployment has member `m`: proxies 1..=M, cells `meta` and c1..=cN.
 fn member_exists(m: &Member, spec: &DeploySpec) -> Result<(), String> {
     match m {
@@ -321,6 +380,7 @@ fn member_exists(m: &Member, spec: &DeploySpec) -> Result<(), String> {
 
 async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
     let faults = faults(&a)?;
+    check_reshard(&a)?;
     let launched = Launched::start(&a.deploy).await?;
     let result = async {
         let target = target_of(a.target.as_deref(), launched.as_deref())?;
@@ -328,7 +388,11 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
             (Some(l), true) => l.admins.clone(),
             _ => a.workload.metrics.clone(),
         };
-        let cfg = config(&a.workload, target, metrics, faults);
+        let mut cfg = config(&a.workload, target, metrics, faults);
+        cfg.reshard = a.reshard.clone().map(|mut r| {
+            r.slots_per_batch = a.reshard_slots_per_batch.unwrap_or(0);
+            r
+        });
         let injector = launched.clone().map(|l| l as Arc<dyn Injector>);
         tokio::select! {
             r = warren_loadtest::run_with(cfg, injector) => r,

@@ -18,6 +18,9 @@
 //! | data cell `ck` (`master:ck`) | free ports | DIR/ck | DIR/logs/ck.log |
 //! | proxy `pj` (`proxy:j`) | free ports | — | DIR/logs/pj.log |
 //!
+//! [`Deployment::add_cell`] starts one more data cell `c<N+1>` the same way, joined to the
+//! meta cell but in no map yet, for a reshard under load (`--reshard`, [`crate::reshard`]).
+//!
 //! The members' names, stores and the cells of the first partition map come from
 //! [`warren_config::Layout`], as for `warren dev`; the map (epoch 1, the default slot count
 //! spread evenly over c1..cN) goes into the meta cell through `warren_client::admin`, as
@@ -467,8 +470,64 @@ pub struct Deployment {
     meta: Proc,
     cells: Vec<Proc>,
     proxies: Vec<Proc>,
+    /// The lease flags every cell gets (empty: the defaults), for a cell added later.
+    cell_lease: Vec<String>,
     /// How long a member may take to become ready.
     patience: Duration,
+}
+
+/// A data cell started next to a running deployment ([`Deployment::add_cell`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddedCell {
+    /// `c<N+1>` next to c1..cN.
+    pub name: String,
+    /// Its gRPC `HOST:PORT`, for the map.
+    pub addr: String,
+    /// Its admin HTTP `HOST:PORT`.
+    pub admin: String,
+    /// The deployment's meta cell, gRPC `HOST:PORT`.
+    pub meta: String,
+}
+
+/// The process of data cell (or meta cell) `name` in `dir`: `warren cell` on `addrs`
+/// (gRPC, admin), its store in `dir/NAME`, its log in `dir/logs/NAME.log`, joined to the
+/// meta cell `meta` (none for the meta cell itself), with `lease` flags.
+fn cell_proc(
+    dir: &Path,
+    name: &str,
+    kind: Kind,
+    (addr, admin): (SocketAddr, SocketAddr),
+    meta: &str,
+    lease: &[String],
+) -> Proc {
+    let mut args: Vec<OsString> = [
+        "cell",
+        "--name",
+        name,
+        "--listen",
+        &addr.to_string(),
+        "--admin",
+        &admin.to_string(),
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    args.push("--data".into());
+    args.push(Layout::store_dir(dir, name).into_os_string());
+    if !meta.is_empty() {
+        args.extend(["--meta".into(), meta.into()]);
+    }
+    args.extend(lease.iter().map(OsString::from));
+    Proc {
+        name: name.to_string(),
+        kind,
+        addr,
+        admin,
+        args,
+        log: dir.join("logs").join(format!("{name}.log")),
+        child: None,
+        starts: 0,
+    }
 }
 
 impl Deployment {
@@ -535,34 +594,7 @@ impl Deployment {
             .map_or(DEFAULT_PROXY_LEASE, |l| l + PROXY_LEASE_EXTRA);
 
         let cell = |name: &str, kind: Kind, addr: SocketAddr, admin: SocketAddr, meta: &str| {
-            let mut args: Vec<OsString> = [
-                "cell",
-                "--name",
-                name,
-                "--listen",
-                &addr.to_string(),
-                "--admin",
-                &admin.to_string(),
-            ]
-            .iter()
-            .map(OsString::from)
-            .collect();
-            args.push("--data".into());
-            args.push(Layout::store_dir(dir, name).into_os_string());
-            if !meta.is_empty() {
-                args.extend(["--meta".into(), meta.into()]);
-            }
-            args.extend(cell_lease.iter().map(OsString::from));
-            Proc {
-                name: name.to_string(),
-                kind,
-                addr,
-                admin,
-                args,
-                log: logs.join(format!("{name}.log")),
-                child: None,
-                starts: 0,
-            }
+            cell_proc(dir, name, kind, (addr, admin), meta, &cell_lease)
         };
         let (addr, admin) = (next(), next());
         let layout = Layout::new(spec.cells, spec.proxies, 0);
@@ -617,6 +649,7 @@ impl Deployment {
             meta,
             cells,
             proxies,
+            cell_lease,
             patience: BASE_PATIENCE + proxy_lease,
         };
         let patience = d.patience;
@@ -803,6 +836,44 @@ impl Deployment {
             .with_context(|| format!("restarting {m}"))
     }
 
+    /// Starts one more data cell, `c<N+1>` next to c1..cN, as `warren cell --meta …` (what
+    /// `warren dev --add-cell` runs in-process): free loopback ports, its store in
+    /// `DIR/c<N+1>`, the deployment's lease flags, joined to the meta cell. Resolves once it
+    /// has loaded the partition map and answers as master. It owns no slot until a reshard
+    /// gives it some (`crate::reshard`); faults can name it (`master:c<N+1>`) from then on.
+    pub async fn add_cell(&mut self) -> anyhow::Result<AddedCell> {
+        let k = u16::try_from(self.cells.len() + 1).unwrap_or(u16::MAX);
+        if k > MAX_EACH {
+            bail!("the deployment has {MAX_EACH} data cells already, the most it may have");
+        }
+        let name = Layout::cell_name(k);
+        let mut ports = free_addrs(2)?.into_iter();
+        let (addr, admin) = (
+            ports.next().context("a free port")?,
+            ports.next().context("a free port")?,
+        );
+        let meta = self.meta_addr();
+        let mut p = cell_proc(
+            &self.dir,
+            &name,
+            Kind::Data,
+            (addr, admin),
+            &meta,
+            &self.cell_lease,
+        );
+        p.spawn(&self.bin)?;
+        let ready = p.wait_ready(self.patience).await;
+        // Kept even if it failed to start, so that dropping the deployment kills it.
+        self.cells.push(p);
+        ready.with_context(|| format!("adding data cell {name}"))?;
+        Ok(AddedCell {
+            name,
+            addr: addr.to_string(),
+            admin: admin.to_string(),
+            meta,
+        })
+    }
+
     /// Every member now, meta, c1..cN, p1..pM: its process id while it runs (for
     /// [`crate::procstat`]) and how many times it was started.
     pub fn processes(&self) -> Vec<MemberProcess> {
@@ -868,6 +939,14 @@ impl Injector for tokio::sync::Mutex<Option<Deployment>> {
                 .as_ref()
                 .map(Deployment::processes)
                 .unwrap_or_default()
+        })
+    }
+
+    fn add_cell(&self) -> Pin<Box<dyn Future<Output = anyhow::Result<AddedCell>> + Send + '_>> {
+        Box::pin(async move {
+            let mut guard = self.lock().await;
+            let d = guard.as_mut().context("the deployment has stopped")?;
+            d.add_cell().await
         })
     }
 }

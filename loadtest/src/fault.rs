@@ -3,6 +3,7 @@
 //! them; an [`Injector`] given by the caller (the deployment `warren loadtest --deploy`
 //! launched) carries them out, and names its processes for the report's `processes`.
 
+use crate::deploy::AddedCell;
 use crate::procstat::MemberProcess;
 use crate::report::float_or_null;
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,15 @@ pub trait Injector: Send + Sync {
     /// the report's `processes` (see [`crate::procstat`]); none by default.
     fn processes(&self) -> Pin<Box<dyn Future<Output = Vec<MemberProcess>> + Send + '_>> {
         Box::pin(async { Vec::new() })
+    }
+
+    /// Starts one more data cell, joined to the deployment's meta cell but owning no slot
+    /// yet (`--reshard add-cell@T`, see [`crate::reshard`]). By default there is none to
+    /// start: only a deployment the load test launched can grow.
+    fn add_cell(&self) -> Pin<Box<dyn Future<Output = anyhow::Result<AddedCell>> + Send + '_>> {
+        Box::pin(async {
+            anyhow::bail!("this deployment cannot start a cell: launch one with --deploy dev")
+        })
     }
 }
 

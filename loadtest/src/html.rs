@@ -306,11 +306,15 @@ fn op_colour(i: usize) -> &'static str {
 /// The three plots: latency percentiles, throughput and session states over time.
 fn plots(r: &Report) -> [String; 3] {
     let ops = plotted_ops(r);
-    let marks: Vec<(f64, String)> = r
+    let mut marks: Vec<(f64, String)> = r
         .faults
         .iter()
         .filter_map(|f| f.done_s.map(|t| (t, format!("{} {}", f.action, f.member))))
         .collect();
+    if let Some(rs) = &r.reshard {
+        marks.extend(rs.start_s.map(|t| (t, "reshard starts".to_string())));
+        marks.extend(rs.end_s.map(|t| (t, format!("reshard {}", rs.state))));
+    }
     let x_label = "seconds since the measured window started";
     let mut latency = Vec::new();
     let mut rate = Vec::new();
@@ -375,6 +379,102 @@ fn plots(r: &Report) -> [String; 3] {
         ),
         plot("Session states", x_label, "sessions", &sessions, &marks),
     ]
+}
+
+/// The reshard's section ([`crate::reshard::ReshardReport`]): the move, its write pauses,
+/// and a table of each operation kind's latency before, during and after it.
+fn reshard_section(s: &mut String, r: &Report, rs: &crate::reshard::ReshardReport) {
+    let secs = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1} s"));
+    let _ = writeln!(
+        s,
+        "<h2>Reshard</h2>\n<p>{}: cell {} ({}) added; job {} <b>{}</b>: {} of {} slots \
+         moved, {} given up. Due at {:.1} s, cell serving at {}; the move ran from {} to {}: \
+         <b>{}</b> in all (the job's own clock: {}).</p>",
+        escape(&rs.spec),
+        escape(&rs.cell),
+        escape(&rs.cell_addr),
+        escape(rs.job.as_deref().unwrap_or("-")),
+        escape(&rs.state),
+        rs.slots_moved,
+        rs.slots_planned,
+        rs.slots_aborted,
+        rs.at_s,
+        secs(rs.cell_ready_s),
+        secs(rs.start_s),
+        secs(rs.end_s),
+        secs(rs.total_s),
+        secs(rs.job_s),
+    );
+    if !rs.message.is_empty() {
+        let _ = writeln!(s, "<p>{}</p>", escape(&rs.message));
+    }
+    match &rs.write_pause {
+        Some(w) => {
+            let _ = writeln!(
+                s,
+                "<p>Write pause per slot ({} slots): p50 {} ms, p99 <b>{} ms</b>, max {} ms.</p>",
+                w.slots, w.p50_ms, w.p99_ms, w.max_ms
+            );
+        }
+        None => s.push_str("<p>Write pause per slot: none recorded.</p>\n"),
+    }
+    s.push_str(
+        "<table>\n<tr><th>op</th><th>before p50 ms</th><th>before p99 ms</th>\
+         <th>during p50 ms</th><th>during p99 ms</th><th>during ok</th><th>during errors</th>\
+         <th>after p50 ms</th><th>after p99 ms</th></tr>\n",
+    );
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+    for (name, o) in &rs.ops {
+        let _ = writeln!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td></tr>",
+            escape(name),
+            ms(o.before.p50_ms),
+            ms(o.before.p99_ms),
+            ms(o.during.p50_ms),
+            ms(o.during.p99_ms),
+            o.during.count,
+            o.during.errors,
+            ms(o.after.p50_ms),
+            ms(o.after.p99_ms),
+        );
+    }
+    s.push_str("</table>\n");
+    let _ = writeln!(
+        s,
+        "<p>During the move: {} failed calls, {} sessions went into jeopardy, {} expired; \
+         {} lock overlaps and {} stale sequencers. acked_lost over the whole run (read back \
+         after the move): {}.</p>",
+        rs.errors_during,
+        rs.jeopardy_during,
+        rs.expired_during,
+        rs.lock_overlaps_during,
+        rs.stale_sequencers_during,
+        if r.acked_lost_checked {
+            r.acked_lost.to_string()
+        } else {
+            "not checked".to_string()
+        }
+    );
+    if rs.held_locks > 0 {
+        let _ = writeln!(
+            s,
+            "<p>Locks held through the move: <b>{} of {}</b> still held by their holder after \
+             it (sequencer current, released as held).</p>",
+            rs.held_locks_kept, rs.held_locks
+        );
+        for p in &rs.held_lock_problems {
+            let _ = writeln!(s, "<p class=\"note\">{}</p>", escape(p));
+        }
+    }
+    if !rs.errors_during_by_code.is_empty() {
+        s.push_str("<ul>\n");
+        for (k, n) in &rs.errors_during_by_code {
+            let _ = writeln!(s, "<li>{n} × {}</li>", escape(k));
+        }
+        s.push_str("</ul>\n");
+    }
 }
 
 /// The report as a self-contained HTML page.
@@ -451,6 +551,11 @@ pub fn render(r: &Report) -> String {
          proxy.</p>",
         r.longest_wait_ms, r.retries, ss.moved
     );
+    let _ = writeln!(
+        s,
+        "<p>Lock check: {} acquisitions, {} overlapping holders, {} stale sequencers.</p>",
+        r.locks.acquired, r.locks.overlaps, r.locks.stale_sequencers
+    );
     if !r.faults.is_empty() {
         s.push_str("<p>Faults:</p>\n<ul>\n");
         for f in &r.faults {
@@ -521,6 +626,9 @@ pub fn render(r: &Report) -> String {
             );
         }
         s.push_str("</table>\n");
+    }
+    if let Some(rs) = &r.reshard {
+        reshard_section(&mut s, r, rs);
     }
     for n in &r.notes {
         let _ = writeln!(s, "<p class=\"note\">Note: {}</p>", escape(n));
@@ -692,6 +800,86 @@ mod tests {
             "{html}"
         );
         assert!(balanced(&html, "g"));
+    }
+
+    #[test]
+    fn the_reshard_has_its_section_and_its_marks() {
+        use crate::reshard::{Pauses, PhaseOps, ReshardReport, WindowOp};
+        let mut r = synthetic();
+        let w = |p50, p99, count, errors| WindowOp {
+            count,
+            errors,
+            p50_ms: Some(p50),
+            p99_ms: Some(p99),
+            max_ms: Some(p99),
+        };
+        let mut rs = ReshardReport {
+            spec: "add-cell@3s".into(),
+            cell: "c4".into(),
+            cell_addr: "127.0.0.1:9<x>".into(),
+            at_s: 3.0,
+            cell_ready_s: Some(3.1),
+            start_s: Some(3.2),
+            end_s: Some(6.7),
+            total_s: Some(3.5),
+            job: Some("reshard-1".into()),
+            state: "done".into(),
+            slots_planned: 1024,
+            slots_moved: 1024,
+            write_pause: Some(Pauses {
+                slots: 1024,
+                p50_ms: 25,
+                p99_ms: 84,
+                max_ms: 90,
+            }),
+            held_locks: 32,
+            held_locks_kept: 31,
+            held_lock_problems: vec!["/loadtest/d3/held3: <gone>".into()],
+            ..Default::default()
+        };
+        rs.ops.insert(
+            "read".into(),
+            PhaseOps {
+                before: w(3.3, 9.9, 1000, 0),
+                during: w(4.3, 42.25, 290, 1),
+                after: WindowOp::default(),
+            },
+        );
+        rs.errors_during = 1;
+        rs.errors_during_by_code
+            .insert("read/GetContentsAndStat:WRONG_CELL".into(), 1);
+        r.reshard = Some(rs);
+        let html = render(&r);
+        assert!(html.contains("<h2>Reshard</h2>"), "{html}");
+        assert!(
+            html.contains("cell c4 (127.0.0.1:9&lt;x&gt;) added; job reshard-1 <b>done</b>: 1024 of 1024 slots moved"),
+            "{html}"
+        );
+        assert!(html.contains("<b>3.5 s</b> in all"), "{html}");
+        assert!(
+            html.contains(
+                "Write pause per slot (1024 slots): p50 25 ms, p99 <b>84 ms</b>, max 90 ms."
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains("<tr><td>read</td><td>3.300</td><td>9.900</td><td>4.300</td><td>42.250</td><td>290</td><td>1</td><td>-</td><td>-</td></tr>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<li>1 × read/GetContentsAndStat:WRONG_CELL</li>"),
+            "{html}"
+        );
+        assert!(html.contains("<b>31 of 32</b> still held"), "{html}");
+        assert!(html.contains("/loadtest/d3/held3: &lt;gone&gt;"), "{html}");
+        // The move's start and end on each of the three plots.
+        assert_eq!(html.matches(">reshard starts</text>").count(), 3, "{html}");
+        assert_eq!(html.matches(">reshard done</text>").count(), 3, "{html}");
+        for tag in ["svg", "text", "g", "table", "p", "ul"] {
+            assert!(balanced(&html, tag), "unbalanced <{tag}>");
+        }
+        // Without a reshard, no section.
+        assert!(!render(&synthetic()).contains("Reshard"));
     }
 
     #[test]

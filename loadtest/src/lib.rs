@@ -5,18 +5,21 @@
 //!
 //! - [`deploy`]: a `warren dev`-shaped deployment of processes, for `--deploy` and faults;
 //! - [`fault`]: faults injected during a run (`--kill`, `--restart`);
+//! - [`fence`]: the lock check (two holders at once, a lock generation that went back);
 //! - [`http`]: the plain HTTP GET of admin pages;
 //! - [`html`]: the `--html` page with its SVG plots of the timeline;
 //! - [`lost`]: the `acked_lost` check (which acknowledged writes a read-back misses);
 //! - [`metrics`]: Prometheus text parsing, scraping, the absorption factor;
 //! - [`plan`]: `warren loadtest plan`, a number of proxies and cells from saved reports;
 //! - [`procstat`]: the launched servers' memory and CPU over the window, from `/proc`;
+//! - [`reshard`]: `--reshard add-cell@T`, a reshard under load and its report section;
 //! - [`report`]: percentiles, throughput, the report and its terminal summary and JSON;
 //! - [`workload`]: Poisson arrivals and Zipf file popularity;
 //! - [`run`]: the run itself.
 
 pub mod deploy;
 pub mod fault;
+pub mod fence;
 pub mod html;
 pub mod http;
 pub mod lost;
@@ -24,6 +27,7 @@ pub mod metrics;
 pub mod plan;
 pub mod procstat;
 pub mod report;
+pub mod reshard;
 pub mod run;
 pub mod workload;
 

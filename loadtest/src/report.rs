@@ -222,6 +222,10 @@ pub struct Report {
     pub addresses: Vec<String>,
     pub connections: u64,
     pub files: u64,
+    /// The directories the files are spread over (`--dirs`); null (and left out of the
+    /// JSON) at the default, [`crate::workload::DIRS`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dirs: Option<u64>,
     #[serde(deserialize_with = "float_or_null")]
     pub zipf: f64,
     /// Requested total rates, per second.
@@ -290,6 +294,13 @@ pub struct Report {
     /// launched the deployment (`--deploy`; see [`crate::procstat`]); absent otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub processes: Vec<ProcessReport>,
+    /// The lock check over the run ([`crate::fence`]): acquisitions, overlapping holders,
+    /// stale sequencers. Left out of the JSON when no lock was acquired.
+    #[serde(skip_serializing_if = "crate::fence::LockChecks::is_empty")]
+    pub locks: crate::fence::LockChecks,
+    /// With `--reshard`: the move and what the clients saw of it ([`crate::reshard`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reshard: Option<crate::reshard::ReshardReport>,
 }
 
 /// One server process of a deployment the load test launched, over the measured window.
@@ -376,8 +387,8 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "workload: read {}/s, write {}/s, lock {}/s (open-loop, Poisson) over {} files, Zipf s={}",
-            self.read_rate, self.write_rate, self.lock_rate, self.files, self.zipf
+            "workload: read {}/s, write {}/s, lock {}/s (open-loop, Poisson) over {} files in {} directories, Zipf s={}",
+            self.read_rate, self.write_rate, self.lock_rate, self.files, self.dirs.unwrap_or(crate::workload::DIRS), self.zipf
         );
         let _ = writeln!(s);
         // Column widths of the terminal table: the name left-aligned, the figures right.
@@ -497,6 +508,19 @@ impl Report {
                 " (not checked: see the notes)"
             }
         );
+        let l = &self.locks;
+        let _ = writeln!(
+            s,
+            "lock check: {} acquisitions, {} overlapping holders, {} stale sequencers",
+            l.acquired, l.overlaps, l.stale_sequencers
+        );
+        if let Some(r) = &self.reshard {
+            s.push('\n');
+            s.push_str(&r.summary(
+                &self.locks,
+                self.acked_lost_checked.then_some(self.acked_lost),
+            ));
+        }
         if !self.processes.is_empty() {
             let _ = writeln!(
                 s,

@@ -16,12 +16,14 @@
 //! clients waited.
 
 use crate::fault::{Fault, FaultRecord, Injector};
+use crate::fence::{LockLedger, Verdict};
 use crate::lost::{self, AckedWrites, ReadBack};
 use crate::metrics::{self, EndpointScrapes};
 use crate::procstat;
 use crate::report::{
     latency_histogram, IntervalOp, OpReport, Report, SessionOutcomes, SessionStates, TimelineSample,
 };
+use crate::reshard::{Phases, ReshardReport, ReshardSpec};
 use crate::workload::{Arrivals, Files};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
@@ -54,6 +56,14 @@ const MAX_IN_FLIGHT: u64 = 20_000;
 pub const OP_PATIENCE: Duration = ClientOptions::DEFAULT_GRACE_PERIOD;
 /// Most files the read-back after the window reads at once.
 const READ_BACK_CONCURRENCY: usize = 32;
+/// Most files the set-up creates at once.
+const SETUP_CONCURRENCY: usize = 64;
+/// With `--reshard`: locks taken before the window by the first clients and held until
+/// the move has ended, then checked (sequencer still current, released as held).
+pub const HELD_LOCKS: u64 = 32;
+/// The most files a run may use (`--files`): their creation, their handles and the
+/// acknowledged writes' record must fit one load generator.
+pub const MAX_FILES: u64 = 1_000_000;
 
 /// Where the load goes.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,6 +119,8 @@ pub struct Config {
     pub write_rate: f64,
     pub lock_rate: f64,
     pub files: u64,
+    /// The directories the files are spread over (`--dirs`).
+    pub dirs: u64,
     pub zipf: f64,
     /// Admin addresses whose `/metrics` are scraped before the ramp and after the window.
     pub metrics: Vec<String>,
@@ -116,6 +128,13 @@ pub struct Config {
     pub progress: bool,
     /// Faults to inject during the window (needs an [`Injector`], see [`run_with`]).
     pub faults: Vec<Fault>,
+    /// Seeds the arrivals' gaps and the choice of client and file for each (`--seed`), so
+    /// that two runs send the same sequence of operations; `None`: from entropy. The
+    /// servers' timing, and so the outcome, still varies.
+    pub seed: Option<u64>,
+    /// A reshard to run during the window (needs an [`Injector`] that can add a cell, and
+    /// the proxies as target): [`crate::reshard`].
+    pub reshard: Option<ReshardSpec>,
 }
 
 /// Operation kinds, in report order.
@@ -173,10 +192,14 @@ struct Stats {
     ended: AtomicU64,
     /// Each write's sequence number, and the acknowledged ones (the `acked_lost` check).
     writes: AckedWrites,
+    /// Who holds each lock, as the clients see it (the lock check).
+    locks: LockLedger,
+    /// With a reshard: the figures split at the move's start and end.
+    phases: Option<Phases>,
 }
 
 impl Stats {
-    fn new(writes: AckedWrites) -> Stats {
+    fn new(writes: AckedWrites, phases: Option<Phases>) -> Stats {
         Stats {
             hist: std::array::from_fn(|_| Mutex::new(latency_histogram())),
             interval_hist: std::array::from_fn(|_| Mutex::new(latency_histogram())),
@@ -203,11 +226,23 @@ impl Stats {
             closed: AtomicU64::new(0),
             ended: AtomicU64::new(0),
             writes,
+            locks: LockLedger::default(),
+            phases,
         }
     }
 
+    /// A failed call, made now.
     fn error(&self, call: &str, status: &tonic::Status) {
+        self.error_since(call, status, Instant::now());
+    }
+
+    /// A failed call, of something in progress since `since` (an operation's intended
+    /// time).
+    fn error_since(&self, call: &str, status: &tonic::Status, since: Instant) {
         let key = format!("{call}:{}", code_of(status));
+        if let Some(p) = &self.phases {
+            p.error(&key, since);
+        }
         self.examples
             .lock()
             .expect("examples lock")
@@ -323,6 +358,8 @@ type Sims = Arc<RwLock<Vec<Arc<Sim>>>>;
 
 /// One simulated client: its sessions (legs) and the handles it opened.
 struct Sim {
+    /// Its number, 0..sessions.
+    id: u64,
     legs: Vec<RwLock<Link>>,
     /// The deployment the client is in (full paths are `/ls/DEPLOYMENT/…`).
     deployment: String,
@@ -403,22 +440,68 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
             cfg.duration
         );
     }
-    let files = Arc::new(Files::new(cfg.files, cfg.zipf)?);
+    if let Some(r) = &cfg.reshard {
+        if injector.is_none() {
+            bail!(
+                "--reshard needs a deployment the load test launched (--deploy dev), to start \
+                 the new cell in"
+            );
+        }
+        if matches!(cfg.target, Target::Cells(_)) {
+            bail!(
+                "--reshard runs only through the proxies (--target proxies): direct clients \
+                 here route by the map read at the start and do not follow a reshard"
+            );
+        }
+        if r.at >= cfg.duration {
+            bail!(
+                "--reshard {r} is not inside the measured window (--duration {:?})",
+                cfg.duration
+            );
+        }
+    }
+    if cfg.files > MAX_FILES {
+        bail!("--files {}: give at most {MAX_FILES}", cfg.files);
+    }
+    let files = Arc::new(Files::with_dirs(cfg.files, cfg.zipf, cfg.dirs)?);
 
     let library = match &cfg.target {
         Target::Proxies(a) => ClientOptions::proxies(a.iter().map(String::as_str)),
         Target::Cells(meta) => ClientOptions::meta([meta.as_str()]),
     };
-    let topo = Arc::new(topology(&cfg).await?);
-    setup_files(library.clone(), cfg.files).await?;
+    let topo = Arc::new(topology(&cfg, &files).await?);
+    if cfg.progress && cfg.files >= 10_000 {
+        eprintln!(
+            "creating the {} files (if absent) over {} directories",
+            cfg.files, cfg.dirs
+        );
+    }
+    let setup_start = Instant::now();
+    let held_paths: Vec<String> = match cfg.reshard {
+        Some(_) => (0..HELD_LOCKS.min(cfg.sessions))
+            .map(|k| files.extra_path("held", k))
+            .collect(),
+        None => Vec::new(),
+    };
+    setup_files(library.clone(), files.clone(), &held_paths).await?;
+    let setup_s = setup_start.elapsed().as_secs_f64();
 
-    let stats = Arc::new(Stats::new(AckedWrites::new(rand::random(), cfg.files)));
+    let stats = Arc::new(Stats::new(
+        AckedWrites::new(rand::random(), cfg.files),
+        cfg.reshard.as_ref().map(|_| Phases::default()),
+    ));
     let sims: Sims = Arc::new(RwLock::new(Vec::new()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let creators = Arc::new(Semaphore::new(CREATE_CONCURRENCY));
 
     let bar = progress_bar(&cfg);
     let mut notes = Vec::new();
+    if setup_s >= 5.0 {
+        notes.push(format!(
+            "creating (or finding) the {} files before the run took {setup_s:.1} s",
+            cfg.files
+        ));
+    }
 
     // Metrics before the ramp: the KeepAlive figures cover the whole run, so every session's
     // first KeepAlive is in them however short the window.
@@ -457,6 +540,18 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ramp_s = ramp_start.elapsed().as_secs_f64();
+    // The locks held through the reshard, taken now by the first clients.
+    let held = if held_paths.is_empty() {
+        Vec::new()
+    } else {
+        match take_held_locks(&sims, &held_paths, &stats).await {
+            Ok(h) => h,
+            Err(e) => {
+                notes.push(format!("the locks to hold through the reshard: {e:#}"));
+                Vec::new()
+            }
+        }
+    };
 
     // The measured window: open-loop arrivals of each kind, and the faults.
     let window_start = Instant::now();
@@ -469,6 +564,16 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         None => None,
     };
     let deployment = injector.clone();
+    let resharding = match (&cfg.reshard, &injector) {
+        (Some(spec), Some(d)) => Some(tokio::spawn(reshard(
+            window_start,
+            window_end,
+            spec.clone(),
+            d.clone(),
+            stats.clone(),
+        ))),
+        _ => None,
+    };
     let faults = tokio::spawn(inject(window_start, cfg.faults.clone(), injector));
     let mut arrivals = Vec::new();
     for (op, rate) in [
@@ -484,6 +589,8 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
                 window_end,
                 (stats.clone(), sims.clone(), topo.clone()),
                 files.clone(),
+                cfg.seed
+                    .map(|s| s ^ (op as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             )));
         }
     }
@@ -520,6 +627,24 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
     }
     // The sampler takes its last sample now.
     let _ = drained_tx.send(true);
+    // A reshard still going is followed to its end (the sessions stay alive meanwhile), so
+    // that the read-back below reads the files where the move left them.
+    let mut reshard_report = match resharding {
+        Some(task) => {
+            if !task.is_finished() {
+                bar.set_message("waiting for the reshard job to end");
+            }
+            let mut r = task.await.context("the reshard task")?;
+            if !held.is_empty() {
+                let (kept, problems) = check_held_locks(&held, &stats).await;
+                r.held_locks = held.len() as u64;
+                r.held_locks_kept = kept;
+                r.held_lock_problems = problems;
+            }
+            Some(r)
+        }
+        None => None,
+    };
     let timeline = sampler.await.context("the timeline sampler")?;
     let faults = faults.await.context("the fault injector")?;
     if faults
@@ -570,7 +695,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         );
         None
     } else {
-        match read_back(library, &acked, stats.writes.run).await {
+        match read_back(library, &files, &acked, stats.writes.run).await {
             Ok((reads, failed)) => {
                 if !failed.is_empty() {
                     notes.push(format!(
@@ -625,6 +750,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         },
         connections: cfg.connections,
         files: cfg.files,
+        dirs: (cfg.dirs != crate::workload::DIRS).then_some(cfg.dirs),
         zipf: cfg.zipf,
         read_rate: cfg.read_rate,
         write_rate: cfg.write_rate,
@@ -656,8 +782,21 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         notes,
         timeline,
         processes,
+        locks: stats.locks.checks(),
         ..Default::default()
     };
+    if let (Some(r), Some(p)) = (reshard_report.as_mut(), &stats.phases) {
+        p.fill(&[Op::Read.name(), Op::Write.name(), Op::Lock.name()], r);
+        if r.end_s.is_some_and(|e| e > secs) {
+            report.notes.push(format!(
+                "the reshard ended {:.1} s after the measured window: operations ran only in \
+                 the window, so the clients' figures during the move cover its first {:.1} s",
+                r.end_s.unwrap_or(secs) - secs,
+                (secs - r.start_s.unwrap_or(secs)).max(0.0)
+            ));
+        }
+    }
+    report.reshard = reshard_report;
     for (i, op) in [Op::Read, Op::Write, Op::Lock].into_iter().enumerate() {
         let h = stats.hist[i].lock().expect("histogram lock");
         let busy = if op == Op::Lock {
@@ -739,7 +878,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
 
 /// The peers and their channels; in cells mode, the map read from the meta cell routes
 /// each file to its cell.
-async fn topology(cfg: &Config) -> anyhow::Result<Topology> {
+async fn topology(cfg: &Config, files: &Files) -> anyhow::Result<Topology> {
     match &cfg.target {
         Target::Proxies(addrs) => {
             // C channels in all, spread over the proxies (at least one each).
@@ -785,7 +924,7 @@ async fn topology(cfg: &Config) -> anyhow::Result<Topology> {
             }
             let mut file_peer = Vec::new();
             for i in 0..cfg.files {
-                let path = format!("/ls/{}{}", map.deployment(), Files::path(i));
+                let path = format!("/ls/{}{}", map.deployment(), files.path(i));
                 let peer = match map.route(&path, false)? {
                     Route::Cell { cell, .. } => index.get(cell).copied(),
                     Route::Meta => Some(0),
@@ -823,31 +962,61 @@ pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("connecting to {addr}"))
 }
 
-/// Creates `/loadtest`, its directories and its files (if absent) with a library session.
-async fn setup_files(options: ClientOptions, n: u64) -> anyhow::Result<()> {
-    let s = Session::connect_with(options)
-        .await
-        .context("connecting the set-up session")?;
+/// Creates `/loadtest`, its directories and its files (if absent) with a library session,
+/// [`SETUP_CONCURRENCY`] at a time.
+async fn setup_files(
+    options: ClientOptions,
+    files: Arc<Files>,
+    extra: &[String],
+) -> anyhow::Result<()> {
+    let s = Arc::new(
+        Session::connect_with(options)
+            .await
+            .context("connecting the set-up session")?,
+    );
     let result = async {
-        for dir in std::iter::once("/loadtest".to_string()).chain(Files::dirs(n)) {
+        let create = |s: Arc<Session>, path: String, dir: bool| async move {
+            let opts = if dir {
+                OpenOptions::new().read().create_dir()
+            } else {
+                OpenOptions::new().read().create_file(Vec::new())
+            };
             let (h, _) = s
-                .open(&dir, OpenOptions::new().read().create_dir())
-                .await
-                .with_context(|| format!("creating {dir}"))?;
-            h.close().await;
-        }
-        for i in 0..n {
-            let path = Files::path(i);
-            let (h, _) = s
-                .open(&path, OpenOptions::new().read().create_file(Vec::new()))
+                .open(&path, opts)
                 .await
                 .with_context(|| format!("creating {path}"))?;
             h.close().await;
+            Ok::<_, anyhow::Error>(())
+        };
+        create(s.clone(), "/loadtest".to_string(), true).await?;
+        let dirs: Vec<String> = files.dir_paths().collect();
+        let paths = (0..files.len())
+            .map(|i| (files.path(i), false))
+            .chain(extra.iter().map(|p| (p.clone(), false)));
+        // The directories first: their files go in them.
+        for batch in [
+            dirs.into_iter().map(|d| (d, true)).collect::<Vec<_>>(),
+            paths.collect(),
+        ] {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (path, dir) in batch {
+                if tasks.len() >= SETUP_CONCURRENCY {
+                    if let Some(done) = tasks.join_next().await {
+                        done.context("a set-up task")??;
+                    }
+                }
+                tasks.spawn(create(s.clone(), path, dir));
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.context("a set-up task")??;
+            }
         }
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    let _ = s.close().await;
+    if let Ok(s) = Arc::try_unwrap(s) {
+        let _ = s.close().await;
+    }
     result
 }
 
@@ -856,6 +1025,7 @@ async fn setup_files(options: ClientOptions, n: u64) -> anyhow::Result<()> {
 /// whose read failed, what went wrong.
 async fn read_back(
     options: ClientOptions,
+    files: &Files,
     acked: &BTreeMap<u64, Vec<lost::Ack>>,
     run: u64,
 ) -> anyhow::Result<(HashMap<u64, ReadBack>, Vec<String>)> {
@@ -871,9 +1041,9 @@ async fn read_back(
     let mut tasks = tokio::task::JoinSet::new();
     for &file in acked.keys() {
         let (s, turns) = (s.clone(), turns.clone());
+        let path = files.path(file);
         tasks.spawn(async move {
             let _turn = turns.acquire_owned().await;
-            let path = Files::path(file);
             let read = async {
                 let (h, _) = s
                     .open(&path, OpenOptions::new().read())
@@ -942,6 +1112,209 @@ async fn inject(
         });
     }
     out
+}
+
+/// Runs the reshard `spec` of the run whose window is `[start, end]`: at `start +
+/// spec.at`, adds a cell to `deployment`, plans the move to it, applies the plan and
+/// follows the job until it ends (at most [`crate::reshard::PATIENCE_AFTER_WINDOW`] after
+/// `end`), marking the move's start and end in `stats.phases`. The section's client figures
+/// are filled in later ([`Phases::fill`]).
+async fn reshard(
+    start: Instant,
+    end: Instant,
+    spec: ReshardSpec,
+    deployment: Arc<dyn Injector>,
+    stats: Arc<Stats>,
+) -> ReshardReport {
+    use crate::reshard::{apply, follow, plan_add_cell, PATIENCE_AFTER_WINDOW};
+    let secs = |t: Instant| (t - start).as_secs_f64();
+    let mut r = ReshardReport {
+        spec: spec.to_string(),
+        at_s: spec.at.as_secs_f64(),
+        state: "not started".into(),
+        ..Default::default()
+    };
+    let Some(phases) = &stats.phases else {
+        r.message = "no phases to record the move in".into();
+        return r;
+    };
+    tokio::time::sleep_until(start + spec.at).await;
+    let cell = match deployment.add_cell().await {
+        Ok(c) => c,
+        Err(e) => {
+            r.message = format!("cannot start the new cell: {e:#}");
+            return r;
+        }
+    };
+    r.cell.clone_from(&cell.name);
+    r.cell_addr.clone_from(&cell.addr);
+    r.cell_ready_s = Some(secs(Instant::now()));
+    let meta = vec![cell.meta.clone()];
+    let plan = match plan_add_cell(&meta, &cell.name, std::slice::from_ref(&cell.addr)).await {
+        Ok(p) => p,
+        Err(e) => {
+            r.message = format!("cannot plan the move to {}: {e:#}", cell.name);
+            return r;
+        }
+    };
+    r.slots_planned = plan.moves.len() as u64;
+    r.planned = plan.totals;
+    let t = Instant::now();
+    phases.start(t);
+    r.start_s = Some(secs(t));
+    let job = match apply(&meta, &plan, spec.slots_per_batch).await {
+        Ok(j) => j,
+        Err(e) => {
+            let t = Instant::now();
+            phases.end(t);
+            r.end_s = Some(secs(t));
+            r.message = format!("{e:#}");
+            return r;
+        }
+    };
+    tracing::info!(job, slots = plan.moves.len(), cell = %cell.name, "reshard job started");
+    r.job = Some(job.clone());
+    match follow(&meta, &job, end + PATIENCE_AFTER_WINDOW).await {
+        Ok((status, ended)) => {
+            r.set_job(&status, ended);
+            if ended {
+                let t = Instant::now();
+                phases.end(t);
+                r.end_s = Some(secs(t));
+                r.total_s = r.start_s.map(|s| secs(t) - s);
+            } else {
+                r.message = format!(
+                    "the job had not ended {PATIENCE_AFTER_WINDOW:?} after the window; the run \
+                     stopped following it"
+                );
+            }
+        }
+        Err(e) => {
+            r.state = "unknown".into();
+            r.message = format!("cannot follow job {job}: {e:#}");
+        }
+    }
+    r
+}
+
+/// A lock held from before the window until after the move.
+struct HeldLock {
+    sim: Arc<Sim>,
+    path: String,
+    handle: Vec<u8>,
+    sequencer: pb::Sequencer,
+}
+
+/// Client k (of the first [`HELD_LOCKS`]) opens `paths[k]` and acquires its lock
+/// exclusively. The handle joins the client's handles (under a key no file has), so the
+/// client does not claim to hold nothing.
+async fn take_held_locks(
+    sims: &Sims,
+    paths: &[String],
+    stats: &Stats,
+) -> anyhow::Result<Vec<HeldLock>> {
+    let holders: Vec<Arc<Sim>> = sims
+        .read()
+        .expect("sessions lock")
+        .iter()
+        .take(paths.len())
+        .cloned()
+        .collect();
+    let mut held = Vec::new();
+    for (k, (sim, path)) in holders.into_iter().zip(paths).enumerate() {
+        let deadline = Instant::now() + OP_PATIENCE;
+        let full = format!("/ls/{}{path}", sim.deployment);
+        let (opened, _) = retrying(&sim, 0, stats, deadline, "Open", |l| {
+            let mut c = l.client;
+            let req = pb::OpenRequest {
+                ctx: Some(l.ctx),
+                path: full.clone(),
+                intent: (pb::Intent::Read as u32) | (pb::Intent::Write as u32),
+                ..Default::default()
+            };
+            async move { c.open(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .map_err(|(call, s)| anyhow::anyhow!("{call} {path}: {}", s.message()))?;
+        let handle = opened.handle;
+        sim.handles
+            .lock()
+            .expect("handles lock")
+            .insert(u64::MAX - k as u64, handle.clone());
+        let (acquired, _) = retrying(&sim, 0, stats, deadline, "TryAcquire", |l| {
+            let mut c = l.client;
+            let req = pb::TryAcquireRequest {
+                ctx: Some(l.ctx),
+                handle: handle.clone(),
+                mode: pb::LockMode::Exclusive as i32,
+            };
+            async move { c.try_acquire(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .map_err(|(call, s)| anyhow::anyhow!("{call} {path}: {}", s.message()))?;
+        let sequencer = acquired
+            .sequencer
+            .with_context(|| format!("TryAcquire {path} answered without a sequencer"))?;
+        held.push(HeldLock {
+            sim,
+            path: path.clone(),
+            handle,
+            sequencer,
+        });
+    }
+    Ok(held)
+}
+
+/// After the move: each held lock's sequencer must still be current (`CheckSequencer`)
+/// and its `Release` must find it held by its holder. How many passed both, and what went
+/// wrong with the others (the first 10).
+async fn check_held_locks(held: &[HeldLock], stats: &Stats) -> (u64, Vec<String>) {
+    let mut kept = 0;
+    let mut problems = Vec::new();
+    for h in held {
+        let deadline = Instant::now() + OP_PATIENCE;
+        let current = retrying(&h.sim, 0, stats, deadline, "CheckSequencer", |l| {
+            let mut c = l.client;
+            let req = pb::CheckSequencerRequest {
+                ctx: Some(l.ctx),
+                sequencer: Some(h.sequencer.clone()),
+            };
+            async move { c.check_sequencer(req).await.map(|r| r.into_inner().current) }
+        })
+        .await;
+        let released = retrying(&h.sim, 0, stats, deadline, "Release", |l| {
+            let mut c = l.client;
+            let req = pb::ReleaseRequest {
+                ctx: Some(l.ctx),
+                handle: h.handle.clone(),
+            };
+            async move { c.release(req).await.map(|r| r.into_inner().was_held) }
+        })
+        .await;
+        let problem = match (current, released) {
+            (Ok((true, _)), Ok((true, _))) => None,
+            (Ok((false, _)), _) => Some(format!(
+                "{}: the sequencer taken before the move (generation {}) is not current",
+                h.path, h.sequencer.lock_generation
+            )),
+            (_, Ok((false, _))) => Some(format!(
+                "{}: the holder's Release found it not held",
+                h.path
+            )),
+            (Err((call, s)), _) | (_, Err((call, s))) => Some(format!(
+                "{}: {call} failed: {}: {}",
+                h.path,
+                code_of(&s),
+                s.message()
+            )),
+        };
+        match problem {
+            None => kept += 1,
+            Some(p) if problems.len() < 10 => problems.push(p),
+            Some(_) => {}
+        }
+    }
+    (kept, problems)
 }
 
 fn progress_bar(cfg: &Config) -> ProgressBar {
@@ -1049,6 +1422,7 @@ async fn session_task(
     }
     drop(permit);
     let sim = Arc::new(Sim {
+        id,
         legs: links.into_iter().map(RwLock::new).collect(),
         deployment,
         handles: Mutex::new(HashMap::new()),
@@ -1171,6 +1545,9 @@ async fn keep_alive(
                 if stats.in_window.load(Ordering::Relaxed) {
                     stats.jeopardy_in_window.fetch_add(1, Ordering::Relaxed);
                 }
+                if let Some(p) = &stats.phases {
+                    p.jeopardy();
+                }
                 stats.jeopardy_now.fetch_add(1, Ordering::Relaxed);
             }
         } else if sim.jeopardy_legs.fetch_sub(1, Ordering::Relaxed) == 1 {
@@ -1184,6 +1561,9 @@ async fn keep_alive(
     let expire = || {
         if !sim.expired.swap(true, Ordering::Relaxed) {
             stats.expired.fetch_add(1, Ordering::Relaxed);
+            if let Some(p) = &stats.phases {
+                p.expired();
+            }
         }
     };
     // Whether this leg counts in jeopardy now.
@@ -1297,8 +1677,9 @@ async fn arrive(
     end: Instant,
     (stats, sims, topo): (Arc<Stats>, Sims, Arc<Topology>),
     files: Arc<Files>,
+    seed: Option<u64>,
 ) {
-    let mut rng = StdRng::from_entropy();
+    let mut rng = seed.map_or_else(StdRng::from_entropy, StdRng::seed_from_u64);
     let mut t = start;
     loop {
         t += arrivals.gap(&mut rng);
@@ -1324,12 +1705,17 @@ async fn arrive(
         }
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let file = files.pick(&mut rng);
-        let (stats, topo) = (stats.clone(), topo.clone());
+        let (stats, topo, files) = (stats.clone(), topo.clone(), files.clone());
         tokio::spawn(async move {
-            let result = one_op(op, &sim, topo.leg_of(file), file, &stats, t).await;
-            let us = u64::try_from(t.elapsed().as_micros().max(1)).unwrap_or(u64::MAX);
+            let path = files.path(file);
+            let result = one_op(op, &sim, topo.leg_of(file), (file, &path), &stats, t).await;
+            let done = Instant::now();
+            let us = u64::try_from((done - t).as_micros().max(1)).unwrap_or(u64::MAX);
             stats.longest_wait_us.fetch_max(us, Ordering::Relaxed);
             let i = op as usize;
+            if let Some(p) = &stats.phases {
+                p.op(i, t, done, result.is_ok().then_some(us));
+            }
             match result {
                 Ok(()) => {
                     stats.hist[i]
@@ -1343,7 +1729,7 @@ async fn arrive(
                 }
                 Err((call, status)) => {
                     stats.op_errors[i].fetch_add(1, Ordering::Relaxed);
-                    stats.error(&format!("{}/{call}", op.name()), &status);
+                    stats.error_since(&format!("{}/{call}", op.name()), &status, t);
                     if is_code(&status, ErrorCode::HandleInvalid) {
                         sim.handles.lock().expect("handles lock").remove(&file);
                     }
@@ -1457,7 +1843,7 @@ async fn one_op(
     op: Op,
     sim: &Sim,
     leg: usize,
-    file: u64,
+    (file, file_path): (u64, &str),
     stats: &Stats,
     intended: Instant,
 ) -> Result<(), OpError> {
@@ -1471,7 +1857,7 @@ async fn one_op(
     let handle = match cached {
         Some(h) => h,
         None => {
-            let path = format!("/ls/{}{}", sim.deployment, Files::path(file));
+            let path = format!("/ls/{}{}", sim.deployment, file_path);
             let (r, _) = retrying(sim, leg, stats, deadline, "Open", |l| {
                 let mut c = l.client;
                 let req = pb::OpenRequest {
@@ -1567,7 +1953,18 @@ async fn one_op(
                 async move { c.release(req).await }
             };
             match retrying(sim, leg, stats, deadline, "TryAcquire", acquire).await {
-                Ok(_) => {
+                Ok((r, _)) => {
+                    let generation = r.into_inner().sequencer.map_or(0, |s| s.lock_generation);
+                    let verdict = stats.locks.acquired(file, sim.id, generation);
+                    if verdict != Verdict::Fine {
+                        tracing::warn!(file, client = sim.id, ?verdict, "the lock check failed");
+                        if let Some(p) = &stats.phases {
+                            p.lock_finding(matches!(verdict, Verdict::Stale { .. }));
+                        }
+                    }
+                    // Out of the ledger before the Release is sent: the next holder can
+                    // only come after it.
+                    stats.locks.releasing(file, sim.id);
                     retrying(sim, leg, stats, deadline, "Release", release).await?;
                 }
                 Err((_, s)) if is_code(&s, ErrorCode::LockHeld) => {
@@ -1640,10 +2037,13 @@ mod tests {
             write_rate: 0.0,
             lock_rate: 0.0,
             files: 1,
+            dirs: 32,
             zipf: 1.0,
             metrics: vec![],
             progress: false,
             faults: vec![],
+            seed: None,
+            reshard: None,
         }
     }
 

@@ -25,24 +25,47 @@ impl Arrivals {
     }
 }
 
-/// How many directories the files are spread over.
+/// How many directories the files are spread over by default (`--dirs`).
 pub const DIRS: u64 = 32;
+/// The most directories `--dirs` may ask for.
+pub const MAX_DIRS: u64 = 65_536;
 
 /// Picks file indices `0..n` with Zipf(s) popularity (s = 0: uniform); index 0 is the most
 /// popular.
 pub struct Files {
     zipf: Zipf<f64>,
     n: u64,
+    /// The directories they are spread over.
+    dirs: u64,
 }
 
 impl Files {
+    /// `n` files over [`DIRS`] directories.
     pub fn new(n: u64, s: f64) -> anyhow::Result<Files> {
+        Files::with_dirs(n, s, DIRS)
+    }
+
+    /// `n` files over `dirs` directories (1 to [`MAX_DIRS`]).
+    pub fn with_dirs(n: u64, s: f64, dirs: u64) -> anyhow::Result<Files> {
         if n == 0 {
             anyhow::bail!("--files must be at least 1");
         }
+        if !(1..=MAX_DIRS).contains(&dirs) {
+            anyhow::bail!("--dirs {dirs}: give 1 to {MAX_DIRS} directories");
+        }
         let zipf = Zipf::new(n, s)
             .map_err(|e| anyhow::anyhow!("--zipf {s}: {e} (give an exponent ≥ 0)"))?;
-        Ok(Files { zipf, n })
+        Ok(Files { zipf, n, dirs })
+    }
+
+    /// How many files.
+    pub fn len(&self) -> u64 {
+        self.n
+    }
+
+    /// Never: there is at least one file.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
     }
 
     pub fn pick<R: Rng + ?Sized>(&self, rng: &mut R) -> u64 {
@@ -50,15 +73,22 @@ impl Files {
         (self.zipf.sample(rng) as u64).clamp(1, self.n) - 1
     }
 
-    /// The path of file `i`: spread over [`DIRS`] directories, so that a partitioned
-    /// namespace spreads them over its cells (a directory's children share a cell).
-    pub fn path(i: u64) -> String {
-        format!("/loadtest/d{}/f{i}", i % DIRS)
+    /// The path of file `i`: `/loadtest/d{i mod dirs}/f{i}`, so that a partitioned
+    /// namespace spreads them over its slots and cells (a directory's children share a
+    /// slot).
+    pub fn path(&self, i: u64) -> String {
+        format!("/loadtest/d{}/f{i}", i % self.dirs)
     }
 
-    /// The directories the first `n` files are in.
-    pub fn dirs(n: u64) -> impl Iterator<Item = String> {
-        (0..n.min(DIRS)).map(|d| format!("/loadtest/d{d}"))
+    /// The path of the `k`-th extra file named `{name}{k}`, in the files' directories in
+    /// turn (e.g. the locks held through a reshard: `held0`, `held1`, …).
+    pub fn extra_path(&self, name: &str, k: u64) -> String {
+        format!("/loadtest/d{}/{name}{k}", k % self.n.min(self.dirs))
+    }
+
+    /// The directories the files are in.
+    pub fn dir_paths(&self) -> impl Iterator<Item = String> {
+        (0..self.n.min(self.dirs)).map(|d| format!("/loadtest/d{d}"))
     }
 }
 
@@ -103,12 +133,26 @@ mod tests {
         assert!(c.iter().all(|&n| (800..1200).contains(&n)), "{c:?}");
         assert!(Files::new(0, 1.0).is_err());
         assert!(Files::new(10, -1.0).is_err());
-        assert_eq!(Files::path(3), "/loadtest/d3/f3");
-        assert_eq!(Files::path(35), "/loadtest/d3/f35");
+        let f = Files::new(1000, 1.0).unwrap();
+        assert_eq!(f.path(3), "/loadtest/d3/f3");
+        assert_eq!(f.path(35), "/loadtest/d3/f35");
+        assert_eq!(f.dir_paths().count(), 32);
         assert_eq!(
-            Files::dirs(2).collect::<Vec<_>>(),
+            Files::new(2, 1.0).unwrap().dir_paths().collect::<Vec<_>>(),
             ["/loadtest/d0", "/loadtest/d1"]
         );
-        assert_eq!(Files::dirs(1000).count(), 32);
+        let wide = Files::with_dirs(100_000, 1.0, 1000).unwrap();
+        assert_eq!(wide.path(1234), "/loadtest/d234/f1234");
+        assert_eq!(wide.dir_paths().count(), 1000);
+        assert_eq!(wide.len(), 100_000);
+        assert_eq!(wide.extra_path("held", 1001), "/loadtest/d1/held1001");
+        assert_eq!(
+            Files::new(2, 1.0).unwrap().extra_path("held", 3),
+            "/loadtest/d1/held3"
+        );
+        for bad in [0, MAX_DIRS + 1] {
+            let e = Files::with_dirs(10, 1.0, bad).err().unwrap().to_string();
+            assert!(e.contains("--dirs"), "{e}");
+        }
     }
 }

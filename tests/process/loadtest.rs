@@ -2,7 +2,7 @@
 //! deployment (meta cell, 2 data cells, 1 proxy) started as a process and direct to its
 //! cells, their JSON reports read back; a run on a deployment the load test launches
 //! itself, with a proxy and a cell master killed (`kill -9`) and the master restarted;
-//! `compare`; and the refusals.
+//! `compare`; a reshard under load (`--reshard add-cell@T`); and the refusals.
 
 use crate::bin;
 use std::net::TcpListener;
@@ -412,6 +412,93 @@ async fn compare_runs_direct_and_through_proxies_and_gives_ratios() {
     assert!(num(&r["ratios"]["cell_keepalive_reduction"]) > 1.0, "{r:#}");
 }
 
+/// `--reshard add-cell@2s`: the load test launches meta + 3 cells + 1 proxy, adds c4 two
+/// seconds into the window, moves a quarter of the slots to it under reads, writes and
+/// locks, and reports the move: done, slots moved, and nothing failed, expired, overlapped
+/// or got lost on the clients' side.
+#[tokio::test]
+async fn a_reshard_under_load_is_done_with_no_client_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("reshard.json");
+    let html = dir.path().join("reshard.html");
+    let out = loadtest(&[
+        "--deploy",
+        "dev:cells=3,proxies=1",
+        "--sessions",
+        "100",
+        "--connections",
+        "4",
+        "--duration",
+        "8s",
+        "--read-rate",
+        "100",
+        "--write-rate",
+        "20",
+        "--lock-rate",
+        "5",
+        "--files",
+        "200",
+        "--seed",
+        "13",
+        "--reshard",
+        "add-cell@2s",
+        "--reshard-slots-per-batch",
+        "128",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+        "--html",
+        html.to_str().expect("utf-8 path"),
+    ])
+    .await;
+    assert!(out.status.success(), "warren loadtest run --reshard failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("reshard (add-cell@2s): add cell c4"),
+        "{stdout}"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON report"))
+            .expect("valid JSON");
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
+    let rs = &r["reshard"];
+    assert_eq!(rs["state"], "done", "{rs:#}");
+    assert_eq!(rs["cell"], "c4", "{rs:#}");
+    // 3 → 4 cells: a quarter of the slots move, all of them.
+    let planned = num(&rs["slots_planned"]);
+    assert!(planned > 0.0, "{rs:#}");
+    assert_eq!(num(&rs["slots_moved"]), planned, "{rs:#}");
+    let (start, end) = (num(&rs["start_s"]), num(&rs["end_s"]));
+    assert!(start >= 2.0 && end > start, "{rs:#}");
+    assert!(
+        num(&rs["write_pause"]["max_ms"]) >= num(&rs["write_pause"]["p50_ms"]),
+        "{rs:#}"
+    );
+    // Nothing failed, expired or overlapped during the move, and the clients were busy.
+    assert_eq!(num(&rs["errors_during"]), 0.0, "{rs:#}");
+    assert_eq!(num(&rs["expired_during"]), 0.0, "{rs:#}");
+    assert_eq!(num(&rs["lock_overlaps_during"]), 0.0, "{rs:#}");
+    assert_eq!(num(&rs["stale_sequencers_during"]), 0.0, "{rs:#}");
+    // The locks the first clients held through the move are still theirs after it.
+    assert_eq!(num(&rs["held_locks"]), 32.0, "{rs:#}");
+    assert_eq!(num(&rs["held_locks_kept"]), 32.0, "{rs:#}");
+    assert!(num(&rs["ops"]["read"]["before"]["count"]) > 0.0, "{rs:#}");
+    assert!(num(&rs["ops"]["read"]["during"]["count"]) > 0.0, "{rs:#}");
+    // Over the whole run: no error, nothing lost, the lock check clean.
+    assert_eq!(num(&r["errors"]), 0.0, "{r:#}");
+    assert_eq!(r["acked_lost_checked"], true, "{r:#}");
+    assert_eq!(r["acked_lost"], 0, "{r:#}");
+    assert_eq!(r["sessions"]["expired"], 0, "{r:#}");
+    assert!(num(&r["locks"]["acquired"]) > 0.0, "{r:#}");
+    assert_eq!(num(&r["locks"]["overlaps"]), 0.0, "{r:#}");
+    assert_eq!(num(&r["locks"]["stale_sequencers"]), 0.0, "{r:#}");
+    let page = std::fs::read_to_string(&html).expect("the HTML report");
+    assert!(page.contains("<h2>Reshard</h2>"), "{page}");
+    assert!(
+        page.contains("reshard starts"),
+        "the move is marked on the plots"
+    );
+}
+
 #[tokio::test]
 async fn refusals_are_clear() {
     // Nothing listens at the meta cell's address: named.
@@ -432,6 +519,41 @@ async fn refusals_are_clear() {
     let out = loadtest(&["--deploy", "dev:cells=x"]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cells=x"));
+    // --reshard: its form, a deployment, the proxies, a time in the window.
+    let out = loadtest(&["--deploy", "dev", "--reshard", "add-cell"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("add-cell@TIME, e.g. add-cell@10s"));
+    let out = loadtest(&[
+        "--target",
+        "proxies=127.0.0.1:1",
+        "--reshard",
+        "add-cell@1s",
+    ])
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--deploy"));
+    let out = loadtest(&[
+        "--deploy",
+        "dev",
+        "--target",
+        "cells",
+        "--reshard",
+        "add-cell@1s",
+    ])
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only through the proxies"));
+    let out = loadtest(&[
+        "--deploy",
+        "dev",
+        "--duration",
+        "5s",
+        "--reshard",
+        "add-cell@5s",
+    ])
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not inside the measured window"));
 
     let out = loadtest(&["--target", "127.0.0.1:1"]).await;
     assert!(!out.status.success());

@@ -8,7 +8,7 @@
 //! docs/performance.md; replace them with your own measurements via `--from`). A
 //! `warren loadtest run` report only proves what the run achieved, averaged over the units
 //! of the tier it ran against:
-//! - a **clean** run (no lost acknowledged writes, no injected faults, no jeopardy, expiry or
+//! - a **clean** run (no lost acknowledged writes, no injected faults or reshard, no jeopardy, expiry or
 //!   session moved, error ratio ≤ [`Criteria::max_error_ratio`], p99 ≤
 //!   [`Criteria::p99_slo_ms`], no dropped arrivals) gives a **floor**: one unit sustains at
 //!   least this much. The sessions figure also needs the run (ramp + window) to last one
@@ -191,6 +191,14 @@ fn evaluate(file: &str, run: &Report, c: &Criteria, notes: &mut Vec<String>) -> 
             "{file}: not used: {} fault(s) were injected during it (a failover test, not a \
              capacity test)",
             run.faults.len()
+        ));
+        return out;
+    }
+    if let Some(r) = &run.reshard {
+        notes.push(format!(
+            "{file}: not used: a reshard ({}) ran during it (a reshard test, not a capacity \
+             test)",
+            r.spec
         ));
         return out;
     }

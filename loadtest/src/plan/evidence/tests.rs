@@ -227,6 +227,17 @@ fn troubled_runs_are_not_proof() {
         Capacity::from_json(&[("f.json".into(), v.to_string())], &Criteria::default()).unwrap();
     assert_eq!(cap.proxy, Capacity::builtin().proxy);
     assert!(cap.notes[0].contains("fault(s) were injected"));
+    // A reshard: a test of the move, not of capacity.
+    let mut v = serde_json::to_value(clean_report()).unwrap();
+    v["reshard"] = serde_json::json!({"spec": "add-cell@10s", "state": "done"});
+    let cap =
+        Capacity::from_json(&[("r.json".into(), v.to_string())], &Criteria::default()).unwrap();
+    assert_eq!(cap.proxy, Capacity::builtin().proxy);
+    assert!(
+        cap.notes[0].contains("a reshard (add-cell@10s) ran during it"),
+        "{:?}",
+        cap.notes
+    );
 
     // Too short to have renewed every session.
     let mut r = clean_report();
