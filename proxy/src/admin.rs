@@ -100,8 +100,13 @@ static METRICS: TierMetrics = TierMetrics::new(&[
     ),
     Metric::counter(
         "warren_proxy_wrong_cell_total",
-        "WRONG_CELL answers to routed calls, by kind (directory: split-directory redirect; stale: a map older on one side)",
+        "WRONG_CELL answers to routed calls, by kind (directory: split-directory redirect; stale: a map older on one side; moved: a handle's node moved in a reshard)",
     ),
+    Metric::counter(
+        "warren_proxy_moved_claims_total",
+        "client sessions claimed at the cell a reshard moved one of their handles to",
+    )
+    .from_zero(),
 ]);
 
 /// Publishes the core's counts as gauges and counters.

@@ -491,7 +491,20 @@ async fn a_client_of_a_dead_proxy_keeps_its_state_in_every_cell() {
         s.check_sequencer(&seq_f).await.unwrap(),
         "the lock was kept"
     );
-    let status = http_get(p2.admin_addr().unwrap(), "/status").await;
+    // The reads above may come from the library's cache before the session has moved:
+    // wait (bounded) until p2 has taken it on.
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = http_get(p2.admin_addr().unwrap(), "/status").await;
+        if status.contains("\"client_sessions\": 1")
+            && d.cells()
+                .iter()
+                .all(|c| status.contains(&format!("\"name\": \"{}\"", c.name())))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(status.contains("\"client_sessions\": 1"), "{status}");
     for c in d.cells() {
         assert!(

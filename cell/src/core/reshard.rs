@@ -382,6 +382,7 @@ impl Master {
     ) -> Result<(Bundle, Exported), WarrenError> {
         let set: BTreeSet<u32> = slots.iter().copied().collect();
         self.check_exportable(&set)?;
+        let mut newly = BTreeSet::new();
         for &s in &set {
             if self
                 .reshard
@@ -389,9 +390,10 @@ impl Master {
                 .insert(s, (job.to_string(), self.now))
                 .is_none()
             {
-                self.drain_cached(s);
+                newly.insert(s);
             }
         }
+        self.drain_cached(&newly);
         let all = self.parts_in(&set)?;
         let mut keys = self.meta.foreign_keys.clone();
         keys.insert(self.cfg.cell.clone(), self.meta.secret);
@@ -453,12 +455,16 @@ impl Master {
         Ok(())
     }
 
-    /// Invalidates every cached copy of a path in `slot` (without waiting).
-    fn drain_cached(&mut self, slot: u32) {
+    /// Invalidates every cached copy of a path in `slots` (without waiting): one pass over
+    /// the cached paths, whatever the number of slots.
+    fn drain_cached(&mut self, slots: &BTreeSet<u32>) {
+        if slots.is_empty() {
+            return;
+        }
         let paths: Vec<String> = self
             .cachers
             .keys()
-            .filter(|p| self.path_in_slot(p, slot))
+            .filter(|p| self.slots_of_path(p).iter().any(|s| slots.contains(s)))
             .cloned()
             .collect();
         for p in paths {
@@ -466,35 +472,23 @@ impl Master {
         }
     }
 
-    /// Whether `p` (a node, a listing or an absence) touches `slot`: its parent's slot, or
-    /// its own as a directory.
-    fn path_in_slot(&self, p: &str, slot: u32) -> bool {
-        let Some(map) = self.map.as_deref() else {
-            return false;
-        };
-        if warren_router::is_reserved(p) {
-            return false;
-        }
-        map.slot_of_path(p).is_ok_and(|s| s == slot) || slot_of_dir(p, map.slot_count()) == slot
-    }
-
-    /// The slots of `p` that a reshard may hold: its parent's, and its own (as a directory).
+    /// The slots of `p` (a node, a listing or an absence: a path a call named, so valid)
+    /// that a reshard may hold: its parent's, and its own (as a directory). None for the
+    /// reserved subtree, which never moves.
     fn slots_of_path(&self, p: &str) -> Vec<u32> {
         let Some(map) = self.map.as_deref() else {
             return Vec::new();
         };
-        if warren_router::is_reserved(p) {
+        if self.stored_reserved(p) {
             return Vec::new();
         }
-        let mut v = Vec::with_capacity(2);
-        if let Ok(s) = map.slot_of_path(p) {
-            v.push(s);
-        }
+        let entry = entry_slot_of(p, map);
         let own = slot_of_dir(p, map.slot_count());
-        if !v.contains(&own) {
-            v.push(own);
+        if own == entry {
+            vec![entry]
+        } else {
+            vec![entry, own]
         }
-        v
     }
 
     /// Reads of a path in a slot being moved are not cacheable.
@@ -738,7 +732,7 @@ impl Master {
         let outstanding = self
             .invalidating
             .keys()
-            .filter(|p| set.iter().any(|s| self.path_in_slot(p, *s)))
+            .filter(|p| self.slots_of_path(p).iter().any(|s| set.contains(s)))
             .count();
         if outstanding > 0 {
             return Ok(Err(format!(
