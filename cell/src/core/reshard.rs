@@ -51,6 +51,10 @@ pub struct StagedNode {
     /// again at install, so their event subscriptions carry on.
     #[serde(default)]
     pub handles: Vec<Vec<u8>>,
+    /// A lock-delay in progress (a holder's session failed): how much of it is left, in
+    /// milliseconds; the target keeps the lock from new holders that long.
+    #[serde(default)]
+    pub lock_delay_left_ms: u64,
 }
 
 impl StagedNode {
@@ -353,6 +357,9 @@ impl Master {
                     .iter()
                     .filter_map(|sid| self.sessions.get(sid).map(|s| s.rec.clone()))
                     .collect();
+                let lock_delay_left_ms = n.delay_until.filter(|_| lock_here).map_or(0, |d| {
+                    d.saturating_duration_since(self.now).as_millis() as u64
+                });
                 out.insert(
                     (slot, rec.path.clone()),
                     StagedNode {
@@ -362,6 +369,7 @@ impl Master {
                         rec,
                         sessions,
                         handles,
+                        lock_delay_left_ms,
                     },
                 );
             }
@@ -948,6 +956,12 @@ impl Master {
             }
         }
         let ephemeral = rec.meta.ephemeral;
+        if n.lock_delay_left_ms > 0 {
+            let until = self.now + std::time::Duration::from_millis(n.lock_delay_left_ms);
+            if let Some(node) = self.nodes.get_mut(p) {
+                node.delay_until = Some(node.delay_until.map_or(until, |d| d.max(until)));
+            }
+        }
         self.out.mutations.push(Mutation::PutNode(rec));
         for token in &n.handles {
             self.reopen_moved_handle(token);

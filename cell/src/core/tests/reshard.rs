@@ -541,3 +541,53 @@ fn the_reserved_subtree_never_moves() {
         assert_eq!(warren_router::is_reserved(p), reserved, "{p}");
     }
 }
+
+#[test]
+fn a_lock_delay_in_progress_moves_with_the_lock() {
+    let mut f = fixture();
+    // carol holds f2 with a 5 s lock-delay, and her session fails: the delay starts.
+    let carol = f.src.session(0.0);
+    let a = open_args(&format!("{}/f2", f.dir), intent::ALL, 5.0, None);
+    let h = done(f.src.m.open(&carol, &a, f.src.at(0.5)));
+    done(
+        f.src
+            .m
+            .acquire(&carol, &h.handle, LockMode::Exclusive, None, f.src.at(0.6)),
+    );
+    // Keep alice's proxy session alive; carol's lease (12 s) runs out.
+    let proxy = Ctx {
+        client: None,
+        ..f.alice.clone()
+    };
+    let _ = f.src.m.keepalive(&proxy, 0, f.src.at(10.0));
+    f.src.m.tick(f.src.at(13.0));
+    f.src.m.take_output();
+    let (_, _, _, have) = round(&mut f, &Have::new());
+    acknowledge_everything(&mut f.src.m);
+    f.src
+        .m
+        .freeze_slots("j1", &[f.slot], f.src.at(30.0))
+        .unwrap();
+    let (_, digest, _, _) = round(&mut f, &have);
+    assert_eq!(
+        f.src.m.hand_off("j1", &[f.slot], "c2", 2, digest).unwrap(),
+        Ok(())
+    );
+    assert!(f.dst.m.set_map(Arc::new(map(2, &[(f.slot, "c2")]))));
+    // At the target the delay still holds the lock from a new holder, for what was left.
+    let bob = f.dst.session(0.0);
+    let hb = f
+        .dst
+        .open_ok(&bob, &format!("{}/f2", f.dir), intent::ALL, 0, None, 0.1);
+    let e = f
+        .dst
+        .m
+        .try_acquire(&bob, &hb.handle, LockMode::Exclusive, f.dst.at(0.2))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::LockHeld, "{e}");
+    f.dst.m.tick(f.dst.at(6.0));
+    f.dst
+        .m
+        .try_acquire(&bob, &hb.handle, LockMode::Exclusive, f.dst.at(6.0))
+        .expect("free once the delay has passed");
+}
