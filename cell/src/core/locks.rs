@@ -64,6 +64,29 @@ pub(super) fn mode_name(m: LockMode) -> &'static str {
     }
 }
 
+/// Whether a place kept for a moved waiter stops handle `k` from taking the lock now:
+/// while places are kept, only the first of them may.
+fn place_blocks(n: &Node, k: HandleKey, now: Instant) -> bool {
+    n.places_until.is_some_and(|t| t > now) && n.places.front().is_some_and(|f| *f != k)
+}
+
+/// Where handle `k`'s Acquire goes in the queue: a moved waiter back in its kept place
+/// (before every waiter with a later place or none), anyone else at the end.
+fn queue_position(n: &Node, k: HandleKey) -> usize {
+    let Some(mine) = n.places.iter().position(|p| *p == k) else {
+        return n.lock_waiters.len();
+    };
+    n.lock_waiters
+        .iter()
+        .position(|w| {
+            n.places
+                .iter()
+                .position(|p| *p == w.handle)
+                .is_none_or(|i| i > mine)
+        })
+        .unwrap_or(n.lock_waiters.len())
+}
+
 impl Master {
     pub(super) fn grantable(n: &Node, mode: LockMode, now: Instant) -> bool {
         if n.delay_until.is_some_and(|d| d > now) {
@@ -84,6 +107,7 @@ impl Master {
     ) -> SequencerView {
         let delay = self.handles.get(&k).map_or(0, |h| h.lock_delay_ms);
         let n = self.nodes.get_mut(p).expect("exists");
+        n.places.retain(|x| *x != k);
         let was_free = n.rec.holders.is_empty();
         if was_free {
             n.rec.meta.lock_generation += 1;
@@ -123,7 +147,7 @@ impl Master {
             let Some(front) = n.lock_waiters.front() else {
                 return;
             };
-            if !Self::grantable(n, front.mode, now) {
+            if !Self::grantable(n, front.mode, now) || place_blocks(n, front.handle, now) {
                 return;
             }
             let w = n.lock_waiters.pop_front().expect("front");
@@ -191,7 +215,7 @@ impl Master {
         }
         self.not_frozen(&p)?;
         let n = &self.nodes[&p];
-        if n.lock_waiters.is_empty() && Self::grantable(n, mode, now) {
+        if n.lock_waiters.is_empty() && Self::grantable(n, mode, now) && !place_blocks(n, k, now) {
             return Ok(Ok(self.grant(&p, sid, k, mode)));
         }
         Ok(Err(Blocked {
@@ -266,17 +290,20 @@ impl Master {
         }
         self.conflicting(&p, k);
         let id = self.new_waiter(WaiterKind::Acquire(p.clone()));
-        self.nodes
-            .get_mut(&p)
-            .expect("exists")
-            .lock_waiters
-            .push_back(LockWaiter {
+        let n = self.nodes.get_mut(&p).expect("exists");
+        let at = queue_position(n, k);
+        n.lock_waiters.insert(
+            at,
+            LockWaiter {
                 id,
                 session: sid,
                 handle: k,
                 mode,
                 deadline: timeout.map(|t| now + t),
-            });
+            },
+        );
+        // It may be the kept place's turn now (the lock is free, held for it).
+        self.grant_waiters(&p);
         Ok(Reply::Wait(id))
     }
 
@@ -411,6 +438,20 @@ impl Master {
         for p in delayed {
             if let Some(n) = self.nodes.get_mut(&p) {
                 n.delay_until = None;
+            }
+            self.grant_waiters(&p);
+        }
+        // Places kept for moved waiters that did not come back in time are given up.
+        let lapsed: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.places_until.is_some_and(|t| t <= now))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in lapsed {
+            if let Some(n) = self.nodes.get_mut(&p) {
+                n.places.clear();
+                n.places_until = None;
             }
             self.grant_waiters(&p);
         }

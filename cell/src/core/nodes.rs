@@ -26,6 +26,11 @@ pub(super) struct Node {
     pub(super) lock_waiters: VecDeque<LockWaiter>,
     /// No new holder before this (lock-delay after a holder's session failed).
     pub(super) delay_until: Option<Instant>,
+    /// Acquires that were waiting at the cell this node moved from, in their order
+    /// (docs/resharding.md): until `places_until`, the lock goes to them first, in turn,
+    /// as their routers send them here again.
+    pub(super) places: VecDeque<HandleKey>,
+    pub(super) places_until: Option<Instant>,
 }
 
 impl Node {
@@ -38,6 +43,8 @@ impl Node {
             handles: BTreeSet::new(),
             lock_waiters: VecDeque::new(),
             delay_until: None,
+            places: VecDeque::new(),
+            places_until: None,
         }
     }
 }

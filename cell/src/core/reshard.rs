@@ -55,6 +55,10 @@ pub struct StagedNode {
     /// milliseconds; the target keeps the lock from new holders that long.
     #[serde(default)]
     pub lock_delay_left_ms: u64,
+    /// The handles whose Acquires were waiting for the lock, in queue order (the target
+    /// keeps their places for them: [`PLACE_HOLD`]).
+    #[serde(default)]
+    pub waiting: Vec<(u64, u64)>,
 }
 
 impl StagedNode {
@@ -148,6 +152,11 @@ pub fn foreign_number(cell: &str, number: u64) -> u64 {
     let h = xxhash_rust::xxh3::xxh3_64(cell.as_bytes()) & 0x7f_ffff;
     FOREIGN | (h << 40) | (number & ((1 << 40) - 1))
 }
+
+/// How long a target keeps the places of Acquires that were waiting at the source, for
+/// their routers to send them again (they are told `WRONG_CELL` at the hand-off and follow
+/// at once; a proxy within its forwarding patience).
+pub const PLACE_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a slot stays "moving" (uncacheable) after its last export.
 const MOVING_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
@@ -357,6 +366,11 @@ impl Master {
                     .iter()
                     .filter_map(|sid| self.sessions.get(sid).map(|s| s.rec.clone()))
                     .collect();
+                let waiting = if lock_here {
+                    n.lock_waiters.iter().map(|w| w.handle).collect()
+                } else {
+                    Vec::new()
+                };
                 let lock_delay_left_ms = n.delay_until.filter(|_| lock_here).map_or(0, |d| {
                     d.saturating_duration_since(self.now).as_millis() as u64
                 });
@@ -370,6 +384,7 @@ impl Master {
                         sessions,
                         handles,
                         lock_delay_left_ms,
+                        waiting,
                     },
                 );
             }
@@ -956,10 +971,18 @@ impl Master {
             }
         }
         let ephemeral = rec.meta.ephemeral;
-        if n.lock_delay_left_ms > 0 {
-            let until = self.now + std::time::Duration::from_millis(n.lock_delay_left_ms);
-            if let Some(node) = self.nodes.get_mut(p) {
+        if let Some(node) = self.nodes.get_mut(p) {
+            if n.lock_delay_left_ms > 0 {
+                let until = self.now + std::time::Duration::from_millis(n.lock_delay_left_ms);
                 node.delay_until = Some(node.delay_until.map_or(until, |d| d.max(until)));
+            }
+            if !n.waiting.is_empty() {
+                node.places = n
+                    .waiting
+                    .iter()
+                    .map(|(e, num)| (*e, foreign_number(&n.source, *num)))
+                    .collect();
+                node.places_until = Some(self.now + PLACE_HOLD);
             }
         }
         self.out.mutations.push(Mutation::PutNode(rec));

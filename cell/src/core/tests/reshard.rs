@@ -591,3 +591,162 @@ fn a_lock_delay_in_progress_moves_with_the_lock() {
         .try_acquire(&bob, &hb.handle, LockMode::Exclusive, f.dst.at(6.0))
         .expect("free once the delay has passed");
 }
+
+#[test]
+fn acquires_waiting_at_the_source_keep_their_places_at_the_target() {
+    let mut f = fixture();
+    let proxy = Ctx {
+        client: None,
+        ..f.alice.clone()
+    };
+    // carol, then dave (clients of alice's proxy) wait for the lock alice holds on f1.
+    let carol = for_client(&proxy, 2, "carol");
+    let dave = for_client(&proxy, 3, "dave");
+    let f1 = format!("{}/f1", f.dir);
+    let hc = done(f.src.m.open(
+        &carol,
+        &open_args(&f1, intent::ALL, 0.0, None),
+        f.src.at(0.5),
+    ))
+    .handle;
+    let hd = done(f.src.m.open(
+        &dave,
+        &open_args(&f1, intent::ALL, 0.0, None),
+        f.src.at(0.5),
+    ))
+    .handle;
+    waiter(
+        f.src
+            .m
+            .acquire(&carol, &hc, LockMode::Exclusive, None, f.src.at(0.6)),
+    );
+    waiter(
+        f.src
+            .m
+            .acquire(&dave, &hd, LockMode::Exclusive, None, f.src.at(0.7)),
+    );
+    let (_, _, _, have) = round(&mut f, &Have::new());
+    acknowledge_everything(&mut f.src.m);
+    f.src
+        .m
+        .freeze_slots("j1", &[f.slot], f.src.at(30.0))
+        .unwrap();
+    let (_, digest, _, _) = round(&mut f, &have);
+    assert_eq!(
+        f.src.m.hand_off("j1", &[f.slot], "c2", 2, digest).unwrap(),
+        Ok(())
+    );
+    // Both are told to go to the target.
+    let woken: Vec<_> = f
+        .src
+        .m
+        .take_output()
+        .wakes
+        .into_iter()
+        .filter(|(_, w)| matches!(w, Wake::Acquire(Err(e)) if e.code == ErrorCode::WrongCell))
+        .collect();
+    assert_eq!(woken.len(), 2);
+    assert!(f.dst.m.set_map(Arc::new(map(2, &[(f.slot, "c2")]))));
+
+    let proxy_t = f.dst.proxy(0.5);
+    let (alice_t, carol_t, dave_t) = (
+        for_client(&proxy_t, 1, "alice"),
+        for_client(&proxy_t, 2, "carol"),
+        for_client(&proxy_t, 3, "dave"),
+    );
+    // alice lets go; bob, new at the target, may not jump the queue that moved.
+    assert!(f.dst.m.release(&alice_t, &f.f1, f.dst.at(1.0)).unwrap());
+    let bob = f.dst.session(1.0);
+    let hb = f.dst.open_ok(&bob, &f1, intent::ALL, 0, None, 1.1);
+    let e = f
+        .dst
+        .m
+        .try_acquire(&bob, &hb.handle, LockMode::Exclusive, f.dst.at(1.2))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::LockHeld, "{e}");
+    // dave's Acquire comes back first, but carol's place is before his: he waits.
+    let wd = waiter(
+        f.dst
+            .m
+            .acquire(&dave_t, &hd, LockMode::Exclusive, None, f.dst.at(1.3)),
+    );
+    // carol's comes back: granted at once (ahead of dave's, which was queued first).
+    let wc = waiter(
+        f.dst
+            .m
+            .acquire(&carol_t, &hc, LockMode::Exclusive, None, f.dst.at(1.4)),
+    );
+    let wakes = f.dst.m.take_output().wakes;
+    assert!(
+        wakes
+            .iter()
+            .any(|(w, k)| *w == wc && matches!(k, Wake::Acquire(Ok(_)))),
+        "{wakes:?}"
+    );
+    assert!(!wakes.iter().any(|(w, _)| *w == wd), "dave still waits");
+    // Then dave's, when she lets go.
+    assert!(f.dst.m.release(&carol_t, &hc, f.dst.at(1.5)).unwrap());
+    let wakes = f.dst.m.take_output().wakes;
+    assert!(
+        wakes
+            .iter()
+            .any(|(w, k)| *w == wd && matches!(k, Wake::Acquire(Ok(_)))),
+        "{wakes:?}"
+    );
+}
+
+#[test]
+fn a_kept_place_lapses_if_its_waiter_does_not_come_back() {
+    let mut f = fixture();
+    let proxy = Ctx {
+        client: None,
+        ..f.alice.clone()
+    };
+    let carol = for_client(&proxy, 2, "carol");
+    let f1 = format!("{}/f1", f.dir);
+    let hc = done(f.src.m.open(
+        &carol,
+        &open_args(&f1, intent::ALL, 0.0, None),
+        f.src.at(0.5),
+    ))
+    .handle;
+    waiter(
+        f.src
+            .m
+            .acquire(&carol, &hc, LockMode::Exclusive, None, f.src.at(0.6)),
+    );
+    let (_, _, _, have) = round(&mut f, &Have::new());
+    acknowledge_everything(&mut f.src.m);
+    f.src
+        .m
+        .freeze_slots("j1", &[f.slot], f.src.at(30.0))
+        .unwrap();
+    let (_, digest, _, _) = round(&mut f, &have);
+    assert_eq!(
+        f.src.m.hand_off("j1", &[f.slot], "c2", 2, digest).unwrap(),
+        Ok(())
+    );
+    assert!(f.dst.m.set_map(Arc::new(map(2, &[(f.slot, "c2")]))));
+    let proxy_t = f.dst.proxy(0.5);
+    let alice_t = for_client(&proxy_t, 1, "alice");
+    assert!(f.dst.m.release(&alice_t, &f.f1, f.dst.at(1.0)).unwrap());
+    let bob = f.dst.session(1.0);
+    let hb = f.dst.open_ok(&bob, &f1, intent::ALL, 0, None, 1.1);
+    let wb = waiter(
+        f.dst
+            .m
+            .acquire(&bob, &hb.handle, LockMode::Exclusive, None, f.dst.at(1.2)),
+    );
+    f.dst.m.take_output();
+    // carol never comes back: after the kept place lapses, bob gets the lock.
+    f.dst
+        .m
+        .tick(f.dst.at(1.0) + crate::core::reshard::PLACE_HOLD + secs(0.1));
+    let wakes = f.dst.m.take_output().wakes;
+    assert!(
+        wakes
+            .iter()
+            .any(|(w, k)| *w == wb && matches!(k, Wake::Acquire(Ok(_)))),
+        "{wakes:?}"
+    );
+}
