@@ -176,14 +176,7 @@ impl Router {
         let mut options = self.cell_options.clone();
         options.endpoints = addrs.to_vec();
         let s = Session::connect_with(options).await?;
-        s.shared().tell_moved_to(self.moved_tx.clone());
-        {
-            let mut subscribers = lock(&self.subscribers);
-            subscribers.retain(|tx| !tx.is_closed());
-            for tx in subscribers.iter() {
-                forward(s.plain_events(), tx.clone());
-            }
-        }
+        self.join(&s);
         lock(&self.cells).insert(cell.to_string(), s.clone());
         Ok(s)
     }
@@ -282,12 +275,7 @@ impl Router {
         owner: Option<&str>,
     ) -> Result<(Session, pb::OpenResponse), Error> {
         let patience = self.cell_options.rpc_timeout;
-        match owner {
-            Some(owner) => self.wait_for_owner(path, owner, patience).await,
-            None => {
-                self.watcher.wait_for(min_epoch, MAP_WAIT).await;
-            }
-        }
+        self.wait_for_move(path, min_epoch, owner).await;
         let deadline = Instant::now() + patience;
         loop {
             match self.reopen_once(path, options).await {
@@ -316,12 +304,7 @@ impl Router {
         from: &Session,
     ) -> Result<Session, Error> {
         let patience = self.cell_options.rpc_timeout;
-        match owner {
-            Some(owner) => self.wait_for_owner(path, owner, patience).await,
-            None => {
-                self.watcher.wait_for(min_epoch, MAP_WAIT).await;
-            }
-        }
+        self.wait_for_move(path, min_epoch, owner).await;
         let map = self.map();
         let cell = match (owner, map.route(path, anchor)) {
             (Some(owner), _) => owner.to_string(),
@@ -372,17 +355,36 @@ impl Router {
                 other => break other?,
             }
         };
-        s.shared().tell_moved_to(self.moved_tx.clone());
-        {
-            let mut subscribers = lock(&self.subscribers);
-            subscribers.retain(|tx| !tx.is_closed());
-            for tx in subscribers.iter() {
-                forward(s.plain_events(), tx.clone());
-            }
-        }
+        self.join(&s);
         tracing::debug!(%cell, session = %from.id(), "a cell session carried on at the cell a reshard moved its node to");
         lock(&self.carried).insert(key, s.clone());
         Ok(s)
+    }
+
+    /// Waits for the map a moved node's new owner serves it by: one giving it to `owner`
+    /// (up to the call timeout: the hand-off that named it precedes the map), or one at
+    /// least `min_epoch` (≤ [`MAP_WAIT`]).
+    async fn wait_for_move(&self, path: &str, min_epoch: u64, owner: Option<&str>) {
+        match owner {
+            Some(owner) => {
+                self.wait_for_owner(path, owner, self.cell_options.rpc_timeout)
+                    .await
+            }
+            None => {
+                self.watcher.wait_for(min_epoch, MAP_WAIT).await;
+            }
+        }
+    }
+
+    /// Makes cell session `s` part of this session: its `SLOT_MOVED` notices reach the
+    /// follower, its events every event stream.
+    fn join(&self, s: &Session) {
+        s.shared().tell_moved_to(self.moved_tx.clone());
+        let mut subscribers = lock(&self.subscribers);
+        subscribers.retain(|tx| !tx.is_closed());
+        for tx in subscribers.iter() {
+            forward(s.plain_events(), tx.clone());
+        }
     }
 
     /// Waits (at most `patience`) until the map in hand gives the node `path` (its entry
