@@ -42,15 +42,17 @@ pub(super) fn handle_key(body: &HandleBody, foreign: bool) -> HandleKey {
 }
 
 impl Master {
-    /// Resolves a handle token for `sid`: authenticates it, recreates a handle from an
-    /// earlier epoch on first use (docs/design.md §9 step 8), checks that its node still exists and
-    /// that a sequencer set on it is still current.
-    pub(super) fn resolve(
+    /// Resolves a handle token for `sid`, authenticated as `body` (`foreign`: minted by a
+    /// cell this one received the node from): recreates a handle from an earlier epoch on
+    /// first use (docs/design.md §9 step 8), checks that its node still exists and that a
+    /// sequencer set on it is still current.
+    fn resolve(
         &mut self,
         sid: SessionId,
         token: &[u8],
+        body: HandleBody,
+        foreign: bool,
     ) -> Result<HandleKey, WarrenError> {
-        let (body, foreign) = self.verify_token(token)?;
         if body.session_id.as_slice() != sid.as_slice() {
             return Err(WarrenError::handle_invalid(
                 "the handle belongs to another session",
@@ -149,7 +151,11 @@ impl Master {
     /// Decodes and authenticates a handle token: minted here (`false`), or by a cell this
     /// one received slots from (`true`, docs/resharding.md).
     pub(super) fn verify_token(&self, token: &[u8]) -> Result<(HandleBody, bool), WarrenError> {
-        if let Some(cell) = TokenKey::claimed_cell(token).filter(|c| *c != self.cfg.cell) {
+        // Only a cell that received slots has foreign keys; the rest skip the extra decode.
+        let claimed = (!self.meta.foreign_keys.is_empty())
+            .then(|| TokenKey::claimed_cell(token))
+            .flatten();
+        if let Some(cell) = claimed.filter(|c| *c != self.cfg.cell) {
             return match self.meta.foreign_keys.get(&cell) {
                 Some(key) => Ok((TokenKey::new(*key).verify(token)?, true)),
                 None => Err(WarrenError::handle_invalid(format!(
@@ -168,20 +174,12 @@ impl Master {
         Ok((body, false))
     }
 
-    fn is_foreign_token(&self, token: &[u8]) -> bool {
-        TokenKey::claimed_cell(token)
-            .is_some_and(|c| c != self.cfg.cell && self.meta.foreign_keys.contains_key(&c))
-    }
-
     /// A call on a handle whose node is not here (it moved in a reshard, and this cell
     /// dropped its copy) is `WRONG_CELL` naming where it went, so the router follows.
-    fn moved_node_check(&self, token: &[u8]) -> Result<(), WarrenError> {
+    fn moved_node_check(&self, body: &HandleBody) -> Result<(), WarrenError> {
         if self.map.is_none() {
             return Ok(());
         }
-        let Ok((body, _)) = self.verify_token(token) else {
-            return Ok(());
-        };
         if self.nodes.contains_key(&body.path) {
             return Ok(());
         }
@@ -202,11 +200,15 @@ impl Master {
         now: Instant,
     ) -> Result<(SessionId, HandleKey, String), WarrenError> {
         self.now = now;
-        // A handle minted by a cell this one received the node from registers the
-        // proxy's client session here, as the Open that made it did there.
-        let sid = self.check_as(ctx, self.is_foreign_token(token))?;
-        self.moved_node_check(token)?;
-        let k = self.resolve(sid, token)?;
+        // The token is authenticated once. A handle minted by a cell this one received the
+        // node from registers the proxy's client session here, as the Open that made it did
+        // there; the session is checked before the handle.
+        let verified = self.verify_token(token);
+        let foreign = matches!(verified, Ok((_, true)));
+        let sid = self.check_as(ctx, foreign)?;
+        let (body, foreign) = verified?;
+        self.moved_node_check(&body)?;
+        let k = self.resolve(sid, token, body, foreign)?;
         let p = self.handles[&k].path.clone();
         self.node_check(&p)?;
         Ok((sid, k, p))
