@@ -768,6 +768,17 @@ impl ProxyCore {
         }
     }
 
+    /// Whether events the cell delivered to the proxy at `cell` still wait for clients'
+    /// acknowledgements ([`ProxyCore::upstream_ack`] is below the highest seq received).
+    /// While they do, a KeepAlive to the cell is answered at once with them again (they
+    /// are still queued there), so the proxy's KeepAlive loop holds its next one back
+    /// until the clients have acknowledged (docs/proxy.md "Upstream acknowledgements").
+    pub fn upstream_waiting(&self, cell: CellIx) -> bool {
+        self.upstream
+            .get(cell)
+            .is_some_and(|u| !u.outstanding.is_empty())
+    }
+
     /// A new session (or a new master epoch) at `cell`: upstream numbering restarts.
     pub fn upstream_restarted(&mut self, cell: CellIx) {
         let u = self.up(cell);

@@ -353,6 +353,13 @@ pub async fn claim(
 /// whether the master moved. `lease` is the proxy's [`LocalLease`] at the cell; when it
 /// runs out unanswered the master is looked for again (the proxy has no jeopardy of its
 /// own: its clients' leases are bounded by `lease`, so they starve instead).
+///
+/// One KeepAlive per batch of events, not one per step (docs/proxy.md "Upstream
+/// acknowledgements"): while events a reply delivered wait for the clients, the cell
+/// would answer any KeepAlive at once with them again, so none is sent — the one that
+/// carries the clients' acknowledgement is also the next long-poll. Only if they take
+/// longer than [`AckGather`]'s bound does one go anyway, so that newer events (other
+/// writes' invalidations) still reach the proxy.
 async fn keepalive_loop(
     shared: &Shared,
     ix: CellIx,
@@ -365,7 +372,10 @@ async fn keepalive_loop(
     // When to refresh: keep the local lease at least client_lease + margins ahead.
     let keep_ahead = shared.cfg.min_proxy_lease();
     let mut in_flight = FuturesUnordered::new();
+    // The ack carried by the latest KeepAlive sent (`None`: none yet, or numbering
+    // restarted): a kick sends only when the clients acknowledged more than that.
     let mut last_ack: Option<u64> = None;
+    let mut gather = AckGather::default();
     // Once the local lease has run out and the master was looked up again, it stays run
     // out until a KeepAlive is answered: look again only if none is by this time (not at
     // once, which would drop every KeepAlive before its answer could arrive).
@@ -387,11 +397,19 @@ async fn keepalive_loop(
         }
     };
     loop {
-        if in_flight.is_empty() {
-            let ack = shared.with_core(|c| c.upstream_ack(ix));
-            last_ack = Some(ack);
-            in_flight.push(send(link, ack));
+        let (ack, waiting) = shared.with_core(|c| (c.upstream_ack(ix), c.upstream_waiting(ix)));
+        if !waiting {
+            gather.settled();
+            if in_flight.is_empty() {
+                last_ack = Some(ack);
+                in_flight.push(send(link, ack));
+            }
+        } else if in_flight.is_empty() {
+            // Delivered events wait for clients: the kick that acknowledges them sends
+            // the next KeepAlive, or the bound passes.
+            gather.start(Instant::now());
         }
+        let gathering = gather.until.filter(|_| waiting && in_flight.is_empty());
         let refresh_at = lease
             .end()
             .checked_sub(keep_ahead)
@@ -413,6 +431,7 @@ async fn keepalive_loop(
                             *serial += 1;
                             link.serial = *serial;
                             shared.with_core(|c| c.upstream_restarted(ix));
+                            last_ack = None;
                             up.link.send_replace(Some(link.clone()));
                         } else if epoch != link.epoch {
                             continue; // a late answer from an older epoch
@@ -431,6 +450,7 @@ async fn keepalive_loop(
                                     *serial += 1;
                                     link.serial = *serial;
                                     shared.with_core(|c| c.upstream_restarted(ix));
+                                    last_ack = None;
                                     up.link.send_replace(Some(link.clone()));
                                 }
                             }
@@ -449,12 +469,15 @@ async fn keepalive_loop(
                                 if !reconnect(shared, ix, link, serial).await {
                                     return Lost::Session;
                                 }
+                                last_ack = None;
                             }
                         }
                     }
                 }
             }
             _ = up.kick.notified() => {
+                // The clients acknowledged more: this KeepAlive carries it (and, once
+                // nothing waits, is the next long-poll the cell holds).
                 let ack = shared.with_core(|c| c.upstream_ack(ix));
                 if Some(ack) > last_ack {
                     last_ack = Some(ack);
@@ -467,7 +490,17 @@ async fn keepalive_loop(
                 last_ack = Some(ack);
                 in_flight.push(send(link, ack));
             }
-            _ = tokio::time::sleep_until(refresh_at), if in_flight.len() < 2 => {
+            // Not while gathering: the cell extends no lease while delivered events wait
+            // for their acknowledgement, so a refresh then would only be answered at once.
+            _ = tokio::time::sleep_until(refresh_at), if in_flight.len() < 2 && !waiting => {
+                let ack = shared.with_core(|c| c.upstream_ack(ix));
+                last_ack = Some(ack);
+                in_flight.push(send(link, ack));
+            }
+            _ = tokio::time::sleep_until(gathering.unwrap_or(lease_gone)), if gathering.is_some() => {
+                // Some client is slow to acknowledge: poll once, with what the others
+                // acknowledged, so that newer events are not held up behind it.
+                gather.lapsed();
                 let ack = shared.with_core(|c| c.upstream_ack(ix));
                 last_ack = Some(ack);
                 in_flight.push(send(link, ack));
@@ -479,9 +512,55 @@ async fn keepalive_loop(
                 if !reconnect(shared, ix, link, serial).await {
                     return Lost::Session;
                 }
+                last_ack = None;
                 lapsed_retry = Some(Instant::now() + LOCATE_TIMEOUT);
             }
         }
+    }
+}
+
+/// How long the KeepAlive loop holds its next KeepAlive back for clients to acknowledge
+/// what a reply delivered: [`ACK_GATHER_FIRST`], doubling while they keep it waiting up to
+/// [`ACK_GATHER_MAX`], back to the first once nothing waits. A client normally
+/// acknowledges within a round trip of its own KeepAlive, well inside the first bound;
+/// one that is silent until its lease ends (≤ one client lease) costs a KeepAlive every
+/// [`ACK_GATHER_MAX`] instead of a KeepAlive per round trip to the cell.
+#[derive(Debug, Default)]
+struct AckGather {
+    /// Until when the next KeepAlive is held back (`None`: not waiting).
+    until: Option<Instant>,
+    /// The current bound (zero: not yet waited since the last settling).
+    wait: Duration,
+}
+
+/// The first bound of [`AckGather`].
+const ACK_GATHER_FIRST: Duration = Duration::from_millis(50);
+/// The longest bound of [`AckGather`]: how late, at most, an event queued for the proxy
+/// while a client is slow to acknowledge another one reaches the proxy.
+const ACK_GATHER_MAX: Duration = Duration::from_millis(200);
+
+impl AckGather {
+    /// Delivered events wait for clients: hold the next KeepAlive back (unless already).
+    fn start(&mut self, now: Instant) {
+        if self.until.is_none() {
+            self.wait = if self.wait.is_zero() {
+                ACK_GATHER_FIRST
+            } else {
+                (self.wait * 2).min(ACK_GATHER_MAX)
+            };
+            self.until = Some(now + self.wait);
+        }
+    }
+
+    /// The bound passed: a KeepAlive goes now; the next wait, if any, is longer.
+    fn lapsed(&mut self) {
+        self.until = None;
+    }
+
+    /// Nothing waits for clients any more.
+    fn settled(&mut self) {
+        self.until = None;
+        self.wait = Duration::ZERO;
     }
 }
 

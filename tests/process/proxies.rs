@@ -486,3 +486,161 @@ async fn a_proxy_that_wakes_up_after_its_clients_moved_on_leaves_them_alone() {
         .unwrap();
     assert_eq!(fh.contents().await.unwrap().0, b"e1");
 }
+
+/// The sum of the samples of the metric `name` (any labels) on the `/metrics` page at
+/// `admin`.
+async fn metric(admin: &str, name: &str) -> f64 {
+    let (code, body) = crate::http_get(admin, "/metrics").await;
+    assert_eq!(code, 200, "GET {admin}/metrics: {body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| series.split('{').next() == Some(name))
+        .map(|(_, v)| v.parse::<f64>().unwrap_or_else(|_| panic!("{name} = {v}")))
+        .sum()
+}
+
+/// docs/proxy.md "Upstream acknowledgements": a write to a file that two proxies hold a
+/// copy of costs each of them at most one KeepAlive to the cell — the one that carries
+/// its clients' acknowledgement of the invalidation and is its next long-poll — not one
+/// per step of the acknowledgement. Counted on real processes from their `/metrics`: the
+/// proxies' `warren_proxy_keepalives_sent_total` and the cell's
+/// `warren_keepalives_received_total`, over 50 writes, each followed by reads through both
+/// proxies so that both hold a copy at the next write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_costs_each_proxy_holding_a_copy_at_most_one_keepalive_to_the_cell() {
+    const WRITES: u64 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let cell_admin = format!("127.0.0.1:{}", crate::free_port());
+    let cell = WarrenProcess::spawn(
+        bin(),
+        &[
+            "cell",
+            "--name",
+            "main",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--admin",
+            &cell_admin,
+            "--lease",
+            "2s",
+            "--proxy-lease",
+            "5s",
+        ],
+    )
+    .await;
+    let front = format!("main={}", cell.addr());
+    let mut proxies = Vec::new();
+    for _ in 0..2 {
+        let admin = format!("127.0.0.1:{}", crate::free_port());
+        let p = WarrenProcess::spawn(
+            bin(),
+            &[
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--cell",
+                &front,
+                "--admin",
+                &admin,
+                "--client-lease",
+                "2s",
+                "--lease-margin",
+                "500ms",
+                "--keepalive-reply-before-end",
+                "500ms",
+            ],
+        )
+        .await;
+        let addr = p.proxy_addr();
+        proxies.push((p, addr, admin));
+    }
+    let connect = |addr: String, cache: bool| async move {
+        Session::connect_with(ClientOptions::proxies(vec![addr]).cache(cache))
+            .await
+            .expect("connect through a proxy")
+    };
+    // The writer on proxy A; two caching readers on each proxy (so that A, too, holds a
+    // copy for others when its client writes).
+    let writer = connect(proxies[0].1.clone(), false).await;
+    let (w, _) = writer
+        .open("/w", OpenOptions::new().write().create_file(b"0".to_vec()))
+        .await
+        .unwrap();
+    let mut readers = Vec::new();
+    for (_, addr, _) in proxies.iter().chain(proxies.iter()) {
+        let s = connect(addr.clone(), true).await;
+        let (h, _) = s.open("/w", OpenOptions::new().read()).await.unwrap();
+        readers.push((s, h));
+    }
+    // Every reader reads `v`, which the cell must have answered (a cached copy of an older
+    // value was invalidated before the write was acknowledged).
+    let read_all = |v: u64| {
+        let readers = &readers;
+        async move {
+            for (_, h) in readers {
+                assert_eq!(h.contents().await.unwrap().0, v.to_string().into_bytes());
+                // A second read, from the library's cache.
+                assert_eq!(h.contents().await.unwrap().0, v.to_string().into_bytes());
+            }
+        }
+    };
+    read_all(0).await;
+    // A few writes first, so that every session is set up at the cell.
+    for v in 1..=3 {
+        w.set_contents(v.to_string().into_bytes()).await.unwrap();
+        read_all(v).await;
+    }
+    let scrape = || async {
+        let mut sent = Vec::new();
+        let mut relayed = Vec::new();
+        for (_, _, admin) in &proxies {
+            sent.push(metric(admin, "warren_proxy_keepalives_sent_total").await);
+            relayed.push(metric(admin, "warren_proxy_invalidations_relayed_total").await);
+        }
+        let received = metric(&cell_admin, "warren_keepalives_received_total").await;
+        (sent, relayed, received)
+    };
+    let (sent0, relayed0, received0) = scrape().await;
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for v in 4..4 + WRITES {
+        let t = Instant::now();
+        w.set_contents(v.to_string().into_bytes()).await.unwrap();
+        slowest = slowest.max(t.elapsed());
+        read_all(v).await;
+    }
+    let took = started.elapsed();
+    let (sent1, relayed1, received1) = scrape().await;
+    let received = received1 - received0;
+    eprintln!(
+        "{WRITES} writes in {took:?} (slowest {slowest:?}): KeepAlives sent by the proxies \
+         {:?}, received by the cell {received}; invalidations relayed {:?}",
+        [sent1[0] - sent0[0], sent1[1] - sent0[1]],
+        [relayed1[0] - relayed0[0], relayed1[1] - relayed0[1]],
+    );
+    // Leases are refreshed too: the proxies' leases at the cell are 5 s, each renewed about
+    // once a few seconds. 1.2 per write per proxy leaves room for them (and for a slow
+    // run), not for the several per write of a KeepAlive per acknowledgement step.
+    let bound = 1.2 * WRITES as f64;
+    for p in 0..2 {
+        assert!(
+            relayed1[p] - relayed0[p] >= 2.0 * WRITES as f64,
+            "proxy {p} relayed {} invalidations for {WRITES} writes to a file two of its \
+             clients had cached: the test does not exercise what it counts",
+            relayed1[p] - relayed0[p]
+        );
+        let sent = sent1[p] - sent0[p];
+        assert!(
+            sent <= bound,
+            "proxy {p} sent {sent} KeepAlives to the cell for {WRITES} writes (at most {bound})"
+        );
+    }
+    assert!(
+        received <= 2.0 * bound,
+        "the cell received {received} KeepAlives for {WRITES} writes through 2 proxies (at most {})",
+        2.0 * bound
+    );
+}
