@@ -296,11 +296,42 @@ fn a_relayed_event_is_acknowledged_upstream_only_after_its_client_acks() {
         "tag stripped"
     );
     // Acknowledging the first releases upstream seq 1 only.
+    assert!(core.upstream_waiting(0));
     let _ = core.keepalive(&id, 1, t0);
     assert_eq!(core.upstream_ack(0), 1);
+    assert!(core.upstream_waiting(0), "seq 2 still waits for the client");
     let _ = core.keepalive(&id, 2, t0);
     assert_eq!(core.upstream_ack(0), 2);
+    assert!(!core.upstream_waiting(0));
     assert!(core.take_output().effects.contains(&Effect::AckUpstream(0)));
+}
+
+/// What the KeepAlive loop holds its next upstream KeepAlive back for: only events that
+/// went to a client and wait for its ack; one that no client needed (an invalidation of a
+/// path nobody here cached) is acknowledgeable at once, and a new session at the cell
+/// forgets what waited.
+#[test]
+fn only_events_relayed_to_clients_keep_the_upstream_ack_waiting() {
+    let (mut core, t0) = setup(2);
+    assert!(!core.upstream_waiting(0), "nothing received");
+    core.upstream_events(
+        0,
+        &[ev(1, pb::EventType::Invalidate, "/ls/d/nobody", None)],
+        t0,
+    );
+    assert_eq!(core.upstream_ack(0), 1);
+    assert!(!core.upstream_waiting(0));
+    let (id, _, _, _) = core.create_session("c", t0);
+    core.registered(&id, 0);
+    core.upstream_events(
+        0,
+        &[ev(2, pb::EventType::LockAcquired, "/ls/d/l", Some(&id))],
+        t0,
+    );
+    assert!(core.upstream_waiting(0));
+    assert!(!core.upstream_waiting(1), "another cell's acknowledgement is its own");
+    core.upstream_restarted(0);
+    assert!(!core.upstream_waiting(0), "a new session starts with nothing outstanding");
 }
 
 #[test]
