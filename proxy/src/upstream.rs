@@ -470,6 +470,7 @@ async fn keepalive_loop(
                                     return Lost::Session;
                                 }
                                 last_ack = None;
+                                gather.poll_now(Instant::now());
                             }
                         }
                     }
@@ -513,6 +514,7 @@ async fn keepalive_loop(
                     return Lost::Session;
                 }
                 last_ack = None;
+                gather.poll_now(Instant::now());
                 lapsed_retry = Some(Instant::now() + LOCATE_TIMEOUT);
             }
         }
@@ -550,6 +552,12 @@ impl AckGather {
             };
             self.until = Some(now + self.wait);
         }
+    }
+
+    /// The link moved to a master found again: a KeepAlive goes there at once, even if
+    /// delivered events still wait for clients (it finds out whether the session lives).
+    fn poll_now(&mut self, now: Instant) {
+        self.until = Some(now);
     }
 
     /// The bound passed: a KeepAlive goes now; the next wait, if any, is longer.

@@ -329,9 +329,15 @@ fn only_events_relayed_to_clients_keep_the_upstream_ack_waiting() {
         t0,
     );
     assert!(core.upstream_waiting(0));
-    assert!(!core.upstream_waiting(1), "another cell's acknowledgement is its own");
+    assert!(
+        !core.upstream_waiting(1),
+        "another cell's acknowledgement is its own"
+    );
     core.upstream_restarted(0);
-    assert!(!core.upstream_waiting(0), "a new session starts with nothing outstanding");
+    assert!(
+        !core.upstream_waiting(0),
+        "a new session starts with nothing outstanding"
+    );
 }
 
 #[test]
