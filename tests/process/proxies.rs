@@ -500,17 +500,12 @@ async fn metric(admin: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// docs/proxy.md "Upstream acknowledgements": a write to a file that two proxies hold a
-/// copy of costs each of them at most one KeepAlive to the cell — the one that carries
-/// its clients' acknowledgement of the invalidation and is its next long-poll — not one
-/// per step of the acknowledgement. Counted on real processes from their `/metrics`: the
-/// proxies' `warren_proxy_keepalives_sent_total` and the cell's
-/// `warren_keepalives_received_total`, over 50 writes, each followed by reads through both
-/// proxies so that both hold a copy at the next write.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_write_costs_each_proxy_holding_a_copy_at_most_one_keepalive_to_the_cell() {
-    const WRITES: u64 = 50;
-    let dir = tempfile::tempdir().unwrap();
+/// A `warren cell` (2 s client leases, 5 s proxy leases) and two `warren proxy` processes
+/// in front of it (2 s client leases), each with `--admin`: the cell, its admin address,
+/// and each proxy with its address and admin address.
+async fn counted(
+    dir: &std::path::Path,
+) -> (WarrenProcess, String, Vec<(WarrenProcess, String, String)>) {
     let cell_admin = format!("127.0.0.1:{}", crate::free_port());
     let cell = WarrenProcess::spawn(
         bin(),
@@ -521,7 +516,7 @@ async fn a_write_costs_each_proxy_holding_a_copy_at_most_one_keepalive_to_the_ce
             "--listen",
             "127.0.0.1:0",
             "--data",
-            dir.path().to_str().unwrap(),
+            dir.to_str().unwrap(),
             "--admin",
             &cell_admin,
             "--lease",
@@ -557,6 +552,21 @@ async fn a_write_costs_each_proxy_holding_a_copy_at_most_one_keepalive_to_the_ce
         let addr = p.proxy_addr();
         proxies.push((p, addr, admin));
     }
+    (cell, cell_admin, proxies)
+}
+
+/// docs/proxy.md "Upstream acknowledgements": a write to a file that two proxies hold a
+/// copy of costs each of them at most one KeepAlive to the cell — the one that carries
+/// its clients' acknowledgement of the invalidation and is its next long-poll — not one
+/// per step of the acknowledgement. Counted on real processes from their `/metrics`: the
+/// proxies' `warren_proxy_keepalives_sent_total` and the cell's
+/// `warren_keepalives_received_total`, over 50 writes, each followed by reads through both
+/// proxies so that both hold a copy at the next write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_costs_each_proxy_holding_a_copy_at_most_one_keepalive_to_the_cell() {
+    const WRITES: u64 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let (_cell, cell_admin, proxies) = counted(dir.path()).await;
     let connect = |addr: String, cache: bool| async move {
         Session::connect_with(ClientOptions::proxies(vec![addr]).cache(cache))
             .await
@@ -642,5 +652,84 @@ async fn a_write_costs_each_proxy_holding_a_copy_at_most_one_keepalive_to_the_ce
         received <= 2.0 * bound,
         "the cell received {received} KeepAlives for {WRITES} writes through 2 proxies (at most {})",
         2.0 * bound
+    );
+}
+
+/// docs/proxy.md "Upstream acknowledgements": a client that never acknowledges an
+/// invalidation holds the write up until its lease ends (2 s) — and costs its proxy a
+/// KeepAlive to the cell every 50–200 ms meanwhile (so that other events still get
+/// through), not one per round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_client_costs_its_proxy_a_bounded_number_of_keepalives_while_a_write_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_cell, cell_admin, proxies) = counted(dir.path()).await;
+    let writer = Session::connect_with(ClientOptions::proxies(vec![proxies[0].1.clone()]))
+        .await
+        .expect("connect through proxy A");
+    let (w, _) = writer
+        .open("/w", OpenOptions::new().write().create_file(b"0".to_vec()))
+        .await
+        .unwrap();
+    // A raw session through proxy B that reads /w cacheably, then sends one KeepAlive and
+    // never another: the invalidation it gets is never acknowledged.
+    let mut c =
+        warren_proto::pb::warren_client::WarrenClient::connect(format!("http://{}", proxies[1].1))
+            .await
+            .unwrap();
+    let s = c
+        .create_session(warren_proto::pb::CreateSessionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let ctx = warren_proto::pb::SessionContext {
+        session_id: s.session_id,
+        secret: s.secret,
+        epoch: s.epoch,
+        ..Default::default()
+    };
+    let h = c
+        .open(warren_proto::pb::OpenRequest {
+            ctx: Some(ctx.clone()),
+            path: "/ls/local/w".into(),
+            intent: 1,
+            read: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(h.cacheable, "the silent reader holds a copy");
+    let mut k = c.clone();
+    let silent = tokio::spawn(async move {
+        let _ = k
+            .keep_alive(warren_proto::pb::KeepAliveRequest {
+                ctx: Some(ctx),
+                ack_seq: 0,
+            })
+            .await;
+    });
+    let sent =
+        |admin: String| async move { metric(&admin, "warren_proxy_keepalives_sent_total").await };
+    let before = sent(proxies[1].2.clone()).await;
+    let received0 = metric(&cell_admin, "warren_keepalives_received_total").await;
+    let t = Instant::now();
+    w.set_contents(b"1".to_vec()).await.unwrap();
+    let took = t.elapsed();
+    let after = sent(proxies[1].2.clone()).await;
+    let received = metric(&cell_admin, "warren_keepalives_received_total").await - received0;
+    silent.abort();
+    let n = after - before;
+    eprintln!("the write took {took:?}; proxy B sent {n} KeepAlives meanwhile, the cell received {received}");
+    assert!(
+        took >= Duration::from_millis(1000),
+        "the write did not wait for the silent reader ({took:?}): the check is not exercised"
+    );
+    // One every 200 ms at most once the bound has grown (50, 100, then 200 ms), a lease
+    // refresh or two, the acknowledgement: about 15 for a 2.5 s wait. A KeepAlive per round
+    // trip would be hundreds.
+    let bound = took.as_secs_f64() / 0.2 + 8.0;
+    assert!(
+        n <= bound,
+        "proxy B sent {n} KeepAlives to the cell while one write waited {took:?} for its silent client (at most {bound:.0})"
     );
 }
