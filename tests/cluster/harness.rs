@@ -116,10 +116,13 @@ pub async fn locate(addr: &str) -> Option<pb::LocateResponse> {
         .ok()?
         .ok()?;
     let mut c = WarrenClient::new(ch);
-    let r = tokio::time::timeout(Duration::from_millis(500), c.locate(pb::LocateRequest {}))
-        .await
-        .ok()?
-        .ok()?;
+    let r = tokio::time::timeout(
+        Duration::from_millis(500),
+        c.locate(pb::LocateRequest::default()),
+    )
+    .await
+    .ok()?
+    .ok()?;
     Some(r.into_inner())
 }
 
