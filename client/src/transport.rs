@@ -12,6 +12,13 @@ use warren_proto::WarrenError;
 
 /// How many `Locate` redirects (`master` pointing elsewhere) to follow before giving up.
 const MAX_LOCATE_HOPS: usize = 3;
+/// HTTP/2 PINGs on every connection [`dial`] makes: how often, and how long the answer
+/// may take before the connection (and every call on it) is failed.
+const PING_EVERY: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// While [`find_cell_master`] waits for a replica that does not answer, it asks the ones
+/// that did again this often.
+const REASK_EVERY: Duration = Duration::from_millis(250);
 
 /// A connection to one server.
 #[derive(Clone, Debug)]
@@ -41,7 +48,13 @@ pub async fn dial(addr: &str, timeout: Duration) -> Result<Conn, Error> {
             ))
         })?
         .connect_timeout(timeout)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // A server that stops answering without closing the connection (a frozen process,
+        // a partition) fails the calls waiting on it within a few seconds, so they are
+        // retried at the new master rather than held until it wakes (docs/design.md §9).
+        .http2_keep_alive_interval(PING_EVERY)
+        .keep_alive_timeout(PING_TIMEOUT)
+        .keep_alive_while_idle(true);
     let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
         Ok(Ok(channel)) => channel,
         Ok(Err(e)) => {
@@ -167,19 +180,37 @@ pub async fn find_cell_master(
             (addr.clone(), r)
         })
         .collect();
-    let mut answers: Vec<LocateInfo> = Vec::new();
+    let mut answered: Vec<(Conn, LocateInfo)> = Vec::new();
     let mut errors = Vec::new();
     let mut silent: Vec<String> = Vec::new();
-    while let Some((addr, r)) = asks.next().await {
-        match r {
-            Ok((conn, info)) if info.is_master => return Ok((conn, info)),
-            Ok((_, info)) => answers.push(info),
-            Err(e) => {
-                silent.push(addr);
-                errors.push(e);
+    // While a replica keeps us waiting (frozen, cut off), the ones that answered "not me"
+    // are asked again now and then: one of them may be elected meanwhile.
+    let mut again = tokio::time::interval(REASK_EVERY);
+    again.tick().await;
+    loop {
+        tokio::select! {
+            next = asks.next() => match next {
+                None => break,
+                Some((_, Ok((conn, info)))) if info.is_master => return Ok((conn, info)),
+                Some((_, Ok(answer))) => answered.push(answer),
+                Some((addr, Err(e))) => {
+                    silent.push(addr);
+                    errors.push(e);
+                }
+            },
+            _ = again.tick(), if !answered.is_empty() => {
+                for (conn, info) in answered.iter_mut() {
+                    if let Ok(now) = locate_at(conn, REASK_EVERY).await {
+                        if now.is_master {
+                            return Ok((conn.clone(), now));
+                        }
+                        *info = now;
+                    }
+                }
             }
         }
     }
+    let answers: Vec<LocateInfo> = answered.into_iter().map(|(_, info)| info).collect();
     // Nobody said "me": follow the master the replicas name, the newest epoch first.
     let Some(named) = answers
         .iter()
