@@ -191,8 +191,6 @@ async fn probe_master(shared: Arc<Shared>, ix: CellIx) {
             continue;
         }
         tracing::info!(cell = %up.name, master = %link.addr, "the master did not answer a probe in time; looking for it again");
-        metrics::counter!("warren_proxy_master_probes_failed_total", "cell" => up.name.clone())
-            .increment(1);
         up.unresponsive.notify_one();
         // Probe again once the keepalive loop has linked anew (bounded, in case it was
         // busy elsewhere and linked nothing).
