@@ -73,6 +73,10 @@ pub struct CellArgs {
     /// Env WARREN_META.
     #[arg(long)]
     meta: Option<String>,
+    /// The address others reach this replica at, HOST:PORT, if not --listen (NAT, a
+    /// container port, a TCP relay): what Locate names as master. Env WARREN_ADVERTISE.
+    #[arg(long)]
+    advertise: Option<String>,
 }
 
 /// Serves one cell until Ctrl-C / SIGTERM.
@@ -94,6 +98,7 @@ pub async fn run(a: CellArgs) -> ExitCode {
         ("etcd_lease", &a.etcd_lease),
         ("etcd_max_txn_ops", &a.etcd_max_txn_ops),
         ("meta", &a.meta),
+        ("advertise", &a.advertise),
     ];
     let sources = server_cmd::sources(a.config.as_deref(), &flags);
     server_cmd::load_and_serve(

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod core;
+pub(crate) mod depose;
 mod edge;
 mod peers;
 pub mod replica;

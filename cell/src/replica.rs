@@ -218,6 +218,14 @@ async fn one_term(
         election.to_string(),
         prefix.to_string(),
     ));
+    // A standby also checks reports that the master cannot be reached (docs/design.md §9,
+    // "A master nobody can reach").
+    let deposer = Abort(tokio::spawn(crate::depose::deposer(
+        node.clone(),
+        client.clone(),
+        election.to_string(),
+        prefix.to_string(),
+    )));
     let guard = scopeguard(keeper, watcher);
 
     // Campaign: blocks until this replica leads, or the lease dies.
@@ -244,7 +252,9 @@ async fn one_term(
         key: leader.key().to_vec(),
         create_revision: leader.rev(),
     };
-    drop(guard.1); // the standby watcher; this replica is master now
+    drop(guard.1); // the standby watcher and deposer; this replica is master now
+    drop(deposer);
+    let term_id = (fence.key.clone(), fence.create_revision);
     let store = EtcdStore::new(client.clone(), prefix.to_string(), Some(fence))
         .with_endpoints(etcd.endpoints.clone())
         .with_limits(etcd.max_txn_ops, 1024 * 1024);
@@ -260,7 +270,11 @@ async fn one_term(
     node.set_role(Role::Master(term.shared.clone()));
     set_health(node, "ok".into());
 
-    // Serve until the lease cannot be proven any more, or a write is fenced off.
+    // Serve until the lease cannot be proven any more, a write is fenced off, or a standby
+    // that cannot reach this master either asks it to step down (crate::depose).
+    let step_down =
+        crate::depose::asked_to_step_down(client.clone(), prefix.to_string(), term_id.0, term_id.1);
+    tokio::pin!(step_down);
     let reason = loop {
         let until = *valid_rx.borrow_and_update();
         if Instant::now() >= until {
@@ -270,18 +284,25 @@ async fn one_term(
             _ = tokio::time::sleep_until(until) => {}
             _ = valid_rx.changed() => {}
             f = term.failed() => break format!("a write failed: {f}"),
+            s = &mut step_down => break format!(
+                "replica {} could not reach it, nor could the clients that told it so; it asked this master to step down",
+                s.by
+            ),
         }
     };
     tracing::warn!(cell = %opts.core.cell, replica = %opts.replica, %reason, "stopped serving as master");
     metrics::counter!("warren_cell_depositions_total").increment(1);
     let epoch = term.epoch();
+    // Stop serving first; only then let the lease (and the election key) go, so that a
+    // standby can win at once rather than after the lease's TTL. Writes still in the
+    // writer are fenced off once the key is gone.
     node.set_role(Role::Standby {
         master: String::new(),
         epoch,
     });
-    term.end().await;
     let _ = bounded(client.lease_revoke(lease_id)).await;
     drop(guard.0);
+    term.end().await;
     Err(format!("deposed: {reason}"))
 }
 

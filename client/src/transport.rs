@@ -12,6 +12,13 @@ use warren_proto::WarrenError;
 
 /// How many `Locate` redirects (`master` pointing elsewhere) to follow before giving up.
 const MAX_LOCATE_HOPS: usize = 3;
+/// HTTP/2 PINGs on every connection [`dial`] makes: how often, and how long the answer
+/// may take before the connection (and every call on it) is failed.
+const PING_EVERY: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// While [`find_cell_master`] waits for a replica that does not answer, it asks the ones
+/// that did again this often.
+const REASK_EVERY: Duration = Duration::from_millis(250);
 
 /// A connection to one server.
 #[derive(Clone, Debug)]
@@ -41,7 +48,13 @@ pub async fn dial(addr: &str, timeout: Duration) -> Result<Conn, Error> {
             ))
         })?
         .connect_timeout(timeout)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // A server that stops answering without closing the connection (a frozen process,
+        // a partition) fails the calls waiting on it within a few seconds, so they are
+        // retried at the new master rather than held until it wakes (docs/design.md §9).
+        .http2_keep_alive_interval(PING_EVERY)
+        .keep_alive_timeout(PING_TIMEOUT)
+        .keep_alive_while_idle(true);
     let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
         Ok(Ok(channel)) => channel,
         Ok(Err(e)) => {
@@ -67,7 +80,7 @@ pub async fn dial(addr: &str, timeout: Duration) -> Result<Conn, Error> {
 /// Asks the server behind `conn` who is master.
 pub async fn locate_at(conn: &Conn, timeout: Duration) -> Result<LocateInfo, Error> {
     let mut client = conn.client.clone();
-    match tokio::time::timeout(timeout, client.locate(pb::LocateRequest {})).await {
+    match tokio::time::timeout(timeout, client.locate(pb::LocateRequest::default())).await {
         Ok(Ok(reply)) => Ok(LocateInfo::from_wire(&conn.addr, reply.into_inner())),
         Ok(Err(status)) => Err(Error::from_status(&status, &conn.addr)),
         Err(_) => Err(Error::timed_out(&conn.addr, timeout)),
@@ -139,6 +152,151 @@ pub async fn master_via(addr: &str, timeout: Duration) -> Result<(Conn, LocateIn
     Err(Error::Transport(format!(
         "{addr}: gave up after following {MAX_LOCATE_HOPS} master redirects"
     )))
+}
+
+/// Finds a cell's master by asking every replica in `endpoints` at once (each dial and
+/// `Locate` bounded by `timeout`), so that one replica that does not answer (a frozen
+/// process, a partition) costs one `timeout` per round instead of one per replica in
+/// turn. The first replica that says it is master wins. If none does, the master the
+/// others name (at the highest epoch) is tried; if it cannot be reached either, the
+/// replicas that named it are told so ([`report_unreachable`]; docs/design.md §9, "A
+/// master nobody can reach") and the error says which master did not answer.
+///
+/// For cells only: a proxy list has an order of preference, which this ignores.
+pub async fn find_cell_master(
+    endpoints: &[String],
+    timeout: Duration,
+) -> Result<(Conn, LocateInfo), Error> {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let mut asks: FuturesUnordered<_> = endpoints
+        .iter()
+        .map(|addr| async move {
+            let r = async {
+                let conn = dial(addr, timeout).await?;
+                let info = locate_at(&conn, timeout).await?;
+                Ok::<_, Error>((conn, info))
+            }
+            .await;
+            (addr.clone(), r)
+        })
+        .collect();
+    let mut answered: Vec<(Conn, LocateInfo)> = Vec::new();
+    let mut errors = Vec::new();
+    let mut silent: Vec<String> = Vec::new();
+    // While a replica keeps us waiting (frozen, cut off), the ones that answered "not me"
+    // are asked again now and then: one of them may be elected meanwhile.
+    let mut again = tokio::time::interval(REASK_EVERY);
+    again.tick().await;
+    loop {
+        tokio::select! {
+            next = asks.next() => match next {
+                None => break,
+                Some((_, Ok((conn, info)))) if info.is_master => return Ok((conn, info)),
+                Some((_, Ok(answer))) => answered.push(answer),
+                Some((addr, Err(e))) => {
+                    silent.push(addr);
+                    errors.push(e);
+                }
+            },
+            _ = again.tick(), if !answered.is_empty() => {
+                for (conn, info) in answered.iter_mut() {
+                    if let Ok(now) = locate_at(conn, REASK_EVERY).await {
+                        if now.is_master {
+                            return Ok((conn.clone(), now));
+                        }
+                        *info = now;
+                    }
+                }
+            }
+        }
+    }
+    let answers: Vec<LocateInfo> = answered.into_iter().map(|(_, info)| info).collect();
+    // Nobody said "me": follow the master the replicas name, the newest epoch first.
+    let Some(named) = answers
+        .iter()
+        .filter(|a| !a.master.is_empty())
+        .max_by_key(|a| a.epoch)
+        .map(|a| (a.master.clone(), a.epoch))
+    else {
+        errors.push(Error::Warren(WarrenError::not_master("")));
+        return Err(combine(errors));
+    };
+    let (master, epoch) = named;
+    if !silent.contains(&master) {
+        match master_via(&master, timeout).await {
+            Ok(found) => return Ok(found),
+            Err(e) => errors.push(e),
+        }
+    }
+    let witnesses: Vec<String> = answers
+        .iter()
+        .filter(|a| a.master == master)
+        .map(|a| a.endpoint.clone())
+        .collect();
+    report_unreachable(&witnesses, &master, epoch, timeout).await;
+    Err(Error::Transport(format!(
+        "the master the replicas name, {master} (epoch {epoch}), did not answer within \
+         {timeout:?}; told {} so",
+        witnesses.join(", ")
+    )))
+}
+
+/// Tells each of `replicas` that `master` (of `epoch`) could not be reached from here
+/// (a `Locate` carrying the report; docs/design.md §9, "A master nobody can reach"). Best
+/// effort: each is bounded by `timeout` and failures are ignored.
+pub async fn report_unreachable(replicas: &[String], master: &str, epoch: u64, timeout: Duration) {
+    let tell = |addr: String| async move {
+        let attempt = async {
+            let conn = dial(&addr, timeout).await.ok()?;
+            let mut client = conn.client.clone();
+            let request = pb::LocateRequest {
+                unreachable_master: master.to_string(),
+                unreachable_epoch: epoch,
+            };
+            tokio::time::timeout(timeout, client.locate(request))
+                .await
+                .ok()
+        };
+        if attempt.await.is_none() {
+            tracing::debug!(%addr, %master, "could not report the unreachable master");
+        }
+    };
+    futures::future::join_all(replicas.iter().cloned().map(tell)).await;
+}
+
+/// Watches the master behind `conn` and resolves only when another replica of
+/// `endpoints` has become master: every `interval` it asks the master `Locate` (bounded
+/// by `timeout`, on the same connection as the session's calls). When that goes
+/// unanswered, or the answer is no longer "master", it looks for the master among the
+/// replicas in rounds ([`find_cell_master`], which reports a master nobody can reach),
+/// each round more patient (from half of `timeout` up to four times it), until another
+/// master is found or the same one answers again. A frozen or cut-off master's calls hang
+/// rather than fail, so nothing else would notice before the session's lease ran out
+/// (docs/design.md §9).
+pub async fn watch_master(
+    conn: &Conn,
+    endpoints: &[String],
+    interval: Duration,
+    timeout: Duration,
+) -> (Conn, LocateInfo) {
+    loop {
+        tokio::time::sleep(interval).await;
+        if matches!(locate_at(conn, timeout).await, Ok(info) if info.is_master) {
+            continue;
+        }
+        let mut patience = timeout / 2;
+        loop {
+            match find_cell_master(endpoints, patience).await {
+                Ok((found, info)) if found.addr != conn.addr => return (found, info),
+                Ok(_) => break, // the same master answers after all: it was only slow
+                Err(e) => {
+                    tracing::debug!(master = %conn.addr, %e, "the master did not answer; no other master yet");
+                    patience = (patience * 2).min(timeout * 4);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
 }
 
 /// Whether a failed call's status means the server was not reached (as opposed to an

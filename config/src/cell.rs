@@ -67,6 +67,11 @@ pub struct CellConfig {
     /// partitioned deployment, serving only the slots the partition map (watched in the
     /// meta cell) gives it. Empty: the meta cell, or the only cell of an unpartitioned one.
     pub meta: Vec<String>,
+    /// The address (`HOST:PORT`) this replica tells others to reach it at: what `Locate`
+    /// names as master and what it campaigns with. Unset: the `listen` address. Set it
+    /// when clients reach the replica through a different address (NAT, a container
+    /// port, a TCP relay).
+    pub advertise: Option<String>,
 }
 
 /// The `store` setting.
@@ -101,6 +106,7 @@ const FIELDS: &[FieldSpec] = &[
     spec("etcd_lease", "WARREN_ETCD_LEASE"),
     spec("etcd_max_txn_ops", "WARREN_ETCD_MAX_TXN_OPS"),
     spec("meta", "WARREN_META"),
+    spec("advertise", "WARREN_ADVERTISE"),
 ];
 
 const fn spec(name: &'static str, env: &'static str) -> FieldSpec {
@@ -145,6 +151,7 @@ impl CellConfig {
             etcd_lease: defaults::ETCD_LEASE,
             etcd_max_txn_ops: defaults::ETCD_MAX_TXN_OPS,
             meta: Vec::new(),
+            advertise: None,
         }
     }
 
@@ -242,6 +249,13 @@ impl CellConfig {
             Ok(addrs)
         })? {
             config.meta = v;
+        }
+        if let Some(v) = layers.parse("advertise", |s| {
+            let a = s.trim().to_owned();
+            check_endpoints(std::slice::from_ref(&a), "address")?;
+            Ok(a)
+        })? {
+            config.advertise = Some(v);
         }
         if let Some(admin) = layers.parse("admin", |s| match s.trim() {
             "" | "none" | "off" => Ok(None),

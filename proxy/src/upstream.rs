@@ -21,8 +21,14 @@ use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
 use warren_proto::{ErrorCode, WarrenError};
 
-/// How long one attempt to reach a cell (dial + Locate) may take.
+/// How long one attempt to reach a cell (dial + Locate) may take at most; looking for a
+/// master again starts with [`FIRST_PATIENCE`] and doubles up to this.
 const LOCATE_TIMEOUT: Duration = Duration::from_secs(2);
+const FIRST_PATIENCE: Duration = Duration::from_millis(500);
+/// How often the proxy checks that each cell's master still answers, and how long it may
+/// take ([`probe_master`]): about 2 small unary calls per second per cell per proxy.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause between rounds of looking for a master that could not be found.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
@@ -71,6 +77,8 @@ pub struct Upstream {
     pub kick: Notify,
     /// A forwarded call saw `NOT_MASTER` / a transport failure / `STALE_EPOCH`.
     pub suspect: Notify,
+    /// The master did not answer [`probe_master`] in time: look for it again now.
+    pub unresponsive: Notify,
 }
 
 impl Upstream {
@@ -83,6 +91,7 @@ impl Upstream {
             link: watch::channel(None).0,
             kick: Notify::new(),
             suspect: Notify::new(),
+            unresponsive: Notify::new(),
         }
     }
 
@@ -135,24 +144,62 @@ impl Upstream {
     }
 }
 
-/// Finds the master among `addrs` (following `Locate` redirects).
-async fn find_master(up: &Upstream) -> Option<(WarrenClient<Channel>, String, u64, String)> {
-    for addr in &up.addrs() {
-        match transport::master_via(addr, LOCATE_TIMEOUT).await {
-            Ok((conn, info)) => {
-                if info.cell != up.name {
-                    tracing::error!(
-                        cell = %up.name, %addr, answered = %info.cell,
-                        "the server at this address says it is a different cell; check --cell or the partition map"
-                    );
-                    continue;
-                }
-                return Some((conn.client, conn.addr, info.epoch, info.deployment));
+/// Finds the master among `addrs`, asking every replica at once and waiting at most
+/// `patience` for each ([`transport::find_cell_master`], which also reports a master the
+/// replicas name but that does not answer; docs/design.md §9).
+async fn find_master(
+    up: &Upstream,
+    patience: Duration,
+) -> Option<(WarrenClient<Channel>, String, u64, String)> {
+    match transport::find_cell_master(&up.addrs(), patience).await {
+        Ok((conn, info)) => {
+            if info.cell != up.name {
+                tracing::error!(
+                    cell = %up.name, addr = %conn.addr, answered = %info.cell,
+                    "the server at this address says it is a different cell; check --cell or the partition map"
+                );
+                return None;
             }
-            Err(e) => tracing::debug!(cell = %up.name, %addr, %e, "no master there"),
+            Some((conn.client, conn.addr, info.epoch, info.deployment))
+        }
+        Err(e) => {
+            tracing::debug!(cell = %up.name, %e, "no master found");
+            None
         }
     }
-    None
+}
+
+/// Watches the master of `ix` through the proxy's link: every [`PROBE_INTERVAL`] a
+/// `Locate` on the link's connection, which must be answered "master" within
+/// [`PROBE_TIMEOUT`]. A frozen master (SIGSTOP, a long pause) or one cut off from the
+/// proxy answers nothing, and the KeepAlive it holds would hang until the proxy's lease
+/// at the cell ran out; so the keepalive loop is told ([`Upstream::unresponsive`]) to look
+/// for the master again at once, among all replicas (docs/design.md §9, "A frozen or
+/// cut-off master"). Runs for the life of [`run`].
+async fn probe_master(shared: Arc<Shared>, ix: CellIx) {
+    let up = shared.cell(ix);
+    let mut links = up.link.subscribe();
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let Some(link) = links.borrow_and_update().clone() else {
+            continue;
+        };
+        let mut client = link.client.clone();
+        let answer =
+            tokio::time::timeout(PROBE_TIMEOUT, client.locate(pb::LocateRequest::default())).await;
+        if matches!(&answer, Ok(Ok(r)) if r.get_ref().is_master) {
+            continue;
+        }
+        tracing::info!(cell = %up.name, master = %link.addr, "the master did not answer a probe in time; looking for it again");
+        up.unresponsive.notify_one();
+        // Probe again once the keepalive loop has linked anew (bounded, in case it was
+        // busy elsewhere and linked nothing).
+        let _ = tokio::time::timeout(
+            crate::config::LEASE_LIMIT,
+            links.wait_for(|l| l.as_ref().is_some_and(|l| l.serial != link.serial)),
+        )
+        .await;
+    }
 }
 
 fn code_of(status: &tonic::Status) -> Option<WarrenError> {
@@ -191,9 +238,10 @@ pub async fn run(shared: Arc<Shared>, ix: CellIx) {
     // The proxy's last session at this cell, whose clients a new session claims back.
     let mut previous: Option<[u8; 16]> = None;
     let mut failures = 0u32;
+    let _probe = AbortOnDrop(tokio::spawn(probe_master(shared.clone(), ix)));
     'session: loop {
         // 1. A master and a new session there.
-        let Some((mut client, addr, _, _)) = find_master(up).await else {
+        let Some((mut client, addr, _, _)) = find_master(up, LOCATE_TIMEOUT).await else {
             failures += 1;
             tokio::time::sleep(RETRY_PAUSE.min(Duration::from_millis(50) * failures)).await;
             continue;
@@ -264,6 +312,15 @@ pub async fn run(shared: Arc<Shared>, ix: CellIx) {
 
 enum Lost {
     Session,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Claims the clients with state at `ix` onto the proxy's new session there — only those
@@ -506,6 +563,14 @@ async fn keepalive_loop(
                 last_ack = Some(ack);
                 in_flight.push(send(link, ack));
             }
+            _ = up.unresponsive.notified() => {
+                // probe_master: the master does not answer; the KeepAlives it holds may
+                // never be answered. Look for the master (the session lives on there).
+                in_flight.clear();
+                if !reconnect(shared, ix, link, serial).await {
+                    return Lost::Session;
+                }
+            }
             _ = tokio::time::sleep_until(lease_gone) => {
                 // Let the in-flight ones go; find the master again.
                 tracing::info!(cell = %up.name, "the proxy's lease at the cell ran out unanswered; looking for the master");
@@ -580,8 +645,9 @@ async fn reconnect(shared: &Shared, ix: CellIx, link: &mut Link, serial: &mut u6
     let up = &*up;
     let give_up = Instant::now() + crate::config::LEASE_LIMIT + Duration::from_secs(5);
     let mut pause = Duration::from_millis(20);
+    let mut patience = FIRST_PATIENCE;
     loop {
-        if let Some((client, addr, epoch, _)) = find_master(up).await {
+        if let Some((client, addr, epoch, _)) = find_master(up, patience).await {
             link.client = client;
             link.addr = addr;
             if epoch > link.epoch {
@@ -598,5 +664,6 @@ async fn reconnect(shared: &Shared, ix: CellIx, link: &mut Link, serial: &mut u6
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(RETRY_PAUSE);
+        patience = (patience * 2).min(LOCATE_TIMEOUT);
     }
 }

@@ -9,8 +9,15 @@ use warren_proto::pb::warren_client::WarrenClient;
 use warren_proto::{ErrorCode, WarrenError};
 use warren_testkit::WarrenProcess;
 
+/// The `warren` binary the processes run: this build's, or `WARREN_BIN` (to measure another
+/// build the same way, as docs/performance.md does).
 pub fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_warren"))
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var_os("WARREN_BIN")
+            .map(Into::into)
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_warren").into())
+    })
 }
 
 pub fn free_port() -> u16 {
@@ -28,6 +35,8 @@ pub struct Replicas {
     /// etcd endpoints each replica is given (may differ: a replica behind a bridge).
     pub etcd: Vec<String>,
     pub extra: Vec<String>,
+    /// `--advertise` of each replica (e.g. a bridge in front of it), if any.
+    pub advertise: Vec<Option<String>>,
 }
 
 impl Replicas {
@@ -49,6 +58,7 @@ impl Replicas {
         Replicas {
             addrs,
             procs: etcd.iter().map(|_| None).collect(),
+            advertise: etcd.iter().map(|_| None).collect(),
             etcd,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         }
@@ -74,6 +84,9 @@ impl Replicas {
             "--listen",
             &self.addrs[i],
         ];
+        if let Some(a) = &self.advertise[i] {
+            args.extend(["--advertise", a.as_str()]);
+        }
         args.extend(self.extra.iter().map(String::as_str));
         WarrenProcess::spawn(bin(), &args).await
     }
@@ -116,10 +129,13 @@ pub async fn locate(addr: &str) -> Option<pb::LocateResponse> {
         .ok()?
         .ok()?;
     let mut c = WarrenClient::new(ch);
-    let r = tokio::time::timeout(Duration::from_millis(500), c.locate(pb::LocateRequest {}))
-        .await
-        .ok()?
-        .ok()?;
+    let r = tokio::time::timeout(
+        Duration::from_millis(500),
+        c.locate(pb::LocateRequest::default()),
+    )
+    .await
+    .ok()?
+    .ok()?;
     Some(r.into_inner())
 }
 

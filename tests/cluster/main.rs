@@ -4,6 +4,7 @@
 //! and no acknowledged write is lost.
 
 mod fencing;
+mod frozen;
 mod harness;
 mod locks;
 mod proxies;

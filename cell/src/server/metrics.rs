@@ -66,6 +66,11 @@ static METRICS: TierMetrics = TierMetrics::new(&[
     )
     .from_zero(),
     Metric::counter(
+        "warren_cell_step_down_requests_total",
+        "step-down requests this standby wrote for a master that neither it nor a client could reach (replicated cells only)",
+    )
+    .from_zero(),
+    Metric::counter(
         "warren_cell_wrong_cell_total",
         "calls answered WRONG_CELL (the path belongs to another cell, or the caller's map is stale)",
     )

@@ -87,6 +87,7 @@ impl CellOptions {
         CellOptions {
             replica: c.replica.clone(),
             meta: c.meta.clone(),
+            advertise: c.advertise.clone(),
             ..CellOptions::new(core)
         }
     }

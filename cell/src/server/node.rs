@@ -62,6 +62,9 @@ pub(crate) struct Node {
     pub(crate) store_kind: &'static str,
     /// Last known health of the store backend (etcd), for `/status`.
     pub(crate) store_health: RwLock<String>,
+    /// The latest report that a caller could not reach the master (docs/design.md §9, "A
+    /// master nobody can reach"), for the standby's deposer ([`crate::depose`]).
+    unreachable: tokio::sync::watch::Sender<Option<crate::depose::Report>>,
 }
 
 impl Node {
@@ -81,7 +84,28 @@ impl Node {
             replica: opts.replica.clone(),
             store_kind,
             store_health: RwLock::new("ok".into()),
+            unreachable: tokio::sync::watch::channel(None).0,
         })
+    }
+
+    /// A caller says it could not reach `master` (of `epoch`). Kept only by a standby that
+    /// follows that very master; its deposer decides what to do ([`crate::depose`]).
+    pub(crate) fn report_unreachable(&self, master: String, epoch: u64) {
+        let follows = match &*self.role.read().unwrap_or_else(|p| p.into_inner()) {
+            Role::Standby { master: m, .. } => m.clone(),
+            Role::Master(_) => return,
+        };
+        let report = crate::depose::Report { master, epoch };
+        if crate::depose::accept(&report, &follows) {
+            self.unreachable.send_replace(Some(report));
+        }
+    }
+
+    /// The reports [`Node::report_unreachable`] kept, newest only.
+    pub(crate) fn unreachable_reports(
+        &self,
+    ) -> tokio::sync::watch::Receiver<Option<crate::depose::Report>> {
+        self.unreachable.subscribe()
     }
 
     pub(crate) fn set_role(&self, r: Role) {

@@ -247,7 +247,7 @@ impl Cluster {
             loop {
                 let mut client = c.client.clone();
                 let l = client
-                    .locate(pb::LocateRequest {})
+                    .locate(pb::LocateRequest::default())
                     .await
                     .unwrap()
                     .into_inner();

@@ -45,7 +45,7 @@ use futures::StreamExt;
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -68,6 +68,12 @@ const LONGEST_LEASE: Duration = Duration::from_secs(60);
 const RECREATE_CONCURRENCY: usize = 16;
 /// `Locate` timeout while looking for the master (a replica answers it at once).
 const LOCATE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a session straight to a cell asks its master `Locate` while a KeepAlive is
+/// held there, and how long the master may take to answer before the other replicas are
+/// asked (docs/design.md §9, "A frozen or cut-off master"). One small unary call per
+/// session per second.
+const MASTER_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+const MASTER_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves its data
 /// consistent, so a panic elsewhere must not make the session unusable.
@@ -146,9 +152,6 @@ pub(crate) struct Shared {
     /// The endpoints in the order master searches try them: as given for a cell; for
     /// proxies, the session's ring order ([`proxy_order`]), its preferred proxy first.
     search_order: Vec<String>,
-    /// Where the next master search starts in `search_order` (round-robin; cells only —
-    /// through proxies every search starts at the preferred proxy).
-    next_endpoint: AtomicUsize,
     /// Distinguishes calls' retry jitter.
     calls: AtomicU64,
     /// Seed for jitter (from the session id).
@@ -369,7 +372,6 @@ impl Session {
             driver_tx,
             stop,
             search_order,
-            next_endpoint: AtomicUsize::new(0),
             calls: AtomicU64::new(0),
             jitter_seed,
             open_handles: Mutex::new(Vec::new()),
@@ -956,10 +958,15 @@ impl Shared {
     /// connection.
     async fn redirect(&self, failed: &Conn, master: &str) -> Result<(), Error> {
         let timeout = self.options.rpc_timeout;
-        let conn = if master.is_empty() {
+        let conn = if !master.is_empty() {
+            transport::dial(master, timeout).await?
+        } else if self.options.via_proxies {
             transport::find_master(&self.search_order, timeout).await?.0
         } else {
-            transport::dial(master, timeout).await?
+            let timeout = timeout.min(LOCATE_TIMEOUT);
+            transport::find_cell_master(&self.search_order, timeout)
+                .await?
+                .0
         };
         tracing::debug!(from = %failed.addr, to = %conn.addr, "following the master");
         *lock(&self.conn) = conn;
@@ -1082,7 +1089,32 @@ async fn keepalive(
     };
     let sent_at = Instant::now();
     let mut client = conn.client.clone();
-    let status = match tokio::time::timeout(deadline, client.keep_alive(request)).await {
+    let held = tokio::time::timeout(deadline, client.keep_alive(request));
+    // Straight to a cell, the master holding this KeepAlive is watched meanwhile: a frozen
+    // or cut-off master never answers it, and the session moves as soon as another
+    // replica is master (docs/design.md §9) rather than when its lease runs out.
+    let watched = async {
+        if shared.options.via_proxies {
+            std::future::pending().await
+        } else {
+            transport::watch_master(
+                &conn,
+                &shared.options.endpoints,
+                MASTER_PROBE_INTERVAL,
+                MASTER_PROBE_TIMEOUT,
+            )
+            .await
+        }
+    };
+    let outcome = tokio::select! {
+        r = held => r,
+        (moved, info) = watched => {
+            tracing::info!(from = %conn.addr, to = %moved.addr, epoch = info.epoch, "the master did not answer; following the new master");
+            *lock(&shared.conn) = moved;
+            return Input::KeepAliveFailed(Failure::Redirected);
+        }
+    };
+    let status = match outcome {
         Ok(Ok(reply)) => {
             return Input::KeepAliveReply {
                 sent_at,
@@ -1146,23 +1178,33 @@ async fn recreate_handles(shared: Arc<Shared>) {
         .await;
 }
 
-/// One round of looking for the master: `Locate` on each endpoint in turn, following its
-/// answer to the master. For a cell each round starts one further along the endpoints;
-/// through proxies every round starts from the session's preferred proxy, so the session
-/// goes to the earliest live proxy in its order (a proxy answers `Locate` as master).
+/// One round of looking for the master. For a cell, every replica is asked at once
+/// ([`transport::find_cell_master`]). Through proxies, `Locate` goes to each in turn from
+/// the session's preferred proxy, so the session goes to the earliest live proxy in its
+/// order (a proxy answers `Locate` as master).
 async fn find_master(shared: Arc<Shared>, after: Duration) -> Input {
     if !after.is_zero() {
         tokio::time::sleep(after).await;
     }
     let endpoints = &shared.search_order;
     let timeout = shared.options.rpc_timeout.min(LOCATE_TIMEOUT);
-    let start = if shared.options.via_proxies {
-        0
-    } else {
-        shared.next_endpoint.fetch_add(1, Ordering::Relaxed)
-    };
-    for i in 0..endpoints.len() {
-        let addr = &endpoints[(start + i) % endpoints.len()];
+    if !shared.options.via_proxies {
+        // A cell's replicas, all asked at once: one that does not answer (frozen, cut
+        // off) costs one timeout, and a master nobody can reach is reported.
+        return match transport::find_cell_master(endpoints, timeout).await {
+            Ok((conn, info)) => {
+                tracing::debug!(master = %conn.addr, epoch = info.epoch, "found the master");
+                *lock(&shared.conn) = conn;
+                Input::MasterFound
+            }
+            Err(e) => {
+                tracing::debug!(%e, "no master found");
+                Input::MasterNotFound
+            }
+        };
+    }
+    // Through proxies: from the session's preferred proxy, in its order.
+    for addr in endpoints {
         match transport::master_via(addr, timeout).await {
             Ok((conn, info)) => {
                 tracing::debug!(via = %addr, master = %conn.addr, epoch = info.epoch, "found the master");

@@ -38,6 +38,7 @@ fn defaults() {
             etcd_lease: Duration::from_secs(2),
             etcd_max_txn_ops: 128,
             meta: Vec::new(),
+            advertise: None,
         }
     );
     assert_eq!(c.validate(), Ok(()));
@@ -155,6 +156,18 @@ fn meta_addresses_from_flag_env_and_file() {
     let e = err(&base().with_env("WARREN_META", " , "));
     assert_eq!(e.field(), Some("meta"));
     assert!(e.to_string().contains("lists no address"), "{e}");
+}
+
+#[test]
+fn advertised_address() {
+    assert_eq!(CellConfig::load(&base()).unwrap().advertise, None);
+    let c = CellConfig::load(&base().with_flag("advertise", "relay.example:7100")).unwrap();
+    assert_eq!(c.advertise.as_deref(), Some("relay.example:7100"));
+    let c = CellConfig::load(&base().with_env("WARREN_ADVERTISE", "10.0.0.5:7000")).unwrap();
+    assert_eq!(c.advertise.as_deref(), Some("10.0.0.5:7000"));
+    let e = err(&base().with_flag("advertise", "relay.example"));
+    assert_eq!(e.field(), Some("advertise"));
+    assert!(e.to_string().contains("has no port"), "{e}");
 }
 
 #[test]
@@ -384,7 +397,7 @@ fn unknown_key_and_flag() {
             fix: "did you mean \"lease\"? the keys are: name, listen, admin, data, deployment, \
                   lease, keepalive_reply_before_end, max_lease, proxy_lease, claim_window, \
                   max_lock_delay, max_file_size, ephemeral_cleanup, store, etcd, replica, \
-                  etcd_lease, etcd_max_txn_ops, meta"
+                  etcd_lease, etcd_max_txn_ops, meta, advertise"
                 .into(),
         }
     );

@@ -10,7 +10,13 @@ use crate::server::metrics;
 use warren_proto::pb;
 use warren_proto::request::WithContext;
 
-pub(super) async fn locate(s: &Service, _: pb::LocateRequest) -> Answer<pb::LocateResponse> {
+/// Also takes in a report that the caller could not reach the master (docs/design.md §9,
+/// "A master nobody can reach"): only a standby following that master keeps it.
+pub(super) async fn locate(s: &Service, r: pb::LocateRequest) -> Answer<pb::LocateResponse> {
+    if !r.unreachable_master.is_empty() {
+        s.node
+            .report_unreachable(r.unreachable_master, r.unreachable_epoch);
+    }
     Ok(s.node.locate())
 }
 
