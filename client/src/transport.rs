@@ -12,8 +12,11 @@ use warren_proto::WarrenError;
 
 /// How many `Locate` redirects (`master` pointing elsewhere) to follow before giving up.
 const MAX_LOCATE_HOPS: usize = 3;
-/// HTTP/2 PINGs on every connection [`dial`] makes: how often, and how long the answer
-/// may take before the connection (and every call on it) is failed.
+/// HTTP/2 PINGs on connections to cells ([`dial`]): how often, and how long the answer
+/// may take before the connection (and every call on it) is failed. Connections to
+/// proxies ([`dial_with`] with `pings: false`) send none: a fleet of tens of thousands of
+/// clients would cost a proxy a PING per client per second, more than their KeepAlives;
+/// a client of a frozen proxy moves to another one when its lease runs out instead.
 const PING_EVERY: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// While [`find_cell_master`] waits for a replica that does not answer, it asks the ones
@@ -38,8 +41,14 @@ fn uri_for(addr: &str) -> String {
     }
 }
 
-/// Connects to `addr`, waiting at most `timeout`.
+/// Connects to `addr`, waiting at most `timeout`, with HTTP/2 PINGs (a cell).
 pub async fn dial(addr: &str, timeout: Duration) -> Result<Conn, Error> {
+    dial_with(addr, timeout, true).await
+}
+
+/// Connects to `addr`, waiting at most `timeout`; `pings`: whether the connection sends
+/// HTTP/2 PINGs ([`PING_EVERY`]) — yes to a cell, no to a proxy.
+pub async fn dial_with(addr: &str, timeout: Duration, pings: bool) -> Result<Conn, Error> {
     let endpoint = Endpoint::from_shared(uri_for(addr))
         .map_err(|e| {
             Error::InvalidArgument(format!(
@@ -48,13 +57,18 @@ pub async fn dial(addr: &str, timeout: Duration) -> Result<Conn, Error> {
             ))
         })?
         .connect_timeout(timeout)
-        .tcp_nodelay(true)
-        // A server that stops answering without closing the connection (a frozen process,
-        // a partition) fails the calls waiting on it within a few seconds, so they are
-        // retried at the new master rather than held until it wakes (docs/design.md §9).
-        .http2_keep_alive_interval(PING_EVERY)
-        .keep_alive_timeout(PING_TIMEOUT)
-        .keep_alive_while_idle(true);
+        .tcp_nodelay(true);
+    // A server that stops answering without closing the connection (a frozen process,
+    // a partition) fails the calls waiting on it within a few seconds, so they are
+    // retried at the new master rather than held until it wakes (docs/design.md §9).
+    let endpoint = if pings {
+        endpoint
+            .http2_keep_alive_interval(PING_EVERY)
+            .keep_alive_timeout(PING_TIMEOUT)
+            .keep_alive_while_idle(true)
+    } else {
+        endpoint
+    };
     let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
         Ok(Ok(channel)) => channel,
         Ok(Err(e)) => {
@@ -102,13 +116,15 @@ pub async fn locate(endpoints: &[String], timeout: Duration) -> Result<LocateInf
 
 /// Finds the master: tries `endpoints` in order, follows `Locate`'s `master` when the
 /// replica that answered is not it, and returns a connection to the master with its answer.
+/// `pings`: as for [`dial_with`] (yes for a cell's replicas, no for proxies).
 pub(crate) async fn find_master(
     endpoints: &[String],
     timeout: Duration,
+    pings: bool,
 ) -> Result<(Conn, LocateInfo), Error> {
     let mut errors = Vec::new();
     for addr in endpoints {
-        match master_via(addr, timeout).await {
+        match master_via_with(addr, timeout, pings).await {
             Ok(found) => return Ok(found),
             Err(e) => {
                 tracing::debug!(%addr, %e, "endpoint did not lead to a master");
@@ -136,9 +152,18 @@ fn combine(mut errors: Vec<Error>) -> Error {
     Error::Transport(messages.join("; "))
 }
 
-/// Follows `Locate` answers from `addr` to the master.
+/// Follows `Locate` answers from `addr` (a cell's replica) to the master.
 pub async fn master_via(addr: &str, timeout: Duration) -> Result<(Conn, LocateInfo), Error> {
-    let mut conn = dial(addr, timeout).await?;
+    master_via_with(addr, timeout, true).await
+}
+
+/// [`master_via`], with or without HTTP/2 PINGs on the connections ([`dial_with`]).
+pub async fn master_via_with(
+    addr: &str,
+    timeout: Duration,
+    pings: bool,
+) -> Result<(Conn, LocateInfo), Error> {
+    let mut conn = dial_with(addr, timeout, pings).await?;
     for _ in 0..=MAX_LOCATE_HOPS {
         let info = locate_at(&conn, timeout).await?;
         if info.is_master {
@@ -147,7 +172,7 @@ pub async fn master_via(addr: &str, timeout: Duration) -> Result<(Conn, LocateIn
         if info.master.is_empty() {
             return Err(Error::Warren(warren_proto::WarrenError::not_master("")));
         }
-        conn = dial(&info.master, timeout).await?;
+        conn = dial_with(&info.master, timeout, pings).await?;
     }
     Err(Error::Transport(format!(
         "{addr}: gave up after following {MAX_LOCATE_HOPS} master redirects"

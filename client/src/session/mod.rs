@@ -219,7 +219,9 @@ impl Session {
         } else {
             options.endpoints.clone()
         };
-        let (mut conn, _) = transport::find_master(&first_order, timeout).await?;
+        // HTTP/2 PINGs to a cell, none to a proxy (transport::dial_with).
+        let pings = !options.via_proxies;
+        let (mut conn, _) = transport::find_master(&first_order, timeout, pings).await?;
         let started = Instant::now();
         // Spreads the retries of many clients reconnecting after a fail-over.
         let salt = std::time::SystemTime::now()
@@ -246,9 +248,11 @@ impl Session {
                 Some((ErrorCode::NotMaster, master)) if elapsed < patience => {
                     tokio::time::sleep(retry_pause(attempt, salt)).await;
                     conn = if master.is_empty() {
-                        transport::find_master(&first_order, timeout).await?.0
+                        transport::find_master(&first_order, timeout, pings)
+                            .await?
+                            .0
                     } else {
-                        transport::dial(&master, timeout).await?
+                        transport::dial_with(&master, timeout, pings).await?
                     };
                 }
                 Some((ErrorCode::FailoverInProgress, _)) if elapsed < patience => {
@@ -300,7 +304,8 @@ impl Session {
     ) -> Result<Session, Error> {
         options.validate()?;
         let timeout = options.rpc_timeout;
-        let (conn, located) = transport::find_master(&options.endpoints, timeout).await?;
+        let pings = !options.via_proxies;
+        let (conn, located) = transport::find_master(&options.endpoints, timeout, pings).await?;
         let sent_at = Instant::now();
         let request = pb::KeepAliveRequest {
             ctx: Some(pb::SessionContext {
@@ -959,9 +964,11 @@ impl Shared {
     async fn redirect(&self, failed: &Conn, master: &str) -> Result<(), Error> {
         let timeout = self.options.rpc_timeout;
         let conn = if !master.is_empty() {
-            transport::dial(master, timeout).await?
+            transport::dial_with(master, timeout, !self.options.via_proxies).await?
         } else if self.options.via_proxies {
-            transport::find_master(&self.search_order, timeout).await?.0
+            transport::find_master(&self.search_order, timeout, false)
+                .await?
+                .0
         } else {
             let timeout = timeout.min(LOCATE_TIMEOUT);
             transport::find_cell_master(&self.search_order, timeout)
@@ -1137,7 +1144,7 @@ async fn keepalive(
             ErrorCode::NotMaster if w.master.is_empty() => Failure::MasterUnknown,
             ErrorCode::NotMaster => {
                 let timeout = shared.options.rpc_timeout.min(LOCATE_TIMEOUT);
-                match transport::dial(&w.master, timeout).await {
+                match transport::dial_with(&w.master, timeout, !shared.options.via_proxies).await {
                     Ok(conn) => {
                         *lock(&shared.conn) = conn;
                         Failure::Redirected
@@ -1205,7 +1212,7 @@ async fn find_master(shared: Arc<Shared>, after: Duration) -> Input {
     }
     // Through proxies: from the session's preferred proxy, in its order.
     for addr in endpoints {
-        match transport::master_via(addr, timeout).await {
+        match transport::master_via_with(addr, timeout, false).await {
             Ok((conn, info)) => {
                 tracing::debug!(via = %addr, master = %conn.addr, epoch = info.epoch, "found the master");
                 *lock(&shared.conn) = conn;
