@@ -108,6 +108,10 @@ struct Upstream {
     /// The proxy's local lease at this cell (send time + granted / (1 + ρ)); `None` while
     /// it has no session there.
     live_until: Option<Instant>,
+    /// The hold-back promised to the cell (`SessionContext.hold_back_ms`), divided by
+    /// (1 + ρ): client leases and answers from the shared cache end this long before
+    /// `live_until` ([`ProxyCore::cover`]). `None`: nothing promised; the margin applies.
+    hold_back: Option<Duration>,
     generation: u64,
     /// Highest upstream event seq received in this generation.
     highest: u64,
@@ -397,7 +401,10 @@ impl ProxyCore {
             return c.epoch; // adopted concurrently by another call
         }
         let epoch = known_epoch.saturating_add(1).max(1);
-        let lease_end = now + self.lease_for_cells(&cells, now).unwrap_or(Duration::ZERO);
+        let lease = self
+            .lease_for_cells(&cells, now)
+            .map_or(Duration::ZERO, |l| l.0);
+        let lease_end = now + lease;
         self.insert_client(id, secret, principal, epoch, lease_end, cells);
         self.push_event(
             id,
@@ -442,19 +449,59 @@ impl ProxyCore {
         }
     }
 
+    /// Until when the proxy's session at `cell` covers client leases and answers from the
+    /// shared cache (docs/design.md §10, "A dead proxy"): its local lease there minus the
+    /// hold-back it promised the cell (or, with none promised, minus the margin). The cell
+    /// stops waiting for the proxy's acknowledgement of an invalidation only after the
+    /// cover of every reply sent before it has ended. `None`: no session there.
+    fn cover(&self, cell: CellIx) -> Option<Instant> {
+        let u = self.upstream.get(cell)?;
+        let back = u
+            .hold_back
+            .map_or(self.cfg.margin, |h| h.max(self.cfg.margin));
+        Some(u.live_until?.checked_sub(back).unwrap_or(self.now))
+    }
+
+    /// How much a client lease cut short by a hold-back cover is shortened further, at
+    /// random, up to: the proxy refreshes its cover every so often (see
+    /// [`ProxyCore::upstream_keep_ahead`]), and leases cut to the same cover would
+    /// otherwise all end, and all be renewed, at the same instant.
+    fn cover_spread(&self) -> Duration {
+        self.cfg.client_lease / 4
+    }
+
     /// The longest lease the proxy may grant now to a client using `cells`: up to the
-    /// client lease, never past any of the proxy's own sessions there minus the margin.
-    /// `None` when some cell has no live session (no extension at all).
-    fn lease_for_cells(&self, cells: &BTreeSet<CellIx>, now: Instant) -> Option<Duration> {
-        let mut lease = self.cfg.client_lease;
+    /// client lease, never past the cover of any of the proxy's own sessions there, and
+    /// whether a cell held it back (its cover lags: that cell is not answering). `None`
+    /// when some cell has no live session (no extension at all).
+    fn lease_for_cells(
+        &mut self,
+        cells: &BTreeSet<CellIx>,
+        now: Instant,
+    ) -> Option<(Duration, bool)> {
+        let full = self.cfg.client_lease;
+        let spread = self.cover_spread();
+        let (mut lease, mut held_back, mut spread_it) = (full, false, false);
         for &cell in cells {
-            let until = self.upstream.get(cell)?.live_until?;
-            let cap = until
-                .checked_sub(self.cfg.margin)
-                .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+            let cover = self.cover(cell)?;
+            let cap = cover.saturating_duration_since(now);
+            let promised = self.upstream[cell].hold_back.is_some();
+            // With a hold-back the cover is refreshed to within `spread` of a full lease;
+            // only a cover lagging behind that means the cell is not answering.
+            let lagging = if promised {
+                cap < full.saturating_sub(spread * 2)
+            } else {
+                cap < full
+            };
+            held_back |= lagging;
+            spread_it |= promised && cap < full;
             lease = lease.min(cap);
         }
-        Some(lease)
+        if spread_it && !spread.is_zero() {
+            let cut = self.rng.gen_range(Duration::ZERO..spread);
+            lease = lease.saturating_sub(cut);
+        }
+        Some((lease, held_back))
     }
 
     /// Client `KeepAlive`: acknowledges up to `ack_seq`, supersedes the outstanding one,
@@ -525,8 +572,10 @@ impl ProxyCore {
         if !c.lease.all_delivered_acknowledged() {
             return;
         }
-        let lease = self.lease_for_cells(&c.cells, now);
-        let capped = lease.is_none_or(|l| l < self.cfg.client_lease);
+        let cells = c.cells.clone();
+        let lease = self.lease_for_cells(&cells, now);
+        let capped = lease.is_none_or(|(_, held_back)| held_back);
+        let lease = lease.map(|(l, _)| l);
         let c = self.clients.get_mut(id).expect("checked");
         // Starved only if a cell held the lease back while it ran: a lease that had ended
         // before (the proxy itself stalled) does not make the client starved.
@@ -777,10 +826,70 @@ impl ProxyCore {
     }
 
     /// The proxy lost its session at `cell` (expired there): no client using it may be
-    /// promised more lease until a new one exists.
+    /// promised more lease until a new one exists. What it cached from that cell is
+    /// flushed: the cell stopped sending it invalidations when the session ended (and may
+    /// have ended it before its cover ran out, if all its clients there moved to another
+    /// proxy), so nothing of it may be served under a new session.
     pub fn upstream_lost(&mut self, cell: CellIx) {
-        self.up(cell).live_until = None;
+        let u = self.up(cell);
+        u.live_until = None;
+        u.hold_back = None;
         self.upstream_restarted(cell);
+        self.flush_cell(cell);
+    }
+
+    /// Drops what the proxy cached from `cell` and invalidates it at the clients that may
+    /// have cached it.
+    fn flush_cell(&mut self, cell: CellIx) {
+        let paths: HashSet<String> = self
+            .origins
+            .iter()
+            .filter(|(_, cells)| cells.contains(&cell))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if paths.is_empty() {
+            return;
+        }
+        tracing::info!(
+            cell,
+            paths = paths.len(),
+            "lost the session at a cell; flushing what was cached from it"
+        );
+        self.cache.flush_where(|p| paths.contains(p));
+        for p in paths {
+            self.relay_invalidation(&p, None);
+            self.origins.remove(&p);
+        }
+    }
+
+    /// The proxy promised `cell` to hold back its client leases and its shared cache
+    /// `hold_back` (already divided by 1 + ρ) before its local lease there ends
+    /// (docs/design.md §10, "A dead proxy"). Set when its session there is created.
+    pub fn upstream_hold_back(&mut self, cell: CellIx, hold_back: Duration) {
+        self.up(cell).hold_back = Some(hold_back);
+    }
+
+    /// How far ahead of its local lease's end at `cell` the proxy refreshes it (a
+    /// superseding KeepAlive): at least `default`, and with a hold-back early enough that
+    /// the cover stays within [`ProxyCore::cover_spread`] of a full client lease.
+    pub fn upstream_keep_ahead(&self, cell: CellIx, default: Duration) -> Duration {
+        match self.upstream.get(cell).and_then(|u| u.hold_back) {
+            Some(h) => default.max(h + self.cfg.client_lease - self.cover_spread()),
+            None => default,
+        }
+    }
+
+    /// Whether the proxy may answer a read of `path` from its shared cache now: the cover
+    /// of its session at `cell` (the handle's) and at every cell the cached copy came
+    /// from has not ended. After that the cell may have stopped waiting for the proxy's
+    /// acknowledgement of an invalidation the proxy has not received.
+    pub fn cache_covered(&self, path: &str, cell: CellIx, now: Instant) -> bool {
+        let covered = |c: CellIx| self.cover(c).is_some_and(|t| now < t);
+        covered(cell)
+            && self
+                .origins
+                .get(path)
+                .is_none_or(|cells| cells.iter().all(|&c| covered(c)))
     }
 
     /// The proxy's local lease at `cell` is now `live_until`. Clients held waiting for it

@@ -33,6 +33,7 @@ mod sub_sessions;
 mod time;
 mod writes;
 
+pub use caching::HOLD_BACK_MARGIN;
 pub use events::{mask, ChildChange, Event, EventKind};
 pub use handles::intent;
 pub use keepalive::KeepAliveReply;
@@ -197,6 +198,10 @@ pub struct Master {
     invalidating: HashMap<String, HashSet<SessionId>>,
     /// path → writes waiting for `invalidating[path]` to drain.
     barriers: HashMap<String, Vec<WaiterId>>,
+    /// (when, proxy session, event seq): an invalidation sent to a proxy session that
+    /// promised a hold-back stops being waited for at `when` (docs/design.md §10, "A dead
+    /// proxy"). Entries whose invalidation was acknowledged meanwhile are skipped.
+    invalidation_deadlines: BTreeSet<(Instant, SessionId, u64)>,
     waiters: HashMap<WaiterId, WaiterKind>,
     next_waiter: WaiterId,
     recovery: Option<Recovery>,

@@ -94,6 +94,7 @@ impl Master {
             cachers: HashMap::new(),
             invalidating: HashMap::new(),
             barriers: HashMap::new(),
+            invalidation_deadlines: BTreeSet::new(),
             waiters: HashMap::new(),
             next_waiter: 1,
             recovery: None,

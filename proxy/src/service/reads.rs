@@ -7,7 +7,9 @@ use crate::cache::{Entry, Ticket};
 
 impl Service {
     /// A cached read: the handle must be one the cell gave this client (not closed), with
-    /// the intent the cell would demand, and no sequencer (the cell checks those).
+    /// the intent the cell would demand, and no sequencer (the cell checks those); and the
+    /// proxy's session at the cells involved must still cover its cache
+    /// ([`crate::core::ProxyCore::cache_covered`]).
     pub(super) fn cached<T>(
         &self,
         who: &Who,
@@ -28,6 +30,10 @@ impl Service {
                 }
             };
             let ticket = c.cache.ticket();
+            if !c.cache_covered(&info.path, info.cell, Instant::now()) {
+                c.cache.note_miss();
+                return Err(ticket);
+            }
             let hit = c.cache.get(&info.path).and_then(|e| get(e, info.instance));
             match hit {
                 Some(v) => {
