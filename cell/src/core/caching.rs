@@ -58,6 +58,9 @@ impl Master {
                 if Some(sid) == writer || Some(sid) == also_exempt {
                     continue;
                 }
+                // Judged before the event is queued: queuing it answers a held KeepAlive,
+                // which extends the lease in a reply that carries the invalidation.
+                let copies_end = self.proxy_copies_end(sid);
                 if let Some(seq) = self.push_event(
                     sid,
                     EventKind::Invalidate,
@@ -67,7 +70,7 @@ impl Master {
                     ChildChange::None,
                 ) {
                     metrics::counter!("warren_cell_invalidations_sent_total").increment(1);
-                    match self.proxy_copies_end(sid) {
+                    match copies_end {
                         CopiesEnd::Never => {}
                         CopiesEnd::Deserted => {
                             deserted.push(sid);
