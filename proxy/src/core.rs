@@ -879,6 +879,19 @@ impl ProxyCore {
         }
     }
 
+    /// Whether client `id`'s lease ends by the cover of each of `cells`. A lease granted
+    /// before the client used a cell (its first, full one) may reach past that cell's
+    /// cover: such a client is not given copies from there to keep until its lease is
+    /// next extended, within the cover (docs/design.md §10, "A dead proxy").
+    fn lease_within_cover(&self, id: &ClientId, cells: impl IntoIterator<Item = CellIx>) -> bool {
+        let Some(c) = self.clients.get(id) else {
+            return false;
+        };
+        cells
+            .into_iter()
+            .all(|cell| self.cover(cell).is_some_and(|t| c.lease.end <= t))
+    }
+
     /// Whether the proxy may answer a read of `path` from its shared cache now: the cover
     /// of its session at `cell` (the handle's) and at every cell the cached copy came
     /// from has not ended. After that the cell may have stopped waiting for the proxy's
@@ -1101,7 +1114,7 @@ impl ProxyCore {
         ticket: Ticket,
         cell: CellIx,
     ) -> bool {
-        if !self.note_cacher(id, path, Some(ticket)) {
+        if !self.lease_within_cover(id, Some(cell)) || !self.note_cacher(id, path, Some(ticket)) {
             return false;
         }
         self.origins
@@ -1156,6 +1169,14 @@ impl ProxyCore {
     /// under `ticket`) is still valid; returns whether the client may cache it.
     pub fn note_cacher(&mut self, id: &ClientId, path: &str, ticket: Option<Ticket>) -> bool {
         if self.writing.contains_key(path) {
+            return false;
+        }
+        let origins: Vec<CellIx> = self
+            .origins
+            .get(path)
+            .map(|cells| cells.iter().copied().collect())
+            .unwrap_or_default();
+        if !self.lease_within_cover(id, origins) {
             return false;
         }
         if let Some(t) = ticket {

@@ -16,6 +16,11 @@ use warren_server::lease::short_id;
 /// proxy began answering from its cache an instant before its cover ended.
 pub const HOLD_BACK_MARGIN: Duration = Duration::from_millis(500);
 
+/// How long a deserted proxy session (every client it had here was claimed by another
+/// one) may leave an invalidation unacknowledged before it is ended. A live proxy
+/// acknowledges one that no client of it holds within a round trip.
+pub const DESERTED_GRACE: Duration = Duration::from_millis(500);
+
 impl Master {
     /// Records that `sid` may cache `path`; false (uncachable) while invalidations of it
     /// are outstanding.
@@ -49,7 +54,6 @@ impl Master {
         writer: Option<SessionId>,
         also_exempt: Option<SessionId>,
     ) -> bool {
-        let mut deserted = Vec::new();
         if let Some(set) = self.cachers.remove(path) {
             for sid in set {
                 if let Some(s) = self.sessions.get_mut(&sid) {
@@ -73,8 +77,8 @@ impl Master {
                     match copies_end {
                         CopiesEnd::Never => {}
                         CopiesEnd::Deserted => {
-                            deserted.push(sid);
-                            continue;
+                            self.deserted_checks
+                                .insert((self.now + DESERTED_GRACE, sid));
                         }
                         CopiesEnd::Gone => continue,
                         CopiesEnd::At(t) => {
@@ -92,9 +96,6 @@ impl Master {
                         .insert(sid);
                 }
             }
-        }
-        for sid in deserted {
-            self.end_deserted(sid);
         }
         self.invalidating.contains_key(path)
     }
@@ -170,12 +171,34 @@ impl Master {
         self.invalidation_deadlines.first().map(|(t, _, _)| *t)
     }
 
+    /// Deserted proxy sessions (see [`Master::end_deserted`]) whose grace has run out with
+    /// an invalidation still unacknowledged are ended.
+    pub(super) fn end_deserted_proxies(&mut self, now: Instant) {
+        while let Some(&(t, sid)) = self.deserted_checks.first() {
+            if t > now {
+                break;
+            }
+            self.deserted_checks.pop_first();
+            if matches!(self.proxy_copies_end(sid), CopiesEnd::Deserted)
+                && !self.sessions[&sid].pending_invalidations.is_empty()
+            {
+                self.end_deserted(sid);
+            }
+        }
+    }
+
+    /// The earliest check of a deserted proxy session, for [`Master::next_deadline`].
+    pub(super) fn next_deserted_check(&self) -> Option<Instant> {
+        self.deserted_checks.first().map(|(t, _)| *t)
+    }
+
     /// A proxy session every client left (each was claimed by another proxy session) and
-    /// that holds nothing of its own has an invalidation outstanding: nobody reads through
-    /// it here, so it is ended rather than waited for. Ending it also fences a proxy that
-    /// is alive but cut off: its next call or KeepAlive here fails, and it flushes what it
-    /// cached from this cell before it serves anything from a new session.
-    pub(super) fn end_deserted(&mut self, sid: SessionId) {
+    /// that holds nothing of its own has left an invalidation unacknowledged for
+    /// [`DESERTED_GRACE`]: nobody reads through it here, so it is ended rather than waited
+    /// for. Ending it also fences a proxy that is alive but cut off: its next call or
+    /// KeepAlive here fails, and it flushes what it cached from this cell before it serves
+    /// anything from a new session.
+    fn end_deserted(&mut self, sid: SessionId) {
         tracing::info!(
             session = %short_id(&sid),
             "a proxy session whose clients all moved to another proxy has an invalidation outstanding; ending it"
@@ -248,6 +271,6 @@ enum CopiesEnd {
     At(Instant),
     /// Already: a proxy whose hold-back has run out since it was last extended.
     Gone,
-    /// A deserted proxy session: end it now.
+    /// A deserted proxy session: ended after [`DESERTED_GRACE`] unless it acknowledges.
     Deserted,
 }

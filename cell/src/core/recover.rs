@@ -95,6 +95,7 @@ impl Master {
             invalidating: HashMap::new(),
             barriers: HashMap::new(),
             invalidation_deadlines: BTreeSet::new(),
+            deserted_checks: BTreeSet::new(),
             waiters: HashMap::new(),
             next_waiter: 1,
             recovery: None,

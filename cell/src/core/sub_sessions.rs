@@ -224,7 +224,8 @@ impl Master {
     /// A claim took a client sub-session away from proxy session `old`. If that was its
     /// last one and it holds nothing of its own, nobody can read through it here any more
     /// (a read through a proxy needs a handle this cell gave the client): it is deserted,
-    /// and ended at once if a write waits for it (docs/design.md §10, "A dead proxy").
+    /// and ended if a write waits for it and it does not acknowledge within
+    /// [`super::caching::DESERTED_GRACE`] (docs/design.md §10, "A dead proxy").
     fn maybe_deserted(&mut self, old: SessionId) {
         let Some(o) = self.sessions.get_mut(&old) else {
             return;
@@ -234,7 +235,8 @@ impl Master {
         }
         o.deserted = true;
         if !o.pending_invalidations.is_empty() {
-            self.end_deserted(old);
+            let at = self.now + super::caching::DESERTED_GRACE;
+            self.deserted_checks.insert((at, old));
         }
     }
 

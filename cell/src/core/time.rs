@@ -21,6 +21,7 @@ impl Master {
         self.answer_due_keepalives(now);
         self.expire_lapsed_sessions(now);
         self.release_lapsed_invalidations(now);
+        self.end_deserted_proxies(now);
         self.end_unclaimed_orphans(now);
         self.end_lapsed_freezes(now);
         self.forget_old_tombstones(now);
@@ -61,7 +62,8 @@ impl Master {
         let o = self.orphans.first().map(|(t, _)| *t);
         let a = self.fresh_anchors.values().min().copied();
         let i = self.next_invalidation_deadline();
-        [s, n, c, o, a, i].into_iter().flatten().min()
+        let d = self.next_deserted_check();
+        [s, n, c, o, a, i, d].into_iter().flatten().min()
     }
 
     /// The caller of a parked operation went away (its RPC was cancelled).

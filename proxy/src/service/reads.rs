@@ -16,7 +16,7 @@ impl Service {
         token: &[u8],
         need_read: bool,
         get: impl FnOnce(&Entry, u64) -> Option<T>,
-    ) -> Result<T, Ticket> {
+    ) -> Result<(T, bool), Ticket> {
         self.shared.with_core(|c| {
             let info = match c.handle(&who.id, token) {
                 Some(h)
@@ -37,8 +37,8 @@ impl Service {
             let hit = c.cache.get(&info.path).and_then(|e| get(e, info.instance));
             match hit {
                 Some(v) => {
-                    c.note_cacher(&who.id, &info.path, None);
-                    Ok(v)
+                    let cacheable = c.note_cacher(&who.id, &info.path, None);
+                    Ok((v, cacheable))
                 }
                 None => Err(ticket),
             }
@@ -296,7 +296,12 @@ impl CachedRead for pb::ReadDirRequest {
 pub(super) async fn cached_read<Q: CachedRead>(svc: &Service, r: Q) -> Answer<Q::Reply> {
     let who = svc.session(r.ctx()).await?;
     let ticket = match svc.cached(&who, r.handle(), Q::NEEDS_READ, Q::lookup) {
-        Ok(copy) => return Ok(Q::from_copy(copy)),
+        Ok((copy, cacheable)) => {
+            // Not for the client to keep if its lease reaches past the proxy's cover.
+            let mut reply = Q::from_copy(copy);
+            *Q::cacheable(&mut reply) = cacheable;
+            return Ok(reply);
+        }
         Err(t) => t,
     };
     let (cell, body) = svc.handle_cell(&who, r.handle())?;

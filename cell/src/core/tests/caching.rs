@@ -237,24 +237,54 @@ fn a_write_waiting_for_a_proxy_goes_ahead_once_all_its_clients_were_claimed() {
     let p2 = t.proxy(2.5);
     t.m.claim_session(&p2, cid(1), csecret(1), "carol", None, t.at(2.5))
         .unwrap();
+    // A live proxy would acknowledge within a round trip; this one is given the grace.
+    let at = released(&mut t, w, 2.5, 10.0);
+    let expect = 2.5 + DESERTED_GRACE.as_secs_f64();
     assert!(
-        t.wakes()
-            .iter()
-            .any(|(id, x)| *id == w && matches!(x, Wake::Retry)),
-        "the write is released by the claim"
+        (at - expect).abs() < 0.02,
+        "released at t={at}, expected {expect}"
     );
-    done(t.m.set_contents(&a, &wh, b"v2", None, t.at(2.5)));
-    let e = t.m.keepalive(&p, 0, t.at(2.6)).unwrap_err();
+    done(t.m.set_contents(&a, &wh, b"v2", None, t.at(at)));
+    let e = t.m.keepalive(&p, 0, t.at(at)).unwrap_err();
     assert_eq!(e.code, ErrorCode::SessionExpired);
     // The claimed client keeps its session (and handle) at p2.
     let c1 = for_client(&p2, 1, "carol");
-    let oc = t.open_ok(&c1, "/ls/local/f", intent::READ, 0, None, 2.7);
-    let (data, _, _) = t.m.get_contents(&c1, &oc.handle, t.at(2.7)).unwrap();
+    let oc = t.open_ok(&c1, "/ls/local/f", intent::READ, 0, None, at);
+    let (data, _, _) = t.m.get_contents(&c1, &oc.handle, t.at(at)).unwrap();
     assert_eq!(data, b"v2");
 }
 
 #[test]
-fn a_proxy_deserted_before_the_write_is_not_waited_for() {
+fn a_deserted_proxy_that_acknowledges_in_time_lives_on() {
+    let mut t = T::new();
+    let p = proxy_caching(&mut t);
+    let (a, wh) = writer(&mut t, 0.0);
+    waiter(t.m.keepalive(&p, 0, t.at(1.0)));
+    let w = waiter(t.m.set_contents(&a, &wh, b"v2", None, t.at(2.0)));
+    let seq = match &t.wakes()[..] {
+        [(_, Wake::KeepAlive(Ok(r)))] => r.events.last().unwrap().seq,
+        other => panic!("{other:?}"),
+    };
+    let p2 = t.proxy(2.5);
+    t.m.claim_session(&p2, cid(1), csecret(1), "carol", None, t.at(2.5))
+        .unwrap();
+    // Alive: it acknowledges, and hears of the claim; the write goes through at once.
+    let r = done(t.m.keepalive(&p, seq, t.at(2.6)));
+    assert!(r
+        .events
+        .iter()
+        .any(|e| e.kind == EventKind::SessionClaimed && e.client == Some(cid(1))));
+    assert!(t
+        .wakes()
+        .iter()
+        .any(|(id, x)| *id == w && matches!(x, Wake::Retry)));
+    // Past the grace it is still there.
+    t.m.tick(t.at(3.5));
+    waiter(t.m.keepalive(&p, r.events.last().unwrap().seq, t.at(3.6)));
+}
+
+#[test]
+fn a_proxy_deserted_before_the_write_is_waited_for_only_its_grace() {
     let mut t = T::new();
     let p = proxy_caching(&mut t);
     let (a, wh) = writer(&mut t, 0.0);
@@ -265,15 +295,13 @@ fn a_proxy_deserted_before_the_write_is_not_waited_for() {
     t.m.claim_session(&p2, cid(1), csecret(1), "carol", None, t.at(1.0))
         .unwrap();
     let w = waiter(t.m.set_contents(&a, &wh, b"v2", None, t.at(1.5)));
-    // ...and released once its last client is claimed too.
+    // ...and released once its last client is claimed too (and the grace has passed).
     t.wakes();
     t.m.claim_session(&p2, cid(2), csecret(2), "dave", None, t.at(2.0))
         .unwrap();
-    assert!(t
-        .wakes()
-        .iter()
-        .any(|(id, x)| *id == w && matches!(x, Wake::Retry)));
-    done(t.m.set_contents(&a, &wh, b"v2", None, t.at(2.0)));
+    let at = released(&mut t, w, 2.0, 10.0);
+    assert!(at <= 2.0 + DESERTED_GRACE.as_secs_f64() + 0.02, "t={at}");
+    done(t.m.set_contents(&a, &wh, b"v2", None, t.at(at)));
 
     // A proxy whose clients were all claimed before a write: the write does not wait.
     let (q, _, _) = {
@@ -285,9 +313,12 @@ fn a_proxy_deserted_before_the_write_is_not_waited_for() {
     };
     t.m.claim_session(&p2, cid(3), csecret(3), "erin", None, t.at(3.5))
         .unwrap();
-    done(t.m.set_contents(&a, &wh, b"v3", None, t.at(4.0)));
+    let w = waiter(t.m.set_contents(&a, &wh, b"v3", None, t.at(4.0)));
+    let at = released(&mut t, w, 4.0, 10.0);
+    assert!(at <= 4.0 + DESERTED_GRACE.as_secs_f64() + 0.02, "t={at}");
+    done(t.m.set_contents(&a, &wh, b"v3", None, t.at(at)));
     assert_eq!(
-        t.m.keepalive(&q, 0, t.at(4.1)).unwrap_err().code,
+        t.m.keepalive(&q, 0, t.at(at)).unwrap_err().code,
         ErrorCode::SessionExpired
     );
 }
