@@ -402,7 +402,7 @@ impl ProxyCore {
         }
         let epoch = known_epoch.saturating_add(1).max(1);
         let lease = self
-            .lease_for_cells(&cells, now)
+            .lease_for_cells(&id, &cells, now)
             .map_or(Duration::ZERO, |l| l.0);
         let lease_end = now + lease;
         self.insert_client(id, secret, principal, epoch, lease_end, cells);
@@ -462,8 +462,8 @@ impl ProxyCore {
         Some(u.live_until?.checked_sub(back).unwrap_or(self.now))
     }
 
-    /// How much a client lease cut short by a hold-back cover is shortened further, at
-    /// random, up to: the proxy refreshes its cover every so often (see
+    /// How much a client lease cut short by a hold-back cover is shortened further, up to:
+    /// the proxy refreshes its cover every so often (see
     /// [`ProxyCore::upstream_keep_ahead`]), and leases cut to the same cover would
     /// otherwise all end, and all be renewed, at the same instant.
     fn cover_spread(&self) -> Duration {
@@ -475,10 +475,22 @@ impl ProxyCore {
     /// whether a cell held it back (its cover lags: that cell is not answering). `None`
     /// when some cell has no live session (no extension at all).
     fn lease_for_cells(
-        &mut self,
+        &self,
+        id: &ClientId,
         cells: &BTreeSet<CellIx>,
         now: Instant,
     ) -> Option<(Duration, bool)> {
+        let (lease, held_back, spread_it) = self.cap_for_cells(cells, now)?;
+        Some((self.spread_cut(id, lease, spread_it), held_back))
+    }
+
+    /// [`ProxyCore::lease_for_cells`] before the random cut: the lease, whether a cell
+    /// held it back, and whether a hold-back cover shortened it.
+    fn cap_for_cells(
+        &self,
+        cells: &BTreeSet<CellIx>,
+        now: Instant,
+    ) -> Option<(Duration, bool, bool)> {
         let full = self.cfg.client_lease;
         let spread = self.cover_spread();
         let (mut lease, mut held_back, mut spread_it) = (full, false, false);
@@ -497,11 +509,22 @@ impl ProxyCore {
             spread_it |= promised && cap < full;
             lease = lease.min(cap);
         }
-        if spread_it && !spread.is_zero() {
-            let cut = self.rng.gen_range(Duration::ZERO..spread);
-            lease = lease.saturating_sub(cut);
+        Some((lease, held_back, spread_it))
+    }
+
+    /// Cuts a lease a hold-back cover shortened by the client's own offset below
+    /// [`ProxyCore::cover_spread`] (from its random id, so spread evenly). Fixed per
+    /// client, so that a later cover always makes a later lease end: every refresh of the
+    /// cover lets every client's lease grow, and none is starved by the cut.
+    fn spread_cut(&self, id: &ClientId, lease: Duration, spread_it: bool) -> Duration {
+        let spread = self.cover_spread().as_micros() as u64;
+        if !spread_it || spread == 0 {
+            return lease;
         }
-        Some((lease, held_back))
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&id[..8]);
+        let offset = Duration::from_micros(u64::from_le_bytes(b) % spread);
+        lease.saturating_sub(offset)
     }
 
     /// Client `KeepAlive`: acknowledges up to `ack_seq`, supersedes the outstanding one,
@@ -572,10 +595,9 @@ impl ProxyCore {
         if !c.lease.all_delivered_acknowledged() {
             return;
         }
-        let cells = c.cells.clone();
-        let lease = self.lease_for_cells(&cells, now);
-        let capped = lease.is_none_or(|(_, held_back)| held_back);
-        let lease = lease.map(|(l, _)| l);
+        let lease = self.cap_for_cells(&c.cells, now);
+        let capped = lease.is_none_or(|(_, held_back, _)| held_back);
+        let lease = lease.map(|(l, _, spread_it)| self.spread_cut(id, l, spread_it));
         let c = self.clients.get_mut(id).expect("checked");
         // Starved only if a cell held the lease back while it ran: a lease that had ended
         // before (the proxy itself stalled) does not make the client starved.
