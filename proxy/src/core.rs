@@ -293,16 +293,18 @@ impl ProxyCore {
         self.now = now;
         let id: ClientId = self.rng.gen();
         let secret: [u8; 16] = self.rng.gen();
-        let lease_end = now + self.cfg.client_lease;
+        let lease = self
+            .lease_for_cells(&id, &BTreeSet::new(), now)
+            .map_or(self.cfg.client_lease, |l| l.0);
         self.insert_client(
             id,
             secret,
             principal.to_string(),
             1,
-            lease_end,
+            now + lease,
             BTreeSet::new(),
         );
-        (id, secret, self.cfg.client_lease, 1)
+        (id, secret, lease, 1)
     }
 
     fn insert_client(
@@ -508,6 +510,22 @@ impl ProxyCore {
             held_back |= lagging;
             spread_it |= promised && cap < full;
             lease = lease.min(cap);
+        }
+        // Within the cover of the other cells too, so that whichever cell the client reads
+        // from next, it may keep what it reads (docs/design.md §10, "A dead proxy") — but
+        // not of one whose cover lags (it is failing over, say): a client with nothing
+        // there must not feel it; it gets nothing cacheable from there meanwhile.
+        for (cell, u) in self.upstream.iter().enumerate() {
+            if cells.contains(&cell) || u.hold_back.is_none() {
+                continue;
+            }
+            let Some(cap) = self.cover(cell).map(|t| t.saturating_duration_since(now)) else {
+                continue;
+            };
+            if cap >= full.saturating_sub(spread * 2) {
+                spread_it |= cap < full;
+                lease = lease.min(cap);
+            }
         }
         Some((lease, held_back, spread_it))
     }

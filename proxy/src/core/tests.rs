@@ -732,22 +732,31 @@ fn with_a_hold_back_client_leases_end_by_the_cover_and_do_not_all_end_together()
 #[test]
 fn a_client_whose_lease_reaches_past_the_cover_gets_nothing_cacheable_from_that_cell() {
     let (mut core, t0) = setup_hold_back();
-    // Created with a full lease (to t0 + 12 s) before it used any cell, then registered
-    // at cell 0 a second later, whose cover ends at t0 + 12 s.
-    let (a, _, _, _) = core.create_session("a", t0);
+    // A new client's lease ends by every cover there is.
+    let (a, _, lease, _) = core.create_session("a", t0);
+    assert!(lease <= 12 * S, "{lease:?}");
     core.registered(&a, 0);
     let t = core.cache.ticket();
     assert!(
         core.note_fetched(&a, "/ls/d/x", t, 0),
         "its lease ends by the cover"
     );
-    let (b, _, _, _) = core.create_session("b", t0 + S);
+    // One created while the proxy had no session at the cell (say, before the cell
+    // joined) has a full lease, which may reach past the cover the cell then gives.
+    core.upstream_lost(0);
+    let (b, _, lease, _) = core.create_session("b", t0 + S);
+    assert_eq!(lease, 12 * S);
+    core.upstream_lease(0, t0 + 20 * S, t0 + S);
+    core.upstream_hold_back(0, 8 * S);
     core.registered(&b, 0);
     let t = core.cache.ticket();
     assert!(
         !core.note_fetched(&b, "/ls/d/x", t, 0),
         "its lease ends past the cover"
     );
+    // Nor from the shared cache, once the path is known to come from that cell.
+    let t = core.cache.ticket();
+    assert!(core.note_fetched(&a, "/ls/d/x", t, 0));
     assert!(!core.note_cacher(&b, "/ls/d/x", None));
 }
 
