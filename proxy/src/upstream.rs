@@ -380,7 +380,8 @@ async fn keepalive_loop(
 ) -> Lost {
     let up = shared.cell(ix);
     let up = &*up;
-    // When to refresh: keep the local lease at least client_lease + margins ahead.
+    // When to refresh: keep the local lease at least client_lease + margins ahead, and
+    // the cover within a quarter of a client lease of a full one (a hold-back).
     let keep_ahead = shared.with_core(|c| c.upstream_keep_ahead(ix, shared.cfg.min_proxy_lease()));
     let mut in_flight = FuturesUnordered::new();
     let mut last_ack: Option<u64> = None;
