@@ -108,6 +108,10 @@ struct Upstream {
     /// The proxy's local lease at this cell (send time + granted / (1 + ρ)); `None` while
     /// it has no session there.
     live_until: Option<Instant>,
+    /// The hold-back promised to the cell (`SessionContext.hold_back_ms`), divided by
+    /// (1 + ρ): client leases and answers from the shared cache end this long before
+    /// `live_until` ([`ProxyCore::cover`]). `None`: nothing promised; the margin applies.
+    hold_back: Option<Duration>,
     generation: u64,
     /// Highest upstream event seq received in this generation.
     highest: u64,
@@ -289,16 +293,18 @@ impl ProxyCore {
         self.now = now;
         let id: ClientId = self.rng.gen();
         let secret: [u8; 16] = self.rng.gen();
-        let lease_end = now + self.cfg.client_lease;
+        let lease = self
+            .lease_for_cells(&id, &BTreeSet::new(), now)
+            .map_or(self.cfg.client_lease, |l| l.0);
         self.insert_client(
             id,
             secret,
             principal.to_string(),
             1,
-            lease_end,
+            now + lease,
             BTreeSet::new(),
         );
-        (id, secret, self.cfg.client_lease, 1)
+        (id, secret, lease, 1)
     }
 
     fn insert_client(
@@ -397,7 +403,10 @@ impl ProxyCore {
             return c.epoch; // adopted concurrently by another call
         }
         let epoch = known_epoch.saturating_add(1).max(1);
-        let lease_end = now + self.lease_for_cells(&cells, now).unwrap_or(Duration::ZERO);
+        let lease = self
+            .lease_for_cells(&id, &cells, now)
+            .map_or(Duration::ZERO, |l| l.0);
+        let lease_end = now + lease;
         self.insert_client(id, secret, principal, epoch, lease_end, cells);
         self.push_event(
             id,
@@ -442,19 +451,98 @@ impl ProxyCore {
         }
     }
 
+    /// Until when the proxy's session at `cell` covers client leases and answers from the
+    /// shared cache (docs/design.md §10, "A dead proxy"): its local lease there minus the
+    /// hold-back it promised the cell (or, with none promised, minus the margin). The cell
+    /// stops waiting for the proxy's acknowledgement of an invalidation only after the
+    /// cover of every reply sent before it has ended. `None`: no session there.
+    fn cover(&self, cell: CellIx) -> Option<Instant> {
+        let u = self.upstream.get(cell)?;
+        let back = u
+            .hold_back
+            .map_or(self.cfg.margin, |h| h.max(self.cfg.margin));
+        Some(u.live_until?.checked_sub(back).unwrap_or(self.now))
+    }
+
+    /// How much a client lease cut short by a hold-back cover is shortened further, up to:
+    /// the proxy refreshes its cover every so often (see
+    /// [`ProxyCore::upstream_keep_ahead`]), and leases cut to the same cover would
+    /// otherwise all end, and all be renewed, at the same instant.
+    fn cover_spread(&self) -> Duration {
+        self.cfg.client_lease / 4
+    }
+
     /// The longest lease the proxy may grant now to a client using `cells`: up to the
-    /// client lease, never past any of the proxy's own sessions there minus the margin.
-    /// `None` when some cell has no live session (no extension at all).
-    fn lease_for_cells(&self, cells: &BTreeSet<CellIx>, now: Instant) -> Option<Duration> {
-        let mut lease = self.cfg.client_lease;
+    /// client lease, never past the cover of any of the proxy's own sessions there, and
+    /// whether a cell held it back (its cover lags: that cell is not answering). `None`
+    /// when some cell has no live session (no extension at all).
+    fn lease_for_cells(
+        &self,
+        id: &ClientId,
+        cells: &BTreeSet<CellIx>,
+        now: Instant,
+    ) -> Option<(Duration, bool)> {
+        let (lease, held_back, spread_it) = self.cap_for_cells(cells, now)?;
+        Some((self.spread_cut(id, lease, spread_it), held_back))
+    }
+
+    /// [`ProxyCore::lease_for_cells`] before the random cut: the lease, whether a cell
+    /// held it back, and whether a hold-back cover shortened it.
+    fn cap_for_cells(
+        &self,
+        cells: &BTreeSet<CellIx>,
+        now: Instant,
+    ) -> Option<(Duration, bool, bool)> {
+        let full = self.cfg.client_lease;
+        let spread = self.cover_spread();
+        let (mut lease, mut held_back, mut spread_it) = (full, false, false);
         for &cell in cells {
-            let until = self.upstream.get(cell)?.live_until?;
-            let cap = until
-                .checked_sub(self.cfg.margin)
-                .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+            let cover = self.cover(cell)?;
+            let cap = cover.saturating_duration_since(now);
+            let promised = self.upstream[cell].hold_back.is_some();
+            // With a hold-back the cover is refreshed to within `spread` of a full lease;
+            // only a cover lagging behind that means the cell is not answering.
+            let lagging = if promised {
+                cap < full.saturating_sub(spread * 2)
+            } else {
+                cap < full
+            };
+            held_back |= lagging;
+            spread_it |= promised && cap < full;
             lease = lease.min(cap);
         }
-        Some(lease)
+        // Within the cover of the other cells too, so that whichever cell the client reads
+        // from next, it may keep what it reads (docs/design.md §10, "A dead proxy") — but
+        // not of one whose cover lags (it is failing over, say): a client with nothing
+        // there must not feel it; it gets nothing cacheable from there meanwhile.
+        for (cell, u) in self.upstream.iter().enumerate() {
+            if cells.contains(&cell) || u.hold_back.is_none() {
+                continue;
+            }
+            let Some(cap) = self.cover(cell).map(|t| t.saturating_duration_since(now)) else {
+                continue;
+            };
+            if cap >= full.saturating_sub(spread * 2) {
+                spread_it |= cap < full;
+                lease = lease.min(cap);
+            }
+        }
+        Some((lease, held_back, spread_it))
+    }
+
+    /// Cuts a lease a hold-back cover shortened by the client's own offset below
+    /// [`ProxyCore::cover_spread`] (from its random id, so spread evenly). Fixed per
+    /// client, so that a later cover always makes a later lease end: every refresh of the
+    /// cover lets every client's lease grow, and none is starved by the cut.
+    fn spread_cut(&self, id: &ClientId, lease: Duration, spread_it: bool) -> Duration {
+        let spread = self.cover_spread().as_micros() as u64;
+        if !spread_it || spread == 0 {
+            return lease;
+        }
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&id[..8]);
+        let offset = Duration::from_micros(u64::from_le_bytes(b) % spread);
+        lease.saturating_sub(offset)
     }
 
     /// Client `KeepAlive`: acknowledges up to `ack_seq`, supersedes the outstanding one,
@@ -525,8 +613,9 @@ impl ProxyCore {
         if !c.lease.all_delivered_acknowledged() {
             return;
         }
-        let lease = self.lease_for_cells(&c.cells, now);
-        let capped = lease.is_none_or(|l| l < self.cfg.client_lease);
+        let lease = self.cap_for_cells(&c.cells, now);
+        let capped = lease.is_none_or(|(_, held_back, _)| held_back);
+        let lease = lease.map(|(l, _, spread_it)| self.spread_cut(id, l, spread_it));
         let c = self.clients.get_mut(id).expect("checked");
         // Starved only if a cell held the lease back while it ran: a lease that had ended
         // before (the proxy itself stalled) does not make the client starved.
@@ -788,10 +877,83 @@ impl ProxyCore {
     }
 
     /// The proxy lost its session at `cell` (expired there): no client using it may be
-    /// promised more lease until a new one exists.
+    /// promised more lease until a new one exists. What it cached from that cell is
+    /// flushed: the cell stopped sending it invalidations when the session ended (and may
+    /// have ended it before its cover ran out, if all its clients there moved to another
+    /// proxy), so nothing of it may be served under a new session.
     pub fn upstream_lost(&mut self, cell: CellIx) {
-        self.up(cell).live_until = None;
+        let u = self.up(cell);
+        u.live_until = None;
+        u.hold_back = None;
         self.upstream_restarted(cell);
+        self.flush_cell(cell);
+    }
+
+    /// Drops what the proxy cached from `cell` and invalidates it at the clients that may
+    /// have cached it.
+    fn flush_cell(&mut self, cell: CellIx) {
+        let paths: HashSet<String> = self
+            .origins
+            .iter()
+            .filter(|(_, cells)| cells.contains(&cell))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if paths.is_empty() {
+            return;
+        }
+        tracing::info!(
+            cell,
+            paths = paths.len(),
+            "lost the session at a cell; flushing what was cached from it"
+        );
+        self.cache.flush_where(|p| paths.contains(p));
+        for p in paths {
+            self.relay_invalidation(&p, None);
+            self.origins.remove(&p);
+        }
+    }
+
+    /// The proxy promised `cell` to hold back its client leases and its shared cache
+    /// `hold_back` (already divided by 1 + ρ) before its local lease there ends
+    /// (docs/design.md §10, "A dead proxy"). Set when its session there is created.
+    pub fn upstream_hold_back(&mut self, cell: CellIx, hold_back: Duration) {
+        self.up(cell).hold_back = Some(hold_back);
+    }
+
+    /// How far ahead of its local lease's end at `cell` the proxy refreshes it (a
+    /// superseding KeepAlive): at least `default`, and with a hold-back early enough that
+    /// the cover stays within [`ProxyCore::cover_spread`] of a full client lease.
+    pub fn upstream_keep_ahead(&self, cell: CellIx, default: Duration) -> Duration {
+        match self.upstream.get(cell).and_then(|u| u.hold_back) {
+            Some(h) => default.max(h + self.cfg.client_lease - self.cover_spread()),
+            None => default,
+        }
+    }
+
+    /// Whether client `id`'s lease ends by the cover of each of `cells`. A lease granted
+    /// before the client used a cell (its first, full one) may reach past that cell's
+    /// cover: such a client is not given copies from there to keep until its lease is
+    /// next extended, within the cover (docs/design.md §10, "A dead proxy").
+    fn lease_within_cover(&self, id: &ClientId, cells: impl IntoIterator<Item = CellIx>) -> bool {
+        let Some(c) = self.clients.get(id) else {
+            return false;
+        };
+        cells
+            .into_iter()
+            .all(|cell| self.cover(cell).is_some_and(|t| c.lease.end <= t))
+    }
+
+    /// Whether the proxy may answer a read of `path` from its shared cache now: the cover
+    /// of its session at `cell` (the handle's) and at every cell the cached copy came
+    /// from has not ended. After that the cell may have stopped waiting for the proxy's
+    /// acknowledgement of an invalidation the proxy has not received.
+    pub fn cache_covered(&self, path: &str, cell: CellIx, now: Instant) -> bool {
+        let covered = |c: CellIx| self.cover(c).is_some_and(|t| now < t);
+        covered(cell)
+            && self
+                .origins
+                .get(path)
+                .is_none_or(|cells| cells.iter().all(|&c| covered(c)))
     }
 
     /// The proxy's local lease at `cell` is now `live_until`. Clients held waiting for it
@@ -1003,7 +1165,7 @@ impl ProxyCore {
         ticket: Ticket,
         cell: CellIx,
     ) -> bool {
-        if !self.note_cacher(id, path, Some(ticket)) {
+        if !self.lease_within_cover(id, Some(cell)) || !self.note_cacher(id, path, Some(ticket)) {
             return false;
         }
         self.origins
@@ -1058,6 +1220,14 @@ impl ProxyCore {
     /// under `ticket`) is still valid; returns whether the client may cache it.
     pub fn note_cacher(&mut self, id: &ClientId, path: &str, ticket: Option<Ticket>) -> bool {
         if self.writing.contains_key(path) {
+            return false;
+        }
+        let origins: Vec<CellIx> = self
+            .origins
+            .get(path)
+            .map(|cells| cells.iter().copied().collect())
+            .unwrap_or_default();
+        if !self.lease_within_cover(id, origins) {
             return false;
         }
         if let Some(t) = ticket {

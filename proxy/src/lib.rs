@@ -266,9 +266,12 @@ impl Shared {
         ix
     }
 
-    pub(crate) fn upstream_created(&self, ix: CellIx, live_until: Instant) {
+    /// A new session at cell `ix`: its local lease ends at `live_until`, and the proxy
+    /// promised the cell the hold-back `hold_back` (already divided by 1 + ρ).
+    pub(crate) fn upstream_created(&self, ix: CellIx, live_until: Instant, hold_back: Duration) {
         self.with_core(|c| {
             c.upstream_restarted(ix);
+            c.upstream_hold_back(ix, hold_back);
             c.upstream_lease(ix, live_until, Instant::now());
         });
     }
@@ -276,10 +279,13 @@ impl Shared {
     pub(crate) fn upstream_reply(&self, ix: CellIx, live_until: Instant, events: &[pb::Event]) {
         self.with_core(|c| {
             let now = Instant::now();
-            c.upstream_lease(ix, live_until, now);
+            // Events first: the cell counts on the proxy applying a reply's invalidations
+            // before it grants any client lease on the strength of that reply's lease
+            // (docs/design.md §10, "A dead proxy").
             if !events.is_empty() {
                 c.upstream_events(ix, events, now);
             }
+            c.upstream_lease(ix, live_until, now);
         });
         // Acknowledge what needed no client (or was already acknowledged) at once.
         self.cell(ix).kick.notify_one();

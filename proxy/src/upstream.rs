@@ -42,6 +42,9 @@ pub struct Link {
     pub epoch: u64,
     /// Counts sessions: a forwarded call that failed on one link retries on a newer one.
     pub serial: u64,
+    /// The hold-back promised to the cell (`SessionContext.hold_back_ms`, on the proxy's
+    /// own calls): see [`hold_back`].
+    pub hold_back_ms: u64,
 }
 
 impl Link {
@@ -57,6 +60,8 @@ impl Link {
             ctx.client_session = id.to_vec();
             ctx.client_secret = secret.to_vec();
             ctx.client_principal = principal.to_string();
+        } else {
+            ctx.hold_back_ms = self.hold_back_ms;
         }
         ctx
     }
@@ -230,6 +235,16 @@ async fn create_session(
     Ok((r, sent))
 }
 
+/// The hold-back the proxy promises a cell that granted it `granted` (docs/design.md §10,
+/// "A dead proxy"): it grants no client lease, and answers nothing from its shared cache,
+/// later than this long before its local lease there ends — so never more than one client
+/// lease past the lease end the cell gave it. The cell may then stop waiting for the
+/// proxy's acknowledgement of an invalidation once the client leases the proxy could
+/// have granted before it have ended, instead of waiting out the proxy's whole lease.
+fn hold_back(shared: &Shared, granted: Duration) -> Duration {
+    granted.saturating_sub(shared.cfg.client_lease)
+}
+
 /// Runs the proxy's session at one cell for the life of the proxy.
 pub async fn run(shared: Arc<Shared>, ix: CellIx) {
     let up = shared.cell(ix);
@@ -273,6 +288,8 @@ pub async fn run(shared: Arc<Shared>, ix: CellIx) {
             continue;
         };
         serial += 1;
+        let granted = Duration::from_millis(created.lease_ms);
+        let hold_back = hold_back(&shared, granted);
         let mut link = Link {
             client,
             addr,
@@ -280,15 +297,16 @@ pub async fn run(shared: Arc<Shared>, ix: CellIx) {
             secret,
             epoch: created.epoch,
             serial,
+            hold_back_ms: hold_back.as_millis() as u64,
         };
         // The proxy's local lease at the cell (send time + lease / (1 + ρ), the shared
         // client-side rule); clients of this cell are never promised more.
-        let mut lease = LocalLease::new(
-            sent,
-            Duration::from_millis(created.lease_ms),
-            shared.cfg.drift,
-        );
-        shared.upstream_created(ix, lease.end());
+        let mut lease = LocalLease::new(sent, granted, shared.cfg.drift);
+        // The cover is then send time + (lease − hold-back) / (1 + ρ): the local lease
+        // of a lease `hold_back` shorter, which ends no later than the cell's lease end
+        // minus the hold-back.
+        let local_hold_back = hold_back.div_f64(1.0 + shared.cfg.drift);
+        shared.upstream_created(ix, lease.end(), local_hold_back);
         metrics::counter!("warren_proxy_upstream_sessions_created_total", "cell" => up.name.clone())
             .increment(1);
         tracing::info!(cell = %up.name, master = %link.addr, epoch = link.epoch, "proxy session created");
@@ -426,8 +444,9 @@ async fn keepalive_loop(
 ) -> Lost {
     let up = shared.cell(ix);
     let up = &*up;
-    // When to refresh: keep the local lease at least client_lease + margins ahead.
-    let keep_ahead = shared.cfg.min_proxy_lease();
+    // When to refresh: keep the local lease at least client_lease + margins ahead, and
+    // the cover within a quarter of a client lease of a full one (a hold-back).
+    let keep_ahead = shared.with_core(|c| c.upstream_keep_ahead(ix, shared.cfg.min_proxy_lease()));
     let mut in_flight = FuturesUnordered::new();
     // The ack carried by the latest KeepAlive sent (`None`: none yet, or numbering
     // restarted): a kick sends only when the clients acknowledged more than that.

@@ -146,6 +146,9 @@ impl<const MODE: u8> TargetIn<MODE> {
 pub struct Raw {
     pub client: WarrenClient<Channel>,
     pub ctx: pb::SessionContext,
+    /// The lease CreateSession granted (a proxy may grant less than its client lease:
+    /// docs/design.md §10, "A dead proxy").
+    pub lease: std::time::Duration,
 }
 
 impl Raw {
@@ -163,6 +166,7 @@ impl Raw {
             .into_inner();
         Raw {
             client,
+            lease: std::time::Duration::from_millis(s.lease_ms),
             ctx: pb::SessionContext {
                 session_id: s.session_id,
                 secret: s.secret,

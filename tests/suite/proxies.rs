@@ -235,3 +235,159 @@ async fn a_proxy_lease_too_short_for_the_client_lease_stops_the_proxy_and_says_w
     );
     assert!(e.contains("12s"), "{e}");
 }
+
+/// Coherence through a proxy kill (docs/design.md §10, "A dead proxy"): proxy A is a real
+/// process, killed with SIGKILL a third of the way through the writes, while readers that
+/// cached through it keep reading. The writer is on proxy B. Readers that know both proxies
+/// move to B, which claims them; with `stuck`, two more readers know only A, so nobody
+/// claims them and the cell can only go by A's hold-back. Every read that returns a value
+/// must show at least what was acknowledged before it began; reads that fail (a reader of
+/// A alone, once its lease ran out) show nothing. Returns (reads done, reads after the
+/// kill, the longest a write took after the kill).
+async fn coherence_through_a_proxy_kill(writes: u64, stuck: bool) -> (u64, u64, Duration) {
+    let lease = Duration::from_secs(2);
+    let cell = Cell::builder()
+        .lease(lease)
+        .proxy_lease(Duration::from_secs(5))
+        .claim_window(Duration::from_secs(20))
+        .run()
+        .await;
+    let mut a = warren_testkit::WarrenProcess::spawn_proxy(
+        std::path::Path::new(env!("CARGO_BIN_EXE_warren")),
+        &format!("{}={}", cell.name(), cell.addr()),
+        "2s",
+    )
+    .await;
+    let a_addr = a.proxy_addr();
+    let b = Proxy::builder()
+        .front(&cell)
+        .client_lease(lease)
+        .run()
+        .await;
+    let session = |addrs: Vec<String>| async move {
+        Session::connect_with(ClientOptions::proxies(addrs).grace_period(Duration::from_secs(10)))
+            .await
+            .expect("connect")
+    };
+    let writer = session(vec![b.addr()]).await;
+    let mut handles = Vec::new();
+    for i in 0..FILES {
+        let (h, _) = writer
+            .open(
+                &format!("/f{i}"),
+                OpenOptions::new().write().create_file(value(0)),
+            )
+            .await
+            .unwrap();
+        handles.push(h);
+    }
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..FILES).map(|_| AtomicU64::new(0)).collect());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let after_kill = Arc::new(AtomicU64::new(0));
+    let mut lists = vec![
+        vec![a_addr.clone(), b.addr()],
+        vec![a_addr.clone(), b.addr()],
+        vec![b.addr()],
+    ];
+    if stuck {
+        lists.push(vec![a_addr.clone()]);
+        lists.push(vec![a_addr.clone()]);
+    }
+    let mut readers = Vec::new();
+    for (r, addrs) in lists.into_iter().enumerate() {
+        let s = session(addrs).await;
+        let (acked, stop, killed) = (acked.clone(), stop.clone(), killed.clone());
+        let (reads, after_kill) = (reads.clone(), after_kill.clone());
+        readers.push(tokio::spawn(async move {
+            let mut hs = Vec::new();
+            for i in 0..FILES {
+                hs.push(
+                    s.open(&format!("/f{i}"), OpenOptions::new().read())
+                        .await
+                        .unwrap()
+                        .0,
+                );
+            }
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let i = (n as usize + r) % FILES;
+                let floor = acked[i].load(Ordering::SeqCst);
+                let after = killed.load(Ordering::SeqCst);
+                n += 1;
+                // A reader of A alone is held in jeopardy once its lease ran out: give up
+                // on such a read (it shows nothing) rather than wait out its grace.
+                let read = tokio::time::timeout(Duration::from_millis(500), hs[i].contents());
+                let Ok(Ok((data, _))) = read.await else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let got = parse(&data);
+                assert!(
+                    got >= floor,
+                    "reader {r} read f{i} = {got} after {floor} was acknowledged"
+                );
+                reads.fetch_add(1, Ordering::Relaxed);
+                if after {
+                    after_kill.fetch_add(1, Ordering::Relaxed);
+                }
+                if n % 16 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+
+    let mut longest = Duration::ZERO;
+    for v in 1..=writes {
+        if v == writes / 3 {
+            a.kill9().await;
+            killed.store(true, Ordering::SeqCst);
+        }
+        for (i, h) in handles.iter().enumerate() {
+            let t = std::time::Instant::now();
+            h.set_contents(value(v)).await.expect("write");
+            if killed.load(Ordering::SeqCst) {
+                longest = longest.max(t.elapsed());
+            }
+            acked[i].store(v, Ordering::SeqCst);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.await
+            .expect("a reader saw an old value after its write was acknowledged");
+    }
+    (
+        reads.load(Ordering::Relaxed),
+        after_kill.load(Ordering::Relaxed),
+        longest,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coherence_holds_through_a_proxy_kill_whose_clients_move() {
+    let (reads, after, longest) = coherence_through_a_proxy_kill(150, false).await;
+    eprintln!("{reads} reads, {after} after the kill; longest write after it {longest:?}");
+    assert!(reads >= 1000, "only {reads} reads");
+    assert!(after >= 200, "only {after} reads after the kill");
+    // Held only until the dead proxy's clients were claimed by proxy B (and its session
+    // ended after a 0.5 s grace), far less than its 5 s lease at the cell.
+    assert!(longest < Duration::from_secs(4), "a write took {longest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coherence_holds_through_a_proxy_kill_with_clients_nobody_claims() {
+    let (reads, after, longest) = coherence_through_a_proxy_kill(150, true).await;
+    eprintln!("{reads} reads, {after} after the kill; longest write after it {longest:?}");
+    assert!(reads >= 1000, "only {reads} reads");
+    assert!(after >= 200, "only {after} reads after the kill");
+    // Held until the client leases the dead proxy could have granted ended (2 s) plus
+    // the cell's 0.5 s margin; its lease at the cell is 5 s. Room for a loaded machine.
+    assert!(longest < Duration::from_secs(4), "a write took {longest:?}");
+    assert!(
+        longest >= Duration::from_millis(1000),
+        "no write waited for the dead proxy ({longest:?}): the check is not exercised"
+    );
+}

@@ -3,6 +3,7 @@
 
 use super::{Ctx, Event, Master, Reply, WaiterKind, Wake};
 use crate::store::SessionId;
+use std::time::Duration;
 use tokio::time::Instant;
 use warren_proto::WarrenError;
 use warren_server::lease::{self, HeldKeepAlive, Sequenced};
@@ -26,6 +27,21 @@ impl Master {
         ack_seq: u64,
         now: Instant,
     ) -> Result<Reply<KeepAliveReply>, WarrenError> {
+        self.keepalive_holding_back(ctx, ack_seq, Duration::ZERO, now)
+    }
+
+    /// [`Master::keepalive`] from a proxy session that promises to hold back its client
+    /// leases and its shared cache `hold_back` before its lease here ends
+    /// (`SessionContext.hold_back_ms`; zero: no promise). The cell then stops waiting for
+    /// the proxy's acknowledgement of an invalidation at its lease end minus `hold_back`
+    /// plus [`super::HOLD_BACK_MARGIN`] (docs/design.md §10, "A dead proxy").
+    pub fn keepalive_holding_back(
+        &mut self,
+        ctx: &Ctx,
+        ack_seq: u64,
+        hold_back: Duration,
+        now: Instant,
+    ) -> Result<Reply<KeepAliveReply>, WarrenError> {
         self.now = now;
         if ctx.client.is_some() {
             return Err(WarrenError::invalid_argument(
@@ -33,6 +49,7 @@ impl Master {
             ));
         }
         let sid = self.check_session(ctx)?;
+        self.note_hold_back(sid, hold_back);
         self.sessions[&sid].lease.check_ack(ack_seq)?;
         self.acknowledge(sid, ack_seq);
         if let Some(held) = self

@@ -33,6 +33,7 @@ mod sub_sessions;
 mod time;
 mod writes;
 
+pub use caching::{DESERTED_GRACE, HOLD_BACK_MARGIN};
 pub use events::{mask, ChildChange, Event, EventKind};
 pub use handles::intent;
 pub use keepalive::KeepAliveReply;
@@ -197,6 +198,13 @@ pub struct Master {
     invalidating: HashMap<String, HashSet<SessionId>>,
     /// path → writes waiting for `invalidating[path]` to drain.
     barriers: HashMap<String, Vec<WaiterId>>,
+    /// (when, proxy session, event seq): an invalidation sent to a proxy session that
+    /// promised a hold-back stops being waited for at `when` (docs/design.md §10, "A dead
+    /// proxy"). Entries whose invalidation was acknowledged meanwhile are skipped.
+    invalidation_deadlines: BTreeSet<(Instant, SessionId, u64)>,
+    /// (when, proxy session): a deserted proxy session with an invalidation outstanding is
+    /// ended at `when` unless it acknowledged meanwhile (docs/design.md §10).
+    deserted_checks: BTreeSet<(Instant, SessionId)>,
     waiters: HashMap<WaiterId, WaiterKind>,
     next_waiter: WaiterId,
     recovery: Option<Recovery>,

@@ -94,6 +94,8 @@ impl Master {
             cachers: HashMap::new(),
             invalidating: HashMap::new(),
             barriers: HashMap::new(),
+            invalidation_deadlines: BTreeSet::new(),
+            deserted_checks: BTreeSet::new(),
             waiters: HashMap::new(),
             next_waiter: 1,
             recovery: None,

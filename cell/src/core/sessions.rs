@@ -60,6 +60,14 @@ pub(super) struct Session {
     pub(super) moved_in: bool,
     /// Events for a moved-in orphan, delivered to the proxy session that takes it on.
     pub(super) held_events: Vec<super::Event>,
+    /// A proxy session: how long before its lease here ends it stops granting client
+    /// leases and answering from its shared cache (`SessionContext.hold_back_ms` on its
+    /// KeepAlives; zero: no such promise). Not recorded in the store: a new master learns
+    /// it from the proxy's next KeepAlive and waits for leases until then.
+    pub(super) hold_back: Duration,
+    /// A proxy session whose last client sub-session another proxy session claimed, and
+    /// that holds nothing of its own: nobody can read through it here any more.
+    pub(super) deserted: bool,
 }
 
 impl Session {
@@ -74,6 +82,8 @@ impl Session {
             orphan_until: None,
             moved_in: false,
             held_events: Vec::new(),
+            hold_back: Duration::ZERO,
+            deserted: false,
         }
     }
 }

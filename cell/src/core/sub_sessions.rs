@@ -68,11 +68,9 @@ impl Master {
         };
         self.out.mutations.push(Mutation::PutSession(rec.clone()));
         self.sessions.insert(c.session, Session::new(rec, self.now));
-        self.sessions
-            .get_mut(&proxy)
-            .expect("checked")
-            .subs
-            .insert(c.session);
+        let p = self.sessions.get_mut(&proxy).expect("checked");
+        p.subs.insert(c.session);
+        p.deserted = false;
         Ok(c.session)
     }
 
@@ -183,12 +181,11 @@ impl Master {
                 client: Some(client),
             };
             self.queue_event(old, claimed);
+            self.maybe_deserted(old);
         }
-        self.sessions
-            .get_mut(&sid)
-            .expect("checked")
-            .subs
-            .insert(client);
+        let claimer = self.sessions.get_mut(&sid).expect("checked");
+        claimer.subs.insert(client);
+        claimer.deserted = false;
         tracing::info!(
             client = %short_id(&client),
             from = %short_id(&old),
@@ -212,6 +209,7 @@ impl Master {
         self.out.mutations.push(Mutation::PutSession(rec));
         if let Some(p) = self.sessions.get_mut(&proxy) {
             p.subs.insert(client);
+            p.deserted = false;
         }
         for e in held {
             self.queue_event(proxy, e);
@@ -221,6 +219,25 @@ impl Master {
             proxy = %short_id(&proxy),
             "a client session that moved here with a slot joined its proxy's session"
         );
+    }
+
+    /// A claim took a client sub-session away from proxy session `old`. If that was its
+    /// last one and it holds nothing of its own, nobody can read through it here any more
+    /// (a read through a proxy needs a handle this cell gave the client): it is deserted,
+    /// and ended if a write waits for it and it does not acknowledge within
+    /// [`super::caching::DESERTED_GRACE`] (docs/design.md §10, "A dead proxy").
+    fn maybe_deserted(&mut self, old: SessionId) {
+        let Some(o) = self.sessions.get_mut(&old) else {
+            return;
+        };
+        if !o.subs.is_empty() || !o.handles.is_empty() {
+            return;
+        }
+        o.deserted = true;
+        if !o.pending_invalidations.is_empty() {
+            let at = self.now + super::caching::DESERTED_GRACE;
+            self.deserted_checks.insert((at, old));
+        }
     }
 
     /// A proxy session ended: `sid` keeps its state for the claim window.

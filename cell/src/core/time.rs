@@ -20,6 +20,8 @@ impl Master {
         self.now = now;
         self.answer_due_keepalives(now);
         self.expire_lapsed_sessions(now);
+        self.release_lapsed_invalidations(now);
+        self.end_deserted_proxies(now);
         self.end_unclaimed_orphans(now);
         self.end_lapsed_freezes(now);
         self.forget_old_tombstones(now);
@@ -59,7 +61,9 @@ impl Master {
             .map(|r| r.cleanup_at);
         let o = self.orphans.first().map(|(t, _)| *t);
         let a = self.fresh_anchors.values().min().copied();
-        [s, n, c, o, a].into_iter().flatten().min()
+        let i = self.next_invalidation_deadline();
+        let d = self.next_deserted_check();
+        [s, n, c, o, a, i, d].into_iter().flatten().min()
     }
 
     /// The caller of a parked operation went away (its RPC was cancelled).

@@ -80,6 +80,16 @@ static METRICS: TierMetrics = TierMetrics::new(&[
         "cache invalidation events queued to sessions that cached a changed file",
     )
     .from_zero(),
+    Metric::counter(
+        "warren_cell_invalidations_lapsed_total",
+        "invalidations a proxy session left unacknowledged past its hold-back; the cell stopped waiting for them",
+    )
+    .from_zero(),
+    Metric::counter(
+        "warren_cell_deserted_proxy_sessions_ended_total",
+        "proxy sessions ended because every client they had here moved to another proxy and they left an invalidation unacknowledged",
+    )
+    .from_zero(),
     Metric::gauge(
         "warren_cell_lock_waiters",
         "Acquire calls waiting for a lock right now",

@@ -715,3 +715,144 @@ fn a_moved_handle_is_unconfirmed_by_a_failover_of_its_new_cell_not_its_old_one()
     );
     assert!(core.handle(&id, b"h").unwrap().unconfirmed);
 }
+
+/// A core whose session at cell 0 is live until `t0 + 20 s`, with an 8 s hold-back (a 20 s
+/// proxy lease and 12 s client leases): its cover ends at `t0 + 12 s`.
+fn setup_hold_back() -> (ProxyCore, Instant) {
+    let (mut core, t0) = setup(1);
+    core.upstream_hold_back(0, 8 * S);
+    (core, t0)
+}
+
+#[test]
+fn with_a_hold_back_client_leases_end_by_the_cover_and_do_not_all_end_together() {
+    let (mut core, t0) = setup_hold_back();
+    let ids: Vec<ClientId> = (0..20)
+        .map(|_| {
+            let (id, _, _, _) = core.create_session("c", t0);
+            core.registered(&id, 0);
+            id
+        })
+        .collect();
+    // The cell answers at t0 + 10 s: local lease to t0 + 30 s, cover to t0 + 22 s.
+    let at = t0 + 10 * S;
+    core.upstream_lease(0, t0 + 30 * S, at);
+    let mut ends = BTreeSet::new();
+    for id in &ids {
+        let _ = core.keepalive(id, 0, at + S / 2);
+        let end = core.clients[id].lease.end;
+        assert!(end <= t0 + 22 * S, "{:?}", end - t0);
+        ends.insert(end);
+    }
+    // Cut at random below the cover (by up to a quarter of the client lease), so that
+    // they are not all renewed at the same instant.
+    assert!(ends.len() > 10, "{} distinct ends of 20", ends.len());
+    assert!(ends.iter().all(|e| *e >= t0 + 19 * S));
+    // A cover refreshed at the usual pace does not make its clients starved, and each
+    // refresh lets every client's lease grow (the cut is the client's own, not drawn anew).
+    assert!(ids.iter().all(|id| !core.clients[id].starved));
+    core.upstream_lease(0, t0 + 33 * S, at + 3 * S);
+    for id in &ids {
+        let before = core.clients[id].lease.end;
+        let _ = core.keepalive(id, 0, at + 3 * S);
+        assert!(core.clients[id].lease.end > before);
+    }
+    // With no more word from the cell, no lease ends past its cover.
+    let _ = core.keepalive(&ids[0], 0, at + 8 * S);
+    assert!(core.clients[&ids[0]].lease.end <= t0 + 25 * S);
+    // The proxy refreshes its lease there early enough to keep the cover within a quarter
+    // of a client lease of a full one: 8 s + 12 s − 3 s ahead of its end.
+    assert_eq!(core.upstream_keep_ahead(0, 14 * S), 17 * S);
+    assert_eq!(core.upstream_keep_ahead(0, 18 * S), 18 * S);
+}
+
+#[test]
+fn a_client_whose_lease_reaches_past_the_cover_gets_nothing_cacheable_from_that_cell() {
+    let (mut core, t0) = setup_hold_back();
+    // A new client's lease ends by every cover there is.
+    let (a, _, lease, _) = core.create_session("a", t0);
+    assert!(lease <= 12 * S, "{lease:?}");
+    core.registered(&a, 0);
+    let t = core.cache.ticket();
+    assert!(
+        core.note_fetched(&a, "/ls/d/x", t, 0),
+        "its lease ends by the cover"
+    );
+    // One created while the proxy had no session at the cell (say, before the cell
+    // joined) has a full lease, which may reach past the cover the cell then gives.
+    core.upstream_lost(0);
+    let (b, _, lease, _) = core.create_session("b", t0 + S);
+    assert_eq!(lease, 12 * S);
+    core.upstream_lease(0, t0 + 20 * S, t0 + S);
+    core.upstream_hold_back(0, 8 * S);
+    core.registered(&b, 0);
+    let t = core.cache.ticket();
+    assert!(
+        !core.note_fetched(&b, "/ls/d/x", t, 0),
+        "its lease ends past the cover"
+    );
+    // Nor from the shared cache, once the path is known to come from that cell.
+    let t = core.cache.ticket();
+    assert!(core.note_fetched(&a, "/ls/d/x", t, 0));
+    assert!(!core.note_cacher(&b, "/ls/d/x", None));
+}
+
+#[test]
+fn the_shared_cache_is_not_answered_from_past_the_cover() {
+    let (mut core, t0) = setup_hold_back();
+    let (a, _, _, _) = core.create_session("a", t0);
+    core.registered(&a, 0);
+    let t = core.cache.ticket();
+    assert!(core.note_fetched(&a, "/ls/d/x", t, 0));
+    assert!(core.cache_covered("/ls/d/x", 0, t0 + 11 * S));
+    assert!(!core.cache_covered("/ls/d/x", 0, t0 + 12 * S));
+    // Without a hold-back the margin applies, as for client leases.
+    let (mut plain, t0) = setup(1);
+    assert!(plain.cache_covered("/ls/d/x", 0, t0 + 18 * S));
+    assert!(!plain.cache_covered("/ls/d/x", 0, t0 + 19 * S));
+    plain.upstream_lost(0);
+    assert!(!plain.cache_covered("/ls/d/x", 0, t0));
+}
+
+#[test]
+fn losing_the_session_at_a_cell_flushes_what_was_cached_from_it() {
+    let (mut core, t0) = setup(2);
+    let (a, _, _, _) = core.create_session("a", t0);
+    let t = core.cache.ticket();
+    core.note_fetched(&a, "/ls/d/x", t, 0);
+    core.cache
+        .fill("/ls/d/x", t, |e| e.stat = Some(pb::Stat::default()));
+    core.note_fetched(&a, "/ls/e/y", t, 1);
+    core.cache
+        .fill("/ls/e/y", t, |e| e.stat = Some(pb::Stat::default()));
+    // The cell may have stopped sending the old session invalidations (it ended it):
+    // nothing from it may be answered under a new session.
+    core.upstream_lost(0);
+    assert!(!core.cache.contains("/ls/d/x"));
+    assert!(core.cache.contains("/ls/e/y"));
+    let r = done(core.keepalive(&a, 0, t0));
+    let paths: Vec<&str> = r.events.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, vec!["/ls/d/x"]);
+}
+
+#[test]
+fn a_replys_invalidation_reaches_a_starved_client_before_the_lease_it_brings() {
+    let (mut core, t0) = setup_hold_back();
+    let (a, _, _, _) = core.create_session("a", t0);
+    core.registered(&a, 0);
+    let t = core.cache.ticket();
+    assert!(core.note_fetched(&a, "/ls/d/x", t, 0));
+    // The cover runs out (no reply from the cell): the client's KeepAlive is held.
+    let w = waits(core.keepalive(&a, 0, t0 + 12 * S));
+    assert!(core.take_output().wakes.is_empty());
+    // A late reply arrives with an invalidation and a new lease. Applied in that order
+    // (as `Shared::upstream_reply` does), the client's answer carries the invalidation.
+    core.upstream_events(
+        0,
+        &[ev(1, pb::EventType::Invalidate, "/ls/d/x", None)],
+        t0 + 13 * S,
+    );
+    core.upstream_lease(0, t0 + 33 * S, t0 + 13 * S);
+    let r = wake_of(&mut core, w);
+    assert!(r.events.iter().any(|e| e.path == "/ls/d/x"), "{r:?}");
+}

@@ -7,14 +7,16 @@ use crate::cache::{Entry, Ticket};
 
 impl Service {
     /// A cached read: the handle must be one the cell gave this client (not closed), with
-    /// the intent the cell would demand, and no sequencer (the cell checks those).
+    /// the intent the cell would demand, and no sequencer (the cell checks those); and the
+    /// proxy's session at the cells involved must still cover its cache
+    /// ([`crate::core::ProxyCore::cache_covered`]).
     pub(super) fn cached<T>(
         &self,
         who: &Who,
         token: &[u8],
         need_read: bool,
         get: impl FnOnce(&Entry, u64) -> Option<T>,
-    ) -> Result<T, Ticket> {
+    ) -> Result<(T, bool), Ticket> {
         self.shared.with_core(|c| {
             let info = match c.handle(&who.id, token) {
                 Some(h)
@@ -28,11 +30,15 @@ impl Service {
                 }
             };
             let ticket = c.cache.ticket();
+            if !c.cache_covered(&info.path, info.cell, Instant::now()) {
+                c.cache.note_miss();
+                return Err(ticket);
+            }
             let hit = c.cache.get(&info.path).and_then(|e| get(e, info.instance));
             match hit {
                 Some(v) => {
-                    c.note_cacher(&who.id, &info.path, None);
-                    Ok(v)
+                    let cacheable = c.note_cacher(&who.id, &info.path, None);
+                    Ok((v, cacheable))
                 }
                 None => Err(ticket),
             }
@@ -290,7 +296,12 @@ impl CachedRead for pb::ReadDirRequest {
 pub(super) async fn cached_read<Q: CachedRead>(svc: &Service, r: Q) -> Answer<Q::Reply> {
     let who = svc.session(r.ctx()).await?;
     let ticket = match svc.cached(&who, r.handle(), Q::NEEDS_READ, Q::lookup) {
-        Ok(copy) => return Ok(Q::from_copy(copy)),
+        Ok((copy, cacheable)) => {
+            // Not for the client to keep if its lease reaches past the proxy's cover.
+            let mut reply = Q::from_copy(copy);
+            *Q::cacheable(&mut reply) = cacheable;
+            return Ok(reply);
+        }
         Err(t) => t,
     };
     let (cell, body) = svc.handle_cell(&who, r.handle())?;

@@ -53,7 +53,11 @@ pub(super) async fn keep_alive(
     let reply = s
         .node
         .master()?
-        .run_parked(|m, now| m.keepalive(&ctx, r.ack_seq, now))
+        .run_parked(|m, now| {
+            let hold_back =
+                std::time::Duration::from_millis(r.ctx.as_ref().map_or(0, |c| c.hold_back_ms));
+            m.keepalive_holding_back(&ctx, r.ack_seq, hold_back, now)
+        })
         .await?
         .reply(|wake| match wake {
             Wake::KeepAlive(res) => Ok(res),
