@@ -98,16 +98,7 @@ enum Retry {
 impl Service {
     /// Checks (or adopts) the client session of a request.
     pub(super) async fn session(&self, ctx: Option<&pb::SessionContext>) -> Result<Who, Status> {
-        let id = self.session_id(ctx).await?;
-        let (principal, secret) = self
-            .shared
-            .with_core(|c| c.identity(&id))
-            .ok_or_else(|| WarrenError::session_expired("the session has expired"))?;
-        Ok(Who {
-            id,
-            secret,
-            principal,
-        })
+        self.checked(parse_ctx(ctx)?).await
     }
 
     /// The session of a handle-based request and the cell its handle belongs to

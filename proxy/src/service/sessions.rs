@@ -10,25 +10,26 @@ use tokio::sync::oneshot;
 impl Service {
     /// Checks (or adopts) the client session a request names, and answers its id: the
     /// session check of [`Service::session`] without the identity a forwarded call needs.
-    pub(super) async fn session_id(
-        &self,
-        ctx: Option<&pb::SessionContext>,
-    ) -> Result<ClientId, Status> {
-        self.checked(parse_ctx(ctx)?).await
-    }
-
-    /// [`Service::session_id`] for a context already parsed.
-    async fn checked(&self, (id, secret, epoch, fresh): Ctx) -> Result<ClientId, Status> {
-        let known = self
-            .shared
-            .with_core(|c| c.check(&id, &secret, epoch, Instant::now()))?;
+    /// [`Service::session`] for a context already parsed: the check and the client's
+    /// principal under one take of the core's lock.
+    pub(super) async fn checked(&self, (id, secret, epoch, fresh): Ctx) -> Result<Who, Status> {
+        let (known, principal) = self.shared.with_core(|c| {
+            let known = c.check(&id, &secret, epoch, Instant::now())?;
+            Ok::<_, WarrenError>((known, c.identity(&id).map(|(p, _)| p)))
+        })?;
         if let Known::Unknown = known {
             let new_epoch = self.adopt(id, secret, epoch, fresh).await?;
             // The client now adopts the new epoch (its event numbering restarts) and
             // retries; its next KeepAlive brings the fail-over event.
             return Err(WarrenError::stale_epoch(new_epoch, epoch).into());
         }
-        Ok(id)
+        let principal =
+            principal.ok_or_else(|| WarrenError::session_expired("the session has expired"))?;
+        Ok(Who {
+            id,
+            secret,
+            principal,
+        })
     }
 
     /// The session check of a KeepAlive, done before its future is made: the client's id,
