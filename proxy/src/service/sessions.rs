@@ -8,8 +8,6 @@ use std::collections::BTreeSet;
 use tokio::sync::oneshot;
 
 impl Service {
-    /// Checks (or adopts) the client session a request names, and answers its id: the
-    /// session check of [`Service::session`] without the identity a forwarded call needs.
     /// [`Service::session`] for a context already parsed: the check and the client's
     /// principal under one take of the core's lock.
     pub(super) async fn checked(&self, (id, secret, epoch, fresh): Ctx) -> Result<Who, Status> {
@@ -206,9 +204,9 @@ pub(super) async fn create_session(
 
 /// `KeepAlive`: answered from the proxy's own table, or held until there is something to
 /// answer. Not an `async fn`: that would keep the whole request in the future for as long
-/// as the call is held — most of a lease, for every client session. Only the parsed
-/// session context and the acknowledged seq go into it (docs/performance.md, "Memory per
-/// session at the proxy").
+/// as the call is held — most of a lease, for every client session. The session is
+/// checked first, and only the client's id and the acknowledged seq go into the future
+/// (docs/performance.md, "Memory per session at the proxy").
 pub(super) fn keep_alive(
     svc: &Service,
     r: pb::KeepAliveRequest,
