@@ -159,18 +159,20 @@ pub(super) async fn set_contents(
     r: pb::SetContentsRequest,
 ) -> Answer<pb::SetContentsResponse> {
     let (who, cell, body) = svc.session_and_cell(&r).await?;
-    let path = svc
+    // The file's path and the start of the own write under one take of the core's lock.
+    let own = svc
         .shared
-        .with_core(|c| c.handle(&who.id, &r.handle).map(|h| h.path.clone()))
-        .or(body.map(|b| b.path));
-    let own = path.and_then(|path| {
-        svc.shared
-            .with_core(|c| c.begin_own_write(&who.id, &path))
-            .then(|| OwnWrite {
-                shared: svc.shared.clone(),
-                path,
-            })
-    });
+        .with_core(|c| {
+            let path = c
+                .handle(&who.id, &r.handle)
+                .map(|h| h.path.clone())
+                .or(body.map(|b| b.path))?;
+            c.begin_own_write(&who.id, &path).then_some(path)
+        })
+        .map(|path| OwnWrite {
+            shared: svc.shared.clone(),
+            path,
+        });
     let dropped = own.is_some();
     let reply = svc
         .on_handle(&who, cell, Retry::Once, &r, |mut c, mut r| {

@@ -98,25 +98,7 @@ enum Retry {
 impl Service {
     /// Checks (or adopts) the client session of a request.
     pub(super) async fn session(&self, ctx: Option<&pb::SessionContext>) -> Result<Who, Status> {
-        let (id, secret, epoch, fresh) = parse_ctx(ctx)?;
-        let known = self
-            .shared
-            .with_core(|c| c.check(&id, &secret, epoch, Instant::now()))?;
-        if let Known::Unknown = known {
-            let new_epoch = self.adopt(id, secret, epoch, fresh).await?;
-            // The client now adopts the new epoch (its event numbering restarts) and
-            // retries; its next KeepAlive brings the fail-over event.
-            return Err(WarrenError::stale_epoch(new_epoch, epoch).into());
-        }
-        let (principal, _) = self
-            .shared
-            .with_core(|c| c.identity(&id))
-            .ok_or_else(|| WarrenError::session_expired("the session has expired"))?;
-        Ok(Who {
-            id,
-            secret,
-            principal,
-        })
+        self.checked(parse_ctx(ctx)?).await
     }
 
     /// The session of a handle-based request and the cell its handle belongs to

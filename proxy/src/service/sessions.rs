@@ -8,12 +8,80 @@ use std::collections::BTreeSet;
 use tokio::sync::oneshot;
 
 impl Service {
+    /// [`Service::session`] for a context already parsed: the check and the client's
+    /// principal under one take of the core's lock.
+    pub(super) async fn checked(&self, (id, secret, epoch, fresh): Ctx) -> Result<Who, Status> {
+        let (known, principal) = self.shared.with_core(|c| {
+            let known = c.check(&id, &secret, epoch, Instant::now())?;
+            Ok::<_, WarrenError>((known, c.identity(&id).map(|(p, _)| p)))
+        })?;
+        if let Known::Unknown = known {
+            let new_epoch = self.adopt(id, secret, epoch, fresh).await?;
+            // The client now adopts the new epoch (its event numbering restarts) and
+            // retries; its next KeepAlive brings the fail-over event.
+            return Err(WarrenError::stale_epoch(new_epoch, epoch).into());
+        }
+        let principal =
+            principal.ok_or_else(|| WarrenError::session_expired("the session has expired"))?;
+        Ok(Who {
+            id,
+            secret,
+            principal,
+        })
+    }
+
+    /// The session check of a KeepAlive, done before its future is made: the client's id,
+    /// or what the call fails with (a session to adopt first fails `STALE_EPOCH` once it is
+    /// adopted), boxed, so that the held call's future need not make room for it.
+    fn check_keepalive(
+        &self,
+        ctx: Option<&pb::SessionContext>,
+    ) -> Result<ClientId, futures::future::BoxFuture<'_, Status>> {
+        let failed = |s: Status| -> futures::future::BoxFuture<'_, Status> {
+            Box::pin(std::future::ready(s))
+        };
+        if self.shared.closing() {
+            return Err(failed(WarrenError::not_master("").into()));
+        }
+        let (id, secret, epoch, fresh) = parse_ctx(ctx).map_err(|e| failed(e.into()))?;
+        match self
+            .shared
+            .with_core(|c| c.check(&id, &secret, epoch, Instant::now()))
+        {
+            Ok(Known::Yes) => Ok(id),
+            Ok(Known::Unknown) => Err(Box::pin(async move {
+                match self.adopt(id, secret, epoch, fresh).await {
+                    // The client now adopts the new epoch and retries (as in
+                    // `Service::checked`).
+                    Ok(new_epoch) => WarrenError::stale_epoch(new_epoch, epoch).into(),
+                    Err(e) => e.into(),
+                }
+            })),
+            Err(e) => Err(failed(e.into())),
+        }
+    }
+
     /// A session this proxy does not know: a client arriving from another proxy (docs/design.md §10
     /// proxy failover). Claims it at every cell where it may have state — with a map,
     /// every cell of the map and the meta cell, whether or not this proxy used them yet
     /// (their sessions start now) — then takes it on. `fresh` is the principal of a client
     /// that says it holds nothing: if no cell knows the session, it is taken on afresh.
-    pub(super) async fn adopt(
+    ///
+    /// Boxed: every handler awaits it behind its session check, and an unboxed claim at
+    /// every cell would make each of their futures — above all the KeepAlive held for a
+    /// whole lease by every client session — as large as this rare path (docs/performance.md,
+    /// "Memory per session at the proxy").
+    pub(super) fn adopt(
+        &self,
+        id: ClientId,
+        secret: [u8; 16],
+        epoch: u64,
+        fresh: Option<String>,
+    ) -> futures::future::BoxFuture<'_, Result<u64, WarrenError>> {
+        Box::pin(self.adopt_now(id, secret, epoch, fresh))
+    }
+
+    async fn adopt_now(
         &self,
         id: ClientId,
         secret: [u8; 16],
@@ -134,40 +202,49 @@ pub(super) async fn create_session(
     })
 }
 
-pub(super) async fn keep_alive(
+/// `KeepAlive`: answered from the proxy's own table, or held until there is something to
+/// answer. Not an `async fn`: that would keep the whole request in the future for as long
+/// as the call is held — most of a lease, for every client session. The session is
+/// checked first, and only the client's id and the acknowledged seq go into the future
+/// (docs/performance.md, "Memory per session at the proxy").
+pub(super) fn keep_alive(
     svc: &Service,
     r: pb::KeepAliveRequest,
-) -> Answer<pb::KeepAliveResponse> {
-    if svc.shared.closing() {
-        return Err(WarrenError::not_master("").into());
-    }
-    let who = svc.session(r.ctx()).await?;
-    let (tx, rx) = oneshot::channel();
-    let parked = svc.shared.with_state(|st| {
-        match st.core.keepalive(&who.id, r.ack_seq, Instant::now()) {
-            Ok(Reply::Done(reply)) => Ok(Err(reply)),
-            Ok(Reply::Wait(w)) => {
-                st.senders.insert(w, tx);
-                Ok(Ok(w))
-            }
-            Err(e) => Err(e),
-        }
-    })?;
-    match parked {
-        Err(reply) => Ok(ka_reply(reply)),
-        Ok(waiter) => {
-            let mut guard = Parked {
-                shared: &svc.shared,
-                waiter,
-                done: false,
-            };
-            let result = rx.await;
-            guard.done = true;
-            match result {
-                Ok(Ok(reply)) => Ok(ka_reply(reply)),
-                Ok(Err(e)) => Err(e.into()),
-                Err(_) => Err(WarrenError::internal("the proxy dropped the KeepAlive").into()),
-            }
+) -> impl Future<Output = Answer<pb::KeepAliveResponse>> + Send + '_ {
+    let ack_seq = r.ack_seq;
+    let checked = svc.check_keepalive(r.ctx.as_ref());
+    drop(r);
+    async move {
+        let id = match checked {
+            Ok(id) => id,
+            Err(failed) => return Err(failed.await),
+        };
+        let (tx, rx) = oneshot::channel();
+        let parked =
+            svc.shared
+                .with_state(|st| match st.core.keepalive(&id, ack_seq, Instant::now()) {
+                    Ok(Reply::Done(reply)) => Ok(Err(reply)),
+                    Ok(Reply::Wait(w)) => {
+                        st.senders.insert(w, tx);
+                        Ok(Ok(w))
+                    }
+                    Err(e) => Err(e),
+                })?;
+        let waiter = match parked {
+            Err(reply) => return Ok(ka_reply(reply)),
+            Ok(waiter) => waiter,
+        };
+        let mut guard = Parked {
+            shared: &svc.shared,
+            waiter,
+            done: false,
+        };
+        let result = rx.await;
+        guard.done = true;
+        match result {
+            Ok(Ok(reply)) => Ok(ka_reply(reply)),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(WarrenError::internal("the proxy dropped the KeepAlive").into()),
         }
     }
 }
@@ -297,4 +374,27 @@ pub(super) async fn claim_session(
         "ClaimSession is for proxies talking to cells; this is a proxy",
     )
     .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `handler` returns, without calling it.
+    fn future_size<'a, Q, F: Future>(_: impl Fn(&'a Service, Q) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every client session holds a KeepAlive at the proxy for most of its lease, and that
+    /// call's future with it: what the future keeps is memory per session. It was 1,056
+    /// bytes while the claim at every cell (adopting a client) was inlined in it and the
+    /// request kept whole (docs/performance.md, "Memory per session at the proxy").
+    #[test]
+    fn a_held_keepalive_keeps_a_small_future() {
+        let size = future_size(keep_alive);
+        assert!(
+            size <= 192,
+            "the KeepAlive handler's future is {size} bytes"
+        );
+    }
 }
