@@ -252,7 +252,11 @@ async fn one_term(
     // lowers the store's and warns (the store also adapts if etcd refuses a write later).
     match store.probe_limits().await {
         Ok((ops, bytes)) => {
-            tracing::debug!(max_txn_ops = ops, max_txn_bytes = bytes, "etcd limits probed")
+            tracing::debug!(
+                max_txn_ops = ops,
+                max_txn_bytes = bytes,
+                "etcd limits probed"
+            )
         }
         Err(e) => tracing::warn!(error = %e, "could not probe etcd's transaction limits"),
     }

@@ -183,8 +183,7 @@ impl EtcdCluster {
         });
         let mut last_failure = String::new();
         for attempt in 1..=START_ATTEMPTS {
-            let mut cluster =
-                Self::spawn_all(&bin, members, (max_txn_ops, max_request_bytes));
+            let mut cluster = Self::spawn_all(&bin, members, (max_txn_ops, max_request_bytes));
             match cluster.wait_all_healthy().await {
                 Ok(()) => return cluster,
                 Err(failure) => {

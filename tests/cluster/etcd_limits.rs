@@ -21,7 +21,24 @@ const SMALL_REQUEST_BYTES: usize = 400_000;
 
 fn session(i: u16) -> Mutation {
     Mutation::PutSession(SessionRecord {
-        id: [(i >> 8) as u8, i as u8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14],
+        id: [
+            (i >> 8) as u8,
+            i as u8,
+            1,
+            2,
+            3,
+            4,
+            5,
+            6,
+            7,
+            8,
+            9,
+            10,
+            11,
+            12,
+            13,
+            14,
+        ],
         secret: [7; 16],
         principal: format!("p{i}"),
         ..Default::default()
@@ -43,8 +60,7 @@ fn big_batch() -> Vec<Mutation> {
 #[tokio::test]
 async fn a_store_above_etcds_limits_splits_what_etcd_refuses() {
     let _etcd_bin = warren_testkit::require_etcd!();
-    let etcd =
-        EtcdCluster::start_with_limits(1, ETCD_DEFAULT_TXN_OPS, SMALL_REQUEST_BYTES).await;
+    let etcd = EtcdCluster::start_with_limits(1, ETCD_DEFAULT_TXN_OPS, SMALL_REQUEST_BYTES).await;
     let c = Client::connect(etcd.endpoints(), None).await.unwrap();
     // No probe: the first commit meets both limits and must still apply everything.
     let store =
@@ -54,7 +70,10 @@ async fn a_store_above_etcds_limits_splits_what_etcd_refuses() {
     reference.commit(big_batch()).await.unwrap();
     let (ops, bytes) = store.limits();
     assert_eq!(ops, ETCD_DEFAULT_TXN_OPS, "lowered to etcd's default first");
-    assert!(bytes < SMALL_REQUEST_BYTES, "byte budget lowered below etcd's: {bytes}");
+    assert!(
+        bytes < SMALL_REQUEST_BYTES,
+        "byte budget lowered below etcd's: {bytes}"
+    );
     let mut got = store.load().await.unwrap();
     let mut want = reference.load().await.unwrap();
     got.contents.sort();
@@ -117,8 +136,7 @@ const EPHEMERAL: usize = 300;
 async fn a_cell_above_etcds_txn_limit_serves_a_write_burst() {
     let _etcd_bin = warren_testkit::require_etcd!();
     // etcd on its defaults: 128 operations, 1.5 MiB per request.
-    let etcd =
-        EtcdCluster::start_with_limits(1, ETCD_DEFAULT_TXN_OPS, 3 * 1024 * 1024 / 2).await;
+    let etcd = EtcdCluster::start_with_limits(1, ETCD_DEFAULT_TXN_OPS, 3 * 1024 * 1024 / 2).await;
     let admin = format!("127.0.0.1:{}", free_port());
     let cell = Replicas::start(
         etcd.endpoints(),
@@ -188,7 +206,11 @@ async fn a_cell_above_etcds_txn_limit_serves_a_write_burst() {
         failed.len(),
     );
     closed.expect("closing the session of the ephemeral files");
-    assert!(failed.is_empty(), "writes failed: {:?}", &failed[..failed.len().min(5)]);
+    assert!(
+        failed.is_empty(),
+        "writes failed: {:?}",
+        &failed[..failed.len().min(5)]
+    );
     assert_eq!(acked.len(), WRITERS * FILES_EACH);
     assert_eq!(failovers, 0, "clients saw a failover");
     // No re-election: the same master, the same epoch, never deposed.
@@ -219,7 +241,10 @@ async fn a_cell_above_etcds_txn_limit_serves_a_write_burst() {
     cell.master(Duration::from_secs(20)).await;
     let mut reader = Raw::connect(&cell.addrs).await;
     for (path, value) in acked.iter().step_by(37) {
-        assert_eq!(&reader.open(path, 1, None, true).await.unwrap().contents, value);
+        assert_eq!(
+            &reader.open(path, 1, None, true).await.unwrap().contents,
+            value
+        );
     }
     assert!(reader.open("/ls/local/e7", 1, None, false).await.is_err());
 }

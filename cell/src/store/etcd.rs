@@ -275,8 +275,7 @@ impl EtcdStore {
                     .collect::<Vec<_>>(),
             )
         };
-        if let Err(TxnError::Limit(EtcdLimit::TxnOps, refusal)) =
-            self.raw_txn(read_only(ops)).await
+        if let Err(TxnError::Limit(EtcdLimit::TxnOps, refusal)) = self.raw_txn(read_only(ops)).await
         {
             let (mut ok, mut bad) = (0usize, ops);
             while bad - ok > 1 {
@@ -408,7 +407,9 @@ impl EtcdStore {
                     }
                 }
                 Err(_) if attempt >= 20 => {
-                    return Err(TxnError::Store(StoreError::Io("etcd did not answer".into())))
+                    return Err(TxnError::Store(StoreError::Io(
+                        "etcd did not answer".into(),
+                    )))
                 }
                 Err(_) => {}
             }
