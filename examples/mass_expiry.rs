@@ -49,7 +49,9 @@ use warren_proto::pb::warren_client::WarrenClient;
 use warren_proto::{ErrorCode, WarrenError};
 
 #[derive(Parser, Debug)]
-#[command(about = "KeepAlive lateness of everyone else while cells claim or expire a dead proxy's sessions")]
+#[command(
+    about = "KeepAlive lateness of everyone else while cells claim or expire a dead proxy's sessions"
+)]
 struct Args {
     /// The `warren` binary. Default: `warren` next to this example's directory.
     #[arg(long)]
@@ -238,7 +240,10 @@ fn summary(name: &str, samples: &Samples, kill: Instant, from_ms: i64, to_ms: i6
             -((kill - t).as_millis() as i64)
         }
     };
-    for &(_, late) in v.iter().filter(|(t, _)| (from_ms..to_ms).contains(&rel(*t))) {
+    for &(_, late) in v
+        .iter()
+        .filter(|(t, _)| (from_ms..to_ms).contains(&rel(*t)))
+    {
         // Early replies count as 0 lateness.
         h.record(late.max(0) as u64).expect("record");
         if late > 100_000 {
@@ -253,6 +258,18 @@ fn summary(name: &str, samples: &Samples, kill: Instant, from_ms: i64, to_ms: i6
         ms(h.value_at_quantile(0.99)),
         ms(h.max()),
     )
+}
+
+/// CPU ticks so far of the data cells and the surviving proxy, by name.
+fn cpu_ticks(d: &Deployment) -> Vec<(String, u64)> {
+    d.processes()
+        .into_iter()
+        .filter(|p| p.name.starts_with('c') || p.name == "p2")
+        .filter_map(|p| {
+            let u = warren_loadtest::procstat::usage(p.pid?).ok()?;
+            Some((p.name, u.cpu_ticks))
+        })
+        .collect()
 }
 
 async fn metric(admin: &str, name: &str) -> Option<f64> {
@@ -344,7 +361,7 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
             tokio::spawn(observe(
                 c,
                 s,
-                    at_cells.clone(),
+                at_cells.clone(),
                 jeopardy_cells.clone(),
                 stop.clone(),
             ));
@@ -437,7 +454,9 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
     );
 
     let kill_at = Instant::now() + args.baseline;
+    let cpu0 = cpu_ticks(d);
     tokio::time::sleep_until(kill_at).await;
+    let cpu1 = cpu_ticks(d);
 
     // The kill, then the cells' orphan and session counts each second.
     d.kill(&Member::Proxy(1)).await?;
@@ -451,7 +470,9 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
     while Instant::now() < end {
         let mut orphans = 0.0;
         for a in &admins {
-            orphans += metric(a, "warren_cell_orphan_sessions").await.unwrap_or(0.0);
+            orphans += metric(a, "warren_cell_orphan_sessions")
+                .await
+                .unwrap_or(0.0);
         }
         let t = (Instant::now() - kill_at).as_secs_f64();
         if orphans > peak_orphans {
@@ -465,7 +486,20 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    let cpu2 = cpu_ticks(d);
     stop.store(true, Ordering::Relaxed);
+    let hz = warren_loadtest::procstat::ticks_per_s().max(1) as f64;
+    for (name, t0) in &cpu0 {
+        let at = |snap: &[(String, u64)]| snap.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
+        let (Some(t1), Some(t2)) = (at(&cpu1), at(&cpu2)) else {
+            continue;
+        };
+        println!(
+            "CPU of {name}: baseline {:.1} % of a core, after the kill {:.1} % of a core",
+            100.0 * (t1 - t0) as f64 / hz / args.baseline.as_secs_f64(),
+            100.0 * (t2 - t1) as f64 / hz / args.after.as_secs_f64(),
+        );
+    }
     let after_ms = args.after.as_millis() as i64;
     let base_ms = args.baseline.as_millis() as i64;
     println!(
@@ -484,10 +518,17 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
     );
     println!("| KeepAlive lateness | replies | p50 ms | p99 ms | max ms | > 100 ms |");
     println!("|---|---:|---:|---:|---:|---:|");
-    let expiry_window = expired_at.map(|t| ((t * 1000.0) as i64 - 5_000, (t * 1000.0) as i64 + 3_000));
+    let expiry_window =
+        expired_at.map(|t| ((t * 1000.0) as i64 - 5_000, (t * 1000.0) as i64 + 3_000));
     for (name, s) in [("surviving proxy", &at_proxy), ("cells", &at_cells)] {
-        println!("{}", summary(&format!("{name}, baseline"), s, kill_at, -base_ms, 0));
-        println!("{}", summary(&format!("{name}, after the kill"), s, kill_at, 0, after_ms));
+        println!(
+            "{}",
+            summary(&format!("{name}, baseline"), s, kill_at, -base_ms, 0)
+        );
+        println!(
+            "{}",
+            summary(&format!("{name}, after the kill"), s, kill_at, 0, after_ms)
+        );
         if let Some((a, b)) = expiry_window {
             let what = format!("{name}, around the mass expiry");
             println!("{}", summary(&what, s, kill_at, a, b));
