@@ -855,7 +855,8 @@ fn the_ticker_follows_leased_sessions_through_a_proxys_mass_of_clients() {
         (3, 2, usize::from(CLIENTS))
     );
     // alice and p2 hold KeepAlives; p1 (the proxy that will die) sends none. The next
-    // deadline is alice's reply, 1–1.1 s before her lease (from 2 s) ends at 14 s.
+    // deadline is alice's reply, 1–1.1 s before her lease (granted at 0 s) ends at 12 s:
+    // none of the 2,000 sub-sessions has a deadline of its own.
     let Reply::Wait(wa) = t.m.keepalive(&alice, 0, t.at(2.0)).unwrap() else {
         panic!("alice's KeepAlive was not held");
     };
@@ -863,10 +864,15 @@ fn the_ticker_follows_leased_sessions_through_a_proxys_mass_of_clients() {
         panic!("p2's KeepAlive was not held");
     };
     let due = t.m.next_deadline().unwrap();
-    assert!(due >= t.at(12.9) && due <= t.at(13.0), "{:?}", due - t.t0);
+    assert!(due >= t.at(10.9) && due <= t.at(11.0), "{:?}", due - t.t0);
     t.m.tick(due);
     assert!(t.wakes().iter().any(|(w, _)| *w == wa));
 
+    // p2's held KeepAlive falls due and is answered; both keep alive.
+    t.m.tick(t.at(19.0));
+    let at = t.at(19.0);
+    keep_alive(&mut t.m, &p2, at);
+    keep_alive(&mut t.m, &alice, at);
     // p1's lease runs out: its clients are orphans; the index loses p1 only.
     t.m.tick(t.at(20.5));
     assert_leased_index(&t.m);
@@ -875,20 +881,28 @@ fn the_ticker_follows_leased_sessions_through_a_proxys_mass_of_clients() {
         (st.sessions, st.proxy_sessions, st.sub_sessions, st.orphans),
         (2, 1, usize::from(CLIENTS), usize::from(CLIENTS))
     );
-    // p2 claims ten of them; the others end when the claim window does.
-    for n in 0..10 {
-        let c = numbered_client(&p2, n);
-        let id = c.client.as_ref().unwrap().session;
-        t.m.claim_session(&p2, id, [0x11; 16], "client", None, t.at(30.0))
-            .unwrap();
-    }
-    let mut now = 30.0;
+    // p2 claims ten of them at 30 s; the others end when the claim window does. The
+    // ticker runs every half second; alice and p2 send a KeepAlive every 5 s.
+    let mut now: f64 = 20.5;
     while now < 81.0 {
-        now += 5.0;
-        let at = t.at(now.min(81.0));
-        keep_alive(&mut t.m, &p2, at);
-        keep_alive(&mut t.m, &alice, at);
+        now += 0.5;
+        let at = t.at(now);
+        if now == 30.0 {
+            for n in 0..10 {
+                let c = numbered_client(&p2, n);
+                let id = c.client.as_ref().unwrap().session;
+                t.m.claim_session(&p2, id, [0x11; 16], "client", None, at)
+                    .unwrap();
+            }
+        }
+        if now % 5.0 == 0.0 {
+            keep_alive(&mut t.m, &p2, at);
+            keep_alive(&mut t.m, &alice, at);
+        }
         t.m.tick(at);
+        if now == 80.0 {
+            assert_eq!(t.m.status().orphans, usize::from(CLIENTS) - 10);
+        }
     }
     assert_leased_index(&t.m);
     let st = t.m.status();
