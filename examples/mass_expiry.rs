@@ -427,8 +427,10 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
                             moved_ok.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(_) => {}
-                        Err(_) if first => {
-                            moved_failed.fetch_add(1, Ordering::Relaxed);
+                        Err(st) if first => {
+                            if moved_failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                                eprintln!("the first refused move: {st:?}");
+                            }
                             return;
                         }
                         Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
