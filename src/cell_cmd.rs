@@ -64,7 +64,10 @@ pub struct CellArgs {
     /// TTL of the mastership lease in etcd, e.g. `2s`. Env WARREN_ETCD_LEASE.
     #[arg(long)]
     etcd_lease: Option<String>,
-    /// Most operations per etcd transaction (etcd's --max-txn-ops). Env WARREN_ETCD_MAX_TXN_OPS.
+    /// Most operations per etcd transaction: give etcd's --max-txn-ops (default 128; run
+    /// etcd with 10000 and give 10000 here). If etcd's is lower, the cell finds it at
+    /// election or when etcd refuses a write, warns naming both flags, and writes smaller
+    /// transactions (large batches then apply in parts). Env WARREN_ETCD_MAX_TXN_OPS.
     #[arg(long)]
     etcd_max_txn_ops: Option<String>,
     /// The meta cell's replicas, HOST:PORT[,HOST:PORT…]: given, this is a data cell of a

@@ -258,6 +258,18 @@ async fn one_term(
     let store = EtcdStore::new(client.clone(), prefix.to_string(), Some(fence))
         .with_endpoints(etcd.endpoints.clone())
         .with_limits(etcd.max_txn_ops, 1024 * 1024);
+    // Meet etcd's limits now rather than in the first write burst: a limit below ours
+    // lowers the store's and warns (the store also adapts if etcd refuses a write later).
+    match store.probe_limits().await {
+        Ok((ops, bytes)) => {
+            tracing::debug!(
+                max_txn_ops = ops,
+                max_txn_bytes = bytes,
+                "etcd limits probed"
+            )
+        }
+        Err(e) => tracing::warn!(error = %e, "could not probe etcd's transaction limits"),
+    }
     let term = match Term::start(Arc::new(store), opts).await {
         Ok(t) => t,
         Err(e) => {

@@ -61,7 +61,9 @@ pub struct CellConfig {
     /// TTL of the etcd lease behind mastership (whole seconds, ≥ 1 s). A dead master is
     /// replaced about this long after it stops renewing.
     pub etcd_lease: Duration,
-    /// Most operations per etcd transaction; must not exceed the cluster's `--max-txn-ops`.
+    /// Most operations per etcd transaction; should equal the cluster's `--max-txn-ops`.
+    /// Set higher, the cell finds etcd's limit at election (or when etcd refuses a write),
+    /// warns and uses etcd's (docs/operations.md, "etcd limits").
     pub etcd_max_txn_ops: usize,
     /// Addresses of the meta cell's replicas (`HOST:PORT`). Given: this is a data cell of a
     /// partitioned deployment, serving only the slots the partition map (watched in the

@@ -156,6 +156,8 @@ pub struct EtcdCluster {
     /// `m0=http://…,m1=…`, fixed at creation.
     initial_cluster: String,
     token: String,
+    /// `--max-txn-ops` and `--max-request-bytes` every member runs with.
+    limits: (usize, usize),
     /// Owns every member directory; removed on drop.
     root: Option<tempfile::TempDir>,
 }
@@ -165,13 +167,23 @@ impl EtcdCluster {
     /// itself healthy. Panics (with each member's log tail) if etcd is missing or the cluster
     /// is not healthy within 30 s; call [`require_etcd`] first to skip politely instead.
     pub async fn start(members: usize) -> EtcdCluster {
+        Self::start_with_limits(members, MAX_TXN_OPS, MAX_REQUEST_BYTES).await
+    }
+
+    /// [`EtcdCluster::start`] with other `--max-txn-ops` and `--max-request-bytes` than
+    /// the ones Warren needs (to test a cell against a misconfigured etcd).
+    pub async fn start_with_limits(
+        members: usize,
+        max_txn_ops: usize,
+        max_request_bytes: usize,
+    ) -> EtcdCluster {
         assert!(members >= 1, "an etcd cluster needs at least one member");
         let bin = etcd_binary().unwrap_or_else(|| {
             panic!("EtcdCluster::start: no etcd binary (call etcd::require_etcd() first)")
         });
         let mut last_failure = String::new();
         for attempt in 1..=START_ATTEMPTS {
-            let mut cluster = Self::spawn_all(&bin, members);
+            let mut cluster = Self::spawn_all(&bin, members, (max_txn_ops, max_request_bytes));
             match cluster.wait_all_healthy().await {
                 Ok(()) => return cluster,
                 Err(failure) => {
@@ -188,7 +200,7 @@ impl EtcdCluster {
         panic!("etcd cluster of {members} did not start after {START_ATTEMPTS} attempts: {last_failure}");
     }
 
-    fn spawn_all(bin: &Path, count: usize) -> EtcdCluster {
+    fn spawn_all(bin: &Path, count: usize, limits: (usize, usize)) -> EtcdCluster {
         let root = tempfile::Builder::new()
             .prefix("warren-etcd-")
             .tempdir()
@@ -217,6 +229,7 @@ impl EtcdCluster {
             members,
             initial_cluster,
             token: unique_token(),
+            limits,
             root: Some(root),
         };
         for i in 0..count {
@@ -255,8 +268,8 @@ impl EtcdCluster {
             .args(["--initial-cluster-token", &self.token])
             .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
             .args(["--election-timeout", &ELECTION_TIMEOUT_MS.to_string()])
-            .args(["--max-txn-ops", &MAX_TXN_OPS.to_string()])
-            .args(["--max-request-bytes", &MAX_REQUEST_BYTES.to_string()])
+            .args(["--max-txn-ops", &self.limits.0.to_string()])
+            .args(["--max-request-bytes", &self.limits.1.to_string()])
             // Pre-vote (default on from etcd 3.5) keeps a restarted or briefly cut-off
             // member from forcing a needless election when it rejoins.
             .arg("--pre-vote")

@@ -120,12 +120,17 @@ impl Master {
 
     /// Answers the KeepAlives held until now (of sessions whose lease still runs).
     pub(super) fn answer_due_keepalives(&mut self, now: Instant) {
-        let due: Vec<(SessionId, HeldKeepAlive)> = self
-            .sessions
-            .iter_mut()
-            .filter(|(_, s)| s.lease.end >= now)
-            .filter_map(|(id, s)| Some((*id, s.lease.take_due(now)?)))
-            .collect();
+        let mut due: Vec<(SessionId, HeldKeepAlive)> = Vec::new();
+        for id in &self.leased {
+            let Some(s) = self.sessions.get_mut(id) else {
+                continue;
+            };
+            if s.lease.end >= now {
+                if let Some(held) = s.lease.take_due(now) {
+                    due.push((*id, held));
+                }
+            }
+        }
         for (sid, held) in due {
             self.answer_keepalive(sid, held);
         }

@@ -188,6 +188,13 @@ pub struct Master {
     now: Instant,
     nodes: HashMap<String, Node>,
     sessions: HashMap<SessionId, Session>,
+    /// The sessions with a lease of their own: every session but client sub-sessions,
+    /// which live as long as their proxy session. The ticker scans these (held
+    /// KeepAlives, lapsed leases, the next deadline) and not `sessions`, so its cost per
+    /// tick does not grow with the clients the proxies hold here (tens of thousands per
+    /// proxy; docs/performance.md, "Mass expiry after a proxy dies"). Kept by
+    /// [`Master::insert_session`] and [`Master::remove_session`].
+    leased: BTreeSet<SessionId>,
     handles: HashMap<HandleKey, Handle>,
     next_handle: u64,
     /// Handles of earlier epochs closed in this epoch; never recreated again (docs/design.md §9 step 8).
@@ -243,14 +250,12 @@ impl Master {
     }
 
     pub fn status(&self) -> MasterStatus {
-        let (mut proxies, mut subs) = (0, 0);
-        for s in self.sessions.values() {
-            if s.rec.parent.is_some() {
-                subs += 1;
-            } else if s.rec.proxy {
-                proxies += 1;
-            }
-        }
+        let subs = self.sessions.len() - self.leased.len();
+        let proxies = self
+            .leased
+            .iter()
+            .filter(|id| self.sessions.get(*id).is_some_and(|s| s.rec.proxy))
+            .count();
         MasterStatus {
             cell: self.cfg.cell.clone(),
             deployment: self.cfg.deployment.clone(),

@@ -88,6 +88,7 @@ impl Master {
             now,
             nodes: HashMap::new(),
             sessions: HashMap::new(),
+            leased: BTreeSet::new(),
             handles: HashMap::new(),
             next_handle: 1,
             closed_old_handles: HashSet::new(),
@@ -158,7 +159,7 @@ impl Master {
             } else {
                 leases.session
             };
-            self.sessions.insert(rec.id, Session::new(rec, now + lease));
+            self.insert_session(Session::new(rec, now + lease));
         }
         let mut orphaned = Vec::new();
         for sid in &restored {

@@ -1028,7 +1028,7 @@ impl Master {
         self.out.mutations.push(Mutation::PutSession(rec.clone()));
         let mut session = super::Session::new(rec.clone(), self.now + lease);
         session.moved_in = true;
-        self.sessions.insert(rec.id, session);
+        self.insert_session(session);
         match rec.parent {
             Some(parent)
                 if self

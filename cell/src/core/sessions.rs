@@ -142,7 +142,7 @@ impl Master {
         };
         let lease = self.lease_of(&rec);
         self.out.mutations.push(Mutation::PutSession(rec.clone()));
-        self.sessions.insert(id, Session::new(rec, now + lease));
+        self.insert_session(Session::new(rec, now + lease));
         Ok(SessionCreated {
             id,
             secret,
@@ -248,6 +248,24 @@ impl Master {
         Ok(())
     }
 
+    /// Adds a session (keeping [`Master::leased`]: a sub-session never becomes a leased
+    /// session or the other way round).
+    pub(super) fn insert_session(&mut self, s: Session) {
+        let id = s.rec.id;
+        if s.rec.parent.is_none() {
+            self.leased.insert(id);
+        } else {
+            self.leased.remove(&id);
+        }
+        self.sessions.insert(id, s);
+    }
+
+    /// Removes a session (and its entry in [`Master::leased`]).
+    pub(super) fn remove_session(&mut self, sid: &SessionId) -> Option<Session> {
+        self.leased.remove(sid);
+        self.sessions.remove(sid)
+    }
+
     pub(super) fn expire_session(&mut self, sid: SessionId) {
         tracing::info!(session = %short_id(&sid), "session expired");
         self.end_session(
@@ -307,7 +325,7 @@ impl Master {
             }
         }
         self.failover_acknowledged(sid, None);
-        self.sessions.remove(&sid);
+        self.remove_session(&sid);
         self.out.mutations.push(Mutation::DeleteSession(sid));
         // A proxy session's sub-sessions outlive it for the claim window.
         if !subs.is_empty() {
@@ -333,10 +351,10 @@ impl Master {
     /// Expires the sessions whose lease ran out (sub-sessions have none).
     pub(super) fn expire_lapsed_sessions(&mut self, now: Instant) {
         let expired: Vec<SessionId> = self
-            .sessions
+            .leased
             .iter()
-            .filter(|(_, s)| s.rec.parent.is_none() && now > s.lease.end)
-            .map(|(id, _)| *id)
+            .filter(|id| self.sessions.get(*id).is_some_and(|s| now > s.lease.end))
+            .copied()
             .collect();
         for sid in expired {
             self.expire_session(sid);

@@ -67,7 +67,7 @@ impl Master {
             registered_handle: self.next_handle,
         };
         self.out.mutations.push(Mutation::PutSession(rec.clone()));
-        self.sessions.insert(c.session, Session::new(rec, self.now));
+        self.insert_session(Session::new(rec, self.now));
         let p = self.sessions.get_mut(&proxy).expect("checked");
         p.subs.insert(c.session);
         p.deserted = false;

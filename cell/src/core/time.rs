@@ -33,9 +33,9 @@ impl Master {
     /// The earliest time at which [`Master::tick`] has something to do, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         let s = self
-            .sessions
-            .values()
-            .filter(|s| s.rec.parent.is_none())
+            .leased
+            .iter()
+            .filter_map(|id| self.sessions.get(id))
             .map(|s| {
                 let end = s.lease.end;
                 s.lease

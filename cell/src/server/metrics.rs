@@ -71,6 +71,16 @@ static METRICS: TierMetrics = TierMetrics::new(&[
     )
     .from_zero(),
     Metric::counter(
+        "warren_cell_etcd_limit_refusals_total",
+        "etcd transactions refused for etcd's --max-txn-ops or --max-request-bytes (at the election probe or a commit); the store lowered its limit and split the batch",
+    )
+    .from_zero(),
+    Metric::gauge(
+        "warren_cell_etcd_max_txn_ops",
+        "operations per etcd transaction in force (the cell's --etcd-max-txn-ops, lowered to etcd's --max-txn-ops if that is smaller; 0 on the embedded store)",
+    )
+    .from_zero(),
+    Metric::counter(
         "warren_cell_wrong_cell_total",
         "calls answered WRONG_CELL (the path belongs to another cell, or the caller's map is stale)",
     )

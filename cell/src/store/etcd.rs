@@ -20,11 +20,36 @@
 //! default 1.5 MiB). Each transaction is atomic; a batch larger than one transaction is
 //! applied in order but not atomically, so run etcd with a larger `--max-txn-ops` (Warren's
 //! tests use 10000) to keep large batches (a session ending with many ephemeral files) whole.
+//!
+//! **When the cell's limits exceed etcd's** (the cell started with `--etcd-max-txn-ops
+//! 10000` against an etcd on its default 128), etcd refuses the transaction outright ("too
+//! many operations in txn request", "request is too large"); nothing of it applies. The
+//! store does not treat that as a failure of the store, which would depose the master and
+//! crash-loop the cell under every write burst (docs/operations.md, "etcd limits"): it
+//! lowers its own limit, warns once per lowering naming the flag to fix, and sends the
+//! same operations again in smaller transactions. [`EtcdStore::probe_limits`] finds the
+//! operation limit before the first write (a read-only transaction of the configured
+//! size, which etcd checks against `--max-txn-ops` like any other) and the request-size
+//! limit with a transaction that cannot apply (its comparison is never true), so a
+//! misconfigured cell warns at election, not under load.
 
 use super::{MetaRecord, Mutation, NodeRecord, SessionRecord, Snapshot, Store, StoreError};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Mutex;
+
+/// etcd's default `--max-txn-ops`: the first smaller limit tried when etcd refuses a
+/// transaction for its number of operations (the likeliest cause is an etcd on defaults).
+pub const ETCD_DEFAULT_MAX_TXN_OPS: usize = 128;
+
+/// Bytes counted per operation besides its key and value: the protobuf framing of a
+/// `RequestOp` around a put or delete, so the byte budget bounds the real request.
+const OP_OVERHEAD_BYTES: usize = 16;
+
+/// The smallest byte budget the store lowers itself to: below it even one file of the
+/// largest size (256 KiB) could not be written, and a refusal is a real failure.
+const MIN_TXN_BYTES: usize = 64 * 1024;
 
 /// The key that proves mastership: the election key and its create revision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,8 +66,46 @@ pub struct EtcdStore {
     endpoints: Vec<String>,
     prefix: String,
     fence: Option<Fence>,
-    max_txn_ops: usize,
-    max_txn_bytes: usize,
+    /// Operations per transaction: the configured limit, lowered if etcd refuses it.
+    max_txn_ops: AtomicUsize,
+    /// Key and value bytes (plus [`OP_OVERHEAD_BYTES`] per operation) per transaction.
+    max_txn_bytes: AtomicUsize,
+    /// The limits as configured, for the warnings that name them.
+    configured: (usize, usize),
+}
+
+/// Which of etcd's limits a refused transaction met.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EtcdLimit {
+    /// `--max-txn-ops`: "etcdserver: too many operations in txn request".
+    TxnOps,
+    /// `--max-request-bytes`: "etcdserver: request is too large", or the gRPC server's
+    /// receive limit (`--max-request-bytes` + 512 KiB) met first.
+    RequestBytes,
+}
+
+/// Why a transaction did not apply.
+enum TxnError {
+    /// etcd refused it for one of its limits; nothing of it applied.
+    Limit(EtcdLimit, String),
+    Store(StoreError),
+}
+
+/// The etcd limit `e` reports meeting, if it is one.
+fn limit_met(e: &etcd_client::Error) -> Option<EtcdLimit> {
+    let etcd_client::Error::GRpcStatus(st) = e else {
+        return None;
+    };
+    let m = st.message();
+    if m.contains("too many operations in txn request") {
+        Some(EtcdLimit::TxnOps)
+    } else if m.contains("request is too large")
+        || (st.code() == tonic::Code::ResourceExhausted && m.contains("larger than max"))
+    {
+        Some(EtcdLimit::RequestBytes)
+    } else {
+        None
+    }
 }
 
 /// A client for the first of `endpoints` (tried in a rotating order) that answers a
@@ -99,8 +162,9 @@ impl EtcdStore {
             endpoints: Vec::new(),
             prefix,
             fence,
-            max_txn_ops: 128,
-            max_txn_bytes: 1024 * 1024,
+            max_txn_ops: AtomicUsize::new(ETCD_DEFAULT_MAX_TXN_OPS),
+            max_txn_bytes: AtomicUsize::new(1024 * 1024),
+            configured: (ETCD_DEFAULT_MAX_TXN_OPS, 1024 * 1024),
         }
     }
 
@@ -110,11 +174,144 @@ impl EtcdStore {
         self
     }
 
-    /// Raises the per-transaction limits (they must not exceed etcd's own).
+    /// Sets the per-transaction limits. They should not exceed etcd's own; if they do,
+    /// the store lowers them when etcd refuses a transaction (see the module doc).
     pub fn with_limits(mut self, max_txn_ops: usize, max_txn_bytes: usize) -> Self {
-        self.max_txn_ops = max_txn_ops.max(1);
-        self.max_txn_bytes = max_txn_bytes.max(1);
+        let (ops, bytes) = (max_txn_ops.max(1), max_txn_bytes.max(1));
+        self.max_txn_ops = AtomicUsize::new(ops);
+        self.max_txn_bytes = AtomicUsize::new(bytes);
+        self.configured = (ops, bytes);
         self
+    }
+
+    /// The limits in force: `(operations, bytes)` per transaction.
+    pub fn limits(&self) -> (usize, usize) {
+        (
+            self.max_txn_ops.load(Ordering::Relaxed),
+            self.max_txn_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The smaller limit to try after etcd refused a transaction of `ops` operations and
+    /// `bytes` bytes for `limit`: etcd's default operation count first (the likeliest
+    /// cause), else half. Fails when there is nothing left to split (one operation alone
+    /// is over etcd's limit), naming the flag to fix.
+    fn smaller(
+        &self,
+        limit: EtcdLimit,
+        ops: usize,
+        bytes: usize,
+        refusal: &str,
+    ) -> Result<usize, StoreError> {
+        match limit {
+            EtcdLimit::TxnOps if ops <= 1 => Err(StoreError::Io(format!(
+                "etcd refused a transaction of one operation ({refusal}); start etcd with \
+                 --max-txn-ops {} (Warren's recommended 10000)",
+                self.configured.0
+            ))),
+            EtcdLimit::TxnOps if ops > ETCD_DEFAULT_MAX_TXN_OPS => Ok(ETCD_DEFAULT_MAX_TXN_OPS),
+            EtcdLimit::TxnOps => Ok(ops / 2),
+            EtcdLimit::RequestBytes if ops <= 1 || bytes <= MIN_TXN_BYTES => {
+                Err(StoreError::Io(format!(
+                    "etcd refused a transaction of {ops} operation(s) and {bytes} bytes \
+                     ({refusal}); start etcd with --max-request-bytes 10485760 (etcd's \
+                     default is 1.5 MiB; Warren's files alone can be 256 KiB)"
+                )))
+            }
+            EtcdLimit::RequestBytes => Ok((bytes / 2).max(MIN_TXN_BYTES)),
+        }
+    }
+
+    /// Lowers the store's `limit` to `to` after etcd refused it, and warns naming the
+    /// flags and the fix.
+    fn lower(&self, limit: EtcdLimit, to: usize, refusal: &str) {
+        metrics::counter!("warren_cell_etcd_limit_refusals_total").increment(1);
+        let (configured_ops, configured_bytes) = self.configured;
+        match limit {
+            EtcdLimit::TxnOps => {
+                self.max_txn_ops.fetch_min(to, Ordering::Relaxed);
+                metrics::gauge!("warren_cell_etcd_max_txn_ops").set(self.limits().0 as f64);
+                tracing::warn!(
+                    configured = configured_ops,
+                    now = to,
+                    "etcd refused a transaction ({refusal}): its --max-txn-ops is below this \
+                     cell's --etcd-max-txn-ops {configured_ops}. Writing at most {to} \
+                     operations per transaction from now on (batches larger than that are \
+                     split, each part atomic, the batch not). Fix: start etcd with \
+                     --max-txn-ops 10000 (Warren's recommended value; etcd's default is 128), \
+                     or give the cell --etcd-max-txn-ops equal to etcd's --max-txn-ops"
+                );
+            }
+            EtcdLimit::RequestBytes => {
+                self.max_txn_bytes.fetch_min(to, Ordering::Relaxed);
+                tracing::warn!(
+                    configured = configured_bytes,
+                    now = to,
+                    "etcd refused a transaction ({refusal}): its --max-request-bytes is \
+                     below the {configured_bytes} bytes this cell writes per transaction. \
+                     Writing at most {to} bytes per transaction from now on. Fix: start etcd \
+                     with --max-request-bytes 10485760 (etcd's default is 1.5 MiB)"
+                );
+            }
+        }
+    }
+
+    /// Finds etcd's limits before the first write, lowering this store's where etcd's are
+    /// smaller (each lowering warns, as [`EtcdStore::commit`] does when refused). Writes
+    /// nothing: the operation probe is a read-only transaction of the configured size
+    /// (etcd checks `--max-txn-ops` on every transaction), the byte probe one put of the
+    /// configured byte budget behind a comparison that is never true (etcd checks
+    /// `--max-request-bytes` before applying, and applies nothing). Returns the limits in
+    /// force afterwards.
+    pub async fn probe_limits(&self) -> Result<(usize, usize), StoreError> {
+        let probe = self.key("limit-probe", "");
+        // Operations: the configured count; when refused, the largest accepted count below
+        // it by bisection (a dozen round trips at most, each refused without work).
+        let (ops, _) = self.limits();
+        let read_only = |n: usize| {
+            Txn::new().and_then(
+                (0..n)
+                    .map(|_| TxnOp::get(probe.clone(), None))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        if let Err(TxnError::Limit(EtcdLimit::TxnOps, refusal)) = self.raw_txn(read_only(ops)).await
+        {
+            let (mut ok, mut bad) = (0usize, ops);
+            while bad - ok > 1 {
+                let mid = ok + (bad - ok) / 2;
+                match self.raw_txn(read_only(mid)).await {
+                    Ok(_) => ok = mid,
+                    Err(TxnError::Limit(EtcdLimit::TxnOps, _)) => bad = mid,
+                    Err(TxnError::Limit(_, _)) => break,
+                    Err(TxnError::Store(e)) => return Err(e),
+                }
+            }
+            // `ok` is etcd's limit (0: even one operation was refused).
+            if ok == 0 {
+                return Err(self.smaller(EtcdLimit::TxnOps, 1, 0, &refusal).unwrap_err());
+            }
+            self.lower(EtcdLimit::TxnOps, ok, &refusal);
+        }
+        // Bytes: one value the size of the byte budget, never applied.
+        for _ in 0..8 {
+            let (_, bytes) = self.limits();
+            let value = vec![0u8; bytes.saturating_sub(probe.len() + OP_OVERHEAD_BYTES)];
+            let never = Txn::new()
+                .when([Compare::version(probe.clone(), CompareOp::Less, 0)])
+                .and_then([TxnOp::put(probe.clone(), value, None)]);
+            match self.raw_txn(never).await {
+                Ok(_) => break,
+                Err(TxnError::Limit(EtcdLimit::RequestBytes, refusal)) => {
+                    let to = self.smaller(EtcdLimit::RequestBytes, 2, bytes, &refusal)?;
+                    self.lower(EtcdLimit::RequestBytes, to, &refusal);
+                }
+                Err(TxnError::Limit(EtcdLimit::TxnOps, _)) => break,
+                Err(TxnError::Store(e)) => return Err(e),
+            }
+        }
+        metrics::gauge!("warren_cell_etcd_max_txn_ops").set(self.limits().0 as f64);
+        Ok(self.limits())
     }
 
     fn key(&self, kind: &str, rest: &str) -> Vec<u8> {
@@ -168,7 +365,8 @@ impl EtcdStore {
             .collect())
     }
 
-    async fn txn(&self, ops: Vec<TxnOp>) -> Result<(), StoreError> {
+    /// One fenced transaction of `ops`.
+    async fn txn(&self, ops: Vec<TxnOp>) -> Result<(), TxnError> {
         let mut txn = Txn::new();
         if let Some(f) = &self.fence {
             txn = txn.when([Compare::create_revision(
@@ -177,37 +375,50 @@ impl EtcdStore {
                 f.create_revision,
             )]);
         }
-        let txn = txn.and_then(ops);
+        let resp = self.raw_txn(txn.and_then(ops)).await?;
+        if !resp.succeeded() {
+            return Err(TxnError::Store(StoreError::Fenced(
+                "the election key this master holds is gone or replaced; another replica is master"
+                    .into(),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sends `txn`, retrying transport failures on other members; a limit etcd refused it
+    /// for is returned at once (sending it again would be refused again).
+    async fn raw_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, TxnError> {
         // A member may die under us: retry on another for a couple of seconds (the master
         // deposes itself anyway once its lease cannot be confirmed).
         let mut attempt = 0;
-        let resp = loop {
+        loop {
             let r = {
                 let mut c = self.client.lock().await;
                 tokio::time::timeout(std::time::Duration::from_secs(2), c.txn(txn.clone())).await
             };
             match r {
-                Ok(Ok(resp)) => break resp,
-                Ok(Err(e)) if attempt >= 20 => return Err(io(e)),
-                Err(_) if attempt >= 20 => {
-                    return Err(StoreError::Io("etcd did not answer".into()))
-                }
-                _ => {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    if let Some(c) = connect_any(&self.endpoints).await {
-                        *self.client.lock().await = c;
+                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Err(e)) => {
+                    if let Some(limit) = limit_met(&e) {
+                        return Err(TxnError::Limit(limit, e.to_string()));
+                    }
+                    if attempt >= 20 {
+                        return Err(TxnError::Store(io(e)));
                     }
                 }
+                Err(_) if attempt >= 20 => {
+                    return Err(TxnError::Store(StoreError::Io(
+                        "etcd did not answer".into(),
+                    )))
+                }
+                Err(_) => {}
             }
-        };
-        if !resp.succeeded() {
-            return Err(StoreError::Fenced(
-                "the election key this master holds is gone or replaced; another replica is master"
-                    .into(),
-            ));
+            attempt += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if let Some(c) = connect_any(&self.endpoints).await {
+                *self.client.lock().await = c;
+            }
         }
-        Ok(())
     }
 
     /// Whether this store's fence still holds (mastership is still ours in etcd).
@@ -293,24 +504,37 @@ impl Store for EtcdStore {
 
     async fn commit(&self, batch: Vec<Mutation>) -> Result<(), StoreError> {
         let pairs = self.coalesce(batch)?;
-        let mut ops = Vec::new();
-        let mut bytes = 0usize;
-        for (k, v) in pairs {
-            let size = k.len() + v.as_ref().map_or(0, Vec::len);
-            if !ops.is_empty()
-                && (ops.len() >= self.max_txn_ops || bytes + size > self.max_txn_bytes)
-            {
-                self.txn(std::mem::take(&mut ops)).await?;
-                bytes = 0;
+        let size = |(k, v): &KeyOp| k.len() + v.as_ref().map_or(0, Vec::len) + OP_OVERHEAD_BYTES;
+        let mut start = 0;
+        while start < pairs.len() {
+            // The next transaction: as many pairs from `start` as the limits in force allow
+            // (at least one).
+            let (max_ops, max_bytes) = self.limits();
+            let (mut end, mut bytes) = (start, 0usize);
+            while end < pairs.len() {
+                let s = size(&pairs[end]);
+                if end > start && (end - start >= max_ops || bytes + s > max_bytes) {
+                    break;
+                }
+                bytes += s;
+                end += 1;
             }
-            bytes += size;
-            ops.push(match v {
-                Some(v) => TxnOp::put(k, v, None),
-                None => TxnOp::delete(k, None),
-            });
-        }
-        if !ops.is_empty() {
-            self.txn(ops).await?;
+            let ops = pairs[start..end]
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => TxnOp::put(k.clone(), v.clone(), None),
+                    None => TxnOp::delete(k.clone(), None),
+                })
+                .collect();
+            match self.txn(ops).await {
+                Ok(()) => start = end,
+                // Refused whole: lower the limit and send the same pairs again, smaller.
+                Err(TxnError::Limit(limit, refusal)) => {
+                    let to = self.smaller(limit, end - start, bytes, &refusal)?;
+                    self.lower(limit, to, &refusal);
+                }
+                Err(TxnError::Store(e)) => return Err(e),
+            }
         }
         Ok(())
     }

@@ -802,3 +802,121 @@ fn a_re_registered_client_session_never_recreates_handles_of_its_earlier_life() 
     );
     m3.get_stat(&c3, &third.handle, at(now)).unwrap();
 }
+
+/// Client `n` (of up to 65,536: more than [`for_client`]'s 256) of proxy session `p`.
+fn numbered_client(p: &Ctx, n: u16) -> Ctx {
+    let mut id = [0xc1; 16];
+    id[0] = (n >> 8) as u8;
+    id[1] = n as u8;
+    Ctx {
+        client: Some(ClientCtx {
+            session: id,
+            secret: [0x11; 16],
+            principal: "client".into(),
+            proxy_dropped_copies: false,
+        }),
+        ..p.clone()
+    }
+}
+
+/// The ticker's index of sessions with a lease is exactly the sessions without a parent.
+fn assert_leased_index(m: &Master) {
+    let want: BTreeSet<SessionId> = m
+        .sessions
+        .iter()
+        .filter(|(_, s)| s.rec.parent.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(m.leased, want);
+}
+
+#[test]
+fn the_ticker_follows_leased_sessions_through_a_proxys_mass_of_clients() {
+    const CLIENTS: u16 = 2000;
+    let mut t = T::new();
+    let p1 = t.proxy(0.0);
+    let p2 = t.proxy(0.0);
+    let alice = t.session(0.0);
+    t.file(&alice, "/ls/local/f", b"", 0.0);
+    for n in 0..CLIENTS {
+        t.open_ok(
+            &numbered_client(&p1, n),
+            "/ls/local/f",
+            intent::READ,
+            0,
+            None,
+            1.0,
+        );
+    }
+    assert_leased_index(&t.m);
+    let st = t.m.status();
+    assert_eq!(
+        (st.sessions, st.proxy_sessions, st.sub_sessions),
+        (3, 2, usize::from(CLIENTS))
+    );
+    // alice and p2 hold KeepAlives; p1 (the proxy that will die) sends none. The next
+    // deadline is alice's reply, 1–1.1 s before her lease (granted at 0 s) ends at 12 s:
+    // none of the 2,000 sub-sessions has a deadline of its own.
+    let Reply::Wait(wa) = t.m.keepalive(&alice, 0, t.at(2.0)).unwrap() else {
+        panic!("alice's KeepAlive was not held");
+    };
+    let Reply::Wait(_) = t.m.keepalive(&p2, 0, t.at(2.0)).unwrap() else {
+        panic!("p2's KeepAlive was not held");
+    };
+    let due = t.m.next_deadline().unwrap();
+    assert!(due >= t.at(10.9) && due <= t.at(11.0), "{:?}", due - t.t0);
+    t.m.tick(due);
+    assert!(t.wakes().iter().any(|(w, _)| *w == wa));
+
+    // p2's held KeepAlive falls due and is answered; both keep alive.
+    t.m.tick(t.at(19.0));
+    let at = t.at(19.0);
+    keep_alive(&mut t.m, &p2, at);
+    keep_alive(&mut t.m, &alice, at);
+    // p1's lease runs out: its clients are orphans; the index loses p1 only.
+    t.m.tick(t.at(20.5));
+    assert_leased_index(&t.m);
+    let st = t.m.status();
+    assert_eq!(
+        (st.sessions, st.proxy_sessions, st.sub_sessions, st.orphans),
+        (2, 1, usize::from(CLIENTS), usize::from(CLIENTS))
+    );
+    // p2 claims ten of them at 30 s; the others end when the claim window does. The
+    // ticker runs every half second; alice and p2 send a KeepAlive every 5 s.
+    let mut now: f64 = 20.5;
+    while now < 81.0 {
+        now += 0.5;
+        let at = t.at(now);
+        if now == 30.0 {
+            for n in 0..10 {
+                let c = numbered_client(&p2, n);
+                let id = c.client.as_ref().unwrap().session;
+                t.m.claim_session(&p2, id, [0x11; 16], "client", None, at)
+                    .unwrap();
+            }
+        }
+        if now % 5.0 == 0.0 {
+            keep_alive(&mut t.m, &p2, at);
+            keep_alive(&mut t.m, &alice, at);
+        }
+        t.m.tick(at);
+        if now == 80.0 {
+            assert_eq!(t.m.status().orphans, usize::from(CLIENTS) - 10);
+        }
+    }
+    assert_leased_index(&t.m);
+    let st = t.m.status();
+    assert_eq!(
+        (st.sessions, st.proxy_sessions, st.sub_sessions, st.orphans),
+        (2, 1, 10, 0)
+    );
+    // A claimed client is p2's now: it opens through p2.
+    t.open_ok(
+        &numbered_client(&p2, 3),
+        "/ls/local/f",
+        intent::READ,
+        0,
+        None,
+        81.0,
+    );
+}
