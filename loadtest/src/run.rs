@@ -559,6 +559,14 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
     stats.in_window.store(true, Ordering::Relaxed);
     let (drained_tx, drained_rx) = watch::channel(false);
     let sampler = tokio::spawn(sample(window_start, window_end, stats.clone(), drained_rx));
+    let me = || {
+        vec![procstat::MemberProcess {
+            name: "loadtest".into(),
+            pid: Some(std::process::id()),
+            starts: 1,
+        }]
+    };
+    let own_at_start = procstat::Snapshot::take(me());
     let processes_at_start = match &injector {
         Some(d) => Some(procstat::Snapshot::take(d.processes().await)),
         None => None,
@@ -600,6 +608,13 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
             .await;
     }
     stats.in_window.store(false, Ordering::Relaxed);
+    let load_generator = procstat::window_figures(
+        &own_at_start,
+        &procstat::Snapshot::take(me()),
+        procstat::ticks_per_s(),
+    )
+    .pop()
+    .filter(|g| g.cpu_s.is_some());
     let processes = match (processes_at_start, &deployment) {
         (Some(start), Some(d)) => {
             let end = procstat::Snapshot::take(d.processes().await);
@@ -782,6 +797,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         notes,
         timeline,
         processes,
+        load_generator,
         locks: stats.locks.checks(),
         ..Default::default()
     };
@@ -1686,7 +1702,11 @@ async fn arrive(
         if t >= end {
             return;
         }
-        tokio::time::sleep_until(t).await;
+        // Arrivals already due (the loop fell behind the clock, or several fall in one
+        // timer tick) go at once, without a timer each.
+        if t > Instant::now() {
+            tokio::time::sleep_until(t).await;
+        }
         let sim = {
             let sims = sims.read().expect("sessions lock");
             if sims.is_empty() {
@@ -1707,8 +1727,7 @@ async fn arrive(
         let file = files.pick(&mut rng);
         let (stats, topo, files) = (stats.clone(), topo.clone(), files.clone());
         tokio::spawn(async move {
-            let path = files.path(file);
-            let result = one_op(op, &sim, topo.leg_of(file), (file, &path), &stats, t).await;
+            let result = one_op(op, &sim, topo.leg_of(file), (file, &files), &stats, t).await;
             let done = Instant::now();
             let us = u64::try_from((done - t).as_micros().max(1)).unwrap_or(u64::MAX);
             stats.longest_wait_us.fetch_max(us, Ordering::Relaxed);
@@ -1839,11 +1858,15 @@ where
 /// Open with read-at-open on the client's first use of the file), a write (SetContents),
 /// or a lock (TryAcquire exclusive, then Release when it was acquired; LOCK_HELD counts as
 /// busy, not an error). `intended` is when it was meant to start.
+///
+/// A read on a file the client has open is the common case and stays inline; the rest
+/// (an Open, a write, a lock) is boxed, so that every operation's task does not carry, and
+/// move, the largest one's state.
 async fn one_op(
     op: Op,
     sim: &Sim,
     leg: usize,
-    (file, file_path): (u64, &str),
+    (file, files): (u64, &Files),
     stats: &Stats,
     intended: Instant,
 ) -> Result<(), OpError> {
@@ -1854,6 +1877,45 @@ async fn one_op(
         .expect("handles lock")
         .get(&file)
         .cloned();
+    match (op, cached) {
+        (Op::Read, Some(handle)) => {
+            retrying(sim, leg, stats, deadline, "GetContentsAndStat", |l| {
+                let mut c = l.client;
+                let req = pb::GetContentsAndStatRequest {
+                    ctx: Some(l.ctx),
+                    handle: handle.clone(),
+                };
+                async move { c.get_contents_and_stat(req).await }
+            })
+            .await?;
+            Ok(())
+        }
+        (op, cached) => {
+            Box::pin(other_op(
+                op,
+                sim,
+                leg,
+                (file, &files.path(file)),
+                stats,
+                deadline,
+                cached,
+            ))
+            .await
+        }
+    }
+}
+
+/// [`one_op`] for anything but a read on an open file: opens the file first if `cached`
+/// holds no handle for it.
+async fn other_op(
+    op: Op,
+    sim: &Sim,
+    leg: usize,
+    (file, file_path): (u64, &str),
+    stats: &Stats,
+    deadline: Instant,
+    cached: Option<Vec<u8>>,
+) -> Result<(), OpError> {
     let handle = match cached {
         Some(h) => h,
         None => {
@@ -1903,17 +1965,8 @@ async fn one_op(
         }
     };
     match op {
-        Op::Read => {
-            retrying(sim, leg, stats, deadline, "GetContentsAndStat", |l| {
-                let mut c = l.client;
-                let req = pb::GetContentsAndStatRequest {
-                    ctx: Some(l.ctx),
-                    handle: handle.clone(),
-                };
-                async move { c.get_contents_and_stat(req).await }
-            })
-            .await?;
-        }
+        // Read at open above; a read on an open file is `one_op`'s.
+        Op::Read => {}
         Op::Write => {
             let (seq, contents) = stats.writes.next_body(file);
             let (r, _) = retrying(sim, leg, stats, deadline, "SetContents", |l| {
