@@ -26,7 +26,7 @@ use warren_proto::pb;
 use warren_proto::pb::warren_server::{Warren, WarrenServer};
 
 /// Reads stopping for this long end a span.
-pub const QUIET: Duration = Duration::from_secs(1);
+pub const QUIET: Duration = Duration::from_secs(3);
 /// How often the CPU counters are sampled.
 const SAMPLE: Duration = Duration::from_millis(100);
 /// The lease the echo server grants, as a cell's default.

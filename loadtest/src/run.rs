@@ -31,6 +31,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
+use futures::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -583,6 +584,9 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         _ => None,
     };
     let faults = tokio::spawn(inject(window_start, cfg.faults.clone(), injector));
+    // Operations still in flight after the window may finish until then (their latency
+    // counts); an operation retries for at most OP_PATIENCE.
+    let drain_deadline = window_end + OP_PATIENCE + Duration::from_secs(5);
     let mut arrivals = Vec::new();
     for (op, rate) in [
         (Op::Read, cfg.read_rate),
@@ -593,8 +597,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
             arrivals.push(tokio::spawn(arrive(
                 op,
                 a,
-                window_start,
-                window_end,
+                (window_start, window_end, drain_deadline),
                 (stats.clone(), sims.clone(), topo.clone()),
                 files.clone(),
                 cfg.seed
@@ -622,15 +625,14 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         }
         _ => Vec::new(),
     };
-    for a in arrivals {
-        let _ = a.await;
-    }
-    // Let the operations still in flight finish (their latency counts); an operation
-    // retries for at most OP_PATIENCE.
-    let drain_deadline = Instant::now() + OP_PATIENCE + Duration::from_secs(5);
+    // Let the operations still in flight finish (each arrivals task drives its own until
+    // `drain_deadline`).
     while stats.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < drain_deadline {
         tick(&bar, &stats, "drain", cfg.sessions);
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for a in arrivals {
+        let _ = a.await;
     }
     let unfinished = stats.in_flight.load(Ordering::Relaxed);
     if unfinished > 0 {
@@ -1684,28 +1686,39 @@ async fn keep_alive(
     }
 }
 
-/// Open-loop arrivals of `op`: a Poisson process from `start` to `end`. Each arrival is
-/// spawned at its intended time whatever the earlier ones are doing.
+/// Open-loop arrivals of `op`: a Poisson process from `start` to `end`. Each arrival starts
+/// at its intended time whatever the earlier ones are doing. The operations in flight are
+/// driven by this task (not a task each: a spawn per operation cost the load generator
+/// more than the operation's call); after `end` it waits for them until `drain_until`, and
+/// drops those still going then (they stay counted in `stats.in_flight`).
 async fn arrive(
     op: Op,
     arrivals: Arrivals,
-    start: Instant,
-    end: Instant,
+    (start, end, drain_until): (Instant, Instant, Instant),
     (stats, sims, topo): (Arc<Stats>, Sims, Arc<Topology>),
     files: Arc<Files>,
     seed: Option<u64>,
 ) {
     let mut rng = seed.map_or_else(StdRng::from_entropy, StdRng::seed_from_u64);
+    let mut ops = FuturesUnordered::new();
     let mut t = start;
     loop {
         t += arrivals.gap(&mut rng);
         if t >= end {
-            return;
+            break;
         }
         // Arrivals already due (the loop fell behind the clock, or several fall in one
         // timer tick) go at once, without a timer each.
         if t > Instant::now() {
-            tokio::time::sleep_until(t).await;
+            let due = tokio::time::sleep_until(t);
+            tokio::pin!(due);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut due => break,
+                    Some(()) = ops.next(), if !ops.is_empty() => {}
+                }
+            }
         }
         let sim = {
             let sims = sims.read().expect("sessions lock");
@@ -1725,38 +1738,52 @@ async fn arrive(
         }
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let file = files.pick(&mut rng);
-        let (stats, topo, files) = (stats.clone(), topo.clone(), files.clone());
-        tokio::spawn(async move {
-            let result = one_op(op, &sim, topo.leg_of(file), (file, &files), &stats, t).await;
-            let done = Instant::now();
-            let us = u64::try_from((done - t).as_micros().max(1)).unwrap_or(u64::MAX);
-            stats.longest_wait_us.fetch_max(us, Ordering::Relaxed);
-            let i = op as usize;
-            if let Some(p) = &stats.phases {
-                p.op(i, t, done, result.is_ok().then_some(us));
-            }
-            match result {
-                Ok(()) => {
-                    stats.hist[i]
-                        .lock()
-                        .expect("histogram lock")
-                        .saturating_record(us);
-                    stats.interval_hist[i]
-                        .lock()
-                        .expect("histogram lock")
-                        .saturating_record(us);
-                }
-                Err((call, status)) => {
-                    stats.op_errors[i].fetch_add(1, Ordering::Relaxed);
-                    stats.error_since(&format!("{}/{call}", op.name()), &status, t);
-                    if is_code(&status, ErrorCode::HandleInvalid) {
-                        sim.handles.lock().expect("handles lock").remove(&file);
-                    }
-                }
-            }
-            stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        });
+        ops.push(timed_op(op, sim, (file, &files), &topo, &stats, t));
     }
+    let _ = tokio::time::timeout_at(drain_until, async {
+        while ops.next().await.is_some() {}
+    })
+    .await;
+}
+
+/// One arrival of [`arrive`]: the operation, its latency from its intended time `t`
+/// recorded (or its error counted), and `stats.in_flight` decremented at its end.
+async fn timed_op(
+    op: Op,
+    sim: Arc<Sim>,
+    (file, files): (u64, &Files),
+    topo: &Topology,
+    stats: &Stats,
+    t: Instant,
+) {
+    let result = one_op(op, &sim, topo.leg_of(file), (file, files), stats, t).await;
+    let done = Instant::now();
+    let us = u64::try_from((done - t).as_micros().max(1)).unwrap_or(u64::MAX);
+    stats.longest_wait_us.fetch_max(us, Ordering::Relaxed);
+    let i = op as usize;
+    if let Some(p) = &stats.phases {
+        p.op(i, t, done, result.is_ok().then_some(us));
+    }
+    match result {
+        Ok(()) => {
+            stats.hist[i]
+                .lock()
+                .expect("histogram lock")
+                .saturating_record(us);
+            stats.interval_hist[i]
+                .lock()
+                .expect("histogram lock")
+                .saturating_record(us);
+        }
+        Err((call, status)) => {
+            stats.op_errors[i].fetch_add(1, Ordering::Relaxed);
+            stats.error_since(&format!("{}/{call}", op.name()), &status, t);
+            if is_code(&status, ErrorCode::HandleInvalid) {
+                sim.handles.lock().expect("handles lock").remove(&file);
+            }
+        }
+    }
+    stats.in_flight.fetch_sub(1, Ordering::Relaxed);
 }
 /// The timeline: one sample a second from `start`; the last interval runs from the last
 /// whole second before `end` (the window's end) until `drained` turns true, so the
