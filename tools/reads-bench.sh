@@ -67,8 +67,9 @@ for rate in ${RATES//,/ }; do
     echo "rate $rate: against the echo server at $addr" >&2
     "$BIN" loadtest run --target "proxies=$addr" "${WORKLOAD[@]}" --read-rate "$rate" \
         --json "$OUT/echo-run-$rate.json" >"$OUT/echo-run-$rate.out" 2>&1 &
-    echo $! >"$pidfile"
-    wait $!
+    lg=$!
+    echo $lg >"$pidfile"
+    wait $lg || echo "reads-bench: the run against the echo server exited with $? (see $OUT/echo-run-$rate.out)" >&2
     # The echo server prints its span once reads have stopped for 3 s.
     for _ in $(seq 100); do
         [ -s "$OUT/echo-$rate.jsonl" ] && break
@@ -78,7 +79,8 @@ for rate in ${RATES//,/ }; do
     # 2. the proxy.
     echo "rate $rate: through one proxy" >&2
     "$BIN" loadtest run --deploy dev:cells=1,proxies=1 "${WORKLOAD[@]}" --read-rate "$rate" \
-        --json "$OUT/proxy-run-$rate.json" >"$OUT/proxy-run-$rate.out" 2>&1
+        --json "$OUT/proxy-run-$rate.json" >"$OUT/proxy-run-$rate.out" 2>&1 ||
+        echo "reads-bench: the run through the proxy exited with $? (see $OUT/proxy-run-$rate.out)" >&2
 done
 
 python3 - "$OUT" "$RATES" <<'EOF'

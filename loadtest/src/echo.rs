@@ -304,7 +304,15 @@ async fn monitor(reads: Arc<AtomicU64>, watch_pid_file: Option<PathBuf>) {
         }
         let now = take(watched);
         match &mut span {
-            None if now.reads > prev.reads => span = Some((prev, now)),
+            None if now.reads > prev.reads => {
+                // The watched process may have been named only just now: then its counter
+                // starts one sample late.
+                let first = Sample {
+                    watched: prev.watched.or(now.watched),
+                    ..prev
+                };
+                span = Some((first, now));
+            }
             Some((_, last)) if now.reads > last.reads => *last = now,
             Some((first, last)) if now.at - last.at >= QUIET => {
                 let n = (last.reads - first.reads).max(1) as f64;
