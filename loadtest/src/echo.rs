@@ -313,7 +313,14 @@ async fn monitor(reads: Arc<AtomicU64>, watch_pid_file: Option<PathBuf>) {
                 };
                 span = Some((first, now));
             }
-            Some((_, last)) if now.reads > last.reads => *last = now,
+            Some((_, last)) if now.reads > last.reads => {
+                // The watched process may have ended since its last read (the load
+                // generator exits soon after its window): keep its last reading then.
+                *last = Sample {
+                    watched: now.watched.or(last.watched),
+                    ..now
+                };
+            }
             Some((first, last)) if now.at - last.at >= QUIET => {
                 let n = (last.reads - first.reads).max(1) as f64;
                 let echo_cpu_s = last.own - first.own;

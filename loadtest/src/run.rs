@@ -26,12 +26,12 @@ use crate::report::{
 use crate::reshard::{Phases, ReshardReport, ReshardSpec};
 use crate::workload::{Arrivals, Files};
 use anyhow::{bail, Context};
+use futures::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
-use futures::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -1740,10 +1740,8 @@ async fn arrive(
         let file = files.pick(&mut rng);
         ops.push(timed_op(op, sim, (file, &files), &topo, &stats, t));
     }
-    let _ = tokio::time::timeout_at(drain_until, async {
-        while ops.next().await.is_some() {}
-    })
-    .await;
+    let _ =
+        tokio::time::timeout_at(drain_until, async { while ops.next().await.is_some() {} }).await;
 }
 
 /// One arrival of [`arrive`]: the operation, its latency from its intended time `t`

@@ -1047,7 +1047,9 @@ impl ProxyCore {
     /// [`ProxyCore::note_cacher`] would add nothing (a cache hit checks this without
     /// copying the path).
     pub fn is_cacher(&self, id: &ClientId, path: &str) -> bool {
-        self.clients.get(id).is_some_and(|c| c.cached.contains(path))
+        self.clients
+            .get(id)
+            .is_some_and(|c| c.cached.contains(path))
             && self.cachers.get(path).is_some_and(|s| s.contains(id))
     }
 

@@ -191,11 +191,14 @@ fn ok_handles(
     method: &'static str,
 ) -> Option<(metrics::Counter, metrics::Histogram)> {
     type Handles = (metrics::Counter, metrics::Histogram);
-    static KEPT: OnceLock<RwLock<HashMap<(&'static str, &'static str), Handles>>> =
-        OnceLock::new();
+    static KEPT: OnceLock<RwLock<HashMap<(&'static str, &'static str), Handles>>> = OnceLock::new();
     HANDLE.get()?;
     let kept = KEPT.get_or_init(Default::default);
-    if let Some(h) = kept.read().unwrap_or_else(|p| p.into_inner()).get(&(tier, method)) {
+    if let Some(h) = kept
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(tier, method))
+    {
         return Some(h.clone());
     }
     let h = (

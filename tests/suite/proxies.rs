@@ -262,7 +262,11 @@ async fn a_client_served_from_the_proxys_cache_is_invalidated_by_the_next_write(
         // A misses everywhere and refills the proxy; B's read is then the proxy's hit.
         assert_eq!(parse(&ha.contents().await.unwrap().0), v);
         let misses = b.cache_stats().misses;
-        assert_eq!(parse(&hb.contents().await.unwrap().0), v, "B after write {v}");
+        assert_eq!(
+            parse(&hb.contents().await.unwrap().0),
+            v,
+            "B after write {v}"
+        );
         assert_eq!(
             b.cache_stats().misses,
             misses + 1,
