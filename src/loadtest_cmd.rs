@@ -37,6 +37,22 @@ enum LoadtestCommand {
     /// From measured capacity (--from RESULT.json …, or built-in figures), how many proxies
     /// and cells a fleet needs, with headroom, and which resource binds.
     Plan(PlanArgs),
+    /// A bare tonic server of the Warren protocol that answers every read with the same
+    /// empty file: the yardstick for a proxy's CPU per cached read
+    /// (docs/performance.md). Prints one JSON line of CPU per read after each span of reads.
+    #[command(hide = true)]
+    Echo(EchoArgs),
+}
+
+#[derive(Args, Debug)]
+struct EchoArgs {
+    /// Where to serve (HOST:PORT; port 0 picks one, printed on stderr).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: String,
+    /// A file that will hold the PID of the load generator, whose CPU is then measured
+    /// over the same spans of reads.
+    #[arg(long, value_name = "FILE")]
+    watch_pid_file: Option<PathBuf>,
 }
 
 /// The workload, shared by `run` and `compare`.
@@ -188,11 +204,23 @@ struct PlanArgs {
     json: Option<PathBuf>,
 }
 
+async fn echo_cmd(a: EchoArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| format!("--listen {}: cannot bind", a.listen))?;
+    eprintln!("echo: serving on {}", listener.local_addr()?);
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    warren_loadtest::echo::serve(listener, a.watch_pid_file, stop).await
+}
+
 pub async fn run(args: LoadtestArgs) -> ExitCode {
     let result = match args.command {
         LoadtestCommand::Run(a) => run_cmd(a).await,
         LoadtestCommand::Compare(a) => compare_cmd(a).await,
         LoadtestCommand::Plan(a) => plan_cmd(a),
+        LoadtestCommand::Echo(a) => echo_cmd(a).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 //! servers' own `/metrics`.
 //!
 //! - [`deploy`]: a `warren dev`-shaped deployment of processes, for `--deploy` and faults;
+//! - [`echo`]: `warren loadtest echo`, a bare tonic server to measure a proxy against;
 //! - [`fault`]: faults injected during a run (`--kill`, `--restart`);
 //! - [`fence`]: the lock check (two holders at once, a lock generation that went back);
 //! - [`http`]: the plain HTTP GET of admin pages;
@@ -18,6 +19,7 @@
 //! - [`run`]: the run itself.
 
 pub mod deploy;
+pub mod echo;
 pub mod fault;
 pub mod fence;
 pub mod html;

@@ -294,6 +294,10 @@ pub struct Report {
     /// launched the deployment (`--deploy`; see [`crate::procstat`]); absent otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub processes: Vec<ProcessReport>,
+    /// The load generator's own CPU over the measured window (`member` is `loadtest`): what
+    /// measuring costs, so that a reader can tell it apart from what is measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_generator: Option<ProcessReport>,
     /// The lock check over the run ([`crate::fence`]): acquisitions, overlapping holders,
     /// stale sequencers. Left out of the JSON when no lock was acquired.
     #[serde(skip_serializing_if = "crate::fence::LockChecks::is_empty")]
@@ -543,6 +547,13 @@ impl Report {
                 }
                 s.push('\n');
             }
+        }
+        if let Some(g) = &self.load_generator {
+            let [_, cpu, per_op] = g.table_figures(self.ops_total);
+            let _ = writeln!(
+                s,
+                "load generator (this process): CPU {cpu} % of a core, {per_op} µs/op"
+            );
         }
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");

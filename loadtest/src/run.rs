@@ -26,6 +26,7 @@ use crate::report::{
 use crate::reshard::{Phases, ReshardReport, ReshardSpec};
 use crate::workload::{Arrivals, Files};
 use anyhow::{bail, Context};
+use futures::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::StdRng;
@@ -559,6 +560,14 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
     stats.in_window.store(true, Ordering::Relaxed);
     let (drained_tx, drained_rx) = watch::channel(false);
     let sampler = tokio::spawn(sample(window_start, window_end, stats.clone(), drained_rx));
+    let me = || {
+        vec![procstat::MemberProcess {
+            name: "loadtest".into(),
+            pid: Some(std::process::id()),
+            starts: 1,
+        }]
+    };
+    let own_at_start = procstat::Snapshot::take(me());
     let processes_at_start = match &injector {
         Some(d) => Some(procstat::Snapshot::take(d.processes().await)),
         None => None,
@@ -575,6 +584,9 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         _ => None,
     };
     let faults = tokio::spawn(inject(window_start, cfg.faults.clone(), injector));
+    // Operations still in flight after the window may finish until then (their latency
+    // counts); an operation retries for at most OP_PATIENCE.
+    let drain_deadline = window_end + OP_PATIENCE + Duration::from_secs(5);
     let mut arrivals = Vec::new();
     for (op, rate) in [
         (Op::Read, cfg.read_rate),
@@ -585,8 +597,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
             arrivals.push(tokio::spawn(arrive(
                 op,
                 a,
-                window_start,
-                window_end,
+                (window_start, window_end, drain_deadline),
                 (stats.clone(), sims.clone(), topo.clone()),
                 files.clone(),
                 cfg.seed
@@ -600,6 +611,13 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
             .await;
     }
     stats.in_window.store(false, Ordering::Relaxed);
+    let load_generator = procstat::window_figures(
+        &own_at_start,
+        &procstat::Snapshot::take(me()),
+        procstat::ticks_per_s(),
+    )
+    .pop()
+    .filter(|g| g.cpu_s.is_some());
     let processes = match (processes_at_start, &deployment) {
         (Some(start), Some(d)) => {
             let end = procstat::Snapshot::take(d.processes().await);
@@ -607,15 +625,14 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         }
         _ => Vec::new(),
     };
-    for a in arrivals {
-        let _ = a.await;
-    }
-    // Let the operations still in flight finish (their latency counts); an operation
-    // retries for at most OP_PATIENCE.
-    let drain_deadline = Instant::now() + OP_PATIENCE + Duration::from_secs(5);
+    // Let the operations still in flight finish (each arrivals task drives its own until
+    // `drain_deadline`).
     while stats.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < drain_deadline {
         tick(&bar, &stats, "drain", cfg.sessions);
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for a in arrivals {
+        let _ = a.await;
     }
     let unfinished = stats.in_flight.load(Ordering::Relaxed);
     if unfinished > 0 {
@@ -782,6 +799,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         notes,
         timeline,
         processes,
+        load_generator,
         locks: stats.locks.checks(),
         ..Default::default()
     };
@@ -1668,25 +1686,40 @@ async fn keep_alive(
     }
 }
 
-/// Open-loop arrivals of `op`: a Poisson process from `start` to `end`. Each arrival is
-/// spawned at its intended time whatever the earlier ones are doing.
+/// Open-loop arrivals of `op`: a Poisson process from `start` to `end`. Each arrival starts
+/// at its intended time whatever the earlier ones are doing. The operations in flight are
+/// driven by this task (not a task each: a spawn per operation cost the load generator
+/// more than the operation's call); after `end` it waits for them until `drain_until`, and
+/// drops those still going then (they stay counted in `stats.in_flight`).
 async fn arrive(
     op: Op,
     arrivals: Arrivals,
-    start: Instant,
-    end: Instant,
+    (start, end, drain_until): (Instant, Instant, Instant),
     (stats, sims, topo): (Arc<Stats>, Sims, Arc<Topology>),
     files: Arc<Files>,
     seed: Option<u64>,
 ) {
     let mut rng = seed.map_or_else(StdRng::from_entropy, StdRng::seed_from_u64);
+    let mut ops = FuturesUnordered::new();
     let mut t = start;
     loop {
         t += arrivals.gap(&mut rng);
         if t >= end {
-            return;
+            break;
         }
-        tokio::time::sleep_until(t).await;
+        // Arrivals already due (the loop fell behind the clock, or several fall in one
+        // timer tick) go at once, without a timer each.
+        if t > Instant::now() {
+            let due = tokio::time::sleep_until(t);
+            tokio::pin!(due);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut due => break,
+                    Some(()) = ops.next(), if !ops.is_empty() => {}
+                }
+            }
+        }
         let sim = {
             let sims = sims.read().expect("sessions lock");
             if sims.is_empty() {
@@ -1705,39 +1738,50 @@ async fn arrive(
         }
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let file = files.pick(&mut rng);
-        let (stats, topo, files) = (stats.clone(), topo.clone(), files.clone());
-        tokio::spawn(async move {
-            let path = files.path(file);
-            let result = one_op(op, &sim, topo.leg_of(file), (file, &path), &stats, t).await;
-            let done = Instant::now();
-            let us = u64::try_from((done - t).as_micros().max(1)).unwrap_or(u64::MAX);
-            stats.longest_wait_us.fetch_max(us, Ordering::Relaxed);
-            let i = op as usize;
-            if let Some(p) = &stats.phases {
-                p.op(i, t, done, result.is_ok().then_some(us));
-            }
-            match result {
-                Ok(()) => {
-                    stats.hist[i]
-                        .lock()
-                        .expect("histogram lock")
-                        .saturating_record(us);
-                    stats.interval_hist[i]
-                        .lock()
-                        .expect("histogram lock")
-                        .saturating_record(us);
-                }
-                Err((call, status)) => {
-                    stats.op_errors[i].fetch_add(1, Ordering::Relaxed);
-                    stats.error_since(&format!("{}/{call}", op.name()), &status, t);
-                    if is_code(&status, ErrorCode::HandleInvalid) {
-                        sim.handles.lock().expect("handles lock").remove(&file);
-                    }
-                }
-            }
-            stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        });
+        ops.push(timed_op(op, sim, (file, &files), &topo, &stats, t));
     }
+    let _ =
+        tokio::time::timeout_at(drain_until, async { while ops.next().await.is_some() {} }).await;
+}
+
+/// One arrival of [`arrive`]: the operation, its latency from its intended time `t`
+/// recorded (or its error counted), and `stats.in_flight` decremented at its end.
+async fn timed_op(
+    op: Op,
+    sim: Arc<Sim>,
+    (file, files): (u64, &Files),
+    topo: &Topology,
+    stats: &Stats,
+    t: Instant,
+) {
+    let result = one_op(op, &sim, topo.leg_of(file), (file, files), stats, t).await;
+    let done = Instant::now();
+    let us = u64::try_from((done - t).as_micros().max(1)).unwrap_or(u64::MAX);
+    stats.longest_wait_us.fetch_max(us, Ordering::Relaxed);
+    let i = op as usize;
+    if let Some(p) = &stats.phases {
+        p.op(i, t, done, result.is_ok().then_some(us));
+    }
+    match result {
+        Ok(()) => {
+            stats.hist[i]
+                .lock()
+                .expect("histogram lock")
+                .saturating_record(us);
+            stats.interval_hist[i]
+                .lock()
+                .expect("histogram lock")
+                .saturating_record(us);
+        }
+        Err((call, status)) => {
+            stats.op_errors[i].fetch_add(1, Ordering::Relaxed);
+            stats.error_since(&format!("{}/{call}", op.name()), &status, t);
+            if is_code(&status, ErrorCode::HandleInvalid) {
+                sim.handles.lock().expect("handles lock").remove(&file);
+            }
+        }
+    }
+    stats.in_flight.fetch_sub(1, Ordering::Relaxed);
 }
 /// The timeline: one sample a second from `start`; the last interval runs from the last
 /// whole second before `end` (the window's end) until `drained` turns true, so the
@@ -1839,11 +1883,15 @@ where
 /// Open with read-at-open on the client's first use of the file), a write (SetContents),
 /// or a lock (TryAcquire exclusive, then Release when it was acquired; LOCK_HELD counts as
 /// busy, not an error). `intended` is when it was meant to start.
+///
+/// A read on a file the client has open is the common case and stays inline; the rest
+/// (an Open, a write, a lock) is boxed, so that every operation's task does not carry, and
+/// move, the largest one's state.
 async fn one_op(
     op: Op,
     sim: &Sim,
     leg: usize,
-    (file, file_path): (u64, &str),
+    (file, files): (u64, &Files),
     stats: &Stats,
     intended: Instant,
 ) -> Result<(), OpError> {
@@ -1854,6 +1902,45 @@ async fn one_op(
         .expect("handles lock")
         .get(&file)
         .cloned();
+    match (op, cached) {
+        (Op::Read, Some(handle)) => {
+            retrying(sim, leg, stats, deadline, "GetContentsAndStat", |l| {
+                let mut c = l.client;
+                let req = pb::GetContentsAndStatRequest {
+                    ctx: Some(l.ctx),
+                    handle: handle.clone(),
+                };
+                async move { c.get_contents_and_stat(req).await }
+            })
+            .await?;
+            Ok(())
+        }
+        (op, cached) => {
+            Box::pin(other_op(
+                op,
+                sim,
+                leg,
+                (file, &files.path(file)),
+                stats,
+                deadline,
+                cached,
+            ))
+            .await
+        }
+    }
+}
+
+/// [`one_op`] for anything but a read on an open file: opens the file first if `cached`
+/// holds no handle for it.
+async fn other_op(
+    op: Op,
+    sim: &Sim,
+    leg: usize,
+    (file, file_path): (u64, &str),
+    stats: &Stats,
+    deadline: Instant,
+    cached: Option<Vec<u8>>,
+) -> Result<(), OpError> {
     let handle = match cached {
         Some(h) => h,
         None => {
@@ -1903,17 +1990,8 @@ async fn one_op(
         }
     };
     match op {
-        Op::Read => {
-            retrying(sim, leg, stats, deadline, "GetContentsAndStat", |l| {
-                let mut c = l.client;
-                let req = pb::GetContentsAndStatRequest {
-                    ctx: Some(l.ctx),
-                    handle: handle.clone(),
-                };
-                async move { c.get_contents_and_stat(req).await }
-            })
-            .await?;
-        }
+        // Read at open above; a read on an open file is `one_op`'s.
+        Op::Read => {}
         Op::Write => {
             let (seq, contents) = stats.writes.next_body(file);
             let (r, _) = retrying(sim, leg, stats, deadline, "SetContents", |l| {

@@ -83,6 +83,16 @@ impl SharedCache {
         self.entries.contains_key(path)
     }
 
+    /// The entry for `path`, not counted: a caller that serves from it counts the hit
+    /// ([`SharedCache::note_hit`]).
+    pub fn peek(&self, path: &str) -> Option<&Entry> {
+        self.entries.get(path)
+    }
+
+    pub fn note_hit(&mut self) {
+        self.counters.hits += 1;
+    }
+
     pub fn note_miss(&mut self) {
         self.counters.misses += 1;
     }

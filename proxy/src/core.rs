@@ -1216,6 +1216,16 @@ impl ProxyCore {
         self.cache.invalidate(path);
     }
 
+    /// Whether `id` is recorded as a cacher of `path` already, so that
+    /// [`ProxyCore::note_cacher`] would add nothing (a cache hit checks this without
+    /// copying the path).
+    pub fn is_cacher(&self, id: &ClientId, path: &str) -> bool {
+        self.clients
+            .get(id)
+            .is_some_and(|c| c.cached.contains(path))
+            && self.cachers.get(path).is_some_and(|s| s.contains(id))
+    }
+
     /// Records that `id` was given a cacheable answer for `path`, if the answer (fetched
     /// under `ticket`) is still valid; returns whether the client may cache it.
     pub fn note_cacher(&mut self, id: &ClientId, path: &str, ticket: Option<Ticket>) -> bool {

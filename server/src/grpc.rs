@@ -62,6 +62,13 @@ fn rewrite_framing_error(map: &mut tonic::codegen::http::HeaderMap) {
     if map.contains_key("grpc-status-details-bin") {
         return;
     }
+    // Most calls end OK (or with no status in these headers): nothing to parse. Parsing
+    // copies the whole header map into the status's metadata.
+    match map.get("grpc-status") {
+        None => return,
+        Some(code) if code == "0" => return,
+        Some(_) => {}
+    }
     let Some(st) = Status::from_header_map(map) else {
         return;
     };

@@ -7,7 +7,8 @@
 //! the RPCs of the two tiers apart).
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::sync::{Once, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Once, OnceLock, RwLock};
 use std::time::Instant;
 
 /// Histogram buckets (seconds) for every `*_seconds` histogram: 100 µs … 10 s.
@@ -16,10 +17,11 @@ pub const SECONDS_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
 /// The process-wide Prometheus recorder, installed as the global `metrics` recorder on
 /// first use. Histograms render as Prometheus histograms (buckets), not summaries.
 pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets(SECONDS_BUCKETS)
@@ -160,13 +162,53 @@ pub fn observe_rpc<T>(
         Ok(_) => "OK",
         Err(s) => warren_proto::WarrenError::from_status(s).map_or("TRANSPORT", |e| e.code_name()),
     };
+    let timed = method != "KeepAlive" && method != "Acquire";
+    if code == "OK" {
+        if let Some((count, time)) = ok_handles(tier, method) {
+            count.increment(1);
+            if timed {
+                time.record(started.elapsed().as_secs_f64());
+            }
+            return code;
+        }
+    }
     metrics::counter!("warren_rpc_total", "tier" => tier, "method" => method, "code" => code)
         .increment(1);
-    if method != "KeepAlive" && method != "Acquire" {
+    if timed {
         metrics::histogram!("warren_rpc_duration_seconds", "tier" => tier, "method" => method)
             .record(started.elapsed().as_secs_f64());
     }
     code
+}
+
+/// The handles of `warren_rpc_total{tier,method,code="OK"}` and
+/// `warren_rpc_duration_seconds{tier,method}`, looked up in the recorder once per method
+/// rather than on every call (a lookup builds the key's label list and hashes it: a
+/// noticeable part of a proxy's cache hit). `None` until the process-wide recorder
+/// ([`prometheus`]) is installed, so that no handle is kept from before it.
+fn ok_handles(
+    tier: &'static str,
+    method: &'static str,
+) -> Option<(metrics::Counter, metrics::Histogram)> {
+    type Handles = (metrics::Counter, metrics::Histogram);
+    static KEPT: OnceLock<RwLock<HashMap<(&'static str, &'static str), Handles>>> = OnceLock::new();
+    HANDLE.get()?;
+    let kept = KEPT.get_or_init(Default::default);
+    if let Some(h) = kept
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(tier, method))
+    {
+        return Some(h.clone());
+    }
+    let h = (
+        metrics::counter!("warren_rpc_total", "tier" => tier, "method" => method, "code" => "OK"),
+        metrics::histogram!("warren_rpc_duration_seconds", "tier" => tier, "method" => method),
+    );
+    kept.write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((tier, method), h.clone());
+    Some(h)
 }
 
 /// Runs one call of `tier`, counted and timed as `method` ([`observe_rpc`]).

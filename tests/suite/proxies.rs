@@ -390,4 +390,46 @@ async fn coherence_holds_through_a_proxy_kill_with_clients_nobody_claims() {
         longest >= Duration::from_millis(1000),
         "no write waited for the dead proxy ({longest:?}): the check is not exercised"
     );
+
+/// docs/design.md §10: a client served from the proxy's shared cache becomes one of the
+/// path's cachers there, so that the next write invalidates its own copy too. Reader A
+/// refills the proxy's copy after a write; reader B then reads it from the proxy's cache
+/// alone (its own copy was invalidated). A second write must reach B: had the cache hit not
+/// recorded B, B's client cache would still answer the first write's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_served_from_the_proxys_cache_is_invalidated_by_the_next_write() {
+    let cell = Cell::builder().run().await;
+    let proxy = Proxy::builder().front(&cell).run().await;
+    let session = || async {
+        Session::connect_with(ClientOptions::new(vec![proxy.addr()]))
+            .await
+            .expect("connect")
+    };
+    let (writer, a, b) = (session().await, session().await, session().await);
+    let (w, _) = writer
+        .open("/hot", OpenOptions::new().write().create_file(value(0)))
+        .await
+        .unwrap();
+    let (ha, _) = a.open("/hot", OpenOptions::new().read()).await.unwrap();
+    let (hb, _) = b.open("/hot", OpenOptions::new().read()).await.unwrap();
+    for v in 1..=3 {
+        w.set_contents(value(v)).await.expect("write");
+        // A misses everywhere and refills the proxy; B's read is then the proxy's hit.
+        assert_eq!(parse(&ha.contents().await.unwrap().0), v);
+        let misses = b.cache_stats().misses;
+        assert_eq!(
+            parse(&hb.contents().await.unwrap().0),
+            v,
+            "B after write {v}"
+        );
+        assert_eq!(
+            b.cache_stats().misses,
+            misses + 1,
+            "B's read after write {v} went to the proxy"
+        );
+        // And B's copy is cached again (a second read stays in B's client).
+        let hits = b.cache_stats().hits;
+        assert_eq!(parse(&hb.contents().await.unwrap().0), v);
+        assert_eq!(b.cache_stats().hits, hits + 1);
+    }
 }

@@ -290,10 +290,52 @@ impl CachedRead for pb::ReadDirRequest {
 }
 
 /// A cached read: answered from the shared cache when the handle allows it and the entry
-/// holds a copy of the handle's node instance; else forwarded to the handle's cell (or the
-/// one its node moved to) with a fill ticket, and the answer kept if nothing invalidated
-/// the path meanwhile.
+/// holds a copy of the handle's node instance ([`Service::hit`]); else forwarded to the
+/// handle's cell ([`fetched_read`]).
 pub(super) async fn cached_read<Q: CachedRead>(svc: &Service, r: Q) -> Answer<Q::Reply> {
+    if let Some(reply) = svc.hit(&r) {
+        return Ok(reply);
+    }
+    // Boxed: the forwarding path's state is large, and a hit should not carry (and move)
+    // it in every call's future.
+    Box::pin(fetched_read(svc, r)).await
+}
+
+impl Service {
+    /// A cache hit, decided in one step under the core's lock without waiting on anything:
+    /// the session is known here with this secret and epoch, the handle is one the cell
+    /// gave it (not closed, no sequencer, not unconfirmed, with the intent the read
+    /// needs), and the cache holds a copy of the handle's node instance. `None` for
+    /// anything else — [`fetched_read`] then checks again on the full path (adopting the
+    /// session, refusing the call, or forwarding it), so a miss here changes nothing.
+    fn hit<Q: CachedRead>(&self, r: &Q) -> Option<Q::Reply> {
+        let (id, secret, epoch, _) = parse_ctx(r.ctx()).ok()?;
+        let now = Instant::now();
+        let copy = self.shared.with_core(|c| {
+            if !matches!(c.check(&id, &secret, epoch, now), Ok(Known::Yes)) {
+                return None;
+            }
+            let h = c.handle(&id, r.handle())?;
+            if h.sequencer || h.unconfirmed || (Q::NEEDS_READ && h.intent & READ == 0) {
+                return None;
+            }
+            let copy = Q::lookup(c.cache.peek(&h.path)?, h.instance)?;
+            if !c.is_cacher(&id, &h.path) {
+                let path = h.path.clone();
+                c.note_cacher(&id, &path, None);
+            }
+            c.cache.note_hit();
+            Some(copy)
+        })?;
+        Some(Q::from_copy(copy))
+    }
+}
+
+/// A cached read that was not a [`Service::hit`]: the session checked (or adopted), the
+/// cache tried again under the handle's rules, else the read forwarded to the handle's cell
+/// (or the one its node moved to) with a fill ticket, and the answer kept if nothing
+/// invalidated the path meanwhile.
+async fn fetched_read<Q: CachedRead>(svc: &Service, r: Q) -> Answer<Q::Reply> {
     let who = svc.session(r.ctx()).await?;
     let ticket = match svc.cached(&who, r.handle(), Q::NEEDS_READ, Q::lookup) {
         Ok((copy, cacheable)) => {
