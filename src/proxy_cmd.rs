@@ -53,6 +53,12 @@ pub struct ProxyArgs {
     /// (match the cells' claim window). Env WARREN_MAX_STARVE.
     #[arg(long)]
     max_starve: Option<String>,
+    /// `on`: promise each cell a hold-back, so that a write waits for a dead proxy only as
+    /// long as the client leases it granted (≤ client lease + 0.5 s) rather than its whole
+    /// lease at the cell; costs about a third more client KeepAlives (docs/proxy.md, "A
+    /// dead proxy"). Default off. Env WARREN_HOLD_BACK.
+    #[arg(long)]
+    hold_back: Option<String>,
 }
 
 /// Serves one proxy until Ctrl-C / SIGTERM.
@@ -69,6 +75,7 @@ pub async fn run(a: ProxyArgs) -> ExitCode {
         ("keepalive_reply_before_end", &a.keepalive_reply_before_end),
         ("forward_patience", &a.forward_patience),
         ("max_starve", &a.max_starve),
+        ("hold_back", &a.hold_back),
     ];
     let sources = server_cmd::sources(a.config.as_deref(), &flags);
     server_cmd::load_and_serve(sources, ProxyConfig::load, serve).await

@@ -267,11 +267,19 @@ impl Shared {
     }
 
     /// A new session at cell `ix`: its local lease ends at `live_until`, and the proxy
-    /// promised the cell the hold-back `hold_back` (already divided by 1 + ρ).
-    pub(crate) fn upstream_created(&self, ix: CellIx, live_until: Instant, hold_back: Duration) {
+    /// promised the cell the hold-back `hold_back` (already divided by 1 + ρ; `None`:
+    /// none promised).
+    pub(crate) fn upstream_created(
+        &self,
+        ix: CellIx,
+        live_until: Instant,
+        hold_back: Option<Duration>,
+    ) {
         self.with_core(|c| {
             c.upstream_restarted(ix);
-            c.upstream_hold_back(ix, hold_back);
+            if let Some(hold_back) = hold_back {
+                c.upstream_hold_back(ix, hold_back);
+            }
             c.upstream_lease(ix, live_until, Instant::now());
         });
     }

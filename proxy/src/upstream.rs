@@ -241,8 +241,12 @@ async fn create_session(
 /// lease past the lease end the cell gave it. The cell may then stop waiting for the
 /// proxy's acknowledgement of an invalidation once the client leases the proxy could
 /// have granted before it have ended, instead of waiting out the proxy's whole lease.
-fn hold_back(shared: &Shared, granted: Duration) -> Duration {
-    granted.saturating_sub(shared.cfg.client_lease)
+/// `None` unless the proxy is configured to promise one (`hold_back`, off by default).
+fn hold_back(shared: &Shared, granted: Duration) -> Option<Duration> {
+    shared
+        .cfg
+        .hold_back
+        .then(|| granted.saturating_sub(shared.cfg.client_lease))
 }
 
 /// Runs the proxy's session at one cell for the life of the proxy.
@@ -297,7 +301,7 @@ pub async fn run(shared: Arc<Shared>, ix: CellIx) {
             secret,
             epoch: created.epoch,
             serial,
-            hold_back_ms: hold_back.as_millis() as u64,
+            hold_back_ms: hold_back.map_or(0, |h| h.as_millis() as u64),
         };
         // The proxy's local lease at the cell (send time + lease / (1 + ρ), the shared
         // client-side rule); clients of this cell are never promised more.
@@ -305,7 +309,7 @@ pub async fn run(shared: Arc<Shared>, ix: CellIx) {
         // The cover is then send time + (lease − hold-back) / (1 + ρ): the local lease
         // of a lease `hold_back` shorter, which ends no later than the cell's lease end
         // minus the hold-back.
-        let local_hold_back = hold_back.div_f64(1.0 + shared.cfg.drift);
+        let local_hold_back = hold_back.map(|h| h.div_f64(1.0 + shared.cfg.drift));
         shared.upstream_created(ix, lease.end(), local_hold_back);
         metrics::counter!("warren_proxy_upstream_sessions_created_total", "cell" => up.name.clone())
             .increment(1);

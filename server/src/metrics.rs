@@ -164,9 +164,9 @@ pub fn observe_rpc<T>(
     };
     let timed = method != "KeepAlive" && method != "Acquire";
     if code == "OK" {
-        if let Some((count, time)) = ok_handles(tier, method) {
+        if let Some((count, time)) = ok_handles(tier, method, timed) {
             count.increment(1);
-            if timed {
+            if let Some(time) = time {
                 time.record(started.elapsed().as_secs_f64());
             }
             return code;
@@ -185,12 +185,14 @@ pub fn observe_rpc<T>(
 /// `warren_rpc_duration_seconds{tier,method}`, looked up in the recorder once per method
 /// rather than on every call (a lookup builds the key's label list and hashes it: a
 /// noticeable part of a proxy's cache hit). `None` until the process-wide recorder
-/// ([`prometheus`]) is installed, so that no handle is kept from before it.
+/// ([`prometheus`]) is installed, so that no handle is kept from before it. No histogram
+/// for a method that is not `timed` (one that would render as an empty series).
 fn ok_handles(
     tier: &'static str,
     method: &'static str,
-) -> Option<(metrics::Counter, metrics::Histogram)> {
-    type Handles = (metrics::Counter, metrics::Histogram);
+    timed: bool,
+) -> Option<(metrics::Counter, Option<metrics::Histogram>)> {
+    type Handles = (metrics::Counter, Option<metrics::Histogram>);
     static KEPT: OnceLock<RwLock<HashMap<(&'static str, &'static str), Handles>>> = OnceLock::new();
     HANDLE.get()?;
     let kept = KEPT.get_or_init(Default::default);
@@ -203,7 +205,9 @@ fn ok_handles(
     }
     let h = (
         metrics::counter!("warren_rpc_total", "tier" => tier, "method" => method, "code" => "OK"),
-        metrics::histogram!("warren_rpc_duration_seconds", "tier" => tier, "method" => method),
+        timed.then(|| {
+            metrics::histogram!("warren_rpc_duration_seconds", "tier" => tier, "method" => method)
+        }),
     );
     kept.write()
         .unwrap_or_else(|p| p.into_inner())

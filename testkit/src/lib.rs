@@ -447,23 +447,40 @@ impl WarrenProcess {
     /// `warren proxy` in front of `cell` (`NAME=HOST:PORT[,…]`) with short timings for
     /// tests: `client_lease` (e.g. `2s`), a 500 ms lease margin and KeepAlive reply point.
     pub async fn spawn_proxy(bin: &Path, cell: &str, client_lease: &str) -> WarrenProcess {
-        WarrenProcess::spawn(
-            bin,
-            &[
-                "proxy",
-                "--listen",
-                "127.0.0.1:0",
-                "--cell",
-                cell,
-                "--client-lease",
-                client_lease,
-                "--lease-margin",
-                "500ms",
-                "--keepalive-reply-before-end",
-                "500ms",
-            ],
-        )
-        .await
+        Self::spawn_proxy_args(bin, cell, client_lease, &[]).await
+    }
+
+    /// [`WarrenProcess::spawn_proxy`] with `--hold-back on` (docs/proxy.md, "A dead
+    /// proxy"): writes to what it cached wait, once it is dead, only for its client leases.
+    pub async fn spawn_proxy_holding_back(
+        bin: &Path,
+        cell: &str,
+        client_lease: &str,
+    ) -> WarrenProcess {
+        Self::spawn_proxy_args(bin, cell, client_lease, &["--hold-back", "on"]).await
+    }
+
+    async fn spawn_proxy_args(
+        bin: &Path,
+        cell: &str,
+        client_lease: &str,
+        extra: &[&str],
+    ) -> WarrenProcess {
+        let mut args = vec![
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--cell",
+            cell,
+            "--client-lease",
+            client_lease,
+            "--lease-margin",
+            "500ms",
+            "--keepalive-reply-before-end",
+            "500ms",
+        ];
+        args.extend_from_slice(extra);
+        WarrenProcess::spawn(bin, &args).await
     }
 
     /// The address a `warren proxy` printed (`proxies: ADDR`); for `warren dev`, the first

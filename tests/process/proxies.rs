@@ -769,7 +769,7 @@ async fn two_proxies(
     let spawn = |lease: String| {
         let front = front.clone();
         async move {
-            let process = WarrenProcess::spawn_proxy(bin(), &front, &lease).await;
+            let process = WarrenProcess::spawn_proxy_holding_back(bin(), &front, &lease).await;
             let addr = process.proxy_addr();
             ProxyProcess { process, addr }
         }

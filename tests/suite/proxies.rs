@@ -252,7 +252,7 @@ async fn coherence_through_a_proxy_kill(writes: u64, stuck: bool) -> (u64, u64, 
         .claim_window(Duration::from_secs(20))
         .run()
         .await;
-    let mut a = warren_testkit::WarrenProcess::spawn_proxy(
+    let mut a = warren_testkit::WarrenProcess::spawn_proxy_holding_back(
         std::path::Path::new(env!("CARGO_BIN_EXE_warren")),
         &format!("{}={}", cell.name(), cell.addr()),
         "2s",
@@ -390,6 +390,7 @@ async fn coherence_holds_through_a_proxy_kill_with_clients_nobody_claims() {
         longest >= Duration::from_millis(1000),
         "no write waited for the dead proxy ({longest:?}): the check is not exercised"
     );
+}
 
 /// docs/design.md §10: a client served from the proxy's shared cache becomes one of the
 /// path's cachers there, so that the next write invalidates its own copy too. Reader A
