@@ -920,6 +920,13 @@ impl ProxyCore {
         self.up(cell).hold_back = Some(hold_back);
     }
 
+    /// Whether the proxy's current session at `cell` promised it a hold-back.
+    pub fn upstream_holds_back(&self, cell: CellIx) -> bool {
+        self.upstream
+            .get(cell)
+            .is_some_and(|u| u.hold_back.is_some())
+    }
+
     /// How far ahead of its local lease's end at `cell` the proxy refreshes it (a
     /// superseding KeepAlive): at least `default`, and with a hold-back early enough that
     /// the cover stays within [`ProxyCore::cover_spread`] of a full client lease.
