@@ -886,31 +886,33 @@ impl ProxyCore {
         u.live_until = None;
         u.hold_back = None;
         self.upstream_restarted(cell);
-        self.flush_cell(cell);
+        let paths = self.flush_cell(cell, None);
+        if paths > 0 {
+            tracing::info!(
+                cell,
+                paths,
+                "lost the session at a cell; flushed what was cached from it"
+            );
+        }
     }
 
     /// Drops what the proxy cached from `cell` and invalidates it at the clients that may
-    /// have cached it.
-    fn flush_cell(&mut self, cell: CellIx) {
+    /// have cached it (their acknowledgements counted in `relay`, if any). Returns how many
+    /// paths it dropped.
+    fn flush_cell(&mut self, cell: CellIx, relay: Option<Relay>) -> usize {
         let paths: HashSet<String> = self
             .origins
             .iter()
             .filter(|(_, cells)| cells.contains(&cell))
             .map(|(p, _)| p.clone())
             .collect();
-        if paths.is_empty() {
-            return;
-        }
-        tracing::info!(
-            cell,
-            paths = paths.len(),
-            "lost the session at a cell; flushing what was cached from it"
-        );
+        let flushed = paths.len();
         self.cache.flush_where(|p| paths.contains(p));
         for p in paths {
-            self.relay_invalidation(&p, None);
+            self.relay_invalidation(&p, relay);
             self.origins.remove(&p);
         }
+        flushed
     }
 
     /// The proxy promised `cell` to hold back its client leases and its shared cache
@@ -1051,17 +1053,7 @@ impl ProxyCore {
                 self.origins.remove(&e.path);
             } else if kind == pb::EventType::MasterFailover {
                 tracing::info!(cell, "a cell failed over; flushing what was cached from it");
-                let paths: HashSet<String> = self
-                    .origins
-                    .iter()
-                    .filter(|(_, cells)| cells.contains(&cell))
-                    .map(|(p, _)| p.clone())
-                    .collect();
-                self.cache.flush_where(|p| paths.contains(p));
-                for p in paths {
-                    self.relay_invalidation(&p, Some(relay));
-                    self.origins.remove(&p);
-                }
+                self.flush_cell(cell, Some(relay));
             }
             self.relay_done(relay);
         }
