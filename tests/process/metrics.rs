@@ -188,6 +188,12 @@ async fn scrape(addr: &str) -> Exposition {
     Exposition::parse(body)
 }
 
+/// The sum of the samples of the metric `name` (any labels) on the `/metrics` page at
+/// `admin`.
+pub(crate) async fn metric(admin: &str, name: &str) -> f64 {
+    scrape(admin).await.sum(name, &[])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cells_and_proxies_export_the_documented_metrics() {
     let dir = tempfile::tempdir().unwrap();

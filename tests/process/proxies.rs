@@ -11,6 +11,7 @@
 //! lease at the cell, and no longer than a short grace once its clients were claimed by
 //! the other proxy.
 
+use crate::metrics::metric;
 use crate::{bin, expect_event};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -490,19 +491,6 @@ async fn a_proxy_that_wakes_up_after_its_clients_moved_on_leaves_them_alone() {
         .await
         .unwrap();
     assert_eq!(fh.contents().await.unwrap().0, b"e1");
-}
-
-/// The sum of the samples of the metric `name` (any labels) on the `/metrics` page at
-/// `admin`.
-async fn metric(admin: &str, name: &str) -> f64 {
-    let (code, body) = crate::http_get(admin, "/metrics").await;
-    assert_eq!(code, 200, "GET {admin}/metrics: {body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(series, _)| series.split('{').next() == Some(name))
-        .map(|(_, v)| v.parse::<f64>().unwrap_or_else(|_| panic!("{name} = {v}")))
-        .sum()
 }
 
 /// A `warren cell` (2 s client leases, 5 s proxy leases) and two `warren proxy` processes
