@@ -16,7 +16,7 @@
 //! (10 MiB; default 1.5 MiB). A production etcd serving Warren needs the same limits.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -487,16 +487,11 @@ impl Drop for EtcdCluster {
     }
 }
 
-/// Reserves `n` distinct free loopback ports (all held open together, so they differ, then
-/// released for etcd to bind; [`EtcdCluster::start`] retries if another process wins one).
+/// `n` distinct free loopback ports for etcd to bind, from [`crate::ports::free_port`]
+/// (outside the ephemeral range; [`EtcdCluster::start`] still retries if another process
+/// wins one).
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<StdTcpListener> = (0..n)
-        .map(|_| StdTcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
+    (0..n).map(|_| crate::ports::free_port()).collect()
 }
 
 fn unique_token() -> String {

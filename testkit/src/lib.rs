@@ -30,11 +30,13 @@ macro_rules! server_addresses {
 pub mod bridge;
 pub mod deployment;
 pub mod etcd;
+pub mod ports;
 pub mod proxy;
 
 pub use bridge::Bridge;
 pub use deployment::{Deployment, DeploymentBuilder};
 pub use etcd::EtcdCluster;
+pub use ports::free_port;
 pub use proxy::{Proxy, TestProxy};
 
 use std::future::Future;

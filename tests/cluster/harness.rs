@@ -20,13 +20,8 @@ pub fn bin() -> &'static Path {
     })
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// A loopback port for a child to bind (outside the ephemeral range; see `testkit::ports`).
+pub use warren_testkit::free_port;
 
 /// The replicas of one cell, each on a fixed port (kept across restarts).
 pub struct Replicas {

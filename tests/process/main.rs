@@ -75,14 +75,8 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// A loopback port for a child to bind (outside the ephemeral range; see `testkit::ports`).
+pub use warren_testkit::free_port;
 
 /// A plain HTTP/1.1 GET (the load tester's, 10 s at most), returning (status, body).
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
