@@ -1,15 +1,20 @@
 //! Calling a cell's `warren.v1.Reshard` service (docs/resharding.md) at its master: the
 //! reshard job at the meta cell calls data cells with it, `warren ctl reshard` calls the
 //! meta cell and the cells. Each call tries the cell's replicas in order and follows a
-//! standby's `NOT_MASTER` to the master it names.
+//! standby's `NOT_MASTER` to the master it names. [`slot_counts`] is the step of making a
+//! plan that asks the source cells what their moving slots hold (`ctl reshard plan`, the
+//! load tester's `--reshard`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
+use warren_proto::pb;
 use warren_proto::pb::reshard_client::ReshardClient;
 use warren_proto::{ErrorCode, WarrenError};
+use warren_reshard::{MoveCounts, Plan};
+use warren_router::PartitionMap;
 
 /// How long to wait for a connection to one replica.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -119,4 +124,99 @@ where
         Some(e) if attempts.len() == 1 => Err(CallError::Warren(e)),
         _ => Err(CallError::Unreachable(attempts)),
     }
+}
+
+/// Why [`slot_counts`] (or [`cell_counts`]) has no answer.
+#[derive(Debug)]
+pub enum CountsError {
+    /// A source cell could not be asked.
+    Call {
+        /// The cell's name.
+        cell: String,
+        /// Its replicas, as the map lists them.
+        replicas: Vec<String>,
+        /// What the call met.
+        error: CallError,
+    },
+    /// A source cell has seen a newer map than the plan was made against: the map changed
+    /// while planning, and the plan is stale.
+    Stale {
+        /// The cell's name.
+        cell: String,
+        /// The map epoch it answered at.
+        answered: u64,
+        /// The epoch the plan was made against.
+        plan: u64,
+    },
+}
+
+/// Asks every source cell of `plan` (made against `map`), concurrently, what its moving
+/// slots hold: the counts to [`Plan::set_counts`].
+pub async fn slot_counts(
+    map: &PartitionMap,
+    plan: &Plan,
+) -> Result<BTreeMap<u32, MoveCounts>, CountsError> {
+    let mut by_source: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for m in &plan.moves {
+        by_source.entry(m.from.as_str()).or_default().push(m.slot);
+    }
+    let asks = by_source.into_iter().map(|(cell, slots)| {
+        let replicas = map.replicas(cell).unwrap_or_default();
+        cell_counts(cell, replicas, slots, plan.from_epoch)
+    });
+    let mut all = BTreeMap::new();
+    for counts in futures::future::join_all(asks).await {
+        all.extend(counts?);
+    }
+    Ok(all)
+}
+
+/// `SlotStats` at the master of cell `cell` (at `replicas`): the counts of `slots` (those it
+/// does not list hold nothing), refused as [`CountsError::Stale`] if the cell has seen a map
+/// newer than `plan_epoch`.
+pub async fn cell_counts(
+    cell: &str,
+    replicas: &[String],
+    slots: Vec<u32>,
+    plan_epoch: u64,
+) -> Result<BTreeMap<u32, MoveCounts>, CountsError> {
+    let request = pb::SlotStatsRequest { slots };
+    let reply = at_master(replicas, |mut c| {
+        let request = request.clone();
+        async move { c.slot_stats(request).await }
+    })
+    .await
+    .map_err(|error| CountsError::Call {
+        cell: cell.to_string(),
+        replicas: replicas.to_vec(),
+        error,
+    })?;
+    if reply.map_epoch > plan_epoch {
+        return Err(CountsError::Stale {
+            cell: cell.to_string(),
+            answered: reply.map_epoch,
+            plan: plan_epoch,
+        });
+    }
+    Ok(counts_of(&reply))
+}
+
+/// The counts in a `SlotStats` answer, by slot.
+pub fn counts_of(reply: &pb::SlotStatsResponse) -> BTreeMap<u32, MoveCounts> {
+    reply
+        .slots
+        .iter()
+        .map(|s| {
+            let counts = MoveCounts {
+                directories: s.directories,
+                nodes: s.nodes,
+                bytes: s.bytes,
+                held_locks: s.held_locks,
+                ephemeral_nodes: s.ephemeral_nodes,
+                open_handles: s.open_handles,
+                sessions: s.sessions,
+            };
+            (s.slot, counts)
+        })
+        .collect()
 }

@@ -23,14 +23,13 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
-use warren_client::reshard::{at_master, CallError};
+use warren_client::reshard::{at_master, slot_counts, CallError, CountsError};
 use warren_client::{admin, Session};
 use warren_proto::pb;
 use warren_reshard::job::JobStatus;
 use warren_reshard::{MoveCounts, Plan};
-use warren_router::{rebalance, PartitionMap, Weight};
+use warren_router::{rebalance, Weight};
 
 /// How often the job's status is asked for while it runs.
 pub const POLL_PERIOD: Duration = Duration::from_millis(100);
@@ -127,47 +126,21 @@ pub async fn plan_add_cell(meta: &[String], cell: &str, addrs: &[String]) -> any
     let proposal = rebalance(&map, &target, &addresses)
         .map_err(|e| anyhow!("cannot propose the next map: {e}"))?;
     let mut plan = Plan::from_proposal(&map, &proposal);
-    plan.set_counts(&slot_counts(&map, &plan).await?);
-    Ok(plan)
-}
-
-/// Asks every source cell of `plan`, concurrently, what its moving slots hold.
-async fn slot_counts(map: &PartitionMap, plan: &Plan) -> anyhow::Result<BTreeMap<u32, MoveCounts>> {
-    let mut by_source: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-    for m in &plan.moves {
-        by_source.entry(m.from.as_str()).or_default().push(m.slot);
-    }
-    let mut asks = JoinSet::new();
-    for (cell, slots) in by_source {
-        let replicas = map.replicas(cell).unwrap_or_default().to_vec();
-        let cell = cell.to_string();
-        asks.spawn(async move {
-            let request = pb::SlotStatsRequest { slots };
-            at_master(&replicas, |mut c| {
-                let request = request.clone();
-                async move { c.slot_stats(request).await }
-            })
-            .await
-            .map_err(|e| call_error(e, &format!("cell {cell}"), "count its moving slots"))
-        });
-    }
-    let mut all = BTreeMap::new();
-    while let Some(joined) = asks.join_next().await {
-        let reply = joined.context("asking a cell for its slots' counts")??;
-        for s in reply.slots {
-            let counts = MoveCounts {
-                directories: s.directories,
-                nodes: s.nodes,
-                bytes: s.bytes,
-                held_locks: s.held_locks,
-                ephemeral_nodes: s.ephemeral_nodes,
-                open_handles: s.open_handles,
-                sessions: s.sessions,
-            };
-            all.insert(s.slot, counts);
+    let counts = slot_counts(&map, &plan).await.map_err(|e| match e {
+        CountsError::Call { cell, error, .. } => {
+            call_error(error, &format!("cell {cell}"), "count its moving slots")
         }
-    }
-    Ok(all)
+        CountsError::Stale {
+            cell,
+            answered,
+            plan,
+        } => anyhow!(
+            "cell {cell} answered at map epoch {answered}, but the plan was made against \
+             epoch {plan}: the map changed while planning"
+        ),
+    })?;
+    plan.set_counts(&counts);
+    Ok(plan)
 }
 
 /// Starts the meta cell's reshard job with `plan` (`Reshard.ApplyPlan` at its master;

@@ -22,12 +22,11 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::Value;
-use tokio::task::JoinSet;
-use warren_client::reshard::{at_master, CallError};
+use warren_client::reshard::{at_master, slot_counts, CallError, CountsError};
 use warren_client::{admin, ClientOptions, ErrorCode, Session};
 use warren_config::parse_duration_or_seconds;
 use warren_proto::pb;
-use warren_reshard::{MoveCounts, Plan, PlanError};
+use warren_reshard::{Plan, PlanError};
 use warren_router::{diff, rebalance, CellChange, MapError, PartitionMap, Proposal, Weight};
 
 use super::failure::Failure;
@@ -455,7 +454,7 @@ pub(crate) async fn make_plan(
         }
     };
     let mut plan = Plan::from_proposal(&current, &proposal);
-    let counts = slot_counts(&current, &plan).await?;
+    let counts = slot_counts(&current, &plan).await.map_err(counts_failure)?;
     plan.set_counts(&counts);
     Ok((current, plan))
 }
@@ -508,86 +507,32 @@ fn meta_flag(meta: &MetaArg) -> String {
     }
 }
 
-/// Asks every source cell of `plan`, concurrently, what its moving slots hold.
-async fn slot_counts(
-    current: &PartitionMap,
-    plan: &Plan,
-) -> Result<BTreeMap<u32, MoveCounts>, Failure> {
-    let mut by_source: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-    for m in &plan.moves {
-        by_source.entry(m.from.as_str()).or_default().push(m.slot);
-    }
-    let mut asks = JoinSet::new();
-    for (cell, slots) in by_source {
-        let replicas = current.replicas(cell).unwrap_or_default().to_vec();
-        let (cell, epoch) = (cell.to_string(), plan.from_epoch);
-        asks.spawn(async move { cell_counts(&cell, &replicas, slots, epoch).await });
-    }
-    let mut all = BTreeMap::new();
-    while let Some(joined) = asks.join_next().await {
-        let counts = joined.map_err(|e| Failure {
-            code: "INTERNAL",
-            message: format!("asking a cell for its slots' counts failed: {e}"),
-        })??;
-        all.extend(counts);
-    }
-    Ok(all)
-}
-
-/// `SlotStats` at the master of cell `cell`: the counts of `slots` (those it does not list
-/// hold nothing).
-async fn cell_counts(
-    cell: &str,
-    replicas: &[String],
-    slots: Vec<u32>,
-    plan_epoch: u64,
-) -> Result<BTreeMap<u32, MoveCounts>, Failure> {
-    let request = pb::SlotStatsRequest { slots };
-    let reply = at_master(replicas, |mut c| {
-        let request = request.clone();
-        async move { c.slot_stats(request).await }
-    })
-    .await
-    .map_err(|e| {
-        call_failure(
-            e,
-            &format!("cell {cell}"),
+/// The failure to report when the source cells' counts could not be had.
+pub(crate) fn counts_failure(e: CountsError) -> Failure {
+    match e {
+        CountsError::Call {
+            cell,
             replicas,
+            error,
+        } => call_failure(
+            error,
+            &format!("cell {cell}"),
+            &replicas,
             "count its moving slots",
-        )
-    })?;
-    if reply.map_epoch > plan_epoch {
-        return Err(Failure {
+        ),
+        CountsError::Stale {
+            cell,
+            answered,
+            plan,
+        } => Failure {
             code: ErrorCode::GenerationMismatch.as_str_name(),
             message: format!(
-                "cell {cell} answered at map epoch {}, but the plan was made against epoch \
-                 {plan_epoch}: the map changed while planning; run `warren ctl reshard plan` \
-                 again",
-                reply.map_epoch
+                "cell {cell} answered at map epoch {answered}, but the plan was made against \
+                 epoch {plan}: the map changed while planning; run `warren ctl reshard plan` \
+                 again"
             ),
-        });
+        },
     }
-    Ok(counts_of(&reply))
-}
-
-/// The counts in a `SlotStats` answer, by slot.
-pub(crate) fn counts_of(reply: &pb::SlotStatsResponse) -> BTreeMap<u32, MoveCounts> {
-    reply
-        .slots
-        .iter()
-        .map(|s| {
-            let counts = MoveCounts {
-                directories: s.directories,
-                nodes: s.nodes,
-                bytes: s.bytes,
-                held_locks: s.held_locks,
-                ephemeral_nodes: s.ephemeral_nodes,
-                open_handles: s.open_handles,
-                sessions: s.sessions,
-            };
-            (s.slot, counts)
-        })
-        .collect()
 }
 
 /// The failure to report for a call to `who` (e.g. `cell c1`, `the meta cell`) at

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status};
 use warren_client::WarrenError;
 use warren_proto::pb::reshard_server::{Reshard, ReshardServer};
+use warren_reshard::MoveCounts;
 use warren_testkit::Cell;
 
 fn reshard(args: &[&str]) -> Result<ReshardCommand, clap::Error> {
@@ -648,8 +649,9 @@ async fn calls_follow_a_standby_to_its_master_and_name_unreachable_cells() {
 
     // Nobody there: UNAVAILABLE naming who, where, and what for.
     let dead = vec![dead_addr(), dead_addr()];
-    let f = cell_counts("c2", &dead, vec![1, 2], 1)
+    let f = warren_client::reshard::cell_counts("c2", &dead, vec![1, 2], 1)
         .await
+        .map_err(counts_failure)
         .expect_err("unreachable");
     assert_eq!(f.code, "UNAVAILABLE");
     assert!(
@@ -770,8 +772,9 @@ async fn plan_and_apply_against_a_meta_cell_and_fake_data_cells() {
     }
     .serve()
     .await;
-    let f = cell_counts("c1", &[ahead], vec![16], 1)
+    let f = warren_client::reshard::cell_counts("c1", &[ahead], vec![16], 1)
         .await
+        .map_err(counts_failure)
         .expect_err("ahead");
     assert_eq!(f.code, "GENERATION_MISMATCH");
     assert!(
