@@ -289,41 +289,6 @@ pub async fn report_unreachable(replicas: &[String], master: &str, epoch: u64, t
     futures::future::join_all(replicas.iter().cloned().map(tell)).await;
 }
 
-/// Watches the master behind `conn` and resolves only when another replica of
-/// `endpoints` has become master: every `interval` it asks the master `Locate` (bounded
-/// by `timeout`, on the same connection as the session's calls). When that goes
-/// unanswered, or the answer is no longer "master", it looks for the master among the
-/// replicas in rounds ([`find_cell_master`], which reports a master nobody can reach),
-/// each round more patient (from half of `timeout` up to four times it), until another
-/// master is found or the same one answers again. A frozen or cut-off master's calls hang
-/// rather than fail, so nothing else would notice before the session's lease ran out
-/// (docs/design.md §9).
-pub async fn watch_master(
-    conn: &Conn,
-    endpoints: &[String],
-    interval: Duration,
-    timeout: Duration,
-) -> (Conn, LocateInfo) {
-    loop {
-        tokio::time::sleep(interval).await;
-        if matches!(locate_at(conn, timeout).await, Ok(info) if info.is_master) {
-            continue;
-        }
-        let mut patience = timeout / 2;
-        loop {
-            match find_cell_master(endpoints, patience).await {
-                Ok((found, info)) if found.addr != conn.addr => return (found, info),
-                Ok(_) => break, // the same master answers after all: it was only slow
-                Err(e) => {
-                    tracing::debug!(master = %conn.addr, %e, "the master did not answer; no other master yet");
-                    patience = (patience * 2).min(timeout * 4);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-}
-
 /// Whether a failed call's status means the server was not reached (as opposed to an
 /// answer): no Warren detail, and a code that tonic uses for connection trouble.
 pub fn is_unreachable(status: &tonic::Status) -> bool {

@@ -194,6 +194,12 @@ pub(crate) async fn metric(admin: &str, name: &str) -> f64 {
     scrape(admin).await.sum(name, &[])
 }
 
+/// The sum of the samples of the metric `name` with the labels `want` on the `/metrics`
+/// page at `admin`.
+pub(crate) async fn metric_with(admin: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    scrape(admin).await.sum(name, want)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cells_and_proxies_export_the_documented_metrics() {
     let dir = tempfile::tempdir().unwrap();

@@ -352,3 +352,53 @@ async fn a_restart_after_the_grace_period_expires_sessions() {
         restarted.elapsed()
     );
 }
+
+/// An idle library session straight to a cell costs the cell its KeepAlives and nothing
+/// else: a frozen or cut-off master is noticed by the connection's HTTP/2 PINGs, not by
+/// calls per session (docs/design.md §9, "A frozen or cut-off master"). A session used to
+/// ask its master `Locate` every second while a KeepAlive was held, twelve times the RPCs
+/// of its KeepAlives with the default lease.
+#[tokio::test]
+async fn an_idle_direct_session_sends_its_cell_only_keepalives() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let c = cell(
+        dir.path().to_str().unwrap(),
+        "127.0.0.1:0",
+        &["--admin", &admin, "--lease", "3s"],
+    )
+    .await;
+    let eps = vec![c.addr()];
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        sessions.push(Session::connect(&eps).await.expect("connect"));
+    }
+    let count = |method: &'static str| {
+        let admin = admin.clone();
+        async move {
+            crate::metrics::metric_with(
+                &admin,
+                "warren_rpc_total",
+                &[("tier", "cell"), ("method", method)],
+            )
+            .await
+        }
+    };
+    let (locates, keepalives) = (count("Locate").await, count("KeepAlive").await);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let locates = count("Locate").await - locates;
+    let keepalives = count("KeepAlive").await - keepalives;
+    // 5 sessions, 3 s leases, replies about 1 s before each lease ends: about 15
+    // KeepAlives in 6 s. Before, also about 30 Locates (one per session per second).
+    assert!(
+        (5.0..=40.0).contains(&keepalives),
+        "{keepalives} KeepAlives from 5 sessions in 6 s"
+    );
+    assert_eq!(
+        locates, 0.0,
+        "idle direct sessions asked Locate {locates} times"
+    );
+    for s in sessions {
+        let _ = s.close().await;
+    }
+}

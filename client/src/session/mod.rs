@@ -68,12 +68,6 @@ const LONGEST_LEASE: Duration = Duration::from_secs(60);
 const RECREATE_CONCURRENCY: usize = 16;
 /// `Locate` timeout while looking for the master (a replica answers it at once).
 const LOCATE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often a session straight to a cell asks its master `Locate` while a KeepAlive is
-/// held there, and how long the master may take to answer before the other replicas are
-/// asked (docs/design.md §9, "A frozen or cut-off master"). One small unary call per
-/// session per second.
-const MASTER_PROBE_INTERVAL: Duration = Duration::from_secs(1);
-const MASTER_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves its data
 /// consistent, so a panic elsewhere must not make the session unusable.
@@ -1096,31 +1090,12 @@ async fn keepalive(
     };
     let sent_at = Instant::now();
     let mut client = conn.client.clone();
-    let held = tokio::time::timeout(deadline, client.keep_alive(request));
-    // Straight to a cell, the master holding this KeepAlive is watched meanwhile: a frozen
-    // or cut-off master never answers it, and the session moves as soon as another
-    // replica is master (docs/design.md §9) rather than when its lease runs out.
-    let watched = async {
-        if shared.options.via_proxies {
-            std::future::pending().await
-        } else {
-            transport::watch_master(
-                &conn,
-                &shared.options.endpoints,
-                MASTER_PROBE_INTERVAL,
-                MASTER_PROBE_TIMEOUT,
-            )
-            .await
-        }
-    };
-    let outcome = tokio::select! {
-        r = held => r,
-        (moved, info) = watched => {
-            tracing::info!(from = %conn.addr, to = %moved.addr, epoch = info.epoch, "the master did not answer; following the new master");
-            *lock(&shared.conn) = moved;
-            return Input::KeepAliveFailed(Failure::Redirected);
-        }
-    };
+    // Straight to a cell, a frozen or cut-off master holding this KeepAlive is noticed by
+    // the connection's HTTP/2 PINGs (`transport::dial_with`): an unanswered PING fails the
+    // connection and this call with it, and the session looks for the master among all the
+    // replicas at once (docs/design.md §9, "A frozen or cut-off master"). Nothing per
+    // session is sent to the cell meanwhile.
+    let outcome = tokio::time::timeout(deadline, client.keep_alive(request)).await;
     let status = match outcome {
         Ok(Ok(reply)) => {
             return Input::KeepAliveReply {
