@@ -42,6 +42,24 @@ enum LoadtestCommand {
     /// (docs/performance.md). Prints one JSON line of CPU per read after each span of reads.
     #[command(hide = true)]
     Echo(EchoArgs),
+    /// A bare tonic forwarder of the Warren protocol: every call passed on unchanged to one
+    /// server: the floor of one more gRPC hop, for a proxy's forwarded writes
+    /// (docs/performance.md).
+    #[command(hide = true)]
+    Forward(ForwardArgs),
+}
+
+#[derive(Args, Debug)]
+struct ForwardArgs {
+    /// Where to serve (HOST:PORT; port 0 picks one, printed on stderr).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: String,
+    /// The server every call is passed to (a cell's gRPC HOST:PORT).
+    #[arg(long, value_name = "HOST:PORT")]
+    upstream: String,
+    /// HTTP/2 connections to the upstream server, used in turn.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    channels: usize,
 }
 
 #[derive(Args, Debug)]
@@ -215,12 +233,29 @@ async fn echo_cmd(a: EchoArgs) -> anyhow::Result<()> {
     warren_loadtest::echo::serve(listener, a.watch_pid_file, stop).await
 }
 
+async fn forward_cmd(a: ForwardArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| format!("--listen {}: cannot bind", a.listen))?;
+    eprintln!(
+        "forward: serving on {}, to {} over {} connection(s)",
+        listener.local_addr()?,
+        a.upstream,
+        a.channels
+    );
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    warren_loadtest::forward::serve(listener, &a.upstream, a.channels, stop).await
+}
+
 pub async fn run(args: LoadtestArgs) -> ExitCode {
     let result = match args.command {
         LoadtestCommand::Run(a) => run_cmd(a).await,
         LoadtestCommand::Compare(a) => compare_cmd(a).await,
         LoadtestCommand::Plan(a) => plan_cmd(a),
         LoadtestCommand::Echo(a) => echo_cmd(a).await,
+        LoadtestCommand::Forward(a) => forward_cmd(a).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
