@@ -60,6 +60,13 @@ struct ForwardArgs {
     /// HTTP/2 connections to the upstream server, used in turn.
     #[arg(long, default_value_t = 1, value_name = "N")]
     channels: usize,
+    /// Send on hyper's HTTP/2 connections directly, not through tonic `Channel`s (which
+    /// hand each call to a buffer task first).
+    #[arg(long)]
+    bare_h2: bool,
+    /// Serve on a one-thread runtime (no call handed between worker threads).
+    #[arg(long)]
+    current_thread: bool,
 }
 
 #[derive(Args, Debug)]
@@ -234,19 +241,39 @@ async fn echo_cmd(a: EchoArgs) -> anyhow::Result<()> {
 }
 
 async fn forward_cmd(a: ForwardArgs) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&a.listen)
-        .await
-        .with_context(|| format!("--listen {}: cannot bind", a.listen))?;
-    eprintln!(
-        "forward: serving on {}, to {} over {} connection(s)",
-        listener.local_addr()?,
-        a.upstream,
-        a.channels
-    );
-    let stop = async {
-        let _ = tokio::signal::ctrl_c().await;
+    let kind = if a.bare_h2 {
+        warren_loadtest::forward::Upstream::BareH2
+    } else {
+        warren_loadtest::forward::Upstream::Channel
     };
-    warren_loadtest::forward::serve(listener, &a.upstream, a.channels, stop).await
+    let current_thread = a.current_thread;
+    let serve = async move {
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("--listen {}: cannot bind", a.listen))?;
+        eprintln!(
+            "forward: serving on {}, to {} over {} connection(s) ({kind:?}{})",
+            listener.local_addr()?,
+            a.upstream,
+            a.channels,
+            if current_thread { ", one thread" } else { "" }
+        );
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        warren_loadtest::forward::serve(listener, &a.upstream, a.channels, kind, stop).await
+    };
+    if !current_thread {
+        return serve.await;
+    }
+    // Everything (the listener included) on a runtime of its own, on a thread of its own.
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve)
+    })
+    .await?
 }
 
 pub async fn run(args: LoadtestArgs) -> ExitCode {
