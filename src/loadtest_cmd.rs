@@ -42,6 +42,31 @@ enum LoadtestCommand {
     /// (docs/performance.md). Prints one JSON line of CPU per read after each span of reads.
     #[command(hide = true)]
     Echo(EchoArgs),
+    /// A bare tonic forwarder of the Warren protocol: every call passed on unchanged to one
+    /// server: the floor of one more gRPC hop, for a proxy's forwarded writes
+    /// (docs/performance.md).
+    #[command(hide = true)]
+    Forward(ForwardArgs),
+}
+
+#[derive(Args, Debug)]
+struct ForwardArgs {
+    /// Where to serve (HOST:PORT; port 0 picks one, printed on stderr).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: String,
+    /// The server every call is passed to (a cell's gRPC HOST:PORT).
+    #[arg(long, value_name = "HOST:PORT")]
+    upstream: String,
+    /// HTTP/2 connections to the upstream server, used in turn.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    channels: usize,
+    /// Send on hyper's HTTP/2 connections directly, not through tonic `Channel`s (which
+    /// hand each call to a buffer task first).
+    #[arg(long)]
+    bare_h2: bool,
+    /// Serve on a one-thread runtime (no call handed between worker threads).
+    #[arg(long)]
+    current_thread: bool,
 }
 
 #[derive(Args, Debug)]
@@ -215,12 +240,49 @@ async fn echo_cmd(a: EchoArgs) -> anyhow::Result<()> {
     warren_loadtest::echo::serve(listener, a.watch_pid_file, stop).await
 }
 
+async fn forward_cmd(a: ForwardArgs) -> anyhow::Result<()> {
+    let kind = if a.bare_h2 {
+        warren_loadtest::forward::Upstream::BareH2
+    } else {
+        warren_loadtest::forward::Upstream::Channel
+    };
+    let current_thread = a.current_thread;
+    let serve = async move {
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("--listen {}: cannot bind", a.listen))?;
+        eprintln!(
+            "forward: serving on {}, to {} over {} connection(s) ({kind:?}{})",
+            listener.local_addr()?,
+            a.upstream,
+            a.channels,
+            if current_thread { ", one thread" } else { "" }
+        );
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        warren_loadtest::forward::serve(listener, &a.upstream, a.channels, kind, stop).await
+    };
+    if !current_thread {
+        return serve.await;
+    }
+    // Everything (the listener included) on a runtime of its own, on a thread of its own.
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve)
+    })
+    .await?
+}
+
 pub async fn run(args: LoadtestArgs) -> ExitCode {
     let result = match args.command {
         LoadtestCommand::Run(a) => run_cmd(a).await,
         LoadtestCommand::Compare(a) => compare_cmd(a).await,
         LoadtestCommand::Plan(a) => plan_cmd(a),
         LoadtestCommand::Echo(a) => echo_cmd(a).await,
+        LoadtestCommand::Forward(a) => forward_cmd(a).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 //! - [`deploy`]: a `warren dev`-shaped deployment of processes, for `--deploy` and faults;
 //! - [`echo`]: `warren loadtest echo`, a bare tonic server to measure a proxy against;
 //! - [`fault`]: faults injected during a run (`--kill`, `--restart`);
+//! - [`forward`]: `warren loadtest forward`, a bare tonic forwarder: the floor of one more hop;
 //! - [`fence`]: the lock check (two holders at once, a lock generation that went back);
 //! - [`http`]: the plain HTTP GET of admin pages;
 //! - [`html`]: the `--html` page with its SVG plots of the timeline;
@@ -22,6 +23,7 @@ pub mod deploy;
 pub mod echo;
 pub mod fault;
 pub mod fence;
+pub mod forward;
 pub mod html;
 pub mod http;
 pub mod lost;
