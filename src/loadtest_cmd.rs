@@ -22,7 +22,17 @@ use warren_loadtest::{Config, Report, Target};
 pub struct LoadtestArgs {
     #[command(subcommand)]
     command: LoadtestCommand,
+    /// Worker threads of the load generator's runtime, 1–256 (default 1: the operations
+    /// are driven from one task per kind anyway, and one worker costs least per operation;
+    /// docs/loadtest.md, "What measuring costs"). Give 2 or more for runs with very many
+    /// sessions, whose KeepAlive loops then get a second core.
+    #[arg(long, global = true, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
 }
+
+/// The load generator's worker threads unless `--threads` says otherwise.
+const DEFAULT_THREADS: usize = 1;
 
 #[derive(Subcommand, Debug)]
 enum LoadtestCommand {
@@ -215,8 +225,14 @@ async fn echo_cmd(a: EchoArgs) -> anyhow::Result<()> {
     warren_loadtest::echo::serve(listener, a.watch_pid_file, stop).await
 }
 
-pub async fn run(args: LoadtestArgs) -> ExitCode {
-    let result = match args.command {
+/// Runs the subcommand on a runtime of `--threads` workers.
+pub fn run(args: LoadtestArgs) -> ExitCode {
+    let threads = args.threads.map_or(DEFAULT_THREADS, usize::from);
+    crate::runtime::block_on(Some(threads), subcommand(args.command))
+}
+
+async fn subcommand(command: LoadtestCommand) -> ExitCode {
+    let result = match command {
         LoadtestCommand::Run(a) => run_cmd(a).await,
         LoadtestCommand::Compare(a) => compare_cmd(a).await,
         LoadtestCommand::Plan(a) => plan_cmd(a),
