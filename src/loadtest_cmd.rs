@@ -22,17 +22,14 @@ use warren_loadtest::{Config, Report, Target};
 pub struct LoadtestArgs {
     #[command(subcommand)]
     command: LoadtestCommand,
-    /// Worker threads of the load generator's runtime, 1–256 (default 1: the operations
-    /// are driven from one task per kind anyway, and one worker costs least per operation;
-    /// docs/loadtest.md, "What measuring costs"). Give 2 or more for runs with very many
-    /// sessions, whose KeepAlive loops then get a second core.
+    /// Worker threads of the load generator's runtime, 1–256 (default: one per core). One
+    /// saves the futex wake-ups of idle workers (docs/performance.md, "Cached reads at low
+    /// rates"), but on a busy machine a process with one thread gets a smaller share of
+    /// the CPU, and runs with very many sessions need the cores for their KeepAlives.
     #[arg(long, global = true, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
 }
-
-/// The load generator's worker threads unless `--threads` says otherwise.
-const DEFAULT_THREADS: usize = 1;
 
 #[derive(Subcommand, Debug)]
 enum LoadtestCommand {
@@ -227,8 +224,7 @@ async fn echo_cmd(a: EchoArgs) -> anyhow::Result<()> {
 
 /// Runs the subcommand on a runtime of `--threads` workers.
 pub fn run(args: LoadtestArgs) -> ExitCode {
-    let threads = args.threads.map_or(DEFAULT_THREADS, usize::from);
-    crate::runtime::block_on(Some(threads), subcommand(args.command))
+    crate::runtime::block_on(args.threads.map(usize::from), subcommand(args.command))
 }
 
 async fn subcommand(command: LoadtestCommand) -> ExitCode {

@@ -59,9 +59,8 @@ pub struct ProxyArgs {
     /// dead proxy"). Default off. Env WARREN_HOLD_BACK.
     #[arg(long)]
     hold_back: Option<String>,
-    /// Worker threads of the proxy's runtime, 1–256 (default 1: cheaper per request at low
-    /// and middling rates; docs/performance.md, "Cached reads at low rates"). Give more
-    /// on a machine with cores to spare for a heavily loaded proxy. Env WARREN_THREADS.
+    /// Worker threads of the proxy's runtime, 1–256 (default: one per core). Env
+    /// WARREN_THREADS.
     #[arg(long)]
     threads: Option<String>,
 }
@@ -89,7 +88,7 @@ pub fn run(a: ProxyArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    crate::runtime::block_on(Some(cfg.threads), async move {
+    crate::runtime::block_on(cfg.threads, async move {
         server_cmd::exit_code(serve(cfg).await)
     })
 }
@@ -102,7 +101,6 @@ async fn serve(cfg: ProxyConfig) -> anyhow::Result<()> {
         Some(server_cmd::bind(cfg.admin.as_str(), "admin").await?)
     };
     let addr = listener.local_addr()?;
-    tracing::info!(threads = cfg.threads, "proxy runtime");
     println!("proxies: {addr}");
     warren_proxy::run(
         listener,

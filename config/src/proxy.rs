@@ -58,18 +58,13 @@ pub struct ProxyConfig {
     /// it costs about a third more client KeepAlives (leases cut to 9–12 s) and, measured
     /// at 20k idle sessions on a loaded 2-core machine, some spurious jeopardy.
     pub hold_back: bool,
-    /// Worker threads of the proxy's tokio runtime (`--threads`, 1–256). A cached read is
-    /// a few microseconds of work, so at low and middling rates a second worker costs more
-    /// than it gives: every request's wake-up also unparks it to look for work, a futex
-    /// wake and a context switch each (docs/performance.md, "Cached reads at low rates").
-    /// Default [`DEFAULT_PROXY_THREADS`].
-    pub threads: usize,
+    /// Worker threads of the proxy's tokio runtime (`--threads`, 1–256); `None`: one per
+    /// core, tokio's default. Fewer workers save the futex wake-ups and context switches
+    /// of idle workers looking for work; measured on a busy 2-core machine the saving per
+    /// cached read was within the noise (docs/performance.md, "Cached reads at low rates").
+    pub threads: Option<usize>,
 }
 
-/// The proxy's worker threads unless `threads` says otherwise: one. One thread serves
-/// about 30,000 cached reads a second on the 2-core machine of docs/performance.md; give
-/// more on a bigger machine with more load.
-pub const DEFAULT_PROXY_THREADS: usize = 1;
 /// The most worker threads `threads` accepts.
 pub const MAX_PROXY_THREADS: usize = 256;
 
@@ -142,8 +137,8 @@ fn thread_count(s: &str) -> Result<usize, Bad> {
         Ok(n) if (1..=MAX_PROXY_THREADS).contains(&n) => Ok(n),
         _ => Err(bad(
             format!("is not a number of threads from 1 to {MAX_PROXY_THREADS}"),
-            "give a whole number of worker threads, e.g. --threads 1 (the default) or \
-             --threads 2",
+            "give a whole number of worker threads, e.g. --threads 1, or leave it out for one \
+             per core",
         )),
     }
 }
@@ -200,7 +195,7 @@ impl ProxyConfig {
             forward_patience: defaults::PROXY_FORWARD_PATIENCE,
             max_starve: defaults::PROXY_MAX_STARVE,
             hold_back: false,
-            threads: DEFAULT_PROXY_THREADS,
+            threads: None,
         }
     }
 
@@ -230,7 +225,7 @@ impl ProxyConfig {
             config.hold_back = v;
         }
         if let Some(v) = layers.parse("threads", thread_count)? {
-            config.threads = v;
+            config.threads = Some(v);
         }
         layers.set_durations([
             ("client_lease", &mut config.client_lease),
@@ -410,13 +405,13 @@ mod tests {
     }
 
     #[test]
-    fn threads_default_to_one_and_bad_counts_are_refused() {
+    fn threads_default_to_one_per_core_and_bad_counts_are_refused() {
         let cell = || Sources::new().with_flag("cell", "a=127.0.0.1:1");
-        assert_eq!(ProxyConfig::load(&cell()).expect("valid").threads, 1);
+        assert_eq!(ProxyConfig::load(&cell()).expect("valid").threads, None);
         let c = ProxyConfig::load(&cell().with_flag("threads", "3")).expect("valid");
-        assert_eq!(c.threads, 3);
+        assert_eq!(c.threads, Some(3));
         let c = ProxyConfig::load(&cell().with_env("WARREN_THREADS", "2")).expect("valid");
-        assert_eq!(c.threads, 2);
+        assert_eq!(c.threads, Some(2));
         for bad in ["0", "-1", "two", "257", ""] {
             let e = ProxyConfig::load(&cell().with_flag("threads", bad))
                 .expect_err("not a thread count");
