@@ -23,9 +23,10 @@ pub struct LoadtestArgs {
     #[command(subcommand)]
     command: LoadtestCommand,
     /// Worker threads of the load generator's runtime, 1–256 (default: one per core). One
-    /// saves the futex wake-ups of idle workers (docs/performance.md, "Cached reads at low
-    /// rates"), but on a busy machine a process with one thread gets a smaller share of
-    /// the CPU, and runs with very many sessions need the cores for their KeepAlives.
+    /// saves the futex wake-ups of idle workers (docs/performance.md, "Cached reads: CPU
+    /// per read against a bare tonic server"), but on a busy machine a process with one
+    /// thread gets a smaller share of the CPU, and runs with very many sessions need the
+    /// cores for their KeepAlives.
     #[arg(long, global = true, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,

@@ -61,7 +61,8 @@ pub struct ProxyConfig {
     /// Worker threads of the proxy's tokio runtime (`--threads`, 1–256); `None`: one per
     /// core, tokio's default. Fewer workers save the futex wake-ups and context switches
     /// of idle workers looking for work; measured on a busy 2-core machine the saving per
-    /// cached read was within the noise (docs/performance.md, "Cached reads at low rates").
+    /// cached read was within the noise (docs/performance.md, "Cached reads: CPU per read
+    /// against a bare tonic server").
     pub threads: Option<usize>,
 }
 
