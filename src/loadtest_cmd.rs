@@ -22,6 +22,14 @@ use warren_loadtest::{Config, Report, Target};
 pub struct LoadtestArgs {
     #[command(subcommand)]
     command: LoadtestCommand,
+    /// Worker threads of the load generator's runtime, 1–256 (default: one per core). One
+    /// saves the futex wake-ups of idle workers (docs/performance.md, "Cached reads: CPU
+    /// per read against a bare tonic server"), but on a busy machine a process with one
+    /// thread gets a smaller share of the CPU, and runs with very many sessions need the
+    /// cores for their KeepAlives.
+    #[arg(long, global = true, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -276,8 +284,13 @@ async fn forward_cmd(a: ForwardArgs) -> anyhow::Result<()> {
     .await?
 }
 
-pub async fn run(args: LoadtestArgs) -> ExitCode {
-    let result = match args.command {
+/// Runs the subcommand on a runtime of `--threads` workers.
+pub fn run(args: LoadtestArgs) -> ExitCode {
+    crate::runtime::block_on(args.threads.map(usize::from), subcommand(args.command))
+}
+
+async fn subcommand(command: LoadtestCommand) -> ExitCode {
+    let result = match command {
         LoadtestCommand::Run(a) => run_cmd(a).await,
         LoadtestCommand::Compare(a) => compare_cmd(a).await,
         LoadtestCommand::Plan(a) => plan_cmd(a),

@@ -6,6 +6,7 @@ mod ctl;
 mod dev;
 mod loadtest_cmd;
 mod proxy_cmd;
+mod runtime;
 mod server_cmd;
 
 use clap::{Parser, Subcommand};
@@ -47,23 +48,24 @@ fn init_tracing() {
         .init();
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Cell(a) => {
             init_tracing();
-            cell_cmd::run(*a).await
+            runtime::block_on(None, cell_cmd::run(*a))
         }
+        // The proxy's runtime has the worker threads its settings give (`--threads`), so
+        // they are loaded before the runtime is built.
         Command::Proxy(a) => {
             init_tracing();
-            proxy_cmd::run(*a).await
+            proxy_cmd::run(*a)
         }
         Command::Dev(a) => {
             init_tracing();
-            dev::run(a).await
+            runtime::block_on(None, dev::run(a))
         }
-        Command::Ctl(a) => ctl::run(a).await,
-        Command::Loadtest(a) => loadtest_cmd::run(a).await,
+        Command::Ctl(a) => runtime::block_on(None, ctl::run(a)),
+        Command::Loadtest(a) => loadtest_cmd::run(a),
     }
 }

@@ -59,10 +59,15 @@ pub struct ProxyArgs {
     /// dead proxy"). Default off. Env WARREN_HOLD_BACK.
     #[arg(long)]
     hold_back: Option<String>,
+    /// Worker threads of the proxy's runtime, 1–256 (default: one per core). Env
+    /// WARREN_THREADS.
+    #[arg(long)]
+    threads: Option<String>,
 }
 
-/// Serves one proxy until Ctrl-C / SIGTERM.
-pub async fn run(a: ProxyArgs) -> ExitCode {
+/// Serves one proxy until Ctrl-C / SIGTERM, on a runtime with the worker threads its
+/// settings give.
+pub fn run(a: ProxyArgs) -> ExitCode {
     let cells = (!a.cells.is_empty()).then(|| a.cells.join(";"));
     let flags = [
         ("listen", &a.listen),
@@ -76,9 +81,16 @@ pub async fn run(a: ProxyArgs) -> ExitCode {
         ("forward_patience", &a.forward_patience),
         ("max_starve", &a.max_starve),
         ("hold_back", &a.hold_back),
+        ("threads", &a.threads),
     ];
     let sources = server_cmd::sources(a.config.as_deref(), &flags);
-    server_cmd::load_and_serve(sources, ProxyConfig::load, serve).await
+    let cfg = match server_cmd::load_settings(sources, ProxyConfig::load) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::runtime::block_on(cfg.threads, async move {
+        server_cmd::exit_code(serve(cfg).await)
+    })
 }
 
 async fn serve(cfg: ProxyConfig) -> anyhow::Result<()> {

@@ -39,14 +39,28 @@ pub async fn load_and_serve<C, F>(
 where
     F: Future<Output = anyhow::Result<()>>,
 {
-    let cfg = match sources.and_then(|s| load(&s)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: INVALID_ARGUMENT: configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match serve(cfg).await {
+    match load_settings(sources, load) {
+        Ok(cfg) => exit_code(serve(cfg).await),
+        Err(code) => code,
+    }
+}
+
+/// Loads the settings from `sources` with `load`; if they do not load, prints
+/// `error: INVALID_ARGUMENT: configuration: …` and gives exit code 2.
+pub fn load_settings<C>(
+    sources: Result<Sources, ConfigError>,
+    load: impl FnOnce(&Sources) -> Result<C, ConfigError>,
+) -> Result<C, ExitCode> {
+    sources.and_then(|s| load(&s)).map_err(|e| {
+        eprintln!("error: INVALID_ARGUMENT: configuration: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// A server's outcome as its exit code: 1 with `error: …` printed if serving failed, 0
+/// after a clean shutdown.
+pub fn exit_code(served: anyhow::Result<()>) -> ExitCode {
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -26,5 +26,5 @@ pub use cell::{CellConfig, StoreKind, FILE_SIZE_LIMIT, LEASE_LIMIT, LOCK_DELAY_L
 pub use error::{ConfigError, InvalidValue};
 pub use layout::Layout;
 pub use parse::{format_duration, parse_duration, parse_duration_or_seconds, DurationError};
-pub use proxy::{CellAddrs, ProxyConfig};
+pub use proxy::{CellAddrs, ProxyConfig, MAX_PROXY_THREADS};
 pub use source::{ConfigFile, Origin, Sources};

@@ -58,7 +58,16 @@ pub struct ProxyConfig {
     /// it costs about a third more client KeepAlives (leases cut to 9–12 s) and, measured
     /// at 20k idle sessions on a loaded 2-core machine, some spurious jeopardy.
     pub hold_back: bool,
+    /// Worker threads of the proxy's tokio runtime (`--threads`, 1–256); `None`: one per
+    /// core, tokio's default. Fewer workers save the futex wake-ups and context switches
+    /// of idle workers looking for work; measured on a busy 2-core machine the saving per
+    /// cached read was within the noise (docs/performance.md, "Cached reads: CPU per read
+    /// against a bare tonic server").
+    pub threads: Option<usize>,
 }
+
+/// The most worker threads `threads` accepts.
+pub const MAX_PROXY_THREADS: usize = 256;
 
 const FIELDS: &[FieldSpec] = &[
     FieldSpec {
@@ -116,7 +125,24 @@ const FIELDS: &[FieldSpec] = &[
         env: "WARREN_HOLD_BACK",
         flag_aliases: &[],
     },
+    FieldSpec {
+        name: "threads",
+        env: "WARREN_THREADS",
+        flag_aliases: &[],
+    },
 ];
+
+/// A number of worker threads, 1 to [`MAX_PROXY_THREADS`].
+fn thread_count(s: &str) -> Result<usize, Bad> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_PROXY_THREADS).contains(&n) => Ok(n),
+        _ => Err(bad(
+            format!("is not a number of threads from 1 to {MAX_PROXY_THREADS}"),
+            "give a whole number of worker threads, e.g. --threads 1, or leave it out for one \
+             per core",
+        )),
+    }
+}
 
 /// `on`/`off` (also `true`/`false`, `yes`/`no`, `1`/`0`).
 fn on_off(s: &str) -> Result<bool, Bad> {
@@ -170,6 +196,7 @@ impl ProxyConfig {
             forward_patience: defaults::PROXY_FORWARD_PATIENCE,
             max_starve: defaults::PROXY_MAX_STARVE,
             hold_back: false,
+            threads: None,
         }
     }
 
@@ -197,6 +224,9 @@ impl ProxyConfig {
         }
         if let Some(v) = layers.parse("hold_back", on_off)? {
             config.hold_back = v;
+        }
+        if let Some(v) = layers.parse("threads", thread_count)? {
+            config.threads = Some(v);
         }
         layers.set_durations([
             ("client_lease", &mut config.client_lease),
@@ -373,6 +403,22 @@ mod tests {
         )
         .expect_err("lease too short");
         assert_eq!(e.field(), Some("client_lease"));
+    }
+
+    #[test]
+    fn threads_default_to_one_per_core_and_bad_counts_are_refused() {
+        let cell = || Sources::new().with_flag("cell", "a=127.0.0.1:1");
+        assert_eq!(ProxyConfig::load(&cell()).expect("valid").threads, None);
+        let c = ProxyConfig::load(&cell().with_flag("threads", "3")).expect("valid");
+        assert_eq!(c.threads, Some(3));
+        let c = ProxyConfig::load(&cell().with_env("WARREN_THREADS", "2")).expect("valid");
+        assert_eq!(c.threads, Some(2));
+        for bad in ["0", "-1", "two", "257", ""] {
+            let e = ProxyConfig::load(&cell().with_flag("threads", bad))
+                .expect_err("not a thread count");
+            assert_eq!(e.field(), Some("threads"), "{bad:?}");
+            assert!(e.to_string().contains("--threads 1"), "{e}");
+        }
     }
 
     #[test]

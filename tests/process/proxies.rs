@@ -906,3 +906,60 @@ async fn writes_to_what_a_killed_proxy_cached_go_ahead_once_its_clients_were_cla
         assert_eq!(h.contents().await.unwrap().0, b"v2");
     }
 }
+
+/// The runtime worker threads of process `pid`: its threads named as tokio names them
+/// (`tokio-rt-worker`; older tokio said `tokio-runtime-worker`, which the kernel cuts to
+/// 15 bytes). Tokio's blocking pool has the
+/// same name but starts its threads only on demand; a proxy in front of a cell given by IP
+/// address has none right after `ready` (no name to resolve, no file to read).
+fn runtime_workers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("read the proxy's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| matches!(name.trim(), "tokio-rt-worker" | "tokio-runtime-w"))
+        .count()
+}
+
+/// `--threads N` (and `WARREN_THREADS`) gives the proxy's runtime N workers, one per core
+/// by default; a count that is not 1–256 is refused before anything starts, naming the
+/// setting and the fix.
+#[tokio::test]
+async fn a_proxy_runs_the_worker_threads_it_is_given_and_refuses_bad_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cell(dir.path()).await;
+    let target = format!("main={}", c.addr());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    for (args, env, want) in [
+        (vec![], vec![], cores),
+        (vec!["--threads", "3"], vec![], 3),
+        (vec![], vec![("WARREN_THREADS", "2")], 2),
+    ] {
+        // The timings of `WarrenProcess::spawn_proxy`, which nest in the cell's 5 s lease.
+        let mut all = vec![
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--cell",
+            &target,
+            "--client-lease",
+            "2s",
+            "--lease-margin",
+            "500ms",
+            "--keepalive-reply-before-end",
+            "500ms",
+        ];
+        all.extend(args.iter().copied());
+        let p = WarrenProcess::spawn_env(bin(), &all, &env).await;
+        let workers = runtime_workers(p.pid().expect("running"));
+        assert_eq!(workers, want, "{args:?} {env:?}: {workers} runtime workers");
+    }
+    for bad in ["0", "257", "many"] {
+        let out = crate::warren(&["proxy", "--cell", &target, "--threads", bad]).await;
+        assert_eq!(out.status.code(), Some(2), "--threads {bad}");
+        let err = crate::stderr(&out);
+        assert!(
+            err.contains("threads") && err.contains("--threads 1"),
+            "--threads {bad}: {err}"
+        );
+    }
+}
