@@ -199,6 +199,13 @@ impl Shared {
                     up.kick.notify_one();
                 }
             }
+            Effect::RefreshCover(cell) => {
+                // A superseding KeepAlive, as for a suspected master move: its answer
+                // brings the cover up to date.
+                if let Some(up) = self.try_cell(cell) {
+                    up.suspect.notify_one();
+                }
+            }
             other => {
                 let _ = self.effects.send(other);
             }

@@ -80,7 +80,8 @@ pub struct Upstream {
     /// Something happened that may let the proxy acknowledge more, or a forwarded call saw
     /// the master go away: send a (superseding) KeepAlive now.
     pub kick: Notify,
-    /// A forwarded call saw `NOT_MASTER` / a transport failure / `STALE_EPOCH`.
+    /// A forwarded call saw `NOT_MASTER` / a transport failure / `STALE_EPOCH`, or a client
+    /// wants the hold-back cover refreshed now (`Effect::RefreshCover`): supersede.
     pub suspect: Notify,
     /// The master did not answer [`probe_master`] in time: look for it again now.
     pub unresponsive: Notify,
@@ -448,9 +449,6 @@ async fn keepalive_loop(
 ) -> Lost {
     let up = shared.cell(ix);
     let up = &*up;
-    // When to refresh: keep the local lease at least client_lease + margins ahead, and
-    // the cover within a quarter of a client lease of a full one (a hold-back).
-    let keep_ahead = shared.with_core(|c| c.upstream_keep_ahead(ix, shared.cfg.min_proxy_lease()));
     let mut in_flight = FuturesUnordered::new();
     // The ack carried by the latest KeepAlive sent (`None`: none yet, or numbering
     // restarted): a kick sends only when the clients acknowledged more than that.
@@ -477,7 +475,17 @@ async fn keepalive_loop(
         }
     };
     loop {
-        let (ack, waiting) = shared.with_core(|c| (c.upstream_ack(ix), c.upstream_waiting(ix)));
+        // When to refresh: keep the local lease at least client_lease + margins ahead, and,
+        // while clients hold copies from the cell under a hold-back, the cover within a
+        // quarter of a client lease of a full one (asked each time: that changes; a
+        // `RefreshCover` effect kicks this loop when it starts).
+        let (ack, waiting, keep_ahead) = shared.with_core(|c| {
+            (
+                c.upstream_ack(ix),
+                c.upstream_waiting(ix),
+                c.upstream_keep_ahead(ix, shared.cfg.min_proxy_lease()),
+            )
+        });
         if !waiting {
             gather.settled();
             if in_flight.is_empty() {
@@ -566,7 +574,8 @@ async fn keepalive_loop(
                 }
             }
             _ = up.suspect.notified() => {
-                // A forwarded call met another master: supersede, which finds out.
+                // A forwarded call met another master: supersede, which finds out. Or the
+                // cover is wanted now: the superseded KeepAlive's answer brings it.
                 let ack = shared.with_core(|c| c.upstream_ack(ix));
                 last_ack = Some(ack);
                 in_flight.push(send(link, ack));
