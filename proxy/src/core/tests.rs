@@ -1026,3 +1026,39 @@ fn a_keepalive_is_held_only_until_near_the_end_of_the_lease_the_client_knows() {
     // Counted from the KeepAlive's arrival: past the old end, within the new cover.
     assert!(r.lease > 7 * S && r.lease <= 12 * S, "{:?}", r.lease);
 }
+
+/// A path a client holds, fetched again through another cell: the new copy is kept only if
+/// that client, too, is within the other cell's cover (it may otherwise outlive a write
+/// that cell then lets through). The proxy asks for that cover at once.
+#[test]
+fn a_copy_from_a_second_cell_is_kept_only_within_its_cover_for_every_holder() {
+    let t0 = Instant::now();
+    let mut core = ProxyCore::new(cfg(2), t0);
+    // Covers: cell 0 to t0 + 14 s, cell 1 to t0 + 12.5 s.
+    core.upstream_lease(0, t0 + 22 * S, t0);
+    core.upstream_lease(1, t0 + 20 * S + S / 2, t0);
+    core.upstream_hold_back(0, 8 * S);
+    core.upstream_hold_back(1, 8 * S);
+    // `b` (lease to t0 + 12 s) holds something from cell 1.
+    let (b, _, _, _) = core.create_session("b", t0);
+    let t = core.cache.ticket();
+    assert!(core.note_fetched(&b, "/ls/e/y", t, 1));
+    // `a` (lease to t0 + 13 s) holds the path from cell 0.
+    let (a, _, _, _) = core.create_session("a", t0 + S);
+    let t = core.cache.ticket();
+    assert!(core.note_fetched(&a, "/ls/d/x", t, 0));
+    let _ = core.take_output();
+    // The same path through cell 1: `a` is not within its cover, so the copy is not kept,
+    // and the proxy asks for a fresh cover there.
+    let t = core.cache.ticket();
+    assert!(!core.note_fetched(&b, "/ls/d/x", t, 1));
+    assert!(core
+        .take_output()
+        .effects
+        .contains(&Effect::RefreshCover(1)));
+    assert!(core.clients[&a].covers.contains(&1));
+    // Once the cover there has moved past `a`'s lease, it is kept.
+    core.upstream_lease(1, t0 + 25 * S, t0 + S);
+    let t = core.cache.ticket();
+    assert!(core.note_fetched(&b, "/ls/d/x", t, 1));
+}
