@@ -246,6 +246,10 @@ pub struct ProxyCore {
     ended: Tombstones<ClientId, ()>,
     waiters: HashMap<WaiterId, ClientId>,
     next_waiter: WaiterId,
+    /// While a KeepAlive reply from a cell with a hold-back is applied
+    /// ([`ProxyCore::upstream_reply`]): the clients whose held KeepAlive an event of it
+    /// would answer, answered once its lease is applied too.
+    deferred: Option<Vec<ClientId>>,
     out: Output,
     /// Totals for metrics.
     pub keepalives_received: u64,
@@ -272,6 +276,7 @@ impl ProxyCore {
             ended: Tombstones::default(),
             waiters: HashMap::new(),
             next_waiter: 1,
+            deferred: None,
             out: Output::default(),
             keepalives_received: 0,
             invalidations_relayed: 0,
@@ -850,7 +855,11 @@ impl ProxyCore {
                 .entry(r.seq)
                 .or_default() += 1;
         }
-        if let Some(held) = c.lease.take_held() {
+        if let Some(deferred) = &mut self.deferred {
+            if c.lease.held().is_some() {
+                deferred.push(id);
+            }
+        } else if let Some(held) = c.lease.take_held() {
             self.starving.remove(&id);
             self.answer(id, held);
         }
@@ -1049,6 +1058,41 @@ impl ProxyCore {
                 .origins
                 .get(path)
                 .is_none_or(|cells| cells.iter().all(|&c| covered(c)))
+    }
+
+    /// A KeepAlive reply from `cell`: the proxy's local lease there is now `live_until`,
+    /// and `events` came with it. At a cell promised a hold-back the events are applied
+    /// first (docs/design.md §10, "A dead proxy": no client gets a lease from this reply
+    /// without the invalidations it carries, and the shared cache drops them before the
+    /// cover grows), but the held KeepAlives they would answer are answered after the
+    /// lease, so that they carry both (a client in jeopardy is safe again in the same
+    /// answer that brings the events, as a cell's own reply would). Elsewhere the lease
+    /// goes first, then the events.
+    pub fn upstream_reply(
+        &mut self,
+        cell: CellIx,
+        live_until: Instant,
+        events: &[pb::Event],
+        now: Instant,
+    ) {
+        if !self.upstream_holds_back(cell) {
+            self.upstream_lease(cell, live_until, now);
+            if !events.is_empty() {
+                self.upstream_events(cell, events, now);
+            }
+            return;
+        }
+        self.deferred = Some(Vec::new());
+        if !events.is_empty() {
+            self.upstream_events(cell, events, now);
+        }
+        self.upstream_lease(cell, live_until, now);
+        for id in self.deferred.take().unwrap_or_default() {
+            if let Some(held) = self.clients.get_mut(&id).and_then(|c| c.lease.take_held()) {
+                self.starving.remove(&id);
+                self.answer(id, held);
+            }
+        }
     }
 
     /// The proxy's local lease at `cell` is now `live_until`. Clients held waiting for it

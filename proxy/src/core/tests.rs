@@ -879,16 +879,47 @@ fn a_replys_invalidation_reaches_a_starved_client_before_the_lease_it_brings() {
     // The cover runs out (no reply from the cell): the client's KeepAlive is held.
     let w = waits(core.keepalive(&a, 0, t0 + 12 * S));
     assert!(core.take_output().wakes.is_empty());
-    // A late reply arrives with an invalidation and a new lease. Applied in that order
-    // (as `Shared::upstream_reply` does), the client's answer carries the invalidation.
-    core.upstream_events(
+    // A late reply arrives with an invalidation and a new lease: the shared cache and the
+    // client get the invalidation before the lease grows, and the client's one answer
+    // carries both (safe again, with the event to apply).
+    core.upstream_reply(
         0,
+        t0 + 33 * S,
         &[ev(1, pb::EventType::Invalidate, "/ls/d/x", None)],
         t0 + 13 * S,
     );
-    core.upstream_lease(0, t0 + 33 * S, t0 + 13 * S);
     let r = wake_of(&mut core, w);
     assert!(r.events.iter().any(|e| e.path == "/ls/d/x"), "{r:?}");
+    assert!(r.lease > S, "{:?}", r.lease);
+    assert!(!core.is_cacher(&a, "/ls/d/x"));
+}
+
+/// A cell's fail-over reaches a client in jeopardy behind a hold-back in one answer that
+/// makes it safe again and then delivers the event (the order the client library shows
+/// its application: `Safe`, then `MasterFailover`).
+#[test]
+fn a_failover_reply_answers_a_starved_client_once_with_its_lease_and_the_event() {
+    let (mut core, t0) = setup_hold_back();
+    let (a, _, _, _) = core.create_session("a", t0);
+    core.registered(&a, 0);
+    let t = core.cache.ticket();
+    assert!(core.note_fetched(&a, "/ls/d/x", t, 0));
+    // Its cover runs out (the cell is failing over): its KeepAlive is held.
+    let w = waits(core.keepalive(&a, 0, t0 + 12 * S));
+    core.upstream_restarted(0);
+    core.upstream_reply(
+        0,
+        t0 + 33 * S,
+        &[ev(1, pb::EventType::MasterFailover, "", Some(&a))],
+        t0 + 13 * S,
+    );
+    let out = core.take_output();
+    assert_eq!(out.wakes.len(), 1, "answered once");
+    let (id, r) = &out.wakes[0];
+    let r = r.as_ref().expect("a reply");
+    assert_eq!(*id, w);
+    assert!(r.lease > S, "{:?}", r.lease);
+    assert_eq!(r.events.len(), 1);
 }
 
 /// Idle clients (state at no cell) behind a proxy with a hold-back, simulated for a minute
