@@ -121,21 +121,12 @@ struct Upstream {
     /// hold-back was promised), the proxy refreshes its cover early
     /// ([`ProxyCore::upstream_keep_ahead`]).
     covered: usize,
-    /// When the proxy last asked for its cover here to be refreshed at once
-    /// ([`Effect::RefreshCover`]), at most once per [`COVER_REFRESH_PACE`].
-    refresh_asked: Option<Instant>,
     generation: u64,
     /// Highest upstream event seq received in this generation.
     highest: u64,
     /// Upstream seq → relays not yet acknowledged by clients.
     outstanding: BTreeMap<u64, usize>,
 }
-
-/// At most how often the proxy asks for a refresh of its cover at a cell at once, for a
-/// client whose lease reaches past it and which wants to keep a copy from there
-/// ([`Effect::RefreshCover`]): such a client waits at most this long plus a round trip to
-/// the cell, and the cell sees at most one extra KeepAlive from the proxy per this long.
-pub const COVER_REFRESH_PACE: Duration = Duration::from_secs(1);
 
 /// `upstream[cell]`, made on first use.
 fn up_of(upstream: &mut Vec<Upstream>, cell: CellIx) -> &mut Upstream {
@@ -165,10 +156,9 @@ pub enum Effect {
     },
     /// The acknowledgement the proxy can send upstream at this cell grew.
     AckUpstream(CellIx),
-    /// Refresh the proxy's cover at this cell now (a superseding KeepAlive): a client wants
-    /// to keep a copy from there and its lease reaches past the cover, or is the first to
-    /// hold copies from there (the loop then refreshes early from now on,
-    /// [`ProxyCore::upstream_keep_ahead`]). At most once per [`COVER_REFRESH_PACE`].
+    /// A client is the first to want copies from this cell: the proxy refreshes its cover
+    /// there early from now on ([`ProxyCore::upstream_keep_ahead`]); its KeepAlive loop
+    /// is to look again (and refreshes at once if the cover is already short).
     RefreshCover(CellIx),
     /// A reshard moved the node of the client's handle `handle` to the cell called
     /// `cell` (a `SLOT_MOVED` event): claim the client session there, so that the events
@@ -1008,8 +998,8 @@ impl ProxyCore {
     /// that promised a hold-back ([`Client::covers`]; the proxy then refreshes that cover
     /// early). A lease granted before (a full one) may reach past a cover: such a client
     /// is not given copies from there to keep until the cover has passed its lease's end,
-    /// which the early refresh brings within a round trip to the cell (docs/design.md
-    /// §10, "A dead proxy").
+    /// which the next early refresh brings (within a quarter of a client lease), or its
+    /// own next extension, within the cover (docs/design.md §10, "A dead proxy").
     fn lease_within_cover(
         &mut self,
         id: &ClientId,
@@ -1022,27 +1012,18 @@ impl ProxyCore {
         let mut ok = true;
         for cell in cells {
             let u = up_of(&mut self.upstream, cell);
-            let mut refresh = false;
             if u.hold_back.is_some() && c.covers.insert(cell) {
                 u.covered += 1;
-                refresh = u.covered == 1;
+                if u.covered == 1 {
+                    self.out.effects.push(Effect::RefreshCover(cell));
+                }
             }
             let back = u
                 .hold_back
                 .map_or(self.cfg.margin, |h| h.max(self.cfg.margin));
             // As `ProxyCore::cover` (the borrow of the client rules out calling it).
             let cover = u.live_until.map(|t| t.checked_sub(back).unwrap_or(now));
-            let within = cover.is_some_and(|t| end <= t);
-            refresh |= !within;
-            if refresh
-                && u.hold_back.is_some()
-                && u.refresh_asked
-                    .is_none_or(|t| now >= t + COVER_REFRESH_PACE)
-            {
-                u.refresh_asked = Some(now);
-                self.out.effects.push(Effect::RefreshCover(cell));
-            }
-            ok &= within;
+            ok &= cover.is_some_and(|t| end <= t);
         }
         ok
     }

@@ -194,16 +194,9 @@ impl Shared {
 
     fn execute(&self, e: Effect) {
         match e {
-            Effect::AckUpstream(cell) => {
+            Effect::AckUpstream(cell) | Effect::RefreshCover(cell) => {
                 if let Some(up) = self.try_cell(cell) {
                     up.kick.notify_one();
-                }
-            }
-            Effect::RefreshCover(cell) => {
-                // A superseding KeepAlive, as for a suspected master move: its answer
-                // brings the cover up to date.
-                if let Some(up) = self.try_cell(cell) {
-                    up.suspect.notify_one();
                 }
             }
             other => {

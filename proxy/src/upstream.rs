@@ -80,8 +80,7 @@ pub struct Upstream {
     /// Something happened that may let the proxy acknowledge more, or a forwarded call saw
     /// the master go away: send a (superseding) KeepAlive now.
     pub kick: Notify,
-    /// A forwarded call saw `NOT_MASTER` / a transport failure / `STALE_EPOCH`, or a client
-    /// wants the hold-back cover refreshed now (`Effect::RefreshCover`): supersede.
+    /// A forwarded call saw `NOT_MASTER` / a transport failure / `STALE_EPOCH`.
     pub suspect: Notify,
     /// The master did not answer [`probe_master`] in time: look for it again now.
     pub unresponsive: Notify,
@@ -566,7 +565,9 @@ async fn keepalive_loop(
             }
             _ = up.kick.notified() => {
                 // The clients acknowledged more: this KeepAlive carries it (and, once
-                // nothing waits, is the next long-poll the cell holds).
+                // nothing waits, is the next long-poll the cell holds). Or the first
+                // client wants copies from the cell (`Effect::RefreshCover`): this turn
+                // of the loop asks `upstream_keep_ahead` again.
                 let ack = shared.with_core(|c| c.upstream_ack(ix));
                 if Some(ack) > last_ack {
                     last_ack = Some(ack);
@@ -574,8 +575,7 @@ async fn keepalive_loop(
                 }
             }
             _ = up.suspect.notified() => {
-                // A forwarded call met another master: supersede, which finds out. Or the
-                // cover is wanted now: the superseded KeepAlive's answer brings it.
+                // A forwarded call met another master: supersede, which finds out.
                 let ack = shared.with_core(|c| c.upstream_ack(ix));
                 last_ack = Some(ack);
                 in_flight.push(send(link, ack));

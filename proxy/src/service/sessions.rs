@@ -284,8 +284,9 @@ pub(super) async fn close_session(
                 }
                 end_at_cells(&svc.shared, client, secret, &principal, &cells, expired).await
             }
-            Effect::AckUpstream(cell) => svc.shared.cell(cell).kick.notify_one(),
-            Effect::RefreshCover(cell) => svc.shared.cell(cell).suspect.notify_one(),
+            Effect::AckUpstream(cell) | Effect::RefreshCover(cell) => {
+                svc.shared.cell(cell).kick.notify_one()
+            }
             Effect::FollowMoved { .. } => run_effect(&svc.shared, e).await,
         }
     }
