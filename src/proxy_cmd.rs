@@ -55,8 +55,9 @@ pub struct ProxyArgs {
     max_starve: Option<String>,
     /// `on`: promise each cell a hold-back, so that a write waits for a dead proxy only as
     /// long as the client leases it granted (≤ client lease + 0.5 s) rather than its whole
-    /// lease at the cell; costs about a third more client KeepAlives (docs/proxy.md, "A
-    /// dead proxy"). Default off. Env WARREN_HOLD_BACK.
+    /// lease at the cell; clients holding copies from a cell get 9–12 s leases, and a
+    /// client's first copies from it may not be cacheable for up to ~3 s (docs/proxy.md,
+    /// "A dead proxy"). Default off. Env WARREN_HOLD_BACK.
     #[arg(long)]
     hold_back: Option<String>,
     /// Worker threads of the proxy's runtime, 1–256 (default: one per core). Env

@@ -55,8 +55,9 @@ pub struct ProxyConfig {
     /// answers from the shared cache end that long before the proxy's lease at the cell,
     /// so that a write waits for a dead proxy only as long as the client leases it could
     /// have granted (≤ client lease + 0.5 s) instead of its whole lease. Off by default:
-    /// it costs about a third more client KeepAlives (leases cut to 9–12 s) and, measured
-    /// at 20k idle sessions on a loaded 2-core machine, some spurious jeopardy.
+    /// a client's first copies from a cell are then not cacheable until the proxy's cover
+    /// there has passed the full lease it held (up to ~3 s), which the client-visible
+    /// suite through a proxy does not allow; clients holding copies get 9–12 s leases.
     pub hold_back: bool,
     /// Worker threads of the proxy's tokio runtime (`--threads`, 1–256); `None`: one per
     /// core, tokio's default. Fewer workers save the futex wake-ups and context switches

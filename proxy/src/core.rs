@@ -92,6 +92,11 @@ struct Client {
     handles: HashMap<Vec<u8>, HandleInfo>,
     /// Paths this client may have cached (we gave it a cacheable answer).
     cached: HashSet<String>,
+    /// Cells promised a hold-back whose cover bounds this client's lease: those it was
+    /// given something cacheable from, or asked for it (docs/design.md §10, "A dead
+    /// proxy"). An idle client, or one that only holds handles there, keeps full leases.
+    /// Kept while the client lives here (counted in [`Upstream::covered`]).
+    covers: BTreeSet<CellIx>,
     /// The last extension of its lease was held back by a cell it uses (lease nesting):
     /// if its lease runs out meanwhile, that is the cell's failover, not the client going
     /// silent, so it is kept until `max_starve` past its lease (its KeepAlives come and go
@@ -112,6 +117,10 @@ struct Upstream {
     /// (1 + ρ): client leases and answers from the shared cache end this long before
     /// `live_until` ([`ProxyCore::cover`]). `None`: nothing promised; the margin applies.
     hold_back: Option<Duration>,
+    /// Clients with this cell in their [`Client::covers`]: while there are any (and a
+    /// hold-back was promised), the proxy refreshes its cover early
+    /// ([`ProxyCore::upstream_keep_ahead`]).
+    covered: usize,
     generation: u64,
     /// Highest upstream event seq received in this generation.
     highest: u64,
@@ -147,6 +156,10 @@ pub enum Effect {
     },
     /// The acknowledgement the proxy can send upstream at this cell grew.
     AckUpstream(CellIx),
+    /// A client is the first to want copies from this cell: the proxy refreshes its cover
+    /// there early from now on ([`ProxyCore::upstream_keep_ahead`]); its KeepAlive loop
+    /// is to look again (and refreshes at once if the cover is already short).
+    RefreshCover(CellIx),
     /// A reshard moved the node of the client's handle `handle` to the cell called
     /// `cell` (a `SLOT_MOVED` event): claim the client session there, so that the events
     /// of its handles that moved reach it, and send the handle's calls there from now on
@@ -223,6 +236,10 @@ pub struct ProxyCore {
     ended: Tombstones<ClientId, ()>,
     waiters: HashMap<WaiterId, ClientId>,
     next_waiter: WaiterId,
+    /// While a KeepAlive reply from a cell with a hold-back is applied
+    /// ([`ProxyCore::upstream_reply`]): the clients whose held KeepAlive an event of it
+    /// would answer, answered once its lease is applied too.
+    deferred: Option<Vec<ClientId>>,
     out: Output,
     /// Totals for metrics.
     pub keepalives_received: u64,
@@ -249,6 +266,7 @@ impl ProxyCore {
             ended: Tombstones::default(),
             waiters: HashMap::new(),
             next_waiter: 1,
+            deferred: None,
             out: Output::default(),
             keepalives_received: 0,
             invalidations_relayed: 0,
@@ -294,7 +312,7 @@ impl ProxyCore {
         let id: ClientId = self.rng.gen();
         let secret: [u8; 16] = self.rng.gen();
         let lease = self
-            .lease_for_cells(&id, &BTreeSet::new(), now)
+            .lease_for_cells(&id, &BTreeSet::new(), &BTreeSet::new(), now)
             .map_or(self.cfg.client_lease, |l| l.0);
         self.insert_client(
             id,
@@ -326,6 +344,7 @@ impl ProxyCore {
                 cells,
                 handles: HashMap::new(),
                 cached: HashSet::new(),
+                covers: BTreeSet::new(),
                 starved: false,
                 last_heard: self.now,
             },
@@ -404,7 +423,7 @@ impl ProxyCore {
         }
         let epoch = known_epoch.saturating_add(1).max(1);
         let lease = self
-            .lease_for_cells(&id, &cells, now)
+            .lease_for_cells(&id, &cells, &BTreeSet::new(), now)
             .map_or(Duration::ZERO, |l| l.0);
         let lease_end = now + lease;
         self.insert_client(id, secret, principal, epoch, lease_end, cells);
@@ -464,6 +483,18 @@ impl ProxyCore {
         Some(u.live_until?.checked_sub(back).unwrap_or(self.now))
     }
 
+    /// The lease-nesting bound at `cell` (docs/proxy.md "Lease nesting"): the proxy's local
+    /// lease there minus the margin. A client with state there never holds a lease past
+    /// it. `None`: no session there.
+    fn nest(&self, cell: CellIx) -> Option<Instant> {
+        let u = self.upstream.get(cell)?;
+        Some(
+            u.live_until?
+                .checked_sub(self.cfg.margin)
+                .unwrap_or(self.now),
+        )
+    }
+
     /// How much a client lease cut short by a hold-back cover is shortened further, up to:
     /// the proxy refreshes its cover every so often (see
     /// [`ProxyCore::upstream_keep_ahead`]), and leases cut to the same cover would
@@ -472,17 +503,19 @@ impl ProxyCore {
         self.cfg.client_lease / 4
     }
 
-    /// The longest lease the proxy may grant now to a client using `cells`: up to the
-    /// client lease, never past the cover of any of the proxy's own sessions there, and
-    /// whether a cell held it back (its cover lags: that cell is not answering). `None`
-    /// when some cell has no live session (no extension at all).
+    /// The longest lease the proxy may grant now to a client with state at `cells` and
+    /// copies bounded by the covers of `covers`: up to the client lease, never past the
+    /// proxy's own session at any of `cells` (lease nesting) nor past the cover of any of
+    /// `covers` (a hold-back), and whether a cell held it back (it is not answering).
+    /// `None` when one of `cells` has no live session (no extension at all).
     fn lease_for_cells(
         &self,
         id: &ClientId,
         cells: &BTreeSet<CellIx>,
+        covers: &BTreeSet<CellIx>,
         now: Instant,
     ) -> Option<(Duration, bool)> {
-        let (lease, held_back, spread_it) = self.cap_for_cells(cells, now)?;
+        let (lease, held_back, spread_it) = self.cap_for_cells(cells, covers, now)?;
         Some((self.spread_cut(id, lease, spread_it), held_back))
     }
 
@@ -491,41 +524,38 @@ impl ProxyCore {
     fn cap_for_cells(
         &self,
         cells: &BTreeSet<CellIx>,
+        covers: &BTreeSet<CellIx>,
         now: Instant,
     ) -> Option<(Duration, bool, bool)> {
         let full = self.cfg.client_lease;
         let spread = self.cover_spread();
         let (mut lease, mut held_back, mut spread_it) = (full, false, false);
         for &cell in cells {
-            let cover = self.cover(cell)?;
-            let cap = cover.saturating_duration_since(now);
-            let promised = self.upstream[cell].hold_back.is_some();
-            // With a hold-back the cover is refreshed to within `spread` of a full lease;
-            // only a cover lagging behind that means the cell is not answering.
-            let lagging = if promised {
-                cap < full.saturating_sub(spread * 2)
-            } else {
-                cap < full
-            };
-            held_back |= lagging;
-            spread_it |= promised && cap < full;
+            let cap = self.nest(cell)?.saturating_duration_since(now);
+            held_back |= cap < full;
             lease = lease.min(cap);
         }
-        // Within the cover of the other cells too, so that whichever cell the client reads
-        // from next, it may keep what it reads (docs/design.md §10, "A dead proxy") — but
-        // not of one whose cover lags (it is failing over, say): a client with nothing
-        // there must not feel it; it gets nothing cacheable from there meanwhile.
-        for (cell, u) in self.upstream.iter().enumerate() {
-            if cells.contains(&cell) || u.hold_back.is_none() {
+        // The covers bound only a client that may hold copies from there. A cell that
+        // promises nothing (or where the session was lost, which flushed its copies)
+        // bounds nothing here.
+        for &cell in covers {
+            if self
+                .upstream
+                .get(cell)
+                .is_none_or(|u| u.hold_back.is_none())
+            {
                 continue;
             }
-            let Some(cap) = self.cover(cell).map(|t| t.saturating_duration_since(now)) else {
+            let Some(cover) = self.cover(cell) else {
                 continue;
             };
-            if cap >= full.saturating_sub(spread * 2) {
-                spread_it |= cap < full;
-                lease = lease.min(cap);
-            }
+            let cap = cover.saturating_duration_since(now);
+            // While a client holds copies from the cell the cover is refreshed to within
+            // `spread` of a full lease; only a cover lagging behind that means the cell
+            // is not answering.
+            held_back |= cap < full.saturating_sub(spread * 2);
+            spread_it |= cap < full;
+            lease = lease.min(cap);
         }
         Some((lease, held_back, spread_it))
     }
@@ -565,7 +595,11 @@ impl ProxyCore {
             self.starving.remove(id);
             self.answer(*id, held);
         }
-        self.extend(id, now);
+        // Held until shortly before the end of the lease the client was last told, not of
+        // one extended now: the client counts only what a reply says, and a lease that
+        // grew meanwhile (a hold-back cover moved between the last reply and this
+        // KeepAlive) would hold it past the end of its own (docs/design.md §6: the master
+        // extends the lease when it answers, as here in `reply`).
         let c = &self.clients[id];
         let hold_until = c
             .lease
@@ -575,9 +609,15 @@ impl ProxyCore {
         }
         let until = match hold_until {
             Some(t) => Some(t),
-            // The lease cannot grow and ends within reply_before_end: hold the KeepAlive
-            // until a cell lets it grow (or the client gives up and goes into jeopardy).
             None => {
+                // The lease it knows ends within reply_before_end: answer now if a cell
+                // lets it grow by more than that, so that the client is not answered
+                // again at once; otherwise hold the KeepAlive until a cell lets it grow
+                // (or the client gives up and goes into jeopardy).
+                self.extend(id, now);
+                if self.clients[id].lease.end > now + self.cfg.reply_before_end * 2 {
+                    return Ok(Reply::Done(self.reply(id, now)));
+                }
                 self.starving.insert(*id);
                 None
             }
@@ -588,7 +628,7 @@ impl ProxyCore {
         if let Some(t) = until {
             self.timers.insert((t, *id));
         } else {
-            let end = c.lease.end + self.cfg.max_starve;
+            let end = self.clients[id].lease.end + self.cfg.max_starve;
             self.timers.insert((end, *id));
         }
         let c = self.clients.get_mut(id).expect("checked");
@@ -613,7 +653,7 @@ impl ProxyCore {
         if !c.lease.all_delivered_acknowledged() {
             return;
         }
-        let lease = self.cap_for_cells(&c.cells, now);
+        let lease = self.cap_for_cells(&c.cells, &c.covers, now);
         let capped = lease.is_none_or(|(_, held_back, _)| held_back);
         let lease = lease.map(|(l, _, spread_it)| self.spread_cut(id, l, spread_it));
         let c = self.clients.get_mut(id).expect("checked");
@@ -715,6 +755,10 @@ impl ProxyCore {
             return;
         };
         self.starving.remove(&id);
+        for &cell in &c.covers {
+            let u = self.up(cell);
+            u.covered = u.covered.saturating_sub(1);
+        }
         if let Some(held) = c.lease.held() {
             self.waiters.remove(&held.waiter);
             let why = why.unwrap_or_else(|| {
@@ -801,7 +845,11 @@ impl ProxyCore {
                 .entry(r.seq)
                 .or_default() += 1;
         }
-        if let Some(held) = c.lease.take_held() {
+        if let Some(deferred) = &mut self.deferred {
+            if c.lease.held().is_some() {
+                deferred.push(id);
+            }
+        } else if let Some(held) = c.lease.take_held() {
             self.starving.remove(&id);
             self.answer(id, held);
         }
@@ -930,26 +978,54 @@ impl ProxyCore {
     }
 
     /// How far ahead of its local lease's end at `cell` the proxy refreshes it (a
-    /// superseding KeepAlive): at least `default`, and with a hold-back early enough that
-    /// the cover stays within [`ProxyCore::cover_spread`] of a full client lease.
+    /// superseding KeepAlive): at least `default`, and with a hold-back, while some client
+    /// holds copies from the cell ([`Client::covers`]), early enough that the cover stays
+    /// within [`ProxyCore::cover_spread`] of a full client lease. Asked again whenever the
+    /// KeepAlive loop wakes: [`Effect::RefreshCover`] wakes it when that starts.
     pub fn upstream_keep_ahead(&self, cell: CellIx, default: Duration) -> Duration {
-        match self.upstream.get(cell).and_then(|u| u.hold_back) {
-            Some(h) => default.max(h + self.cfg.client_lease - self.cover_spread()),
-            None => default,
+        match self.upstream.get(cell) {
+            Some(Upstream {
+                hold_back: Some(h),
+                covered,
+                ..
+            }) if *covered > 0 => default.max(*h + self.cfg.client_lease - self.cover_spread()),
+            _ => default,
         }
     }
 
-    /// Whether client `id`'s lease ends by the cover of each of `cells`. A lease granted
-    /// before the client used a cell (its first, full one) may reach past that cell's
-    /// cover: such a client is not given copies from there to keep until its lease is
-    /// next extended, within the cover (docs/design.md §10, "A dead proxy").
-    fn lease_within_cover(&self, id: &ClientId, cells: impl IntoIterator<Item = CellIx>) -> bool {
-        let Some(c) = self.clients.get(id) else {
+    /// Whether client `id` may keep a copy of what came from `cells`: its lease ends by
+    /// the cover of each of them. From now on its lease stays within the cover of each
+    /// that promised a hold-back ([`Client::covers`]; the proxy then refreshes that cover
+    /// early). A lease granted before (a full one) may reach past a cover: such a client
+    /// is not given copies from there to keep until the cover has passed its lease's end,
+    /// which the next early refresh brings (within a quarter of a client lease), or its
+    /// own next extension, within the cover (docs/design.md §10, "A dead proxy").
+    fn lease_within_cover(
+        &mut self,
+        id: &ClientId,
+        cells: impl IntoIterator<Item = CellIx>,
+    ) -> bool {
+        let Some(c) = self.clients.get_mut(id) else {
             return false;
         };
-        cells
-            .into_iter()
-            .all(|cell| self.cover(cell).is_some_and(|t| c.lease.end <= t))
+        let (end, now) = (c.lease.end, self.now);
+        let mut ok = true;
+        for cell in cells {
+            let u = up_of(&mut self.upstream, cell);
+            if u.hold_back.is_some() && c.covers.insert(cell) {
+                u.covered += 1;
+                if u.covered == 1 {
+                    self.out.effects.push(Effect::RefreshCover(cell));
+                }
+            }
+            let back = u
+                .hold_back
+                .map_or(self.cfg.margin, |h| h.max(self.cfg.margin));
+            // As `ProxyCore::cover` (the borrow of the client rules out calling it).
+            let cover = u.live_until.map(|t| t.checked_sub(back).unwrap_or(now));
+            ok &= cover.is_some_and(|t| end <= t);
+        }
+        ok
     }
 
     /// Whether the proxy may answer a read of `path` from its shared cache now: the cover
@@ -963,6 +1039,41 @@ impl ProxyCore {
                 .origins
                 .get(path)
                 .is_none_or(|cells| cells.iter().all(|&c| covered(c)))
+    }
+
+    /// A KeepAlive reply from `cell`: the proxy's local lease there is now `live_until`,
+    /// and `events` came with it. At a cell promised a hold-back the events are applied
+    /// first (docs/design.md §10, "A dead proxy": no client gets a lease from this reply
+    /// without the invalidations it carries, and the shared cache drops them before the
+    /// cover grows), but the held KeepAlives they would answer are answered after the
+    /// lease, so that they carry both (a client in jeopardy is safe again in the same
+    /// answer that brings the events, as a cell's own reply would). Elsewhere the lease
+    /// goes first, then the events.
+    pub fn upstream_reply(
+        &mut self,
+        cell: CellIx,
+        live_until: Instant,
+        events: &[pb::Event],
+        now: Instant,
+    ) {
+        if !self.upstream_holds_back(cell) {
+            self.upstream_lease(cell, live_until, now);
+            if !events.is_empty() {
+                self.upstream_events(cell, events, now);
+            }
+            return;
+        }
+        self.deferred = Some(Vec::new());
+        if !events.is_empty() {
+            self.upstream_events(cell, events, now);
+        }
+        self.upstream_lease(cell, live_until, now);
+        for id in self.deferred.take().unwrap_or_default() {
+            if let Some(held) = self.clients.get_mut(&id).and_then(|c| c.lease.take_held()) {
+                self.starving.remove(&id);
+                self.answer(id, held);
+            }
+        }
     }
 
     /// The proxy's local lease at `cell` is now `live_until`. Clients held waiting for it
@@ -981,7 +1092,7 @@ impl ProxyCore {
             .filter(|id| {
                 self.clients
                     .get(*id)
-                    .is_some_and(|c| c.cells.contains(&cell))
+                    .is_some_and(|c| c.cells.contains(&cell) || c.covers.contains(&cell))
             })
             .copied()
             .collect();
@@ -1164,7 +1275,27 @@ impl ProxyCore {
         ticket: Ticket,
         cell: CellIx,
     ) -> bool {
-        if !self.lease_within_cover(id, Some(cell)) || !self.note_cacher(id, path, Some(ticket)) {
+        if !self.lease_within_cover(id, Some(cell)) {
+            return false;
+        }
+        // A copy that comes from a cell it did not come from before: whoever holds the
+        // path already must hold it within that cell's cover too, or the answer is not
+        // kept (here or by the client).
+        if !self.origins.get(path).is_some_and(|o| o.contains(&cell)) {
+            let holders: Vec<ClientId> = self
+                .cachers
+                .get(path)
+                .map(|s| s.iter().filter(|h| *h != id).copied().collect())
+                .unwrap_or_default();
+            let mut covered = true;
+            for h in holders {
+                covered &= self.lease_within_cover(&h, Some(cell));
+            }
+            if !covered {
+                return false;
+            }
+        }
+        if !self.note_cacher(id, path, Some(ticket)) {
             return false;
         }
         self.origins

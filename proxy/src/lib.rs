@@ -194,7 +194,7 @@ impl Shared {
 
     fn execute(&self, e: Effect) {
         match e {
-            Effect::AckUpstream(cell) => {
+            Effect::AckUpstream(cell) | Effect::RefreshCover(cell) => {
                 if let Some(up) = self.try_cell(cell) {
                     up.kick.notify_one();
                 }
@@ -285,26 +285,7 @@ impl Shared {
     }
 
     pub(crate) fn upstream_reply(&self, ix: CellIx, live_until: Instant, events: &[pb::Event]) {
-        self.with_core(|c| {
-            let now = Instant::now();
-            if c.upstream_holds_back(ix) {
-                // Events first: a cell promised a hold-back counts on the proxy applying a
-                // reply's invalidations before it grants any client lease on the strength
-                // of that reply's lease (docs/design.md §10, "A dead proxy"). Clients in
-                // jeopardy then see a fail-over event before they are safe again.
-                if !events.is_empty() {
-                    c.upstream_events(ix, events, now);
-                }
-                c.upstream_lease(ix, live_until, now);
-            } else {
-                // Lease first: clients in jeopardy are safe again, then get the events
-                // (a write waits for their acknowledgements, so the order costs nothing).
-                c.upstream_lease(ix, live_until, now);
-                if !events.is_empty() {
-                    c.upstream_events(ix, events, now);
-                }
-            }
-        });
+        self.with_core(|c| c.upstream_reply(ix, live_until, events, Instant::now()));
         // Acknowledge what needed no client (or was already acknowledged) at once.
         self.cell(ix).kick.notify_one();
     }

@@ -448,9 +448,6 @@ async fn keepalive_loop(
 ) -> Lost {
     let up = shared.cell(ix);
     let up = &*up;
-    // When to refresh: keep the local lease at least client_lease + margins ahead, and
-    // the cover within a quarter of a client lease of a full one (a hold-back).
-    let keep_ahead = shared.with_core(|c| c.upstream_keep_ahead(ix, shared.cfg.min_proxy_lease()));
     let mut in_flight = FuturesUnordered::new();
     // The ack carried by the latest KeepAlive sent (`None`: none yet, or numbering
     // restarted): a kick sends only when the clients acknowledged more than that.
@@ -477,7 +474,17 @@ async fn keepalive_loop(
         }
     };
     loop {
-        let (ack, waiting) = shared.with_core(|c| (c.upstream_ack(ix), c.upstream_waiting(ix)));
+        // When to refresh: keep the local lease at least client_lease + margins ahead, and,
+        // while clients hold copies from the cell under a hold-back, the cover within a
+        // quarter of a client lease of a full one (asked each time: that changes; a
+        // `RefreshCover` effect kicks this loop when it starts).
+        let (ack, waiting, keep_ahead) = shared.with_core(|c| {
+            (
+                c.upstream_ack(ix),
+                c.upstream_waiting(ix),
+                c.upstream_keep_ahead(ix, shared.cfg.min_proxy_lease()),
+            )
+        });
         if !waiting {
             gather.settled();
             if in_flight.is_empty() {
@@ -558,7 +565,9 @@ async fn keepalive_loop(
             }
             _ = up.kick.notified() => {
                 // The clients acknowledged more: this KeepAlive carries it (and, once
-                // nothing waits, is the next long-poll the cell holds).
+                // nothing waits, is the next long-poll the cell holds). Or the first
+                // client wants copies from the cell (`Effect::RefreshCover`): this turn
+                // of the loop asks `upstream_keep_ahead` again.
                 let ack = shared.with_core(|c| c.upstream_ack(ix));
                 if Some(ack) > last_ack {
                     last_ack = Some(ack);

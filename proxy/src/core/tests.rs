@@ -49,6 +49,14 @@ fn wake_of(core: &mut ProxyCore, w: WaiterId) -> KeepAliveReply {
     r.expect("answered with a reply")
 }
 
+/// A KeepAlive sent when the lease the client was last told is about to end (or has): it
+/// is answered at once with what the cells allow, and the client's next one, sent at
+/// once, is held (until shortly before the end that answer told it).
+fn late_then_held(core: &mut ProxyCore, id: &ClientId, at: Instant) -> WaiterId {
+    done(core.keepalive(id, 0, at));
+    waits(core.keepalive(id, 0, at))
+}
+
 /// A core whose proxy session at every cell is live until `t0 + 20 s`.
 fn setup(cells: usize) -> (ProxyCore, Instant) {
     let t0 = Instant::now();
@@ -86,8 +94,8 @@ fn client_leases_never_outlive_the_proxy_session_at_a_cell_where_they_have_state
     core.registered(&a, 0);
     core.registered(&b, 1);
     let t = t0 + 11 * S;
-    let wa = waits(core.keepalive(&a, 0, t));
-    let wb = waits(core.keepalive(&b, 0, t));
+    let wa = late_then_held(&mut core, &a, t);
+    let wb = late_then_held(&mut core, &b, t);
     core.tick(t0 + 18 * S);
     let ra = wake_of(&mut core, wa);
     // Capped at cell 0's proxy session (t0 + 20 s) − margin (1 s): t0 + 19 s, i.e. 8 s
@@ -111,7 +119,7 @@ fn a_client_whose_cell_stops_extending_waits_held_and_resumes_when_it_does() {
     // The cell fails over: no more upstream replies. The client's lease can reach at most
     // 20 − 1 = 19 s.
     let t = t0 + 15 * S;
-    let w = waits(core.keepalive(&id, 0, t));
+    let w = late_then_held(&mut core, &id, t);
     core.tick(t0 + 18 * S + S / 2);
     let r = wake_of(&mut core, w);
     assert!(r.lease <= 4 * S, "{:?}", r.lease);
@@ -144,7 +152,7 @@ fn a_client_starved_by_its_cell_survives_keepalives_that_come_and_go() {
     let (id, secret, _, _) = core.create_session("c", t0);
     core.registered(&id, 0);
     // The cell stops extending at t0 + 20 s: the client's lease ends at 19 s.
-    let w = waits(core.keepalive(&id, 0, t0 + 15 * S));
+    let w = late_then_held(&mut core, &id, t0 + 15 * S);
     core.tick(t0 + 18 * S + S / 2);
     wake_of(&mut core, w);
     let w = waits(core.keepalive(&id, 0, t0 + 18 * S + S / 2));
@@ -176,7 +184,7 @@ fn a_client_whose_lease_ended_does_not_hold_up_the_upstream_ack() {
     core.registered(&id, 0);
     // The cell stops extending at t0 + 20 s: the lease reaches 19 s at most. An event
     // relayed meanwhile and never acknowledged is released when the lease ends.
-    let w = waits(core.keepalive(&id, 0, t0 + 15 * S));
+    let w = late_then_held(&mut core, &id, t0 + 15 * S);
     core.upstream_events(
         0,
         &[ev(1, pb::EventType::ContentsModified, "/ls/d/f", Some(&id))],
@@ -215,7 +223,7 @@ fn a_starved_client_that_never_returns_expires_after_max_starve() {
     let (mut core, t0) = setup(1);
     let (id, _, _, _) = core.create_session("c", t0);
     core.registered(&id, 0);
-    let w = waits(core.keepalive(&id, 0, t0 + 15 * S));
+    let w = late_then_held(&mut core, &id, t0 + 15 * S);
     core.tick(t0 + 18 * S + S / 2);
     wake_of(&mut core, w);
     let w = waits(core.keepalive(&id, 0, t0 + 18 * S + S / 2));
@@ -242,8 +250,8 @@ fn only_clients_still_here_are_claimed_onto_a_new_proxy_session() {
     // `gone` had a full lease (to 13 s) when the proxy froze; it wakes at 17 s.
     let w = waits(core.keepalive(&gone, 0, t0 + S));
     // The cell stops extending: `stays` and `left` are starved (leases end at 19 s).
-    let ws = waits(core.keepalive(&stays, 0, t0 + 15 * S));
-    let wl = waits(core.keepalive(&left, 0, t0 + 15 * S));
+    let ws = late_then_held(&mut core, &stays, t0 + 15 * S);
+    let wl = late_then_held(&mut core, &left, t0 + 15 * S);
     core.tick(t0 + 17 * S);
     let _ = core.take_output();
     core.cancel(w);
@@ -725,21 +733,31 @@ fn setup_hold_back() -> (ProxyCore, Instant) {
 }
 
 #[test]
-fn with_a_hold_back_client_leases_end_by_the_cover_and_do_not_all_end_together() {
+fn with_a_hold_back_leases_of_clients_with_copies_end_by_the_cover_and_not_all_together() {
     let (mut core, t0) = setup_hold_back();
+    // Before any client holds a copy from the cell, the proxy refreshes its lease there
+    // at the usual pace.
+    assert_eq!(core.upstream_keep_ahead(0, 14 * S), 14 * S);
     let ids: Vec<ClientId> = (0..20)
         .map(|_| {
             let (id, _, _, _) = core.create_session("c", t0);
             core.registered(&id, 0);
+            let t = core.cache.ticket();
+            assert!(core.note_fetched(&id, "/ls/d/x", t, 0));
             id
         })
         .collect();
-    // The cell answers at t0 + 10 s: local lease to t0 + 30 s, cover to t0 + 22 s.
-    let at = t0 + 10 * S;
-    core.upstream_lease(0, t0 + 30 * S, at);
+    // One with state at the cell but no copy from it, and one with nothing anywhere.
+    let (handles_only, _, _, _) = core.create_session("h", t0);
+    core.registered(&handles_only, 0);
+    let (idle, _, _, _) = core.create_session("i", t0);
+    // The cell answers at t0 + 10 s: local lease to t0 + 30 s, cover to t0 + 22 s. Their
+    // next KeepAlives come when the leases they were told (to t0 + 12 s) near their end.
+    let at = t0 + 11 * S;
+    core.upstream_lease(0, t0 + 30 * S, t0 + 10 * S);
     let mut ends = BTreeSet::new();
     for id in &ids {
-        let _ = core.keepalive(id, 0, at + S / 2);
+        done(core.keepalive(id, 0, at));
         let end = core.clients[id].lease.end;
         assert!(end <= t0 + 22 * S, "{:?}", end - t0);
         ends.insert(end);
@@ -748,22 +766,38 @@ fn with_a_hold_back_client_leases_end_by_the_cover_and_do_not_all_end_together()
     // they are not all renewed at the same instant.
     assert!(ends.len() > 10, "{} distinct ends of 20", ends.len());
     assert!(ends.iter().all(|e| *e >= t0 + 19 * S));
+    // The others keep full leases: nesting in the proxy's session (to 29 s) allows them.
+    for id in [&handles_only, &idle] {
+        done(core.keepalive(id, 0, at));
+        assert_eq!(core.clients[id].lease.end, at + 12 * S);
+    }
     // A cover refreshed at the usual pace does not make its clients starved, and each
     // refresh lets every client's lease grow (the cut is the client's own, not drawn anew).
     assert!(ids.iter().all(|id| !core.clients[id].starved));
-    core.upstream_lease(0, t0 + 33 * S, at + 3 * S);
-    for id in &ids {
-        let before = core.clients[id].lease.end;
-        let _ = core.keepalive(id, 0, at + 3 * S);
-        assert!(core.clients[id].lease.end > before);
+    core.upstream_lease(0, t0 + 33 * S, t0 + 13 * S);
+    let before: Vec<Instant> = ids.iter().map(|id| core.clients[id].lease.end).collect();
+    let waiters: Vec<WaiterId> = ids
+        .iter()
+        .map(|id| waits(core.keepalive(id, 0, t0 + 13 * S)))
+        .collect();
+    core.tick(t0 + 22 * S);
+    let answered: HashSet<WaiterId> = core.take_output().wakes.iter().map(|w| w.0).collect();
+    for ((id, w), before) in ids.iter().zip(waiters).zip(before) {
+        assert!(answered.contains(&w));
+        let end = core.clients[id].lease.end;
+        // With no more word from the cell, no lease ends past its cover (t0 + 25 s).
+        assert!(end > before && end <= t0 + 25 * S, "{:?}", end - t0);
     }
-    // With no more word from the cell, no lease ends past its cover.
-    let _ = core.keepalive(&ids[0], 0, at + 8 * S);
-    assert!(core.clients[&ids[0]].lease.end <= t0 + 25 * S);
-    // The proxy refreshes its lease there early enough to keep the cover within a quarter
-    // of a client lease of a full one: 8 s + 12 s − 3 s ahead of its end.
+    // While clients hold copies from there, the proxy refreshes its lease there early
+    // enough to keep the cover within a quarter of a client lease of a full one:
+    // 8 s + 12 s − 3 s ahead of its end.
     assert_eq!(core.upstream_keep_ahead(0, 14 * S), 17 * S);
     assert_eq!(core.upstream_keep_ahead(0, 18 * S), 18 * S);
+    // Back to the usual pace once none of them is left.
+    for id in &ids {
+        core.close_session(id, t0 + 22 * S);
+    }
+    assert_eq!(core.upstream_keep_ahead(0, 14 * S), 14 * S);
 }
 
 #[test]
@@ -845,14 +879,208 @@ fn a_replys_invalidation_reaches_a_starved_client_before_the_lease_it_brings() {
     // The cover runs out (no reply from the cell): the client's KeepAlive is held.
     let w = waits(core.keepalive(&a, 0, t0 + 12 * S));
     assert!(core.take_output().wakes.is_empty());
-    // A late reply arrives with an invalidation and a new lease. Applied in that order
-    // (as `Shared::upstream_reply` does), the client's answer carries the invalidation.
-    core.upstream_events(
+    // A late reply arrives with an invalidation and a new lease: the shared cache and the
+    // client get the invalidation before the lease grows, and the client's one answer
+    // carries both (safe again, with the event to apply).
+    core.upstream_reply(
         0,
+        t0 + 33 * S,
         &[ev(1, pb::EventType::Invalidate, "/ls/d/x", None)],
         t0 + 13 * S,
     );
-    core.upstream_lease(0, t0 + 33 * S, t0 + 13 * S);
     let r = wake_of(&mut core, w);
     assert!(r.events.iter().any(|e| e.path == "/ls/d/x"), "{r:?}");
+    assert!(r.lease > S, "{:?}", r.lease);
+    assert!(!core.is_cacher(&a, "/ls/d/x"));
+}
+
+/// A cell's fail-over reaches a client in jeopardy behind a hold-back in one answer that
+/// makes it safe again and then delivers the event (the order the client library shows
+/// its application: `Safe`, then `MasterFailover`).
+#[test]
+fn a_failover_reply_answers_a_starved_client_once_with_its_lease_and_the_event() {
+    let (mut core, t0) = setup_hold_back();
+    let (a, _, _, _) = core.create_session("a", t0);
+    core.registered(&a, 0);
+    let t = core.cache.ticket();
+    assert!(core.note_fetched(&a, "/ls/d/x", t, 0));
+    // Its cover runs out (the cell is failing over): its KeepAlive is held.
+    let w = waits(core.keepalive(&a, 0, t0 + 12 * S));
+    core.upstream_restarted(0);
+    core.upstream_reply(
+        0,
+        t0 + 33 * S,
+        &[ev(1, pb::EventType::MasterFailover, "", Some(&a))],
+        t0 + 13 * S,
+    );
+    let out = core.take_output();
+    assert_eq!(out.wakes.len(), 1, "answered once");
+    let (id, r) = &out.wakes[0];
+    let r = r.as_ref().expect("a reply");
+    assert_eq!(*id, w);
+    assert!(r.lease > S, "{:?}", r.lease);
+    assert_eq!(r.events.len(), 1);
+}
+
+/// Idle clients (state at no cell) behind a proxy with a hold-back, simulated for a minute
+/// of synthetic time: each sends its next KeepAlive as soon as the last is answered, and
+/// counts its local lease from when it sent (send time + lease / (1 + ρ)); the proxy
+/// refreshes its lease at the cell as `keepalive_loop` does (`upstream_keep_ahead`), the
+/// cell answering after `cell_delay`. Returns how many clients saw their local lease run
+/// out with their KeepAlive unanswered (a spurious jeopardy), and the client KeepAlives.
+fn simulate_idle_clients(n: usize, cell_delay: Duration, covered: bool) -> (usize, u64) {
+    let drift = 1.01;
+    let t0 = Instant::now();
+    let mut core = ProxyCore::new(cfg(1), t0);
+    let h = Duration::from_secs(8).div_f64(drift);
+    core.upstream_hold_back(0, h);
+    core.upstream_lease(0, t0 + Duration::from_secs(20).div_f64(drift), t0);
+    let step = Duration::from_millis(10);
+    // Per client: (id, send time of the KeepAlive in flight, local lease end, waiter).
+    let mut clients: Vec<(ClientId, Instant, Instant, Option<WaiterId>)> = Vec::new();
+    let mut jeopardy = BTreeSet::new();
+    // The upstream refresh in flight: answered at (when, sent).
+    let mut refresh: Option<(Instant, Instant)> = None;
+    let mut t = t0;
+    let end = t0 + 60 * S;
+    let mut wakes = Vec::new();
+    while t < end {
+        t += step;
+        wakes.extend(core.take_output().wakes);
+        // Sessions arrive over the first 11 s.
+        while clients.len() < n && t0 + (11 * S).mul_f64(clients.len() as f64 / n as f64) <= t {
+            let (id, _, lease, _) = core.create_session("idle", t);
+            clients.push((id, t, t + lease.div_f64(drift), None));
+        }
+        // The proxy's refresh of its lease at the cell.
+        let live = core.upstream_live_until(0).expect("live");
+        let ahead = core.upstream_keep_ahead(0, 14 * S);
+        if refresh.is_none() && live.saturating_duration_since(t) < ahead {
+            refresh = Some((t + cell_delay, t));
+        }
+        if let Some((at, sent)) = refresh {
+            if at <= t {
+                core.upstream_lease(0, sent + (20 * S).div_f64(drift), t);
+                refresh = None;
+            }
+        }
+        // With `covered`, the first client reads from the cell from 2 s on until it may
+        // keep what it read (its lease, and the refresh, then follow the cover).
+        if covered && t >= t0 + 2 * S && !clients.is_empty() {
+            let reader = clients[0].0;
+            if !core.is_cacher(&reader, "/ls/d/x") {
+                core.registered(&reader, 0);
+                let ticket = core.cache.ticket();
+                if core.note_fetched(&reader, "/ls/d/x", ticket, 0) {
+                    // Once the cover, now refreshed early, has passed the full lease it
+                    // had: within a quarter of a client lease of its first try.
+                    assert!(t < t0 + 5 * S + cell_delay + 3 * step, "{:?}", t - t0);
+                }
+            }
+            // It holds the copy within the cover, always.
+            assert!(
+                !core.is_cacher(&reader, "/ls/d/x")
+                    || core.clients[&reader].lease.end <= core.cover(0).expect("a session")
+            );
+        }
+        core.tick(t);
+        wakes.extend(core.take_output().wakes);
+        for (w, r) in wakes.drain(..) {
+            let r = r.expect("answered");
+            let c = clients
+                .iter_mut()
+                .find(|c| c.3 == Some(w))
+                .expect("a client's KeepAlive");
+            c.2 = c.2.max(c.1 + r.lease.div_f64(drift));
+            c.3 = None;
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            if c.3.is_none() {
+                // Sends its next KeepAlive at once.
+                c.1 = t;
+                match core.keepalive(&c.0, 0, t).expect("keepalive") {
+                    Reply::Done(r) => c.2 = c.2.max(t + r.lease.div_f64(drift)),
+                    Reply::Wait(w) => c.3 = Some(w),
+                }
+            } else if t > c.2 {
+                jeopardy.insert(i);
+            }
+        }
+    }
+    (jeopardy.len(), core.keepalives_received)
+}
+
+#[test]
+fn idle_clients_behind_a_hold_back_never_see_their_lease_run_out() {
+    for delay in [Duration::from_millis(1), Duration::from_millis(300)] {
+        let (j, keepalives) = simulate_idle_clients(300, delay, false);
+        assert_eq!(
+            j, 0,
+            "{j} clients in jeopardy (cell answering after {delay:?})"
+        );
+        // Idle clients keep full leases: a KeepAlive each per ~11 s (cut to the cover,
+        // about a third more).
+        assert!(keepalives <= 300 * 6, "{keepalives} KeepAlives");
+        let (j, _) = simulate_idle_clients(300, delay, true);
+        assert_eq!(
+            j, 0,
+            "{j} clients in jeopardy with a reader (cell answering after {delay:?})"
+        );
+    }
+}
+
+/// The proxy's cover moved on between a reply and the client's next KeepAlive: that one is
+/// held only until shortly before the end of the lease the client was told (its local
+/// lease ends there), not of the longer one the new cover allows (the spurious jeopardy
+/// with a hold-back). The reply brings the longer one.
+#[test]
+fn a_keepalive_is_held_only_until_near_the_end_of_the_lease_the_client_knows() {
+    let (mut core, t0) = setup_hold_back();
+    let (a, _, lease, _) = core.create_session("a", t0);
+    assert_eq!(lease, 12 * S);
+    core.registered(&a, 0);
+    let t = core.cache.ticket();
+    assert!(
+        core.note_fetched(&a, "/ls/d/x", t, 0),
+        "its lease ends by the cover"
+    );
+    // The cover moves from t0 + 12 s to t0 + 17 s; then the client's KeepAlive arrives.
+    core.upstream_lease(0, t0 + 25 * S, t0 + 5 * S);
+    let w = waits(core.keepalive(&a, 0, t0 + 5 * S));
+    core.tick(t0 + 11 * S);
+    let r = wake_of(&mut core, w);
+    // Counted from the KeepAlive's arrival: past the old end, within the new cover.
+    assert!(r.lease > 7 * S && r.lease <= 12 * S, "{:?}", r.lease);
+}
+
+/// A path a client holds, fetched again through another cell: the new copy is kept only if
+/// that client, too, is within the other cell's cover (it may otherwise outlive a write
+/// that cell then lets through).
+#[test]
+fn a_copy_from_a_second_cell_is_kept_only_within_its_cover_for_every_holder() {
+    let t0 = Instant::now();
+    let mut core = ProxyCore::new(cfg(2), t0);
+    // Covers: cell 0 to t0 + 14 s, cell 1 to t0 + 12.5 s.
+    core.upstream_lease(0, t0 + 22 * S, t0);
+    core.upstream_lease(1, t0 + 20 * S + S / 2, t0);
+    core.upstream_hold_back(0, 8 * S);
+    core.upstream_hold_back(1, 8 * S);
+    // `b` (lease to t0 + 12 s) holds something from cell 1.
+    let (b, _, _, _) = core.create_session("b", t0);
+    let t = core.cache.ticket();
+    assert!(core.note_fetched(&b, "/ls/e/y", t, 1));
+    // `a` (lease to t0 + 13 s) holds the path from cell 0.
+    let (a, _, _, _) = core.create_session("a", t0 + S);
+    let t = core.cache.ticket();
+    assert!(core.note_fetched(&a, "/ls/d/x", t, 0));
+    let _ = core.take_output();
+    // The same path through cell 1: `a` is not within its cover, so the copy is not kept;
+    // from now on that cover bounds `a`'s lease too.
+    let t = core.cache.ticket();
+    assert!(!core.note_fetched(&b, "/ls/d/x", t, 1));
+    assert!(core.clients[&a].covers.contains(&1));
+    // Once the cover there has moved past `a`'s lease, it is kept.
+    core.upstream_lease(1, t0 + 25 * S, t0 + S);
+    let t = core.cache.ticket();
+    assert!(core.note_fetched(&b, "/ls/d/x", t, 1));
 }

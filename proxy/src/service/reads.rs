@@ -319,10 +319,17 @@ impl Service {
             if h.sequencer || h.unconfirmed || (Q::NEEDS_READ && h.intent & READ == 0) {
                 return None;
             }
+            // As `Service::cached`: not past the proxy's cover at the cells involved, and
+            // a copy the client may not keep goes the full path, which says so.
+            if !c.cache_covered(&h.path, h.cell, now) {
+                return None;
+            }
             let copy = Q::lookup(c.cache.peek(&h.path)?, h.instance)?;
             if !c.is_cacher(&id, &h.path) {
                 let path = h.path.clone();
-                c.note_cacher(&id, &path, None);
+                if !c.note_cacher(&id, &path, None) {
+                    return None;
+                }
             }
             c.cache.note_hit();
             Some(copy)

@@ -284,7 +284,9 @@ pub(super) async fn close_session(
                 }
                 end_at_cells(&svc.shared, client, secret, &principal, &cells, expired).await
             }
-            Effect::AckUpstream(cell) => svc.shared.cell(cell).kick.notify_one(),
+            Effect::AckUpstream(cell) | Effect::RefreshCover(cell) => {
+                svc.shared.cell(cell).kick.notify_one()
+            }
             Effect::FollowMoved { .. } => run_effect(&svc.shared, e).await,
         }
     }
@@ -334,7 +336,7 @@ pub(crate) async fn run_effect(shared: &Arc<Shared>, e: Effect) {
             cell,
             from,
         } => super::moved::follow_moved(shared, client, &handle, &cell, from).await,
-        Effect::AckUpstream(_) => {}
+        Effect::AckUpstream(_) | Effect::RefreshCover(_) => {}
     }
 }
 
