@@ -725,7 +725,7 @@ pub async fn run(
             let mut last_metrics = Instant::now();
             loop {
                 let next = shared
-                    .with_core(|c| c.next_deadline())
+                    .with_core(|c| c.next_tick())
                     .unwrap_or_else(|| Instant::now() + Duration::from_millis(100))
                     .min(Instant::now() + Duration::from_millis(100));
                 tokio::time::sleep_until(next).await;

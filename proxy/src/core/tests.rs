@@ -856,3 +856,44 @@ fn a_replys_invalidation_reaches_a_starved_client_before_the_lease_it_brings() {
     let r = wake_of(&mut core, w);
     assert!(r.events.iter().any(|e| e.path == "/ls/d/x"), "{r:?}");
 }
+
+/// Held KeepAlives are answered together on the reply grid, and never later than their
+/// own answer time: 100 KeepAlives arriving 1 ms apart (their answer times, jittered by
+/// up to 100 ms, spread over about 200 ms) go out in at most 21 grid steps, not one by
+/// one, each with at least `reply_before_end` of its lease left.
+#[test]
+fn held_keepalives_are_answered_together_on_the_reply_grid_before_they_are_due() {
+    let (mut core, t0) = setup(1);
+    let mut arrived = HashMap::new();
+    for k in 0..100u32 {
+        let at = t0 + Duration::from_millis(k as u64);
+        let (id, _, _, _) = core.create_session("c", at);
+        let w = waits(core.keepalive(&id, 0, at));
+        arrived.insert(w, at);
+    }
+    let mut steps = 0;
+    let mut answered = 0;
+    while let Some(t) = core.next_tick() {
+        if t > t0 + 13 * S {
+            break;
+        }
+        let since = t.duration_since(t0).as_nanos();
+        assert_eq!(since % REPLY_GRID.as_nanos(), 0, "a tick off the grid");
+        core.tick(t);
+        let wakes = core.take_output().wakes;
+        if wakes.is_empty() {
+            continue;
+        }
+        steps += 1;
+        for (w, r) in wakes {
+            let at = arrived[&w];
+            r.expect("answered with a reply");
+            // Answered no later than reply_before_end before the lease of 12 s from
+            // its arrival ends.
+            assert!(t <= at + 12 * S - S, "answered late: {:?}", t - at);
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 100);
+    assert!(steps <= 21, "answered in {steps} steps");
+}
