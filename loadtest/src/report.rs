@@ -135,6 +135,10 @@ pub struct SessionOutcomes {
     /// the sessions were created, or after the window: the drain, the read-back, waiting
     /// for a turn to close).
     pub jeopardy_in_window: u64,
+    /// Of `jeopardy`, the episodes that began while the sessions were created (the ramp,
+    /// until the last one was); the others began after the window.
+    #[serde(default)]
+    pub jeopardy_in_ramp: u64,
     /// Jeopardy episodes that ended with a KeepAlive reply: the session survived.
     pub safe: u64,
     /// Sessions the server declared expired, or whose grace period ran out locally.
@@ -427,14 +431,17 @@ impl Report {
         let _ = writeln!(
             s,
             "\nsessions: {} created ({} create errors), {} KeepAlive replies ({} errors); \
-             jeopardy {} ({} in the window), safe {}, expired {}; {} moved to another proxy; \
-             {} closed",
+             jeopardy {} ({} in the ramp, {} in the window, {} after it), safe {}, expired {}; \
+             {} moved to another proxy; {} closed",
             ss.created,
             ss.create_errors,
             ss.keepalives,
             ss.keepalive_errors,
             ss.jeopardy,
+            ss.jeopardy_in_ramp,
             ss.jeopardy_in_window,
+            ss.jeopardy
+                .saturating_sub(ss.jeopardy_in_ramp + ss.jeopardy_in_window),
             ss.safe,
             ss.expired,
             ss.moved,
@@ -918,6 +925,7 @@ mod tests {
             create_errors: 0,
             jeopardy: 2,
             jeopardy_in_window: 1,
+            jeopardy_in_ramp: 0,
             safe: 2,
             expired: 0,
             keepalives: 100,
@@ -1038,6 +1046,7 @@ mod tests {
     "create_errors": 0,
     "jeopardy": 2,
     "jeopardy_in_window": 1,
+    "jeopardy_in_ramp": 0,
     "safe": 2,
     "expired": 0,
     "keepalives": 100,

@@ -182,6 +182,18 @@ struct Stats {
     jeopardy_in_window: AtomicU64,
     /// Whether the measured window is on.
     in_window: AtomicBool,
+    /// Jeopardy episodes that began while the sessions were created (the ramp).
+    jeopardy_in_ramp: AtomicU64,
+    /// Whether the sessions are being created.
+    ramping: AtomicBool,
+    /// Once the run ends: when the sessions start closing, and over how long (the ramp).
+    /// They close at the rate they were created, each keeping its KeepAlives up until its
+    /// time: all at once, the closes on top of the KeepAlives of the sessions still open
+    /// overloaded the proxy (docs/performance.md, "Memory per session at the proxy, and
+    /// 150k sessions").
+    close_pace: std::sync::OnceLock<(Instant, Duration, u64)>,
+    /// How many sessions took their place in the paced close so far.
+    close_rank: AtomicU64,
     safe: AtomicU64,
     expired: AtomicU64,
     keepalives: AtomicU64,
@@ -219,6 +231,10 @@ impl Stats {
             jeopardy_now: AtomicU64::new(0),
             jeopardy_in_window: AtomicU64::new(0),
             in_window: AtomicBool::new(false),
+            jeopardy_in_ramp: AtomicU64::new(0),
+            ramping: AtomicBool::new(true),
+            close_pace: std::sync::OnceLock::new(),
+            close_rank: AtomicU64::new(0),
             safe: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             keepalives: AtomicU64::new(0),
@@ -384,6 +400,10 @@ impl Sim {
     /// Takes on a newer master epoch at `leg` (from a KeepAlive reply or a `STALE_EPOCH`
     /// refusal: after a failover, or an adoption by another proxy). Whether it was news.
     fn new_epoch(&self, leg: usize, epoch: u64) -> bool {
+        // Almost always no news (every KeepAlive reply carries the epoch): a read lock.
+        if epoch <= self.legs[leg].read().expect("link lock").ctx.epoch {
+            return false;
+        }
         let mut l = self.legs[leg].write().expect("link lock");
         if epoch > l.ctx.epoch {
             l.ctx.epoch = epoch;
@@ -541,6 +561,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ramp_s = ramp_start.elapsed().as_secs_f64();
+    stats.ramping.store(false, Ordering::Relaxed);
     // The locks held through the reshard, taken now by the first clients.
     let held = if held_paths.is_empty() {
         Vec::new()
@@ -742,10 +763,13 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
         }
     };
 
-    // Close the sessions.
-    let _ = stop_tx.send(true);
+    // Close the sessions, at the rate they were created.
     let created = stats.created.load(Ordering::Relaxed);
-    let close_deadline = Instant::now() + Duration::from_secs(60);
+    let _ = stats
+        .close_pace
+        .set((Instant::now(), cfg.ramp, created.max(1)));
+    let _ = stop_tx.send(true);
+    let close_deadline = Instant::now() + cfg.ramp + Duration::from_secs(60);
     while stats.ended.load(Ordering::Relaxed) < created && Instant::now() < close_deadline {
         tick(&bar, &stats, "close", cfg.sessions);
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -786,6 +810,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
             create_errors: stats.create_errors.load(Ordering::Relaxed),
             jeopardy: stats.jeopardy.load(Ordering::Relaxed),
             jeopardy_in_window: stats.jeopardy_in_window.load(Ordering::Relaxed),
+            jeopardy_in_ramp: stats.jeopardy_in_ramp.load(Ordering::Relaxed),
             safe: stats.safe.load(Ordering::Relaxed),
             expired: stats.expired.load(Ordering::Relaxed),
             keepalives: stats.keepalives.load(Ordering::Relaxed),
@@ -1471,6 +1496,10 @@ async fn session_task(
         _ = async { while legs.join_next().await.is_some() {} } => false,
     };
     let turn = if stopped {
+        if let Some(&(start, ramp, sessions)) = stats.close_pace.get() {
+            let rank = stats.close_rank.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep_until(start + ramp.mul_f64(rank as f64 / sessions as f64)).await;
+        }
         closers.acquire().await.ok()
     } else {
         None
@@ -1562,6 +1591,8 @@ async fn keep_alive(
                 stats.jeopardy.fetch_add(1, Ordering::Relaxed);
                 if stats.in_window.load(Ordering::Relaxed) {
                     stats.jeopardy_in_window.fetch_add(1, Ordering::Relaxed);
+                } else if stats.ramping.load(Ordering::Relaxed) {
+                    stats.jeopardy_in_ramp.fetch_add(1, Ordering::Relaxed);
                 }
                 if let Some(p) = &stats.phases {
                     p.jeopardy();
@@ -1605,14 +1636,18 @@ async fn keep_alive(
         if passed(lease.check(Instant::now()), &mut in_jeopardy) {
             break;
         }
-        let link = sim.link(leg);
+        // The link is a copy, moved into the call (its context is the request's).
+        let Link {
+            peer,
+            mut client,
+            ctx,
+        } = sim.link(leg);
         // A new epoch (a failover, or an adoption by another proxy) numbers its events
         // afresh.
-        acks.adopt_epoch(link.ctx.epoch);
+        acks.adopt_epoch(ctx.epoch);
         let sent = Instant::now();
-        let mut client = link.client.clone();
         let call = client.keep_alive(pb::KeepAliveRequest {
-            ctx: Some(link.ctx.clone()),
+            ctx: Some(ctx),
             ack_seq: acks.ack_seq(),
         });
         tokio::pin!(call);
@@ -1663,7 +1698,7 @@ async fn keep_alive(
                     // until a round of the order is done.
                     let (next, round_done) = next_proxy(&order, &mut cursor);
                     let mut l = sim.legs[leg].write().expect("link lock");
-                    if l.peer == link.peer && next != link.peer {
+                    if l.peer == peer && next != peer {
                         l.peer = next;
                         l.client = topo.client(next, id);
                         stats.moved.fetch_add(1, Ordering::Relaxed);
