@@ -421,6 +421,10 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
     setup.close().await?;
 
     let p2 = Arc::new(channels(&proxies[1], args.connections).await?);
+    // The observers' own connections: a library session has a connection of its own, so
+    // an observer must not share one with the moving victims (whose KeepAlives, reset
+    // when they time out, can make the proxy close a connection they flood).
+    let p2_observers = channels(&proxies[1], args.connections).await?;
     let stop = Arc::new(AtomicBool::new(false));
     // Observers.
     let at_proxy = Arc::new(Samples::default());
@@ -428,7 +432,7 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
     let jeopardy_proxy = Arc::new(AtomicU64::new(0));
     let jeopardy_cells = Arc::new(AtomicU64::new(0));
     for o in 0..args.observers {
-        let mut c = p2[o % p2.len()].clone();
+        let mut c = p2_observers[o % p2_observers.len()].clone();
         let s = create(&mut c).await?;
         open(&mut c, &s, &format!("/mass{}/f", o % args.files)).await?;
         tokio::spawn(observe(
