@@ -201,6 +201,10 @@ async fn keep_alive(
 struct Moves {
     ok: AtomicU64,
     lost: AtomicU64,
+    /// Victims whose local lease at p1 had already ended at the kill, and how many of
+    /// those were lost.
+    lapsed: AtomicU64,
+    lost_lapsed: AtomicU64,
     last_ms: AtomicU64,
     took: Samples,
 }
@@ -512,6 +516,14 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
                 if !mover || stop.load(Ordering::Relaxed) {
                     return;
                 }
+                // A victim whose lease at p1 had already run out at the kill (p1, or this
+                // process, too loaded to keep 50,000 KeepAlives going) may have been expired
+                // by p1 before it died: counted apart from the storm's own losses.
+                let killed_at = *kill_at.lock().expect("kill time");
+                let lapsed = killed_at.is_some_and(|k| local_end < k);
+                if lapsed {
+                    moves.lapsed.fetch_add(1, Ordering::Relaxed);
+                }
                 let c = p2[v % p2.len()].clone();
                 match move_to(c, &mut s, local_end, v as u64, &stop).await {
                     Move::Adopted => {
@@ -530,6 +542,9 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
                         }
                     }
                     Move::Lost(st) => {
+                        if lapsed {
+                            moves.lost_lapsed.fetch_add(1, Ordering::Relaxed);
+                        }
                         if moves.lost.fetch_add(1, Ordering::Relaxed) == 0 {
                             eprintln!("the first lost move: {st}");
                         }
@@ -622,12 +637,16 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
         h
     };
     println!(
-        "victims {} (moving to p2: {movers}; adopted {}, lost {}, still moving at the end {}; \
+        "victims {} (moving to p2: {movers}, {} of them with their lease at p1 already over at \
+         the kill; adopted {}, lost {} ({} of those lapsed before the kill), still moving at \
+         the end {}; \
          time from the kill to adoption p50 {:.1} s, p99 {:.1} s, last {:.1} s), orphans at the \
          cells: first seen {} s after the kill, peak {peak_orphans}, gone at {} s",
         args.victims,
+        moves.lapsed.load(Ordering::Relaxed),
         moves.ok.load(Ordering::Relaxed),
         moves.lost.load(Ordering::Relaxed),
+        moves.lost_lapsed.load(Ordering::Relaxed),
         movers as u64 - moves.ok.load(Ordering::Relaxed) - moves.lost.load(Ordering::Relaxed),
         took.value_at_quantile(0.5) as f64 / 1e6,
         took.value_at_quantile(0.99) as f64 / 1e6,

@@ -556,7 +556,12 @@ async fn a_claim_storm_keeps_the_surviving_proxys_clients_safe_and_adopts_every_
             ctx
         });
         if made.len() >= 64 {
-            victims.push(made.join_next().await.unwrap().expect("set up a client of A"));
+            victims.push(
+                made.join_next()
+                    .await
+                    .unwrap()
+                    .expect("set up a client of A"),
+            );
         }
     }
     while let Some(ctx) = made.join_next().await {
@@ -626,7 +631,11 @@ async fn a_claim_storm_keeps_the_surviving_proxys_clients_safe_and_adopts_every_
     }
     // A baseline: the observers are safe before the kill.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(jeopardies.load(Ordering::SeqCst), 0, "jeopardy before the kill");
+    assert_eq!(
+        jeopardies.load(Ordering::SeqCst),
+        0,
+        "jeopardy before the kill"
+    );
     a.kill9().await;
     killed.store(true, Ordering::SeqCst);
     let started = std::time::Instant::now();
