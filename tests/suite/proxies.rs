@@ -534,18 +534,26 @@ async fn a_claim_storm_keeps_the_surviving_proxys_clients_safe_and_adopts_every_
         epoch: r.epoch,
         ..Default::default()
     };
-    let mut victims = Vec::new();
-    let mut made = tokio::task::JoinSet::new();
+    let killed = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicU64::new(0));
+    let adopted = Arc::new(AtomicU64::new(0));
+    let lost = Arc::new(AtomicU64::new(0));
+    let setting_up = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut movers = tokio::task::JoinSet::new();
     for v in 0..MOVERS {
-        let mut c = chans[v % chans.len()].clone();
-        made.spawn(async move {
-            let r = c
+        let mut on_a = chans[v % chans.len()].clone();
+        let mut on_b = b_chans[v % b_chans.len()].clone();
+        let (killed, ready, adopted, lost) =
+            (killed.clone(), ready.clone(), adopted.clone(), lost.clone());
+        let permit = setting_up.clone().acquire_owned().await.unwrap();
+        movers.spawn(async move {
+            let r = on_a
                 .create_session(pb::CreateSessionRequest::default())
                 .await
                 .expect("a session on A")
                 .into_inner();
-            let ctx = ctx_of(&r);
-            c.open(pb::OpenRequest {
+            let mut ctx = ctx_of(&r);
+            on_a.open(pb::OpenRequest {
                 ctx: Some(ctx.clone()),
                 path: format!("/ls/{}/storm{}", r.deployment, v % FILES),
                 intent: pb::Intent::Read as u32,
@@ -553,30 +561,9 @@ async fn a_claim_storm_keeps_the_surviving_proxys_clients_safe_and_adopts_every_
             })
             .await
             .expect("open through A");
-            ctx
-        });
-        if made.len() >= 64 {
-            victims.push(
-                made.join_next()
-                    .await
-                    .unwrap()
-                    .expect("set up a client of A"),
-            );
-        }
-    }
-    while let Some(ctx) = made.join_next().await {
-        victims.push(ctx.expect("set up a client of A"));
-    }
-    let killed = Arc::new(AtomicBool::new(false));
-    let adopted = Arc::new(AtomicU64::new(0));
-    let lost = Arc::new(AtomicU64::new(0));
-    let mut movers = tokio::task::JoinSet::new();
-    for (v, mut ctx) in victims.into_iter().enumerate() {
-        let mut on_a = chans[v % chans.len()].clone();
-        let mut on_b = b_chans[v % b_chans.len()].clone();
-        let (killed, adopted, lost) = (killed.clone(), adopted.clone(), lost.clone());
-        movers.spawn(async move {
-            // Alive on A until it dies.
+            drop(permit);
+            ready.fetch_add(1, Ordering::SeqCst);
+            // Alive on A (from the moment it is set up) until A dies.
             loop {
                 let r = on_a
                     .keep_alive(pb::KeepAliveRequest {
@@ -628,6 +615,14 @@ async fn a_claim_storm_keeps_the_surviving_proxys_clients_safe_and_adopts_every_
             }
             lost.fetch_add(1, Ordering::SeqCst);
         });
+    }
+    let set_up_by = tokio::time::Instant::now() + Duration::from_secs(120);
+    while ready.load(Ordering::SeqCst) < MOVERS as u64 {
+        assert!(
+            tokio::time::Instant::now() < set_up_by,
+            "the clients of A were not set up in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A baseline: the observers are safe before the kill.
     tokio::time::sleep(Duration::from_secs(2)).await;
