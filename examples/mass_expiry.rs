@@ -10,11 +10,13 @@
 //!    handle too) and `--cell-observers` sessions straight at each data cell, each in a
 //!    KeepAlive loop that records how late every reply is;
 //! 3. after a baseline, `kill -9`s p1. Of its clients, `--move-percent` move to p2 when
-//!    their KeepAlive fails (as the client library does: same session, p2 claims it at
-//!    every cell); the rest vanish. About one proxy lease later the cells orphan all of
-//!    p1's sub-sessions; one claim window after that they end every orphan not claimed;
+//!    their KeepAlive fails (same session, p2 claims it at every cell), retrying a refused
+//!    or failed KeepAlive there as the client library does ([`move_to`]); the rest vanish.
+//!    About one proxy lease later the cells orphan all of p1's sub-sessions; one claim
+//!    window after that they end every orphan not claimed;
 //! 4. runs until `--after` past the kill and prints, per observer kind and phase, the
-//!    KeepAlive lateness: count, p50, p99, max, replies later than 100 ms.
+//!    KeepAlive lateness: count, p50, p99, max, replies later than 100 ms; and how many
+//!    moves were adopted or lost, and how long after the kill (p50, p99, the last).
 //!
 //! **Lateness.** A server holds a KeepAlive and answers it `reply_before_end` (1 s) plus
 //! up to 10 % jitter before the session's lease ends. The lease ends `lease_ms` (of the
@@ -41,6 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
+use warren_client::lease::{self, Backoff, JEOPARDY_KEEPALIVE_DEADLINE, KEEPALIVE_DEADLINE_MARGIN};
 use warren_client::{ClientOptions, OpenOptions, Session};
 use warren_loadtest::deploy::{DeploySpec, Deployment, Member};
 use warren_loadtest::run::parse_duration;
@@ -92,6 +95,10 @@ struct Args {
 
 /// The servers' `reply_before_end` with default settings (cells and proxies alike).
 const REPLY_BEFORE_END: Duration = warren_config::defaults::KEEPALIVE_REPLY_BEFORE_END;
+/// The client lease, grace period and clock drift of the deployment (defaults).
+const LEASE: Duration = warren_config::defaults::LEASE;
+const GRACE_PERIOD: Duration = warren_config::defaults::GRACE_PERIOD;
+const CLOCK_DRIFT: f64 = warren_config::defaults::CLOCK_DRIFT;
 /// Victims set up at once.
 const SETUP_CONCURRENCY: usize = 128;
 const DEPLOYMENT: &str = "local";
@@ -187,6 +194,89 @@ async fn keep_alive(
         s.acked = last.seq;
     }
     Ok(r)
+}
+
+/// How the moves went: adopted, lost, when each was adopted (µs after the kill).
+#[derive(Default)]
+struct Moves {
+    ok: AtomicU64,
+    lost: AtomicU64,
+    /// Victims whose local lease at p1 had already ended at the kill, and how many of
+    /// those were lost.
+    lapsed: AtomicU64,
+    lost_lapsed: AtomicU64,
+    last_ms: AtomicU64,
+    took: Samples,
+}
+
+enum Move {
+    Adopted,
+    /// The session is gone (`SESSION_EXPIRED`, another fatal answer, or its grace period
+    /// ran out while it was refused).
+    Lost(String),
+    Stopped,
+}
+
+/// A victim moving to the surviving proxy, retrying as the client library does
+/// (`client/src/session`): a KeepAlive with the library's deadline (a lease + 5 s while the
+/// local lease runs, 2 s in jeopardy); `STALE_EPOCH` adopts the epoch and is re-sent at
+/// once; any other refusal (`FAILOVER_IN_PROGRESS`, `OVERLOADED`, …) or a transport
+/// failure is retried after the library's backoff (100 ms doubling to 2 s, jittered; the
+/// first transport failure at once); `SESSION_EXPIRED` ends it, and so does the end of
+/// the grace period. Adopted once a KeepAlive there is answered.
+async fn move_to(
+    mut c: WarrenClient<Channel>,
+    s: &mut Sess,
+    local_end: Instant,
+    seed: u64,
+    stop: &AtomicBool,
+) -> Move {
+    let grace_end = local_end + GRACE_PERIOD;
+    let mut backoff = Backoff::new(lease::splitmix64(seed));
+    let mut stale = 0;
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() > grace_end {
+            return Move::Lost("the grace period ended before the move".into());
+        }
+        let deadline = if Instant::now() < local_end {
+            LEASE + KEEPALIVE_DEADLINE_MARGIN
+        } else {
+            JEOPARDY_KEEPALIVE_DEADLINE
+        };
+        let sent = c.keep_alive(pb::KeepAliveRequest {
+            ctx: Some(s.ctx.clone()),
+            ack_seq: s.acked,
+        });
+        let st = match tokio::time::timeout(deadline, sent).await {
+            Ok(Ok(r)) => {
+                let r = r.into_inner();
+                if r.epoch != s.ctx.epoch {
+                    s.ctx.epoch = r.epoch;
+                    s.acked = 0;
+                }
+                if let Some(last) = r.events.last() {
+                    s.acked = last.seq;
+                }
+                return Move::Adopted;
+            }
+            Ok(Err(st)) => st,
+            Err(_) => tonic::Status::deadline_exceeded("the KeepAlive timed out"),
+        };
+        let first = backoff.failed() == 1;
+        match WarrenError::from_status(&st) {
+            Some(e) if e.code == ErrorCode::StaleEpoch && stale < 8 => {
+                stale += 1;
+                s.ctx.epoch = e.epoch;
+                s.acked = 0;
+                continue;
+            }
+            Some(e) if e.code == ErrorCode::SessionExpired => return Move::Lost(format!("{st:?}")),
+            Some(e) if !e.is_retryable() => return Move::Lost(format!("{st:?}")),
+            None if first => continue,
+            _ => tokio::time::sleep(backoff.delay(LEASE)).await,
+        }
+    }
+    Move::Stopped
 }
 
 /// An observer's loop: KeepAlives until `stop`, recording each reply's lateness.
@@ -335,6 +425,10 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
     setup.close().await?;
 
     let p2 = Arc::new(channels(&proxies[1], args.connections).await?);
+    // The observers' own connections: a library session has a connection of its own, so
+    // an observer must not share one with the moving victims (whose KeepAlives, reset
+    // when they time out, can make the proxy close a connection they flood).
+    let p2_observers = channels(&proxies[1], args.connections).await?;
     let stop = Arc::new(AtomicBool::new(false));
     // Observers.
     let at_proxy = Arc::new(Samples::default());
@@ -342,7 +436,7 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
     let jeopardy_proxy = Arc::new(AtomicU64::new(0));
     let jeopardy_cells = Arc::new(AtomicU64::new(0));
     for o in 0..args.observers {
-        let mut c = p2[o % p2.len()].clone();
+        let mut c = p2_observers[o % p2_observers.len()].clone();
         let s = create(&mut c).await?;
         open(&mut c, &s, &format!("/mass{}/f", o % args.files)).await?;
         tokio::spawn(observe(
@@ -370,8 +464,8 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
     // Victims on p1.
     let p1 = Arc::new(channels(&proxies[0], args.connections).await?);
     let killed = Arc::new(AtomicBool::new(false));
-    let moved_ok = Arc::new(AtomicU64::new(0));
-    let moved_failed = Arc::new(AtomicU64::new(0));
+    let moves = Arc::new(Moves::default());
+    let kill_time: Arc<Mutex<Option<Instant>>> = Arc::default();
     let sem = Arc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
     let mut setups = tokio::task::JoinSet::new();
     let movers = args.victims * usize::from(args.move_percent) / 100;
@@ -385,7 +479,7 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
         let (p1, p2) = (p1.clone(), p2.clone());
         let path = format!("/mass{}/f", v % args.files);
         let (stop, killed) = (stop.clone(), killed.clone());
-        let (moved_ok, moved_failed) = (moved_ok.clone(), moved_failed.clone());
+        let (moves, kill_at) = (moves.clone(), kill_time.clone());
         let mover = v < movers;
         setups.spawn(async move {
             let mut c = p1[v % p1.len()].clone();
@@ -405,35 +499,64 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
             };
             drop(permit);
             tokio::spawn(async move {
-                // Alive on p1 until it dies.
+                // Alive on p1 until it dies; the local lease of its last reply (send time
+                // + lease / (1 + ρ), as the client library reckons it).
+                let mut local_end = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
-                    if keep_alive(&mut c, &mut s).await.is_err() {
-                        if killed.load(Ordering::Relaxed) {
-                            break;
+                    let sent = Instant::now();
+                    match keep_alive(&mut c, &mut s).await {
+                        Ok(r) => {
+                            local_end =
+                                sent + Duration::from_millis(r.lease_ms).div_f64(1.0 + CLOCK_DRIFT);
                         }
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Err(_) if killed.load(Ordering::Relaxed) => break,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                     }
                 }
                 if !mover || stop.load(Ordering::Relaxed) {
                     return;
                 }
-                // Moves to p2, which claims it at the cells; then lives on there.
+                // A victim whose lease at p1 had already run out at the kill (p1, or this
+                // process, too loaded to keep 50,000 KeepAlives going) may have been expired
+                // by p1 before it died: counted apart from the storm's own losses.
+                let killed_at = *kill_at.lock().expect("kill time");
+                let lapsed = killed_at.is_some_and(|k| local_end < k);
+                if lapsed {
+                    moves.lapsed.fetch_add(1, Ordering::Relaxed);
+                }
+                let c = p2[v % p2.len()].clone();
+                match move_to(c, &mut s, local_end, v as u64, &stop).await {
+                    Move::Adopted => {
+                        moves.ok.fetch_add(1, Ordering::Relaxed);
+                        let at = kill_at.lock().expect("kill time").map(|k| k.elapsed());
+                        if let Some(at) = at {
+                            moves
+                                .last_ms
+                                .fetch_max(at.as_millis() as u64, Ordering::Relaxed);
+                            moves
+                                .took
+                                .0
+                                .lock()
+                                .expect("samples")
+                                .push((Instant::now(), at.as_micros() as i64));
+                        }
+                    }
+                    Move::Lost(st) => {
+                        if lapsed {
+                            moves.lost_lapsed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if moves.lost.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("the first lost move: {st}");
+                        }
+                        return;
+                    }
+                    Move::Stopped => return,
+                }
+                // Lives on there.
                 let mut c = p2[v % p2.len()].clone();
-                let mut first = true;
                 while !stop.load(Ordering::Relaxed) {
-                    match keep_alive(&mut c, &mut s).await {
-                        Ok(_) if first => {
-                            first = false;
-                            moved_ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(_) => {}
-                        Err(st) if first => {
-                            if moved_failed.fetch_add(1, Ordering::Relaxed) == 0 {
-                                eprintln!("the first refused move: {st:?}");
-                            }
-                            return;
-                        }
-                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    if keep_alive(&mut c, &mut s).await.is_err() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
             });
@@ -462,6 +585,7 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
 
     // The kill, then the cells' orphan and session counts each second.
     d.kill(&Member::Proxy(1)).await?;
+    *kill_time.lock().expect("kill time") = Some(Instant::now());
     killed.store(true, Ordering::Relaxed);
     eprintln!("killed p1 at {:.1?}", started.elapsed());
     let admins: Vec<String> = d.cell_admin_addrs().into_iter().skip(1).collect();
@@ -504,12 +628,29 @@ async fn run(args: &Args, d: &mut Deployment) -> anyhow::Result<()> {
     }
     let after_ms = args.after.as_millis() as i64;
     let base_ms = args.baseline.as_millis() as i64;
+    let took = {
+        let v = moves.took.0.lock().expect("samples");
+        let mut h = Histogram::<u64>::new(3).expect("histogram");
+        for &(_, us) in v.iter() {
+            h.record(us.max(0) as u64).expect("record");
+        }
+        h
+    };
     println!(
-        "victims {} (moved to p2: {} claimed, {} refused), orphans at the cells: first seen \
-         {} s after the kill, peak {peak_orphans}, gone at {} s",
+        "victims {} (moving to p2: {movers}, {} of them with their lease at p1 already over at \
+         the kill; adopted {}, lost {} ({} of those lapsed before the kill), still moving at \
+         the end {}; \
+         time from the kill to adoption p50 {:.1} s, p99 {:.1} s, last {:.1} s), orphans at the \
+         cells: first seen {} s after the kill, peak {peak_orphans}, gone at {} s",
         args.victims,
-        moved_ok.load(Ordering::Relaxed),
-        moved_failed.load(Ordering::Relaxed),
+        moves.lapsed.load(Ordering::Relaxed),
+        moves.ok.load(Ordering::Relaxed),
+        moves.lost.load(Ordering::Relaxed),
+        moves.lost_lapsed.load(Ordering::Relaxed),
+        movers as u64 - moves.ok.load(Ordering::Relaxed) - moves.lost.load(Ordering::Relaxed),
+        took.value_at_quantile(0.5) as f64 / 1e6,
+        took.value_at_quantile(0.99) as f64 / 1e6,
+        moves.last_ms.load(Ordering::Relaxed) as f64 / 1e3,
         orphaned_at.map_or("-".into(), |t| format!("{t:.0}")),
         expired_at.map_or("-".into(), |t| format!("{t:.0}")),
     );

@@ -70,6 +70,21 @@ static METRICS: TierMetrics = TierMetrics::new(&[
     )
     .from_zero(),
     Metric::counter(
+        "warren_proxy_adoptions_total",
+        "clients of another proxy adopted here (claimed at every cell, or taken on afresh)",
+    )
+    .from_zero(),
+    Metric::gauge(
+        "warren_proxy_adoptions_pending",
+        "adoptions of another proxy's clients queued or claiming now (at most 64 claim at a time)",
+    )
+    .from_zero(),
+    Metric::counter(
+        "warren_proxy_adoptions_refused_total",
+        "adoptions refused with OVERLOADED because the queue was full",
+    )
+    .from_zero(),
+    Metric::counter(
         "warren_proxy_upstream_sessions_created_total",
         "proxy sessions created at each cell (more than one per cell means one was lost)",
     ),

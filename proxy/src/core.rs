@@ -422,11 +422,19 @@ impl ProxyCore {
             return c.epoch; // adopted concurrently by another call
         }
         let epoch = known_epoch.saturating_add(1).max(1);
-        let lease = self
+        // Within the cover of the cells it uses, as any lease here. A cell that holds it
+        // back (its upstream session lags, as in a storm of adoptions, or has none) makes
+        // the client starved, not silent: its next call (the KeepAlive the client retries
+        // with the new epoch) must find it kept until `max_starve` past this lease, not
+        // expire it — the cells already moved it here (docs/proxy.md "Proxy failover").
+        let (lease, held_back) = self
             .lease_for_cells(&id, &cells, &BTreeSet::new(), now)
-            .map_or(Duration::ZERO, |l| l.0);
+            .unwrap_or((Duration::ZERO, true));
         let lease_end = now + lease;
         self.insert_client(id, secret, principal, epoch, lease_end, cells);
+        if held_back {
+            self.clients.get_mut(&id).expect("inserted").starved = true;
+        }
         self.push_event(
             id,
             pb::Event {
@@ -435,7 +443,7 @@ impl ProxyCore {
             },
             None,
         );
-        tracing::info!(session = %short_id(&id), epoch, "adopted a session from another proxy");
+        tracing::debug!(session = %short_id(&id), epoch, "adopted a session from another proxy");
         epoch
     }
 

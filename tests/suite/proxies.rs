@@ -445,3 +445,226 @@ async fn a_client_served_from_the_proxys_cache_is_invalidated_by_the_next_write(
         assert_eq!(b.cache_stats().hits, hits + 1);
     }
 }
+
+/// A proxy holding many clients dies and they all move to the other proxy at once
+/// (docs/proxy.md "Proxy failover"): the survivor adopts them a bounded number at a time
+/// (`proxy/src/service/adopt.rs`), so its own established clients stay out of jeopardy
+/// meanwhile, and every moved client is adopted — none lost. Proxy A is a real process,
+/// killed with SIGKILL; B is in-process. A's 6,000 clients (raw sessions, each with a
+/// handle at the cell) move to B, retrying a refused KeepAlive as the client library does;
+/// 20 library sessions on B, each with a handle at the cell (so their leases nest in B's
+/// session there), watch for jeopardy throughout. On the proxy before the adoption queue
+/// (`62363cd`) it fails: 1,550 of 6,000 adopted, the rest expired by the proxy on their
+/// first call after a lagging cell cut their adoption lease to nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_storm_keeps_the_surviving_proxys_clients_safe_and_adopts_every_mover() {
+    use std::sync::atomic::AtomicBool;
+    use warren_client::Event;
+    use warren_proto::pb::warren_client::WarrenClient;
+    use warren_proto::{ErrorCode, WarrenError};
+
+    const MOVERS: usize = 6000;
+    const OBSERVERS: usize = 20;
+    const FILES: usize = 16;
+    let client_lease = Duration::from_secs(4);
+    let cell = Cell::builder()
+        .lease(client_lease)
+        .proxy_lease(Duration::from_secs(8))
+        .claim_window(Duration::from_secs(40))
+        .run()
+        .await;
+    let mut a = warren_testkit::WarrenProcess::spawn_proxy(
+        std::path::Path::new(env!("CARGO_BIN_EXE_warren")),
+        &format!("{}={}", cell.name(), cell.addr()),
+        "4s",
+    )
+    .await;
+    let b = Proxy::builder()
+        .front(&cell)
+        .client_lease(client_lease)
+        .run()
+        .await;
+    let setup = Session::connect_with(ClientOptions::proxies(vec![b.addr()]))
+        .await
+        .expect("connect");
+    for i in 0..FILES {
+        let (h, _) = setup
+            .open(
+                &format!("/storm{i}"),
+                OpenOptions::new().read().create_file(value(0)),
+            )
+            .await
+            .expect("create a file");
+        h.close().await;
+    }
+
+    // B's own clients, each holding a handle at the cell, counting jeopardies.
+    let jeopardies = Arc::new(AtomicU64::new(0));
+    let mut observers = Vec::new();
+    for o in 0..OBSERVERS {
+        let s = Session::connect_with(ClientOptions::proxies(vec![b.addr()]))
+            .await
+            .expect("connect an observer");
+        let (h, _) = s
+            .open(&format!("/storm{}", o % FILES), OpenOptions::new().read())
+            .await
+            .expect("open");
+        let mut events = s.events();
+        let j = jeopardies.clone();
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                if matches!(e, Event::Jeopardy | Event::Expired) {
+                    j.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        observers.push((s, h));
+    }
+
+    // A's clients, in the raw protocol (a library session per client would be a
+    // connection per client): a session and a handle each, kept alive on A.
+    let mut chans = Vec::new();
+    for _ in 0..8 {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", a.proxy_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to A");
+        chans.push(WarrenClient::new(ch));
+    }
+    let mut b_chans = Vec::new();
+    for _ in 0..8 {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", b.addr()))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to B");
+        b_chans.push(WarrenClient::new(ch));
+    }
+    let ctx_of = |r: &pb::CreateSessionResponse| pb::SessionContext {
+        session_id: r.session_id.clone(),
+        secret: r.secret.clone(),
+        epoch: r.epoch,
+        ..Default::default()
+    };
+    let killed = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicU64::new(0));
+    let adopted = Arc::new(AtomicU64::new(0));
+    let lost = Arc::new(AtomicU64::new(0));
+    let setting_up = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut movers = tokio::task::JoinSet::new();
+    for v in 0..MOVERS {
+        let mut on_a = chans[v % chans.len()].clone();
+        let mut on_b = b_chans[v % b_chans.len()].clone();
+        let (killed, ready, adopted, lost) =
+            (killed.clone(), ready.clone(), adopted.clone(), lost.clone());
+        let permit = setting_up.clone().acquire_owned().await.unwrap();
+        movers.spawn(async move {
+            let r = on_a
+                .create_session(pb::CreateSessionRequest::default())
+                .await
+                .expect("a session on A")
+                .into_inner();
+            let mut ctx = ctx_of(&r);
+            on_a.open(pb::OpenRequest {
+                ctx: Some(ctx.clone()),
+                path: format!("/ls/{}/storm{}", r.deployment, v % FILES),
+                intent: pb::Intent::Read as u32,
+                ..Default::default()
+            })
+            .await
+            .expect("open through A");
+            drop(permit);
+            ready.fetch_add(1, Ordering::SeqCst);
+            // Alive on A (from the moment it is set up) until A dies.
+            loop {
+                let r = on_a
+                    .keep_alive(pb::KeepAliveRequest {
+                        ctx: Some(ctx.clone()),
+                        ack_seq: 0,
+                    })
+                    .await;
+                if r.is_err() && killed.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+            // Then to B, as the library retries: STALE_EPOCH adopted and re-sent at once,
+            // any other retryable refusal or a transport failure after a backoff.
+            let give_up = tokio::time::Instant::now() + Duration::from_secs(40);
+            let mut pause = Duration::from_millis(100);
+            while tokio::time::Instant::now() < give_up {
+                let r = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    on_b.keep_alive(pb::KeepAliveRequest {
+                        ctx: Some(ctx.clone()),
+                        ack_seq: 0,
+                    }),
+                )
+                .await;
+                let st = match r {
+                    Ok(Ok(_)) => {
+                        adopted.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    Ok(Err(st)) => st,
+                    Err(_) => tonic::Status::deadline_exceeded("no answer in 2 s"),
+                };
+                match WarrenError::from_status(&st) {
+                    Some(e) if e.code == ErrorCode::StaleEpoch => {
+                        ctx.epoch = e.epoch;
+                        continue;
+                    }
+                    Some(e) if !e.is_retryable() => {
+                        if lost.fetch_add(1, Ordering::SeqCst) == 0 {
+                            eprintln!("a moved client was lost: {st:?}");
+                        }
+                        return;
+                    }
+                    _ => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+            lost.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    let set_up_by = tokio::time::Instant::now() + Duration::from_secs(120);
+    while ready.load(Ordering::SeqCst) < MOVERS as u64 {
+        assert!(
+            tokio::time::Instant::now() < set_up_by,
+            "the clients of A were not set up in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A baseline: the observers are safe before the kill.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        jeopardies.load(Ordering::SeqCst),
+        0,
+        "jeopardy before the kill"
+    );
+    a.kill9().await;
+    killed.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    while movers.join_next().await.is_some() {}
+    let took = started.elapsed();
+    // The observers keep going a little past the last adoption.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (adopted, lost) = (adopted.load(Ordering::SeqCst), lost.load(Ordering::SeqCst));
+    eprintln!("{adopted} of {MOVERS} moved clients adopted in {took:?}, {lost} lost");
+    assert_eq!(
+        (adopted, lost),
+        (MOVERS as u64, 0),
+        "every moved client is adopted"
+    );
+    assert_eq!(
+        jeopardies.load(Ordering::SeqCst),
+        0,
+        "an established client of the surviving proxy went into jeopardy during the storm"
+    );
+    for (s, h) in observers {
+        assert_eq!(s.state(), warren_client::SessionState::Safe);
+        h.close().await;
+    }
+}

@@ -4,6 +4,7 @@
 use super::*;
 
 const S: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
 
 fn cfg(cells: usize) -> CoreConfig {
     CoreConfig {
@@ -485,6 +486,46 @@ fn an_adopted_client_sees_a_higher_epoch_and_a_failover_event_first() {
     assert_eq!(r.events[0].seq, 1);
     assert_eq!(r.events[0].r#type, pb::EventType::MasterFailover as i32);
     assert!(core.is_registered(&id, 0));
+}
+
+/// A storm of adoptions can leave the proxy's session at a cell lagging (its KeepAlive
+/// there waits behind the claims): a client adopted then gets a lease the cover cuts to
+/// almost nothing. Its next call — the KeepAlive it retries with the new epoch — must find
+/// it starved (kept for `max_starve`, answered once the cell extends the proxy's lease),
+/// not expire it: the cells already moved it here, and expiring it would end it there too.
+#[test]
+fn a_client_adopted_while_its_cell_lags_is_kept_until_the_cell_extends_its_lease() {
+    let t0 = Instant::now();
+    let mut core = ProxyCore::new(cfg(1), t0);
+    // Only 1.5 s left at the cell: the cover (minus the 1 s margin) leaves 0.5 s.
+    core.upstream_lease(0, t0 + 1500 * MS, t0);
+    let id = [9u8; 16];
+    let cells: BTreeSet<CellIx> = [0].into_iter().collect();
+    let epoch = core.adopt(id, [1; 16], "p".into(), 1, cells, t0);
+    assert_eq!(epoch, 2);
+    // The client comes back after its adoption lease ended (it backed off, or waited in
+    // the adoption queue): kept, not expired.
+    let t1 = t0 + 2 * S;
+    assert!(
+        matches!(core.check(&id, &[1; 16], 2, t1), Ok(Known::Yes)),
+        "an adopted client whose cell held its lease back was expired on its next call"
+    );
+    // The fail-over event comes at once; the KeepAlive acknowledging it waits for the cell.
+    let r = done(core.keepalive(&id, 0, t1));
+    assert_eq!(r.events[0].r#type, pb::EventType::MasterFailover as i32);
+    let w = waits(core.keepalive(&id, r.events[0].seq, t1));
+    core.tick(t1 + 5 * S);
+    assert!(
+        core.take_output().wakes.is_empty(),
+        "answered before the cell extended the lease"
+    );
+    assert!(core.identity(&id).is_some(), "the starved client was ended");
+    // The cell answers the proxy again: the client gets a lease, and stays.
+    let t2 = t1 + 6 * S;
+    core.upstream_lease(0, t2 + 20 * S, t2);
+    let r = wake_of(&mut core, w);
+    assert!(r.lease >= 11 * S, "lease {:?}", r.lease);
+    assert!(core.identity(&id).is_some());
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! cell answers is passed through unchanged, so a client sees what it would see direct.
 //!
 //! One module per concern (as etcd's `grpcproxy/{kv,lease,lock}.go`): [`sessions`]
-//! (Locate, CreateSession, KeepAlive, CloseSession, adopting a dead proxy's clients),
+//! (Locate, CreateSession, KeepAlive, CloseSession), [`adopt`] (adopting a dead proxy's
+//! clients, a bounded number at a time),
 //! [`reads`] (Open, Close and the cached reads), [`locks`] (sequencers; the other lock
 //! and write calls are plain forwards, [`forward_by_handle`]), [`forward`] (calls on behalf
 //! of a client session, riding out a cell failover), [`moved`] (calls on a handle whose
@@ -12,6 +13,7 @@
 //! partition map, `WRONG_CELL` and the split-directory redirect). This file holds the
 //! session check, handle routing and the table of handlers the service dispatches to.
 
+mod adopt;
 mod forward;
 mod locks;
 mod moved;
@@ -44,11 +46,16 @@ const READ: u32 = 1;
 
 /// The gRPC service of the proxy (served by `warren_server::grpc::serve`).
 pub(crate) fn service(shared: Arc<Shared>) -> impl pb::warren_server::Warren {
-    Service { shared }
+    Service {
+        shared,
+        adoptions: Arc::default(),
+    }
 }
 
 struct Service {
     shared: Arc<Shared>,
+    /// Clients of another proxy being adopted, and the bound on how many claim at once.
+    adoptions: Arc<adopt::Adoptions>,
 }
 
 /// A client session, as a forwarded call carries it.

@@ -1,10 +1,9 @@
 //! Sessions (the "lease" concern): `Locate`, `CreateSession`, the long-poll `KeepAlive`
 //! answered from the proxy's own client-session table, `CloseSession` (ended at the cells
-//! first), and adopting the client of a dead proxy by claiming it at every cell.
+//! first); adopting the client of a dead proxy is [`super::adopt`].
 
 use super::*;
 use crate::core::{Effect, Reply};
-use std::collections::BTreeSet;
 use tokio::sync::oneshot;
 
 impl Service {
@@ -59,91 +58,6 @@ impl Service {
             })),
             Err(e) => Err(failed(e.into())),
         }
-    }
-
-    /// A session this proxy does not know: a client arriving from another proxy (docs/design.md §10
-    /// proxy failover). Claims it at every cell where it may have state — with a map,
-    /// every cell of the map and the meta cell, whether or not this proxy used them yet
-    /// (their sessions start now) — then takes it on. `fresh` is the principal of a client
-    /// that says it holds nothing: if no cell knows the session, it is taken on afresh.
-    ///
-    /// Boxed: every handler awaits it behind its session check, and an unboxed claim at
-    /// every cell would make each of their futures — above all the KeepAlive held for a
-    /// whole lease by every client session — as large as this rare path (docs/performance.md,
-    /// "Memory per session at the proxy").
-    pub(super) fn adopt(
-        &self,
-        id: ClientId,
-        secret: [u8; 16],
-        epoch: u64,
-        fresh: Option<String>,
-    ) -> futures::future::BoxFuture<'_, Result<u64, WarrenError>> {
-        Box::pin(self.adopt_now(id, secret, epoch, fresh))
-    }
-
-    async fn adopt_now(
-        &self,
-        id: ClientId,
-        secret: [u8; 16],
-        epoch: u64,
-        fresh: Option<String>,
-    ) -> Result<u64, WarrenError> {
-        let deadline = Instant::now() + self.shared.cfg.forward_patience;
-        let mut cells = BTreeSet::new();
-        let mut principal = String::new();
-        let mut expired = false;
-        let all = self.shared.claimable_cells().await?;
-        // At every cell at once: the client waits in jeopardy meanwhile.
-        let claims = all.into_iter().map(|ix| {
-            let up = self.shared.cell(ix);
-            async move {
-                let Some(link) = up.current(deadline).await else {
-                    return (ix, Err(WarrenError::failover_in_progress()));
-                };
-                (ix, upstream::claim(&link, &id, &secret, "", None).await)
-            }
-        });
-        let results = futures::future::join_all(claims).await;
-        // The first known principal, in cell order (deterministic).
-        for (ix, result) in results {
-            match result {
-                Ok(r) => {
-                    if r.known {
-                        cells.insert(ix);
-                        if principal.is_empty() {
-                            principal = r.principal;
-                        }
-                    }
-                }
-                Err(e) if e.code == ErrorCode::SessionExpired => expired = true,
-                Err(e) if e.code == ErrorCode::PermissionDenied => {
-                    return Err(WarrenError::permission_denied(format!(
-                        "wrong secret for session {}",
-                        hex(&id)
-                    )))
-                }
-                Err(e) if e.is_retryable() => return Err(WarrenError::failover_in_progress()),
-                Err(e) => return Err(e),
-            }
-        }
-        // A session no cell knows is either one whose proxy died before it opened
-        // anything, or a made-up or long-ended one. A client that says it holds nothing
-        // loses nothing either way: take it on afresh (it has no lock, no ephemeral file
-        // and no cached file that an expiry would have ended). One that holds handles must
-        // be told its session is gone, as a cell would.
-        let fresh = fresh.filter(|_| cells.is_empty() && !expired);
-        if let Some(p) = fresh {
-            principal = p;
-            metrics::counter!("warren_proxy_fresh_adoptions_total").increment(1);
-        } else if expired || cells.is_empty() {
-            return Err(WarrenError::session_expired(format!(
-                "session {} is unknown or has expired",
-                hex(&id)
-            )));
-        }
-        Ok(self
-            .shared
-            .with_core(|c| c.adopt(id, secret, principal, epoch, cells, Instant::now())))
     }
 }
 
