@@ -186,7 +186,8 @@ impl Master {
         let claimer = self.sessions.get_mut(&sid).expect("checked");
         claimer.subs.insert(client);
         claimer.deserted = false;
-        tracing::info!(
+        // Per client at debug: a dead proxy's clients are claimed by the thousand.
+        tracing::debug!(
             client = %short_id(&client),
             from = %short_id(&old),
             to = %short_id(&sid),
@@ -254,12 +255,13 @@ impl Master {
 
     /// Orphans nobody claimed within the claim window end as failed sessions.
     pub(super) fn end_unclaimed_orphans(&mut self, now: Instant) {
+        let mut ended = 0usize;
         while let Some(&(until, sid)) = self.orphans.first() {
             if until > now {
                 break;
             }
             self.orphans.pop_first();
-            tracing::info!(
+            tracing::debug!(
                 session = %short_id(&sid),
                 "client session not claimed within the claim window; it ends"
             );
@@ -267,6 +269,14 @@ impl Master {
                 sid,
                 true,
                 WarrenError::session_expired("the client session was not claimed in time"),
+            );
+            ended += 1;
+        }
+        // One line per tick, not per session: a dead proxy's orphans end by the thousand.
+        if ended > 0 {
+            tracing::info!(
+                ended,
+                "client sessions not claimed within the claim window ended"
             );
         }
     }
