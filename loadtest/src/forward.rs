@@ -159,39 +159,42 @@ pub async fn serve(
         anyhow::bail!("--channels {channels}: give 1 to {MAX_CHANNELS} upstream connections");
     }
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tonic::transport::Server::builder();
     match kind {
         Upstream::Channel => {
             let mut up = Vec::with_capacity(channels);
             for _ in 0..channels {
                 up.push(WarrenClient::new(crate::run::channel(upstream).await?));
             }
-            let forward = Forward {
-                up: up.into(),
-                next: Arc::new(AtomicUsize::new(0)),
-            };
-            server
-                .clone()
-                .add_service(WarrenServer::new(forward))
-                .serve_with_incoming_shutdown(incoming, stop)
-                .await?;
+            serve_forward(up, incoming, stop).await?;
         }
         Upstream::BareH2 => {
             let mut up = Vec::with_capacity(channels);
             for _ in 0..channels {
                 up.push(bare_h2(upstream).await?);
             }
-            let forward = Forward {
-                up: up.into(),
-                next: Arc::new(AtomicUsize::new(0)),
-            };
-            server
-                .clone()
-                .add_service(WarrenServer::new(forward))
-                .serve_with_incoming_shutdown(incoming, stop)
-                .await?;
+            serve_forward(up, incoming, stop).await?;
         }
     }
+    Ok(())
+}
+
+/// Serves [`Forward`] over the upstream clients `up` on `incoming` until `stop`.
+async fn serve_forward<C>(
+    up: Vec<WarrenClient<C>>,
+    incoming: tonic::transport::server::TcpIncoming,
+    stop: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()>
+where
+    Forward<C>: Warren,
+{
+    let forward = Forward {
+        up: up.into(),
+        next: Arc::new(AtomicUsize::new(0)),
+    };
+    tonic::transport::Server::builder()
+        .add_service(WarrenServer::new(forward))
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await?;
     Ok(())
 }
 
