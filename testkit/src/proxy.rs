@@ -140,3 +140,61 @@ impl TestProxy {
         self.server.stop().await
     }
 }
+
+/// A session made with raw protocol calls (no client library: nothing acknowledges or
+/// KeepAlives unless the test does) at the server at `addr` (`HOST:PORT`, a proxy or a
+/// cell): the connected client and the context its calls carry.
+pub async fn raw_session(
+    addr: &str,
+) -> (
+    warren_proto::pb::warren_client::WarrenClient<tonic::transport::Channel>,
+    warren_proto::pb::SessionContext,
+) {
+    use warren_proto::pb;
+    let mut c = pb::warren_client::WarrenClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let s = c
+        .create_session(pb::CreateSessionRequest::default())
+        .await
+        .unwrap_or_else(|e| panic!("CreateSession at {addr}: {e}"))
+        .into_inner();
+    let ctx = pb::SessionContext {
+        session_id: s.session_id,
+        secret: s.secret,
+        epoch: s.epoch,
+        ..Default::default()
+    };
+    (c, ctx)
+}
+
+/// Opens `path` for reading (with its contents) in the raw session `ctx`, again every
+/// 50 ms until the answer is cacheable, at most `tries` times; returns the last answer.
+/// Through a proxy with a hold-back a client's first copies from a cell may not be
+/// cacheable until the proxy's cover is refreshed (docs/proxy.md, "A dead proxy").
+pub async fn open_until_cacheable(
+    c: &mut warren_proto::pb::warren_client::WarrenClient<tonic::transport::Channel>,
+    ctx: &warren_proto::pb::SessionContext,
+    path: &str,
+    tries: usize,
+) -> warren_proto::pb::OpenResponse {
+    let mut answer = warren_proto::pb::OpenResponse::default();
+    for _ in 0..tries {
+        answer = c
+            .open(warren_proto::pb::OpenRequest {
+                ctx: Some(ctx.clone()),
+                path: path.to_string(),
+                intent: warren_proto::pb::Intent::Read as u32,
+                read: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("Open {path}: {e}"))
+            .into_inner();
+        if answer.cacheable {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    answer
+}

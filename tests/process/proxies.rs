@@ -670,41 +670,10 @@ async fn a_silent_client_costs_its_proxy_a_bounded_number_of_keepalives_while_a_
         .unwrap();
     // A raw session through proxy B that reads /w cacheably, then sends one KeepAlive and
     // never another: the invalidation it gets is never acknowledged.
-    let mut c =
-        warren_proto::pb::warren_client::WarrenClient::connect(format!("http://{}", proxies[1].1))
-            .await
-            .unwrap();
-    let s = c
-        .create_session(warren_proto::pb::CreateSessionRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let ctx = warren_proto::pb::SessionContext {
-        session_id: s.session_id,
-        secret: s.secret,
-        epoch: s.epoch,
-        ..Default::default()
-    };
+    let (mut c, ctx) = warren_testkit::proxy::raw_session(&proxies[1].1).await;
     // Its first answers may not be cacheable: its first, full lease reaches past the
     // proxy's hold-back cover until that is refreshed (docs/proxy.md, "A dead proxy").
-    let mut h = warren_proto::pb::OpenResponse::default();
-    for _ in 0..40 {
-        h = c
-            .open(warren_proto::pb::OpenRequest {
-                ctx: Some(ctx.clone()),
-                path: "/ls/local/w".into(),
-                intent: 1,
-                read: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if h.cacheable {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let h = warren_testkit::proxy::open_until_cacheable(&mut c, &ctx, "/ls/local/w", 40).await;
     assert!(h.cacheable, "the silent reader holds a copy");
     let mut k = c.clone();
     let silent = tokio::spawn(async move {

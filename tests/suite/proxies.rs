@@ -70,43 +70,15 @@ async fn coherence_run(writes: u64, silent_reader: bool) -> (u64, u64, Duration)
     // acknowledges anything: each write waits for it until it expires (≤ one lease).
     let mut silent = None;
     if silent_reader {
-        let mut c = pb::warren_client::WarrenClient::connect(format!("http://{}", b.addr()))
-            .await
-            .unwrap();
-        let s = c
-            .create_session(pb::CreateSessionRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-        let ctx = pb::SessionContext {
-            session_id: s.session_id,
-            secret: s.secret,
-            epoch: s.epoch,
-            ..Default::default()
-        };
+        let (mut c, ctx) = warren_testkit::proxy::raw_session(&b.addr()).await;
         for i in 0..FILES {
             // Its first answers may not be cacheable: its first, full lease reaches past
             // the proxy's hold-back cover until that is refreshed (docs/proxy.md, "A dead
             // proxy"). Within a client lease they are.
-            let mut cacheable = false;
-            for _ in 0..60 {
-                let h = c
-                    .open(pb::OpenRequest {
-                        ctx: Some(ctx.clone()),
-                        path: format!("/ls/local/f{i}"),
-                        intent: 1,
-                        read: true,
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner();
-                if h.cacheable {
-                    cacheable = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let path = format!("/ls/local/f{i}");
+            let cacheable = warren_testkit::proxy::open_until_cacheable(&mut c, &ctx, &path, 60)
+                .await
+                .cacheable;
             assert!(cacheable, "f{i} never cacheable for the silent reader");
         }
         // One KeepAlive, never followed by another: the invalidations it brings are never
