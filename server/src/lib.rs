@@ -3,9 +3,10 @@
 //! framing errors rewritten into the error table), [`metrics`] (the process-wide Prometheus
 //! recorder and the RPC counters both tiers record), [`admin`] (the admin HTTP pages) and
 //! [`lease`] (the server side of sessions: the lease table the cell core and the proxy core
-//! both build on). `proto` stays the wire protocol a client needs and nothing more.
+//! both build on) and [`auth`] (the identity TLS authenticated for a call). `proto` stays the wire protocol a client needs and nothing more.
 
 pub mod admin;
+pub mod auth;
 pub mod grpc;
 pub mod lease;
 pub mod metrics;
