@@ -1,9 +1,10 @@
 //! What Warren's two server tiers, cells and proxies, share, and what an application that
 //! links only `warren-client` never compiles: [`grpc`] (the one gRPC server setup, with
 //! framing errors rewritten into the error table), [`metrics`] (the process-wide Prometheus
-//! recorder and the RPC counters both tiers record), [`admin`] (the admin HTTP pages) and
+//! recorder and the RPC counters both tiers record), [`admin`] (the admin HTTP pages),
 //! [`lease`] (the server side of sessions: the lease table the cell core and the proxy core
-//! both build on) and [`auth`] (the identity TLS authenticated for a call). `proto` stays the wire protocol a client needs and nothing more.
+//! both build on) and [`auth`] (the identity TLS authenticated for a call). `proto` stays
+//! the wire protocol a client needs and nothing more.
 
 pub mod admin;
 pub mod auth;
