@@ -80,10 +80,22 @@ pub struct CellArgs {
     /// container port, a TCP relay): what Locate names as master. Env WARREN_ADVERTISE.
     #[arg(long)]
     advertise: Option<String>,
+    /// A principal (as a verified client certificate names it) that may act as a proxy:
+    /// create proxy sessions, claim client sessions and forward its clients' principals.
+    /// Repeat for several. Env WARREN_PROXY_PRINCIPALS (comma separated).
+    #[arg(long = "proxy-principal", value_name = "PRINCIPAL")]
+    proxy_principal: Vec<String>,
+    /// A principal that may write the reserved subtree /ls/<d>/warren/ and run reshards,
+    /// besides warren:operator. Repeat for several. Env WARREN_OPERATOR_PRINCIPALS.
+    #[arg(long = "operator-principal", value_name = "PRINCIPAL")]
+    operator_principal: Vec<String>,
 }
 
 /// Serves one cell until Ctrl-C / SIGTERM.
 pub async fn run(a: CellArgs) -> ExitCode {
+    let joined = |v: &Vec<String>| (!v.is_empty()).then(|| v.join(","));
+    let (proxy_principals, operator_principals) =
+        (joined(&a.proxy_principal), joined(&a.operator_principal));
     let flags = [
         ("name", &a.name),
         ("listen", &a.listen),
@@ -102,6 +114,8 @@ pub async fn run(a: CellArgs) -> ExitCode {
         ("etcd_max_txn_ops", &a.etcd_max_txn_ops),
         ("meta", &a.meta),
         ("advertise", &a.advertise),
+        ("proxy_principals", &proxy_principals),
+        ("operator_principals", &operator_principals),
     ];
     let sources = server_cmd::sources(a.config.as_deref(), &flags);
     server_cmd::load_and_serve(

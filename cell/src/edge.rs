@@ -14,6 +14,8 @@ pub fn bytes16(b: &[u8], field: &str) -> Result<[u8; 16], WarrenError> {
     })
 }
 
+/// The session part of a request, with the principal the transport authenticated for the
+/// call being handled ([`warren_server::auth::caller`]; none on a plaintext connection).
 pub fn ctx(c: Option<&pb::SessionContext>) -> Result<core::Ctx, WarrenError> {
     let c = c.ok_or_else(|| {
         WarrenError::invalid_argument("the request has no session context (field ctx)")
@@ -38,6 +40,7 @@ pub fn ctx(c: Option<&pb::SessionContext>) -> Result<core::Ctx, WarrenError> {
         secret: bytes16(&c.secret, "ctx.secret")?,
         epoch: c.epoch,
         client,
+        authenticated: warren_server::auth::caller().map(|p| p.principal),
     })
 }
 

@@ -74,6 +74,14 @@ pub struct CellConfig {
     /// when clients reach the replica through a different address (NAT, a container
     /// port, a TCP relay).
     pub advertise: Option<String>,
+    /// Principals, as the transport authenticates them (a verified client certificate),
+    /// that may act as proxies: create proxy sessions, claim client sessions and forward
+    /// their clients' principals (docs/security.md, "Authorization"). Empty: no
+    /// authenticated caller is a proxy. Callers on plaintext connections are not judged.
+    pub proxy_principals: Vec<String>,
+    /// Principals that may write the reserved subtree `/ls/<d>/warren/` and run reshards,
+    /// besides `warren:operator` and the cells' own `warren:cell` (docs/security.md).
+    pub operator_principals: Vec<String>,
 }
 
 /// The `store` setting.
@@ -109,6 +117,16 @@ const FIELDS: &[FieldSpec] = &[
     spec("etcd_max_txn_ops", "WARREN_ETCD_MAX_TXN_OPS"),
     spec("meta", "WARREN_META"),
     spec("advertise", "WARREN_ADVERTISE"),
+    FieldSpec {
+        name: "proxy_principals",
+        env: "WARREN_PROXY_PRINCIPALS",
+        flag_aliases: &["proxy_principal"],
+    },
+    FieldSpec {
+        name: "operator_principals",
+        env: "WARREN_OPERATOR_PRINCIPALS",
+        flag_aliases: &["operator_principal"],
+    },
 ];
 
 const fn spec(name: &'static str, env: &'static str) -> FieldSpec {
@@ -154,6 +172,8 @@ impl CellConfig {
             etcd_max_txn_ops: defaults::ETCD_MAX_TXN_OPS,
             meta: Vec::new(),
             advertise: None,
+            proxy_principals: Vec::new(),
+            operator_principals: Vec::new(),
         }
     }
 
@@ -258,6 +278,24 @@ impl CellConfig {
             Ok(a)
         })? {
             config.advertise = Some(v);
+        }
+        // Principals are listed comma separated (a TOML list is joined so), and the flags
+        // repeat (`warren cell` joins them).
+        let principals = |s: &str| {
+            let list = comma_list(s);
+            match list.iter().find(|p| p.len() > 255) {
+                Some(p) => Err(bad(
+                    format!("names a principal of {} bytes", p.len()),
+                    "principals are at most 255 bytes",
+                )),
+                None => Ok(list),
+            }
+        };
+        if let Some(v) = layers.parse("proxy_principals", principals)? {
+            config.proxy_principals = v;
+        }
+        if let Some(v) = layers.parse("operator_principals", principals)? {
+            config.operator_principals = v;
         }
         if let Some(admin) = layers.parse("admin", |s| match s.trim() {
             "" | "none" | "off" => Ok(None),

@@ -20,9 +20,39 @@ pub fn peer_identity<T>(req: &tonic::Request<T>) -> Option<&PeerIdentity> {
     req.extensions().get::<PeerIdentity>()
 }
 
+tokio::task_local! {
+    /// The caller of the call being handled ([`with_caller`]).
+    static CALLER: Option<PeerIdentity>;
+}
+
+/// Runs `call` (one RPC's handler) with `caller` as the identity [`caller`] reports:
+/// [`crate::warren_service!`] wraps every handler in it with the request's
+/// [`peer_identity`], so handlers, which get the request's message only, can still ask
+/// who called.
+pub async fn with_caller<F: std::future::Future>(caller: Option<PeerIdentity>, call: F) -> F::Output {
+    CALLER.scope(caller, call).await
+}
+
+/// The authenticated caller of the RPC being handled on this task: `None` on a plaintext
+/// connection, and outside any handler (a test calling a handler directly).
+pub fn caller() -> Option<PeerIdentity> {
+    CALLER.try_with(Clone::clone).ok().flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_handler_run_with_a_caller_sees_it_and_none_outside() {
+        assert_eq!(caller(), None);
+        let who = PeerIdentity {
+            principal: "alice".into(),
+        };
+        let seen = with_caller(Some(who.clone()), async { caller() }).await;
+        assert_eq!(seen, Some(who));
+        assert_eq!(with_caller(None, async { caller() }).await, None);
+    }
 
     #[test]
     fn a_request_carries_the_identity_put_in_its_extensions_and_none_otherwise() {

@@ -164,7 +164,8 @@ macro_rules! warren_service {
                     $crate::grpc::reexport::tonic::Response<$crate::grpc::reexport::pb::$resp>,
                     $crate::grpc::reexport::tonic::Status,
                 > {
-                    $observe($name, $handlers::$rpc(self, req.into_inner()))
+                    let caller = $crate::auth::peer_identity(&req).cloned();
+                    $crate::auth::with_caller(caller, $observe($name, $handlers::$rpc(self, req.into_inner())))
                         .await
                         .map($crate::grpc::reexport::tonic::Response::new)
                 }

@@ -84,6 +84,28 @@ impl Master {
         )))
     }
 
+    /// Refuses a change to the reserved subtree `/ls/<d>/warren/` (the partition map,
+    /// reshard jobs) unless `principal` is an operator or a cell ([`super::CallerRules`];
+    /// the cells' own writes of the subtree take no session and are not checked).
+    pub(super) fn check_reserved_write(
+        &self,
+        principal: &str,
+        what: &str,
+        path: &str,
+    ) -> Result<(), WarrenError> {
+        if !warren_router::is_reserved(path) || self.cfg.callers.is_operator(principal) {
+            return Ok(());
+        }
+        Err(WarrenError::permission_denied(format!(
+            "principal {principal:?} may not {what} {path}: the reserved subtree {}/{}/ (the \
+             partition map, reshard jobs) is written only by operators ({:?} or a principal \
+             in the cell's operator_principals, --operator-principal)",
+            path::root_of(&self.cfg.deployment),
+            warren_router::RESERVED,
+            super::OPERATOR_PRINCIPAL,
+        )))
+    }
+
     pub(super) fn check_open_acl(
         &self,
         principal: &str,

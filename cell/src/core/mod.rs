@@ -16,6 +16,7 @@ pub mod path;
 pub mod token;
 
 mod acl;
+mod caller;
 mod caching;
 mod events;
 mod handles;
@@ -34,6 +35,7 @@ mod time;
 mod writes;
 
 pub use caching::{DESERTED_GRACE, HOLD_BACK_MARGIN};
+pub use caller::{Caller, CallerRules};
 pub use events::{mask, ChildChange, Event, EventKind};
 pub use handles::intent;
 pub use keepalive::KeepAliveReply;
@@ -102,6 +104,9 @@ pub struct CoreConfig {
     /// the first map arrives. Empty: the meta cell, or the only cell of an unpartitioned
     /// deployment; its map is the file `/ls/<d>/warren/map` in its own namespace, if any.
     pub meta: Vec<String>,
+    /// Who may act as a proxy and who is an operator, for calls with an authenticated
+    /// principal (docs/security.md, "Authorization").
+    pub callers: CallerRules,
 }
 
 impl CoreConfig {
@@ -118,6 +123,7 @@ impl CoreConfig {
             max_file_size: warren_config::defaults::FILE_SIZE_LIMIT,
             ephemeral_cleanup: warren_config::defaults::EPHEMERAL_CLEANUP,
             meta: Vec::new(),
+            callers: CallerRules::default(),
         }
     }
 }

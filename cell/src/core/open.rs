@@ -88,6 +88,7 @@ impl Master {
             if self.is_own_map_file(&a.path) {
                 self.check_map_create(&principal, c.kind, c.ephemeral, &c.contents)?;
             }
+            self.check_reserved_write(&principal, "create", &a.path)?;
             let parked = if a.target == Target::Anchor {
                 self.create_anchor(sid, a, c)?
             } else {

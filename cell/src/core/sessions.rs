@@ -27,6 +27,10 @@ pub struct Ctx {
     pub epoch: u64,
     /// Set by a proxy on its proxy session: the call is made for this client session.
     pub client: Option<ClientCtx>,
+    /// The principal the transport authenticated for the call (a verified client
+    /// certificate); `None` on a plaintext connection, where asserted principals are
+    /// trusted ([`super::caller`]).
+    pub authenticated: Option<String>,
 }
 
 /// The client part of a proxy's request (`SessionContext.client_*`).
@@ -96,6 +100,25 @@ impl Master {
         now: Instant,
     ) -> Result<SessionCreated, WarrenError> {
         self.new_session(principal, false, now)
+    }
+
+    /// `CreateSession` from a caller the transport authenticated as `authenticated`
+    /// (`None`: plaintext): the caller rule ([`super::caller`]) decides whether it may
+    /// create a proxy session and which principal the session acts for, to which it is
+    /// then bound.
+    pub fn create_session_as(
+        &mut self,
+        authenticated: Option<&str>,
+        principal: &str,
+        proxy: bool,
+        now: Instant,
+    ) -> Result<SessionCreated, WarrenError> {
+        let caller = self.cfg.callers.judge(
+            authenticated,
+            principal,
+            proxy.then_some("create a proxy session (CreateSession with proxy = true)"),
+        )?;
+        self.new_session(&caller.session_principal(principal), proxy, now)
     }
 
     /// `CreateSession{proxy: true}`: a proxy's upstream session, granted the proxy lease;
@@ -185,12 +208,16 @@ impl Master {
         }
         match &ctx.client {
             None => Ok(sid),
-            Some(c) => self.client_session(sid, c, register),
+            Some(c) => {
+                let caller = self.caller(ctx)?;
+                self.client_session(sid, c, register, &caller)
+            }
         }
     }
 
     /// Validates the session part of a request: epoch, session, secret, lease.
     pub(super) fn check_session(&mut self, ctx: &Ctx) -> Result<SessionId, WarrenError> {
+        let caller = self.caller(ctx)?;
         if ctx.epoch != self.meta.epoch {
             if ctx.epoch < self.meta.epoch {
                 return Err(WarrenError::stale_epoch(self.meta.epoch, ctx.epoch));
@@ -218,6 +245,7 @@ impl Master {
                 short_id(&ctx.session)
             )));
         }
+        caller.may_use_session(&ctx.session, &s.rec.principal)?;
         if self.now > s.lease.end {
             self.expire_session(ctx.session);
             return Err(WarrenError::session_expired(format!(
@@ -226,6 +254,18 @@ impl Master {
             )));
         }
         Ok(ctx.session)
+    }
+
+    /// The caller rule for a call with session context `ctx`: acting for a client session
+    /// is for proxies only.
+    pub(super) fn caller(&self, ctx: &Ctx) -> Result<super::Caller, WarrenError> {
+        self.cfg.callers.judge(
+            ctx.authenticated.as_deref(),
+            "",
+            ctx.client
+                .is_some()
+                .then_some("act for a client session (ctx.client_session)"),
+        )
     }
 
     /// `CloseSession`: ends the session, or, with `ctx.client`, only that client

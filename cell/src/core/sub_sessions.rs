@@ -1,19 +1,22 @@
 //! Client sub-sessions of proxy sessions (docs/design.md §10): registering them on `Open`,
 //! `ClaimSession`, orphans waiting for the claim window, and tombstones of ended ones.
 
-use super::{ChildChange, ClientCtx, Ctx, Event, EventKind, Master, Session};
+use super::{Caller, ChildChange, ClientCtx, Ctx, Event, EventKind, Master, Session};
 use crate::store::{Mutation, SessionId, SessionRecord};
 use tokio::time::Instant;
 use warren_proto::WarrenError;
 use warren_server::lease::short_id;
 
 impl Master {
-    /// The client sub-session `c` named by proxy session `proxy` (docs/design.md §10, docs/proxy.md).
+    /// The client sub-session `c` named by proxy session `proxy` (docs/design.md §10, docs/proxy.md),
+    /// for `caller` (an authenticated proxy must forward the principal the client session
+    /// was registered with).
     pub(super) fn client_session(
         &mut self,
         proxy: SessionId,
         c: &ClientCtx,
         register: bool,
+        caller: &Caller,
     ) -> Result<SessionId, WarrenError> {
         if let Some(s) = self.sessions.get(&c.session) {
             let Some(parent) = s.rec.parent else {
@@ -28,6 +31,7 @@ impl Master {
                     short_id(&c.session)
                 )));
             }
+            caller.may_forward(&c.session, &s.rec.principal, &c.principal)?;
             if parent != proxy && s.moved_in && s.orphan_until.is_some() {
                 self.adopt_moved_orphan(c.session, proxy);
                 return Ok(c.session);
@@ -99,6 +103,9 @@ impl Master {
             ));
         }
         self.need_map()?;
+        self.cfg
+            .callers
+            .judge(ctx.authenticated.as_deref(), "", Some("call ClaimSession"))?;
         let sid = self.check_session(ctx)?;
         if !self.sessions[&sid].rec.proxy {
             return Err(WarrenError::invalid_argument(format!(

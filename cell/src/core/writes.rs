@@ -41,10 +41,11 @@ impl Master {
                 )));
             }
         }
+        let principal = &self.sessions[&sid].rec.principal;
         if self.is_own_map_file(&p) {
-            let principal = &self.sessions[&sid].rec.principal;
             self.check_map_write(principal, data)?;
         }
+        self.check_reserved_write(principal, "write", &p)?;
         // The proxy that forwards a client's write may say it holds no copy for anyone
         // else (then its session, the cacher of record for its clients, is spared).
         let proxy = ctx
@@ -94,9 +95,11 @@ impl Master {
         let (sid, k, p) = self.on_handle(ctx, token, now)?;
         self.need_intent(k, intent::CHANGE_ACL, "SetAcl")?;
         check_acl_names(acl)?;
+        let principal = &self.sessions[&sid].rec.principal;
         if self.is_own_map_file(&p) {
-            self.check_map_acl(&self.sessions[&sid].rec.principal)?;
+            self.check_map_acl(principal)?;
         }
+        self.check_reserved_write(principal, "change the ACL of", &p)?;
         if let Some(w) = self.barrier(sid, &[&p]) {
             return Ok(Reply::Wait(w));
         }
@@ -129,6 +132,7 @@ impl Master {
             return Err(self.map_delete_refused());
         }
         let principal = self.sessions[&sid].rec.principal.clone();
+        self.check_reserved_write(&principal, "delete", &p)?;
         let n = &self.nodes[&p];
         if !self.handles[&k].entry {
             self.acl_allows(&principal, &n.rec.meta.acl.write, "delete", &p)?;

@@ -84,6 +84,10 @@ impl CellOptions {
         core.max_lock_delay = c.max_lock_delay;
         core.max_file_size = c.max_file_size;
         core.ephemeral_cleanup = c.ephemeral_cleanup;
+        core.callers = crate::core::CallerRules {
+            proxies: c.proxy_principals.iter().cloned().collect(),
+            operators: c.operator_principals.iter().cloned().collect(),
+        };
         CellOptions {
             replica: c.replica.clone(),
             meta: c.meta.clone(),

@@ -60,6 +60,9 @@ pub(crate) struct Node {
     pub(crate) advertise: String,
     pub(crate) replica: String,
     pub(crate) store_kind: &'static str,
+    /// Who may act as a proxy or an operator (docs/security.md), for the services that
+    /// judge callers outside the master (the reshard service).
+    pub(crate) callers: crate::core::CallerRules,
     /// Last known health of the store backend (etcd), for `/status`.
     pub(crate) store_health: RwLock<String>,
     /// The latest report that a caller could not reach the master (docs/design.md §9, "A
@@ -83,6 +86,7 @@ impl Node {
             advertise,
             replica: opts.replica.clone(),
             store_kind,
+            callers: opts.core.callers.clone(),
             store_health: RwLock::new("ok".into()),
             unreachable: tokio::sync::watch::channel(None).0,
         })

@@ -28,6 +28,28 @@ pub(super) struct ReshardService {
     node: Arc<Node>,
 }
 
+impl ReshardService {
+    /// The reshard calls are for the cells' reshard job and `warren ctl reshard`: from an
+    /// authenticated caller, only an operator or a cell ([`crate::core::CallerRules`]);
+    /// on a plaintext connection not judged, as every asserted principal (docs/security.md).
+    fn operator_only<T>(&self, req: &Request<T>, call: &str) -> Result<(), Status> {
+        match warren_server::auth::peer_identity(req) {
+            Some(p) if !self.node.callers.is_operator(&p.principal) => {
+                Err(WarrenError::permission_denied(format!(
+                    "principal {:?} may not call Reshard.{call}: reshard calls are for cells \
+                     ({:?}) and operators ({:?} or a principal in the cell's \
+                     operator_principals, --operator-principal)",
+                    p.principal,
+                    crate::core::CELL_PRINCIPAL,
+                    crate::core::OPERATOR_PRINCIPAL,
+                ))
+                .into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The slots and job every slot call names, checked.
 fn slots_of(job: &str, slots: &[u32]) -> Result<(), Status> {
     if job.is_empty() || job.len() > 128 {
@@ -47,6 +69,7 @@ impl pb::reshard_server::Reshard for ReshardService {
         &self,
         req: Request<pb::SlotStatsRequest>,
     ) -> Result<Response<pb::SlotStatsResponse>, Status> {
+        self.operator_only(&req, "SlotStats")?;
         let r = req.into_inner();
         let shared = self.node.master()?;
         let (map_epoch, stats) = shared
@@ -74,6 +97,7 @@ impl pb::reshard_server::Reshard for ReshardService {
         &self,
         req: Request<pb::ExportSlotsRequest>,
     ) -> Result<Response<pb::ExportSlotsResponse>, Status> {
+        self.operator_only(&req, "ExportSlots")?;
         let r = req.into_inner();
         slots_of(&r.job, &r.slots)?;
         fault::crash_if_armed(CrashPoint::OnExport);
@@ -101,6 +125,7 @@ impl pb::reshard_server::Reshard for ReshardService {
         &self,
         req: Request<pb::ImportSlotsRequest>,
     ) -> Result<Response<pb::ImportSlotsResponse>, Status> {
+        self.operator_only(&req, "ImportSlots")?;
         let r = req.into_inner();
         slots_of(&r.job, &r.slots)?;
         let bundle = decode_bundle(&r.bundle)?;
@@ -120,6 +145,7 @@ impl pb::reshard_server::Reshard for ReshardService {
         &self,
         req: Request<pb::FreezeSlotsRequest>,
     ) -> Result<Response<pb::FreezeSlotsResponse>, Status> {
+        self.operator_only(&req, "FreezeSlots")?;
         let r = req.into_inner();
         slots_of(&r.job, &r.slots)?;
         let bound = match r.timeout_ms {
@@ -138,6 +164,7 @@ impl pb::reshard_server::Reshard for ReshardService {
         &self,
         req: Request<pb::HandOffSlotsRequest>,
     ) -> Result<Response<pb::HandOffSlotsResponse>, Status> {
+        self.operator_only(&req, "HandOffSlots")?;
         let r = req.into_inner();
         slots_of(&r.job, &r.slots)?;
         if r.to.is_empty() || r.map_epoch == 0 {
@@ -166,6 +193,7 @@ impl pb::reshard_server::Reshard for ReshardService {
         &self,
         req: Request<pb::ReleaseSlotsRequest>,
     ) -> Result<Response<pb::ReleaseSlotsResponse>, Status> {
+        self.operator_only(&req, "ReleaseSlots")?;
         let r = req.into_inner();
         slots_of(&r.job, &r.slots)?;
         let shared = self.node.master()?;
@@ -182,6 +210,7 @@ impl pb::reshard_server::Reshard for ReshardService {
         &self,
         req: Request<pb::DropSlotsRequest>,
     ) -> Result<Response<pb::DropSlotsResponse>, Status> {
+        self.operator_only(&req, "DropSlots")?;
         let r = req.into_inner();
         slots_of(&r.job, &r.slots)?;
         let shared = self.node.master()?;
@@ -196,6 +225,7 @@ impl pb::reshard_server::Reshard for ReshardService {
         &self,
         req: Request<pb::ApplyPlanRequest>,
     ) -> Result<Response<pb::ApplyPlanResponse>, Status> {
+        self.operator_only(&req, "ApplyPlan")?;
         reshard_job::apply(&self.node, req.into_inner())
             .await
             .map(Response::new)
@@ -203,15 +233,17 @@ impl pb::reshard_server::Reshard for ReshardService {
 
     async fn job_status(
         &self,
-        _req: Request<pb::JobStatusRequest>,
+        req: Request<pb::JobStatusRequest>,
     ) -> Result<Response<pb::JobStatusResponse>, Status> {
+        self.operator_only(&req, "JobStatus")?;
         reshard_job::status(&self.node).await.map(Response::new)
     }
 
     async fn abort_job(
         &self,
-        _req: Request<pb::AbortJobRequest>,
+        req: Request<pb::AbortJobRequest>,
     ) -> Result<Response<pb::AbortJobResponse>, Status> {
+        self.operator_only(&req, "AbortJob")?;
         reshard_job::abort(&self.node).await.map(Response::new)
     }
 }

@@ -39,6 +39,8 @@ fn defaults() {
             etcd_max_txn_ops: 128,
             meta: Vec::new(),
             advertise: None,
+            proxy_principals: Vec::new(),
+            operator_principals: Vec::new(),
         }
     );
     assert_eq!(c.validate(), Ok(()));
@@ -464,4 +466,26 @@ fn reads_a_real_file() {
         "{e:?}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn proxy_and_operator_principals_from_file_env_and_repeated_flags() {
+    let file = base().with_file(
+        "/etc/warren/cell.toml",
+        "proxy_principals = [\"warren:proxy-1\", \"warren:proxy-2\"]\n",
+    );
+    let c = CellConfig::load(&file).unwrap();
+    assert_eq!(c.proxy_principals, ["warren:proxy-1", "warren:proxy-2"]);
+    assert!(c.operator_principals.is_empty());
+    let env = base().with_env("WARREN_OPERATOR_PRINCIPALS", "ops, sre");
+    assert_eq!(
+        CellConfig::load(&env).unwrap().operator_principals,
+        ["ops", "sre"]
+    );
+    // `warren cell --proxy-principal a --proxy-principal b` arrives joined.
+    let flags = base().with_flag("--proxy-principal", "a,b");
+    assert_eq!(CellConfig::load(&flags).unwrap().proxy_principals, ["a", "b"]);
+    let long = base().with_flag("operator-principal", "x".repeat(256));
+    let e = err(&long).to_string();
+    assert!(e.contains("operator_principals") && e.contains("255 bytes"), "{e}");
 }

@@ -138,6 +138,7 @@ fn ctx_of(c: &SessionCreated) -> Ctx {
         secret: c.secret,
         epoch: c.epoch,
         client: None,
+        authenticated: None,
     }
 }
 

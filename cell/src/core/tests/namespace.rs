@@ -248,6 +248,7 @@ fn acl_files_govern_open_and_delete() {
             secret: c.secret,
             epoch: c.epoch,
             client: None,
+            authenticated: None,
         }
     };
     t.file(&admin, "/ls/local/acl/ops", b"alice\ncarol\n", 0.0);

@@ -238,6 +238,7 @@ fn forwarded_calls_act_as_the_client_session() {
         secret: csecret(1),
         epoch: 1,
         client: None,
+        authenticated: None,
     };
     assert_eq!(
         code(t.m.get_stat(&direct, &o.handle, t.at(1.0))),

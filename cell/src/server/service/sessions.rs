@@ -28,11 +28,9 @@ pub(super) async fn create_session(
         .node
         .master()?
         .run(|m, now| {
-            if r.proxy {
-                m.create_proxy_session(&r.principal, now)
-            } else {
-                m.create_session(&r.principal, now)
-            }
+            let caller = warren_server::auth::caller();
+            let authenticated = caller.as_ref().map(|p| p.principal.as_str());
+            m.create_session_as(authenticated, &r.principal, r.proxy, now)
         })
         .await?;
     Ok(pb::CreateSessionResponse {
