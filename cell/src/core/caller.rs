@@ -201,7 +201,10 @@ mod tests {
             &["\"alice\"", "\"bob\"", "only proxy principals"],
         );
         // An operator certificate does not make a client an operator by assertion either.
-        denied(r.judge(Some("alice"), OPERATOR_PRINCIPAL, None), &["\"alice\""]);
+        denied(
+            r.judge(Some("alice"), OPERATOR_PRINCIPAL, None),
+            &["\"alice\""],
+        );
         for asserted in ["", "alice"] {
             let c = r.judge(Some("alice"), asserted, None).unwrap();
             assert_eq!(c.session_principal(asserted), "alice");
@@ -231,7 +234,10 @@ mod tests {
         let p = r.judge(Some("warren:proxy-1"), "", None).unwrap();
         p.may_use_session(&[7; 16], "alice").unwrap();
         // A proxy forwarding another principal for a registered client session: refused.
-        denied(p.may_forward(&[7; 16], "alice", "bob"), &["\"alice\"", "\"bob\""]);
+        denied(
+            p.may_forward(&[7; 16], "alice", "bob"),
+            &["\"alice\"", "\"bob\""],
+        );
         p.may_forward(&[7; 16], "alice", "alice").unwrap();
     }
 

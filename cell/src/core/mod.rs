@@ -16,8 +16,8 @@ pub mod path;
 pub mod token;
 
 mod acl;
-mod caller;
 mod caching;
+mod caller;
 mod events;
 mod handles;
 mod keepalive;

@@ -484,8 +484,14 @@ fn proxy_and_operator_principals_from_file_env_and_repeated_flags() {
     );
     // `warren cell --proxy-principal a --proxy-principal b` arrives joined.
     let flags = base().with_flag("--proxy-principal", "a,b");
-    assert_eq!(CellConfig::load(&flags).unwrap().proxy_principals, ["a", "b"]);
+    assert_eq!(
+        CellConfig::load(&flags).unwrap().proxy_principals,
+        ["a", "b"]
+    );
     let long = base().with_flag("operator-principal", "x".repeat(256));
     let e = err(&long).to_string();
-    assert!(e.contains("operator_principals") && e.contains("255 bytes"), "{e}");
+    assert!(
+        e.contains("operator_principals") && e.contains("255 bytes"),
+        "{e}"
+    );
 }

@@ -10,6 +10,7 @@ use crate::store::{
 use warren_proto::ErrorCode;
 use warren_router::Route;
 
+mod authz;
 mod caching;
 mod events;
 mod locks;
