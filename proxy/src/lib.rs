@@ -11,6 +11,7 @@ pub mod admin;
 pub mod cache;
 pub mod core;
 pub mod moved;
+pub mod permission;
 pub mod routing;
 mod service;
 pub mod upstream;

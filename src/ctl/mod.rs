@@ -25,6 +25,8 @@
 //! | `check-sequencer SEQUENCER` | asks whether the sequencer is current | `current` (exit 0) or `stale` (exit 1) |
 //! | `watch PATH [--count N]` | opens with every event bit; stops after N events (default: at Ctrl-C) | one event per line |
 //! | `status` | `Locate` on the first endpoint that answers | `key: value` lines |
+//! | `acl get PATH` | reads the node's ACL names (files in `/ls/<d>/acl/`) | `path:`, `read:`, `write:`, `change_acl:` lines (`(none)` for an empty name: unrestricted) |
+//! | `acl set PATH [--read NAME] [--write NAME] [--change-acl NAME] [--file NAME=P1,P2 …]` | writes each `--file` ACL file (one principal per line, created if missing), then changes the names given (the others stay) | as `acl get`, after the change |
 //! | `deployment init --meta HOST:PORT[,…] --cell NAME=HOST:PORT[,HOST:PORT…] [--cell …] [--slots S]` | writes the deployment's first partition map (epoch 1; S slots, default 4096, spread evenly over the cells in the order given) to `/ls/<deployment>/warren/map` on the meta cell (`--meta` is the endpoint; `--endpoint`/`--proxies` are ignored); never replaces a map (`ALREADY_EXISTS`) | `initialised deployment D: map epoch 1, S slots over N cells` |
 //! | `map show` | reads and checks `/ls/<deployment>/warren/map` | `deployment:`, `map_epoch:`, `slots:` lines, then one line per cell (below) |
 //! | `map repair --meta HOST:PORT[,…] [--from-cell ADMIN_HOST:PORT,…] [--from MAP.json]` | when the stored map file does not parse: takes the newest map the cells hold in memory (their admin `/map` pages) or the file gives, raises its epoch above every epoch seen (the cells' `/status`, the meta cell's, the garbage's) and writes it at the meta cell (`--meta` is the endpoint); refuses when the stored map parses (docs/operations.md) | `repaired the partition map of deployment D: map epoch E, from SOURCE (epoch K); the stored file was unreadable: …` |
@@ -112,11 +114,15 @@
 //!
 //! `deployment init` and `map repair` run as principal `warren:operator` (the only one, with
 //! the cells', the meta cell accepts map writes from), whatever `$WARREN_PRINCIPAL` says.
+//! Other writes to the reserved subtree `/ls/<d>/warren/` need an operator principal too
+//! (docs/security.md, "Authorization"): on a plaintext connection, set
+//! `WARREN_PRINCIPAL=warren:operator`; over TLS, the certificate must name an operator.
 //!
 //! Note: ctl's session ends when the command does, so a node created `--ephemeral` is
 //! deleted as soon as ctl exits (useful with `lock`/`watch` in another terminal only for
 //! nodes they hold open).
 
+mod acl;
 mod deployment;
 mod failure;
 mod locks;
@@ -266,6 +272,11 @@ pub enum CtlCommand {
     },
     /// Show which server is master, its epoch and deployment.
     Status,
+    /// Show or change a node's ACL names, and write ACL files' principals.
+    Acl {
+        #[command(subcommand)]
+        command: acl::AclCommand,
+    },
     /// Create and manage the deployment (its partition map).
     Deployment {
         #[command(subcommand)]
@@ -479,6 +490,7 @@ async fn dispatch(
             return locks::check_sequencer(session, &sequencer, out).await;
         }
         CtlCommand::Watch { path, count } => watch::watch(session, &path, count, out).await?,
+        CtlCommand::Acl { command } => acl::run(session, command, out).await?,
         CtlCommand::Status => {
             let info = session.locate().await?;
             output::print_line(&output::status_text(&info, out.json))?;

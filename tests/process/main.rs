@@ -3,6 +3,7 @@
 //! (meta cell, data cells, proxies) with its admin endpoints, Ctrl-C and resume; `warren dev
 //! --add-cell` and `warren ctl reshard`.
 
+mod authz;
 mod ctl;
 mod deploy;
 mod dev;

@@ -84,6 +84,27 @@ impl Master {
         )))
     }
 
+    /// Checks the read ACL of `path` again on a read by session `sid`: the ACL file or the
+    /// node's ACL names may have changed since the handle was opened, and a proxy that
+    /// cannot judge a read from its cache forwards it here (docs/security.md). An ACL file
+    /// held by another cell and not supplied is not fetched for a read: the read is judged
+    /// by the check its `Open` passed.
+    pub(super) fn check_read_acl(
+        &self,
+        sid: crate::store::SessionId,
+        path: &str,
+    ) -> Result<(), WarrenError> {
+        let name = &self.nodes[path].rec.meta.acl.read;
+        if name.is_empty() {
+            return Ok(());
+        }
+        let file = format!("{}/acl/{name}", path::root_of(&self.cfg.deployment));
+        if self.owner_elsewhere(&file, false)?.is_some() && !self.acl_supply.contains_key(&file) {
+            return Ok(());
+        }
+        self.acl_allows(&self.sessions[&sid].rec.principal, name, "read", path)
+    }
+
     /// Refuses a change to the reserved subtree `/ls/<d>/warren/` (the partition map,
     /// reshard jobs) unless `principal` is an operator or a cell ([`super::CallerRules`];
     /// the cells' own writes of the subtree take no session and are not checked).

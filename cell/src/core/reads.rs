@@ -23,6 +23,7 @@ impl Master {
     ) -> Result<(Vec<u8>, StatView, bool), WarrenError> {
         let (sid, k, p) = self.on_handle(ctx, token, now)?;
         self.need_intent(k, intent::READ, "reading contents")?;
+        self.check_read_acl(sid, &p)?;
         let n = self.need_kind(&p, NodeKind::File, "is a directory; use ReadDir")?;
         let data = n.contents.clone();
         let cacheable = self.register_cacher(sid, &p);
@@ -50,6 +51,7 @@ impl Master {
     ) -> Result<(Vec<DirEntryView>, StatView, bool), WarrenError> {
         let (sid, k, p) = self.on_handle(ctx, token, now)?;
         self.need_intent(k, intent::READ, "listing a directory")?;
+        self.check_read_acl(sid, &p)?;
         let n = self.need_kind(&p, NodeKind::Directory, "is a file, not a directory")?;
         let entries = n
             .children

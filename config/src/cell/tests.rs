@@ -399,7 +399,8 @@ fn unknown_key_and_flag() {
             fix: "did you mean \"lease\"? the keys are: name, listen, admin, data, deployment, \
                   lease, keepalive_reply_before_end, max_lease, proxy_lease, claim_window, \
                   max_lock_delay, max_file_size, ephemeral_cleanup, store, etcd, replica, \
-                  etcd_lease, etcd_max_txn_ops, meta, advertise"
+                  etcd_lease, etcd_max_txn_ops, meta, advertise, proxy_principals, \
+                  operator_principals"
                 .into(),
         }
     );

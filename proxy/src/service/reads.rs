@@ -4,19 +4,39 @@
 
 use super::*;
 use crate::cache::{Entry, Ticket};
+use crate::core::ProxyCore;
+use crate::permission::{self, Verdict};
+
+/// Why a read was not answered from the cache.
+pub(super) enum Missed {
+    /// Not cached (or not for this handle): fetch it from the cell under this ticket.
+    Fetch(Ticket),
+    /// Cached, but the client's principal may not read it ([`crate::permission`]). The
+    /// copy stays for those who may.
+    Refused(WarrenError),
+}
 
 impl Service {
     /// A cached read: the handle must be one the cell gave this client (not closed), with
     /// the intent the cell would demand, and no sequencer (the cell checks those); and the
     /// proxy's session at the cells involved must still cover its cache
     /// ([`crate::core::ProxyCore::cache_covered`]).
+    ///
+    /// A read that needs read permission is served only if the node's read ACL, as cached
+    /// here, lists the client's principal ([`permission::may_read`]); a read whose ACL
+    /// file is not cached here goes to the cell, which enforces it.
     pub(super) fn cached<T>(
         &self,
         who: &Who,
         token: &[u8],
         need_read: bool,
         get: impl FnOnce(&Entry, u64) -> Option<T>,
-    ) -> Result<(T, bool), Ticket> {
+        stat: impl FnOnce(&T) -> &pb::Stat,
+    ) -> Result<(T, bool), Missed> {
+        let miss = |c: &mut ProxyCore| {
+            c.cache.note_miss();
+            Missed::Fetch(c.cache.ticket())
+        };
         self.shared.with_core(|c| {
             let info = match c.handle(&who.id, token) {
                 Some(h)
@@ -24,24 +44,42 @@ impl Service {
                 {
                     h.clone()
                 }
-                _ => {
-                    c.cache.note_miss();
-                    return Err(c.cache.ticket());
-                }
+                _ => return Err(miss(c)),
             };
             let ticket = c.cache.ticket();
             if !c.cache_covered(&info.path, info.cell, Instant::now()) {
                 c.cache.note_miss();
-                return Err(ticket);
+                return Err(Missed::Fetch(ticket));
             }
-            let hit = c.cache.get(&info.path).and_then(|e| get(e, info.instance));
-            match hit {
-                Some(v) => {
-                    let cacheable = c.note_cacher(&who.id, &info.path, None);
-                    Ok((v, cacheable))
+            let hit = c.cache.peek(&info.path).and_then(|e| get(e, info.instance));
+            let Some(v) = hit else {
+                return Err(miss(c));
+            };
+            if need_read {
+                match self.read_verdict(c, &who.principal, &info.path, stat(&v)) {
+                    Verdict::Serve => {}
+                    Verdict::Refuse(e) => return Err(Missed::Refused(e)),
+                    Verdict::AskTheCell => return Err(miss(c)),
                 }
-                None => Err(ticket),
             }
+            c.cache.note_hit();
+            let cacheable = c.note_cacher(&who.id, &info.path, None);
+            Ok((v, cacheable))
+        })
+    }
+
+    /// Whether `principal` may be served the cached copy of `path` whose stat is `stat`:
+    /// [`permission::may_read`] with the ACL files this proxy caches. A proxy that has not
+    /// learned its deployment yet has nothing cached to judge by: the cell decides.
+    fn read_verdict(&self, c: &ProxyCore, principal: &str, path: &str, stat: &pb::Stat) -> Verdict {
+        let Some(deployment) = self.shared.deployment.get() else {
+            return Verdict::AskTheCell;
+        };
+        permission::may_read(deployment, principal, path, stat, |file| {
+            c.cache
+                .peek(file)
+                .and_then(|e| e.contents.as_ref())
+                .map(|(data, _)| data.as_slice())
         })
     }
 
@@ -196,6 +234,8 @@ pub(super) trait CachedRead: Rpc + WithHandle + Sync {
     const NEEDS_READ: bool;
     /// The entry's copy for this read, if it is of node instance `instance`.
     fn lookup(e: &Entry, instance: u64) -> Option<Self::Copy>;
+    /// The node's stat in a copy (its ACL names decide who may be served it).
+    fn stat(copy: &Self::Copy) -> &pb::Stat;
     /// The answer made from a cached copy (cacheable).
     fn from_copy(copy: Self::Copy) -> Self::Reply;
     /// The reply's `cacheable` flag.
@@ -212,6 +252,9 @@ impl CachedRead for pb::GetContentsAndStatRequest {
             .as_ref()
             .filter(|(_, s)| s.instance == instance)
             .cloned()
+    }
+    fn stat((_, stat): &Self::Copy) -> &pb::Stat {
+        stat
     }
     fn from_copy((contents, stat): Self::Copy) -> Self::Reply {
         pb::GetContentsAndStatResponse {
@@ -244,6 +287,9 @@ impl CachedRead for pb::GetStatRequest {
             .filter(|s| s.instance == instance)
             .cloned()
     }
+    fn stat(stat: &Self::Copy) -> &pb::Stat {
+        stat
+    }
     fn from_copy(stat: Self::Copy) -> Self::Reply {
         pb::GetStatResponse {
             stat: Some(stat),
@@ -269,6 +315,9 @@ impl CachedRead for pb::ReadDirRequest {
             .as_ref()
             .filter(|(_, s)| s.instance == instance)
             .cloned()
+    }
+    fn stat((_, stat): &Self::Copy) -> &pb::Stat {
+        stat
     }
     fn from_copy((entries, stat): Self::Copy) -> Self::Reply {
         pb::ReadDirResponse {
@@ -311,9 +360,19 @@ impl Service {
     fn hit<Q: CachedRead>(&self, r: &Q) -> Option<Q::Reply> {
         let (id, secret, epoch, _) = parse_ctx(r.ctx()).ok()?;
         let now = Instant::now();
+        let authenticated = warren_server::auth::caller();
         let copy = self.shared.with_core(|c| {
             if !matches!(c.check(&id, &secret, epoch, now), Ok(Known::Yes)) {
                 return None;
+            }
+            // A session presented under another principal's certificate: the full path
+            // refuses it.
+            if let Some(a) = &authenticated {
+                if c.identity(&id)
+                    .is_none_or(|(owner, _)| owner != a.principal)
+                {
+                    return None;
+                }
             }
             let h = c.handle(&id, r.handle())?;
             if h.sequencer || h.unconfirmed || (Q::NEEDS_READ && h.intent & READ == 0) {
@@ -325,6 +384,15 @@ impl Service {
                 return None;
             }
             let copy = Q::lookup(c.cache.peek(&h.path)?, h.instance)?;
+            // Anything but a plain permission to read goes the full path, which refuses
+            // or asks the cell; a principal is looked up only for a node with a read ACL.
+            let stat = Q::stat(&copy);
+            if Q::NEEDS_READ && stat.acl.as_ref().is_some_and(|a| !a.read.is_empty()) {
+                let (principal, _) = c.identity(&id)?;
+                if self.read_verdict(c, &principal, &h.path, stat) != Verdict::Serve {
+                    return None;
+                }
+            }
             if !c.is_cacher(&id, &h.path) {
                 let path = h.path.clone();
                 if !c.note_cacher(&id, &path, None) {
@@ -344,14 +412,15 @@ impl Service {
 /// invalidated the path meanwhile.
 async fn fetched_read<Q: CachedRead>(svc: &Service, r: Q) -> Answer<Q::Reply> {
     let who = svc.session(r.ctx()).await?;
-    let ticket = match svc.cached(&who, r.handle(), Q::NEEDS_READ, Q::lookup) {
+    let ticket = match svc.cached(&who, r.handle(), Q::NEEDS_READ, Q::lookup, Q::stat) {
         Ok((copy, cacheable)) => {
             // Not for the client to keep if its lease reaches past the proxy's cover.
             let mut reply = Q::from_copy(copy);
             *Q::cacheable(&mut reply) = cacheable;
             return Ok(reply);
         }
-        Err(t) => t,
+        Err(Missed::Fetch(t)) => t,
+        Err(Missed::Refused(e)) => return Err(e.into()),
     };
     let (cell, body) = svc.handle_cell(&who, r.handle())?;
     // `cell`: the one that answered, which may be the one the handle moved to.

@@ -6,10 +6,25 @@ use super::*;
 use crate::core::{Effect, Reply};
 use tokio::sync::oneshot;
 
+/// The principal the transport authenticated for the call being handled (a verified
+/// client certificate), if any.
+pub(super) fn authenticated() -> Option<String> {
+    warren_server::auth::caller().map(|p| p.principal)
+}
+
 impl Service {
     /// [`Service::session`] for a context already parsed: the check and the client's
     /// principal under one take of the core's lock.
     pub(super) async fn checked(&self, (id, secret, epoch, fresh): Ctx) -> Result<Who, Status> {
+        // A session no cell knows is taken on with the principal the client's certificate
+        // names, if it has one.
+        let fresh = match fresh {
+            Some(asserted) => Some(crate::permission::session_principal(
+                authenticated().as_deref(),
+                &asserted,
+            )?),
+            None => None,
+        };
         let (known, principal) = self.shared.with_core(|c| {
             let known = c.check(&id, &secret, epoch, Instant::now())?;
             Ok::<_, WarrenError>((known, c.identity(&id).map(|(p, _)| p)))
@@ -22,6 +37,7 @@ impl Service {
         }
         let principal =
             principal.ok_or_else(|| WarrenError::session_expired("the session has expired"))?;
+        crate::permission::may_use_session(authenticated().as_deref(), &id, &principal)?;
         Ok(Who {
             id,
             secret,
@@ -43,10 +59,21 @@ impl Service {
             return Err(failed(WarrenError::not_master("").into()));
         }
         let (id, secret, epoch, fresh) = parse_ctx(ctx).map_err(|e| failed(e.into()))?;
-        match self
-            .shared
-            .with_core(|c| c.check(&id, &secret, epoch, Instant::now()))
-        {
+        let authenticated = authenticated();
+        let fresh = match fresh {
+            Some(asserted) => Some(
+                crate::permission::session_principal(authenticated.as_deref(), &asserted)
+                    .map_err(|e| failed(e.into()))?,
+            ),
+            None => None,
+        };
+        match self.shared.with_core(|c| {
+            let known = c.check(&id, &secret, epoch, Instant::now())?;
+            if let (Some(_), Some((owner, _))) = (&authenticated, c.identity(&id)) {
+                crate::permission::may_use_session(authenticated.as_deref(), &id, &owner)?;
+            }
+            Ok::<_, WarrenError>(known)
+        }) {
             Ok(Known::Yes) => Ok(id),
             Ok(Known::Unknown) => Err(Box::pin(async move {
                 match self.adopt(id, secret, epoch, fresh).await {
@@ -93,7 +120,8 @@ pub(super) async fn create_session(
         )
         .into());
     }
-    if r.principal.len() > 255 {
+    let principal = crate::permission::session_principal(authenticated().as_deref(), &r.principal)?;
+    if principal.len() > 255 {
         return Err(
             WarrenError::invalid_argument("principal name is longer than 255 bytes").into(),
         );
@@ -105,7 +133,7 @@ pub(super) async fn create_session(
         .ok_or_else(WarrenError::failover_in_progress)?;
     let (id, secret, lease, epoch) = svc
         .shared
-        .with_core(|c| c.create_session(&r.principal, Instant::now()));
+        .with_core(|c| c.create_session(&principal, Instant::now()));
     metrics::counter!("warren_proxy_sessions_created_total").increment(1);
     Ok(pb::CreateSessionResponse {
         session_id: id.to_vec(),

@@ -276,3 +276,36 @@ fn the_reserved_subtree_is_written_by_operators_only() {
     // Elsewhere nothing changes for alice.
     t.file(&alice, "/ls/local/warrens", b"", 1.0);
 }
+
+#[test]
+fn a_read_is_judged_by_the_read_acl_in_force_not_the_one_at_open() {
+    let mut t = secured();
+    let alice = session_for(&mut t, "alice");
+    let acl_file = t.file(&alice, "/ls/local/acl/readers", b"alice\nbob\n", 0.0);
+    let mut create = file(b"secret").unwrap();
+    create.acl = Some(AclNames {
+        read: "readers".into(),
+        write: String::new(),
+        change_acl: String::new(),
+    });
+    let f = t.open_ok(&alice, "/ls/local/f", intent::READ, 0, Some(create), 0.0);
+    let bob = session_for(&mut t, "bob");
+    let b = t.open_ok(&bob, "/ls/local/f", intent::READ, 0, None, 1.0);
+    assert_eq!(
+        t.m.get_contents(&bob, &b.handle, t.at(1.0)).unwrap().0,
+        b"secret"
+    );
+    // bob is taken off the ACL: his handle, opened while he was on it, reads no more.
+    let now = t.at(2.0);
+    write(&mut t, &[], |m| {
+        m.set_contents(&alice, &acl_file.handle, b"alice\n", None, now)
+    });
+    denied(
+        t.m.get_contents(&bob, &b.handle, t.at(2.0)),
+        &["\"bob\"", "read", "/ls/local/f", "/ls/local/acl/readers"],
+    );
+    assert_eq!(
+        t.m.get_contents(&alice, &f.handle, t.at(2.0)).unwrap().0,
+        b"secret"
+    );
+}
