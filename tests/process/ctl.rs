@@ -504,3 +504,91 @@ async fn every_duration_flag_takes_a_unit_or_plain_seconds() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--hold"), "{}", stderr(&o));
 }
+
+/// `acl set` writes the ACL files it is given and then the names; `acl get` shows them;
+/// the cell then enforces them against the asserted principal (plaintext); writes to the
+/// reserved subtree need the operator principal.
+#[tokio::test]
+async fn acl_set_and_get_and_the_reserved_subtree() {
+    let (cell, _dir) = cell().await;
+    let ep = cell.addr();
+    let as_principal = |who: &'static str, args: &[&str]| {
+        let mut v = vec!["ctl", "--endpoint", ep.as_str()];
+        v.extend_from_slice(args);
+        let v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+        async move {
+            let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+            warren_env(&refs, &[("WARREN_PRINCIPAL", who)]).await
+        }
+    };
+    let ok = |o: &std::process::Output| assert!(o.status.success(), "{}", stderr(o));
+
+    ok(&as_principal("alice", &["put", "/doc", "text"]).await);
+    let o = as_principal("alice", &["acl", "get", "/doc"]).await;
+    ok(&o);
+    assert_eq!(
+        stdout(&o),
+        "path: /ls/local/doc\nread: (none)\nwrite: (none)\nchange_acl: (none)\n"
+    );
+    let o = as_principal(
+        "alice",
+        &[
+            "acl",
+            "set",
+            "/doc",
+            "--read",
+            "readers",
+            "--change-acl",
+            "owners",
+            "--file",
+            "readers=alice,carol",
+            "--file",
+            "owners=alice",
+        ],
+    )
+    .await;
+    ok(&o);
+    assert_eq!(
+        stdout(&o),
+        "path: /ls/local/doc\nread: readers\nwrite: (none)\nchange_acl: owners\n"
+    );
+    let o = as_principal("alice", &["cat", "/acl/readers"]).await;
+    assert_eq!(stdout(&o), "alice\ncarol\n");
+    let o = as_principal("alice", &["--json", "acl", "get", "/doc"]).await;
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["read"], "readers");
+    // The cell enforces them: bob may neither read nor change the names.
+    ok(&as_principal("carol", &["cat", "/doc"]).await);
+    let o = as_principal("bob", &["cat", "/doc"]).await;
+    assert!(
+        stderr(&o).starts_with("error: PERMISSION_DENIED: ") && stderr(&o).contains("\"bob\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = as_principal("bob", &["acl", "set", "/doc", "--read", ""]).await;
+    assert!(stderr(&o).contains("PERMISSION_DENIED"), "{}", stderr(&o));
+    let o = as_principal("alice", &["acl", "set", "/doc", "--file", "readers"]).await;
+    assert!(
+        stderr(&o).starts_with("error: INVALID_ARGUMENT: --file"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The reserved subtree: the operator principal only.
+    let o = as_principal("alice", &["mkdir", "/warren"]).await;
+    assert!(
+        stderr(&o).starts_with("error: PERMISSION_DENIED: ") && stderr(&o).contains("operator"),
+        "{}",
+        stderr(&o)
+    );
+    ok(&as_principal("warren:operator", &["mkdir", "/warren"]).await);
+    ok(&as_principal("warren:operator", &["put", "/warren/note", "x"]).await);
+    let o = as_principal("alice", &["put", "/warren/note", "y"]).await;
+    assert!(stderr(&o).contains("PERMISSION_DENIED"), "{}", stderr(&o));
+    let o = as_principal("alice", &["cat", "/warren/note"]).await;
+    assert_eq!(
+        stdout(&o),
+        "x",
+        "reading the reserved subtree is not restricted"
+    );
+}
