@@ -150,6 +150,9 @@ impl CellBuilder {
         ephemeral_cleanup: Duration;
         /// Largest file contents the cell accepts, in bytes.
         max_file_size: usize;
+        /// Who may act as a proxy or an operator when callers are authenticated
+        /// (docs/security.md, "Authorization"; default: nobody but `warren:operator`).
+        callers: warren_cell::core::CallerRules;
     }
     /// Use (and keep) this directory for the embedded store.
     pub fn data_dir(mut self, dir: &Path) -> Self {
