@@ -247,3 +247,68 @@ impl pb::reshard_server::Reshard for ReshardService {
         reshard_job::abort(&self.node).await.map(Response::new)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{CallerRules, CoreConfig};
+    use crate::server::CellOptions;
+    use pb::reshard_server::Reshard;
+    use warren_proto::ErrorCode;
+    use warren_server::auth::PeerIdentity;
+
+    fn service() -> ReshardService {
+        let mut core = CoreConfig::new("c0", "local");
+        core.callers = CallerRules {
+            proxies: ["warren:proxy-1".to_string()].into(),
+            operators: ["ops".to_string()].into(),
+        };
+        let node = Node::new(&CellOptions::new(core), "127.0.0.1:1".into(), "embedded");
+        ReshardService { node }
+    }
+
+    fn from<T>(principal: Option<&str>, body: T) -> Request<T> {
+        let mut req = Request::new(body);
+        if let Some(p) = principal {
+            req.extensions_mut().insert(PeerIdentity {
+                principal: p.into(),
+            });
+        }
+        req
+    }
+
+    fn code(s: &Status) -> Option<ErrorCode> {
+        WarrenError::from_status(s).map(|e| e.code)
+    }
+
+    #[tokio::test]
+    async fn reshard_calls_are_for_operators_and_cells_when_the_caller_is_authenticated() {
+        let svc = service();
+        for who in ["alice", "warren:proxy-1"] {
+            let e = svc
+                .abort_job(from(Some(who), pb::AbortJobRequest {}))
+                .await
+                .unwrap_err();
+            assert_eq!(code(&e), Some(ErrorCode::PermissionDenied), "{e:?}");
+            assert!(
+                e.message().contains(who) && e.message().contains("AbortJob"),
+                "{}",
+                e.message()
+            );
+        }
+        // Operators, cells and plaintext callers pass the check (this node is a standby,
+        // so the call itself then fails NOT_MASTER).
+        for who in [
+            Some("ops"),
+            Some("warren:operator"),
+            Some("warren:cell"),
+            None,
+        ] {
+            let e = svc
+                .abort_job(from(who, pb::AbortJobRequest {}))
+                .await
+                .unwrap_err();
+            assert_eq!(code(&e), Some(ErrorCode::NotMaster), "{who:?}: {e:?}");
+        }
+    }
+}
