@@ -67,6 +67,8 @@ cleanup() { [ -n "$echo_pid" ] && kill "$echo_pid" 2>/dev/null || true; }
 trap cleanup EXIT
 
 for rate in 0 ${RATES//,/ }; do
+    # The machine's 1-minute load average as each rate starts (it is shared: see the table).
+    cut -d' ' -f1 /proc/loadavg >"$OUT/loadavg-$rate"
     # 1. the echo server.
     pidfile=$OUT/loadgen-echo-$rate.pid
     rm -f "$pidfile"
@@ -120,7 +122,9 @@ p0 = json.load(open(f"{out}/proxy-run-0.json"))
 i1 = next(x for x in p0["processes"] if x["member"] == "p1")
 proxy_idle = i1["cpu_s"] / i1["window_s"]
 print(f"idle CPU, 200 sessions and no reads: proxy {proxy_idle * 100:.2f} % of a core, "
-      f"echo server {echo_idle * 100:.2f} %\n")
+      f"echo server {echo_idle * 100:.2f} %")
+loads = [open(f"{out}/loadavg-{r}").read().strip() for r in ["0"] + rates]
+print(f"load average (1 min) as each rate began (idle, {', '.join(rates)}): {' / '.join(loads)}\n")
 print("| asked reads/s | proxy: served/s | proxy CPU µs/read | echo: served/s | echo CPU µs/read "
       "| proxy ÷ echo | net of idle: proxy / echo µs/read | load generator CPU µs/read (on echo) "
       "| (on the proxy) | p99 ms proxy / echo |")
