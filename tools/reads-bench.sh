@@ -72,6 +72,8 @@ for rate in 0 ${RATES//,/ }; do
     # 1. the echo server.
     pidfile=$OUT/loadgen-echo-$rate.pid
     rm -f "$pidfile"
+    # Created before the server starts, so that the wait below never reads a missing file.
+    : >"$OUT/echo-$rate.err"
     "$ECHO_BIN" loadtest "${LT[@]}" echo --listen 127.0.0.1:0 --watch-pid-file "$pidfile" \
         >"$OUT/echo-$rate.jsonl" 2>"$OUT/echo-$rate.err" &
     echo_pid=$!
