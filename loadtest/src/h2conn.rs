@@ -77,9 +77,11 @@ impl H2Channel {
 
     /// The origin to give tonic's client (`http://HOST:PORT`).
     pub fn origin(&self) -> http::Uri {
-        format!("http://{}", self.inner.addr)
-            .parse()
-            .unwrap_or_else(|_| http::Uri::from_static("http://localhost"))
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(self.inner.authority.clone());
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        http::Uri::from_parts(uri).expect("a scheme, an authority and a path make a URI")
     }
 
     /// The live connection's sender, without waiting: `None` when there is none.
