@@ -22,11 +22,11 @@ use warren_loadtest::{Config, Report, Target};
 pub struct LoadtestArgs {
     #[command(subcommand)]
     command: LoadtestCommand,
-    /// Worker threads of the runtime, 1–256. Default: for the load generator (`run`,
-    /// `compare`) one on a host of at most 2 cores, where it shares them with the servers
-    /// it measures and a second worker only adds wake-ups (a quarter of its CPU per read,
-    /// docs/performance.md, "Cached reads: CPU per read against a bare tonic server"), and
-    /// one per core otherwise; for the other subcommands one per core.
+    /// Worker threads of the load generator's runtime, 1–256 (default: one per core). One
+    /// saves the futex wake-ups of idle workers (docs/performance.md, "Cached reads: CPU
+    /// per read against a bare tonic server"), but on a busy machine a process with one
+    /// thread gets a smaller share of the CPU, and runs with very many sessions need the
+    /// cores for their KeepAlives.
     #[arg(long, global = true, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
@@ -284,18 +284,9 @@ async fn forward_cmd(a: ForwardArgs) -> anyhow::Result<()> {
     .await?
 }
 
-/// Runs the subcommand on a runtime of `--threads` workers (by default, the load
-/// generator on a small host on one: [`crate::runtime::small_host_workers`]).
+/// Runs the subcommand on a runtime of `--threads` workers.
 pub fn run(args: LoadtestArgs) -> ExitCode {
-    let generator = matches!(
-        args.command,
-        LoadtestCommand::Run(_) | LoadtestCommand::Compare(_)
-    );
-    let threads = args
-        .threads
-        .map(usize::from)
-        .or_else(|| generator.then(crate::runtime::small_host_workers).flatten());
-    crate::runtime::block_on(threads, subcommand(args.command))
+    crate::runtime::block_on(args.threads.map(usize::from), subcommand(args.command))
 }
 
 async fn subcommand(command: LoadtestCommand) -> ExitCode {
