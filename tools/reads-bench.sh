@@ -17,7 +17,7 @@
 # echo server: it has the least to wait for).
 #
 # usage: tools/reads-bench.sh [--bin WARREN] [--echo-bin WARREN] [--rates 10000,2500]
-#                             [--duration 20s] [--out DIR] [--threads N]
+#                             [--duration 20s] [--out DIR] [--threads N] [--lg-threads N]
 #   --bin       the warren binary of the proxy, the cell and the load generator
 #               (default target/release/warren)
 #   --echo-bin  the warren binary of the echo server (default: --bin); a build older than
@@ -25,6 +25,8 @@
 #   --threads   worker threads of the proxy (WARREN_THREADS) and of the echo server and the
 #               load generator (`warren loadtest --threads`); default: each build's default.
 #               Builds older than these settings ignore the variable and refuse the flag.
+#   --lg-threads  worker threads of the load generator alone (`warren loadtest --threads`),
+#               after --threads; one is its cheapest on a 2-core host (docs/performance.md)
 set -euo pipefail
 
 BIN=target/release/warren
@@ -33,6 +35,7 @@ RATES=10000,2500
 DURATION=20s
 OUT=
 THREADS=
+LG_THREADS=
 while [ $# -gt 0 ]; do
     case "$1" in
         --bin) BIN=$2; shift 2 ;;
@@ -41,6 +44,7 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --threads) THREADS=$2; shift 2 ;;
+        --lg-threads) LG_THREADS=$2; shift 2 ;;
         *) echo "reads-bench: unknown argument $1 (see the usage at the top of $0)" >&2; exit 2 ;;
     esac
 done
@@ -59,6 +63,9 @@ if [ -n "$THREADS" ]; then
     LT=(--threads "$THREADS")
     export WARREN_THREADS=$THREADS
 fi
+# The load generator's own (the echo server keeps LT's).
+GEN=("${LT[@]}")
+[ -n "$LG_THREADS" ] && GEN=(--threads "$LG_THREADS")
 # utime + stime of a process, in clock ticks.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
@@ -67,9 +74,13 @@ cleanup() { [ -n "$echo_pid" ] && kill "$echo_pid" 2>/dev/null || true; }
 trap cleanup EXIT
 
 for rate in 0 ${RATES//,/ }; do
+    # The machine's 1-minute load average as each rate starts (it is shared: see the table).
+    cut -d' ' -f1 /proc/loadavg >"$OUT/loadavg-$rate"
     # 1. the echo server.
     pidfile=$OUT/loadgen-echo-$rate.pid
     rm -f "$pidfile"
+    # Created before the server starts, so that the wait below never reads a missing file.
+    : >"$OUT/echo-$rate.err"
     "$ECHO_BIN" loadtest "${LT[@]}" echo --listen 127.0.0.1:0 --watch-pid-file "$pidfile" \
         >"$OUT/echo-$rate.jsonl" 2>"$OUT/echo-$rate.err" &
     echo_pid=$!
@@ -81,7 +92,7 @@ for rate in 0 ${RATES//,/ }; do
     done
     [ -n "$addr" ] || { echo "reads-bench: the echo server did not start: $(cat "$OUT/echo-$rate.err")" >&2; exit 1; }
     echo "rate $rate: against the echo server at $addr" >&2
-    "$BIN" loadtest "${LT[@]}" run --target "proxies=$addr" "${WORKLOAD[@]}" --read-rate "$rate" \
+    "$BIN" loadtest "${GEN[@]}" run --target "proxies=$addr" "${WORKLOAD[@]}" --read-rate "$rate" \
         --json "$OUT/echo-run-$rate.json" >"$OUT/echo-run-$rate.out" 2>&1 &
     lg=$!
     echo $lg >"$pidfile"
@@ -105,7 +116,7 @@ for rate in 0 ${RATES//,/ }; do
     kill "$echo_pid"; wait "$echo_pid" 2>/dev/null || true; echo_pid=
     # 2. the proxy.
     echo "rate $rate: through one proxy" >&2
-    "$BIN" loadtest "${LT[@]}" run --deploy dev:cells=1,proxies=1 "${WORKLOAD[@]}" --read-rate "$rate" \
+    "$BIN" loadtest "${GEN[@]}" run --deploy dev:cells=1,proxies=1 "${WORKLOAD[@]}" --read-rate "$rate" \
         --json "$OUT/proxy-run-$rate.json" >"$OUT/proxy-run-$rate.out" 2>&1 ||
         echo "reads-bench: the run through the proxy exited with $? (see $OUT/proxy-run-$rate.out)" >&2
 done
@@ -120,7 +131,9 @@ p0 = json.load(open(f"{out}/proxy-run-0.json"))
 i1 = next(x for x in p0["processes"] if x["member"] == "p1")
 proxy_idle = i1["cpu_s"] / i1["window_s"]
 print(f"idle CPU, 200 sessions and no reads: proxy {proxy_idle * 100:.2f} % of a core, "
-      f"echo server {echo_idle * 100:.2f} %\n")
+      f"echo server {echo_idle * 100:.2f} %")
+loads = [open(f"{out}/loadavg-{r}").read().strip() for r in ["0"] + rates]
+print(f"load average (1 min) as each rate began (idle, {', '.join(rates)}): {' / '.join(loads)}\n")
 print("| asked reads/s | proxy: served/s | proxy CPU µs/read | echo: served/s | echo CPU µs/read "
       "| proxy ÷ echo | net of idle: proxy / echo µs/read | load generator CPU µs/read (on echo) "
       "| (on the proxy) | p99 ms proxy / echo |")

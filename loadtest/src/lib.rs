@@ -7,6 +7,7 @@
 //! - [`echo`]: `warren loadtest echo`, a bare tonic server to measure a proxy against;
 //! - [`fault`]: faults injected during a run (`--kill`, `--restart`);
 //! - [`forward`]: `warren loadtest forward`, a bare tonic forwarder: the floor of one more hop;
+//! - [`h2conn`]: the load generator's HTTP/2 connections (h2 directly, under tonic's client);
 //! - [`fence`]: the lock check (two holders at once, a lock generation that went back);
 //! - [`http`]: the plain HTTP GET of admin pages;
 //! - [`html`]: the `--html` page with its SVG plots of the timeline;
@@ -24,6 +25,7 @@ pub mod echo;
 pub mod fault;
 pub mod fence;
 pub mod forward;
+pub mod h2conn;
 pub mod html;
 pub mod http;
 pub mod lost;
