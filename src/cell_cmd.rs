@@ -80,6 +80,22 @@ pub struct CellArgs {
     /// container port, a TCP relay): what Locate names as master. Env WARREN_ADVERTISE.
     #[arg(long)]
     advertise: Option<String>,
+    /// The CA certificate (PEM) peers' certificates must chain to; with --cert and --key,
+    /// the gRPC port and this process's own connections are mutual TLS (docs/security.md).
+    /// Env WARREN_CACERT, or `cacert` in the config file's [tls] section.
+    #[arg(long)]
+    cacert: Option<String>,
+    /// This process's certificate (PEM), presented to clients and to the servers it dials.
+    /// Env WARREN_CERT, or `cert` in [tls].
+    #[arg(long)]
+    cert: Option<String>,
+    /// The private key (PEM) of --cert. Env WARREN_KEY, or `key` in [tls].
+    #[arg(long)]
+    key: Option<String>,
+    /// Serve plaintext on a non-loopback --listen address (refused otherwise: anyone who
+    /// can reach the port could act as anyone). Env WARREN_INSECURE.
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// Serves one cell until Ctrl-C / SIGTERM.
@@ -102,6 +118,10 @@ pub async fn run(a: CellArgs) -> ExitCode {
         ("etcd_max_txn_ops", &a.etcd_max_txn_ops),
         ("meta", &a.meta),
         ("advertise", &a.advertise),
+        ("cacert", &a.cacert),
+        ("cert", &a.cert),
+        ("key", &a.key),
+        ("insecure", &a.insecure.then(|| "true".to_owned())),
     ];
     let sources = server_cmd::sources(a.config.as_deref(), &flags);
     server_cmd::load_and_serve(
@@ -114,6 +134,7 @@ pub async fn run(a: CellArgs) -> ExitCode {
 
 /// Binds, opens the store, prints the banner and serves until a shutdown signal.
 pub async fn serve(cfg: &CellConfig) -> anyhow::Result<()> {
+    crate::tls_cmd::install_server(&cfg.tls)?;
     let listener = server_cmd::bind(cfg.listen, "listen").await?;
     let admin = match cfg.admin {
         Some(a) => Some(server_cmd::bind(a, "admin").await?),

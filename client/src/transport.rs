@@ -1,6 +1,8 @@
 //! Connections: dialling a server, asking it `Locate`, and finding the master among a list
 //! of endpoints. Everything that turns tonic's transport errors into [`Error::Transport`]
-//! messages that name the address lives here.
+//! messages that name the address lives here, and the choice between plaintext and TLS
+//! ([`connect_endpoint`]: TLS when the process has an identity installed;
+//! docs/security.md).
 
 use crate::error::{error_chain, Error};
 use crate::types::LocateInfo;
@@ -69,7 +71,7 @@ pub async fn dial_with(addr: &str, timeout: Duration, pings: bool) -> Result<Con
     } else {
         endpoint
     };
-    let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
+    let channel = match tokio::time::timeout(timeout, connect_endpoint(&endpoint)).await {
         Ok(Ok(channel)) => channel,
         Ok(Err(e)) => {
             // Tonic's own message is just "transport error"; the causes say what happened.
@@ -89,6 +91,17 @@ pub async fn dial_with(addr: &str, timeout: Duration, pings: bool) -> Result<Con
         addr: addr.to_string(),
         client: WarrenClient::new(channel),
     })
+}
+
+/// Connects `endpoint`: over mutual TLS with the process's identity if one is installed
+/// ([`warren_tls::install`], done by [`crate::ClientOptions::tls`] or by the `warren`
+/// commands given `--cacert`), else in plaintext. Every dial of the library, the cells
+/// and the proxies goes through here.
+pub async fn connect_endpoint(endpoint: &Endpoint) -> Result<Channel, tonic::transport::Error> {
+    match warren_tls::installed() {
+        Some(tls) => warren_tls::client::connect(endpoint, tls).await,
+        None => endpoint.connect().await,
+    }
 }
 
 /// Asks the server behind `conn` who is master.

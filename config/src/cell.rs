@@ -74,6 +74,8 @@ pub struct CellConfig {
     /// when clients reach the replica through a different address (NAT, a container
     /// port, a TCP relay).
     pub advertise: Option<String>,
+    /// Mutual TLS on the gRPC port and on this replica's own connections (docs/security.md).
+    pub tls: crate::TlsSettings,
 }
 
 /// The `store` setting.
@@ -109,6 +111,10 @@ const FIELDS: &[FieldSpec] = &[
     spec("etcd_max_txn_ops", "WARREN_ETCD_MAX_TXN_OPS"),
     spec("meta", "WARREN_META"),
     spec("advertise", "WARREN_ADVERTISE"),
+    spec("cacert", "WARREN_CACERT"),
+    spec("cert", "WARREN_CERT"),
+    spec("key", "WARREN_KEY"),
+    spec("insecure", "WARREN_INSECURE"),
 ];
 
 const fn spec(name: &'static str, env: &'static str) -> FieldSpec {
@@ -154,6 +160,7 @@ impl CellConfig {
             etcd_max_txn_ops: defaults::ETCD_MAX_TXN_OPS,
             meta: Vec::new(),
             advertise: None,
+            tls: crate::TlsSettings::default(),
         }
     }
 
@@ -186,6 +193,7 @@ impl CellConfig {
         };
         let mut config = Self::new(name, listen, data);
         config.store = store;
+        config.tls = crate::TlsSettings::load(&layers)?;
         if let Some(v) = layers.parse("etcd", |s| {
             let urls: Vec<String> = comma_list(s)
                 .into_iter()
@@ -304,6 +312,7 @@ impl CellConfig {
             let (origin, written) = provenance(field);
             ConfigError::invalid(field, written.unwrap_or(value), origin, b)
         };
+        self.tls.check(self.listen, provenance)?;
         let fmt = |d: Duration| format_duration(d);
 
         check_cell_name(&self.name).map_err(|b| invalid("name", self.name.clone(), b))?;

@@ -1,8 +1,14 @@
-//! The one gRPC server setup of cells and proxies ([`serve`]), and the layer that rewrites
-//! errors tonic raises while framing a request into the error table.
+//! The one gRPC server setup of cells and proxies ([`serve`]): plaintext or mutual TLS
+//! (docs/security.md), the layer that puts the verified client's [`PeerIdentity`] into
+//! each request, and the layer that rewrites errors tonic raises while framing a request
+//! into the error table.
 
+use std::sync::Arc;
 use tonic::Status;
 use warren_proto::{pb, WarrenError, MAX_MESSAGE_BYTES};
+use warren_tls::{PeerConn, Tls};
+
+use crate::auth::PeerIdentity;
 
 /// Serves `service` (a cell's or a proxy's `warren.v1.Warren`) on `listener` until `stop`
 /// resolves: requests up to [`MAX_MESSAGE_BYTES`], framing errors rewritten into the
@@ -28,21 +34,61 @@ pub fn warren_routes<S: pb::warren_server::Warren>(service: S) -> tonic::service
     )
 }
 
-/// [`serve`] for a set of routes (a cell's: `warren.v1.Warren` and `warren.v1.Reshard`).
+/// [`serve`] for a set of routes (a cell's: `warren.v1.Warren` and `warren.v1.Reshard`),
+/// with the process's TLS identity if one is installed ([`warren_tls::install`]), else
+/// plaintext.
 pub async fn serve_routes(
     listener: tokio::net::TcpListener,
     routes: tonic::service::Routes,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    serve_routes_with(listener, routes, warren_tls::installed(), stop).await
+}
+
+/// [`serve_routes`] with an explicit TLS identity (`None`: plaintext). With TLS, only
+/// clients whose certificate the CA vouches for get a connection
+/// ([`warren_tls::server::incoming`]), and every request on it carries their
+/// [`PeerIdentity`] (read with [`crate::auth::peer_identity`]).
+pub async fn serve_routes_with(
+    listener: tokio::net::TcpListener,
+    routes: tonic::service::Routes,
+    tls: Option<Arc<Tls>>,
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .layer(tower::util::MapRequestLayer::new(identify))
         .layer(tower::util::MapResponseLayer::new(
             framing_errors_into_table,
         ))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, stop)
-        .await
+        .add_routes(routes);
+    match tls {
+        None => {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            builder.serve_with_incoming_shutdown(incoming, stop).await
+        }
+        Some(tls) => {
+            let incoming = warren_tls::server::incoming(listener, tls);
+            builder.serve_with_incoming_shutdown(incoming, stop).await
+        }
+    }
+}
+
+/// Copies the principal of a verified TLS connection (its connect info, which tonic puts
+/// into every request on it) into the request as the [`PeerIdentity`] the authorization
+/// rules read. A plaintext connection has no connect info of this kind, so its requests
+/// carry no identity.
+fn identify(
+    mut req: tonic::codegen::http::Request<tonic::body::Body>,
+) -> tonic::codegen::http::Request<tonic::body::Body> {
+    if let Some(peer) = req.extensions().get::<PeerConn>() {
+        let identity = PeerIdentity {
+            principal: peer.principal.clone(),
+        };
+        req.extensions_mut().insert(identity);
+    }
+    req
 }
 
 /// Errors tonic raises while *framing* a request, before any Warren code runs (a message
@@ -178,4 +224,28 @@ macro_rules! warren_service {
 pub mod reexport {
     pub use tonic;
     pub use warren_proto::pb;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verified_connection_s_principal_becomes_the_request_s_identity() {
+        let mut req = tonic::codegen::http::Request::new(tonic::body::Body::empty());
+        req.extensions_mut().insert(PeerConn {
+            principal: "warren:proxy-1".into(),
+            remote: "127.0.0.1:5000".parse().unwrap(),
+        });
+        let req = identify(req);
+        assert_eq!(
+            req.extensions().get::<PeerIdentity>(),
+            Some(&PeerIdentity {
+                principal: "warren:proxy-1".into()
+            })
+        );
+        // A plaintext connection has no PeerConn, so its requests carry no identity.
+        let plain = identify(tonic::codegen::http::Request::new(tonic::body::Body::empty()));
+        assert_eq!(plain.extensions().get::<PeerIdentity>(), None);
+    }
 }

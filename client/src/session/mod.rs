@@ -202,6 +202,7 @@ impl Session {
     /// keyed by a value random per call, so fresh clients spread over them; the session
     /// is created at the first that answers.
     pub async fn connect_with(options: ClientOptions) -> Result<Session, Error> {
+        options.install_tls()?;
         if options.partitioned {
             return Box::pin(crate::routed::connect(options)).await;
         }
@@ -297,6 +298,7 @@ impl Session {
         deployment: String,
     ) -> Result<Session, Error> {
         options.validate()?;
+        options.install_tls()?;
         let timeout = options.rpc_timeout;
         let pings = !options.via_proxies;
         let (conn, located) = transport::find_master(&options.endpoints, timeout, pings).await?;

@@ -39,6 +39,7 @@ fn defaults() {
             etcd_max_txn_ops: 128,
             meta: Vec::new(),
             advertise: None,
+            tls: crate::TlsSettings::default(),
         }
     );
     assert_eq!(c.validate(), Ok(()));
@@ -100,8 +101,21 @@ fn every_field_from_the_file() {
         max_lock_delay = "30s"
         max_file_size = "64KiB"
         ephemeral_cleanup = "2m"
+
+        [tls]
+        cacert = "/etc/warren/ca.pem"
+        cert = "/etc/warren/meta.pem"
+        key = "/etc/warren/meta.key"
     "#;
     let c = CellConfig::load(&Sources::new().with_file("/etc/warren/cell.toml", toml)).unwrap();
+    assert_eq!(
+        c.tls.files(),
+        Some((
+            "/etc/warren/ca.pem".into(),
+            "/etc/warren/meta.pem".into(),
+            "/etc/warren/meta.key".into()
+        ))
+    );
     assert_eq!(c.name, "meta");
     assert_eq!(c.listen, "0.0.0.0:7100".parse().unwrap());
     assert_eq!(c.admin, Some("127.0.0.1:9100".parse().unwrap()));
@@ -397,7 +411,7 @@ fn unknown_key_and_flag() {
             fix: "did you mean \"lease\"? the keys are: name, listen, admin, data, deployment, \
                   lease, keepalive_reply_before_end, max_lease, proxy_lease, claim_window, \
                   max_lock_delay, max_file_size, ephemeral_cleanup, store, etcd, replica, \
-                  etcd_lease, etcd_max_txn_ops, meta, advertise"
+                  etcd_lease, etcd_max_txn_ops, meta, advertise, cacert, cert, key, insecure"
                 .into(),
         }
     );
@@ -464,4 +478,38 @@ fn reads_a_real_file() {
         "{e:?}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_non_loopback_listen_address_without_tls_is_refused_unless_insecure() {
+    let s = base().with_flag("listen", "0.0.0.0:7000");
+    let e = CellConfig::load(&s).unwrap_err();
+    assert_eq!(e.field(), Some("listen"));
+    let text = e.to_string();
+    assert!(
+        text.contains("--insecure") && text.contains("--cacert"),
+        "{text}"
+    );
+    let c = CellConfig::load(&s.clone().with_flag("insecure", "true")).unwrap();
+    assert!(c.tls.insecure);
+    let c = CellConfig::load(
+        &s.with_env("WARREN_CACERT", "/ca.pem")
+            .with_env("WARREN_CERT", "/c.pem")
+            .with_env("WARREN_KEY", "/c.key"),
+    )
+    .unwrap();
+    assert!(c.tls.files().is_some());
+    // Loopback stays allowed in plaintext (`warren dev`, the tests).
+    assert!(CellConfig::load(&base()).unwrap().tls.files().is_none());
+}
+
+#[test]
+fn tls_files_come_in_threes_and_the_section_has_only_them() {
+    let e = CellConfig::load(&base().with_flag("cert", "/c.pem")).unwrap_err();
+    assert_eq!(e.field(), Some("cert"));
+    assert!(e.to_string().contains("without cacert"), "{e}");
+    let toml =
+        "name = \"c\"\nlisten = \"127.0.0.1:1\"\ndata = \"/d\"\n[tls]\ncertificate = \"/c.pem\"\n";
+    let e = CellConfig::load(&Sources::new().with_file("/c.toml", toml)).unwrap_err();
+    assert!(e.to_string().contains("tls.certificate"), "{e}");
 }
