@@ -245,7 +245,9 @@ mod tests {
             })
         );
         // A plaintext connection has no PeerConn, so its requests carry no identity.
-        let plain = identify(tonic::codegen::http::Request::new(tonic::body::Body::empty()));
+        let plain = identify(tonic::codegen::http::Request::new(
+            tonic::body::Body::empty(),
+        ));
         assert_eq!(plain.extensions().get::<PeerIdentity>(), None);
     }
 }

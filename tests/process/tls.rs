@@ -262,3 +262,81 @@ async fn rotated_certificate_files_are_served_to_new_connections_while_a_session
         "contents_modified /ls/local/w"
     );
 }
+
+#[tokio::test]
+async fn warren_dev_tls_serves_mutual_tls_and_prints_the_ctl_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let dev = WarrenProcess::spawn(
+        bin(),
+        &[
+            "dev",
+            "--tls",
+            "--data",
+            data.to_str().unwrap(),
+            "--cells",
+            "1",
+            "--proxies",
+            "1",
+            "--base-port",
+            "0",
+        ],
+    )
+    .await;
+    let flags_line = dev
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("tls: warren ctl "))
+        .unwrap_or_else(|| panic!("no `tls:` line in {:?}", dev.banner));
+    let env_line = dev
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("tls-env: export "))
+        .unwrap_or_else(|| panic!("no `tls-env:` line in {:?}", dev.banner));
+    let tls_dir = data.join("tls").canonicalize().unwrap();
+    assert!(
+        flags_line.contains(&format!("--cacert {}", tls_dir.join("ca.pem").display())),
+        "{flags_line}"
+    );
+    let proxy = dev.proxies[0].clone();
+
+    // The printed flags work through the proxy: a write and a read.
+    let with = |args: &[&str]| {
+        let mut v: Vec<String> = vec!["ctl".into(), "--proxies".into(), proxy.clone()];
+        v.extend(flags_line.split_whitespace().map(String::from));
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |v: Vec<String>| async move {
+        let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+        warren(&refs).await
+    };
+    let o = run(with(&["put", "/dev-tls", "x"])).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    // So does the printed environment.
+    let env: Vec<(String, String)> = env_line
+        .split_whitespace()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    assert_eq!(env.len(), 3, "{env_line}");
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let o = crate::warren_env(&["ctl", "--proxies", &proxy, "cat", "/dev-tls"], &env_refs).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "x");
+    // Without them, the proxy refuses and says why.
+    let o = run(vec![
+        "ctl".into(),
+        "--proxies".into(),
+        proxy.clone(),
+        "--grace".into(),
+        "1s".into(),
+        "cat".into(),
+        "/dev-tls".into(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("requires mutual TLS"), "{}", stderr(&o));
+}
