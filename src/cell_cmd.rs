@@ -70,6 +70,17 @@ pub struct CellArgs {
     /// transactions (large batches then apply in parts). Env WARREN_ETCD_MAX_TXN_OPS.
     #[arg(long)]
     etcd_max_txn_ops: Option<String>,
+    /// TLS to etcd: the CA (PEM) that signs etcd's certificates; the --etcd URLs are then
+    /// https://. Env WARREN_ETCD_CACERT.
+    #[arg(long)]
+    etcd_cacert: Option<String>,
+    /// This replica's client certificate (PEM) for etcd (with etcd's --client-cert-auth).
+    /// Env WARREN_ETCD_CERT.
+    #[arg(long)]
+    etcd_cert: Option<String>,
+    /// The private key (PEM) of --etcd-cert. Env WARREN_ETCD_KEY.
+    #[arg(long)]
+    etcd_key: Option<String>,
     /// The meta cell's replicas, HOST:PORT[,HOST:PORT…]: given, this is a data cell of a
     /// partitioned deployment, serving the slots the partition map (watched in the meta
     /// cell) gives it. Unset for the meta cell itself or an unpartitioned deployment.
@@ -116,6 +127,9 @@ pub async fn run(a: CellArgs) -> ExitCode {
         ("replica", &a.replica),
         ("etcd_lease", &a.etcd_lease),
         ("etcd_max_txn_ops", &a.etcd_max_txn_ops),
+        ("etcd_cacert", &a.etcd_cacert),
+        ("etcd_cert", &a.etcd_cert),
+        ("etcd_key", &a.etcd_key),
         ("meta", &a.meta),
         ("advertise", &a.advertise),
         ("cacert", &a.cacert),
@@ -164,6 +178,14 @@ pub async fn serve(cfg: &CellConfig) -> anyhow::Result<()> {
             let mut etcd = EtcdOptions::new(cfg.etcd.clone());
             etcd.lease_ttl = cfg.etcd_lease;
             etcd.max_txn_ops = cfg.etcd_max_txn_ops;
+            if let Some(cacert) = &cfg.etcd_cacert {
+                let identity = cfg.etcd_cert.clone().zip(cfg.etcd_key.clone());
+                warren_cell::store::etcd::use_tls(warren_cell::store::etcd::EtcdTls {
+                    cacert: cacert.clone(),
+                    identity,
+                })
+                .map_err(|e| anyhow::anyhow!("TLS to etcd: {e}"))?;
+            }
             run_replica(
                 listener,
                 admin,

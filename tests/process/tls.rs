@@ -340,3 +340,139 @@ async fn warren_dev_tls_serves_mutual_tls_and_prints_the_ctl_flags() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("requires mutual TLS"), "{}", stderr(&o));
 }
+
+#[tokio::test]
+async fn a_cell_reaches_etcd_over_mutual_tls() {
+    let Some(etcd_bin) = warren_testkit::etcd::require_etcd() else {
+        return;
+    };
+    let certs = TestCerts::new();
+    let etcd_files = certs.issue("etcd", "warren:etcd");
+    let (ca, etcd_cert, etcd_key) = paths(&etcd_files);
+    let (client_port, peer_port) = (crate::free_port(), crate::free_port());
+    let client_url = format!("https://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let etcd_dir = tempfile::tempdir().unwrap();
+    // etcd serves its clients TLS only, and requires a certificate from the test CA.
+    let _etcd = tokio::process::Command::new(etcd_bin)
+        .args(["--name", "tls0", "--data-dir"])
+        .arg(etcd_dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .args(["--initial-cluster", &format!("tls0={peer_url}")])
+        .args([
+            "--cert-file",
+            &etcd_cert,
+            "--key-file",
+            &etcd_key,
+            "--trusted-ca-file",
+            &ca,
+        ])
+        .arg("--client-cert-auth")
+        .args(["--log-level", "error"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn etcd");
+
+    let replica = certs.issue("replica", "warren:cell-c0-r1");
+    let (_, cert, key) = paths(&replica);
+    let cell = WarrenProcess::spawn(
+        bin(),
+        &[
+            "cell",
+            "--name",
+            "c0",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "etcd",
+            "--replica",
+            "r1",
+            "--etcd",
+            &client_url,
+            "--etcd-cacert",
+            &ca,
+            "--etcd-cert",
+            &cert,
+            "--etcd-key",
+            &key,
+        ],
+    )
+    .await;
+    // The replica campaigns through etcd; once master it serves a write and a read, which
+    // are kept in etcd.
+    let ep = cell.addr();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = warren(&[
+            "ctl",
+            "--endpoint",
+            &ep,
+            "--grace",
+            "1s",
+            "put",
+            "/in-etcd",
+            "e1",
+        ])
+        .await;
+        if o.status.success() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no master over TLS to etcd: {}",
+            stderr(&o)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let o = warren(&["ctl", "--endpoint", &ep, "cat", "/in-etcd"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "e1");
+
+    // Another cell whose replica has no client certificate for etcd cannot campaign: it
+    // never becomes master, so a write to it fails.
+    let lone = WarrenProcess::spawn(
+        bin(),
+        &[
+            "cell",
+            "--name",
+            "c9",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "etcd",
+            "--replica",
+            "r1",
+            "--etcd",
+            &client_url,
+            "--etcd-cacert",
+            &ca,
+        ],
+    )
+    .await;
+    let o = warren(&[
+        "ctl",
+        "--endpoint",
+        &lone.addr(),
+        "--grace",
+        "1s",
+        "put",
+        "/x",
+        "y",
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -37,6 +37,9 @@ fn defaults() {
             replica: String::new(),
             etcd_lease: Duration::from_secs(2),
             etcd_max_txn_ops: 128,
+            etcd_cacert: None,
+            etcd_cert: None,
+            etcd_key: None,
             meta: Vec::new(),
             advertise: None,
             tls: crate::TlsSettings::default(),
@@ -411,7 +414,7 @@ fn unknown_key_and_flag() {
             fix: "did you mean \"lease\"? the keys are: name, listen, admin, data, deployment, \
                   lease, keepalive_reply_before_end, max_lease, proxy_lease, claim_window, \
                   max_lock_delay, max_file_size, ephemeral_cleanup, store, etcd, replica, \
-                  etcd_lease, etcd_max_txn_ops, meta, advertise, cacert, cert, key, insecure"
+                  etcd_lease, etcd_max_txn_ops, etcd_cacert, etcd_cert, etcd_key, meta, advertise, cacert, cert, key, insecure"
                 .into(),
         }
     );
@@ -512,4 +515,22 @@ fn tls_files_come_in_threes_and_the_section_has_only_them() {
         "name = \"c\"\nlisten = \"127.0.0.1:1\"\ndata = \"/d\"\n[tls]\ncertificate = \"/c.pem\"\n";
     let e = CellConfig::load(&Sources::new().with_file("/c.toml", toml)).unwrap_err();
     assert!(e.to_string().contains("tls.certificate"), "{e}");
+}
+
+#[test]
+fn tls_to_etcd_needs_https_urls_and_a_ca() {
+    let s = base()
+        .with_flag("store", "etcd")
+        .with_flag("replica", "r1")
+        .with_flag("etcd", "127.0.0.1:2379")
+        .with_flag("etcd_cacert", "/ca.pem");
+    let e = CellConfig::load(&s).unwrap_err();
+    assert_eq!(e.field(), Some("etcd"));
+    assert!(e.to_string().contains("https://"), "{e}");
+    let ok = s.clone().with_flag("etcd", "https://127.0.0.1:2379");
+    let c = CellConfig::load(&ok).unwrap();
+    assert_eq!(c.etcd_cacert, Some(PathBuf::from("/ca.pem")));
+    let e = CellConfig::load(&ok.with_flag("etcd_cert", "/c.pem")).unwrap_err();
+    assert_eq!(e.field(), Some("etcd_cert"));
+    assert!(e.to_string().contains("etcd_key"), "{e}");
 }
