@@ -175,17 +175,37 @@ async fn plaintext_off_loopback_is_refused_before_listening_unless_insecure() {
 }
 
 #[tokio::test]
-async fn rotated_certificate_files_are_served_to_new_connections_while_a_session_continues() {
+async fn a_cell_s_rotated_certificate_is_served_to_new_connections_while_a_session_continues() {
+    rotation(false).await;
+}
+
+#[tokio::test]
+async fn a_proxy_s_rotated_certificate_is_served_to_new_connections_while_a_session_continues() {
+    rotation(true).await;
+}
+
+/// Rotates the certificate of the cell, or of the proxy in front of it (`at_proxy`), to
+/// one from a new CA, with every process's CA file (they share one) becoming a bundle of
+/// both: a client that trusts only the new CA gets through once the server has reloaded,
+/// and a watch made before the rotation, through the same server, sees its write.
+async fn rotation(at_proxy: bool) {
     let certs = TestCerts::new();
     let data = tempfile::tempdir().unwrap();
     let cell = cell(&certs, data.path()).await;
-    let ep = cell.addr();
+    let proxy = match at_proxy {
+        true => Some(proxy(&certs, &cell.addr()).await),
+        false => None,
+    };
+    let (flag, ep, name, principal) = match &proxy {
+        Some(p) => ("--proxies", p.proxies[0].clone(), "proxy", "warren:proxy-1"),
+        None => ("--endpoint", cell.addr(), "cell", "warren:cell-c0"),
+    };
     let client = certs.issue("client", "warren:client-a");
-    let o = ctl(("--endpoint", &ep), Some(&client), &["put", "/w", "0"]).await;
+    let o = ctl((flag, &ep), Some(&client), &["put", "/w", "0"]).await;
     assert!(o.status.success(), "{}", stderr(&o));
 
     // A session that lives across the rotation: a watcher on the old connection.
-    let mut args = vec!["ctl".to_string(), "--endpoint".into(), ep.clone()];
+    let mut args = vec!["ctl".to_string(), flag.into(), ep.clone()];
     args.extend(flags(&client));
     args.extend(["watch", "/w", "--count", "1"].map(String::from));
     let watcher = tokio::process::Command::new(bin())
@@ -196,12 +216,12 @@ async fn rotated_certificate_files_are_served_to_new_connections_while_a_session
         .unwrap();
 
     // The new certificate comes from a new CA. A client that trusts only the new CA
-    // cannot reach the cell before the rotation.
+    // cannot reach the server before the rotation.
     let ca2 = certs.other_ca("second");
-    let new_cell = certs.issue_by(&ca2, "cell-next", "warren:cell-c0");
+    let new_cert = certs.issue_by(&ca2, "next", principal);
     let (_, client_cert, client_key) = paths(&client);
     let trusts_new_only = TlsFiles::new(&ca2.path, client_cert, client_key);
-    let o = ctl(("--endpoint", &ep), Some(&trusts_new_only), &["cat", "/w"]).await;
+    let o = ctl((flag, &ep), Some(&trusts_new_only), &["cat", "/w"]).await;
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("not signed by a CA this client trusts"),
@@ -209,28 +229,28 @@ async fn rotated_certificate_files_are_served_to_new_connections_while_a_session
         stderr(&o)
     );
 
-    // Rotate in place: the cell's files now hold the new certificate, and a CA bundle
+    // Rotate in place: the server's files now hold the new certificate, and a CA bundle
     // trusting both CAs (clients still have certificates from the first).
-    let (_, new_cert, new_key) = paths(&new_cell);
+    let (_, new_cert, new_key) = paths(&new_cert);
     let bundle = format!(
         "{}{}",
         std::fs::read_to_string(certs.ca()).unwrap(),
         ca2.cert_pem()
     );
     std::fs::write(
-        certs.dir().join("cell.key"),
+        certs.dir().join(format!("{name}.key")),
         std::fs::read(&new_key).unwrap(),
     )
     .unwrap();
     std::fs::write(
-        certs.dir().join("cell.pem"),
+        certs.dir().join(format!("{name}.pem")),
         std::fs::read(&new_cert).unwrap(),
     )
     .unwrap();
     std::fs::write(certs.ca(), bundle).unwrap();
 
     // A new connection gets the new certificate: the client trusting only the new CA
-    // gets through once the cell has noticed (it polls every 2 s). Its writes reach the
+    // gets through once the server has noticed (it polls every 2 s). Its writes reach the
     // session from before the rotation, which continues: its watch sees one and exits.
     let mut watcher = watcher;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -243,12 +263,7 @@ async fn rotated_certificate_files_are_served_to_new_connections_while_a_session
             tokio::time::Instant::now() < deadline,
             "rotated: {rotated}; the watcher from before the rotation saw no write"
         );
-        let o = ctl(
-            ("--endpoint", &ep),
-            Some(&trusts_new_only),
-            &["put", "/w", "after"],
-        )
-        .await;
+        let o = ctl((flag, &ep), Some(&trusts_new_only), &["put", "/w", "after"]).await;
         if rotated {
             assert!(o.status.success(), "{}", stderr(&o));
         }

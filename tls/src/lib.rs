@@ -205,9 +205,10 @@ impl Tls {
     /// SIGHUP) tries again.
     pub fn watch(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let tls = Arc::clone(self);
+        // Registered before returning: a SIGHUP from then on reloads (and no longer ends
+        // the process, SIGHUP's default).
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         tokio::spawn(async move {
-            let mut hup =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
             let mut poll = tokio::time::interval(POLL_EVERY);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -498,6 +499,30 @@ mod tests {
         tls.reload().unwrap();
         assert_eq!(tls.principal().as_deref(), Some("warren:a-next"));
         assert!(!Arc::ptr_eq(&before, &tls.server_config().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn sighup_reloads_even_unchanged_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = Tls::load(write(dir.path(), &ca(), "a", "warren:a")).unwrap();
+        let before = tls.server_config().unwrap();
+        let watcher = tls.watch();
+        // The files do not change, so only the signal can make a new configuration.
+        let kill = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while Arc::ptr_eq(&before, &tls.server_config().unwrap()) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "SIGHUP did not reload"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(tls.principal().as_deref(), Some("warren:a"));
+        watcher.abort();
     }
 
     #[test]
