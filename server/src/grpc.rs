@@ -229,6 +229,105 @@ pub mod reexport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::codegen::http;
+
+    /// A service that answers every call with the identity its request carried, in
+    /// `grpc-message` (`-` for none).
+    #[derive(Clone)]
+    struct WhoAmI;
+
+    impl tonic::server::NamedService for WhoAmI {
+        const NAME: &'static str = "test.WhoAmI";
+    }
+
+    impl tower::Service<http::Request<tonic::body::Body>> for WhoAmI {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+            let who = req
+                .extensions()
+                .get::<PeerIdentity>()
+                .map_or("-".to_owned(), |p| p.principal.clone());
+            std::future::ready(Ok(Status::new(tonic::Code::Ok, who).into_http()))
+        }
+    }
+
+    /// Serves [`WhoAmI`] with `server` (None: plaintext) and asks it, as `client`, who
+    /// is calling.
+    async fn who_am_i(server: Option<Arc<Tls>>, client: Option<Arc<Tls>>) -> String {
+        use tower::ServiceExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(serve_routes_with(
+            listener,
+            tonic::service::Routes::new(WhoAmI),
+            server,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+        let channel = match client {
+            Some(tls) => warren_tls::client::connect(&endpoint, tls).await.unwrap(),
+            None => endpoint.connect().await.unwrap(),
+        };
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}/test.WhoAmI/Ask"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(tonic::body::Body::empty())
+            .unwrap();
+        let resp = channel.oneshot(req).await.unwrap();
+        let who = Status::from_header_map(resp.headers())
+            .map(|s| s.message().to_owned())
+            .unwrap_or_default();
+        let _ = stop.send(());
+        served.await.unwrap().unwrap();
+        who
+    }
+
+    #[tokio::test]
+    async fn a_call_on_a_tls_connection_carries_the_client_certificate_s_principal() {
+        use warren_tls::gen::{Ca, Validity};
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new("test CA").unwrap();
+        let ca_path = ca.write_ca(dir.path()).unwrap();
+        let issue = |name: &str, principal: &str| {
+            let files = ca
+                .write_issued(
+                    dir.path(),
+                    name,
+                    principal,
+                    &["127.0.0.1"],
+                    Validity::Current,
+                    &ca_path,
+                )
+                .unwrap();
+            warren_tls::Tls::load(files).unwrap()
+        };
+        let server = issue("server", "warren:cell-1");
+        let client = issue("client", "spiffe://example/app");
+        assert_eq!(
+            who_am_i(Some(server), Some(client)).await,
+            "spiffe://example/app"
+        );
+        assert_eq!(
+            who_am_i(None, None).await,
+            "-",
+            "plaintext carries no identity"
+        );
+    }
 
     #[test]
     fn a_verified_connection_s_principal_becomes_the_request_s_identity() {
