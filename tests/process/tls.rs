@@ -491,3 +491,51 @@ async fn a_cell_reaches_etcd_over_mutual_tls() {
     .await;
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[tokio::test]
+async fn a_load_test_runs_over_mutual_tls_through_a_proxy() {
+    let certs = TestCerts::new();
+    let data = tempfile::tempdir().unwrap();
+    let cell = cell(&certs, data.path()).await;
+    let proxy = proxy(&certs, &cell.addr()).await;
+    let client = certs.issue("loadtest", "warren:loadtest");
+    let json = data.path().join("report.json");
+    let target = format!("proxies={}", proxy.proxies[0]);
+    let mut args: Vec<String> = [
+        "loadtest",
+        "run",
+        "--target",
+        &target,
+        "--sessions",
+        "10",
+        "--connections",
+        "2",
+        "--duration",
+        "2s",
+        "--ramp",
+        "500ms",
+        "--read-rate",
+        "20",
+        "--write-rate",
+        "1",
+        "--lock-rate",
+        "0",
+        "--files",
+        "5",
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(json.display().to_string());
+    args.extend(flags(&client));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = tokio::time::timeout(Duration::from_secs(120), warren(&refs))
+        .await
+        .expect("the load test finishes");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["sessions"]["created"], 10, "{r:#}");
+    assert_eq!(r["errors"], 0, "{r:#}");
+}
