@@ -290,6 +290,19 @@ async fn forward_cmd(a: ForwardArgs) -> anyhow::Result<()> {
 
 /// Runs the subcommand on a runtime of `--threads` workers.
 pub fn run(args: LoadtestArgs) -> ExitCode {
+    let deploys = match &args.command {
+        LoadtestCommand::Run(a) => a.deploy.deploy.is_some(),
+        LoadtestCommand::Compare(a) => a.deploy.deploy.is_some(),
+        _ => false,
+    };
+    if deploys && args.tls.cacert.is_some() {
+        eprintln!(
+            "error: --cacert/--cert/--key (or WARREN_CACERT…) with --deploy: the deployment \
+             --deploy launches is plaintext on loopback; drop the TLS flags, or run against a \
+             TLS deployment with --target"
+        );
+        return ExitCode::from(2);
+    }
     if let Err(e) = args.tls.install() {
         eprintln!("error: {e}");
         return ExitCode::from(2);

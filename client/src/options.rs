@@ -42,7 +42,8 @@ pub struct ClientOptions {
     ///   cells and answers with a higher epoch and a fail-over event.
     pub via_proxies: bool,
     /// The principal the session acts for, checked against ACL files; empty means
-    /// anonymous. Asserted, not authenticated, until TLS lands.
+    /// anonymous. Asserted by the session: with TLS the servers also authenticate the
+    /// certificate's principal, and authorization on it is being built (docs/security.md).
     pub principal: String,
     /// Timeout of every call except `KeepAlive` (lease + 5 s) and `Acquire` (its own
     /// timeout + this, or none when it waits as long as the session lives).
@@ -67,8 +68,9 @@ pub struct ClientOptions {
     /// ([`warren_tls::install`]): the first session connected with TLS files installs them
     /// for every later connection the process makes, and a session given *different*
     /// files in the same process is refused (one identity per process; not done yet:
-    /// several). The principal the servers see is the certificate's, whatever
-    /// [`principal`](Self::principal) says.
+    /// several). The servers authenticate the principal the certificate names
+    /// (docs/security.md, "Principals"); [`principal`](Self::principal) is what the
+    /// session asserts.
     pub tls: Option<warren_tls::TlsFiles>,
     /// In a session a partitioned session made for one cell: the map epoch its calls carry
     /// (kept current by the routing session).

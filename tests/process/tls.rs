@@ -538,4 +538,19 @@ async fn a_load_test_runs_over_mutual_tls_through_a_proxy() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r["sessions"]["created"], 10, "{r:#}");
     assert_eq!(r["errors"], 0, "{r:#}");
+
+    // --deploy launches a plaintext deployment: TLS flags with it are refused up front.
+    let o = warren(&[
+        "loadtest",
+        "run",
+        "--deploy",
+        "dev",
+        "--duration",
+        "1s",
+        "--cacert",
+        certs.ca().to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("with --deploy"), "{}", stderr(&o));
 }

@@ -82,25 +82,23 @@ async fn dial(uri: Uri, tls: &Tls) -> io::Result<Primed> {
 /// server sends when it refuses this client's certificate, and the client's own verdicts
 /// on the server's.
 pub fn explain(message: &str) -> String {
-    let why = if message.contains("CertificateRequired")
-        || message.contains("HandshakeFailure") && message.contains("alert")
-    {
+    let alert = |name: &str| message.contains("alert") && message.contains(name);
+    let ours = |name: &str| message.contains("invalid peer certificate") && message.contains(name);
+    let why = if alert("CertificateRequired") {
         Some("the server requires a client certificate and this client presented none: give --cert/--key (WARREN_CERT/WARREN_KEY)")
-    } else if message.contains("alert") && message.contains("UnknownCA") {
+    } else if alert("UnknownCA") {
         Some("the server does not trust this client's certificate: it is not signed by a CA the server trusts (--cacert on the server)")
-    } else if message.contains("alert") && message.contains("CertificateExpired") {
+    } else if alert("CertificateExpired") {
         Some("the server refused this client's certificate: it has expired (or is not yet valid); renew it")
-    } else if message.contains("alert")
-        && (message.contains("BadCertificate")
-            || message.contains("CertificateUnknown")
-            || message.contains("DecryptError"))
-    {
+    } else if alert("BadCertificate") || alert("CertificateUnknown") || alert("DecryptError") {
         Some("the server refused this client's certificate")
-    } else if message.contains("invalid peer certificate") && message.contains("UnknownIssuer") {
+    } else if alert("HandshakeFailure") {
+        Some("the server refused the handshake (no client certificate, or no protocol version or cipher in common)")
+    } else if ours("UnknownIssuer") {
         Some("the server's certificate is not signed by a CA this client trusts (--cacert)")
-    } else if message.contains("invalid peer certificate") && message.contains("Expired") {
+    } else if ours("Expired") {
         Some("the server's certificate has expired")
-    } else if message.contains("invalid peer certificate") && message.contains("NotValidForName") {
+    } else if ours("NotValidForName") {
         Some("the server's certificate does not name the address dialled (give it that DNS name or IP address)")
     } else {
         None
