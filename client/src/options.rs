@@ -62,16 +62,13 @@ pub struct ClientOptions {
     /// routes each call to the cell that owns its path itself, with a session per cell it
     /// uses (docs/partitioning.md). Off by default. See [`ClientOptions::meta`].
     pub partitioned: bool,
-    /// Mutual TLS (docs/security.md): the CA that signs the servers' certificates, and this
-    /// client's certificate and key. `None` (the default): plaintext, unless the process
-    /// already has an identity installed. The identity is the process's
-    /// ([`warren_tls::install`]): the first session connected with TLS files installs them
-    /// for every later connection the process makes, and a session given *different*
-    /// files in the same process is refused (one identity per process; not done yet:
-    /// several). The servers authenticate the principal the certificate names
-    /// (docs/security.md, "Principals"); [`principal`](Self::principal) is what the
-    /// session asserts.
-    pub tls: Option<warren_tls::TlsFiles>,
+    /// The mutual-TLS identity this session dials with (docs/security.md): the CA that
+    /// signs the servers' certificates, and this client's certificate and key, loaded with
+    /// [`Tls::load`](warren_tls::Tls::load). `None` (the default): the process's installed
+    /// identity ([`warren_tls::install`], as `warren ctl` does from its flags), else
+    /// plaintext. Sessions of one process may use different identities. The servers
+    /// authenticate the principal the certificate names (docs/security.md, "Principals").
+    pub tls: Option<std::sync::Arc<warren_tls::Tls>>,
     /// In a session a partitioned session made for one cell: the map epoch its calls carry
     /// (kept current by the routing session).
     pub(crate) map_epoch: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
@@ -134,33 +131,10 @@ impl ClientOptions {
         self
     }
 
-    /// Sets the TLS files: the CA, and this client's certificate and key
-    /// (see the [field](Self::tls)).
-    pub fn tls(mut self, files: warren_tls::TlsFiles) -> Self {
-        self.tls = Some(files);
+    /// Sets the TLS identity (see the [field](Self::tls)).
+    pub fn tls(mut self, tls: std::sync::Arc<warren_tls::Tls>) -> Self {
+        self.tls = Some(tls);
         self
-    }
-
-    /// Installs [`tls`](Self::tls) as the process's identity if it is given and none is
-    /// installed yet; the error names the file that cannot be used, or says that another
-    /// identity is already installed.
-    pub(crate) fn install_tls(&self) -> Result<(), Error> {
-        let Some(files) = &self.tls else {
-            return Ok(());
-        };
-        if let Some(current) = warren_tls::installed() {
-            if current.files() == files {
-                return Ok(());
-            }
-            return Err(Error::InvalidArgument(format!(
-                "tls: this process already uses the TLS files {:?}; one process has one TLS identity",
-                current.files()
-            )));
-        }
-        let tls = warren_tls::Tls::load(files.clone())
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        warren_tls::install(tls);
-        Ok(())
     }
 
     setters! {

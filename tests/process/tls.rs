@@ -554,3 +554,52 @@ async fn a_load_test_runs_over_mutual_tls_through_a_proxy() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("with --deploy"), "{}", stderr(&o));
 }
+
+#[tokio::test]
+async fn library_sessions_in_one_process_each_dial_with_their_own_identity() {
+    use warren_client::{ClientOptions, OpenOptions, Session, Tls};
+    let certs = TestCerts::new();
+    let data = tempfile::tempdir().unwrap();
+    let cell = cell(&certs, data.path()).await;
+    let proxy = proxy(&certs, &cell.addr()).await;
+    // This test process installs no identity: each session brings its own.
+    let good = Tls::load(certs.issue("lib-a", "warren:lib-a")).unwrap();
+    let untrusted = Tls::load(certs.untrusted("lib-m", "warren:mallory")).unwrap();
+    for options in [
+        ClientOptions::new([cell.addr()]),
+        ClientOptions::proxies([proxy.proxies[0].clone()]),
+    ] {
+        let s = Session::connect_with(options.clone().tls(good.clone()))
+            .await
+            .expect("a session with a good certificate");
+        let (h, _) = s
+            .open(
+                "/lib",
+                OpenOptions::new().read().write().create_file(Vec::new()),
+            )
+            .await
+            .unwrap();
+        h.set_contents("from the library").await.unwrap();
+        assert_eq!(h.contents().await.unwrap().0, b"from the library");
+        s.close().await.unwrap();
+
+        let refused = Session::connect_with(
+            options
+                .clone()
+                .tls(untrusted.clone())
+                .grace_period(Duration::from_secs(1)),
+        )
+        .await
+        .expect_err("an untrusted certificate is refused");
+        assert!(
+            refused
+                .to_string()
+                .contains("not signed by a CA the server trusts"),
+            "{refused}"
+        );
+        let plain = Session::connect_with(options.grace_period(Duration::from_secs(1)))
+            .await
+            .expect_err("plaintext is refused");
+        assert!(plain.to_string().contains("requires mutual TLS"), "{plain}");
+    }
+}
