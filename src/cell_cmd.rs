@@ -70,6 +70,17 @@ pub struct CellArgs {
     /// transactions (large batches then apply in parts). Env WARREN_ETCD_MAX_TXN_OPS.
     #[arg(long)]
     etcd_max_txn_ops: Option<String>,
+    /// TLS to etcd: the CA (PEM) that signs etcd's certificates; the --etcd URLs are then
+    /// https://. Env WARREN_ETCD_CACERT.
+    #[arg(long)]
+    etcd_cacert: Option<String>,
+    /// This replica's client certificate (PEM) for etcd (with etcd's --client-cert-auth).
+    /// Env WARREN_ETCD_CERT.
+    #[arg(long)]
+    etcd_cert: Option<String>,
+    /// The private key (PEM) of --etcd-cert. Env WARREN_ETCD_KEY.
+    #[arg(long)]
+    etcd_key: Option<String>,
     /// The meta cell's replicas, HOST:PORT[,HOST:PORT…]: given, this is a data cell of a
     /// partitioned deployment, serving the slots the partition map (watched in the meta
     /// cell) gives it. Unset for the meta cell itself or an unpartitioned deployment.
@@ -89,6 +100,23 @@ pub struct CellArgs {
     /// besides warren:operator. Repeat for several. Env WARREN_OPERATOR_PRINCIPALS.
     #[arg(long = "operator-principal", value_name = "PRINCIPAL")]
     operator_principal: Vec<String>,
+
+    /// The CA certificate (PEM) peers' certificates must chain to; with --cert and --key,
+    /// the gRPC port and this process's own connections are mutual TLS (docs/security.md).
+    /// Env WARREN_CACERT, or `cacert` in the config file's [tls] section.
+    #[arg(long)]
+    cacert: Option<String>,
+    /// This process's certificate (PEM), presented to clients and to the servers it dials.
+    /// Env WARREN_CERT, or `cert` in [tls].
+    #[arg(long)]
+    cert: Option<String>,
+    /// The private key (PEM) of --cert. Env WARREN_KEY, or `key` in [tls].
+    #[arg(long)]
+    key: Option<String>,
+    /// Serve plaintext on a non-loopback --listen address (refused otherwise: anyone who
+    /// can reach the port could act as anyone). Env WARREN_INSECURE.
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// Serves one cell until Ctrl-C / SIGTERM.
@@ -112,10 +140,17 @@ pub async fn run(a: CellArgs) -> ExitCode {
         ("replica", &a.replica),
         ("etcd_lease", &a.etcd_lease),
         ("etcd_max_txn_ops", &a.etcd_max_txn_ops),
+        ("etcd_cacert", &a.etcd_cacert),
+        ("etcd_cert", &a.etcd_cert),
+        ("etcd_key", &a.etcd_key),
         ("meta", &a.meta),
         ("advertise", &a.advertise),
         ("proxy_principals", &proxy_principals),
         ("operator_principals", &operator_principals),
+        ("cacert", &a.cacert),
+        ("cert", &a.cert),
+        ("key", &a.key),
+        ("insecure", &a.insecure.then(|| "true".to_owned())),
     ];
     let sources = server_cmd::sources(a.config.as_deref(), &flags);
     server_cmd::load_and_serve(
@@ -128,6 +163,7 @@ pub async fn run(a: CellArgs) -> ExitCode {
 
 /// Binds, opens the store, prints the banner and serves until a shutdown signal.
 pub async fn serve(cfg: &CellConfig) -> anyhow::Result<()> {
+    crate::tls_cmd::install_server(&cfg.tls)?;
     let listener = server_cmd::bind(cfg.listen, "listen").await?;
     let admin = match cfg.admin {
         Some(a) => Some(server_cmd::bind(a, "admin").await?),
@@ -157,6 +193,14 @@ pub async fn serve(cfg: &CellConfig) -> anyhow::Result<()> {
             let mut etcd = EtcdOptions::new(cfg.etcd.clone());
             etcd.lease_ttl = cfg.etcd_lease;
             etcd.max_txn_ops = cfg.etcd_max_txn_ops;
+            if let Some(cacert) = &cfg.etcd_cacert {
+                let identity = cfg.etcd_cert.clone().zip(cfg.etcd_key.clone());
+                warren_cell::store::etcd::use_tls(warren_cell::store::etcd::EtcdTls {
+                    cacert: cacert.clone(),
+                    identity,
+                })
+                .map_err(|e| anyhow::anyhow!("TLS to etcd: {e}"))?;
+            }
             run_replica(
                 listener,
                 admin,

@@ -2,8 +2,13 @@
 //! meta cell, N data cells and M proxies routing by the partition map.
 //!
 //! ```text
-//! warren dev [--data DIR] [--cells N] [--proxies M] [--base-port P]
+//! warren dev [--data DIR] [--cells N] [--proxies M] [--base-port P] [--tls]
 //! ```
+//!
+//! With `--tls` every member serves and dials mutual TLS with a development CA and
+//! certificates made in DIR/tls, and the banner adds, before `ready`, the `warren ctl`
+//! flags (`tls: …`) and environment (`tls-env: …`) of the operator certificate made there
+//! too (docs/security.md, "warren dev --tls").
 //!
 //! Ports, with P = `--base-port` (default 7100; 0 picks free ports):
 //!
@@ -123,6 +128,12 @@ pub struct DevArgs {
     /// with --base-port 0).
     #[arg(long, value_name = "HOST:PORT", requires = "add_cell")]
     meta: Option<SocketAddr>,
+    /// Mutual TLS on every connection: a development CA and certificates are made in
+    /// DIR/tls (once; a later run reuses them), every member serves and dials with them,
+    /// and the `warren ctl` flags and environment that use the operator certificate are
+    /// printed (docs/security.md, "warren dev --tls").
+    #[arg(long)]
+    tls: bool,
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -802,8 +813,93 @@ impl Dev {
     }
 }
 
+/// The files of `warren dev --tls`, in DIR/tls: the development CA, the certificate every
+/// member serves and dials with, and the operator's for `warren ctl`.
+const DEV_TLS_FILES: [&str; 5] = [
+    "ca.pem",
+    "server.pem",
+    "server.key",
+    "operator.pem",
+    "operator.key",
+];
+
+/// Principals of `warren dev --tls`'s certificates (docs/security.md, "Principals").
+const DEV_SERVER_PRINCIPAL: &str = "warren:dev-server";
+const DEV_OPERATOR_PRINCIPAL: &str = "warren:operator";
+
+/// Sets up `warren dev --tls`: makes the CA and certificates in `data`/tls unless they are
+/// all there already, installs the server certificate as the process's identity (reloaded
+/// on SIGHUP or a change), and returns the banner lines naming the `warren ctl` flags and
+/// environment for the operator certificate.
+fn dev_tls(data: &Path) -> Result<Vec<String>, String> {
+    let dir = data.join("tls");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
+    let have_all = DEV_TLS_FILES.iter().all(|f| dir.join(f).is_file());
+    if !have_all {
+        let ca = warren_tls::gen::Ca::new("warren dev CA")?;
+        let ca_path = ca
+            .write_ca(&dir)
+            .map_err(|e| format!("cannot write {}: {e}", dir.join("ca.pem").display()))?;
+        let hosts = ["127.0.0.1", "::1", "localhost"];
+        let current = warren_tls::gen::Validity::Current;
+        ca.write_issued(
+            &dir,
+            "server",
+            DEV_SERVER_PRINCIPAL,
+            &hosts,
+            current,
+            &ca_path,
+        )?;
+        ca.write_issued(
+            &dir,
+            "operator",
+            DEV_OPERATOR_PRINCIPAL,
+            &[],
+            current,
+            &ca_path,
+        )?;
+    }
+    let file = |f: &str| dir.join(f).display().to_string();
+    let server = warren_tls::TlsFiles::new(
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    let tls = warren_tls::Tls::load(server).map_err(|e| e.to_string())?;
+    drop(tls.watch());
+    warren_tls::install(tls);
+    Ok(vec![
+        format!(
+            "tls: warren ctl --cacert {} --cert {} --key {}",
+            file("ca.pem"),
+            file("operator.pem"),
+            file("operator.key")
+        ),
+        format!(
+            "tls-env: export WARREN_CACERT={} WARREN_CERT={} WARREN_KEY={}",
+            file("ca.pem"),
+            file("operator.pem"),
+            file("operator.key")
+        ),
+    ])
+}
+
 /// Runs `warren dev` until Ctrl-C / SIGTERM.
 pub async fn run(args: DevArgs) -> ExitCode {
+    let tls_lines = if args.tls {
+        match dev_tls(&args.data) {
+            Ok(lines) => lines,
+            Err(e) => {
+                eprintln!("error: --tls: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        Vec::new()
+    };
     let signal = crate::server_cmd::shutdown_signal();
     tokio::pin!(signal);
     let mut dev = Dev::new(args);
@@ -815,7 +911,10 @@ pub async fn run(args: DevArgs) -> ExitCode {
         // Interrupted while starting.
         None => None,
         Some(Err(e)) => Some(e),
-        Some(Ok(banner)) => {
+        Some(Ok(mut banner)) => {
+            // The TLS lines go before `ready`, the last.
+            let at = banner.len().saturating_sub(1);
+            banner.splice(at..at, tls_lines);
             {
                 use std::io::Write;
                 let mut out = std::io::stdout().lock();

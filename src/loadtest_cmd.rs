@@ -22,6 +22,10 @@ use warren_loadtest::{Config, Report, Target};
 pub struct LoadtestArgs {
     #[command(subcommand)]
     command: LoadtestCommand,
+    /// Mutual TLS to the target deployment: --cacert, --cert, --key (docs/security.md).
+    /// Not with --deploy, whose deployment is plaintext on loopback.
+    #[command(flatten)]
+    tls: crate::tls_cmd::ClientTlsArgs,
     /// Worker threads of the load generator's runtime, 1–256 (default: one per core). One
     /// saves the futex wake-ups of idle workers (docs/performance.md, "Cached reads: CPU
     /// per read against a bare tonic server"), but on a busy machine a process with one
@@ -286,6 +290,23 @@ async fn forward_cmd(a: ForwardArgs) -> anyhow::Result<()> {
 
 /// Runs the subcommand on a runtime of `--threads` workers.
 pub fn run(args: LoadtestArgs) -> ExitCode {
+    let deploys = match &args.command {
+        LoadtestCommand::Run(a) => a.deploy.deploy.is_some(),
+        LoadtestCommand::Compare(a) => a.deploy.deploy.is_some(),
+        _ => false,
+    };
+    if deploys && args.tls.cacert.is_some() {
+        eprintln!(
+            "error: --cacert/--cert/--key (or WARREN_CACERT…) with --deploy: the deployment \
+             --deploy launches is plaintext on loopback; drop the TLS flags, or run against a \
+             TLS deployment with --target"
+        );
+        return ExitCode::from(2);
+    }
+    if let Err(e) = args.tls.install() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     crate::runtime::block_on(args.threads.map(usize::from), subcommand(args.command))
 }
 

@@ -8,6 +8,7 @@ mod loadtest_cmd;
 mod proxy_cmd;
 mod runtime;
 mod server_cmd;
+mod tls_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -99,6 +99,11 @@ impl Error {
             tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
                 Error::Transport(format!("cannot reach {addr}: {cause}"))
             }
+            // A TLS port's answer to a plaintext client (warren_tls::server): the message
+            // says what to give.
+            tonic::Code::Unauthenticated if status.message().starts_with("TLS: ") => {
+                Error::Transport(format!("cannot use {addr}: {cause}"))
+            }
             code => Error::Transport(format!(
                 "{addr} answered {code:?} without a Warren error (is it a Warren server?): {cause}"
             )),

@@ -100,3 +100,5 @@ pub use types::{
     Sequencer, SessionId, SessionState, Stat,
 };
 pub use warren_proto::{ErrorCode, WarrenError};
+/// Mutual TLS: the identity a session dials with ([`ClientOptions::tls`]; docs/security.md).
+pub use warren_tls::{Tls, TlsFiles};

@@ -42,7 +42,8 @@ pub struct ClientOptions {
     ///   cells and answers with a higher epoch and a fail-over event.
     pub via_proxies: bool,
     /// The principal the session acts for, checked against ACL files; empty means
-    /// anonymous. Asserted, not authenticated, until TLS lands.
+    /// anonymous. Asserted by the session: with TLS the servers also authenticate the
+    /// certificate's principal, and authorization on it is being built (docs/security.md).
     pub principal: String,
     /// Timeout of every call except `KeepAlive` (lease + 5 s) and `Acquire` (its own
     /// timeout + this, or none when it waits as long as the session lives).
@@ -61,6 +62,13 @@ pub struct ClientOptions {
     /// routes each call to the cell that owns its path itself, with a session per cell it
     /// uses (docs/partitioning.md). Off by default. See [`ClientOptions::meta`].
     pub partitioned: bool,
+    /// The mutual-TLS identity this session dials with (docs/security.md): the CA that
+    /// signs the servers' certificates, and this client's certificate and key, loaded with
+    /// [`Tls::load`](warren_tls::Tls::load). `None` (the default): the process's installed
+    /// identity ([`warren_tls::install`], as `warren ctl` does from its flags), else
+    /// plaintext. Sessions of one process may use different identities. The servers
+    /// authenticate the principal the certificate names (docs/security.md, "Principals").
+    pub tls: Option<std::sync::Arc<warren_tls::Tls>>,
     /// In a session a partitioned session made for one cell: the map epoch its calls carry
     /// (kept current by the routing session).
     pub(crate) map_epoch: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
@@ -89,6 +97,7 @@ impl ClientOptions {
             cache: true,
             via_proxies: false,
             partitioned: false,
+            tls: None,
             map_epoch: None,
         }
     }
@@ -119,6 +128,12 @@ impl ClientOptions {
     /// Sets the principal.
     pub fn principal(mut self, principal: impl Into<String>) -> Self {
         self.principal = principal.into();
+        self
+    }
+
+    /// Sets the TLS identity (see the [field](Self::tls)).
+    pub fn tls(mut self, tls: std::sync::Arc<warren_tls::Tls>) -> Self {
+        self.tls = Some(tls);
         self
     }
 

@@ -60,7 +60,12 @@ async fn dial(addr: &str) -> Result<ReshardClient<Channel>, String> {
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true);
-    match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        crate::transport::connect_endpoint(&endpoint),
+    )
+    .await
+    {
         Ok(Ok(channel)) => {
             Ok(ReshardClient::new(channel)
                 .max_decoding_message_size(warren_proto::MAX_MESSAGE_BYTES))

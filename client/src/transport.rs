@@ -1,14 +1,18 @@
 //! Connections: dialling a server, asking it `Locate`, and finding the master among a list
 //! of endpoints. Everything that turns tonic's transport errors into [`Error::Transport`]
-//! messages that name the address lives here.
+//! messages that name the address lives here, and the choice between plaintext and TLS
+//! ([`connect_endpoint`]: TLS when the process has an identity installed;
+//! docs/security.md).
 
 use crate::error::{error_chain, Error};
 use crate::types::LocateInfo;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
 use warren_proto::WarrenError;
+use warren_tls::Tls;
 
 /// How many `Locate` redirects (`master` pointing elsewhere) to follow before giving up.
 const MAX_LOCATE_HOPS: usize = 3;
@@ -47,8 +51,20 @@ pub async fn dial(addr: &str, timeout: Duration) -> Result<Conn, Error> {
 }
 
 /// Connects to `addr`, waiting at most `timeout`; `pings`: whether the connection sends
-/// HTTP/2 PINGs ([`PING_EVERY`]) — yes to a cell, no to a proxy.
+/// HTTP/2 PINGs ([`PING_EVERY`]) — yes to a cell, no to a proxy. TLS as the process's
+/// installed identity says ([`connect_endpoint`]).
 pub async fn dial_with(addr: &str, timeout: Duration, pings: bool) -> Result<Conn, Error> {
+    dial_as(addr, timeout, pings, None).await
+}
+
+/// [`dial_with`] with the TLS identity `tls` (a session's [`crate::ClientOptions::tls`]);
+/// `None`: the process's installed identity, if any ([`connect_endpoint_as`]).
+pub async fn dial_as(
+    addr: &str,
+    timeout: Duration,
+    pings: bool,
+    tls: Option<&Arc<Tls>>,
+) -> Result<Conn, Error> {
     let endpoint = Endpoint::from_shared(uri_for(addr))
         .map_err(|e| {
             Error::InvalidArgument(format!(
@@ -69,7 +85,7 @@ pub async fn dial_with(addr: &str, timeout: Duration, pings: bool) -> Result<Con
     } else {
         endpoint
     };
-    let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
+    let channel = match tokio::time::timeout(timeout, connect_endpoint_as(&endpoint, tls)).await {
         Ok(Ok(channel)) => channel,
         Ok(Err(e)) => {
             // Tonic's own message is just "transport error"; the causes say what happened.
@@ -89,6 +105,25 @@ pub async fn dial_with(addr: &str, timeout: Duration, pings: bool) -> Result<Con
         addr: addr.to_string(),
         client: WarrenClient::new(channel),
     })
+}
+
+/// Connects `endpoint`: over mutual TLS with the process's identity if one is installed
+/// ([`warren_tls::install`], done by [`crate::ClientOptions::tls`] or by the `warren`
+/// commands given `--cacert`), else in plaintext. Every dial of the library, the cells
+/// and the proxies goes through here.
+pub async fn connect_endpoint(endpoint: &Endpoint) -> Result<Channel, tonic::transport::Error> {
+    connect_endpoint_as(endpoint, None).await
+}
+
+/// [`connect_endpoint`] with the identity `tls` if given, else the process's.
+pub async fn connect_endpoint_as(
+    endpoint: &Endpoint,
+    tls: Option<&Arc<Tls>>,
+) -> Result<Channel, tonic::transport::Error> {
+    match tls.cloned().or_else(warren_tls::installed) {
+        Some(tls) => warren_tls::client::connect(endpoint, tls).await,
+        None => endpoint.connect().await,
+    }
 }
 
 /// Asks the server behind `conn` who is master.
@@ -121,10 +156,11 @@ pub(crate) async fn find_master(
     endpoints: &[String],
     timeout: Duration,
     pings: bool,
+    tls: Option<&Arc<Tls>>,
 ) -> Result<(Conn, LocateInfo), Error> {
     let mut errors = Vec::new();
     for addr in endpoints {
-        match master_via_with(addr, timeout, pings).await {
+        match master_via_as(addr, timeout, pings, tls).await {
             Ok(found) => return Ok(found),
             Err(e) => {
                 tracing::debug!(%addr, %e, "endpoint did not lead to a master");
@@ -163,7 +199,17 @@ pub async fn master_via_with(
     timeout: Duration,
     pings: bool,
 ) -> Result<(Conn, LocateInfo), Error> {
-    let mut conn = dial_with(addr, timeout, pings).await?;
+    master_via_as(addr, timeout, pings, None).await
+}
+
+/// [`master_via_with`] with the TLS identity `tls` ([`dial_as`]).
+pub async fn master_via_as(
+    addr: &str,
+    timeout: Duration,
+    pings: bool,
+    tls: Option<&Arc<Tls>>,
+) -> Result<(Conn, LocateInfo), Error> {
+    let mut conn = dial_as(addr, timeout, pings, tls).await?;
     for _ in 0..=MAX_LOCATE_HOPS {
         let info = locate_at(&conn, timeout).await?;
         if info.is_master {
@@ -172,7 +218,7 @@ pub async fn master_via_with(
         if info.master.is_empty() {
             return Err(Error::Warren(warren_proto::WarrenError::not_master("")));
         }
-        conn = dial_with(&info.master, timeout, pings).await?;
+        conn = dial_as(&info.master, timeout, pings, tls).await?;
     }
     Err(Error::Transport(format!(
         "{addr}: gave up after following {MAX_LOCATE_HOPS} master redirects"
@@ -192,12 +238,21 @@ pub async fn find_cell_master(
     endpoints: &[String],
     timeout: Duration,
 ) -> Result<(Conn, LocateInfo), Error> {
+    find_cell_master_as(endpoints, timeout, None).await
+}
+
+/// [`find_cell_master`] with the TLS identity `tls` ([`dial_as`]).
+pub async fn find_cell_master_as(
+    endpoints: &[String],
+    timeout: Duration,
+    tls: Option<&Arc<Tls>>,
+) -> Result<(Conn, LocateInfo), Error> {
     use futures::stream::{FuturesUnordered, StreamExt};
     let mut asks: FuturesUnordered<_> = endpoints
         .iter()
         .map(|addr| async move {
             let r = async {
-                let conn = dial(addr, timeout).await?;
+                let conn = dial_as(addr, timeout, true, tls).await?;
                 let info = locate_at(&conn, timeout).await?;
                 Ok::<_, Error>((conn, info))
             }
@@ -248,7 +303,7 @@ pub async fn find_cell_master(
     };
     let (master, epoch) = named;
     if !silent.contains(&master) {
-        match master_via(&master, timeout).await {
+        match master_via_as(&master, timeout, true, tls).await {
             Ok(found) => return Ok(found),
             Err(e) => errors.push(e),
         }
@@ -258,7 +313,7 @@ pub async fn find_cell_master(
         .filter(|a| a.master == master)
         .map(|a| a.endpoint.clone())
         .collect();
-    report_unreachable(&witnesses, &master, epoch, timeout).await;
+    report_unreachable_as(&witnesses, &master, epoch, timeout, tls).await;
     Err(Error::Transport(format!(
         "the master the replicas name, {master} (epoch {epoch}), did not answer within \
          {timeout:?}; told {} so",
@@ -270,9 +325,20 @@ pub async fn find_cell_master(
 /// (a `Locate` carrying the report; docs/design.md §9, "A master nobody can reach"). Best
 /// effort: each is bounded by `timeout` and failures are ignored.
 pub async fn report_unreachable(replicas: &[String], master: &str, epoch: u64, timeout: Duration) {
+    report_unreachable_as(replicas, master, epoch, timeout, None).await
+}
+
+/// [`report_unreachable`] with the TLS identity `tls` ([`dial_as`]).
+async fn report_unreachable_as(
+    replicas: &[String],
+    master: &str,
+    epoch: u64,
+    timeout: Duration,
+    tls: Option<&Arc<Tls>>,
+) {
     let tell = |addr: String| async move {
         let attempt = async {
-            let conn = dial(&addr, timeout).await.ok()?;
+            let conn = dial_as(&addr, timeout, true, tls).await.ok()?;
             let mut client = conn.client.clone();
             let request = pb::LocateRequest {
                 unreachable_master: master.to_string(),

@@ -65,6 +65,12 @@ pub struct CellConfig {
     /// Set higher, the cell finds etcd's limit at election (or when etcd refuses a write),
     /// warns and uses etcd's (docs/operations.md, "etcd limits").
     pub etcd_max_txn_ops: usize,
+    /// TLS to etcd (docs/security.md, "etcd"): the CA that signs etcd's certificates, and
+    /// this replica's client certificate and key (needed when etcd runs with
+    /// `--client-cert-auth`). Given, the `etcd` URLs must be `https://`.
+    pub etcd_cacert: Option<PathBuf>,
+    pub etcd_cert: Option<PathBuf>,
+    pub etcd_key: Option<PathBuf>,
     /// Addresses of the meta cell's replicas (`HOST:PORT`). Given: this is a data cell of a
     /// partitioned deployment, serving only the slots the partition map (watched in the
     /// meta cell) gives it. Empty: the meta cell, or the only cell of an unpartitioned one.
@@ -82,6 +88,9 @@ pub struct CellConfig {
     /// Principals that may write the reserved subtree `/ls/<d>/warren/` and run reshards,
     /// besides `warren:operator` and the cells' own `warren:cell` (docs/security.md).
     pub operator_principals: Vec<String>,
+
+    /// Mutual TLS on the gRPC port and on this replica's own connections (docs/security.md).
+    pub tls: crate::TlsSettings,
 }
 
 /// The `store` setting.
@@ -115,6 +124,9 @@ const FIELDS: &[FieldSpec] = &[
     spec("replica", "WARREN_REPLICA"),
     spec("etcd_lease", "WARREN_ETCD_LEASE"),
     spec("etcd_max_txn_ops", "WARREN_ETCD_MAX_TXN_OPS"),
+    spec("etcd_cacert", "WARREN_ETCD_CACERT"),
+    spec("etcd_cert", "WARREN_ETCD_CERT"),
+    spec("etcd_key", "WARREN_ETCD_KEY"),
     spec("meta", "WARREN_META"),
     spec("advertise", "WARREN_ADVERTISE"),
     FieldSpec {
@@ -127,6 +139,10 @@ const FIELDS: &[FieldSpec] = &[
         env: "WARREN_OPERATOR_PRINCIPALS",
         flag_aliases: &["operator_principal"],
     },
+    spec("cacert", "WARREN_CACERT"),
+    spec("cert", "WARREN_CERT"),
+    spec("key", "WARREN_KEY"),
+    spec("insecure", "WARREN_INSECURE"),
 ];
 
 const fn spec(name: &'static str, env: &'static str) -> FieldSpec {
@@ -170,10 +186,15 @@ impl CellConfig {
             replica: String::new(),
             etcd_lease: defaults::ETCD_LEASE,
             etcd_max_txn_ops: defaults::ETCD_MAX_TXN_OPS,
+            etcd_cacert: None,
+            etcd_cert: None,
+            etcd_key: None,
             meta: Vec::new(),
             advertise: None,
             proxy_principals: Vec::new(),
             operator_principals: Vec::new(),
+
+            tls: crate::TlsSettings::default(),
         }
     }
 
@@ -206,6 +227,7 @@ impl CellConfig {
         };
         let mut config = Self::new(name, listen, data);
         config.store = store;
+        config.tls = crate::TlsSettings::load(&layers)?;
         if let Some(v) = layers.parse("etcd", |s| {
             let urls: Vec<String> = comma_list(s)
                 .into_iter()
@@ -243,6 +265,10 @@ impl CellConfig {
         if let Some(v) = layers.parse("replica", text)? {
             config.replica = v;
         }
+        let path = |s: &str| Ok::<_, Bad>(PathBuf::from(s.trim()));
+        config.etcd_cacert = layers.parse("etcd_cacert", path)?;
+        config.etcd_cert = layers.parse("etcd_cert", path)?;
+        config.etcd_key = layers.parse("etcd_key", path)?;
         if let Some(v) = layers.parse("etcd_lease", duration)? {
             config.etcd_lease = v;
         }
@@ -334,6 +360,69 @@ impl CellConfig {
         self.check(&|_| (Origin::Code, None))
     }
 
+    /// TLS to etcd: a certificate needs its key and a CA; with any of them, every etcd URL
+    /// is `https://`.
+    fn check_etcd_tls(
+        &self,
+        invalid: &dyn Fn(&str, String, Bad) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let shown = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        match (&self.etcd_cacert, &self.etcd_cert, &self.etcd_key) {
+            (None, None, None) => return Ok(()),
+            (None, c, k) => {
+                let (field, value) = if c.is_some() {
+                    ("etcd_cert", shown(c))
+                } else {
+                    ("etcd_key", shown(k))
+                };
+                return Err(invalid(
+                    field,
+                    value,
+                    bad(
+                        "is given without etcd_cacert",
+                        "give --etcd-cacert, the CA that signs etcd's certificates",
+                    ),
+                ));
+            }
+            (Some(_), Some(c), None) => {
+                return Err(invalid(
+                    "etcd_cert",
+                    c.display().to_string(),
+                    bad(
+                        "is given without etcd_key",
+                        "give --etcd-key, the certificate's private key",
+                    ),
+                ));
+            }
+            (Some(_), None, Some(k)) => {
+                return Err(invalid(
+                    "etcd_key",
+                    k.display().to_string(),
+                    bad(
+                        "is given without etcd_cert",
+                        "give --etcd-cert, the certificate the key belongs to",
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(plain) = self.etcd.iter().find(|u| !u.starts_with("https://")) {
+            return Err(invalid(
+                "etcd",
+                self.etcd.join(","),
+                bad(
+                    format!("has {plain}, which is not an https:// URL, while TLS to etcd is configured"),
+                    "write the etcd members as https://HOST:PORT",
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the rules; `provenance(field)` says where a field's value came from and, if
     /// it was written somewhere, how it was written (errors repeat the user's spelling).
     fn check(&self, provenance: &Provenance) -> Result<(), ConfigError> {
@@ -342,6 +431,7 @@ impl CellConfig {
             let (origin, written) = provenance(field);
             ConfigError::invalid(field, written.unwrap_or(value), origin, b)
         };
+        self.tls.check(self.listen, provenance)?;
         let fmt = |d: Duration| format_duration(d);
 
         check_cell_name(&self.name).map_err(|b| invalid("name", self.name.clone(), b))?;
@@ -358,6 +448,7 @@ impl CellConfig {
                     invalid("replica", self.replica.clone(), b)
                 }
             })?;
+            self.check_etcd_tls(&invalid)?;
             if self.etcd_lease < Duration::from_secs(1) || self.etcd_lease.subsec_nanos() != 0 {
                 return Err(invalid(
                     "etcd_lease",

@@ -21,6 +21,7 @@ pub mod layout;
 mod parse;
 mod proxy;
 mod source;
+mod tls;
 
 pub use cell::{CellConfig, StoreKind, FILE_SIZE_LIMIT, LEASE_LIMIT, LOCK_DELAY_LIMIT};
 pub use error::{ConfigError, InvalidValue};
@@ -28,3 +29,4 @@ pub use layout::Layout;
 pub use parse::{format_duration, parse_duration, parse_duration_or_seconds, DurationError};
 pub use proxy::{CellAddrs, ProxyConfig, MAX_PROXY_THREADS};
 pub use source::{ConfigFile, Origin, Sources};
+pub use tls::TlsSettings;

@@ -65,12 +65,35 @@ pub struct ProxyConfig {
     /// cached read was within the noise (docs/performance.md, "Cached reads: CPU per read
     /// against a bare tonic server").
     pub threads: Option<usize>,
+    /// Mutual TLS on the gRPC port and on the proxy's connections to cells
+    /// (docs/security.md).
+    pub tls: crate::TlsSettings,
 }
 
 /// The most worker threads `threads` accepts.
 pub const MAX_PROXY_THREADS: usize = 256;
 
 const FIELDS: &[FieldSpec] = &[
+    FieldSpec {
+        name: "cacert",
+        env: "WARREN_CACERT",
+        flag_aliases: &[],
+    },
+    FieldSpec {
+        name: "cert",
+        env: "WARREN_CERT",
+        flag_aliases: &[],
+    },
+    FieldSpec {
+        name: "key",
+        env: "WARREN_KEY",
+        flag_aliases: &[],
+    },
+    FieldSpec {
+        name: "insecure",
+        env: "WARREN_INSECURE",
+        flag_aliases: &[],
+    },
     FieldSpec {
         name: "listen",
         env: "WARREN_LISTEN",
@@ -198,6 +221,7 @@ impl ProxyConfig {
             max_starve: defaults::PROXY_MAX_STARVE,
             hold_back: false,
             threads: None,
+            tls: crate::TlsSettings::default(),
         }
     }
 
@@ -217,6 +241,7 @@ impl ProxyConfig {
         }
         let mut config = Self::new(listen, cells.unwrap_or_default());
         config.meta = meta.unwrap_or_default();
+        config.tls = crate::TlsSettings::load(&layers)?;
         if let Some(v) = layers.parse("admin", |s| Ok(s.trim().to_owned()))? {
             config.admin = v;
         }
@@ -276,8 +301,9 @@ impl ProxyConfig {
             let (origin, written) = provenance(field);
             ConfigError::invalid(field, written.unwrap_or(value), origin, b)
         };
-        if let Err(b) = parse_listen_addr(&self.listen) {
-            return Err(invalid("listen", self.listen.clone(), b));
+        match parse_listen_addr(&self.listen) {
+            Err(b) => return Err(invalid("listen", self.listen.clone(), b)),
+            Ok(listen) => self.tls.check(listen, provenance)?,
         }
         if !self.admin.is_empty() {
             if let Err(b) = parse_listen_addr(&self.admin) {

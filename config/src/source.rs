@@ -146,7 +146,32 @@ impl Layers {
                         path: file.path.clone(),
                         message: e.to_string().trim_end().to_owned(),
                     })?;
+            // A `[tls]` section holds the TLS files (docs/security.md) of a configuration
+            // that has them: its keys stand for the top-level ones of the same name.
+            let mut entries = Vec::new();
             for (key, value) in table {
+                match value {
+                    toml::Value::Table(section)
+                        if key == "tls" && fields.iter().any(|f| f.name == "cacert") =>
+                    {
+                        for (k, v) in section {
+                            if !crate::tls::SECTION_KEYS.contains(&k.as_str()) {
+                                return Err(ConfigError::UnknownKey {
+                                    path: file.path.clone(),
+                                    key: format!("tls.{k}"),
+                                    fix: format!(
+                                        "the keys of [tls] are: {}",
+                                        crate::tls::SECTION_KEYS.join(", ")
+                                    ),
+                                });
+                            }
+                            entries.push((k, v));
+                        }
+                    }
+                    value => entries.push((key, value)),
+                }
+            }
+            for (key, value) in entries {
                 let Some(spec) = fields.iter().find(|f| f.name == key) else {
                     let hint = match closest(&key, fields.iter().map(|f| f.name)) {
                         Some(near) => format!("did you mean {near:?}? "),

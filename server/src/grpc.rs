@@ -1,8 +1,14 @@
-//! The one gRPC server setup of cells and proxies ([`serve`]), and the layer that rewrites
-//! errors tonic raises while framing a request into the error table.
+//! The one gRPC server setup of cells and proxies ([`serve`]): plaintext or mutual TLS
+//! (docs/security.md), the layer that puts the verified client's [`PeerIdentity`] into
+//! each request, and the layer that rewrites errors tonic raises while framing a request
+//! into the error table.
 
+use std::sync::Arc;
 use tonic::Status;
 use warren_proto::{pb, WarrenError, MAX_MESSAGE_BYTES};
+use warren_tls::{PeerConn, Tls};
+
+use crate::auth::PeerIdentity;
 
 /// Serves `service` (a cell's or a proxy's `warren.v1.Warren`) on `listener` until `stop`
 /// resolves: requests up to [`MAX_MESSAGE_BYTES`], framing errors rewritten into the
@@ -28,21 +34,61 @@ pub fn warren_routes<S: pb::warren_server::Warren>(service: S) -> tonic::service
     )
 }
 
-/// [`serve`] for a set of routes (a cell's: `warren.v1.Warren` and `warren.v1.Reshard`).
+/// [`serve`] for a set of routes (a cell's: `warren.v1.Warren` and `warren.v1.Reshard`),
+/// with the process's TLS identity if one is installed ([`warren_tls::install`]), else
+/// plaintext.
 pub async fn serve_routes(
     listener: tokio::net::TcpListener,
     routes: tonic::service::Routes,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    serve_routes_with(listener, routes, warren_tls::installed(), stop).await
+}
+
+/// [`serve_routes`] with an explicit TLS identity (`None`: plaintext). With TLS, only
+/// clients whose certificate the CA vouches for get a connection
+/// ([`warren_tls::server::incoming`]), and every request on it carries their
+/// [`PeerIdentity`] (read with [`crate::auth::peer_identity`]).
+pub async fn serve_routes_with(
+    listener: tokio::net::TcpListener,
+    routes: tonic::service::Routes,
+    tls: Option<Arc<Tls>>,
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .layer(tower::util::MapRequestLayer::new(identify))
         .layer(tower::util::MapResponseLayer::new(
             framing_errors_into_table,
         ))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, stop)
-        .await
+        .add_routes(routes);
+    match tls {
+        None => {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            builder.serve_with_incoming_shutdown(incoming, stop).await
+        }
+        Some(tls) => {
+            let incoming = warren_tls::server::incoming(listener, tls);
+            builder.serve_with_incoming_shutdown(incoming, stop).await
+        }
+    }
+}
+
+/// Copies the principal of a verified TLS connection (its connect info, which tonic puts
+/// into every request on it) into the request as the [`PeerIdentity`] the authorization
+/// rules read. A plaintext connection has no connect info of this kind, so its requests
+/// carry no identity.
+fn identify(
+    mut req: tonic::codegen::http::Request<tonic::body::Body>,
+) -> tonic::codegen::http::Request<tonic::body::Body> {
+    if let Some(peer) = req.extensions().get::<PeerConn>() {
+        let identity = PeerIdentity {
+            principal: peer.principal.clone(),
+        };
+        req.extensions_mut().insert(identity);
+    }
+    req
 }
 
 /// Errors tonic raises while *framing* a request, before any Warren code runs (a message
@@ -179,4 +225,129 @@ macro_rules! warren_service {
 pub mod reexport {
     pub use tonic;
     pub use warren_proto::pb;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::codegen::http;
+
+    /// A service that answers every call with the identity its request carried, in
+    /// `grpc-message` (`-` for none).
+    #[derive(Clone)]
+    struct WhoAmI;
+
+    impl tonic::server::NamedService for WhoAmI {
+        const NAME: &'static str = "test.WhoAmI";
+    }
+
+    impl tower::Service<http::Request<tonic::body::Body>> for WhoAmI {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+            let who = req
+                .extensions()
+                .get::<PeerIdentity>()
+                .map_or("-".to_owned(), |p| p.principal.clone());
+            std::future::ready(Ok(Status::new(tonic::Code::Ok, who).into_http()))
+        }
+    }
+
+    /// Serves [`WhoAmI`] with `server` (None: plaintext) and asks it, as `client`, who
+    /// is calling.
+    async fn who_am_i(server: Option<Arc<Tls>>, client: Option<Arc<Tls>>) -> String {
+        use tower::ServiceExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(serve_routes_with(
+            listener,
+            tonic::service::Routes::new(WhoAmI),
+            server,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+        let channel = match client {
+            Some(tls) => warren_tls::client::connect(&endpoint, tls).await.unwrap(),
+            None => endpoint.connect().await.unwrap(),
+        };
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}/test.WhoAmI/Ask"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(tonic::body::Body::empty())
+            .unwrap();
+        let resp = channel.oneshot(req).await.unwrap();
+        let who = Status::from_header_map(resp.headers())
+            .map(|s| s.message().to_owned())
+            .unwrap_or_default();
+        let _ = stop.send(());
+        served.await.unwrap().unwrap();
+        who
+    }
+
+    #[tokio::test]
+    async fn a_call_on_a_tls_connection_carries_the_client_certificate_s_principal() {
+        use warren_tls::gen::{Ca, Validity};
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new("test CA").unwrap();
+        let ca_path = ca.write_ca(dir.path()).unwrap();
+        let issue = |name: &str, principal: &str| {
+            let files = ca
+                .write_issued(
+                    dir.path(),
+                    name,
+                    principal,
+                    &["127.0.0.1"],
+                    Validity::Current,
+                    &ca_path,
+                )
+                .unwrap();
+            warren_tls::Tls::load(files).unwrap()
+        };
+        let server = issue("server", "warren:cell-1");
+        let client = issue("client", "spiffe://example/app");
+        assert_eq!(
+            who_am_i(Some(server), Some(client)).await,
+            "spiffe://example/app"
+        );
+        assert_eq!(
+            who_am_i(None, None).await,
+            "-",
+            "plaintext carries no identity"
+        );
+    }
+
+    #[test]
+    fn a_verified_connection_s_principal_becomes_the_request_s_identity() {
+        let mut req = tonic::codegen::http::Request::new(tonic::body::Body::empty());
+        req.extensions_mut().insert(PeerConn {
+            principal: "warren:proxy-1".into(),
+            remote: "127.0.0.1:5000".parse().unwrap(),
+        });
+        let req = identify(req);
+        assert_eq!(
+            req.extensions().get::<PeerIdentity>(),
+            Some(&PeerIdentity {
+                principal: "warren:proxy-1".into()
+            })
+        );
+        // A plaintext connection has no PeerConn, so its requests carry no identity.
+        let plain = identify(tonic::codegen::http::Request::new(
+            tonic::body::Body::empty(),
+        ));
+        assert_eq!(plain.extensions().get::<PeerIdentity>(), None);
+    }
 }

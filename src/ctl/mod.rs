@@ -191,6 +191,9 @@ pub struct CtlArgs {
         value_parser = parse_duration_or_seconds
     )]
     pub grace: Option<Duration>,
+    /// Mutual TLS: --cacert, --cert, --key (docs/security.md).
+    #[command(flatten)]
+    pub tls: crate::tls_cmd::ClientTlsArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -366,6 +369,7 @@ pub async fn run(args: CtlArgs) -> ExitCode {
 }
 
 async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
+    args.tls.install().map_err(Failure::invalid)?;
     // The reshard commands talk to the meta cell named by their own `--meta`.
     if let CtlCommand::Reshard { command } = args.command {
         let grace = args.grace;

@@ -28,6 +28,7 @@ macro_rules! server_addresses {
 }
 
 pub mod bridge;
+pub mod certs;
 pub mod deployment;
 pub mod etcd;
 pub mod ports;

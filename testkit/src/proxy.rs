@@ -151,9 +151,13 @@ pub async fn raw_session(
     warren_proto::pb::SessionContext,
 ) {
     use warren_proto::pb;
-    let mut c = pb::warren_client::WarrenClient::connect(format!("http://{addr}"))
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap_or_else(|e| panic!("{addr}: {e}"));
+    // Over TLS if the process has an identity installed (the suite over TLS).
+    let channel = warren_client::transport::connect_endpoint(&endpoint)
         .await
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let mut c = pb::warren_client::WarrenClient::new(channel);
     let s = c
         .create_session(pb::CreateSessionRequest::default())
         .await

@@ -1,7 +1,7 @@
 //! Tests of the real `warren` binary as users run it: a cell killed with SIGKILL keeps
 //! every acknowledged write; `warren ctl` end to end; configuration errors; `warren dev`
 //! (meta cell, data cells, proxies) with its admin endpoints, Ctrl-C and resume; `warren dev
-//! --add-cell` and `warren ctl reshard`.
+//! --add-cell` and `warren ctl reshard`; mutual TLS with real certificates.
 
 mod authz;
 mod ctl;
@@ -18,6 +18,7 @@ mod proxies;
 mod reshard;
 mod reshard_faults;
 mod sessions;
+mod tls;
 
 use std::path::Path;
 use std::process::Output;

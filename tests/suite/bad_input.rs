@@ -278,11 +278,7 @@ impl Codec for RawBytes {
 #[tokio::test]
 async fn garbage_protobuf_is_invalid_argument_not_internal() {
     let t = Target::start().await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", t.addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = crate::fixture::connect(&t.addr()).await;
     let mut grpc = tonic::client::Grpc::new(channel);
     let garbage: Vec<Vec<u8>> = vec![
         vec![0xff, 0xff, 0xff, 0xff], // not a valid key

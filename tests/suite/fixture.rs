@@ -9,6 +9,35 @@ use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
 use warren_testkit::{Cell, Deployment, Proxy, TestCell, TestProxy};
 
+/// With `WARREN_SUITE_TLS=1` the suite runs over mutual TLS (docs/security.md): before
+/// the first deployment starts, the test process installs one test certificate as its
+/// identity, so every in-process cell and proxy serves TLS and every connection (the
+/// library's, the raw clients' of [`connect`]) dials it. Meant for one test per process
+/// (cargo-nextest, as `.ci/run` uses), or a filter whose every test starts with a
+/// [`TargetIn`]: a server started before the install would be plaintext.
+fn tls_if_asked() {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        if std::env::var("WARREN_SUITE_TLS").is_ok_and(|v| v == "1") {
+            // The certificates' directory lives as long as the process.
+            let certs = Box::leak(Box::new(warren_testkit::certs::TestCerts::new()));
+            let files = certs.issue("suite", "warren:suite");
+            warren_tls::install(
+                warren_tls::Tls::load(files).expect("load the suite's certificate"),
+            );
+        }
+    });
+}
+
+/// A channel to `addr` (`HOST:PORT`), over TLS when the suite runs over TLS.
+pub async fn connect(addr: &str) -> Channel {
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("an address");
+    warren_client::transport::connect_endpoint(&endpoint)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+}
+
 /// How the suite reaches the deployment.
 pub mod mode {
     /// One cell, straight.
@@ -46,6 +75,7 @@ impl<const MODE: u8> TargetIn<MODE> {
     }
 
     async fn build(lease: Option<Duration>) -> Self {
+        tls_if_asked();
         let proxy_lease = |l: Duration| l * 2 + Duration::from_secs(1);
         if MODE == mode::CELLS3_PROXY || MODE == mode::CELLS3_DIRECT {
             let proxies = usize::from(MODE == mode::CELLS3_PROXY);
@@ -153,9 +183,7 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(addr: &str) -> Raw {
-        let mut client = WarrenClient::connect(format!("http://{addr}"))
-            .await
-            .expect("connect raw");
+        let mut client = WarrenClient::new(connect(addr).await);
         let s = client
             .create_session(pb::CreateSessionRequest {
                 principal: String::new(),
@@ -367,4 +395,32 @@ pub async fn move_slot(
     .await
     .unwrap_or_else(|e| panic!("DropSlots at the source: {e}"));
     map
+}
+
+/// Under `WARREN_SUITE_TLS=1`, the deployments really are TLS: a plaintext client is
+/// refused with the fix, while the suite's own connections work. (Without it: plaintext.)
+#[tokio::test]
+async fn the_suite_over_tls_is_over_tls() {
+    let t = TargetIn::<{ mode::PROXY }>::start().await;
+    let tls = std::env::var("WARREN_SUITE_TLS").is_ok_and(|v| v == "1");
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", t.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .expect("a TCP connection");
+    let answer = WarrenClient::new(plain)
+        .locate(pb::LocateRequest::default())
+        .await;
+    match answer {
+        Ok(_) => assert!(!tls, "a plaintext client was served over TLS"),
+        Err(status) => {
+            assert!(tls, "plaintext refused without TLS: {status}");
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+            assert!(status.message().contains("requires mutual TLS"), "{status}");
+        }
+    }
+    let mut ours = WarrenClient::new(connect(&t.addr()).await);
+    ours.locate(pb::LocateRequest::default())
+        .await
+        .expect("the suite's own connection works");
 }

@@ -497,20 +497,12 @@ async fn a_claim_storm_keeps_the_surviving_proxys_clients_safe_and_adopts_every_
     // connection per client): a session and a handle each, kept alive on A.
     let mut chans = Vec::new();
     for _ in 0..8 {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", a.proxy_addr()))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect to A");
+        let ch = crate::fixture::connect(&a.proxy_addr()).await;
         chans.push(WarrenClient::new(ch));
     }
     let mut b_chans = Vec::new();
     for _ in 0..8 {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", b.addr()))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect to B");
+        let ch = crate::fixture::connect(&b.addr()).await;
         b_chans.push(WarrenClient::new(ch));
     }
     let ctx_of = |r: &pb::CreateSessionResponse| pb::SessionContext {

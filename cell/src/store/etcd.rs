@@ -108,10 +108,54 @@ fn limit_met(e: &etcd_client::Error) -> Option<EtcdLimit> {
     }
 }
 
+/// TLS to etcd (docs/security.md, "etcd"): the CA that signs etcd's certificates, and
+/// this replica's client certificate and key, if etcd asks for one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub cacert: std::path::PathBuf,
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl EtcdTls {
+    /// The files read now, as etcd-client's options; the error names the file.
+    fn options(&self) -> Result<etcd_client::TlsOptions, String> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| format!("{}: cannot be read: {e}", p.display()))
+        };
+        let mut tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(&self.cacert)?));
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+        }
+        Ok(tls)
+    }
+}
+
+/// The process's TLS to etcd, set once at start by `warren cell` ([`use_tls`]); every
+/// connection to etcd reads the files afresh, so a rotated certificate is used from the
+/// next reconnect on.
+static ETCD_TLS: std::sync::RwLock<Option<EtcdTls>> = std::sync::RwLock::new(None);
+
+/// Makes every later connection to etcd of this process TLS with `tls`'s files (checked
+/// readable now; the error names the file).
+pub fn use_tls(tls: EtcdTls) -> Result<(), String> {
+    tls.options()?;
+    *ETCD_TLS.write().unwrap_or_else(|e| e.into_inner()) = Some(tls);
+    Ok(())
+}
+
 /// A client for the first of `endpoints` (tried in a rotating order) that answers a
 /// status request within a second. One member per client: a balanced channel keeps
-/// sending requests to a dead member.
+/// sending requests to a dead member. Over TLS if [`use_tls`] was called.
 pub async fn connect_any(endpoints: &[String]) -> Option<Client> {
+    let tls = ETCD_TLS.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let tls = match tls.map(|t| t.options()).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::error!("TLS to etcd: {e}");
+            return None;
+        }
+    };
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = endpoints.len();
@@ -124,6 +168,10 @@ pub async fn connect_any(endpoints: &[String]) -> Option<Client> {
                 std::time::Duration::from_secs(1),
                 std::time::Duration::from_secs(1),
             );
+        let opts = match &tls {
+            Some(tls) => opts.with_tls(tls.clone()),
+            None => opts,
+        };
         let attempt = async {
             let mut c = Client::connect([ep.as_str()], Some(opts)).await.ok()?;
             c.status().await.ok()?;

@@ -215,7 +215,8 @@ impl Session {
         };
         // HTTP/2 PINGs to a cell, none to a proxy (transport::dial_with).
         let pings = !options.via_proxies;
-        let (mut conn, _) = transport::find_master(&first_order, timeout, pings).await?;
+        let (mut conn, _) =
+            transport::find_master(&first_order, timeout, pings, options.tls.as_ref()).await?;
         let started = Instant::now();
         // Spreads the retries of many clients reconnecting after a fail-over.
         let salt = std::time::SystemTime::now()
@@ -242,11 +243,11 @@ impl Session {
                 Some((ErrorCode::NotMaster, master)) if elapsed < patience => {
                     tokio::time::sleep(retry_pause(attempt, salt)).await;
                     conn = if master.is_empty() {
-                        transport::find_master(&first_order, timeout, pings)
+                        transport::find_master(&first_order, timeout, pings, options.tls.as_ref())
                             .await?
                             .0
                     } else {
-                        transport::dial_with(&master, timeout, pings).await?
+                        transport::dial_as(&master, timeout, pings, options.tls.as_ref()).await?
                     };
                 }
                 Some((ErrorCode::FailoverInProgress, _)) if elapsed < patience => {
@@ -299,7 +300,9 @@ impl Session {
         options.validate()?;
         let timeout = options.rpc_timeout;
         let pings = !options.via_proxies;
-        let (conn, located) = transport::find_master(&options.endpoints, timeout, pings).await?;
+        let (conn, located) =
+            transport::find_master(&options.endpoints, timeout, pings, options.tls.as_ref())
+                .await?;
         let sent_at = Instant::now();
         let request = pb::KeepAliveRequest {
             ctx: Some(pb::SessionContext {
@@ -958,14 +961,25 @@ impl Shared {
     async fn redirect(&self, failed: &Conn, master: &str) -> Result<(), Error> {
         let timeout = self.options.rpc_timeout;
         let conn = if !master.is_empty() {
-            transport::dial_with(master, timeout, !self.options.via_proxies).await?
+            transport::dial_as(
+                master,
+                timeout,
+                !self.options.via_proxies,
+                self.options.tls.as_ref(),
+            )
+            .await?
         } else if self.options.via_proxies {
-            transport::find_master(&self.search_order, timeout, false)
-                .await?
-                .0
+            transport::find_master(
+                &self.search_order,
+                timeout,
+                false,
+                self.options.tls.as_ref(),
+            )
+            .await?
+            .0
         } else {
             let timeout = timeout.min(LOCATE_TIMEOUT);
-            transport::find_cell_master(&self.search_order, timeout)
+            transport::find_cell_master_as(&self.search_order, timeout, self.options.tls.as_ref())
                 .await?
                 .0
         };
@@ -1119,7 +1133,14 @@ async fn keepalive(
             ErrorCode::NotMaster if w.master.is_empty() => Failure::MasterUnknown,
             ErrorCode::NotMaster => {
                 let timeout = shared.options.rpc_timeout.min(LOCATE_TIMEOUT);
-                match transport::dial_with(&w.master, timeout, !shared.options.via_proxies).await {
+                match transport::dial_as(
+                    &w.master,
+                    timeout,
+                    !shared.options.via_proxies,
+                    shared.options.tls.as_ref(),
+                )
+                .await
+                {
                     Ok(conn) => {
                         *lock(&shared.conn) = conn;
                         Failure::Redirected
@@ -1173,7 +1194,9 @@ async fn find_master(shared: Arc<Shared>, after: Duration) -> Input {
     if !shared.options.via_proxies {
         // A cell's replicas, all asked at once: one that does not answer (frozen, cut
         // off) costs one timeout, and a master nobody can reach is reported.
-        return match transport::find_cell_master(endpoints, timeout).await {
+        return match transport::find_cell_master_as(endpoints, timeout, shared.options.tls.as_ref())
+            .await
+        {
             Ok((conn, info)) => {
                 tracing::debug!(master = %conn.addr, epoch = info.epoch, "found the master");
                 *lock(&shared.conn) = conn;
@@ -1187,7 +1210,7 @@ async fn find_master(shared: Arc<Shared>, after: Duration) -> Input {
     }
     // Through proxies: from the session's preferred proxy, in its order.
     for addr in endpoints {
-        match transport::master_via_with(addr, timeout, false).await {
+        match transport::master_via_as(addr, timeout, false, shared.options.tls.as_ref()).await {
             Ok((conn, info)) => {
                 tracing::debug!(via = %addr, master = %conn.addr, epoch = info.epoch, "found the master");
                 *lock(&shared.conn) = conn;

@@ -37,10 +37,15 @@ fn defaults() {
             replica: String::new(),
             etcd_lease: Duration::from_secs(2),
             etcd_max_txn_ops: 128,
+            etcd_cacert: None,
+            etcd_cert: None,
+            etcd_key: None,
             meta: Vec::new(),
             advertise: None,
             proxy_principals: Vec::new(),
             operator_principals: Vec::new(),
+
+            tls: crate::TlsSettings::default(),
         }
     );
     assert_eq!(c.validate(), Ok(()));
@@ -102,8 +107,21 @@ fn every_field_from_the_file() {
         max_lock_delay = "30s"
         max_file_size = "64KiB"
         ephemeral_cleanup = "2m"
+
+        [tls]
+        cacert = "/etc/warren/ca.pem"
+        cert = "/etc/warren/meta.pem"
+        key = "/etc/warren/meta.key"
     "#;
     let c = CellConfig::load(&Sources::new().with_file("/etc/warren/cell.toml", toml)).unwrap();
+    assert_eq!(
+        c.tls.files(),
+        Some((
+            "/etc/warren/ca.pem".into(),
+            "/etc/warren/meta.pem".into(),
+            "/etc/warren/meta.key".into()
+        ))
+    );
     assert_eq!(c.name, "meta");
     assert_eq!(c.listen, "0.0.0.0:7100".parse().unwrap());
     assert_eq!(c.admin, Some("127.0.0.1:9100".parse().unwrap()));
@@ -399,8 +417,8 @@ fn unknown_key_and_flag() {
             fix: "did you mean \"lease\"? the keys are: name, listen, admin, data, deployment, \
                   lease, keepalive_reply_before_end, max_lease, proxy_lease, claim_window, \
                   max_lock_delay, max_file_size, ephemeral_cleanup, store, etcd, replica, \
-                  etcd_lease, etcd_max_txn_ops, meta, advertise, proxy_principals, \
-                  operator_principals"
+                  etcd_lease, etcd_max_txn_ops, etcd_cacert, etcd_cert, etcd_key, meta, \
+                  advertise, proxy_principals, operator_principals, cacert, cert, key, insecure"
                 .into(),
         }
     );
@@ -495,4 +513,56 @@ fn proxy_and_operator_principals_from_file_env_and_repeated_flags() {
         e.contains("operator_principals") && e.contains("255 bytes"),
         "{e}"
     );
+}
+
+#[test]
+fn a_non_loopback_listen_address_without_tls_is_refused_unless_insecure() {
+    let s = base().with_flag("listen", "0.0.0.0:7000");
+    let e = CellConfig::load(&s).unwrap_err();
+    assert_eq!(e.field(), Some("listen"));
+    let text = e.to_string();
+    assert!(
+        text.contains("--insecure") && text.contains("--cacert"),
+        "{text}"
+    );
+    let c = CellConfig::load(&s.clone().with_flag("insecure", "true")).unwrap();
+    assert!(c.tls.insecure);
+    let c = CellConfig::load(
+        &s.with_env("WARREN_CACERT", "/ca.pem")
+            .with_env("WARREN_CERT", "/c.pem")
+            .with_env("WARREN_KEY", "/c.key"),
+    )
+    .unwrap();
+    assert!(c.tls.files().is_some());
+    // Loopback stays allowed in plaintext (`warren dev`, the tests).
+    assert!(CellConfig::load(&base()).unwrap().tls.files().is_none());
+}
+
+#[test]
+fn tls_files_come_in_threes_and_the_section_has_only_them() {
+    let e = CellConfig::load(&base().with_flag("cert", "/c.pem")).unwrap_err();
+    assert_eq!(e.field(), Some("cert"));
+    assert!(e.to_string().contains("without cacert"), "{e}");
+    let toml =
+        "name = \"c\"\nlisten = \"127.0.0.1:1\"\ndata = \"/d\"\n[tls]\ncertificate = \"/c.pem\"\n";
+    let e = CellConfig::load(&Sources::new().with_file("/c.toml", toml)).unwrap_err();
+    assert!(e.to_string().contains("tls.certificate"), "{e}");
+}
+
+#[test]
+fn tls_to_etcd_needs_https_urls_and_a_ca() {
+    let s = base()
+        .with_flag("store", "etcd")
+        .with_flag("replica", "r1")
+        .with_flag("etcd", "127.0.0.1:2379")
+        .with_flag("etcd_cacert", "/ca.pem");
+    let e = CellConfig::load(&s).unwrap_err();
+    assert_eq!(e.field(), Some("etcd"));
+    assert!(e.to_string().contains("https://"), "{e}");
+    let ok = s.clone().with_flag("etcd", "https://127.0.0.1:2379");
+    let c = CellConfig::load(&ok).unwrap();
+    assert_eq!(c.etcd_cacert, Some(PathBuf::from("/ca.pem")));
+    let e = CellConfig::load(&ok.with_flag("etcd_cert", "/c.pem")).unwrap_err();
+    assert_eq!(e.field(), Some("etcd_cert"));
+    assert!(e.to_string().contains("etcd_key"), "{e}");
 }
