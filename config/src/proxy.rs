@@ -196,7 +196,7 @@ impl ProxyConfig {
             drift: defaults::CLOCK_DRIFT,
             forward_patience: defaults::PROXY_FORWARD_PATIENCE,
             max_starve: defaults::PROXY_MAX_STARVE,
-            hold_back: false,
+            hold_back: true,
             threads: None,
         }
     }

@@ -13,6 +13,7 @@ fn cfg(cells: usize) -> CoreConfig {
         margin: S,
         max_starve: 60 * S,
         cells,
+        cover_reach: None,
     }
 }
 
