@@ -608,7 +608,15 @@ async fn keepalive_loop(
             // Not while gathering: the cell extends no lease while delivered events wait
             // for their acknowledgement, so a refresh then would only be answered at once.
             _ = tokio::time::sleep_until(refresh_at), if in_flight.len() < 2 && !waiting => {
-                let ack = shared.with_core(|c| c.upstream_ack(ix));
+                // `refresh_at` was computed when the loop last woke: the early pace may
+                // have ended since (the last client holding copies from the cell left),
+                // which wakes nothing. Refresh only if still due.
+                let (ack, ahead) = shared.with_core(|c| {
+                    (c.upstream_ack(ix), c.upstream_keep_ahead(ix, shared.cfg.min_proxy_lease()))
+                });
+                if lease.end().checked_sub(ahead).is_some_and(|t| t > Instant::now()) {
+                    continue;
+                }
                 last_ack = Some(ack);
                 in_flight.push(send(link, ack));
             }
