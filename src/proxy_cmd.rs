@@ -53,11 +53,12 @@ pub struct ProxyArgs {
     /// (match the cells' claim window). Env WARREN_MAX_STARVE.
     #[arg(long)]
     max_starve: Option<String>,
-    /// `on`: promise each cell a hold-back, so that a write waits for a dead proxy only as
-    /// long as the client leases it granted (≤ client lease + 0.5 s) rather than its whole
-    /// lease at the cell; clients holding copies from a cell get 9–12 s leases, and a
-    /// client's first copies from it may not be cacheable for up to ~3 s (docs/proxy.md,
-    /// "A dead proxy"). Default off. Env WARREN_HOLD_BACK.
+    /// `on` (the default): promise each cell a hold-back, so that a write waits for a dead
+    /// proxy only as long as the client leases it granted (≤ client lease + 0.5 s) rather
+    /// than its whole lease at the cell; client leases are at most 11.78 s of 12 s, those
+    /// of clients holding copies from a cell 9–12 s, and a client's first copy from a cell
+    /// waits for one refresh of the proxy's session there (docs/proxy.md, "A dead proxy").
+    /// `off`: promise nothing. Env WARREN_HOLD_BACK.
     #[arg(long)]
     hold_back: Option<String>,
     /// Worker threads of the proxy's runtime, 1–256 (default: one per core). Env

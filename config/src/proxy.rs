@@ -54,10 +54,10 @@ pub struct ProxyConfig {
     /// Promise each cell a hold-back (docs/proxy.md, "A dead proxy"): client leases and
     /// answers from the shared cache end that long before the proxy's lease at the cell,
     /// so that a write waits for a dead proxy only as long as the client leases it could
-    /// have granted (≤ client lease + 0.5 s) instead of its whole lease. Off by default:
-    /// a client's first copies from a cell are then not cacheable until the proxy's cover
-    /// there has passed the full lease it held (up to ~3 s), which the client-visible
-    /// suite through a proxy does not allow; clients holding copies get 9–12 s leases.
+    /// have granted (≤ client lease + 0.5 s) instead of its whole lease. On by default:
+    /// client leases are then at most the cover reach (11.78 s of 12 s), those of clients
+    /// holding copies from a cell 9–12 s, and a client's first copy from a cell waits for
+    /// one refresh of the proxy's session there (a round trip to the cell).
     pub hold_back: bool,
     /// Worker threads of the proxy's tokio runtime (`--threads`, 1–256); `None`: one per
     /// core, tokio's default. Fewer workers save the futex wake-ups and context switches
@@ -219,7 +219,7 @@ impl ProxyConfig {
             drift: defaults::CLOCK_DRIFT,
             forward_patience: defaults::PROXY_FORWARD_PATIENCE,
             max_starve: defaults::PROXY_MAX_STARVE,
-            hold_back: false,
+            hold_back: true,
             threads: None,
             tls: crate::TlsSettings::default(),
         }

@@ -19,6 +19,7 @@ fn table() -> (ProxyCore, Vec<[u8; 16]>, Instant) {
             margin: Duration::from_secs(1),
             max_starve: Duration::from_secs(60),
             cells: 1,
+            cover_reach: None,
         },
         t0,
     );

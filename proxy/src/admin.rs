@@ -60,6 +60,10 @@ static METRICS: TierMetrics = TierMetrics::new(&[
         "KeepAlives the proxy sent to each cell for its own session",
     ),
     Metric::counter(
+        "warren_proxy_cover_refreshes_total",
+        "KeepAlives the proxy sent to each cell to move its hold-back cover past a client's lease, for that client's first copy from the cell",
+    ),
+    Metric::counter(
         "warren_proxy_sessions_created_total",
         "client sessions created at the proxy",
     )

@@ -40,7 +40,56 @@ pub struct CoreConfig {
     /// Number of cells the proxy fronts at the start (more join as a partition map routes
     /// calls to them).
     pub cells: usize,
+    /// With hold-backs promised (docs/design.md §10, "A dead proxy"): the longest lease
+    /// granted to any client, [`cover_reach`] — one that a cover refresh sent when it is
+    /// granted already covers, so that a client's first copy from a cell waits at most for
+    /// that refresh. `None`: the client lease.
+    pub cover_reach: Option<Duration>,
 }
+
+/// How long a lease a cover refresh sent at the time of the grant covers, for client leases
+/// `client_lease` and clock drift `drift` (docs/design.md §10, "A dead proxy"): the cover a
+/// KeepAlive reply gives is the local lease of a lease `client_lease` long
+/// (`client_lease / (1 + ρ)` from the send time of the KeepAlive it answers), less a slack
+/// for how much earlier than the refresh that KeepAlive was sent and how much of its hold
+/// the drift rule takes off — about 60 ms with the defaults; the slack is 100 ms, at most a
+/// hundredth of the lease. 11.78 s for the default 12 s.
+pub fn cover_reach(client_lease: Duration, drift: f64) -> Duration {
+    let slack = Duration::from_millis(100).min(client_lease / 100);
+    client_lease
+        .div_f64(1.0 + drift.max(0.0))
+        .saturating_sub(slack)
+}
+
+/// Whether a client may keep (cache) an answer from a cell (docs/design.md §7, §10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// It may: it is recorded as holding the path, and its invalidations will reach it.
+    Yes,
+    /// It may not: the path was invalidated since the answer was fetched, is being written
+    /// through this proxy, or the proxy has no session at a cell the copy comes from.
+    No,
+    /// Not yet: its lease ends past the proxy's cover at a cell promised a hold-back, which
+    /// happens to a client's first copy from that cell. The cell's KeepAlive loop was asked
+    /// for a cover refresh ([`ProxyCore::upstream_cover_wanted`]); asked again once that
+    /// reply is applied, the answer is `Yes` (unless the path was invalidated meanwhile).
+    AfterRefresh,
+}
+
+impl Keep {
+    fn and(self, other: Keep) -> Keep {
+        match (self, other) {
+            (Keep::No, _) | (_, Keep::No) => Keep::No,
+            (Keep::AfterRefresh, _) | (_, Keep::AfterRefresh) => Keep::AfterRefresh,
+            _ => Keep::Yes,
+        }
+    }
+}
+
+/// How long a cell's KeepAlive loop keeps a cover refresh asked for
+/// ([`ProxyCore::upstream_cover_wanted`]); a read waiting for one waits no longer
+/// (`upstream.rs`, `COVER_WAIT`).
+pub const COVER_WANTED_FOR: Duration = Duration::from_secs(2);
 
 /// Something a client session knows about one of its handles.
 #[derive(Clone, Debug)]
@@ -121,6 +170,9 @@ struct Upstream {
     /// hold-back was promised), the proxy refreshes its cover early
     /// ([`ProxyCore::upstream_keep_ahead`]).
     covered: usize,
+    /// A cover refresh asked for by a client's first copy from the cell: the lease end it
+    /// must reach, and until when it is asked ([`ProxyCore::upstream_cover_wanted`]).
+    wanted: Option<(Instant, Instant)>,
     generation: u64,
     /// Highest upstream event seq received in this generation.
     highest: u64,
@@ -313,7 +365,7 @@ impl ProxyCore {
         let secret: [u8; 16] = self.rng.gen();
         let lease = self
             .lease_for_cells(&id, &BTreeSet::new(), &BTreeSet::new(), now)
-            .map_or(self.cfg.client_lease, |l| l.0);
+            .map_or(self.full_lease(), |l| l.0);
         self.insert_client(
             id,
             secret,
@@ -503,6 +555,14 @@ impl ProxyCore {
         )
     }
 
+    /// The longest lease a client is granted: the client lease, or, with hold-backs
+    /// promised, [`cover_reach`] of it (see [`CoreConfig::cover_reach`]).
+    fn full_lease(&self) -> Duration {
+        self.cfg
+            .cover_reach
+            .map_or(self.cfg.client_lease, |r| r.min(self.cfg.client_lease))
+    }
+
     /// How much a client lease cut short by a hold-back cover is shortened further, up to:
     /// the proxy refreshes its cover every so often (see
     /// [`ProxyCore::upstream_keep_ahead`]), and leases cut to the same cover would
@@ -535,7 +595,7 @@ impl ProxyCore {
         covers: &BTreeSet<CellIx>,
         now: Instant,
     ) -> Option<(Duration, bool, bool)> {
-        let full = self.cfg.client_lease;
+        let full = self.full_lease();
         let spread = self.cover_spread();
         let (mut lease, mut held_back, mut spread_it) = (full, false, false);
         for &cell in cells {
@@ -941,6 +1001,7 @@ impl ProxyCore {
         let u = self.up(cell);
         u.live_until = None;
         u.hold_back = None;
+        u.wanted = None;
         self.upstream_restarted(cell);
         let paths = self.flush_cell(cell, None);
         if paths > 0 {
@@ -1004,20 +1065,21 @@ impl ProxyCore {
     /// Whether client `id` may keep a copy of what came from `cells`: its lease ends by
     /// the cover of each of them. From now on its lease stays within the cover of each
     /// that promised a hold-back ([`Client::covers`]; the proxy then refreshes that cover
-    /// early). A lease granted before (a full one) may reach past a cover: such a client
-    /// is not given copies from there to keep until the cover has passed its lease's end,
-    /// which the next early refresh brings (within a quarter of a client lease), or its
-    /// own next extension, within the cover (docs/design.md §10, "A dead proxy").
+    /// early). A lease granted before may reach past a cover (a client's first copy from
+    /// the cell): then [`Keep::AfterRefresh`], and the cell's KeepAlive loop is asked for a
+    /// cover refresh that reaches the lease's end ([`ProxyCore::upstream_cover_wanted`]),
+    /// which one refresh sent now does, since no lease is longer than
+    /// [`CoreConfig::cover_reach`] (docs/design.md §10, "A dead proxy").
     fn lease_within_cover(
         &mut self,
         id: &ClientId,
         cells: impl IntoIterator<Item = CellIx>,
-    ) -> bool {
+    ) -> Keep {
         let Some(c) = self.clients.get_mut(id) else {
-            return false;
+            return Keep::No;
         };
         let (end, now) = (c.lease.end, self.now);
-        let mut ok = true;
+        let mut keep = Keep::Yes;
         for cell in cells {
             let u = up_of(&mut self.upstream, cell);
             if u.hold_back.is_some() && c.covers.insert(cell) {
@@ -1031,9 +1093,35 @@ impl ProxyCore {
                 .map_or(self.cfg.margin, |h| h.max(self.cfg.margin));
             // As `ProxyCore::cover` (the borrow of the client rules out calling it).
             let cover = u.live_until.map(|t| t.checked_sub(back).unwrap_or(now));
-            ok &= cover.is_some_and(|t| end <= t);
+            keep = keep.and(match cover {
+                Some(t) if end <= t => Keep::Yes,
+                // A refresh of the cover can reach the lease's end: ask for one.
+                Some(_) if u.hold_back.is_some() => {
+                    let want = u.wanted.map_or(end, |(w, _)| w.max(end));
+                    u.wanted = Some((want, now + COVER_WANTED_FOR));
+                    self.out.effects.push(Effect::RefreshCover(cell));
+                    Keep::AfterRefresh
+                }
+                _ => Keep::No,
+            });
         }
-        ok
+        keep
+    }
+
+    /// The lease end a client waiting for its first copy from `cell` needs the proxy's
+    /// cover there to reach ([`Keep::AfterRefresh`]), if the cover falls short of it and
+    /// the request is recent: the cell's KeepAlive loop then sends a superseding KeepAlive
+    /// (a cover refresh), whose answer moves the cover past it. `None`: nothing to do.
+    pub fn upstream_cover_wanted(&mut self, cell: CellIx, now: Instant) -> Option<Instant> {
+        let cover = self.cover(cell);
+        let u = self.upstream.get_mut(cell)?;
+        match u.wanted {
+            Some((want, until)) if now < until && cover.is_some_and(|c| c < want) => Some(want),
+            _ => {
+                u.wanted = None;
+                None
+            }
+        }
     }
 
     /// Whether the proxy may answer a read of `path` from its shared cache now: the cover
@@ -1275,7 +1363,7 @@ impl ProxyCore {
     /// Records that `id` was given a cacheable answer for `path` fetched from `cell` under
     /// `ticket`, if it is still valid; returns whether the client may cache it. The proxy
     /// holds cache interest for `path` at `cell` from now on (a fail-over of `cell`
-    /// flushes it).
+    /// flushes it). [`ProxyCore::keep_fetched`], with "not yet" as "no".
     pub fn note_fetched(
         &mut self,
         id: &ClientId,
@@ -1283,9 +1371,25 @@ impl ProxyCore {
         ticket: Ticket,
         cell: CellIx,
     ) -> bool {
-        if !self.lease_within_cover(id, Some(cell)) {
-            return false;
+        self.keep_fetched(id, path, ticket, cell) == Keep::Yes
+    }
+
+    /// [`ProxyCore::note_fetched`], saying why not: [`Keep::AfterRefresh`] when only a
+    /// lease past a hold-back cover stands in the way (the caller asks again after the
+    /// cover refresh this asked for, with the same ticket: an invalidation of the path
+    /// meanwhile makes it [`Keep::No`]).
+    pub fn keep_fetched(
+        &mut self,
+        id: &ClientId,
+        path: &str,
+        ticket: Ticket,
+        cell: CellIx,
+    ) -> Keep {
+        // Already stale (or being written): no copy, and no cover refresh to wait for.
+        if self.writing.contains_key(path) || !self.cache.still_valid(path, ticket) {
+            return Keep::No;
         }
+        let mut keep = self.lease_within_cover(id, Some(cell));
         // A copy that comes from a cell it did not come from before: whoever holds the
         // path already must hold it within that cell's cover too, or the answer is not
         // kept (here or by the client).
@@ -1295,22 +1399,21 @@ impl ProxyCore {
                 .get(path)
                 .map(|s| s.iter().filter(|h| *h != id).copied().collect())
                 .unwrap_or_default();
-            let mut covered = true;
             for h in holders {
-                covered &= self.lease_within_cover(&h, Some(cell));
-            }
-            if !covered {
-                return false;
+                keep = keep.and(self.lease_within_cover(&h, Some(cell)));
             }
         }
-        if !self.note_cacher(id, path, Some(ticket)) {
-            return false;
+        if keep != Keep::Yes {
+            return keep;
         }
-        self.origins
-            .entry(path.to_string())
-            .or_default()
-            .insert(cell);
-        true
+        let keep = self.keep_cacher(id, path, Some(ticket));
+        if keep == Keep::Yes {
+            self.origins
+                .entry(path.to_string())
+                .or_default()
+                .insert(cell);
+        }
+        keep
     }
 
     /// Client `id` is about to write `path` (`SetContents`) through this proxy. The
@@ -1366,32 +1469,41 @@ impl ProxyCore {
 
     /// Records that `id` was given a cacheable answer for `path`, if the answer (fetched
     /// under `ticket`) is still valid; returns whether the client may cache it.
+    /// [`ProxyCore::keep_cacher`], with "not yet" as "no".
     pub fn note_cacher(&mut self, id: &ClientId, path: &str, ticket: Option<Ticket>) -> bool {
+        self.keep_cacher(id, path, ticket) == Keep::Yes
+    }
+
+    /// [`ProxyCore::note_cacher`], saying why not ([`Keep`]): a copy from the shared cache
+    /// that the client may keep once the cover refresh asked for is applied is
+    /// [`Keep::AfterRefresh`].
+    pub fn keep_cacher(&mut self, id: &ClientId, path: &str, ticket: Option<Ticket>) -> Keep {
         if self.writing.contains_key(path) {
-            return false;
+            return Keep::No;
+        }
+        if let Some(t) = ticket {
+            if !self.cache.still_valid(path, t) {
+                return Keep::No;
+            }
         }
         let origins: Vec<CellIx> = self
             .origins
             .get(path)
             .map(|cells| cells.iter().copied().collect())
             .unwrap_or_default();
-        if !self.lease_within_cover(id, origins) {
-            return false;
-        }
-        if let Some(t) = ticket {
-            if !self.cache.still_valid(path, t) {
-                return false;
-            }
+        let keep = self.lease_within_cover(id, origins);
+        if keep != Keep::Yes {
+            return keep;
         }
         let Some(c) = self.clients.get_mut(id) else {
-            return false;
+            return Keep::No;
         };
         c.cached.insert(path.to_string());
         self.cachers
             .entry(path.to_string())
             .or_default()
             .insert(*id);
-        true
+        Keep::Yes
     }
 }
 

@@ -96,6 +96,32 @@ pub struct Shared {
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Set when a graceful stop begins: KeepAlives are then answered at once.
     closing: std::sync::atomic::AtomicBool,
+    /// Counts the KeepAlive replies applied from any cell: a read waiting for a cover
+    /// refresh ([`core::Keep::AfterRefresh`]) looks again after each ([`CoverWait`]).
+    replies: tokio::sync::watch::Sender<u64>,
+}
+
+/// How long a read whose client waits for a cover refresh (its first copy from a cell
+/// promised a hold-back, docs/design.md §10 "A dead proxy") waits for it before answering
+/// "not cacheable" instead. A refresh normally takes one round trip to the cell; it takes
+/// longer only while the cell extends nothing (it is failing over, or the proxy has
+/// delivered events its clients have not acknowledged yet).
+pub const COVER_WAIT: Duration = core::COVER_WANTED_FOR;
+
+/// Waits for cover refreshes on behalf of one read ([`Shared::cover_wait`]).
+pub(crate) struct CoverWait {
+    replies: tokio::sync::watch::Receiver<u64>,
+    deadline: Instant,
+}
+
+impl CoverWait {
+    /// Waits for the next KeepAlive reply applied from any cell (after this wait was
+    /// made, or since the last call). `false` once [`COVER_WAIT`] has passed.
+    pub(crate) async fn next(&mut self) -> bool {
+        tokio::time::timeout_at(self.deadline, self.replies.changed())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,6 +129,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// A wait for cover refreshes, for a read about to ask whether its client may keep a
+    /// copy: made before asking, so that no reply in between is missed.
+    pub(crate) fn cover_wait(&self) -> CoverWait {
+        CoverWait {
+            replies: self.replies.subscribe(),
+            deadline: Instant::now() + COVER_WAIT,
+        }
+    }
+
+    /// Runs `keep` on the core until it says yes or no: while it says
+    /// [`core::Keep::AfterRefresh`] (the client's lease reaches past a hold-back cover, and
+    /// a refresh of it was asked for), again after each KeepAlive reply applied, for at
+    /// most [`COVER_WAIT`]. Returns whether the client may keep the copy.
+    pub(crate) async fn keep_within_cover(
+        &self,
+        mut keep: impl FnMut(&mut ProxyCore) -> core::Keep,
+    ) -> bool {
+        let mut wait = self.cover_wait();
+        loop {
+            match self.with_core(&mut keep) {
+                core::Keep::Yes => return true,
+                core::Keep::No => return false,
+                core::Keep::AfterRefresh => {
+                    if !wait.next().await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs `f` on the core, then delivers the wakes it produced and queues its effects.
     pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut ProxyCore) -> R) -> R {
         let (r, effects) = self.with_core_fx(f);
@@ -287,6 +344,8 @@ impl Shared {
 
     pub(crate) fn upstream_reply(&self, ix: CellIx, live_until: Instant, events: &[pb::Event]) {
         self.with_core(|c| c.upstream_reply(ix, live_until, events, Instant::now()));
+        // Reads waiting for a cover refresh look again.
+        self.replies.send_modify(|n| *n += 1);
         // Acknowledge what needed no client (or was already acknowledged) at once.
         self.cell(ix).kick.notify_one();
     }
@@ -585,6 +644,9 @@ pub async fn run(
             } else {
                 0
             },
+            cover_reach: cfg
+                .hold_back
+                .then(|| core::cover_reach(cfg.client_lease, cfg.drift)),
         },
         now,
     );
@@ -614,6 +676,7 @@ pub async fn run(
         effects: effects_tx,
         tasks: Mutex::new(Vec::new()),
         closing: std::sync::atomic::AtomicBool::new(false),
+        replies: tokio::sync::watch::channel(0).0,
     });
     let mut tasks = tokio::task::JoinSet::new();
     if shared.routed() && !shared.cfg.cells.is_empty() {

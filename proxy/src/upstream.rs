@@ -31,6 +31,10 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause between rounds of looking for a master that could not be found.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// The least time between two cover refreshes asked for by clients' first copies
+/// ([`crate::core::ProxyCore::upstream_cover_wanted`]): new clients arriving faster share
+/// one, and a cell granting less than expected costs a few KeepAlives at most.
+const COVER_RETRY: Duration = Duration::from_millis(50);
 
 /// The proxy's current session at a cell, and the connection to its master.
 #[derive(Clone, Debug)]
@@ -457,6 +461,13 @@ async fn keepalive_loop(
     // out until a KeepAlive is answered: look again only if none is by this time (not at
     // once, which would drop every KeepAlive before its answer could arrive).
     let mut lapsed_retry: Option<Instant> = None;
+    // A cover refresh asked for by a client's first copy (docs/design.md §10, "A dead
+    // proxy"): when the last was sent, and whether its answer is still awaited.
+    let mut cover_sent: Option<Instant> = None;
+    let mut cover_awaited = false;
+    // What a refresh sent at `s` covers: about `s` + this (the local lease of a lease one
+    // client lease long); a lease ending later needs a refresh sent later.
+    let cover_gain = shared.cfg.client_lease.div_f64(1.0 + shared.cfg.drift);
     let send = |link: &Link, ack: u64| {
         let mut client = link.client.clone();
         let req = pb::KeepAliveRequest {
@@ -478,11 +489,12 @@ async fn keepalive_loop(
         // while clients hold copies from the cell under a hold-back, the cover within a
         // quarter of a client lease of a full one (asked each time: that changes; a
         // `RefreshCover` effect kicks this loop when it starts).
-        let (ack, waiting, keep_ahead) = shared.with_core(|c| {
+        let (ack, waiting, keep_ahead, wanted) = shared.with_core(|c| {
             (
                 c.upstream_ack(ix),
                 c.upstream_waiting(ix),
                 c.upstream_keep_ahead(ix, shared.cfg.min_proxy_lease()),
+                c.upstream_cover_wanted(ix, Instant::now()),
             )
         });
         if !waiting {
@@ -503,6 +515,17 @@ async fn keepalive_loop(
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         // The local lease ran out with no answer: the master is gone or unreachable.
         let lease_gone = lapsed_retry.unwrap_or(lease.end());
+        // A client's first copy from the cell waits for the cover to pass its lease's end:
+        // a superseding KeepAlive, which the cell answers at once (the one it held) with a
+        // lease counted from now. One at a time, and not while delivered events wait for
+        // clients (the cell extends nothing then); a KeepAlive must be held there to
+        // supersede (one always is, but for a moment after a reply).
+        let cover_at = wanted
+            .filter(|_| !cover_awaited && !waiting && !in_flight.is_empty())
+            .map(|want| {
+                let at = want.checked_sub(cover_gain).unwrap_or_else(Instant::now);
+                cover_sent.map_or(at, |s| at.max(s + COVER_RETRY))
+            });
         tokio::select! {
             Some((sent, epoch, r)) = in_flight.next() => {
                 let r = match r {
@@ -511,6 +534,7 @@ async fn keepalive_loop(
                 };
                 match r {
                     Ok(reply) => {
+                        cover_awaited = false;
                         let reply = reply.into_inner();
                         if reply.epoch != link.epoch {
                             tracing::info!(cell = %up.name, from = link.epoch, to = reply.epoch, "cell master epoch changed");
@@ -528,6 +552,7 @@ async fn keepalive_loop(
                         shared.upstream_reply(ix, lease.end(), &reply.events);
                     }
                     Err(status) => {
+                        cover_awaited = false;
                         let e = code_of(&status);
                         match e.as_ref().map(|e| e.code) {
                             Some(ErrorCode::StaleEpoch) => {
@@ -583,8 +608,25 @@ async fn keepalive_loop(
             // Not while gathering: the cell extends no lease while delivered events wait
             // for their acknowledgement, so a refresh then would only be answered at once.
             _ = tokio::time::sleep_until(refresh_at), if in_flight.len() < 2 && !waiting => {
+                // `refresh_at` was computed when the loop last woke: the early pace may
+                // have ended since (the last client holding copies from the cell left),
+                // which wakes nothing. Refresh only if still due.
+                let (ack, ahead) = shared.with_core(|c| {
+                    (c.upstream_ack(ix), c.upstream_keep_ahead(ix, shared.cfg.min_proxy_lease()))
+                });
+                if lease.end().checked_sub(ahead).is_some_and(|t| t > Instant::now()) {
+                    continue;
+                }
+                last_ack = Some(ack);
+                in_flight.push(send(link, ack));
+            }
+            _ = tokio::time::sleep_until(cover_at.unwrap_or(lease_gone)), if cover_at.is_some() => {
                 let ack = shared.with_core(|c| c.upstream_ack(ix));
                 last_ack = Some(ack);
+                cover_sent = Some(Instant::now());
+                cover_awaited = true;
+                metrics::counter!("warren_proxy_cover_refreshes_total", "cell" => up.name.clone())
+                    .increment(1);
                 in_flight.push(send(link, ack));
             }
             _ = tokio::time::sleep_until(gathering.unwrap_or(lease_gone)), if gathering.is_some() => {
@@ -599,6 +641,7 @@ async fn keepalive_loop(
                 // probe_master: the master does not answer; the KeepAlives it holds may
                 // never be answered. Look for the master (the session lives on there).
                 in_flight.clear();
+                cover_awaited = false;
                 if !reconnect(shared, ix, link, serial).await {
                     return Lost::Session;
                 }
@@ -607,6 +650,7 @@ async fn keepalive_loop(
                 // Let the in-flight ones go; find the master again.
                 tracing::info!(cell = %up.name, "the proxy's lease at the cell ran out unanswered; looking for the master");
                 in_flight.clear();
+                cover_awaited = false;
                 if !reconnect(shared, ix, link, serial).await {
                     return Lost::Session;
                 }

@@ -456,8 +456,9 @@ impl WarrenProcess {
         Self::spawn_proxy_args(bin, cell, client_lease, &[]).await
     }
 
-    /// [`WarrenProcess::spawn_proxy`] with `--hold-back on` (docs/proxy.md, "A dead
-    /// proxy"): writes to what it cached wait, once it is dead, only for its client leases.
+    /// [`WarrenProcess::spawn_proxy`] with `--hold-back on`, the default, made explicit
+    /// for the tests that depend on it (docs/proxy.md, "A dead proxy"): writes to what it
+    /// cached wait, once it is dead, only for its client leases.
     pub async fn spawn_proxy_holding_back(
         bin: &Path,
         cell: &str,

@@ -174,8 +174,9 @@ pub async fn raw_session(
 
 /// Opens `path` for reading (with its contents) in the raw session `ctx`, again every
 /// 50 ms until the answer is cacheable, at most `tries` times; returns the last answer.
-/// Through a proxy with a hold-back a client's first copies from a cell may not be
-/// cacheable until the proxy's cover is refreshed (docs/proxy.md, "A dead proxy").
+/// Through a proxy with a hold-back a client's first copy from a cell waits for a refresh
+/// of the proxy's cover there (docs/proxy.md, "A dead proxy"), bounded: a loaded machine
+/// can make that wait run out, and the answer is then not cacheable.
 pub async fn open_until_cacheable(
     c: &mut warren_proto::pb::warren_client::WarrenClient<tonic::transport::Channel>,
     ctx: &warren_proto::pb::SessionContext,

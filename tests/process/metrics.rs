@@ -318,8 +318,17 @@ async fn cells_and_proxies_export_the_documented_metrics() {
     let mut proxy_docs = docs["Both tiers"].clone();
     proxy_docs.extend(docs["Proxies"].iter().cloned());
     check_documented("cell", &c, &cell_docs, &[]);
-    // No WRONG_CELL here: one cell, no map.
-    check_documented("proxy", &p, &proxy_docs, &["warren_proxy_wrong_cell_total"]);
+    // No WRONG_CELL here: one cell, no map. A cover refresh only if a client's first
+    // copy needed one (its lease reached past the cover then).
+    check_documented(
+        "proxy",
+        &p,
+        &proxy_docs,
+        &[
+            "warren_proxy_wrong_cell_total",
+            "warren_proxy_cover_refreshes_total",
+        ],
+    );
 
     // RPCs by tier, method and code; latency histograms by method (in buckets).
     let cell_ok = [("tier", "cell"), ("code", "OK")];

@@ -592,9 +592,9 @@ async fn a_write_costs_each_proxy_holding_a_copy_at_most_one_keepalive_to_the_ce
     };
     read_all(0).await;
     // A few writes first, so that every session is set up at the cell; then one client
-    // lease, after which every reader's copy is cacheable (a client's first copies from a
-    // cell are not while the full lease it had reaches past the proxy's hold-back cover:
-    // docs/proxy.md, "A dead proxy").
+    // lease, after which every reader's copy is cacheable (a client's first copy from a
+    // cell waits, bounded, for a refresh of the proxy's hold-back cover: docs/proxy.md,
+    // "A dead proxy").
     for v in 1..=3 {
         w.set_contents(v.to_string().into_bytes()).await.unwrap();
         read_all(v).await;
@@ -671,8 +671,8 @@ async fn a_silent_client_costs_its_proxy_a_bounded_number_of_keepalives_while_a_
     // A raw session through proxy B that reads /w cacheably, then sends one KeepAlive and
     // never another: the invalidation it gets is never acknowledged.
     let (mut c, ctx) = warren_testkit::proxy::raw_session(&proxies[1].1).await;
-    // Its first answers may not be cacheable: its first, full lease reaches past the
-    // proxy's hold-back cover until that is refreshed (docs/proxy.md, "A dead proxy").
+    // Its first answer waits, bounded, for a refresh of the proxy's hold-back cover
+    // (docs/proxy.md, "A dead proxy"); on a loaded machine it may ask again.
     let h = warren_testkit::proxy::open_until_cacheable(&mut c, &ctx, "/ls/local/w", 40).await;
     assert!(h.cacheable, "the silent reader holds a copy");
     let mut k = c.clone();

@@ -72,9 +72,9 @@ async fn coherence_run(writes: u64, silent_reader: bool) -> (u64, u64, Duration)
     if silent_reader {
         let (mut c, ctx) = warren_testkit::proxy::raw_session(&b.addr()).await;
         for i in 0..FILES {
-            // Its first answers may not be cacheable: its first, full lease reaches past
-            // the proxy's hold-back cover until that is refreshed (docs/proxy.md, "A dead
-            // proxy"). Within a client lease they are.
+            // Its first answer waits for a refresh of the proxy's hold-back cover
+            // (docs/proxy.md, "A dead proxy"), which a loaded machine can make run out:
+            // then it asks again.
             let path = format!("/ls/local/f{i}");
             let cacheable = warren_testkit::proxy::open_until_cacheable(&mut c, &ctx, &path, 60)
                 .await

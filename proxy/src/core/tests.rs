@@ -13,6 +13,7 @@ fn cfg(cells: usize) -> CoreConfig {
         margin: S,
         max_starve: 60 * S,
         cells,
+        cover_reach: None,
     }
 }
 
@@ -969,10 +970,19 @@ fn a_failover_reply_answers_a_starved_client_once_with_its_lease_and_the_event()
 /// refreshes its lease at the cell as `keepalive_loop` does (`upstream_keep_ahead`), the
 /// cell answering after `cell_delay`. Returns how many clients saw their local lease run
 /// out with their KeepAlive unanswered (a spurious jeopardy), and the client KeepAlives.
-fn simulate_idle_clients(n: usize, cell_delay: Duration, covered: bool) -> (usize, u64) {
+fn simulate_idle_clients(
+    n: usize,
+    cell_delay: Duration,
+    covered: bool,
+    reach: bool,
+) -> (usize, u64) {
     let drift = 1.01;
     let t0 = Instant::now();
-    let mut core = ProxyCore::new(cfg(1), t0);
+    let mut config = cfg(1);
+    if reach {
+        config.cover_reach = Some(cover_reach(12 * S, drift - 1.0));
+    }
+    let mut core = ProxyCore::new(config, t0);
     let h = Duration::from_secs(8).div_f64(drift);
     core.upstream_hold_back(0, h);
     core.upstream_lease(0, t0 + Duration::from_secs(20).div_f64(drift), t0);
@@ -996,7 +1006,9 @@ fn simulate_idle_clients(n: usize, cell_delay: Duration, covered: bool) -> (usiz
         // The proxy's refresh of its lease at the cell.
         let live = core.upstream_live_until(0).expect("live");
         let ahead = core.upstream_keep_ahead(0, 14 * S);
-        if refresh.is_none() && live.saturating_duration_since(t) < ahead {
+        // A cover refresh asked for by a first copy goes at once, as any refresh due.
+        let wanted = core.upstream_cover_wanted(0, t).is_some();
+        if refresh.is_none() && (wanted || live.saturating_duration_since(t) < ahead) {
             refresh = Some((t + cell_delay, t));
         }
         if let Some((at, sent)) = refresh {
@@ -1013,9 +1025,12 @@ fn simulate_idle_clients(n: usize, cell_delay: Duration, covered: bool) -> (usiz
                 core.registered(&reader, 0);
                 let ticket = core.cache.ticket();
                 if core.note_fetched(&reader, "/ls/d/x", ticket, 0) {
-                    // Once the cover, now refreshed early, has passed the full lease it
-                    // had: within a quarter of a client lease of its first try.
-                    assert!(t < t0 + 5 * S + cell_delay + 3 * step, "{:?}", t - t0);
+                    // With leases of at most `cover_reach`: once the one cover refresh
+                    // its first try asked for is answered. Without: once the cover,
+                    // refreshed early, has passed the full lease it had, within a quarter
+                    // of a client lease of its first try.
+                    let by = if reach { 2 * S } else { 5 * S };
+                    assert!(t < t0 + by + cell_delay + 3 * step, "{:?}", t - t0);
                 }
             }
             // It holds the copy within the cover, always.
@@ -1053,20 +1068,22 @@ fn simulate_idle_clients(n: usize, cell_delay: Duration, covered: bool) -> (usiz
 
 #[test]
 fn idle_clients_behind_a_hold_back_never_see_their_lease_run_out() {
-    for delay in [Duration::from_millis(1), Duration::from_millis(300)] {
-        let (j, keepalives) = simulate_idle_clients(300, delay, false);
-        assert_eq!(
-            j, 0,
-            "{j} clients in jeopardy (cell answering after {delay:?})"
-        );
-        // Idle clients keep full leases: a KeepAlive each per ~11 s (cut to the cover,
-        // about a third more).
-        assert!(keepalives <= 300 * 6, "{keepalives} KeepAlives");
-        let (j, _) = simulate_idle_clients(300, delay, true);
-        assert_eq!(
-            j, 0,
-            "{j} clients in jeopardy with a reader (cell answering after {delay:?})"
-        );
+    for reach in [false, true] {
+        for delay in [Duration::from_millis(1), Duration::from_millis(300)] {
+            let (j, keepalives) = simulate_idle_clients(300, delay, false, reach);
+            assert_eq!(
+                j, 0,
+                "{j} clients in jeopardy (cell answering after {delay:?}, reach {reach})"
+            );
+            // Idle clients keep full leases: a KeepAlive each per ~11 s (cut to the
+            // cover, about a third more).
+            assert!(keepalives <= 300 * 6, "{keepalives} KeepAlives");
+            let (j, _) = simulate_idle_clients(300, delay, true, reach);
+            assert_eq!(
+                j, 0,
+                "{j} clients in jeopardy with a reader (cell answering after {delay:?}, reach {reach})"
+            );
+        }
     }
 }
 
@@ -1092,6 +1109,95 @@ fn a_keepalive_is_held_only_until_near_the_end_of_the_lease_the_client_knows() {
     let r = wake_of(&mut core, w);
     // Counted from the KeepAlive's arrival: past the old end, within the new cover.
     assert!(r.lease > 7 * S && r.lease <= 12 * S, "{:?}", r.lease);
+}
+
+/// A client's first copy from a cell promised a hold-back, as the proxy runs by default
+/// (leases of at most `cover_reach`, covers computed as `keepalive_loop` does): its lease
+/// reaches past the cover, so the copy waits for a cover refresh, asked for at once; the
+/// refresh's answer moves the cover past the lease, and the same fetch is then kept — the
+/// same as the cell would have answered a client talking to it. An invalidation the
+/// refresh's answer brings makes it "no" instead, never "yes".
+#[test]
+fn a_first_copy_from_a_hold_back_cell_is_kept_once_one_cover_refresh_is_answered() {
+    let drift = 0.01;
+    let t0 = Instant::now();
+    let mut config = cfg(1);
+    let reach = cover_reach(12 * S, drift);
+    config.cover_reach = Some(reach);
+    let mut core = ProxyCore::new(config, t0);
+    let local = |sent: Instant, lease: Duration| sent + lease.div_f64(1.0 + drift);
+    core.upstream_hold_back(0, (8 * S).div_f64(1.0 + drift));
+    core.upstream_lease(0, local(t0, 20 * S), t0);
+    // 2 s later a client connects: its lease is `reach` (11.78 s), not 12 s, and reaches
+    // past the cover (t0 + 11.88 s).
+    let at = t0 + 2 * S;
+    let (a, _, lease, _) = core.create_session("a", at);
+    assert_eq!(lease, reach);
+    assert!(reach > 11 * S + 700 * MS && reach < 12 * S, "{reach:?}");
+    core.registered(&a, 0);
+    assert_eq!(core.upstream_cover_wanted(0, at), None);
+    let t = core.cache.ticket();
+    assert_eq!(core.keep_fetched(&a, "/ls/d/x", t, 0), Keep::AfterRefresh);
+    assert!(!core.is_cacher(&a, "/ls/d/x"));
+    // The cell's KeepAlive loop is woken and asked for a refresh reaching the lease's end.
+    let fx = core.take_output().effects;
+    assert!(fx.contains(&Effect::RefreshCover(0)), "{fx:?}");
+    assert_eq!(core.upstream_cover_wanted(0, at), Some(at + reach));
+    // The refresh is sent at once; the cell answers the KeepAlive it held (sent at t0, so
+    // the hold costs ρ of it: 20 ms) with a lease counted from the refresh's arrival.
+    let answered = at + 5 * MS;
+    let live = t0 + (at - t0).div_f64(1.0 + drift) + (20 * S).div_f64(1.0 + drift);
+    core.upstream_reply(0, live, &[], answered);
+    assert!(
+        core.cover(0).unwrap() >= at + reach,
+        "one refresh covers the lease"
+    );
+    assert_eq!(core.upstream_cover_wanted(0, answered), None);
+    assert_eq!(core.keep_fetched(&a, "/ls/d/x", t, 0), Keep::Yes);
+    assert!(core.is_cacher(&a, "/ls/d/x"));
+
+    // A second client's first copy, whose refresh answer brings an invalidation of the
+    // path: "no", and the shared cache holds nothing of it.
+    let at = answered + 100 * MS;
+    let (b, _, _, _) = core.create_session("b", at);
+    core.registered(&b, 0);
+    let t = core.cache.ticket();
+    assert_eq!(core.keep_fetched(&b, "/ls/e/y", t, 0), Keep::AfterRefresh);
+    core.upstream_reply(
+        0,
+        live + 200 * MS,
+        &[ev(1, pb::EventType::Invalidate, "/ls/e/y", None)],
+        at + 5 * MS,
+    );
+    assert_eq!(core.keep_fetched(&b, "/ls/e/y", t, 0), Keep::No);
+    assert!(!core.is_cacher(&b, "/ls/e/y"));
+
+    // Without a session at the cell there is nothing to refresh: "no" at once.
+    core.upstream_lost(0);
+    let (c, _, _, _) = core.create_session("c", at);
+    let t = core.cache.ticket();
+    assert_eq!(core.keep_fetched(&c, "/ls/f/z", t, 0), Keep::No);
+    assert_eq!(core.upstream_cover_wanted(0, at), None);
+}
+
+/// A request for a cover refresh lapses after `COVER_WANTED_FOR` (the reads waiting for it
+/// have given up), so that a cell granting less than expected does not draw refreshes
+/// forever.
+#[test]
+fn a_cover_refresh_asked_for_lapses() {
+    let (mut core, t0) = setup_hold_back();
+    // Cover to t0 + 12 s; a lease to t0 + 13 s.
+    let (a, _, _, _) = core.create_session("a", t0 + S);
+    let t = core.cache.ticket();
+    assert_eq!(core.keep_fetched(&a, "/ls/d/x", t, 0), Keep::AfterRefresh);
+    assert_eq!(core.upstream_cover_wanted(0, t0 + S), Some(t0 + 13 * S));
+    let lapsed = t0 + S + COVER_WANTED_FOR;
+    assert_eq!(core.upstream_cover_wanted(0, lapsed), None);
+    // Asked again (a new read), it is wanted again.
+    let t = core.cache.ticket();
+    core.now = lapsed;
+    assert_eq!(core.keep_fetched(&a, "/ls/d/x", t, 0), Keep::AfterRefresh);
+    assert_eq!(core.upstream_cover_wanted(0, lapsed), Some(t0 + 13 * S));
 }
 
 /// A path a client holds, fetched again through another cell: the new copy is kept only if

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::cache::{Entry, Ticket};
-use crate::core::ProxyCore;
+use crate::core::{Keep, ProxyCore};
 use crate::permission::{self, Verdict};
 
 /// Why a read was not answered from the cache.
@@ -25,6 +25,7 @@ impl Service {
     /// A read that needs read permission is served only if the node's read ACL, as cached
     /// here, lists the client's principal ([`permission::may_read`]); a read whose ACL
     /// file is not cached here goes to the cell, which enforces it.
+    /// With the copy, whether the client may keep it ([`Keep`]).
     pub(super) fn cached<T>(
         &self,
         who: &Who,
@@ -32,7 +33,7 @@ impl Service {
         need_read: bool,
         get: impl FnOnce(&Entry, u64) -> Option<T>,
         stat: impl FnOnce(&T) -> &pb::Stat,
-    ) -> Result<(T, bool), Missed> {
+    ) -> Result<(T, Keep), Missed> {
         let miss = |c: &mut ProxyCore| {
             c.cache.note_miss();
             Missed::Fetch(c.cache.ticket())
@@ -63,8 +64,8 @@ impl Service {
                 }
             }
             c.cache.note_hit();
-            let cacheable = c.note_cacher(&who.id, &info.path, None);
-            Ok((v, cacheable))
+            let keep = c.keep_cacher(&who.id, &info.path, None);
+            Ok((v, keep))
         })
     }
 
@@ -88,24 +89,28 @@ impl Service {
     /// cache interest for it) and fills the shared cache with `fill` (when there is
     /// something to keep), in one step under the core's lock. Returns whether the client
     /// may still cache the answer — not if an invalidation of `path` arrived while it was
-    /// being fetched.
-    fn keep_answer(
+    /// being fetched. A client's first copy from a cell may wait for a cover refresh there
+    /// ([`Shared::keep_within_cover`]).
+    async fn keep_answer(
         &self,
         who: &Who,
         path: &str,
         cell: usize,
         ticket: Ticket,
-        fill: Option<impl FnOnce(&mut Entry)>,
+        fill: Option<impl FnOnce(&mut Entry) + Send>,
     ) -> bool {
-        self.shared.with_core(|c| {
-            if !c.note_fetched(&who.id, path, ticket, cell) {
-                return false;
-            }
-            if let Some(fill) = fill {
-                c.cache.fill(path, ticket, fill);
-            }
-            true
-        })
+        let mut fill = fill;
+        self.shared
+            .keep_within_cover(|c| {
+                let keep = c.keep_fetched(&who.id, path, ticket, cell);
+                if keep == Keep::Yes {
+                    if let Some(fill) = fill.take() {
+                        c.cache.fill(path, ticket, fill);
+                    }
+                }
+                keep
+            })
+            .await
     }
 
     pub(super) fn handle_info(
@@ -182,7 +187,7 @@ pub(super) async fn open(svc: &Service, r: pb::OpenRequest) -> Answer<pb::OpenRe
                         e.stat = Some(stat);
                     }
                 });
-                reply.cacheable = svc.keep_answer(&who, &path, cell, ticket, fill);
+                reply.cacheable = svc.keep_answer(&who, &path, cell, ticket, fill).await;
             }
             Ok(reply)
         }
@@ -195,7 +200,8 @@ pub(super) async fn open(svc: &Service, r: pb::OpenRequest) -> Answer<pb::OpenRe
                     let path = r.path.clone();
                     let still = svc
                         .shared
-                        .with_core(|c| c.note_fetched(&who.id, &path, ticket, cell));
+                        .keep_within_cover(|c| c.keep_fetched(&who.id, &path, ticket, cell))
+                        .await;
                     if !still {
                         let mut e = e;
                         e.cacheable = false;
@@ -412,15 +418,22 @@ impl Service {
 /// invalidated the path meanwhile.
 async fn fetched_read<Q: CachedRead>(svc: &Service, r: Q) -> Answer<Q::Reply> {
     let who = svc.session(r.ctx()).await?;
-    let ticket = match svc.cached(&who, r.handle(), Q::NEEDS_READ, Q::lookup, Q::stat) {
-        Ok((copy, cacheable)) => {
-            // Not for the client to keep if its lease reaches past the proxy's cover.
-            let mut reply = Q::from_copy(copy);
-            *Q::cacheable(&mut reply) = cacheable;
-            return Ok(reply);
+    let mut cover = svc.shared.cover_wait();
+    let ticket = loop {
+        match svc.cached(&who, r.handle(), Q::NEEDS_READ, Q::lookup, Q::stat) {
+            Ok((copy, keep)) => {
+                // A client's first copy from the cell: once the cover refresh asked for
+                // is applied, look again (the copy may have been invalidated meanwhile).
+                if keep == Keep::AfterRefresh && cover.next().await {
+                    continue;
+                }
+                let mut reply = Q::from_copy(copy);
+                *Q::cacheable(&mut reply) = keep == Keep::Yes;
+                return Ok(reply);
+            }
+            Err(Missed::Fetch(t)) => break t,
+            Err(Missed::Refused(e)) => return Err(e.into()),
         }
-        Err(Missed::Fetch(t)) => t,
-        Err(Missed::Refused(e)) => return Err(e.into()),
     };
     let (cell, body) = svc.handle_cell(&who, r.handle())?;
     // `cell`: the one that answered, which may be the one the handle moved to.
@@ -430,7 +443,7 @@ async fn fetched_read<Q: CachedRead>(svc: &Service, r: Q) -> Answer<Q::Reply> {
     svc.handle_info(&who, r.handle(), cell, body.as_ref());
     if let (true, Some(b)) = (*Q::cacheable(&mut reply), body) {
         let fill = Q::fill(&reply);
-        *Q::cacheable(&mut reply) = svc.keep_answer(&who, &b.path, cell, ticket, fill);
+        *Q::cacheable(&mut reply) = svc.keep_answer(&who, &b.path, cell, ticket, fill).await;
     }
     Ok(reply)
 }
