@@ -487,6 +487,11 @@ async fn start_cell(
     let mut cfg = CellConfig::new(name, local_addr(&listener)?, data);
     cfg.admin = Some(local_addr(&admin)?);
     cfg.meta = meta;
+    // With --tls every member presents the one development server certificate: the cells
+    // take it as a proxy (the proxies' calls) and as an operator (the cells' own reshard
+    // calls). In plaintext nobody is authenticated and these change nothing.
+    cfg.proxy_principals = vec![DEV_SERVER_PRINCIPAL.to_string()];
+    cfg.operator_principals = vec![DEV_SERVER_PRINCIPAL.to_string()];
     cfg.validate()
         .map_err(|e| format!("cell {name}: configuration: {e}"))?;
     let store = EmbeddedStore::open(data)

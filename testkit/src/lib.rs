@@ -73,8 +73,18 @@ pub struct Cell;
 
 impl Cell {
     pub fn builder() -> CellBuilder {
+        let mut core = CoreConfig::new("c0", "local");
+        // Over TLS (the suite's `WARREN_SUITE_TLS=1`) every in-process cell and proxy
+        // presents the certificate of [`TEST_SERVER_PRINCIPAL`]: the cells take it as a
+        // proxy and an operator, and nobody else. In plaintext it changes nothing.
+        core.callers
+            .proxies
+            .insert(TEST_SERVER_PRINCIPAL.to_string());
+        core.callers
+            .operators
+            .insert(TEST_SERVER_PRINCIPAL.to_string());
         CellBuilder {
-            core: CoreConfig::new("c0", "local"),
+            core,
             data: None,
             memory: false,
             admin: false,
@@ -84,6 +94,10 @@ impl Cell {
         }
     }
 }
+
+/// The principal of the certificate in-process servers present when a test runs them
+/// over TLS: a test cell's only proxy (and operator) principal besides the defaults.
+pub const TEST_SERVER_PRINCIPAL: &str = "warren:test-server";
 
 /// Configures an in-process cell. Defaults: cell `c0` of deployment `local`, the embedded
 /// store in a fresh temporary directory, default timings.

@@ -10,30 +10,67 @@ use warren_proto::pb::warren_client::WarrenClient;
 use warren_testkit::{Cell, Deployment, Proxy, TestCell, TestProxy};
 
 /// With `WARREN_SUITE_TLS=1` the suite runs over mutual TLS (docs/security.md): before
-/// the first deployment starts, the test process installs one test certificate as its
-/// identity, so every in-process cell and proxy serves TLS and every connection (the
-/// library's, the raw clients' of [`connect`]) dials it. Meant for one test per process
+/// the first deployment starts, the test process installs a server certificate
+/// ([`warren_testkit::TEST_SERVER_PRINCIPAL`], the cells' proxy principal) as its identity,
+/// so every in-process cell and proxy serves TLS with it; every client, the library's
+/// sessions and the raw clients of [`connect`] alike, dials with a certificate of its own
+/// principal ([`client_tls`]: `warren:suite`, or the one a test asks for with
+/// [`TargetIn::session_as`]), which is not a proxy. Meant for one test per process
 /// (cargo-nextest, as `.ci/run` uses), or a filter whose every test starts with a
 /// [`TargetIn`]: a server started before the install would be plaintext.
-fn tls_if_asked() {
-    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    DONE.get_or_init(|| {
-        if std::env::var("WARREN_SUITE_TLS").is_ok_and(|v| v == "1") {
+fn suite_certs() -> Option<&'static warren_testkit::certs::TestCerts> {
+    static CERTS: std::sync::OnceLock<Option<warren_testkit::certs::TestCerts>> =
+        std::sync::OnceLock::new();
+    CERTS
+        .get_or_init(|| {
+            if !std::env::var("WARREN_SUITE_TLS").is_ok_and(|v| v == "1") {
+                return None;
+            }
             // The certificates' directory lives as long as the process.
-            let certs = Box::leak(Box::new(warren_testkit::certs::TestCerts::new()));
-            let files = certs.issue("suite", "warren:suite");
+            let certs = warren_testkit::certs::TestCerts::new();
+            let files = certs.issue("server", warren_testkit::TEST_SERVER_PRINCIPAL);
             warren_tls::install(
-                warren_tls::Tls::load(files).expect("load the suite's certificate"),
+                warren_tls::Tls::load(files).expect("load the suite's server certificate"),
             );
-        }
-    });
+            Some(certs)
+        })
+        .as_ref()
 }
 
-/// A channel to `addr` (`HOST:PORT`), over TLS when the suite runs over TLS.
+fn tls_if_asked() {
+    suite_certs();
+}
+
+/// Under TLS, the client identity of `principal` (one certificate per principal, made on
+/// first use).
+pub fn client_tls(principal: &str) -> Option<std::sync::Arc<warren_tls::Tls>> {
+    type Issued = std::collections::HashMap<String, std::sync::Arc<warren_tls::Tls>>;
+    static ISSUED: std::sync::Mutex<Option<Issued>> = std::sync::Mutex::new(None);
+    let certs = suite_certs()?;
+    let mut issued = ISSUED.lock().unwrap();
+    let issued = issued.get_or_insert_with(Default::default);
+    let tls = issued.entry(principal.to_string()).or_insert_with(|| {
+        let name = format!("client-{}", issued_name(principal));
+        warren_tls::Tls::load(certs.issue(&name, principal)).expect("load a client certificate")
+    });
+    Some(tls.clone())
+}
+
+/// A file name for `principal`'s certificate.
+fn issued_name(principal: &str) -> String {
+    principal
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+/// A channel to `addr` (`HOST:PORT`), over TLS as `warren:suite` when the suite runs over
+/// TLS.
 pub async fn connect(addr: &str) -> Channel {
     let endpoint =
         tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("an address");
-    warren_client::transport::connect_endpoint(&endpoint)
+    let tls = client_tls("warren:suite");
+    warren_client::transport::connect_endpoint_as(&endpoint, tls.as_ref())
         .await
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
 }
@@ -138,14 +175,27 @@ impl<const MODE: u8> TargetIn<MODE> {
         }
     }
 
+    /// The options of a session acting for `principal` (`None`: the default), with that
+    /// principal's certificate when the suite runs over TLS.
+    fn options_as(&self, principal: Option<&str>) -> ClientOptions {
+        let mut o = self.options();
+        if let Some(p) = principal {
+            o = o.principal(p);
+        }
+        match client_tls(principal.unwrap_or("warren:suite")) {
+            Some(tls) => o.tls(tls),
+            None => o,
+        }
+    }
+
     pub async fn session(&self) -> Session {
-        Session::connect_with(self.options())
+        Session::connect_with(self.options_as(None))
             .await
             .expect("connect")
     }
 
     pub async fn session_as(&self, principal: &str) -> Session {
-        Session::connect_with(self.options().principal(principal))
+        Session::connect_with(self.options_as(Some(principal)))
             .await
             .expect("connect")
     }
