@@ -14,7 +14,9 @@
 //! Like a `Channel` it connects once at the start (so a bad address fails the run at once)
 //! and again on the first call after its connection failed. Failures come back as the
 //! `tonic::Status` a `Channel` gives for them: `UNAVAILABLE` for a connection that cannot
-//! be made, and the gRPC spec's code for an HTTP/2 error ("h2 protocol error: …").
+//! be made, and the gRPC spec's code for an HTTP/2 error ("h2 protocol error: …"). With an
+//! identity installed (`warren loadtest --cacert/--cert/--key`) each connection is mutual
+//! TLS (docs/security.md).
 
 use bytes::Bytes;
 use http_body::Frame;
@@ -27,6 +29,10 @@ use std::time::Duration;
 use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::Status;
+
+/// A connection's byte stream: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// How long a connection attempt may take, as the `Channel`s' connect timeout was.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,18 +113,36 @@ impl H2Channel {
         let unavailable = |e: &dyn std::fmt::Display| {
             Status::unavailable(format!("cannot connect to {addr}: {e}"))
         };
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
-            .await
-            .map_err(|_| unavailable(&"timed out after 5 s"))?
-            .map_err(|e| unavailable(&e))?;
-        tcp.set_nodelay(true).map_err(|e| unavailable(&e))?;
+        // Over TLS when `warren loadtest --cacert/--cert/--key` installed an identity.
+        let io: Box<dyn Io> = match warren_tls::installed() {
+            Some(tls) => {
+                let uri: http::Uri = format!("http://{addr}")
+                    .parse()
+                    .map_err(|e| unavailable(&e))?;
+                let dial = warren_tls::client::dial(uri, &tls);
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, dial)
+                    .await
+                    .map_err(|_| unavailable(&"timed out after 5 s"))?
+                    .map_err(|e| unavailable(&warren_tls::client::explain(&e.to_string())))?;
+                Box::new(stream)
+            }
+            None => {
+                let tcp =
+                    tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+                        .await
+                        .map_err(|_| unavailable(&"timed out after 5 s"))?
+                        .map_err(|e| unavailable(&e))?;
+                tcp.set_nodelay(true).map_err(|e| unavailable(&e))?;
+                Box::new(tcp)
+            }
+        };
         let (send, conn) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONN_WINDOW)
             .max_frame_size(MAX_FRAME)
             .max_send_buffer_size(MAX_SEND_BUF)
             .enable_push(false)
-            .handshake::<_, Bytes>(tcp)
+            .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| unavailable(&format!("the HTTP/2 handshake failed: {e}")))?;
         let generation = {

@@ -28,12 +28,17 @@ async fn cell(certs: &TestCerts, data: &std::path::Path) -> WarrenProcess {
         .collect();
     args.push(data.display().to_string());
     args.extend(flags(&files));
+    // The proxy's certificate ([`proxy`]) is the cell's only proxy principal.
+    args.extend(["--proxy-principal".to_string(), PROXY_PRINCIPAL.to_string()]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     WarrenProcess::spawn(bin(), &refs).await
 }
 
+/// The principal of the proxy's certificate in these tests.
+const PROXY_PRINCIPAL: &str = "warren:proxy-1";
+
 async fn proxy(certs: &TestCerts, cell: &str) -> WarrenProcess {
-    let files = certs.issue("proxy", "warren:proxy-1");
+    let files = certs.issue("proxy", PROXY_PRINCIPAL);
     let mut args: Vec<String> = vec![
         "proxy".into(),
         "--listen".into(),

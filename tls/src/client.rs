@@ -36,8 +36,10 @@ pub async fn connect(
     endpoint.connect_with_connector(connector).await
 }
 
-/// One TLS connection to `uri`'s host and port.
-async fn dial(uri: Uri, tls: &Tls) -> io::Result<Primed> {
+/// One TLS connection to `uri`'s host and port (the scheme is ignored), with `tls`'s
+/// current configuration: for a client that runs HTTP/2 over it itself (the load
+/// generator's connections).
+pub async fn dial(uri: Uri, tls: &Tls) -> io::Result<Primed> {
     let host = uri.host().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, format!("{uri} names no host"))
     })?;
