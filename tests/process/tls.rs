@@ -608,3 +608,137 @@ async fn library_sessions_in_one_process_each_dial_with_their_own_identity() {
         assert!(plain.to_string().contains("requires mutual TLS"), "{plain}");
     }
 }
+
+/// A raw gRPC client of `addr` presenting a certificate of `principal`.
+async fn raw_as(
+    certs: &TestCerts,
+    addr: &str,
+    principal: &str,
+) -> warren_proto::pb::warren_client::WarrenClient<tonic::transport::Channel> {
+    let name = principal.replace(':', "-");
+    let tls = warren_tls::Tls::load(certs.issue(&name, principal)).expect("load a certificate");
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    let channel = warren_client::transport::connect_endpoint_as(&endpoint, Some(&tls))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr} as {principal}: {e}"));
+    warren_proto::pb::warren_client::WarrenClient::new(channel)
+}
+
+/// `status` is PERMISSION_DENIED and its message contains every one of `words`.
+fn assert_denied(what: &str, r: Result<impl std::fmt::Debug, tonic::Status>, words: &[&str]) {
+    let e = r.expect_err(what);
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{what}: {e:?}");
+    for w in words {
+        assert!(
+            e.message().contains(w),
+            "{what}: {:?} lacks {w:?}",
+            e.message()
+        );
+    }
+}
+
+/// Over real certificates at a real cell (docs/security.md, "Authorization"): a client
+/// certificate cannot make the proxy-only calls (a proxy session, `ClaimSession`, a call
+/// on behalf of a client session) nor assert another principal, and a session is refused
+/// under another principal's certificate; the proxy's certificate may do all of it.
+#[tokio::test]
+async fn a_client_certificate_cannot_act_as_a_proxy_nor_use_another_principals_session() {
+    use warren_proto::pb;
+    let certs = TestCerts::new();
+    let data = tempfile::tempdir().unwrap();
+    let cell = cell(&certs, data.path()).await;
+    let addr = cell.addr();
+    let mut alice = raw_as(&certs, &addr, "alice").await;
+    let mut bob = raw_as(&certs, &addr, "bob").await;
+    let mut proxy = raw_as(&certs, &addr, PROXY_PRINCIPAL).await;
+
+    let proxy_session = pb::CreateSessionRequest {
+        proxy: true,
+        ..Default::default()
+    };
+    assert_denied(
+        "a proxy session for a client certificate",
+        alice.create_session(proxy_session.clone()).await,
+        &["\"alice\"", "proxy"],
+    );
+    assert_denied(
+        "a client certificate asserting another principal",
+        alice
+            .create_session(pb::CreateSessionRequest {
+                principal: "bob".into(),
+                ..Default::default()
+            })
+            .await,
+        &["\"alice\"", "\"bob\""],
+    );
+    let s = alice
+        .create_session(pb::CreateSessionRequest::default())
+        .await
+        .expect("alice's own session")
+        .into_inner();
+    let ctx = pb::SessionContext {
+        session_id: s.session_id,
+        secret: s.secret,
+        epoch: s.epoch,
+        ..Default::default()
+    };
+    let open = |ctx: pb::SessionContext| pb::OpenRequest {
+        ctx: Some(ctx),
+        path: "/ls/local".into(),
+        intent: pb::Intent::Read as u32,
+        ..Default::default()
+    };
+    alice
+        .open(open(ctx.clone()))
+        .await
+        .expect("alice opens in her own session");
+    assert_denied(
+        "alice's session presented under bob's certificate",
+        bob.open(open(ctx.clone())).await,
+        &["\"alice\"", "\"bob\""],
+    );
+    assert_denied(
+        "ClaimSession from a client certificate",
+        alice
+            .claim_session(pb::ClaimSessionRequest {
+                ctx: Some(ctx.clone()),
+                client_session: vec![7; 16],
+                client_secret: vec![8; 16],
+                client_principal: "carol".into(),
+                ..Default::default()
+            })
+            .await,
+        &["\"alice\"", "proxy"],
+    );
+    let on_behalf = pb::SessionContext {
+        client_session: vec![7; 16],
+        client_secret: vec![8; 16],
+        client_principal: "carol".into(),
+        ..ctx.clone()
+    };
+    assert_denied(
+        "a call on behalf of a client session from a client certificate",
+        alice.open(open(on_behalf)).await,
+        &["\"alice\"", "proxy"],
+    );
+
+    // The proxy's certificate: a proxy session, and a call on behalf of a client of its.
+    let p = proxy
+        .create_session(proxy_session)
+        .await
+        .expect("the proxy certificate's proxy session")
+        .into_inner();
+    let pctx = pb::SessionContext {
+        session_id: p.session_id,
+        secret: p.secret,
+        epoch: p.epoch,
+        client_session: vec![7; 16],
+        client_secret: vec![8; 16],
+        client_principal: "carol".into(),
+        ..Default::default()
+    };
+    proxy
+        .open(open(pctx))
+        .await
+        .expect("a proxy opens on behalf of its client");
+}
