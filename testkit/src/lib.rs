@@ -481,6 +481,16 @@ impl WarrenProcess {
         Self::spawn_proxy_args(bin, cell, client_lease, &["--hold-back", "on"]).await
     }
 
+    /// [`WarrenProcess::spawn_proxy`] with `--hold-back off`: a client's first copy from
+    /// a cell never waits for a cover refresh there (docs/proxy.md, "A dead proxy").
+    pub async fn spawn_proxy_without_hold_back(
+        bin: &Path,
+        cell: &str,
+        client_lease: &str,
+    ) -> WarrenProcess {
+        Self::spawn_proxy_args(bin, cell, client_lease, &["--hold-back", "off"]).await
+    }
+
     async fn spawn_proxy_args(
         bin: &Path,
         cell: &str,
