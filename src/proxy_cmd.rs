@@ -65,22 +65,8 @@ pub struct ProxyArgs {
     /// WARREN_THREADS.
     #[arg(long)]
     threads: Option<String>,
-    /// The CA certificate (PEM) peers' certificates must chain to; with --cert and --key,
-    /// the gRPC port and this process's own connections are mutual TLS (docs/security.md).
-    /// Env WARREN_CACERT, or `cacert` in the config file's [tls] section.
-    #[arg(long)]
-    cacert: Option<String>,
-    /// This process's certificate (PEM), presented to clients and to the servers it dials.
-    /// Env WARREN_CERT, or `cert` in [tls].
-    #[arg(long)]
-    cert: Option<String>,
-    /// The private key (PEM) of --cert. Env WARREN_KEY, or `key` in [tls].
-    #[arg(long)]
-    key: Option<String>,
-    /// Serve plaintext on a non-loopback --listen address (refused otherwise: anyone who
-    /// can reach the port could act as anyone). Env WARREN_INSECURE.
-    #[arg(long)]
-    insecure: bool,
+    #[command(flatten)]
+    tls: crate::tls_cmd::ServerTlsArgs,
 }
 
 /// Serves one proxy until Ctrl-C / SIGTERM, on a runtime with the worker threads its
@@ -100,10 +86,10 @@ pub fn run(a: ProxyArgs) -> ExitCode {
         ("max_starve", &a.max_starve),
         ("hold_back", &a.hold_back),
         ("threads", &a.threads),
-        ("cacert", &a.cacert),
-        ("cert", &a.cert),
-        ("key", &a.key),
-        ("insecure", &a.insecure.then(|| "true".to_owned())),
+        ("cacert", &a.tls.cacert),
+        ("cert", &a.tls.cert),
+        ("key", &a.tls.key),
+        ("insecure", &a.tls.insecure.then(|| "true".to_owned())),
     ];
     let sources = server_cmd::sources(a.config.as_deref(), &flags);
     let cfg = match server_cmd::load_settings(sources, ProxyConfig::load) {

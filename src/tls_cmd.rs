@@ -1,7 +1,8 @@
 //! The TLS side of the `warren` commands (docs/security.md): the `--cacert/--cert/--key`
-//! flags of the client commands (`ctl`, `loadtest`), and setting up a process's identity
-//! from them or from a server's settings: loaded, checked, installed for every server
-//! and connection of the process, and (for servers) reloaded on SIGHUP or a file change.
+//! flags of the client commands (`ctl`, `loadtest`) and of the servers (`cell`, `proxy`),
+//! and setting up a process's identity from them or from a server's settings: loaded,
+//! checked, installed for every server and connection of the process, and (for servers)
+//! reloaded on SIGHUP or a file change.
 
 use clap::Args;
 use std::path::PathBuf;
@@ -35,6 +36,28 @@ impl ClientTlsArgs {
         }
         Ok(())
     }
+}
+
+/// The TLS flags of a server command (`warren cell`, `warren proxy`), passed on as
+/// settings, where the environment and the config file's [tls] section also give them.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ServerTlsArgs {
+    /// The CA certificate (PEM) peers' certificates must chain to; with --cert and --key,
+    /// the gRPC port and this process's own connections are mutual TLS (docs/security.md).
+    /// Env WARREN_CACERT, or `cacert` in the config file's [tls] section.
+    #[arg(long)]
+    pub cacert: Option<String>,
+    /// This process's certificate (PEM), presented to clients and to the servers it dials.
+    /// Env WARREN_CERT, or `cert` in [tls].
+    #[arg(long)]
+    pub cert: Option<String>,
+    /// The private key (PEM) of --cert. Env WARREN_KEY, or `key` in [tls].
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Serve plaintext on a non-loopback --listen address (refused otherwise: anyone who
+    /// can reach the port could act as anyone). Env WARREN_INSECURE.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Sets up a server's identity from its settings (none: plaintext, which the settings'

@@ -38,46 +38,19 @@ impl TestCerts {
 
     /// A certificate for `principal` (its URI SAN) as `NAME.pem`/`NAME.key`, valid now.
     pub fn issue(&self, name: &str, principal: &str) -> TlsFiles {
-        self.ca
-            .write_issued(
-                self.dir(),
-                name,
-                principal,
-                HOSTS,
-                Validity::Current,
-                &self.ca_path,
-            )
-            .expect("issue a certificate")
+        self.write(&self.ca, &self.ca_path, name, principal, Validity::Current)
     }
 
     /// A certificate this CA signed that expired in 2020.
     pub fn expired(&self, name: &str, principal: &str) -> TlsFiles {
-        self.ca
-            .write_issued(
-                self.dir(),
-                name,
-                principal,
-                HOSTS,
-                Validity::Expired,
-                &self.ca_path,
-            )
-            .expect("issue an expired certificate")
+        self.write(&self.ca, &self.ca_path, name, principal, Validity::Expired)
     }
 
     /// A certificate signed by another CA, which servers trusting this one refuse; its
     /// CA file is this CA's (so the client still trusts the servers).
     pub fn untrusted(&self, name: &str, principal: &str) -> TlsFiles {
         let other = Ca::new("an untrusted CA").expect("make a CA");
-        other
-            .write_issued(
-                self.dir(),
-                name,
-                principal,
-                HOSTS,
-                Validity::Current,
-                &self.ca_path,
-            )
-            .expect("issue an untrusted certificate")
+        self.write(&other, &self.ca_path, name, principal, Validity::Current)
     }
 
     /// Another CA in the same directory (for rotations: `NAME-ca.pem`).
@@ -90,16 +63,23 @@ impl TestCerts {
 
     /// Issues with `ca` (a CA from [`TestCerts::other_ca`]) into this directory.
     pub fn issue_by(&self, ca: &OtherCa, name: &str, principal: &str) -> TlsFiles {
-        ca.ca
-            .write_issued(
-                self.dir(),
-                name,
-                principal,
-                HOSTS,
-                Validity::Current,
-                &ca.path,
-            )
-            .expect("issue a certificate")
+        self.write(&ca.ca, &ca.path, name, principal, Validity::Current)
+    }
+}
+
+impl TestCerts {
+    /// `NAME.pem`/`NAME.key` for `principal`, signed by `ca`, in this directory; the
+    /// client side trusts the CA file `ca_path`.
+    fn write(
+        &self,
+        ca: &Ca,
+        ca_path: &Path,
+        name: &str,
+        principal: &str,
+        validity: Validity,
+    ) -> TlsFiles {
+        ca.write_issued(self.dir(), name, principal, HOSTS, validity, ca_path)
+            .unwrap_or_else(|e| panic!("issue a certificate {name} for {principal}: {e}"))
     }
 }
 
