@@ -19,6 +19,7 @@ impl Proxy {
             admin: false,
             id: None,
             meta: Vec::new(),
+            hold_back: true,
         }
     }
 }
@@ -31,6 +32,8 @@ pub struct ProxyBuilder {
     admin: bool,
     id: Option<String>,
     meta: Vec<String>,
+    /// Whether the proxy holds back (the default, as `warren proxy`).
+    hold_back: bool,
 }
 
 impl ProxyBuilder {
@@ -58,6 +61,11 @@ impl ProxyBuilder {
         self.client_lease = Some(lease);
         self
     }
+    /// Without the hold-back (`warren proxy --hold-back off`; docs/proxy.md, "A dead proxy").
+    pub fn without_hold_back(mut self) -> Self {
+        self.hold_back = false;
+        self
+    }
     /// Also serve the admin HTTP endpoint.
     pub fn admin(mut self) -> Self {
         self.admin = true;
@@ -71,6 +79,7 @@ impl ProxyBuilder {
     /// The configuration this builder makes (for a given listen address).
     pub fn config(&self, listen: &str) -> ProxyConfig {
         let mut cfg = ProxyConfig::new(listen, self.cells.clone());
+        cfg.hold_back &= self.hold_back;
         if let Some(lease) = self.client_lease {
             cfg.client_lease = lease;
             cfg.keepalive_reply_before_end = (lease / 4).min(Duration::from_secs(1));
