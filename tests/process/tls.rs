@@ -742,3 +742,136 @@ async fn a_client_certificate_cannot_act_as_a_proxy_nor_use_another_principals_s
         .await
         .expect("a proxy opens on behalf of its client");
 }
+
+/// Over real certificates, at the cell and through the proxy (docs/security.md,
+/// "Authorization"): the reserved subtree `/ls/<d>/warren/` refuses writes from a client
+/// certificate, naming the operator requirement, and takes them from the operator's
+/// certificate, whose principal the proxy forwards; reading it stays open. A handle
+/// opened in alice's session is refused in bob's, and the file keeps alice's contents.
+#[tokio::test]
+async fn the_reserved_subtree_takes_operator_certificates_only_and_a_handle_stays_in_its_session() {
+    use warren_proto::pb;
+    let certs = TestCerts::new();
+    let data = tempfile::tempdir().unwrap();
+    let cell = cell(&certs, data.path()).await;
+    let proxy = proxy(&certs, &cell.addr()).await;
+    let alice = certs.issue("alice", "alice");
+    let operator = certs.issue("operator", "warren:operator");
+    let ok =
+        |what: &str, o: &std::process::Output| assert!(o.status.success(), "{what}: {}", stderr(o));
+    let (cell_addr, proxy_addr) = (cell.addr(), proxy.proxy_addr());
+    let o = ctl(
+        ("--endpoint", &cell_addr),
+        Some(&operator),
+        &["mkdir", "/warren"],
+    )
+    .await;
+    ok("the operator makes /warren at the cell", &o);
+    for (mode, target) in [
+        ("direct", ("--endpoint", cell_addr.as_str())),
+        ("proxy", ("--proxies", proxy_addr.as_str())),
+    ] {
+        let dir = format!("/warren/{mode}");
+        let note = format!("/warren/note-{mode}");
+        for args in [
+            vec!["mkdir", dir.as_str()],
+            vec!["put", note.as_str(), "evil"],
+        ] {
+            let o = ctl(target, Some(&alice), &args).await;
+            assert!(
+                stderr(&o).starts_with("error: PERMISSION_DENIED: ")
+                    && stderr(&o).contains("operator")
+                    && stderr(&o).contains("\"alice\""),
+                "{mode}: alice's {args:?}: {}",
+                stderr(&o)
+            );
+        }
+        ok(mode, &ctl(target, Some(&operator), &["mkdir", &dir]).await);
+        ok(
+            mode,
+            &ctl(target, Some(&operator), &["put", &note, "x"]).await,
+        );
+        let o = ctl(target, Some(&alice), &["put", &note, "y"]).await;
+        assert!(
+            stderr(&o).contains("PERMISSION_DENIED"),
+            "{mode}: {}",
+            stderr(&o)
+        );
+        let o = ctl(target, Some(&alice), &["cat", &note]).await;
+        assert_eq!(
+            stdout(&o),
+            "x",
+            "{mode}: reading the reserved subtree is open"
+        );
+
+        // A handle from alice's session, presented in bob's session under bob's certificate.
+        let addr = if mode == "direct" {
+            &cell_addr
+        } else {
+            &proxy_addr
+        };
+        let (mut a, mut b) = (
+            raw_as(&certs, addr, "alice").await,
+            raw_as(&certs, addr, "bob").await,
+        );
+        let ctx_of = |s: pb::CreateSessionResponse| pb::SessionContext {
+            session_id: s.session_id,
+            secret: s.secret,
+            epoch: s.epoch,
+            ..Default::default()
+        };
+        let actx = ctx_of(
+            a.create_session(pb::CreateSessionRequest::default())
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        let bctx = ctx_of(
+            b.create_session(pb::CreateSessionRequest::default())
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        let path = format!("/ls/local/h-{mode}");
+        let h = a
+            .open(pb::OpenRequest {
+                ctx: Some(actx.clone()),
+                path: path.clone(),
+                intent: pb::Intent::Read as u32 | pb::Intent::Write as u32,
+                create: Some(pb::CreateSpec {
+                    kind: pb::NodeKind::File as i32,
+                    initial_contents: b"alice's".to_vec(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: alice opens {path}: {e:?}"))
+            .into_inner()
+            .handle;
+        let r = b
+            .set_contents(pb::SetContentsRequest {
+                ctx: Some(bctx.clone()),
+                handle: h.clone(),
+                contents: b"bob's".to_vec(),
+                if_content_generation: None,
+            })
+            .await;
+        let e = r.expect_err("alice's handle in bob's session");
+        assert_eq!(
+            warren_proto::WarrenError::from_status(&e).map(|w| w.code),
+            Some(warren_proto::ErrorCode::HandleInvalid),
+            "{mode}: {e:?}"
+        );
+        let got = a
+            .get_contents_and_stat(pb::GetContentsAndStatRequest {
+                ctx: Some(actx),
+                handle: h,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: alice reads {path}: {e:?}"))
+            .into_inner();
+        assert_eq!(got.contents, b"alice's", "{mode}");
+    }
+}
