@@ -392,6 +392,7 @@ async fn main() -> anyhow::Result<()> {
         cells: args.cells,
         proxies: 2,
         lease: None,
+        tls: false,
     };
     let mut d = Deployment::start_with(&bin, &spec, dir.path()).await?;
     let result = run(&args, &mut d).await;

@@ -9,10 +9,14 @@
 //! between the smallest and the largest step ÷ their difference in sessions). Latency
 //! direct vs through the proxy is `warren loadtest compare` (docs/loadtest.md).
 //!
+//! With `--tls`, every hop is mutual TLS (the deployment's `tls=on`), for the cost of TLS
+//! against a plaintext run (docs/performance.md, "The cost of TLS").
+//!
 //! ```text
 //! cargo build --release
 //! cargo run --release --example proxy_bench -- [--bin target/release/warren] \
-//!     [--sessions-steps 1000,5000,10000,20000] [--connections 64] [--window 15s] [--ramp 11s]
+//!     [--sessions-steps 1000,5000,10000,20000] [--connections 64] [--window 15s] [--ramp 11s] \
+//!     [--tls]
 //! ```
 
 use anyhow::Context;
@@ -45,6 +49,10 @@ struct Args {
     /// Over how long each step's sessions are created (spreads their KeepAlives).
     #[arg(long, default_value = "11s", value_parser = parse_duration)]
     ramp: Duration,
+    /// Mutual TLS on every hop (`--deploy dev:…,tls=on`: certificates made for each step's
+    /// deployment; the load generator dials with its own), to set against a plaintext run.
+    #[arg(long)]
+    tls: bool,
 }
 
 #[tokio::main]
@@ -61,9 +69,10 @@ async fn main() -> anyhow::Result<()> {
     };
     println!(
         "| sessions | created | absorption factor | KeepAlives at the proxy / at the cell | \
-         proxy RSS MiB | proxy CPU % of a core | cell CPU % of a core | jeopardy | expired |"
+         proxy RSS MiB | proxy CPU % of a core | proxy CPU µs per client KeepAlive | \
+         cell CPU % of a core | jeopardy | expired |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     // (sessions created, proxy RSS in bytes) of each step that measured it.
     let mut proxy_rss: Vec<(u64, u64)> = Vec::new();
     for &sessions in &args.sessions_steps {
@@ -72,8 +81,12 @@ async fn main() -> anyhow::Result<()> {
             cells: 1,
             proxies: 1,
             lease: None,
+            tls: args.tls,
         };
         let deployment = Deployment::start_with(&bin, &spec, dir.path()).await?;
+        if let Some(tls) = deployment.client_tls() {
+            warren_tls::install(tls);
+        }
         let cfg = Config {
             target: Target::Proxies(deployment.proxy_addrs()),
             sessions,
@@ -109,8 +122,12 @@ async fn main() -> anyhow::Result<()> {
         if let Some(rss) = proxy.and_then(|p| p.rss_bytes) {
             proxy_rss.push((r.sessions.created, rss));
         }
+        let per_keepalive = proxy
+            .and_then(|p| p.cpu_s)
+            .filter(|_| at_proxy > 0.0)
+            .map_or_else(|| "-".to_string(), |c| format!("{:.1}", c * 1e6 / at_proxy));
         println!(
-            "| {sessions} | {} | {} | {at_proxy:.0} / {at_cell:.0} | {} | {} | {} | {} | {} |",
+            "| {sessions} | {} | {} | {at_proxy:.0} / {at_cell:.0} | {} | {} | {per_keepalive} | {} | {} | {} |",
             r.sessions.created,
             r.absorption_factor
                 .map_or_else(|| "∞".to_string(), |f| format!("{f:.0}")),

@@ -23,7 +23,7 @@ pub struct LoadtestArgs {
     #[command(subcommand)]
     command: LoadtestCommand,
     /// Mutual TLS to the target deployment: --cacert, --cert, --key (docs/security.md).
-    /// Not with --deploy, whose deployment is plaintext on loopback.
+    /// Not with --deploy, which makes its own certificates with `tls=on`.
     #[command(flatten)]
     tls: crate::tls_cmd::ClientTlsArgs,
     /// Worker threads of the load generator's runtime, 1–256 (default: one per core). One
@@ -143,9 +143,11 @@ struct Workload {
 #[derive(Args, Debug, Clone)]
 struct Deploy {
     /// Launch a deployment of separate processes on loopback first, like `warren dev`:
-    /// `dev[:cells=N,proxies=M]` (3 cells and 2 proxies by default), on embedded stores in a
-    /// temporary directory; it is stopped when the run ends.
-    #[arg(long, value_name = "dev[:cells=N,proxies=M]")]
+    /// `dev[:cells=N,proxies=M,tls=on]` (3 cells and 2 proxies by default), on embedded
+    /// stores in a temporary directory; it is stopped when the run ends. `tls=on`: mutual
+    /// TLS on every hop, with a CA and certificates made for it (the load generator's
+    /// principal is warren:loadtest).
+    #[arg(long, value_name = "dev[:cells=N,proxies=M,tls=on]")]
     deploy: Option<DeploySpec>,
     /// With --deploy: the session lease of the deployment (its cells' lease and its
     /// proxies' client lease), e.g. 2s for quick fault runs. Default: Warren's 12 s.
@@ -297,9 +299,10 @@ pub fn run(args: LoadtestArgs) -> ExitCode {
     };
     if deploys && args.tls.cacert.is_some() {
         eprintln!(
-            "error: --cacert/--cert/--key (or WARREN_CACERT…) with --deploy: the deployment \
-             --deploy launches is plaintext on loopback; drop the TLS flags, or run against a \
-             TLS deployment with --target"
+            "error: --cacert/--cert/--key (or WARREN_CACERT…) with --deploy: a deployment \
+             --deploy launches makes its own certificates; drop the TLS flags and add tls=on to \
+             it (e.g. --deploy dev:cells=1,proxies=1,tls=on), or run against your TLS \
+             deployment with --target"
         );
         return ExitCode::from(2);
     }
@@ -348,12 +351,17 @@ impl Launched {
             .tempdir()
             .context("making a directory for the deployment")?;
         eprintln!(
-            "launching {} cell(s) and {} proxy(ies) in {}",
+            "launching {} cell(s) and {} proxy(ies){} in {}",
             spec.cells,
             spec.proxies,
+            if spec.tls { " with mutual TLS" } else { "" },
             dir.path().display()
         );
         let deployment = Deployment::start(&spec, dir.path()).await?;
+        // The run's sessions, checks and scrapes dial with the deployment's client identity.
+        if let Some(tls) = deployment.client_tls() {
+            warren_tls::install(tls);
+        }
         Ok(Some(Arc::new(Launched {
             meta: deployment.meta_addr(),
             proxies: deployment.proxy_addrs(),

@@ -4,7 +4,8 @@
 //! master and start it again later with the same ports and data.
 //!
 //! ```text
-//! dev[:cells=N,proxies=M,lease=DURATION]      (defaults: 3 cells, 2 proxies, default leases)
+//! dev[:cells=N,proxies=M,lease=DURATION,tls=on]   (defaults: 3 cells, 2 proxies, default
+//!                                                   leases, plaintext)
 //! ```
 //!
 //! Everything listens on 127.0.0.1 on ports picked free at start (bound to port 0, read,
@@ -34,6 +35,14 @@
 //! --lease-margin K --keepalive-reply-before-end K` with K = min(1s, L/4), so the leases
 //! nest (client lease + margins < proxy lease ≤ 60 s); L must be more than 1 s (the cells
 //! answer KeepAlives 1 s before a lease ends) and at most 57 s.
+//!
+//! With `tls=on`, every hop is mutual TLS (docs/security.md): at start a fresh CA and three
+//! certificates go into `DIR/tls`: `server` ([`DEPLOY_SERVER_PRINCIPAL`], for 127.0.0.1),
+//! which every cell and proxy serves and dials with (`--cacert/--cert/--key`) and which the
+//! cells take as proxy and operator principal; `client` ([`DEPLOY_CLIENT_PRINCIPAL`]),
+//! the identity the caller's sessions are to use ([`Deployment::client_tls`]); and
+//! `operator` (`warren:operator`), with which the first map is written. It is how the
+//! cost of TLS is measured against a plaintext run of the same command.
 
 use crate::fault::{Action, Injector};
 use crate::procstat::MemberProcess;
@@ -46,12 +55,14 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use warren_client::{admin, Session};
 use warren_config::defaults;
 use warren_config::layout::{self, Layout, DEFAULT_CELLS, DEFAULT_PROXIES};
+use warren_tls::Tls;
 
 /// The most data cells, and the most proxies, a spec may ask for (as `warren dev`).
 pub use warren_config::layout::MAX_EACH;
@@ -75,8 +86,8 @@ const PROXY_LEASE_EXTRA: Duration = Duration::from_secs(3);
 /// How many lines of a child's log an error quotes.
 const LOG_TAIL_LINES: usize = 20;
 
-/// What to launch: `dev[:cells=N,proxies=M,lease=DURATION]` (defaults 3 cells, 2 proxies,
-/// the default leases, like `warren dev`).
+/// What to launch: `dev[:cells=N,proxies=M,lease=DURATION,tls=on]` (defaults 3 cells,
+/// 2 proxies, the default leases, plaintext, like `warren dev`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeploySpec {
     /// Data cells c1..cN (1–20).
@@ -86,6 +97,9 @@ pub struct DeploySpec {
     /// The session lease of the cells and the client lease of the proxies (the proxy lease
     /// follows); `None`: every default.
     pub lease: Option<Duration>,
+    /// Mutual TLS on every hop, with certificates made for the deployment (see the module
+    /// docs); `false`: plaintext on loopback.
+    pub tls: bool,
 }
 
 impl Default for DeploySpec {
@@ -94,11 +108,13 @@ impl Default for DeploySpec {
             cells: DEFAULT_CELLS,
             proxies: DEFAULT_PROXIES,
             lease: None,
+            tls: false,
         }
     }
 }
 
-const SPEC_SYNTAX: &str = "dev[:cells=N,proxies=M,lease=DURATION], e.g. dev:cells=3,proxies=2";
+const SPEC_SYNTAX: &str =
+    "dev[:cells=N,proxies=M,lease=DURATION,tls=on], e.g. dev:cells=3,proxies=2";
 
 impl FromStr for DeploySpec {
     type Err = String;
@@ -160,10 +176,21 @@ impl FromStr for DeploySpec {
                         .map_err(|e| format!("lease={value} in deployment {s:?}: {e}"))?;
                     spec.lease = Some(lease);
                 }
+                "tls" => {
+                    spec.tls = match value {
+                        "on" | "true" => true,
+                        "off" | "false" => false,
+                        _ => {
+                            return Err(format!(
+                                "tls={value} in deployment {s:?}: write tls=on or tls=off"
+                            ))
+                        }
+                    }
+                }
                 other => {
                     return Err(format!(
                         "unknown setting {other:?} in deployment {s:?}: the settings are \
-                         cells, proxies and lease ({SPEC_SYNTAX})"
+                         cells, proxies, lease and tls ({SPEC_SYNTAX})"
                     ))
                 }
             }
@@ -178,6 +205,9 @@ impl fmt::Display for DeploySpec {
         write!(f, "dev:cells={},proxies={}", self.cells, self.proxies)?;
         if let Some(l) = self.lease {
             write!(f, ",lease={}", warren_config::format_duration(l))?;
+        }
+        if self.tls {
+            write!(f, ",tls=on")?;
         }
         Ok(())
     }
@@ -377,7 +407,7 @@ impl Proc {
     }
 
     /// Why it is not ready yet, or `Ok` once it is.
-    async fn probe(&self) -> Result<(), String> {
+    async fn probe(&self, tls: Option<&Arc<Tls>>) -> Result<(), String> {
         let crate::http::Reply { status, body, .. } =
             crate::http::get(&self.admin.to_string(), "/readyz", Duration::from_secs(2))
                 .await
@@ -390,8 +420,13 @@ impl Proc {
             ));
         }
         if self.kind == Kind::Data {
-            let endpoints = [self.addr.to_string()];
-            match warren_client::locate(&endpoints, Duration::from_secs(1)).await {
+            let addr = self.addr.to_string();
+            let second = Duration::from_secs(1);
+            let located = async {
+                let conn = warren_client::transport::dial_as(&addr, second, true, tls).await?;
+                warren_client::transport::locate_at(&conn, second).await
+            };
+            match located.await {
                 Ok(info) if info.is_master && info.map_epoch >= 1 => {}
                 Ok(info) => {
                     return Err(format!(
@@ -406,7 +441,12 @@ impl Proc {
     }
 
     /// Waits until it serves, failing early if it exits.
-    async fn wait_ready(&mut self, patience: Duration) -> anyhow::Result<()> {
+    /// `tls`: the identity its probes dial with (a `tls=on` deployment's client's).
+    async fn wait_ready(
+        &mut self,
+        patience: Duration,
+        tls: Option<&Arc<Tls>>,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + patience;
         loop {
             if self.child.is_none() {
@@ -419,7 +459,7 @@ impl Proc {
                     self.log_tail()
                 );
             }
-            let seen = match self.probe().await {
+            let seen = match self.probe(tls).await {
                 Ok(()) => return Ok(()),
                 Err(seen) => seen,
             };
@@ -460,6 +500,86 @@ fn free_addrs(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
         .collect()
 }
 
+/// The certificates of a deployment with `tls=on`, made at its start in `DIR/tls` with a
+/// fresh CA: `server` for every cell and proxy (principal [`DEPLOY_SERVER_PRINCIPAL`],
+/// for 127.0.0.1), which the cells take as proxy and operator principal; `client` for this
+/// process's sessions ([`DEPLOY_CLIENT_PRINCIPAL`]); `operator` for the first map.
+struct DeployTls {
+    server: warren_tls::TlsFiles,
+    client: Arc<Tls>,
+    operator: Arc<Tls>,
+}
+
+/// The principal of a `tls=on` deployment's cells and proxies.
+pub const DEPLOY_SERVER_PRINCIPAL: &str = "warren:deploy-server";
+/// The principal of the load generator's sessions on a `tls=on` deployment.
+pub const DEPLOY_CLIENT_PRINCIPAL: &str = "warren:loadtest";
+
+impl DeployTls {
+    fn make(dir: &Path) -> anyhow::Result<DeployTls> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let ca = warren_tls::gen::Ca::new("warren loadtest deployment CA")
+            .map_err(|e| anyhow!("{e}"))?;
+        let ca_path = ca
+            .write_ca(dir)
+            .with_context(|| format!("cannot write the CA into {}", dir.display()))?;
+        let current = warren_tls::gen::Validity::Current;
+        let issue = |name: &str, principal: &str, hosts: &[&str]| {
+            ca.write_issued(dir, name, principal, hosts, current, &ca_path)
+                .map_err(|e| {
+                    anyhow!(
+                        "cannot make the {name} certificate in {}: {e}",
+                        dir.display()
+                    )
+                })
+        };
+        let load =
+            |files: warren_tls::TlsFiles| warren_tls::Tls::load(files).map_err(|e| anyhow!("{e}"));
+        Ok(DeployTls {
+            server: issue(
+                "server",
+                DEPLOY_SERVER_PRINCIPAL,
+                &["127.0.0.1", "localhost"],
+            )?,
+            client: load(issue("client", DEPLOY_CLIENT_PRINCIPAL, &[])?)?,
+            operator: load(issue("operator", admin::OPERATOR_PRINCIPAL, &[])?)?,
+        })
+    }
+
+    /// `--cacert/--cert/--key` of the server certificate, for every member.
+    fn server_flags(&self) -> Vec<String> {
+        let f = &self.server;
+        let (cert, key) = f
+            .identity
+            .clone()
+            .expect("the server certificate has a key");
+        vec![
+            "--cacert".into(),
+            f.cacert.display().to_string(),
+            "--cert".into(),
+            cert.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+        ]
+    }
+
+    /// [`server_flags`](Self::server_flags), and the server principal as the cells' proxy
+    /// and operator (its cells call each other as operators, its proxies as proxies).
+    fn cell_flags(&self) -> Vec<String> {
+        let mut v = self.server_flags();
+        v.extend(
+            [
+                "--proxy-principal",
+                DEPLOY_SERVER_PRINCIPAL,
+                "--operator-principal",
+                DEPLOY_SERVER_PRINCIPAL,
+            ]
+            .map(String::from),
+        );
+        v
+    }
+}
+
 /// A running deployment of separate `warren` processes (see the module docs). Dropping it
 /// kills (SIGKILL) whatever still runs; [`stop`](Self::stop) stops it gracefully.
 pub struct Deployment {
@@ -470,8 +590,11 @@ pub struct Deployment {
     meta: Proc,
     cells: Vec<Proc>,
     proxies: Vec<Proc>,
-    /// The lease flags every cell gets (empty: the defaults), for a cell added later.
-    cell_lease: Vec<String>,
+    /// The flags every data cell gets beyond its addresses (lease, TLS), for a cell added
+    /// later.
+    cell_flags: Vec<String>,
+    /// The certificates of a deployment with `tls=on`.
+    tls: Option<DeployTls>,
     /// How long a member may take to become ready.
     patience: Duration,
 }
@@ -491,14 +614,14 @@ pub struct AddedCell {
 
 /// The process of data cell (or meta cell) `name` in `dir`: `warren cell` on `addrs`
 /// (gRPC, admin), its store in `dir/NAME`, its log in `dir/logs/NAME.log`, joined to the
-/// meta cell `meta` (none for the meta cell itself), with `lease` flags.
+/// meta cell `meta` (none for the meta cell itself), with `flags` (lease, TLS).
 fn cell_proc(
     dir: &Path,
     name: &str,
     kind: Kind,
     (addr, admin): (SocketAddr, SocketAddr),
     meta: &str,
-    lease: &[String],
+    flags: &[String],
 ) -> Proc {
     let mut args: Vec<OsString> = [
         "cell",
@@ -517,7 +640,7 @@ fn cell_proc(
     if !meta.is_empty() {
         args.extend(["--meta".into(), meta.into()]);
     }
-    args.extend(lease.iter().map(OsString::from));
+    args.extend(flags.iter().map(OsString::from));
     Proc {
         name: name.to_string(),
         kind,
@@ -567,7 +690,7 @@ impl Deployment {
         let mut ports = free_addrs(2 * members)?.into_iter();
         let mut next = || ports.next().expect("two ports per member");
         let show = warren_config::format_duration;
-        let (cell_lease, proxy_lease_flags) = match spec.lease {
+        let (mut cell_flags, mut proxy_flags) = match spec.lease {
             Some(l) => {
                 let margin = show(proxy_margin(l));
                 (
@@ -592,9 +715,17 @@ impl Deployment {
         let proxy_lease = spec
             .lease
             .map_or(DEFAULT_PROXY_LEASE, |l| l + PROXY_LEASE_EXTRA);
+        let tls = if spec.tls {
+            let tls = DeployTls::make(&dir.join("tls"))?;
+            cell_flags.extend(tls.cell_flags());
+            proxy_flags.extend(tls.server_flags());
+            Some(tls)
+        } else {
+            None
+        };
 
         let cell = |name: &str, kind: Kind, addr: SocketAddr, admin: SocketAddr, meta: &str| {
-            cell_proc(dir, name, kind, (addr, admin), meta, &cell_lease)
+            cell_proc(dir, name, kind, (addr, admin), meta, &cell_flags)
         };
         let (addr, admin) = (next(), next());
         let layout = Layout::new(spec.cells, spec.proxies, 0);
@@ -627,7 +758,7 @@ impl Deployment {
                 .iter()
                 .map(OsString::from)
                 .collect();
-                args.extend(proxy_lease_flags.iter().map(OsString::from));
+                args.extend(proxy_flags.iter().map(OsString::from));
                 Proc {
                     log: logs.join(format!("{name}.log")),
                     name,
@@ -649,24 +780,27 @@ impl Deployment {
             meta,
             cells,
             proxies,
-            cell_lease,
+            cell_flags,
+            tls,
             patience: BASE_PATIENCE + proxy_lease,
         };
         let patience = d.patience;
         d.meta.spawn(bin)?;
-        d.meta.wait_ready(patience).await?;
+        let tls = d.client_tls();
+        let tls = tls.as_ref();
+        d.meta.wait_ready(patience, tls).await?;
         d.write_first_map().await?;
         for c in &mut d.cells {
             c.spawn(bin)?;
         }
         for c in &mut d.cells {
-            c.wait_ready(patience).await?;
+            c.wait_ready(patience, tls).await?;
         }
         for p in &mut d.proxies {
             p.spawn(bin)?;
         }
         for p in &mut d.proxies {
-            p.wait_ready(patience).await?;
+            p.wait_ready(patience, tls).await?;
         }
         Ok(d)
     }
@@ -678,7 +812,11 @@ impl Deployment {
         let cells = self.layout.initial_map_cells(&addrs);
         let meta = self.meta_addr();
         let written = tokio::time::timeout(INIT_PATIENCE, async {
-            let session = Session::connect_with(admin::operator_options([meta.as_str()])).await?;
+            let mut options = admin::operator_options([meta.as_str()]);
+            if let Some(tls) = &self.tls {
+                options = options.tls(tls.operator.clone());
+            }
+            let session = Session::connect_with(options).await?;
             let written =
                 admin::write_initial_map(&session, &cells, warren_router::DEFAULT_SLOTS).await;
             let _ = session.close().await;
@@ -699,6 +837,14 @@ impl Deployment {
             )
         })?;
         Ok(())
+    }
+
+    /// With `tls=on`, the identity its clients are to dial with (a certificate of
+    /// [`DEPLOY_CLIENT_PRINCIPAL`] from the deployment's CA): install it
+    /// ([`warren_tls::install`]) before a run against the deployment, as `warren loadtest`
+    /// does. `None` for a plaintext deployment.
+    pub fn client_tls(&self) -> Option<Arc<Tls>> {
+        self.tls.as_ref().map(|t| t.client.clone())
     }
 
     /// gRPC `HOST:PORT` of the meta cell.
@@ -825,13 +971,14 @@ impl Deployment {
     pub async fn restart(&mut self, m: &Member) -> anyhow::Result<()> {
         let bin = self.bin.clone();
         let patience = self.patience;
+        let tls = self.client_tls();
         let p = self.find_mut(m)?;
         p.poll_exit()?;
         if p.child.is_some() {
             bail!("{m} ({}) is running; kill it first", p.label());
         }
         p.spawn(&bin)?;
-        p.wait_ready(patience)
+        p.wait_ready(patience, tls.as_ref())
             .await
             .with_context(|| format!("restarting {m}"))
     }
@@ -859,10 +1006,12 @@ impl Deployment {
             Kind::Data,
             (addr, admin),
             &meta,
-            &self.cell_lease,
+            &self.cell_flags,
         );
         p.spawn(&self.bin)?;
-        let ready = p.wait_ready(self.patience).await;
+        let ready = p
+            .wait_ready(self.patience, self.client_tls().as_ref())
+            .await;
         // Kept even if it failed to start, so that dropping the deployment kills it.
         self.cells.push(p);
         ready.with_context(|| format!("adding data cell {name}"))?;

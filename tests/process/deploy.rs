@@ -242,3 +242,47 @@ async fn the_default_leases_start_serve_and_stop() {
     let _ = s.close().await;
     d.stop().await.expect("a graceful stop");
 }
+
+/// `tls=on`: every member serves mutual TLS with certificates made for the deployment.
+/// A plaintext client is refused at the proxy and at a cell; a session with the
+/// deployment's client identity writes and reads through the proxy and direct to the
+/// cells (routed by the map the deployment wrote as operator over TLS), as the principal
+/// of that certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_deployment_serves_mutual_tls_only_and_its_client_identity_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec: DeploySpec = "dev:cells=1,proxies=1,tls=on".parse().unwrap();
+    let d = Deployment::start_with(bin(), &spec, dir.path())
+        .await
+        .unwrap_or_else(|e| panic!("start: {e:#}"));
+    let tls = d
+        .client_tls()
+        .expect("a tls=on deployment has a client identity");
+    assert_eq!(
+        tls.principal().as_deref(),
+        Some(warren_loadtest::deploy::DEPLOY_CLIENT_PRINCIPAL)
+    );
+    let quick = |o: ClientOptions| o.grace_period(Duration::from_secs(1));
+    for (what, options) in [
+        ("the proxy", ClientOptions::proxies(d.proxy_addrs())),
+        ("the cells", ClientOptions::meta([d.meta_addr()])),
+    ] {
+        let e = Session::connect_with(quick(options.clone()))
+            .await
+            .expect_err("a plaintext client is refused");
+        assert!(e.to_string().contains("requires mutual TLS"), "{what}: {e}");
+        let s = Session::connect_with(options.tls(tls.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: a session with the client identity: {e}"));
+        let path = format!("/deploy-tls-{}", what.replace(' ', "-"));
+        assert_eq!(
+            write_and_read(&s, &path, "x")
+                .await
+                .expect("write and read"),
+            "c1",
+            "{what}"
+        );
+        let _ = s.close().await;
+    }
+    d.stop().await.expect("a graceful stop");
+}

@@ -867,7 +867,6 @@ async fn the_reserved_subtree_takes_operator_certificates_only_and_a_handle_stay
             .get_contents_and_stat(pb::GetContentsAndStatRequest {
                 ctx: Some(actx),
                 handle: h,
-                ..Default::default()
             })
             .await
             .unwrap_or_else(|e| panic!("{mode}: alice reads {path}: {e:?}"))

@@ -19,6 +19,7 @@ fn specs_parse_with_defaults() {
         cells: 3,
         proxies: 2,
         lease: None,
+        tls: false,
     };
     assert_eq!(spec("dev"), d);
     assert_eq!(spec(" dev "), d);
@@ -35,7 +36,8 @@ fn specs_parse_with_defaults() {
         DeploySpec {
             cells: 1,
             proxies: 3,
-            lease: None
+            lease: None,
+            tls: false
         }
     );
     assert_eq!(
@@ -43,10 +45,13 @@ fn specs_parse_with_defaults() {
         DeploySpec {
             cells: 20,
             proxies: 1,
-            lease: None
+            lease: None,
+            tls: false
         }
     );
     assert_eq!(spec("dev:lease=2s").lease, Some(Duration::from_secs(2)));
+    assert!(spec("dev:tls=on").tls && spec("dev:tls=true").tls);
+    assert!(!spec("dev:tls=off").tls && !spec("dev").tls);
     assert_eq!(spec("dev:lease=57s").lease, Some(Duration::from_secs(57)));
     assert_eq!(
         spec("dev:cells=2,lease=1500ms").lease,
@@ -56,7 +61,11 @@ fn specs_parse_with_defaults() {
 
 #[test]
 fn specs_print_as_they_parse() {
-    for s in ["dev:cells=3,proxies=2", "dev:cells=1,proxies=4,lease=2s"] {
+    for s in [
+        "dev:cells=3,proxies=2",
+        "dev:cells=1,proxies=4,lease=2s",
+        "dev:cells=1,proxies=1,tls=on",
+    ] {
         assert_eq!(spec(s).to_string(), s);
         assert_eq!(spec(&spec(s).to_string()), spec(s));
     }
@@ -82,7 +91,12 @@ fn bad_specs_are_refused_naming_the_bad_part() {
     assert!(e.contains("cells=-1"), "{e}");
     let e = spec_err("dev:replicas=3");
     assert!(e.contains("unknown setting \"replicas\""), "{e}");
-    assert!(e.contains("cells, proxies and lease"), "{e}");
+    assert!(e.contains("cells, proxies, lease and tls"), "{e}");
+    let e = spec_err("dev:tls=yes");
+    assert!(
+        e.contains("tls=yes") && e.contains("tls=on or tls=off"),
+        "{e}"
+    );
     let e = spec_err("dev:cells");
     assert!(
         e.contains("\"cells\"") && e.contains("not KEY=VALUE"),
