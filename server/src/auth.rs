@@ -29,11 +29,11 @@ tokio::task_local! {
 /// [`crate::warren_service!`] wraps every handler in it with the request's
 /// [`peer_identity`], so handlers, which get the request's message only, can still ask
 /// who called.
-pub async fn with_caller<F: std::future::Future>(
+pub fn with_caller<F: std::future::Future>(
     caller: Option<PeerIdentity>,
     call: F,
-) -> F::Output {
-    CALLER.scope(caller, call).await
+) -> tokio::task::futures::TaskLocalFuture<Option<PeerIdentity>, F> {
+    CALLER.scope(caller, call)
 }
 
 /// The authenticated caller of the RPC being handled on this task: `None` on a plaintext

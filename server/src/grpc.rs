@@ -200,24 +200,53 @@ macro_rules! warren_service {
     };
     (@impl $service:ty, $observe:path, $handlers:ident,
      $($rpc:ident($req:ident) -> $resp:ident = $name:literal;)*) => {
-        #[$crate::grpc::reexport::tonic::async_trait]
+        // The trait is `#[async_trait]`; its methods are written out as that attribute
+        // would make them, so that the boxed future is [`call`]'s own and no `async` block
+        // around it keeps a second copy of the request.
         impl $crate::grpc::reexport::pb::warren_server::Warren for $service {
             $(
-                async fn $rpc(
-                    &self,
+                fn $rpc<'life0, 'async_trait>(
+                    &'life0 self,
                     req: $crate::grpc::reexport::tonic::Request<$crate::grpc::reexport::pb::$req>,
-                ) -> ::std::result::Result<
-                    $crate::grpc::reexport::tonic::Response<$crate::grpc::reexport::pb::$resp>,
-                    $crate::grpc::reexport::tonic::Status,
-                > {
-                    let caller = $crate::auth::peer_identity(&req).cloned();
-                    $crate::auth::with_caller(caller, $observe($name, $handlers::$rpc(self, req.into_inner())))
-                        .await
-                        .map($crate::grpc::reexport::tonic::Response::new)
+                ) -> ::std::pin::Pin<Box<
+                    dyn ::std::future::Future<
+                        Output = ::std::result::Result<
+                            $crate::grpc::reexport::tonic::Response<$crate::grpc::reexport::pb::$resp>,
+                            $crate::grpc::reexport::tonic::Status,
+                        >,
+                    > + ::std::marker::Send + 'async_trait,
+                >>
+                where
+                    'life0: 'async_trait,
+                    Self: 'async_trait,
+                {
+                    Box::pin($crate::grpc::call(req, move |message| {
+                        $observe($name, $handlers::$rpc(self, message))
+                    }))
                 }
             )*
         }
     };
+}
+
+/// One RPC as [`warren_service!`] runs it: `handler` on the request's message, with the
+/// request's [`PeerIdentity`] as the [`crate::auth::caller`] it sees.
+///
+/// Built of combinators rather than `async` code: an `async fn` or block keeps its
+/// arguments and every local it ever borrowed for its whole life, and a held KeepAlive's
+/// future lives for most of a lease, so its size is memory per session at a proxy
+/// (docs/performance.md, "Memory per session at the proxy").
+pub fn call<Q, R, F, Fut>(
+    req: tonic::Request<Q>,
+    handler: F,
+) -> impl std::future::Future<Output = Result<tonic::Response<R>, Status>>
+where
+    F: FnOnce(Q) -> Fut,
+    Fut: std::future::Future<Output = Result<R, Status>>,
+{
+    use futures::FutureExt;
+    let caller = crate::auth::peer_identity(&req).cloned();
+    crate::auth::with_caller(caller, handler(req.into_inner())).map(|r| r.map(tonic::Response::new))
 }
 
 /// What [`warren_service!`] names, reachable from any crate that uses it.

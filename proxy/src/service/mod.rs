@@ -149,8 +149,11 @@ impl Service {
 
 /// Counts and times one call: `warren_rpc_total{tier="proxy",method,code}` and
 /// `warren_rpc_duration_seconds{tier="proxy",method}` (`docs/metrics.md`).
-async fn observed<T>(method: &'static str, call: impl Future<Output = Answer<T>>) -> Answer<T> {
-    warren_server::metrics::observed("proxy", method, call).await
+fn observed<T, F: Future<Output = Answer<T>>>(
+    method: &'static str,
+    call: F,
+) -> impl Future<Output = Answer<T>> {
+    warren_server::metrics::observed("proxy", method, call)
 }
 
 /// `warren_proxy_acquires_in_flight`: Acquire calls forwarded and not answered yet (most

@@ -93,13 +93,15 @@ impl Service {
 
 /// Runs one call, counted and timed as `method` (tier `cell`), and a `WRONG_CELL` answer
 /// counted on its own ([`metrics::count_wrong_cell`]).
-async fn observed<T>(
+fn observed<T, F: Future<Output = Result<T, Status>>>(
     method: &'static str,
-    call: impl Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    let r = warren_server::metrics::observed("cell", method, call).await;
-    metrics::count_wrong_cell(&r);
-    r
+    call: F,
+) -> impl Future<Output = Result<T, Status>> {
+    use futures::FutureExt;
+    warren_server::metrics::observed("cell", method, call).map(|r| {
+        metrics::count_wrong_cell(&r);
+        r
+    })
 }
 
 /// What a handler answers.
