@@ -515,11 +515,17 @@ fn reshard_section(s: &mut String, r: &Report, rs: &crate::reshard::ReshardRepor
 /// The page's style: plots and tables fit the page's width (the plots scale with their
 /// `viewBox`; long addresses and command lines wrap rather than widen the page).
 const STYLE: &str = "\
-body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1600px; overflow-wrap: anywhere; }
-table { border-collapse: collapse; margin: 8px 0 16px; max-width: 100%; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1600px; overflow-wrap: break-word; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 15px; }
+.wide { max-width: 100%; overflow-x: auto; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
+td { white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
-table.meta th, table.meta td { text-align: left; vertical-align: top; }
+table.meta th, table.meta td { text-align: left; vertical-align: top; white-space: normal; }
+table.meta th { white-space: nowrap; }
+#member-table td:nth-child(-n+4) { text-align: left; }
+#member-table td:last-child { text-align: left; white-space: normal; }
+code, li, .note { overflow-wrap: anywhere; }
 code { font-size: 90%; }
 svg.plot { display: block; box-sizing: border-box; width: 100%; height: auto; margin: 12px 0; border: 1px solid #ddd; font-family: sans-serif; }
 .note { color: #8a5a00; }
@@ -539,7 +545,10 @@ fn table_row(s: &mut String, tag: &str, cells: &[String]) {
 fn run_section(s: &mut String, r: &Report) {
     let not_recorded = || "not recorded (a report from an older version)".to_string();
     let run = r.run.as_ref();
-    s.push_str("<section id=\"run\">\n<h2>Run</h2>\n<table class=\"meta\" id=\"run-metadata\">\n");
+    s.push_str(
+        "<section id=\"run\">\n<h2>Run</h2>\n<div class=\"wide\">\
+         <table class=\"meta\" id=\"run-metadata\">\n",
+    );
     let mut row = |name: &str, value: String, code: bool| {
         let value = if code {
             format!("<code>{}</code>", escape(&value))
@@ -604,7 +613,7 @@ fn run_section(s: &mut String, r: &Report) {
         ),
         false,
     );
-    s.push_str("</table>\n</section>\n");
+    s.push_str("</table></div>\n</section>\n");
 }
 
 /// The member table ([`Report::member_rows`]) and the load generator's own cost.
@@ -619,7 +628,11 @@ fn members_section(s: &mut String, r: &Report) {
         if let Some(first) = title.get(..1) {
             title = first.to_uppercase() + &title[1..];
         }
-        let _ = writeln!(s, "<p>{}.</p>\n<table id=\"member-table\">", escape(&title));
+        let _ = writeln!(
+            s,
+            "<p>{}.</p>\n<div class=\"wide\"><table id=\"member-table\">",
+            escape(&title)
+        );
         let header: Vec<String> = MEMBER_TABLE_HEADER
             .iter()
             .chain(&["partial"])
@@ -636,7 +649,7 @@ fn members_section(s: &mut String, r: &Report) {
             );
             table_row(s, "td", &cells);
         }
-        s.push_str("</table>\n");
+        s.push_str("</table></div>\n");
     }
     if let Some(g) = &r.load_generator {
         let [_, cpu, per_op] = g.table_figures(r.ops_total);
@@ -659,7 +672,10 @@ pub fn render(r: &Report) -> String {
          <h1>warren loadtest report</h1>\n"
     );
     run_section(&mut s, r);
-    s.push_str("<section id=\"operations\">\n<h2>Operations</h2>\n<table id=\"op-table\">\n");
+    s.push_str(
+        "<section id=\"operations\">\n<h2>Operations</h2>\n<div class=\"wide\">\
+         <table id=\"op-table\">\n",
+    );
     table_row(&mut s, "th", &OP_TABLE_HEADER.map(String::from));
     for (name, o) in r.shown_ops() {
         let mut cells = vec![name.clone()];
@@ -668,7 +684,7 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "<tr><td>total</td><td>{}</td><td>{}</td><td>{:.1}</td><td colspan=\"5\"></td></tr>\n</table>",
+        "<tr><td>total</td><td>{}</td><td>{}</td><td>{:.1}</td><td colspan=\"5\"></td></tr>\n</table></div>",
         r.ops_total, r.errors, r.throughput_per_s
     );
     let ss = &r.sessions;
