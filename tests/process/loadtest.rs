@@ -704,6 +704,8 @@ window.addEventListener('load', () => {
 /// screenshots are saved under target/test-artifacts/.
 #[tokio::test]
 async fn the_html_report_has_its_sections_and_fits_1000_and_1400_px() {
+    // First, so that CI without a browser fails at once.
+    let browser = chromium();
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("report.json");
     let html = dir.path().join("report.html");
@@ -820,7 +822,7 @@ async fn the_html_report_has_its_sections_and_fits_1000_and_1400_px() {
 
     let page = std::fs::read_to_string(&html).expect("the HTML report");
     assert!(!page.contains("<script"), "the report itself has no script");
-    let Some(browser) = chromium() else {
+    let Some(browser) = browser else {
         return;
     };
     let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
