@@ -786,6 +786,44 @@ mod tests {
     }
 
     #[test]
+    fn a_given_deployment_is_described_by_what_the_run_knows() {
+        let member = |name: &str, role: &str| MemberInfo {
+            name: name.into(),
+            role: role.into(),
+            addr: "127.0.0.1:1".into(),
+            admin: None,
+        };
+        let through = Report {
+            target: "proxies".into(),
+            members: vec![member("p1", "proxy"), member("p2", "proxy")],
+            ..Default::default()
+        };
+        let shape = deployment_shape(None, &through, true);
+        assert_eq!(
+            shape,
+            DeploymentShape {
+                launched: false,
+                cells: None,
+                proxies: Some(2),
+                lease: None,
+                store: None,
+                tls: true,
+            }
+        );
+        let direct = Report {
+            target: "cells".into(),
+            members: vec![
+                member("meta", "meta"),
+                member("c1", "cell"),
+                member("c2", "cell"),
+            ],
+            ..Default::default()
+        };
+        let shape = deployment_shape(None, &direct, false);
+        assert_eq!((shape.cells, shape.proxies), (Some(2), None));
+    }
+
+    #[test]
     fn targets_with_and_without_a_deployment() {
         assert_eq!(
             target_of(Some("proxies=a:1"), None).unwrap(),

@@ -944,8 +944,68 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
             );
         }
     }
+    // Each scraped endpoint's own `/status` says which member it is: the member table then
+    // names it, also when the run was given addresses (--target) rather than launching.
+    for admin in &cfg.metrics {
+        let Ok(reply) = crate::http::get(admin, "/status", Duration::from_secs(2)).await else {
+            continue;
+        };
+        if let Some(id) = (reply.status == 200)
+            .then(|| Identity::from_status(&reply.body))
+            .flatten()
+        {
+            id.name_member(&mut report.members, admin);
+        }
+    }
     report.finish_totals();
     Ok(report)
+}
+
+/// What an admin endpoint's `/status` page says it is (`warren_server::admin`,
+/// `warren_proxy::admin`).
+#[derive(Clone, Debug, PartialEq)]
+enum Identity {
+    /// A cell's replica: its cell's name, and its gRPC address when it is the master.
+    Cell { name: String, addr: Option<String> },
+    /// A proxy, by its gRPC address.
+    Proxy { addr: String },
+}
+
+impl Identity {
+    /// From the JSON of `/status`; `None` for a page that is neither a cell's nor a
+    /// proxy's.
+    fn from_status(body: &str) -> Option<Identity> {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        if v.get("map_cells").is_some() {
+            return Some(Identity::Proxy {
+                addr: text("address")?,
+            });
+        }
+        let name = text("name").filter(|n| !n.is_empty())?;
+        let addr = text("master").filter(|_| text("role").as_deref() == Some("master"));
+        Some(Identity::Cell { name, addr })
+    }
+
+    /// Gives the member it is the admin address `admin`: the proxy of that gRPC address,
+    /// the cell of that name; a cell the run did not know (through proxies) is added.
+    fn name_member(self, members: &mut Vec<MemberInfo>, admin: &str) {
+        let known = members.iter_mut().find(|m| match &self {
+            Identity::Proxy { addr } => m.role == "proxy" && &m.addr == addr,
+            Identity::Cell { name, .. } => m.role != "proxy" && &m.name == name,
+        });
+        match (known, self) {
+            (Some(m), _) => m.admin = Some(admin.to_string()),
+            (None, Identity::Cell { name, addr }) => members.push(MemberInfo {
+                role: if name == "meta" { "meta" } else { "cell" }.into(),
+                name,
+                addr: addr.unwrap_or_else(|| "-".into()),
+                admin: Some(admin.to_string()),
+            }),
+            // A proxy the load did not go through: its endpoint's row stays unnamed.
+            (None, Identity::Proxy { .. }) => {}
+        }
+    }
 }
 
 /// The peers and their channels; in cells mode, the map read from the meta cell routes
@@ -2392,6 +2452,82 @@ mod tests {
             ring: None,
         };
         assert!(direct.failover_order(b"0123456789abcdef").is_empty());
+    }
+
+    /// `/status` pages as a cell and a proxy serve them (trimmed): the member table names
+    /// the endpoints by them.
+    #[test]
+    fn admin_status_pages_name_the_members() {
+        let meta = r#"{"name":"meta","epoch":1,"role":"master","master":"127.0.0.1:27300","store":"embedded"}"#;
+        let c1 = r#"{"name":"c1","role":"standby","master":"127.0.0.1:27301"}"#;
+        let proxy = r#"{"address":"127.0.0.1:27401","map_cells":["c1"],"id":"127.0.0.1:27401"}"#;
+        assert_eq!(
+            Identity::from_status(meta),
+            Some(Identity::Cell {
+                name: "meta".into(),
+                addr: Some("127.0.0.1:27300".into())
+            })
+        );
+        // A standby's master is another replica: no address of its own.
+        assert_eq!(
+            Identity::from_status(c1),
+            Some(Identity::Cell {
+                name: "c1".into(),
+                addr: None
+            })
+        );
+        assert_eq!(
+            Identity::from_status(proxy),
+            Some(Identity::Proxy {
+                addr: "127.0.0.1:27401".into()
+            })
+        );
+        assert_eq!(Identity::from_status("not json"), None);
+        assert_eq!(Identity::from_status(r#"{"name":""}"#), None);
+        // Through the proxy: p1 is known by its address and gets its admin; the cells are
+        // added by name.
+        let mut members = vec![MemberInfo {
+            name: "p1".into(),
+            role: "proxy".into(),
+            addr: "127.0.0.1:27401".into(),
+            admin: None,
+        }];
+        for (page, admin) in [(proxy, "a:1"), (meta, "a:2"), (c1, "a:3")] {
+            Identity::from_status(page)
+                .unwrap()
+                .name_member(&mut members, admin);
+        }
+        let rows: Vec<(&str, &str, &str, Option<&str>)> = members
+            .iter()
+            .map(|m| {
+                (
+                    m.name.as_str(),
+                    m.role.as_str(),
+                    m.addr.as_str(),
+                    m.admin.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("p1", "proxy", "127.0.0.1:27401", Some("a:1")),
+                ("meta", "meta", "127.0.0.1:27300", Some("a:2")),
+                ("c1", "cell", "-", Some("a:3")),
+            ]
+        );
+        // Direct to the cells, the map named c1 already: it gets its admin, nothing added.
+        let mut members = vec![MemberInfo {
+            name: "c1".into(),
+            role: "cell".into(),
+            addr: "127.0.0.1:27301".into(),
+            admin: None,
+        }];
+        Identity::from_status(c1)
+            .unwrap()
+            .name_member(&mut members, "a:3");
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].admin.as_deref(), Some("a:3"));
     }
 
     #[test]

@@ -119,6 +119,24 @@ async fn short_run_through_a_dev_proxy_reports_sensible_figures() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("p99 ms"), "{stdout}");
     assert!(stdout.contains("absorption factor"), "{stdout}");
+    // The member table names the proxy, with its gRPC address and (from its admin
+    // endpoint's /status) the admin address scraped.
+    let p1 = stdout
+        .lines()
+        .find(|l| l.starts_with("p1 "))
+        .unwrap_or_else(|| panic!("no p1 line: {stdout}"));
+    let cols: Vec<&str> = p1.split_whitespace().collect();
+    assert_eq!(
+        cols[..4],
+        [
+            "p1",
+            "proxy",
+            format!("127.0.0.1:{}", base + 101).as_str(),
+            admin.as_str()
+        ],
+        "{p1}"
+    );
+    assert!(cols[4].parse::<f64>().unwrap() > 0.0, "{p1}");
 
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON report"))
