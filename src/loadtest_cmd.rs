@@ -379,6 +379,7 @@ impl Launched {
             role: role.into(),
             addr,
             admin: admin.cloned(),
+            store: None,
         };
         let mut members = vec![member(
             "meta".into(),
@@ -573,6 +574,14 @@ fn deployment_shape(launched: Option<&Launched>, report: &Report, tls: bool) -> 
         },
         None => {
             let count = |role: &str| report.members.iter().filter(|m| m.role == role).count();
+            // The stores the cells' /status pages gave (--metrics at their admin ports).
+            let mut stores: Vec<&str> = report
+                .members
+                .iter()
+                .filter_map(|m| m.store.as_deref())
+                .collect();
+            stores.sort_unstable();
+            stores.dedup();
             DeploymentShape {
                 launched: false,
                 // Direct to the cells the map named them all; through proxies the cells
@@ -580,7 +589,7 @@ fn deployment_shape(launched: Option<&Launched>, report: &Report, tls: bool) -> 
                 cells: (report.target == "cells").then(|| count("cell") as u64),
                 proxies: (report.target == "proxies").then(|| count("proxy") as u64),
                 lease: None,
-                store: None,
+                store: (!stores.is_empty()).then(|| stores.join(", ")),
                 tls,
             }
         }
@@ -792,6 +801,7 @@ mod tests {
             role: role.into(),
             addr: "127.0.0.1:1".into(),
             admin: None,
+            store: None,
         };
         let through = Report {
             target: "proxies".into(),

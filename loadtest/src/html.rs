@@ -1268,6 +1268,7 @@ mod tests {
             role: role.into(),
             addr: format!("127.0.0.1:{port}"),
             admin: Some(format!("127.0.0.1:{}", port + 80)),
+            store: None,
         };
         r.members = vec![
             member("meta", "meta", 7100),

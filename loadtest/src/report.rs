@@ -468,6 +468,10 @@ pub struct MemberInfo {
     pub addr: String,
     /// Its admin HTTP `HOST:PORT`, when known (the one `--metrics` scrapes).
     pub admin: Option<String>,
+    /// A cell's store (`embedded`, `etcd`), as its `/status` gives it; null when not
+    /// asked (a proxy, a member whose admin endpoint was not given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 /// One row of the member table: a member's name and addresses, the rates its `/metrics`

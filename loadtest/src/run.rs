@@ -383,6 +383,7 @@ impl Topology {
                 .into(),
                 addr: p.addr.clone(),
                 admin: None,
+                store: None,
             })
             .collect()
     }
@@ -965,8 +966,13 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
 /// `warren_proxy::admin`).
 #[derive(Clone, Debug, PartialEq)]
 enum Identity {
-    /// A cell's replica: its cell's name, and its gRPC address when it is the master.
-    Cell { name: String, addr: Option<String> },
+    /// A cell's replica: its cell's name, its gRPC address when it is the master, and its
+    /// store.
+    Cell {
+        name: String,
+        addr: Option<String>,
+        store: Option<String>,
+    },
     /// A proxy, by its gRPC address.
     Proxy { addr: String },
 }
@@ -984,7 +990,11 @@ impl Identity {
         }
         let name = text("name").filter(|n| !n.is_empty())?;
         let addr = text("master").filter(|_| text("role").as_deref() == Some("master"));
-        Some(Identity::Cell { name, addr })
+        Some(Identity::Cell {
+            name,
+            addr,
+            store: text("store").filter(|s| !s.is_empty()),
+        })
     }
 
     /// Gives the member it is the admin address `admin`: the proxy of that gRPC address,
@@ -995,12 +1005,18 @@ impl Identity {
             Identity::Cell { name, .. } => m.role != "proxy" && &m.name == name,
         });
         match (known, self) {
-            (Some(m), _) => m.admin = Some(admin.to_string()),
-            (None, Identity::Cell { name, addr }) => members.push(MemberInfo {
+            (Some(m), id) => {
+                m.admin = Some(admin.to_string());
+                if let Identity::Cell { store, .. } = id {
+                    m.store = store;
+                }
+            }
+            (None, Identity::Cell { name, addr, store }) => members.push(MemberInfo {
                 role: if name == "meta" { "meta" } else { "cell" }.into(),
                 name,
                 addr: addr.unwrap_or_else(|| "-".into()),
                 admin: Some(admin.to_string()),
+                store,
             }),
             // A proxy the load did not go through: its endpoint's row stays unnamed.
             (None, Identity::Proxy { .. }) => {}
@@ -2465,7 +2481,8 @@ mod tests {
             Identity::from_status(meta),
             Some(Identity::Cell {
                 name: "meta".into(),
-                addr: Some("127.0.0.1:27300".into())
+                addr: Some("127.0.0.1:27300".into()),
+                store: Some("embedded".into()),
             })
         );
         // A standby's master is another replica: no address of its own.
@@ -2473,7 +2490,8 @@ mod tests {
             Identity::from_status(c1),
             Some(Identity::Cell {
                 name: "c1".into(),
-                addr: None
+                addr: None,
+                store: None,
             })
         );
         assert_eq!(
@@ -2491,12 +2509,14 @@ mod tests {
             role: "proxy".into(),
             addr: "127.0.0.1:27401".into(),
             admin: None,
+            store: None,
         }];
         for (page, admin) in [(proxy, "a:1"), (meta, "a:2"), (c1, "a:3")] {
             Identity::from_status(page)
                 .unwrap()
                 .name_member(&mut members, admin);
         }
+        assert_eq!(members[1].store.as_deref(), Some("embedded"));
         let rows: Vec<(&str, &str, &str, Option<&str>)> = members
             .iter()
             .map(|m| {
@@ -2522,6 +2542,7 @@ mod tests {
             role: "cell".into(),
             addr: "127.0.0.1:27301".into(),
             admin: None,
+            store: None,
         }];
         Identity::from_status(c1)
             .unwrap()
