@@ -523,7 +523,7 @@ td { white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
 table.meta th, table.meta td { text-align: left; vertical-align: top; white-space: normal; }
 table.meta th { white-space: nowrap; }
-#member-table td:nth-child(-n+4) { text-align: left; }
+#member-table td:nth-child(-n+4), #member-table th:nth-child(-n+4) { text-align: left; }
 #member-table td:last-child { text-align: left; white-space: normal; }
 code, li, .note { overflow-wrap: anywhere; }
 code { font-size: 90%; }
