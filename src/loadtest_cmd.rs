@@ -14,6 +14,7 @@ use std::time::Duration;
 use warren_loadtest::deploy::{DeploySpec, Deployment, Member};
 use warren_loadtest::fault::{Action, Fault, Injector};
 use warren_loadtest::procstat::MemberProcess;
+use warren_loadtest::report::{DeploymentShape, MemberInfo, RunInfo};
 use warren_loadtest::reshard::ReshardSpec;
 use warren_loadtest::run::parse_duration;
 use warren_loadtest::{Config, Report, Target};
@@ -189,10 +190,16 @@ struct RunArgs {
     /// Also write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Also write a self-contained HTML report to FILE, with SVG plots of latency
-    /// percentiles, throughput and session states over time.
+    /// Also write a self-contained HTML report to FILE: the run's metadata, the member
+    /// table, and SVG plots over time of offered against achieved rate, latency
+    /// percentiles, errors and retries, and session states.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// At the end, remove the run's files and directories under /loadtest/ (and /loadtest
+    /// itself when nothing else is left in it), and say how many nodes went. Default: they
+    /// stay, so that the next run finds its files already made.
+    #[arg(long)]
+    cleanup: bool,
 }
 
 #[derive(Args, Debug)]
@@ -336,6 +343,10 @@ struct Launched {
     meta: String,
     proxies: Vec<String>,
     admins: Vec<String>,
+    /// Every member by name with its gRPC and admin addresses, for the report.
+    members: Vec<MemberInfo>,
+    /// What was launched (the lease filled in from --lease).
+    spec: DeploySpec,
     _dir: tempfile::TempDir,
 }
 
@@ -362,7 +373,39 @@ impl Launched {
         if let Some(tls) = deployment.client_tls() {
             warren_tls::install(tls);
         }
+        let cell_admins = deployment.cell_admin_addrs();
+        let member = |name: String, role: &str, addr: String, admin: Option<&String>| MemberInfo {
+            name,
+            role: role.into(),
+            addr,
+            admin: admin.cloned(),
+            store: None,
+        };
+        let mut members = vec![member(
+            "meta".into(),
+            "meta",
+            deployment.meta_addr(),
+            cell_admins.first(),
+        )];
+        for (k, (name, addr)) in deployment
+            .cell_names()
+            .into_iter()
+            .zip(deployment.cell_addrs())
+            .enumerate()
+        {
+            members.push(member(name, "cell", addr, cell_admins.get(k + 1)));
+        }
+        for (k, (addr, admin)) in deployment
+            .proxy_addrs()
+            .into_iter()
+            .zip(deployment.proxy_admin_addrs())
+            .enumerate()
+        {
+            members.push(member(format!("p{}", k + 1), "proxy", addr, Some(&admin)));
+        }
         Ok(Some(Arc::new(Launched {
+            members,
+            spec,
             meta: deployment.meta_addr(),
             proxies: deployment.proxy_addrs(),
             admins: deployment.admin_addrs(),
@@ -510,7 +553,52 @@ fn member_exists(m: &Member, spec: &DeploySpec) -> Result<(), String> {
     }
 }
 
+/// The deployment's shape for the report: all of it for a launched deployment; for a
+/// `--target` run what the target and the map gave (`report.members`) and whether the
+/// load generator dialled with TLS.
+fn deployment_shape(launched: Option<&Launched>, report: &Report, tls: bool) -> DeploymentShape {
+    match launched {
+        Some(l) => DeploymentShape {
+            launched: true,
+            cells: Some(u64::from(l.spec.cells)),
+            proxies: Some(u64::from(l.spec.proxies)),
+            lease: Some(match l.spec.lease {
+                Some(d) => warren_config::format_duration(d),
+                None => format!(
+                    "{} (the default)",
+                    warren_config::format_duration(warren_config::defaults::LEASE)
+                ),
+            }),
+            store: Some("embedded, one replica per cell".into()),
+            tls: l.spec.tls,
+        },
+        None => {
+            let count = |role: &str| report.members.iter().filter(|m| m.role == role).count();
+            // The stores the cells' /status pages gave (--metrics at their admin ports).
+            let mut stores: Vec<&str> = report
+                .members
+                .iter()
+                .filter_map(|m| m.store.as_deref())
+                .collect();
+            stores.sort_unstable();
+            stores.dedup();
+            DeploymentShape {
+                launched: false,
+                // Direct to the cells the map named them all; through proxies the cells
+                // are behind them, not known here.
+                cells: (report.target == "cells").then(|| count("cell") as u64),
+                proxies: (report.target == "proxies").then(|| count("proxy") as u64),
+                lease: None,
+                store: (!stores.is_empty()).then(|| stores.join(", ")),
+                tls,
+            }
+        }
+    }
+}
+
 async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
+    let command: Vec<String> = std::env::args().collect();
+    let started = RunInfo::starting_now(&command, DeploymentShape::default());
     let faults = faults(&a)?;
     check_reshard(&a)?;
     let launched = Launched::start(&a.deploy).await?;
@@ -526,23 +614,62 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
             r
         });
         let injector = launched.clone().map(|l| l as Arc<dyn Injector>);
-        tokio::select! {
-            r = warren_loadtest::run_with(cfg, injector) => r,
+        let report = tokio::select! {
+            r = warren_loadtest::run_with(cfg.clone(), injector) => r,
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-        }
+        }?;
+        // While the deployment still runs: the run's nodes under /loadtest/.
+        let cleaned = match a.cleanup {
+            true => Some(warren_loadtest::run::cleanup(&cfg).await),
+            false => None,
+        };
+        Ok::<_, anyhow::Error>((report, cleaned))
     }
     .await;
     if let Some(l) = &launched {
         l.stop().await;
     }
-    let report = result?;
+    let (mut report, cleaned) = result?;
+    if let Some(l) = &launched {
+        report.members = l.members.clone();
+    }
+    let tls = warren_tls::installed().is_some();
+    report.run = Some(RunInfo {
+        deployment: deployment_shape(launched.as_deref(), &report, tls),
+        ..started
+    });
     print!("{}", report.summary());
+    match cleaned {
+        Some(Ok(c)) => {
+            println!(
+                "cleanup: removed {} node{} under /loadtest/",
+                c.removed,
+                if c.removed == 1 { "" } else { "s" }
+            );
+            if !c.left.is_empty() {
+                println!(
+                    "cleanup: left {} (other nodes are in it: an earlier run's? remove them with \
+                     `warren ctl rm`)",
+                    c.left.join(", ")
+                );
+            }
+        }
+        Some(Err(e)) => eprintln!("warning: --cleanup: {e:#}"),
+        None => {}
+    }
+    let mut written = Vec::new();
     if let Some(path) = &a.json {
         write_json(path, &report)?;
+        written.push(("JSON", path));
     }
     if let Some(path) = &a.html {
         std::fs::write(path, warren_loadtest::html::render(&report))
             .with_context(|| format!("writing {}", path.display()))?;
+        written.push(("HTML", path));
+    }
+    for (kind, path) in written {
+        let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        println!("{kind} report written to {}", shown.display());
     }
     Ok(())
 }
@@ -665,6 +792,45 @@ mod tests {
         assert!(ok("proxy:4").unwrap_err().contains("no proxy 4"));
         assert!(ok("master:c3").unwrap_err().contains("no cell c3"));
         assert!(ok("master:x1").unwrap_err().contains("no cell x1"));
+    }
+
+    #[test]
+    fn a_given_deployment_is_described_by_what_the_run_knows() {
+        let member = |name: &str, role: &str| MemberInfo {
+            name: name.into(),
+            role: role.into(),
+            addr: "127.0.0.1:1".into(),
+            admin: None,
+            store: None,
+        };
+        let through = Report {
+            target: "proxies".into(),
+            members: vec![member("p1", "proxy"), member("p2", "proxy")],
+            ..Default::default()
+        };
+        let shape = deployment_shape(None, &through, true);
+        assert_eq!(
+            shape,
+            DeploymentShape {
+                launched: false,
+                cells: None,
+                proxies: Some(2),
+                lease: None,
+                store: None,
+                tls: true,
+            }
+        );
+        let direct = Report {
+            target: "cells".into(),
+            members: vec![
+                member("meta", "meta"),
+                member("c1", "cell"),
+                member("c2", "cell"),
+            ],
+            ..Default::default()
+        };
+        let shape = deployment_shape(None, &direct, false);
+        assert_eq!((shape.cells, shape.proxies), (Some(2), None));
     }
 
     #[test]

@@ -1,18 +1,26 @@
-//! `--html`: the report as one self-contained HTML page (no scripts, fonts or network) with
-//! inline SVG plots of its timeline: latency percentiles, throughput and session states over
-//! time. Plain string building; every piece of text from the report is escaped.
+//! `--html`: the report as one self-contained HTML page (no scripts, fonts or network): the
+//! run's metadata, the operations and member tables, and inline SVG plots of its timeline
+//! (offered against achieved rate, latency percentiles, errors and retries, session states)
+//! that scale to the page's width (docs/loadtest.md, "The HTML report"). Plain string
+//! building; every piece of text from the report is escaped.
 
-use crate::report::{Report, OP_TABLE_HEADER, PROCESS_TABLE_HEADER};
+use crate::report::{Report, MEMBER_TABLE_HEADER, MEMBER_TABLE_TITLE, OP_TABLE_HEADER};
 use std::fmt::Write as _;
 
-/// Plot size in SVG user units.
+/// Plot width in SVG user units: the `viewBox`'s; the page scales it to its own width.
 const W: f64 = 960.0;
-const H: f64 = 340.0;
-/// Margins around the plotting area (the top one holds the title and the legend).
+/// Height of the plotting area itself.
+const PLOT_H: f64 = 230.0;
+/// Margins around the plotting area (the top one holds the title and the legend's rows).
 const LEFT: f64 = 72.0;
 const RIGHT: f64 = 24.0;
-const TOP: f64 = 62.0;
 const BOTTOM: f64 = 48.0;
+/// The title's band, and each legend row's, at the top.
+const TITLE_H: f64 = 28.0;
+const LEGEND_ROW_H: f64 = 20.0;
+/// Dash patterns: p99 and offered rates dashed, p99.9 dotted.
+const DASHED: Option<&str> = Some("6 4");
+const DOTTED: Option<&str> = Some("1.5 3");
 /// Most points a series may have and still get a marker on each.
 const MARKERS_UP_TO: usize = 120;
 
@@ -40,7 +48,8 @@ pub fn escape(s: &str) -> String {
 struct Series {
     name: String,
     colour: &'static str,
-    dashed: bool,
+    /// `stroke-dasharray`, or `None` for a solid line.
+    dash: Option<&'static str>,
     points: Vec<(f64, Option<f64>)>,
 }
 
@@ -107,19 +116,34 @@ fn plot(
         .fold(0.0, f64::max);
     let (x_top, x_step) = axis(x_max);
     let (y_top, y_step) = axis(y_max);
-    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    // The legend in rows under the title, as many as its entries need.
+    let mut legend = Vec::new();
+    let (mut lx, mut row) = (LEFT, 0.0);
+    for se in series {
+        let width = 29.0 + 7.0 * se.name.chars().count() as f64 + 18.0;
+        if lx > LEFT && lx + width > W - RIGHT {
+            (lx, row) = (LEFT, row + 1.0);
+        }
+        legend.push((lx, TITLE_H + LEGEND_ROW_H * row + 10.0));
+        lx += width;
+    }
+    let rows = if series.is_empty() { 0.0 } else { row + 1.0 };
+    let top = TITLE_H + LEGEND_ROW_H * rows + 14.0;
+    let h = top + PLOT_H + BOTTOM;
+    let (pw, ph) = (W - LEFT - RIGHT, PLOT_H);
+
     let sx = |x: f64| LEFT + x.clamp(0.0, x_top) / x_top * pw;
-    let sy = |y: f64| TOP + ph - y.clamp(0.0, y_top) / y_top * ph;
+    let sy = |y: f64| top + ph - y.clamp(0.0, y_top) / y_top * ph;
 
     let mut s = String::new();
     let _ = write!(
         s,
-        r##"<svg class="plot" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{t}">"##,
+        r##"<svg class="plot" viewBox="0 0 {W} {h:.0}" preserveAspectRatio="xMidYMid meet" role="img" aria-label="{t}">"##,
         t = escape(title)
     );
     let _ = write!(
         s,
-        r##"<rect x="0" y="0" width="{W}" height="{H}" fill="#ffffff"/>"##
+        r##"<rect x="0" y="0" width="{W}" height="{h:.0}" fill="#ffffff"/>"##
     );
     let _ = write!(
         s,
@@ -149,9 +173,9 @@ fn plot(
         let _ = write!(
             s,
             r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#333"/><text x="{x:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"##,
-            TOP + ph,
-            TOP + ph + 5.0,
-            TOP + ph + 18.0,
+            top + ph,
+            top + ph + 5.0,
+            top + ph + 18.0,
             fmt_num(v)
         );
         k += 1.0;
@@ -159,24 +183,24 @@ fn plot(
     // Axes and their labels.
     let _ = write!(
         s,
-        r##"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{:.1}" stroke="#333"/><line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333"/>"##,
-        TOP + ph,
-        TOP + ph,
+        r##"<line x1="{LEFT}" y1="{top}" x2="{LEFT}" y2="{:.1}" stroke="#333"/><line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333"/>"##,
+        top + ph,
+        top + ph,
         LEFT + pw,
-        TOP + ph
+        top + ph
     );
     let _ = write!(
         s,
         r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"##,
         LEFT + pw / 2.0,
-        H - 8.0,
+        h - 8.0,
         escape(x_label)
     );
     let _ = write!(
         s,
         r##"<text x="16" y="{:.1}" font-size="12" text-anchor="middle" transform="rotate(-90 16 {:.1})">{}</text>"##,
-        TOP + ph / 2.0,
-        TOP + ph / 2.0,
+        top + ph / 2.0,
+        top + ph / 2.0,
         escape(y_label)
     );
     if series
@@ -187,7 +211,7 @@ fn plot(
             s,
             r##"<text x="{:.1}" y="{:.1}" font-size="13" fill="#888" text-anchor="middle">no samples</text>"##,
             LEFT + pw / 2.0,
-            TOP + ph / 2.0
+            top + ph / 2.0
         );
     }
     // The faults: a dotted line and a label at each.
@@ -195,20 +219,19 @@ fn plot(
         let x = sx(*x);
         let _ = write!(
             s,
-            r##"<g class="fault"><line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#7f7f7f" stroke-width="1.5" stroke-dasharray="2 3"/><text x="{:.1}" y="{:.1}" font-size="11" fill="#555">{}</text></g>"##,
-            TOP + ph,
+            r##"<g class="fault"><line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{:.1}" stroke="#7f7f7f" stroke-width="1.5" stroke-dasharray="2 3"/><text x="{:.1}" y="{:.1}" font-size="11" fill="#555">{}</text></g>"##,
+            top + ph,
             x + 3.0,
-            TOP + 12.0,
+            top + 12.0,
             escape(label)
         );
     }
     // The series: one polyline per unbroken run of values, markers when there are few.
     for se in series {
-        let dash = if se.dashed {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
+        let dash = se
+            .dash
+            .map(|d| format!(r#" stroke-dasharray="{d}""#))
+            .unwrap_or_default();
         let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
         for &(x, y) in &se.points {
             match finite(&y) {
@@ -244,23 +267,21 @@ fn plot(
         }
         s.push_str("</g>");
     }
-    // The legend, in a row under the title.
-    let mut lx = LEFT;
-    for se in series {
-        let dash = if se.dashed {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
+    // The legend, in rows under the title.
+    for (se, (lx, ly)) in series.iter().zip(legend) {
+        let dash = se
+            .dash
+            .map(|d| format!(r#" stroke-dasharray="{d}""#))
+            .unwrap_or_default();
         let _ = write!(
             s,
-            r##"<line x1="{lx:.1}" y1="38" x2="{:.1}" y2="38" stroke="{}" stroke-width="2"{dash}/><text x="{:.1}" y="42" font-size="12">{}</text>"##,
+            r##"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}" font-size="12">{}</text>"##,
             lx + 24.0,
             se.colour,
             lx + 29.0,
+            ly + 4.0,
             escape(&se.name)
         );
-        lx += 29.0 + 7.0 * se.name.chars().count() as f64 + 18.0;
     }
     s.push_str("</svg>");
     s
@@ -268,12 +289,6 @@ fn plot(
 
 /// The operation kinds the plots show: those requested or seen, in report order.
 fn plotted_ops(r: &Report) -> Vec<String> {
-    let rate = |name: &str| match name {
-        "read" => r.read_rate,
-        "write" => r.write_rate,
-        "lock" => r.lock_rate,
-        _ => 0.0,
-    };
     let mut names: Vec<String> = r.ops.keys().cloned().collect();
     for t in &r.timeline {
         for k in t.ops.keys() {
@@ -287,7 +302,7 @@ fn plotted_ops(r: &Report) -> Vec<String> {
     names
         .into_iter()
         .filter(|n| {
-            rate(n) > 0.0
+            r.rate_of(n) > 0.0
                 || r.ops.get(n).is_some_and(|o| o.count + o.errors > 0)
                 || r.timeline
                     .iter()
@@ -303,8 +318,14 @@ fn op_colour(i: usize) -> &'static str {
         .unwrap_or(OTHER_COLOURS[i.saturating_sub(OP_COLOURS.len()) % OTHER_COLOURS.len()])
 }
 
-/// The three plots: latency percentiles, throughput and session states over time.
-fn plots(r: &Report) -> [String; 3] {
+/// A count over an interval as a rate (0 for an empty interval).
+fn per_s(n: u64, dt: f64) -> f64 {
+    crate::report::throughput(n, dt)
+}
+
+/// The four plots: offered against achieved rate, latency percentiles, errors and retries,
+/// and session states over time.
+fn plots(r: &Report) -> [String; 4] {
     let ops = plotted_ops(r);
     let mut marks: Vec<(f64, String)> = r
         .faults
@@ -316,65 +337,79 @@ fn plots(r: &Report) -> [String; 3] {
         marks.extend(rs.end_s.map(|t| (t, format!("reshard {}", rs.state))));
     }
     let x_label = "seconds since the measured window started";
-    let mut latency = Vec::new();
-    let mut rate = Vec::new();
+    let (mut rate, mut latency, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    let series =
+        |name: String, colour, dash, f: &dyn Fn(&crate::report::TimelineSample) -> Option<f64>| {
+            Series {
+                name,
+                colour,
+                dash,
+                points: r.timeline.iter().map(|t| (t.t_s, f(t))).collect(),
+            }
+        };
     for (i, name) in ops.iter().enumerate() {
         let colour = op_colour(i);
-        let get =
-            |f: &dyn Fn(&crate::report::IntervalOp) -> Option<f64>| -> Vec<(f64, Option<f64>)> {
-                r.timeline
-                    .iter()
-                    .map(|t| (t.t_s, t.ops.get(name).and_then(f)))
-                    .collect()
-            };
-        latency.push(Series {
-            name: format!("{name} p50"),
-            colour,
-            dashed: false,
-            points: get(&|o| o.p50_ms),
-        });
-        latency.push(Series {
-            name: format!("{name} p99"),
-            colour,
-            dashed: true,
-            points: get(&|o| o.p99_ms),
-        });
-        rate.push(Series {
-            name: name.clone(),
-            colour,
-            dashed: false,
-            points: get(&|o| Some(o.throughput_per_s)),
-        });
+        let op = |t: &crate::report::TimelineSample| t.ops.get(name).cloned().unwrap_or_default();
+        rate.push(series(format!("{name} offered"), colour, DASHED, &|t| {
+            Some(op(t).offered_per_s(t.dt_s))
+        }));
+        rate.push(series(format!("{name} achieved"), colour, None, &|t| {
+            Some(op(t).throughput_per_s)
+        }));
+        latency.push(series(format!("{name} p50"), colour, None, &|t| {
+            op(t).p50_ms
+        }));
+        latency.push(series(format!("{name} p99"), colour, DASHED, &|t| {
+            op(t).p99_ms
+        }));
+        latency.push(series(format!("{name} p99.9"), colour, DOTTED, &|t| {
+            op(t).p999_ms
+        }));
+        errors.push(series(format!("{name} errors"), colour, None, &|t| {
+            Some(per_s(op(t).errors, t.dt_s))
+        }));
     }
+    errors.push(series(
+        "session call errors".into(),
+        "#9467bd",
+        None,
+        &|t| Some(per_s(t.session_errors, t.dt_s)),
+    ));
+    errors.push(series("retries".into(), "#7f7f7f", DASHED, &|t| {
+        Some(per_s(t.retries, t.dt_s))
+    }));
     // Expired is dashed so that jeopardy shows through where both are 0.
-    let states = |name: &str, colour, f: fn(&crate::report::SessionStates) -> u64| Series {
-        name: name.into(),
-        colour,
-        dashed: name == "expired",
-        points: r
-            .timeline
-            .iter()
-            .map(|t| (t.t_s, Some(f(&t.sessions) as f64)))
-            .collect(),
-    };
     let sessions = vec![
-        states("safe", "#2ca02c", |s| s.safe),
-        states("jeopardy", "#ff7f0e", |s| s.jeopardy),
-        states("expired", "#d62728", |s| s.expired),
+        series("lease current".into(), "#2ca02c", None, &|t| {
+            Some(t.sessions.current as f64)
+        }),
+        series("in jeopardy".into(), "#ff7f0e", None, &|t| {
+            Some(t.sessions.jeopardy as f64)
+        }),
+        series("expired (so far)".into(), "#d62728", DASHED, &|t| {
+            Some(t.sessions.expired as f64)
+        }),
     ];
     [
         plot(
-            "Latency per second (p50 solid, p99 dashed)",
+            "Offered (dashed) and achieved (solid) operations per second",
+            x_label,
+            "operations/s",
+            &rate,
+            &marks,
+        ),
+        plot(
+            "Latency per second (p50 solid, p99 dashed, p99.9 dotted)",
             x_label,
             "latency (ms)",
             &latency,
             &marks,
         ),
         plot(
-            "Throughput per second",
+            "Errors and retries per second",
             x_label,
-            "successful ops/s",
-            &rate,
+            "calls/s",
+            &errors,
             &marks,
         ),
         plot("Session states", x_label, "sessions", &sessions, &marks),
@@ -477,58 +512,187 @@ fn reshard_section(s: &mut String, r: &Report, rs: &crate::reshard::ReshardRepor
     }
 }
 
+/// The page's style: plots and tables fit the page's width (the plots scale with their
+/// `viewBox`; long addresses and command lines wrap rather than widen the page).
+const STYLE: &str = "\
+body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1600px; overflow-wrap: break-word; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 15px; }
+.wide { max-width: 100%; overflow-x: auto; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
+td { white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; }
+table.meta th, table.meta td { text-align: left; vertical-align: top; white-space: normal; }
+table.meta th { white-space: nowrap; }
+#member-table td:nth-child(-n+4), #member-table th:nth-child(-n+4) { text-align: left; }
+#member-table td:last-child { text-align: left; white-space: normal; }
+code, li, .note { overflow-wrap: anywhere; }
+code { font-size: 90%; }
+svg.plot { display: block; box-sizing: border-box; width: 100%; height: auto; margin: 12px 0; border: 1px solid #ddd; font-family: sans-serif; }
+.note { color: #8a5a00; }
+";
+
+/// A `<tr>` of `cells` (`th` or `td`), each escaped.
+fn table_row(s: &mut String, tag: &str, cells: &[String]) {
+    s.push_str("<tr>");
+    for c in cells {
+        let _ = write!(s, "<{tag}>{}</{tag}>", escape(c));
+    }
+    s.push_str("</tr>\n");
+}
+
+/// The run's metadata: date, version, command line, the deployment's shape, the target and
+/// the workload.
+fn run_section(s: &mut String, r: &Report) {
+    let not_recorded = || "not recorded (a report from an older version)".to_string();
+    let run = r.run.as_ref();
+    s.push_str(
+        "<section id=\"run\">\n<h2>Run</h2>\n<div class=\"wide\">\
+         <table class=\"meta\" id=\"run-metadata\">\n",
+    );
+    let mut row = |name: &str, value: String, code: bool| {
+        let value = if code {
+            format!("<code>{}</code>", escape(&value))
+        } else {
+            escape(&value)
+        };
+        let _ = writeln!(s, "<tr><th>{name}</th><td>{value}</td></tr>");
+    };
+    row(
+        "date",
+        run.map_or_else(not_recorded, |i| i.started_at.clone()),
+        false,
+    );
+    row(
+        "version",
+        run.map_or_else(not_recorded, |i| i.version.clone()),
+        false,
+    );
+    row(
+        "command",
+        run.map_or_else(not_recorded, |i| i.command.clone()),
+        true,
+    );
+    row(
+        "deployment",
+        run.map_or_else(not_recorded, |i| i.deployment.describe()),
+        false,
+    );
+    row(
+        "target",
+        format!(
+            "{} {} ({} connection{}, {} session{} per client)",
+            r.target,
+            r.addresses.join(", "),
+            r.connections,
+            if r.connections == 1 { "" } else { "s" },
+            r.sessions_per_client.max(1),
+            if r.sessions_per_client > 1 { "s" } else { "" },
+        ),
+        false,
+    );
+    row(
+        "workload",
+        format!(
+            "{} sessions; read {}/s, write {}/s, lock {}/s (open-loop, Poisson) over {} files \
+             in {} directories, Zipf s={}",
+            r.sessions.target,
+            r.read_rate,
+            r.write_rate,
+            r.lock_rate,
+            r.files,
+            r.dirs.unwrap_or(crate::workload::DIRS),
+            r.zipf
+        ),
+        false,
+    );
+    row(
+        "window",
+        format!(
+            "ramp {:.1} s, then measured {:.1} s",
+            r.ramp_s, r.duration_s
+        ),
+        false,
+    );
+    s.push_str("</table></div>\n</section>\n");
+}
+
+/// The member table ([`Report::member_rows`]) and the load generator's own cost.
+fn members_section(s: &mut String, r: &Report) {
+    let rows = r.member_rows();
+    if rows.is_empty() && r.load_generator.is_none() {
+        return;
+    }
+    s.push_str("<section id=\"members\">\n<h2>Members</h2>\n");
+    if !rows.is_empty() {
+        let mut title = MEMBER_TABLE_TITLE.to_string();
+        if let Some(first) = title.get(..1) {
+            title = first.to_uppercase() + &title[1..];
+        }
+        let _ = writeln!(
+            s,
+            "<p>{}.</p>\n<div class=\"wide\"><table id=\"member-table\">",
+            escape(&title)
+        );
+        let header: Vec<String> = MEMBER_TABLE_HEADER
+            .iter()
+            .chain(&["partial"])
+            .map(|c| c.to_string())
+            .collect();
+        table_row(s, "th", &header);
+        for m in &rows {
+            let mut cells = m.figures(r.ops_total).to_vec();
+            cells.push(
+                m.process
+                    .as_ref()
+                    .and_then(|p| p.partial.clone())
+                    .unwrap_or_default(),
+            );
+            table_row(s, "td", &cells);
+        }
+        s.push_str("</table></div>\n");
+    }
+    if let Some(g) = &r.load_generator {
+        let [_, cpu, per_op] = g.table_figures(r.ops_total);
+        let _ = writeln!(
+            s,
+            "<p>Load generator (the process measuring): CPU {cpu} % of a core, {per_op} µs/op.</p>"
+        );
+    }
+    s.push_str("</section>\n");
+}
+
 /// The report as a self-contained HTML page.
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
-    s.push_str(
+    let _ = write!(
+        s,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <title>warren loadtest report</title>\n<style>\n\
-         body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1000px; }\n\
-         table { border-collapse: collapse; margin: 8px 0 16px; }\n\
-         th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }\n\
-         th:first-child, td:first-child { text-align: left; }\n\
-         svg.plot { display: block; margin: 12px 0; border: 1px solid #ddd; font-family: sans-serif; }\n\
-         .note { color: #8a5a00; }\n\
-         </style>\n</head>\n<body>\n<h1>warren loadtest</h1>\n",
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>warren loadtest report</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n\
+         <h1>warren loadtest report</h1>\n"
     );
-    let _ = writeln!(
-        s,
-        "<p>{} sessions over {} connections to {} {}; ramp {:.1} s, measured {:.1} s.<br>\
-         Workload: read {}/s, write {}/s, lock {}/s (open-loop, Poisson) over {} files, Zipf s={}.</p>",
-        r.sessions.target,
-        r.connections,
-        escape(&r.target),
-        escape(&r.addresses.join(",")),
-        r.ramp_s,
-        r.duration_s,
-        r.read_rate,
-        r.write_rate,
-        r.lock_rate,
-        r.files,
-        r.zipf
+    run_section(&mut s, r);
+    s.push_str(
+        "<section id=\"operations\">\n<h2>Operations</h2>\n<div class=\"wide\">\
+         <table id=\"op-table\">\n",
     );
-    s.push_str("<table>\n<tr>");
-    for column in OP_TABLE_HEADER {
-        let _ = write!(s, "<th>{column}</th>");
-    }
-    s.push_str("</tr>\n");
-    for (name, o) in &r.ops {
-        let _ = write!(s, "<tr><td>{}</td>", escape(name));
-        for figure in o.table_figures() {
-            let _ = write!(s, "<td>{figure}</td>");
-        }
-        s.push_str("</tr>\n");
+    table_row(&mut s, "th", &OP_TABLE_HEADER.map(String::from));
+    for (name, o) in r.shown_ops() {
+        let mut cells = vec![name.clone()];
+        cells.extend(o.table_figures());
+        table_row(&mut s, "td", &cells);
     }
     let _ = writeln!(
         s,
-        "<tr><td>total</td><td>{}</td><td>{}</td><td>{:.1}</td><td colspan=\"5\"></td></tr>\n</table>",
+        "<tr><td>total</td><td>{}</td><td>{}</td><td>{:.1}</td><td colspan=\"5\"></td></tr>\n</table></div>",
         r.ops_total, r.errors, r.throughput_per_s
     );
     let ss = &r.sessions;
     let _ = writeln!(
         s,
         "<p>Sessions: {} created ({} create errors), {} KeepAlive replies ({} errors); \
-         jeopardy {}, safe {}, expired {}; {} closed. Arrivals dropped: {}. acked_lost: {}{}.</p>",
+         {} jeopardy episodes, {} back to safe (Safe events), {} expired; {} closed. \
+         Arrivals dropped: {}. acked_lost: {}{}.</p>",
         ss.created,
         ss.create_errors,
         ss.keepalives,
@@ -551,11 +715,13 @@ pub fn render(r: &Report) -> String {
          proxy.</p>",
         r.longest_wait_ms, r.retries, ss.moved
     );
-    let _ = writeln!(
-        s,
-        "<p>Lock check: {} acquisitions, {} overlapping holders, {} stale sequencers.</p>",
-        r.locks.acquired, r.locks.overlaps, r.locks.stale_sequencers
-    );
+    if r.lock_rate > 0.0 || !r.locks.is_empty() {
+        let _ = writeln!(
+            s,
+            "<p>Lock check: {} acquisitions, {} overlapping holders, {} stale sequencers.</p>",
+            r.locks.acquired, r.locks.overlaps, r.locks.stale_sequencers
+        );
+    }
     if !r.faults.is_empty() {
         s.push_str("<p>Faults:</p>\n<ul>\n");
         for f in &r.faults {
@@ -605,28 +771,8 @@ pub fn render(r: &Report) -> String {
         }
         s.push_str("</ul>\n");
     }
-    if !r.processes.is_empty() {
-        s.push_str(
-            "<p>Server processes (RSS at the window's end, CPU used in the window):</p>\n\
-             <table>\n<tr>",
-        );
-        for column in PROCESS_TABLE_HEADER.iter().chain(&["partial"]) {
-            let _ = write!(s, "<th>{column}</th>");
-        }
-        s.push_str("</tr>\n");
-        for p in &r.processes {
-            let _ = write!(s, "<tr><td>{}</td>", escape(&p.member));
-            for figure in p.table_figures(r.ops_total) {
-                let _ = write!(s, "<td>{figure}</td>");
-            }
-            let _ = writeln!(
-                s,
-                "<td>{}</td></tr>",
-                escape(p.partial.as_deref().unwrap_or(""))
-            );
-        }
-        s.push_str("</table>\n");
-    }
+    s.push_str("</section>\n");
+    members_section(&mut s, r);
     if let Some(rs) = &r.reshard {
         reshard_section(&mut s, r, rs);
     }
@@ -634,17 +780,20 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(s, "<p class=\"note\">Note: {}</p>", escape(n));
     }
     s.push_str(
-        "<h2>Over time</h2>\n<p>One sample a second of the measured window (and of the \
-         drain after it); operations count in the second they completed in, their latency \
-         from their intended send time. Session states: <i>safe</i> live sessions with a \
-         current lease, <i>jeopardy</i> live sessions whose lease ran out locally with no \
-         KeepAlive reply yet, <i>expired</i> sessions expired so far.</p>\n",
+        "<section id=\"plots\">\n<h2>Over time</h2>\n<p>One sample a second of the measured \
+         window (and of the drain after it); operations count in the second they completed \
+         in, their latency from their intended send time. <i>Offered</i>: arrivals meant to \
+         start in that second (sent or dropped); <i>achieved</i>: operations that succeeded \
+         in it. Session states: <i>lease current</i>, live sessions with a current lease; \
+         <i>in jeopardy</i>, live sessions whose lease ran out locally with no KeepAlive \
+         reply yet; <i>expired</i>, sessions expired so far. (The summary's <i>back to \
+         safe</i> counts Safe events: jeopardy episodes that ended well.)</p>\n",
     );
     for p in plots(r) {
         s.push_str(&p);
         s.push('\n');
     }
-    s.push_str("</body>\n</html>\n");
+    s.push_str("</section>\n</body>\n</html>\n");
     s
 }
 
@@ -676,7 +825,7 @@ mod tests {
                 t_s: k as f64,
                 dt_s: 1.0,
                 sessions: SessionStates {
-                    safe: 50 - k % 3,
+                    current: 50 - k % 3,
                     jeopardy: k % 3,
                     expired: k / 4,
                 },
@@ -690,8 +839,12 @@ mod tests {
                         h.record(1000 + 100 * i + 500 * k).unwrap();
                     }
                 }
-                t.ops.insert(name.into(), IntervalOp::new(&h, 0, 1.0));
+                let mut interval = IntervalOp::new(&h, k % 2, 1.0);
+                interval.offered = rate + k + 2;
+                t.ops.insert(name.into(), interval);
             }
+            t.retries = k % 3;
+            t.session_errors = u64::from(k == 5);
             r.timeline.push(t);
         }
         r.finish_totals();
@@ -714,15 +867,79 @@ mod tests {
         open == html.matches(&format!("</{tag}>")).count() + self_closed
     }
 
+    /// Text of an HTML fragment: tags dropped, the entities [`escape`] writes decoded.
+    fn text_of(fragment: &str) -> String {
+        let mut out = String::new();
+        let mut in_tag = false;
+        for c in fragment.chars() {
+            match c {
+                '<' => in_tag = true,
+                '>' => in_tag = false,
+                c if !in_tag => out.push(c),
+                _ => {}
+            }
+        }
+        out.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&amp;", "&")
+    }
+
+    /// The rows of the `<table id="ID">`, each a list of its cells' text (`th` and `td`):
+    /// a small structural parse of the page this module writes, rows by `<tr>`, cells by
+    /// `<th>`/`<td>`.
+    fn table(html: &str, id: &str) -> Vec<Vec<String>> {
+        let open = format!("id=\"{id}\"");
+        let start = html
+            .find(&open)
+            .unwrap_or_else(|| panic!("no table {id} in {html}"));
+        assert!(
+            html[..start].ends_with("<table ") || html[..start].ends_with("class=\"meta\" "),
+            "{id} is not a table's id"
+        );
+        let body = &html[start..];
+        let body = &body[..body.find("</table>").expect("the table ends")];
+        body.split("<tr>")
+            .skip(1)
+            .map(|row| {
+                let row = &row[..row.find("</tr>").expect("the row ends")];
+                let mut cells = Vec::new();
+                let mut rest = row;
+                while let Some(i) = rest.find("<t") {
+                    let tag = &rest[i + 1..i + 3];
+                    let after = &rest[i..];
+                    let content_start = after.find('>').expect("the cell's tag ends") + 1;
+                    let close = format!("</{tag}>");
+                    let end = after.find(&close).expect("the cell ends");
+                    cells.push(text_of(&after[content_start..end]));
+                    rest = &after[end + close.len()..];
+                }
+                cells
+            })
+            .collect()
+    }
+
+    /// The `<section id="ID">…</section>` of the page.
+    fn section<'a>(html: &'a str, id: &str) -> &'a str {
+        let start = html
+            .find(&format!("<section id=\"{id}\">"))
+            .unwrap_or_else(|| panic!("no section {id}"));
+        let body = &html[start..];
+        &body[..body.find("</section>").expect("the section ends")]
+    }
+
     #[test]
-    fn renders_three_plots_with_every_series() {
+    fn renders_four_plots_with_every_series() {
         let r = synthetic();
         let html = render(&r);
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.trim_end().ends_with("</html>"));
-        assert_eq!(html.matches("<svg").count(), 3, "{html}");
-        assert_eq!(html.matches("</svg>").count(), 3);
-        for tag in ["svg", "text", "g", "polyline", "table", "p"] {
+        assert_eq!(html.matches("<svg").count(), 4, "{html}");
+        assert_eq!(html.matches("</svg>").count(), 4);
+        for tag in [
+            "svg", "text", "g", "polyline", "table", "p", "section", "tr",
+        ] {
             assert!(balanced(&html, tag), "unbalanced <{tag}>");
         }
         // Every polyline is self-closed.
@@ -736,36 +953,161 @@ mod tests {
         ] {
             assert!(!html.contains(bad), "found {bad}");
         }
+        for op in ["read", "write", "lock"] {
+            for kind in ["p50", "p99", "p99.9", "offered", "achieved", "errors"] {
+                let name = format!("{op} {kind}");
+                assert!(
+                    html.contains(&format!("data-series=\"{name}\"")),
+                    "no series {name}"
+                );
+            }
+        }
         for name in [
-            "read p50",
-            "read p99",
-            "write p50",
-            "write p99",
-            "lock p50",
-            "lock p99",
-            "safe",
-            "jeopardy",
-            "expired",
+            "retries",
+            "session call errors",
+            "lease current",
+            "in jeopardy",
+            "expired (so far)",
         ] {
             assert!(
                 html.contains(&format!("data-series=\"{name}\"")),
                 "no series {name}"
             );
         }
-        // Throughput series per operation.
-        for name in ["read", "write", "lock"] {
-            assert!(html.contains(&format!("data-series=\"{name}\"")));
-        }
+        // p99.9 is dotted, p99 dashed, p50 solid.
+        let style_of = |name: &str| {
+            let g = html
+                .split(&format!("data-series=\"{name}\""))
+                .nth(1)
+                .unwrap();
+            let line = &g[..g.find("/>").unwrap()];
+            line.split("stroke-dasharray=\"")
+                .nth(1)
+                .map(|d| d[..d.find('"').unwrap()].to_string())
+        };
+        assert_eq!(style_of("read p50"), None);
+        assert_eq!(style_of("read p99").as_deref(), DASHED);
+        assert_eq!(style_of("read p99.9").as_deref(), DOTTED);
+        assert_eq!(style_of("read offered").as_deref(), DASHED);
         // The write latency lines have a gap at second 4: two polylines each.
-        let write_p50 = html.split("data-series=\"write p50\"").nth(1).unwrap();
-        let write_p50 = &write_p50[..write_p50.find("</g>").unwrap()];
-        assert_eq!(write_p50.matches("<polyline").count(), 2);
+        for name in ["write p50", "write p99.9"] {
+            let g = html
+                .split(&format!("data-series=\"{name}\""))
+                .nth(1)
+                .unwrap();
+            let g = &g[..g.find("</g>").unwrap()];
+            assert_eq!(g.matches("<polyline").count(), 2, "{name}");
+        }
         // Text from the report is escaped.
         assert!(html.contains("127.0.0.1:1&lt;script&gt;&amp;"));
         assert!(html.contains("a &lt;b&gt;note&lt;/b&gt; &amp; more"));
-        assert!(html.contains("Latency per second"));
-        assert!(html.contains("Throughput per second"));
-        assert!(html.contains("Session states"));
+        for title in [
+            "Offered (dashed) and achieved (solid) operations per second",
+            "Latency per second (p50 solid, p99 dashed, p99.9 dotted)",
+            "Errors and retries per second",
+            "Session states",
+        ] {
+            assert!(html.contains(title), "no plot {title}");
+        }
+    }
+
+    #[test]
+    fn plots_scale_to_the_page_width() {
+        let html = render(&synthetic());
+        let css = &html[html.find("<style>").unwrap()..html.find("</style>").unwrap()];
+        assert!(
+            css.contains(
+                "svg.plot { display: block; box-sizing: border-box; width: 100%; height: auto;"
+            ),
+            "{css}"
+        );
+        for svg in html.split("<svg").skip(1) {
+            let tag = &svg[..svg.find('>').unwrap()];
+            // A viewBox and no fixed size of its own.
+            assert!(tag.contains("viewBox=\"0 0 960 "), "{tag}");
+            assert!(
+                !tag.contains(" width=") && !tag.contains(" height="),
+                "{tag}"
+            );
+        }
+        // No fixed pixel width anywhere on the page.
+        assert!(
+            !html.contains("px;\"") && !css.contains("width: 9"),
+            "{css}"
+        );
+    }
+
+    #[test]
+    fn the_run_section_has_the_metadata() {
+        use crate::report::{DeploymentShape, RunInfo};
+        let mut r = synthetic();
+        // Without metadata (a report from an older version), the rows say so.
+        let rows = table(&render(&r), "run-metadata");
+        assert_eq!(rows[0][0], "date");
+        assert!(rows[0][1].starts_with("not recorded"), "{rows:?}");
+        r.run = Some(RunInfo {
+            started_at: "2026-12-07T04:13:22Z".into(),
+            version: "0.1.0 (abc1234)".into(),
+            command: "warren loadtest run --deploy 'dev:cells=2,proxies=1' --html '<r>.html'"
+                .into(),
+            deployment: DeploymentShape {
+                launched: true,
+                cells: Some(2),
+                proxies: Some(1),
+                lease: Some("2s".into()),
+                store: Some("embedded, one replica per cell".into()),
+                tls: true,
+            },
+        });
+        let html = render(&r);
+        let run = section(&html, "run");
+        assert!(run.contains("<h2>Run</h2>"), "{run}");
+        let rows = table(&html, "run-metadata");
+        let field = |name: &str| {
+            rows.iter()
+                .find(|row| row[0] == name)
+                .unwrap_or_else(|| panic!("no row {name}: {rows:?}"))[1]
+                .clone()
+        };
+        assert_eq!(field("date"), "2026-12-07T04:13:22Z");
+        assert_eq!(field("version"), "0.1.0 (abc1234)");
+        assert_eq!(
+            field("command"),
+            "warren loadtest run --deploy 'dev:cells=2,proxies=1' --html '<r>.html'"
+        );
+        assert!(
+            html.contains("<code>warren loadtest run --deploy &#39;dev"),
+            "{run}"
+        );
+        assert_eq!(
+            field("deployment"),
+            "launched by the load test (--deploy): 2 data cells and a meta cell, 1 proxy, \
+             lease 2s, store embedded, one replica per cell, TLS on"
+        );
+        assert!(field("target").starts_with("proxies 127.0.0.1:1<script>&"));
+        assert!(field("workload").contains("read 50/s, write 5/s, lock 1/s"));
+    }
+
+    #[test]
+    fn the_operations_table_has_p999_and_leaves_out_unasked_kinds() {
+        let mut r = synthetic();
+        let rows = table(&render(&r), "op-table");
+        assert_eq!(rows[0], OP_TABLE_HEADER.map(String::from).to_vec());
+        assert!(rows[0].contains(&"p99.9 ms".to_string()));
+        let names: Vec<&str> = rows[1..].iter().map(|row| row[0].as_str()).collect();
+        assert_eq!(names, ["lock", "read", "write", "total"]);
+        // No lock asked for and none ran: no lock row, no lock check, no lock lines.
+        r.lock_rate = 0.0;
+        r.ops.insert("lock".into(), OpReport::default());
+        for t in &mut r.timeline {
+            t.ops.insert("lock".into(), IntervalOp::default());
+        }
+        let html = render(&r);
+        let rows = table(&html, "op-table");
+        let names: Vec<&str> = rows[1..].iter().map(|row| row[0].as_str()).collect();
+        assert_eq!(names, ["read", "write", "total"]);
+        assert!(!html.contains("Lock check"), "{html}");
+        assert!(!html.contains("data-series=\"lock"), "{html}");
     }
 
     #[test]
@@ -789,8 +1131,8 @@ mod tests {
         ];
         let html = render(&r);
         // Only the fault that took effect is drawn, once per plot.
-        assert_eq!(html.matches("<g class=\"fault\">").count(), 3, "{html}");
-        assert_eq!(html.matches(">kill proxy</text>").count(), 3, "{html}");
+        assert_eq!(html.matches("<g class=\"fault\">").count(), 4, "{html}");
+        assert_eq!(html.matches(">kill proxy</text>").count(), 4, "{html}");
         assert!(
             html.contains("<li>kill proxy at 2.0 s: done at 2.1 s</li>"),
             "{html}"
@@ -872,9 +1214,9 @@ mod tests {
         );
         assert!(html.contains("<b>31 of 32</b> still held"), "{html}");
         assert!(html.contains("/loadtest/d3/held3: &lt;gone&gt;"), "{html}");
-        // The move's start and end on each of the three plots.
-        assert_eq!(html.matches(">reshard starts</text>").count(), 3, "{html}");
-        assert_eq!(html.matches(">reshard done</text>").count(), 3, "{html}");
+        // The move's start and end on each of the four plots.
+        assert_eq!(html.matches(">reshard starts</text>").count(), 4, "{html}");
+        assert_eq!(html.matches(">reshard done</text>").count(), 4, "{html}");
         for tag in ["svg", "text", "g", "table", "p", "ul"] {
             assert!(balanced(&html, tag), "unbalanced <{tag}>");
         }
@@ -884,23 +1226,70 @@ mod tests {
 
     #[test]
     fn coordinates_stay_inside_the_plot() {
+        // Many series: the legend takes several rows, and the plotting area moves down.
         let html = render(&synthetic());
-        for rest in html.split("points=\"").skip(1) {
-            let pts = &rest[..rest.find('"').unwrap()];
-            for xy in pts.split(' ') {
-                let (x, y) = xy.split_once(',').unwrap();
-                let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
-                assert!((LEFT..=W - RIGHT).contains(&x), "x {x}");
-                assert!((TOP..=H - BOTTOM).contains(&y), "y {y}");
+        for svg in html.split("<svg").skip(1) {
+            let view = svg.split("viewBox=\"0 0 960 ").nth(1).unwrap();
+            let h: f64 = view[..view.find('"').unwrap()].parse().unwrap();
+            let top = h - BOTTOM - PLOT_H;
+            assert!(top >= TITLE_H + LEGEND_ROW_H, "top {top}");
+            let svg = &svg[..svg.find("</svg>").unwrap()];
+            for rest in svg.split("points=\"").skip(1) {
+                let pts = &rest[..rest.find('"').unwrap()];
+                for xy in pts.split(' ') {
+                    let (x, y) = xy.split_once(',').unwrap();
+                    let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+                    assert!((LEFT..=W - RIGHT).contains(&x), "x {x}");
+                    assert!((top..=h - BOTTOM).contains(&y), "y {y} outside {top}..{h}");
+                }
+            }
+            // Every legend entry starts inside the plot's width, above the plotting area.
+            for rest in svg.split("<line x1=\"").skip(1) {
+                let tag = &rest[..rest.find("/>").unwrap()];
+                if !tag.contains("stroke-width=\"2\"") {
+                    continue;
+                }
+                let x: f64 = tag[..tag.find('"').unwrap()].parse().unwrap();
+                let x2 = tag.split("x2=\"").nth(1).unwrap();
+                let x2: f64 = x2[..x2.find('"').unwrap()].parse().unwrap();
+                assert!(x >= LEFT && x2 <= W - RIGHT, "legend {tag}");
             }
         }
     }
 
     #[test]
-    fn server_processes_are_a_table_when_measured() {
-        use crate::report::ProcessReport;
-        assert!(!render(&synthetic()).contains("Server processes"));
+    fn the_member_table_names_every_member() {
+        use crate::metrics::EndpointReport;
+        use crate::report::{MemberInfo, ProcessReport};
+        assert!(!render(&synthetic()).contains("id=\"member-table\""));
         let mut r = synthetic();
+        let member = |name: &str, role: &str, port: u16| MemberInfo {
+            name: name.into(),
+            role: role.into(),
+            addr: format!("127.0.0.1:{port}"),
+            admin: Some(format!("127.0.0.1:{}", port + 80)),
+            store: None,
+        };
+        r.members = vec![
+            member("meta", "meta", 7100),
+            member("c1", "cell", 7101),
+            member("p1", "proxy", 7201),
+        ];
+        let endpoint = |admin: &str, role: &str| EndpointReport {
+            admin: admin.into(),
+            role: role.into(),
+            window_s: 12.0,
+            rpc_per_s: Some(40.0),
+            proxy_rpc_per_s: Some(55.5),
+            cell_keepalives_per_s: Some(0.5),
+            client_keepalives_per_s: Some(8.25),
+        };
+        r.endpoints = vec![
+            endpoint("127.0.0.1:7181", "cell"),
+            endpoint("127.0.0.1:7281", "proxy"),
+            // Scraped, but no member is known by it.
+            endpoint("127.0.0.1:9999", "proxy+cell"),
+        ];
         r.processes = vec![
             ProcessReport {
                 member: "p1".into(),
@@ -918,25 +1307,108 @@ mod tests {
             },
         ];
         let html = render(&r);
-        assert!(html.contains("<th>member</th><th>RSS MiB</th><th>CPU % core</th>"));
-        assert!(
-            html.contains("<tr><td>p1</td><td>21.0</td><td>5.0</td>"),
-            "{html}"
+        assert!(section(&html, "members").contains("<h2>Members</h2>"));
+        let rows = table(&html, "member-table");
+        let mut header = MEMBER_TABLE_HEADER.map(String::from).to_vec();
+        header.push("partial".into());
+        assert_eq!(rows[0], header);
+        let row = |name: &str| {
+            rows.iter()
+                .find(|row| row[0] == name)
+                .unwrap_or_else(|| panic!("no row {name}: {rows:?}"))
+                .clone()
+        };
+        // meta: its endpoint was not scraped, no process figures.
+        assert_eq!(
+            row("meta"),
+            [
+                "meta",
+                "meta",
+                "127.0.0.1:7100",
+                "127.0.0.1:7180",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                ""
+            ]
         );
-        assert!(html.contains(
-            "<tr><td>c1</td><td>-</td><td>-</td><td>-</td>\
-             <td>no CPU figure: it was &lt;restarted&gt;</td></tr>"
-        ));
+        // A cell: the cell tier's RPCs and the KeepAlives reaching it.
+        assert_eq!(
+            row("c1"),
+            [
+                "c1",
+                "cell",
+                "127.0.0.1:7101",
+                "127.0.0.1:7181",
+                "40.0",
+                "0.50",
+                "-",
+                "-",
+                "-",
+                "no CPU figure: it was <restarted>"
+            ]
+        );
+        // A proxy: the proxy tier's RPCs and its clients' KeepAlives; CPU 0.5 s over 10 s.
+        assert_eq!(
+            row("p1"),
+            [
+                "p1",
+                "proxy",
+                "127.0.0.1:7201",
+                "127.0.0.1:7281",
+                "55.5",
+                "8.25",
+                "5.0",
+                "21.0",
+                format!("{:.1}", 0.5e6 / r.ops_total as f64).as_str(),
+                ""
+            ]
+        );
+        // The endpoint no member is known by: its admin address, both tiers' RPCs.
+        let unknown = rows.iter().find(|row| row[3] == "127.0.0.1:9999").unwrap();
+        assert_eq!(
+            unknown[..6],
+            ["-", "proxy+cell", "-", "127.0.0.1:9999", "95.5", "8.25"]
+        );
+        assert_eq!(rows.len(), 5, "{rows:?}");
         assert!(balanced(&html, "table") && balanced(&html, "tr"));
+        // The terminal has the same table, the members named (no bare ports).
+        let text = r.summary();
+        assert!(text.contains(crate::report::MEMBER_TABLE_TITLE), "{text}");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("p1 "))
+            .expect("a p1 line");
+        assert!(
+            line.split_whitespace().eq([
+                "p1",
+                "proxy",
+                "127.0.0.1:7201",
+                "127.0.0.1:7281",
+                "55.5",
+                "8.25",
+                "5.0",
+                "21.0"
+            ]
+            .into_iter()
+            .chain([format!("{:.1}", 0.5e6 / r.ops_total as f64).as_str()])),
+            "{line}"
+        );
+        assert!(
+            text.contains("(partial: no CPU figure: it was <restarted>)"),
+            "{text}"
+        );
     }
 
     #[test]
     fn an_empty_report_renders_without_nan() {
         let html = render(&Report::default());
-        assert_eq!(html.matches("<svg").count(), 3);
+        assert_eq!(html.matches("<svg").count(), 4);
         assert!(html.contains("no samples"));
         assert!(!html.contains("NaN") && !html.contains("\"inf") && !html.contains(",inf"));
-        assert!(balanced(&html, "svg") && balanced(&html, "text"));
+        assert!(balanced(&html, "svg") && balanced(&html, "text") && balanced(&html, "section"));
     }
 
     #[test]

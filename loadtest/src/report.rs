@@ -139,7 +139,9 @@ pub struct SessionOutcomes {
     /// until the last one was); the others began after the window.
     #[serde(default)]
     pub jeopardy_in_ramp: u64,
-    /// Jeopardy episodes that ended with a KeepAlive reply: the session survived.
+    /// Safe events: jeopardy episodes that ended with a KeepAlive reply, so the session
+    /// survived (the client library's `Event::Safe`). A count of episodes, not of sessions
+    /// in a state (the timeline's [`SessionStates::current`] is that).
     pub safe: u64,
     /// Sessions the server declared expired, or whose grace period ran out locally.
     pub expired: u64,
@@ -168,16 +170,34 @@ pub struct IntervalOp {
     /// none).
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// p99.9 of the same (left out of the JSON when there were none, as in reports written
+    /// before it was recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p999_ms: Option<f64>,
+    /// Arrivals whose intended send time fell in the interval: the offered (asked) load,
+    /// sent or dropped, against `count`, the achieved. Left out of the JSON when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub offered: u64,
+}
+
+/// `skip_serializing_if` for counters that older reports did not have.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl IntervalOp {
+    /// Offered arrivals per second of an interval of `secs`.
+    pub fn offered_per_s(&self, secs: f64) -> f64 {
+        throughput(self.offered, secs)
+    }
+
     /// The figures of an interval of `secs` whose successful operations are in `h`.
     pub fn new(h: &Histogram<u64>, errors: u64, secs: f64) -> IntervalOp {
-        let (p50_ms, p99_ms) = if h.is_empty() {
-            (None, None)
+        let (p50_ms, p99_ms, p999_ms) = if h.is_empty() {
+            (None, None, None)
         } else {
             let p = percentiles(h);
-            (Some(p.p50_ms), Some(p.p99_ms))
+            (Some(p.p50_ms), Some(p.p99_ms), Some(p.p999_ms))
         };
         IntervalOp {
             count: h.len(),
@@ -185,16 +205,21 @@ impl IntervalOp {
             throughput_per_s: throughput(h.len(), secs),
             p50_ms,
             p99_ms,
+            p999_ms,
+            offered: 0,
         }
     }
 }
 
-/// The simulated sessions' states at one instant.
+/// The simulated sessions' states at one instant. (A state, not an event: the whole-run
+/// [`SessionOutcomes::safe`] counts Safe *events*, jeopardy episodes that ended well.)
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SessionStates {
-    /// Live sessions whose lease is current (not in jeopardy).
-    pub safe: u64,
+    /// Live sessions whose lease is current (not in jeopardy). Reports written before this
+    /// name called it `safe`, which now means only the Safe event.
+    #[serde(alias = "safe")]
+    pub current: u64,
     /// Live sessions in jeopardy right now (local lease run out, no KeepAlive reply yet).
     pub jeopardy: u64,
     /// Sessions expired so far (cumulative).
@@ -215,6 +240,14 @@ pub struct TimelineSample {
     pub ops: BTreeMap<String, IntervalOp>,
     /// Session states at `t_s`.
     pub sessions: SessionStates,
+    /// Calls made again in the interval after a retryable failure (all operation kinds).
+    /// Left out of the JSON when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retries: u64,
+    /// Session calls (CreateSession, KeepAlive, CloseSession) that failed in the interval;
+    /// the operations' failures are in `ops`. Left out of the JSON when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub session_errors: u64,
 }
 
 /// The whole report, as written by `--json`.
@@ -309,6 +342,197 @@ pub struct Report {
     /// With `--reshard`: the move and what the clients saw of it ([`crate::reshard`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reshard: Option<crate::reshard::ReshardReport>,
+    /// When, by which build and command line, against what shape of deployment
+    /// (docs/loadtest.md, "Run metadata"). Absent from reports written before it existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunInfo>,
+    /// The deployment's members the run knows by name (`meta`, `c1`…, `p1`…) and their
+    /// addresses: every member of a launched deployment; the targets of a `--target` run.
+    /// The member table joins them with `endpoints` and `processes`
+    /// ([`Report::member_rows`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberInfo>,
+}
+
+/// A run's metadata: what a capacity planner needs to read the figures later.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunInfo {
+    /// When the command started, UTC, RFC 3339 (`2026-12-07T04:13:22Z`).
+    pub started_at: String,
+    /// The build: crate version, and the commit when it was built from git
+    /// ([`crate::version`]).
+    pub version: String,
+    /// The command line, each argument quoted for a POSIX shell where it needs it.
+    pub command: String,
+    pub deployment: DeploymentShape,
+}
+
+impl RunInfo {
+    /// The metadata of a run starting now, of the command line `args` (the program's name
+    /// first), against a deployment of `shape`.
+    pub fn starting_now(args: &[String], deployment: DeploymentShape) -> RunInfo {
+        RunInfo {
+            started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            version: crate::version(),
+            command: shell_words(args),
+            deployment,
+        }
+    }
+}
+
+/// `args` as one line a POSIX shell reads back as the same words: each argument with a
+/// character outside `[A-Za-z0-9_./:=,@%+-]` is single-quoted.
+pub fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_./:=,@%+-".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The deployment's shape, as far as the load test knows it: all of it for one it launched
+/// (`--deploy`), what the target and the map say for one it was pointed at (`--target`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeploymentShape {
+    /// Whether the load test launched it (`--deploy`).
+    pub launched: bool,
+    /// Data cells (the meta cell apart); null when not known (a `--target proxies` run).
+    pub cells: Option<u64>,
+    /// Proxies; null when not known (a `--target cells` run).
+    pub proxies: Option<u64>,
+    /// The session lease (`12s`); null when not known (a deployment it did not launch).
+    pub lease: Option<String>,
+    /// The cells' store (`embedded, 1 replica per cell`); null when not known.
+    pub store: Option<String>,
+    /// Whether the load generator dialled with TLS (`--deploy …,tls=on`, or --cacert/--cert/--key).
+    pub tls: bool,
+}
+
+impl DeploymentShape {
+    /// One line: `launched (--deploy): 3 data cells and a meta cell, 2 proxies, lease 12s,
+    /// store embedded…, TLS on`; unknowns say so.
+    pub fn describe(&self) -> String {
+        let known =
+            |v: Option<String>, what: &str| v.unwrap_or_else(|| format!("{what} not known"));
+        format!(
+            "{}: {}, {}, {}, {}, TLS {}",
+            if self.launched {
+                "launched by the load test (--deploy)"
+            } else {
+                "given (--target)"
+            },
+            known(
+                self.cells
+                    .map(|n| format!("{n} data cell{} and a meta cell", plural(n))),
+                "cells"
+            ),
+            known(
+                self.proxies
+                    .map(|n| format!("{n} prox{}", if n == 1 { "y" } else { "ies" })),
+                "proxies"
+            ),
+            known(self.lease.as_ref().map(|l| format!("lease {l}")), "lease"),
+            known(self.store.as_ref().map(|s| format!("store {s}")), "store"),
+            if self.tls { "on" } else { "off" },
+        )
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// One member of the deployment by name, with its addresses.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemberInfo {
+    /// `meta`, `c1`…, `p1`…
+    pub name: String,
+    /// `meta`, `cell` or `proxy`.
+    pub role: String,
+    /// Its gRPC `HOST:PORT`.
+    pub addr: String,
+    /// Its admin HTTP `HOST:PORT`, when known (the one `--metrics` scrapes).
+    pub admin: Option<String>,
+    /// A cell's store (`embedded`, `etcd`), as its `/status` gives it; null when not
+    /// asked (a proxy, a member whose admin endpoint was not given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+}
+
+/// One row of the member table: a member's name and addresses, the rates its `/metrics`
+/// gave over the window and its process's CPU and memory.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemberRow {
+    /// The member's name; for a scraped endpoint no member is known by, its admin address.
+    pub name: String,
+    pub role: String,
+    /// gRPC address (`-` when not known).
+    pub addr: String,
+    /// Admin address (`-` when not known).
+    pub admin: String,
+    /// RPCs it answered per second: a cell's `warren_rpc_total{tier="cell"}`, a proxy's
+    /// `{tier="proxy"}`.
+    pub rpc_per_s: Option<f64>,
+    /// KeepAlives per second: those reaching a cell; the clients' at a proxy.
+    pub keepalives_per_s: Option<f64>,
+    pub process: Option<ProcessReport>,
+}
+
+/// What the member table's figures cover.
+pub const MEMBER_TABLE_TITLE: &str = "members (RPC/s and KeepAlives/s from /metrics over the \
+     run; CPU and RSS over the window, with --deploy)";
+
+/// The columns of the member table, in the terminal summary and on the HTML page.
+pub const MEMBER_TABLE_HEADER: [&str; 9] = [
+    "member",
+    "role",
+    "address",
+    "admin",
+    "RPC/s",
+    "KeepAlives/s",
+    "CPU % core",
+    "RSS MiB",
+    "CPU µs/op",
+];
+
+impl MemberRow {
+    /// The row's cells under [`MEMBER_TABLE_HEADER`], `-` for a figure not measured.
+    pub fn figures(&self, ops: u64) -> [String; 9] {
+        let rate =
+            |v: Option<f64>, d: usize| v.map_or_else(|| "-".to_string(), |v| format!("{v:.d$}"));
+        let [rss, cpu, per_op] = self
+            .process
+            .as_ref()
+            .map(|p| p.table_figures(ops))
+            .unwrap_or_else(|| ["-".into(), "-".into(), "-".into()]);
+        [
+            self.name.clone(),
+            self.role.clone(),
+            self.addr.clone(),
+            self.admin.clone(),
+            rate(self.rpc_per_s, 1),
+            // A cell may see well under one KeepAlive a second through proxies.
+            rate(self.keepalives_per_s, 2),
+            cpu,
+            rss,
+            per_op,
+        ]
+    }
 }
 
 /// One server process of a deployment the load test launched, over the measured window.
@@ -339,8 +563,7 @@ impl ProcessReport {
             .map(|c| c / self.window_s)
     }
 
-    /// One row of the processes table after the member's name (see
-    /// [`PROCESS_TABLE_HEADER`]): RSS in MiB and CPU as % of a core to 0.1, and CPU per
+    /// A process's figures in the member table ([`MEMBER_TABLE_HEADER`]): RSS in MiB and CPU as % of a core to 0.1, and CPU per
     /// operation in µs to 0.1 when `ops` operations ran; `-` for a figure not measured.
     pub fn table_figures(&self, ops: u64) -> [String; 3] {
         let or_dash = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
@@ -351,10 +574,6 @@ impl ProcessReport {
         ]
     }
 }
-
-/// The columns of the server processes' table, in the terminal summary and on the HTML
-/// page: the member, then the figures of [`ProcessReport::table_figures`].
-pub const PROCESS_TABLE_HEADER: [&str; 4] = ["member", "RSS MiB", "CPU % core", "CPU µs/op"];
 
 /// Bytes in a MiB.
 const MIB: f64 = 1024.0 * 1024.0;
@@ -370,6 +589,96 @@ impl Report {
         self.ops_total = self.ops.values().map(|o| o.count).sum();
         self.throughput_per_s = throughput(self.ops_total, self.duration_s);
         self.errors = self.errors_by_code.values().sum();
+    }
+
+    /// The rate asked for of an operation kind (`read`, `write`, `lock`), per second.
+    pub fn rate_of(&self, op: &str) -> f64 {
+        match op {
+            "read" => self.read_rate,
+            "write" => self.write_rate,
+            "lock" => self.lock_rate,
+            _ => 0.0,
+        }
+    }
+
+    /// The operation kinds the tables show: each one asked for (a rate above 0) or that
+    /// ran; the all-zero row of a kind nobody asked for (`lock` at `--lock-rate 0`) is left
+    /// out. The JSON keeps every kind.
+    pub fn shown_ops(&self) -> impl Iterator<Item = (&String, &OpReport)> {
+        self.ops
+            .iter()
+            .filter(|(name, o)| self.rate_of(name) > 0.0 || o.count + o.errors + o.busy > 0)
+    }
+
+    /// The member table: each known member ([`Report::members`]) with the rates of its
+    /// scraped admin endpoint and its process's figures; then any process and any scraped
+    /// endpoint no member is known by (an endpoint given with `--metrics` to a `--target`
+    /// run: named by its admin address only).
+    pub fn member_rows(&self) -> Vec<MemberRow> {
+        let mut used_endpoint = vec![false; self.endpoints.len()];
+        let mut used_process = vec![false; self.processes.len()];
+        let rates = |role: &str, e: &EndpointReport| -> (Option<f64>, Option<f64>) {
+            let sum = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+            };
+            match role {
+                "proxy" => (e.proxy_rpc_per_s, e.client_keepalives_per_s),
+                "cell" | "meta" => (e.rpc_per_s, e.cell_keepalives_per_s),
+                // One process serving both tiers (warren dev): both tiers' RPCs, and the
+                // clients' KeepAlives.
+                _ => (
+                    sum(e.rpc_per_s, e.proxy_rpc_per_s),
+                    e.client_keepalives_per_s.or(e.cell_keepalives_per_s),
+                ),
+            }
+        };
+        let mut rows = Vec::new();
+        for m in &self.members {
+            let mut row = MemberRow {
+                name: m.name.clone(),
+                role: m.role.clone(),
+                addr: m.addr.clone(),
+                admin: m.admin.clone().unwrap_or_else(|| "-".into()),
+                ..Default::default()
+            };
+            if let Some(i) = m
+                .admin
+                .as_ref()
+                .and_then(|a| self.endpoints.iter().position(|e| &e.admin == a))
+            {
+                used_endpoint[i] = true;
+                (row.rpc_per_s, row.keepalives_per_s) = rates(&m.role, &self.endpoints[i]);
+            }
+            if let Some(i) = self.processes.iter().position(|p| p.member == m.name) {
+                used_process[i] = true;
+                row.process = Some(self.processes[i].clone());
+            }
+            rows.push(row);
+        }
+        for (p, _) in self.processes.iter().zip(used_process).filter(|(_, u)| !u) {
+            rows.push(MemberRow {
+                name: p.member.clone(),
+                role: "-".into(),
+                addr: "-".into(),
+                admin: "-".into(),
+                process: Some(p.clone()),
+                ..Default::default()
+            });
+        }
+        for (e, _) in self.endpoints.iter().zip(used_endpoint).filter(|(_, u)| !u) {
+            let (rpc_per_s, keepalives_per_s) = rates(&e.role, e);
+            rows.push(MemberRow {
+                name: "-".into(),
+                role: e.role.clone(),
+                addr: "-".into(),
+                admin: e.admin.clone(),
+                rpc_per_s,
+                keepalives_per_s,
+                process: None,
+            });
+        }
+        rows
     }
 
     /// The readable terminal summary.
@@ -409,7 +718,7 @@ impl Report {
         let [first, rest @ ..] = OP_TABLE_HEADER;
         row(&mut s, first, &rest);
         s.push('\n');
-        for (name, o) in &self.ops {
+        for (name, o) in self.shown_ops() {
             let figures = o.table_figures();
             row(&mut s, name, &figures.each_ref().map(String::as_str));
             if o.busy > 0 {
@@ -431,8 +740,8 @@ impl Report {
         let _ = writeln!(
             s,
             "\nsessions: {} created ({} create errors), {} KeepAlive replies ({} errors); \
-             jeopardy {} ({} in the ramp, {} in the window, {} after it), safe {}, expired {}; \
-             {} moved to another proxy; {} closed",
+             {} jeopardy episodes ({} in the ramp, {} in the window, {} after it), {} back to \
+             safe (Safe events), {} expired; {} moved to another proxy; {} closed",
             ss.created,
             ss.create_errors,
             ss.keepalives,
@@ -486,29 +795,6 @@ impl Report {
             }
             _ => {}
         }
-        for e in &self.endpoints {
-            let mut parts = Vec::new();
-            if let Some(r) = e.rpc_per_s {
-                parts.push(format!("{r:.1} cell RPC/s"));
-            }
-            if let Some(r) = e.proxy_rpc_per_s {
-                parts.push(format!("{r:.1} proxy RPC/s"));
-            }
-            if let Some(r) = e.cell_keepalives_per_s {
-                parts.push(format!("{r:.2} KeepAlives/s reaching it"));
-            }
-            if let Some(r) = e.client_keepalives_per_s {
-                parts.push(format!("{r:.1} client KeepAlives/s"));
-            }
-            let _ = writeln!(
-                s,
-                "  {} ({}): {} over {:.1} s",
-                e.admin,
-                e.role,
-                parts.join(", "),
-                e.window_s
-            );
-        }
         let _ = writeln!(
             s,
             "acked_lost: {}{}",
@@ -520,11 +806,13 @@ impl Report {
             }
         );
         let l = &self.locks;
-        let _ = writeln!(
-            s,
-            "lock check: {} acquisitions, {} overlapping holders, {} stale sequencers",
-            l.acquired, l.overlaps, l.stale_sequencers
-        );
+        if self.lock_rate > 0.0 || !l.is_empty() {
+            let _ = writeln!(
+                s,
+                "lock check: {} acquisitions, {} overlapping holders, {} stale sequencers",
+                l.acquired, l.overlaps, l.stale_sequencers
+            );
+        }
         if let Some(r) = &self.reshard {
             s.push('\n');
             s.push_str(&r.summary(
@@ -532,27 +820,39 @@ impl Report {
                 self.acked_lost_checked.then_some(self.acked_lost),
             ));
         }
-        if !self.processes.is_empty() {
-            let _ = writeln!(
-                s,
-                "\nserver processes (RSS at the window's end, CPU used in the window):"
-            );
-            let row = |s: &mut String, name: &str, figures: &[&str]| {
-                let _ = write!(s, "{name:<6}");
-                for (figure, width) in figures.iter().zip([9, 11, 10]) {
-                    let _ = write!(s, " {figure:>width$}");
+        let rows = self.member_rows();
+        if !rows.is_empty() {
+            let _ = writeln!(s, "\n{MEMBER_TABLE_TITLE}:");
+            let cells: Vec<[String; 9]> = std::iter::once(MEMBER_TABLE_HEADER.map(String::from))
+                .chain(rows.iter().map(|r| r.figures(self.ops_total)))
+                .collect();
+            let widths: Vec<usize> = (0..9)
+                .map(|k| {
+                    cells
+                        .iter()
+                        .map(|c| c[k].chars().count())
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            for (i, c) in cells.iter().enumerate() {
+                let mut line = String::new();
+                for (k, (cell, w)) in c.iter().zip(&widths).enumerate() {
+                    // Names and addresses left-aligned, figures right-aligned.
+                    let _ = if k < 4 {
+                        write!(line, "{cell:<w$}  ")
+                    } else {
+                        write!(line, "{cell:>w$}  ")
+                    };
                 }
-            };
-            let [first, rest @ ..] = PROCESS_TABLE_HEADER;
-            row(&mut s, first, &rest);
-            s.push('\n');
-            for p in &self.processes {
-                let figures = p.table_figures(self.ops_total);
-                row(&mut s, &p.member, &figures.each_ref().map(String::as_str));
-                if let Some(why) = &p.partial {
-                    let _ = write!(s, "  (partial: {why})");
+                let partial = i
+                    .checked_sub(1)
+                    .and_then(|r| rows[r].process.as_ref())
+                    .and_then(|p| p.partial.as_deref());
+                if let Some(why) = partial {
+                    let _ = write!(line, "(partial: {why})");
                 }
-                s.push('\n');
+                let _ = writeln!(s, "{}", line.trim_end());
             }
         }
         if let Some(g) = &self.load_generator {
@@ -759,6 +1059,89 @@ mod tests {
     }
 
     #[test]
+    fn the_terminal_leaves_out_unasked_kinds_and_names_safe_events() {
+        let mut r = sample_report();
+        r.ops.insert("write".into(), OpReport::default());
+        let text = r.summary();
+        // Writes were asked for (10/s): their row stays, zeros and all.
+        assert!(text.contains("\nwrite          0"), "{text}");
+        assert!(text.contains("\nlock "), "{text}");
+        assert!(text.contains("lock check:"), "{text}");
+        // No lock asked for, none ran: no lock row and no lock check.
+        r.lock_rate = 0.0;
+        r.ops.insert("lock".into(), OpReport::default());
+        let text = r.summary();
+        assert!(!text.contains("\nlock "), "{text}");
+        assert!(!text.contains("lock check"), "{text}");
+        // The JSON keeps every kind.
+        assert!(serde_json::to_value(&r).unwrap()["ops"]["lock"].is_object());
+        // Safe means the Safe event, counted as episodes; no "safe N" of sessions.
+        assert!(
+            text.contains("2 jeopardy episodes (0 in the ramp, 1 in the window, 1 after it), 2 back to safe (Safe events), 0 expired"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn run_metadata_quotes_the_command_and_describes_the_deployment() {
+        let args: Vec<String> = [
+            "warren",
+            "loadtest",
+            "run",
+            "--target",
+            "proxies=127.0.0.1:7201",
+            "--html",
+            "my report.html",
+            "--x",
+            "it's",
+            "",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            shell_words(&args),
+            r#"warren loadtest run --target proxies=127.0.0.1:7201 --html 'my report.html' --x 'it'\''s' ''"#
+        );
+        let info = RunInfo::starting_now(&args, DeploymentShape::default());
+        // 2026-12-07T04:13:22Z
+        assert_eq!(info.started_at.len(), 20, "{info:?}");
+        assert!(info.started_at.ends_with('Z') && info.started_at.as_bytes()[10] == b'T');
+        assert!(
+            info.version.starts_with(env!("CARGO_PKG_VERSION")),
+            "{info:?}"
+        );
+        let given = DeploymentShape {
+            proxies: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            given.describe(),
+            "given (--target): cells not known, 2 proxies, lease not known, store not known, TLS off"
+        );
+        // Read back from JSON, and absent from an older report.
+        let r = Report {
+            run: Some(info.clone()),
+            ..sample_report()
+        };
+        let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.run, Some(info));
+        assert_eq!(
+            serde_json::from_str::<Report>(REPORT_JSON).unwrap().run,
+            None
+        );
+    }
+
+    #[test]
+    fn old_timelines_read_safe_as_current() {
+        let t: TimelineSample =
+            serde_json::from_str(r#"{"t_s":1,"sessions":{"safe":7,"jeopardy":1}}"#).unwrap();
+        assert_eq!(t.sessions.current, 7);
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["sessions"]["current"], 7);
+        assert!(v["sessions"].get("safe").is_none(), "{v}");
+    }
+
+    #[test]
     fn percentiles_of_known_samples() {
         // 1..=1000 µs, once each: every quantile is exact at 3 significant digits.
         let mut h = latency_histogram();
@@ -951,6 +1334,8 @@ mod tests {
                 throughput_per_s: 50.0,
                 p50_ms: Some(0.5),
                 p99_ms: Some(1.25),
+                p999_ms: None,
+                offered: 0,
             },
         );
         ops.insert("lock".to_string(), IntervalOp::default());
@@ -959,10 +1344,12 @@ mod tests {
             dt_s: 1.0,
             ops,
             sessions: SessionStates {
-                safe: 48,
+                current: 48,
                 jeopardy: 2,
                 expired: 0,
             },
+            retries: 0,
+            session_errors: 0,
         }];
         r.finish_totals();
         r
@@ -1173,11 +1560,13 @@ mod tests {
         // 1.5 s over 10 s; 164 operations ran: 1.5 s / 164 = 9146.3 µs each.
         assert!(
             text.contains(
-                "\nserver processes (RSS at the window's end, CPU used in the window):\n\
-                 member   RSS MiB  CPU % core  CPU µs/op\n\
-                 c1          30.0        15.0     9146.3\n\
-                 p1             -           -          -  (partial: nothing to read at the \
-                 window's end: it was not running (killed, or exited))\n"
+                "\nmembers (RPC/s and KeepAlives/s from /metrics over the run; CPU and RSS \
+                 over the window, with --deploy):\n\
+                 member  role   address  admin           RPC/s  KeepAlives/s  CPU % core  RSS MiB  CPU µs/op\n\
+                 c1      -      -        -                   -             -        15.0     30.0     9146.3\n\
+                 p1      -      -        -                   -             -           -        -          -  \
+                 (partial: nothing to read at the window's end: it was not running (killed, or exited))\n\
+                 -       proxy  -        127.0.0.1:7281   60.5         22.25           -        -          -\n"
             ),
             "{text}"
         );
@@ -1191,9 +1580,13 @@ mod tests {
             serde_json::from_str::<Report>(REPORT_JSON).unwrap(),
             sample_report()
         );
+        // Written the same, but for the timeline's session state of live sessions with a
+        // current lease, now `current` (`safe` names only the Safe event); without the new
+        // keys (run, members, offered, p999_ms, retries, session_errors) when they are
+        // absent or 0.
         assert_eq!(
             serde_json::to_string_pretty(&sample_report()).unwrap(),
-            REPORT_JSON
+            REPORT_JSON.replace("\"safe\": 48", "\"current\": 48")
         );
     }
 

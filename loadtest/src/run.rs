@@ -22,7 +22,8 @@ use crate::lost::{self, AckedWrites, ReadBack};
 use crate::metrics::{self, EndpointScrapes};
 use crate::procstat;
 use crate::report::{
-    latency_histogram, IntervalOp, OpReport, Report, SessionOutcomes, SessionStates, TimelineSample,
+    latency_histogram, IntervalOp, MemberInfo, OpReport, Report, SessionOutcomes, SessionStates,
+    TimelineSample,
 };
 use crate::reshard::{Phases, ReshardReport, ReshardSpec};
 use crate::workload::{Arrivals, Files};
@@ -163,6 +164,8 @@ struct Stats {
     /// The current timeline interval's latencies; the sampler takes and resets them.
     interval_hist: [Mutex<Histogram<u64>>; 3],
     op_errors: [AtomicU64; 3],
+    /// Arrivals of each kind so far, sent or dropped: the offered load.
+    offered: [AtomicU64; 3],
     busy: AtomicU64,
     /// Calls made again after a retryable failure.
     retries: AtomicU64,
@@ -218,6 +221,7 @@ impl Stats {
             hist: std::array::from_fn(|_| Mutex::new(latency_histogram())),
             interval_hist: std::array::from_fn(|_| Mutex::new(latency_histogram())),
             op_errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            offered: std::array::from_fn(|_| AtomicU64::new(0)),
             busy: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             longest_wait_us: AtomicU64::new(0),
@@ -293,6 +297,8 @@ fn is_code(status: &tonic::Status, code: ErrorCode) -> bool {
 
 /// A server the simulated clients talk to, and the channels they share to it.
 struct Peer {
+    /// `p1`… through proxies; `meta` and the map's cell names direct to the cells.
+    name: String,
     addr: String,
     channels: Vec<(WarrenClient<H2Channel>, H2Channel)>,
 }
@@ -361,6 +367,25 @@ impl Topology {
 
     fn addrs(&self) -> Vec<String> {
         self.peers.iter().map(|p| p.addr.clone()).collect()
+    }
+
+    /// The peers as the report's members (no admin address: the run does not know it).
+    fn members(&self) -> Vec<MemberInfo> {
+        self.peers
+            .iter()
+            .map(|p| MemberInfo {
+                name: p.name.clone(),
+                role: match (self.direct, p.name.as_str()) {
+                    (false, _) => "proxy",
+                    (true, "meta") => "meta",
+                    (true, _) => "cell",
+                }
+                .into(),
+                addr: p.addr.clone(),
+                admin: None,
+                store: None,
+            })
+            .collect()
     }
 }
 
@@ -788,6 +813,7 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
             Target::Cells(_) => "cells".into(),
         },
         addresses: topo.addrs(),
+        members: topo.members(),
         sessions_per_client: if topo.direct {
             topo.peers.len() as u64
         } else {
@@ -919,8 +945,83 @@ pub async fn run_with(cfg: Config, injector: Option<Arc<dyn Injector>>) -> anyho
             );
         }
     }
+    // Each scraped endpoint's own `/status` says which member it is: the member table then
+    // names it, also when the run was given addresses (--target) rather than launching.
+    for admin in &cfg.metrics {
+        let Ok(reply) = crate::http::get(admin, "/status", Duration::from_secs(2)).await else {
+            continue;
+        };
+        if let Some(id) = (reply.status == 200)
+            .then(|| Identity::from_status(&reply.body))
+            .flatten()
+        {
+            id.name_member(&mut report.members, admin);
+        }
+    }
     report.finish_totals();
     Ok(report)
+}
+
+/// What an admin endpoint's `/status` page says it is (`warren_server::admin`,
+/// `warren_proxy::admin`).
+#[derive(Clone, Debug, PartialEq)]
+enum Identity {
+    /// A cell's replica: its cell's name, its gRPC address when it is the master, and its
+    /// store.
+    Cell {
+        name: String,
+        addr: Option<String>,
+        store: Option<String>,
+    },
+    /// A proxy, by its gRPC address.
+    Proxy { addr: String },
+}
+
+impl Identity {
+    /// From the JSON of `/status`; `None` for a page that is neither a cell's nor a
+    /// proxy's.
+    fn from_status(body: &str) -> Option<Identity> {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        if v.get("map_cells").is_some() {
+            return Some(Identity::Proxy {
+                addr: text("address")?,
+            });
+        }
+        let name = text("name").filter(|n| !n.is_empty())?;
+        let addr = text("master").filter(|_| text("role").as_deref() == Some("master"));
+        Some(Identity::Cell {
+            name,
+            addr,
+            store: text("store").filter(|s| !s.is_empty()),
+        })
+    }
+
+    /// Gives the member it is the admin address `admin`: the proxy of that gRPC address,
+    /// the cell of that name; a cell the run did not know (through proxies) is added.
+    fn name_member(self, members: &mut Vec<MemberInfo>, admin: &str) {
+        let known = members.iter_mut().find(|m| match &self {
+            Identity::Proxy { addr } => m.role == "proxy" && &m.addr == addr,
+            Identity::Cell { name, .. } => m.role != "proxy" && &m.name == name,
+        });
+        match (known, self) {
+            (Some(m), id) => {
+                m.admin = Some(admin.to_string());
+                if let Identity::Cell { store, .. } = id {
+                    m.store = store;
+                }
+            }
+            (None, Identity::Cell { name, addr, store }) => members.push(MemberInfo {
+                role: if name == "meta" { "meta" } else { "cell" }.into(),
+                name,
+                addr: addr.unwrap_or_else(|| "-".into()),
+                admin: Some(admin.to_string()),
+                store,
+            }),
+            // A proxy the load did not go through: its endpoint's row stays unnamed.
+            (None, Identity::Proxy { .. }) => {}
+        }
+    }
 }
 
 /// The peers and their channels; in cells mode, the map read from the meta cell routes
@@ -931,8 +1032,9 @@ async fn topology(cfg: &Config, files: &Files) -> anyhow::Result<Topology> {
             // C channels in all, spread over the proxies (at least one each).
             let per = (cfg.connections as usize).div_ceil(addrs.len()).max(1);
             let mut peers = Vec::new();
-            for addr in addrs {
+            for (k, addr) in addrs.iter().enumerate() {
                 peers.push(Peer {
+                    name: format!("p{}", k + 1),
                     addr: addr.clone(),
                     channels: channels(addr, per).await?,
                 });
@@ -955,6 +1057,7 @@ async fn topology(cfg: &Config, files: &Files) -> anyhow::Result<Topology> {
             // C channels to every cell: every client talks to every cell.
             let n = cfg.connections as usize;
             let mut peers = vec![Peer {
+                name: "meta".into(),
                 addr: meta.clone(),
                 channels: channels(meta, n).await?,
             }];
@@ -965,6 +1068,7 @@ async fn topology(cfg: &Config, files: &Files) -> anyhow::Result<Topology> {
                 };
                 index.insert(name.to_string(), peers.len());
                 peers.push(Peer {
+                    name: name.to_string(),
                     addr: addr.clone(),
                     channels: channels(addr, n).await?,
                 });
@@ -1066,6 +1170,92 @@ async fn setup_files(
             }
         }
         Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if let Ok(s) = Arc::try_unwrap(s) {
+        let _ = s.close().await;
+    }
+    result
+}
+
+/// What `--cleanup` did ([`cleanup`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    /// Nodes removed: files, directories, and `/loadtest` itself.
+    pub removed: u64,
+    /// Directories left because they still hold nodes this run's layout does not name
+    /// (an earlier run's with more `--files` or other `--dirs`).
+    pub left: Vec<String>,
+}
+
+/// `--cleanup`: removes the nodes of `cfg`'s layout under `/loadtest/` through a fresh
+/// library session: its files (and the locks held through a reshard), then its
+/// directories, then `/loadtest` itself, each when it exists. A directory that still holds
+/// other nodes is left, and named. Call it once the run has ended (its sessions closed).
+pub async fn cleanup(cfg: &Config) -> anyhow::Result<Cleanup> {
+    let files = Files::with_dirs(cfg.files, cfg.zipf, cfg.dirs)?;
+    let options = match &cfg.target {
+        Target::Proxies(a) => ClientOptions::proxies(a.iter().map(String::as_str)),
+        Target::Cells(meta) => ClientOptions::meta([meta.as_str()]),
+    };
+    let s = Arc::new(
+        Session::connect_with(options)
+            .await
+            .context("connecting the clean-up session")?,
+    );
+    // Some(true): removed; Some(false): not there; None: a directory not empty.
+    let remove = |s: Arc<Session>, path: String| async move {
+        let h = match s.open(&path, OpenOptions::new().write()).await {
+            Ok((h, _)) => h,
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => return Ok((path, Some(false))),
+            Err(e) => return Err(anyhow::anyhow!(e).context(format!("opening {path}"))),
+        };
+        let result = h.delete().await;
+        h.close().await;
+        match result {
+            Ok(()) => Ok((path, Some(true))),
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok((path, Some(false))),
+            Err(e) if e.code() == Some(ErrorCode::NotEmpty) => Ok((path, None)),
+            Err(e) => Err(anyhow::anyhow!(e).context(format!("removing {path}"))),
+        }
+    };
+    let held = match cfg.reshard {
+        Some(_) => HELD_LOCKS.min(cfg.sessions),
+        None => 0,
+    };
+    let result = async {
+        let mut out = Cleanup::default();
+        for batch in [
+            (0..files.len())
+                .map(|i| files.path(i))
+                .chain((0..held).map(|k| files.extra_path("held", k)))
+                .collect::<Vec<_>>(),
+            files.dir_paths().collect(),
+            vec!["/loadtest".to_string()],
+        ] {
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut outcomes = Vec::new();
+            for path in batch {
+                if tasks.len() >= SETUP_CONCURRENCY {
+                    if let Some(done) = tasks.join_next().await {
+                        outcomes.push(done.context("a clean-up task")??);
+                    }
+                }
+                tasks.spawn(remove(s.clone(), path));
+            }
+            while let Some(done) = tasks.join_next().await {
+                outcomes.push(done.context("a clean-up task")??);
+            }
+            for (path, outcome) in outcomes {
+                match outcome {
+                    Some(true) => out.removed += 1,
+                    Some(false) => {}
+                    None => out.left.push(path),
+                }
+            }
+        }
+        out.left.sort();
+        Ok::<_, anyhow::Error>(out)
     }
     .await;
     if let Ok(s) = Arc::try_unwrap(s) {
@@ -1759,6 +1949,7 @@ async fn arrive(
         if t >= end {
             break;
         }
+        stats.offered[op as usize].fetch_add(1, Ordering::Relaxed);
         // Arrivals already due (the loop fell behind the clock, or several fall in one
         // timer tick) go at once, without a timer each.
         if t > Instant::now() {
@@ -1847,6 +2038,8 @@ async fn sample(
     let mut timeline = Vec::new();
     let mut last = start;
     let mut last_errors = [0u64; 3];
+    let mut last_offered = [0u64; 3];
+    let (mut last_retries, mut last_all_errors) = (0u64, 0u64);
     for k in 1u32.. {
         let boundary = start + Duration::from_secs(u64::from(k));
         let done = boundary >= end;
@@ -1859,16 +2052,26 @@ async fn sample(
         let dt = (now - last).as_secs_f64();
         last = now;
         let mut ops = BTreeMap::new();
+        let mut op_errors = 0;
         for (i, op) in [Op::Read, Op::Write, Op::Lock].into_iter().enumerate() {
             let errors = stats.op_errors[i].load(Ordering::Relaxed);
+            let offered = stats.offered[i].load(Ordering::Relaxed);
             let mut h = stats.interval_hist[i].lock().expect("histogram lock");
-            ops.insert(
-                op.name().to_string(),
-                IntervalOp::new(&h, errors.saturating_sub(last_errors[i]), dt),
-            );
+            let mut interval = IntervalOp::new(&h, errors.saturating_sub(last_errors[i]), dt);
+            interval.offered = offered.saturating_sub(last_offered[i]);
+            op_errors += interval.errors;
+            ops.insert(op.name().to_string(), interval);
             h.reset();
             last_errors[i] = errors;
+            last_offered[i] = offered;
         }
+        let retries = stats.retries.load(Ordering::Relaxed);
+        let all_errors = stats.total_errors();
+        // Every failure is in the error map, an operation's also in its kind's count: the
+        // rest are the session calls'.
+        let session_errors = all_errors
+            .saturating_sub(last_all_errors)
+            .saturating_sub(op_errors);
         let live = stats
             .created
             .load(Ordering::Relaxed)
@@ -1879,11 +2082,15 @@ async fn sample(
             dt_s: dt,
             ops,
             sessions: SessionStates {
-                safe: live.saturating_sub(jeopardy),
+                current: live.saturating_sub(jeopardy),
                 jeopardy,
                 expired: stats.expired.load(Ordering::Relaxed),
             },
+            retries: retries.saturating_sub(last_retries),
+            session_errors,
         });
+        last_retries = retries;
+        last_all_errors = all_errors;
         if done {
             break;
         }
@@ -2220,7 +2427,9 @@ mod tests {
         let topo = Topology::proxies(
             addrs
                 .iter()
-                .map(|a| Peer {
+                .enumerate()
+                .map(|(k, a)| Peer {
+                    name: format!("p{}", k + 1),
                     addr: a.clone(),
                     channels: Vec::new(),
                 })
@@ -2259,6 +2468,87 @@ mod tests {
             ring: None,
         };
         assert!(direct.failover_order(b"0123456789abcdef").is_empty());
+    }
+
+    /// `/status` pages as a cell and a proxy serve them (trimmed): the member table names
+    /// the endpoints by them.
+    #[test]
+    fn admin_status_pages_name_the_members() {
+        let meta = r#"{"name":"meta","epoch":1,"role":"master","master":"127.0.0.1:27300","store":"embedded"}"#;
+        let c1 = r#"{"name":"c1","role":"standby","master":"127.0.0.1:27301"}"#;
+        let proxy = r#"{"address":"127.0.0.1:27401","map_cells":["c1"],"id":"127.0.0.1:27401"}"#;
+        assert_eq!(
+            Identity::from_status(meta),
+            Some(Identity::Cell {
+                name: "meta".into(),
+                addr: Some("127.0.0.1:27300".into()),
+                store: Some("embedded".into()),
+            })
+        );
+        // A standby's master is another replica: no address of its own.
+        assert_eq!(
+            Identity::from_status(c1),
+            Some(Identity::Cell {
+                name: "c1".into(),
+                addr: None,
+                store: None,
+            })
+        );
+        assert_eq!(
+            Identity::from_status(proxy),
+            Some(Identity::Proxy {
+                addr: "127.0.0.1:27401".into()
+            })
+        );
+        assert_eq!(Identity::from_status("not json"), None);
+        assert_eq!(Identity::from_status(r#"{"name":""}"#), None);
+        // Through the proxy: p1 is known by its address and gets its admin; the cells are
+        // added by name.
+        let mut members = vec![MemberInfo {
+            name: "p1".into(),
+            role: "proxy".into(),
+            addr: "127.0.0.1:27401".into(),
+            admin: None,
+            store: None,
+        }];
+        for (page, admin) in [(proxy, "a:1"), (meta, "a:2"), (c1, "a:3")] {
+            Identity::from_status(page)
+                .unwrap()
+                .name_member(&mut members, admin);
+        }
+        assert_eq!(members[1].store.as_deref(), Some("embedded"));
+        let rows: Vec<(&str, &str, &str, Option<&str>)> = members
+            .iter()
+            .map(|m| {
+                (
+                    m.name.as_str(),
+                    m.role.as_str(),
+                    m.addr.as_str(),
+                    m.admin.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("p1", "proxy", "127.0.0.1:27401", Some("a:1")),
+                ("meta", "meta", "127.0.0.1:27300", Some("a:2")),
+                ("c1", "cell", "-", Some("a:3")),
+            ]
+        );
+        // Direct to the cells, the map named c1 already: it gets its admin, nothing added.
+        let mut members = vec![MemberInfo {
+            name: "c1".into(),
+            role: "cell".into(),
+            addr: "127.0.0.1:27301".into(),
+            admin: None,
+            store: None,
+        }];
+        Identity::from_status(c1)
+            .unwrap()
+            .name_member(&mut members, "a:3");
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].admin.as_deref(), Some("a:3"));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! deployment (meta cell, 2 data cells, 1 proxy) started as a process and direct to its
 //! cells, their JSON reports read back; a run on a deployment the load test launches
 //! itself, with a proxy and a cell master killed (`kill -9`) and the master restarted;
-//! `compare`; a reshard under load (`--reshard add-cell@T`); and the refusals.
+//! `compare`; a reshard under load (`--reshard add-cell@T`); the HTML report's sections and
+//! its layout in headless Chromium at 1000 and 1400 px (screenshots saved under
+//! target/test-artifacts/); `--cleanup`; and the refusals.
 
 use crate::bin;
 use std::net::TcpListener;
@@ -117,6 +119,24 @@ async fn short_run_through_a_dev_proxy_reports_sensible_figures() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("p99 ms"), "{stdout}");
     assert!(stdout.contains("absorption factor"), "{stdout}");
+    // The member table names the proxy, with its gRPC address and (from its admin
+    // endpoint's /status) the admin address scraped.
+    let p1 = stdout
+        .lines()
+        .find(|l| l.starts_with("p1 "))
+        .unwrap_or_else(|| panic!("no p1 line: {stdout}"));
+    let cols: Vec<&str> = p1.split_whitespace().collect();
+    assert_eq!(
+        cols[..4],
+        [
+            "p1",
+            "proxy",
+            format!("127.0.0.1:{}", base + 101).as_str(),
+            admin.as_str()
+        ],
+        "{p1}"
+    );
+    assert!(cols[4].parse::<f64>().unwrap() > 0.0, "{p1}");
 
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON report"))
@@ -160,15 +180,15 @@ async fn short_run_through_a_dev_proxy_reports_sensible_figures() {
         assert_eq!(sum, num(&r["ops"][op]["count"]), "{op}: {r:#}");
     }
     let last = &timeline[timeline.len() - 1]["sessions"];
-    assert_eq!(num(&last["safe"]), 50.0, "{r:#}");
+    assert_eq!(num(&last["current"]), 50.0, "{r:#}");
     assert_eq!(num(&last["jeopardy"]), 0.0, "{r:#}");
     assert_eq!(num(&last["expired"]), 0.0, "{r:#}");
 
-    // The HTML report: self-contained, with its three plots.
+    // The HTML report: self-contained, with its four plots.
     let page = std::fs::read_to_string(&html).expect("the HTML report");
     assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
-    assert_eq!(page.matches("<svg").count(), 3, "{page}");
-    assert_eq!(page.matches("</svg>").count(), 3, "{page}");
+    assert_eq!(page.matches("<svg").count(), 4, "{page}");
+    assert_eq!(page.matches("</svg>").count(), 4, "{page}");
     assert!(page.contains("<polyline"), "{page}");
     assert!(!page.contains("NaN") && !page.contains("<script"), "{page}");
 
@@ -194,9 +214,35 @@ async fn short_run_through_a_dev_proxy_reports_sensible_figures() {
         "40",
         "--json",
         json.to_str().expect("utf-8 path"),
+        "--cleanup",
     ])
     .await;
     assert!(out.status.success(), "warren loadtest run (cells) failed");
+    // --cleanup: the 40 files of this run (the 10 of the first run among them), their 32
+    // directories and /loadtest itself are gone from the user's deployment.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("cleanup: removed 73 nodes under /loadtest/"),
+        "{stdout}"
+    );
+    let session =
+        warren_client::Session::connect_with(warren_client::ClientOptions::proxies([format!(
+            "127.0.0.1:{}",
+            base + 101
+        )]))
+        .await
+        .expect("a session through the proxy");
+    let gone = session
+        .open("/loadtest", warren_client::OpenOptions::new().read())
+        .await
+        .err()
+        .and_then(|e| e.code());
+    assert_eq!(
+        gone,
+        Some(warren_proto::ErrorCode::NotFound),
+        "/loadtest is still there"
+    );
+    let _ = session.close().await;
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON report"))
             .expect("valid JSON");
@@ -357,7 +403,13 @@ async fn kills_on_a_launched_deployment_lose_no_acknowledged_write() {
             }
         }
     }
-    assert!(stdout.contains("server processes"), "{stdout}");
+    // The terminal's member table: p1, killed, says why it has no figures.
+    assert!(stdout.contains("\nmembers (RPC/s"), "{stdout}");
+    let p1 = stdout
+        .lines()
+        .find(|l| l.starts_with("p1 "))
+        .unwrap_or_else(|| panic!("no p1 line: {stdout}"));
+    assert!(p1.contains("(partial: "), "{p1}");
 }
 
 /// `compare` on a launched deployment: both runs, and the ratios, in one JSON.
@@ -563,4 +615,359 @@ async fn refusals_are_clear() {
     let out = loadtest(&["--target", "proxies=127.0.0.1:1", "--duration", "1s"]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"));
+}
+
+/// The headless Chromium of the machine (`chromium`, as Debian names it, or
+/// `chromium-browser`/`google-chrome`); `None` (with a loud message) when there is none
+/// outside CI. Under `CI=true` a missing browser fails the test (.ci/run installs it).
+fn chromium() -> Option<std::path::PathBuf> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            })
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but no chromium in PATH: install it (apt-get install chromium; .ci/run does)"
+        );
+        eprintln!(
+            "\n!!! SKIPPING the Chromium part of this test: no chromium in PATH \
+             (apt-get install chromium) !!!\n"
+        );
+    }
+    found
+}
+
+/// Runs headless Chromium on `url` with `args` (a fresh profile in `profile`), within 90 s.
+async fn run_chromium(
+    browser: &std::path::Path,
+    profile: &std::path::Path,
+    args: &[String],
+    url: &str,
+) -> std::process::Output {
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--hide-scrollbars",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(args)
+            .arg(url)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("chromium finishes within 90 s")
+    .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Measures the page in the browser: appended to a copy of the report (the report itself
+/// has no script), it writes what it found as JSON into `<pre id="probe-result">` once the
+/// page has loaded, for `--dump-dom` to print. Every element must end within the
+/// viewport's width, and no element that scrolls may have more to scroll.
+const PROBE: &str = r#"<script>
+window.addEventListener('load', () => {
+  const de = document.documentElement;
+  const over = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const r = el.getBoundingClientRect();
+    if (r.width > 0 && r.right > de.clientWidth + 0.5) {
+      over.push(el.tagName + (el.id ? '#' + el.id : '') + ' ends at ' + Math.round(r.right));
+    }
+    if (getComputedStyle(el).overflowX !== 'visible' && el.scrollWidth > el.clientWidth + 1) {
+      over.push(el.tagName + '.' + el.className + ' scrolls ' + el.scrollWidth + ' > ' + el.clientWidth);
+    }
+  }
+  const cells = (sel) => [...document.querySelectorAll(sel + ' tr')]
+    .map(tr => [...tr.cells].map(c => c.textContent.trim()));
+  const out = {
+    inner: window.innerWidth, client: de.clientWidth, scroll: de.scrollWidth,
+    height: de.scrollHeight, over,
+    plots: [...document.querySelectorAll('svg.plot')].map(s => Math.round(s.getBoundingClientRect().width)),
+    sections: [...document.querySelectorAll('section')].map(s => s.id),
+    run: cells('#run-metadata'), ops: cells('#op-table'), members: cells('#member-table'),
+  };
+  const pre = document.createElement('pre');
+  pre.id = 'probe-result';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>
+"#;
+
+/// A run on a launched deployment (2 cells, 2 proxies, no locks asked for) with `--json`
+/// and `--html`: the terminal names the members and the reports' paths, leaves out the lock
+/// row, and says `back to safe` for Safe events; the page's run metadata, operations and
+/// member tables parse (in Rust and in the browser), and in headless Chromium at 1000 and
+/// 1400 px nothing is wider than the window and the plots span the page; the two
+/// screenshots are saved under target/test-artifacts/.
+#[tokio::test]
+async fn the_html_report_has_its_sections_and_fits_1000_and_1400_px() {
+    // First, so that CI without a browser fails at once.
+    let browser = chromium();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("report.json");
+    let html = dir.path().join("report.html");
+    let out = loadtest(&[
+        "--deploy",
+        "dev:cells=2,proxies=2",
+        "--lease",
+        "3s",
+        "--sessions",
+        "30",
+        "--connections",
+        "4",
+        "--duration",
+        "4s",
+        "--read-rate",
+        "50",
+        "--write-rate",
+        "5",
+        "--files",
+        "20",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+        "--html",
+        html.to_str().expect("utf-8 path"),
+    ])
+    .await;
+    assert!(out.status.success(), "warren loadtest run --deploy failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The reports' paths, last.
+    let lines: Vec<&str> = stdout.lines().collect();
+    let n = lines.len();
+    assert_eq!(
+        lines[n - 2..],
+        [
+            format!(
+                "JSON report written to {}",
+                json.canonicalize().unwrap().display()
+            ),
+            format!(
+                "HTML report written to {}",
+                html.canonicalize().unwrap().display()
+            ),
+        ],
+        "{stdout}"
+    );
+    // No lock was asked for: no lock row, no lock check.
+    assert!(!stdout.lines().any(|l| l.starts_with("lock ")), "{stdout}");
+    assert!(!stdout.contains("lock check"), "{stdout}");
+    assert!(stdout.contains("back to safe (Safe events)"), "{stdout}");
+    // The member table names every member, with its addresses, rates and process figures.
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON report"))
+            .expect("valid JSON");
+    let members = r["members"].as_array().expect("members");
+    let names: Vec<&str> = members
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["meta", "c1", "c2", "p1", "p2"], "{r:#}");
+    for m in members {
+        let name = m["name"].as_str().unwrap();
+        let line = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no member line {name}: {stdout}"));
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cols.len(), 9, "{line}");
+        assert_eq!(cols[2], m["addr"].as_str().unwrap(), "{line}");
+        assert_eq!(cols[3], m["admin"].as_str().unwrap(), "{line}");
+        // Every figure measured: RPC/s, KeepAlives/s, CPU, RSS, CPU per op.
+        for figure in &cols[4..] {
+            assert!(figure.parse::<f64>().is_ok(), "{name}: {line}");
+        }
+        assert!(
+            cols[4].parse::<f64>().unwrap() > 0.0,
+            "{name} answered no RPC: {line}"
+        );
+    }
+    let run = &r["run"];
+    assert!(
+        run["command"]
+            .as_str()
+            .unwrap()
+            .contains("loadtest run --deploy dev:cells=2,proxies=2"),
+        "{run:#}"
+    );
+    assert_eq!(run["deployment"]["launched"], true, "{run:#}");
+    assert_eq!(run["deployment"]["cells"], 2, "{run:#}");
+    assert_eq!(run["deployment"]["proxies"], 2, "{run:#}");
+    assert_eq!(run["deployment"]["lease"], "3s", "{run:#}");
+    assert!(
+        run["version"]
+            .as_str()
+            .unwrap()
+            .starts_with(env!("CARGO_PKG_VERSION")),
+        "{run:#}"
+    );
+    // The timeline has the offered load and p99.9.
+    let timeline = r["timeline"].as_array().expect("a timeline");
+    let offered: f64 = timeline
+        .iter()
+        .map(|t| t["ops"]["read"]["offered"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert!(
+        offered >= r["ops"]["read"]["count"].as_f64().unwrap(),
+        "{r:#}"
+    );
+    assert!(
+        timeline
+            .iter()
+            .any(|t| t["ops"]["read"]["p999_ms"].as_f64().is_some()),
+        "{r:#}"
+    );
+
+    let page = std::fs::read_to_string(&html).expect("the HTML report");
+    assert!(!page.contains("<script"), "the report itself has no script");
+    let Some(browser) = browser else {
+        return;
+    };
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target directory")
+        .join("test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("target/test-artifacts");
+    std::fs::copy(&html, artifacts.join("loadtest-report.html")).expect("copy the report");
+    let probe = dir.path().join("probe.html");
+    std::fs::write(&probe, page.replace("</body>", &format!("{PROBE}</body>")))
+        .expect("write the probe page");
+    for width in [1000u32, 1400] {
+        let profile = tempfile::tempdir().expect("a Chromium profile");
+        let dom = run_chromium(
+            &browser,
+            profile.path(),
+            &[
+                format!("--window-size={width},900"),
+                "--run-all-compositor-stages-before-draw".into(),
+                "--virtual-time-budget=5000".into(),
+                "--dump-dom".into(),
+            ],
+            &format!("file://{}", probe.display()),
+        )
+        .await;
+        let dom = String::from_utf8_lossy(&dom.stdout);
+        let result = dom
+            .split("<pre id=\"probe-result\">")
+            .nth(1)
+            .and_then(|rest| rest.split("</pre>").next())
+            .unwrap_or_else(|| panic!("no probe result at {width} px: {dom}"));
+        let result = result
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&");
+        let m: serde_json::Value = serde_json::from_str(&result).expect("the probe's JSON");
+        eprintln!("at {width} px: {m}");
+        assert_eq!(m["inner"], width, "the window is {width} px wide: {m}");
+        assert!(
+            m["scroll"].as_u64() <= m["client"].as_u64(),
+            "the page is wider than the window at {width} px: {m}"
+        );
+        assert_eq!(
+            m["over"],
+            serde_json::json!([]),
+            "overflowing at {width} px: {m}"
+        );
+        // The four plots span the page (the body's width: the window less its margins).
+        let plots = m["plots"].as_array().expect("plots");
+        assert_eq!(plots.len(), 4, "{m}");
+        let body = m["client"].as_f64().unwrap() - 48.0;
+        for p in plots {
+            assert!(
+                (p.as_f64().unwrap() - body).abs() <= 2.0,
+                "a plot {p} px wide in a {body} px body: {m}"
+            );
+        }
+        assert_eq!(
+            m["sections"],
+            serde_json::json!(["run", "operations", "members", "plots"]),
+            "{m}"
+        );
+        let rows = |key: &str| m[key].as_array().expect(key).clone();
+        let run_rows: Vec<String> = rows("run")
+            .iter()
+            .map(|r| r[0].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            run_rows,
+            [
+                "date",
+                "version",
+                "command",
+                "deployment",
+                "target",
+                "workload",
+                "window"
+            ],
+            "{m}"
+        );
+        let op_rows: Vec<&str> = m["ops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[0].as_str().unwrap())
+            .collect();
+        assert_eq!(op_rows, ["op", "read", "write", "total"], "{m}");
+        assert!(
+            m["ops"][0]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("p99.9 ms")),
+            "{m}"
+        );
+        let member_rows: Vec<&str> = m["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[0].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            member_rows,
+            ["member", "meta", "c1", "c2", "p1", "p2"],
+            "{m}"
+        );
+
+        // The screenshot, of the report itself (no probe), the page's whole height.
+        let height = m["height"].as_u64().unwrap_or(3000).clamp(900, 8000);
+        let png = artifacts.join(format!("loadtest-report-{width}px.png"));
+        let _ = std::fs::remove_file(&png);
+        let profile = tempfile::tempdir().expect("a Chromium profile");
+        run_chromium(
+            &browser,
+            profile.path(),
+            &[
+                format!("--window-size={width},{height}"),
+                "--run-all-compositor-stages-before-draw".into(),
+                "--virtual-time-budget=5000".into(),
+                format!("--screenshot={}", png.display()),
+            ],
+            &format!("file://{}", html.display()),
+        )
+        .await;
+        let bytes = std::fs::read(&png).expect("the screenshot");
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+        let png_width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+        assert_eq!(png_width, width, "the screenshot's width");
+        eprintln!("screenshot at {width} px: {}", png.display());
+    }
 }
