@@ -126,11 +126,13 @@ mod acl;
 mod deployment;
 mod failure;
 mod locks;
+mod members;
 mod nodes;
 mod output;
 mod repair;
 mod reshard;
 mod reshard_output;
+mod sessions;
 mod watch;
 
 use clap::{Args, Subcommand};
@@ -140,7 +142,7 @@ use warren_client::{ClientOptions, LockMode, Sequencer, Session};
 use warren_config::parse_duration_or_seconds;
 
 use failure::Failure;
-use output::Output;
+use output::{Format, Output};
 pub use reshard::{ReshardCommand, DEFAULT_META};
 
 /// The first proxy of `warren dev` (at its default `--base-port`); the endpoint when neither
@@ -151,6 +153,8 @@ pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7201";
 const EXIT_ERROR: u8 = 2;
 /// Exit status of `check-sequencer` for a stale sequencer.
 const EXIT_STALE: u8 = 1;
+/// Exit status of `endpoint health` when a member is unhealthy.
+const EXIT_UNHEALTHY: u8 = 1;
 /// Exit status when Ctrl-C interrupts a command before it did its work (128 + SIGINT).
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -177,8 +181,18 @@ pub struct CtlArgs {
         value_name = "HOST:PORT[,HOST:PORT…]"
     )]
     pub proxies: Vec<String>,
-    /// Print JSON (stat, ls, status, lock, watch, check-sequencer, deployment init, map show,
-    /// map repair, reshard).
+    /// The form of the output, errors included: `simple` (`key: value` lines), `table`
+    /// (bordered tables) or `json` (one JSON value per line; errors as JSON on stderr).
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        global = true,
+        value_enum,
+        default_value_t = Format::Simple,
+        value_name = "FORMAT"
+    )]
+    pub write_out: Format,
+    /// The same as `-w json`.
     #[arg(long, global = true)]
     pub json: bool,
     /// The session's grace period: how long to keep looking for the master after the
@@ -225,10 +239,22 @@ pub enum CtlCommand {
         #[arg(long)]
         ephemeral: bool,
     },
-    /// Print a file's contents, nothing added.
+    /// Print a file's contents, nothing added; with --prefix, every file under a directory.
     Cat {
-        /// The file.
+        /// The file (with --prefix: the directory).
         path: String,
+        /// Print every file under the directory PATH (at any depth): its path, then its
+        /// contents (etcdctl's `get --prefix`).
+        #[arg(long)]
+        prefix: bool,
+    },
+    /// The same as `cat`: etcdctl's name (`get --prefix DIR` prints every file under DIR).
+    Get {
+        /// The file (with --prefix: the directory).
+        path: String,
+        /// Every file under the directory PATH, with its contents.
+        #[arg(long)]
+        prefix: bool,
     },
     /// Print a node's metadata.
     Stat {
@@ -239,16 +265,30 @@ pub enum CtlCommand {
     Ls {
         /// The directory.
         path: String,
+        /// Every node under the directory, at any depth, by its path under it.
+        #[arg(short = 'r', long)]
+        recursive: bool,
     },
     /// Delete a node (a directory only when empty).
     Rm {
         /// The node.
         path: String,
+        /// Delete the directory and everything under it (asks first on a terminal).
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Do not ask before `rm -r` (needed when stdin is not a terminal).
+        #[arg(short = 'y', long)]
+        yes: bool,
     },
-    /// Acquire a lock, print its sequencer, hold it, release it.
+    /// Acquire a lock, print its sequencer, hold it, release it; `lock list PATH` shows a
+    /// lock's holders and waiters instead.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Lock {
+        #[command(subcommand)]
+        list: Option<LockListCommand>,
         /// The node to lock (must exist; opened with write intent).
-        path: String,
+        #[arg(required = true)]
+        path: Option<String>,
         /// Acquire in shared (reader) mode instead of exclusive.
         #[arg(long)]
         shared: bool,
@@ -273,8 +313,22 @@ pub enum CtlCommand {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
-    /// Show which server is master, its epoch and deployment.
+    /// Show which server is master, its epoch and deployment (the first endpoint that
+    /// answers; `endpoint status` shows every member).
     Status,
+    /// Every member of the deployment (meta cell, data cells and their replicas, proxies):
+    /// `status` (a row each: role, epochs, sessions, nodes, store, version) or `health`.
+    Endpoint {
+        #[command(subcommand)]
+        command: EndpointCommand,
+    },
+    /// The sessions every cell's master holds.
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
+    /// This binary's version and the commit it was built from.
+    Version,
     /// Show or change a node's ACL names, and write ACL files' principals.
     Acl {
         #[command(subcommand)]
@@ -295,6 +349,62 @@ pub enum CtlCommand {
     Reshard {
         #[command(subcommand)]
         command: ReshardCommand,
+    },
+}
+
+/// Where the deployment's members are: the meta cell, and their admin ports.
+#[derive(Debug, Clone, Args)]
+pub struct MemberArgs {
+    /// The meta cell (its replicas); the data cells are read from its partition map.
+    #[arg(
+        long,
+        default_value = DEFAULT_META,
+        value_delimiter = ',',
+        value_name = "HOST:PORT[,HOST:PORT…]"
+    )]
+    pub meta: Vec<String>,
+    /// Each member's admin HTTP port is its gRPC port plus this (80 in `warren dev`'s
+    /// layout).
+    #[arg(long, default_value_t = members::DEFAULT_ADMIN_OFFSET, value_name = "N")]
+    pub admin_offset: u16,
+}
+
+/// `warren ctl endpoint …`.
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// A row per member: role, epoch, map epoch, sessions, nodes, store health, version
+    /// (`-` where a member does not have or did not give the number). Proxies come from
+    /// --proxies.
+    Status {
+        #[command(flatten)]
+        members: MemberArgs,
+    },
+    /// Whether each member answers and is ready; exit 1 if any is not.
+    Health {
+        #[command(flatten)]
+        members: MemberArgs,
+    },
+}
+
+/// `warren ctl session …`.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Each session at each cell: principal, proxy, lease left, handles and locks.
+    List {
+        #[command(flatten)]
+        members: MemberArgs,
+    },
+}
+
+/// `warren ctl lock list PATH`.
+#[derive(Debug, Subcommand)]
+pub enum LockListCommand {
+    /// The lock on PATH: its generation, holders and waiters.
+    List {
+        /// The node (`/a` or `/ls/<deployment>/a`).
+        path: String,
+        #[command(flatten)]
+        members: MemberArgs,
     },
 }
 
@@ -359,17 +469,108 @@ pub enum MapCommand {
 
 /// Runs `warren ctl`; the exit status follows the module doc.
 pub async fn run(args: CtlArgs) -> ExitCode {
-    match execute(args).await {
+    let out = Output::new(args.write_out, args.json);
+    match execute(args, out).await {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("error: {}: {}", f.code, f.message);
+            eprintln!("{}", out.error_text(&f));
             ExitCode::from(EXIT_ERROR)
         }
     }
 }
 
-async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
+/// `version`'s record: the crate's version and the commit (`git describe` at build time,
+/// `unknown` outside a git checkout).
+fn version_record() -> output::Record {
+    output::Record::default()
+        .field("version", env!("CARGO_PKG_VERSION"))
+        .field(
+            "commit",
+            option_env!("WARREN_GIT_DESCRIBE").unwrap_or("unknown"),
+        )
+}
+
+/// The commands that read the members' admin pages and need no session.
+async fn run_members(
+    command: &CtlCommand,
+    proxies: &[String],
+    out: Output,
+) -> Option<Result<ExitCode, Failure>> {
+    let (members, proxies) = match command {
+        CtlCommand::Endpoint {
+            command: EndpointCommand::Status { members } | EndpointCommand::Health { members },
+        } => (members, proxies),
+        CtlCommand::Session {
+            command: SessionCommand::List { members },
+        }
+        | CtlCommand::Lock {
+            list: Some(LockListCommand::List { members, .. }),
+            ..
+        } => (members, &[][..]),
+        _ => return None,
+    };
+    let result = async {
+        let meta: Vec<String> = members
+            .meta
+            .iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        failure::check_endpoints(&meta)?;
+        failure::check_endpoints(proxies)?;
+        let offset = members.admin_offset;
+        match command {
+            CtlCommand::Endpoint { command } => {
+                let map = members::read_map(&meta, offset).await.ok().flatten();
+                let all = members::members(&meta, map.as_ref(), proxies);
+                let probes = members::probe_all(&all, offset).await;
+                match command {
+                    EndpointCommand::Status { .. } => {
+                        output::print_line(&members::status_text(&probes, out))?;
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    EndpointCommand::Health { .. } => {
+                        output::print_line(&members::health_text(&probes, out))?;
+                        Ok(if probes.iter().all(|p| p.healthy) {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::from(EXIT_UNHEALTHY)
+                        })
+                    }
+                }
+            }
+            CtlCommand::Session { .. } => {
+                sessions::list(&meta, offset, out).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            CtlCommand::Lock {
+                list: Some(LockListCommand::List { path, .. }),
+                ..
+            } => {
+                sessions::lock_list(&meta, offset, path, out).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => unreachable!("matched above"),
+        }
+    };
+    Some(result.await)
+}
+
+async fn execute(args: CtlArgs, out: Output) -> Result<ExitCode, Failure> {
     args.tls.install().map_err(Failure::invalid)?;
+    if let CtlCommand::Version = args.command {
+        output::print_line(&out.record(&version_record()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let proxies: Vec<String> = args
+        .proxies
+        .iter()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if let Some(result) = run_members(&args.command, &proxies, out).await {
+        return result;
+    }
     // The reshard commands talk to the meta cell named by their own `--meta`.
     if let CtlCommand::Reshard { command } = args.command {
         let grace = args.grace;
@@ -381,7 +582,7 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
                 None => options,
             }
         };
-        return reshard::run(command, Output { json: args.json }, options).await;
+        return reshard::run(command, out, options).await;
     }
     // `deployment init` and `map repair` talk to the meta cell named by `--meta`, directly.
     let meta = match &args.command {
@@ -410,7 +611,7 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
             "no endpoint: give --endpoint HOST:PORT or set WARREN_ENDPOINT",
         ));
     }
-    let out = Output { json: args.json };
+    failure::check_endpoints(&endpoints)?;
     // The map code path writes maps as the operator (the meta cell refuses anyone else).
     let principal = if meta.is_some() {
         warren_client::admin::OPERATOR_PRINCIPAL.to_string()
@@ -424,8 +625,11 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
         options = options.grace_period(grace);
     }
     if let CtlCommand::Status = args.command {
-        let info = warren_client::locate(&endpoints, options.rpc_timeout).await?;
-        output::print_line(&output::status_text(&info, out.json))?;
+        let info = match warren_client::locate(&endpoints, options.rpc_timeout).await {
+            Ok(info) => info,
+            Err(e) => return Err(failure::with_hint(e.into(), &endpoints).await),
+        };
+        output::print_line(&output::status_text(&info, out))?;
         return Ok(ExitCode::SUCCESS);
     }
     // Check arguments before connecting, so bad input fails the same with or without a
@@ -447,7 +651,10 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
         CtlCommand::Put { value, .. } if value == "-" => Some(nodes::read_stdin().await?),
         _ => None,
     };
-    let session = Session::connect_with(options).await?;
+    let session = match Session::connect_with(options).await {
+        Ok(s) => s,
+        Err(e) => return Err(failure::with_hint(e.into(), &endpoints).await),
+    };
     let result = dispatch(&session, args.command, stdin_value, out, &endpoints).await;
     // Ends the session at once: locks are released, ephemeral nodes go.
     let _ = session.close().await;
@@ -463,7 +670,9 @@ async fn dispatch(
     endpoints: &[String],
 ) -> Result<ExitCode, Failure> {
     match command {
-        CtlCommand::Mkdir { path, ephemeral } => nodes::mkdir(session, &path, ephemeral).await?,
+        CtlCommand::Mkdir { path, ephemeral } => {
+            nodes::mkdir(session, &path, ephemeral, out).await?
+        }
         CtlCommand::Put {
             path,
             value,
@@ -471,17 +680,28 @@ async fn dispatch(
             ephemeral,
         } => {
             let data = stdin_value.unwrap_or_else(|| value.into_bytes());
-            nodes::put(session, &path, data, if_generation, ephemeral).await?;
+            nodes::put(session, &path, data, if_generation, ephemeral, out).await?;
         }
-        CtlCommand::Cat { path } => nodes::cat(session, &path).await?,
+        CtlCommand::Cat { path, prefix } | CtlCommand::Get { path, prefix } => {
+            if prefix {
+                nodes::cat_prefix(session, &path, out).await?
+            } else {
+                nodes::cat(session, &path, out).await?
+            }
+        }
         CtlCommand::Stat { path } => nodes::stat(session, &path, out).await?,
-        CtlCommand::Ls { path } => nodes::ls(session, &path, out).await?,
-        CtlCommand::Rm { path } => nodes::rm(session, &path).await?,
-        CtlCommand::Lock {
+        CtlCommand::Ls { path, recursive } => nodes::ls(session, &path, recursive, out).await?,
+        CtlCommand::Rm {
             path,
+            recursive,
+            yes,
+        } => nodes::rm(session, &path, recursive, yes, out).await?,
+        CtlCommand::Lock {
+            path: Some(path),
             shared,
             try_only,
             hold,
+            ..
         } => {
             let mode = if shared {
                 LockMode::Shared
@@ -497,7 +717,7 @@ async fn dispatch(
         CtlCommand::Acl { command } => acl::run(session, command, out).await?,
         CtlCommand::Status => {
             let info = session.locate().await?;
-            output::print_line(&output::status_text(&info, out.json))?;
+            output::print_line(&output::status_text(&info, out))?;
         }
         CtlCommand::Deployment {
             command: DeploymentCommand::Init { cells, slots, .. },
@@ -510,7 +730,13 @@ async fn dispatch(
                 from_cell, from, ..
             },
         } => repair::repair(session, endpoints, &from_cell, from.as_deref(), out).await?,
-        CtlCommand::Reshard { .. } => unreachable!("reshard commands run before a session"),
+        CtlCommand::Reshard { .. }
+        | CtlCommand::Endpoint { .. }
+        | CtlCommand::Session { .. }
+        | CtlCommand::Version
+        | CtlCommand::Lock { path: None, .. } => {
+            unreachable!("these commands run before a session")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
