@@ -158,3 +158,52 @@ fn hold_must_be_a_duration() {
         assert!(e.to_string().contains("--hold"), "{bad}: {e}");
     }
 }
+
+/// The audit of every duration flag: each argument anywhere under `warren ctl` whose value
+/// is a DURATION takes `5s` and a plain `5` alike, and refuses `soon`.
+#[test]
+fn every_duration_flag_takes_seconds_with_or_without_the_unit() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: &mut Vec<String>, found: &mut Vec<(Vec<String>, String)>) {
+        for arg in cmd.get_arguments() {
+            let is_duration = arg
+                .get_value_names()
+                .is_some_and(|names| names.iter().any(|n| n.as_str() == "DURATION"));
+            if let (true, Some(long)) = (is_duration, arg.get_long()) {
+                found.push((path.clone(), format!("--{long}")));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            path.push(sub.get_name().to_string());
+            walk(sub, path, found);
+            path.pop();
+        }
+    }
+    let cli = Cli::command();
+    let ctl = cli.find_subcommand("ctl").expect("ctl");
+    let mut found = Vec::new();
+    walk(ctl, &mut Vec::new(), &mut found);
+    let flags: Vec<&str> = found.iter().map(|(_, f)| f.as_str()).collect();
+    for want in ["--grace", "--hold", "--freeze-timeout"] {
+        assert!(flags.contains(&want), "{want} not found among {flags:?}");
+    }
+    for (path, flag) in &found {
+        // The positional arguments each command needs, so the flag is what is tested.
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        match args.as_slice() {
+            ["lock"] => args.push("/x"),
+            ["reshard", "apply"] => args.push("plan.json"),
+            [] => args.extend(["stat", "/x"]),
+            _ => {}
+        }
+        for value in ["5", "5s", "1.5", "500ms"] {
+            let mut argv = args.clone();
+            argv.extend([flag.as_str(), value]);
+            let a = parse(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            drop(a);
+        }
+        let mut argv = args.clone();
+        argv.extend([flag.as_str(), "soon"]);
+        assert!(parse(&argv).is_err(), "{argv:?} was accepted");
+    }
+}
