@@ -1,7 +1,7 @@
 //! `warren ctl`: the operator and user command line, a thin layer over `warren-client`.
 //!
 //! ```text
-//! warren ctl [--endpoint HOST:PORT[,HOST:PORT…] | --proxies HOST:PORT,…] [--json] [--grace DURATION] CMD
+//! warren ctl [--endpoint HOST:PORT[,HOST:PORT…] | --proxies HOST:PORT,…] [-w simple|table|json] [--grace DURATION] CMD
 //! ```
 //!
 //! The endpoint defaults to `$WARREN_ENDPOINT`, else `127.0.0.1:7201` (the first proxy of
@@ -18,13 +18,17 @@
 //! | `mkdir PATH [--ephemeral]` | creates a directory; fails if it exists | nothing |
 //! | `put PATH VALUE [--if-generation N] [--ephemeral]` | writes VALUE (`-`: stdin), creating the file if missing; with `--if-generation` only if the file's content generation is N | nothing |
 //! | `cat PATH` | reads the file (a directory is INVALID_ARGUMENT: list it with `ls`) | its contents, nothing added |
+//! | `cat --prefix DIR` / `get --prefix DIR` | reads every file under DIR, at any depth | per file, its full path on a line, then its contents and a newline |
 //! | `stat PATH` | reads the metadata, and which cell holds the node | `key: value` lines (below) |
-//! | `ls PATH` | lists a directory | one child per line, sorted; directories end in `/` |
-//! | `rm PATH` | deletes the node (a directory only when empty) | nothing |
+//! | `ls PATH [-r]` | lists a directory (`-r`: every node under it, by its path under it) | one child per line, sorted; directories end in `/` |
+//! | `rm PATH [-r [-y]]` | deletes the node (a directory only when empty; `-r`: with everything under it, after a confirmation on the terminal, or `-y`) | nothing |
 //! | `lock PATH [--shared] [--try] [--hold DURATION]` | opens with write intent, acquires (waits, or fails at once with `--try`), holds for DURATION (default: until Ctrl-C), releases | the sequencer once held; session events on stderr (below) |
 //! | `check-sequencer SEQUENCER` | asks whether the sequencer is current | `current` (exit 0) or `stale` (exit 1) |
 //! | `watch PATH [--count N]` | opens with every event bit; stops after N events (default: at Ctrl-C) | one event per line |
 //! | `status` | `Locate` on the first endpoint that answers | `key: value` lines |
+//! | `endpoint status\|health [--meta …] [--admin-offset N]` | every member: the meta cell, the data cells' replicas (from the map), `--proxies` | a row per member (docs/ctl.md) |
+//! | `session list [--meta …]` / `lock list PATH [--meta …]` | every cell master's admin `/debug/sessions` | a row per session / the lock's holders and waiters (docs/ctl.md) |
+//! | `version` | this binary's version and commit | `version:`, `commit:` lines |
 //! | `acl get PATH` | reads the node's ACL names (files in `/ls/<d>/acl/`) | `path:`, `read:`, `write:`, `change_acl:` lines (`(none)` for an empty name: unrestricted) |
 //! | `acl set PATH [--read NAME] [--write NAME] [--change-acl NAME] [--file NAME=P1,P2 …]` | writes each `--file` ACL file (one principal per line, created if missing), then changes the names given (the others stay) | as `acl get`, after the change |
 //! | `deployment init --meta HOST:PORT[,…] --cell NAME=HOST:PORT[,HOST:PORT…] [--cell …] [--slots S]` | writes the deployment's first partition map (epoch 1; S slots, default 4096, spread evenly over the cells in the order given) to `/ls/<deployment>/warren/map` on the meta cell (`--meta` is the endpoint; `--endpoint`/`--proxies` are ignored); never replaces a map (`ALREADY_EXISTS`) | `initialised deployment D: map epoch 1, S slots over N cells` |
@@ -94,9 +98,11 @@
 //! master), `safe` (found it in time), `failover` (a new master took over; the lock is
 //! still held), `expired` (the session, and with it the lock, is lost; exit 2).
 //!
-//! `--json` prints one compact JSON value per line instead, for `stat` (an object with
+//! `-w table` prints bordered tables (docs/ctl.md). `-w json` (or `--json`) prints one compact
+//! JSON value per line instead, for every command (`mkdir`, `put`, `rm` and `cat` print their
+//! result as an object; docs/ctl.md), for `stat` (an object with
 //! `path` and the stat fields by name: `kind` `"file"`/`"directory"`, `instance`,
-//! `content_generation`, `lock_generation`, `acl_generation`, `checksum` (a number), `acl`
+//! `content_generation`, `lock_generation`, `acl_generation`, `checksum` (the text's hex string), `acl`
 //! `{read, write, change_acl}`, `ephemeral`, `child_count`, `length`, `cell`), `ls` (an array of
 //! `{name, stat}`), `status` (an object with the keys above), `lock` (`{sequencer, path,
 //! mode, instance, lock_generation}`), `watch` (`{event, path?, child?, change?}` per event)
@@ -106,8 +112,9 @@
 //! `reshard status` and `reshard abort` the job's JSON as the meta cell returns it (`null`:
 //! no job ever ran).
 //!
-//! Exit status: 0 on success; 1 for a stale sequencer; 2 for an error, reported on stderr as
-//! exactly `error: CODE: message` with CODE from the error table (`NOT_FOUND`, `LOCK_HELD`,
+//! Exit status: 0 on success; 1 for a stale sequencer or an unhealthy member (`endpoint
+//! health`); 2 for an error, reported on stderr as exactly `error: CODE: message` (with `-w
+//! json`: `{"error":{"code":CODE,"message":message}}`) with CODE from the error table (`NOT_FOUND`, `LOCK_HELD`,
 //! `TOO_LARGE`, …) or `UNAVAILABLE` when no server could be reached (`error: UNAVAILABLE:
 //! cannot reach 127.0.0.1:7201: …`); 130 when Ctrl-C interrupts `lock` before the lock is
 //! held. Usage errors are clap's (exit 2).
