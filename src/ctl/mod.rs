@@ -528,7 +528,14 @@ async fn run_members(
         let offset = members.admin_offset;
         match command {
             CtlCommand::Endpoint { command } => {
-                let map = members::read_map(&meta, offset).await.ok().flatten();
+                let map = match members::read_map(&meta, offset).await {
+                    Ok(map) => map,
+                    Err(f) => {
+                        // The members that can be named are still worth a row each.
+                        eprintln!("warning: the data cells are not listed: {}", f.message);
+                        None
+                    }
+                };
                 let all = members::members(&meta, map.as_ref(), proxies);
                 let probes = members::probe_all(&all, offset).await;
                 match command {

@@ -293,22 +293,35 @@ pub(crate) fn ls_text(entries: &[DirEntry], out: Output) -> String {
         .join("\n")
 }
 
-/// `status`'s output.
+/// `status`'s output. A proxy has no cell, epoch or store of its own: those are `-` (JSON
+/// `null`), not an empty name and 0; `warren ctl endpoint status` shows every member.
 pub(crate) fn status_text(info: &LocateInfo, out: Output) -> String {
-    out.record(
-        &Record::default()
-            .field("endpoint", info.endpoint.as_str())
-            .field("cell", info.cell.as_str())
-            .field("master", info.master.as_str())
-            .field("epoch", info.epoch)
-            .field("map_epoch", info.map_epoch)
-            .field("deployment", info.deployment.as_str())
-            .field("is_master", info.is_master)
-            .field("serving", info.serving)
-            .field("role", info.role.as_str())
-            .field("replica", info.replica.as_str())
-            .field("store_health", info.store_health.as_str()),
-    )
+    let proxy = info.role == "proxy";
+    let absent = |key: &'static str, r: Record, text: String, json: Value| {
+        if proxy {
+            r.text_only(key, "-".into()).json_only(key, Value::Null)
+        } else {
+            r.text_only(key, text).json_only(key, json)
+        }
+    };
+    let r = Record::default().field("endpoint", info.endpoint.as_str());
+    let r = absent("cell", r, info.cell.clone(), info.cell.as_str().into());
+    let r = r.field("master", info.master.as_str());
+    let r = absent("epoch", r, info.epoch.to_string(), info.epoch.into());
+    let r = r
+        .field("map_epoch", info.map_epoch)
+        .field("deployment", info.deployment.as_str())
+        .field("is_master", info.is_master)
+        .field("serving", info.serving)
+        .field("role", info.role.as_str())
+        .field("replica", info.replica.as_str());
+    let r = absent(
+        "store_health",
+        r,
+        info.store_health.clone(),
+        info.store_health.as_str().into(),
+    );
+    out.record(&r)
 }
 
 /// `lock`'s line once the lock is held: the sequencer alone in the simple form.
@@ -602,5 +615,22 @@ mod tests {
         let v: Value = serde_json::from_str(&status_text(&info, JSON)).expect("json");
         assert_eq!(v["deployment"], "local");
         assert_eq!(v["serving"], true);
+        assert_eq!(v["epoch"], 1);
+        // A proxy: no cell, epoch or store of its own.
+        let proxy = LocateInfo {
+            cell: String::new(),
+            epoch: 0,
+            role: "proxy".into(),
+            ..info
+        };
+        let text = status_text(&proxy, SIMPLE);
+        assert!(
+            text.contains("\ncell: -\n") && text.contains("\nepoch: -\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("store_health: -"), "{text}");
+        let v: Value = serde_json::from_str(&status_text(&proxy, JSON)).expect("json");
+        assert_eq!((&v["cell"], &v["epoch"]), (&Value::Null, &Value::Null));
+        assert_eq!(v["map_epoch"], 0);
     }
 }

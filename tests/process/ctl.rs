@@ -911,6 +911,38 @@ async fn endpoints_sessions_and_locks_of_a_dev_deployment() {
         stdout(&o)
     );
 
+    // `status` at a proxy: no cell, epoch or store of its own (not "" and 0).
+    let o = ctl(&["--endpoint", &proxy, "status"]).await;
+    ok(&o);
+    assert!(
+        stdout(&o).contains("\ncell: -\n")
+            && stdout(&o).contains("\nepoch: -\n")
+            && stdout(&o).contains("role: proxy"),
+        "{}",
+        stdout(&o)
+    );
+    let v = json_of(&ctl(&["--endpoint", &proxy, "-w", "json", "status"]).await);
+    assert_eq!(
+        (&v["epoch"], &v["map_epoch"]),
+        (&serde_json::Value::Null, &serde_json::json!(1))
+    );
+    // Admin pages not where --admin-offset says: the gRPC columns stay, the rest is `-`,
+    // and the data cells it could not find are reported.
+    let o = ctl(&["endpoint", "status", "--meta", &meta, "--admin-offset", "5"]).await;
+    ok(&o);
+    assert!(
+        stderr(&o).contains("warning: the data cells are not listed"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stdout(&o).starts_with(&format!(
+            "{meta}, meta, meta master, 1, 1, -, -, ok, -, admin http://"
+        )),
+        "{}",
+        stdout(&o)
+    );
+
     // endpoint health: every member healthy; a proxy that is not there makes it exit 1.
     let o = ctl(&["--proxies", &proxy, "endpoint", "health", "--meta", &meta]).await;
     ok(&o);
