@@ -1093,6 +1093,14 @@ async fn endpoints_sessions_and_locks_of_a_dev_deployment() {
     );
     let _ = alice.start_kill();
 
+    // Only a cell's master keeps a session table: a proxy's admin page says so.
+    let (code, body) =
+        crate::http_get(&format!("127.0.0.1:{}", base + 181), "/debug/sessions").await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("ask a cell's master"), "{body}");
+    let (code, body) = crate::http_get(&format!("127.0.0.1:{}", base + 181), "/version").await;
+    assert_eq!((code, body.trim()), (200, env!("CARGO_PKG_VERSION")));
+
     // An admin port given as the endpoint is named as one, not "broken pipe".
     let admin = format!("127.0.0.1:{}", base + 80);
     let o = ctl(&["--endpoint", &admin, "stat", "/l"]).await;
@@ -1189,4 +1197,75 @@ async fn rust_log_and_warren_log() {
     assert!(!quiet.contains("INFO"), "RUST_LOG=error: {quiet}");
     let both = run(vec![("RUST_LOG", "error"), ("WARREN_LOG", "info")]).await;
     assert!(both.contains("INFO"), "WARREN_LOG wins: {both}");
+}
+
+/// `rm -r` on a terminal asks first: `n` deletes nothing (CANCELLED), `y` deletes the
+/// subtree. The terminal is a real pseudo-terminal from util-linux's `script`.
+#[tokio::test]
+async fn rm_r_asks_on_a_terminal() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "`script` (util-linux, Debian's bsdutils) is needed for this test in CI"
+        );
+        eprintln!("SKIPPED rm_r_asks_on_a_terminal: no `script` (util-linux) on this machine");
+        return;
+    }
+    let (cell, _dir) = cell().await;
+    let ep = cell.addr();
+    for args in [["mkdir", "/q"], ["mkdir", "/q/d"]] {
+        let o = warren(&["ctl", "--endpoint", &ep, args[0], args[1]]).await;
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = warren(&["ctl", "--endpoint", &ep, "put", "/q/d/f", "x"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    // `script -qec CMD /dev/null` runs CMD on a new pseudo-terminal, feeding it our stdin.
+    let on_a_terminal = |answer: &'static str| {
+        let cmd = format!("{} ctl --endpoint {ep} rm -r /q", bin().display());
+        async move {
+            let mut child = tokio::process::Command::new("script")
+                .args(["-qec", &cmd, "/dev/null"])
+                .env_remove("WARREN_ENDPOINT")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("run script");
+            {
+                use tokio::io::AsyncWriteExt;
+                let mut stdin = child.stdin.take().unwrap();
+                stdin.write_all(answer.as_bytes()).await.unwrap();
+            }
+            tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+                .await
+                .expect("rm -r answered")
+                .unwrap()
+        }
+    };
+    let o = on_a_terminal("n\n").await;
+    let screen = stdout(&o);
+    assert_eq!(o.status.code(), Some(2), "{screen}");
+    assert!(
+        screen.contains("delete /ls/local/q and the 2 nodes under it? [y/N]"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("error: CANCELLED: nothing deleted"),
+        "{screen}"
+    );
+    let o = warren(&["ctl", "--endpoint", &ep, "ls", "-r", "/q"]).await;
+    assert_eq!(stdout(&o), "d/\nd/f\n", "nothing deleted");
+    let o = on_a_terminal("y\n").await;
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = warren(&["ctl", "--endpoint", &ep, "stat", "/q"]).await;
+    assert!(
+        stderr(&o).starts_with("error: NOT_FOUND: "),
+        "{}",
+        stderr(&o)
+    );
 }
