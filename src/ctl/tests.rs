@@ -207,3 +207,58 @@ fn every_duration_flag_takes_seconds_with_or_without_the_unit() {
         assert!(parse(&argv).is_err(), "{argv:?} was accepted");
     }
 }
+
+#[test]
+fn parses_the_operator_commands() {
+    let a = parse(&[
+        "lock",
+        "list",
+        "/x",
+        "--meta",
+        "h:1,h:2",
+        "--admin-offset",
+        "7",
+    ])
+    .unwrap();
+    assert!(matches!(
+        &a.command,
+        CtlCommand::Lock { list: Some(LockListCommand::List { path, members }), path: None, .. }
+            if path == "/x" && members.meta == ["h:1", "h:2"] && members.admin_offset == 7
+    ));
+    let a = parse(&["lock", "/list"]).unwrap();
+    assert!(
+        matches!(&a.command, CtlCommand::Lock { list: None, path: Some(p), .. } if p == "/list")
+    );
+    assert!(parse(&["lock"]).is_err(), "lock needs a PATH");
+    let a = parse(&["-w", "table", "endpoint", "status"]).unwrap();
+    assert_eq!(a.write_out, Format::Table);
+    assert!(matches!(
+        &a.command,
+        CtlCommand::Endpoint { command: EndpointCommand::Status { members } }
+            if members.meta == [DEFAULT_META] && members.admin_offset == 80
+    ));
+    assert!(parse(&["-w", "yaml", "stat", "/x"]).is_err());
+    let a = parse(&["rm", "-r", "-y", "/x"]).unwrap();
+    assert!(matches!(
+        a.command,
+        CtlCommand::Rm {
+            recursive: true,
+            yes: true,
+            ..
+        }
+    ));
+    let a = parse(&["get", "--prefix", "/d"]).unwrap();
+    assert!(matches!(a.command, CtlCommand::Get { prefix: true, .. }));
+    let a = parse(&["ls", "-r", "/d"]).unwrap();
+    assert!(matches!(
+        a.command,
+        CtlCommand::Ls {
+            recursive: true,
+            ..
+        }
+    ));
+    assert!(matches!(
+        parse(&["version"]).unwrap().command,
+        CtlCommand::Version
+    ));
+}
