@@ -87,7 +87,8 @@ pub(crate) async fn with_hint(mut f: Failure, endpoints: &[String]) -> Failure {
             return f;
         }
     }
-    if f.code == "UNAVAILABLE" {
+    // A TLS refusal already names its fix; the server is there.
+    if f.code == "UNAVAILABLE" && !f.message.contains("TLS") {
         f.message = format!(
             "{}; is `warren dev` (or the cell or proxy) running and listening at {}?",
             f.message,
