@@ -284,27 +284,34 @@ fn opt_json<T: Into<Value> + Clone>(v: &Option<T>) -> Value {
     v.clone().map_or(Value::Null, Into::into)
 }
 
+/// A member's JSON row: who it is, then `fields`.
+fn json_row(p: &Probe, fields: Value) -> Value {
+    let mut row = json!({"endpoint": p.endpoint, "name": p.name, "role": p.role});
+    if let (Value::Object(row), Value::Object(fields)) = (&mut row, fields) {
+        row.extend(fields);
+    }
+    row
+}
+
+/// Every member's JSON row, as one array.
+fn json_rows(probes: &[Probe], fields: impl Fn(&Probe) -> Value) -> String {
+    Value::Array(probes.iter().map(|p| json_row(p, fields(p))).collect()).to_string()
+}
+
 /// `endpoint status`'s output: a row per member.
 pub(crate) fn status_text(probes: &[Probe], out: Output) -> String {
     if out.json {
-        let rows: Vec<Value> = probes
-            .iter()
-            .map(|p| {
-                json!({
-                    "endpoint": p.endpoint,
-                    "name": p.name,
-                    "role": p.role,
-                    "epoch": opt_json(&p.epoch),
-                    "map_epoch": opt_json(&p.map_epoch),
-                    "sessions": opt_json(&p.sessions),
-                    "nodes": opt_json(&p.nodes),
-                    "store_health": opt_json(&p.store_health),
-                    "version": opt_json(&p.version),
-                    "errors": p.errors,
-                })
+        return json_rows(probes, |p| {
+            json!({
+                "epoch": opt_json(&p.epoch),
+                "map_epoch": opt_json(&p.map_epoch),
+                "sessions": opt_json(&p.sessions),
+                "nodes": opt_json(&p.nodes),
+                "store_health": opt_json(&p.store_health),
+                "version": opt_json(&p.version),
+                "errors": p.errors,
             })
-            .collect();
-        return Value::Array(rows).to_string();
+        });
     }
     let rows: Vec<Vec<String>> = probes
         .iter()
@@ -360,20 +367,13 @@ pub(crate) fn status_text(probes: &[Probe], out: Output) -> String {
 pub(crate) fn health_text(probes: &[Probe], out: Output) -> String {
     let took = |p: &Probe| format!("{:.3}ms", p.took.as_secs_f64() * 1000.0);
     if out.json {
-        let rows: Vec<Value> = probes
-            .iter()
-            .map(|p| {
-                json!({
-                    "endpoint": p.endpoint,
-                    "name": p.name,
-                    "role": p.role,
-                    "health": p.healthy,
-                    "took_ms": p.took.as_millis() as u64,
-                    "error": p.errors.join("; "),
-                })
+        return json_rows(probes, |p| {
+            json!({
+                "health": p.healthy,
+                "took_ms": p.took.as_millis() as u64,
+                "error": p.errors.join("; "),
             })
-            .collect();
-        return Value::Array(rows).to_string();
+        });
     }
     if out.table {
         let rows: Vec<Vec<String>> = probes

@@ -362,14 +362,9 @@ pub enum CtlCommand {
 /// Where the deployment's members are: the meta cell, and their admin ports.
 #[derive(Debug, Clone, Args)]
 pub struct MemberArgs {
-    /// The meta cell (its replicas); the data cells are read from its partition map.
-    #[arg(
-        long,
-        default_value = DEFAULT_META,
-        value_delimiter = ',',
-        value_name = "HOST:PORT[,HOST:PORT…]"
-    )]
-    pub meta: Vec<String>,
+    /// The meta cell; the data cells are read from its partition map.
+    #[command(flatten)]
+    pub meta: reshard::MetaArg,
     /// Each member's admin HTTP port is its gRPC port plus this (80 in `warren dev`'s
     /// layout).
     #[arg(long, default_value_t = members::DEFAULT_ADMIN_OFFSET, value_name = "N")]
@@ -474,6 +469,14 @@ pub enum MapCommand {
     },
 }
 
+/// The addresses of a comma-separated flag, trimmed, empty ones left out.
+pub(crate) fn addresses(list: &[String]) -> Vec<String> {
+    list.iter()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
 /// Runs `warren ctl`; the exit status follows the module doc.
 pub async fn run(args: CtlArgs) -> ExitCode {
     let out = Output::new(args.write_out, args.json);
@@ -517,12 +520,7 @@ async fn run_members(
         _ => return None,
     };
     let result = async {
-        let meta: Vec<String> = members
-            .meta
-            .iter()
-            .map(|e| e.trim().to_string())
-            .filter(|e| !e.is_empty())
-            .collect();
+        let meta = addresses(&members.meta.meta);
         failure::check_endpoints(&meta)?;
         failure::check_endpoints(proxies)?;
         let offset = members.admin_offset;
@@ -576,12 +574,7 @@ async fn execute(args: CtlArgs, out: Output) -> Result<ExitCode, Failure> {
         output::print_line(&out.record(&version_record()))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let proxies: Vec<String> = args
-        .proxies
-        .iter()
-        .map(|e| e.trim().to_string())
-        .filter(|e| !e.is_empty())
-        .collect();
+    let proxies = addresses(&args.proxies);
     if let Some(result) = run_members(&args.command, &proxies, out).await {
         return result;
     }
@@ -609,17 +602,13 @@ async fn execute(args: CtlArgs, out: Output) -> Result<ExitCode, Failure> {
         _ => None,
     };
     let via_proxies = meta.is_none() && args.proxies.iter().any(|p| !p.trim().is_empty());
-    let endpoints: Vec<String> = if let Some(meta) = meta {
+    let endpoints = addresses(if let Some(meta) = meta {
         meta
     } else if via_proxies {
         &args.proxies
     } else {
         &args.endpoint
-    }
-    .iter()
-    .map(|e| e.trim().to_string())
-    .filter(|e| !e.is_empty())
-    .collect();
+    });
     if endpoints.is_empty() {
         return Err(Failure::invalid(
             "no endpoint: give --endpoint HOST:PORT or set WARREN_ENDPOINT",

@@ -223,7 +223,7 @@ fn parses_the_operator_commands() {
     assert!(matches!(
         &a.command,
         CtlCommand::Lock { list: Some(LockListCommand::List { path, members }), path: None, .. }
-            if path == "/x" && members.meta == ["h:1", "h:2"] && members.admin_offset == 7
+            if path == "/x" && members.meta.meta == ["h:1", "h:2"] && members.admin_offset == 7
     ));
     let a = parse(&["lock", "/list"]).unwrap();
     assert!(
@@ -235,7 +235,7 @@ fn parses_the_operator_commands() {
     assert!(matches!(
         &a.command,
         CtlCommand::Endpoint { command: EndpointCommand::Status { members } }
-            if members.meta == [DEFAULT_META] && members.admin_offset == 80
+            if members.meta.meta == [DEFAULT_META] && members.admin_offset == 80
     ));
     assert!(parse(&["-w", "yaml", "stat", "/x"]).is_err());
     let a = parse(&["rm", "-r", "-y", "/x"]).unwrap();
