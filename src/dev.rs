@@ -922,6 +922,9 @@ pub async fn run(args: DevArgs) -> ExitCode {
             banner.splice(at..at, tls_lines);
             {
                 use std::io::Write;
+                // The block goes to stdout and the logs to stderr (`warren dev 2>dev.log`
+                // shows the block alone); on a terminal a blank line sets it apart.
+                eprintln!();
                 let mut out = std::io::stdout().lock();
                 for line in &banner {
                     let _ = writeln!(out, "{line}");

@@ -10,7 +10,7 @@ mod runtime;
 mod server_cmd;
 mod tls_cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -37,11 +37,68 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Load tests: a simulated fleet of sessions against a running deployment.
     Loadtest(loadtest_cmd::LoadtestArgs),
+    /// Print a shell completion script: `source <(warren completion bash)`, or save it where
+    /// your shell loads completions from.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page of `warren` (roff): `warren man | man -l -`; with --out DIR,
+    /// write a page per command (warren.1, warren-ctl.1, …) into DIR.
+    Man {
+        /// Write every command's page into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
+}
+
+/// `warren completion SHELL`.
+fn completion(shell: clap_complete::Shell) -> ExitCode {
+    clap_complete::generate(shell, &mut Cli::command(), "warren", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+/// `warren man [--out DIR]`.
+fn man(out: Option<std::path::PathBuf>) -> ExitCode {
+    let written = match out {
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+        Some(dir) => std::fs::create_dir_all(&dir)
+            .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir)),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the man page: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The log filter: `WARREN_LOG`, else `RUST_LOG` (the tracing ecosystem's usual variable),
+/// else `info`; same syntax for both (`warn`, `warren_cell=debug,info`, …). A filter that
+/// does not parse is reported and `info` used (docs/ctl.md, "Logging").
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    for var in ["WARREN_LOG", "RUST_LOG"] {
+        match std::env::var(var) {
+            Ok(value) if !value.trim().is_empty() => {
+                match tracing_subscriber::EnvFilter::try_new(&value) {
+                    Ok(filter) => return filter,
+                    Err(e) => {
+                        eprintln!(
+                            "warning: {var}={value:?} is not a log filter ({e}); logging at info"
+                        )
+                    }
+                }
+                break;
+            }
+            _ => {}
+        }
+    }
+    tracing_subscriber::EnvFilter::new("info")
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log_filter();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -68,5 +125,7 @@ fn main() -> ExitCode {
         }
         Command::Ctl(a) => runtime::block_on(None, ctl::run(a)),
         Command::Loadtest(a) => loadtest_cmd::run(a),
+        Command::Completion { shell } => completion(shell),
+        Command::Man { out } => man(out),
     }
 }

@@ -5,7 +5,8 @@
 //! masters and data cells that have not loaded their partition map yet answer 503). `/map`
 //! is the master's partition map in force (404 at a standby or without one): a data cell
 //! keeps the last good map it read, so `warren ctl map repair` can recover from it a map
-//! whose stored file no longer parses.
+//! whose stored file no longer parses. `/debug/sessions` is the master's session and lock
+//! tables (`crate::core::SessionTableView`), for `warren ctl session list` and `lock list`.
 
 use crate::server::{metrics, CellStatus, Node};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -34,6 +35,17 @@ impl warren_server::admin::Pages for Node {
 
     fn status_snapshot(&self) -> CellStatus {
         self.status()
+    }
+
+    fn debug_sessions(&self) -> Result<String, String> {
+        let shared = self
+            .master()
+            .map_err(|_| "this replica is a standby; ask the cell's master".to_string())?;
+        let table = shared
+            .lock()
+            .master
+            .session_table(tokio::time::Instant::now());
+        serde_json::to_string(&table).map_err(|e| format!("cannot render the session table: {e}"))
     }
 
     fn partition_map(&self) -> Result<String, String> {

@@ -1,7 +1,8 @@
 //! The admin HTTP endpoint both tiers serve (hyper, HTTP/1.1, GET only): `/metrics`
 //! (Prometheus text), `/healthz`, `/readyz` (200, or 503 with the reason), `/status`
-//! (JSON) and `/map` (the partition map in force, JSON, or 404 without one: what
-//! `warren ctl map repair` recovers a broken stored map from). What each page says comes
+//! (JSON), `/map` (the partition map in force, JSON, or 404 without one: what
+//! `warren ctl map repair` recovers a broken stored map from), `/version` and
+//! `/debug/sessions` (a cell master's session and lock tables, JSON). What each page says comes
 //! from the tier: [`Pages`].
 
 use bytes::Bytes;
@@ -32,6 +33,14 @@ pub trait Pages: Send + Sync + 'static {
     /// (`warren_router::PartitionMap::to_json`), or why there is none (a 404).
     fn partition_map(&self) -> Result<String, String> {
         Err("this server keeps no partition map".into())
+    }
+    /// `/debug/sessions`: the session and lock tables as JSON (a cell's master: every
+    /// session with its principal, proxy, lease end, handles and locks; every lock with its
+    /// holders, waiters and generation), or why there are none here (a 404). Read-only; it
+    /// names principals, so keep the admin port as private as `/metrics`
+    /// (docs/ctl.md, "Sessions and locks").
+    fn debug_sessions(&self) -> Result<String, String> {
+        Err("this server keeps no session table; ask a cell's master".into())
     }
 }
 
@@ -82,10 +91,20 @@ fn page<P: Pages>(req: &Request<hyper::body::Incoming>, pages: &P) -> Response<F
             Ok(json) => reply(StatusCode::OK, "application/json", json + "\n"),
             Err(why) => reply(StatusCode::NOT_FOUND, "text/plain", why + "\n"),
         },
+        "/debug/sessions" => match pages.debug_sessions() {
+            Ok(json) => reply(StatusCode::OK, "application/json", json + "\n"),
+            Err(why) => reply(StatusCode::NOT_FOUND, "text/plain", why + "\n"),
+        },
+        // The version of the binary serving this page, for `warren ctl endpoint status`.
+        "/version" => reply(
+            StatusCode::OK,
+            "text/plain",
+            concat!(env!("CARGO_PKG_VERSION"), "\n"),
+        ),
         other => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            format!("no page {other}; try /metrics, /healthz, /readyz, /status or /map\n"),
+            format!("no page {other}; try /metrics, /healthz, /readyz, /status, /map, /version or /debug/sessions\n"),
         ),
     }
 }

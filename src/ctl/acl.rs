@@ -8,7 +8,7 @@ use clap::Subcommand;
 use warren_client::{AclNames, OpenOptions, Session};
 
 use super::failure::Failure;
-use super::output::{self, Output};
+use super::output::{self, Output, Record};
 
 /// `warren ctl acl …`.
 #[derive(Debug, Subcommand)]
@@ -87,17 +87,9 @@ pub(crate) fn merged(
     }
 }
 
-/// The text (or JSON) `acl get` and `acl set` print.
-pub(crate) fn acl_text(path: &str, acl: &AclNames, json: bool) -> String {
-    if json {
-        return serde_json::json!({
-            "path": path,
-            "read": acl.read,
-            "write": acl.write,
-            "change_acl": acl.change_acl,
-        })
-        .to_string();
-    }
+/// What `acl get` and `acl set` print: `path`, `read`, `write`, `change_acl` (`(none)` in
+/// the text forms for an unset name, `""` in JSON).
+pub(crate) fn acl_text(path: &str, acl: &AclNames, out: Output) -> String {
     let show = |n: &str| {
         if n.is_empty() {
             "(none)".to_string()
@@ -105,11 +97,15 @@ pub(crate) fn acl_text(path: &str, acl: &AclNames, json: bool) -> String {
             n.to_string()
         }
     };
-    format!(
-        "path: {path}\nread: {}\nwrite: {}\nchange_acl: {}",
-        show(&acl.read),
-        show(&acl.write),
-        show(&acl.change_acl)
+    out.record(
+        &Record::default()
+            .field("path", path)
+            .text_only("read", show(&acl.read))
+            .json_only("read", acl.read.as_str().into())
+            .text_only("write", show(&acl.write))
+            .json_only("write", acl.write.as_str().into())
+            .text_only("change_acl", show(&acl.change_acl))
+            .json_only("change_acl", acl.change_acl.as_str().into()),
     )
 }
 
@@ -123,7 +119,7 @@ pub(crate) async fn run(
             let (handle, info) = session.open(&path, OpenOptions::new()).await?;
             let full = handle.path().to_string();
             handle.close().await;
-            output::print_line(&acl_text(&full, &info.stat.acl, out.json))
+            output::print_line(&acl_text(&full, &info.stat.acl, out))
         }
         AclCommand::Set {
             path,
@@ -142,8 +138,15 @@ pub(crate) async fn run(
                 if !data.is_empty() {
                     data.push(b'\n');
                 }
-                super::nodes::put(session, &format!("{acl_dir}/{}", f.name), data, None, false)
-                    .await?;
+                super::nodes::put(
+                    session,
+                    &format!("{acl_dir}/{}", f.name),
+                    data,
+                    None,
+                    false,
+                    Output::default(),
+                )
+                .await?;
             }
             let (handle, info) = session.open(&path, OpenOptions::new().change_acl()).await?;
             let full = handle.path().to_string();
@@ -155,7 +158,7 @@ pub(crate) async fn run(
             };
             handle.close().await;
             let stat = set?;
-            output::print_line(&acl_text(&full, &stat.acl, out.json))
+            output::print_line(&acl_text(&full, &stat.acl, out))
         }
     }
 }
@@ -200,13 +203,20 @@ mod tests {
                 change_acl: "admins".into(),
             }
         );
-        let text = acl_text("/ls/local/f", &m, false);
+        let text = acl_text("/ls/local/f", &m, Output::default());
         assert_eq!(
             text,
             "path: /ls/local/f\nread: (none)\nwrite: w\nchange_acl: admins"
         );
-        let json: serde_json::Value =
-            serde_json::from_str(&acl_text("/ls/local/f", &m, true)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&acl_text(
+            "/ls/local/f",
+            &m,
+            Output {
+                json: true,
+                table: false,
+            },
+        ))
+        .unwrap();
         assert_eq!(json["change_acl"], "admins");
         assert_eq!(json["read"], "");
     }

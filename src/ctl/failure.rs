@@ -51,6 +51,53 @@ impl Failure {
     }
 }
 
+/// Checks that every endpoint is `HOST:PORT`, naming the one that is not.
+pub(crate) fn check_endpoints(endpoints: &[String]) -> Result<(), Failure> {
+    for e in endpoints {
+        let port = e.rsplit_once(':').map(|(_, p)| p);
+        if port.is_none_or(|p| p.parse::<u16>().is_err()) {
+            return Err(Failure::invalid(format!(
+                "endpoint {e:?} has no port: write HOST:PORT, e.g. 127.0.0.1:7201 (the first \
+                 proxy of `warren dev`) or 127.0.0.1:7100 (its meta cell)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Makes an `UNAVAILABLE` failure at `endpoints` say what to check: an endpoint that
+/// answers plain HTTP/1 is an admin port, not a gRPC one (gRPC's HTTP/2 otherwise fails
+/// there as "broken pipe" or a protocol error); else, whether `warren dev` or the servers
+/// run at those addresses.
+pub(crate) async fn with_hint(mut f: Failure, endpoints: &[String]) -> Failure {
+    if f.code != "UNAVAILABLE" && f.code != "INTERNAL" && f.code != "UNKNOWN" {
+        return f;
+    }
+    for e in endpoints {
+        let probe =
+            warren_loadtest::http::get(e, "/healthz", std::time::Duration::from_secs(1)).await;
+        if probe.is_ok_and(|r| r.status > 0) {
+            f.code = "UNAVAILABLE";
+            f.message = format!(
+                "{e} answers plain HTTP/1: it is an admin (HTTP) port, not a gRPC port; \
+                 in `warren dev`'s layout the gRPC port is the admin port minus 80 (the \
+                 meta cell 127.0.0.1:7100, proxies 127.0.0.1:7201…) ({})",
+                f.message
+            );
+            return f;
+        }
+    }
+    // A TLS refusal already names its fix; the server is there.
+    if f.code == "UNAVAILABLE" && !f.message.contains("TLS") {
+        f.message = format!(
+            "{}; is `warren dev` (or the cell or proxy) running and listening at {}?",
+            f.message,
+            endpoints.join(",")
+        );
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +116,17 @@ mod tests {
                 .expect_err("not a sequencer"),
         );
         assert_eq!(f.code, "INVALID_ARGUMENT");
+    }
+
+    #[test]
+    fn endpoints_need_a_port() {
+        assert!(check_endpoints(&["127.0.0.1:7201".into(), "[::1]:7100".into()]).is_ok());
+        let f = check_endpoints(&["localhost".into()]).unwrap_err();
+        assert!(
+            f.message.contains("\"localhost\" has no port"),
+            "{}",
+            f.message
+        );
+        assert!(check_endpoints(&["h:port".into()]).is_err());
     }
 }

@@ -80,7 +80,7 @@ pub(crate) async fn lock(
             return Err(e.into());
         }
     };
-    output::print_line(&output::sequencer_text(&sequencer, out.json))?;
+    output::print_line(&output::sequencer_text(&sequencer, out))?;
 
     let sleep = async {
         match hold {
@@ -114,7 +114,7 @@ pub(crate) async fn check_sequencer(
 ) -> Result<ExitCode, Failure> {
     let parsed: Sequencer = sequencer.parse()?;
     let current = session.check_sequencer(&parsed).await?;
-    output::print_line(&output::check_text(&parsed, current, out.json))?;
+    output::print_line(&output::check_text(&parsed, current, out))?;
     Ok(if current {
         ExitCode::SUCCESS
     } else {

@@ -1,7 +1,7 @@
 //! `warren ctl`: the operator and user command line, a thin layer over `warren-client`.
 //!
 //! ```text
-//! warren ctl [--endpoint HOST:PORT[,HOST:PORT…] | --proxies HOST:PORT,…] [--json] [--grace DURATION] CMD
+//! warren ctl [--endpoint HOST:PORT[,HOST:PORT…] | --proxies HOST:PORT,…] [-w simple|table|json] [--grace DURATION] CMD
 //! ```
 //!
 //! The endpoint defaults to `$WARREN_ENDPOINT`, else `127.0.0.1:7201` (the first proxy of
@@ -18,13 +18,17 @@
 //! | `mkdir PATH [--ephemeral]` | creates a directory; fails if it exists | nothing |
 //! | `put PATH VALUE [--if-generation N] [--ephemeral]` | writes VALUE (`-`: stdin), creating the file if missing; with `--if-generation` only if the file's content generation is N | nothing |
 //! | `cat PATH` | reads the file (a directory is INVALID_ARGUMENT: list it with `ls`) | its contents, nothing added |
+//! | `cat --prefix DIR` / `get --prefix DIR` | reads every file under DIR, at any depth | per file, its full path on a line, then its contents and a newline |
 //! | `stat PATH` | reads the metadata, and which cell holds the node | `key: value` lines (below) |
-//! | `ls PATH` | lists a directory | one child per line, sorted; directories end in `/` |
-//! | `rm PATH` | deletes the node (a directory only when empty) | nothing |
+//! | `ls PATH [-r]` | lists a directory (`-r`: every node under it, by its path under it) | one child per line, sorted; directories end in `/` |
+//! | `rm PATH [-r [-y]]` | deletes the node (a directory only when empty; `-r`: with everything under it, after a confirmation on the terminal, or `-y`) | nothing |
 //! | `lock PATH [--shared] [--try] [--hold DURATION]` | opens with write intent, acquires (waits, or fails at once with `--try`), holds for DURATION (default: until Ctrl-C), releases | the sequencer once held; session events on stderr (below) |
 //! | `check-sequencer SEQUENCER` | asks whether the sequencer is current | `current` (exit 0) or `stale` (exit 1) |
 //! | `watch PATH [--count N]` | opens with every event bit; stops after N events (default: at Ctrl-C) | one event per line |
 //! | `status` | `Locate` on the first endpoint that answers | `key: value` lines |
+//! | `endpoint status\|health [--meta …] [--admin-offset N]` | every member: the meta cell, the data cells' replicas (from the map), `--proxies` | a row per member (docs/ctl.md) |
+//! | `session list [--meta …]` / `lock list PATH [--meta …]` | every cell master's admin `/debug/sessions` | a row per session / the lock's holders and waiters (docs/ctl.md) |
+//! | `version` | this binary's version and commit | `version:`, `commit:` lines |
 //! | `acl get PATH` | reads the node's ACL names (files in `/ls/<d>/acl/`) | `path:`, `read:`, `write:`, `change_acl:` lines (`(none)` for an empty name: unrestricted) |
 //! | `acl set PATH [--read NAME] [--write NAME] [--change-acl NAME] [--file NAME=P1,P2 …]` | writes each `--file` ACL file (one principal per line, created if missing), then changes the names given (the others stay) | as `acl get`, after the change |
 //! | `deployment init --meta HOST:PORT[,…] --cell NAME=HOST:PORT[,HOST:PORT…] [--cell …] [--slots S]` | writes the deployment's first partition map (epoch 1; S slots, default 4096, spread evenly over the cells in the order given) to `/ls/<deployment>/warren/map` on the meta cell (`--meta` is the endpoint; `--endpoint`/`--proxies` are ignored); never replaces a map (`ALREADY_EXISTS`) | `initialised deployment D: map epoch 1, S slots over N cells` |
@@ -94,9 +98,11 @@
 //! master), `safe` (found it in time), `failover` (a new master took over; the lock is
 //! still held), `expired` (the session, and with it the lock, is lost; exit 2).
 //!
-//! `--json` prints one compact JSON value per line instead, for `stat` (an object with
+//! `-w table` prints bordered tables (docs/ctl.md). `-w json` (or `--json`) prints one compact
+//! JSON value per line instead, for every command (`mkdir`, `put`, `rm` and `cat` print their
+//! result as an object; docs/ctl.md), for `stat` (an object with
 //! `path` and the stat fields by name: `kind` `"file"`/`"directory"`, `instance`,
-//! `content_generation`, `lock_generation`, `acl_generation`, `checksum` (a number), `acl`
+//! `content_generation`, `lock_generation`, `acl_generation`, `checksum` (the text's hex string), `acl`
 //! `{read, write, change_acl}`, `ephemeral`, `child_count`, `length`, `cell`), `ls` (an array of
 //! `{name, stat}`), `status` (an object with the keys above), `lock` (`{sequencer, path,
 //! mode, instance, lock_generation}`), `watch` (`{event, path?, child?, change?}` per event)
@@ -106,8 +112,9 @@
 //! `reshard status` and `reshard abort` the job's JSON as the meta cell returns it (`null`:
 //! no job ever ran).
 //!
-//! Exit status: 0 on success; 1 for a stale sequencer; 2 for an error, reported on stderr as
-//! exactly `error: CODE: message` with CODE from the error table (`NOT_FOUND`, `LOCK_HELD`,
+//! Exit status: 0 on success; 1 for a stale sequencer or an unhealthy member (`endpoint
+//! health`); 2 for an error, reported on stderr as exactly `error: CODE: message` (with `-w
+//! json`: `{"error":{"code":CODE,"message":message}}`) with CODE from the error table (`NOT_FOUND`, `LOCK_HELD`,
 //! `TOO_LARGE`, …) or `UNAVAILABLE` when no server could be reached (`error: UNAVAILABLE:
 //! cannot reach 127.0.0.1:7201: …`); 130 when Ctrl-C interrupts `lock` before the lock is
 //! held. Usage errors are clap's (exit 2).
@@ -126,11 +133,13 @@ mod acl;
 mod deployment;
 mod failure;
 mod locks;
+mod members;
 mod nodes;
 mod output;
 mod repair;
 mod reshard;
 mod reshard_output;
+mod sessions;
 mod watch;
 
 use clap::{Args, Subcommand};
@@ -140,7 +149,7 @@ use warren_client::{ClientOptions, LockMode, Sequencer, Session};
 use warren_config::parse_duration_or_seconds;
 
 use failure::Failure;
-use output::Output;
+use output::{Format, Output};
 pub use reshard::{ReshardCommand, DEFAULT_META};
 
 /// The first proxy of `warren dev` (at its default `--base-port`); the endpoint when neither
@@ -151,6 +160,8 @@ pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7201";
 const EXIT_ERROR: u8 = 2;
 /// Exit status of `check-sequencer` for a stale sequencer.
 const EXIT_STALE: u8 = 1;
+/// Exit status of `endpoint health` when a member is unhealthy.
+const EXIT_UNHEALTHY: u8 = 1;
 /// Exit status when Ctrl-C interrupts a command before it did its work (128 + SIGINT).
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -177,8 +188,18 @@ pub struct CtlArgs {
         value_name = "HOST:PORT[,HOST:PORT…]"
     )]
     pub proxies: Vec<String>,
-    /// Print JSON (stat, ls, status, lock, watch, check-sequencer, deployment init, map show,
-    /// map repair, reshard).
+    /// The form of the output, errors included: `simple` (`key: value` lines), `table`
+    /// (bordered tables) or `json` (one JSON value per line; errors as JSON on stderr).
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        global = true,
+        value_enum,
+        default_value_t = Format::Simple,
+        value_name = "FORMAT"
+    )]
+    pub write_out: Format,
+    /// The same as `-w json`.
     #[arg(long, global = true)]
     pub json: bool,
     /// The session's grace period: how long to keep looking for the master after the
@@ -225,10 +246,22 @@ pub enum CtlCommand {
         #[arg(long)]
         ephemeral: bool,
     },
-    /// Print a file's contents, nothing added.
+    /// Print a file's contents, nothing added; with --prefix, every file under a directory.
     Cat {
-        /// The file.
+        /// The file (with --prefix: the directory).
         path: String,
+        /// Print every file under the directory PATH (at any depth): its path, then its
+        /// contents (etcdctl's `get --prefix`).
+        #[arg(long)]
+        prefix: bool,
+    },
+    /// The same as `cat`: etcdctl's name (`get --prefix DIR` prints every file under DIR).
+    Get {
+        /// The file (with --prefix: the directory).
+        path: String,
+        /// Every file under the directory PATH, with its contents.
+        #[arg(long)]
+        prefix: bool,
     },
     /// Print a node's metadata.
     Stat {
@@ -239,16 +272,30 @@ pub enum CtlCommand {
     Ls {
         /// The directory.
         path: String,
+        /// Every node under the directory, at any depth, by its path under it.
+        #[arg(short = 'r', long)]
+        recursive: bool,
     },
     /// Delete a node (a directory only when empty).
     Rm {
         /// The node.
         path: String,
+        /// Delete the directory and everything under it (asks first on a terminal).
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Do not ask before `rm -r` (needed when stdin is not a terminal).
+        #[arg(short = 'y', long)]
+        yes: bool,
     },
-    /// Acquire a lock, print its sequencer, hold it, release it.
+    /// Acquire a lock, print its sequencer, hold it, release it; `lock list PATH` shows a
+    /// lock's holders and waiters instead.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Lock {
+        #[command(subcommand)]
+        list: Option<LockListCommand>,
         /// The node to lock (must exist; opened with write intent).
-        path: String,
+        #[arg(required = true)]
+        path: Option<String>,
         /// Acquire in shared (reader) mode instead of exclusive.
         #[arg(long)]
         shared: bool,
@@ -273,8 +320,22 @@ pub enum CtlCommand {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
-    /// Show which server is master, its epoch and deployment.
+    /// Show which server is master, its epoch and deployment (the first endpoint that
+    /// answers; `endpoint status` shows every member).
     Status,
+    /// Every member of the deployment (meta cell, data cells and their replicas, proxies):
+    /// `status` (a row each: role, epochs, sessions, nodes, store, version) or `health`.
+    Endpoint {
+        #[command(subcommand)]
+        command: EndpointCommand,
+    },
+    /// The sessions every cell's master holds.
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
+    /// This binary's version and the commit it was built from.
+    Version,
     /// Show or change a node's ACL names, and write ACL files' principals.
     Acl {
         #[command(subcommand)]
@@ -295,6 +356,57 @@ pub enum CtlCommand {
     Reshard {
         #[command(subcommand)]
         command: ReshardCommand,
+    },
+}
+
+/// Where the deployment's members are: the meta cell, and their admin ports.
+#[derive(Debug, Clone, Args)]
+pub struct MemberArgs {
+    /// The meta cell; the data cells are read from its partition map.
+    #[command(flatten)]
+    pub meta: reshard::MetaArg,
+    /// Each member's admin HTTP port is its gRPC port plus this (80 in `warren dev`'s
+    /// layout).
+    #[arg(long, default_value_t = members::DEFAULT_ADMIN_OFFSET, value_name = "N")]
+    pub admin_offset: u16,
+}
+
+/// `warren ctl endpoint …`.
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// A row per member: role, epoch, map epoch, sessions, nodes, store health, version
+    /// (`-` where a member does not have or did not give the number). Proxies come from
+    /// --proxies.
+    Status {
+        #[command(flatten)]
+        members: MemberArgs,
+    },
+    /// Whether each member answers and is ready; exit 1 if any is not.
+    Health {
+        #[command(flatten)]
+        members: MemberArgs,
+    },
+}
+
+/// `warren ctl session …`.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Each session at each cell: principal, proxy, lease left, handles and locks.
+    List {
+        #[command(flatten)]
+        members: MemberArgs,
+    },
+}
+
+/// `warren ctl lock list PATH`.
+#[derive(Debug, Subcommand)]
+pub enum LockListCommand {
+    /// The lock on PATH: its generation, holders and waiters.
+    List {
+        /// The node (`/a` or `/ls/<deployment>/a`).
+        path: String,
+        #[command(flatten)]
+        members: MemberArgs,
     },
 }
 
@@ -357,19 +469,115 @@ pub enum MapCommand {
     },
 }
 
+/// The addresses of a comma-separated flag, trimmed, empty ones left out.
+pub(crate) fn addresses(list: &[String]) -> Vec<String> {
+    list.iter()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
 /// Runs `warren ctl`; the exit status follows the module doc.
 pub async fn run(args: CtlArgs) -> ExitCode {
-    match execute(args).await {
+    let out = Output::new(args.write_out, args.json);
+    match execute(args, out).await {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("error: {}: {}", f.code, f.message);
+            eprintln!("{}", out.error_text(&f));
             ExitCode::from(EXIT_ERROR)
         }
     }
 }
 
-async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
+/// `version`'s record: the crate's version and the commit (`git describe` at build time,
+/// `unknown` outside a git checkout).
+fn version_record() -> output::Record {
+    output::Record::default()
+        .field("version", env!("CARGO_PKG_VERSION"))
+        .field(
+            "commit",
+            option_env!("WARREN_GIT_DESCRIBE").unwrap_or("unknown"),
+        )
+}
+
+/// The commands that read the members' admin pages and need no session.
+async fn run_members(
+    command: &CtlCommand,
+    proxies: &[String],
+    out: Output,
+) -> Option<Result<ExitCode, Failure>> {
+    let (members, proxies) = match command {
+        CtlCommand::Endpoint {
+            command: EndpointCommand::Status { members } | EndpointCommand::Health { members },
+        } => (members, proxies),
+        CtlCommand::Session {
+            command: SessionCommand::List { members },
+        }
+        | CtlCommand::Lock {
+            list: Some(LockListCommand::List { members, .. }),
+            ..
+        } => (members, &[][..]),
+        _ => return None,
+    };
+    let result = async {
+        let meta = addresses(&members.meta.meta);
+        failure::check_endpoints(&meta)?;
+        failure::check_endpoints(proxies)?;
+        let offset = members.admin_offset;
+        match command {
+            CtlCommand::Endpoint { command } => {
+                let map = match members::read_map(&meta, offset).await {
+                    Ok(map) => map,
+                    Err(f) => {
+                        // The members that can be named are still worth a row each.
+                        eprintln!("warning: the data cells are not listed: {}", f.message);
+                        None
+                    }
+                };
+                let all = members::members(&meta, map.as_ref(), proxies);
+                let probes = members::probe_all(&all, offset).await;
+                match command {
+                    EndpointCommand::Status { .. } => {
+                        output::print_line(&members::status_text(&probes, out))?;
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    EndpointCommand::Health { .. } => {
+                        output::print_line(&members::health_text(&probes, out))?;
+                        Ok(if probes.iter().all(|p| p.healthy) {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::from(EXIT_UNHEALTHY)
+                        })
+                    }
+                }
+            }
+            CtlCommand::Session { .. } => {
+                sessions::list(&meta, offset, out).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            CtlCommand::Lock {
+                list: Some(LockListCommand::List { path, .. }),
+                ..
+            } => {
+                sessions::lock_list(&meta, offset, path, out).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => unreachable!("matched above"),
+        }
+    };
+    Some(result.await)
+}
+
+async fn execute(args: CtlArgs, out: Output) -> Result<ExitCode, Failure> {
     args.tls.install().map_err(Failure::invalid)?;
+    if let CtlCommand::Version = args.command {
+        output::print_line(&out.record(&version_record()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let proxies = addresses(&args.proxies);
+    if let Some(result) = run_members(&args.command, &proxies, out).await {
+        return result;
+    }
     // The reshard commands talk to the meta cell named by their own `--meta`.
     if let CtlCommand::Reshard { command } = args.command {
         let grace = args.grace;
@@ -381,7 +589,7 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
                 None => options,
             }
         };
-        return reshard::run(command, Output { json: args.json }, options).await;
+        return reshard::run(command, out, options).await;
     }
     // `deployment init` and `map repair` talk to the meta cell named by `--meta`, directly.
     let meta = match &args.command {
@@ -394,23 +602,19 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
         _ => None,
     };
     let via_proxies = meta.is_none() && args.proxies.iter().any(|p| !p.trim().is_empty());
-    let endpoints: Vec<String> = if let Some(meta) = meta {
+    let endpoints = addresses(if let Some(meta) = meta {
         meta
     } else if via_proxies {
         &args.proxies
     } else {
         &args.endpoint
-    }
-    .iter()
-    .map(|e| e.trim().to_string())
-    .filter(|e| !e.is_empty())
-    .collect();
+    });
     if endpoints.is_empty() {
         return Err(Failure::invalid(
             "no endpoint: give --endpoint HOST:PORT or set WARREN_ENDPOINT",
         ));
     }
-    let out = Output { json: args.json };
+    failure::check_endpoints(&endpoints)?;
     // The map code path writes maps as the operator (the meta cell refuses anyone else).
     let principal = if meta.is_some() {
         warren_client::admin::OPERATOR_PRINCIPAL.to_string()
@@ -424,8 +628,11 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
         options = options.grace_period(grace);
     }
     if let CtlCommand::Status = args.command {
-        let info = warren_client::locate(&endpoints, options.rpc_timeout).await?;
-        output::print_line(&output::status_text(&info, out.json))?;
+        let info = match warren_client::locate(&endpoints, options.rpc_timeout).await {
+            Ok(info) => info,
+            Err(e) => return Err(failure::with_hint(e.into(), &endpoints).await),
+        };
+        output::print_line(&output::status_text(&info, out))?;
         return Ok(ExitCode::SUCCESS);
     }
     // Check arguments before connecting, so bad input fails the same with or without a
@@ -447,7 +654,10 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failure> {
         CtlCommand::Put { value, .. } if value == "-" => Some(nodes::read_stdin().await?),
         _ => None,
     };
-    let session = Session::connect_with(options).await?;
+    let session = match Session::connect_with(options).await {
+        Ok(s) => s,
+        Err(e) => return Err(failure::with_hint(e.into(), &endpoints).await),
+    };
     let result = dispatch(&session, args.command, stdin_value, out, &endpoints).await;
     // Ends the session at once: locks are released, ephemeral nodes go.
     let _ = session.close().await;
@@ -463,7 +673,9 @@ async fn dispatch(
     endpoints: &[String],
 ) -> Result<ExitCode, Failure> {
     match command {
-        CtlCommand::Mkdir { path, ephemeral } => nodes::mkdir(session, &path, ephemeral).await?,
+        CtlCommand::Mkdir { path, ephemeral } => {
+            nodes::mkdir(session, &path, ephemeral, out).await?
+        }
         CtlCommand::Put {
             path,
             value,
@@ -471,17 +683,28 @@ async fn dispatch(
             ephemeral,
         } => {
             let data = stdin_value.unwrap_or_else(|| value.into_bytes());
-            nodes::put(session, &path, data, if_generation, ephemeral).await?;
+            nodes::put(session, &path, data, if_generation, ephemeral, out).await?;
         }
-        CtlCommand::Cat { path } => nodes::cat(session, &path).await?,
+        CtlCommand::Cat { path, prefix } | CtlCommand::Get { path, prefix } => {
+            if prefix {
+                nodes::cat_prefix(session, &path, out).await?
+            } else {
+                nodes::cat(session, &path, out).await?
+            }
+        }
         CtlCommand::Stat { path } => nodes::stat(session, &path, out).await?,
-        CtlCommand::Ls { path } => nodes::ls(session, &path, out).await?,
-        CtlCommand::Rm { path } => nodes::rm(session, &path).await?,
-        CtlCommand::Lock {
+        CtlCommand::Ls { path, recursive } => nodes::ls(session, &path, recursive, out).await?,
+        CtlCommand::Rm {
             path,
+            recursive,
+            yes,
+        } => nodes::rm(session, &path, recursive, yes, out).await?,
+        CtlCommand::Lock {
+            path: Some(path),
             shared,
             try_only,
             hold,
+            ..
         } => {
             let mode = if shared {
                 LockMode::Shared
@@ -497,7 +720,7 @@ async fn dispatch(
         CtlCommand::Acl { command } => acl::run(session, command, out).await?,
         CtlCommand::Status => {
             let info = session.locate().await?;
-            output::print_line(&output::status_text(&info, out.json))?;
+            output::print_line(&output::status_text(&info, out))?;
         }
         CtlCommand::Deployment {
             command: DeploymentCommand::Init { cells, slots, .. },
@@ -510,7 +733,13 @@ async fn dispatch(
                 from_cell, from, ..
             },
         } => repair::repair(session, endpoints, &from_cell, from.as_deref(), out).await?,
-        CtlCommand::Reshard { .. } => unreachable!("reshard commands run before a session"),
+        CtlCommand::Reshard { .. }
+        | CtlCommand::Endpoint { .. }
+        | CtlCommand::Session { .. }
+        | CtlCommand::Version
+        | CtlCommand::Lock { path: None, .. } => {
+            unreachable!("these commands run before a session")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -42,11 +42,12 @@ const WATCH_PERIOD: Duration = Duration::from_millis(500);
 /// `status --watch` gives up after this many failed polls in a row (10 s of them).
 const WATCH_MAX_FAILURES: u32 = 20;
 
-/// The meta cell, for every reshard command.
-#[derive(Debug, Args)]
+/// The meta cell, for every reshard command and the commands that find a deployment's
+/// members (`endpoint`, `session list`, `lock list`).
+#[derive(Clone, Debug, Args)]
 pub struct MetaArg {
     /// The meta cell's replicas, tried in order (a standby names its master, which is
-    /// followed). `--endpoint`/`--proxies` are not used by reshard commands.
+    /// followed); not --endpoint, which these commands do not use.
     #[arg(
         long,
         default_value = DEFAULT_META,
@@ -176,12 +177,7 @@ pub(crate) async fn run(
 
 /// `--meta`'s addresses, trimmed; none is an error.
 fn meta_endpoints(meta: &MetaArg) -> Result<Vec<String>, Failure> {
-    let endpoints: Vec<String> = meta
-        .meta
-        .iter()
-        .map(|e| e.trim().to_string())
-        .filter(|e| !e.is_empty())
-        .collect();
+    let endpoints = super::addresses(&meta.meta);
     if endpoints.is_empty() {
         return Err(Failure::invalid(
             "no meta cell: give --meta HOST:PORT (the meta cell's replicas)",

@@ -758,7 +758,7 @@ async fn plan_and_apply_against_a_meta_cell_and_fake_data_cells() {
     .unwrap() else {
         panic!()
     };
-    let code = super::plan(args, Output { json: false }, ClientOptions::new)
+    let code = super::plan(args, Output::default(), ClientOptions::new)
         .await
         .expect("plan");
     assert_eq!(code, ExitCode::SUCCESS);
@@ -816,7 +816,7 @@ async fn apply_sends_the_plan_and_the_knobs_to_the_meta_master() {
     };
     // The map is read at the real meta cell; the job calls go to the fake.
     let meta_endpoints = meta_cell.endpoints();
-    let code = apply(a, Output { json: false }, move |_| {
+    let code = apply(a, Output::default(), move |_| {
         ClientOptions::new(meta_endpoints.clone())
     })
     .await

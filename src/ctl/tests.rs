@@ -158,3 +158,107 @@ fn hold_must_be_a_duration() {
         assert!(e.to_string().contains("--hold"), "{bad}: {e}");
     }
 }
+
+/// The audit of every duration flag: each argument anywhere under `warren ctl` whose value
+/// is a DURATION takes `5s` and a plain `5` alike, and refuses `soon`.
+#[test]
+fn every_duration_flag_takes_seconds_with_or_without_the_unit() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: &mut Vec<String>, found: &mut Vec<(Vec<String>, String)>) {
+        for arg in cmd.get_arguments() {
+            let is_duration = arg
+                .get_value_names()
+                .is_some_and(|names| names.iter().any(|n| n.as_str() == "DURATION"));
+            if let (true, Some(long)) = (is_duration, arg.get_long()) {
+                found.push((path.clone(), format!("--{long}")));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            path.push(sub.get_name().to_string());
+            walk(sub, path, found);
+            path.pop();
+        }
+    }
+    let cli = Cli::command();
+    let ctl = cli.find_subcommand("ctl").expect("ctl");
+    let mut found = Vec::new();
+    walk(ctl, &mut Vec::new(), &mut found);
+    let flags: Vec<&str> = found.iter().map(|(_, f)| f.as_str()).collect();
+    for want in ["--grace", "--hold", "--freeze-timeout"] {
+        assert!(flags.contains(&want), "{want} not found among {flags:?}");
+    }
+    for (path, flag) in &found {
+        // The positional arguments each command needs, so the flag is what is tested.
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        match args.as_slice() {
+            ["lock"] => args.push("/x"),
+            ["reshard", "apply"] => args.push("plan.json"),
+            [] => args.extend(["stat", "/x"]),
+            _ => {}
+        }
+        for value in ["5", "5s", "1.5", "500ms"] {
+            let mut argv = args.clone();
+            argv.extend([flag.as_str(), value]);
+            let a = parse(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            drop(a);
+        }
+        let mut argv = args.clone();
+        argv.extend([flag.as_str(), "soon"]);
+        assert!(parse(&argv).is_err(), "{argv:?} was accepted");
+    }
+}
+
+#[test]
+fn parses_the_operator_commands() {
+    let a = parse(&[
+        "lock",
+        "list",
+        "/x",
+        "--meta",
+        "h:1,h:2",
+        "--admin-offset",
+        "7",
+    ])
+    .unwrap();
+    assert!(matches!(
+        &a.command,
+        CtlCommand::Lock { list: Some(LockListCommand::List { path, members }), path: None, .. }
+            if path == "/x" && members.meta.meta == ["h:1", "h:2"] && members.admin_offset == 7
+    ));
+    let a = parse(&["lock", "/list"]).unwrap();
+    assert!(
+        matches!(&a.command, CtlCommand::Lock { list: None, path: Some(p), .. } if p == "/list")
+    );
+    assert!(parse(&["lock"]).is_err(), "lock needs a PATH");
+    let a = parse(&["-w", "table", "endpoint", "status"]).unwrap();
+    assert_eq!(a.write_out, Format::Table);
+    assert!(matches!(
+        &a.command,
+        CtlCommand::Endpoint { command: EndpointCommand::Status { members } }
+            if members.meta.meta == [DEFAULT_META] && members.admin_offset == 80
+    ));
+    assert!(parse(&["-w", "yaml", "stat", "/x"]).is_err());
+    let a = parse(&["rm", "-r", "-y", "/x"]).unwrap();
+    assert!(matches!(
+        a.command,
+        CtlCommand::Rm {
+            recursive: true,
+            yes: true,
+            ..
+        }
+    ));
+    let a = parse(&["get", "--prefix", "/d"]).unwrap();
+    assert!(matches!(a.command, CtlCommand::Get { prefix: true, .. }));
+    let a = parse(&["ls", "-r", "/d"]).unwrap();
+    assert!(matches!(
+        a.command,
+        CtlCommand::Ls {
+            recursive: true,
+            ..
+        }
+    ));
+    assert!(matches!(
+        parse(&["version"]).unwrap().command,
+        CtlCommand::Version
+    ));
+}

@@ -13,6 +13,7 @@ use warren_router::Route;
 mod authz;
 mod caching;
 mod events;
+mod inspect;
 mod locks;
 mod map_guard;
 mod namespace;
