@@ -34,6 +34,88 @@ pub fn warren_routes<S: pb::warren_server::Warren>(service: S) -> tonic::service
     )
 }
 
+/// How often [`add_standard_services`]' health task asks the tier whether it is ready.
+const HEALTH_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Adds to `routes` the services operators' tools expect of any gRPC server
+/// (docs/operations.md): `grpc.health.v1.Health` (what `grpc_health_probe` and load
+/// balancers ask) and server reflection, v1 and v1alpha (what `grpcurl list`/`describe`
+/// read instead of `.proto` files), which lists `served` (the services in `routes`: the
+/// descriptors hold `warren.v1.Reshard` too, which a proxy does not serve) and the standard
+/// ones. Health follows `ready` (the tier's `/readyz`): the
+/// overall status (service `""`) and `warren.v1.Warren` are `SERVING` while it says yes and
+/// `NOT_SERVING` otherwise, re-read every 200 ms and pushed to `Watch` callers on change.
+/// The returned [`HealthTask`] does the re-reading until it is dropped.
+pub fn add_standard_services(
+    routes: tonic::service::Routes,
+    served: &[&str],
+    ready: impl Fn() -> bool + Send + Sync + 'static,
+) -> (tonic::service::Routes, HealthTask) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let task = tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let now = ready();
+            if last != Some(now) {
+                let status = if now {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                for name in HEALTH_NAMES {
+                    reporter.set_service_status(name, status).await;
+                }
+                last = Some(now);
+            }
+            tokio::time::sleep(HEALTH_POLL).await;
+        }
+    });
+    let mut routes = routes.add_service(health);
+    // The descriptor set is built into warren-proto; it only fails to register if it
+    // were corrupt, and then the server still serves everything but reflection.
+    let reflection = || {
+        let listed = served.iter().copied().chain([
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]);
+        listed.fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(warren_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                )
+                .include_reflection_service(false),
+            |b, name| b.with_service_name(name),
+        )
+    };
+    let (v1, v1alpha) = (reflection().build_v1(), reflection().build_v1alpha());
+    match (v1, v1alpha) {
+        (Ok(v1), Ok(v1alpha)) => routes = routes.add_service(v1).add_service(v1alpha),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "server reflection is off: its descriptor set does not register");
+        }
+    }
+    (routes, HealthTask(task))
+}
+
+/// The health service names [`add_standard_services`] reports: the whole server and the
+/// Warren service.
+const HEALTH_NAMES: [&str; 2] = ["", "warren.v1.Warren"];
+
+/// Keeps the health status of [`add_standard_services`] following readiness; dropping it
+/// stops that (the status then stays as last set).
+#[derive(Debug)]
+pub struct HealthTask(tokio::task::JoinHandle<()>);
+
+impl Drop for HealthTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// [`serve`] for a set of routes (a cell's: `warren.v1.Warren` and `warren.v1.Reshard`),
 /// with the process's TLS identity if one is installed ([`warren_tls::install`]), else
 /// plaintext.

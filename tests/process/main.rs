@@ -18,6 +18,7 @@ mod proxies;
 mod reshard;
 mod reshard_faults;
 mod sessions;
+mod status;
 mod tls;
 
 use std::path::Path;

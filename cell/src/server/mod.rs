@@ -39,6 +39,7 @@ mod writer;
 
 pub use node::{CellHandle, CellStatus};
 pub(crate) use node::{Node, Role};
+pub(crate) use reshard_job::current_job;
 pub(crate) use term::Term;
 
 use crate::core::CoreConfig;
@@ -114,6 +115,8 @@ pub(crate) struct Front {
     admin: Option<tokio::task::JoinHandle<()>>,
     stop: tokio::sync::oneshot::Sender<()>,
     grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Keeps `grpc.health.v1.Health` following `/readyz` while the replica serves.
+    _health: warren_server::grpc::HealthTask,
 }
 
 impl Front {
@@ -136,6 +139,16 @@ impl Front {
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let routes = warren_server::grpc::warren_routes(service::service(node.clone()))
             .add_service(reshard::service(node.clone()));
+        // Health says SERVING exactly when /readyz does: a master with its map loaded.
+        let ready = {
+            let node = node.clone();
+            move || warren_server::admin::Pages::readiness(&*node).is_ok()
+        };
+        let (routes, health) = warren_server::grpc::add_standard_services(
+            routes,
+            &["warren.v1.Warren", "warren.v1.Reshard"],
+            ready,
+        );
         let grpc = tokio::spawn(warren_server::grpc::serve_routes(
             listener,
             routes,
@@ -148,6 +161,7 @@ impl Front {
             admin,
             stop,
             grpc,
+            _health: health,
         })
     }
 

@@ -142,6 +142,15 @@ pub(super) async fn apply(
     Ok(pb::ApplyPlanResponse { job })
 }
 
+/// The job as last recorded, for the HTML status page (`None`: not the meta cell's
+/// master, or no job has run).
+pub(crate) fn current_job(node: &Node) -> Option<Job> {
+    let shared = node.master().ok()?;
+    let runner = shared.reshard.get()?;
+    let job = runner.job.borrow().clone();
+    job
+}
+
 pub(super) async fn status(node: &Arc<Node>) -> Result<pb::JobStatusResponse, Status> {
     let shared = runner_of(node)?;
     let runner = shared.reshard.get().expect("checked");
