@@ -217,10 +217,17 @@ fn colour_of(cells: &[String], cell: &str) -> &'static str {
     PALETTE[i % PALETTE.len()]
 }
 
-/// Slots per row of the map picture.
-const MAP_COLUMNS: usize = 64;
+/// Slots per row of the map picture, and the side of a slot's square in pixels: 64 of
+/// 10 px up to 1024 slots, then 128 of 5 px (4096 slots: 640 × 160 px).
+fn map_grid(slots: usize) -> (usize, usize) {
+    if slots <= 1024 {
+        (64, 10)
+    } else {
+        (128, 5)
+    }
+}
 
-/// The map as a picture: one small square per slot, `MAP_COLUMNS` to a row, coloured by
+/// The map as a picture: one small square per slot, [`map_grid`] to a row, coloured by
 /// owner (a run of one owner within a row is one rectangle), with a legend of slot counts.
 fn render_map(out: &mut String, map: &MapView) {
     let mut owners: Vec<String> = map.slots.clone();
@@ -230,7 +237,8 @@ fn render_map(out: &mut String, map: &MapView) {
     for s in &map.slots {
         *counts.entry(s.as_str()).or_default() += 1;
     }
-    let (cell_px, rows) = (10usize, map.slots.len().div_ceil(MAP_COLUMNS));
+    let (columns, cell_px) = map_grid(map.slots.len());
+    let rows = map.slots.len().div_ceil(columns);
     let _ = write!(
         out,
         "<section id=\"map\"><h2>Partition map <small>epoch {} · {} slots</small></h2>\
@@ -238,17 +246,17 @@ fn render_map(out: &mut String, map: &MapView) {
          viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\">",
         map.map_epoch,
         map.slots.len(),
-        w = MAP_COLUMNS * cell_px,
+        w = columns * cell_px,
         h = rows.max(1) * cell_px,
     );
-    for (row, chunk) in map.slots.chunks(MAP_COLUMNS).enumerate() {
+    for (row, chunk) in map.slots.chunks(columns).enumerate() {
         let mut start = 0;
         while start < chunk.len() {
             let owner = &chunk[start];
             let end = (start..chunk.len())
                 .find(|&i| &chunk[i] != owner)
                 .unwrap_or(chunk.len());
-            let first = row * MAP_COLUMNS + start;
+            let first = row * columns + start;
             let _ = write!(
                 out,
                 "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\" data-cell=\"{}\">\
@@ -256,7 +264,7 @@ fn render_map(out: &mut String, map: &MapView) {
                 start * cell_px,
                 row * cell_px,
                 (end - start) * cell_px,
-                cell_px - 1,
+                cell_px.max(2) - 1,
                 colour_of(&owners, owner),
                 esc(owner),
                 first,

@@ -7,7 +7,8 @@
 //! headless Chromium. Each external tool is required under CI=true and skipped loudly
 //! otherwise.
 
-use crate::{bin, free_port};
+use crate::{bin, free_port, http_get};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -204,4 +205,355 @@ async fn grpc_health_and_reflection_on_a_cell_and_a_proxy_follow_readiness() {
     assert_lists_warren_and_health("cell", &cell, true);
     let proxy = health_becomes(&proxy_addr, "SERVING").await;
     assert_lists_warren_and_health("proxy", &proxy, false);
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Every `warren_…` metric name in `text` (a PromQL expression, a rules file).
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("warren_") {
+        let boundary = rest[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        if boundary {
+            names.insert(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Every PromQL expression in a Grafana dashboard (`expr` of targets and annotations).
+fn dashboard_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                    _ => dashboard_exprs(x, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| dashboard_exprs(x, out)),
+        _ => {}
+    }
+}
+
+/// The metric names (samples and `# TYPE` families) on an admin endpoint's `/metrics`.
+async fn exported(admin: &str) -> BTreeSet<String> {
+    let (code, body) = http_get(admin, "/metrics").await;
+    assert_eq!(code, 200, "{body}");
+    let mut names = BTreeSet::new();
+    for line in body.lines() {
+        let name = match line.strip_prefix("# TYPE ") {
+            Some(rest) => rest.split_whitespace().next(),
+            None if line.starts_with('#') => None,
+            None => line.split(['{', ' ']).next(),
+        };
+        if let Some(n) = name.filter(|n| !n.is_empty()) {
+            names.insert(n.to_string());
+        }
+    }
+    names
+}
+
+/// Runs `tool args…` to completion (60 s at most), returning (success, stdout + stderr).
+async fn run_tool(tool: &str, args: &[&str]) -> (bool, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(tool)
+            .args(args)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{tool} {args:?} did not finish in 60 s"))
+    .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn on_path(tool: &str, version_arg: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg(version_arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_alert_rules_name_only_exported_metrics_and_pass_promtool() {
+    // The dashboard parses, and names metrics.
+    let dashboard_text = std::fs::read_to_string(repo("deploy/grafana/warren.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard_text)
+        .unwrap_or_else(|e| panic!("deploy/grafana/warren.json does not parse: {e}"));
+    assert_eq!(dashboard["title"], "Warren");
+    let mut exprs = Vec::new();
+    dashboard_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 20, "only {} queries: {exprs:?}", exprs.len());
+    let in_dashboard: BTreeSet<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
+    let rules_path = repo("deploy/prometheus/warren-rules.yml");
+    let rules = std::fs::read_to_string(&rules_path).unwrap();
+    // Comments name metrics that do not exist yet (the mirror's); only the rules count.
+    let rule_lines: String = rules
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let in_rules = metric_names(&rule_lines);
+    assert!(in_rules.len() >= 8, "{in_rules:?}");
+
+    // What a real cell and a real proxy export.
+    let dir = tempfile::tempdir().unwrap();
+    let cell_admin = format!("127.0.0.1:{}", free_port());
+    let proxy_admin = format!("127.0.0.1:{}", free_port());
+    let cell = WarrenProcess::spawn(
+        bin(),
+        &[
+            "cell",
+            "--name",
+            "main",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--admin",
+            &cell_admin,
+        ],
+    )
+    .await;
+    let front = format!("main={}", cell.addr());
+    let _proxy = WarrenProcess::spawn(
+        bin(),
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--cell",
+            &front,
+            "--admin",
+            &proxy_admin,
+        ],
+    )
+    .await;
+    // Traffic, so that series appearing on first use (the RPC histogram's buckets) exist.
+    let s = warren_client::Session::connect_with(
+        warren_client::ClientOptions::proxies(vec![_proxy.proxy_addr()]).cache(false),
+    )
+    .await
+    .expect("a session through the proxy");
+    s.open(
+        "/ops",
+        warren_client::OpenOptions::new()
+            .write()
+            .create_file(b"x".to_vec()),
+    )
+    .await
+    .expect("create a file");
+    let mut names = exported(&cell_admin).await;
+    names.extend(exported(&proxy_admin).await);
+    // Labelled series that appear once something is counted for them (docs/metrics.md says
+    // so in their row; tests/process/metrics.rs keeps that document and the exports equal).
+    let metrics_doc = std::fs::read_to_string(repo("docs/metrics.md")).unwrap();
+    names.extend(
+        metrics_doc
+            .lines()
+            .filter(|l| l.starts_with("| `warren_") && l.contains("Appears once"))
+            .filter_map(|l| l.split('`').nth(1).map(str::to_string)),
+    );
+    for (what, used) in [("dashboard", &in_dashboard), ("rules", &in_rules)] {
+        let unknown: Vec<&String> = used.iter().filter(|n| !names.contains(*n)).collect();
+        assert!(
+            unknown.is_empty(),
+            "the {what} names metrics Warren does not export: {unknown:?} (exported: {names:?})"
+        );
+    }
+    // A name that is not exported is caught (the check itself can fail).
+    assert!(!names.contains("warren_mirror_lag_seconds"));
+
+    if tool_present(
+        "promtool",
+        on_path("promtool", "--version"),
+        "apt-get install prometheus",
+    ) {
+        let (ok, out) = run_tool(
+            "promtool",
+            &["check", "rules", rules_path.to_str().unwrap()],
+        )
+        .await;
+        assert!(ok, "promtool check rules fails:\n{out}");
+        assert!(out.contains("SUCCESS"), "{out}");
+    }
+
+    // The systemd units are valid (with the binary's real path for ExecStart).
+    if tool_present(
+        "systemd-analyze",
+        on_path("systemd-analyze", "--version"),
+        "apt-get install systemd",
+    ) {
+        let units = tempfile::tempdir().unwrap();
+        for unit in ["warren-cell", "warren-proxy", "warren-mirror"] {
+            let text = std::fs::read_to_string(repo(&format!("deploy/systemd/{unit}.service")))
+                .unwrap()
+                .replace("/usr/local/bin/warren", bin().to_str().unwrap());
+            let path = units.path().join(format!("{unit}.service"));
+            std::fs::write(&path, text).unwrap();
+            let (ok, out) = run_tool(
+                "systemd-analyze",
+                &["verify", "--man=no", path.to_str().unwrap()],
+            )
+            .await;
+            assert!(ok && out.trim().is_empty(), "{unit}.service: {out}");
+        }
+    }
+}
+
+/// Where tests leave files for people to look at: `target/test-artifacts/`.
+fn artifacts_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target dir")
+        .join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Headless Chromium on `url` with a fresh profile: `--dump-dom` (the DOM after load) and a
+/// screenshot at 1280×1000 saved to `screenshot`.
+async fn chromium(url: &str, screenshot: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let user_data = format!("--user-data-dir={}", profile.path().display());
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,1000",
+        user_data.as_str(),
+    ];
+    let shot = format!("--screenshot={}", screenshot.display());
+    let mut args = common.to_vec();
+    args.extend([shot.as_str(), url]);
+    let (ok, out) = run_tool("chromium", &args).await;
+    assert!(ok, "chromium --screenshot {url}: {out}");
+    let png = std::fs::read(screenshot).unwrap_or_else(|e| panic!("no screenshot: {e}\n{out}"));
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{out}");
+    let mut args = common.to_vec();
+    args.extend(["--dump-dom", url]);
+    let (ok, dom) = run_tool("chromium", &args).await;
+    assert!(ok, "chromium --dump-dom {url}: {dom}");
+    dom
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_in_headless_chromium_shows_the_map_cells_and_sessions() {
+    if !tool_present(
+        "chromium",
+        on_path("chromium", "--version"),
+        "apt-get install chromium",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dev = WarrenProcess::spawn_dev(bin(), &dir.path().join("dev"), 2, 2).await;
+    let admin: BTreeMap<String, String> = dev
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("admin: "))
+        .expect("an admin line")
+        .split(',')
+        .filter_map(|i| i.split_once('='))
+        .map(|(n, a)| (n.to_string(), a.to_string()))
+        .collect();
+    // Two client sessions through proxy 1.
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        clients.push(
+            warren_client::Session::connect_with(
+                warren_client::ClientOptions::proxies(vec![dev.proxies[0].clone()]).cache(false),
+            )
+            .await
+            .expect("a session through proxy 1"),
+        );
+    }
+
+    // Programs still get JSON from /status; a browser gets the page.
+    let (code, json) = http_get(&admin["meta"], "/status").await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("/status is JSON");
+    assert_eq!(v["name"], "meta");
+
+    // The meta cell's page: the map, every cell with its replica, the meta's sessions.
+    let shots = artifacts_dir();
+    let meta_png = shots.join("status-page-meta.png");
+    let dom = chromium(&format!("http://{}/status", admin["meta"]), &meta_png).await;
+    eprintln!("status page screenshot (meta cell): {}", meta_png.display());
+    assert!(dom.contains("id=\"map-picture\""), "{dom}");
+    assert!(dom.contains("epoch 1 · 4096 slots"), "{dom}");
+    for (cell, addr) in &dev.cells {
+        assert!(
+            dom.contains(&format!(
+                "{cell}: <span class=\"slot-count\">2048</span> slots"
+            )),
+            "{cell} in the legend: {dom}"
+        );
+        assert!(
+            dom.contains(&format!("<tr class=\"cell\" data-cell=\"{cell}\">")),
+            "{cell} in the cells table: {dom}"
+        );
+        assert!(
+            dom.contains(addr.as_str()),
+            "{cell}'s replica {addr}: {dom}"
+        );
+    }
+    assert!(
+        dom.contains("<tr class=\"cell\" data-cell=\"meta\">"),
+        "{dom}"
+    );
+    // Every replica answered Locate as a serving master with a healthy store.
+    assert_eq!(
+        dom.matches("<td class=\"role master\">master</td>").count(),
+        3,
+        "{dom}"
+    );
+    assert!(!dom.contains("unreachable"), "{dom}");
+    // The meta cell's sessions: both proxies hold a proxy session there.
+    let meta_sessions = dom
+        .split("<td rowspan=\"1\" class=\"name\">meta</td><td rowspan=\"1\" class=\"sessions\">")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no session count: {dom}"));
+    assert!(meta_sessions >= 2, "{dom}");
+    assert!(dom.contains("no reshard job recorded"), "{dom}");
+    assert!(dom.contains("<dt>cell RPCs/s</dt>"), "{dom}");
+
+    // Proxy 1's page: its two client sessions and its upstream links.
+    let proxy_png = shots.join("status-page-proxy.png");
+    let dom = chromium(&format!("http://{}/status", admin["p1"]), &proxy_png).await;
+    eprintln!("status page screenshot (proxy p1): {}", proxy_png.display());
+    assert!(
+        dom.contains("<td class=\"client-sessions\">2</td>"),
+        "proxy 1's client sessions: {dom}"
+    );
+    assert!(dom.contains("✔ meta</span>"), "{dom}");
+    assert!(dom.contains("id=\"map-picture\""), "{dom}");
+    drop(clients);
 }
