@@ -381,6 +381,24 @@ fn render_proxies(out: &mut String, proxies: &[ProxyView]) {
     out.push_str("</section>");
 }
 
+/// Unfinished slot moves listed in the job's table; the rest are counted (a job moves up
+/// to thousands of slots, all of them in the progress picture).
+const JOB_ROWS: usize = 32;
+
+/// The colour of a slot move in the job's progress picture: finished (moved or given up),
+/// in the batch being moved, or waiting.
+fn move_colour(m: &SlotMove) -> &'static str {
+    match (m.finished, m.state.as_str()) {
+        (true, s) if s.starts_with("Aborted") => "#e15759",
+        (true, _) => "#59a14f",
+        (false, "Pending") => "#d0d0d0",
+        (false, _) => "#f28e2b",
+    }
+}
+
+/// The reshard job: its state, a progress bar, one square per planned slot move coloured
+/// by its state, the count of moves in each state, and the unfinished moves (at most
+/// [`JOB_ROWS`]).
 fn render_job(out: &mut String, job: Option<&JobView>) {
     out.push_str("<section id=\"reshard\"><h2>Reshard job</h2>");
     let Some(job) = job else {
@@ -391,26 +409,80 @@ fn render_job(out: &mut String, job: Option<&JobView>) {
     let total = job.slots.len();
     let _ = write!(
         out,
-        "<p><b>{}</b>: {} — {} <span class=\"job-progress\">{done}/{total}</span> slots \
-         finished</p><progress max=\"{}\" value=\"{done}\"></progress>\
-         <table><thead><tr><th>slot</th><th>from</th><th>to</th><th>state</th></tr></thead><tbody>",
+        "<p><b>{}</b>: <span class=\"job-state\">{}</span> — {} \
+         <span class=\"job-progress\">{done}/{total}</span> slots finished</p>\
+         <progress max=\"{}\" value=\"{done}\"></progress>",
         esc(&job.id),
         esc(&job.state),
         esc(&job.message),
         total.max(1),
     );
-    for s in &job.slots {
+    let (columns, px) = map_grid(total);
+    let rows = total.div_ceil(columns).max(1);
+    let _ = write!(
+        out,
+        "<svg id=\"job-picture\" role=\"img\" aria-label=\"slot moves by state\" \
+         viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\">",
+        w = columns * px,
+        h = rows * px,
+    );
+    for (i, m) in job.slots.iter().enumerate() {
         let _ = write!(
             out,
-            "<tr class=\"slot-move {}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            if s.finished { "ok" } else { "pending" },
-            s.slot,
-            esc(&s.from),
-            esc(&s.to),
-            esc(&s.state),
+            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\"><title>slot {} \
+             {} → {}: {}</title></rect>",
+            (i % columns) * px,
+            (i / columns) * px,
+            px.max(2) - 1,
+            px.max(2) - 1,
+            move_colour(m),
+            m.slot,
+            esc(&m.from),
+            esc(&m.to),
+            esc(&m.state),
         );
     }
-    out.push_str("</tbody></table></section>");
+    out.push_str("</svg><ul class=\"legend\" id=\"job-states\">");
+    let mut by_state: BTreeMap<&str, (usize, &'static str)> = BTreeMap::new();
+    for m in &job.slots {
+        let e = by_state
+            .entry(m.state.as_str())
+            .or_insert((0, move_colour(m)));
+        e.0 += 1;
+    }
+    for (state, (n, colour)) in &by_state {
+        let _ = write!(
+            out,
+            "<li><span class=\"swatch\" style=\"background:{colour}\"></span>{}: {n}</li>",
+            esc(state)
+        );
+    }
+    out.push_str("</ul>");
+    let open: Vec<&SlotMove> = job.slots.iter().filter(|s| !s.finished).collect();
+    if !open.is_empty() {
+        out.push_str(
+            "<table><thead><tr><th>slot</th><th>from</th><th>to</th><th>state</th></tr></thead><tbody>",
+        );
+        for s in open.iter().take(JOB_ROWS) {
+            let _ = write!(
+                out,
+                "<tr class=\"slot-move\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                s.slot,
+                esc(&s.from),
+                esc(&s.to),
+                esc(&s.state),
+            );
+        }
+        if open.len() > JOB_ROWS {
+            let _ = write!(
+                out,
+                "<tr><td colspan=\"4\">… and {} more</td></tr>",
+                open.len() - JOB_ROWS
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("</section>");
 }
 
 fn render_rates(out: &mut String, rates: &[Rate]) {
@@ -430,7 +502,7 @@ table{border-collapse:collapse;background:#fff}td,th{border:1px solid #ddd;paddi
 th{background:#eee}.ok{color:#2a7a2a}.bad{color:#b00020;font-weight:bold}.role.master{font-weight:bold}\
 .legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:1em}.swatch{display:inline-block;width:1em;height:1em;margin-right:.3em;vertical-align:middle}\
 svg{background:#fff;border:1px solid #ddd;max-width:100%;height:auto}dl{display:grid;grid-template-columns:max-content max-content;gap:.2em 1.5em}\
-dd{margin:0;font-variant-numeric:tabular-nums}.problems{color:#b00020}progress{width:20em}";
+dd{margin:0;font-variant-numeric:tabular-nums}.problems{color:#b00020}progress{width:20em}svg,progress{display:block;margin:.4em 0}";
 
 /// The whole page: one HTML document with its CSS inline and the map as inline SVG,
 /// reloading itself every `refresh_secs` (a `<meta http-equiv="refresh">`: no script).
@@ -566,7 +638,8 @@ mod tests {
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
         assert!(html.contains("epoch 3 · 128 slots"), "{html}");
         // Two rows of 64: c1 has row 0 whole and 36 slots of row 1, c2 the other 28.
-        assert_eq!(html.matches("<rect ").count(), 3, "{html}");
+        let map_svg = html.split("<section id=\"cells\">").next().unwrap();
+        assert_eq!(map_svg.matches("<rect ").count(), 3, "{html}");
         assert!(html.contains("<title>slots 64–99: c1</title>"), "{html}");
         assert!(html.contains("<title>slots 100–127: c2</title>"), "{html}");
         assert!(html.contains("c1: <span class=\"slot-count\">100</span> slots"));
@@ -577,6 +650,12 @@ mod tests {
         assert!(html.contains("<td class=\"client-sessions\">1234</td>"));
         assert!(html.contains("title=\"tcp connect &lt;refused&gt;\">✘ c2</span>"));
         assert!(html.contains("<span class=\"job-progress\">1/2</span>"));
+        // Both moves in the picture, the finished one green; only the open one listed.
+        assert!(html.contains("fill=\"#59a14f\"><title>slot 5 c1 → c2: Done</title>"));
+        assert!(html.contains("fill=\"#f28e2b\"><title>slot 6 c1 → c2: Copying</title>"));
+        assert!(html.contains("<tr class=\"slot-move\"><td>6</td>"));
+        assert!(!html.contains("<tr class=\"slot-move\"><td>5</td>"));
+        assert!(html.contains("Copying: 1</li>") && html.contains("Done: 1</li>"));
         assert!(html.contains("<dt>cell RPCs/s</dt><dd>12.5</dd>"));
         assert!(html.contains("<dt>store mutations/s</dt><dd>measuring…</dd>"));
         assert!(html.contains("<li>cell c2: no replica &lt;answered&gt;</li>"));
@@ -591,6 +670,32 @@ mod tests {
                 "the page refers outside: {external}"
             );
         }
+    }
+
+    #[test]
+    fn a_large_job_lists_only_its_first_open_moves() {
+        let mut page = sample();
+        page.job = Some(JobView {
+            id: "big".into(),
+            state: "Running".into(),
+            message: String::new(),
+            slots: (0..1500)
+                .map(|i| SlotMove {
+                    slot: i,
+                    from: "c1".into(),
+                    to: "c3".into(),
+                    state: if i < 1000 { "Done" } else { "Pending" }.into(),
+                    finished: i < 1000,
+                })
+                .collect(),
+        });
+        let html = render(&page);
+        assert_eq!(html.matches("<tr class=\"slot-move\">").count(), JOB_ROWS);
+        assert!(html.contains("… and 468 more"));
+        assert!(html.contains("<span class=\"job-progress\">1000/1500</span>"));
+        assert!(html.contains("Done: 1000</li>") && html.contains("Pending: 500</li>"));
+        // 1500 squares of 5 px, 128 to a row: 12 rows.
+        assert!(html.contains("viewBox=\"0 0 640 60\""), "{html}");
     }
 
     #[test]

@@ -462,6 +462,20 @@ async fn chromium(url: &str, screenshot: &Path) -> String {
     dom
 }
 
+/// Runs `warren ctl ARGS…`, which must succeed; returns its stdout.
+async fn ctl_ok(args: &[&str]) -> String {
+    let mut v = vec!["ctl"];
+    v.extend_from_slice(args);
+    let o = crate::warren(&v).await;
+    assert!(o.status.success(), "warren {v:?}: {}", crate::stderr(&o));
+    crate::stdout(&o)
+}
+
+/// The meta cell's and a proxy's status pages of a `warren dev` deployment, after a
+/// reshard moved a third of the slots to an added cell, loaded in headless Chromium: the
+/// DOM names every cell with its slot count and replica, the meta cell's sessions, the
+/// finished job with every slot move, and the proxy's client sessions. The screenshots
+/// are saved in `target/test-artifacts/status-page-{meta,proxy}.png` for people to look at.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_in_headless_chromium_shows_the_map_cells_and_sessions() {
     if !tool_present(
@@ -472,7 +486,9 @@ async fn the_status_page_in_headless_chromium_shows_the_map_cells_and_sessions()
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let dev = WarrenProcess::spawn_dev(bin(), &dir.path().join("dev"), 2, 2).await;
+    let data = dir.path().join("dev");
+    let dev = WarrenProcess::spawn_dev(bin(), &data, 2, 2).await;
+    let meta = dev.meta.clone().expect("the meta cell's address");
     let admin: BTreeMap<String, String> = dev
         .banner
         .iter()
@@ -482,6 +498,66 @@ async fn the_status_page_in_headless_chromium_shows_the_map_cells_and_sessions()
         .filter_map(|i| i.split_once('='))
         .map(|(n, a)| (n.to_string(), a.to_string()))
         .collect();
+
+    // A reshard: c3 added, a third of the slots moved to it.
+    let c3 = WarrenProcess::spawn(
+        bin(),
+        &[
+            "dev",
+            "--add-cell",
+            "c3",
+            "--data",
+            data.to_str().unwrap(),
+            "--base-port",
+            "0",
+            "--meta",
+            &meta,
+        ],
+    )
+    .await;
+    let c3_addr = c3.cells[0].1.clone();
+    let plan = dir.path().join("plan.json");
+    ctl_ok(&[
+        "reshard",
+        "plan",
+        "--meta",
+        &meta,
+        "--add-cell",
+        &format!("c3={c3_addr}"),
+        "--out",
+        plan.to_str().unwrap(),
+    ])
+    .await;
+    ctl_ok(&[
+        "reshard",
+        "apply",
+        "--meta",
+        &meta,
+        "--slots-per-batch",
+        "512",
+        plan.to_str().unwrap(),
+    ])
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let job = loop {
+        let out = ctl_ok(&["reshard", "status", "--meta", &meta, "--json"]).await;
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        if !matches!(v["state"].as_str(), Some("running" | "aborting")) {
+            break v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reshard did not finish in 180 s: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(job["state"], "done", "{job}");
+    let (code, map) = http_get(&admin["meta"], "/map").await;
+    assert_eq!(code, 200, "{map}");
+    let map = warren_router::PartitionMap::from_json(map.trim().as_bytes()).expect("the map");
+    let counts = map.slot_counts();
+    assert_eq!(counts.len(), 3, "{counts:?}");
+
     // Two client sessions through proxy 1.
     let mut clients = Vec::new();
     for _ in 0..2 {
@@ -500,19 +576,26 @@ async fn the_status_page_in_headless_chromium_shows_the_map_cells_and_sessions()
     let v: serde_json::Value = serde_json::from_str(&json).expect("/status is JSON");
     assert_eq!(v["name"], "meta");
 
-    // The meta cell's page: the map, every cell with its replica, the meta's sessions.
+    // The meta cell's page: the map, every cell with its replica, the meta's sessions, the
+    // job.
     let shots = artifacts_dir();
     let meta_png = shots.join("status-page-meta.png");
     let dom = chromium(&format!("http://{}/status", admin["meta"]), &meta_png).await;
     eprintln!("status page screenshot (meta cell): {}", meta_png.display());
     assert!(dom.contains("id=\"map-picture\""), "{dom}");
-    assert!(dom.contains("epoch 1 · 4096 slots"), "{dom}");
-    for (cell, addr) in &dev.cells {
+    assert!(
+        dom.contains(&format!("epoch {} · 4096 slots", map.map_epoch())),
+        "{dom}"
+    );
+    let mut cells = dev.cells.clone();
+    cells.push(("c3".to_string(), c3_addr.clone()));
+    for (cell, addr) in &cells {
+        let n = counts[cell.as_str()];
         assert!(
             dom.contains(&format!(
-                "{cell}: <span class=\"slot-count\">2048</span> slots"
+                "{cell}: <span class=\"slot-count\">{n}</span> slots"
             )),
-            "{cell} in the legend: {dom}"
+            "{cell} with {n} slots in the legend: {dom}"
         );
         assert!(
             dom.contains(&format!("<tr class=\"cell\" data-cell=\"{cell}\">")),
@@ -530,7 +613,7 @@ async fn the_status_page_in_headless_chromium_shows_the_map_cells_and_sessions()
     // Every replica answered Locate as a serving master with a healthy store.
     assert_eq!(
         dom.matches("<td class=\"role master\">master</td>").count(),
-        3,
+        4,
         "{dom}"
     );
     assert!(!dom.contains("unreachable"), "{dom}");
@@ -542,7 +625,21 @@ async fn the_status_page_in_headless_chromium_shows_the_map_cells_and_sessions()
         .and_then(|n| n.parse::<u32>().ok())
         .unwrap_or_else(|| panic!("no session count: {dom}"));
     assert!(meta_sessions >= 2, "{dom}");
-    assert!(dom.contains("no reshard job recorded"), "{dom}");
+    // The job: every planned move finished, each a square in the picture.
+    let moved = counts["c3"];
+    assert!(
+        dom.contains(&format!(
+            "<span class=\"job-progress\">{moved}/{moved}</span>"
+        )),
+        "{dom}"
+    );
+    assert!(dom.contains(&format!("Done: {moved}</li>")), "{dom}");
+    let job_svg = dom
+        .split("id=\"job-picture\"")
+        .nth(1)
+        .and_then(|s| s.split("</svg>").next())
+        .unwrap_or_else(|| panic!("no job picture: {dom}"));
+    assert_eq!(job_svg.matches("<rect ").count(), moved as usize);
     assert!(dom.contains("<dt>cell RPCs/s</dt>"), "{dom}");
 
     // Proxy 1's page: its two client sessions and its upstream links.
@@ -555,5 +652,6 @@ async fn the_status_page_in_headless_chromium_shows_the_map_cells_and_sessions()
     );
     assert!(dom.contains("✔ meta</span>"), "{dom}");
     assert!(dom.contains("id=\"map-picture\""), "{dom}");
+    assert!(dom.contains("c3: <span class=\"slot-count\">"), "{dom}");
     drop(clients);
 }
