@@ -829,7 +829,8 @@ pub async fn run(
         warren_server::grpc::warren_routes(service::service(shared.clone())),
         &["warren.v1.Warren"],
         ready,
-    );
+    )
+    .await;
     let result = tokio::select! {
         r = warren_server::grpc::serve_routes(listener, routes, stop) => {
             r.map_err(|e| ProxyError::Serve(e.to_string()))

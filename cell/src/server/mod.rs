@@ -120,7 +120,7 @@ pub(crate) struct Front {
 }
 
 impl Front {
-    pub(crate) fn start(
+    pub(crate) async fn start(
         listener: TcpListener,
         admin_listener: Option<TcpListener>,
         opts: &CellOptions,
@@ -148,7 +148,8 @@ impl Front {
             routes,
             &["warren.v1.Warren", "warren.v1.Reshard"],
             ready,
-        );
+        )
+        .await;
         let grpc = tokio::spawn(warren_server::grpc::serve_routes(
             listener,
             routes,
@@ -195,7 +196,7 @@ pub async fn run(
     on_ready: impl FnOnce(CellHandle) + Send,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CellError> {
-    let front = Front::start(listener, admin_listener, &opts, store.kind())?;
+    let front = Front::start(listener, admin_listener, &opts, store.kind()).await?;
     let node = front.node.clone();
     let term = match Term::start(store.clone(), &opts).await {
         Ok(t) => t,
