@@ -166,3 +166,27 @@ pub async fn serve<P: Pages>(listener: TcpListener, pages: Arc<P>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(uri: &str, accept: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(a) = accept {
+            b = b.header(hyper::header::ACCEPT, a);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn browsers_get_the_html_page_and_programs_json() {
+        let chromium = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+        assert!(wants_html(&get("/status", Some(chromium))));
+        assert!(!wants_html(&get("/status", None)), "curl, ctl, the tests");
+        assert!(!wants_html(&get("/status", Some("application/json"))));
+        assert!(wants_html(&get("/status?html", None)));
+        assert!(!wants_html(&get("/status?json", Some(chromium))));
+        assert!(wants_html(&get("/status?x=1&html", None)));
+    }
+}
