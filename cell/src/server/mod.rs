@@ -142,7 +142,7 @@ impl Front {
         // Health says SERVING exactly when /readyz does: a master with its map loaded.
         let ready = {
             let node = node.clone();
-            move || warren_server::admin::Pages::readiness(&*node).is_ok()
+            move || node.ready()
         };
         let (routes, health) = warren_server::grpc::add_standard_services(
             routes,
