@@ -7,9 +7,16 @@
 //! keeps the last good map it read, so `warren ctl map repair` can recover from it a map
 //! whose stored file no longer parses. `/debug/sessions` is the master's session and lock
 //! tables (`crate::core::SessionTableView`), for `warren ctl session list` and `lock list`.
+//! To a browser, the meta cell's `/status` is the HTML status page
+//! ([`warren_server::status_page`]): the map, every cell's replicas as `Locate` answers,
+//! this cell's sessions and the reshard job.
 
 use crate::server::{metrics, CellStatus, Node};
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::collections::BTreeMap;
+use warren_reshard::job::SlotState;
+use warren_server::admin::PageFuture;
+use warren_server::status_page::{JobView, MapView, SlotMove, StatusPage};
 
 pub(crate) use warren_server::admin::serve;
 
@@ -48,6 +55,21 @@ impl warren_server::admin::Pages for Node {
         serde_json::to_string(&table).map_err(|e| format!("cannot render the session table: {e}"))
     }
 
+    fn status_page(&self) -> Option<PageFuture<'_>> {
+        let (mut page, ask) = page_without_replicas(self)?;
+        let own = self.status();
+        Some(Box::pin(async move {
+            page.cells = warren_server::status_probe::locate_cells(&ask).await;
+            for c in &mut page.cells {
+                if c.name == own.cell {
+                    c.sessions = Some(own.sessions as u64);
+                    c.proxy_sessions = Some(own.proxy_sessions as u64);
+                }
+            }
+            page
+        }))
+    }
+
     fn partition_map(&self) -> Result<String, String> {
         let shared = self
             .master()
@@ -61,4 +83,62 @@ impl warren_server::admin::Pages for Node {
             )),
         }
     }
+}
+
+/// The HTML status page's data at a cell (docs/operations.md, "Status page"): served by
+/// the meta cell's master (and an unpartitioned cell's), which holds the partition map; a
+/// data cell or a standby answers `/status` in JSON only. Returns the page without its
+/// cells' replicas, and the replicas to ask `Locate` (this replica for its own cell — a
+/// replicated cell's other replicas are not known here — and every data cell's from the
+/// map).
+fn page_without_replicas(node: &Node) -> Option<(StatusPage, BTreeMap<String, Vec<String>>)> {
+    let shared = node.master().ok()?;
+    let (map, is_data_cell) = {
+        let s = shared.lock();
+        (s.master.map().cloned(), s.master.is_data_cell())
+    };
+    if is_data_cell {
+        return None;
+    }
+    let st = node.status();
+    let job = crate::server::current_job(node).map(|job| JobView {
+        id: job.id().to_string(),
+        state: format!("{:?}", job.state()),
+        message: job.message().to_string(),
+        slots: job
+            .slots()
+            .iter()
+            .map(|p| SlotMove {
+                slot: p.slot,
+                from: p.from.clone(),
+                to: p.to.clone(),
+                state: match &p.state {
+                    SlotState::Aborted { reason } => format!("Aborted: {reason}"),
+                    other => format!("{other:?}"),
+                },
+                finished: matches!(p.state, SlotState::Done | SlotState::Aborted { .. }),
+            })
+            .collect(),
+    });
+    let mut ask = BTreeMap::new();
+    ask.insert(st.cell.clone(), vec![node.advertise.clone()]);
+    if let Some(m) = &map {
+        ask.extend(m.cells().clone());
+    }
+    let page = StatusPage {
+        served_by: format!(
+            "{} cell {} at {}",
+            if map.is_some() { "meta" } else { "the" },
+            st.cell,
+            node.advertise
+        ),
+        deployment: st.deployment.clone(),
+        map: map.as_ref().map(|m| MapView {
+            map_epoch: m.map_epoch(),
+            slots: m.slot_owners().to_vec(),
+        }),
+        job,
+        ..StatusPage::default()
+    };
+    Some((page, ask))
 }

@@ -66,7 +66,7 @@ pub async fn run_replica(
     on_ready: impl FnOnce(CellHandle) + Send,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CellError> {
-    let front = Front::start(listener, admin_listener, &opts, "etcd")?;
+    let front = Front::start(listener, admin_listener, &opts, "etcd").await?;
     let node = front.node.clone();
     on_ready(CellHandle::new(node.clone()));
     let prefix = cell_prefix(&opts.core.deployment, &opts.core.cell);

@@ -17,6 +17,11 @@ pub mod pb {
     tonic::include_proto!("warren.v1");
 }
 
+/// The encoded `FileDescriptorSet` of `warren.v1` (both `.proto` files and their imports),
+/// which server reflection serves so `grpcurl` needs no `.proto` files (docs/operations.md).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/warren_descriptor.bin"));
+
 pub use error::{ErrorCode, WarrenError};
 
 /// Length in bytes of session ids and session secrets.

@@ -1,11 +1,16 @@
 //! The proxy's admin HTTP pages (served by `warren_server::admin`): `/metrics` (Prometheus
 //! text from the `metrics` crate), `/healthz`, `/readyz` (a live session at every cell; with
 //! `--meta`: the partition map loaded and a live session at the meta cell) and `/status`
-//! (JSON).
+//! (JSON; to a browser the HTML status page of [`warren_server::status_page`]: the map in
+//! hand, every cell's replicas as `Locate` answers, and this proxy with its client
+//! sessions and upstream links. A proxy shows no reshard job: that is the meta cell's page).
 
 use crate::Shared;
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::collections::BTreeMap;
+use warren_server::admin::PageFuture;
 use warren_server::metrics::{Metric, TierMetrics};
+use warren_server::status_page::{MapView, ProxyView, StatusPage, Upstream};
 
 pub(crate) use warren_server::admin::serve;
 
@@ -186,5 +191,45 @@ impl warren_server::admin::Pages for Shared {
 
     fn status_snapshot(&self) -> serde_json::Value {
         self.status()
+    }
+
+    fn status_page(&self) -> Option<PageFuture<'_>> {
+        let map = self.map();
+        let counts = self.with_core(|c| c.counts());
+        let links = self.all_cells();
+        let mut ask: BTreeMap<String, Vec<String>> =
+            links.iter().map(|u| (u.name.clone(), u.addrs())).collect();
+        if let Some(m) = &map {
+            ask.extend(m.cells().clone());
+        }
+        let me = ProxyView {
+            name: self.cfg.id.clone(),
+            addr: self.advertised.clone(),
+            client_sessions: counts.client_sessions as u64,
+            clients_waiting: counts.starving as u64,
+            upstream: links
+                .iter()
+                .map(|u| Upstream {
+                    cell: u.name.clone(),
+                    connected: u.link.borrow().is_some(),
+                    error: crate::lock(&u.error).clone(),
+                })
+                .collect(),
+        };
+        let page = StatusPage {
+            served_by: format!("proxy {} at {}", me.name, me.addr),
+            deployment: self.deployment.get().cloned().unwrap_or_default(),
+            map: map.as_ref().map(|m| MapView {
+                map_epoch: m.map_epoch(),
+                slots: m.slot_owners().to_vec(),
+            }),
+            proxies: vec![me],
+            ..StatusPage::default()
+        };
+        Some(Box::pin(async move {
+            let mut page = page;
+            page.cells = warren_server::status_probe::locate_cells(&ask).await;
+            page
+        }))
     }
 }

@@ -819,8 +819,20 @@ pub async fn run(
             shared.begin_close();
         }
     };
+    // grpc.health.v1.Health says SERVING exactly when /readyz does; reflection lists
+    // warren.v1.Warren for grpcurl (docs/operations.md).
+    let ready = {
+        let shared = shared.clone();
+        move || shared.ready()
+    };
+    let (routes, _health) = warren_server::grpc::add_standard_services(
+        warren_server::grpc::warren_routes(service::service(shared.clone())),
+        &["warren.v1.Warren"],
+        ready,
+    )
+    .await;
     let result = tokio::select! {
-        r = warren_server::grpc::serve(listener, service::service(shared.clone()), stop) => {
+        r = warren_server::grpc::serve_routes(listener, routes, stop) => {
             r.map_err(|e| ProxyError::Serve(e.to_string()))
         }
         e = fatal => Err(ProxyError::Config(e)),

@@ -1,8 +1,10 @@
 //! The admin HTTP endpoint both tiers serve (hyper, HTTP/1.1, GET only): `/metrics`
 //! (Prometheus text), `/healthz`, `/readyz` (200, or 503 with the reason), `/status`
-//! (JSON), `/map` (the partition map in force, JSON, or 404 without one: what
-//! `warren ctl map repair` recovers a broken stored map from), `/version` and
-//! `/debug/sessions` (a cell master's session and lock tables, JSON). What each page says comes
+//! (JSON; to a browser — `Accept: text/html`, or `/status?html` — the HTML status page of
+//! [`crate::status_page`] where the tier has one), `/map` (the partition map in force, JSON,
+//! or 404 without one: what `warren ctl map repair` recovers a broken stored map from),
+//! `/version` and `/debug/sessions` (a cell master's session and lock tables, JSON). What
+//! each page says comes
 //! from the tier: [`Pages`].
 
 use bytes::Bytes;
@@ -42,6 +44,52 @@ pub trait Pages: Send + Sync + 'static {
     fn debug_sessions(&self) -> Result<String, String> {
         Err("this server keeps no session table; ask a cell's master".into())
     }
+
+    /// The HTML status page's data (docs/operations.md, "Status page"), without its rates
+    /// (the admin endpoint adds those from the registry); `None`: this server shows no
+    /// page (a data cell's replicas, a standby), and `/status` stays JSON for everyone.
+    fn status_page(&self) -> Option<PageFuture<'_>> {
+        None
+    }
+}
+
+/// What [`Pages::status_page`] returns: the page's data, gathered asynchronously (it asks
+/// other servers).
+pub type PageFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = crate::status_page::StatusPage> + Send + 'a>,
+>;
+
+/// Whether a `/status` request asks for the HTML page: a browser's `Accept: text/html`, or
+/// `?html` in the query (`?json` forces JSON).
+fn wants_html<B>(req: &Request<B>) -> bool {
+    let query = req.uri().query().unwrap_or("");
+    if query.split('&').any(|q| q == "json") {
+        return false;
+    }
+    query.split('&').any(|q| q == "html")
+        || req
+            .headers()
+            .get(hyper::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"))
+}
+
+/// Seconds between the HTML status page's reloads.
+const PAGE_REFRESH_SECS: u32 = 5;
+
+async fn html_page<P: Pages>(
+    pages: &P,
+    sampler: &crate::status_probe::RateSampler,
+    page: PageFuture<'_>,
+) -> Response<Full<Bytes>> {
+    let mut page = page.await;
+    page.refresh_secs = PAGE_REFRESH_SECS;
+    page.rates = sampler.rates(|| metrics_text(pages)).await;
+    reply(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        crate::status_page::render(&page),
+    )
 }
 
 fn status_json<P: Pages>(pages: &P) -> String {
@@ -63,7 +111,16 @@ fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full
     r
 }
 
-fn page<P: Pages>(req: &Request<hyper::body::Incoming>, pages: &P) -> Response<Full<Bytes>> {
+async fn page<P: Pages>(
+    req: &Request<hyper::body::Incoming>,
+    pages: &P,
+    sampler: &crate::status_probe::RateSampler,
+) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/status" && wants_html(req) && req.method() == Method::GET {
+        if let Some(page) = pages.status_page() {
+            return html_page(pages, sampler, page).await;
+        }
+    }
     if req.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -112,19 +169,45 @@ fn page<P: Pages>(req: &Request<hyper::body::Incoming>, pages: &P) -> Response<F
 /// Serves the admin pages on `listener` until the task is aborted.
 pub async fn serve<P: Pages>(listener: TcpListener, pages: Arc<P>) {
     pages.recorder();
+    let sampler = Arc::new(crate::status_probe::RateSampler::default());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let pages = pages.clone();
+        let sampler = sampler.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let r = page(&req, &*pages);
-                async move { Ok::<_, Infallible>(r) }
+                let (pages, sampler) = (pages.clone(), sampler.clone());
+                async move { Ok::<_, Infallible>(page(&req, &*pages, &sampler).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(uri: &str, accept: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(a) = accept {
+            b = b.header(hyper::header::ACCEPT, a);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn browsers_get_the_html_page_and_programs_json() {
+        let chromium = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+        assert!(wants_html(&get("/status", Some(chromium))));
+        assert!(!wants_html(&get("/status", None)), "curl, ctl, the tests");
+        assert!(!wants_html(&get("/status", Some("application/json"))));
+        assert!(wants_html(&get("/status?html", None)));
+        assert!(!wants_html(&get("/status?json", Some(chromium))));
+        assert!(wants_html(&get("/status?x=1&html", None)));
     }
 }

@@ -34,6 +34,98 @@ pub fn warren_routes<S: pb::warren_server::Warren>(service: S) -> tonic::service
     )
 }
 
+/// How often [`add_standard_services`]' health task asks the tier whether it is ready.
+const HEALTH_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Adds to `routes` the services operators' tools expect of any gRPC server
+/// (docs/operations.md): `grpc.health.v1.Health` (what `grpc_health_probe` and load
+/// balancers ask) and server reflection, v1 and v1alpha (what `grpcurl list`/`describe`
+/// read instead of `.proto` files), which lists `served` (the services in `routes`: the
+/// descriptors hold `warren.v1.Reshard` too, which a proxy does not serve) and the standard
+/// ones. Health follows `ready` (the tier's `/readyz`): the
+/// overall status (service `""`) and `warren.v1.Warren` are `SERVING` while it says yes and
+/// `NOT_SERVING` otherwise, re-read every 200 ms and pushed to `Watch` callers on change.
+/// The returned [`HealthTask`] does the re-reading until it is dropped.
+pub async fn add_standard_services(
+    routes: tonic::service::Routes,
+    served: &[&str],
+    ready: impl Fn() -> bool + Send + Sync + 'static,
+) -> (tonic::service::Routes, HealthTask) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    // The reporter starts with the server SERVING: set the truth before anyone can ask.
+    let first = ready();
+    for name in HEALTH_NAMES {
+        reporter
+            .set_service_status(name, serving_status(first))
+            .await;
+    }
+    let task = tokio::spawn(async move {
+        let mut last = first;
+        loop {
+            tokio::time::sleep(HEALTH_POLL).await;
+            let now = ready();
+            if last != now {
+                for name in HEALTH_NAMES {
+                    reporter.set_service_status(name, serving_status(now)).await;
+                }
+                last = now;
+            }
+        }
+    });
+    let mut routes = routes.add_service(health);
+    // The descriptor set is built into warren-proto; it only fails to register if it
+    // were corrupt, and then the server still serves everything but reflection.
+    let reflection = || {
+        let listed = served.iter().copied().chain([
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]);
+        listed.fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(warren_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                )
+                .include_reflection_service(false),
+            |b, name| b.with_service_name(name),
+        )
+    };
+    let (v1, v1alpha) = (reflection().build_v1(), reflection().build_v1alpha());
+    match (v1, v1alpha) {
+        (Ok(v1), Ok(v1alpha)) => routes = routes.add_service(v1).add_service(v1alpha),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "server reflection is off: its descriptor set does not register");
+        }
+    }
+    (routes, HealthTask(task))
+}
+
+fn serving_status(ready: bool) -> tonic_health::ServingStatus {
+    if ready {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    }
+}
+
+/// The health service names [`add_standard_services`] reports: the whole server and the
+/// Warren service.
+const HEALTH_NAMES: [&str; 2] = ["", "warren.v1.Warren"];
+
+/// Keeps the health status of [`add_standard_services`] following readiness; dropping it
+/// stops that (the status then stays as last set).
+#[derive(Debug)]
+pub struct HealthTask(tokio::task::JoinHandle<()>);
+
+impl Drop for HealthTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// [`serve`] for a set of routes (a cell's: `warren.v1.Warren` and `warren.v1.Reshard`),
 /// with the process's TLS identity if one is installed ([`warren_tls::install`]), else
 /// plaintext.
@@ -357,6 +449,89 @@ mod tests {
             "-",
             "plaintext carries no identity"
         );
+    }
+
+    #[tokio::test]
+    async fn health_follows_readiness_and_reflection_lists_what_is_served() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
+        use tonic_reflection::pb::v1::{
+            server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+            ServerReflectionRequest,
+        };
+        let ready = Arc::new(AtomicBool::new(false));
+        let (routes, _health) =
+            add_standard_services(tonic::service::Routes::new(WhoAmI), &["test.WhoAmI"], {
+                let ready = ready.clone();
+                move || ready.load(Ordering::SeqCst)
+            })
+            .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(serve_routes_with(listener, routes, None, async {
+            let _ = stopped.await;
+        }));
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let status = |service: &str| {
+            let mut health = health.clone();
+            let req = HealthCheckRequest {
+                service: service.into(),
+            };
+            async move { health.check(req).await.unwrap().into_inner().status() }
+        };
+        // Not ready from the first call on (the reporter's own default is SERVING).
+        assert_eq!(status("").await, ServingStatus::NotServing);
+        assert_eq!(status("warren.v1.Warren").await, ServingStatus::NotServing);
+        ready.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while status("").await != ServingStatus::Serving {
+            assert!(tokio::time::Instant::now() < deadline, "never SERVING");
+            tokio::time::sleep(HEALTH_POLL / 4).await;
+        }
+        assert_eq!(status("warren.v1.Warren").await, ServingStatus::Serving);
+        let unknown = health
+            .check(HealthCheckRequest {
+                service: "no.such.Service".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+        let mut reflection = ServerReflectionClient::new(channel);
+        let ask = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut replies = reflection
+            .server_reflection_info(tokio_stream::iter([ask]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            replies.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("not a service list");
+        };
+        let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+                "test.WhoAmI"
+            ]
+        );
+        let _ = stop.send(());
+        served.await.unwrap().unwrap();
     }
 
     #[test]

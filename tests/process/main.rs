@@ -1,7 +1,8 @@
 //! Tests of the real `warren` binary as users run it: a cell killed with SIGKILL keeps
 //! every acknowledged write; `warren ctl` end to end; configuration errors; `warren dev`
 //! (meta cell, data cells, proxies) with its admin endpoints, Ctrl-C and resume; `warren dev
-//! --add-cell` and `warren ctl reshard`; mutual TLS with real certificates.
+//! --add-cell` and `warren ctl reshard`; mutual TLS with real certificates; gRPC health
+//! and reflection, the HTML status page in headless Chromium, and the files in `deploy/`.
 
 mod authz;
 mod ctl;
@@ -18,6 +19,7 @@ mod proxies;
 mod reshard;
 mod reshard_faults;
 mod sessions;
+mod status;
 mod tls;
 
 use std::path::Path;

@@ -105,6 +105,11 @@ static METRICS: TierMetrics = TierMetrics::new(&[
         "Acquire calls waiting for a lock right now",
     )
     .from_zero(),
+    Metric::gauge(
+        "warren_cell_reshard_slots_remaining",
+        "slots the reshard job recorded at this meta master still has to move (0: no job, or it finished)",
+    )
+    .from_zero(),
     Metric::counter(
         "warren_cell_lock_waits_total",
         "Acquire calls that had to wait for a lock",

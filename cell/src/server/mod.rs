@@ -39,6 +39,7 @@ mod writer;
 
 pub use node::{CellHandle, CellStatus};
 pub(crate) use node::{Node, Role};
+pub(crate) use reshard_job::current_job;
 pub(crate) use term::Term;
 
 use crate::core::CoreConfig;
@@ -114,10 +115,12 @@ pub(crate) struct Front {
     admin: Option<tokio::task::JoinHandle<()>>,
     stop: tokio::sync::oneshot::Sender<()>,
     grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Keeps `grpc.health.v1.Health` following `/readyz` while the replica serves.
+    _health: warren_server::grpc::HealthTask,
 }
 
 impl Front {
-    pub(crate) fn start(
+    pub(crate) async fn start(
         listener: TcpListener,
         admin_listener: Option<TcpListener>,
         opts: &CellOptions,
@@ -136,6 +139,17 @@ impl Front {
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let routes = warren_server::grpc::warren_routes(service::service(node.clone()))
             .add_service(reshard::service(node.clone()));
+        // Health says SERVING exactly when /readyz does: a master with its map loaded.
+        let ready = {
+            let node = node.clone();
+            move || node.ready()
+        };
+        let (routes, health) = warren_server::grpc::add_standard_services(
+            routes,
+            &["warren.v1.Warren", "warren.v1.Reshard"],
+            ready,
+        )
+        .await;
         let grpc = tokio::spawn(warren_server::grpc::serve_routes(
             listener,
             routes,
@@ -148,6 +162,7 @@ impl Front {
             admin,
             stop,
             grpc,
+            _health: health,
         })
     }
 
@@ -181,7 +196,7 @@ pub async fn run(
     on_ready: impl FnOnce(CellHandle) + Send,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CellError> {
-    let front = Front::start(listener, admin_listener, &opts, store.kind())?;
+    let front = Front::start(listener, admin_listener, &opts, store.kind()).await?;
     let node = front.node.clone();
     let term = match Term::start(store.clone(), &opts).await {
         Ok(t) => t,

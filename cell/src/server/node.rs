@@ -199,6 +199,19 @@ impl Node {
         }
     }
 
+    /// What `/readyz` and the gRPC health service say, cheaply (the health service asks
+    /// every 200 ms; [`Node::status`] counts sessions and locks under the master's lock):
+    /// a master that serves all operations with its partition map loaded.
+    pub(crate) fn ready(&self) -> bool {
+        match &*self.role.read().unwrap_or_else(|p| p.into_inner()) {
+            Role::Master(shared) => {
+                let g = shared.lock();
+                g.serving() && g.master.map_loaded()
+            }
+            Role::Standby { .. } => false,
+        }
+    }
+
     pub(crate) fn is_master(&self) -> bool {
         matches!(
             &*self.role.read().unwrap_or_else(|p| p.into_inner()),

@@ -69,7 +69,7 @@ impl Runner {
         let loaded = driver.load();
         match &loaded {
             Ok(job) => {
-                driver.job_tx.send_replace(job.clone());
+                publish(&driver.job_tx, job.clone());
             }
             Err(e) => {
                 tracing::error!(error = %e.message, "reshard job record");
@@ -87,7 +87,32 @@ impl Runner {
 
     pub(crate) fn stop(&self) {
         self.task.abort();
+        // A deposed meta master no longer drives the job: its gauge must not hold an alert.
+        metrics::gauge!(SLOTS_REMAINING).set(0.0);
     }
+}
+
+/// The gauge of the slots the recorded job still has to move (docs/metrics.md), which the
+/// "reshard stuck" alert watches (deploy/prometheus/warren-rules.yml).
+const SLOTS_REMAINING: &str = "warren_cell_reshard_slots_remaining";
+
+/// Publishes the job as last recorded: to status calls and the status page, and as
+/// [`SLOTS_REMAINING`].
+fn publish(tx: &watch::Sender<Option<Job>>, job: Option<Job>) {
+    let remaining = job.as_ref().map_or(0, |j| {
+        j.slots()
+            .iter()
+            .filter(|p| {
+                !matches!(
+                    p.state,
+                    warren_reshard::job::SlotState::Done
+                        | warren_reshard::job::SlotState::Aborted { .. }
+                )
+            })
+            .count()
+    });
+    metrics::gauge!(SLOTS_REMAINING).set(remaining as f64);
+    tx.send_replace(job);
 }
 
 fn now_ms() -> u64 {
@@ -140,6 +165,15 @@ pub(super) async fn apply(
         .map_err(|_| WarrenError::not_master(""))?;
     let job = rx.await.map_err(|_| WarrenError::not_master(""))??;
     Ok(pb::ApplyPlanResponse { job })
+}
+
+/// The job as last recorded, for the HTML status page (`None`: not the meta cell's
+/// master, or no job has run).
+pub(crate) fn current_job(node: &Node) -> Option<Job> {
+    let shared = node.master().ok()?;
+    let runner = shared.reshard.get()?;
+    let job = runner.job.borrow().clone();
+    job
 }
 
 pub(super) async fn status(node: &Arc<Node>) -> Result<pb::JobStatusResponse, Status> {
@@ -231,7 +265,7 @@ impl Driver {
                 WarrenError::from_status(&s)
                     .unwrap_or_else(|| WarrenError::internal(s.message().to_string()))
             })?;
-        self.job_tx.send_replace(Some(job.clone()));
+        publish(&self.job_tx, Some(job.clone()));
         self.problem_tx.send_replace(None);
         Ok(())
     }
@@ -245,7 +279,7 @@ impl Driver {
                     tracing::error!(error = %e.message, "cannot record the resumed reshard job");
                 }
             }
-            self.job_tx.send_replace(Some(j.clone()));
+            publish(&self.job_tx, Some(j.clone()));
         }
         loop {
             while let Ok(cmd) = commands.try_recv() {

@@ -44,7 +44,8 @@ use warren_server::lease::short_id as hex;
 
 const READ: u32 = 1;
 
-/// The gRPC service of the proxy (served by `warren_server::grpc::serve`).
+/// The gRPC service of the proxy (served by `warren_server::grpc::serve_routes`, with the
+/// standard health and reflection services).
 pub(crate) fn service(shared: Arc<Shared>) -> impl pb::warren_server::Warren {
     Service {
         shared,
