@@ -14,7 +14,7 @@ use std::fmt;
 /// The `Any.type_url` of a [`pb::ErrorDetail`] inside the `google.rpc.Status` details.
 pub const ERROR_DETAIL_TYPE_URL: &str = "type.googleapis.com/warren.v1.ErrorDetail";
 
-pub use pb::ErrorCode;
+pub use pb::{Effect, ErrorCode};
 
 /// The table: which gRPC code each Warren error code travels as.
 ///
@@ -38,7 +38,45 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::TooLarge => Code::InvalidArgument,
         ErrorCode::InvalidArgument => Code::InvalidArgument,
         ErrorCode::Overloaded => Code::ResourceExhausted,
+        ErrorCode::Unreachable => Code::Unavailable,
+        ErrorCode::OutcomeUnknown => Code::Unavailable,
         ErrorCode::Internal | ErrorCode::Unspecified => Code::Internal,
+    }
+}
+
+/// The table's other column: whether a call that failed with `code` may have taken effect.
+///
+/// Every refusal is [`Effect::NotApplied`]: the cell checks before it changes anything, and
+/// a proxy that could not send a call says so with `UNREACHABLE`. Only a connection lost
+/// after the call was sent (`OUTCOME_UNKNOWN`) and a store failing during a write
+/// (`INTERNAL`) leave the outcome open.
+pub fn effect(code: ErrorCode) -> Effect {
+    match code {
+        ErrorCode::OutcomeUnknown | ErrorCode::Internal | ErrorCode::Unspecified => Effect::Unknown,
+        ErrorCode::NotMaster
+        | ErrorCode::WrongCell
+        | ErrorCode::StaleEpoch
+        | ErrorCode::FailoverInProgress
+        | ErrorCode::SessionExpired
+        | ErrorCode::HandleInvalid
+        | ErrorCode::NotFound
+        | ErrorCode::AlreadyExists
+        | ErrorCode::NotEmpty
+        | ErrorCode::PermissionDenied
+        | ErrorCode::LockHeld
+        | ErrorCode::GenerationMismatch
+        | ErrorCode::TooLarge
+        | ErrorCode::InvalidArgument
+        | ErrorCode::Overloaded
+        | ErrorCode::Unreachable => Effect::NotApplied,
+    }
+}
+
+impl ErrorCode {
+    /// Whether a call that failed with this code may have taken effect ([`effect`]):
+    /// false means it certainly did not, so sending it again cannot apply it twice.
+    pub fn may_have_taken_effect(self) -> bool {
+        effect(self) != Effect::NotApplied
     }
 }
 
@@ -52,6 +90,7 @@ pub fn is_retryable(code: ErrorCode) -> bool {
             | ErrorCode::WrongCell
             | ErrorCode::StaleEpoch
             | ErrorCode::Overloaded
+            | ErrorCode::Unreachable
     )
 }
 
@@ -188,6 +227,14 @@ impl WarrenError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, message)
     }
+    /// A proxy could not send the call to the cell: not sent, safe to retry.
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unreachable, message)
+    }
+    /// The connection to the cell failed after the call was sent: it may have taken effect.
+    pub fn outcome_unknown(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::OutcomeUnknown, message)
+    }
 
     /// The code's name as in the table, e.g. `NOT_FOUND`.
     pub fn code_name(&self) -> &'static str {
@@ -196,6 +243,11 @@ impl WarrenError {
 
     pub fn is_retryable(&self) -> bool {
         is_retryable(self.code)
+    }
+
+    /// Whether the failed call may have taken effect (the table's [`effect`] for the code).
+    pub fn may_have_taken_effect(&self) -> bool {
+        self.code.may_have_taken_effect()
     }
 
     fn detail(&self) -> pb::ErrorDetail {
@@ -208,6 +260,7 @@ impl WarrenError {
             cacheable: self.cacheable,
             directory: self.directory,
             created: self.created,
+            effect: effect(self.code) as i32,
         }
     }
 
@@ -314,9 +367,39 @@ mod tests {
         }
     }
 
+    /// The effect column: refusals did not apply; a call lost after it was sent, or a store
+    /// failing under it, may have; and the detail carries the column for other languages.
+    #[test]
+    fn the_table_says_whether_a_call_may_have_taken_effect() {
+        let not_applied = [
+            ErrorCode::NotFound,
+            ErrorCode::LockHeld,
+            ErrorCode::GenerationMismatch,
+            ErrorCode::WrongCell,
+            ErrorCode::SessionExpired,
+            ErrorCode::NotMaster,
+            ErrorCode::Unreachable,
+        ];
+        for code in not_applied {
+            assert!(!code.may_have_taken_effect(), "{code:?}");
+        }
+        for code in [ErrorCode::OutcomeUnknown, ErrorCode::Internal] {
+            assert!(code.may_have_taken_effect(), "{code:?}");
+        }
+        for (e, want) in [
+            (WarrenError::unreachable("no master"), Effect::NotApplied),
+            (WarrenError::outcome_unknown("reset"), Effect::Unknown),
+        ] {
+            assert_eq!(e.detail().effect, want as i32);
+            assert_eq!(grpc_code(e.code), tonic::Code::Unavailable);
+        }
+        assert!(WarrenError::unreachable("x").is_retryable());
+        assert!(!WarrenError::outcome_unknown("x").is_retryable());
+    }
+
     #[test]
     fn every_code_has_a_row() {
-        for raw in 1..=16 {
+        for raw in 1..=18 {
             let code = ErrorCode::try_from(raw).unwrap();
             // Unspecified is the only code that may map to Internal besides Internal itself.
             if code != ErrorCode::Internal {

@@ -17,7 +17,7 @@ pub mod pb {
     tonic::include_proto!("warren.v1");
 }
 
-pub use error::{ErrorCode, WarrenError};
+pub use error::{Effect, ErrorCode, WarrenError};
 
 /// Length in bytes of session ids and session secrets.
 pub const SESSION_ID_LEN: usize = 16;

@@ -1,7 +1,8 @@
 //! Tests of the real `warren` binary as users run it: a cell killed with SIGKILL keeps
 //! every acknowledged write; `warren ctl` end to end; configuration errors; `warren dev`
 //! (meta cell, data cells, proxies) with its admin endpoints, Ctrl-C and resume; `warren dev
-//! --add-cell` and `warren ctl reshard`; mutual TLS with real certificates.
+//! --add-cell` and `warren ctl reshard`; mutual TLS with real certificates; the wire
+//! contract from another language (a Python grpcio client).
 
 mod authz;
 mod ctl;
@@ -10,6 +11,7 @@ mod dev;
 mod durability;
 mod election;
 mod failover;
+mod lang;
 mod loadtest;
 mod metrics;
 mod operate;

@@ -855,6 +855,9 @@ impl Shared {
     /// - the master not reached: re-sent with backoff if the call is idempotent, within the
     ///   call timeout and for as long as the local lease runs (after that the session is in
     ///   jeopardy and the call waits at the gate);
+    /// - `UNREACHABLE` (a proxy could not send the call): re-sent as for a master not
+    ///   reached, idempotent or not; `OUTCOME_UNKNOWN` (a proxy lost the call after sending
+    ///   it): re-sent only if the call is idempotent;
     /// - `SESSION_EXPIRED`: the session is over.
     ///
     /// Each attempt sends `request` to the current master with the current context.
@@ -926,6 +929,16 @@ impl Shared {
                     spent += started.elapsed();
                 }
                 ErrorCode::FailoverInProgress if spent < failover_budget => {
+                    tokio::time::sleep(pause).await;
+                    spent += started.elapsed();
+                }
+                // A proxy could not send the call (safe to send again), or lost an
+                // idempotent one after sending it: as for a master not reached.
+                ErrorCode::Unreachable | ErrorCode::OutcomeUnknown
+                    if (w.code == ErrorCode::Unreachable || policy.idempotent)
+                        && self.worth_retrying(spent + started.elapsed(), budget) =>
+                {
+                    tracing::debug!(%err, "the proxy could not reach the cell; retrying");
                     tokio::time::sleep(pause).await;
                     spent += started.elapsed();
                 }
