@@ -3,9 +3,10 @@
 //! against a real `warren dev` deployment (two data cells, so one of them answers
 //! WRONG_CELL, and a proxy) and decodes every error with gRPC's standard details API
 //! ("Errors"). Needs python3 with `grpcio grpcio-tools grpcio-status`: required under
-//! CI=true, else skipped with a notice. And, with raw generated stubs: a proxy whose cell
-//! is gone answers a write with a table code saying it was not sent, after its forwarding
-//! patience, not a bare `UNAVAILABLE` at once.
+//! CI=true, else skipped with a notice. And, with raw generated stubs, the table's effect
+//! column at a proxy: a proxy whose cell is gone answers a write with a code saying it was
+//! not sent, after its forwarding patience, not a bare `UNAVAILABLE` at once; a cell that
+//! dies after it applied a forwarded call makes the proxy answer `OUTCOME_UNKNOWN`.
 
 use crate::{bin, stderr, stdout};
 use std::path::Path;
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 use warren_proto::pb;
 use warren_proto::pb::warren_client::WarrenClient;
 use warren_proto::{ErrorCode, WarrenError};
-use warren_testkit::WarrenProcess;
+use warren_router::{PartitionMap, Route};
+use warren_testkit::{free_port, WarrenProcess};
 
 /// The Python modules the script imports, and the pip line that installs them.
 const MODULES: &str = "import grpc, grpc_tools.protoc, grpc_status.rpc_status";
@@ -209,4 +211,201 @@ async fn a_proxy_whose_cell_is_gone_answers_a_write_with_a_table_code_after_its_
         waited >= PATIENCE - Duration::from_millis(600),
         "the proxy answered after {waited:?}, before its {PATIENCE:?} patience: {e}"
     );
+}
+
+/// A raw client session at `addr` (a proxy), as a client in any language makes one.
+async fn raw_session(
+    addr: &str,
+) -> (
+    WarrenClient<tonic::transport::Channel>,
+    pb::SessionContext,
+    String,
+) {
+    let mut c = WarrenClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let s = c
+        .create_session(pb::CreateSessionRequest {
+            principal: "wire".into(),
+            proxy: false,
+        })
+        .await
+        .expect("CreateSession")
+        .into_inner();
+    let ctx = pb::SessionContext {
+        session_id: s.session_id,
+        secret: s.secret,
+        epoch: s.epoch,
+        ..Default::default()
+    };
+    (c, ctx, s.deployment)
+}
+
+#[tokio::test]
+async fn a_call_a_proxy_lost_after_sending_it_is_outcome_unknown_and_did_take_effect() {
+    // The cell holding the root's children (c1 of an even two-cell map) commits a split
+    // directory's entry, then dies before it answers (the partitioning tests' fault hook).
+    let map = PartitionMap::even(
+        "local",
+        &[("c1", vec!["x:1"]), ("c2", vec!["x:2"])],
+        warren_router::DEFAULT_SLOTS,
+    )
+    .unwrap();
+    let cell_of = |path: &str, anchor: bool| match map.route(path, anchor).unwrap() {
+        Route::Cell { cell, .. } => cell.to_string(),
+        Route::Meta => "meta".to_string(),
+    };
+    let dir = (0..1000)
+        .map(|i| format!("/ls/local/d{i}"))
+        .find(|d| cell_of(d, false) == "c1" && cell_of(d, true) == "c2")
+        .expect("a directory with its entry in c1 and its children in c2");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    let meta = format!("127.0.0.1:{}", free_port());
+    let _meta = WarrenProcess::spawn(
+        bin(),
+        &[
+            "cell",
+            "--name",
+            "meta",
+            "--listen",
+            &meta,
+            "--data",
+            &data("meta"),
+        ],
+    )
+    .await;
+    let addrs: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let mut c1 = WarrenProcess::spawn_env(
+        bin(),
+        &[
+            "cell",
+            "--name",
+            "c1",
+            "--listen",
+            &addrs[0],
+            "--data",
+            &data("c1"),
+            "--meta",
+            &meta,
+        ],
+        &[("WARREN_FAULT", "abort-after-entry")],
+    )
+    .await;
+    let _c2 = WarrenProcess::spawn(
+        bin(),
+        &[
+            "cell",
+            "--name",
+            "c2",
+            "--listen",
+            &addrs[1],
+            "--data",
+            &data("c2"),
+            "--meta",
+            &meta,
+        ],
+    )
+    .await;
+    let (cell1, cell2) = (format!("c1={}", addrs[0]), format!("c2={}", addrs[1]));
+    let o = crate::warren(&[
+        "ctl",
+        "deployment",
+        "init",
+        "--meta",
+        &meta,
+        "--cell",
+        &cell1,
+        "--cell",
+        &cell2,
+    ])
+    .await;
+    assert!(o.status.success(), "deployment init: {}", stderr(&o));
+    let proxy = WarrenProcess::spawn(
+        bin(),
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--meta",
+            &meta,
+            "--client-lease",
+            "2s",
+            "--lease-margin",
+            "500ms",
+            "--keepalive-reply-before-end",
+            "500ms",
+        ],
+    )
+    .await;
+
+    let (mut c, ctx, deployment) = raw_session(&proxy.proxy_addr()).await;
+    assert_eq!(deployment, "local");
+    let mkdir = pb::OpenRequest {
+        ctx: Some(ctx.clone()),
+        path: dir.clone(),
+        intent: pb::Intent::Read as u32,
+        create: Some(pb::CreateSpec {
+            kind: pb::NodeKind::Directory as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let st = tokio::time::timeout(Duration::from_secs(30), c.open(mkdir))
+        .await
+        .expect("the proxy answered the mkdir")
+        .expect_err("its cell died in the middle of it");
+    let e = WarrenError::from_status(&st)
+        .unwrap_or_else(|| panic!("the proxy's answer carries no Warren error: {st:?}"));
+    eprintln!("the proxy answered: {e}");
+    assert_eq!(e.code, ErrorCode::OutcomeUnknown, "{e}");
+    assert!(e.may_have_taken_effect(), "{e}");
+    assert_eq!(st.code(), tonic::Code::Unavailable, "{st:?}");
+    let status = tokio::time::timeout(Duration::from_secs(15), c1.wait())
+        .await
+        .expect("the fault hook stopped c1");
+    assert!(!status.success(), "c1 aborted: {status:?}");
+
+    // And it did take effect: restarted, c1 has the entry (its janitor makes the anchor).
+    let _c1 = WarrenProcess::spawn(
+        bin(),
+        &[
+            "cell",
+            "--name",
+            "c1",
+            "--listen",
+            &addrs[0],
+            "--data",
+            &data("c1"),
+            "--meta",
+            &meta,
+        ],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let probe = pb::OpenRequest {
+            ctx: Some(ctx.clone()),
+            path: dir.clone(),
+            intent: pb::Intent::Read as u32,
+            ..Default::default()
+        };
+        match c.open(probe).await {
+            Ok(r) => {
+                let stat = r.into_inner().stat.expect("a stat");
+                assert_eq!(stat.kind, pb::NodeKind::Directory as i32);
+                break;
+            }
+            // Until the janitor made the anchor the directory's children have nowhere to
+            // be opened (NOT_FOUND at the anchor's cell); c1 recovering answers retryable
+            // errors. Nobody sent the mkdir again: if it appears, the lost call did it.
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(st) => panic!("{dir} is not there 20 s after c1 restarted: {st:?}"),
+        }
+    }
 }
