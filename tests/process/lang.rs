@@ -138,27 +138,11 @@ async fn a_proxy_whose_cell_is_gone_answers_a_write_with_a_table_code_after_its_
     .await;
 
     // A client with raw stubs, as one in any language: a session, a file, a write.
-    let mut c = WarrenClient::connect(format!("http://{}", proxy.proxy_addr()))
-        .await
-        .expect("connect to the proxy");
-    let s = c
-        .create_session(pb::CreateSessionRequest {
-            principal: "wire".into(),
-            proxy: false,
-        })
-        .await
-        .expect("CreateSession")
-        .into_inner();
-    let ctx = pb::SessionContext {
-        session_id: s.session_id,
-        secret: s.secret,
-        epoch: s.epoch,
-        ..Default::default()
-    };
+    let (mut c, ctx, deployment) = raw_session(&proxy.proxy_addr()).await;
     let handle = c
         .open(pb::OpenRequest {
             ctx: Some(ctx.clone()),
-            path: format!("/ls/{}/wire", s.deployment),
+            path: format!("/ls/{deployment}/wire"),
             intent: (pb::Intent::Read as u32) | (pb::Intent::Write as u32),
             create: Some(pb::CreateSpec {
                 kind: pb::NodeKind::File as i32,
