@@ -2,7 +2,7 @@
 //! `warren-proto`, a transport failure, a malformed reply, or an argument rejected locally
 //! before anything was sent.
 
-use warren_proto::{ErrorCode, WarrenError};
+use warren_proto::{Effect, ErrorCode, WarrenError};
 
 /// Everything a client call can fail with.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +80,26 @@ impl Error {
         }
     }
 
+    /// Whether the failed call may have taken effect: the error table's column for a
+    /// Warren error ([`ErrorCode::may_have_taken_effect`]); [`Effect::NotApplied`] for what
+    /// the library refused before sending; [`Effect::Unknown`] for a transport failure or a
+    /// malformed reply, where the library cannot tell whether the server acted (its own
+    /// retries of idempotent calls, and of calls a proxy reports `UNREACHABLE`, happen
+    /// before an error gets here).
+    pub fn effect(&self) -> Effect {
+        match self {
+            Error::Warren(e) => warren_proto::error::effect(e.code),
+            Error::InvalidArgument(_) | Error::Poisoned(_) => Effect::NotApplied,
+            Error::Transport(_) | Error::Protocol(_) => Effect::Unknown,
+        }
+    }
+
+    /// Whether the failed call may have taken effect ([`Error::effect`] is not
+    /// `NotApplied`).
+    pub fn may_have_taken_effect(&self) -> bool {
+        self.effect() != Effect::NotApplied
+    }
+
     /// `SESSION_EXPIRED` with the given message.
     pub(crate) fn session_expired(message: impl Into<String>) -> Self {
         Error::Warren(WarrenError::session_expired(message))
@@ -152,6 +172,19 @@ mod tests {
         assert_eq!(e.code(), Some(ErrorCode::LockHeld));
         assert_eq!(e.code_name(), "LOCK_HELD");
         assert_eq!(e.message(), "held by someone");
+        assert!(!e.may_have_taken_effect());
+    }
+
+    #[test]
+    fn the_effect_follows_the_table_and_is_unknown_for_transport_failures() {
+        let lost: tonic::Status = WarrenError::outcome_unknown("reset after send").into();
+        assert_eq!(Error::from_status(&lost, "h:1").effect(), Effect::Unknown);
+        let unsent: tonic::Status = WarrenError::unreachable("no master").into();
+        let e = Error::from_status(&unsent, "h:1");
+        assert_eq!((e.effect(), e.is_retryable()), (Effect::NotApplied, true));
+        let t = Error::from_status(&tonic::Status::unavailable("connection reset"), "h:1");
+        assert!(t.may_have_taken_effect());
+        assert!(!Error::InvalidArgument("relative path".into()).may_have_taken_effect());
     }
 
     #[test]

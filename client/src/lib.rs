@@ -99,6 +99,6 @@ pub use types::{
     AclNames, CacheStats, ChildChange, DirEntry, Event, EventMask, LocateInfo, LockMode, NodeKind,
     Sequencer, SessionId, SessionState, Stat,
 };
-pub use warren_proto::{ErrorCode, WarrenError};
+pub use warren_proto::{Effect, ErrorCode, WarrenError};
 /// Mutual TLS: the identity a session dials with ([`ClientOptions::tls`]; docs/security.md).
 pub use warren_tls::{Tls, TlsFiles};

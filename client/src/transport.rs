@@ -368,6 +368,40 @@ pub fn is_unreachable(status: &tonic::Status) -> bool {
         ) || is_h2_failure(status))
 }
 
+/// Whether a failed call's status says the request never left this process: the channel
+/// could not (re)connect to the server (connection refused, no route, a TLS handshake
+/// refused), so the server cannot have acted on it and sending it again is safe. False for
+/// everything else, including a connection lost after the request was written (reset,
+/// GOAWAY, a deadline): then the outcome is unknown.
+pub fn not_sent(status: &tonic::Status) -> bool {
+    if WarrenError::from_status(status).is_some() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused | AddrNotAvailable | NetworkUnreachable | HostUnreachable
+            ) {
+                return true;
+            }
+        }
+        // hyper-util's connector error, whose type is private: "tcp connect error",
+        // "dns error", "tcp open error" (every failure to open the connection).
+        let text = e.to_string();
+        if text.starts_with("tcp connect error")
+            || text.starts_with("tcp open error")
+            || text.starts_with("dns error")
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// An HTTP/2 connection-level failure, which tonic reports as `INTERNAL` with no Warren
 /// error: e.g. the GOAWAY of a server shutting down ("h2 protocol error: … not a result of
 /// an error"). A Warren server always attaches a Warren error to its own failures, so this
@@ -394,6 +428,22 @@ mod tests {
             .expect_err("nothing listens on port 1");
         assert_eq!(e.code_name(), "UNAVAILABLE");
         assert!(e.message().starts_with("cannot reach 127.0.0.1:1: "), "{e}");
+    }
+
+    /// A call on a channel whose server is gone fails before anything is sent: `not_sent`
+    /// says so. A status from a server, or a plain `UNAVAILABLE` with no cause, is not.
+    #[tokio::test]
+    async fn a_refused_connection_is_not_sent() {
+        // Port 1 on localhost: nothing listens there.
+        let channel = Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let status = WarrenClient::new(channel)
+            .locate(pb::LocateRequest::default())
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(not_sent(&status), "{status:?}");
+        assert!(!not_sent(&tonic::Status::unavailable("connection reset")));
+        let answer: tonic::Status = WarrenError::not_master("").into();
+        assert!(!not_sent(&answer));
     }
 
     #[test]

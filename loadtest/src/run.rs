@@ -1749,7 +1749,12 @@ async fn close_links(links: &[Link], stats: &Stats, count: bool) {
 /// [`warren_client::transport::is_unreachable`]).
 fn retryable(status: &tonic::Status) -> bool {
     match WarrenError::from_status(status) {
-        Some(e) => e.is_retryable() && e.code != ErrorCode::WrongCell,
+        // OUTCOME_UNKNOWN (a proxy lost the call after sending it): it may succeed again;
+        // the load's writes are blind, so sending one twice is harmless.
+        Some(e) => {
+            (e.is_retryable() && e.code != ErrorCode::WrongCell)
+                || e.code == ErrorCode::OutcomeUnknown
+        }
         None => is_unreachable(status),
     }
 }

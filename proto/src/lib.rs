@@ -22,7 +22,7 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/warren_descriptor.bin"));
 
-pub use error::{ErrorCode, WarrenError};
+pub use error::{Effect, ErrorCode, WarrenError};
 
 /// Length in bytes of session ids and session secrets.
 pub const SESSION_ID_LEN: usize = 16;

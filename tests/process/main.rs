@@ -2,7 +2,8 @@
 //! every acknowledged write; `warren ctl` end to end; configuration errors; `warren dev`
 //! (meta cell, data cells, proxies) with its admin endpoints, Ctrl-C and resume; `warren dev
 //! --add-cell` and `warren ctl reshard`; mutual TLS with real certificates; gRPC health
-//! and reflection, the HTML status page in headless Chromium, and the files in `deploy/`.
+//! and reflection, the HTML status page in headless Chromium, and the files in `deploy/`;
+//! the wire contract from another language (a Python grpcio client).
 
 mod authz;
 mod ctl;
@@ -11,6 +12,7 @@ mod dev;
 mod durability;
 mod election;
 mod failover;
+mod lang;
 mod loadtest;
 mod metrics;
 mod operate;

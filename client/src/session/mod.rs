@@ -855,6 +855,10 @@ impl Shared {
     /// - the master not reached: re-sent with backoff if the call is idempotent, within the
     ///   call timeout and for as long as the local lease runs (after that the session is in
     ///   jeopardy and the call waits at the gate);
+    /// - `UNREACHABLE` (a proxy found no master in its patience and did not send the
+    ///   call): re-sent, idempotent or not, as for `FAILOVER_IN_PROGRESS`; `OUTCOME_UNKNOWN`
+    ///   (a proxy lost the call after sending it): re-sent as for a master not reached, only
+    ///   if the call is idempotent;
     /// - `SESSION_EXPIRED`: the session is over.
     ///
     /// Each attempt sends `request` to the current master with the current context.
@@ -926,6 +930,23 @@ impl Shared {
                     spent += started.elapsed();
                 }
                 ErrorCode::FailoverInProgress if spent < failover_budget => {
+                    tokio::time::sleep(pause).await;
+                    spent += started.elapsed();
+                }
+                // A proxy found no master within its patience and did not send the call
+                // (safe to send again, whatever the call): as for a failover under way.
+                ErrorCode::Unreachable if spent < failover_budget => {
+                    tracing::debug!(%err, "the proxy could not reach the cell; retrying");
+                    tokio::time::sleep(pause).await;
+                    spent += started.elapsed();
+                }
+                // A proxy lost an idempotent call after sending it: as for a master not
+                // reached. A call that is not idempotent fails (it may have taken effect).
+                ErrorCode::OutcomeUnknown
+                    if policy.idempotent
+                        && self.worth_retrying(spent + started.elapsed(), budget) =>
+                {
+                    tracing::debug!(%err, "the proxy lost the call; retrying");
                     tokio::time::sleep(pause).await;
                     spent += started.elapsed();
                 }

@@ -1,6 +1,9 @@
 //! Calls on behalf of a client session, on the proxy's current session at the cell,
-//! riding out the cell's failover (waiting for a newer link on `STALE_EPOCH`, `NOT_MASTER`
-//! or a transport failure of an idempotent call) for up to `forward_patience`.
+//! riding out the cell's failover (waiting for a newer link on `STALE_EPOCH`, `NOT_MASTER`,
+//! or a transport failure of an idempotent call or of one that was not sent) for up to
+//! `forward_patience`. A transport failure becomes a table error: `UNREACHABLE` (not sent,
+//! or idempotent, and no master within the patience) or `OUTCOME_UNKNOWN` (a
+//! non-idempotent call lost after it was sent).
 
 use super::*;
 
@@ -116,20 +119,29 @@ impl Service {
                 }
                 Some(_) => return Err(status),
                 None => {
-                    // A transport failure: the master may be gone.
-                    if retry == Retry::Once {
+                    // A transport failure: the master may be gone. A call that never
+                    // left the proxy (the connection could not be opened) is safe to send
+                    // again once a master answers; one lost after it was sent is not,
+                    // unless it is idempotent (docs/protocol.md, "Errors").
+                    let sent = !warren_client::transport::not_sent(&status);
+                    if retry == Retry::Once && sent {
                         up.suspect.notify_one();
-                        return Err(Status::unavailable(format!(
-                            "the connection to cell {} failed during the call: {}",
+                        return Err(WarrenError::outcome_unknown(format!(
+                            "the connection to cell {} failed after the call was sent, so it may or may not have taken effect: {}",
                             up.name,
                             status.message()
-                        )));
+                        ))
+                        .into());
                     }
-                    link = Some(
-                        wait_newer(l)
-                            .await
-                            .ok_or_else(WarrenError::failover_in_progress)?,
-                    );
+                    let patience = self.shared.cfg.forward_patience;
+                    link = Some(wait_newer(l).await.ok_or_else(|| {
+                        WarrenError::unreachable(format!(
+                            "cell {} has no reachable master within the proxy's forwarding patience ({patience:?}); the call was {}: {}",
+                            up.name,
+                            if sent { "sent but is safe to repeat" } else { "not sent" },
+                            status.message()
+                        ))
+                    })?);
                 }
             }
         }
