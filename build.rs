@@ -1,7 +1,9 @@
 //! Captures the commit the `warren` binary is built from (`git describe --always --dirty
-//! --tags`) as `WARREN_GIT_DESCRIBE`, for `warren ctl version`. Outside a git checkout (a
-//! source tarball, a vendored crate) or without git, it sets nothing and the binary reports
-//! `unknown`; it never fails the build.
+//! --tags`) as `WARREN_GIT_DESCRIBE`, for `warren ctl version` and the load test's run
+//! metadata (`crate::COMMIT`). `WARREN_BUILD_COMMIT` in the environment wins (a build from
+//! a source tarball). Outside a git checkout or without git, it sets nothing and the
+//! binary reports `unknown`; it never fails the build. Only this leaf crate has it, so a
+//! commit rebuilds the binary alone.
 
 use std::process::Command;
 
@@ -16,6 +18,11 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=WARREN_BUILD_COMMIT");
+    if let Ok(c) = std::env::var("WARREN_BUILD_COMMIT") {
+        println!("cargo:rustc-env=WARREN_GIT_DESCRIBE={c}");
+        return;
+    }
     let Some(describe) = git(&["describe", "--always", "--dirty", "--tags"]) else {
         return;
     };

@@ -598,7 +598,7 @@ fn deployment_shape(launched: Option<&Launched>, report: &Report, tls: bool) -> 
 
 async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
     let command: Vec<String> = std::env::args().collect();
-    let started = RunInfo::starting_now(&command, DeploymentShape::default());
+    let started = RunInfo::starting_now(&command, crate::version(), DeploymentShape::default());
     let faults = faults(&a)?;
     check_reshard(&a)?;
     let launched = Launched::start(&a.deploy).await?;

@@ -13,6 +13,17 @@ mod tls_cmd;
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
+/// The commit this binary was built from (`git describe`, build.rs), if known.
+const COMMIT: Option<&str> = option_env!("WARREN_GIT_DESCRIBE");
+
+/// This build: the crate version and, when known, the commit (`0.1.0 (a1b2c3d)`).
+fn version() -> String {
+    match COMMIT {
+        Some(c) if !c.is_empty() => format!("{} ({c})", env!("CARGO_PKG_VERSION")),
+        _ => env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "warren",

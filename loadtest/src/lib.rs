@@ -39,14 +39,4 @@ pub mod workload;
 
 pub use report::Report;
 
-/// This build: the crate version (the workspace's, so `warren`'s), and the commit it was
-/// built from when `loadtest/build.rs` could ask git (`0.1.0 (a1b2c3d)`); the version
-/// alone outside git.
-pub fn version() -> String {
-    let v = env!("CARGO_PKG_VERSION");
-    match option_env!("WARREN_LOADTEST_COMMIT") {
-        Some(c) if !c.is_empty() => format!("{v} ({c})"),
-        _ => v.to_string(),
-    }
-}
 pub use run::{run, run_with, Config, Target};

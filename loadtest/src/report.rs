@@ -360,8 +360,8 @@ pub struct Report {
 pub struct RunInfo {
     /// When the command started, UTC, RFC 3339 (`2026-12-07T04:13:22Z`).
     pub started_at: String,
-    /// The build: crate version, and the commit when it was built from git
-    /// ([`crate::version`]).
+    /// The build: crate version, and the commit when it was built from git (what the
+    /// `warren` binary was built from: its `version`).
     pub version: String,
     /// The command line, each argument quoted for a POSIX shell where it needs it.
     pub command: String,
@@ -370,11 +370,11 @@ pub struct RunInfo {
 
 impl RunInfo {
     /// The metadata of a run starting now, of the command line `args` (the program's name
-    /// first), against a deployment of `shape`.
-    pub fn starting_now(args: &[String], deployment: DeploymentShape) -> RunInfo {
+    /// first), by the build `version`, against a deployment of `shape`.
+    pub fn starting_now(args: &[String], version: String, deployment: DeploymentShape) -> RunInfo {
         RunInfo {
             started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            version: crate::version(),
+            version,
             command: shell_words(args),
             deployment,
         }
@@ -1102,14 +1102,12 @@ mod tests {
             shell_words(&args),
             r#"warren loadtest run --target proxies=127.0.0.1:7201 --html 'my report.html' --x 'it'\''s' ''"#
         );
-        let info = RunInfo::starting_now(&args, DeploymentShape::default());
+        let info =
+            RunInfo::starting_now(&args, "0.1.0 (abc1234)".into(), DeploymentShape::default());
         // 2026-12-07T04:13:22Z
         assert_eq!(info.started_at.len(), 20, "{info:?}");
         assert!(info.started_at.ends_with('Z') && info.started_at.as_bytes()[10] == b'T');
-        assert!(
-            info.version.starts_with(env!("CARGO_PKG_VERSION")),
-            "{info:?}"
-        );
+        assert_eq!(info.version, "0.1.0 (abc1234)", "{info:?}");
         let given = DeploymentShape {
             proxies: Some(2),
             ..Default::default()

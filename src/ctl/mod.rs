@@ -494,10 +494,7 @@ pub async fn run(args: CtlArgs) -> ExitCode {
 fn version_record() -> output::Record {
     output::Record::default()
         .field("version", env!("CARGO_PKG_VERSION"))
-        .field(
-            "commit",
-            option_env!("WARREN_GIT_DESCRIBE").unwrap_or("unknown"),
-        )
+        .field("commit", crate::COMMIT.unwrap_or("unknown"))
 }
 
 /// The commands that read the members' admin pages and need no session.

@@ -370,9 +370,13 @@ async fn a_call_a_proxy_lost_after_sending_it_is_outcome_unknown_and_did_take_ef
     )
     .await;
     let deadline = Instant::now() + Duration::from_secs(20);
+    drop((c, ctx));
     loop {
+        // A new session for each look: the first one's 2 s lease has no KeepAlive behind it
+        // and may have ended while c1 was down.
+        let (mut c, ctx, _) = raw_session(&proxy.proxy_addr()).await;
         let probe = pb::OpenRequest {
-            ctx: Some(ctx.clone()),
+            ctx: Some(ctx),
             path: dir.clone(),
             intent: pb::Intent::Read as u32,
             ..Default::default()
