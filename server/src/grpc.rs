@@ -1,4 +1,4 @@
-//! The one gRPC server setup of cells and proxies ([`serve`]): plaintext or mutual TLS
+//! The one gRPC server setup of cells and proxies ([`serve_routes`]): plaintext or mutual TLS
 //! (docs/security.md), the layer that puts the verified client's [`PeerIdentity`] into
 //! each request, and the layer that rewrites errors tonic raises while framing a request
 //! into the error table.
@@ -9,22 +9,6 @@ use warren_proto::{pb, WarrenError, MAX_MESSAGE_BYTES};
 use warren_tls::{PeerConn, Tls};
 
 use crate::auth::PeerIdentity;
-
-/// Serves `service` (a cell's or a proxy's `warren.v1.Warren`) on `listener` until `stop`
-/// resolves: requests up to [`MAX_MESSAGE_BYTES`], framing errors rewritten into the
-/// table ([`framing_errors_into_table`]), HTTP/2 keepalive pings every 10 s, and
-/// TCP_NODELAY on accepted connections — without it a held KeepAlive reply can sit behind
-/// Nagle + delayed ACK for ~40 ms, and every write waiting on it with it.
-pub async fn serve<S>(
-    listener: tokio::net::TcpListener,
-    service: S,
-    stop: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error>
-where
-    S: pb::warren_server::Warren,
-{
-    serve_routes(listener, warren_routes(service), stop).await
-}
 
 /// The routes of `service` (a `warren.v1.Warren`), with the message size limit; a cell adds
 /// its internal services to them before [`serve_routes`].
@@ -126,9 +110,12 @@ impl Drop for HealthTask {
     }
 }
 
-/// [`serve`] for a set of routes (a cell's: `warren.v1.Warren` and `warren.v1.Reshard`),
-/// with the process's TLS identity if one is installed ([`warren_tls::install`]), else
-/// plaintext.
+/// Serves `routes` (a proxy's `warren.v1.Warren`; a cell's with `warren.v1.Reshard`, made
+/// with [`warren_routes`]) on `listener` until `stop` resolves: framing errors rewritten
+/// into the table ([`framing_errors_into_table`]), HTTP/2 keepalive pings every 10 s, and
+/// TCP_NODELAY on accepted connections — without it a held KeepAlive reply can sit behind
+/// Nagle + delayed ACK for ~40 ms, and every write waiting on it with it. With the
+/// process's TLS identity if one is installed ([`warren_tls::install`]), else plaintext.
 pub async fn serve_routes(
     listener: tokio::net::TcpListener,
     routes: tonic::service::Routes,
@@ -337,7 +324,9 @@ where
     Fut: std::future::Future<Output = Result<R, Status>>,
 {
     use futures::FutureExt;
-    let caller = crate::auth::peer_identity(&req).cloned();
+    // Taken out of the request, not cloned: nothing reads the extensions after this.
+    let mut req = req;
+    let caller = req.extensions_mut().remove::<PeerIdentity>();
     crate::auth::with_caller(caller, handler(req.into_inner())).map(|r| r.map(tonic::Response::new))
 }
 
