@@ -546,27 +546,10 @@ impl DeployTls {
         })
     }
 
-    /// `--cacert/--cert/--key` of the server certificate, for every member.
-    fn server_flags(&self) -> Vec<String> {
-        let f = &self.server;
-        let (cert, key) = f
-            .identity
-            .clone()
-            .expect("the server certificate has a key");
-        vec![
-            "--cacert".into(),
-            f.cacert.display().to_string(),
-            "--cert".into(),
-            cert.display().to_string(),
-            "--key".into(),
-            key.display().to_string(),
-        ]
-    }
-
-    /// [`server_flags`](Self::server_flags), and the server principal as the cells' proxy
+    /// The server certificate's `--cacert/--cert/--key`, and the server principal as the cells' proxy
     /// and operator (its cells call each other as operators, its proxies as proxies).
     fn cell_flags(&self) -> Vec<String> {
-        let mut v = self.server_flags();
+        let mut v = self.server.flags();
         v.extend(
             [
                 "--proxy-principal",
@@ -718,7 +701,7 @@ impl Deployment {
         let tls = if spec.tls {
             let tls = DeployTls::make(&dir.join("tls"))?;
             cell_flags.extend(tls.cell_flags());
-            proxy_flags.extend(tls.server_flags());
+            proxy_flags.extend(tls.server.flags());
             Some(tls)
         } else {
             None

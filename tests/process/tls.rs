@@ -10,16 +10,6 @@ use warren_testkit::certs::{paths, TestCerts};
 use warren_testkit::WarrenProcess;
 use warren_tls::TlsFiles;
 
-/// `--cacert/--cert/--key` for `files` (only `--cacert` if it has no certificate).
-fn flags(files: &TlsFiles) -> Vec<String> {
-    let mut v = vec!["--cacert".to_string(), files.cacert.display().to_string()];
-    if files.identity.is_some() {
-        let (_, cert, key) = paths(files);
-        v.extend(["--cert".into(), cert, "--key".into(), key]);
-    }
-    v
-}
-
 async fn cell(certs: &TestCerts, data: &std::path::Path) -> WarrenProcess {
     let files = certs.issue("cell", "warren:cell-c0");
     let mut args: Vec<String> = ["cell", "--name", "c0", "--listen", "127.0.0.1:0", "--data"]
@@ -27,7 +17,7 @@ async fn cell(certs: &TestCerts, data: &std::path::Path) -> WarrenProcess {
         .map(|s| s.to_string())
         .collect();
     args.push(data.display().to_string());
-    args.extend(flags(&files));
+    args.extend(files.flags());
     // The proxy's certificate ([`proxy`]) is the cell's only proxy principal.
     args.extend(["--proxy-principal".to_string(), PROXY_PRINCIPAL.to_string()]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -46,7 +36,7 @@ async fn proxy(certs: &TestCerts, cell: &str) -> WarrenProcess {
         "--cell".into(),
         format!("c0={cell}"),
     ];
-    args.extend(flags(&files));
+    args.extend(files.flags());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     WarrenProcess::spawn(bin(), &refs).await
 }
@@ -61,7 +51,7 @@ async fn ctl(target: (&str, &str), tls: Option<&TlsFiles>, args: &[&str]) -> std
         "1s".into(),
     ];
     if let Some(t) = tls {
-        v.extend(flags(t));
+        v.extend(t.flags());
     }
     v.extend(args.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = v.iter().map(String::as_str).collect();
@@ -211,7 +201,7 @@ async fn rotation(at_proxy: bool) {
 
     // A session that lives across the rotation: a watcher on the old connection.
     let mut args = vec!["ctl".to_string(), flag.into(), ep.clone()];
-    args.extend(flags(&client));
+    args.extend(client.flags());
     args.extend(["watch", "/w", "--count", "1"].map(String::from));
     let watcher = tokio::process::Command::new(bin())
         .args(&args)
@@ -533,7 +523,7 @@ async fn a_load_test_runs_over_mutual_tls_through_a_proxy() {
     .map(|s| s.to_string())
     .collect();
     args.push(json.display().to_string());
-    args.extend(flags(&client));
+    args.extend(client.flags());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = tokio::time::timeout(Duration::from_secs(120), warren(&refs))
         .await

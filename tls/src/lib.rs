@@ -59,6 +59,22 @@ impl TlsFiles {
         }
     }
 
+    /// The command-line flags every `warren` command takes for these files: `--cacert FILE`,
+    /// then `--cert FILE --key FILE` when there is an identity (what a parent passes to the
+    /// `warren` processes it starts).
+    pub fn flags(&self) -> Vec<String> {
+        let mut v = vec!["--cacert".to_string(), self.cacert.display().to_string()];
+        if let Some((cert, key)) = &self.identity {
+            v.extend([
+                "--cert".to_string(),
+                cert.display().to_string(),
+                "--key".to_string(),
+                key.display().to_string(),
+            ]);
+        }
+        v
+    }
+
     /// From the three settings as given (`--cacert`, `--cert`, `--key`): none is
     /// plaintext (`Ok(None)`); a certificate needs its key and both need a CA. The error
     /// names the missing setting.
@@ -534,6 +550,25 @@ mod tests {
         assert!(tls.server_config().is_none());
         let e = tls.can_serve().unwrap_err();
         assert!(e.to_string().contains("--cert and --key"), "{e}");
+    }
+
+    #[test]
+    fn flags_name_the_files_a_warren_command_takes() {
+        assert_eq!(
+            TlsFiles::new("/t/ca.pem", "/t/c.pem", "/t/c.key").flags(),
+            [
+                "--cacert",
+                "/t/ca.pem",
+                "--cert",
+                "/t/c.pem",
+                "--key",
+                "/t/c.key"
+            ]
+        );
+        assert_eq!(
+            TlsFiles::ca_only("/t/ca.pem").flags(),
+            ["--cacert", "/t/ca.pem"]
+        );
     }
 
     #[test]
