@@ -115,8 +115,9 @@
 //! Exit status: 0 on success; 1 for a stale sequencer or an unhealthy member (`endpoint
 //! health`); 2 for an error, reported on stderr as exactly `error: CODE: message` (with `-w
 //! json`: `{"error":{"code":CODE,"message":message}}`) with CODE from the error table (`NOT_FOUND`, `LOCK_HELD`,
-//! `TOO_LARGE`, …) or `UNAVAILABLE` when no server could be reached (`error: UNAVAILABLE:
-//! cannot reach 127.0.0.1:7201: …`); 130 when Ctrl-C interrupts `lock` before the lock is
+//! `TOO_LARGE`, …), `UNREACHABLE` when no server could be reached so nothing was sent
+//! (`error: UNREACHABLE: cannot reach 127.0.0.1:7201: …`), `OUTCOME_UNKNOWN` when the call
+//! was lost after it may have been sent; 130 when Ctrl-C interrupts `lock` before the lock is
 //! held. Usage errors are clap's (exit 2).
 //!
 //! `deployment init` and `map repair` run as principal `warren:operator` (the only one, with

@@ -96,7 +96,7 @@ async fn tables(meta: &[String], offset: u16) -> Result<Vec<CellTable>, Failure>
                     _ => "meta".into(),
                 };
                 return Err(Failure {
-                    code: "UNAVAILABLE",
+                    code: "UNREACHABLE",
                     message: format!(
                         "no master of cell {name} answered /debug/sessions ({})",
                         why.join("; ")
@@ -258,7 +258,7 @@ async fn deployment_of(meta: &[String], offset: u16) -> Result<String, Failure> 
         }
     }
     Err(Failure {
-        code: "UNAVAILABLE",
+        code: "UNREACHABLE",
         message: "cannot learn the deployment's name from the meta cell's admin /status; \
                   give the full path (/ls/<deployment>/…)"
             .into(),
