@@ -27,7 +27,7 @@
 //! | `watch PATH [--count N]` | opens with every event bit; stops after N events (default: at Ctrl-C) | one event per line |
 //! | `status` | `Locate` on the first endpoint that answers | `key: value` lines |
 //! | `endpoint status\|health [--meta …] [--admin-offset N]` | every member: the meta cell, the data cells' replicas (from the map), `--proxies` | a row per member (docs/ctl.md) |
-//! | `session list [--meta …]` / `lock list PATH [--meta …]` | every cell master's admin `/debug/sessions` | a row per session / the lock's holders and waiters (docs/ctl.md) |
+//! | `session list [--meta …]` / `lock list PATH [--meta …]` | `Reshard.SessionTable` at every cell's master (operators only over TLS) | a row per session / the lock's holders and waiters (docs/ctl.md) |
 //! | `version` | this binary's version and commit | `version:`, `commit:` lines |
 //! | `acl get PATH` | reads the node's ACL names (files in `/ls/<d>/acl/`) | `path:`, `read:`, `write:`, `change_acl:` lines (`(none)` for an empty name: unrestricted) |
 //! | `acl set PATH [--read NAME] [--write NAME] [--change-acl NAME] [--file NAME=P1,P2 …]` | writes each `--file` ACL file (one principal per line, created if missing), then changes the names given (the others stay) | as `acl get`, after the change |

@@ -554,6 +554,12 @@ impl Reshard for Fake {
     ) -> Result<Response<pb::DropSlotsResponse>, Status> {
         Err(unused("DropSlots"))
     }
+    async fn session_table(
+        &self,
+        _: Request<pb::SessionTableRequest>,
+    ) -> Result<Response<pb::SessionTableResponse>, Status> {
+        Err(unused("SessionTable"))
+    }
     async fn apply_plan(
         &self,
         r: Request<pb::ApplyPlanRequest>,
