@@ -220,9 +220,13 @@ struct CompareArgs {
     #[command(flatten)]
     deploy: Deploy,
     /// Also write both reports and the ratios as JSON to FILE
-    /// (`{"direct": …, "proxies": …, "ratios": …}`).
+    /// (`{"direct": …, "proxies": …, "ratios": …}`, each report with its run metadata).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Also write a self-contained HTML report to FILE: the run's metadata, the ratios, and
+    /// both runs side by side (operations, members, plots over time).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -688,6 +692,8 @@ struct Comparison {
 }
 
 async fn compare_cmd(a: CompareArgs) -> anyhow::Result<()> {
+    let command: Vec<String> = std::env::args().collect();
+    let started = RunInfo::starting_now(&command, crate::version(), DeploymentShape::default());
     let launched = Launched::start(&a.deploy).await?;
     let result = async {
         let (meta, proxies, metrics) = match &launched {
@@ -736,11 +742,32 @@ async fn compare_cmd(a: CompareArgs) -> anyhow::Result<()> {
     if let Some(l) = &launched {
         l.stop().await;
     }
-    let (direct, proxied) = result?;
+    let (mut direct, mut proxied) = result?;
+    // Each side's metadata: the same date, version and command, its own deployment shape.
+    let tls = warren_tls::installed().is_some();
+    for report in [&mut direct, &mut proxied] {
+        if let Some(l) = &launched {
+            report.members = l.members.clone();
+        }
+        report.run = Some(RunInfo {
+            deployment: deployment_shape(launched.as_deref(), report, tls),
+            ..started.clone()
+        });
+    }
     let ratios = warren_loadtest::report::Ratios::of(&proxied, &direct);
+    print!("{}", comparison_header(&direct, &proxied));
     println!("=== direct to the cells\n{}", direct.summary());
     println!("=== through the proxies\n{}", proxied.summary());
     print!("{}", ratios.summary());
+    let mut written = Vec::new();
+    if let Some(path) = &a.html {
+        std::fs::write(
+            path,
+            warren_loadtest::html::render_comparison(&direct, &proxied, &ratios),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        written.push(("HTML", path));
+    }
     if let Some(path) = &a.json {
         write_json(
             path,
@@ -750,8 +777,35 @@ async fn compare_cmd(a: CompareArgs) -> anyhow::Result<()> {
                 ratios,
             },
         )?;
+        written.insert(0, ("JSON", path));
+    }
+    for (kind, path) in written {
+        let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        println!("{kind} report written to {}", shown.display());
     }
     Ok(())
+}
+
+/// `compare`'s run metadata for the terminal: when, by which build, the command line, and
+/// each side's deployment.
+fn comparison_header(direct: &Report, proxied: &Report) -> String {
+    let mut s = String::new();
+    if let Some(run) = direct.run.as_ref() {
+        s.push_str(&format!(
+            "run: {} by warren {}\ncommand: {}\n",
+            run.started_at, run.version, run.command
+        ));
+    }
+    for (side, r) in [("direct", direct), ("through the proxies", proxied)] {
+        if let Some(run) = r.run.as_ref() {
+            s.push_str(&format!(
+                "deployment, {side}: {}\n",
+                run.deployment.describe()
+            ));
+        }
+    }
+    s.push('\n');
+    s
 }
 
 fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {

@@ -6,7 +6,9 @@
 //! is the master's partition map in force (404 at a standby or without one): a data cell
 //! keeps the last good map it read, so `warren ctl map repair` can recover from it a map
 //! whose stored file no longer parses. `/debug/sessions` is the master's session and lock
-//! tables (`crate::core::SessionTableView`), for `warren ctl session list` and `lock list`.
+//! tables (`crate::core::SessionTableView`) on a cell without TLS; over mutual TLS only
+//! operators may read them, through `Reshard.SessionTable` (docs/security.md, "Who may list
+//! sessions"), which is what `warren ctl session list` and `lock list` call.
 //! To a browser, the meta cell's `/status` is the HTML status page
 //! ([`warren_server::status_page`]): the map, every cell's replicas as `Locate` answers,
 //! this cell's sessions and the reshard job.
@@ -44,15 +46,12 @@ impl warren_server::admin::Pages for Node {
         self.status()
     }
 
+    /// Served only on a cell without TLS (`warren_server::admin`): over mutual TLS the
+    /// tables are read with the operator-only gRPC call `Reshard.SessionTable` instead.
     fn debug_sessions(&self) -> Result<String, String> {
-        let shared = self
-            .master()
+        self.master()
             .map_err(|_| "this replica is a standby; ask the cell's master".to_string())?;
-        let table = shared
-            .lock()
-            .master
-            .session_table(tokio::time::Instant::now());
-        serde_json::to_string(&table).map_err(|e| format!("cannot render the session table: {e}"))
+        session_table_json(self).map_err(|s| s.message().to_string())
     }
 
     fn status_page(&self) -> Option<PageFuture<'_>> {
@@ -83,6 +82,19 @@ impl warren_server::admin::Pages for Node {
             )),
         }
     }
+}
+
+/// The master's session and lock tables as JSON (`crate::core::SessionTableView`), for
+/// `/debug/sessions` and `Reshard.SessionTable`; `NOT_MASTER` at a standby.
+pub(crate) fn session_table_json(node: &Node) -> Result<String, tonic::Status> {
+    let shared = node.master()?;
+    let table = shared
+        .lock()
+        .master
+        .session_table(tokio::time::Instant::now());
+    serde_json::to_string(&table).map_err(|e| {
+        warren_proto::WarrenError::internal(format!("cannot render the session table: {e}")).into()
+    })
 }
 
 /// The HTML status page's data at a cell (docs/operations.md, "Status page"): served by

@@ -28,8 +28,32 @@ const MAX_REDIRECTS: usize = 3;
 pub enum CallError {
     /// A server answered with a Warren error (other than a `NOT_MASTER` to follow).
     Warren(WarrenError),
-    /// No replica answered: what each attempt met.
-    Unreachable(Vec<String>),
+    /// No replica answered: what each attempt met. `maybe_sent`: whether one of the
+    /// attempts lost the call after it may have been sent (a reset, no reply in time), so
+    /// that it may have taken effect; else nothing was sent (connection refused, no
+    /// connection in time, `NOT_MASTER`).
+    Unreachable {
+        /// What each attempt met, `ADDR: why`.
+        attempts: Vec<String>,
+        /// Whether the call may have been sent.
+        maybe_sent: bool,
+    },
+}
+
+impl CallError {
+    /// The error table's code for it: the Warren error's own; for no replica answering,
+    /// `UNREACHABLE` (nothing sent) or `OUTCOME_UNKNOWN` (`maybe_sent`).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CallError::Warren(e) => e.code,
+            CallError::Unreachable {
+                maybe_sent: false, ..
+            } => ErrorCode::Unreachable,
+            CallError::Unreachable {
+                maybe_sent: true, ..
+            } => ErrorCode::OutcomeUnknown,
+        }
+    }
 }
 
 /// The messages of `err` and its sources, each saying something new, joined with `": "`
@@ -88,6 +112,7 @@ where
     let mut attempts = Vec::new();
     let mut redirects = 0;
     let mut not_master = None;
+    let mut maybe_sent = false;
     while let Some(addr) = queue.pop() {
         if !tried.insert(addr.clone()) {
             continue;
@@ -116,18 +141,24 @@ where
             None if status.code() == tonic::Code::Unimplemented => attempts.push(format!(
                 "{addr} does not serve the Reshard service (a Warren without resharding?)"
             )),
-            None => attempts.push(format!(
-                "{addr}: {:?}: {}",
-                status.code(),
-                error_chain(&status)
-            )),
+            None => {
+                maybe_sent |= !crate::transport::not_sent(&status);
+                attempts.push(format!(
+                    "{addr}: {:?}: {}",
+                    status.code(),
+                    error_chain(&status)
+                ))
+            }
         }
     }
     // Every replica answered NOT_MASTER and none named a master we could reach: that
     // answer says more than "unreachable" (e.g. a cell in the middle of an election).
     match not_master {
         Some(e) if attempts.len() == 1 => Err(CallError::Warren(e)),
-        _ => Err(CallError::Unreachable(attempts)),
+        _ => Err(CallError::Unreachable {
+            attempts,
+            maybe_sent,
+        }),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Connections: dialling a server, asking it `Locate`, and finding the master among a list
 //! of endpoints. Everything that turns tonic's transport errors into [`Error::Transport`]
-//! messages that name the address lives here, and the choice between plaintext and TLS
+//! messages that name the address (with the table's `UNREACHABLE` when nothing was sent,
+//! `OUTCOME_UNKNOWN` when something may have been) lives here, and the choice between plaintext and TLS
 //! ([`connect_endpoint`]: TLS when the process has an identity installed;
 //! docs/security.md).
 
@@ -93,10 +94,11 @@ pub async fn dial_as(
             if cause.is_empty() {
                 cause = e.to_string();
             }
-            return Err(Error::Transport(format!("cannot reach {addr}: {cause}")));
+            // No connection, so nothing sent: DNS, refused, a TLS handshake that failed.
+            return Err(Error::unreachable(format!("cannot reach {addr}: {cause}")));
         }
         Err(_) => {
-            return Err(Error::Transport(format!(
+            return Err(Error::unreachable(format!(
                 "cannot reach {addr}: no connection within {timeout:?}"
             )))
         }
@@ -173,11 +175,12 @@ pub(crate) async fn find_master(
 
 /// One error for a list of endpoints that all failed: the last Warren (or other
 /// non-transport) error if there is one, since it says more than "unreachable"; else every
-/// transport failure, so each address is accounted for.
+/// transport failure, so each address is accounted for: `UNREACHABLE` when none of them
+/// was sent, else `OUTCOME_UNKNOWN`.
 fn combine(mut errors: Vec<Error>) -> Error {
     if let Some(i) = errors
         .iter()
-        .rposition(|e| !matches!(e, Error::Transport(_)))
+        .rposition(|e| !matches!(e, Error::Transport { .. }))
     {
         return errors.swap_remove(i);
     }
@@ -185,7 +188,11 @@ fn combine(mut errors: Vec<Error>) -> Error {
     if messages.is_empty() {
         return Error::InvalidArgument("no endpoints given".into());
     }
-    Error::Transport(messages.join("; "))
+    if errors.iter().all(|e| !e.may_have_taken_effect()) {
+        Error::unreachable(messages.join("; "))
+    } else {
+        Error::outcome_unknown(messages.join("; "))
+    }
 }
 
 /// Follows `Locate` answers from `addr` (a cell's replica) to the master.
@@ -220,7 +227,8 @@ pub async fn master_via_as(
         }
         conn = dial_as(&info.master, timeout, pings, tls).await?;
     }
-    Err(Error::Transport(format!(
+    // Only `Locate`s were sent, which change nothing.
+    Err(Error::unreachable(format!(
         "{addr}: gave up after following {MAX_LOCATE_HOPS} master redirects"
     )))
 }
@@ -314,7 +322,8 @@ pub async fn find_cell_master_as(
         .map(|a| a.endpoint.clone())
         .collect();
     report_unreachable_as(&witnesses, &master, epoch, timeout, tls).await;
-    Err(Error::Transport(format!(
+    // Only `Locate`s were sent, which change nothing.
+    Err(Error::unreachable(format!(
         "the master the replicas name, {master} (epoch {epoch}), did not answer within \
          {timeout:?}; told {} so",
         witnesses.join(", ")
@@ -426,7 +435,7 @@ mod tests {
         let e = locate(&["127.0.0.1:1".to_string()], Duration::from_secs(5))
             .await
             .expect_err("nothing listens on port 1");
-        assert_eq!(e.code_name(), "UNAVAILABLE");
+        assert_eq!(e.code_name(), "UNREACHABLE");
         assert!(e.message().starts_with("cannot reach 127.0.0.1:1: "), "{e}");
     }
 
@@ -448,10 +457,16 @@ mod tests {
 
     #[test]
     fn combined_errors() {
-        let t = |m: &str| Error::Transport(m.into());
+        let t = |m: &str| Error::unreachable(m);
         assert_eq!(
             combine(vec![t("cannot reach a:1: x"), t("cannot reach b:2: y")]),
             t("cannot reach a:1: x; cannot reach b:2: y")
+        );
+        // One that may have been sent makes the whole outcome unknown.
+        let lost = Error::outcome_unknown("lost the call to b:2: reset");
+        assert_eq!(
+            combine(vec![t("cannot reach a:1: x"), lost]),
+            Error::outcome_unknown("cannot reach a:1: x; lost the call to b:2: reset")
         );
         let not_master = Error::Warren(warren_proto::WarrenError::not_master(""));
         assert_eq!(combine(vec![not_master.clone(), t("z")]), not_master);

@@ -1,10 +1,11 @@
 //! `--html`: the report as one self-contained HTML page (no scripts, fonts or network): the
 //! run's metadata, the operations and member tables, and inline SVG plots of its timeline
 //! (offered against achieved rate, latency percentiles, errors and retries, session states)
-//! that scale to the page's width (docs/loadtest.md, "The HTML report"). Plain string
-//! building; every piece of text from the report is escaped.
+//! that scale to the page's width (docs/loadtest.md, "The HTML report"); and `compare
+//! --html`'s page, both runs side by side with their ratios ([`render_comparison`]). Plain
+//! string building; every piece of text from the report is escaped.
 
-use crate::report::{Report, MEMBER_TABLE_HEADER, MEMBER_TABLE_TITLE, OP_TABLE_HEADER};
+use crate::report::{Ratios, Report, MEMBER_TABLE_HEADER, MEMBER_TABLE_TITLE, OP_TABLE_HEADER};
 use std::fmt::Write as _;
 
 /// Plot width in SVG user units: the `viewBox`'s; the page scales it to its own width.
@@ -523,8 +524,12 @@ td { white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
 table.meta th, table.meta td { text-align: left; vertical-align: top; white-space: normal; }
 table.meta th { white-space: nowrap; }
-#member-table td:nth-child(-n+4), #member-table th:nth-child(-n+4) { text-align: left; }
-#member-table td:last-child { text-align: left; white-space: normal; }
+table.members td:nth-child(-n+4), table.members th:nth-child(-n+4) { text-align: left; }
+table.members td:last-child { text-align: left; white-space: normal; }
+.sides { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 24px; }
+.side { min-width: 0; }
+.side table { font-size: 13px; }
+.side th, .side td { padding: 2px 4px; }
 code, li, .note { overflow-wrap: anywhere; }
 code { font-size: 90%; }
 svg.plot { display: block; box-sizing: border-box; width: 100%; height: auto; margin: 12px 0; border: 1px solid #ddd; font-family: sans-serif; }
@@ -577,52 +582,62 @@ fn run_section(s: &mut String, r: &Report) {
         run.map_or_else(not_recorded, |i| i.deployment.describe()),
         false,
     );
-    row(
-        "target",
-        format!(
-            "{} {} ({} connection{}, {} session{} per client)",
-            r.target,
-            r.addresses.join(", "),
-            r.connections,
-            if r.connections == 1 { "" } else { "s" },
-            r.sessions_per_client.max(1),
-            if r.sessions_per_client > 1 { "s" } else { "" },
-        ),
-        false,
-    );
-    row(
-        "workload",
-        format!(
-            "{} sessions; read {}/s, write {}/s, lock {}/s (open-loop, Poisson) over {} files \
-             in {} directories, Zipf s={}",
-            r.sessions.target,
-            r.read_rate,
-            r.write_rate,
-            r.lock_rate,
-            r.files,
-            r.dirs.unwrap_or(crate::workload::DIRS),
-            r.zipf
-        ),
-        false,
-    );
-    row(
-        "window",
-        format!(
-            "ramp {:.1} s, then measured {:.1} s",
-            r.ramp_s, r.duration_s
-        ),
-        false,
-    );
+    row("target", target_text(r), false);
+    row("workload", workload_text(r), false);
+    row("window", window_text(r), false);
     s.push_str("</table></div>\n</section>\n");
+}
+
+/// The run's target: tier, addresses, connections and sessions per client.
+fn target_text(r: &Report) -> String {
+    format!(
+        "{} {} ({} connection{}, {} session{} per client)",
+        r.target,
+        r.addresses.join(", "),
+        r.connections,
+        if r.connections == 1 { "" } else { "s" },
+        r.sessions_per_client.max(1),
+        if r.sessions_per_client > 1 { "s" } else { "" },
+    )
+}
+
+/// The run's workload: sessions, rates, files and their popularity.
+fn workload_text(r: &Report) -> String {
+    format!(
+        "{} sessions; read {}/s, write {}/s, lock {}/s (open-loop, Poisson) over {} files \
+         in {} directories, Zipf s={}",
+        r.sessions.target,
+        r.read_rate,
+        r.write_rate,
+        r.lock_rate,
+        r.files,
+        r.dirs.unwrap_or(crate::workload::DIRS),
+        r.zipf
+    )
+}
+
+/// The run's window: the ramp, then the measured time.
+fn window_text(r: &Report) -> String {
+    format!(
+        "ramp {:.1} s, then measured {:.1} s",
+        r.ramp_s, r.duration_s
+    )
 }
 
 /// The member table ([`Report::member_rows`]) and the load generator's own cost.
 fn members_section(s: &mut String, r: &Report) {
-    let rows = r.member_rows();
-    if rows.is_empty() && r.load_generator.is_none() {
+    if r.member_rows().is_empty() && r.load_generator.is_none() {
         return;
     }
     s.push_str("<section id=\"members\">\n<h2>Members</h2>\n");
+    members_body(s, r, "member-table");
+    s.push_str("</section>\n");
+}
+
+/// The member table (`<table id="TABLE_ID">`, when there are members) and the load
+/// generator's cost: the Members section's body, and part of each side of a comparison.
+fn members_body(s: &mut String, r: &Report, table_id: &str) {
+    let rows = r.member_rows();
     if !rows.is_empty() {
         let mut title = MEMBER_TABLE_TITLE.to_string();
         if let Some(first) = title.get(..1) {
@@ -630,7 +645,7 @@ fn members_section(s: &mut String, r: &Report) {
         }
         let _ = writeln!(
             s,
-            "<p>{}.</p>\n<div class=\"wide\"><table id=\"member-table\">",
+            "<p>{}.</p>\n<div class=\"wide\"><table id=\"{table_id}\" class=\"members\">",
             escape(&title)
         );
         let header: Vec<String> = MEMBER_TABLE_HEADER
@@ -658,29 +673,17 @@ fn members_section(s: &mut String, r: &Report) {
             "<p>Load generator (the process measuring): CPU {cpu} % of a core, {per_op} µs/op.</p>"
         );
     }
-    s.push_str("</section>\n");
 }
 
-/// The report as a self-contained HTML page.
-pub fn render(r: &Report) -> String {
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>warren loadtest report</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n\
-         <h1>warren loadtest report</h1>\n"
-    );
-    run_section(&mut s, r);
-    s.push_str(
-        "<section id=\"operations\">\n<h2>Operations</h2>\n<div class=\"wide\">\
-         <table id=\"op-table\">\n",
-    );
-    table_row(&mut s, "th", &OP_TABLE_HEADER.map(String::from));
+/// The operations table (`<table id="TABLE_ID">`), the sessions' and the errors' lines
+/// of `r`: the body of the report's Operations section, and of each side of a comparison.
+fn operations_body(s: &mut String, r: &Report, table_id: &str) {
+    let _ = writeln!(s, "<div class=\"wide\"><table id=\"{table_id}\">");
+    table_row(s, "th", &OP_TABLE_HEADER.map(String::from));
     for (name, o) in r.shown_ops() {
         let mut cells = vec![name.clone()];
         cells.extend(o.table_figures());
-        table_row(&mut s, "td", &cells);
+        table_row(s, "td", &cells);
     }
     let _ = writeln!(
         s,
@@ -771,6 +774,173 @@ pub fn render(r: &Report) -> String {
         }
         s.push_str("</ul>\n");
     }
+}
+
+/// The page's head, its style and its `<h1>TITLE</h1>`, up to the first section.
+fn page_start(title: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{title}</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n\
+         <h1>{title}</h1>\n"
+    )
+}
+
+/// `warren loadtest compare`'s report as a self-contained HTML page: the run's metadata
+/// (date, version, command line, each side's deployment, the workload), the ratios of
+/// the run through the proxies to the direct run, and the two runs side by side (each
+/// with its operations, members and plots; one above the other in a narrow window).
+pub fn render_comparison(direct: &Report, proxies: &Report, ratios: &Ratios) -> String {
+    let mut s = page_start("warren loadtest compare report");
+    let not_recorded = || "not recorded".to_string();
+    let run = direct.run.as_ref().or(proxies.run.as_ref());
+    s.push_str(
+        "<section id=\"run\">\n<h2>Run</h2>\n<div class=\"wide\">\
+         <table class=\"meta\" id=\"run-metadata\">\n",
+    );
+    let rows = [
+        (
+            "date",
+            run.map_or_else(not_recorded, |i| i.started_at.clone()),
+        ),
+        (
+            "version",
+            run.map_or_else(not_recorded, |i| i.version.clone()),
+        ),
+        (
+            "command",
+            run.map_or_else(not_recorded, |i| i.command.clone()),
+        ),
+        (
+            "deployment, direct",
+            direct
+                .run
+                .as_ref()
+                .map_or_else(not_recorded, |i| i.deployment.describe()),
+        ),
+        (
+            "deployment, through the proxies",
+            proxies
+                .run
+                .as_ref()
+                .map_or_else(not_recorded, |i| i.deployment.describe()),
+        ),
+        ("workload", workload_text(direct)),
+        ("window", window_text(direct)),
+    ];
+    for (name, value) in rows {
+        let value = match name {
+            "command" => format!("<code>{}</code>", escape(&value)),
+            _ => escape(&value),
+        };
+        let _ = writeln!(s, "<tr><th>{name}</th><td>{value}</td></tr>");
+    }
+    s.push_str("</table></div>\n</section>\n");
+
+    let f = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+    s.push_str(
+        "<section id=\"ratios\">\n<h2>Through the proxies ÷ direct to the cells</h2>\n\
+         <p>Per operation: the run through the proxies' figure divided by the direct run's \
+         (below 1: lower latency or less throughput through the proxies; - when either run \
+         has none).</p>\n<div class=\"wide\"><table id=\"ratio-table\">\n",
+    );
+    table_row(
+        &mut s,
+        "th",
+        &["op", "p50", "p99", "throughput"].map(String::from),
+    );
+    // An operation neither run made (no lock asked for) has no row.
+    for (name, o) in ratios
+        .ops
+        .iter()
+        .filter(|(_, o)| o.p50.is_some() || o.p99.is_some() || o.throughput.is_some())
+    {
+        table_row(
+            &mut s,
+            "td",
+            &[name.clone(), f(o.p50), f(o.p99), f(o.throughput)],
+        );
+    }
+    s.push_str(
+        "</table></div>\n<p>What reaches the cells (summed over the scraped cells), and how \
+         many times less of it through the proxies.</p>\n<div class=\"wide\">\
+         <table id=\"cell-load\">\n",
+    );
+    table_row(
+        &mut s,
+        "th",
+        &[
+            "at the cells",
+            "direct",
+            "through the proxies",
+            "direct ÷ proxies",
+        ]
+        .map(String::from),
+    );
+    let per_s = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+    table_row(
+        &mut s,
+        "td",
+        &[
+            "KeepAlives/s".into(),
+            per_s(ratios.cell_keepalives_per_s_direct),
+            per_s(ratios.cell_keepalives_per_s_proxies),
+            f(ratios.cell_keepalive_reduction),
+        ],
+    );
+    table_row(
+        &mut s,
+        "td",
+        &[
+            "RPCs/s".into(),
+            per_s(ratios.cell_rpc_per_s_direct),
+            per_s(ratios.cell_rpc_per_s_proxies),
+            f(ratios.cell_rpc_reduction),
+        ],
+    );
+    table_row(
+        &mut s,
+        "td",
+        &[
+            "failed calls".into(),
+            ratios.errors_direct.to_string(),
+            ratios.errors_proxies.to_string(),
+            "-".into(),
+        ],
+    );
+    s.push_str("</table></div>\n</section>\n");
+
+    s.push_str("<section id=\"sides\">\n<div class=\"sides\">\n");
+    for (id, title, r) in [
+        ("direct", "Direct to the cells", direct),
+        ("proxies", "Through the proxies", proxies),
+    ] {
+        let _ = writeln!(
+            s,
+            "<div class=\"side\" id=\"side-{id}\">\n<h2>{title}</h2>\n<p>Target: {}.</p>",
+            escape(&target_text(r))
+        );
+        operations_body(&mut s, r, &format!("op-table-{id}"));
+        members_body(&mut s, r, &format!("member-table-{id}"));
+        for n in &r.notes {
+            let _ = writeln!(s, "<p class=\"note\">Note: {}</p>", escape(n));
+        }
+        for p in plots(r) {
+            s.push_str(&p);
+            s.push('\n');
+        }
+        s.push_str("</div>\n");
+    }
+    s.push_str("</div>\n</section>\n</body>\n</html>\n");
+    s
+}
+
+/// The report as a self-contained HTML page.
+pub fn render(r: &Report) -> String {
+    let mut s = page_start("warren loadtest report");
+    run_section(&mut s, r);
+    s.push_str("<section id=\"operations\">\n<h2>Operations</h2>\n");
+    operations_body(&mut s, r, "op-table");
     s.push_str("</section>\n");
     members_section(&mut s, r);
     if let Some(rs) = &r.reshard {
@@ -1009,6 +1179,71 @@ mod tests {
         ] {
             assert!(html.contains(title), "no plot {title}");
         }
+    }
+
+    /// `compare`'s page: the metadata with each side's deployment, the ratio tables, and
+    /// both runs in their own column, each with its operations table and four plots; the
+    /// ids of the tables differ between the columns; text is escaped.
+    #[test]
+    fn the_comparison_has_both_runs_side_by_side_and_the_ratios() {
+        use crate::report::{DeploymentShape, RunInfo};
+        let mut direct = synthetic();
+        direct.target = "cells".into();
+        let mut proxies = synthetic();
+        let args = ["warren", "loadtest", "compare", "--meta", "a b"].map(String::from);
+        let info = |proxies_n| {
+            RunInfo::starting_now(
+                &args,
+                "0.1.0 (abc)".into(),
+                DeploymentShape {
+                    proxies: proxies_n,
+                    ..Default::default()
+                },
+            )
+        };
+        direct.run = Some(info(None));
+        proxies.run = Some(info(Some(3)));
+        let ratios = Ratios::of(&proxies, &direct);
+        let html = render_comparison(&direct, &proxies, &ratios);
+        for tag in ["svg", "table", "p", "section", "tr", "div"] {
+            assert!(balanced(&html, tag), "unbalanced <{tag}>");
+        }
+        assert!(!html.contains("<script") && !html.contains("NaN"));
+        let run = table(&html, "run-metadata");
+        let names: Vec<&str> = run.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "date",
+                "version",
+                "command",
+                "deployment, direct",
+                "deployment, through the proxies",
+                "workload",
+                "window"
+            ]
+        );
+        assert_eq!(run[2][1], "warren loadtest compare --meta 'a b'");
+        assert!(run[3][1].contains("proxies not known"), "{:?}", run[3]);
+        assert!(run[4][1].contains("3 proxies"), "{:?}", run[4]);
+        let ratio_rows = table(&html, "ratio-table");
+        assert_eq!(ratio_rows[0], ["op", "p50", "p99", "throughput"]);
+        // The same runs: every ratio is 1.
+        let read = ratio_rows.iter().find(|r| r[0] == "read").expect("read");
+        assert_eq!(read[1..], ["1.00", "1.00", "1.00"]);
+        let load = table(&html, "cell-load");
+        assert_eq!(load[3][..3], ["failed calls", "0", "0"]);
+        for id in ["direct", "proxies"] {
+            let side = &html[html
+                .find(&format!("<div class=\"side\" id=\"side-{id}\">"))
+                .unwrap_or_else(|| panic!("no column {id}"))..];
+            let ops = table(side, &format!("op-table-{id}"));
+            assert_eq!(ops[0][0], "op");
+            assert!(ops.iter().any(|r| r[0] == "read"));
+            let column = &side[..side.find("</svg>\n</div>").expect("the column ends")];
+            assert_eq!(column.matches("<svg").count(), 4, "{id}");
+        }
+        assert!(html.contains("127.0.0.1:1&lt;script&gt;&amp;"));
     }
 
     #[test]

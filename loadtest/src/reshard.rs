@@ -82,12 +82,14 @@ impl std::fmt::Display for ReshardSpec {
 
 /// A Reshard call's failure, named.
 fn call_error(e: CallError, who: &str, what: &str) -> anyhow::Error {
+    let code = e.code().as_str_name();
     match e {
-        CallError::Warren(e) => {
-            anyhow!("{who} refused to {what}: {}: {}", e.code_name(), e.message)
-        }
-        CallError::Unreachable(attempts) => {
-            anyhow!("cannot reach {who} to {what}: {}", attempts.join("; "))
+        CallError::Warren(e) => anyhow!("{who} refused to {what}: {code}: {}", e.message),
+        CallError::Unreachable { attempts, .. } => {
+            anyhow!(
+                "{code}: cannot reach {who} to {what}: {}",
+                attempts.join("; ")
+            )
         }
     }
 }

@@ -3,7 +3,8 @@
 //! (JSON; to a browser — `Accept: text/html`, or `/status?html` — the HTML status page of
 //! [`crate::status_page`] where the tier has one), `/map` (the partition map in force, JSON,
 //! or 404 without one: what `warren ctl map repair` recovers a broken stored map from),
-//! `/version` and `/debug/sessions` (a cell master's session and lock tables, JSON). What
+//! `/version` and `/debug/sessions` (a cell master's session and lock tables, JSON; only
+//! without TLS, [`SESSIONS_UNDER_TLS`]). What
 //! each page says comes
 //! from the tier: [`Pages`].
 
@@ -39,8 +40,9 @@ pub trait Pages: Send + Sync + 'static {
     /// `/debug/sessions`: the session and lock tables as JSON (a cell's master: every
     /// session with its principal, proxy, lease end, handles and locks; every lock with its
     /// holders, waiters and generation), or why there are none here (a 404). Read-only; it
-    /// names principals, so keep the admin port as private as `/metrics`
-    /// (docs/ctl.md, "Sessions and locks").
+    /// names principals, so the plain-HTTP admin port serves it only when the process
+    /// serves no TLS (a 403 [`SESSIONS_UNDER_TLS`] otherwise; docs/security.md, "Who may
+    /// list sessions").
     fn debug_sessions(&self) -> Result<String, String> {
         Err("this server keeps no session table; ask a cell's master".into())
     }
@@ -73,6 +75,11 @@ fn wants_html<B>(req: &Request<B>) -> bool {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/html"))
 }
+
+/// What `/debug/sessions` answers (403) in a process that serves mutual TLS.
+pub const SESSIONS_UNDER_TLS: &str = "this cell serves mutual TLS: its session and lock \
+    tables are for operators only; use `warren ctl session list` (or `lock list`) with an \
+    operator certificate";
 
 /// Seconds between the HTML status page's reloads.
 const PAGE_REFRESH_SECS: u32 = 5;
@@ -148,6 +155,13 @@ async fn page<P: Pages>(
             Ok(json) => reply(StatusCode::OK, "application/json", json + "\n"),
             Err(why) => reply(StatusCode::NOT_FOUND, "text/plain", why + "\n"),
         },
+        // The admin port cannot tell an operator from anyone else; under mutual TLS the
+        // session table is for operators only, over gRPC (docs/security.md).
+        "/debug/sessions" if warren_tls::installed().is_some() => reply(
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            format!("{SESSIONS_UNDER_TLS}\n"),
+        ),
         "/debug/sessions" => match pages.debug_sessions() {
             Ok(json) => reply(StatusCode::OK, "application/json", json + "\n"),
             Err(why) => reply(StatusCode::NOT_FOUND, "text/plain", why + "\n"),

@@ -1,7 +1,10 @@
 //! [`Failure`]: what `warren ctl` reports when a command fails, `error: CODE: message` on
-//! stderr with CODE from the error table (or `UNAVAILABLE` when no server answered).
+//! stderr with CODE from the error table: a Warren error's own, `UNREACHABLE` when no server
+//! could be reached (nothing was sent), `OUTCOME_UNKNOWN` when the call was lost after it
+//! may have been sent (docs/ctl.md, "Errors").
 
 use warren_client::Error;
+use warren_proto::ErrorCode;
 
 /// A failure to report: `error: CODE: message`.
 #[derive(Debug)]
@@ -65,19 +68,24 @@ pub(crate) fn check_endpoints(endpoints: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Makes an `UNAVAILABLE` failure at `endpoints` say what to check: an endpoint that
-/// answers plain HTTP/1 is an admin port, not a gRPC one (gRPC's HTTP/2 otherwise fails
-/// there as "broken pipe" or a protocol error); else, whether `warren dev` or the servers
-/// run at those addresses.
+/// Whether `code` is the table's code for a transport failure (no answer from a server).
+fn no_answer(code: &str) -> bool {
+    code == ErrorCode::Unreachable.as_str_name() || code == ErrorCode::OutcomeUnknown.as_str_name()
+}
+
+/// Makes an `UNREACHABLE` (or `OUTCOME_UNKNOWN`) failure at `endpoints` say what to check:
+/// an endpoint that answers plain HTTP/1 is an admin port, not a gRPC one (gRPC's HTTP/2
+/// otherwise fails there as "broken pipe" or a protocol error; nothing was done there, so
+/// `UNREACHABLE`); else, whether `warren dev` or the servers run at those addresses.
 pub(crate) async fn with_hint(mut f: Failure, endpoints: &[String]) -> Failure {
-    if f.code != "UNAVAILABLE" && f.code != "INTERNAL" && f.code != "UNKNOWN" {
+    if !no_answer(f.code) && f.code != "INTERNAL" && f.code != "UNKNOWN" {
         return f;
     }
     for e in endpoints {
         let probe =
             warren_loadtest::http::get(e, "/healthz", std::time::Duration::from_secs(1)).await;
         if probe.is_ok_and(|r| r.status > 0) {
-            f.code = "UNAVAILABLE";
+            f.code = ErrorCode::Unreachable.as_str_name();
             f.message = format!(
                 "{e} answers plain HTTP/1: it is an admin (HTTP) port, not a gRPC port; \
                  in `warren dev`'s layout the gRPC port is the admin port minus 80 (the \
@@ -88,7 +96,7 @@ pub(crate) async fn with_hint(mut f: Failure, endpoints: &[String]) -> Failure {
         }
     }
     // A TLS refusal already names its fix; the server is there.
-    if f.code == "UNAVAILABLE" && !f.message.contains("TLS") {
+    if no_answer(f.code) && !f.message.contains("TLS") {
         f.message = format!(
             "{}; is `warren dev` (or the cell or proxy) running and listening at {}?",
             f.message,
@@ -105,11 +113,13 @@ mod tests {
 
     #[test]
     fn client_errors_keep_their_code() {
-        let f = Failure::from(Error::Transport("cannot reach h:1: refused".into()));
+        let f = Failure::from(Error::unreachable("cannot reach h:1: refused"));
         assert_eq!(
             (f.code, f.message.as_str()),
-            ("UNAVAILABLE", "cannot reach h:1: refused")
+            ("UNREACHABLE", "cannot reach h:1: refused")
         );
+        let f = Failure::from(Error::outcome_unknown("lost the call to h:1: reset"));
+        assert_eq!(f.code, "OUTCOME_UNKNOWN");
         let f = Failure::from(
             "nonsense"
                 .parse::<Sequencer>()

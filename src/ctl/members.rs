@@ -92,7 +92,7 @@ pub(crate) async fn read_map(
         return Ok(None);
     }
     Err(Failure {
-        code: "UNAVAILABLE",
+        code: "UNREACHABLE",
         message: format!(
             "cannot read the partition map from the meta cell's admin pages ({}); is `warren \
              dev` (or the meta cell) running, and is its admin port its gRPC port + \

@@ -27,7 +27,7 @@
 //! | `watch PATH [--count N]` | opens with every event bit; stops after N events (default: at Ctrl-C) | one event per line |
 //! | `status` | `Locate` on the first endpoint that answers | `key: value` lines |
 //! | `endpoint status\|health [--meta …] [--admin-offset N]` | every member: the meta cell, the data cells' replicas (from the map), `--proxies` | a row per member (docs/ctl.md) |
-//! | `session list [--meta …]` / `lock list PATH [--meta …]` | every cell master's admin `/debug/sessions` | a row per session / the lock's holders and waiters (docs/ctl.md) |
+//! | `session list [--meta …]` / `lock list PATH [--meta …]` | `Reshard.SessionTable` at every cell's master (operators only over TLS) | a row per session / the lock's holders and waiters (docs/ctl.md) |
 //! | `version` | this binary's version and commit | `version:`, `commit:` lines |
 //! | `acl get PATH` | reads the node's ACL names (files in `/ls/<d>/acl/`) | `path:`, `read:`, `write:`, `change_acl:` lines (`(none)` for an empty name: unrestricted) |
 //! | `acl set PATH [--read NAME] [--write NAME] [--change-acl NAME] [--file NAME=P1,P2 …]` | writes each `--file` ACL file (one principal per line, created if missing), then changes the names given (the others stay) | as `acl get`, after the change |
@@ -115,8 +115,9 @@
 //! Exit status: 0 on success; 1 for a stale sequencer or an unhealthy member (`endpoint
 //! health`); 2 for an error, reported on stderr as exactly `error: CODE: message` (with `-w
 //! json`: `{"error":{"code":CODE,"message":message}}`) with CODE from the error table (`NOT_FOUND`, `LOCK_HELD`,
-//! `TOO_LARGE`, …) or `UNAVAILABLE` when no server could be reached (`error: UNAVAILABLE:
-//! cannot reach 127.0.0.1:7201: …`); 130 when Ctrl-C interrupts `lock` before the lock is
+//! `TOO_LARGE`, …), `UNREACHABLE` when no server could be reached so nothing was sent
+//! (`error: UNREACHABLE: cannot reach 127.0.0.1:7201: …`), `OUTCOME_UNKNOWN` when the call
+//! was lost after it may have been sent; 130 when Ctrl-C interrupts `lock` before the lock is
 //! held. Usage errors are clap's (exit 2).
 //!
 //! `deployment init` and `map repair` run as principal `warren:operator` (the only one, with

@@ -534,13 +534,15 @@ pub(crate) fn counts_failure(e: CountsError) -> Failure {
 /// The failure to report for a call to `who` (e.g. `cell c1`, `the meta cell`) at
 /// `replicas`, which was to `what`.
 pub(crate) fn call_failure(e: CallError, who: &str, replicas: &[String], what: &str) -> Failure {
+    let code = e.code().as_str_name();
     match e {
         CallError::Warren(e) => Failure {
-            code: e.code_name(),
+            code,
             message: format!("{who}: {}", e.message),
         },
-        CallError::Unreachable(attempts) => Failure {
-            code: "UNAVAILABLE",
+        // UNREACHABLE when nothing was sent, OUTCOME_UNKNOWN when the call was lost.
+        CallError::Unreachable { attempts, .. } => Failure {
+            code,
             message: format!(
                 "cannot reach {who} at {} to {what}: {}",
                 replicas.join(","),

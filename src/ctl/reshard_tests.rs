@@ -554,6 +554,12 @@ impl Reshard for Fake {
     ) -> Result<Response<pb::DropSlotsResponse>, Status> {
         Err(unused("DropSlots"))
     }
+    async fn session_table(
+        &self,
+        _: Request<pb::SessionTableRequest>,
+    ) -> Result<Response<pb::SessionTableResponse>, Status> {
+        Err(unused("SessionTable"))
+    }
     async fn apply_plan(
         &self,
         r: Request<pb::ApplyPlanRequest>,
@@ -647,13 +653,13 @@ async fn calls_follow_a_standby_to_its_master_and_name_unreachable_cells() {
     assert_eq!(f.code, "NOT_FOUND");
     assert!(f.message.contains("nothing to abort"), "{}", f.message);
 
-    // Nobody there: UNAVAILABLE naming who, where, and what for.
+    // Nobody there: UNREACHABLE (nothing sent) naming who, where, and what for.
     let dead = vec![dead_addr(), dead_addr()];
     let f = warren_client::reshard::cell_counts("c2", &dead, vec![1, 2], 1)
         .await
         .map_err(counts_failure)
         .expect_err("unreachable");
-    assert_eq!(f.code, "UNAVAILABLE");
+    assert_eq!(f.code, "UNREACHABLE");
     assert!(
         f.message.starts_with(&format!(
             "cannot reach cell c2 at {} to count its moving slots: {}",

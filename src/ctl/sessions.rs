@@ -1,7 +1,9 @@
 //! `warren ctl session list` and `warren ctl lock list PATH`: the session and lock tables of
-//! every cell's master, read from its admin `/debug/sessions` page (docs/ctl.md, "Sessions
-//! and locks"). Read-only, and without a session of ctl's own, so the list shows only the
-//! deployment's clients.
+//! every cell's master, read with the operator-only gRPC call `Reshard.SessionTable` (over
+//! mutual TLS it needs an operator certificate; docs/security.md, "Who may list sessions")
+//! at the cells the meta cell's admin `/map` names (docs/ctl.md, "Sessions and locks").
+//! Read-only, and without a session of ctl's own, so the list shows only the deployment's
+//! clients.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -9,8 +11,9 @@ use serde_json::{json, Value};
 use super::failure::Failure;
 use super::members::{self, admin_addr, Kind};
 use super::output::{self, table, Output};
+use warren_proto::pb;
 
-/// One session, as the cell's `/debug/sessions` shows it (`warren_cell::core::SessionView`).
+/// One session, as `Reshard.SessionTable` (and a plaintext cell's `/debug/sessions`) shows it (`warren_cell::core::SessionView`).
 #[derive(Clone, Debug, Deserialize)]
 pub(crate) struct SessionRow {
     pub(crate) id: String,
@@ -56,8 +59,8 @@ pub(crate) struct CellTable {
     pub(crate) locks: Vec<LockRow>,
 }
 
-/// The tables of every cell's master: the meta cell's and each data cell's (the first
-/// replica whose admin page answers 200 is the master).
+/// The tables of every cell's master: the meta cell's and each data cell's, asked with
+/// `Reshard.SessionTable` at the cell's replicas (following `NOT_MASTER` to the master).
 async fn tables(meta: &[String], offset: u16) -> Result<Vec<CellTable>, Failure> {
     let map = members::read_map(meta, offset).await?;
     let all = members::members(meta, map.as_ref(), &[]);
@@ -71,39 +74,20 @@ async fn tables(meta: &[String], offset: u16) -> Result<Vec<CellTable>, Failure>
     }
     let mut out = Vec::new();
     for (kind, replicas) in cells {
-        let mut why = Vec::new();
-        let mut found = None;
-        for addr in &replicas {
-            let admin = admin_addr(addr, offset)?;
-            match members::http_get(&admin, "/debug/sessions").await {
-                Ok((200, body)) => {
-                    let t: CellTable = serde_json::from_str(&body).map_err(|e| Failure {
-                        code: "INTERNAL",
-                        message: format!("http://{admin}/debug/sessions does not parse: {e}"),
-                    })?;
-                    found = Some(t);
-                    break;
-                }
-                Ok((status, body)) => why.push(format!("{admin}: {status} {}", body.trim())),
-                Err(e) => why.push(e),
-            }
-        }
-        match found {
-            Some(t) => out.push(t),
-            None => {
-                let name = match kind {
-                    Kind::Data(name) => name,
-                    _ => "meta".into(),
-                };
-                return Err(Failure {
-                    code: "UNAVAILABLE",
-                    message: format!(
-                        "no master of cell {name} answered /debug/sessions ({})",
-                        why.join("; ")
-                    ),
-                });
-            }
-        }
+        let who = match kind {
+            Kind::Data(name) => format!("cell {name}"),
+            _ => "the meta cell".into(),
+        };
+        let reply = warren_client::reshard::at_master(&replicas, |mut c| async move {
+            c.session_table(pb::SessionTableRequest {}).await
+        })
+        .await
+        .map_err(|e| super::reshard::call_failure(e, &who, &replicas, "list its sessions"))?;
+        let t: CellTable = serde_json::from_slice(&reply.table).map_err(|e| Failure {
+            code: "INTERNAL",
+            message: format!("{who}'s session table does not parse: {e}"),
+        })?;
+        out.push(t);
     }
     Ok(out)
 }
@@ -258,7 +242,7 @@ async fn deployment_of(meta: &[String], offset: u16) -> Result<String, Failure> 
         }
     }
     Err(Failure {
-        code: "UNAVAILABLE",
+        code: "UNREACHABLE",
         message: "cannot learn the deployment's name from the meta cell's admin /status; \
                   give the full path (/ls/<deployment>/…)"
             .into(),

@@ -270,7 +270,7 @@ async fn unreachable_endpoint_and_env_default() {
     // With neither --endpoint nor WARREN_ENDPOINT, ctl goes to the first proxy of
     // `warren dev` (unless one happens to run here).
     let o = warren(&["ctl", "cat", "/x"]).await;
-    if o.status.code() == Some(2) && stderr(&o).starts_with("error: UNAVAILABLE: ") {
+    if o.status.code() == Some(2) && stderr(&o).starts_with("error: UNREACHABLE: ") {
         assert!(stderr(&o).contains("127.0.0.1:7201"), "{}", stderr(&o));
     }
     let port = crate::free_port();
@@ -278,7 +278,7 @@ async fn unreachable_endpoint_and_env_default() {
     let o = warren(&["ctl", "--endpoint", &ep, "cat", "/x"]).await;
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).starts_with("error: UNAVAILABLE: "),
+        stderr(&o).starts_with("error: UNREACHABLE: "),
         "{}",
         stderr(&o)
     );
@@ -796,13 +796,27 @@ async fn every_form_of_the_node_commands_and_their_errors() {
     let e: serde_json::Value = serde_json::from_str(stderr(&o).trim()).unwrap();
     assert_eq!(e["error"]["code"], "INVALID_ARGUMENT");
     let nobody = format!("127.0.0.1:{}", crate::free_port());
+    // Nothing was sent: the error table's UNREACHABLE (safe to retry), in text and JSON,
+    // with the hint.
     let o = warren(&["ctl", "--endpoint", &nobody, "stat", "/"]).await;
+    assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).starts_with("error: UNAVAILABLE: ")
-            && stderr(&o).contains("warren dev")
+        stderr(&o).starts_with(&format!("error: UNREACHABLE: cannot reach {nobody}: "))
+            && stderr(&o).contains("is `warren dev` (or the cell or proxy) running")
             && stderr(&o).contains(&nobody),
         "{}",
         stderr(&o)
+    );
+    let o = warren(&["ctl", "-w", "json", "--endpoint", &nobody, "put", "/x", "v"]).await;
+    assert_eq!(o.status.code(), Some(2));
+    let e: serde_json::Value = serde_json::from_str(stderr(&o).trim())
+        .unwrap_or_else(|err| panic!("{err}: {}", stderr(&o)));
+    assert_eq!(e["error"]["code"], "UNREACHABLE", "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("cannot reach {nobody}: "))
+            && message.contains("is `warren dev` (or the cell or proxy) running"),
+        "{message}"
     );
 }
 
@@ -1113,7 +1127,7 @@ async fn endpoints_sessions_and_locks_of_a_dev_deployment() {
     // Members that are not there: errors name the fix.
     let o = ctl(&["session", "list", "--meta", &gone]).await;
     assert!(
-        stderr(&o).starts_with("error: UNAVAILABLE: ") && stderr(&o).contains("--admin-offset"),
+        stderr(&o).starts_with("error: UNREACHABLE: ") && stderr(&o).contains("--admin-offset"),
         "{}",
         stderr(&o)
     );

@@ -412,11 +412,18 @@ async fn kills_on_a_launched_deployment_lose_no_acknowledged_write() {
     assert!(p1.contains("(partial: "), "{p1}");
 }
 
-/// `compare` on a launched deployment: both runs, and the ratios, in one JSON.
+/// `compare` on a launched deployment: both runs, their run metadata (date, version,
+/// command line, each side's deployment) and the ratios, in the terminal, in one JSON and
+/// in an HTML page with both runs side by side; in headless Chromium at 1000 px the two
+/// columns sit side by side, the ratio and operations tables parse, and nothing is wider
+/// than the window (the screenshot is saved under target/test-artifacts/).
 #[tokio::test]
 async fn compare_runs_direct_and_through_proxies_and_gives_ratios() {
+    // First, so that CI without a browser fails at once.
+    let browser = chromium();
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("compare.json");
+    let html = dir.path().join("compare.html");
     let out = warren_loadtest_cmd(
         "compare",
         &[
@@ -436,11 +443,49 @@ async fn compare_runs_direct_and_through_proxies_and_gives_ratios() {
             "20",
             "--json",
             json.to_str().expect("utf-8 path"),
+            "--html",
+            html.to_str().expect("utf-8 path"),
         ],
     )
     .await;
     assert!(out.status.success(), "warren loadtest compare failed");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // The run metadata first, the reports' paths last.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("run: ")
+            && lines[0].contains(&format!(" by warren {}", env!("CARGO_PKG_VERSION"))),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("command: ")
+            && lines[1].contains("loadtest compare --deploy dev:cells=2,proxies=1"),
+        "{stdout}"
+    );
+    for side in ["direct", "through the proxies"] {
+        assert!(
+            stdout.contains(&format!(
+                "\ndeployment, {side}: launched by the load test (--deploy): 2 data cells and \
+                 a meta cell, 1 proxy, "
+            )),
+            "{stdout}"
+        );
+    }
+    let n = lines.len();
+    assert_eq!(
+        lines[n - 2..],
+        [
+            format!(
+                "JSON report written to {}",
+                json.canonicalize().unwrap().display()
+            ),
+            format!(
+                "HTML report written to {}",
+                html.canonicalize().unwrap().display()
+            ),
+        ],
+        "{stdout}"
+    );
     assert!(stdout.contains("=== direct to the cells"), "{stdout}");
     assert!(
         stdout.contains("=== through the proxies ÷ direct"),
@@ -462,7 +507,206 @@ async fn compare_runs_direct_and_through_proxies_and_gives_ratios() {
     // Direct, every client holds 3 sessions, each KeepAlived at a cell; through the proxy
     // the cells see only the proxy's: fewer KeepAlives reach the cells.
     assert!(num(&r["ratios"]["cell_keepalive_reduction"]) > 1.0, "{r:#}");
+    // Each side's run metadata, with its deployment.
+    for run in ["direct", "proxies"] {
+        let info = &r[run]["run"];
+        assert!(
+            info["command"]
+                .as_str()
+                .unwrap()
+                .contains("loadtest compare --deploy dev:cells=2,proxies=1"),
+            "{run}: {info:#}"
+        );
+        assert!(
+            info["version"]
+                .as_str()
+                .unwrap()
+                .starts_with(env!("CARGO_PKG_VERSION")),
+            "{info:#}"
+        );
+        assert_eq!(
+            info["started_at"], r["direct"]["run"]["started_at"],
+            "{r:#}"
+        );
+        assert_eq!(info["deployment"]["launched"], true, "{info:#}");
+        assert_eq!(info["deployment"]["cells"], 2, "{info:#}");
+        assert_eq!(info["deployment"]["proxies"], 1, "{info:#}");
+        // The launched members, for each side's member table.
+        assert_eq!(r[run]["members"].as_array().unwrap().len(), 4, "{r:#}");
+    }
+
+    let page = std::fs::read_to_string(&html).expect("the HTML report");
+    assert!(!page.contains("<script"), "the report itself has no script");
+    let Some(browser) = browser else {
+        return;
+    };
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target directory")
+        .join("test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("target/test-artifacts");
+    std::fs::copy(&html, artifacts.join("loadtest-compare.html")).expect("copy the report");
+    let probe = dir.path().join("probe.html");
+    std::fs::write(
+        &probe,
+        page.replace("</body>", &format!("{COMPARE_PROBE}</body>")),
+    )
+    .expect("write the probe page");
+    let width = 1000u32;
+    let profile = tempfile::tempdir().expect("a Chromium profile");
+    let dom = run_chromium(
+        &browser,
+        profile.path(),
+        &[
+            format!("--window-size={width},900"),
+            "--run-all-compositor-stages-before-draw".into(),
+            "--virtual-time-budget=5000".into(),
+            "--dump-dom".into(),
+        ],
+        &format!("file://{}", probe.display()),
+    )
+    .await;
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let result = dom
+        .split("<pre id=\"probe-result\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</pre>").next())
+        .unwrap_or_else(|| panic!("no probe result: {dom}"))
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    let m: serde_json::Value = serde_json::from_str(&result).expect("the probe's JSON");
+    eprintln!("compare at {width} px: {m}");
+    assert_eq!(m["inner"], width, "{m}");
+    assert!(
+        m["scroll"].as_u64() <= m["client"].as_u64(),
+        "the page is wider than the window: {m}"
+    );
+    assert_eq!(
+        m["sections"],
+        serde_json::json!(["run", "ratios", "sides"]),
+        "{m}"
+    );
+    // Two columns, side by side: the same top, the second right of the first.
+    let sides = m["sides"].as_array().expect("sides");
+    assert_eq!(sides.len(), 2, "{m}");
+    let at = |i: usize, k: &str| sides[i][k].as_f64().unwrap();
+    assert_eq!(sides[0]["id"], "side-direct", "{m}");
+    assert_eq!(sides[1]["id"], "side-proxies", "{m}");
+    assert!((at(0, "top") - at(1, "top")).abs() <= 1.0, "{m}");
+    assert!(at(1, "left") >= at(0, "right") - 1.0, "{m}");
+    assert!(at(0, "width") > 300.0 && at(1, "width") > 300.0, "{m}");
+    // Each column has its operations (read and write) and member table, and four plots.
+    for id in ["direct", "proxies"] {
+        let col = |k: &str| m[format!("{k}_{id}")].as_array().expect(k).clone();
+        let ops: Vec<String> = col("ops")
+            .iter()
+            .map(|r| r[0].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ops, ["op", "read", "write", "total"], "{id}: {m}");
+        let members: Vec<String> = col("members")
+            .iter()
+            .map(|r| r[0].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(members, ["member", "meta", "c1", "c2", "p1"], "{id}: {m}");
+        assert_eq!(m[format!("plots_{id}")], 4, "{id}: {m}");
+    }
+    // The ratio table: a row per operation made (no lock row: none was asked for), read's
+    // ratios are numbers, as in the JSON.
+    let ratios = m["ratios"].as_array().expect("ratios");
+    let names: Vec<&str> = ratios.iter().map(|r| r[0].as_str().unwrap()).collect();
+    assert_eq!(names, ["op", "read", "write"], "{m}");
+    assert_eq!(
+        ratios[0],
+        serde_json::json!(["op", "p50", "p99", "throughput"]),
+        "{m}"
+    );
+    let read = ratios
+        .iter()
+        .find(|r| r[0] == "read")
+        .unwrap_or_else(|| panic!("no read ratios: {m}"));
+    let p50: f64 = read[1].as_str().unwrap().parse().expect("a number");
+    assert!(
+        (p50 - num(&r["ratios"]["ops"]["read"]["p50"])).abs() < 0.006,
+        "{m}"
+    );
+    let cell_load = m["cell_load"].as_array().expect("cell load");
+    assert_eq!(cell_load[1][0], "KeepAlives/s", "{m}");
+    let reduction: f64 = cell_load[1][3].as_str().unwrap().parse().expect("a number");
+    assert!(reduction > 1.0, "{m}");
+    let run_rows: Vec<&str> = m["run"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        run_rows,
+        [
+            "date",
+            "version",
+            "command",
+            "deployment, direct",
+            "deployment, through the proxies",
+            "workload",
+            "window"
+        ],
+        "{m}"
+    );
+
+    // The screenshot, of the report itself (no probe), the page's whole height.
+    let height = m["height"].as_u64().unwrap_or(3000).clamp(900, 8000);
+    let png = artifacts.join(format!("loadtest-compare-{width}px.png"));
+    let _ = std::fs::remove_file(&png);
+    let profile = tempfile::tempdir().expect("a Chromium profile");
+    run_chromium(
+        &browser,
+        profile.path(),
+        &[
+            format!("--window-size={width},{height}"),
+            "--run-all-compositor-stages-before-draw".into(),
+            "--virtual-time-budget=5000".into(),
+            format!("--screenshot={}", png.display()),
+        ],
+        &format!("file://{}", html.display()),
+    )
+    .await;
+    let bytes = std::fs::read(&png).expect("the screenshot");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let png_width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    assert_eq!(png_width, width, "the screenshot's width");
+    eprintln!("screenshot at {width} px: {}", png.display());
 }
+
+/// [`PROBE`] for `compare`'s page: the window, the sections, where the two columns are,
+/// and the rows of its tables (per column: `ops_ID`, `members_ID`, `plots_ID`).
+const COMPARE_PROBE: &str = r#"<script>
+window.addEventListener('load', () => {
+  const de = document.documentElement;
+  const cells = (sel) => [...document.querySelectorAll(sel + ' tr')]
+    .map(tr => [...tr.cells].map(c => c.textContent.trim()));
+  const out = {
+    inner: window.innerWidth, client: de.clientWidth, scroll: de.scrollWidth,
+    height: de.scrollHeight,
+    sections: [...document.querySelectorAll('section')].map(s => s.id),
+    sides: [...document.querySelectorAll('.side')].map(d => {
+      const r = d.getBoundingClientRect();
+      return { id: d.id, left: r.left, right: r.right, top: r.top, width: r.width };
+    }),
+    run: cells('#run-metadata'), ratios: cells('#ratio-table'), cell_load: cells('#cell-load'),
+  };
+  for (const id of ['direct', 'proxies']) {
+    out['ops_' + id] = cells('#op-table-' + id);
+    out['members_' + id] = cells('#member-table-' + id);
+    out['plots_' + id] = document.querySelectorAll('#side-' + id + ' svg.plot').length;
+  }
+  const pre = document.createElement('pre');
+  pre.id = 'probe-result';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>
+"#;
 
 /// `--reshard add-cell@2s`: the load test launches meta + 3 cells + 1 proxy, adds c4 two
 /// seconds into the window, moves a quarter of the slots to it under reads, writes and

@@ -864,3 +864,109 @@ async fn the_reserved_subtree_takes_operator_certificates_only_and_a_handle_stay
         assert_eq!(got.contents, b"alice's", "{mode}");
     }
 }
+
+/// Over mutual TLS the session table is for operators (docs/security.md, "Who may list
+/// sessions"): `ctl session list` with the operator certificate lists alice's session
+/// (text and JSON); with alice's certificate it is refused `PERMISSION_DENIED`, saying who
+/// may; and the plain-HTTP admin port's `/debug/sessions` does not serve the table (403,
+/// pointing at ctl), nor name alice.
+#[tokio::test]
+async fn over_tls_only_operators_list_sessions_and_the_admin_port_does_not() {
+    let certs = TestCerts::new();
+    let data = tempfile::tempdir().unwrap();
+    // ctl finds the admin port as the gRPC port + --admin-offset.
+    let (a, b) = (crate::free_port(), crate::free_port());
+    let (grpc, admin) = (a.min(b), a.max(b));
+    let offset = (admin - grpc).to_string();
+    let files = certs.issue("cell", "warren:cell-c0");
+    let mut args: Vec<String> = ["cell", "--name", "c0", "--data"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(data.path().display().to_string());
+    args.extend(["--listen".into(), format!("127.0.0.1:{grpc}")]);
+    args.extend(["--admin".into(), format!("127.0.0.1:{admin}")]);
+    args.extend(files.flags());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cell = WarrenProcess::spawn(bin(), &refs).await;
+    let meta = cell.addr();
+
+    let alice_files = certs.issue("alice", "alice");
+    let alice = warren_client::Session::connect_with(
+        warren_client::ClientOptions::new([meta.clone()])
+            .tls(warren_tls::Tls::load(alice_files.clone()).expect("alice's certificate")),
+    )
+    .await
+    .expect("alice's session");
+    let operator = certs.issue("operator", "warren:operator");
+    let list = |tls: &TlsFiles, json: bool| {
+        let mut v: Vec<String> = vec!["ctl".into()];
+        if json {
+            v.extend(["-w".into(), "json".into()]);
+        }
+        v.extend(tls.flags());
+        v.extend(
+            [
+                "session",
+                "list",
+                "--meta",
+                &meta,
+                "--admin-offset",
+                &offset,
+            ]
+            .map(String::from),
+        );
+        async move {
+            let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+            warren(&refs).await
+        }
+    };
+
+    // The operator lists alice's session.
+    let o = list(&operator, false).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o)
+            .lines()
+            .any(|l| l.starts_with("c0 ") && l.contains(" alice ")),
+        "{}",
+        stdout(&o)
+    );
+    let o = list(&operator, true).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["principal"] == "alice" && s["cell"] == "c0"),
+        "{v}"
+    );
+
+    // alice may not: PERMISSION_DENIED, naming her and who may.
+    let o = list(&alice_files, false).await;
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stderr(&o).starts_with("error: PERMISSION_DENIED: the meta cell: principal \"alice\"")
+            && stderr(&o).contains("SessionTable")
+            && stderr(&o).contains("operators"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&o), "", "nothing listed");
+    let o = list(&alice_files, true).await;
+    let e: serde_json::Value = serde_json::from_str(stderr(&o).trim()).unwrap();
+    assert_eq!(e["error"]["code"], "PERMISSION_DENIED", "{e}");
+
+    // The admin port (plain HTTP, no client identity) does not serve the table.
+    let (code, body) = crate::http_get(&format!("127.0.0.1:{admin}"), "/debug/sessions").await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("this cell serves mutual TLS")
+            && body.contains("warren ctl session list")
+            && body.contains("operator certificate")
+            && !body.contains("alice"),
+        "{body}"
+    );
+    alice.close().await.expect("close");
+}

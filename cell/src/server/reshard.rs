@@ -29,16 +29,18 @@ pub(super) struct ReshardService {
 }
 
 impl ReshardService {
-    /// The reshard calls are for the cells' reshard job and `warren ctl reshard`: from an
+    /// The reshard calls (and `SessionTable`) are for the cells' reshard job and `warren
+    /// ctl reshard` (`ctl session list`): from an
     /// authenticated caller, only an operator or a cell ([`crate::core::CallerRules`]);
     /// on a plaintext connection not judged, as every asserted principal (docs/security.md).
     fn operator_only<T>(&self, req: &Request<T>, call: &str) -> Result<(), Status> {
         match warren_server::auth::peer_identity(req) {
             Some(p) if !self.node.callers.is_operator(&p.principal) => {
                 Err(WarrenError::permission_denied(format!(
-                    "principal {:?} may not call Reshard.{call}: reshard calls are for cells \
-                     ({:?}) and operators ({:?} or a principal in the cell's \
-                     operator_principals, --operator-principal)",
+                    "principal {:?} may not call Reshard.{call}: the Reshard service (slot \
+                     moves, the reshard job, the session table) is for cells ({:?}) and \
+                     operators ({:?} or a principal in the cell's operator_principals, \
+                     --operator-principal)",
                     p.principal,
                     crate::core::CELL_PRINCIPAL,
                     crate::core::OPERATOR_PRINCIPAL,
@@ -246,6 +248,21 @@ impl pb::reshard_server::Reshard for ReshardService {
         self.operator_only(&req, "AbortJob")?;
         reshard_job::abort(&self.node).await.map(Response::new)
     }
+
+    /// The session and lock tables of this cell's master (`NOT_MASTER` at a standby), for
+    /// `warren ctl session list`: they name every session's principal and locks, so over
+    /// mutual TLS only operators and cells may read them (docs/security.md, "Who may list
+    /// sessions").
+    async fn session_table(
+        &self,
+        req: Request<pb::SessionTableRequest>,
+    ) -> Result<Response<pb::SessionTableResponse>, Status> {
+        self.operator_only(&req, "SessionTable")?;
+        let table = crate::admin::session_table_json(&self.node)?;
+        Ok(Response::new(pb::SessionTableResponse {
+            table: table.into_bytes(),
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +323,32 @@ mod tests {
         ] {
             let e = svc
                 .abort_job(from(who, pb::AbortJobRequest {}))
+                .await
+                .unwrap_err();
+            assert_eq!(code(&e), Some(ErrorCode::NotMaster), "{who:?}: {e:?}");
+        }
+    }
+
+    /// The session table names every session's principal and locks: over mutual TLS only
+    /// operators and cells read it (a standby answers NOT_MASTER, for ctl to follow).
+    #[tokio::test]
+    async fn the_session_table_is_for_operators_and_cells() {
+        let svc = service();
+        for who in ["alice", "warren:proxy-1"] {
+            let e = svc
+                .session_table(from(Some(who), pb::SessionTableRequest {}))
+                .await
+                .unwrap_err();
+            assert_eq!(code(&e), Some(ErrorCode::PermissionDenied), "{e:?}");
+            assert!(
+                e.message().contains(who) && e.message().contains("SessionTable"),
+                "{}",
+                e.message()
+            );
+        }
+        for who in [Some("ops"), Some("warren:operator"), None] {
+            let e = svc
+                .session_table(from(who, pb::SessionTableRequest {}))
                 .await
                 .unwrap_err();
             assert_eq!(code(&e), Some(ErrorCode::NotMaster), "{who:?}: {e:?}");

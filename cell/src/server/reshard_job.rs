@@ -654,7 +654,7 @@ fn describe(action: &Action) -> String {
 fn call_error(e: CallError) -> String {
     match e {
         CallError::Warren(e) => e.message,
-        CallError::Unreachable(attempts) => attempts.join("; "),
+        CallError::Unreachable { attempts, .. } => attempts.join("; "),
     }
 }
 

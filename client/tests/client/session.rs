@@ -312,8 +312,10 @@ async fn locate_and_unreachable_endpoints() {
     let e = Session::connect(&["127.0.0.1:1"])
         .await
         .expect_err("nothing there");
-    assert_eq!(e.code(), None);
-    assert_eq!(e.code_name(), "UNAVAILABLE");
+    // Nothing was sent: the table's UNREACHABLE, not applied.
+    assert_eq!(e.code(), Some(warren_proto::ErrorCode::Unreachable), "{e}");
+    assert_eq!(e.code_name(), "UNREACHABLE");
+    assert!(!e.may_have_taken_effect());
 }
 
 #[tokio::test]
