@@ -52,7 +52,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use warren_proto::pb;
-use warren_proto::{ErrorCode, WarrenError};
+use warren_proto::{Effect, ErrorCode, WarrenError};
 
 /// How many `STALE_EPOCH` answers in a row one call accepts (each names a newer epoch; more
 /// than a few in a row means something is wrong).
@@ -852,7 +852,8 @@ impl Shared {
     /// - `FAILOVER_IN_PROGRESS`: re-sent with backoff for up to the longer of the call
     ///   timeout and the grace period (a new master refuses calls until every restored
     ///   session has acknowledged the fail-over);
-    /// - the master not reached: re-sent with backoff if the call is idempotent, within the
+    /// - the master not reached: re-sent with backoff if the request never left
+    ///   (`UNREACHABLE`: refused, no connection) or the call is idempotent, within the
     ///   call timeout and for as long as the local lease runs (after that the session is in
     ///   jeopardy and the call waits at the gate);
     /// - `UNREACHABLE` (a proxy found no master in its patience and did not send the
@@ -908,7 +909,10 @@ impl Shared {
             };
             let Some(w) = err.warren() else {
                 spent += started.elapsed();
-                if unreachable && policy.idempotent && self.worth_retrying(spent, budget) {
+                // A request that provably never left (`UNREACHABLE`) is safe to send again
+                // whatever the call; one that may have been sent only if it is idempotent.
+                let resend = policy.idempotent || err.effect() == Effect::NotApplied;
+                if unreachable && resend && self.worth_retrying(spent, budget) {
                     tracing::debug!(%err, "call failed; retrying");
                     tokio::time::sleep(pause).await;
                     spent += pause;

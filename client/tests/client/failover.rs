@@ -432,3 +432,52 @@ async fn calls_wait_while_a_new_master_recovers() {
     .await;
     s.close().await.expect("close");
 }
+
+/// A write that is not idempotent (a compare-and-swap) sent while nothing listens at the
+/// master's address never left this process (`UNREACHABLE`, not applied): the library sends
+/// it again as it would an idempotent call, and it lands once the master is back. (A call
+/// that may have been sent, `OUTCOME_UNKNOWN`, is still returned to the application.)
+#[tokio::test]
+async fn a_conditional_write_that_never_left_is_sent_again() {
+    logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = cell_on(dir.path()).await;
+    let addr = addr_of(&cell);
+    let s = session(vec![cell.addr()]).await;
+    let (h, _) = s
+        .open(
+            "/cas",
+            OpenOptions::new()
+                .read()
+                .write()
+                .create_file(b"v1".to_vec()),
+        )
+        .await
+        .expect("create");
+    let generation = h.stat().await.expect("stat").content_generation;
+    cell.stop().await.expect("stop");
+    let write = tokio::spawn(async move {
+        let r = h.set_contents_if(b"v2".to_vec(), generation).await;
+        (h, r)
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        !write.is_finished(),
+        "the write gave up at once though it never left: {:?}",
+        write.await.map(|(_, r)| r)
+    );
+    // The same address again, so the refused connection is the only fault.
+    let _cell = Cell::builder()
+        .lease(LEASE)
+        .ephemeral_cleanup(Duration::from_secs(60))
+        .data_dir(dir.path())
+        .listen(addr)
+        .run()
+        .await;
+    let (h, r) = tokio::time::timeout(GRACE, write)
+        .await
+        .expect("the write finishes once the master is back")
+        .expect("write task");
+    r.expect("the compare-and-swap lands after the restart");
+    assert_eq!(h.contents().await.expect("read").0, b"v2");
+}
