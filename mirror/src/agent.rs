@@ -1,0 +1,837 @@
+//! The thin async driver around [`crate::plan`] (docs/mirror.md, "How it converges"): two
+//! client sessions (source and target), a watch handle with child events on every directory
+//! of the subtree on both sides, a queue of changed paths fed by those events, and a loop
+//! that reads the two views of each changed path (or of the whole subtree, in a full sweep),
+//! asks the plan what to do and does it. Every failure is counted, logged and retried with
+//! backoff, forever; a lost session is connected again and followed by a full sweep.
+
+use crate::plan::{self, Action, Entry, TargetWritePolicy, View};
+use crate::status::{Shared, Side};
+use crate::subtree::{loop_message, Subtree};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warren_client::{
+    ClientOptions, ErrorCode, Event, EventMask, EventStream, Handle, NodeKind, OpenOptions,
+    Session, Stat,
+};
+
+/// The first retry waits this long; each failure in a row doubles it, up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The agent's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The source deployment's session options.
+    pub from: ClientOptions,
+    /// The target deployment's.
+    pub to: ClientOptions,
+    pub subtree: Subtree,
+    pub to_subtree: Subtree,
+    pub policy: TargetWritePolicy,
+    /// How often to walk and compare both trees even when events say nothing changed.
+    pub sweep_interval: Duration,
+}
+
+/// Why the agent stopped: only something retrying cannot fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    /// The settings cannot work (a subtree in another deployment, a loop).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Doubling backoff between retries.
+struct Backoff(u32);
+
+impl Backoff {
+    fn delay(&self) -> Duration {
+        MIN_BACKOFF
+            .saturating_mul(1 << self.0.min(10))
+            .min(MAX_BACKOFF)
+    }
+
+    async fn wait(&mut self) {
+        let d = self.delay();
+        self.0 = self.0.saturating_add(1);
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// One deployment: its session, the subtree root there, and the watch handles.
+struct Deployment {
+    session: Session,
+    /// Full path of the subtree root.
+    root: String,
+    /// Relative path → a read handle on that directory subscribed to child events.
+    watches: HashMap<String, Handle>,
+    side: Side,
+}
+
+fn join(root: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        root.to_string()
+    } else {
+        format!("{root}/{rel}")
+    }
+}
+
+fn join_rel(rel: &str, name: &str) -> String {
+    if rel.is_empty() {
+        name.to_string()
+    } else {
+        format!("{rel}/{name}")
+    }
+}
+
+/// `full` relative to `root`, if it is `root` or below it.
+fn relative(root: &str, full: &str) -> Option<String> {
+    if full == root {
+        return Some(String::new());
+    }
+    full.strip_prefix(root)?
+        .strip_prefix('/')
+        .map(str::to_string)
+}
+
+fn entry_of(stat: &Stat) -> Entry {
+    match stat.kind {
+        NodeKind::Directory => Entry::dir(stat.acl.clone()),
+        NodeKind::File => Entry::file(stat.checksum, stat.acl.clone()),
+    }
+}
+
+fn watch_options() -> OpenOptions {
+    OpenOptions::new().read().events(EventMask::CHILD_CHANGED)
+}
+
+fn not_found(e: &warren_client::Error) -> bool {
+    e.code() == Some(ErrorCode::NotFound)
+}
+
+/// What failed while syncing: a call, or the source subtree itself.
+type Result<T> = std::result::Result<T, String>;
+
+fn call_err(what: &str, path: &str, e: warren_client::Error) -> String {
+    format!("{what} {path}: {e}")
+}
+
+impl Deployment {
+    fn name(&self) -> &'static str {
+        match self.side {
+            Side::Source => "source",
+            Side::Target => "target",
+        }
+    }
+
+    /// Closes and forgets the watches on `rel` and below.
+    fn unwatch(&mut self, rel: &str) {
+        let gone: Vec<String> = self
+            .watches
+            .keys()
+            .filter(|k| plan::is_under(k, rel))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Some(h) = self.watches.remove(&k) {
+                tokio::spawn(h.close());
+            }
+        }
+    }
+
+    /// Opens a watch on directory `rel` unless there is one.
+    async fn watch(&mut self, rel: &str) -> Result<()> {
+        if self.watches.contains_key(rel) {
+            return Ok(());
+        }
+        let full = join(&self.root, rel);
+        let (h, info) = self
+            .session
+            .open(&full, watch_options())
+            .await
+            .map_err(|e| call_err("open", &full, e))?;
+        if info.stat.kind == NodeKind::Directory {
+            self.watches.insert(rel.to_string(), h);
+        } else {
+            tokio::spawn(h.close());
+        }
+        Ok(())
+    }
+
+    /// The view of `rel` (and, with `deep`, everything below it) on this side, opening a
+    /// watch on every directory met before listing it, so no later change goes unseen.
+    async fn read_region(&mut self, rel: &str, deep: bool) -> Result<View> {
+        let mut view = View::new();
+        let full = join(&self.root, rel);
+        let (h, info) = match self.session.open(&full, watch_options()).await {
+            Ok(x) => x,
+            Err(e) if not_found(&e) => {
+                self.unwatch(rel);
+                return Ok(view);
+            }
+            Err(e) => return Err(call_err("open", &full, e)),
+        };
+        view.insert(rel.to_string(), entry_of(&info.stat));
+        if info.stat.kind != NodeKind::Directory {
+            self.unwatch(rel);
+            tokio::spawn(h.close());
+            return Ok(view);
+        }
+        match self.watches.get(rel) {
+            Some(_) => {
+                tokio::spawn(h.close());
+            }
+            None => {
+                self.watches.insert(rel.to_string(), h);
+            }
+        }
+        if !deep {
+            return Ok(view);
+        }
+        let mut stack = vec![rel.to_string()];
+        while let Some(dir) = stack.pop() {
+            let listing = {
+                let Some(h) = self.watches.get(&dir) else {
+                    continue;
+                };
+                match h.read_dir().await {
+                    Ok(l) => l,
+                    // Deleted since it was opened: its parent's event will say so.
+                    Err(e) if not_found(&e) || e.code() == Some(ErrorCode::HandleInvalid) => {
+                        self.unwatch(&dir);
+                        view.retain(|k, _| !plan::is_under(k, &dir) || k == &dir);
+                        continue;
+                    }
+                    Err(e) => return Err(call_err("list", &join(&self.root, &dir), e)),
+                }
+            };
+            // Watches below `dir` whose directory is gone.
+            let names: Vec<&str> = listing.iter().map(|e| e.name.as_str()).collect();
+            let stale: Vec<String> = self
+                .watches
+                .keys()
+                .filter(|k| {
+                    k.as_str() != dir
+                        && relative_parent(k) == dir
+                        && !names.contains(&k.rsplit('/').next().unwrap_or_default())
+                })
+                .cloned()
+                .collect();
+            for k in stale {
+                self.unwatch(&k);
+            }
+            for entry in listing {
+                let child = join_rel(&dir, &entry.name);
+                view.insert(child.clone(), entry_of(&entry.stat));
+                if entry.stat.kind == NodeKind::Directory {
+                    match self.watch(&child).await {
+                        Ok(()) => stack.push(child),
+                        Err(e) => {
+                            // Deleted between the listing and the open: leave it to events.
+                            tracing::debug!(side = self.name(), %e, "directory vanished");
+                            view.remove(&child);
+                        }
+                    }
+                } else if self.watches.contains_key(&child) {
+                    self.unwatch(&child);
+                }
+            }
+        }
+        Ok(view)
+    }
+}
+
+/// The parent of a relative path (`""` for a top-level name).
+fn relative_parent(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or("", |(p, _)| p)
+}
+
+/// Runs the agent until a fatal error; never returns otherwise.
+pub async fn run(config: Config, shared: Arc<Shared>) -> std::result::Result<(), Fatal> {
+    let mut backoff = Backoff(0);
+    loop {
+        let src = connect(&config.from, "source", &shared, &mut backoff).await;
+        shared.lock().connected_source = true;
+        let dst = connect(&config.to, "target", &shared, &mut backoff).await;
+        shared.lock().connected_target = true;
+        let src_root = config
+            .subtree
+            .full_in("--subtree", src.deployment())
+            .map_err(Fatal::Config)?;
+        let dst_root = config
+            .to_subtree
+            .full_in("--to-subtree", dst.deployment())
+            .map_err(Fatal::Config)?;
+        if src.deployment() == dst.deployment()
+            && (plan::is_under(&src_root, &dst_root) || plan::is_under(&dst_root, &src_root))
+        {
+            if let (Ok(a), Ok(b)) = (src.locate().await, dst.locate().await) {
+                if a.master == b.master && a.cell == b.cell {
+                    return Err(Fatal::Config(loop_message(&format!(
+                        "both sides reach deployment {} at master {}",
+                        a.deployment, a.master
+                    ))));
+                }
+            }
+        }
+        tracing::info!(source = %src_root, target = %dst_root, "mirror: connected");
+        let dead = Arc::new(tokio::sync::Notify::new());
+        let pumps = [
+            tokio::spawn(pump(
+                src.events(),
+                src_root.clone(),
+                Side::Source,
+                shared.clone(),
+                dead.clone(),
+            )),
+            tokio::spawn(pump(
+                dst.events(),
+                dst_root.clone(),
+                Side::Target,
+                shared.clone(),
+                dead.clone(),
+            )),
+        ];
+        shared.resync();
+        let mut agent = Agent {
+            src: Deployment {
+                session: src.clone(),
+                root: src_root,
+                watches: HashMap::new(),
+                side: Side::Source,
+            },
+            dst: Deployment {
+                session: dst.clone(),
+                root: dst_root,
+                watches: HashMap::new(),
+                side: Side::Target,
+            },
+            known: None,
+            policy: config.policy,
+            shared: shared.clone(),
+            sweep_interval: config.sweep_interval,
+        };
+        let why = agent.run(&dead).await;
+        shared.failed("connect", format!("{why}; connecting again"));
+        for p in pumps {
+            p.abort();
+        }
+        {
+            let mut inner = shared.lock();
+            inner.connected_source = false;
+            inner.connected_target = false;
+        }
+        // Best effort: a dead session has nothing to close.
+        for s in [src, dst] {
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.close()).await;
+        }
+        backoff.wait().await;
+    }
+}
+
+/// Connects to one side, retrying with backoff for as long as it takes.
+async fn connect(
+    options: &ClientOptions,
+    what: &'static str,
+    shared: &Shared,
+    backoff: &mut Backoff,
+) -> Session {
+    loop {
+        match Session::connect_with(options.clone()).await {
+            Ok(s) => {
+                backoff.0 = 0;
+                return s;
+            }
+            Err(e) => {
+                shared.failed(
+                    "connect",
+                    format!(
+                        "cannot reach the {what} ({}): {e}",
+                        options.endpoints.join(",")
+                    ),
+                );
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
+/// Turns one side's events into queued paths and sweep requests.
+async fn pump(
+    mut events: EventStream,
+    root: String,
+    side: Side,
+    shared: Arc<Shared>,
+    dead: Arc<tokio::sync::Notify>,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::ChildChanged {
+                path,
+                child,
+                change,
+            } => {
+                if let Some(rel) = relative(&root, &format!("{path}/{child}")) {
+                    let deep = change != warren_client::ChildChange::Modified;
+                    shared.mark(side, rel, deep);
+                }
+            }
+            Event::ContentsModified { path } => {
+                if let Some(rel) = relative(&root, &path) {
+                    shared.mark(side, rel, false);
+                }
+            }
+            Event::HandleInvalid { path } => {
+                if let Some(rel) = relative(&root, &path) {
+                    shared.mark(side, rel, true);
+                }
+            }
+            // Events may have been lost: compare everything.
+            Event::MasterFailover | Event::Safe => shared.resync(),
+            Event::Expired => break,
+            Event::Jeopardy | Event::LockAcquired { .. } | Event::ConflictingLock { .. } => {}
+        }
+    }
+    dead.notify_one();
+}
+
+struct Agent {
+    src: Deployment,
+    dst: Deployment,
+    /// The source's view as the agent last saw the target agree with it; `None` until the
+    /// first full sweep (and after each reconnect), when a difference cannot be told apart
+    /// from a source change.
+    known: Option<View>,
+    policy: TargetWritePolicy,
+    shared: Arc<Shared>,
+    sweep_interval: Duration,
+}
+
+impl Agent {
+    /// Works until a session is lost; returns why.
+    async fn run(&mut self, dead: &tokio::sync::Notify) -> String {
+        let mut backoff = Backoff(0);
+        let mut next_sweep = tokio::time::Instant::now();
+        loop {
+            if let Some(why) = self.lost() {
+                return why;
+            }
+            let due = tokio::time::Instant::now() >= next_sweep;
+            let resync = std::mem::take(&mut self.shared.lock().resync);
+            if resync || due {
+                match self.sweep().await {
+                    Ok(()) => {
+                        backoff.0 = 0;
+                        next_sweep = tokio::time::Instant::now() + self.sweep_interval;
+                    }
+                    Err(e) => {
+                        metrics::counter!("warren_mirror_sweeps_total", "result" => "error")
+                            .increment(1);
+                        self.shared.failed("sweep", e);
+                        self.shared.lock().resync = true;
+                        if let Some(why) = self.lost() {
+                            return why;
+                        }
+                        backoff.wait().await;
+                        continue;
+                    }
+                }
+            }
+            match self.apply_pending().await {
+                Ok(true) => {
+                    backoff.0 = 0;
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.shared.failed("apply", e);
+                    // Whatever the failure hid, the next sweep finds.
+                    self.shared.lock().resync = true;
+                    if let Some(why) = self.lost() {
+                        return why;
+                    }
+                    backoff.wait().await;
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = self.shared.wake.notified() => {}
+                _ = tokio::time::sleep_until(next_sweep) => {}
+                _ = dead.notified() => {}
+            }
+        }
+    }
+
+    /// Why the agent must connect again, if it must.
+    fn lost(&self) -> Option<String> {
+        for side in [&self.src, &self.dst] {
+            if !side.session.is_live() {
+                return Some(format!(
+                    "the {} session ended ({})",
+                    side.name(),
+                    side.session.state()
+                ));
+            }
+        }
+        None
+    }
+
+    /// Walks both trees, compares, converges.
+    async fn sweep(&mut self) -> Result<()> {
+        let started_generation = self.shared.lock().generation;
+        let source = self.src.read_region("", true).await?;
+        match source.get("").map(|e| e.kind) {
+            Some(NodeKind::Directory) => {}
+            Some(NodeKind::File) => {
+                return Err(format!(
+                    "the source subtree {} is a file: mirror a directory",
+                    self.src.root
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "the source subtree {} does not exist (nothing in the target is touched until it does): create it, or fix --subtree",
+                    self.src.root
+                ))
+            }
+        }
+        self.ensure_target_parents().await?;
+        let target = self.dst.read_region("", true).await?;
+        let p = plan::plan(&source, &target, self.known.as_ref(), self.policy);
+        let found = p.divergences.len() as u64;
+        if found > 0 {
+            tracing::info!(
+                divergences = found,
+                actions = p.actions.len(),
+                "mirror: the sweep found the target behind"
+            );
+            metrics::counter!("warren_mirror_divergences_total").increment(found);
+            self.shared.lock().divergences += found;
+        }
+        self.note_target_writes(&p, "", true);
+        self.execute(&p).await?;
+        self.known = Some(source);
+        {
+            let mut inner = self.shared.lock();
+            inner.sweeps += 1;
+            inner.last_sweep = Some(Instant::now());
+            // What was queued before the sweep began, it covered.
+            inner.source.retain(|_, d| d.generation > started_generation);
+            inner.target.retain(|_, d| d.generation > started_generation);
+        }
+        metrics::counter!("warren_mirror_sweeps_total", "result" => "ok").increment(1);
+        self.shared.succeeded();
+        Ok(())
+    }
+
+    /// Creates the directories above the target subtree's root, if missing.
+    async fn ensure_target_parents(&mut self) -> Result<()> {
+        let root = self.dst.root.clone();
+        let Some(deployment_root_len) = root
+            .match_indices('/')
+            .nth(2)
+            .map(|(i, _)| i)
+        else {
+            return Ok(());
+        };
+        let mut at = deployment_root_len;
+        while let Some(i) = root[at + 1..].find('/') {
+            let dir = &root[..at + 1 + i];
+            let (h, info) = self
+                .dst
+                .session
+                .open(dir, OpenOptions::new().read().create_dir())
+                .await
+                .map_err(|e| call_err("create", dir, e))?;
+            tokio::spawn(h.close());
+            if info.stat.kind != NodeKind::Directory {
+                return Err(format!(
+                    "{dir} in the target is a file, so the target subtree {root} cannot be created: delete it or give --to-subtree elsewhere"
+                ));
+            }
+            at += 1 + i;
+        }
+        Ok(())
+    }
+
+    /// Applies the queued changes; `Ok(true)` if there were any.
+    async fn apply_pending(&mut self) -> Result<bool> {
+        let (source, target) = {
+            let inner = self.shared.lock();
+            (
+                inner
+                    .source
+                    .iter()
+                    .map(|(k, d)| (k.clone(), *d))
+                    .collect::<Vec<_>>(),
+                inner
+                    .target
+                    .iter()
+                    .map(|(k, d)| (k.clone(), *d))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        if source.is_empty() && target.is_empty() {
+            return Ok(false);
+        }
+        for (side, batch) in [(Side::Source, source), (Side::Target, target)] {
+            for (rel, dirty) in batch {
+                self.sync(&rel, dirty.deep, side).await?;
+                let mut inner = self.shared.lock();
+                let map = match side {
+                    Side::Source => &mut inner.source,
+                    Side::Target => &mut inner.target,
+                };
+                if map.get(&rel).map(|d| d.generation) == Some(dirty.generation) {
+                    map.remove(&rel);
+                    if side == Side::Source {
+                        metrics::histogram!("warren_mirror_apply_delay_seconds")
+                            .record(dirty.first_seen.elapsed().as_secs_f64());
+                    }
+                }
+            }
+        }
+        self.shared.succeeded();
+        Ok(true)
+    }
+
+    /// Brings one changed path (and with `deep` its subtree) in step.
+    async fn sync(&mut self, rel: &str, deep: bool, side: Side) -> Result<()> {
+        if side == Side::Target {
+            // Most target events are the echo of the agent's own writes: the target
+            // matching what the agent last applied means nothing to do.
+            let target = self.dst.read_region(rel, deep).await?;
+            if let Some(known) = &self.known {
+                if target == region(known, rel, deep) {
+                    return Ok(());
+                }
+            }
+            let source = self.src.read_region(rel, deep).await?;
+            return self.converge(rel, deep, source, target).await;
+        }
+        let source = self.src.read_region(rel, deep).await?;
+        let target = self.dst.read_region(rel, deep).await?;
+        self.converge(rel, deep, source, target).await
+    }
+
+    async fn converge(&mut self, rel: &str, deep: bool, source: View, target: View) -> Result<()> {
+        if rel.is_empty() && source.is_empty() {
+            // The source root itself went: a sweep says so and touches nothing.
+            self.shared.resync();
+            return Ok(());
+        }
+        let known = self.known.as_ref().map(|k| region(k, rel, deep));
+        let p = plan::plan(&source, &target, known.as_ref(), self.policy);
+        self.note_target_writes(&p, rel, deep);
+        self.execute(&p).await?;
+        if let Some(known) = &mut self.known {
+            known.retain(|k, _| !in_region(k, rel, deep));
+            known.extend(source);
+        }
+        Ok(())
+    }
+
+    /// Counts, logs and (under `report`) records the target writes a plan found; forgets
+    /// kept writes in the region that are gone.
+    fn note_target_writes(&self, p: &plan::Plan, rel: &str, deep: bool) {
+        let mut inner = self.shared.lock();
+        inner.kept.retain(|k, _| {
+            !in_region(k, rel, deep) || p.divergences.iter().any(|d| d.kept && d.path == *k)
+        });
+        for d in p.divergences.iter().filter(|d| d.target_write) {
+            let shown = join(&self.dst.root, &d.path);
+            if d.kept {
+                if !inner.kept.contains_key(&d.path) {
+                    tracing::warn!(path = %shown, "mirror: a write made directly in the target is kept and reported (--on-target-write report)");
+                    inner.kept.insert(
+                        d.path.clone(),
+                        format!("{shown} differs from the source, which did not change"),
+                    );
+                    inner.target_writes_reported += 1;
+                    metrics::counter!("warren_mirror_target_writes_total", "action" => "reported")
+                        .increment(1);
+                }
+            } else {
+                tracing::warn!(path = %shown, "mirror: a write made directly in the target is overwritten with the source's version");
+                inner.target_writes_overwritten += 1;
+                metrics::counter!("warren_mirror_target_writes_total", "action" => "overwritten")
+                    .increment(1);
+            }
+        }
+    }
+
+    /// Executes a plan's actions in order at the target.
+    async fn execute(&mut self, p: &plan::Plan) -> Result<()> {
+        for action in &p.actions {
+            self.apply(action).await?;
+            let kind = action.kind();
+            metrics::counter!("warren_mirror_changes_applied_total", "kind" => kind).increment(1);
+            *self.shared.lock().applied.entry(kind).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, action: &Action) -> Result<()> {
+        let full = join(&self.dst.root, action.path());
+        let dst = self.dst.session.clone();
+        match action {
+            Action::Delete { path } => {
+                self.dst.unwatch(path);
+                match dst.open(&full, OpenOptions::new().write()).await {
+                    Ok((h, _)) => {
+                        let r = h.delete().await;
+                        tokio::spawn(h.close());
+                        match r {
+                            Ok(()) => {}
+                            Err(e) if not_found(&e) => {}
+                            Err(e) => return Err(call_err("delete", &full, e)),
+                        }
+                    }
+                    Err(e) if not_found(&e) => {}
+                    Err(e) => return Err(call_err("open", &full, e)),
+                }
+            }
+            Action::Mkdir { path, acl } => {
+                let (h, info) = dst
+                    .open(
+                        &full,
+                        OpenOptions::new()
+                            .write()
+                            .change_acl()
+                            .create_dir()
+                            .acl(acl.clone()),
+                    )
+                    .await
+                    .map_err(|e| call_err("create", &full, e))?;
+                let r = async {
+                    if info.stat.kind != NodeKind::Directory {
+                        return Err(format!("{full} in the target is a file, expected a directory; the next sweep replaces it"));
+                    }
+                    if info.stat.acl != *acl {
+                        h.set_acl(acl.clone())
+                            .await
+                            .map_err(|e| call_err("set the ACL of", &full, e))?;
+                    }
+                    Ok(())
+                }
+                .await;
+                tokio::spawn(h.close());
+                r?;
+                self.dst.watch(path).await?;
+            }
+            Action::Write { path, .. } => {
+                let source = join(&self.src.root, path);
+                let read = async {
+                    let (h, _) = self.src.session.open(&source, OpenOptions::new().read()).await?;
+                    let r = h.contents().await;
+                    tokio::spawn(h.close());
+                    r
+                }
+                .await;
+                let (data, stat) = match read {
+                    Ok(x) => x,
+                    Err(e) if not_found(&e) || e.code() == Some(ErrorCode::InvalidArgument) => {
+                        // Gone or replaced since the view was read: its event follows.
+                        self.shared.mark(Side::Source, path.clone(), true);
+                        return Ok(());
+                    }
+                    Err(e) => return Err(call_err("read", &source, e)),
+                };
+                let (h, info) = dst
+                    .open(
+                        &full,
+                        OpenOptions::new()
+                            .write()
+                            .change_acl()
+                            .create_file(data.clone())
+                            .acl(stat.acl.clone()),
+                    )
+                    .await
+                    .map_err(|e| call_err("create", &full, e))?;
+                let r = async {
+                    if info.stat.kind != NodeKind::File {
+                        return Err(format!("{full} in the target is a directory, expected a file; the next sweep replaces it"));
+                    }
+                    if !info.created && info.stat.checksum != stat.checksum {
+                        h.set_contents(data)
+                            .await
+                            .map_err(|e| call_err("write", &full, e))?;
+                    }
+                    if info.stat.acl != stat.acl {
+                        h.set_acl(stat.acl.clone())
+                            .await
+                            .map_err(|e| call_err("set the ACL of", &full, e))?;
+                    }
+                    Ok(())
+                }
+                .await;
+                tokio::spawn(h.close());
+                r?;
+            }
+            Action::SetAcl { acl, .. } => {
+                let (h, _) = dst
+                    .open(&full, OpenOptions::new().change_acl())
+                    .await
+                    .map_err(|e| call_err("open", &full, e))?;
+                let r = h.set_acl(acl.clone()).await;
+                tokio::spawn(h.close());
+                r.map_err(|e| call_err("set the ACL of", &full, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `path` is in the region `rel` (with `deep`, its subtree).
+fn in_region(path: &str, rel: &str, deep: bool) -> bool {
+    if deep {
+        plan::is_under(path, rel)
+    } else {
+        path == rel
+    }
+}
+
+/// The part of `view` in the region.
+fn region(view: &View, rel: &str, deep: bool) -> View {
+    view.iter()
+        .filter(|(k, _)| in_region(k, rel, deep))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(relative("/ls/d/a", "/ls/d/a").as_deref(), Some(""));
+        assert_eq!(relative("/ls/d/a", "/ls/d/a/b/c").as_deref(), Some("b/c"));
+        assert_eq!(relative("/ls/d/a", "/ls/d/ab"), None);
+        assert_eq!(relative("/ls/d/a", "/ls/d"), None);
+        assert_eq!(join("/ls/d/a", ""), "/ls/d/a");
+        assert_eq!(join("/ls/d/a", "x/y"), "/ls/d/a/x/y");
+        assert_eq!(relative_parent("x/y"), "x");
+        assert_eq!(relative_parent("x"), "");
+    }
+
+    #[test]
+    fn regions() {
+        let v: View = ["", "a", "a/b", "ab"]
+            .iter()
+            .map(|p| (p.to_string(), Entry::dir(Default::default())))
+            .collect();
+        let keys = |v: View| v.into_keys().collect::<Vec<_>>();
+        assert_eq!(keys(region(&v, "a", true)), ["a", "a/b"]);
+        assert_eq!(keys(region(&v, "a", false)), ["a"]);
+        assert_eq!(keys(region(&v, "", true)), ["", "a", "a/b", "ab"]);
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap() {
+        assert_eq!(Backoff(0).delay(), MIN_BACKOFF);
+        assert_eq!(Backoff(1).delay(), MIN_BACKOFF * 2);
+        assert_eq!(Backoff(40).delay(), MAX_BACKOFF);
+    }
+}
