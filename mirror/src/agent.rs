@@ -517,8 +517,12 @@ impl Agent {
             inner.sweeps += 1;
             inner.last_sweep = Some(Instant::now());
             // What was queued before the sweep began, it covered.
-            inner.source.retain(|_, d| d.generation > started_generation);
-            inner.target.retain(|_, d| d.generation > started_generation);
+            inner
+                .source
+                .retain(|_, d| d.generation > started_generation);
+            inner
+                .target
+                .retain(|_, d| d.generation > started_generation);
         }
         metrics::counter!("warren_mirror_sweeps_total", "result" => "ok").increment(1);
         self.shared.succeeded();
@@ -528,11 +532,7 @@ impl Agent {
     /// Creates the directories above the target subtree's root, if missing.
     async fn ensure_target_parents(&mut self) -> Result<()> {
         let root = self.dst.root.clone();
-        let Some(deployment_root_len) = root
-            .match_indices('/')
-            .nth(2)
-            .map(|(i, _)| i)
-        else {
+        let Some(deployment_root_len) = root.match_indices('/').nth(2).map(|(i, _)| i) else {
             return Ok(());
         };
         let mut at = deployment_root_len;
@@ -723,7 +723,11 @@ impl Agent {
             Action::Write { path, .. } => {
                 let source = join(&self.src.root, path);
                 let read = async {
-                    let (h, _) = self.src.session.open(&source, OpenOptions::new().read()).await?;
+                    let (h, _) = self
+                        .src
+                        .session
+                        .open(&source, OpenOptions::new().read())
+                        .await?;
                     let r = h.contents().await;
                     tokio::spawn(h.close());
                     r

@@ -20,3 +20,9 @@ pub use agent::{run, Config, Fatal};
 pub use plan::TargetWritePolicy;
 pub use status::{Describe, Shared, StatusView};
 pub use subtree::Subtree;
+
+/// Serves the admin endpoint (`/metrics`, `/healthz`, `/readyz`, `/status`) of the agent
+/// whose state is `shared`, on `listener`, until the task is aborted.
+pub async fn serve_admin(listener: tokio::net::TcpListener, shared: std::sync::Arc<Shared>) {
+    warren_server::admin::serve(listener, shared).await
+}

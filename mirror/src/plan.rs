@@ -158,12 +158,7 @@ pub fn is_under(path: &str, ancestor: &str) -> bool {
 /// node inside a deleted or replaced one still goes with it); under `Overwrite` it is
 /// reverted like any difference. Without a memory every difference is taken as a source
 /// change and applied.
-pub fn plan(
-    source: &View,
-    target: &View,
-    known: Option<&View>,
-    policy: TargetWritePolicy,
-) -> Plan {
+pub fn plan(source: &View, target: &View, known: Option<&View>, policy: TargetWritePolicy) -> Plan {
     let mut paths: Vec<&str> = source
         .keys()
         .chain(target.keys())
@@ -284,7 +279,9 @@ pub fn apply(view: &View, plan: &Plan, source: &View) -> View {
             Action::Delete { path } => {
                 out.remove(path);
             }
-            Action::Mkdir { path, .. } | Action::Write { path, .. } | Action::SetAcl { path, .. } => {
+            Action::Mkdir { path, .. }
+            | Action::Write { path, .. }
+            | Action::SetAcl { path, .. } => {
                 out.insert(path.clone(), source[path].clone());
             }
         }
@@ -330,8 +327,18 @@ mod tests {
 
     #[test]
     fn creates_parents_before_children_and_deletes_children_before_parents() {
-        let source = view(&[("", dir()), ("n", dir()), ("n/m", dir()), ("n/m/f", file(7))]);
-        let target = view(&[("", dir()), ("old", dir()), ("old/sub", dir()), ("old/sub/g", file(1))]);
+        let source = view(&[
+            ("", dir()),
+            ("n", dir()),
+            ("n/m", dir()),
+            ("n/m/f", file(7)),
+        ]);
+        let target = view(&[
+            ("", dir()),
+            ("old", dir()),
+            ("old/sub", dir()),
+            ("old/sub/g", file(1)),
+        ]);
         let p = plan(&source, &target, None, TargetWritePolicy::Overwrite);
         let order: Vec<(&str, &str)> = p.actions.iter().map(|a| (a.kind(), a.path())).collect();
         assert_eq!(
@@ -353,7 +360,11 @@ mod tests {
 
     #[test]
     fn a_changed_file_is_written_and_an_acl_change_is_set() {
-        let source = view(&[("", dir()), ("f", file(2)), ("g", Entry::file(5, acl("ops")))]);
+        let source = view(&[
+            ("", dir()),
+            ("f", file(2)),
+            ("g", Entry::file(5, acl("ops"))),
+        ]);
         let target = view(&[("", dir()), ("f", file(1)), ("g", file(5))]);
         let p = plan(&source, &target, None, TargetWritePolicy::Overwrite);
         assert_eq!(
@@ -395,14 +406,24 @@ mod tests {
         let order: Vec<(&str, &str)> = p.actions.iter().map(|a| (a.kind(), a.path())).collect();
         assert_eq!(
             order,
-            [("delete", "x/a"), ("delete", "x/b"), ("delete", "x"), ("write", "x")]
+            [
+                ("delete", "x/a"),
+                ("delete", "x/b"),
+                ("delete", "x"),
+                ("write", "x")
+            ]
         );
         // And the reverse: a file in the target where the source has a directory.
         let p = plan(&target, &source, None, TargetWritePolicy::Overwrite);
         let order: Vec<(&str, &str)> = p.actions.iter().map(|a| (a.kind(), a.path())).collect();
         assert_eq!(
             order,
-            [("delete", "x"), ("mkdir", "x"), ("write", "x/a"), ("mkdir", "x/b")]
+            [
+                ("delete", "x"),
+                ("mkdir", "x"),
+                ("write", "x/a"),
+                ("mkdir", "x/b")
+            ]
         );
     }
 
@@ -420,13 +441,23 @@ mod tests {
         let known = view(&[("", dir()), ("f", file(1)), ("gone", file(2))]);
         let source = known.clone();
         // Written, created and deleted directly in the target.
-        let target = view(&[("", dir()), ("f", file(9)), ("new", dir()), ("new/x", file(3))]);
+        let target = view(&[
+            ("", dir()),
+            ("f", file(9)),
+            ("new", dir()),
+            ("new/x", file(3)),
+        ]);
 
         let p = plan(&source, &target, Some(&known), TargetWritePolicy::Overwrite);
         let order: Vec<(&str, &str)> = p.actions.iter().map(|a| (a.kind(), a.path())).collect();
         assert_eq!(
             order,
-            [("delete", "new/x"), ("delete", "new"), ("write", "f"), ("write", "gone")]
+            [
+                ("delete", "new/x"),
+                ("delete", "new"),
+                ("write", "f"),
+                ("write", "gone")
+            ]
         );
         assert!(p.divergences.iter().all(|d| d.target_write && !d.kept));
         assert_eq!(apply(&target, &p, &source), source);
@@ -482,15 +513,18 @@ mod tests {
         // Up to 12 nodes over a small name space, closed under parents.
         let name = prop::sample::select(vec!["a", "b", "c"]);
         let path = prop::collection::vec(name, 1..4).prop_map(|p| p.join("/"));
-        let entry = (any::<bool>(), 0u64..3, prop::sample::select(vec!["", "ops"])).prop_map(
-            |(is_dir, sum, read)| {
+        let entry = (
+            any::<bool>(),
+            0u64..3,
+            prop::sample::select(vec!["", "ops"]),
+        )
+            .prop_map(|(is_dir, sum, read)| {
                 if is_dir {
                     Entry::dir(acl(read))
                 } else {
                     Entry::file(sum, acl(read))
                 }
-            },
-        );
+            });
         prop::collection::btree_map(path, entry, 0..12).prop_map(|m| {
             let mut v = View::new();
             v.insert(String::new(), Entry::dir(AclNames::default()));

@@ -344,7 +344,9 @@ impl warren_server::admin::Pages for Shared {
         metrics::gauge!("warren_mirror_last_success_timestamp_seconds").set(last_success);
         metrics::gauge!("warren_mirror_pending_changes").set(status.pending_changes as f64);
         metrics::gauge!("warren_mirror_behind").set(f64::from(u8::from(status.state == "behind")));
-        metrics::gauge!("warren_mirror_failing").set(f64::from(u8::from(status.last_error.is_some() && self.lock().failing_since.is_some())));
+        metrics::gauge!("warren_mirror_failing").set(f64::from(u8::from(
+            status.last_error.is_some() && self.lock().failing_since.is_some(),
+        )));
         metrics::gauge!("warren_mirror_target_writes_kept")
             .set(status.target_writes_kept.len() as f64);
     }

@@ -40,7 +40,9 @@ impl Subtree {
             return Err(format!("{flag} {path:?} is not an absolute path: {fix}"));
         };
         if path == "/ls" {
-            return Err(format!("{flag} {path:?} is outside /ls/<deployment>/…: {fix}"));
+            return Err(format!(
+                "{flag} {path:?} is outside /ls/<deployment>/…: {fix}"
+            ));
         }
         if relative.is_empty() || relative.ends_with('/') {
             return Err(format!(
@@ -157,7 +159,10 @@ mod tests {
             "/ls/prod/config/global"
         );
         let e = s.full_in("--subtree", "local").unwrap_err();
-        assert!(e.contains("outside the deployment") && e.contains("/ls/local/config/global"), "{e}");
+        assert!(
+            e.contains("outside the deployment") && e.contains("/ls/local/config/global"),
+            "{e}"
+        );
         let s = Subtree::parse("--subtree", "/config").unwrap();
         assert_eq!(s.deployment, None);
         assert_eq!(s.full_in("--subtree", "dr").unwrap(), "/ls/dr/config");
@@ -181,7 +186,10 @@ mod tests {
             match Subtree::parse("--subtree", path) {
                 Err(e) => {
                     assert!(e.contains(words), "{path}: {e}");
-                    assert!(e.contains("give") || e.contains("mirror a directory"), "{path}: {e}");
+                    assert!(
+                        e.contains("give") || e.contains("mirror a directory"),
+                        "{path}: {e}"
+                    );
                 }
                 // `/lsx/a` is the short form of the directory `lsx/a`: fine.
                 Ok(s) => assert_eq!((path, s.relative.as_str()), ("/lsx/a", "lsx/a")),
@@ -197,7 +205,10 @@ mod tests {
         let other = Subtree::parse("--to-subtree", "/cfg-copy").unwrap();
         let e = check_no_loop(&eps(&["localhost:7100"]), &eps(&["127.0.0.1:7100"]), &a, &a)
             .unwrap_err();
-        assert!(e.contains("127.0.0.1:7100") && e.contains("--to-subtree"), "{e}");
+        assert!(
+            e.contains("127.0.0.1:7100") && e.contains("--to-subtree"),
+            "{e}"
+        );
         assert!(check_no_loop(&eps(&["a:1"]), &eps(&["a:1"]), &a, &below).is_err());
         assert!(check_no_loop(&eps(&["a:1"]), &eps(&["a:1"]), &a, &other).is_ok());
         assert!(check_no_loop(&eps(&["a:1"]), &eps(&["b:1"]), &a, &a).is_ok());
