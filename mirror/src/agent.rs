@@ -16,6 +16,19 @@ use warren_client::{
     Session, Stat,
 };
 
+/// At most this many queued paths per round, and file writes at once.
+const BATCH: usize = 64;
+
+/// One node as [`Deployment::read_nodes`] read it.
+struct Node {
+    entry: Entry,
+    /// A source file's contents, read with it (so its copy needs no second read).
+    contents: Option<Vec<u8>>,
+}
+
+/// Source files' contents read with the view, by relative path.
+type Contents = std::collections::HashMap<String, Vec<u8>>;
+
 /// The first retry waits this long; each failure in a row doubles it, up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -157,6 +170,60 @@ impl Deployment {
             tokio::spawn(h.close());
         }
         Ok(())
+    }
+
+    /// Each of these nodes (relative paths), read at once: its entry and, with
+    /// `contents`, a file's contents. Missing nodes are left out. A directory keeps (or
+    /// gets) its watch.
+    async fn read_nodes(
+        &mut self,
+        rels: &[String],
+        contents: bool,
+    ) -> Result<std::collections::BTreeMap<String, Node>> {
+        let (session, root) = (&self.session, &self.root);
+        let results = futures::future::join_all(rels.iter().map(|rel| async move {
+            let full = join(root, rel);
+            let options = if contents {
+                watch_options().read_contents()
+            } else {
+                watch_options()
+            };
+            match session.open(&full, options).await {
+                Ok(x) => Ok(Some(x)),
+                Err(e) if not_found(&e) => Ok(None),
+                Err(e) => Err(call_err("open", &full, e)),
+            }
+        }))
+        .await;
+        let mut out = std::collections::BTreeMap::new();
+        let mut failed = None;
+        for (rel, r) in rels.iter().zip(results) {
+            match r {
+                Err(e) => failed = Some(e),
+                Ok(None) => self.unwatch(rel),
+                Ok(Some((h, info))) => {
+                    if info.stat.kind == NodeKind::Directory && !self.watches.contains_key(rel) {
+                        self.watches.insert(rel.clone(), h);
+                    } else {
+                        if info.stat.kind == NodeKind::File {
+                            self.unwatch(rel);
+                        }
+                        tokio::spawn(h.close());
+                    }
+                    let contents = (info.stat.kind == NodeKind::File)
+                        .then_some(info.contents)
+                        .flatten();
+                    out.insert(
+                        rel.clone(),
+                        Node {
+                            entry: entry_of(&info.stat),
+                            contents,
+                        },
+                    );
+                }
+            }
+        }
+        failed.map_or(Ok(out), Err)
     }
 
     /// The view of `rel` (and, with `deep`, everything below it) on this side, opening a
@@ -509,8 +576,8 @@ impl Agent {
             metrics::counter!("warren_mirror_divergences_total").increment(found);
             self.shared.lock().divergences += found;
         }
-        self.note_target_writes(&p, "", true);
-        self.execute(&p).await?;
+        self.note_target_writes(&p, &[(String::new(), true)]);
+        self.execute(&p, &source, &Contents::new()).await?;
         self.known = Some(source);
         {
             let mut inner = self.shared.lock();
@@ -555,37 +622,94 @@ impl Agent {
         Ok(())
     }
 
-    /// Applies the queued changes; `Ok(true)` if there were any.
+    /// Applies the queued changes (up to [`BATCH`] paths); `Ok(true)` if there were any.
+    /// Both sides of every path are read at once; a directory created, deleted or replaced
+    /// is walked; one plan covers the batch.
     async fn apply_pending(&mut self) -> Result<bool> {
-        let (source, target) = {
+        let taken: Vec<(Side, String, crate::status::Dirty)> = {
             let inner = self.shared.lock();
-            (
-                inner
-                    .source
-                    .iter()
-                    .map(|(k, d)| (k.clone(), *d))
-                    .collect::<Vec<_>>(),
-                inner
-                    .target
-                    .iter()
-                    .map(|(k, d)| (k.clone(), *d))
-                    .collect::<Vec<_>>(),
-            )
+            inner
+                .source
+                .iter()
+                .map(|(k, d)| (Side::Source, k.clone(), *d))
+                .chain(
+                    inner
+                        .target
+                        .iter()
+                        .map(|(k, d)| (Side::Target, k.clone(), *d)),
+                )
+                .take(BATCH)
+                .collect()
         };
-        if source.is_empty() && target.is_empty() {
+        if taken.is_empty() {
             return Ok(false);
         }
-        for (side, batch) in [(Side::Source, source), (Side::Target, target)] {
-            for (rel, dirty) in batch {
-                self.sync(&rel, dirty.deep, side).await?;
-                let mut inner = self.shared.lock();
+        let mut batch: std::collections::BTreeMap<String, bool> = Default::default();
+        for (_, rel, d) in &taken {
+            *batch.entry(rel.clone()).or_default() |= d.deep;
+        }
+        let rels: Vec<String> = batch.keys().cloned().collect();
+        let (src_nodes, dst_nodes) = (
+            self.src.read_nodes(&rels, true).await?,
+            self.dst.read_nodes(&rels, false).await?,
+        );
+        let mut source = View::new();
+        let mut target = View::new();
+        let mut regions: Vec<(String, bool)> = Vec::new();
+        let mut contents = Contents::new();
+        for (rel, deep) in batch {
+            let (s, t) = (src_nodes.get(&rel), dst_nodes.get(&rel));
+            let is_dir = |n: Option<&Node>| n.is_some_and(|n| n.entry.kind == NodeKind::Directory);
+            let kinds_differ = s.map(|n| n.entry.kind) != t.map(|n| n.entry.kind);
+            if (deep || kinds_differ) && (is_dir(s) || is_dir(t)) {
+                if rel.is_empty() && s.is_none() {
+                    // The source root itself went: a sweep says so and touches nothing.
+                    self.shared.resync();
+                    continue;
+                }
+                source.extend(self.src.read_region(&rel, true).await?);
+                target.extend(self.dst.read_region(&rel, true).await?);
+                regions.push((rel, true));
+            } else {
+                if let Some(s) = s {
+                    source.insert(rel.clone(), s.entry.clone());
+                    if let Some(data) = &s.contents {
+                        contents.insert(rel.clone(), data.clone());
+                    }
+                } else if rel.is_empty() {
+                    self.shared.resync();
+                    continue;
+                }
+                if let Some(t) = t {
+                    target.insert(rel.clone(), t.entry.clone());
+                }
+                regions.push((rel, false));
+            }
+        }
+        let in_any = |k: &str| regions.iter().any(|(r, deep)| in_region(k, r, *deep));
+        let known = self.known.as_ref().map(|k| {
+            k.iter()
+                .filter(|(p, _)| in_any(p))
+                .map(|(p, e)| (p.clone(), e.clone()))
+                .collect::<View>()
+        });
+        let p = plan::plan(&source, &target, known.as_ref(), self.policy);
+        self.note_target_writes(&p, &regions);
+        self.execute(&p, &source, &contents).await?;
+        if let Some(known) = &mut self.known {
+            known.retain(|k, _| !in_any(k));
+            known.extend(source);
+        }
+        {
+            let mut inner = self.shared.lock();
+            for (side, rel, dirty) in &taken {
                 let map = match side {
                     Side::Source => &mut inner.source,
                     Side::Target => &mut inner.target,
                 };
-                if map.get(&rel).map(|d| d.generation) == Some(dirty.generation) {
-                    map.remove(&rel);
-                    if side == Side::Source {
+                if map.get(rel).map(|d| d.generation) == Some(dirty.generation) {
+                    map.remove(rel);
+                    if *side == Side::Source {
                         metrics::histogram!("warren_mirror_apply_delay_seconds")
                             .record(dirty.first_seen.elapsed().as_secs_f64());
                     }
@@ -596,48 +720,13 @@ impl Agent {
         Ok(true)
     }
 
-    /// Brings one changed path (and with `deep` its subtree) in step.
-    async fn sync(&mut self, rel: &str, deep: bool, side: Side) -> Result<()> {
-        if side == Side::Target {
-            // Most target events are the echo of the agent's own writes: the target
-            // matching what the agent last applied means nothing to do.
-            let target = self.dst.read_region(rel, deep).await?;
-            if let Some(known) = &self.known {
-                if target == region(known, rel, deep) {
-                    return Ok(());
-                }
-            }
-            let source = self.src.read_region(rel, deep).await?;
-            return self.converge(rel, deep, source, target).await;
-        }
-        let source = self.src.read_region(rel, deep).await?;
-        let target = self.dst.read_region(rel, deep).await?;
-        self.converge(rel, deep, source, target).await
-    }
-
-    async fn converge(&mut self, rel: &str, deep: bool, source: View, target: View) -> Result<()> {
-        if rel.is_empty() && source.is_empty() {
-            // The source root itself went: a sweep says so and touches nothing.
-            self.shared.resync();
-            return Ok(());
-        }
-        let known = self.known.as_ref().map(|k| region(k, rel, deep));
-        let p = plan::plan(&source, &target, known.as_ref(), self.policy);
-        self.note_target_writes(&p, rel, deep);
-        self.execute(&p).await?;
-        if let Some(known) = &mut self.known {
-            known.retain(|k, _| !in_region(k, rel, deep));
-            known.extend(source);
-        }
-        Ok(())
-    }
-
     /// Counts, logs and (under `report`) records the target writes a plan found; forgets
     /// kept writes in the region that are gone.
-    fn note_target_writes(&self, p: &plan::Plan, rel: &str, deep: bool) {
+    fn note_target_writes(&self, p: &plan::Plan, regions: &[(String, bool)]) {
         let mut inner = self.shared.lock();
         inner.kept.retain(|k, _| {
-            !in_region(k, rel, deep) || p.divergences.iter().any(|d| d.kept && d.path == *k)
+            !regions.iter().any(|(r, deep)| in_region(k, r, *deep))
+                || p.divergences.iter().any(|d| d.kept && d.path == *k)
         });
         for d in p.divergences.iter().filter(|d| d.target_write) {
             let shown = join(&self.dst.root, &d.path);
@@ -661,17 +750,129 @@ impl Agent {
         }
     }
 
-    /// Executes a plan's actions in order at the target.
-    async fn execute(&mut self, p: &plan::Plan) -> Result<()> {
+    /// Executes a plan's actions in order at the target; consecutive file writes (whose
+    /// parents exist by then) go [`BATCH`] at a time, at once.
+    async fn execute(&mut self, p: &plan::Plan, source: &View, contents: &Contents) -> Result<()> {
+        let mut writes: Vec<&str> = Vec::new();
         for action in &p.actions {
-            self.apply(action).await?;
-            let kind = action.kind();
-            metrics::counter!("warren_mirror_changes_applied_total", "kind" => kind).increment(1);
-            *self.shared.lock().applied.entry(kind).or_default() += 1;
+            if let Action::Write { path, .. } = action {
+                writes.push(path);
+                if writes.len() < BATCH {
+                    continue;
+                }
+            } else {
+                self.write_files(&writes, source, contents).await?;
+                writes.clear();
+                self.apply(action).await?;
+                self.applied(action.kind(), 1);
+                continue;
+            }
+            self.write_files(&writes, source, contents).await?;
+            writes.clear();
         }
-        Ok(())
+        self.write_files(&writes, source, contents).await
     }
 
+    fn applied(&self, kind: &'static str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        metrics::counter!("warren_mirror_changes_applied_total", "kind" => kind).increment(n);
+        *self.shared.lock().applied.entry(kind).or_default() += n;
+    }
+
+    /// Writes these files (relative paths) at the target, all at once.
+    async fn write_files(&self, paths: &[&str], source: &View, contents: &Contents) -> Result<()> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let results = futures::future::join_all(
+            paths
+                .iter()
+                .map(|rel| self.write_file(rel, source.get(*rel), contents.get(*rel))),
+        )
+        .await;
+        let done = results.iter().filter(|r| matches!(r, Ok(true))).count();
+        self.applied("write", done as u64);
+        results
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err)
+    }
+
+    /// Copies one file from the source to the target: the contents read with the view if
+    /// they are at hand (`entry` says their checksum and ACL names), else read now. `Ok(false)`
+    /// if the source file went meanwhile (its event follows).
+    async fn write_file(
+        &self,
+        rel: &str,
+        entry: Option<&Entry>,
+        data: Option<&Vec<u8>>,
+    ) -> Result<bool> {
+        let (data, checksum, acl) = match (data, entry) {
+            (Some(d), Some(e)) => (d.clone(), e.checksum, e.acl.clone()),
+            _ => {
+                let source = join(&self.src.root, rel);
+                let read = async {
+                    let (h, _) = self
+                        .src
+                        .session
+                        .open(&source, OpenOptions::new().read())
+                        .await?;
+                    let r = h.contents().await;
+                    tokio::spawn(h.close());
+                    r
+                }
+                .await;
+                match read {
+                    Ok((d, stat)) => (d, stat.checksum, stat.acl),
+                    Err(e) if not_found(&e) || e.code() == Some(ErrorCode::InvalidArgument) => {
+                        // Gone or replaced since the view was read: its event follows.
+                        self.shared.mark(Side::Source, rel.to_string(), true);
+                        return Ok(false);
+                    }
+                    Err(e) => return Err(call_err("read", &source, e)),
+                }
+            }
+        };
+        let full = join(&self.dst.root, rel);
+        let (h, info) = self
+            .dst
+            .session
+            .open(
+                &full,
+                OpenOptions::new()
+                    .write()
+                    .change_acl()
+                    .create_file(data.clone())
+                    .acl(acl.clone()),
+            )
+            .await
+            .map_err(|e| call_err("create", &full, e))?;
+        let r = async {
+            if info.stat.kind != NodeKind::File {
+                return Err(format!(
+                    "{full} in the target is a directory, expected a file; the next sweep replaces it"
+                ));
+            }
+            if !info.created && info.stat.checksum != checksum {
+                h.set_contents(data)
+                    .await
+                    .map_err(|e| call_err("write", &full, e))?;
+            }
+            if info.stat.acl != acl {
+                h.set_acl(acl)
+                    .await
+                    .map_err(|e| call_err("set the ACL of", &full, e))?;
+            }
+            Ok(true)
+        }
+        .await;
+        tokio::spawn(h.close());
+        r
+    }
+
+    /// One action other than a file write.
     async fn apply(&mut self, action: &Action) -> Result<()> {
         let full = join(&self.dst.root, action.path());
         let dst = self.dst.session.clone();
@@ -721,57 +922,8 @@ impl Agent {
                 self.dst.watch(path).await?;
             }
             Action::Write { path, .. } => {
-                let source = join(&self.src.root, path);
-                let read = async {
-                    let (h, _) = self
-                        .src
-                        .session
-                        .open(&source, OpenOptions::new().read())
-                        .await?;
-                    let r = h.contents().await;
-                    tokio::spawn(h.close());
-                    r
-                }
-                .await;
-                let (data, stat) = match read {
-                    Ok(x) => x,
-                    Err(e) if not_found(&e) || e.code() == Some(ErrorCode::InvalidArgument) => {
-                        // Gone or replaced since the view was read: its event follows.
-                        self.shared.mark(Side::Source, path.clone(), true);
-                        return Ok(());
-                    }
-                    Err(e) => return Err(call_err("read", &source, e)),
-                };
-                let (h, info) = dst
-                    .open(
-                        &full,
-                        OpenOptions::new()
-                            .write()
-                            .change_acl()
-                            .create_file(data.clone())
-                            .acl(stat.acl.clone()),
-                    )
-                    .await
-                    .map_err(|e| call_err("create", &full, e))?;
-                let r = async {
-                    if info.stat.kind != NodeKind::File {
-                        return Err(format!("{full} in the target is a directory, expected a file; the next sweep replaces it"));
-                    }
-                    if !info.created && info.stat.checksum != stat.checksum {
-                        h.set_contents(data)
-                            .await
-                            .map_err(|e| call_err("write", &full, e))?;
-                    }
-                    if info.stat.acl != stat.acl {
-                        h.set_acl(stat.acl.clone())
-                            .await
-                            .map_err(|e| call_err("set the ACL of", &full, e))?;
-                    }
-                    Ok(())
-                }
-                .await;
-                tokio::spawn(h.close());
-                r?;
+                // Writes normally go through `write_files`; one alone is the same.
+                self.write_file(path, None, None).await?;
             }
             Action::SetAcl { acl, .. } => {
                 let (h, _) = dst
@@ -796,14 +948,6 @@ fn in_region(path: &str, rel: &str, deep: bool) -> bool {
     }
 }
 
-/// The part of `view` in the region.
-fn region(view: &View, rel: &str, deep: bool) -> View {
-    view.iter()
-        .filter(|(k, _)| in_region(k, rel, deep))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -822,14 +966,11 @@ mod tests {
 
     #[test]
     fn regions() {
-        let v: View = ["", "a", "a/b", "ab"]
-            .iter()
-            .map(|p| (p.to_string(), Entry::dir(Default::default())))
-            .collect();
-        let keys = |v: View| v.into_keys().collect::<Vec<_>>();
-        assert_eq!(keys(region(&v, "a", true)), ["a", "a/b"]);
-        assert_eq!(keys(region(&v, "a", false)), ["a"]);
-        assert_eq!(keys(region(&v, "", true)), ["", "a", "a/b", "ab"]);
+        assert!(in_region("a/b", "a", true));
+        assert!(!in_region("a/b", "a", false));
+        assert!(in_region("a", "a", false));
+        assert!(!in_region("ab", "a", true));
+        assert!(in_region("ab", "", true));
     }
 
     #[test]

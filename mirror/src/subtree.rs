@@ -59,12 +59,12 @@ impl Subtree {
         let top = relative.split('/').next().unwrap_or_default();
         if top == RESERVED {
             return Err(format!(
-                "{flag} {path:?} is in the reserved subtree /ls/<deployment>/{RESERVED}/ (the partition map and reshard jobs; each deployment keeps its own): mirror a directory of your own"
+                "{flag} {path:?} is in the reserved subtree /ls/<deployment>/{RESERVED}/ (the partition map and reshard jobs; each deployment keeps its own): give {flag} a directory of your own"
             ));
         }
         if top == ACL_DIR {
             return Err(format!(
-                "{flag} {path:?} is in /ls/<deployment>/{ACL_DIR}/, the ACL files, which each deployment keeps for itself (the mirror copies nodes' ACL names, not the files): create the ACL files in the target yourself and mirror a directory of your own"
+                "{flag} {path:?} is in /ls/<deployment>/{ACL_DIR}/, the ACL files, which each deployment keeps for itself (the mirror copies nodes' ACL names, not the files): create the ACL files in the target yourself and give {flag} a directory of your own"
             ));
         }
         Ok(Subtree {
