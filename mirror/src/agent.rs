@@ -188,7 +188,13 @@ impl Deployment {
             } else {
                 watch_options()
             };
-            match session.open(&full, options).await {
+            let mut opened = session.open(&full, options).await;
+            if contents && matches!(&opened, Err(e) if e.code() == Some(ErrorCode::InvalidArgument))
+            {
+                // A directory has no contents to read at open: open it plainly.
+                opened = session.open(&full, watch_options()).await;
+            }
+            match opened {
                 Ok(x) => Ok(Some(x)),
                 Err(e) if not_found(&e) => Ok(None),
                 Err(e) => Err(call_err("open", &full, e)),
