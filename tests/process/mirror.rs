@@ -112,6 +112,81 @@ impl Agent {
     }
 }
 
+/// The agent's `/metrics` exports exactly the "Mirror" table of docs/metrics.md (but for
+/// rows that appear once something is counted), with its types, and passes `promtool check
+/// metrics` (required under CI=true; Debian's `prometheus` package).
+async fn check_metrics_documented(agent: &Agent) {
+    let (_, body) = http_get(&agent.admin, "/metrics").await;
+    let exported: BTreeMap<&str, &str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(n, _)| n.starts_with("warren_"))
+        .collect();
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md"),
+    )
+    .unwrap();
+    let section = doc
+        .split("\n## ")
+        .find(|s| s.starts_with("Mirror"))
+        .expect("a Mirror section in docs/metrics.md");
+    let rows: Vec<(String, String, bool)> = section
+        .lines()
+        .filter(|l| l.starts_with("| `warren_"))
+        .map(|l| {
+            let cols: Vec<&str> = l.split('|').map(str::trim).collect();
+            (
+                cols[1].trim_matches('`').to_string(),
+                cols[2].to_string(),
+                l.contains("Appears once"),
+            )
+        })
+        .collect();
+    assert!(rows.len() >= 10, "{rows:?}");
+    for (name, kind, optional) in &rows {
+        match exported.get(name.as_str()) {
+            Some(t) => assert_eq!(t, kind, "type of {name}"),
+            None => assert!(*optional, "{name} is documented but not exported:\n{body}"),
+        }
+    }
+    for name in exported.keys() {
+        assert!(
+            rows.iter().any(|(n, _, _)| n == name),
+            "{name} is exported but not in docs/metrics.md's Mirror section"
+        );
+    }
+    let promtool = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !promtool {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "promtool is missing; CI needs it: apt-get install prometheus"
+        );
+        eprintln!("NOTICE: promtool is missing (apt-get install prometheus); SKIPPING promtool check metrics");
+        return;
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &body).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "promtool check metrics < {}",
+            file.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// What a tree holds, relative to its root: kind, checksum, ACL names.
 type Tree = BTreeMap<String, (NodeKind, u64, AclNames)>;
 
@@ -518,6 +593,8 @@ async fn target_writes_are_overwritten_or_reported() {
         report.metric("warren_mirror_target_writes_kept", "").await,
         1.0
     );
+    check_metrics_documented(&over).await;
+    check_metrics_documented(&report).await;
     // A change at the source wins over the kept write.
     put(&sa, "/r/f", "source v2").await;
     converges(
