@@ -207,6 +207,11 @@ impl Deployment {
             match r {
                 Err(e) => failed = Some(e),
                 Ok(None) => self.unwatch(rel),
+                Ok(Some((h, info))) if info.stat.ephemeral => {
+                    // Not mirrored, and not touched in the target: as if absent.
+                    self.unwatch(rel);
+                    tokio::spawn(h.close());
+                }
                 Ok(Some((h, info))) => {
                     if info.stat.kind == NodeKind::Directory && !self.watches.contains_key(rel) {
                         self.watches.insert(rel.clone(), h);
@@ -245,6 +250,11 @@ impl Deployment {
             }
             Err(e) => return Err(call_err("open", &full, e)),
         };
+        if info.stat.ephemeral {
+            self.unwatch(rel);
+            tokio::spawn(h.close());
+            return Ok(view);
+        }
         view.insert(rel.to_string(), entry_of(&info.stat));
         if info.stat.kind != NodeKind::Directory {
             self.unwatch(rel);
@@ -296,6 +306,10 @@ impl Deployment {
             }
             for entry in listing {
                 let child = join_rel(&dir, &entry.name);
+                if entry.stat.ephemeral {
+                    // Not mirrored, and not touched in the target (docs/mirror.md).
+                    continue;
+                }
                 view.insert(child.clone(), entry_of(&entry.stat));
                 if entry.stat.kind == NodeKind::Directory {
                     match self.watch(&child).await {
@@ -323,6 +337,9 @@ fn relative_parent(rel: &str) -> &str {
 /// Runs the agent until a fatal error; never returns otherwise.
 pub async fn run(config: Config, shared: Arc<Shared>) -> std::result::Result<(), Fatal> {
     let mut backoff = Backoff(0);
+    // What both sides last agreed on outlives the sessions: a reconnect (after an outage)
+    // still tells target writes from source changes.
+    let mut known: Option<View> = None;
     loop {
         let src = connect(&config.from, "source", &shared, &mut backoff).await;
         shared.lock().connected_source = true;
@@ -380,12 +397,13 @@ pub async fn run(config: Config, shared: Arc<Shared>) -> std::result::Result<(),
                 watches: HashMap::new(),
                 side: Side::Target,
             },
-            known: None,
+            known: known.take(),
             policy: config.policy,
             shared: shared.clone(),
             sweep_interval: config.sweep_interval,
         };
         let why = agent.run(&dead).await;
+        known = agent.known.take();
         shared.failed("connect", format!("{why}; connecting again"));
         for p in pumps {
             p.abort();
@@ -473,8 +491,8 @@ struct Agent {
     src: Deployment,
     dst: Deployment,
     /// The source's view as the agent last saw the target agree with it; `None` until the
-    /// first full sweep (and after each reconnect), when a difference cannot be told apart
-    /// from a source change.
+    /// first full sweep (a restarted process has none), when a difference cannot be told
+    /// apart from a source change.
     known: Option<View>,
     policy: TargetWritePolicy,
     shared: Arc<Shared>,

@@ -187,7 +187,8 @@ async fn check_metrics_documented(agent: &Agent) {
     );
 }
 
-/// What a tree holds, relative to its root: kind, checksum, ACL names.
+/// What a tree holds, relative to its root: kind, checksum, ACL names (ephemeral nodes
+/// left out: they are not mirrored).
 type Tree = BTreeMap<String, (NodeKind, u64, AclNames)>;
 
 async fn tree(s: &Session, root: &str) -> Tree {
@@ -210,6 +211,9 @@ async fn tree(s: &Session, root: &str) -> Tree {
         );
         if info.stat.kind == NodeKind::Directory {
             for e in h.read_dir().await.unwrap() {
+                if e.stat.ephemeral {
+                    continue;
+                }
                 let child = if rel.is_empty() {
                     e.name
                 } else {
@@ -651,8 +655,26 @@ async fn a_mirror_of_a_mirror_converges() {
     }
     rm(&sa, "/chain/d/x").await;
     set_acl(&sa, "/chain/d", "ops").await;
+    // Ephemeral nodes are not mirrored.
+    let (eph, _) = sa
+        .open(
+            "/chain/lock",
+            OpenOptions::new()
+                .read()
+                .create_file(b"me".to_vec())
+                .ephemeral(),
+        )
+        .await
+        .unwrap();
     let took = converges(&sa, &sc, "/chain", Duration::from_secs(20), "A→B→C").await;
     println!("A→B→C converged {took:?} after the last change");
+    assert!(cat(&sa, "/chain/lock").await.is_some());
+    assert_eq!(
+        cat(&sc, "/chain/lock").await,
+        None,
+        "an ephemeral node was mirrored"
+    );
+    eph.close().await;
 }
 
 /// Bad arguments are refused before anything runs, naming the fix; a subtree in another
