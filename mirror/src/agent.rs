@@ -80,6 +80,9 @@ struct Deployment {
     /// Relative path → a read handle on that directory subscribed to child events.
     watches: HashMap<String, Handle>,
     side: Side,
+    /// Paths the last reads could not read (an ACL refuses the agent), with why: they and
+    /// everything below are left out of the plan on both sides until readable.
+    unreadable: Vec<(String, String)>,
 }
 
 fn join(root: &str, rel: &str) -> String {
@@ -123,11 +126,81 @@ fn not_found(e: &warren_client::Error) -> bool {
     e.code() == Some(ErrorCode::NotFound)
 }
 
+/// An error that concerns one path (an ACL that refuses the agent, a node in the way), not
+/// the session or the network: the agent skips that path, reports it and goes on with the
+/// others instead of retrying everything.
+fn path_level(e: &warren_client::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(
+            ErrorCode::PermissionDenied
+                | ErrorCode::InvalidArgument
+                | ErrorCode::TooLarge
+                | ErrorCode::AlreadyExists
+                | ErrorCode::NotEmpty
+                | ErrorCode::NotFound
+        )
+    )
+}
+
 /// What failed while syncing: a call, or the source subtree itself.
 type Result<T> = std::result::Result<T, String>;
 
 fn call_err(what: &str, path: &str, e: warren_client::Error) -> String {
     format!("{what} {path}: {e}")
+}
+
+/// A failed action: why, and whether it concerns only its path ([`path_level`]).
+struct ActionError {
+    message: String,
+    path_level: bool,
+}
+
+fn act_err(what: &str, path: &str, e: warren_client::Error) -> ActionError {
+    ActionError {
+        path_level: path_level(&e),
+        message: call_err(what, path, e),
+    }
+}
+
+/// A path-level failure that is not a call's (a node of the wrong kind in the way).
+fn in_the_way(message: String) -> ActionError {
+    ActionError {
+        message,
+        path_level: true,
+    }
+}
+
+impl From<String> for ActionError {
+    fn from(message: String) -> ActionError {
+        ActionError {
+            message,
+            path_level: false,
+        }
+    }
+}
+
+/// Paths that could not be read or written this round, with why.
+type PathFailures = Vec<(String, String)>;
+
+/// Takes out of both views every path at or below one of `bad`: the plan leaves them alone.
+fn strip(source: &mut View, target: &mut View, bad: &PathFailures) {
+    if bad.is_empty() {
+        return;
+    }
+    let hit = |k: &String| bad.iter().any(|(b, _)| plan::is_under(k, b));
+    source.retain(|k, _| !hit(k));
+    target.retain(|k, _| !hit(k));
+}
+
+/// What one round of [`Agent::apply_pending`] did.
+enum Round {
+    /// Nothing was queued.
+    Idle,
+    /// Changes were applied.
+    Applied,
+    /// Some paths could not be read or written (reported); the rest were applied.
+    SomeFailed,
 }
 
 impl Deployment {
@@ -136,6 +209,11 @@ impl Deployment {
             Side::Source => "source",
             Side::Target => "target",
         }
+    }
+
+    /// The paths the reads since the last call could not read.
+    fn take_unreadable(&mut self) -> PathFailures {
+        std::mem::take(&mut self.unreadable)
     }
 
     /// Closes and forgets the watches on `rel` and below.
@@ -155,15 +233,19 @@ impl Deployment {
 
     /// Opens a watch on directory `rel` unless there is one.
     async fn watch(&mut self, rel: &str) -> Result<()> {
+        let full = join(&self.root, rel);
+        self.try_watch(rel)
+            .await
+            .map_err(|e| call_err("open", &full, e))
+    }
+
+    /// [`watch`](Self::watch), with the client's error.
+    async fn try_watch(&mut self, rel: &str) -> std::result::Result<(), warren_client::Error> {
         if self.watches.contains_key(rel) {
             return Ok(());
         }
         let full = join(&self.root, rel);
-        let (h, info) = self
-            .session
-            .open(&full, watch_options())
-            .await
-            .map_err(|e| call_err("open", &full, e))?;
+        let (h, info) = self.session.open(&full, watch_options()).await?;
         if info.stat.kind == NodeKind::Directory {
             self.watches.insert(rel.to_string(), h);
         } else {
@@ -197,7 +279,7 @@ impl Deployment {
             match opened {
                 Ok(x) => Ok(Some(x)),
                 Err(e) if not_found(&e) => Ok(None),
-                Err(e) => Err(call_err("open", &full, e)),
+                Err(e) => Err(e),
             }
         }))
         .await;
@@ -205,7 +287,10 @@ impl Deployment {
         let mut failed = None;
         for (rel, r) in rels.iter().zip(results) {
             match r {
-                Err(e) => failed = Some(e),
+                Err(e) if path_level(&e) => self
+                    .unreadable
+                    .push((rel.clone(), call_err("open", &join(&self.root, rel), e))),
+                Err(e) => failed = Some(call_err("open", &join(&self.root, rel), e)),
                 Ok(None) => self.unwatch(rel),
                 Ok(Some((h, info))) if info.stat.ephemeral => {
                     // Not mirrored, and not touched in the target: as if absent.
@@ -248,6 +333,11 @@ impl Deployment {
                 self.unwatch(rel);
                 return Ok(view);
             }
+            Err(e) if path_level(&e) => {
+                self.unreadable
+                    .push((rel.to_string(), call_err("open", &full, e)));
+                return Ok(view);
+            }
             Err(e) => return Err(call_err("open", &full, e)),
         };
         if info.stat.ephemeral {
@@ -286,6 +376,11 @@ impl Deployment {
                         view.retain(|k, _| !plan::is_under(k, &dir) || k == &dir);
                         continue;
                     }
+                    Err(e) if path_level(&e) => {
+                        self.unreadable
+                            .push((dir.clone(), call_err("list", &join(&self.root, &dir), e)));
+                        continue;
+                    }
                     Err(e) => return Err(call_err("list", &join(&self.root, &dir), e)),
                 }
             };
@@ -312,13 +407,18 @@ impl Deployment {
                 }
                 view.insert(child.clone(), entry_of(&entry.stat));
                 if entry.stat.kind == NodeKind::Directory {
-                    match self.watch(&child).await {
+                    match self.try_watch(&child).await {
                         Ok(()) => stack.push(child),
-                        Err(e) => {
-                            // Deleted between the listing and the open: leave it to events.
+                        Err(e) if not_found(&e) => {
+                            // Deleted between the listing and the open: its event follows.
                             tracing::debug!(side = self.name(), %e, "directory vanished");
                             view.remove(&child);
                         }
+                        Err(e) if path_level(&e) => {
+                            let full = join(&self.root, &child);
+                            self.unreadable.push((child, call_err("open", &full, e)));
+                        }
+                        Err(e) => return Err(call_err("open", &join(&self.root, &child), e)),
                     }
                 } else if self.watches.contains_key(&child) {
                     self.unwatch(&child);
@@ -390,12 +490,14 @@ pub async fn run(config: Config, shared: Arc<Shared>) -> std::result::Result<(),
                 root: src_root,
                 watches: HashMap::new(),
                 side: Side::Source,
+                unreadable: Vec::new(),
             },
             dst: Deployment {
                 session: dst.clone(),
                 root: dst_root,
                 watches: HashMap::new(),
                 side: Side::Target,
+                unreadable: Vec::new(),
             },
             known: known.take(),
             policy: config.policy,
@@ -530,11 +632,16 @@ impl Agent {
                 }
             }
             match self.apply_pending().await {
-                Ok(true) => {
+                Ok(Round::Applied) => {
                     backoff.0 = 0;
                     continue;
                 }
-                Ok(false) => {}
+                Ok(Round::SomeFailed) => {
+                    // Reported already; the failed paths stay queued (their lag grows).
+                    backoff.wait().await;
+                    continue;
+                }
+                Ok(Round::Idle) => {}
                 Err(e) => {
                     self.shared.failed("apply", e);
                     // Whatever the failure hid, the next sweep finds.
@@ -568,10 +675,12 @@ impl Agent {
         None
     }
 
-    /// Walks both trees, compares, converges.
+    /// Walks both trees, compares, converges. Paths that cannot be read or written are
+    /// reported and left alone; the rest converge.
     async fn sweep(&mut self) -> Result<()> {
         let started_generation = self.shared.lock().generation;
-        let source = self.src.read_region("", true).await?;
+        let mut source = self.src.read_region("", true).await?;
+        let mut bad = self.src.take_unreadable();
         match source.get("").map(|e| e.kind) {
             Some(NodeKind::Directory) => {}
             Some(NodeKind::File) => {
@@ -581,14 +690,27 @@ impl Agent {
                 ))
             }
             None => {
+                if let Some((_, why)) = bad.iter().find(|(p, _)| p.is_empty()) {
+                    return Err(format!("the source subtree cannot be read: {why}"));
+                }
                 return Err(format!(
                     "the source subtree {} does not exist (nothing in the target is touched until it does): create it, or fix --subtree",
                     self.src.root
-                ))
+                ));
             }
         }
         self.ensure_target_parents().await?;
-        let target = self.dst.read_region("", true).await?;
+        let mut target = self.dst.read_region("", true).await?;
+        bad.extend(self.dst.take_unreadable());
+        if bad.iter().any(|(p, _)| p.is_empty()) {
+            let why = &bad
+                .iter()
+                .find(|(p, _)| p.is_empty())
+                .expect("just found")
+                .1;
+            return Err(format!("the target subtree cannot be read: {why}"));
+        }
+        strip(&mut source, &mut target, &bad);
         let p = plan::plan(&source, &target, self.known.as_ref(), self.policy);
         let found = p.divergences.len() as u64;
         if found > 0 {
@@ -601,23 +723,58 @@ impl Agent {
             self.shared.lock().divergences += found;
         }
         self.note_target_writes(&p, &[(String::new(), true)]);
-        self.execute(&p, &source, &Contents::new()).await?;
-        self.known = Some(source);
+        let failed = self.execute(&p, &source, &Contents::new()).await?;
+        let old = self.known.take().unwrap_or_default();
+        self.known = Some(remember(
+            old,
+            source,
+            &[(String::new(), true)],
+            &bad,
+            &failed,
+        ));
         {
             let mut inner = self.shared.lock();
             inner.sweeps += 1;
             inner.last_sweep = Some(Instant::now());
-            // What was queued before the sweep began, it covered.
+            // What was queued before the sweep began, it covered (but what failed).
+            let keep = |k: &String| bad.iter().chain(&failed).any(|(b, _)| plan::is_under(k, b));
             inner
                 .source
-                .retain(|_, d| d.generation > started_generation);
+                .retain(|k, d| d.generation > started_generation || keep(k));
             inner
                 .target
-                .retain(|_, d| d.generation > started_generation);
+                .retain(|k, d| d.generation > started_generation || keep(k));
         }
         metrics::counter!("warren_mirror_sweeps_total", "result" => "ok").increment(1);
-        self.shared.succeeded();
+        if !self.report_failures("sweep", &[(String::new(), true)], &bad, &failed) {
+            self.shared.succeeded();
+        }
         Ok(())
+    }
+
+    /// Reports each path that could not be read (`bad`) or written (`failed`); whether
+    /// there were any.
+    fn report_failures(
+        &self,
+        stage: &'static str,
+        regions: &[(String, bool)],
+        bad: &PathFailures,
+        failed: &PathFailures,
+    ) -> bool {
+        let all: PathFailures = bad.iter().chain(failed).cloned().collect();
+        for (path, why) in &all {
+            self.shared.failed(
+                stage,
+                format!("{why} (this path is skipped; the others go on)"),
+            );
+            // Retried with backoff, not only at the next sweep; its lag shows meanwhile.
+            self.shared.requeue(path.clone());
+        }
+        self.shared.path_outcomes(
+            |k| regions.iter().any(|(r, deep)| in_region(k, r, *deep)),
+            &all,
+        );
+        !all.is_empty()
     }
 
     /// Creates the directories above the target subtree's root, if missing.
@@ -649,7 +806,7 @@ impl Agent {
     /// Applies the queued changes (up to [`BATCH`] paths); `Ok(true)` if there were any.
     /// Both sides of every path are read at once; a directory created, deleted or replaced
     /// is walked; one plan covers the batch.
-    async fn apply_pending(&mut self) -> Result<bool> {
+    async fn apply_pending(&mut self) -> Result<Round> {
         let taken: Vec<(Side, String, crate::status::Dirty)> = {
             let inner = self.shared.lock();
             inner
@@ -666,7 +823,7 @@ impl Agent {
                 .collect()
         };
         if taken.is_empty() {
-            return Ok(false);
+            return Ok(Round::Idle);
         }
         let mut batch: std::collections::BTreeMap<String, bool> = Default::default();
         for (_, rel, d) in &taken {
@@ -677,11 +834,16 @@ impl Agent {
             self.src.read_nodes(&rels, true).await?,
             self.dst.read_nodes(&rels, false).await?,
         );
+        let mut bad = self.src.take_unreadable();
+        bad.extend(self.dst.take_unreadable());
         let mut source = View::new();
         let mut target = View::new();
         let mut regions: Vec<(String, bool)> = Vec::new();
         let mut contents = Contents::new();
         for (rel, deep) in batch {
+            if bad.iter().any(|(b, _)| plan::is_under(&rel, b)) {
+                continue;
+            }
             let (s, t) = (src_nodes.get(&rel), dst_nodes.get(&rel));
             let is_dir = |n: Option<&Node>| n.is_some_and(|n| n.entry.kind == NodeKind::Directory);
             let kinds_differ = s.map(|n| n.entry.kind) != t.map(|n| n.entry.kind);
@@ -710,6 +872,9 @@ impl Agent {
                 regions.push((rel, false));
             }
         }
+        bad.extend(self.src.take_unreadable());
+        bad.extend(self.dst.take_unreadable());
+        strip(&mut source, &mut target, &bad);
         let in_any = |k: &str| regions.iter().any(|(r, deep)| in_region(k, r, *deep));
         let known = self.known.as_ref().map(|k| {
             k.iter()
@@ -719,14 +884,20 @@ impl Agent {
         });
         let p = plan::plan(&source, &target, known.as_ref(), self.policy);
         self.note_target_writes(&p, &regions);
-        self.execute(&p, &source, &contents).await?;
-        if let Some(known) = &mut self.known {
-            known.retain(|k, _| !in_any(k));
-            known.extend(source);
+        let failed = self.execute(&p, &source, &contents).await?;
+        if let Some(old) = self.known.take() {
+            self.known = Some(remember(old, source, &regions, &bad, &failed));
         }
         {
             let mut inner = self.shared.lock();
             for (side, rel, dirty) in &taken {
+                if bad
+                    .iter()
+                    .chain(&failed)
+                    .any(|(b, _)| plan::is_under(rel, b))
+                {
+                    continue;
+                }
                 let map = match side {
                     Side::Source => &mut inner.source,
                     Side::Target => &mut inner.target,
@@ -740,8 +911,11 @@ impl Agent {
                 }
             }
         }
+        if self.report_failures("apply", &regions, &bad, &failed) {
+            return Ok(Round::SomeFailed);
+        }
         self.shared.succeeded();
-        Ok(true)
+        Ok(Round::Applied)
     }
 
     /// Counts, logs and (under `report`) records the target writes a plan found; forgets
@@ -775,26 +949,50 @@ impl Agent {
     }
 
     /// Executes a plan's actions in order at the target; consecutive file writes (whose
-    /// parents exist by then) go [`BATCH`] at a time, at once.
-    async fn execute(&mut self, p: &plan::Plan, source: &View, contents: &Contents) -> Result<()> {
+    /// parents exist by then) go [`BATCH`] at a time, at once. An action that fails for its
+    /// path alone is skipped (with what depends on it: below a directory not created,
+    /// above a child not deleted) and returned; any other failure stops the plan.
+    async fn execute(
+        &mut self,
+        p: &plan::Plan,
+        source: &View,
+        contents: &Contents,
+    ) -> Result<PathFailures> {
+        let mut failed: PathFailures = Vec::new();
         let mut writes: Vec<&str> = Vec::new();
         for action in &p.actions {
+            let path = action.path();
+            let blocked = failed.iter().any(|(f, _)| match action {
+                // A delete waits for its children's deletes; anything else for its parents.
+                Action::Delete { .. } => plan::is_under(f, path),
+                _ => plan::is_under(path, f),
+            });
+            if blocked {
+                continue;
+            }
             if let Action::Write { path, .. } = action {
                 writes.push(path);
                 if writes.len() < BATCH {
                     continue;
                 }
             } else {
-                self.write_files(&writes, source, contents).await?;
+                self.write_files(&writes, source, contents, &mut failed)
+                    .await?;
                 writes.clear();
-                self.apply(action).await?;
-                self.applied(action.kind(), 1);
+                match self.apply(action).await {
+                    Ok(()) => self.applied(action.kind(), 1),
+                    Err(e) if e.path_level => failed.push((path.to_string(), e.message)),
+                    Err(e) => return Err(e.message),
+                }
                 continue;
             }
-            self.write_files(&writes, source, contents).await?;
+            self.write_files(&writes, source, contents, &mut failed)
+                .await?;
             writes.clear();
         }
-        self.write_files(&writes, source, contents).await
+        self.write_files(&writes, source, contents, &mut failed)
+            .await?;
+        Ok(failed)
     }
 
     fn applied(&self, kind: &'static str, n: u64) {
@@ -806,7 +1004,13 @@ impl Agent {
     }
 
     /// Writes these files (relative paths) at the target, all at once.
-    async fn write_files(&self, paths: &[&str], source: &View, contents: &Contents) -> Result<()> {
+    async fn write_files(
+        &self,
+        paths: &[&str],
+        source: &View,
+        contents: &Contents,
+        failed: &mut PathFailures,
+    ) -> Result<()> {
         if paths.is_empty() {
             return Ok(());
         }
@@ -818,10 +1022,15 @@ impl Agent {
         .await;
         let done = results.iter().filter(|r| matches!(r, Ok(true))).count();
         self.applied("write", done as u64);
-        results
-            .into_iter()
-            .find_map(Result::err)
-            .map_or(Ok(()), Err)
+        let mut fatal = None;
+        for (path, r) in paths.iter().zip(results) {
+            match r {
+                Ok(_) => {}
+                Err(e) if e.path_level => failed.push((path.to_string(), e.message)),
+                Err(e) => fatal = Some(e.message),
+            }
+        }
+        fatal.map_or(Ok(()), Err)
     }
 
     /// Copies one file from the source to the target: the contents read with the view if
@@ -832,7 +1041,7 @@ impl Agent {
         rel: &str,
         entry: Option<&Entry>,
         data: Option<&Vec<u8>>,
-    ) -> Result<bool> {
+    ) -> std::result::Result<bool, ActionError> {
         let (data, checksum, acl) = match (data, entry) {
             (Some(d), Some(e)) => (d.clone(), e.checksum, e.acl.clone()),
             _ => {
@@ -855,7 +1064,7 @@ impl Agent {
                         self.shared.mark(Side::Source, rel.to_string(), true);
                         return Ok(false);
                     }
-                    Err(e) => return Err(call_err("read", &source, e)),
+                    Err(e) => return Err(act_err("read", &source, e)),
                 }
             }
         };
@@ -872,22 +1081,22 @@ impl Agent {
                     .acl(acl.clone()),
             )
             .await
-            .map_err(|e| call_err("create", &full, e))?;
+            .map_err(|e| act_err("create", &full, e))?;
         let r = async {
             if info.stat.kind != NodeKind::File {
-                return Err(format!(
+                return Err(in_the_way(format!(
                     "{full} in the target is a directory, expected a file; the next sweep replaces it"
-                ));
+                )));
             }
             if !info.created && info.stat.checksum != checksum {
                 h.set_contents(data)
                     .await
-                    .map_err(|e| call_err("write", &full, e))?;
+                    .map_err(|e| act_err("write", &full, e))?;
             }
             if info.stat.acl != acl {
                 h.set_acl(acl)
                     .await
-                    .map_err(|e| call_err("set the ACL of", &full, e))?;
+                    .map_err(|e| act_err("set the ACL of", &full, e))?;
             }
             Ok(true)
         }
@@ -897,7 +1106,7 @@ impl Agent {
     }
 
     /// One action other than a file write.
-    async fn apply(&mut self, action: &Action) -> Result<()> {
+    async fn apply(&mut self, action: &Action) -> std::result::Result<(), ActionError> {
         let full = join(&self.dst.root, action.path());
         let dst = self.dst.session.clone();
         match action {
@@ -910,11 +1119,11 @@ impl Agent {
                         match r {
                             Ok(()) => {}
                             Err(e) if not_found(&e) => {}
-                            Err(e) => return Err(call_err("delete", &full, e)),
+                            Err(e) => return Err(act_err("delete", &full, e)),
                         }
                     }
                     Err(e) if not_found(&e) => {}
-                    Err(e) => return Err(call_err("open", &full, e)),
+                    Err(e) => return Err(act_err("open", &full, e)),
                 }
             }
             Action::Mkdir { path, acl } => {
@@ -928,15 +1137,15 @@ impl Agent {
                             .acl(acl.clone()),
                     )
                     .await
-                    .map_err(|e| call_err("create", &full, e))?;
+                    .map_err(|e| act_err("create", &full, e))?;
                 let r = async {
                     if info.stat.kind != NodeKind::Directory {
-                        return Err(format!("{full} in the target is a file, expected a directory; the next sweep replaces it"));
+                        return Err(in_the_way(format!("{full} in the target is a file, expected a directory; the next sweep replaces it")));
                     }
                     if info.stat.acl != *acl {
                         h.set_acl(acl.clone())
                             .await
-                            .map_err(|e| call_err("set the ACL of", &full, e))?;
+                            .map_err(|e| act_err("set the ACL of", &full, e))?;
                     }
                     Ok(())
                 }
@@ -953,14 +1162,36 @@ impl Agent {
                 let (h, _) = dst
                     .open(&full, OpenOptions::new().change_acl())
                     .await
-                    .map_err(|e| call_err("open", &full, e))?;
+                    .map_err(|e| act_err("open", &full, e))?;
                 let r = h.set_acl(acl.clone()).await;
                 tokio::spawn(h.close());
-                r.map_err(|e| call_err("set the ACL of", &full, e))?;
+                r.map_err(|e| act_err("set the ACL of", &full, e))?;
             }
         }
         Ok(())
     }
+}
+
+/// The memory after a round: `old` with the regions replaced by `source`, except the paths
+/// that could not be read (`bad`: the old memory stays) or written (`failed`: the old
+/// memory of that path stays, so the difference is not taken for a target write).
+fn remember(
+    old: View,
+    source: View,
+    regions: &[(String, bool)],
+    bad: &PathFailures,
+    failed: &PathFailures,
+) -> View {
+    let skipped = |k: &str| {
+        bad.iter().any(|(b, _)| plan::is_under(k, b)) || failed.iter().any(|(f, _)| f == k)
+    };
+    let mut out: View = old
+        .iter()
+        .filter(|(k, _)| skipped(k) || !regions.iter().any(|(r, deep)| in_region(k, r, *deep)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.extend(source.into_iter().filter(|(k, _)| !skipped(k)));
+    out
 }
 
 /// Whether `path` is in the region `rel` (with `deep`, its subtree).
@@ -995,6 +1226,35 @@ mod tests {
         assert!(in_region("a", "a", false));
         assert!(!in_region("ab", "a", true));
         assert!(in_region("ab", "", true));
+    }
+
+    #[test]
+    fn unreadable_and_failed_paths_keep_their_old_memory() {
+        let e = |sum| Entry::file(sum, Default::default());
+        let view =
+            |v: &[(&str, u64)]| -> View { v.iter().map(|(p, s)| (p.to_string(), e(*s))).collect() };
+        let old = view(&[("a", 1), ("b", 1), ("d/x", 1), ("other", 1)]);
+        let source = view(&[("a", 2), ("b", 2), ("d/x", 2), ("new", 2)]);
+        let bad = vec![("d".to_string(), "denied".to_string())];
+        let failed = vec![("b".to_string(), "denied".to_string())];
+        let regions = [
+            ("a".to_string(), false),
+            ("b".to_string(), false),
+            ("d".to_string(), true),
+            ("new".to_string(), false),
+        ];
+        let known = remember(old, source, &regions, &bad, &failed);
+        // `other` was not in the round; `b` failed and `d/x` was unreadable: old memory.
+        assert_eq!(
+            known,
+            view(&[("a", 2), ("b", 1), ("d/x", 1), ("new", 2), ("other", 1)])
+        );
+
+        let mut s = view(&[("d", 1), ("d/x", 1), ("dx", 1)]);
+        let mut t = s.clone();
+        strip(&mut s, &mut t, &bad);
+        assert_eq!(s.keys().collect::<Vec<_>>(), ["dx"]);
+        assert_eq!(s, t);
     }
 
     #[test]

@@ -135,6 +135,9 @@ pub(crate) struct Inner {
     pub target_writes_reported: u64,
     /// Target writes kept under `report`: path → what was found.
     pub kept: BTreeMap<String, String>,
+    /// Paths that cannot be mirrored now (an ACL refuses the agent, a node in the way),
+    /// relative → why; retried with backoff until they succeed.
+    pub failing_paths: BTreeMap<String, String>,
     pub connected_source: bool,
     pub connected_target: bool,
 }
@@ -161,6 +164,8 @@ pub struct StatusView {
     pub target_writes_reported: u64,
     /// Paths written directly in the target and kept (`report`), with what was found.
     pub target_writes_kept: BTreeMap<String, String>,
+    /// Paths that cannot be mirrored now, with why (retried with backoff).
+    pub failing_paths: BTreeMap<String, String>,
     pub connected_source: bool,
     pub connected_target: bool,
 }
@@ -207,6 +212,20 @@ impl Shared {
         self.wake.notify_one();
     }
 
+    /// Queues a path that failed again as a source change (deep: it may be a directory),
+    /// keeping its first-seen time if it is queued already, without waking the driver
+    /// (which backs off first).
+    pub(crate) fn requeue(&self, path: String) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        let generation = inner.generation;
+        inner.source.entry(path).or_insert(Dirty {
+            first_seen: Instant::now(),
+            deep: true,
+            generation,
+        });
+    }
+
     /// Asks for a full sweep.
     pub(crate) fn resync(&self) {
         self.lock().resync = true;
@@ -223,11 +242,35 @@ impl Shared {
         inner.last_error = Some(format!("{stage}: {error}"));
     }
 
-    /// Records a success (a sweep, or a batch of changes applied).
+    /// Records a success (a sweep, or a batch of changes applied). The mirror stays
+    /// failing while some path cannot be mirrored.
     pub(crate) fn succeeded(&self) {
         let mut inner = self.lock();
-        inner.failing_since = None;
+        if inner.failing_paths.is_empty() {
+            inner.failing_since = None;
+        }
         inner.last_success = Some(SystemTime::now());
+    }
+
+    /// Records paths that could not be mirrored this round (`path`, why), and forgets
+    /// those in `done` (regions processed) that did not fail again.
+    pub(crate) fn path_outcomes(&self, done: impl Fn(&str) -> bool, failed: &[(String, String)]) {
+        let mut inner = self.lock();
+        inner
+            .failing_paths
+            .retain(|k, _| !done(k) || failed.iter().any(|(f, _)| f == k));
+        for (path, why) in failed {
+            inner.failing_paths.insert(path.clone(), why.clone());
+        }
+        if inner.failing_paths.is_empty() {
+            return;
+        }
+        inner.failing_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Whether the last attempt failed, or some path cannot be mirrored.
+    fn is_failing(inner: &Inner) -> bool {
+        inner.failing_since.is_some() || !inner.failing_paths.is_empty()
     }
 
     fn lag(&self, inner: &Inner, now: Instant) -> Duration {
@@ -272,13 +315,28 @@ impl Shared {
                 .map(|e| format!("; last error: {e}"))
                 .unwrap_or_default();
             ("behind", format!("behind: {why}{last}"))
-        } else if let Some(since) = inner.failing_since {
+        } else if Self::is_failing(&inner) {
+            let since = inner.failing_since.unwrap_or(now);
+            let what = if inner.failing_paths.is_empty() {
+                inner.last_error.clone().unwrap_or_default()
+            } else {
+                format!(
+                    "{} path(s) cannot be mirrored (the others are): {}",
+                    inner.failing_paths.len(),
+                    inner
+                        .failing_paths
+                        .values()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            };
             (
                 "failing",
                 format!(
-                    "failing for {:.1} s, retrying with backoff: {}",
+                    "failing for {:.1} s, retrying with backoff: {what}",
                     now.saturating_duration_since(since).as_secs_f64(),
-                    inner.last_error.as_deref().unwrap_or("?")
                 ),
             )
         } else if inner.last_sweep.is_none() {
@@ -317,6 +375,7 @@ impl Shared {
             target_writes_overwritten: inner.target_writes_overwritten,
             target_writes_reported: inner.target_writes_reported,
             target_writes_kept: inner.kept.clone(),
+            failing_paths: inner.failing_paths.clone(),
             connected_source: inner.connected_source,
             connected_target: inner.connected_target,
         }

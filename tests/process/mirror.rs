@@ -617,6 +617,64 @@ async fn target_writes_are_overwritten_or_reported() {
     .await;
 }
 
+/// A file the agent may not read (its read ACL names a file that does not exist, which
+/// denies everyone) is reported on /status and skipped; everything else is still mirrored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_path_the_agent_cannot_read_is_reported_and_the_rest_mirrored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (cell(&dir, "src", &[]).await, cell(&dir, "dst", &[]).await);
+    let (sa, sb) = (session(&a.addr()).await, session(&b.addr()).await);
+    mkdir(&sa, "/p").await;
+    put(&sa, "/p/ok", "1").await;
+    put(&sa, "/p/secret", "s").await;
+    set_acl(&sa, "/p/secret", "no-such-acl-file").await;
+    let agent = mirror(&["--from", &a.addr(), "--to", &b.addr(), "--subtree", "/p"]).await;
+    wait_until(Duration::from_secs(20), "ok mirrored", || async {
+        cat(&sb, "/p/ok").await.as_deref() == Some("1")
+    })
+    .await;
+    put(&sa, "/p/later", "2").await;
+    rm(&sa, "/p/ok").await;
+    wait_until(
+        Duration::from_secs(10),
+        "later changes mirrored",
+        || async {
+            cat(&sb, "/p/later").await.as_deref() == Some("2") && cat(&sb, "/p/ok").await.is_none()
+        },
+    )
+    .await;
+    // Reported for as long as it fails, however many rounds succeed meanwhile.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = agent.status().await;
+    assert!(
+        status["state"] == "failing" || status["state"] == "behind",
+        "{status}"
+    );
+    assert!(status["failing_paths"].get("secret").is_some(), "{status}");
+    let (code, _) = http_get(&agent.admin, "/readyz").await;
+    assert_eq!(code, 503);
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("/ls/src/p/secret") && message.contains("PERMISSION_DENIED"),
+        "{status}"
+    );
+    assert_eq!(cat(&sb, "/p/secret").await, None);
+    assert!(agent.metric_sum("warren_mirror_errors_total").await >= 1.0);
+    assert_eq!(agent.metric("warren_mirror_failing", "").await, 1.0);
+    // Readable again: mirrored, and the mirror is in sync again.
+    set_acl(&sa, "/p/secret", "").await;
+    wait_until(
+        Duration::from_secs(15),
+        "secret mirrored once readable",
+        || async { cat(&sb, "/p/secret").await.as_deref() == Some("s") },
+    )
+    .await;
+    wait_until(Duration::from_secs(10), "in sync again", || async {
+        agent.status().await["state"] == "in_sync"
+    })
+    .await;
+}
+
 /// A → B → C: a mirror of a mirror converges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_mirror_of_a_mirror_converges() {
