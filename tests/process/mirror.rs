@@ -675,6 +675,58 @@ async fn a_path_the_agent_cannot_read_is_reported_and_the_rest_mirrored() {
     .await;
 }
 
+/// Partitioned deployments (`warren dev`: a meta cell, two data cells, a proxy): the
+/// source read in direct mode through its meta cell, the target written through its proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitioned_source_by_its_meta_cell_and_target_through_proxies() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = WarrenProcess::spawn_dev(bin(), &dir.path().join("s"), 2, 1).await;
+    let dst = WarrenProcess::spawn_dev(bin(), &dir.path().join("t"), 2, 1).await;
+    let proxied = |addr: String| async move {
+        Session::connect_with(ClientOptions::proxies([addr]).principal(TESTER))
+            .await
+            .unwrap()
+    };
+    let (sa, sb) = (
+        proxied(src.proxy_addr()).await,
+        proxied(dst.proxy_addr()).await,
+    );
+    mkdir(&sa, "/part").await;
+    for d in 0..4 {
+        mkdir(&sa, &format!("/part/d{d}")).await;
+        for f in 0..5 {
+            put(&sa, &format!("/part/d{d}/f{f}"), &format!("{d}.{f}")).await;
+        }
+    }
+    let _agent = mirror(&[
+        "--from",
+        &src.meta_addr(),
+        "--from-kind",
+        "meta",
+        "--to",
+        &dst.proxy_addr(),
+        "--to-kind",
+        "proxies",
+        "--subtree",
+        "/part",
+    ])
+    .await;
+    converges(
+        &sa,
+        &sb,
+        "/part",
+        Duration::from_secs(30),
+        "partitioned, at start",
+    )
+    .await;
+    put(&sa, "/part/d1/f1", "changed").await;
+    rm(&sa, "/part/d2/f0").await;
+    mkdir(&sa, "/part/d9").await;
+    put(&sa, "/part/d9/new", "n").await;
+    let took = converges(&sa, &sb, "/part", Duration::from_secs(20), "partitioned").await;
+    println!("partitioned deployments converged {took:?} after the last change");
+}
+
 /// A → B → C: a mirror of a mirror converges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_mirror_of_a_mirror_converges() {
