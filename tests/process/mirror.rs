@@ -727,16 +727,22 @@ async fn partitioned_source_by_its_meta_cell_and_target_through_proxies() {
     println!("partitioned deployments converged {took:?} after the last change");
 }
 
-/// A → B → C: a mirror of a mirror converges.
+/// A → B → C: a mirror of a mirror converges; and a second mirror of A's subtree, into D
+/// under another path whose parents do not exist yet, converges too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_mirror_of_a_mirror_converges() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, c) = (
+    let (a, b, c, d) = (
         cell(&dir, "a", &[]).await,
         cell(&dir, "b", &[]).await,
         cell(&dir, "c", &[]).await,
+        cell(&dir, "d", &[]).await,
     );
-    let (sa, sc) = (session(&a.addr()).await, session(&c.addr()).await);
+    let (sa, sc, sd) = (
+        session(&a.addr()).await,
+        session(&c.addr()).await,
+        session(&d.addr()).await,
+    );
     let _sb = session(&b.addr()).await;
     mkdir(&sa, "/chain").await;
     mkdir(&sa, "/chain/d").await;
@@ -759,6 +765,17 @@ async fn a_mirror_of_a_mirror_converges() {
         "/chain",
     ])
     .await;
+    let _ad = mirror(&[
+        "--from",
+        &a.addr(),
+        "--to",
+        &d.addr(),
+        "--subtree",
+        "/chain",
+        "--to-subtree",
+        "/copies/of/chain",
+    ])
+    .await;
     converges(&sa, &sc, "/chain", Duration::from_secs(20), "A→C at start").await;
     for i in 0..20 {
         put(&sa, &format!("/chain/d/y{i}"), &format!("{i}")).await;
@@ -778,6 +795,12 @@ async fn a_mirror_of_a_mirror_converges() {
         .unwrap();
     let took = converges(&sa, &sc, "/chain", Duration::from_secs(20), "A→B→C").await;
     println!("A→B→C converged {took:?} after the last change");
+    wait_until(
+        Duration::from_secs(20),
+        "A→D under --to-subtree",
+        || async { tree(&sa, "/chain").await == tree(&sd, "/copies/of/chain").await },
+    )
+    .await;
     assert!(cat(&sa, "/chain/lock").await.is_some());
     assert_eq!(
         cat(&sc, "/chain/lock").await,
