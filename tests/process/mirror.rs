@@ -870,3 +870,96 @@ async fn bad_arguments_name_the_fix() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("/ls/src/cfg"), "{}", stderr(&o));
 }
+
+/// Mutual TLS to both deployments with the `warren ctl` flags (`--cacert/--cert/--key`):
+/// the agent acts as its certificate's principal, which the target's ACL file lets write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mirrors_over_mutual_tls_as_its_certificates_principal() {
+    let certs = warren_testkit::certs::TestCerts::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tls_cell = |deployment: &'static str| {
+        let files = certs.issue(&format!("cell-{deployment}"), "warren:cell-c0");
+        let data = dir.path().join(deployment).display().to_string();
+        async move {
+            let mut args: Vec<String> = [
+                "cell",
+                "--name",
+                "c0",
+                "--listen",
+                "127.0.0.1:0",
+                "--deployment",
+                deployment,
+                "--data",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.push(data);
+            args.extend(files.flags());
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            WarrenProcess::spawn(bin(), &refs).await
+        }
+    };
+    let (a, b) = (tls_cell("src").await, tls_cell("dst").await);
+    let tester = warren_client::Tls::load(certs.issue("tester", TESTER)).unwrap();
+    let connect = |addr: String| {
+        let tester = tester.clone();
+        async move {
+            Session::connect_with(ClientOptions::new([addr]).tls(tester))
+                .await
+                .unwrap()
+        }
+    };
+    let (sa, sb) = (connect(a.addr()).await, connect(b.addr()).await);
+    // Only the tester and the agent may write the target's subtree.
+    for s in [&sa, &sb] {
+        let (h, _) = s
+            .open(
+                "/acl/ops",
+                OpenOptions::new()
+                    .write()
+                    .create_file(format!("{AGENT}\n{TESTER}\n")),
+            )
+            .await
+            .unwrap();
+        h.close().await;
+    }
+    // The subtree, on both sides, may be written and have its ACL changed only by the
+    // principals of `ops`: the agent's certificate must be what the target checks.
+    let restricted = AclNames {
+        read: String::new(),
+        write: "ops".into(),
+        change_acl: "ops".into(),
+    };
+    for s in [&sa, &sb] {
+        let (h, _) = s
+            .open(
+                "/sec",
+                OpenOptions::new()
+                    .read()
+                    .create_dir()
+                    .acl(restricted.clone()),
+            )
+            .await
+            .unwrap();
+        h.close().await;
+    }
+    put(&sa, "/sec/f", "over tls").await;
+    let agent_files = certs.issue("agent", AGENT);
+    let mut args = vec![
+        "--from".to_string(),
+        a.addr(),
+        "--to".to_string(),
+        b.addr(),
+        "--subtree".to_string(),
+        "/sec".to_string(),
+    ];
+    args.extend(agent_files.flags());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _agent = mirror(&refs).await;
+    wait_until(Duration::from_secs(20), "the file over TLS", || async {
+        cat(&sb, "/sec/f").await.as_deref() == Some("over tls")
+    })
+    .await;
+    converges(&sa, &sb, "/sec", Duration::from_secs(20), "over TLS").await;
+}
