@@ -637,8 +637,9 @@ impl Agent {
                     continue;
                 }
                 Ok(Round::SomeFailed) => {
-                    // Reported already; the failed paths stay queued (their lag grows).
-                    backoff.wait().await;
+                    // Reported already; the failed paths stay queued, each retried after
+                    // its own backoff (their lag grows meanwhile), the others go on.
+                    backoff.0 = 0;
                     continue;
                 }
                 Ok(Round::Idle) => {}
@@ -653,9 +654,13 @@ impl Agent {
                     continue;
                 }
             }
+            let wake_at = match self.shared.next_retry() {
+                Some(retry) => next_sweep.min(tokio::time::Instant::from_std(retry)),
+                None => next_sweep,
+            };
             tokio::select! {
                 _ = self.shared.wake.notified() => {}
-                _ = tokio::time::sleep_until(next_sweep) => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
                 _ = dead.notified() => {}
             }
         }
@@ -807,6 +812,7 @@ impl Agent {
     /// Both sides of every path are read at once; a directory created, deleted or replaced
     /// is walked; one plan covers the batch.
     async fn apply_pending(&mut self) -> Result<Round> {
+        let now = Instant::now();
         let taken: Vec<(Side, String, crate::status::Dirty)> = {
             let inner = self.shared.lock();
             inner
@@ -819,6 +825,7 @@ impl Agent {
                         .iter()
                         .map(|(k, d)| (Side::Target, k.clone(), *d)),
                 )
+                .filter(|(_, _, d)| d.retry_at.is_none_or(|t| t <= now))
                 .take(BATCH)
                 .collect()
         };

@@ -85,7 +85,15 @@ pub(crate) struct Dirty {
     /// Bumped by every later event for the path, so a change that arrives while the path
     /// is being applied is not forgotten.
     pub generation: u64,
+    /// A path that failed on its own is retried no sooner than this (its own backoff, so
+    /// it holds up nothing else); a new event for it clears it.
+    pub retry_at: Option<Instant>,
+    /// Failures of this path in a row.
+    pub attempts: u32,
 }
+
+/// The longest a path that keeps failing waits between attempts.
+const MAX_PATH_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Which deployment a change was seen in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,28 +210,55 @@ impl Shared {
             .and_modify(|d| {
                 d.deep |= deep;
                 d.generation = generation;
+                d.retry_at = None;
+                d.attempts = 0;
             })
             .or_insert(Dirty {
                 first_seen: Instant::now(),
                 deep,
                 generation,
+                retry_at: None,
+                attempts: 0,
             });
         drop(inner);
         self.wake.notify_one();
     }
 
-    /// Queues a path that failed again as a source change (deep: it may be a directory),
-    /// keeping its first-seen time if it is queued already, without waking the driver
-    /// (which backs off first).
+    /// Queues a path that failed as a source change (deep: it may be a directory), keeping
+    /// its first-seen time if it is queued already, to be retried after its own backoff
+    /// (100 ms doubling to [`MAX_PATH_BACKOFF`]).
     pub(crate) fn requeue(&self, path: String) {
         let mut inner = self.lock();
         inner.generation += 1;
         let generation = inner.generation;
-        inner.source.entry(path).or_insert(Dirty {
+        let d = inner.source.entry(path.clone()).or_insert(Dirty {
             first_seen: Instant::now(),
             deep: true,
             generation,
+            retry_at: None,
+            attempts: 0,
         });
+        d.attempts = d.attempts.saturating_add(1);
+        let delay = Duration::from_millis(100)
+            .saturating_mul(1 << d.attempts.min(10))
+            .min(MAX_PATH_BACKOFF);
+        let retry_at = Some(Instant::now() + delay);
+        d.retry_at = retry_at;
+        // The same path queued by a target event waits as long.
+        if let Some(t) = inner.target.get_mut(&path) {
+            t.retry_at = retry_at;
+        }
+    }
+
+    /// When the earliest path waiting out its backoff is due, if any.
+    pub(crate) fn next_retry(&self) -> Option<Instant> {
+        let inner = self.lock();
+        inner
+            .source
+            .values()
+            .chain(inner.target.values())
+            .filter_map(|d| d.retry_at)
+            .min()
     }
 
     /// Asks for a full sweep.
@@ -420,5 +455,69 @@ impl warren_server::admin::Pages for Shared {
 
     fn status_snapshot(&self) -> StatusView {
         self.status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(max_lag: Duration) -> Shared {
+        let describe = Describe {
+            from: vec!["a:1".into()],
+            to: vec!["b:1".into()],
+            subtree: "/s".into(),
+            to_subtree: "/s".into(),
+            on_target_write: "overwrite",
+        };
+        Shared::new(describe, max_lag, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn a_failing_path_waits_its_own_backoff_until_a_new_event() {
+        let s = shared(Duration::from_secs(5));
+        s.mark(Side::Source, "f".into(), false);
+        assert_eq!(s.next_retry(), None);
+        s.requeue("f".into());
+        let first = s.next_retry().expect("deferred");
+        s.requeue("f".into());
+        let second = s.next_retry().expect("deferred");
+        assert!(second > first, "the backoff grows");
+        assert_eq!(s.lock().source["f"].attempts, 2);
+        // A new change to the path may have fixed it: try at once.
+        s.mark(Side::Source, "f".into(), false);
+        assert_eq!(s.next_retry(), None);
+        assert_eq!(s.lock().source["f"].attempts, 0);
+    }
+
+    #[test]
+    fn the_state_says_starting_failing_behind_and_in_sync() {
+        let s = shared(Duration::from_millis(1));
+        assert_eq!(s.status().state, "starting");
+        s.lock().last_sweep = Some(Instant::now());
+        assert_eq!(s.status().state, "in_sync");
+        s.path_outcomes(|_| true, &[("secret".into(), "PERMISSION_DENIED".into())]);
+        let status = s.status();
+        assert_eq!(status.state, "failing");
+        assert!(
+            status.message.contains("PERMISSION_DENIED"),
+            "{}",
+            status.message
+        );
+        // A later success elsewhere does not hide it.
+        s.succeeded();
+        assert_eq!(s.status().state, "failing");
+        // Done with it.
+        s.path_outcomes(|p| p == "secret", &[]);
+        s.succeeded();
+        assert_eq!(s.status().state, "in_sync");
+        // A change older than --max-lag: behind, whatever else.
+        s.mark(Side::Source, "g".into(), false);
+        std::thread::sleep(Duration::from_millis(5));
+        let status = s.status();
+        assert_eq!(status.state, "behind");
+        assert!(status.message.contains("--max-lag"), "{}", status.message);
+        use warren_server::admin::Pages;
+        assert!(s.readiness().is_err());
     }
 }

@@ -661,6 +661,20 @@ async fn a_path_the_agent_cannot_read_is_reported_and_the_rest_mirrored() {
     assert_eq!(cat(&sb, "/p/secret").await, None);
     assert!(agent.metric_sum("warren_mirror_errors_total").await >= 1.0);
     assert_eq!(agent.metric("warren_mirror_failing", "").await, 1.0);
+    // The failing path waits out its own backoff: it holds up nothing else.
+    let started = Instant::now();
+    put(&sa, "/p/later2", "3").await;
+    wait_until(
+        Duration::from_secs(5),
+        "a change beside a failing path",
+        || async { cat(&sb, "/p/later2").await.as_deref() == Some("3") },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a change beside a failing path took {:?}",
+        started.elapsed()
+    );
     // Readable again: mirrored, and the mirror is in sync again.
     set_acl(&sa, "/p/secret", "").await;
     wait_until(
