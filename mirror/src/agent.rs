@@ -1,4 +1,4 @@
-//! The thin async driver around [`crate::plan`] (docs/mirror.md, "How it converges"): two
+//! The thin async driver around [`crate::plan`] (docs/mirror.md, "Lag" and "Catch-up"): two
 //! client sessions (source and target), a watch handle with child events on every directory
 //! of the subtree on both sides, a queue of changed paths fed by those events, and a loop
 //! that reads the two views of each changed path (or of the whole subtree, in a full sweep),

@@ -1,4 +1,4 @@
-//! The sans-IO core of mirroring (docs/mirror.md, "How it converges"): given what the source
+//! The sans-IO core of mirroring (docs/mirror.md, "Catch-up"): given what the source
 //! and the target hold of a region of the subtree (path → kind, checksum, ACL names) and what
 //! the agent last saw them agree on, the ordered list of actions that makes the target equal
 //! to the source, and the differences it found. No sockets, no clocks: the driver
