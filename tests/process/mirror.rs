@@ -977,3 +977,80 @@ async fn mirrors_over_mutual_tls_as_its_certificates_principal() {
     .await;
     converges(&sa, &sb, "/sec", Duration::from_secs(20), "over TLS").await;
 }
+
+/// The source cell killed with SIGKILL and restarted on its store: a new master, whose
+/// fail-over event (events may have been lost) makes the agent sweep; files written right
+/// after the restart, while its handles are being recreated, all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_source_master_failover_makes_the_agent_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let src_args = |listen: &str| {
+        let data = dir.path().join("src").display().to_string();
+        let listen = listen.to_string();
+        async move {
+            WarrenProcess::spawn(
+                bin(),
+                &[
+                    "cell",
+                    "--name",
+                    "c0",
+                    "--listen",
+                    &listen,
+                    "--data",
+                    &data,
+                    "--deployment",
+                    "src",
+                    "--lease",
+                    "3s",
+                ],
+            )
+            .await
+        }
+    };
+    let mut a = src_args(&listen).await;
+    let b = cell(&dir, "dst", &[]).await;
+    let (sa, sb) = (session(&a.addr()).await, session(&b.addr()).await);
+    mkdir(&sa, "/fo").await;
+    put(&sa, "/fo/before", "1").await;
+    let agent = mirror(&["--from", &listen, "--to", &b.addr(), "--subtree", "/fo"]).await;
+    converges(
+        &sa,
+        &sb,
+        "/fo",
+        Duration::from_secs(20),
+        "before the failover",
+    )
+    .await;
+    let sweeps = agent
+        .metric("warren_mirror_sweeps_total", "result=\"ok\"")
+        .await;
+
+    a.kill9().await;
+    let _a2 = src_args(&listen).await;
+    let writer = Session::connect_with(ClientOptions::new([listen.clone()]).principal(TESTER))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        put(&writer, &format!("/fo/after{i}"), &format!("{i}")).await;
+    }
+    converges(
+        &writer,
+        &sb,
+        "/fo",
+        Duration::from_secs(30),
+        "after the failover",
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "a sweep after the fail-over",
+        || async {
+            agent
+                .metric("warren_mirror_sweeps_total", "result=\"ok\"")
+                .await
+                > sweeps
+        },
+    )
+    .await;
+}
