@@ -1,7 +1,8 @@
 //! `warren mirror`: the command line of the mirroring agent (docs/mirror.md). Checks the
 //! arguments before connecting anywhere (a bad `--subtree` or a loop is exit 2 with the fix),
 //! serves the admin endpoint (`/metrics`, `/healthz`, `/readyz`, `/status`), prints
-//! `admin: HOST:PORT` and `ready`, and runs `warren_mirror::run` until Ctrl-C / SIGTERM.
+//! `admin: HOST:PORT` and `ready`, and runs `warren_mirror::run` until Ctrl-C / SIGTERM,
+//! which closes its sessions before it exits.
 //! Every setting also comes from a `WARREN_MIRROR_*` environment variable, which is how the
 //! systemd unit (deploy/systemd/warren-mirror.service) configures it.
 
@@ -218,14 +219,26 @@ pub async fn run(a: MirrorArgs) -> ExitCode {
     println!("admin: {admin}");
     println!("ready");
     tracing::info!(%admin, subtree = %a.subtree, "warren mirror: started");
-    tokio::select! {
-        r = warren_mirror::run(config, shared) => match r {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => usage(&e.to_string()),
-        },
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(warren_mirror::run(config, shared, stopped));
+    tokio::pin!(agent);
+    let result = tokio::select! {
+        r = &mut agent => r,
         _ = crate::server_cmd::shutdown_signal() => {
-            tracing::info!("warren mirror: stopping");
-            ExitCode::SUCCESS
+            tracing::info!("warren mirror: stopping (closing both sessions)");
+            let _ = stop.send(true);
+            match tokio::time::timeout(std::time::Duration::from_secs(10), &mut agent).await {
+                Ok(r) => r,
+                Err(_) => Ok(Ok(())),
+            }
+        }
+    };
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => usage(&e.to_string()),
+        Err(e) => {
+            eprintln!("error: the mirror agent failed: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -434,16 +434,31 @@ fn relative_parent(rel: &str) -> &str {
     rel.rsplit_once('/').map_or("", |(p, _)| p)
 }
 
-/// Runs the agent until a fatal error; never returns otherwise.
-pub async fn run(config: Config, shared: Arc<Shared>) -> std::result::Result<(), Fatal> {
+/// Runs the agent until `shutdown` turns true (then it closes both sessions, so the
+/// deployments drop what they recorded of it at once: a dead session's cached copies hold
+/// writes to those paths for up to a lease, docs/design.md §7) or a fatal error.
+pub async fn run(
+    config: Config,
+    shared: Arc<Shared>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::result::Result<(), Fatal> {
     let mut backoff = Backoff(0);
     // What both sides last agreed on outlives the sessions: a reconnect (after an outage)
     // still tells target writes from source changes.
     let mut known: Option<View> = None;
     loop {
-        let src = connect(&config.from, "source", &shared, &mut backoff).await;
+        let src = tokio::select! {
+            s = connect(&config.from, "source", &shared, &mut backoff) => s,
+            _ = stopping(&mut shutdown) => return Ok(()),
+        };
         shared.lock().connected_source = true;
-        let dst = connect(&config.to, "target", &shared, &mut backoff).await;
+        let dst = tokio::select! {
+            s = connect(&config.to, "target", &shared, &mut backoff) => s,
+            _ = stopping(&mut shutdown) => {
+                close(&[src]).await;
+                return Ok(());
+            }
+        };
         shared.lock().connected_target = true;
         let src_root = config
             .subtree
@@ -504,7 +519,16 @@ pub async fn run(config: Config, shared: Arc<Shared>) -> std::result::Result<(),
             shared: shared.clone(),
             sweep_interval: config.sweep_interval,
         };
-        let why = agent.run(&dead).await;
+        let why = tokio::select! {
+            why = agent.run(&dead) => why,
+            _ = stopping(&mut shutdown) => {
+                for p in pumps {
+                    p.abort();
+                }
+                close(&[src, dst]).await;
+                return Ok(());
+            }
+        };
         known = agent.known.take();
         shared.failed("connect", format!("{why}; connecting again"));
         for p in pumps {
@@ -515,11 +539,20 @@ pub async fn run(config: Config, shared: Arc<Shared>) -> std::result::Result<(),
             inner.connected_source = false;
             inner.connected_target = false;
         }
-        // Best effort: a dead session has nothing to close.
-        for s in [src, dst] {
-            let _ = tokio::time::timeout(Duration::from_secs(2), s.close()).await;
-        }
+        close(&[src, dst]).await;
         backoff.wait().await;
+    }
+}
+
+/// Returns once `shutdown` is true (or its sender is gone).
+async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Closes sessions, best effort (a dead session has nothing to close), 2 s at most.
+async fn close(sessions: &[Session]) {
+    for s in sessions {
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.close()).await;
     }
 }
 

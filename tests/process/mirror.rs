@@ -1054,3 +1054,37 @@ async fn a_source_master_failover_makes_the_agent_sweep() {
     )
     .await;
 }
+
+/// Ctrl-C (SIGINT; SIGTERM alike) stops the agent cleanly, closing its sessions: a
+/// restarted agent's writes to what the old one had read do not wait for its sessions to
+/// expire (a dead reader holds a write for up to a lease, docs/design.md §7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_agent_closes_its_sessions_so_a_restart_is_not_held_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (cell(&dir, "src", &[]).await, cell(&dir, "dst", &[]).await);
+    let (sa, sb) = (session(&a.addr()).await, session(&b.addr()).await);
+    mkdir(&sa, "/stop").await;
+    put(&sa, "/stop/f", "v1").await;
+    let (from, to) = (a.addr(), b.addr());
+    let args = ["--from", &from, "--to", &to, "--subtree", "/stop"];
+    let mut first = mirror(&args).await;
+    converges(&sa, &sb, "/stop", Duration::from_secs(20), "first agent").await;
+    let status = first
+        .process
+        .interrupt(Duration::from_secs(10))
+        .await
+        .expect("the agent stops within 10 s of SIGINT");
+    assert!(status.success(), "{status:?}");
+    let _second = mirror(&args).await;
+    let started = Instant::now();
+    put(&sa, "/stop/f", "v2").await;
+    wait_until(Duration::from_secs(15), "v2 in the target", || async {
+        cat(&sb, "/stop/f").await.as_deref() == Some("v2")
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the restarted agent's write waited {:?}",
+        started.elapsed()
+    );
+}
