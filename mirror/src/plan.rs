@@ -270,29 +270,29 @@ fn create(path: &str, s: &Entry) -> Action {
     }
 }
 
-/// `view` after applying `plan`'s actions with `source`'s entries: what the target holds
-/// once every action succeeded (the tests' model of the driver).
-pub fn apply(view: &View, plan: &Plan, source: &View) -> View {
-    let mut out = view.clone();
-    for action in &plan.actions {
-        match action {
-            Action::Delete { path } => {
-                out.remove(path);
-            }
-            Action::Mkdir { path, .. }
-            | Action::Write { path, .. }
-            | Action::SetAcl { path, .. } => {
-                out.insert(path.clone(), source[path].clone());
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// `view` after applying `plan`'s actions with `source`'s entries: what the target holds
+    /// once every action succeeded (a model of the driver).
+    fn apply(view: &View, plan: &Plan, source: &View) -> View {
+        let mut out = view.clone();
+        for action in &plan.actions {
+            match action {
+                Action::Delete { path } => {
+                    out.remove(path);
+                }
+                Action::Mkdir { path, .. }
+                | Action::Write { path, .. }
+                | Action::SetAcl { path, .. } => {
+                    out.insert(path.clone(), source[path].clone());
+                }
+            }
+        }
+        out
+    }
 
     fn acl(read: &str) -> AclNames {
         AclNames {
