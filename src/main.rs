@@ -5,6 +5,7 @@ mod cell_cmd;
 mod ctl;
 mod dev;
 mod loadtest_cmd;
+mod mirror_cmd;
 mod proxy_cmd;
 mod runtime;
 mod server_cmd;
@@ -48,6 +49,8 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Load tests: a simulated fleet of sessions against a running deployment.
     Loadtest(loadtest_cmd::LoadtestArgs),
+    /// Keep a subtree of one deployment in step in another (docs/mirror.md).
+    Mirror(Box<mirror_cmd::MirrorArgs>),
     /// Print a shell completion script: `source <(warren completion bash)`, or save it where
     /// your shell loads completions from.
     Completion {
@@ -136,6 +139,10 @@ fn main() -> ExitCode {
         }
         Command::Ctl(a) => runtime::block_on(None, ctl::run(a)),
         Command::Loadtest(a) => loadtest_cmd::run(a),
+        Command::Mirror(a) => {
+            init_tracing();
+            runtime::block_on(None, mirror_cmd::run(*a))
+        }
         Command::Completion { shell } => completion(shell),
         Command::Man { out } => man(out),
     }

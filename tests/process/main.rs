@@ -15,6 +15,7 @@ mod failover;
 mod lang;
 mod loadtest;
 mod metrics;
+mod mirror;
 mod operate;
 mod partition;
 mod proxies;
