@@ -1,8 +1,11 @@
 //! The file checker: linearizability of reads, writes, compare-and-swaps, creates and deletes,
 //! file by file (P-compositionality: a history is linearizable iff each object's is).
 //!
-//! The search is stateright's Wing–Gong checker (`semantics::LinearizabilityTester`) over
-//! [`FileSpec`], a register holding a file's contents and `content_generation`. Operations
+//! The model is [`FileSpec`], a register holding a file's contents and `content_generation`,
+//! written as a stateright `SequentialSpec`. The search is the Wing–Gong algorithm with
+//! Lowe's memoization (as porcupine and Knossos do it), cross-checked in the property tests
+//! against stateright's `semantics::LinearizabilityTester` ([`check_exhaustive`]), whose
+//! search has no memo and is exponential on histories that are not linearizable. Operations
 //! whose outcome is unknown (an `Effect::Unknown` failure, or never completed) may take
 //! effect at any point after their invocation or not at all, as Jepsen treats `:info`
 //! operations. Only reads served by the cell are judged here; cached reads are the cache
@@ -11,7 +14,7 @@
 use crate::model::{History, Nanos, Op, Operation, Outcome, ReadSource, Ret, Value};
 use crate::verdict::{CheckerResult, Verdict, Violation};
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester, SequentialSpec};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use warren_proto::error::ErrorCode;
 
 /// A value interned per file, so the search clones integers rather than strings.
@@ -367,14 +370,141 @@ fn split_by_file(history: &History) -> BTreeMap<String, FileHistory> {
     files.into_iter().map(|(k, (fh, _))| (k, fh)).collect()
 }
 
-/// Whether `events` (a file's sub-history) is linearizable from `start`.
+/// The answer of a search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Search {
+    Linearizable,
+    NotLinearizable,
+    /// The step budget ran out first.
+    GaveUp,
+}
+
+/// The most steps one search of one file may take before giving up (never a hang; about
+/// 15 s in a debug build). A correct history of thousands of operations on one file needs
+/// thousands of steps; what exhausts it is a history that is NOT linearizable with many
+/// operations of unknown outcome pending on the file, where the search tries every subset
+/// of them (docs/reliability.md, "History checkers", what the checkers cannot see).
+const SEARCH_STEPS: u64 = 10_000_000;
+
+/// Whether `events` (a file's sub-history) is linearizable from `start`: the Wing–Gong
+/// search with Lowe's memoization, as in porcupine and Knossos.
 ///
-/// Events are fed to the tester in time order (at equal times invocations first, so
-/// operations that touch are treated as concurrent). Each completed operation goes to a
-/// lane (a tester "thread") free since before its invocation; each unknown one to a lane
-/// of its own that it never leaves, as the tester wants an in-flight operation last in its
-/// thread. Real-time order only depends on these events, not on which lane holds what.
-fn linearizable(events: &[FileEvent], start: FileSpec) -> bool {
+/// Calls and returns are laid out in time order (at equal times calls first, so operations
+/// that touch count as concurrent) in a doubly linked list. The search walks it, linearizing
+/// a call when the model accepts its result and the pair (set of operations linearized,
+/// model state) has not been seen before, removing it and its return from the list; reaching
+/// a return whose call is not yet linearized means backtracking. An operation of unknown
+/// outcome returns at the end of time, after everything: linearized there, it is as if it
+/// never happened, so "maybe" needs no special case.
+///
+/// The memo is what keeps a history that is NOT linearizable from costing every
+/// interleaving: stateright's tester ([`check_exhaustive`]) has none, and its search is
+/// exponential there (a 150-operation history with a stale read ran for minutes).
+fn search(events: &[FileEvent], start: FileSpec, budget: &mut u64) -> Search {
+    let n = events.len();
+    if n == 0 {
+        return Search::Linearizable;
+    }
+    // Entries 0..2n: 2i is op i's call, 2i+1 its return; HEAD and TAIL are sentinels.
+    let (head, tail) = (2 * n, 2 * n + 1);
+    let time = |e: usize| -> (Nanos, u8) {
+        let ev = &events[e / 2];
+        if e % 2 == 0 {
+            (ev.invoked, 0)
+        } else {
+            (ev.completed.unwrap_or(Nanos::MAX), 1)
+        }
+    };
+    let mut order: Vec<usize> = (0..2 * n).collect();
+    order.sort_by_key(|&e| (time(e), e));
+    let mut next = vec![0usize; 2 * n + 2];
+    let mut prev = vec![0usize; 2 * n + 2];
+    let mut last = head;
+    for &e in &order {
+        next[last] = e;
+        prev[e] = last;
+        last = e;
+    }
+    next[last] = tail;
+    prev[tail] = last;
+    fn unlink(next: &mut [usize], prev: &mut [usize], e: usize) {
+        next[prev[e]] = next[e];
+        prev[next[e]] = prev[e];
+    }
+    fn relink(next: &mut [usize], prev: &mut [usize], e: usize) {
+        next[prev[e]] = e;
+        prev[next[e]] = e;
+    }
+
+    let mut linearized = vec![0u64; n.div_ceil(64)];
+    let mut seen: HashSet<(Vec<u64>, FileSpec)> = HashSet::new();
+    // Each linearized call and the state before it.
+    let mut calls: Vec<(usize, FileSpec)> = Vec::new();
+    let mut state = start;
+    // A node's candidates are the calls before the first return in the list, tried in
+    // list order, so an operation of unknown outcome is tried early: measured on the
+    // reference model's histories, this beats trying them last by orders of magnitude
+    // (a late try revisits every subset of the unknown operations still pending).
+    let mut entry = next[head];
+    while next[head] != tail {
+        if *budget == 0 {
+            return Search::GaveUp;
+        }
+        *budget -= 1;
+        if entry != tail && entry % 2 == 0 {
+            let i = entry / 2;
+            let ev = &events[i];
+            let mut after = state;
+            let ok = match &ev.ret {
+                Some(ret) => after.step(&ev.op, ret),
+                None => {
+                    after.invoke(&ev.op);
+                    true
+                }
+            };
+            if ok {
+                linearized[i / 64] |= 1 << (i % 64);
+                if seen.insert((linearized.clone(), after)) {
+                    calls.push((i, state));
+                    state = after;
+                    unlink(&mut next, &mut prev, 2 * i);
+                    unlink(&mut next, &mut prev, 2 * i + 1);
+                    entry = next[head];
+                    continue;
+                }
+                linearized[i / 64] &= !(1 << (i % 64));
+            }
+            entry = next[entry];
+        } else {
+            // A return whose call is not linearized: undo the last linearization.
+            let Some((i, before)) = calls.pop() else {
+                return Search::NotLinearizable;
+            };
+            state = before;
+            linearized[i / 64] &= !(1 << (i % 64));
+            relink(&mut next, &mut prev, 2 * i + 1);
+            relink(&mut next, &mut prev, 2 * i);
+            entry = next[2 * i];
+        }
+    }
+    Search::Linearizable
+}
+
+/// For shrinking: "not linearizable" only when the search says so within what is left of
+/// `budget` (giving up keeps the larger slice, which is known not linearizable).
+fn linearizable(events: &[FileEvent], start: FileSpec, budget: &mut u64) -> bool {
+    search(events, start, budget) != Search::NotLinearizable
+}
+
+/// The same question answered by stateright's `LinearizabilityTester`, to cross-check
+/// [`search`] on small histories.
+///
+/// Events are fed to the tester in time order (at equal times invocations first). Each
+/// completed operation goes to a lane (a tester "thread") free since before its invocation;
+/// each unknown one to a lane of its own that it never leaves, as the tester wants an
+/// in-flight operation last in its thread (and may or may not linearize it). Real-time
+/// order depends only on these events, not on which lane holds what.
+fn tester_linearizable(events: &[FileEvent], start: FileSpec) -> bool {
     // (time, 0 = invoke / 1 = return, index)
     let mut points: Vec<(Nanos, u8, usize)> = Vec::with_capacity(events.len() * 2);
     for (i, e) in events.iter().enumerate() {
@@ -415,20 +545,38 @@ fn linearizable(events: &[FileEvent], start: FileSpec) -> bool {
     tester.is_consistent()
 }
 
-/// Runs `f` on a thread with a large stack: the tester's search recurses once per
-/// operation of a file.
-fn with_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::Builder::new()
-        .name("linearizability".into())
-        .stack_size(1 << 30)
-        .spawn(f)
-        .expect("spawning the checker's thread")
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+/// Per file, whether its sub-history is linearizable, by stateright's exhaustive tester:
+/// the cross-check of [`check`], which the property tests compare with it. Exponential in
+/// the concurrency of a history that is not linearizable, and recursive once per
+/// operation: keep it to a few dozen operations per file.
+pub fn check_exhaustive(history: &History) -> BTreeMap<String, bool> {
+    split_by_file(history)
+        .into_values()
+        .map(|fh| {
+            let ok = tester_linearizable(&fh.events, fh.initial);
+            (fh.path, ok)
+        })
+        .collect()
 }
 
-/// The most linearizability searches spent shrinking one violation.
-const SHRINK_BUDGET: usize = 400;
+/// Per file, whether its sub-history is linearizable, by [`check`]'s search (`None`: the
+/// search gave up).
+pub fn check_per_file(history: &History) -> BTreeMap<String, Option<bool>> {
+    split_by_file(history)
+        .into_values()
+        .map(|fh| {
+            let answer = match search(&fh.events, fh.initial, &mut SEARCH_STEPS.clone()) {
+                Search::Linearizable => Some(true),
+                Search::NotLinearizable => Some(false),
+                Search::GaveUp => None,
+            };
+            (fh.path, answer)
+        })
+        .collect()
+}
+
+/// The most search steps spent shrinking one violation.
+const SHRINK_STEPS: u64 = SEARCH_STEPS / 5;
 
 /// Shrinks a non-linearizable sub-history to a small slice that is still not linearizable,
 /// by steps that keep it a proof (docs/reliability.md, "History checkers"):
@@ -440,7 +588,7 @@ const SHRINK_BUDGET: usize = 400;
 ///
 /// Returns the slice and whether it starts from an arbitrary state (step 2 cut something).
 fn minimal_slice(events: &[FileEvent], initial: FileSpec) -> (Vec<FileEvent>, bool) {
-    let mut budget = SHRINK_BUDGET;
+    let mut budget = SHRINK_STEPS;
     let truncate = |t: Nanos| -> Vec<FileEvent> {
         events
             .iter()
@@ -462,9 +610,8 @@ fn minimal_slice(events: &[FileEvent], initial: FileSpec) -> (Vec<FileEvent>, bo
     ends.dedup();
     let (mut lo, mut hi) = (0usize, ends.len());
     while lo < hi && budget > 0 {
-        budget -= 1;
         let mid = (lo + hi) / 2;
-        if linearizable(&truncate(ends[mid]), initial) {
+        if linearizable(&truncate(ends[mid]), initial, &mut budget) {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -492,12 +639,15 @@ fn minimal_slice(events: &[FileEvent], initial: FileSpec) -> (Vec<FileEvent>, bo
     let (mut lo, mut hi) = (0usize, cuts.len());
     // The largest index whose suffix is still not linearizable from any state.
     while lo < hi && budget > 0 {
-        budget -= 1;
         let mid = (lo + hi).div_ceil(2);
         if mid == 0 {
             break;
         }
-        if linearizable(&after(&slice, cuts[mid - 1]), FileSpec::unknown()) {
+        if linearizable(
+            &after(&slice, cuts[mid - 1]),
+            FileSpec::unknown(),
+            &mut budget,
+        ) {
             hi = mid - 1;
         } else {
             lo = mid;
@@ -517,10 +667,9 @@ fn minimal_slice(events: &[FileEvent], initial: FileSpec) -> (Vec<FileEvent>, bo
             i += 1;
             continue;
         }
-        budget -= 1;
         let mut without = slice.clone();
         without.remove(i);
-        if linearizable(&without, start) {
+        if linearizable(&without, start, &mut budget) {
             i += 1;
         } else {
             slice = without;
@@ -532,47 +681,67 @@ fn minimal_slice(events: &[FileEvent], initial: FileSpec) -> (Vec<FileEvent>, bo
 /// Checks every file's sub-history for linearizability.
 pub fn check(history: &History) -> CheckerResult {
     let files = split_by_file(history);
-    let by_id: HashMap<u64, Operation> = history.ops.iter().map(|o| (o.id, o.clone())).collect();
+    let by_id: HashMap<u64, &Operation> = history.ops.iter().map(|o| (o.id, o)).collect();
     let judged_ops: usize = files.values().map(|f| f.events.len()).sum();
     let judged = format!("{} files, {} operations", files.len(), judged_ops);
-    let violations = with_big_stack(move || {
-        let mut violations = Vec::new();
-        for fh in files.values() {
-            if linearizable(&fh.events, fh.initial) {
+    let mut violations = Vec::new();
+    let mut undecided = Vec::new();
+    for fh in files.values() {
+        match search(&fh.events, fh.initial, &mut SEARCH_STEPS.clone()) {
+            Search::Linearizable => continue,
+            Search::GaveUp => {
+                undecided.push(fh.path.clone());
                 continue;
             }
-            let (slice, from_any_state) = minimal_slice(&fh.events, fh.initial);
-            let start = if from_any_state {
-                "from any state the file could have had at the slice's start (no operation \
-                 was in flight then)"
-                    .to_string()
-            } else {
-                match fh.initial.contents {
-                    Contents::Present(Some(v)) => format!(
-                        "from its initial contents {} (generation {})",
-                        fh.values[v as usize],
-                        fh.initial.generation.unwrap_or(0)
-                    ),
-                    _ => "from the file being absent".to_string(),
-                }
-            };
-            violations.push(Violation::new(
-                format!(
-                    "file {}: not linearizable: no order of these operations that respects \
-                     real time explains every result, {start}; operations of unknown outcome \
-                     may be in that order or not",
-                    fh.path
-                ),
-                slice.iter().map(|e| by_id[&e.id].clone()).collect(),
-            ));
+            Search::NotLinearizable => {}
         }
-        violations
-    });
+        let (slice, from_any_state) = minimal_slice(&fh.events, fh.initial);
+        let start = if from_any_state {
+            "from any state the file could have had at the slice's start (no operation was \
+             in flight then)"
+                .to_string()
+        } else {
+            match fh.initial.contents {
+                Contents::Present(Some(v)) => format!(
+                    "from its initial contents {} (generation {})",
+                    fh.values[v as usize],
+                    fh.initial.generation.unwrap_or(0)
+                ),
+                _ => "from the file being absent".to_string(),
+            }
+        };
+        violations.push(Violation::new(
+            format!(
+                "file {}: not linearizable: no order of these operations that respects real \
+                 time explains every result, {start}; operations of unknown outcome may be \
+                 in that order or not",
+                fh.path
+            ),
+            slice.iter().map(|e| by_id[&e.id].clone()).collect(),
+        ));
+    }
+    let mut notes = Vec::new();
+    let verdict = if !undecided.is_empty() {
+        let message = format!(
+            "the search gave up after {SEARCH_STEPS} steps on {} files, which are not \
+             judged: {}; split the workload over more files or fewer concurrent clients",
+            undecided.len(),
+            undecided.join(", ")
+        );
+        if violations.is_empty() {
+            Verdict::Invalid(message)
+        } else {
+            notes.push(message);
+            Verdict::Violated(violations)
+        }
+    } else {
+        Verdict::from_violations(violations)
+    };
     CheckerResult {
         checker: "files".into(),
-        verdict: Verdict::from_violations(violations),
+        verdict,
         judged,
-        notes: Vec::new(),
+        notes,
     }
 }
 

@@ -12,7 +12,9 @@
 //!   (the cache checker);
 //! - [`sessions`]: no session outlives its lease + grace, none expires while its client
 //!   could reach a live master or proxy;
-//! - [`report`]: every checker run over one history, as text and JSON.
+//! - [`report`]: every checker run over one history, as text and JSON;
+//! - [`reference`]: a correct model of Warren with random concurrent clients, whose
+//!   histories every checker must accept (the checkers' own oracle).
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +22,7 @@ pub mod files;
 pub mod locks;
 pub mod model;
 pub mod recorder;
+pub mod reference;
 pub mod report;
 pub mod sessions;
 pub mod verdict;
