@@ -622,7 +622,11 @@ fn minimal_slice(events: &[FileEvent], initial: FileSpec) -> (Vec<FileEvent>, bo
     } else {
         events.to_vec()
     };
-    // 2. The latest quiescent cut after which the rest alone is not linearizable.
+    // 2. The latest quiescent cut after which the rest alone is not linearizable. Only
+    //    completed operations straddling a moment D block a cut there: one of unknown
+    //    outcome invoked before D took effect before D (its effect is then part of the
+    //    arbitrary state the rest starts from) or after it, so the rest keeps it, invoked at
+    //    D.
     let mut cuts: Vec<Nanos> = Vec::new();
     let mut by_invocation = slice.clone();
     by_invocation.sort_by_key(|e| e.invoked);
@@ -631,10 +635,21 @@ fn minimal_slice(events: &[FileEvent], initial: FileSpec) -> (Vec<FileEvent>, bo
         if i > 0 && running_end < e.invoked {
             cuts.push(e.invoked);
         }
-        running_end = running_end.max(e.completed.unwrap_or(Nanos::MAX));
+        running_end = running_end.max(e.completed.unwrap_or(0));
     }
+    cuts.dedup();
     let after = |slice: &[FileEvent], d: Nanos| -> Vec<FileEvent> {
-        slice.iter().filter(|e| e.invoked >= d).cloned().collect()
+        slice
+            .iter()
+            .filter_map(|e| match e.completed {
+                _ if e.invoked >= d => Some(e.clone()),
+                None => Some(FileEvent {
+                    invoked: d,
+                    ..e.clone()
+                }),
+                Some(_) => None,
+            })
+            .collect()
     };
     let (mut lo, mut hi) = (0usize, cuts.len());
     // The largest index whose suffix is still not linearizable from any state.
@@ -697,8 +712,9 @@ pub fn check(history: &History) -> CheckerResult {
         }
         let (slice, from_any_state) = minimal_slice(&fh.events, fh.initial);
         let start = if from_any_state {
-            "from any state the file could have had at the slice's start (no operation was \
-             in flight then)"
+            "from any state the file could have had at the slice's start (no completed \
+             operation was in flight then; one of unknown outcome invoked before counts from \
+             that moment)"
                 .to_string()
         } else {
             match fh.initial.contents {
@@ -713,8 +729,8 @@ pub fn check(history: &History) -> CheckerResult {
         violations.push(Violation::new(
             format!(
                 "file {}: not linearizable: no order of these operations that respects real \
-                 time explains every result, {start}; operations of unknown outcome may be \
-                 in that order or not",
+                 time explains every result, {start}; operations of unknown outcome, and \
+                 those still running when the violation shows, may be in that order or not",
                 fh.path
             ),
             slice.iter().map(|e| by_id[&e.id].clone()).collect(),
