@@ -19,8 +19,9 @@ use warren_proto::error::{Effect, ErrorCode};
 pub type Nanos = u64;
 
 /// A file's contents as the checkers see them. Harnesses write a value unique per file
-/// (Jepsen's practice), so that a read names the write it saw; the lost-write and cache
-/// checkers require it (a duplicate makes their verdict [`crate::Verdict::Invalid`]).
+/// (Jepsen's practice), so that a read names the write it saw. Duplicates stay correct but
+/// weaken the lost-write and cache checkers: a read is credited to the latest write of its
+/// value, so a duplicate can hide a stale read, never invent one.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Value(pub String);

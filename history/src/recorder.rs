@@ -50,6 +50,13 @@ impl Recorder {
         o.outcome = outcome;
     }
 
+    /// Sets the session of operation `id`: a `CreateSession` is invoked before its session
+    /// id exists; record it under the id it returned, so the session checker counts its
+    /// lease.
+    pub fn set_session(&mut self, id: u64, session: &str) {
+        self.history.ops[id as usize].session = session.to_string();
+    }
+
     /// Records a whole call at once.
     pub fn call(
         &mut self,

@@ -614,7 +614,10 @@ fn sessions_accept_ops_within_lease_and_grace() {
 #[test]
 fn sessions_catch_a_session_served_after_lease_and_grace() {
     let mut r = Recorder::new("s");
-    let k = r.call("c", "s1", Op::CreateSession, 0, S, lease(12 * S));
+    // The session id exists only once CreateSession returns.
+    let k = r.invoke("c", "", Op::CreateSession, 0);
+    r.complete(k, S, lease(12 * S));
+    r.set_session(k, "s1");
     r.call("c", "s1", Op::KeepAlive, 2 * S, 3 * S, lease(12 * S));
     let late = r.call("c", "s1", read("/ls/f"), 62 * S, 62 * S + 1, absent());
     let result = sessions::check(&r.finish(), &bounds());
