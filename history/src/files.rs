@@ -575,9 +575,6 @@ pub fn check_per_file(history: &History) -> BTreeMap<String, Option<bool>> {
         .collect()
 }
 
-/// The most search steps spent shrinking one violation.
-const SHRINK_STEPS: u64 = SEARCH_STEPS / 5;
-
 /// Shrinks a non-linearizable sub-history to a small slice that is still not linearizable,
 /// by steps that keep it a proof (docs/reliability.md, "History checkers"):
 /// 1. cut it at the earliest time T where the history up to T is not linearizable
@@ -587,8 +584,8 @@ const SHRINK_STEPS: u64 = SEARCH_STEPS / 5;
 /// 3. drop reads and failed compare-and-swaps that the violation does not need.
 ///
 /// Returns the slice and whether it starts from an arbitrary state (step 2 cut something).
-fn minimal_slice(events: &[FileEvent], initial: FileSpec) -> (Vec<FileEvent>, bool) {
-    let mut budget = SHRINK_STEPS;
+fn minimal_slice(events: &[FileEvent], initial: FileSpec, steps: u64) -> (Vec<FileEvent>, bool) {
+    let mut budget = steps;
     let truncate = |t: Nanos| -> Vec<FileEvent> {
         events
             .iter()
@@ -695,6 +692,12 @@ fn minimal_slice(events: &[FileEvent], initial: FileSpec) -> (Vec<FileEvent>, bo
 
 /// Checks every file's sub-history for linearizability.
 pub fn check(history: &History) -> CheckerResult {
+    check_with_budget(history, SEARCH_STEPS)
+}
+
+/// [`check`] with at most `steps` search steps per file (and a fifth of that to shrink each
+/// violation): a file whose search runs out is reported, not judged.
+pub fn check_with_budget(history: &History, steps: u64) -> CheckerResult {
     let files = split_by_file(history);
     let by_id: HashMap<u64, &Operation> = history.ops.iter().map(|o| (o.id, o)).collect();
     let judged_ops: usize = files.values().map(|f| f.events.len()).sum();
@@ -702,7 +705,7 @@ pub fn check(history: &History) -> CheckerResult {
     let mut violations = Vec::new();
     let mut undecided = Vec::new();
     for fh in files.values() {
-        match search(&fh.events, fh.initial, &mut SEARCH_STEPS.clone()) {
+        match search(&fh.events, fh.initial, &mut steps.clone()) {
             Search::Linearizable => continue,
             Search::GaveUp => {
                 undecided.push(fh.path.clone());
@@ -710,7 +713,7 @@ pub fn check(history: &History) -> CheckerResult {
             }
             Search::NotLinearizable => {}
         }
-        let (slice, from_any_state) = minimal_slice(&fh.events, fh.initial);
+        let (slice, from_any_state) = minimal_slice(&fh.events, fh.initial, steps / 5);
         let start = if from_any_state {
             "from any state the file could have had at the slice's start (no completed \
              operation was in flight then; one of unknown outcome invoked before counts from \
@@ -739,7 +742,7 @@ pub fn check(history: &History) -> CheckerResult {
     let mut notes = Vec::new();
     let verdict = if !undecided.is_empty() {
         let message = format!(
-            "the search gave up after {SEARCH_STEPS} steps on {} files, which are not \
+            "the search gave up after {steps} steps on {} files, which are not \
              judged: {}; split the workload over more files or fewer concurrent clients",
             undecided.len(),
             undecided.join(", ")

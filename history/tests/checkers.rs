@@ -223,6 +223,33 @@ fn files_checks_generations_and_compare_and_swap() {
 }
 
 #[test]
+fn files_reports_a_search_out_of_steps_instead_of_hanging() {
+    // Twelve writes of unknown outcome, then a read no subset of them explains.
+    let mut r = with_file("/ls/f");
+    for i in 0..12 {
+        r.call(
+            "c1",
+            "s1",
+            write("/ls/f", &format!("u{i}")),
+            10 + i,
+            20 + i,
+            unknown(),
+        );
+    }
+    r.call("c2", "s2", read("/ls/f"), 100, 110, saw("never-written"));
+    r.call("c0", "s0", create("/ls/fine", "x"), 0, 5, created());
+    let h = r.finish();
+    match files::check_with_budget(&h, 1_000).verdict {
+        Verdict::Invalid(why) => {
+            assert!(why.contains("gave up after 1000 steps on 1 files"), "{why}");
+            assert!(why.contains("/ls/f") && !why.contains("/ls/fine"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(violations(&files::check(&h).verdict), 1);
+}
+
+#[test]
 fn files_judges_each_file_on_its_own_and_leaves_cached_reads_to_the_cache_checker() {
     let mut r = with_file("/ls/f");
     r.call("c0", "s0", create("/ls/g", "x"), 0, 5, created());
