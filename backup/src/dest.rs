@@ -1,0 +1,276 @@
+//! Where backups go (docs/backup.md, "Destinations"): a directory today. Objects are named
+//! by `/`-separated keys under the destination's root, so the same layout fits an object
+//! store: `<deployment>/<cell>/<UTC-time>-e<epoch>/{data,manifest.json}` and
+//! `<deployment>/sets/<id>.json`.
+//!
+//! Writes go to a temporary name and are renamed into place after an fsync, so an object
+//! is either whole or absent; the manifest, written last, is what makes a backup exist.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DestError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{what}: {detail}")]
+    Io { what: String, detail: String },
+}
+
+/// A backup destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// A directory on a local or mounted file system.
+    Dir(PathBuf),
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Dir(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl Destination {
+    /// A destination from its written form: a directory path (or `file://PATH`).
+    /// An object store URL (`s3://bucket/prefix`) is refused by name: this build writes
+    /// backups to directories only (docs/backup.md, "Destinations").
+    pub fn parse(s: &str) -> Result<Destination, DestError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(DestError::Refused(
+                "the backup destination is empty: give a directory, e.g. /var/backups/warren"
+                    .into(),
+            ));
+        }
+        if let Some(path) = s.strip_prefix("file://") {
+            return Ok(Destination::Dir(PathBuf::from(path)));
+        }
+        if let Some((scheme, _)) = s.split_once("://") {
+            return Err(DestError::Refused(format!(
+                "backup destination {s:?}: {scheme}:// destinations are not supported by this \
+                 build; give a directory (a mounted file system or a synced folder)"
+            )));
+        }
+        Ok(Destination::Dir(PathBuf::from(s)))
+    }
+
+    /// Refuses a destination inside the cell's own data directory: a backup must survive
+    /// the loss of what it backs up ("backups never go to the cell's own store").
+    pub fn check_not_inside(&self, data_dir: &Path) -> Result<(), DestError> {
+        let Destination::Dir(dest) = self;
+        if data_dir.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let (dest_abs, data_abs) = (resolve(dest), resolve(data_dir));
+        if dest_abs.starts_with(&data_abs) {
+            return Err(DestError::Refused(format!(
+                "backup destination {} is inside the cell's own data directory {}: backups \
+                 never go to the cell's own store (it is what they must survive); give a \
+                 directory on another disk or host",
+                dest.display(),
+                data_dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, DestError> {
+        let Destination::Dir(root) = self;
+        if key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err(DestError::Refused(format!(
+                "object key {key:?} is not a plain relative path"
+            )));
+        }
+        Ok(root.join(key))
+    }
+
+    /// Writes `bytes` as object `key`, whole or not at all.
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), DestError> {
+        let path = self.path(key)?;
+        blocking(move || {
+            let io = |what: &str, e: std::io::Error| DestError::Io {
+                what: format!("{what} {}", path.display()),
+                detail: e.to_string(),
+            };
+            let dir = path.parent().expect("an object path has a parent");
+            std::fs::create_dir_all(dir).map_err(|e| io("cannot create the directory of", e))?;
+            let tmp = path.with_extension("partial");
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
+                f.write_all(&bytes).map_err(|e| io("cannot write", e))?;
+                f.sync_all().map_err(|e| io("cannot sync", e))?;
+            }
+            std::fs::rename(&tmp, &path).map_err(|e| io("cannot rename into place", e))?;
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Object `key`'s bytes, `None` if it does not exist.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, DestError> {
+        let path = self.path(key)?;
+        blocking(move || match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(DestError::Io {
+                what: format!("cannot read {}", path.display()),
+                detail: e.to_string(),
+            }),
+        })
+        .await
+    }
+
+    /// The names directly under `prefix` (a key prefix without its trailing `/`; empty:
+    /// the root), sorted; none if it does not exist.
+    pub async fn children(&self, prefix: &str) -> Result<Vec<String>, DestError> {
+        let Destination::Dir(root) = self;
+        let dir = if prefix.is_empty() {
+            root.clone()
+        } else {
+            self.path(prefix)?
+        };
+        blocking(move || {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => {
+                    return Err(DestError::Io {
+                        what: format!("cannot list {}", dir.display()),
+                        detail: e.to_string(),
+                    })
+                }
+            };
+            let mut names: Vec<String> = entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| !n.ends_with(".partial"))
+                .collect();
+            names.sort();
+            Ok(names)
+        })
+        .await
+    }
+
+    /// Deletes object `key` (absent is fine), and its directory once empty.
+    pub async fn delete(&self, key: &str) -> Result<(), DestError> {
+        let path = self.path(key)?;
+        blocking(move || {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(DestError::Io {
+                        what: format!("cannot delete {}", path.display()),
+                        detail: e.to_string(),
+                    })
+                }
+            }
+            if let Some(dir) = path.parent() {
+                // Fails (and is meant to) while other objects remain.
+                let _ = std::fs::remove_dir(dir);
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// `p` made absolute, with its longest existing ancestor resolved (symlinks, `..`).
+fn resolve(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut existing = abs.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_owned());
+                existing = parent.to_path_buf();
+            }
+            _ => return abs,
+        }
+    }
+    let mut out = existing.canonicalize().unwrap_or(existing);
+    for name in rest.into_iter().rev() {
+        out.push(name);
+    }
+    out
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DestError> + Send + 'static,
+) -> Result<T, DestError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DestError::Io {
+            what: "the destination's I/O task failed".into(),
+            detail: e.to_string(),
+        })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_directories_and_refuses_other_schemes_by_name() {
+        assert_eq!(
+            Destination::parse("/b").unwrap(),
+            Destination::Dir("/b".into())
+        );
+        assert_eq!(
+            Destination::parse("file:///b").unwrap(),
+            Destination::Dir("/b".into())
+        );
+        let e = Destination::parse("gs://x/y").unwrap_err().to_string();
+        assert!(e.contains("gs:// destinations are not supported"), "{e}");
+        assert!(Destination::parse(" ").is_err());
+    }
+
+    #[test]
+    fn refuses_a_destination_inside_the_data_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let inside = Destination::Dir(data.join("backups/x"));
+        let e = inside.check_not_inside(&data).unwrap_err().to_string();
+        assert!(e.contains("never go to the cell's own store"), "{e}");
+        // Through `..` too.
+        let sneaky = Destination::Dir(t.path().join("other/../data/b"));
+        std::fs::create_dir_all(t.path().join("other")).unwrap();
+        assert!(sneaky.check_not_inside(&data).is_err());
+        let beside = Destination::Dir(t.path().join("backups"));
+        beside.check_not_inside(&data).unwrap();
+        // A sibling whose name merely starts with the data directory's is fine.
+        Destination::Dir(t.path().join("data2"))
+            .check_not_inside(&data)
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn put_get_list_delete() {
+        let t = tempfile::tempdir().unwrap();
+        let d = Destination::Dir(t.path().to_path_buf());
+        d.put("a/b/data", b"xyz".to_vec()).await.unwrap();
+        d.put("a/c/data", b"1".to_vec()).await.unwrap();
+        assert_eq!(d.get("a/b/data").await.unwrap().unwrap(), b"xyz");
+        assert_eq!(d.get("a/b/none").await.unwrap(), None);
+        assert_eq!(d.children("a").await.unwrap(), ["b", "c"]);
+        assert!(d.children("zz").await.unwrap().is_empty());
+        d.delete("a/b/data").await.unwrap();
+        assert_eq!(d.children("a").await.unwrap(), ["c"]);
+        assert!(d.put("../x", vec![]).await.is_err());
+        assert!(d.get("a//b").await.is_err());
+    }
+}
