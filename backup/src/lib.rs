@@ -6,6 +6,8 @@
 //! - [`manifest`]: `manifest.json`, written last, with the counts and the SHA-256;
 //! - [`dest`]: destinations (directories) and the refusal of the cell's own store;
 //! - [`restore`]: the counter jump and the checks before a restore;
+//! - [`set`]: a whole deployment's backups as one set, checked against one map epoch;
+//! - [`sink`]: the cell master's backup sink (its `[backup]` settings).
 //!
 //! The cell master decides when and what (a consistent read of its store, master only);
 //! this crate decides how and where.
@@ -16,6 +18,8 @@ pub mod dest;
 pub mod format;
 pub mod manifest;
 pub mod restore;
+pub mod set;
+pub mod sink;
 
 pub use dest::{DestError, Destination};
 pub use manifest::Manifest;
