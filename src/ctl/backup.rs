@@ -228,11 +228,7 @@ async fn backup_now(replicas: &[String]) -> Result<pb::BackupNowResponse, Failur
                         message: format!("{addr}: {}", e.message),
                     })
                 }
-                None => attempts.push(format!(
-                    "{addr}: {:?}: {}",
-                    status.code(),
-                    status.message()
-                )),
+                None => attempts.push(format!("{addr}: {:?}: {}", status.code(), status.message())),
             },
         }
     }
@@ -297,8 +293,10 @@ async fn now_all(
         let m = parse_manifest(&r)?;
         replies.push((r, m));
     }
-    let dests: std::collections::BTreeSet<&str> =
-        replies.iter().map(|(r, _)| r.destination.as_str()).collect();
+    let dests: std::collections::BTreeSet<&str> = replies
+        .iter()
+        .map(|(r, _)| r.destination.as_str())
+        .collect();
     let dest = match (set_dest, dests.len()) {
         (Some(d), _) => d,
         (None, 1) => dests.into_iter().next().unwrap_or_default().to_owned(),
@@ -323,7 +321,8 @@ async fn now_all(
     let written = set::write(&dest, &id, &deployment, &members)
         .await
         .map_err(backup_failure)?;
-    let problems = set::inconsistencies(&members.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>());
+    let problems =
+        set::inconsistencies(&members.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>());
     print_set(&written, &problems, out)?;
     if !problems.is_empty() {
         return Err(corrupt(format!(
@@ -354,7 +353,10 @@ fn print_set(s: &SetManifest, problems: &[String], out: Output) -> Result<(), Fa
         print_line(&table(&["cell", "key", "epoch", "map_epoch"], &rows))?;
     } else {
         for r in &rows {
-            print_line(&format!("{} {} epoch={} map_epoch={}", r[0], r[1], r[2], r[3]))?;
+            print_line(&format!(
+                "{} {} epoch={} map_epoch={}",
+                r[0], r[1], r[2], r[3]
+            ))?;
         }
     }
     print_line(&format!("set: {} (map epoch {})", s.id, s.map_epoch))
@@ -368,7 +370,11 @@ fn listed_rows(listed: &[Listed]) -> Vec<Vec<String>> {
             vec![
                 m.deployment.clone(),
                 m.cell.clone(),
-                if l.key.is_empty() { ".".into() } else { l.key.clone() },
+                if l.key.is_empty() {
+                    ".".into()
+                } else {
+                    l.key.clone()
+                },
                 m.taken_at.clone(),
                 m.epoch.to_string(),
                 m.map_epoch.to_string(),
@@ -393,8 +399,10 @@ const LIST_HEADERS: [&str; 8] = [
 /// `backup list --from DEST`.
 async fn list(dest: &Destination, out: Output) -> Result<ExitCode, Failure> {
     let listed = warren_backup::list(dest).await.map_err(backup_failure)?;
-    let deployments: std::collections::BTreeSet<String> =
-        listed.iter().map(|l| l.manifest.deployment.clone()).collect();
+    let deployments: std::collections::BTreeSet<String> = listed
+        .iter()
+        .map(|l| l.manifest.deployment.clone())
+        .collect();
     let mut sets = Vec::new();
     for d in &deployments {
         for id in set::list(dest, d).await.map_err(backup_failure)? {
