@@ -14,6 +14,9 @@ use warren_testkit::{wait_until, WarrenProcess};
 /// What restore adds to every counter (warren_backup::restore::JUMP).
 const JUMP: u64 = 1 << 40;
 
+/// (path, value) of every acknowledged write.
+type Acked = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 async fn spawn_cell(listen: &str, data: &str, extra: &[&str]) -> WarrenProcess {
     let mut args = vec![
         "cell", "--name", "c0", "--listen", listen, "--data", data, "--lease", "3s",
@@ -64,14 +67,14 @@ async fn backup_under_load_then_sigkill_wipe_restore_keeps_every_acknowledged_wr
     let seq_before = lock.acquire(LockMode::Exclusive, None).await.unwrap();
     let lock_stat_before = lock.stat().await.unwrap();
 
-    let writer = Session::connect(&[addr.clone()]).await.unwrap();
+    let writer = Session::connect(std::slice::from_ref(&addr)).await.unwrap();
     let (d, _) = writer
         .open("/d", OpenOptions::new().write().create_dir())
         .await
         .unwrap();
     d.close().await;
     // Writers flat out; every acknowledged write is recorded, with its value.
-    let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let acked: Acked = Arc::default();
     let mut writers = Vec::new();
     for w in 0..3 {
         let (s, acked) = (writer.clone(), acked.clone());
@@ -128,7 +131,7 @@ async fn backup_under_load_then_sigkill_wipe_restore_keeps_every_acknowledged_wr
     assert!(stdout(&o).contains("restored cell c0"), "{}", stdout(&o));
     let _cell = spawn_cell(&listen, data, &[]).await;
 
-    let s2 = Session::connect(&[addr.clone()]).await.unwrap();
+    let s2 = Session::connect(std::slice::from_ref(&addr)).await.unwrap();
     assert!(s2.epoch() > JUMP, "epoch {} did not jump", s2.epoch());
     for (path, value) in &before_backup {
         let (h, info) = s2
@@ -185,7 +188,7 @@ async fn a_flipped_byte_is_refused_by_verify_and_restore_even_with_force() {
     let (data, dest) = (data.to_str().unwrap(), dest.to_str().unwrap());
     let mut cell = spawn_cell("127.0.0.1:0", data, &["--backup-dest", dest]).await;
     let addr = cell.addr();
-    let s = Session::connect(&[addr.clone()]).await.unwrap();
+    let s = Session::connect(std::slice::from_ref(&addr)).await.unwrap();
     for i in 0..50 {
         let (h, _) = s
             .open(
