@@ -304,6 +304,7 @@ pub(crate) mod tests {
                 pending_unlinks: Vec::new(),
                 handed_off: Vec::new(),
                 foreign_keys: Default::default(),
+                lost_epochs: Vec::new(),
             }),
             nodes: vec![node("/ls/local", NodeKind::Directory, 1), locked],
             // Contents with newlines and every byte value: raw bytes survive.

@@ -25,6 +25,11 @@ pub fn jump_counters(snap: &mut Snapshot) -> Result<(), String> {
             .ok_or_else(|| format!("{what} {v} would overflow after the restore's jump"))
     };
     if let Some(m) = &mut snap.meta {
+        // Handles minted by masters after the backup carry these epochs: refused.
+        m.lost_epochs.push(warren_cell::store::EpochRange {
+            first: m.epoch + 1,
+            last: bump(m.epoch, "the epoch")?,
+        });
         m.epoch = bump(m.epoch, "the epoch")?;
         m.next_instance = bump(m.next_instance, "the next instance number")?;
     }
@@ -158,6 +163,13 @@ mod tests {
         assert_eq!(m1.next_instance, m0.next_instance + JUMP);
         assert_eq!(m1.secret, m0.secret, "the handle MAC key is kept");
         assert_eq!(m1.max_lease_granted_ms, m0.max_lease_granted_ms);
+        assert_eq!(
+            m1.lost_epochs,
+            [warren_cell::store::EpochRange {
+                first: m0.epoch + 1,
+                last: m0.epoch + JUMP
+            }]
+        );
         for (a, b) in before.nodes.iter().zip(&after.nodes) {
             assert_eq!(b.meta.content_generation, a.meta.content_generation + JUMP);
             assert_eq!(b.meta.lock_generation, a.meta.lock_generation + JUMP);

@@ -119,6 +119,19 @@ async fn backup_under_load_then_sigkill_wipe_restore_keeps_every_acknowledged_wr
         async move { n > after + 20 }
     })
     .await;
+    // A failover after the backup (a restart is one, on the embedded store): the new
+    // master's epoch is one the restored cell will never have run. A handle minted in it
+    // must be refused after the restore, not recreated.
+    cell.kill9().await;
+    let mut cell = spawn_cell(&listen, data, &[]).await;
+    let (lost_handle, _) = tokio::time::timeout(
+        Duration::from_secs(60),
+        holder.open("/lock", OpenOptions::new().read()),
+    )
+    .await
+    .expect("the holder's session came back after the restart")
+    .unwrap();
+    lost_handle.stat().await.unwrap();
     cell.kill9().await;
     for w in &writers {
         w.abort();
@@ -167,6 +180,9 @@ async fn backup_under_load_then_sigkill_wipe_restore_keeps_every_acknowledged_wr
         .unwrap();
     assert_eq!(fresh.lock_generation, seq_before.lock_generation + JUMP);
     assert!(s2.check_sequencer(&fresh).await.unwrap());
+    // The handle opened in the lost epoch is refused, naming why.
+    let e = lost_handle.stat().await.unwrap_err().to_string();
+    assert!(e.contains("after the backup"), "{e}");
     // Another session cannot take the lock: the holder still has it.
     let (l3, _) = s2.open("/lock", OpenOptions::new().write()).await.unwrap();
     assert!(l3.try_acquire(LockMode::Exclusive).await.is_err());
