@@ -1,12 +1,15 @@
-//! Where backups go (docs/backup.md, "Destinations"): a directory today. Objects are named
-//! by `/`-separated keys under the destination's root, so the same layout fits an object
-//! store: `<deployment>/<cell>/<UTC-time>-e<epoch>/{data,manifest.json}` and
+//! Where backups go (docs/backup.md, "Destinations"): a directory, or an S3-compatible
+//! object store (`s3://bucket/prefix`, through `object_store`). Objects are named by
+//! `/`-separated keys under the destination's root, the same layout in both:
+//! `<deployment>/<cell>/<UTC-time>-e<epoch>/{data,manifest.json}` and
 //! `<deployment>/sets/<id>.json`.
 //!
-//! Writes go to a temporary name and are renamed into place after an fsync, so an object
-//! is either whole or absent; the manifest, written last, is what makes a backup exist.
+//! Every write is whole or absent: in a directory, a temporary name renamed into place
+//! after an fsync; in S3, one PUT. The manifest, written last, is what makes a backup exist.
 
+use object_store::ObjectStore;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DestError {
@@ -21,20 +24,91 @@ pub enum DestError {
 pub enum Destination {
     /// A directory on a local or mounted file system.
     Dir(PathBuf),
+    /// A bucket (and key prefix) of an S3-compatible object store.
+    S3(S3),
+}
+
+/// `s3://bucket/prefix`: the client built from the `AWS_*` environment variables
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`, `AWS_ENDPOINT` for
+/// a server other than AWS, `AWS_ALLOW_HTTP=true` for a plain-HTTP one).
+#[derive(Clone)]
+pub struct S3 {
+    url: String,
+    prefix: String,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for S3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3").field("url", &self.url).finish()
+    }
+}
+
+impl PartialEq for S3 {
+    fn eq(&self, other: &S3) -> bool {
+        self.url == other.url
+    }
+}
+
+impl Eq for S3 {}
+
+impl S3 {
+    fn parse(url: &str) -> Result<S3, DestError> {
+        let rest = url.strip_prefix("s3://").unwrap_or(url);
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(DestError::Refused(format!(
+                "backup destination {url:?} names no bucket: write s3://BUCKET[/PREFIX]"
+            )));
+        }
+        let store = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|e| {
+                DestError::Refused(format!(
+                    "backup destination {url:?}: {e} (the S3 client takes its settings from \
+                     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, and \
+                     AWS_ENDPOINT with AWS_ALLOW_HTTP=true for a server other than AWS)"
+                ))
+            })?;
+        Ok(S3 {
+            url: url.trim_end_matches('/').to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+            store: Arc::new(store),
+        })
+    }
+
+    fn path(&self, key: &str) -> object_store::path::Path {
+        let full = if self.prefix.is_empty() {
+            key.to_owned()
+        } else if key.is_empty() {
+            self.prefix.clone()
+        } else {
+            format!("{}/{key}", self.prefix)
+        };
+        object_store::path::Path::from(full)
+    }
+
+    fn io(&self, what: &str, key: &str, e: object_store::Error) -> DestError {
+        DestError::Io {
+            what: format!("{what} {}/{key}", self.url),
+            detail: e.to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Destination::Dir(p) => write!(f, "{}", p.display()),
+            Destination::S3(s) => write!(f, "{}", s.url),
         }
     }
 }
 
 impl Destination {
-    /// A destination from its written form: a directory path (or `file://PATH`).
-    /// An object store URL (`s3://bucket/prefix`) is refused by name: this build writes
-    /// backups to directories only (docs/backup.md, "Destinations").
+    /// A destination from its written form: a directory path (or `file://PATH`), or
+    /// `s3://bucket/prefix`. Other schemes are refused by name.
     pub fn parse(s: &str) -> Result<Destination, DestError> {
         let s = s.trim();
         if s.is_empty() {
@@ -46,10 +120,13 @@ impl Destination {
         if let Some(path) = s.strip_prefix("file://") {
             return Ok(Destination::Dir(PathBuf::from(path)));
         }
+        if s.starts_with("s3://") {
+            return Ok(Destination::S3(S3::parse(s)?));
+        }
         if let Some((scheme, _)) = s.split_once("://") {
             return Err(DestError::Refused(format!(
                 "backup destination {s:?}: {scheme}:// destinations are not supported by this \
-                 build; give a directory (a mounted file system or a synced folder)"
+                 build; give a directory or s3://BUCKET/PREFIX"
             )));
         }
         Ok(Destination::Dir(PathBuf::from(s)))
@@ -58,7 +135,9 @@ impl Destination {
     /// Refuses a destination inside the cell's own data directory: a backup must survive
     /// the loss of what it backs up ("backups never go to the cell's own store").
     pub fn check_not_inside(&self, data_dir: &Path) -> Result<(), DestError> {
-        let Destination::Dir(dest) = self;
+        let Destination::Dir(dest) = self else {
+            return Ok(());
+        };
         if data_dir.as_os_str().is_empty() {
             return Ok(());
         }
@@ -75,8 +154,8 @@ impl Destination {
         Ok(())
     }
 
-    fn path(&self, key: &str) -> Result<PathBuf, DestError> {
-        let Destination::Dir(root) = self;
+    /// Refuses keys that are not plain relative paths (`..`, empty parts).
+    fn check_key(key: &str) -> Result<(), DestError> {
         if key
             .split('/')
             .any(|part| part.is_empty() || part == "." || part == "..")
@@ -85,11 +164,27 @@ impl Destination {
                 "object key {key:?} is not a plain relative path"
             )));
         }
-        Ok(root.join(key))
+        Ok(())
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, DestError> {
+        Self::check_key(key)?;
+        match self {
+            Destination::Dir(root) => Ok(root.join(key)),
+            Destination::S3(_) => unreachable!("directory paths are for directories"),
+        }
     }
 
     /// Writes `bytes` as object `key`, whole or not at all.
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), DestError> {
+        if let Destination::S3(s3) = self {
+            Self::check_key(key)?;
+            s3.store
+                .put(&s3.path(key), bytes.into())
+                .await
+                .map_err(|e| s3.io("cannot write", key, e))?;
+            return Ok(());
+        }
         let path = self.path(key)?;
         blocking(move || {
             let io = |what: &str, e: std::io::Error| DestError::Io {
@@ -116,6 +211,18 @@ impl Destination {
 
     /// Object `key`'s bytes, `None` if it does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, DestError> {
+        if let Destination::S3(s3) = self {
+            Self::check_key(key)?;
+            let read = async {
+                let r = s3.store.get(&s3.path(key)).await?;
+                r.bytes().await
+            };
+            return match read.await {
+                Ok(b) => Ok(Some(b.to_vec())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(s3.io("cannot read", key, e)),
+            };
+        }
         let path = self.path(key)?;
         blocking(move || match std::fs::read(&path) {
             Ok(b) => Ok(Some(b)),
@@ -131,7 +238,29 @@ impl Destination {
     /// The names directly under `prefix` (a key prefix without its trailing `/`; empty:
     /// the root), sorted; none if it does not exist.
     pub async fn children(&self, prefix: &str) -> Result<Vec<String>, DestError> {
-        let Destination::Dir(root) = self;
+        let root = match self {
+            Destination::Dir(root) => root,
+            Destination::S3(s3) => {
+                if !prefix.is_empty() {
+                    Self::check_key(prefix)?;
+                }
+                let at = s3.path(prefix);
+                let listed = s3
+                    .store
+                    .list_with_delimiter((!at.as_ref().is_empty()).then_some(&at))
+                    .await
+                    .map_err(|e| s3.io("cannot list", prefix, e))?;
+                let mut names: Vec<String> = listed
+                    .common_prefixes
+                    .iter()
+                    .chain(listed.objects.iter().map(|o| &o.location))
+                    .filter_map(|p| p.filename().map(str::to_owned))
+                    .collect();
+                names.sort();
+                names.dedup();
+                return Ok(names);
+            }
+        };
         let dir = if prefix.is_empty() {
             root.clone()
         } else {
@@ -161,6 +290,13 @@ impl Destination {
 
     /// Deletes object `key` (absent is fine), and its directory once empty.
     pub async fn delete(&self, key: &str) -> Result<(), DestError> {
+        if let Destination::S3(s3) = self {
+            Self::check_key(key)?;
+            return match s3.store.delete(&s3.path(key)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(s3.io("cannot delete", key, e)),
+            };
+        }
         let path = self.path(key)?;
         blocking(move || {
             match std::fs::remove_file(&path) {
@@ -233,6 +369,8 @@ mod tests {
             Destination::parse("file:///b").unwrap(),
             Destination::Dir("/b".into())
         );
+        let e = Destination::parse("s3:///x").unwrap_err().to_string();
+        assert!(e.contains("names no bucket"), "{e}");
         let e = Destination::parse("gs://x/y").unwrap_err().to_string();
         assert!(e.contains("gs:// destinations are not supported"), "{e}");
         assert!(Destination::parse(" ").is_err());

@@ -177,7 +177,9 @@ pub(crate) async fn schedule(shared: Weak<Shared>) {
     };
     let every = sink.every();
     let retry = every.min(Duration::from_secs(60));
-    let mut wait = match sink.last_taken_ms(&deployment, &cell).await {
+    let last = sink.last_taken_ms(&deployment, &cell).await;
+    super::metrics::backup_schedule(every, last.clone().ok().flatten().unwrap_or(0));
+    let mut wait = match last {
         Ok(Some(last)) => {
             let due = last.saturating_add(every.as_millis() as u64);
             Duration::from_millis(due.saturating_sub(now_ms())).max(Duration::from_secs(1))

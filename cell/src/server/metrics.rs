@@ -121,6 +121,11 @@ static METRICS: TierMetrics = TierMetrics::new(&[
     )
     .from_zero(),
     Metric::gauge(
+        "warren_cell_backup_every_seconds",
+        "how often this master takes a backup ([backup] every; 0: no backups configured, or not master)",
+    )
+    .from_zero(),
+    Metric::gauge(
         "warren_cell_backup_last_duration_seconds",
         "how long the last successful backup took (reading the store and writing it)",
     )
@@ -224,6 +229,17 @@ pub(super) fn backup_succeeded(took: std::time::Duration, bytes: u64) {
     metrics::gauge!("warren_cell_backup_last_duration_seconds").set(took.as_secs_f64());
     metrics::gauge!("warren_cell_backup_last_size_bytes").set(bytes as f64);
     metrics::counter!("warren_cell_backups_total").increment(1);
+}
+
+/// A master's schedule began: backups every `every`, the newest at the destination taken
+/// at `last_ms` (ms since the Unix epoch; 0: none), so the last-success gauge survives a
+/// restart or failover.
+pub(super) fn backup_schedule(every: std::time::Duration, last_ms: u64) {
+    metrics::gauge!("warren_cell_backup_every_seconds").set(every.as_secs_f64());
+    if last_ms > 0 {
+        metrics::gauge!("warren_cell_backup_last_success_timestamp_seconds")
+            .set(last_ms as f64 / 1000.0);
+    }
 }
 
 /// A backup failed.

@@ -214,6 +214,9 @@ impl Term {
         self.ticker.abort();
         self.janitor.abort();
         self.backups.abort();
+        // A replica that is not master takes no backups: the alert on missing ones must
+        // not fire for it.
+        super::metrics::backup_schedule(Duration::ZERO, 0);
         if let Some(t) = &self.map_feed {
             t.abort();
         }
