@@ -670,3 +670,62 @@ async fn s3_backup_verify_and_restore_against_a_real_s3_compatible_server() {
     assert!(stderr(&o).contains("checksum mismatch"), "{}", stderr(&o));
     let _ = moto.start_kill();
 }
+
+/// A backup of an etcd-backed cell reads every page of the cell's prefix at one revision:
+/// while a writer moves a token between a key on the first page and one on the last, each
+/// read sees exactly one token (read page by page at the latest revision, it would see
+/// none or two whenever a move fell between two pages).
+#[tokio::test]
+async fn an_etcd_store_is_read_at_one_revision_while_commits_go_on() {
+    use warren_cell::store::etcd::{cell_prefix, EtcdStore};
+    use warren_cell::store::{Mutation, Store};
+    if warren_testkit::etcd::require_etcd().is_none() {
+        return;
+    }
+    let etcd = warren_testkit::EtcdCluster::start(1).await;
+    let client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    let store = Arc::new(
+        EtcdStore::new(client, cell_prefix("local", "c0"), None).with_limits(10_000, 4 << 20),
+    );
+    let put = |path: &str| Mutation::PutContents {
+        path: path.into(),
+        data: b"x".to_vec(),
+    };
+    // 1,500 keys between the token's two places: three pages of 500 at least.
+    let mut fill: Vec<Mutation> = (0..1500)
+        .map(|i| put(&format!("/ls/local/m{i:04}")))
+        .collect();
+    fill.push(put("/ls/local/a"));
+    store.commit(fill).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut moves = 0u64;
+            let (mut from, mut to) = ("/ls/local/a", "/ls/local/z");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let batch = vec![Mutation::DeleteNode { path: from.into() }, put(to)];
+                store.commit(batch).await.unwrap();
+                std::mem::swap(&mut from, &mut to);
+                moves += 1;
+            }
+            moves
+        })
+    };
+    for round in 0..60 {
+        let snap = store.load().await.unwrap();
+        let tokens = snap
+            .contents
+            .iter()
+            .filter(|(p, _)| p == "/ls/local/a" || p == "/ls/local/z")
+            .count();
+        assert_eq!(snap.contents.len(), 1501, "round {round}");
+        assert_eq!(tokens, 1, "round {round}: a read saw {tokens} tokens");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let moves = writer.await.unwrap();
+    assert!(moves > 60, "the writer moved the token only {moves} times");
+    eprintln!("60 reads at one revision each while the token moved {moves} times");
+}
