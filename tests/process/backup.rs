@@ -729,3 +729,141 @@ async fn an_etcd_store_is_read_at_one_revision_while_commits_go_on() {
     assert!(moves > 60, "the writer moved the token only {moves} times");
     eprintln!("60 reads at one revision each while the token moved {moves} times");
 }
+
+/// A whole deployment as one set: `backup now --all` backs up the meta cell and every
+/// data cell and writes the set manifest; `verify --set` checks each member and their one
+/// map epoch, and names a corrupt member; `--cell NAME` backs up one cell of the map.
+#[tokio::test]
+async fn a_deployment_is_backed_up_and_verified_as_one_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("backups");
+    let dest = dest.to_str().unwrap();
+    let data = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let cell = |name: &str, meta: Option<String>| {
+        let (name, data) = (name.to_owned(), data(name));
+        let dest = dest.to_owned();
+        async move {
+            let mut args = vec![
+                "cell",
+                "--name",
+                &name,
+                "--listen",
+                "127.0.0.1:0",
+                "--data",
+                &data,
+                "--lease",
+                "3s",
+                "--backup-dest",
+                &dest,
+            ];
+            if let Some(m) = &meta {
+                args.extend(["--meta", m.as_str()]);
+            }
+            WarrenProcess::spawn(bin(), &args).await
+        }
+    };
+    let meta = cell("meta", None).await;
+    let m = meta.addr();
+    let (a, b) = (
+        cell("a", Some(m.clone())).await,
+        cell("b", Some(m.clone())).await,
+    );
+    let (ca, cb) = (format!("a={}", a.addr()), format!("b={}", b.addr()));
+    let o = warren(&[
+        "ctl",
+        "deployment",
+        "init",
+        "--meta",
+        &m,
+        "--cell",
+        &ca,
+        "--cell",
+        &cb,
+        "--slots",
+        "64",
+    ])
+    .await;
+    assert!(o.status.success(), "init: {}", stderr(&o));
+    for c in [&a, &b] {
+        let addr = c.addr();
+        wait_until(
+            Duration::from_secs(30),
+            "the data cell holds map epoch 1",
+            || {
+                let addr = addr.clone();
+                async move {
+                    let o = warren(&["ctl", "--endpoint", &addr, "status"]).await;
+                    stdout(&o).contains("map_epoch: 1")
+                }
+            },
+        )
+        .await;
+    }
+    let s = Session::connect_with(ClientOptions::meta(vec![m.clone()]))
+        .await
+        .unwrap();
+    for i in 0..30 {
+        let (h, _) = s
+            .open(&format!("/d{i}"), OpenOptions::new().write().create_dir())
+            .await
+            .unwrap();
+        h.close().await;
+    }
+    s.close().await.unwrap();
+
+    let o = warren(&["ctl", "backup", "now", "--all", "--meta", &m]).await;
+    assert!(o.status.success(), "now --all: {}", stderr(&o));
+    let id = stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("set: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no set line: {}", stdout(&o)))
+        .to_owned();
+    for cell in ["meta", "a", "b"] {
+        assert!(
+            stdout(&o)
+                .lines()
+                .any(|l| l.starts_with(&format!("{cell} local/{cell}/"))),
+            "{}",
+            stdout(&o)
+        );
+    }
+    let o = warren(&["ctl", "backup", "verify", "--from", dest, "--set", &id]).await;
+    assert!(o.status.success(), "verify --set: {}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("set {id}: ok (3 members, map epoch 1)")),
+        "{}",
+        stdout(&o)
+    );
+    let o = warren(&["ctl", "backup", "list", "--from", dest]).await;
+    assert!(
+        stdout(&o).contains(&format!("set local {id}")),
+        "{}",
+        stdout(&o)
+    );
+
+    // One cell of the map by name.
+    let o = warren(&[
+        "ctl", "-w", "json", "backup", "now", "--cell", "b", "--meta", &m,
+    ])
+    .await;
+    assert!(o.status.success(), "now --cell b: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["cell"], "b");
+    assert_eq!(v["map_epoch"], 1);
+    let o = warren(&["ctl", "backup", "now", "--cell", "nope", "--meta", &m]).await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no cell \"nope\""), "{}", stderr(&o));
+
+    // A corrupt member fails the set, named.
+    let set: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(std::path::Path::new(dest).join(format!("local/sets/{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    let member = set["members"][1]["key"].as_str().unwrap().to_owned();
+    flip_one_byte(&std::path::Path::new(dest).join(&member).join("data"));
+    let o = warren(&["ctl", "backup", "verify", "--from", dest, "--set", &id]).await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains(&member), "{}", stderr(&o));
+    assert!(stderr(&o).contains("checksum mismatch"), "{}", stderr(&o));
+}
