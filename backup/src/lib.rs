@@ -27,9 +27,6 @@ pub use manifest::Manifest;
 use manifest::{backup_name, sha256_hex, DATA, MANIFEST, MANIFEST_VERSION};
 use warren_cell::store::Snapshot;
 
-/// How many backups of a cell are kept when nothing else is configured.
-pub const DEFAULT_KEEP: usize = 28;
-
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("{0}")]
@@ -79,6 +76,12 @@ fn join(prefix: &str, name: &str) -> String {
     }
 }
 
+/// `ms` since the Unix epoch as RFC 3339 UTC with milliseconds.
+pub fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
 /// Milliseconds since the Unix epoch now.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -113,10 +116,7 @@ pub async fn take(
         cell: info.cell.clone(),
         epoch: info.epoch,
         map_epoch: info.map_epoch,
-        taken_at: humantime::format_rfc3339_millis(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(info.taken_at_ms),
-        )
-        .to_string(),
+        taken_at: rfc3339_ms(info.taken_at_ms),
         taken_at_ms: info.taken_at_ms,
         counts,
         store: info.store.clone(),

@@ -107,10 +107,7 @@ pub struct BackupSettings {
     pub keep: usize,
 }
 
-/// How often a cell is backed up unless `[backup] every` says otherwise.
-pub const BACKUP_EVERY: Duration = Duration::from_secs(6 * 3600);
-/// How many backups of a cell are kept unless `[backup] keep` says otherwise.
-pub const BACKUP_KEEP: usize = 28;
+pub use crate::defaults::{BACKUP_EVERY, BACKUP_KEEP};
 
 /// The `store` setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 //! | `backup now` | a backup of the cell at `--endpoint` | the backup's `key: value` lines |
 //! | `backup now --cell NAME [--meta …]` | of the cell NAME of the meta cell's map (or the meta cell) | the same |
 //! | `backup now --all [--meta …] [--set-dest DEST]` | of the meta cell and every data cell, then a set manifest at DEST (default: the cells' common destination) | a row per member, then `set: ID` |
+//! | `backup status [--cell NAME]` | the cell master's backup settings and its last attempt | `key: value` lines |
 //! | `backup list --from DEST` | every finished backup under DEST (and the sets) | a row per backup |
 //! | `backup verify --from DEST [--set ID]` | checks each backup's SHA-256 and decodes it, restoring nothing; with `--set`, the set's members and their one map epoch | a row per backup; exit 2 naming each failure |
 
@@ -43,6 +44,15 @@ pub enum BackupCommand {
         /// when they all have the same one.
         #[arg(long, value_name = "DEST", requires = "all")]
         set_dest: Option<String>,
+    },
+    /// The backup settings and last attempt of the cell at --endpoint (or --cell NAME).
+    Status {
+        /// The cell, by its name in the partition map (or the meta cell's name).
+        #[arg(long)]
+        cell: Option<String>,
+        /// The meta cell (with --cell).
+        #[command(flatten)]
+        meta: super::reshard::MetaArg,
     },
     /// List the finished backups (and sets) under a destination; needs no cell.
     List {
@@ -110,6 +120,35 @@ pub(crate) async fn run(
                 Some(id) => verify_set(&dest, deployment, &id, out).await,
                 None => verify_all(&dest, out).await,
             }
+        }
+        BackupCommand::Status { cell, meta } => {
+            let replicas = match cell {
+                Some(name) => cell_replicas(&super::addresses(&meta.meta), &name, options).await?,
+                None => endpoints,
+            };
+            let r = at_master(&replicas, |mut c| async move {
+                c.backup_status(pb::BackupStatusRequest {}).await
+            })
+            .await?;
+            let last = if r.last_success_ms == 0 {
+                "never".to_owned()
+            } else {
+                warren_backup::rfc3339_ms(r.last_success_ms)
+            };
+            let record = Record::default()
+                .field("destination", r.destination.as_str())
+                .text_only(
+                    "every",
+                    warren_config::format_duration(Duration::from_millis(r.every_ms)),
+                )
+                .json_only("every_ms", json!(r.every_ms))
+                .field("keep", r.keep)
+                .text_only("last_success", last)
+                .json_only("last_success_ms", json!(r.last_success_ms))
+                .field("last_key", r.last_key.as_str())
+                .field("last_error", r.last_error.as_str());
+            print_line(&out.record(&record))?;
+            Ok(ExitCode::SUCCESS)
         }
         BackupCommand::Now {
             cell,
@@ -186,8 +225,20 @@ async fn meta_and_map(
     Ok((name?, map))
 }
 
-/// `BackupNow` at the master among `replicas` (a standby's NOT_MASTER is followed).
+/// `BackupNow` at the master among `replicas`.
 async fn backup_now(replicas: &[String]) -> Result<pb::BackupNowResponse, Failure> {
+    at_master(replicas, |mut c| async move {
+        c.backup_now(pb::BackupNowRequest {}).await
+    })
+    .await
+}
+
+/// Runs `call` at the master among `replicas` (a standby's NOT_MASTER is followed).
+async fn at_master<T, F, Fut>(replicas: &[String], mut call: F) -> Result<T, Failure>
+where
+    F: FnMut(BackupClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
     let mut queue: Vec<String> = replicas.iter().rev().cloned().collect();
     let mut tried = std::collections::HashSet::new();
     let mut attempts = Vec::new();
@@ -210,10 +261,7 @@ async fn backup_now(replicas: &[String]) -> Result<pb::BackupNowResponse, Failur
                 continue;
             }
         };
-        match BackupClient::new(channel)
-            .backup_now(pb::BackupNowRequest {})
-            .await
-        {
+        match call(BackupClient::new(channel)).await {
             Ok(r) => return Ok(r.into_inner()),
             Err(status) => match WarrenError::from_status(&status) {
                 Some(e) if e.code == ErrorCode::NotMaster => {
@@ -234,10 +282,7 @@ async fn backup_now(replicas: &[String]) -> Result<pb::BackupNowResponse, Failur
     }
     Err(Failure {
         code: "UNAVAILABLE",
-        message: format!(
-            "no master of the cell answered BackupNow ({})",
-            attempts.join("; ")
-        ),
+        message: format!("no master of the cell answered ({})", attempts.join("; ")),
     })
 }
 

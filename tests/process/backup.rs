@@ -283,7 +283,7 @@ async fn retention_keeps_n_the_schedule_runs_and_half_written_backups_are_not_li
         stderr(&o)
     );
 
-    let _cell = spawn_cell(
+    let cell = spawn_cell(
         "127.0.0.1:0",
         data,
         &[
@@ -296,6 +296,7 @@ async fn retention_keeps_n_the_schedule_runs_and_half_written_backups_are_not_li
         ],
     )
     .await;
+    let cell_addr = cell.addr();
     // The schedule: a first backup soon after the start, then one every 2 s; never more
     // than 2 kept.
     wait_until(
@@ -315,6 +316,30 @@ async fn retention_keeps_n_the_schedule_runs_and_half_written_backups_are_not_li
         },
     )
     .await;
+    // The master's status says what it does and what it last did.
+    let o = warren(&[
+        "ctl",
+        "--endpoint",
+        &cell_addr,
+        "-w",
+        "json",
+        "backup",
+        "status",
+    ])
+    .await;
+    assert!(o.status.success(), "status: {}", stderr(&o));
+    let st: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(st["destination"], dest);
+    assert_eq!(
+        (st["every_ms"].as_u64(), st["keep"].as_u64()),
+        (Some(2000), Some(2))
+    );
+    assert!(st["last_success_ms"].as_u64().unwrap() > 0, "{st}");
+    assert!(
+        st["last_key"].as_str().unwrap().starts_with("local/c0/"),
+        "{st}"
+    );
+    assert_eq!(st["last_error"], "");
     let first = listed(dest).await;
     assert_eq!(first.len(), 2, "{first:?}");
     wait_until(
