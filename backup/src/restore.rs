@@ -41,6 +41,35 @@ pub fn jump_counters(snap: &mut Snapshot) -> Result<(), String> {
     Ok(())
 }
 
+/// With `--force` over a store that held state: keeps every counter above what the
+/// replaced store's clients may have seen too (its epoch, next instance and, per path, its
+/// generations), so forcing a restore never takes a number back.
+pub fn raise_above(snap: &mut Snapshot, target: &Snapshot) {
+    if let (Some(m), Some(t)) = (&mut snap.meta, &target.meta) {
+        if t.epoch >= m.epoch {
+            m.lost_epochs.push(warren_cell::store::EpochRange {
+                first: m.epoch + 1,
+                last: t.epoch,
+            });
+            m.epoch = t.epoch + 1;
+        }
+        m.next_instance = m.next_instance.max(t.next_instance);
+    }
+    let old: std::collections::HashMap<&str, &warren_cell::store::NodeMeta> = target
+        .nodes
+        .iter()
+        .map(|n| (n.path.as_str(), &n.meta))
+        .collect();
+    for n in &mut snap.nodes {
+        if let Some(o) = old.get(n.path.as_str()) {
+            let g = &mut n.meta;
+            g.content_generation = g.content_generation.max(o.content_generation + 1);
+            g.lock_generation = g.lock_generation.max(o.lock_generation + 1);
+            g.acl_generation = g.acl_generation.max(o.acl_generation + 1);
+        }
+    }
+}
+
 /// Why a restore is refused, each naming the reason and the fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refusal {
@@ -221,5 +250,27 @@ mod tests {
             check_target(&m, None, "local", "c0", &empty, true),
             Err(Refusal::NoMeta)
         );
+    }
+
+    #[test]
+    fn forcing_over_a_newer_store_never_takes_a_number_back() {
+        let mut snap = sample();
+        jump_counters(&mut snap).unwrap();
+        let mut target = sample();
+        {
+            let t = target.meta.as_mut().unwrap();
+            t.epoch = 5 * JUMP;
+            t.next_instance = 6 * JUMP;
+        }
+        target.nodes[1].meta.lock_generation = 7 * JUMP;
+        raise_above(&mut snap, &target);
+        let m = snap.meta.as_ref().unwrap();
+        assert_eq!(m.epoch, 5 * JUMP + 1);
+        assert_eq!(m.next_instance, 6 * JUMP);
+        assert_eq!(m.lost_epochs.last().unwrap().last, 5 * JUMP);
+        assert_eq!(snap.nodes[1].meta.lock_generation, 7 * JUMP + 1);
+        // A node only the backup has keeps its jumped generations.
+        let backup_only = sample().nodes[0].meta.lock_generation + JUMP;
+        assert_eq!(snap.nodes[0].meta.lock_generation, backup_only);
     }
 }

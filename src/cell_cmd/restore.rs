@@ -129,6 +129,7 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<()> {
         &target,
         a.force,
     )?;
+    warren_backup::restore::raise_above(&mut snap, &target);
     let mut batches = wipe(&target);
     batches.extend(writes(snap));
     let total = batches.len();

@@ -276,6 +276,10 @@ where
                         message: format!("{addr}: {}", e.message),
                     })
                 }
+                None if status.code() == tonic::Code::Unimplemented => attempts.push(format!(
+                    "{addr} does not serve the Backup service (a proxy? give a cell's address \
+                     with --endpoint, or --cell NAME with --meta)"
+                )),
                 None => attempts.push(format!("{addr}: {:?}: {}", status.code(), status.message())),
             },
         }
