@@ -319,6 +319,136 @@ impl Destination {
     }
 }
 
+/// Why an encoded write failed.
+#[derive(Debug)]
+pub(crate) enum EncodeError {
+    Dest(DestError),
+    Format(crate::format::FormatError),
+}
+
+/// What [`Destination::put_encoded`] wrote.
+pub(crate) struct Encoded {
+    pub(crate) counts: crate::format::Counts,
+    pub(crate) bytes: u64,
+    pub(crate) sha256: String,
+}
+
+/// A writer that hashes (SHA-256) and counts what passes through it.
+struct Hashing<W> {
+    inner: W,
+    sha: sha2::Sha256,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W> Hashing<W> {
+    fn new(inner: W) -> Self {
+        use sha2::Digest;
+        Hashing {
+            inner,
+            sha: sha2::Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    fn finish(self) -> (W, u64, String) {
+        use sha2::Digest;
+        let hex = self
+            .sha
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (self.inner, self.bytes, hex)
+    }
+}
+
+impl Destination {
+    /// Encodes `snap` (the data object's format) as object `key`, hashing it on the way:
+    /// into a directory record by record through a buffered file (the encoded object is
+    /// never whole in memory), to S3 in one PUT of the encoded object.
+    pub(crate) async fn put_encoded(
+        &self,
+        key: &str,
+        snap: Arc<warren_cell::store::Snapshot>,
+    ) -> Result<Encoded, EncodeError> {
+        if let Destination::S3(_) = self {
+            let (data, counts, bytes, sha256) = tokio::task::spawn_blocking(move || {
+                let mut w = Hashing::new(Vec::new());
+                let counts = crate::format::encode(&snap, &mut w)?;
+                let (data, bytes, sha) = w.finish();
+                Ok::<_, crate::format::FormatError>((data, counts, bytes, sha))
+            })
+            .await
+            .map_err(|e| {
+                EncodeError::Dest(DestError::Io {
+                    what: "the backup's encoding task failed".into(),
+                    detail: e.to_string(),
+                })
+            })?
+            .map_err(EncodeError::Format)?;
+            self.put(key, data).await.map_err(EncodeError::Dest)?;
+            return Ok(Encoded {
+                counts,
+                bytes,
+                sha256,
+            });
+        }
+        let path = self.path(key).map_err(EncodeError::Dest)?;
+        tokio::task::spawn_blocking(move || {
+            let io = |what: &str, e: std::io::Error| {
+                EncodeError::Dest(DestError::Io {
+                    what: format!("{what} {}", path.display()),
+                    detail: e.to_string(),
+                })
+            };
+            let dir = path.parent().expect("an object path has a parent");
+            std::fs::create_dir_all(dir).map_err(|e| io("cannot create the directory of", e))?;
+            let tmp = path.with_extension("partial");
+            let file = std::fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
+            let mut w = Hashing::new(std::io::BufWriter::with_capacity(1 << 20, file));
+            let counts = crate::format::encode(&snap, &mut w).map_err(|e| match e {
+                crate::format::FormatError::Io(e) => io("cannot write", e),
+                other => EncodeError::Format(other),
+            })?;
+            let (buffered, bytes, sha256) = w.finish();
+            let file = buffered
+                .into_inner()
+                .map_err(|e| io("cannot write", e.into_error()))?;
+            file.sync_all().map_err(|e| io("cannot sync", e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| io("cannot rename into place", e))?;
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(Encoded {
+                counts,
+                bytes,
+                sha256,
+            })
+        })
+        .await
+        .map_err(|e| {
+            EncodeError::Dest(DestError::Io {
+                what: "the backup's writing task failed".into(),
+                detail: e.to_string(),
+            })
+        })?
+    }
+}
+
 /// `p` made absolute, with its longest existing ancestor resolved (symlinks, `..`).
 fn resolve(p: &Path) -> PathBuf {
     let abs = if p.is_absolute() {

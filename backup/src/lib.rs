@@ -93,16 +93,21 @@ pub fn now_ms() -> u64 {
 /// cut short is never listed). Returns its key and manifest.
 pub async fn take(
     dest: &Destination,
-    snap: &Snapshot,
+    snap: std::sync::Arc<Snapshot>,
     info: &TakeInfo,
 ) -> Result<Listed, BackupError> {
     let name = backup_name(info.taken_at_ms, info.epoch);
     let key = format!("{}/{}/{name}", info.deployment, info.cell);
-    let mut data = Vec::new();
-    let counts = format::encode(snap, &mut data).map_err(|e| BackupError::Format {
-        backup: key.clone(),
-        detail: e.to_string(),
-    })?;
+    let written = dest
+        .put_encoded(&join(&key, DATA), snap.clone())
+        .await
+        .map_err(|e| match e {
+            dest::EncodeError::Dest(d) => BackupError::Dest(d),
+            dest::EncodeError::Format(f) => BackupError::Format {
+                backup: key.clone(),
+                detail: f.to_string(),
+            },
+        })?;
     let handoffs_ahead_of_map = snap.meta.as_ref().map_or(0, |m| {
         m.handed_off
             .iter()
@@ -118,14 +123,13 @@ pub async fn take(
         map_epoch: info.map_epoch,
         taken_at: rfc3339_ms(info.taken_at_ms),
         taken_at_ms: info.taken_at_ms,
-        counts,
+        counts: written.counts,
         store: info.store.clone(),
         warren_version: info.warren_version.clone(),
-        data_bytes: data.len() as u64,
-        data_sha256: sha256_hex(&data),
+        data_bytes: written.bytes,
+        data_sha256: written.sha256,
         handoffs_ahead_of_map,
     };
-    dest.put(&join(&key, DATA), data).await?;
     dest.put(&join(&key, MANIFEST), manifest.to_json()).await?;
     Ok(Listed { key, manifest })
 }
@@ -294,7 +298,13 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let d = Destination::Dir(t.path().into());
         let snap = sample();
-        let l = take(&d, &snap, &info(1_800_000_000_000)).await.unwrap();
+        let l = take(
+            &d,
+            std::sync::Arc::new(snap.clone()),
+            &info(1_800_000_000_000),
+        )
+        .await
+        .unwrap();
         assert_eq!(l.key, "local/c0/20270115T080000.000Z-e4");
         assert_eq!(l.manifest.counts.nodes, 2);
         assert_eq!(l.manifest.map_epoch, 2);
@@ -310,7 +320,9 @@ mod tests {
     async fn one_flipped_byte_is_a_checksum_mismatch() {
         let t = tempfile::tempdir().unwrap();
         let d = Destination::Dir(t.path().into());
-        let l = take(&d, &sample(), &info(1)).await.unwrap();
+        let l = take(&d, std::sync::Arc::new(sample()), &info(1))
+            .await
+            .unwrap();
         let data = t.path().join(&l.key).join(DATA);
         let mut bytes = std::fs::read(&data).unwrap();
         let mid = bytes.len() / 2;
@@ -328,7 +340,7 @@ mod tests {
         let mut keys = Vec::new();
         for i in 0..5u64 {
             keys.push(
-                take(&d, &sample(), &info(1_000 * (i + 1)))
+                take(&d, std::sync::Arc::new(sample()), &info(1_000 * (i + 1)))
                     .await
                     .unwrap()
                     .key,
@@ -337,7 +349,9 @@ mod tests {
         // Another cell's backups are not counted against this one's.
         let mut other = info(500);
         other.cell = "c1".into();
-        take(&d, &sample(), &other).await.unwrap();
+        take(&d, std::sync::Arc::new(sample()), &other)
+            .await
+            .unwrap();
         // A half-written backup: data, no manifest, between the 2nd and 3rd.
         let half = "local/c0/19700101T000002.000Z-e5";
         d.put(&format!("{half}/data"), b"WARREN-BACKUP 1\n".to_vec())

@@ -169,7 +169,9 @@ mod tests {
         snap.staged.clear();
         let mut members = Vec::new();
         for cell in ["meta", "a", "b"] {
-            let l = crate::take(&d, &snap, &info(cell, 4)).await.unwrap();
+            let l = crate::take(&d, std::sync::Arc::new(snap.clone()), &info(cell, 4))
+                .await
+                .unwrap();
             members.push((l.key, l.manifest));
         }
         write(&d, "s1", "local", &members).await.unwrap();
@@ -182,7 +184,9 @@ mod tests {
         assert_eq!(crate::list(&d).await.unwrap().len(), 3);
 
         // A member under another map epoch, and one with staged records: both named.
-        let late = crate::take(&d, &sample(), &info("c", 5)).await.unwrap();
+        let late = crate::take(&d, std::sync::Arc::new(sample()), &info("c", 5))
+            .await
+            .unwrap();
         members.push((late.key, late.manifest));
         write(&d, "s2", "local", &members).await.unwrap();
         let (_, _, problems) = verify(&d, "local", "s2").await.unwrap();

@@ -48,7 +48,7 @@ impl BackupSink for CellBackups {
         Ok(None)
     }
 
-    async fn write(&self, snap: &Snapshot, info: &BackupInfo) -> Result<Written, String> {
+    async fn write(&self, snap: Snapshot, info: &BackupInfo) -> Result<Written, String> {
         let take = TakeInfo {
             deployment: info.deployment.clone(),
             cell: info.cell.clone(),
@@ -58,7 +58,7 @@ impl BackupSink for CellBackups {
             warren_version: self.warren_version.clone(),
             taken_at_ms: info.taken_at_ms,
         };
-        let listed = crate::take(&self.dest, snap, &take)
+        let listed = crate::take(&self.dest, std::sync::Arc::new(snap), &take)
             .await
             .map_err(|e| e.to_string())?;
         // A failed retention leaves more backups than asked, never fewer: warn, and the

@@ -55,7 +55,7 @@ pub trait BackupSink: Send + Sync + std::fmt::Debug + 'static {
     /// the Unix epoch), so a new master continues the schedule rather than restarting it.
     async fn last_taken_ms(&self, deployment: &str, cell: &str) -> Result<Option<u64>, String>;
     /// Writes `snap` (data, then manifest) and applies the retention.
-    async fn write(&self, snap: &Snapshot, info: &BackupInfo) -> Result<Written, String>;
+    async fn write(&self, snap: Snapshot, info: &BackupInfo) -> Result<Written, String>;
 }
 
 /// The last attempt, for `BackupStatus`.
@@ -141,7 +141,7 @@ pub(crate) async fn take(shared: &Shared) -> Result<(Written, Duration), Status>
             .load()
             .await
             .map_err(|e| format!("reading the store: {e}"))?;
-        sink.write(&snap, &info).await
+        sink.write(snap, &info).await
     }
     .await;
     backups.record(&result);
