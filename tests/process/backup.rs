@@ -67,6 +67,32 @@ async fn backup_under_load_then_sigkill_wipe_restore_keeps_every_acknowledged_wr
     let seq_before = lock.acquire(LockMode::Exclusive, None).await.unwrap();
     let lock_stat_before = lock.stat().await.unwrap();
 
+    // A second holder in another process, which dies: its session is in the backup but
+    // never comes back, so after the restore it expires (lease, then the new master's
+    // wait) and its lock is released.
+    let (g, _) = holder
+        .open("/gone", OpenOptions::new().write().create_file(Vec::new()))
+        .await
+        .unwrap();
+    g.close().await;
+    let mut gone = tokio::process::Command::new(bin())
+        .args(["ctl", "--endpoint", &addr, "lock", "/gone", "--hold", "600"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncBufReadExt;
+        let out = gone.stdout.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(out).lines();
+        let seq = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("ctl lock printed its sequencer")
+            .unwrap()
+            .unwrap();
+        assert!(seq.starts_with("/ls/local/gone:x:"), "{seq}");
+    }
+
     let writer = Session::connect(std::slice::from_ref(&addr)).await.unwrap();
     let (d, _) = writer
         .open("/d", OpenOptions::new().write().create_dir())
@@ -133,6 +159,7 @@ async fn backup_under_load_then_sigkill_wipe_restore_keeps_every_acknowledged_wr
     .unwrap();
     lost_handle.stat().await.unwrap();
     cell.kill9().await;
+    gone.kill().await.unwrap();
     for w in &writers {
         w.abort();
     }
@@ -142,10 +169,29 @@ async fn backup_under_load_then_sigkill_wipe_restore_keeps_every_acknowledged_wr
     let o = warren(&["cell", "restore", "--from", dest, "--data", data]).await;
     assert!(o.status.success(), "restore: {}", stderr(&o));
     assert!(stdout(&o).contains("restored cell c0"), "{}", stdout(&o));
+    let restarted = std::time::Instant::now();
     let _cell = spawn_cell(&listen, data, &[]).await;
 
     let s2 = Session::connect(std::slice::from_ref(&addr)).await.unwrap();
     assert!(s2.epoch() > JUMP, "epoch {} did not jump", s2.epoch());
+    // The dead holder's session was restored with its lock and has its lease to come
+    // back (the new-master procedure: calls wait meanwhile); it does not, so it expires
+    // and the lock is free — not before about its 3 s lease, not never.
+    let (g2, _) = s2.open("/gone", OpenOptions::new().write()).await.unwrap();
+    let seq = tokio::time::timeout(
+        Duration::from_secs(60),
+        g2.acquire(LockMode::Exclusive, None),
+    )
+    .await
+    .expect("the dead holder's lock was released within 60 s")
+    .unwrap();
+    let waited = restarted.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2),
+        "free after only {waited:?}"
+    );
+    assert!(seq.lock_generation > JUMP, "{seq}");
+    eprintln!("the dead holder's lock was free {waited:?} after the restart");
     for (path, value) in &before_backup {
         let (h, info) = s2
             .open(path, OpenOptions::new().read().read_contents())
