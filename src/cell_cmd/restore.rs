@@ -89,8 +89,9 @@ async fn pick(
         ),
         (Some(l), 1) => Ok((dest, l.key.clone())),
         (Some(_), n) => anyhow::bail!(
-            "{from} holds backups of {n} cells: give --name (the cell to restore), or the \
-             backup's own directory"
+            "{from} holds backups of {n} cells: give --name (the cell to restore; and \
+             --deployment if several deployments have one of that name), or the backup's \
+             own directory"
         ),
     }
 }
@@ -101,10 +102,15 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<()> {
     if !given(&s, "listen") {
         s = s.with_flag("listen", "127.0.0.1:0");
     }
-    // Which backup: the one --from names, or the newest of this cell under it.
+    // Which backup: the one --from names, or the newest of this cell under it. The cell's
+    // name and deployment default to the backup's.
     let named = given(&s, "name").then(|| CellConfig::load(&s));
+    let deployment_given = given(&s, "deployment");
     let (dest, key) = match &named {
-        Some(Ok(cfg)) => pick(&a.from, Some(&cfg.deployment), Some(&cfg.name)).await?,
+        Some(Ok(cfg)) => {
+            let deployment = deployment_given.then_some(cfg.deployment.as_str());
+            pick(&a.from, deployment, Some(&cfg.name)).await?
+        }
         Some(Err(e)) => anyhow::bail!("configuration: {e}"),
         None => pick(&a.from, None, None).await?,
     };
@@ -112,6 +118,9 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<()> {
     let (manifest, mut snap) = warren_backup::read(&dest, &key).await?;
     if named.is_none() {
         s = s.with_flag("name", manifest.cell.clone());
+    }
+    if !deployment_given {
+        s = s.with_flag("deployment", manifest.deployment.clone());
     }
     let cfg = CellConfig::load(&s).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     jump_counters(&mut snap).map_err(|e| anyhow::anyhow!("backup {key}: {e}"))?;
