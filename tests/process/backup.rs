@@ -938,3 +938,61 @@ async fn a_deployment_is_backed_up_and_verified_as_one_set() {
     assert!(stderr(&o).contains(&member), "{}", stderr(&o));
     assert!(stderr(&o).contains("checksum mismatch"), "{}", stderr(&o));
 }
+
+/// Over mutual TLS only operators may ask for a backup: a client certificate of another
+/// principal is refused naming the rule; `warren:operator`'s and a configured operator
+/// principal's are served.
+#[tokio::test]
+async fn over_tls_only_operators_may_take_a_backup() {
+    let certs = warren_testkit::certs::TestCerts::new();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let dest = dir.path().join("backups");
+    let mut args: Vec<String> = [
+        "cell",
+        "--name",
+        "c0",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().unwrap(),
+        "--backup-dest",
+        dest.to_str().unwrap(),
+        "--operator-principal",
+        "ops:alice",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(certs.issue("cell", "warren:cell-c0").flags());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cell = WarrenProcess::spawn(bin(), &refs).await;
+    let addr = cell.addr();
+    let now_as = |name: &str, principal: &str| {
+        let mut v: Vec<String> = vec!["ctl".into(), "--endpoint".into(), addr.clone()];
+        v.extend(certs.issue(name, principal).flags());
+        v.extend(["backup".into(), "now".into()]);
+        v
+    };
+    for (name, principal, allowed) in [
+        ("bob", "bob", false),
+        ("operator", "warren:operator", true),
+        ("alice", "ops:alice", true),
+    ] {
+        let args = now_as(name, principal);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = warren(&refs).await;
+        if allowed {
+            assert!(o.status.success(), "{principal}: {}", stderr(&o));
+        } else {
+            assert_eq!(o.status.code(), Some(2), "{principal}: {}", stdout(&o));
+            assert!(stderr(&o).contains("PERMISSION_DENIED"), "{}", stderr(&o));
+            assert!(
+                stderr(&o).contains("backups are for operators"),
+                "{}",
+                stderr(&o)
+            );
+        }
+    }
+    assert_eq!(listed(dest.to_str().unwrap()).await.len(), 2);
+}
