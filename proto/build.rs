@@ -1,11 +1,15 @@
-//! Compiles `proto/warren/v1/warren.proto` and `reshard.proto` with protox (pure Rust, so no system `protoc`),
+//! Compiles `proto/warren/v1/warren.proto`, `reshard.proto` and `backup.proto` with protox (pure Rust, so no system `protoc`),
 //! and writes their encoded `FileDescriptorSet` for server reflection
 //! (`warren_proto::FILE_DESCRIPTOR_SET`).
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(
-        ["warren/v1/warren.proto", "warren/v1/reshard.proto"],
+        [
+            "warren/v1/warren.proto",
+            "warren/v1/reshard.proto",
+            "warren/v1/backup.proto",
+        ],
         ["proto"],
     )?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

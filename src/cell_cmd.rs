@@ -1,6 +1,11 @@
 //! `warren cell`: one cell master on the embedded store. Settings come from `--config FILE`
 //! (TOML), `WARREN_*` environment variables and flags, in rising precedence; errors name
-//! the field. Prints `cells: NAME=ADDR` and `ready` once serving.
+//! the field. Prints `cells: NAME=ADDR` and `ready` once serving. With `[backup]` settings
+//! the master takes backups (docs/backup.md).
+//!
+//! `warren cell restore --from BACKUP [--force]` writes a backup into the store the same
+//! settings name (`--data`, or `--store etcd --etcd …`), offline; the cell is then started
+//! as usual (module [`restore`]).
 
 use clap::Args;
 use std::process::ExitCode;
@@ -12,8 +17,28 @@ use warren_config::{CellConfig, StoreKind};
 
 use crate::server_cmd;
 
+/// `warren cell [SETTINGS]` serves; `warren cell restore …` restores a backup.
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct CellArgs {
+    #[command(flatten)]
+    settings: CellSettings,
+    #[command(subcommand)]
+    action: Option<CellAction>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum CellAction {
+    /// Restore a backup into this cell's store (offline: the cell must not be running),
+    /// then start the cell as usual. Refuses, naming the reason, a backup that fails its
+    /// checksum (always), of another deployment or cell, or a store that already holds
+    /// state (unless --force).
+    Restore(restore::RestoreArgs),
+}
+
+/// The cell's settings (flags), for serving and for restoring.
+#[derive(Args, Debug)]
+pub struct CellSettings {
     /// TOML file with any of the settings below (keys are the flag names with `_`).
     #[arg(long)]
     config: Option<std::path::PathBuf>,
@@ -100,13 +125,33 @@ pub struct CellArgs {
     /// besides warren:operator. Repeat for several. Env WARREN_OPERATOR_PRINCIPALS.
     #[arg(long = "operator-principal", value_name = "PRINCIPAL")]
     operator_principal: Vec<String>,
+    /// Where the master's backups go: a directory, never inside --data (docs/backup.md).
+    /// Env WARREN_BACKUP_DEST; `dest` in the config file's [backup] section.
+    #[arg(long)]
+    backup_dest: Option<String>,
+    /// How often the master takes a backup, e.g. `6h` (the default). Env
+    /// WARREN_BACKUP_EVERY; `every` in [backup].
+    #[arg(long)]
+    backup_every: Option<String>,
+    /// How many of this cell's backups are kept (default 28). Env WARREN_BACKUP_KEEP;
+    /// `keep` in [backup].
+    #[arg(long)]
+    backup_keep: Option<String>,
 
     #[command(flatten)]
     tls: crate::tls_cmd::ServerTlsArgs,
 }
 
-/// Serves one cell until Ctrl-C / SIGTERM.
+/// Serves one cell until Ctrl-C / SIGTERM, or restores a backup.
 pub async fn run(a: CellArgs) -> ExitCode {
+    match a.action {
+        Some(CellAction::Restore(r)) => restore::run(r).await,
+        None => serve_settings(a.settings).await,
+    }
+}
+
+/// The settings' sources: the file, the environment, and the flags given.
+fn sources(a: &CellSettings) -> Result<warren_config::Sources, warren_config::ConfigError> {
     let joined = |v: &Vec<String>| (!v.is_empty()).then(|| v.join(","));
     let (proxy_principals, operator_principals) =
         (joined(&a.proxy_principal), joined(&a.operator_principal));
@@ -137,8 +182,15 @@ pub async fn run(a: CellArgs) -> ExitCode {
         ("cert", &a.tls.cert),
         ("key", &a.tls.key),
         ("insecure", &a.tls.insecure.then(|| "true".to_owned())),
+        ("backup_dest", &a.backup_dest),
+        ("backup_every", &a.backup_every),
+        ("backup_keep", &a.backup_keep),
     ];
-    let sources = server_cmd::sources(a.config.as_deref(), &flags);
+    server_cmd::sources(a.config.as_deref(), &flags)
+}
+
+async fn serve_settings(a: CellSettings) -> ExitCode {
+    let sources = sources(&a);
     server_cmd::load_and_serve(
         sources,
         CellConfig::load,
@@ -161,7 +213,8 @@ pub async fn serve(cfg: &CellConfig) -> anyhow::Result<()> {
         println!("cells: {name}={addr}");
         println!("ready");
     };
-    let opts = CellOptions::from_config(cfg);
+    let mut opts = CellOptions::from_config(cfg);
+    opts.backup = backup_sink(cfg)?;
     match cfg.store {
         StoreKind::Embedded => {
             let store = EmbeddedStore::open(&cfg.data)?;
@@ -200,3 +253,29 @@ pub async fn serve(cfg: &CellConfig) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The master's backup sink from the `[backup]` settings; refuses a destination inside
+/// the cell's own data directory (backups never go to the cell's own store; an etcd
+/// cell's store is not a directory, so any directory is outside it).
+fn backup_sink(
+    cfg: &CellConfig,
+) -> anyhow::Result<Option<Arc<dyn warren_cell::server::backup::BackupSink>>> {
+    let Some(b) = &cfg.backup else {
+        return Ok(None);
+    };
+    let dest = warren_backup::Destination::parse(&b.dest)
+        .map_err(|e| anyhow::anyhow!("configuration: backup_dest: {e}"))?;
+    if cfg.store == StoreKind::Embedded {
+        dest.check_not_inside(&cfg.data)
+            .map_err(|e| anyhow::anyhow!("configuration: backup_dest: {e}"))?;
+    }
+    Ok(Some(Arc::new(warren_backup::sink::CellBackups {
+        dest,
+        every: b.every,
+        keep: b.keep,
+        warren_version: crate::version(),
+    })))
+}
+
+/// `warren cell restore`.
+mod restore;

@@ -88,10 +88,26 @@ pub struct CellConfig {
     /// Principals that may write the reserved subtree `/ls/<d>/warren/` and run reshards,
     /// besides `warren:operator` and the cells' own `warren:cell` (docs/security.md).
     pub operator_principals: Vec<String>,
+    /// Backups the master takes (docs/backup.md): the `[backup]` section, or the
+    /// `backup_dest`/`backup_every`/`backup_keep` settings. None without a destination.
+    pub backup: Option<BackupSettings>,
 
     /// Mutual TLS on the gRPC port and on this replica's own connections (docs/security.md).
     pub tls: crate::TlsSettings,
 }
+
+/// The `[backup]` section (docs/backup.md, "Schedule").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupSettings {
+    /// A directory (`dest = "/var/backups/warren"`), never inside the cell's data directory.
+    pub dest: String,
+    /// How often the master takes one (default 6 h, at least 1 s).
+    pub every: Duration,
+    /// How many of this cell's backups are kept at the destination (default 28, at least 1).
+    pub keep: usize,
+}
+
+pub use crate::defaults::{BACKUP_EVERY, BACKUP_KEEP};
 
 /// The `store` setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +155,9 @@ const FIELDS: &[FieldSpec] = &[
         env: "WARREN_OPERATOR_PRINCIPALS",
         flag_aliases: &["operator_principal"],
     },
+    spec("backup_dest", "WARREN_BACKUP_DEST"),
+    spec("backup_every", "WARREN_BACKUP_EVERY"),
+    spec("backup_keep", "WARREN_BACKUP_KEEP"),
     spec("cacert", "WARREN_CACERT"),
     spec("cert", "WARREN_CERT"),
     spec("key", "WARREN_KEY"),
@@ -193,6 +212,7 @@ impl CellConfig {
             advertise: None,
             proxy_principals: Vec::new(),
             operator_principals: Vec::new(),
+            backup: None,
 
             tls: crate::TlsSettings::default(),
         }
@@ -351,6 +371,30 @@ impl CellConfig {
             Some(v) => v,
             None => DEFAULT_PROXY_LEASE.min(config.max_lease).max(config.lease),
         };
+        let every = layers.parse("backup_every", duration)?;
+        let keep = layers.parse("backup_keep", |s| {
+            s.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or(bad(
+                    "is not a whole number of at least 1",
+                    "give how many backups of this cell to keep, e.g. 28",
+                ))
+        })?;
+        match layers.parse("backup_dest", text)? {
+            Some(dest) => {
+                config.backup = Some(BackupSettings {
+                    dest: dest.trim().to_owned(),
+                    every: every.unwrap_or(BACKUP_EVERY),
+                    keep: keep.unwrap_or(BACKUP_KEEP),
+                })
+            }
+            None if every.is_some() || keep.is_some() => {
+                return Err(missing("backup_dest", "\"/var/backups/warren\""));
+            }
+            None => {}
+        }
         config.check(&|field| layers.provenance(field))?;
         Ok(config)
     }
@@ -433,6 +477,25 @@ impl CellConfig {
         };
         self.tls.check(self.listen, provenance)?;
         let fmt = |d: Duration| format_duration(d);
+        if let Some(b) = &self.backup {
+            if b.dest.is_empty() {
+                return Err(invalid(
+                    "backup_dest",
+                    b.dest.clone(),
+                    bad(
+                        "is empty",
+                        "give a directory on another disk or host, e.g. /var/backups/warren",
+                    ),
+                ));
+            }
+            if b.every < Duration::from_secs(1) {
+                return Err(invalid(
+                    "backup_every",
+                    fmt(b.every),
+                    bad("is under a second", "use e.g. 6h (the default)"),
+                ));
+            }
+        }
 
         check_cell_name(&self.name).map_err(|b| invalid("name", self.name.clone(), b))?;
         check_deployment(&self.deployment)

@@ -33,6 +33,11 @@ pub const EPHEMERAL_CLEANUP: Duration = Duration::from_secs(60);
 pub const ETCD_LEASE: Duration = Duration::from_secs(2);
 /// Most operations per etcd transaction (etcd's own default `--max-txn-ops`).
 pub const ETCD_MAX_TXN_OPS: usize = 128;
+/// How often a cell's master takes a backup unless `[backup] every` says otherwise
+/// (docs/backup.md).
+pub const BACKUP_EVERY: Duration = Duration::from_secs(6 * 3600);
+/// How many backups of a cell are kept unless `[backup] keep` says otherwise.
+pub const BACKUP_KEEP: usize = 28;
 
 /// ρ, the clock-rate drift allowed between client and master (1%).
 pub const CLOCK_DRIFT: f64 = 0.01;

@@ -23,7 +23,9 @@ mod proxy;
 mod source;
 mod tls;
 
-pub use cell::{CellConfig, StoreKind, FILE_SIZE_LIMIT, LEASE_LIMIT, LOCK_DELAY_LIMIT};
+pub use cell::{
+    BackupSettings, CellConfig, StoreKind, FILE_SIZE_LIMIT, LEASE_LIMIT, LOCK_DELAY_LIMIT,
+};
 pub use error::{ConfigError, InvalidValue};
 pub use layout::Layout;
 pub use parse::{format_duration, parse_duration, parse_duration_or_seconds, DurationError};

@@ -168,6 +168,22 @@ impl Layers {
                             entries.push((k, v));
                         }
                     }
+                    // A `[backup]` section (docs/backup.md): `dest`, `every`, `keep` stand
+                    // for `backup_dest`, `backup_every`, `backup_keep`.
+                    toml::Value::Table(section)
+                        if key == "backup" && fields.iter().any(|f| f.name == "backup_dest") =>
+                    {
+                        for (k, v) in section {
+                            if !["dest", "every", "keep"].contains(&k.as_str()) {
+                                return Err(ConfigError::UnknownKey {
+                                    path: file.path.clone(),
+                                    key: format!("backup.{k}"),
+                                    fix: "the keys of [backup] are: dest, every, keep".into(),
+                                });
+                            }
+                            entries.push((format!("backup_{k}"), v));
+                        }
+                    }
                     value => entries.push((key, value)),
                 }
             }

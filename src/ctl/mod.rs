@@ -37,6 +37,7 @@
 //! | `reshard plan [--add-cell NAME=HOST:PORT[,…]] [--remove-cell NAME] [--weight NAME=W] [--to MAP.json] [--out FILE] [--max-bytes-per-sec N]` | a dry run: proposes the next map, asks the source cells what the moving slots hold; `--out` saves the plan | per-cell slots now and proposed, the moves as runs with their counts, totals, `estimated time: …` (module [`reshard`]) |
 //! | `reshard apply PLAN [--max-bytes-per-sec N] [--slots-per-batch N] [--freeze-timeout DURATION]` | checks the plan against the map in force, starts the meta cell's job | the job id and how to follow it |
 //! | `reshard status [--watch]` / `reshard abort` | the current (or last) job; stops it | the job (status), its `job`/`state`/`message` (abort) |
+//! | `backup now [--cell NAME \| --all] [--meta …]` / `backup list\|verify --from DEST [--set ID]` | backups (module [`backup`], docs/backup.md): taken by the cell masters; listed and verified at the destination, with no cell | the backup's fields / a row per backup |
 //!
 //! The `reshard` commands talk to the meta cell given by their `--meta HOST:PORT[,…]`
 //! (default `127.0.0.1:7100`, `warren dev`'s), not to `--endpoint`/`--proxies`; see
@@ -131,6 +132,7 @@
 //! nodes they hold open).
 
 mod acl;
+mod backup;
 mod deployment;
 mod failure;
 mod locks;
@@ -358,6 +360,12 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: ReshardCommand,
     },
+    /// Backups (docs/backup.md): take one now at the cell masters; list and verify what a
+    /// destination holds (no cell needed).
+    Backup {
+        #[command(subcommand)]
+        command: backup::BackupCommand,
+    },
 }
 
 /// Where the deployment's members are: the meta cell, and their admin ports.
@@ -576,6 +584,20 @@ async fn execute(args: CtlArgs, out: Output) -> Result<ExitCode, Failure> {
     if let Some(result) = run_members(&args.command, &proxies, out).await {
         return result;
     }
+    // Backups: the cell masters (`now`) or the destination itself (`list`, `verify`).
+    if let CtlCommand::Backup { command } = args.command {
+        let grace = args.grace;
+        let options = move |endpoints: Vec<String>| {
+            let options = ClientOptions::new(endpoints)
+                .principal(warren_client::admin::OPERATOR_PRINCIPAL.to_string());
+            match grace {
+                Some(grace) => options.grace_period(grace),
+                None => options,
+            }
+        };
+        let endpoints = addresses(&args.endpoint);
+        return backup::run(command, endpoints, out, options).await;
+    }
     // The reshard commands talk to the meta cell named by their own `--meta`.
     if let CtlCommand::Reshard { command } = args.command {
         let grace = args.grace;
@@ -732,6 +754,7 @@ async fn dispatch(
             },
         } => repair::repair(session, endpoints, &from_cell, from.as_deref(), out).await?,
         CtlCommand::Reshard { .. }
+        | CtlCommand::Backup { .. }
         | CtlCommand::Endpoint { .. }
         | CtlCommand::Session { .. }
         | CtlCommand::Version

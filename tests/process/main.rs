@@ -6,6 +6,7 @@
 //! the wire contract from another language (a Python grpcio client).
 
 mod authz;
+mod backup;
 mod ctl;
 mod deploy;
 mod dev;

@@ -97,6 +97,9 @@ pub struct TargetIn<const MODE: u8> {
     pub cell: Option<TestCell>,
     pub proxy: Option<TestProxy>,
     pub deployment: Option<Deployment>,
+    /// `WARREN_SUITE_RESTORED`: the direct mode's cell, restored from a backup of another
+    /// store kind ([`restored::Restored`]).
+    pub restored: Option<restored::Restored>,
 }
 
 impl<const MODE: u8> TargetIn<MODE> {
@@ -128,7 +131,18 @@ impl<const MODE: u8> TargetIn<MODE> {
                 cell: None,
                 proxy: None,
                 deployment: Some(b.run().await),
+                restored: None,
             };
+        }
+        if MODE == mode::DIRECT {
+            if let Some(direction) = restored::direction() {
+                return TargetIn {
+                    cell: None,
+                    proxy: None,
+                    deployment: None,
+                    restored: Some(restored::Restored::start(direction, lease).await),
+                };
+            }
         }
         let mut c = Cell::builder();
         if let Some(l) = lease {
@@ -148,12 +162,16 @@ impl<const MODE: u8> TargetIn<MODE> {
             cell: Some(cell),
             proxy,
             deployment: None,
+            restored: None,
         }
     }
 
     /// The address clients are given: the proxy's, or the cell's; in direct mode over a
     /// partitioned deployment, the meta cell's.
     pub fn addr(&self) -> String {
+        if let Some(r) = &self.restored {
+            return r.cell.addr();
+        }
         match (&self.deployment, &self.proxy, &self.cell) {
             (Some(d), _, _) if MODE == mode::CELLS3_DIRECT => d.meta().addr(),
             (Some(d), _, _) => d.proxy_addrs()[0].clone(),
@@ -473,4 +491,183 @@ async fn the_suite_over_tls_is_over_tls() {
     ours.locate(pb::LocateRequest::default())
         .await
         .expect("the suite's own connection works");
+}
+
+/// `WARREN_SUITE_RESTORED=etcd-to-embedded|embedded-to-etcd` (docs/backup.md, "Migrate
+/// between stores"): the direct mode's cell is a real `warren cell` process on one store,
+/// seeded, backed up by its master (`warren ctl backup now`), stopped, restored with
+/// `warren cell restore` into the other store kind, and started there; the test then runs
+/// against the restored cell. Not combined with `WARREN_SUITE_TLS`.
+pub mod restored {
+    use std::time::Duration;
+    use warren_client::{OpenOptions, Session};
+    use warren_testkit::{EtcdCluster, WarrenProcess};
+
+    /// Which way the store changes.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Direction {
+        EtcdToEmbedded,
+        EmbeddedToEtcd,
+    }
+
+    /// The direction `WARREN_SUITE_RESTORED` asks for; anything else set is an error.
+    pub fn direction() -> Option<Direction> {
+        match std::env::var("WARREN_SUITE_RESTORED").ok()?.as_str() {
+            "" => None,
+            "etcd-to-embedded" => Some(Direction::EtcdToEmbedded),
+            "embedded-to-etcd" => Some(Direction::EmbeddedToEtcd),
+            other => {
+                panic!("WARREN_SUITE_RESTORED={other:?}: use etcd-to-embedded or embedded-to-etcd")
+            }
+        }
+    }
+
+    /// The restored cell and what it runs on.
+    pub struct Restored {
+        pub cell: WarrenProcess,
+        _etcd: EtcdCluster,
+        _dir: tempfile::TempDir,
+    }
+
+    fn bin() -> &'static std::path::Path {
+        std::path::Path::new(env!("CARGO_BIN_EXE_warren"))
+    }
+
+    async fn warren(args: &[&str]) -> std::process::Output {
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::process::Command::new(bin()).args(args).output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("warren {args:?} did not finish in 60 s"))
+        .expect("run warren");
+        assert!(
+            out.status.success(),
+            "warren {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// A session at `addr` once a master serves there (an etcd replica prints `ready`
+    /// before its first election is won).
+    async fn connect(addr: &str) -> Session {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match Session::connect(&[addr.to_owned()]).await {
+                Ok(s) => return s,
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    panic!("no master at {addr} within 30 s: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    impl Restored {
+        pub async fn start(direction: Direction, lease: Option<Duration>) -> Restored {
+            assert!(
+                warren_testkit::etcd::require_etcd().is_some(),
+                "WARREN_SUITE_RESTORED needs etcd (Debian's etcd-server)"
+            );
+            let etcd = EtcdCluster::start(1).await;
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("backups");
+            let dest = dest.to_str().unwrap();
+            let data = dir.path().join("data");
+            let data = data.to_str().unwrap();
+            let etcd_url = etcd.endpoints().join(",");
+            let ops = warren_testkit::etcd::MAX_TXN_OPS.to_string();
+            let embedded = vec!["--data", data];
+            let on_etcd = vec![
+                "--store",
+                "etcd",
+                "--etcd",
+                &etcd_url,
+                "--replica",
+                "r1",
+                "--etcd-max-txn-ops",
+                &ops,
+            ];
+            let (from, to) = match direction {
+                Direction::EtcdToEmbedded => (&on_etcd, &embedded),
+                Direction::EmbeddedToEtcd => (&embedded, &on_etcd),
+            };
+            // The lease flags of the in-process cells (TargetIn::build).
+            let timings: Vec<String> = match lease {
+                Some(l) => vec![
+                    format!("--lease={}ms", l.as_millis()),
+                    format!(
+                        "--proxy-lease={}ms",
+                        (l * 2 + Duration::from_secs(1)).as_millis()
+                    ),
+                    format!("--claim-window={}ms", (l * 2).as_millis()),
+                ],
+                None => Vec::new(),
+            };
+            let reply_before_end = lease
+                .map(|l| (l / 4).min(Duration::from_secs(1)))
+                .unwrap_or(Duration::from_secs(1));
+            let reply_before_end = format!("{}ms", reply_before_end.as_millis());
+            let spawn = |store: &Vec<&str>, backup: bool| {
+                let mut args = vec!["cell", "--name", "c0", "--listen", "127.0.0.1:0"];
+                args.extend(store.iter().copied());
+                args.extend(timings.iter().map(String::as_str));
+                if backup {
+                    args.extend(["--backup-dest", dest]);
+                }
+                let env = [(
+                    "WARREN_KEEPALIVE_REPLY_BEFORE_END",
+                    reply_before_end.as_str(),
+                )];
+                let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+                async move {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    WarrenProcess::spawn_env(bin(), &args, &env).await
+                }
+            };
+            let mut source = spawn(from, true).await;
+            // Seed a file (in the ACL directory: the suite's tests expect the root to hold
+            // nothing else), then close the session so the restored cell has none to wait
+            // for.
+            let s = connect(&source.addr()).await;
+            let (f, _) = s
+                .open(
+                    "/acl/restored-seed",
+                    OpenOptions::new()
+                        .write()
+                        .create_file(b"from a backup".to_vec()),
+                )
+                .await
+                .unwrap();
+            f.close().await;
+            s.close().await.unwrap();
+            warren(&["ctl", "--endpoint", &source.addr(), "backup", "now"]).await;
+            source.kill9().await;
+            let mut restore = vec!["cell", "restore", "--from", dest];
+            restore.extend(to.iter().copied());
+            warren(&restore).await;
+            let cell = spawn(to, false).await;
+            let check = connect(&cell.addr()).await;
+            let (f, info) = check
+                .open(
+                    "/acl/restored-seed",
+                    OpenOptions::new().read().read_contents(),
+                )
+                .await
+                .expect("the seeded file was restored");
+            assert_eq!(info.contents.as_deref(), Some(&b"from a backup"[..]));
+            assert!(
+                info.stat.content_generation >= 1 << 40,
+                "generations jumped"
+            );
+            f.close().await;
+            check.close().await.unwrap();
+            Restored {
+                cell,
+                _etcd: etcd,
+                _dir: dir,
+            }
+        }
+    }
 }

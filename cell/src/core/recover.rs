@@ -326,6 +326,7 @@ fn first_meta(cfg: &CoreConfig, rng: &mut StdRng) -> MetaRecord {
         pending_unlinks: Vec::new(),
         handed_off: Vec::new(),
         foreign_keys: Default::default(),
+        lost_epochs: Vec::new(),
     }
 }
 

@@ -115,6 +115,36 @@ static METRICS: TierMetrics = TierMetrics::new(&[
         "Acquire calls that had to wait for a lock",
     )
     .from_zero(),
+    Metric::gauge(
+        "warren_cell_backup_last_success_timestamp_seconds",
+        "when this master last wrote a backup (Unix time; 0: none since the process started)",
+    )
+    .from_zero(),
+    Metric::gauge(
+        "warren_cell_backup_every_seconds",
+        "how often this master takes a backup ([backup] every; 0: no backups configured, or not master)",
+    )
+    .from_zero(),
+    Metric::gauge(
+        "warren_cell_backup_last_duration_seconds",
+        "how long the last successful backup took (reading the store and writing it)",
+    )
+    .from_zero(),
+    Metric::gauge(
+        "warren_cell_backup_last_size_bytes",
+        "size of the last successful backup's data object",
+    )
+    .from_zero(),
+    Metric::counter(
+        "warren_cell_backups_total",
+        "backups this process wrote (scheduled and on demand)",
+    )
+    .from_zero(),
+    Metric::counter(
+        "warren_cell_backup_failures_total",
+        "backups this process attempted that failed (store read or destination write)",
+    )
+    .from_zero(),
     Metric::seconds(
         "warren_store_commit_seconds",
         "time to commit one group of mutations to the store",
@@ -188,4 +218,31 @@ impl Drop for LockWait {
             metrics::gauge!("warren_cell_lock_waiters").decrement(1.0);
         }
     }
+}
+
+/// A backup was written in `took`, its data object `bytes` long.
+pub(super) fn backup_succeeded(took: std::time::Duration, bytes: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics::gauge!("warren_cell_backup_last_success_timestamp_seconds").set(now);
+    metrics::gauge!("warren_cell_backup_last_duration_seconds").set(took.as_secs_f64());
+    metrics::gauge!("warren_cell_backup_last_size_bytes").set(bytes as f64);
+    metrics::counter!("warren_cell_backups_total").increment(1);
+}
+
+/// A master's schedule began: backups every `every`, the newest at the destination taken
+/// at `last_ms` (ms since the Unix epoch; 0: none), so the last-success gauge survives a
+/// restart or failover.
+pub(super) fn backup_schedule(every: std::time::Duration, last_ms: u64) {
+    metrics::gauge!("warren_cell_backup_every_seconds").set(every.as_secs_f64());
+    if last_ms > 0 {
+        metrics::gauge!("warren_cell_backup_last_success_timestamp_seconds")
+            .set(last_ms as f64 / 1000.0);
+    }
+}
+
+/// A backup failed.
+pub(super) fn backup_failed() {
+    metrics::counter!("warren_cell_backup_failures_total").increment(1);
 }

@@ -20,12 +20,15 @@
 //! - [`service`]: the `warren.v1.Warren` gRPC service, one module per concern;
 //! - [`reshard`]: the `warren.v1.Reshard` service (slot calls of a reshard), and
 //!   [`reshard_job`]: its job calls at the meta cell;
+//! - [`backup`]: the master's backups (scheduled and `warren.v1.Backup`), read from the
+//!   store at one consistent point;
 //! - [`metrics`]: the cell's metrics, described and recorded;
 //! - [`fault`]: the crash hook of the partitioning tests (feature `fault-injection`).
 //!
 //! This file holds the options, the errors, the front every replica runs whatever its role
 //! ([`Front`]: the gRPC service and the admin endpoint) and [`run`].
 
+pub mod backup;
 mod calls;
 mod crosscell;
 mod fault;
@@ -62,6 +65,8 @@ pub struct CellOptions {
     /// The meta cell's replicas: given, this is a data cell that serves only the slots the
     /// partition map (watched there) gives it (docs/partitioning.md).
     pub meta: Vec<String>,
+    /// Where the master's backups go and how often (docs/backup.md); none: no backups.
+    pub backup: Option<Arc<dyn backup::BackupSink>>,
 }
 
 impl CellOptions {
@@ -72,6 +77,7 @@ impl CellOptions {
             tick: Duration::from_millis(50),
             replica: String::new(),
             meta: Vec::new(),
+            backup: None,
         }
     }
 
@@ -138,7 +144,8 @@ impl Front {
         });
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let routes = warren_server::grpc::warren_routes(service::service(node.clone()))
-            .add_service(reshard::service(node.clone()));
+            .add_service(reshard::service(node.clone()))
+            .add_service(backup::service(node.clone()));
         // Health says SERVING exactly when /readyz does: a master with its map loaded.
         let ready = {
             let node = node.clone();
@@ -146,7 +153,7 @@ impl Front {
         };
         let (routes, health) = warren_server::grpc::add_standard_services(
             routes,
-            &["warren.v1.Warren", "warren.v1.Reshard"],
+            &["warren.v1.Warren", "warren.v1.Reshard", "warren.v1.Backup"],
             ready,
         )
         .await;

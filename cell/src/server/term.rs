@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     pub(super) meta: Vec<String>,
     /// The reshard job's driver (the meta cell, or an unpartitioned one, only).
     pub(super) reshard: std::sync::OnceLock<super::reshard_job::Runner>,
+    /// The term's backups: read from its store, one at a time.
+    pub(super) backups: super::backup::Backups,
 }
 
 impl Shared {
@@ -97,6 +99,8 @@ pub(crate) struct Term {
     /// Hands each new partition map to the master (data cells).
     map_feed: Option<JoinHandle<()>>,
     janitor: JoinHandle<()>,
+    /// Takes the scheduled backups (docs/backup.md).
+    backups: JoinHandle<()>,
 }
 
 impl Term {
@@ -128,6 +132,7 @@ impl Term {
             peers: Peers::default(),
             meta: opts.meta.clone(),
             reshard: std::sync::OnceLock::new(),
+            backups: super::backup::Backups::new(store.clone(), opts.backup.clone()),
         });
         if opts.meta.is_empty() {
             let runner = super::reshard_job::Runner::start(Arc::downgrade(&shared));
@@ -164,6 +169,7 @@ impl Term {
             })
         });
         let janitor = tokio::spawn(crosscell::janitor_loop(Arc::downgrade(&shared)));
+        let backups = tokio::spawn(super::backup::schedule(Arc::downgrade(&shared)));
         metrics::term_started(shared.lock().master.status().epoch);
         Ok(Term {
             shared,
@@ -171,6 +177,7 @@ impl Term {
             ticker,
             map_feed,
             janitor,
+            backups,
         })
     }
 
@@ -206,6 +213,10 @@ impl Term {
         self.shared.close();
         self.ticker.abort();
         self.janitor.abort();
+        self.backups.abort();
+        // A replica that is not master takes no backups: the alert on missing ones must
+        // not fire for it.
+        super::metrics::backup_schedule(Duration::ZERO, 0);
         if let Some(t) = &self.map_feed {
             t.abort();
         }

@@ -353,6 +353,7 @@ mod tests {
             }],
             handed_off: Vec::new(),
             foreign_keys: Default::default(),
+            lost_epochs: Vec::new(),
         }
     }
 

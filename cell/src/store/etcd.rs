@@ -500,9 +500,15 @@ impl Store for EtcdStore {
             e
         };
         let mut from = self.prefix.clone().into_bytes();
-        // Page through the range so a large cell never needs one huge response.
+        // Page through the range so a large cell never needs one huge response, every page
+        // at the first page's revision: one consistent view while commits go on (a backup
+        // reads a live master's store; pages at the latest revision each could mix states).
+        let mut revision = 0i64;
         for _ in 0..1_000_000 {
-            let opts = GetOptions::new().with_range(end.clone()).with_limit(500);
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(500);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
             let r = self
                 .client
                 .lock()
@@ -510,6 +516,9 @@ impl Store for EtcdStore {
                 .get(from.clone(), Some(opts))
                 .await
                 .map_err(io)?;
+            if revision == 0 {
+                revision = r.header().map_or(0, |h| h.revision());
+            }
             for kv in r.kvs() {
                 let key = String::from_utf8_lossy(kv.key()).into_owned();
                 let rest = &key[self.prefix.len().min(key.len())..];

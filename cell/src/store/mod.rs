@@ -160,6 +160,18 @@ pub struct MetaRecord {
     /// had received slots from): handles minted there on moved nodes keep working here.
     #[serde(default)]
     pub foreign_keys: std::collections::BTreeMap<String, [u8; 32]>,
+    /// Epochs this cell's state never ran in: those a restore jumped over
+    /// (docs/backup.md, "Handles"). A handle minted in one of them was made by a master
+    /// whose writes were lost with the cell; it is refused, never recreated.
+    #[serde(default)]
+    pub lost_epochs: Vec<EpochRange>,
+}
+
+/// Epochs `first..=last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRange {
+    pub first: u64,
+    pub last: u64,
 }
 
 /// A slot given up in a reshard: from the hand-off on, calls for it are answered

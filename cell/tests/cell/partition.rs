@@ -557,6 +557,7 @@ async fn seeded(cell: &str, nodes: Vec<NodeRecord>, unlinks: Vec<PendingUnlink>)
             pending_unlinks: unlinks,
             handed_off: Vec::new(),
             foreign_keys: Default::default(),
+            lost_epochs: Vec::new(),
         }),
         Mutation::PutNode(entry("/ls/local", 1, false)),
         Mutation::PutNode(entry("/ls/local/acl", 2, false)),

@@ -44,6 +44,7 @@ fn defaults() {
             advertise: None,
             proxy_principals: Vec::new(),
             operator_principals: Vec::new(),
+            backup: None,
 
             tls: crate::TlsSettings::default(),
         }
@@ -418,7 +419,7 @@ fn unknown_key_and_flag() {
                   lease, keepalive_reply_before_end, max_lease, proxy_lease, claim_window, \
                   max_lock_delay, max_file_size, ephemeral_cleanup, store, etcd, replica, \
                   etcd_lease, etcd_max_txn_ops, etcd_cacert, etcd_cert, etcd_key, meta, \
-                  advertise, proxy_principals, operator_principals, cacert, cert, key, insecure"
+                  advertise, proxy_principals, operator_principals, backup_dest, backup_every, backup_keep, cacert, cert, key, insecure"
                 .into(),
         }
     );
@@ -565,4 +566,49 @@ fn tls_to_etcd_needs_https_urls_and_a_ca() {
     let e = CellConfig::load(&ok.with_flag("etcd_cert", "/c.pem")).unwrap_err();
     assert_eq!(e.field(), Some("etcd_cert"));
     assert!(e.to_string().contains("etcd_key"), "{e}");
+}
+
+#[test]
+fn backup_section_flags_and_defaults() {
+    use crate::cell::{BackupSettings, BACKUP_EVERY, BACKUP_KEEP};
+    assert_eq!(CellConfig::load(&base()).unwrap().backup, None);
+    let file = "name = \"c1\"\nlisten = \"127.0.0.1:0\"\ndata = \"/d\"\n\
+                [backup]\ndest = \"/b\"\nevery = \"30m\"\nkeep = 3\n";
+    let c = CellConfig::load(&Sources::new().with_file("c.toml", file)).unwrap();
+    assert_eq!(
+        c.backup,
+        Some(BackupSettings {
+            dest: "/b".into(),
+            every: std::time::Duration::from_secs(1800),
+            keep: 3
+        })
+    );
+    // A flag overrides the file; defaults fill the rest.
+    let c = CellConfig::load(&base().with_flag("backup_dest", "/x")).unwrap();
+    let b = c.backup.unwrap();
+    assert_eq!(
+        (b.dest.as_str(), b.every, b.keep),
+        ("/x", BACKUP_EVERY, BACKUP_KEEP)
+    );
+    let c = CellConfig::load(&base().with_env("WARREN_BACKUP_DEST", "/e")).unwrap();
+    assert_eq!(c.backup.unwrap().dest, "/e");
+
+    // Errors name the field.
+    let e = err(&base().with_flag("backup_every", "1h"));
+    assert_eq!(e.field(), Some("backup_dest"));
+    let e = err(&base()
+        .with_flag("backup_dest", "/x")
+        .with_flag("backup_keep", "0"));
+    assert_eq!(e.field(), Some("backup_keep"));
+    let e = err(&base()
+        .with_flag("backup_dest", "/x")
+        .with_flag("backup_every", "10ms"));
+    assert_eq!(e.field(), Some("backup_every"));
+    let e = err(&base()
+        .with_flag("backup_dest", "/x")
+        .with_flag("backup_every", "soon"));
+    assert_eq!(e.field(), Some("backup_every"));
+    let bad = "name = \"c1\"\nlisten = \"127.0.0.1:0\"\ndata = \"/d\"\n[backup]\nwhere = \"/b\"\n";
+    let e = CellConfig::load(&Sources::new().with_file("c.toml", bad)).unwrap_err();
+    assert!(e.to_string().contains("dest, every, keep"), "{e}");
 }
