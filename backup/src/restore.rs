@@ -38,6 +38,49 @@ pub fn jump_counters(snap: &mut Snapshot) -> Result<(), String> {
         n.meta.lock_generation = bump(n.meta.lock_generation, "a lock generation")?;
         n.meta.acl_generation = bump(n.meta.acl_generation, "an ACL generation")?;
     }
+    jump_map_epoch(snap)
+}
+
+/// The map epoch is a counter clients see too: a reshard in the lost interval may have
+/// committed maps above the backup's, and a router ignores any map not newer than the one
+/// it holds (docs/partitioning.md). So the partition map file, where this cell holds one
+/// (the meta cell, or an unpartitioned cell), is rewritten with its epoch raised by
+/// [`JUMP`], its content checksum with it. A map file that does not parse is left as it
+/// is, for `warren ctl map repair`, which writes a map above the epoch it names.
+fn jump_map_epoch(snap: &mut Snapshot) -> Result<(), String> {
+    let Some(meta) = &snap.meta else {
+        return Ok(());
+    };
+    let file = format!(
+        "{}/{}/map",
+        warren_router::path::root_of(&meta.deployment),
+        warren_router::RESERVED
+    );
+    let Some((_, data)) = snap.contents.iter_mut().find(|(p, _)| *p == file) else {
+        return Ok(());
+    };
+    let Ok(map) = warren_router::PartitionMap::from_json(&data[..]) else {
+        tracing::warn!(%file, "the map file does not parse; its epoch is left for `warren ctl map repair`");
+        return Ok(());
+    };
+    let epoch = map.map_epoch().checked_add(JUMP).ok_or_else(|| {
+        format!(
+            "map epoch {} would overflow after the restore's jump",
+            map.map_epoch()
+        )
+    })?;
+    let jumped = warren_router::PartitionMap::new(
+        map.deployment(),
+        epoch,
+        map.slot_owners().to_vec(),
+        map.cells().clone(),
+    )
+    .map_err(|e| format!("the map at {file} with its epoch jumped: {e}"))?;
+    *data = jumped.to_json().into_bytes();
+    let checksum = xxhash_rust::xxh3::xxh3_64(data);
+    if let Some(n) = snap.nodes.iter_mut().find(|n| n.path == file) {
+        n.meta.checksum = checksum;
+    }
     Ok(())
 }
 
@@ -208,6 +251,42 @@ mod tests {
         }
         assert_eq!(after.contents, before.contents);
         assert_eq!(after.sessions, before.sessions);
+    }
+
+    #[test]
+    fn the_partition_map_epoch_jumps_with_its_checksum() {
+        use warren_cell::store::{AclNames, NodeKind, NodeMeta, NodeRecord};
+        let mut s = sample();
+        let deployment = s.meta.as_ref().unwrap().deployment.clone();
+        let file = format!("/ls/{deployment}/warren/map");
+        let map = warren_router::PartitionMap::single_cell(&deployment, "c0", vec!["127.0.0.1:7000".into()], 64)
+            .unwrap()
+            .to_json()
+            .into_bytes();
+        s.nodes.push(NodeRecord {
+            path: file.clone(),
+            meta: NodeMeta {
+                kind: NodeKind::File,
+                instance: 99,
+                content_generation: 1,
+                lock_generation: 0,
+                acl_generation: 0,
+                checksum: xxhash_rust::xxh3::xxh3_64(&map),
+                acl: AclNames::default(),
+                ephemeral: false,
+            },
+            holders: vec![],
+            anchor: false,
+            anchor_pending: None,
+        });
+        s.contents.push((file.clone(), map));
+        jump_counters(&mut s).unwrap();
+        let (_, data) = s.contents.iter().find(|(p, _)| *p == file).unwrap();
+        let jumped = warren_router::PartitionMap::from_json(data).unwrap();
+        assert_eq!(jumped.map_epoch(), 1 + JUMP);
+        assert_eq!(jumped.slot_counts(), [("c0".to_string(), 64)].into());
+        let node = s.nodes.iter().find(|n| n.path == file).unwrap();
+        assert_eq!(node.meta.checksum, xxhash_rust::xxh3::xxh3_64(data));
     }
 
     #[test]
