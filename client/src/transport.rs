@@ -122,9 +122,47 @@ pub async fn connect_endpoint_as(
     endpoint: &Endpoint,
     tls: Option<&Arc<Tls>>,
 ) -> Result<Channel, tonic::transport::Error> {
+    #[cfg(feature = "sim")]
+    if let Some(connect) = sim::CONNECTOR.get() {
+        let connect = connect.clone();
+        let connector = tower::service_fn(move |uri: tonic::transport::Uri| {
+            let dialled = connect(uri);
+            async move { dialled.await.map(hyper_util::rt::TokioIo::new) }
+        });
+        return endpoint.connect_with_connector(connector).await;
+    }
     match tls.cloned().or_else(warren_tls::installed) {
         Some(tls) => warren_tls::client::connect(endpoint, tls).await,
         None => endpoint.connect().await,
+    }
+}
+
+/// The deterministic simulation's seam (feature `sim`, which only warren-sim turns on):
+/// a process-wide connector that replaces TCP in every dial of this library, so sessions
+/// (and the cells' own dials) run on the simulated network (docs/reliability.md,
+/// "Deterministic simulation"). Without one installed, dials are as in any build.
+#[cfg(feature = "sim")]
+pub mod sim {
+    use futures::future::BoxFuture;
+    use std::sync::{Arc, OnceLock};
+
+    /// A byte stream the simulated network connected.
+    pub trait SimIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+    impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> SimIo for T {}
+
+    /// Dials the server a URI names on the simulated network.
+    pub type Connector = Arc<
+        dyn Fn(tonic::transport::Uri) -> BoxFuture<'static, std::io::Result<Box<dyn SimIo>>>
+            + Send
+            + Sync,
+    >;
+
+    pub(super) static CONNECTOR: OnceLock<Connector> = OnceLock::new();
+
+    /// Installs `connector` for every later dial of this process. Once only: a second
+    /// call is refused (returns `false`) and the first connector stays.
+    pub fn install_connector(connector: Connector) -> bool {
+        CONNECTOR.set(connector).is_ok()
     }
 }
 

@@ -106,7 +106,7 @@ impl Term {
         opts: &CellOptions,
     ) -> Result<Term, CellError> {
         let snapshot = store.load().await?;
-        let seed: u64 = rand::random();
+        let seed: u64 = opts.seed.unwrap_or_else(rand::random);
         let mut core = opts.core.clone();
         core.meta = opts.meta.clone();
         let mut master = Master::recover(core, snapshot, Instant::now(), seed)
