@@ -159,6 +159,29 @@ pub mod sim {
 
     pub(super) static CONNECTOR: OnceLock<Connector> = OnceLock::new();
 
+    thread_local! {
+        /// The state of [`next_salt`]'s sequence on the thread running a simulation.
+        static SALT: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// Seeds the salts this thread's sessions draw where they would read the wall clock
+    /// (`None`: the wall clock again). A simulation runs every host on one thread.
+    pub fn set_salt_seed(seed: Option<u64>) {
+        SALT.with(|s| s.set(seed));
+    }
+
+    /// The next salt of this thread's sequence (splitmix64), if [`set_salt_seed`] set one.
+    pub(crate) fn next_salt() -> Option<u64> {
+        SALT.with(|s| {
+            let state = s.get()?.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            s.set(Some(state));
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            Some(z ^ (z >> 31))
+        })
+    }
+
     /// Installs `connector` for every later dial of this process. Once only: a second
     /// call is refused (returns `false`) and the first connector stays.
     pub fn install_connector(connector: Connector) -> bool {

@@ -94,10 +94,9 @@ impl Master {
         }
         match mode {
             // The planted bug of the simulation's checker test (docs/reliability.md,
-            // "Deterministic simulation"): an exclusive lock is granted while held.
-            #[cfg(feature = "sim-planted-double-grant")]
-            LockMode::Exclusive => true,
-            #[cfg(not(feature = "sim-planted-double-grant"))]
+            // "Deterministic simulation"): an exclusive lock granted while held.
+            #[cfg(feature = "sim")]
+            LockMode::Exclusive if crate::planted::double_grant() => true,
             LockMode::Exclusive => n.rec.holders.is_empty(),
             LockMode::Shared => n.rec.holders.iter().all(|h| h.mode == LockMode::Shared),
         }
