@@ -56,6 +56,8 @@ impl SimConfig {
 #[derive(Debug)]
 pub struct Report {
     pub seed: u64,
+    /// Whether the planted double grant was on.
+    pub planted_double_grant: bool,
     /// A hash of the ordered event log: equal for two runs of one seed.
     pub digest: u64,
     pub log: Vec<String>,
@@ -71,8 +73,13 @@ pub struct Report {
 impl Report {
     /// How to replay this run.
     pub fn replay_hint(&self) -> String {
+        let planted = if self.planted_double_grant {
+            "WARREN_SIM_PLANTED=double-grant "
+        } else {
+            ""
+        };
         format!(
-            "replay with: WARREN_SIM_SEED={} cargo test -p warren-sim --test seeds replay_one_seed -- --nocapture",
+            "replay with: WARREN_SIM_SEED={} {planted}cargo test -p warren-sim --test seeds replay_one_seed -- --nocapture",
             self.seed
         )
     }
@@ -282,6 +289,7 @@ pub fn run(cfg: &SimConfig) -> Report {
     rec.log.hash(&mut h);
     Report {
         seed: cfg.seed,
+        planted_double_grant: cfg.planted_double_grant,
         digest: h.finish(),
         log: rec.log,
         violations: rec.violations,

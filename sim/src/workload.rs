@@ -111,18 +111,17 @@ async fn write(me: &str, s: &Session, path: &str, counter: u64, rec: &Rc<RefCell
         Err(e) if e.may_have_taken_effect() => Outcome::Unknown,
         Err(_) => Outcome::Failed,
     };
-    let mut r = rec.borrow_mut();
-    r.writes.get_mut(path).expect("recorded")[index].outcome = outcome;
-    r.event(
-        me,
-        format!("write {path} {me}:{counter}: {}", result_name(&result)),
-    );
-    r.count(match outcome {
-        Outcome::Acked => "write acked",
-        Outcome::Unknown => "write unknown",
-        _ => "write failed",
-    });
-    drop(r);
+    {
+        let mut r = rec.borrow_mut();
+        r.writes.get_mut(path).expect("recorded")[index].outcome = outcome;
+        let what = format!("write {path} {me}:{counter}: {}", result_name(&result));
+        r.event(me, what);
+        r.count(match outcome {
+            Outcome::Acked => "write acked",
+            Outcome::Unknown => "write unknown",
+            _ => "write failed",
+        });
+    }
     h.close().await;
 }
 
@@ -131,29 +130,39 @@ async fn read(me: &str, s: &Session, path: &str, rec: &Rc<RefCell<Record>>) {
     let h = match s.open(path, OpenOptions::new().read()).await {
         Ok((h, _)) => h,
         Err(e) => {
-            rec.borrow_mut()
-                .event(me, format!("open {path}: {}", e.code_name()));
-            rec.borrow_mut().count("open failed");
+            let mut r = rec.borrow_mut();
+            r.event(me, format!("open {path}: {}", e.code_name()));
+            if e.code_name() == "NOT_FOUND" {
+                // Absent is right only if no write of it was acknowledged before.
+                r.count("read absent");
+                if let Some(a) = acked_before {
+                    let value = String::from_utf8_lossy(&r.writes[path][a].value).into_owned();
+                    r.violation(format!(
+                        "{me} found {path} absent, though {value:?} was acknowledged"
+                    ));
+                }
+            } else {
+                r.count("open failed");
+            }
             return;
         }
     };
     let result = h.contents().await;
-    let mut r = rec.borrow_mut();
-    match &result {
-        Ok((value, _)) => {
-            r.event(
-                me,
-                format!("read {path} = {}", String::from_utf8_lossy(value)),
-            );
-            r.count("read ok");
-            r.check_read(me, path, acked_before, value);
-        }
-        Err(e) => {
-            r.event(me, format!("read {path}: {}", e.code_name()));
-            r.count("read failed");
+    {
+        let mut r = rec.borrow_mut();
+        match &result {
+            Ok((value, _)) => {
+                let what = format!("read {path} = {}", String::from_utf8_lossy(value));
+                r.event(me, what);
+                r.count("read ok");
+                r.check_read(me, path, acked_before, value);
+            }
+            Err(e) => {
+                r.event(me, format!("read {path}: {}", e.code_name()));
+                r.count("read failed");
+            }
         }
     }
-    drop(r);
     h.close().await;
 }
 

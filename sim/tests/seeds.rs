@@ -27,12 +27,25 @@ fn describe(r: &Report) -> String {
 }
 
 /// One seed (`WARREN_SIM_SEED`, default 1), run twice: the same event log (and digest),
-/// and no violation. With `--nocapture` it prints the run's event log.
+/// and no violation. With `--nocapture` it prints the run's event log. With
+/// `WARREN_SIM_PLANTED=double-grant` the cell's planted bug is on, and the run must
+/// report violations instead.
 #[test]
 fn replay_one_seed() {
     let seed = env_u64("WARREN_SIM_SEED").unwrap_or(1);
-    let first = run(&SimConfig::new(seed));
-    let second = run(&SimConfig::new(seed));
+    let planted = match std::env::var("WARREN_SIM_PLANTED").as_deref() {
+        Err(_) | Ok("") => false,
+        Ok("double-grant") => true,
+        Ok(other) => panic!(
+            "WARREN_SIM_PLANTED={other:?} is not a planted bug; the one there is: WARREN_SIM_PLANTED=double-grant"
+        ),
+    };
+    let cfg = SimConfig {
+        planted_double_grant: planted,
+        ..SimConfig::new(seed)
+    };
+    let first = run(&cfg);
+    let second = run(&cfg);
     for line in &first.log {
         println!("{line}");
     }
@@ -59,6 +72,14 @@ fn replay_one_seed() {
         );
     }
     assert_eq!(first.digest, second.digest);
+    if planted {
+        assert!(
+            !first.violations.is_empty(),
+            "seed {seed} did not catch the planted double grant"
+        );
+        println!("{}", describe(&first));
+        return;
+    }
     assert!(first.violations.is_empty(), "{}", describe(&first));
     assert!(!first.faults.is_empty(), "seed {seed} applied no fault");
 }
