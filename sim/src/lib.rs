@@ -28,6 +28,12 @@ use warren_cell::store::memory::MemoryStore;
 use warren_cell::CellOptions;
 use workload::{CELL_HOST, CELL_PORT};
 
+/// Whether runs replay exactly: only in builds with `RUSTFLAGS="--cfg tokio_unstable"`,
+/// where turmoil seeds each host's tokio runtime, whose `select!` otherwise picks among
+/// ready branches at random. Without it a seed still gives the same faults and choices,
+/// but the interleaving can differ (docs/reliability.md, "Deterministic simulation").
+pub const EXACT_REPLAY: bool = cfg!(tokio_unstable);
+
 /// What one run simulates.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -79,7 +85,7 @@ impl Report {
             ""
         };
         format!(
-            "replay with: WARREN_SIM_SEED={} {planted}cargo test -p warren-sim --test seeds replay_one_seed -- --nocapture",
+            "replay with: WARREN_SIM_SEED={} {planted}RUSTFLAGS=\"--cfg tokio_unstable\" CARGO_TARGET_DIR=target/sim cargo test -p warren-sim --test seeds replay_one_seed -- --nocapture",
             self.seed
         )
     }
@@ -237,7 +243,21 @@ pub fn run(cfg: &SimConfig) -> Report {
             // The cell's host crashes; restarted later on the same store.
             4..=5 if !cell_down => {
                 let d = Duration::from_millis(rng.gen_range(100..6_000));
+                // The host dies as a machine does: what its sockets would send as they
+                // close (FINs, RSTs) never leaves it. (It also keeps the run replayable:
+                // tokio drops a runtime's tasks in an order that depends on the task ids
+                // the process handed out before, and each message sent draws a delay.)
+                let open: Vec<String> = (0..cfg.clients)
+                    .map(|c| format!("client{c}"))
+                    .filter(|h| !busy(&undo, h))
+                    .collect();
+                for h in &open {
+                    sim.partition(h.as_str(), CELL_HOST);
+                }
                 sim.crash(CELL_HOST);
+                for h in &open {
+                    sim.repair(h.as_str(), CELL_HOST);
+                }
                 cell_down = true;
                 undo.push((now + d, Undo::Restart));
                 fault(&rec, &mut faults, now, format!("crash cell for {d:?}"));

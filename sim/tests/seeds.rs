@@ -4,7 +4,16 @@
 //! planted double grant is caught, and the seed that catches it replays.
 
 use std::time::Instant;
-use warren_sim::{run, Report, SimConfig};
+use warren_sim::{run, Report, SimConfig, EXACT_REPLAY};
+
+/// Says loudly that this build cannot check exact replay.
+fn no_exact_replay() {
+    eprintln!(
+        "NOTE: built without RUSTFLAGS=\"--cfg tokio_unstable\": tokio's select! is not seeded, \
+         so exact replay is not checked here (.ci/run checks it in its own step; \
+         docs/reliability.md, \"Deterministic simulation\")"
+    );
+}
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
@@ -45,7 +54,6 @@ fn replay_one_seed() {
         ..SimConfig::new(seed)
     };
     let first = run(&cfg);
-    let second = run(&cfg);
     for line in &first.log {
         println!("{line}");
     }
@@ -57,21 +65,26 @@ fn replay_one_seed() {
         first.ops,
         first.simulated
     );
-    if first.log != second.log {
-        let at = first
-            .log
-            .iter()
-            .zip(&second.log)
-            .position(|(a, b)| a != b)
-            .unwrap_or(first.log.len().min(second.log.len()));
-        panic!(
-            "seed {seed} did not replay: the runs differ at event {at}:\n  first:  {:?}\n  second: {:?}\n{}",
-            first.log.get(at),
-            second.log.get(at),
-            first.replay_hint()
-        );
+    if EXACT_REPLAY {
+        let second = run(&cfg);
+        if first.log != second.log {
+            let at = first
+                .log
+                .iter()
+                .zip(&second.log)
+                .position(|(a, b)| a != b)
+                .unwrap_or(first.log.len().min(second.log.len()));
+            panic!(
+                "seed {seed} did not replay: the runs differ at event {at}:\n  first:  {:?}\n  second: {:?}\n{}",
+                first.log.get(at),
+                second.log.get(at),
+                first.replay_hint()
+            );
+        }
+        assert_eq!(first.digest, second.digest);
+    } else {
+        no_exact_replay();
     }
-    assert_eq!(first.digest, second.digest);
     if planted {
         assert!(
             !first.violations.is_empty(),
@@ -96,7 +109,7 @@ fn seeds_have_no_violations() {
         let r = run(&SimConfig::new(seed));
         faults += r.faults.len();
         // Every 10th seed runs again: it must replay exactly.
-        if seed % 10 == 0 {
+        if EXACT_REPLAY && seed % 10 == 0 {
             let again = run(&SimConfig::new(seed));
             if again.digest != r.digest {
                 eprintln!(
@@ -114,6 +127,9 @@ fn seeds_have_no_violations() {
         }
     }
     let took = started.elapsed();
+    if !EXACT_REPLAY {
+        no_exact_replay();
+    }
     println!(
         "{count} seeds from {first}: {faults} faults, {} failed, {:.1} s, {:.2} seeds/s",
         failed.len(),

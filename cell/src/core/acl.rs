@@ -4,8 +4,8 @@
 
 use super::path;
 use super::{intent, partition::retry_shortly, Master};
+use crate::core::HashMap;
 use crate::store::AclNames;
-use std::collections::HashMap;
 use warren_proto::WarrenError;
 
 /// ACL names are file names in `/ls/<deployment>/acl/`: each must be a valid component

@@ -7,10 +7,10 @@
 use super::calls::WakeTx;
 use super::writer::{self, CommitQueue, Durability};
 use super::{crosscell, metrics, CellError, CellOptions};
+use crate::core::HashMap;
 use crate::core::{Master, WaiterId};
 use crate::peers::Peers;
 use crate::store::Store;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -118,7 +118,7 @@ impl Term {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 master,
-                waiters: HashMap::new(),
+                waiters: HashMap::default(),
                 queue,
                 closing: false,
             }),
