@@ -155,7 +155,7 @@ impl Shared {
                 m.supply_acls(acls.clone());
                 let r = f(m, now);
                 *notes.lock().unwrap_or_else(|p| p.into_inner()) = m.take_notes();
-                m.supply_acls(HashMap::default());
+                m.supply_acls([]);
                 r
             })
             .await;
