@@ -259,10 +259,15 @@ mod tests {
         let mut s = sample();
         let deployment = s.meta.as_ref().unwrap().deployment.clone();
         let file = format!("/ls/{deployment}/warren/map");
-        let map = warren_router::PartitionMap::single_cell(&deployment, "c0", vec!["127.0.0.1:7000".into()], 64)
-            .unwrap()
-            .to_json()
-            .into_bytes();
+        let map = warren_router::PartitionMap::single_cell(
+            &deployment,
+            "c0",
+            vec!["127.0.0.1:7000".into()],
+            64,
+        )
+        .unwrap()
+        .to_json()
+        .into_bytes();
         s.nodes.push(NodeRecord {
             path: file.clone(),
             meta: NodeMeta {

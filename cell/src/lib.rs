@@ -5,15 +5,22 @@
 //! the same function (through `warren-testkit`).
 //!
 //! Feature `fault-injection` (off by default; the root package's tests turn it on) builds in
-//! the `WARREN_FAULT` crash hook of the partitioning process tests.
+//! the `WARREN_FAULT` crash hook of the partitioning process tests. Feature `sim` (only
+//! warren-sim turns it on) adds [`run_incoming`], a cell served on the deterministic
+//! simulation's network, and [`planted`], the bug that simulation's checker test plants
+//! (docs/reliability.md, "Deterministic simulation").
 
 pub mod admin;
 pub mod core;
 pub(crate) mod depose;
 mod edge;
 mod peers;
+#[cfg(feature = "sim")]
+pub mod planted;
 pub mod replica;
 pub mod server;
 pub mod store;
 
+#[cfg(feature = "sim")]
+pub use server::run_incoming;
 pub use server::{run, CellHandle, CellOptions};

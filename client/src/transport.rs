@@ -122,9 +122,70 @@ pub async fn connect_endpoint_as(
     endpoint: &Endpoint,
     tls: Option<&Arc<Tls>>,
 ) -> Result<Channel, tonic::transport::Error> {
+    #[cfg(feature = "sim")]
+    if let Some(connect) = sim::CONNECTOR.get() {
+        let connect = connect.clone();
+        let connector = tower::service_fn(move |uri: tonic::transport::Uri| {
+            let dialled = connect(uri);
+            async move { dialled.await.map(hyper_util::rt::TokioIo::new) }
+        });
+        return endpoint.connect_with_connector(connector).await;
+    }
     match tls.cloned().or_else(warren_tls::installed) {
         Some(tls) => warren_tls::client::connect(endpoint, tls).await,
         None => endpoint.connect().await,
+    }
+}
+
+/// The deterministic simulation's seam (feature `sim`, which only warren-sim turns on):
+/// a process-wide connector that replaces TCP in every dial of this library, so sessions
+/// (and the cells' own dials) run on the simulated network (docs/reliability.md,
+/// "Deterministic simulation"). Without one installed, dials are as in any build.
+#[cfg(feature = "sim")]
+pub mod sim {
+    use futures::future::BoxFuture;
+    use std::sync::{Arc, OnceLock};
+
+    /// A byte stream the simulated network connected.
+    pub trait SimIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+    impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> SimIo for T {}
+
+    /// Dials the server a URI names on the simulated network.
+    pub type Connector = Arc<
+        dyn Fn(tonic::transport::Uri) -> BoxFuture<'static, std::io::Result<Box<dyn SimIo>>>
+            + Send
+            + Sync,
+    >;
+
+    pub(super) static CONNECTOR: OnceLock<Connector> = OnceLock::new();
+
+    thread_local! {
+        /// The state of [`next_salt`]'s sequence on the thread running a simulation.
+        static SALT: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// Seeds the salts this thread's sessions draw where they would read the wall clock
+    /// (`None`: the wall clock again). A simulation runs every host on one thread.
+    pub fn set_salt_seed(seed: Option<u64>) {
+        SALT.with(|s| s.set(seed));
+    }
+
+    /// The next salt of this thread's sequence (splitmix64), if [`set_salt_seed`] set one.
+    pub(crate) fn next_salt() -> Option<u64> {
+        SALT.with(|s| {
+            let state = s.get()?.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            s.set(Some(state));
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            Some(z ^ (z >> 31))
+        })
+    }
+
+    /// Installs `connector` for every later dial of this process. Once only: a second
+    /// call is refused (returns `false`) and the first connector stays.
+    pub fn install_connector(connector: Connector) -> bool {
+        CONNECTOR.set(connector).is_ok()
     }
 }
 

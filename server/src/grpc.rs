@@ -154,6 +154,36 @@ pub async fn serve_routes_with(
     }
 }
 
+/// [`serve_routes_with`] without TLS on connections from `incoming` instead of a TCP
+/// listener: the seam the deterministic simulation (docs/reliability.md, "Deterministic
+/// simulation") serves a cell through, on its simulated network. Production servers do
+/// not use it; they go through [`serve_routes`].
+pub async fn serve_routes_incoming<I, IO, IE>(
+    incoming: I,
+    routes: tonic::service::Routes,
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error>
+where
+    I: futures::Stream<Item = Result<IO, IE>> + Send,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .layer(tower::util::MapRequestLayer::new(identify))
+        .layer(tower::util::MapResponseLayer::new(
+            framing_errors_into_table,
+        ))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await
+}
+
 /// Copies the principal of a verified TLS connection (its connect info, which tonic puts
 /// into every request on it) into the request as the [`PeerIdentity`] the authorization
 /// rules read. A plaintext connection has no connect info of this kind, so its requests

@@ -5,7 +5,6 @@
 use super::path;
 use super::{intent, partition::retry_shortly, Master};
 use crate::store::AclNames;
-use std::collections::HashMap;
 use warren_proto::WarrenError;
 
 /// ACL names are file names in `/ls/<deployment>/acl/`: each must be a valid component
@@ -22,8 +21,8 @@ pub(super) fn check_acl_names(acl: &AclNames) -> Result<(), WarrenError> {
 impl Master {
     /// Supplies the contents of ACL files held by other cells (path → contents, `None`:
     /// the file does not exist) for the calls that follow, until replaced.
-    pub fn supply_acls(&mut self, files: HashMap<String, Option<Vec<u8>>>) {
-        self.acl_supply = files;
+    pub fn supply_acls(&mut self, files: impl IntoIterator<Item = (String, Option<Vec<u8>>)>) {
+        self.acl_supply = files.into_iter().collect();
     }
 
     /// Fails the call if an ACL check needed a file held by another cell that was not

@@ -93,6 +93,10 @@ impl Master {
             return false;
         }
         match mode {
+            // The planted bug of the simulation's checker test (docs/reliability.md,
+            // "Deterministic simulation"): an exclusive lock granted while held.
+            #[cfg(feature = "sim")]
+            LockMode::Exclusive if crate::planted::double_grant() => true,
             LockMode::Exclusive => n.rec.holders.is_empty(),
             LockMode::Shared => n.rec.holders.iter().all(|h| h.mode == LockMode::Shared),
         }

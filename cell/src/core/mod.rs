@@ -55,7 +55,22 @@ use rand::rngs::StdRng;
 use recover::Recovery;
 use sessions::Session;
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+/// The master's hash maps and sets. In `sim` builds their hasher has fixed keys, so their
+/// iteration order — which orders some of the master's output — is the same in every run
+/// of a seed (docs/reliability.md, "Deterministic simulation"); in every other build,
+/// std's randomly keyed one.
+#[cfg(feature = "sim")]
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, FixedState>;
+#[cfg(feature = "sim")]
+pub(crate) type HashSet<T> = std::collections::HashSet<T, FixedState>;
+/// The fixed-key hasher of `sim` builds (SipHash with zero keys).
+#[cfg(feature = "sim")]
+pub(crate) type FixedState =
+    std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+#[cfg(not(feature = "sim"))]
+pub(crate) use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use time::WaiterKind;

@@ -4,6 +4,7 @@
 use super::path;
 use super::token::TokenKey;
 use super::{ChildChange, CoreConfig, EventKind, HandleKey, Master, Node, Output, Session};
+use crate::core::{HashMap, HashSet};
 use crate::store::{
     AclNames, MetaRecord, Mutation, NodeKind, NodeRecord, SessionId, SessionRecord, Snapshot,
 };
@@ -11,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use rand::SeedableRng;
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::time::Instant;
 use warren_proto::WarrenError;
@@ -86,25 +87,25 @@ impl Master {
             meta,
             rng,
             now,
-            nodes: HashMap::new(),
-            sessions: HashMap::new(),
+            nodes: HashMap::default(),
+            sessions: HashMap::default(),
             leased: BTreeSet::new(),
-            handles: HashMap::new(),
+            handles: HashMap::default(),
             next_handle: 1,
-            closed_old_handles: HashSet::new(),
-            cachers: HashMap::new(),
-            invalidating: HashMap::new(),
-            barriers: HashMap::new(),
+            closed_old_handles: HashSet::default(),
+            cachers: HashMap::default(),
+            invalidating: HashMap::default(),
+            barriers: HashMap::default(),
             invalidation_deadlines: BTreeSet::new(),
             deserted_checks: BTreeSet::new(),
-            waiters: HashMap::new(),
+            waiters: HashMap::default(),
             next_waiter: 1,
             recovery: None,
             orphans: BTreeSet::new(),
             tombstones: Tombstones::default(),
             map: None,
-            fresh_anchors: HashMap::new(),
-            acl_supply: HashMap::new(),
+            fresh_anchors: HashMap::default(),
+            acl_supply: HashMap::default(),
             acl_needed: RefCell::new(BTreeSet::new()),
             anchor_job: None,
             pending_entries: BTreeSet::new(),
@@ -184,10 +185,10 @@ impl Master {
     /// session reclaims it or ends.
     fn recovery_of_restored_state(&self, now: Instant) -> Recovery {
         let mut recovery = Recovery {
-            awaiting: HashMap::new(),
-            unclaimed_ephemeral: HashSet::new(),
+            awaiting: HashMap::default(),
+            unclaimed_ephemeral: HashSet::default(),
             cleanup_at: now + self.cfg.ephemeral_cleanup,
-            restored_holds: HashMap::new(),
+            restored_holds: HashMap::default(),
         };
         for (p, n) in &self.nodes {
             if n.rec.meta.ephemeral {

@@ -21,9 +21,10 @@
 //! - the target never serves a staged slot before the map gives it the slot.
 
 use super::{path, Master, WaiterKind, Wake};
+use crate::core::HashMap;
 use crate::store::{HandedOff, Mutation, NodeKind, NodeRecord, SessionId, SessionRecord};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use tokio::time::Instant;
 use warren_proto::WarrenError;
 use warren_reshard::MoveCounts;

@@ -2,9 +2,10 @@
 //! (closed, expired), which releases their locks, handles and cache registrations.
 
 use super::{Event, HandleKey, Master, Wake};
+use crate::core::HashSet;
 use crate::store::{Mutation, SessionId, SessionRecord};
 use rand::Rng;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::time::Instant;
 use warren_proto::WarrenError;
@@ -80,7 +81,7 @@ impl Session {
             rec,
             lease: Lease::new(lease_end),
             handles: BTreeSet::new(),
-            cached: HashSet::new(),
+            cached: HashSet::default(),
             pending_invalidations: BTreeMap::new(),
             subs: BTreeSet::new(),
             orphan_until: None,

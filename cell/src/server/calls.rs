@@ -5,8 +5,8 @@
 //! park until the master wakes them, and are cancelled if their caller goes away.
 
 use super::term::Shared;
+use crate::core::HashMap;
 use crate::core::{CallNotes, Master, Reply, WaiterId, Wake};
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -155,7 +155,7 @@ impl Shared {
                 m.supply_acls(acls.clone());
                 let r = f(m, now);
                 *notes.lock().unwrap_or_else(|p| p.into_inner()) = m.take_notes();
-                m.supply_acls(HashMap::new());
+                m.supply_acls([]);
                 r
             })
             .await;

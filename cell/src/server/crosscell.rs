@@ -6,10 +6,10 @@
 
 use super::fault::{self, CrashPoint};
 use super::term::Shared;
+use crate::core::HashMap;
 use crate::core::{AnchorJob, CallNotes, Master, Reply};
 use crate::edge;
 use crate::store::PendingUnlink;
-use std::collections::HashMap;
 use std::sync::Weak;
 use std::time::Duration;
 use tokio::time::Instant;

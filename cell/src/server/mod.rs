@@ -67,6 +67,10 @@ pub struct CellOptions {
     pub meta: Vec<String>,
     /// Where the master's backups go and how often (docs/backup.md); none: no backups.
     pub backup: Option<Arc<dyn backup::BackupSink>>,
+    /// The seed of each master term's RNG (session ids, KeepAlive reply jitter); `None`
+    /// (the default): a random one. The deterministic simulation sets it so that a run
+    /// replays from its seed (docs/reliability.md, "Deterministic simulation").
+    pub seed: Option<u64>,
 }
 
 impl CellOptions {
@@ -78,6 +82,7 @@ impl CellOptions {
             replica: String::new(),
             meta: Vec::new(),
             backup: None,
+            seed: None,
         }
     }
 
@@ -125,17 +130,44 @@ pub(crate) struct Front {
     _health: warren_server::grpc::HealthTask,
 }
 
+/// The gRPC server's future, as [`Listen`] starts it.
+type Served = futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>>;
+
+/// Where a replica's gRPC server takes its connections from: a TCP listener
+/// ([`Listen::tcp`], every process), or the simulated network of the deterministic
+/// simulation ([`run_incoming`], feature `sim`).
+pub(crate) struct Listen {
+    /// The address `Locate` names when the options set no `advertise`.
+    local: String,
+    /// Serves the routes until the stop future completes.
+    serve: Box<
+        dyn FnOnce(tonic::service::Routes, futures::future::BoxFuture<'static, ()>) -> Served
+            + Send,
+    >,
+}
+
+impl Listen {
+    pub(crate) fn tcp(listener: TcpListener) -> Result<Listen, CellError> {
+        let local = listener
+            .local_addr()
+            .map_err(|e| CellError::Startup(e.to_string()))?;
+        Ok(Listen {
+            local: local.to_string(),
+            serve: Box::new(move |routes, stop| {
+                Box::pin(warren_server::grpc::serve_routes(listener, routes, stop))
+            }),
+        })
+    }
+}
+
 impl Front {
     pub(crate) async fn start(
-        listener: TcpListener,
+        listen: Listen,
         admin_listener: Option<TcpListener>,
         opts: &CellOptions,
         store_kind: &'static str,
     ) -> Result<Front, CellError> {
-        let local = listener
-            .local_addr()
-            .map_err(|e| CellError::Startup(e.to_string()))?;
-        let advertise = opts.advertise.clone().unwrap_or_else(|| local.to_string());
+        let advertise = opts.advertise.clone().unwrap_or(listen.local);
         let node = Node::new(opts, advertise, store_kind);
         let admin = admin_listener.map(|l| {
             // Install the recorder now, before the first term counts anything.
@@ -157,12 +189,11 @@ impl Front {
             ready,
         )
         .await;
-        let grpc = tokio::spawn(warren_server::grpc::serve_routes(
-            listener,
+        let grpc = tokio::spawn((listen.serve)(
             routes,
-            async move {
+            Box::pin(async move {
                 let _ = stop_rx.await;
-            },
+            }),
         ));
         Ok(Front {
             node,
@@ -203,7 +234,52 @@ pub async fn run(
     on_ready: impl FnOnce(CellHandle) + Send,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CellError> {
-    let front = Front::start(listener, admin_listener, &opts, store.kind()).await?;
+    let listen = Listen::tcp(listener)?;
+    run_on(listen, admin_listener, store, opts, on_ready, shutdown).await
+}
+
+/// [`run`] serving the connections of `incoming` (plaintext) instead of a TCP listener,
+/// telling clients to use `advertise`: the seam the deterministic simulation runs a cell
+/// on its simulated network through (docs/reliability.md, "Deterministic simulation").
+#[cfg(feature = "sim")]
+pub async fn run_incoming<I, IO, IE>(
+    incoming: I,
+    advertise: String,
+    store: Arc<dyn Store>,
+    opts: CellOptions,
+    on_ready: impl FnOnce(CellHandle) + Send,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), CellError>
+where
+    I: futures::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let listen = Listen {
+        local: advertise,
+        serve: Box::new(move |routes, stop| {
+            Box::pin(warren_server::grpc::serve_routes_incoming(
+                incoming, routes, stop,
+            ))
+        }),
+    };
+    run_on(listen, None, store, opts, on_ready, shutdown).await
+}
+
+async fn run_on(
+    listen: Listen,
+    admin_listener: Option<TcpListener>,
+    store: Arc<dyn Store>,
+    opts: CellOptions,
+    on_ready: impl FnOnce(CellHandle) + Send,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), CellError> {
+    let front = Front::start(listen, admin_listener, &opts, store.kind()).await?;
     let node = front.node.clone();
     let term = match Term::start(store.clone(), &opts).await {
         Ok(t) => t,

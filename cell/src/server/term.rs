@@ -7,10 +7,10 @@
 use super::calls::WakeTx;
 use super::writer::{self, CommitQueue, Durability};
 use super::{crosscell, metrics, CellError, CellOptions};
+use crate::core::HashMap;
 use crate::core::{Master, WaiterId};
 use crate::peers::Peers;
 use crate::store::Store;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -110,7 +110,7 @@ impl Term {
         opts: &CellOptions,
     ) -> Result<Term, CellError> {
         let snapshot = store.load().await?;
-        let seed: u64 = rand::random();
+        let seed: u64 = opts.seed.unwrap_or_else(rand::random);
         let mut core = opts.core.clone();
         core.meta = opts.meta.clone();
         let mut master = Master::recover(core, snapshot, Instant::now(), seed)
@@ -122,7 +122,7 @@ impl Term {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 master,
-                waiters: HashMap::new(),
+                waiters: HashMap::default(),
                 queue,
                 closing: false,
             }),

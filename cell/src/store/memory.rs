@@ -1,4 +1,7 @@
-//! An in-memory [`Store`] for unit tests of the master logic (not durable).
+//! An in-memory [`Store`] for unit tests of the master logic (not durable), and the store
+//! of the deterministic simulation, which keeps it across crashes of the cell's host as a
+//! durable store would (docs/reliability.md). It has no fencing like the etcd store's: a
+//! simulated crash stops the old master entirely, so one master writes at a time.
 
 use super::{Mutation, Snapshot, Store, StoreError};
 use std::collections::BTreeMap;

@@ -219,10 +219,7 @@ impl Session {
             transport::find_master(&first_order, timeout, pings, options.tls.as_ref()).await?;
         let started = Instant::now();
         // Spreads the retries of many clients reconnecting after a fail-over.
-        let salt = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::from(d.subsec_nanos()))
-            ^ u64::from(std::process::id());
+        let salt = connect_salt();
         let mut attempt = 0u32;
         let (reply, sent_at) = loop {
             attempt = attempt.saturating_add(1);
@@ -1275,4 +1272,18 @@ impl futures::Stream for EventStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         self.rx.poll_recv(cx)
     }
+}
+
+/// The salt that spreads the `CreateSession` retries of many clients: the wall clock's
+/// nanoseconds and the process id; under the deterministic simulation (feature `sim`,
+/// with a salt seed set) the simulation's own sequence, so a run replays from its seed.
+fn connect_salt() -> u64 {
+    #[cfg(feature = "sim")]
+    if let Some(salt) = crate::transport::sim::next_salt() {
+        return salt;
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()))
+        ^ u64::from(std::process::id())
 }

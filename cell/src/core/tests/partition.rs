@@ -651,28 +651,25 @@ fn acl_files_held_elsewhere_are_asked_for_and_nothing_changes_meanwhile() {
     assert!(t.mutations().is_empty());
     assert!(!t.m.nodes.contains_key(&f));
     // Supplied: the check runs on the contents.
-    t.m.supply_acls(HashMap::from([(
-        file.clone(),
-        Some(b"bob\nalice\n".to_vec()),
-    )]));
+    t.m.supply_acls([(file.clone(), Some(b"bob\nalice\n".to_vec()))]);
     let o = t
         .open_target(&alice, &f, Target::Node, intent::READ, mkfile(guarded))
         .unwrap();
     assert!(o.created);
     assert!(t.m.take_notes().acl_needed.is_empty());
-    t.m.supply_acls(HashMap::from([(file.clone(), Some(b"bob\n".to_vec()))]));
+    t.m.supply_acls([(file.clone(), Some(b"bob\n".to_vec()))]);
     let e = t
         .open_target(&alice, &f, Target::Node, intent::READ, None)
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::PermissionDenied);
-    t.m.supply_acls(HashMap::from([(file.clone(), None)]));
+    t.m.supply_acls([(file.clone(), None)]);
     let e = t
         .open_target(&alice, &f, Target::Node, intent::READ, None)
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::PermissionDenied);
     assert!(e.message.contains("does not exist"), "{}", e.message);
     // Opening without the file supplied mints no handle.
-    t.m.supply_acls(HashMap::new());
+    t.m.supply_acls([]);
     let handles = t.m.handles.len();
     assert!(t
         .open_target(&alice, &f, Target::Node, intent::READ, None)
@@ -695,7 +692,7 @@ fn acl_files_held_elsewhere_are_asked_for_and_nothing_changes_meanwhile() {
         .map(Some)
         .unwrap_or_else(|_| None);
     assert!(h.is_none(), "the create itself needs the file");
-    t.m.supply_acls(HashMap::from([(file.clone(), Some(b"alice\n".to_vec()))]));
+    t.m.supply_acls([(file.clone(), Some(b"alice\n".to_vec()))]);
     let h = t
         .open_target(
             &alice,
@@ -708,7 +705,7 @@ fn acl_files_held_elsewhere_are_asked_for_and_nothing_changes_meanwhile() {
             })),
         )
         .unwrap();
-    t.m.supply_acls(HashMap::new());
+    t.m.supply_acls([]);
     t.mutations();
     let e = t.m.delete(&alice, &h.handle, t.at(3.0)).unwrap_err();
     assert_eq!(e.code, ErrorCode::FailoverInProgress);

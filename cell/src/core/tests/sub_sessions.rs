@@ -318,7 +318,7 @@ fn events_for_a_client_session_are_tagged_on_its_proxy_session_which_caches_for_
     // The proxy session, not the client session, is the cacher.
     assert_eq!(
         t.m.cachers["/ls/local/f"],
-        HashSet::from([a.session, p.session])
+        HashSet::from_iter([a.session, p.session])
     );
     let ka = waiter(t.m.keepalive(&p, 0, t.at(1.0)));
     t.wakes();
@@ -695,7 +695,7 @@ fn a_new_master_tells_sub_sessions_of_the_failover_through_their_proxy_session()
     let last = m2.sessions[&p1.session].lease.last_seq();
     assert_eq!(last, 3);
     let awaiting = &m2.recovery.as_ref().unwrap().awaiting;
-    assert_eq!(awaiting, &HashMap::from([(p1.session, last)]));
+    assert_eq!(awaiting.iter().collect::<Vec<_>>(), [(&p1.session, &last)]);
     let p1b = Ctx {
         epoch: 2,
         ..p1.clone()
@@ -705,7 +705,7 @@ fn a_new_master_tells_sub_sessions_of_the_failover_through_their_proxy_session()
     };
     assert!(r.events.iter().all(|e| e.kind == EventKind::MasterFailover));
     let tags: HashSet<Option<SessionId>> = r.events.iter().map(|e| e.client).collect();
-    assert_eq!(tags, HashSet::from([None, Some(cid(1)), Some(cid(2))]));
+    assert_eq!(tags, HashSet::from_iter([None, Some(cid(1)), Some(cid(2))]));
     assert_eq!(r.events.len(), 3);
     // Acknowledging only some of them is not enough.
     let first = r.events[0].seq;
