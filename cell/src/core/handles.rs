@@ -76,7 +76,7 @@ impl Master {
                 .find(|r| (r.first..=r.last).contains(&body.epoch));
             if let (false, Some(r)) = (foreign, lost) {
                 return Err(WarrenError::handle_invalid(format!(
-                    "the handle on {} was opened in epoch {}, after the backup this cell was                      restored from (epochs {}-{} were lost with the cell, docs/backup.md); open                      the node again",
+                    "the handle on {} was opened in epoch {}, after the backup this cell was restored from (epochs {}-{} were lost with the cell, docs/backup.md); open the node again",
                     body.path, body.epoch, r.first, r.last
                 )));
             }
