@@ -657,25 +657,7 @@ async fn compare_runs_direct_and_through_proxies_and_gives_ratios() {
     // The screenshot, of the report itself (no probe), the page's whole height.
     let height = m["height"].as_u64().unwrap_or(3000).clamp(900, 8000);
     let png = artifacts.join(format!("loadtest-compare-{width}px.png"));
-    let _ = std::fs::remove_file(&png);
-    let profile = tempfile::tempdir().expect("a Chromium profile");
-    run_chromium(
-        &browser,
-        profile.path(),
-        &[
-            format!("--window-size={width},{height}"),
-            "--run-all-compositor-stages-before-draw".into(),
-            "--virtual-time-budget=5000".into(),
-            format!("--screenshot={}", png.display()),
-        ],
-        &format!("file://{}", html.display()),
-    )
-    .await;
-    let bytes = std::fs::read(&png).expect("the screenshot");
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
-    let png_width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
-    assert_eq!(png_width, width, "the screenshot's width");
-    eprintln!("screenshot at {width} px: {}", png.display());
+    screenshot(&browser, &html, &png, width, height).await;
 }
 
 /// [`PROBE`] for `compare`'s page: the window, the sections, where the two columns are,
@@ -888,6 +870,36 @@ fn chromium() -> Option<std::path::PathBuf> {
 }
 
 /// Runs headless Chromium on `url` with `args` (a fresh profile in `profile`), within 90 s.
+/// Takes a screenshot of the page `html` at `width` × `height` px into `png` with headless
+/// Chromium, and checks it is a PNG of that width.
+async fn screenshot(
+    browser: &std::path::Path,
+    html: &std::path::Path,
+    png: &std::path::Path,
+    width: u32,
+    height: u64,
+) {
+    let _ = std::fs::remove_file(png);
+    let profile = tempfile::tempdir().expect("a Chromium profile");
+    run_chromium(
+        browser,
+        profile.path(),
+        &[
+            format!("--window-size={width},{height}"),
+            "--run-all-compositor-stages-before-draw".into(),
+            "--virtual-time-budget=5000".into(),
+            format!("--screenshot={}", png.display()),
+        ],
+        &format!("file://{}", html.display()),
+    )
+    .await;
+    let bytes = std::fs::read(png).expect("the screenshot");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let png_width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    assert_eq!(png_width, width, "the screenshot's width");
+    eprintln!("screenshot at {width} px: {}", png.display());
+}
+
 async fn run_chromium(
     browser: &std::path::Path,
     profile: &std::path::Path,
@@ -1194,24 +1206,6 @@ async fn the_html_report_has_its_sections_and_fits_1000_and_1400_px() {
         // The screenshot, of the report itself (no probe), the page's whole height.
         let height = m["height"].as_u64().unwrap_or(3000).clamp(900, 8000);
         let png = artifacts.join(format!("loadtest-report-{width}px.png"));
-        let _ = std::fs::remove_file(&png);
-        let profile = tempfile::tempdir().expect("a Chromium profile");
-        run_chromium(
-            &browser,
-            profile.path(),
-            &[
-                format!("--window-size={width},{height}"),
-                "--run-all-compositor-stages-before-draw".into(),
-                "--virtual-time-budget=5000".into(),
-                format!("--screenshot={}", png.display()),
-            ],
-            &format!("file://{}", html.display()),
-        )
-        .await;
-        let bytes = std::fs::read(&png).expect("the screenshot");
-        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
-        let png_width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
-        assert_eq!(png_width, width, "the screenshot's width");
-        eprintln!("screenshot at {width} px: {}", png.display());
+        screenshot(&browser, &html, &png, width, height).await;
     }
 }
