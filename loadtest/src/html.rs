@@ -31,18 +31,7 @@ const OTHER_COLOURS: [&str; 4] = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
 
 /// `&`, `<`, `>`, `"` and `'` as entities: safe in text and in quoted attributes.
 pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    html_escape::encode_quoted_attribute(s).into_owned()
 }
 
 /// One line on a plot: `(x, y)` points, `None` where there is no value (a gap).
@@ -1049,11 +1038,7 @@ mod tests {
                 _ => {}
             }
         }
-        out.replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&#39;", "'")
-            .replace("&amp;", "&")
+        html_escape::decode_html_entities(&out).into_owned()
     }
 
     /// The rows of the `<table id="ID">`, each a list of its cells' text (`th` and `td`):
@@ -1311,7 +1296,7 @@ mod tests {
             "warren loadtest run --deploy 'dev:cells=2,proxies=1' --html '<r>.html'"
         );
         assert!(
-            html.contains("<code>warren loadtest run --deploy &#39;dev"),
+            html.contains("<code>warren loadtest run --deploy &#x27;dev"),
             "{run}"
         );
         assert_eq!(
@@ -1666,7 +1651,7 @@ mod tests {
         assert_eq!(fmt_num(0.0), "0");
         assert_eq!(
             escape("<a href='x'>&\"</a>"),
-            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+            "&lt;a href=&#x27;x&#x27;&gt;&amp;&quot;&lt;/a&gt;"
         );
     }
 }
