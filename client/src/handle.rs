@@ -399,9 +399,12 @@ impl Handle {
     }
 
     async fn write(&self, data: Vec<u8>, if_generation: Option<u64>) -> Result<Stat, Error> {
-        // A compare-and-swap sent twice fails the second time, so only a plain write is
-        // re-sent after a transport failure.
-        let policy = self.policy(if_generation.is_none());
+        // Never re-sent once it may have been sent: a compare-and-swap sent twice fails the
+        // second time, and a plain write sent twice can take effect twice, the second time
+        // after, and over, another client's later write (a register that is not
+        // linearizable; the chaos and simulation history checkers caught it,
+        // docs/reliability.md). A write that may have taken effect fails OUTCOME_UNKNOWN.
+        let policy = self.policy(false);
         let request = pb::SetContentsRequest {
             ctx: None,
             handle: self.token(),
@@ -416,7 +419,9 @@ impl Handle {
         required_stat(result?.stat, "SetContents")
     }
 
-    /// Replaces the file's contents; returns the new metadata.
+    /// Replaces the file's contents; returns the new metadata. Sent once: if its reply is
+    /// lost it fails `OUTCOME_UNKNOWN` and may or may not have taken effect (docs/client.md,
+    /// "Which calls the library sends again").
     pub async fn set_contents(&self, data: impl Into<Vec<u8>>) -> Result<Stat, Error> {
         self.write(data.into(), None).await
     }
@@ -438,7 +443,9 @@ impl Handle {
             handle: self.token(),
             acl: Some(acl.into()),
         };
-        let result = self.call(request).await;
+        // Not re-sent once it may have been sent, as a write: sent twice it could undo
+        // another client's later change.
+        let result = self.call_with(self.policy(false), request).await;
         self.session()
             .shared()
             .with_cache(|c| c.wrote(&self.place.path));

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,10 +24,12 @@ const LEASE: Duration = Duration::from_secs(2);
 const GRACE: Duration = Duration::from_secs(6);
 
 /// A TCP forwarder on `127.0.0.1:0` to a switchable target. With no target it refuses
-/// (closes) new connections; switching or cutting closes the current ones.
+/// (closes) new connections; switching or cutting closes the current ones. Muted, it
+/// forwards requests and throws the replies away (a reply lost on its way back).
 struct Relay {
     addr: SocketAddr,
     target: Arc<Mutex<Option<SocketAddr>>>,
+    mute: Arc<AtomicBool>,
     conns: Arc<Mutex<JoinSet<()>>>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -37,18 +40,20 @@ impl Relay {
         let addr = listener.local_addr().expect("relay addr");
         let target = Arc::new(Mutex::new(Some(target)));
         let conns = Arc::new(Mutex::new(JoinSet::new()));
+        let mute = Arc::new(AtomicBool::new(false));
         let accept = {
             let target = target.clone();
             let conns = conns.clone();
+            let mute = mute.clone();
             tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     let Some(to) = *target.lock().expect("relay lock") else {
                         continue; // dropped: refused
                     };
+                    let mute = mute.clone();
                     conns.lock().expect("relay lock").spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(to).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        if let Ok(outbound) = TcpStream::connect(to).await {
+                            relay_connection(inbound, outbound, mute).await;
                         }
                     });
                 }
@@ -57,6 +62,7 @@ impl Relay {
         Relay {
             addr,
             target,
+            mute,
             conns,
             accept,
         }
@@ -66,10 +72,40 @@ impl Relay {
         self.addr.to_string()
     }
 
+    /// Whether the replies from the target are thrown away (requests still go through).
+    fn mute_replies(&self, mute: bool) {
+        self.mute.store(mute, Ordering::SeqCst);
+    }
+
     /// Closes every connection and sends new ones to `target` (`None`: refuse them).
     fn switch(&self, target: Option<SocketAddr>) {
         *self.target.lock().expect("relay lock") = target;
         self.conns.lock().expect("relay lock").abort_all();
+    }
+}
+
+/// Copies requests from `inbound` to `outbound`, and replies back unless `mute` is set
+/// (then they are read and dropped), until either side closes.
+async fn relay_connection(inbound: TcpStream, outbound: TcpStream, mute: Arc<AtomicBool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut in_read, mut in_write) = inbound.into_split();
+    let (mut out_read, mut out_write) = outbound.into_split();
+    let requests = tokio::io::copy(&mut in_read, &mut out_write);
+    let replies = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match out_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if !mute.load(Ordering::SeqCst) && in_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = requests => {}
+        _ = replies => {}
     }
 }
 
@@ -480,4 +516,62 @@ async fn a_conditional_write_that_never_left_is_sent_again() {
         .expect("write task");
     r.expect("the compare-and-swap lands after the restart");
     assert_eq!(h.contents().await.expect("read").0, b"v2");
+}
+
+/// A plain write whose reply is lost is not sent again: sent twice it could take effect
+/// twice, the second time over another client's later write (the history checkers of the
+/// chaos runs caught exactly that, docs/reliability.md). The master applies it once, and
+/// the application is told `OUTCOME_UNKNOWN`, whose effect is unknown.
+#[tokio::test]
+async fn a_plain_write_whose_reply_is_lost_is_not_sent_again() {
+    logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = cell_on(dir.path()).await;
+    let relay = Relay::start(addr_of(&cell)).await;
+    let s = session(vec![relay.endpoint()]).await;
+    let other = session(vec![cell.addr()]).await;
+    let (h, _) = s
+        .open(
+            "/plain",
+            OpenOptions::new().write().create_file(b"v1".to_vec()),
+        )
+        .await
+        .expect("create");
+    let generation = |who: Session| async move {
+        let (h, _) = who
+            .open("/plain", OpenOptions::new().read())
+            .await
+            .expect("open to read");
+        let g = h.stat().await.expect("stat").content_generation;
+        h.close().await;
+        g
+    };
+    let before = generation(other.clone()).await;
+    relay.mute_replies(true);
+    let write = tokio::spawn(async move { h.set_contents(b"v2".to_vec()).await });
+    // Longer than the call's 3 s timeout: the first attempt's outcome is unknown to the
+    // library by then, and the master has applied it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    relay.mute_replies(false);
+    let r = tokio::time::timeout(GRACE * 2, write)
+        .await
+        .expect("the write finishes")
+        .expect("write task");
+    let e = r.expect_err("a write whose reply was lost cannot report success");
+    assert_eq!(
+        e.effect(),
+        warren_client::Effect::Unknown,
+        "a write that reached the master is of unknown outcome, not {e:?}"
+    );
+    // Give a re-send, if there were one, time to land.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = generation(other.clone()).await;
+    assert_eq!(
+        after,
+        before + 1,
+        "the write took effect {} times",
+        after - before
+    );
+    s.close().await.expect("close");
+    other.close().await.expect("close other");
 }
