@@ -1132,6 +1132,10 @@ async fn keepalive(
     // replicas at once (docs/design.md §9, "A frozen or cut-off master"). Nothing per
     // session is sent to the cell meanwhile.
     let outcome = tokio::time::timeout(deadline, client.keep_alive(request)).await;
+    // The simulation's history records every KeepAlive (docs/reliability.md,
+    // "Deterministic simulation"); inert unless a simulation set an observer.
+    #[cfg(feature = "sim")]
+    crate::transport::sim::observe_keepalive(shared.id, sent_at, &outcome, &conn.addr);
     let status = match outcome {
         Ok(Ok(reply)) => {
             return Input::KeepAliveReply {
