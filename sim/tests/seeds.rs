@@ -230,3 +230,17 @@ fn the_planted_dropped_write_is_caught() {
 fn the_planted_stale_cache_is_caught() {
     planted_bug_is_caught(Planted::StaleCache, "caches");
 }
+
+/// A real bug these seeds found: a call in flight when its session ended (or one re-sent
+/// after an attempt of unknown outcome, then refused) failed with `SESSION_EXPIRED`, which
+/// the error table calls "not applied", though its first attempt had reached the master
+/// and was applied (seed 5: a write acknowledged to nobody, then read back). The library
+/// now reports `OUTCOME_UNKNOWN` for such a call; the history checkers flagged the write as
+/// a value "no operation wrote" before.
+#[test]
+fn a_call_in_flight_when_its_session_ends_is_of_unknown_outcome() {
+    for seed in [5, 119] {
+        let r = run(&SimConfig::new(seed));
+        assert!(r.violations.is_empty(), "{}", describe(&r));
+    }
+}
