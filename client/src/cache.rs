@@ -279,6 +279,12 @@ impl Cache {
     /// The master's invalidation of `path`.
     pub(crate) fn invalidate(&mut self, path: &str) {
         self.stats.invalidations += 1;
+        // The planted bug of the simulation's cache-checker test (docs/reliability.md,
+        // "Deterministic simulation"): the invalidation acknowledged, the entry kept.
+        #[cfg(feature = "sim")]
+        if crate::planted::skip_invalidation() {
+            return;
+        }
         self.drop_path(path);
     }
 

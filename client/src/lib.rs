@@ -79,6 +79,8 @@ mod handle;
 pub mod map;
 mod options;
 mod path;
+#[cfg(feature = "sim")]
+pub mod planted;
 mod proxies;
 pub mod reshard;
 mod routed;

@@ -187,6 +187,60 @@ pub mod sim {
     pub fn install_connector(connector: Connector) -> bool {
         CONNECTOR.set(connector).is_ok()
     }
+
+    /// One KeepAlive as its session saw it: when it was sent, and what came back (the
+    /// lease granted, or the failure; a call that got no reply in time is
+    /// `OUTCOME_UNKNOWN`).
+    #[derive(Debug)]
+    pub struct KeepAliveSeen {
+        /// The session's id, in hex (as [`SessionId`](crate::SessionId) displays it).
+        pub session: String,
+        /// When the session sent it, on the host's tokio clock.
+        pub sent_at: tokio::time::Instant,
+        /// The lease granted, or the failure.
+        pub outcome: Result<std::time::Duration, crate::Error>,
+    }
+
+    /// What a simulation does with each KeepAlive this thread's sessions complete.
+    pub type KeepAliveObserver = std::rc::Rc<dyn Fn(KeepAliveSeen)>;
+
+    thread_local! {
+        static KEEPALIVES: std::cell::RefCell<Option<KeepAliveObserver>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    /// Sets (or, with `None`, clears) the observer of this thread's KeepAlives: the
+    /// simulation records each in its history. A simulation runs every host on one thread.
+    pub fn set_keepalive_observer(observer: Option<KeepAliveObserver>) {
+        KEEPALIVES.with(|k| *k.borrow_mut() = observer);
+    }
+
+    /// Tells this thread's observer, if any, how a KeepAlive ended.
+    pub(crate) fn observe_keepalive(
+        id: crate::SessionId,
+        sent_at: tokio::time::Instant,
+        outcome: &Result<
+            Result<tonic::Response<warren_proto::pb::KeepAliveResponse>, tonic::Status>,
+            tokio::time::error::Elapsed,
+        >,
+        addr: &str,
+    ) {
+        let Some(observer) = KEEPALIVES.with(|k| k.borrow().clone()) else {
+            return;
+        };
+        let outcome = match outcome {
+            Ok(Ok(reply)) => Ok(std::time::Duration::from_millis(reply.get_ref().lease_ms)),
+            Ok(Err(status)) => Err(crate::Error::from_status(status, addr)),
+            Err(_) => Err(crate::Error::outcome_unknown(format!(
+                "KeepAlive to {addr} got no reply in time"
+            ))),
+        };
+        observer(KeepAliveSeen {
+            session: id.to_string(),
+            sent_at,
+            outcome,
+        });
+    }
 }
 
 /// Asks the server behind `conn` who is master.

@@ -1,21 +1,24 @@
-//! What each simulated client does: a warren-client session that writes and reads its own
-//! files and takes the shared exclusive lock to work at the fenced resource, every choice
-//! drawn from its own seeded RNG; and the final reader that checks no acknowledged write
-//! was lost once the faults are healed.
+//! What each simulated client does, recording every call in the run's history: the setup
+//! (every file created before the workload starts); a warren-client session that writes its own files, reads anyone's (through its cache),
+//! and takes the shared exclusive lock to write at the fenced resource under its
+//! sequencer, every choice drawn from its own seeded RNG; and the final reader, which
+//! reads every file once the faults are healed (the lost-write checker's final reads).
 
-use crate::checks::{Outcome, Record, Write, GRACE, RPC_TIMEOUT};
+use crate::record::{failed, now, Record, GRACE, RPC_TIMEOUT};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
-use warren_client::{ClientOptions, Error, LockMode, OpenOptions, Session};
+use warren_client::{ClientOptions, Error, LockMode, OpenOptions, Session, SessionState};
+use warren_history::{LockMode as HLock, Op, Outcome, ReadSource, Ret, Value};
+use warren_proto::error::ErrorCode;
 
 /// The cell's name on the simulated network, and its port.
 pub const CELL_HOST: &str = "cell";
 pub const CELL_PORT: u16 = 7100;
 /// The lock every client contends for.
-const LOCK: &str = "/lock";
+pub const LOCK: &str = "/lock";
 /// Files per client.
 const FILES: usize = 2;
 
@@ -31,48 +34,11 @@ fn file(i: usize, j: usize) -> String {
     format!("/c{i}-f{j}")
 }
 
-/// Client `i`: `rounds` operations, then the session closed.
-pub async fn client(i: usize, seed: u64, rounds: usize, rec: Rc<RefCell<Record>>) {
-    let me = format!("client{i}");
-    let mut rng = StdRng::seed_from_u64(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut session: Option<Session> = None;
-    let mut counter = 0u64;
-    for _ in 0..rounds {
-        let s = match &session {
-            Some(s) if s.is_live() => s.clone(),
-            _ => match Session::connect_with(options()).await {
-                Ok(s) => {
-                    rec.borrow_mut()
-                        .event(&me, format!("session {} created", s.id()));
-                    session = Some(s.clone());
-                    s
-                }
-                Err(e) => {
-                    rec.borrow_mut()
-                        .event(&me, format!("connect failed: {}", e.code_name()));
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    continue;
-                }
-            },
-        };
-        match rng.gen_range(0..3) {
-            0 => {
-                counter += 1;
-                write(&me, &s, &file(i, rng.gen_range(0..FILES)), counter, &rec).await;
-            }
-            1 => read(&me, &s, &file(i, rng.gen_range(0..FILES)), &rec).await,
-            _ => lock(i, &me, &s, &mut rng, &rec).await,
-        }
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
-    }
-    if let Some(s) = session {
-        let closed = s.close().await;
-        rec.borrow_mut()
-            .event(&me, format!("closed: {}", result_name(&closed)));
-    }
-    let mut r = rec.borrow_mut();
-    r.finished += 1;
-    r.event(&me, "finished");
+/// Every file of a run of `clients` clients.
+pub fn files(clients: usize) -> Vec<String> {
+    (0..clients)
+        .flat_map(|i| (0..FILES).map(move |j| file(i, j)))
+        .collect()
 }
 
 fn result_name<T>(r: &Result<T, Error>) -> &'static str {
@@ -82,205 +48,439 @@ fn result_name<T>(r: &Result<T, Error>) -> &'static str {
     }
 }
 
-async fn write(me: &str, s: &Session, path: &str, counter: u64, rec: &Rc<RefCell<Record>>) {
-    let opened = s
-        .open(path, OpenOptions::new().write().create_file(Vec::new()))
-        .await;
-    let h = match opened {
-        Ok((h, _)) => h,
+/// A new session, recorded as `create_session` (filed under the id it got).
+async fn connect(me: &str, rec: &Rc<RefCell<Record>>) -> Result<Session, Error> {
+    let id = rec
+        .borrow_mut()
+        .history
+        .invoke(me, "", Op::CreateSession, now());
+    let result = Session::connect_with(options()).await;
+    let mut r = rec.borrow_mut();
+    match &result {
+        Ok(s) => {
+            r.history.set_session(id, &s.id().to_string());
+            r.session_client.insert(s.id().to_string(), me.to_string());
+            let lease_ns = crate::record::nanos(s.lease());
+            r.complete(id, Outcome::Ok(Ret::Lease { lease_ns }));
+            r.event(me, format!("session {} created", s.id()));
+        }
+        Err(e) => {
+            r.complete(id, failed(e));
+            r.event(me, format!("connect failed: {}", e.code_name()));
+        }
+    }
+    result
+}
+
+/// Records an expiry the session reports, once.
+fn note_expiry(me: &str, s: &Session, rec: &Rc<RefCell<Record>>, noted: &mut bool) {
+    if !*noted && s.state() == SessionState::Expired {
+        *noted = true;
+        let mut r = rec.borrow_mut();
+        let at = now();
+        r.history.call(
+            me,
+            &s.id().to_string(),
+            Op::SessionExpired,
+            at,
+            at,
+            Outcome::Ok(Ret::Done),
+        );
+        r.coverage.sessions_expired += 1;
+        r.event(me, format!("session {} expired", s.id()));
+    }
+}
+
+/// Creates every file and the lock (empty) before the workload starts, and records them
+/// as the history's initial files. The workload's `Open`s then never create: the library
+/// re-sends an `Open` whose reply was lost, and the retry reports `created: false` for a
+/// file its first attempt created, which the history could not tell from a file that
+/// existed (docs/reliability.md, "Deterministic simulation").
+pub async fn setup(clients: usize, rec: Rc<RefCell<Record>>) {
+    let mut paths = files(clients);
+    paths.push(LOCK.to_string());
+    'again: loop {
+        if let Ok(s) = Session::connect_with(options()).await {
+            for path in &paths {
+                let opened = s
+                    .open(path, OpenOptions::new().write().create_file(Vec::new()))
+                    .await;
+                match opened {
+                    Ok((h, _)) => h.close().await,
+                    Err(_) => {
+                        let _ = s.close().await;
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        continue 'again;
+                    }
+                }
+            }
+            let _ = s.close().await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut r = rec.borrow_mut();
+    for path in &paths {
+        r.history.initial(path, Value::from(""), 0);
+    }
+    r.ready = true;
+    r.event("setup", "every file created");
+}
+
+/// Client `i`: `rounds` operations, then the session closed.
+pub async fn client(i: usize, seed: u64, rounds: usize, clients: usize, rec: Rc<RefCell<Record>>) {
+    while !rec.borrow().ready {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let me = format!("client{i}");
+    let mut rng = StdRng::seed_from_u64(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut session: Option<(Session, bool)> = None;
+    let mut counter = 0u64;
+    for _ in 0..rounds {
+        if let Some((s, noted)) = &mut session {
+            note_expiry(&me, s, &rec, noted);
+        }
+        let s = match &session {
+            Some((s, _)) if s.is_live() => s.clone(),
+            _ => {
+                if let Some((old, _)) = session.take() {
+                    rec.borrow_mut().coverage.invalidations += old.cache_stats().invalidations;
+                }
+                match connect(&me, &rec).await {
+                    Ok(s) => {
+                        session = Some((s.clone(), false));
+                        s
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        match rng.gen_range(0..3) {
+            0 => {
+                counter += 1;
+                let path = file(i, rng.gen_range(0..FILES));
+                write(&me, &s, &path, counter, &rec).await;
+            }
+            1 => {
+                let path = file(rng.gen_range(0..clients), rng.gen_range(0..FILES));
+                let times = rng.gen_range(1..3);
+                read(&me, &s, &path, times, &rec).await;
+            }
+            _ => lock(&me, &s, &mut rng, &rec).await,
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
+    }
+    if let Some((s, mut noted)) = session {
+        note_expiry(&me, &s, &rec, &mut noted);
+        let invalidations = s.cache_stats().invalidations;
+        {
+            let mut r = rec.borrow_mut();
+            r.coverage.invalidations += invalidations;
+            r.closing(&s.id().to_string());
+        }
+        let closed = s.close().await;
+        rec.borrow_mut()
+            .event(&me, format!("closed: {}", result_name(&closed)));
+    }
+    let mut r = rec.borrow_mut();
+    r.finished += 1;
+    r.event(&me, "finished");
+}
+
+/// Opens `path` (creating it empty if absent) for writing, recorded as `open`.
+async fn open_to_write(
+    me: &str,
+    s: &Session,
+    path: &str,
+    rec: &Rc<RefCell<Record>>,
+) -> Option<warren_client::Handle> {
+    let sid = s.id().to_string();
+    let opened = Record::call(
+        rec,
+        me,
+        &sid,
+        Op::Open {
+            path: path.to_string(),
+            create: Some(Value::from("")),
+        },
+        s.open(path, OpenOptions::new().write().create_file(Vec::new())),
+        |(_, info)| Ret::Opened {
+            created: info.created,
+        },
+    )
+    .await;
+    match opened {
+        Ok((h, _)) => Some(h),
         Err(e) => {
             rec.borrow_mut()
                 .event(me, format!("open {path}: {}", e.code_name()));
-            rec.borrow_mut().count("open failed");
-            return;
+            None
         }
-    };
-    let value = format!("{me}:{counter}").into_bytes();
-    let index = {
-        let mut r = rec.borrow_mut();
-        let history = r.writes.entry(path.to_string()).or_default();
-        history.push(Write {
-            value: value.clone(),
-            outcome: Outcome::Pending,
-        });
-        history.len() - 1
-    };
-    let result = h.set_contents(value).await;
-    let outcome = match &result {
-        Ok(_) => Outcome::Acked,
-        Err(e) if e.may_have_taken_effect() => Outcome::Unknown,
-        Err(_) => Outcome::Failed,
-    };
-    {
-        let mut r = rec.borrow_mut();
-        r.writes.get_mut(path).expect("recorded")[index].outcome = outcome;
-        let what = format!("write {path} {me}:{counter}: {}", result_name(&result));
-        r.event(me, what);
-        r.count(match outcome {
-            Outcome::Acked => "write acked",
-            Outcome::Unknown => "write unknown",
-            _ => "write failed",
-        });
     }
+}
+
+async fn write(me: &str, s: &Session, path: &str, counter: u64, rec: &Rc<RefCell<Record>>) {
+    let Some(h) = open_to_write(me, s, path, rec).await else {
+        return;
+    };
+    let value = format!("{me}:{counter}");
+    let result = Record::call(
+        rec,
+        me,
+        &s.id().to_string(),
+        Op::Write {
+            path: path.to_string(),
+            value: Value(value.clone()),
+            if_generation: None,
+        },
+        h.set_contents(value.clone().into_bytes()),
+        // Generations are not recorded (here nor in reads): the library re-sends a plain
+        // write whose first attempt may have been applied, and each application raises
+        // the content generation, so one write may raise it by two; its value is the
+        // same (docs/reliability.md, "Deterministic simulation").
+        |_| Ret::Written { generation: None },
+    )
+    .await;
+    rec.borrow_mut().event(
+        me,
+        format!("write {path} {value}: {}", result_name(&result)),
+    );
     h.close().await;
 }
 
-async fn read(me: &str, s: &Session, path: &str, rec: &Rc<RefCell<Record>>) {
-    let acked_before = rec.borrow().last_acked(path);
-    let h = match s.open(path, OpenOptions::new().read()).await {
-        Ok((h, _)) => h,
+/// Reads `path` `times` times through one handle. Each read is recorded with where it was
+/// served from: the session's cache (its hit count rose) or the cell.
+async fn read(me: &str, s: &Session, path: &str, times: usize, rec: &Rc<RefCell<Record>>) {
+    let sid = s.id().to_string();
+    let hits = s.cache_stats().hits;
+    let invoked = now();
+    let opened = s.open(path, OpenOptions::new().read()).await;
+    let from_cache = s.cache_stats().hits > hits;
+    let h = match opened {
+        Ok((h, _)) => {
+            // An open served by the cell is an observation ("it exists"); one served from
+            // a shared handle in the cache is not judged (the file checker takes only the
+            // cell's answers).
+            if !from_cache {
+                let mut r = rec.borrow_mut();
+                let id = r.history.invoke(
+                    me,
+                    &sid,
+                    Op::Open {
+                        path: path.to_string(),
+                        create: None,
+                    },
+                    invoked,
+                );
+                r.complete(id, Outcome::Ok(Ret::Opened { created: false }));
+            }
+            h
+        }
         Err(e) => {
             let mut r = rec.borrow_mut();
             r.event(me, format!("open {path}: {}", e.code_name()));
-            if e.code_name() == "NOT_FOUND" {
-                // Absent is right only if no write of it was acknowledged before.
-                r.count("read absent");
-                if let Some(a) = acked_before {
-                    let value = String::from_utf8_lossy(&r.writes[path][a].value).into_owned();
-                    r.violation(format!(
-                        "{me} found {path} absent, though {value:?} was acknowledged"
-                    ));
-                }
-            } else {
-                r.count("open failed");
+            if from_cache && e.code() == Some(ErrorCode::NotFound) {
+                // The cached absence: a read of "absent" served by the cache.
+                let id = r.history.invoke(
+                    me,
+                    &sid,
+                    Op::Read {
+                        path: path.to_string(),
+                        source: ReadSource::ClientCache,
+                    },
+                    invoked,
+                );
+                r.coverage.cache_hits += 1;
+                r.complete(
+                    id,
+                    Outcome::Ok(Ret::Read {
+                        value: None,
+                        generation: None,
+                    }),
+                );
+            } else if !from_cache {
+                let id = r.history.invoke(
+                    me,
+                    &sid,
+                    Op::Open {
+                        path: path.to_string(),
+                        create: None,
+                    },
+                    invoked,
+                );
+                r.complete(id, failed(&e));
             }
             return;
         }
     };
-    let result = h.contents().await;
-    {
+    for _ in 0..times {
+        let hits = s.cache_stats().hits;
+        let invoked = now();
+        let result = h.contents().await;
+        let source = if s.cache_stats().hits > hits {
+            ReadSource::ClientCache
+        } else {
+            ReadSource::Cell
+        };
         let mut r = rec.borrow_mut();
+        let id = r.history.invoke(
+            me,
+            &sid,
+            Op::Read {
+                path: path.to_string(),
+                source,
+            },
+            invoked,
+        );
         match &result {
             Ok((value, _)) => {
-                let what = format!("read {path} = {}", String::from_utf8_lossy(value));
-                r.event(me, what);
-                r.count("read ok");
-                r.check_read(me, path, acked_before, value);
+                let value = String::from_utf8_lossy(value).into_owned();
+                r.event(me, format!("read {path} = {value} ({source:?})"));
+                if source == ReadSource::ClientCache {
+                    r.coverage.cache_hits += 1;
+                }
+                r.complete(
+                    id,
+                    Outcome::Ok(Ret::Read {
+                        value: Some(Value(value)),
+                        generation: None,
+                    }),
+                );
             }
             Err(e) => {
                 r.event(me, format!("read {path}: {}", e.code_name()));
-                r.count("read failed");
+                r.complete(id, failed(e));
             }
         }
     }
     h.close().await;
 }
 
-/// Takes the exclusive lock (waiting at most 2 s), works at the fenced resource a few
+/// Takes the exclusive lock (waiting at most 2 s), writes at the fenced resource a few
 /// times under its sequencer, and releases it.
-async fn lock(i: usize, me: &str, s: &Session, rng: &mut StdRng, rec: &Rc<RefCell<Record>>) {
-    let h = match s
-        .open(LOCK, OpenOptions::new().write().create_file(Vec::new()))
-        .await
-    {
-        Ok((h, _)) => h,
-        Err(e) => {
-            rec.borrow_mut()
-                .event(me, format!("open {LOCK}: {}", e.code_name()));
-            rec.borrow_mut().count("open failed");
-            return;
-        }
+async fn lock(me: &str, s: &Session, rng: &mut StdRng, rec: &Rc<RefCell<Record>>) {
+    let Some(h) = open_to_write(me, s, LOCK, rec).await else {
+        return;
     };
-    match h
-        .acquire(LockMode::Exclusive, Some(Duration::from_secs(2)))
-        .await
-    {
+    let sid = s.id().to_string();
+    let acquired = Record::call(
+        rec,
+        me,
+        &sid,
+        Op::Acquire {
+            lock: LOCK.to_string(),
+            mode: HLock::Exclusive,
+        },
+        h.acquire(LockMode::Exclusive, Some(Duration::from_secs(2))),
+        |seq| Ret::Lock {
+            instance: seq.instance,
+            generation: seq.lock_generation,
+        },
+    )
+    .await;
+    match acquired {
         Ok(seq) => {
             let gen = seq.lock_generation;
-            {
-                let mut r = rec.borrow_mut();
-                r.event(me, format!("acquired {LOCK} at generation {gen}"));
-                r.count("lock acquired");
-                r.grants.entry(i).or_default().push(gen);
-            }
+            rec.borrow_mut()
+                .event(me, format!("acquired {LOCK} at generation {gen}"));
             for _ in 0..rng.gen_range(1..4) {
-                let entered = rec.borrow_mut().resource.enter(i, gen);
-                match entered {
-                    Ok(true) => rec
-                        .borrow_mut()
-                        .event(me, format!("resource accepted generation {gen}")),
-                    Ok(false) => {
-                        rec.borrow_mut()
-                            .event(me, format!("resource fenced generation {gen}"));
-                        break;
-                    }
-                    Err(v) => {
-                        rec.borrow_mut().violation(v);
-                        break;
-                    }
+                let accepted = rec.borrow_mut().fenced_write(me, &sid, seq.instance, gen);
+                rec.borrow_mut().event(
+                    me,
+                    format!(
+                        "resource {} generation {gen}",
+                        if accepted { "accepted" } else { "fenced" }
+                    ),
+                );
+                if !accepted {
+                    break;
                 }
                 tokio::time::sleep(Duration::from_millis(rng.gen_range(0..300))).await;
             }
-            rec.borrow_mut().resource.leave(i);
-            let released = h.release().await;
+            let released = Record::call(
+                rec,
+                me,
+                &sid,
+                Op::Release {
+                    lock: LOCK.to_string(),
+                },
+                h.release(),
+                |_| Ret::Done,
+            )
+            .await;
             rec.borrow_mut()
                 .event(me, format!("release {LOCK}: {}", result_name(&released)));
         }
         Err(e) => {
-            let mut r = rec.borrow_mut();
-            r.event(me, format!("acquire {LOCK}: {}", e.code_name()));
-            r.count("lock not acquired");
+            rec.borrow_mut()
+                .event(me, format!("acquire {LOCK}: {}", e.code_name()));
         }
     }
     h.close().await;
 }
 
-/// After every workload client finished and the faults are healed: reads every written
-/// file from a new session and checks that it holds its last acknowledged value or a
-/// later attempted one. Bounded: gives up (a violation: the cell never came back) after
-/// `patience`.
+/// After every workload client finished and the faults are healed: reads every file from
+/// a new session (`final_read`s, absent included). Bounded: gives up (a liveness
+/// failure: the cell never came back) after `patience`.
 pub async fn final_reader(clients: usize, patience: Duration, rec: Rc<RefCell<Record>>) {
     while rec.borrow().finished < clients {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let me = "final";
     let deadline = tokio::time::Instant::now() + patience;
-    let paths: Vec<String> = rec.borrow().writes.keys().cloned().collect();
-    'files: for path in paths {
+    'files: for path in files(clients) {
         loop {
             if tokio::time::Instant::now() >= deadline {
-                rec.borrow_mut().violation(format!(
+                rec.borrow_mut().stuck.push(format!(
                     "the final read of {path} got no answer within {patience:?} of healing"
                 ));
                 return;
             }
+            let session = match connect(me, &rec).await {
+                Ok(s) => s,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let sid = session.id().to_string();
+            let invoked = now();
             let attempt = async {
-                let s = Session::connect_with(options()).await?;
-                let (h, _) = s.open(&path, OpenOptions::new().read()).await?;
+                let (h, _) = session.open(&path, OpenOptions::new().read()).await?;
                 let read = h.contents().await;
                 h.close().await;
-                let _ = s.close().await;
                 read
             }
             .await;
-            let acked = rec.borrow().last_acked(&path);
-            match attempt {
-                Ok((value, _)) => {
-                    let mut r = rec.borrow_mut();
-                    r.event(
-                        "final",
-                        format!("{path} = {}", String::from_utf8_lossy(&value)),
-                    );
-                    r.check_read("the final reader", &path, acked, &value);
-                    continue 'files;
-                }
-                Err(e) if e.code_name() == "NOT_FOUND" => {
-                    let mut r = rec.borrow_mut();
-                    r.event("final", format!("{path} absent"));
-                    if let Some(a) = acked {
-                        let value = String::from_utf8_lossy(&r.writes[&path][a].value).into_owned();
-                        r.violation(format!(
-                            "{path} is gone at the end, though {value:?} was acknowledged"
-                        ));
-                    }
-                    continue 'files;
-                }
+            rec.borrow_mut().closing(&sid);
+            let _ = session.close().await;
+            let value = match attempt {
+                Ok((value, _)) => Some(String::from_utf8_lossy(&value).into_owned()),
+                Err(e) if e.code() == Some(ErrorCode::NotFound) => None,
                 Err(e) => {
                     rec.borrow_mut()
-                        .event("final", format!("{path}: {}; again", e.code_name()));
+                        .event(me, format!("{path}: {}; again", e.code_name()));
                     tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
                 }
-            }
+            };
+            let mut r = rec.borrow_mut();
+            r.event(me, format!("{path} = {value:?}"));
+            let id = r
+                .history
+                .invoke(me, &sid, Op::FinalRead { path: path.clone() }, invoked);
+            r.complete(
+                id,
+                Outcome::Ok(Ret::Read {
+                    value: value.map(Value),
+                    generation: None,
+                }),
+            );
+            continue 'files;
         }
     }
-    rec.borrow_mut().event("final", "done");
+    rec.borrow_mut().event(me, "done");
 }

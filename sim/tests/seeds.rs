@@ -1,10 +1,12 @@
 //! The deterministic simulation's tests (docs/reliability.md, "Deterministic
 //! simulation"): a seed replays exactly; a fixed slice of seeds (`WARREN_SIM_SEEDS`,
-//! default 200, from `WARREN_SIM_FIRST_SEED`, default 0) runs with no violation; the
-//! planted double grant is caught, and the seed that catches it replays.
+//! default 100, from `WARREN_SIM_FIRST_SEED`, default 0) passes every history checker;
+//! each planted bug (a double grant, a dropped acknowledged write, a stale cached read) is
+//! caught by the checker that owns its property, and the seed that catches it replays.
 
 use std::time::Instant;
-use warren_sim::{run, Report, SimConfig, EXACT_REPLAY};
+use warren_sim::record::Coverage;
+use warren_sim::{run, Planted, Report, SimConfig, EXACT_REPLAY};
 
 /// Says loudly that this build cannot check exact replay.
 /// Under `CI=true` a build without the flag fails instead: CI must check replay.
@@ -24,47 +26,60 @@ fn env_u64(name: &str) -> Option<u64> {
     }
 }
 
+/// A failed run: the history checkers' report (verdicts, and each violation's minimal
+/// slice), the faults applied, and the replay command.
 fn describe(r: &Report) -> String {
     format!(
-        "seed {}: {} violation(s):\n  {}\nfaults: {:?}\nops: {:?}\n{}",
+        "seed {}: {} violation(s) ({:?})\n{}\n{}faults: {:?}\ncoverage: {}\n{}",
         r.seed,
         r.violations.len(),
-        r.violations.join("\n  "),
+        r.violated,
+        r.checked,
+        r.violations
+            .iter()
+            .filter(|v| v.starts_with("liveness"))
+            .map(|v| format!("{v}\n"))
+            .collect::<String>(),
         r.faults,
-        r.ops,
+        r.coverage.summary(),
         r.replay_hint()
     )
 }
 
 /// One seed (`WARREN_SIM_SEED`, default 1), run twice: the same event log (and digest),
-/// and no violation. With `--nocapture` it prints the run's event log. With
-/// `WARREN_SIM_PLANTED=double-grant` the cell's planted bug is on, and the run must
-/// report violations instead.
+/// and no violation. With `--nocapture` it prints the run's event log and the checkers'
+/// report; with `WARREN_SIM_HISTORY=<file>` it writes the history there as JSON lines.
+/// With `WARREN_SIM_PLANTED=double-grant|dropped-write|stale-cache` that bug is
+/// planted, and the run must report violations instead.
 #[test]
 fn replay_one_seed() {
     let seed = env_u64("WARREN_SIM_SEED").unwrap_or(1);
     let planted = match std::env::var("WARREN_SIM_PLANTED").as_deref() {
-        Err(_) | Ok("") => false,
-        Ok("double-grant") => true,
-        Ok(other) => panic!(
-            "WARREN_SIM_PLANTED={other:?} is not a planted bug; the one there is: WARREN_SIM_PLANTED=double-grant"
-        ),
+        Err(_) | Ok("") => None,
+        Ok(name) => Some(Planted::parse(name).unwrap_or_else(|e| panic!("WARREN_SIM_PLANTED={e}"))),
     };
     let cfg = SimConfig {
-        planted_double_grant: planted,
+        planted,
         ..SimConfig::new(seed)
     };
     let first = run(&cfg);
+    if let Ok(path) = std::env::var("WARREN_SIM_HISTORY") {
+        std::fs::write(&path, first.history.to_json_lines())
+            .unwrap_or_else(|e| panic!("WARREN_SIM_HISTORY={path:?}: cannot write it: {e}"));
+        println!("the history is in {path} (JSON lines)");
+    }
     for line in &first.log {
         println!("{line}");
     }
+    println!("{}", first.checked);
     println!(
-        "seed {seed}: digest {:016x}, {} events, faults {:?}, ops {:?}, {:?} simulated",
+        "seed {seed}: digest {:016x}, {} events, {} operations, faults {:?}, {:?} simulated\ncoverage: {}",
         first.digest,
         first.log.len(),
+        first.operations,
         first.faults,
-        first.ops,
-        first.simulated
+        first.simulated,
+        first.coverage.summary()
     );
     if EXACT_REPLAY {
         let second = run(&cfg);
@@ -83,13 +98,14 @@ fn replay_one_seed() {
             );
         }
         assert_eq!(first.digest, second.digest);
+        assert_eq!(first.violations, second.violations);
     } else {
         no_exact_replay();
     }
-    if planted {
+    if planted.is_some() {
         assert!(
             !first.violations.is_empty(),
-            "seed {seed} did not catch the planted double grant"
+            "seed {seed} did not catch the planted bug"
         );
         println!("{}", describe(&first));
         return;
@@ -98,19 +114,26 @@ fn replay_one_seed() {
     assert!(!first.faults.is_empty(), "seed {seed} applied no fault");
 }
 
-/// The CI slice of seeds: no violation in any, and every 10th seed replays exactly.
+/// The CI slice of seeds (or the long run, by `WARREN_SIM_SEEDS` and
+/// `WARREN_SIM_FIRST_SEED`): no violation in any, and every 10th seed replays exactly
+/// (every `WARREN_SIM_REPLAY_EVERY`th). Prints the figures: seeds/s, operations,
+/// violations, and the states covered in aggregate.
 #[test]
 fn seeds_have_no_violations() {
     let first = env_u64("WARREN_SIM_FIRST_SEED").unwrap_or(0);
-    let count = env_u64("WARREN_SIM_SEEDS").unwrap_or(200);
+    let count = env_u64("WARREN_SIM_SEEDS").unwrap_or(100);
+    let replay_every = env_u64("WARREN_SIM_REPLAY_EVERY").unwrap_or(10).max(1);
     let started = Instant::now();
-    let mut faults = 0;
+    let (mut faults, mut ops, mut simulated) = (0usize, 0usize, 0f64);
+    let mut coverage = Coverage::default();
     let mut failed = Vec::new();
     for seed in first..first + count {
         let r = run(&SimConfig::new(seed));
         faults += r.faults.len();
-        // Every 10th seed runs again: it must replay exactly.
-        if EXACT_REPLAY && seed % 10 == 0 {
+        ops += r.operations;
+        simulated += r.simulated.as_secs_f64();
+        coverage.merge(&r.coverage);
+        if EXACT_REPLAY && seed % replay_every == 0 {
             let again = run(&SimConfig::new(seed));
             if again.digest != r.digest {
                 eprintln!(
@@ -126,16 +149,27 @@ fn seeds_have_no_violations() {
             eprintln!("{}", describe(&r));
             failed.push(seed);
         }
+        let done = seed - first + 1;
+        if done % 500 == 0 {
+            println!(
+                "progress: {done} seeds, {} failed, {:.2} seeds/s, {}",
+                failed.len(),
+                done as f64 / started.elapsed().as_secs_f64(),
+                coverage.summary()
+            );
+        }
     }
     let took = started.elapsed();
     if !EXACT_REPLAY {
         no_exact_replay();
     }
     println!(
-        "{count} seeds from {first}: {faults} faults, {} failed, {:.1} s, {:.2} seeds/s",
+        "{count} seeds from {first}: {faults} faults, {ops} operations, {:.0} s simulated, {} failed, {:.1} s, {:.2} seeds/s\ncoverage: {}",
+        simulated,
         failed.len(),
         took.as_secs_f64(),
-        count as f64 / took.as_secs_f64()
+        count as f64 / took.as_secs_f64(),
+        coverage.summary()
     );
     assert!(
         failed.is_empty(),
@@ -143,30 +177,28 @@ fn seeds_have_no_violations() {
     );
 }
 
-/// The planted bug (an exclusive lock granted while held, at the same generation) is
-/// caught within a few seeds, and the seed that catches it replays with the same
-/// violations.
-#[test]
-fn the_planted_double_grant_is_caught() {
+/// Runs seeds 0..20 with `planted` on until one reports a violation by `checker`; checks
+/// that seed replays with the same violations and is clean without the bug.
+fn planted_bug_is_caught(planted: Planted, checker: &str) {
     let mut caught = None;
     for seed in 0..20 {
         let cfg = SimConfig {
-            planted_double_grant: true,
+            planted: Some(planted),
             ..SimConfig::new(seed)
         };
         let r = run(&cfg);
-        if !r.violations.is_empty() {
+        if r.violated.contains(checker) {
             caught = Some((cfg, r));
             break;
         }
     }
-    let (cfg, r) = caught.expect("no seed of 0..20 caught the planted double grant");
+    let (cfg, r) = caught.unwrap_or_else(|| {
+        panic!(
+            "no seed of 0..20 with the planted {} had the {checker} checker report it",
+            planted.name()
+        )
+    });
     println!("caught: {}", describe(&r));
-    assert!(
-        r.violations.iter().any(|v| v.contains("generation")),
-        "the violations are not about the lock: {}",
-        describe(&r)
-    );
     let again = run(&cfg);
     assert_eq!(
         again.violations, r.violations,
@@ -177,4 +209,54 @@ fn the_planted_double_grant_is_caught() {
     // The same seed without the planted bug is clean.
     let clean = run(&SimConfig::new(r.seed));
     assert!(clean.violations.is_empty(), "{}", describe(&clean));
+}
+
+/// An exclusive lock granted while held, at the same generation: two holders accepted at
+/// the fenced resource at one generation (`locks`).
+#[test]
+fn the_planted_double_grant_is_caught() {
+    planted_bug_is_caught(Planted::DoubleGrant, "locks");
+}
+
+/// One write in 3 acknowledged and dropped: the final read misses it (`lost_writes`).
+#[test]
+fn the_planted_dropped_write_is_caught() {
+    planted_bug_is_caught(Planted::DroppedWrite, "lost_writes");
+}
+
+/// A client cache that skips an invalidation: a cached read older than a write already
+/// acknowledged to its writer (`caches`).
+#[test]
+fn the_planted_stale_cache_is_caught() {
+    planted_bug_is_caught(Planted::StaleCache, "caches");
+}
+
+/// A real bug these seeds found: a call in flight when its session ended (or one re-sent
+/// after an attempt of unknown outcome, then refused) failed with `SESSION_EXPIRED`, which
+/// the error table calls "not applied", though its first attempt had reached the master
+/// and was applied (seed 5: a write acknowledged to nobody, then read back). The library
+/// now reports `OUTCOME_UNKNOWN` for such a call; the history checkers flagged the write as
+/// a value "no operation wrote" before.
+#[test]
+fn a_call_in_flight_when_its_session_ends_is_of_unknown_outcome() {
+    for seed in [5, 119] {
+        let r = run(&SimConfig::new(seed));
+        assert!(r.violations.is_empty(), "{}", describe(&r));
+    }
+}
+
+/// An open bug these seeds found, not fixed yet (docs/reliability.md, "Deterministic
+/// simulation", "Open findings"): a session expires after a cut-off well inside its lease.
+/// Seed 623: a 2.1 s pause of the cell's network (lease 4.78 s, grace 4 s) swallows the
+/// master's held KeepAlive reply; the client's local lease ends, it enters jeopardy and
+/// sends a new KeepAlive that supersedes the outstanding one (the delayed reply, which
+/// would have made it safe, is discarded), with the 2 s jeopardy deadline; the master,
+/// whose own lease for the session is healthy, holds that KeepAlive until shortly before
+/// its lease ends, past the 2 s; the client times out, and so on until its grace period
+/// ends. Run it with `cargo test -p warren-sim --test seeds -- --ignored`.
+#[test]
+#[ignore = "open bug: a session expires after a 2.1 s network pause (see the doc comment)"]
+fn a_session_survives_a_pause_that_swallows_a_keepalive_reply() {
+    let r = run(&SimConfig::new(623));
+    assert!(r.violations.is_empty(), "{}", describe(&r));
 }

@@ -56,6 +56,12 @@ impl Master {
         if let Some(w) = self.barrier_exempting(sid, proxy, &[&p]) {
             return Ok(Reply::Wait(w));
         }
+        // The planted bug of the simulation's lost-write test (docs/reliability.md,
+        // "Deterministic simulation"): the write acknowledged, never applied nor stored.
+        #[cfg(feature = "sim")]
+        if crate::planted::drop_write() {
+            return Ok(Reply::Done(self.stat_of(&p).expect("exists")));
+        }
         self.replace_contents(&p, data, Some(k));
         Ok(Reply::Done(self.stat_of(&p).expect("exists")))
     }

@@ -706,6 +706,22 @@ impl fmt::Debug for Session {
     }
 }
 
+/// The error to report for a call that failed with `err`: when an earlier attempt was sent
+/// and may have taken effect (`sent`), a failure that says "not applied" (the session
+/// ended, a refusal of the retry) would be wrong about the call, so it becomes
+/// `OUTCOME_UNKNOWN`, naming what ended it.
+fn unknown_if_sent(sent: bool, err: Error) -> Error {
+    if sent && !err.may_have_taken_effect() {
+        Error::outcome_unknown(format!(
+            "{} ({}), after an attempt that may have taken effect",
+            err.message(),
+            err.code_name()
+        ))
+    } else {
+        err
+    }
+}
+
 /// The pause before retry number `attempt` of a call: exponential with up to 50% jitter.
 fn retry_pause(attempt: u32, salt: u64) -> Duration {
     let doublings = attempt.saturating_sub(1).min(16);
@@ -872,8 +888,18 @@ impl Shared {
         let mut spent = Duration::ZERO;
         let mut attempt = 0u32;
         let mut stale = 0u32;
+        // Whether an attempt already sent may have taken effect: then no later failure
+        // may say "not applied" (see `unknown_if_sent`).
+        let mut maybe_applied = false;
         loop {
-            if !self.admit().await?.is_zero() {
+            let held = match self.admit().await {
+                Ok(held) => held,
+                Err(e) => {
+                    let closed = lock(&self.core).state() == SessionState::Closed;
+                    return Err(unknown_if_sent(maybe_applied && !closed, e));
+                }
+            };
+            if !held.is_zero() {
                 // Held back through a jeopardy: the master is back, start afresh.
                 spent = Duration::ZERO;
                 attempt = 0;
@@ -890,7 +916,12 @@ impl Shared {
             };
             let result = tokio::select! {
                 r = bounded => r,
-                e = self.gate.ended() => return Err(e),
+                // The attempt was in flight: the master may have applied it (unless the
+                // application closed the session: then the call is moot).
+                e = self.gate.ended() => {
+                    let closed = lock(&self.core).state() == SessionState::Closed;
+                    return Err(unknown_if_sent(!closed, e));
+                }
             };
             let pause = retry_pause(attempt, salt);
             let (err, unreachable) = match result {
@@ -904,6 +935,8 @@ impl Shared {
                     true,
                 ),
             };
+            let earlier = maybe_applied;
+            maybe_applied |= err.may_have_taken_effect();
             let Some(w) = err.warren() else {
                 spent += started.elapsed();
                 // A request that provably never left (`UNREACHABLE`) is safe to send again
@@ -915,7 +948,7 @@ impl Shared {
                     spent += pause;
                     continue;
                 }
-                return Err(err);
+                return Err(unknown_if_sent(earlier, err));
             };
             match w.code {
                 ErrorCode::StaleEpoch if stale < MAX_STALE_EPOCH_RETRIES => {
@@ -953,9 +986,9 @@ impl Shared {
                 }
                 ErrorCode::SessionExpired => {
                     self.observe(Input::ExpiredByMaster);
-                    return Err(err);
+                    return Err(unknown_if_sent(earlier, err));
                 }
-                _ => return Err(err),
+                _ => return Err(unknown_if_sent(earlier, err)),
             }
         }
     }
@@ -1132,6 +1165,10 @@ async fn keepalive(
     // replicas at once (docs/design.md §9, "A frozen or cut-off master"). Nothing per
     // session is sent to the cell meanwhile.
     let outcome = tokio::time::timeout(deadline, client.keep_alive(request)).await;
+    // The simulation's history records every KeepAlive (docs/reliability.md,
+    // "Deterministic simulation"); inert unless a simulation set an observer.
+    #[cfg(feature = "sim")]
+    crate::transport::sim::observe_keepalive(shared.id, sent_at, &outcome, &conn.addr);
     let status = match outcome {
         Ok(Ok(reply)) => {
             return Input::KeepAliveReply {

@@ -1,0 +1,280 @@
+//! What one simulated run records: the event log (what the trace digest hashes), the
+//! history of every client operation for the shared checkers (`warren_history`, with
+//! invocation and completion times on the simulated clock), the sequencer-fenced resource
+//! the lock holders write to, each client's reachability from the fault schedule, and the
+//! coverage of the run (docs/reliability.md, "Deterministic simulation").
+//!
+//! Every property is judged by `warren_history::check_all` over the history; this module
+//! asserts nothing itself. What the history's checkers cannot see and the run still
+//! checks is liveness (the run and the final reads finish in bounded simulated time), in
+//! `lib.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::Duration;
+use warren_history::{LockMode, Nanos, Op, Outcome, Recorder, Ret};
+use warren_proto::error::ErrorCode;
+
+/// The fenced resource's name in the history.
+pub const RESOURCE: &str = "resource";
+
+/// Everything the hosts of one run share. One thread runs a whole simulation, so it lives
+/// in a `RefCell` shared by the hosts' tasks.
+#[derive(Default)]
+pub struct Record {
+    /// Every event, in the order it happened: what the trace digest hashes.
+    pub log: Vec<String>,
+    pub history: Recorder,
+    pub resource: Resource,
+    /// Whether the setup created every file: the workload starts then.
+    pub ready: bool,
+    /// Workload clients that have finished (or crashed).
+    pub finished: usize,
+    /// The fault kinds in force now (`none` when there is none), for coverage.
+    pub active: BTreeSet<&'static str>,
+    pub coverage: Coverage,
+    /// Liveness failures, which no history checker can see.
+    pub stuck: Vec<String>,
+    /// Per client, since when it has been able to reach the cell (`None`: cut off now).
+    pub reach_since: BTreeMap<String, Option<Nanos>>,
+    /// The client each session belongs to (by session id), for its KeepAlives.
+    pub session_client: BTreeMap<String, String>,
+    /// Sessions their clients began to close: the KeepAlives that end with the close
+    /// (`SESSION_EXPIRED` once the master has it) are not recorded, as no expiry.
+    pub closing: BTreeSet<String>,
+    /// The last lock generation granted, and to whom: a grant to another client is a
+    /// handoff.
+    pub last_grant: Option<(String, u64)>,
+}
+
+/// What one run covered (docs/reliability.md, "Deterministic simulation", "Coverage").
+#[derive(Clone, Debug, Default)]
+pub struct Coverage {
+    /// Distinct (fault kind in force, operation, outcome) combinations.
+    pub states: BTreeSet<(String, String, String)>,
+    /// Faults applied, by kind.
+    pub faults: BTreeMap<String, u64>,
+    /// Fail-overs: the cell restarted to a new master epoch.
+    pub failovers: u64,
+    /// Lock grants to a different client than the previous grant.
+    pub lock_handoffs: u64,
+    /// Invalidations the clients' caches received.
+    pub invalidations: u64,
+    /// Reads answered from a client cache.
+    pub cache_hits: u64,
+    /// Sessions observed expired.
+    pub sessions_expired: u64,
+    /// Fenced writes the resource refused (an older holder fenced out).
+    pub fenced_out: u64,
+}
+
+impl Coverage {
+    /// Adds `other` into this (the aggregate of many runs).
+    pub fn merge(&mut self, other: &Coverage) {
+        self.states.extend(other.states.iter().cloned());
+        for (k, n) in &other.faults {
+            *self.faults.entry(k.clone()).or_default() += n;
+        }
+        self.failovers += other.failovers;
+        self.lock_handoffs += other.lock_handoffs;
+        self.invalidations += other.invalidations;
+        self.cache_hits += other.cache_hits;
+        self.sessions_expired += other.sessions_expired;
+        self.fenced_out += other.fenced_out;
+    }
+
+    /// One line for a report.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} states (fault kind x operation x outcome), faults {:?}, {} fail-overs, {} lock \
+             handoffs, {} fenced out, {} invalidations, {} client-cache reads, {} sessions expired",
+            self.states.len(),
+            self.faults,
+            self.failovers,
+            self.lock_handoffs,
+            self.fenced_out,
+            self.invalidations,
+            self.cache_hits,
+            self.sessions_expired
+        )
+    }
+}
+
+/// The simulated time now, in nanoseconds: the history's one clock.
+pub fn now() -> Nanos {
+    nanos(turmoil::sim_elapsed().unwrap_or_default())
+}
+
+pub fn nanos(d: Duration) -> Nanos {
+    d.as_nanos().min(u128::from(Nanos::MAX)) as Nanos
+}
+
+/// A client library error as a history outcome: its code and the error table's effect.
+pub fn failed(e: &warren_client::Error) -> Outcome {
+    Outcome::Failed {
+        code: e.code().unwrap_or(ErrorCode::Internal),
+        effect: e.effect(),
+    }
+}
+
+impl Record {
+    /// Logs what a host did (at the simulated time of the host running).
+    pub fn event(&mut self, host: &str, what: impl std::fmt::Display) {
+        let at = turmoil::sim_elapsed().unwrap_or_default();
+        self.event_at(at, host, what);
+    }
+
+    /// Logs an event at `at` (the driver's, between steps, where no host runs).
+    pub fn event_at(&mut self, at: Duration, host: &str, what: impl std::fmt::Display) {
+        self.log
+            .push(format!("{:>9.3} {host:<8} {what}", at.as_secs_f64()));
+    }
+
+    /// Records how operation `id` ended, now, and what state it covered.
+    pub fn complete(&mut self, id: u64, outcome: Outcome) {
+        let kind = self.history.history().ops[id as usize].op.name();
+        let result = match &outcome {
+            Outcome::Ok(_) => "ok".to_string(),
+            Outcome::Failed { code, .. } => {
+                if outcome.is_indeterminate() {
+                    format!("unknown:{}", code.as_str_name())
+                } else {
+                    format!("failed:{}", code.as_str_name())
+                }
+            }
+            Outcome::Incomplete => "incomplete".to_string(),
+        };
+        let faults: Vec<&'static str> = if self.active.is_empty() {
+            vec!["none"]
+        } else {
+            self.active.iter().copied().collect()
+        };
+        for f in faults {
+            self.coverage
+                .states
+                .insert((f.to_string(), kind.to_string(), result.clone()));
+        }
+        if let Outcome::Ok(Ret::Lock { generation, .. }) = &outcome {
+            let client = self.history.history().ops[id as usize].client.clone();
+            if matches!(&self.last_grant, Some((c, g)) if *c != client && *g != *generation) {
+                self.coverage.lock_handoffs += 1;
+            }
+            self.last_grant = Some((client, *generation));
+        }
+        self.history.complete(id, now(), outcome);
+    }
+
+    /// Records a call around `call`: invoked now, completed when it returns, its outcome
+    /// from `ok` (the result of a success) or the error.
+    pub async fn call<T>(
+        rec: &std::rc::Rc<std::cell::RefCell<Record>>,
+        client: &str,
+        session: &str,
+        op: Op,
+        call: impl Future<Output = Result<T, warren_client::Error>>,
+        ok: impl FnOnce(&T) -> Ret,
+    ) -> Result<T, warren_client::Error> {
+        let id = rec.borrow_mut().history.invoke(client, session, op, now());
+        let result = call.await;
+        let outcome = match &result {
+            Ok(v) => Outcome::Ok(ok(v)),
+            Err(e) => failed(e),
+        };
+        rec.borrow_mut().complete(id, outcome);
+        result
+    }
+
+    /// Notes that the client of session `sid` is closing it.
+    pub fn closing(&mut self, sid: &str) {
+        self.closing.insert(sid.to_string());
+    }
+
+    /// `client` at the fenced resource under its sequencer: the resource's decision,
+    /// recorded as a call at this instant.
+    pub fn fenced_write(
+        &mut self,
+        client: &str,
+        session: &str,
+        instance: u64,
+        generation: u64,
+    ) -> bool {
+        let (accepted, seq) = self.resource.decide((instance, generation));
+        if !accepted {
+            self.coverage.fenced_out += 1;
+        }
+        let at = now();
+        let id = self.history.invoke(
+            client,
+            session,
+            Op::FencedWrite {
+                resource: RESOURCE.into(),
+                lock: crate::workload::LOCK.into(),
+                instance,
+                generation,
+                mode: LockMode::Exclusive,
+            },
+            at,
+        );
+        self.complete(id, Outcome::Ok(Ret::Fenced { accepted, seq }));
+        accepted
+    }
+
+    /// `client` can reach the cell from now on (or, with `false`, no longer can): the
+    /// reachability spans of the session checker. A span shorter than [`USABLE_REACH`] is
+    /// not recorded: a session looking for its master retries only every 1–1.5 s (its
+    /// backoff's cap, a quarter of the lease, with jitter), so it may miss such a window
+    /// through no fault of Warren's.
+    pub fn set_reachable(&mut self, client: &str, reachable: bool, at: Nanos) {
+        let since = self.reach_since.entry(client.to_string()).or_insert(None);
+        match (*since, reachable) {
+            (None, true) => *since = Some(at),
+            (Some(from), false) => {
+                *since = None;
+                if at - from >= nanos(USABLE_REACH) {
+                    self.history.reachable(client, from, at);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes every open reachability span at `at` (the end of the run).
+    pub fn close_reachability(&mut self, at: Nanos) {
+        let open: Vec<String> = self.reach_since.keys().cloned().collect();
+        for c in open {
+            self.set_reachable(&c, false, at);
+        }
+    }
+}
+
+/// The "resource" a lock protects, fenced by sequencers the way a storage server would
+/// (docs/design.md, 5. "Sequencers"): it accepts a write fenced by `(instance,
+/// generation)` iff it has accepted none with a higher one. It lives in the simulation's
+/// memory, reached without the network, so an old holder cut off from the cell always
+/// reaches it: the strictest case for the lock checker.
+#[derive(Default)]
+pub struct Resource {
+    highest: (u64, u64),
+    decisions: u64,
+}
+
+impl Resource {
+    /// Decides a write fenced at `position`: accepted or not, and its place in the
+    /// resource's order of decisions.
+    pub fn decide(&mut self, position: (u64, u64)) -> (bool, u64) {
+        let accepted = position >= self.highest;
+        if accepted {
+            self.highest = position;
+        }
+        self.decisions += 1;
+        (accepted, self.decisions)
+    }
+}
+
+/// The lease, grace period and call timeout of the simulated deployment: short, so that
+/// expiries and fail-overs happen within a run of a few tens of simulated seconds.
+pub const LEASE: Duration = Duration::from_secs(4);
+pub const GRACE: Duration = Duration::from_secs(4);
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+/// The shortest reachability a session is expected to use (see [`Record::set_reachable`]).
+pub const USABLE_REACH: Duration = Duration::from_secs(2);
