@@ -1,0 +1,33 @@
+//! Target `store_records`: what a cell reads back from its store. Each frame is one stored
+//! entry: tags 0–4 an entry of the embedded (redb) store's table of that number
+//! ([`warren_cell::store::embedded::TABLES`]), decoded by
+//! [`warren_cell::store::embedded::decode_entry`]; tag 5 an etcd key-value pair under the
+//! cell's prefix, decoded by [`warren_cell::store::etcd::decode_kv`]. The body is split
+//! into key and value by [`crate::split`]. If every entry decodes, the snapshot they make
+//! is handed to [`Master::recover`], as a new master does with what it loaded: recovery
+//! must refuse a corrupt store with an error, never panic.
+
+use crate::{split, Frames};
+use tokio::time::Instant;
+use warren_cell::core::{CoreConfig, Master};
+use warren_cell::store::{embedded, etcd, Snapshot};
+
+/// Runs one input: its frames as stored entries, then recovery from them.
+pub fn run(data: &[u8]) {
+    let prefix = etcd::cell_prefix("local", "c0");
+    let mut snap = Snapshot::default();
+    for f in Frames::new(data) {
+        let (key, value) = split(f.body);
+        let decoded = match f.tag % 6 {
+            5 => {
+                let key = [prefix.as_bytes(), key].concat();
+                etcd::decode_kv(&prefix, &key, value, &mut snap)
+            }
+            t => embedded::decode_entry(embedded::TABLES[usize::from(t)], key, value, &mut snap),
+        };
+        if decoded.is_err() {
+            return;
+        }
+    }
+    let _ = Master::recover(CoreConfig::new("c0", "local"), snap, Instant::now(), 7);
+}
