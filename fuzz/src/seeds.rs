@@ -454,21 +454,44 @@ fn records() -> Vec<(String, Vec<u8>)> {
         lock_delay_ms: 0,
     };
     let json = |v: &dyn erased::Json| v.json();
+    // The cell's own map (it then owns every slot) and a node staged by a reshard into one
+    // of its slots: recovery installs it.
+    let map =
+        warren_router::PartitionMap::single_cell("local", "c0", vec!["127.0.0.1:7001".into()], 16)
+            .expect("a valid map")
+            .to_json();
+    let staged = warren_cell::core::reshard::StagedNode {
+        source: "c1".into(),
+        parts: warren_cell::core::reshard::Parts {
+            entry: true,
+            anchor: false,
+        },
+        rec: node("/ls/local/s", NodeKind::File, vec![]),
+        contents: b"moved".to_vec(),
+        sessions: vec![session.clone()],
+        handles: vec![],
+        lock_delay_left_ms: 1_000,
+        waiting: vec![(2, 9)],
+    };
+    let dir = |p: &str| json(&node(p, NodeKind::Directory, vec![]));
     let entries: Vec<(u8, Vec<u8>, Vec<u8>)> = vec![
         (0, b"meta".to_vec(), json(&meta)),
-        (
-            1,
-            b"/ls/local".to_vec(),
-            json(&node("/ls/local", NodeKind::Directory, vec![])),
-        ),
+        (1, b"/ls/local".to_vec(), dir("/ls/local")),
         (
             1,
             b"/ls/local/a".to_vec(),
             json(&node("/ls/local/a", NodeKind::File, vec![holder])),
         ),
         (2, b"/ls/local/a".to_vec(), b"hello".to_vec()),
+        (1, b"/ls/local/warren".to_vec(), dir("/ls/local/warren")),
+        (
+            1,
+            b"/ls/local/warren/map".to_vec(),
+            json(&node("/ls/local/warren/map", NodeKind::File, vec![])),
+        ),
+        (2, b"/ls/local/warren/map".to_vec(), map.into_bytes()),
         (3, session.id.to_vec(), json(&session)),
-        (4, b"slot/3/x".to_vec(), b"{}".to_vec()),
+        (4, b"5//ls/local/s".to_vec(), json(&staged)),
     ];
     let frame = |tag: u8, key: &[u8], value: &[u8]| {
         let body = [&[key.len() as u8][..], key, value].concat();

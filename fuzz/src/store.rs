@@ -11,9 +11,15 @@ use crate::{split, Frames};
 use tokio::time::Instant;
 use warren_cell::core::{CoreConfig, Master};
 use warren_cell::store::{embedded, etcd, Snapshot};
+use warren_proto::WarrenError;
 
 /// Runs one input: its frames as stored entries, then recovery from them.
 pub fn run(data: &[u8]) {
+    let _ = recover(data);
+}
+
+/// [`run`], returning the recovered master, or `None` if an entry did not decode.
+pub fn recover(data: &[u8]) -> Option<Result<Master, WarrenError>> {
     let prefix = etcd::cell_prefix("local", "c0");
     let mut snap = Snapshot::default();
     for f in Frames::new(data) {
@@ -25,9 +31,37 @@ pub fn run(data: &[u8]) {
             }
             t => embedded::decode_entry(embedded::TABLES[usize::from(t)], key, value, &mut snap),
         };
-        if decoded.is_err() {
-            return;
+        decoded.ok()?;
+    }
+    Some(Master::recover(
+        CoreConfig::new("c0", "local"),
+        snap,
+        Instant::now(),
+        7,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use warren_cell::store::Mutation;
+
+    /// Both seeds decode entry by entry and recover, and recovery installs the node a
+    /// reshard staged (so the fuzzer starts from inputs that reach that far).
+    #[test]
+    fn the_seeds_recover_and_install_the_staged_node() {
+        for (target, name, bytes) in crate::seeds::all() {
+            if target != "store_records" {
+                continue;
+            }
+            let mut m = super::recover(&bytes)
+                .unwrap_or_else(|| panic!("{name}: an entry did not decode"))
+                .unwrap_or_else(|e| panic!("{name}: recovery failed: {e}"));
+            let installed = m
+                .take_output()
+                .mutations
+                .iter()
+                .any(|x| matches!(x, Mutation::PutNode(n) if n.path == "/ls/local/s"));
+            assert!(installed, "{name}: the staged node was not installed");
         }
     }
-    let _ = Master::recover(CoreConfig::new("c0", "local"), snap, Instant::now(), 7);
 }
