@@ -29,10 +29,13 @@ use warren_router::PartitionMap;
 
 /// Runs one input: a fresh client-session table, then each frame as a call.
 pub fn run(data: &[u8]) {
+    outcomes(data);
+}
+
+/// [`run`], returning each frame's outcome (a clock tick is `Ok`).
+pub fn outcomes(data: &[u8]) -> Vec<Result<(), WarrenError>> {
     let mut h = Harness::new();
-    for frame in Frames::new(data) {
-        let _ = h.call(frame);
-    }
+    Frames::new(data).map(|f| h.call(f)).collect()
 }
 
 struct Harness {
@@ -265,4 +268,43 @@ impl Harness {
 
 fn decode<R: Message + Default>(body: &[u8]) -> Result<R, WarrenError> {
     R::decode(body).map_err(|e| WarrenError::invalid_argument(format!("undecodable: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seeds get past the session check: with a live session substituted, a client's
+    /// script of opens and handle calls is accepted call by call, and the same script
+    /// with its own (unknown) context is not.
+    #[test]
+    fn a_seed_script_passes_the_session_and_handle_checks() {
+        let (_, _, bytes) = crate::seeds::all()
+            .into_iter()
+            .find(|(t, n, _)| *t == "proxy_requests" && n == "file-lifecycle")
+            .expect("the seed");
+        let got = outcomes(&bytes);
+        assert!(got.len() >= 5);
+        for (i, r) in got.iter().enumerate() {
+            assert!(r.is_ok(), "call {i}: {r:?}");
+        }
+        // Without substitution: the seeds' context names session [1; 16] with secret
+        // [2; 16], which is alice's, so forge another secret.
+        let forged = Frames::encode(&[(
+            crate::cell::tag("GetStat"),
+            0,
+            &pb::GetStatRequest {
+                ctx: Some(pb::SessionContext {
+                    session_id: vec![1; 16],
+                    secret: vec![9; 16],
+                    epoch: 2,
+                    ..Default::default()
+                }),
+                handle: vec![],
+            }
+            .encode_to_vec(),
+        )]);
+        let e = outcomes(&forged).remove(0).unwrap_err();
+        assert_eq!(e.code, warren_proto::ErrorCode::PermissionDenied, "{e}");
+    }
 }
