@@ -4,7 +4,7 @@
 #   tools/fuzz.sh TARGET DURATION   one target, e.g. `tools/fuzz.sh cell_requests 30` (minutes)
 #   tools/fuzz.sh all DURATION      every target in turn, one at a time (CI: `all 20s`)
 #   tools/fuzz.sh cmin TARGET       minimise TARGET's corpus together with its last run's queue
-#                                   (`cargo afl cmin`) and write it back to fuzz/corpus/TARGET
+#                                   (afl-cmin's rule, tools/fuzz_cmin.py) and write it back
 #
 # DURATION is minutes, or seconds with an `s` suffix. Each run starts from the committed
 # corpus (fuzz/corpus/TARGET), writes AFL++'s output under $FUZZ_OUT (default
@@ -96,26 +96,12 @@ case $1 in
   cmin)
     target=$2
     build "$target"
-    merged=$(mktemp -d)
-    cp "fuzz/corpus/$target"/* "$merged/"
-    if [ -d "$out_root/$target/default/queue" ]; then
-      find "$out_root/$target/default/queue" -maxdepth 1 -type f -exec cp {} "$merged/" \;
-    fi
-    minimised=$(mktemp -d)
-    rmdir "$minimised"
-    cargo afl cmin -i "$merged" -o "$minimised" -- "$bin_dir/$target" >/dev/null
-    rm -rf "fuzz/corpus/$target"
-    mkdir -p "fuzz/corpus/$target"
-    # AFL++'s queue names carry commas and colons; keep names a checkout anywhere accepts.
-    n=0
-    for f in "$minimised"/*; do
-      n=$((n + 1))
-      base=$(basename "$f")
-      case $base in seed-*) name=$base ;; *) name=$(printf 'found-%03d' "$n") ;; esac
-      cp "$f" "fuzz/corpus/$target/$name"
-    done
-    rm -rf "$merged" "$minimised"
-    echo "fuzz/corpus/$target: $(ls "fuzz/corpus/$target" | wc -l) files, $(du -sh "fuzz/corpus/$target" | cut -f1)"
+    # afl-cmin's rule, in tools/fuzz_cmin.py: AFL++'s afl-cmin.bash takes many minutes per
+    # thousand inputs here, and its Python afl-cmin (what `cargo afl cmin` runs) recorded no
+    # edges for these persistent-mode targets.
+    afl_bin=$(ls -d "${XDG_DATA_HOME:-$HOME/.local/share}"/afl.rs/rustc-*/afl.rs-*/afl/bin | tail -1)
+    python3 tools/fuzz_cmin.py "$afl_bin/afl-showmap" "$bin_dir/$target" \
+      "fuzz/corpus/$target" "$out_root/$target/default/queue"
     ;;
   all)
     secs=$(seconds_of "$2")
