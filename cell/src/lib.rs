@@ -13,7 +13,7 @@
 pub mod admin;
 pub mod core;
 pub(crate) mod depose;
-mod edge;
+pub mod edge;
 mod peers;
 #[cfg(feature = "sim")]
 pub mod planted;

@@ -16,6 +16,9 @@ pub mod routing;
 mod service;
 pub mod upstream;
 
+/// How the proxy reads a client request's session context (public for the fuzz target
+/// `proxy_requests`, docs/fuzzing.md).
+pub use service::{parse_ctx, Ctx as RequestCtx};
 pub use warren_config as config;
 pub use warren_config::{CellAddrs, ProxyConfig};
 
@@ -607,7 +610,9 @@ impl Shared {
     }
 }
 
-pub(crate) fn decode_handle(token: &[u8]) -> Option<pb::HandleBody> {
+/// A handle token's body, unauthenticated (the proxy routes by the cell it names; the
+/// cell verifies the MAC), or `None` if the bytes are not a handle token.
+pub fn decode_handle(token: &[u8]) -> Option<pb::HandleBody> {
     use prost::Message;
     let t = pb::HandleToken::decode(token).ok()?;
     pb::HandleBody::decode(t.body.as_slice()).ok()

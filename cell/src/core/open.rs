@@ -155,6 +155,15 @@ impl Master {
             (Target::Anchor, Some(c)) if c.instance == 0 => Err(WarrenError::invalid_argument(
                 "creating a child anchor needs create.instance: the instance of the directory's entry",
             )),
+            // The instance counter moves past every node's instance: the largest value has
+            // nothing past it, and no cell assigns it.
+            (Target::Anchor, Some(c)) if c.instance == u64::MAX => {
+                Err(WarrenError::invalid_argument(format!(
+                    "create.instance {} is not an instance a cell assigns: pass the instance of \
+                     the directory's entry",
+                    c.instance
+                )))
+            }
             (Target::Node, Some(c)) if c.instance != 0 => Err(WarrenError::invalid_argument(
                 "create.instance is only for target ANCHOR (cells creating a child anchor)",
             )),

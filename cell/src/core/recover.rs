@@ -310,7 +310,15 @@ fn next_epoch(mut meta: MetaRecord, cfg: &CoreConfig) -> Result<MetaRecord, Warr
             meta.cell, meta.deployment, cfg.cell, cfg.deployment
         )));
     }
-    meta.epoch += 1;
+    // A counter read back from the store: a corrupt record may hold anything.
+    meta.epoch = meta.epoch.checked_add(1).ok_or_else(|| {
+        WarrenError::internal(format!(
+            "the store's meta record of cell {:?} holds epoch {}, the largest there is: no new \
+             master epoch can follow it; the store is corrupt, restore the cell from a backup \
+             (docs/backup.md)",
+            meta.cell, meta.epoch
+        ))
+    })?;
     Ok(meta)
 }
 

@@ -37,6 +37,13 @@ pub struct Parts {
     pub anchor: bool,
 }
 
+/// Whether a node instance from another cell (an import, a staged record read back) is
+/// one a cell can have assigned: installing a node moves this cell's instance counter past
+/// its instance, and nothing is past the largest.
+fn instance_assignable(instance: u64) -> bool {
+    instance < u64::MAX
+}
+
 /// One node's parts in one slot, as exported and staged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedNode {
@@ -551,10 +558,17 @@ impl Master {
                 )));
             }
         }
-        for (slot, p, _) in &bundle.nodes {
+        for (slot, p, n) in &bundle.nodes {
             if !set.contains(slot) {
                 return Err(WarrenError::invalid_argument(format!(
                     "the bundle holds {p} of slot {slot}, which this import is not for"
+                )));
+            }
+            if !instance_assignable(n.rec.meta.instance) {
+                return Err(WarrenError::invalid_argument(format!(
+                    "the bundle holds {p} with instance {}, which no cell assigns (the \
+                     instance counter moves past every node's instance)",
+                    n.rec.meta.instance
                 )));
             }
         }
@@ -1227,7 +1241,9 @@ impl Master {
                 .and_then(|(s, p)| Some((s.parse::<u32>().ok()?, p.to_string())));
             let node: Option<StagedNode> = serde_json::from_slice(&value).ok();
             match (parsed, node) {
-                (Some((slot, p)), Some(n)) if n.rec.path == p => {
+                (Some((slot, p)), Some(n))
+                    if n.rec.path == p && instance_assignable(n.rec.meta.instance) =>
+                {
                     self.reshard.staged.insert((slot, p), n);
                 }
                 _ => {

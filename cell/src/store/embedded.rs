@@ -232,7 +232,77 @@ fn utf8_key<'a>(table: &str, key: &'a [u8]) -> Result<&'a str, StoreError> {
     std::str::from_utf8(key).map_err(|e| corrupt(table, key, format!("key is not UTF-8: {e}")))
 }
 
-/// Reads every table into a [`Snapshot`], checking each record.
+/// The tables [`load_blocking`] reads, in the order it reads them, by name.
+pub const TABLES: [&str; 5] = ["meta", "nodes", "contents", "sessions", "staged"];
+
+/// Decodes one stored entry of table `table` (one of [`TABLES`]) into `into`, checking it
+/// as a load does: a record that does not decode, a key that is not UTF-8 where a path is
+/// expected, a session key that is not 16 bytes, or a record filed under another key is
+/// [`StoreError::Corrupt`] naming the table and the key. Pure: `load_blocking` calls it for
+/// every entry it reads, and the fuzz target `store_records` calls it on arbitrary bytes
+/// (docs/fuzzing.md).
+pub fn decode_entry(
+    table: &str,
+    key: &[u8],
+    value: &[u8],
+    into: &mut Snapshot,
+) -> Result<(), StoreError> {
+    match table {
+        "meta" => {
+            // `meta/format` is checked when the store is opened; only the record is state.
+            if key == META_KEY {
+                let record: MetaRecord =
+                    serde_json::from_slice(value).map_err(|e| corrupt("meta", key, e))?;
+                into.meta = Some(record);
+            }
+        }
+        "nodes" => {
+            let path = utf8_key("nodes", key)?;
+            let record: NodeRecord =
+                serde_json::from_slice(value).map_err(|e| corrupt("nodes", key, e))?;
+            if record.path != path {
+                return Err(corrupt(
+                    "nodes",
+                    key,
+                    format!("record is for path {:?}", record.path),
+                ));
+            }
+            into.nodes.push(record);
+        }
+        "contents" => {
+            let path = utf8_key("contents", key)?;
+            into.contents.push((path.to_owned(), value.to_vec()));
+        }
+        "sessions" => {
+            if key.len() != 16 {
+                return Err(corrupt(
+                    "sessions",
+                    key,
+                    format!("key is {} bytes; session ids are 16", key.len()),
+                ));
+            }
+            let record: SessionRecord =
+                serde_json::from_slice(value).map_err(|e| corrupt("sessions", key, e))?;
+            if record.id[..] != *key {
+                return Err(corrupt("sessions", key, "record is for another session id"));
+            }
+            into.sessions.push(record);
+        }
+        "staged" => {
+            let key = utf8_key("staged", key)?;
+            into.staged.push((key.to_owned(), value.to_vec()));
+        }
+        other => {
+            return Err(StoreError::Corrupt {
+                what: format!("{other} table"),
+                detail: format!("no such table; the store has {}", TABLES.join(", ")),
+            })
+        }
+    }
+    Ok(())
+}
+
+/// Reads every table into a [`Snapshot`], checking each record ([`decode_entry`]).
 fn load_blocking(db: &Database) -> Result<Snapshot, StoreError> {
     const CONTEXT: &str = "store read failed";
     let tx = db.begin_read().map_err(|e| io(CONTEXT, e))?;
@@ -240,63 +310,19 @@ fn load_blocking(db: &Database) -> Result<Snapshot, StoreError> {
 
     let meta = tx.open_table(META).map_err(|e| io(CONTEXT, e))?;
     if let Some(value) = meta.get(META_KEY).map_err(|e| io(CONTEXT, e))? {
-        let record: MetaRecord =
-            serde_json::from_slice(value.value()).map_err(|e| corrupt("meta", META_KEY, e))?;
-        snapshot.meta = Some(record);
+        decode_entry("meta", META_KEY, value.value(), &mut snapshot)?;
     }
-
-    let nodes = tx.open_table(NODES).map_err(|e| io(CONTEXT, e))?;
-    for entry in nodes.iter().map_err(|e| io(CONTEXT, e))? {
-        let (key, value) = entry.map_err(|e| io(CONTEXT, e))?;
-        let key = key.value();
-        let path = utf8_key("nodes", key)?;
-        let record: NodeRecord =
-            serde_json::from_slice(value.value()).map_err(|e| corrupt("nodes", key, e))?;
-        if record.path != path {
-            return Err(corrupt(
-                "nodes",
-                key,
-                format!("record is for path {:?}", record.path),
-            ));
+    for (name, table) in [
+        ("nodes", NODES),
+        ("contents", CONTENTS),
+        ("sessions", SESSIONS),
+        ("staged", STAGED),
+    ] {
+        let table = tx.open_table(table).map_err(|e| io(CONTEXT, e))?;
+        for entry in table.iter().map_err(|e| io(CONTEXT, e))? {
+            let (key, value) = entry.map_err(|e| io(CONTEXT, e))?;
+            decode_entry(name, key.value(), value.value(), &mut snapshot)?;
         }
-        snapshot.nodes.push(record);
-    }
-
-    let contents = tx.open_table(CONTENTS).map_err(|e| io(CONTEXT, e))?;
-    for entry in contents.iter().map_err(|e| io(CONTEXT, e))? {
-        let (key, value) = entry.map_err(|e| io(CONTEXT, e))?;
-        let path = utf8_key("contents", key.value())?;
-        snapshot
-            .contents
-            .push((path.to_owned(), value.value().to_vec()));
-    }
-
-    let sessions = tx.open_table(SESSIONS).map_err(|e| io(CONTEXT, e))?;
-    for entry in sessions.iter().map_err(|e| io(CONTEXT, e))? {
-        let (key, value) = entry.map_err(|e| io(CONTEXT, e))?;
-        let key = key.value();
-        if key.len() != 16 {
-            return Err(corrupt(
-                "sessions",
-                key,
-                format!("key is {} bytes; session ids are 16", key.len()),
-            ));
-        }
-        let record: SessionRecord =
-            serde_json::from_slice(value.value()).map_err(|e| corrupt("sessions", key, e))?;
-        if record.id[..] != *key {
-            return Err(corrupt("sessions", key, "record is for another session id"));
-        }
-        snapshot.sessions.push(record);
-    }
-
-    let staged = tx.open_table(STAGED).map_err(|e| io(CONTEXT, e))?;
-    for entry in staged.iter().map_err(|e| io(CONTEXT, e))? {
-        let (key, value) = entry.map_err(|e| io(CONTEXT, e))?;
-        let key = utf8_key("staged", key.value())?;
-        snapshot
-            .staged
-            .push((key.to_owned(), value.value().to_vec()));
     }
     Ok(snapshot)
 }

@@ -487,6 +487,44 @@ impl EtcdStore {
     }
 }
 
+/// Decodes one key-value pair read under the cell's `prefix` into `into`, checking it as a
+/// load does: a record that does not decode, or a node filed under another path, is
+/// [`StoreError::Corrupt`] naming the key; keys under the prefix that are not state (the
+/// election) are skipped. Pure: [`Store::load`] calls it for every pair of every page, and
+/// the fuzz target `store_records` calls it on arbitrary bytes (docs/fuzzing.md).
+pub fn decode_kv(
+    prefix: &str,
+    key: &[u8],
+    value: &[u8],
+    into: &mut Snapshot,
+) -> Result<(), StoreError> {
+    let key = String::from_utf8_lossy(key).into_owned();
+    let rest = key.strip_prefix(prefix).unwrap_or(&key);
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: key.clone(),
+        detail,
+    };
+    if rest == "meta" {
+        let m: MetaRecord = serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
+        into.meta = Some(m);
+    } else if let Some(p) = rest.strip_prefix("nodes/") {
+        let n: NodeRecord = serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
+        if n.path != p {
+            return Err(corrupt(format!("record names path {:?}", n.path)));
+        }
+        into.nodes.push(n);
+    } else if let Some(p) = rest.strip_prefix("contents/") {
+        into.contents.push((p.to_string(), value.to_vec()));
+    } else if let Some(k) = rest.strip_prefix("staged/") {
+        into.staged.push((k.to_string(), value.to_vec()));
+    } else if rest.starts_with("sessions/") {
+        let s: SessionRecord = serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
+        into.sessions.push(s);
+    }
+    // Other keys under the prefix (the election) are not state.
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl Store for EtcdStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
@@ -520,33 +558,7 @@ impl Store for EtcdStore {
                 revision = r.header().map_or(0, |h| h.revision());
             }
             for kv in r.kvs() {
-                let key = String::from_utf8_lossy(kv.key()).into_owned();
-                let rest = &key[self.prefix.len().min(key.len())..];
-                let corrupt = |detail: String| StoreError::Corrupt {
-                    what: key.clone(),
-                    detail,
-                };
-                if rest == "meta" {
-                    let m: MetaRecord =
-                        serde_json::from_slice(kv.value()).map_err(|e| corrupt(e.to_string()))?;
-                    snap.meta = Some(m);
-                } else if let Some(p) = rest.strip_prefix("nodes/") {
-                    let n: NodeRecord =
-                        serde_json::from_slice(kv.value()).map_err(|e| corrupt(e.to_string()))?;
-                    if n.path != p {
-                        return Err(corrupt(format!("record names path {:?}", n.path)));
-                    }
-                    snap.nodes.push(n);
-                } else if let Some(p) = rest.strip_prefix("contents/") {
-                    snap.contents.push((p.to_string(), kv.value().to_vec()));
-                } else if let Some(k) = rest.strip_prefix("staged/") {
-                    snap.staged.push((k.to_string(), kv.value().to_vec()));
-                } else if rest.starts_with("sessions/") {
-                    let s: SessionRecord =
-                        serde_json::from_slice(kv.value()).map_err(|e| corrupt(e.to_string()))?;
-                    snap.sessions.push(s);
-                }
-                // Other keys under the prefix (the election) are not state.
+                decode_kv(&self.prefix, kv.key(), kv.value(), &mut snap)?;
             }
             match r.kvs().last() {
                 Some(kv) if r.more() => {

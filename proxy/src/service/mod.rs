@@ -76,9 +76,9 @@ fn bytes16(b: &[u8], field: &str) -> Result<[u8; 16], WarrenError> {
 /// The session part of a client request, as the cell's edge parses it.
 /// The session a request names: its id, secret and epoch, and — when the client says it
 /// holds nothing (`holds_nothing`) — the principal to take it on with if no cell knows it.
-type Ctx = (ClientId, [u8; 16], u64, Option<String>);
+pub type Ctx = (ClientId, [u8; 16], u64, Option<String>);
 
-fn parse_ctx(c: Option<&pb::SessionContext>) -> Result<Ctx, WarrenError> {
+pub fn parse_ctx(c: Option<&pb::SessionContext>) -> Result<Ctx, WarrenError> {
     let c = c.ok_or_else(|| {
         WarrenError::invalid_argument("the request has no session context (field ctx)")
     })?;

@@ -713,3 +713,25 @@ fn acl_files_held_elsewhere_are_asked_for_and_nothing_changes_meanwhile() {
     assert!(t.mutations().is_empty());
     assert!(t.m.nodes.contains_key(&wf));
 }
+
+/// A child anchor asked for with the largest instance is refused at Open: the instance
+/// counter moves past every node's instance, and nothing is past that one (the fuzz
+/// target `cell_requests` overflowed the counter with it, docs/fuzzing.md). One below
+/// is still created, and the counter stops at the largest.
+#[test]
+fn an_anchor_with_the_largest_instance_is_refused_not_overflowed() {
+    let m = map(1);
+    let p = owner(&m, "/ls/local/x", false);
+    let c = other(&p).to_string();
+    let d = dir_in(&m, "/ls/local", &c);
+    let mut t = T::data(&c);
+    let cell = t.session_as(CELL_PRINCIPAL);
+    let e = t
+        .open_target(&cell, &d, Target::Anchor, 0, anchor(u64::MAX, false))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+    assert!(e.message.contains("create.instance"), "{}", e.message);
+    t.open_target(&cell, &d, Target::Anchor, 0, anchor(u64::MAX - 1, false))
+        .unwrap();
+    assert_eq!(t.m.meta.next_instance, u64::MAX);
+}

@@ -186,3 +186,24 @@ fn the_longest_lease_ever_granted_is_what_restored_sessions_get() {
     m2.tick(t0 + secs(30.1));
     assert_eq!(m2.status().sessions, 0);
 }
+
+/// A store whose meta record holds the largest epoch (only a corrupt one can) is refused
+/// with an error naming the cell and the fix, not an overflow (found by the fuzz target
+/// `store_records`, docs/fuzzing.md).
+#[test]
+fn a_stored_epoch_at_its_maximum_is_refused_not_overflowed() {
+    let t0 = Instant::now();
+    let mut m =
+        Master::recover(CoreConfig::new("c0", "local"), Snapshot::default(), t0, 1).unwrap();
+    let mut snap = snapshot_of(m.take_output().mutations);
+    snap.meta.as_mut().expect("a meta record").epoch = u64::MAX;
+    let err = Master::recover(CoreConfig::new("c0", "local"), snap.clone(), t0, 1)
+        .err()
+        .expect("refused");
+    assert_eq!(err.code, ErrorCode::Internal);
+    assert!(err.message.contains("largest there is"), "{}", err.message);
+    // One below the largest still recovers, to the largest.
+    snap.meta.as_mut().expect("a meta record").epoch = u64::MAX - 1;
+    let m = Master::recover(CoreConfig::new("c0", "local"), snap, t0, 1).unwrap();
+    assert_eq!(m.epoch(), u64::MAX);
+}

@@ -750,3 +750,55 @@ fn a_kept_place_lapses_if_its_waiter_does_not_come_back() {
         "{wakes:?}"
     );
 }
+
+/// A node with the largest instance, in an import or in a staged record read back at a
+/// restart, is refused or dropped, not installed: installing it would move the instance
+/// counter past the largest (an overflow the fuzz target `store_records` found,
+/// docs/fuzzing.md).
+#[test]
+fn a_staged_node_with_the_largest_instance_is_refused_not_overflowed() {
+    let mut f = fixture();
+    let (mut bundle, _) = f
+        .src
+        .m
+        .export_slots("j1", &[f.slot], &Have::new(), 0)
+        .unwrap();
+    bundle.nodes[0].2.rec.meta.instance = u64::MAX;
+    let e = f.dst.m.import_slots(&[f.slot], bundle).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+    assert!(e.message.contains("no cell assigns"), "{e}");
+
+    // The same node staged by an earlier import, corrupted in the store.
+    let (_, _, _, _) = round(&mut f, &Have::new());
+    let mut staged = f.dst.m.take_output().mutations;
+    let mut corrupted = 0;
+    for m in &mut staged {
+        if let Mutation::PutStaged { value, .. } = m {
+            let mut n: crate::core::reshard::StagedNode = serde_json::from_slice(value).unwrap();
+            n.rec.meta.instance = u64::MAX;
+            *value = serde_json::to_vec(&n).unwrap();
+            corrupted += 1;
+        }
+    }
+    assert!(corrupted > 0);
+    let mut cfg = CoreConfig::new("c2", "local");
+    cfg.meta = vec!["meta-host:7000".into()];
+    let mut m = Master::recover(cfg, snapshot_of(staged), f.dst.t0, 5).unwrap();
+    let dropped = m
+        .take_output()
+        .mutations
+        .iter()
+        .filter(|x| matches!(x, Mutation::DeleteStaged { .. }))
+        .count();
+    assert_eq!(
+        dropped, corrupted,
+        "every corrupted staged record is dropped"
+    );
+    assert!(m.set_map(Arc::new(map(2, &[(f.slot, "c2")]))));
+    let stats = m.slot_stats(&[f.slot]).unwrap();
+    assert_eq!(
+        stats.get(&f.slot).map_or(0, |c| c.nodes),
+        0,
+        "nothing installed"
+    );
+}

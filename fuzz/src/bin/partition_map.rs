@@ -1,0 +1,7 @@
+//! The `partition_map` fuzz target (docs/fuzzing.md): [`warren_fuzz::map::run`] under AFL++'s
+//! persistent loop when built by `cargo afl build`; built plainly, it replays the files
+//! named on its command line.
+
+fn main() {
+    warren_fuzz::main(warren_fuzz::map::run);
+}

@@ -1,0 +1,7 @@
+//! The `store_records` fuzz target (docs/fuzzing.md): [`warren_fuzz::store::run`] under AFL++'s
+//! persistent loop when built by `cargo afl build`; built plainly, it replays the files
+//! named on its command line.
+
+fn main() {
+    warren_fuzz::main(warren_fuzz::store::run);
+}
