@@ -405,61 +405,116 @@ async fn signal(cluster: &Cluster, key: &str, stop: bool) -> anyhow::Result<()> 
     }
 }
 
-/// A reshard moving slots between c1 and c2 (toward whichever has fewer), started,
-/// aborted or interrupted by a meta master kill.
+/// The state of the meta cell's reshard job: `running`, `aborting`, `done`, `aborted`…,
+/// `none` without one, `?` when the meta cell did not answer.
+async fn job_state(cluster: &Cluster, meta: &str) -> String {
+    let args: Vec<String> = ["ctl", "reshard", "status", "--meta", meta, "--json"]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    let Ok(out) = cluster.ctl(&args).await else {
+        return "?".into();
+    };
+    if !out.status.success() {
+        return "?".into();
+    }
+    match serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+        Ok(serde_json::Value::Null) => "none".into(),
+        Ok(v) => match &v["state"] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Object(o) => o.keys().next().cloned().unwrap_or("?".into()),
+            _ => "?".into(),
+        },
+        Err(_) => "?".into(),
+    }
+}
+
+/// Waits up to `within` for the reshard job to be over (or absent); its last state.
+async fn job_settled(cluster: &Cluster, meta: &str, within: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let state = job_state(cluster, meta).await;
+        let active = matches!(state.as_str(), "running" | "aborting" | "?");
+        if !active || tokio::time::Instant::now() >= deadline {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A reshard moving slots between c1 and c2 (weights alternating 3:1 and 1:3), started,
+/// aborted, or interrupted by a meta master kill; once its hold is over, a job still
+/// running is aborted.
 async fn reshard(cluster: &Cluster, kind: Kind, f: &Fault) -> anyhow::Result<String> {
     let meta = cluster.meta_endpoints().join(",");
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+    // A job of an earlier fault may still be finishing (or aborting).
+    let before = job_settled(cluster, &meta, Duration::from_secs(60)).await;
+    if matches!(before.as_str(), "running" | "aborting" | "?") {
+        bail!("the previous reshard job is still {before}");
+    }
     let dir = tempfile::tempdir()?;
     let plan = dir.path().join("plan.json");
     let plan_s = plan
         .to_str()
         .ok_or_else(|| anyhow!("temp path"))?
         .to_string();
-    // Alternate the weights so slots move back and forth.
     let (w1, w2) = if f.index % 2 == 0 {
         ("3", "1")
     } else {
         ("1", "3")
     };
-    let out = cluster
-        .ctl(&s(&[
-            "ctl",
-            "reshard",
-            "plan",
-            "--meta",
-            &meta,
-            "--weight",
-            &format!("{}={w1}", DATA_CELLS[0]),
-            "--weight",
-            &format!("{}={w2}", DATA_CELLS[1]),
-            "--out",
-            &plan_s,
-        ]))
-        .await?;
-    if !out.status.success() {
-        bail!(
-            "reshard plan: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let out = cluster
-        .ctl(&s(&[
-            "ctl",
-            "reshard",
-            "apply",
-            &plan_s,
-            "--meta",
-            &meta,
-            "--slots-per-batch",
-            "64",
-        ]))
-        .await?;
-    if !out.status.success() {
-        bail!(
+    // The plan goes stale if the map moves between plan and apply: plan again.
+    let mut last = String::new();
+    let mut applied = false;
+    for _ in 0..3 {
+        let out = cluster
+            .ctl(&s(&[
+                "ctl",
+                "reshard",
+                "plan",
+                "--meta",
+                &meta,
+                "--weight",
+                &format!("{}={w1}", DATA_CELLS[0]),
+                "--weight",
+                &format!("{}={w2}", DATA_CELLS[1]),
+                "--out",
+                &plan_s,
+            ]))
+            .await?;
+        if !out.status.success() {
+            last = format!(
+                "reshard plan: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let out = cluster
+            .ctl(&s(&[
+                "ctl",
+                "reshard",
+                "apply",
+                &plan_s,
+                "--meta",
+                &meta,
+                "--slots-per-batch",
+                "64",
+            ]))
+            .await?;
+        if out.status.success() {
+            applied = true;
+            break;
+        }
+        last = format!(
             "reshard apply: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if !applied {
+        bail!("{last}");
     }
     let mut what = format!("weights c1={w1} c2={w2}");
     match kind {
@@ -470,9 +525,11 @@ async fn reshard(cluster: &Cluster, kind: Kind, f: &Fault) -> anyhow::Result<Str
                 .await?;
             what.push_str(&format!(
                 ", abort: {}",
-                String::from_utf8_lossy(&out.stdout)
-                    .trim()
-                    .replace('\n', " ")
+                if out.status.success() {
+                    "asked".to_string()
+                } else {
+                    String::from_utf8_lossy(&out.stderr).trim().to_string()
+                }
             ));
         }
         Kind::ReshardResume => {
@@ -490,31 +547,13 @@ async fn reshard(cluster: &Cluster, kind: Kind, f: &Fault) -> anyhow::Result<Str
         }
         _ => {}
     }
-    // Wait for the job to end (its hold), then abort it if it still runs.
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(f.hold_ms);
-    let mut state;
-    loop {
-        let out = cluster
-            .ctl(&s(&["ctl", "reshard", "status", "--meta", &meta, "--json"]))
-            .await?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-        state = v["state"]
-            .as_str()
-            .or_else(|| v["status"].as_str())
-            .unwrap_or("?")
-            .to_string();
-        let running = matches!(state.as_str(), "running" | "pending" | "?" | "copying");
-        if !running || tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    if matches!(state.as_str(), "running" | "pending" | "copying") {
+    let mut state = job_settled(cluster, &meta, Duration::from_millis(f.hold_ms)).await;
+    if matches!(state.as_str(), "running" | "?") {
         let _ = cluster
             .ctl(&s(&["ctl", "reshard", "abort", "--meta", &meta]))
             .await;
-        what.push_str(", aborted at the hold's end");
+        what.push_str(&format!(", still {state} at the hold's end: aborted"));
+        state = job_settled(cluster, &meta, Duration::from_secs(30)).await;
     }
     what.push_str(&format!(", job {state}"));
     Ok(what)

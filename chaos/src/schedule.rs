@@ -311,9 +311,9 @@ fn draw(kind: Kind, rng: &mut StdRng) -> (Target, u64, i64) {
         }
         // A reshard's hold is how long the harness lets the job run before it waits for
         // the end (or aborts it at the heal).
-        Kind::ReshardStart => (Target::Reshard, 15_000, 0),
-        Kind::ReshardAbort => (Target::Reshard, 15_000, rng.gen_range(200..=3_000)),
-        Kind::ReshardResume => (Target::Reshard, 15_000, rng.gen_range(200..=3_000)),
+        Kind::ReshardStart => (Target::Reshard, 25_000, 0),
+        Kind::ReshardAbort => (Target::Reshard, 25_000, rng.gen_range(200..=3_000)),
+        Kind::ReshardResume => (Target::Reshard, 25_000, rng.gen_range(200..=3_000)),
         Kind::ClockSkew => {
             let target = if rng.gen_bool(0.5) {
                 Proc::Cell {

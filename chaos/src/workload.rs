@@ -473,16 +473,17 @@ pub async fn setup(shared: &Shared) -> anyhow::Result<()> {
         let (h, _) = s.open(d, OpenOptions::new().create_dir()).await?;
         h.close().await;
     }
-    for i in 0..LOCKS {
+    let files = (0..FILES)
+        .map(|i| (file_path(i), "init"))
+        .chain((0..LOCKS).map(|i| (lock_path(i), "")));
+    for (p, init) in files {
         let (h, _) = s
-            .open(&lock_path(i), OpenOptions::new().create_file(Vec::new()))
-            .await?;
-        h.close().await;
-    }
-    for i in 0..FILES {
-        let p = file_path(i);
-        let (h, _) = s
-            .open(&p, OpenOptions::new().create_file(b"init".to_vec()))
+            .open(
+                &p,
+                OpenOptions::new()
+                    .read()
+                    .create_file(init.as_bytes().to_vec()),
+            )
             .await?;
         let (data, stat) = h.contents().await?;
         shared
