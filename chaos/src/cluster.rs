@@ -60,8 +60,6 @@ pub struct Cluster {
     pub proxies: Vec<String>,
     pub proxy_fronts: Vec<Bridge>,
     slots: Mutex<BTreeMap<String, Slot>>,
-    /// Environment every cell gets (the planted bug, if any).
-    _dir: tempfile::TempDir,
 }
 
 /// The key of a cell replica's slot.
@@ -87,7 +85,6 @@ impl Cluster {
         if warren_testkit::etcd::etcd_binary().is_none() {
             bail!("no `etcd` on PATH: install Debian's etcd-server (apt-get install etcd-server)");
         }
-        let dir = tempfile::Builder::new().prefix("warren-chaos-").tempdir()?;
         let etcd = EtcdCluster::start(3).await;
         let mut cells = BTreeMap::new();
         for cell in CELLS {
@@ -121,7 +118,6 @@ impl Cluster {
             proxies,
             proxy_fronts,
             slots: Mutex::new(BTreeMap::new()),
-            _dir: dir,
         };
         let meta = c.meta_endpoints().join(",");
         let mut slots = BTreeMap::new();

@@ -36,6 +36,10 @@ struct Args {
     /// Direct clients (partitioned sessions by the meta cell).
     #[arg(long, default_value_t = 2)]
     direct: usize,
+    /// Every write a compare-and-swap: no plain writes, which the client library re-sends
+    /// after a transport failure (one call can then take effect twice).
+    #[arg(long)]
+    no_plain_writes: bool,
     /// A planted bug in every cell (`double-grant`, `drop-write`, `stale-cache`); needs a
     /// `warren` built with the `fault-injection` feature.
     #[arg(long)]
@@ -66,6 +70,7 @@ async fn main() -> ExitCode {
         out: a.out.clone(),
         proxied: a.proxied,
         direct: a.direct,
+        plain_writes: !a.no_plain_writes,
         plant: a.plant,
         warmup: Duration::from_secs(a.warmup),
         cooldown: Duration::from_secs(a.cooldown),

@@ -28,6 +28,8 @@ pub struct Config {
     /// Clients through the proxies, and direct ones.
     pub proxied: usize,
     pub direct: usize,
+    /// Plain writes besides compare-and-swaps (see [`Shared::plain_writes`]).
+    pub plain_writes: bool,
     /// A planted bug (`WARREN_PLANT` in every cell; needs a `fault-injection` build).
     pub plant: Option<String>,
     /// Time to run with no faults first, and to settle after the last heal.
@@ -168,6 +170,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<ChaosReport> {
         stop: AtomicBool::new(false),
         proxies: cluster.proxy_endpoints(),
         meta: cluster.meta_endpoints(),
+        plain_writes: cfg.plain_writes,
     });
     workload::setup(&shared).await.context("set up the files")?;
     let mut clients = Vec::new();
@@ -288,6 +291,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<ChaosReport> {
     }
     if let Some(p) = &cfg.plant {
         replay.push_str(&format!(" --plant {p}"));
+    }
+    if !cfg.plain_writes {
+        replay.push_str(" --no-plain-writes");
     }
     let r = ChaosReport {
         seed: cfg.seed,

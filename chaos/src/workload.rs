@@ -109,6 +109,10 @@ pub struct Shared {
     pub stop: AtomicBool,
     pub proxies: Vec<String>,
     pub meta: Vec<String>,
+    /// Whether clients make plain writes (else every write is a compare-and-swap). The
+    /// client library re-sends a plain write after a transport failure, so one call can
+    /// take effect twice (docs/reliability.md, "Chaos", "Findings").
+    pub plain_writes: bool,
 }
 
 /// Options of every session the workload opens.
@@ -222,7 +226,8 @@ pub async fn client(shared: Arc<Shared>, name: String, direct: bool, seed: u64) 
             } else if roll < 62 {
                 counter += 1;
                 let v = format!("{name}-{counter}");
-                c.write(file_path(rng.gen_range(0..FILES)), v, false).await
+                let cas = !shared.plain_writes;
+                c.write(file_path(rng.gen_range(0..FILES)), v, cas).await
             } else if roll < 80 {
                 counter += 1;
                 let v = format!("{name}-{counter}");
