@@ -356,8 +356,11 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             for (r, rep) in self.cells[cell].iter().enumerate() {
-                if let Ok(l) =
-                    warren_client::locate(&[rep.listen.clone()], Duration::from_millis(500)).await
+                if let Ok(l) = warren_client::locate(
+                    std::slice::from_ref(&rep.listen),
+                    Duration::from_millis(500),
+                )
+                .await
                 {
                     if l.is_master && l.serving {
                         return Ok(r);

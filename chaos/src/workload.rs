@@ -84,16 +84,23 @@ pub fn failed(e: &Error) -> Outcome {
 /// with a higher one, and numbers its decisions.
 #[derive(Default)]
 pub struct Fence {
-    inner: Mutex<(BTreeMap<String, (u64, u64)>, u64)>,
+    inner: Mutex<FenceState>,
+}
+
+/// Per lock the highest `(instance, generation)` accepted, and the decisions so far.
+#[derive(Default)]
+struct FenceState {
+    top: BTreeMap<String, (u64, u64)>,
+    decisions: u64,
 }
 
 impl Fence {
     /// Decides a write; returns `(accepted, seq)`.
     pub fn write(&self, lock: &str, instance: u64, generation: u64) -> (bool, u64) {
         let mut g = self.inner.lock().unwrap();
-        g.1 += 1;
-        let seq = g.1;
-        let top = g.0.entry(lock.to_string()).or_insert((0, 0));
+        g.decisions += 1;
+        let seq = g.decisions;
+        let top = g.top.entry(lock.to_string()).or_insert((0, 0));
         let accepted = (instance, generation) >= *top;
         if accepted {
             *top = (instance, generation);
