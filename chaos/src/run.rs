@@ -465,15 +465,18 @@ async fn reshard(cluster: &Cluster, kind: Kind, f: &Fault) -> anyhow::Result<Str
         .to_str()
         .ok_or_else(|| anyhow!("temp path"))?
         .to_string();
-    let (w1, w2) = if f.index % 2 == 0 {
+    let (mut w1, mut w2) = if f.index % 2 == 0 {
         ("3", "1")
     } else {
         ("1", "3")
     };
-    // The plan goes stale if the map moves between plan and apply: plan again.
+    // The plan goes stale if the map moves between plan and apply: plan again. A plan
+    // with nothing to move (the map already has these weights) writes no file: the other
+    // weights then.
     let mut last = String::new();
     let mut applied = false;
-    for _ in 0..3 {
+    for _ in 0..4 {
+        let _ = std::fs::remove_file(&plan);
         let out = cluster
             .ctl(&s(&[
                 "ctl",
@@ -495,6 +498,14 @@ async fn reshard(cluster: &Cluster, kind: Kind, f: &Fault) -> anyhow::Result<Str
                 String::from_utf8_lossy(&out.stderr).trim()
             );
             tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        if !plan.exists() {
+            last = format!(
+                "reshard plan with weights {w1}:{w2} has nothing to move: {}",
+                String::from_utf8_lossy(&out.stdout).trim()
+            );
+            (w1, w2) = (w2, w1);
             continue;
         }
         let out = cluster
