@@ -162,6 +162,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<ChaosReport> {
         .collect();
     eprintln!("chaos: starting etcd, 3 cells × 2 replicas, 2 proxies…");
     let cluster = Arc::new(Cluster::start(&cfg.bin, &env).await?);
+    let compactor = cluster.spawn_compactor();
     let seed_name = format!("chaos-{}", cfg.seed);
     let log = Log::new(&seed_name);
     let shared = Arc::new(Shared {
@@ -228,6 +229,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<ChaosReport> {
     }
     workload::final_reads(&shared).await;
     let end = log.now();
+    compactor.abort();
     cluster.shutdown().await;
     let mut applied = std::mem::take(&mut *applied.lock().unwrap());
     applied.sort_by_key(|a| (a.fault.at_ms, a.fault.index));
