@@ -176,12 +176,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<ChaosReport> {
     workload::setup(&shared).await.context("set up the files")?;
     let mut clients = Vec::new();
     for i in 0..cfg.proxied + cfg.direct {
-        let direct = i >= cfg.proxied;
-        let name = if direct {
-            format!("d{}", i - cfg.proxied)
-        } else {
-            format!("p{i}")
-        };
+        let (name, direct) = client_name(&cfg, i);
         clients.push(tokio::spawn(workload::client(
             shared.clone(),
             name,
@@ -240,12 +235,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<ChaosReport> {
     cut.sort_unstable();
     log.with(|r| {
         for i in 0..cfg.proxied + cfg.direct {
-            let direct = i >= cfg.proxied;
-            let n = if direct {
-                format!("d{}", i - cfg.proxied)
-            } else {
-                format!("p{i}")
-            };
+            let (n, direct) = client_name(&cfg, i);
             let spans: &[(Nanos, Nanos)] = if direct { &cut } else { &[] };
             let mut from = 0;
             for &(a, b) in spans {
@@ -314,6 +304,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<ChaosReport> {
         serde_json::to_string_pretty(&r)?,
     )?;
     Ok(r)
+}
+
+/// Client `i`'s name (`p0`… through the proxies, then `d0`… direct) and whether it is
+/// direct.
+fn client_name(cfg: &Config, i: usize) -> (String, bool) {
+    if i >= cfg.proxied {
+        (format!("d{}", i - cfg.proxied), true)
+    } else {
+        (format!("p{i}"), false)
+    }
 }
 
 /// The spans during which the schedule cut direct clients off from a live master.

@@ -264,6 +264,20 @@ struct ClientState<'a> {
 }
 
 impl ClientState<'_> {
+    /// [`recorded`] for this client and session.
+    async fn call<T, F, Fut>(
+        &self,
+        op: Op,
+        f: F,
+        ok: impl FnOnce(&T) -> Ret,
+    ) -> Option<Result<T, Error>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        recorded(self.shared, self.name, self.sid, op, f, ok).await
+    }
+
     /// Whether the session is gone (an error said so): the client makes a new one.
     fn gone(&mut self, path: &str, e: &Error) -> bool {
         match e.code() {
@@ -290,15 +304,9 @@ impl ClientState<'_> {
             create: None,
         };
         let s = self.s;
-        match recorded(
-            self.shared,
-            self.name,
-            self.sid,
-            op,
-            || s.open(path, o),
-            |_| Ret::Opened { created: false },
-        )
-        .await
+        match self
+            .call(op, || s.open(path, o), |_| Ret::Opened { created: false })
+            .await
         {
             Some(Ok((h, _))) => {
                 let h = Arc::new(h);
@@ -368,22 +376,20 @@ impl ClientState<'_> {
             if_generation,
         };
         let hh = h.clone();
-        let r = recorded(
-            self.shared,
-            self.name,
-            self.sid,
-            op,
-            || async move {
-                match if_generation {
-                    Some(g) => hh.set_contents_if(value.into_bytes(), g).await,
-                    None => hh.set_contents(value.into_bytes()).await,
-                }
-            },
-            |st| Ret::Written {
-                generation: Some(st.content_generation),
-            },
-        )
-        .await;
+        let r = self
+            .call(
+                op,
+                || async move {
+                    match if_generation {
+                        Some(g) => hh.set_contents_if(value.into_bytes(), g).await,
+                        None => hh.set_contents(value.into_bytes()).await,
+                    }
+                },
+                |st| Ret::Written {
+                    generation: Some(st.content_generation),
+                },
+            )
+            .await;
         match r {
             Some(Ok(st)) => {
                 self.generations.insert(path, st.content_generation);
@@ -406,21 +412,19 @@ impl ClientState<'_> {
             mode: HLock::Exclusive,
         };
         let hh = h.clone();
-        let r = recorded(
-            self.shared,
-            self.name,
-            self.sid,
-            op,
-            || async move {
-                hh.acquire(LockMode::Exclusive, Some(Duration::from_secs(2)))
-                    .await
-            },
-            |q: &Sequencer| Ret::Lock {
-                instance: q.instance,
-                generation: q.lock_generation,
-            },
-        )
-        .await;
+        let r = self
+            .call(
+                op,
+                || async move {
+                    hh.acquire(LockMode::Exclusive, Some(Duration::from_secs(2)))
+                        .await
+                },
+                |q: &Sequencer| Ret::Lock {
+                    instance: q.instance,
+                    generation: q.lock_generation,
+                },
+            )
+            .await;
         let seq = match r {
             Some(Ok(q)) => q,
             Some(Err(e)) => return self.gone(&path, &e),
@@ -448,15 +452,9 @@ impl ClientState<'_> {
         }
         let op = Op::Release { lock: path.clone() };
         let hh = h.clone();
-        match recorded(
-            self.shared,
-            self.name,
-            self.sid,
-            op,
-            || async move { hh.release().await },
-            |_| Ret::Done,
-        )
-        .await
+        match self
+            .call(op, || async move { hh.release().await }, |_| Ret::Done)
+            .await
         {
             Some(Err(e)) => self.gone(&path, &e),
             _ => false,
