@@ -193,23 +193,37 @@ pub async fn run(cfg: Config) -> anyhow::Result<ChaosReport> {
         tokio::time::sleep_until(started + Duration::from_millis(f.at_ms)).await;
         let (cluster, log, applied, reach) =
             (cluster.clone(), log.clone(), applied.clone(), reach.clone());
-        tasks.push(tokio::spawn(async move {
-            let a = apply(&cluster, &log, &reach, f).await;
-            eprintln!(
-                "chaos: {}  -> {}{}",
-                a.fault,
-                a.resolved,
-                a.error
-                    .as_ref()
-                    .map(|e| format!(" [{e}]"))
-                    .unwrap_or_default()
-            );
-            applied.lock().unwrap().push(a);
-        }));
+        let at = log.now();
+        tasks.push((
+            f.clone(),
+            at,
+            tokio::spawn(async move {
+                let a = apply(&cluster, &log, &reach, f).await;
+                eprintln!(
+                    "chaos: {}  -> {}{}",
+                    a.fault,
+                    a.resolved,
+                    a.error
+                        .as_ref()
+                        .map(|e| format!(" [{e}]"))
+                        .unwrap_or_default()
+                );
+                applied.lock().unwrap().push(a);
+            }),
+        ));
     }
-    for t in tasks {
+    for (fault, at, t) in tasks {
         if let Err(e) = t.await {
+            // A panic in a harness piece (testkit's etcd restart panics when a member does
+            // not come back in 30 s): the fault counts, with the reason.
             eprintln!("chaos: a fault task failed: {e}");
+            applied.lock().unwrap().push(Applied {
+                fault,
+                resolved: String::new(),
+                applied_ns: at,
+                healed_ns: None,
+                error: Some(format!("the fault's task failed: {e}")),
+            });
         }
     }
     cluster.heal_all().await;

@@ -82,8 +82,8 @@ async fn a_short_session_of_a_dozen_faults_passes_every_checker() {
     let Some(_) = warren_testkit::etcd::require_etcd() else {
         return;
     };
-    // No reshards: a client's cached copy can outlive a write during a reshard that is
-    // aborted (docs/reliability.md, "Chaos", "Findings"); until that is fixed this session
+    // No reshards: once slots have moved, a direct client's cached copy can outlive a
+    // write (docs/reliability.md, "Chaos", "Findings"); until that is fixed this session
     // leaves them out, and the long session covers them.
     let kinds = "kill_cell_master,kill_standby,kill_meta_master,kill_proxy,kill_etcd_leader,\
                  kill_etcd_follower,pause,blackhole,delay";
