@@ -57,6 +57,18 @@ impl Recorder {
         self.history.ops[id as usize].session = session.to_string();
     }
 
+    /// Sets where read `id` was served from: a harness may learn it only when the read
+    /// returns (a client-cache hit).
+    ///
+    /// # Panics
+    /// If operation `id` is not a read (a bug in the harness).
+    pub fn set_read_source(&mut self, id: u64, served: crate::model::ReadSource) {
+        match &mut self.history.ops[id as usize].op {
+            Op::Read { source, .. } => *source = served,
+            other => panic!("operation #{id} is a {}, not a read", other.name()),
+        }
+    }
+
     /// Records a whole call at once.
     pub fn call(
         &mut self,

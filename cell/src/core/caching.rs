@@ -245,6 +245,11 @@ impl Master {
         if let Some(slot) = self.frozen_slot(paths) {
             return Some(self.park_on_freeze(slot));
         }
+        // A planted bug (`WARREN_PLANT=stale-cache`, docs/reliability.md, "Chaos"; only in
+        // `fault-injection` builds): cached copies are left as they are.
+        if crate::server::plant::armed(crate::server::plant::Plant::StaleCache) {
+            return None;
+        }
         let mut blocked = None;
         for p in paths {
             if self.start_invalidation(p, Some(writer), also_exempt) {

@@ -97,6 +97,13 @@ impl Master {
             // "Deterministic simulation"): an exclusive lock granted while held.
             #[cfg(feature = "sim")]
             LockMode::Exclusive if crate::planted::double_grant() => true,
+            // The same bug planted in a real process (`WARREN_PLANT=double-grant`,
+            // docs/reliability.md, "Chaos"; only in `fault-injection` builds).
+            LockMode::Exclusive
+                if crate::server::plant::armed(crate::server::plant::Plant::DoubleGrant) =>
+            {
+                true
+            }
             LockMode::Exclusive => n.rec.holders.is_empty(),
             LockMode::Shared => n.rec.holders.iter().all(|h| h.mode == LockMode::Shared),
         }

@@ -62,6 +62,19 @@ impl Master {
         if crate::planted::drop_write() {
             return Ok(Reply::Done(self.stat_of(&p).expect("exists")));
         }
+        // A planted bug (`WARREN_PLANT=drop-write`, docs/reliability.md, "Chaos"; only in
+        // `fault-injection` builds): acknowledged with the next generation, not applied.
+        {
+            use crate::server::plant::{armed, Plant, DROP_WRITES_FROM};
+            if armed(Plant::DropWrite) {
+                let mut st = self.stat_of(&p).expect("exists");
+                let g = st.meta.content_generation;
+                if g > 0 && g % DROP_WRITES_FROM == 0 {
+                    st.meta.content_generation += 1;
+                    return Ok(Reply::Done(st));
+                }
+            }
+        }
         self.replace_contents(&p, data, Some(k));
         Ok(Reply::Done(self.stat_of(&p).expect("exists")))
     }

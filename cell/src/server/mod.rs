@@ -23,7 +23,8 @@
 //! - [`backup`]: the master's backups (scheduled and `warren.v1.Backup`), read from the
 //!   store at one consistent point;
 //! - [`metrics`]: the cell's metrics, described and recorded;
-//! - [`fault`]: the crash hook of the partitioning tests (feature `fault-injection`).
+//! - [`fault`]: the crash hook of the partitioning tests (feature `fault-injection`);
+//! - [`plant`]: the bugs `warren chaos` plants (feature `fault-injection`).
 //!
 //! This file holds the options, the errors, the front every replica runs whatever its role
 //! ([`Front`]: the gRPC service and the admin endpoint) and [`run`].
@@ -34,6 +35,7 @@ mod crosscell;
 mod fault;
 pub(crate) mod metrics;
 mod node;
+pub(crate) mod plant;
 mod reshard;
 mod reshard_job;
 mod service;
