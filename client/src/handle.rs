@@ -404,7 +404,7 @@ impl Handle {
         // after, and over, another client's later write (a register that is not
         // linearizable; the chaos and simulation history checkers caught it,
         // docs/reliability.md). A write that may have taken effect fails OUTCOME_UNKNOWN.
-        let policy = self.policy(false);
+        let policy = self.session().shared().write_policy();
         let request = pb::SetContentsRequest {
             ctx: None,
             handle: self.token(),
@@ -445,7 +445,9 @@ impl Handle {
         };
         // Not re-sent once it may have been sent, as a write: sent twice it could undo
         // another client's later change.
-        let result = self.call_with(self.policy(false), request).await;
+        let result = self
+            .call_with(self.session().shared().write_policy(), request)
+            .await;
         self.session()
             .shared()
             .with_cache(|c| c.wrote(&self.place.path));
@@ -458,7 +460,9 @@ impl Handle {
             handle: self.token(),
             ..Default::default()
         };
-        let result = self.call_with(self.policy(false), request).await;
+        let result = self
+            .call_with(self.session().shared().write_policy(), request)
+            .await;
         self.session().shared().with_cache(|c| {
             c.wrote(&self.place.path);
             if let Some((parent, _)) = self.place.path.rsplit_once('/') {

@@ -193,6 +193,11 @@ impl SessionCore {
         self.lease.local().end()
     }
 
+    /// The lease the master last granted (its length, not what is left of it).
+    pub(crate) fn lease_granted(&self) -> Duration {
+        self.lease.local().granted()
+    }
+
     /// How much of the local lease is left at `now` (zero once it has ended).
     pub(crate) fn lease_remaining(&self, now: Instant) -> Duration {
         self.lease.local().remaining(now)

@@ -769,6 +769,19 @@ impl Shared {
         self.options.rpc_timeout
     }
 
+    /// The policy of a change the master may hold while it invalidates cached copies
+    /// (contents, ACL, delete): sent once, and bounded by the default timeout plus a
+    /// lease, because a copy held by a client that stopped answering is waited out until
+    /// its lease ends (docs/design.md §7). With the default timeout alone, such a write
+    /// would fail `OUTCOME_UNKNOWN` though nothing failed but a client elsewhere.
+    pub(crate) fn write_policy(&self) -> CallPolicy {
+        let lease = lock(&self.core).lease_granted();
+        CallPolicy {
+            timeout: Some(self.rpc_timeout().saturating_add(lease)),
+            idempotent: false,
+        }
+    }
+
     /// The policy of an ordinary call: bounded by the default timeout.
     pub(crate) fn policy(&self, idempotent: bool) -> CallPolicy {
         CallPolicy {
