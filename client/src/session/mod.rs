@@ -1085,16 +1085,6 @@ async fn driver(
 ) {
     let mut queue: VecDeque<Command> = first.into();
     let mut outstanding: Option<BoxFuture<'static, Input>> = None;
-    // Whether `outstanding` is a KeepAlive (not a master search).
-    let mut outstanding_keepalive = false;
-    // The KeepAlive the last one superseded, still awaited for its reply: a reply held up
-    // in the network (a pause, a slow link) arrives after jeopardy began and a fresh
-    // KeepAlive replaced it, and it still renews the lease the master granted. Thrown away,
-    // the session could expire though its master answered in time: the master, having
-    // extended its own lease with that reply, holds the fresh KeepAlive past its short
-    // jeopardy deadline (docs/reliability.md, "Deterministic simulation", the KeepAlive
-    // finding). Only its reply counts; its failure is moot. At most one is kept.
-    let mut superseded: Option<BoxFuture<'static, Input>> = None;
     loop {
         while let Some(command) = queue.pop_front() {
             match command {
@@ -1104,24 +1094,16 @@ async fn driver(
                     after,
                     deadline,
                 } => {
-                    if outstanding_keepalive {
-                        superseded = outstanding.take();
-                    }
                     outstanding = Some(Box::pin(keepalive(
                         shared.clone(),
                         epoch,
                         ack_seq,
                         after,
                         deadline,
-                    )));
-                    outstanding_keepalive = true;
+                    )))
                 }
                 Command::FindMaster { after } => {
-                    if outstanding_keepalive {
-                        superseded = outstanding.take();
-                    }
-                    outstanding = Some(Box::pin(find_master(shared.clone(), after)));
-                    outstanding_keepalive = false;
+                    outstanding = Some(Box::pin(find_master(shared.clone(), after)))
                 }
                 Command::RecreateHandles => {
                     tokio::spawn(recreate_handles(shared.clone()));
@@ -1149,15 +1131,7 @@ async fn driver(
             () = sleep_until(timer) => Input::Tick,
             input = next_of(&mut outstanding) => {
                 outstanding = None;
-                outstanding_keepalive = false;
                 input
-            }
-            input = next_of(&mut superseded) => {
-                superseded = None;
-                match input {
-                    Input::KeepAliveReply { .. } => input,
-                    _ => continue,
-                }
             }
         };
         queue.extend(shared.apply(input));
