@@ -183,6 +183,11 @@ impl Handle {
         self.session().shared().policy(idempotent)
     }
 
+    /// The policy of a change to the node (`Shared::write_policy`).
+    fn write_policy(&self) -> CallPolicy {
+        self.session().shared().write_policy()
+    }
+
     fn poison_error(&self) -> Error {
         Error::Poisoned(format!("the handle on {} was poisoned", self.place.path))
     }
@@ -404,7 +409,7 @@ impl Handle {
         // after, and over, another client's later write (a register that is not
         // linearizable; the chaos and simulation history checkers caught it,
         // docs/reliability.md). A write that may have taken effect fails OUTCOME_UNKNOWN.
-        let policy = self.session().shared().write_policy();
+        let policy = self.write_policy();
         let request = pb::SetContentsRequest {
             ctx: None,
             handle: self.token(),
@@ -445,9 +450,7 @@ impl Handle {
         };
         // Not re-sent once it may have been sent, as a write: sent twice it could undo
         // another client's later change.
-        let result = self
-            .call_with(self.session().shared().write_policy(), request)
-            .await;
+        let result = self.call_with(self.write_policy(), request).await;
         self.session()
             .shared()
             .with_cache(|c| c.wrote(&self.place.path));
@@ -460,9 +463,7 @@ impl Handle {
             handle: self.token(),
             ..Default::default()
         };
-        let result = self
-            .call_with(self.session().shared().write_policy(), request)
-            .await;
+        let result = self.call_with(self.write_policy(), request).await;
         self.session().shared().with_cache(|c| {
             c.wrote(&self.place.path);
             if let Some((parent, _)) = self.place.path.rsplit_once('/') {
