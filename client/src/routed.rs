@@ -317,13 +317,25 @@ impl Router {
             }
         };
         let key = (cell.clone(), from.id());
-        let live =
-            |m: &HashMap<_, Session>| m.get(&key).filter(|s| s.plain_state().is_live()).cloned();
-        if let Some(s) = live(&lock(&self.carried)) {
+        // The session may already be there under this id: carried on there before, or
+        // born there (a node moved back to the cell whose session opened it). It must be
+        // that session, never a second one with the same id: two would share the id's
+        // KeepAlives, and the invalidations one of them acknowledged would never reach
+        // the other's cache (chaos finding 3, docs/reliability.md).
+        let live = || {
+            let born_here = lock(&self.cells)
+                .get(&cell)
+                .filter(|s| s.id() == from.id())
+                .cloned();
+            born_here
+                .or_else(|| lock(&self.carried).get(&key).cloned())
+                .filter(|s| s.plain_state().is_live())
+        };
+        if let Some(s) = live() {
             return Ok(s);
         }
         let _connecting = self.connecting.lock().await;
-        if let Some(s) = live(&lock(&self.carried)) {
+        if let Some(s) = live() {
             return Ok(s);
         }
         let Some(addrs) = map.replicas(&cell) else {

@@ -418,3 +418,123 @@ async fn through_a_proxy_a_waiting_acquire_follows_the_lock() {
     a.close().await.ok();
     b.close().await.ok();
 }
+
+/// A reader's cached copy never outlives a write, whichever way its node last moved: a
+/// reader keeps one handle open (so its reads are answered from its cache between writes)
+/// while `DIR`'s slot moves to the other data cell and back, `ROUNDS` times, and a writer
+/// writes after each move. Every read after a write must return it. In direct mode a
+/// move back brings the reader's cell session back to a cell where the reader already
+/// has one of that id (chaos finding 3, docs/reliability.md).
+async fn cached_reads_across_moves(d: &Deployment, options: ClientOptions) {
+    const ROUNDS: usize = 4;
+    let r = Session::connect_with(options.clone())
+        .await
+        .expect("connect the reader");
+    let w = Session::connect_with(options)
+        .await
+        .expect("connect the writer");
+    let path = format!("{DIR}/f");
+    let map = d.map();
+    let Route::Cell { cell: first, slot } = map.route(&format!("/ls/local{path}"), false).unwrap()
+    else {
+        panic!("{DIR} is not in a data cell")
+    };
+    let first = first.to_string();
+    let second = d
+        .cells()
+        .iter()
+        .map(|c| c.name().to_string())
+        .find(|c| *c != first)
+        .expect("two data cells");
+    let (dir, _) = w
+        .open(DIR, OpenOptions::new().create_dir())
+        .await
+        .expect("create the directory");
+    dir.close().await;
+    let (wh, _) = w
+        .open(
+            &path,
+            OpenOptions::new().write().create_file(b"v0".to_vec()),
+        )
+        .await
+        .expect("create f");
+    let (rh, _) = r
+        .open(&path, OpenOptions::new().read())
+        .await
+        .expect("the reader opens f");
+    // Reads a value twice: the first from wherever, the second from the cache when the
+    // first was cacheable. Both must be `want`.
+    let read_twice = |want: String, when: String| {
+        let rh = &rh;
+        async move {
+            for i in 0..2 {
+                let (data, _) = rh
+                    .contents()
+                    .await
+                    .unwrap_or_else(|e| panic!("{when}: read {i}: {e}"));
+                assert_eq!(
+                    String::from_utf8_lossy(&data),
+                    want,
+                    "{when}: read {i} returned a value older than an acknowledged write"
+                );
+            }
+        }
+    };
+    read_twice("v0".into(), "before any move".into()).await;
+    let hits = r.cache_stats().hits;
+    read_twice("v0".into(), "before any move, again".into()).await;
+    assert!(
+        r.cache_stats().hits > hits,
+        "the reader's reads are answered from its cache (else this test checks nothing)"
+    );
+    let mut last = "v0".to_string();
+    for round in 1..=ROUNDS {
+        let (from, to) = if round % 2 == 1 {
+            (&first, &second)
+        } else {
+            (&second, &first)
+        };
+        crate::fixture::move_slot(d, slot, from, to).await;
+        let when = format!("after move {round} ({from} → {to})");
+        read_twice(last.clone(), when.clone()).await;
+        for suffix in ["", "b"] {
+            let value = format!("v{round}{suffix}");
+            wh.set_contents(value.clone().into_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("{when}: write {value}: {e}"));
+            read_twice(value.clone(), format!("{when}, after its write")).await;
+            last = value;
+        }
+        // A handle opened now, too (a fresh open may share the cached server handle).
+        let (fresh, _) = r
+            .open(&path, OpenOptions::new().read())
+            .await
+            .unwrap_or_else(|e| panic!("{when}: a fresh open: {e}"));
+        assert_eq!(
+            fresh.contents().await.expect("read a fresh handle").0,
+            last.as_bytes(),
+            "{when}: a fresh handle read a value older than an acknowledged write"
+        );
+        fresh.close().await;
+    }
+    assert!(
+        r.cache_stats().hits > hits + 2,
+        "the reader's cache answered reads between the moves"
+    );
+    rh.close().await;
+    wh.close().await;
+    r.close().await.ok();
+    w.close().await.ok();
+}
+
+#[tokio::test]
+async fn in_direct_mode_a_cached_copy_never_outlives_a_write_as_its_node_moves_back_and_forth() {
+    let d = Deployment::builder().cells(2).proxies(0).run().await;
+    cached_reads_across_moves(&d, ClientOptions::meta(d.meta_addrs())).await;
+}
+
+#[tokio::test]
+async fn through_a_proxy_a_cached_copy_never_outlives_a_write_as_its_node_moves_back_and_forth() {
+    let d = Deployment::builder().cells(2).proxies(1).run().await;
+    cached_reads_across_moves(&d, ClientOptions::proxies(d.proxy_addrs())).await;
+}
