@@ -172,6 +172,7 @@ async fn keep_alive(
             .keep_alive(pb::KeepAliveRequest {
                 ctx: Some(s.ctx.clone()),
                 ack_seq: s.acked,
+                ..Default::default()
             })
             .await;
         match r {
@@ -246,6 +247,7 @@ async fn move_to(
         let sent = c.keep_alive(pb::KeepAliveRequest {
             ctx: Some(s.ctx.clone()),
             ack_seq: s.acked,
+            ..Default::default()
         });
         let st = match tokio::time::timeout(deadline, sent).await {
             Ok(Ok(r)) => {

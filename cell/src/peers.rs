@@ -258,6 +258,7 @@ async fn keepalive_loop(
             let req = pb::KeepAliveRequest {
                 ctx: Some(st.ctx()),
                 ack_seq: st.acks.ack_seq(),
+                ..Default::default()
             };
             (st.conn.client.clone(), req)
         };

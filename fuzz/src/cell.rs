@@ -137,7 +137,7 @@ impl Harness {
             }),
             "KeepAlive" => self.with_ctx(f, |m, r: &pb::KeepAliveRequest, ctx, now| {
                 let hold_back = Duration::from_millis(r.ctx.as_ref().map_or(0, |c| c.hold_back_ms));
-                m.keepalive_holding_back(ctx, r.ack_seq, hold_back, now)
+                m.keepalive_holding_back(ctx, r.ack_seq, hold_back, r.jeopardy, now)
                     .map(drop)
             }),
             "CloseSession" => self.with_ctx(f, |m, r: &pb::CloseSessionRequest, ctx, now| {

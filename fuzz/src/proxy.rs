@@ -146,7 +146,9 @@ impl Harness {
             "KeepAlive" => {
                 let r = self.session_call::<pb::KeepAliveRequest>(f)?;
                 let id = self.checked(r.ctx())?;
-                self.core.keepalive(&id, r.ack_seq, self.now).map(drop)
+                self.core
+                    .keepalive_with(&id, r.ack_seq, r.jeopardy, self.now)
+                    .map(drop)
             }
             "CloseSession" => {
                 let r = self.session_call::<pb::CloseSessionRequest>(f)?;

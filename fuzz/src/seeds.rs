@@ -267,6 +267,7 @@ fn requests() -> Vec<(String, Vec<u8>)> {
                     pb::KeepAliveRequest {
                         ctx: ctx(),
                         ack_seq: 0,
+                        jeopardy: false,
                     }
                     .encode_to_vec(),
                 ),

@@ -1861,6 +1861,9 @@ async fn keep_alive(
         let call = client.keep_alive(pb::KeepAliveRequest {
             ctx: Some(ctx),
             ack_seq: acks.ack_seq(),
+            // As the client library does (docs/protocol.md): in jeopardy, ask for an
+            // answer at once.
+            jeopardy: in_jeopardy,
         });
         tokio::pin!(call);
         let result = loop {

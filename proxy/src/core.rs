@@ -652,6 +652,21 @@ impl ProxyCore {
         ack_seq: u64,
         now: Instant,
     ) -> Result<Reply<KeepAliveReply>, WarrenError> {
+        self.keepalive_with(id, ack_seq, false, now)
+    }
+
+    /// [`ProxyCore::keepalive`] with the request's `jeopardy` mark: the client's local
+    /// lease has ended, so it is answered at once if its lease here can run on for more
+    /// than a moment (it may already: a reply that extended it can have been lost on the
+    /// way). One that cannot is held as before, until a cell lets it grow: answering with
+    /// a lease about to end would only flip the client between safe and jeopardy.
+    pub fn keepalive_with(
+        &mut self,
+        id: &ClientId,
+        ack_seq: u64,
+        jeopardy: bool,
+        now: Instant,
+    ) -> Result<Reply<KeepAliveReply>, WarrenError> {
         self.now = now;
         self.keepalives_received += 1;
         let Some(c) = self.clients.get(id) else {
@@ -676,11 +691,11 @@ impl ProxyCore {
             return Ok(Reply::Done(self.reply(id, now)));
         }
         let until = match hold_until {
-            Some(t) => Some(t),
-            None => {
-                // The lease it knows ends within reply_before_end: answer now if a cell
-                // lets it grow by more than that, so that the client is not answered
-                // again at once; otherwise hold the KeepAlive until a cell lets it grow
+            Some(t) if !jeopardy => Some(t),
+            _ => {
+                // The lease it knows ends within reply_before_end (or it is in jeopardy):
+                // answer now if a cell lets it grow by more than that, so that the client
+                // is not answered again at once; otherwise hold the KeepAlive until a cell lets it grow
                 // (or the client gives up and goes into jeopardy).
                 self.extend(id, now);
                 if self.clients[id].lease.end > now + self.cfg.reply_before_end * 2 {

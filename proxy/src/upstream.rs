@@ -473,6 +473,9 @@ async fn keepalive_loop(
         let req = pb::KeepAliveRequest {
             ctx: Some(link.ctx(None)),
             ack_seq: ack,
+            // No jeopardy of its own (above), and a superseded KeepAlive's reply is still
+            // awaited here (`in_flight`), so a reply held up in the network still counts.
+            jeopardy: false,
         };
         let epoch = link.epoch;
         metrics::counter!("warren_proxy_keepalives_sent_total", "cell" => up.name.clone())

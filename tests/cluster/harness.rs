@@ -249,6 +249,7 @@ impl Raw {
         let req = pb::KeepAliveRequest {
             ctx: Some(self.ctx.clone()),
             ack_seq: self.acked,
+            ..Default::default()
         };
         // A session with nothing pending is held; a short timeout is enough to see events.
         if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_millis(300), c.keep_alive(req)).await
@@ -259,6 +260,7 @@ impl Raw {
                 let ack = pb::KeepAliveRequest {
                     ctx: Some(self.ctx.clone()),
                     ack_seq: self.acked,
+                    ..Default::default()
                 };
                 tokio::spawn(async move { c.keep_alive(ack).await });
             }
@@ -279,8 +281,12 @@ impl Raw {
                 let ack = me.acked;
                 let r = me
                     .call(|mut c, ctx| async move {
-                        c.keep_alive(pb::KeepAliveRequest { ctx, ack_seq: ack })
-                            .await
+                        c.keep_alive(pb::KeepAliveRequest {
+                            ctx,
+                            ack_seq: ack,
+                            ..Default::default()
+                        })
+                        .await
                     })
                     .await;
                 match r {

@@ -86,6 +86,7 @@ impl RawSession {
             .keep_alive(pb::KeepAliveRequest {
                 ctx: self.ctx(),
                 ack_seq: self.acked,
+                ..Default::default()
             })
             .await?
             .into_inner();
@@ -155,6 +156,7 @@ async fn old_epochs_are_refused_and_closed_recreated_handles_stay_closed() {
     let ack = pb::KeepAliveRequest {
         ctx: s.ctx(),
         ack_seq: s.acked,
+        ..Default::default()
     };
     tokio::spawn(async move { ka.keep_alive(ack).await });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

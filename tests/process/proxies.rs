@@ -681,6 +681,7 @@ async fn a_silent_client_costs_its_proxy_a_bounded_number_of_keepalives_while_a_
             .keep_alive(warren_proto::pb::KeepAliveRequest {
                 ctx: Some(ctx),
                 ack_seq: 0,
+                ..Default::default()
             })
             .await;
     });

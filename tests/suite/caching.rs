@@ -22,7 +22,11 @@ async fn a_write_blocks_until_the_caching_session_acknowledges() {
     let ctx = reader.ctx();
     let ka = tokio::spawn(async move {
         ka_client
-            .keep_alive(pb::KeepAliveRequest { ctx, ack_seq: 0 })
+            .keep_alive(pb::KeepAliveRequest {
+                ctx,
+                ack_seq: 0,
+                ..Default::default()
+            })
             .await
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -59,7 +63,11 @@ async fn a_write_blocks_until_the_caching_session_acknowledges() {
     let ctx = reader.ctx();
     tokio::spawn(async move {
         ka_client
-            .keep_alive(pb::KeepAliveRequest { ctx, ack_seq: seq })
+            .keep_alive(pb::KeepAliveRequest {
+                ctx,
+                ack_seq: seq,
+                ..Default::default()
+            })
             .await
     });
     let stat = tokio::time::timeout(Duration::from_secs(2), write)

@@ -89,6 +89,7 @@ async fn coherence_run(writes: u64, silent_reader: bool) -> (u64, u64, Duration)
                 .keep_alive(pb::KeepAliveRequest {
                     ctx: Some(ctx),
                     ack_seq: 0,
+                    ..Default::default()
                 })
                 .await;
         }));
@@ -553,6 +554,7 @@ async fn a_claim_storm_keeps_the_surviving_proxys_clients_safe_and_adopts_every_
                     .keep_alive(pb::KeepAliveRequest {
                         ctx: Some(ctx.clone()),
                         ack_seq: 0,
+                        ..Default::default()
                     })
                     .await;
                 if r.is_err() && killed.load(Ordering::SeqCst) {
@@ -569,6 +571,7 @@ async fn a_claim_storm_keeps_the_surviving_proxys_clients_safe_and_adopts_every_
                     on_b.keep_alive(pb::KeepAliveRequest {
                         ctx: Some(ctx.clone()),
                         ack_seq: 0,
+                        ..Default::default()
                     }),
                 )
                 .await;

@@ -27,7 +27,7 @@ impl Master {
         ack_seq: u64,
         now: Instant,
     ) -> Result<Reply<KeepAliveReply>, WarrenError> {
-        self.keepalive_holding_back(ctx, ack_seq, Duration::ZERO, now)
+        self.keepalive_holding_back(ctx, ack_seq, Duration::ZERO, false, now)
     }
 
     /// [`Master::keepalive`] from a proxy session that promises to hold back its client
@@ -35,11 +35,17 @@ impl Master {
     /// (`SessionContext.hold_back_ms`; zero: no promise). The cell then stops waiting for
     /// the proxy's acknowledgement of an invalidation at its lease end minus `hold_back`
     /// plus [`super::HOLD_BACK_MARGIN`] (docs/design.md §10, "A dead proxy").
+    ///
+    /// `jeopardy` (`KeepAliveRequest.jeopardy`): the sender's local lease has ended, so it
+    /// is answered at once, whatever lease it is owed. Its client waits only briefly, and
+    /// the lease here may run far beyond its own: a reply that extended it may have been
+    /// lost in the network (docs/design.md §6).
     pub fn keepalive_holding_back(
         &mut self,
         ctx: &Ctx,
         ack_seq: u64,
         hold_back: Duration,
+        jeopardy: bool,
         now: Instant,
     ) -> Result<Reply<KeepAliveReply>, WarrenError> {
         self.now = now;
@@ -67,7 +73,7 @@ impl Master {
         };
         let lease = &self.sessions[&sid].lease;
         let due = lease.reply_due(now, self.cfg.reply_before_end, &mut self.rng);
-        let Some(until) = due.filter(|_| !lease.has_events() && !carried_on) else {
+        let Some(until) = due.filter(|_| !lease.has_events() && !carried_on && !jeopardy) else {
             return Ok(Reply::Done(self.keepalive_reply(sid, now)));
         };
         let w = self.new_waiter(WaiterKind::KeepAlive(sid));

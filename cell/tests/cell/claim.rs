@@ -119,6 +119,7 @@ async fn claim_session_moves_a_client_session_between_proxy_sessions() {
         .keep_alive(pb::KeepAliveRequest {
             ctx: Some(p1.clone()),
             ack_seq: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -143,6 +144,7 @@ async fn claim_session_moves_a_client_session_between_proxy_sessions() {
         .keep_alive(pb::KeepAliveRequest {
             ctx: Some(for_client(&p1)),
             ack_seq: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -172,6 +174,7 @@ async fn claim_session_moves_a_client_session_between_proxy_sessions() {
         .keep_alive(pb::KeepAliveRequest {
             ctx: Some(p1.clone()),
             ack_seq: acked,
+            ..Default::default()
         })
         .await
         .unwrap()

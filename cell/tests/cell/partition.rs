@@ -88,6 +88,7 @@ async fn session(cell: &Cell, principal: &str) -> pb::SessionContext {
             let req = pb::KeepAliveRequest {
                 ctx: Some(k.clone()),
                 ack_seq: ack,
+                ..Default::default()
             };
             match c.keep_alive(req).await {
                 Ok(r) => {

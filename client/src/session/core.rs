@@ -92,6 +92,9 @@ pub(crate) enum Command {
         after: Duration,
         /// Give up on the reply after this long.
         deadline: Duration,
+        /// The local lease has ended: ask for an answer at once
+        /// (`KeepAliveRequest.jeopardy`).
+        jeopardy: bool,
     },
     /// After waiting `after`, ask the endpoints (`Locate`, round-robin) who the master is
     /// and connect to it; report [`Input::MasterFound`] or [`Input::MasterNotFound`].
@@ -317,6 +320,7 @@ impl SessionCore {
             ack_seq: self.acks.ack_seq(),
             after,
             deadline: self.lease.keepalive_deadline(),
+            jeopardy: self.lease.in_jeopardy(),
         }
     }
 

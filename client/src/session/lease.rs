@@ -227,10 +227,15 @@ impl Lease {
         self.grace_end = None;
     }
 
+    /// Whether the local lease has ended and the grace period runs.
+    pub fn in_jeopardy(&self) -> bool {
+        self.state == LeaseState::Jeopardy
+    }
+
     /// The gRPC deadline of a KeepAlive sent now: the granted lease plus
     /// [`KEEPALIVE_DEADLINE_MARGIN`] while safe (the master holds it for most of the
-    /// lease), at most [`JEOPARDY_KEEPALIVE_DEADLINE`] in jeopardy (the master answers at
-    /// once, so silence means it is gone).
+    /// lease), at most [`JEOPARDY_KEEPALIVE_DEADLINE`] in jeopardy (the request says so, and the
+    /// master answers it at once, so silence means it is gone).
     pub fn keepalive_deadline(&self) -> Duration {
         let safe = self.local.granted + KEEPALIVE_DEADLINE_MARGIN;
         match self.state {

@@ -309,6 +309,7 @@ impl Session {
                 ..Default::default()
             }),
             ack_seq: 0,
+            jeopardy: false,
         };
         let mut client = conn.client.clone();
         let reply = match tokio::time::timeout(timeout, client.keep_alive(request)).await {
@@ -1093,11 +1094,11 @@ async fn driver(
                     ack_seq,
                     after,
                     deadline,
+                    jeopardy,
                 } => {
                     outstanding = Some(Box::pin(keepalive(
                         shared.clone(),
-                        epoch,
-                        ack_seq,
+                        (epoch, ack_seq, jeopardy),
                         after,
                         deadline,
                     )))
@@ -1155,10 +1156,10 @@ async fn next_of(outstanding: &mut Option<BoxFuture<'static, Input>>) -> Input {
 }
 
 /// Sends one KeepAlive and turns its outcome into an input.
+/// `(epoch, ack_seq, jeopardy)`: what the request carries besides the session.
 async fn keepalive(
     shared: Arc<Shared>,
-    epoch: u64,
-    ack_seq: u64,
+    (epoch, ack_seq, jeopardy): (u64, u64, bool),
     after: Duration,
     deadline: Duration,
 ) -> Input {
@@ -1169,6 +1170,7 @@ async fn keepalive(
     let request = pb::KeepAliveRequest {
         ctx: Some(shared.ctx_at(epoch)),
         ack_seq,
+        jeopardy,
     };
     let sent_at = Instant::now();
     let mut client = conn.client.clone();

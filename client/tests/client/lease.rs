@@ -46,6 +46,7 @@ async fn a_local_lease_counted_from_the_send_time_never_outlives_the_masters() {
                 ..Default::default()
             }),
             ack_seq: 0,
+            ..Default::default()
         })
         .await
         .expect("KeepAlive")

@@ -144,6 +144,53 @@ fn a_client_whose_cell_stops_extending_waits_held_and_resumes_when_it_does() {
     assert_eq!(core.counts().starving, 0);
 }
 
+/// A KeepAlive marked `jeopardy` (the client's local lease ended: a reply that extended
+/// its lease here was lost on the way) is answered at once when the lease can run on; one
+/// that a failing cell keeps from growing is held as before, not answered with a lease
+/// about to end (which would flip the client between safe and jeopardy).
+#[test]
+fn a_keepalive_in_jeopardy_is_answered_at_once_only_with_a_lease_that_runs_on() {
+    let (mut core, t0) = setup(1);
+    let (id, _, _, _) = core.create_session("c", t0);
+    core.registered(&id, 0);
+    // Held, then answered near its end with a lease to about 23 s, a reply the client
+    // never sees.
+    let w = waits(core.keepalive(&id, 0, t0));
+    core.upstream_lease(0, t0 + 40 * S, t0 + 5 * S);
+    core.tick(t0 + 11 * S);
+    wake_of(&mut core, w);
+    // Its local lease ends near 11.9 s: its KeepAlive in jeopardy is answered at once,
+    // while the same KeepAlive without the mark would be held.
+    let t = t0 + 12 * S;
+    let r = done(core.keepalive_with(&id, 0, true, t));
+    assert!(r.lease >= 10 * S, "{:?}", r.lease);
+    waits(core.keepalive(&id, 0, t));
+
+    // Another client, whose cell fails over (no more upstream replies: the proxy's lease
+    // there ends at 20 s, so a client's at 19 s). Its KeepAlive in jeopardy is held, not
+    // answered with the moment that is left, until the cell is back.
+    let (mut core, t0) = setup(1);
+    let (id, _, _, _) = core.create_session("c", t0);
+    core.registered(&id, 0);
+    let w = late_then_held(&mut core, &id, t0 + 15 * S);
+    core.tick(t0 + 18 * S + S / 2);
+    wake_of(&mut core, w);
+    let w = waits(core.keepalive_with(&id, 0, true, t0 + 18 * S + S / 2));
+    core.tick(t0 + 25 * S);
+    assert!(
+        core.take_output().wakes.is_empty(),
+        "held while the cell is away"
+    );
+    let now = t0 + 26 * S;
+    core.upstream_lease(0, now + 20 * S, now);
+    let r = wake_of(&mut core, w);
+    assert!(
+        r.lease >= 11 * S,
+        "answered once the cell lets it grow: {:?}",
+        r.lease
+    );
+}
+
 /// As the client library does it: in jeopardy each KeepAlive gives up after 2 s and the
 /// next one follows a `Locate` later. Between them no KeepAlive is held, and the lease has
 /// ended — because the cell held it back, so the session lives on (for `max_starve`), and

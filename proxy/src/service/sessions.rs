@@ -153,7 +153,7 @@ pub(super) fn keep_alive(
     svc: &Service,
     r: pb::KeepAliveRequest,
 ) -> impl Future<Output = Answer<pb::KeepAliveResponse>> + Send + '_ {
-    let ack_seq = r.ack_seq;
+    let (ack_seq, jeopardy) = (r.ack_seq, r.jeopardy);
     let checked = svc.check_keepalive(r.ctx.as_ref());
     drop(r);
     async move {
@@ -162,16 +162,19 @@ pub(super) fn keep_alive(
             Err(failed) => return Err(failed.await),
         };
         let (tx, rx) = oneshot::channel();
-        let parked =
-            svc.shared
-                .with_state(|st| match st.core.keepalive(&id, ack_seq, Instant::now()) {
-                    Ok(Reply::Done(reply)) => Ok(Err(reply)),
-                    Ok(Reply::Wait(w)) => {
-                        st.senders.insert(w, tx);
-                        Ok(Ok(w))
-                    }
-                    Err(e) => Err(e),
-                })?;
+        let parked = svc.shared.with_state(|st| {
+            match st
+                .core
+                .keepalive_with(&id, ack_seq, jeopardy, Instant::now())
+            {
+                Ok(Reply::Done(reply)) => Ok(Err(reply)),
+                Ok(Reply::Wait(w)) => {
+                    st.senders.insert(w, tx);
+                    Ok(Ok(w))
+                }
+                Err(e) => Err(e),
+            }
+        })?;
         let waiter = match parked {
             Err(reply) => return Ok(ka_reply(reply)),
             Ok(waiter) => waiter,

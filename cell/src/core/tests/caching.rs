@@ -156,8 +156,8 @@ fn a_silent_proxy_with_a_hold_back_delays_a_write_only_until_its_client_leases_e
     // The proxy promises an 8 s hold-back (a 20 s proxy lease, 12 s client leases). A
     // superseding KeepAlive at t=2 answers the one held since t=1: lease end 2 + 20 = 22.
     let hold = secs(8.0);
-    waiter(t.m.keepalive_holding_back(&p, 0, hold, t.at(1.0)));
-    waiter(t.m.keepalive_holding_back(&p, 0, hold, t.at(2.0)));
+    waiter(t.m.keepalive_holding_back(&p, 0, hold, false, t.at(1.0)));
+    waiter(t.m.keepalive_holding_back(&p, 0, hold, false, t.at(2.0)));
     t.wakes();
     let (a, wh) = writer(&mut t, 3.0);
     // The write at t=3 waits; the held KeepAlive is answered with the invalidation (and,
@@ -180,13 +180,13 @@ fn a_silent_proxy_with_a_hold_back_delays_a_write_only_until_its_client_leases_e
     // The proxy session lives on (its clients' state is kept) and still has the event: a
     // proxy that comes back applies it before anything else. Its late acknowledgement is
     // harmless.
-    let reply = done(t.m.keepalive_holding_back(&p, 0, hold, t.at(at + 0.1)));
+    let reply = done(t.m.keepalive_holding_back(&p, 0, hold, false, t.at(at + 0.1)));
     assert!(reply
         .events
         .iter()
         .any(|e| e.kind == EventKind::Invalidate && e.path == "/ls/local/f"));
     let last = reply.events.last().unwrap().seq;
-    waiter(t.m.keepalive_holding_back(&p, last, hold, t.at(at + 0.2)));
+    waiter(t.m.keepalive_holding_back(&p, last, hold, false, t.at(at + 0.2)));
     assert!(!t.m.is_uncachable("/ls/local/f"));
 }
 
@@ -208,17 +208,17 @@ fn a_proxy_without_a_hold_back_is_waited_for_until_its_lease_ends() {
 fn a_proxy_whose_hold_back_has_run_out_is_not_waited_for() {
     let mut t = T::new();
     let p = proxy_caching(&mut t);
-    waiter(t.m.keepalive_holding_back(&p, 0, secs(8.0), t.at(1.0)));
-    waiter(t.m.keepalive_holding_back(&p, 0, secs(8.0), t.at(2.0)));
+    waiter(t.m.keepalive_holding_back(&p, 0, secs(8.0), false, t.at(1.0)));
+    waiter(t.m.keepalive_holding_back(&p, 0, secs(8.0), false, t.at(2.0)));
     t.wakes();
     let (a, wh) = writer(&mut t, 15.0);
     // Lease end 22: the proxy's cover ended by 14, so a write at 15 need not wait.
     done(t.m.set_contents(&a, &wh, b"v2", None, t.at(15.0)));
     // A later, larger hold-back does not stretch what was promised: the smallest is kept.
     let p2 = t.proxy(15.0);
-    waiter(t.m.keepalive_holding_back(&p2, 0, secs(8.0), t.at(15.0)));
-    waiter(t.m.keepalive_holding_back(&p2, 0, secs(4.0), t.at(15.5)));
-    waiter(t.m.keepalive_holding_back(&p2, 0, secs(9.0), t.at(16.0)));
+    waiter(t.m.keepalive_holding_back(&p2, 0, secs(8.0), false, t.at(15.0)));
+    waiter(t.m.keepalive_holding_back(&p2, 0, secs(4.0), false, t.at(15.5)));
+    waiter(t.m.keepalive_holding_back(&p2, 0, secs(9.0), false, t.at(16.0)));
     assert_eq!(t.m.sessions[&p2.session].hold_back, secs(4.0));
 }
 

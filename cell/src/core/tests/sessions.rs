@@ -65,6 +65,32 @@ fn keepalive_is_held_until_shortly_before_the_lease_ends_and_superseded_by_a_new
     assert_eq!(reply.lease, secs(at + 12.0 - 10.5));
 }
 
+/// A KeepAlive marked `jeopardy` is answered at once with a full lease, even when the
+/// lease here runs far beyond the client's: the reply that extended it was lost on the way
+/// (simulation seed 623, docs/reliability.md), and a KeepAlive held until near that end
+/// would outlast the client's short jeopardy deadline again and again.
+#[test]
+fn a_keepalive_in_jeopardy_is_answered_at_once_although_the_lease_runs_on() {
+    let mut t = T::new();
+    let a = t.session(0.0);
+    let w1 = waiter(t.m.keepalive(&a, 0, t.at(0.0)));
+    // Answered near the lease's end; the master's lease now runs to about 23 s. The
+    // client never sees this reply.
+    let mut now = 0.0;
+    while !t.wakes().iter().any(|(id, _)| *id == w1) {
+        now += 0.05;
+        assert!(now < 12.0, "the first KeepAlive was never answered");
+        t.m.tick(t.at(now));
+    }
+    // Its local lease ended (≈ 11.9 s): it sends a KeepAlive in jeopardy 0.2 s later.
+    let asked = now + 0.2;
+    let reply = done(t.m.keepalive_holding_back(&a, 0, secs(0.0), true, t.at(asked)));
+    assert_eq!(reply.lease, secs(12.0), "a full lease from when it arrived");
+    // The same KeepAlive without the mark is held, as before.
+    let held = t.m.keepalive(&a, 0, t.at(asked + 0.1));
+    assert!(matches!(held, Ok(Reply::Wait(_))), "{held:?}");
+}
+
 /// A client following docs/design.md §6 (local lease = send time + granted / (1 + ρ), next
 /// KeepAlive sent on each reply) never sees its local lease lapse while the master holds
 /// each KeepAlive until ~1 s before the lease ends.

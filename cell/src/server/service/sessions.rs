@@ -54,7 +54,7 @@ pub(super) async fn keep_alive(
         .run_parked(|m, now| {
             let hold_back =
                 std::time::Duration::from_millis(r.ctx.as_ref().map_or(0, |c| c.hold_back_ms));
-            m.keepalive_holding_back(&ctx, r.ack_seq, hold_back, now)
+            m.keepalive_holding_back(&ctx, r.ack_seq, hold_back, r.jeopardy, now)
         })
         .await?
         .reply(|wake| match wake {

@@ -28,6 +28,19 @@ fn ka(epoch: u64, ack_seq: u64, after: Duration, deadline: Duration) -> Command 
         ack_seq,
         after,
         deadline,
+        jeopardy: false,
+    }
+}
+
+/// The KeepAlive a session in jeopardy sends: a short deadline, and it asks for an answer
+/// at once.
+fn ka_jeopardy(ack_seq: u64) -> Command {
+    Command::SendKeepAlive {
+        epoch: EPOCH,
+        ack_seq,
+        after: Duration::ZERO,
+        deadline: JEOPARDY_KEEPALIVE_DEADLINE,
+        jeopardy: true,
     }
 }
 
@@ -95,13 +108,7 @@ async fn into_jeopardy(c: &mut SessionCore, t0: Instant) -> Instant {
     let end = t0 + local(LEASE);
     advance(end - Instant::now()).await;
     let out = c.handle(Instant::now(), Input::Tick);
-    assert_eq!(
-        out,
-        concat(&[
-            &JEOPARDY,
-            &[ka(EPOCH, 0, Duration::ZERO, JEOPARDY_KEEPALIVE_DEADLINE)]
-        ])
-    );
+    assert_eq!(out, concat(&[&JEOPARDY, &[ka_jeopardy(0)]]));
     end
 }
 
@@ -134,10 +141,7 @@ async fn jeopardy_exactly_at_local_lease_expiry() {
     assert_eq!(Instant::now(), end);
     assert_eq!(
         c.handle(Instant::now(), Input::Tick),
-        concat(&[
-            &JEOPARDY,
-            &[ka(EPOCH, 0, Duration::ZERO, JEOPARDY_KEEPALIVE_DEADLINE)]
-        ])
+        concat(&[&JEOPARDY, &[ka_jeopardy(0)]])
     );
     assert_eq!(c.state(), SessionState::Jeopardy);
     assert_eq!(c.next_timer(), Some(end + GRACE));
@@ -194,10 +198,7 @@ async fn a_reply_whose_lease_has_already_ended_does_not_make_it_safe() {
     // Sent 4 s ago with a 2 s lease: over before it arrived.
     let sent = Instant::now() - Duration::from_secs(4);
     let out = c.handle(Instant::now(), got_reply(sent, reply(2_000, vec![])));
-    assert_eq!(
-        out,
-        vec![ka(EPOCH, 0, Duration::ZERO, JEOPARDY_KEEPALIVE_DEADLINE)]
-    );
+    assert_eq!(out, vec![ka_jeopardy(0)]);
     assert_eq!(c.state(), SessionState::Jeopardy);
 }
 
@@ -613,10 +614,7 @@ async fn a_new_proxy_answering_with_the_next_epoch_and_a_failover_event() {
     assert!(matches!(out[..], [Command::FindMaster { .. }]), "{out:?}");
     // The next live proxy in the order answers Locate; the KeepAlive goes there.
     let found = end + Duration::from_secs(1);
-    assert_eq!(
-        c.handle(found, Input::MasterFound),
-        vec![ka(EPOCH, 3, Duration::ZERO, JEOPARDY_KEEPALIVE_DEADLINE)]
-    );
+    assert_eq!(c.handle(found, Input::MasterFound), vec![ka_jeopardy(3)]);
     // It claimed the session: epoch + 1, and its own numbering, starting at 1.
     let claimed = found + Duration::from_millis(30);
     let out = c.handle(
@@ -688,18 +686,7 @@ async fn into_jeopardy_after_reply(c: &mut SessionCore, t0: Instant, ack_seq: u6
     let end = t0 + local(LEASE);
     advance(end - Instant::now()).await;
     let out = c.handle(Instant::now(), Input::Tick);
-    assert_eq!(
-        out,
-        concat(&[
-            &JEOPARDY,
-            &[ka(
-                EPOCH,
-                ack_seq,
-                Duration::ZERO,
-                JEOPARDY_KEEPALIVE_DEADLINE
-            )]
-        ])
-    );
+    assert_eq!(out, concat(&[&JEOPARDY, &[ka_jeopardy(ack_seq)]]));
     end
 }
 
