@@ -213,6 +213,30 @@ impl Master {
         );
     }
 
+    /// `sid` caches nothing from here any more (it ended, or it is in jeopardy, which
+    /// empties a client's cache): it is no cacher of anything, and the invalidations it has
+    /// not acknowledged are done.
+    pub(super) fn stop_caching(&mut self, sid: SessionId) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let cached: Vec<String> = s.cached.drain().collect();
+        let pending: Vec<String> = std::mem::take(&mut s.pending_invalidations)
+            .into_values()
+            .collect();
+        for p in cached {
+            if let Some(set) = self.cachers.get_mut(&p) {
+                set.remove(&sid);
+                if set.is_empty() {
+                    self.cachers.remove(&p);
+                }
+            }
+        }
+        for p in pending {
+            self.invalidation_done(&p, sid);
+        }
+    }
+
     pub(super) fn invalidation_done(&mut self, path: &str, sid: SessionId) {
         let Some(set) = self.invalidating.get_mut(path) else {
             return;

@@ -39,7 +39,9 @@ impl Master {
     /// `jeopardy` (`KeepAliveRequest.jeopardy`): the sender's local lease has ended, so it
     /// is answered at once, whatever lease it is owed. Its client waits only briefly, and
     /// the lease here may run far beyond its own: a reply that extended it may have been
-    /// lost in the network (docs/design.md §6).
+    /// lost in the network (docs/design.md §6). A session (not a proxy's) in jeopardy has
+    /// also emptied its cache, so it stops being a cacher here, and its lease is extended
+    /// even if events a lost reply delivered are unacknowledged.
     pub fn keepalive_holding_back(
         &mut self,
         ctx: &Ctx,
@@ -58,6 +60,15 @@ impl Master {
         self.note_hold_back(sid, hold_back);
         self.sessions[&sid].lease.check_ack(ack_seq)?;
         self.acknowledge(sid, ack_seq);
+        // In jeopardy a client has emptied its cache (docs/protocol.md): what it was sent
+        // to drop is gone, acknowledged or not, and its lease may grow although a reply
+        // that delivered events never reached it (rule (b) waits for acknowledgements only
+        // so that writes do not wait on a silent cacher). A proxy session never says so:
+        // its clients' copies are its to account for.
+        let emptied = jeopardy && !self.sessions[&sid].rec.proxy;
+        if emptied {
+            self.stop_caching(sid);
+        }
         if let Some(held) = self
             .sessions
             .get_mut(&sid)
@@ -74,7 +85,7 @@ impl Master {
         let lease = &self.sessions[&sid].lease;
         let due = lease.reply_due(now, self.cfg.reply_before_end, &mut self.rng);
         let Some(until) = due.filter(|_| !lease.has_events() && !carried_on && !jeopardy) else {
-            return Ok(Reply::Done(self.keepalive_reply(sid, now)));
+            return Ok(Reply::Done(self.reply_extending(sid, now, emptied)));
         };
         let w = self.new_waiter(WaiterKind::KeepAlive(sid));
         let s = self.sessions.get_mut(&sid).expect("checked");
@@ -115,10 +126,21 @@ impl Master {
     /// the client's local lease (its send time + that lease, docs/design.md §6) can never outlast
     /// the master's, however long the request was held.
     pub(super) fn keepalive_reply(&mut self, sid: SessionId, received: Instant) -> KeepAliveReply {
+        self.reply_extending(sid, received, false)
+    }
+
+    /// [`Master::keepalive_reply`]; `anyway`: extend the lease even though events it
+    /// delivered are unacknowledged (its cache is empty: see `keepalive_holding_back`).
+    fn reply_extending(
+        &mut self,
+        sid: SessionId,
+        received: Instant,
+        anyway: bool,
+    ) -> KeepAliveReply {
         let now = self.now;
         let lease = self.lease_of(&self.sessions[&sid].rec);
         let s = &mut self.sessions.get_mut(&sid).expect("live session").lease;
-        if s.all_delivered_acknowledged() && s.end < now + lease {
+        if (anyway || s.all_delivered_acknowledged()) && s.end < now + lease {
             s.end = now + lease;
         }
         s.reply(received, self.meta.epoch, Event::clone)

@@ -330,27 +330,13 @@ impl Master {
             self.orphans.remove(&(t, sid));
         }
         let handles: Vec<HandleKey> = s.handles.iter().copied().collect();
-        let cached: Vec<String> = s.cached.drain().collect();
-        let pending: Vec<String> = std::mem::take(&mut s.pending_invalidations)
-            .into_values()
-            .collect();
         if let Some(held) = ka {
             self.waiters.remove(&held.waiter);
             self.out
                 .wakes
                 .push((held.waiter, Wake::KeepAlive(Err(why.clone()))));
         }
-        for p in cached {
-            if let Some(set) = self.cachers.get_mut(&p) {
-                set.remove(&sid);
-                if set.is_empty() {
-                    self.cachers.remove(&p);
-                }
-            }
-        }
-        for p in pending {
-            self.invalidation_done(&p, sid);
-        }
+        self.stop_caching(sid);
         for k in handles {
             self.close_handle(k, failed);
         }

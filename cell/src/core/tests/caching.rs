@@ -49,6 +49,50 @@ fn write_waits_for_a_caching_session_to_acknowledge() {
     assert!(!t.m.is_uncachable("/ls/local/f"));
 }
 
+/// A reply that delivered an invalidation was lost on the way (simulation seed 2929,
+/// docs/reliability.md): the cacher's next KeepAlive, in jeopardy, acknowledges nothing.
+/// Its cache is empty in jeopardy, so the write waiting for it goes ahead at once, and its
+/// lease grows to a full one although the invalidation is unacknowledged (rule (b) would
+/// otherwise let it run out while the reply repeating the event is on its way).
+#[test]
+fn a_keepalive_in_jeopardy_releases_the_writes_waiting_for_its_cache_and_renews_the_lease() {
+    let mut t = T::new();
+    let (a, b) = (t.session(0.0), t.session(0.0));
+    let ow = t.file(&a, "/ls/local/f", b"v1", 0.0);
+    let ob = t.open_ok(&b, "/ls/local/f", intent::READ, 0, None, 0.0);
+    let (_, _, cacheable) = t.m.get_contents(&b, &ob.handle, t.at(0.5)).unwrap();
+    assert!(cacheable);
+    waiter(t.m.keepalive(&b, 0, t.at(1.0)));
+    t.wakes();
+    // The write waits; the reply carrying the invalidation (lease to t=14) is lost.
+    let w = waiter(t.m.set_contents(&a, &ow.handle, b"v2", None, t.at(2.0)));
+    assert_eq!(
+        t.wakes().len(),
+        1,
+        "the held KeepAlive carried the invalidation"
+    );
+    // Without the mark, a KeepAlive acknowledging nothing releases nothing, and the lease
+    // is not extended: the reply repeats the event with what is left (t=3 → 14).
+    let r = done(t.m.keepalive(&b, 0, t.at(3.0)));
+    assert_eq!(r.events.len(), 1);
+    assert_eq!(r.lease, secs(11.0));
+    assert!(t.wakes().is_empty(), "the write still waits");
+    // In jeopardy: released at once, and a full lease, the event still repeated.
+    let r = done(t.m.keepalive_holding_back(&b, 0, secs(0.0), true, t.at(3.5)));
+    assert_eq!(r.events.len(), 1, "the event is delivered again");
+    assert_eq!(r.lease, LEASE);
+    let wakes = t.wakes();
+    assert!(
+        wakes
+            .iter()
+            .any(|(id, x)| *id == w && matches!(x, Wake::Retry)),
+        "{wakes:?}"
+    );
+    done(t.m.set_contents(&a, &ow.handle, b"v2", None, t.at(3.5)));
+    // b is no cacher any more: a later write does not wait for it.
+    done(t.m.set_contents(&a, &ow.handle, b"v3", None, t.at(3.6)));
+}
+
 #[test]
 fn a_silent_caching_session_delays_a_write_by_at_most_its_lease() {
     let mut t = T::new();
