@@ -566,16 +566,7 @@ async fn compare_runs_direct_and_through_proxies_and_gives_ratios() {
         &format!("file://{}", probe.display()),
     )
     .await;
-    let dom = String::from_utf8_lossy(&dom.stdout);
-    let result = dom
-        .split("<pre id=\"probe-result\">")
-        .nth(1)
-        .and_then(|rest| rest.split("</pre>").next())
-        .unwrap_or_else(|| panic!("no probe result: {dom}"))
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&");
-    let m: serde_json::Value = serde_json::from_str(&result).expect("the probe's JSON");
+    let m = probe_result(&dom.stdout, width);
     eprintln!("compare at {width} px: {m}");
     assert_eq!(m["inner"], width, "{m}");
     assert!(
@@ -900,6 +891,18 @@ async fn screenshot(
     eprintln!("screenshot at {width} px: {}", png.display());
 }
 
+/// The JSON a probe page wrote into its `<pre id="probe-result">`, from the DOM Chromium
+/// dumped (`--dump-dom` escapes the text, so it is decoded).
+fn probe_result(dom: &[u8], width: u32) -> serde_json::Value {
+    let dom = String::from_utf8_lossy(dom);
+    let result = dom
+        .split("<pre id=\"probe-result\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</pre>").next())
+        .unwrap_or_else(|| panic!("no probe result at {width} px: {dom}"));
+    serde_json::from_str(&html_escape::decode_html_entities(result)).expect("the probe's JSON")
+}
+
 async fn run_chromium(
     browser: &std::path::Path,
     profile: &std::path::Path,
@@ -1122,17 +1125,7 @@ async fn the_html_report_has_its_sections_and_fits_1000_and_1400_px() {
             &format!("file://{}", probe.display()),
         )
         .await;
-        let dom = String::from_utf8_lossy(&dom.stdout);
-        let result = dom
-            .split("<pre id=\"probe-result\">")
-            .nth(1)
-            .and_then(|rest| rest.split("</pre>").next())
-            .unwrap_or_else(|| panic!("no probe result at {width} px: {dom}"));
-        let result = result
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&");
-        let m: serde_json::Value = serde_json::from_str(&result).expect("the probe's JSON");
+        let m = probe_result(&dom.stdout, width);
         eprintln!("at {width} px: {m}");
         assert_eq!(m["inner"], width, "the window is {width} px wide: {m}");
         assert!(

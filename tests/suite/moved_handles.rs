@@ -27,6 +27,22 @@ async fn contents_modified(events: &mut EventStream, path: &str, within: Duratio
     }
 }
 
+/// The slot of `path` (a full path), the data cell that owns it, and the other data cell.
+fn slot_and_cells(d: &Deployment, path: &str) -> (u32, String, String) {
+    let map = d.map();
+    let Route::Cell { cell: from, slot } = map.route(path, false).unwrap() else {
+        panic!("{path} is not in a data cell")
+    };
+    let from = from.to_string();
+    let to = d
+        .cells()
+        .iter()
+        .map(|c| c.name().to_string())
+        .find(|c| *c != from)
+        .expect("two data cells");
+    (slot, from, to)
+}
+
 /// What the scenario observed after the move (the watcher's outcome is reported, not
 /// asserted, by the caller: see the tests).
 struct Observed {
@@ -50,17 +66,7 @@ async fn scenario(d: &Deployment, options: ClientOptions) -> Observed {
     // may carry its subscription over.
     let w = Session::connect_with(options).await.expect("connect w");
     let full = |name: &str| format!("/ls/local{DIR}/{name}");
-    let map = d.map();
-    let Route::Cell { cell: from, slot } = map.route(&full("f"), false).unwrap() else {
-        panic!("{DIR} is not in a data cell")
-    };
-    let from = from.to_string();
-    let to = d
-        .cells()
-        .iter()
-        .map(|c| c.name().to_string())
-        .find(|c| *c != from)
-        .expect("two data cells");
+    let (slot, from, to) = slot_and_cells(d, &full("f"));
 
     // Before the move: a file, a locked file with its sequencer, a watcher.
     let (dir, _) = a
@@ -207,19 +213,7 @@ async fn in_direct_mode_a_lock_held_before_the_move_outlives_the_leases() {
         .await
         .expect("connect a");
     let b = Session::connect_with(options).await.expect("connect b");
-    let map = d.map();
-    let Route::Cell { cell: from, slot } =
-        map.route(&format!("/ls/local{DIR}/lock"), false).unwrap()
-    else {
-        panic!("{DIR} is not in a data cell")
-    };
-    let from = from.to_string();
-    let to = d
-        .cells()
-        .iter()
-        .map(|c| c.name().to_string())
-        .find(|c| *c != from)
-        .expect("two data cells");
+    let (slot, from, to) = slot_and_cells(&d, &format!("/ls/local{DIR}/lock"));
     let (dir, _) = a
         .open(DIR, OpenOptions::new().create_dir())
         .await
@@ -290,19 +284,7 @@ async fn through_a_proxy_a_lock_held_before_the_move_outlives_the_leases() {
         .await
         .expect("connect a");
     let b = Session::connect_with(options).await.expect("connect b");
-    let map = d.map();
-    let Route::Cell { cell: from, slot } =
-        map.route(&format!("/ls/local{DIR}/lock"), false).unwrap()
-    else {
-        panic!("{DIR} is not in a data cell")
-    };
-    let from = from.to_string();
-    let to = d
-        .cells()
-        .iter()
-        .map(|c| c.name().to_string())
-        .find(|c| *c != from)
-        .expect("two data cells");
+    let (slot, from, to) = slot_and_cells(&d, &format!("/ls/local{DIR}/lock"));
     // b makes the directory (whose entry may live at the target): the holder touches
     // nothing but the source, so its session comes to the target only with the slot.
     let (dir, _) = b
@@ -360,19 +342,7 @@ async fn through_a_proxy_a_waiting_acquire_follows_the_lock() {
         .await
         .expect("connect a");
     let b = Session::connect_with(options).await.expect("connect b");
-    let map = d.map();
-    let Route::Cell { cell: from, slot } =
-        map.route(&format!("/ls/local{DIR}/lock"), false).unwrap()
-    else {
-        panic!("{DIR} is not in a data cell")
-    };
-    let from = from.to_string();
-    let to = d
-        .cells()
-        .iter()
-        .map(|c| c.name().to_string())
-        .find(|c| *c != from)
-        .expect("two data cells");
+    let (slot, from, to) = slot_and_cells(&d, &format!("/ls/local{DIR}/lock"));
     let (dir, _) = a
         .open(DIR, OpenOptions::new().create_dir())
         .await
@@ -434,18 +404,7 @@ async fn cached_reads_across_moves(d: &Deployment, options: ClientOptions) {
         .await
         .expect("connect the writer");
     let path = format!("{DIR}/f");
-    let map = d.map();
-    let Route::Cell { cell: first, slot } = map.route(&format!("/ls/local{path}"), false).unwrap()
-    else {
-        panic!("{DIR} is not in a data cell")
-    };
-    let first = first.to_string();
-    let second = d
-        .cells()
-        .iter()
-        .map(|c| c.name().to_string())
-        .find(|c| *c != first)
-        .expect("two data cells");
+    let (slot, first, second) = slot_and_cells(d, &format!("/ls/local{path}"));
     let (dir, _) = w
         .open(DIR, OpenOptions::new().create_dir())
         .await
