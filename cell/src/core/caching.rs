@@ -140,9 +140,10 @@ impl Master {
         };
     }
 
-    /// Invalidations sent to proxy sessions whose hold-back deadline has come: the proxy
-    /// and its clients can no longer hold the copies, so the writes stop waiting for them.
-    /// The event stays queued: a proxy that comes back applies it before anything else.
+    /// Invalidations whose deadline has come: a proxy session's hold-back (the proxy and
+    /// its clients can no longer hold the copies), or the lease a client in jeopardy had
+    /// when its lease was extended without them. The writes stop waiting for them. The
+    /// event stays queued: a session that comes back applies it before anything else.
     pub(super) fn release_lapsed_invalidations(&mut self, now: Instant) {
         while let Some(&(t, sid, seq)) = self.invalidation_deadlines.first() {
             if t > now {
@@ -159,7 +160,7 @@ impl Master {
             tracing::info!(
                 session = %short_id(&sid),
                 %path,
-                "a proxy session did not acknowledge an invalidation within its hold-back; its copies are gone"
+                "a session did not acknowledge an invalidation before its copies ended (a proxy's hold-back, or the lease a client in jeopardy had)"
             );
             metrics::counter!("warren_cell_invalidations_lapsed_total").increment(1);
             self.invalidation_done(&path, sid);
@@ -213,9 +214,23 @@ impl Master {
         );
     }
 
-    /// `sid` caches nothing from here any more (it ended, or it is in jeopardy, which
-    /// empties a client's cache): it is no cacher of anything, and the invalidations it has
-    /// not acknowledged are done.
+    /// The writes waiting on `sid`'s unacknowledged invalidations stop waiting when its
+    /// lease, as it stands now, ends (see [`Master::keepalive_holding_back`]: its lease is
+    /// about to be extended without them).
+    pub(super) fn bound_invalidations_by_lease(&mut self, sid: SessionId) {
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        let end = s.lease.end;
+        let seqs: Vec<u64> = s.pending_invalidations.keys().copied().collect();
+        for seq in seqs {
+            self.invalidation_deadlines.insert((end, sid, seq));
+        }
+        self.release_lapsed_invalidations(self.now);
+    }
+
+    /// `sid` caches nothing from here any more (it ended): it is no cacher of anything, and
+    /// the invalidations it has not acknowledged are done.
     pub(super) fn stop_caching(&mut self, sid: SessionId) {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;

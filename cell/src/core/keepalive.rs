@@ -40,8 +40,9 @@ impl Master {
     /// is answered at once, whatever lease it is owed. Its client waits only briefly, and
     /// the lease here may run far beyond its own: a reply that extended it may have been
     /// lost in the network (docs/design.md §6). A session (not a proxy's) in jeopardy has
-    /// also emptied its cache, so it stops being a cacher here, and its lease is extended
-    /// even if events a lost reply delivered are unacknowledged.
+    /// also emptied its cache, so its lease is extended even if events a lost reply
+    /// delivered are unacknowledged, and the writes waiting on its invalidations wait no
+    /// longer than the lease as it was.
     pub fn keepalive_holding_back(
         &mut self,
         ctx: &Ctx,
@@ -60,14 +61,18 @@ impl Master {
         self.note_hold_back(sid, hold_back);
         self.sessions[&sid].lease.check_ack(ack_seq)?;
         self.acknowledge(sid, ack_seq);
-        // In jeopardy a client has emptied its cache (docs/protocol.md): what it was sent
-        // to drop is gone, acknowledged or not, and its lease may grow although a reply
-        // that delivered events never reached it (rule (b) waits for acknowledgements only
-        // so that writes do not wait on a silent cacher). A proxy session never says so:
-        // its clients' copies are its to account for.
+        // In jeopardy a client has emptied its cache (docs/protocol.md), and its lease may
+        // grow although a reply that delivered events never reached it. Rule (b) holds
+        // the lease back only so that a write never waits on a silent cacher for more
+        // than its lease: the writes waiting on this session's invalidations now stop
+        // waiting at the end of the lease as it was (the client's own lease, counted from
+        // replies it received, ends no later), whether it acknowledges first or not. Not
+        // at once: this KeepAlive may be an old one, delivered late, from a client that has
+        // since been safe and cached again. A proxy session never says so: its clients'
+        // copies are its to account for.
         let emptied = jeopardy && !self.sessions[&sid].rec.proxy;
         if emptied {
-            self.stop_caching(sid);
+            self.bound_invalidations_by_lease(sid);
         }
         if let Some(held) = self
             .sessions
