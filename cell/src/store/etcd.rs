@@ -413,7 +413,10 @@ impl EtcdStore {
             .collect())
     }
 
-    /// One fenced transaction of `ops`.
+    /// One fenced transaction of `ops`. `Fenced` (nothing of it applied) only when no
+    /// earlier attempt of it went unanswered: an attempt that timed out or lost its
+    /// connection may have been applied before the election key changed, so a fenced
+    /// answer after one leaves the outcome unknown (`Io`), never "not applied".
     async fn txn(&self, ops: Vec<TxnOp>) -> Result<(), TxnError> {
         let mut txn = Txn::new();
         if let Some(f) = &self.fence {
@@ -423,12 +426,17 @@ impl EtcdStore {
                 f.create_revision,
             )]);
         }
-        let resp = self.raw_txn(txn.and_then(ops)).await?;
+        let (resp, retried) = self.raw_txn_counting(txn.and_then(ops)).await?;
         if !resp.succeeded() {
-            return Err(TxnError::Store(StoreError::Fenced(
-                "the election key this master holds is gone or replaced; another replica is master"
-                    .into(),
-            )));
+            const FENCED: &str =
+                "the election key this master holds is gone or replaced; another replica is master";
+            return Err(TxnError::Store(if retried {
+                StoreError::Io(format!(
+                    "{FENCED}, and an earlier attempt of the same commit got no answer, so it may have been applied"
+                ))
+            } else {
+                StoreError::Fenced(FENCED.into())
+            }));
         }
         Ok(())
     }
@@ -436,6 +444,14 @@ impl EtcdStore {
     /// Sends `txn`, retrying transport failures on other members; a limit etcd refused it
     /// for is returned at once (sending it again would be refused again).
     async fn raw_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, TxnError> {
+        self.raw_txn_counting(txn).await.map(|(resp, _)| resp)
+    }
+
+    /// [`raw_txn`](Self::raw_txn), and whether an earlier attempt went unanswered.
+    async fn raw_txn_counting(
+        &self,
+        txn: Txn,
+    ) -> Result<(etcd_client::TxnResponse, bool), TxnError> {
         // A member may die under us: retry on another for a couple of seconds (the master
         // deposes itself anyway once its lease cannot be confirmed).
         let mut attempt = 0;
@@ -445,7 +461,7 @@ impl EtcdStore {
                 tokio::time::timeout(std::time::Duration::from_secs(2), c.txn(txn.clone())).await
             };
             match r {
-                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Ok(resp)) => return Ok((resp, attempt > 0)),
                 Ok(Err(e)) => {
                     if let Some(limit) = limit_met(&e) {
                         return Err(TxnError::Limit(limit, e.to_string()));
@@ -597,6 +613,13 @@ impl Store for EtcdStore {
                 .collect();
             match self.txn(ops).await {
                 Ok(()) => start = end,
+                // Part of the batch is committed: "fenced" would say none of it was.
+                Err(TxnError::Store(StoreError::Fenced(why))) if start > 0 => {
+                    return Err(StoreError::Io(format!(
+                        "{why}, after {start} of the batch's {} keys were committed",
+                        pairs.len()
+                    )))
+                }
                 // Refused whole: lower the limit and send the same pairs again, smaller.
                 Err(TxnError::Limit(limit, refusal)) => {
                     let to = self.smaller(limit, end - start, bytes, &refusal)?;
