@@ -49,23 +49,6 @@ fn write_waits_for_a_caching_session_to_acknowledge() {
     assert!(!t.m.is_uncachable("/ls/local/f"));
 }
 
-/// Ticks the master every 50 ms after `from` until `until`: when the write waiting as `w`
-/// was told to go ahead, if it was.
-fn released_at(t: &mut T, w: WaiterId, from: f64, until: f64) -> Option<f64> {
-    let mut now = from;
-    while now < until {
-        now += 0.05;
-        t.m.tick(t.at(now));
-        if t.wakes()
-            .iter()
-            .any(|(id, x)| *id == w && matches!(x, Wake::Retry))
-        {
-            return Some(now);
-        }
-    }
-    None
-}
-
 /// A reply that delivered an invalidation was lost on the way (simulation seed 2929,
 /// docs/reliability.md): the cacher's next KeepAlive, in jeopardy, acknowledges nothing.
 /// Its lease grows to a full one although the invalidation is unacknowledged (rule (b)
@@ -101,7 +84,7 @@ fn a_keepalive_in_jeopardy_renews_the_lease_and_bounds_the_writes_waiting_on_it(
     assert_eq!(r.events.len(), 1, "the event is delivered again");
     assert_eq!(r.lease, LEASE);
     // The write still waits, but only until t=14, the end of the lease b had.
-    let at = released_at(&mut t, w, 3.5, 16.0).expect("the write was never released");
+    let at = released(&mut t, w, 3.5, 16.0);
     assert!((13.99..=14.06).contains(&at), "released at {at}");
     done(t.m.set_contents(&a, &ow.handle, b"v2", None, t.at(at)));
 }
@@ -120,8 +103,7 @@ fn a_silent_caching_session_delays_a_write_by_at_most_its_lease() {
     assert_eq!(t.wakes().len(), 1);
     // b's lease now ends at t=23.01. The write at t=20 waits...
     let w = waiter(t.m.set_contents(&a, &ow.handle, b"v2", None, t.at(20.0)));
-    let released_at =
-        released_at(&mut t, w, 20.0, 20.0 + 12.0 + 1.0).expect("the write was never released");
+    let released_at = released(&mut t, w, 20.0, 20.0 + 12.0 + 1.0);
     // ...until b's lease has expired, never longer than one lease.
     assert!(
         released_at - 20.0 <= 12.0 + 0.1,
