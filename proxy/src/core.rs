@@ -695,8 +695,8 @@ impl ProxyCore {
             _ => {
                 // The lease it knows ends within reply_before_end (or it is in jeopardy):
                 // answer now if a cell lets it grow by more than that, so that the client
-                // is not answered again at once; otherwise hold the KeepAlive until a cell lets it grow
-                // (or the client gives up and goes into jeopardy).
+                // is not answered again at once; otherwise hold the KeepAlive until a cell
+                // lets it grow (or the client gives up and goes into jeopardy).
                 self.extend(id, now);
                 if self.clients[id].lease.end > now + self.cfg.reply_before_end * 2 {
                     return Ok(Reply::Done(self.reply(id, now)));
