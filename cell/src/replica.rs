@@ -12,7 +12,7 @@
 //!    `t + ttl / (1 + ρ)` unless a later keep-alive is answered. etcd cannot expire the
 //!    lease (and so no other replica can win) before that moment.
 
-use crate::server::{CellError, CellHandle, CellOptions, Front, Listen, Node, Role, Term};
+use crate::server::{CellError, CellHandle, CellOptions, Front, Node, Role, Term};
 use crate::store::etcd::{cell_prefix, connect_any, EtcdStore, Fence};
 use crate::store::MetaRecord;
 use etcd_client::Client;
@@ -66,7 +66,9 @@ pub async fn run_replica(
     on_ready: impl FnOnce(CellHandle) + Send,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CellError> {
-    let front = Front::start(Listen::tcp(listener)?, admin_listener, &opts, "etcd").await?;
+    let listen = warren_server::grpc::Listen::tcp(listener)
+        .map_err(|e| CellError::Startup(e.to_string()))?;
+    let front = Front::start(listen, admin_listener, &opts, "etcd").await?;
     let node = front.node.clone();
     on_ready(CellHandle::new(node.clone()));
     let prefix = cell_prefix(&opts.core.deployment, &opts.core.cell);

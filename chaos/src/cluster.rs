@@ -277,8 +277,10 @@ impl Cluster {
             (s.args.clone(), s.env.clone())
         };
         env.extend(extra.iter().cloned());
-        // The children's logs: errors only, on the harness's stderr.
-        env.push(("WARREN_LOG".into(), "error".into()));
+        // The children's logs, on the harness's stderr: errors only, unless
+        // `WARREN_CHAOS_CHILD_LOG` names another filter.
+        let filter = std::env::var("WARREN_CHAOS_CHILD_LOG").unwrap_or_else(|_| "error".into());
+        env.push(("WARREN_LOG".into(), filter));
         let bin = self.bin.clone();
         let p = tokio::spawn(async move {
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -55,6 +55,20 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let a = Args::parse();
+    // The in-process clients' own logs, for looking into a violation: off unless
+    // `WARREN_CHAOS_LOG` names a filter (`warren_client=debug`); they go to stderr.
+    if let Ok(filter) = std::env::var("WARREN_CHAOS_LOG") {
+        match tracing_subscriber::EnvFilter::try_new(&filter) {
+            Ok(f) => tracing_subscriber::fmt()
+                .with_env_filter(f)
+                .with_writer(std::io::stderr)
+                .init(),
+            Err(e) => {
+                eprintln!("warren-chaos: WARREN_CHAOS_LOG={filter:?} is not a log filter: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let kinds = match a.kinds.as_deref().map(parse_kinds).transpose() {
         Ok(k) => k.unwrap_or_default(),
         Err(e) => {

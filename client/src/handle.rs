@@ -174,6 +174,17 @@ impl Handle {
         lock(&self.place.at).server.clone()
     }
 
+    /// Whether the handle still uses `at`, the session and server handle a read was sent
+    /// through: only then may the answer be cached in that session. A handle that moved
+    /// meanwhile was answered by another cell, which the old session's cell never
+    /// invalidates; when it carried its session on there, the server handle stays the same
+    /// and only the session changed (chaos finding 3, docs/reliability.md).
+    fn still_at(&self, at: &At) -> bool {
+        let now = lock(&self.place.at);
+        Arc::ptr_eq(&now.server, &at.server)
+            && Arc::ptr_eq(now.session.shared(), at.session.shared())
+    }
+
     /// The master's handle bytes, for a request about this handle.
     fn token(&self) -> Vec<u8> {
         self.server().token.clone()
@@ -293,7 +304,7 @@ impl Handle {
         let (value, cacheable) = fetch().await?;
         // Cached in the session that fetched it: not if the handle moved to another cell
         // session meanwhile (the old cell no longer invalidates the node).
-        if cacheable && Arc::ptr_eq(&self.server(), &at.server) {
+        if cacheable && self.still_at(&at) {
             shared.with_cache(|c| fill(c, ticket, &value));
         }
         Ok(value)
@@ -370,7 +381,7 @@ impl Handle {
         shared.with_cache(Cache::note_miss);
         let ticket = shared.ticket();
         let (entries, stat, cacheable) = self.fetch_dir().await?;
-        let moved = !Arc::ptr_eq(&self.server(), &at.server);
+        let moved = !self.still_at(&at);
         if let Some(stat) = stat.filter(|s| cacheable && !moved && s.kind == NodeKind::Directory) {
             let names = entries.iter().map(|e| e.name.clone()).collect();
             shared.with_cache(|c| c.fill_children(ticket, &self.place.path, names, &stat));
@@ -673,10 +684,19 @@ impl Place {
     ) -> bool {
         let from = lock(&self.at).session.clone();
         // The map names the cell of the node's entry; a directory's handle lives with its
-        // child anchor, whose cell the entry's refusal names: one more try there.
+        // child anchor, whose cell the entry's refusal names: one more try there. A
+        // refusal by a map newer than any word so far names the owner to try next; one by
+        // an older map comes from a cell that has not caught up yet (the source hands a
+        // slot off before the map reaches the target), which is asked again shortly.
+        // Giving up there would re-open the handle, and a lock the old handle holds at the
+        // new cell would stay held by nobody's handle (chaos finding 6,
+        // docs/reliability.md).
         let mut owner = owner.map(str::to_string);
+        let mut newest = min_epoch;
         let mut carried = None;
-        for _ in 0..2 {
+        let mut hops = 0;
+        let deadline = tokio::time::Instant::now() + router.patience();
+        while hops < 4 {
             let session = match router
                 .carry_on(
                     &self.path,
@@ -706,8 +726,20 @@ impl Place {
                 Err(e) => {
                     tracing::debug!(path = %self.path, %e, "the new cell does not serve the handle");
                     match e.warren().and_then(crate::path::wrong_cell) {
-                        Some(w) if owner.as_deref() != Some(w.owner.as_str()) => {
+                        Some(w)
+                            if (w.directory || w.map_epoch > newest)
+                                && owner.as_deref() != Some(w.owner.as_str()) =>
+                        {
+                            newest = newest.max(w.map_epoch);
                             owner = Some(w.owner.clone());
+                            hops += 1;
+                        }
+                        Some(w)
+                            if !w.directory
+                                && w.map_epoch < newest
+                                && tokio::time::Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                         _ => return false,
                     }

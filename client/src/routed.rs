@@ -566,6 +566,12 @@ impl Router {
     }
 
     /// The current map's epoch (0 before the first).
+    /// How long a follow of a moved node may wait for its new cell to catch up: the call
+    /// timeout.
+    pub(crate) fn patience(&self) -> Duration {
+        self.cell_options.rpc_timeout
+    }
+
     pub(crate) fn map_epoch(&self) -> u64 {
         self.watcher.map_epoch()
     }

@@ -10,7 +10,8 @@
 //!   client observed (the `Expired` event, or a `SESSION_EXPIRED` error) is a violation when,
 //!   from the session's last successful KeepAlive to the expiry, the client was never cut
 //!   off from every live master and proxy for as long as `tolerated_gap`, by the harness's
-//!   [`Reachability`](crate::Reachability) records.
+//!   [`Reachability`](crate::Reachability) records. A KeepAlive whose lease was over by
+//!   the time its reply arrived renewed nothing, and does not count as the last one.
 //!
 //! See docs/reliability.md, "History checkers".
 
@@ -145,7 +146,7 @@ pub fn check(history: &History, bounds: &SessionBounds) -> CheckerResult {
             .iter()
             .filter(|o| {
                 matches!(o.op, Op::CreateSession | Op::KeepAlive)
-                    && o.ok().is_some()
+                    && renewed(o)
                     && o.end() <= observed
             })
             .max_by_key(|o| o.end());
@@ -192,6 +193,18 @@ pub fn check(history: &History, bounds: &SessionBounds) -> CheckerResult {
             expiries
         ),
         notes,
+    }
+}
+
+/// Whether a successful `CreateSession` or `KeepAlive` renewed the client's lease: the
+/// client counts the lease a reply brings from when it sent the call, so a reply whose
+/// lease was over when it arrived (held by a server, or slow on the way) left the client
+/// in jeopardy, and its session's fate is decided by the renewal before it.
+fn renewed(o: &Operation) -> bool {
+    match o.ok() {
+        Some(Ret::Lease { lease_ns }) => o.invoked.saturating_add(*lease_ns) > o.end(),
+        Some(_) => true,
+        None => false,
     }
 }
 

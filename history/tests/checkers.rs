@@ -689,6 +689,34 @@ fn sessions_catch_an_expiry_while_the_client_could_reach_a_master() {
     );
 }
 
+/// A KeepAlive reply whose lease was over when it arrived renewed nothing: the window in
+/// which the client must have been cut off starts at the renewal before it.
+#[test]
+fn sessions_judge_an_expiry_from_the_last_keepalive_that_renewed_the_lease() {
+    let mut r = Recorder::new("s");
+    r.call("c", "s1", Op::CreateSession, 0, S, lease(12 * S));
+    r.reachable("c", 0, 2 * S);
+    r.reachable("c", 20 * S, 100 * S); // cut off for 18 s
+                                       // Sent at 2 s, answered at 19 s with a lease that ended at 14 s.
+    r.call("c", "s1", Op::KeepAlive, 2 * S, 19 * S, lease(12 * S));
+    r.call("c", "s1", Op::SessionExpired, 30 * S, 30 * S, done());
+    assert_eq!(
+        sessions::check(r.history(), &bounds()).verdict,
+        Verdict::Pass
+    );
+    // The same reply arriving in time renews the lease: the expiry is then unjustified.
+    let mut r = Recorder::new("s");
+    r.call("c", "s1", Op::CreateSession, 0, S, lease(12 * S));
+    r.reachable("c", 0, 2 * S);
+    r.reachable("c", 20 * S, 100 * S);
+    r.call("c", "s1", Op::KeepAlive, 2 * S, 13 * S, lease(12 * S));
+    r.call("c", "s1", Op::SessionExpired, 30 * S, 30 * S, done());
+    assert!(matches!(
+        sessions::check(r.history(), &bounds()).verdict,
+        Verdict::Violated(_)
+    ));
+}
+
 // ---------------------------------------------------------------- the file and the report
 
 #[test]

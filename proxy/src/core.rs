@@ -10,12 +10,49 @@ use crate::cache::{SharedCache, Ticket};
 use crate::moved::MovedHandles;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::time::Instant;
 use warren_proto::pb;
 use warren_proto::WarrenError;
 use warren_server::lease::{self, short_id, HeldKeepAlive, Lease, Sequenced, Tombstones};
+
+/// The core's hash maps and sets. In `sim` builds their hasher has fixed keys, so that
+/// their iteration order, which orders some of the core's output, is the same in every
+/// run of a seed (docs/reliability.md, "Deterministic simulation"), as in the cell's
+/// master; in every other build, std's randomly keyed one.
+#[cfg(feature = "sim")]
+type HashMap<K, V> = std::collections::HashMap<K, V, FixedState>;
+#[cfg(feature = "sim")]
+type HashSet<T> = std::collections::HashSet<T, FixedState>;
+/// The fixed-key hasher of `sim` builds (SipHash with zero keys).
+#[cfg(feature = "sim")]
+type FixedState = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+#[cfg(not(feature = "sim"))]
+use std::collections::{HashMap, HashSet};
+
+#[cfg(feature = "sim")]
+thread_local! {
+    /// The seed of the next core made on this thread ([`set_sim_seed`]).
+    static SIM_SEED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Seeds the RNG of the next [`ProxyCore`] made on this thread (client session ids,
+/// KeepAlive reply jitter), so that a simulation replays exactly; `None`: from the OS. A
+/// simulation runs every host on one thread, and sets it before each start of a proxy.
+#[cfg(feature = "sim")]
+pub fn set_sim_seed(seed: Option<u64>) {
+    SIM_SEED.with(|s| s.set(seed));
+}
+
+/// The core's RNG: from the OS, or in `sim` builds from the seed set for this thread.
+fn new_rng() -> StdRng {
+    #[cfg(feature = "sim")]
+    if let Some(seed) = SIM_SEED.with(|s| s.take()) {
+        return StdRng::seed_from_u64(seed);
+    }
+    StdRng::from_entropy()
+}
 
 /// A 128-bit client session id.
 pub type ClientId = [u8; 16];
@@ -119,6 +156,10 @@ struct Relay {
 struct Queued {
     event: pb::Event,
     relay: Option<Relay>,
+    /// When `relay` stops waiting for the client's acknowledgement even without it: the
+    /// end of the lease the client had when a KeepAlive in jeopardy let it grow past
+    /// unacknowledged events ([`ProxyCore::bound_relays_by_lease`]).
+    relay_until: Option<Instant>,
 }
 
 impl Sequenced for Queued {
@@ -304,19 +345,19 @@ impl ProxyCore {
         let upstream = (0..cfg.cells).map(|_| Upstream::default()).collect();
         ProxyCore {
             cfg,
-            rng: StdRng::from_entropy(),
+            rng: new_rng(),
             now,
-            clients: HashMap::new(),
+            clients: HashMap::default(),
             upstream,
-            cachers: HashMap::new(),
-            origins: HashMap::new(),
-            writing: HashMap::new(),
+            cachers: HashMap::default(),
+            origins: HashMap::default(),
+            writing: HashMap::default(),
             cache: SharedCache::default(),
             moved: MovedHandles::default(),
             timers: BTreeSet::new(),
-            starving: HashSet::new(),
+            starving: HashSet::default(),
             ended: Tombstones::default(),
-            waiters: HashMap::new(),
+            waiters: HashMap::default(),
             next_waiter: 1,
             deferred: None,
             out: Output::default(),
@@ -394,8 +435,8 @@ impl ProxyCore {
                 epoch,
                 lease: Lease::new(lease_end),
                 cells,
-                handles: HashMap::new(),
-                cached: HashSet::new(),
+                handles: HashMap::default(),
+                cached: HashSet::default(),
                 covers: BTreeSet::new(),
                 starved: false,
                 last_heard: self.now,
@@ -688,6 +729,16 @@ impl ProxyCore {
             .lease
             .reply_due(now, self.cfg.reply_before_end, &mut self.rng);
         if c.lease.has_events() {
+            // In jeopardy the client has emptied its cache, and its lease may grow although
+            // a reply that delivered events never reached it (rule (b) would otherwise keep
+            // it from growing until a repeat of them got through). As at a cell
+            // (`keepalive_holding_back`): the upstream acknowledgements waiting on its
+            // events wait no longer than the lease as it was, whether it acknowledges first
+            // or not; not at once, as this KeepAlive may be an old one delivered late.
+            if jeopardy && !c.lease.all_delivered_acknowledged() {
+                self.bound_relays_by_lease(id);
+                self.extend_with(id, now, true);
+            }
             return Ok(Reply::Done(self.reply(id, now)));
         }
         let until = match hold_until {
@@ -730,10 +781,16 @@ impl ProxyCore {
     }
 
     fn extend(&mut self, id: &ClientId, now: Instant) {
+        self.extend_with(id, now, false);
+    }
+
+    /// [`ProxyCore::extend`]; `anyway`: although events it delivered are unacknowledged
+    /// (a client in jeopardy: see `keepalive_with`).
+    fn extend_with(&mut self, id: &ClientId, now: Instant, anyway: bool) {
         let Some(c) = self.clients.get(id) else {
             return;
         };
-        if !c.lease.all_delivered_acknowledged() {
+        if !anyway && !c.lease.all_delivered_acknowledged() {
             return;
         }
         let lease = self.cap_for_cells(&c.cells, &c.covers, now);
@@ -877,6 +934,7 @@ impl ProxyCore {
                 break;
             }
             self.timers.pop_first();
+            self.release_bounded_relays(&id);
             let Some(c) = self.clients.get_mut(&id) else {
                 continue;
             };
@@ -920,7 +978,11 @@ impl ProxyCore {
         event.client_session = Vec::new();
         c.lease.push(|seq| {
             event.seq = seq;
-            Queued { event, relay }
+            Queued {
+                event,
+                relay,
+                relay_until: None,
+            }
         });
         if let Some(r) = relay {
             *up_of(&mut self.upstream, r.cell)
@@ -955,6 +1017,44 @@ impl ProxyCore {
         let done: Vec<Relay> = c
             .lease
             .events_mut()
+            .filter_map(|q| q.relay.take())
+            .collect();
+        for r in done {
+            self.relay_done(r);
+        }
+    }
+
+    /// The upstream acknowledgements waiting on client `id`'s queued events stop waiting
+    /// at the end of its lease as it is now (at once if that has passed): a client in
+    /// jeopardy has emptied its cache, and its lease until then is the longest in which it
+    /// may still have used a copy those events invalidate.
+    fn bound_relays_by_lease(&mut self, id: &ClientId) {
+        let Some(c) = self.clients.get_mut(id) else {
+            return;
+        };
+        let end = c.lease.end;
+        let mut any = false;
+        for q in c.lease.events_mut().filter(|q| q.relay.is_some()) {
+            q.relay_until = Some(q.relay_until.map_or(end, |u| u.min(end)));
+            any = true;
+        }
+        if any {
+            self.timers.insert((end, *id));
+            self.release_bounded_relays(id);
+        }
+    }
+
+    /// Releases client `id`'s relays whose bound ([`ProxyCore::bound_relays_by_lease`])
+    /// has passed.
+    fn release_bounded_relays(&mut self, id: &ClientId) {
+        let now = self.now;
+        let Some(c) = self.clients.get_mut(id) else {
+            return;
+        };
+        let done: Vec<Relay> = c
+            .lease
+            .events_mut()
+            .filter(|q| q.relay_until.is_some_and(|u| u <= now))
             .filter_map(|q| q.relay.take())
             .collect();
         for r in done {

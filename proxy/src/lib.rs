@@ -3,7 +3,8 @@
 //! upstream ([`upstream`]), one shared cache ([`cache`]), calls forwarded on behalf of
 //! client sessions ([`service`]), and the admin endpoint ([`admin`]).
 //!
-//! Entry point: [`run`] (bind first, then call it — tests bind `127.0.0.1:0`).
+//! Entry point: [`run`] (bind first, then call it — tests bind `127.0.0.1:0`); [`run_incoming`]
+//! serves on any stream of connections (the deterministic simulation's seam).
 
 #![forbid(unsafe_code)]
 
@@ -35,6 +36,7 @@ use warren_client::map::MapWatcher;
 use warren_proto::pb;
 use warren_proto::WarrenError;
 use warren_router::PartitionMap;
+use warren_server::grpc::Listen;
 
 /// The principal of the proxy's session at the meta cell, where it watches the map.
 pub const MAP_PRINCIPAL: &str = "warren:proxy";
@@ -183,6 +185,13 @@ impl Shared {
             }
         }
         (r, out.effects)
+    }
+
+    /// The shared cache's counters (hits, misses, invalidations) since the proxy started:
+    /// the deterministic simulation tells reads the shared cache may have answered from
+    /// those the cell did by its hits.
+    pub fn cache_counters(&self) -> cache::CacheCounters {
+        lock(&self.state).core.cache.counters
     }
 
     /// A graceful stop begins: every parked KeepAlive is answered `NOT_MASTER` (no master
@@ -630,11 +639,50 @@ pub async fn run(
 ) -> Result<(), ProxyError> {
     cfg.validate()
         .map_err(|e| ProxyError::Config(e.to_string()))?;
-    let advertised = listener.local_addr()?.to_string();
+    let addr = listener.local_addr()?;
     if admin.is_some() {
         // Install the recorder before anything is counted.
         admin::prometheus();
     }
+    let listen = Listen::tcp(listener)?;
+    run_on(listen, admin, cfg, move || on_ready(addr), |_| {}, shutdown).await
+}
+
+/// [`run`] serving the connections of `incoming` (plaintext, no admin endpoint) instead
+/// of a TCP listener, telling clients (`Locate`) that it is at `advertised`: the seam the
+/// deterministic simulation (docs/reliability.md, "Deterministic simulation") runs a proxy
+/// on its simulated network through, as `warren_cell::run_incoming` does a cell. Its dials
+/// to the cells go through `warren_client::transport` like every dial, so the simulation's
+/// connector (`warren_client::transport::sim`) carries them. `on_start` gets the proxy's
+/// shared state as soon as it exists (the simulation reads [`Shared::cache_counters`]).
+/// Production proxies do not use it; they go through [`run`].
+pub async fn run_incoming<I, IO, IE>(
+    incoming: I,
+    advertised: String,
+    cfg: ProxyConfig,
+    on_start: impl FnOnce(Arc<Shared>),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProxyError>
+where
+    I: futures::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: warren_server::grpc::Conn,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    cfg.validate()
+        .map_err(|e| ProxyError::Config(e.to_string()))?;
+    let listen = Listen::incoming(incoming, advertised);
+    run_on(listen, None, cfg, || {}, on_start, shutdown).await
+}
+
+async fn run_on(
+    listen: Listen,
+    admin: Option<TcpListener>,
+    cfg: ProxyConfig,
+    on_ready: impl FnOnce() + Send + 'static,
+    on_start: impl FnOnce(Arc<Shared>),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProxyError> {
+    let advertised = listen.address.clone();
     let (effects_tx, mut effects_rx) = mpsc::unbounded_channel();
     let now = Instant::now();
     let core = ProxyCore::new(
@@ -683,6 +731,7 @@ pub async fn run(
         closing: std::sync::atomic::AtomicBool::new(false),
         replies: tokio::sync::watch::channel(0).0,
     });
+    on_start(shared.clone());
     let mut tasks = tokio::task::JoinSet::new();
     if shared.routed() && !shared.cfg.cells.is_empty() {
         tracing::warn!(
@@ -792,7 +841,6 @@ pub async fn run(
     }
     {
         let shared = shared.clone();
-        let addr = listener.local_addr()?;
         tasks.spawn(async move {
             while !shared.ready() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -800,7 +848,7 @@ pub async fn run(
             shared
                 .was_ready
                 .store(true, std::sync::atomic::Ordering::SeqCst);
-            on_ready(addr);
+            on_ready();
         });
     }
     // A misconfiguration found while starting (a cell whose proxy lease cannot nest the
@@ -837,7 +885,7 @@ pub async fn run(
     )
     .await;
     let result = tokio::select! {
-        r = warren_server::grpc::serve_routes(listener, routes, stop) => {
+        r = listen.serve(routes, stop) => {
             r.map_err(|e| ProxyError::Serve(e.to_string()))
         }
         e = fatal => Err(ProxyError::Config(e)),

@@ -197,25 +197,46 @@ pub struct SlotProgress {
     pub to: String,
     pub state: SlotState,
     /// Attempts started (a freeze that ends before the hand-off ends an attempt).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub attempts: u32,
     /// Copy rounds in this attempt.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub rounds: u32,
     /// Content bytes and nodes sent for this slot, over all rounds and attempts (a round's
     /// figures are reported per source and target, and shared evenly by its slots).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub bytes: u64,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub nodes: u64,
     /// The lag: nodes and bytes the last round had to send (None: no round yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_nodes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_bytes: Option<u64>,
     /// When the source acknowledged the freeze of this attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen_at_ms: Option<u64>,
     /// Freeze to map commit: how long writes to the slot waited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_pause_ms: Option<u64>,
     /// A ReleaseSlots is owed to the source and the target (the slot was given up after
     /// copying or freezing).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub release_owed: bool,
     /// The last thing that went wrong for this slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+// The record is rewritten after every step of a job (finding 5, docs/reliability.md): a
+// slot's fields that still hold their defaults are left out of it, and read back as
+// those defaults.
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One copy round's worth of slots: those of one source going to one target.
@@ -444,9 +465,11 @@ impl Job {
         Ok(job)
     }
 
-    /// The job record (pretty-printed: operators read it).
+    /// The job record: compact JSON, since the meta cell rewrites it after every step
+    /// (`warren ctl reshard status` shows it readably; pipe `--json` through `jq` to
+    /// read it whole).
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a job always serialises")
+        serde_json::to_string(self).expect("a job always serialises")
     }
 
     pub fn id(&self) -> &str {

@@ -36,6 +36,11 @@ pub struct MoveCounts {
 }
 
 impl MoveCounts {
+    /// All zero: nothing in the slot.
+    pub fn is_zero(&self) -> bool {
+        *self == MoveCounts::default()
+    }
+
     /// Adds `other` to these counts (sessions too: a sum over slots, which counts a session
     /// once per slot it has state in).
     pub fn add(&mut self, other: &MoveCounts) {
@@ -56,7 +61,8 @@ pub struct PlannedMove {
     pub slot: u32,
     pub from: String,
     pub to: String,
-    #[serde(default)]
+    /// Left out when all zero (an empty slot).
+    #[serde(default, skip_serializing_if = "MoveCounts::is_zero")]
     pub counts: MoveCounts,
 }
 

@@ -154,6 +154,28 @@ pub async fn serve_routes_with(
     }
 }
 
+/// A connection a server is served on from an incoming stream
+/// ([`serve_routes_incoming`]): a byte stream tonic can serve and name the peer of.
+pub trait Conn:
+    tokio::io::AsyncRead
+    + tokio::io::AsyncWrite
+    + tonic::transport::server::Connected
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<T> Conn for T where
+    T: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
 /// [`serve_routes_with`] without TLS on connections from `incoming` instead of a TCP
 /// listener: the seam the deterministic simulation (docs/reliability.md, "Deterministic
 /// simulation") serves a cell through, on its simulated network. Production servers do
@@ -165,12 +187,7 @@ pub async fn serve_routes_incoming<I, IO, IE>(
 ) -> Result<(), tonic::transport::Error>
 where
     I: futures::Stream<Item = Result<IO, IE>> + Send,
-    IO: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
+    IO: Conn,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     tonic::transport::Server::builder()
@@ -182,6 +199,60 @@ where
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, stop)
         .await
+}
+
+/// Where a server (a cell's replica, a proxy) takes its connections from: a TCP listener
+/// ([`Listen::tcp`], every process), or any stream of connections ([`Listen::incoming`]:
+/// the deterministic simulation's network). Plaintext either way: a server with TLS serves
+/// through [`serve_routes_with`].
+pub struct Listen {
+    /// The address the server is at: the listener's, or the one given for `incoming`.
+    pub address: String,
+    serve: ServeFn,
+}
+
+/// Serves the routes until the stop future completes.
+type ServeFn = Box<
+    dyn FnOnce(
+            tonic::service::Routes,
+            futures::future::BoxFuture<'static, ()>,
+        ) -> futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>>
+        + Send,
+>;
+
+impl Listen {
+    /// On `listener` ([`serve_routes`]).
+    pub fn tcp(listener: tokio::net::TcpListener) -> std::io::Result<Listen> {
+        let address = listener.local_addr()?.to_string();
+        Ok(Listen {
+            address,
+            serve: Box::new(move |routes, stop| Box::pin(serve_routes(listener, routes, stop))),
+        })
+    }
+
+    /// On the connections of `incoming`, at `address` ([`serve_routes_incoming`]).
+    pub fn incoming<I, IO, IE>(incoming: I, address: String) -> Listen
+    where
+        I: futures::Stream<Item = Result<IO, IE>> + Send + 'static,
+        IO: Conn,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        Listen {
+            address,
+            serve: Box::new(move |routes, stop| {
+                Box::pin(serve_routes_incoming(incoming, routes, stop))
+            }),
+        }
+    }
+
+    /// Serves `routes` until `stop` completes.
+    pub fn serve(
+        self,
+        routes: tonic::service::Routes,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>> {
+        (self.serve)(routes, Box::pin(stop))
+    }
 }
 
 /// Copies the principal of a verified TLS connection (its connect info, which tonic puts

@@ -1,13 +1,18 @@
 //! Warren's deterministic simulation (docs/reliability.md, "Deterministic simulation"): a
-//! cell and several warren-client sessions in one process, on turmoil's simulated network
-//! and paused tokio clock, with message delays, partitions between each client and the
-//! cell, network pauses, crashes and restarts of the cell host (its in-memory store
-//! survives, as a durable one would) and crashes of client hosts — every choice drawn from
-//! one seed, so a run replays exactly from it. Every client call is recorded in a
-//! `warren_history` history and judged by all of its checkers.
+//! cell, a proxy and several warren-client sessions in one process, on turmoil's simulated
+//! network and paused tokio clock — some clients at the cell, the others through the
+//! proxy (warren-proxy: KeepAlive absorption, lease nesting and hold-back, its shared
+//! cache and invalidation relay, failover) — with message delays, partitions between each
+//! client and its server and between the proxy and the cell, network pauses, crashes and
+//! restarts of the cell host (its in-memory store survives, as a durable one would) and of
+//! the proxy host, and crashes of client hosts — every choice drawn from one seed. Every
+//! client call is recorded in a `warren_history` history and judged by all of its
+//! checkers. A run replays exactly from its seed ([`EXACT_REPLAY`]; with the proxy too: its
+//! core's RNG takes a seed from the run, `warren_proxy::core::set_sim_seed`).
 //!
-//! - [`net`]: turmoil streams as the cell's connections and the clients' dials (the
-//!   seams `warren_cell::run_incoming` and `warren_client::transport::sim`);
+//! - [`net`]: turmoil streams as the cell's and the proxy's connections and the clients'
+//!   dials (the seams `warren_cell::run_incoming`, `warren_proxy::run_incoming` and
+//!   `warren_client::transport::sim`);
 //! - [`workload`]: what each client does, and the final reader;
 //! - [`record`]: the history, the fenced resource, reachability and coverage of a run;
 //! - this file: one run ([`run`]) — the hosts, the fault schedule, the report.
@@ -17,8 +22,9 @@ pub mod record;
 pub mod workload;
 
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use record::{nanos, Coverage, Record, GRACE, LEASE};
+use record::{nanos, Coverage, Record, GRACE, LEASE, RPC_TIMEOUT};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
@@ -29,7 +35,7 @@ use warren_cell::core::CoreConfig;
 use warren_cell::store::memory::MemoryStore;
 use warren_cell::CellOptions;
 use warren_history::{Op, Outcome, Ret, SessionBounds};
-use workload::{CELL_HOST, CELL_PORT};
+use workload::{CELL_HOST, CELL_PORT, PROXY_HOST, PROXY_PORT};
 
 /// Whether runs replay exactly: only in builds with `--cfg tokio_unstable` (set by the
 /// repository's `.cargo/config.toml`),
@@ -102,17 +108,57 @@ pub struct SimConfig {
     pub rounds: usize,
     /// A bug to plant for this run.
     pub planted: Option<Planted>,
+    /// Whether there is a proxy, some clients going through it ([`SimConfig::proxied`]).
+    pub proxy: bool,
+    /// Samples the proxy's `/status` every 250 ms of simulated time into
+    /// [`Report::proxy_trace`] (a diagnostic: not in the event log, so not in the digest).
+    pub trace_proxy: bool,
 }
 
 impl SimConfig {
-    /// The run CI and the longer runs use for `seed`: 3 clients of 12 operations.
+    /// The run CI and the longer runs use for `seed`: 3 clients of 12 operations, 1 or 2
+    /// of them through the proxy.
     pub fn new(seed: u64) -> Self {
         SimConfig {
             seed,
             clients: 3,
             rounds: 12,
             planted: None,
+            proxy: true,
+            trace_proxy: false,
         }
+    }
+
+    /// [`SimConfig::new`] without the proxy: every client at the cell, as every run was
+    /// before the proxy joined (these runs draw every choice as they did then, so the
+    /// seeds of the bugs found then replay the same runs).
+    pub fn direct(seed: u64) -> Self {
+        SimConfig {
+            proxy: false,
+            ..SimConfig::new(seed)
+        }
+    }
+
+    /// Which clients go through the proxy: none without it; with it and two clients or
+    /// more, between one and all but one of them (at least one each way), chosen from the
+    /// seed; a lone client flips a coin.
+    pub fn proxied(&self) -> Vec<bool> {
+        if !self.proxy {
+            return vec![false; self.clients];
+        }
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x5052_4F58_5930_0000);
+        let k = if self.clients >= 2 {
+            rng.gen_range(1..self.clients)
+        } else {
+            rng.gen_range(0..=self.clients)
+        };
+        let mut order: Vec<usize> = (0..self.clients).collect();
+        order.shuffle(&mut rng);
+        let mut proxied = vec![false; self.clients];
+        for &i in &order[..k] {
+            proxied[i] = true;
+        }
+        proxied
     }
 }
 
@@ -141,6 +187,14 @@ pub struct Report {
     /// Simulated time the run took.
     pub simulated: Duration,
     pub coverage: Coverage,
+    /// Whether the run had a proxy ([`SimConfig::proxy`]).
+    pub proxy: bool,
+    /// Whether some clients went through the proxy.
+    pub proxied: bool,
+    /// With [`SimConfig::trace_proxy`]: the proxy's state every 250 ms (simulated).
+    pub proxy_trace: Vec<String>,
+    /// The clients that went through the proxy.
+    pub proxied_clients: Vec<String>,
 }
 
 impl Report {
@@ -150,9 +204,19 @@ impl Report {
             Some(p) => format!("WARREN_SIM_PLANTED={} ", p.name()),
             None => String::new(),
         };
+        let planted = if self.proxy {
+            planted
+        } else {
+            format!("WARREN_SIM_DIRECT=1 {planted}")
+        };
         format!(
-            "replay with: WARREN_SIM_SEED={} {planted}cargo test -p warren-sim --test seeds replay_one_seed -- --nocapture",
-            self.seed
+            "replay with: WARREN_SIM_SEED={} {planted}cargo test -p warren-sim --test seeds replay_one_seed -- --nocapture{}",
+            self.seed,
+            if self.proxied {
+                " (a proxied run: the same faults and choices, perhaps not the same interleaving)"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -166,10 +230,15 @@ const TICK: Duration = Duration::from_millis(5);
 
 /// A fault in force, undone at a given simulated time.
 enum Undo {
-    /// A held link between a client and the cell (a partition or a pause of the cell's
-    /// network).
-    Release(String, &'static str),
+    /// A held link between `host` and `peer` (a partition, or a pause of the cell's
+    /// network), of fault kind `kind`.
+    Release {
+        host: String,
+        peer: &'static str,
+        kind: &'static str,
+    },
     Restart,
+    RestartProxy,
     Latency,
     /// A crashed client: nothing to undo; its kind stays in force for a lease and a grace
     /// period (while its session and lock are still being given up).
@@ -179,17 +248,43 @@ enum Undo {
 impl Undo {
     fn kind(&self) -> &'static str {
         match self {
-            Undo::Release(_, k) | Undo::Aftermath(k) => k,
+            Undo::Release { kind, .. } | Undo::Aftermath(kind) => kind,
             Undo::Restart => "cell-crash",
+            Undo::RestartProxy => "proxy-crash",
             Undo::Latency => "delay",
         }
     }
 }
 
-/// The deployment's session parameters for the session checker: the master's lease is the
-/// longest it grants, and a cut-off from a live master shorter than the lease less the
-/// KeepAlive reply's 1 s margin must not expire a session (docs/reliability.md, "History
-/// checkers").
+/// Whether the link between `host` and `peer` is held now.
+fn busy(undo: &[(Duration, Undo)], host: &str, peer: &str) -> bool {
+    undo.iter().any(
+        |(_, u)| matches!(u, Undo::Release { host: h, peer: p, .. } if h == host && *p == peer),
+    )
+}
+
+/// The deployment's session parameters for the session checker: the longest lease granted
+/// to a session, and a cut-off from a live master or proxy shorter than the lease less
+/// the KeepAlive reply's 1 s margin must not expire a session (docs/reliability.md,
+/// "History checkers").
+///
+/// One set of bounds serves both kinds of session. A client at the cell holds the master's
+/// lease ([`LEASE`]); a client of the proxy holds the proxy's client lease, which the run
+/// sets to the same [`LEASE`] (and with the hold-back the proxy grants no more than its
+/// cover reach, a little less), so the longest lease is [`LEASE`] either way. The proxy
+/// answers a held KeepAlive the same 1 s before the client's lease ends as the master does
+/// (`keepalive_reply_before_end`, its default), so a client cut off for less than
+/// `LEASE − 1 s` has its reply in time from either. The proxy's own session at the cell has
+/// a longer lease ([`PROXY_LEASE`], which must nest the client lease with its margins),
+/// but no client's session is judged by it: the history records the leases the clients
+/// were granted. A proxied client counts as cut off while its link to the proxy is held,
+/// the proxy is down, the proxy's link to the cell is held or the cell is down, and after a
+/// restart of the cell for as long as the new master may refuse the restarted proxy a
+/// session: its recovery waits up to a proxy lease for a crashed proxy's restored session
+/// ([`run`], `stale_proxy`). With this deployment's timings (grace 4 s < proxy lease
+/// 8 s) a client of such a proxy then expires while everything is up; with the defaults
+/// (grace 45 s > proxy lease 20 s) it would not (docs/reliability.md, "Deterministic
+/// simulation").
 pub fn session_bounds() -> SessionBounds {
     SessionBounds {
         grace_ns: nanos(GRACE),
@@ -199,11 +294,40 @@ pub fn session_bounds() -> SessionBounds {
     }
 }
 
+/// The lease the cell grants the proxy's session: longer than the proxy's client lease
+/// ([`LEASE`]) + its lease margin (1 s) + its reply margin (1 s), as the proxy requires.
+pub const PROXY_LEASE: Duration = Duration::from_secs(8);
+/// How long the cell keeps the client sub-sessions of a lost proxy session for another
+/// proxy session to claim, and how long the proxy holds a client in jeopardy by a cell
+/// failover (they should match): past a client's lease and grace period.
+pub const CLAIM_WINDOW: Duration = Duration::from_secs(10);
+
+/// The proxy's configuration in the simulation: in front of the one cell, client leases
+/// of [`LEASE`], forwarded calls waiting at most a call timeout for a failing-over cell,
+/// the hold-back on (the default).
+fn proxy_config() -> warren_proxy::ProxyConfig {
+    let mut cfg = warren_proxy::ProxyConfig::new(
+        format!("0.0.0.0:{PROXY_PORT}"),
+        vec![warren_proxy::CellAddrs {
+            name: "sim".into(),
+            addrs: vec![format!("{CELL_HOST}:{CELL_PORT}")],
+        }],
+    );
+    cfg.id = PROXY_HOST.into();
+    // Plaintext on a simulated network, as the cell is served.
+    cfg.tls.insecure = true;
+    cfg.client_lease = LEASE;
+    cfg.forward_patience = RPC_TIMEOUT;
+    cfg.max_starve = CLAIM_WINDOW;
+    cfg
+}
+
 /// Runs one seed. Runs on the calling thread (turmoil runs every host there).
 pub fn run(cfg: &SimConfig) -> Report {
     net::install_connector();
     Planted::set(cfg.planted);
     warren_client::transport::sim::set_salt_seed(Some(cfg.seed));
+    let proxied = cfg.proxied();
     let rec = Rc::new(RefCell::new(Record {
         history: warren_history::Recorder::new(cfg.seed.to_string()),
         ..Record::default()
@@ -247,6 +371,8 @@ pub fn run(cfg: &SimConfig) -> Report {
     let store = Arc::new(MemoryStore::new());
     let mut core = CoreConfig::new("sim", "sim");
     core.lease = LEASE;
+    core.proxy_lease = PROXY_LEASE;
+    core.claim_window = CLAIM_WINDOW;
     let mut opts = CellOptions::new(core);
     opts.seed = Some(cfg.seed);
     opts.advertise = Some(format!("{CELL_HOST}:{CELL_PORT}"));
@@ -276,20 +402,78 @@ pub fn run(cfg: &SimConfig) -> Report {
             Ok(())
         }
     });
-    let clients: Vec<String> = (0..cfg.clients).map(|i| format!("client{i}")).collect();
-    // Workload clients are hosts, so that they can crash (turmoil crashes only hosts); a
-    // crashed client is never restarted: it just stops.
-    for (i, name) in clients.iter().enumerate() {
-        rec.borrow_mut().set_reachable(name, true, 0);
+    // The proxy, if any client goes through it: the real warren-proxy, in front of the
+    // cell. A crash loses everything it had (its client sessions, its shared cache); its
+    // clients' sessions live on at the cell, to be claimed by its next start.
+    let has_proxy = proxied.contains(&true);
+    if has_proxy {
         let rec = rec.clone();
-        let (seed, rounds, n) = (cfg.seed, cfg.rounds, cfg.clients);
-        sim.host(name.as_str(), move || {
+        // Each start of the proxy draws its core's RNG (client session ids among others)
+        // from its own seed, as the cell's master does.
+        let starts = std::cell::Cell::new(0u64);
+        let seed = cfg.seed;
+        sim.host(PROXY_HOST, move || {
             let rec = rec.clone();
+            starts.set(starts.get() + 1);
+            let proxy_seed =
+                seed ^ 0x05EE_D0F9_B0C5 ^ starts.get().wrapping_mul(0x9E37_79B9_7F4A_7C15);
             async move {
-                workload::client(i, seed, rounds, n, rec).await;
+                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PROXY_PORT)).await?;
+                warren_proxy::core::set_sim_seed(Some(proxy_seed));
+                warren_proxy::run_incoming(
+                    net::incoming(listener),
+                    format!("{PROXY_HOST}:{PROXY_PORT}"),
+                    proxy_config(),
+                    move |shared| rec.borrow_mut().proxies.push(shared),
+                    std::future::pending(),
+                )
+                .await?;
                 Ok(())
             }
         });
+    }
+    let clients: Vec<String> = (0..cfg.clients).map(|i| format!("client{i}")).collect();
+    // The host each client's session talks to.
+    let server_of = |i: usize| if proxied[i] { PROXY_HOST } else { CELL_HOST };
+    // Workload clients are hosts, so that they can crash (turmoil crashes only hosts); a
+    // crashed client is never restarted: it just stops.
+    for (i, name) in clients.iter().enumerate() {
+        {
+            let mut r = rec.borrow_mut();
+            r.set_reachable(name, true, 0);
+            if proxied[i] {
+                r.proxied.insert(name.clone());
+            }
+        }
+        let rec = rec.clone();
+        let (seed, rounds, n, via_proxy) = (cfg.seed, cfg.rounds, cfg.clients, proxied[i]);
+        sim.host(name.as_str(), move || {
+            let rec = rec.clone();
+            async move {
+                workload::client(i, seed, rounds, n, via_proxy, rec).await;
+                Ok(())
+            }
+        });
+    }
+    if has_proxy {
+        let mut r = rec.borrow_mut();
+        let direct: Vec<&String> = clients
+            .iter()
+            .zip(&proxied)
+            .filter(|(_, p)| !**p)
+            .map(|(c, _)| c)
+            .collect();
+        let via: Vec<&String> = clients
+            .iter()
+            .zip(&proxied)
+            .filter(|(_, p)| **p)
+            .map(|(c, _)| c)
+            .collect();
+        r.event_at(
+            Duration::ZERO,
+            "setup",
+            format!("at the cell: {direct:?}; through {PROXY_HOST}: {via:?}"),
+        );
     }
     {
         let rec = rec.clone();
@@ -314,6 +498,7 @@ pub fn run(cfg: &SimConfig) -> Report {
     let mut undo: Vec<(Duration, Undo)> = Vec::new();
     let mut next_fault = Duration::from_millis(rng.gen_range(200..1500));
     let mut cell_down = false;
+    let mut proxy_down = false;
     let mut healed = false;
     let mut crashed: BTreeSet<String> = BTreeSet::new();
     let fault = |rec: &Rc<RefCell<Record>>,
@@ -326,6 +511,25 @@ pub fn run(cfg: &SimConfig) -> Report {
         *r.coverage.faults.entry(kind.to_string()).or_default() += 1;
         faults.push(what);
     };
+    // The hosts with a link to the cell: every client (a proxied one has no connection to
+    // it, so cutting its link changes nothing) and the proxy.
+    let mut cell_peers: Vec<String> = clients.clone();
+    if has_proxy {
+        cell_peers.push(PROXY_HOST.to_string());
+    }
+    // Without a proxy the fault kinds are drawn as before the proxy joined (0..11), so a
+    // direct run replays the runs of then.
+    let kinds = if has_proxy { 13 } else { 11 };
+    let mut proxy_trace = Vec::new();
+    // The session a crashed proxy had at the cell, until the cell ends it: `Some(when)`
+    // (`Duration::MAX` while the cell is down, and so cannot end it). A restart of the cell
+    // meanwhile restores it with a whole proxy lease, and the new master's recovery waits
+    // until every restored session acknowledges the fail-over or ends (docs/design.md §9,
+    // step 4): it refuses new sessions until then, the restarted proxy's among them. So the
+    // proxy can serve no client until `proxy_blocked_until` (see the reachability below).
+    let mut stale_proxy: Option<Duration> = None;
+    let mut proxy_blocked_until = Duration::ZERO;
+    let mut next_trace = Duration::ZERO;
     let outcome = loop {
         let step = sim.step();
         let now = sim.elapsed();
@@ -333,6 +537,28 @@ pub fn run(cfg: &SimConfig) -> Report {
             Ok(true) => break Ok(()),
             Ok(false) => {}
             Err(e) => break Err(e.to_string()),
+        }
+        if cfg.trace_proxy && has_proxy && now >= next_trace {
+            next_trace = now + Duration::from_millis(250);
+            let r = rec.borrow();
+            if let Some(p) = r.proxies.last() {
+                let st = p.status();
+                let cells: Vec<String> = st["cells"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| format!("connected={} epoch={}", c["connected"], c["epoch"]))
+                    .collect();
+                proxy_trace.push(format!(
+                    "{:>9.3} {PROXY_HOST} {} clients={} held={} starving={} cached={} {cells:?}",
+                    now.as_secs_f64(),
+                    if proxy_down { "DOWN" } else { "up" },
+                    st["client_sessions"],
+                    st["held_keepalives"],
+                    st["clients_waiting_for_a_cell"],
+                    st["cached_paths"],
+                ));
+            }
         }
         // Undo what is due (in the order scheduled: deterministic).
         let mut i = 0;
@@ -344,21 +570,38 @@ pub fn run(cfg: &SimConfig) -> Report {
             }
             changed = true;
             match undo.remove(i).1 {
-                Undo::Release(host, _) => {
-                    sim.release(host.as_str(), CELL_HOST);
+                Undo::Release { host, peer, .. } => {
+                    sim.release(host.as_str(), peer);
+                    let peer = if peer == CELL_HOST { "cell" } else { peer };
                     fault(
                         &rec,
                         &mut faults,
                         now,
                         "heal",
-                        format!("heal {host} <-> cell"),
+                        format!("heal {host} <-> {peer}"),
                     );
                 }
                 Undo::Restart => {
                     sim.bounce(CELL_HOST);
                     cell_down = false;
+                    if stale_proxy.is_some_and(|e| e > now) {
+                        stale_proxy = Some(now + PROXY_LEASE);
+                        proxy_blocked_until = now + PROXY_LEASE;
+                    }
                     rec.borrow_mut().coverage.failovers += 1;
                     fault(&rec, &mut faults, now, "heal", "restart cell".into());
+                }
+                Undo::RestartProxy => {
+                    sim.bounce(PROXY_HOST);
+                    proxy_down = false;
+                    rec.borrow_mut().coverage.proxy_restarts += 1;
+                    fault(
+                        &rec,
+                        &mut faults,
+                        now,
+                        "heal",
+                        format!("restart {PROXY_HOST}"),
+                    );
                 }
                 Undo::Latency => sim.set_max_message_latency(Duration::from_millis(20)),
                 Undo::Aftermath(_) => {}
@@ -369,11 +612,20 @@ pub fn run(cfg: &SimConfig) -> Report {
             // Heal everything now; the final reader checks what survived.
             for (_, u) in undo.drain(..) {
                 match u {
-                    Undo::Release(host, _) => sim.release(host.as_str(), CELL_HOST),
+                    Undo::Release { host, peer, .. } => sim.release(host.as_str(), peer),
                     Undo::Restart => {
                         sim.bounce(CELL_HOST);
                         cell_down = false;
+                        if stale_proxy.is_some_and(|e| e > now) {
+                            stale_proxy = Some(now + PROXY_LEASE);
+                            proxy_blocked_until = now + PROXY_LEASE;
+                        }
                         rec.borrow_mut().coverage.failovers += 1;
+                    }
+                    Undo::RestartProxy => {
+                        sim.bounce(PROXY_HOST);
+                        proxy_down = false;
+                        rec.borrow_mut().coverage.proxy_restarts += 1;
                     }
                     Undo::Latency => sim.set_max_message_latency(Duration::from_millis(20)),
                     Undo::Aftermath(_) => {}
@@ -385,20 +637,31 @@ pub fn run(cfg: &SimConfig) -> Report {
         }
         if !healed && now >= next_fault {
             next_fault = now + Duration::from_millis(rng.gen_range(300..2500));
-            let client = clients[rng.gen_range(0..cfg.clients)].clone();
-            let busy = |undo: &[(Duration, Undo)], h: &str| {
-                undo.iter()
-                    .any(|(_, u)| matches!(u, Undo::Release(x, _) if x == h))
-            };
-            changed |= match rng.gen_range(0..11) {
-                // A partition between one client and the cell: TCP holds what is sent (as
-                // a real TCP stack retransmits) until it heals, short or past a lease.
-                0..=3 if !busy(&undo, &client) && !crashed.contains(&client) => {
+            let ci = rng.gen_range(0..cfg.clients);
+            let client = clients[ci].clone();
+            let server = server_of(ci);
+            changed |= match rng.gen_range(0..kinds) {
+                // A partition between one client and its server (the cell, or the proxy):
+                // TCP holds what is sent (as a real TCP stack retransmits) until it heals,
+                // short or past a lease.
+                0..=3 if !busy(&undo, &client, server) && !crashed.contains(&client) => {
                     let d = Duration::from_millis(rng.gen_range(200..10_000));
-                    sim.hold(client.as_str(), CELL_HOST);
-                    undo.push((now + d, Undo::Release(client.clone(), "partition")));
-                    let what = format!("partition {client} <-> cell for {d:?}");
-                    fault(&rec, &mut faults, now, "partition", what);
+                    sim.hold(client.as_str(), server);
+                    let (kind, peer) = if server == CELL_HOST {
+                        ("partition", "cell")
+                    } else {
+                        ("client-proxy-partition", PROXY_HOST)
+                    };
+                    undo.push((
+                        now + d,
+                        Undo::Release {
+                            host: client.clone(),
+                            peer: server,
+                            kind,
+                        },
+                    ));
+                    let what = format!("partition {client} <-> {peer} for {d:?}");
+                    fault(&rec, &mut faults, now, kind, what);
                     true
                 }
                 // The cell's host crashes; restarted later on the same store.
@@ -409,7 +672,10 @@ pub fn run(cfg: &SimConfig) -> Report {
                     // replayable: tokio drops a runtime's tasks in an order that depends on
                     // the task ids the process handed out before, and each message sent
                     // draws a delay.)
-                    let open: Vec<&String> = clients.iter().filter(|h| !busy(&undo, h)).collect();
+                    let open: Vec<&String> = cell_peers
+                        .iter()
+                        .filter(|h| !busy(&undo, h, CELL_HOST))
+                        .collect();
                     for h in &open {
                         sim.partition(h.as_str(), CELL_HOST);
                     }
@@ -418,6 +684,9 @@ pub fn run(cfg: &SimConfig) -> Report {
                         sim.repair(h.as_str(), CELL_HOST);
                     }
                     cell_down = true;
+                    if stale_proxy.is_some_and(|e| e > now) {
+                        stale_proxy = Some(Duration::MAX);
+                    }
                     undo.push((now + d, Undo::Restart));
                     let what = format!("crash cell for {d:?}");
                     fault(&rec, &mut faults, now, "cell-crash", what);
@@ -426,10 +695,17 @@ pub fn run(cfg: &SimConfig) -> Report {
                 // A network pause of the cell: every link to it holds for a while.
                 6 if !cell_down => {
                     let d = Duration::from_millis(rng.gen_range(100..3_000));
-                    for host in &clients {
-                        if !busy(&undo, host) {
+                    for host in &cell_peers {
+                        if !busy(&undo, host, CELL_HOST) {
                             sim.hold(host.as_str(), CELL_HOST);
-                            undo.push((now + d, Undo::Release(host.clone(), "cell-pause")));
+                            undo.push((
+                                now + d,
+                                Undo::Release {
+                                    host: host.clone(),
+                                    peer: CELL_HOST,
+                                    kind: "cell-pause",
+                                },
+                            ));
                         }
                     }
                     let what = format!("pause the cell's network for {d:?}");
@@ -448,10 +724,12 @@ pub fn run(cfg: &SimConfig) -> Report {
                 // A client host crashes for good (rarely: it ends that client's work).
                 8 if rng.gen_range(0..4) == 0 && sim.is_host_running(client.as_str()) => {
                     // As for the cell: its last words never leave it.
-                    sim.partition(client.as_str(), CELL_HOST);
+                    sim.partition(client.as_str(), server);
                     sim.crash(client.as_str());
-                    sim.repair(client.as_str(), CELL_HOST);
-                    undo.retain(|(_, u)| !matches!(u, Undo::Release(x, _) if *x == client));
+                    sim.repair(client.as_str(), server);
+                    undo.retain(
+                        |(_, u)| !matches!(u, Undo::Release { host, .. } if *host == client),
+                    );
                     crashed.insert(client.clone());
                     rec.borrow_mut().finished += 1;
                     undo.push((now + LEASE + GRACE, Undo::Aftermath("client-crash")));
@@ -459,17 +737,85 @@ pub fn run(cfg: &SimConfig) -> Report {
                     fault(&rec, &mut faults, now, "client-crash", what);
                     true
                 }
+                // The proxy's host crashes (its client sessions, cache and session at the
+                // cell are lost with it), restarted 0.1–6 s later.
+                11 if !proxy_down => {
+                    let d = Duration::from_millis(rng.gen_range(100..6_000));
+                    // As for the cell: what it would send as it dies never leaves it.
+                    let mut peers: Vec<&str> = clients
+                        .iter()
+                        .zip(&proxied)
+                        .filter(|(c, p)| **p && !busy(&undo, c, PROXY_HOST))
+                        .map(|(c, _)| c.as_str())
+                        .collect();
+                    if !busy(&undo, PROXY_HOST, CELL_HOST) {
+                        peers.push(CELL_HOST);
+                    }
+                    for h in &peers {
+                        sim.partition(*h, PROXY_HOST);
+                    }
+                    sim.crash(PROXY_HOST);
+                    for h in &peers {
+                        sim.repair(*h, PROXY_HOST);
+                    }
+                    proxy_down = true;
+                    stale_proxy = Some(if cell_down {
+                        Duration::MAX
+                    } else {
+                        now + PROXY_LEASE
+                    });
+                    undo.push((now + d, Undo::RestartProxy));
+                    let what = format!("crash {PROXY_HOST} for {d:?}");
+                    fault(&rec, &mut faults, now, "proxy-crash", what);
+                    true
+                }
+                // A partition between the proxy and the cell, short or past the proxy's
+                // lease there (the cell then ends its session, and its clients'
+                // sub-sessions wait to be claimed).
+                12 if !busy(&undo, PROXY_HOST, CELL_HOST) => {
+                    let d = Duration::from_millis(rng.gen_range(200..12_000));
+                    sim.hold(PROXY_HOST, CELL_HOST);
+                    undo.push((
+                        now + d,
+                        Undo::Release {
+                            host: PROXY_HOST.to_string(),
+                            peer: CELL_HOST,
+                            kind: "proxy-cell-partition",
+                        },
+                    ));
+                    let what = format!("partition {PROXY_HOST} <-> cell for {d:?}");
+                    fault(&rec, &mut faults, now, "proxy-cell-partition", what);
+                    true
+                }
                 _ => false,
             };
         }
+        if stale_proxy.is_some_and(|e| now >= e) {
+            stale_proxy = None;
+        }
+        if proxy_blocked_until > Duration::ZERO && now >= proxy_blocked_until {
+            proxy_blocked_until = Duration::ZERO;
+            changed = true;
+        }
         if changed {
             // What is in force now: the coverage's fault kinds, and each client's
-            // reachability of a live cell for the session checker.
+            // reachability of a live master (directly, or through a live proxy that
+            // reaches it) for the session checker.
             let mut r = rec.borrow_mut();
             r.active = undo.iter().map(|(_, u)| u.kind()).collect();
             let at = nanos(now);
-            for c in &clients {
-                let reachable = !cell_down && !crashed.contains(c) && !busy_any(&undo, c);
+            let proxy_reaches_cell = has_proxy
+                && !proxy_down
+                && !cell_down
+                && now >= proxy_blocked_until
+                && !busy(&undo, PROXY_HOST, CELL_HOST);
+            for (i, c) in clients.iter().enumerate() {
+                let reachable = !crashed.contains(c)
+                    && if proxied[i] {
+                        proxy_reaches_cell && !busy(&undo, c, PROXY_HOST)
+                    } else {
+                        !cell_down && !busy(&undo, c, CELL_HOST)
+                    };
                 r.set_reachable(c, reachable, at);
             }
         }
@@ -523,11 +869,9 @@ pub fn run(cfg: &SimConfig) -> Report {
         history,
         simulated,
         coverage: rec.coverage,
+        proxy: cfg.proxy,
+        proxied: has_proxy,
+        proxy_trace,
+        proxied_clients: rec.proxied.iter().cloned().collect(),
     }
-}
-
-/// Whether a link between `host` and the cell is held now.
-fn busy_any(undo: &[(Duration, Undo)], host: &str) -> bool {
-    undo.iter()
-        .any(|(_, u)| matches!(u, Undo::Release(x, _) if x == host))
 }

@@ -45,6 +45,11 @@ pub struct Record {
     /// The last lock generation granted, and to whom: a grant to another client is a
     /// handoff.
     pub last_grant: Option<(String, u64)>,
+    /// The clients that reach the cell through the proxy.
+    pub proxied: BTreeSet<String>,
+    /// The proxy's shared state, one per start of its host (a crash loses it; the old
+    /// one is kept for its counters): whether its shared cache answered reads.
+    pub proxies: Vec<std::sync::Arc<warren_proxy::Shared>>,
 }
 
 /// What one run covered (docs/reliability.md, "Deterministic simulation", "Coverage").
@@ -66,6 +71,11 @@ pub struct Coverage {
     pub sessions_expired: u64,
     /// Fenced writes the resource refused (an older holder fenced out).
     pub fenced_out: u64,
+    /// Reads of proxied clients during which the proxy's shared cache answered a read
+    /// (recorded as served from the proxy cache).
+    pub proxy_cache_reads: u64,
+    /// Starts of the proxy host after a crash.
+    pub proxy_restarts: u64,
 }
 
 impl Coverage {
@@ -81,24 +91,39 @@ impl Coverage {
         self.cache_hits += other.cache_hits;
         self.sessions_expired += other.sessions_expired;
         self.fenced_out += other.fenced_out;
+        self.proxy_cache_reads += other.proxy_cache_reads;
+        self.proxy_restarts += other.proxy_restarts;
     }
 
     /// One line for a report.
     pub fn summary(&self) -> String {
+        let via_proxy = self
+            .states
+            .iter()
+            .filter(|(_, op, _)| op.ends_with(VIA_PROXY))
+            .count();
         format!(
-            "{} states (fault kind x operation x outcome), faults {:?}, {} fail-overs, {} lock \
-             handoffs, {} fenced out, {} invalidations, {} client-cache reads, {} sessions expired",
+            "{} states (fault kind x operation x outcome; {} of operations through the proxy), \
+             faults {:?}, {} fail-overs, {} proxy restarts, {} lock handoffs, {} fenced out, {} \
+             invalidations, {} client-cache reads, {} proxy-cache reads, {} sessions expired",
             self.states.len(),
+            via_proxy,
             self.faults,
             self.failovers,
+            self.proxy_restarts,
             self.lock_handoffs,
             self.fenced_out,
             self.invalidations,
             self.cache_hits,
+            self.proxy_cache_reads,
             self.sessions_expired
         )
     }
 }
+
+/// What a state's operation ends with when its client went through the proxy
+/// (`read@proxy`): the coverage tells the two kinds of session apart.
+pub const VIA_PROXY: &str = "@proxy";
 
 /// The simulated time now, in nanoseconds: the history's one clock.
 pub fn now() -> Nanos {
@@ -132,7 +157,18 @@ impl Record {
 
     /// Records how operation `id` ended, now, and what state it covered.
     pub fn complete(&mut self, id: u64, outcome: Outcome) {
-        let kind = self.history.history().ops[id as usize].op.name();
+        let client = &self.history.history().ops[id as usize].client;
+        let kind = if self.proxied.contains(client) {
+            format!(
+                "{}{VIA_PROXY}",
+                self.history.history().ops[id as usize].op.name()
+            )
+        } else {
+            self.history.history().ops[id as usize]
+                .op
+                .name()
+                .to_string()
+        };
         let result = match &outcome {
             Outcome::Ok(_) => "ok".to_string(),
             Outcome::Failed { code, .. } => {
@@ -152,7 +188,7 @@ impl Record {
         for f in faults {
             self.coverage
                 .states
-                .insert((f.to_string(), kind.to_string(), result.clone()));
+                .insert((f.to_string(), kind.clone(), result.clone()));
         }
         if let Outcome::Ok(Ret::Lock { generation, .. }) = &outcome {
             let client = self.history.history().ops[id as usize].client.clone();
@@ -182,6 +218,12 @@ impl Record {
         };
         rec.borrow_mut().complete(id, outcome);
         result
+    }
+
+    /// How many reads the proxy's shared cache has answered, over every start of the
+    /// proxy.
+    pub fn proxy_cache_hits(&self) -> u64 {
+        self.proxies.iter().map(|p| p.cache_counters().hits).sum()
     }
 
     /// Notes that the client of session `sid` is closing it.

@@ -17,13 +17,21 @@ use warren_proto::error::ErrorCode;
 /// The cell's name on the simulated network, and its port.
 pub const CELL_HOST: &str = "cell";
 pub const CELL_PORT: u16 = 7100;
+/// The proxy's name on the simulated network, and its port.
+pub const PROXY_HOST: &str = "proxy0";
+pub const PROXY_PORT: u16 = 7300;
 /// The lock every client contends for.
 pub const LOCK: &str = "/lock";
 /// Files per client.
 const FILES: usize = 2;
 
-fn options() -> ClientOptions {
-    let mut o = ClientOptions::new([format!("{CELL_HOST}:{CELL_PORT}")]);
+/// A session's options: at the cell, or (`via_proxy`) through the proxy.
+fn options(via_proxy: bool) -> ClientOptions {
+    let mut o = if via_proxy {
+        ClientOptions::proxies([format!("{PROXY_HOST}:{PROXY_PORT}")])
+    } else {
+        ClientOptions::new([format!("{CELL_HOST}:{CELL_PORT}")])
+    };
     o.rpc_timeout = RPC_TIMEOUT;
     o.grace_period = GRACE;
     o
@@ -49,12 +57,12 @@ fn result_name<T>(r: &Result<T, Error>) -> &'static str {
 }
 
 /// A new session, recorded as `create_session` (filed under the id it got).
-async fn connect(me: &str, rec: &Rc<RefCell<Record>>) -> Result<Session, Error> {
+async fn connect(me: &str, via_proxy: bool, rec: &Rc<RefCell<Record>>) -> Result<Session, Error> {
     let id = rec
         .borrow_mut()
         .history
         .invoke(me, "", Op::CreateSession, now());
-    let result = Session::connect_with(options()).await;
+    let result = Session::connect_with(options(via_proxy)).await;
     let mut r = rec.borrow_mut();
     match &result {
         Ok(s) => {
@@ -100,7 +108,7 @@ pub async fn setup(clients: usize, rec: Rc<RefCell<Record>>) {
     let mut paths = files(clients);
     paths.push(LOCK.to_string());
     'again: loop {
-        if let Ok(s) = Session::connect_with(options()).await {
+        if let Ok(s) = Session::connect_with(options(false)).await {
             for path in &paths {
                 let opened = s
                     .open(path, OpenOptions::new().write().create_file(Vec::new()))
@@ -127,8 +135,16 @@ pub async fn setup(clients: usize, rec: Rc<RefCell<Record>>) {
     r.event("setup", "every file created");
 }
 
-/// Client `i`: `rounds` operations, then the session closed.
-pub async fn client(i: usize, seed: u64, rounds: usize, clients: usize, rec: Rc<RefCell<Record>>) {
+/// Client `i`: `rounds` operations, then the session closed; at the cell, or
+/// (`via_proxy`) through the proxy.
+pub async fn client(
+    i: usize,
+    seed: u64,
+    rounds: usize,
+    clients: usize,
+    via_proxy: bool,
+    rec: Rc<RefCell<Record>>,
+) {
     while !rec.borrow().ready {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -146,7 +162,7 @@ pub async fn client(i: usize, seed: u64, rounds: usize, clients: usize, rec: Rc<
                 if let Some((old, _)) = session.take() {
                     rec.borrow_mut().coverage.invalidations += old.cache_stats().invalidations;
                 }
-                match connect(&me, &rec).await {
+                match connect(&me, via_proxy, &rec).await {
                     Ok(s) => {
                         session = Some((s.clone(), false));
                         s
@@ -252,7 +268,13 @@ async fn write(me: &str, s: &Session, path: &str, counter: u64, rec: &Rc<RefCell
 }
 
 /// Reads `path` `times` times through one handle. Each read is recorded with where it was
-/// served from: the session's cache (its hit count rose) or the cell.
+/// served from: the session's cache (its hit count rose), the proxy's shared cache (for a
+/// client of the proxy: its hit count rose while the read was on its way — perhaps for
+/// another client's read at the same time, so a read the cell answered may be recorded
+/// as the proxy's, which only spares it the file checker's linearizability, never the
+/// cache checker), or the cell. A read the proxy answers from its cache may be older than
+/// a read the cell answered before it (a write waits only for the caches to be
+/// invalidated), so it must not be judged as the cell's.
 async fn read(me: &str, s: &Session, path: &str, times: usize, rec: &Rc<RefCell<Record>>) {
     let sid = s.id().to_string();
     let hits = s.cache_stats().hits;
@@ -318,10 +340,14 @@ async fn read(me: &str, s: &Session, path: &str, times: usize, rec: &Rc<RefCell<
     };
     for _ in 0..times {
         let hits = s.cache_stats().hits;
+        let proxy_hits = rec.borrow().proxy_cache_hits();
         let invoked = now();
         let result = h.contents().await;
         let source = if s.cache_stats().hits > hits {
             ReadSource::ClientCache
+        } else if rec.borrow().proxied.contains(me) && rec.borrow().proxy_cache_hits() > proxy_hits
+        {
+            ReadSource::ProxyCache
         } else {
             ReadSource::Cell
         };
@@ -339,8 +365,10 @@ async fn read(me: &str, s: &Session, path: &str, times: usize, rec: &Rc<RefCell<
             Ok((value, _)) => {
                 let value = String::from_utf8_lossy(value).into_owned();
                 r.event(me, format!("read {path} = {value} ({source:?})"));
-                if source == ReadSource::ClientCache {
-                    r.coverage.cache_hits += 1;
+                match source {
+                    ReadSource::ClientCache => r.coverage.cache_hits += 1,
+                    ReadSource::ProxyCache => r.coverage.proxy_cache_reads += 1,
+                    ReadSource::Cell => {}
                 }
                 r.complete(
                     id,
@@ -439,7 +467,7 @@ pub async fn final_reader(clients: usize, patience: Duration, rec: Rc<RefCell<Re
                 ));
                 return;
             }
-            let session = match connect(me, &rec).await {
+            let session = match connect(me, false, &rec).await {
                 Ok(s) => s,
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -1,8 +1,12 @@
 //! The deterministic simulation's tests (docs/reliability.md, "Deterministic
 //! simulation"): a seed replays exactly; a fixed slice of seeds (`WARREN_SIM_SEEDS`,
-//! default 100, from `WARREN_SIM_FIRST_SEED`, default 0) passes every history checker;
-//! each planted bug (a double grant, a dropped acknowledged write, a stale cached read) is
-//! caught by the checker that owns its property, and the seed that catches it replays.
+//! default 50, from `WARREN_SIM_FIRST_SEED`, default 0), each with some clients through
+//! the proxy, passes every history checker; each planted bug (a double grant, a dropped
+//! acknowledged write, a stale cached read) is caught by the checker that owns its
+//! property, and the seed that catches it replays.
+//!
+//! Runs with proxied clients replay exactly too (`a_proxied_seed_replays_exactly`): the
+//! proxy's core takes its RNG's seed from the run, and its hash maps have fixed keys.
 
 use std::time::Instant;
 use warren_sim::record::Coverage;
@@ -30,10 +34,11 @@ fn env_u64(name: &str) -> Option<u64> {
 /// slice), the faults applied, and the replay command.
 fn describe(r: &Report) -> String {
     format!(
-        "seed {}: {} violation(s) ({:?})\n{}\n{}faults: {:?}\ncoverage: {}\n{}",
+        "seed {}: {} violation(s) ({:?}); through the proxy: {:?}\n{}\n{}faults: {:?}\ncoverage: {}\n{}",
         r.seed,
         r.violations.len(),
         r.violated,
+        r.proxied_clients,
         r.checked,
         r.violations
             .iter()
@@ -46,11 +51,42 @@ fn describe(r: &Report) -> String {
     )
 }
 
-/// One seed (`WARREN_SIM_SEED`, default 1), run twice: the same event log (and digest),
-/// and no violation. With `--nocapture` it prints the run's event log and the checkers'
-/// report; with `WARREN_SIM_HISTORY=<file>` it writes the history there as JSON lines.
-/// With `WARREN_SIM_PLANTED=double-grant|dropped-write|stale-cache` that bug is
-/// planted, and the run must report violations instead.
+/// Whether `WARREN_SIM_DIRECT` asks for runs without the proxy (`1`, `true`, `on`).
+fn direct_asked() -> bool {
+    matches!(
+        std::env::var("WARREN_SIM_DIRECT").as_deref(),
+        Ok("1" | "true" | "on" | "yes")
+    )
+}
+
+/// Runs `cfg` twice: the same event log (and digest) and the same violations.
+fn assert_replays(cfg: &SimConfig, first: &Report) {
+    let seed = cfg.seed;
+    let second = run(cfg);
+    if first.log != second.log {
+        let at = first
+            .log
+            .iter()
+            .zip(&second.log)
+            .position(|(a, b)| a != b)
+            .unwrap_or(first.log.len().min(second.log.len()));
+        panic!(
+            "seed {seed} did not replay: the runs differ at event {at}:\n  first:  {:?}\n  second: {:?}\n{}",
+            first.log.get(at),
+            second.log.get(at),
+            first.replay_hint()
+        );
+    }
+    assert_eq!(first.digest, second.digest);
+    assert_eq!(first.violations, second.violations);
+}
+
+/// One seed (`WARREN_SIM_SEED`, default 1): no violation, and the run replays (the same
+/// event log and digest). With `--nocapture` it prints the run's event log and the
+/// checkers' report; with `WARREN_SIM_HISTORY=<file>` it writes the history there as JSON
+/// lines. With `WARREN_SIM_PLANTED=double-grant|dropped-write|stale-cache` that bug is
+/// planted, and the run must report violations instead. With `WARREN_SIM_DIRECT=1` the
+/// run has no proxy.
 #[test]
 fn replay_one_seed() {
     let seed = env_u64("WARREN_SIM_SEED").unwrap_or(1);
@@ -58,9 +94,15 @@ fn replay_one_seed() {
         Err(_) | Ok("") => None,
         Ok(name) => Some(Planted::parse(name).unwrap_or_else(|e| panic!("WARREN_SIM_PLANTED={e}"))),
     };
+    let base = if direct_asked() {
+        SimConfig::direct(seed)
+    } else {
+        SimConfig::new(seed)
+    };
     let cfg = SimConfig {
         planted,
-        ..SimConfig::new(seed)
+        trace_proxy: std::env::var_os("WARREN_SIM_TRACE_PROXY").is_some(),
+        ..base
     };
     let first = run(&cfg);
     if let Ok(path) = std::env::var("WARREN_SIM_HISTORY") {
@@ -69,6 +111,9 @@ fn replay_one_seed() {
         println!("the history is in {path} (JSON lines)");
     }
     for line in &first.log {
+        println!("{line}");
+    }
+    for line in &first.proxy_trace {
         println!("{line}");
     }
     println!("{}", first.checked);
@@ -82,23 +127,7 @@ fn replay_one_seed() {
         first.coverage.summary()
     );
     if EXACT_REPLAY {
-        let second = run(&cfg);
-        if first.log != second.log {
-            let at = first
-                .log
-                .iter()
-                .zip(&second.log)
-                .position(|(a, b)| a != b)
-                .unwrap_or(first.log.len().min(second.log.len()));
-            panic!(
-                "seed {seed} did not replay: the runs differ at event {at}:\n  first:  {:?}\n  second: {:?}\n{}",
-                first.log.get(at),
-                second.log.get(at),
-                first.replay_hint()
-            );
-        }
-        assert_eq!(first.digest, second.digest);
-        assert_eq!(first.violations, second.violations);
+        assert_replays(&cfg, &first);
     } else {
         no_exact_replay();
     }
@@ -115,32 +144,47 @@ fn replay_one_seed() {
 }
 
 /// The CI slice of seeds (or the long run, by `WARREN_SIM_SEEDS` and
-/// `WARREN_SIM_FIRST_SEED`): no violation in any, and every 10th seed replays exactly
-/// (every `WARREN_SIM_REPLAY_EVERY`th). Prints the figures: seeds/s, operations,
-/// violations, and the states covered in aggregate.
+/// `WARREN_SIM_FIRST_SEED`; `WARREN_SIM_DIRECT=1`: without the proxy): no violation in
+/// any, and every 10th seed replays exactly (every `WARREN_SIM_REPLAY_EVERY`th). Prints
+/// the figures: seeds/s, operations, violations, and the states covered in
+/// aggregate.
 #[test]
 fn seeds_have_no_violations() {
     let first = env_u64("WARREN_SIM_FIRST_SEED").unwrap_or(0);
-    let count = env_u64("WARREN_SIM_SEEDS").unwrap_or(100);
+    // 50 by default: a run with the proxy costs about twice the CPU of one without, and the
+    // CI slice should take about as long as it did with 100 runs without it.
+    let count = env_u64("WARREN_SIM_SEEDS").unwrap_or(50);
     let replay_every = env_u64("WARREN_SIM_REPLAY_EVERY").unwrap_or(10).max(1);
     let started = Instant::now();
     let (mut faults, mut ops, mut simulated) = (0usize, 0usize, 0f64);
     let mut coverage = Coverage::default();
     let mut failed = Vec::new();
+    let config = |seed| {
+        if direct_asked() {
+            SimConfig::direct(seed)
+        } else {
+            SimConfig::new(seed)
+        }
+    };
+    let (mut proxied, mut replayed) = (0usize, 0usize);
     for seed in first..first + count {
-        let r = run(&SimConfig::new(seed));
+        let cfg = config(seed);
+        let r = run(&cfg);
         faults += r.faults.len();
         ops += r.operations;
         simulated += r.simulated.as_secs_f64();
         coverage.merge(&r.coverage);
+        proxied += usize::from(r.proxied);
         if EXACT_REPLAY && seed % replay_every == 0 {
-            let again = run(&SimConfig::new(seed));
+            let again = run(&cfg);
+            replayed += 1;
             if again.digest != r.digest {
                 eprintln!(
-                    "seed {seed} did not replay (digests {:016x} and {:016x}); {}",
+                    "seed {seed}{} did not replay (digests {:016x} and {:016x}); {}",
+                    if cfg.proxy { "" } else { " without the proxy" },
                     r.digest,
                     again.digest,
-                    r.replay_hint()
+                    again.replay_hint()
                 );
                 failed.push(seed);
             }
@@ -164,7 +208,7 @@ fn seeds_have_no_violations() {
         no_exact_replay();
     }
     println!(
-        "{count} seeds from {first}: {faults} faults, {ops} operations, {:.0} s simulated, {} failed, {:.1} s, {:.2} seeds/s\ncoverage: {}",
+        "{count} seeds from {first} ({proxied} with clients through the proxy; {replayed} checked for replay): {faults} faults, {ops} operations, {:.0} s simulated, {} failed, {:.1} s, {:.2} seeds/s\ncoverage: {}",
         simulated,
         failed.len(),
         took.as_secs_f64(),
@@ -181,10 +225,12 @@ fn seeds_have_no_violations() {
 /// that seed replays with the same violations and is clean without the bug.
 fn planted_bug_is_caught(planted: Planted, checker: &str) {
     let mut caught = None;
+    // Without the proxy: the runs replay exactly (and are the runs these tests were
+    // written for).
     for seed in 0..20 {
         let cfg = SimConfig {
             planted: Some(planted),
-            ..SimConfig::new(seed)
+            ..SimConfig::direct(seed)
         };
         let r = run(&cfg);
         if r.violated.contains(checker) {
@@ -207,7 +253,7 @@ fn planted_bug_is_caught(planted: Planted, checker: &str) {
     );
     assert_eq!(again.digest, r.digest);
     // The same seed without the planted bug is clean.
-    let clean = run(&SimConfig::new(r.seed));
+    let clean = run(&SimConfig::direct(r.seed));
     assert!(clean.violations.is_empty(), "{}", describe(&clean));
 }
 
@@ -240,7 +286,7 @@ fn the_planted_stale_cache_is_caught() {
 #[test]
 fn a_call_in_flight_when_its_session_ends_is_of_unknown_outcome() {
     for seed in [5, 119] {
-        let r = run(&SimConfig::new(seed));
+        let r = run(&SimConfig::direct(seed));
         assert!(r.violations.is_empty(), "{}", describe(&r));
     }
 }
@@ -258,7 +304,7 @@ fn a_call_in_flight_when_its_session_ends_is_of_unknown_outcome() {
 #[test]
 fn a_session_survives_a_pause_that_swallows_a_keepalive_reply() {
     for seed in [623, 318, 664] {
-        let r = run(&SimConfig::new(seed));
+        let r = run(&SimConfig::direct(seed));
         assert!(r.violations.is_empty(), "{}", describe(&r));
     }
 }
@@ -272,7 +318,36 @@ fn a_session_survives_a_pause_that_swallows_a_keepalive_reply() {
 #[test]
 fn a_session_whose_lost_reply_carried_events_survives_its_return() {
     for seed in [2929, 5296, 5657, 5804] {
-        let r = run(&SimConfig::new(seed));
+        let r = run(&SimConfig::direct(seed));
         assert!(r.violations.is_empty(), "{}", describe(&r));
     }
+}
+
+/// The runs of the regression tests above were runs without the proxy (their seeds name
+/// those runs; `SimConfig::direct` draws every choice as the simulation did then). The
+/// same seeds with clients through the proxy must pass too.
+#[test]
+fn the_regression_seeds_pass_with_the_proxy() {
+    for seed in [5, 623, 2929] {
+        let r = run(&SimConfig::new(seed));
+        assert!(r.proxied, "seed {seed} has no client through the proxy");
+        assert!(r.violations.is_empty(), "{}", describe(&r));
+    }
+}
+
+/// A seed with clients through the proxy replays exactly: the proxy's core takes its RNG's
+/// seed from the run (`warren_proxy::core::set_sim_seed`) and its hash maps have fixed
+/// keys in `sim` builds (docs/reliability.md, "Deterministic simulation"). Before, two
+/// runs of seed 1 differed from the first session the proxy made (`client1`'s session id).
+#[test]
+fn a_proxied_seed_replays_exactly() {
+    let cfg = SimConfig::new(1);
+    let first = run(&cfg);
+    assert!(first.proxied);
+    assert!(first.violations.is_empty(), "{}", describe(&first));
+    if !EXACT_REPLAY {
+        no_exact_replay();
+        return;
+    }
+    assert_replays(&cfg, &first);
 }

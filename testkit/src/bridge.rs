@@ -29,6 +29,8 @@ struct Faults {
     paused: bool,
     /// Read and discard everything, both directions (and hold back EOF).
     blackholed: bool,
+    /// Read and discard what the target sends back (requests still arrive).
+    replies_lost: bool,
     /// Close new connections as soon as they are accepted.
     refusing: bool,
     /// Bumped by `drop_connections`: a connection accepted under an older generation closes.
@@ -101,6 +103,13 @@ impl Bridge {
     /// Undoes [`blackhole`](Self::blackhole). Bytes discarded meanwhile stay lost.
     pub fn unblackhole(&self) {
         self.faults.send_modify(|f| f.blackholed = false);
+    }
+
+    /// While `true`, silently discards every byte the target sends back, on every
+    /// connection (an asymmetric partition): requests still arrive and take effect, and
+    /// their answers are lost. Bytes discarded meanwhile stay lost.
+    pub fn lose_replies(&self, lose: bool) {
+        self.faults.send_modify(|f| f.replies_lost = lose);
     }
 
     /// Closes every current connection abruptly (RST on both sides). New connections work.
@@ -190,8 +199,8 @@ async fn connection(
     let clean = {
         let (cr, cw) = client.split();
         let (sr, sw) = server.split();
-        let up = pump(cr, sw, faults.clone());
-        let down = pump(sr, cw, faults.clone());
+        let up = pump(cr, sw, faults.clone(), false);
+        let down = pump(sr, cw, faults.clone(), true);
         tokio::select! {
             r = async { tokio::try_join!(up, down) } => r.is_ok(),
             _ = &mut dropped => false,
@@ -205,10 +214,12 @@ async fn connection(
 }
 
 /// Copies `src` to `dst` under the current faults until EOF (then half-closes `dst`).
+/// `replies`: this is the target-to-client direction.
 async fn pump<R, W>(
     mut src: R,
     mut dst: W,
     mut faults: watch::Receiver<Faults>,
+    replies: bool,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -244,7 +255,7 @@ where
             let _ = dst.shutdown().await;
             return Ok(());
         }
-        if now.blackholed {
+        if now.blackholed || (replies && now.replies_lost) {
             continue;
         }
         dst.write_all(&buf[..n]).await?;

@@ -35,6 +35,9 @@ pub struct Deployment {
     cells: Vec<TestCell>,
     proxies: Vec<TestProxy>,
     map: Mutex<PartitionMap>,
+    /// Each data cell's link to the meta cell, when built with
+    /// [`DeploymentBuilder::meta_links`].
+    meta_links: Vec<(String, crate::Bridge)>,
     /// The settings it was built with (for [`Deployment::add_cell`]).
     settings: DeploymentBuilder,
 }
@@ -50,6 +53,8 @@ pub struct DeploymentBuilder {
     cell: CellBuilder,
     /// What every proxy is built from; each gets the meta cell's addresses.
     proxy: ProxyBuilder,
+    /// Put a [`crate::Bridge`] on each data cell's link to the meta cell.
+    meta_links: bool,
 }
 
 impl Deployment {
@@ -60,7 +65,20 @@ impl Deployment {
             slots: warren_router::DEFAULT_SLOTS,
             cell: Cell::builder().deployment(DEPLOYMENT),
             proxy: Proxy::builder(),
+            meta_links: false,
         }
+    }
+
+    /// The bridge on data cell `cell`'s link to the meta cell (the partition map and
+    /// everything else it reads there come through it): pause it to make the cell load a
+    /// new map late. Panics unless the deployment was built with
+    /// [`DeploymentBuilder::meta_links`].
+    pub fn meta_link(&self, cell: &str) -> &crate::Bridge {
+        self.meta_links
+            .iter()
+            .find(|(c, _)| c == cell)
+            .map(|(_, b)| b)
+            .unwrap_or_else(|| panic!("no meta link for {cell}: build with meta_links()"))
     }
 
     /// The meta cell (named `meta`; holds `/ls/local/warren/…`, the map among it).
@@ -230,6 +248,12 @@ impl DeploymentBuilder {
         self.proxy = self.proxy.client_lease(d);
         self
     }
+    /// Each data cell reaches the meta cell through a [`crate::Bridge`] of its own
+    /// ([`Deployment::meta_link`]).
+    pub fn meta_links(mut self) -> Self {
+        self.meta_links = true;
+        self
+    }
     /// Serve the admin HTTP endpoint on every cell and proxy.
     pub fn admin(mut self) -> Self {
         self.cell = self.cell.admin();
@@ -265,13 +289,17 @@ impl DeploymentBuilder {
         write_first_map(&meta_addrs, &map).await;
 
         let mut cells = Vec::new();
+        let mut meta_links = Vec::new();
         for (name, listener) in listeners {
-            let cell = self
-                .cell(&name)
-                .meta(meta_addrs.clone())
-                .listener(listener)
-                .run()
-                .await;
+            let via = if self.meta_links {
+                let bridge = crate::Bridge::start(meta.addr().parse().expect("meta address")).await;
+                let via = vec![bridge.addr().to_string()];
+                meta_links.push((name.to_string(), bridge));
+                via
+            } else {
+                meta_addrs.clone()
+            };
+            let cell = self.cell(&name).meta(via).listener(listener).run().await;
             cells.push(cell);
         }
         for c in &cells {
@@ -287,6 +315,7 @@ impl DeploymentBuilder {
             cells,
             proxies,
             map: Mutex::new(map),
+            meta_links,
             settings: self,
         }
     }

@@ -303,6 +303,42 @@ async fn bridge_blackhole_loses_bytes() {
 }
 
 #[tokio::test]
+async fn bridge_lose_replies_delivers_requests_but_not_their_answers() {
+    // A target that counts the bytes it receives, and echoes them.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = received.clone();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            counted.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+            s.write_all(&buf[..n]).await.unwrap();
+        }
+    });
+    let bridge = Bridge::start(target).await;
+    let mut c = TcpStream::connect(bridge.addr()).await.unwrap();
+    echo_once(&mut c, b"before").await;
+
+    bridge.lose_replies(true);
+    c.write_all(b"asked").await.unwrap();
+    assert_silent(&mut c).await;
+    assert_eq!(
+        received.load(std::sync::atomic::Ordering::SeqCst),
+        "before".len() + "asked".len(),
+        "the request arrived"
+    );
+
+    bridge.lose_replies(false);
+    // The lost answer stays lost; new ones arrive.
+    echo_once(&mut c, b"after").await;
+}
+
+#[tokio::test]
 async fn bridge_drop_connections_closes_current_ones_only() {
     let bridge = Bridge::start(echo_server().await).await;
     let mut c1 = TcpStream::connect(bridge.addr()).await.unwrap();

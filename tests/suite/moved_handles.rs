@@ -195,6 +195,73 @@ async fn in_direct_mode_the_cell_session_carries_on_at_the_new_owner() {
     );
 }
 
+/// A lock held across a move: sessions `a` and `b` made with `options`, and `a`'s handle on
+/// `DIR/lock`, holding it exclusively (with its sequencer). `DIR` is made by `a`, or by `b`
+/// when `b_makes_dir` (then the holder touches nothing but the lock's cell). Also the
+/// lock's slot, its cell and the other data cell.
+struct HeldLock {
+    a: Session,
+    b: Session,
+    lock: warren_client::Handle,
+    seq: warren_client::Sequencer,
+    slot: u32,
+    from: String,
+    to: String,
+}
+
+async fn a_holds_the_lock(d: &Deployment, options: ClientOptions, b_makes_dir: bool) -> HeldLock {
+    let a = Session::connect_with(options.clone())
+        .await
+        .expect("connect a");
+    let b = Session::connect_with(options).await.expect("connect b");
+    let (slot, from, to) = slot_and_cells(d, &format!("/ls/local{DIR}/lock"));
+    let maker = if b_makes_dir { &b } else { &a };
+    let (dir, _) = maker
+        .open(DIR, OpenOptions::new().create_dir())
+        .await
+        .expect("create the directory");
+    dir.close().await;
+    let (lock, _) = a
+        .open(
+            &format!("{DIR}/lock"),
+            OpenOptions::new().write().create_file(Vec::new()),
+        )
+        .await
+        .expect("create lock");
+    let seq = lock
+        .acquire(LockMode::Exclusive, Some(Duration::from_secs(5)))
+        .await
+        .expect("acquire");
+    HeldLock {
+        a,
+        b,
+        lock,
+        seq,
+        slot,
+        from,
+        to,
+    }
+}
+
+impl HeldLock {
+    /// The end of a moved-lock test: the holder releases (its release must say it held the
+    /// lock), `other` (a handle of `b`'s on the lock) then gets it, and everything closes.
+    async fn hand_over(self, other: warren_client::Handle) {
+        assert!(
+            self.lock.release().await.expect("release"),
+            "the holder's release says it held the lock"
+        );
+        other
+            .try_acquire(LockMode::Exclusive)
+            .await
+            .expect("free once its holder released it");
+        other.close().await;
+        self.lock.close().await;
+        self.a.close().await.ok();
+        self.b.close().await.ok();
+    }
+}
+
 /// Direct mode: a lock held before the move stays held by its holder well past the leases,
 /// although the holder makes no call: the old cell says the handle moved (`SLOT_MOVED`),
 /// and the library carries the handle's cell session on at the new cell, whose KeepAlives
@@ -209,32 +276,13 @@ async fn in_direct_mode_a_lock_held_before_the_move_outlives_the_leases() {
         .run()
         .await;
     let options = ClientOptions::meta(d.meta_addrs()).grace_period(Duration::from_secs(30));
-    let a = Session::connect_with(options.clone())
-        .await
-        .expect("connect a");
-    let b = Session::connect_with(options).await.expect("connect b");
-    let (slot, from, to) = slot_and_cells(&d, &format!("/ls/local{DIR}/lock"));
-    let (dir, _) = a
-        .open(DIR, OpenOptions::new().create_dir())
-        .await
-        .expect("create the directory");
-    dir.close().await;
-    let (lock, _) = a
-        .open(
-            &format!("{DIR}/lock"),
-            OpenOptions::new().write().create_file(Vec::new()),
-        )
-        .await
-        .expect("create lock");
-    lock.acquire(LockMode::Exclusive, Some(Duration::from_secs(5)))
-        .await
-        .expect("acquire");
+    let h = a_holds_the_lock(&d, options, false).await;
 
-    crate::fixture::move_slot(&d, slot, &from, &to).await;
-    let (other, _) = b
-        .open(&format!("{DIR}/lock"), OpenOptions::new().write())
-        .await
-        .expect("b opens lock");
+    crate::fixture::move_slot(&d, h.slot, &h.from, &h.to).await;
+    let (other, _) =
+        h.b.open(&format!("{DIR}/lock"), OpenOptions::new().write())
+            .await
+            .expect("b opens lock");
     let held = other.try_acquire(LockMode::Exclusive).await;
     assert_eq!(
         held.map(|_| ()).unwrap_err().code(),
@@ -248,19 +296,69 @@ async fn in_direct_mode_a_lock_held_before_the_move_outlives_the_leases() {
         Some(ErrorCode::LockHeld),
         "still held four leases after the move"
     );
-    assert!(a.is_live(), "its holder's session is alive");
-    assert!(
-        lock.release().await.expect("release"),
-        "the holder's release says it held the lock"
-    );
-    other
-        .try_acquire(LockMode::Exclusive)
+    assert!(h.a.is_live(), "its holder's session is alive");
+    h.hand_over(other).await;
+}
+
+/// In direct mode, a lock holder's handle follows its node to a cell that loads the new
+/// map late: the source hands the slot off and the map is written, but the target is
+/// still on the old map and refuses the handle, naming the source. The library waits for
+/// the target and carries the session on there, so the lock stays with its handle: the
+/// holder's release lets go. Chaos finding 6 (docs/reliability.md): the library gave up
+/// at the first refusal and re-opened the handle. The lock then stayed held by the old
+/// handle, and the holder's release of the new one freed nothing.
+#[tokio::test]
+async fn in_direct_mode_a_lock_follows_its_node_to_a_cell_that_loads_the_map_late() {
+    let d = Deployment::builder()
+        .cells(2)
+        .proxies(0)
+        .meta_links()
+        .run()
+        .await;
+    let h = a_holds_the_lock(&d, ClientOptions::meta(d.meta_addrs()), false).await;
+    let (a, slot, from, to) = (&h.a, h.slot, h.from.clone(), h.to.clone());
+    // First another slot of the same cell moves, with a file `a` has open: `a`'s session
+    // there is carried on at the target, which therefore knows it before the lock's slot
+    // comes (as after any earlier move; in the chaos session, a slot that moved there
+    // before).
+    let map = d.map();
+    let other_dir = (0..10_000)
+        .map(|i| format!("/other{i}"))
+        .find(|p| {
+            matches!(map.route(&format!("/ls/local{p}/f"), false),
+                Ok(Route::Cell { cell, slot: s }) if cell == from.as_str() && s != slot)
+        })
+        .expect("another slot at the source");
+    let (dir2, _) = a
+        .open(&other_dir, OpenOptions::new().create_dir())
         .await
-        .expect("free once its holder released it");
-    other.close().await;
-    lock.close().await;
-    a.close().await.ok();
-    b.close().await.ok();
+        .expect("create the other directory");
+    dir2.close().await;
+    let (file, _) = a
+        .open(
+            &format!("{other_dir}/f"),
+            OpenOptions::new().read().create_file(b"x".to_vec()),
+        )
+        .await
+        .expect("create the other file");
+    let (other_slot, _, _) = slot_and_cells(&d, &format!("/ls/local{other_dir}/f"));
+    crate::fixture::move_slot(&d, other_slot, &from, &to).await;
+    assert_eq!(file.stat().await.expect("stat after its move").cell, to);
+
+    // The target's link to the meta cell (where it reads the map) holds still for 2 s
+    // across the hand-off and the new map.
+    d.meta_link(&to).pause();
+    let late = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        d.meta_link(&to).resume();
+    };
+    tokio::join!(crate::fixture::move_slot(&d, slot, &from, &to), late);
+    let (other, _) =
+        h.b.open(&format!("{DIR}/lock"), OpenOptions::new().write())
+            .await
+            .expect("b opens lock");
+    file.close().await;
+    h.hand_over(other).await;
 }
 
 /// Through a proxy, a lock held before the move stays held by its holder well past the
@@ -279,56 +377,27 @@ async fn through_a_proxy_a_lock_held_before_the_move_outlives_the_leases() {
         .client_lease(lease)
         .run()
         .await;
-    let options = ClientOptions::proxies(d.proxy_addrs());
-    let a = Session::connect_with(options.clone())
-        .await
-        .expect("connect a");
-    let b = Session::connect_with(options).await.expect("connect b");
-    let (slot, from, to) = slot_and_cells(&d, &format!("/ls/local{DIR}/lock"));
     // b makes the directory (whose entry may live at the target): the holder touches
     // nothing but the source, so its session comes to the target only with the slot.
-    let (dir, _) = b
-        .open(DIR, OpenOptions::new().create_dir())
-        .await
-        .expect("create the directory");
-    dir.close().await;
-    let (lock, _) = a
-        .open(
-            &format!("{DIR}/lock"),
-            OpenOptions::new().write().create_file(Vec::new()),
-        )
-        .await
-        .expect("create lock");
-    let seq = lock
-        .acquire(LockMode::Exclusive, Some(Duration::from_secs(5)))
-        .await
-        .expect("acquire");
+    let h = a_holds_the_lock(&d, ClientOptions::proxies(d.proxy_addrs()), true).await;
 
-    crate::fixture::move_slot(&d, slot, &from, &to).await;
+    crate::fixture::move_slot(&d, h.slot, &h.from, &h.to).await;
     // The holder makes no call; several leases pass.
     tokio::time::sleep(lease * 4).await;
-    let (other, _) = b
-        .open(&format!("{DIR}/lock"), OpenOptions::new().write())
-        .await
-        .expect("b opens lock");
+    let (other, _) =
+        h.b.open(&format!("{DIR}/lock"), OpenOptions::new().write())
+            .await
+            .expect("b opens lock");
     let err = other
         .try_acquire(LockMode::Exclusive)
         .await
         .expect_err("still held");
     assert_eq!(err.code(), Some(ErrorCode::LockHeld), "{err}");
     assert!(
-        b.check_sequencer(&seq).await.expect("check"),
+        h.b.check_sequencer(&h.seq).await.expect("check"),
         "still current"
     );
-    assert!(lock.release().await.expect("release"), "held by its holder");
-    other
-        .try_acquire(LockMode::Exclusive)
-        .await
-        .expect("free once released");
-    other.close().await;
-    lock.close().await;
-    a.close().await.ok();
-    b.close().await.ok();
+    h.hand_over(other).await;
 }
 
 /// Through a proxy, an `Acquire` waiting at the source when the slot moves carries on at
@@ -337,28 +406,15 @@ async fn through_a_proxy_a_lock_held_before_the_move_outlives_the_leases() {
 #[tokio::test]
 async fn through_a_proxy_a_waiting_acquire_follows_the_lock() {
     let d = Deployment::builder().cells(2).proxies(1).run().await;
-    let options = ClientOptions::proxies(d.proxy_addrs());
-    let a = Session::connect_with(options.clone())
-        .await
-        .expect("connect a");
-    let b = Session::connect_with(options).await.expect("connect b");
-    let (slot, from, to) = slot_and_cells(&d, &format!("/ls/local{DIR}/lock"));
-    let (dir, _) = a
-        .open(DIR, OpenOptions::new().create_dir())
-        .await
-        .expect("create the directory");
-    dir.close().await;
-    let (lock, _) = a
-        .open(
-            &format!("{DIR}/lock"),
-            OpenOptions::new().write().create_file(Vec::new()),
-        )
-        .await
-        .expect("create lock");
-    let first = lock
-        .acquire(LockMode::Exclusive, Some(Duration::from_secs(5)))
-        .await
-        .expect("acquire");
+    let HeldLock {
+        a,
+        b,
+        lock,
+        seq: first,
+        slot,
+        from,
+        to,
+    } = a_holds_the_lock(&d, ClientOptions::proxies(d.proxy_addrs()), false).await;
     let (waiter, _) = b
         .open(&format!("{DIR}/lock"), OpenOptions::new().write())
         .await

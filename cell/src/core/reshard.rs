@@ -937,9 +937,9 @@ impl Master {
         }
         let existing = self.nodes.contains_key(p);
         let mut rec = n.rec;
-        // Holders keep their handles: numbered here as the source's tokens will be.
+        // Holders keep their handles: numbered here as their tokens will be.
         for h in &mut rec.holders {
-            h.handle = foreign_number(&n.source, h.handle);
+            h.handle = self.moved_number(&n.source, h.handle);
         }
         match (n.parts.entry, n.parts.anchor, existing) {
             // The other part is here: the two become one node.
@@ -986,17 +986,18 @@ impl Master {
             }
         }
         let ephemeral = rec.meta.ephemeral;
+        let places: std::collections::VecDeque<_> = n
+            .waiting
+            .iter()
+            .map(|(e, num)| (*e, self.moved_number(&n.source, *num)))
+            .collect();
         if let Some(node) = self.nodes.get_mut(p) {
             if n.lock_delay_left_ms > 0 {
                 let until = self.now + std::time::Duration::from_millis(n.lock_delay_left_ms);
                 node.delay_until = Some(node.delay_until.map_or(until, |d| d.max(until)));
             }
-            if !n.waiting.is_empty() {
-                node.places = n
-                    .waiting
-                    .iter()
-                    .map(|(e, num)| (*e, foreign_number(&n.source, *num)))
-                    .collect();
+            if !places.is_empty() {
+                node.places = places;
                 node.places_until = Some(self.now + PLACE_HOLD);
             }
         }
@@ -1010,6 +1011,20 @@ impl Master {
             self.fresh_anchors
                 .insert(p.to_string(), self.now + self.cfg.ephemeral_cleanup);
         }
+    }
+
+    /// The number here of a handle numbered `number` at `source`, the cell a node moved
+    /// from: [`foreign_number`], unless the handle was minted here and the node is coming
+    /// back (it arrives marked foreign, naming this cell). Its token then verifies here as
+    /// this cell's own, so its lock must be held under the number this cell gave it, or
+    /// its holder could neither release nor re-acquire it (chaos finding 6,
+    /// docs/reliability.md).
+    fn moved_number(&self, source: &str, number: u64) -> u64 {
+        let own = number & ((1 << 40) - 1);
+        if number & FOREIGN != 0 && foreign_number(&self.cfg.cell, own) == number {
+            return own;
+        }
+        foreign_number(source, number)
     }
 
     /// Opens here a handle that was open on a moved node at the source (its session came

@@ -53,6 +53,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use warren_server::grpc::Listen;
 
 /// How a cell runs.
 #[derive(Clone, Debug)]
@@ -132,36 +133,6 @@ pub(crate) struct Front {
     _health: warren_server::grpc::HealthTask,
 }
 
-/// The gRPC server's future, as [`Listen`] starts it.
-type Served = futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>>;
-
-/// Where a replica's gRPC server takes its connections from: a TCP listener
-/// ([`Listen::tcp`], every process), or the simulated network of the deterministic
-/// simulation ([`run_incoming`], feature `sim`).
-pub(crate) struct Listen {
-    /// The address `Locate` names when the options set no `advertise`.
-    local: String,
-    /// Serves the routes until the stop future completes.
-    serve: Box<
-        dyn FnOnce(tonic::service::Routes, futures::future::BoxFuture<'static, ()>) -> Served
-            + Send,
-    >,
-}
-
-impl Listen {
-    pub(crate) fn tcp(listener: TcpListener) -> Result<Listen, CellError> {
-        let local = listener
-            .local_addr()
-            .map_err(|e| CellError::Startup(e.to_string()))?;
-        Ok(Listen {
-            local: local.to_string(),
-            serve: Box::new(move |routes, stop| {
-                Box::pin(warren_server::grpc::serve_routes(listener, routes, stop))
-            }),
-        })
-    }
-}
-
 impl Front {
     pub(crate) async fn start(
         listen: Listen,
@@ -169,7 +140,7 @@ impl Front {
         opts: &CellOptions,
         store_kind: &'static str,
     ) -> Result<Front, CellError> {
-        let advertise = opts.advertise.clone().unwrap_or(listen.local);
+        let advertise = opts.advertise.clone().unwrap_or(listen.address.clone());
         let node = Node::new(opts, advertise, store_kind);
         let admin = admin_listener.map(|l| {
             // Install the recorder now, before the first term counts anything.
@@ -191,12 +162,9 @@ impl Front {
             ready,
         )
         .await;
-        let grpc = tokio::spawn((listen.serve)(
-            routes,
-            Box::pin(async move {
-                let _ = stop_rx.await;
-            }),
-        ));
+        let grpc = tokio::spawn(listen.serve(routes, async move {
+            let _ = stop_rx.await;
+        }));
         Ok(Front {
             node,
             admin,
@@ -236,7 +204,7 @@ pub async fn run(
     on_ready: impl FnOnce(CellHandle) + Send,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CellError> {
-    let listen = Listen::tcp(listener)?;
+    let listen = Listen::tcp(listener).map_err(|e| CellError::Startup(e.to_string()))?;
     run_on(listen, admin_listener, store, opts, on_ready, shutdown).await
 }
 
@@ -254,22 +222,10 @@ pub async fn run_incoming<I, IO, IE>(
 ) -> Result<(), CellError>
 where
     I: futures::Stream<Item = Result<IO, IE>> + Send + 'static,
-    IO: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
+    IO: warren_server::grpc::Conn,
     IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
 {
-    let listen = Listen {
-        local: advertise,
-        serve: Box::new(move |routes, stop| {
-            Box::pin(warren_server::grpc::serve_routes_incoming(
-                incoming, routes, stop,
-            ))
-        }),
-    };
+    let listen = Listen::incoming(incoming, advertise);
     run_on(listen, None, store, opts, on_ready, shutdown).await
 }
 

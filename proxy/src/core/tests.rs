@@ -176,6 +176,57 @@ fn a_keepalive_in_jeopardy_is_answered_at_once_when_the_lease_runs_on() {
     assert!(r.lease >= 10 * S, "{:?}", r.lease);
 }
 
+/// A client whose reply carrying events was lost, and whose repeats were lost too, goes
+/// into jeopardy having emptied its cache. Its KeepAlive in jeopardy lets the lease grow
+/// although the events are unacknowledged, as at a cell. The upstream acknowledgement
+/// those events hold waits only until the lease as it was ends. Events relayed after
+/// that KeepAlive are not bounded by it.
+#[test]
+fn a_keepalive_in_jeopardy_renews_the_lease_and_bounds_the_upstream_ack_waiting_on_it() {
+    let (mut core, t0) = setup(1);
+    core.upstream_lease(0, t0 + 60 * S, t0);
+    let (id, _, _, _) = core.create_session("c", t0);
+    core.registered(&id, 0);
+    let w = waits(core.keepalive(&id, 0, t0));
+    // At 11 s an event for it answers the held KeepAlive; that reply (the lease to about
+    // 23 s, and the event) never reaches the client.
+    core.upstream_events(
+        0,
+        &[ev(1, pb::EventType::ContentsModified, "/ls/d/f", Some(&id))],
+        t0 + 11 * S,
+    );
+    let lost = wake_of(&mut core, w);
+    assert_eq!(
+        (lost.events.len(), lost.lease),
+        (1, 23 * S),
+        "counted from t0"
+    );
+    // Its local lease ended near 12 s; its KeepAlives in jeopardy were lost until 20 s.
+    let r = done(core.keepalive_with(&id, 0, true, t0 + 20 * S));
+    assert_eq!(r.events.len(), 1, "the event again");
+    assert!(r.lease >= 11 * S, "the lease grew: {:?}", r.lease);
+    // A later event, relayed after that KeepAlive, is not bounded by it.
+    core.upstream_events(
+        0,
+        &[ev(2, pb::EventType::ContentsModified, "/ls/d/g", Some(&id))],
+        t0 + 21 * S,
+    );
+    core.tick(t0 + 22 * S + 900 * MS);
+    assert_eq!(core.upstream_ack(0), 0, "the lease as it was still runs");
+    core.tick(t0 + 23 * S + 100 * MS);
+    assert_eq!(
+        core.upstream_ack(0),
+        1,
+        "released at the end of the lease as it was"
+    );
+    core.tick(t0 + 30 * S);
+    assert_eq!(core.upstream_ack(0), 1, "the later event still waits");
+    assert!(core.identity(&id).is_some(), "the client lives on");
+    // It acknowledges both.
+    let _ = core.keepalive(&id, 2, t0 + 30 * S);
+    assert_eq!(core.upstream_ack(0), 2);
+}
+
 /// As the client library does it: in jeopardy each KeepAlive gives up after 2 s and the
 /// next one follows a `Locate` later. Between them no KeepAlive is held, and the lease has
 /// ended — because the cell held it back, so the session lives on (for `max_starve`), and

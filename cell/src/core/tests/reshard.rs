@@ -428,10 +428,9 @@ fn move_slots(src: &mut T, dst: &mut T, slots: &[u32], next: PartitionMap) {
     let imported = dst.m.import_slots(slots, bundle).unwrap();
     assert_eq!(info.digest, imported.digest);
     let epoch = next.map_epoch();
+    let to = dst.m.cfg.cell.clone();
     assert_eq!(
-        src.m
-            .hand_off("j", slots, "c2", epoch, info.digest)
-            .unwrap(),
+        src.m.hand_off("j", slots, &to, epoch, info.digest).unwrap(),
         Ok(())
     );
     let next = Arc::new(next);
@@ -440,6 +439,49 @@ fn move_slots(src: &mut T, dst: &mut T, slots: &[u32], next: PartitionMap) {
     src.m.drop_slots(slots).unwrap();
     src.m.take_output();
     dst.m.take_output();
+}
+
+/// A lock whose node moves away and back (c1 → c2 → c1) is still its holder's: the
+/// holder's handle, minted at c1, is c1's own again there, so the holder's `Acquire` finds
+/// the lock already held and its `Release` lets go. Chaos finding 6 (docs/reliability.md):
+/// the holder came back under the foreign number c2 had given it, its token resolved to
+/// c1's own number, and the lock stayed held, its release answered "done" for nothing.
+#[test]
+fn a_lock_that_moves_away_and_back_is_still_released_by_its_holder() {
+    let Fixture {
+        mut src,
+        mut dst,
+        dir,
+        slot,
+        alice,
+        f1,
+        seq,
+        ..
+    } = fixture();
+    move_slots(&mut src, &mut dst, &[slot], map(2, &[(slot, "c2")]));
+    move_slots(&mut dst, &mut src, &[slot], map(3, &[]));
+    assert!(src.m.nodes.contains_key(&format!("{dir}/f1")), "back at c1");
+    let again = done(
+        src.m
+            .acquire(&alice, &f1, LockMode::Exclusive, None, src.at(5.0)),
+    );
+    assert_eq!(again.lock_generation, seq.lock_generation, "still alice's");
+    let bob = src.session(5.0);
+    let hb = src.open_ok(&bob, &format!("{dir}/f1"), intent::ALL, 0, None, 5.1);
+    let e = src
+        .m
+        .try_acquire(&bob, &hb.handle, LockMode::Exclusive, src.at(5.2))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::LockHeld, "{e}");
+    assert!(
+        src.m.release(&alice, &f1, src.at(5.3)).unwrap(),
+        "alice held it"
+    );
+    let granted = src
+        .m
+        .try_acquire(&bob, &hb.handle, LockMode::Exclusive, src.at(5.4))
+        .expect("free once alice let go");
+    assert!(granted.lock_generation > seq.lock_generation);
 }
 
 fn names(t: &mut T, ctx: &Ctx, dir: &str, target: Target) -> Vec<String> {
