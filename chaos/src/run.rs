@@ -272,6 +272,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<ChaosReport> {
         rho: 0.01,
         max_lease_ns: 8_000_000_000,
         tolerated_gap_ns: 3_000_000_000,
+        tolerated_gap_of: Default::default(),
     };
     let report = check_all(&history, &bounds);
     let mut faults_by_kind: BTreeMap<String, (usize, usize)> = BTreeMap::new();

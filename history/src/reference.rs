@@ -61,6 +61,7 @@ pub fn bounds() -> SessionBounds {
         rho: 0.01,
         max_lease_ns: LEASE,
         tolerated_gap_ns: 11 * S,
+        tolerated_gap_of: Default::default(),
     }
 }
 

@@ -11,7 +11,9 @@
 //!   from the session's last successful KeepAlive to the expiry, the client was never cut
 //!   off from every live master and proxy for as long as `tolerated_gap`, by the harness's
 //!   [`Reachability`](crate::Reachability) records. A KeepAlive whose lease was over by
-//!   the time its reply arrived renewed nothing, and does not count as the last one.
+//!   the time its reply arrived renewed nothing, and does not count as the last one. One
+//!   answered while the client was cut off (a proxy's, from its own lease at a cell it
+//!   cannot reach) does not end that cut-off: it is counted from where it began.
 //!
 //! See docs/reliability.md, "History checkers".
 
@@ -36,6 +38,11 @@ pub struct SessionBounds {
     /// expires the session legitimately. The harness sets it to what its fault schedule
     /// promises (docs/reliability.md, "History checkers").
     pub tolerated_gap_ns: Nanos,
+    /// Per client, a tolerated cut-off other than `tolerated_gap_ns`: a client of a proxy
+    /// that promises its cells a hold-back holds leases cut short by the proxy's cover
+    /// there (docs/proxy.md, "A dead proxy"), so a shorter cut-off can end its session.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tolerated_gap_of: BTreeMap<String, Nanos>,
 }
 
 impl SessionBounds {
@@ -48,6 +55,7 @@ impl SessionBounds {
             rho: 0.01,
             max_lease_ns: 12_000_000_000,
             tolerated_gap_ns: 11_000_000_000,
+            tolerated_gap_of: BTreeMap::new(),
         }
     }
 
@@ -157,17 +165,24 @@ pub fn check(history: &History, bounds: &SessionBounds) -> CheckerResult {
             .get(expiry.client.as_str())
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let gap = longest_gap(spans, last_alive.end(), observed);
-        if gap < bounds.tolerated_gap_ns {
+        let from = cut_off_since(spans, last_alive.end());
+        let gap = longest_gap(spans, from, observed);
+        let tolerated = bounds
+            .tolerated_gap_of
+            .get(expiry.client.as_str())
+            .copied()
+            .unwrap_or(bounds.tolerated_gap_ns);
+        if gap < tolerated {
             violations.push(Violation::new(
                 format!(
                     "session {session} expired (observed by #{} at {}) though its client {} \
                      was never cut off from every live master and proxy for as long as {} ns \
-                     since its last successful KeepAlive #{} at {} (longest cut-off: {gap} ns)",
+                     since {from} (its last successful KeepAlive #{} at {}, or the start of \
+                     the cut-off that KeepAlive was answered in) (longest cut-off: {gap} ns)",
                     expiry.id,
                     observed,
                     expiry.client,
-                    bounds.tolerated_gap_ns,
+                    tolerated,
                     last_alive.id,
                     last_alive.end()
                 ),
@@ -208,6 +223,23 @@ fn renewed(o: &Operation) -> bool {
     }
 }
 
+/// Where a window that opens at `at` starts being judged: `at` if the client could reach
+/// a live master or proxy then, otherwise where the cut-off `at` falls in began (the end
+/// of the last span before it, or 0). A renewal during a cut-off comes from a proxy that
+/// cannot reach its cell, and it grants no more than the proxy's own lease there, which
+/// the proxy last renewed before the cut-off began: it does not start the cut-off anew.
+fn cut_off_since(spans: &[(Nanos, Nanos)], at: Nanos) -> Nanos {
+    if spans.iter().any(|&(a, b)| a <= at && at <= b) {
+        return at;
+    }
+    spans
+        .iter()
+        .map(|&(_, b)| b)
+        .filter(|&b| b < at)
+        .max()
+        .unwrap_or(0)
+}
+
 /// The longest span within `[from, to]` covered by none of `spans` (sorted by start).
 fn longest_gap(spans: &[(Nanos, Nanos)], from: Nanos, to: Nanos) -> Nanos {
     let mut covered_until = from;
@@ -232,7 +264,18 @@ fn longest_gap(spans: &[(Nanos, Nanos)], from: Nanos, to: Nanos) -> Nanos {
 
 #[cfg(test)]
 mod tests {
-    use super::longest_gap;
+    use super::{cut_off_since, longest_gap};
+
+    #[test]
+    fn a_window_opening_in_a_cut_off_starts_where_the_cut_off_began() {
+        let spans = [(0, 10), (20, 30), (40, 50)];
+        assert_eq!(cut_off_since(&spans, 25), 25);
+        assert_eq!(cut_off_since(&spans, 30), 30);
+        assert_eq!(cut_off_since(&spans, 35), 30);
+        assert_eq!(cut_off_since(&spans, 60), 50);
+        assert_eq!(cut_off_since(&[(20, 30)], 5), 0);
+        assert_eq!(cut_off_since(&[], 5), 0);
+    }
 
     #[test]
     fn gaps_are_measured_inside_the_window() {

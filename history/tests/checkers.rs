@@ -622,6 +622,7 @@ fn bounds() -> SessionBounds {
         rho: 0.01,
         max_lease_ns: 12 * S,
         tolerated_gap_ns: 11 * S,
+        tolerated_gap_of: Default::default(),
     }
 }
 
@@ -704,15 +705,49 @@ fn sessions_judge_an_expiry_from_the_last_keepalive_that_renewed_the_lease() {
         sessions::check(r.history(), &bounds()).verdict,
         Verdict::Pass
     );
-    // The same reply arriving in time renews the lease: the expiry is then unjustified.
+    // The same reply arriving in time, while the client can reach its server, renews the
+    // lease: the 6 s cut-off after it does not justify the expiry.
     let mut r = Recorder::new("s");
     r.call("c", "s1", Op::CreateSession, 0, S, lease(12 * S));
     r.reachable("c", 0, 2 * S);
+    r.reachable("c", 12 * S, 14 * S);
     r.reachable("c", 20 * S, 100 * S);
     r.call("c", "s1", Op::KeepAlive, 2 * S, 13 * S, lease(12 * S));
     r.call("c", "s1", Op::SessionExpired, 30 * S, 30 * S, done());
     assert!(matches!(
         sessions::check(r.history(), &bounds()).verdict,
+        Verdict::Violated(_)
+    ));
+}
+
+/// Simulation seeds 1974, 414, 1605 and others: a proxy whose cell was down renewed its
+/// client's lease from its own lease at the cell, which it had last renewed before the
+/// cell went down; the client's session ended 2.8 s after that renewal, 8 s into the
+/// outage. The renewal does not restart the cut-off.
+#[test]
+fn sessions_count_a_cut_off_from_its_start_through_a_renewal_answered_during_it() {
+    let history = |reachable_at_renewal: bool| {
+        let mut r = Recorder::new("s");
+        r.call("c", "s1", Op::CreateSession, 0, S, lease(12 * S));
+        r.reachable("c", 0, 2 * S);
+        if reachable_at_renewal {
+            r.reachable("c", 12 * S, 14 * S);
+        }
+        r.reachable("c", 20 * S, 100 * S);
+        // Sent at 12 s, answered at 13 s with a lease that runs to 24 s.
+        r.call("c", "s1", Op::KeepAlive, 12 * S, 13 * S, lease(12 * S));
+        r.call("c", "s1", Op::SessionExpired, 19 * S, 19 * S, done());
+        r
+    };
+    // Cut off from 2 s to 20 s: the expiry at 19 s, 17 s into it, is justified, though
+    // only 6 s passed since the renewal.
+    assert_eq!(
+        sessions::check(history(false).history(), &bounds()).verdict,
+        Verdict::Pass
+    );
+    // Reachable when the renewal came: the cut-off starts at 14 s, 5 s before the expiry.
+    assert!(matches!(
+        sessions::check(history(true).history(), &bounds()).verdict,
         Verdict::Violated(_)
     ));
 }

@@ -392,6 +392,36 @@ impl ProxyCore {
         }
     }
 
+    /// The leases as the core sees them at `now`, for the simulation's proxy trace: its
+    /// local lease at each cell, and each client's lease, starved mark and held KeepAlive
+    /// (`sim` builds only).
+    #[cfg(feature = "sim")]
+    pub fn trace_leases(&self, now: Instant) -> String {
+        let left = |t: Instant| t.saturating_duration_since(now).as_secs_f64();
+        let mut out: Vec<String> = self
+            .upstream
+            .iter()
+            .enumerate()
+            .map(|(i, u)| format!("cell{i} live {:?}", u.live_until.map(left)))
+            .collect();
+        let mut clients: Vec<_> = self.clients.iter().collect();
+        clients.sort_by_key(|(id, _)| **id);
+        for (id, c) in clients {
+            out.push(format!(
+                "{} lease {:.3}{}{}{}",
+                short_id(id),
+                left(c.lease.end),
+                if c.lease.end < now { " (ended)" } else { "" },
+                if c.starved { " starved" } else { "" },
+                match c.lease.held() {
+                    Some(h) => format!(" held until {:?}", h.until.map(left)),
+                    None => String::new(),
+                }
+            ));
+        }
+        out.join("; ")
+    }
+
     // ------------------------------------------------------------------ sessions
 
     /// `CreateSession` at the proxy: the session lives here; cells learn of it when it
@@ -481,6 +511,10 @@ impl ProxyCore {
                 c.epoch
             )));
         }
+        if now > c.lease.end && c.lease.held().is_none() {
+            self.starved_at_end(id, now);
+        }
+        let c = &self.clients[id];
         if now > c.lease.end && c.lease.held().is_none() && !self.starving_in_time(c, now) {
             self.end_client(*id, true);
             return Err(WarrenError::session_expired(format!(
@@ -607,9 +641,13 @@ impl ProxyCore {
     /// How much a client lease cut short by a hold-back cover is shortened further, up to:
     /// the proxy refreshes its cover every so often (see
     /// [`ProxyCore::upstream_keep_ahead`]), and leases cut to the same cover would
-    /// otherwise all end, and all be renewed, at the same instant.
+    /// otherwise all end, and all be renewed, at the same instant. Also how far the cover
+    /// may lag a full lease before it is refreshed: so a client with copies holds at least
+    /// `L_c − 2 · L_c / 8`, 9 s of the default 12 s, after each renewal. (It was `L_c / 4`,
+    /// which let such a lease be as short as 6 s, half the lease: a client cut off from its
+    /// proxy for 2.4 s lost a 4 s lease in the simulation, seeds 282 and 887.)
     fn cover_spread(&self) -> Duration {
-        self.cfg.client_lease / 4
+        self.cfg.client_lease / 8
     }
 
     /// The longest lease the proxy may grant now to a client with state at `cells` and
@@ -772,6 +810,31 @@ impl ProxyCore {
             received: now,
         });
         Ok(Reply::Wait(w))
+    }
+
+    /// A lease that ran out with no KeepAlive of the client held here (one still on its
+    /// way, or sent after a reply that was lost) is starved as when one waits
+    /// (`extend_with`) if at its end a cell was holding it back: the cell, not the client,
+    /// let it run out. A cover that has stopped moving (the cell is failing over) cuts the
+    /// leases of clients with copies from there short of their full length, so such a
+    /// client can reach its lease's end before any KeepAlive of it finds the cell holding
+    /// it back (simulation seed 1537); its session lives on at the cell through the
+    /// fail-over, and so it does here, up to `max_starve`. Not when this proxy is itself
+    /// late (the lease's timer fired well after it ended): then nothing says why it ended.
+    fn starved_at_end(&mut self, id: &ClientId, now: Instant) {
+        let Some(c) = self.clients.get(id) else {
+            return;
+        };
+        let end = c.lease.end;
+        if c.starved || c.lease.held().is_some() || now > end + self.cfg.reply_before_end {
+            return;
+        }
+        let held_back = self
+            .cap_for_cells(&c.cells, &c.covers, end)
+            .is_none_or(|(_, held_back, _)| held_back);
+        if held_back {
+            self.clients.get_mut(id).expect("checked").starved = true;
+        }
     }
 
     /// Whether a client whose lease has run out is still within `max_starve` of it because
@@ -950,6 +1013,7 @@ impl ProxyCore {
                 Some(_) if now >= end => self.release_relays(&id),
                 Some(_) => {}
                 None if now > end => {
+                    self.starved_at_end(&id, now);
                     let c = &self.clients[&id];
                     if self.starving_in_time(c, now) {
                         let until = end + self.cfg.max_starve;

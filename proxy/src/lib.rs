@@ -560,6 +560,12 @@ impl Shared {
         (ix, body)
     }
 
+    /// [`ProxyCore::trace_leases`] now (`sim` builds only).
+    #[cfg(feature = "sim")]
+    pub fn trace_leases(&self) -> String {
+        self.with_core(|c| c.trace_leases(Instant::now()))
+    }
+
     /// A JSON-able summary for `/status`.
     pub fn status(&self) -> serde_json::Value {
         let counts = self.with_core(|c| c.counts());

@@ -489,8 +489,8 @@ async fn keepalive_loop(
     };
     loop {
         // When to refresh: keep the local lease at least client_lease + margins ahead, and,
-        // while clients hold copies from the cell under a hold-back, the cover within a
-        // quarter of a client lease of a full one (asked each time: that changes; a
+        // while clients hold copies from the cell under a hold-back, the cover within an
+        // eighth of a client lease of a full one (asked each time: that changes; a
         // `RefreshCover` effect kicks this loop when it starts).
         let (ack, waiting, keep_ahead, wanted) = shared.with_core(|c| {
             (

@@ -86,9 +86,27 @@ fn assert_replays(cfg: &SimConfig, first: &Report) {
 /// checkers' report; with `WARREN_SIM_HISTORY=<file>` it writes the history there as JSON
 /// lines. With `WARREN_SIM_PLANTED=double-grant|dropped-write|stale-cache` that bug is
 /// planted, and the run must report violations instead. With `WARREN_SIM_DIRECT=1` the
-/// run has no proxy.
+/// run has no proxy. With `WARREN_SIM_LOG=<filter>` (e.g. `warren_proxy=debug`) it prints
+/// the logs of the run's servers and clients, stamped with the simulated time.
+/// Stamps a log line with the simulated time.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let t = turmoil::sim_elapsed().unwrap_or_default();
+        write!(w, "{:>9.3}", t.as_secs_f64())
+    }
+}
+
 #[test]
 fn replay_one_seed() {
+    if let Ok(filter) = std::env::var("WARREN_SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(SimTime)
+            .with_test_writer()
+            .try_init();
+    }
     let seed = env_u64("WARREN_SIM_SEED").unwrap_or(1);
     let planted = match std::env::var("WARREN_SIM_PLANTED").as_deref() {
         Err(_) | Ok("") => None,
