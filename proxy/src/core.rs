@@ -511,10 +511,6 @@ impl ProxyCore {
                 c.epoch
             )));
         }
-        if now > c.lease.end && c.lease.held().is_none() {
-            self.starved_at_end(id, now);
-        }
-        let c = &self.clients[id];
         if now > c.lease.end && c.lease.held().is_none() && !self.starving_in_time(c, now) {
             self.end_client(*id, true);
             return Err(WarrenError::session_expired(format!(
@@ -812,31 +808,6 @@ impl ProxyCore {
         Ok(Reply::Wait(w))
     }
 
-    /// A lease that ran out with no KeepAlive of the client held here (one still on its
-    /// way, or sent after a reply that was lost) is starved as when one waits
-    /// (`extend_with`) if at its end a cell was holding it back: the cell, not the client,
-    /// let it run out. A cover that has stopped moving (the cell is failing over) cuts the
-    /// leases of clients with copies from there short of their full length, so such a
-    /// client can reach its lease's end before any KeepAlive of it finds the cell holding
-    /// it back (simulation seed 1537); its session lives on at the cell through the
-    /// fail-over, and so it does here, up to `max_starve`. Not when this proxy is itself
-    /// late (the lease's timer fired well after it ended): then nothing says why it ended.
-    fn starved_at_end(&mut self, id: &ClientId, now: Instant) {
-        let Some(c) = self.clients.get(id) else {
-            return;
-        };
-        let end = c.lease.end;
-        if c.starved || c.lease.held().is_some() || now > end + self.cfg.reply_before_end {
-            return;
-        }
-        let held_back = self
-            .cap_for_cells(&c.cells, &c.covers, end)
-            .is_none_or(|(_, held_back, _)| held_back);
-        if held_back {
-            self.clients.get_mut(id).expect("checked").starved = true;
-        }
-    }
-
     /// Whether a client whose lease has run out is still within `max_starve` of it because
     /// a cell held its lease back (see [`Client::starved`]).
     fn starving_in_time(&self, c: &Client, now: Instant) -> bool {
@@ -1013,7 +984,6 @@ impl ProxyCore {
                 Some(_) if now >= end => self.release_relays(&id),
                 Some(_) => {}
                 None if now > end => {
-                    self.starved_at_end(&id, now);
                     let c = &self.clients[&id];
                     if self.starving_in_time(c, now) {
                         let until = end + self.cfg.max_starve;
