@@ -392,11 +392,12 @@ impl ProxyCore {
         }
     }
 
-    /// The leases as the core sees them at `now`, for the simulation's proxy trace: its
-    /// local lease at each cell, and each client's lease, starved mark and held KeepAlive
-    /// (`sim` builds only).
+    /// The leases as the core sees them, in seconds left as of its last event (its own
+    /// clock), for the simulation's proxy trace: its local lease at each cell, and each
+    /// client's lease, starved mark and held KeepAlive (`sim` builds only).
     #[cfg(feature = "sim")]
-    pub fn trace_leases(&self, now: Instant) -> String {
+    pub fn trace_leases(&self) -> String {
+        let now = self.now;
         let left = |t: Instant| t.saturating_duration_since(now).as_secs_f64();
         let mut out: Vec<String> = self
             .upstream

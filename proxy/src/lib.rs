@@ -563,7 +563,7 @@ impl Shared {
     /// [`ProxyCore::trace_leases`] now (`sim` builds only).
     #[cfg(feature = "sim")]
     pub fn trace_leases(&self) -> String {
-        self.with_core(|c| c.trace_leases(Instant::now()))
+        self.with_core(|c| c.trace_leases())
     }
 
     /// A JSON-able summary for `/status`.

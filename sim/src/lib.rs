@@ -546,59 +546,96 @@ pub fn run(cfg: &SimConfig) -> Report {
     let mut stale_proxy: Option<Duration> = None;
     let mut proxy_blocked_until = Duration::ZERO;
     let mut next_trace = Duration::ZERO;
-    let outcome =
-        loop {
-            let step = sim.step();
-            let now = sim.elapsed();
-            match step {
-                Ok(true) => break Ok(()),
-                Ok(false) => {}
-                Err(e) => break Err(e.to_string()),
-            }
-            if cfg.trace_proxy && has_proxy && now >= next_trace {
-                next_trace = now + Duration::from_millis(250);
-                let r = rec.borrow();
-                if let Some(p) = r.proxies.last() {
-                    let st = p.status();
-                    let cells: Vec<String> = st["cells"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|c| format!("connected={} epoch={}", c["connected"], c["epoch"]))
-                        .collect();
-                    proxy_trace.push(format!(
-                    "{:>9.3} {PROXY_HOST} {} clients={} held={} starving={} cached={} {cells:?} {}",
+    let outcome = loop {
+        let step = sim.step();
+        let now = sim.elapsed();
+        match step {
+            Ok(true) => break Ok(()),
+            Ok(false) => {}
+            Err(e) => break Err(e.to_string()),
+        }
+        if cfg.trace_proxy && has_proxy && now >= next_trace {
+            next_trace = now + Duration::from_millis(250);
+            let r = rec.borrow();
+            if let Some(p) = r.proxies.last() {
+                let st = p.status();
+                let cells: Vec<String> = st["cells"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| format!("connected={} epoch={}", c["connected"], c["epoch"]))
+                    .collect();
+                let line = format!(
+                    "{:>9.3} {PROXY_HOST} {} clients={} held={} starving={} cached={} {cells:?}",
                     now.as_secs_f64(),
                     if proxy_down { "DOWN" } else { "up" },
                     st["client_sessions"],
                     st["held_keepalives"],
                     st["clients_waiting_for_a_cell"],
                     st["cached_paths"],
-                    if proxy_down { String::new() } else { p.trace_leases() },
-                ));
-                }
+                );
+                // The proxy's lease at the cell and each client's, in seconds left.
+                let leases = if proxy_down {
+                    String::new()
+                } else {
+                    p.trace_leases()
+                };
+                proxy_trace.push(format!("{line} {leases}"));
             }
-            // Undo what is due (in the order scheduled: deterministic).
-            let mut i = 0;
-            let mut changed = false;
-            while i < undo.len() {
-                if undo[i].0 > now {
-                    i += 1;
-                    continue;
+        }
+        // Undo what is due (in the order scheduled: deterministic).
+        let mut i = 0;
+        let mut changed = false;
+        while i < undo.len() {
+            if undo[i].0 > now {
+                i += 1;
+                continue;
+            }
+            changed = true;
+            match undo.remove(i).1 {
+                Undo::Release { host, peer, .. } => {
+                    sim.release(host.as_str(), peer);
+                    let peer = if peer == CELL_HOST { "cell" } else { peer };
+                    fault(
+                        &rec,
+                        &mut faults,
+                        now,
+                        "heal",
+                        format!("heal {host} <-> {peer}"),
+                    );
                 }
-                changed = true;
-                match undo.remove(i).1 {
-                    Undo::Release { host, peer, .. } => {
-                        sim.release(host.as_str(), peer);
-                        let peer = if peer == CELL_HOST { "cell" } else { peer };
-                        fault(
-                            &rec,
-                            &mut faults,
-                            now,
-                            "heal",
-                            format!("heal {host} <-> {peer}"),
-                        );
+                Undo::Restart => {
+                    sim.bounce(CELL_HOST);
+                    cell_down = false;
+                    if stale_proxy.is_some_and(|e| e > now) {
+                        stale_proxy = Some(now + PROXY_LEASE);
+                        proxy_blocked_until = now + PROXY_LEASE;
                     }
+                    rec.borrow_mut().coverage.failovers += 1;
+                    fault(&rec, &mut faults, now, "heal", "restart cell".into());
+                }
+                Undo::RestartProxy => {
+                    sim.bounce(PROXY_HOST);
+                    proxy_down = false;
+                    rec.borrow_mut().coverage.proxy_restarts += 1;
+                    fault(
+                        &rec,
+                        &mut faults,
+                        now,
+                        "heal",
+                        format!("restart {PROXY_HOST}"),
+                    );
+                }
+                Undo::Latency => sim.set_max_message_latency(Duration::from_millis(20)),
+                Undo::Aftermath(_) => {}
+            }
+        }
+        let finished = rec.borrow().finished >= cfg.clients;
+        if finished && !healed {
+            // Heal everything now; the final reader checks what survived.
+            for (_, u) in undo.drain(..) {
+                match u {
+                    Undo::Release { host, peer, .. } => sim.release(host.as_str(), peer),
                     Undo::Restart => {
                         sim.bounce(CELL_HOST);
                         cell_down = false;
@@ -607,241 +644,209 @@ pub fn run(cfg: &SimConfig) -> Report {
                             proxy_blocked_until = now + PROXY_LEASE;
                         }
                         rec.borrow_mut().coverage.failovers += 1;
-                        fault(&rec, &mut faults, now, "heal", "restart cell".into());
                     }
                     Undo::RestartProxy => {
                         sim.bounce(PROXY_HOST);
                         proxy_down = false;
                         rec.borrow_mut().coverage.proxy_restarts += 1;
-                        fault(
-                            &rec,
-                            &mut faults,
-                            now,
-                            "heal",
-                            format!("restart {PROXY_HOST}"),
-                        );
                     }
                     Undo::Latency => sim.set_max_message_latency(Duration::from_millis(20)),
                     Undo::Aftermath(_) => {}
                 }
             }
-            let finished = rec.borrow().finished >= cfg.clients;
-            if finished && !healed {
-                // Heal everything now; the final reader checks what survived.
-                for (_, u) in undo.drain(..) {
-                    match u {
-                        Undo::Release { host, peer, .. } => sim.release(host.as_str(), peer),
-                        Undo::Restart => {
-                            sim.bounce(CELL_HOST);
-                            cell_down = false;
-                            if stale_proxy.is_some_and(|e| e > now) {
-                                stale_proxy = Some(now + PROXY_LEASE);
-                                proxy_blocked_until = now + PROXY_LEASE;
-                            }
-                            rec.borrow_mut().coverage.failovers += 1;
-                        }
-                        Undo::RestartProxy => {
-                            sim.bounce(PROXY_HOST);
-                            proxy_down = false;
-                            rec.borrow_mut().coverage.proxy_restarts += 1;
-                        }
-                        Undo::Latency => sim.set_max_message_latency(Duration::from_millis(20)),
-                        Undo::Aftermath(_) => {}
-                    }
+            fault(&rec, &mut faults, now, "heal", "heal all".into());
+            healed = true;
+            changed = true;
+        }
+        if !healed && now >= next_fault {
+            next_fault = now + Duration::from_millis(rng.gen_range(300..2500));
+            let ci = rng.gen_range(0..cfg.clients);
+            let client = clients[ci].clone();
+            let server = server_of(ci);
+            changed |= match rng.gen_range(0..kinds) {
+                // A partition between one client and its server (the cell, or the proxy):
+                // TCP holds what is sent (as a real TCP stack retransmits) until it heals,
+                // short or past a lease.
+                0..=3 if !busy(&undo, &client, server) && !crashed.contains(&client) => {
+                    let d = Duration::from_millis(rng.gen_range(200..10_000));
+                    sim.hold(client.as_str(), server);
+                    let (kind, peer) = if server == CELL_HOST {
+                        ("partition", "cell")
+                    } else {
+                        ("client-proxy-partition", PROXY_HOST)
+                    };
+                    undo.push((
+                        now + d,
+                        Undo::Release {
+                            host: client.clone(),
+                            peer: server,
+                            kind,
+                        },
+                    ));
+                    let what = format!("partition {client} <-> {peer} for {d:?}");
+                    fault(&rec, &mut faults, now, kind, what);
+                    true
                 }
-                fault(&rec, &mut faults, now, "heal", "heal all".into());
-                healed = true;
-                changed = true;
-            }
-            if !healed && now >= next_fault {
-                next_fault = now + Duration::from_millis(rng.gen_range(300..2500));
-                let ci = rng.gen_range(0..cfg.clients);
-                let client = clients[ci].clone();
-                let server = server_of(ci);
-                changed |= match rng.gen_range(0..kinds) {
-                    // A partition between one client and its server (the cell, or the proxy):
-                    // TCP holds what is sent (as a real TCP stack retransmits) until it heals,
-                    // short or past a lease.
-                    0..=3 if !busy(&undo, &client, server) && !crashed.contains(&client) => {
-                        let d = Duration::from_millis(rng.gen_range(200..10_000));
-                        sim.hold(client.as_str(), server);
-                        let (kind, peer) = if server == CELL_HOST {
-                            ("partition", "cell")
-                        } else {
-                            ("client-proxy-partition", PROXY_HOST)
-                        };
-                        undo.push((
-                            now + d,
-                            Undo::Release {
-                                host: client.clone(),
-                                peer: server,
-                                kind,
-                            },
-                        ));
-                        let what = format!("partition {client} <-> {peer} for {d:?}");
-                        fault(&rec, &mut faults, now, kind, what);
-                        true
+                // The cell's host crashes; restarted later on the same store.
+                4..=5 if !cell_down => {
+                    let d = Duration::from_millis(rng.gen_range(100..6_000));
+                    // The host dies as a machine does: what its sockets would send as they
+                    // close (FINs, RSTs) never leaves it. (It also keeps the run
+                    // replayable: tokio drops a runtime's tasks in an order that depends on
+                    // the task ids the process handed out before, and each message sent
+                    // draws a delay.)
+                    let open: Vec<&String> = cell_peers
+                        .iter()
+                        .filter(|h| !busy(&undo, h, CELL_HOST))
+                        .collect();
+                    for h in &open {
+                        sim.partition(h.as_str(), CELL_HOST);
                     }
-                    // The cell's host crashes; restarted later on the same store.
-                    4..=5 if !cell_down => {
-                        let d = Duration::from_millis(rng.gen_range(100..6_000));
-                        // The host dies as a machine does: what its sockets would send as they
-                        // close (FINs, RSTs) never leaves it. (It also keeps the run
-                        // replayable: tokio drops a runtime's tasks in an order that depends on
-                        // the task ids the process handed out before, and each message sent
-                        // draws a delay.)
-                        let open: Vec<&String> = cell_peers
-                            .iter()
-                            .filter(|h| !busy(&undo, h, CELL_HOST))
-                            .collect();
-                        for h in &open {
-                            sim.partition(h.as_str(), CELL_HOST);
-                        }
-                        sim.crash(CELL_HOST);
-                        for h in &open {
-                            sim.repair(h.as_str(), CELL_HOST);
-                        }
-                        cell_down = true;
-                        if stale_proxy.is_some_and(|e| e > now) {
-                            stale_proxy = Some(Duration::MAX);
-                        }
-                        undo.push((now + d, Undo::Restart));
-                        let what = format!("crash cell for {d:?}");
-                        fault(&rec, &mut faults, now, "cell-crash", what);
-                        true
+                    sim.crash(CELL_HOST);
+                    for h in &open {
+                        sim.repair(h.as_str(), CELL_HOST);
                     }
-                    // A network pause of the cell: every link to it holds for a while.
-                    6 if !cell_down => {
-                        let d = Duration::from_millis(rng.gen_range(100..3_000));
-                        for host in &cell_peers {
-                            if !busy(&undo, host, CELL_HOST) {
-                                sim.hold(host.as_str(), CELL_HOST);
-                                undo.push((
-                                    now + d,
-                                    Undo::Release {
-                                        host: host.clone(),
-                                        peer: CELL_HOST,
-                                        kind: "cell-pause",
-                                    },
-                                ));
-                            }
-                        }
-                        let what = format!("pause the cell's network for {d:?}");
-                        fault(&rec, &mut faults, now, "cell-pause", what);
-                        true
+                    cell_down = true;
+                    if stale_proxy.is_some_and(|e| e > now) {
+                        stale_proxy = Some(Duration::MAX);
                     }
-                    // Slow messages for a while.
-                    7 => {
-                        let max = Duration::from_millis(rng.gen_range(50..500));
-                        sim.set_max_message_latency(max);
-                        undo.push((now + Duration::from_secs(2), Undo::Latency));
-                        let what = format!("message delay up to {max:?} for 2s");
-                        fault(&rec, &mut faults, now, "delay", what);
-                        true
-                    }
-                    // A client host crashes for good (rarely: it ends that client's work).
-                    8 if rng.gen_range(0..4) == 0 && sim.is_host_running(client.as_str()) => {
-                        // As for the cell: its last words never leave it.
-                        sim.partition(client.as_str(), server);
-                        sim.crash(client.as_str());
-                        sim.repair(client.as_str(), server);
-                        undo.retain(
-                            |(_, u)| !matches!(u, Undo::Release { host, .. } if *host == client),
-                        );
-                        crashed.insert(client.clone());
-                        rec.borrow_mut().finished += 1;
-                        undo.push((now + LEASE + GRACE, Undo::Aftermath("client-crash")));
-                        let what = format!("crash {client} for good");
-                        fault(&rec, &mut faults, now, "client-crash", what);
-                        true
-                    }
-                    // The proxy's host crashes (its client sessions, cache and session at the
-                    // cell are lost with it), restarted 0.1–6 s later.
-                    11 if !proxy_down => {
-                        let d = Duration::from_millis(rng.gen_range(100..6_000));
-                        // As for the cell: what it would send as it dies never leaves it.
-                        let mut peers: Vec<&str> = clients
-                            .iter()
-                            .zip(&proxied)
-                            .filter(|(c, p)| **p && !busy(&undo, c, PROXY_HOST))
-                            .map(|(c, _)| c.as_str())
-                            .collect();
-                        if !busy(&undo, PROXY_HOST, CELL_HOST) {
-                            peers.push(CELL_HOST);
-                        }
-                        for h in &peers {
-                            sim.partition(*h, PROXY_HOST);
-                        }
-                        sim.crash(PROXY_HOST);
-                        for h in &peers {
-                            sim.repair(*h, PROXY_HOST);
-                        }
-                        proxy_down = true;
-                        // Up to two proxy leases: the master answers the KeepAlive the
-                        // crashed proxy left held there shortly before its lease ends, and
-                        // extends the lease by a whole one as it answers (simulation seed
-                        // 3958: the session outlived one lease by 6.8 s).
-                        stale_proxy = Some(if cell_down {
-                            Duration::MAX
-                        } else {
-                            now + 2 * PROXY_LEASE
-                        });
-                        undo.push((now + d, Undo::RestartProxy));
-                        let what = format!("crash {PROXY_HOST} for {d:?}");
-                        fault(&rec, &mut faults, now, "proxy-crash", what);
-                        true
-                    }
-                    // A partition between the proxy and the cell, short or past the proxy's
-                    // lease there (the cell then ends its session, and its clients'
-                    // sub-sessions wait to be claimed).
-                    12 if !busy(&undo, PROXY_HOST, CELL_HOST) => {
-                        let d = Duration::from_millis(rng.gen_range(200..12_000));
-                        sim.hold(PROXY_HOST, CELL_HOST);
-                        undo.push((
-                            now + d,
-                            Undo::Release {
-                                host: PROXY_HOST.to_string(),
-                                peer: CELL_HOST,
-                                kind: "proxy-cell-partition",
-                            },
-                        ));
-                        let what = format!("partition {PROXY_HOST} <-> cell for {d:?}");
-                        fault(&rec, &mut faults, now, "proxy-cell-partition", what);
-                        true
-                    }
-                    _ => false,
-                };
-            }
-            if stale_proxy.is_some_and(|e| now >= e) {
-                stale_proxy = None;
-            }
-            if proxy_blocked_until > Duration::ZERO && now >= proxy_blocked_until {
-                proxy_blocked_until = Duration::ZERO;
-                changed = true;
-            }
-            if changed {
-                // What is in force now: the coverage's fault kinds, and each client's
-                // reachability of a live master (directly, or through a live proxy that
-                // reaches it) for the session checker.
-                let mut r = rec.borrow_mut();
-                r.active = undo.iter().map(|(_, u)| u.kind()).collect();
-                let at = nanos(now);
-                let proxy_reaches_cell = has_proxy
-                    && !proxy_down
-                    && !cell_down
-                    && now >= proxy_blocked_until
-                    && !busy(&undo, PROXY_HOST, CELL_HOST);
-                for (i, c) in clients.iter().enumerate() {
-                    let reachable = !crashed.contains(c)
-                        && if proxied[i] {
-                            proxy_reaches_cell && !busy(&undo, c, PROXY_HOST)
-                        } else {
-                            !cell_down && !busy(&undo, c, CELL_HOST)
-                        };
-                    r.set_reachable(c, reachable, at);
+                    undo.push((now + d, Undo::Restart));
+                    let what = format!("crash cell for {d:?}");
+                    fault(&rec, &mut faults, now, "cell-crash", what);
+                    true
                 }
+                // A network pause of the cell: every link to it holds for a while.
+                6 if !cell_down => {
+                    let d = Duration::from_millis(rng.gen_range(100..3_000));
+                    for host in &cell_peers {
+                        if !busy(&undo, host, CELL_HOST) {
+                            sim.hold(host.as_str(), CELL_HOST);
+                            undo.push((
+                                now + d,
+                                Undo::Release {
+                                    host: host.clone(),
+                                    peer: CELL_HOST,
+                                    kind: "cell-pause",
+                                },
+                            ));
+                        }
+                    }
+                    let what = format!("pause the cell's network for {d:?}");
+                    fault(&rec, &mut faults, now, "cell-pause", what);
+                    true
+                }
+                // Slow messages for a while.
+                7 => {
+                    let max = Duration::from_millis(rng.gen_range(50..500));
+                    sim.set_max_message_latency(max);
+                    undo.push((now + Duration::from_secs(2), Undo::Latency));
+                    let what = format!("message delay up to {max:?} for 2s");
+                    fault(&rec, &mut faults, now, "delay", what);
+                    true
+                }
+                // A client host crashes for good (rarely: it ends that client's work).
+                8 if rng.gen_range(0..4) == 0 && sim.is_host_running(client.as_str()) => {
+                    // As for the cell: its last words never leave it.
+                    sim.partition(client.as_str(), server);
+                    sim.crash(client.as_str());
+                    sim.repair(client.as_str(), server);
+                    undo.retain(
+                        |(_, u)| !matches!(u, Undo::Release { host, .. } if *host == client),
+                    );
+                    crashed.insert(client.clone());
+                    rec.borrow_mut().finished += 1;
+                    undo.push((now + LEASE + GRACE, Undo::Aftermath("client-crash")));
+                    let what = format!("crash {client} for good");
+                    fault(&rec, &mut faults, now, "client-crash", what);
+                    true
+                }
+                // The proxy's host crashes (its client sessions, cache and session at the
+                // cell are lost with it), restarted 0.1–6 s later.
+                11 if !proxy_down => {
+                    let d = Duration::from_millis(rng.gen_range(100..6_000));
+                    // As for the cell: what it would send as it dies never leaves it.
+                    let mut peers: Vec<&str> = clients
+                        .iter()
+                        .zip(&proxied)
+                        .filter(|(c, p)| **p && !busy(&undo, c, PROXY_HOST))
+                        .map(|(c, _)| c.as_str())
+                        .collect();
+                    if !busy(&undo, PROXY_HOST, CELL_HOST) {
+                        peers.push(CELL_HOST);
+                    }
+                    for h in &peers {
+                        sim.partition(*h, PROXY_HOST);
+                    }
+                    sim.crash(PROXY_HOST);
+                    for h in &peers {
+                        sim.repair(*h, PROXY_HOST);
+                    }
+                    proxy_down = true;
+                    // Up to two proxy leases: the master answers the KeepAlive the
+                    // crashed proxy left held there shortly before its lease ends, and
+                    // extends the lease by a whole one as it answers (simulation seed
+                    // 3958: the session outlived one lease by 6.8 s).
+                    stale_proxy = Some(if cell_down {
+                        Duration::MAX
+                    } else {
+                        now + 2 * PROXY_LEASE
+                    });
+                    undo.push((now + d, Undo::RestartProxy));
+                    let what = format!("crash {PROXY_HOST} for {d:?}");
+                    fault(&rec, &mut faults, now, "proxy-crash", what);
+                    true
+                }
+                // A partition between the proxy and the cell, short or past the proxy's
+                // lease there (the cell then ends its session, and its clients'
+                // sub-sessions wait to be claimed).
+                12 if !busy(&undo, PROXY_HOST, CELL_HOST) => {
+                    let d = Duration::from_millis(rng.gen_range(200..12_000));
+                    sim.hold(PROXY_HOST, CELL_HOST);
+                    undo.push((
+                        now + d,
+                        Undo::Release {
+                            host: PROXY_HOST.to_string(),
+                            peer: CELL_HOST,
+                            kind: "proxy-cell-partition",
+                        },
+                    ));
+                    let what = format!("partition {PROXY_HOST} <-> cell for {d:?}");
+                    fault(&rec, &mut faults, now, "proxy-cell-partition", what);
+                    true
+                }
+                _ => false,
+            };
+        }
+        if stale_proxy.is_some_and(|e| now >= e) {
+            stale_proxy = None;
+        }
+        if proxy_blocked_until > Duration::ZERO && now >= proxy_blocked_until {
+            proxy_blocked_until = Duration::ZERO;
+            changed = true;
+        }
+        if changed {
+            // What is in force now: the coverage's fault kinds, and each client's
+            // reachability of a live master (directly, or through a live proxy that
+            // reaches it) for the session checker.
+            let mut r = rec.borrow_mut();
+            r.active = undo.iter().map(|(_, u)| u.kind()).collect();
+            let at = nanos(now);
+            let proxy_reaches_cell = has_proxy
+                && !proxy_down
+                && !cell_down
+                && now >= proxy_blocked_until
+                && !busy(&undo, PROXY_HOST, CELL_HOST);
+            for (i, c) in clients.iter().enumerate() {
+                let reachable = !crashed.contains(c)
+                    && if proxied[i] {
+                        proxy_reaches_cell && !busy(&undo, c, PROXY_HOST)
+                    } else {
+                        !cell_down && !busy(&undo, c, CELL_HOST)
+                    };
+                r.set_reachable(c, reachable, at);
             }
-        };
+        }
+    };
     Planted::set(None);
     warren_client::transport::sim::set_salt_seed(None);
     warren_client::transport::sim::set_keepalive_observer(None);
