@@ -560,6 +560,16 @@ impl Shared {
         (ix, body)
     }
 
+    /// Whether the proxy holds a session at cell `ix` and a link to its master (`sim`
+    /// builds only: the simulation counts a proxy refused a session by a recovering master
+    /// as cutting its clients off).
+    #[cfg(feature = "sim")]
+    pub fn connected_to(&self, ix: CellIx) -> bool {
+        self.all_cells()
+            .get(ix)
+            .is_some_and(|u| u.link.borrow().is_some())
+    }
+
     /// [`ProxyCore::trace_leases`] now (`sim` builds only).
     #[cfg(feature = "sim")]
     pub fn trace_leases(&self) -> String {
