@@ -81,13 +81,6 @@ fn assert_replays(cfg: &SimConfig, first: &Report) {
     assert_eq!(first.violations, second.violations);
 }
 
-/// One seed (`WARREN_SIM_SEED`, default 1): no violation, and the run replays (the same
-/// event log and digest). With `--nocapture` it prints the run's event log and the
-/// checkers' report; with `WARREN_SIM_HISTORY=<file>` it writes the history there as JSON
-/// lines. With `WARREN_SIM_PLANTED=double-grant|dropped-write|stale-cache` that bug is
-/// planted, and the run must report violations instead. With `WARREN_SIM_DIRECT=1` the
-/// run has no proxy. With `WARREN_SIM_LOG=<filter>` (e.g. `warren_proxy=debug`) it prints
-/// the logs of the run's servers and clients, stamped with the simulated time.
 /// Stamps a log line with the simulated time.
 struct SimTime;
 
@@ -98,6 +91,13 @@ impl tracing_subscriber::fmt::time::FormatTime for SimTime {
     }
 }
 
+/// One seed (`WARREN_SIM_SEED`, default 1): no violation, and the run replays (the same
+/// event log and digest). With `--nocapture` it prints the run's event log and the
+/// checkers' report; with `WARREN_SIM_HISTORY=<file>` it writes the history there as JSON
+/// lines. With `WARREN_SIM_PLANTED=double-grant|dropped-write|stale-cache` that bug is
+/// planted, and the run must report violations instead. With `WARREN_SIM_DIRECT=1` the
+/// run has no proxy. With `WARREN_SIM_LOG=<filter>` (e.g. `warren_proxy=debug`) it prints
+/// the logs of the run's servers and clients, stamped with the simulated time.
 #[test]
 fn replay_one_seed() {
     if let Ok(filter) = std::env::var("WARREN_SIM_LOG") {
