@@ -455,6 +455,45 @@ fn lock_generations_only_increase() {
     );
 }
 
+/// Chaos seed 11 (CI, 7 December): a `Release` failed `INTERNAL` (effect unknown) as the
+/// etcd election key changed, did not take effect, and the holder's next `Acquire` on the
+/// same session was answered with the generation it still held. Accepted; the same
+/// answer after a release that succeeded, or to another session, is not.
+#[test]
+fn lock_generations_accept_a_holder_that_still_holds_after_a_release_of_unknown_outcome() {
+    let x = LockMode::Exclusive;
+    let release = || Op::Release {
+        lock: "/ls/lock".into(),
+    };
+    let history = |release_outcome: Outcome, second_session: &str| {
+        let mut r = Recorder::new("s");
+        r.call("a", "sa", acquire("/ls/lock", x), 0, 10, held(416));
+        r.call("a", "sa", release(), 20, 30, release_outcome);
+        r.call(
+            "a",
+            second_session,
+            acquire("/ls/lock", x),
+            40,
+            50,
+            held(416),
+        );
+        r.finish()
+    };
+    let unknown = Outcome::failed(ErrorCode::Internal);
+    assert_eq!(
+        locks::check_generations(&history(unknown.clone(), "sa")).verdict,
+        Verdict::Pass
+    );
+    assert_eq!(
+        violations(&locks::check_generations(&history(done(), "sa")).verdict),
+        1
+    );
+    assert_eq!(
+        violations(&locks::check_generations(&history(unknown, "sb")).verdict),
+        1
+    );
+}
+
 // ---------------------------------------------------------------- lost writes
 
 #[test]
