@@ -257,6 +257,18 @@ impl Undo {
 }
 
 /// Whether the link between `host` and `peer` is held now.
+/// Crashes `host` as a machine dies: what its sockets would send as they close (FINs,
+/// RSTs) never leaves it, so its open links to `peers` are cut across the crash.
+fn crash_silently(sim: &mut turmoil::Sim<'_>, host: &str, peers: &[&str]) {
+    for p in peers {
+        sim.partition(*p, host);
+    }
+    sim.crash(host);
+    for p in peers {
+        sim.repair(*p, host);
+    }
+}
+
 fn busy(undo: &[(Duration, Undo)], host: &str, peer: &str) -> bool {
     undo.iter().any(
         |(_, u)| matches!(u, Undo::Release { host: h, peer: p, .. } if h == host && *p == peer),
@@ -293,7 +305,7 @@ fn busy(undo: &[(Duration, Undo)], host: &str, peer: &str) -> bool {
 /// own offset below another eighth (docs/proxy.md, "A dead proxy"). So the `proxied`
 /// clients are judged by a cut-off of three quarters of the lease less the same 1 s.
 pub fn session_bounds<'a>(proxied: impl IntoIterator<Item = &'a String>) -> SessionBounds {
-    let shortest_proxied_lease = LEASE * 3 / 4;
+    let proxied_gap = nanos(LEASE * 3 / 4 - Duration::from_secs(1));
     SessionBounds {
         grace_ns: nanos(GRACE),
         rho: 0.01,
@@ -301,10 +313,7 @@ pub fn session_bounds<'a>(proxied: impl IntoIterator<Item = &'a String>) -> Sess
         tolerated_gap_ns: nanos(LEASE - Duration::from_secs(1)),
         tolerated_gap_of: proxied
             .into_iter()
-            .map(|c| {
-                let gap = shortest_proxied_lease - Duration::from_secs(1);
-                (c.clone(), nanos(gap))
-            })
+            .map(|c| (c.clone(), proxied_gap))
             .collect(),
     }
 }
@@ -692,17 +701,12 @@ pub fn run(cfg: &SimConfig) -> Report {
                     // replayable: tokio drops a runtime's tasks in an order that depends on
                     // the task ids the process handed out before, and each message sent
                     // draws a delay.)
-                    let open: Vec<&String> = cell_peers
+                    let open: Vec<&str> = cell_peers
                         .iter()
+                        .map(String::as_str)
                         .filter(|h| !busy(&undo, h, CELL_HOST))
                         .collect();
-                    for h in &open {
-                        sim.partition(h.as_str(), CELL_HOST);
-                    }
-                    sim.crash(CELL_HOST);
-                    for h in &open {
-                        sim.repair(h.as_str(), CELL_HOST);
-                    }
+                    crash_silently(&mut sim, CELL_HOST, &open);
                     cell_down = true;
                     *master.lock().expect("the master slot") = None;
                     undo.push((now + d, Undo::Restart));
@@ -769,13 +773,7 @@ pub fn run(cfg: &SimConfig) -> Report {
                     if !busy(&undo, PROXY_HOST, CELL_HOST) {
                         peers.push(CELL_HOST);
                     }
-                    for h in &peers {
-                        sim.partition(*h, PROXY_HOST);
-                    }
-                    sim.crash(PROXY_HOST);
-                    for h in &peers {
-                        sim.repair(*h, PROXY_HOST);
-                    }
+                    crash_silently(&mut sim, PROXY_HOST, &peers);
                     proxy_down = true;
                     undo.push((now + d, Undo::RestartProxy));
                     let what = format!("crash {PROXY_HOST} for {d:?}");
