@@ -87,16 +87,9 @@ async fn a_short_session_of_a_dozen_faults_passes_every_checker() {
     // leaves them out, and the long session covers them.
     let kinds = "kill_cell_master,kill_standby,kill_meta_master,kill_proxy,kill_etcd_leader,\
                  kill_etcd_follower,pause,blackhole,delay";
-    // Compare-and-swaps only: the client library re-sends a plain write after a transport
-    // failure, so one call can take effect twice, which the file checker rightly reports
-    // (docs/reliability.md, "Chaos", "Findings"); until that is fixed this session leaves
-    // plain writes out.
-    let mut cfg = config_with(11, 12, kinds, None, false);
-    // Direct clients only: proxied sessions can expire while the other proxy is up, and a
-    // write they were refused with SESSION_EXPIRED can have taken effect (findings 2 and 4);
-    // until those are fixed this session leaves them out, and the long session covers them.
-    cfg.proxied = 0;
-    cfg.direct = 4;
+    // Plain writes and compare-and-swaps, from proxied and direct clients (the default
+    // mix of `config_with`: 4 through the proxies, 2 at the cells).
+    let cfg = config_with(11, 12, kinds, None, true);
     let out = cfg.out.clone();
     let r = run(cfg).await.expect("the session ran");
     let text = r.to_text();
@@ -108,8 +101,14 @@ async fn a_short_session_of_a_dozen_faults_passes_every_checker() {
         r.applied.iter().map(|a| a.fault.kind).collect();
     assert_eq!(kinds_applied.len(), 9, "{text}");
     // The workload did something of every sort, and every file had its final read.
-    // (No plain writes in this session: every write is a compare-and-swap.)
-    for kind in ["read", "cas", "acquire", "fenced_write", "final_read"] {
+    for kind in [
+        "read",
+        "write",
+        "cas",
+        "acquire",
+        "fenced_write",
+        "final_read",
+    ] {
         let n = r.history.by_kind.get(kind).map_or(0, |c| c.ok);
         assert!(n > 0, "no successful {kind}\n{text}");
     }
