@@ -7,7 +7,8 @@
 //! Feature `fault-injection` (off by default; the root package's tests turn it on) builds in
 //! the `WARREN_FAULT` crash hook of the partitioning process tests. Feature `sim` (only
 //! warren-sim turns it on) adds [`run_incoming`], a cell served on the deterministic
-//! simulation's network, and [`planted`], the bug that simulation's checker test plants
+//! simulation's network, [`sim_replica`], a replica with standbys there over
+//! [`store::fenced`], and [`planted`], the bug that simulation's checker test plants
 //! (docs/reliability.md, "Deterministic simulation").
 
 pub mod admin;
@@ -19,6 +20,8 @@ mod peers;
 pub mod planted;
 pub mod replica;
 pub mod server;
+#[cfg(feature = "sim")]
+pub mod sim_replica;
 pub mod store;
 
 #[cfg(feature = "sim")]

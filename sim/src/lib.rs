@@ -17,6 +17,7 @@
 //! - [`record`]: the history, the fenced resource, reachability and coverage of a run;
 //! - this file: one run ([`run`]) — the hosts, the fault schedule, the report.
 
+pub mod deployment;
 pub mod net;
 pub mod record;
 pub mod workload;
@@ -113,6 +114,9 @@ pub struct SimConfig {
     /// Samples the proxy's `/status` every 250 ms of simulated time into
     /// [`Report::proxy_trace`] (a diagnostic: not in the event log, so not in the digest).
     pub trace_proxy: bool,
+    /// The whole deployment ([`deployment`]): a meta cell and two data cells, each a master
+    /// and a standby over a fenced store, instead of one cell.
+    pub deployment: bool,
 }
 
 impl SimConfig {
@@ -126,6 +130,16 @@ impl SimConfig {
             planted: None,
             proxy: true,
             trace_proxy: false,
+            deployment: false,
+        }
+    }
+
+    /// [`SimConfig::new`] on the whole deployment ([`deployment`]): a meta cell and two
+    /// data cells with standbys, the proxy routing by the map.
+    pub fn deployment(seed: u64) -> Self {
+        SimConfig {
+            deployment: true,
+            ..SimConfig::new(seed)
         }
     }
 
@@ -195,6 +209,8 @@ pub struct Report {
     pub proxy_trace: Vec<String>,
     /// The clients that went through the proxy.
     pub proxied_clients: Vec<String>,
+    /// Whether the run was of the whole deployment ([`SimConfig::deployment`]).
+    pub deployment: bool,
 }
 
 impl Report {
@@ -204,7 +220,9 @@ impl Report {
             Some(p) => format!("WARREN_SIM_PLANTED={} ", p.name()),
             None => String::new(),
         };
-        let planted = if self.proxy {
+        let planted = if self.deployment {
+            format!("WARREN_SIM_DEPLOYMENT=1 {planted}")
+        } else if self.proxy {
             planted
         } else {
             format!("WARREN_SIM_DIRECT=1 {planted}")
@@ -222,11 +240,11 @@ impl Report {
 }
 
 /// How long a run may take in simulated time before it is a liveness failure.
-const SIM_LIMIT: Duration = Duration::from_secs(300);
+pub(crate) const SIM_LIMIT: Duration = Duration::from_secs(300);
 /// How long after the faults are healed the final reader may take.
-const FINAL_PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const FINAL_PATIENCE: Duration = Duration::from_secs(60);
 /// The network's tick: time advances this much per step.
-const TICK: Duration = Duration::from_millis(5);
+pub(crate) const TICK: Duration = Duration::from_millis(5);
 
 /// A fault in force, undone at a given simulated time.
 enum Undo {
@@ -259,7 +277,7 @@ impl Undo {
 /// Whether the link between `host` and `peer` is held now.
 /// Crashes `host` as a machine dies: what its sockets would send as they close (FINs,
 /// RSTs) never leaves it, so its open links to `peers` are cut across the crash.
-fn crash_silently(sim: &mut turmoil::Sim<'_>, host: &str, peers: &[&str]) {
+pub(crate) fn crash_silently(sim: &mut turmoil::Sim<'_>, host: &str, peers: &[&str]) {
     for p in peers {
         sim.partition(*p, host);
     }
@@ -346,8 +364,16 @@ fn proxy_config() -> warren_proxy::ProxyConfig {
     cfg
 }
 
+/// The deployment's name (its cells' and its partition map's).
+pub const DEPLOYMENT: &str = "sim";
+/// Slots of the whole deployment's map ([`deployment`]).
+pub const SLOTS: u32 = 16;
+
 /// Runs one seed. Runs on the calling thread (turmoil runs every host there).
 pub fn run(cfg: &SimConfig) -> Report {
+    if cfg.deployment {
+        return deployment::run(cfg);
+    }
     net::install_connector();
     Planted::set(cfg.planted);
     warren_client::transport::sim::set_salt_seed(Some(cfg.seed));
@@ -356,33 +382,7 @@ pub fn run(cfg: &SimConfig) -> Report {
         history: warren_history::Recorder::new(cfg.seed.to_string()),
         ..Record::default()
     }));
-    {
-        // Every KeepAlive of every session, into the history.
-        let rec = rec.clone();
-        warren_client::transport::sim::set_keepalive_observer(Some(Rc::new(move |k| {
-            let completed = record::now();
-            let took = nanos(tokio::time::Instant::now().saturating_duration_since(k.sent_at));
-            let invoked = completed.saturating_sub(took);
-            let outcome = match &k.outcome {
-                Ok(lease) => Outcome::Ok(Ret::Lease {
-                    lease_ns: nanos(*lease),
-                }),
-                Err(e) => record::failed(e),
-            };
-            let mut r = rec.borrow_mut();
-            // Not the workload's (the setup's), or closing: not in the history.
-            let Some(client) = r.session_client.get(&k.session).cloned() else {
-                return;
-            };
-            if r.closing.contains(&k.session) {
-                return;
-            }
-            let id = r
-                .history
-                .invoke(&client, &k.session, Op::KeepAlive, invoked);
-            r.complete(id, outcome);
-        })));
-    }
+    observe_keepalives(&rec);
     let mut sim = turmoil::Builder::new()
         .rng_seed(cfg.seed)
         .simulation_duration(SIM_LIMIT)
@@ -393,7 +393,7 @@ pub fn run(cfg: &SimConfig) -> Report {
 
     // The cell: its store outlives crashes of its host, as a durable store would.
     let store = Arc::new(MemoryStore::new());
-    let mut core = CoreConfig::new("sim", "sim");
+    let mut core = CoreConfig::new("sim", DEPLOYMENT);
     core.lease = LEASE;
     core.proxy_lease = PROXY_LEASE;
     core.claim_window = CLAIM_WINDOW;
@@ -841,6 +841,71 @@ pub fn run(cfg: &SimConfig) -> Report {
             }
         }
     };
+    finish(
+        cfg,
+        sim,
+        rec,
+        outcome,
+        Ran {
+            faults,
+            proxied: has_proxy,
+            proxy_trace,
+        },
+    )
+}
+
+/// Records every KeepAlive of every workload session in the run's history.
+pub(crate) fn observe_keepalives(rec: &Rc<RefCell<Record>>) {
+    // Every KeepAlive of every session, into the history.
+    let rec = rec.clone();
+    warren_client::transport::sim::set_keepalive_observer(Some(Rc::new(move |k| {
+        let completed = record::now();
+        let took = nanos(tokio::time::Instant::now().saturating_duration_since(k.sent_at));
+        let invoked = completed.saturating_sub(took);
+        let outcome = match &k.outcome {
+            Ok(lease) => Outcome::Ok(Ret::Lease {
+                lease_ns: nanos(*lease),
+            }),
+            Err(e) => record::failed(e),
+        };
+        let mut r = rec.borrow_mut();
+        // Not the workload's (the setup's), or closing: not in the history.
+        let Some(client) = r.session_client.get(&k.session).cloned() else {
+            return;
+        };
+        if r.closing.contains(&k.session) {
+            return;
+        }
+        let id = r
+            .history
+            .invoke(&client, &k.session, Op::KeepAlive, invoked);
+        r.complete(id, outcome);
+    })));
+}
+
+/// What a run's loop hands [`finish`] besides the record.
+pub(crate) struct Ran {
+    /// The faults applied, in order.
+    pub(crate) faults: Vec<String>,
+    /// Whether some clients went through the proxy.
+    pub(crate) proxied: bool,
+    pub(crate) proxy_trace: Vec<String>,
+}
+
+/// Ends a run: clears the thread's simulation hooks, judges the history with every checker
+/// and the liveness failures, and reports.
+pub(crate) fn finish(
+    cfg: &SimConfig,
+    sim: turmoil::Sim<'_>,
+    rec: Rc<RefCell<Record>>,
+    outcome: Result<(), String>,
+    ran: Ran,
+) -> Report {
+    let Ran {
+        faults,
+        proxied: has_proxy,
+        proxy_trace,
+    } = ran;
     Planted::set(None);
     warren_client::transport::sim::set_salt_seed(None);
     warren_client::transport::sim::set_keepalive_observer(None);
@@ -894,5 +959,6 @@ pub fn run(cfg: &SimConfig) -> Report {
         proxied: has_proxy,
         proxy_trace,
         proxied_clients: rec.proxied.iter().cloned().collect(),
+        deployment: cfg.deployment,
     }
 }

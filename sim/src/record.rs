@@ -50,6 +50,12 @@ pub struct Record {
     /// The proxy's shared state, one per start of its host (a crash loses it; the old
     /// one is kept for its counters): whether its shared cache answered reads.
     pub proxies: Vec<std::sync::Arc<warren_proxy::Shared>>,
+    /// A partitioned deployment's meta cell replicas (`HOST:PORT`s): direct sessions are
+    /// routed by the partition map there, and the setup writes the first map. Empty: the
+    /// one cell at `workload::CELL_HOST`.
+    pub meta: Vec<String>,
+    /// The data cells the setup's first map names: each cell's name and its replicas.
+    pub map_cells: Vec<(String, Vec<String>)>,
 }
 
 /// What one run covered (docs/reliability.md, "Deterministic simulation", "Coverage").
@@ -59,7 +65,8 @@ pub struct Coverage {
     pub states: BTreeSet<(String, String, String)>,
     /// Faults applied, by kind.
     pub faults: BTreeMap<String, u64>,
-    /// Fail-overs: the cell restarted to a new master epoch.
+    /// Fail-overs: the cell restarted to a new master epoch (whole-deployment runs: a
+    /// cell's master replaced by another replica, or by its own next start).
     pub failovers: u64,
     /// Lock grants to a different client than the previous grant.
     pub lock_handoffs: u64,
@@ -76,6 +83,9 @@ pub struct Coverage {
     pub proxy_cache_reads: u64,
     /// Starts of the proxy host after a crash.
     pub proxy_restarts: u64,
+    /// Commits a cell's fenced store refused because their master's term no longer led
+    /// (whole-deployment runs: a deposed master's writes fenced off).
+    pub store_fenced: u64,
 }
 
 impl Coverage {
@@ -93,6 +103,7 @@ impl Coverage {
         self.fenced_out += other.fenced_out;
         self.proxy_cache_reads += other.proxy_cache_reads;
         self.proxy_restarts += other.proxy_restarts;
+        self.store_fenced += other.store_fenced;
     }
 
     /// One line for a report.
@@ -105,7 +116,8 @@ impl Coverage {
         format!(
             "{} states (fault kind x operation x outcome; {} of operations through the proxy), \
              faults {:?}, {} fail-overs, {} proxy restarts, {} lock handoffs, {} fenced out, {} \
-             invalidations, {} client-cache reads, {} proxy-cache reads, {} sessions expired",
+             invalidations, {} client-cache reads, {} proxy-cache reads, {} sessions expired, \
+             {} store commits fenced off",
             self.states.len(),
             via_proxy,
             self.faults,
@@ -116,7 +128,8 @@ impl Coverage {
             self.invalidations,
             self.cache_hits,
             self.proxy_cache_reads,
-            self.sessions_expired
+            self.sessions_expired,
+            self.store_fenced
         )
     }
 }

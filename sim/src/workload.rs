@@ -25,12 +25,16 @@ pub const LOCK: &str = "/lock";
 /// Files per client.
 const FILES: usize = 2;
 
-/// A session's options: at the cell, or (`via_proxy`) through the proxy.
-fn options(via_proxy: bool) -> ClientOptions {
+/// A session's options: at the cell (or, in a partitioned deployment, routed by the map
+/// at its meta cell: [`Record::meta`]), or (`via_proxy`) through the proxy.
+fn options(via_proxy: bool, rec: &Rc<RefCell<Record>>) -> ClientOptions {
+    let meta = rec.borrow().meta.clone();
     let mut o = if via_proxy {
         ClientOptions::proxies([format!("{PROXY_HOST}:{PROXY_PORT}")])
-    } else {
+    } else if meta.is_empty() {
         ClientOptions::new([format!("{CELL_HOST}:{CELL_PORT}")])
+    } else {
+        ClientOptions::meta(meta)
     };
     o.rpc_timeout = RPC_TIMEOUT;
     o.grace_period = GRACE;
@@ -62,7 +66,7 @@ async fn connect(me: &str, via_proxy: bool, rec: &Rc<RefCell<Record>>) -> Result
         .borrow_mut()
         .history
         .invoke(me, "", Op::CreateSession, now());
-    let result = Session::connect_with(options(via_proxy)).await;
+    let result = Session::connect_with(options(via_proxy, rec)).await;
     let mut r = rec.borrow_mut();
     match &result {
         Ok(s) => {
@@ -107,8 +111,9 @@ fn note_expiry(me: &str, s: &Session, rec: &Rc<RefCell<Record>>, noted: &mut boo
 pub async fn setup(clients: usize, rec: Rc<RefCell<Record>>) {
     let mut paths = files(clients);
     paths.push(LOCK.to_string());
+    write_first_map(&rec).await;
     'again: loop {
-        if let Ok(s) = Session::connect_with(options(false)).await {
+        if let Ok(s) = Session::connect_with(options(false, &rec)).await {
             for path in &paths {
                 let opened = s
                     .open(path, OpenOptions::new().write().create_file(Vec::new()))
@@ -133,6 +138,36 @@ pub async fn setup(clients: usize, rec: Rc<RefCell<Record>>) {
     }
     r.ready = true;
     r.event("setup", "every file created");
+}
+
+/// In a partitioned deployment, writes the first partition map into the meta cell (again
+/// until it is there: a retry finds it `ALREADY_EXISTS`), through a map administration
+/// session, as `warren ctl deployment init` does.
+async fn write_first_map(rec: &Rc<RefCell<Record>>) {
+    let (meta, cells) = {
+        let r = rec.borrow();
+        (r.meta.clone(), r.map_cells.clone())
+    };
+    if meta.is_empty() {
+        return;
+    }
+    let map = warren_client::admin::initial_map(crate::DEPLOYMENT, &cells, crate::SLOTS)
+        .expect("the simulation's first map is valid");
+    loop {
+        let mut o = warren_client::admin::operator_options(meta.clone());
+        o.rpc_timeout = RPC_TIMEOUT;
+        if let Ok(s) = Session::connect_with(o).await {
+            let created = warren_client::admin::create_map(&s, &map).await;
+            let _ = s.close().await;
+            match created {
+                Ok(()) => break,
+                Err(e) if e.code() == Some(ErrorCode::AlreadyExists) => break,
+                Err(_) => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    rec.borrow_mut().event("setup", "the first map written");
 }
 
 /// Client `i`: `rounds` operations, then the session closed; at the cell, or

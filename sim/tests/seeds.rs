@@ -59,6 +59,27 @@ fn direct_asked() -> bool {
     )
 }
 
+/// Whether `WARREN_SIM_DEPLOYMENT` asks for runs of the whole deployment (`1`, …).
+fn deployment_asked() -> bool {
+    matches!(
+        std::env::var("WARREN_SIM_DEPLOYMENT").as_deref(),
+        Ok("1" | "true" | "on" | "yes")
+    )
+}
+
+/// The run of `seed` the environment asks for: the whole deployment
+/// (`WARREN_SIM_DEPLOYMENT=1`), one cell without the proxy (`WARREN_SIM_DIRECT=1`), or one
+/// cell and the proxy.
+fn asked(seed: u64) -> SimConfig {
+    if deployment_asked() {
+        SimConfig::deployment(seed)
+    } else if direct_asked() {
+        SimConfig::direct(seed)
+    } else {
+        SimConfig::new(seed)
+    }
+}
+
 /// Runs `cfg` twice: the same event log (and digest) and the same violations.
 fn assert_replays(cfg: &SimConfig, first: &Report) {
     let seed = cfg.seed;
@@ -96,7 +117,8 @@ impl tracing_subscriber::fmt::time::FormatTime for SimTime {
 /// checkers' report; with `WARREN_SIM_HISTORY=<file>` it writes the history there as JSON
 /// lines. With `WARREN_SIM_PLANTED=double-grant|dropped-write|stale-cache` that bug is
 /// planted, and the run must report violations instead. With `WARREN_SIM_DIRECT=1` the
-/// run has no proxy. With `WARREN_SIM_LOG=<filter>` (e.g. `warren_proxy=debug`) it prints
+/// run has no proxy; with `WARREN_SIM_DEPLOYMENT=1` it is of the whole deployment (meta
+/// and data cells with standbys, the proxy). With `WARREN_SIM_LOG=<filter>` (e.g. `warren_proxy=debug`) it prints
 /// the logs of the run's servers and clients, stamped with the simulated time.
 #[test]
 fn replay_one_seed() {
@@ -112,11 +134,7 @@ fn replay_one_seed() {
         Err(_) | Ok("") => None,
         Ok(name) => Some(Planted::parse(name).unwrap_or_else(|e| panic!("WARREN_SIM_PLANTED={e}"))),
     };
-    let base = if direct_asked() {
-        SimConfig::direct(seed)
-    } else {
-        SimConfig::new(seed)
-    };
+    let base = asked(seed);
     let cfg = SimConfig {
         planted,
         trace_proxy: std::env::var_os("WARREN_SIM_TRACE_PROXY").is_some(),
@@ -162,7 +180,8 @@ fn replay_one_seed() {
 }
 
 /// The CI slice of seeds (or the long run, by `WARREN_SIM_SEEDS` and
-/// `WARREN_SIM_FIRST_SEED`; `WARREN_SIM_DIRECT=1`: without the proxy): no violation in
+/// `WARREN_SIM_FIRST_SEED`; `WARREN_SIM_DIRECT=1`: without the proxy;
+/// `WARREN_SIM_DEPLOYMENT=1`: the whole deployment): no violation in
 /// any, and every 10th seed replays exactly (every `WARREN_SIM_REPLAY_EVERY`th). Prints
 /// the figures: seeds/s, operations, violations, and the states covered in
 /// aggregate.
@@ -177,13 +196,7 @@ fn seeds_have_no_violations() {
     let (mut faults, mut ops, mut simulated) = (0usize, 0usize, 0f64);
     let mut coverage = Coverage::default();
     let mut failed = Vec::new();
-    let config = |seed| {
-        if direct_asked() {
-            SimConfig::direct(seed)
-        } else {
-            SimConfig::new(seed)
-        }
-    };
+    let config = asked;
     let (mut proxied, mut replayed) = (0usize, 0usize);
     for seed in first..first + count {
         let cfg = config(seed);
@@ -242,13 +255,18 @@ fn seeds_have_no_violations() {
 /// Runs seeds 0..20 with `planted` on until one reports a violation by `checker`; checks
 /// that seed replays with the same violations and is clean without the bug.
 fn planted_bug_is_caught(planted: Planted, checker: &str) {
-    let mut caught = None;
     // Without the proxy: the runs replay exactly (and are the runs these tests were
     // written for).
+    planted_bug_is_caught_in(planted, checker, SimConfig::direct);
+}
+
+/// [`planted_bug_is_caught`] in the runs `config` makes of each seed.
+fn planted_bug_is_caught_in(planted: Planted, checker: &str, config: fn(u64) -> SimConfig) {
+    let mut caught = None;
     for seed in 0..20 {
         let cfg = SimConfig {
             planted: Some(planted),
-            ..SimConfig::direct(seed)
+            ..config(seed)
         };
         let r = run(&cfg);
         if r.violated.contains(checker) {
@@ -271,7 +289,7 @@ fn planted_bug_is_caught(planted: Planted, checker: &str) {
     );
     assert_eq!(again.digest, r.digest);
     // The same seed without the planted bug is clean.
-    let clean = run(&SimConfig::direct(r.seed));
+    let clean = run(&config(r.seed));
     assert!(clean.violations.is_empty(), "{}", describe(&clean));
 }
 
@@ -368,4 +386,49 @@ fn a_proxied_seed_replays_exactly() {
         return;
     }
     assert_replays(&cfg, &first);
+}
+
+/// The whole deployment (a meta cell and two data cells, each a master and a standby over
+/// a fenced store; the proxy routing by the map): a fixed slice of seeds passes every
+/// checker, with failovers of masters crashed, frozen and cut from their stores among its
+/// faults, and the first seed replays exactly.
+#[test]
+fn the_whole_deployment_passes_its_slice_of_seeds() {
+    let mut coverage = Coverage::default();
+    for seed in 0..8 {
+        let cfg = SimConfig::deployment(seed);
+        let r = run(&cfg);
+        assert!(r.violations.is_empty(), "{}", describe(&r));
+        if seed == 0 {
+            if EXACT_REPLAY {
+                assert_replays(&cfg, &r);
+            } else {
+                no_exact_replay();
+            }
+        }
+        coverage.merge(&r.coverage);
+    }
+    println!("coverage: {}", coverage.summary());
+    for kind in [
+        "master-crash",
+        "standby-crash",
+        "master-freeze",
+        "store-cut",
+        "proxy-crash",
+    ] {
+        assert!(
+            coverage.faults.contains_key(kind),
+            "no {kind} in the slice: {}",
+            coverage.summary()
+        );
+    }
+    assert!(coverage.failovers > 0, "{}", coverage.summary());
+}
+
+/// In the whole deployment too, the lock checker catches a double grant and the file
+/// checkers a dropped acknowledged write, and the seed that catches each replays.
+#[test]
+fn planted_bugs_are_caught_in_the_whole_deployment() {
+    planted_bug_is_caught_in(Planted::DoubleGrant, "locks", SimConfig::deployment);
+    planted_bug_is_caught_in(Planted::DroppedWrite, "lost_writes", SimConfig::deployment);
 }

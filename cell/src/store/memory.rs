@@ -1,7 +1,9 @@
 //! An in-memory [`Store`] for unit tests of the master logic (not durable), and the store
 //! of the deterministic simulation, which keeps it across crashes of the cell's host as a
 //! durable store would (docs/reliability.md). It has no fencing like the etcd store's: a
-//! simulated crash stops the old master entirely, so one master writes at a time.
+//! simulated crash stops the old master entirely, so one master writes at a time. Cells
+//! with standbys in the simulation share one behind [`super::fenced::SimEtcd`], which adds
+//! the etcd store's election and fencing.
 
 use super::{Mutation, Snapshot, Store, StoreError};
 use std::collections::BTreeMap;
@@ -24,6 +26,21 @@ struct State {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// What it holds now ([`Store::load`] without the await).
+    pub(crate) fn load_now(&self) -> Snapshot {
+        snapshot(&self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Applies `batch` now ([`Store::commit`] without the await), atomically: under one
+    /// lock, so that a caller holding its own lock (the fenced store's election) checks
+    /// and applies as one step.
+    pub(crate) fn commit_now(&self, batch: Vec<Mutation>) {
+        let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for m in batch {
+            apply(&mut s, m);
+        }
     }
 }
 
@@ -88,14 +105,11 @@ fn snapshot(s: &State) -> Snapshot {
 #[async_trait::async_trait]
 impl Store for MemoryStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
-        Ok(snapshot(&self.inner.lock().unwrap()))
+        Ok(self.load_now())
     }
 
     async fn commit(&self, batch: Vec<Mutation>) -> Result<(), StoreError> {
-        let mut s = self.inner.lock().unwrap();
-        for m in batch {
-            apply(&mut s, m);
-        }
+        self.commit_now(batch);
         Ok(())
     }
 

@@ -10,6 +10,7 @@
 
 pub mod embedded;
 pub mod etcd;
+pub mod fenced;
 pub mod memory;
 
 use serde::{Deserialize, Serialize};
