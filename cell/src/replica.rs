@@ -133,6 +133,14 @@ async fn watch_master(node: Arc<Node>, mut client: Client, election: String, pre
                     .kv()
                     .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
                     .unwrap_or_default();
+                // Our own address is an earlier life's lease (this replica restarted before
+                // that lease expired): this replica is not master, so it names nobody
+                // rather than send clients back to itself.
+                let master = if master == node.advertise {
+                    String::new()
+                } else {
+                    master
+                };
                 let epoch = m
                     .kvs()
                     .first()
@@ -153,7 +161,17 @@ async fn watch_master(node: Arc<Node>, mut client: Client, election: String, pre
                 }
                 set_health(&node, "ok".into());
             }
-            (Err(e), _) | (_, Err(e)) => set_health(&node, format!("etcd: {e}")),
+            // What this standby knew of the master may be stale now: name nobody, so that
+            // clients ask every replica rather than follow an old master here.
+            (Err(e), _) | (_, Err(e)) => {
+                if !node.is_master() {
+                    node.set_role(Role::Standby {
+                        master: String::new(),
+                        epoch: node.locate().epoch,
+                    });
+                }
+                set_health(&node, format!("etcd: {e}"))
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -70,6 +70,13 @@ async fn campaign_forever(
             Ok(Campaign::Won(term)) => term,
             Ok(Campaign::Lost { .. }) => {
                 if let Ok((master, epoch)) = etcd.master(me) {
+                    // As on etcd (`replica::watch_master`): our own address is an earlier
+                    // life's lease; name nobody.
+                    let master = if master == node.advertise {
+                        String::new()
+                    } else {
+                        master
+                    };
                     if !node.is_master() {
                         node.set_role(Role::Standby { master, epoch });
                     }
@@ -79,6 +86,13 @@ async fn campaign_forever(
                 continue;
             }
             Err(e) => {
+                // Cut from the store: what this standby knew may be stale; name nobody.
+                if !node.is_master() {
+                    node.set_role(Role::Standby {
+                        master: String::new(),
+                        epoch: node.locate().epoch,
+                    });
+                }
                 set_health(node, e.to_string());
                 tokio::time::sleep(RETRY).await;
                 continue;
@@ -87,8 +101,16 @@ async fn campaign_forever(
         let mut valid = Instant::now() + ttl.div_f64(1.0 + drift);
         // Each term draws its master's RNG from its own seed: two terms that drew the same
         // session ids would hand out ids given before, as no real master does.
+        // (Hashed rather than XORed with a multiple of the term: the simulation XORs each
+        // start's seed with a multiple of the start's number, and two such could meet.)
         let mut o = opts.clone();
-        o.seed = o.seed.map(|s| s ^ term.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        o.seed = o.seed.map(|s| {
+            use std::hash::{Hash, Hasher};
+            // SipHash with fixed keys: the same in every run.
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (s, term).hash(&mut h);
+            h.finish()
+        });
         let t = match Term::start(Arc::new(etcd.fenced(me, term)), &o).await {
             Ok(t) => t,
             Err(e) => {

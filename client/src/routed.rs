@@ -510,7 +510,7 @@ impl Router {
     }
 
     /// The home session first, then every cell session.
-    fn all(&self) -> Vec<Session> {
+    pub(crate) fn all(&self) -> Vec<Session> {
         let mut all = vec![self.home.clone()];
         all.extend(lock(&self.cells).values().cloned());
         all.extend(lock(&self.carried).values().cloned());

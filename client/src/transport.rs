@@ -415,9 +415,10 @@ pub async fn find_cell_master_as(
     }
     let answers: Vec<LocateInfo> = answered.into_iter().map(|(_, info)| info).collect();
     // Nobody said "me": follow the master the replicas name, the newest epoch first.
+    // A replica naming itself is not master (it just said so): no lead.
     let Some(named) = answers
         .iter()
-        .filter(|a| !a.master.is_empty())
+        .filter(|a| !a.master.is_empty() && a.master != a.endpoint)
         .max_by_key(|a| a.epoch)
         .map(|a| (a.master.clone(), a.epoch))
     else {

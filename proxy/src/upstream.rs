@@ -321,7 +321,7 @@ pub async fn run(shared: Arc<Shared>, ix: CellIx) {
 
         // 2. Claim back every client that has state at this cell (they were held by the
         // session that was lost, or by another proxy).
-        claim_all(&shared, ix, &link, previous).await;
+        claim_all(&shared, ix, &link, previous, lease.end()).await;
         previous = Some(link.session);
         up.link.send_replace(Some(link.clone()));
 
@@ -352,7 +352,18 @@ impl Drop for AbortOnDrop {
 /// Claims the clients with state at `ix` onto the proxy's new session there — only those
 /// still held by its previous session (`previous`), so that a proxy that lost its session
 /// (a partition, a pause) never takes back a client that moved to another proxy meanwhile.
-async fn claim_all(shared: &Shared, ix: CellIx, link: &Link, previous: Option<[u8; 16]>) {
+///
+/// The KeepAlives of the new session start only after the claims, so a claim that the cell
+/// keeps answering `FAILOVER_IN_PROGRESS` is given up 1 s before `lease_end`, the end of
+/// the proxy's local lease there, rather than let that session expire (the client's calls
+/// then find their session unclaimed, as after any failed claim).
+async fn claim_all(
+    shared: &Shared,
+    ix: CellIx,
+    link: &Link,
+    previous: Option<[u8; 16]>,
+    lease_end: Instant,
+) {
     let clients = shared.with_core(|c| c.clients_at(ix, Instant::now()));
     if clients.is_empty() {
         return;
@@ -362,7 +373,11 @@ async fn claim_all(shared: &Shared, ix: CellIx, link: &Link, previous: Option<[u
     let claims = clients.into_iter().map(|(id, secret, principal)| {
         let link = link.clone();
         async move {
-            let r = claim(&link, &id, &secret, &principal, previous).await;
+            let until = lease_end
+                .checked_sub(Duration::from_secs(1))
+                .unwrap_or(lease_end)
+                .min(Instant::now() + CLAIM_PATIENCE);
+            let r = claim_until(&link, &id, &secret, &principal, previous, until).await;
             (id, r)
         }
     });
@@ -385,7 +400,11 @@ async fn claim_all(shared: &Shared, ix: CellIx, link: &Link, previous: Option<[u
     }
 }
 
-/// `ClaimSession` for one client on `link`, retrying while the cell fails over.
+/// How long a claim is retried while the cell answers `FAILOVER_IN_PROGRESS`.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(10);
+
+/// `ClaimSession` for one client on `link`, retrying while the cell fails over (at most
+/// [`CLAIM_PATIENCE`]).
 pub async fn claim(
     link: &Link,
     id: &ClientId,
@@ -393,7 +412,19 @@ pub async fn claim(
     principal: &str,
     only_from: Option<[u8; 16]>,
 ) -> Result<pb::ClaimSessionResponse, WarrenError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + CLAIM_PATIENCE;
+    claim_until(link, id, secret, principal, only_from, deadline).await
+}
+
+/// [`claim`], retrying until `deadline`.
+async fn claim_until(
+    link: &Link,
+    id: &ClientId,
+    secret: &[u8; 16],
+    principal: &str,
+    only_from: Option<[u8; 16]>,
+    deadline: Instant,
+) -> Result<pb::ClaimSessionResponse, WarrenError> {
     loop {
         let mut client = link.client.clone();
         let r = client

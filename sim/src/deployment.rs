@@ -21,7 +21,12 @@
 //! every cell, since its session is one session per cell (the meta cell's, whose id it
 //! reports, and one at each data cell it has used) and it expires when any of them does.
 //! A client of the proxy needs the proxy, and the proxy a session at a live master of
-//! each data cell.
+//! each cell, the meta cell included: a restarted proxy claims its clients' sessions there
+//! too (seed 1103), and a master recovering from a failover refuses a new proxy session
+//! until the sessions it restored have acknowledged it or ended, as in the one-cell runs.
+//! A data cell's master that has not loaded the partition map yet (cut off from the meta
+//! cell since it was elected) counts as live: it serves session calls, which are all a
+//! session needs to live.
 
 use crate::net;
 use crate::record::{nanos, Record, GRACE, LEASE};
@@ -702,14 +707,16 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
             r.active = undo.iter().map(|(_, u)| u.kind()).collect();
             let at = nanos(now);
             let proxy = r.proxies.last().cloned();
+            let connected = |cell: &str| {
+                proxy
+                    .as_ref()
+                    .is_some_and(|p| p.cell_named(cell).is_some_and(|ix| p.connected_to(ix)))
+            };
             let proxy_reaches = has_proxy
                 && !down.contains(PROXY_HOST)
-                && CELLS[1..].iter().all(|cell| {
+                && CELLS.iter().all(|cell| {
                     masters.0.get(cell).is_some_and(|(m, serving)| {
-                        let refused = !serving
-                            && !proxy.as_ref().is_some_and(|p| {
-                                p.cell_named(cell).is_some_and(|ix| p.connected_to(ix))
-                            });
+                        let refused = !serving && !connected(cell);
                         !busy(&undo, PROXY_HOST, m) && !refused
                     })
                 });

@@ -56,6 +56,11 @@ pub struct Record {
     pub meta: Vec<String>,
     /// The data cells the setup's first map names: each cell's name and its replicas.
     pub map_cells: Vec<(String, Vec<String>)>,
+    /// Partitioned sessions (direct, in a partitioned deployment) by their id, with their
+    /// client: each is made of a session per cell, whose KeepAlives are recorded under
+    /// their own ids ([`Record::complete`] learns them) and whose expiries are judged
+    /// each by its own KeepAlives.
+    pub partitioned: BTreeMap<String, (String, warren_client::Session)>,
 }
 
 /// What one run covered (docs/reliability.md, "Deterministic simulation", "Coverage").
@@ -169,7 +174,26 @@ impl Record {
     }
 
     /// Records how operation `id` ended, now, and what state it covered.
+    ///
+    /// For an operation of a partitioned session: its cell sessions made so far become
+    /// known (their KeepAlives are recorded from now on), and a `SESSION_EXPIRED` failure
+    /// is filed under the cell session that expired, whose KeepAlives judge it.
     pub fn complete(&mut self, id: u64, outcome: Outcome) {
+        let home = self.history.history().ops[id as usize].session.clone();
+        if let Some((client, session)) = self.partitioned.get(&home) {
+            let parts = session.cell_sessions();
+            for (part, _) in &parts {
+                self.session_client.insert(part.to_string(), client.clone());
+            }
+            let expired = matches!(&outcome, Outcome::Failed { code, .. } if *code == ErrorCode::SessionExpired);
+            if expired {
+                if let Some((part, _)) = parts.iter().find(|(p, st)| {
+                    *st == warren_client::SessionState::Expired && p.to_string() != home
+                }) {
+                    self.history.set_session(id, &part.to_string());
+                }
+            }
+        }
         let client = &self.history.history().ops[id as usize].client;
         let kind = if self.proxied.contains(client) {
             format!(

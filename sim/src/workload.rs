@@ -72,6 +72,11 @@ async fn connect(me: &str, via_proxy: bool, rec: &Rc<RefCell<Record>>) -> Result
         Ok(s) => {
             r.history.set_session(id, &s.id().to_string());
             r.session_client.insert(s.id().to_string(), me.to_string());
+            if !via_proxy && !r.meta.is_empty() {
+                // Partitioned: its cell sessions are recorded as they appear.
+                r.partitioned
+                    .insert(s.id().to_string(), (me.to_string(), s.clone()));
+            }
             let lease_ns = crate::record::nanos(s.lease());
             r.complete(id, Outcome::Ok(Ret::Lease { lease_ns }));
             r.event(me, format!("session {} created", s.id()));
@@ -84,22 +89,29 @@ async fn connect(me: &str, via_proxy: bool, rec: &Rc<RefCell<Record>>) -> Result
     result
 }
 
-/// Records an expiry the session reports, once.
+/// Records an expiry the session reports, once: of each of its cell sessions that expired
+/// (a partitioned session expires when one of them does; each is judged by its own
+/// KeepAlives).
 fn note_expiry(me: &str, s: &Session, rec: &Rc<RefCell<Record>>, noted: &mut bool) {
     if !*noted && s.state() == SessionState::Expired {
         *noted = true;
         let mut r = rec.borrow_mut();
         let at = now();
-        r.history.call(
-            me,
-            &s.id().to_string(),
-            Op::SessionExpired,
-            at,
-            at,
-            Outcome::Ok(Ret::Done),
-        );
-        r.coverage.sessions_expired += 1;
-        r.event(me, format!("session {} expired", s.id()));
+        for (part, state) in s.cell_sessions() {
+            if state != SessionState::Expired {
+                continue;
+            }
+            r.history.call(
+                me,
+                &part.to_string(),
+                Op::SessionExpired,
+                at,
+                at,
+                Outcome::Ok(Ret::Done),
+            );
+            r.coverage.sessions_expired += 1;
+            r.event(me, format!("session {part} expired"));
+        }
     }
 }
 
@@ -230,7 +242,9 @@ pub async fn client(
         {
             let mut r = rec.borrow_mut();
             r.coverage.invalidations += invalidations;
-            r.closing(&s.id().to_string());
+            for (part, _) in s.cell_sessions() {
+                r.closing(&part.to_string());
+            }
         }
         let closed = s.close().await;
         rec.borrow_mut()
@@ -518,7 +532,9 @@ pub async fn final_reader(clients: usize, patience: Duration, rec: Rc<RefCell<Re
                 read
             }
             .await;
-            rec.borrow_mut().closing(&sid);
+            for (part, _) in session.cell_sessions() {
+                rec.borrow_mut().closing(&part.to_string());
+            }
             let _ = session.close().await;
             let value = match attempt {
                 Ok((value, _)) => Some(String::from_utf8_lossy(&value).into_owned()),

@@ -377,7 +377,12 @@ impl Session {
             open_handles: Mutex::new(Vec::new()),
             moved_to: Mutex::new(None),
         });
-        tokio::spawn(driver(shared.clone(), stop_rx, driver_rx, first));
+        // Its logs name the session (at debug: a deployment's many sessions interleave).
+        let span = tracing::debug_span!("session", id = %id);
+        tokio::spawn(tracing::Instrument::instrument(
+            driver(shared.clone(), stop_rx, driver_rx, first),
+            span,
+        ));
         tracing::debug!(session = %id, "session started");
         Session {
             owner: Arc::new(Owner { shared }),
@@ -462,6 +467,17 @@ impl Session {
         match &self.router {
             Some(r) => r.state(),
             None => self.plain_state(),
+        }
+    }
+
+    /// The plain sessions this session is made of, each with its own state: for a
+    /// partitioned session its home session at the meta cell first, then one per data cell
+    /// it has used (in no particular order); otherwise this session alone. [`Session::state`]
+    /// is the worst of them, so this says which one expired.
+    pub fn cell_sessions(&self) -> Vec<(SessionId, SessionState)> {
+        match &self.router {
+            Some(r) => r.all().iter().map(|s| (s.id(), s.plain_state())).collect(),
+            None => vec![(self.id(), self.plain_state())],
         }
     }
 
@@ -1029,7 +1045,8 @@ impl Shared {
     /// connection.
     async fn redirect(&self, failed: &Conn, master: &str) -> Result<(), Error> {
         let timeout = self.options.rpc_timeout;
-        let conn = if !master.is_empty() {
+        // A replica naming itself is no lead (see `keep_alive`): look the master up.
+        let conn = if !master.is_empty() && master != failed.addr {
             transport::dial_as(
                 master,
                 timeout,
@@ -1204,7 +1221,11 @@ async fn keepalive(
         Some(w) => match w.code {
             ErrorCode::SessionExpired => Failure::Expired,
             ErrorCode::StaleEpoch => Failure::StaleEpoch(w.epoch),
-            ErrorCode::NotMaster if w.master.is_empty() => Failure::MasterUnknown,
+            // A replica naming itself (an older server's standby, restarted while its own
+            // earlier lease lived on) would send the session back to it: look instead.
+            ErrorCode::NotMaster if w.master.is_empty() || w.master == conn.addr => {
+                Failure::MasterUnknown
+            }
             ErrorCode::NotMaster => {
                 let timeout = shared.options.rpc_timeout.min(LOCATE_TIMEOUT);
                 match transport::dial_as(

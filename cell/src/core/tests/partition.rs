@@ -157,6 +157,12 @@ fn a_data_cell_serves_only_session_calls_until_its_map_arrives() {
     let a = t.session_as("alice");
     // KeepAlive is served (it parks: nothing to deliver).
     assert!(t.m.keepalive(&a, 0, t.at(0.5)).is_ok());
+    // So is a proxy's ClaimSession (it registers a client session this cell does not
+    // know), rather than answered as by a cell waiting for its map.
+    let p = ctx_of(&t.m.create_proxy_session("proxy", t.at(0.5)).unwrap());
+    let claimed =
+        t.m.claim_session(&p, [7; 16], [7; 16], "carol", None, t.at(0.6));
+    assert!(claimed.is_ok(), "{claimed:?}");
     let e = t
         .open_target(&a, "/ls/local/f", Target::Node, intent::READ, None)
         .unwrap_err();
