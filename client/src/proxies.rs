@@ -67,8 +67,13 @@ impl ProxyRing {
 
 /// A key random per call (per client instance), to order the proxies before a session id
 /// exists: `RandomState` is seeded from the OS once per thread and moves on per instance;
-/// the time and process id are mixed in as well.
+/// the time and process id are mixed in as well. In a deterministic simulation (feature
+/// `sim`, a seed set), drawn from the simulation's seed instead.
 pub(crate) fn client_key() -> [u8; 16] {
+    #[cfg(feature = "sim")]
+    if let Some(key) = crate::transport::sim::next_client_key() {
+        return key;
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());

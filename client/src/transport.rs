@@ -164,21 +164,44 @@ pub mod sim {
         static SALT: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
     }
 
-    /// Seeds the salts this thread's sessions draw where they would read the wall clock
-    /// (`None`: the wall clock again). A simulation runs every host on one thread.
+    thread_local! {
+        /// The state of [`next_client_key`]'s sequence: apart from the salts', so that
+        /// drawing keys leaves the salts of runs with one proxy as they were.
+        static KEY: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// Seeds the salts this thread's sessions draw where they would read the wall clock,
+    /// and the keys that order a session's proxies (`None`: the wall clock again). A
+    /// simulation runs every host on one thread.
     pub fn set_salt_seed(seed: Option<u64>) {
         SALT.with(|s| s.set(seed));
+        KEY.with(|k| k.set(seed.map(|s| s ^ 0x4B45_595F_4F52_4445)));
+    }
+
+    /// The next value of a splitmix64 sequence kept in `cell`, if it is seeded.
+    fn next_of(cell: &std::cell::Cell<Option<u64>>) -> Option<u64> {
+        let state = cell.get()?.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        cell.set(Some(state));
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Some(z ^ (z >> 31))
     }
 
     /// The next salt of this thread's sequence (splitmix64), if [`set_salt_seed`] set one.
     pub(crate) fn next_salt() -> Option<u64> {
-        SALT.with(|s| {
-            let state = s.get()?.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            s.set(Some(state));
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            Some(z ^ (z >> 31))
+        SALT.with(next_of)
+    }
+
+    /// The next key to order a new session's proxies by, if [`set_salt_seed`] set a seed
+    /// (`crate::proxies::client_key` otherwise reads the clock and the OS's randomness).
+    pub(crate) fn next_client_key() -> Option<[u8; 16]> {
+        KEY.with(|k| {
+            let (a, b) = (next_of(k)?, next_of(k)?);
+            let mut key = [0u8; 16];
+            key[..8].copy_from_slice(&a.to_le_bytes());
+            key[8..].copy_from_slice(&b.to_le_bytes());
+            Some(key)
         })
     }
 

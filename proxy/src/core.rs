@@ -392,6 +392,13 @@ impl ProxyCore {
         }
     }
 
+    /// Whether client session `id` is this proxy's (`sim` builds only: the simulation asks
+    /// whether a client still needs to be adopted).
+    #[cfg(feature = "sim")]
+    pub fn has_client(&self, id: &ClientId) -> bool {
+        self.clients.contains_key(id)
+    }
+
     /// The leases as the core sees them, in seconds left as of its last event (its own
     /// clock), for the simulation's proxy trace: its local lease at each cell, and each
     /// client's lease, starved mark and held KeepAlive (`sim` builds only).

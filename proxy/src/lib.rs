@@ -570,6 +570,12 @@ impl Shared {
             .is_some_and(|u| u.link.borrow().is_some())
     }
 
+    /// Whether client session `id` is this proxy's now (`sim` builds only).
+    #[cfg(feature = "sim")]
+    pub fn has_client(&self, id: &core::ClientId) -> bool {
+        self.with_core(|c| c.has_client(id))
+    }
+
     /// [`ProxyCore::trace_leases`] now (`sim` builds only).
     #[cfg(feature = "sim")]
     pub fn trace_leases(&self) -> String {

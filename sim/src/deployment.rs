@@ -1,36 +1,39 @@
 //! The whole deployment in the simulation ([`SimConfig::deployment`]): a meta cell and two
 //! data cells, each a master and a standby over its own [`SimEtcd`] (the in-memory store
-//! with the etcd store's election and fencing, `warren_cell::store::fenced`), a proxy
-//! routing by the partition map it watches at the meta cell, and clients either at the
-//! cells (routed by the map themselves) or through the proxy. The setup writes the first
-//! map, as `warren ctl deployment init` does; the data cells and the proxy load it from the
-//! meta cell.
+//! with the etcd store's election and fencing, `warren_cell::store::fenced`), two proxies
+//! routing by the partition map they watch at the meta cell, and clients either at the
+//! cells (routed by the map themselves) or through the proxies (given both, each client in
+//! the order its key gives, moving to the other when its own fails it). The setup writes
+//! the first map, as `warren ctl deployment init` does; the data cells and the proxies load
+//! it from the meta cell.
 //!
 //! Faults, every choice drawn from the seed: partitions between a client and a cell (every
-//! replica of it) or the proxy; crashes and restarts of any replica (a master: a failover
-//! once its mastership lease expires at the store; a standby) and of the proxy; a replica
-//! cut from its store (a master then stops serving when it can no longer prove its lease,
-//! and any write it still tries is fenced off); a master frozen (cut from everything, the
-//! store included, as a SIGSTOP would); network pauses of a whole cell; partitions between
-//! the proxy and a data cell and between a data cell and the meta cell; message delays;
-//! crashes of clients.
+//! replica of it) or a proxy; crashes and restarts of any replica (a master: a failover
+//! once its mastership lease expires at the store; a standby) and of either proxy; a
+//! replica cut from its store (a master then stops serving when it can no longer prove its
+//! lease, and any write it still tries is fenced off); a master frozen (cut from
+//! everything, the store included, as a SIGSTOP would); network pauses of a whole cell;
+//! partitions between a proxy and a data cell and between a data cell and the meta cell;
+//! message delays; crashes of clients.
 //!
 //! Reachability for the session checker is read from the run, every 50 ms of simulated
 //! time: which replica of each cell is master (`CellStatus::role`) and whether it is
 //! recovering from a failover (`serving`). A client at the cells needs a live master of
 //! every cell, since its session is one session per cell (the meta cell's, whose id it
 //! reports, and one at each data cell it has used) and it expires when any of them does.
-//! A client of the proxy needs the proxy, and the proxy a session at a live master of
+//! A client of the proxies needs a proxy, and that proxy a session at a live master of
 //! each cell, the meta cell included: a restarted proxy claims its clients' sessions there
 //! too (seed 1103), and a master recovering from a failover refuses a new proxy session
 //! until the sessions it restored have acknowledged it or ended, as in the one-cell runs.
-//! A data cell's master that has not loaded the partition map yet (cut off from the meta
-//! cell since it was elected) counts as live: it serves session calls, which are all a
-//! session needs to live.
+//! A recovering master refuses `ClaimSession` too, so a client can move only to a proxy
+//! that holds it already while any cell recovers. And a client whose proxy stops being
+//! usable counts as cut off until it can have noticed (see the loop). A data cell's master
+//! that has not loaded the partition map yet (cut off from the meta cell since it was
+//! elected) counts as live: it serves session calls, which are all a session needs.
 
 use crate::net;
 use crate::record::{nanos, Record, GRACE, LEASE};
-use crate::workload::{self, CELL_PORT, PROXY_HOST, PROXY_PORT};
+use crate::workload::{self, CELL_PORT, PROXY_PORT};
 use crate::{
     crash_silently, finish, observe_keepalives, Planted, Ran, Report, SimConfig, CLAIM_WINDOW,
     DEPLOYMENT, FINAL_PATIENCE, PROXY_LEASE, SIM_LIMIT, TICK,
@@ -50,6 +53,9 @@ use warren_cell::{CellHandle, CellOptions};
 pub const CELLS: [&str; 3] = ["meta", "c1", "c2"];
 /// Replicas per cell: hosts `<cell>-a` and `<cell>-b`.
 const REPLICAS: [&str; 2] = ["a", "b"];
+/// The proxies: each client of the proxies is given both, in the order its key gives
+/// (`warren_client::proxy_order`), and moves to the other when its own fails it.
+pub const PROXIES: [&str; 2] = ["proxy0", "proxy1"];
 /// The replicas' mastership lease at their store (etcd's TTL; Warren's default is 2 s).
 pub const MASTERSHIP_TTL: Duration = Duration::from_secs(2);
 
@@ -69,10 +75,10 @@ fn addr(host: &str) -> String {
 
 /// The proxy's configuration: routing by the map at the meta cell, otherwise as in the
 /// one-cell runs.
-fn proxy_config(meta: &[String]) -> warren_proxy::ProxyConfig {
+fn proxy_config(meta: &[String], id: &str) -> warren_proxy::ProxyConfig {
     let mut cfg = warren_proxy::ProxyConfig::new(format!("0.0.0.0:{PROXY_PORT}"), Vec::new());
     cfg.meta = meta.to_vec();
-    cfg.id = PROXY_HOST.into();
+    cfg.id = id.into();
     cfg.tls.insecure = true;
     cfg.client_lease = LEASE;
     cfg.forward_patience = crate::record::RPC_TIMEOUT;
@@ -179,6 +185,10 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
         history: warren_history::Recorder::new(cfg.seed.to_string()),
         meta: meta.clone(),
         map_cells,
+        proxy_addrs: PROXIES
+            .iter()
+            .map(|p| format!("{p}:{PROXY_PORT}"))
+            .collect(),
         ..Record::default()
     }));
     observe_keepalives(&rec);
@@ -243,25 +253,35 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
             });
         }
     }
-    if has_proxy {
+    // The proxies' state, one per host (its latest start), for reachability.
+    let proxy_state: Rc<RefCell<BTreeMap<&'static str, Arc<warren_proxy::Shared>>>> = Rc::default();
+    for (pi, &host) in PROXIES.iter().enumerate() {
+        if !has_proxy {
+            break;
+        }
         let rec = rec.clone();
+        let state = proxy_state.clone();
         let starts = std::cell::Cell::new(0u64);
-        let seed = cfg.seed;
+        let seed = cfg.seed ^ (pi as u64 + 1).wrapping_mul(0xE703_7ED1_A0B4_28DB);
         let meta = meta.clone();
-        sim.host(PROXY_HOST, move || {
+        sim.host(host, move || {
             let rec = rec.clone();
+            let state = state.clone();
             starts.set(starts.get() + 1);
             let proxy_seed =
                 seed ^ 0x05EE_D0F9_B0C5 ^ starts.get().wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let config = proxy_config(&meta);
+            let config = proxy_config(&meta, host);
             async move {
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PROXY_PORT)).await?;
                 warren_proxy::core::set_sim_seed(Some(proxy_seed));
                 warren_proxy::run_incoming(
                     net::incoming(listener),
-                    format!("{PROXY_HOST}:{PROXY_PORT}"),
+                    format!("{host}:{PROXY_PORT}"),
                     config,
-                    move |shared| rec.borrow_mut().proxies.push(shared),
+                    move |shared| {
+                        state.borrow_mut().insert(host, shared.clone());
+                        rec.borrow_mut().proxies.push(shared);
+                    },
                     std::future::pending(),
                 )
                 .await?;
@@ -297,7 +317,7 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
         rec.borrow_mut().event_at(
             Duration::ZERO,
             "setup",
-            format!("cells {CELLS:?}, 2 replicas each; through {PROXY_HOST}: {via:?}"),
+            format!("cells {CELLS:?}, 2 replicas each; through {PROXIES:?}: {via:?}"),
         );
     }
     {
@@ -320,7 +340,7 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
     // Every host a crashed or paused host may have links to.
     let mut hosts: Vec<String> = clients.clone();
     if has_proxy {
-        hosts.push(PROXY_HOST.to_string());
+        hosts.extend(PROXIES.iter().map(|p| p.to_string()));
     }
     hosts.extend(cell_hosts.iter().cloned());
     hosts.push("setup".into());
@@ -335,6 +355,12 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
     let mut crashed: BTreeSet<String> = BTreeSet::new();
     let mut healed = false;
     let mut masters = Masters::default();
+    // Clients of the proxies whose proxy stopped being usable, and when they can have
+    // noticed (see the reachability below).
+    let mut unnoticed: BTreeMap<String, (String, Duration)> = BTreeMap::new();
+    // The proxy each client of the proxies was last seen on, and the moves seen.
+    let mut last_proxy: BTreeMap<String, String> = BTreeMap::new();
+    let mut moves = 0u64;
     // The last master seen of each cell (a failover: another one, or the same host's
     // next term).
     let mut last_master: BTreeMap<&'static str, (String, u64)> = BTreeMap::new();
@@ -374,7 +400,7 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
                 Undo::Restart { host, .. } => {
                     sim.bounce(host.as_str());
                     down.remove(&host);
-                    if host == PROXY_HOST {
+                    if PROXIES.contains(&host.as_str()) {
                         rec.borrow_mut().coverage.proxy_restarts += 1;
                     }
                     (format!("restart {host}"), "heal")
@@ -411,6 +437,7 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
             let cell = CELLS[rng.gen_range(0..CELLS.len())];
             let data_cell = CELLS[rng.gen_range(1..CELLS.len())];
             let replica = replicas(cell)[rng.gen_range(0..REPLICAS.len())].clone();
+            let proxy = PROXIES[rng.gen_range(0..PROXIES.len())];
             let is_master = masters.0.get(cell).is_some_and(|(h, _)| *h == replica);
             let role = if is_master { "master" } else { "standby" };
             match rng.gen_range(0..14) {
@@ -419,14 +446,14 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
                 0..=2 if !crashed.contains(&client) => {
                     let d = Duration::from_millis(rng.gen_range(200..10_000));
                     let (kind, peers) = if proxied[ci] {
-                        ("client-proxy-partition", vec![PROXY_HOST.to_string()])
+                        ("client-proxy-partition", vec![proxy.to_string()])
                     } else {
                         ("partition", replicas(cell))
                     };
                     let links = peers.iter().map(|p| (client.clone(), p.clone())).collect();
                     let links = hold(&mut sim, &undo, links);
                     if !links.is_empty() {
-                        let to = if proxied[ci] { PROXY_HOST } else { cell };
+                        let to = if proxied[ci] { proxy } else { cell };
                         undo.push((now + d, Undo::Release { links, kind }));
                         fault(
                             &rec,
@@ -542,14 +569,14 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
                         format!("crash {client} for good"),
                     );
                 }
-                9 if has_proxy && !down.contains(PROXY_HOST) => {
+                9 if has_proxy && !down.contains(proxy) => {
                     let d = Duration::from_millis(rng.gen_range(100..6_000));
-                    crash_host(&mut sim, &undo, &hosts, PROXY_HOST, &handles);
-                    down.insert(PROXY_HOST.to_string());
+                    crash_host(&mut sim, &undo, &hosts, proxy, &handles);
+                    down.insert(proxy.to_string());
                     undo.push((
                         now + d,
                         Undo::Restart {
-                            host: PROXY_HOST.to_string(),
+                            host: proxy.to_string(),
                             kind: "proxy-crash",
                         },
                     ));
@@ -558,7 +585,7 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
                         &mut faults,
                         now,
                         "proxy-crash",
-                        format!("crash {PROXY_HOST} for {d:?}"),
+                        format!("crash {proxy} for {d:?}"),
                     );
                 }
                 // The proxy cut off from a data cell.
@@ -566,7 +593,7 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
                     let d = Duration::from_millis(rng.gen_range(200..12_000));
                     let links = replicas(data_cell)
                         .into_iter()
-                        .map(|r| (PROXY_HOST.to_string(), r))
+                        .map(|r| (proxy.to_string(), r))
                         .collect();
                     let links = hold(&mut sim, &undo, links);
                     if !links.is_empty() {
@@ -582,7 +609,7 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
                             &mut faults,
                             now,
                             "proxy-cell-partition",
-                            format!("partition {PROXY_HOST} <-> {data_cell} for {d:?}"),
+                            format!("partition {proxy} <-> {data_cell} for {d:?}"),
                         );
                     }
                 }
@@ -706,24 +733,91 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
             let mut r = rec.borrow_mut();
             r.active = undo.iter().map(|(_, u)| u.kind()).collect();
             let at = nanos(now);
-            let proxy = r.proxies.last().cloned();
-            let connected = |cell: &str| {
-                proxy
-                    .as_ref()
+            // Which proxies reach every cell: up, a live master of each, their links to it
+            // free, and not refused a session by a recovering master.
+            let states = proxy_state.borrow();
+            let connected = |proxy: &str, cell: &str| {
+                states
+                    .get(proxy)
                     .is_some_and(|p| p.cell_named(cell).is_some_and(|ix| p.connected_to(ix)))
             };
-            let proxy_reaches = has_proxy
-                && !down.contains(PROXY_HOST)
-                && CELLS.iter().all(|cell| {
-                    masters.0.get(cell).is_some_and(|(m, serving)| {
-                        let refused = !serving && !connected(cell);
-                        !busy(&undo, PROXY_HOST, m) && !refused
-                    })
-                });
+            let reaching: Vec<&str> = PROXIES
+                .iter()
+                .copied()
+                .filter(|p| {
+                    has_proxy
+                        && !down.contains(*p)
+                        && CELLS.iter().all(|cell| {
+                            masters.0.get(cell).is_some_and(|(m, serving)| {
+                                let refused = !serving && !connected(p, cell);
+                                !busy(&undo, p, m) && !refused
+                            })
+                        })
+                })
+                .collect();
+            // A master recovering from a failover refuses `ClaimSession` too: a client
+            // can move to a proxy that does not hold it yet only once no cell recovers.
+            let recovering = masters.0.values().any(|(_, serving)| !serving);
+            let current = r.current.clone();
+            let holds = |proxy: &str, c: &str| {
+                let id = current
+                    .get(c)
+                    .and_then(|s| <[u8; 16]>::try_from(s.id().as_bytes()).ok());
+                states
+                    .get(proxy)
+                    .is_some_and(|p| id.is_some_and(|id| p.has_client(&id)))
+            };
             for (i, c) in clients.iter().enumerate() {
+                let usable = |p: &str| {
+                    reaching.contains(&p) && !busy(&undo, c, p) && (!recovering || holds(p, c))
+                };
+                // The proxy the client's session talks to. When it stops being usable the
+                // client cannot tell at once (a crash is silent, a partition holds its
+                // calls): it learns when its lease has ended and its KeepAlive in
+                // jeopardy has gone unanswered (2 s), and may then try that proxy once
+                // more (another 2 s) before the next. Until then it counts as cut off,
+                // whatever the other proxy could do for it.
+                let on = current
+                    .get(c)
+                    .filter(|_| proxied[i])
+                    .map(|s| (s.master(), s.lease()))
+                    .map(|(addr, lease)| {
+                        (
+                            addr.split(':').next().unwrap_or_default().to_string(),
+                            lease,
+                        )
+                    });
+                if let Some((p, _)) = &on {
+                    if PROXIES.contains(&p.as_str()) {
+                        let last = last_proxy.insert(c.clone(), p.clone());
+                        if last.is_some_and(|l| l != *p) {
+                            moves += 1;
+                        }
+                    }
+                }
+                let noticed = match &on {
+                    Some((p, _)) if usable(p) => {
+                        unnoticed.remove(c);
+                        true
+                    }
+                    Some((p, lease)) => {
+                        let by = unnoticed
+                            .entry(c.clone())
+                            .and_modify(|(q, _)| {
+                                if q != p {
+                                    *q = p.clone();
+                                }
+                            })
+                            .or_insert_with(|| (p.clone(), now + *lease + Duration::from_secs(4)))
+                            .1;
+                        now >= by
+                    }
+                    None => true,
+                };
+                let on_usable = on.as_ref().is_some_and(|(p, _)| usable(p));
                 let reachable = !crashed.contains(c)
                     && if proxied[i] {
-                        proxy_reaches && !busy(&undo, c, PROXY_HOST)
+                        on_usable || (noticed && PROXIES.iter().any(|p| usable(p)))
                     } else {
                         CELLS.iter().all(|cell| {
                             masters.0.get(cell).is_some_and(|(m, _)| !busy(&undo, c, m))
@@ -733,7 +827,11 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
             }
         }
     };
-    rec.borrow_mut().coverage.store_fenced = stores.values().map(|s| s.fenced_off()).sum();
+    {
+        let mut r = rec.borrow_mut();
+        r.coverage.store_fenced = stores.values().map(|s| s.fenced_off()).sum();
+        r.coverage.proxy_moves = moves;
+    }
     finish(
         cfg,
         sim,

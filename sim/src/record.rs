@@ -56,11 +56,16 @@ pub struct Record {
     pub meta: Vec<String>,
     /// The data cells the setup's first map names: each cell's name and its replicas.
     pub map_cells: Vec<(String, Vec<String>)>,
+    /// The proxies the clients of the proxies are given (`HOST:PORT`s); empty: the one
+    /// proxy at `workload::PROXY_HOST`.
+    pub proxy_addrs: Vec<String>,
     /// Partitioned sessions (direct, in a partitioned deployment) by their id, with their
     /// client: each is made of a session per cell, whose KeepAlives are recorded under
     /// their own ids ([`Record::complete`] learns them) and whose expiries are judged
     /// each by its own KeepAlives.
     pub partitioned: BTreeMap<String, (String, warren_client::Session)>,
+    /// Each client's latest session.
+    pub current: BTreeMap<String, warren_client::Session>,
 }
 
 /// What one run covered (docs/reliability.md, "Deterministic simulation", "Coverage").
@@ -88,6 +93,9 @@ pub struct Coverage {
     pub proxy_cache_reads: u64,
     /// Starts of the proxy host after a crash.
     pub proxy_restarts: u64,
+    /// Clients of the proxies seen moving from one proxy to the other (whole-deployment
+    /// runs).
+    pub proxy_moves: u64,
     /// Commits a cell's fenced store refused because their master's term no longer led
     /// (whole-deployment runs: a deposed master's writes fenced off).
     pub store_fenced: u64,
@@ -109,6 +117,7 @@ impl Coverage {
         self.proxy_cache_reads += other.proxy_cache_reads;
         self.proxy_restarts += other.proxy_restarts;
         self.store_fenced += other.store_fenced;
+        self.proxy_moves += other.proxy_moves;
     }
 
     /// One line for a report.
@@ -122,7 +131,7 @@ impl Coverage {
             "{} states (fault kind x operation x outcome; {} of operations through the proxy), \
              faults {:?}, {} fail-overs, {} proxy restarts, {} lock handoffs, {} fenced out, {} \
              invalidations, {} client-cache reads, {} proxy-cache reads, {} sessions expired, \
-             {} store commits fenced off",
+             {} store commits fenced off, {} moves between proxies",
             self.states.len(),
             via_proxy,
             self.faults,
@@ -134,7 +143,8 @@ impl Coverage {
             self.cache_hits,
             self.proxy_cache_reads,
             self.sessions_expired,
-            self.store_fenced
+            self.store_fenced,
+            self.proxy_moves
         )
     }
 }

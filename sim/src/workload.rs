@@ -28,9 +28,14 @@ const FILES: usize = 2;
 /// A session's options: at the cell (or, in a partitioned deployment, routed by the map
 /// at its meta cell: [`Record::meta`]), or (`via_proxy`) through the proxy.
 fn options(via_proxy: bool, rec: &Rc<RefCell<Record>>) -> ClientOptions {
-    let meta = rec.borrow().meta.clone();
-    let mut o = if via_proxy {
+    let (meta, proxies) = {
+        let r = rec.borrow();
+        (r.meta.clone(), r.proxy_addrs.clone())
+    };
+    let mut o = if via_proxy && proxies.is_empty() {
         ClientOptions::proxies([format!("{PROXY_HOST}:{PROXY_PORT}")])
+    } else if via_proxy {
+        ClientOptions::proxies(proxies)
     } else if meta.is_empty() {
         ClientOptions::new([format!("{CELL_HOST}:{CELL_PORT}")])
     } else {
@@ -72,6 +77,7 @@ async fn connect(me: &str, via_proxy: bool, rec: &Rc<RefCell<Record>>) -> Result
         Ok(s) => {
             r.history.set_session(id, &s.id().to_string());
             r.session_client.insert(s.id().to_string(), me.to_string());
+            r.current.insert(me.to_string(), s.clone());
             if !via_proxy && !r.meta.is_empty() {
                 // Partitioned: its cell sessions are recorded as they appear.
                 r.partitioned

@@ -389,13 +389,14 @@ fn a_proxied_seed_replays_exactly() {
 }
 
 /// The whole deployment (a meta cell and two data cells, each a master and a standby over
-/// a fenced store; the proxy routing by the map): a fixed slice of seeds passes every
+/// a fenced store; two proxies routing by the map): a fixed slice of seeds passes every
 /// checker, with failovers of masters crashed, frozen and cut from their stores among its
-/// faults, and the first seed replays exactly.
+/// faults and clients moving between the proxies, and the first seed replays exactly.
 #[test]
 fn the_whole_deployment_passes_its_slice_of_seeds() {
     let mut coverage = Coverage::default();
-    for seed in 0..8 {
+    // Seeds 0–7, and 18, where clients move between the proxies.
+    for seed in (0..8).chain([18]) {
         let cfg = SimConfig::deployment(seed);
         let r = run(&cfg);
         assert!(r.violations.is_empty(), "{}", describe(&r));
@@ -423,6 +424,7 @@ fn the_whole_deployment_passes_its_slice_of_seeds() {
         );
     }
     assert!(coverage.failovers > 0, "{}", coverage.summary());
+    assert!(coverage.proxy_moves > 0, "{}", coverage.summary());
 }
 
 /// In the whole deployment too, the lock checker catches a double grant and the file
