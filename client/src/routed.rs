@@ -28,7 +28,7 @@
 //!   worst of the cell sessions' states (one expired cell session makes the whole session
 //!   expired: its locks and handles there are gone).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -50,10 +50,13 @@ pub(crate) struct Router {
     cell_options: ClientOptions,
     watcher: MapWatcher,
     home: Session,
-    cells: Mutex<HashMap<String, Session>>,
+    /// (Ordered maps: what iterates them — the session's state, closing, the cell
+    /// sessions' list — runs in one order on every run, as the deterministic simulation
+    /// replays need.)
+    cells: Mutex<BTreeMap<String, Session>>,
     /// Cell sessions carried on at the cell a reshard moved their nodes to, by that cell and
     /// the session's id ([`Router::carry_on`]).
-    carried: Mutex<HashMap<(String, crate::types::SessionId), Session>>,
+    carried: Mutex<BTreeMap<(String, crate::types::SessionId), Session>>,
     /// Held while a cell session is being made, so that one is made per cell.
     connecting: tokio::sync::Mutex<()>,
     /// One sender per [`EventStream`] of the partitioned session: each cell session made
@@ -116,8 +119,8 @@ pub(crate) async fn connect(options: ClientOptions) -> Result<Session, Error> {
         cell_options: plain,
         watcher,
         home: home.clone(),
-        cells: Mutex::new(HashMap::new()),
-        carried: Mutex::new(HashMap::new()),
+        cells: Mutex::new(BTreeMap::new()),
+        carried: Mutex::new(BTreeMap::new()),
         connecting: tokio::sync::Mutex::new(()),
         subscribers: Mutex::new(Vec::new()),
         epoch_task,
@@ -149,7 +152,7 @@ impl Router {
     async fn session_for(&self, cell: &str, map: &PartitionMap) -> Result<Session, Error> {
         // A cell session that ended ends the whole session (its locks and handles there
         // are gone, and that is final): never replace it silently.
-        let existing = |cells: &HashMap<String, Session>| -> Option<Result<Session, Error>> {
+        let existing = |cells: &BTreeMap<String, Session>| -> Option<Result<Session, Error>> {
             let s = cells.get(cell)?;
             Some(if s.plain_state().is_live() {
                 Ok(s.clone())
@@ -509,8 +512,24 @@ impl Router {
             .unwrap_or_default()
     }
 
+    /// [`Router::all`] with each one's cell (`meta` for the home session) and state.
+    pub(crate) fn all_named(&self) -> Vec<(String, crate::types::SessionId, SessionState)> {
+        let mut all = vec![("meta".to_string(), self.home.id(), self.home.plain_state())];
+        all.extend(
+            lock(&self.cells)
+                .iter()
+                .map(|(c, s)| (c.clone(), s.id(), s.plain_state())),
+        );
+        all.extend(
+            lock(&self.carried)
+                .iter()
+                .map(|((c, _), s)| (c.clone(), s.id(), s.plain_state())),
+        );
+        all
+    }
+
     /// The home session first, then every cell session.
-    pub(crate) fn all(&self) -> Vec<Session> {
+    fn all(&self) -> Vec<Session> {
         let mut all = vec![self.home.clone()];
         all.extend(lock(&self.cells).values().cloned());
         all.extend(lock(&self.carried).values().cloned());

@@ -675,7 +675,7 @@ impl LocateInfo {
 }
 
 /// A session's 128-bit id. `Display` gives 32 lower-case hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId([u8; warren_proto::SESSION_ID_LEN]);
 
 impl SessionId {

@@ -184,6 +184,10 @@ pub(crate) fn run(cfg: &SimConfig) -> Report {
     let rec = Rc::new(RefCell::new(Record {
         history: warren_history::Recorder::new(cfg.seed.to_string()),
         meta: meta.clone(),
+        map: Some(
+            warren_client::admin::initial_map(DEPLOYMENT, &map_cells, crate::SLOTS)
+                .expect("the simulation's first map is valid"),
+        ),
         map_cells,
         proxy_addrs: PROXIES
             .iter()

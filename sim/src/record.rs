@@ -56,6 +56,8 @@ pub struct Record {
     pub meta: Vec<String>,
     /// The data cells the setup's first map names: each cell's name and its replicas.
     pub map_cells: Vec<(String, Vec<String>)>,
+    /// That first map (no run changes it): which cell serves each path.
+    pub map: Option<warren_router::PartitionMap>,
     /// The proxies the clients of the proxies are given (`HOST:PORT`s); empty: the one
     /// proxy at `workload::PROXY_HOST`.
     pub proxy_addrs: Vec<String>,
@@ -186,22 +188,48 @@ impl Record {
     /// Records how operation `id` ended, now, and what state it covered.
     ///
     /// For an operation of a partitioned session: its cell sessions made so far become
-    /// known (their KeepAlives are recorded from now on), and a `SESSION_EXPIRED` failure
-    /// is filed under the cell session that expired, whose KeepAlives judge it.
+    /// known (their KeepAlives are recorded from now on), and the operation is filed under
+    /// the cell session that served it — the one at the cell the map routes its path to —
+    /// so that the session checker judges it by that session's KeepAlives. A
+    /// `SESSION_EXPIRED` failure with no path is filed under a cell session that expired.
     pub fn complete(&mut self, id: u64, outcome: Outcome) {
         let home = self.history.history().ops[id as usize].session.clone();
         if let Some((client, session)) = self.partitioned.get(&home) {
             let parts = session.cell_sessions();
-            for (part, _) in &parts {
+            for (_, part, _) in &parts {
                 self.session_client.insert(part.to_string(), client.clone());
             }
+            let op = &self.history.history().ops[id as usize].op;
+            let path = match op {
+                Op::Open { path, .. }
+                | Op::Read { path, .. }
+                | Op::Write { path, .. }
+                | Op::Delete { path }
+                | Op::FinalRead { path } => Some(path.as_str()),
+                Op::Acquire { lock, .. }
+                | Op::Release { lock }
+                | Op::GetSequencer { lock }
+                | Op::FencedWrite { lock, .. } => Some(lock.as_str()),
+                _ => None,
+            };
+            let cell = path.and_then(|p| self.cell_of(p));
+            let served_by = cell.and_then(|c| {
+                parts
+                    .iter()
+                    .find(|(name, _, _)| *name == c)
+                    .map(|(_, part, _)| part.to_string())
+            });
             let expired = matches!(&outcome, Outcome::Failed { code, .. } if *code == ErrorCode::SessionExpired);
-            if expired {
-                if let Some((part, _)) = parts.iter().find(|(p, st)| {
-                    *st == warren_client::SessionState::Expired && p.to_string() != home
-                }) {
-                    self.history.set_session(id, &part.to_string());
-                }
+            let expired_part = || {
+                parts
+                    .iter()
+                    .find(|(_, p, st)| {
+                        *st == warren_client::SessionState::Expired && p.to_string() != home
+                    })
+                    .map(|(_, p, _)| p.to_string())
+            };
+            if let Some(part) = served_by.or_else(|| expired.then(expired_part).flatten()) {
+                self.history.set_session(id, &part);
             }
         }
         let client = &self.history.history().ops[id as usize].client;
@@ -271,6 +299,18 @@ impl Record {
     /// proxy.
     pub fn proxy_cache_hits(&self) -> u64 {
         self.proxies.iter().map(|p| p.cache_counters().hits).sum()
+    }
+
+    /// The cell the first map routes `path` (relative to the deployment's root) to: `meta`
+    /// for the reserved subtree; `None` without a map (one-cell runs) or for a path it
+    /// cannot route.
+    fn cell_of(&self, path: &str) -> Option<String> {
+        let map = self.map.as_ref()?;
+        let full = format!("/ls/{}{path}", crate::DEPLOYMENT);
+        match map.route(&full, false).ok()? {
+            warren_router::Route::Meta => Some("meta".to_string()),
+            warren_router::Route::Cell { cell, .. } => Some(cell.to_string()),
+        }
     }
 
     /// Notes that the client of session `sid` is closing it.

@@ -103,7 +103,7 @@ fn note_expiry(me: &str, s: &Session, rec: &Rc<RefCell<Record>>, noted: &mut boo
         *noted = true;
         let mut r = rec.borrow_mut();
         let at = now();
-        for (part, state) in s.cell_sessions() {
+        for (_, part, state) in s.cell_sessions() {
             if state != SessionState::Expired {
                 continue;
             }
@@ -248,7 +248,7 @@ pub async fn client(
         {
             let mut r = rec.borrow_mut();
             r.coverage.invalidations += invalidations;
-            for (part, _) in s.cell_sessions() {
+            for (_, part, _) in s.cell_sessions() {
                 r.closing(&part.to_string());
             }
         }
@@ -538,7 +538,7 @@ pub async fn final_reader(clients: usize, patience: Duration, rec: Rc<RefCell<Re
                 read
             }
             .await;
-            for (part, _) in session.cell_sessions() {
+            for (_, part, _) in session.cell_sessions() {
                 rec.borrow_mut().closing(&part.to_string());
             }
             let _ = session.close().await;

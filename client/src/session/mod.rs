@@ -470,14 +470,16 @@ impl Session {
         }
     }
 
-    /// The plain sessions this session is made of, each with its own state: for a
-    /// partitioned session its home session at the meta cell first, then one per data cell
-    /// it has used (in no particular order); otherwise this session alone. [`Session::state`]
-    /// is the worst of them, so this says which one expired.
-    pub fn cell_sessions(&self) -> Vec<(SessionId, SessionState)> {
+    /// The plain sessions this session is made of, each with the cell it lives at and its
+    /// own state: for a partitioned session its home session at the meta cell first
+    /// (named `meta`, as `WRONG_CELL` names it), then one per data cell it has used (by
+    /// cell name; a session carried on at another cell after a reshard after those);
+    /// otherwise this session alone, with no cell name. [`Session::state`] is the worst of
+    /// them, so this says which one expired.
+    pub fn cell_sessions(&self) -> Vec<(String, SessionId, SessionState)> {
         match &self.router {
-            Some(r) => r.all().iter().map(|s| (s.id(), s.plain_state())).collect(),
-            None => vec![(self.id(), self.plain_state())],
+            Some(r) => r.all_named(),
+            None => vec![(String::new(), self.id(), self.plain_state())],
         }
     }
 
