@@ -317,11 +317,25 @@ pub async fn run(shared: Arc<Shared>, ix: CellIx) {
         shared.upstream_created(ix, lease.end(), local_hold_back);
         metrics::counter!("warren_proxy_upstream_sessions_created_total", "cell" => up.name.clone())
             .increment(1);
-        tracing::info!(cell = %up.name, master = %link.addr, epoch = link.epoch, "proxy session created");
+        tracing::info!(
+            cell = %up.name,
+            master = %link.addr,
+            epoch = link.epoch,
+            session = %warren_server::lease::short_id(&link.session),
+            proxy = %shared.cfg.id,
+            "proxy session created"
+        );
 
-        // 2. Claim back every client that has state at this cell (they were held by the
-        // session that was lost, or by another proxy).
-        claim_all(&shared, ix, &link, previous, lease.end()).await;
+        // 2. Claim back every client that has state at this cell, held by the session
+        // that was lost (only those: `only_from`). A first session has none to claim: no
+        // client can have registered here through this proxy before it (an adopted one
+        // was claimed here by its adoption), and a claim naming no predecessor would take
+        // a client that has moved to another proxy meanwhile (the simulation of the whole
+        // deployment, seed 5750: a restarted proxy's first session took back a client the
+        // other proxy had adopted, which lost its session).
+        if previous.is_some() {
+            claim_all(&shared, ix, &link, previous, lease.end()).await;
+        }
         previous = Some(link.session);
         up.link.send_replace(Some(link.clone()));
 

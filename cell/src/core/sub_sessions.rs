@@ -136,7 +136,15 @@ impl Master {
                     "client session {} has ended at this cell",
                     short_id(&client)
                 ))),
-                None => Ok(None),
+                None => {
+                    tracing::debug!(
+                        cell = %self.cfg.cell,
+                        epoch = self.meta.epoch,
+                        client = %short_id(&client),
+                        "claim of a client session this cell does not know"
+                    );
+                    Ok(None)
+                }
             };
         };
         let Some(old) = s.rec.parent else {

@@ -177,6 +177,15 @@ async fn adopt_now(
         }
     });
     let results = futures::future::join_all(claims).await;
+    for (ix, r) in &results {
+        tracing::debug!(
+            session = %hex(&id),
+            cell = %shared.cell(*ix).name,
+            result = ?r.as_ref().map(|r| r.known),
+            proxy = %shared.cfg.id,
+            "adoption: claimed at a cell"
+        );
+    }
     // The first known principal, in cell order (deterministic).
     for (ix, result) in results {
         match result {
