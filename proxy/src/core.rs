@@ -327,6 +327,10 @@ pub struct ProxyCore {
     /// Clients that ended here recently, so a late call gets `SESSION_EXPIRED` rather than
     /// being adopted as a client from another proxy: id → when to forget.
     ended: Tombstones<ClientId, ()>,
+    /// Clients another proxy claimed from this one recently, with the epoch this proxy had
+    /// shown them: a call that still names that epoch (or an older one) was sent before
+    /// the client moved and arrives late, and must not adopt it back (see [`ProxyCore::check`]).
+    moved_away: Tombstones<ClientId, u64>,
     waiters: HashMap<WaiterId, ClientId>,
     next_waiter: WaiterId,
     /// While a KeepAlive reply from a cell with a hold-back is applied
@@ -357,6 +361,7 @@ impl ProxyCore {
             timers: BTreeSet::new(),
             starving: HashSet::default(),
             ended: Tombstones::default(),
+            moved_away: Tombstones::default(),
             waiters: HashMap::default(),
             next_waiter: 1,
             deferred: None,
@@ -500,6 +505,25 @@ impl ProxyCore {
                     short_id(id)
                 )));
             }
+            // A call sent to this proxy before its client moved to another (held in a
+            // partition, say) names the epoch this proxy showed it; the other proxy has
+            // shown it a higher one. Adopting the client back on such a call would end its
+            // session at the proxy it moved to (the simulation of the whole deployment,
+            // seeds 5885 and 5187). A client that comes back names the higher epoch.
+            // Not SESSION_EXPIRED: the session lives on there, and a library that sees
+            // that code ends its session. NOT_MASTER naming no master sends the call (if
+            // the client still waits for it) to look for its proxy again, with its
+            // current epoch.
+            if self.moved_away.get(id, now).is_some_and(|e| epoch <= *e) {
+                return Err(WarrenError::new(
+                    warren_proto::ErrorCode::NotMaster,
+                    format!(
+                        "session {} moved to another proxy after this call was sent (it names \
+                         epoch {epoch}); the session goes on there",
+                        short_id(id)
+                    ),
+                ));
+            }
             return Ok(Known::Unknown);
         };
         if &c.secret != secret {
@@ -603,7 +627,9 @@ impl ProxyCore {
 
     /// Forgets a client that another proxy claimed (the cell said so).
     pub fn claimed_away(&mut self, id: &ClientId) {
-        if self.clients.contains_key(id) {
+        if let Some(c) = self.clients.get(id) {
+            let until = self.now + self.cfg.max_starve;
+            self.moved_away.bury(*id, c.epoch, until);
             tracing::info!(session = %short_id(id), "session claimed by another proxy; dropping it");
             self.remove_client(*id, None);
         }

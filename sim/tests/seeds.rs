@@ -446,10 +446,12 @@ fn planted_bugs_are_caught_in_the_whole_deployment() {
 /// without the map (a session call), and the proxy gives up a claim before its lease ends.
 /// Seed 5750: a restarted proxy's first session at a cell claimed its clients there naming
 /// no predecessor, and so took back a client the other proxy had adopted meanwhile, which
-/// lost its session. A first session now claims nothing.
+/// lost its session. A first session now claims nothing. Seed 5885: a call a client sent
+/// its proxy before it moved to the other arrived late, and that proxy adopted it back. A
+/// late call naming the epoch the proxy had shown the client is now refused.
 #[test]
 fn the_whole_deployment_regression_seeds_pass() {
-    for seed in [153, 1376, 5750] {
+    for seed in [153, 1376, 5750, 5885] {
         let r = run(&SimConfig::deployment(seed));
         assert!(r.violations.is_empty(), "{}", describe(&r));
     }

@@ -640,6 +640,31 @@ fn a_client_claimed_away_is_dropped_and_one_that_ended_is_not_adopted_again() {
     let _ = sa;
 }
 
+/// A call sent to this proxy before its client moved to another arrives late (it was held
+/// in a partition): it names the epoch this proxy showed the client, and is refused with
+/// `NOT_MASTER` naming nobody (not `SESSION_EXPIRED`: the session lives on) rather than
+/// adopt the client back (which would end its session at the other proxy,
+/// whole-deployment simulation seeds 5885 and 5187). The client coming back, with the
+/// higher epoch the other proxy showed it, is adopted as any client from another proxy.
+#[test]
+fn a_late_call_from_a_client_claimed_away_does_not_adopt_it_back() {
+    let (mut core, t0) = setup(1);
+    let (a, sa, _, epoch) = core.create_session("a", t0);
+    core.registered(&a, 0);
+    core.upstream_events(0, &[ev(1, pb::EventType::SessionClaimed, "", Some(&a))], t0);
+    assert!(core.identity(&a).is_none());
+    let late = core.check(&a, &sa, epoch, t0 + S);
+    assert!(
+        matches!(&late, Err(e) if e.code == warren_proto::ErrorCode::NotMaster && e.master.is_empty() && e.message.contains("moved to another proxy")),
+        "{:?}",
+        late.err()
+    );
+    assert!(matches!(
+        core.check(&a, &sa, epoch + 1, t0 + S),
+        Ok(Known::Unknown)
+    ));
+}
+
 #[test]
 fn a_cell_failover_invalidates_at_clients_what_they_cached_from_it() {
     let (mut core, t0) = setup(2);
