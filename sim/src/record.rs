@@ -313,6 +313,15 @@ impl Record {
         }
     }
 
+    /// Forgets session `s` (its client is about to close or drop it): the clones kept in
+    /// [`Record::current`] and [`Record::partitioned`] must not outlive the workload's,
+    /// or a dropped session would live on (and the run differ from one without them).
+    pub fn forget(&mut self, s: &warren_client::Session) {
+        let id = s.id();
+        self.partitioned.remove(&id.to_string());
+        self.current.retain(|_, kept| kept.id() != id);
+    }
+
     /// Notes that the client of session `sid` is closing it.
     pub fn closing(&mut self, sid: &str) {
         self.closing.insert(sid.to_string());

@@ -213,7 +213,9 @@ pub async fn client(
             Some((s, _)) if s.is_live() => s.clone(),
             _ => {
                 if let Some((old, _)) = session.take() {
-                    rec.borrow_mut().coverage.invalidations += old.cache_stats().invalidations;
+                    let mut r = rec.borrow_mut();
+                    r.coverage.invalidations += old.cache_stats().invalidations;
+                    r.forget(&old);
                 }
                 match connect(&me, via_proxy, &rec).await {
                     Ok(s) => {
@@ -251,6 +253,7 @@ pub async fn client(
             for (_, part, _) in s.cell_sessions() {
                 r.closing(&part.to_string());
             }
+            r.forget(&s);
         }
         let closed = s.close().await;
         rec.borrow_mut()
@@ -538,8 +541,12 @@ pub async fn final_reader(clients: usize, patience: Duration, rec: Rc<RefCell<Re
                 read
             }
             .await;
-            for (_, part, _) in session.cell_sessions() {
-                rec.borrow_mut().closing(&part.to_string());
+            {
+                let mut r = rec.borrow_mut();
+                for (_, part, _) in session.cell_sessions() {
+                    r.closing(&part.to_string());
+                }
+                r.forget(&session);
             }
             let _ = session.close().await;
             let value = match attempt {
